@@ -1,0 +1,145 @@
+//! Internet checksum (RFC 1071) and its incremental update (RFC 1624, eqn. 3:
+//! `HC' = ~(~HC + ~m + m')`).
+//!
+//! The one's-complement sum does not depend on byte order as long as every 16-bit word
+//! is loaded the same way, so these functions take fields exactly as they sit in the
+//! packet (wire-order integers loaded natively) and return the checksum field the same
+//! way.
+
+/// Folds a 64-bit one's-complement accumulator to 16 bits. A fixed number of folds
+/// rather than a loop, so the BPF verifier sees straight-line code.
+#[inline(always)]
+pub const fn fold(mut sum: u64) -> u16 {
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// New checksum after a 32-bit field changed from `old` to `new`.
+#[inline(always)]
+pub const fn replace4(check: u16, old: u32, new: u32) -> u16 {
+    let old = !old;
+    let sum = (!check) as u64
+        + (old >> 16) as u64
+        + (old & 0xffff) as u64
+        + (new >> 16) as u64
+        + (new & 0xffff) as u64;
+    !fold(sum)
+}
+
+/// New checksum after a 16-bit field changed from `old` to `new`.
+#[inline(always)]
+pub const fn replace2(check: u16, old: u16, new: u16) -> u16 {
+    let sum = (!check) as u64 + (!old) as u64 + new as u64;
+    !fold(sum)
+}
+
+/// The full Internet checksum of `data` with `initial` already summed in (for
+/// pseudo-headers). Returns the checksum field value, big-endian numeric.
+pub fn internet_checksum(data: &[u8], initial: u64) -> u16 {
+    let mut sum = initial;
+    let mut chunks = data.chunks_exact(2);
+    for pair in &mut chunks {
+        sum += u16::from_be_bytes([pair[0], pair[1]]) as u64;
+    }
+    if let [last] = chunks.remainder() {
+        sum += u16::from_be_bytes([*last, 0]) as u64;
+    }
+    !fold(sum)
+}
+
+/// TCP/UDP checksum over an IPv4 pseudo-header and the L4 segment (checksum field
+/// included as it is: a segment with a valid checksum yields 0).
+pub fn ipv4_l4_checksum(src: [u8; 4], dst: [u8; 4], proto: u8, segment: &[u8]) -> u16 {
+    let pseudo = u16::from_be_bytes([src[0], src[1]]) as u64
+        + u16::from_be_bytes([src[2], src[3]]) as u64
+        + u16::from_be_bytes([dst[0], dst[1]]) as u64
+        + u16::from_be_bytes([dst[2], dst[3]]) as u64
+        + proto as u64
+        + segment.len() as u64;
+    internet_checksum(segment, pseudo)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// An IPv4+TCP packet (no options) with valid checksums, built from parts.
+    fn packet(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> [u8; 1500] {
+        let mut p = [0u8; 1500];
+        let tot = 40 + payload.len();
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(tot as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        let c = internet_checksum(&p[..20], 0);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p[20..22].copy_from_slice(&sport.to_be_bytes());
+        p[22..24].copy_from_slice(&dport.to_be_bytes());
+        p[32] = 5 << 4;
+        p[40..tot].copy_from_slice(payload);
+        let c = ipv4_l4_checksum(src, dst, 6, &p[20..tot]);
+        p[36..38].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    fn field16(p: &[u8], at: usize) -> u16 {
+        u16::from_ne_bytes([p[at], p[at + 1]])
+    }
+    fn field32(p: &[u8], at: usize) -> u32 {
+        u32::from_ne_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]])
+    }
+
+    proptest! {
+        /// A destination NAT rewrite done incrementally leaves exactly the checksums a
+        /// full recompute gives.
+        #[test]
+        fn incremental_update_equals_full_recompute(
+            src: [u8; 4], dst: [u8; 4], new_dst: [u8; 4],
+            sport: u16, dport: u16, new_dport: u16,
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut p = packet(src, dst, sport, dport, &payload);
+            let tot = 40 + payload.len();
+
+            let old_addr = field32(&p, 16);
+            let new_addr = u32::from_ne_bytes(new_dst);
+            let old_port = field16(&p, 22);
+            let new_port = new_dport.to_be();
+
+            let ip_check = replace4(field16(&p, 10), old_addr, new_addr);
+            let mut tcp_check = replace4(field16(&p, 36), old_addr, new_addr);
+            tcp_check = replace2(tcp_check, old_port, new_port);
+            p[16..20].copy_from_slice(&new_dst);
+            p[22..24].copy_from_slice(&new_dport.to_be_bytes());
+            p[10..12].copy_from_slice(&ip_check.to_ne_bytes());
+            p[36..38].copy_from_slice(&tcp_check.to_ne_bytes());
+
+            // A correct checksum sums (with itself included) to zero.
+            prop_assert_eq!(internet_checksum(&p[..20], 0), 0);
+            prop_assert_eq!(ipv4_l4_checksum(src, new_dst, 6, &p[20..tot]), 0);
+        }
+
+        #[test]
+        fn ttl_decrement_update_equals_full_recompute(src: [u8; 4], dst: [u8; 4], ttl in 2u8..=255) {
+            let mut p = packet(src, dst, 1, 2, b"");
+            p[8] = ttl;
+            p[10] = 0;
+            p[11] = 0;
+            let c = internet_checksum(&p[..20], 0);
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+            let old = field16(&p, 8);
+            p[8] = ttl - 1;
+            let new = field16(&p, 8);
+            let c = replace2(field16(&p, 10), old, new);
+            p[10..12].copy_from_slice(&c.to_ne_bytes());
+            prop_assert_eq!(internet_checksum(&p[..20], 0), 0);
+        }
+    }
+}

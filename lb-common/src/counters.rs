@@ -1,0 +1,106 @@
+//! Counters kept by the data path. Every slot has a name here; nothing depends on an
+//! unnamed slot number.
+
+/// Per-service and per-backend traffic counters (per-CPU arrays, summed by userspace).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TrafficCounters {
+    /// Packets rewritten towards a backend.
+    pub packets_to_backend: u64,
+    /// Bytes (whole frames) rewritten towards a backend.
+    pub bytes_to_backend: u64,
+    /// Packets rewritten back towards a client.
+    pub packets_to_client: u64,
+    /// Bytes (whole frames) rewritten back towards a client.
+    pub bytes_to_client: u64,
+    /// Flows created (policy pick on a SYN, or Maglev fallback on a non-SYN miss).
+    pub new_flows: u64,
+}
+const _: () = assert!(core::mem::size_of::<TrafficCounters>() == 40);
+
+impl TrafficCounters {
+    /// Adds another CPU's counters to this one.
+    pub fn accumulate(&mut self, other: &TrafficCounters) {
+        self.packets_to_backend += other.packets_to_backend;
+        self.bytes_to_backend += other.bytes_to_backend;
+        self.packets_to_client += other.packets_to_client;
+        self.bytes_to_client += other.bytes_to_client;
+        self.new_flows += other.new_flows;
+    }
+}
+
+/// Why the data path did what it did with a packet; each has a slot in the reasons
+/// per-CPU array. Used as an index only: packet bytes are never read as this enum.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Frame shorter than an Ethernet header.
+    PassShortEthernet = 0,
+    /// Not IPv4 (ARP, IPv6, VLAN-tagged, ...): the kernel's business.
+    PassNotIpv4,
+    /// IPv4 header truncated or with an invalid IHL / total length.
+    PassMalformedIpv4,
+    /// IPv4 header with options (IHL > 5): not rewritten, left to the kernel.
+    PassIpOptions,
+    /// IPv4 fragment: not rewritten, left to the kernel.
+    PassFragment,
+    /// Not TCP.
+    PassNotTcp,
+    /// TCP header truncated, not to a VIP: the kernel's business.
+    PassMalformedTcp,
+    /// TCP, but neither to a VIP nor a tracked return flow.
+    PassNoService,
+    /// TTL would expire: the kernel sends the ICMP error.
+    PassTtlExpired,
+    /// Rewritten, but the next hop's neighbour is unresolved: handed to the kernel so it
+    /// resolves it (and forwards this packet).
+    PassNoNeighbour,
+    /// Rewritten, but the FIB lookup did not give a usable route (blackhole, forwarding
+    /// disabled, ...): handed to the kernel to route or report.
+    PassFibFailed,
+    /// To a VIP, but the TCP header is truncated or its data offset is invalid.
+    DropMalformedTcp,
+    /// To a VIP whose service has no usable backend (empty ring or fail-closed).
+    DropNoBackend,
+    /// Forwarded with XDP_TX (next hop is on the ingress NIC).
+    TxSameInterface,
+    /// Forwarded with XDP_REDIRECT to another attached NIC.
+    RedirectInterface,
+    /// The egress NIC is not attached: handed to the kernel to forward.
+    PassEgressNotAttached,
+}
+
+/// Number of reason slots (size of the reasons array).
+pub const REASON_COUNT: u32 = 16;
+
+/// All reasons in slot order, with the names used in metrics.
+pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
+    (Reason::PassShortEthernet, "pass_short_ethernet"),
+    (Reason::PassNotIpv4, "pass_not_ipv4"),
+    (Reason::PassMalformedIpv4, "pass_malformed_ipv4"),
+    (Reason::PassIpOptions, "pass_ip_options"),
+    (Reason::PassFragment, "pass_fragment"),
+    (Reason::PassNotTcp, "pass_not_tcp"),
+    (Reason::PassMalformedTcp, "pass_malformed_tcp"),
+    (Reason::PassNoService, "pass_no_service"),
+    (Reason::PassTtlExpired, "pass_ttl_expired"),
+    (Reason::PassNoNeighbour, "pass_no_neighbour"),
+    (Reason::PassFibFailed, "pass_fib_failed"),
+    (Reason::DropMalformedTcp, "drop_malformed_tcp"),
+    (Reason::DropNoBackend, "drop_no_backend"),
+    (Reason::TxSameInterface, "tx_same_interface"),
+    (Reason::RedirectInterface, "redirect_interface"),
+    (Reason::PassEgressNotAttached, "pass_egress_not_attached"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_listed_in_slot_order() {
+        for (slot, (reason, name)) in REASONS.iter().enumerate() {
+            assert_eq!(*reason as usize, slot, "{name} is out of order");
+        }
+    }
+}

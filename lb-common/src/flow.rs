@@ -1,0 +1,50 @@
+//! Flow state. In NAT mode each connection has two entries, one per direction, both in
+//! LRU maps so that a full table evicts the coldest flows instead of refusing new ones.
+
+/// A TCP/UDP 5-tuple as seen on the wire, in the direction of the packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    /// Source address (wire order).
+    pub src_addr: u32,
+    /// Destination address (wire order).
+    pub dst_addr: u32,
+    /// Source port (wire order).
+    pub src_port: u16,
+    /// Destination port (wire order).
+    pub dst_port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Address family.
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
+
+/// Value of the forward flow map, keyed by client -> VIP tuple.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowTarget {
+    /// Backend id the flow is pinned to.
+    pub backend: u32,
+    /// Service id, for counting without another lookup.
+    pub service: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowTarget>() == 8);
+
+/// Value of the return flow map, keyed by backend -> client tuple: what the source must be
+/// rewritten back to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NatReturn {
+    /// Virtual IP to put back as source (wire order).
+    pub vip: u32,
+    /// Virtual port to put back as source port (wire order).
+    pub vport: u16,
+    pub _pad: u16,
+    /// Service id, for counting.
+    pub service: u32,
+    /// Backend id, for counting.
+    pub backend: u32,
+}
+const _: () = assert!(core::mem::size_of::<NatReturn>() == 16);

@@ -1,0 +1,25 @@
+//! Map names and default capacities. The loader resizes maps from config before load, so
+//! these are the defaults the config falls back to, not hard limits.
+
+pub const MAP_SERVICES: &str = "SERVICES";
+pub const MAP_BACKENDS: &str = "BACKENDS";
+pub const MAP_RING: &str = "RING";
+pub const MAP_FLOWS: &str = "FLOWS";
+pub const MAP_RETURN_FLOWS: &str = "RETURN_FLOWS";
+pub const MAP_SERVICE_STATS: &str = "SERVICE_STATS";
+pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
+pub const MAP_REASONS: &str = "REASONS";
+pub const MAP_EGRESS: &str = "EGRESS";
+
+/// Read-only globals set by the loader (`EbpfLoader::set_global`).
+pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
+pub const GLOBAL_RING_SIZE: &str = "LB_RING_SIZE";
+
+/// Name of the XDP program in the object.
+pub const PROGRAM_XDP: &str = "lb_xdp";
+
+pub const DEFAULT_MAX_SERVICES: u32 = 64;
+pub const DEFAULT_MAX_BACKENDS: u32 = 4096;
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 262_144;
+pub const DEFAULT_RING_SIZE: u32 = 65_537;
+pub const MAX_INTERFACES: u32 = 64;

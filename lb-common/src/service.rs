@@ -1,0 +1,58 @@
+//! The services map: which (VIP, port, protocol) the data path owns, and how it picks a
+//! backend for a new flow there.
+
+/// Key of the services map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// Virtual IP (wire order).
+    pub addr: u32,
+    /// Virtual port (wire order).
+    pub port: u16,
+    /// IP protocol number, e.g. [`crate::net::PROTO_TCP`].
+    pub proto: u8,
+    /// Address family, [`crate::net::FAMILY_IPV4`].
+    pub family: u8,
+}
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
+
+/// Value of the services map.
+///
+/// The controller replaces the whole value to flip `active_slot`; a hash-map update is
+/// atomic per element, so a packet sees either the old or the new slot, never a mix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceMeta {
+    /// Dense index of the service (0..max_services), allocated by the controller; indexes
+    /// the selection ring and the per-service counters.
+    pub id: u32,
+    /// Which of the service's two ring slots is live (0 or 1).
+    pub active_slot: u32,
+    /// Selection policy for new flows, one of `POLICY_*`.
+    pub policy: u32,
+    /// Bit set of `SERVICE_F_*`.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<ServiceMeta>() == 16);
+
+/// Weighted Maglev consistent hashing.
+pub const POLICY_MAGLEV: u32 = 0;
+
+/// NAT forwarding: destination rewritten to the backend, source rewritten back on return.
+pub const SERVICE_F_NAT: u32 = 1 << 0;
+
+/// Ring entry meaning "no backend can take this flow": the packet is dropped.
+pub const NO_BACKEND: u32 = u32::MAX;
+
+/// Index of a ring entry in the single ring array shared by all services: each service
+/// owns two slots of `ring_size` entries; the controller writes the idle slot and flips.
+#[inline(always)]
+pub const fn ring_index(service_id: u32, slot: u32, ring_size: u32, hash: u32) -> u32 {
+    (service_id * 2 + (slot & 1)) * ring_size + hash % ring_size
+}
+
+/// First ring-array index of a service's slot, for the controller's bulk writes.
+#[inline(always)]
+pub const fn ring_slot_base(service_id: u32, slot: u32, ring_size: u32) -> u32 {
+    (service_id * 2 + (slot & 1)) * ring_size
+}

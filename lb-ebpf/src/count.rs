@@ -1,0 +1,56 @@
+//! Count: per-CPU counters, so no CPU ever waits on another's cache line.
+use aya_ebpf::bindings::xdp_action;
+use lb_common::{
+    counters::{Reason, TrafficCounters},
+    flow::{FlowTarget, NatReturn},
+};
+
+use crate::maps::{BACKEND_STATS, REASONS, SERVICE_STATS};
+
+#[inline(always)]
+pub fn reason(reason: Reason) {
+    if let Some(slot) = REASONS.get_ptr_mut(reason as u32) {
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn pass(why: Reason) -> u32 {
+    reason(why);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+pub fn drop(why: Reason) -> u32 {
+    reason(why);
+    xdp_action::XDP_DROP
+}
+
+#[inline(always)]
+pub fn to_backend(target: &FlowTarget, bytes: u64, new_flow: bool) {
+    let add = |c: &mut TrafficCounters| {
+        c.packets_to_backend += 1;
+        c.bytes_to_backend += bytes;
+        c.new_flows += new_flow as u64;
+    };
+    if let Some(c) = SERVICE_STATS.get_ptr_mut(target.service) {
+        add(unsafe { &mut *c });
+    }
+    if let Some(c) = BACKEND_STATS.get_ptr_mut(target.backend) {
+        add(unsafe { &mut *c });
+    }
+}
+
+#[inline(always)]
+pub fn to_client(nat: &NatReturn, bytes: u64) {
+    let add = |c: &mut TrafficCounters| {
+        c.packets_to_client += 1;
+        c.bytes_to_client += bytes;
+    };
+    if let Some(c) = SERVICE_STATS.get_ptr_mut(nat.service) {
+        add(unsafe { &mut *c });
+    }
+    if let Some(c) = BACKEND_STATS.get_ptr_mut(nat.backend) {
+        add(unsafe { &mut *c });
+    }
+}

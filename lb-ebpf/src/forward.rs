@@ -1,0 +1,73 @@
+//! Forward: route the rewritten packet with the kernel's FIB, act as the router hop (TTL,
+//! MACs), and send it out without leaving XDP: XDP_TX when the next hop is behind the
+//! ingress NIC, XDP_REDIRECT through the EGRESS devmap otherwise.
+use aya_ebpf::{
+    bindings::{
+        bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS,
+    },
+    helpers::generated::bpf_fib_lookup,
+    programs::XdpContext,
+};
+use lb_common::{checksum::replace2, counters::Reason};
+
+use crate::{count, maps::EGRESS, packet::Packet};
+
+const AF_INET: u8 = 2;
+
+/// A router must not forward a packet whose TTL would reach zero; the kernel answers
+/// with the ICMP time-exceeded, so such packets are passed untouched.
+#[inline(always)]
+pub fn ttl_allows(pkt: &Packet) -> bool {
+    unsafe { (*pkt.ip).ttl > 1 }
+}
+
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, pkt: &Packet) -> u32 {
+    let ip = pkt.ip;
+    let ingress = ctx.ingress_ifindex() as u32;
+    let mut fib: FibParams = unsafe { core::mem::zeroed() };
+    unsafe {
+        fib.family = AF_INET;
+        fib.l4_protocol = pkt.flow.proto;
+        fib.__bindgen_anon_1.tot_len = u16::from_be_bytes((*ip).tot_len);
+        fib.__bindgen_anon_2.tos = (*ip).tos;
+        fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes((*ip).src_addr);
+        fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes((*ip).dst_addr);
+    }
+    fib.ifindex = ingress;
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx as *mut _,
+            &mut fib,
+            core::mem::size_of::<FibParams>() as i32,
+            0,
+        )
+    };
+    match rc as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS => {}
+        // The kernel forwards the (already rewritten) packet and resolves the neighbour,
+        // so the next packets of the flow find it resolved.
+        BPF_FIB_LKUP_RET_NO_NEIGH => return count::pass(Reason::PassNoNeighbour),
+        _ => return count::pass(Reason::PassFibFailed),
+    }
+    unsafe {
+        let old = u16::from_ne_bytes([(*ip).ttl, (*ip).proto]);
+        (*ip).ttl -= 1;
+        let new = u16::from_ne_bytes([(*ip).ttl, (*ip).proto]);
+        (*ip).check = replace2(u16::from_ne_bytes((*ip).check), old, new).to_ne_bytes();
+        (*pkt.eth).dst_addr = fib.dmac;
+        (*pkt.eth).src_addr = fib.smac;
+    }
+    if fib.ifindex == ingress {
+        count::reason(Reason::TxSameInterface);
+        return xdp_action::XDP_TX;
+    }
+    match EGRESS.redirect(fib.ifindex, 0) {
+        Ok(action) => {
+            count::reason(Reason::RedirectInterface);
+            action
+        }
+        Err(_) => count::pass(Reason::PassEgressNotAttached),
+    }
+}

@@ -1,0 +1,45 @@
+//! The XDP data path. One program per attached NIC handles both directions of NAT mode:
+//!
+//! parse -> lookup (service / flow / return flow) -> select -> rewrite -> forward -> count
+//!
+//! Every stage is a file; this one only wires the entry point.
+#![no_std]
+#![no_main]
+
+mod count;
+mod forward;
+mod ingress;
+mod maps;
+mod packet;
+mod parse;
+mod ret;
+mod rewrite;
+mod select;
+
+use aya_ebpf::{macros::xdp, programs::XdpContext};
+
+#[xdp]
+pub fn lb_xdp(ctx: XdpContext) -> u32 {
+    let pkt = match parse::parse(&ctx) {
+        Ok(pkt) => pkt,
+        Err(reason) => return count::pass(reason),
+    };
+    if let Some(service) = maps::service_of(&pkt) {
+        return ingress::handle(&ctx, &pkt, &service);
+    }
+    if let Some(nat) = maps::return_flow_of(&pkt) {
+        return ret::handle(&ctx, &pkt, &nat);
+    }
+    count::pass(lb_common::counters::Reason::PassNoService)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable panic path; this is never linked in.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,17 @@
+//! The parsed view of a packet that later stages work on.
+use lb_common::flow::FlowKey;
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
+
+/// Pointers into the frame, already bounds-checked by `parse`: the Ethernet header, an
+/// option-less IPv4 header right after it, and a full 20-byte TCP header after that.
+pub struct Packet {
+    pub eth: *mut EthHdr,
+    pub ip: *mut Ipv4Hdr,
+    pub tcp: *mut TcpHdr,
+    /// The 5-tuple in the packet's direction.
+    pub flow: FlowKey,
+    /// Whether the TCP data offset is sane (>= 5 words and inside the frame).
+    pub tcp_valid: bool,
+    /// Whole frame length, for byte counters.
+    pub frame_len: u64,
+}

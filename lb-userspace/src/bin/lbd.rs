@@ -1,0 +1,45 @@
+//! `lbd`: the load balancer daemon.
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use lb_userspace::{config, daemon};
+
+/// XDP L4 load balancer daemon: attaches the data path to the configured NICs and keeps
+/// its tables in line with the config.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Config file (YAML).
+    #[arg(long, short, default_value = "/etc/lbd/lb.yaml")]
+    config: PathBuf,
+    /// Validate the config and exit (0 valid, 78 invalid).
+    #[arg(long)]
+    check: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let config = match config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("lbd: invalid config {}:\n{e}", args.config.display());
+            return ExitCode::from(daemon::EXIT_CONFIG);
+        }
+    };
+    if args.check {
+        println!("{}: ok", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    let options = daemon::Options {
+        config_path: args.config,
+    };
+    match daemon::run(config, &options).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lbd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The desired state as the operator writes it (YAML), parsed and then validated as a
+//! whole: a file with any error changes nothing.
+mod model;
+mod validate;
+
+pub use model::*;
+pub use validate::{validate, ConfigError, FieldError};
+
+use std::path::Path;
+
+/// Parses and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::single(
+            "",
+            format!("cannot read config file {}: {e}", path.display()),
+        )
+    })?;
+    parse(&text)
+}
+
+/// Parses and validates config text.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    // serde_yaml_ng's message names the path of the offending field and its line
+    // ("services[0].port: invalid value ... at line 9 column 11").
+    let config: Config =
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::single("", e.to_string()))?;
+    validate(&config)?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests;

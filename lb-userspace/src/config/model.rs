@@ -1,0 +1,136 @@
+//! The config file's shape. Every optional key has its default here, and the README's
+//! config section documents the same defaults.
+use std::net::Ipv4Addr;
+
+use lb_common::limits::{
+    DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// NICs to attach to; each handles both directions.
+    pub interfaces: Vec<String>,
+    #[serde(default)]
+    pub xdp_mode: XdpAttachMode,
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The availability zone this LB node runs in.
+    pub zone: String,
+}
+
+/// Settings that must be identical on every LB node behind one ECMP router, so that all
+/// of them place a flow on the same backend.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Seed of the flow hash.
+    pub hash_seed: u32,
+    /// Entries per Maglev ring; must be prime.
+    pub ring_size: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            hash_seed: 0x4c42_5844,
+            ring_size: DEFAULT_RING_SIZE,
+        }
+    }
+}
+
+/// Capacities of the kernel maps, fixed when the data path is loaded.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_services: u32,
+    pub max_backends: u32,
+    /// Entries in each flow table (one per direction); the LRU evicts beyond this.
+    pub flow_table_size: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_services: DEFAULT_MAX_SERVICES,
+            max_backends: DEFAULT_MAX_BACKENDS,
+            flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
+        }
+    }
+}
+
+/// How XDP is attached: `native` (driver), `generic` (skb), or `auto` (native, falling
+/// back to generic where the driver has no XDP support).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XdpAttachMode {
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub mode: ForwardingMode,
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardingMode {
+    #[default]
+    Nat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    #[default]
+    Maglev,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub zone: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Highest accepted backend weight.
+pub const MAX_WEIGHT: u32 = 1000;

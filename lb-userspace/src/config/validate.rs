@@ -1,0 +1,265 @@
+//! Whole-config validation: every problem is reported with the path of the field that
+//! has it, and all problems are reported at once.
+use std::{collections::HashSet, fmt, net::Ipv4Addr};
+
+use super::model::*;
+
+/// One problem with one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the field, e.g. `services[0].backends[1].weight`; empty for the file.
+    pub field: String,
+    pub message: String,
+}
+
+/// Every problem found in a config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub errors: Vec<FieldError>,
+}
+
+impl ConfigError {
+    pub fn single(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            errors: vec![FieldError {
+                field: field.to_string(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if e.field.is_empty() {
+                write!(f, "{}", e.message)?;
+            } else {
+                write!(f, "{}: {}", e.field, e.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Largest ring array the loader will create (entries across all services and slots).
+const MAX_RING_ENTRIES: u64 = 1 << 28;
+const MAX_RING_SIZE: u32 = 16_777_213;
+const MIN_RING_SIZE: u32 = 13;
+const MIN_FLOW_TABLE: u32 = 1024;
+/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
+const MAX_IFNAME: usize = 15;
+
+struct Collector(Vec<FieldError>);
+
+impl Collector {
+    fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+pub fn validate(config: &Config) -> Result<(), ConfigError> {
+    let mut c = Collector(Vec::new());
+    check_name(&mut c, "node.zone", &config.node.zone);
+    check_cluster(&mut c, &config.cluster);
+    check_limits(&mut c, config);
+    check_interfaces(&mut c, &config.interfaces);
+    check_services(&mut c, config);
+    if c.0.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { errors: c.0 })
+    }
+}
+
+/// Names (zones, services) are what operators type in commands and see in metrics
+/// labels: keep them to a safe alphabet.
+fn check_name(c: &mut Collector, field: &str, name: &str) {
+    if name.is_empty() {
+        c.err(field, "must not be empty");
+    } else if name.len() > 63 {
+        c.err(field, format!("`{name}` is longer than 63 characters"));
+    } else if !name
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    {
+        c.err(
+            field,
+            format!("`{name}` may only contain letters, digits, `-`, `_` and `.`"),
+        );
+    }
+}
+
+fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2u32;
+    while (d as u64) * (d as u64) <= n as u64 {
+        if n % d == 0 {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+fn check_cluster(c: &mut Collector, cluster: &ClusterConfig) {
+    let size = cluster.ring_size;
+    if !(MIN_RING_SIZE..=MAX_RING_SIZE).contains(&size) {
+        c.err(
+            "cluster.ring_size",
+            format!("{size} is out of range {MIN_RING_SIZE}..={MAX_RING_SIZE}"),
+        );
+    } else if !is_prime(size) {
+        c.err(
+            "cluster.ring_size",
+            format!("{size} is not prime (Maglev needs a prime ring size, e.g. 65537)"),
+        );
+    }
+}
+
+fn check_limits(c: &mut Collector, config: &Config) {
+    let l = &config.limits;
+    if l.max_services == 0 {
+        c.err("limits.max_services", "must be at least 1");
+    } else if (config.services.len() as u64) > l.max_services as u64 {
+        c.err(
+            "limits.max_services",
+            format!(
+                "{} services are configured but max_services is {}",
+                config.services.len(),
+                l.max_services
+            ),
+        );
+    }
+    let total: usize = config.services.iter().map(|s| s.backends.len()).sum();
+    if l.max_backends == 0 {
+        c.err("limits.max_backends", "must be at least 1");
+    } else if total as u64 > l.max_backends as u64 {
+        c.err(
+            "limits.max_backends",
+            format!(
+                "{total} backends are configured but max_backends is {}",
+                l.max_backends
+            ),
+        );
+    }
+    if l.flow_table_size < MIN_FLOW_TABLE {
+        c.err(
+            "limits.flow_table_size",
+            format!(
+                "{} is below the minimum {MIN_FLOW_TABLE}",
+                l.flow_table_size
+            ),
+        );
+    }
+    let ring_entries = l.max_services as u64 * 2 * config.cluster.ring_size as u64;
+    if ring_entries > MAX_RING_ENTRIES {
+        c.err(
+            "limits.max_services",
+            format!(
+                "{} services x 2 slots x ring_size {} = {ring_entries} ring entries, more than {MAX_RING_ENTRIES}",
+                l.max_services, config.cluster.ring_size
+            ),
+        );
+    }
+}
+
+fn check_interfaces(c: &mut Collector, interfaces: &[String]) {
+    if interfaces.is_empty() {
+        c.err("interfaces", "must name at least one NIC to attach to");
+    }
+    let mut seen = HashSet::new();
+    for (i, name) in interfaces.iter().enumerate() {
+        let field = format!("interfaces[{i}]");
+        if name.is_empty() || name.len() > MAX_IFNAME {
+            c.err(
+                &field,
+                format!("`{name}` is not a valid interface name (1 to {MAX_IFNAME} bytes)"),
+            );
+        } else if name.contains(['/', ' ', '\0']) {
+            c.err(&field, format!("`{name}` is not a valid interface name"));
+        }
+        if !seen.insert(name) {
+            c.err(&field, format!("`{name}` is listed twice"));
+        }
+    }
+}
+
+fn check_unicast(c: &mut Collector, field: &str, addr: Ipv4Addr) {
+    if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() || addr.is_loopback() {
+        c.err(field, format!("{addr} is not a unicast address"));
+    }
+}
+
+fn check_services(c: &mut Collector, config: &Config) {
+    let mut names = HashSet::new();
+    let mut listeners = HashSet::new();
+    for (i, s) in config.services.iter().enumerate() {
+        let at = format!("services[{i}]");
+        check_name(c, &format!("{at}.name"), &s.name);
+        if !names.insert(s.name.as_str()) {
+            c.err(
+                format!("{at}.name"),
+                format!("service `{}` is defined twice", s.name),
+            );
+        }
+        check_unicast(c, &format!("{at}.vip"), s.vip);
+        if s.port == 0 {
+            c.err(format!("{at}.port"), "must be 1..=65535");
+        }
+        if !listeners.insert((s.vip, s.port, s.protocol)) {
+            c.err(
+                format!("{at}.vip"),
+                format!("{}:{} is already used by another service", s.vip, s.port),
+            );
+        }
+        if s.backends.len() as u64 >= config.cluster.ring_size as u64 {
+            c.err(
+                format!("{at}.backends"),
+                format!(
+                    "{} backends need a ring_size larger than that (ideally 100x)",
+                    s.backends.len()
+                ),
+            );
+        }
+        check_backends(c, &at, s);
+    }
+}
+
+fn check_backends(c: &mut Collector, at: &str, s: &ServiceConfig) {
+    let mut seen = HashSet::new();
+    for (j, b) in s.backends.iter().enumerate() {
+        let bt = format!("{at}.backends[{j}]");
+        check_unicast(c, &format!("{bt}.address"), b.address);
+        if b.address == s.vip {
+            c.err(
+                format!("{bt}.address"),
+                "a backend cannot be the service's own VIP",
+            );
+        }
+        if b.port == 0 {
+            c.err(format!("{bt}.port"), "must be 1..=65535");
+        }
+        check_name(c, &format!("{bt}.zone"), &b.zone);
+        if !(1..=MAX_WEIGHT).contains(&b.weight) {
+            c.err(
+                format!("{bt}.weight"),
+                format!("{} is out of range 1..={MAX_WEIGHT}", b.weight),
+            );
+        }
+        if !seen.insert((b.address, b.port)) {
+            c.err(
+                format!("{bt}.address"),
+                format!("{}:{} is listed twice in this service", b.address, b.port),
+            );
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Crafting Ethernet/IPv4/TCP frames with valid checksums, for packet tests.
+use std::net::Ipv4Addr;
+
+use lb_common::checksum::{internet_checksum, ipv4_l4_checksum};
+
+pub type Mac = [u8; 6];
+
+/// Everything a test sets in a frame; `..Frame::default()` fills the rest.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub dst_mac: Mac,
+    pub src_mac: Mac,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub ttl: u8,
+    /// TCP flag byte (SYN = 0x02, ACK = 0x10, ...).
+    pub flags: u8,
+    pub seq: u32,
+    pub payload: Vec<u8>,
+}
+
+impl Default for Frame {
+    fn default() -> Self {
+        Self {
+            dst_mac: [0x02, 0, 0, 0, 0xee, 0x01],
+            src_mac: [0x02, 0, 0, 0, 0xee, 0x02],
+            src: Ipv4Addr::new(10, 10, 0, 2),
+            dst: Ipv4Addr::new(10, 0, 0, 100),
+            sport: 40000,
+            dport: 80,
+            ttl: 64,
+            flags: 0x02,
+            seq: 1000,
+            payload: Vec::new(),
+        }
+    }
+}
+
+pub const ETH_LEN: usize = 14;
+pub const IP_LEN: usize = 20;
+pub const TCP_LEN: usize = 20;
+
+impl Frame {
+    /// The frame's bytes, with correct IPv4 and TCP checksums.
+    pub fn bytes(&self) -> Vec<u8> {
+        let tot = IP_LEN + TCP_LEN + self.payload.len();
+        let mut f = vec![0u8; ETH_LEN + tot];
+        f[0..6].copy_from_slice(&self.dst_mac);
+        f[6..12].copy_from_slice(&self.src_mac);
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let ip = &mut f[ETH_LEN..ETH_LEN + IP_LEN];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&(tot as u16).to_be_bytes());
+        ip[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        ip[6] = 0x40; // DF
+        ip[8] = self.ttl;
+        ip[9] = 6;
+        ip[12..16].copy_from_slice(&self.src.octets());
+        ip[16..20].copy_from_slice(&self.dst.octets());
+        let c = internet_checksum(ip, 0);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let tcp_at = ETH_LEN + IP_LEN;
+        let tcp = &mut f[tcp_at..];
+        tcp[0..2].copy_from_slice(&self.sport.to_be_bytes());
+        tcp[2..4].copy_from_slice(&self.dport.to_be_bytes());
+        tcp[4..8].copy_from_slice(&self.seq.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = self.flags;
+        tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
+        tcp[TCP_LEN..].copy_from_slice(&self.payload);
+        let c = ipv4_l4_checksum(self.src.octets(), self.dst.octets(), 6, tcp);
+        tcp[16..18].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+}
+
+/// Recomputes both checksums of an IPv4/TCP frame without options; true if both are
+/// valid as they stand.
+pub fn checksums_valid(frame: &[u8]) -> bool {
+    if frame.len() < ETH_LEN + IP_LEN + TCP_LEN {
+        return false;
+    }
+    let ip = &frame[ETH_LEN..ETH_LEN + IP_LEN];
+    let tot = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let src: [u8; 4] = ip[12..16].try_into().unwrap();
+    let dst: [u8; 4] = ip[16..20].try_into().unwrap();
+    internet_checksum(ip, 0) == 0
+        && ipv4_l4_checksum(src, dst, 6, &frame[ETH_LEN + IP_LEN..ETH_LEN + tot]) == 0
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(text: &str) -> Mac {
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = text.trim().split(':').collect();
+    assert_eq!(parts.len(), 6, "not a MAC address: {text}");
+    for (i, p) in parts.iter().enumerate() {
+        mac[i] = u8::from_str_radix(p, 16).unwrap_or_else(|_| panic!("not a MAC address: {text}"));
+    }
+    mac
+}
+
+pub fn dst_ip(frame: &[u8]) -> Ipv4Addr {
+    let at = ETH_LEN + 16;
+    Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3])
+}

@@ -1,0 +1,29 @@
+//! Test support for the load balancer: throw-away network-namespace labs,
+//! tiny TCP/HTTP backends, a client that talks through the LB, and daemon
+//! process management.
+//!
+//! Everything here only creates traffic between network namespaces that it
+//! created itself, every wait is bounded in time, and every resource
+//! (namespace, thread, process) is released on `Drop`, also when a test panics.
+//!
+//! * [`netns`]: create/delete namespaces, run closures inside one, run `ip`,
+//!   `ethtool`, sysctls.
+//! * [`topology`]: [`Lab`] — client, LB, switch (bridge) and backend namespaces.
+//! * [`backend_server`]: [`BackendServer`] — a tiny HTTP/1.0 server that says
+//!   who it is and who it saw.
+//! * [`client`]: [`http_get_via`], [`burst`], [`hold_via`].
+//! * [`process`]: [`Daemon`] — a process started inside a namespace with
+//!   `nsenter` (keeps the host bpffs visible), killed on drop.
+
+pub mod backend_server;
+pub mod client;
+pub mod frame;
+pub mod netns;
+pub mod process;
+pub mod topology;
+
+pub use backend_server::BackendServer;
+pub use client::{burst, hold_via, http_get_via, BurstResult, HeldConn, Reply};
+pub use netns::{ip, ns_ip, ns_sysctl, run_in, spawn_in, NetNs};
+pub use process::{lbd_path, Daemon};
+pub use topology::{BackendSpec, Lab, LabSpec};

@@ -1,0 +1,85 @@
+//! Debian packages that the tests and the lab call: they build namespace topologies,
+//! tune veths, inspect BPF objects and send or watch traffic.
+
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use super::{Need, Step};
+use crate::cmd;
+
+pub struct Packages;
+
+/// (package, what it is used for)
+const PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "ip: namespaces, veths, routes"),
+    ("ethtool", "GRO on and tx checksum offload off on veths"),
+    ("bpftool", "inspecting loaded programs and maps"),
+    ("tcpdump", "watching traffic in the lab"),
+    ("hping3", "crafted TCP packets"),
+    ("procps", "pgrep, sysctl"),
+    ("util-linux", "nsenter, mount"),
+];
+
+fn installed(package: &str) -> bool {
+    cmd::capture(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_ok_and(|status| status.trim() == "install ok installed")
+}
+
+fn missing() -> Vec<&'static str> {
+    PACKAGES
+        .iter()
+        .map(|(package, _)| *package)
+        .filter(|package| !installed(package))
+        .collect()
+}
+
+impl Step for Packages {
+    fn name(&self) -> String {
+        "debian packages".into()
+    }
+
+    fn needed_for(&self) -> Need {
+        Need::Run
+    }
+
+    fn needs_root(&self) -> bool {
+        true
+    }
+
+    fn check(&self) -> bool {
+        missing().is_empty()
+    }
+
+    fn action(&self) -> String {
+        let list: Vec<String> = missing()
+            .into_iter()
+            .map(|package| {
+                let purpose = PACKAGES
+                    .iter()
+                    .find(|(name, _)| *name == package)
+                    .map_or("", |(_, purpose)| *purpose);
+                format!("{package} ({purpose})")
+            })
+            .collect();
+        format!("installing with apt-get: {}", list.join(", "))
+    }
+
+    fn apply(&self) -> Result<()> {
+        if !cmd::succeeds(Command::new("dpkg-query").arg("--version")) {
+            bail!(
+                "dpkg-query is not available: this is not a Debian-like system; install \
+                 these by hand: {}",
+                missing().join(" ")
+            );
+        }
+        let missing = missing();
+        cmd::run(Command::new("apt-get").arg("update"))?;
+        cmd::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    }
+}
