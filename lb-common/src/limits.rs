@@ -15,8 +15,10 @@ pub const MAP_EGRESS: &str = "EGRESS";
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
 pub const GLOBAL_RING_SIZE: &str = "LB_RING_SIZE";
 
-/// Name of the XDP program in the object.
+/// Name of the load balancer's XDP program in the object.
 pub const PROGRAM_XDP: &str = "lb_xdp";
+/// Name of the pass-everything XDP program (benchmark floor, lab veth peers).
+pub const PROGRAM_PASS: &str = "lb_pass";
 
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
 pub const DEFAULT_MAX_BACKENDS: u32 = 4096;

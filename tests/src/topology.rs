@@ -32,6 +32,7 @@ use std::net::Ipv4Addr;
 
 use crate::backend_server::BackendServer;
 use crate::netns::{self, NetNs};
+use crate::peer_xdp::{attach_pass, PassProgram};
 use crate::process::Daemon;
 
 /// Client address in two-NIC mode.
@@ -95,6 +96,8 @@ pub struct Lab {
     lb: String,
     sw: String,
     backends: Vec<String>,
+    // Detached on drop, before the namespaces go.
+    peer_programs: Vec<PassProgram>,
     // Deleted on drop (after killing any process left inside).
     namespaces: Vec<NetNs>,
 }
@@ -117,6 +120,7 @@ impl Lab {
                 .collect(),
             prefix: p,
             spec: spec.clone(),
+            peer_programs: Vec::new(),
             namespaces: Vec::new(),
         };
         // From here on a panic drops `lab`, which deletes what exists so far.
@@ -125,6 +129,12 @@ impl Lab {
             quiet_defaults(&name);
         }
         lab.wire();
+        // Every veth peer of an LB interface runs XDP so that it takes the LB's XDP_TX
+        // and XDP_REDIRECT frames promptly (see `peer_xdp`).
+        lab.peer_programs.push(attach_pass(&lab.sw, "swlb"));
+        if !lab.spec.one_nic {
+            lab.peer_programs.push(attach_pass(&lab.client, "cl0"));
+        }
         lab
     }
 

@@ -1,0 +1,165 @@
+//! `cargo xtask lab`: the embedded default. Builds a namespace lab (client, LB, switch,
+//! three backends in zones az-a/az-b/az-c), starts `lbd` on it, sends a bounded burst
+//! of real connections through the VIP, prints where they went, and tears it all down
+//! (`--keep` leaves it running until Ctrl-C and prints how to reach it).
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use lb_tests::{burst, lab_config, BackendSpec, Lab, LabSpec, RunningLb, VIP, VIP_PORT};
+
+struct Args {
+    keep: bool,
+    one_nic: bool,
+    connections: usize,
+    weights: Vec<u32>,
+}
+
+const USAGE: &str = "usage: lb-lab [--keep] [--one-nic] [--connections N] [--weights W1,W2,W3]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        keep: false,
+        one_nic: false,
+        connections: 300,
+        weights: vec![1, 1, 1],
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--keep" => args.keep = true,
+            "--one-nic" => args.one_nic = true,
+            "--connections" => {
+                let v = it.next().ok_or("--connections needs a number")?;
+                args.connections = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or(format!("--connections {v}: expected 1..=100000"))?;
+            }
+            "--weights" => {
+                let v = it.next().ok_or("--weights needs W1,W2,W3")?;
+                let w: Result<Vec<u32>, _> = v.split(',').map(str::parse).collect();
+                args.weights = w
+                    .ok()
+                    .filter(|w| w.len() == 3 && w.iter().all(|x| (1..=1000).contains(x)))
+                    .ok_or(format!("--weights {v}: expected three weights 1..=1000"))?;
+            }
+            "-h" | "--help" => return Err(USAGE.to_string()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    // Ctrl-C must still tear the lab down, so it only sets a flag.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let spec = LabSpec {
+        backends: vec![
+            BackendSpec::new("b1", "az-a"),
+            BackendSpec::new("b2", "az-b"),
+            BackendSpec::new("b3", "az-c"),
+        ],
+        one_nic: args.one_nic,
+    };
+    println!("lab: building namespaces (client, lb, switch, 3 backends)...");
+    let lab = Lab::build(&spec);
+    let config = lab_config(&lab, &args.weights);
+    println!("lab: starting lbd in {} with:\n{config}", lab.lb_ns());
+    let mut lb = RunningLb::start(lab, &config);
+
+    println!(
+        "lab: {} connections from {} to {VIP}:{VIP_PORT} ...",
+        args.connections,
+        lb.lab.client_addr()
+    );
+    let started = Instant::now();
+    let result = burst(
+        lb.lab.client_ns(),
+        VIP,
+        VIP_PORT,
+        args.connections,
+        Duration::from_secs(3),
+        Duration::from_secs(120),
+    );
+    let elapsed = started.elapsed();
+    let weight_sum: u32 = args.weights.iter().sum();
+    println!(
+        "\n{:<8} {:<6} {:>7} {:>11} {:>8} {:>7}",
+        "BACKEND", "ZONE", "WEIGHT", "ADDRESS", "CONNS", "SHARE"
+    );
+    for (i, server) in lb.servers.iter().enumerate() {
+        let n = result.per_backend.get(server.name()).copied().unwrap_or(0);
+        println!(
+            "{:<8} {:<6} {:>7} {:>11} {:>8} {:>6.1}%   (weight share {:.1}%)",
+            server.name(),
+            lb.lab.backend_spec(i).zone,
+            args.weights[i],
+            lb.lab.backend_addr(i),
+            n,
+            100.0 * n as f64 / result.attempted.max(1) as f64,
+            100.0 * args.weights[i] as f64 / weight_sum as f64,
+        );
+    }
+    println!(
+        "\n{} ok, {} failed, in {:.2}s ({:.0} connections/s)",
+        result.ok,
+        result.failed.len(),
+        elapsed.as_secs_f64(),
+        result.ok as f64 / elapsed.as_secs_f64()
+    );
+    for f in result.failed.iter().take(5) {
+        println!("  failed: {f}");
+    }
+    if let Some(r) = result.replies.first() {
+        println!(
+            "client saw its peer as {}; backend {} saw the client as {}",
+            r.remote, r.backend, r.peer_seen_by_backend
+        );
+    }
+
+    if args.keep {
+        println!(
+            "\nlab: kept running (Ctrl-C to tear down). Try:\n  nsenter --net=/run/netns/{} curl -s http://{VIP}/\n  ip -n {} link show   # XDP attached on {}\n  lbd log: {}",
+            lb.lab.client_ns(),
+            lb.lab.lb_ns(),
+            lb.lab.lb_interfaces().join(", "),
+            lb.lbd.log_path().display()
+        );
+        while !STOP.load(Ordering::SeqCst) && lb.lbd.is_running() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let log = lb.stop_lbd();
+    println!("\nlbd's counters at shutdown:");
+    for line in log.lines().filter(|l| {
+        l.contains("service ") || l.contains("backend ") || l.contains("data path actions")
+    }) {
+        if let Some((_, msg)) = line.split_once("] ") {
+            println!("  {msg}");
+        }
+    }
+    drop(lb);
+    println!("lab: torn down");
+    if !result.failed.is_empty() {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,50 @@
+//! The pass-everything XDP program (`lb_pass`) on the veth peers of the LB's interfaces.
+//!
+//! The kernel's veth driver flushes XDP_TX frames towards the peer only when the peer
+//! runs an XDP program (`veth_xdp_flush()` checks the peer queue's `xdp_prog`); with GRO
+//! alone they wait in the peer's ring until other traffic schedules its NAPI, which
+//! stalls a one-NIC lab. Physical NICs have no such peer and need nothing like this.
+use aya::{
+    programs::{Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use lb_common::limits::*;
+
+use crate::netns;
+
+/// `lb_pass` attached to one interface; detached when dropped.
+pub struct PassProgram {
+    _ebpf: Ebpf,
+}
+
+/// Loads `lb_pass` from the embedded object (with every map shrunk to a token size) and
+/// attaches it in native mode to `dev` in namespace `ns`.
+pub fn attach_pass(ns: &str, dev: &str) -> PassProgram {
+    let object = lb_userspace::ebpf_object::object().expect("the XDP object is embedded");
+    let ebpf = netns::run_in(ns, || {
+        let mut loader = EbpfLoader::new();
+        for map in [
+            MAP_SERVICES,
+            MAP_BACKENDS,
+            MAP_RING,
+            MAP_FLOWS,
+            MAP_RETURN_FLOWS,
+        ] {
+            loader.map_max_entries(map, 16);
+        }
+        let mut ebpf = loader
+            .load(object)
+            .unwrap_or_else(|e| panic!("loading the XDP object for {dev} in {ns}: {e}"));
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_PASS)
+            .expect("lb_pass is in the object")
+            .try_into()
+            .expect("lb_pass is an XDP program");
+        program.load().expect("loading lb_pass");
+        program
+            .attach(dev, XdpMode::Driver)
+            .unwrap_or_else(|e| panic!("attaching lb_pass to {dev} in {ns}: {e}"));
+        ebpf
+    });
+    PassProgram { _ebpf: ebpf }
+}

@@ -1,0 +1,78 @@
+//! A lab with backends serving and `lbd` attached in the LB namespace: the fixture of the
+//! end-to-end tests and of the `lb-lab` demo.
+use std::{fs, net::Ipv4Addr, path::PathBuf, time::Duration};
+
+use crate::{
+    backend_server::BackendServer,
+    process::{lbd_path, Daemon},
+    topology::Lab,
+};
+
+/// The VIP every lab service uses.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+pub const VIP_PORT: u16 = 80;
+pub const BACKEND_PORT: u16 = 8080;
+
+/// `lbd`'s config for a lab: one NAT/Maglev service on [`VIP`]:[`VIP_PORT`] whose
+/// backends are the lab's, with `weights[i]` for backend `i`.
+pub fn lab_config(lab: &Lab, weights: &[u32]) -> String {
+    let mut yaml = format!(
+        "node:\n  zone: {}\ninterfaces: [{}]\nservices:\n  - name: web\n    vip: {VIP}\n    port: {VIP_PORT}\n    protocol: tcp\n    mode: nat\n    policy: maglev\n    backends:\n",
+        lab.spec().backends[0].zone,
+        lab.lb_interfaces().join(", "),
+    );
+    for i in 0..lab.backend_count() {
+        yaml.push_str(&format!(
+            "      - {{ address: {}, port: {BACKEND_PORT}, zone: {}, weight: {} }}\n",
+            lab.backend_addr(i),
+            lab.backend_spec(i).zone,
+            weights.get(i).copied().unwrap_or(1),
+        ));
+    }
+    yaml
+}
+
+/// Lab + backend servers + a running `lbd`; everything stops on drop (lbd first, so
+/// it detaches while the namespace still exists).
+pub struct RunningLb {
+    pub lbd: Daemon,
+    pub servers: Vec<BackendServer>,
+    config_path: PathBuf,
+    pub lab: Lab,
+}
+
+impl RunningLb {
+    /// Starts backends and `lbd` with `config` (YAML), and waits until lbd serves.
+    pub fn start(lab: Lab, config: &str) -> RunningLb {
+        let servers = lab.start_backends(BACKEND_PORT);
+        let config_path = std::env::temp_dir().join(format!("{}-lbd.yaml", lab.prefix()));
+        fs::write(&config_path, config)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", config_path.display()));
+        let path = config_path
+            .to_str()
+            .expect("temp path is UTF-8")
+            .to_string();
+        let mut lbd = lab.spawn_daemon(lab.lb_ns(), &lbd_path(), &["--config", &path]);
+        lbd.wait_for_log("serving", Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("lbd did not start: {e}"));
+        RunningLb {
+            lbd,
+            servers,
+            config_path,
+            lab,
+        }
+    }
+
+    /// Stops lbd (SIGTERM) and returns everything it logged.
+    pub fn stop_lbd(&mut self) -> String {
+        self.lbd.stop();
+        self.lbd.log()
+    }
+}
+
+impl Drop for RunningLb {
+    fn drop(&mut self) {
+        self.lbd.stop();
+        let _ = fs::remove_file(&self.config_path);
+    }
+}

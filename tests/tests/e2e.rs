@@ -1,0 +1,138 @@
+//! End to end: real TCP connections from a client namespace through the VIP, load
+//! balanced by `lbd`'s XDP program in the LB namespace to backends in three zones.
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use lb_tests::{
+    burst, lab_config, lbd_path, netns, BackendSpec, Lab, LabSpec, RunningLb, VIP, VIP_PORT,
+};
+
+fn three_zones(one_nic: bool) -> Lab {
+    Lab::build(&LabSpec {
+        backends: vec![
+            BackendSpec::new("b1", "az-a"),
+            BackendSpec::new("b2", "az-b"),
+            BackendSpec::new("b3", "az-c"),
+        ],
+        one_nic,
+    })
+}
+
+/// Runs `count` connections and checks every one: it succeeded, the client saw the VIP
+/// as its peer, and the backend saw the client's real address. Returns the count per
+/// backend name.
+fn connect_and_check(lb: &RunningLb, count: usize) -> BTreeMap<String, usize> {
+    let result = burst(
+        lb.lab.client_ns(),
+        VIP,
+        VIP_PORT,
+        count,
+        Duration::from_secs(3),
+        Duration::from_secs(120),
+    );
+    assert!(
+        result.failed.is_empty() && result.ok == count,
+        "{} of {count} connections failed: {:?}\nlbd log:\n{}",
+        result.failed.len(),
+        &result.failed[..result.failed.len().min(5)],
+        lb.lbd.log()
+    );
+    let vip = SocketAddr::from((VIP, VIP_PORT));
+    for reply in &result.replies {
+        assert_eq!(reply.remote, vip, "the client must see the VIP as its peer");
+        assert_eq!(
+            reply.peer_seen_by_backend.ip(),
+            lb.lab.client_addr(),
+            "the backend must see the client's own address"
+        );
+        assert_eq!(reply.peer_seen_by_backend.port(), reply.local.port());
+    }
+    for server in &lb.servers {
+        assert!(
+            server.peers().iter().all(|p| *p == lb.lab.client_addr()),
+            "{} saw a peer that is not the client: {:?}",
+            server.name(),
+            server.peers()
+        );
+    }
+    result.per_backend
+}
+
+fn assert_shares(per_backend: &BTreeMap<String, usize>, weights: &[(&str, u32)], total: usize) {
+    let weight_sum: u32 = weights.iter().map(|(_, w)| w).sum();
+    for (name, weight) in weights {
+        let got = per_backend.get(*name).copied().unwrap_or(0) as f64 / total as f64;
+        let want = *weight as f64 / weight_sum as f64;
+        assert!(
+            (got - want).abs() <= 0.15,
+            "{name}: {:.1}% of connections, weight share {:.1}% ({per_backend:?})",
+            got * 100.0,
+            want * 100.0
+        );
+    }
+}
+
+#[test]
+fn three_hundred_connections_through_the_vip_follow_the_weights() {
+    let lab = three_zones(false);
+    let config = lab_config(&lab, &[2, 1, 1]);
+    let mut lb = RunningLb::start(lab, &config);
+    let per_backend = connect_and_check(&lb, 300);
+    assert_shares(&per_backend, &[("b1", 2), ("b2", 1), ("b3", 1)], 300);
+    let served: u64 = lb.servers.iter().map(|s| s.served()).sum();
+    assert_eq!(
+        served, 300,
+        "backends served exactly the client's connections"
+    );
+
+    let lb_ns = lb.lab.lb_ns().to_string();
+    assert!(netns::ns_ip(&lb_ns, &["link", "show", "lbc"]).contains("xdp"));
+    let log = lb.stop_lbd();
+    assert!(
+        log.contains("service web: new_flows=300"),
+        "lbd's final counters:\n{log}"
+    );
+    for dev in ["lbc", "lbb"] {
+        let link = netns::ns_ip(&lb_ns, &["link", "show", dev]);
+        assert!(
+            !link.contains("xdp"),
+            "{dev} still has XDP after lbd stopped: {link}"
+        );
+    }
+}
+
+#[test]
+fn one_nic_gateway_balances_with_xdp_tx() {
+    let lab = three_zones(true);
+    let config = lab_config(&lab, &[1, 1, 1]);
+    let mut lb = RunningLb::start(lab, &config);
+    let per_backend = connect_and_check(&lb, 150);
+    assert_shares(&per_backend, &[("b1", 1), ("b2", 1), ("b3", 1)], 150);
+    let log = lb.stop_lbd();
+    assert!(
+        log.contains("tx_same_interface="),
+        "XDP_TX was not used:\n{log}"
+    );
+}
+
+#[test]
+fn a_bad_config_exits_78_naming_the_field_and_attaches_nothing() {
+    let lab = three_zones(false);
+    let config = lab_config(&lab, &[1, 1, 1]).replace("port: 80\n", "port: 0\n");
+    let path = std::env::temp_dir().join(format!("{}-bad.yaml", lab.prefix()));
+    std::fs::write(&path, config).unwrap();
+    let mut lbd = lab.spawn_daemon(
+        lab.lb_ns(),
+        &lbd_path(),
+        &["--config", path.to_str().unwrap()],
+    );
+    let status = lbd.wait_exit(Duration::from_secs(10)).expect("lbd exits");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(status.code(), Some(78), "{}", lbd.log());
+    assert!(
+        lbd.log().contains("services[0].port: must be 1..=65535"),
+        "{}",
+        lbd.log()
+    );
+    let link = netns::ns_ip(lab.lb_ns(), &["link", "show", "lbc"]);
+    assert!(!link.contains("xdp"), "{link}");
+}
