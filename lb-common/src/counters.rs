@@ -7,11 +7,11 @@
 pub struct TrafficCounters {
     /// Packets rewritten towards a backend.
     pub packets_to_backend: u64,
-    /// Bytes (whole frames) rewritten towards a backend.
+    /// Bytes rewritten towards a backend (Ethernet header + IP total length).
     pub bytes_to_backend: u64,
     /// Packets rewritten back towards a client.
     pub packets_to_client: u64,
-    /// Bytes (whole frames) rewritten back towards a client.
+    /// Bytes rewritten back towards a client (Ethernet header + IP total length).
     pub bytes_to_client: u64,
     /// Flows created (policy pick on a SYN, or Maglev fallback on a non-SYN miss).
     pub new_flows: u64,

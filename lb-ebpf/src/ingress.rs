@@ -33,7 +33,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, service: &ServiceMeta) -> u32 {
 /// The backend of an existing flow, or a newly selected one (recorded in both flow maps).
 #[inline(always)]
 fn flow_target(pkt: &Packet, service: &ServiceMeta) -> Option<(FlowTarget, Backend, bool)> {
-    if let Some(target) = unsafe { FLOWS.get(&pkt.flow) }.copied() {
+    if let Some(target) = unsafe { FLOWS.get(pkt.flow) }.copied() {
         // A flow whose backend slot was freed falls through to a new selection.
         if let Some(backend) = backend_by_id(target.backend) {
             return Some((target, backend, false));
@@ -49,7 +49,7 @@ fn flow_target(pkt: &Packet, service: &ServiceMeta) -> Option<(FlowTarget, Backe
     };
     // If the tables are full the LRU evicts the coldest entries; an insert error here
     // would only mean the next packet takes the Maglev path again.
-    let _ = FLOWS.insert(&pkt.flow, &target, 0);
+    let _ = FLOWS.insert(pkt.flow, target, 0);
     let reverse = FlowKey {
         src_addr: backend.addr,
         dst_addr: pkt.flow.src_addr,
@@ -66,7 +66,7 @@ fn flow_target(pkt: &Packet, service: &ServiceMeta) -> Option<(FlowTarget, Backe
         service: service.id,
         backend: id,
     };
-    let _ = RETURN_FLOWS.insert(&reverse, &nat, 0);
+    let _ = RETURN_FLOWS.insert(reverse, nat, 0);
     Some((target, backend, true))
 }
 

@@ -78,11 +78,11 @@ pub fn service_of(pkt: &Packet) -> Option<ServiceMeta> {
         proto: pkt.flow.proto,
         family: FAMILY_IPV4,
     };
-    unsafe { SERVICES.get(&key) }.copied()
+    unsafe { SERVICES.get(key) }.copied()
 }
 
 /// The NAT return entry for a packet from a backend to a client, copied out of the map.
 #[inline(always)]
 pub fn return_flow_of(pkt: &Packet) -> Option<NatReturn> {
-    unsafe { RETURN_FLOWS.get(&pkt.flow) }.copied()
+    unsafe { RETURN_FLOWS.get(pkt.flow) }.copied()
 }

@@ -12,6 +12,7 @@ pub struct Packet {
     pub flow: FlowKey,
     /// Whether the TCP data offset is sane (>= 5 words and inside the frame).
     pub tcp_valid: bool,
-    /// Whole frame length, for byte counters.
+    /// Ethernet header plus IP total length (the frame without link padding), for byte
+    /// counters.
     pub frame_len: u64,
 }

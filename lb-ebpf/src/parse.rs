@@ -1,7 +1,7 @@
 //! Parse: Ethernet -> IPv4 (no options, not fragmented) -> TCP, with integer compares
 //! against `data_end` before every access. Anything not understood is returned as the
 //! reason to pass it to the kernel untouched.
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{helpers::generated::bpf_xdp_get_buff_len, programs::XdpContext};
 use lb_common::{
     counters::Reason,
     flow::FlowKey,
@@ -50,9 +50,12 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     if ihl > 5 {
         return Err(Reason::PassIpOptions);
     }
-    let frame_len = ctx.data_end() - ctx.data();
     // Ethernet may pad short frames, so the IP length may be shorter than the frame, but
-    // never longer and never shorter than its own header.
+    // never longer and never shorter than its own header. The frame length comes from
+    // the helper because without CAP_PERFMON the verifier refuses both `data_end - data`
+    // and adding a variable to a packet pointer (Spectre v1 sanitising), and lbd should
+    // need only CAP_BPF and CAP_NET_ADMIN.
+    let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
     if tot_len < Ipv4Hdr::LEN || EthHdr::LEN + tot_len > frame_len {
         return Err(Reason::PassMalformedIpv4);
     }
@@ -97,6 +100,6 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
             _pad: [0; 2],
         },
         tcp_valid: doff >= TcpHdr::LEN && doff <= l4_len,
-        frame_len: frame_len as u64,
+        frame_len: (EthHdr::LEN + tot_len) as u64,
     })
 }

@@ -121,10 +121,15 @@ impl KernelDataplane {
                 XdpAttachMode::Generic => self.attach_one(name, XdpMode::Skb)?,
                 XdpAttachMode::Auto => match self.attach_one(name, XdpMode::Driver) {
                     Ok(link) => link,
-                    Err(e) => {
-                        warn!("{name}: native XDP failed ({e:#}); using generic XDP");
-                        self.attach_one(name, XdpMode::Skb)?
-                    }
+                    Err(native) => match self.attach_one(name, XdpMode::Skb) {
+                        Ok(link) => {
+                            warn!("{name}: native XDP failed ({native:#}); using generic XDP");
+                            link
+                        }
+                        // Both failing is rarely about driver support (e.g. another
+                        // program is attached): report both causes.
+                        Err(generic) => bail!("{native:#}; and then {generic:#}"),
+                    },
                 },
             };
             self.attached.push((name.clone(), link));

@@ -89,22 +89,22 @@ pub fn assign_ids(config: &Config, previous: &Ids) -> Ids {
         }
     }
     for s in &config.services {
-        if !ids.services.contains_key(&s.name) {
+        ids.services.entry(s.name.clone()).or_insert_with(|| {
             let id = lowest_free(&used_services);
             used_services.insert(id);
-            ids.services.insert(s.name.clone(), id);
-        }
+            id
+        });
         for b in &s.backends {
             let at = BackendRef {
                 service: s.name.clone(),
                 address: b.address,
                 port: b.port,
             };
-            if !ids.backends.contains_key(&at) {
+            ids.backends.entry(at).or_insert_with(|| {
                 let id = lowest_free(&used_backends);
                 used_backends.insert(id);
-                ids.backends.insert(at, id);
-            }
+                id
+            });
         }
     }
     ids

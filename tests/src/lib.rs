@@ -19,6 +19,7 @@ pub mod backend_server;
 pub mod client;
 pub mod frame;
 pub mod netns;
+pub mod packet_rig;
 pub mod peer_xdp;
 pub mod process;
 pub mod running_lb;

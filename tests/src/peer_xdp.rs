@@ -17,31 +17,39 @@ pub struct PassProgram {
     _ebpf: Ebpf,
 }
 
-/// Loads `lb_pass` from the embedded object (with every map shrunk to a token size) and
-/// attaches it in native mode to `dev` in namespace `ns`.
-pub fn attach_pass(ns: &str, dev: &str) -> PassProgram {
+/// Loads the embedded object with every map shrunk to a token size, and `lb_pass` into
+/// the kernel (not attached). Also the floor program of the per-packet benchmark.
+pub fn load_pass_program() -> Ebpf {
     let object = lb_userspace::ebpf_object::object().expect("the XDP object is embedded");
+    let mut loader = EbpfLoader::new();
+    for map in [
+        MAP_SERVICES,
+        MAP_BACKENDS,
+        MAP_RING,
+        MAP_FLOWS,
+        MAP_RETURN_FLOWS,
+    ] {
+        loader.map_max_entries(map, 16);
+    }
+    let mut ebpf = loader
+        .load(object)
+        .unwrap_or_else(|e| panic!("loading the XDP object: {e}"));
+    pass_program(&mut ebpf).load().expect("loading lb_pass");
+    ebpf
+}
+
+pub fn pass_program(ebpf: &mut Ebpf) -> &mut Xdp {
+    ebpf.program_mut(PROGRAM_PASS)
+        .expect("lb_pass is in the object")
+        .try_into()
+        .expect("lb_pass is an XDP program")
+}
+
+/// Attaches `lb_pass` in native mode to `dev` in namespace `ns`.
+pub fn attach_pass(ns: &str, dev: &str) -> PassProgram {
     let ebpf = netns::run_in(ns, || {
-        let mut loader = EbpfLoader::new();
-        for map in [
-            MAP_SERVICES,
-            MAP_BACKENDS,
-            MAP_RING,
-            MAP_FLOWS,
-            MAP_RETURN_FLOWS,
-        ] {
-            loader.map_max_entries(map, 16);
-        }
-        let mut ebpf = loader
-            .load(object)
-            .unwrap_or_else(|e| panic!("loading the XDP object for {dev} in {ns}: {e}"));
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_PASS)
-            .expect("lb_pass is in the object")
-            .try_into()
-            .expect("lb_pass is an XDP program");
-        program.load().expect("loading lb_pass");
-        program
+        let mut ebpf = load_pass_program();
+        pass_program(&mut ebpf)
             .attach(dev, XdpMode::Driver)
             .unwrap_or_else(|e| panic!("attaching lb_pass to {dev} in {ns}: {e}"));
         ebpf

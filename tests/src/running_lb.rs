@@ -44,15 +44,27 @@ pub struct RunningLb {
 impl RunningLb {
     /// Starts backends and `lbd` with `config` (YAML), and waits until lbd serves.
     pub fn start(lab: Lab, config: &str) -> RunningLb {
+        Self::start_wrapped(lab, config, &[])
+    }
+
+    /// Like [`RunningLb::start`], with `lbd` started through `wrapper` (a program and
+    /// its arguments, e.g. `setpriv` dropping capabilities) that then execs it.
+    pub fn start_wrapped(lab: Lab, config: &str, wrapper: &[&str]) -> RunningLb {
         let servers = lab.start_backends(BACKEND_PORT);
         let config_path = std::env::temp_dir().join(format!("{}-lbd.yaml", lab.prefix()));
         fs::write(&config_path, config)
             .unwrap_or_else(|e| panic!("writing {}: {e}", config_path.display()));
-        let path = config_path
-            .to_str()
-            .expect("temp path is UTF-8")
-            .to_string();
-        let mut lbd = lab.spawn_daemon(lab.lb_ns(), &lbd_path(), &["--config", &path]);
+        let path = config_path.to_str().expect("temp path is UTF-8");
+        let lbd_bin = lbd_path();
+        let lbd_bin = lbd_bin.to_str().expect("lbd path is UTF-8");
+        let mut lbd = match wrapper.split_first() {
+            None => lab.spawn_daemon(lab.lb_ns(), lbd_bin.as_ref(), &["--config", path]),
+            Some((program, args)) => {
+                let mut all: Vec<&str> = args.to_vec();
+                all.extend(["--", lbd_bin, "--config", path]);
+                lab.spawn_daemon(lab.lb_ns(), program.as_ref(), &all)
+            }
+        };
         lbd.wait_for_log("serving", Duration::from_secs(20))
             .unwrap_or_else(|e| panic!("lbd did not start: {e}"));
         RunningLb {

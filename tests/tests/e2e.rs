@@ -136,3 +136,33 @@ fn a_bad_config_exits_78_naming_the_field_and_attaches_nothing() {
     let link = netns::ns_ip(lab.lb_ns(), &["link", "show", "lbc"]);
     assert!(!link.contains("xdp"), "{link}");
 }
+
+/// The documented privileges are enough: CAP_BPF to load, CAP_NET_ADMIN to attach.
+#[test]
+fn lbd_needs_only_cap_bpf_and_cap_net_admin() {
+    let lab = three_zones(false);
+    let config = lab_config(&lab, &[1, 1, 1]);
+    let lb = RunningLb::start_wrapped(
+        lab,
+        &config,
+        &[
+            "setpriv",
+            "--bounding-set=-all,+bpf,+net_admin",
+            "--inh-caps=-all",
+        ],
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", lb.lbd.pid())).unwrap();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    const CAP_NET_ADMIN: u64 = 1 << 12;
+    const CAP_BPF: u64 = 1 << 39;
+    assert_eq!(
+        effective,
+        CAP_NET_ADMIN | CAP_BPF,
+        "lbd's effective capabilities"
+    );
+    connect_and_check(&lb, 30);
+}

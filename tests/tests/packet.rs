@@ -1,16 +1,8 @@
 //! Packet tests: the real XDP object, loaded with real maps filled by the controller,
-//! fed crafted frames through BPF_PROG_TEST_RUN. Every test asserts the action, every
-//! byte of the output, and which reason counter moved.
-//!
-//! The program runs inside a throw-away namespace whose routes and permanent neighbour
-//! entries make `bpf_fib_lookup` answer like on a real gateway:
-//! - `c0` (10.10.0.1/24), client side: client 10.10.0.2, and a backend 10.10.0.77 that
-//!   sits behind the same NIC (for XDP_TX);
-//! - `b0` (10.1.0.1/24), backend side: backends 10.1.0.11-13, and 10.1.0.99 with no
-//!   neighbour entry.
+//! fed crafted frames through BPF_PROG_TEST_RUN in a [`Rig`] namespace. Every test
+//! asserts the action, every byte of the output, and which reason counter moved.
 use std::net::Ipv4Addr;
 
-use aya::programs::{TestRun, TestRunOptions};
 use lb_common::{
     counters::{Reason, REASONS},
     flow::FlowKey,
@@ -18,129 +10,25 @@ use lb_common::{
     net::FAMILY_IPV4,
 };
 use lb_tests::{
-    frame::{checksums_valid, dst_ip, parse_mac, Frame, Mac, ETH_LEN},
-    netns::{self, NetNs},
+    frame::{checksums_valid, dst_ip, Frame, ETH_LEN},
+    packet_rig::*,
 };
-use lb_userspace::{config, controller::Controller, loader::KernelDataplane};
+use lb_userspace::{controller::Controller, loader::KernelDataplane};
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
-
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 2);
-const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0x0a, 0x02];
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 const SEED: u32 = 42;
 const RING: u32 = 1009;
 
-fn backend_mac(last_octet: u8) -> Mac {
-    [0x02, 0, 0, 0, 0x01, last_octet]
-}
-
-const CONFIG: &str = r#"
-node: { zone: az-a }
-interfaces: [c0, b0]
-cluster: { ring_size: 1009, hash_seed: 42 }
-limits: { flow_table_size: 4096, max_services: 8, max_backends: 64 }
-services:
-  - name: web
-    vip: 10.0.0.100
-    port: 80
-    backends:
-      - { address: 10.1.0.11, port: 8080, zone: az-a }
-      - { address: 10.1.0.12, port: 8080, zone: az-b }
-      - { address: 10.1.0.13, port: 8080, zone: az-c }
-  - { name: same-nic, vip: 10.0.0.101, port: 80, backends: [{ address: 10.10.0.77, port: 8080, zone: az-a }] }
-  - { name: unresolved, vip: 10.0.0.102, port: 80, backends: [{ address: 10.1.0.99, port: 8080, zone: az-a }] }
-  - { name: empty, vip: 10.0.0.103, port: 80, backends: [] }
-"#;
-
-/// The namespace, the loaded data path and what the tests need to know about both.
-struct Rig {
-    _ns: NetNs,
-    ns: String,
-    c0: u32,
-    b0: u32,
-    c0_mac: Mac,
-    b0_mac: Mac,
-}
-
-fn rig() -> Rig {
-    let ns = NetNs::create(&format!("{}pk", netns::unique_prefix()));
-    let name = ns.name().to_string();
-    let ip = |args: &[&str]| netns::ns_ip(&name, args);
-    ip(&["link", "add", "c0", "type", "veth", "peer", "name", "c0p"]);
-    ip(&["link", "add", "b0", "type", "veth", "peer", "name", "b0p"]);
-    for dev in ["c0", "c0p", "b0", "b0p", "lo"] {
-        ip(&["link", "set", dev, "up"]);
-    }
-    ip(&["addr", "add", "10.10.0.1/24", "dev", "c0"]);
-    ip(&["addr", "add", "10.1.0.1/24", "dev", "b0"]);
-    let neigh = |addr: &str, mac: Mac, dev: &str| {
-        let mac = mac.map(|b| format!("{b:02x}")).join(":");
-        ip(&[
-            "neigh",
-            "replace",
-            addr,
-            "lladdr",
-            &mac,
-            "dev",
-            dev,
-            "nud",
-            "permanent",
-        ]);
-    };
-    neigh("10.10.0.2", CLIENT_MAC, "c0");
-    neigh("10.10.0.77", backend_mac(77), "c0");
-    for last in [11u8, 12, 13] {
-        neigh(&format!("10.1.0.{last}"), backend_mac(last), "b0");
-    }
-    // bpf_fib_lookup refuses to route for a device that does not forward.
-    netns::ns_sysctl(&name, "net.ipv4.ip_forward", "1");
-    Rig {
-        c0: netns::ifindex(&name, "c0"),
-        b0: netns::ifindex(&name, "b0"),
-        c0_mac: parse_mac(&netns::link_mac(&name, "c0")),
-        b0_mac: parse_mac(&netns::link_mac(&name, "b0")),
-        ns: name,
-        _ns: ns,
-    }
-}
-
-/// Loads the data path in the rig's namespace, fills it from CONFIG, and runs `f` there.
 fn with_dataplane<T: Send>(
     rig: &Rig,
     f: impl FnOnce(&mut Controller<KernelDataplane>) -> T + Send,
 ) -> T {
-    let (c0, b0) = (rig.c0, rig.b0);
-    netns::run_in(&rig.ns, move || {
-        let config = config::parse(CONFIG).expect("test config is valid");
-        let mut dp = KernelDataplane::load(&config).expect("loading the XDP object");
-        dp.add_egress(c0).unwrap();
-        dp.add_egress(b0).unwrap();
-        let mut controller = Controller::new(dp, RING);
-        controller.apply(&config).expect("filling the maps");
-        f(&mut controller)
-    })
+    rig.with_dataplane(CONFIG, f)
 }
 
 /// Runs one frame through the program as if received on `ifindex`.
 fn run(dp: &KernelDataplane, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 256];
-    // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-    // egress_ifindex }: the kernel wants data = 0 and data_end = the frame length.
-    let ctx: Vec<u8> = [0u32, frame.len() as u32, 0, ifindex, 0, 0]
-        .iter()
-        .flat_map(|v| v.to_ne_bytes())
-        .collect();
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    opts.ctx_in = Some(&ctx);
-    let result = dp.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
-    out.truncate(result.data_size_out as usize);
-    (result.return_value, out)
+    let r = run_once(dp.program(), ifindex, frame);
+    (r.action, r.output)
 }
 
 /// Runs a frame and checks that exactly one reason counter moved, by one.
@@ -183,18 +71,9 @@ fn predicted_backend(c: &Controller<KernelDataplane>, sport: u16) -> Ipv4Addr {
         .address
 }
 
-fn client_syn(sport: u16) -> Frame {
-    Frame {
-        src_mac: CLIENT_MAC,
-        sport,
-        flags: 0x02,
-        ..Frame::default()
-    }
-}
-
 #[test]
 fn syn_to_vip_is_rewritten_to_the_predicted_backend_and_redirected() {
-    let rig = rig();
+    let rig = Rig::build();
     let (c0_mac, b0_mac) = (rig.c0_mac, rig.b0_mac);
     with_dataplane(&rig, |c| {
         let syn = Frame {
@@ -232,7 +111,7 @@ fn syn_to_vip_is_rewritten_to_the_predicted_backend_and_redirected() {
 
 #[test]
 fn later_packets_of_a_flow_stay_on_its_backend_and_replies_come_back_from_the_vip() {
-    let rig = rig();
+    let rig = Rig::build();
     let (c0_mac, b0_mac) = (rig.c0_mac, rig.b0_mac);
     with_dataplane(&rig, |c| {
         let dp = c.dataplane();
@@ -282,7 +161,7 @@ fn later_packets_of_a_flow_stay_on_its_backend_and_replies_come_back_from_the_vi
 
 #[test]
 fn many_flows_reach_every_backend_exactly_where_userspace_predicts() {
-    let rig = rig();
+    let rig = Rig::build();
     with_dataplane(&rig, |c| {
         let mut per_backend = std::collections::BTreeMap::new();
         for sport in 20000..20300u16 {
@@ -298,7 +177,7 @@ fn many_flows_reach_every_backend_exactly_where_userspace_predicts() {
 
 #[test]
 fn a_non_syn_packet_without_a_flow_is_placed_by_maglev_and_recorded() {
-    let rig = rig();
+    let rig = Rig::build();
     with_dataplane(&rig, |c| {
         let ack = Frame {
             flags: 0x10,
@@ -316,7 +195,7 @@ fn a_non_syn_packet_without_a_flow_is_placed_by_maglev_and_recorded() {
 
 #[test]
 fn a_backend_behind_the_ingress_nic_gets_xdp_tx() {
-    let rig = rig();
+    let rig = Rig::build();
     let c0_mac = rig.c0_mac;
     with_dataplane(&rig, |c| {
         let syn = Frame {
@@ -340,7 +219,7 @@ fn a_backend_behind_the_ingress_nic_gets_xdp_tx() {
 
 #[test]
 fn an_unresolved_neighbour_hands_the_rewritten_packet_to_the_kernel() {
-    let rig = rig();
+    let rig = Rig::build();
     with_dataplane(&rig, |c| {
         let syn = Frame {
             dst: Ipv4Addr::new(10, 0, 0, 102),
@@ -361,7 +240,7 @@ fn an_unresolved_neighbour_hands_the_rewritten_packet_to_the_kernel() {
 
 #[test]
 fn a_service_without_backends_drops() {
-    let rig = rig();
+    let rig = Rig::build();
     with_dataplane(&rig, |c| {
         let syn = Frame {
             dst: Ipv4Addr::new(10, 0, 0, 103),
@@ -378,7 +257,7 @@ fn a_service_without_backends_drops() {
 /// driver delivers them; the program still checks for them.)
 #[test]
 fn malformed_and_foreign_frames_get_the_documented_action() {
-    let rig = rig();
+    let rig = Rig::build();
     with_dataplane(&rig, |c| {
         let good = client_syn(40006).bytes();
         let edit = |f: &dyn Fn(&mut Vec<u8>)| {

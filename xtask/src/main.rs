@@ -5,6 +5,7 @@
 //! - `test [-- ARGS]`: fmt, clippy (host and eBPF), build, then the tests. What CI runs.
 //! - `lab [--keep] [ARGS]`: build, then the namespace lab (`lb-lab`).
 //! - `run -- ARGS`: build, then `lbd ARGS`.
+//! - `bench [ARGS]`: optimised build, then the benchmarks (`lb-bench`).
 //!
 //! Layout: `cmd` runs programs and names them when they fail, `paths` knows where
 //! things are, `setup/` holds one file per set-up step, `verbs/` one file per verb.
@@ -47,6 +48,8 @@ enum Verb {
     Lab(verbs::lab::LabArgs),
     /// Build, then run `lbd` with the given arguments.
     Run(verbs::run::RunArgs),
+    /// Optimised build, then the benchmarks (per-packet cost through BPF_PROG_TEST_RUN).
+    Bench(verbs::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn dispatch(verb: Verb) -> Result<u8> {
         Verb::Test(args) => verbs::test::main(args),
         Verb::Lab(args) => verbs::lab::main(args).map(|()| 0),
         Verb::Run(args) => verbs::run::main(args).map(|()| 0),
+        Verb::Bench(args) => verbs::bench::main(args).map(|()| 0),
     }
 }
 

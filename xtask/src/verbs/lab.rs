@@ -10,7 +10,7 @@ use crate::{cmd, paths};
 
 #[derive(Args)]
 pub struct LabArgs {
-    /// Leave the lab's namespaces in place when it ends (passed to lb-lab as --keep).
+    /// Keep the lab running until Ctrl-C and print how to reach it (lb-lab --keep).
     #[arg(long)]
     pub keep: bool,
     /// Passed on to lb-lab unchanged.

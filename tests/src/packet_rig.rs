@@ -1,0 +1,165 @@
+//! A namespace in which the real XDP program runs under BPF_PROG_TEST_RUN with routes and
+//! permanent neighbours that make `bpf_fib_lookup` answer like on a real gateway. Used by
+//! the packet tests and the per-packet benchmark.
+//!
+//! - `c0` (10.10.0.1/24), client side: client 10.10.0.2, and a backend 10.10.0.77 that
+//!   sits behind the same NIC (for XDP_TX);
+//! - `b0` (10.1.0.1/24), backend side: backends 10.1.0.11-13, and 10.1.0.99 with no
+//!   neighbour entry.
+use std::net::Ipv4Addr;
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use lb_userspace::{config, controller::Controller, loader::KernelDataplane};
+
+use crate::{
+    frame::{parse_mac, Frame, Mac},
+    netns::{self, NetNs},
+};
+
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 2);
+pub const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0x0a, 0x02];
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+
+/// XDP return codes.
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+pub fn backend_mac(last_octet: u8) -> Mac {
+    [0x02, 0, 0, 0, 0x01, last_octet]
+}
+
+/// The rig's config: `web` on the VIP with three backends behind `b0`, `same-nic` with
+/// one behind `c0`, `unresolved` whose backend has no neighbour, `empty` with none.
+pub const CONFIG: &str = r#"
+node: { zone: az-a }
+interfaces: [c0, b0]
+cluster: { ring_size: 1009, hash_seed: 42 }
+limits: { flow_table_size: 4096, max_services: 8, max_backends: 64 }
+services:
+  - name: web
+    vip: 10.0.0.100
+    port: 80
+    backends:
+      - { address: 10.1.0.11, port: 8080, zone: az-a }
+      - { address: 10.1.0.12, port: 8080, zone: az-b }
+      - { address: 10.1.0.13, port: 8080, zone: az-c }
+  - { name: same-nic, vip: 10.0.0.101, port: 80, backends: [{ address: 10.10.0.77, port: 8080, zone: az-a }] }
+  - { name: unresolved, vip: 10.0.0.102, port: 80, backends: [{ address: 10.1.0.99, port: 8080, zone: az-a }] }
+  - { name: empty, vip: 10.0.0.103, port: 80, backends: [] }
+"#;
+
+/// The namespace and what tests need to know about its interfaces.
+pub struct Rig {
+    _ns: NetNs,
+    pub ns: String,
+    pub c0: u32,
+    pub b0: u32,
+    pub c0_mac: Mac,
+    pub b0_mac: Mac,
+}
+
+impl Rig {
+    pub fn build() -> Rig {
+        let ns = NetNs::create(&format!("{}pk", netns::unique_prefix()));
+        let name = ns.name().to_string();
+        let ip = |args: &[&str]| netns::ns_ip(&name, args);
+        ip(&["link", "add", "c0", "type", "veth", "peer", "name", "c0p"]);
+        ip(&["link", "add", "b0", "type", "veth", "peer", "name", "b0p"]);
+        for dev in ["c0", "c0p", "b0", "b0p", "lo"] {
+            ip(&["link", "set", dev, "up"]);
+        }
+        ip(&["addr", "add", "10.10.0.1/24", "dev", "c0"]);
+        ip(&["addr", "add", "10.1.0.1/24", "dev", "b0"]);
+        let neigh = |addr: &str, mac: Mac, dev: &str| {
+            let mac = mac.map(|b| format!("{b:02x}")).join(":");
+            ip(&[
+                "neigh",
+                "replace",
+                addr,
+                "lladdr",
+                &mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ]);
+        };
+        neigh("10.10.0.2", CLIENT_MAC, "c0");
+        neigh("10.10.0.77", backend_mac(77), "c0");
+        for last in [11u8, 12, 13] {
+            neigh(&format!("10.1.0.{last}"), backend_mac(last), "b0");
+        }
+        // bpf_fib_lookup refuses to route for a device that does not forward.
+        netns::ns_sysctl(&name, "net.ipv4.ip_forward", "1");
+        Rig {
+            c0: netns::ifindex(&name, "c0"),
+            b0: netns::ifindex(&name, "b0"),
+            c0_mac: parse_mac(&netns::link_mac(&name, "c0")),
+            b0_mac: parse_mac(&netns::link_mac(&name, "b0")),
+            ns: name,
+            _ns: ns,
+        }
+    }
+
+    /// Loads the data path in the rig's namespace, fills it from `config` (YAML) with
+    /// both interfaces as redirect targets, and runs `f` there.
+    pub fn with_dataplane<T: Send>(
+        &self,
+        config: &str,
+        f: impl FnOnce(&mut Controller<KernelDataplane>) -> T + Send,
+    ) -> T {
+        let (c0, b0) = (self.c0, self.b0);
+        netns::run_in(&self.ns, move || {
+            let config = config::parse(config).expect("rig config is valid");
+            let mut dp = KernelDataplane::load(&config).expect("loading the XDP object");
+            dp.add_egress(c0).expect("devmap insert");
+            dp.add_egress(b0).expect("devmap insert");
+            let mut controller = Controller::new(dp, config.cluster.ring_size);
+            controller.apply(&config).expect("filling the maps");
+            f(&mut controller)
+        })
+    }
+}
+
+/// What one BPF_PROG_TEST_RUN call gave.
+pub struct RunResult {
+    pub action: u32,
+    pub output: Vec<u8>,
+    /// The kernel's own measurement of the program run.
+    pub nanos: u64,
+}
+
+/// Runs one frame through `program` once, as if received on `ifindex`. Must be called
+/// from a thread inside the rig's namespace (the FIB lookup uses it).
+pub fn run_once(program: &Xdp, ifindex: u32, frame: &[u8]) -> RunResult {
+    let mut out = vec![0u8; frame.len() + 256];
+    // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex }: the kernel wants data = 0 and data_end = the frame length.
+    let ctx: Vec<u8> = [0u32, frame.len() as u32, 0, ifindex, 0, 0]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(&ctx);
+    let result = program.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(result.data_size_out as usize);
+    RunResult {
+        action: result.return_value,
+        output: out,
+        nanos: result.duration.as_nanos() as u64,
+    }
+}
+
+/// A SYN from the client to the VIP from `sport`.
+pub fn client_syn(sport: u16) -> Frame {
+    Frame {
+        src_mac: CLIENT_MAC,
+        sport,
+        flags: 0x02,
+        ..Frame::default()
+    }
+}
