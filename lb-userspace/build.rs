@@ -1,35 +1,74 @@
-//! Builds the XDP program (`lb-ebpf`, nightly, bpfel-unknown-none, bpf-linker) and leaves
-//! it in OUT_DIR for `include_bytes_aligned!`. `LB_EBPF_STUB=1` writes an empty object
-//! instead, so `cargo check`/`clippy` work without the eBPF toolchain; a binary built that
-//! way refuses to start.
-use std::{env, fs, path::PathBuf};
+//! Builds the XDP program (`lb-ebpf`: nightly, bpfel-unknown-none, `-Z build-std=core`,
+//! bpf-linker) and leaves it in OUT_DIR for `include_bytes_aligned!`.
+//!
+//! This is aya-build's recipe with one difference: aya-build fixes the eBPF crate's
+//! RUSTFLAGS, and the data path needs `-C target-cpu=v3` for atomic fetch-and-or
+//! (exactly-once flow close, see lb-ebpf/src/flow_state.rs; kernel 5.12+).
+//!
+//! `LB_EBPF_STUB=1` writes an empty object instead, so `cargo check`/`clippy` work
+//! without the eBPF toolchain; a binary built that way refuses to start.
+use std::{env, fs, path::PathBuf, process::Command};
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
+
+const TARGET: &str = "bpfel-unknown-none";
 
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=LB_EBPF_STUB");
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    let ebpf_dir = manifest.join("../lb-ebpf");
-    // The eBPF crate also compiles lb-common's sources.
-    println!(
-        "cargo:rerun-if-changed={}",
-        manifest.join("../lb-common/src").display()
-    );
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let object = out_dir.join("lb-xdp");
+    // The eBPF crate compiles lb-common's sources too.
+    for dir in ["../lb-ebpf", "../lb-common/src"] {
+        println!("cargo:rerun-if-changed={}", manifest.join(dir).display());
+    }
     if env::var("LB_EBPF_STUB").is_ok_and(|v| v == "1") {
-        let out = PathBuf::from(env::var("OUT_DIR")?).join("lb-xdp");
-        fs::write(&out, []).with_context(|| format!("writing stub {}", out.display()))?;
+        fs::write(&object, []).with_context(|| format!("writing stub {}", object.display()))?;
         return Ok(());
     }
-    let root_dir = ebpf_dir
-        .to_str()
-        .context("the lb-ebpf path is not valid UTF-8")?;
-    aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "lb-ebpf",
-            root_dir,
-            ..Default::default()
-        }],
-        aya_build::Toolchain::default(),
-    )
-    .context("building the XDP program (run `cargo xtask setup` if the eBPF toolchain is missing)")
+    let arch = env::var("CARGO_CFG_TARGET_ARCH")?;
+    // A target directory of its own: the outer cargo holds a lock on the workspace's.
+    let target_dir = out_dir.join("ebpf-target");
+    let flags = [
+        format!("--cfg=bpf_target_arch=\"{arch}\""),
+        "-Ctarget-cpu=v3".into(),
+        "-Cdebuginfo=2".into(),
+        "-Clink-arg=--btf".into(),
+    ];
+    let mut cargo = Command::new("rustup");
+    cargo
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "build",
+            "--package",
+            "lb-ebpf",
+            "--bins",
+        ])
+        .args(["--release", "--target", TARGET, "-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(manifest.join("../lb-ebpf"))
+        .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"))
+        // The outer build's compiler settings must not leak into the nightly build.
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTUP_TOOLCHAIN");
+    let output = cargo
+        .output()
+        .context("running `rustup run nightly cargo build` for lb-ebpf")?;
+    if !output.status.success() {
+        for line in String::from_utf8_lossy(&output.stderr).lines() {
+            println!("cargo:warning={line}");
+        }
+        bail!(
+            "building the XDP program failed ({}); run `cargo xtask setup` if the eBPF toolchain is missing",
+            output.status
+        );
+    }
+    let built = target_dir.join(TARGET).join("release").join("lb-xdp");
+    fs::copy(&built, &object)
+        .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
+    Ok(())
 }

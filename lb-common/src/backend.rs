@@ -13,8 +13,11 @@ pub struct Backend {
     pub family: u8,
     /// Bit set of `BACKEND_F_*`.
     pub flags: u8,
+    /// Effective weight in thousandths of a configured weight unit, for policies that
+    /// compare load to capacity (least connections).
+    pub weight_milli: u32,
 }
-const _: () = assert!(core::mem::size_of::<Backend>() == 8);
+const _: () = assert!(core::mem::size_of::<Backend>() == 12);
 
 /// The slot holds a configured backend (an all-zero slot is free).
 pub const BACKEND_F_PRESENT: u8 = 1 << 0;

@@ -29,8 +29,23 @@ pub struct FlowTarget {
     pub backend: u32,
     /// Service id, for counting without another lookup.
     pub service: u32,
+    /// Bit set of `FLOW_F_*`, changed only with atomic or, so that exactly one CPU
+    /// sees the transition to closed.
+    pub state: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<FlowTarget>() == 8);
+const _: () = assert!(core::mem::size_of::<FlowTarget>() == 16);
+
+/// The flow is counted in its backend's active-flow count.
+pub const FLOW_F_COUNTED: u32 = 1 << 0;
+/// The client sent a FIN.
+pub const FLOW_F_FIN_CLIENT: u32 = 1 << 1;
+/// The backend sent a FIN.
+pub const FLOW_F_FIN_BACKEND: u32 = 1 << 2;
+/// Closed (RST, or FIN from both sides): no longer counted as active. Its entry stays
+/// so that the last ACKs still reach the backend; a new SYN on the same tuple starts a
+/// new flow.
+pub const FLOW_F_CLOSED: u32 = 1 << 3;
 
 /// Value of the return flow map, keyed by backend -> client tuple: what the source must be
 /// rewritten back to.

@@ -31,6 +31,13 @@ pub const fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
     mix32(h ^ (((key.proto as u32) << 8) | key.family as u32))
 }
 
+/// Hash of the client address alone, for source-hash affinity: every port of one client
+/// lands on the same ring slot.
+#[inline(always)]
+pub const fn source_hash(src_addr: u32, seed: u32) -> u32 {
+    mix32(mix32(seed ^ 0x7f4a_7c15) ^ src_addr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,10 @@ pub const MAP_SERVICE_STATS: &str = "SERVICE_STATS";
 pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_REASONS: &str = "REASONS";
 pub const MAP_EGRESS: &str = "EGRESS";
+pub const MAP_POLICY_TABLE: &str = "POLICY_TABLE";
+pub const MAP_RR_CURSOR: &str = "RR_CURSOR";
+pub const MAP_ACTIVE_FLOWS: &str = "ACTIVE_FLOWS";
+pub const MAP_ACTIVE_ADJUST: &str = "ACTIVE_ADJUST";
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";

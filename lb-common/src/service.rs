@@ -32,11 +32,30 @@ pub struct ServiceMeta {
     pub policy: u32,
     /// Bit set of `SERVICE_F_*`.
     pub flags: u32,
+    /// Valid entries in the live slot of the service's policy table (the weighted
+    /// round-robin schedule, or the least-connections candidate list).
+    pub table_len: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<ServiceMeta>() == 16);
+const _: () = assert!(core::mem::size_of::<ServiceMeta>() == 24);
 
-/// Weighted Maglev consistent hashing.
+/// Weighted Maglev consistent hashing over the whole flow tuple.
 pub const POLICY_MAGLEV: u32 = 0;
+/// Weighted round robin: a per-CPU cursor walks the service's schedule.
+pub const POLICY_ROUND_ROBIN: u32 = 1;
+/// Fewest active flows relative to weight, by two random choices among the candidates.
+pub const POLICY_LEAST_CONN: u32 = 2;
+/// Consistent hashing of the client address only (affinity across client ports).
+pub const POLICY_SOURCE_HASH: u32 = 3;
+
+/// Entries per slot of a service's policy table; also the most backends a service has.
+pub const POLICY_TABLE_SLOTS: u32 = 4096;
+
+/// Index of entry `pos` of a service's policy table slot in the shared table array.
+#[inline(always)]
+pub const fn policy_table_index(service_id: u32, slot: u32, pos: u32) -> u32 {
+    (service_id * 2 + (slot & 1)) * POLICY_TABLE_SLOTS + pos % POLICY_TABLE_SLOTS
+}
 
 /// NAT forwarding: destination rewritten to the backend, source rewritten back on return.
 pub const SERVICE_F_NAT: u32 = 1 << 0;

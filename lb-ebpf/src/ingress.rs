@@ -1,14 +1,18 @@
 //! Client -> VIP: find or create the flow, rewrite towards its backend, forward, count.
+use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
     counters::Reason,
-    flow::{FlowKey, FlowTarget, NatReturn},
+    flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
+    net::{TCP_ACK, TCP_SYN},
     service::ServiceMeta,
 };
 
 use crate::{
-    count, forward,
+    count,
+    flow_state::{self, Side},
+    forward,
     maps::{BACKENDS, FLOWS, RETURN_FLOWS},
     packet::Packet,
     rewrite, select,
@@ -30,26 +34,42 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, service: &ServiceMeta) -> u32 {
     forward::forward(ctx, pkt)
 }
 
-/// The backend of an existing flow, or a newly selected one (recorded in both flow maps).
+/// The backend of an existing flow, or a newly selected one (recorded in both flow maps
+/// and counted as active).
 #[inline(always)]
 fn flow_target(pkt: &Packet, service: &ServiceMeta) -> Option<(FlowTarget, Backend, bool)> {
-    if let Some(target) = unsafe { FLOWS.get(pkt.flow) }.copied() {
-        // A flow whose backend slot was freed falls through to a new selection.
-        if let Some(backend) = backend_by_id(target.backend) {
-            return Some((target, backend, false));
+    let syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let mut replace = false;
+    if let Some(entry) = FLOWS.get_ptr_mut(pkt.flow) {
+        let target = unsafe { *entry };
+        // A SYN on a closed flow is a new connection that reuses the tuple; a flow whose
+        // backend slot was freed is placed again.
+        replace = syn && target.state & FLOW_F_CLOSED != 0;
+        if !replace {
+            if let Some(backend) = backend_by_id(target.backend) {
+                flow_state::observe(entry, pkt.tcp_flags, Side::Client);
+                return Some((target, backend, false));
+            }
+            replace = true;
         }
     }
-    // SYN or not, a miss is placed by Maglev: for a non-SYN that is what lets an
-    // established connection survive an LB restart or an ECMP reshuffle.
-    let id = select::maglev(service, &pkt.flow);
+    let id = select::pick(service, &pkt.flow, syn);
     let backend = backend_by_id(id)?;
     let target = FlowTarget {
         backend: id,
         service: service.id,
+        state: FLOW_F_COUNTED,
+        _pad: 0,
     };
-    // If the tables are full the LRU evicts the coldest entries; an insert error here
-    // would only mean the next packet takes the Maglev path again.
-    let _ = FLOWS.insert(pkt.flow, target, 0);
+    // Two CPUs may miss on the same new flow at once (a retransmitted SYN): only the
+    // insert that creates the entry counts it, and the other CPU follows that entry.
+    let flags = if replace { BPF_ANY } else { BPF_NOEXIST };
+    if FLOWS.insert(pkt.flow, target, flags as u64).is_err() {
+        let existing = unsafe { FLOWS.get(pkt.flow) }.copied()?;
+        let backend = backend_by_id(existing.backend)?;
+        return Some((existing, backend, false));
+    }
+    flow_state::opened(id);
     let reverse = FlowKey {
         src_addr: backend.addr,
         dst_addr: pkt.flow.src_addr,
@@ -66,6 +86,8 @@ fn flow_target(pkt: &Packet, service: &ServiceMeta) -> Option<(FlowTarget, Backe
         service: service.id,
         backend: id,
     };
+    // If the table is full the LRU evicts its coldest entry; an error would only mean
+    // the reply is not rewritten, which the client answers with a reset.
     let _ = RETURN_FLOWS.insert(reverse, nat, 0);
     Some((target, backend, true))
 }

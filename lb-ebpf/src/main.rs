@@ -5,8 +5,12 @@
 //! Every stage is a file; this one only wires the entry point.
 #![no_std]
 #![no_main]
+// Atomic read-modify-write on map values (see flow_state.rs).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod count;
+mod flow_state;
 mod forward;
 mod ingress;
 mod maps;

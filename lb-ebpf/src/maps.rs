@@ -10,7 +10,7 @@ use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn},
     limits::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, MAX_INTERFACES},
     net::FAMILY_IPV4,
-    service::{ServiceKey, ServiceMeta},
+    service::{ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
 };
 
 use crate::packet::Packet;
@@ -44,6 +44,25 @@ pub static BACKEND_STATS: PerCpuArray<TrafficCounters> =
 
 #[map]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_COUNT, 0);
+
+/// Each service's policy tables (weighted round-robin schedule or least-connections
+/// candidates), two slots of `POLICY_TABLE_SLOTS` backend ids, flipped with the ring.
+#[map]
+pub static POLICY_TABLE: Array<u32> =
+    Array::with_max_entries(DEFAULT_MAX_SERVICES * 2 * POLICY_TABLE_SLOTS, 0);
+
+/// Round-robin position per service, per CPU, so no CPU waits on another's cursor.
+#[map]
+pub static RR_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(DEFAULT_MAX_SERVICES, 0);
+
+/// Flows opened minus flows closed per backend, changed only atomically by the data path.
+#[map]
+pub static ACTIVE_FLOWS: Array<u64> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// Per backend, flows the data path counted but will never see close (expired or
+/// evicted), written only by the controller's reconciler. Active = ACTIVE_FLOWS - this.
+#[map]
+pub static ACTIVE_ADJUST: Array<u64> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 
 /// Attached NICs that XDP_REDIRECT may send to, keyed by ifindex.
 #[map]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use lb_common::{
     backend::Backend,
-    service::{ring_slot_base, ServiceKey, ServiceMeta},
+    service::{policy_table_index, ring_slot_base, ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
 };
 
 use crate::{
@@ -29,9 +29,9 @@ pub struct Controller<D> {
     plan: Option<Plan>,
     services: BTreeMap<String, LiveService>,
     backends: BTreeMap<u32, Backend>,
-    /// Shadow of both ring slots of every service id ever used: exactly what the kernel
-    /// array holds (it starts zeroed), so only differing entries are written.
-    rings: BTreeMap<u32, [Vec<u32>; 2]>,
+    /// Both slots of every service id ever used, as the kernel holds them, so that only
+    /// differing entries are written.
+    shadows: BTreeMap<u32, KernelSlots>,
 }
 
 /// Counts of what one reconciliation wrote.
@@ -52,7 +52,7 @@ impl<D: Dataplane> Controller<D> {
             plan: None,
             services: BTreeMap::new(),
             backends: BTreeMap::new(),
-            rings: BTreeMap::new(),
+            shadows: BTreeMap::new(),
         }
     }
 
@@ -132,18 +132,21 @@ impl<D: Dataplane> Controller<D> {
         s: &plan::PlannedService,
         summary: &mut ApplySummary,
     ) -> anyhow::Result<()> {
-        let size = self.ring_size as usize;
-        let slots = self
-            .rings
+        let ring_size = self.ring_size;
+        let shadow = self
+            .shadows
             .entry(s.id)
-            .or_insert_with(|| [vec![0; size], vec![0; size]]);
+            .or_insert_with(|| KernelSlots::zeroed(ring_size));
         let live = self.services.get(&s.name);
         let unchanged = live.is_some_and(|l| {
+            let active = l.meta.active_slot as usize & 1;
             l.key == s.key
                 && l.meta.id == s.id
                 && l.meta.policy == s.policy
                 && l.meta.flags == s.flags
-                && slots[l.meta.active_slot as usize & 1] == s.ring
+                && l.meta.table_len as usize == s.table.len()
+                && shadow.rings[active] == s.ring
+                && shadow.tables[active][..s.table.len()] == s.table[..]
         });
         if unchanged {
             return Ok(());
@@ -154,27 +157,31 @@ impl<D: Dataplane> Controller<D> {
             Some(l) if l.meta.id == s.id => (l.meta.active_slot ^ 1) & 1,
             _ => 0,
         };
-        let base = ring_slot_base(s.id, slot, self.ring_size);
-        let shadow = &mut slots[slot as usize];
-        let changes: Vec<(u32, u32)> = s
-            .ring
-            .iter()
-            .zip(shadow.iter())
-            .enumerate()
-            .filter(|(_, (want, have))| want != have)
-            .map(|(i, (want, _))| (base + i as u32, *want))
-            .collect();
+        let ring_changes = changes(
+            &s.ring,
+            &mut shadow.rings[slot as usize],
+            ring_slot_base(s.id, slot, ring_size),
+        );
         self.dataplane
-            .set_ring_entries(&changes)
+            .set_ring_entries(&ring_changes)
             .with_context(|| format!("writing the ring of service {}", s.name))?;
-        shadow.clone_from(&s.ring);
-        summary.ring_entries_written += changes.len();
+        let table_changes = changes(
+            &s.table,
+            &mut shadow.tables[slot as usize],
+            policy_table_index(s.id, slot, 0),
+        );
+        self.dataplane
+            .set_policy_entries(&table_changes)
+            .with_context(|| format!("writing the policy table of service {}", s.name))?;
+        summary.ring_entries_written += ring_changes.len() + table_changes.len();
 
         let meta = ServiceMeta {
             id: s.id,
             active_slot: slot,
             policy: s.policy,
             flags: s.flags,
+            table_len: s.table.len() as u32,
+            _pad: 0,
         };
         self.dataplane
             .set_service(&s.key, &meta)
@@ -190,6 +197,38 @@ impl<D: Dataplane> Controller<D> {
             .insert(s.name.clone(), LiveService { key: s.key, meta });
         Ok(())
     }
+}
+
+/// What the kernel holds in both slots of one service id's ring and policy table. The
+/// arrays start zeroed, and only the controller writes them.
+#[derive(Debug, Clone)]
+struct KernelSlots {
+    rings: [Vec<u32>; 2],
+    tables: [Vec<u32>; 2],
+}
+
+impl KernelSlots {
+    fn zeroed(ring_size: u32) -> Self {
+        let ring = vec![0; ring_size as usize];
+        let table = vec![0; POLICY_TABLE_SLOTS as usize];
+        Self {
+            rings: [ring.clone(), ring],
+            tables: [table.clone(), table],
+        }
+    }
+}
+
+/// The writes that make `shadow` start with `want` (entries past `want` are left as they
+/// are: nothing reads them), as (absolute index, value); `shadow` is updated to match.
+fn changes(want: &[u32], shadow: &mut [u32], base: u32) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for (i, (w, have)) in want.iter().zip(shadow.iter_mut()).enumerate() {
+        if w != have {
+            out.push((base + i as u32, *w));
+            *have = *w;
+        }
+    }
+    out
 }
 
 #[cfg(test)]

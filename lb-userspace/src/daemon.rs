@@ -1,9 +1,9 @@
 //! `lbd`'s life: load, attach, fill, serve until SIGINT/SIGTERM, report, detach.
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use lb_common::counters::REASONS;
-use log::info;
+use log::{info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{config::Config, controller::Controller, loader::KernelDataplane};
@@ -35,13 +35,35 @@ pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
 
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: stopping"),
-        _ = int.recv() => info!("SIGINT: stopping"),
+    let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: stopping"); break }
+            _ = int.recv() => { info!("SIGINT: stopping"); break }
+            _ = reconcile.tick() => reconcile_active_flows(&mut controller),
+        }
     }
     log_counters(&controller);
     controller.dataplane_mut().detach_all();
     Ok(())
+}
+
+/// How often flows that ended unseen (evicted, expired) are subtracted from the
+/// active-flow counts that least-connections balances on.
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+fn reconcile_active_flows(controller: &mut Controller<KernelDataplane>) {
+    let Some(plan) = controller.plan() else {
+        return;
+    };
+    let ids: Vec<u32> = plan.backends.iter().map(|b| b.id).collect();
+    match controller.dataplane_mut().reconcile_active_flows(&ids) {
+        Ok(fixes) if !fixes.is_empty() => {
+            info!("active-flow counts corrected for flows that ended unseen: {fixes:?}")
+        }
+        Ok(_) => {}
+        Err(e) => warn!("reconciling active-flow counts: {e:#}"),
+    }
 }
 
 /// Final per-service and per-backend counters, so a run leaves a record of what it did.
@@ -59,14 +81,15 @@ fn log_counters(controller: &Controller<KernelDataplane>) {
         }
     }
     for b in &plan.backends {
-        if let Ok(c) = dp.backend_counters(b.id) {
+        if let (Ok(c), Ok(active)) = (dp.backend_counters(b.id), dp.active_flows(b.id)) {
             info!(
-                "backend {}/{}:{} ({}): new_flows={} packets_to_backend={} packets_to_client={}",
+                "backend {}/{}:{} ({}): new_flows={} active_flows={} packets_to_backend={} packets_to_client={}",
                 b.at.service,
                 b.at.address,
                 b.at.port,
                 b.zone,
                 c.new_flows,
+                active,
                 c.packets_to_backend,
                 c.packets_to_client
             );

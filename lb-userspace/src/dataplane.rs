@@ -14,6 +14,8 @@ pub trait Dataplane {
     fn set_backend(&mut self, id: u32, backend: &Backend) -> anyhow::Result<()>;
     /// Writes ring entries as (index into the whole ring array, backend id).
     fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()>;
+    /// Writes policy-table entries as (index into the whole table array, backend id).
+    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()>;
     /// Creates or replaces a service; replacing flips its live ring slot atomically.
     fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> anyhow::Result<()>;
     fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()>;
@@ -24,6 +26,7 @@ pub trait Dataplane {
 pub enum Write {
     Backend(u32),
     Ring(u32),
+    PolicyTable(u32),
     Service(ServiceKey, ServiceMeta),
     RemoveService(ServiceKey),
 }
@@ -36,6 +39,7 @@ pub struct FakeDataplane {
     pub services: HashMap<ServiceKey, ServiceMeta>,
     pub backends: HashMap<u32, Backend>,
     pub ring: HashMap<u32, u32>,
+    pub policy_table: HashMap<u32, u32>,
     pub log: Vec<Write>,
 }
 
@@ -75,6 +79,14 @@ impl Dataplane for FakeDataplane {
         for (index, id) in entries {
             self.ring.insert(*index, *id);
             self.log.push(Write::Ring(*index));
+        }
+        Ok(())
+    }
+
+    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
+        for (index, id) in entries {
+            self.policy_table.insert(*index, *id);
+            self.log.push(Write::PolicyTable(*index));
         }
         Ok(())
     }

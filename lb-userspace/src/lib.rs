@@ -4,11 +4,13 @@
 //! - [`config`]: the desired state as the operator writes it, parsed and validated as a
 //!   whole.
 //! - [`maglev`]: the weighted Maglev table builder (pure).
-//! - [`plan`]: desired state -> dense ids, backend slots and rings (pure).
+//! - [`policy_table`]: round-robin schedules and least-connections candidates (pure).
+//! - [`plan`]: desired state -> dense ids, backend slots, rings and policy tables (pure).
 //! - [`dataplane`]: the one narrow interface through which the controller writes the
 //!   kernel, with the aya implementation and an in-memory fake for tests.
 //! - [`loader`]: loads the embedded XDP object, sizes its maps, attaches it to NICs,
 //!   and reads its counters.
+//! - [`reconcile`]: corrects active-flow counts for flows the kernel cannot see end.
 //! - [`controller`]: puts it together for `lbd`.
 pub mod config;
 pub mod controller;
@@ -18,3 +20,5 @@ pub mod ebpf_object;
 pub mod loader;
 pub mod maglev;
 pub mod plan;
+pub mod policy_table;
+pub mod reconcile;

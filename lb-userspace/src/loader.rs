@@ -11,9 +11,9 @@ use aya::{
 use lb_common::{
     backend::Backend,
     counters::{TrafficCounters, REASON_COUNT},
-    flow::{FlowKey, FlowTarget, NatReturn},
+    flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
     limits::*,
-    service::{ServiceKey, ServiceMeta},
+    service::{ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
 };
 use log::{info, warn};
 
@@ -21,6 +21,7 @@ use crate::{
     config::{Config, XdpAttachMode},
     dataplane::Dataplane,
     ebpf_object,
+    reconcile::{self, Observed},
 };
 
 /// The loaded data path: the program and typed handles on every map.
@@ -29,6 +30,9 @@ pub struct KernelDataplane {
     services: HashMap<MapData, ServiceKey, ServiceMeta>,
     backends: Array<MapData, Backend>,
     ring: Array<MapData, u32>,
+    policy_table: Array<MapData, u32>,
+    active_flows: Array<MapData, u64>,
+    active_adjust: Array<MapData, u64>,
     pub flows: HashMap<MapData, FlowKey, FlowTarget>,
     pub return_flows: HashMap<MapData, FlowKey, NatReturn>,
     service_stats: PerCpuArray<MapData, TrafficCounters>,
@@ -57,6 +61,10 @@ impl KernelDataplane {
             .checked_mul(2)
             .and_then(|n| n.checked_mul(config.cluster.ring_size))
             .context("max_services x 2 x ring_size overflows")?;
+        let policy_entries = limits
+            .max_services
+            .checked_mul(2 * POLICY_TABLE_SLOTS)
+            .context("max_services x 2 x policy table slots overflows")?;
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_HASH_SEED, &config.cluster.hash_seed, true)
             .override_global(GLOBAL_RING_SIZE, &config.cluster.ring_size, true)
@@ -65,6 +73,10 @@ impl KernelDataplane {
             .map_max_entries(MAP_RING, ring_entries)
             .map_max_entries(MAP_FLOWS, limits.flow_table_size)
             .map_max_entries(MAP_RETURN_FLOWS, limits.flow_table_size)
+            .map_max_entries(MAP_POLICY_TABLE, policy_entries)
+            .map_max_entries(MAP_RR_CURSOR, limits.max_services)
+            .map_max_entries(MAP_ACTIVE_FLOWS, limits.max_backends)
+            .map_max_entries(MAP_ACTIVE_ADJUST, limits.max_backends)
             .map_max_entries(MAP_SERVICE_STATS, limits.max_services)
             .map_max_entries(MAP_BACKEND_STATS, limits.max_backends)
             .load(ebpf_object::object()?)
@@ -78,6 +90,9 @@ impl KernelDataplane {
             services: take(&mut ebpf, MAP_SERVICES)?,
             backends: take(&mut ebpf, MAP_BACKENDS)?,
             ring: take(&mut ebpf, MAP_RING)?,
+            policy_table: take(&mut ebpf, MAP_POLICY_TABLE)?,
+            active_flows: take(&mut ebpf, MAP_ACTIVE_FLOWS)?,
+            active_adjust: take(&mut ebpf, MAP_ACTIVE_ADJUST)?,
             flows: take(&mut ebpf, MAP_FLOWS)?,
             return_flows: take(&mut ebpf, MAP_RETURN_FLOWS)?,
             service_stats: take(&mut ebpf, MAP_SERVICE_STATS)?,
@@ -163,6 +178,55 @@ impl KernelDataplane {
         sum_counters(&self.backend_stats, id)
     }
 
+    /// Active flows of a backend: counted by the data path, less what the reconciler
+    /// found ended unseen.
+    pub fn active_flows(&self, id: u32) -> anyhow::Result<u64> {
+        let counted = self.active_flows.get(&id, 0)?;
+        let adjust = self.active_adjust.get(&id, 0)?;
+        Ok(counted.wrapping_sub(adjust))
+    }
+
+    /// Recounts the open flows in the flow table and corrects the active-flow counts of
+    /// `backends` that drifted (see [`crate::reconcile`]). Returns the corrections made.
+    pub fn reconcile_active_flows(&mut self, backends: &[u32]) -> anyhow::Result<Vec<(u32, u64)>> {
+        let read = |dp: &Self| -> anyhow::Result<Vec<u64>> {
+            backends
+                .iter()
+                .map(|id| Ok(dp.active_flows.get(id, 0)?))
+                .collect()
+        };
+        let before = read(self)?;
+        let mut open: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+        for entry in self.flows.iter() {
+            // An entry evicted or deleted mid-walk ends the walk early for that key only.
+            let Ok((_, target)) = entry else { continue };
+            if target.state & FLOW_F_COUNTED != 0 && target.state & FLOW_F_CLOSED == 0 {
+                *open.entry(target.backend).or_default() += 1;
+            }
+        }
+        let after = read(self)?;
+        let observed: Vec<Observed> = backends
+            .iter()
+            .zip(before.iter().zip(&after))
+            .map(|(id, (b, a))| {
+                Ok(Observed {
+                    id: *id,
+                    counted_before: *b,
+                    counted_after: *a,
+                    adjust: self.active_adjust.get(id, 0)?,
+                    open_in_table: open.get(id).copied().unwrap_or(0),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let fixes = reconcile::corrections(&observed);
+        for (id, adjust) in &fixes {
+            self.active_adjust
+                .set(*id, adjust, 0)
+                .with_context(|| format!("ACTIVE_ADJUST[{id}]"))?;
+        }
+        Ok(fixes)
+    }
+
     /// Packets per [`lb_common::counters::Reason`] slot, summed over CPUs.
     pub fn reason_counters(&self) -> anyhow::Result<Vec<u64>> {
         (0..REASON_COUNT)
@@ -213,6 +277,15 @@ impl Dataplane for KernelDataplane {
             self.ring
                 .set(*index, id, 0)
                 .with_context(|| format!("RING[{index}]"))?;
+        }
+        Ok(())
+    }
+
+    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
+        for (index, id) in entries {
+            self.policy_table
+                .set(*index, id, 0)
+                .with_context(|| format!("POLICY_TABLE[{index}]"))?;
         }
         Ok(())
     }

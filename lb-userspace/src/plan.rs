@@ -11,12 +11,16 @@ use std::{
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
     net::{ipv4_wire, port_wire, FAMILY_IPV4, PROTO_TCP},
-    service::{ServiceKey, POLICY_MAGLEV, SERVICE_F_NAT},
+    service::{
+        ServiceKey, POLICY_LEAST_CONN, POLICY_MAGLEV, POLICY_ROUND_ROBIN, POLICY_SOURCE_HASH,
+        SERVICE_F_NAT,
+    },
 };
 
 use crate::{
     config::{Config, ForwardingMode, Policy, Protocol},
     maglev::{self, MaglevBackend},
+    policy_table::{self, TableBackend},
 };
 
 /// Identity of a backend within a service.
@@ -43,7 +47,10 @@ pub struct PlannedService {
     pub flags: u32,
     /// Backend ids of this service, in config order.
     pub backends: Vec<u32>,
+    /// Maglev table (every policy falls back to it for non-SYN packets without a flow).
     pub ring: Vec<u32>,
+    /// Round-robin schedule or least-connections candidates; empty for hash policies.
+    pub table: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +124,7 @@ pub fn plan(config: &Config, ids: &Ids) -> Plan {
     for s in &config.services {
         let mut members = Vec::new();
         let mut maglev_input = Vec::new();
+        let mut table_input = Vec::new();
         for b in &s.backends {
             let at = BackendRef {
                 service: s.name.clone(),
@@ -130,6 +138,10 @@ pub fn plan(config: &Config, ids: &Ids) -> Plan {
                 weight: b.weight,
                 id,
             });
+            table_input.push(TableBackend {
+                id,
+                weight: b.weight as u64 * 1000,
+            });
             backends.push(PlannedBackend {
                 id,
                 at,
@@ -140,12 +152,18 @@ pub fn plan(config: &Config, ids: &Ids) -> Plan {
                     port: port_wire(b.port),
                     family: FAMILY_IPV4,
                     flags: BACKEND_F_PRESENT,
+                    weight_milli: b.weight * 1000,
                 },
             });
         }
         let Protocol::Tcp = s.protocol;
         let ForwardingMode::Nat = s.mode;
-        let Policy::Maglev = s.policy;
+        let (policy, table) = match s.policy {
+            Policy::Maglev => (POLICY_MAGLEV, Vec::new()),
+            Policy::SourceHash => (POLICY_SOURCE_HASH, Vec::new()),
+            Policy::RoundRobin => (POLICY_ROUND_ROBIN, policy_table::round_robin(&table_input)),
+            Policy::LeastConn => (POLICY_LEAST_CONN, policy_table::least_conn(&table_input)),
+        };
         services.push(PlannedService {
             name: s.name.clone(),
             id: ids.services[&s.name],
@@ -155,10 +173,11 @@ pub fn plan(config: &Config, ids: &Ids) -> Plan {
                 proto: PROTO_TCP,
                 family: FAMILY_IPV4,
             },
-            policy: POLICY_MAGLEV,
+            policy,
             flags: SERVICE_F_NAT,
             backends: members,
             ring: maglev::build(&maglev_input, config.cluster.ring_size),
+            table,
         });
     }
     Plan { services, backends }

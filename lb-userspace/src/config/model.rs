@@ -114,8 +114,15 @@ pub enum ForwardingMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
+    /// Weighted Maglev consistent hashing of the whole flow tuple.
     #[default]
     Maglev,
+    /// Weighted round robin.
+    RoundRobin,
+    /// Fewest active flows relative to weight (power of two choices).
+    LeastConn,
+    /// Consistent hashing of the client address only.
+    SourceHash,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -2,6 +2,8 @@
 //! has it, and all problems are reported at once.
 use std::{collections::HashSet, fmt, net::Ipv4Addr};
 
+use lb_common::service::POLICY_TABLE_SLOTS;
+
 use super::model::*;
 
 /// One problem with one field.
@@ -219,6 +221,15 @@ fn check_services(c: &mut Collector, config: &Config) {
             c.err(
                 format!("{at}.vip"),
                 format!("{}:{} is already used by another service", s.vip, s.port),
+            );
+        }
+        if s.backends.len() > POLICY_TABLE_SLOTS as usize {
+            c.err(
+                format!("{at}.backends"),
+                format!(
+                    "{} backends; a service has at most {POLICY_TABLE_SLOTS}",
+                    s.backends.len()
+                ),
             );
         }
         if s.backends.len() as u64 >= config.cluster.ring_size as u64 {
