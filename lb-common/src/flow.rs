@@ -30,22 +30,22 @@ pub struct FlowTarget {
     /// Service id, for counting without another lookup.
     pub service: u32,
     /// Bit set of `FLOW_F_*`, changed only with atomic or, so that exactly one CPU
-    /// sees the transition to closed.
-    pub state: u32,
-    pub _pad: u32,
+    /// sees the transition to closed. 64 bits because the BPF backend has atomic
+    /// fetch-or for 32-bit words only with ALU32, and returns no old value without it.
+    pub state: u64,
 }
 const _: () = assert!(core::mem::size_of::<FlowTarget>() == 16);
 
 /// The flow is counted in its backend's active-flow count.
-pub const FLOW_F_COUNTED: u32 = 1 << 0;
+pub const FLOW_F_COUNTED: u64 = 1 << 0;
 /// The client sent a FIN.
-pub const FLOW_F_FIN_CLIENT: u32 = 1 << 1;
+pub const FLOW_F_FIN_CLIENT: u64 = 1 << 1;
 /// The backend sent a FIN.
-pub const FLOW_F_FIN_BACKEND: u32 = 1 << 2;
+pub const FLOW_F_FIN_BACKEND: u64 = 1 << 2;
 /// Closed (RST, or FIN from both sides): no longer counted as active. Its entry stays
 /// so that the last ACKs still reach the backend; a new SYN on the same tuple starts a
 /// new flow.
-pub const FLOW_F_CLOSED: u32 = 1 << 3;
+pub const FLOW_F_CLOSED: u64 = 1 << 3;
 
 /// Value of the return flow map, keyed by backend -> client tuple: what the source must be
 /// rewritten back to.

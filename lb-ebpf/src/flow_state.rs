@@ -43,7 +43,7 @@ pub fn observe(target: *mut FlowTarget, tcp_flags: u8, side: Side) {
         return;
     };
     let state = unsafe { core::ptr::addr_of_mut!((*target).state) };
-    let before = unsafe { atomic_or::<u32, u32, { Relaxed }>(state, bits) };
+    let before = unsafe { atomic_or::<u64, u64, { Relaxed }>(state, bits) };
     if before & FLOW_F_CLOSED != 0 {
         return;
     }
@@ -53,7 +53,7 @@ pub fn observe(target: *mut FlowTarget, tcp_flags: u8, side: Side) {
     let owner = if bits == FLOW_F_CLOSED {
         true
     } else if (before | bits) & both_fins == both_fins {
-        let before_close = unsafe { atomic_or::<u32, u32, { Relaxed }>(state, FLOW_F_CLOSED) };
+        let before_close = unsafe { atomic_or::<u64, u64, { Relaxed }>(state, FLOW_F_CLOSED) };
         before_close & FLOW_F_CLOSED == 0
     } else {
         false

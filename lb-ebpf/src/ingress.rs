@@ -59,7 +59,6 @@ fn flow_target(pkt: &Packet, service: &ServiceMeta) -> Option<(FlowTarget, Backe
         backend: id,
         service: service.id,
         state: FLOW_F_COUNTED,
-        _pad: 0,
     };
     // Two CPUs may miss on the same new flow at once (a retransmitted SYN): only the
     // insert that creates the entry counts it, and the other CPU follows that entry.

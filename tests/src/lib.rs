@@ -29,5 +29,5 @@ pub use backend_server::BackendServer;
 pub use client::{burst, hold_via, http_get_via, BurstResult, HeldConn, Reply};
 pub use netns::{ip, ns_ip, ns_sysctl, run_in, spawn_in, NetNs};
 pub use process::{lbd_path, Daemon};
-pub use running_lb::{lab_config, RunningLb, VIP, VIP_PORT};
+pub use running_lb::{lab_config, lab_config_with_policy, RunningLb, VIP, VIP_PORT};
 pub use topology::{BackendSpec, Lab, LabSpec};

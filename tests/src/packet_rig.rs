@@ -31,7 +31,8 @@ pub fn backend_mac(last_octet: u8) -> Mac {
 }
 
 /// The rig's config: `web` on the VIP with three backends behind `b0`, `same-nic` with
-/// one behind `c0`, `unresolved` whose backend has no neighbour, `empty` with none.
+/// one behind `c0`, `unresolved` whose backend has no neighbour, `empty` with none, and
+/// one service per other policy: `rr` (weights 3:1:1), `lc`, `sh`.
 pub const CONFIG: &str = r#"
 node: { zone: az-a }
 interfaces: [c0, b0]
@@ -48,7 +49,47 @@ services:
   - { name: same-nic, vip: 10.0.0.101, port: 80, backends: [{ address: 10.10.0.77, port: 8080, zone: az-a }] }
   - { name: unresolved, vip: 10.0.0.102, port: 80, backends: [{ address: 10.1.0.99, port: 8080, zone: az-a }] }
   - { name: empty, vip: 10.0.0.103, port: 80, backends: [] }
+  - name: rr
+    vip: 10.0.0.110
+    port: 80
+    policy: round_robin
+    backends:
+      - { address: 10.1.0.11, port: 8080, zone: az-a, weight: 3 }
+      - { address: 10.1.0.12, port: 8080, zone: az-b, weight: 1 }
+      - { address: 10.1.0.13, port: 8080, zone: az-c, weight: 1 }
+  - name: lc
+    vip: 10.0.0.111
+    port: 80
+    policy: least_conn
+    backends:
+      - { address: 10.1.0.11, port: 8080, zone: az-a }
+      - { address: 10.1.0.12, port: 8080, zone: az-b }
+  - name: sh
+    vip: 10.0.0.112
+    port: 80
+    policy: source_hash
+    backends:
+      - { address: 10.1.0.11, port: 8080, zone: az-a }
+      - { address: 10.1.0.12, port: 8080, zone: az-b }
+      - { address: 10.1.0.13, port: 8080, zone: az-c }
 "#;
+
+/// Pins the calling thread to one CPU: per-CPU state (round-robin cursors, counters)
+/// then evolves as one sequence.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity only touch it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
 
 /// The namespace and what tests need to know about its interfaces.
 pub struct Rig {

@@ -16,8 +16,13 @@ pub const BACKEND_PORT: u16 = 8080;
 /// `lbd`'s config for a lab: one NAT/Maglev service on [`VIP`]:[`VIP_PORT`] whose
 /// backends are the lab's, with `weights[i]` for backend `i`.
 pub fn lab_config(lab: &Lab, weights: &[u32]) -> String {
+    lab_config_with_policy(lab, weights, "maglev")
+}
+
+/// Like [`lab_config`], with the service's selection `policy` (as in the config file).
+pub fn lab_config_with_policy(lab: &Lab, weights: &[u32], policy: &str) -> String {
     let mut yaml = format!(
-        "node:\n  zone: {}\ninterfaces: [{}]\nservices:\n  - name: web\n    vip: {VIP}\n    port: {VIP_PORT}\n    protocol: tcp\n    mode: nat\n    policy: maglev\n    backends:\n",
+        "node:\n  zone: {}\ninterfaces: [{}]\nservices:\n  - name: web\n    vip: {VIP}\n    port: {VIP_PORT}\n    protocol: tcp\n    mode: nat\n    policy: {policy}\n    backends:\n",
         lab.spec().backends[0].zone,
         lab.lb_interfaces().join(", "),
     );

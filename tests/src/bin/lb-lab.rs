@@ -7,16 +7,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_tests::{burst, lab_config, BackendSpec, Lab, LabSpec, RunningLb, VIP, VIP_PORT};
+use lb_tests::{
+    burst, lab_config_with_policy, BackendSpec, Lab, LabSpec, RunningLb, VIP, VIP_PORT,
+};
 
 struct Args {
     keep: bool,
     one_nic: bool,
     connections: usize,
     weights: Vec<u32>,
+    policy: String,
 }
 
-const USAGE: &str = "usage: lb-lab [--keep] [--one-nic] [--connections N] [--weights W1,W2,W3]";
+const USAGE: &str = "usage: lb-lab [--keep] [--one-nic] [--connections N] [--weights W1,W2,W3] [--policy maglev|round_robin|least_conn|source_hash]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -24,6 +27,7 @@ fn parse_args() -> Result<Args, String> {
         one_nic: false,
         connections: 300,
         weights: vec![1, 1, 1],
+        policy: "maglev".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -45,6 +49,13 @@ fn parse_args() -> Result<Args, String> {
                     .ok()
                     .filter(|w| w.len() == 3 && w.iter().all(|x| (1..=1000).contains(x)))
                     .ok_or(format!("--weights {v}: expected three weights 1..=1000"))?;
+            }
+            "--policy" => {
+                let v = it.next().ok_or("--policy needs a name")?;
+                if !["maglev", "round_robin", "least_conn", "source_hash"].contains(&v.as_str()) {
+                    return Err(format!("--policy {v}: unknown policy\n{USAGE}"));
+                }
+                args.policy = v;
             }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
@@ -82,7 +93,7 @@ fn main() {
     };
     println!("lab: building namespaces (client, lb, switch, 3 backends)...");
     let lab = Lab::build(&spec);
-    let config = lab_config(&lab, &args.weights);
+    let config = lab_config_with_policy(&lab, &args.weights, &args.policy);
     println!("lab: starting lbd in {} with:\n{config}", lab.lb_ns());
     let mut lb = RunningLb::start(lab, &config);
 
