@@ -31,3 +31,6 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod parse_props;
