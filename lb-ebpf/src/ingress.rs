@@ -5,7 +5,7 @@ use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
     counters::Reason,
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
-    net::{TCP_ACK, TCP_SYN},
+    net::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     service::ServiceMeta,
 };
 
@@ -48,6 +48,9 @@ fn flow_target(pkt: &Packet, service: &ServiceMeta) -> Option<(FlowTarget, Backe
         if !replace {
             if let Some(backend) = backend_by_id(target.backend) {
                 flow_state::observe(entry, pkt.tcp_flags, Side::Client);
+                if pkt.has_payload || pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+                    ensure_return_entry(pkt, &target, &backend);
+                }
                 return Some((target, backend, false));
             }
             replace = true;
@@ -69,7 +72,16 @@ fn flow_target(pkt: &Packet, service: &ServiceMeta) -> Option<(FlowTarget, Backe
         return Some((existing, backend, false));
     }
     flow_state::opened(id);
-    let reverse = FlowKey {
+    // If the table is full the LRU evicts its coldest entry; an error would only mean
+    // the reply is not rewritten, which the client answers with a reset.
+    let _ = RETURN_FLOWS.insert(return_key(pkt, &backend), nat_return(pkt, &target), 0);
+    Some((target, backend, true))
+}
+
+/// The reply direction's key: backend -> client.
+#[inline(always)]
+fn return_key(pkt: &Packet, backend: &Backend) -> FlowKey {
+    FlowKey {
         src_addr: backend.addr,
         dst_addr: pkt.flow.src_addr,
         src_port: backend.port,
@@ -77,18 +89,29 @@ fn flow_target(pkt: &Packet, service: &ServiceMeta) -> Option<(FlowTarget, Backe
         proto: pkt.flow.proto,
         family: pkt.flow.family,
         _pad: [0; 2],
-    };
-    let nat = NatReturn {
+    }
+}
+
+#[inline(always)]
+fn nat_return(pkt: &Packet, target: &FlowTarget) -> NatReturn {
+    NatReturn {
         vip: pkt.flow.dst_addr,
         vport: pkt.flow.dst_port,
         _pad: 0,
-        service: service.id,
-        backend: id,
-    };
-    // If the table is full the LRU evicts its coldest entry; an error would only mean
-    // the reply is not rewritten, which the client answers with a reset.
-    let _ = RETURN_FLOWS.insert(reverse, nat, 0);
-    Some((target, backend, true))
+        service: target.service,
+        backend: target.backend,
+    }
+}
+
+/// The two directions' entries are evicted independently; a client packet that will be
+/// answered (data, FIN, RST) puts a lost reply-direction entry back before the backend
+/// answers. Pure ACKs are not answered, so they skip the lookup.
+#[inline(always)]
+fn ensure_return_entry(pkt: &Packet, target: &FlowTarget, backend: &Backend) {
+    let key = return_key(pkt, backend);
+    if unsafe { RETURN_FLOWS.get(key) }.is_none() {
+        let _ = RETURN_FLOWS.insert(key, nat_return(pkt, target), 0);
+    }
 }
 
 #[inline(always)]

@@ -64,6 +64,11 @@ pub static ACTIVE_FLOWS: Array<u64> = Array::with_max_entries(DEFAULT_MAX_BACKEN
 #[map]
 pub static ACTIVE_ADJUST: Array<u64> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 
+/// The layout version of this object's maps (`lb_common::limits::LAYOUT_VERSION`),
+/// written by the controller; the data path never reads it.
+#[map]
+pub static LB_LAYOUT: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Attached NICs that XDP_REDIRECT may send to, keyed by ifindex.
 #[map]
 pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);

@@ -12,6 +12,7 @@ use lb_common::{
 use crate::{
     config::Config,
     dataplane::Dataplane,
+    loader::LiveState,
     plan::{self, Ids, Plan},
 };
 
@@ -54,6 +55,50 @@ impl<D: Dataplane> Controller<D> {
             backends: BTreeMap::new(),
             shadows: BTreeMap::new(),
         }
+    }
+
+    /// A controller for a dataplane that already serves `live` (maps pinned by an
+    /// earlier lbd). Ids are recovered from the kernel so that flows keep their backend
+    /// ids; services are matched to `config` by VIP, port and protocol. The slots' contents
+    /// are unknown, so the first `apply` writes an idle slot in full and flips to it.
+    pub fn adopt(dataplane: D, ring_size: u32, config: &Config, live: &LiveState) -> Self {
+        let mut controller = Self::new(dataplane, ring_size);
+        let by_key: std::collections::HashMap<ServiceKey, &str> = config
+            .services
+            .iter()
+            .map(|s| (plan::service_key(s), s.name.as_str()))
+            .collect();
+        let mut names_by_id = BTreeMap::new();
+        for (key, meta) in &live.services {
+            // A service the config no longer has keeps a placeholder name, so that the
+            // first apply removes it.
+            let name = by_key
+                .get(key)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| format!("#unconfigured-{}", meta.id));
+            controller.ids.services.insert(name.clone(), meta.id);
+            names_by_id.insert(meta.id, name.clone());
+            controller.services.insert(
+                name,
+                LiveService {
+                    key: *key,
+                    meta: *meta,
+                },
+            );
+            controller.shadows.insert(meta.id, KernelSlots::unknown());
+        }
+        for (id, backend) in &live.backends {
+            controller.backends.insert(*id, *backend);
+            if let Some(service) = names_by_id.get(&backend.service) {
+                let at = plan::BackendRef {
+                    service: service.clone(),
+                    address: std::net::Ipv4Addr::from(u32::from_be(backend.addr)),
+                    port: u16::from_be(backend.port),
+                };
+                controller.ids.backends.insert(at, *id);
+            }
+        }
+        controller
     }
 
     pub fn dataplane(&self) -> &D {
@@ -137,6 +182,7 @@ impl<D: Dataplane> Controller<D> {
             .shadows
             .entry(s.id)
             .or_insert_with(|| KernelSlots::zeroed(ring_size));
+        let table_slots = POLICY_TABLE_SLOTS as usize;
         let live = self.services.get(&s.name);
         let unchanged = live.is_some_and(|l| {
             let active = l.meta.active_slot as usize & 1;
@@ -145,8 +191,7 @@ impl<D: Dataplane> Controller<D> {
                 && l.meta.policy == s.policy
                 && l.meta.flags == s.flags
                 && l.meta.table_len as usize == s.table.len()
-                && shadow.rings[active] == s.ring
-                && shadow.tables[active][..s.table.len()] == s.table[..]
+                && shadow.holds(active, &s.ring, &s.table)
         });
         if unchanged {
             return Ok(());
@@ -160,6 +205,7 @@ impl<D: Dataplane> Controller<D> {
         let ring_changes = changes(
             &s.ring,
             &mut shadow.rings[slot as usize],
+            ring_size as usize,
             ring_slot_base(s.id, slot, ring_size),
         );
         self.dataplane
@@ -168,6 +214,7 @@ impl<D: Dataplane> Controller<D> {
         let table_changes = changes(
             &s.table,
             &mut shadow.tables[slot as usize],
+            table_slots,
             policy_table_index(s.id, slot, 0),
         );
         self.dataplane
@@ -199,12 +246,13 @@ impl<D: Dataplane> Controller<D> {
     }
 }
 
-/// What the kernel holds in both slots of one service id's ring and policy table. The
-/// arrays start zeroed, and only the controller writes them.
+/// What the kernel holds in both slots of one service id's ring and policy table: fresh
+/// arrays start zeroed and only the controller writes them; adopted ones are unknown
+/// (`None`) until written once.
 #[derive(Debug, Clone)]
 struct KernelSlots {
-    rings: [Vec<u32>; 2],
-    tables: [Vec<u32>; 2],
+    rings: [Option<Vec<u32>>; 2],
+    tables: [Option<Vec<u32>>; 2],
 }
 
 impl KernelSlots {
@@ -212,18 +260,40 @@ impl KernelSlots {
         let ring = vec![0; ring_size as usize];
         let table = vec![0; POLICY_TABLE_SLOTS as usize];
         Self {
-            rings: [ring.clone(), ring],
-            tables: [table.clone(), table],
+            rings: [Some(ring.clone()), Some(ring)],
+            tables: [Some(table.clone()), Some(table)],
         }
+    }
+
+    fn unknown() -> Self {
+        Self {
+            rings: [None, None],
+            tables: [None, None],
+        }
+    }
+
+    fn holds(&self, slot: usize, ring: &[u32], table: &[u32]) -> bool {
+        self.rings[slot].as_deref() == Some(ring)
+            && self.tables[slot]
+                .as_deref()
+                .is_some_and(|t| t.get(..table.len()) == Some(table))
     }
 }
 
 /// The writes that make `shadow` start with `want` (entries past `want` are left as they
 /// are: nothing reads them), as (absolute index, value); `shadow` is updated to match.
-fn changes(want: &[u32], shadow: &mut [u32], base: u32) -> Vec<(u32, u32)> {
+/// An unknown shadow gets every entry written.
+fn changes(
+    want: &[u32],
+    shadow: &mut Option<Vec<u32>>,
+    full_len: usize,
+    base: u32,
+) -> Vec<(u32, u32)> {
+    let known = shadow.get_or_insert_with(|| vec![u32::MAX; full_len]);
+    let unknown = known.iter().all(|v| *v == u32::MAX) && !want.is_empty();
     let mut out = Vec::new();
-    for (i, (w, have)) in want.iter().zip(shadow.iter_mut()).enumerate() {
-        if w != have {
+    for (i, (w, have)) in want.iter().zip(known.iter_mut()).enumerate() {
+        if w != have || unknown {
             out.push((base + i as u32, *w));
             *have = *w;
         }

@@ -6,7 +6,7 @@ use lb_common::counters::REASONS;
 use log::{info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::{config::Config, controller::Controller, loader::KernelDataplane};
+use crate::{config::Config, controller::Controller, loader::KernelDataplane, pins::PinDir};
 
 /// Exit status for an invalid config (sysexits EX_CONFIG; systemd units can list it in
 /// `RestartPreventExitStatus=` so a bad file is not retried in a loop).
@@ -17,11 +17,28 @@ pub struct Options {
 }
 
 pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
-    let mut dataplane = KernelDataplane::load(&config)?;
+    let pins = PinDir::new(&config.pin_dir);
+    let mut dataplane = KernelDataplane::load(&config, Some(&pins))?;
+    let live = if dataplane.adopted() {
+        let live = dataplane.live_state()?;
+        info!(
+            "adopting the data path pinned in {} ({} services, {} backends)",
+            pins.root().display(),
+            live.services.len(),
+            live.backends.len()
+        );
+        Some(live)
+    } else {
+        None
+    };
     dataplane
-        .attach(&config.interfaces, config.xdp_mode)
+        .attach(&config.interfaces, config.xdp_mode, Some(&pins))
         .context("attaching to the configured interfaces")?;
-    let mut controller = Controller::new(dataplane, config.cluster.ring_size);
+    let ring_size = config.cluster.ring_size;
+    let mut controller = match &live {
+        Some(live) => Controller::adopt(dataplane, ring_size, &config, live),
+        None => Controller::new(dataplane, ring_size),
+    };
     let summary = controller.apply(&config)?;
     info!(
         "serving {} services from {} on {} (zone {}): {} backends, {} ring entries written",
@@ -44,7 +61,29 @@ pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
         }
     }
     log_counters(&controller);
-    controller.dataplane_mut().detach_all();
+    info!(
+        "stopped; the data path keeps forwarding from {} (`lbd --detach` removes it)",
+        pins.root().display()
+    );
+    Ok(())
+}
+
+/// `lbd --detach`: detaches the data path from every NIC and removes its pinned state.
+/// Established connections through it are cut.
+pub fn detach(config: &Config) -> anyhow::Result<()> {
+    let pins = PinDir::new(&config.pin_dir);
+    let interfaces = pins
+        .remove_all()
+        .with_context(|| format!("removing {}", pins.root().display()))?;
+    if interfaces.is_empty() {
+        println!("nothing was attached from {}", pins.root().display());
+    } else {
+        println!(
+            "detached from {}; removed {}",
+            interfaces.join(", "),
+            pins.root().display()
+        );
+    }
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use lb_common::{
 };
 
 use crate::{
-    config::{Config, ForwardingMode, Policy, Protocol},
+    config::{Config, ForwardingMode, Policy, Protocol, ServiceConfig},
     maglev::{self, MaglevBackend},
     policy_table::{self, TableBackend},
 };
@@ -117,11 +117,23 @@ pub fn assign_ids(config: &Config, previous: &Ids) -> Ids {
     ids
 }
 
+/// The services-map key of a configured service.
+pub fn service_key(s: &ServiceConfig) -> ServiceKey {
+    let Protocol::Tcp = s.protocol;
+    ServiceKey {
+        addr: ipv4_wire(s.vip.octets()),
+        port: port_wire(s.port),
+        proto: PROTO_TCP,
+        family: FAMILY_IPV4,
+    }
+}
+
 /// The full kernel-side picture of `config`, with ids from `ids` (see [`assign_ids`]).
 pub fn plan(config: &Config, ids: &Ids) -> Plan {
     let mut services = Vec::new();
     let mut backends = Vec::new();
     for s in &config.services {
+        let service_id = ids.services[&s.name];
         let mut members = Vec::new();
         let mut maglev_input = Vec::new();
         let mut table_input = Vec::new();
@@ -153,10 +165,10 @@ pub fn plan(config: &Config, ids: &Ids) -> Plan {
                     family: FAMILY_IPV4,
                     flags: BACKEND_F_PRESENT,
                     weight_milli: b.weight * 1000,
+                    service: service_id,
                 },
             });
         }
-        let Protocol::Tcp = s.protocol;
         let ForwardingMode::Nat = s.mode;
         let (policy, table) = match s.policy {
             Policy::Maglev => (POLICY_MAGLEV, Vec::new()),
@@ -166,13 +178,8 @@ pub fn plan(config: &Config, ids: &Ids) -> Plan {
         };
         services.push(PlannedService {
             name: s.name.clone(),
-            id: ids.services[&s.name],
-            key: ServiceKey {
-                addr: ipv4_wire(s.vip.octets()),
-                port: port_wire(s.port),
-                proto: PROTO_TCP,
-                family: FAMILY_IPV4,
-            },
+            id: service_id,
+            key: service_key(s),
             policy,
             flags: SERVICE_F_NAT,
             backends: members,

@@ -2,6 +2,8 @@
 //! end-to-end tests and of the `lb-lab` demo.
 use std::{fs, net::Ipv4Addr, path::PathBuf, time::Duration};
 
+use lb_userspace::pins::PinDir;
+
 use crate::{
     backend_server::BackendServer,
     process::{lbd_path, Daemon},
@@ -22,9 +24,10 @@ pub fn lab_config(lab: &Lab, weights: &[u32]) -> String {
 /// Like [`lab_config`], with the service's selection `policy` (as in the config file).
 pub fn lab_config_with_policy(lab: &Lab, weights: &[u32], policy: &str) -> String {
     let mut yaml = format!(
-        "node:\n  zone: {}\ninterfaces: [{}]\nservices:\n  - name: web\n    vip: {VIP}\n    port: {VIP_PORT}\n    protocol: tcp\n    mode: nat\n    policy: {policy}\n    backends:\n",
+        "node:\n  zone: {}\ninterfaces: [{}]\npin_dir: {}\nservices:\n  - name: web\n    vip: {VIP}\n    port: {VIP_PORT}\n    protocol: tcp\n    mode: nat\n    policy: {policy}\n    backends:\n",
         lab.spec().backends[0].zone,
         lab.lb_interfaces().join(", "),
+        pin_dir(lab).display(),
     );
     for i in 0..lab.backend_count() {
         yaml.push_str(&format!(
@@ -35,6 +38,11 @@ pub fn lab_config_with_policy(lab: &Lab, weights: &[u32], policy: &str) -> Strin
         ));
     }
     yaml
+}
+
+/// Where a lab's lbd pins its data path: one directory per lab, so labs run in parallel.
+pub fn pin_dir(lab: &Lab) -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/lb-tests").join(lab.prefix())
 }
 
 /// Lab + backend servers + a running `lbd`; everything stops on drop (lbd first, so
@@ -80,6 +88,32 @@ impl RunningLb {
         }
     }
 
+    /// Starts a new lbd with the same config (the old one must be gone or going): it
+    /// adopts the pinned data path. Returns the old lbd's handle.
+    pub fn restart_lbd(&mut self) -> Daemon {
+        let path = self
+            .config_path
+            .to_str()
+            .expect("temp path is UTF-8")
+            .to_string();
+        let mut lbd = self
+            .lab
+            .spawn_daemon(self.lab.lb_ns(), &lbd_path(), &["--config", &path]);
+        lbd.wait_for_log("serving", Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("the new lbd did not start: {e}"));
+        std::mem::replace(&mut self.lbd, lbd)
+    }
+
+    /// SIGTERM to lbd, then a new one once it has exited (as systemd restarts a unit).
+    /// Returns the old lbd's handle.
+    pub fn restart_lbd_after_sigterm(&mut self) -> Daemon {
+        self.lbd.signal(libc::SIGTERM);
+        self.lbd
+            .wait_exit(Duration::from_secs(10))
+            .expect("lbd exits on SIGTERM");
+        self.restart_lbd()
+    }
+
     /// Stops lbd (SIGTERM) and returns everything it logged.
     pub fn stop_lbd(&mut self) -> String {
         self.lbd.stop();
@@ -90,6 +124,10 @@ impl RunningLb {
 impl Drop for RunningLb {
     fn drop(&mut self) {
         self.lbd.stop();
+        // lbd leaves its data path pinned when it stops; a test lab takes it down.
+        if let Err(e) = PinDir::new(pin_dir(&self.lab)).remove_all() {
+            eprintln!("removing the lab's pinned data path: {e}");
+        }
         let _ = fs::remove_file(&self.config_path);
     }
 }

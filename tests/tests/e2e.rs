@@ -91,13 +91,39 @@ fn three_hundred_connections_through_the_vip_follow_the_weights() {
         log.contains("service web: new_flows=300"),
         "lbd's final counters:\n{log}"
     );
+    // Stopping lbd leaves the data path pinned and forwarding...
+    let after_stop = connect_and_check(&lb, 30);
+    assert_eq!(after_stop.values().sum::<usize>(), 30);
+    // ...until `lbd --detach` takes it down.
+    let path = std::env::temp_dir().join(format!("{}-detach.yaml", lb.lab.prefix()));
+    std::fs::write(&path, &config).unwrap();
+    let mut detach = lb.lab.spawn_daemon(
+        &lb_ns,
+        &lbd_path(),
+        &["--detach", "--config", path.to_str().unwrap()],
+    );
+    let status = detach
+        .wait_exit(Duration::from_secs(10))
+        .expect("lbd --detach exits");
+    let _ = std::fs::remove_file(&path);
+    assert!(status.success(), "{}", detach.log());
+    assert!(
+        detach.log().contains("detached from lbc, lbb")
+            || detach.log().contains("detached from lbb, lbc"),
+        "{}",
+        detach.log()
+    );
     for dev in ["lbc", "lbb"] {
         let link = netns::ns_ip(&lb_ns, &["link", "show", dev]);
         assert!(
             !link.contains("xdp"),
-            "{dev} still has XDP after lbd stopped: {link}"
+            "{dev} still has XDP after lbd --detach: {link}"
         );
     }
+    assert!(
+        !lb_tests::running_lb::pin_dir(&lb.lab).exists(),
+        "pins removed"
+    );
 }
 
 #[test]

@@ -15,6 +15,10 @@ struct Args {
     /// Validate the config and exit (0 valid, 78 invalid).
     #[arg(long)]
     check: bool,
+    /// Detach the data path from every NIC and remove its pinned state (from the
+    /// config's pin_dir), then exit. Established connections through it are cut.
+    #[arg(long, conflicts_with = "check")]
+    detach: bool,
 }
 
 #[tokio::main]
@@ -31,6 +35,15 @@ async fn main() -> ExitCode {
     if args.check {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
+    }
+    if args.detach {
+        return match daemon::detach(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lbd: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let options = daemon::Options {
         config_path: args.config,

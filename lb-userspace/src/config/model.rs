@@ -1,6 +1,6 @@
 //! The config file's shape. Every optional key has its default here, and the README's
 //! config section documents the same defaults.
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, path::PathBuf};
 
 use lb_common::limits::{
     DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE,
@@ -19,6 +19,10 @@ pub struct Config {
     pub interfaces: Vec<String>,
     #[serde(default)]
     pub xdp_mode: XdpAttachMode,
+    /// Where the data path's maps and links are pinned (on bpffs), so that it keeps
+    /// forwarding across lbd restarts and upgrades.
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
 }
@@ -133,6 +137,10 @@ pub struct BackendConfig {
     pub zone: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
+}
+
+fn default_pin_dir() -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/lbd")
 }
 
 fn default_weight() -> u32 {

@@ -72,6 +72,20 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     check_cluster(&mut c, &config.cluster);
     check_limits(&mut c, config);
     check_interfaces(&mut c, &config.interfaces);
+    if !config.pin_dir.is_absolute()
+        || config
+            .pin_dir
+            .components()
+            .any(|p| matches!(p, std::path::Component::ParentDir))
+    {
+        c.err(
+            "pin_dir",
+            format!(
+                "{} must be an absolute path without `..`",
+                config.pin_dir.display()
+            ),
+        );
+    }
     check_services(&mut c, config);
     if c.0.is_empty() {
         Ok(())
