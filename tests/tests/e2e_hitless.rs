@@ -130,6 +130,12 @@ fn sigkill_and_restart_under_load_fails_no_connection() {
     );
     thread::sleep(Duration::from_millis(700));
     let result = load.finish();
+    println!(
+        "restart (SIGKILL): {} short connections ok, {} echoes on 6 long-lived ok, {} failed",
+        result.short_ok,
+        result.echoes_ok,
+        result.failures.len()
+    );
 
     assert!(
         result.failures.is_empty(),
@@ -175,6 +181,12 @@ fn upgrade_replaces_the_program_on_the_live_link_without_a_reset() {
     );
     thread::sleep(Duration::from_millis(700));
     let result = load.finish();
+    println!(
+        "upgrade: {} short connections ok, {} echoes on 6 long-lived ok, {} failed",
+        result.short_ok,
+        result.echoes_ok,
+        result.failures.len()
+    );
     assert!(
         result.failures.is_empty(),
         "{} failures: {:?}",
