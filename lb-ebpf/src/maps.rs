@@ -1,6 +1,7 @@
 //! Every map and global the data path reads. Names are the `lb_common::limits::MAP_*`
 //! constants; capacities here are placeholders the loader overrides from config.
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
@@ -23,8 +24,9 @@ pub static SERVICES: HashMap<ServiceKey, ServiceMeta> =
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 
 /// Two Maglev slots per service, `LB_RING_SIZE` entries each; values are backend ids.
+/// Mmapable so the controller writes whole tables without a syscall per entry.
 #[map]
-pub static RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_SERVICES * 2, 0);
+pub static RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_SERVICES * 2, BPF_F_MMAPABLE);
 
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowTarget> =
@@ -48,8 +50,10 @@ pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_COUN
 /// Each service's policy tables (weighted round-robin schedule or least-connections
 /// candidates), two slots of `POLICY_TABLE_SLOTS` backend ids, flipped with the ring.
 #[map]
-pub static POLICY_TABLE: Array<u32> =
-    Array::with_max_entries(DEFAULT_MAX_SERVICES * 2 * POLICY_TABLE_SLOTS, 0);
+pub static POLICY_TABLE: Array<u32> = Array::with_max_entries(
+    DEFAULT_MAX_SERVICES * 2 * POLICY_TABLE_SLOTS,
+    BPF_F_MMAPABLE,
+);
 
 /// Round-robin position per service, per CPU, so no CPU waits on another's cursor.
 #[map]

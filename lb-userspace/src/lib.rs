@@ -19,6 +19,7 @@ pub mod dataplane;
 pub mod ebpf_object;
 pub mod loader;
 pub mod maglev;
+pub mod mmap_array;
 pub mod pins;
 pub mod plan;
 pub mod policy_table;

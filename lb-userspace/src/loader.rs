@@ -28,6 +28,7 @@ use crate::{
     config::{Config, XdpAttachMode},
     dataplane::Dataplane,
     ebpf_object,
+    mmap_array::MmapArray,
     pins::{self, PinDir},
     reconcile::{self, Observed},
 };
@@ -37,8 +38,8 @@ pub struct KernelDataplane {
     ebpf: Ebpf,
     services: HashMap<MapData, ServiceKey, ServiceMeta>,
     backends: Array<MapData, Backend>,
-    ring: Array<MapData, u32>,
-    policy_table: Array<MapData, u32>,
+    ring: MmapArray,
+    policy_table: MmapArray,
     active_flows: Array<MapData, u64>,
     active_adjust: Array<MapData, u64>,
     pub flows: HashMap<MapData, FlowKey, FlowTarget>,
@@ -67,6 +68,13 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
         .take_map(name)
         .with_context(|| format!("the XDP object has no map {name}"))?;
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+fn take_mmap(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<MmapArray> {
+    let map = ebpf
+        .take_map(name)
+        .with_context(|| format!("the XDP object has no map {name}"))?;
+    MmapArray::new(map, name)
 }
 
 impl KernelDataplane {
@@ -144,8 +152,8 @@ impl KernelDataplane {
         Ok(Self {
             services: take(&mut ebpf, MAP_SERVICES)?,
             backends: take(&mut ebpf, MAP_BACKENDS)?,
-            ring: take(&mut ebpf, MAP_RING)?,
-            policy_table: take(&mut ebpf, MAP_POLICY_TABLE)?,
+            ring: take_mmap(&mut ebpf, MAP_RING)?,
+            policy_table: take_mmap(&mut ebpf, MAP_POLICY_TABLE)?,
             active_flows: take(&mut ebpf, MAP_ACTIVE_FLOWS)?,
             active_adjust: take(&mut ebpf, MAP_ACTIVE_ADJUST)?,
             flows: take(&mut ebpf, MAP_FLOWS)?,
@@ -421,21 +429,11 @@ impl Dataplane for KernelDataplane {
     }
 
     fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
-        for (index, id) in entries {
-            self.ring
-                .set(*index, id, 0)
-                .with_context(|| format!("RING[{index}]"))?;
-        }
-        Ok(())
+        self.ring.set_all(entries).context("RING")
     }
 
     fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
-        for (index, id) in entries {
-            self.policy_table
-                .set(*index, id, 0)
-                .with_context(|| format!("POLICY_TABLE[{index}]"))?;
-        }
-        Ok(())
+        self.policy_table.set_all(entries).context("POLICY_TABLE")
     }
 
     fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> anyhow::Result<()> {

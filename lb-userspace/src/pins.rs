@@ -56,6 +56,7 @@ pub enum PinError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MapShape {
     pub map_type: u32,
+    pub flags: u32,
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
@@ -65,8 +66,8 @@ impl std::fmt::Display for MapShape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "type {} key {} B value {} B x {} entries",
-            self.map_type, self.key_size, self.value_size, self.max_entries
+            "type {} flags {:#x} key {} B value {} B x {} entries",
+            self.map_type, self.flags, self.key_size, self.value_size, self.max_entries
         )
     }
 }
@@ -86,6 +87,7 @@ pub fn pinned_shapes(
         .map(|(name, map)| {
             let shape = MapShape {
                 map_type: map.map_type(),
+                flags: map.map_flags(),
                 key_size: map.key_size(),
                 value_size: map.value_size(),
                 max_entries: sizes
@@ -194,6 +196,7 @@ impl PinDir {
             })?;
             let found = MapShape {
                 map_type: info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+                flags: info.map_flags(),
                 key_size: info.key_size(),
                 value_size: info.value_size(),
                 max_entries: info.max_entries(),
