@@ -19,6 +19,7 @@ pub mod flow;
 pub mod hash;
 pub mod limits;
 pub mod net;
+pub mod nexthop;
 pub mod service;
 
 #[cfg(feature = "user")]

@@ -10,3 +10,4 @@ unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowTarget {}
 unsafe impl aya::Pod for NatReturn {}
 unsafe impl aya::Pod for TrafficCounters {}
+unsafe impl aya::Pod for crate::nexthop::NextHop {}

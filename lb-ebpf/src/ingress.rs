@@ -1,4 +1,6 @@
 //! Client -> VIP: find or create the flow, rewrite towards its backend, forward, count.
+use core::{mem::MaybeUninit, ptr::write_volatile};
+
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
@@ -13,7 +15,7 @@ use crate::{
     count,
     flow_state::{self, Side},
     forward,
-    maps::{BACKENDS, FLOWS, RETURN_FLOWS},
+    maps::{BACKENDS, FLOWS, NEXTHOPS, RETURN_FLOWS},
     packet::Packet,
     rewrite, select,
 };
@@ -31,7 +33,10 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, service: &ServiceMeta) -> u32 {
     };
     rewrite::dnat(pkt, backend.addr, backend.port);
     count::to_backend(&target, pkt.frame_len, new_flow);
-    forward::forward(ctx, pkt)
+    match NEXTHOPS.get_ptr_mut(target.backend) {
+        Some(cache) => forward::forward(ctx, pkt, cache),
+        None => forward::forward(ctx, pkt, core::ptr::null_mut()),
+    }
 }
 
 /// The backend of an existing flow, or a newly selected one (recorded in both flow maps
@@ -72,9 +77,7 @@ fn flow_target(pkt: &Packet, service: &ServiceMeta) -> Option<(FlowTarget, Backe
         return Some((existing, backend, false));
     }
     flow_state::opened(id);
-    // If the table is full the LRU evicts its coldest entry; an error would only mean
-    // the reply is not rewritten, which the client answers with a reset.
-    let _ = RETURN_FLOWS.insert(return_key(pkt, &backend), nat_return(pkt, &target), 0);
+    insert_return_entry(pkt, &target, &backend);
     Some((target, backend, true))
 }
 
@@ -92,15 +95,41 @@ fn return_key(pkt: &Packet, backend: &Backend) -> FlowKey {
     }
 }
 
+/// Writes the return entry of a new flow, with nothing cached yet, into `out`. Built in
+/// place and zeroed by explicit word stores: a zero `NextHop` (byte-array MACs) written or
+/// copied as a value becomes a `memset` call, whose variable stack offsets the verifier
+/// refuses without CAP_PERFMON.
 #[inline(always)]
-fn nat_return(pkt: &Packet, target: &FlowTarget) -> NatReturn {
-    NatReturn {
-        vip: pkt.flow.dst_addr,
-        vport: pkt.flow.dst_port,
-        _pad: 0,
-        service: target.service,
-        backend: target.backend,
+fn init_nat_return(out: &mut MaybeUninit<NatReturn>, pkt: &Packet, target: &FlowTarget) {
+    const WORDS: usize = core::mem::size_of::<NatReturn>() / 4;
+    const _: () = assert!(WORDS == 9);
+    let p = out.as_mut_ptr();
+    unsafe {
+        let words = p as *mut u32;
+        write_volatile(words, 0);
+        write_volatile(words.add(1), 0);
+        write_volatile(words.add(2), 0);
+        write_volatile(words.add(3), 0);
+        write_volatile(words.add(4), 0);
+        write_volatile(words.add(5), 0);
+        write_volatile(words.add(6), 0);
+        write_volatile(words.add(7), 0);
+        write_volatile(words.add(8), 0);
+        (*p).vip = pkt.flow.dst_addr;
+        (*p).vport = pkt.flow.dst_port;
+        (*p).service = target.service;
+        (*p).backend = target.backend;
     }
+}
+
+/// Inserts a fresh return entry. If the table is full the LRU evicts its coldest entry;
+/// an error would only mean the reply is not rewritten, which the client answers with a
+/// reset.
+#[inline(always)]
+fn insert_return_entry(pkt: &Packet, target: &FlowTarget, backend: &Backend) {
+    let mut nat = MaybeUninit::uninit();
+    init_nat_return(&mut nat, pkt, target);
+    let _ = RETURN_FLOWS.insert(return_key(pkt, backend), unsafe { &*nat.as_ptr() }, 0);
 }
 
 /// The two directions' entries are evicted independently; a client packet that will be
@@ -108,9 +137,8 @@ fn nat_return(pkt: &Packet, target: &FlowTarget) -> NatReturn {
 /// answers. Pure ACKs are not answered, so they skip the lookup.
 #[inline(always)]
 fn ensure_return_entry(pkt: &Packet, target: &FlowTarget, backend: &Backend) {
-    let key = return_key(pkt, backend);
-    if unsafe { RETURN_FLOWS.get(key) }.is_none() {
-        let _ = RETURN_FLOWS.insert(key, nat_return(pkt, target), 0);
+    if unsafe { RETURN_FLOWS.get(return_key(pkt, backend)) }.is_none() {
+        insert_return_entry(pkt, target, backend);
     }
 }
 

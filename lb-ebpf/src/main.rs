@@ -32,7 +32,7 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         return ingress::handle(&ctx, &pkt, &service);
     }
     if let Some(nat) = maps::return_flow_of(&pkt) {
-        return ret::handle(&ctx, &pkt, &nat);
+        return ret::handle(&ctx, &pkt, nat);
     }
     count::pass(lb_common::counters::Reason::PassNoService)
 }

@@ -11,6 +11,7 @@ use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn},
     limits::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, MAX_INTERFACES},
     net::FAMILY_IPV4,
+    nexthop::NextHop,
     service::{ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
 };
 
@@ -73,6 +74,14 @@ pub static ACTIVE_ADJUST: Array<u64> = Array::with_max_entries(DEFAULT_MAX_BACKE
 #[map]
 pub static LB_LAYOUT: Array<u32> = Array::with_max_entries(1, 0);
 
+/// Cached route towards each backend, by backend id (see `lb_common::nexthop`).
+#[map]
+pub static NEXTHOPS: Array<NextHop> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// The current next-hop cache generation, bumped by the controller every second.
+#[map]
+pub static NEXTHOP_GEN: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Attached NICs that XDP_REDIRECT may send to, keyed by ifindex.
 #[map]
 pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);
@@ -109,8 +118,9 @@ pub fn service_of(pkt: &Packet) -> Option<ServiceMeta> {
     unsafe { SERVICES.get(key) }.copied()
 }
 
-/// The NAT return entry for a packet from a backend to a client, copied out of the map.
+/// The NAT return entry for a packet from a backend to a client (in place: its cached
+/// next hop is filled on the first reply).
 #[inline(always)]
-pub fn return_flow_of(pkt: &Packet) -> Option<NatReturn> {
-    unsafe { RETURN_FLOWS.get(pkt.flow) }.copied()
+pub fn return_flow_of(pkt: &Packet) -> Option<*mut NatReturn> {
+    RETURN_FLOWS.get_ptr_mut(pkt.flow)
 }

@@ -53,11 +53,17 @@ pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+    let mut routes = tokio::time::interval(ROUTE_CACHE_LIFETIME);
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: stopping"); break }
             _ = int.recv() => { info!("SIGINT: stopping"); break }
             _ = reconcile.tick() => reconcile_active_flows(&mut controller),
+            _ = routes.tick() => {
+                if let Err(e) = controller.dataplane_mut().bump_nexthop_generation() {
+                    warn!("expiring cached routes: {e:#}");
+                }
+            }
         }
     }
     log_counters(&controller);
@@ -86,6 +92,9 @@ pub fn detach(config: &Config) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// How long the data path may use a cached route (next hop) before looking it up again.
+const ROUTE_CACHE_LIFETIME: Duration = Duration::from_secs(1);
 
 /// How often flows that ended unseen (evicted, expired) are subtracted from the
 /// active-flow counts that least-connections balances on.

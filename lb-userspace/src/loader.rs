@@ -20,6 +20,7 @@ use lb_common::{
     counters::{TrafficCounters, REASON_COUNT},
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
     limits::*,
+    nexthop::NextHop,
     service::{ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
 };
 use log::{info, warn};
@@ -42,6 +43,8 @@ pub struct KernelDataplane {
     policy_table: MmapArray,
     active_flows: Array<MapData, u64>,
     active_adjust: Array<MapData, u64>,
+    nexthops: Array<MapData, NextHop>,
+    nexthop_gen: Array<MapData, u32>,
     pub flows: HashMap<MapData, FlowKey, FlowTarget>,
     pub return_flows: HashMap<MapData, FlowKey, NatReturn>,
     service_stats: PerCpuArray<MapData, TrafficCounters>,
@@ -102,6 +105,7 @@ impl KernelDataplane {
             (MAP_RR_CURSOR, limits.max_services),
             (MAP_ACTIVE_FLOWS, limits.max_backends),
             (MAP_ACTIVE_ADJUST, limits.max_backends),
+            (MAP_NEXTHOPS, limits.max_backends),
             (MAP_SERVICE_STATS, limits.max_services),
             (MAP_BACKEND_STATS, limits.max_backends),
             (MAP_FLOWS, limits.flow_table_size),
@@ -156,6 +160,8 @@ impl KernelDataplane {
             policy_table: take_mmap(&mut ebpf, MAP_POLICY_TABLE)?,
             active_flows: take(&mut ebpf, MAP_ACTIVE_FLOWS)?,
             active_adjust: take(&mut ebpf, MAP_ACTIVE_ADJUST)?,
+            nexthops: take(&mut ebpf, MAP_NEXTHOPS)?,
+            nexthop_gen: take(&mut ebpf, MAP_NEXTHOP_GEN)?,
             flows: take(&mut ebpf, MAP_FLOWS)?,
             return_flows: take(&mut ebpf, MAP_RETURN_FLOWS)?,
             service_stats: take(&mut ebpf, MAP_SERVICE_STATS)?,
@@ -334,6 +340,15 @@ impl KernelDataplane {
         sum_counters(&self.backend_stats, id)
     }
 
+    /// Makes every cached next hop stale, so the data path looks routes up again: a
+    /// changed route or neighbour takes effect within one call's interval.
+    pub fn bump_nexthop_generation(&mut self) -> anyhow::Result<()> {
+        let current = self.nexthop_gen.get(&0, 0).context("NEXTHOP_GEN")?;
+        self.nexthop_gen
+            .set(0, current.wrapping_add(1), 0)
+            .context("NEXTHOP_GEN")
+    }
+
     /// Active flows of a backend: counted by the data path, less what the reconciler
     /// found ended unseen.
     pub fn active_flows(&self, id: u32) -> anyhow::Result<u64> {
@@ -425,7 +440,11 @@ impl Dataplane for KernelDataplane {
     fn set_backend(&mut self, id: u32, backend: &Backend) -> anyhow::Result<()> {
         self.backends
             .set(id, backend, 0)
-            .with_context(|| format!("BACKENDS[{id}]"))
+            .with_context(|| format!("BACKENDS[{id}]"))?;
+        // The slot may now name another address: forget the route cached for it.
+        self.nexthops
+            .set(id, NextHop::default(), 0)
+            .with_context(|| format!("NEXTHOPS[{id}]"))
     }
 
     fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
