@@ -15,52 +15,92 @@ use crate::{
     count,
     flow_state::{self, Side},
     forward,
-    maps::{BACKENDS, FLOWS, NEXTHOPS, RETURN_FLOWS},
+    maps::{self, BACKENDS, FLOWS, NEXTHOPS, RETURN_FLOWS},
     packet::Packet,
     rewrite, select,
 };
 
+/// Handles a packet whose destination may be a VIP. `None`: not to any VIP:port (and no
+/// tracked flow), so not ours.
 #[inline(always)]
-pub fn handle(ctx: &XdpContext, pkt: &Packet, service: &ServiceMeta) -> u32 {
-    if !pkt.tcp_valid {
-        return count::drop(Reason::DropMalformedTcp);
-    }
-    if !forward::ttl_allows(pkt) {
-        return count::pass(Reason::PassTtlExpired);
-    }
-    let Some((target, backend, new_flow)) = flow_target(pkt, service) else {
-        return count::drop(Reason::DropNoBackend);
+pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
+    // Established flows first: their packets need no service lookup.
+    let existing = if pkt.tcp_valid {
+        existing_flow(pkt)
+    } else {
+        Existing::Miss
+    };
+    let (target, backend, new_flow) = match existing {
+        Existing::Hit(target, backend) => {
+            if !forward::ttl_allows(pkt) {
+                return Some(count::pass(Reason::PassTtlExpired));
+            }
+            (target, backend, false)
+        }
+        miss => {
+            let service = maps::service_of(pkt)?;
+            if !pkt.tcp_valid {
+                return Some(count::drop(Reason::DropMalformedTcp));
+            }
+            if !forward::ttl_allows(pkt) {
+                return Some(count::pass(Reason::PassTtlExpired));
+            }
+            match new_flow(pkt, &service, matches!(miss, Existing::Replace)) {
+                Some((target, backend, new)) => (target, backend, new),
+                None => return Some(count::drop(Reason::DropNoBackend)),
+            }
+        }
     };
     rewrite::dnat(pkt, backend.addr, backend.port);
     count::to_backend(&target, pkt.frame_len, new_flow);
-    match NEXTHOPS.get_ptr_mut(target.backend) {
+    Some(match NEXTHOPS.get_ptr_mut(target.backend) {
         Some(cache) => forward::forward(ctx, pkt, cache),
         None => forward::forward(ctx, pkt, core::ptr::null_mut()),
-    }
+    })
 }
 
-/// The backend of an existing flow, or a newly selected one (recorded in both flow maps
-/// and counted as active).
+enum Existing {
+    /// A live flow and its backend.
+    Hit(FlowTarget, Backend),
+    /// An entry that must be replaced: a SYN on a closed flow (a new connection reusing
+    /// the tuple), or a flow whose backend slot was freed.
+    Replace,
+    Miss,
+}
+
 #[inline(always)]
-fn flow_target(pkt: &Packet, service: &ServiceMeta) -> Option<(FlowTarget, Backend, bool)> {
-    let syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let mut replace = false;
-    if let Some(entry) = FLOWS.get_ptr_mut(pkt.flow) {
-        let target = unsafe { *entry };
-        // A SYN on a closed flow is a new connection that reuses the tuple; a flow whose
-        // backend slot was freed is placed again.
-        replace = syn && target.state & FLOW_F_CLOSED != 0;
-        if !replace {
-            if let Some(backend) = backend_by_id(target.backend) {
-                flow_state::observe(entry, pkt.tcp_flags, Side::Client);
-                if pkt.has_payload || pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-                    ensure_return_entry(pkt, &target, &backend);
-                }
-                return Some((target, backend, false));
-            }
-            replace = true;
-        }
+fn existing_flow(pkt: &Packet) -> Existing {
+    let Some(entry) = FLOWS.get_ptr_mut(pkt.flow) else {
+        return Existing::Miss;
+    };
+    let target = unsafe { *entry };
+    if is_syn(pkt) && target.state & FLOW_F_CLOSED != 0 {
+        return Existing::Replace;
     }
+    let Some(backend) = backend_by_id(target.backend) else {
+        return Existing::Replace;
+    };
+    flow_state::observe(entry, pkt.tcp_flags, Side::Client);
+    if pkt.has_payload || pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        ensure_return_entry(pkt, &target, &backend);
+    }
+    Existing::Hit(target, backend)
+}
+
+#[inline(always)]
+fn is_syn(pkt: &Packet) -> bool {
+    pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
+
+/// A newly selected backend for the flow, recorded in both flow maps and counted as
+/// active.
+#[inline(always)]
+fn new_flow(
+    pkt: &Packet,
+    service: &ServiceMeta,
+    replace: bool,
+) -> Option<(FlowTarget, Backend, bool)> {
+    let syn = is_syn(pkt);
     let id = select::pick(service, &pkt.flow, syn);
     let backend = backend_by_id(id)?;
     let target = FlowTarget {

@@ -8,6 +8,7 @@ use aya_ebpf::{
 use lb_common::{
     backend::Backend,
     counters::{TrafficCounters, REASON_COUNT},
+    filter::{filter_slot, FILTER_TOTAL_WORDS},
     flow::{FlowKey, FlowTarget, NatReturn},
     limits::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, MAX_INTERFACES},
     net::FAMILY_IPV4,
@@ -82,6 +83,11 @@ pub static NEXTHOPS: Array<NextHop> = Array::with_max_entries(DEFAULT_MAX_BACKEN
 #[map]
 pub static NEXTHOP_GEN: Array<u32> = Array::with_max_entries(1, 0);
 
+/// The address prefilter (see `lb_common::filter`), written by the controller through a
+/// memory mapping.
+#[map]
+pub static ADDR_FILTER: Array<u32> = Array::with_max_entries(FILTER_TOTAL_WORDS, BPF_F_MMAPABLE);
+
 /// Attached NICs that XDP_REDIRECT may send to, keyed by ifindex.
 #[map]
 pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);
@@ -104,6 +110,13 @@ pub fn hash_seed() -> u32 {
 #[inline(always)]
 pub fn ring_size() -> u32 {
     unsafe { core::ptr::read_volatile(&LB_RING_SIZE) }
+}
+
+/// Whether `addr` may be in `bitmap` of the prefilter.
+#[inline(always)]
+pub fn may_be(bitmap: u32, addr: u32) -> bool {
+    let (word, mask) = filter_slot(bitmap, addr);
+    ADDR_FILTER.get(word).is_some_and(|w| *w & mask != 0)
 }
 
 /// The service whose VIP:port the packet is addressed to, copied out of the map.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use lb_common::{
     backend::Backend,
+    filter::{filter_slot, FILTER_BACKENDS, FILTER_TOTAL_WORDS, FILTER_VIPS},
     service::{policy_table_index, ring_slot_base, ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
 };
 
@@ -33,6 +34,8 @@ pub struct Controller<D> {
     /// Both slots of every service id ever used, as the kernel holds them, so that only
     /// differing entries are written.
     shadows: BTreeMap<u32, KernelSlots>,
+    /// The address prefilter as the kernel holds it (`None`: unknown, after adoption).
+    filter: Option<Vec<u32>>,
 }
 
 /// Counts of what one reconciliation wrote.
@@ -54,6 +57,7 @@ impl<D: Dataplane> Controller<D> {
             services: BTreeMap::new(),
             backends: BTreeMap::new(),
             shadows: BTreeMap::new(),
+            filter: Some(vec![0; FILTER_TOTAL_WORDS as usize]),
         }
     }
 
@@ -63,6 +67,7 @@ impl<D: Dataplane> Controller<D> {
     /// are unknown, so the first `apply` writes an idle slot in full and flips to it.
     pub fn adopt(dataplane: D, ring_size: u32, config: &Config, live: &LiveState) -> Self {
         let mut controller = Self::new(dataplane, ring_size);
+        controller.filter = None;
         let by_key: std::collections::HashMap<ServiceKey, &str> = config
             .services
             .iter()
@@ -125,6 +130,14 @@ impl<D: Dataplane> Controller<D> {
         let ids = plan::assign_ids(config, &self.ids);
         let plan = plan::plan(config, &ids);
         let mut summary = ApplySummary::default();
+        // The prefilter must let a new VIP's or backend's packets in before the service or
+        // backend is published, and may forget removed addresses only after they are gone.
+        let wanted = filter_words(&plan);
+        let during: Vec<u32> = match &self.filter {
+            Some(current) => current.iter().zip(&wanted).map(|(a, b)| a | b).collect(),
+            None => wanted.clone(),
+        };
+        self.write_filter(&during)?;
 
         // New and changed backends first, so that a flipped ring never names an
         // unwritten slot.
@@ -167,9 +180,24 @@ impl<D: Dataplane> Controller<D> {
             self.backends.remove(&id);
             summary.backends_written += 1;
         }
+        self.write_filter(&wanted)?;
         self.ids = ids;
         self.plan = Some(plan);
         Ok(summary)
+    }
+
+    fn write_filter(&mut self, wanted: &[u32]) -> anyhow::Result<()> {
+        let changes: Vec<(u32, u32)> = wanted
+            .iter()
+            .enumerate()
+            .filter(|(i, w)| self.filter.as_ref().is_none_or(|f| f[*i] != **w))
+            .map(|(i, w)| (i as u32, *w))
+            .collect();
+        self.dataplane
+            .set_filter_words(&changes)
+            .context("writing the address prefilter")?;
+        self.filter = Some(wanted.to_vec());
+        Ok(())
     }
 
     fn apply_service(
@@ -244,6 +272,22 @@ impl<D: Dataplane> Controller<D> {
             .insert(s.name.clone(), LiveService { key: s.key, meta });
         Ok(())
     }
+}
+
+/// The prefilter words for a plan: every VIP and every backend address.
+fn filter_words(plan: &Plan) -> Vec<u32> {
+    let mut words = vec![0u32; FILTER_TOTAL_WORDS as usize];
+    let mut set = |bitmap, addr| {
+        let (word, mask) = filter_slot(bitmap, addr);
+        words[word as usize] |= mask;
+    };
+    for s in &plan.services {
+        set(FILTER_VIPS, s.key.addr);
+    }
+    for b in &plan.backends {
+        set(FILTER_BACKENDS, b.value.addr);
+    }
+    words
 }
 
 /// What the kernel holds in both slots of one service id's ring and policy table: fresh

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
+    filter::{filter_slot, FILTER_VIPS},
     flow::FlowKey,
     hash::flow_hash,
     service::{ring_index, ServiceKey, ServiceMeta},
@@ -16,6 +17,8 @@ pub trait Dataplane {
     fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()>;
     /// Writes policy-table entries as (index into the whole table array, backend id).
     fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()>;
+    /// Writes address-prefilter words as (word index, bits).
+    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> anyhow::Result<()>;
     /// Creates or replaces a service; replacing flips its live ring slot atomically.
     fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> anyhow::Result<()>;
     fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()>;
@@ -27,6 +30,7 @@ pub enum Write {
     Backend(u32),
     Ring(u32),
     PolicyTable(u32),
+    Filter(u32),
     Service(ServiceKey, ServiceMeta),
     RemoveService(ServiceKey),
 }
@@ -40,6 +44,7 @@ pub struct FakeDataplane {
     pub backends: HashMap<u32, Backend>,
     pub ring: HashMap<u32, u32>,
     pub policy_table: HashMap<u32, u32>,
+    pub filter: HashMap<u32, u32>,
     pub log: Vec<Write>,
 }
 
@@ -54,6 +59,10 @@ impl FakeDataplane {
 
     /// The backend a new flow would get, as the XDP program computes it.
     pub fn select(&self, service: &ServiceKey, flow: &FlowKey) -> Option<Backend> {
+        let (word, mask) = filter_slot(FILTER_VIPS, service.addr);
+        if self.filter.get(&word).copied().unwrap_or(0) & mask == 0 {
+            return None;
+        }
         let meta = self.services.get(service)?;
         let index = ring_index(
             meta.id,
@@ -87,6 +96,14 @@ impl Dataplane for FakeDataplane {
         for (index, id) in entries {
             self.policy_table.insert(*index, *id);
             self.log.push(Write::PolicyTable(*index));
+        }
+        Ok(())
+    }
+
+    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> anyhow::Result<()> {
+        for (index, bits) in words {
+            self.filter.insert(*index, *bits);
+            self.log.push(Write::Filter(*index));
         }
         Ok(())
     }

@@ -44,6 +44,7 @@ pub struct KernelDataplane {
     active_flows: Array<MapData, u64>,
     active_adjust: Array<MapData, u64>,
     nexthops: Array<MapData, NextHop>,
+    addr_filter: MmapArray,
     nexthop_gen: Array<MapData, u32>,
     pub flows: HashMap<MapData, FlowKey, FlowTarget>,
     pub return_flows: HashMap<MapData, FlowKey, NatReturn>,
@@ -161,6 +162,7 @@ impl KernelDataplane {
             active_flows: take(&mut ebpf, MAP_ACTIVE_FLOWS)?,
             active_adjust: take(&mut ebpf, MAP_ACTIVE_ADJUST)?,
             nexthops: take(&mut ebpf, MAP_NEXTHOPS)?,
+            addr_filter: take_mmap(&mut ebpf, MAP_ADDR_FILTER)?,
             nexthop_gen: take(&mut ebpf, MAP_NEXTHOP_GEN)?,
             flows: take(&mut ebpf, MAP_FLOWS)?,
             return_flows: take(&mut ebpf, MAP_RETURN_FLOWS)?,
@@ -453,6 +455,10 @@ impl Dataplane for KernelDataplane {
 
     fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
         self.policy_table.set_all(entries).context("POLICY_TABLE")
+    }
+
+    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> anyhow::Result<()> {
+        self.addr_filter.set_all(words).context("ADDR_FILTER")
     }
 
     fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> anyhow::Result<()> {

@@ -154,3 +154,45 @@ fn a_ring_size_change_is_refused() {
     let err = c.apply(&config(&[("10.1.0.11", 1)])).unwrap_err();
     assert!(err.to_string().contains("ring_size cannot change"), "{err}");
 }
+
+#[test]
+fn the_prefilter_admits_before_publishing_and_forgets_after_removing() {
+    use lb_common::filter::{filter_slot, FILTER_VIPS};
+    let mut c = Controller::new(FakeDataplane::new(RING, 7), RING);
+    c.apply(&config(&[("10.1.0.11", 1)])).unwrap();
+    let key = service_key(&c);
+    let (word, mask) = filter_slot(FILTER_VIPS, key.addr);
+    let log = &c.dataplane().log;
+    let filter_at = log
+        .iter()
+        .position(|w| *w == Write::Filter(word))
+        .expect("VIP bit written");
+    let published = log
+        .iter()
+        .position(|w| matches!(w, Write::Service(..)))
+        .unwrap();
+    assert!(
+        filter_at < published,
+        "the VIP bit must be set before the service is published"
+    );
+    assert_ne!(c.dataplane().filter[&word] & mask, 0);
+
+    let start = c.dataplane().log.len();
+    let mut empty = config(&[]);
+    empty.services.clear();
+    c.apply(&empty).unwrap();
+    let writes = &c.dataplane().log[start..];
+    let removed = writes
+        .iter()
+        .position(|w| matches!(w, Write::RemoveService(_)))
+        .unwrap();
+    let cleared = writes
+        .iter()
+        .rposition(|w| *w == Write::Filter(word))
+        .unwrap();
+    assert!(
+        cleared > removed,
+        "the VIP bit is cleared only after the service is gone"
+    );
+    assert_eq!(c.dataplane().filter[&word] & mask, 0);
+}
