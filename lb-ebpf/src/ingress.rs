@@ -27,6 +27,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, service: &ServiceMeta) -> u32 {
     };
     rewrite::dnat(pkt, backend.addr, backend.port);
     count::to_backend(&target, pkt.frame_len, new_flow);
+    count::attempt_to_backend(target.backend, pkt.tcp_flags);
     forward::forward(ctx, pkt)
 }
 

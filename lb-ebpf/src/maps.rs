@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     backend::Backend,
-    counters::{TrafficCounters, REASON_COUNT},
+    counters::{BackendSignals, TrafficCounters, REASON_COUNT},
     flow::{FlowKey, FlowTarget, NatReturn},
     limits::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, MAX_INTERFACES},
     net::FAMILY_IPV4,
@@ -40,6 +40,11 @@ pub static SERVICE_STATS: PerCpuArray<TrafficCounters> =
 
 #[map]
 pub static BACKEND_STATS: PerCpuArray<TrafficCounters> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// Handshake and reset counts per backend id: the passive health signal.
+#[map]
+pub static BACKEND_SIGNALS: PerCpuArray<BackendSignals> =
     PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 
 #[map]

@@ -10,6 +10,8 @@ pub struct Packet {
     pub tcp: *mut TcpHdr,
     /// The 5-tuple in the packet's direction.
     pub flow: FlowKey,
+    /// TCP flag bits (byte 13 of the TCP header), for the passive health counters.
+    pub tcp_flags: u8,
     /// Whether the TCP data offset is sane (>= 5 words and inside the frame).
     pub tcp_valid: bool,
     /// Ethernet header plus IP total length (the frame without link padding), for byte

@@ -99,6 +99,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
             family: FAMILY_IPV4,
             _pad: [0; 2],
         },
+        tcp_flags: doff_flags[1],
         tcp_valid: doff >= TcpHdr::LEN && doff <= l4_len,
         frame_len: (EthHdr::LEN + tot_len) as u64,
     })
