@@ -4,6 +4,7 @@ use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
     counters::Reason,
     flow::{FlowKey, FlowTarget, NatReturn},
+    net::{TCP_ACK, TCP_SYN},
     service::ServiceMeta,
 };
 
@@ -34,15 +35,30 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, service: &ServiceMeta) -> u32 {
 /// The backend of an existing flow, or a newly selected one (recorded in both flow maps).
 #[inline(always)]
 fn flow_target(pkt: &Packet, service: &ServiceMeta) -> Option<(FlowTarget, Backend, bool)> {
-    if let Some(target) = unsafe { FLOWS.get(pkt.flow) }.copied() {
+    // A SYN without ACK opens a connection even when its 5-tuple has an entry (a client
+    // reusing a source port): the live ring places it, so a new connection never follows
+    // a stale entry to a backend that left the ring (unhealthy, draining).
+    let syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let existing = unsafe { FLOWS.get(pkt.flow) }.copied();
+    if let Some(target) = existing {
         // A flow whose backend slot was freed falls through to a new selection.
-        if let Some(backend) = backend_by_id(target.backend) {
-            return Some((target, backend, false));
+        if !syn {
+            if let Some(backend) = backend_by_id(target.backend) {
+                return Some((target, backend, false));
+            }
         }
     }
     // SYN or not, a miss is placed by Maglev: for a non-SYN that is what lets an
     // established connection survive an LB restart or an ECMP reshuffle.
     let id = select::maglev(service, &pkt.flow);
+    if let Some(target) = existing {
+        // A retransmitted SYN that the ring places where its entry says is not new.
+        if target.backend == id {
+            if let Some(backend) = backend_by_id(id) {
+                return Some((target, backend, false));
+            }
+        }
+    }
     let backend = backend_by_id(id)?;
     let target = FlowTarget {
         backend: id,

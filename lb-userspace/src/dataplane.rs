@@ -84,11 +84,12 @@ impl FakeDataplane {
     }
 
     /// A packet of `flow` (client -> VIP) arriving, as `lb-ebpf/src/ingress.rs` handles it:
-    /// an existing flow keeps its backend while its slot is present; otherwise the ring
-    /// picks one and both directions are recorded. Returns the backend id.
-    pub fn packet(&mut self, service: &ServiceKey, flow: &FlowKey) -> Option<u32> {
+    /// a non-SYN of an existing flow keeps its backend while its slot is present; a SYN
+    /// (a new connection, even on a reused 5-tuple) or a miss is placed by the ring and
+    /// both directions are recorded. Returns the backend id.
+    pub fn packet(&mut self, service: &ServiceKey, flow: &FlowKey, syn: bool) -> Option<u32> {
         if let Some(target) = self.flows.get(flow) {
-            if self.present(target.backend).is_some() {
+            if !syn && self.present(target.backend).is_some() {
                 return Some(target.backend);
             }
         }

@@ -81,18 +81,28 @@ fn flow(port: u16) -> FlowKey {
     }
 }
 
-/// Sends the first packet of flows from ports `ports` through the fake data path;
-/// returns the backend id each landed on.
-fn packets(rt: &mut Runtime<FakeDataplane>, ports: std::ops::Range<u16>) -> Vec<u32> {
+/// Sends a packet of each flow from ports `ports` through the fake data path, a SYN
+/// (new connections) or not (established ones); returns the backend id each landed on.
+fn packets_of(rt: &mut Runtime<FakeDataplane>, ports: std::ops::Range<u16>, syn: bool) -> Vec<u32> {
     let key = key(rt);
     ports
         .map(|p| {
             rt.controller_mut()
                 .dataplane_mut()
-                .packet(&key, &flow(p))
+                .packet(&key, &flow(p), syn)
                 .expect("a backend")
         })
         .collect()
+}
+
+/// New connections from `ports`.
+fn packets(rt: &mut Runtime<FakeDataplane>, ports: std::ops::Range<u16>) -> Vec<u32> {
+    packets_of(rt, ports, true)
+}
+
+/// Later packets of connections from `ports`.
+fn established(rt: &mut Runtime<FakeDataplane>, ports: std::ops::Range<u16>) -> Vec<u32> {
+    packets_of(rt, ports, false)
 }
 
 fn id(rt: &Runtime<FakeDataplane>, last: u8) -> u32 {
@@ -136,9 +146,11 @@ fn an_unhealthy_backend_leaves_the_ring_but_keeps_its_flows() {
         !writes.iter().any(|w| matches!(w, Write::PurgeFlows(_))),
         "flows of an unhealthy backend are not purged"
     );
-    // Existing flows stay where they were; new flows avoid the dead backend.
-    assert_eq!(packets(&mut rt, 1000..1600), before);
+    // Existing flows stay where they were; new flows avoid the dead backend, also on
+    // a reused source port.
+    assert_eq!(established(&mut rt, 1000..1600), before);
     assert!(!packets(&mut rt, 2000..2600).contains(&dead));
+    assert!(!packets(&mut rt, 1000..1600).contains(&dead));
 }
 
 #[test]
@@ -168,7 +180,7 @@ fn a_draining_backend_keeps_its_flows_until_the_delay_then_they_are_purged() {
     rt.reload(cfg(policy, &["11", "12, state: draining", "13"]), t0)
         .unwrap();
     assert_eq!(
-        packets(&mut rt, 1000..1600),
+        established(&mut rt, 1000..1600),
         before,
         "existing flows continue"
     );
@@ -202,7 +214,7 @@ fn a_draining_backend_keeps_its_flows_until_the_delay_then_they_are_purged() {
         "its slot stays configured"
     );
     // Its old flows now land elsewhere.
-    assert!(!packets(&mut rt, 1000..1600).contains(&drained));
+    assert!(!established(&mut rt, 1000..1600).contains(&drained));
 }
 
 #[test]
@@ -216,7 +228,7 @@ fn a_removed_backend_drains_then_its_flows_and_slot_go_and_its_id_waits() {
 
     rt.reload(cfg(policy, &["11", "12"]), t0).unwrap();
     assert_eq!(
-        packets(&mut rt, 1000..1600),
+        established(&mut rt, 1000..1600),
         before,
         "existing flows continue"
     );
