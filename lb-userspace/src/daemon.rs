@@ -16,6 +16,7 @@ use tokio::{
 use crate::{
     config::{self, Config},
     controller::Controller,
+    dataplane::Dataplane as _,
     health::checker::Checker,
     loader::KernelDataplane,
     runtime::Runtime,
@@ -127,7 +128,7 @@ fn log_counters(runtime: &Runtime<KernelDataplane>) {
         }
     }
     for b in &plan.backends {
-        if let (Ok(c), Ok(s)) = (dp.backend_counters(b.id), dp_signals(dp, b.id)) {
+        if let (Ok(c), Ok(s)) = (dp.backend_counters(b.id), dp.backend_signals(b.id)) {
             info!(
                 "backend {} ({}): new_flows={} packets_to_backend={} packets_to_client={} syns={} syn_acks={} resets={}",
                 b.at,
@@ -150,12 +151,4 @@ fn log_counters(runtime: &Runtime<KernelDataplane>) {
             .collect();
         info!("data path actions: {}", nonzero.join(" "));
     }
-}
-
-fn dp_signals(
-    dp: &KernelDataplane,
-    id: u32,
-) -> anyhow::Result<lb_common::counters::BackendSignals> {
-    use crate::dataplane::Dataplane as _;
-    dp.backend_signals(id)
 }

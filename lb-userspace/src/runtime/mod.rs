@@ -155,6 +155,9 @@ impl<D: Dataplane> Runtime<D> {
         if self.applied.as_ref() == Some(&overlay) {
             return Ok(ApplySummary::default());
         }
+        let started = Instant::now();
+        let summary = self.controller.apply_with(&self.config, &overlay)?;
+        // Logged once the tables are live, so the log says what the data path does.
         for (name, w) in &weights {
             if self.modes.get(name) != Some(&w.mode) {
                 log_mode(name, w.mode, self.fleet.local_zone(), w.backends.len());
@@ -162,8 +165,6 @@ impl<D: Dataplane> Runtime<D> {
             }
         }
         self.modes.retain(|name, _| weights.contains_key(name));
-        let started = Instant::now();
-        let summary = self.controller.apply_with(&self.config, &overlay)?;
         if summary != ApplySummary::default() && self.applied.is_some() {
             info!(
                 "tables updated in {:.1} ms: {} services flipped, {} ring entries and {} backend slots written, {} flows purged",
