@@ -549,3 +549,10 @@ fn a_reload_may_not_change_what_the_data_path_was_loaded_with() {
         );
     }
 }
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let c = parse(include_str!("../../../deploy/lb.yaml")).unwrap();
+    assert_eq!(c.services[0].health.kind, ProbeType::Http);
+    assert_eq!(c.services[0].health.path(), "/healthz");
+}
