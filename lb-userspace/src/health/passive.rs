@@ -28,9 +28,8 @@ impl Window {
     /// Takes the cumulative counters read now; returns why the backend must be ejected,
     /// if it must. `ratio` 0 never ejects.
     pub fn sample(&mut self, now: BackendSignals, ratio: f64, min_attempts: u32) -> Option<String> {
-        let Some(prev) = self.last.replace(now) else {
-            return None;
-        };
+        // The first reading is only a baseline.
+        let prev = self.last.replace(now)?;
         // Counters only grow; a smaller value means the slot was reset: start over.
         if now.syns < prev.syns || now.syn_acks < prev.syn_acks || now.resets < prev.resets {
             self.deltas.clear();
@@ -86,6 +85,9 @@ mod tests {
         }
     }
 
+    /// Cumulative (syns, syn_acks, resets) readings.
+    type Readings = &'static [(u64, u64, u64)];
+
     /// Feeds cumulative (syns, syn_acks, resets) readings; returns the step at which the
     /// window ejected, if any.
     fn ejected_at(readings: &[(u64, u64, u64)], ratio: f64, min: u32) -> Option<usize> {
@@ -98,7 +100,7 @@ mod tests {
     #[test]
     fn failed_attempts_over_the_ratio_eject() {
         // (readings, ratio, min attempts, step that ejects)
-        let cases: &[(&[(u64, u64, u64)], f64, u32, Option<usize>)] = &[
+        let cases: &[(Readings, f64, u32, Option<usize>)] = &[
             // All accepted: never.
             (
                 &[(0, 0, 0), (10, 10, 0), (20, 20, 0), (30, 30, 0)],
