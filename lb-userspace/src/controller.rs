@@ -75,7 +75,7 @@ impl<D: Dataplane> Controller<D> {
 
     /// The kernel id of a backend in the plan last applied.
     pub fn backend_id(&self, at: &BackendRef) -> Option<u32> {
-        self.plan.as_ref()?.backend_id(at)
+        self.ids.backends.get(at).copied()
     }
 
     /// Refuses a config this controller cannot apply without a restart.

@@ -61,8 +61,8 @@ pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // A failed kernel write is logged and retried on the next event: the tables
-        // keep their last consistent state, and forwarding goes on.
+        // A failed kernel write is logged and retried on the next tick; packets keep
+        // seeing whole tables (a flip happens only after its slot is written).
         let result = tokio::select! {
             Some(report) = reports.recv() => {
                 if !checker.is_current(&report) {

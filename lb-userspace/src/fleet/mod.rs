@@ -239,20 +239,28 @@ impl Fleet {
         true
     }
 
+    /// The members of service `name`: keys sort by service first, so they are one range.
+    fn members_of<'a>(
+        members: &'a BTreeMap<BackendRef, MemberState>,
+        name: &'a str,
+    ) -> impl Iterator<Item = (&'a BackendRef, &'a MemberState)> + 'a {
+        members
+            .range(service_start(name)..)
+            .take_while(move |(at, _)| at.service == name)
+    }
+
     /// Notes which backends started serving again (their slow start begins, unless no
     /// other backend of the service was serving: then there is nothing to ramp from).
     pub fn refresh(&mut self, now: Instant) {
         for (name, s) in &self.services {
-            let serving_before = self
-                .members
-                .iter()
-                .filter(|(at, m)| &at.service == name && m.serving)
+            let serving_before = Self::members_of(&self.members, name)
+                .filter(|(_, m)| m.serving)
                 .count();
-            for (at, m) in self
+            let ours = self
                 .members
-                .iter_mut()
-                .filter(|(at, _)| &at.service == name)
-            {
+                .range_mut(service_start(name)..)
+                .take_while(|(at, _)| &at.service == name);
+            for (at, m) in ours {
                 let serving = m.eligible();
                 if serving && !m.serving && !s.slow_start.is_zero() && serving_before > 0 {
                     info!(
@@ -276,11 +284,8 @@ impl Fleet {
     pub fn weights(&self, now: Instant) -> BTreeMap<String, ServiceWeights> {
         let mut out = BTreeMap::new();
         for (name, s) in &self.services {
-            let ours: Vec<(&BackendRef, &MemberState)> = self
-                .members
-                .iter()
-                .filter(|(at, _)| &at.service == name)
-                .collect();
+            let ours: Vec<(&BackendRef, &MemberState)> =
+                Self::members_of(&self.members, name).collect();
             let members: Vec<Member> = ours
                 .iter()
                 .map(|(_, m)| Member {
@@ -376,6 +381,20 @@ impl Fleet {
 
     pub fn local_zone(&self) -> &str {
         &self.local_zone
+    }
+
+    /// Whether time alone can change a weight now: a slow start is ramping.
+    pub fn ramping(&self) -> bool {
+        self.members.values().any(|m| m.ramp_since.is_some())
+    }
+}
+
+/// The smallest key of service `name`'s backends.
+fn service_start(name: &str) -> BackendRef {
+    BackendRef {
+        service: name.to_string(),
+        address: std::net::Ipv4Addr::UNSPECIFIED,
+        port: 0,
     }
 }
 

@@ -306,3 +306,24 @@ fn reloaded_thresholds_apply_to_running_backends() {
     probe(&mut fleet, 11, false, 1);
     assert_eq!(fleet.health(&at(11)), Some(Health::Unhealthy));
 }
+
+#[test]
+fn services_keep_their_own_members_apart() {
+    let t0 = Instant::now();
+    let mut c = config_with("", THREE);
+    let mut other = c.services[0].clone();
+    other.name = "web-2".into();
+    other.port = 81;
+    other.backends.truncate(1);
+    let mut before = other.clone();
+    before.name = "a-first".into();
+    before.port = 82;
+    c.services.push(other);
+    c.services.push(before);
+    let fleet = Fleet::new(&c, t0);
+    let w = fleet.weights(t0);
+    assert_eq!(w["web"].backends.len(), 3);
+    assert_eq!(w["web-2"].backends.len(), 1);
+    assert_eq!(w["a-first"].backends.len(), 1);
+    assert!(w["web"].backends.iter().all(|(at, _)| at.service == "web"));
+}

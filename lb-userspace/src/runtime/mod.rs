@@ -89,10 +89,16 @@ impl<D: Dataplane> Runtime<D> {
         Ok(ApplySummary::default())
     }
 
-    /// Timers: passive samples, slow-start steps, deregistration delays.
+    /// Timers: passive samples, slow-start steps, deregistration delays. Weights are
+    /// recomputed only when one of them may have changed something.
     pub fn tick(&mut self, now: Instant) -> anyhow::Result<ApplySummary> {
-        self.sample_passive(now)?;
-        for purge in self.fleet.due_purges(now) {
+        let ejected = self.sample_passive(now)?;
+        let purges = self.fleet.due_purges(now);
+        let retry = self.applied.is_none();
+        if !ejected && purges.is_empty() && !self.fleet.ramping() && !retry {
+            return Ok(ApplySummary::default());
+        }
+        for purge in purges {
             match purge {
                 Purge::Drained(at) => {
                     let purged = self.controller.purge_flows(&at)?;
@@ -116,8 +122,8 @@ impl<D: Dataplane> Runtime<D> {
     }
 
     /// Reads the data path's handshake counters of each service's backends once per
-    /// probe interval.
-    fn sample_passive(&mut self, now: Instant) -> anyhow::Result<()> {
+    /// probe interval; true when that ejected a backend.
+    fn sample_passive(&mut self, now: Instant) -> anyhow::Result<bool> {
         let mut due = Vec::new();
         for s in &self.config.services {
             let next = self.next_sample.entry(s.name.clone()).or_insert(now);
@@ -135,16 +141,16 @@ impl<D: Dataplane> Runtime<D> {
             .filter(|(at, _)| due.contains(&at.service))
             .filter_map(|(at, _)| Some((at.clone(), self.controller.backend_id(at)?)))
             .collect();
+        let mut ejected = false;
         for (at, id) in targets {
             let signals = self
                 .controller
                 .dataplane()
                 .backend_signals(id)
                 .with_context(|| format!("reading the passive counters of backend {at}"))?;
-            // An ejection changes the weights; `sync` notices through the overlay.
-            self.fleet.sample_signals(&at, signals);
+            ejected |= self.fleet.sample_signals(&at, signals);
         }
-        Ok(())
+        Ok(ejected)
     }
 
     /// Recomputes effective weights and applies them if anything changed.
@@ -156,6 +162,9 @@ impl<D: Dataplane> Runtime<D> {
             return Ok(ApplySummary::default());
         }
         let started = Instant::now();
+        // Until it succeeds, the tables are not known to match: the next tick retries.
+        // Start-up and reloads (nothing applied before) report their own summary.
+        let reported_elsewhere = self.applied.take().is_none();
         let summary = self.controller.apply_with(&self.config, &overlay)?;
         // Logged once the tables are live, so the log says what the data path does.
         for (name, w) in &weights {
@@ -165,7 +174,7 @@ impl<D: Dataplane> Runtime<D> {
             }
         }
         self.modes.retain(|name, _| weights.contains_key(name));
-        if summary != ApplySummary::default() && self.applied.is_some() {
+        if summary != ApplySummary::default() && !reported_elsewhere {
             info!(
                 "tables updated in {:.1} ms: {} services flipped, {} ring entries and {} backend slots written, {} flows purged",
                 started.elapsed().as_secs_f64() * 1e3,

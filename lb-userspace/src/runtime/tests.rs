@@ -372,3 +372,61 @@ fn rebuild_and_swap_cost_for_a_thousand_backends() {
         change.ring_entries_written
     );
 }
+
+/// A data plane whose writes can be made to fail, to check that a failed swap is retried.
+#[derive(Default)]
+struct Flaky {
+    inner: FakeDataplane,
+    fail: bool,
+}
+
+impl Dataplane for Flaky {
+    fn set_backend(&mut self, id: u32, b: &lb_common::backend::Backend) -> anyhow::Result<()> {
+        self.inner.set_backend(id, b)
+    }
+    fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.fail, "injected failure");
+        self.inner.set_ring_entries(entries)
+    }
+    fn set_service(
+        &mut self,
+        key: &ServiceKey,
+        meta: &lb_common::service::ServiceMeta,
+    ) -> anyhow::Result<()> {
+        self.inner.set_service(key, meta)
+    }
+    fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
+        self.inner.remove_service(key)
+    }
+    fn purge_flows(&mut self, id: u32) -> anyhow::Result<usize> {
+        self.inner.purge_flows(id)
+    }
+    fn backend_signals(&self, id: u32) -> anyhow::Result<BackendSignals> {
+        self.inner.backend_signals(id)
+    }
+}
+
+#[test]
+fn a_failed_swap_is_retried_on_the_next_tick() {
+    let t0 = Instant::now();
+    let flaky = Flaky {
+        inner: FakeDataplane::new(RING, 7),
+        fail: false,
+    };
+    let (mut rt, _) = Runtime::start(
+        cfg("", &["11", "12", "13"]),
+        Controller::new(flaky, RING),
+        t0,
+    )
+    .unwrap();
+    rt.controller_mut().dataplane_mut().fail = true;
+    rt.on_probe(&at(12), &Err(Failure::Refused), t0).unwrap();
+    assert!(rt.on_probe(&at(12), &Err(Failure::Refused), t0).is_err());
+    assert!(rt.tick(t0).is_err(), "retried while failing");
+    rt.controller_mut().dataplane_mut().fail = false;
+    assert_eq!(rt.tick(t0).unwrap().services_flipped, 1);
+    let gone = rt.controller().backend_id(&at(12)).unwrap();
+    let ring = &rt.controller().plan().unwrap().services[0].ring;
+    assert!(!ring.contains(&gone));
+    assert_eq!(rt.tick(t0).unwrap(), ApplySummary::default(), "then quiet");
+}
