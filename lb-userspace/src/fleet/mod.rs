@@ -7,7 +7,7 @@
 //! flows; existing flows continue until the deregistration delay passes, then their
 //! entries are purged) -> gone (a removed backend's slot is freed after the purge).
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     time::{Duration, Instant},
 };
 
@@ -15,7 +15,7 @@ use lb_common::counters::BackendSignals;
 use log::{info, warn};
 
 use crate::{
-    config::{BackendState, Config, ServiceConfig},
+    config::{duration, BackendConfig, BackendState, Config, ServiceConfig},
     health::{
         machine::{Change, Health, Machine, Outcome},
         passive::Window,
@@ -62,6 +62,62 @@ impl MemberState {
     fn eligible(&self) -> bool {
         self.healthy() && !self.draining()
     }
+
+    fn new(s: &ServiceConfig, b: &BackendConfig, with_service: bool, now: Instant) -> Self {
+        let h = &s.health;
+        let mut m = MemberState {
+            zone: b.zone.clone(),
+            weight: b.weight,
+            state: b.state,
+            machine: Machine::new(h.healthy_threshold, h.unhealthy_threshold),
+            assume_serving: with_service,
+            draining_since: (b.state == BackendState::Draining).then_some(now),
+            retired_at: None,
+            purged: false,
+            serving: false,
+            ramp_since: None,
+            passive: Window::default(),
+        };
+        m.serving = m.eligible();
+        m
+    }
+}
+
+/// A backend that stays in the config, maybe changed: weights and thresholds follow the
+/// file; a removed one added back returns; a change of `state` starts or ends draining.
+fn update(
+    at: &BackendRef,
+    m: &mut MemberState,
+    s: &ServiceConfig,
+    b: &BackendConfig,
+    now: Instant,
+) {
+    m.zone.clone_from(&b.zone);
+    m.weight = b.weight;
+    m.machine
+        .set_thresholds(s.health.healthy_threshold, s.health.unhealthy_threshold);
+    let returning = m.retired_at.take().is_some();
+    if returning {
+        info!("backend {at}: back in the config");
+    }
+    match b.state {
+        BackendState::Active => {
+            if m.draining_since.take().is_some() && !returning {
+                info!("backend {at}: active again");
+            }
+            m.purged = false;
+        }
+        BackendState::Draining if returning || m.state != BackendState::Draining => {
+            info!(
+                "backend {at}: draining (no new flows; existing flows may continue for {})",
+                duration::format(s.deregistration_delay)
+            );
+            m.draining_since = Some(now);
+            m.purged = false;
+        }
+        BackendState::Draining => {}
+    }
+    m.state = b.state;
 }
 
 /// What a due deregistration delay asks for.
@@ -114,67 +170,33 @@ impl Fleet {
             .retain(|at, _| config.services.iter().any(|s| s.name == at.service));
         for s in &config.services {
             let new_service = !old.contains_key(&s.name);
-            let h = &s.health;
+            let mut configured = BTreeSet::new();
             for b in &s.backends {
                 let at = backend_ref(s, b.address, b.port);
                 match self.members.get_mut(&at) {
-                    Some(m) => {
-                        m.zone.clone_from(&b.zone);
-                        m.weight = b.weight;
-                        m.machine
-                            .set_thresholds(h.healthy_threshold, h.unhealthy_threshold);
-                        let returning = m.retired_at.take().is_some();
-                        if returning {
-                            info!("backend {at}: back in the config");
-                        }
-                        match b.state {
-                            BackendState::Active => {
-                                if m.draining_since.take().is_some() && !returning {
-                                    info!("backend {at}: active again");
-                                }
-                                m.purged = false;
-                            }
-                            BackendState::Draining => {
-                                if returning || m.state != BackendState::Draining {
-                                    info!("backend {at}: draining (no new flows; existing flows may continue for {})", crate::config::duration::format(s.deregistration_delay));
-                                    m.draining_since = Some(now);
-                                    m.purged = false;
-                                }
-                            }
-                        }
-                        m.state = b.state;
-                    }
+                    Some(m) => update(&at, m, s, b, now),
                     None => {
-                        let mut m = MemberState {
-                            zone: b.zone.clone(),
-                            weight: b.weight,
-                            state: b.state,
-                            machine: Machine::new(h.healthy_threshold, h.unhealthy_threshold),
-                            assume_serving: new_service,
-                            draining_since: (b.state == BackendState::Draining).then_some(now),
-                            retired_at: None,
-                            purged: false,
-                            serving: false,
-                            ramp_since: None,
-                            passive: Window::default(),
-                        };
-                        m.serving = m.eligible();
+                        let m = MemberState::new(s, b, new_service, now);
                         if !new_service {
-                            info!("backend {at}: added, unknown until {} consecutive successful probes", h.healthy_threshold);
+                            info!(
+                                "backend {at}: added, unknown until {} consecutive successful probes",
+                                s.health.healthy_threshold
+                            );
                         }
-                        self.members.insert(at, m);
+                        self.members.insert(at.clone(), m);
                     }
                 }
+                configured.insert(at);
             }
-            for (at, m) in self.members.iter_mut() {
-                let configured = at.service == s.name
-                    && s.backends
-                        .iter()
-                        .any(|b| b.address == at.address && b.port == at.port);
-                if at.service == s.name && !configured && m.retired_at.is_none() {
+            let ours = self
+                .members
+                .range_mut(service_start(&s.name)..)
+                .take_while(|(at, _)| at.service == s.name);
+            for (at, m) in ours {
+                if !configured.contains(at) && m.retired_at.is_none() {
                     info!(
                         "backend {at}: removed from the config; its flows may continue for {}",
-                        crate::config::duration::format(s.deregistration_delay)
+                        duration::format(s.deregistration_delay)
                     );
                     m.retired_at = Some(now);
                 }
@@ -265,7 +287,7 @@ impl Fleet {
                 if serving && !m.serving && !s.slow_start.is_zero() && serving_before > 0 {
                     info!(
                         "backend {at}: slow start over {}",
-                        crate::config::duration::format(s.slow_start)
+                        duration::format(s.slow_start)
                     );
                     m.ramp_since = Some(now);
                 }
