@@ -102,12 +102,14 @@ fn a_local_zone_outage_with_cross_zone_off_moves_traffic_away_and_back() {
         lost.len(),
         attempts.len()
     );
+    // Only connections caught by the unplug, or sent to the dead zone before the spill,
+    // may fail, and only by timing out (nothing resets them).
     assert!(
         lost.iter()
             .all(|a| a.failure() == Some(FailureKind::Timeout)
-                && a.start >= down
+                && a.end >= down
                 && a.start < down + detection_bound() + SLACK),
-        "only connections sent to the dead zone before the spill may fail: {lost:?}"
+        "{lost:?}"
     );
     assert!(outage.len() >= 5, "too few connections during the outage");
     assert!(
