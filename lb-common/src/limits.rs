@@ -9,6 +9,7 @@ pub const MAP_RETURN_FLOWS: &str = "RETURN_FLOWS";
 pub const MAP_SERVICE_STATS: &str = "SERVICE_STATS";
 pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_REASONS: &str = "REASONS";
+pub const MAP_BACKEND_SIGNALS: &str = "BACKEND_SIGNALS";
 pub const MAP_EGRESS: &str = "EGRESS";
 pub const MAP_POLICY_TABLE: &str = "POLICY_TABLE";
 pub const MAP_RR_CURSOR: &str = "RR_CURSOR";

@@ -53,6 +53,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     };
     rewrite::dnat(pkt, backend.addr, backend.port);
     count::to_backend(&target, pkt.frame_len, new_flow);
+    count::attempt_to_backend(target.backend, pkt.tcp_flags);
     Some(match NEXTHOPS.get_ptr_mut(target.backend) {
         Some(cache) => forward::forward(ctx, pkt, cache),
         None => forward::forward(ctx, pkt, core::ptr::null_mut()),
@@ -74,12 +75,22 @@ fn existing_flow(pkt: &Packet) -> Existing {
         return Existing::Miss;
     };
     let target = unsafe { *entry };
-    if is_syn(pkt) && target.state & FLOW_F_CLOSED != 0 {
-        return Existing::Replace;
-    }
     let Some(backend) = backend_by_id(target.backend) else {
         return Existing::Replace;
     };
+    if is_syn(pkt) {
+        // A SYN opens a connection even when its tuple has an entry (a client reusing
+        // a source port, or retransmitting): after a close, or when the entry's backend
+        // takes no new flows any more (unhealthy, draining), it is placed afresh instead
+        // of following the entry; a retransmit to an eligible backend stays put.
+        if target.state & FLOW_F_CLOSED != 0 {
+            return Existing::Replace;
+        }
+        if backend.weight_milli == 0 {
+            flow_state::abandon(entry);
+            return Existing::Replace;
+        }
+    }
     flow_state::observe(entry, pkt.tcp_flags, Side::Client);
     if pkt.has_payload || pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         ensure_return_entry(pkt, &target, &backend);

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     backend::Backend,
-    counters::{TrafficCounters, REASON_COUNT},
+    counters::{BackendSignals, TrafficCounters, REASON_COUNT},
     filter::{filter_slot, FILTER_TOTAL_WORDS},
     flow::{FlowKey, FlowTarget, NatReturn},
     limits::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, MAX_INTERFACES},
@@ -44,6 +44,11 @@ pub static SERVICE_STATS: PerCpuArray<TrafficCounters> =
 
 #[map]
 pub static BACKEND_STATS: PerCpuArray<TrafficCounters> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// Handshake and reset counts per backend id: the passive health signal.
+#[map]
+pub static BACKEND_SIGNALS: PerCpuArray<BackendSignals> =
     PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 
 #[map]

@@ -26,6 +26,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, entry: *mut NatReturn) -> u32 {
     }
     rewrite::snat(pkt, nat.vip, nat.vport);
     count::to_client(&nat, pkt.frame_len);
+    count::answer_from_backend(nat.backend, pkt.tcp_flags);
     forward::forward(ctx, pkt, unsafe {
         core::ptr::addr_of_mut!((*entry).nexthop)
     })

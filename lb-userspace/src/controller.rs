@@ -1,6 +1,8 @@
-//! Reconciles the kernel tables with a config: writes only what changed, and swaps each
-//! service's selection table atomically (write the idle slot, then flip the service's
-//! active slot), so no packet ever sees a half-written table.
+//! Reconciles the kernel tables with a config and a runtime overlay (effective weights,
+//! retiring backends): writes only what changed, and swaps each service's selection
+//! table atomically (write the idle slot, then flip the service's active slot), so no
+//! packet ever sees a half-written table. A backend slot is freed only after the flows
+//! pinned to it are purged, so a later backend given the same id inherits none of them.
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
@@ -14,7 +16,7 @@ use crate::{
     config::Config,
     dataplane::Dataplane,
     loader::LiveState,
-    plan::{self, Ids, Plan},
+    plan::{self, BackendRef, Ids, Overlay, Plan},
 };
 
 /// What the controller knows the kernel holds for one service.
@@ -45,6 +47,8 @@ pub struct ApplySummary {
     pub ring_entries_written: usize,
     pub services_flipped: usize,
     pub services_removed: usize,
+    /// Connections whose flow entries were purged with a freed backend slot.
+    pub flows_purged: usize,
 }
 
 impl<D: Dataplane> Controller<D> {
@@ -119,16 +123,38 @@ impl<D: Dataplane> Controller<D> {
         self.plan.as_ref()
     }
 
-    /// Makes the kernel tables match `config` (already validated).
-    pub fn apply(&mut self, config: &Config) -> anyhow::Result<ApplySummary> {
+    /// The kernel id of a backend in the plan last applied.
+    pub fn backend_id(&self, at: &BackendRef) -> Option<u32> {
+        self.ids.backends.get(at).copied()
+    }
+
+    /// Refuses a config this controller cannot apply without a restart.
+    pub fn check_compatible(&self, config: &Config) -> anyhow::Result<()> {
         anyhow::ensure!(
             config.cluster.ring_size == self.ring_size,
             "ring_size cannot change while running ({} -> {}): restart lbd",
             self.ring_size,
             config.cluster.ring_size
         );
-        let ids = plan::assign_ids(config, &self.ids);
-        let plan = plan::plan(config, &ids);
+        Ok(())
+    }
+
+    /// Makes the kernel tables match `config` (already validated), every backend at its
+    /// configured weight.
+    pub fn apply(&mut self, config: &Config) -> anyhow::Result<ApplySummary> {
+        self.apply_with(config, &Overlay::default())
+    }
+
+    /// Makes the kernel tables match `config` (already validated) with the runtime
+    /// `overlay`: effective ring weights and removed backends still draining.
+    pub fn apply_with(
+        &mut self,
+        config: &Config,
+        overlay: &Overlay,
+    ) -> anyhow::Result<ApplySummary> {
+        self.check_compatible(config)?;
+        let ids = plan::assign_ids(config, overlay, &self.ids);
+        let plan = plan::plan(config, overlay, &ids, self.plan.as_ref());
         let mut summary = ApplySummary::default();
         // The prefilter must let a new VIP's or backend's packets in before the service or
         // backend is published, and may forget removed addresses only after they are gone.
@@ -166,7 +192,8 @@ impl<D: Dataplane> Controller<D> {
                 .with_context(|| format!("removing service {name}"))?;
             summary.services_removed += 1;
         }
-        // Free backend slots last: no live ring names them any more.
+        // Free backend slots last: no live ring names them any more, so no new flow can
+        // be pinned to them; purge the flows that are, then free the slot.
         let unused: Vec<u32> = self
             .backends
             .keys()
@@ -174,6 +201,10 @@ impl<D: Dataplane> Controller<D> {
             .copied()
             .collect();
         for id in unused {
+            summary.flows_purged += self
+                .dataplane
+                .purge_flows(id)
+                .with_context(|| format!("purging the flows of backend slot {id}"))?;
             self.dataplane
                 .set_backend(id, &Backend::default())
                 .with_context(|| format!("freeing backend slot {id}"))?;
@@ -198,6 +229,17 @@ impl<D: Dataplane> Controller<D> {
             .context("writing the address prefilter")?;
         self.filter = Some(wanted.to_vec());
         Ok(())
+    }
+
+    /// Deletes the flow entries of a backend of the last plan (a drained backend whose
+    /// deregistration delay passed); its slot stays. Returns the connections purged.
+    pub fn purge_flows(&mut self, at: &BackendRef) -> anyhow::Result<usize> {
+        let id = self
+            .backend_id(at)
+            .with_context(|| format!("backend {at} is not in the tables"))?;
+        self.dataplane
+            .purge_flows(id)
+            .with_context(|| format!("purging the flows of backend {at} (id {id})"))
     }
 
     fn apply_service(
@@ -262,6 +304,30 @@ impl<D: Dataplane> Controller<D> {
             .set_service(&s.key, &meta)
             .with_context(|| format!("publishing service {}", s.name))?;
         summary.services_flipped += 1;
+        if live.is_none() {
+            // A new service: give the idle slot the same tables, so the first change
+            // writes only the entries that change rather than the whole slot.
+            let idle = slot ^ 1;
+            let ring_idle = changes(
+                &s.ring,
+                &mut shadow.rings[idle as usize],
+                ring_size as usize,
+                ring_slot_base(s.id, idle, ring_size),
+            );
+            self.dataplane
+                .set_ring_entries(&ring_idle)
+                .with_context(|| format!("writing the idle ring of service {}", s.name))?;
+            let table_idle = changes(
+                &s.table,
+                &mut shadow.tables[idle as usize],
+                table_slots,
+                policy_table_index(s.id, idle, 0),
+            );
+            self.dataplane
+                .set_policy_entries(&table_idle)
+                .with_context(|| format!("writing the idle policy table of service {}", s.name))?;
+            summary.ring_entries_written += ring_idle.len() + table_idle.len();
+        }
         if let Some(old) = live.filter(|l| l.key != s.key) {
             let old_key = old.key;
             self.dataplane

@@ -1,16 +1,44 @@
-//! `lbd`'s life: load, attach, fill, serve until SIGINT/SIGTERM, report, detach.
-use std::{path::PathBuf, time::Duration};
+//! `lbd`'s life: load (or adopt the pinned data path), attach, fill, then serve until
+//! SIGINT/SIGTERM (probing backends, sampling the data path, reloading the config on
+//! SIGHUP, expiring cached routes, reconciling active-flow counts), report, and leave
+//! the data path forwarding.
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use lb_common::counters::REASONS;
-use log::{info, warn};
-use tokio::signal::unix::{signal, SignalKind};
+use log::{error, info, warn};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
 
-use crate::{config::Config, controller::Controller, loader::KernelDataplane, pins::PinDir};
+use crate::{
+    config::{self, Config},
+    controller::Controller,
+    dataplane::Dataplane as _,
+    health::checker::Checker,
+    loader::KernelDataplane,
+    pins::PinDir,
+    runtime::Runtime,
+};
 
 /// Exit status for an invalid config (sysexits EX_CONFIG; systemd units can list it in
 /// `RestartPreventExitStatus=` so a bad file is not retried in a loop).
 pub const EXIT_CONFIG: u8 = 78;
+
+/// How long the data path may use a cached route (next hop) before looking it up again.
+const ROUTE_CACHE_LIFETIME: Duration = Duration::from_secs(1);
+
+/// How often flows that ended unseen (evicted, expired) are subtracted from the
+/// active-flow counts that least-connections balances on.
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+/// How often timers are looked at: passive samples (one per probe interval, at least
+/// 100 ms), slow-start steps and deregistration delays are due at this resolution.
+const TICK: Duration = Duration::from_millis(50);
 
 pub struct Options {
     pub config_path: PathBuf,
@@ -35,11 +63,12 @@ pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
         .attach(&config.interfaces, config.xdp_mode, Some(&pins))
         .context("attaching to the configured interfaces")?;
     let ring_size = config.cluster.ring_size;
-    let mut controller = match &live {
+    let controller = match &live {
         Some(live) => Controller::adopt(dataplane, ring_size, &config, live),
         None => Controller::new(dataplane, ring_size),
     };
-    let summary = controller.apply(&config)?;
+    let (mut runtime, summary) = Runtime::start(config, controller, Instant::now())?;
+    let config = runtime.config();
     info!(
         "serving {} services from {} on {} (zone {}): {} backends, {} ring entries written",
         config.services.len(),
@@ -50,23 +79,51 @@ pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
         summary.ring_entries_written
     );
 
+    let (reports_tx, mut reports) = mpsc::channel(1024);
+    let mut checker = Checker::new(reports_tx);
+    checker.sync(runtime.probe_specs());
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
     let mut routes = tokio::time::interval(ROUTE_CACHE_LIFETIME);
     loop {
-        tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: stopping"); break }
-            _ = int.recv() => { info!("SIGINT: stopping"); break }
-            _ = reconcile.tick() => reconcile_active_flows(&mut controller),
-            _ = routes.tick() => {
-                if let Err(e) = controller.dataplane_mut().bump_nexthop_generation() {
-                    warn!("expiring cached routes: {e:#}");
+        // A failed kernel write is logged and retried on the next tick; packets keep
+        // seeing whole tables (a flip happens only after its slot is written).
+        let result = tokio::select! {
+            Some(report) = reports.recv() => {
+                if !checker.is_current(&report) {
+                    continue;
                 }
+                runtime.on_probe(&report.at, &report.outcome, Instant::now()).map(drop)
             }
+            _ = ticker.tick() => runtime.tick(Instant::now()).map(drop),
+            _ = reconcile.tick() => {
+                reconcile_active_flows(runtime.controller_mut());
+                Ok(())
+            }
+            _ = routes.tick() => runtime
+                .controller_mut()
+                .dataplane_mut()
+                .bump_nexthop_generation()
+                .context("expiring cached routes"),
+            _ = hup.recv() => {
+                reload(&mut runtime, &mut checker, &options.config_path);
+                Ok(())
+            }
+            _ = term.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { info!("SIGINT: stopping"); break; }
+        };
+        if let Err(e) = result {
+            error!("updating the kernel tables: {e:#}");
         }
     }
-    log_counters(&controller);
+    // Probing stops; forwarding does not: the pinned data path carries on with the
+    // last tables until another lbd adopts it or `lbd --detach` removes it.
+    drop(checker);
+    log_counters(&runtime);
     info!(
         "stopped; the data path keeps forwarding from {} (`lbd --detach` removes it)",
         pins.root().display()
@@ -93,13 +150,6 @@ pub fn detach(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long the data path may use a cached route (next hop) before looking it up again.
-const ROUTE_CACHE_LIFETIME: Duration = Duration::from_secs(1);
-
-/// How often flows that ended unseen (evicted, expired) are subtracted from the
-/// active-flow counts that least-connections balances on.
-const RECONCILE_EVERY: Duration = Duration::from_secs(2);
-
 fn reconcile_active_flows(controller: &mut Controller<KernelDataplane>) {
     let Some(plan) = controller.plan() else {
         return;
@@ -114,8 +164,33 @@ fn reconcile_active_flows(controller: &mut Controller<KernelDataplane>) {
     }
 }
 
+/// SIGHUP: the file is validated as a whole, as at start-up; a file with any problem
+/// changes nothing.
+fn reload(runtime: &mut Runtime<KernelDataplane>, checker: &mut Checker, path: &Path) {
+    let outcome = config::load(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|config| runtime.reload(config, Instant::now()));
+    match outcome {
+        Ok(summary) => {
+            checker.sync(runtime.probe_specs());
+            info!(
+                "SIGHUP: reloaded {}: {} services, {} probed backends; {} ring entries written",
+                path.display(),
+                runtime.config().services.len(),
+                checker.len(),
+                summary.ring_entries_written
+            );
+        }
+        Err(e) => error!(
+            "SIGHUP: reload rejected, still running the previous config; {}:\n{e:#}",
+            path.display()
+        ),
+    }
+}
+
 /// Final per-service and per-backend counters, so a run leaves a record of what it did.
-fn log_counters(controller: &Controller<KernelDataplane>) {
+fn log_counters(runtime: &Runtime<KernelDataplane>) {
+    let controller = runtime.controller();
     let Some(plan) = controller.plan() else {
         return;
     };
@@ -129,17 +204,21 @@ fn log_counters(controller: &Controller<KernelDataplane>) {
         }
     }
     for b in &plan.backends {
-        if let (Ok(c), Ok(active)) = (dp.backend_counters(b.id), dp.active_flows(b.id)) {
+        if let (Ok(c), Ok(s), Ok(active)) = (
+            dp.backend_counters(b.id),
+            dp.backend_signals(b.id),
+            dp.active_flows(b.id),
+        ) {
             info!(
-                "backend {}/{}:{} ({}): new_flows={} active_flows={} packets_to_backend={} packets_to_client={}",
-                b.at.service,
-                b.at.address,
-                b.at.port,
+                "backend {} ({}): new_flows={} active_flows={active} packets_to_backend={} packets_to_client={} syns={} syn_acks={} resets={}",
+                b.at,
                 b.zone,
                 c.new_flows,
-                active,
                 c.packets_to_backend,
-                c.packets_to_client
+                c.packets_to_client,
+                s.syns,
+                s.syn_acks,
+                s.resets
             );
         }
     }

@@ -10,13 +10,23 @@
 //!   kernel, with the aya implementation and an in-memory fake for tests.
 //! - [`loader`]: loads the embedded XDP object, sizes its maps, attaches it to NICs,
 //!   and reads its counters.
-//! - [`reconcile`]: corrects active-flow counts for flows the kernel cannot see end.
-//! - [`controller`]: puts it together for `lbd`.
+//! - [`controller`]: diffs a plan against what the kernel holds, writes the idle ring
+//!   slot and flips; purges flows before freeing a backend slot.
+//! - [`health`]: the health state machine and passive ejection (pure), probes and the
+//!   tokio tasks that run them.
+//! - [`weights`]: effective weights from zone policy, draining, health and slow start
+//!   (pure).
+//! - [`fleet`]: the run-time state of every backend (health, draining, retiring, slow
+//!   start), clock passed in.
+//! - [`runtime`]: fleet + controller: every event recomputes weights and swaps tables.
+//! - [`daemon`]: `lbd`'s loop: probes, timers, SIGHUP reload, shutdown.
 pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod dataplane;
 pub mod ebpf_object;
+pub mod fleet;
+pub mod health;
 pub mod loader;
 pub mod maglev;
 pub mod mmap_array;
@@ -24,3 +34,5 @@ pub mod pins;
 pub mod plan;
 pub mod policy_table;
 pub mod reconcile;
+pub mod runtime;
+pub mod weights;

@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use aya::{
-    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
         xdp::{XdpLink, XdpLinkId},
@@ -17,7 +17,7 @@ use aya::{
 };
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
-    counters::{TrafficCounters, REASON_COUNT},
+    counters::{BackendSignals, TrafficCounters, REASON_COUNT},
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
     limits::*,
     nexthop::NextHop,
@@ -50,6 +50,7 @@ pub struct KernelDataplane {
     pub return_flows: HashMap<MapData, FlowKey, NatReturn>,
     service_stats: PerCpuArray<MapData, TrafficCounters>,
     backend_stats: PerCpuArray<MapData, TrafficCounters>,
+    signals: PerCpuArray<MapData, BackendSignals>,
     reasons: PerCpuArray<MapData, u64>,
     egress: DevMapHash<MapData>,
     /// Unpinned attachments, detached on drop.
@@ -109,6 +110,7 @@ impl KernelDataplane {
             (MAP_NEXTHOPS, limits.max_backends),
             (MAP_SERVICE_STATS, limits.max_services),
             (MAP_BACKEND_STATS, limits.max_backends),
+            (MAP_BACKEND_SIGNALS, limits.max_backends),
             (MAP_FLOWS, limits.flow_table_size),
             (MAP_RETURN_FLOWS, limits.flow_table_size),
         ];
@@ -168,6 +170,7 @@ impl KernelDataplane {
             return_flows: take(&mut ebpf, MAP_RETURN_FLOWS)?,
             service_stats: take(&mut ebpf, MAP_SERVICE_STATS)?,
             backend_stats: take(&mut ebpf, MAP_BACKEND_STATS)?,
+            signals: take(&mut ebpf, MAP_BACKEND_SIGNALS)?,
             reasons: take(&mut ebpf, MAP_REASONS)?,
             egress: take(&mut ebpf, MAP_EGRESS)?,
             ebpf,
@@ -422,6 +425,15 @@ fn sum_counters(
     Ok(total)
 }
 
+/// A delete of a key that is not there (ENOENT), e.g. one the LRU evicted.
+fn is_not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
 pub fn ifindex_of(name: &str) -> anyhow::Result<u32> {
     let c = CString::new(name).with_context(|| format!("interface name {name:?}"))?;
     // SAFETY: a valid NUL-terminated string; the call only reads it.
@@ -469,5 +481,55 @@ impl Dataplane for KernelDataplane {
 
     fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
         self.services.remove(key).context("SERVICES remove")
+    }
+
+    fn purge_flows(&mut self, id: u32) -> anyhow::Result<usize> {
+        // Keys are collected first: deleting while walking with get_next_key can restart
+        // the walk from the beginning. The data path creates no new entries for `id`
+        // meanwhile, since the caller took it out of every ring before.
+        let forward: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, target)| target.backend == id)
+            .map(|(key, _)| key)
+            .collect();
+        let reverse: Vec<FlowKey> = self
+            .return_flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, nat)| nat.backend == id)
+            .map(|(key, _)| key)
+            .collect();
+        let mut purged = 0;
+        for key in &forward {
+            // An entry the LRU evicted meanwhile is already gone.
+            match self.flows.remove(key) {
+                Ok(()) => purged += 1,
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e).context("FLOWS remove"),
+            }
+        }
+        for key in &reverse {
+            match self.return_flows.remove(key) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e).context("RETURN_FLOWS remove"),
+            }
+        }
+        Ok(purged)
+    }
+
+    fn backend_signals(&self, id: u32) -> anyhow::Result<BackendSignals> {
+        let mut total = BackendSignals::default();
+        for cpu in self
+            .signals
+            .get(&id, 0)
+            .with_context(|| format!("BACKEND_SIGNALS[{id}]"))?
+            .iter()
+        {
+            total.accumulate(cpu);
+        }
+        Ok(total)
     }
 }

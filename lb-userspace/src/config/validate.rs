@@ -55,10 +55,10 @@ const MIN_FLOW_TABLE: u32 = 1024;
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const MAX_IFNAME: usize = 15;
 
-struct Collector(Vec<FieldError>);
+pub(super) struct Collector(pub(super) Vec<FieldError>);
 
 impl Collector {
-    fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.0.push(FieldError {
             field: field.into(),
             message: message.into(),
@@ -96,7 +96,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
 
 /// Names (zones, services) are what operators type in commands and see in metrics
 /// labels: keep them to a safe alphabet.
-fn check_name(c: &mut Collector, field: &str, name: &str) {
+pub(super) fn check_name(c: &mut Collector, field: &str, name: &str) {
     if name.is_empty() {
         c.err(field, "must not be empty");
     } else if name.len() > 63 {
@@ -256,6 +256,7 @@ fn check_services(c: &mut Collector, config: &Config) {
             );
         }
         check_backends(c, &at, s);
+        super::validate_policy::check_policy(c, &at, s);
     }
 }
 
