@@ -12,10 +12,13 @@
 //! * [`backend_server`]: [`BackendServer`] — a tiny HTTP/1.0 server that says
 //!   who it is and who it saw.
 //! * [`client`]: [`http_get_via`], [`burst`], [`hold_via`].
+//! * [`bench`]: the parts of `cargo xtask bench` (per packet, flow-table fill,
+//!   control plane, end to end), run by the `lb-bench` binary.
 //! * [`process`]: [`Daemon`] — a process started inside a namespace with
 //!   `nsenter` (keeps the host bpffs visible), killed on drop.
 
 pub mod backend_server;
+pub mod bench;
 pub mod client;
 pub mod frame;
 pub mod netns;
