@@ -126,21 +126,28 @@ fn all(report: &Value) -> Vec<Target> {
         .and_then(|c| num(c, &["median_ms"]))
         .map(|ms| (format!("{ms:.2} ms median"), ms < 5.0)),
     });
-    t.push(Target {
-        name: "change-to-live, 1,000 backends, 65537 slots",
-        goal: "< 50 ms",
-        result: cell(
+    let live = |field: &str| {
+        cell(
             report,
             &["control", "change_to_live"],
             &[("backends", 1000), ("ring_size", 65537)],
         )
-        .and_then(|c| Some((num(c, &["first_change_ms"])?, num(c, &["later_max_ms"])?)))
-        .map(|(first, later)| {
+        .and_then(|c| num(c, &[field]))
+    };
+    t.push(Target {
+        name: "change-to-live, 1,000 backends, 65537 slots",
+        goal: "< 50 ms",
+        result: live("later_max_ms").map(|ms| {
             (
-                format!("first (whole ring) {first:.1} ms, later max {later:.1} ms"),
-                first.max(later) < 50.0,
+                format!("{ms:.1} ms, slowest of the later changes"),
+                ms < 50.0,
             )
         }),
+    });
+    t.push(Target {
+        name: "change-to-live, first change after start (whole ring)",
+        goal: "< 50 ms",
+        result: live("first_change_ms").map(|ms| (format!("{ms:.1} ms"), ms < 50.0)),
     });
     t
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 const USAGE: &str = "usage: lb-bench [--only packet,fill,control,e2e] [--json PATH]
   [--calls N] [--rounds R]              per-packet part (default 20000 x 5)
   [--fill-calls N] [--fill-rounds R]    flow-table fill part (default 10000 x 3)
-  [--e2e-rounds R] [--e2e-seconds S]    end-to-end part (default 3 rounds x 2 s per run)";
+  [--e2e-rounds R] [--e2e-seconds S]    end-to-end part (default 5 rounds x 1.5 s per run)";
 
 const PARTS: [&str; 4] = ["packet", "fill", "control", "e2e"];
 
@@ -32,8 +32,8 @@ fn parse_args() -> Result<Args, String> {
         rounds: 5,
         fill_calls: 10_000,
         fill_rounds: 3,
-        e2e_rounds: 3,
-        e2e_seconds: 2.0,
+        e2e_rounds: 5,
+        e2e_seconds: 1.5,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {

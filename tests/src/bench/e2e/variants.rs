@@ -188,14 +188,37 @@ impl Drop for Active<'_> {
     }
 }
 
-/// `new_flows=N` of the service line lbd logs when it stops.
-pub fn lbd_new_flows(log: &str) -> Option<u64> {
-    log.lines()
-        .find(|l| l.contains("service web:"))?
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("new_flows="))?
-        .parse()
-        .ok()
+/// The service counters lbd logs when it stops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbdCounters {
+    pub new_flows: u64,
+    pub packets_to_backend: u64,
+    pub packets_to_client: u64,
+}
+
+impl LbdCounters {
+    pub fn add(&mut self, other: LbdCounters) {
+        self.new_flows += other.new_flows;
+        self.packets_to_backend += other.packets_to_backend;
+        self.packets_to_client += other.packets_to_client;
+    }
+}
+
+/// Reads `new_flows=`, `packets_to_backend=` and `packets_to_client=` of the service line
+/// of lbd's log.
+pub fn lbd_counters(log: &str) -> Option<LbdCounters> {
+    let line = log.lines().find(|l| l.contains("service web:"))?;
+    let field = |name: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))?
+            .parse()
+            .ok()
+    };
+    Some(LbdCounters {
+        new_flows: field("new_flows")?,
+        packets_to_backend: field("packets_to_backend")?,
+        packets_to_client: field("packets_to_client")?,
+    })
 }
 
 #[cfg(test)]
@@ -203,10 +226,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn new_flows_are_read_from_lbd_s_last_words() {
+    fn counters_are_read_from_lbd_s_last_words() {
         let log = "[INFO] serving 1 services\n\
                    [INFO lb_userspace::daemon] service web: new_flows=1234 packets_to_backend=9 packets_to_client=8\n";
-        assert_eq!(lbd_new_flows(log), Some(1234));
-        assert_eq!(lbd_new_flows("nothing"), None);
+        let want = LbdCounters {
+            new_flows: 1234,
+            packets_to_backend: 9,
+            packets_to_client: 8,
+        };
+        assert_eq!(lbd_counters(log), Some(want));
+        assert_eq!(lbd_counters("nothing"), None);
     }
 }
