@@ -16,10 +16,13 @@
 //!   background thread, each recorded with its start time and outcome.
 //! * [`lbd_log`]: lbd's log lines on the wall clock, to time failovers.
 //! * [`scenario`]: fast health settings and the bounds the fault tests assert.
+//! * [`bench`]: the parts of `cargo xtask bench` (per packet, flow-table fill,
+//!   control plane, end to end), run by the `lb-bench` binary.
 //! * [`process`]: [`Daemon`] — a process started inside a namespace with
 //!   `nsenter` (keeps the host bpffs visible), killed on drop.
 
 pub mod backend_server;
+pub mod bench;
 pub mod client;
 pub mod client_loop;
 pub mod frame;
