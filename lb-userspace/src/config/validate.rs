@@ -237,12 +237,16 @@ fn check_services(c: &mut Collector, config: &Config) {
                 format!("{}:{} is already used by another service", s.vip, s.port),
             );
         }
-        if s.backends.len() > POLICY_TABLE_SLOTS as usize {
+        // Round robin and least connections keep their backends in a fixed-size table;
+        // the hash policies use only the ring.
+        let tabled = matches!(s.policy, Policy::RoundRobin | Policy::LeastConn);
+        if tabled && s.backends.len() > POLICY_TABLE_SLOTS as usize {
             c.err(
                 format!("{at}.backends"),
                 format!(
-                    "{} backends; a service has at most {POLICY_TABLE_SLOTS}",
-                    s.backends.len()
+                    "{} backends; a {:?} service has at most {POLICY_TABLE_SLOTS}",
+                    s.backends.len(),
+                    s.policy
                 ),
             );
         }
