@@ -227,3 +227,55 @@ fn all_problems_are_reported_at_once() {
     let err = parse(&text).unwrap_err();
     assert_eq!(err.errors.len(), 2, "{err}");
 }
+
+#[test]
+fn api_metrics_and_state_file_have_secure_defaults() {
+    let c = parse(VALID).unwrap();
+    assert_eq!(c.api.socket, std::path::Path::new("/run/lbd/lbd.sock"));
+    assert_eq!(c.api.listen, None);
+    assert_eq!(c.metrics.listen.to_string(), "127.0.0.1:9464");
+    assert_eq!(
+        c.state_file,
+        std::path::Path::new("/var/lib/lbd/state.yaml")
+    );
+    assert_eq!(c.services[0].backends[0].state, BackendState::Active);
+    assert!(c.services[0].drained_zones.is_empty());
+}
+
+#[test]
+fn a_tcp_listener_without_a_token_file_is_refused() {
+    let text = format!("{VALID}api:\n  listen: 127.0.0.1:9500\n");
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("api.listen: 127.0.0.1:9500 needs api.token_file"),
+        "{e}"
+    );
+    let ok = format!("{VALID}api:\n  listen: 127.0.0.1:9500\n  token_file: /etc/lbd/token\n");
+    assert_eq!(
+        parse(&ok).unwrap().api.listen.unwrap().to_string(),
+        "127.0.0.1:9500"
+    );
+}
+
+#[test]
+fn drain_keys_parse_and_are_validated() {
+    let text = VALID.replace("zone: az-b }", "zone: az-b, state: draining }")
+        + "    drained_zones: [az-c]\n";
+    let c = parse(&text).unwrap();
+    assert_eq!(c.services[0].backends[1].state, BackendState::Draining);
+    assert_eq!(c.services[0].drained_zones, ["az-c"]);
+    let twice = VALID.to_string() + "    drained_zones: [az-c, az-c]\n";
+    let e = parse(&twice).unwrap_err().to_string();
+    assert!(
+        e.contains("services[0].drained_zones[1]: zone `az-c` is listed twice"),
+        "{e}"
+    );
+    let bad = VALID.replace("zone: az-b }", "zone: az-b, state: gone }");
+    assert!(parse(&bad).is_err());
+    let relative = format!("{VALID}state_file: state.yaml\n");
+    let e = parse(&relative).unwrap_err().to_string();
+    assert!(
+        e.contains("state_file: `state.yaml` must be an absolute path"),
+        "{e}"
+    );
+}

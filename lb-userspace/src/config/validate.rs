@@ -72,6 +72,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     check_cluster(&mut c, &config.cluster);
     check_limits(&mut c, config);
     check_interfaces(&mut c, &config.interfaces);
+    check_api(&mut c, config);
     check_services(&mut c, config);
     if c.0.is_empty() {
         Ok(())
@@ -195,6 +196,42 @@ fn check_interfaces(c: &mut Collector, interfaces: &[String]) {
     }
 }
 
+fn check_api(c: &mut Collector, config: &Config) {
+    let api = &config.api;
+    if !api.socket.is_absolute() {
+        c.err(
+            "api.socket",
+            format!("`{}` must be an absolute path", api.socket.display()),
+        );
+    }
+    // Security by default: the admin API is never reachable over TCP without a token.
+    if let Some(listen) = api.listen {
+        if api.token_file.is_none() {
+            c.err(
+                "api.listen",
+                format!("{listen} needs api.token_file: the TCP listener requires a bearer token"),
+            );
+        }
+        if listen == config.metrics.listen {
+            c.err("api.listen", format!("{listen} is also metrics.listen"));
+        }
+    }
+    if let Some(path) = &api.token_file {
+        if !path.is_absolute() {
+            c.err(
+                "api.token_file",
+                format!("`{}` must be an absolute path", path.display()),
+            );
+        }
+    }
+    if !config.state_file.is_absolute() {
+        c.err(
+            "state_file",
+            format!("`{}` must be an absolute path", config.state_file.display()),
+        );
+    }
+}
+
 fn check_unicast(c: &mut Collector, field: &str, addr: Ipv4Addr) {
     if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() || addr.is_loopback() {
         c.err(field, format!("{addr} is not a unicast address"));
@@ -242,6 +279,14 @@ fn check_services(c: &mut Collector, config: &Config) {
             );
         }
         check_backends(c, &at, s);
+        let mut drained = HashSet::new();
+        for (k, zone) in s.drained_zones.iter().enumerate() {
+            let field = format!("{at}.drained_zones[{k}]");
+            check_name(c, &field, zone);
+            if !drained.insert(zone) {
+                c.err(field, format!("zone `{zone}` is listed twice"));
+            }
+        }
     }
 }
 
