@@ -12,10 +12,13 @@
 //!   and reads its counters.
 //! - [`reconcile`]: corrects active-flow counts for flows the kernel cannot see end.
 //! - [`controller`]: puts it together for `lbd`.
+//! - [`desired`]: the desired state (config file + state file) and the API's changes to it,
+//!   as pure functions.
 pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod dataplane;
+pub mod desired;
 pub mod ebpf_object;
 pub mod loader;
 pub mod maglev;
