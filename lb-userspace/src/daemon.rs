@@ -1,12 +1,17 @@
 //! `lbd`'s life: load, attach, fill, serve until SIGINT/SIGTERM, report, detach.
-use std::{path::PathBuf, time::Duration};
+//! While it runs, the admin API and the metrics endpoint share one [`Runtime`] with this
+//! loop; every change to the tables goes through it.
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use lb_common::counters::REASONS;
 use log::{info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::{config::Config, controller::Controller, loader::KernelDataplane};
+use crate::{
+    config::Config, controller::Controller, desired::Source, loader::KernelDataplane,
+    runtime::Runtime, serve,
+};
 
 /// Exit status for an invalid config (sysexits EX_CONFIG; systemd units can list it in
 /// `RestartPreventExitStatus=` so a bad file is not retried in a loop).
@@ -14,6 +19,8 @@ pub const EXIT_CONFIG: u8 = 78;
 
 pub struct Options {
     pub config_path: PathBuf,
+    /// Where the services came from (see `crate::desired`).
+    pub source: Source,
 }
 
 pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
@@ -23,10 +30,16 @@ pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
         .context("attaching to the configured interfaces")?;
     let mut controller = Controller::new(dataplane, config.cluster.ring_size);
     let summary = controller.apply(&config)?;
+    let runtime = Arc::new(Runtime::new(config.clone(), controller));
+    let servers = serve::start(&config, runtime.clone()).await?;
+    runtime.set_ready(true);
+    let from = match options.source {
+        Source::ConfigFile => options.config_path.display().to_string(),
+        Source::StateFile => format!("state file {}", config.state_file.display()),
+    };
     info!(
-        "serving {} services from {} on {} (zone {}): {} backends, {} ring entries written",
+        "serving {} services from {from} on {} (zone {}): {} backends, {} ring entries written",
         config.services.len(),
-        options.config_path.display(),
         config.interfaces.join(", "),
         config.node.zone,
         summary.backends_written,
@@ -36,17 +49,37 @@ pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+    let mut sample = tokio::time::interval(SAMPLE_EVERY);
     loop {
+        let rt = runtime.clone();
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: stopping"); break }
             _ = int.recv() => { info!("SIGINT: stopping"); break }
-            _ = reconcile.tick() => reconcile_active_flows(&mut controller),
+            _ = reconcile.tick() => {
+                let _ = tokio::task::spawn_blocking(move || {
+                    rt.with(|_, controller| reconcile_active_flows(controller))
+                }).await;
+            }
+            _ = sample.tick() => {
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = rt.sample() {
+                        warn!("sampling counters: {e:#}");
+                    }
+                }).await;
+            }
         }
     }
-    log_counters(&controller);
-    controller.dataplane_mut().detach_all();
+    runtime.set_ready(false);
+    servers.stop().await;
+    runtime.with(|_, controller| {
+        log_counters(controller);
+        controller.dataplane_mut().detach_all();
+    });
     Ok(())
 }
+
+/// How often counters are sampled for the per-second rates of `lbctl stats` and `top`.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// How often flows that ended unseen (evicted, expired) are subtracted from the
 /// active-flow counts that least-connections balances on.

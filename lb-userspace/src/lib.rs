@@ -14,6 +14,7 @@
 //! - [`controller`]: puts it together for `lbd`.
 //! - [`desired`]: the desired state (config file + state file) and the API's changes to it,
 //!   as pure functions.
+pub mod api;
 pub mod config;
 pub mod controller;
 pub mod daemon;
@@ -22,6 +23,10 @@ pub mod desired;
 pub mod ebpf_object;
 pub mod loader;
 pub mod maglev;
+pub mod metrics;
 pub mod plan;
 pub mod policy_table;
 pub mod reconcile;
+pub mod runtime;
+pub mod serve;
+pub mod stats;

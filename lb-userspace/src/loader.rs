@@ -40,6 +40,8 @@ pub struct KernelDataplane {
     reasons: PerCpuArray<MapData, u64>,
     egress: DevMapHash<MapData>,
     attached: Vec<(String, XdpLinkId)>,
+    /// Forward flow entries the last reconciliation scan walked (map occupancy).
+    flow_entries: u64,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -101,6 +103,7 @@ impl KernelDataplane {
             egress: take(&mut ebpf, MAP_EGRESS)?,
             ebpf,
             attached: Vec::new(),
+            flow_entries: 0,
         })
     }
 
@@ -197,13 +200,16 @@ impl KernelDataplane {
         };
         let before = read(self)?;
         let mut open: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+        let mut entries = 0;
         for entry in self.flows.iter() {
             // An entry evicted or deleted mid-walk ends the walk early for that key only.
             let Ok((_, target)) = entry else { continue };
+            entries += 1;
             if target.state & FLOW_F_COUNTED != 0 && target.state & FLOW_F_CLOSED == 0 {
                 *open.entry(target.backend).or_default() += 1;
             }
         }
+        self.flow_entries = entries;
         let after = read(self)?;
         let observed: Vec<Observed> = backends
             .iter()
@@ -225,6 +231,11 @@ impl KernelDataplane {
                 .with_context(|| format!("ACTIVE_ADJUST[{id}]"))?;
         }
         Ok(fixes)
+    }
+
+    /// Forward flow entries seen by the last [`Self::reconcile_active_flows`] scan.
+    pub fn flow_entries(&self) -> u64 {
+        self.flow_entries
     }
 
     /// Packets per [`lb_common::counters::Reason`] slot, summed over CPUs.

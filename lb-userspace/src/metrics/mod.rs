@@ -1,0 +1,131 @@
+//! The Prometheus endpoint: `GET /metrics` (OpenMetrics text, which Prometheus scrapes
+//! natively), `GET /healthz` (lbd's loop answers) and `GET /readyz` (the data path is
+//! attached and programmed). Served on `metrics.listen`, apart from the admin API.
+//!
+//! - [`collector`]: reads every counter at scrape time and encodes it.
+//! - [`Metrics`]: the registry, plus the metrics lbd pushes into (probe latencies).
+pub mod collector;
+
+use std::sync::Arc;
+
+use axum::{
+    extract::State,
+    http::{header, StatusCode},
+    response::IntoResponse,
+    routing::get,
+    Router,
+};
+use prometheus_client::{
+    encoding::text,
+    metrics::{
+        family::{Family, MetricConstructor},
+        histogram::{exponential_buckets, Histogram},
+    },
+    registry::Registry,
+};
+
+use crate::api::{blocking, DataPath, Shared};
+
+/// Labels of per-backend series.
+pub type BackendLabels = Vec<(&'static str, String)>;
+
+/// Buckets of the probe latency histogram: 0.5 ms to about 4 s.
+#[derive(Clone)]
+pub struct ProbeBuckets;
+
+impl MetricConstructor<Histogram> for ProbeBuckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+    }
+}
+
+/// What `/metrics` encodes.
+pub struct Metrics {
+    registry: Registry,
+    /// Health-probe latency per backend, in seconds. Registered now so dashboards and
+    /// alerts can be built on it; issue 3's prober observes into it.
+    pub probe_duration: Family<BackendLabels, Histogram, ProbeBuckets>,
+}
+
+impl Metrics {
+    pub fn new<D: DataPath>(runtime: Shared<D>) -> Self {
+        let mut registry = Registry::default();
+        let probe_duration = Family::new_with_constructor(ProbeBuckets);
+        registry.register(
+            "lb_probe_duration_seconds",
+            "Health-probe latency per backend",
+            probe_duration.clone(),
+        );
+        registry.register_collector(Box::new(collector::DataPathCollector::new(runtime)));
+        Self {
+            registry,
+            probe_duration,
+        }
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(64 * 1024);
+        text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+struct MetricsState<D> {
+    metrics: Arc<Metrics>,
+    runtime: Shared<D>,
+}
+
+impl<D> Clone for MetricsState<D> {
+    fn clone(&self) -> Self {
+        Self {
+            metrics: self.metrics.clone(),
+            runtime: self.runtime.clone(),
+        }
+    }
+}
+
+pub fn router<D: DataPath>(metrics: Arc<Metrics>, runtime: Shared<D>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape::<D>))
+        .route("/healthz", get(healthz::<D>))
+        .route("/readyz", get(readyz::<D>))
+        .with_state(MetricsState { metrics, runtime })
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+async fn scrape<D: DataPath>(State(s): State<MetricsState<D>>) -> impl IntoResponse {
+    let metrics = s.metrics.clone();
+    match blocking(move || metrics.encode()).await {
+        Ok(Ok(body)) => (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS)], body),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("encoding metrics: {e}\n"),
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("{}\n", e.message),
+        ),
+    }
+}
+
+/// Alive: the runtime's lock can be taken (a wedged controller fails this).
+async fn healthz<D: DataPath>(State(s): State<MetricsState<D>>) -> (StatusCode, &'static str) {
+    let rt = s.runtime.clone();
+    match blocking(move || rt.with(|_, _| ())).await {
+        Ok(()) => (StatusCode::OK, "ok\n"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "wedged\n"),
+    }
+}
+
+/// Ready: attached to every NIC and the desired state applied.
+async fn readyz<D: DataPath>(State(s): State<MetricsState<D>>) -> (StatusCode, &'static str) {
+    if s.runtime.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
