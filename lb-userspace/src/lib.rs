@@ -15,6 +15,7 @@
 //! - [`desired`]: the desired state (config file + state file) and the API's changes to it,
 //!   as pure functions.
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod daemon;

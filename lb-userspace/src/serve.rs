@@ -1,6 +1,6 @@
 //! Starts `lbd`'s listeners: the admin API on its unix socket (and on TCP when
 //! configured), and the metrics endpoint; and stops them gracefully.
-use std::{future::Future, sync::Arc};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use log::{error, info};
@@ -76,10 +76,8 @@ impl Servers {
     }
 }
 
-fn until(mut stopped: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    }
+async fn until(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
 }
 
 fn spawn(
