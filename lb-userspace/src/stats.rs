@@ -219,6 +219,25 @@ impl CounterSource for crate::loader::KernelDataplane {
     }
 }
 
+/// The in-memory data path counts nothing: every counter reads zero.
+impl CounterSource for crate::dataplane::FakeDataplane {
+    fn service_counters(&self, _: u32) -> anyhow::Result<TrafficCounters> {
+        Ok(TrafficCounters::default())
+    }
+    fn backend_counters(&self, _: u32) -> anyhow::Result<TrafficCounters> {
+        Ok(TrafficCounters::default())
+    }
+    fn active_flows(&self, _: u32) -> anyhow::Result<u64> {
+        Ok(0)
+    }
+    fn reason_counters(&self) -> anyhow::Result<Vec<u64>> {
+        Ok(vec![0; REASONS.len()])
+    }
+    fn flow_entries(&self) -> u64 {
+        0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

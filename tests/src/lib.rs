@@ -12,12 +12,16 @@
 //! * [`backend_server`]: [`BackendServer`] — a tiny HTTP/1.0 server that says
 //!   who it is and who it saw.
 //! * [`client`]: [`http_get_via`], [`burst`], [`hold_via`].
+//! * [`lbctl`]: runs the `lbctl` binary against a lab's lbd.
+//! * [`http`]: a strict little HTTP/1.1 client for the admin API and /metrics.
 //! * [`process`]: [`Daemon`] — a process started inside a namespace with
 //!   `nsenter` (keeps the host bpffs visible), killed on drop.
 
 pub mod backend_server;
 pub mod client;
 pub mod frame;
+pub mod http;
+pub mod lbctl;
 pub mod netns;
 pub mod packet_rig;
 pub mod peer_xdp;
@@ -27,7 +31,8 @@ pub mod topology;
 
 pub use backend_server::BackendServer;
 pub use client::{burst, hold_via, http_get_via, BurstResult, HeldConn, Reply};
+pub use lbctl::{lbctl_path, Lbctl, LbctlOutput};
 pub use netns::{ip, ns_ip, ns_sysctl, run_in, spawn_in, NetNs};
 pub use process::{lbd_path, Daemon};
-pub use running_lb::{lab_config, lab_config_with_policy, RunningLb, VIP, VIP_PORT};
+pub use running_lb::{lab_config, lab_config_with_policy, lab_run_dir, RunningLb, VIP, VIP_PORT};
 pub use topology::{BackendSpec, Lab, LabSpec};

@@ -30,7 +30,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        if path == "." {
+        let syntax = matches!(
+            e.inner().classify(),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+        );
+        if syntax || path == "." {
             ApiError::bad_request(format!("malformed JSON body: {}", e.inner()))
         } else {
             ApiError::bad_request(format!("{path}: {}", e.inner()))

@@ -329,8 +329,6 @@ impl<D: DataPath> Collector for DataPathCollector<D> {
             entries.push(vec![("map", map.to_string())], used);
             capacity.push(vec![("map", map.to_string())], cap);
         }
-        let mut uptime = Family::new("lb_uptime_seconds", "Seconds since lbd started", Gauge);
-        uptime.push(Vec::new(), self.runtime.uptime().as_secs_f64());
 
         for family in [
             &packets,
@@ -353,7 +351,6 @@ impl<D: DataPath> Collector for DataPathCollector<D> {
             &reasons,
             &entries,
             &capacity,
-            &uptime,
         ] {
             family.encode(&mut encoder)?;
         }

@@ -63,6 +63,17 @@ impl Metrics {
         }
     }
 
+    /// Records one health-probe latency (for the prober of issue 3).
+    pub fn observe_probe(&self, service: &str, backend: &str, zone: &str, seconds: f64) {
+        self.probe_duration
+            .get_or_create(&vec![
+                ("service", service.to_string()),
+                ("backend", backend.to_string()),
+                ("zone", zone.to_string()),
+            ])
+            .observe(seconds);
+    }
+
     /// The exposition text.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::with_capacity(64 * 1024);
@@ -127,5 +138,39 @@ async fn readyz<D: DataPath>(State(s): State<MetricsState<D>>) -> (StatusCode, &
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config, controller::Controller, dataplane::FakeDataplane, runtime::Runtime};
+
+    #[test]
+    fn probe_latencies_appear_as_a_histogram_once_observed() {
+        let c = config::parse(
+            "node: { zone: az-a }\ninterfaces: [eth0]\ncluster: { ring_size: 13 }\n\
+             services: [ { name: web, vip: 10.0.0.100, port: 80 } ]\n",
+        )
+        .unwrap();
+        let mut controller = Controller::new(FakeDataplane::new(13, 1), 13);
+        controller.apply(&c).unwrap();
+        let metrics = Metrics::new(Arc::new(Runtime::new(c, controller)));
+        let before = metrics.encode().unwrap();
+        assert!(
+            before.contains("lb_service_new_flows_total{service=\"web\"} 0"),
+            "{before}"
+        );
+        assert!(!before.contains("lb_probe_duration_seconds_bucket"));
+        metrics.observe_probe("web", "10.1.0.11:8080", "az-a", 0.003);
+        let after = metrics.encode().unwrap();
+        assert!(
+            after.contains("# TYPE lb_probe_duration_seconds histogram"),
+            "{after}"
+        );
+        assert!(after.contains(
+            "lb_probe_duration_seconds_count{service=\"web\",backend=\"10.1.0.11:8080\",zone=\"az-a\"} 1"
+        ), "{after}");
+        assert!(after.ends_with("# EOF\n"));
     }
 }
