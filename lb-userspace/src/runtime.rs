@@ -142,6 +142,23 @@ impl<D: Dataplane + CounterSource> Runtime<D> {
         })
     }
 
+    /// Replaces the whole desired state with `next`, already loaded and validated by
+    /// `crate::desired::load` (config file + state file), without writing the state
+    /// file: the entry point for a reload (SIGHUP, issue 3). Returns what changed.
+    pub fn reload(&self, next: Config) -> Result<ChangeResult, ChangeError> {
+        let mut inner = self.lock();
+        let changes = diff::services(&inner.desired, &next);
+        inner.controller.apply(&next).map_err(ChangeError::Apply)?;
+        for c in &changes {
+            info!("reloaded: {c}");
+        }
+        inner.desired = next;
+        Ok(ChangeResult {
+            changes,
+            applied: true,
+        })
+    }
+
     /// Takes the periodic counter sample that per-second rates are measured against.
     pub fn sample(&self) -> anyhow::Result<()> {
         let mut inner = self.lock();

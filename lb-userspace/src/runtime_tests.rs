@@ -142,3 +142,23 @@ fn a_refused_or_failed_change_changes_nothing() {
     assert_eq!(rt.desired(), before, "a dry run changes nothing");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_reload_applies_without_writing_the_state_file() {
+    let (rt, dir) = runtime("reload");
+    let mut next = rt.desired();
+    next.services[0].port = 8080;
+    let r = rt.reload(next.clone()).unwrap();
+    assert_eq!(r.changes.len(), 1, "{:?}", r.changes);
+    assert_eq!(rt.desired(), next);
+    assert!(!dir.join("state.yaml").exists());
+    let ports: Vec<u16> = rt.with(|_, c| {
+        c.dataplane()
+            .fake
+            .services
+            .keys()
+            .map(|k| u16::from_be(k.port))
+            .collect()
+    });
+    assert_eq!(ports, [8080]);
+}

@@ -173,4 +173,46 @@ mod tests {
         ), "{after}");
         assert!(after.ends_with("# EOF\n"));
     }
+
+    /// The Grafana dashboard in deploy/ only queries series that lbd exports.
+    #[test]
+    fn the_dashboard_queries_only_exported_metrics() {
+        let c = config::parse(
+            "node: { zone: az-a }\ninterfaces: [eth0]\ncluster: { ring_size: 13 }\n\
+             services: [ { name: web, vip: 10.0.0.100, port: 80, drained_zones: [az-b],\
+             backends: [ { address: 10.1.0.11, port: 8080, zone: az-a } ] } ]\n",
+        )
+        .unwrap();
+        let mut controller = Controller::new(FakeDataplane::new(13, 1), 13);
+        controller.apply(&c).unwrap();
+        let metrics = Metrics::new(Arc::new(Runtime::new(c, controller)));
+        metrics.observe_probe("web", "10.1.0.11:8080", "az-a", 0.003);
+        let text = metrics.encode().unwrap();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/grafana/lbd-dashboard.json"
+        );
+        let dashboard = std::fs::read_to_string(path).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+        assert!(parsed["panels"].as_array().is_some_and(|p| !p.is_empty()));
+        let mut names: Vec<&str> = dashboard
+            .match_indices("lb_")
+            .map(|(at, _)| {
+                let rest = &dashboard[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        assert!(names.len() > 8, "{names:?}");
+        for name in names {
+            assert!(
+                text.lines().any(|l| l.starts_with(name)),
+                "the dashboard queries {name}, which lbd does not export"
+            );
+        }
+    }
 }
