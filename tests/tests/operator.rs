@@ -454,3 +454,39 @@ fn the_tcp_listener_requires_the_bearer_token() {
     assert_eq!(right.json()[0]["name"], "web");
     let _ = std::fs::remove_file(&token_file);
 }
+
+/// Twenty clients add a backend each at the same moment: every one lands, in the
+/// desired state, the state file and the data path.
+#[test]
+fn concurrent_changes_through_the_api_all_land() {
+    let lb = running();
+    let socket = lb.socket();
+    let threads: Vec<_> = (0..20)
+        .map(|i| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let body =
+                    json!({"address": format!("10.1.1.{}", i + 1), "port": 8080, "zone": "az-b"});
+                http::unix(
+                    &socket,
+                    "POST",
+                    "/v1/services/web/backends",
+                    Some(body.to_string().as_bytes()),
+                )
+            })
+        })
+        .collect();
+    for t in threads {
+        let r = t.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let backends = lb.lbctl().json(&["backend", "list", "web"]);
+    let list = backends.as_array().unwrap();
+    assert_eq!(list.len(), 23, "{backends:#}");
+    assert!(
+        list.iter().all(|b| b["effective_weight"] == 1),
+        "all programmed"
+    );
+    let saved = std::fs::read_to_string(lb.state_file()).unwrap();
+    assert_eq!(saved.matches("address:").count(), 23, "{saved}");
+}
