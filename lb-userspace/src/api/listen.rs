@@ -75,6 +75,15 @@ pub fn bind_unix(path: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
 pub fn read_token(path: &Path) -> anyhow::Result<String> {
     let token = fs::read_to_string(path)
         .with_context(|| format!("reading api.token_file {}", path.display()))?;
+    if let Ok(meta) = fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            log::warn!(
+                "api.token_file {} is readable by other users (mode {:o}); chmod 600 it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            );
+        }
+    }
     let token = token.trim().to_string();
     if token.len() < 16 {
         bail!(

@@ -112,7 +112,12 @@ pub fn frame(s: &StatsView) -> String {
     };
     for b in backends.iter().take(shown) {
         let c = &b.counts;
-        let name = format!("{}:{}", b.address, b.port);
+        // With one service the address says it all; with several, name the service.
+        let name = if s.services.len() > 1 {
+            format!("{}/{}:{}", b.service, b.address, b.port)
+        } else {
+            format!("{}:{}", b.address, b.port)
+        };
         lines.push(format!(
             "{:<21} {:<5} {:<6} {:>7} {:>7} {:>7} {:>8} {:>9}",
             truncate(&name, 21),
