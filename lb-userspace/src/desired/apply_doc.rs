@@ -35,15 +35,12 @@ pub fn services(current: &Config, doc: Value) -> Result<Vec<ServiceConfig>, Edit
         ..candidate.clone()
     };
     if runtime_fixed != *current {
+        let running = serde_json::to_value(current).unwrap_or_default();
+        let wanted = serde_json::to_value(&candidate).unwrap_or_default();
         let differs: Vec<&str> = keys
             .iter()
             .map(String::as_str)
-            .filter(|k| *k != "services")
-            .filter(|k| {
-                let running = serde_json::to_value(current).ok();
-                let wanted = serde_json::to_value(&candidate).ok();
-                running.as_ref().and_then(|v| v.get(k)) != wanted.as_ref().and_then(|v| v.get(k))
-            })
+            .filter(|k| *k != "services" && running.get(k) != wanted.get(k))
             .collect();
         return Err(EditError::Document(format!(
             "{}: differs from the running config; only `services` change at runtime (restart lbd with a new config file for the rest)",

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use axum::{
     extract::{Path, Query, State},
     Json,
@@ -24,8 +26,9 @@ pub async fn list<D: DataPath>(
     State(rt): State<Shared<D>>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<BackendView>>, ApiError> {
+    // The weights the data path holds, as last applied.
     let (config, weights) = rt.with(|config, controller| {
-        let weights: Vec<(String, BackendAddr, u32)> = controller
+        let weights: BTreeMap<(String, BackendAddr), u32> = controller
             .plan()
             .map(|p| {
                 p.backends
@@ -35,7 +38,7 @@ pub async fn list<D: DataPath>(
                             address: b.at.address,
                             port: b.at.port,
                         };
-                        (b.at.service.clone(), at, b.value.weight_milli / 1000)
+                        ((b.at.service.clone(), at), b.value.weight_milli / 1000)
                     })
                     .collect()
             })
@@ -54,11 +57,7 @@ pub async fn list<D: DataPath>(
         }
         for b in &s.backends {
             let at = BackendAddr::from(b);
-            let effective_weight = weights
-                .iter()
-                .find(|(service, a, _)| service == &s.name && *a == at)
-                .map(|(_, _, w)| *w)
-                .unwrap_or(0);
+            let effective_weight = weights.get(&(s.name.clone(), at)).copied().unwrap_or(0);
             out.push(BackendView {
                 service: s.name.clone(),
                 address: b.address,
