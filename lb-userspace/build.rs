@@ -32,6 +32,11 @@ fn main() -> anyhow::Result<()> {
     let flags = [
         format!("--cfg=bpf_target_arch=\"{arch}\""),
         "-Ctarget-cpu=v3".into(),
+        // LLVM reuses a dead spilled pointer's stack slot for a 32-bit value; the verifier
+        // refuses such a partial overwrite of a slot it still sees as a pointer unless
+        // the loader has CAP_PERFMON. Separate slots per spill keep lbd down to CAP_BPF
+        // and CAP_NET_ADMIN.
+        "-Clink-arg=--llvm-args=-no-stack-slot-sharing".into(),
         "-Cdebuginfo=2".into(),
         "-Clink-arg=--btf".into(),
     ];

@@ -16,8 +16,11 @@ pub struct Backend {
     /// Effective weight in thousandths of a configured weight unit, for policies that
     /// compare load to capacity (least connections).
     pub weight_milli: u32,
+    /// Id of the service this backend slot belongs to, so that a restarted controller can
+    /// recover every id from the kernel alone.
+    pub service: u32,
 }
-const _: () = assert!(core::mem::size_of::<Backend>() == 12);
+const _: () = assert!(core::mem::size_of::<Backend>() == 16);
 
 /// The slot holds a configured backend (an all-zero slot is free).
 pub const BACKEND_F_PRESENT: u8 = 1 << 0;

@@ -29,6 +29,31 @@ impl TrafficCounters {
     }
 }
 
+/// Per-backend TCP handshake and reset counts, the passive health signal (a per-CPU array
+/// indexed by backend id, summed by userspace). NAT mode sees both directions of a flow,
+/// so the data path can tell a connection attempt that the backend accepted from one it
+/// refused or never answered: `syns - syn_acks` over a window is the attempts that failed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BackendSignals {
+    /// SYNs without ACK forwarded to the backend: connection attempts (retransmits too).
+    pub syns: u64,
+    /// SYN-ACKs from the backend: attempts it accepted.
+    pub syn_acks: u64,
+    /// RSTs from the backend: refused attempts and aborted connections.
+    pub resets: u64,
+}
+const _: () = assert!(core::mem::size_of::<BackendSignals>() == 24);
+
+impl BackendSignals {
+    /// Adds another CPU's counters to this one.
+    pub fn accumulate(&mut self, other: &BackendSignals) {
+        self.syns += other.syns;
+        self.syn_acks += other.syn_acks;
+        self.resets += other.resets;
+    }
+}
+
 /// Why the data path did what it did with a packet; each has a slot in the reasons
 /// per-CPU array. Used as an index only: packet bytes are never read as this enum.
 #[repr(u32)]

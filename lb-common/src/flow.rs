@@ -1,5 +1,6 @@
 //! Flow state. In NAT mode each connection has two entries, one per direction, both in
 //! LRU maps so that a full table evicts the coldest flows instead of refusing new ones.
+use crate::nexthop::NextHop;
 
 /// A TCP/UDP 5-tuple as seen on the wire, in the direction of the packet.
 #[repr(C)]
@@ -61,5 +62,7 @@ pub struct NatReturn {
     pub service: u32,
     /// Backend id, for counting.
     pub backend: u32,
+    /// The route back to the client, cached on the first reply.
+    pub nexthop: NextHop,
 }
-const _: () = assert!(core::mem::size_of::<NatReturn>() == 16);
+const _: () = assert!(core::mem::size_of::<NatReturn>() == 36);

@@ -10,15 +10,17 @@
 //! - no implicit padding: padding is an explicit field, and each type has a size
 //!   assertion;
 //! - flags are integer bit sets, never `bool`.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 pub mod backend;
 pub mod checksum;
 pub mod counters;
+pub mod filter;
 pub mod flow;
 pub mod hash;
 pub mod limits;
 pub mod net;
+pub mod nexthop;
 pub mod service;
 
 #[cfg(feature = "user")]

@@ -9,11 +9,23 @@ pub const MAP_RETURN_FLOWS: &str = "RETURN_FLOWS";
 pub const MAP_SERVICE_STATS: &str = "SERVICE_STATS";
 pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_REASONS: &str = "REASONS";
+pub const MAP_BACKEND_SIGNALS: &str = "BACKEND_SIGNALS";
 pub const MAP_EGRESS: &str = "EGRESS";
 pub const MAP_POLICY_TABLE: &str = "POLICY_TABLE";
 pub const MAP_RR_CURSOR: &str = "RR_CURSOR";
 pub const MAP_ACTIVE_FLOWS: &str = "ACTIVE_FLOWS";
 pub const MAP_ACTIVE_ADJUST: &str = "ACTIVE_ADJUST";
+pub const MAP_NEXTHOPS: &str = "NEXTHOPS";
+pub const MAP_NEXTHOP_GEN: &str = "NEXTHOP_GEN";
+pub const MAP_ADDR_FILTER: &str = "ADDR_FILTER";
+
+/// One-entry array holding [`LAYOUT_VERSION`] of the maps pinned beside it.
+pub const MAP_LAYOUT: &str = "LB_LAYOUT";
+
+/// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
+/// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
+/// maps of another version instead of misreading them.
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";

@@ -1,5 +1,10 @@
 //! `aya::Pod` for every type that crosses the kernel boundary (userspace only).
-use crate::{backend::Backend, counters::TrafficCounters, flow::*, service::*};
+use crate::{
+    backend::Backend,
+    counters::{BackendSignals, TrafficCounters},
+    flow::*,
+    service::*,
+};
 
 // SAFETY: all of these are #[repr(C)], made only of integers, with no implicit padding
 // (checked by the size assertions next to each definition).
@@ -10,3 +15,5 @@ unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowTarget {}
 unsafe impl aya::Pod for NatReturn {}
 unsafe impl aya::Pod for TrafficCounters {}
+unsafe impl aya::Pod for crate::nexthop::NextHop {}
+unsafe impl aya::Pod for BackendSignals {}

@@ -1,11 +1,12 @@
 //! Count: per-CPU counters, so no CPU ever waits on another's cache line.
 use aya_ebpf::bindings::xdp_action;
 use lb_common::{
-    counters::{Reason, TrafficCounters},
+    counters::{BackendSignals, Reason, TrafficCounters},
     flow::{FlowTarget, NatReturn},
+    net::{TCP_ACK, TCP_RST, TCP_SYN},
 };
 
-use crate::maps::{BACKEND_STATS, REASONS, SERVICE_STATS};
+use crate::maps::{BACKEND_SIGNALS, BACKEND_STATS, REASONS, SERVICE_STATS};
 
 #[inline(always)]
 pub fn reason(reason: Reason) {
@@ -52,5 +53,32 @@ pub fn to_client(nat: &NatReturn, bytes: u64) {
     }
     if let Some(c) = BACKEND_STATS.get_ptr_mut(nat.backend) {
         add(unsafe { &mut *c });
+    }
+}
+
+/// A connection attempt (SYN without ACK) forwarded to `backend`. Only SYN and RST
+/// packets touch the signals array, so established traffic pays one flag test.
+#[inline(always)]
+pub fn attempt_to_backend(backend: u32, tcp_flags: u8) {
+    if tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        return;
+    }
+    if let Some(s) = BACKEND_SIGNALS.get_ptr_mut(backend) {
+        unsafe { (*s).syns += 1 };
+    }
+}
+
+/// A SYN-ACK (attempt accepted) or RST (refused or aborted) coming back from `backend`.
+#[inline(always)]
+pub fn answer_from_backend(backend: u32, tcp_flags: u8) {
+    let accepted = tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK;
+    let reset = tcp_flags & TCP_RST != 0;
+    if !accepted && !reset {
+        return;
+    }
+    if let Some(s) = BACKEND_SIGNALS.get_ptr_mut(backend) {
+        let s: &mut BackendSignals = unsafe { &mut *s };
+        s.syn_acks += accepted as u64;
+        s.resets += reset as u64;
     }
 }

@@ -29,6 +29,13 @@ pub fn opened(backend: u32) {
     }
 }
 
+/// Gives up on a flow whose entry is about to be replaced (a new connection on its tuple):
+/// closes it, so its backend's active count goes down exactly once.
+#[inline(always)]
+pub fn abandon(target: *mut FlowTarget) {
+    close(target, FLOW_F_CLOSED);
+}
+
 /// Records the FIN/RST of a packet of the flow whose entry is at `target`.
 #[inline(always)]
 pub fn observe(target: *mut FlowTarget, tcp_flags: u8, side: Side) {
@@ -42,6 +49,12 @@ pub fn observe(target: *mut FlowTarget, tcp_flags: u8, side: Side) {
     } else {
         return;
     };
+    close(target, bits);
+}
+
+/// Sets `bits` (a FIN side, or CLOSED) and counts the flow down if that closed it.
+#[inline(always)]
+fn close(target: *mut FlowTarget, bits: u64) {
     let state = unsafe { core::ptr::addr_of_mut!((*target).state) };
     let before = unsafe { atomic_or::<u64, u64, { Relaxed }>(state, bits) };
     if before & FLOW_F_CLOSED != 0 {

@@ -11,9 +11,13 @@ use aya_ebpf::{
     helpers::generated::bpf_fib_lookup,
     programs::XdpContext,
 };
-use lb_common::{checksum::replace2, counters::Reason};
+use lb_common::{checksum::replace2, counters::Reason, nexthop::NextHop};
 
-use crate::{count, maps::EGRESS, packet::Packet};
+use crate::{
+    count,
+    maps::{EGRESS, NEXTHOP_GEN},
+    packet::Packet,
+};
 
 const AF_INET: u8 = 2;
 
@@ -42,8 +46,17 @@ pub fn ttl_allows(pkt: &Packet) -> bool {
     unsafe { (*pkt.ip).ttl > 1 }
 }
 
+/// Routes and sends the rewritten packet. `cache` (null for none) holds the last routing
+/// decision for this destination; a current one skips the FIB lookup.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, pkt: &Packet) -> u32 {
+pub fn forward(ctx: &XdpContext, pkt: &Packet, cache: *mut NextHop) -> u32 {
+    let generation = NEXTHOP_GEN.get(0).copied().unwrap_or(0);
+    if !cache.is_null() {
+        let hop = unsafe { *cache };
+        if hop.ifindex != 0 && hop.generation == generation {
+            return send(ctx, pkt, &hop);
+        }
+    }
     let ip = pkt.ip;
     let ingress = ctx.ingress_ifindex() as u32;
     let mut params = MaybeUninit::<FibParams>::uninit();
@@ -71,20 +84,37 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> u32 {
         BPF_FIB_LKUP_RET_NO_NEIGH => return count::pass(Reason::PassNoNeighbour),
         _ => return count::pass(Reason::PassFibFailed),
     }
+    let hop = unsafe {
+        NextHop {
+            ifindex: (*fib).ifindex,
+            generation,
+            src_mac: (*fib).smac,
+            dst_mac: (*fib).dmac,
+        }
+    };
+    if !cache.is_null() {
+        unsafe { *cache = hop };
+    }
+    send(ctx, pkt, &hop)
+}
+
+/// The router hop: TTL down, MACs of the next hop, out of the right NIC.
+#[inline(always)]
+fn send(ctx: &XdpContext, pkt: &Packet, hop: &NextHop) -> u32 {
+    let ip = pkt.ip;
     unsafe {
         let old = u16::from_ne_bytes([(*ip).ttl, (*ip).proto]);
         (*ip).ttl -= 1;
         let new = u16::from_ne_bytes([(*ip).ttl, (*ip).proto]);
         (*ip).check = replace2(u16::from_ne_bytes((*ip).check), old, new).to_ne_bytes();
-        (*pkt.eth).dst_addr = (*fib).dmac;
-        (*pkt.eth).src_addr = (*fib).smac;
+        (*pkt.eth).dst_addr = hop.dst_mac;
+        (*pkt.eth).src_addr = hop.src_mac;
     }
-    let egress = unsafe { (*fib).ifindex };
-    if egress == ingress {
+    if hop.ifindex == ctx.ingress_ifindex() as u32 {
         count::reason(Reason::TxSameInterface);
         return xdp_action::XDP_TX;
     }
-    match EGRESS.redirect(egress, 0) {
+    match EGRESS.redirect(hop.ifindex, 0) {
         Ok(action) => {
             count::reason(Reason::RedirectInterface);
             action

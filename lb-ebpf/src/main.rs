@@ -21,6 +21,7 @@ mod rewrite;
 mod select;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use lb_common::filter::{FILTER_BACKENDS, FILTER_VIPS};
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
@@ -28,11 +29,17 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         Ok(pkt) => pkt,
         Err(reason) => return count::pass(reason),
     };
-    if let Some(service) = maps::service_of(&pkt) {
-        return ingress::handle(&ctx, &pkt, &service);
+    // Most of what a gateway forwards is neither to a VIP nor from a backend: two bitmap
+    // reads send it on without a hash lookup.
+    if maps::may_be(FILTER_VIPS, pkt.flow.dst_addr) {
+        if let Some(action) = ingress::handle(&ctx, &pkt) {
+            return action;
+        }
     }
-    if let Some(nat) = maps::return_flow_of(&pkt) {
-        return ret::handle(&ctx, &pkt, &nat);
+    if maps::may_be(FILTER_BACKENDS, pkt.flow.src_addr) {
+        if let Some(nat) = maps::return_flow_of(&pkt) {
+            return ret::handle(&ctx, &pkt, nat);
+        }
     }
     count::pass(lb_common::counters::Reason::PassNoService)
 }

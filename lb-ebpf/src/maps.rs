@@ -1,15 +1,18 @@
 //! Every map and global the data path reads. Names are the `lb_common::limits::MAP_*`
 //! constants; capacities here are placeholders the loader overrides from config.
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
     backend::Backend,
-    counters::{TrafficCounters, REASON_COUNT},
+    counters::{BackendSignals, TrafficCounters, REASON_COUNT},
+    filter::{filter_slot, FILTER_TOTAL_WORDS},
     flow::{FlowKey, FlowTarget, NatReturn},
     limits::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, MAX_INTERFACES},
     net::FAMILY_IPV4,
+    nexthop::NextHop,
     service::{ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
 };
 
@@ -23,8 +26,9 @@ pub static SERVICES: HashMap<ServiceKey, ServiceMeta> =
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 
 /// Two Maglev slots per service, `LB_RING_SIZE` entries each; values are backend ids.
+/// Mmapable so the controller writes whole tables without a syscall per entry.
 #[map]
-pub static RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_SERVICES * 2, 0);
+pub static RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_SERVICES * 2, BPF_F_MMAPABLE);
 
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowTarget> =
@@ -42,14 +46,21 @@ pub static SERVICE_STATS: PerCpuArray<TrafficCounters> =
 pub static BACKEND_STATS: PerCpuArray<TrafficCounters> =
     PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 
+/// Handshake and reset counts per backend id: the passive health signal.
+#[map]
+pub static BACKEND_SIGNALS: PerCpuArray<BackendSignals> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
 #[map]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_COUNT, 0);
 
 /// Each service's policy tables (weighted round-robin schedule or least-connections
 /// candidates), two slots of `POLICY_TABLE_SLOTS` backend ids, flipped with the ring.
 #[map]
-pub static POLICY_TABLE: Array<u32> =
-    Array::with_max_entries(DEFAULT_MAX_SERVICES * 2 * POLICY_TABLE_SLOTS, 0);
+pub static POLICY_TABLE: Array<u32> = Array::with_max_entries(
+    DEFAULT_MAX_SERVICES * 2 * POLICY_TABLE_SLOTS,
+    BPF_F_MMAPABLE,
+);
 
 /// Round-robin position per service, per CPU, so no CPU waits on another's cursor.
 #[map]
@@ -63,6 +74,24 @@ pub static ACTIVE_FLOWS: Array<u64> = Array::with_max_entries(DEFAULT_MAX_BACKEN
 /// evicted), written only by the controller's reconciler. Active = ACTIVE_FLOWS - this.
 #[map]
 pub static ACTIVE_ADJUST: Array<u64> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// The layout version of this object's maps (`lb_common::limits::LAYOUT_VERSION`),
+/// written by the controller; the data path never reads it.
+#[map]
+pub static LB_LAYOUT: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Cached route towards each backend, by backend id (see `lb_common::nexthop`).
+#[map]
+pub static NEXTHOPS: Array<NextHop> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// The current next-hop cache generation, bumped by the controller every second.
+#[map]
+pub static NEXTHOP_GEN: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The address prefilter (see `lb_common::filter`), written by the controller through a
+/// memory mapping.
+#[map]
+pub static ADDR_FILTER: Array<u32> = Array::with_max_entries(FILTER_TOTAL_WORDS, BPF_F_MMAPABLE);
 
 /// Attached NICs that XDP_REDIRECT may send to, keyed by ifindex.
 #[map]
@@ -88,6 +117,13 @@ pub fn ring_size() -> u32 {
     unsafe { core::ptr::read_volatile(&LB_RING_SIZE) }
 }
 
+/// Whether `addr` may be in `bitmap` of the prefilter.
+#[inline(always)]
+pub fn may_be(bitmap: u32, addr: u32) -> bool {
+    let (word, mask) = filter_slot(bitmap, addr);
+    ADDR_FILTER.get(word).is_some_and(|w| *w & mask != 0)
+}
+
 /// The service whose VIP:port the packet is addressed to, copied out of the map.
 #[inline(always)]
 pub fn service_of(pkt: &Packet) -> Option<ServiceMeta> {
@@ -100,8 +136,9 @@ pub fn service_of(pkt: &Packet) -> Option<ServiceMeta> {
     unsafe { SERVICES.get(key) }.copied()
 }
 
-/// The NAT return entry for a packet from a backend to a client, copied out of the map.
+/// The NAT return entry for a packet from a backend to a client (in place: its cached
+/// next hop is filled on the first reply).
 #[inline(always)]
-pub fn return_flow_of(pkt: &Packet) -> Option<NatReturn> {
-    unsafe { RETURN_FLOWS.get(pkt.flow) }.copied()
+pub fn return_flow_of(pkt: &Packet) -> Option<*mut NatReturn> {
+    RETURN_FLOWS.get_ptr_mut(pkt.flow)
 }

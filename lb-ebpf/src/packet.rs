@@ -12,6 +12,8 @@ pub struct Packet {
     pub flow: FlowKey,
     /// TCP flag byte (byte 13 of the header).
     pub tcp_flags: u8,
+    /// Whether the segment carries data (beyond the TCP header).
+    pub has_payload: bool,
     /// Whether the TCP data offset is sane (>= 5 words and inside the frame).
     pub tcp_valid: bool,
     /// Ethernet header plus IP total length (the frame without link padding), for byte

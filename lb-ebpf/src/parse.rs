@@ -100,6 +100,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
             _pad: [0; 2],
         },
         tcp_flags: doff_flags[1],
+        has_payload: l4_len > doff,
         tcp_valid: doff >= TcpHdr::LEN && doff <= l4_len,
         frame_len: (EthHdr::LEN + tot_len) as u64,
     })

@@ -16,16 +16,20 @@ use crate::{
 };
 
 #[inline(always)]
-pub fn handle(ctx: &XdpContext, pkt: &Packet, nat: &NatReturn) -> u32 {
+pub fn handle(ctx: &XdpContext, pkt: &Packet, entry: *mut NatReturn) -> u32 {
     if !forward::ttl_allows(pkt) {
         return count::pass(Reason::PassTtlExpired);
     }
+    let nat = unsafe { *entry };
     if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        observe_close(pkt, nat);
+        observe_close(pkt, &nat);
     }
     rewrite::snat(pkt, nat.vip, nat.vport);
-    count::to_client(nat, pkt.frame_len);
-    forward::forward(ctx, pkt)
+    count::to_client(&nat, pkt.frame_len);
+    count::answer_from_backend(nat.backend, pkt.tcp_flags);
+    forward::forward(ctx, pkt, unsafe {
+        core::ptr::addr_of_mut!((*entry).nexthop)
+    })
 }
 
 /// A FIN or RST from the backend closes (half of) the flow, whose state lives in the

@@ -1,18 +1,22 @@
-//! Reconciles the kernel tables with a config: writes only what changed, and swaps each
-//! service's selection table atomically (write the idle slot, then flip the service's
-//! active slot), so no packet ever sees a half-written table.
+//! Reconciles the kernel tables with a config and a runtime overlay (effective weights,
+//! retiring backends): writes only what changed, and swaps each service's selection
+//! table atomically (write the idle slot, then flip the service's active slot), so no
+//! packet ever sees a half-written table. A backend slot is freed only after the flows
+//! pinned to it are purged, so a later backend given the same id inherits none of them.
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use lb_common::{
     backend::Backend,
+    filter::{filter_slot, FILTER_BACKENDS, FILTER_TOTAL_WORDS, FILTER_VIPS},
     service::{policy_table_index, ring_slot_base, ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
 };
 
 use crate::{
     config::Config,
     dataplane::Dataplane,
-    plan::{self, Ids, Plan},
+    loader::LiveState,
+    plan::{self, BackendRef, Ids, Overlay, Plan},
 };
 
 /// What the controller knows the kernel holds for one service.
@@ -32,6 +36,8 @@ pub struct Controller<D> {
     /// Both slots of every service id ever used, as the kernel holds them, so that only
     /// differing entries are written.
     shadows: BTreeMap<u32, KernelSlots>,
+    /// The address prefilter as the kernel holds it (`None`: unknown, after adoption).
+    filter: Option<Vec<u32>>,
 }
 
 /// Counts of what one reconciliation wrote.
@@ -41,6 +47,8 @@ pub struct ApplySummary {
     pub ring_entries_written: usize,
     pub services_flipped: usize,
     pub services_removed: usize,
+    /// Connections whose flow entries were purged with a freed backend slot.
+    pub flows_purged: usize,
 }
 
 impl<D: Dataplane> Controller<D> {
@@ -53,7 +61,53 @@ impl<D: Dataplane> Controller<D> {
             services: BTreeMap::new(),
             backends: BTreeMap::new(),
             shadows: BTreeMap::new(),
+            filter: Some(vec![0; FILTER_TOTAL_WORDS as usize]),
         }
+    }
+
+    /// A controller for a dataplane that already serves `live` (maps pinned by an
+    /// earlier lbd). Ids are recovered from the kernel so that flows keep their backend
+    /// ids; services are matched to `config` by VIP, port and protocol. The slots' contents
+    /// are unknown, so the first `apply` writes an idle slot in full and flips to it.
+    pub fn adopt(dataplane: D, ring_size: u32, config: &Config, live: &LiveState) -> Self {
+        let mut controller = Self::new(dataplane, ring_size);
+        controller.filter = None;
+        let by_key: std::collections::HashMap<ServiceKey, &str> = config
+            .services
+            .iter()
+            .map(|s| (plan::service_key(s), s.name.as_str()))
+            .collect();
+        let mut names_by_id = BTreeMap::new();
+        for (key, meta) in &live.services {
+            // A service the config no longer has keeps a placeholder name, so that the
+            // first apply removes it.
+            let name = by_key
+                .get(key)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| format!("#unconfigured-{}", meta.id));
+            controller.ids.services.insert(name.clone(), meta.id);
+            names_by_id.insert(meta.id, name.clone());
+            controller.services.insert(
+                name,
+                LiveService {
+                    key: *key,
+                    meta: *meta,
+                },
+            );
+            controller.shadows.insert(meta.id, KernelSlots::unknown());
+        }
+        for (id, backend) in &live.backends {
+            controller.backends.insert(*id, *backend);
+            if let Some(service) = names_by_id.get(&backend.service) {
+                let at = plan::BackendRef {
+                    service: service.clone(),
+                    address: std::net::Ipv4Addr::from(u32::from_be(backend.addr)),
+                    port: u16::from_be(backend.port),
+                };
+                controller.ids.backends.insert(at, *id);
+            }
+        }
+        controller
     }
 
     pub fn dataplane(&self) -> &D {
@@ -69,17 +123,47 @@ impl<D: Dataplane> Controller<D> {
         self.plan.as_ref()
     }
 
-    /// Makes the kernel tables match `config` (already validated).
-    pub fn apply(&mut self, config: &Config) -> anyhow::Result<ApplySummary> {
+    /// The kernel id of a backend in the plan last applied.
+    pub fn backend_id(&self, at: &BackendRef) -> Option<u32> {
+        self.ids.backends.get(at).copied()
+    }
+
+    /// Refuses a config this controller cannot apply without a restart.
+    pub fn check_compatible(&self, config: &Config) -> anyhow::Result<()> {
         anyhow::ensure!(
             config.cluster.ring_size == self.ring_size,
             "ring_size cannot change while running ({} -> {}): restart lbd",
             self.ring_size,
             config.cluster.ring_size
         );
-        let ids = plan::assign_ids(config, &self.ids);
-        let plan = plan::plan(config, &ids);
+        Ok(())
+    }
+
+    /// Makes the kernel tables match `config` (already validated), every backend at its
+    /// configured weight.
+    pub fn apply(&mut self, config: &Config) -> anyhow::Result<ApplySummary> {
+        self.apply_with(config, &Overlay::default())
+    }
+
+    /// Makes the kernel tables match `config` (already validated) with the runtime
+    /// `overlay`: effective ring weights and removed backends still draining.
+    pub fn apply_with(
+        &mut self,
+        config: &Config,
+        overlay: &Overlay,
+    ) -> anyhow::Result<ApplySummary> {
+        self.check_compatible(config)?;
+        let ids = plan::assign_ids(config, overlay, &self.ids);
+        let plan = plan::plan(config, overlay, &ids, self.plan.as_ref());
         let mut summary = ApplySummary::default();
+        // The prefilter must let a new VIP's or backend's packets in before the service or
+        // backend is published, and may forget removed addresses only after they are gone.
+        let wanted = filter_words(&plan);
+        let during: Vec<u32> = match &self.filter {
+            Some(current) => current.iter().zip(&wanted).map(|(a, b)| a | b).collect(),
+            None => wanted.clone(),
+        };
+        self.write_filter(&during)?;
 
         // New and changed backends first, so that a flipped ring never names an
         // unwritten slot.
@@ -108,7 +192,8 @@ impl<D: Dataplane> Controller<D> {
                 .with_context(|| format!("removing service {name}"))?;
             summary.services_removed += 1;
         }
-        // Free backend slots last: no live ring names them any more.
+        // Free backend slots last: no live ring names them any more, so no new flow can
+        // be pinned to them; purge the flows that are, then free the slot.
         let unused: Vec<u32> = self
             .backends
             .keys()
@@ -116,15 +201,45 @@ impl<D: Dataplane> Controller<D> {
             .copied()
             .collect();
         for id in unused {
+            summary.flows_purged += self
+                .dataplane
+                .purge_flows(id)
+                .with_context(|| format!("purging the flows of backend slot {id}"))?;
             self.dataplane
                 .set_backend(id, &Backend::default())
                 .with_context(|| format!("freeing backend slot {id}"))?;
             self.backends.remove(&id);
             summary.backends_written += 1;
         }
+        self.write_filter(&wanted)?;
         self.ids = ids;
         self.plan = Some(plan);
         Ok(summary)
+    }
+
+    fn write_filter(&mut self, wanted: &[u32]) -> anyhow::Result<()> {
+        let changes: Vec<(u32, u32)> = wanted
+            .iter()
+            .enumerate()
+            .filter(|(i, w)| self.filter.as_ref().is_none_or(|f| f[*i] != **w))
+            .map(|(i, w)| (i as u32, *w))
+            .collect();
+        self.dataplane
+            .set_filter_words(&changes)
+            .context("writing the address prefilter")?;
+        self.filter = Some(wanted.to_vec());
+        Ok(())
+    }
+
+    /// Deletes the flow entries of a backend of the last plan (a drained backend whose
+    /// deregistration delay passed); its slot stays. Returns the connections purged.
+    pub fn purge_flows(&mut self, at: &BackendRef) -> anyhow::Result<usize> {
+        let id = self
+            .backend_id(at)
+            .with_context(|| format!("backend {at} is not in the tables"))?;
+        self.dataplane
+            .purge_flows(id)
+            .with_context(|| format!("purging the flows of backend {at} (id {id})"))
     }
 
     fn apply_service(
@@ -137,6 +252,7 @@ impl<D: Dataplane> Controller<D> {
             .shadows
             .entry(s.id)
             .or_insert_with(|| KernelSlots::zeroed(ring_size));
+        let table_slots = POLICY_TABLE_SLOTS as usize;
         let live = self.services.get(&s.name);
         let unchanged = live.is_some_and(|l| {
             let active = l.meta.active_slot as usize & 1;
@@ -145,8 +261,7 @@ impl<D: Dataplane> Controller<D> {
                 && l.meta.policy == s.policy
                 && l.meta.flags == s.flags
                 && l.meta.table_len as usize == s.table.len()
-                && shadow.rings[active] == s.ring
-                && shadow.tables[active][..s.table.len()] == s.table[..]
+                && shadow.holds(active, &s.ring, &s.table)
         });
         if unchanged {
             return Ok(());
@@ -160,6 +275,7 @@ impl<D: Dataplane> Controller<D> {
         let ring_changes = changes(
             &s.ring,
             &mut shadow.rings[slot as usize],
+            ring_size as usize,
             ring_slot_base(s.id, slot, ring_size),
         );
         self.dataplane
@@ -168,6 +284,7 @@ impl<D: Dataplane> Controller<D> {
         let table_changes = changes(
             &s.table,
             &mut shadow.tables[slot as usize],
+            table_slots,
             policy_table_index(s.id, slot, 0),
         );
         self.dataplane
@@ -187,6 +304,30 @@ impl<D: Dataplane> Controller<D> {
             .set_service(&s.key, &meta)
             .with_context(|| format!("publishing service {}", s.name))?;
         summary.services_flipped += 1;
+        if live.is_none() {
+            // A new service: give the idle slot the same tables, so the first change
+            // writes only the entries that change rather than the whole slot.
+            let idle = slot ^ 1;
+            let ring_idle = changes(
+                &s.ring,
+                &mut shadow.rings[idle as usize],
+                ring_size as usize,
+                ring_slot_base(s.id, idle, ring_size),
+            );
+            self.dataplane
+                .set_ring_entries(&ring_idle)
+                .with_context(|| format!("writing the idle ring of service {}", s.name))?;
+            let table_idle = changes(
+                &s.table,
+                &mut shadow.tables[idle as usize],
+                table_slots,
+                policy_table_index(s.id, idle, 0),
+            );
+            self.dataplane
+                .set_policy_entries(&table_idle)
+                .with_context(|| format!("writing the idle policy table of service {}", s.name))?;
+            summary.ring_entries_written += ring_idle.len() + table_idle.len();
+        }
         if let Some(old) = live.filter(|l| l.key != s.key) {
             let old_key = old.key;
             self.dataplane
@@ -199,12 +340,29 @@ impl<D: Dataplane> Controller<D> {
     }
 }
 
-/// What the kernel holds in both slots of one service id's ring and policy table. The
-/// arrays start zeroed, and only the controller writes them.
+/// The prefilter words for a plan: every VIP and every backend address.
+fn filter_words(plan: &Plan) -> Vec<u32> {
+    let mut words = vec![0u32; FILTER_TOTAL_WORDS as usize];
+    let mut set = |bitmap, addr| {
+        let (word, mask) = filter_slot(bitmap, addr);
+        words[word as usize] |= mask;
+    };
+    for s in &plan.services {
+        set(FILTER_VIPS, s.key.addr);
+    }
+    for b in &plan.backends {
+        set(FILTER_BACKENDS, b.value.addr);
+    }
+    words
+}
+
+/// What the kernel holds in both slots of one service id's ring and policy table: fresh
+/// arrays start zeroed and only the controller writes them; adopted ones are unknown
+/// (`None`) until written once.
 #[derive(Debug, Clone)]
 struct KernelSlots {
-    rings: [Vec<u32>; 2],
-    tables: [Vec<u32>; 2],
+    rings: [Option<Vec<u32>>; 2],
+    tables: [Option<Vec<u32>>; 2],
 }
 
 impl KernelSlots {
@@ -212,18 +370,40 @@ impl KernelSlots {
         let ring = vec![0; ring_size as usize];
         let table = vec![0; POLICY_TABLE_SLOTS as usize];
         Self {
-            rings: [ring.clone(), ring],
-            tables: [table.clone(), table],
+            rings: [Some(ring.clone()), Some(ring)],
+            tables: [Some(table.clone()), Some(table)],
         }
+    }
+
+    fn unknown() -> Self {
+        Self {
+            rings: [None, None],
+            tables: [None, None],
+        }
+    }
+
+    fn holds(&self, slot: usize, ring: &[u32], table: &[u32]) -> bool {
+        self.rings[slot].as_deref() == Some(ring)
+            && self.tables[slot]
+                .as_deref()
+                .is_some_and(|t| t.get(..table.len()) == Some(table))
     }
 }
 
 /// The writes that make `shadow` start with `want` (entries past `want` are left as they
 /// are: nothing reads them), as (absolute index, value); `shadow` is updated to match.
-fn changes(want: &[u32], shadow: &mut [u32], base: u32) -> Vec<(u32, u32)> {
+/// An unknown shadow gets every entry written.
+fn changes(
+    want: &[u32],
+    shadow: &mut Option<Vec<u32>>,
+    full_len: usize,
+    base: u32,
+) -> Vec<(u32, u32)> {
+    let known = shadow.get_or_insert_with(|| vec![u32::MAX; full_len]);
+    let unknown = known.iter().all(|v| *v == u32::MAX) && !want.is_empty();
     let mut out = Vec::new();
-    for (i, (w, have)) in want.iter().zip(shadow.iter_mut()).enumerate() {
-        if w != have {
+    for (i, (w, have)) in want.iter().zip(known.iter_mut()).enumerate() {
+        if w != have || unknown {
             out.push((base + i as u32, *w));
             *have = *w;
         }

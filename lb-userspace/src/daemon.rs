@@ -1,21 +1,54 @@
-//! `lbd`'s life: load, attach, fill, serve until SIGINT/SIGTERM, report, detach.
-//! While it runs, the admin API and the metrics endpoint share one [`Runtime`] with this
-//! loop; every change to the tables goes through it.
-use std::{path::PathBuf, sync::Arc, time::Duration};
+//! `lbd`'s life: load (or adopt the pinned data path), attach, fill, then serve until
+//! SIGINT/SIGTERM (probing backends, sampling the data path, answering the admin API
+//! and /metrics, reloading the config on SIGHUP, expiring cached routes, reconciling
+//! active-flow counts), report, and leave the data path forwarding.
+//!
+//! The loop, the admin API and the metrics endpoint share one [`SharedRuntime`]; every
+//! change to the tables goes through it.
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use lb_common::counters::REASONS;
-use log::{info, warn};
-use tokio::signal::unix::{signal, SignalKind};
+use log::{error, info, warn};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
 
 use crate::{
-    config::Config, controller::Controller, desired::Source, loader::KernelDataplane,
-    runtime::Runtime, serve,
+    config::Config,
+    controller::Controller,
+    dataplane::Dataplane as _,
+    desired::{self, Source},
+    health::checker::Checker,
+    loader::KernelDataplane,
+    pins::PinDir,
+    runtime::Runtime,
+    serve,
+    shared::SharedRuntime,
 };
 
 /// Exit status for an invalid config (sysexits EX_CONFIG; systemd units can list it in
 /// `RestartPreventExitStatus=` so a bad file is not retried in a loop).
 pub const EXIT_CONFIG: u8 = 78;
+
+/// How long the data path may use a cached route (next hop) before looking it up again.
+const ROUTE_CACHE_LIFETIME: Duration = Duration::from_secs(1);
+
+/// How often flows that ended unseen (evicted, expired) are subtracted from the
+/// active-flow counts that least-connections balances on.
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+/// How often timers are looked at: passive samples (one per probe interval, at least
+/// 100 ms), slow-start steps and deregistration delays are due at this resolution.
+const TICK: Duration = Duration::from_millis(50);
+
+/// How often counters are sampled for the per-second rates of `lbctl stats` and `top`.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Options {
     pub config_path: PathBuf,
@@ -24,15 +57,32 @@ pub struct Options {
 }
 
 pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
-    let mut dataplane = KernelDataplane::load(&config)?;
+    let pins = PinDir::new(&config.pin_dir);
+    let mut dataplane = KernelDataplane::load(&config, Some(&pins))?;
+    let live = if dataplane.adopted() {
+        let live = dataplane.live_state()?;
+        info!(
+            "adopting the data path pinned in {} ({} services, {} backends)",
+            pins.root().display(),
+            live.services.len(),
+            live.backends.len()
+        );
+        Some(live)
+    } else {
+        None
+    };
     dataplane
-        .attach(&config.interfaces, config.xdp_mode)
+        .attach(&config.interfaces, config.xdp_mode, Some(&pins))
         .context("attaching to the configured interfaces")?;
-    let mut controller = Controller::new(dataplane, config.cluster.ring_size);
-    let summary = controller.apply(&config)?;
-    let runtime = Arc::new(Runtime::new(config.clone(), controller));
-    let servers = serve::start(&config, runtime.clone()).await?;
-    runtime.set_ready(true);
+    let ring_size = config.cluster.ring_size;
+    let controller = match &live {
+        Some(live) => Controller::adopt(dataplane, ring_size, &config, live),
+        None => Controller::new(dataplane, ring_size),
+    };
+    let (runtime, summary) = Runtime::start(config.clone(), controller, Instant::now())?;
+    let shared = Arc::new(SharedRuntime::new(runtime));
+    let servers = serve::start(&config, shared.clone()).await?;
+    shared.set_ready(true);
     let from = match options.source {
         Source::ConfigFile => options.config_path.display().to_string(),
         Source::StateFile => format!("state file {}", config.state_file.display()),
@@ -46,44 +96,91 @@ pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
         summary.ring_entries_written
     );
 
+    let (reports_tx, mut reports) = mpsc::channel(1024);
+    let mut checker = Checker::new(reports_tx);
+    checker.sync(shared.with(|rt| rt.probe_specs()));
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+    let mut routes = tokio::time::interval(ROUTE_CACHE_LIFETIME);
     let mut sample = tokio::time::interval(SAMPLE_EVERY);
     loop {
-        let rt = runtime.clone();
-        tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: stopping"); break }
-            _ = int.recv() => { info!("SIGINT: stopping"); break }
+        // A failed kernel write is logged and retried on the next tick; packets keep
+        // seeing whole tables (a flip happens only after its slot is written).
+        let result = tokio::select! {
+            Some(report) = reports.recv() => {
+                if !checker.is_current(&report) {
+                    continue;
+                }
+                if let Some(zone) = shared.zone_of(&report.at) {
+                    let backend = format!("{}:{}", report.at.address, report.at.port);
+                    let secs = report.latency.as_secs_f64();
+                    servers.metrics.observe_probe(&report.at.service, &backend, &zone, secs);
+                }
+                shared.on_probe(&report.at, &report.outcome, report.latency).map(drop)
+            }
+            _ = ticker.tick() => shared.with(|rt| rt.tick(Instant::now())).map(drop),
             _ = reconcile.tick() => {
-                let _ = tokio::task::spawn_blocking(move || {
-                    rt.with(|_, controller| reconcile_active_flows(controller))
-                }).await;
+                shared.with(|rt| reconcile_active_flows(rt.controller_mut()));
+                Ok(())
             }
-            _ = sample.tick() => {
-                let _ = tokio::task::spawn_blocking(move || {
-                    if let Err(e) = rt.sample() {
-                        warn!("sampling counters: {e:#}");
-                    }
-                }).await;
+            _ = routes.tick() => shared.with(|rt| {
+                rt.controller_mut()
+                    .dataplane_mut()
+                    .bump_nexthop_generation()
+                    .context("expiring cached routes")
+            }),
+            _ = sample.tick() => shared.sample().context("sampling counters"),
+            // The admin API changed the desired state: probe what it now holds.
+            _ = shared.changed() => {
+                checker.sync(shared.with(|rt| rt.probe_specs()));
+                Ok(())
             }
+            _ = hup.recv() => {
+                reload(&shared, &mut checker, &options.config_path);
+                Ok(())
+            }
+            _ = term.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { info!("SIGINT: stopping"); break; }
+        };
+        if let Err(e) = result {
+            error!("updating the kernel tables: {e:#}");
         }
     }
-    runtime.set_ready(false);
+    // Probing stops; forwarding does not: the pinned data path carries on with the
+    // last tables until another lbd adopts it or `lbd --detach` removes it.
+    shared.set_ready(false);
+    drop(checker);
     servers.stop().await;
-    runtime.with(|_, controller| {
-        log_counters(controller);
-        controller.dataplane_mut().detach_all();
-    });
+    shared.with(|rt| log_counters(rt));
+    info!(
+        "stopped; the data path keeps forwarding from {} (`lbd --detach` removes it)",
+        pins.root().display()
+    );
     Ok(())
 }
 
-/// How often counters are sampled for the per-second rates of `lbctl stats` and `top`.
-const SAMPLE_EVERY: Duration = Duration::from_secs(1);
-
-/// How often flows that ended unseen (evicted, expired) are subtracted from the
-/// active-flow counts that least-connections balances on.
-const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+/// `lbd --detach`: detaches the data path from every NIC and removes its pinned state.
+/// Established connections through it are cut.
+pub fn detach(config: &Config) -> anyhow::Result<()> {
+    let pins = PinDir::new(&config.pin_dir);
+    let interfaces = pins
+        .remove_all()
+        .with_context(|| format!("removing {}", pins.root().display()))?;
+    if interfaces.is_empty() {
+        println!("nothing was attached from {}", pins.root().display());
+    } else {
+        println!(
+            "detached from {}; removed {}",
+            interfaces.join(", "),
+            pins.root().display()
+        );
+    }
+    Ok(())
+}
 
 fn reconcile_active_flows(controller: &mut Controller<KernelDataplane>) {
     let Some(plan) = controller.plan() else {
@@ -99,8 +196,34 @@ fn reconcile_active_flows(controller: &mut Controller<KernelDataplane>) {
     }
 }
 
+/// SIGHUP: the file is validated as a whole, as at start-up, with the state file's
+/// services when there is one (see `crate::desired`); a file with any problem changes
+/// nothing.
+fn reload(shared: &SharedRuntime<KernelDataplane>, checker: &mut Checker, path: &Path) {
+    let outcome = desired::load(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|(config, _)| shared.reload(config));
+    match outcome {
+        Ok((_, summary)) => {
+            checker.sync(shared.with(|rt| rt.probe_specs()));
+            info!(
+                "SIGHUP: reloaded {}: {} services, {} probed backends; {} ring entries written",
+                path.display(),
+                shared.desired().services.len(),
+                checker.len(),
+                summary.ring_entries_written
+            );
+        }
+        Err(e) => error!(
+            "SIGHUP: reload rejected, still running the previous config; {}:\n{e:#}",
+            path.display()
+        ),
+    }
+}
+
 /// Final per-service and per-backend counters, so a run leaves a record of what it did.
-fn log_counters(controller: &Controller<KernelDataplane>) {
+fn log_counters(runtime: &Runtime<KernelDataplane>) {
+    let controller = runtime.controller();
     let Some(plan) = controller.plan() else {
         return;
     };
@@ -114,17 +237,21 @@ fn log_counters(controller: &Controller<KernelDataplane>) {
         }
     }
     for b in &plan.backends {
-        if let (Ok(c), Ok(active)) = (dp.backend_counters(b.id), dp.active_flows(b.id)) {
+        if let (Ok(c), Ok(s), Ok(active)) = (
+            dp.backend_counters(b.id),
+            dp.backend_signals(b.id),
+            dp.active_flows(b.id),
+        ) {
             info!(
-                "backend {}/{}:{} ({}): new_flows={} active_flows={} packets_to_backend={} packets_to_client={}",
-                b.at.service,
-                b.at.address,
-                b.at.port,
+                "backend {} ({}): new_flows={} active_flows={active} packets_to_backend={} packets_to_client={} syns={} syn_acks={} resets={}",
+                b.at,
                 b.zone,
                 c.new_flows,
-                active,
                 c.packets_to_backend,
-                c.packets_to_client
+                c.packets_to_client,
+                s.syns,
+                s.syn_acks,
+                s.resets
             );
         }
     }

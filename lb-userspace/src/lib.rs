@@ -10,10 +10,23 @@
 //!   kernel, with the aya implementation and an in-memory fake for tests.
 //! - [`loader`]: loads the embedded XDP object, sizes its maps, attaches it to NICs,
 //!   and reads its counters.
+//! - [`controller`]: diffs a plan against what the kernel holds, writes the idle ring
+//!   slot and flips; purges flows before freeing a backend slot.
+//! - [`health`]: the health state machine and passive ejection (pure), probes and the
+//!   tokio tasks that run them.
+//! - [`weights`]: effective weights from zone policy, draining, health and slow start
+//!   (pure).
+//! - [`fleet`]: the run-time state of every backend (health, draining, retiring, slow
+//!   start), clock passed in.
+//! - [`runtime`]: fleet + controller: every event recomputes weights and swaps tables.
+//! - [`daemon`]: `lbd`'s loop: probes, timers, SIGHUP reload, shutdown.
 //! - [`reconcile`]: corrects active-flow counts for flows the kernel cannot see end.
-//! - [`controller`]: puts it together for `lbd`.
-//! - [`desired`]: the desired state (config file + state file) and the API's changes to it,
-//!   as pure functions.
+//! - [`desired`]: the desired state (config file + state file) and the API's changes to
+//!   it, as pure functions.
+//! - [`shared`]: the runtime behind one lock, shared by lbd's loop, the admin API and
+//!   the metrics endpoint; every change is validated, persisted, then applied.
+//! - [`api`], [`serve`]: the admin API's handlers and listeners; [`metrics`]: `/metrics`;
+//!   [`stats`]: counters, rates and per-zone sums; [`cli`]: `lbctl`.
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -22,12 +35,18 @@ pub mod daemon;
 pub mod dataplane;
 pub mod desired;
 pub mod ebpf_object;
+pub mod fleet;
+pub mod health;
 pub mod loader;
 pub mod maglev;
 pub mod metrics;
+pub mod mmap_array;
+pub mod pins;
 pub mod plan;
 pub mod policy_table;
 pub mod reconcile;
 pub mod runtime;
 pub mod serve;
+pub mod shared;
 pub mod stats;
+pub mod weights;

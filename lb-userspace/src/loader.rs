@@ -1,18 +1,26 @@
 //! Loads the embedded XDP object with map capacities and globals from config, attaches it
 //! to NICs, and implements [`Dataplane`] over the real maps.
-use std::ffi::CString;
+use std::{
+    ffi::CString,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context as _};
 use aya::{
-    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray},
-    programs::{xdp::XdpLinkId, Xdp, XdpMode},
+    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+        Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    backend::Backend,
-    counters::{TrafficCounters, REASON_COUNT},
+    backend::{Backend, BACKEND_F_PRESENT},
+    counters::{BackendSignals, TrafficCounters, REASON_COUNT},
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
     limits::*,
+    nexthop::NextHop,
     service::{ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
 };
 use log::{info, warn};
@@ -21,6 +29,8 @@ use crate::{
     config::{Config, XdpAttachMode},
     dataplane::Dataplane,
     ebpf_object,
+    mmap_array::MmapArray,
+    pins::{self, PinDir},
     reconcile::{self, Observed},
 };
 
@@ -29,19 +39,32 @@ pub struct KernelDataplane {
     ebpf: Ebpf,
     services: HashMap<MapData, ServiceKey, ServiceMeta>,
     backends: Array<MapData, Backend>,
-    ring: Array<MapData, u32>,
-    policy_table: Array<MapData, u32>,
+    ring: MmapArray,
+    policy_table: MmapArray,
     active_flows: Array<MapData, u64>,
     active_adjust: Array<MapData, u64>,
+    nexthops: Array<MapData, NextHop>,
+    addr_filter: MmapArray,
+    nexthop_gen: Array<MapData, u32>,
     pub flows: HashMap<MapData, FlowKey, FlowTarget>,
     pub return_flows: HashMap<MapData, FlowKey, NatReturn>,
     service_stats: PerCpuArray<MapData, TrafficCounters>,
     backend_stats: PerCpuArray<MapData, TrafficCounters>,
+    signals: PerCpuArray<MapData, BackendSignals>,
     reasons: PerCpuArray<MapData, u64>,
     egress: DevMapHash<MapData>,
+    /// Unpinned attachments, detached on drop.
     attached: Vec<(String, XdpLinkId)>,
+    adopted: bool,
     /// Forward flow entries the last reconciliation scan walked (map occupancy).
     flow_entries: u64,
+}
+
+/// What the kernel's maps say is being served (see [`KernelDataplane::live_state`]).
+#[derive(Debug, Clone, Default)]
+pub struct LiveState {
+    pub services: Vec<(ServiceKey, ServiceMeta)>,
+    pub backends: Vec<(u32, Backend)>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -54,9 +77,20 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
+fn take_mmap(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<MmapArray> {
+    let map = ebpf
+        .take_map(name)
+        .with_context(|| format!("the XDP object has no map {name}"))?;
+    MmapArray::new(map, name)
+}
+
 impl KernelDataplane {
     /// Loads the program and creates its maps, sized from `config`. Nothing is attached.
-    pub fn load(config: &Config) -> anyhow::Result<Self> {
+    ///
+    /// With `pins`, every map is pinned there, and maps a previous lbd pinned are adopted
+    /// (after checking that they fit this build and config) instead of created: flows,
+    /// counters and tables carry over.
+    pub fn load(config: &Config, pins: Option<&PinDir>) -> anyhow::Result<Self> {
         let limits = &config.limits;
         let ring_entries = limits
             .max_services
@@ -67,44 +101,110 @@ impl KernelDataplane {
             .max_services
             .checked_mul(2 * POLICY_TABLE_SLOTS)
             .context("max_services x 2 x policy table slots overflows")?;
-        let mut ebpf = EbpfLoader::new()
+        let sizes = [
+            (MAP_SERVICES, limits.max_services),
+            (MAP_BACKENDS, limits.max_backends),
+            (MAP_RING, ring_entries),
+            (MAP_POLICY_TABLE, policy_entries),
+            (MAP_RR_CURSOR, limits.max_services),
+            (MAP_ACTIVE_FLOWS, limits.max_backends),
+            (MAP_ACTIVE_ADJUST, limits.max_backends),
+            (MAP_NEXTHOPS, limits.max_backends),
+            (MAP_SERVICE_STATS, limits.max_services),
+            (MAP_BACKEND_STATS, limits.max_backends),
+            (MAP_BACKEND_SIGNALS, limits.max_backends),
+            (MAP_FLOWS, limits.flow_table_size),
+            (MAP_RETURN_FLOWS, limits.flow_table_size),
+        ];
+        let object = ebpf_object::object()?;
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(GLOBAL_HASH_SEED, &config.cluster.hash_seed, true)
-            .override_global(GLOBAL_RING_SIZE, &config.cluster.ring_size, true)
-            .map_max_entries(MAP_SERVICES, limits.max_services)
-            .map_max_entries(MAP_BACKENDS, limits.max_backends)
-            .map_max_entries(MAP_RING, ring_entries)
-            .map_max_entries(MAP_FLOWS, limits.flow_table_size)
-            .map_max_entries(MAP_RETURN_FLOWS, limits.flow_table_size)
-            .map_max_entries(MAP_POLICY_TABLE, policy_entries)
-            .map_max_entries(MAP_RR_CURSOR, limits.max_services)
-            .map_max_entries(MAP_ACTIVE_FLOWS, limits.max_backends)
-            .map_max_entries(MAP_ACTIVE_ADJUST, limits.max_backends)
-            .map_max_entries(MAP_SERVICE_STATS, limits.max_services)
-            .map_max_entries(MAP_BACKEND_STATS, limits.max_backends)
-            .load(ebpf_object::object()?)
+            .override_global(GLOBAL_RING_SIZE, &config.cluster.ring_size, true);
+        for (name, size) in sizes {
+            loader.map_max_entries(name, size);
+        }
+        let shapes = match pins {
+            Some(pins) => {
+                pins.prepare()?;
+                let shapes = pins::pinned_shapes(object, &sizes)?;
+                pins.check(&shapes)?;
+                shapes
+            }
+            None => Vec::new(),
+        };
+        let adopted = pins.is_some_and(PinDir::has_maps);
+        let pin_paths: Vec<(String, PathBuf)> = match pins {
+            Some(pins) => shapes
+                .iter()
+                .map(|(name, _)| (name.clone(), pins.map_path(name)))
+                .collect(),
+            None => Vec::new(),
+        };
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
+            .load(object)
             .context("loading the XDP object into the kernel")?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_XDP)
             .context("the XDP object has no program lb_xdp")?
             .try_into()?;
         program.load().context("verifying and loading lb_xdp")?;
+        let mut layout: Array<MapData, u32> = take(&mut ebpf, MAP_LAYOUT)?;
+        if !adopted {
+            layout
+                .set(0, LAYOUT_VERSION, 0)
+                .context("writing the layout version")?;
+        }
         Ok(Self {
             services: take(&mut ebpf, MAP_SERVICES)?,
             backends: take(&mut ebpf, MAP_BACKENDS)?,
-            ring: take(&mut ebpf, MAP_RING)?,
-            policy_table: take(&mut ebpf, MAP_POLICY_TABLE)?,
+            ring: take_mmap(&mut ebpf, MAP_RING)?,
+            policy_table: take_mmap(&mut ebpf, MAP_POLICY_TABLE)?,
             active_flows: take(&mut ebpf, MAP_ACTIVE_FLOWS)?,
             active_adjust: take(&mut ebpf, MAP_ACTIVE_ADJUST)?,
+            nexthops: take(&mut ebpf, MAP_NEXTHOPS)?,
+            addr_filter: take_mmap(&mut ebpf, MAP_ADDR_FILTER)?,
+            nexthop_gen: take(&mut ebpf, MAP_NEXTHOP_GEN)?,
             flows: take(&mut ebpf, MAP_FLOWS)?,
             return_flows: take(&mut ebpf, MAP_RETURN_FLOWS)?,
             service_stats: take(&mut ebpf, MAP_SERVICE_STATS)?,
             backend_stats: take(&mut ebpf, MAP_BACKEND_STATS)?,
+            signals: take(&mut ebpf, MAP_BACKEND_SIGNALS)?,
             reasons: take(&mut ebpf, MAP_REASONS)?,
             egress: take(&mut ebpf, MAP_EGRESS)?,
             ebpf,
             attached: Vec::new(),
+            adopted,
             flow_entries: 0,
         })
+    }
+
+    /// Whether `load` adopted maps a previous lbd pinned.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// Services and present backend slots as the kernel holds them, for adopting pinned
+    /// state.
+    pub fn live_state(&self) -> anyhow::Result<LiveState> {
+        let mut services = Vec::new();
+        for entry in self.services.iter() {
+            services.push(entry.context("reading SERVICES")?);
+        }
+        let mut backends = Vec::new();
+        for id in 0..self.backends.len() {
+            let b = self
+                .backends
+                .get(&id, 0)
+                .with_context(|| format!("BACKENDS[{id}]"))?;
+            if b.flags & BACKEND_F_PRESENT != 0 {
+                backends.push((id, b));
+            }
+        }
+        Ok(LiveState { services, backends })
     }
 
     /// The loaded program, e.g. for `BPF_PROG_TEST_RUN`.
@@ -129,31 +229,98 @@ impl KernelDataplane {
             .with_context(|| format!("adding ifindex {ifindex} to the egress devmap"))
     }
 
-    /// Attaches the program to each interface and registers it for redirects. On error,
-    /// whatever was attached stays attached until `detach_all` or drop.
-    pub fn attach(&mut self, interfaces: &[String], mode: XdpAttachMode) -> anyhow::Result<()> {
-        for name in interfaces {
-            let ifindex = ifindex_of(name)?;
-            let link = match mode {
-                XdpAttachMode::Native => self.attach_one(name, XdpMode::Driver)?,
-                XdpAttachMode::Generic => self.attach_one(name, XdpMode::Skb)?,
-                XdpAttachMode::Auto => match self.attach_one(name, XdpMode::Driver) {
-                    Ok(link) => link,
-                    Err(native) => match self.attach_one(name, XdpMode::Skb) {
-                        Ok(link) => {
-                            warn!("{name}: native XDP failed ({native:#}); using generic XDP");
-                            link
-                        }
-                        // Both failing is rarely about driver support (e.g. another
-                        // program is attached): report both causes.
-                        Err(generic) => bail!("{native:#}; and then {generic:#}"),
-                    },
-                },
-            };
-            self.attached.push((name.clone(), link));
-            self.add_egress(ifindex)?;
-            info!("attached lb_xdp to {name} (ifindex {ifindex})");
+    /// Attaches the program to each interface and registers it for redirects. With
+    /// `pins`, each attachment is a pinned link that outlives lbd, and an interface that
+    /// already has one gets this program swapped in atomically on that link; pinned links
+    /// of interfaces no longer configured are removed (detached). On error, whatever was
+    /// attached stays attached.
+    pub fn attach(
+        &mut self,
+        interfaces: &[String],
+        mode: XdpAttachMode,
+        pins: Option<&PinDir>,
+    ) -> anyhow::Result<()> {
+        if let Some(pins) = pins {
+            for stale in pins.linked_interfaces() {
+                if !interfaces.contains(&stale) {
+                    let path = pins.link_path(&stale);
+                    PinnedLink::from_pin(&path)
+                        .with_context(|| format!("opening {}", path.display()))?
+                        .unpin()
+                        .with_context(|| format!("unpinning {}", path.display()))?;
+                    info!("detached lb_xdp from {stale}, which is no longer configured");
+                }
+            }
         }
+        // Every NIC is a redirect target before any link runs this program, so a swapped
+        // program never meets an empty egress map.
+        let ifindexes = interfaces
+            .iter()
+            .map(|name| ifindex_of(name))
+            .collect::<anyhow::Result<Vec<u32>>>()?;
+        for ifindex in &ifindexes {
+            self.add_egress(*ifindex)?;
+        }
+        for (name, ifindex) in interfaces.iter().zip(ifindexes) {
+            let pinned = pins.map(|p| p.link_path(name)).filter(|p| p.exists());
+            if let Some(path) = pinned {
+                self.replace_on_pinned_link(name, &path)?;
+            } else {
+                let link = self.attach_new(name, mode)?;
+                match pins {
+                    Some(pins) => self.pin_link(link, &pins.link_path(name))?,
+                    None => self.attached.push((name.clone(), link)),
+                }
+                info!("attached lb_xdp to {name} (ifindex {ifindex})");
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_new(&mut self, name: &str, mode: XdpAttachMode) -> anyhow::Result<XdpLinkId> {
+        Ok(match mode {
+            XdpAttachMode::Native => self.attach_one(name, XdpMode::Driver)?,
+            XdpAttachMode::Generic => self.attach_one(name, XdpMode::Skb)?,
+            XdpAttachMode::Auto => match self.attach_one(name, XdpMode::Driver) {
+                Ok(link) => link,
+                Err(native) => match self.attach_one(name, XdpMode::Skb) {
+                    Ok(link) => {
+                        warn!("{name}: native XDP failed ({native:#}); using generic XDP");
+                        link
+                    }
+                    // Both failing is rarely about driver support (e.g. another
+                    // program is attached): report both causes.
+                    Err(generic) => bail!("{native:#}; and then {generic:#}"),
+                },
+            },
+        })
+    }
+
+    /// Hands the link to bpffs: it stays attached after lbd exits.
+    fn pin_link(&mut self, link: XdpLinkId, path: &Path) -> anyhow::Result<()> {
+        let link = self.program_mut().take_link(link)?;
+        let fd_link = FdLink::try_from(link)
+            .context("the kernel gave a netlink XDP attachment, which cannot be pinned")?;
+        fd_link
+            .pin(path)
+            .with_context(|| format!("pinning the XDP link at {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Swaps this program onto a pinned link (BPF_LINK_UPDATE): the NIC goes from the
+    /// old program to this one with no moment in between.
+    fn replace_on_pinned_link(&mut self, name: &str, path: &Path) -> anyhow::Result<()> {
+        let pinned = PinnedLink::from_pin(path)
+            .with_context(|| format!("opening the pinned link {}", path.display()))?;
+        let link = XdpLink::try_from(FdLink::from(pinned))
+            .with_context(|| format!("{} is not an XDP link", path.display()))?;
+        let id = self
+            .program_mut()
+            .attach_to_link(link)
+            .with_context(|| format!("replacing the program on {name}'s XDP link"))?;
+        // The pin keeps the link; dropping our handle must not detach it.
+        drop(self.program_mut().take_link(id)?);
+        info!("replaced the program on {name}'s pinned XDP link");
         Ok(())
     }
 
@@ -179,6 +346,15 @@ impl KernelDataplane {
 
     pub fn backend_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
         sum_counters(&self.backend_stats, id)
+    }
+
+    /// Makes every cached next hop stale, so the data path looks routes up again: a
+    /// changed route or neighbour takes effect within one call's interval.
+    pub fn bump_nexthop_generation(&mut self) -> anyhow::Result<()> {
+        let current = self.nexthop_gen.get(&0, 0).context("NEXTHOP_GEN")?;
+        self.nexthop_gen
+            .set(0, current.wrapping_add(1), 0)
+            .context("NEXTHOP_GEN")
     }
 
     /// Active flows of a backend: counted by the data path, less what the reconciler
@@ -260,6 +436,15 @@ fn sum_counters(
     Ok(total)
 }
 
+/// A delete of a key that is not there (ENOENT), e.g. one the LRU evicted.
+fn is_not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
 pub fn ifindex_of(name: &str) -> anyhow::Result<u32> {
     let c = CString::new(name).with_context(|| format!("interface name {name:?}"))?;
     // SAFETY: a valid NUL-terminated string; the call only reads it.
@@ -280,25 +465,23 @@ impl Dataplane for KernelDataplane {
     fn set_backend(&mut self, id: u32, backend: &Backend) -> anyhow::Result<()> {
         self.backends
             .set(id, backend, 0)
-            .with_context(|| format!("BACKENDS[{id}]"))
+            .with_context(|| format!("BACKENDS[{id}]"))?;
+        // The slot may now name another address: forget the route cached for it.
+        self.nexthops
+            .set(id, NextHop::default(), 0)
+            .with_context(|| format!("NEXTHOPS[{id}]"))
     }
 
     fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
-        for (index, id) in entries {
-            self.ring
-                .set(*index, id, 0)
-                .with_context(|| format!("RING[{index}]"))?;
-        }
-        Ok(())
+        self.ring.set_all(entries).context("RING")
     }
 
     fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
-        for (index, id) in entries {
-            self.policy_table
-                .set(*index, id, 0)
-                .with_context(|| format!("POLICY_TABLE[{index}]"))?;
-        }
-        Ok(())
+        self.policy_table.set_all(entries).context("POLICY_TABLE")
+    }
+
+    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> anyhow::Result<()> {
+        self.addr_filter.set_all(words).context("ADDR_FILTER")
     }
 
     fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> anyhow::Result<()> {
@@ -309,5 +492,55 @@ impl Dataplane for KernelDataplane {
 
     fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
         self.services.remove(key).context("SERVICES remove")
+    }
+
+    fn purge_flows(&mut self, id: u32) -> anyhow::Result<usize> {
+        // Keys are collected first: deleting while walking with get_next_key can restart
+        // the walk from the beginning. The data path creates no new entries for `id`
+        // meanwhile, since the caller took it out of every ring before.
+        let forward: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, target)| target.backend == id)
+            .map(|(key, _)| key)
+            .collect();
+        let reverse: Vec<FlowKey> = self
+            .return_flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, nat)| nat.backend == id)
+            .map(|(key, _)| key)
+            .collect();
+        let mut purged = 0;
+        for key in &forward {
+            // An entry the LRU evicted meanwhile is already gone.
+            match self.flows.remove(key) {
+                Ok(()) => purged += 1,
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e).context("FLOWS remove"),
+            }
+        }
+        for key in &reverse {
+            match self.return_flows.remove(key) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e).context("RETURN_FLOWS remove"),
+            }
+        }
+        Ok(purged)
+    }
+
+    fn backend_signals(&self, id: u32) -> anyhow::Result<BackendSignals> {
+        let mut total = BackendSignals::default();
+        for cpu in self
+            .signals
+            .get(&id, 0)
+            .with_context(|| format!("BACKEND_SIGNALS[{id}]"))?
+            .iter()
+        {
+            total.accumulate(cpu);
+        }
+        Ok(total)
     }
 }

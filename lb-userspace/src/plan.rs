@@ -2,7 +2,9 @@
 //! backend slots, and each service's Maglev table. Pure, so it is tested without a kernel.
 //!
 //! Ids are stable across re-plans: an entity that stays keeps its id (its counters and
-//! its flows' pinned backend stay meaningful); a new one takes the lowest free id.
+//! its flows' pinned backend stay meaningful); a new one takes the lowest id that was
+//! free in the previous plan too, so an id is never handed to a new backend in the same
+//! step that releases it (the controller purges the old one's flows first).
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
@@ -18,7 +20,7 @@ use lb_common::{
 };
 
 use crate::{
-    config::{Config, ForwardingMode, Policy, Protocol},
+    config::{Config, ForwardingMode, Policy, Protocol, ServiceConfig},
     maglev::{self, MaglevBackend},
     policy_table::{self, TableBackend},
 };
@@ -31,11 +33,27 @@ pub struct BackendRef {
     pub port: u16,
 }
 
+impl std::fmt::Display for BackendRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}:{}", self.service, self.address, self.port)
+    }
+}
+
 /// Id assignments carried from one plan to the next.
 #[derive(Debug, Clone, Default)]
 pub struct Ids {
     pub services: BTreeMap<String, u32>,
     pub backends: BTreeMap<BackendRef, u32>,
+}
+
+/// What runtime state adds to the config: the ring weight of each backend (effective
+/// weights, see `weights`) and backends removed from the config whose flows still drain.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overlay {
+    /// Ring weight per backend; a backend not listed gets its configured weight.
+    pub ring_weights: BTreeMap<BackendRef, u32>,
+    /// Removed backends that keep their slot (and id) but no ring share, by zone.
+    pub retiring: BTreeMap<BackendRef, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,8 +63,10 @@ pub struct PlannedService {
     pub key: ServiceKey,
     pub policy: u32,
     pub flags: u32,
-    /// Backend ids of this service, in config order.
+    /// Backend ids of this service, in config order, then retiring ones.
     pub backends: Vec<u32>,
+    /// What the ring was built from; a re-plan with the same input reuses the ring.
+    pub maglev_input: Vec<MaglevBackend>,
     /// Maglev table (every policy falls back to it for non-SYN packets without a flow).
     pub ring: Vec<u32>,
     /// Round-robin schedule or least-connections candidates; empty for hash policies.
@@ -68,31 +88,49 @@ pub struct Plan {
     pub backends: Vec<PlannedBackend>,
 }
 
+impl Plan {
+    /// The id of a backend in this plan.
+    pub fn backend_id(&self, at: &BackendRef) -> Option<u32> {
+        self.backends.iter().find(|b| &b.at == at).map(|b| b.id)
+    }
+}
+
 fn lowest_free(used: &BTreeSet<u32>) -> u32 {
     (0..).find(|id| !used.contains(id)).unwrap_or(u32::MAX)
 }
 
-/// Keeps the ids of entities that stay, gives new ones the lowest free ids, and drops
-/// the ids of entities that are gone.
-pub fn assign_ids(config: &Config, previous: &Ids) -> Ids {
+/// Every backend of a service the plan holds: configured ones, then retiring ones.
+fn members<'a>(config: &'a Config, overlay: &'a Overlay) -> impl Iterator<Item = BackendRef> + 'a {
+    config.services.iter().flat_map(move |s| {
+        let configured = s.backends.iter().map(move |b| BackendRef {
+            service: s.name.clone(),
+            address: b.address,
+            port: b.port,
+        });
+        let retiring = overlay
+            .retiring
+            .keys()
+            .filter(move |at| at.service == s.name)
+            .cloned();
+        configured.chain(retiring)
+    })
+}
+
+/// Keeps the ids of entities that stay (retiring backends included), gives new ones the
+/// lowest ids free in both the previous and the new assignment, and drops the ids of
+/// entities that are gone.
+pub fn assign_ids(config: &Config, overlay: &Overlay, previous: &Ids) -> Ids {
     let mut ids = Ids::default();
-    let mut used_services = BTreeSet::new();
-    let mut used_backends = BTreeSet::new();
+    let mut used_services: BTreeSet<u32> = previous.services.values().copied().collect();
+    let mut used_backends: BTreeSet<u32> = previous.backends.values().copied().collect();
     for s in &config.services {
         if let Some(id) = previous.services.get(&s.name) {
             ids.services.insert(s.name.clone(), *id);
-            used_services.insert(*id);
         }
-        for b in &s.backends {
-            let at = BackendRef {
-                service: s.name.clone(),
-                address: b.address,
-                port: b.port,
-            };
-            if let Some(id) = previous.backends.get(&at) {
-                ids.backends.insert(at, *id);
-                used_backends.insert(*id);
-            }
+    }
+    for at in members(config, overlay) {
+        if let Some(id) = previous.backends.get(&at) {
+            ids.backends.insert(at, *id);
         }
     }
     for s in &config.services {
@@ -101,27 +139,50 @@ pub fn assign_ids(config: &Config, previous: &Ids) -> Ids {
             used_services.insert(id);
             id
         });
-        for b in &s.backends {
-            let at = BackendRef {
-                service: s.name.clone(),
-                address: b.address,
-                port: b.port,
-            };
-            ids.backends.entry(at).or_insert_with(|| {
-                let id = lowest_free(&used_backends);
-                used_backends.insert(id);
-                id
-            });
-        }
+    }
+    for at in members(config, overlay) {
+        ids.backends.entry(at).or_insert_with(|| {
+            let id = lowest_free(&used_backends);
+            used_backends.insert(id);
+            id
+        });
     }
     ids
 }
 
-/// The full kernel-side picture of `config`, with ids from `ids` (see [`assign_ids`]).
-pub fn plan(config: &Config, ids: &Ids) -> Plan {
+/// The services-map key of a configured service.
+pub fn service_key(s: &ServiceConfig) -> ServiceKey {
+    let Protocol::Tcp = s.protocol;
+    ServiceKey {
+        addr: ipv4_wire(s.vip.octets()),
+        port: port_wire(s.port),
+        proto: PROTO_TCP,
+        family: FAMILY_IPV4,
+    }
+}
+
+/// A backend slot's value; `weight_milli` 0 means it takes no new flows (unhealthy,
+/// draining, retiring), which the data path also uses to re-place a SYN that finds
+/// an old entry for it.
+fn backend_value(address: Ipv4Addr, port: u16, weight_milli: u32, service: u32) -> Backend {
+    Backend {
+        addr: ipv4_wire(address.octets()),
+        port: port_wire(port),
+        family: FAMILY_IPV4,
+        flags: BACKEND_F_PRESENT,
+        weight_milli,
+        service,
+    }
+}
+
+/// The full kernel-side picture of `config` with `overlay`, with ids from `ids` (see
+/// [`assign_ids`]). Rings of services whose Maglev input equals the one in `previous`
+/// are reused rather than rebuilt.
+pub fn plan(config: &Config, overlay: &Overlay, ids: &Ids, previous: Option<&Plan>) -> Plan {
     let mut services = Vec::new();
     let mut backends = Vec::new();
     for s in &config.services {
+        let service_id = ids.services[&s.name];
         let mut members = Vec::new();
         let mut maglev_input = Vec::new();
         let mut table_input = Vec::new();
@@ -133,30 +194,47 @@ pub fn plan(config: &Config, ids: &Ids) -> Plan {
             };
             let id = ids.backends[&at];
             members.push(id);
+            // Effective weight in thousandths (the overlay's unit), the configured weight
+            // where the overlay says nothing. One unit for the ring, the policy table and
+            // the kernel's least-connections comparison.
+            let weight_milli = overlay
+                .ring_weights
+                .get(&at)
+                .copied()
+                .unwrap_or(b.weight * 1000);
             maglev_input.push(MaglevBackend {
                 identity: format!("{}:{}", b.address, b.port),
-                weight: b.weight,
+                weight: weight_milli,
                 id,
             });
             table_input.push(TableBackend {
                 id,
-                weight: b.weight as u64 * 1000,
+                weight: weight_milli as u64,
             });
             backends.push(PlannedBackend {
                 id,
                 at,
                 zone: b.zone.clone(),
                 weight: b.weight,
-                value: Backend {
-                    addr: ipv4_wire(b.address.octets()),
-                    port: port_wire(b.port),
-                    family: FAMILY_IPV4,
-                    flags: BACKEND_F_PRESENT,
-                    weight_milli: b.weight * 1000,
-                },
+                value: backend_value(b.address, b.port, weight_milli, service_id),
             });
         }
-        let Protocol::Tcp = s.protocol;
+        for (at, zone) in overlay
+            .retiring
+            .iter()
+            .filter(|(at, _)| at.service == s.name)
+        {
+            // Gone from the config, so no ring share; the slot stays for its flows.
+            let id = ids.backends[at];
+            members.push(id);
+            backends.push(PlannedBackend {
+                id,
+                at: at.clone(),
+                zone: zone.clone(),
+                weight: 0,
+                value: backend_value(at.address, at.port, 0, service_id),
+            });
+        }
         let ForwardingMode::Nat = s.mode;
         let (policy, table) = match s.policy {
             Policy::Maglev => (POLICY_MAGLEV, Vec::new()),
@@ -164,19 +242,20 @@ pub fn plan(config: &Config, ids: &Ids) -> Plan {
             Policy::RoundRobin => (POLICY_ROUND_ROBIN, policy_table::round_robin(&table_input)),
             Policy::LeastConn => (POLICY_LEAST_CONN, policy_table::least_conn(&table_input)),
         };
+        let reused = previous
+            .and_then(|p| p.services.iter().find(|old| old.name == s.name))
+            .filter(|old| old.maglev_input == maglev_input)
+            .map(|old| old.ring.clone());
+        let ring = reused.unwrap_or_else(|| maglev::build(&maglev_input, config.cluster.ring_size));
         services.push(PlannedService {
             name: s.name.clone(),
-            id: ids.services[&s.name],
-            key: ServiceKey {
-                addr: ipv4_wire(s.vip.octets()),
-                port: port_wire(s.port),
-                proto: PROTO_TCP,
-                family: FAMILY_IPV4,
-            },
+            id: service_id,
+            key: service_key(s),
             policy,
             flags: SERVICE_F_NAT,
             backends: members,
-            ring: maglev::build(&maglev_input, config.cluster.ring_size),
+            maglev_input,
+            ring,
             table,
         });
     }
@@ -201,21 +280,30 @@ mod tests {
         .unwrap()
     }
 
+    fn assign(config: &Config, previous: &Ids) -> Ids {
+        assign_ids(config, &Overlay::default(), previous)
+    }
+
+    fn at(address: &str) -> BackendRef {
+        BackendRef {
+            service: "web".into(),
+            address: address.parse().unwrap(),
+            port: 8080,
+        }
+    }
+
+    fn id(ids: &Ids, address: &str) -> u32 {
+        ids.backends[&at(address)]
+    }
+
     #[test]
     fn ids_survive_replans_and_freed_ids_are_reused_lowest_first() {
-        let first = assign_ids(
+        let first = assign(
             &config(&["10.1.0.11", "10.1.0.12", "10.1.0.13"]),
             &Ids::default(),
         );
-        let second = assign_ids(&config(&["10.1.0.11", "10.1.0.13"]), &first);
-        let third = assign_ids(&config(&["10.1.0.14", "10.1.0.11", "10.1.0.13"]), &second);
-        let id = |ids: &Ids, a: &str| {
-            ids.backends[&BackendRef {
-                service: "web".into(),
-                address: a.parse().unwrap(),
-                port: 8080,
-            }]
-        };
+        let second = assign(&config(&["10.1.0.11", "10.1.0.13"]), &first);
+        let third = assign(&config(&["10.1.0.14", "10.1.0.11", "10.1.0.13"]), &second);
         assert_eq!(id(&first, "10.1.0.13"), 2);
         assert_eq!(id(&second, "10.1.0.13"), 2);
         assert_eq!(id(&third, "10.1.0.14"), 1, "lowest freed id is reused");
@@ -223,9 +311,75 @@ mod tests {
     }
 
     #[test]
+    fn an_id_released_in_one_step_is_not_handed_out_in_the_same_step() {
+        let first = assign(&config(&["10.1.0.11", "10.1.0.12"]), &Ids::default());
+        // .12 leaves and .14 arrives at once: .14 must not inherit .12's id, whose flows
+        // are purged only after this step.
+        let second = assign(&config(&["10.1.0.11", "10.1.0.14"]), &first);
+        assert_eq!(id(&second, "10.1.0.14"), 2);
+        let third = assign(&config(&["10.1.0.11", "10.1.0.14", "10.1.0.15"]), &second);
+        assert_eq!(id(&third, "10.1.0.15"), 1, "free again one step later");
+    }
+
+    #[test]
+    fn retiring_backends_keep_their_id_and_slot_but_leave_the_ring() {
+        let c = config(&["10.1.0.11", "10.1.0.12"]);
+        let first = assign(&c, &Ids::default());
+        let shrunk = config(&["10.1.0.11"]);
+        let gone = at("10.1.0.12");
+        let overlay = Overlay {
+            retiring: [(gone.clone(), "az-a".to_string())].into(),
+            ..Overlay::default()
+        };
+        let ids = assign_ids(&shrunk, &overlay, &first);
+        assert_eq!(ids.backends[&gone], 1);
+        let p = plan(&shrunk, &overlay, &ids, None);
+        assert_eq!(p.backend_id(&gone), Some(1));
+        assert_eq!(p.services[0].backends, [0, 1]);
+        assert!(p.services[0].ring.iter().all(|id| *id == 0));
+        // A new backend meanwhile does not take the retiring one's id.
+        let grown = config(&["10.1.0.11", "10.1.0.13"]);
+        let ids = assign_ids(&grown, &overlay, &ids);
+        assert_eq!(id(&ids, "10.1.0.13"), 2);
+    }
+
+    #[test]
+    fn ring_weights_from_the_overlay_replace_configured_weights() {
+        let c = config(&["10.1.0.11", "10.1.0.12"]);
+        let ids = assign(&c, &Ids::default());
+        let overlay = Overlay {
+            ring_weights: [(at("10.1.0.11"), 3000), (at("10.1.0.12"), 0)].into(),
+            ..Overlay::default()
+        };
+        let p = plan(&c, &overlay, &ids, None);
+        assert!(p.services[0].ring.iter().all(|id| *id == 0));
+        assert_eq!(p.services[0].maglev_input[0].weight, 3000);
+    }
+
+    #[test]
+    fn an_unchanged_maglev_input_reuses_the_previous_ring() {
+        let c = config(&["10.1.0.11", "10.1.0.12"]);
+        let ids = assign(&c, &Ids::default());
+        let mut first = plan(&c, &Overlay::default(), &ids, None);
+        // Tamper with the ring: a reuse shows as the tampered ring coming back.
+        first.services[0].ring[0] = 77;
+        let again = plan(&c, &Overlay::default(), &ids, Some(&first));
+        assert_eq!(again.services[0].ring[0], 77);
+        let overlay = Overlay {
+            ring_weights: [(at("10.1.0.11"), 2)].into(),
+            ..Overlay::default()
+        };
+        let changed = plan(&c, &overlay, &ids, Some(&first));
+        assert_ne!(
+            changed.services[0].ring[0], 77,
+            "a changed input is rebuilt"
+        );
+    }
+
+    #[test]
     fn plan_holds_wire_order_values_and_a_full_ring() {
         let c = config(&["10.1.0.11", "10.1.0.12"]);
-        let p = plan(&c, &assign_ids(&c, &Ids::default()));
+        let p = plan(&c, &Overlay::default(), &assign(&c, &Ids::default()), None);
         let s = &p.services[0];
         assert_eq!(s.key.addr.to_ne_bytes(), [10, 0, 0, 100]);
         assert_eq!(s.key.port.to_ne_bytes(), [0, 80]);

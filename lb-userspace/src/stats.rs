@@ -279,7 +279,13 @@ mod tests {
              \x20     - { address: 10.1.0.12, port: 8080, zone: az-a }\n",
         )
         .unwrap();
-        let p = plan::plan(&c, &plan::assign_ids(&c, &plan::Ids::default()));
+        let none = plan::Overlay::default();
+        let p = plan::plan(
+            &c,
+            &none,
+            &plan::assign_ids(&c, &none, &plan::Ids::default()),
+            None,
+        );
         let mut before = Snapshot::read(&p, &Fixed(10)).unwrap();
         let mut now = Snapshot::read(&p, &Fixed(30)).unwrap();
         before.at = now.at - Duration::from_secs(2);
@@ -304,7 +310,7 @@ mod tests {
     #[test]
     fn the_baseline_is_the_newest_sample_old_enough() {
         let c = config::parse("node: { zone: az-a }\ninterfaces: [eth0]\n").unwrap();
-        let p = plan::plan(&c, &plan::Ids::default());
+        let p = plan::plan(&c, &plan::Overlay::default(), &plan::Ids::default(), None);
         let mut sampler = Sampler::default();
         let t0 = Instant::now();
         let at = |ms: u64| {

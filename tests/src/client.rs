@@ -47,6 +47,44 @@ impl BurstResult {
     }
 }
 
+/// How a connection failed, as a fault test must tell them apart: a refusal (the SYN
+/// reached a host where nothing listens) is not a reset of an accepted connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The connect was answered with a RST (nothing listens there).
+    Refused,
+    /// An accepted connection was reset or closed before the full reply.
+    Reset,
+    /// No answer within the time limit (e.g. SYNs dropped).
+    Timeout,
+    /// Anything else (unreachable, malformed reply, ...).
+    Other,
+}
+
+/// A failed GET: what kind of failure, and the full message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetError {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl std::fmt::Display for GetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn io_kind(e: &std::io::Error) -> FailureKind {
+    match e.kind() {
+        ErrorKind::ConnectionRefused => FailureKind::Refused,
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+            FailureKind::Reset
+        }
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => FailureKind::Timeout,
+        _ => FailureKind::Other,
+    }
+}
+
 /// Connects from namespace `ns` to `vip:port`, sends
 /// `GET / HTTP/1.0\r\nHost: VIP\r\n\r\n`, reads to EOF and parses the
 /// backend's answer. `timeout` bounds the whole exchange.
@@ -61,53 +99,76 @@ pub fn http_get_via(
 
 /// Like [`http_get_via`] but in the calling thread's namespace.
 pub fn http_get(vip: Ipv4Addr, port: u16, timeout: Duration) -> Result<Reply, String> {
+    http_get_checked(vip, port, timeout).map_err(|e| e.message)
+}
+
+/// Like [`http_get`], with the kind of failure.
+pub fn http_get_checked(vip: Ipv4Addr, port: u16, timeout: Duration) -> Result<Reply, GetError> {
     let target = SocketAddr::V4(SocketAddrV4::new(vip, port));
     let deadline = Instant::now() + timeout;
+    let io = |what: String, e: std::io::Error| GetError {
+        kind: io_kind(&e),
+        message: format!("{what}: {e}"),
+    };
     let mut stream = TcpStream::connect_timeout(&target, timeout.max(Duration::from_millis(1)))
-        .map_err(|e| format!("connect {target}: {e}"))?;
+        .map_err(|e| io(format!("connect {target}"), e))?;
     let local = stream
         .local_addr()
-        .map_err(|e| format!("{target}: local_addr: {e}"))?;
+        .map_err(|e| io(format!("{target}: local_addr"), e))?;
     let remote = stream
         .peer_addr()
-        .map_err(|e| format!("{target} (from {local}): peer_addr: {e}"))?;
+        .map_err(|e| io(format!("{target} (from {local}): peer_addr"), e))?;
     let ctx = |msg: String| format!("{local} -> {target}: {msg}");
     let _ = stream.set_nodelay(true);
     stream
         .set_write_timeout(Some(remaining(deadline)))
-        .map_err(|e| ctx(format!("set_write_timeout: {e}")))?;
+        .map_err(|e| io(ctx("set_write_timeout".into()), e))?;
     stream
         .write_all(format!("GET / HTTP/1.0\r\nHost: {vip}\r\n\r\n").as_bytes())
-        .map_err(|e| ctx(format!("sending request: {e}")))?;
+        .map_err(|e| io(ctx("sending request".into()), e))?;
 
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         let left = remaining(deadline);
         if left.is_zero() {
-            return Err(ctx(format!(
-                "no EOF within {timeout:?}; got {:?}",
-                String::from_utf8_lossy(&buf)
-            )));
+            return Err(GetError {
+                kind: FailureKind::Timeout,
+                message: ctx(format!(
+                    "no EOF within {timeout:?}; got {:?}",
+                    String::from_utf8_lossy(&buf)
+                )),
+            });
         }
         stream
             .set_read_timeout(Some(left))
-            .map_err(|e| ctx(format!("set_read_timeout: {e}")))?;
+            .map_err(|e| io(ctx("set_read_timeout".into()), e))?;
         match stream.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
             Err(e) => {
-                return Err(ctx(format!(
-                    "reading reply: {e}; got {:?}",
-                    String::from_utf8_lossy(&buf)
-                )))
+                return Err(io(
+                    ctx(format!(
+                        "reading reply (got {:?})",
+                        String::from_utf8_lossy(&buf)
+                    )),
+                    e,
+                ))
             }
         }
     }
     let text = String::from_utf8_lossy(&buf);
-    let (backend, peer) = parse_reply(&text).map_err(ctx)?;
+    let (backend, peer) = parse_reply(&text).map_err(|e| GetError {
+        // An accepted connection closed without the whole reply.
+        kind: if buf.is_empty() {
+            FailureKind::Reset
+        } else {
+            FailureKind::Other
+        },
+        message: ctx(e),
+    })?;
     Ok(Reply {
         backend,
         peer_seen_by_backend: peer,

@@ -14,25 +14,41 @@
 //! * [`client`]: [`http_get_via`], [`burst`], [`hold_via`].
 //! * [`lbctl`]: runs the `lbctl` binary against a lab's lbd.
 //! * [`http`]: a strict little HTTP/1.1 client for the admin API and /metrics.
+//! * [`client_loop`]: [`ClientLoop`] — connections one after another on a
+//!   background thread, each recorded with its start time and outcome.
+//! * [`lbd_log`]: lbd's log lines on the wall clock, to time failovers.
+//! * [`scenario`]: fast health settings and the bounds the fault tests assert.
+//! * [`bench`]: the parts of `cargo xtask bench` (per packet, flow-table fill,
+//!   control plane, end to end), run by the `lb-bench` binary.
 //! * [`process`]: [`Daemon`] — a process started inside a namespace with
 //!   `nsenter` (keeps the host bpffs visible), killed on drop.
 
 pub mod backend_server;
+pub mod bench;
 pub mod client;
+pub mod client_loop;
 pub mod frame;
 pub mod http;
 pub mod lbctl;
+pub mod lbd_log;
 pub mod netns;
 pub mod packet_rig;
 pub mod peer_xdp;
 pub mod process;
 pub mod running_lb;
+pub mod scenario;
 pub mod topology;
 
 pub use backend_server::BackendServer;
-pub use client::{burst, hold_via, http_get_via, BurstResult, HeldConn, Reply};
+pub use client::{
+    burst, hold_via, http_get_via, BurstResult, FailureKind, GetError, HeldConn, Reply,
+};
+pub use client_loop::{Attempt, ClientLoop};
 pub use lbctl::{lbctl_path, Lbctl, LbctlOutput};
 pub use netns::{ip, ns_ip, ns_sysctl, run_in, spawn_in, NetNs};
 pub use process::{lbd_path, Daemon};
-pub use running_lb::{lab_config, lab_config_with_policy, lab_run_dir, RunningLb, VIP, VIP_PORT};
+pub use running_lb::{
+    lab_config, lab_config_with_policy, lab_run_dir, LabConfig, RunningLb, BACKEND_PORT, VIP,
+    VIP_PORT,
+};
 pub use topology::{BackendSpec, Lab, LabSpec};

@@ -154,7 +154,7 @@ impl Rig {
         let (c0, b0) = (self.c0, self.b0);
         netns::run_in(&self.ns, move || {
             let config = config::parse(config).expect("rig config is valid");
-            let mut dp = KernelDataplane::load(&config).expect("loading the XDP object");
+            let mut dp = KernelDataplane::load(&config, None).expect("loading the XDP object");
             dp.add_egress(c0).expect("devmap insert");
             dp.add_egress(b0).expect("devmap insert");
             let mut controller = Controller::new(dp, config.cluster.ring_size);

@@ -194,6 +194,38 @@ impl Daemon {
         }
     }
 
+    /// The length of the log so far: a mark for [`Daemon::wait_for_log_after`].
+    pub fn log_len(&self) -> usize {
+        self.log().len()
+    }
+
+    /// Waits up to `timeout` until the log written after byte `mark` contains `needle`;
+    /// returns that part of the log. Fails (with the log) if the process exits first or
+    /// the time runs out.
+    pub fn wait_for_log_after(
+        &mut self,
+        mark: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            let tail = log.get(mark..).unwrap_or("");
+            if tail.contains(needle) {
+                return Ok(tail.to_string());
+            }
+            if self.try_wait().is_some() || Instant::now() >= deadline {
+                return Err(format!(
+                    "{} did not log {needle:?} within {timeout:?} (exited: {:?}); log:\n{log}",
+                    self.program.display(),
+                    self.status
+                ));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends `sig` (e.g. `libc::SIGHUP`) if the process still runs.
     pub fn signal(&mut self, sig: libc::c_int) {
         if self.is_running() {

@@ -1,11 +1,14 @@
 //! A lab with backends serving and `lbd` attached in the LB namespace: the fixture of the
 //! end-to-end tests and of the `lb-lab` demo.
 use std::{
+    collections::BTreeMap,
     fs,
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
+
+use lb_userspace::pins::PinDir;
 
 use crate::{
     backend_server::BackendServer,
@@ -28,28 +31,96 @@ pub fn lab_run_dir(lab: &Lab) -> PathBuf {
 /// `lbd`'s config for a lab: one NAT/Maglev service on [`VIP`]:[`VIP_PORT`] whose
 /// backends are the lab's, with `weights[i]` for backend `i`.
 pub fn lab_config(lab: &Lab, weights: &[u32]) -> String {
-    lab_config_with_policy(lab, weights, "maglev")
+    LabConfig::new(lab).weights(weights).yaml()
 }
 
 /// Like [`lab_config`], with the service's selection `policy` (as in the config file).
 pub fn lab_config_with_policy(lab: &Lab, weights: &[u32], policy: &str) -> String {
-    let run = lab_run_dir(lab);
-    let mut yaml = format!(
-        "node:\n  zone: {}\ninterfaces: [{}]\napi:\n  socket: {}\nstate_file: {}\nservices:\n  - name: web\n    vip: {VIP}\n    port: {VIP_PORT}\n    protocol: tcp\n    mode: nat\n    policy: {policy}\n    backends:\n",
-        lab.spec().backends[0].zone,
-        lab.lb_interfaces().join(", "),
-        run.join("lbd.sock").display(),
-        run.join("state.yaml").display(),
-    );
-    for i in 0..lab.backend_count() {
-        yaml.push_str(&format!(
-            "      - {{ address: {}, port: {BACKEND_PORT}, zone: {}, weight: {} }}\n",
-            lab.backend_addr(i),
-            lab.backend_spec(i).zone,
-            weights.get(i).copied().unwrap_or(1),
-        ));
+    LabConfig::new(lab)
+        .weights(weights)
+        .selection(policy)
+        .yaml()
+}
+
+/// [`lab_config`] with more: service-level policy keys and per-backend keys.
+pub struct LabConfig<'a> {
+    lab: &'a Lab,
+    weights: Vec<u32>,
+    selection: String,
+    policy: Vec<String>,
+    backend_keys: BTreeMap<usize, String>,
+}
+
+impl<'a> LabConfig<'a> {
+    pub fn new(lab: &'a Lab) -> Self {
+        Self {
+            lab,
+            weights: Vec::new(),
+            selection: "maglev".into(),
+            policy: Vec::new(),
+            backend_keys: BTreeMap::new(),
+        }
     }
-    yaml
+
+    /// Weight of backend `i` (default 1).
+    pub fn weights(mut self, weights: &[u32]) -> Self {
+        self.weights = weights.to_vec();
+        self
+    }
+
+    /// The service's selection policy (`maglev`, `round_robin`, ...).
+    pub fn selection(mut self, policy: &str) -> Self {
+        self.selection = policy.to_string();
+        self
+    }
+
+    /// Service-level YAML lines, e.g. `cross_zone: false` or `health: { interval: 200ms }`.
+    pub fn policy(mut self, lines: &[&str]) -> Self {
+        self.policy.extend(lines.iter().map(|l| l.to_string()));
+        self
+    }
+
+    /// Extra flow-mapping keys of backend `i`, e.g. `state: draining`.
+    pub fn backend(mut self, i: usize, keys: &str) -> Self {
+        self.backend_keys.insert(i, keys.to_string());
+        self
+    }
+
+    pub fn yaml(&self) -> String {
+        let lab = self.lab;
+        let mut yaml = format!(
+            "node:\n  zone: {}\ninterfaces: [{}]\npin_dir: {}\napi:\n  socket: {}\nstate_file: {}\nservices:\n  - name: web\n    vip: {VIP}\n    port: {VIP_PORT}\n    protocol: tcp\n    mode: nat\n    policy: {}\n",
+            lab.spec().backends[0].zone,
+            lab.lb_interfaces().join(", "),
+            pin_dir(lab).display(),
+            lab_run_dir(lab).join("lbd.sock").display(),
+            lab_run_dir(lab).join("state.yaml").display(),
+            self.selection,
+        );
+        for line in &self.policy {
+            yaml.push_str(&format!("    {line}\n"));
+        }
+        yaml.push_str("    backends:\n");
+        for i in 0..lab.backend_count() {
+            let extra = self
+                .backend_keys
+                .get(&i)
+                .map(|k| format!(", {k}"))
+                .unwrap_or_default();
+            yaml.push_str(&format!(
+                "      - {{ address: {}, port: {BACKEND_PORT}, zone: {}, weight: {}{extra} }}\n",
+                lab.backend_addr(i),
+                lab.backend_spec(i).zone,
+                self.weights.get(i).copied().unwrap_or(1),
+            ));
+        }
+        yaml
+    }
+}
+
+/// Where a lab's lbd pins its data path: one directory per lab, so labs run in parallel.
+pub fn pin_dir(lab: &Lab) -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/lb-tests").join(lab.prefix())
 }
 
 /// Lab + backend servers + a running `lbd`; everything stops on drop (lbd first, so
@@ -88,14 +159,6 @@ impl RunningLb {
         &self.config_path
     }
 
-    /// Stops lbd and starts it again with the same config file; returns the stopped
-    /// lbd's log.
-    pub fn restart_lbd(&mut self) -> String {
-        let log = self.stop_lbd();
-        self.lbd = spawn_lbd(&self.lab, &self.config_path, &[]);
-        log
-    }
-
     /// `lbctl` pointed at this lab's lbd.
     pub fn lbctl(&self) -> Lbctl {
         Lbctl::new(&lab_run_dir(&self.lab).join("lbd.sock"))
@@ -109,6 +172,109 @@ impl RunningLb {
     /// This lab's state file.
     pub fn state_file(&self) -> PathBuf {
         lab_run_dir(&self.lab).join("state.yaml")
+    }
+
+    /// Starts a new lbd with the same config (the old one must be gone or going): it
+    /// adopts the pinned data path. Returns the old lbd's handle.
+    pub fn restart_lbd(&mut self) -> Daemon {
+        let path = self
+            .config_path
+            .to_str()
+            .expect("temp path is UTF-8")
+            .to_string();
+        let mut lbd = self
+            .lab
+            .spawn_daemon(self.lab.lb_ns(), &lbd_path(), &["--config", &path]);
+        lbd.wait_for_log("serving", Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("the new lbd did not start: {e}"));
+        std::mem::replace(&mut self.lbd, lbd)
+    }
+
+    /// SIGTERM to lbd, then a new one once it has exited (as systemd restarts a unit).
+    /// Returns the old lbd's handle.
+    pub fn restart_lbd_after_sigterm(&mut self) -> Daemon {
+        self.lbd.signal(libc::SIGTERM);
+        self.lbd
+            .wait_exit(Duration::from_secs(10))
+            .expect("lbd exits on SIGTERM");
+        self.restart_lbd()
+    }
+
+    /// Rewrites the config file and sends lbd SIGHUP; returns what lbd logged about it
+    /// (`Ok` if it reloaded, `Err` with the log if it rejected the file or said nothing).
+    pub fn reload(&mut self, config: &str) -> Result<String, String> {
+        fs::write(&self.config_path, config)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", self.config_path.display()));
+        let mark = self.lbd.log_len();
+        self.lbd.signal(libc::SIGHUP);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.lbd.log();
+            let tail = &log[mark.min(log.len())..];
+            if tail.contains("SIGHUP: reloaded") {
+                return Ok(tail.to_string());
+            }
+            if tail.contains("SIGHUP: reload rejected") {
+                // The whole message: the error lines follow the first.
+                std::thread::sleep(Duration::from_millis(50));
+                return Err(self.lbd.log()[mark..].to_string());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("lbd said nothing about the reload; log:\n{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until lbd has logged `<backend>: ... -> healthy` for each backend index,
+    /// after log byte `mark`.
+    pub fn wait_healthy(&mut self, mark: usize, backends: &[usize], timeout: Duration) {
+        for i in backends {
+            let needle = format!("{}:{BACKEND_PORT}: ", self.lab.backend_addr(*i));
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                let log = self.lbd.log();
+                let tail = log.get(mark..).unwrap_or("");
+                if tail
+                    .lines()
+                    .any(|l| l.contains(&needle) && l.contains("-> healthy"))
+                {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "backend {i} not healthy within {timeout:?}; log:\n{log}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// Stops backend `i`'s server: its port closes, so new connections to it are refused
+    /// by its host. Returns when the stop began and when it was done.
+    pub fn kill_server(&mut self, i: usize) -> (SystemTime, SystemTime) {
+        let name = &self.lab.backend_spec(i).name;
+        let at = self
+            .servers
+            .iter()
+            .position(|s| s.name() == name)
+            .unwrap_or_else(|| panic!("backend {name} has no running server"));
+        let server = self.servers.remove(at);
+        let began = SystemTime::now();
+        drop(server);
+        (began, SystemTime::now())
+    }
+
+    /// Starts backend `i`'s server again; returns when it listens.
+    pub fn restart_server(&mut self, i: usize) -> SystemTime {
+        let spec = self.lab.backend_spec(i);
+        self.servers.push(BackendServer::start(
+            self.lab.backend_ns(i),
+            self.lab.backend_addr(i),
+            BACKEND_PORT,
+            &spec.name,
+        ));
+        SystemTime::now()
     }
 
     /// Stops lbd (SIGTERM) and returns everything it logged.
@@ -140,6 +306,10 @@ fn spawn_lbd(lab: &Lab, config_path: &Path, wrapper: &[&str]) -> Daemon {
 impl Drop for RunningLb {
     fn drop(&mut self) {
         self.lbd.stop();
+        // lbd leaves its data path pinned when it stops; a test lab takes it down.
+        if let Err(e) = PinDir::new(pin_dir(&self.lab)).remove_all() {
+            eprintln!("removing the lab's pinned data path: {e}");
+        }
         let _ = fs::remove_file(&self.config_path);
         let _ = fs::remove_dir_all(lab_run_dir(&self.lab));
     }

@@ -46,10 +46,15 @@ fn connect_and_check(lb: &RunningLb, count: usize) -> BTreeMap<String, usize> {
         );
         assert_eq!(reply.peer_seen_by_backend.port(), reply.local.port());
     }
+    // Besides the client, only lbd's health probes (from the LB's backend-side address)
+    // reach the backends.
     for server in &lb.servers {
         assert!(
-            server.peers().iter().all(|p| *p == lb.lab.client_addr()),
-            "{} saw a peer that is not the client: {:?}",
+            server
+                .peers()
+                .iter()
+                .all(|p| *p == lb.lab.client_addr() || *p == lb.lab.backend_gateway()),
+            "{} saw a peer that is neither the client nor lbd's prober: {:?}",
             server.name(),
             server.peers()
         );
@@ -78,7 +83,12 @@ fn three_hundred_connections_through_the_vip_follow_the_weights() {
     let mut lb = RunningLb::start(lab, &config);
     let per_backend = connect_and_check(&lb, 300);
     assert_shares(&per_backend, &[("b1", 2), ("b2", 1), ("b3", 1)], 300);
-    let served: u64 = lb.servers.iter().map(|s| s.served()).sum();
+    let client = lb.lab.client_addr();
+    let served: usize = lb
+        .servers
+        .iter()
+        .map(|s| s.peers().iter().filter(|p| **p == client).count())
+        .sum();
     assert_eq!(
         served, 300,
         "backends served exactly the client's connections"
@@ -91,13 +101,39 @@ fn three_hundred_connections_through_the_vip_follow_the_weights() {
         log.contains("service web: new_flows=300"),
         "lbd's final counters:\n{log}"
     );
+    // Stopping lbd leaves the data path pinned and forwarding...
+    let after_stop = connect_and_check(&lb, 30);
+    assert_eq!(after_stop.values().sum::<usize>(), 30);
+    // ...until `lbd --detach` takes it down.
+    let path = std::env::temp_dir().join(format!("{}-detach.yaml", lb.lab.prefix()));
+    std::fs::write(&path, &config).unwrap();
+    let mut detach = lb.lab.spawn_daemon(
+        &lb_ns,
+        &lbd_path(),
+        &["--detach", "--config", path.to_str().unwrap()],
+    );
+    let status = detach
+        .wait_exit(Duration::from_secs(10))
+        .expect("lbd --detach exits");
+    let _ = std::fs::remove_file(&path);
+    assert!(status.success(), "{}", detach.log());
+    assert!(
+        detach.log().contains("detached from lbc, lbb")
+            || detach.log().contains("detached from lbb, lbc"),
+        "{}",
+        detach.log()
+    );
     for dev in ["lbc", "lbb"] {
         let link = netns::ns_ip(&lb_ns, &["link", "show", dev]);
         assert!(
             !link.contains("xdp"),
-            "{dev} still has XDP after lbd stopped: {link}"
+            "{dev} still has XDP after lbd --detach: {link}"
         );
     }
+    assert!(
+        !lb_tests::running_lb::pin_dir(&lb.lab).exists(),
+        "pins removed"
+    );
 }
 
 #[test]

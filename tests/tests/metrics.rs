@@ -186,14 +186,19 @@ fn metrics_match_the_traffic_sent_and_parse_as_prometheus_exposition() {
             got,
             "{zone}"
         );
-        assert_eq!(
+        // Exactly one state is set; a serving backend is never `unhealthy`.
+        let state = |s: &str| {
             value(
                 &samples,
                 "lb_backend_health_state",
-                &[("backend", addr.as_str()), ("state", "unknown")]
-            ),
+                &[("backend", addr.as_str()), ("state", s)],
+            )
+        };
+        assert_eq!(
+            state("healthy") + state("unhealthy") + state("unknown"),
             1.0
         );
+        assert_eq!(state("unhealthy"), 0.0);
         assert_eq!(value(&samples, "lb_backend_effective_weight", &labels), 1.0);
     }
     // Each HTTP/1.0 exchange is at least SYN, ACK, request and FIN towards the backend,
@@ -237,10 +242,37 @@ fn metrics_match_the_traffic_sent_and_parse_as_prometheus_exposition() {
         262144.0
     );
     assert_eq!(value(&samples, "lb_build_info", &[]), 1.0);
-    // Registered, but nothing probes yet (issue 3): no invented observations.
-    assert!(!r.body.contains("lb_probe_duration_seconds_bucket"));
     let active = value(&samples, "lb_backend_active_flows", &[]);
     assert!(active <= sent as f64, "{active}");
+
+    // Probes run every 2 s by default: within a few intervals every backend has a
+    // latency histogram and is healthy.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = get(&lb, "/metrics").body;
+        let samples = strict_parse(&body);
+        let probed = samples
+            .iter()
+            .filter(|(n, _, v)| n == "lb_probe_duration_seconds_count" && *v >= 1.0)
+            .count();
+        let healthy = samples
+            .iter()
+            .filter(|(n, l, v)| {
+                n == "lb_backend_health_state"
+                    && l.get("state").map(String::as_str) == Some("healthy")
+                    && *v == 1.0
+            })
+            .count();
+        if probed == 3 && healthy == 3 {
+            assert!(body.contains("# TYPE lb_probe_duration_seconds histogram"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{probed} backends probed, {healthy} healthy:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// Scrape cost with 1,000 backends (10 services x 100): every series is there, and the

@@ -407,3 +407,20 @@ fn malformed_and_foreign_frames_get_the_documented_action() {
         }
     });
 }
+
+/// The tables are written through a memory mapping; what the kernel's own map lookup
+/// reads must be exactly what the controller planned, entry by entry.
+#[test]
+fn the_kernel_ring_holds_exactly_the_planned_table() {
+    let rig = Rig::build();
+    with_dataplane(&rig, |c| {
+        let plan = c.plan().unwrap();
+        let web = &plan.services[0];
+        for sport in 0..2000u16 {
+            let (action, out) = run(c.dataplane(), rig.c0, &client_syn(50000 + sport).bytes());
+            assert_eq!(action, XDP_REDIRECT);
+            assert_eq!(dst_ip(&out), predicted_backend(c, 50000 + sport));
+        }
+        assert_eq!(web.ring.len(), RING as usize);
+    });
+}

@@ -42,7 +42,7 @@ fn added_and_drained_backends_survive_an_lbd_restart() {
     );
     let expected = ctl.json(&["config", "dump"]);
 
-    let log = lb.restart_lbd();
+    let log = lb.restart_lbd_after_sigterm().log();
     assert!(
         log.contains("desired state: + backend web/10.1.0.13:8080"),
         "{log}"
@@ -61,9 +61,14 @@ fn added_and_drained_backends_survive_an_lbd_restart() {
     };
     assert_eq!(by_addr("10.1.0.13")["weight"], 3);
     assert_eq!(
-        by_addr("10.1.0.13")["effective_weight"],
-        3,
+        by_addr("10.1.0.13")["effective_weight"].as_f64(),
+        Some(3.0),
         "programmed again"
+    );
+    assert_eq!(
+        by_addr("10.1.0.11")["effective_weight"].as_f64(),
+        Some(0.0),
+        "draining: no new flows"
     );
     assert_eq!(by_addr("10.1.0.11")["state"], "draining");
     assert_eq!(

@@ -5,7 +5,7 @@
 //! - `test [-- ARGS]`: fmt, clippy (host and eBPF), build, then the tests. What CI runs.
 //! - `lab [--keep] [ARGS]`: build, then the namespace lab (`lb-lab`).
 //! - `run -- ARGS`: build, then `lbd ARGS`.
-//! - `bench [ARGS]`: optimised build, then the benchmarks (`lb-bench`).
+//! - `bench [ARGS]`: optimised build, then the benchmarks (`lb-bench`), JSON in `<target>/bench/`.
 //!
 //! Layout: `cmd` runs programs and names them when they fail, `paths` knows where
 //! things are, `setup/` holds one file per set-up step, `verbs/` one file per verb.
@@ -48,7 +48,8 @@ enum Verb {
     Lab(verbs::lab::LabArgs),
     /// Build, then run `lbd` with the given arguments.
     Run(verbs::run::RunArgs),
-    /// Optimised build, then the benchmarks (per-packet cost through BPF_PROG_TEST_RUN).
+    /// Optimised build, then the benchmarks: per packet, flow-table fill, control plane,
+    /// end to end beside HAProxy and nftables; tables, and JSON in <target dir>/bench/.
     Bench(verbs::bench::BenchArgs),
 }
 

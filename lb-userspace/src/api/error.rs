@@ -7,7 +7,7 @@ use axum::{
 };
 
 use super::views::ErrorBody;
-use crate::{desired::edit::EditError, runtime::ChangeError};
+use crate::{desired::edit::EditError, shared::ChangeError};
 
 #[derive(Debug)]
 pub struct ApiError {

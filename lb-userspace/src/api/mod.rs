@@ -35,13 +35,13 @@ use axum::{
 };
 
 use self::{body::MAX_BODY, error::ApiError};
-use crate::{dataplane::Dataplane, runtime::Runtime, stats::CounterSource};
+use crate::{dataplane::Dataplane, shared::SharedRuntime, stats::CounterSource};
 
 /// What the API needs of the data path.
 pub trait DataPath: Dataplane + CounterSource + Send + 'static {}
 impl<T: Dataplane + CounterSource + Send + 'static> DataPath for T {}
 
-pub type Shared<D> = Arc<Runtime<D>>;
+pub type Shared<D> = Arc<SharedRuntime<D>>;
 
 pub fn router<D: DataPath>(runtime: Shared<D>) -> Router {
     use routes::*;

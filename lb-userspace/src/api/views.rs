@@ -30,8 +30,9 @@ pub struct BackendView {
     pub zone: String,
     pub weight: u32,
     pub state: BackendState,
-    /// The weight the data path currently uses for this backend.
-    pub effective_weight: u32,
+    /// The weight the data path currently uses for this backend (0 while it takes no
+    /// new flows: unhealthy, draining, drained zone; fractional during slow start).
+    pub effective_weight: f64,
     /// Whether the backend's zone is drained in this service.
     pub zone_drained: bool,
 }

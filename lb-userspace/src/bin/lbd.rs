@@ -16,11 +16,18 @@ struct Args {
     /// 78 invalid).
     #[arg(long)]
     check: bool,
+    /// Detach the data path from every NIC and remove its pinned state (from the
+    /// config's pin_dir), then exit. Established connections through it are cut.
+    #[arg(long, conflicts_with = "check")]
+    detach: bool,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Milliseconds: failovers are measured from these lines.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
     let args = Args::parse();
     // The config file, with the services of the state file when there is one.
     let (config, source) = match desired::load(&args.config) {
@@ -33,6 +40,15 @@ async fn main() -> ExitCode {
     if args.check {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
+    }
+    if args.detach {
+        return match daemon::detach(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lbd: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let options = daemon::Options {
         config_path: args.config,

@@ -128,12 +128,18 @@ fn table(list: &[BackendView]) -> String {
             format!("{}:{}", b.address, b.port),
             b.zone.clone(),
             b.weight.to_string(),
-            b.effective_weight.to_string(),
+            weight(b.effective_weight),
             state_name(b.state).into(),
             if b.zone_drained { "yes" } else { "no" }.into(),
         ]);
     }
     t.render()
+}
+
+/// `2`, `0.35`: whole weights without decimals, slow-start fractions with them.
+fn weight(w: f64) -> String {
+    let s = format!("{w:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 pub fn state_name(s: BackendState) -> &'static str {

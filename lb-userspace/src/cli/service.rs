@@ -7,7 +7,7 @@ use hyper::Method;
 use super::{segment, table::Table, Ctx};
 use crate::{
     api::views::{ChangeResult, ServiceSummary},
-    config::{ForwardingMode, Policy, Protocol, ServiceConfig},
+    config::{Policy, ServiceConfig},
 };
 
 #[derive(Subcommand)]
@@ -75,17 +75,13 @@ pub fn run(ctx: &Ctx, cmd: ServiceCmd) -> anyhow::Result<()> {
             port,
             policy,
         } => {
-            let service = ServiceConfig {
-                name,
-                vip,
-                port,
-                protocol: Protocol::Tcp,
-                mode: ForwardingMode::Nat,
-                policy,
-                backends: Vec::new(),
-                drained_zones: Vec::new(),
-            };
-            let body = serde_json::to_value(&service)?;
+            // Every other key of the service takes its default, as in the config file.
+            let body = serde_json::json!({
+                "name": name,
+                "vip": vip,
+                "port": port,
+                "policy": policy,
+            });
             let r: ChangeResult = client.send(Method::POST, "/v1/services", Some(&body))?;
             ctx.print_change(&r, "the service exists as given");
         }

@@ -9,11 +9,13 @@ use std::{
 use clap::Args;
 
 use super::{
-    backend::state_name,
     table::{bytes, human, rate},
     Ctx,
 };
-use crate::api::views::StatsView;
+use crate::{
+    api::views::{BackendStats, StatsView},
+    config::BackendState,
+};
 
 #[derive(Args)]
 pub struct TopArgs {
@@ -122,7 +124,7 @@ pub fn frame(s: &StatsView) -> String {
             "{:<21} {:<5} {:<6} {:>7} {:>7} {:>7} {:>8} {:>9}",
             truncate(&name, 21),
             truncate(&b.zone, 5),
-            truncate(state_name(b.state), 6),
+            short_state(b),
             human(c.connections),
             rate(c.new_flows_per_sec),
             human(c.active_flows),
@@ -156,13 +158,33 @@ pub fn frame(s: &StatsView) -> String {
         .map(|r| format!("{} {}", r.reason, human(r.packets)))
         .collect();
     lines.push(String::new());
-    lines.push(format!("data path: {}", reasons.join("  ")));
+    // Reasons wrap onto as many lines as the screen has left.
+    let mut line = "data path:".to_string();
+    for r in reasons {
+        if line.chars().count() + 2 + r.chars().count() > WIDTH && line != "data path:" {
+            lines.push(std::mem::replace(&mut line, "          ".to_string()));
+        }
+        line.push_str("  ");
+        line.push_str(&r);
+    }
+    lines.push(line);
     lines.truncate(HEIGHT);
     lines
         .iter()
         .map(|l| truncate(l, WIDTH))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// One word for what the backend does with new flows: `up`, `drain` (set by the
+/// operator), `DOWN` (unhealthy), `?` (no verdict yet).
+fn short_state(b: &BackendStats) -> &'static str {
+    match (b.state, b.health.as_str()) {
+        (BackendState::Draining, _) => "drain",
+        (_, "unhealthy") => "DOWN",
+        (_, "healthy") => "up",
+        _ => "?",
+    }
 }
 
 fn truncate(s: &str, width: usize) -> String {
@@ -231,10 +253,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::{
-        api::views::{BackendStats, Counts, ReasonCount, ServiceStats, ZoneStats},
-        config::BackendState,
-    };
+    use crate::api::views::{Counts, ReasonCount, ServiceStats, ZoneStats};
 
     #[test]
     fn a_frame_fits_80x24_whatever_the_size_of_the_lb() {

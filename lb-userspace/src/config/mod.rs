@@ -1,9 +1,15 @@
 //! The desired state as the operator writes it (YAML), parsed and then validated as a
 //! whole: a file with any error changes nothing.
+pub mod duration;
 mod model;
+mod policy;
+mod reload;
 mod validate;
+mod validate_policy;
 
 pub use model::*;
+pub use policy::*;
+pub use reload::check_reloadable;
 pub use validate::{validate, ConfigError, FieldError};
 
 use std::path::Path;

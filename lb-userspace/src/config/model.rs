@@ -3,12 +3,15 @@
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
+    time::Duration,
 };
 
 use lb_common::limits::{
     DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE,
 };
 use serde::{Deserialize, Serialize};
+
+use super::{duration, policy::*};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +25,10 @@ pub struct Config {
     pub interfaces: Vec<String>,
     #[serde(default)]
     pub xdp_mode: XdpAttachMode,
+    /// Where the data path's maps and links are pinned (on bpffs), so that it keeps
+    /// forwarding across lbd restarts and upgrades.
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
     #[serde(default)]
     pub api: ApiConfig,
     #[serde(default)]
@@ -151,10 +158,38 @@ pub struct ServiceConfig {
     pub policy: Policy,
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
-    /// Zones whose backends take no new flows in this service (issue 3 gives this its
-    /// data-path meaning; until then it is recorded and reported only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// On: healthy backends of every zone share new flows by weight. Off: only the local
+    /// zone's, until its healthy share falls under `zone_failover_threshold`.
+    #[serde(default = "default_true")]
+    pub cross_zone: bool,
+    #[serde(default)]
+    pub zone_weights: ZoneWeights,
+    /// With cross_zone off: the local zone's healthy share of configured weight under
+    /// which new flows spill to every zone.
+    #[serde(default = "default_failover_threshold")]
+    pub zone_failover_threshold: f64,
+    /// Zones whose backends take no new flows (a zonal shift).
+    #[serde(default)]
     pub drained_zones: Vec<String>,
+    /// How long flows of a draining or removed backend may continue before their entries
+    /// are purged.
+    #[serde(default = "default_deregistration_delay", with = "duration")]
+    pub deregistration_delay: Duration,
+    /// Window over which a backend that becomes healthy ramps up to its full weight; 0s
+    /// is off.
+    #[serde(default, with = "duration")]
+    pub slow_start: Duration,
+    #[serde(default)]
+    pub on_all_unhealthy: OnAllUnhealthy,
+}
+
+impl ServiceConfig {
+    /// The weight of `zone`: its entry in `zone_weights`, else 1.
+    pub fn zone_weight(&self, zone: &str) -> f64 {
+        self.zone_weights.get(zone).copied().unwrap_or(1.0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
@@ -193,25 +228,12 @@ pub struct BackendConfig {
     pub zone: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
-    /// `draining`: no new flows, existing ones continue (issue 3 gives this its
-    /// data-path meaning; until then it is recorded and reported only).
-    #[serde(default, skip_serializing_if = "BackendState::is_active")]
+    #[serde(default)]
     pub state: BackendState,
 }
 
-/// Lifecycle of a backend as the operator sets it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendState {
-    #[default]
-    Active,
-    Draining,
-}
-
-impl BackendState {
-    pub fn is_active(&self) -> bool {
-        *self == BackendState::Active
-    }
+fn default_pin_dir() -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/lbd")
 }
 
 fn default_weight() -> u32 {

@@ -258,24 +258,340 @@ fn a_tcp_listener_without_a_token_file_is_refused() {
 }
 
 #[test]
-fn drain_keys_parse_and_are_validated() {
-    let text = VALID.replace("zone: az-b }", "zone: az-b, state: draining }")
-        + "    drained_zones: [az-c]\n";
-    let c = parse(&text).unwrap();
-    assert_eq!(c.services[0].backends[1].state, BackendState::Draining);
-    assert_eq!(c.services[0].drained_zones, ["az-c"]);
-    let twice = VALID.to_string() + "    drained_zones: [az-c, az-c]\n";
-    let e = parse(&twice).unwrap_err().to_string();
-    assert!(
-        e.contains("services[0].drained_zones[1]: zone `az-c` is listed twice"),
-        "{e}"
-    );
-    let bad = VALID.replace("zone: az-b }", "zone: az-b, state: gone }");
-    assert!(parse(&bad).is_err());
+fn a_relative_state_file_is_refused() {
     let relative = format!("{VALID}state_file: state.yaml\n");
     let e = parse(&relative).unwrap_err().to_string();
     assert!(
         e.contains("state_file: `state.yaml` must be an absolute path"),
         "{e}"
     );
+}
+
+/// The issue's config contract, every new key spelled out.
+const POLICY: &str = r#"
+node:
+  zone: az-a
+interfaces: [veth-c]
+services:
+  - name: web
+    vip: 10.0.0.100
+    port: 80
+    backends:
+      - { address: 10.1.0.11, port: 8080, zone: az-a }
+      - { address: 10.1.0.12, port: 8080, zone: az-c, state: draining }
+    health:
+      type: http
+      port: 9090
+      path: /healthz
+      expect_status: 200-399
+      interval: 1s
+      timeout: 500ms
+      healthy_threshold: 2
+      unhealthy_threshold: 3
+    cross_zone: false
+    zone_weights: { az-a: 1, az-b: 1, az-c: 0.5 }
+    zone_failover_threshold: 0.5
+    drained_zones: []
+    deregistration_delay: 30s
+    slow_start: 10s
+    on_all_unhealthy: fail_open
+"#;
+
+#[test]
+fn the_policy_contract_parses() {
+    use std::time::Duration;
+    let c = parse(POLICY).unwrap();
+    let s = &c.services[0];
+    let h = &s.health;
+    assert_eq!(h.kind, ProbeType::Http);
+    assert_eq!(h.port, Some(9090));
+    assert_eq!(h.path(), "/healthz");
+    assert_eq!(h.expect_status(), StatusRange { min: 200, max: 399 });
+    assert_eq!(h.interval, Duration::from_secs(1));
+    assert_eq!(h.timeout, Duration::from_millis(500));
+    assert_eq!((h.healthy_threshold, h.unhealthy_threshold), (2, 3));
+    assert!(!s.cross_zone);
+    assert_eq!(s.zone_weight("az-c"), 0.5);
+    assert_eq!(s.zone_weight("az-z"), 1.0, "unlisted zones weigh 1");
+    assert_eq!(s.zone_failover_threshold, 0.5);
+    assert_eq!(s.deregistration_delay, Duration::from_secs(30));
+    assert_eq!(s.slow_start, Duration::from_secs(10));
+    assert_eq!(s.on_all_unhealthy, OnAllUnhealthy::FailOpen);
+    assert_eq!(s.backends[0].state, BackendState::Active);
+    assert_eq!(s.backends[1].state, BackendState::Draining);
+}
+
+#[test]
+fn every_policy_key_has_its_documented_default() {
+    use std::time::Duration;
+    let c = parse(VALID).unwrap();
+    let s = &c.services[0];
+    let h = &s.health;
+    assert_eq!(h.kind, ProbeType::Tcp);
+    assert_eq!(h.port, None, "probes go to the backend's own port");
+    assert_eq!(h.path(), "/");
+    assert_eq!(h.expect_status().to_string(), "200-399");
+    assert_eq!(h.interval, Duration::from_secs(2));
+    assert_eq!(h.timeout, Duration::from_secs(1));
+    assert_eq!((h.healthy_threshold, h.unhealthy_threshold), (2, 2));
+    assert_eq!((h.passive_failure_ratio, h.passive_min_attempts), (0.5, 20));
+    assert!(s.cross_zone);
+    assert!(s.zone_weights.is_empty());
+    assert_eq!(s.zone_failover_threshold, 0.5);
+    assert!(s.drained_zones.is_empty());
+    assert_eq!(s.deregistration_delay, Duration::from_secs(30));
+    assert_eq!(s.slow_start, Duration::ZERO);
+    assert_eq!(s.on_all_unhealthy, OnAllUnhealthy::FailOpen);
+    assert_eq!(s.backends[0].state, BackendState::Active);
+}
+
+/// Like `each_kind_of_bad_value_is_rejected_with_a_named_error`, over the policy keys.
+#[test]
+fn each_bad_policy_value_is_rejected_with_a_named_error() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "type: http",
+            "type: icmp",
+            "services[0].health.type",
+            "unknown variant",
+        ),
+        (
+            "port: 9090",
+            "port: 0",
+            "services[0].health.port",
+            "1..=65535",
+        ),
+        (
+            "path: /healthz",
+            "path: healthz",
+            "services[0].health.path",
+            "must start with `/`",
+        ),
+        (
+            "path: /healthz",
+            "path: '/a b'",
+            "services[0].health.path",
+            "visible ASCII",
+        ),
+        (
+            "expect_status: 200-399",
+            "expect_status: 400-200",
+            "services[0].health.expect_status",
+            "not a range",
+        ),
+        (
+            "expect_status: 200-399",
+            "expect_status: 200-700",
+            "services[0].health.expect_status",
+            "within 100-599",
+        ),
+        (
+            "expect_status: 200-399",
+            "expect_status: ok",
+            "services[0].health.expect_status",
+            "not a status code",
+        ),
+        (
+            "interval: 1s",
+            "interval: 1",
+            "services[0].health.interval",
+            "needs a unit",
+        ),
+        (
+            "interval: 1s",
+            "interval: 1d",
+            "services[0].health.interval",
+            "unknown unit",
+        ),
+        (
+            "interval: 1s",
+            "interval: 10ms",
+            "services[0].health.interval",
+            "out of range 100ms..=5m",
+        ),
+        (
+            "interval: 1s",
+            "interval: 10m",
+            "services[0].health.interval",
+            "out of range",
+        ),
+        (
+            "timeout: 500ms",
+            "timeout: 2s",
+            "services[0].health.timeout",
+            "longer than the interval 1s",
+        ),
+        (
+            "timeout: 500ms",
+            "timeout: 1ms",
+            "services[0].health.timeout",
+            "shorter than the minimum",
+        ),
+        (
+            "healthy_threshold: 2",
+            "healthy_threshold: 0",
+            "services[0].health.healthy_threshold",
+            "out of range 1..=10",
+        ),
+        (
+            "unhealthy_threshold: 3",
+            "unhealthy_threshold: 11",
+            "services[0].health.unhealthy_threshold",
+            "out of range",
+        ),
+        (
+            "unhealthy_threshold: 3",
+            "unhealthy_threshold: 3\n      passive_failure_ratio: 1.5",
+            "services[0].health.passive_failure_ratio",
+            "out of range 0..=1",
+        ),
+        (
+            "unhealthy_threshold: 3",
+            "unhealthy_threshold: 3\n      passive_min_attempts: 0",
+            "services[0].health.passive_min_attempts",
+            "at least 1",
+        ),
+        (
+            "unhealthy_threshold: 3",
+            "unhealthy_threshold: 3\n      colour: red",
+            "services[0].health",
+            "unknown field `colour`",
+        ),
+        (
+            "type: http",
+            "type: tcp",
+            "services[0].health.path",
+            "only to `type: http`",
+        ),
+        (
+            "type: http",
+            "type: tcp",
+            "services[0].health.expect_status",
+            "only to `type: http`",
+        ),
+        (
+            "cross_zone: false",
+            "cross_zone: sometimes",
+            "services[0].cross_zone",
+            "invalid type",
+        ),
+        (
+            "az-c: 0.5",
+            "az-c: -1",
+            "services[0].zone_weights.az-c",
+            "out of range 0..=100",
+        ),
+        (
+            "az-c: 0.5",
+            "'a c': 1",
+            "services[0].zone_weights.a c",
+            "may only contain",
+        ),
+        (
+            "zone_failover_threshold: 0.5",
+            "zone_failover_threshold: 2",
+            "services[0].zone_failover_threshold",
+            "out of range 0..=1",
+        ),
+        (
+            "drained_zones: []",
+            "drained_zones: [az-b, az-b]",
+            "services[0].drained_zones[1]",
+            "listed twice",
+        ),
+        (
+            "drained_zones: []",
+            "drained_zones: ['']",
+            "services[0].drained_zones[0]",
+            "must not be empty",
+        ),
+        (
+            "deregistration_delay: 30s",
+            "deregistration_delay: 2h",
+            "services[0].deregistration_delay",
+            "longer than the maximum 1h",
+        ),
+        (
+            "deregistration_delay: 30s",
+            "deregistration_delay: soon",
+            "services[0].deregistration_delay",
+            "unknown unit",
+        ),
+        (
+            "slow_start: 10s",
+            "slow_start: 1h",
+            "services[0].slow_start",
+            "longer than the maximum 15m",
+        ),
+        (
+            "on_all_unhealthy: fail_open",
+            "on_all_unhealthy: panic",
+            "services[0].on_all_unhealthy",
+            "unknown variant",
+        ),
+        (
+            "state: draining",
+            "state: gone",
+            "services[0].backends[1].state",
+            "unknown variant",
+        ),
+    ];
+    for (from, to, field, words) in cases {
+        assert!(
+            POLICY.contains(from),
+            "case {to}: `{from}` is not in the base file"
+        );
+        let text = POLICY.replacen(from, to, 1);
+        let err = match parse(&text) {
+            Ok(_) => panic!("`{to}` was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains(field) && err.contains(words),
+            "`{to}`: expected `{field}` and `{words}` in:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn a_reload_may_not_change_what_the_data_path_was_loaded_with() {
+    let running = parse(VALID).unwrap();
+    let mut changed = running.clone();
+    changed.services[0].backends.pop();
+    changed.services[0].health.interval = std::time::Duration::from_secs(5);
+    assert_eq!(check_reloadable(&running, &changed), Ok(()));
+    for (edit, field) in [
+        ("interfaces: [veth-c, veth-b]", "interfaces"),
+        ("cluster: { hash_seed: 1 }", "cluster.hash_seed"),
+        ("cluster: { ring_size: 1009 }", "cluster.ring_size"),
+        (
+            "limits: { flow_table_size: 2048 }",
+            "limits.flow_table_size",
+        ),
+        ("limits: { max_backends: 8 }", "limits.max_backends"),
+        ("xdp_mode: generic", "xdp_mode"),
+    ] {
+        let text = if edit.starts_with("interfaces") {
+            VALID.replace("interfaces: [veth-c, veth-b]", "interfaces: [veth-c]")
+        } else {
+            VALID.replace(
+                "interfaces: [veth-c, veth-b]",
+                &format!("interfaces: [veth-c, veth-b]\n{edit}"),
+            )
+        };
+        let err = check_reloadable(&running, &parse(&text).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("{field}: cannot change")) && err.contains("restart lbd"),
+            "{edit}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let c = parse(include_str!("../../../deploy/lb.yaml")).unwrap();
+    assert_eq!(c.services[0].health.kind, ProbeType::Http);
+    assert_eq!(c.services[0].health.path(), "/healthz");
 }

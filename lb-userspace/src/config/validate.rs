@@ -55,10 +55,10 @@ const MIN_FLOW_TABLE: u32 = 1024;
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const MAX_IFNAME: usize = 15;
 
-struct Collector(Vec<FieldError>);
+pub(super) struct Collector(pub(super) Vec<FieldError>);
 
 impl Collector {
-    fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.0.push(FieldError {
             field: field.into(),
             message: message.into(),
@@ -72,6 +72,20 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     check_cluster(&mut c, &config.cluster);
     check_limits(&mut c, config);
     check_interfaces(&mut c, &config.interfaces);
+    if !config.pin_dir.is_absolute()
+        || config
+            .pin_dir
+            .components()
+            .any(|p| matches!(p, std::path::Component::ParentDir))
+    {
+        c.err(
+            "pin_dir",
+            format!(
+                "{} must be an absolute path without `..`",
+                config.pin_dir.display()
+            ),
+        );
+    }
     check_api(&mut c, config);
     check_services(&mut c, config);
     if c.0.is_empty() {
@@ -83,7 +97,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
 
 /// Names (zones, services) are what operators type in commands and see in metrics
 /// labels: keep them to a safe alphabet.
-fn check_name(c: &mut Collector, field: &str, name: &str) {
+pub(super) fn check_name(c: &mut Collector, field: &str, name: &str) {
     if name.is_empty() {
         c.err(field, "must not be empty");
     } else if name.len() > 63 {
@@ -279,14 +293,7 @@ fn check_services(c: &mut Collector, config: &Config) {
             );
         }
         check_backends(c, &at, s);
-        let mut drained = HashSet::new();
-        for (k, zone) in s.drained_zones.iter().enumerate() {
-            let field = format!("{at}.drained_zones[{k}]");
-            check_name(c, &field, zone);
-            if !drained.insert(zone) {
-                c.err(field, format!("zone `{zone}` is listed twice"));
-            }
-        }
+        super::validate_policy::check_policy(c, &at, s);
     }
 }
 

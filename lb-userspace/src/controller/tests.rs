@@ -42,10 +42,17 @@ fn first_apply_writes_every_backend_and_the_whole_slot_zero() {
         .unwrap();
     assert_eq!(s.backends_written, 2);
     assert_eq!(s.services_flipped, 1);
-    // Backend id 0 owns about half the slots, and those already read 0 in a fresh array.
+    // Backend id 0 owns about half the slots, and those already read 0 in a fresh array;
+    // the idle slot gets the same table, so the first change writes only what changes.
     assert!(
-        s.ring_entries_written > 400 && s.ring_entries_written < 600,
+        s.ring_entries_written > 2 * 400 && s.ring_entries_written < 2 * 600,
         "{s:?}"
+    );
+    let idle = ring_slot_base(0, 1, RING);
+    assert_eq!(
+        c.dataplane().ring.get(&(idle + 7)),
+        c.dataplane().ring.get(&7).filter(|id| **id != 0),
+        "slot 1 mirrors slot 0"
     );
     let key = service_key(&c);
     assert_eq!(c.dataplane().services[&key].active_slot, 0);
@@ -153,4 +160,46 @@ fn a_ring_size_change_is_refused() {
     let mut c = Controller::new(FakeDataplane::new(RING, 7), 1013);
     let err = c.apply(&config(&[("10.1.0.11", 1)])).unwrap_err();
     assert!(err.to_string().contains("ring_size cannot change"), "{err}");
+}
+
+#[test]
+fn the_prefilter_admits_before_publishing_and_forgets_after_removing() {
+    use lb_common::filter::{filter_slot, FILTER_VIPS};
+    let mut c = Controller::new(FakeDataplane::new(RING, 7), RING);
+    c.apply(&config(&[("10.1.0.11", 1)])).unwrap();
+    let key = service_key(&c);
+    let (word, mask) = filter_slot(FILTER_VIPS, key.addr);
+    let log = &c.dataplane().log;
+    let filter_at = log
+        .iter()
+        .position(|w| *w == Write::Filter(word))
+        .expect("VIP bit written");
+    let published = log
+        .iter()
+        .position(|w| matches!(w, Write::Service(..)))
+        .unwrap();
+    assert!(
+        filter_at < published,
+        "the VIP bit must be set before the service is published"
+    );
+    assert_ne!(c.dataplane().filter[&word] & mask, 0);
+
+    let start = c.dataplane().log.len();
+    let mut empty = config(&[]);
+    empty.services.clear();
+    c.apply(&empty).unwrap();
+    let writes = &c.dataplane().log[start..];
+    let removed = writes
+        .iter()
+        .position(|w| matches!(w, Write::RemoveService(_)))
+        .unwrap();
+    let cleared = writes
+        .iter()
+        .rposition(|w| *w == Write::Filter(word))
+        .unwrap();
+    assert!(
+        cleared > removed,
+        "the VIP bit is cleared only after the service is gone"
+    );
+    assert_eq!(c.dataplane().filter[&word] & mask, 0);
 }

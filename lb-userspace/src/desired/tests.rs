@@ -138,8 +138,8 @@ fn diffs_name_every_added_removed_and_changed_thing() {
     assert_eq!(
         lines,
         [
-            "~ service web: drained_zones: - -> [\"az-b\"]",
-            "~ backend web/10.1.0.11:8080: state: - -> draining, weight: 1 -> 4",
+            "~ service web: drained_zones: [] -> [\"az-b\"]",
+            "~ backend web/10.1.0.11:8080: state: active -> draining, weight: 1 -> 4",
             "+ backend web/10.1.0.12:8080: zone az-a weight 4",
         ]
     );

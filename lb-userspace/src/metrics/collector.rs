@@ -13,7 +13,7 @@ use crate::{
     api::{DataPath, Shared},
     config::{BackendState, Config},
     desired::edit::BackendAddr,
-    runtime::health_unknown,
+    health::machine::Health,
     stats::Snapshot,
 };
 
@@ -75,33 +75,38 @@ impl Family {
 struct Reading {
     config: Config,
     snapshot: Snapshot,
-    weights: BTreeMap<(String, BackendAddr), u32>,
+    /// Effective weight (the data path's) and health verdict per backend.
+    weights: BTreeMap<(String, BackendAddr), f64>,
+    health: BTreeMap<(String, BackendAddr), String>,
     services_live: usize,
     backends_live: usize,
 }
 
 impl<D: DataPath> DataPathCollector<D> {
     fn read(&self) -> anyhow::Result<Reading> {
-        self.runtime.with(|config, controller| {
+        self.runtime.with(|runtime| {
+            let controller = runtime.controller();
             let plan = controller
                 .plan()
                 .ok_or_else(|| anyhow::anyhow!("not programmed yet"))?;
             let snapshot = Snapshot::read(plan, controller.dataplane())?;
-            let weights = plan
-                .backends
-                .iter()
-                .map(|b| {
-                    let at = BackendAddr {
-                        address: b.at.address,
-                        port: b.at.port,
-                    };
-                    ((b.at.service.clone(), at), b.value.weight_milli / 1000)
-                })
-                .collect();
+            let mut weights = BTreeMap::new();
+            let mut health = BTreeMap::new();
+            for b in &plan.backends {
+                let at = BackendAddr {
+                    address: b.at.address,
+                    port: b.at.port,
+                };
+                let key = (b.at.service.clone(), at);
+                weights.insert(key.clone(), b.value.weight_milli as f64 / 1000.0);
+                let verdict = runtime.fleet().health(&b.at).unwrap_or(Health::Unknown);
+                health.insert(key, verdict.to_string());
+            }
             Ok(Reading {
-                config: config.clone(),
+                config: runtime.config().clone(),
                 snapshot,
                 weights,
+                health,
                 services_live: plan.services.len(),
                 backends_live: plan.backends.len(),
             })
@@ -254,13 +259,13 @@ impl<D: DataPath> Collector for DataPathCollector<D> {
                 b_bytes.push(bdir("to_client"), tr.bytes_to_client as f64);
                 b_new.push(bl(), tr.new_flows as f64);
                 b_active.push(bl(), sample.active_flows as f64);
-                let state = health_unknown(&s.name, &at);
+                let state = r.health.get(&key).map(String::as_str).unwrap_or("unknown");
                 for candidate in ["healthy", "unhealthy", "unknown"] {
                     let mut l = bl();
                     l.push(("state", candidate.to_string()));
                     b_health.push(l, if candidate == state { 1.0 } else { 0.0 });
                 }
-                let effective = r.weights.get(&key).copied().unwrap_or(0);
+                let effective = r.weights.get(&key).copied().unwrap_or(0.0);
                 b_weight.push(bl(), effective);
                 b_configured.push(bl(), b.weight);
                 b_draining.push(

@@ -126,7 +126,7 @@ async fn scrape<D: DataPath>(State(s): State<MetricsState<D>>) -> impl IntoRespo
 /// Alive: the runtime's lock can be taken (a wedged controller fails this).
 async fn healthz<D: DataPath>(State(s): State<MetricsState<D>>) -> (StatusCode, &'static str) {
     let rt = s.runtime.clone();
-    match blocking(move || rt.with(|_, _| ())).await {
+    match blocking(move || rt.with(|_| ())).await {
         Ok(()) => (StatusCode::OK, "ok\n"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "wedged\n"),
     }
@@ -144,7 +144,16 @@ async fn readyz<D: DataPath>(State(s): State<MetricsState<D>>) -> (StatusCode, &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config, controller::Controller, dataplane::FakeDataplane, runtime::Runtime};
+    use crate::{
+        config, controller::Controller, dataplane::FakeDataplane, runtime::Runtime,
+        shared::SharedRuntime,
+    };
+
+    fn shared(c: config::Config) -> Shared<FakeDataplane> {
+        let controller = Controller::new(FakeDataplane::new(13, 1), 13);
+        let (runtime, _) = Runtime::start(c, controller, std::time::Instant::now()).unwrap();
+        Arc::new(SharedRuntime::new(runtime))
+    }
 
     #[test]
     fn probe_latencies_appear_as_a_histogram_once_observed() {
@@ -153,9 +162,7 @@ mod tests {
              services: [ { name: web, vip: 10.0.0.100, port: 80 } ]\n",
         )
         .unwrap();
-        let mut controller = Controller::new(FakeDataplane::new(13, 1), 13);
-        controller.apply(&c).unwrap();
-        let metrics = Metrics::new(Arc::new(Runtime::new(c, controller)));
+        let metrics = Metrics::new(shared(c));
         let before = metrics.encode().unwrap();
         assert!(
             before.contains("lb_service_new_flows_total{service=\"web\"} 0"),
@@ -183,9 +190,7 @@ mod tests {
              backends: [ { address: 10.1.0.11, port: 8080, zone: az-a } ] } ]\n",
         )
         .unwrap();
-        let mut controller = Controller::new(FakeDataplane::new(13, 1), 13);
-        controller.apply(&c).unwrap();
-        let metrics = Metrics::new(Arc::new(Runtime::new(c, controller)));
+        let metrics = Metrics::new(shared(c));
         metrics.observe_probe("web", "10.1.0.11:8080", "az-a", 0.003);
         let text = metrics.encode().unwrap();
         let path = concat!(

@@ -1,39 +1,75 @@
-//! `cargo xtask bench` (per-packet part): the cost of each data-path case measured with
-//! BPF_PROG_TEST_RUN, beside the pass-everything program timed the same way in the same
-//! run. Each figure is the kernel's own timing of one single-run call (a rewriting path
-//! cannot use `repeat`: later repeats would see the already rewritten frame), so each
-//! call carries the same fixed overhead as the floor, which the net column removes.
-//! The measuring thread is pinned to one CPU (per-CPU maps, stable caches).
-use lb_tests::{
-    frame::{dst_ip, Frame},
-    packet_rig::*,
-    peer_xdp,
-};
+//! `cargo xtask bench`: runs the parts of the benchmark (see `lb_tests::bench`), prints
+//! their tables, evaluates the targets and writes every figure as JSON (`--json PATH`).
+//! Needs root (BPF, namespaces). Every part is bounded in time.
+use std::path::PathBuf;
 
-const USAGE: &str = "usage: lb-bench [--calls N] [--rounds R]";
+use lb_tests::bench::{control, e2e, flow_fill, machine, packet, targets};
+use serde_json::Value;
+
+const USAGE: &str = "usage: lb-bench [--only packet,fill,control,e2e] [--json PATH]
+  [--calls N] [--rounds R]              per-packet part (default 20000 x 5)
+  [--fill-calls N] [--fill-rounds R]    flow-table fill part (default 10000 x 3)
+  [--e2e-rounds R] [--e2e-seconds S]    end-to-end part (default 5 rounds x 1.5 s per run)";
+
+const PARTS: [&str; 4] = ["packet", "fill", "control", "e2e"];
 
 struct Args {
+    only: Vec<String>,
+    json: Option<PathBuf>,
     calls: usize,
     rounds: usize,
+    fill_calls: usize,
+    fill_rounds: usize,
+    e2e_rounds: usize,
+    e2e_seconds: f64,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
+        only: PARTS.iter().map(|p| p.to_string()).collect(),
+        json: None,
         calls: 20_000,
         rounds: 5,
+        fill_calls: 10_000,
+        fill_rounds: 3,
+        e2e_rounds: 5,
+        e2e_seconds: 1.5,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
-        let mut number = |name: &str, max: usize| -> Result<usize, String> {
-            let v = it.next().ok_or(format!("{name} needs a number"))?;
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value\n{USAGE}"));
+        let number = |name: &str, v: String, max: usize| -> Result<usize, String> {
             v.parse()
                 .ok()
                 .filter(|n| (1..=max).contains(n))
                 .ok_or(format!("{name} {v}: expected 1..={max}"))
         };
         match a.as_str() {
-            "--calls" => args.calls = number("--calls", 10_000_000)?,
-            "--rounds" => args.rounds = number("--rounds", 1000)?,
+            "--only" => {
+                let v = value("--only")?;
+                let parts: Vec<String> = v.split(',').map(str::to_string).collect();
+                if let Some(bad) = parts.iter().find(|p| !PARTS.contains(&p.as_str())) {
+                    return Err(format!(
+                        "--only: unknown part {bad:?}; parts: {}",
+                        PARTS.join(",")
+                    ));
+                }
+                args.only = parts;
+            }
+            "--json" => args.json = Some(PathBuf::from(value("--json")?)),
+            "--calls" => args.calls = number(&a, value(&a)?, 10_000_000)?,
+            "--rounds" => args.rounds = number(&a, value(&a)?, 1000)?,
+            "--fill-calls" => args.fill_calls = number(&a, value(&a)?, 1_000_000)?,
+            "--fill-rounds" => args.fill_rounds = number(&a, value(&a)?, 100)?,
+            "--e2e-rounds" => args.e2e_rounds = number(&a, value(&a)?, 50)?,
+            "--e2e-seconds" => {
+                let v = value(&a)?;
+                args.e2e_seconds = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (0.2..=60.0).contains(s))
+                    .ok_or(format!("--e2e-seconds {v}: expected 0.2..=60"))?;
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -41,128 +77,63 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn median(v: &mut [u64]) -> u64 {
-    v.sort_unstable();
-    v[v.len() / 2]
-}
-
-/// Min and median over rounds of each round's median per-call time.
-#[derive(Clone, Copy)]
-struct Stat {
-    min: u64,
-    median: u64,
-}
-
-fn measure(rounds: usize, calls: usize, mut one: impl FnMut(usize) -> u64) -> Stat {
-    let mut per_round: Vec<u64> = (0..rounds)
-        .map(|r| {
-            let mut times: Vec<u64> = (0..calls).map(|i| one(r * calls + i)).collect();
-            median(&mut times)
-        })
-        .collect();
-    let min = *per_round.iter().min().unwrap();
-    Stat {
-        min,
-        median: median(&mut per_round),
-    }
-}
-
 fn main() {
     let args = parse_args().unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(2)
     });
-    let rig = Rig::build();
-    let config = CONFIG.replace("flow_table_size: 4096", "flow_table_size: 1048576");
-    let (c0, b0) = (rig.c0, rig.b0);
-    let rows = rig.with_dataplane(&config, |c| {
-        pin_to_cpu(0);
-        let mut floor_obj = peer_xdp::load_pass_program();
-        let floor = peer_xdp::pass_program(&mut floor_obj);
-        let lb = c.dataplane().program();
-        let (rounds, calls) = (args.rounds, args.calls);
-
-        let syn = client_syn(40000).bytes();
-        let floor_stat = measure(rounds, calls, |_| {
-            let r = run_once(floor, c0, &syn);
-            assert_eq!(r.action, XDP_PASS);
-            r.nanos
-        });
-
-        let other = Frame {
-            dst: "10.10.0.50".parse().unwrap(),
-            ..client_syn(40000)
-        }
-        .bytes();
-        let pass = measure(rounds, calls, |_| {
-            let r = run_once(lb, c0, &other);
-            assert_eq!(r.action, XDP_PASS);
-            r.nanos
-        });
-
-        // Every call a new client port, and a new client address every 50,000, so every
-        // SYN misses the flow table and takes the Maglev path.
-        let new_flow = measure(rounds, calls, |i| {
-            let src = std::net::Ipv4Addr::from(u32::from(CLIENT) + (i / 50_000) as u32 * 256);
-            let f = Frame {
-                src,
-                ..client_syn(1024 + (i % 50_000) as u16)
-            }
-            .bytes();
-            let r = run_once(lb, c0, &f);
-            assert_eq!(r.action, XDP_REDIRECT, "new flow #{i}");
-            r.nanos
-        });
-
-        let first = run_once(lb, c0, &client_syn(33333).bytes());
-        let backend = dst_ip(&first.output);
-        let ack = Frame {
-            flags: 0x10,
-            ..client_syn(33333)
-        }
-        .bytes();
-        let established = measure(rounds, calls, |_| {
-            let r = run_once(lb, c0, &ack);
-            assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
-            r.nanos
-        });
-
-        let reply = Frame {
-            src: backend,
-            dst: CLIENT,
-            sport: 8080,
-            dport: 33333,
-            flags: 0x10,
-            ..Frame::default()
-        }
-        .bytes();
-        let ret = measure(rounds, calls, |_| {
-            let r = run_once(lb, b0, &reply);
-            assert_eq!(r.action, XDP_REDIRECT);
-            r.nanos
-        });
-        [
-            ("empty XDP_PASS program (floor)", floor_stat),
-            ("non-VIP pass-through", pass),
-            ("SYN to VIP, new flow (Maglev)", new_flow),
-            ("established flow, to backend", established),
-            ("return path, to client", ret),
-        ]
-        .map(|(name, s)| {
-            let net_min = s.min.saturating_sub(floor_stat.min);
-            let net_median = s.median.saturating_sub(floor_stat.median);
-            (name, s.min, s.median, net_min, net_median)
-        })
-    });
-    println!(
-        "per-packet cost, BPF_PROG_TEST_RUN, {} rounds x {} single-run calls, pinned to CPU 0",
-        args.rounds, args.calls
-    );
-    println!(
-        "{:<34} {:>8} {:>8} {:>8} {:>8}",
-        "path", "min ns", "med ns", "net min", "net med"
-    );
-    for (name, min, med, net_min, net_med) in rows {
-        println!("{name:<34} {min:>8} {med:>8} {net_min:>8} {net_med:>8}");
+    let wants = |part: &str| args.only.iter().any(|p| p == part);
+    let mut report = serde_json::Map::new();
+    report.insert("machine".into(), machine::describe());
+    println!("machine: {}", report["machine"]);
+    if wants("packet") {
+        let opts = packet::Options {
+            rounds: args.rounds,
+            calls: args.calls,
+        };
+        report.insert("packet".into(), packet::run(&opts));
     }
+    if wants("fill") {
+        let opts = flow_fill::Options {
+            rounds: args.fill_rounds,
+            calls: args.fill_calls,
+            fills: vec![1_000, 100_000, 1_000_000],
+            backends: vec![10, 1_000, 10_000],
+        };
+        report.insert("fill".into(), flow_fill::run(&opts));
+    }
+    if wants("control") {
+        let opts = control::Options {
+            backends: vec![10, 1_000, 10_000],
+            rings: vec![65_537, 655_373],
+            changes: 6,
+        };
+        report.insert("control".into(), control::run(&opts));
+    }
+    if wants("e2e") {
+        let opts = e2e::Options {
+            rounds: args.e2e_rounds,
+            seconds: args.e2e_seconds,
+            conn_workers: 4,
+            keepalive_conns: 4,
+            bulk_streams: 2,
+            backends: 3,
+        };
+        report.insert("e2e".into(), e2e::run(&opts));
+    }
+    let mut report = Value::Object(report);
+    let evaluated = targets::evaluate(&report);
+    report["targets"] = evaluated;
+    if let Some(path) = &args.json {
+        write_json(path, &report);
+    }
+}
+
+fn write_json(path: &PathBuf, report: &Value) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    }
+    let text = serde_json::to_string_pretty(report).expect("figures serialise");
+    std::fs::write(path, text + "\n").unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    println!("\nwrote {}", path.display());
 }

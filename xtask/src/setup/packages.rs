@@ -1,5 +1,6 @@
 //! Debian packages that the tests and the lab call: they build namespace topologies,
-//! tune veths, inspect BPF objects and send or watch traffic.
+//! tune veths, inspect BPF objects and send or watch traffic, and the benchmark runs the
+//! load balancers it compares with.
 
 use std::process::Command;
 
@@ -19,6 +20,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("hping3", "crafted TCP packets"),
     ("procps", "pgrep, sysctl"),
     ("util-linux", "nsenter, mount"),
+    (
+        "haproxy",
+        "the TCP proxy the end-to-end benchmark compares with",
+    ),
+    (
+        "nftables",
+        "nft: the DNAT rule the end-to-end benchmark compares with",
+    ),
 ];
 
 fn installed(package: &str) -> bool {

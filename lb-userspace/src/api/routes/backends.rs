@@ -27,8 +27,9 @@ pub async fn list<D: DataPath>(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<BackendView>>, ApiError> {
     // The weights the data path holds, as last applied.
-    let (config, weights) = rt.with(|config, controller| {
-        let weights: BTreeMap<(String, BackendAddr), u32> = controller
+    let (config, weights) = rt.with(|runtime| {
+        let weights: BTreeMap<(String, BackendAddr), f64> = runtime
+            .controller()
             .plan()
             .map(|p| {
                 p.backends
@@ -38,12 +39,15 @@ pub async fn list<D: DataPath>(
                             address: b.at.address,
                             port: b.at.port,
                         };
-                        ((b.at.service.clone(), at), b.value.weight_milli / 1000)
+                        (
+                            (b.at.service.clone(), at),
+                            b.value.weight_milli as f64 / 1000.0,
+                        )
                     })
                     .collect()
             })
             .unwrap_or_default();
-        (config.clone(), weights)
+        (runtime.config().clone(), weights)
     });
     if let Some(name) = &q.service {
         if !config.services.iter().any(|s| &s.name == name) {
@@ -57,7 +61,7 @@ pub async fn list<D: DataPath>(
         }
         for b in &s.backends {
             let at = BackendAddr::from(b);
-            let effective_weight = weights.get(&(s.name.clone(), at)).copied().unwrap_or(0);
+            let effective_weight = weights.get(&(s.name.clone(), at)).copied().unwrap_or(0.0);
             out.push(BackendView {
                 service: s.name.clone(),
                 address: b.address,

@@ -13,34 +13,17 @@ use crate::{
     },
     config::Config,
     desired::{apply_doc, edit},
-    runtime::health_unknown,
 };
 
-/// Health as lbd knows it. Until issue 3's probes exist nothing probes a backend, and
-/// this says so instead of inventing a result.
-pub async fn health<D: DataPath>(State(rt): State<Shared<D>>) -> Json<Vec<HealthView>> {
-    let config = rt.desired();
-    let mut out = Vec::new();
-    for s in &config.services {
-        for b in &s.backends {
-            out.push(HealthView {
-                service: s.name.clone(),
-                address: b.address,
-                port: b.port,
-                zone: b.zone.clone(),
-                state: health_unknown(&s.name, &b.into()),
-                last_probe: None,
-                latency_ms: None,
-                reason: "no health checks in this lbd build (health probes come with issue 3)"
-                    .into(),
-            });
-        }
-    }
-    Json(out)
+/// Health as lbd knows it: the verdict, the last probe's result and latency, and why.
+pub async fn health<D: DataPath>(
+    State(rt): State<Shared<D>>,
+) -> Result<Json<Vec<HealthView>>, ApiError> {
+    Ok(Json(blocking(move || rt.health()).await?))
 }
 
 pub async fn stats<D: DataPath>(State(rt): State<Shared<D>>) -> Result<Json<StatsView>, ApiError> {
-    let view = blocking(move || rt.stats(&health_unknown)).await?;
+    let view = blocking(move || rt.stats()).await?;
     view.map(Json)
         .map_err(|e| ApiError::internal(format!("reading counters: {e:#}")))
 }

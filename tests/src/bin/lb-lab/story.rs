@@ -1,18 +1,13 @@
 //! `lb-lab --story`: six backends over three zones, background traffic, and a scripted
 //! operator story told as it happens, with `lbctl`'s output at each step:
-//! a backend fails and is ejected, a zone is drained, a backend is drained and removed.
-//!
-//! Health probes and the data-path meaning of draining come with issue 3. Until then
-//! the story ejects the failed backend itself through the API (after the merge the
-//! probes do it, and `lbctl health` shows why), and drains are recorded, persisted and
-//! reported but new flows still reach drained backends and zones; the story says so
-//! where it matters.
+//! a backend fails and the probes eject it, a zone is drained, a backend is drained and
+//! removed.
 use std::{
     sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use lb_tests::{lab_config, lab_run_dir, BackendSpec, Lab, LabSpec, Lbctl, RunningLb};
+use lb_tests::{lab_run_dir, BackendSpec, Lab, LabConfig, LabSpec, Lbctl, RunningLb};
 
 use super::traffic::{Tally, Traffic};
 
@@ -31,7 +26,11 @@ pub fn run(keep: bool, stop: &AtomicBool) -> Result<(), String> {
     };
     say("building the lab: client, LB, switch and six backends (b1..b6) in zones az-a, az-b, az-c");
     let lab = Lab::build(&spec);
-    let config = lab_config(&lab, &[1; 6]);
+    // Quick probes, so that the story does not wait: a dead backend is out within
+    // about 2 x 500 ms + 500 ms.
+    let config = LabConfig::new(&lab)
+        .policy(&["health: { interval: 500ms, timeout: 300ms }"])
+        .yaml();
     let lb = RunningLb::start(lab, &config);
     let ctl = lb.lbctl();
     let socket = lab_run_dir(&lb.lab).join("lbd.sock");
@@ -55,37 +54,41 @@ pub fn run(keep: bool, stop: &AtomicBool) -> Result<(), String> {
     tally(&traffic.tally());
 
     chapter(2, "backend b3 (10.1.0.13, az-b) fails");
-    say("its switch port goes down; connections that land on it now time out");
+    say("its switch port goes down: probes and connections to it time out");
     lb.lab.set_backend_link(2, false);
     let before = traffic.tally().failed;
-    pause(3, stop);
-    let failed = traffic.tally().failed - before;
-    say(&format!("{failed} connections failed in 3 s"));
+    let failed_at = Instant::now();
+    let ejected = wait_unhealthy(&ctl, "10.1.0.13", Duration::from_secs(20), stop);
+    say(&format!(
+        "the probes ejected it after {:.1} s; {} connections failed meanwhile",
+        failed_at.elapsed().as_secs_f64(),
+        traffic.tally().failed - before
+    ));
+    if !ejected {
+        say("(it was not ejected in time: see lbd's log)");
+    }
     show(&ctl, &["health"]);
-    say("nothing probes backends in this build (issue 3 brings probes that eject b3 by");
-    say("themselves and show it unhealthy here); the operator ejects it through the API:");
-    show(&ctl, &["backend", "remove", "web", "10.1.0.13:8080"]);
+    show(&ctl, &["backend", "list", "web"]);
     let before = traffic.tally().failed;
     pause(3, stop);
     say(&format!(
         "{} connections failed in the 3 s after the ejection",
         traffic.tally().failed - before
     ));
-    show(&ctl, &["backend", "list", "web"]);
 
     chapter(3, "zone az-c is drained");
     show(&ctl, &["zone", "drain", "az-c"]);
     show(&ctl, &["zone", "list"]);
-    say("the drain is recorded in the desired state and persisted; its data-path meaning");
-    say("(no new flows to az-c) arrives with issue 3, so az-c still takes new flows here:");
-    pause(2, stop);
+    say("new flows leave az-c at once; its existing flows continue:");
+    pause(3, stop);
     show(&ctl, &["stats", "--service", "web"]);
     show(&ctl, &["zone", "undrain", "az-c"]);
 
     chapter(4, "backend b2 (10.1.0.12, az-a) is drained, then removed");
     show(&ctl, &["backend", "drain", "web", "10.1.0.12:8080"]);
     show(&ctl, &["backend", "list", "web"]);
-    say("once its active flows reach 0 it can go (short connections here: at once)");
+    say("it takes no new flows; once its active flows reach 0 it can go (short");
+    say("connections here: at once)");
     pause(2, stop);
     show(&ctl, &["backend", "remove", "web", "10.1.0.12:8080"]);
     pause(2, stop);
@@ -113,6 +116,28 @@ pub fn run(keep: bool, stop: &AtomicBool) -> Result<(), String> {
     drop(lb);
     say("torn down");
     Ok(())
+}
+
+/// Waits (bounded) until `lbctl health` calls the backend at `address` unhealthy.
+fn wait_unhealthy(ctl: &Lbctl, address: &str, limit: Duration, stop: &AtomicBool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+        let out = ctl.run(&["-o", "json", "health"]);
+        let unhealthy = serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| {
+                v.as_array()?
+                    .iter()
+                    .find(|h| h["address"] == address)
+                    .map(|h| h["state"] == "unhealthy")
+            })
+            .unwrap_or(false);
+        if unhealthy {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }
 
 fn say(line: &str) {

@@ -1,14 +1,15 @@
-use std::{path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use lb_common::{
     backend::Backend,
-    counters::TrafficCounters,
+    counters::{BackendSignals, TrafficCounters},
     service::{ServiceKey, ServiceMeta},
 };
 
 use super::*;
 use crate::{
     config::{self, BackendConfig, BackendState},
+    controller::Controller,
     dataplane::FakeDataplane,
 };
 
@@ -38,6 +39,10 @@ impl Dataplane for Flaky {
         self.check()?;
         self.fake.set_policy_entries(entries)
     }
+    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> anyhow::Result<()> {
+        self.check()?;
+        self.fake.set_filter_words(words)
+    }
     fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> anyhow::Result<()> {
         self.check()?;
         self.fake.set_service(key, meta)
@@ -45,6 +50,13 @@ impl Dataplane for Flaky {
     fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
         self.check()?;
         self.fake.remove_service(key)
+    }
+    fn purge_flows(&mut self, id: u32) -> anyhow::Result<usize> {
+        self.check()?;
+        self.fake.purge_flows(id)
+    }
+    fn backend_signals(&self, id: u32) -> anyhow::Result<BackendSignals> {
+        self.fake.backend_signals(id)
     }
 }
 
@@ -66,7 +78,7 @@ impl CounterSource for Flaky {
     }
 }
 
-fn runtime(name: &str) -> (Runtime<Flaky>, PathBuf) {
+fn runtime(name: &str) -> (SharedRuntime<Flaky>, PathBuf) {
     let dir = std::env::temp_dir().join(format!("lbd-runtime-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let state = dir.join("state.yaml");
@@ -76,15 +88,15 @@ fn runtime(name: &str) -> (Runtime<Flaky>, PathBuf) {
         state.display()
     ))
     .unwrap();
-    let mut controller = Controller::new(
+    let controller = Controller::new(
         Flaky {
             fake: FakeDataplane::new(1009, 1),
             fail: false,
         },
         1009,
     );
-    controller.apply(&c).unwrap();
-    (Runtime::new(c, controller), dir)
+    let (runtime, _) = Runtime::start(c, controller, Instant::now()).unwrap();
+    (SharedRuntime::new(runtime), dir)
 }
 
 fn add(i: u8) -> Edit {
@@ -116,7 +128,7 @@ fn concurrent_changes_are_serialized_and_none_is_lost() {
     assert_eq!(rt.desired().services[0].backends.len(), 16);
     let saved = state_file::read(&dir.join("state.yaml")).unwrap().unwrap();
     assert_eq!(saved.services, rt.desired().services);
-    let kernel_backends = rt.with(|_, c| c.dataplane().fake.backends.len());
+    let kernel_backends = rt.with(|r| r.controller().dataplane().fake.backends.len());
     assert_eq!(kernel_backends, 16);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -129,10 +141,10 @@ fn a_refused_or_failed_change_changes_nothing() {
     let saved_before = std::fs::read_to_string(dir.join("state.yaml")).unwrap();
 
     assert!(matches!(rt.change(&add(1)), Err(ChangeError::Refused(_))));
-    rt.with(|_, c| c.dataplane_mut().fail = true);
+    rt.with(|r| r.controller_mut().dataplane_mut().fail = true);
     let e = rt.change(&add(2)).unwrap_err();
     assert!(matches!(e, ChangeError::Apply(_)), "{e}");
-    rt.with(|_, c| c.dataplane_mut().fail = false);
+    rt.with(|r| r.controller_mut().dataplane_mut().fail = false);
 
     assert_eq!(rt.desired(), before);
     let saved_after = std::fs::read_to_string(dir.join("state.yaml")).unwrap();
@@ -148,12 +160,13 @@ fn a_reload_applies_without_writing_the_state_file() {
     let (rt, dir) = runtime("reload");
     let mut next = rt.desired();
     next.services[0].port = 8080;
-    let r = rt.reload(next.clone()).unwrap();
+    let (r, _) = rt.reload(next.clone()).unwrap();
     assert_eq!(r.changes.len(), 1, "{:?}", r.changes);
     assert_eq!(rt.desired(), next);
     assert!(!dir.join("state.yaml").exists());
-    let ports: Vec<u16> = rt.with(|_, c| {
-        c.dataplane()
+    let ports: Vec<u16> = rt.with(|r| {
+        r.controller()
+            .dataplane()
             .fake
             .services
             .keys()

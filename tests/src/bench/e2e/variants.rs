@@ -1,0 +1,240 @@
+//! The four ways the benchmark sends the same traffic through the same LB namespace,
+//! each set up on its own and torn down before the next, so that no variant pays for
+//! another's hooks (an XDP program passing packets on, a conntrack table):
+//!
+//! - `direct`: straight to one backend, the LB namespace only routes (the ceiling);
+//! - `xdp`: `lbd` attached to the LB's two NICs, the VIP served by XDP;
+//! - `haproxy`: HAProxy in TCP mode, the VIP on the LB's loopback;
+//! - `nftables`: a DNAT rule with `numgen inc` round robin, conntrack doing the rest.
+use std::{
+    net::{SocketAddrV4, TcpStream},
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
+
+use super::{haproxy, nft};
+use crate::{
+    netns,
+    process::Daemon,
+    running_lb::{lab_config, BACKEND_PORT, VIP, VIP_PORT},
+    topology::Lab,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    Direct,
+    Xdp,
+    Haproxy,
+    Nftables,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 4] = [
+        Variant::Direct,
+        Variant::Xdp,
+        Variant::Haproxy,
+        Variant::Nftables,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Variant::Direct => "direct",
+            Variant::Xdp => "xdp",
+            Variant::Haproxy => "haproxy",
+            Variant::Nftables => "nftables",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Variant::Direct => "straight to one backend (ceiling)",
+            Variant::Xdp => "lbd, XDP (VIP)",
+            Variant::Haproxy => "HAProxy tcp mode (VIP)",
+            Variant::Nftables => "nftables DNAT numgen (VIP)",
+        }
+    }
+}
+
+/// What tears a variant down again.
+enum Undo {
+    Nothing,
+    Lbd(Daemon),
+    Haproxy(Daemon),
+    Nftables,
+}
+
+/// A variant set up on the lab; torn down on drop.
+pub struct Active<'a> {
+    pub variant: Variant,
+    /// Where the client connects.
+    pub target: SocketAddrV4,
+    /// The LB's process, whose CPU time is counted.
+    pub lb_pid: Option<u32>,
+    lab: &'a Lab,
+    undo: Undo,
+}
+
+fn scratch(lab: &Lab, what: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{}-{what}", lab.prefix()))
+}
+
+fn vip() -> SocketAddrV4 {
+    SocketAddrV4::new(VIP, VIP_PORT)
+}
+
+fn backends(lab: &Lab) -> Vec<SocketAddrV4> {
+    (0..lab.backend_count())
+        .map(|i| SocketAddrV4::new(lab.backend_addr(i), BACKEND_PORT))
+        .collect()
+}
+
+/// Sets `variant` up on `lab` and waits until a connection to its target succeeds.
+pub fn activate<'a>(lab: &'a Lab, variant: Variant, lbd: &Path) -> Active<'a> {
+    let (target, undo) = match variant {
+        Variant::Direct => (backends(lab)[0], Undo::Nothing),
+        Variant::Xdp => {
+            let path = scratch(lab, "lbd.yaml");
+            let weights = vec![1; lab.backend_count()];
+            std::fs::write(&path, lab_config(lab, &weights))
+                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            let path = path.to_str().expect("UTF-8 path").to_string();
+            let mut d = lab.spawn_daemon(lab.lb_ns(), lbd, &["--config", &path]);
+            d.wait_for_log("serving", Duration::from_secs(20))
+                .unwrap_or_else(|e| panic!("lbd did not start: {e}"));
+            (vip(), Undo::Lbd(d))
+        }
+        Variant::Haproxy => {
+            lab.ip(
+                lab.lb_ns(),
+                &["addr", "add", &format!("{VIP}/32"), "dev", "lo"],
+            );
+            let path = scratch(lab, "haproxy.cfg");
+            let threads = thread::available_parallelism().map_or(1, |n| n.get());
+            std::fs::write(&path, haproxy::config(vip(), &backends(lab), threads))
+                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            (vip(), Undo::Haproxy(haproxy::start(lab, &path)))
+        }
+        Variant::Nftables => {
+            let addrs: Vec<_> = backends(lab).iter().map(|b| *b.ip()).collect();
+            let rules = nft::ruleset(vip(), &addrs, BACKEND_PORT);
+            nft::add(lab.lb_ns(), &rules, &scratch(lab, "rules.nft"));
+            (vip(), Undo::Nftables)
+        }
+    };
+    let lb_pid = match &undo {
+        Undo::Lbd(d) | Undo::Haproxy(d) => Some(d.pid()),
+        _ => None,
+    };
+    let active = Active {
+        variant,
+        target,
+        lb_pid,
+        lab,
+        undo,
+    };
+    active.wait_ready();
+    active
+}
+
+impl Active<'_> {
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let target = std::net::SocketAddr::V4(self.target);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match netns::run_in(self.lab.client_ns(), || {
+                TcpStream::connect_timeout(&target, Duration::from_millis(500))
+            }) {
+                Ok(_) => return,
+                Err(e) => last = e.to_string(),
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{}: {target} not reachable within 10 s: {last}",
+            self.variant.key()
+        );
+    }
+
+    /// Tears the variant down and returns what its LB reported, if anything (lbd logs
+    /// its counters when it stops).
+    pub fn finish(mut self) -> Option<String> {
+        match &mut self.undo {
+            Undo::Lbd(d) => {
+                d.stop();
+                Some(d.log())
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        let lb = self.lab.lb_ns();
+        match std::mem::replace(&mut self.undo, Undo::Nothing) {
+            Undo::Nothing => {}
+            Undo::Lbd(d) => drop(d),
+            Undo::Haproxy(d) => {
+                drop(d);
+                let cidr = format!("{VIP}/32");
+                let _ = netns::try_ns_ip(lb, &["addr", "del", &cidr, "dev", "lo"]);
+                let _ = std::fs::remove_file(scratch(self.lab, "haproxy.cfg"));
+            }
+            Undo::Nftables => nft::delete(lb),
+        }
+        let _ = std::fs::remove_file(scratch(self.lab, "lbd.yaml"));
+    }
+}
+
+/// The service counters lbd logs when it stops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbdCounters {
+    pub new_flows: u64,
+    pub packets_to_backend: u64,
+    pub packets_to_client: u64,
+}
+
+impl LbdCounters {
+    pub fn add(&mut self, other: LbdCounters) {
+        self.new_flows += other.new_flows;
+        self.packets_to_backend += other.packets_to_backend;
+        self.packets_to_client += other.packets_to_client;
+    }
+}
+
+/// Reads `new_flows=`, `packets_to_backend=` and `packets_to_client=` of the service line
+/// of lbd's log.
+pub fn lbd_counters(log: &str) -> Option<LbdCounters> {
+    let line = log.lines().find(|l| l.contains("service web:"))?;
+    let field = |name: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))?
+            .parse()
+            .ok()
+    };
+    Some(LbdCounters {
+        new_flows: field("new_flows")?,
+        packets_to_backend: field("packets_to_backend")?,
+        packets_to_client: field("packets_to_client")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_read_from_lbd_s_last_words() {
+        let log = "[INFO] serving 1 services\n\
+                   [INFO lb_userspace::daemon] service web: new_flows=1234 packets_to_backend=9 packets_to_client=8\n";
+        let want = LbdCounters {
+            new_flows: 1234,
+            packets_to_backend: 9,
+            packets_to_client: 8,
+        };
+        assert_eq!(lbd_counters(log), Some(want));
+        assert_eq!(lbd_counters("nothing"), None);
+    }
+}

@@ -1,0 +1,317 @@
+//! How per-packet cost grows with the flow table's fill and the number of backends.
+//!
+//! One data path (in the packet rig's namespace) with a flow table of
+//! [`FLOW_TABLE_SIZE`] entries per direction is filled from userspace through the real
+//! maps (`KernelDataplane::flows` / `return_flows`), level by level (1k, 100k, 1M
+//! entries); at each level the controller re-applies the service with 10, 1,000 and
+//! 10,000 backends, and two paths are timed with BPF_PROG_TEST_RUN as in
+//! [`super::packet`]:
+//!
+//! - established: each call an ACK of a different, randomly chosen pre-filled flow, so
+//!   lookups miss the CPU caches as they would with many live connections (the
+//!   per-packet table uses one hot flow instead);
+//! - new flow: each call a SYN of a tuple never seen, which takes the Maglev path and
+//!   inserts both flow entries; those entries are deleted after each round (untimed), so
+//!   the fill stays at its level.
+//!
+//! Backends are `10.1.0.{11,12,13}` with distinct ports (`10000 + i`), so that every
+//! backend has a neighbour in the rig and every packet is redirected: the path stays the
+//! same and only the table sizes change.
+use lb_common::{
+    flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_COUNTED},
+    net::{ipv4_wire, port_wire, FAMILY_IPV4, PROTO_TCP},
+};
+use lb_userspace::{config, controller::Controller, loader::KernelDataplane};
+use serde_json::{json, Value};
+use std::net::Ipv4Addr;
+
+use super::{
+    stats::{median_u64, per_call, per_call_rounds, pin_to_cpu, timed},
+    table::{percent, Table},
+};
+use crate::{
+    frame::{dst_ip, Frame, ETH_LEN, IP_LEN},
+    packet_rig::{run_once, Rig, CLIENT_MAC, VIP, XDP_PASS, XDP_REDIRECT},
+    peer_xdp,
+};
+
+/// Flow entries per direction: room for the largest fill plus the new flows of a round,
+/// so that the LRU never evicts and only the fill varies.
+pub const FLOW_TABLE_SIZE: u32 = 1 << 21;
+const RING_SIZE: u32 = 65_537;
+/// Pre-filled flows point at backend ids below this, which exist at every backend count.
+const FILL_BACKENDS: u32 = 10;
+
+pub struct Options {
+    pub rounds: usize,
+    pub calls: usize,
+    pub fills: Vec<usize>,
+    pub backends: Vec<usize>,
+}
+
+fn backend_addr(id: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 1, 0, 11 + (id % 3) as u8)
+}
+
+fn backend_port(id: u32) -> u16 {
+    10_000 + id as u16
+}
+
+/// The rig's interfaces, one service on the VIP with `n` backends.
+fn config_text(n: usize) -> String {
+    let mut yaml = format!(
+        "node: {{ zone: az-a }}\ninterfaces: [c0, b0]\n\
+         cluster: {{ ring_size: {RING_SIZE}, hash_seed: 42 }}\n\
+         limits: {{ flow_table_size: {FLOW_TABLE_SIZE}, max_services: 1, max_backends: 16384 }}\n\
+         services:\n  - name: web\n    vip: {VIP}\n    port: 80\n    backends:\n"
+    );
+    for id in 0..n as u32 {
+        yaml.push_str(&format!(
+            "      - {{ address: {}, port: {}, zone: az-a }}\n",
+            backend_addr(id),
+            backend_port(id)
+        ));
+    }
+    yaml
+}
+
+/// Client side of pre-filled flow `i`: 172.16.0.0/12 sources, 60,000 ports each.
+fn filled_client(i: usize) -> (Ipv4Addr, u16) {
+    let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 0)) + (i / 60_000) as u32);
+    (src, 1024 + (i % 60_000) as u16)
+}
+
+/// Client side of the `i`-th new flow of a round: 192.168.0.0/16, never pre-filled.
+fn new_client(i: usize) -> (Ipv4Addr, u16) {
+    let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(192, 168, 0, 0)) + (i / 60_000) as u32);
+    (src, 1024 + (i % 60_000) as u16)
+}
+
+fn tcp_key(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> FlowKey {
+    FlowKey {
+        src_addr: ipv4_wire(src.octets()),
+        dst_addr: ipv4_wire(dst.octets()),
+        src_port: port_wire(sport),
+        dst_port: port_wire(dport),
+        proto: PROTO_TCP,
+        family: FAMILY_IPV4,
+        _pad: [0; 2],
+    }
+}
+
+fn dst_port(frame: &[u8]) -> u16 {
+    let at = ETH_LEN + IP_LEN + 2;
+    u16::from_be_bytes([frame[at], frame[at + 1]])
+}
+
+fn client_frame(src: Ipv4Addr, sport: u16, flags: u8) -> Vec<u8> {
+    Frame {
+        src_mac: CLIENT_MAC,
+        src,
+        dst: VIP,
+        sport,
+        dport: 80,
+        flags,
+        ..Frame::default()
+    }
+    .bytes()
+}
+
+/// Inserts pre-filled flows `from..to` in both directions, as the data path would.
+fn fill(dp: &mut KernelDataplane, service: u32, from: usize, to: usize) {
+    for i in from..to {
+        let (src, sport) = filled_client(i);
+        let backend = (i as u32) % FILL_BACKENDS;
+        let (addr, port) = (backend_addr(backend), backend_port(backend));
+        dp.flows
+            .insert(
+                tcp_key(src, sport, VIP, 80),
+                FlowTarget {
+                    backend,
+                    service,
+                    state: FLOW_F_COUNTED,
+                },
+                0,
+            )
+            .unwrap_or_else(|e| panic!("FLOWS insert #{i}: {e}"));
+        let nat = NatReturn {
+            vip: ipv4_wire(VIP.octets()),
+            vport: port_wire(80),
+            _pad: 0,
+            service,
+            backend,
+            nexthop: Default::default(),
+        };
+        dp.return_flows
+            .insert(tcp_key(addr, port, src, sport), nat, 0)
+            .unwrap_or_else(|e| panic!("RETURN_FLOWS insert #{i}: {e}"));
+    }
+}
+
+/// xorshift64: a cheap, seeded, reproducible choice of which flow each call hits.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+struct Cell {
+    fill: usize,
+    backends: usize,
+    established: u64,
+    new_flow: u64,
+}
+
+fn measure_level(
+    c: &mut Controller<KernelDataplane>,
+    opts: &Options,
+    fill_level: usize,
+    c0: u32,
+) -> (u64, u64) {
+    let (rounds, calls) = (opts.rounds, opts.calls);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ fill_level as u64);
+    let established = per_call(rounds, calls, |_| {
+        let i = rng.below(fill_level);
+        let (src, sport) = filled_client(i);
+        let backend = (i as u32) % FILL_BACKENDS;
+        let r = run_once(c.dataplane().program(), c0, &client_frame(src, sport, 0x10));
+        assert_eq!(
+            (r.action, dst_ip(&r.output), dst_port(&r.output)),
+            (XDP_REDIRECT, backend_addr(backend), backend_port(backend)),
+            "pre-filled flow #{i} must hit its entry"
+        );
+        r.nanos
+    })
+    .median;
+    let new_flow = per_call_rounds(rounds, |_| {
+        let mut times = Vec::with_capacity(calls);
+        let mut created = Vec::with_capacity(calls);
+        for i in 0..calls {
+            let (src, sport) = new_client(i);
+            let r = run_once(c.dataplane().program(), c0, &client_frame(src, sport, 0x02));
+            assert_eq!(r.action, XDP_REDIRECT, "new flow #{i}");
+            times.push(r.nanos);
+            created.push((
+                tcp_key(src, sport, VIP, 80),
+                tcp_key(dst_ip(&r.output), dst_port(&r.output), src, sport),
+            ));
+        }
+        let dp = c.dataplane_mut();
+        for (forward, reverse) in &created {
+            dp.flows.remove(forward).expect("the new flow was recorded");
+            dp.return_flows
+                .remove(reverse)
+                .expect("the new flow's return entry was recorded");
+        }
+        median_u64(&times)
+    })
+    .median;
+    (established, new_flow)
+}
+
+pub fn run(opts: &Options) -> Value {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    let first_backends = opts.backends[0];
+    let mut fill_seconds = Vec::new();
+    let (floor, cells) = rig.with_dataplane(&config_text(first_backends), |c| {
+        pin_to_cpu(0);
+        let mut floor_obj = peer_xdp::load_pass_program();
+        let floor_prog = peer_xdp::pass_program(&mut floor_obj);
+        let frame = client_frame(Ipv4Addr::new(10, 10, 0, 2), 40000, 0x02);
+        let floor = per_call(opts.rounds, opts.calls, |_| {
+            let r = run_once(floor_prog, c0, &frame);
+            assert_eq!(r.action, XDP_PASS);
+            r.nanos
+        })
+        .median;
+        let service = c.plan().expect("applied").services[0].id;
+        let mut cells = Vec::new();
+        let mut filled = 0;
+        for &level in &opts.fills {
+            let (took, ()) = timed(|| fill(c.dataplane_mut(), service, filled, level));
+            fill_seconds.push((level, took.as_secs_f64()));
+            filled = level;
+            for &n in &opts.backends {
+                let cfg = config::parse(&config_text(n)).expect("bench config is valid");
+                c.apply(&cfg).expect("re-applying the service");
+                let (established, new_flow) = measure_level(c, opts, level, c0);
+                cells.push(Cell {
+                    fill: level,
+                    backends: n,
+                    established: established.saturating_sub(floor),
+                    new_flow: new_flow.saturating_sub(floor),
+                });
+            }
+        }
+        (floor, cells)
+    });
+    report(opts, floor, &cells, &fill_seconds)
+}
+
+fn report(opts: &Options, floor: u64, cells: &[Cell], fill_seconds: &[(usize, f64)]) -> Value {
+    let mut table = Table::new(
+        format!(
+            "per-packet cost vs flow-table fill and backends, net median ns \
+             ({} rounds x {} calls, floor {floor} ns)",
+            opts.rounds, opts.calls
+        ),
+        &["fill", "backends", "established", "new flow"],
+    );
+    for c in cells {
+        table.row(vec![
+            c.fill.to_string(),
+            c.backends.to_string(),
+            c.established.to_string(),
+            c.new_flow.to_string(),
+        ]);
+    }
+    // The target: from the smallest to the largest fill, at the same backend count.
+    let (lo, hi) = (opts.fills[0], *opts.fills.last().unwrap());
+    let mut growth = Vec::new();
+    for &n in &opts.backends {
+        let at = |fill: usize| cells.iter().find(|c| c.fill == fill && c.backends == n);
+        if let (Some(a), Some(b)) = (at(lo), at(hi)) {
+            let g = |x: u64, y: u64| y as f64 / x.max(1) as f64 - 1.0;
+            growth.push(json!({
+                "backends": n,
+                "established_change": g(a.established, b.established),
+                "new_flow_change": g(a.new_flow, b.new_flow),
+            }));
+            table.note(format!(
+                "fill {lo} -> {hi} at {n} backends: established {}, new flow {}",
+                percent(g(a.established, b.established)),
+                percent(g(a.new_flow, b.new_flow))
+            ));
+        }
+    }
+    table.note(format!(
+        "flow table: {FLOW_TABLE_SIZE} entries per direction (LRU), ring {RING_SIZE}; \
+         established = a random pre-filled flow per call"
+    ));
+    for (level, secs) in fill_seconds {
+        table.note(format!(
+            "filling up to {level} flows (both directions, one syscall each) took {secs:.1} s"
+        ));
+    }
+    table.print();
+    json!({
+        "rounds": opts.rounds,
+        "calls_per_round": opts.calls,
+        "flow_table_size": FLOW_TABLE_SIZE,
+        "ring_size": RING_SIZE,
+        "floor_median_ns": floor,
+        "cells": cells.iter().map(|c| json!({
+            "fill": c.fill,
+            "backends": c.backends,
+            "established_net_median_ns": c.established,
+            "new_flow_net_median_ns": c.new_flow,
+        })).collect::<Vec<_>>(),
+        "fill_growth": growth,
+    })
+}

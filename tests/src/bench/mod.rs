@@ -1,0 +1,22 @@
+//! `cargo xtask bench` (the `lb-bench` binary): measurements, never assertions. Each part
+//! prints its tables and returns the same figures as JSON, which the binary writes to
+//! `<target dir>/bench/latest.json`.
+//!
+//! - [`packet`]: per-packet cost of each data-path case (BPF_PROG_TEST_RUN) beside an
+//!   empty XDP program;
+//! - [`flow_fill`]: how that cost grows with flow-table fill and backend count;
+//! - [`control`]: Maglev build time and change-to-live through the real maps;
+//! - [`e2e`]: connection rate, keep-alive request rate and bulk throughput in the
+//!   namespace lab, beside the ceiling, HAProxy and nftables, with CPU per connection;
+//! - [`targets`]: the targets, each stated as met or not with its figure.
+//!
+//! Figures on a small shared machine move from run to run; ratios measured side by side
+//! in one run are what to compare.
+pub mod control;
+pub mod e2e;
+pub mod flow_fill;
+pub mod machine;
+pub mod packet;
+pub mod stats;
+pub mod table;
+pub mod targets;

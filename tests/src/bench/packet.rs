@@ -1,0 +1,147 @@
+//! Per-packet cost of each data-path case, measured with BPF_PROG_TEST_RUN beside the
+//! pass-everything program timed the same way in the same run.
+//!
+//! Each figure is the kernel's own timing of one single-run call: a rewriting path cannot
+//! use `repeat`, whose later iterations would see the already rewritten frame. So each
+//! call carries the same fixed overhead as the floor, which the net columns remove. Every
+//! call's return code (and, where it matters, its rewrite) is checked. The measuring
+//! thread is pinned to one CPU (per-CPU maps, stable caches).
+use serde_json::{json, Value};
+
+use super::{
+    stats::{per_call, pin_to_cpu, Stat},
+    table::Table,
+};
+use crate::{
+    frame::{dst_ip, Frame},
+    packet_rig::*,
+    peer_xdp,
+};
+
+pub struct Options {
+    pub rounds: usize,
+    pub calls: usize,
+}
+
+/// One measured path: its name, its figures, and the floor they are net of.
+struct Row {
+    name: &'static str,
+    key: &'static str,
+    stat: Stat,
+}
+
+pub fn run(opts: &Options) -> Value {
+    let rig = Rig::build();
+    let config = CONFIG.replace("flow_table_size: 4096", "flow_table_size: 1048576");
+    let (c0, b0) = (rig.c0, rig.b0);
+    let (rounds, calls) = (opts.rounds, opts.calls);
+    let rows = rig.with_dataplane(&config, |c| {
+        pin_to_cpu(0);
+        let mut floor_obj = peer_xdp::load_pass_program();
+        let floor = peer_xdp::pass_program(&mut floor_obj);
+        let lb = c.dataplane().program();
+
+        let syn = client_syn(40000).bytes();
+        let floor_stat = per_call(rounds, calls, |_| {
+            let r = run_once(floor, c0, &syn);
+            assert_eq!(r.action, XDP_PASS);
+            r.nanos
+        });
+
+        let other = Frame {
+            dst: "10.10.0.50".parse().unwrap(),
+            ..client_syn(40000)
+        }
+        .bytes();
+        let pass = per_call(rounds, calls, |_| {
+            let r = run_once(lb, c0, &other);
+            assert_eq!(r.action, XDP_PASS);
+            r.nanos
+        });
+
+        // Every call a new client port, and a new client address every 50,000, so every
+        // SYN misses the flow table and takes the Maglev path.
+        let new_flow = per_call(rounds, calls, |i| {
+            let src = std::net::Ipv4Addr::from(u32::from(CLIENT) + (i / 50_000) as u32 * 256);
+            let f = Frame {
+                src,
+                ..client_syn(1024 + (i % 50_000) as u16)
+            }
+            .bytes();
+            let r = run_once(lb, c0, &f);
+            assert_eq!(r.action, XDP_REDIRECT, "new flow #{i}");
+            r.nanos
+        });
+
+        let first = run_once(lb, c0, &client_syn(33333).bytes());
+        let backend = dst_ip(&first.output);
+        let ack = Frame {
+            flags: 0x10,
+            ..client_syn(33333)
+        }
+        .bytes();
+        let established = per_call(rounds, calls, |_| {
+            let r = run_once(lb, c0, &ack);
+            assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
+            r.nanos
+        });
+
+        let reply = Frame {
+            src: backend,
+            dst: CLIENT,
+            sport: 8080,
+            dport: 33333,
+            flags: 0x10,
+            ..Frame::default()
+        }
+        .bytes();
+        let ret = per_call(rounds, calls, |_| {
+            let r = run_once(lb, b0, &reply);
+            assert_eq!(r.action, XDP_REDIRECT);
+            r.nanos
+        });
+        [
+            ("empty XDP_PASS program (floor)", "floor", floor_stat),
+            ("non-VIP pass-through", "pass_through", pass),
+            ("SYN to VIP, new flow (Maglev)", "new_flow_maglev", new_flow),
+            ("established flow, to backend", "established", established),
+            ("return path, to client", "return_path", ret),
+        ]
+        .map(|(name, key, stat)| Row { name, key, stat })
+    });
+
+    let floor = rows[0].stat;
+    let mut table = Table::new(
+        format!(
+            "per-packet cost, BPF_PROG_TEST_RUN, {rounds} rounds x {calls} single-run calls, \
+             pinned to CPU 0"
+        ),
+        &["path", "min ns", "med ns", "net min", "net med"],
+    );
+    let mut paths = serde_json::Map::new();
+    for row in &rows {
+        let net_min = row.stat.min.saturating_sub(floor.min);
+        let net_median = row.stat.median.saturating_sub(floor.median);
+        table.row(vec![
+            row.name.into(),
+            row.stat.min.to_string(),
+            row.stat.median.to_string(),
+            net_min.to_string(),
+            net_median.to_string(),
+        ]);
+        paths.insert(
+            row.key.into(),
+            json!({
+                "name": row.name,
+                "min_ns": row.stat.min,
+                "median_ns": row.stat.median,
+                "net_min_ns": net_min,
+                "net_median_ns": net_median,
+            }),
+        );
+    }
+    table.note("min/med: over rounds, of each round's median call; net: minus the floor");
+    table.note("the established flow here is one hot flow; see the flow-table fill table for many");
+    table.print();
+    json!({ "rounds": rounds, "calls_per_round": calls, "paths": paths })
+}

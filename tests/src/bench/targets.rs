@@ -1,0 +1,223 @@
+//! The targets of the benchmark issue, each evaluated against the figures of this run
+//! (read back from the report's JSON, so the table and the file cannot disagree). A
+//! target whose part did not run is "not measured", never guessed.
+use serde_json::{json, Value};
+
+use super::table::{fixed, percent, Table};
+
+struct Target {
+    name: &'static str,
+    goal: &'static str,
+    /// (what was measured, whether the goal is met); None when not measured.
+    result: Option<(String, bool)>,
+}
+
+fn num(v: &Value, path: &[&str]) -> Option<f64> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_f64()
+}
+
+/// The cell of an array of objects at `path` whose fields match `keys`.
+fn cell<'a>(v: &'a Value, path: &[&str], keys: &[(&str, u64)]) -> Option<&'a Value> {
+    path.iter()
+        .try_fold(v, |v, k| v.get(k))?
+        .as_array()?
+        .iter()
+        .find(|c| {
+            keys.iter()
+                .all(|(k, want)| c.get(k).and_then(Value::as_u64) == Some(*want))
+        })
+}
+
+fn packet(report: &Value, key: &str, name: &'static str, goal: &'static str, max: f64) -> Target {
+    Target {
+        name,
+        goal,
+        result: num(report, &["packet", "paths", key, "net_median_ns"])
+            .map(|ns| (format!("{ns:.0} ns net median"), ns <= max)),
+    }
+}
+
+fn all(report: &Value) -> Vec<Target> {
+    let mut t = vec![
+        packet(
+            report,
+            "established",
+            "established flow, per packet",
+            "<= 45 ns net",
+            45.0,
+        ),
+        packet(
+            report,
+            "new_flow_maglev",
+            "new flow (SYN, Maglev), per packet",
+            "<= 110 ns net",
+            110.0,
+        ),
+        packet(
+            report,
+            "pass_through",
+            "non-VIP pass-through, per packet",
+            "<= 15 ns net",
+            15.0,
+        ),
+    ];
+    let growth = report
+        .pointer("/fill/fill_growth")
+        .and_then(Value::as_array)
+        .filter(|g| !g.is_empty())
+        .map(|g| {
+            g.iter()
+                .flat_map(|c| ["established_change", "new_flow_change"].map(|k| num(c, &[k])))
+                .flatten()
+                .fold(0.0f64, |worst, x| worst.max(x.abs()))
+        });
+    t.push(Target {
+        name: "flow-table fill 1k -> 1M, per-packet change",
+        goal: "< 30%",
+        result: growth.map(|g| {
+            (
+                format!("worst {} (any backend count, either path)", percent(g)),
+                g < 0.30,
+            )
+        }),
+    });
+    let e2e = |workload: &str, variant: &str, field: &str| {
+        num(report, &["e2e", workload, variant, field])
+    };
+    t.push(Target {
+        name: "new connections/s through the VIP vs straight to a backend",
+        goal: ">= 90%",
+        result: e2e("connections", "xdp", "vs_ceiling").map(|r| (percent(r), r >= 0.9)),
+    });
+    t.push(Target {
+        name: "keep-alive requests/s through the VIP vs straight to a backend",
+        goal: ">= 90%",
+        result: e2e("keepalive", "xdp", "vs_ceiling").map(|r| (percent(r), r >= 0.9)),
+    });
+    t.push(Target {
+        name: "LB CPU per connection vs HAProxy's",
+        goal: "<= 1/5",
+        result: e2e("connections", "xdp", "lb_cpu_over_ceiling_per_unit")
+            .zip(e2e(
+                "connections",
+                "haproxy",
+                "lb_cpu_over_ceiling_per_unit",
+            ))
+            .map(|(x, h)| {
+                (
+                    format!(
+                        "XDP {} us vs HAProxy {} us ({})",
+                        fixed(x, 1),
+                        fixed(h, 1),
+                        percent(x / h)
+                    ),
+                    h > 0.0 && x <= h / 5.0,
+                )
+            }),
+    });
+    t.push(Target {
+        name: "Maglev build, 1,000 backends, 65537 slots",
+        goal: "< 5 ms",
+        result: cell(
+            report,
+            &["control", "maglev_build"],
+            &[("backends", 1000), ("ring_size", 65537)],
+        )
+        .and_then(|c| num(c, &["median_ms"]))
+        .map(|ms| (format!("{ms:.2} ms median"), ms < 5.0)),
+    });
+    let live = |field: &str| {
+        cell(
+            report,
+            &["control", "change_to_live"],
+            &[("backends", 1000), ("ring_size", 65537)],
+        )
+        .and_then(|c| num(c, &[field]))
+    };
+    t.push(Target {
+        name: "change-to-live, 1,000 backends, 65537 slots",
+        goal: "< 50 ms",
+        result: live("later_max_ms").map(|ms| {
+            (
+                format!("{ms:.1} ms, slowest of the later changes"),
+                ms < 50.0,
+            )
+        }),
+    });
+    t.push(Target {
+        name: "change-to-live, first change after start (whole ring)",
+        goal: "< 50 ms",
+        result: live("first_change_ms").map(|ms| (format!("{ms:.1} ms"), ms < 50.0)),
+    });
+    t
+}
+
+/// Prints the targets table and returns it as JSON.
+pub fn evaluate(report: &Value) -> Value {
+    let targets = all(report);
+    let mut table = Table::new(
+        "targets of the benchmark issue",
+        &["target", "goal", "measured", "met"],
+    );
+    for t in &targets {
+        let (measured, met) = match &t.result {
+            Some((m, ok)) => (m.clone(), if *ok { "yes" } else { "NO" }),
+            None => ("not measured in this run".into(), "-"),
+        };
+        table.row(vec![t.name.into(), t.goal.into(), measured, met.into()]);
+    }
+    for (variant, expected) in [("haproxy", "about 53%"), ("nftables", "about 79%")] {
+        if let Some(r) = num(report, &["e2e", "connections", variant, "vs_ceiling"]) {
+            table.note(format!(
+                "{variant}: {} of the ceiling's new connections/s (the issue expects {expected})",
+                percent(r)
+            ));
+        }
+    }
+    table.print();
+    Value::Array(
+        targets
+            .iter()
+            .map(|t| {
+                json!({
+                    "target": t.name, "goal": t.goal,
+                    "measured": t.result.as_ref().map(|r| r.0.clone()),
+                    "met": t.result.as_ref().map(|r| r.1),
+                })
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_read_the_report_and_unmeasured_ones_stay_unknown() {
+        let report = json!({
+            "packet": { "paths": {
+                "established": { "net_median_ns": 40 },
+                "new_flow_maglev": { "net_median_ns": 300 },
+            }},
+            "control": { "maglev_build": [
+                { "backends": 10, "ring_size": 65537, "median_ms": 9.0 },
+                { "backends": 1000, "ring_size": 65537, "median_ms": 3.0 },
+            ]},
+        });
+        let t = all(&report);
+        let met = |name: &str| {
+            t.iter()
+                .find(|t| t.name.starts_with(name))
+                .unwrap()
+                .result
+                .as_ref()
+                .map(|r| r.1)
+        };
+        assert_eq!(met("established"), Some(true));
+        assert_eq!(met("new flow"), Some(false));
+        assert_eq!(met("non-VIP"), None);
+        assert_eq!(met("Maglev build"), Some(true));
+        assert_eq!(met("keep-alive"), None);
+    }
+}

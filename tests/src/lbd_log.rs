@@ -1,0 +1,82 @@
+//! Reading `lbd`'s log: it stamps every line with UTC milliseconds
+//! (`[2026-11-25T10:20:42.123Z INFO  lb_userspace::fleet] ...`), so a test can put lbd's
+//! events (a failed probe, a state change) on the same clock as its own connections.
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The timestamp of one log line, if it starts with `[YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn line_time(line: &str) -> Option<SystemTime> {
+    let stamp = line.strip_prefix('[')?.get(..24)?;
+    let b = stamp.as_bytes();
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'.' || b[23] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| stamp.get(r)?.parse::<i64>().ok();
+    let days = days_from_civil(num(0..4)?, num(5..7)?, num(8..10)?);
+    let secs = days * 86_400 + num(11..13)? * 3600 + num(14..16)? * 60 + num(17..19)?;
+    let millis = secs * 1000 + num(20..23)?;
+    Some(UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).ok()?))
+}
+
+/// Every line containing `needle`, with its time.
+pub fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<(SystemTime, &'a str)> {
+    log.lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| Some((line_time(l)?, l)))
+        .collect()
+}
+
+/// The time of the first line containing `needle`.
+pub fn first_time(log: &str, needle: &str) -> Option<SystemTime> {
+    lines_with(log, needle).first().map(|(t, _)| *t)
+}
+
+/// Milliseconds from `a` to `b` (negative when `b` is earlier).
+pub fn millis_between(a: SystemTime, b: SystemTime) -> i64 {
+    match b.duration_since(a) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_parse_to_the_epoch() {
+        let t = line_time("[2026-11-25T10:20:42.123Z INFO  lbd] x").unwrap();
+        // 2026-11-25 is day 20782 since 1970-01-01.
+        let want = (20_782 * 86_400 + 10 * 3600 + 20 * 60 + 42) * 1000 + 123;
+        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_millis(), want);
+        assert_eq!(
+            line_time("[2000-02-29T00:00:00.000Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(951_782_400))
+        );
+        assert!(line_time("lbd: invalid config").is_none());
+        assert!(line_time("[2026-11-25T10:20:42Z INFO] no millis").is_none());
+    }
+
+    #[test]
+    fn lines_are_found_with_their_times() {
+        let log = "[2026-11-25T10:00:00.100Z INFO  a] probe failed\n[2026-11-25T10:00:00.350Z WARN  a] x -> unhealthy\n";
+        assert_eq!(
+            millis_between(
+                first_time(log, "probe failed").unwrap(),
+                first_time(log, "unhealthy").unwrap()
+            ),
+            250
+        );
+        assert_eq!(lines_with(log, "nothing"), []);
+    }
+}
