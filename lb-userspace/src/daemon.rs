@@ -1,9 +1,13 @@
 //! `lbd`'s life: load (or adopt the pinned data path), attach, fill, then serve until
-//! SIGINT/SIGTERM (probing backends, sampling the data path, reloading the config on
-//! SIGHUP, expiring cached routes, reconciling active-flow counts), report, and leave
-//! the data path forwarding.
+//! SIGINT/SIGTERM (probing backends, sampling the data path, answering the admin API
+//! and /metrics, reloading the config on SIGHUP, expiring cached routes, reconciling
+//! active-flow counts), report, and leave the data path forwarding.
+//!
+//! The loop, the admin API and the metrics endpoint share one [`SharedRuntime`]; every
+//! change to the tables goes through it.
 use std::{
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -16,13 +20,16 @@ use tokio::{
 };
 
 use crate::{
-    config::{self, Config},
+    config::Config,
     controller::Controller,
     dataplane::Dataplane as _,
+    desired::{self, Source},
     health::checker::Checker,
     loader::KernelDataplane,
     pins::PinDir,
     runtime::Runtime,
+    serve,
+    shared::SharedRuntime,
 };
 
 /// Exit status for an invalid config (sysexits EX_CONFIG; systemd units can list it in
@@ -40,8 +47,13 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 /// 100 ms), slow-start steps and deregistration delays are due at this resolution.
 const TICK: Duration = Duration::from_millis(50);
 
+/// How often counters are sampled for the per-second rates of `lbctl stats` and `top`.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
 pub struct Options {
     pub config_path: PathBuf,
+    /// Where the services came from (see `crate::desired`).
+    pub source: Source,
 }
 
 pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
@@ -67,12 +79,17 @@ pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
         Some(live) => Controller::adopt(dataplane, ring_size, &config, live),
         None => Controller::new(dataplane, ring_size),
     };
-    let (mut runtime, summary) = Runtime::start(config, controller, Instant::now())?;
-    let config = runtime.config();
+    let (runtime, summary) = Runtime::start(config.clone(), controller, Instant::now())?;
+    let shared = Arc::new(SharedRuntime::new(runtime));
+    let servers = serve::start(&config, shared.clone()).await?;
+    shared.set_ready(true);
+    let from = match options.source {
+        Source::ConfigFile => options.config_path.display().to_string(),
+        Source::StateFile => format!("state file {}", config.state_file.display()),
+    };
     info!(
-        "serving {} services from {} on {} (zone {}): {} backends, {} ring entries written",
+        "serving {} services from {from} on {} (zone {}): {} backends, {} ring entries written",
         config.services.len(),
-        options.config_path.display(),
         config.interfaces.join(", "),
         config.node.zone,
         summary.backends_written,
@@ -81,7 +98,7 @@ pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
 
     let (reports_tx, mut reports) = mpsc::channel(1024);
     let mut checker = Checker::new(reports_tx);
-    checker.sync(runtime.probe_specs());
+    checker.sync(shared.with(|rt| rt.probe_specs()));
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -89,6 +106,7 @@ pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
     let mut routes = tokio::time::interval(ROUTE_CACHE_LIFETIME);
+    let mut sample = tokio::time::interval(SAMPLE_EVERY);
     loop {
         // A failed kernel write is logged and retried on the next tick; packets keep
         // seeing whole tables (a flip happens only after its slot is written).
@@ -97,20 +115,32 @@ pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
                 if !checker.is_current(&report) {
                     continue;
                 }
-                runtime.on_probe(&report.at, &report.outcome, Instant::now()).map(drop)
+                if let Some(zone) = shared.zone_of(&report.at) {
+                    let backend = format!("{}:{}", report.at.address, report.at.port);
+                    let secs = report.latency.as_secs_f64();
+                    servers.metrics.observe_probe(&report.at.service, &backend, &zone, secs);
+                }
+                shared.on_probe(&report.at, &report.outcome, report.latency).map(drop)
             }
-            _ = ticker.tick() => runtime.tick(Instant::now()).map(drop),
+            _ = ticker.tick() => shared.with(|rt| rt.tick(Instant::now())).map(drop),
             _ = reconcile.tick() => {
-                reconcile_active_flows(runtime.controller_mut());
+                shared.with(|rt| reconcile_active_flows(rt.controller_mut()));
                 Ok(())
             }
-            _ = routes.tick() => runtime
-                .controller_mut()
-                .dataplane_mut()
-                .bump_nexthop_generation()
-                .context("expiring cached routes"),
+            _ = routes.tick() => shared.with(|rt| {
+                rt.controller_mut()
+                    .dataplane_mut()
+                    .bump_nexthop_generation()
+                    .context("expiring cached routes")
+            }),
+            _ = sample.tick() => shared.sample().context("sampling counters"),
+            // The admin API changed the desired state: probe what it now holds.
+            _ = shared.changed() => {
+                checker.sync(shared.with(|rt| rt.probe_specs()));
+                Ok(())
+            }
             _ = hup.recv() => {
-                reload(&mut runtime, &mut checker, &options.config_path);
+                reload(&shared, &mut checker, &options.config_path);
                 Ok(())
             }
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
@@ -122,8 +152,10 @@ pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
     }
     // Probing stops; forwarding does not: the pinned data path carries on with the
     // last tables until another lbd adopts it or `lbd --detach` removes it.
+    shared.set_ready(false);
     drop(checker);
-    log_counters(&runtime);
+    servers.stop().await;
+    shared.with(|rt| log_counters(rt));
     info!(
         "stopped; the data path keeps forwarding from {} (`lbd --detach` removes it)",
         pins.root().display()
@@ -164,19 +196,20 @@ fn reconcile_active_flows(controller: &mut Controller<KernelDataplane>) {
     }
 }
 
-/// SIGHUP: the file is validated as a whole, as at start-up; a file with any problem
-/// changes nothing.
-fn reload(runtime: &mut Runtime<KernelDataplane>, checker: &mut Checker, path: &Path) {
-    let outcome = config::load(path)
+/// SIGHUP: the file is validated as a whole, as at start-up, with the state file's
+/// services when there is one (see `crate::desired`); a file with any problem changes
+/// nothing.
+fn reload(shared: &SharedRuntime<KernelDataplane>, checker: &mut Checker, path: &Path) {
+    let outcome = desired::load(path)
         .map_err(anyhow::Error::from)
-        .and_then(|config| runtime.reload(config, Instant::now()));
+        .and_then(|(config, _)| shared.reload(config));
     match outcome {
-        Ok(summary) => {
-            checker.sync(runtime.probe_specs());
+        Ok((_, summary)) => {
+            checker.sync(shared.with(|rt| rt.probe_specs()));
             info!(
                 "SIGHUP: reloaded {}: {} services, {} probed backends; {} ring entries written",
                 path.display(),
-                runtime.config().services.len(),
+                shared.desired().services.len(),
                 checker.len(),
                 summary.ring_entries_written
             );

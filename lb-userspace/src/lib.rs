@@ -20,19 +20,33 @@
 //!   start), clock passed in.
 //! - [`runtime`]: fleet + controller: every event recomputes weights and swaps tables.
 //! - [`daemon`]: `lbd`'s loop: probes, timers, SIGHUP reload, shutdown.
+//! - [`reconcile`]: corrects active-flow counts for flows the kernel cannot see end.
+//! - [`desired`]: the desired state (config file + state file) and the API's changes to
+//!   it, as pure functions.
+//! - [`shared`]: the runtime behind one lock, shared by lbd's loop, the admin API and
+//!   the metrics endpoint; every change is validated, persisted, then applied.
+//! - [`api`], [`serve`]: the admin API's handlers and listeners; [`metrics`]: `/metrics`;
+//!   [`stats`]: counters, rates and per-zone sums; [`cli`]: `lbctl`.
+pub mod api;
+pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod dataplane;
+pub mod desired;
 pub mod ebpf_object;
 pub mod fleet;
 pub mod health;
 pub mod loader;
 pub mod maglev;
+pub mod metrics;
 pub mod mmap_array;
 pub mod pins;
 pub mod plan;
 pub mod policy_table;
 pub mod reconcile;
 pub mod runtime;
+pub mod serve;
+pub mod shared;
+pub mod stats;
 pub mod weights;

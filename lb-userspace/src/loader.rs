@@ -56,6 +56,8 @@ pub struct KernelDataplane {
     /// Unpinned attachments, detached on drop.
     attached: Vec<(String, XdpLinkId)>,
     adopted: bool,
+    /// Forward flow entries the last reconciliation scan walked (map occupancy).
+    flow_entries: u64,
 }
 
 /// What the kernel's maps say is being served (see [`KernelDataplane::live_state`]).
@@ -176,6 +178,7 @@ impl KernelDataplane {
             ebpf,
             attached: Vec::new(),
             adopted,
+            flow_entries: 0,
         })
     }
 
@@ -373,13 +376,16 @@ impl KernelDataplane {
         };
         let before = read(self)?;
         let mut open: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+        let mut entries = 0;
         for entry in self.flows.iter() {
             // An entry evicted or deleted mid-walk ends the walk early for that key only.
             let Ok((_, target)) = entry else { continue };
+            entries += 1;
             if target.state & FLOW_F_COUNTED != 0 && target.state & FLOW_F_CLOSED == 0 {
                 *open.entry(target.backend).or_default() += 1;
             }
         }
+        self.flow_entries = entries;
         let after = read(self)?;
         let observed: Vec<Observed> = backends
             .iter()
@@ -401,6 +407,11 @@ impl KernelDataplane {
                 .with_context(|| format!("ACTIVE_ADJUST[{id}]"))?;
         }
         Ok(fixes)
+    }
+
+    /// Forward flow entries seen by the last [`Self::reconcile_active_flows`] scan.
+    pub fn flow_entries(&self) -> u64 {
+        self.flow_entries
     }
 
     /// Packets per [`lb_common::counters::Reason`] slot, summed over CPUs.

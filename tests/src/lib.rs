@@ -12,6 +12,8 @@
 //! * [`backend_server`]: [`BackendServer`] — a tiny HTTP/1.0 server that says
 //!   who it is and who it saw.
 //! * [`client`]: [`http_get_via`], [`burst`], [`hold_via`].
+//! * [`lbctl`]: runs the `lbctl` binary against a lab's lbd.
+//! * [`http`]: a strict little HTTP/1.1 client for the admin API and /metrics.
 //! * [`client_loop`]: [`ClientLoop`] — connections one after another on a
 //!   background thread, each recorded with its start time and outcome.
 //! * [`lbd_log`]: lbd's log lines on the wall clock, to time failovers.
@@ -26,6 +28,8 @@ pub mod bench;
 pub mod client;
 pub mod client_loop;
 pub mod frame;
+pub mod http;
+pub mod lbctl;
 pub mod lbd_log;
 pub mod netns;
 pub mod packet_rig;
@@ -40,9 +44,11 @@ pub use client::{
     burst, hold_via, http_get_via, BurstResult, FailureKind, GetError, HeldConn, Reply,
 };
 pub use client_loop::{Attempt, ClientLoop};
+pub use lbctl::{lbctl_path, Lbctl, LbctlOutput};
 pub use netns::{ip, ns_ip, ns_sysctl, run_in, spawn_in, NetNs};
 pub use process::{lbd_path, Daemon};
 pub use running_lb::{
-    lab_config, lab_config_with_policy, LabConfig, RunningLb, BACKEND_PORT, VIP, VIP_PORT,
+    lab_config, lab_config_with_policy, lab_run_dir, LabConfig, RunningLb, BACKEND_PORT, VIP,
+    VIP_PORT,
 };
 pub use topology::{BackendSpec, Lab, LabSpec};

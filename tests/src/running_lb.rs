@@ -4,7 +4,7 @@ use std::{
     collections::BTreeMap,
     fs,
     net::Ipv4Addr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
 
@@ -12,6 +12,7 @@ use lb_userspace::pins::PinDir;
 
 use crate::{
     backend_server::BackendServer,
+    lbctl::Lbctl,
     process::{lbd_path, Daemon},
     topology::Lab,
 };
@@ -20,6 +21,12 @@ use crate::{
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 pub const VIP_PORT: u16 = 80;
 pub const BACKEND_PORT: u16 = 8080;
+
+/// Directory of a lab's admin socket and state file (root-only, removed with the
+/// [`RunningLb`]), so that labs running side by side never share them.
+pub fn lab_run_dir(lab: &Lab) -> PathBuf {
+    std::env::temp_dir().join(format!("lb-tests-{}", lab.prefix()))
+}
 
 /// `lbd`'s config for a lab: one NAT/Maglev service on [`VIP`]:[`VIP_PORT`] whose
 /// backends are the lab's, with `weights[i]` for backend `i`.
@@ -82,10 +89,12 @@ impl<'a> LabConfig<'a> {
     pub fn yaml(&self) -> String {
         let lab = self.lab;
         let mut yaml = format!(
-            "node:\n  zone: {}\ninterfaces: [{}]\npin_dir: {}\nservices:\n  - name: web\n    vip: {VIP}\n    port: {VIP_PORT}\n    protocol: tcp\n    mode: nat\n    policy: {}\n",
+            "node:\n  zone: {}\ninterfaces: [{}]\npin_dir: {}\napi:\n  socket: {}\nstate_file: {}\nservices:\n  - name: web\n    vip: {VIP}\n    port: {VIP_PORT}\n    protocol: tcp\n    mode: nat\n    policy: {}\n",
             lab.spec().backends[0].zone,
             lab.lb_interfaces().join(", "),
             pin_dir(lab).display(),
+            lab_run_dir(lab).join("lbd.sock").display(),
+            lab_run_dir(lab).join("state.yaml").display(),
             self.selection,
         );
         for line in &self.policy {
@@ -136,25 +145,33 @@ impl RunningLb {
         let config_path = std::env::temp_dir().join(format!("{}-lbd.yaml", lab.prefix()));
         fs::write(&config_path, config)
             .unwrap_or_else(|e| panic!("writing {}: {e}", config_path.display()));
-        let path = config_path.to_str().expect("temp path is UTF-8");
-        let lbd_bin = lbd_path();
-        let lbd_bin = lbd_bin.to_str().expect("lbd path is UTF-8");
-        let mut lbd = match wrapper.split_first() {
-            None => lab.spawn_daemon(lab.lb_ns(), lbd_bin.as_ref(), &["--config", path]),
-            Some((program, args)) => {
-                let mut all: Vec<&str> = args.to_vec();
-                all.extend(["--", lbd_bin, "--config", path]);
-                lab.spawn_daemon(lab.lb_ns(), program.as_ref(), &all)
-            }
-        };
-        lbd.wait_for_log("serving", Duration::from_secs(20))
-            .unwrap_or_else(|e| panic!("lbd did not start: {e}"));
+        let lbd = spawn_lbd(&lab, &config_path, wrapper);
         RunningLb {
             lbd,
             servers,
             config_path,
             lab,
         }
+    }
+
+    /// The config file lbd was started with.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// `lbctl` pointed at this lab's lbd.
+    pub fn lbctl(&self) -> Lbctl {
+        Lbctl::new(&lab_run_dir(&self.lab).join("lbd.sock"))
+    }
+
+    /// This lab's admin socket.
+    pub fn socket(&self) -> PathBuf {
+        lab_run_dir(&self.lab).join("lbd.sock")
+    }
+
+    /// This lab's state file.
+    pub fn state_file(&self) -> PathBuf {
+        lab_run_dir(&self.lab).join("state.yaml")
     }
 
     /// Starts a new lbd with the same config (the old one must be gone or going): it
@@ -267,6 +284,25 @@ impl RunningLb {
     }
 }
 
+/// Starts lbd in the lab's LB namespace (through `wrapper`, if any) and waits until it
+/// serves.
+fn spawn_lbd(lab: &Lab, config_path: &Path, wrapper: &[&str]) -> Daemon {
+    let path = config_path.to_str().expect("temp path is UTF-8");
+    let lbd_bin = lbd_path();
+    let lbd_bin = lbd_bin.to_str().expect("lbd path is UTF-8");
+    let mut lbd = match wrapper.split_first() {
+        None => lab.spawn_daemon(lab.lb_ns(), lbd_bin.as_ref(), &["--config", path]),
+        Some((program, args)) => {
+            let mut all: Vec<&str> = args.to_vec();
+            all.extend(["--", lbd_bin, "--config", path]);
+            lab.spawn_daemon(lab.lb_ns(), program.as_ref(), &all)
+        }
+    };
+    lbd.wait_for_log("serving", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("lbd did not start: {e}"));
+    lbd
+}
+
 impl Drop for RunningLb {
     fn drop(&mut self) {
         self.lbd.stop();
@@ -275,5 +311,6 @@ impl Drop for RunningLb {
             eprintln!("removing the lab's pinned data path: {e}");
         }
         let _ = fs::remove_file(&self.config_path);
+        let _ = fs::remove_dir_all(lab_run_dir(&self.lab));
     }
 }

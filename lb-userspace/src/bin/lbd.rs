@@ -2,7 +2,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use lb_userspace::{config, daemon};
+use lb_userspace::{daemon, desired};
 
 /// XDP L4 load balancer daemon: attaches the data path to the configured NICs and keeps
 /// its tables in line with the config.
@@ -12,7 +12,8 @@ struct Args {
     /// Config file (YAML).
     #[arg(long, short, default_value = "/etc/lbd/lb.yaml")]
     config: PathBuf,
-    /// Validate the config and exit (0 valid, 78 invalid).
+    /// Validate the config (and the state file, if there is one) and exit (0 valid,
+    /// 78 invalid).
     #[arg(long)]
     check: bool,
     /// Detach the data path from every NIC and remove its pinned state (from the
@@ -28,8 +29,9 @@ async fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let args = Args::parse();
-    let config = match config::load(&args.config) {
-        Ok(config) => config,
+    // The config file, with the services of the state file when there is one.
+    let (config, source) = match desired::load(&args.config) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("lbd: invalid config {}:\n{e}", args.config.display());
             return ExitCode::from(daemon::EXIT_CONFIG);
@@ -50,6 +52,7 @@ async fn main() -> ExitCode {
     }
     let options = daemon::Options {
         config_path: args.config,
+        source,
     };
     match daemon::run(config, &options).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,10 @@
 //! The config file's shape. Every optional key has its default here, and the README's
 //! config section documents the same defaults.
-use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use lb_common::limits::{
     DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE,
@@ -26,7 +30,60 @@ pub struct Config {
     #[serde(default = "default_pin_dir")]
     pub pin_dir: PathBuf,
     #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Where `lbd` keeps the services as changed through the admin API; while the file
+    /// exists, its services win over this file's (see `crate::desired`).
+    #[serde(default = "default_state_file")]
+    pub state_file: PathBuf,
+    #[serde(default)]
     pub services: Vec<ServiceConfig>,
+}
+
+fn default_state_file() -> PathBuf {
+    PathBuf::from("/var/lib/lbd/state.yaml")
+}
+
+/// The admin API: always on a unix socket (owner-only); on TCP only with a bearer token.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub socket: PathBuf,
+    /// Optional TCP listener; refused by validation without `token_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// File holding the bearer token that TCP clients must send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Default path of the admin socket, also `lbctl`'s default.
+pub const DEFAULT_API_SOCKET: &str = "/run/lbd/lbd.sock";
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_API_SOCKET),
+            listen: None,
+            token_file: None,
+        }
+    }
+}
+
+/// The Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -228,6 +228,45 @@ fn all_problems_are_reported_at_once() {
     assert_eq!(err.errors.len(), 2, "{err}");
 }
 
+#[test]
+fn api_metrics_and_state_file_have_secure_defaults() {
+    let c = parse(VALID).unwrap();
+    assert_eq!(c.api.socket, std::path::Path::new("/run/lbd/lbd.sock"));
+    assert_eq!(c.api.listen, None);
+    assert_eq!(c.metrics.listen.to_string(), "127.0.0.1:9464");
+    assert_eq!(
+        c.state_file,
+        std::path::Path::new("/var/lib/lbd/state.yaml")
+    );
+    assert_eq!(c.services[0].backends[0].state, BackendState::Active);
+    assert!(c.services[0].drained_zones.is_empty());
+}
+
+#[test]
+fn a_tcp_listener_without_a_token_file_is_refused() {
+    let text = format!("{VALID}api:\n  listen: 127.0.0.1:9500\n");
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("api.listen: 127.0.0.1:9500 needs api.token_file"),
+        "{e}"
+    );
+    let ok = format!("{VALID}api:\n  listen: 127.0.0.1:9500\n  token_file: /etc/lbd/token\n");
+    assert_eq!(
+        parse(&ok).unwrap().api.listen.unwrap().to_string(),
+        "127.0.0.1:9500"
+    );
+}
+
+#[test]
+fn a_relative_state_file_is_refused() {
+    let relative = format!("{VALID}state_file: state.yaml\n");
+    let e = parse(&relative).unwrap_err().to_string();
+    assert!(
+        e.contains("state_file: `state.yaml` must be an absolute path"),
+        "{e}"
+    );
+}
+
 /// The issue's config contract, every new key spelled out.
 const POLICY: &str = r#"
 node:

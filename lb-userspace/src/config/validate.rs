@@ -86,6 +86,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             ),
         );
     }
+    check_api(&mut c, config);
     check_services(&mut c, config);
     if c.0.is_empty() {
         Ok(())
@@ -206,6 +207,42 @@ fn check_interfaces(c: &mut Collector, interfaces: &[String]) {
         if !seen.insert(name) {
             c.err(&field, format!("`{name}` is listed twice"));
         }
+    }
+}
+
+fn check_api(c: &mut Collector, config: &Config) {
+    let api = &config.api;
+    if !api.socket.is_absolute() {
+        c.err(
+            "api.socket",
+            format!("`{}` must be an absolute path", api.socket.display()),
+        );
+    }
+    // Security by default: the admin API is never reachable over TCP without a token.
+    if let Some(listen) = api.listen {
+        if api.token_file.is_none() {
+            c.err(
+                "api.listen",
+                format!("{listen} needs api.token_file: the TCP listener requires a bearer token"),
+            );
+        }
+        if listen == config.metrics.listen {
+            c.err("api.listen", format!("{listen} is also metrics.listen"));
+        }
+    }
+    if let Some(path) = &api.token_file {
+        if !path.is_absolute() {
+            c.err(
+                "api.token_file",
+                format!("`{}` must be an absolute path", path.display()),
+            );
+        }
+    }
+    if !config.state_file.is_absolute() {
+        c.err(
+            "state_file",
+            format!("`{}` must be an absolute path", config.state_file.display()),
+        );
     }
 }
 

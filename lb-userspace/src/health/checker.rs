@@ -22,6 +22,8 @@ pub struct Report {
     /// Which task sent it: a report of a task that was replaced is stale.
     pub generation: u64,
     pub outcome: Outcome,
+    /// How long the probe took (to its answer, or to its failure).
+    pub latency: Duration,
 }
 
 struct Task {
@@ -123,6 +125,7 @@ async fn probe_loop(
             at: at.clone(),
             generation,
             outcome,
+            latency: started.elapsed(),
         };
         if reports.send(report).await.is_err() {
             return;
@@ -198,6 +201,7 @@ mod tests {
             at: at(up),
             generation: checker.tasks[&at(up)].generation,
             outcome: Ok(()),
+            latency: Duration::ZERO,
         };
         assert!(checker.is_current(&old));
         checker.sync([(at(up), spec(up, 150))].into());

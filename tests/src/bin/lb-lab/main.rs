@@ -2,6 +2,12 @@
 //! three backends in zones az-a/az-b/az-c), starts `lbd` on it, sends a bounded burst
 //! of real connections through the VIP, prints where they went, and tears it all down
 //! (`--keep` leaves it running until Ctrl-C and prints how to reach it).
+//!
+//! `--story` runs the demonstration instead (see `story.rs`): six backends over three
+//! zones, background traffic, and an operator story told with `lbctl`.
+mod story;
+mod traffic;
+
 use std::{
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -13,17 +19,19 @@ use lb_tests::{
 
 struct Args {
     keep: bool,
+    story: bool,
     one_nic: bool,
     connections: usize,
     weights: Vec<u32>,
     policy: String,
 }
 
-const USAGE: &str = "usage: lb-lab [--keep] [--one-nic] [--connections N] [--weights W1,W2,W3] [--policy maglev|round_robin|least_conn|source_hash]";
+const USAGE: &str = "usage: lb-lab [--keep] [--story] [--one-nic] [--connections N] [--weights W1,W2,W3] [--policy maglev|round_robin|least_conn|source_hash]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         keep: false,
+        story: false,
         one_nic: false,
         connections: 300,
         weights: vec![1, 1, 1],
@@ -33,6 +41,7 @@ fn parse_args() -> Result<Args, String> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--keep" => args.keep = true,
+            "--story" => args.story = true,
             "--one-nic" => args.one_nic = true,
             "--connections" => {
                 let v = it.next().ok_or("--connections needs a number")?;
@@ -82,6 +91,13 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    if args.story {
+        if let Err(e) = story::run(args.keep, &STOP) {
+            eprintln!("lab: {e}");
+            std::process::exit(1);
+        }
+        return;
     }
     let spec = LabSpec {
         backends: vec![

@@ -1,0 +1,176 @@
+//! Where the admin API listens: a unix socket that only its owner (root) can use, and
+//! optionally TCP, where every request must carry the bearer token from `token_file`.
+use std::{
+    fs,
+    os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::{bail, Context as _};
+use axum::{
+    extract::{Request, State},
+    http::{header, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    Router,
+};
+use tokio::net::{TcpListener, UnixListener};
+
+use super::error::ApiError;
+
+/// Removes the socket file on drop.
+pub struct SocketFile {
+    path: PathBuf,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Binds the admin socket at `path`: its directory is created 0700 when missing (an
+/// existing directory is left as it is: it may be shared, e.g. /run), a stale socket of
+/// a previous lbd is replaced, and the socket ends up 0600, owned by lbd's user.
+pub fn bind_unix(path: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
+    let dir = path.parent().context("the socket path has no directory")?;
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!(
+                    "{} is in use: another lbd is serving its admin API there",
+                    path.display()
+                );
+            }
+            fs::remove_file(path)
+                .with_context(|| format!("removing the stale socket {}", path.display()))?;
+        }
+        Ok(_) => bail!("{} exists and is not a socket", path.display()),
+        Err(_) => {}
+    }
+    // The umask closes the window between bind(2) creating the file and the chmod below,
+    // in which another user could connect.
+    // SAFETY: umask only swaps the process's file mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let listener = bound.with_context(|| format!("binding the admin socket {}", path.display()))?;
+    let file = SocketFile {
+        path: path.to_path_buf(),
+    };
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    Ok((listener, file))
+}
+
+/// Reads the bearer token (surrounding whitespace ignored; empty is refused).
+pub fn read_token(path: &Path) -> anyhow::Result<String> {
+    let token = fs::read_to_string(path)
+        .with_context(|| format!("reading api.token_file {}", path.display()))?;
+    if let Ok(meta) = fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            log::warn!(
+                "api.token_file {} is readable by other users (mode {:o}); chmod 600 it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            );
+        }
+    }
+    let token = token.trim().to_string();
+    if token.len() < 16 {
+        bail!(
+            "api.token_file {}: the token must be at least 16 characters",
+            path.display()
+        );
+    }
+    Ok(token)
+}
+
+/// Binds the TCP listener and wraps `router` so that it requires the token.
+pub async fn bind_tcp(
+    addr: std::net::SocketAddr,
+    token: String,
+    router: Router,
+) -> anyhow::Result<(TcpListener, Router)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the admin API on {addr}"))?;
+    let router = router.layer(middleware::from_fn_with_state(
+        Arc::new(token),
+        require_token,
+    ));
+    Ok((listener, router))
+}
+
+async fn require_token(State(token): State<Arc<String>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => next.run(req).await,
+        Some(_) => unauthorized("wrong bearer token"),
+        None => unauthorized("missing bearer token (Authorization: Bearer TOKEN)"),
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+/// Compares without an early exit, so response time does not reveal how much of a
+/// guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"secret-token", b"secret-token"));
+        assert!(!constant_time_eq(b"secret-token", b"secret-tokex"));
+        assert!(!constant_time_eq(b"secret", b"secret-token"));
+    }
+
+    #[test]
+    fn the_socket_is_owner_only_in_a_new_0700_directory() {
+        let dir = std::env::temp_dir().join(format!("lbd-sock-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let path = dir.join("run").join("lbd.sock");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let socket = bind_unix(&path).unwrap();
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&path), 0o600);
+            assert_eq!(mode(path.parent().unwrap()), 0o700);
+            let e = bind_unix(&path).err().unwrap().to_string();
+            assert!(e.contains("another lbd is serving"), "{e}");
+            drop(socket);
+            assert!(!path.exists(), "the socket is removed on drop");
+        });
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,16 @@
+//! Handlers, one file per resource.
+pub mod backends;
+pub mod info;
+pub mod services;
+pub mod zones;
+
+use axum::Json;
+
+use super::{blocking, error::ApiError, views::ChangeResult, DataPath, Shared};
+use crate::desired::edit::Edit;
+
+/// Makes one change through the runtime and answers with what changed.
+async fn change<D: DataPath>(rt: Shared<D>, edit: Edit) -> Result<Json<ChangeResult>, ApiError> {
+    let result = blocking(move || rt.change(&edit)).await??;
+    Ok(Json(result))
+}

@@ -1,0 +1,163 @@
+//! `lbctl`, the operator's CLI over lbd's admin API. One file per subcommand; they share
+//! the [`client`] (HTTP over the unix socket), [`table`] rendering and [`Ctx`].
+pub mod apply;
+pub mod backend;
+pub mod client;
+pub mod completions;
+pub mod config;
+pub mod health;
+pub mod service;
+pub mod stats;
+pub mod table;
+pub mod top;
+pub mod zone;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use self::client::Client;
+use crate::{api::views::ChangeResult, config::DEFAULT_API_SOCKET};
+
+/// Control the XDP load balancer `lbd` through its admin API.
+#[derive(Parser)]
+#[command(name = "lbctl", version, propagate_version = true)]
+pub struct Cli {
+    /// lbd's admin socket (its `api.socket`).
+    #[arg(long, global = true, env = "LBD_SOCKET", default_value = DEFAULT_API_SOCKET)]
+    pub socket: PathBuf,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned tables for people.
+    Table,
+    /// JSON for scripts: the API's own answer.
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Services: list, show, add, remove.
+    #[command(subcommand)]
+    Service(service::ServiceCmd),
+    /// Backends: list, add, remove, drain, undrain, set-weight.
+    #[command(subcommand)]
+    Backend(backend::BackendCmd),
+    /// Availability zones: list, drain, undrain.
+    #[command(subcommand)]
+    Zone(zone::ZoneCmd),
+    /// Health of every backend as lbd knows it.
+    Health,
+    /// Counters per service, backend and zone.
+    Stats(stats::StatsArgs),
+    /// A live view, refreshed every second (q quits).
+    Top(top::TopArgs),
+    /// Make the services match a file (shows the diff; all or nothing).
+    Apply(apply::ApplyArgs),
+    /// The running desired state.
+    #[command(subcommand)]
+    Config(config::ConfigCmd),
+    /// Shell completions, to stdout.
+    Completions(completions::CompletionsArgs),
+    /// The man page (roff), to stdout.
+    Man,
+}
+
+/// What every subcommand gets.
+pub struct Ctx {
+    pub output: Output,
+    socket: PathBuf,
+}
+
+impl Ctx {
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::new(&self.socket)?)
+    }
+
+    /// Prints `value` as JSON, or `table()` for people.
+    pub fn print<T: Serialize>(&self, value: &T, table: impl FnOnce() -> String) {
+        match self.output {
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(value).expect("views serialize")
+            ),
+            Output::Table => print!("{}", table()),
+        }
+    }
+
+    /// Prints what a change did.
+    pub fn print_change(&self, result: &ChangeResult, already: &str) {
+        self.print(result, || {
+            if result.changes.is_empty() {
+                format!("no change: {already}\n")
+            } else {
+                result.changes.iter().map(|c| format!("{c}\n")).collect()
+            }
+        })
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Ctx {
+        output: cli.output,
+        socket: cli.socket,
+    };
+    match cli.command {
+        Command::Service(cmd) => service::run(&ctx, cmd),
+        Command::Backend(cmd) => backend::run(&ctx, cmd),
+        Command::Zone(cmd) => zone::run(&ctx, cmd),
+        Command::Health => health::run(&ctx),
+        Command::Stats(args) => stats::run(&ctx, args),
+        Command::Top(args) => top::run(&ctx, args),
+        Command::Apply(args) => apply::run(&ctx, args),
+        Command::Config(cmd) => config::run(&ctx, cmd),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man => completions::man(),
+    }
+}
+
+/// Percent-encodes a path segment (names are a safe alphabet, but a typo may not be).
+pub fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_socket_flag_wins_over_the_default() {
+        let cli = Cli::try_parse_from(["lbctl", "--socket", "/tmp/x.sock", "health"]).unwrap();
+        assert_eq!(cli.socket, PathBuf::from("/tmp/x.sock"));
+        let cli = Cli::try_parse_from(["lbctl", "stats", "-o", "json"]).unwrap();
+        assert!(cli.output == Output::Json);
+    }
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(segment("10.1.0.11:8080"), "10.1.0.11:8080");
+        assert_eq!(segment("a b/c"), "a%20b%2Fc");
+    }
+}

@@ -1,0 +1,105 @@
+//! `lbctl service list|show|add|remove`.
+use std::net::Ipv4Addr;
+
+use clap::Subcommand;
+use hyper::Method;
+
+use super::{segment, table::Table, Ctx};
+use crate::{
+    api::views::{ChangeResult, ServiceSummary},
+    config::{Policy, ServiceConfig},
+};
+
+#[derive(Subcommand)]
+pub enum ServiceCmd {
+    /// Every service.
+    List,
+    /// One service, as in the config file.
+    Show { name: String },
+    /// Add a service (without backends; add them with `lbctl backend add`).
+    Add {
+        name: String,
+        #[arg(long)]
+        vip: Ipv4Addr,
+        #[arg(long)]
+        port: u16,
+        /// maglev, round_robin, least_conn or source_hash.
+        #[arg(long, default_value = "maglev", value_parser = parse_policy)]
+        policy: Policy,
+    },
+    /// Remove a service and its backends.
+    Remove { name: String },
+}
+
+fn parse_policy(s: &str) -> Result<Policy, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("`{s}`: expected maglev, round_robin, least_conn or source_hash"))
+}
+
+pub fn run(ctx: &Ctx, cmd: ServiceCmd) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    match cmd {
+        ServiceCmd::List => {
+            let list: Vec<ServiceSummary> = client.get("/v1/services")?;
+            ctx.print(&list, || {
+                let mut t = Table::new(&[
+                    "NAME",
+                    "VIP",
+                    "POLICY",
+                    "BACKENDS>",
+                    "DRAINING>",
+                    "DRAINED ZONES",
+                ]);
+                for s in &list {
+                    t.row(vec![
+                        s.name.clone(),
+                        format!("{}:{}", s.vip, s.port),
+                        policy_name(s.policy),
+                        s.backends.to_string(),
+                        s.draining.to_string(),
+                        s.drained_zones.join(","),
+                    ]);
+                }
+                t.render()
+            });
+        }
+        ServiceCmd::Show { name } => {
+            let s: ServiceConfig = client.get(&format!("/v1/services/{}", segment(&name)))?;
+            ctx.print(&s, || {
+                serde_yaml_ng::to_string(&s).unwrap_or_else(|e| format!("{e}\n"))
+            });
+        }
+        ServiceCmd::Add {
+            name,
+            vip,
+            port,
+            policy,
+        } => {
+            // Every other key of the service takes its default, as in the config file.
+            let body = serde_json::json!({
+                "name": name,
+                "vip": vip,
+                "port": port,
+                "policy": policy,
+            });
+            let r: ChangeResult = client.send(Method::POST, "/v1/services", Some(&body))?;
+            ctx.print_change(&r, "the service exists as given");
+        }
+        ServiceCmd::Remove { name } => {
+            let r: ChangeResult = client.send(
+                Method::DELETE,
+                &format!("/v1/services/{}", segment(&name)),
+                None,
+            )?;
+            ctx.print_change(&r, "already absent");
+        }
+    }
+    Ok(())
+}
+
+pub fn policy_name(p: Policy) -> String {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}

@@ -1,0 +1,321 @@
+//! `lbd`'s run-time state shared by its loop, the admin API and the metrics endpoint:
+//! the [`Runtime`] (config, fleet, controller) behind one lock. Every change from the
+//! API goes through [`SharedRuntime::change_with`]: the next desired state is computed
+//! by a pure function, validated as a whole, persisted atomically, then applied with
+//! `Runtime::reload`, all under the lock, so concurrent requests are serialized and
+//! none loses an update. A SIGHUP reload takes the same path without persisting.
+//!
+//! The lock is a `std::sync::Mutex`: every critical section is short and synchronous
+//! (map reads and writes, one fsync), and the API takes it on blocking threads.
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex, MutexGuard,
+    },
+    time::{Duration, Instant},
+};
+
+use log::{error, info};
+
+use crate::{
+    api::views::{ChangeResult, HealthView, StatsView},
+    config::Config,
+    controller::ApplySummary,
+    dataplane::Dataplane,
+    desired::{
+        diff,
+        edit::{self, BackendAddr, Edit, EditError},
+        state_file::{self, StateDoc, StateFileError},
+    },
+    health::machine::{Health, Outcome},
+    plan::BackendRef,
+    runtime::Runtime,
+    stats::{self, CounterSource, Sampler, Snapshot},
+};
+
+/// Why a change was not made. Nothing changed in any case: not the desired state, not
+/// the state file, not the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error(transparent)]
+    Refused(#[from] EditError),
+    #[error("persisting the desired state: {0}")]
+    Persist(#[from] StateFileError),
+    #[error(
+        "applying the desired state to the data path: {0:#} (the previous state was restored)"
+    )]
+    Apply(anyhow::Error),
+}
+
+/// The last probe of one backend, as the checker reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeRecord {
+    /// `ok`, or why it failed (`timeout`, `refused`, `status 503`, ...).
+    pub result: String,
+    pub latency: Duration,
+}
+
+pub struct SharedRuntime<D> {
+    inner: Mutex<Inner<D>>,
+    started: Instant,
+    ready: AtomicBool,
+    /// Woken after every change, so that lbd's loop re-syncs the health checker.
+    changed: tokio::sync::Notify,
+}
+
+struct Inner<D> {
+    runtime: Runtime<D>,
+    sampler: Sampler,
+    probes: BTreeMap<BackendRef, ProbeRecord>,
+}
+
+impl<D: Dataplane + CounterSource> SharedRuntime<D> {
+    /// Takes over a started runtime.
+    pub fn new(runtime: Runtime<D>) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                runtime,
+                sampler: Sampler::default(),
+                probes: BTreeMap::new(),
+            }),
+            started: Instant::now(),
+            ready: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner<D>> {
+        // A panic while holding the lock leaves the last state that was fully applied or
+        // restored: every change below either completes or is undone before returning.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the data path attached and serving (for `/readyz`).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// A copy of the desired state.
+    pub fn desired(&self) -> Config {
+        self.lock().runtime.config().clone()
+    }
+
+    /// Runs `f` on the runtime, under the lock (lbd's loop: probes, timers, ...).
+    pub fn with<T>(&self, f: impl FnOnce(&mut Runtime<D>) -> T) -> T {
+        f(&mut self.lock().runtime)
+    }
+
+    /// Resolves after a change was applied since the last call.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// Makes one change (see the module docs).
+    pub fn change(&self, edit: &Edit) -> Result<ChangeResult, ChangeError> {
+        self.change_with(|current| edit::apply(current, edit), false)
+    }
+
+    /// Computes the next state with `next`, and unless `dry_run` persists and applies it.
+    pub fn change_with(
+        &self,
+        next: impl FnOnce(&Config) -> Result<Config, EditError>,
+        dry_run: bool,
+    ) -> Result<ChangeResult, ChangeError> {
+        let mut inner = self.lock();
+        let previous = inner.runtime.config().clone();
+        let next = next(&previous)?;
+        let changes = diff::services(&previous, &next);
+        if dry_run || changes.is_empty() {
+            return Ok(ChangeResult {
+                changes,
+                applied: !dry_run,
+            });
+        }
+        persist(&next)?;
+        if let Err(e) = inner.runtime.reload(next, Instant::now()) {
+            // All or nothing: put the file and the kernel back as they were.
+            if let Err(undo) = persist(&previous) {
+                error!("restoring the state file after a failed apply: {undo}");
+            }
+            if let Err(undo) = inner.runtime.reload(previous, Instant::now()) {
+                error!("restoring the data path after a failed apply: {undo:#}");
+            }
+            return Err(ChangeError::Apply(e));
+        }
+        for c in &changes {
+            info!("desired state: {c}");
+        }
+        self.changed.notify_one();
+        Ok(ChangeResult {
+            changes,
+            applied: true,
+        })
+    }
+
+    /// Replaces the whole desired state with `next`, already loaded and validated by
+    /// `crate::desired::load` (config file + state file), without writing the state
+    /// file: a reload (SIGHUP). Returns what changed in the services.
+    pub fn reload(&self, next: Config) -> anyhow::Result<(ChangeResult, ApplySummary)> {
+        let mut inner = self.lock();
+        let changes = diff::services(inner.runtime.config(), &next);
+        let summary = inner.runtime.reload(next, Instant::now())?;
+        for c in &changes {
+            info!("reloaded: {c}");
+        }
+        self.changed.notify_one();
+        Ok((
+            ChangeResult {
+                changes,
+                applied: true,
+            },
+            summary,
+        ))
+    }
+
+    /// Records a probe result for `lbctl health`, and hands it to the runtime.
+    pub fn on_probe(
+        &self,
+        at: &BackendRef,
+        outcome: &Outcome,
+        latency: Duration,
+    ) -> anyhow::Result<ApplySummary> {
+        let mut inner = self.lock();
+        let result = match outcome {
+            Ok(()) => "ok".to_string(),
+            Err(failure) => failure.to_string(),
+        };
+        inner
+            .probes
+            .insert(at.clone(), ProbeRecord { result, latency });
+        let known: Vec<BackendRef> = inner.runtime.probe_specs().into_keys().collect();
+        inner.probes.retain(|at, _| known.contains(at));
+        inner.runtime.on_probe(at, outcome, Instant::now())
+    }
+
+    /// Takes the periodic counter sample that per-second rates are measured against.
+    pub fn sample(&self) -> anyhow::Result<()> {
+        let mut inner = self.lock();
+        let Some(plan) = inner.runtime.controller().plan() else {
+            return Ok(());
+        };
+        let snapshot = Snapshot::read(plan, inner.runtime.controller().dataplane())?;
+        inner.sampler.push(snapshot);
+        Ok(())
+    }
+
+    /// Fresh counters, with rates against the last periodic sample.
+    pub fn stats(&self) -> anyhow::Result<StatsView> {
+        let inner = self.lock();
+        let controller = inner.runtime.controller();
+        let Some(plan) = controller.plan() else {
+            anyhow::bail!("the data path has not been programmed yet");
+        };
+        let now = Snapshot::read(plan, controller.dataplane())?;
+        let baseline = inner.sampler.baseline(now.at);
+        let health = |service: &str, at: &BackendAddr| health_of(&inner.runtime, service, at);
+        Ok(stats::view(
+            inner.runtime.config(),
+            &now,
+            baseline,
+            self.uptime(),
+            &health,
+        ))
+    }
+
+    /// Every backend's health: the verdict, the last probe and why.
+    pub fn health(&self) -> Vec<HealthView> {
+        let inner = self.lock();
+        let config = inner.runtime.config();
+        let mut out = Vec::new();
+        for s in &config.services {
+            for b in &s.backends {
+                let at = BackendRef {
+                    service: s.name.clone(),
+                    address: b.address,
+                    port: b.port,
+                };
+                let state = inner.runtime.fleet().health(&at).unwrap_or(Health::Unknown);
+                let probe = inner.probes.get(&at);
+                let reason = match (state, probe) {
+                    (_, None) => "no probe has answered yet".to_string(),
+                    (Health::Healthy, Some(_)) => {
+                        format!("{} consecutive probes passed", s.health.healthy_threshold)
+                    }
+                    (Health::Unhealthy, Some(p)) if p.result == "ok" => {
+                        "recovering: probes pass, not yet enough in a row".to_string()
+                    }
+                    (Health::Unhealthy, Some(p)) => format!("failing: {}", p.result),
+                    (Health::Unknown, Some(p)) => format!("waiting for a verdict: {}", p.result),
+                };
+                out.push(HealthView {
+                    service: s.name.clone(),
+                    address: b.address,
+                    port: b.port,
+                    zone: b.zone.clone(),
+                    state: state.to_string(),
+                    last_probe: probe.map(|p| p.result.clone()),
+                    latency_ms: probe.map(|p| p.latency.as_secs_f64() * 1e3),
+                    reason,
+                });
+            }
+        }
+        out
+    }
+
+    /// The zone of a backend in the desired state (`None` once it was removed).
+    pub fn zone_of(&self, at: &BackendRef) -> Option<String> {
+        let inner = self.lock();
+        let service = inner
+            .runtime
+            .config()
+            .services
+            .iter()
+            .find(|s| s.name == at.service)?;
+        service
+            .backends
+            .iter()
+            .find(|b| b.address == at.address && b.port == at.port)
+            .map(|b| b.zone.clone())
+    }
+
+    /// The health verdict of one backend, as a label (`healthy`, `unhealthy`,
+    /// `unknown`).
+    pub fn health_label(&self, service: &str, at: &BackendAddr) -> String {
+        health_of(&self.lock().runtime, service, at)
+    }
+}
+
+fn health_of<D: Dataplane>(runtime: &Runtime<D>, service: &str, at: &BackendAddr) -> String {
+    let at = BackendRef {
+        service: service.to_string(),
+        address: at.address,
+        port: at.port,
+    };
+    runtime
+        .fleet()
+        .health(&at)
+        .unwrap_or(Health::Unknown)
+        .to_string()
+}
+
+fn persist(config: &Config) -> Result<(), StateFileError> {
+    state_file::write_atomic(
+        &config.state_file,
+        &StateDoc {
+            services: config.services.clone(),
+        },
+    )
+}
+
+#[cfg(test)]
+#[path = "shared_tests.rs"]
+mod tests;

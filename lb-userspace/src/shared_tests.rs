@@ -1,0 +1,177 @@
+use std::{path::PathBuf, sync::Arc, time::Instant};
+
+use lb_common::{
+    backend::Backend,
+    counters::{BackendSignals, TrafficCounters},
+    service::{ServiceKey, ServiceMeta},
+};
+
+use super::*;
+use crate::{
+    config::{self, BackendConfig, BackendState},
+    controller::Controller,
+    dataplane::FakeDataplane,
+};
+
+/// The in-memory data path, failing every write while `fail` is set.
+struct Flaky {
+    fake: FakeDataplane,
+    fail: bool,
+}
+
+impl Flaky {
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.fail, "injected map write failure");
+        Ok(())
+    }
+}
+
+impl Dataplane for Flaky {
+    fn set_backend(&mut self, id: u32, backend: &Backend) -> anyhow::Result<()> {
+        self.check()?;
+        self.fake.set_backend(id, backend)
+    }
+    fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
+        self.check()?;
+        self.fake.set_ring_entries(entries)
+    }
+    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
+        self.check()?;
+        self.fake.set_policy_entries(entries)
+    }
+    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> anyhow::Result<()> {
+        self.check()?;
+        self.fake.set_filter_words(words)
+    }
+    fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> anyhow::Result<()> {
+        self.check()?;
+        self.fake.set_service(key, meta)
+    }
+    fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
+        self.check()?;
+        self.fake.remove_service(key)
+    }
+    fn purge_flows(&mut self, id: u32) -> anyhow::Result<usize> {
+        self.check()?;
+        self.fake.purge_flows(id)
+    }
+    fn backend_signals(&self, id: u32) -> anyhow::Result<BackendSignals> {
+        self.fake.backend_signals(id)
+    }
+}
+
+impl CounterSource for Flaky {
+    fn service_counters(&self, _: u32) -> anyhow::Result<TrafficCounters> {
+        Ok(TrafficCounters::default())
+    }
+    fn backend_counters(&self, _: u32) -> anyhow::Result<TrafficCounters> {
+        Ok(TrafficCounters::default())
+    }
+    fn active_flows(&self, _: u32) -> anyhow::Result<u64> {
+        Ok(0)
+    }
+    fn reason_counters(&self) -> anyhow::Result<Vec<u64>> {
+        Ok(vec![0; lb_common::counters::REASONS.len()])
+    }
+    fn flow_entries(&self) -> u64 {
+        0
+    }
+}
+
+fn runtime(name: &str) -> (SharedRuntime<Flaky>, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("lbd-runtime-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.join("state.yaml");
+    let c = config::parse(&format!(
+        "node: {{ zone: az-a }}\ninterfaces: [eth0]\ncluster: {{ ring_size: 1009 }}\nstate_file: {}\n\
+         services:\n  - {{ name: web, vip: 10.0.0.100, port: 80 }}\n",
+        state.display()
+    ))
+    .unwrap();
+    let controller = Controller::new(
+        Flaky {
+            fake: FakeDataplane::new(1009, 1),
+            fail: false,
+        },
+        1009,
+    );
+    let (runtime, _) = Runtime::start(c, controller, Instant::now()).unwrap();
+    (SharedRuntime::new(runtime), dir)
+}
+
+fn add(i: u8) -> Edit {
+    Edit::AddBackend {
+        service: "web".into(),
+        backend: BackendConfig {
+            address: std::net::Ipv4Addr::new(10, 1, 0, 10 + i),
+            port: 8080,
+            zone: "az-a".into(),
+            weight: 1,
+            state: BackendState::Active,
+        },
+    }
+}
+
+#[test]
+fn concurrent_changes_are_serialized_and_none_is_lost() {
+    let (rt, dir) = runtime("concurrent");
+    let rt = Arc::new(rt);
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let rt = rt.clone();
+            std::thread::spawn(move || rt.change(&add(i)).unwrap())
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap().changes.len(), 1);
+    }
+    assert_eq!(rt.desired().services[0].backends.len(), 16);
+    let saved = state_file::read(&dir.join("state.yaml")).unwrap().unwrap();
+    assert_eq!(saved.services, rt.desired().services);
+    let kernel_backends = rt.with(|r| r.controller().dataplane().fake.backends.len());
+    assert_eq!(kernel_backends, 16);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_refused_or_failed_change_changes_nothing() {
+    let (rt, dir) = runtime("failed");
+    rt.change(&add(1)).unwrap();
+    let before = rt.desired();
+    let saved_before = std::fs::read_to_string(dir.join("state.yaml")).unwrap();
+
+    assert!(matches!(rt.change(&add(1)), Err(ChangeError::Refused(_))));
+    rt.with(|r| r.controller_mut().dataplane_mut().fail = true);
+    let e = rt.change(&add(2)).unwrap_err();
+    assert!(matches!(e, ChangeError::Apply(_)), "{e}");
+    rt.with(|r| r.controller_mut().dataplane_mut().fail = false);
+
+    assert_eq!(rt.desired(), before);
+    let saved_after = std::fs::read_to_string(dir.join("state.yaml")).unwrap();
+    assert_eq!(saved_after, saved_before, "the state file was restored");
+    let dry = rt.change_with(|c| edit::apply(c, &add(3)), true).unwrap();
+    assert!(!dry.applied && dry.changes.len() == 1);
+    assert_eq!(rt.desired(), before, "a dry run changes nothing");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_reload_applies_without_writing_the_state_file() {
+    let (rt, dir) = runtime("reload");
+    let mut next = rt.desired();
+    next.services[0].port = 8080;
+    let (r, _) = rt.reload(next.clone()).unwrap();
+    assert_eq!(r.changes.len(), 1, "{:?}", r.changes);
+    assert_eq!(rt.desired(), next);
+    assert!(!dir.join("state.yaml").exists());
+    let ports: Vec<u16> = rt.with(|r| {
+        r.controller()
+            .dataplane()
+            .fake
+            .services
+            .keys()
+            .map(|k| u16::from_be(k.port))
+            .collect()
+    });
+    assert_eq!(ports, [8080]);
+}
