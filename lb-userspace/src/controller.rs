@@ -200,11 +200,15 @@ impl<D: Dataplane> Controller<D> {
             .filter(|id| !plan.backends.iter().any(|b| b.id == **id))
             .copied()
             .collect();
-        for id in unused {
+        if !unused.is_empty() {
+            // One walk of the flow tables for all freed slots: a walk per slot would cost
+            // (slots x table size) map reads when many backends go at once.
             summary.flows_purged += self
                 .dataplane
-                .purge_flows(id)
-                .with_context(|| format!("purging the flows of backend slot {id}"))?;
+                .purge_flows(&unused)
+                .with_context(|| format!("purging the flows of backend slots {unused:?}"))?;
+        }
+        for id in unused {
             self.dataplane
                 .set_backend(id, &Backend::default())
                 .with_context(|| format!("freeing backend slot {id}"))?;
@@ -238,7 +242,7 @@ impl<D: Dataplane> Controller<D> {
             .backend_id(at)
             .with_context(|| format!("backend {at} is not in the tables"))?;
         self.dataplane
-            .purge_flows(id)
+            .purge_flows(&[id])
             .with_context(|| format!("purging the flows of backend {at} (id {id})"))
     }
 

@@ -23,9 +23,10 @@ pub trait Dataplane {
     /// Creates or replaces a service; replacing flips its live ring slot atomically.
     fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> anyhow::Result<()>;
     fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()>;
-    /// Deletes every flow entry, in both directions, pinned to backend `id`; returns how
-    /// many connections (forward entries) were dropped.
-    fn purge_flows(&mut self, id: u32) -> anyhow::Result<usize>;
+    /// Deletes every flow entry, in both directions, pinned to any of the backends `ids`
+    /// (one walk of each table, however many ids); returns how many connections
+    /// (forward entries) were dropped.
+    fn purge_flows(&mut self, ids: &[u32]) -> anyhow::Result<usize>;
     /// The passive health counters of backend `id`, summed over CPUs.
     fn backend_signals(&self, id: u32) -> anyhow::Result<BackendSignals>;
 }
@@ -182,11 +183,11 @@ impl Dataplane for FakeDataplane {
         Ok(())
     }
 
-    fn purge_flows(&mut self, id: u32) -> anyhow::Result<usize> {
+    fn purge_flows(&mut self, ids: &[u32]) -> anyhow::Result<usize> {
         let before = self.flows.len();
-        self.flows.retain(|_, t| t.backend != id);
-        self.return_flows.retain(|_, n| n.backend != id);
-        self.log.push(Write::PurgeFlows(id));
+        self.flows.retain(|_, t| !ids.contains(&t.backend));
+        self.return_flows.retain(|_, n| !ids.contains(&n.backend));
+        self.log.extend(ids.iter().map(|id| Write::PurgeFlows(*id)));
         Ok(before - self.flows.len())
     }
 

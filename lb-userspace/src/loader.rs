@@ -494,22 +494,23 @@ impl Dataplane for KernelDataplane {
         self.services.remove(key).context("SERVICES remove")
     }
 
-    fn purge_flows(&mut self, id: u32) -> anyhow::Result<usize> {
+    fn purge_flows(&mut self, ids: &[u32]) -> anyhow::Result<usize> {
+        let ids: std::collections::HashSet<u32> = ids.iter().copied().collect();
         // Keys are collected first: deleting while walking with get_next_key can restart
-        // the walk from the beginning. The data path creates no new entries for `id`
+        // the walk from the beginning. The data path creates no new entries for `ids`
         // meanwhile, since the caller took it out of every ring before.
         let forward: Vec<FlowKey> = self
             .flows
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, target)| target.backend == id)
+            .filter(|(_, target)| ids.contains(&target.backend))
             .map(|(key, _)| key)
             .collect();
         let reverse: Vec<FlowKey> = self
             .return_flows
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, nat)| nat.backend == id)
+            .filter(|(_, nat)| ids.contains(&nat.backend))
             .map(|(key, _)| key)
             .collect();
         let mut purged = 0;

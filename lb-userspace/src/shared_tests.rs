@@ -51,9 +51,9 @@ impl Dataplane for Flaky {
         self.check()?;
         self.fake.remove_service(key)
     }
-    fn purge_flows(&mut self, id: u32) -> anyhow::Result<usize> {
+    fn purge_flows(&mut self, ids: &[u32]) -> anyhow::Result<usize> {
         self.check()?;
-        self.fake.purge_flows(id)
+        self.fake.purge_flows(ids)
     }
     fn backend_signals(&self, id: u32) -> anyhow::Result<BackendSignals> {
         self.fake.backend_signals(id)

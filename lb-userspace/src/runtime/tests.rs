@@ -405,8 +405,8 @@ impl Dataplane for Flaky {
     fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
         self.inner.remove_service(key)
     }
-    fn purge_flows(&mut self, id: u32) -> anyhow::Result<usize> {
-        self.inner.purge_flows(id)
+    fn purge_flows(&mut self, ids: &[u32]) -> anyhow::Result<usize> {
+        self.inner.purge_flows(ids)
     }
     fn backend_signals(&self, id: u32) -> anyhow::Result<BackendSignals> {
         self.inner.backend_signals(id)
