@@ -34,8 +34,12 @@ pub struct FlowTarget {
     /// sees the transition to closed. 64 bits because the BPF backend has atomic
     /// fetch-or for 32-bit words only with ALU32, and returns no old value without it.
     pub state: u64,
+    /// When a client packet of the flow was last seen, in whole seconds of the clock
+    /// the controller writes (see `MAP_CLOCK`); the controller expires idle flows by it.
+    pub last_seen: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<FlowTarget>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowTarget>() == 24);
 
 /// The flow is counted in its backend's active-flow count.
 pub const FLOW_F_COUNTED: u64 = 1 << 0;
@@ -43,6 +47,9 @@ pub const FLOW_F_COUNTED: u64 = 1 << 0;
 pub const FLOW_F_FIN_CLIENT: u64 = 1 << 1;
 /// The backend sent a FIN.
 pub const FLOW_F_FIN_BACKEND: u64 = 1 << 2;
+/// The client sent a non-SYN packet: the handshake completed (or the flow was picked
+/// up mid-connection). A flow without it is a bare SYN, aged out quickly.
+pub const FLOW_F_ESTABLISHED: u64 = 1 << 4;
 /// Closed (RST, or FIN from both sides): no longer counted as active. Its entry stays
 /// so that the last ACKs still reach the backend; a new SYN on the same tuple starts a
 /// new flow.

@@ -18,6 +18,9 @@ pub const MAP_ACTIVE_ADJUST: &str = "ACTIVE_ADJUST";
 pub const MAP_NEXTHOPS: &str = "NEXTHOPS";
 pub const MAP_NEXTHOP_GEN: &str = "NEXTHOP_GEN";
 pub const MAP_ADDR_FILTER: &str = "ADDR_FILTER";
+/// One-entry array: the controller's clock in whole seconds (CLOCK_BOOTTIME), written
+/// every second, stamped on flows by the data path.
+pub const MAP_CLOCK: &str = "CLOCK";
 
 /// One-entry array holding [`LAYOUT_VERSION`] of the maps pinned beside it.
 pub const MAP_LAYOUT: &str = "LB_LAYOUT";
@@ -25,7 +28,7 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";

@@ -8,7 +8,10 @@
 use core::intrinsics::{atomic_or, atomic_xadd, atomic_xsub, AtomicOrdering::Relaxed};
 
 use lb_common::{
-    flow::{FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT},
+    flow::{
+        FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED, FLOW_F_FIN_BACKEND,
+        FLOW_F_FIN_CLIENT,
+    },
     net::{TCP_FIN, TCP_RST},
 };
 
@@ -26,6 +29,20 @@ pub enum Side {
 pub fn opened(backend: u32) {
     if let Some(count) = ACTIVE_FLOWS.get_ptr_mut(backend) {
         unsafe { atomic_xadd::<u64, u64, { Relaxed }>(count, 1) };
+    }
+}
+
+/// Stamps a client packet's time on its flow (a store only when the second changed,
+/// so most packets write nothing) and marks the flow established on its first non-SYN.
+#[inline(always)]
+pub fn touch(entry: *mut FlowTarget, seen: &FlowTarget, syn: bool) {
+    let now = crate::maps::now_secs();
+    if seen.last_seen != now {
+        unsafe { (*entry).last_seen = now };
+    }
+    if !syn && seen.state & FLOW_F_ESTABLISHED == 0 {
+        let state = unsafe { core::ptr::addr_of_mut!((*entry).state) };
+        unsafe { atomic_or::<u64, u64, { Relaxed }>(state, FLOW_F_ESTABLISHED) };
     }
 }
 

@@ -6,7 +6,7 @@ use aya_ebpf::programs::XdpContext;
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
     counters::Reason,
-    flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
+    flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED},
     net::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     service::ServiceMeta,
 };
@@ -92,6 +92,7 @@ fn existing_flow(pkt: &Packet) -> Existing {
         }
     }
     flow_state::observe(entry, pkt.tcp_flags, Side::Client);
+    flow_state::touch(entry, &target, is_syn(pkt));
     if pkt.has_payload || pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         ensure_return_entry(pkt, &target, &backend);
     }
@@ -117,7 +118,14 @@ fn new_flow(
     let target = FlowTarget {
         backend: id,
         service: service.id,
-        state: FLOW_F_COUNTED,
+        // Picked up mid-connection (a non-SYN miss) counts as established.
+        state: if syn {
+            FLOW_F_COUNTED
+        } else {
+            FLOW_F_COUNTED | FLOW_F_ESTABLISHED
+        },
+        last_seen: maps::now_secs(),
+        _pad: 0,
     };
     // Two CPUs may miss on the same new flow at once (a retransmitted SYN): only the
     // insert that creates the entry counts it, and the other CPU follows that entry.

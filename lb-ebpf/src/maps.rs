@@ -93,6 +93,10 @@ pub static NEXTHOP_GEN: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub static ADDR_FILTER: Array<u32> = Array::with_max_entries(FILTER_TOTAL_WORDS, BPF_F_MMAPABLE);
 
+/// The controller's clock in seconds (`lb_common::limits::MAP_CLOCK`).
+#[map]
+pub static CLOCK: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Attached NICs that XDP_REDIRECT may send to, keyed by ifindex.
 #[map]
 pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);
@@ -115,6 +119,13 @@ pub fn hash_seed() -> u32 {
 #[inline(always)]
 pub fn ring_size() -> u32 {
     unsafe { core::ptr::read_volatile(&LB_RING_SIZE) }
+}
+
+/// The controller's clock in whole seconds; a coarse clock read from an array costs far
+/// less than `bpf_ktime_get_ns` and is all that ageing needs.
+#[inline(always)]
+pub fn now_secs() -> u32 {
+    CLOCK.get(0).copied().unwrap_or(0)
 }
 
 /// Whether `addr` may be in `bitmap` of the prefilter.

@@ -20,7 +20,7 @@ use tokio::{
 };
 
 use crate::{
-    config::Config,
+    config::{Config, FlowTimeouts},
     controller::Controller,
     dataplane::Dataplane as _,
     desired::{self, Source},
@@ -124,14 +124,17 @@ pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
             }
             _ = ticker.tick() => shared.with(|rt| rt.tick(Instant::now())).map(drop),
             _ = reconcile.tick() => {
-                shared.with(|rt| reconcile_active_flows(rt.controller_mut()));
+                shared.with(|rt| {
+                    let timeouts = rt.config().flow_timeouts.clone();
+                    expire_flows(rt.controller_mut(), &timeouts);
+                    reconcile_active_flows(rt.controller_mut());
+                });
                 Ok(())
             }
             _ = routes.tick() => shared.with(|rt| {
-                rt.controller_mut()
-                    .dataplane_mut()
-                    .bump_nexthop_generation()
-                    .context("expiring cached routes")
+                let dp = rt.controller_mut().dataplane_mut();
+                dp.set_clock(boot_seconds()).context("advancing the flow clock")?;
+                dp.bump_nexthop_generation().context("expiring cached routes")
             }),
             _ = sample.tick() => shared.sample().context("sampling counters"),
             // The admin API changed the desired state: probe what it now holds.
@@ -180,6 +183,30 @@ pub fn detach(config: &Config) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whole seconds of CLOCK_BOOTTIME: monotonic, and the same clock across lbd restarts,
+/// so the stamps on adopted flows stay meaningful.
+fn boot_seconds() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-parameter; CLOCK_BOOTTIME always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u32
+}
+
+/// Removes flow entries idle longer than their state's timeout (see `crate::ageing`).
+fn expire_flows(controller: &mut Controller<KernelDataplane>, timeouts: &FlowTimeouts) {
+    match controller
+        .dataplane_mut()
+        .expire_flows(boot_seconds(), timeouts)
+    {
+        Ok(0) => {}
+        Ok(n) => info!("expired {n} idle flows"),
+        Err(e) => warn!("expiring idle flows: {e:#}"),
+    }
 }
 
 fn reconcile_active_flows(controller: &mut Controller<KernelDataplane>) {

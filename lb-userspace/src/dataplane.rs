@@ -118,6 +118,8 @@ impl FakeDataplane {
                 backend: id,
                 service: meta.id,
                 state: FLOW_F_COUNTED,
+                last_seen: 0,
+                _pad: 0,
             },
         );
         let reverse = FlowKey {

@@ -20,6 +20,7 @@
 //!   start), clock passed in.
 //! - [`runtime`]: fleet + controller: every event recomputes weights and swaps tables.
 //! - [`daemon`]: `lbd`'s loop: probes, timers, SIGHUP reload, shutdown.
+//! - [`ageing`]: which idle flow entries have expired (pure).
 //! - [`reconcile`]: corrects active-flow counts for flows the kernel cannot see end.
 //! - [`desired`]: the desired state (config file + state file) and the API's changes to
 //!   it, as pure functions.
@@ -27,6 +28,7 @@
 //!   the metrics endpoint; every change is validated, persisted, then applied.
 //! - [`api`], [`serve`]: the admin API's handlers and listeners; [`metrics`]: `/metrics`;
 //!   [`stats`]: counters, rates and per-zone sums; [`cli`]: `lbctl`.
+pub mod ageing;
 pub mod api;
 pub mod cli;
 pub mod config;

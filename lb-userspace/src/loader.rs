@@ -26,7 +26,8 @@ use lb_common::{
 use log::{info, warn};
 
 use crate::{
-    config::{Config, XdpAttachMode},
+    ageing,
+    config::{Config, FlowTimeouts, XdpAttachMode},
     dataplane::Dataplane,
     ebpf_object,
     mmap_array::MmapArray,
@@ -46,6 +47,7 @@ pub struct KernelDataplane {
     nexthops: Array<MapData, NextHop>,
     addr_filter: MmapArray,
     nexthop_gen: Array<MapData, u32>,
+    clock: Array<MapData, u32>,
     pub flows: HashMap<MapData, FlowKey, FlowTarget>,
     pub return_flows: HashMap<MapData, FlowKey, NatReturn>,
     service_stats: PerCpuArray<MapData, TrafficCounters>,
@@ -168,6 +170,7 @@ impl KernelDataplane {
             nexthops: take(&mut ebpf, MAP_NEXTHOPS)?,
             addr_filter: take_mmap(&mut ebpf, MAP_ADDR_FILTER)?,
             nexthop_gen: take(&mut ebpf, MAP_NEXTHOP_GEN)?,
+            clock: take(&mut ebpf, MAP_CLOCK)?,
             flows: take(&mut ebpf, MAP_FLOWS)?,
             return_flows: take(&mut ebpf, MAP_RETURN_FLOWS)?,
             service_stats: take(&mut ebpf, MAP_SERVICE_STATS)?,
@@ -346,6 +349,47 @@ impl KernelDataplane {
 
     pub fn backend_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
         sum_counters(&self.backend_stats, id)
+    }
+
+    /// Sets the clock the data path stamps on flows (whole seconds).
+    pub fn set_clock(&mut self, seconds: u32) -> anyhow::Result<()> {
+        self.clock.set(0, seconds, 0).context("CLOCK")
+    }
+
+    /// Deletes the flows idle longer than their state's timeout at `now` (seconds of the
+    /// clock given to [`Self::set_clock`]), both directions. Returns how many.
+    pub fn expire_flows(&mut self, now: u32, timeouts: &FlowTimeouts) -> anyhow::Result<usize> {
+        // Keys are collected first: deleting while walking can restart the walk.
+        let expired: Vec<(FlowKey, FlowTarget)> = self
+            .flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, target)| ageing::expired(target, now, timeouts))
+            .collect();
+        let mut removed = 0;
+        for (key, target) in &expired {
+            match self.flows.remove(key) {
+                Ok(()) => removed += 1,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(e).context("FLOWS remove"),
+            }
+            let Ok(backend) = self.backends.get(&target.backend, 0) else {
+                continue;
+            };
+            let reverse = FlowKey {
+                src_addr: backend.addr,
+                dst_addr: key.src_addr,
+                src_port: backend.port,
+                dst_port: key.src_port,
+                ..*key
+            };
+            match self.return_flows.remove(&reverse) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e).context("RETURN_FLOWS remove"),
+            }
+        }
+        Ok(removed)
     }
 
     /// Makes every cached next hop stale, so the data path looks routes up again: a

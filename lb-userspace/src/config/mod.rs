@@ -1,12 +1,14 @@
 //! The desired state as the operator writes it (YAML), parsed and then validated as a
 //! whole: a file with any error changes nothing.
 pub mod duration;
+mod flow_timeouts;
 mod model;
 mod policy;
 mod reload;
 mod validate;
 mod validate_policy;
 
+pub use flow_timeouts::*;
 pub use model::*;
 pub use policy::*;
 pub use reload::check_reloadable;

@@ -11,7 +11,7 @@ use lb_common::limits::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{duration, policy::*};
+use super::{duration, flow_timeouts::FlowTimeouts, policy::*};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +29,9 @@ pub struct Config {
     /// forwarding across lbd restarts and upgrades.
     #[serde(default = "default_pin_dir")]
     pub pin_dir: PathBuf,
+    /// Idle timeouts of flow entries, by TCP state.
+    #[serde(default)]
+    pub flow_timeouts: FlowTimeouts,
     #[serde(default)]
     pub api: ApiConfig,
     #[serde(default)]

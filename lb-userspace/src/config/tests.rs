@@ -191,6 +191,30 @@ fn each_kind_of_bad_value_is_rejected_with_a_named_error() {
             "xdp_mode",
             "unknown variant",
         ),
+        (
+            "interfaces: [veth-c, veth-b]",
+            "interfaces: [veth-c]\npin_dir: lbd",
+            "pin_dir",
+            "absolute path",
+        ),
+        (
+            "interfaces: [veth-c, veth-b]",
+            "interfaces: [veth-c]\npin_dir: /sys/fs/bpf/../x",
+            "pin_dir",
+            "absolute path",
+        ),
+        (
+            "interfaces: [veth-c, veth-b]",
+            "interfaces: [veth-c]\nflow_timeouts: { syn: 0s }",
+            "flow_timeouts.syn",
+            "out of range",
+        ),
+        (
+            "interfaces: [veth-c, veth-b]",
+            "interfaces: [veth-c]\nflow_timeouts: { established: 2d }",
+            "flow_timeouts.established",
+            "unknown unit",
+        ),
     ];
     for (from, to, field, words) in cases {
         assert!(

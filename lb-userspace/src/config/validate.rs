@@ -4,7 +4,11 @@ use std::{collections::HashSet, fmt, net::Ipv4Addr};
 
 use lb_common::service::POLICY_TABLE_SLOTS;
 
-use super::model::*;
+use super::{
+    duration,
+    flow_timeouts::{FlowTimeouts, FLOW_TIMEOUT_RANGE},
+    model::*,
+};
 
 /// One problem with one field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +76,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     check_cluster(&mut c, &config.cluster);
     check_limits(&mut c, config);
     check_interfaces(&mut c, &config.interfaces);
+    check_flow_timeouts(&mut c, &config.flow_timeouts);
     if !config.pin_dir.is_absolute()
         || config
             .pin_dir
@@ -186,6 +191,28 @@ fn check_limits(c: &mut Collector, config: &Config) {
                 l.max_services, config.cluster.ring_size
             ),
         );
+    }
+}
+
+fn check_flow_timeouts(c: &mut Collector, t: &FlowTimeouts) {
+    let (min, max) = FLOW_TIMEOUT_RANGE;
+    for (name, value) in [
+        ("established", t.established),
+        ("closing", t.closing),
+        ("closed", t.closed),
+        ("syn", t.syn),
+    ] {
+        if value < min || value > max {
+            c.err(
+                format!("flow_timeouts.{name}"),
+                format!(
+                    "{} is out of range {}..={}",
+                    duration::format(value),
+                    duration::format(min),
+                    duration::format(max)
+                ),
+            );
+        }
     }
 }
 

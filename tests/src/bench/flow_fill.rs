@@ -130,6 +130,8 @@ fn fill(dp: &mut KernelDataplane, service: u32, from: usize, to: usize) {
                     backend,
                     service,
                     state: FLOW_F_COUNTED,
+                    last_seen: 0,
+                    _pad: 0,
                 },
                 0,
             )

@@ -1,0 +1,40 @@
+//! How long an idle flow entry lives, by the state of its TCP connection.
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration;
+
+/// Idle timeouts of flow entries (time since the client's last packet). Entries are
+/// also evicted, coldest first, when the table is full.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowTimeouts {
+    /// Handshake completed, no FIN or RST yet (a cloud NLB's idle timeout is 350 s).
+    #[serde(with = "duration")]
+    pub established: Duration,
+    /// One side sent a FIN.
+    #[serde(with = "duration")]
+    pub closing: Duration,
+    /// RST, or FIN from both sides: kept only for the last ACKs and retransmissions.
+    #[serde(with = "duration")]
+    pub closed: Duration,
+    /// Only a SYN seen: a half-open attempt (or a SYN flood) must not hold the table.
+    #[serde(with = "duration")]
+    pub syn: Duration,
+}
+
+impl Default for FlowTimeouts {
+    fn default() -> Self {
+        Self {
+            established: Duration::from_secs(350),
+            closing: Duration::from_secs(60),
+            closed: Duration::from_secs(10),
+            syn: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Accepted range of each timeout.
+pub const FLOW_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(24 * 3600));
