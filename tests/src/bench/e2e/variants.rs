@@ -13,11 +13,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lb_userspace::pins::PinDir;
+
 use super::{haproxy, nft};
 use crate::{
     netns,
     process::Daemon,
-    running_lb::{lab_config, BACKEND_PORT, VIP, VIP_PORT},
+    running_lb::{lab_config, pin_dir, BACKEND_PORT, VIP, VIP_PORT},
     topology::Lab,
 };
 
@@ -163,7 +165,9 @@ impl Active<'_> {
         match &mut self.undo {
             Undo::Lbd(d) => {
                 d.stop();
-                Some(d.log())
+                let log = d.log();
+                remove_pins(self.lab);
+                Some(log)
             }
             _ => None,
         }
@@ -175,7 +179,10 @@ impl Drop for Active<'_> {
         let lb = self.lab.lb_ns();
         match std::mem::replace(&mut self.undo, Undo::Nothing) {
             Undo::Nothing => {}
-            Undo::Lbd(d) => drop(d),
+            Undo::Lbd(d) => {
+                drop(d);
+                remove_pins(self.lab);
+            }
             Undo::Haproxy(d) => {
                 drop(d);
                 let cidr = format!("{VIP}/32");
@@ -185,6 +192,14 @@ impl Drop for Active<'_> {
             Undo::Nftables => nft::delete(lb),
         }
         let _ = std::fs::remove_file(scratch(self.lab, "lbd.yaml"));
+    }
+}
+
+/// lbd leaves its data path pinned and forwarding when it stops; the next variant must
+/// meet the lab without it (and the next lbd must not adopt links of a past round).
+fn remove_pins(lab: &Lab) {
+    if let Err(e) = PinDir::new(pin_dir(lab)).remove_all() {
+        eprintln!("removing lbd's pinned data path: {e}");
     }
 }
 
@@ -207,7 +222,9 @@ impl LbdCounters {
 /// Reads `new_flows=`, `packets_to_backend=` and `packets_to_client=` of the service line
 /// of lbd's log.
 pub fn lbd_counters(log: &str) -> Option<LbdCounters> {
-    let line = log.lines().find(|l| l.contains("service web:"))?;
+    let line = log
+        .lines()
+        .find(|l| l.contains("service web: new_flows="))?;
     let field = |name: &str| -> Option<u64> {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))?
