@@ -118,9 +118,26 @@ impl<'a> LabConfig<'a> {
     }
 }
 
+/// Where labs' lbd instances pin their data paths.
+const PIN_ROOT: &str = "/sys/fs/bpf/lb-tests";
+
 /// Where a lab's lbd pins its data path: one directory per lab, so labs run in parallel.
 pub fn pin_dir(lab: &Lab) -> PathBuf {
-    PathBuf::from("/sys/fs/bpf/lb-tests").join(lab.prefix())
+    PathBuf::from(PIN_ROOT).join(lab.prefix())
+}
+
+/// Removes pinned data paths left by labs that no longer exist (a test process that was
+/// killed never ran its cleanup); a live lab's namespace `{prefix}lb` still exists.
+pub fn sweep_stale_pins() {
+    let Ok(entries) = fs::read_dir(PIN_ROOT) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let prefix = entry.file_name().to_string_lossy().into_owned();
+        if !crate::netns::netns_path(&format!("{prefix}lb")).exists() {
+            let _ = PinDir::new(entry.path()).remove_all();
+        }
+    }
 }
 
 /// Lab + backend servers + a running `lbd`; everything stops on drop (lbd first, so
@@ -141,6 +158,7 @@ impl RunningLb {
     /// Like [`RunningLb::start`], with `lbd` started through `wrapper` (a program and
     /// its arguments, e.g. `setpriv` dropping capabilities) that then execs it.
     pub fn start_wrapped(lab: Lab, config: &str, wrapper: &[&str]) -> RunningLb {
+        sweep_stale_pins();
         let servers = lab.start_backends(BACKEND_PORT);
         let config_path = std::env::temp_dir().join(format!("{}-lbd.yaml", lab.prefix()));
         fs::write(&config_path, config)
