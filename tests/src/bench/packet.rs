@@ -60,18 +60,26 @@ pub fn run(opts: &Options) -> Value {
         });
 
         // Every call a new client port, and a new client address every 50,000, so every
-        // SYN misses the flow table and takes the Maglev path.
-        let new_flow = per_call(rounds, calls, |i| {
-            let src = std::net::Ipv4Addr::from(u32::from(CLIENT) + (i / 50_000) as u32 * 256);
-            let f = Frame {
-                src,
-                ..client_syn(1024 + (i % 50_000) as u16)
-            }
-            .bytes();
-            let r = run_once(lb, c0, &f);
-            assert_eq!(r.action, XDP_REDIRECT, "new flow #{i}");
-            r.nanos
-        });
+        // SYN misses the flow table and takes the service's policy.
+        let new_flow = |vip: [u8; 4]| {
+            per_call(rounds, calls, |i| {
+                let src = std::net::Ipv4Addr::from(u32::from(CLIENT) + (i / 50_000) as u32 * 256);
+                let f = Frame {
+                    src,
+                    dst: vip.into(),
+                    ..client_syn(1024 + (i % 50_000) as u16)
+                }
+                .bytes();
+                let r = run_once(lb, c0, &f);
+                assert_eq!(r.action, XDP_REDIRECT, "new flow #{i} to {vip:?}");
+                r.nanos
+            })
+        };
+        // The rig's services per policy (see `packet_rig::CONFIG`).
+        let maglev = new_flow([10, 0, 0, 100]);
+        let round_robin = new_flow([10, 0, 0, 110]);
+        let least_conn = new_flow([10, 0, 0, 111]);
+        let source_hash = new_flow([10, 0, 0, 112]);
 
         let first = run_once(lb, c0, &client_syn(33333).bytes());
         let backend = dst_ip(&first.output);
@@ -103,7 +111,22 @@ pub fn run(opts: &Options) -> Value {
         [
             ("empty XDP_PASS program (floor)", "floor", floor_stat),
             ("non-VIP pass-through", "pass_through", pass),
-            ("SYN to VIP, new flow (Maglev)", "new_flow_maglev", new_flow),
+            ("SYN to VIP, new flow (Maglev)", "new_flow_maglev", maglev),
+            (
+                "SYN, new flow (round robin)",
+                "new_flow_round_robin",
+                round_robin,
+            ),
+            (
+                "SYN, new flow (least conn)",
+                "new_flow_least_conn",
+                least_conn,
+            ),
+            (
+                "SYN, new flow (source hash)",
+                "new_flow_source_hash",
+                source_hash,
+            ),
             ("established flow, to backend", "established", established),
             ("return path, to client", "return_path", ret),
         ]
