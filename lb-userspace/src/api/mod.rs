@@ -20,6 +20,8 @@
 //! | `GET /v1/config` | the whole desired state |
 //! | `POST /v1/apply[?dry_run=true]` | declarative: body `{"services": [...]}` or a whole config |
 pub mod body;
+#[cfg(test)]
+mod body_props;
 pub mod error;
 pub mod listen;
 mod routes;
