@@ -1,7 +1,11 @@
 //! Crafting Ethernet/IPv4/TCP frames with valid checksums, for packet tests.
 use std::net::Ipv4Addr;
 
-use lb_common::checksum::{internet_checksum, ipv4_l4_checksum};
+use lb_common::{
+    checksum::{internet_checksum, ipv4_l4_checksum},
+    flow::FlowKey,
+    net::FAMILY_IPV4,
+};
 
 pub type Mac = [u8; 6];
 
@@ -43,6 +47,30 @@ pub const IP_LEN: usize = 20;
 pub const TCP_LEN: usize = 20;
 
 impl Frame {
+    /// The frame's 5-tuple as the data path keys its flow tables.
+    pub fn flow_key(&self) -> FlowKey {
+        FlowKey {
+            src_addr: u32::from_ne_bytes(self.src.octets()),
+            dst_addr: u32::from_ne_bytes(self.dst.octets()),
+            src_port: self.sport.to_be(),
+            dst_port: self.dport.to_be(),
+            proto: 6,
+            family: FAMILY_IPV4,
+            _pad: [0; 2],
+        }
+    }
+
+    /// The key of the reply direction, from `backend:8080`, as the data path records it.
+    pub fn reply_key(&self, backend: Ipv4Addr) -> FlowKey {
+        FlowKey {
+            src_addr: u32::from_ne_bytes(backend.octets()),
+            dst_addr: u32::from_ne_bytes(self.src.octets()),
+            src_port: 8080u16.to_be(),
+            dst_port: self.sport.to_be(),
+            ..self.flow_key()
+        }
+    }
+
     /// The frame's bytes, with correct IPv4 and TCP checksums.
     pub fn bytes(&self) -> Vec<u8> {
         let tot = IP_LEN + TCP_LEN + self.payload.len();

@@ -1,38 +1,11 @@
 //! Flow ageing through the real program: the data path stamps flows with the
 //! controller's clock, and the controller's walk removes idle ones by state.
-use lb_common::{
-    flow::{FlowKey, FLOW_F_ESTABLISHED},
-    net::FAMILY_IPV4,
-};
+use lb_common::flow::FLOW_F_ESTABLISHED;
 use lb_tests::{
     frame::{dst_ip, Frame},
     packet_rig::*,
 };
 use lb_userspace::config::FlowTimeouts;
-
-fn key(f: &Frame) -> FlowKey {
-    FlowKey {
-        src_addr: u32::from_ne_bytes(f.src.octets()),
-        dst_addr: u32::from_ne_bytes(f.dst.octets()),
-        src_port: f.sport.to_be(),
-        dst_port: f.dport.to_be(),
-        proto: 6,
-        family: FAMILY_IPV4,
-        _pad: [0; 2],
-    }
-}
-
-fn reverse(f: &Frame, backend: std::net::Ipv4Addr) -> FlowKey {
-    FlowKey {
-        src_addr: u32::from_ne_bytes(backend.octets()),
-        dst_addr: u32::from_ne_bytes(f.src.octets()),
-        src_port: 8080u16.to_be(),
-        dst_port: f.sport.to_be(),
-        proto: 6,
-        family: FAMILY_IPV4,
-        _pad: [0; 2],
-    }
-}
 
 #[test]
 fn idle_flows_expire_by_state_and_active_ones_stay() {
@@ -56,15 +29,15 @@ fn idle_flows_expire_by_state_and_active_ones_stay() {
             }
             .bytes(),
         );
-        let stamped = dp.flows.get(&key(&open), 0).unwrap();
+        let stamped = dp.flows.get(&open.flow_key(), 0).unwrap();
         assert_eq!(stamped.last_seen, 1000);
         assert_ne!(stamped.state & FLOW_F_ESTABLISHED, 0);
 
         // 31 s later the bare SYN is gone, both directions; the connection is not.
         assert_eq!(dp.expire_flows(1000 + 31, &t).unwrap(), 1);
-        assert!(dp.flows.get(&key(&half_open), 0).is_err());
-        assert!(dp.return_flows.get(&reverse(&half_open, b1), 0).is_err());
-        assert!(dp.flows.get(&key(&open), 0).is_ok());
+        assert!(dp.flows.get(&half_open.flow_key(), 0).is_err());
+        assert!(dp.return_flows.get(&half_open.reply_key(b1), 0).is_err());
+        assert!(dp.flows.get(&open.flow_key(), 0).is_ok());
 
         // A packet at 1300 refreshes it: still there at 1300 + 350, gone after.
         dp.set_clock(1300).unwrap();
@@ -79,7 +52,7 @@ fn idle_flows_expire_by_state_and_active_ones_stay() {
         );
         assert_eq!(dp.expire_flows(1300 + 350, &t).unwrap(), 0);
         assert_eq!(dp.expire_flows(1300 + 351, &t).unwrap(), 1);
-        assert!(dp.flows.get(&key(&open), 0).is_err());
-        assert!(dp.return_flows.get(&reverse(&open, b2), 0).is_err());
+        assert!(dp.flows.get(&open.flow_key(), 0).is_err());
+        assert!(dp.return_flows.get(&open.reply_key(b2), 0).is_err());
     });
 }

@@ -40,6 +40,26 @@ struct LoadResult {
     echoes_ok: usize,
 }
 
+impl LoadResult {
+    /// Prints the counts (for the closing figures) and asserts that nothing failed and
+    /// enough traffic ran to mean something.
+    fn report_and_check(&self, label: &str) {
+        println!(
+            "{label}: {} short connections ok, {} echoes on 6 long-lived ok, {} failed",
+            self.short_ok,
+            self.echoes_ok,
+            self.failures.len()
+        );
+        assert!(
+            self.failures.is_empty(),
+            "{} failures: {:?}",
+            self.failures.len(),
+            &self.failures[..self.failures.len().min(5)]
+        );
+        assert!(self.short_ok > 20 && self.echoes_ok > 20, "{self:?}");
+    }
+}
+
 impl Load {
     fn start(lb: &RunningLb, held: Vec<HeldConn>) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
@@ -130,20 +150,8 @@ fn sigkill_and_restart_under_load_fails_no_connection() {
     );
     thread::sleep(Duration::from_millis(700));
     let result = load.finish();
-    println!(
-        "restart (SIGKILL): {} short connections ok, {} echoes on 6 long-lived ok, {} failed",
-        result.short_ok,
-        result.echoes_ok,
-        result.failures.len()
-    );
+    result.report_and_check("restart (SIGKILL)");
 
-    assert!(
-        result.failures.is_empty(),
-        "{} failures: {:?}",
-        result.failures.len(),
-        &result.failures[..result.failures.len().min(5)]
-    );
-    assert!(result.short_ok > 20 && result.echoes_ok > 20, "{result:?}");
     // The counters are pinned too: the second lbd reports every flow of both lifetimes.
     let log = lb.stop_lbd();
     assert_eq!(
@@ -180,20 +188,7 @@ fn upgrade_replaces_the_program_on_the_live_link_without_a_reset() {
         lb.lbd.log()
     );
     thread::sleep(Duration::from_millis(700));
-    let result = load.finish();
-    println!(
-        "upgrade: {} short connections ok, {} echoes on 6 long-lived ok, {} failed",
-        result.short_ok,
-        result.echoes_ok,
-        result.failures.len()
-    );
-    assert!(
-        result.failures.is_empty(),
-        "{} failures: {:?}",
-        result.failures.len(),
-        &result.failures[..result.failures.len().min(5)]
-    );
-    assert!(result.short_ok > 20 && result.echoes_ok > 20, "{result:?}");
+    load.finish().report_and_check("upgrade");
 }
 
 #[test]

@@ -7,7 +7,6 @@ use lb_common::{
     counters::{Reason, REASONS},
     flow::FlowKey,
     hash::flow_hash,
-    net::FAMILY_IPV4,
 };
 use lb_tests::{
     frame::{checksums_valid, dst_ip, Frame, ETH_LEN},
@@ -47,15 +46,7 @@ fn run_counted(dp: &KernelDataplane, ifindex: u32, frame: &[u8], reason: Reason)
 }
 
 fn web_flow(sport: u16) -> FlowKey {
-    FlowKey {
-        src_addr: u32::from_ne_bytes(CLIENT.octets()),
-        dst_addr: u32::from_ne_bytes(VIP.octets()),
-        src_port: sport.to_be(),
-        dst_port: 80u16.to_be(),
-        proto: 6,
-        family: FAMILY_IPV4,
-        _pad: [0; 2],
-    }
+    client_syn(sport).flow_key()
 }
 
 /// The backend address userspace's own copy of the Maglev table predicts for a flow.

@@ -2,7 +2,7 @@
 //! BPF_PROG_TEST_RUN on the real object (see `lb_tests::packet_rig`).
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use lb_common::{flow::FlowKey, hash::flow_hash, net::FAMILY_IPV4};
+use lb_common::hash::flow_hash;
 use lb_tests::{
     frame::{dst_ip, Frame},
     packet_rig::*,
@@ -85,15 +85,7 @@ fn round_robin_places_a_non_syn_without_a_flow_by_maglev() {
                 flags: ACK,
                 ..syn(RR_VIP, sport)
             };
-            let key = FlowKey {
-                src_addr: u32::from_ne_bytes(CLIENT.octets()),
-                dst_addr: u32::from_ne_bytes(RR_VIP.octets()),
-                src_port: sport.to_be(),
-                dst_port: 80u16.to_be(),
-                proto: 6,
-                family: FAMILY_IPV4,
-                _pad: [0; 2],
-            };
+            let key = ack.flow_key();
             let id = rr.ring[(flow_hash(&key, 42) % 1009) as usize];
             let want = plan
                 .backends
@@ -299,16 +291,7 @@ fn the_reconciler_subtracts_flows_that_vanished_without_closing() {
         assert_eq!(before, 30);
         // Ten flows vanish as if evicted: no FIN or RST was ever seen for them.
         for f in &opened[..10] {
-            let key = FlowKey {
-                src_addr: u32::from_ne_bytes(f.src.octets()),
-                dst_addr: u32::from_ne_bytes(f.dst.octets()),
-                src_port: f.sport.to_be(),
-                dst_port: f.dport.to_be(),
-                proto: 6,
-                family: FAMILY_IPV4,
-                _pad: [0; 2],
-            };
-            dp.flows.remove(&key).unwrap();
+            dp.flows.remove(&f.flow_key()).unwrap();
         }
         let fixes = dp.reconcile_active_flows(&ids).unwrap();
         assert!(!fixes.is_empty());
