@@ -32,6 +32,7 @@ fn main() -> anyhow::Result<()> {
     let flags = [
         format!("--cfg=bpf_target_arch=\"{arch}\""),
         "-Ctarget-cpu=v3".into(),
+        "-Ctarget-feature=+allows-misaligned-mem-access".into(),
         // LLVM reuses a dead spilled pointer's stack slot for a 32-bit value; the verifier
         // refuses such a partial overwrite of a slot it still sees as a pointer unless
         // the loader has CAP_PERFMON. Separate slots per spill keep lbd down to CAP_BPF

@@ -73,3 +73,85 @@ pub struct NatReturn {
     pub nexthop: NextHop,
 }
 const _: () = assert!(core::mem::size_of::<NatReturn>() == 36);
+
+/// A slot of the SYN cache: a direct-mapped array, indexed by the flow hash of the reply
+/// key, that a SYN to a `SERVICE_F_STATELESS_SYN` service writes instead of recording its
+/// flow. Its SYN-ACK (backend -> client) finds no return entry, and is translated back
+/// only if this slot still holds its key: so replies of other traffic to the backends
+/// (health probes, clients reaching a backend directly) are never rewritten, and a SYN
+/// flood only overwrites slots (a handshake whose slot was overwritten within one round
+/// trip has its SYN-ACK passed, and the client retransmits the SYN) instead of evicting
+/// live flows from the flow table.
+///
+/// Slots are written with plain stores, so two CPUs writing one slot at once could leave
+/// a mix: `check` covers every other field and a mixed slot is ignored.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SynEntry {
+    /// The SYN-ACK's key: backend -> client.
+    pub reply: FlowKey,
+    /// Virtual IP to put back as source (wire order).
+    pub vip: u32,
+    /// Virtual port to put back as source port (wire order).
+    pub vport: u16,
+    /// [`syn_entry_check`] of the other fields.
+    pub check: u16,
+    /// Service id, for counting.
+    pub service: u32,
+    /// Backend id, for counting.
+    pub backend: u32,
+}
+const _: () = assert!(core::mem::size_of::<SynEntry>() == 32);
+
+/// The check word of a SYN-cache slot holding these fields; never 0, so that a zeroed
+/// slot never verifies.
+#[inline(always)]
+pub fn syn_entry_check(reply: &FlowKey, vip: u32, vport: u16, service: u32, backend: u32) -> u16 {
+    use crate::hash::mix32;
+    let mut h = mix32(reply.src_addr ^ 0x5bd1_e995);
+    h = mix32(h ^ reply.dst_addr);
+    h = mix32(h ^ (reply.src_port as u32) ^ ((reply.dst_port as u32) << 16));
+    h = mix32(h ^ vip ^ ((vport as u32) << 16));
+    h = mix32(h ^ service);
+    h = mix32(h ^ backend);
+    ((h >> 16) as u16) | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(src_port: u16) -> FlowKey {
+        FlowKey {
+            src_addr: 0x0b00_010a,
+            dst_addr: 0x0200_0a0a,
+            src_port,
+            dst_port: 0x4e9c,
+            proto: 6,
+            family: 2,
+            _pad: [0; 2],
+        }
+    }
+
+    #[test]
+    fn a_syn_entry_check_is_never_zero_and_covers_every_field() {
+        let base = syn_entry_check(&reply(0x901f), 0x6400_000a, 0x5000, 0, 1);
+        let changed = [
+            syn_entry_check(&reply(0x911f), 0x6400_000a, 0x5000, 0, 1),
+            syn_entry_check(&reply(0x901f), 0x6500_000a, 0x5000, 0, 1),
+            syn_entry_check(&reply(0x901f), 0x6400_000a, 0x5100, 0, 1),
+            syn_entry_check(&reply(0x901f), 0x6400_000a, 0x5000, 1, 1),
+            syn_entry_check(&reply(0x901f), 0x6400_000a, 0x5000, 0, 2),
+        ];
+        assert!(changed.iter().all(|c| *c != base), "{base:#x} {changed:x?}");
+        let zeroed = SynEntry::default();
+        for port in 0..2000u16 {
+            assert_ne!(syn_entry_check(&reply(port), 0, 0, 0, 0), 0);
+        }
+        assert_ne!(
+            syn_entry_check(&zeroed.reply, 0, 0, 0, 0),
+            zeroed.check,
+            "a zeroed slot never verifies"
+        );
+    }
+}

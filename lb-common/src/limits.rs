@@ -18,6 +18,8 @@ pub const MAP_ACTIVE_ADJUST: &str = "ACTIVE_ADJUST";
 pub const MAP_NEXTHOPS: &str = "NEXTHOPS";
 pub const MAP_NEXTHOP_GEN: &str = "NEXTHOP_GEN";
 pub const MAP_ADDR_FILTER: &str = "ADDR_FILTER";
+/// The SYN cache (see `lb_common::flow::SynEntry`).
+pub const MAP_SYN_CACHE: &str = "SYN_CACHE";
 /// One-entry array: the controller's clock in whole seconds (CLOCK_BOOTTIME), written
 /// every second, stamped on flows by the data path.
 pub const MAP_CLOCK: &str = "CLOCK";
@@ -28,11 +30,23 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
 pub const GLOBAL_RING_SIZE: &str = "LB_RING_SIZE";
+pub const GLOBAL_SYN_CACHE_MASK: &str = "LB_SYN_CACHE_MASK";
+
+/// Slots of the SYN cache for a flow table of `flow_table_size` entries: as many, rounded
+/// up to a power of two (the data path masks a hash), at most 2^20 (32 MiB).
+pub const fn syn_cache_slots(flow_table_size: u32) -> u32 {
+    let n = if flow_table_size > 1 << 20 {
+        1 << 20
+    } else {
+        flow_table_size
+    };
+    n.next_power_of_two()
+}
 
 /// Name of the load balancer's XDP program in the object.
 pub const PROGRAM_XDP: &str = "lb_xdp";
@@ -44,3 +58,17 @@ pub const DEFAULT_MAX_BACKENDS: u32 = 4096;
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 262_144;
 pub const DEFAULT_RING_SIZE: u32 = 65_537;
 pub const MAX_INTERFACES: u32 = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syn_cache_slots_are_a_power_of_two_covering_the_flow_table_up_to_a_cap() {
+        assert_eq!(syn_cache_slots(1024), 1024);
+        assert_eq!(syn_cache_slots(DEFAULT_FLOW_TABLE_SIZE), 262_144);
+        assert_eq!(syn_cache_slots(100_000), 131_072);
+        assert_eq!(syn_cache_slots(1 << 21), 1 << 20);
+        assert_eq!(syn_cache_slots(u32::MAX), 1 << 20);
+    }
+}

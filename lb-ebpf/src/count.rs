@@ -2,7 +2,7 @@
 use aya_ebpf::bindings::xdp_action;
 use lb_common::{
     counters::{BackendSignals, Reason, TrafficCounters},
-    flow::{FlowTarget, NatReturn},
+    flow::FlowTarget,
     net::{TCP_ACK, TCP_RST, TCP_SYN},
 };
 
@@ -43,15 +43,15 @@ pub fn to_backend(target: &FlowTarget, bytes: u64, new_flow: bool) {
 }
 
 #[inline(always)]
-pub fn to_client(nat: &NatReturn, bytes: u64) {
+pub fn to_client(service: u32, backend: u32, bytes: u64) {
     let add = |c: &mut TrafficCounters| {
         c.packets_to_client += 1;
         c.bytes_to_client += bytes;
     };
-    if let Some(c) = SERVICE_STATS.get_ptr_mut(nat.service) {
+    if let Some(c) = SERVICE_STATS.get_ptr_mut(service) {
         add(unsafe { &mut *c });
     }
-    if let Some(c) = BACKEND_STATS.get_ptr_mut(nat.backend) {
+    if let Some(c) = BACKEND_STATS.get_ptr_mut(backend) {
         add(unsafe { &mut *c });
     }
 }

@@ -34,16 +34,19 @@ pub fn opened(backend: u32) {
 
 /// Stamps a client packet's time on its flow (a store only when the second changed,
 /// so most packets write nothing) and marks the flow established on its first non-SYN.
+/// Returns whether the second changed since the flow's last packet.
 #[inline(always)]
-pub fn touch(entry: *mut FlowTarget, seen: &FlowTarget, syn: bool) {
+pub fn touch(entry: *mut FlowTarget, seen: &FlowTarget, syn: bool) -> bool {
     let now = crate::maps::now_secs();
-    if seen.last_seen != now {
+    let new_second = seen.last_seen != now;
+    if new_second {
         unsafe { (*entry).last_seen = now };
     }
     if !syn && seen.state & FLOW_F_ESTABLISHED == 0 {
         let state = unsafe { core::ptr::addr_of_mut!((*entry).state) };
         unsafe { atomic_or::<u64, u64, { Relaxed }>(state, FLOW_F_ESTABLISHED) };
     }
+    new_second
 }
 
 /// Gives up on a flow whose entry is about to be replaced (a new connection on its tuple):

@@ -1,14 +1,12 @@
 //! Client -> VIP: find or create the flow, rewrite towards its backend, forward, count.
-use core::{mem::MaybeUninit, ptr::write_volatile};
-
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
     counters::Reason,
-    flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED},
+    flow::{FlowKey, FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED},
     net::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    service::ServiceMeta,
+    service::{ServiceMeta, SERVICE_F_STATELESS_SYN},
 };
 
 use crate::{
@@ -17,7 +15,8 @@ use crate::{
     forward,
     maps::{self, BACKENDS, FLOWS, NEXTHOPS, RETURN_FLOWS},
     packet::Packet,
-    rewrite, select,
+    return_entry::{self, Translation},
+    rewrite, select, syn_cache,
 };
 
 /// Handles a packet whose destination may be a VIP. `None`: not to any VIP:port (and no
@@ -45,8 +44,14 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
             if !forward::ttl_allows(pkt) {
                 return Some(count::pass(Reason::PassTtlExpired));
             }
-            match new_flow(pkt, &service, matches!(miss, Existing::Replace)) {
-                Some((target, backend, new)) => (target, backend, new),
+            let replace = matches!(miss, Existing::Replace);
+            let placed = if is_syn(pkt) && service.flags & SERVICE_F_STATELESS_SYN != 0 {
+                stateless_syn(pkt, &service, replace)
+            } else {
+                new_flow(pkt, &service, replace)
+            };
+            match placed {
+                Some(placed) => placed,
                 None => return Some(count::drop(Reason::DropNoBackend)),
             }
         }
@@ -92,8 +97,8 @@ fn existing_flow(pkt: &Packet) -> Existing {
         }
     }
     flow_state::observe(entry, pkt.tcp_flags, Side::Client);
-    flow_state::touch(entry, &target, is_syn(pkt));
-    if pkt.has_payload || pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+    let new_second = flow_state::touch(entry, &target, is_syn(pkt));
+    if (pkt.has_payload && new_second) || pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         ensure_return_entry(pkt, &target, &backend);
     }
     Existing::Hit(target, backend)
@@ -102,6 +107,39 @@ fn existing_flow(pkt: &Packet) -> Existing {
 #[inline(always)]
 fn is_syn(pkt: &Packet) -> bool {
     pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
+
+/// A SYN to a hash-placed service: forwarded to the backend its hash picks, recording no
+/// flow, only a SYN-cache slot for its SYN-ACK (see `lb_common::flow::SynEntry`). The
+/// handshake's next packet from the client picks the same backend by the same hash and
+/// records the flow. An entry the SYN must not follow (`replace`) is deleted, or that
+/// next packet would follow it.
+#[inline(always)]
+fn stateless_syn(
+    pkt: &Packet,
+    service: &ServiceMeta,
+    replace: bool,
+) -> Option<(FlowTarget, Backend, bool)> {
+    if replace {
+        let _ = FLOWS.remove(pkt.flow);
+    }
+    let id = select::pick(service, &pkt.flow, true);
+    let backend = backend_by_id(id)?;
+    syn_cache::record(
+        return_key(pkt, &backend),
+        pkt.flow.dst_addr,
+        pkt.flow.dst_port,
+        service.id,
+        id,
+    );
+    let target = FlowTarget {
+        backend: id,
+        service: service.id,
+        state: 0,
+        last_seen: 0,
+        _pad: 0,
+    };
+    Some((target, backend, false))
 }
 
 /// A newly selected backend for the flow, recorded in both flow maps and counted as
@@ -154,49 +192,22 @@ fn return_key(pkt: &Packet, backend: &Backend) -> FlowKey {
     }
 }
 
-/// Writes the return entry of a new flow, with nothing cached yet, into `out`. Built in
-/// place and zeroed by explicit word stores: a zero `NextHop` (byte-array MACs) written or
-/// copied as a value becomes a `memset` call, whose variable stack offsets the verifier
-/// refuses without CAP_PERFMON.
-#[inline(always)]
-fn init_nat_return(out: &mut MaybeUninit<NatReturn>, pkt: &Packet, target: &FlowTarget) {
-    const WORDS: usize = core::mem::size_of::<NatReturn>() / 4;
-    const _: () = assert!(WORDS == 9);
-    let p = out.as_mut_ptr();
-    unsafe {
-        let words = p as *mut u32;
-        write_volatile(words, 0);
-        write_volatile(words.add(1), 0);
-        write_volatile(words.add(2), 0);
-        write_volatile(words.add(3), 0);
-        write_volatile(words.add(4), 0);
-        write_volatile(words.add(5), 0);
-        write_volatile(words.add(6), 0);
-        write_volatile(words.add(7), 0);
-        write_volatile(words.add(8), 0);
-        (*p).vip = pkt.flow.dst_addr;
-        (*p).vport = pkt.flow.dst_port;
-        (*p).service = target.service;
-        (*p).backend = target.backend;
-    }
-}
-
-/// Inserts a fresh return entry. If the table is full the LRU evicts its coldest entry;
-/// an error would only mean the reply is not rewritten, which the client answers with a
-/// reset.
+/// Records the reply direction of a new flow.
 #[inline(always)]
 fn insert_return_entry(pkt: &Packet, target: &FlowTarget, backend: &Backend) {
-    let mut nat = MaybeUninit::uninit();
-    init_nat_return(&mut nat, pkt, target);
-    // By reference on purpose: a by-value copy of the zeroed entry is the memset the
-    // verifier refuses (see init_nat_return).
-    #[allow(clippy::needless_borrows_for_generic_args)]
-    let _ = RETURN_FLOWS.insert(return_key(pkt, backend), unsafe { &*nat.as_ptr() }, 0);
+    let translation = Translation {
+        vip: pkt.flow.dst_addr,
+        vport: pkt.flow.dst_port,
+        service: target.service,
+        backend: target.backend,
+    };
+    return_entry::insert(return_key(pkt, backend), &translation);
 }
 
 /// The two directions' entries are evicted independently; a client packet that will be
-/// answered (data, FIN, RST) puts a lost reply-direction entry back before the backend
-/// answers. Pure ACKs are not answered, so they skip the lookup.
+/// answered puts a lost reply-direction entry back before the backend answers: every FIN
+/// or RST, and the first data packet of each second (checking every data packet would
+/// double the cost of the established path for a rare loss).
 #[inline(always)]
 fn ensure_return_entry(pkt: &Packet, target: &FlowTarget, backend: &Backend) {
     if unsafe { RETURN_FLOWS.get(return_key(pkt, backend)) }.is_none() {

@@ -17,31 +17,53 @@ mod maps;
 mod packet;
 mod parse;
 mod ret;
+mod return_entry;
 mod rewrite;
 mod select;
+mod syn_cache;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::filter::{FILTER_BACKENDS, FILTER_VIPS};
+use lb_common::{
+    counters::Reason,
+    filter::{FILTER_BACKENDS, FILTER_VIPS},
+    net::{TCP_RST, TCP_SYN},
+};
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    let pkt = match parse::parse(&ctx) {
-        Ok(pkt) => pkt,
+    let at = match parse::addresses(&ctx) {
+        Ok(at) => at,
         Err(reason) => return count::pass(reason),
     };
     // Most of what a gateway forwards is neither to a VIP nor from a backend: two bitmap
-    // reads send it on without a hash lookup.
-    if maps::may_be(FILTER_VIPS, pkt.flow.dst_addr) {
+    // reads send it on before the rest of the packet is even parsed.
+    let to_vip = maps::may_be(FILTER_VIPS, at.dst);
+    let from_backend = maps::may_be(FILTER_BACKENDS, at.src);
+    if !to_vip && !from_backend {
+        return count::pass(Reason::PassNoService);
+    }
+    let pkt = match parse::tcp(&ctx, at) {
+        Ok(pkt) => pkt,
+        Err(reason) => return count::pass(reason),
+    };
+    if to_vip {
         if let Some(action) = ingress::handle(&ctx, &pkt) {
             return action;
         }
     }
-    if maps::may_be(FILTER_BACKENDS, pkt.flow.src_addr) {
+    if from_backend {
         if let Some(nat) = maps::return_flow_of(&pkt) {
             return ret::handle(&ctx, &pkt, nat);
         }
+        // Only a handshake's answer (SYN-ACK, or RST refusing it) can belong to a flow
+        // without a return entry; any other reply is someone else's traffic.
+        if pkt.tcp_flags & (TCP_SYN | TCP_RST) != 0 {
+            if let Some(entry) = syn_cache::answered_by(&pkt.flow) {
+                return ret::handle_handshake_answer(&ctx, &pkt, &entry);
+            }
+        }
     }
-    count::pass(lb_common::counters::Reason::PassNoService)
+    count::pass(Reason::PassNoService)
 }
 
 /// Passes every frame. It is the floor that benchmarks subtract, and what the veth peers

@@ -9,7 +9,7 @@ use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters, REASON_COUNT},
     filter::{filter_slot, FILTER_TOTAL_WORDS},
-    flow::{FlowKey, FlowTarget, NatReturn},
+    flow::{FlowKey, FlowTarget, NatReturn, SynEntry},
     limits::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, MAX_INTERFACES},
     net::FAMILY_IPV4,
     nexthop::NextHop,
@@ -80,6 +80,11 @@ pub static ACTIVE_ADJUST: Array<u64> = Array::with_max_entries(DEFAULT_MAX_BACKE
 #[map]
 pub static LB_LAYOUT: Array<u32> = Array::with_max_entries(1, 0);
 
+/// Handshakes whose SYN recorded no flow, for their SYN-ACK (see
+/// `lb_common::flow::SynEntry`); sized by the loader, a power of two.
+#[map]
+pub static SYN_CACHE: Array<SynEntry> = Array::with_max_entries(1024, 0);
+
 /// Cached route towards each backend, by backend id (see `lb_common::nexthop`).
 #[map]
 pub static NEXTHOPS: Array<NextHop> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
@@ -109,6 +114,10 @@ static LB_HASH_SEED: u32 = 0;
 #[unsafe(no_mangle)]
 static LB_RING_SIZE: u32 = 1;
 
+/// Slots of the SYN cache minus one; set by the loader.
+#[unsafe(no_mangle)]
+static LB_SYN_CACHE_MASK: u32 = 0;
+
 #[inline(always)]
 pub fn hash_seed() -> u32 {
     // Volatile: the loader patches .rodata after compilation, so the compiler must not
@@ -119,6 +128,11 @@ pub fn hash_seed() -> u32 {
 #[inline(always)]
 pub fn ring_size() -> u32 {
     unsafe { core::ptr::read_volatile(&LB_RING_SIZE) }
+}
+
+#[inline(always)]
+pub fn syn_cache_mask() -> u32 {
+    unsafe { core::ptr::read_volatile(&LB_SYN_CACHE_MASK) }
 }
 
 /// The controller's clock in whole seconds; a coarse clock read from an array costs far

@@ -1,6 +1,10 @@
 //! Parse: Ethernet -> IPv4 (no options, not fragmented) -> TCP, with integer compares
 //! against `data_end` before every access. Anything not understood is returned as the
 //! reason to pass it to the kernel untouched.
+//!
+//! Two stages: [`addresses`] reads only what the address prefilter needs, so traffic that
+//! is neither to a VIP nor from a backend (most of what a gateway forwards) is passed
+//! after a handful of loads; [`tcp`] validates the rest for packets that may be ours.
 use aya_ebpf::{helpers::generated::bpf_xdp_get_buff_len, programs::XdpContext};
 use lb_common::{
     counters::Reason,
@@ -25,13 +29,35 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET_MASK: u16 = 0x1fff;
 
+/// An IPv4 frame whose fixed header is inside the frame; nothing else checked yet.
+pub struct Addresses {
+    eth: *mut EthHdr,
+    ip: *mut Ipv4Hdr,
+    /// Wire order.
+    pub src: u32,
+    /// Wire order.
+    pub dst: u32,
+}
+
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
+pub fn addresses(ctx: &XdpContext) -> Result<Addresses, Reason> {
     let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(Reason::PassShortEthernet)?;
     if unsafe { (*eth).ether_type } != ETH_P_IPV4.to_be() {
         return Err(Reason::PassNotIpv4);
     }
     let ip: *mut Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).ok_or(Reason::PassMalformedIpv4)?;
+    let (src, dst) = unsafe {
+        (
+            u32::from_ne_bytes((*ip).src_addr),
+            u32::from_ne_bytes((*ip).dst_addr),
+        )
+    };
+    Ok(Addresses { eth, ip, src, dst })
+}
+
+#[inline(always)]
+pub fn tcp(ctx: &XdpContext, at: Addresses) -> Result<Packet, Reason> {
+    let ip = at.ip;
     let (vihl, frags, tot_len, proto) = unsafe {
         (
             (*ip).vihl,
@@ -50,13 +76,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     if ihl > 5 {
         return Err(Reason::PassIpOptions);
     }
-    // Ethernet may pad short frames, so the IP length may be shorter than the frame, but
-    // never longer and never shorter than its own header. The frame length comes from
-    // the helper because without CAP_PERFMON the verifier refuses both `data_end - data`
-    // and adding a variable to a packet pointer (Spectre v1 sanitising), and lbd should
-    // need only CAP_BPF and CAP_NET_ADMIN.
-    let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-    if tot_len < Ipv4Hdr::LEN || EthHdr::LEN + tot_len > frame_len {
+    if tot_len < Ipv4Hdr::LEN {
         return Err(Reason::PassMalformedIpv4);
     }
     if frags & (IP_MF | IP_OFFSET_MASK) != 0 {
@@ -65,10 +85,29 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     if proto != PROTO_TCP {
         return Err(Reason::PassNotTcp);
     }
-    let tcp: *mut TcpHdr =
-        ptr_at(ctx, EthHdr::LEN + Ipv4Hdr::LEN).ok_or(Reason::PassMalformedTcp)?;
+    let Some(tcp) = ptr_at::<TcpHdr>(ctx, EthHdr::LEN + Ipv4Hdr::LEN) else {
+        // The frame ends inside the TCP header: the IP header lied about the length if
+        // it claims a whole TCP header.
+        return Err(if tot_len >= Ipv4Hdr::LEN + TcpHdr::LEN {
+            Reason::PassMalformedIpv4
+        } else {
+            Reason::PassMalformedTcp
+        });
+    };
     if tot_len < Ipv4Hdr::LEN + TcpHdr::LEN {
         return Err(Reason::PassMalformedTcp);
+    }
+    // Ethernet may pad short frames, so the IP length may be shorter than the frame, but
+    // never longer. A header-only segment is already proven inside the frame by the TCP
+    // header's bound check; a longer one asks the helper for the frame length, because
+    // without CAP_PERFMON the verifier refuses both `data_end - data` and adding a
+    // variable to a packet pointer (Spectre v1 sanitising), and lbd should need only
+    // CAP_BPF and CAP_NET_ADMIN.
+    if tot_len > Ipv4Hdr::LEN + TcpHdr::LEN {
+        let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+        if EthHdr::LEN + tot_len > frame_len {
+            return Err(Reason::PassMalformedIpv4);
+        }
     }
     let l4_len = tot_len - Ipv4Hdr::LEN;
     let (doff_flags, src_port, dst_port) = unsafe {
@@ -80,19 +119,13 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         )
     };
     let doff = (doff_flags[0] >> 4) as usize * 4;
-    let (src_addr, dst_addr) = unsafe {
-        (
-            u32::from_ne_bytes((*ip).src_addr),
-            u32::from_ne_bytes((*ip).dst_addr),
-        )
-    };
     Ok(Packet {
-        eth,
+        eth: at.eth,
         ip,
         tcp,
         flow: FlowKey {
-            src_addr,
-            dst_addr,
+            src_addr: at.src,
+            dst_addr: at.dst,
             src_port,
             dst_port,
             proto,

@@ -1,8 +1,10 @@
-//! Backend -> client on a tracked NAT flow: put the VIP back as source, forward, count.
+//! Backend -> client: put the VIP back as source, forward, count. A reply finds its
+//! flow's return entry, or, when it answers a SYN that recorded no flow, that SYN's slot
+//! in the SYN cache.
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     counters::Reason,
-    flow::{FlowKey, NatReturn},
+    flow::{FlowKey, NatReturn, SynEntry},
     net::{TCP_FIN, TCP_RST},
 };
 
@@ -22,30 +24,42 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, entry: *mut NatReturn) -> u32 {
     }
     let nat = unsafe { *entry };
     if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        observe_close(pkt, &nat);
+        if let Some(flow) = FLOWS.get_ptr_mut(forward_key(pkt, nat.vip, nat.vport)) {
+            flow_state::observe(flow, pkt.tcp_flags, Side::Backend);
+        }
     }
     rewrite::snat(pkt, nat.vip, nat.vport);
-    count::to_client(&nat, pkt.frame_len);
+    count::to_client(nat.service, nat.backend, pkt.frame_len);
     count::answer_from_backend(nat.backend, pkt.tcp_flags);
     forward::forward(ctx, pkt, unsafe {
         core::ptr::addr_of_mut!((*entry).nexthop)
     })
 }
 
-/// A FIN or RST from the backend closes (half of) the flow, whose state lives in the
-/// forward entry: client -> VIP.
+/// The SYN-ACK (or refusing RST) of a handshake whose SYN recorded no flow. Nothing is
+/// recorded here either: the client's next packet records the flow.
 #[inline(always)]
-fn observe_close(pkt: &Packet, nat: &NatReturn) {
-    let forward = FlowKey {
+pub fn handle_handshake_answer(ctx: &XdpContext, pkt: &Packet, entry: &SynEntry) -> u32 {
+    if !forward::ttl_allows(pkt) {
+        return count::pass(Reason::PassTtlExpired);
+    }
+    rewrite::snat(pkt, entry.vip, entry.vport);
+    count::to_client(entry.service, entry.backend, pkt.frame_len);
+    count::answer_from_backend(entry.backend, pkt.tcp_flags);
+    // No entry to cache the route to the client in: the FIB decides.
+    forward::forward(ctx, pkt, core::ptr::null_mut())
+}
+
+/// The client -> VIP key of the flow a reply belongs to; its state lives in that entry.
+#[inline(always)]
+fn forward_key(pkt: &Packet, vip: u32, vport: u16) -> FlowKey {
+    FlowKey {
         src_addr: pkt.flow.dst_addr,
-        dst_addr: nat.vip,
+        dst_addr: vip,
         src_port: pkt.flow.dst_port,
-        dst_port: nat.vport,
+        dst_port: vport,
         proto: pkt.flow.proto,
         family: pkt.flow.family,
         _pad: [0; 2],
-    };
-    if let Some(entry) = FLOWS.get_ptr_mut(forward) {
-        flow_state::observe(entry, pkt.tcp_flags, Side::Backend);
     }
 }

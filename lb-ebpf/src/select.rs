@@ -1,6 +1,9 @@
 //! Select: which backend a new flow goes to, by the service's policy. A non-SYN packet
 //! without a flow entry always uses the Maglev ring, whatever the policy: that is what
-//! lets an established connection survive an LB restart or an ECMP reshuffle.
+//! lets an established connection survive an LB restart or an ECMP reshuffle. It hashes
+//! what the service's SYNs hash (the client address alone for source hash), so that a
+//! handshake whose SYN left no state (`SERVICE_F_STATELESS_SYN`) continues on the
+//! backend the SYN went to.
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 use lb_common::{
     flow::FlowKey,
@@ -18,7 +21,10 @@ use crate::maps::{
 #[inline(always)]
 pub fn pick(service: &ServiceMeta, flow: &FlowKey, syn: bool) -> u32 {
     if !syn {
-        return ring(service, flow_hash(flow, hash_seed()));
+        return match service.policy {
+            POLICY_SOURCE_HASH => ring(service, source_hash(flow.src_addr, hash_seed())),
+            _ => ring(service, flow_hash(flow, hash_seed())),
+        };
     }
     match service.policy {
         POLICY_ROUND_ROBIN => round_robin(service),

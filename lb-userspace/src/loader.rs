@@ -117,12 +117,15 @@ impl KernelDataplane {
             (MAP_BACKEND_SIGNALS, limits.max_backends),
             (MAP_FLOWS, limits.flow_table_size),
             (MAP_RETURN_FLOWS, limits.flow_table_size),
+            (MAP_SYN_CACHE, syn_cache_slots(limits.flow_table_size)),
         ];
+        let syn_cache_mask = syn_cache_slots(limits.flow_table_size) - 1;
         let object = ebpf_object::object()?;
         let mut loader = EbpfLoader::new();
         loader
             .override_global(GLOBAL_HASH_SEED, &config.cluster.hash_seed, true)
-            .override_global(GLOBAL_RING_SIZE, &config.cluster.ring_size, true);
+            .override_global(GLOBAL_RING_SIZE, &config.cluster.ring_size, true)
+            .override_global(GLOBAL_SYN_CACHE_MASK, &syn_cache_mask, true);
         for (name, size) in sizes {
             loader.map_max_entries(name, size);
         }

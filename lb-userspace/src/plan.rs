@@ -15,7 +15,7 @@ use lb_common::{
     net::{ipv4_wire, port_wire, FAMILY_IPV4, PROTO_TCP},
     service::{
         ServiceKey, POLICY_LEAST_CONN, POLICY_MAGLEV, POLICY_ROUND_ROBIN, POLICY_SOURCE_HASH,
-        SERVICE_F_NAT,
+        SERVICE_F_NAT, SERVICE_F_STATELESS_SYN,
     },
 };
 
@@ -242,6 +242,12 @@ pub fn plan(config: &Config, overlay: &Overlay, ids: &Ids, previous: Option<&Pla
             Policy::RoundRobin => (POLICY_ROUND_ROBIN, policy_table::round_robin(&table_input)),
             Policy::LeastConn => (POLICY_LEAST_CONN, policy_table::least_conn(&table_input)),
         };
+        // A hash policy's SYN needs no record: the client's next packet hashes to the same
+        // backend. Round robin and least connections pick afresh each time.
+        let flags = match s.policy {
+            Policy::Maglev | Policy::SourceHash => SERVICE_F_NAT | SERVICE_F_STATELESS_SYN,
+            Policy::RoundRobin | Policy::LeastConn => SERVICE_F_NAT,
+        };
         let reused = previous
             .and_then(|p| p.services.iter().find(|old| old.name == s.name))
             .filter(|old| old.maglev_input == maglev_input)
@@ -252,7 +258,7 @@ pub fn plan(config: &Config, overlay: &Overlay, ids: &Ids, previous: Option<&Pla
             id: service_id,
             key: service_key(s),
             policy,
-            flags: SERVICE_F_NAT,
+            flags,
             backends: members,
             maglev_input,
             ring,

@@ -15,8 +15,12 @@ fn idle_flows_expire_by_state_and_active_ones_stay() {
         let t = FlowTimeouts::default();
         let dp = c.dataplane_mut();
         dp.set_clock(1000).unwrap();
-        // A bare SYN, and a connection whose client sent its ACK.
-        let half_open = client_syn(52000);
+        // A bare SYN (to the round-robin service: a SYN to `web` records nothing), and a
+        // connection whose client sent its ACK.
+        let half_open = Frame {
+            dst: "10.0.0.110".parse().unwrap(),
+            ..client_syn(52000)
+        };
         let b1 = dst_ip(&run_once(dp.program(), c0, &half_open.bytes()).output);
         let open = client_syn(52001);
         let b2 = dst_ip(&run_once(dp.program(), c0, &open.bytes()).output);

@@ -31,6 +31,14 @@ fn from_client(dp: &KernelDataplane, rig_c0: u32, sport: u16, flags: u8) -> Ipv4
     dst_ip(&r.output)
 }
 
+/// Opens a connection from `sport` (SYN, then the client's ACK, which records the flow:
+/// `web` takes SYNs without recording them); returns its backend.
+fn connect(dp: &KernelDataplane, rig_c0: u32, sport: u16) -> Ipv4Addr {
+    let backend = from_client(dp, rig_c0, sport, SYN);
+    assert_eq!(from_client(dp, rig_c0, sport, ACK), backend, "port {sport}");
+    backend
+}
+
 /// Runs a frame from `backend`:8080 back to the client's `dport` with TCP `flags`.
 fn from_backend(dp: &KernelDataplane, rig_b0: u32, backend: Ipv4Addr, dport: u16, flags: u8) {
     let frame = Frame {
@@ -105,7 +113,7 @@ fn a_backend_out_of_the_ring_keeps_its_flows_and_gets_no_new_ones() {
     rig.with_dataplane(CONFIG, |c| {
         let config = config::parse(CONFIG).unwrap();
         let before: Vec<Ipv4Addr> = (42000..42090)
-            .map(|p| from_client(c.dataplane(), c0, p, SYN))
+            .map(|p| connect(c.dataplane(), c0, p))
             .collect();
         let out = Ipv4Addr::new(10, 1, 0, 12);
         assert!(before.contains(&out));
@@ -148,7 +156,7 @@ fn purging_a_backend_deletes_both_directions_of_its_flows_and_nothing_else() {
         let mut per_backend = std::collections::BTreeMap::new();
         for p in 44000..44120 {
             *per_backend
-                .entry(from_client(c.dataplane(), c0, p, SYN))
+                .entry(connect(c.dataplane(), c0, p))
                 .or_insert(0usize) += 1;
         }
         let victim = Ipv4Addr::new(10, 1, 0, 13);
@@ -261,7 +269,7 @@ fn a_syn_on_a_reused_tuple_is_placed_by_the_ring_not_by_a_stale_entry() {
         let config = config::parse(CONFIG).unwrap();
         let out = Ipv4Addr::new(10, 1, 0, 12);
         let ports: Vec<u16> = (46000..46200)
-            .filter(|p| from_client(c.dataplane(), c0, *p, SYN) == out)
+            .filter(|p| connect(c.dataplane(), c0, *p) == out)
             .collect();
         assert!(!ports.is_empty());
         // A retransmitted SYN the ring still places there is not a new flow.

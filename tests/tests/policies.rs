@@ -35,6 +35,18 @@ fn send(dp: &KernelDataplane, rig_c0: u32, frame: &Frame) -> Ipv4Addr {
     dst_ip(&r.output)
 }
 
+/// Opens a connection: the SYN, then the client's ACK, which records the flow (`web`
+/// takes SYNs without recording them). Returns the backend.
+fn open(dp: &KernelDataplane, rig_c0: u32, syn: &Frame) -> Ipv4Addr {
+    let backend = send(dp, rig_c0, syn);
+    let ack = Frame {
+        flags: ACK,
+        ..syn.clone()
+    };
+    assert_eq!(send(dp, rig_c0, &ack), backend, "{syn:?}");
+    backend
+}
+
 /// The backend's reply to `frame` (which went to `backend`), with `flags`.
 fn reply(frame: &Frame, backend: Ipv4Addr, flags: u8) -> Frame {
     Frame {
@@ -195,7 +207,7 @@ fn active_flows_count_down_exactly_once_per_closed_flow() {
 
         // FIN from both sides, then the last ACK and duplicates: one count down.
         let f = client_syn(46000);
-        let backend = send(dp, c0, &f);
+        let backend = open(dp, c0, &f);
         assert_eq!(active(backend), 1);
         send(
             dp,
@@ -230,14 +242,14 @@ fn active_flows_count_down_exactly_once_per_closed_flow() {
 
         // A reset from the backend closes at once.
         let g = client_syn(46001);
-        let backend = send(dp, c0, &g);
+        let backend = open(dp, c0, &g);
         assert_eq!(active(backend), 1);
         run_once(dp.program(), b0, &reply(&g, backend, RST).bytes());
         assert_eq!(active(backend), 0);
 
         // A new SYN on a closed tuple is a new flow, counted again.
         let before = dp.service_counters(0).unwrap().new_flows;
-        let again = send(dp, c0, &g);
+        let again = open(dp, c0, &g);
         assert_eq!(active(again), 1);
         assert_eq!(dp.service_counters(0).unwrap().new_flows, before + 1);
         send(
@@ -252,7 +264,7 @@ fn active_flows_count_down_exactly_once_per_closed_flow() {
         // Many flows, all closed: nothing left over anywhere.
         for p in 0..200u16 {
             let f = client_syn(47000 + p);
-            let backend = send(dp, c0, &f);
+            let backend = open(dp, c0, &f);
             if p % 2 == 0 {
                 send(
                     dp,
@@ -279,7 +291,7 @@ fn the_reconciler_subtracts_flows_that_vanished_without_closing() {
         let mut opened = Vec::new();
         for p in 0..30u16 {
             let f = client_syn(48000 + p);
-            send(c.dataplane(), c0, &f);
+            open(c.dataplane(), c0, &f);
             opened.push(f);
         }
         let ids: Vec<u32> = [B11, B12, B13]

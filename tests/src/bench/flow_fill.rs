@@ -4,13 +4,15 @@
 //! [`FLOW_TABLE_SIZE`] entries per direction is filled from userspace through the real
 //! maps (`KernelDataplane::flows` / `return_flows`), level by level (1k, 100k, 1M
 //! entries); at each level the controller re-applies the service with 10, 1,000 and
-//! 10,000 backends, and two paths are timed with BPF_PROG_TEST_RUN as in
+//! 10,000 backends, and three paths are timed with BPF_PROG_TEST_RUN as in
 //! [`super::packet`]:
 //!
 //! - established: each call an ACK of a different, randomly chosen pre-filled flow, so
 //!   lookups miss the CPU caches as they would with many live connections (the
 //!   per-packet table uses one hot flow instead);
 //! - new flow: each call a SYN of a tuple never seen, which takes the Maglev path and
+//!   records nothing (the service takes SYNs without state, see `lb_common::route`);
+//! - first ACK: the same tuples' next client packet, which the ring places and which
 //!   inserts both flow entries; those entries are deleted after each round (untimed), so
 //!   the fill stays at its level.
 //!
@@ -167,6 +169,7 @@ struct Cell {
     backends: usize,
     established: u64,
     new_flow: u64,
+    first_ack: u64,
 }
 
 fn measure_level(
@@ -174,7 +177,7 @@ fn measure_level(
     opts: &Options,
     fill_level: usize,
     c0: u32,
-) -> (u64, u64) {
+) -> (u64, u64, u64) {
     let (rounds, calls) = (opts.rounds, opts.calls);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ fill_level as u64);
     let established = per_call(rounds, calls, |_| {
@@ -190,13 +193,20 @@ fn measure_level(
         r.nanos
     })
     .median;
-    let new_flow = per_call_rounds(rounds, |_| {
+    let new_flow = per_call(rounds, calls, |i| {
+        let (src, sport) = new_client(i % calls);
+        let r = run_once(c.dataplane().program(), c0, &client_frame(src, sport, 0x02));
+        assert_eq!(r.action, XDP_REDIRECT, "new flow #{i}");
+        r.nanos
+    })
+    .median;
+    let first_ack = per_call_rounds(rounds, |_| {
         let mut times = Vec::with_capacity(calls);
         let mut created = Vec::with_capacity(calls);
         for i in 0..calls {
             let (src, sport) = new_client(i);
-            let r = run_once(c.dataplane().program(), c0, &client_frame(src, sport, 0x02));
-            assert_eq!(r.action, XDP_REDIRECT, "new flow #{i}");
+            let r = run_once(c.dataplane().program(), c0, &client_frame(src, sport, 0x10));
+            assert_eq!(r.action, XDP_REDIRECT, "first ACK #{i}");
             times.push(r.nanos);
             created.push((
                 tcp_key(src, sport, VIP, 80),
@@ -213,7 +223,7 @@ fn measure_level(
         median_u64(&times)
     })
     .median;
-    (established, new_flow)
+    (established, new_flow, first_ack)
 }
 
 pub fn run(opts: &Options) -> Value {
@@ -242,12 +252,13 @@ pub fn run(opts: &Options) -> Value {
             for &n in &opts.backends {
                 let cfg = config::parse(&config_text(n)).expect("bench config is valid");
                 c.apply(&cfg).expect("re-applying the service");
-                let (established, new_flow) = measure_level(c, opts, level, c0);
+                let (established, new_flow, first_ack) = measure_level(c, opts, level, c0);
                 cells.push(Cell {
                     fill: level,
                     backends: n,
                     established: established.saturating_sub(floor),
                     new_flow: new_flow.saturating_sub(floor),
+                    first_ack: first_ack.saturating_sub(floor),
                 });
             }
         }
@@ -263,7 +274,13 @@ fn report(opts: &Options, floor: u64, cells: &[Cell], fill_seconds: &[(usize, f6
              ({} rounds x {} calls, floor {floor} ns)",
             opts.rounds, opts.calls
         ),
-        &["fill", "backends", "established", "new flow"],
+        &[
+            "fill",
+            "backends",
+            "established",
+            "new flow (SYN)",
+            "first ACK",
+        ],
     );
     for c in cells {
         table.row(vec![
@@ -271,6 +288,7 @@ fn report(opts: &Options, floor: u64, cells: &[Cell], fill_seconds: &[(usize, f6
             c.backends.to_string(),
             c.established.to_string(),
             c.new_flow.to_string(),
+            c.first_ack.to_string(),
         ]);
     }
     // The target: from the smallest to the largest fill, at the same backend count.
@@ -284,11 +302,13 @@ fn report(opts: &Options, floor: u64, cells: &[Cell], fill_seconds: &[(usize, f6
                 "backends": n,
                 "established_change": g(a.established, b.established),
                 "new_flow_change": g(a.new_flow, b.new_flow),
+                "first_ack_change": g(a.first_ack, b.first_ack),
             }));
             table.note(format!(
-                "fill {lo} -> {hi} at {n} backends: established {}, new flow {}",
+                "fill {lo} -> {hi} at {n} backends: established {}, new flow {}, first ACK {}",
                 percent(g(a.established, b.established)),
-                percent(g(a.new_flow, b.new_flow))
+                percent(g(a.new_flow, b.new_flow)),
+                percent(g(a.first_ack, b.first_ack))
             ));
         }
     }
@@ -313,6 +333,7 @@ fn report(opts: &Options, floor: u64, cells: &[Cell], fill_seconds: &[(usize, f6
             "backends": c.backends,
             "established_net_median_ns": c.established,
             "new_flow_net_median_ns": c.new_flow,
+            "first_ack_net_median_ns": c.first_ack,
         })).collect::<Vec<_>>(),
         "fill_growth": growth,
     })

@@ -61,22 +61,38 @@ pub fn run(opts: &Options) -> Value {
 
         // Every call a new client port, and a new client address every 50,000, so every
         // SYN misses the flow table and takes the service's policy.
+        let new_tuple = |i: usize, vip: [u8; 4], flags: u8| {
+            let src = std::net::Ipv4Addr::from(u32::from(CLIENT) + (i / 50_000) as u32 * 256);
+            Frame {
+                src,
+                dst: vip.into(),
+                flags,
+                ..client_syn(1024 + (i % 50_000) as u16)
+            }
+        };
         let new_flow = |vip: [u8; 4]| {
             per_call(rounds, calls, |i| {
-                let src = std::net::Ipv4Addr::from(u32::from(CLIENT) + (i / 50_000) as u32 * 256);
-                let f = Frame {
-                    src,
-                    dst: vip.into(),
-                    ..client_syn(1024 + (i % 50_000) as u16)
-                }
-                .bytes();
-                let r = run_once(lb, c0, &f);
+                let r = run_once(lb, c0, &new_tuple(i, vip, 0x02).bytes());
                 assert_eq!(r.action, XDP_REDIRECT, "new flow #{i} to {vip:?}");
                 r.nanos
             })
         };
-        // The rig's services per policy (see `packet_rig::CONFIG`).
+        // The rig's services per policy (see `packet_rig::CONFIG`). Maglev and source
+        // hash take SYNs without recording them; round robin and least connections
+        // record both directions on the SYN.
         let maglev = new_flow([10, 0, 0, 100]);
+        // The same tuples' next client packet: a miss placed by the ring, which records
+        // both directions of the flow (the inserts a recording SYN pays).
+        let first_ack = per_call(rounds, calls, |i| {
+            let f = new_tuple(i, [10, 0, 0, 100], 0x10);
+            let r = run_once(lb, c0, &f.bytes());
+            assert_eq!(r.action, XDP_REDIRECT, "first ACK #{i}");
+            assert!(
+                c.dataplane().flows.get(&f.flow_key(), 0).is_ok(),
+                "first ACK #{i} records its flow"
+            );
+            r.nanos
+        });
         let round_robin = new_flow([10, 0, 0, 110]);
         let least_conn = new_flow([10, 0, 0, 111]);
         let source_hash = new_flow([10, 0, 0, 112]);
@@ -94,24 +110,47 @@ pub fn run(opts: &Options) -> Value {
             r.nanos
         });
 
-        let reply = Frame {
+        let reply_frame = Frame {
             src: backend,
             dst: CLIENT,
             sport: 8080,
             dport: 33333,
             flags: 0x10,
             ..Frame::default()
-        }
-        .bytes();
+        };
+        let reply = reply_frame.bytes();
         let ret = per_call(rounds, calls, |_| {
             let r = run_once(lb, b0, &reply);
+            assert_eq!(r.action, XDP_REDIRECT);
+            r.nanos
+        });
+        // A SYN-ACK of a handshake whose SYN recorded nothing: no return entry, the
+        // backend's return route translates it and the route to the client comes from
+        // the FIB (no entry to cache it in).
+        let syn_ack = Frame {
+            flags: 0x12,
+            dport: 33334,
+            ..reply_frame
+        }
+        .bytes();
+        let routed = per_call(rounds, calls, |_| {
+            let r = run_once(lb, b0, &syn_ack);
             assert_eq!(r.action, XDP_REDIRECT);
             r.nanos
         });
         [
             ("empty XDP_PASS program (floor)", "floor", floor_stat),
             ("non-VIP pass-through", "pass_through", pass),
-            ("SYN to VIP, new flow (Maglev)", "new_flow_maglev", maglev),
+            (
+                "SYN to VIP, new flow (Maglev, nothing recorded)",
+                "new_flow_maglev",
+                maglev,
+            ),
+            (
+                "first ACK, records the flow (Maglev)",
+                "first_ack_maglev",
+                first_ack,
+            ),
             (
                 "SYN, new flow (round robin)",
                 "new_flow_round_robin",
@@ -123,12 +162,17 @@ pub fn run(opts: &Options) -> Value {
                 least_conn,
             ),
             (
-                "SYN, new flow (source hash)",
+                "SYN, new flow (source hash, nothing recorded)",
                 "new_flow_source_hash",
                 source_hash,
             ),
             ("established flow, to backend", "established", established),
             ("return path, to client", "return_path", ret),
+            (
+                "SYN-ACK by return route (FIB lookup)",
+                "syn_ack_routed",
+                routed,
+            ),
         ]
         .map(|(name, key, stat)| Row { name, key, stat })
     });

@@ -1,0 +1,56 @@
+//! The reply direction's flow entry (backend -> client): what the source of a reply is
+//! rewritten back to, and where its cached route to the client lives.
+use core::{mem::MaybeUninit, ptr::write_volatile};
+
+use lb_common::flow::{FlowKey, NatReturn};
+
+use crate::maps::RETURN_FLOWS;
+
+/// What a new return entry says, before any reply cached a route.
+pub struct Translation {
+    /// Wire order.
+    pub vip: u32,
+    /// Wire order.
+    pub vport: u16,
+    pub service: u32,
+    pub backend: u32,
+}
+
+/// Writes the entry into `out`. Built in place and zeroed by explicit word stores: a zero
+/// `NextHop` (byte-array MACs) written or copied as a value becomes a `memset` call, whose
+/// variable stack offsets the verifier refuses without CAP_PERFMON.
+#[inline(always)]
+fn init(out: &mut MaybeUninit<NatReturn>, t: &Translation) {
+    const WORDS: usize = core::mem::size_of::<NatReturn>() / 4;
+    const _: () = assert!(WORDS == 9);
+    let p = out.as_mut_ptr();
+    unsafe {
+        let words = p as *mut u32;
+        write_volatile(words, 0);
+        write_volatile(words.add(1), 0);
+        write_volatile(words.add(2), 0);
+        write_volatile(words.add(3), 0);
+        write_volatile(words.add(4), 0);
+        write_volatile(words.add(5), 0);
+        write_volatile(words.add(6), 0);
+        write_volatile(words.add(7), 0);
+        write_volatile(words.add(8), 0);
+        (*p).vip = t.vip;
+        (*p).vport = t.vport;
+        (*p).service = t.service;
+        (*p).backend = t.backend;
+    }
+}
+
+/// Inserts a fresh return entry under `key` (backend -> client). If the table is full the
+/// LRU evicts its coldest entry; an error would only mean the reply is not rewritten,
+/// which the client answers with a reset.
+#[inline(always)]
+pub fn insert(key: FlowKey, t: &Translation) {
+    let mut nat = MaybeUninit::uninit();
+    init(&mut nat, t);
+    // By reference on purpose: a by-value copy of the zeroed entry is the memset the
+    // verifier refuses (see init).
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let _ = RETURN_FLOWS.insert(key, unsafe { &*nat.as_ptr() }, 0);
+}

@@ -1,0 +1,183 @@
+//! SYNs to hash-placed services record no flow, only a SYN-cache slot (see
+//! `lb_common::flow::SynEntry`): the handshake's answer is translated through that slot,
+//! the client's next packet records the flow on the SYN's backend, and replies that answer
+//! no SYN of ours pass untouched. Real object, BPF_PROG_TEST_RUN (see
+//! `lb_tests::packet_rig`).
+use std::net::Ipv4Addr;
+
+use lb_common::flow::FLOW_F_ESTABLISHED;
+use lb_tests::{
+    frame::{checksums_valid, dst_ip, Frame, ETH_LEN, IP_LEN},
+    packet_rig::*,
+};
+use lb_userspace::{controller::Controller, dataplane::Dataplane, loader::KernelDataplane};
+
+const ACK: u8 = 0x10;
+const SYN_ACK: u8 = 0x12;
+const RST: u8 = 0x04;
+
+fn backend_id(c: &Controller<KernelDataplane>, service: &str, addr: Ipv4Addr) -> u32 {
+    c.plan()
+        .unwrap()
+        .backends
+        .iter()
+        .find(|b| b.at.service == service && b.at.address == addr)
+        .unwrap()
+        .id
+}
+
+/// `backend`:`port`'s answer to the client's `syn`, as it arrives on `b0`.
+fn answer(syn: &Frame, backend: Ipv4Addr, port: u16, flags: u8) -> Frame {
+    Frame {
+        src_mac: backend_mac(backend.octets()[3]),
+        src: backend,
+        dst: syn.src,
+        sport: port,
+        dport: syn.sport,
+        flags,
+        ..Frame::default()
+    }
+}
+
+#[test]
+fn a_handshake_is_recorded_by_the_clients_ack_not_by_its_syn() {
+    let rig = Rig::build();
+    let (c0, b0, c0_mac) = (rig.c0, rig.b0, rig.c0_mac);
+    rig.with_dataplane(CONFIG, |c| {
+        let syn = client_syn(51000);
+        let first = run_once(c.dataplane().program(), c0, &syn.bytes());
+        assert_eq!(first.action, XDP_REDIRECT);
+        let backend = dst_ip(&first.output);
+        let id = backend_id(c, "web", backend);
+        let dp = c.dataplane();
+        assert!(
+            dp.flows.get(&syn.flow_key(), 0).is_err(),
+            "the SYN records nothing"
+        );
+        assert!(dp.return_flows.get(&syn.reply_key(backend), 0).is_err());
+
+        // The SYN-ACK finds no return entry; its SYN-cache slot puts the VIP back, byte for
+        // byte.
+        let syn_ack = answer(&syn, backend, 8080, SYN_ACK);
+        let r = run_once(dp.program(), b0, &syn_ack.bytes());
+        assert_eq!(r.action, XDP_REDIRECT);
+        let expected = Frame {
+            dst_mac: CLIENT_MAC,
+            src_mac: c0_mac,
+            src: VIP,
+            sport: 80,
+            ttl: 63,
+            ..syn_ack.clone()
+        };
+        assert_eq!(r.output, expected.bytes(), "every byte of the SYN-ACK");
+        assert!(checksums_valid(&r.output));
+        assert!(
+            dp.return_flows.get(&syn.reply_key(backend), 0).is_err(),
+            "a SYN-ACK records nothing either"
+        );
+        let signals = dp.backend_signals(id).unwrap();
+        assert_eq!((signals.syns, signals.syn_acks), (1, 1));
+
+        // The client's ACK lands on the SYN's backend and records both directions.
+        let ack = Frame {
+            flags: ACK,
+            ..syn.clone()
+        };
+        let r = run_once(dp.program(), c0, &ack.bytes());
+        assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
+        let flow = dp
+            .flows
+            .get(&syn.flow_key(), 0)
+            .expect("recorded by the ACK");
+        assert_eq!(flow.backend, id);
+        assert_ne!(flow.state & FLOW_F_ESTABLISHED, 0);
+        assert_eq!(dp.active_flows(id).unwrap(), 1);
+        let nat = dp.return_flows.get(&syn.reply_key(backend), 0).unwrap();
+        assert_eq!(
+            (nat.vip, nat.backend),
+            (u32::from_ne_bytes(VIP.octets()), id)
+        );
+        let counters = dp.service_counters(0).unwrap();
+        assert_eq!((counters.new_flows, counters.packets_to_backend), (1, 2));
+        assert_eq!(counters.packets_to_client, 1);
+    });
+}
+
+#[test]
+fn replies_that_answer_no_syn_of_ours_pass_untouched() {
+    let rig = Rig::build();
+    let (c0, b0) = (rig.c0, rig.b0);
+    rig.with_dataplane(CONFIG, |c| {
+        let dp = c.dataplane();
+        let syn = client_syn(51001);
+        let backend = dst_ip(&run_once(dp.program(), c0, &syn.bytes()).output);
+        // A health probe from this host, or a client reaching the backend directly
+        // through this gateway: the backend's answers are theirs, not the VIP's.
+        let other = client_syn(51999);
+        for flags in [SYN_ACK, ACK, RST] {
+            let reply = answer(&other, backend, 8080, flags).bytes();
+            let r = run_once(dp.program(), b0, &reply);
+            assert_eq!(
+                (r.action, &r.output),
+                (XDP_PASS, &reply),
+                "flags {flags:#x}"
+            );
+        }
+        // The backend refusing our SYN (port closed) is ours: the client gets the RST
+        // from the VIP at once instead of waiting out its SYN retries.
+        let refused = answer(&syn, backend, 8080, RST).bytes();
+        let r = run_once(dp.program(), b0, &refused);
+        assert_eq!(r.action, XDP_REDIRECT, "an RST refusing our SYN is ours");
+        let at = ETH_LEN + IP_LEN;
+        let source = Ipv4Addr::new(r.output[26], r.output[27], r.output[28], r.output[29]);
+        let sport = u16::from_be_bytes([r.output[at], r.output[at + 1]]);
+        assert_eq!((source, sport), (VIP, 80));
+        assert!(checksums_valid(&r.output));
+        let id = backend_id(c, "web", backend);
+        assert_eq!(dp.backend_signals(id).unwrap().resets, 1);
+    });
+}
+
+/// Two Maglev services share one backend address:port: each handshake's SYN-ACK comes
+/// back from its own VIP.
+#[test]
+fn a_backend_shared_by_two_services_answers_each_from_its_own_vip() {
+    const SHARED: &str = r#"
+node: { zone: az-a }
+interfaces: [c0, b0]
+cluster: { ring_size: 1009, hash_seed: 42 }
+limits: { flow_table_size: 4096, max_services: 4, max_backends: 16 }
+services:
+  - { name: a, vip: 10.0.0.100, port: 80, backends: [{ address: 10.1.0.11, port: 8080, zone: az-a }] }
+  - { name: b, vip: 10.0.0.101, port: 443, backends: [{ address: 10.1.0.11, port: 8080, zone: az-a }] }
+"#;
+    let rig = Rig::build();
+    let (c0, b0) = (rig.c0, rig.b0);
+    rig.with_dataplane(SHARED, |c| {
+        let dp = c.dataplane();
+        let backend = Ipv4Addr::new(10, 1, 0, 11);
+        for (sport, vip, vport) in [
+            (51002, Ipv4Addr::new(10, 0, 0, 100), 80),
+            (51003, Ipv4Addr::new(10, 0, 0, 101), 443),
+        ] {
+            let syn = Frame {
+                dst: vip,
+                dport: vport,
+                ..client_syn(sport)
+            };
+            let r = run_once(dp.program(), c0, &syn.bytes());
+            assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
+            assert!(dp.flows.get(&syn.flow_key(), 0).is_err());
+            let r = run_once(
+                dp.program(),
+                b0,
+                &answer(&syn, backend, 8080, SYN_ACK).bytes(),
+            );
+            assert_eq!(r.action, XDP_REDIRECT);
+            let at = ETH_LEN + IP_LEN;
+            let source = Ipv4Addr::new(r.output[26], r.output[27], r.output[28], r.output[29]);
+            let sport = u16::from_be_bytes([r.output[at], r.output[at + 1]]);
+            assert_eq!((source, sport), (vip, vport));
+        }
+    });
+}
