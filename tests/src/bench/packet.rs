@@ -125,7 +125,7 @@ pub fn run(opts: &Options) -> Value {
             r.nanos
         });
         // A SYN-ACK of a handshake whose SYN recorded nothing: no return entry, the
-        // backend's return route translates it and the route to the client comes from
+        // SYN's slot in the SYN cache translates it and the route to the client comes from
         // the FIB (no entry to cache it in).
         let syn_ack = Frame {
             flags: 0x12,
@@ -142,7 +142,7 @@ pub fn run(opts: &Options) -> Value {
             ("empty XDP_PASS program (floor)", "floor", floor_stat),
             ("non-VIP pass-through", "pass_through", pass),
             (
-                "SYN to VIP, new flow (Maglev, nothing recorded)",
+                "SYN to VIP, new flow (Maglev, no flow recorded)",
                 "new_flow_maglev",
                 maglev,
             ),
@@ -162,14 +162,14 @@ pub fn run(opts: &Options) -> Value {
                 least_conn,
             ),
             (
-                "SYN, new flow (source hash, nothing recorded)",
+                "SYN, new flow (source hash, no flow recorded)",
                 "new_flow_source_hash",
                 source_hash,
             ),
             ("established flow, to backend", "established", established),
             ("return path, to client", "return_path", ret),
             (
-                "SYN-ACK by return route (FIB lookup)",
+                "SYN-ACK via the SYN cache (FIB lookup)",
                 "syn_ack_routed",
                 routed,
             ),
