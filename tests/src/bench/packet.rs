@@ -124,10 +124,13 @@ pub fn run(opts: &Options) -> Value {
             assert_eq!(r.action, XDP_REDIRECT);
             r.nanos
         });
-        // A SYN-ACK of a handshake whose SYN recorded nothing: no return entry, the
-        // SYN's slot in the SYN cache translates it and the route to the client comes from
-        // the FIB (no entry to cache it in).
+        // A SYN-ACK of a handshake whose SYN recorded no flow: no return entry, the SYN's
+        // slot in the SYN cache translates it and the route to the client comes from the
+        // FIB (no entry to cache it in).
+        let open = run_once(lb, c0, &client_syn(33334).bytes());
+        assert_eq!(open.action, XDP_REDIRECT);
         let syn_ack = Frame {
+            src: dst_ip(&open.output),
             flags: 0x12,
             dport: 33334,
             ..reply_frame
