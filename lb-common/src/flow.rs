@@ -74,31 +74,35 @@ pub struct NatReturn {
 }
 const _: () = assert!(core::mem::size_of::<NatReturn>() == 36);
 
-/// A slot of the SYN cache: a direct-mapped array, indexed by the flow hash of the reply
-/// key, that a SYN to a `SERVICE_F_STATELESS_SYN` service writes instead of recording its
-/// flow. Its SYN-ACK (backend -> client) finds no return entry, and is translated back
-/// only if this slot still holds its key: so replies of other traffic to the backends
-/// (health probes, clients reaching a backend directly) are never rewritten, and a SYN
-/// flood only overwrites slots (a handshake whose slot was overwritten within one round
-/// trip has its SYN-ACK passed, and the client retransmits the SYN) instead of evicting
-/// live flows from the flow table.
+/// A slot of the SYN cache: a direct-mapped array, indexed by a hash of the client's
+/// address and port, that a SYN to a `SERVICE_F_STATELESS_SYN` service writes instead of
+/// recording its flow. It serves the two other packets of the handshake:
 ///
-/// Slots are written with plain stores, so two CPUs writing one slot at once could leave
-/// a mix: `check` covers every other field and a mixed slot is ignored.
+/// - the SYN-ACK (backend -> client) finds no return entry and is translated back only
+///   if this slot names its client and backend: so replies of other traffic to the
+///   backends (health probes, clients reaching a backend directly) are never rewritten;
+/// - the client's ACK misses the flow table and records the flow on the slot's backend,
+///   so a handshake stays on its backend even if the table changed since the SYN.
+///
+/// A SYN flood only overwrites slots (a handshake whose slot was overwritten within one
+/// round trip has its SYN-ACK passed, and the client retransmits the SYN) instead of
+/// evicting live flows from the flow table. Slots are written with plain stores, so two
+/// CPUs writing one slot at once could leave a mix: `check` covers every other field and
+/// a mixed slot is ignored.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SynEntry {
-    /// The SYN-ACK's key: backend -> client.
-    pub reply: FlowKey,
-    /// Virtual IP to put back as source (wire order).
-    pub vip: u32,
-    /// Virtual port to put back as source port (wire order).
-    pub vport: u16,
+    /// The SYN's key: client -> VIP.
+    pub flow: FlowKey,
+    /// Backend address (wire order).
+    pub backend_addr: u32,
+    /// Backend port (wire order).
+    pub backend_port: u16,
     /// [`syn_entry_check`] of the other fields.
     pub check: u16,
     /// Service id, for counting.
     pub service: u32,
-    /// Backend id, for counting.
+    /// Backend id.
     pub backend: u32,
 }
 const _: () = assert!(core::mem::size_of::<SynEntry>() == 32);
@@ -106,22 +110,67 @@ const _: () = assert!(core::mem::size_of::<SynEntry>() == 32);
 /// The check word of a SYN-cache slot holding these fields; never 0, so that a zeroed
 /// slot never verifies.
 #[inline(always)]
-pub fn syn_entry_check(reply: &FlowKey, vip: u32, vport: u16, service: u32, backend: u32) -> u16 {
+pub fn syn_entry_check(
+    flow: &FlowKey,
+    backend_addr: u32,
+    backend_port: u16,
+    service: u32,
+    backend: u32,
+) -> u16 {
     use crate::hash::mix32;
-    let mut h = mix32(reply.src_addr ^ 0x5bd1_e995);
-    h = mix32(h ^ reply.dst_addr);
-    h = mix32(h ^ (reply.src_port as u32) ^ ((reply.dst_port as u32) << 16));
-    h = mix32(h ^ vip ^ ((vport as u32) << 16));
+    let mut h = mix32(flow.src_addr ^ 0x5bd1_e995);
+    h = mix32(h ^ flow.dst_addr);
+    h = mix32(h ^ (flow.src_port as u32) ^ ((flow.dst_port as u32) << 16));
+    h = mix32(h ^ backend_addr ^ ((backend_port as u32) << 16));
     h = mix32(h ^ service);
     h = mix32(h ^ backend);
     ((h >> 16) as u16) | 1
+}
+
+/// A slot of the per-CPU flow cache: a small direct-mapped copy of the forward entries of
+/// the flows each CPU forwarded last, so that the next packets of a flow (RSS keeps a
+/// flow on one CPU, and its packets come in bursts) skip the flow table's hash lookup.
+///
+/// Only pure ACKs (no SYN, FIN, RST or data) use it, and only within the second the slot
+/// was filled in (`last_seen`, the controller's clock), so everything that changes a flow
+/// entry's state or age, or will be answered, still goes through the table; so does each
+/// flow's first packet of every second, which keeps its entry recent for the LRU. What replaces or deletes entries
+/// (a SYN on a reused tuple, a purge by `lbd`) moves the generation, which empties every
+/// CPU's cache at once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowCacheEntry {
+    pub key: FlowKey,
+    pub backend: u32,
+    pub service: u32,
+    /// [`flow_generation`] when filled.
+    pub generation: u32,
+    /// The clock second it was filled in.
+    pub last_seen: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowCacheEntry>() == 32);
+
+/// Slots per CPU of the flow cache (a power of two): 8 KiB per CPU.
+pub const FLOW_CACHE_SLOTS: u32 = 256;
+
+/// Words of the flow-generation array: the data path bumps word 0 (atomically, any CPU),
+/// `lbd` bumps word 1 (its own, so neither overwrites the other's bump).
+pub const FLOW_GEN_WORDS: u32 = 2;
+pub const FLOW_GEN_DATAPATH: u32 = 0;
+pub const FLOW_GEN_CONTROLLER: u32 = 1;
+
+/// The generation a cache slot must carry to be used: the sum of both words, which only
+/// ever grow, so any bump by either side changes it.
+#[inline(always)]
+pub const fn flow_generation(datapath: u32, controller: u32) -> u32 {
+    datapath.wrapping_add(controller)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn reply(src_port: u16) -> FlowKey {
+    fn flow(src_port: u16) -> FlowKey {
         FlowKey {
             src_addr: 0x0b00_010a,
             dst_addr: 0x0200_0a0a,
@@ -135,21 +184,21 @@ mod tests {
 
     #[test]
     fn a_syn_entry_check_is_never_zero_and_covers_every_field() {
-        let base = syn_entry_check(&reply(0x901f), 0x6400_000a, 0x5000, 0, 1);
+        let base = syn_entry_check(&flow(0x901f), 0x6400_000a, 0x5000, 0, 1);
         let changed = [
-            syn_entry_check(&reply(0x911f), 0x6400_000a, 0x5000, 0, 1),
-            syn_entry_check(&reply(0x901f), 0x6500_000a, 0x5000, 0, 1),
-            syn_entry_check(&reply(0x901f), 0x6400_000a, 0x5100, 0, 1),
-            syn_entry_check(&reply(0x901f), 0x6400_000a, 0x5000, 1, 1),
-            syn_entry_check(&reply(0x901f), 0x6400_000a, 0x5000, 0, 2),
+            syn_entry_check(&flow(0x911f), 0x6400_000a, 0x5000, 0, 1),
+            syn_entry_check(&flow(0x901f), 0x6500_000a, 0x5000, 0, 1),
+            syn_entry_check(&flow(0x901f), 0x6400_000a, 0x5100, 0, 1),
+            syn_entry_check(&flow(0x901f), 0x6400_000a, 0x5000, 1, 1),
+            syn_entry_check(&flow(0x901f), 0x6400_000a, 0x5000, 0, 2),
         ];
         assert!(changed.iter().all(|c| *c != base), "{base:#x} {changed:x?}");
         let zeroed = SynEntry::default();
         for port in 0..2000u16 {
-            assert_ne!(syn_entry_check(&reply(port), 0, 0, 0, 0), 0);
+            assert_ne!(syn_entry_check(&flow(port), 0, 0, 0, 0), 0);
         }
         assert_ne!(
-            syn_entry_check(&zeroed.reply, 0, 0, 0, 0),
+            syn_entry_check(&zeroed.flow, 0, 0, 0, 0),
             zeroed.check,
             "a zeroed slot never verifies"
         );

@@ -32,21 +32,17 @@ pub fn opened(backend: u32) {
     }
 }
 
-/// Stamps a client packet's time on its flow (a store only when the second changed,
+/// Stamps a client packet's time (`now`) on its flow (a store only when the second changed,
 /// so most packets write nothing) and marks the flow established on its first non-SYN.
-/// Returns whether the second changed since the flow's last packet.
 #[inline(always)]
-pub fn touch(entry: *mut FlowTarget, seen: &FlowTarget, syn: bool) -> bool {
-    let now = crate::maps::now_secs();
-    let new_second = seen.last_seen != now;
-    if new_second {
+pub fn touch(entry: *mut FlowTarget, seen: &FlowTarget, now: u32, syn: bool) {
+    if seen.last_seen != now {
         unsafe { (*entry).last_seen = now };
     }
     if !syn && seen.state & FLOW_F_ESTABLISHED == 0 {
         let state = unsafe { core::ptr::addr_of_mut!((*entry).state) };
         unsafe { atomic_or::<u64, u64, { Relaxed }>(state, FLOW_F_ESTABLISHED) };
     }
-    new_second
 }
 
 /// Gives up on a flow whose entry is about to be replaced (a new connection on its tuple):

@@ -9,6 +9,7 @@ use lb_common::{
     service::{ServiceMeta, SERVICE_F_STATELESS_SYN},
 };
 
+use crate::flow_cache;
 use crate::{
     count,
     flow_state::{self, Side},
@@ -23,11 +24,15 @@ use crate::{
 /// tracked flow), so not ours.
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
-    // Established flows first: their packets need no service lookup.
-    let existing = if pkt.tcp_valid {
-        existing_flow(pkt)
-    } else {
+    // Established flows first: their packets need no service lookup, and a packet that
+    // changes nothing about its flow may find it in this CPU's flow cache.
+    let generation = flow_cache::generation();
+    let existing = if !pkt.tcp_valid {
         Existing::Miss
+    } else if let Some(hit) = cached_flow(pkt, generation) {
+        hit
+    } else {
+        existing_flow(pkt, generation)
     };
     let (target, backend, new_flow) = match existing {
         Existing::Hit(target, backend) => {
@@ -74,8 +79,34 @@ enum Existing {
     Miss,
 }
 
+/// Packets that may use the flow cache: pure ACKs (no SYN, FIN or RST, no data), which
+/// change nothing about their flow and are not answered, so they need neither the entry
+/// nor the return-entry check of `ensure_return_entry`. In a download the client sends
+/// little else.
 #[inline(always)]
-fn existing_flow(pkt: &Packet) -> Existing {
+fn plain(pkt: &Packet) -> bool {
+    pkt.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0 && !pkt.has_payload
+}
+
+#[inline(always)]
+fn cached_flow(pkt: &Packet, generation: u32) -> Option<Existing> {
+    if !plain(pkt) {
+        return None;
+    }
+    let (id, service) = flow_cache::hit(&pkt.flow, generation)?;
+    let backend = backend_by_id(id)?;
+    let target = FlowTarget {
+        backend: id,
+        service,
+        state: 0,
+        last_seen: 0,
+        _pad: 0,
+    };
+    Some(Existing::Hit(target, backend))
+}
+
+#[inline(always)]
+fn existing_flow(pkt: &Packet, generation: u32) -> Existing {
     let Some(entry) = FLOWS.get_ptr_mut(pkt.flow) else {
         return Existing::Miss;
     };
@@ -97,9 +128,13 @@ fn existing_flow(pkt: &Packet) -> Existing {
         }
     }
     flow_state::observe(entry, pkt.tcp_flags, Side::Client);
-    let new_second = flow_state::touch(entry, &target, is_syn(pkt));
-    if (pkt.has_payload && new_second) || pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+    let now = maps::now_secs();
+    flow_state::touch(entry, &target, now, is_syn(pkt));
+    if pkt.has_payload || pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         ensure_return_entry(pkt, &target, &backend);
+    }
+    if plain(pkt) {
+        flow_cache::fill(&pkt.flow, &target, generation, now);
     }
     Existing::Hit(target, backend)
 }
@@ -110,10 +145,10 @@ fn is_syn(pkt: &Packet) -> bool {
 }
 
 /// A SYN to a hash-placed service: forwarded to the backend its hash picks, recording no
-/// flow, only a SYN-cache slot for its SYN-ACK (see `lb_common::flow::SynEntry`). The
-/// handshake's next packet from the client picks the same backend by the same hash and
-/// records the flow. An entry the SYN must not follow (`replace`) is deleted, or that
-/// next packet would follow it.
+/// flow, only a SYN-cache slot (see `lb_common::flow::SynEntry`) for its SYN-ACK and for
+/// the client's ACK, which records the flow on the same backend. A retransmitted SYN
+/// whose slot names a backend still taking new flows stays there. An entry the SYN must
+/// not follow (`replace`) is deleted, or the ACK would follow it.
 #[inline(always)]
 fn stateless_syn(
     pkt: &Packet,
@@ -122,16 +157,20 @@ fn stateless_syn(
 ) -> Option<(FlowTarget, Backend, bool)> {
     if replace {
         let _ = FLOWS.remove(pkt.flow);
+        flow_cache::invalidate();
     }
-    let id = select::pick(service, &pkt.flow, true);
-    let backend = backend_by_id(id)?;
-    syn_cache::record(
-        return_key(pkt, &backend),
-        pkt.flow.dst_addr,
-        pkt.flow.dst_port,
-        service.id,
-        id,
-    );
+    let retransmitted = syn_cache::of_flow(&pkt.flow)
+        .and_then(|e| Some((e.backend, backend_by_id(e.backend)?)))
+        .filter(|(_, b)| b.weight_milli > 0);
+    let (id, backend) = match retransmitted {
+        Some(placed) => placed,
+        None => {
+            let id = select::pick(service, &pkt.flow, true);
+            let backend = backend_by_id(id)?;
+            syn_cache::record(&pkt.flow, id, &backend, service.id);
+            (id, backend)
+        }
+    };
     let target = FlowTarget {
         backend: id,
         service: service.id,
@@ -140,6 +179,22 @@ fn stateless_syn(
         _pad: 0,
     };
     Some((target, backend, false))
+}
+
+/// The backend of a flow without an entry: a SYN's by its policy; the first later
+/// packet's by the slot its handshake's SYN left (if it recorded no flow), or else by the
+/// Maglev ring (see `select`).
+#[inline(always)]
+fn place(pkt: &Packet, service: &ServiceMeta, syn: bool) -> Option<(u32, Backend)> {
+    if !syn && service.flags & SERVICE_F_STATELESS_SYN != 0 {
+        if let Some(e) = syn_cache::take(&pkt.flow) {
+            if let Some(backend) = backend_by_id(e.backend) {
+                return Some((e.backend, backend));
+            }
+        }
+    }
+    let id = select::pick(service, &pkt.flow, syn);
+    Some((id, backend_by_id(id)?))
 }
 
 /// A newly selected backend for the flow, recorded in both flow maps and counted as
@@ -151,8 +206,7 @@ fn new_flow(
     replace: bool,
 ) -> Option<(FlowTarget, Backend, bool)> {
     let syn = is_syn(pkt);
-    let id = select::pick(service, &pkt.flow, syn);
-    let backend = backend_by_id(id)?;
+    let (id, backend) = place(pkt, service, syn)?;
     let target = FlowTarget {
         backend: id,
         service: service.id,
@@ -172,6 +226,9 @@ fn new_flow(
         let existing = unsafe { FLOWS.get(pkt.flow) }.copied()?;
         let backend = backend_by_id(existing.backend)?;
         return Some((existing, backend, false));
+    }
+    if replace {
+        flow_cache::invalidate();
     }
     flow_state::opened(id);
     insert_return_entry(pkt, &target, &backend);
@@ -205,9 +262,8 @@ fn insert_return_entry(pkt: &Packet, target: &FlowTarget, backend: &Backend) {
 }
 
 /// The two directions' entries are evicted independently; a client packet that will be
-/// answered puts a lost reply-direction entry back before the backend answers: every FIN
-/// or RST, and the first data packet of each second (checking every data packet would
-/// double the cost of the established path for a rare loss).
+/// answered (data, FIN, RST) puts a lost reply-direction entry back before the backend
+/// answers. Pure ACKs are not answered, so they skip the lookup.
 #[inline(always)]
 fn ensure_return_entry(pkt: &Packet, target: &FlowTarget, backend: &Backend) {
     if unsafe { RETURN_FLOWS.get(return_key(pkt, backend)) }.is_none() {

@@ -10,6 +10,7 @@
 #![feature(core_intrinsics)]
 
 mod count;
+mod flow_cache;
 mod flow_state;
 mod forward;
 mod ingress;

@@ -43,7 +43,7 @@ pub fn handle_handshake_answer(ctx: &XdpContext, pkt: &Packet, entry: &SynEntry)
     if !forward::ttl_allows(pkt) {
         return count::pass(Reason::PassTtlExpired);
     }
-    rewrite::snat(pkt, entry.vip, entry.vport);
+    rewrite::snat(pkt, entry.flow.dst_addr, entry.flow.dst_port);
     count::to_client(entry.service, entry.backend, pkt.frame_len);
     count::answer_from_backend(entry.backend, pkt.tcp_flags);
     // No entry to cache the route to the client in: the FIB decides.

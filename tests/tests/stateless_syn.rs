@@ -10,7 +10,12 @@ use lb_tests::{
     frame::{checksums_valid, dst_ip, Frame, ETH_LEN, IP_LEN},
     packet_rig::*,
 };
-use lb_userspace::{controller::Controller, dataplane::Dataplane, loader::KernelDataplane};
+use lb_userspace::{
+    controller::Controller,
+    dataplane::Dataplane,
+    loader::KernelDataplane,
+    plan::{BackendRef, Overlay},
+};
 
 const ACK: u8 = 0x10;
 const SYN_ACK: u8 = 0x12;
@@ -135,6 +140,50 @@ fn replies_that_answer_no_syn_of_ours_pass_untouched() {
         assert!(checksums_valid(&r.output));
         let id = backend_id(c, "web", backend);
         assert_eq!(dp.backend_signals(id).unwrap().resets, 1);
+    });
+}
+
+/// The table changes between a SYN and the client's ACK (the SYN's backend turns
+/// unhealthy): the ACK still records the flow on the SYN's backend, which holds the
+/// handshake, while a new SYN goes by the new table.
+#[test]
+fn a_handshake_stays_on_its_backend_across_a_table_change() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(CONFIG, |c| {
+        let config = lb_userspace::config::parse(CONFIG).unwrap();
+        let syn = client_syn(51004);
+        let backend = dst_ip(&run_once(c.dataplane().program(), c0, &syn.bytes()).output);
+        let overlay = Overlay {
+            ring_weights: [(
+                BackendRef {
+                    service: "web".into(),
+                    address: backend,
+                    port: 8080,
+                },
+                0,
+            )]
+            .into(),
+            ..Overlay::default()
+        };
+        c.apply_with(&config, &overlay).unwrap();
+        let dp = c.dataplane();
+        let ack = Frame {
+            flags: ACK,
+            ..syn.clone()
+        };
+        let r = run_once(dp.program(), c0, &ack.bytes());
+        assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
+        let flow = dp
+            .flows
+            .get(&syn.flow_key(), 0)
+            .expect("recorded by the ACK");
+        assert_eq!(flow.backend, backend_id(c, "web", backend));
+        // Its backend takes no new flows now: a SYN on another tuple goes elsewhere.
+        for sport in 52000..52050 {
+            let r = run_once(dp.program(), c0, &client_syn(sport).bytes());
+            assert_ne!(dst_ip(&r.output), backend, "port {sport}");
+        }
     });
 }
 
