@@ -32,12 +32,6 @@ fn main() -> anyhow::Result<()> {
     let flags = [
         format!("--cfg=bpf_target_arch=\"{arch}\""),
         "-Ctarget-cpu=v3".into(),
-        // Header fields (IPv4 addresses at offset 26 of the frame) are not naturally
-        // aligned; without this LLVM splits every such load into byte loads and shifts.
-        // The kernel allows misaligned packet access on x86-64 and arm64 (it checks
-        // alignment strictly only where the CPU needs it, and always on the stack, which
-        // this does not touch).
-        "-Ctarget-feature=+allows-misaligned-mem-access".into(),
         // LLVM reuses a dead spilled pointer's stack slot for a 32-bit value; the verifier
         // refuses such a partial overwrite of a slot it still sees as a pointer unless
         // the loader has CAP_PERFMON. Separate slots per spill keep lbd down to CAP_BPF

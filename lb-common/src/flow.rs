@@ -127,45 +127,6 @@ pub fn syn_entry_check(
     ((h >> 16) as u16) | 1
 }
 
-/// A slot of the per-CPU flow cache: a small direct-mapped copy of the forward entries of
-/// the flows each CPU forwarded last, so that the next packets of a flow (RSS keeps a
-/// flow on one CPU, and its packets come in bursts) skip the flow table's hash lookup.
-///
-/// Only pure ACKs (no SYN, FIN, RST or data) use it, and only within the second the slot
-/// was filled in (`last_seen`, the controller's clock), so everything that changes a flow
-/// entry's state or age, or will be answered, still goes through the table; so does each
-/// flow's first packet of every second, which keeps its entry recent for the LRU. What replaces or deletes entries
-/// (a SYN on a reused tuple, a purge by `lbd`) moves the generation, which empties every
-/// CPU's cache at once.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct FlowCacheEntry {
-    pub key: FlowKey,
-    pub backend: u32,
-    pub service: u32,
-    /// [`flow_generation`] when filled.
-    pub generation: u32,
-    /// The clock second it was filled in.
-    pub last_seen: u32,
-}
-const _: () = assert!(core::mem::size_of::<FlowCacheEntry>() == 32);
-
-/// Slots per CPU of the flow cache (a power of two): 8 KiB per CPU.
-pub const FLOW_CACHE_SLOTS: u32 = 256;
-
-/// Words of the flow-generation array: the data path bumps word 0 (atomically, any CPU),
-/// `lbd` bumps word 1 (its own, so neither overwrites the other's bump).
-pub const FLOW_GEN_WORDS: u32 = 2;
-pub const FLOW_GEN_DATAPATH: u32 = 0;
-pub const FLOW_GEN_CONTROLLER: u32 = 1;
-
-/// The generation a cache slot must carry to be used: the sum of both words, which only
-/// ever grow, so any bump by either side changes it.
-#[inline(always)]
-pub const fn flow_generation(datapath: u32, controller: u32) -> u32 {
-    datapath.wrapping_add(controller)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

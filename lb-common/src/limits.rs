@@ -18,9 +18,6 @@ pub const MAP_ACTIVE_ADJUST: &str = "ACTIVE_ADJUST";
 pub const MAP_NEXTHOPS: &str = "NEXTHOPS";
 pub const MAP_NEXTHOP_GEN: &str = "NEXTHOP_GEN";
 pub const MAP_ADDR_FILTER: &str = "ADDR_FILTER";
-/// The per-CPU flow cache and its generation (see `lb_common::flow::FlowCacheEntry`).
-pub const MAP_FLOW_CACHE: &str = "FLOW_CACHE";
-pub const MAP_FLOW_GEN: &str = "FLOW_GEN";
 /// The SYN cache (see `lb_common::flow::SynEntry`).
 pub const MAP_SYN_CACHE: &str = "SYN_CACHE";
 /// One-entry array: the controller's clock in whole seconds (CLOCK_BOOTTIME), written

@@ -17,6 +17,7 @@ use crate::{
     count,
     maps::{EGRESS, NEXTHOP_GEN},
     packet::Packet,
+    wire,
 };
 
 const AF_INET: u8 = 2;
@@ -101,14 +102,16 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, cache: *mut NextHop) -> u32 {
 /// The router hop: TTL down, MACs of the next hop, out of the right NIC.
 #[inline(always)]
 fn send(ctx: &XdpContext, pkt: &Packet, hop: &NextHop) -> u32 {
-    let ip = pkt.ip;
     unsafe {
-        let old = u16::from_ne_bytes([(*ip).ttl, (*ip).proto]);
-        (*ip).ttl -= 1;
-        let new = u16::from_ne_bytes([(*ip).ttl, (*ip).proto]);
-        (*ip).check = replace2(u16::from_ne_bytes((*ip).check), old, new).to_ne_bytes();
-        (*pkt.eth).dst_addr = hop.dst_mac;
-        (*pkt.eth).src_addr = hop.src_mac;
+        // TTL and protocol share the 16-bit word at offset 8, the checksum is at 10.
+        let ip = pkt.ip as *mut u8;
+        let old = wire::get16(ip.add(8));
+        (*pkt.ip).ttl -= 1;
+        let new = wire::get16(ip.add(8));
+        wire::set16(ip.add(10), replace2(wire::get16(ip.add(10)), old, new));
+        let eth = pkt.eth as *mut u8;
+        wire::copy_mac(eth, hop.dst_mac.as_ptr());
+        wire::copy_mac(eth.add(6), hop.src_mac.as_ptr());
     }
     if hop.ifindex == ctx.ingress_ifindex() as u32 {
         count::reason(Reason::TxSameInterface);

@@ -9,7 +9,6 @@ use lb_common::{
     service::{ServiceMeta, SERVICE_F_STATELESS_SYN},
 };
 
-use crate::flow_cache;
 use crate::{
     count,
     flow_state::{self, Side},
@@ -24,15 +23,11 @@ use crate::{
 /// tracked flow), so not ours.
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
-    // Established flows first: their packets need no service lookup, and a packet that
-    // changes nothing about its flow may find it in this CPU's flow cache.
-    let generation = flow_cache::generation();
-    let existing = if !pkt.tcp_valid {
-        Existing::Miss
-    } else if let Some(hit) = cached_flow(pkt, generation) {
-        hit
+    // Established flows first: their packets need no service lookup.
+    let existing = if pkt.tcp_valid {
+        existing_flow(pkt)
     } else {
-        existing_flow(pkt, generation)
+        Existing::Miss
     };
     let (target, backend, new_flow) = match existing {
         Existing::Hit(target, backend) => {
@@ -79,34 +74,8 @@ enum Existing {
     Miss,
 }
 
-/// Packets that may use the flow cache: pure ACKs (no SYN, FIN or RST, no data), which
-/// change nothing about their flow and are not answered, so they need neither the entry
-/// nor the return-entry check of `ensure_return_entry`. In a download the client sends
-/// little else.
 #[inline(always)]
-fn plain(pkt: &Packet) -> bool {
-    pkt.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0 && !pkt.has_payload
-}
-
-#[inline(always)]
-fn cached_flow(pkt: &Packet, generation: u32) -> Option<Existing> {
-    if !plain(pkt) {
-        return None;
-    }
-    let (id, service) = flow_cache::hit(&pkt.flow, generation)?;
-    let backend = backend_by_id(id)?;
-    let target = FlowTarget {
-        backend: id,
-        service,
-        state: 0,
-        last_seen: 0,
-        _pad: 0,
-    };
-    Some(Existing::Hit(target, backend))
-}
-
-#[inline(always)]
-fn existing_flow(pkt: &Packet, generation: u32) -> Existing {
+fn existing_flow(pkt: &Packet) -> Existing {
     let Some(entry) = FLOWS.get_ptr_mut(pkt.flow) else {
         return Existing::Miss;
     };
@@ -128,13 +97,9 @@ fn existing_flow(pkt: &Packet, generation: u32) -> Existing {
         }
     }
     flow_state::observe(entry, pkt.tcp_flags, Side::Client);
-    let now = maps::now_secs();
-    flow_state::touch(entry, &target, now, is_syn(pkt));
+    flow_state::touch(entry, &target, is_syn(pkt));
     if pkt.has_payload || pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         ensure_return_entry(pkt, &target, &backend);
-    }
-    if plain(pkt) {
-        flow_cache::fill(&pkt.flow, &target, generation, now);
     }
     Existing::Hit(target, backend)
 }
@@ -157,7 +122,6 @@ fn stateless_syn(
 ) -> Option<(FlowTarget, Backend, bool)> {
     if replace {
         let _ = FLOWS.remove(pkt.flow);
-        flow_cache::invalidate();
     }
     let retransmitted = syn_cache::of_flow(&pkt.flow)
         .and_then(|e| Some((e.backend, backend_by_id(e.backend)?)))
@@ -226,9 +190,6 @@ fn new_flow(
         let existing = unsafe { FLOWS.get(pkt.flow) }.copied()?;
         let backend = backend_by_id(existing.backend)?;
         return Some((existing, backend, false));
-    }
-    if replace {
-        flow_cache::invalidate();
     }
     flow_state::opened(id);
     insert_return_entry(pkt, &target, &backend);

@@ -10,7 +10,6 @@
 #![feature(core_intrinsics)]
 
 mod count;
-mod flow_cache;
 mod flow_state;
 mod forward;
 mod ingress;
@@ -22,6 +21,7 @@ mod return_entry;
 mod rewrite;
 mod select;
 mod syn_cache;
+mod wire;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{

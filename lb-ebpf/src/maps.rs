@@ -9,9 +9,7 @@ use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters, REASON_COUNT},
     filter::{filter_slot, FILTER_TOTAL_WORDS},
-    flow::{
-        FlowCacheEntry, FlowKey, FlowTarget, NatReturn, SynEntry, FLOW_CACHE_SLOTS, FLOW_GEN_WORDS,
-    },
+    flow::{FlowKey, FlowTarget, NatReturn, SynEntry},
     limits::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, MAX_INTERFACES},
     net::FAMILY_IPV4,
     nexthop::NextHop,
@@ -81,15 +79,6 @@ pub static ACTIVE_ADJUST: Array<u64> = Array::with_max_entries(DEFAULT_MAX_BACKE
 /// written by the controller; the data path never reads it.
 #[map]
 pub static LB_LAYOUT: Array<u32> = Array::with_max_entries(1, 0);
-
-/// Each CPU's last used forward entries (see `lb_common::flow::FlowCacheEntry`).
-#[map]
-pub static FLOW_CACHE: PerCpuArray<FlowCacheEntry> =
-    PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
-
-/// The flow cache's generation words (`lb_common::flow::FLOW_GEN_*`).
-#[map]
-pub static FLOW_GEN: Array<u32> = Array::with_max_entries(FLOW_GEN_WORDS, 0);
 
 /// Handshakes whose SYN recorded no flow, for their SYN-ACK (see
 /// `lb_common::flow::SynEntry`); sized by the loader, a power of two.

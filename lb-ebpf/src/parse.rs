@@ -13,7 +13,7 @@ use lb_common::{
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
 
-use crate::packet::Packet;
+use crate::{packet::Packet, wire};
 
 /// A pointer to a `T` at `offset` from the start of the frame, if all of it is inside.
 #[inline(always)]
@@ -47,10 +47,8 @@ pub fn addresses(ctx: &XdpContext) -> Result<Addresses, Reason> {
     }
     let ip: *mut Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).ok_or(Reason::PassMalformedIpv4)?;
     let (src, dst) = unsafe {
-        (
-            u32::from_ne_bytes((*ip).src_addr),
-            u32::from_ne_bytes((*ip).dst_addr),
-        )
+        let raw = ip as *const u8;
+        (wire::get32(raw.add(12)), wire::get32(raw.add(16)))
     };
     Ok(Addresses { eth, ip, src, dst })
 }
@@ -59,10 +57,11 @@ pub fn addresses(ctx: &XdpContext) -> Result<Addresses, Reason> {
 pub fn tcp(ctx: &XdpContext, at: Addresses) -> Result<Packet, Reason> {
     let ip = at.ip;
     let (vihl, frags, tot_len, proto) = unsafe {
+        let raw = ip as *const u8;
         (
             (*ip).vihl,
-            u16::from_be_bytes((*ip).frags),
-            u16::from_be_bytes((*ip).tot_len) as usize,
+            u16::from_be(wire::get16(raw.add(6))),
+            u16::from_be(wire::get16(raw.add(2))) as usize,
             (*ip).proto,
         )
     };
@@ -114,8 +113,8 @@ pub fn tcp(ctx: &XdpContext, at: Addresses) -> Result<Packet, Reason> {
         let raw = tcp as *const u8;
         (
             [*raw.add(12), *raw.add(13)],
-            u16::from_ne_bytes((*tcp).source),
-            u16::from_ne_bytes((*tcp).dest),
+            wire::get16(raw),
+            wire::get16(raw.add(2)),
         )
     };
     let doff = (doff_flags[0] >> 4) as usize * 4;

@@ -18,7 +18,7 @@ use aya::{
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
     counters::{BackendSignals, TrafficCounters, REASON_COUNT},
-    flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_GEN_CONTROLLER},
+    flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
     limits::*,
     nexthop::NextHop,
     service::{ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
@@ -48,7 +48,6 @@ pub struct KernelDataplane {
     addr_filter: MmapArray,
     nexthop_gen: Array<MapData, u32>,
     clock: Array<MapData, u32>,
-    flow_gen: Array<MapData, u32>,
     pub flows: HashMap<MapData, FlowKey, FlowTarget>,
     pub return_flows: HashMap<MapData, FlowKey, NatReturn>,
     service_stats: PerCpuArray<MapData, TrafficCounters>,
@@ -175,7 +174,6 @@ impl KernelDataplane {
             addr_filter: take_mmap(&mut ebpf, MAP_ADDR_FILTER)?,
             nexthop_gen: take(&mut ebpf, MAP_NEXTHOP_GEN)?,
             clock: take(&mut ebpf, MAP_CLOCK)?,
-            flow_gen: take(&mut ebpf, MAP_FLOW_GEN)?,
             flows: take(&mut ebpf, MAP_FLOWS)?,
             return_flows: take(&mut ebpf, MAP_RETURN_FLOWS)?,
             service_stats: take(&mut ebpf, MAP_SERVICE_STATS)?,
@@ -399,18 +397,6 @@ impl KernelDataplane {
 
     /// Makes every cached next hop stale, so the data path looks routes up again: a
     /// changed route or neighbour takes effect within one call's interval.
-    /// Empties every CPU's flow cache (`lb_common::flow::FlowCacheEntry`): to be called
-    /// after deleting flow entries whose packets must stop following them.
-    pub fn invalidate_flow_caches(&mut self) -> anyhow::Result<()> {
-        let word = self
-            .flow_gen
-            .get(&FLOW_GEN_CONTROLLER, 0)
-            .context("reading FLOW_GEN")?;
-        self.flow_gen
-            .set(FLOW_GEN_CONTROLLER, word.wrapping_add(1), 0)
-            .context("bumping FLOW_GEN")
-    }
-
     pub fn bump_nexthop_generation(&mut self) -> anyhow::Result<()> {
         let current = self.nexthop_gen.get(&0, 0).context("NEXTHOP_GEN")?;
         self.nexthop_gen
@@ -590,8 +576,6 @@ impl Dataplane for KernelDataplane {
                 Err(e) => return Err(e).context("RETURN_FLOWS remove"),
             }
         }
-        // CPUs may still hold the purged flows in their flow caches.
-        self.invalidate_flow_caches()?;
         Ok(purged)
     }
 

@@ -104,7 +104,7 @@ pub fn run(opts: &Options) -> Value {
             ..client_syn(33333)
         }
         .bytes();
-        // A pure ACK: after the flow's first packets, this CPU's flow cache serves it.
+        // A pure ACK: the flow table, nothing else.
         let established = per_call(rounds, calls, |_| {
             let r = run_once(lb, c0, &ack);
             assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
