@@ -187,6 +187,56 @@ fn a_handshake_stays_on_its_backend_across_a_table_change() {
     });
 }
 
+/// A SYN flood five times the flow table's size: to `web` it records nothing, so the
+/// established connections keep their entries; the same flood to the round-robin service
+/// (whose SYNs are recorded) evicts them from the LRU table.
+#[test]
+fn a_syn_flood_to_a_hash_service_evicts_no_established_flow() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(CONFIG, |c| {
+        let dp = c.dataplane();
+        let held: Vec<Frame> = (54000..54020).map(client_syn).collect();
+        for syn in &held {
+            run_once(dp.program(), c0, &syn.bytes());
+            let ack = Frame {
+                flags: ACK,
+                ..syn.clone()
+            };
+            run_once(dp.program(), c0, &ack.bytes());
+        }
+        let entries = |dp: &KernelDataplane| dp.flows.keys().filter_map(Result::ok).count();
+        assert_eq!(entries(dp), held.len());
+        // The rig's table holds 4,096 flows per direction.
+        let flood = |vip: Ipv4Addr| {
+            for i in 0..20_000u32 {
+                let syn = Frame {
+                    src: Ipv4Addr::from(0xc612_0000 + i),
+                    dst: vip,
+                    sport: 1024 + (i % 60_000) as u16,
+                    ..client_syn(0)
+                };
+                let r = run_once(dp.program(), c0, &syn.bytes());
+                assert_eq!(r.action, XDP_REDIRECT, "flood SYN #{i}");
+            }
+        };
+        flood(VIP);
+        assert_eq!(entries(dp), held.len(), "the flood recorded nothing");
+        for syn in &held {
+            assert!(dp.flows.get(&syn.flow_key(), 0).is_ok(), "{syn:?} kept");
+        }
+        flood(Ipv4Addr::new(10, 0, 0, 110));
+        let kept = held
+            .iter()
+            .filter(|syn| dp.flows.get(&syn.flow_key(), 0).is_ok())
+            .count();
+        assert!(
+            kept < held.len(),
+            "a flood of recorded SYNs evicts established flows ({kept} of 20 kept)"
+        );
+    });
+}
+
 /// Two Maglev services share one backend address:port: each handshake's SYN-ACK comes
 /// back from its own VIP.
 #[test]
