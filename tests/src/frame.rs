@@ -129,6 +129,16 @@ pub fn parse_mac(text: &str) -> Mac {
     mac
 }
 
+/// Source address and port of a frame (Ethernet, IPv4 without options, TCP).
+pub fn source(frame: &[u8]) -> (Ipv4Addr, u16) {
+    let at = ETH_LEN + 12;
+    let port = ETH_LEN + IP_LEN;
+    (
+        Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3]),
+        u16::from_be_bytes([frame[port], frame[port + 1]]),
+    )
+}
+
 pub fn dst_ip(frame: &[u8]) -> Ipv4Addr {
     let at = ETH_LEN + 16;
     Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3])

@@ -195,6 +195,17 @@ pub fn run_once(program: &Xdp, ifindex: u32, frame: &[u8]) -> RunResult {
     }
 }
 
+/// Backend id of `addr` in service `service` of the controller's applied plan.
+pub fn backend_id(c: &Controller<KernelDataplane>, service: &str, addr: Ipv4Addr) -> u32 {
+    c.plan()
+        .expect("a plan was applied")
+        .backends
+        .iter()
+        .find(|b| b.at.service == service && b.at.address == addr)
+        .unwrap_or_else(|| panic!("no backend {addr} in service {service}"))
+        .id
+}
+
 /// A SYN from the client to the VIP from `sport`.
 pub fn client_syn(sport: u16) -> Frame {
     Frame {

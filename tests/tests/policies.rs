@@ -7,7 +7,7 @@ use lb_tests::{
     frame::{dst_ip, Frame},
     packet_rig::*,
 };
-use lb_userspace::{controller::Controller, loader::KernelDataplane};
+use lb_userspace::loader::KernelDataplane;
 
 const RR_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 110);
 const LC_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 111);
@@ -57,17 +57,6 @@ fn reply(frame: &Frame, backend: Ipv4Addr, flags: u8) -> Frame {
         flags,
         ..Frame::default()
     }
-}
-
-/// Backend id of `addr` in service `service` of the applied plan.
-fn backend_id(c: &Controller<KernelDataplane>, service: &str, addr: Ipv4Addr) -> u32 {
-    c.plan()
-        .unwrap()
-        .backends
-        .iter()
-        .find(|b| b.at.service == service && b.at.address == addr)
-        .unwrap()
-        .id
 }
 
 #[test]

@@ -5,13 +5,12 @@
 //! `lb_tests::packet_rig`).
 use std::net::Ipv4Addr;
 
-use lb_common::flow::FLOW_F_ESTABLISHED;
+use lb_common::flow::{FlowTarget, FLOW_F_ESTABLISHED};
 use lb_tests::{
-    frame::{checksums_valid, dst_ip, Frame, ETH_LEN, IP_LEN},
+    frame::{checksums_valid, dst_ip, source, Frame},
     packet_rig::*,
 };
 use lb_userspace::{
-    controller::Controller,
     dataplane::Dataplane,
     loader::KernelDataplane,
     plan::{BackendRef, Overlay},
@@ -21,14 +20,18 @@ const ACK: u8 = 0x10;
 const SYN_ACK: u8 = 0x12;
 const RST: u8 = 0x04;
 
-fn backend_id(c: &Controller<KernelDataplane>, service: &str, addr: Ipv4Addr) -> u32 {
-    c.plan()
-        .unwrap()
-        .backends
-        .iter()
-        .find(|b| b.at.service == service && b.at.address == addr)
-        .unwrap()
-        .id
+/// Sends the client's ACK of the handshake `syn`, which must reach `backend`, and returns
+/// the flow entry it recorded.
+fn ack_records(dp: &KernelDataplane, c0: u32, syn: &Frame, backend: Ipv4Addr) -> FlowTarget {
+    let ack = Frame {
+        flags: ACK,
+        ..syn.clone()
+    };
+    let r = run_once(dp.program(), c0, &ack.bytes());
+    assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
+    dp.flows
+        .get(&syn.flow_key(), 0)
+        .expect("the ACK records the flow")
 }
 
 /// `backend`:`port`'s answer to the client's `syn`, as it arrives on `b0`.
@@ -84,16 +87,7 @@ fn a_handshake_is_recorded_by_the_clients_ack_not_by_its_syn() {
         assert_eq!((signals.syns, signals.syn_acks), (1, 1));
 
         // The client's ACK lands on the SYN's backend and records both directions.
-        let ack = Frame {
-            flags: ACK,
-            ..syn.clone()
-        };
-        let r = run_once(dp.program(), c0, &ack.bytes());
-        assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
-        let flow = dp
-            .flows
-            .get(&syn.flow_key(), 0)
-            .expect("recorded by the ACK");
+        let flow = ack_records(dp, c0, &syn, backend);
         assert_eq!(flow.backend, id);
         assert_ne!(flow.state & FLOW_F_ESTABLISHED, 0);
         assert_eq!(dp.active_flows(id).unwrap(), 1);
@@ -133,10 +127,7 @@ fn replies_that_answer_no_syn_of_ours_pass_untouched() {
         let refused = answer(&syn, backend, 8080, RST).bytes();
         let r = run_once(dp.program(), b0, &refused);
         assert_eq!(r.action, XDP_REDIRECT, "an RST refusing our SYN is ours");
-        let at = ETH_LEN + IP_LEN;
-        let source = Ipv4Addr::new(r.output[26], r.output[27], r.output[28], r.output[29]);
-        let sport = u16::from_be_bytes([r.output[at], r.output[at + 1]]);
-        assert_eq!((source, sport), (VIP, 80));
+        assert_eq!(source(&r.output), (VIP, 80));
         assert!(checksums_valid(&r.output));
         let id = backend_id(c, "web", backend);
         assert_eq!(dp.backend_signals(id).unwrap().resets, 1);
@@ -168,16 +159,7 @@ fn a_handshake_stays_on_its_backend_across_a_table_change() {
         };
         c.apply_with(&config, &overlay).unwrap();
         let dp = c.dataplane();
-        let ack = Frame {
-            flags: ACK,
-            ..syn.clone()
-        };
-        let r = run_once(dp.program(), c0, &ack.bytes());
-        assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
-        let flow = dp
-            .flows
-            .get(&syn.flow_key(), 0)
-            .expect("recorded by the ACK");
+        let flow = ack_records(dp, c0, &syn, backend);
         assert_eq!(flow.backend, backend_id(c, "web", backend));
         // Its backend takes no new flows now: a SYN on another tuple goes elsewhere.
         for sport in 52000..52050 {
@@ -273,10 +255,7 @@ services:
                 &answer(&syn, backend, 8080, SYN_ACK).bytes(),
             );
             assert_eq!(r.action, XDP_REDIRECT);
-            let at = ETH_LEN + IP_LEN;
-            let source = Ipv4Addr::new(r.output[26], r.output[27], r.output[28], r.output[29]);
-            let sport = u16::from_be_bytes([r.output[at], r.output[at + 1]]);
-            assert_eq!((source, sport), (vip, vport));
+            assert_eq!(source(&r.output), (vip, vport));
         }
     });
 }
