@@ -363,14 +363,25 @@ impl KernelDataplane {
     /// clock given to [`Self::set_clock`]), both directions. Returns how many.
     pub fn expire_flows(&mut self, now: u32, timeouts: &FlowTimeouts) -> anyhow::Result<usize> {
         // Keys are collected first: deleting while walking can restart the walk.
-        let expired: Vec<(FlowKey, FlowTarget)> = self
+        let expired: Vec<FlowKey> = self
             .flows
             .iter()
             .filter_map(Result::ok)
             .filter(|(_, target)| ageing::expired(target, now, timeouts))
+            .map(|(key, _)| key)
             .collect();
         let mut removed = 0;
-        for (key, target) in &expired {
+        for key in &expired {
+            // The walk may have taken seconds: a client reusing the tuple may have put a
+            // new flow under the same key since (a SYN on a closed entry replaces it), and
+            // deleting that one would move a live connection. Only an entry that is still
+            // expired now is deleted.
+            let target = match self.flows.get(key, 0) {
+                Ok(current) if ageing::expired(&current, now, timeouts) => current,
+                Ok(_) => continue,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(e).context("FLOWS lookup"),
+            };
             match self.flows.remove(key) {
                 Ok(()) => removed += 1,
                 Err(e) if is_not_found(&e) => continue,
@@ -562,6 +573,13 @@ impl Dataplane for KernelDataplane {
             .collect();
         let mut purged = 0;
         for key in &forward {
+            // As in `expire_flows`: the key may hold another flow by now.
+            match self.flows.get(key, 0) {
+                Ok(current) if ids.contains(&current.backend) => {}
+                Ok(_) => continue,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(e).context("FLOWS lookup"),
+            }
             // An entry the LRU evicted meanwhile is already gone.
             match self.flows.remove(key) {
                 Ok(()) => purged += 1,
@@ -570,6 +588,12 @@ impl Dataplane for KernelDataplane {
             }
         }
         for key in &reverse {
+            match self.return_flows.get(key, 0) {
+                Ok(current) if ids.contains(&current.backend) => {}
+                Ok(_) => continue,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(e).context("RETURN_FLOWS lookup"),
+            }
             match self.return_flows.remove(key) {
                 Ok(()) => {}
                 Err(e) if is_not_found(&e) => {}
