@@ -59,6 +59,11 @@ pub struct Options {
 pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
     let pins = PinDir::new(&config.pin_dir);
     let mut dataplane = KernelDataplane::load(&config, Some(&pins))?;
+    // Before any packet can be stamped: a flow stamped with a fresh map's 0 would look
+    // idle since boot to the first expiry walk, which would delete it while it is live.
+    dataplane
+        .set_clock(boot_seconds())
+        .context("setting the flow clock")?;
     let live = if dataplane.adopted() {
         let live = dataplane.live_state()?;
         info!(
