@@ -11,20 +11,9 @@ use std::{
 };
 
 use lb_tests::{
-    client::http_get, hold_via, lab_config, netns, BackendSpec, HeldConn, Lab, LabSpec, RunningLb,
-    VIP, VIP_PORT,
+    client::http_get, hold_via, lab_config, netns, scenario::three_zones, HeldConn, RunningLb, VIP,
+    VIP_PORT,
 };
-
-fn lab() -> Lab {
-    Lab::build(&LabSpec {
-        backends: vec![
-            BackendSpec::new("b1", "az-a"),
-            BackendSpec::new("b2", "az-b"),
-            BackendSpec::new("b3", "az-c"),
-        ],
-        one_nic: false,
-    })
-}
 
 /// A client loop in the lab's client namespace: short connections one after another,
 /// and long-lived ones echoing, until stopped (or 60 s pass). Counts everything.
@@ -128,7 +117,7 @@ fn xdp_prog_id(lb: &RunningLb, dev: &str) -> String {
 
 #[test]
 fn sigkill_and_restart_under_load_fails_no_connection() {
-    let lab = lab();
+    let lab = three_zones();
     let config = lab_config(&lab, &[1, 1, 1]);
     let mut lb = RunningLb::start(lab, &config);
     let held = hold_some(&lb, 6);
@@ -163,7 +152,7 @@ fn sigkill_and_restart_under_load_fails_no_connection() {
 
 #[test]
 fn upgrade_replaces_the_program_on_the_live_link_without_a_reset() {
-    let lab = lab();
+    let lab = three_zones();
     let config = lab_config(&lab, &[1, 1, 1]);
     let mut lb = RunningLb::start(lab, &config);
     let before = (xdp_prog_id(&lb, "lbc"), xdp_prog_id(&lb, "lbb"));
@@ -193,7 +182,7 @@ fn upgrade_replaces_the_program_on_the_live_link_without_a_reset() {
 
 #[test]
 fn established_connections_survive_a_flow_table_much_smaller_than_the_traffic() {
-    let lab = lab();
+    let lab = three_zones();
     let config = lab_config(&lab, &[1, 1, 1])
         .replace("services:", "limits: { flow_table_size: 1024 }\nservices:");
     let lb = RunningLb::start(lab, &config);

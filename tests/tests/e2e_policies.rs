@@ -2,20 +2,9 @@
 use std::{collections::BTreeMap, thread, time::Duration};
 
 use lb_tests::{
-    burst, hold_via, lab_config_with_policy, BackendSpec, BurstResult, Lab, LabSpec, RunningLb,
-    VIP, VIP_PORT,
+    burst, hold_via, lab_config_with_policy, scenario::three_zones, BurstResult, RunningLb, VIP,
+    VIP_PORT,
 };
-
-fn lab() -> Lab {
-    Lab::build(&LabSpec {
-        backends: vec![
-            BackendSpec::new("b1", "az-a"),
-            BackendSpec::new("b2", "az-b"),
-            BackendSpec::new("b3", "az-c"),
-        ],
-        one_nic: false,
-    })
-}
 
 fn short_connections(lb: &RunningLb, count: usize) -> BurstResult {
     let result = burst(
@@ -53,7 +42,7 @@ fn active_flows_at_shutdown(log: &str) -> BTreeMap<String, u64> {
 
 #[test]
 fn weighted_round_robin_3_1_1_gives_60_20_20_over_500_connections() {
-    let lab = lab();
+    let lab = three_zones();
     let config = lab_config_with_policy(&lab, &[3, 1, 1], "round_robin");
     let lb = RunningLb::start(lab, &config);
     let result = short_connections(&lb, 500);
@@ -71,7 +60,7 @@ fn weighted_round_robin_3_1_1_gives_60_20_20_over_500_connections() {
 
 #[test]
 fn least_conn_steers_short_connections_away_from_a_backend_holding_long_ones() {
-    let lab = lab();
+    let lab = three_zones();
     let config = lab_config_with_policy(&lab, &[1, 1, 1], "least_conn");
     let mut lb = RunningLb::start(lab, &config);
     let ns = lb.lab.client_ns().to_string();

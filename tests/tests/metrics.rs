@@ -7,7 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_tests::{burst, http, lab_config, BackendSpec, Lab, LabSpec, RunningLb, VIP, VIP_PORT};
+use lb_tests::{
+    burst, http, lab_config, scenario::three_zones, Lab, LabSpec, RunningLb, VIP, VIP_PORT,
+};
 
 const METRICS: &str = "127.0.0.1:9464";
 
@@ -108,14 +110,7 @@ fn value(
 
 #[test]
 fn metrics_match_the_traffic_sent_and_parse_as_prometheus_exposition() {
-    let lab = Lab::build(&LabSpec {
-        backends: vec![
-            BackendSpec::new("b1", "az-a"),
-            BackendSpec::new("b2", "az-b"),
-            BackendSpec::new("b3", "az-c"),
-        ],
-        one_nic: false,
-    });
+    let lab = three_zones();
     let config = lab_config(&lab, &[1, 1, 1]);
     let lb = RunningLb::start(lab, &config);
     assert_eq!(get(&lb, "/healthz").status, 200);

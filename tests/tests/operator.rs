@@ -4,19 +4,8 @@
 //! users; the TCP listener closed without the token.
 use std::{os::unix::fs::MetadataExt as _, os::unix::fs::PermissionsExt as _, time::Duration};
 
-use lb_tests::{burst, http, lab_config, BackendSpec, Lab, LabSpec, RunningLb, VIP, VIP_PORT};
+use lb_tests::{burst, http, lab_config, scenario::three_zones, RunningLb, VIP, VIP_PORT};
 use serde_json::{json, Value};
-
-fn three_zones() -> Lab {
-    Lab::build(&LabSpec {
-        backends: vec![
-            BackendSpec::new("b1", "az-a"),
-            BackendSpec::new("b2", "az-b"),
-            BackendSpec::new("b3", "az-c"),
-        ],
-        one_nic: false,
-    })
-}
 
 fn running() -> RunningLb {
     let lab = three_zones();

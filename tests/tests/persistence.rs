@@ -1,18 +1,11 @@
 //! Changes made through the API survive a restart of `lbd`: the state file is written
 //! atomically on every change and wins over the config file's services at start-up.
-use lb_tests::{lab_config, BackendSpec, Lab, LabSpec, RunningLb};
+use lb_tests::{lab_config, scenario::three_zones, RunningLb};
 use serde_json::Value;
 
 #[test]
 fn added_and_drained_backends_survive_an_lbd_restart() {
-    let lab = Lab::build(&LabSpec {
-        backends: vec![
-            BackendSpec::new("b1", "az-a"),
-            BackendSpec::new("b2", "az-b"),
-            BackendSpec::new("b3", "az-c"),
-        ],
-        one_nic: false,
-    });
+    let lab = three_zones();
     // The config file names only two of the three backends.
     let config = lab_config(&lab, &[1, 1, 1]);
     let config = config.replace(
