@@ -61,20 +61,20 @@ impl Dataplane for Flaky {
 }
 
 impl CounterSource for Flaky {
-    fn service_counters(&self, _: u32) -> anyhow::Result<TrafficCounters> {
-        Ok(TrafficCounters::default())
+    fn service_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
+        self.fake.service_counters(id)
     }
-    fn backend_counters(&self, _: u32) -> anyhow::Result<TrafficCounters> {
-        Ok(TrafficCounters::default())
+    fn backend_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
+        self.fake.backend_counters(id)
     }
-    fn active_flows(&self, _: u32) -> anyhow::Result<u64> {
-        Ok(0)
+    fn active_flows(&self, id: u32) -> anyhow::Result<u64> {
+        self.fake.active_flows(id)
     }
     fn reason_counters(&self) -> anyhow::Result<Vec<u64>> {
-        Ok(vec![0; lb_common::counters::REASONS.len()])
+        self.fake.reason_counters()
     }
     fn flow_entries(&self) -> u64 {
-        0
+        self.fake.flow_entries()
     }
 }
 
