@@ -15,8 +15,7 @@ use crate::{
     forward,
     maps::{self, BACKENDS, FLOWS, NEXTHOPS, RETURN_FLOWS},
     packet::Packet,
-    return_entry::{self, Translation},
-    rewrite, select, syn_cache,
+    return_entry, rewrite, select, syn_cache,
 };
 
 /// Handles a packet whose destination may be a VIP. `None`: not to any VIP:port (and no
@@ -123,7 +122,9 @@ fn stateless_syn(
     if replace {
         let _ = FLOWS.remove(pkt.flow);
     }
-    let retransmitted = syn_cache::of_flow(&pkt.flow)
+    let slot = syn_cache::slot_of_flow(&pkt.flow)?;
+    let retransmitted = slot
+        .of_flow(&pkt.flow)
         .and_then(|e| Some((e.backend, backend_by_id(e.backend)?)))
         .filter(|(_, b)| b.weight_milli > 0);
     let (id, backend) = match retransmitted {
@@ -131,7 +132,7 @@ fn stateless_syn(
         None => {
             let id = select::pick(service, &pkt.flow, true);
             let backend = backend_by_id(id)?;
-            syn_cache::record(&pkt.flow, id, &backend, service.id);
+            slot.record(&pkt.flow, id, &backend, service.id);
             (id, backend)
         }
     };
@@ -151,7 +152,7 @@ fn stateless_syn(
 #[inline(always)]
 fn place(pkt: &Packet, service: &ServiceMeta, syn: bool) -> Option<(u32, Backend)> {
     if !syn && service.flags & SERVICE_F_STATELESS_SYN != 0 {
-        if let Some(e) = syn_cache::take(&pkt.flow) {
+        if let Some(e) = syn_cache::slot_of_flow(&pkt.flow).and_then(|s| s.take(&pkt.flow)) {
             if let Some(backend) = backend_by_id(e.backend) {
                 return Some((e.backend, backend));
             }
@@ -213,13 +214,12 @@ fn return_key(pkt: &Packet, backend: &Backend) -> FlowKey {
 /// Records the reply direction of a new flow.
 #[inline(always)]
 fn insert_return_entry(pkt: &Packet, target: &FlowTarget, backend: &Backend) {
-    let translation = Translation {
-        vip: pkt.flow.dst_addr,
-        vport: pkt.flow.dst_port,
-        service: target.service,
-        backend: target.backend,
-    };
-    return_entry::insert(return_key(pkt, backend), &translation);
+    return_entry::insert(
+        return_key(pkt, backend),
+        pkt.flow.dst_addr,
+        pkt.flow.dst_port,
+        target,
+    );
 }
 
 /// The two directions' entries are evicted independently; a client packet that will be

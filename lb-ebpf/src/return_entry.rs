@@ -2,25 +2,15 @@
 //! rewritten back to, and where its cached route to the client lives.
 use core::{mem::MaybeUninit, ptr::write_volatile};
 
-use lb_common::flow::{FlowKey, NatReturn};
+use lb_common::flow::{FlowKey, FlowTarget, NatReturn};
 
 use crate::maps::RETURN_FLOWS;
-
-/// What a new return entry says, before any reply cached a route.
-pub struct Translation {
-    /// Wire order.
-    pub vip: u32,
-    /// Wire order.
-    pub vport: u16,
-    pub service: u32,
-    pub backend: u32,
-}
 
 /// Writes the entry into `out`. Built in place and zeroed by explicit word stores: a zero
 /// `NextHop` (byte-array MACs) written or copied as a value becomes a `memset` call, whose
 /// variable stack offsets the verifier refuses without CAP_PERFMON.
 #[inline(always)]
-fn init(out: &mut MaybeUninit<NatReturn>, t: &Translation) {
+fn init(out: &mut MaybeUninit<NatReturn>, vip: u32, vport: u16, target: &FlowTarget) {
     const WORDS: usize = core::mem::size_of::<NatReturn>() / 4;
     const _: () = assert!(WORDS == 9);
     let p = out.as_mut_ptr();
@@ -35,20 +25,21 @@ fn init(out: &mut MaybeUninit<NatReturn>, t: &Translation) {
         write_volatile(words.add(6), 0);
         write_volatile(words.add(7), 0);
         write_volatile(words.add(8), 0);
-        (*p).vip = t.vip;
-        (*p).vport = t.vport;
-        (*p).service = t.service;
-        (*p).backend = t.backend;
+        (*p).vip = vip;
+        (*p).vport = vport;
+        (*p).service = target.service;
+        (*p).backend = target.backend;
     }
 }
 
-/// Inserts a fresh return entry under `key` (backend -> client). If the table is full the
-/// LRU evicts its coldest entry; an error would only mean the reply is not rewritten,
+/// Inserts a fresh return entry under `key` (backend -> client): replies of `target`'s
+/// flow get `vip`:`vport` back as their source. If the table is full the LRU evicts its
+/// coldest entry; an error would only mean the reply is not rewritten,
 /// which the client answers with a reset.
 #[inline(always)]
-pub fn insert(key: FlowKey, t: &Translation) {
+pub fn insert(key: FlowKey, vip: u32, vport: u16, target: &FlowTarget) {
     let mut nat = MaybeUninit::uninit();
-    init(&mut nat, t);
+    init(&mut nat, vip, vport, target);
     // By reference on purpose: a by-value copy of the zeroed entry is the memset the
     // verifier refuses (see init).
     #[allow(clippy::needless_borrows_for_generic_args)]
