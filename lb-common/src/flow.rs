@@ -74,6 +74,12 @@ pub struct NatReturn {
 }
 const _: () = assert!(core::mem::size_of::<NatReturn>() == 36);
 
+/// Seconds without a client packet after which a flow entry may belong to an earlier
+/// connection on its tuple: a client that reuses a tuple without the old connection having
+/// closed (a crashed or rebooted client, a lost RST) does so long after that connection's
+/// last packet. A live flow idle this long pays one SYN-cache read on its next packet.
+pub const FLOW_REUSE_IDLE_SECS: u32 = 5;
+
 /// A slot of the SYN cache: a direct-mapped array, indexed by a hash of the client's
 /// address and port, that a SYN to a `SERVICE_F_STATELESS_SYN` service writes instead of
 /// recording its flow. It serves the two other packets of the handshake:
@@ -82,7 +88,10 @@ const _: () = assert!(core::mem::size_of::<NatReturn>() == 36);
 ///   if this slot names its client and backend: so replies of other traffic to the
 ///   backends (health probes, clients reaching a backend directly) are never rewritten;
 /// - the client's ACK misses the flow table and records the flow on the slot's backend,
-///   so a handshake stays on its backend even if the table changed since the SYN.
+///   so a handshake stays on its backend even if the table changed since the SYN. The SYN
+///   looks up no flow: if its tuple still has the entry of an earlier connection (closed,
+///   idle, or on a backend taking no new flows), the ACK finds the slot naming its flow
+///   and replaces that entry.
 ///
 /// A SYN flood only overwrites slots (a handshake whose slot was overwritten within one
 /// round trip has its SYN-ACK passed, and the client retransmits the SYN) instead of

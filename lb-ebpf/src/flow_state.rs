@@ -35,8 +35,7 @@ pub fn opened(backend: u32) {
 /// Stamps a client packet's time on its flow (a store only when the second changed,
 /// so most packets write nothing) and marks the flow established on its first non-SYN.
 #[inline(always)]
-pub fn touch(entry: *mut FlowTarget, seen: &FlowTarget, syn: bool) {
-    let now = crate::maps::now_secs();
+pub fn touch(entry: *mut FlowTarget, seen: &FlowTarget, now: u32, syn: bool) {
     if seen.last_seen != now {
         unsafe { (*entry).last_seen = now };
     }

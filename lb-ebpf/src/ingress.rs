@@ -4,7 +4,10 @@ use aya_ebpf::programs::XdpContext;
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
     counters::Reason,
-    flow::{FlowKey, FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED},
+    flow::{
+        FlowKey, FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED,
+        FLOW_REUSE_IDLE_SECS,
+    },
     net::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     service::{ServiceMeta, SERVICE_F_STATELESS_SYN},
 };
@@ -22,11 +25,23 @@ use crate::{
 /// tracked flow), so not ours.
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
-    // Established flows first: their packets need no service lookup.
-    let existing = if pkt.tcp_valid {
-        existing_flow(pkt)
-    } else {
+    // Established flows first: their packets need no service lookup. A SYN to a
+    // hash-placed service needs no flow lookup instead: it records nothing, and whatever
+    // entry its tuple has is sorted out by the client's ACK (see `existing_flow`).
+    let mut syn_service = None;
+    let existing = if !pkt.tcp_valid {
         Existing::Miss
+    } else if is_syn(pkt) {
+        let service = maps::service_of(pkt)?;
+        let stateless = service.flags & SERVICE_F_STATELESS_SYN != 0;
+        syn_service = Some(service);
+        if stateless {
+            Existing::Miss
+        } else {
+            existing_flow(pkt)
+        }
+    } else {
+        existing_flow(pkt)
     };
     let (target, backend, new_flow) = match existing {
         Existing::Hit(target, backend) => {
@@ -36,7 +51,10 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
             (target, backend, false)
         }
         miss => {
-            let service = maps::service_of(pkt)?;
+            let service = match syn_service {
+                Some(service) => service,
+                None => maps::service_of(pkt)?,
+            };
             if !pkt.tcp_valid {
                 return Some(count::drop(Reason::DropMalformedTcp));
             }
@@ -45,7 +63,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
             }
             let replace = matches!(miss, Existing::Replace);
             let placed = if is_syn(pkt) && service.flags & SERVICE_F_STATELESS_SYN != 0 {
-                stateless_syn(pkt, &service, replace)
+                stateless_syn(pkt, &service)
             } else {
                 new_flow(pkt, &service, replace)
             };
@@ -67,8 +85,9 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
 enum Existing {
     /// A live flow and its backend.
     Hit(FlowTarget, Backend),
-    /// An entry that must be replaced: a SYN on a closed flow (a new connection reusing
-    /// the tuple), or a flow whose backend slot was freed.
+    /// An entry that must be replaced: it belongs to an earlier connection on the tuple
+    /// (a SYN on a closed flow, or the first packet after a hash-placed service's SYN, see
+    /// `opened_by_a_syn`), or its backend slot was freed.
     Replace,
     Miss,
 }
@@ -95,12 +114,36 @@ fn existing_flow(pkt: &Packet) -> Existing {
             return Existing::Replace;
         }
     }
+    let now = maps::now_secs();
+    if !is_syn(pkt) && may_be_reused(&target, &backend, now) && opened_by_a_syn(pkt) {
+        flow_state::abandon(entry);
+        return Existing::Replace;
+    }
     flow_state::observe(entry, pkt.tcp_flags, Side::Client);
-    flow_state::touch(entry, &target, is_syn(pkt));
+    flow_state::touch(entry, &target, now, is_syn(pkt));
     if pkt.has_payload || pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         ensure_return_entry(pkt, &target, &backend);
     }
     Existing::Hit(target, backend)
+}
+
+/// Whether an entry may belong to an earlier connection on its tuple rather than to the
+/// packet's: closed, on a backend that takes no new flows, or idle for a while. Only
+/// then is the SYN cache consulted, so a busy flow's packets never read it.
+#[inline(always)]
+fn may_be_reused(target: &FlowTarget, backend: &Backend, now: u32) -> bool {
+    target.state & FLOW_F_CLOSED != 0
+        || backend.weight_milli == 0
+        || now.wrapping_sub(target.last_seen) > FLOW_REUSE_IDLE_SECS
+}
+
+/// Whether a SYN of this tuple went through the SYN cache since the entry's connection
+/// was recorded: a hash-placed service's SYN looks up no flow, so a client reusing the
+/// tuple of a recorded flow leaves only its slot; the first later packet that finds
+/// the slot is the new connection's, and its entry replaces the old one.
+#[inline(always)]
+fn opened_by_a_syn(pkt: &Packet) -> bool {
+    syn_cache::slot_of_flow(&pkt.flow).is_some_and(|s| s.of_flow(&pkt.flow).is_some())
 }
 
 #[inline(always)]
@@ -111,17 +154,9 @@ fn is_syn(pkt: &Packet) -> bool {
 /// A SYN to a hash-placed service: forwarded to the backend its hash picks, recording no
 /// flow, only a SYN-cache slot (see `lb_common::flow::SynEntry`) for its SYN-ACK and for
 /// the client's ACK, which records the flow on the same backend. A retransmitted SYN
-/// whose slot names a backend still taking new flows stays there. An entry the SYN must
-/// not follow (`replace`) is deleted, or the ACK would follow it.
+/// whose slot names a backend still taking new flows stays there.
 #[inline(always)]
-fn stateless_syn(
-    pkt: &Packet,
-    service: &ServiceMeta,
-    replace: bool,
-) -> Option<(FlowTarget, Backend, bool)> {
-    if replace {
-        let _ = FLOWS.remove(pkt.flow);
-    }
+fn stateless_syn(pkt: &Packet, service: &ServiceMeta) -> Option<(FlowTarget, Backend, bool)> {
     let slot = syn_cache::slot_of_flow(&pkt.flow)?;
     let retransmitted = slot
         .of_flow(&pkt.flow)

@@ -5,7 +5,7 @@
 //! `lb_tests::packet_rig`).
 use std::net::Ipv4Addr;
 
-use lb_common::flow::{FlowTarget, FLOW_F_ESTABLISHED};
+use lb_common::flow::{FlowTarget, FLOW_F_CLOSED, FLOW_F_ESTABLISHED};
 use lb_tests::{
     frame::{checksums_valid, dst_ip, source, Frame},
     packet_rig::*,
@@ -19,6 +19,7 @@ use lb_userspace::{
 const ACK: u8 = 0x10;
 const SYN_ACK: u8 = 0x12;
 const RST: u8 = 0x04;
+const SYN: u8 = 0x02;
 
 /// Sends the client's ACK of the handshake `syn`, which must reach `backend`, and returns
 /// the flow entry it recorded.
@@ -166,6 +167,88 @@ fn a_handshake_stays_on_its_backend_across_a_table_change() {
             let r = run_once(dp.program(), c0, &client_syn(sport).bytes());
             assert_ne!(dst_ip(&r.output), backend, "port {sport}");
         }
+    });
+}
+
+/// Clients reuse the tuples of recorded flows after the table moved those tuples to other
+/// backends (`10.1.0.11` weighs 3 now; every backend still takes new flows). The SYN looks
+/// up no flow and goes by the table; its ACK finds the slot naming its flow and replaces
+/// the old entry if that one is closed or idle, but follows a live one (a duplicate SYN of
+/// a running connection moves nothing), and an idle flow without a new SYN stays put.
+#[test]
+fn a_reused_tuple_replaces_a_closed_or_idle_entry_but_not_a_live_one() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(CONFIG, |c| {
+        let config = lb_userspace::config::parse(CONFIG).unwrap();
+        let mut recorded = Vec::new();
+        for sport in 53000..53400 {
+            let syn = client_syn(sport);
+            let r = run_once(c.dataplane().program(), c0, &syn.bytes());
+            let backend = dst_ip(&r.output);
+            ack_records(c.dataplane(), c0, &syn, backend);
+            recorded.push((syn, backend));
+        }
+        let heavier = BackendRef {
+            service: "web".into(),
+            address: Ipv4Addr::new(10, 1, 0, 11),
+            port: 8080,
+        };
+        let overlay = Overlay {
+            ring_weights: [(heavier, 3000)].into(),
+            ..Overlay::default()
+        };
+        c.apply_with(&config, &overlay).unwrap();
+        let id_of: std::collections::HashMap<Ipv4Addr, u32> = (11..=13)
+            .map(|last| Ipv4Addr::new(10, 1, 0, last))
+            .map(|addr| (addr, backend_id(c, "web", addr)))
+            .collect();
+        let dp = c.dataplane_mut();
+        let send = |dp: &KernelDataplane, syn: &Frame, flags: u8| {
+            let frame = Frame {
+                flags,
+                ..syn.clone()
+            };
+            let r = run_once(dp.program(), c0, &frame.bytes());
+            assert_eq!(r.action, XDP_REDIRECT, "{frame:?}");
+            dst_ip(&r.output)
+        };
+        // Four groups by port: closed by the client's RST; idle; live (seen at the new
+        // clock); idle without a new SYN.
+        let group = |syn: &Frame| syn.sport % 4;
+        for (syn, _) in recorded.iter().filter(|(syn, _)| group(syn) == 0) {
+            send(dp, syn, RST);
+        }
+        dp.set_clock(100).unwrap();
+        for (syn, _) in recorded.iter().filter(|(syn, _)| group(syn) == 2) {
+            send(dp, syn, ACK);
+        }
+        let mut moved = [0; 4];
+        for (syn, old) in &recorded {
+            let g = group(syn) as usize;
+            if g == 3 {
+                assert_eq!(send(dp, syn, ACK), *old, "idle, no new SYN: {syn:?}");
+                continue;
+            }
+            let now = send(dp, syn, SYN);
+            if now == *old {
+                continue;
+            }
+            moved[g] += 1;
+            let ack_to = send(dp, syn, ACK);
+            let entry = dp.flows.get(&syn.flow_key(), 0).unwrap();
+            if g == 2 {
+                assert_eq!(ack_to, *old, "a live entry stands: {syn:?}");
+            } else {
+                assert_eq!(ack_to, now, "the new connection's ACK: {syn:?}");
+                assert_eq!(entry.backend, id_of[&now]);
+                assert_eq!(entry.state & FLOW_F_CLOSED, 0, "{syn:?}");
+            }
+        }
+        assert!(
+            moved[..3].iter().all(|&n| n > 0),
+            "each group has tuples the new table moves: {moved:?}"
+        );
     });
 }
 
