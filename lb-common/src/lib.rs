@@ -22,6 +22,7 @@ pub mod limits;
 pub mod net;
 pub mod nexthop;
 pub mod service;
+pub mod service_index;
 
 #[cfg(feature = "user")]
 mod pod;

@@ -1,7 +1,7 @@
 //! Map names and default capacities. The loader resizes maps from config before load, so
 //! these are the defaults the config falls back to, not hard limits.
 
-pub const MAP_SERVICES: &str = "SERVICES";
+pub const MAP_SERVICE_INDEX: &str = "SERVICE_INDEX";
 pub const MAP_BACKENDS: &str = "BACKENDS";
 pub const MAP_RING: &str = "RING";
 pub const MAP_FLOWS: &str = "FLOWS";
@@ -30,12 +30,13 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
 pub const GLOBAL_RING_SIZE: &str = "LB_RING_SIZE";
 pub const GLOBAL_SYN_CACHE_MASK: &str = "LB_SYN_CACHE_MASK";
+pub const GLOBAL_SERVICE_INDEX_MASK: &str = "LB_SERVICE_INDEX_MASK";
 
 /// Slots of the SYN cache for a flow table of `flow_table_size` entries: as many, rounded
 /// up to a power of two (the data path masks a hash), at most 2^18 (8 MiB): a bigger

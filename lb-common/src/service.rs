@@ -1,7 +1,7 @@
-//! The services map: which (VIP, port, protocol) the data path owns, and how it picks a
+//! Services: which (VIP, port, protocol) the data path owns, and how it picks a
 //! backend for a new flow there.
 
-/// Key of the services map.
+/// A service's address: the key of the service index (see [`crate::service_index`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ServiceKey {
@@ -16,10 +16,9 @@ pub struct ServiceKey {
 }
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
 
-/// Value of the services map.
-///
-/// The controller replaces the whole value to flip `active_slot`; a hash-map update is
-/// atomic per element, so a packet sees either the old or the new slot, never a mix.
+/// What the data path knows of a service. The service index holds it packed into one
+/// word (`service_index::pack_meta`), which the controller replaces with one store to
+/// flip `active_slot`, so a packet sees either the old or the new slot, never a mix.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServiceMeta {

@@ -9,7 +9,8 @@ use lb_common::{
         FLOW_REUSE_IDLE_SECS,
     },
     net::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    service::{ServiceMeta, SERVICE_F_STATELESS_SYN},
+    service::SERVICE_F_STATELESS_SYN,
+    service_index::PackedMeta,
 };
 
 use crate::{
@@ -33,7 +34,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         Existing::Miss
     } else if is_syn(pkt) {
         let service = maps::service_of(pkt)?;
-        let stateless = service.flags & SERVICE_F_STATELESS_SYN != 0;
+        let stateless = service.flags() & SERVICE_F_STATELESS_SYN != 0;
         syn_service = Some(service);
         if stateless {
             Existing::Miss
@@ -62,10 +63,10 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
                 return Some(count::pass(Reason::PassTtlExpired));
             }
             let replace = matches!(miss, Existing::Replace);
-            let placed = if is_syn(pkt) && service.flags & SERVICE_F_STATELESS_SYN != 0 {
-                stateless_syn(pkt, &service)
+            let placed = if is_syn(pkt) && service.flags() & SERVICE_F_STATELESS_SYN != 0 {
+                stateless_syn(pkt, service)
             } else {
-                new_flow(pkt, &service, replace)
+                new_flow(pkt, service, replace)
             };
             match placed {
                 Some(placed) => placed,
@@ -156,7 +157,7 @@ fn is_syn(pkt: &Packet) -> bool {
 /// the client's ACK, which records the flow on the same backend. A retransmitted SYN
 /// whose slot names a backend still taking new flows stays there.
 #[inline(always)]
-fn stateless_syn(pkt: &Packet, service: &ServiceMeta) -> Option<(FlowTarget, Backend, bool)> {
+fn stateless_syn(pkt: &Packet, service: PackedMeta) -> Option<(FlowTarget, Backend, bool)> {
     let slot = syn_cache::slot_of_flow(&pkt.flow)?;
     let retransmitted = slot
         .of_flow(&pkt.flow)
@@ -167,13 +168,13 @@ fn stateless_syn(pkt: &Packet, service: &ServiceMeta) -> Option<(FlowTarget, Bac
         None => {
             let id = select::pick(service, &pkt.flow, true);
             let backend = backend_by_id(id)?;
-            slot.record(&pkt.flow, id, &backend, service.id);
+            slot.record(&pkt.flow, id, &backend, service.id());
             (id, backend)
         }
     };
     let target = FlowTarget {
         backend: id,
-        service: service.id,
+        service: service.id(),
         state: 0,
         last_seen: 0,
         _pad: 0,
@@ -185,8 +186,8 @@ fn stateless_syn(pkt: &Packet, service: &ServiceMeta) -> Option<(FlowTarget, Bac
 /// packet's by the slot its handshake's SYN left (if it recorded no flow), or else by the
 /// Maglev ring (see `select`).
 #[inline(always)]
-fn place(pkt: &Packet, service: &ServiceMeta, syn: bool) -> Option<(u32, Backend)> {
-    if !syn && service.flags & SERVICE_F_STATELESS_SYN != 0 {
+fn place(pkt: &Packet, service: PackedMeta, syn: bool) -> Option<(u32, Backend)> {
+    if !syn && service.flags() & SERVICE_F_STATELESS_SYN != 0 {
         if let Some(e) = syn_cache::slot_of_flow(&pkt.flow).and_then(|s| s.take(&pkt.flow)) {
             if let Some(backend) = backend_by_id(e.backend) {
                 return Some((e.backend, backend));
@@ -202,14 +203,14 @@ fn place(pkt: &Packet, service: &ServiceMeta, syn: bool) -> Option<(u32, Backend
 #[inline(always)]
 fn new_flow(
     pkt: &Packet,
-    service: &ServiceMeta,
+    service: PackedMeta,
     replace: bool,
 ) -> Option<(FlowTarget, Backend, bool)> {
     let syn = is_syn(pkt);
     let (id, backend) = place(pkt, service, syn)?;
     let target = FlowTarget {
         backend: id,
-        service: service.id,
+        service: service.id(),
         // Picked up mid-connection (a non-SYN miss) counts as established.
         state: if syn {
             FLOW_F_COUNTED

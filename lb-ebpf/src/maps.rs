@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, LruHashMap, PerCpuArray},
 };
 use lb_common::{
     backend::Backend,
@@ -13,14 +13,16 @@ use lb_common::{
     limits::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, MAX_INTERFACES},
     net::FAMILY_IPV4,
     nexthop::NextHop,
-    service::{ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
+    service::{ServiceKey, POLICY_TABLE_SLOTS},
+    service_index::{self, key_word, PackedMeta, ServiceSlot, SLOT_EMPTY},
 };
 
 use crate::packet::Packet;
 
+/// The services by VIP:port (see `lb_common::service_index`); sized by the loader, a
+/// power of two. Mmapable: the controller writes each word with one atomic store.
 #[map]
-pub static SERVICES: HashMap<ServiceKey, ServiceMeta> =
-    HashMap::with_max_entries(DEFAULT_MAX_SERVICES, 0);
+pub static SERVICE_INDEX: Array<ServiceSlot> = Array::with_max_entries(256, BPF_F_MMAPABLE);
 
 #[map]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
@@ -118,6 +120,14 @@ static LB_RING_SIZE: u32 = 1;
 #[unsafe(no_mangle)]
 static LB_SYN_CACHE_MASK: u32 = 0;
 
+/// [`lb_common::service_index::SERVICE_INDEX_PROBES`], read as a value (see
+/// `service_index::find_within`).
+static SERVICE_INDEX_PROBES: u32 = service_index::SERVICE_INDEX_PROBES;
+
+/// Slots of the service index minus one; set by the loader.
+#[unsafe(no_mangle)]
+static LB_SERVICE_INDEX_MASK: u32 = 0;
+
 #[inline(always)]
 pub fn hash_seed() -> u32 {
     // Volatile: the loader patches .rodata after compilation, so the compiler must not
@@ -135,6 +145,11 @@ pub fn syn_cache_mask() -> u32 {
     unsafe { core::ptr::read_volatile(&LB_SYN_CACHE_MASK) }
 }
 
+#[inline(always)]
+fn service_index_mask() -> u32 {
+    unsafe { core::ptr::read_volatile(&LB_SERVICE_INDEX_MASK) }
+}
+
 /// The controller's clock in whole seconds; a coarse clock read from an array costs far
 /// less than `bpf_ktime_get_ns` and is all that ageing needs.
 #[inline(always)]
@@ -149,16 +164,26 @@ pub fn may_be(bitmap: u32, addr: u32) -> bool {
     ADDR_FILTER.get(word).is_some_and(|w| *w & mask != 0)
 }
 
-/// The service whose VIP:port the packet is addressed to, copied out of the map.
+/// The service whose VIP:port the packet is addressed to. Each word of a slot is read
+/// once (volatile): the controller may store either while the packet looks.
 #[inline(always)]
-pub fn service_of(pkt: &Packet) -> Option<ServiceMeta> {
-    let key = ServiceKey {
+pub fn service_of(pkt: &Packet) -> Option<PackedMeta> {
+    let key = key_word(&ServiceKey {
         addr: pkt.flow.dst_addr,
         port: pkt.flow.dst_port,
         proto: pkt.flow.proto,
         family: FAMILY_IPV4,
-    };
-    unsafe { SERVICES.get(key) }.copied()
+    });
+    let slot = |at: u32| SERVICE_INDEX.get_ptr(at);
+    let probes = unsafe { core::ptr::read_volatile(&SERVICE_INDEX_PROBES) };
+    let at = service_index::find_within(key, service_index_mask(), probes, |at| match slot(at) {
+        Some(s) => unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*s).key)) },
+        None => SLOT_EMPTY,
+    })?;
+    let s = slot(at)?;
+    Some(PackedMeta(unsafe {
+        core::ptr::read_volatile(core::ptr::addr_of!((*s).meta))
+    }))
 }
 
 /// The NAT return entry for a packet from a backend to a client (in place: its cached

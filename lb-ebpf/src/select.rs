@@ -9,9 +9,10 @@ use lb_common::{
     flow::FlowKey,
     hash::{flow_hash, source_hash},
     service::{
-        policy_table_index, ring_index, ServiceMeta, NO_BACKEND, POLICY_LEAST_CONN,
-        POLICY_ROUND_ROBIN, POLICY_SOURCE_HASH,
+        policy_table_index, ring_index, NO_BACKEND, POLICY_LEAST_CONN, POLICY_ROUND_ROBIN,
+        POLICY_SOURCE_HASH,
     },
+    service_index::PackedMeta,
 };
 
 use crate::maps::{
@@ -19,14 +20,14 @@ use crate::maps::{
 };
 
 #[inline(always)]
-pub fn pick(service: &ServiceMeta, flow: &FlowKey, syn: bool) -> u32 {
+pub fn pick(service: PackedMeta, flow: &FlowKey, syn: bool) -> u32 {
     if !syn {
-        return match service.policy {
+        return match service.policy() {
             POLICY_SOURCE_HASH => ring(service, source_hash(flow.src_addr, hash_seed())),
             _ => ring(service, flow_hash(flow, hash_seed())),
         };
     }
-    match service.policy {
+    match service.policy() {
         POLICY_ROUND_ROBIN => round_robin(service),
         POLICY_LEAST_CONN => least_conn(service),
         POLICY_SOURCE_HASH => ring(service, source_hash(flow.src_addr, hash_seed())),
@@ -35,33 +36,33 @@ pub fn pick(service: &ServiceMeta, flow: &FlowKey, syn: bool) -> u32 {
 }
 
 #[inline(always)]
-fn ring(service: &ServiceMeta, hash: u32) -> u32 {
+fn ring(service: PackedMeta, hash: u32) -> u32 {
     let size = ring_size();
     if size == 0 {
         return NO_BACKEND;
     }
-    let index = ring_index(service.id, service.active_slot, size, hash);
+    let index = ring_index(service.id(), service.active_slot(), size, hash);
     RING.get(index).copied().unwrap_or(NO_BACKEND)
 }
 
 #[inline(always)]
-fn table_entry(service: &ServiceMeta, pos: u32) -> u32 {
-    let index = policy_table_index(service.id, service.active_slot, pos);
+fn table_entry(service: PackedMeta, pos: u32) -> u32 {
+    let index = policy_table_index(service.id(), service.active_slot(), pos);
     POLICY_TABLE.get(index).copied().unwrap_or(NO_BACKEND)
 }
 
 /// The schedule repeats each backend in proportion to its weight, interleaved; each CPU
 /// walks it with its own cursor.
 #[inline(always)]
-fn round_robin(service: &ServiceMeta) -> u32 {
-    if service.table_len == 0 {
+fn round_robin(service: PackedMeta) -> u32 {
+    if service.table_len() == 0 {
         return NO_BACKEND;
     }
-    let Some(cursor) = RR_CURSOR.get_ptr_mut(service.id) else {
+    let Some(cursor) = RR_CURSOR.get_ptr_mut(service.id()) else {
         return NO_BACKEND;
     };
     let pos = unsafe {
-        let pos = *cursor % service.table_len;
+        let pos = *cursor % service.table_len();
         *cursor = pos + 1;
         pos
     };
@@ -71,8 +72,8 @@ fn round_robin(service: &ServiceMeta) -> u32 {
 /// Power of two choices: two distinct random candidates, the one with fewer active flows
 /// per unit of weight wins. O(1) per new flow, and close to least-connections overall.
 #[inline(always)]
-fn least_conn(service: &ServiceMeta) -> u32 {
-    let n = service.table_len;
+fn least_conn(service: PackedMeta) -> u32 {
+    let n = service.table_len();
     if n == 0 {
         return NO_BACKEND;
     }

@@ -49,6 +49,7 @@ pub mod policy_table;
 pub mod reconcile;
 pub mod runtime;
 pub mod serve;
+pub mod service_index;
 pub mod shared;
 pub mod stats;
 pub mod weights;

@@ -22,6 +22,7 @@ use lb_common::{
     limits::*,
     nexthop::NextHop,
     service::{ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
+    service_index::{service_index_slots, ServiceSlot},
 };
 use log::{info, warn};
 
@@ -33,12 +34,13 @@ use crate::{
     mmap_array::MmapArray,
     pins::{self, PinDir},
     reconcile::{self, Observed},
+    service_index::ServiceIndex,
 };
 
 /// The loaded data path: the program and typed handles on every map.
 pub struct KernelDataplane {
     ebpf: Ebpf,
-    services: HashMap<MapData, ServiceKey, ServiceMeta>,
+    services: ServiceIndex,
     backends: Array<MapData, Backend>,
     ring: MmapArray,
     policy_table: MmapArray,
@@ -80,10 +82,14 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
 }
 
 fn take_mmap(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<MmapArray> {
+    take_mmap_sized(ebpf, name, 4)
+}
+
+fn take_mmap_sized(ebpf: &mut Ebpf, name: &str, value_size: usize) -> anyhow::Result<MmapArray> {
     let map = ebpf
         .take_map(name)
         .with_context(|| format!("the XDP object has no map {name}"))?;
-    MmapArray::new(map, name)
+    MmapArray::with_value_size(map, name, value_size)
 }
 
 impl KernelDataplane {
@@ -104,7 +110,7 @@ impl KernelDataplane {
             .checked_mul(2 * POLICY_TABLE_SLOTS)
             .context("max_services x 2 x policy table slots overflows")?;
         let sizes = [
-            (MAP_SERVICES, limits.max_services),
+            (MAP_SERVICE_INDEX, service_index_slots(limits.max_services)),
             (MAP_BACKENDS, limits.max_backends),
             (MAP_RING, ring_entries),
             (MAP_POLICY_TABLE, policy_entries),
@@ -120,12 +126,14 @@ impl KernelDataplane {
             (MAP_SYN_CACHE, syn_cache_slots(limits.flow_table_size)),
         ];
         let syn_cache_mask = syn_cache_slots(limits.flow_table_size) - 1;
+        let service_index_mask = service_index_slots(limits.max_services) - 1;
         let object = ebpf_object::object()?;
         let mut loader = EbpfLoader::new();
         loader
             .override_global(GLOBAL_HASH_SEED, &config.cluster.hash_seed, true)
             .override_global(GLOBAL_RING_SIZE, &config.cluster.ring_size, true)
-            .override_global(GLOBAL_SYN_CACHE_MASK, &syn_cache_mask, true);
+            .override_global(GLOBAL_SYN_CACHE_MASK, &syn_cache_mask, true)
+            .override_global(GLOBAL_SERVICE_INDEX_MASK, &service_index_mask, true);
         for (name, size) in sizes {
             loader.map_max_entries(name, size);
         }
@@ -164,7 +172,11 @@ impl KernelDataplane {
                 .context("writing the layout version")?;
         }
         Ok(Self {
-            services: take(&mut ebpf, MAP_SERVICES)?,
+            services: ServiceIndex::new(take_mmap_sized(
+                &mut ebpf,
+                MAP_SERVICE_INDEX,
+                size_of::<ServiceSlot>(),
+            )?)?,
             backends: take(&mut ebpf, MAP_BACKENDS)?,
             ring: take_mmap(&mut ebpf, MAP_RING)?,
             policy_table: take_mmap(&mut ebpf, MAP_POLICY_TABLE)?,
@@ -196,10 +208,7 @@ impl KernelDataplane {
     /// Services and present backend slots as the kernel holds them, for adopting pinned
     /// state.
     pub fn live_state(&self) -> anyhow::Result<LiveState> {
-        let mut services = Vec::new();
-        for entry in self.services.iter() {
-            services.push(entry.context("reading SERVICES")?);
-        }
+        let services = self.services.entries();
         let mut backends = Vec::new();
         for id in 0..self.backends.len() {
             let b = self
@@ -543,13 +552,11 @@ impl Dataplane for KernelDataplane {
     }
 
     fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> anyhow::Result<()> {
-        self.services
-            .insert(key, meta, 0)
-            .context("SERVICES insert")
+        self.services.set(key, meta)
     }
 
     fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
-        self.services.remove(key).context("SERVICES remove")
+        self.services.remove(key)
     }
 
     fn purge_flows(&mut self, ids: &[u32]) -> anyhow::Result<usize> {

@@ -1,9 +1,15 @@
-//! A BPF array of u32 written through a memory mapping (`BPF_F_MMAPABLE`): the selection
-//! tables have tens of thousands of entries per service, and one syscall per entry made
-//! a 10-service rebuild take seconds. Writes through the mapping are plain stores the
-//! data path sees at once; the controller only ever writes a slot no packet reads (the
-//! idle one) and then flips, so no ordering beyond that is needed.
-use std::os::fd::{AsFd, AsRawFd};
+//! A BPF array written through a memory mapping (`BPF_F_MMAPABLE`): the selection tables
+//! have tens of thousands of entries per service, and one syscall per entry made a
+//! 10-service rebuild take seconds. Writes through the mapping are stores the data path
+//! sees at once:
+//! - u32 entries ([`MmapArray::set_all`]) are plain stores: the controller only ever
+//!   writes a slot no packet reads (the idle one) and then flips;
+//! - the service index's 64-bit words ([`MmapArray::store_u64`]) are single atomic
+//!   stores, each released after the ones before it, since packets read them live.
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use anyhow::{ensure, Context as _};
 use aya::maps::{Map, MapData};
@@ -13,30 +19,39 @@ pub struct MmapArray {
     _map: MapData,
     base: *mut u8,
     entries: usize,
+    /// Bytes from one element to the next: the kernel lays array elements out at a
+    /// multiple of 8 bytes (`elem_size = round_up(value_size, 8)` in
+    /// kernel/bpf/arraymap.c), so u32 values sit 8 bytes apart.
+    stride: usize,
+    value_size: usize,
     bytes: usize,
 }
-
-/// The kernel lays array elements out at a multiple of 8 bytes (`elem_size =
-/// round_up(value_size, 8)` in kernel/bpf/arraymap.c), so u32 values sit 8 bytes apart.
-const STRIDE: usize = 8;
 
 // SAFETY: the mapping is plain shared memory owned by this value; nothing about it is
 // tied to the thread that created it.
 unsafe impl Send for MmapArray {}
 
 impl MmapArray {
+    /// Maps an array of u32 values.
     pub fn new(map: Map, name: &str) -> anyhow::Result<Self> {
+        Self::with_value_size(map, name, 4)
+    }
+
+    /// Maps an array whose values are `value_size` bytes.
+    pub fn with_value_size(map: Map, name: &str, value_size: usize) -> anyhow::Result<Self> {
         let Map::Array(data) = map else {
             anyhow::bail!("map {name} is not an array");
         };
         let info = data.info().with_context(|| format!("map {name}"))?;
         ensure!(
-            info.value_size() == 4,
-            "map {name} does not hold u32 values"
+            info.value_size() as usize == value_size,
+            "map {name} holds {}-byte values, not {value_size}",
+            info.value_size()
         );
         let entries = info.max_entries() as usize;
+        let stride = value_size.next_multiple_of(8);
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        let bytes = (entries * STRIDE).div_ceil(page) * page;
+        let bytes = (entries * stride).div_ceil(page) * page;
         let fd = data.fd().as_fd().as_raw_fd();
         // SAFETY: mapping a BPF array fd created with BPF_F_MMAPABLE, for its own size.
         let base = unsafe {
@@ -58,12 +73,20 @@ impl MmapArray {
             _map: data,
             base: base.cast(),
             entries,
+            stride,
+            value_size,
             bytes,
         })
     }
 
-    /// Writes (index, value) pairs.
+    /// Elements in the array.
+    pub fn entries(&self) -> u32 {
+        self.entries as u32
+    }
+
+    /// Writes (index, value) pairs of an array of u32.
     pub fn set_all(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
+        ensure!(self.value_size == 4, "not an array of u32");
         for (index, value) in entries {
             ensure!(
                 (*index as usize) < self.entries,
@@ -72,9 +95,38 @@ impl MmapArray {
             );
             // SAFETY: in bounds (checked above) of a live shared mapping; the element
             // offset is 8-aligned.
-            unsafe { (self.base.add(*index as usize * STRIDE) as *mut u32).write_volatile(*value) };
+            unsafe {
+                (self.base.add(*index as usize * self.stride) as *mut u32).write_volatile(*value)
+            };
         }
         Ok(())
+    }
+
+    /// The 64-bit word `word` of element `index`, which must exist.
+    fn word(&self, index: u32, word: usize) -> &AtomicU64 {
+        assert!(
+            (index as usize) < self.entries && (word + 1) * 8 <= self.value_size,
+            "word {word} of element {index} is outside the array"
+        );
+        // SAFETY: in bounds (asserted) of a live shared mapping; elements start 8-aligned
+        // and the word lies inside its element.
+        unsafe {
+            AtomicU64::from_ptr(
+                self.base
+                    .add(index as usize * self.stride + word * 8)
+                    .cast(),
+            )
+        }
+    }
+
+    /// Reads word `word` of element `index`.
+    pub fn load_u64(&self, index: u32, word: usize) -> u64 {
+        self.word(index, word).load(Ordering::Acquire)
+    }
+
+    /// Stores word `word` of element `index` in one store, after every store before it.
+    pub fn store_u64(&mut self, index: u32, word: usize, value: u64) {
+        self.word(index, word).store(value, Ordering::Release);
     }
 }
 

@@ -23,7 +23,7 @@ pub fn load_pass_program() -> Ebpf {
     let object = lb_userspace::ebpf_object::object().expect("the XDP object is embedded");
     let mut loader = EbpfLoader::new();
     for map in [
-        MAP_SERVICES,
+        MAP_SERVICE_INDEX,
         MAP_BACKENDS,
         MAP_RING,
         MAP_FLOWS,
