@@ -5,7 +5,8 @@
 //! - [`packet`]: per-packet cost of each data-path case (BPF_PROG_TEST_RUN) beside an
 //!   empty XDP program;
 //! - [`flow_fill`]: how that cost grows with flow-table fill and backend count;
-//! - [`control`]: Maglev build time and change-to-live through the real maps;
+//! - [`control`]: Maglev build time and change-to-live through the real maps, and
+//!   [`probes`]: health probes per second and their CPU;
 //! - [`e2e`]: connection rate, keep-alive request rate and bulk throughput in the
 //!   namespace lab, beside the ceiling, HAProxy and nftables, with CPU per connection;
 //! - [`targets`]: the targets, each stated as met or not with its figure.
@@ -17,6 +18,7 @@ pub mod e2e;
 pub mod flow_fill;
 pub mod machine;
 pub mod packet;
+pub mod probes;
 pub mod stats;
 pub mod table;
 pub mod targets;
