@@ -206,6 +206,18 @@ pub fn backend_id(c: &Controller<KernelDataplane>, service: &str, addr: Ipv4Addr
         .id
 }
 
+/// Runs a client frame from `sport` to the VIP with TCP `flags`, which must be
+/// redirected; returns the backend it went to.
+pub fn from_client(dp: &KernelDataplane, rig_c0: u32, sport: u16, flags: u8) -> Ipv4Addr {
+    let frame = Frame {
+        flags,
+        ..client_syn(sport)
+    };
+    let r = run_once(dp.program(), rig_c0, &frame.bytes());
+    assert_eq!(r.action, XDP_REDIRECT, "port {sport} flags {flags:#x}");
+    crate::frame::dst_ip(&r.output)
+}
+
 /// A SYN from the client to the VIP from `sport`.
 pub fn client_syn(sport: u16) -> Frame {
     Frame {

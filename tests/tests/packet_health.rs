@@ -20,17 +20,6 @@ use lb_userspace::{
 
 const SEED: u32 = 42;
 
-/// Runs a client frame from `sport` with TCP `flags`; returns the backend it went to.
-fn from_client(dp: &KernelDataplane, rig_c0: u32, sport: u16, flags: u8) -> Ipv4Addr {
-    let frame = Frame {
-        flags,
-        ..client_syn(sport)
-    };
-    let r = run_once(dp.program(), rig_c0, &frame.bytes());
-    assert_eq!(r.action, XDP_REDIRECT, "port {sport} flags {flags:#x}");
-    dst_ip(&r.output)
-}
-
 /// Opens a connection from `sport` (SYN, then the client's ACK, which records the flow:
 /// `web` takes SYNs without recording them); returns its backend.
 fn connect(dp: &KernelDataplane, rig_c0: u32, sport: u16) -> Ipv4Addr {

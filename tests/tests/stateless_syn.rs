@@ -204,15 +204,8 @@ fn a_reused_tuple_replaces_a_closed_or_idle_entry_but_not_a_live_one() {
             .map(|addr| (addr, backend_id(c, "web", addr)))
             .collect();
         let dp = c.dataplane_mut();
-        let send = |dp: &KernelDataplane, syn: &Frame, flags: u8| {
-            let frame = Frame {
-                flags,
-                ..syn.clone()
-            };
-            let r = run_once(dp.program(), c0, &frame.bytes());
-            assert_eq!(r.action, XDP_REDIRECT, "{frame:?}");
-            dst_ip(&r.output)
-        };
+        let send =
+            |dp: &KernelDataplane, syn: &Frame, flags: u8| from_client(dp, c0, syn.sport, flags);
         // Four groups by port: closed by the client's RST; idle; live (seen at the new
         // clock); idle without a new SYN.
         let group = |syn: &Frame| syn.sport % 4;

@@ -30,6 +30,19 @@ struct Row {
     stat: Stat,
 }
 
+/// The `i`-th client packet of a never-seen tuple to `vip`: a new client port every call
+/// and a new client address every 50,000, so every SYN misses the flow table and takes
+/// the service's policy.
+fn new_tuple(i: usize, vip: [u8; 4], flags: u8) -> Frame {
+    let src = std::net::Ipv4Addr::from(u32::from(CLIENT) + (i / 50_000) as u32 * 256);
+    Frame {
+        src,
+        dst: vip.into(),
+        flags,
+        ..client_syn(1024 + (i % 50_000) as u16)
+    }
+}
+
 pub fn run(opts: &Options) -> Value {
     let rig = Rig::build();
     let config = CONFIG.replace("flow_table_size: 4096", "flow_table_size: 1048576");
@@ -59,17 +72,6 @@ pub fn run(opts: &Options) -> Value {
             r.nanos
         });
 
-        // Every call a new client port, and a new client address every 50,000, so every
-        // SYN misses the flow table and takes the service's policy.
-        let new_tuple = |i: usize, vip: [u8; 4], flags: u8| {
-            let src = std::net::Ipv4Addr::from(u32::from(CLIENT) + (i / 50_000) as u32 * 256);
-            Frame {
-                src,
-                dst: vip.into(),
-                flags,
-                ..client_syn(1024 + (i % 50_000) as u16)
-            }
-        };
         let new_flow = |vip: [u8; 4]| {
             per_call(rounds, calls, |i| {
                 let r = run_once(lb, c0, &new_tuple(i, vip, 0x02).bytes());
@@ -233,12 +235,7 @@ pub fn run(opts: &Options) -> Value {
         pin_to_cpu(0);
         let lb = c.dataplane().program();
         per_call(rounds, calls, |i| {
-            let src = std::net::Ipv4Addr::from(u32::from(CLIENT) + (i / 50_000) as u32 * 256);
-            let syn = Frame {
-                src,
-                ..client_syn(1024 + (i % 50_000) as u16)
-            };
-            let r = run_once(lb, c0, &syn.bytes());
+            let r = run_once(lb, c0, &new_tuple(i, VIP.octets(), 0x02).bytes());
             assert_eq!(r.action, XDP_REDIRECT, "new flow #{i}, small tables");
             r.nanos
         })
