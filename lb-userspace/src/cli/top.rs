@@ -13,7 +13,7 @@ use super::{
     Ctx,
 };
 use crate::{
-    api::views::{BackendStats, StatsView},
+    api::views::{BackendStats, Counts, StatsView},
     config::BackendState,
 };
 
@@ -86,16 +86,7 @@ pub fn frame(s: &StatsView) -> String {
     };
     lines.push(head("SERVICE"));
     for svc in s.services.iter().take(4) {
-        let c = &svc.counts;
-        lines.push(format!(
-            "{:<34} {:>7} {:>7} {:>7} {:>8} {:>9}",
-            svc.service,
-            human(c.connections),
-            rate(c.new_flows_per_sec),
-            human(c.active_flows),
-            human(c.packets_to_backend + c.packets_to_client),
-            bytes(c.bytes_to_backend + c.bytes_to_client)
-        ));
+        lines.push(format!("{:<34} {}", svc.service, columns(&svc.counts)));
     }
     lines.push(String::new());
     lines.push(head("BACKEND               ZONE  STATE"));
@@ -113,7 +104,6 @@ pub fn frame(s: &StatsView) -> String {
         backends.len()
     };
     for b in backends.iter().take(shown) {
-        let c = &b.counts;
         // With one service the address says it all; with several, name the service.
         let name = if s.services.len() > 1 {
             format!("{}/{}:{}", b.service, b.address, b.port)
@@ -121,15 +111,11 @@ pub fn frame(s: &StatsView) -> String {
             format!("{}:{}", b.address, b.port)
         };
         lines.push(format!(
-            "{:<21} {:<5} {:<6} {:>7} {:>7} {:>7} {:>8} {:>9}",
+            "{:<21} {:<5} {:<6} {}",
             truncate(&name, 21),
             truncate(&b.zone, 5),
             short_state(b),
-            human(c.connections),
-            rate(c.new_flows_per_sec),
-            human(c.active_flows),
-            human(c.packets_to_backend + c.packets_to_client),
-            bytes(c.bytes_to_backend + c.bytes_to_client)
+            columns(&b.counts)
         ));
     }
     if backends.len() > shown {
@@ -141,16 +127,7 @@ pub fn frame(s: &StatsView) -> String {
     lines.push(String::new());
     lines.push(head("ZONE"));
     for z in s.zones.iter().take(4) {
-        let c = &z.counts;
-        lines.push(format!(
-            "{:<34} {:>7} {:>7} {:>7} {:>8} {:>9}",
-            z.zone,
-            human(c.connections),
-            rate(c.new_flows_per_sec),
-            human(c.active_flows),
-            human(c.packets_to_backend + c.packets_to_client),
-            bytes(c.bytes_to_backend + c.bytes_to_client)
-        ));
+        lines.push(format!("{:<34} {}", z.zone, columns(&z.counts)));
     }
     let reasons: Vec<String> = s
         .reasons
@@ -178,6 +155,18 @@ pub fn frame(s: &StatsView) -> String {
 
 /// One word for what the backend does with new flows: `up`, `drain` (set by the
 /// operator), `DOWN` (unhealthy), `?` (no verdict yet).
+/// The traffic columns of a row (under `CONNS NEW/S ACTIVE PKTS BYTES`).
+fn columns(c: &Counts) -> String {
+    format!(
+        "{:>7} {:>7} {:>7} {:>8} {:>9}",
+        human(c.connections),
+        rate(c.new_flows_per_sec),
+        human(c.active_flows),
+        human(c.packets_to_backend + c.packets_to_client),
+        bytes(c.bytes_to_backend + c.bytes_to_client)
+    )
+}
+
 fn short_state(b: &BackendStats) -> &'static str {
     match (b.state, b.health.as_str()) {
         (BackendState::Draining, _) => "drain",
