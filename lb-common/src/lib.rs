@@ -23,6 +23,7 @@ pub mod net;
 pub mod nexthop;
 pub mod service;
 pub mod service_index;
+pub mod syn_cache;
 
 #[cfg(feature = "user")]
 mod pod;

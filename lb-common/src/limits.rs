@@ -1,5 +1,11 @@
 //! Map names and default capacities. The loader resizes maps from config before load, so
-//! these are the defaults the config falls back to, not hard limits.
+//! these are the defaults the config falls back to; the few hard limits (`MAX_*`) come
+//! from field widths the data path packs ids into.
+
+use crate::{
+    service_index::service_index_slots,
+    syn_cache::{SYN_BACKEND_BITS, SYN_SERVICE_AT_BITS},
+};
 
 pub const MAP_SERVICE_INDEX: &str = "SERVICE_INDEX";
 pub const MAP_BACKENDS: &str = "BACKENDS";
@@ -18,7 +24,7 @@ pub const MAP_ACTIVE_ADJUST: &str = "ACTIVE_ADJUST";
 pub const MAP_NEXTHOPS: &str = "NEXTHOPS";
 pub const MAP_NEXTHOP_GEN: &str = "NEXTHOP_GEN";
 pub const MAP_ADDR_FILTER: &str = "ADDR_FILTER";
-/// The SYN cache (see `lb_common::flow::SynEntry`).
+/// The SYN cache (see `lb_common::syn_cache`).
 pub const MAP_SYN_CACHE: &str = "SYN_CACHE";
 /// One-entry array: the controller's clock in whole seconds (CLOCK_BOOTTIME), written
 /// every second, stamped on flows by the data path.
@@ -30,7 +36,7 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
@@ -39,13 +45,16 @@ pub const GLOBAL_SYN_CACHE_MASK: &str = "LB_SYN_CACHE_MASK";
 pub const GLOBAL_SERVICE_INDEX_MASK: &str = "LB_SERVICE_INDEX_MASK";
 
 /// Slots of the SYN cache for a flow table of `flow_table_size` entries: as many, rounded
-/// up to a power of two (the data path masks a hash), at most 2^18 (8 MiB): a bigger
-/// cache costs a SYN a TLB and cache miss on its write, and 2^18 slots already keep the
+/// up to a power of two (the data path masks a hash), at most 2^17 (1 MiB of 8-byte
+/// slots). A SYN writes one random slot, and past 1 MiB that write misses the TLB: on the
+/// machine of the README's Performance section a SYN costs 80 ns net with 1 MiB, 80 or
+/// 170 ns from one start to the next with 2 MiB, 180 ns with 4 MiB. 2^17 slots keep the
 /// chance that a SYN's slot is overwritten before its SYN-ACK (about one backend round
-/// trip) at 0.4% under a flood of a million SYNs a second.
+/// trip, 1 ms) at 0.8% under a flood of a million SYNs a second; such a client
+/// retransmits its SYN.
 pub const fn syn_cache_slots(flow_table_size: u32) -> u32 {
-    let n = if flow_table_size > 1 << 18 {
-        1 << 18
+    let n = if flow_table_size > 1 << 17 {
+        1 << 17
     } else {
         flow_table_size
     };
@@ -58,6 +67,13 @@ pub const PROGRAM_XDP: &str = "lb_xdp";
 pub const PROGRAM_PASS: &str = "lb_pass";
 
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
+/// The most services a config may allow: each service's index slot fits the SYN cache's
+/// field for it (see `syn_cache::SynEntry`).
+pub const MAX_SERVICES: u32 = (1 << SYN_SERVICE_AT_BITS) / 4;
+const _: () = assert!(service_index_slots(MAX_SERVICES) <= 1 << SYN_SERVICE_AT_BITS);
+/// The most backends a config may allow: every backend id fits the SYN cache's field
+/// for it.
+pub const MAX_BACKENDS: u32 = 1 << SYN_BACKEND_BITS;
 pub const DEFAULT_MAX_BACKENDS: u32 = 4096;
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 262_144;
 pub const DEFAULT_RING_SIZE: u32 = 65_537;
@@ -70,9 +86,9 @@ mod tests {
     #[test]
     fn syn_cache_slots_are_a_power_of_two_covering_the_flow_table_up_to_a_cap() {
         assert_eq!(syn_cache_slots(1024), 1024);
-        assert_eq!(syn_cache_slots(DEFAULT_FLOW_TABLE_SIZE), 262_144);
         assert_eq!(syn_cache_slots(100_000), 131_072);
-        assert_eq!(syn_cache_slots(1 << 21), 1 << 18);
-        assert_eq!(syn_cache_slots(u32::MAX), 1 << 18);
+        assert_eq!(syn_cache_slots(DEFAULT_FLOW_TABLE_SIZE), 131_072);
+        assert_eq!(syn_cache_slots(1 << 21), 1 << 17);
+        assert_eq!(syn_cache_slots(u32::MAX), 1 << 17);
     }
 }

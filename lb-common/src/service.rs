@@ -60,7 +60,7 @@ pub const fn policy_table_index(service_id: u32, slot: u32, pos: u32) -> u32 {
 pub const SERVICE_F_NAT: u32 = 1 << 0;
 /// A SYN records no flow: the service places new flows by a hash of the packet alone, so
 /// the client's next packet finds the same backend and records the flow then; the SYN
-/// leaves only a SYN-cache slot for its SYN-ACK (see [`crate::flow::SynEntry`]).
+/// leaves only a SYN-cache slot for its SYN-ACK (see [`crate::syn_cache`]).
 pub const SERVICE_F_STATELESS_SYN: u32 = 1 << 1;
 
 /// Ring entry meaning "no backend can take this flow": the packet is dropped.

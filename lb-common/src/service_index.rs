@@ -60,6 +60,7 @@ pub fn key_word(key: &ServiceKey) -> u64 {
 }
 
 /// The key a word holds (see [`key_word`]).
+#[inline(always)]
 pub fn key_of_word(word: u64) -> ServiceKey {
     ServiceKey {
         addr: word as u32,

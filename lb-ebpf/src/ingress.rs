@@ -2,7 +2,7 @@
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    backend::{Backend, BACKEND_F_PRESENT},
+    backend::Backend,
     counters::Reason,
     flow::{
         FlowKey, FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED,
@@ -17,7 +17,7 @@ use crate::{
     count,
     flow_state::{self, Side},
     forward,
-    maps::{self, BACKENDS, FLOWS, NEXTHOPS, RETURN_FLOWS},
+    maps::{self, backend_by_id, FLOWS, NEXTHOPS, RETURN_FLOWS},
     packet::Packet,
     return_entry, rewrite, select, syn_cache,
 };
@@ -33,9 +33,9 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     let existing = if !pkt.tcp_valid {
         Existing::Miss
     } else if is_syn(pkt) {
-        let service = maps::service_of(pkt)?;
-        let stateless = service.flags() & SERVICE_F_STATELESS_SYN != 0;
-        syn_service = Some(service);
+        let found = maps::service_of(pkt)?;
+        let stateless = found.0.flags() & SERVICE_F_STATELESS_SYN != 0;
+        syn_service = Some(found);
         if stateless {
             Existing::Miss
         } else {
@@ -52,8 +52,8 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
             (target, backend, false)
         }
         miss => {
-            let service = match syn_service {
-                Some(service) => service,
+            let (service, service_at) = match syn_service {
+                Some(found) => found,
                 None => maps::service_of(pkt)?,
             };
             if !pkt.tcp_valid {
@@ -64,7 +64,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
             }
             let replace = matches!(miss, Existing::Replace);
             let placed = if is_syn(pkt) && service.flags() & SERVICE_F_STATELESS_SYN != 0 {
-                stateless_syn(pkt, service)
+                stateless_syn(pkt, service, service_at)
             } else {
                 new_flow(pkt, service, replace)
             };
@@ -144,7 +144,7 @@ fn may_be_reused(target: &FlowTarget, backend: &Backend, now: u32) -> bool {
 /// the slot is the new connection's, and its entry replaces the old one.
 #[inline(always)]
 fn opened_by_a_syn(pkt: &Packet) -> bool {
-    syn_cache::slot_of_flow(&pkt.flow).is_some_and(|s| s.of_flow(&pkt.flow).is_some())
+    syn_cache::slot_of_flow(&pkt.flow).is_some_and(|s| s.backend_of(&pkt.flow).is_some())
 }
 
 #[inline(always)]
@@ -153,22 +153,26 @@ fn is_syn(pkt: &Packet) -> bool {
 }
 
 /// A SYN to a hash-placed service: forwarded to the backend its hash picks, recording no
-/// flow, only a SYN-cache slot (see `lb_common::flow::SynEntry`) for its SYN-ACK and for
+/// flow, only a SYN-cache slot (see `lb_common::syn_cache`) for its SYN-ACK and for
 /// the client's ACK, which records the flow on the same backend. A retransmitted SYN
 /// whose slot names a backend still taking new flows stays there.
 #[inline(always)]
-fn stateless_syn(pkt: &Packet, service: PackedMeta) -> Option<(FlowTarget, Backend, bool)> {
+fn stateless_syn(
+    pkt: &Packet,
+    service: PackedMeta,
+    service_at: u32,
+) -> Option<(FlowTarget, Backend, bool)> {
     let slot = syn_cache::slot_of_flow(&pkt.flow)?;
     let retransmitted = slot
-        .of_flow(&pkt.flow)
-        .and_then(|e| Some((e.backend, backend_by_id(e.backend)?)))
+        .backend_of(&pkt.flow)
+        .and_then(|id| Some((id, backend_by_id(id)?)))
         .filter(|(_, b)| b.weight_milli > 0);
     let (id, backend) = match retransmitted {
         Some(placed) => placed,
         None => {
             let id = select::pick(service, &pkt.flow, true);
             let backend = backend_by_id(id)?;
-            slot.record(&pkt.flow, id, &backend, service.id());
+            slot.record(&pkt.flow, service_at, id);
             (id, backend)
         }
     };
@@ -188,9 +192,9 @@ fn stateless_syn(pkt: &Packet, service: PackedMeta) -> Option<(FlowTarget, Backe
 #[inline(always)]
 fn place(pkt: &Packet, service: PackedMeta, syn: bool) -> Option<(u32, Backend)> {
     if !syn && service.flags() & SERVICE_F_STATELESS_SYN != 0 {
-        if let Some(e) = syn_cache::slot_of_flow(&pkt.flow).and_then(|s| s.take(&pkt.flow)) {
-            if let Some(backend) = backend_by_id(e.backend) {
-                return Some((e.backend, backend));
+        if let Some(id) = syn_cache::slot_of_flow(&pkt.flow).and_then(|s| s.take(&pkt.flow)) {
+            if let Some(backend) = backend_by_id(id) {
+                return Some((id, backend));
             }
         }
     }
@@ -266,10 +270,4 @@ fn ensure_return_entry(pkt: &Packet, target: &FlowTarget, backend: &Backend) {
     if unsafe { RETURN_FLOWS.get(return_key(pkt, backend)) }.is_none() {
         insert_return_entry(pkt, target, backend);
     }
-}
-
-#[inline(always)]
-fn backend_by_id(id: u32) -> Option<Backend> {
-    let backend = BACKENDS.get(id).copied()?;
-    (backend.flags & BACKEND_F_PRESENT != 0).then_some(backend)
 }

@@ -6,15 +6,15 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    backend::Backend,
+    backend::{Backend, BACKEND_F_PRESENT},
     counters::{BackendSignals, TrafficCounters, REASON_COUNT},
     filter::{filter_slot, FILTER_TOTAL_WORDS},
-    flow::{FlowKey, FlowTarget, NatReturn, SynEntry},
+    flow::{FlowKey, FlowTarget, NatReturn},
     limits::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, MAX_INTERFACES},
-    net::FAMILY_IPV4,
     nexthop::NextHop,
-    service::{ServiceKey, POLICY_TABLE_SLOTS},
+    service::POLICY_TABLE_SLOTS,
     service_index::{self, key_word, PackedMeta, ServiceSlot, SLOT_EMPTY},
+    syn_cache::SynEntry,
 };
 
 use crate::packet::Packet;
@@ -83,7 +83,7 @@ pub static ACTIVE_ADJUST: Array<u64> = Array::with_max_entries(DEFAULT_MAX_BACKE
 pub static LB_LAYOUT: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Handshakes whose SYN recorded no flow, for their SYN-ACK (see
-/// `lb_common::flow::SynEntry`); sized by the loader, a power of two.
+/// `lb_common::syn_cache`); sized by the loader, a power of two.
 #[map]
 pub static SYN_CACHE: Array<SynEntry> = Array::with_max_entries(1024, 0);
 
@@ -164,26 +164,33 @@ pub fn may_be(bitmap: u32, addr: u32) -> bool {
     ADDR_FILTER.get(word).is_some_and(|w| *w & mask != 0)
 }
 
-/// The service whose VIP:port the packet is addressed to. Each word of a slot is read
-/// once (volatile): the controller may store either while the packet looks.
+/// The service whose VIP:port the packet is addressed to, and its slot in the index.
+/// Each word of a slot is read once (volatile): the controller may store either while the
+/// packet looks.
 #[inline(always)]
-pub fn service_of(pkt: &Packet) -> Option<PackedMeta> {
-    let key = key_word(&ServiceKey {
-        addr: pkt.flow.dst_addr,
-        port: pkt.flow.dst_port,
-        proto: pkt.flow.proto,
-        family: FAMILY_IPV4,
-    });
-    let slot = |at: u32| SERVICE_INDEX.get_ptr(at);
+pub fn service_of(pkt: &Packet) -> Option<(PackedMeta, u32)> {
+    let key = key_word(&pkt.flow.service_key());
     let probes = unsafe { core::ptr::read_volatile(&SERVICE_INDEX_PROBES) };
-    let at = service_index::find_within(key, service_index_mask(), probes, |at| match slot(at) {
+    let at = service_index::find_within(key, service_index_mask(), probes, service_key_word_at)?;
+    let s = SERVICE_INDEX.get_ptr(at)?;
+    let meta = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*s).meta)) };
+    Some((PackedMeta(meta), at))
+}
+
+/// The key word of the service index's slot `at` ([`SLOT_EMPTY`] past its end).
+#[inline(always)]
+pub fn service_key_word_at(at: u32) -> u64 {
+    match SERVICE_INDEX.get_ptr(at) {
         Some(s) => unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*s).key)) },
         None => SLOT_EMPTY,
-    })?;
-    let s = slot(at)?;
-    Some(PackedMeta(unsafe {
-        core::ptr::read_volatile(core::ptr::addr_of!((*s).meta))
-    }))
+    }
+}
+
+/// The backend with id `id`, if that slot holds one.
+#[inline(always)]
+pub fn backend_by_id(id: u32) -> Option<Backend> {
+    let backend = BACKENDS.get(id).copied()?;
+    (backend.flags & BACKEND_F_PRESENT != 0).then_some(backend)
 }
 
 /// The NAT return entry for a packet from a backend to a client (in place: its cached

@@ -4,7 +4,7 @@
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     counters::Reason,
-    flow::{FlowKey, NatReturn, SynEntry},
+    flow::{FlowKey, NatReturn},
     net::{TCP_FIN, TCP_RST},
 };
 
@@ -15,6 +15,7 @@ use crate::{
     maps::FLOWS,
     packet::Packet,
     rewrite,
+    syn_cache::Handshake,
 };
 
 #[inline(always)]
@@ -39,13 +40,13 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, entry: *mut NatReturn) -> u32 {
 /// The SYN-ACK (or refusing RST) of a handshake whose SYN recorded no flow. Nothing is
 /// recorded here either: the client's next packet records the flow.
 #[inline(always)]
-pub fn handle_handshake_answer(ctx: &XdpContext, pkt: &Packet, entry: &SynEntry) -> u32 {
+pub fn handle_handshake_answer(ctx: &XdpContext, pkt: &Packet, handshake: &Handshake) -> u32 {
     if !forward::ttl_allows(pkt) {
         return count::pass(Reason::PassTtlExpired);
     }
-    rewrite::snat(pkt, entry.flow.dst_addr, entry.flow.dst_port);
-    count::to_client(entry.service, entry.backend, pkt.frame_len);
-    count::answer_from_backend(entry.backend, pkt.tcp_flags);
+    rewrite::snat(pkt, handshake.vip_addr, handshake.vip_port);
+    count::to_client(handshake.service, handshake.backend, pkt.frame_len);
+    count::answer_from_backend(handshake.backend, pkt.tcp_flags);
     // No entry to cache the route to the client in: the FIB decides.
     forward::forward(ctx, pkt, core::ptr::null_mut())
 }

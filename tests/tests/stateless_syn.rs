@@ -1,11 +1,15 @@
 //! SYNs to hash-placed services record no flow, only a SYN-cache slot (see
-//! `lb_common::flow::SynEntry`): the handshake's answer is translated through that slot,
+//! `lb_common::syn_cache`): the handshake's answer is translated through that slot,
 //! the client's next packet records the flow on the SYN's backend, and replies that answer
 //! no SYN of ours pass untouched. Real object, BPF_PROG_TEST_RUN (see
 //! `lb_tests::packet_rig`).
 use std::net::Ipv4Addr;
 
-use lb_common::flow::{FlowTarget, FLOW_F_CLOSED, FLOW_F_ESTABLISHED};
+use lb_common::{
+    flow::{FlowTarget, FLOW_F_CLOSED, FLOW_F_ESTABLISHED},
+    limits::syn_cache_slots,
+    syn_cache::syn_slot,
+};
 use lb_tests::{
     frame::{checksums_valid, dst_ip, source, Frame},
     packet_rig::*,
@@ -123,6 +127,26 @@ fn replies_that_answer_no_syn_of_ours_pass_untouched() {
                 "flags {flags:#x}"
             );
         }
+        // A reply to another port of the same client whose handshake would share the
+        // slot: the slot names the backend, but the handshake of port 51001.
+        let config = lb_userspace::config::parse(CONFIG).unwrap();
+        let (seed, mask) = (
+            config.cluster.hash_seed,
+            syn_cache_slots(config.limits.flow_table_size) - 1,
+        );
+        let key = syn.flow_key();
+        let home = syn_slot(seed, key.src_addr, key.src_port, mask);
+        let sharing = (1024..=u16::MAX)
+            .filter(|p| *p != 51001)
+            .find(|p| syn_slot(seed, key.src_addr, p.to_be(), mask) == home)
+            .expect("some port of the client shares the slot");
+        let reply = answer(&client_syn(sharing), backend, 8080, SYN_ACK).bytes();
+        let r = run_once(dp.program(), b0, &reply);
+        assert_eq!(
+            (r.action, &r.output),
+            (XDP_PASS, &reply),
+            "port {sharing} shares the slot of port 51001's handshake"
+        );
         // The backend refusing our SYN (port closed) is ours: the client gets the RST
         // from the VIP at once instead of waiting out its SYN retries.
         let refused = answer(&syn, backend, 8080, RST).bytes();

@@ -175,6 +175,18 @@ fn each_kind_of_bad_value_is_rejected_with_a_named_error() {
         ),
         (
             "interfaces: [veth-c, veth-b]",
+            "interfaces: [veth-c]\nlimits: { max_services: 16385 }",
+            "limits.max_services",
+            "more than the most supported, 16384",
+        ),
+        (
+            "interfaces: [veth-c, veth-b]",
+            "interfaces: [veth-c]\nlimits: { max_backends: 16777217 }",
+            "limits.max_backends",
+            "more than the most supported, 16777216",
+        ),
+        (
+            "interfaces: [veth-c, veth-b]",
             "interfaces: [veth-c]\nlimits: { max_backends: 1 }",
             "limits.max_backends",
             "max_backends is 1",

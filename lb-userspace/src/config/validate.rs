@@ -2,7 +2,10 @@
 //! has it, and all problems are reported at once.
 use std::{collections::HashSet, fmt, net::Ipv4Addr};
 
-use lb_common::service::POLICY_TABLE_SLOTS;
+use lb_common::{
+    limits::{MAX_BACKENDS, MAX_SERVICES},
+    service::POLICY_TABLE_SLOTS,
+};
 
 use super::{
     duration,
@@ -151,6 +154,14 @@ fn check_limits(c: &mut Collector, config: &Config) {
     let l = &config.limits;
     if l.max_services == 0 {
         c.err("limits.max_services", "must be at least 1");
+    } else if l.max_services > MAX_SERVICES {
+        c.err(
+            "limits.max_services",
+            format!(
+                "{} is more than the most supported, {MAX_SERVICES}",
+                l.max_services
+            ),
+        );
     } else if (config.services.len() as u64) > l.max_services as u64 {
         c.err(
             "limits.max_services",
@@ -164,6 +175,14 @@ fn check_limits(c: &mut Collector, config: &Config) {
     let total: usize = config.services.iter().map(|s| s.backends.len()).sum();
     if l.max_backends == 0 {
         c.err("limits.max_backends", "must be at least 1");
+    } else if l.max_backends > MAX_BACKENDS {
+        c.err(
+            "limits.max_backends",
+            format!(
+                "{} is more than the most supported, {MAX_BACKENDS}",
+                l.max_backends
+            ),
+        );
     } else if total as u64 > l.max_backends as u64 {
         c.err(
             "limits.max_backends",

@@ -11,7 +11,7 @@
 //!   lookups miss the CPU caches as they would with many live connections (the
 //!   per-packet table uses one hot flow instead);
 //! - new flow: each call a SYN of a tuple never seen, which takes the Maglev path and
-//!   records no flow (see `lb_common::flow::SynEntry`);
+//!   records no flow (see `lb_common::syn_cache`);
 //! - first ACK: the same tuples' next client packet, which the ring places and which
 //!   inserts both flow entries; those entries are deleted after each round (untimed), so
 //!   the fill stays at its level.

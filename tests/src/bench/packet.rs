@@ -6,6 +6,7 @@
 //! call carries the same fixed overhead as the floor, which the net columns remove. Every
 //! call's return code (and, where it matters, its rewrite) is checked. The measuring
 //! thread is pinned to one CPU (per-CPU maps, stable caches).
+use lb_common::{limits::syn_cache_slots, syn_cache::SynEntry};
 use serde_json::{json, Value};
 
 use super::{
@@ -43,9 +44,15 @@ fn new_tuple(i: usize, vip: [u8; 4], flags: u8) -> Frame {
     }
 }
 
+/// Flow-table entries of the rig, as a large deployment would size it.
+const FLOW_TABLE_SIZE: u32 = 1 << 20;
+
 pub fn run(opts: &Options) -> Value {
     let rig = Rig::build();
-    let config = CONFIG.replace("flow_table_size: 4096", "flow_table_size: 1048576");
+    let config = CONFIG.replace(
+        "flow_table_size: 4096",
+        &format!("flow_table_size: {FLOW_TABLE_SIZE}"),
+    );
     let (c0, b0) = (rig.c0, rig.b0);
     let (rounds, calls) = (opts.rounds, opts.calls);
     let rows = rig.with_dataplane(&config, |c| {
@@ -280,10 +287,13 @@ pub fn run(opts: &Options) -> Value {
         );
     }
     table.note("min/med: over rounds, of each round's median call; net: minus the floor");
-    table.note(
-        "flow table 1,048,576 entries (SYN cache 262,144 slots, 8 MiB) unless the row says \
-         otherwise; the established flow here is one hot flow, see the fill table for many",
-    );
+    let syn_slots = syn_cache_slots(FLOW_TABLE_SIZE);
+    table.note(format!(
+        "flow table {FLOW_TABLE_SIZE} entries (SYN cache {syn_slots} slots, {} KiB) unless \
+         the row says otherwise; the established flow here is one hot flow, see the fill \
+         table for many",
+        syn_slots as usize * std::mem::size_of::<SynEntry>() / 1024
+    ));
     table.print();
     json!({ "rounds": rounds, "calls_per_round": calls, "paths": paths })
 }

@@ -1,0 +1,174 @@
+//! The SYN cache: a direct-mapped array, indexed by a hash of the client's address and
+//! port, that a SYN to a `SERVICE_F_STATELESS_SYN` service writes instead of recording
+//! its flow. It serves the two other packets of the handshake:
+//!
+//! - the SYN-ACK (backend -> client) finds no return entry and is translated back only
+//!   if the slot names its client and backend: so replies of other traffic to the
+//!   backends (health probes, clients reaching a backend directly) are never rewritten;
+//! - the client's ACK misses the flow table and records the flow on the slot's backend,
+//!   so a handshake stays on its backend even if the table changed since the SYN. The SYN
+//!   looks up no flow: if its tuple still has the entry of an earlier connection (closed,
+//!   idle, or on a backend taking no new flows), the ACK finds the slot naming its flow
+//!   and replaces that entry.
+//!
+//! A SYN flood only overwrites slots (a handshake whose slot was overwritten within one
+//! round trip has its SYN-ACK passed, and the client retransmits the SYN) instead of
+//! evicting live flows from the flow table.
+//!
+//! A slot is one 64-bit word, written and read with one access, so two CPUs writing a
+//! slot at once leave one whole entry, never a mix. It holds no addresses: the backend's
+//! come from its id, the VIP's from the service-index slot the SYN matched, and a tag
+//! hashed from the whole handshake (client, VIP, backend) tells whether the slot is that
+//! handshake's. Small slots keep the cache small, and that is what a SYN pays for: it
+//! writes one slot at random (see `limits::syn_cache_slots`).
+use crate::{flow::FlowKey, hash::mix32, service_index::key_word};
+
+/// One slot: backend id (bits 0..24), service-index slot of the VIP (24..40), tag
+/// (40..64). All zero is an empty slot: no tag is 0.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SynEntry(pub u64);
+const _: () = assert!(core::mem::size_of::<SynEntry>() == 8);
+
+/// Bits of a backend id in a slot: backend ids stay below `1 << SYN_BACKEND_BITS`.
+pub const SYN_BACKEND_BITS: u32 = 24;
+/// Bits of a service-index slot number in a slot.
+pub const SYN_SERVICE_AT_BITS: u32 = 16;
+const SERVICE_AT_SHIFT: u32 = SYN_BACKEND_BITS;
+const TAG_SHIFT: u32 = SYN_BACKEND_BITS + SYN_SERVICE_AT_BITS;
+const TAG_BITS: u32 = 64 - TAG_SHIFT;
+
+impl SynEntry {
+    /// The slot of a handshake sent to backend `backend` of the service at
+    /// `service_at` in the index, with tag `tag` ([`syn_tag`]). Ids wider than their
+    /// fields are cut, and the tag then no longer matches what the slot names.
+    #[inline(always)]
+    pub const fn new(tag: u32, service_at: u32, backend: u32) -> SynEntry {
+        SynEntry(
+            (backend & ((1 << SYN_BACKEND_BITS) - 1)) as u64
+                | ((service_at & ((1 << SYN_SERVICE_AT_BITS) - 1)) as u64) << SERVICE_AT_SHIFT
+                | (tag as u64) << TAG_SHIFT,
+        )
+    }
+
+    #[inline(always)]
+    pub const fn backend(self) -> u32 {
+        self.0 as u32 & ((1 << SYN_BACKEND_BITS) - 1)
+    }
+
+    #[inline(always)]
+    pub const fn service_at(self) -> u32 {
+        (self.0 >> SERVICE_AT_SHIFT) as u32 & ((1 << SYN_SERVICE_AT_BITS) - 1)
+    }
+
+    #[inline(always)]
+    pub const fn tag(self) -> u32 {
+        (self.0 >> TAG_SHIFT) as u32
+    }
+}
+
+/// The slot of a handshake in a cache of `mask + 1` slots, from what all three of its
+/// packets carry: the client's address and port.
+#[inline(always)]
+pub const fn syn_slot(seed: u32, client_addr: u32, client_port: u16, mask: u32) -> u32 {
+    mix32(mix32(client_addr ^ seed) ^ client_port as u32) & mask
+}
+
+/// The tag of a handshake: a seeded hash of the client, the VIP's service key word
+/// ([`key_word`]) and the backend id, never 0, [`TAG_BITS`] wide. A slot overwritten by
+/// another handshake matches by chance once in about 8 million reads.
+#[inline(always)]
+pub const fn syn_tag(seed: u32, client_addr: u32, client_port: u16, vip: u64, backend: u32) -> u32 {
+    let mut h = mix32(seed ^ client_addr ^ 0x2c1b_3c6d);
+    h = mix32(h ^ client_port as u32);
+    h = mix32(h ^ vip as u32);
+    h = mix32(h ^ (vip >> 32) as u32);
+    h = mix32(h ^ backend);
+    (h >> (32 - TAG_BITS)) | 1
+}
+
+/// [`syn_tag`] of the handshake `flow` (client -> VIP) sent to `backend`.
+#[inline(always)]
+pub fn syn_tag_of_flow(seed: u32, flow: &FlowKey, backend: u32) -> u32 {
+    syn_tag(
+        seed,
+        flow.src_addr,
+        flow.src_port,
+        key_word(&flow.service_key()),
+        backend,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{FAMILY_IPV4, PROTO_TCP};
+
+    fn flow(src_port: u16) -> FlowKey {
+        FlowKey {
+            src_addr: 0x0b00_010a,
+            dst_addr: 0x0200_0a0a,
+            src_port,
+            dst_port: 0x4e9c,
+            proto: PROTO_TCP,
+            family: FAMILY_IPV4,
+            _pad: [0; 2],
+        }
+    }
+
+    #[test]
+    fn a_slot_gives_back_each_field_at_its_widest() {
+        let tag = syn_tag_of_flow(7, &flow(0x901f), (1 << SYN_BACKEND_BITS) - 1);
+        let e = SynEntry::new(
+            tag,
+            (1 << SYN_SERVICE_AT_BITS) - 1,
+            (1 << SYN_BACKEND_BITS) - 1,
+        );
+        assert_eq!(e.tag(), tag);
+        assert_eq!(e.service_at(), (1 << SYN_SERVICE_AT_BITS) - 1);
+        assert_eq!(e.backend(), (1 << SYN_BACKEND_BITS) - 1);
+        let e = SynEntry::new(tag, 3, 0);
+        assert_eq!((e.tag(), e.service_at(), e.backend()), (tag, 3, 0));
+    }
+
+    #[test]
+    fn a_tag_is_never_zero_and_covers_every_part_of_the_handshake() {
+        let f = flow(0x901f);
+        let vip = key_word(&f.service_key());
+        let base = syn_tag(7, f.src_addr, f.src_port, vip, 1);
+        let changed = [
+            syn_tag(8, f.src_addr, f.src_port, vip, 1),
+            syn_tag(7, f.src_addr ^ 1, f.src_port, vip, 1),
+            syn_tag(7, f.src_addr, f.src_port ^ 1, vip, 1),
+            syn_tag(7, f.src_addr, f.src_port, vip ^ 1, 1),
+            syn_tag(7, f.src_addr, f.src_port, vip ^ 1 << 32, 1),
+            syn_tag(7, f.src_addr, f.src_port, vip ^ 1 << 48, 1),
+            syn_tag(7, f.src_addr, f.src_port, vip, 2),
+        ];
+        assert!(changed.iter().all(|c| *c != base), "{base:#x} {changed:x?}");
+        for port in 0..20_000u16 {
+            let tag = syn_tag_of_flow(0, &flow(port), 0);
+            assert_ne!(tag, 0);
+            assert!(tag < 1 << TAG_BITS);
+        }
+        assert_ne!(
+            SynEntry::default().tag(),
+            syn_tag_of_flow(0, &flow(0), 0),
+            "an empty slot never names a handshake"
+        );
+    }
+
+    #[test]
+    fn tags_of_different_handshakes_rarely_agree() {
+        let mut same = 0;
+        for port in 0..50_000u16 {
+            let a = syn_tag_of_flow(1, &flow(port), 5);
+            let b = syn_tag_of_flow(1, &flow(port.wrapping_add(1)), 5);
+            same += (a == b) as u32;
+        }
+        assert!(
+            same <= 1,
+            "{same} of 50,000 neighbouring handshakes share a tag"
+        );
+    }
+}
