@@ -27,6 +27,7 @@ use crate::{
     health::checker::Checker,
     loader::KernelDataplane,
     pins::PinDir,
+    privileges::{self, Verification},
     runtime::Runtime,
     serve,
     shared::SharedRuntime,
@@ -56,9 +57,31 @@ pub struct Options {
     pub source: Source,
 }
 
-pub async fn run(config: Config, options: &Options) -> anyhow::Result<()> {
+/// Loads (or adopts) the data path, then gives up CAP_PERFMON (see
+/// [`crate::privileges`]). Call it before any thread is started.
+pub fn load(config: &Config) -> anyhow::Result<KernelDataplane> {
+    let verification = privileges::verification()?;
+    let dataplane = KernelDataplane::load(config, Some(&PinDir::new(&config.pin_dir)))?;
+    if privileges::drop_after_load()? {
+        info!("data path loaded; CAP_PERFMON dropped");
+    }
+    if verification == Verification::Hardened {
+        warn!(
+            "the data path was loaded without CAP_PERFMON, so the kernel hardened it against \
+             Spectre at about three times the per-packet cost; grant CAP_PERFMON as \
+             deploy/systemd/lbd.service does (lbd drops it once the program is loaded)"
+        );
+    }
+    Ok(dataplane)
+}
+
+/// Runs the daemon on the data path [`load`] returned, until SIGTERM or SIGINT.
+pub async fn run(
+    config: Config,
+    mut dataplane: KernelDataplane,
+    options: &Options,
+) -> anyhow::Result<()> {
     let pins = PinDir::new(&config.pin_dir);
-    let mut dataplane = KernelDataplane::load(&config, Some(&pins))?;
     // Before any packet can be stamped: a flow stamped with a fresh map's 0 would look
     // idle since boot to the first expiry walk, which would delete it while it is live.
     dataplane

@@ -46,6 +46,7 @@ pub mod mmap_array;
 pub mod pins;
 pub mod plan;
 pub mod policy_table;
+pub mod privileges;
 pub mod reconcile;
 pub mod runtime;
 pub mod serve;

@@ -25,10 +25,12 @@
 
 pub mod backend_server;
 pub mod bench;
+pub mod caps;
 pub mod client;
 pub mod client_loop;
 pub mod frame;
 pub mod http;
+pub mod jited;
 pub mod lbctl;
 pub mod lbd_log;
 pub mod netns;

@@ -151,10 +151,26 @@ impl Rig {
         config: &str,
         f: impl FnOnce(&mut Controller<KernelDataplane>) -> T + Send,
     ) -> T {
+        self.with_dataplane_loaded_with(config, None, f)
+    }
+
+    /// [`Rig::with_dataplane`], the object loaded with only the capabilities in `caps`
+    /// effective (see [`crate::caps`]) if given, all of the test's otherwise.
+    pub fn with_dataplane_loaded_with<T: Send>(
+        &self,
+        config: &str,
+        caps: Option<&'static [caps::Capability]>,
+        f: impl FnOnce(&mut Controller<KernelDataplane>) -> T + Send,
+    ) -> T {
         let (c0, b0) = (self.c0, self.b0);
         netns::run_in(&self.ns, move || {
             let config = config::parse(config).expect("rig config is valid");
-            let mut dp = KernelDataplane::load(&config, None).expect("loading the XDP object");
+            let load = || KernelDataplane::load(&config, None);
+            let mut dp = match caps {
+                Some(caps) => crate::caps::with_effective(caps, load),
+                None => load(),
+            }
+            .expect("loading the XDP object");
             dp.add_egress(c0).expect("devmap insert");
             dp.add_egress(b0).expect("devmap insert");
             let mut controller = Controller::new(dp, config.cluster.ring_size);

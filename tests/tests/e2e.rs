@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use lb_tests::{
-    burst, lab_config, lbd_path, netns, BackendSpec, Lab, LabSpec, RunningLb, VIP, VIP_PORT,
+    burst, jited, lab_config, lbd_path, netns, BackendSpec, Lab, LabSpec, RunningLb, VIP, VIP_PORT,
 };
 
 fn three_zones(one_nic: bool) -> Lab {
@@ -173,7 +173,42 @@ fn a_bad_config_exits_78_naming_the_field_and_attaches_nothing() {
     assert!(!link.contains("xdp"), "{link}");
 }
 
-/// The documented privileges are enough: CAP_BPF to load, CAP_NET_ADMIN to attach.
+const CAP_NET_ADMIN: u64 = 1 << 12;
+const CAP_PERFMON: u64 = 1 << 38;
+const CAP_BPF: u64 = 1 << 39;
+
+/// The (effective, permitted) capability sets of each of `pid`'s threads.
+fn thread_caps(pid: u32) -> Vec<(u64, u64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let field = |status: &str, name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap()
+    };
+    tasks
+        .map(|task| {
+            let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+            (field(&status, "CapEff:"), field(&status, "CapPrm:"))
+        })
+        .collect()
+}
+
+/// The speculation barriers in the JIT image of the XDP program on the LB's client NIC.
+fn barriers_of_attached_program(lb: &RunningLb) -> usize {
+    let link = netns::ns_ip(lb.lab.lb_ns(), &["link", "show", "lbc"]);
+    let id: u32 = link
+        .split_once("prog/xdp id ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no XDP program on lbc: {link}"));
+    jited::barriers(&jited::image(id).expect("reading the program's JIT image"))
+}
+
+/// CAP_BPF to load and CAP_NET_ADMIN to attach are enough: without CAP_PERFMON the
+/// program is hardened against Spectre (speculation barriers in its machine code), and
+/// `lbd` says so.
 #[test]
 fn lbd_needs_only_cap_bpf_and_cap_net_admin() {
     let lab = three_zones(false);
@@ -187,18 +222,57 @@ fn lbd_needs_only_cap_bpf_and_cap_net_admin() {
             "--inh-caps=-all",
         ],
     );
-    let status = std::fs::read_to_string(format!("/proc/{}/status", lb.lbd.pid())).unwrap();
-    let effective = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
-        .unwrap();
-    const CAP_NET_ADMIN: u64 = 1 << 12;
-    const CAP_BPF: u64 = 1 << 39;
-    assert_eq!(
-        effective,
-        CAP_NET_ADMIN | CAP_BPF,
-        "lbd's effective capabilities"
+    for (effective, _) in thread_caps(lb.lbd.pid()) {
+        assert_eq!(
+            effective,
+            CAP_NET_ADMIN | CAP_BPF,
+            "a thread's effective set"
+        );
+    }
+    assert!(barriers_of_attached_program(&lb) > 0);
+    assert!(
+        lb.lbd.log().contains("loaded without CAP_PERFMON"),
+        "{}",
+        lb.lbd.log()
+    );
+    connect_and_check(&lb, 30);
+}
+
+/// With CAP_PERFMON as well (the systemd unit), the program is loaded unhardened, and
+/// then every thread of `lbd` holds only CAP_BPF and CAP_NET_ADMIN.
+#[test]
+fn lbd_holds_cap_perfmon_only_while_it_loads_the_program() {
+    let lab = three_zones(false);
+    let config = lab_config(&lab, &[1, 1, 1]);
+    let lb = RunningLb::start_wrapped(
+        lab,
+        &config,
+        &[
+            "setpriv",
+            "--bounding-set=-all,+bpf,+net_admin,+perfmon",
+            "--inh-caps=-all",
+        ],
+    );
+    let threads = thread_caps(lb.lbd.pid());
+    assert!(threads.len() > 1, "lbd's runtime threads are running");
+    for (effective, permitted) in threads {
+        assert_eq!(
+            effective,
+            CAP_NET_ADMIN | CAP_BPF,
+            "a thread's effective set"
+        );
+        assert_eq!(
+            permitted,
+            CAP_NET_ADMIN | CAP_BPF,
+            "a thread's permitted set"
+        );
+        assert_eq!(permitted & CAP_PERFMON, 0);
+    }
+    assert_eq!(barriers_of_attached_program(&lb), 0);
+    assert!(
+        lb.lbd.log().contains("CAP_PERFMON dropped"),
+        "{}",
+        lb.lbd.log()
     );
     connect_and_check(&lb, 30);
 }

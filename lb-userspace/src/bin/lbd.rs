@@ -22,8 +22,7 @@ struct Args {
     detach: bool,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     // Milliseconds: failovers are measured from these lines.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
@@ -50,11 +49,30 @@ async fn main() -> ExitCode {
             }
         };
     }
+    // Before the runtime starts its threads: lbd narrows its capabilities once the
+    // program is loaded, and capabilities are per thread (see `privileges`).
+    let dataplane = match daemon::load(&config) {
+        Ok(dataplane) => dataplane,
+        Err(e) => {
+            eprintln!("lbd: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("lbd: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = daemon::Options {
         config_path: args.config,
         source,
     };
-    match daemon::run(config, &options).await {
+    match runtime.block_on(daemon::run(config, dataplane, &options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lbd: {e:#}");

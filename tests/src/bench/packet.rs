@@ -7,6 +7,7 @@
 //! call's return code (and, where it matters, its rewrite) is checked. The measuring
 //! thread is pinned to one CPU (per-CPU maps, stable caches).
 use lb_common::{limits::syn_cache_slots, syn_cache::SynEntry};
+use lb_userspace::{controller::Controller, loader::KernelDataplane};
 use serde_json::{json, Value};
 
 use super::{
@@ -14,6 +15,7 @@ use super::{
     table::Table,
 };
 use crate::{
+    caps,
     frame::{dst_ip, Frame},
     packet_rig::*,
     peer_xdp,
@@ -47,6 +49,194 @@ fn new_tuple(i: usize, vip: [u8; 4], flags: u8) -> Frame {
 /// Flow-table entries of the rig, as a large deployment would size it.
 const FLOW_TABLE_SIZE: u32 = 1 << 20;
 
+/// Every row of the table, on the data path `c` of a rig whose NICs are `c0` (clients)
+/// and `b0` (backends).
+fn measure(
+    c: &Controller<KernelDataplane>,
+    c0: u32,
+    b0: u32,
+    rounds: usize,
+    calls: usize,
+) -> [Row; 12] {
+    pin_to_cpu(0);
+    let mut floor_obj = peer_xdp::load_pass_program();
+    let floor = peer_xdp::pass_program(&mut floor_obj);
+    let lb = c.dataplane().program();
+
+    let syn = client_syn(40000).bytes();
+    let floor_stat = per_call(rounds, calls, |_| {
+        let r = run_once(floor, c0, &syn);
+        assert_eq!(r.action, XDP_PASS);
+        r.nanos
+    });
+
+    let other = Frame {
+        dst: "10.10.0.50".parse().unwrap(),
+        ..client_syn(40000)
+    }
+    .bytes();
+    let pass = per_call(rounds, calls, |_| {
+        let r = run_once(lb, c0, &other);
+        assert_eq!(r.action, XDP_PASS);
+        r.nanos
+    });
+
+    let new_flow = |vip: [u8; 4]| {
+        per_call(rounds, calls, |i| {
+            let r = run_once(lb, c0, &new_tuple(i, vip, 0x02).bytes());
+            assert_eq!(r.action, XDP_REDIRECT, "new flow #{i} to {vip:?}");
+            r.nanos
+        })
+    };
+    // The rig's services per policy (see `packet_rig::CONFIG`). Maglev and source
+    // hash take SYNs without recording them; round robin and least connections
+    // record both directions on the SYN.
+    let maglev = new_flow([10, 0, 0, 100]);
+    // The same tuples' next client packet: a miss placed by the ring, which records
+    // both directions of the flow (the inserts a recording SYN pays).
+    let first_ack = per_call(rounds, calls, |i| {
+        let f = new_tuple(i, [10, 0, 0, 100], 0x10);
+        let r = run_once(lb, c0, &f.bytes());
+        assert_eq!(r.action, XDP_REDIRECT, "first ACK #{i}");
+        assert!(
+            c.dataplane().flows.get(&f.flow_key(), 0).is_ok(),
+            "first ACK #{i} records its flow"
+        );
+        r.nanos
+    });
+    let round_robin = new_flow([10, 0, 0, 110]);
+    let least_conn = new_flow([10, 0, 0, 111]);
+    let source_hash = new_flow([10, 0, 0, 112]);
+
+    let first = run_once(lb, c0, &client_syn(33333).bytes());
+    let backend = dst_ip(&first.output);
+    let ack = Frame {
+        flags: 0x10,
+        ..client_syn(33333)
+    }
+    .bytes();
+    // A pure ACK: the flow table, nothing else.
+    let established = per_call(rounds, calls, |_| {
+        let r = run_once(lb, c0, &ack);
+        assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
+        r.nanos
+    });
+    // A data segment of the same flow: the flow table, and the check that the return
+    // entry is there before the backend answers.
+    let data = Frame {
+        flags: 0x18,
+        payload: vec![0x61; 100],
+        ..client_syn(33333)
+    }
+    .bytes();
+    let established_data = per_call(rounds, calls, |_| {
+        let r = run_once(lb, c0, &data);
+        assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
+        r.nanos
+    });
+
+    // The same flow state with the backend behind the ingress NIC (a one-arm
+    // deployment): XDP_TX instead of a redirect to another NIC.
+    let one_arm = Frame {
+        dst: "10.0.0.101".parse().unwrap(),
+        ..client_syn(33335)
+    };
+    assert_eq!(run_once(lb, c0, &one_arm.bytes()).action, XDP_TX);
+    let one_arm_ack = Frame {
+        flags: 0x10,
+        ..one_arm
+    }
+    .bytes();
+    let established_tx = per_call(rounds, calls, |_| {
+        let r = run_once(lb, c0, &one_arm_ack);
+        assert_eq!(r.action, XDP_TX);
+        r.nanos
+    });
+
+    let reply_frame = Frame {
+        src: backend,
+        dst: CLIENT,
+        sport: 8080,
+        dport: 33333,
+        flags: 0x10,
+        ..Frame::default()
+    };
+    let reply = reply_frame.bytes();
+    let ret = per_call(rounds, calls, |_| {
+        let r = run_once(lb, b0, &reply);
+        assert_eq!(r.action, XDP_REDIRECT);
+        r.nanos
+    });
+    // A SYN-ACK of a handshake whose SYN recorded no flow: no return entry, the SYN's
+    // slot in the SYN cache translates it and the route to the client comes from the
+    // FIB (no entry to cache it in).
+    let open = run_once(lb, c0, &client_syn(33334).bytes());
+    assert_eq!(open.action, XDP_REDIRECT);
+    let syn_ack = Frame {
+        src: dst_ip(&open.output),
+        flags: 0x12,
+        dport: 33334,
+        ..reply_frame
+    }
+    .bytes();
+    let routed = per_call(rounds, calls, |_| {
+        let r = run_once(lb, b0, &syn_ack);
+        assert_eq!(r.action, XDP_REDIRECT);
+        r.nanos
+    });
+    [
+        ("empty XDP_PASS program (floor)", "floor", floor_stat),
+        ("non-VIP pass-through", "pass_through", pass),
+        (
+            "SYN to VIP, new flow (Maglev, no flow recorded)",
+            "new_flow_maglev",
+            maglev,
+        ),
+        (
+            "first ACK, records the flow (Maglev)",
+            "first_ack_maglev",
+            first_ack,
+        ),
+        (
+            "SYN, new flow (round robin)",
+            "new_flow_round_robin",
+            round_robin,
+        ),
+        (
+            "SYN, new flow (least conn)",
+            "new_flow_least_conn",
+            least_conn,
+        ),
+        (
+            "SYN, new flow (source hash, no flow recorded)",
+            "new_flow_source_hash",
+            source_hash,
+        ),
+        (
+            "established flow, pure ACK, to backend",
+            "established",
+            established,
+        ),
+        (
+            "established flow, pure ACK, backend behind the ingress NIC (XDP_TX)",
+            "established_same_nic",
+            established_tx,
+        ),
+        (
+            "established flow, data segment, to backend",
+            "established_data",
+            established_data,
+        ),
+        ("return path, to client", "return_path", ret),
+        (
+            "SYN-ACK via the SYN cache (FIB lookup)",
+            "syn_ack_routed",
+            routed,
+        ),
+    ]
+    .map(|(name, key, stat)| Row { name, key, stat })
+}
+
 pub fn run(opts: &Options) -> Value {
     let rig = Rig::build();
     let config = CONFIG.replace(
@@ -55,184 +245,11 @@ pub fn run(opts: &Options) -> Value {
     );
     let (c0, b0) = (rig.c0, rig.b0);
     let (rounds, calls) = (opts.rounds, opts.calls);
-    let rows = rig.with_dataplane(&config, |c| {
-        pin_to_cpu(0);
-        let mut floor_obj = peer_xdp::load_pass_program();
-        let floor = peer_xdp::pass_program(&mut floor_obj);
-        let lb = c.dataplane().program();
-
-        let syn = client_syn(40000).bytes();
-        let floor_stat = per_call(rounds, calls, |_| {
-            let r = run_once(floor, c0, &syn);
-            assert_eq!(r.action, XDP_PASS);
-            r.nanos
-        });
-
-        let other = Frame {
-            dst: "10.10.0.50".parse().unwrap(),
-            ..client_syn(40000)
-        }
-        .bytes();
-        let pass = per_call(rounds, calls, |_| {
-            let r = run_once(lb, c0, &other);
-            assert_eq!(r.action, XDP_PASS);
-            r.nanos
-        });
-
-        let new_flow = |vip: [u8; 4]| {
-            per_call(rounds, calls, |i| {
-                let r = run_once(lb, c0, &new_tuple(i, vip, 0x02).bytes());
-                assert_eq!(r.action, XDP_REDIRECT, "new flow #{i} to {vip:?}");
-                r.nanos
-            })
-        };
-        // The rig's services per policy (see `packet_rig::CONFIG`). Maglev and source
-        // hash take SYNs without recording them; round robin and least connections
-        // record both directions on the SYN.
-        let maglev = new_flow([10, 0, 0, 100]);
-        // The same tuples' next client packet: a miss placed by the ring, which records
-        // both directions of the flow (the inserts a recording SYN pays).
-        let first_ack = per_call(rounds, calls, |i| {
-            let f = new_tuple(i, [10, 0, 0, 100], 0x10);
-            let r = run_once(lb, c0, &f.bytes());
-            assert_eq!(r.action, XDP_REDIRECT, "first ACK #{i}");
-            assert!(
-                c.dataplane().flows.get(&f.flow_key(), 0).is_ok(),
-                "first ACK #{i} records its flow"
-            );
-            r.nanos
-        });
-        let round_robin = new_flow([10, 0, 0, 110]);
-        let least_conn = new_flow([10, 0, 0, 111]);
-        let source_hash = new_flow([10, 0, 0, 112]);
-
-        let first = run_once(lb, c0, &client_syn(33333).bytes());
-        let backend = dst_ip(&first.output);
-        let ack = Frame {
-            flags: 0x10,
-            ..client_syn(33333)
-        }
-        .bytes();
-        // A pure ACK: the flow table, nothing else.
-        let established = per_call(rounds, calls, |_| {
-            let r = run_once(lb, c0, &ack);
-            assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
-            r.nanos
-        });
-        // A data segment of the same flow: the flow table, and the check that the return
-        // entry is there before the backend answers.
-        let data = Frame {
-            flags: 0x18,
-            payload: vec![0x61; 100],
-            ..client_syn(33333)
-        }
-        .bytes();
-        let established_data = per_call(rounds, calls, |_| {
-            let r = run_once(lb, c0, &data);
-            assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
-            r.nanos
-        });
-
-        // The same flow state with the backend behind the ingress NIC (a one-arm
-        // deployment): XDP_TX instead of a redirect to another NIC.
-        let one_arm = Frame {
-            dst: "10.0.0.101".parse().unwrap(),
-            ..client_syn(33335)
-        };
-        assert_eq!(run_once(lb, c0, &one_arm.bytes()).action, XDP_TX);
-        let one_arm_ack = Frame {
-            flags: 0x10,
-            ..one_arm
-        }
-        .bytes();
-        let established_tx = per_call(rounds, calls, |_| {
-            let r = run_once(lb, c0, &one_arm_ack);
-            assert_eq!(r.action, XDP_TX);
-            r.nanos
-        });
-
-        let reply_frame = Frame {
-            src: backend,
-            dst: CLIENT,
-            sport: 8080,
-            dport: 33333,
-            flags: 0x10,
-            ..Frame::default()
-        };
-        let reply = reply_frame.bytes();
-        let ret = per_call(rounds, calls, |_| {
-            let r = run_once(lb, b0, &reply);
-            assert_eq!(r.action, XDP_REDIRECT);
-            r.nanos
-        });
-        // A SYN-ACK of a handshake whose SYN recorded no flow: no return entry, the SYN's
-        // slot in the SYN cache translates it and the route to the client comes from the
-        // FIB (no entry to cache it in).
-        let open = run_once(lb, c0, &client_syn(33334).bytes());
-        assert_eq!(open.action, XDP_REDIRECT);
-        let syn_ack = Frame {
-            src: dst_ip(&open.output),
-            flags: 0x12,
-            dport: 33334,
-            ..reply_frame
-        }
-        .bytes();
-        let routed = per_call(rounds, calls, |_| {
-            let r = run_once(lb, b0, &syn_ack);
-            assert_eq!(r.action, XDP_REDIRECT);
-            r.nanos
-        });
-        [
-            ("empty XDP_PASS program (floor)", "floor", floor_stat),
-            ("non-VIP pass-through", "pass_through", pass),
-            (
-                "SYN to VIP, new flow (Maglev, no flow recorded)",
-                "new_flow_maglev",
-                maglev,
-            ),
-            (
-                "first ACK, records the flow (Maglev)",
-                "first_ack_maglev",
-                first_ack,
-            ),
-            (
-                "SYN, new flow (round robin)",
-                "new_flow_round_robin",
-                round_robin,
-            ),
-            (
-                "SYN, new flow (least conn)",
-                "new_flow_least_conn",
-                least_conn,
-            ),
-            (
-                "SYN, new flow (source hash, no flow recorded)",
-                "new_flow_source_hash",
-                source_hash,
-            ),
-            (
-                "established flow, pure ACK, to backend",
-                "established",
-                established,
-            ),
-            (
-                "established flow, pure ACK, backend behind the ingress NIC (XDP_TX)",
-                "established_same_nic",
-                established_tx,
-            ),
-            (
-                "established flow, data segment, to backend",
-                "established_data",
-                established_data,
-            ),
-            ("return path, to client", "return_path", ret),
-            (
-                "SYN-ACK via the SYN cache (FIB lookup)",
-                "syn_ack_routed",
-                routed,
-            ),
-        ]
-        .map(|(name, key, stat)| Row { name, key, stat })
+    let rows = rig.with_dataplane(&config, |c| measure(c, c0, b0, rounds, calls));
+    // The same, the object loaded without CAP_PERFMON: the verifier hardens it against
+    // Spectre (see `lb_userspace::privileges`).
+    let hardened = rig.with_dataplane_loaded_with(&config, Some(&caps::SERVING), |c| {
+        measure(c, c0, b0, rounds, calls)
     });
 
     // The same SYN with the smallest tables: a 4,096-flow table and as many SYN-cache
@@ -257,23 +274,36 @@ pub fn run(opts: &Options) -> Value {
         },
     );
     let floor = rows[0].stat;
+    let hardened_floor = hardened[0].stat;
     let mut table = Table::new(
         format!(
             "per-packet cost, BPF_PROG_TEST_RUN, {rounds} rounds x {calls} single-run calls, \
              pinned to CPU 0"
         ),
-        &["path", "min ns", "med ns", "net min", "net med"],
+        &[
+            "path",
+            "min ns",
+            "med ns",
+            "net min",
+            "net med",
+            "hardened net med",
+        ],
     );
     let mut paths = serde_json::Map::new();
     for row in &rows {
         let net_min = row.stat.min.saturating_sub(floor.min);
         let net_median = row.stat.median.saturating_sub(floor.median);
+        let hardened_net_median = hardened
+            .iter()
+            .find(|h| h.key == row.key)
+            .map(|h| h.stat.median.saturating_sub(hardened_floor.median));
         table.row(vec![
             row.name.into(),
             row.stat.min.to_string(),
             row.stat.median.to_string(),
             net_min.to_string(),
             net_median.to_string(),
+            hardened_net_median.map_or("-".into(), |n| n.to_string()),
         ]);
         paths.insert(
             row.key.into(),
@@ -283,10 +313,16 @@ pub fn run(opts: &Options) -> Value {
                 "median_ns": row.stat.median,
                 "net_min_ns": net_min,
                 "net_median_ns": net_median,
+                "hardened_net_median_ns": hardened_net_median,
             }),
         );
     }
     table.note("min/med: over rounds, of each round's median call; net: minus the floor");
+    table.note(
+        "hardened: the same rows on another load of the object with only CAP_BPF and \
+         CAP_NET_ADMIN effective (lbd without CAP_PERFMON), which the verifier hardens \
+         against Spectre",
+    );
     let syn_slots = syn_cache_slots(FLOW_TABLE_SIZE);
     table.note(format!(
         "flow table {FLOW_TABLE_SIZE} entries (SYN cache {syn_slots} slots, {} KiB) unless \

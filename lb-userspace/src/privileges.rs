@@ -1,0 +1,50 @@
+//! The one capability `lbd` holds only while it loads the data path: CAP_PERFMON.
+//!
+//! The verifier decides, when a program is loaded and from the loader's capabilities,
+//! whether to harden it against Spectre. Without CAP_PERFMON (or CAP_SYS_ADMIN) it puts
+//! a speculation barrier after stack spills and masks pointer arithmetic; on the
+//! README's machine that triples the per-packet cost (Performance: the "unit's caps"
+//! column). The hardening protects the kernel from programs written by whoever loads
+//! them, and `lbd` loads only the program embedded in its own binary. But CAP_PERFMON
+//! also lets a process read kernel memory through BPF tracing programs, so `lbd` holds it
+//! for the load alone: [`drop_after_load`] runs before the first thread is started and
+//! before any API request is read, and the threads started later inherit the narrowed
+//! sets.
+use anyhow::Context;
+use caps::{CapSet, Capability};
+
+/// How the verifier will treat the program this thread loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verification {
+    /// CAP_PERFMON or CAP_SYS_ADMIN is effective: no Spectre hardening.
+    Unhardened,
+    /// Neither is: the program is hardened, and slower.
+    Hardened,
+}
+
+/// What the verifier will do with a program loaded by this thread now.
+pub fn verification() -> anyhow::Result<Verification> {
+    let effective = |cap| caps::has_cap(None, CapSet::Effective, cap);
+    let unhardened = effective(Capability::CAP_PERFMON).context("reading capabilities")?
+        || effective(Capability::CAP_SYS_ADMIN).context("reading capabilities")?;
+    Ok(if unhardened {
+        Verification::Unhardened
+    } else {
+        Verification::Hardened
+    })
+}
+
+/// Drops CAP_PERFMON from this thread's effective, permitted and inheritable sets (and
+/// so from its ambient set). Returns whether the thread had it. Capabilities are per
+/// thread: call it while the process has one thread.
+pub fn drop_after_load() -> anyhow::Result<bool> {
+    let had = caps::has_cap(None, CapSet::Permitted, Capability::CAP_PERFMON)
+        .context("reading capabilities")?;
+    if had {
+        for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
+            caps::drop(None, set, Capability::CAP_PERFMON)
+                .with_context(|| format!("dropping CAP_PERFMON from the {set:?} set"))?;
+        }
+    }
+    Ok(had)
+}
