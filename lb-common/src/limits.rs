@@ -4,7 +4,7 @@
 
 use crate::{
     service_index::service_index_slots,
-    syn_cache::{SYN_BACKEND_BITS, SYN_SERVICE_AT_BITS},
+    syn_cache::{SYN_BACKEND_BITS, SYN_CACHE_WAYS, SYN_SERVICE_AT_BITS},
 };
 
 pub const MAP_SERVICE_INDEX: &str = "SERVICE_INDEX";
@@ -61,6 +61,12 @@ pub const fn syn_cache_slots(flow_table_size: u32) -> u32 {
     n.next_power_of_two()
 }
 
+/// Sets of the SYN cache (of [`SYN_CACHE_WAYS`] slots each) for a flow table of
+/// `flow_table_size` entries: [`syn_cache_slots`] of them in all.
+pub const fn syn_cache_sets(flow_table_size: u32) -> u32 {
+    syn_cache_slots(flow_table_size) / SYN_CACHE_WAYS as u32
+}
+
 /// Name of the load balancer's XDP program in the object.
 pub const PROGRAM_XDP: &str = "lb_xdp";
 /// Name of the pass-everything XDP program (benchmark floor, lab veth peers).
@@ -90,5 +96,7 @@ mod tests {
         assert_eq!(syn_cache_slots(DEFAULT_FLOW_TABLE_SIZE), 131_072);
         assert_eq!(syn_cache_slots(1 << 21), 1 << 17);
         assert_eq!(syn_cache_slots(u32::MAX), 1 << 17);
+        assert_eq!(syn_cache_sets(1024), 512);
+        assert_eq!(syn_cache_sets(u32::MAX), 1 << 16);
     }
 }

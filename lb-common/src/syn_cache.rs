@@ -1,9 +1,9 @@
-//! The SYN cache: a direct-mapped array, indexed by a hash of the client's address and
-//! port, that a SYN to a `SERVICE_F_STATELESS_SYN` service writes instead of recording
-//! its flow. It serves the two other packets of the handshake:
+//! The SYN cache: an array of two-slot sets ([`SynSet`]), indexed by a hash of the
+//! client's address and port, whose slot a SYN to a `SERVICE_F_STATELESS_SYN` service
+//! writes instead of recording its flow. It serves the two other packets of the handshake:
 //!
 //! - the SYN-ACK (backend -> client) finds no return entry and is translated back only
-//!   if the slot names its client and backend: so replies of other traffic to the
+//!   if a slot of the set names its client and backend: so replies of other traffic to the
 //!   backends (health probes, clients reaching a backend directly) are never rewritten;
 //! - the client's ACK misses the flow table and records the flow on the slot's backend,
 //!   so a handshake stays on its backend even if the table changed since the SYN. The SYN
@@ -11,16 +11,19 @@
 //!   idle, or on a backend taking no new flows), the ACK finds the slot naming its flow
 //!   and replaces that entry.
 //!
-//! A SYN flood only overwrites slots (a handshake whose slot was overwritten within one
-//! round trip has its SYN-ACK passed, and the client retransmits the SYN) instead of
-//! evicting live flows from the flow table.
+//! An ACK that records its flow empties the slot, so the cache holds handshakes in
+//! flight and the SYNs never answered. A SYN takes an empty slot of its set if there is
+//! one ([`syn_way_to_write`]): it overwrites a handshake still in flight only when both
+//! slots hold one. A SYN flood only overwrites slots (a handshake whose slot was
+//! overwritten within one round trip has its SYN-ACK passed, and the client retransmits
+//! the SYN) instead of evicting live flows from the flow table.
 //!
 //! A slot is one 64-bit word, written and read with one access, so two CPUs writing a
 //! slot at once leave one whole entry, never a mix. It holds no addresses: the backend's
 //! come from its id, the VIP's from the service-index slot the SYN matched, and a tag
 //! hashed from the whole handshake (client, VIP, backend) tells whether the slot is that
 //! handshake's. Small slots keep the cache small, and that is what a SYN pays for: it
-//! writes one slot at random (see `limits::syn_cache_slots`).
+//! writes one set at random (see `limits::syn_cache_slots`).
 use crate::{flow::FlowKey, hash::mix32, service_index::key_word};
 
 /// One slot: backend id (bits 0..24), service-index slot of the VIP (24..40), tag
@@ -67,36 +70,90 @@ impl SynEntry {
     }
 }
 
-/// The slot of a handshake in a cache of `mask + 1` slots, from what all three of its
+/// Slots of a set: the ones a handshake may take.
+pub const SYN_CACHE_WAYS: usize = 2;
+
+/// One set of the cache: a SYN writes one of its ways, and the SYN-ACK and the ACK look
+/// at both. Two ways make a SYN overwrite another handshake still in flight only when
+/// both ways hold one, where a single slot would whenever two handshakes in flight share
+/// it; the ways sit side by side, so reading both costs no more memory traffic than one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SynSet {
+    pub ways: [SynEntry; SYN_CACHE_WAYS],
+}
+const _: () = assert!(core::mem::size_of::<SynSet>() == 16);
+
+/// The set of a handshake in a cache of `mask + 1` sets, from what all three of its
 /// packets carry: the client's address and port.
 #[inline(always)]
-pub const fn syn_slot(seed: u32, client_addr: u32, client_port: u16, mask: u32) -> u32 {
+pub const fn syn_set(seed: u32, client_addr: u32, client_port: u16, mask: u32) -> u32 {
     mix32(mix32(client_addr ^ seed) ^ client_port as u32) & mask
 }
 
-/// The tag of a handshake: a seeded hash of the client, the VIP's service key word
-/// ([`key_word`]) and the backend id, never 0, [`TAG_BITS`] wide. A slot overwritten by
-/// another handshake matches by chance once in about 8 million reads.
+/// The hash of a handshake's client and VIP (its service key word, [`key_word`]), seeded;
+/// the tag of each backend it may have gone to follows from it ([`syn_tag_for`]), so a
+/// packet hashes its handshake once and then checks both ways cheaply.
 #[inline(always)]
-pub const fn syn_tag(seed: u32, client_addr: u32, client_port: u16, vip: u64, backend: u32) -> u32 {
+pub const fn syn_handshake_hash(seed: u32, client_addr: u32, client_port: u16, vip: u64) -> u32 {
     let mut h = mix32(seed ^ client_addr ^ 0x2c1b_3c6d);
     h = mix32(h ^ client_port as u32);
     h = mix32(h ^ vip as u32);
-    h = mix32(h ^ (vip >> 32) as u32);
-    h = mix32(h ^ backend);
-    (h >> (32 - TAG_BITS)) | 1
+    mix32(h ^ (vip >> 32) as u32)
 }
 
-/// [`syn_tag`] of the handshake `flow` (client -> VIP) sent to `backend`.
+/// [`syn_handshake_hash`] of the handshake `flow` (client -> VIP).
 #[inline(always)]
-pub fn syn_tag_of_flow(seed: u32, flow: &FlowKey, backend: u32) -> u32 {
-    syn_tag(
+pub fn syn_handshake_hash_of_flow(seed: u32, flow: &FlowKey) -> u32 {
+    syn_handshake_hash(
         seed,
         flow.src_addr,
         flow.src_port,
         key_word(&flow.service_key()),
+    )
+}
+
+/// The tag of the handshake hashed `handshake` sent to `backend`: never 0,
+/// [`TAG_BITS`] wide. A slot holding another handshake matches by chance once in about
+/// 8 million reads.
+#[inline(always)]
+pub const fn syn_tag_for(handshake: u32, backend: u32) -> u32 {
+    (mix32(handshake ^ backend) >> (32 - TAG_BITS)) | 1
+}
+
+/// The tag of a handshake from its parts (see [`syn_handshake_hash`]).
+#[inline(always)]
+pub const fn syn_tag(seed: u32, client_addr: u32, client_port: u16, vip: u64, backend: u32) -> u32 {
+    syn_tag_for(
+        syn_handshake_hash(seed, client_addr, client_port, vip),
         backend,
     )
+}
+
+impl SynEntry {
+    /// Whether the slot holds the handshake hashed `handshake` (to whichever backend).
+    #[inline(always)]
+    pub const fn is_of(self, handshake: u32) -> bool {
+        self.tag() == syn_tag_for(handshake, self.backend())
+    }
+}
+
+/// The way of `set` that a SYN of the handshake hashed `handshake` writes: the one
+/// already holding that handshake (a retransmitted SYN placed afresh), else an empty one
+/// (a spent slot is empty too), else the one a bit of the hash picks.
+#[inline(always)]
+pub const fn syn_way_to_write(set: &[SynEntry; SYN_CACHE_WAYS], handshake: u32) -> usize {
+    if set[0].is_of(handshake) {
+        0
+    } else if set[1].is_of(handshake) {
+        1
+    } else if set[0].0 == 0 {
+        0
+    } else if set[1].0 == 0 {
+        1
+    } else {
+        (handshake >> 31) as usize
+    }
 }
 
 #[cfg(test)]
@@ -118,7 +175,10 @@ mod tests {
 
     #[test]
     fn a_slot_gives_back_each_field_at_its_widest() {
-        let tag = syn_tag_of_flow(7, &flow(0x901f), (1 << SYN_BACKEND_BITS) - 1);
+        let tag = syn_tag_for(
+            syn_handshake_hash_of_flow(7, &flow(0x901f)),
+            (1 << SYN_BACKEND_BITS) - 1,
+        );
         let e = SynEntry::new(
             tag,
             (1 << SYN_SERVICE_AT_BITS) - 1,
@@ -147,28 +207,53 @@ mod tests {
         ];
         assert!(changed.iter().all(|c| *c != base), "{base:#x} {changed:x?}");
         for port in 0..20_000u16 {
-            let tag = syn_tag_of_flow(0, &flow(port), 0);
+            let tag = syn_tag_for(syn_handshake_hash_of_flow(0, &flow(port)), 0);
             assert_ne!(tag, 0);
             assert!(tag < 1 << TAG_BITS);
+            assert!(
+                !SynEntry::default().is_of(syn_handshake_hash_of_flow(0, &flow(port))),
+                "an empty slot never names a handshake"
+            );
         }
-        assert_ne!(
-            SynEntry::default().tag(),
-            syn_tag_of_flow(0, &flow(0), 0),
-            "an empty slot never names a handshake"
-        );
     }
 
     #[test]
     fn tags_of_different_handshakes_rarely_agree() {
         let mut same = 0;
         for port in 0..50_000u16 {
-            let a = syn_tag_of_flow(1, &flow(port), 5);
-            let b = syn_tag_of_flow(1, &flow(port.wrapping_add(1)), 5);
+            let a = syn_tag_for(syn_handshake_hash_of_flow(1, &flow(port)), 5);
+            let b = syn_tag_for(
+                syn_handshake_hash_of_flow(1, &flow(port.wrapping_add(1))),
+                5,
+            );
             same += (a == b) as u32;
         }
         assert!(
             same <= 1,
             "{same} of 50,000 neighbouring handshakes share a tag"
         );
+    }
+
+    fn entry_of(port: u16, backend: u32) -> SynEntry {
+        let h = syn_handshake_hash_of_flow(3, &flow(port));
+        SynEntry::new(syn_tag_for(h, backend), 1, backend)
+    }
+
+    #[test]
+    fn a_syn_takes_its_own_way_then_an_empty_one_and_overwrites_only_a_full_set() {
+        let h = syn_handshake_hash_of_flow(3, &flow(1000));
+        let (other, third, empty) = (entry_of(2000, 4), entry_of(3000, 5), SynEntry(0));
+        let own = entry_of(1000, 9);
+        assert_eq!(syn_way_to_write(&[other, own], h), 1, "its own way");
+        assert_eq!(syn_way_to_write(&[own, other], h), 0, "its own way");
+        assert_eq!(syn_way_to_write(&[other, empty], h), 1, "the empty way");
+        assert_eq!(syn_way_to_write(&[empty, other], h), 0, "the empty way");
+        assert_eq!(syn_way_to_write(&[empty, empty], h), 0);
+        // Both ways taken: the hash picks, so different handshakes pick both ways.
+        let picks: std::collections::HashSet<usize> = (0..64u16)
+            .map(|p| syn_way_to_write(&[other, third], syn_handshake_hash_of_flow(3, &flow(p))))
+            .collect();
+        assert_eq!(picks.len(), 2);
+        assert!(own.is_of(h) && !other.is_of(h) && !empty.is_of(h));
     }
 }

@@ -144,7 +144,7 @@ fn may_be_reused(target: &FlowTarget, backend: &Backend, now: u32) -> bool {
 /// the slot is the new connection's, and its entry replaces the old one.
 #[inline(always)]
 fn opened_by_a_syn(pkt: &Packet) -> bool {
-    syn_cache::slot_of_flow(&pkt.flow).is_some_and(|s| s.backend_of(&pkt.flow).is_some())
+    syn_cache::slot_of_flow(&pkt.flow).is_some_and(|s| s.backend().is_some())
 }
 
 #[inline(always)]
@@ -164,7 +164,7 @@ fn stateless_syn(
 ) -> Option<(FlowTarget, Backend, bool)> {
     let slot = syn_cache::slot_of_flow(&pkt.flow)?;
     let retransmitted = slot
-        .backend_of(&pkt.flow)
+        .backend()
         .and_then(|id| Some((id, backend_by_id(id)?)))
         .filter(|(_, b)| b.weight_milli > 0);
     let (id, backend) = match retransmitted {
@@ -172,7 +172,7 @@ fn stateless_syn(
         None => {
             let id = select::pick(service, &pkt.flow, true);
             let backend = backend_by_id(id)?;
-            slot.record(&pkt.flow, service_at, id);
+            slot.record(service_at, id);
             (id, backend)
         }
     };
@@ -192,7 +192,7 @@ fn stateless_syn(
 #[inline(always)]
 fn place(pkt: &Packet, service: PackedMeta, syn: bool) -> Option<(u32, Backend)> {
     if !syn && service.flags() & SERVICE_F_STATELESS_SYN != 0 {
-        if let Some(id) = syn_cache::slot_of_flow(&pkt.flow).and_then(|s| s.take(&pkt.flow)) {
+        if let Some(id) = syn_cache::slot_of_flow(&pkt.flow).and_then(|s| s.take()) {
             if let Some(backend) = backend_by_id(id) {
                 return Some((id, backend));
             }

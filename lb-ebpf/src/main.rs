@@ -59,8 +59,8 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         // Only a handshake's answer (SYN-ACK, or RST refusing it) can belong to a flow
         // without a return entry; any other reply is someone else's traffic.
         if pkt.tcp_flags & (TCP_SYN | TCP_RST) != 0 {
-            let slot = syn_cache::slot(pkt.flow.dst_addr, pkt.flow.dst_port);
-            if let Some(handshake) = slot.and_then(|s| s.answered_by(&pkt.flow)) {
+            let set = syn_cache::set(pkt.flow.dst_addr, pkt.flow.dst_port);
+            if let Some(handshake) = set.and_then(|s| s.answered_by(&pkt.flow)) {
                 return ret::handle_handshake_answer(&ctx, &pkt, &handshake);
             }
         }

@@ -14,7 +14,7 @@ use lb_common::{
     nexthop::NextHop,
     service::POLICY_TABLE_SLOTS,
     service_index::{self, key_word, PackedMeta, ServiceSlot, SLOT_EMPTY},
-    syn_cache::SynEntry,
+    syn_cache::SynSet,
 };
 
 use crate::packet::Packet;
@@ -85,7 +85,7 @@ pub static LB_LAYOUT: Array<u32> = Array::with_max_entries(1, 0);
 /// Handshakes whose SYN recorded no flow, for their SYN-ACK (see
 /// `lb_common::syn_cache`); sized by the loader, a power of two.
 #[map]
-pub static SYN_CACHE: Array<SynEntry> = Array::with_max_entries(1024, 0);
+pub static SYN_CACHE: Array<SynSet> = Array::with_max_entries(1024, 0);
 
 /// Cached route towards each backend, by backend id (see `lb_common::nexthop`).
 #[map]
@@ -116,7 +116,7 @@ static LB_HASH_SEED: u32 = 0;
 #[unsafe(no_mangle)]
 static LB_RING_SIZE: u32 = 1;
 
-/// Slots of the SYN cache minus one; set by the loader.
+/// Sets of the SYN cache minus one; set by the loader.
 #[unsafe(no_mangle)]
 static LB_SYN_CACHE_MASK: u32 = 0;
 

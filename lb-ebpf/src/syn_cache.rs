@@ -3,13 +3,23 @@
 use lb_common::{
     flow::FlowKey,
     service_index::{key_of_word, SLOT_EMPTY, SLOT_REMOVED},
-    syn_cache::{syn_slot, syn_tag, syn_tag_of_flow, SynEntry},
+    syn_cache::{
+        syn_handshake_hash, syn_handshake_hash_of_flow, syn_set, syn_tag_for, syn_way_to_write,
+        SynEntry, SynSet,
+    },
 };
 
 use crate::maps::{self, hash_seed, syn_cache_mask, SYN_CACHE};
 
-/// A handshake's slot, found once per packet and then read or written in place.
-pub struct Slot(*mut SynEntry);
+/// A handshake's set, found once per packet and then read or written in place.
+pub struct Set(*mut SynSet);
+
+/// The set of the handshake `flow` (client -> VIP), with the handshake's hash: what its
+/// client's packets (the SYN, the ACK) look up.
+pub struct FlowSlot {
+    set: Set,
+    handshake: u32,
+}
 
 /// What the SYN-ACK of a handshake is translated and counted with.
 pub struct Handshake {
@@ -20,48 +30,57 @@ pub struct Handshake {
     pub backend: u32,
 }
 
-/// The slot of a handshake (see `lb_common::syn_cache::syn_slot`).
+/// The set of a handshake (see `lb_common::syn_cache::syn_set`).
 #[inline(always)]
-pub fn slot(client_addr: u32, client_port: u16) -> Option<Slot> {
-    let index = syn_slot(hash_seed(), client_addr, client_port, syn_cache_mask());
-    SYN_CACHE.get_ptr_mut(index).map(Slot)
+pub fn set(client_addr: u32, client_port: u16) -> Option<Set> {
+    let index = syn_set(hash_seed(), client_addr, client_port, syn_cache_mask());
+    SYN_CACHE.get_ptr_mut(index).map(Set)
 }
 
-/// The slot of the handshake `flow` (client -> VIP).
+/// The set and hash of the handshake `flow` (client -> VIP).
 #[inline(always)]
-pub fn slot_of_flow(flow: &FlowKey) -> Option<Slot> {
-    slot(flow.src_addr, flow.src_port)
+pub fn slot_of_flow(flow: &FlowKey) -> Option<FlowSlot> {
+    Some(FlowSlot {
+        set: set(flow.src_addr, flow.src_port)?,
+        handshake: syn_handshake_hash_of_flow(hash_seed(), flow),
+    })
 }
 
-impl Slot {
-    /// The slot's word, in one load: another CPU may be storing it.
+impl Set {
     #[inline(always)]
-    fn read(&self) -> SynEntry {
-        unsafe { core::ptr::read_volatile(self.0) }
+    fn way(&self, way: usize) -> *mut SynEntry {
+        // Constant offsets only: the verifier then needs no bounds for the way.
+        unsafe {
+            if way == 0 {
+                core::ptr::addr_of_mut!((*self.0).ways[0])
+            } else {
+                core::ptr::addr_of_mut!((*self.0).ways[1])
+            }
+        }
     }
 
-    /// The backend of the handshake `flow` (client -> VIP), if the slot holds it.
+    /// A way's word, in one load: another CPU may be storing it.
     #[inline(always)]
-    pub fn backend_of(&self, flow: &FlowKey) -> Option<u32> {
-        let e = self.read();
-        (e.tag() == syn_tag_of_flow(hash_seed(), flow, e.backend())).then_some(e.backend())
+    fn read(&self, way: usize) -> SynEntry {
+        unsafe { core::ptr::read_volatile(self.way(way)) }
     }
 
-    /// Takes the backend of the handshake `flow` for the packet that records the flow:
-    /// the slot serves its handshake once, so a later miss of the same flow (its entries
-    /// purged with a drained backend, or evicted) is placed by the table again.
     #[inline(always)]
-    pub fn take(&self, flow: &FlowKey) -> Option<u32> {
-        let backend = self.backend_of(flow)?;
-        unsafe { core::ptr::write_volatile(self.0, SynEntry(0)) };
-        Some(backend)
+    fn write(&self, way: usize, entry: SynEntry) {
+        unsafe { core::ptr::write_volatile(self.way(way), entry) }
     }
 
-    /// The handshake the reply `reply` (backend -> client) answers, if the slot holds one
+    /// The handshake the reply `reply` (backend -> client) answers, if a way holds one
     /// from that client to that backend.
     #[inline(always)]
     pub fn answered_by(&self, reply: &FlowKey) -> Option<Handshake> {
-        let e = self.read();
+        self.answered_in(0, reply)
+            .or_else(|| self.answered_in(1, reply))
+    }
+
+    #[inline(always)]
+    fn answered_in(&self, way: usize, reply: &FlowKey) -> Option<Handshake> {
+        let e = self.read(way);
         let backend = maps::backend_by_id(e.backend())?;
         if backend.addr != reply.src_addr || backend.port != reply.src_port {
             return None;
@@ -70,14 +89,8 @@ impl Slot {
         if vip == SLOT_EMPTY || vip == SLOT_REMOVED {
             return None;
         }
-        let tag = syn_tag(
-            hash_seed(),
-            reply.dst_addr,
-            reply.dst_port,
-            vip,
-            e.backend(),
-        );
-        if tag != e.tag() {
+        let handshake = syn_handshake_hash(hash_seed(), reply.dst_addr, reply.dst_port, vip);
+        if syn_tag_for(handshake, e.backend()) != e.tag() {
             return None;
         }
         let vip = key_of_word(vip);
@@ -88,12 +101,43 @@ impl Slot {
             backend: e.backend(),
         })
     }
+}
 
-    /// Remembers that the handshake `flow` (client -> VIP), to the service at
-    /// `service_at` in the index, went to backend `backend`.
+impl FlowSlot {
+    /// The way holding this handshake, and its entry.
     #[inline(always)]
-    pub fn record(&self, flow: &FlowKey, service_at: u32, backend: u32) {
-        let tag = syn_tag_of_flow(hash_seed(), flow, backend);
-        unsafe { core::ptr::write_volatile(self.0, SynEntry::new(tag, service_at, backend)) };
+    fn find(&self) -> Option<(usize, SynEntry)> {
+        let first = self.set.read(0);
+        if first.is_of(self.handshake) {
+            return Some((0, first));
+        }
+        let second = self.set.read(1);
+        second.is_of(self.handshake).then_some((1, second))
+    }
+
+    /// The backend the handshake went to, if its set holds it.
+    #[inline(always)]
+    pub fn backend(&self) -> Option<u32> {
+        self.find().map(|(_, e)| e.backend())
+    }
+
+    /// Takes the handshake's backend for the packet that records the flow: a slot serves
+    /// its handshake once, so a later miss of the same flow (its entries purged with a
+    /// drained backend, or evicted) is placed by the table again.
+    #[inline(always)]
+    pub fn take(&self) -> Option<u32> {
+        let (way, e) = self.find()?;
+        self.set.write(way, SynEntry(0));
+        Some(e.backend())
+    }
+
+    /// Remembers that the handshake, to the service at `service_at` in the index, went
+    /// to backend `backend`.
+    #[inline(always)]
+    pub fn record(&self, service_at: u32, backend: u32) {
+        let ways = [self.set.read(0), self.set.read(1)];
+        let way = syn_way_to_write(&ways, self.handshake);
+        let tag = syn_tag_for(self.handshake, backend);
+        self.set.write(way, SynEntry::new(tag, service_at, backend));
     }
 }

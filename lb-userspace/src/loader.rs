@@ -123,9 +123,9 @@ impl KernelDataplane {
             (MAP_BACKEND_SIGNALS, limits.max_backends),
             (MAP_FLOWS, limits.flow_table_size),
             (MAP_RETURN_FLOWS, limits.flow_table_size),
-            (MAP_SYN_CACHE, syn_cache_slots(limits.flow_table_size)),
+            (MAP_SYN_CACHE, syn_cache_sets(limits.flow_table_size)),
         ];
-        let syn_cache_mask = syn_cache_slots(limits.flow_table_size) - 1;
+        let syn_cache_mask = syn_cache_sets(limits.flow_table_size) - 1;
         let service_index_mask = service_index_slots(limits.max_services) - 1;
         let object = ebpf_object::object()?;
         let mut loader = EbpfLoader::new();
