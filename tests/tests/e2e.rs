@@ -206,22 +206,21 @@ fn barriers_of_attached_program(lb: &RunningLb) -> usize {
     jited::barriers(&jited::image(id).expect("reading the program's JIT image"))
 }
 
+/// `lbd` on a three-zone lab, started by `setpriv` with only the capabilities in
+/// `bounding` (setpriv's syntax, e.g. "+bpf,+net_admin").
+fn start_with_capabilities(bounding: &str) -> RunningLb {
+    let lab = three_zones(false);
+    let config = lab_config(&lab, &[1, 1, 1]);
+    let bounding = format!("--bounding-set=-all,{bounding}");
+    RunningLb::start_wrapped(lab, &config, &["setpriv", &bounding, "--inh-caps=-all"])
+}
+
 /// CAP_BPF to load and CAP_NET_ADMIN to attach are enough: without CAP_PERFMON the
 /// program is hardened against Spectre (speculation barriers in its machine code), and
 /// `lbd` says so.
 #[test]
 fn lbd_needs_only_cap_bpf_and_cap_net_admin() {
-    let lab = three_zones(false);
-    let config = lab_config(&lab, &[1, 1, 1]);
-    let lb = RunningLb::start_wrapped(
-        lab,
-        &config,
-        &[
-            "setpriv",
-            "--bounding-set=-all,+bpf,+net_admin",
-            "--inh-caps=-all",
-        ],
-    );
+    let lb = start_with_capabilities("+bpf,+net_admin");
     for (effective, _) in thread_caps(lb.lbd.pid()) {
         assert_eq!(
             effective,
@@ -242,17 +241,7 @@ fn lbd_needs_only_cap_bpf_and_cap_net_admin() {
 /// then every thread of `lbd` holds only CAP_BPF and CAP_NET_ADMIN.
 #[test]
 fn lbd_holds_cap_perfmon_only_while_it_loads_the_program() {
-    let lab = three_zones(false);
-    let config = lab_config(&lab, &[1, 1, 1]);
-    let lb = RunningLb::start_wrapped(
-        lab,
-        &config,
-        &[
-            "setpriv",
-            "--bounding-set=-all,+bpf,+net_admin,+perfmon",
-            "--inh-caps=-all",
-        ],
-    );
+    let lb = start_with_capabilities("+bpf,+net_admin,+perfmon");
     let threads = thread_caps(lb.lbd.pid());
     assert!(threads.len() > 1, "lbd's runtime threads are running");
     for (effective, permitted) in threads {

@@ -167,9 +167,6 @@ fn replies_that_answer_no_syn_of_ours_pass_untouched() {
     });
 }
 
-/// The table changes between a SYN and the client's ACK (the SYN's backend turns
-/// unhealthy): the ACK still records the flow on the SYN's backend, which holds the
-/// handshake, while a new SYN goes by the new table.
 /// Two handshakes in flight whose SYN-cache set is the same both keep their slot: each
 /// SYN-ACK is translated and each ACK records its flow on its own SYN's backend. A third
 /// SYN into the full set takes one of the two slots; the handshake that lost it has its
@@ -224,6 +221,9 @@ fn handshakes_sharing_a_set_keep_their_slots_until_a_third_comes() {
     });
 }
 
+/// The table changes between a SYN and the client's ACK (the SYN's backend turns
+/// unhealthy): the ACK still records the flow on the SYN's backend, which holds the
+/// handshake, while a new SYN goes by the new table.
 #[test]
 fn a_handshake_stays_on_its_backend_across_a_table_change() {
     let rig = Rig::build();

@@ -115,12 +115,15 @@ fn measure(
         ..client_syn(33333)
     }
     .bytes();
+    let to_backend = |frame: &[u8]| {
+        per_call(rounds, calls, |_| {
+            let r = run_once(lb, c0, frame);
+            assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
+            r.nanos
+        })
+    };
     // A pure ACK: the flow table, nothing else.
-    let established = per_call(rounds, calls, |_| {
-        let r = run_once(lb, c0, &ack);
-        assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
-        r.nanos
-    });
+    let established = to_backend(&ack);
     // A data segment of the same flow: the flow table, and the check that the return
     // entry is there before the backend answers.
     let data = Frame {
@@ -129,11 +132,7 @@ fn measure(
         ..client_syn(33333)
     }
     .bytes();
-    let established_data = per_call(rounds, calls, |_| {
-        let r = run_once(lb, c0, &data);
-        assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
-        r.nanos
-    });
+    let established_data = to_backend(&data);
 
     // The same flow state with the backend behind the ingress NIC (a one-arm
     // deployment): XDP_TX instead of a redirect to another NIC.
@@ -253,7 +252,7 @@ pub fn run(opts: &Options) -> Value {
     });
 
     // The same SYN with the smallest tables: a 4,096-flow table and as many SYN-cache
-    // slots (128 KiB), which stay in the CPU caches; the gap to the row above is what
+    // slots (32 KiB), which stay in the CPU caches; the gap to the row above is what
     // the production-sized SYN cache costs in cache and TLB misses.
     let small_syn = rig.with_dataplane(CONFIG, |c| {
         pin_to_cpu(0);
