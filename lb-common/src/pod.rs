@@ -17,3 +17,4 @@ unsafe impl aya::Pod for NatReturn {}
 unsafe impl aya::Pod for TrafficCounters {}
 unsafe impl aya::Pod for crate::nexthop::NextHop {}
 unsafe impl aya::Pod for BackendSignals {}
+unsafe impl aya::Pod for crate::syn_cache::SynSet {}

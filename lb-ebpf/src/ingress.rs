@@ -116,7 +116,7 @@ fn existing_flow(pkt: &Packet) -> Existing {
         }
     }
     let now = maps::now_secs();
-    if !is_syn(pkt) && may_be_reused(&target, &backend, now) && opened_by_a_syn(pkt) {
+    if !is_syn(pkt) && may_be_reused(&target, &backend, now) && opened_by_a_syn(pkt, &target) {
         flow_state::abandon(entry);
         return Existing::Replace;
     }
@@ -143,8 +143,11 @@ fn may_be_reused(target: &FlowTarget, backend: &Backend, now: u32) -> bool {
 /// tuple of a recorded flow leaves only its slot; the first later packet that finds
 /// the slot is the new connection's, and its entry replaces the old one.
 #[inline(always)]
-fn opened_by_a_syn(pkt: &Packet) -> bool {
-    syn_cache::slot_of_flow(&pkt.flow).is_some_and(|s| s.backend().is_some())
+fn opened_by_a_syn(pkt: &Packet, target: &FlowTarget) -> bool {
+    syn_cache::slot_of_flow(&pkt.flow)
+        .and_then(|s| s.backend())
+        .and_then(backend_by_id)
+        .is_some_and(|b| b.service == target.service)
 }
 
 #[inline(always)]
@@ -166,7 +169,7 @@ fn stateless_syn(
     let retransmitted = slot
         .backend()
         .and_then(|id| Some((id, backend_by_id(id)?)))
-        .filter(|(_, b)| b.weight_milli > 0);
+        .filter(|(_, b)| b.weight_milli > 0 && b.service == service.id());
     let (id, backend) = match retransmitted {
         Some(placed) => placed,
         None => {
@@ -193,7 +196,7 @@ fn stateless_syn(
 fn place(pkt: &Packet, service: PackedMeta, syn: bool) -> Option<(u32, Backend)> {
     if !syn && service.flags() & SERVICE_F_STATELESS_SYN != 0 {
         if let Some(id) = syn_cache::slot_of_flow(&pkt.flow).and_then(|s| s.take()) {
-            if let Some(backend) = backend_by_id(id) {
+            if let Some(backend) = backend_by_id(id).filter(|b| b.service == service.id()) {
                 return Some((id, backend));
             }
         }

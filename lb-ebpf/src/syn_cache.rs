@@ -1,5 +1,7 @@
 //! The SYN cache (see `lb_common::syn_cache`): where a SYN that recorded no flow went,
 //! for its SYN-ACK and for the client's ACK.
+use core::intrinsics::{atomic_cxchg, AtomicOrdering::Relaxed};
+
 use lb_common::{
     flow::FlowKey,
     service_index::{key_of_word, SLOT_EMPTY, SLOT_REMOVED},
@@ -123,11 +125,12 @@ impl FlowSlot {
 
     /// Takes the handshake's backend for the packet that records the flow: a slot serves
     /// its handshake once, so a later miss of the same flow (its entries purged with a
-    /// drained backend, or evicted) is placed by the table again.
+    /// drained backend, or evicted) is placed by the table again. The slot is emptied only
+    /// if it still holds this handshake: another CPU's SYN may have just taken it.
     #[inline(always)]
     pub fn take(&self) -> Option<u32> {
         let (way, e) = self.find()?;
-        self.set.write(way, SynEntry(0));
+        unsafe { atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(self.set.way(way).cast(), e.0, 0) };
         Some(e.backend())
     }
 

@@ -35,8 +35,10 @@ pub fn verification() -> anyhow::Result<Verification> {
 }
 
 /// Drops CAP_PERFMON from this thread's effective, permitted and inheritable sets (and
-/// so from its ambient set). Returns whether the thread had it. Capabilities are per
-/// thread: call it while the process has one thread.
+/// so from its ambient set), and sets no_new_privs, so that no later `execve` could give
+/// it back (the bounding set keeps it: narrowing that needs CAP_SETPCAP). Returns whether
+/// the thread had it. Capabilities are per thread: call it while the process has one
+/// thread.
 pub fn drop_after_load() -> anyhow::Result<bool> {
     let had = caps::has_cap(None, CapSet::Permitted, Capability::CAP_PERFMON)
         .context("reading capabilities")?;
@@ -45,6 +47,10 @@ pub fn drop_after_load() -> anyhow::Result<bool> {
             caps::drop(None, set, Capability::CAP_PERFMON)
                 .with_context(|| format!("dropping CAP_PERFMON from the {set:?} set"))?;
         }
+    }
+    // SAFETY: prctl with PR_SET_NO_NEW_PRIVS reads no memory.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("setting no_new_privs");
     }
     Ok(had)
 }

@@ -39,12 +39,22 @@ pub fn image(id: u32) -> io::Result<Vec<u8>> {
     let mut first = [0u8; INFO_LEN];
     info(&fd, &mut first)?;
     let len = u32::from_ne_bytes(first[JITED_LEN_AT..JITED_LEN_AT + 4].try_into().unwrap());
+    if len == 0 {
+        return Err(io::Error::other(format!("program {id} has no JIT image")));
+    }
     let mut image = vec![0u8; len as usize];
     let mut second = [0u8; INFO_LEN];
     second[JITED_LEN_AT..JITED_LEN_AT + 4].copy_from_slice(&len.to_ne_bytes());
     second[JITED_INSNS_AT..JITED_INSNS_AT + 8]
         .copy_from_slice(&(image.as_mut_ptr() as u64).to_ne_bytes());
     info(&fd, &mut second)?;
+    // A kernel that will not show JIT images (kptr_restrict) reports their length but
+    // copies nothing: an empty image would count no barriers.
+    if second[JITED_INSNS_AT..JITED_INSNS_AT + 8] == [0; 8] || image.iter().all(|b| *b == 0) {
+        return Err(io::Error::other(format!(
+            "the kernel did not copy program {id}'s JIT image"
+        )));
+    }
     Ok(image)
 }
 

@@ -212,6 +212,21 @@ pub fn run_once(program: &Xdp, ifindex: u32, frame: &[u8]) -> RunResult {
 }
 
 /// Backend id of `addr` in service `service` of the controller's applied plan.
+/// The map `name` of the loaded `program`, opened by id: for tests that look into a map
+/// the controller keeps no handle for.
+pub fn map_of(program: &Xdp, name: &str) -> aya::maps::MapData {
+    let ids = program
+        .info()
+        .expect("program info")
+        .map_ids()
+        .expect("the program's map ids")
+        .expect("the kernel reports map ids");
+    ids.into_iter()
+        .map(|id| aya::maps::MapData::from_id(id).expect("opening a map by id"))
+        .find(|m| m.info().is_ok_and(|i| i.name_as_str() == Some(name)))
+        .unwrap_or_else(|| panic!("the program has no map {name}"))
+}
+
 pub fn backend_id(c: &Controller<KernelDataplane>, service: &str, addr: Ipv4Addr) -> u32 {
     c.plan()
         .expect("a plan was applied")

@@ -187,11 +187,10 @@ fn thread_caps(pid: u32) -> Vec<(u64, u64)> {
             .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
             .unwrap()
     };
+    // A runtime's blocking-pool thread may end between the listing and the read.
     tasks
-        .map(|task| {
-            let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
-            (field(&status, "CapEff:"), field(&status, "CapPrm:"))
-        })
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
+        .map(|status| (field(&status, "CapEff:"), field(&status, "CapPrm:")))
         .collect()
 }
 
@@ -257,6 +256,13 @@ fn lbd_holds_cap_perfmon_only_while_it_loads_the_program() {
         );
         assert_eq!(permitted & CAP_PERFMON, 0);
     }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", lb.lbd.pid())).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])),
+        "no exec can give CAP_PERFMON back: {status}"
+    );
     assert_eq!(barriers_of_attached_program(&lb), 0);
     assert!(
         lb.lbd.log().contains("CAP_PERFMON dropped"),

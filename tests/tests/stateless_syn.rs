@@ -5,10 +5,11 @@
 //! `lb_tests::packet_rig`).
 use std::net::Ipv4Addr;
 
+use aya::maps::{Array, Map, MapData};
 use lb_common::{
     flow::{FlowTarget, FLOW_F_CLOSED, FLOW_F_ESTABLISHED},
     limits::syn_cache_sets,
-    syn_cache::syn_set,
+    syn_cache::{syn_handshake_hash_of_flow, syn_set, syn_tag_for, SynEntry, SynSet},
 };
 use lb_tests::{
     frame::{checksums_valid, dst_ip, source, Frame},
@@ -52,15 +53,27 @@ fn answer(syn: &Frame, backend: Ipv4Addr, port: u16, flags: u8) -> Frame {
     }
 }
 
-/// `n` other client ports whose handshakes share the SYN-cache set of `syn`'s.
-fn ports_sharing_the_set_of(syn: &Frame, n: usize) -> Vec<u16> {
+/// The rig's hash seed and SYN-cache set mask.
+fn seed_and_set_mask() -> (u32, u32) {
     let config = lb_userspace::config::parse(CONFIG).unwrap();
-    let (seed, mask) = (
+    (
         config.cluster.hash_seed,
         syn_cache_sets(config.limits.flow_table_size) - 1,
-    );
+    )
+}
+
+/// The SYN-cache set of the handshake `syn` opens.
+fn set_of(syn: &Frame) -> u32 {
+    let (seed, mask) = seed_and_set_mask();
     let key = syn.flow_key();
-    let home = syn_set(seed, key.src_addr, key.src_port, mask);
+    syn_set(seed, key.src_addr, key.src_port, mask)
+}
+
+/// `n` other client ports whose handshakes share the SYN-cache set of `syn`'s.
+fn ports_sharing_the_set_of(syn: &Frame, n: usize) -> Vec<u16> {
+    let (seed, mask) = seed_and_set_mask();
+    let key = syn.flow_key();
+    let home = set_of(syn);
     let ports: Vec<u16> = (1024..=u16::MAX)
         .filter(|p| *p != syn.sport)
         .filter(|p| syn_set(seed, key.src_addr, p.to_be(), mask) == home)
@@ -218,6 +231,49 @@ fn handshakes_sharing_a_set_keep_their_slots_until_a_third_comes() {
             1,
             "one of the two earlier handshakes lost its slot: {kept:?}"
         );
+    });
+}
+
+/// A SYN-cache slot that names the packet's handshake but a backend of another service
+/// (what a tag collision could leave) is not followed: a retransmitted SYN and the ACK
+/// are placed by their own service's table.
+#[test]
+fn a_slot_naming_another_services_backend_is_not_followed() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(CONFIG, |c| {
+        let dp = c.dataplane();
+        let syn = client_syn(52600);
+        let r = run_once(dp.program(), c0, &syn.bytes());
+        assert_eq!(r.action, XDP_REDIRECT);
+        let backend = dst_ip(&r.output);
+        let foreign = backend_id(c, "same-nic", "10.10.0.77".parse().unwrap());
+        let mut cache: Array<MapData, SynSet> =
+            Array::try_from(Map::Array(map_of(dp.program(), "SYN_CACHE"))).unwrap();
+        let (seed, _) = seed_and_set_mask();
+        let handshake = syn_handshake_hash_of_flow(seed, &syn.flow_key());
+        let forge = |cache: &mut Array<MapData, SynSet>| {
+            let at = set_of(&syn);
+            let mut set = cache.get(&at, 0).unwrap();
+            let way = set
+                .ways
+                .iter()
+                .position(|e| e.is_of(handshake))
+                .expect("the SYN's slot");
+            let service_at = set.ways[way].service_at();
+            set.ways[way] = SynEntry::new(syn_tag_for(handshake, foreign), service_at, foreign);
+            cache.set(at, set, 0).unwrap();
+        };
+        forge(&mut cache);
+        let r = run_once(dp.program(), c0, &syn.bytes());
+        assert_eq!(
+            (r.action, dst_ip(&r.output)),
+            (XDP_REDIRECT, backend),
+            "the retransmitted SYN"
+        );
+        forge(&mut cache);
+        let flow = ack_records(dp, c0, &syn, backend);
+        assert_eq!(flow.backend, backend_id(c, "web", backend));
     });
 }
 

@@ -181,9 +181,9 @@ fn each_kind_of_bad_value_is_rejected_with_a_named_error() {
         ),
         (
             "interfaces: [veth-c, veth-b]",
-            "interfaces: [veth-c]\nlimits: { max_backends: 16777217 }",
+            "interfaces: [veth-c]\nlimits: { max_backends: 1048577 }",
             "limits.max_backends",
-            "more than the most supported, 16777216",
+            "more than the most supported, 1048576",
         ),
         (
             "interfaces: [veth-c, veth-b]",
