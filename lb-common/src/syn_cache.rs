@@ -43,7 +43,7 @@ const TAG_BITS: u32 = 64 - TAG_SHIFT;
 
 impl SynEntry {
     /// The slot of a handshake sent to backend `backend` of the service at
-    /// `service_at` in the index, with tag `tag` ([`syn_tag`]). Ids wider than their
+    /// `service_at` in the index, with tag `tag` ([`syn_tag_for`]). Ids wider than their
     /// fields are cut, and the tag then no longer matches what the slot names.
     #[inline(always)]
     pub const fn new(tag: u32, service_at: u32, backend: u32) -> SynEntry {
@@ -122,15 +122,6 @@ pub const fn syn_tag_for(handshake: u32, backend: u32) -> u32 {
     (mix32(handshake ^ backend) >> (32 - TAG_BITS)) | 1
 }
 
-/// The tag of a handshake from its parts (see [`syn_handshake_hash`]).
-#[inline(always)]
-pub const fn syn_tag(seed: u32, client_addr: u32, client_port: u16, vip: u64, backend: u32) -> u32 {
-    syn_tag_for(
-        syn_handshake_hash(seed, client_addr, client_port, vip),
-        backend,
-    )
-}
-
 impl SynEntry {
     /// Whether the slot holds the handshake hashed `handshake` (to whichever backend).
     #[inline(always)]
@@ -190,6 +181,13 @@ mod tests {
         assert_eq!(e.backend(), (1 << SYN_BACKEND_BITS) - 1);
         let e = SynEntry::new(tag, 3, 0);
         assert_eq!((e.tag(), e.service_at(), e.backend()), (tag, 3, 0));
+    }
+
+    fn syn_tag(seed: u32, client_addr: u32, client_port: u16, vip: u64, backend: u32) -> u32 {
+        syn_tag_for(
+            syn_handshake_hash(seed, client_addr, client_port, vip),
+            backend,
+        )
     }
 
     #[test]
