@@ -249,6 +249,19 @@ pub fn from_client(dp: &KernelDataplane, rig_c0: u32, sport: u16, flags: u8) -> 
     crate::frame::dst_ip(&r.output)
 }
 
+/// `reply` (backend -> client, as it arrives on `b0`) as the client must get it: from
+/// the VIP's port 80, sent out of `c0` (MAC `c0_mac`) one hop later.
+pub fn as_from_vip(reply: &Frame, c0_mac: Mac) -> Frame {
+    Frame {
+        dst_mac: CLIENT_MAC,
+        src_mac: c0_mac,
+        src: VIP,
+        sport: 80,
+        ttl: reply.ttl - 1,
+        ..reply.clone()
+    }
+}
+
 /// A SYN from the client to the VIP from `sport`.
 pub fn client_syn(sport: u16) -> Frame {
     Frame {

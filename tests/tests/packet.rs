@@ -135,14 +135,7 @@ fn later_packets_of_a_flow_stay_on_its_backend_and_replies_come_back_from_the_vi
         };
         let (action, out) = run_counted(dp, rig.b0, &reply.bytes(), Reason::RedirectInterface);
         assert_eq!(action, XDP_REDIRECT);
-        let expected = Frame {
-            dst_mac: CLIENT_MAC,
-            src_mac: c0_mac,
-            src: VIP,
-            sport: 80,
-            ttl: 63,
-            ..reply
-        };
+        let expected = as_from_vip(&reply, c0_mac);
         assert_eq!(out, expected.bytes(), "every byte of the reply");
         let s = dp.service_counters(0).unwrap();
         assert_eq!(

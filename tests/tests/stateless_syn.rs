@@ -105,14 +105,7 @@ fn a_handshake_is_recorded_by_the_clients_ack_not_by_its_syn() {
         let syn_ack = answer(&syn, backend, 8080, SYN_ACK);
         let r = run_once(dp.program(), b0, &syn_ack.bytes());
         assert_eq!(r.action, XDP_REDIRECT);
-        let expected = Frame {
-            dst_mac: CLIENT_MAC,
-            src_mac: c0_mac,
-            src: VIP,
-            sport: 80,
-            ttl: 63,
-            ..syn_ack.clone()
-        };
+        let expected = as_from_vip(&syn_ack, c0_mac);
         assert_eq!(r.output, expected.bytes(), "every byte of the SYN-ACK");
         assert!(checksums_valid(&r.output));
         assert!(

@@ -6,6 +6,7 @@
 //! call carries the same fixed overhead as the floor, which the net columns remove. Every
 //! call's return code (and, where it matters, its rewrite) is checked. The measuring
 //! thread is pinned to one CPU (per-CPU maps, stable caches).
+use aya::programs::Xdp;
 use lb_common::{limits::syn_cache_slots, syn_cache::SynEntry};
 use lb_userspace::{controller::Controller, loader::KernelDataplane};
 use serde_json::{json, Value};
@@ -63,23 +64,24 @@ fn measure(
     let floor = peer_xdp::pass_program(&mut floor_obj);
     let lb = c.dataplane().program();
 
+    // The same frame run again and again, each call's action checked.
+    let repeated = |program: &Xdp, ifindex: u32, frame: &[u8], action: u32| {
+        per_call(rounds, calls, |_| {
+            let r = run_once(program, ifindex, frame);
+            assert_eq!(r.action, action);
+            r.nanos
+        })
+    };
+
     let syn = client_syn(40000).bytes();
-    let floor_stat = per_call(rounds, calls, |_| {
-        let r = run_once(floor, c0, &syn);
-        assert_eq!(r.action, XDP_PASS);
-        r.nanos
-    });
+    let floor_stat = repeated(floor, c0, &syn, XDP_PASS);
 
     let other = Frame {
         dst: "10.10.0.50".parse().unwrap(),
         ..client_syn(40000)
     }
     .bytes();
-    let pass = per_call(rounds, calls, |_| {
-        let r = run_once(lb, c0, &other);
-        assert_eq!(r.action, XDP_PASS);
-        r.nanos
-    });
+    let pass = repeated(lb, c0, &other, XDP_PASS);
 
     let new_flow = |vip: [u8; 4]| {
         per_call(rounds, calls, |i| {
@@ -146,11 +148,7 @@ fn measure(
         ..one_arm
     }
     .bytes();
-    let established_tx = per_call(rounds, calls, |_| {
-        let r = run_once(lb, c0, &one_arm_ack);
-        assert_eq!(r.action, XDP_TX);
-        r.nanos
-    });
+    let established_tx = repeated(lb, c0, &one_arm_ack, XDP_TX);
 
     let reply_frame = Frame {
         src: backend,
@@ -161,11 +159,7 @@ fn measure(
         ..Frame::default()
     };
     let reply = reply_frame.bytes();
-    let ret = per_call(rounds, calls, |_| {
-        let r = run_once(lb, b0, &reply);
-        assert_eq!(r.action, XDP_REDIRECT);
-        r.nanos
-    });
+    let ret = repeated(lb, b0, &reply, XDP_REDIRECT);
     // A SYN-ACK of a handshake whose SYN recorded no flow: no return entry, the SYN's
     // slot in the SYN cache translates it and the route to the client comes from the
     // FIB (no entry to cache it in).
@@ -178,11 +172,7 @@ fn measure(
         ..reply_frame
     }
     .bytes();
-    let routed = per_call(rounds, calls, |_| {
-        let r = run_once(lb, b0, &syn_ack);
-        assert_eq!(r.action, XDP_REDIRECT);
-        r.nanos
-    });
+    let routed = repeated(lb, b0, &syn_ack, XDP_REDIRECT);
     [
         ("empty XDP_PASS program (floor)", "floor", floor_stat),
         ("non-VIP pass-through", "pass_through", pass),
