@@ -8,13 +8,17 @@
 //! [`super::packet`]:
 //!
 //! - established: each call an ACK of a different, randomly chosen pre-filled flow, so
-//!   lookups miss the CPU caches as they would with many live connections (the
-//!   per-packet table uses one hot flow instead);
+//!   lookups miss the CPU caches as they would with many live connections;
+//! - established, one hot flow: every call an ACK of the same pre-filled flow, as in the
+//!   per-packet table: what the table's size costs once its memory is not the question;
 //! - new flow: each call a SYN of a tuple never seen, which takes the Maglev path and
 //!   records no flow (see `lb_common::syn_cache`);
 //! - first ACK: the same tuples' next client packet, which the ring places and which
 //!   inserts both flow entries; those entries are deleted after each round (untimed), so
 //!   the fill stays at its level.
+//!
+//! Beside them, [`super::memory`] times one dependent random read in regions as large as
+//! the caches and as the flow map, the floor under the random-flow column.
 //!
 //! Backends are `10.1.0.{11,12,13}` with distinct ports (`10000 + i`), so that every
 //! backend has a neighbour in the rig and every packet is redirected: the path stays the
@@ -28,6 +32,7 @@ use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 
 use super::{
+    memory,
     stats::{median_u64, per_call, per_call_rounds, pin_to_cpu, timed},
     table::{percent, Table},
 };
@@ -168,6 +173,7 @@ struct Cell {
     fill: usize,
     backends: usize,
     established: u64,
+    established_hot: u64,
     new_flow: u64,
     first_ack: u64,
 }
@@ -177,7 +183,7 @@ fn measure_level(
     opts: &Options,
     fill_level: usize,
     c0: u32,
-) -> (u64, u64, u64) {
+) -> [u64; 4] {
     let (rounds, calls) = (opts.rounds, opts.calls);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ fill_level as u64);
     let established = per_call(rounds, calls, |_| {
@@ -189,6 +195,24 @@ fn measure_level(
             (r.action, dst_ip(&r.output), dst_port(&r.output)),
             (XDP_REDIRECT, backend_addr(backend), backend_port(backend)),
             "pre-filled flow #{i} must hit its entry"
+        );
+        r.nanos
+    })
+    .median;
+    let hot = fill_level / 2;
+    let (src, sport) = filled_client(hot);
+    let hot_frame = client_frame(src, sport, 0x10);
+    let hot_backend = (hot as u32) % FILL_BACKENDS;
+    let established_hot = per_call(rounds, calls, |_| {
+        let r = run_once(c.dataplane().program(), c0, &hot_frame);
+        assert_eq!(
+            (r.action, dst_ip(&r.output), dst_port(&r.output)),
+            (
+                XDP_REDIRECT,
+                backend_addr(hot_backend),
+                backend_port(hot_backend)
+            ),
+            "pre-filled flow #{hot} must hit its entry"
         );
         r.nanos
     })
@@ -223,8 +247,18 @@ fn measure_level(
         median_u64(&times)
     })
     .median;
-    (established, new_flow, first_ack)
+    [established, established_hot, new_flow, first_ack]
 }
+
+/// Regions whose random reads bound the fill figures: within L1, L2 and L3, and about
+/// one flow map's memory at [`FLOW_TABLE_SIZE`] entries (the LRU hash map's elements
+/// and buckets come to about 100 bytes per entry, 208 MiB).
+const MEMORY_REGIONS: [(usize, &str); 4] = [
+    (32 << 10, "32 KiB"),
+    (1 << 20, "1 MiB"),
+    (16 << 20, "16 MiB"),
+    (256 << 20, "256 MiB"),
+];
 
 pub fn run(opts: &Options) -> Value {
     let rig = Rig::build();
@@ -252,11 +286,13 @@ pub fn run(opts: &Options) -> Value {
             for &n in &opts.backends {
                 let cfg = config::parse(&config_text(n)).expect("bench config is valid");
                 c.apply(&cfg).expect("re-applying the service");
-                let (established, new_flow, first_ack) = measure_level(c, opts, level, c0);
+                let [established, established_hot, new_flow, first_ack] =
+                    measure_level(c, opts, level, c0);
                 cells.push(Cell {
                     fill: level,
                     backends: n,
                     established: established.saturating_sub(floor),
+                    established_hot: established_hot.saturating_sub(floor),
                     new_flow: new_flow.saturating_sub(floor),
                     first_ack: first_ack.saturating_sub(floor),
                 });
@@ -264,10 +300,20 @@ pub fn run(opts: &Options) -> Value {
         }
         (floor, cells)
     });
-    report(opts, floor, &cells, &fill_seconds)
+    let reads: Vec<(usize, &str, f64)> = MEMORY_REGIONS
+        .iter()
+        .map(|&(bytes, label)| (bytes, label, memory::random_read_ns(bytes, 5, 1_000_000)))
+        .collect();
+    report(opts, floor, &cells, &fill_seconds, &reads)
 }
 
-fn report(opts: &Options, floor: u64, cells: &[Cell], fill_seconds: &[(usize, f64)]) -> Value {
+fn report(
+    opts: &Options,
+    floor: u64,
+    cells: &[Cell],
+    fill_seconds: &[(usize, f64)],
+    reads: &[(usize, &str, f64)],
+) -> Value {
     let mut table = Table::new(
         format!(
             "per-packet cost vs flow-table fill and backends, net median ns \
@@ -278,6 +324,7 @@ fn report(opts: &Options, floor: u64, cells: &[Cell], fill_seconds: &[(usize, f6
             "fill",
             "backends",
             "established",
+            "one hot flow",
             "new flow (SYN)",
             "first ACK",
         ],
@@ -287,6 +334,7 @@ fn report(opts: &Options, floor: u64, cells: &[Cell], fill_seconds: &[(usize, f6
             c.fill.to_string(),
             c.backends.to_string(),
             c.established.to_string(),
+            c.established_hot.to_string(),
             c.new_flow.to_string(),
             c.first_ack.to_string(),
         ]);
@@ -301,12 +349,15 @@ fn report(opts: &Options, floor: u64, cells: &[Cell], fill_seconds: &[(usize, f6
             growth.push(json!({
                 "backends": n,
                 "established_change": g(a.established, b.established),
+                "established_hot_change": g(a.established_hot, b.established_hot),
                 "new_flow_change": g(a.new_flow, b.new_flow),
                 "first_ack_change": g(a.first_ack, b.first_ack),
             }));
             table.note(format!(
-                "fill {lo} -> {hi} at {n} backends: established {}, new flow {}, first ACK {}",
+                "fill {lo} -> {hi} at {n} backends: established {} (one hot flow {}), \
+                 new flow {}, first ACK {}",
                 percent(g(a.established, b.established)),
+                percent(g(a.established_hot, b.established_hot)),
                 percent(g(a.new_flow, b.new_flow)),
                 percent(g(a.first_ack, b.first_ack))
             ));
@@ -315,6 +366,14 @@ fn report(opts: &Options, floor: u64, cells: &[Cell], fill_seconds: &[(usize, f6
     table.note(format!(
         "flow table: {FLOW_TABLE_SIZE} entries per direction (LRU), ring {RING_SIZE}; \
          established = a random pre-filled flow per call"
+    ));
+    table.note(format!(
+        "one dependent random read, 4 KiB pages: {}",
+        reads
+            .iter()
+            .map(|(_, label, ns)| format!("{label} {ns:.1} ns"))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     for (level, secs) in fill_seconds {
         table.note(format!(
@@ -332,9 +391,14 @@ fn report(opts: &Options, floor: u64, cells: &[Cell], fill_seconds: &[(usize, f6
             "fill": c.fill,
             "backends": c.backends,
             "established_net_median_ns": c.established,
+            "established_hot_net_median_ns": c.established_hot,
             "new_flow_net_median_ns": c.new_flow,
             "first_ack_net_median_ns": c.first_ack,
         })).collect::<Vec<_>>(),
         "fill_growth": growth,
+        "random_read_ns": reads.iter().map(|(bytes, _, ns)| json!({
+            "region_bytes": bytes,
+            "ns": ns,
+        })).collect::<Vec<_>>(),
     })
 }

@@ -4,7 +4,8 @@
 //!
 //! - [`packet`]: per-packet cost of each data-path case (BPF_PROG_TEST_RUN) beside an
 //!   empty XDP program;
-//! - [`flow_fill`]: how that cost grows with flow-table fill and backend count;
+//! - [`flow_fill`]: how that cost grows with flow-table fill and backend count, beside
+//!   [`memory`]'s random-read latency, the floor under it;
 //! - [`control`]: Maglev build time and change-to-live through the real maps, and
 //!   [`probes`]: health probes per second and their CPU;
 //! - [`e2e`]: connection rate, keep-alive request rate and bulk throughput in the
@@ -17,6 +18,7 @@ pub mod control;
 pub mod e2e;
 pub mod flow_fill;
 pub mod machine;
+pub mod memory;
 pub mod packet;
 pub mod probes;
 pub mod stats;

@@ -61,27 +61,39 @@ fn all(report: &Value) -> Vec<Target> {
             15.0,
         ),
     ];
-    let growth = report
+    let growths = report
         .pointer("/fill/fill_growth")
         .and_then(Value::as_array)
-        .filter(|g| !g.is_empty())
-        .map(|g| {
+        .filter(|g| !g.is_empty());
+    let worst = |keys: &[&str]| {
+        growths.map(|g| {
             g.iter()
-                .flat_map(|c| {
-                    ["established_change", "new_flow_change", "first_ack_change"]
-                        .map(|k| num(c, &[k]))
-                })
+                .flat_map(|c| keys.iter().map(|k| num(c, &[k])))
                 .flatten()
                 .fold(0.0f64, |worst, x| worst.max(x.abs()))
-        });
+        })
+    };
+    // The target is judged on every path; the hot flow and the memory floor are shown
+    // beside it because they say why it is missed.
+    let growth = worst(&["established_change", "new_flow_change", "first_ack_change"]);
+    let hot = worst(&["established_hot_change"]);
+    let far_read = report
+        .pointer("/fill/random_read_ns")
+        .and_then(Value::as_array)
+        .and_then(|r| r.last())
+        .and_then(|r| num(r, &["ns"]));
     t.push(Target {
         name: "flow-table fill 1k -> 1M, per-packet change",
         goal: "< 30%",
         result: growth.map(|g| {
-            (
-                format!("worst {} (any backend count, any path)", percent(g)),
-                g < 0.30,
-            )
+            let mut measured = format!("worst {} (any backend count, any path)", percent(g));
+            if let Some(h) = hot {
+                measured.push_str(&format!("; one hot flow {}", percent(h)));
+            }
+            if let Some(ns) = far_read {
+                measured.push_str(&format!("; a random read of 256 MiB {ns:.0} ns"));
+            }
+            (measured, g < 0.30)
         }),
     });
     let e2e = |workload: &str, variant: &str, field: &str| {
@@ -222,5 +234,26 @@ mod tests {
         assert_eq!(met("non-VIP"), None);
         assert_eq!(met("Maglev build"), Some(true));
         assert_eq!(met("keep-alive"), None);
+    }
+
+    #[test]
+    fn the_fill_target_is_judged_on_every_path_not_on_the_hot_flow() {
+        let report = json!({ "fill": {
+            "fill_growth": [
+                { "established_change": 3.0, "established_hot_change": 0.05,
+                  "new_flow_change": 0.1, "first_ack_change": -0.2 },
+            ],
+            "random_read_ns": [ { "ns": 1.2 }, { "ns": 166.4 } ],
+        }});
+        let t = all(&report);
+        let fill = t
+            .iter()
+            .find(|t| t.name.starts_with("flow-table fill"))
+            .unwrap();
+        let (measured, met) = fill.result.clone().unwrap();
+        assert!(!met, "{measured}");
+        assert!(measured.starts_with("worst 300.0%"), "{measured}");
+        assert!(measured.contains("one hot flow 5.0%"), "{measured}");
+        assert!(measured.contains("256 MiB 166 ns"), "{measured}");
     }
 }
