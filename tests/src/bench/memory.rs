@@ -1,6 +1,7 @@
 //! The memory floor under the flow-table fill figures: how long one dependent read of a
 //! random cache line takes in a region of a given size, mapped in 4 KiB pages as the
-//! kernel maps a BPF map's memory (`bpf_map_area_alloc` asks vmalloc for no huge pages).
+//! kernel maps a BPF map's memory (`/proc/vmallocinfo` lists a hash map's buckets and
+//! elements as vmalloc areas of 4 KiB pages).
 //! A flow lookup among many live flows cannot cost less than one such read, whatever the
 //! table's design, so this bounds how flat the fill curve can be on this machine.
 use std::time::Instant;
