@@ -250,9 +250,11 @@ fn measure_level(
     [established, established_hot, new_flow, first_ack]
 }
 
-/// Regions whose random reads bound the fill figures: within L1, L2 and L3, and about
-/// one flow map's memory at [`FLOW_TABLE_SIZE`] entries (the LRU hash map's elements
-/// and buckets come to about 100 bytes per entry, 208 MiB).
+/// Regions whose random reads bound the fill figures: within this CPU's L1 data cache
+/// (48 KiB a core), its L2's size (1 MiB a core), half its L3 (shared with other
+/// tenants), and
+/// about one flow map's memory at [`FLOW_TABLE_SIZE`] entries (`bpftool map show`: an
+/// LRU hash map of these keys and values is 104 bytes per entry, 208 MiB).
 const MEMORY_REGIONS: [(usize, &str); 4] = [
     (32 << 10, "32 KiB"),
     (1 << 20, "1 MiB"),
