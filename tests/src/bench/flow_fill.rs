@@ -252,9 +252,8 @@ fn measure_level(
 
 /// Regions whose random reads bound the fill figures: within this CPU's L1 data cache
 /// (48 KiB a core), its L2's size (1 MiB a core), half its L3 (shared with other
-/// tenants), and
-/// about one flow map's memory at [`FLOW_TABLE_SIZE`] entries (`bpftool map show`: an
-/// LRU hash map of these keys and values is 104 bytes per entry, 208 MiB).
+/// tenants), and about one flow map's memory at [`FLOW_TABLE_SIZE`] entries (`bpftool
+/// map show`: an LRU hash map of these keys and values is 104 bytes per entry, 208 MiB).
 const MEMORY_REGIONS: [(usize, &str); 4] = [
     (32 << 10, "32 KiB"),
     (1 << 20, "1 MiB"),
