@@ -13,7 +13,7 @@ use aya::{
         xdp::{XdpLink, XdpLinkId},
         Xdp, XdpMode,
     },
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, Pod,
 };
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
@@ -381,21 +381,18 @@ impl KernelDataplane {
             .collect();
         let mut removed = 0;
         for key in &expired {
-            // The walk may have taken seconds: a client reusing the tuple may have put a
-            // new flow under the same key since (a SYN on a closed entry replaces it), and
-            // deleting that one would move a live connection. Only an entry that is still
-            // expired now is deleted.
-            let target = match self.flows.get(key, 0) {
-                Ok(current) if ageing::expired(&current, now, timeouts) => current,
-                Ok(_) => continue,
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(e).context("FLOWS lookup"),
+            // Only an entry still expired now: a SYN on a closed entry may have replaced
+            // it with a live connection's since the walk.
+            let Some(target) = current_if(&self.flows, key, MAP_FLOWS, |t| {
+                ageing::expired(t, now, timeouts)
+            })?
+            else {
+                continue;
             };
-            match self.flows.remove(key) {
-                Ok(()) => removed += 1,
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(e).context("FLOWS remove"),
+            if !remove_present(&mut self.flows, key, MAP_FLOWS)? {
+                continue;
             }
+            removed += 1;
             let Ok(backend) = self.backends.get(&target.backend, 0) else {
                 continue;
             };
@@ -406,11 +403,7 @@ impl KernelDataplane {
                 dst_port: key.src_port,
                 ..*key
             };
-            match self.return_flows.remove(&reverse) {
-                Ok(()) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(e).context("RETURN_FLOWS remove"),
-            }
+            remove_present(&mut self.return_flows, &reverse, MAP_RETURN_FLOWS)?;
         }
         Ok(removed)
     }
@@ -512,6 +505,35 @@ fn is_not_found(e: &MapError) -> bool {
     }
 }
 
+/// The entry under `key` now, if there is one and it `qualifies`: keys collected by a
+/// walk may be seconds old, and by then a client reusing the tuple may have put a new
+/// flow under the same key, which must not be deleted with the old one.
+fn current_if<K: Pod, V: Pod>(
+    map: &HashMap<MapData, K, V>,
+    key: &K,
+    name: &str,
+    qualifies: impl Fn(&V) -> bool,
+) -> anyhow::Result<Option<V>> {
+    match map.get(key, 0) {
+        Ok(value) => Ok(qualifies(&value).then_some(value)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("{name} lookup")),
+    }
+}
+
+/// Deletes `key`; whether it was there (the LRU may have evicted it meanwhile).
+fn remove_present<K: Pod, V: Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    key: &K,
+    name: &str,
+) -> anyhow::Result<bool> {
+    match map.remove(key) {
+        Ok(()) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("{name} remove")),
+    }
+}
+
 pub fn ifindex_of(name: &str) -> anyhow::Result<u32> {
     let c = CString::new(name).with_context(|| format!("interface name {name:?}"))?;
     // SAFETY: a valid NUL-terminated string; the call only reads it.
@@ -579,32 +601,19 @@ impl Dataplane for KernelDataplane {
             .map(|(key, _)| key)
             .collect();
         let mut purged = 0;
+        // As in `expire_flows`: a key may hold another flow by now.
         for key in &forward {
-            // As in `expire_flows`: the key may hold another flow by now.
-            match self.flows.get(key, 0) {
-                Ok(current) if ids.contains(&current.backend) => {}
-                Ok(_) => continue,
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(e).context("FLOWS lookup"),
-            }
-            // An entry the LRU evicted meanwhile is already gone.
-            match self.flows.remove(key) {
-                Ok(()) => purged += 1,
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(e).context("FLOWS remove"),
+            let ours = |t: &FlowTarget| ids.contains(&t.backend);
+            if current_if(&self.flows, key, MAP_FLOWS, ours)?.is_some()
+                && remove_present(&mut self.flows, key, MAP_FLOWS)?
+            {
+                purged += 1;
             }
         }
         for key in &reverse {
-            match self.return_flows.get(key, 0) {
-                Ok(current) if ids.contains(&current.backend) => {}
-                Ok(_) => continue,
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(e).context("RETURN_FLOWS lookup"),
-            }
-            match self.return_flows.remove(key) {
-                Ok(()) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(e).context("RETURN_FLOWS remove"),
+            let ours = |n: &NatReturn| ids.contains(&n.backend);
+            if current_if(&self.return_flows, key, MAP_RETURN_FLOWS, ours)?.is_some() {
+                remove_present(&mut self.return_flows, key, MAP_RETURN_FLOWS)?;
             }
         }
         Ok(purged)
