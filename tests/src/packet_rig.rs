@@ -211,7 +211,6 @@ pub fn run_once(program: &Xdp, ifindex: u32, frame: &[u8]) -> RunResult {
     }
 }
 
-/// Backend id of `addr` in service `service` of the controller's applied plan.
 /// The map `name` of the loaded `program`, opened by id: for tests that look into a map
 /// the controller keeps no handle for.
 pub fn map_of(program: &Xdp, name: &str) -> aya::maps::MapData {
@@ -227,6 +226,7 @@ pub fn map_of(program: &Xdp, name: &str) -> aya::maps::MapData {
         .unwrap_or_else(|| panic!("the program has no map {name}"))
 }
 
+/// Backend id of `addr` in service `service` of the controller's applied plan.
 pub fn backend_id(c: &Controller<KernelDataplane>, service: &str, addr: Ipv4Addr) -> u32 {
     c.plan()
         .expect("a plan was applied")

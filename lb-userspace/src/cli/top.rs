@@ -153,8 +153,6 @@ pub fn frame(s: &StatsView) -> String {
         .join("\n")
 }
 
-/// One word for what the backend does with new flows: `up`, `drain` (set by the
-/// operator), `DOWN` (unhealthy), `?` (no verdict yet).
 /// The traffic columns of a row (under `CONNS NEW/S ACTIVE PKTS BYTES`).
 fn columns(c: &Counts) -> String {
     format!(
@@ -167,6 +165,8 @@ fn columns(c: &Counts) -> String {
     )
 }
 
+/// One word for what the backend does with new flows: `up`, `drain` (set by the
+/// operator), `DOWN` (unhealthy), `?` (no verdict yet).
 fn short_state(b: &BackendStats) -> &'static str {
     match (b.state, b.health.as_str()) {
         (BackendState::Draining, _) => "drain",
