@@ -139,6 +139,12 @@ pub fn source(frame: &[u8]) -> (Ipv4Addr, u16) {
     )
 }
 
+/// Destination port of a frame (Ethernet, IPv4 without options, TCP).
+pub fn dst_port(frame: &[u8]) -> u16 {
+    let at = ETH_LEN + IP_LEN + 2;
+    u16::from_be_bytes([frame[at], frame[at + 1]])
+}
+
 pub fn dst_ip(frame: &[u8]) -> Ipv4Addr {
     let at = ETH_LEN + 16;
     Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3])

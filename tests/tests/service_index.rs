@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 
 use lb_tests::{
-    frame::{dst_ip, Frame, ETH_LEN, IP_LEN},
+    frame::{dst_ip, dst_port, Frame},
     packet_rig::*,
 };
 use lb_userspace::{config, controller::Controller, loader::KernelDataplane};
@@ -44,8 +44,7 @@ fn syn_to(c: &Controller<KernelDataplane>, c0: u32, i: u32) -> Option<u16> {
     match r.action {
         XDP_REDIRECT => {
             assert_eq!(dst_ip(&r.output), Ipv4Addr::new(10, 1, 0, 11));
-            let at = ETH_LEN + IP_LEN + 2;
-            Some(u16::from_be_bytes([r.output[at], r.output[at + 1]]))
+            Some(dst_port(&r.output))
         }
         XDP_PASS => {
             assert_eq!(r.output, syn.bytes(), "passed untouched");

@@ -28,7 +28,7 @@ use super::{
     table::{fixed, Table},
 };
 use crate::{
-    frame::{dst_ip, Frame, ETH_LEN, IP_LEN},
+    frame::{dst_ip, dst_port, Frame},
     packet_rig::{run_once, Rig, CLIENT_MAC, VIP},
 };
 
@@ -183,10 +183,8 @@ fn timed_changes(
                 }
                 .bytes();
                 let r = run_once(c.dataplane().program(), c0, &frame);
-                let at = ETH_LEN + IP_LEN + 2;
-                let port = u16::from_be_bytes([r.output[at], r.output[at + 1]]);
                 assert_eq!(
-                    (dst_ip(&r.output), port),
+                    (dst_ip(&r.output), dst_port(&r.output)),
                     (backend_addr(id as usize), backend_port(id as usize)),
                     "after change {k} a moved flow must reach the new table's backend"
                 );

@@ -37,7 +37,7 @@ use super::{
     table::{percent, Table},
 };
 use crate::{
-    frame::{dst_ip, Frame, ETH_LEN, IP_LEN},
+    frame::{dst_ip, dst_port, Frame},
     packet_rig::{run_once, Rig, CLIENT_MAC, VIP, XDP_PASS, XDP_REDIRECT},
     peer_xdp,
 };
@@ -104,11 +104,6 @@ fn tcp_key(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> FlowKey {
         family: FAMILY_IPV4,
         _pad: [0; 2],
     }
-}
-
-fn dst_port(frame: &[u8]) -> u16 {
-    let at = ETH_LEN + IP_LEN + 2;
-    u16::from_be_bytes([frame[at], frame[at + 1]])
 }
 
 fn client_frame(src: Ipv4Addr, sport: u16, flags: u8) -> Vec<u8> {
