@@ -32,11 +32,6 @@ pub struct MmapArray {
 unsafe impl Send for MmapArray {}
 
 impl MmapArray {
-    /// Maps an array of u32 values.
-    pub fn new(map: Map, name: &str) -> anyhow::Result<Self> {
-        Self::with_value_size(map, name, 4)
-    }
-
     /// Maps an array whose values are `value_size` bytes.
     pub fn with_value_size(map: Map, name: &str, value_size: usize) -> anyhow::Result<Self> {
         let Map::Array(data) = map else {
