@@ -631,3 +631,21 @@ fn the_shipped_example_config_is_valid() {
     assert_eq!(c.services[0].health.kind, ProbeType::Http);
     assert_eq!(c.services[0].health.path(), "/healthz");
 }
+
+/// Nodes built from the example and nodes left on defaults sit behind one router: the
+/// cluster keys they show must be the defaults, or the two would hash flows differently.
+#[test]
+fn the_example_config_and_the_readme_show_the_default_cluster_keys() {
+    let example = parse(include_str!("../../../deploy/lb.yaml")).unwrap();
+    assert_eq!(example.cluster, ClusterConfig::default(), "deploy/lb.yaml");
+
+    let readme = include_str!("../../../README.md");
+    let block = readme
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has a yaml block");
+    let shown: serde_yaml_ng::Value = serde_yaml_ng::from_str(block).unwrap();
+    let cluster: ClusterConfig = serde_yaml_ng::from_value(shown["cluster"].clone()).unwrap();
+    assert_eq!(cluster, ClusterConfig::default(), "README's config block");
+}
