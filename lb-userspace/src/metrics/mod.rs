@@ -18,7 +18,9 @@ use axum::{
 use prometheus_client::{
     encoding::text,
     metrics::{
+        counter::Counter,
         family::{Family, MetricConstructor},
+        gauge::Gauge,
         histogram::{exponential_buckets, Histogram},
     },
     registry::Registry,
@@ -45,6 +47,10 @@ pub struct Metrics {
     /// Health-probe latency per backend, in seconds. Registered now so dashboards and
     /// alerts can be built on it; issue 3's prober observes into it.
     pub probe_duration: Family<BackendLabels, Histogram, ProbeBuckets>,
+    /// 1 while the data path is attached to the NIC, 0 while it is missing.
+    interface_attached: Family<BackendLabels, Gauge>,
+    /// NICs lost, re-attached, or failing to re-attach.
+    interface_events: Family<BackendLabels, Counter>,
 }
 
 impl Metrics {
@@ -56,11 +62,42 @@ impl Metrics {
             "Health-probe latency per backend",
             probe_duration.clone(),
         );
+        let interface_attached = Family::default();
+        registry.register(
+            "lb_interface_attached",
+            "Whether the data path is attached to the configured NIC (0 while it is missing)",
+            interface_attached.clone(),
+        );
+        let interface_events = Family::default();
+        registry.register(
+            "lb_interface_events",
+            "Configured NICs lost, re-attached or failing to re-attach",
+            interface_events.clone(),
+        );
         registry.register_collector(Box::new(collector::DataPathCollector::new(runtime)));
         Self {
             registry,
             probe_duration,
+            interface_attached,
+            interface_events,
         }
+    }
+
+    /// Records whether the data path is attached to `interface` now.
+    pub fn set_interface_attached(&self, interface: &str, attached: bool) {
+        self.interface_attached
+            .get_or_create(&vec![("interface", interface.to_string())])
+            .set(attached as i64);
+    }
+
+    /// Counts a `lost`, `attached` or `attach_failed` event of `interface`.
+    pub fn count_interface_event(&self, interface: &str, event: &'static str) {
+        self.interface_events
+            .get_or_create(&vec![
+                ("interface", interface.to_string()),
+                ("event", event.to_string()),
+            ])
+            .inc();
     }
 
     /// Records one health-probe latency (for the prober of issue 3).
