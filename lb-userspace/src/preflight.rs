@@ -140,8 +140,20 @@ fn mem_available() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The admin socket can be bound: nothing but a stale socket is in its place.
+/// The admin socket can be bound: nothing but a stale socket is in its place, and its
+/// directory is one or can be made.
 fn socket_free(path: &Path) -> Result<(), String> {
+    let mut base = path.parent();
+    while let Some(dir) = base.filter(|d| !d.exists()) {
+        base = dir.parent();
+    }
+    if let Some(dir) = base.filter(|d| !d.is_dir()) {
+        return Err(format!(
+            "{} cannot be created: {} is not a directory",
+            path.display(),
+            dir.display()
+        ));
+    }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -194,17 +206,18 @@ mod tests {
     }
 
     #[test]
-    fn a_short_token_a_missing_interface_and_a_busy_port_are_named() {
+    fn a_short_token_a_missing_nic_a_pin_dir_off_bpffs_and_busy_listeners_are_named() {
         let dir = std::env::temp_dir().join(format!("lbd-preflight-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let token = dir.join("token");
         std::fs::write(&token, "short\n").unwrap();
         let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let text = format!(
-            "node: {{ zone: az-a }}\ninterfaces: [lo, nosuchnic0]\n\
+            "node: {{ zone: az-a }}\ninterfaces: [lo, nosuchnic0]\npin_dir: {}\n\
              api: {{ socket: {}, listen: 127.0.0.1:0, token_file: {} }}\n\
              metrics: {{ listen: {} }}\n",
-            dir.join("lbd.sock").display(),
+            dir.join("pins").display(),
+            token.join("lbd.sock").display(),
             token.display(),
             busy.local_addr().unwrap()
         );
@@ -218,7 +231,13 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let fields = at(Stage::Start);
-        for field in ["api.token_file", "interfaces[1]", "metrics.listen"] {
+        for field in [
+            "api.token_file",
+            "interfaces[1]",
+            "pin_dir",
+            "api.socket",
+            "metrics.listen",
+        ] {
             assert!(fields.contains(&field.to_string()), "{fields:?}");
         }
         assert!(!fields.contains(&"interfaces[0]".to_string()), "{fields:?}");

@@ -218,6 +218,41 @@ mod tests {
         assert!(after.ends_with("# EOF\n"));
     }
 
+    /// Not ready until lbd says the data path is attached everywhere, and again once it
+    /// stops or loses a NIC; the per-NIC gauge says which.
+    #[test]
+    fn readyz_follows_readiness_and_interfaces_are_exported() {
+        let c =
+            config::parse("node: { zone: az-a }\ninterfaces: [eth0]\ncluster: { ring_size: 13 }\n")
+                .unwrap();
+        let runtime = shared(c);
+        let metrics = Arc::new(Metrics::new(runtime.clone()));
+        let state = MetricsState {
+            metrics: metrics.clone(),
+            runtime: runtime.clone(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let status = || rt.block_on(readyz(State(state.clone()))).0;
+        assert_eq!(status(), StatusCode::SERVICE_UNAVAILABLE);
+        runtime.set_ready(true);
+        assert_eq!(status(), StatusCode::OK);
+        runtime.set_ready(false);
+        assert_eq!(status(), StatusCode::SERVICE_UNAVAILABLE);
+        metrics.set_interface_attached("eth0", false);
+        metrics.count_interface_event("eth0", "lost");
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("lb_interface_attached{interface=\"eth0\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lb_interface_events_total{interface=\"eth0\",event=\"lost\"} 1\n"),
+            "{text}"
+        );
+    }
+
     /// The Grafana dashboard in deploy/ only queries series that lbd exports.
     #[test]
     fn the_dashboard_queries_only_exported_metrics() {
