@@ -414,3 +414,27 @@ fn exit_status_is_2_for_bad_arguments_and_1_for_a_kernel_failure() {
     );
     assert_eq!(xdp_prog(&lab, "lbc"), None);
 }
+
+#[test]
+fn sighup_refuses_keys_set_up_once_at_start_and_keeps_running_as_before() {
+    let lab = three_zones();
+    let config = lab_config(&lab, &[1, 1, 1]);
+    let mut lb = RunningLb::start(lab, &config);
+    let state_file = lb.state_file().display().to_string();
+    let moved = config
+        .replace(&state_file, "/var/lib/lbd-elsewhere/state.yaml")
+        .replace("pin_dir: ", "metrics:\n  listen: 127.0.0.1:9999\npin_dir: ");
+    let err = lb.reload(&moved).unwrap_err();
+    assert!(
+        err.contains("state_file: cannot change") && err.contains("metrics.listen: cannot change"),
+        "{err}"
+    );
+    let dump = lb.lbctl().ok(&["config", "dump"]);
+    assert!(
+        dump.contains(&format!("state_file: {state_file}")),
+        "{dump}"
+    );
+    assert!(dump.contains("listen: 127.0.0.1:9464"), "{dump}");
+    assert_eq!(get(&lb.lab, "/readyz").status, 200);
+    all_connect(&lb.lab, 30);
+}
