@@ -270,7 +270,7 @@ fn check_links(shared: &SharedRuntime<KernelDataplane>, metrics: &Metrics) {
                 metrics.count_interface_event(&interface, "attached");
             }
             LinkChange::Failed { interface, error } => {
-                error!("re-attaching to {interface}: {error:#}; retrying in a second");
+                error!("re-attaching to {interface}: {error:#}; retrying every second");
                 metrics.count_interface_event(&interface, "attach_failed");
             }
         }

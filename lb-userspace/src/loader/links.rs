@@ -19,6 +19,8 @@ pub(super) struct Links {
     interfaces: Vec<(String, Option<u32>)>,
     mode: XdpAttachMode,
     pins: Option<PinDir>,
+    /// (NIC, ifindex) whose attach failed: retried every check, reported once.
+    failing: Vec<(String, u32)>,
 }
 
 impl Links {
@@ -27,6 +29,7 @@ impl Links {
             interfaces: interfaces.iter().map(|n| (n.clone(), None)).collect(),
             mode,
             pins: pins.cloned(),
+            failing: Vec::new(),
         }
     }
 
@@ -44,7 +47,8 @@ pub enum LinkChange {
     Lost { interface: String, ifindex: u32 },
     /// The NIC (re)appeared and the program is attached to it again.
     Attached { interface: String, ifindex: u32 },
-    /// The NIC is there, but attaching failed; retried at the next check.
+    /// The NIC is there, but attaching failed; retried at every check, reported once
+    /// per NIC incarnation (ifindex).
     Failed {
         interface: String,
         error: anyhow::Error,
@@ -113,6 +117,7 @@ impl KernelDataplane {
                 }
                 (_, Some(ifindex)) => match self.reattach(&name, ifindex) {
                     Ok(()) => {
+                        self.links.failing.retain(|(n, _)| *n != name);
                         self.links.set(&name, Some(ifindex));
                         changes.push(LinkChange::Attached {
                             interface: name,
@@ -121,10 +126,14 @@ impl KernelDataplane {
                     }
                     Err(error) => {
                         self.links.set(&name, None);
-                        changes.push(LinkChange::Failed {
-                            interface: name,
-                            error,
-                        });
+                        let failing = (name.clone(), ifindex);
+                        if !self.links.failing.contains(&failing) {
+                            self.links.failing.push(failing);
+                            changes.push(LinkChange::Failed {
+                                interface: name,
+                                error,
+                            });
+                        }
                     }
                 },
                 (None, None) => {}
