@@ -199,6 +199,12 @@ fn each_kind_of_bad_value_is_rejected_with_a_named_error() {
         ),
         (
             "interfaces: [veth-c, veth-b]",
+            "interfaces: [veth-c]\nlimits: { flow_table_size: 2147483647 }",
+            "limits.flow_table_size",
+            "more than the kernel allows in one hash map, 134217728",
+        ),
+        (
+            "interfaces: [veth-c, veth-b]",
             "interfaces: [veth-c]\nxdp_mode: turbo",
             "xdp_mode",
             "unknown variant",
@@ -606,6 +612,14 @@ fn a_reload_may_not_change_what_the_data_path_was_loaded_with() {
         ),
         ("limits: { max_backends: 8 }", "limits.max_backends"),
         ("xdp_mode: generic", "xdp_mode"),
+        ("pin_dir: /sys/fs/bpf/other", "pin_dir"),
+        ("api: { socket: /run/other.sock }", "api.socket"),
+        ("metrics: { listen: 127.0.0.1:9999 }", "metrics.listen"),
+        ("state_file: /var/lib/other.yaml", "state_file"),
+        (
+            "api: { listen: 127.0.0.1:9000, token_file: /etc/lbd/token }",
+            "api.listen",
+        ),
     ] {
         let text = if edit.starts_with("interfaces") {
             VALID.replace("interfaces: [veth-c, veth-b]", "interfaces: [veth-c]")
