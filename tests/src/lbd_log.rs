@@ -90,9 +90,19 @@ pub fn table_updates(log: &str) -> Vec<TableUpdate> {
         .collect()
 }
 
-/// The first table swap logged at or after `t`.
-pub fn first_update_after(log: &str, t: SystemTime) -> Option<TableUpdate> {
-    table_updates(log).into_iter().find(|u| u.done > t)
+/// The table swaps logged after the first line containing `needle` (found by the
+/// lines' order, not their stamps, which two lines may share); none without that line.
+pub fn updates_after(log: &str, needle: &str) -> Vec<TableUpdate> {
+    let Some(at) = log.find(needle) else {
+        return Vec::new();
+    };
+    let next_line = log[at..].find('\n').map_or(log.len(), |n| at + n);
+    table_updates(&log[next_line..])
+}
+
+/// The first of [`updates_after`].
+pub fn first_update_after(log: &str, needle: &str) -> Option<TableUpdate> {
+    updates_after(log, needle).into_iter().next()
 }
 
 #[cfg(test)]
@@ -139,8 +149,8 @@ mod tests {
                 done: stamp + Duration::from_millis(1),
             }]
         );
-        let unhealthy = first_time(log, "unhealthy").unwrap();
-        assert_eq!(first_update_after(log, unhealthy), Some(updates[0]));
-        assert_eq!(first_update_after(log, updates[0].done), None);
+        assert_eq!(first_update_after(log, "-> unhealthy"), Some(updates[0]));
+        assert_eq!(first_update_after(log, "tables updated"), None);
+        assert_eq!(first_update_after(log, "nothing"), None);
     }
 }

@@ -96,22 +96,23 @@ pub fn wait_attempts_after(client: &ClientLoop, from: SystemTime, n: usize, time
     }
 }
 
-/// Waits until lbd has logged a table swap after `t` (its log after byte `mark`).
+/// Waits until lbd has logged a table swap after the first line containing `needle` in
+/// its log after byte `mark`.
 pub fn wait_table_update(
     lbd: &Daemon,
     mark: usize,
-    t: SystemTime,
+    needle: &str,
     timeout: Duration,
 ) -> TableUpdate {
     let deadline = Instant::now() + timeout;
     loop {
         let log = lbd.log();
-        if let Some(u) = first_update_after(log.get(mark..).unwrap_or(""), t) {
+        if let Some(u) = first_update_after(log.get(mark..).unwrap_or(""), needle) {
             return u;
         }
         assert!(
             Instant::now() < deadline,
-            "no table swap logged in {timeout:?}; log:\n{log}"
+            "no table swap logged after {needle:?} in {timeout:?}; log:\n{log}"
         );
         thread::sleep(Duration::from_millis(10));
     }
