@@ -118,6 +118,11 @@ impl<'a> LabConfig<'a> {
     }
 }
 
+/// How long a test waits for lbd to serve (the wait ends as soon as it does): a debug
+/// lbd started at the lowest priority beside four busy loops on 2 cores did not load
+/// and verify its program within 20 s.
+const LBD_START: Duration = Duration::from_secs(90);
+
 /// Where labs' lbd instances pin their data paths.
 const PIN_ROOT: &str = "/sys/fs/bpf/lb-tests";
 
@@ -203,7 +208,7 @@ impl RunningLb {
         let mut lbd = self
             .lab
             .spawn_daemon(self.lab.lb_ns(), &lbd_path(), &["--config", &path]);
-        lbd.wait_for_log("serving", Duration::from_secs(20))
+        lbd.wait_for_log("serving", LBD_START)
             .unwrap_or_else(|e| panic!("the new lbd did not start: {e}"));
         std::mem::replace(&mut self.lbd, lbd)
     }
@@ -338,7 +343,7 @@ fn spawn_lbd(lab: &Lab, config_path: &Path, wrapper: &[&str]) -> Daemon {
             lab.spawn_daemon(lab.lb_ns(), program.as_ref(), &all)
         }
     };
-    lbd.wait_for_log("serving", Duration::from_secs(20))
+    lbd.wait_for_log("serving", LBD_START)
         .unwrap_or_else(|e| panic!("lbd did not start: {e}"));
     lbd
 }
