@@ -111,7 +111,8 @@ fn id(rt: &Runtime<FakeDataplane>, last: u8) -> u32 {
 
 fn fail(rt: &mut Runtime<FakeDataplane>, last: u8, times: usize, now: Instant) {
     for _ in 0..times {
-        rt.on_probe(&at(last), &Err(Failure::Refused), now).unwrap();
+        rt.on_probe(&at(last), &Err(Failure::Refused), Duration::ZERO, now)
+            .unwrap();
     }
 }
 
@@ -268,7 +269,7 @@ fn a_slow_start_rewrites_the_ring_in_steps() {
     fail(&mut rt, 13, 2, t0);
     let back = id(&rt, 13);
     for _ in 0..2 {
-        rt.on_probe(&at(13), &Ok(()), t0).unwrap();
+        rt.on_probe(&at(13), &Ok(()), Duration::ZERO, t0).unwrap();
     }
     let share = |rt: &Runtime<FakeDataplane>| {
         let ring = &rt.controller().plan().unwrap().services[0].ring;
@@ -358,9 +359,12 @@ fn rebuild_and_swap_cost_for_a_thousand_backends() {
         address: std::net::Ipv4Addr::new(10, 1, 0, 10),
         port: 8080,
     };
-    rt.on_probe(&victim, &Err(Failure::Refused), t0).unwrap();
+    rt.on_probe(&victim, &Err(Failure::Refused), Duration::ZERO, t0)
+        .unwrap();
     let started = Instant::now();
-    let change = rt.on_probe(&victim, &Err(Failure::Refused), t0).unwrap();
+    let change = rt
+        .on_probe(&victim, &Err(Failure::Refused), Duration::ZERO, t0)
+        .unwrap();
     let one = started.elapsed();
     assert_eq!(change.services_flipped, 1);
     assert_eq!(first.backends_written, 1000);
@@ -427,8 +431,11 @@ fn a_failed_swap_is_retried_on_the_next_tick() {
     )
     .unwrap();
     rt.controller_mut().dataplane_mut().fail = true;
-    rt.on_probe(&at(12), &Err(Failure::Refused), t0).unwrap();
-    assert!(rt.on_probe(&at(12), &Err(Failure::Refused), t0).is_err());
+    rt.on_probe(&at(12), &Err(Failure::Refused), Duration::ZERO, t0)
+        .unwrap();
+    assert!(rt
+        .on_probe(&at(12), &Err(Failure::Refused), Duration::ZERO, t0)
+        .is_err());
     assert!(rt.tick(t0).is_err(), "retried while failing");
     rt.controller_mut().dataplane_mut().fail = false;
     assert_eq!(rt.tick(t0).unwrap().services_flipped, 1);
