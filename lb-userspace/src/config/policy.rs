@@ -40,12 +40,12 @@ pub struct HealthConfig {
     /// The largest share (percent) of a service's backends that passive signals may hold
     /// ejected at once; at least one backend may always be ejected, but never the last
     /// healthy one. 0: passive signals never eject.
-    pub passive_max_ejection_percent: u32,
+    pub passive_max_ejection_percent: u8,
     /// Probe results looked at for flapping (see `health::flap`); 0 turns damping off.
-    pub flap_window: u32,
+    pub flap_window: u8,
     /// Flips between passing and failing within `flap_window` results that hold a
     /// backend unhealthy until `flap_window` consecutive probes pass.
-    pub flap_flips: u32,
+    pub flap_flips: u8,
 }
 
 impl Default for HealthConfig {

@@ -135,7 +135,7 @@ fn check_health(c: &mut Collector, at: &str, h: &HealthConfig) {
             ),
         );
     }
-    if h.flap_window == 1 || h.flap_window > MAX_FLAP_WINDOW {
+    if h.flap_window == 1 || u32::from(h.flap_window) > MAX_FLAP_WINDOW {
         c.err(
             format!("{at}.flap_window"),
             format!(

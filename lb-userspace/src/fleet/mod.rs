@@ -265,7 +265,7 @@ impl Fleet {
         m.record.record(outcome, latency, now);
         let h = &self.services[&at.service].health;
         let (before, serving_before) = (m.verdict(), m.healthy());
-        let flap = m.flap.observe(outcome.is_ok(), h.flap_window, h.flap_flips);
+        let flap = m.flap.observe(outcome.is_ok(), h.flap_window.into(), h.flap_flips.into());
         let change = m.machine.observe(outcome);
         let after = m.verdict();
         let window = h.flap_window;
@@ -331,7 +331,7 @@ impl Fleet {
             ejected += usize::from(m.passive_ejected && m.verdict() == Health::Unhealthy);
             eligible += usize::from(m.eligible());
         }
-        let cap = ejection_cap(total, h.passive_max_ejection_percent);
+        let cap = ejection_cap(total, h.passive_max_ejection_percent.into());
         let counts = self.passive.entry(name.to_string()).or_default();
         let mut any = false;
         for (at, signals) in readings {

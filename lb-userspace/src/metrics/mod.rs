@@ -4,7 +4,9 @@
 //!
 //! - [`collector`]: reads every counter at scrape time and encodes it.
 //! - [`Metrics`]: the registry, plus the metrics lbd pushes into (probe latencies).
+//! - [`health`]: per-backend probe records, passive ejections, and lbd's loop.
 pub mod collector;
+pub mod health;
 
 use std::sync::Arc;
 
@@ -45,6 +47,8 @@ pub struct Metrics {
     /// Health-probe latency per backend, in seconds. Registered now so dashboards and
     /// alerts can be built on it; issue 3's prober observes into it.
     pub probe_duration: Family<BackendLabels, Histogram, ProbeBuckets>,
+    /// How lbd's loop keeps up with probe results and timers.
+    pub health: health::LoopMetrics,
 }
 
 impl Metrics {
@@ -56,10 +60,13 @@ impl Metrics {
             "Health-probe latency per backend",
             probe_duration.clone(),
         );
-        registry.register_collector(Box::new(collector::DataPathCollector::new(runtime)));
+        registry.register_collector(Box::new(collector::DataPathCollector::new(runtime.clone())));
+        registry.register_collector(Box::new(health::HealthCollector::new(runtime)));
+        let health = health::LoopMetrics::register(&mut registry);
         Self {
             registry,
             probe_duration,
+            health,
         }
     }
 
