@@ -265,7 +265,9 @@ impl Fleet {
         m.record.record(outcome, latency, now);
         let h = &self.services[&at.service].health;
         let (before, serving_before) = (m.verdict(), m.healthy());
-        let flap = m.flap.observe(outcome.is_ok(), h.flap_window.into(), h.flap_flips.into());
+        let flap = m
+            .flap
+            .observe(outcome.is_ok(), h.flap_window.into(), h.flap_flips.into());
         let change = m.machine.observe(outcome);
         let after = m.verdict();
         let window = h.flap_window;
