@@ -303,7 +303,7 @@ impl Fleet {
             info!(
                 "backend {at}: probes pass again, but it is held as flapping until {window} in a row pass"
             );
-        } else if change == Change::FirstFailure {
+        } else if change == Change::FirstFailure && !m.flap.held() {
             if let Err(failure) = outcome {
                 let threshold = h.unhealthy_threshold;
                 info!("backend {at}: probe failed ({failure}), 1 of {threshold} toward unhealthy");

@@ -339,3 +339,25 @@ fn services_keep_their_own_members_apart() {
     assert_eq!(w["a-first"].backends.len(), 1);
     assert!(w["web"].backends.iter().all(|(at, _)| at.service == "web"));
 }
+
+#[test]
+fn the_ejection_cap_rounds_down_but_allows_one() {
+    // (backends, percent, how many passive signals may hold out)
+    let cases = [
+        (3, 10, 1),
+        (10, 10, 1),
+        (20, 10, 2),
+        (29, 10, 2),
+        (4, 50, 2),
+        (2, 100, 2),
+        (1, 10, 1),
+        (100, 0, 0),
+    ];
+    for (total, percent, want) in cases {
+        assert_eq!(
+            ejection_cap(total, percent),
+            want,
+            "{total} backends at {percent}%"
+        );
+    }
+}
