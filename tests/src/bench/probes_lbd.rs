@@ -34,6 +34,8 @@ pub struct Options {
 const PROBE_PORT: u16 = 9090;
 const INTERVAL: Duration = Duration::from_secs(1);
 const METRICS: &str = "127.0.0.1:9464";
+/// How long every backend may take to get its first verdict.
+const VERDICT_WAIT: Duration = Duration::from_secs(60);
 
 /// Samples of one scrape: `name{labels}` -> value.
 type Scrape = BTreeMap<String, f64>;
@@ -104,6 +106,8 @@ fn process_cpu(pid: u32) -> f64 {
 
 struct Outcome {
     backends: usize,
+    /// Backends with a verdict when counting started.
+    verdicts: usize,
     verdicts_after_s: f64,
     applied_per_second: f64,
     lag_median_ms: f64,
@@ -137,7 +141,9 @@ fn row(backends: usize, window: Duration) -> Outcome {
     let started = Instant::now();
     let lb = RunningLb::start(lab, &yaml);
     let all = backends + 1;
-    let deadline = started + Duration::from_secs(120);
+    // A bench measures and reports: an lbd that cannot keep up gets its row anyway,
+    // with the count of verdicts it reached.
+    let deadline = started + VERDICT_WAIT;
     let verdicts = |lb: &RunningLb| {
         lb.lbd
             .log()
@@ -145,15 +151,16 @@ fn row(backends: usize, window: Duration) -> Outcome {
             .filter(|l| l.contains("unknown -> healthy"))
             .count()
     };
-    while verdicts(&lb) < all {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {all} backends have a verdict 120 s after lbd started",
-            verdicts(&lb)
-        );
+    let mut reached = verdicts(&lb);
+    while reached < all && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(100));
+        reached = verdicts(&lb);
     }
-    let verdicts_after_s = started.elapsed().as_secs_f64();
+    let verdicts_after_s = if reached == all {
+        started.elapsed().as_secs_f64()
+    } else {
+        f64::NAN
+    };
     thread::sleep(INTERVAL);
     let pid = lb.lbd.pid();
     let (a, cpu_a, t_a) = (scrape(&lb), process_cpu(pid), Instant::now());
@@ -166,6 +173,7 @@ fn row(backends: usize, window: Duration) -> Outcome {
     let lag_count = delta(&a, &b, "lb_probe_apply_lag_seconds_count");
     Outcome {
         backends,
+        verdicts: reached,
         verdicts_after_s,
         applied_per_second: results / elapsed,
         lag_median_ms: quantile(&a, &b, "lb_probe_apply_lag_seconds", 0.5) * 1e3,
@@ -204,7 +212,16 @@ pub fn run(opts: &Options) -> Value {
         table.row(vec![
             o.backends.to_string(),
             (o.backends as u64 * 1000 / INTERVAL.as_millis() as u64).to_string(),
-            format!("{:.1} s", o.verdicts_after_s),
+            if o.verdicts_after_s.is_nan() {
+                format!(
+                    "{} of {} in {} s",
+                    o.verdicts,
+                    o.backends + 1,
+                    VERDICT_WAIT.as_secs()
+                )
+            } else {
+                format!("{:.1} s", o.verdicts_after_s)
+            },
             fixed(o.applied_per_second, 0),
             format!("{} / {}", fixed(o.lag_median_ms, 1), fixed(o.lag_p99_ms, 1)),
             fixed(o.lag_mean_ms, 2),
@@ -226,6 +243,7 @@ pub fn run(opts: &Options) -> Value {
         .map(|o| json!({
             "backends": o.backends,
             "interval_ms": INTERVAL.as_millis() as u64,
+            "verdicts": o.verdicts,
             "verdicts_after_s": o.verdicts_after_s,
             "results_applied_per_second": o.applied_per_second,
             "apply_lag_median_ms": o.lag_median_ms,
