@@ -56,6 +56,12 @@ pub struct FakeDataplane {
     pub flows: HashMap<FlowKey, FlowTarget>,
     pub return_flows: HashMap<FlowKey, NatReturn>,
     pub signals: HashMap<u32, BackendSignals>,
+    /// What only the data path writes, set by tests: SYN-cache sets, active flows per
+    /// backend, round-robin cursors per service (one per CPU), the clock.
+    pub syn_cache: HashMap<u32, lb_common::syn_cache::SynSet>,
+    pub active: HashMap<u32, u64>,
+    pub rr_cursors: HashMap<u32, Vec<u32>>,
+    pub clock: u32,
     pub log: Vec<Write>,
 }
 

@@ -40,6 +40,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod desired;
 pub mod ebpf_object;
+pub mod explain;
 pub mod fleet;
 pub mod health;
 pub mod link_watch;

@@ -27,6 +27,7 @@ use lb_common::{
 use log::{info, warn};
 
 mod links;
+mod lookups;
 
 pub use links::LinkChange;
 
@@ -54,6 +55,8 @@ pub struct KernelDataplane {
     addr_filter: MmapArray,
     nexthop_gen: Array<MapData, u32>,
     clock: Array<MapData, u32>,
+    syn_cache: Array<MapData, lb_common::syn_cache::SynSet>,
+    rr_cursor: PerCpuArray<MapData, u32>,
     pub flows: HashMap<MapData, FlowKey, FlowTarget>,
     pub return_flows: HashMap<MapData, FlowKey, NatReturn>,
     service_stats: PerCpuArray<MapData, TrafficCounters>,
@@ -198,6 +201,8 @@ impl KernelDataplane {
             addr_filter: take_mmap(&mut ebpf, MAP_ADDR_FILTER)?,
             nexthop_gen: take(&mut ebpf, MAP_NEXTHOP_GEN)?,
             clock: take(&mut ebpf, MAP_CLOCK)?,
+            syn_cache: take(&mut ebpf, MAP_SYN_CACHE)?,
+            rr_cursor: take(&mut ebpf, MAP_RR_CURSOR)?,
             flows: take(&mut ebpf, MAP_FLOWS)?,
             return_flows: take(&mut ebpf, MAP_RETURN_FLOWS)?,
             service_stats: take(&mut ebpf, MAP_SERVICE_STATS)?,

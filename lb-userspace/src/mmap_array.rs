@@ -97,6 +97,19 @@ impl MmapArray {
         Ok(())
     }
 
+    /// Reads element `index` of an array of u32.
+    pub fn get_u32(&self, index: u32) -> anyhow::Result<u32> {
+        ensure!(self.value_size == 4, "not an array of u32");
+        ensure!(
+            (index as usize) < self.entries,
+            "index {index} beyond {} entries",
+            self.entries
+        );
+        // SAFETY: in bounds (checked above) of a live shared mapping; the element offset
+        // is 8-aligned.
+        Ok(unsafe { (self.base.add(index as usize * self.stride) as *const u32).read_volatile() })
+    }
+
     /// The 64-bit word `word` of element `index`, which must exist.
     fn word(&self, index: u32, word: usize) -> &AtomicU64 {
         assert!(

@@ -76,6 +76,12 @@ impl ServiceIndex {
         Ok(())
     }
 
+    /// The published meta of `key`'s service, found as the data path finds it.
+    pub fn get(&self, key: &ServiceKey) -> Option<ServiceMeta> {
+        let at = find(key_word(key), self.mask, |at| self.map.load_u64(at, KEY))?;
+        Some(unpack_meta(self.map.load_u64(at, META)))
+    }
+
     /// Every published service, in slot order.
     pub fn entries(&self) -> Vec<(ServiceKey, ServiceMeta)> {
         (0..=self.mask)

@@ -18,6 +18,7 @@
 //! | `GET /v1/health` | per-backend health as lbd knows it |
 //! | `GET /v1/stats` | counters and rates per service, backend, zone |
 //! | `GET /v1/config` | the whole desired state |
+//! | `GET /v1/explain?client=A:P&vip=V:P` | which backend a new and an existing connection of that tuple take, and why |
 //! | `POST /v1/apply[?dry_run=true]` | declarative: body `{"services": [...]}` or a whole config |
 pub mod body;
 #[cfg(test)]
@@ -37,11 +38,11 @@ use axum::{
 };
 
 use self::{body::MAX_BODY, error::ApiError};
-use crate::{dataplane::Dataplane, shared::SharedRuntime, stats::CounterSource};
+use crate::{dataplane::Dataplane, explain::Lookups, shared::SharedRuntime, stats::CounterSource};
 
 /// What the API needs of the data path.
-pub trait DataPath: Dataplane + CounterSource + Send + 'static {}
-impl<T: Dataplane + CounterSource + Send + 'static> DataPath for T {}
+pub trait DataPath: Dataplane + Lookups + CounterSource + Send + 'static {}
+impl<T: Dataplane + Lookups + CounterSource + Send + 'static> DataPath for T {}
 
 pub type Shared<D> = Arc<SharedRuntime<D>>;
 
@@ -69,6 +70,7 @@ pub fn router<D: DataPath>(runtime: Shared<D>) -> Router {
         .route("/v1/health", get(info::health::<D>))
         .route("/v1/stats", get(info::stats::<D>))
         .route("/v1/config", get(info::config::<D>))
+        .route("/v1/explain", get(explain::explain_tuple::<D>))
         .route("/v1/apply", post(info::apply::<D>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod client;
 pub mod completions;
 pub mod config;
+pub mod explain;
 pub mod health;
 pub mod service;
 pub mod stats;
@@ -61,6 +62,8 @@ pub enum Command {
     Top(top::TopArgs),
     /// Make the services match a file (shows the diff; all or nothing).
     Apply(apply::ApplyArgs),
+    /// Which backend a new and an existing connection of a tuple would take, and why.
+    Explain(explain::ExplainArgs),
     /// The running desired state.
     #[command(subcommand)]
     Config(config::ConfigCmd),
@@ -119,6 +122,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Top(args) => top::run(&ctx, args),
         Command::Apply(args) => apply::run(&ctx, args),
         Command::Config(cmd) => config::run(&ctx, cmd),
+        Command::Explain(args) => explain::run(&ctx, args),
         Command::Completions(args) => completions::completions(args),
         Command::Man => completions::man(),
     }

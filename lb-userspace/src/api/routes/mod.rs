@@ -1,5 +1,6 @@
 //! Handlers, one file per resource.
 pub mod backends;
+pub mod explain;
 pub mod info;
 pub mod services;
 pub mod zones;
