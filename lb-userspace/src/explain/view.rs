@@ -109,7 +109,11 @@ fn backend_line(b: &BackendView) -> String {
         b.id,
         if b.zone.is_empty() { "-" } else { &b.zone },
         b.state,
-        b.health,
+        if b.health == "unknown" {
+            "health unknown"
+        } else {
+            &b.health
+        },
         if b.takes_new_flows {
             ""
         } else {
