@@ -1,8 +1,9 @@
-//! Select: which backend a new flow goes to, by the service's policy. A non-SYN packet
-//! without a flow entry always uses the Maglev ring, whatever the policy: that is what
-//! lets an established connection survive an LB restart or an ECMP reshuffle. It hashes
-//! what the service's SYNs hash (the client address alone for source hash), so that a
-//! handshake whose SYN left no state (`SERVICE_F_STATELESS_SYN`) continues on the
+//! Select: which backend a new flow goes to, by the service's policy. A packet placed
+//! without a SYN (one that found no flow entry, and a backend's reply that found none,
+//! checked against the same answer) always uses the Maglev ring, whatever the policy: that
+//! is what lets an established connection survive an LB restart or an ECMP reshuffle. It
+//! hashes what the service's SYNs hash (the client address alone for source hash), so that
+//! a handshake whose SYN left no state (`SERVICE_F_STATELESS_SYN`) continues on the
 //! backend the SYN went to.
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 use lb_common::{
@@ -22,14 +23,21 @@ use crate::maps::{
 #[inline(always)]
 pub fn pick(service: PackedMeta, flow: &FlowKey, syn: bool) -> u32 {
     if !syn {
-        return match service.policy() {
-            POLICY_SOURCE_HASH => ring(service, source_hash(flow.src_addr, hash_seed())),
-            _ => ring(service, flow_hash(flow, hash_seed())),
-        };
+        return by_table(service, flow);
     }
     match service.policy() {
         POLICY_ROUND_ROBIN => round_robin(service),
         POLICY_LEAST_CONN => least_conn(service),
+        POLICY_SOURCE_HASH => ring(service, source_hash(flow.src_addr, hash_seed())),
+        _ => ring(service, flow_hash(flow, hash_seed())),
+    }
+}
+
+/// The backend the service's Maglev ring gives the flow (client -> VIP): a pure function
+/// of the packet, the config and the seed, the same on every node.
+#[inline(always)]
+pub fn by_table(service: PackedMeta, flow: &FlowKey) -> u32 {
+    match service.policy() {
         POLICY_SOURCE_HASH => ring(service, source_hash(flow.src_addr, hash_seed())),
         _ => ring(service, flow_hash(flow, hash_seed())),
     }
