@@ -18,6 +18,13 @@
 //! overwritten within one round trip has its SYN-ACK passed, and the client retransmits
 //! the SYN) instead of evicting live flows from the flow table.
 //!
+//! A slot of a second kind vouches for a client packet without a flow entry that
+//! completed no handshake of ours (an evicted or ECMP-moved connection, or a spoofed
+//! segment): the data path forwards it by the table, recording no flow, and leaves a slot
+//! tagged from [`forwarded_hash`] instead. Only the backend's reply (neither SYN nor
+//! RST) can use it, to record the flow; a client packet never takes it, so a spoofed
+//! packet sent twice records nothing either.
+//!
 //! A slot is one 64-bit word, written and read with one access, so two CPUs writing a
 //! slot at once leave one whole entry, never a mix. It holds no addresses: the backend's
 //! come from its id, the VIP's from the service-index slot the SYN matched, and a tag

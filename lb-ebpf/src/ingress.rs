@@ -78,7 +78,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
                 // segment) is forwarded by the table and records no flow: its backend's
                 // answer records the flow if it is real (see `reverse`).
                 let chosen = if is_syn(pkt) {
-                    let id = select::pick(service, &pkt.flow, true);
+                    let id = select::pick(service, &pkt.flow);
                     backend_by_id(id).map(|b| (id, b))
                 } else {
                     handshake_backend(pkt, service)
@@ -194,7 +194,7 @@ fn stateless_syn(
     let (id, backend) = match retransmitted {
         Some(placed) => placed,
         None => {
-            let id = select::pick(service, &pkt.flow, true);
+            let id = select::pick(service, &pkt.flow);
             let backend = backend_by_id(id)?;
             slot.record(service_at, id);
             (id, backend)

@@ -1,10 +1,10 @@
-//! Select: which backend a new flow goes to, by the service's policy. A packet placed
-//! without a SYN (one that found no flow entry, and a backend's reply that found none,
-//! checked against the same answer) always uses the Maglev ring, whatever the policy: that
-//! is what lets an established connection survive an LB restart or an ECMP reshuffle. It
-//! hashes what the service's SYNs hash (the client address alone for source hash), so that
-//! a handshake whose SYN left no state (`SERVICE_F_STATELESS_SYN`) continues on the
-//! backend the SYN went to.
+//! Select: which backend a new flow goes to, by the service's policy ([`pick`], for
+//! SYNs). A client packet without a flow entry that completes no handshake of ours is
+//! placed by the Maglev ring, whatever the policy ([`by_table`]): that is what lets an
+//! established connection survive an LB restart, an eviction or an ECMP reshuffle. It
+//! hashes what the service's SYNs hash (the client address alone for source hash), so
+//! that such a connection of a `maglev` or `source_hash` service stays on the backend its
+//! SYN went to.
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 use lb_common::{
     flow::FlowKey,
@@ -20,11 +20,9 @@ use crate::maps::{
     hash_seed, ring_size, ACTIVE_ADJUST, ACTIVE_FLOWS, BACKENDS, POLICY_TABLE, RING, RR_CURSOR,
 };
 
+/// The backend a SYN of `flow` goes to, by the service's policy.
 #[inline(always)]
-pub fn pick(service: PackedMeta, flow: &FlowKey, syn: bool) -> u32 {
-    if !syn {
-        return by_table(service, flow);
-    }
+pub fn pick(service: PackedMeta, flow: &FlowKey) -> u32 {
     match service.policy() {
         POLICY_ROUND_ROBIN => round_robin(service),
         POLICY_LEAST_CONN => least_conn(service),
