@@ -76,7 +76,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
                 // whose SYN we placed record a flow. Any other packet without an entry (a
                 // connection moved here by ECMP or evicted, or a spoofed ACK, RST or
                 // segment) is forwarded by the table and records no flow: its backend's
-                // answer records the flow if it is real (see `reverse`).
+                // answer records the flow if it is real (see `reply_miss`).
                 let chosen = if is_syn(pkt) {
                     let id = select::pick(service, &pkt.flow);
                     backend_by_id(id).map(|b| (id, b))
@@ -227,7 +227,7 @@ fn handshake_backend(pkt: &Packet, service: PackedMeta) -> Option<(u32, Backend)
 /// to the backend the table gives its tuple, recording no flow and counting no new one.
 /// It leaves a SYN-cache slot of its own kind (see `lb_common::syn_cache::forwarded_hash`),
 /// which only the backend's reply can use: a reply that finds it records the flow (see
-/// `reverse`). A flood of such packets only overwrites slots, as a SYN flood does.
+/// `reply_miss`). A flood of such packets only overwrites slots, as a SYN flood does.
 #[inline(always)]
 fn stateless_forward(
     pkt: &Packet,

@@ -16,9 +16,9 @@ mod ingress;
 mod maps;
 mod packet;
 mod parse;
+mod reply_miss;
 mod ret;
 mod return_entry;
-mod reverse;
 mod rewrite;
 mod select;
 mod syn_cache;
@@ -77,7 +77,7 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 
 /// A backend's reply (neither SYN nor RST) that found no return entry, tail-called by
 /// `lb_xdp`: translated back and its flow recorded if it answers a client packet that was
-/// forwarded without a flow entry (see `reverse`), passed untouched otherwise. The frame is
+/// forwarded without a flow entry (see `reply_miss`), passed untouched otherwise. The frame is
 /// parsed again, as a tail call keeps only the context; nothing of `lb_xdp`'s stack
 /// survives the call, which is what gives this path a stack of its own.
 #[xdp]
@@ -86,7 +86,7 @@ pub fn lb_reply(ctx: XdpContext) -> u32 {
         Ok(pkt) => pkt,
         Err(reason) => return count::pass(reason),
     };
-    reverse::handle(&ctx, &pkt).unwrap_or_else(|| count::pass(Reason::PassNoService))
+    reply_miss::handle(&ctx, &pkt).unwrap_or_else(|| count::pass(Reason::PassNoService))
 }
 
 /// Passes every frame. It is the floor that benchmarks subtract, and what the veth peers
