@@ -59,4 +59,5 @@ pub mod serve;
 pub mod service_index;
 pub mod shared;
 pub mod stats;
+pub mod surge;
 pub mod weights;
