@@ -17,8 +17,10 @@ pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_REASONS: &str = "REASONS";
 pub const MAP_BACKEND_SIGNALS: &str = "BACKEND_SIGNALS";
 pub const MAP_EGRESS: &str = "EGRESS";
-/// The programs `lb_xdp` tail-calls (a program array, filled by the loader at each
-/// start, never pinned: each program keeps the array it was loaded with).
+/// The programs `lb_xdp` tail-calls (a program array, which each start fills with its
+/// own). Pinned like the other maps: the kernel empties a program array once no process
+/// and no pin holds it (`bpf_fd_array_map_clear` on the last user reference), which would
+/// leave the data path without its reply path whenever `lbd` is not running.
 pub const MAP_PROGRAMS: &str = "PROGRAMS";
 /// Slot of [`PROGRAM_REPLY`] in [`MAP_PROGRAMS`].
 pub const PROGRAMS_SLOT_REPLY: u32 = 0;

@@ -61,7 +61,7 @@ pub struct KernelDataplane {
     signals: PerCpuArray<MapData, BackendSignals>,
     reasons: PerCpuArray<MapData, u64>,
     egress: DevMapHash<MapData>,
-    /// Holds lb_reply for lb_xdp's tail call.
+    /// Holds lb_reply for lb_xdp's tail call (pinned, see `MAP_PROGRAMS`).
     #[allow(dead_code)]
     programs: ProgramArray<MapData>,
     /// Unpinned attachments, detached on drop.

@@ -3,8 +3,7 @@
 //! tables and every flow, and the next `lbd` adopts it all.
 //!
 //! Layout of the pin directory (owner-only, 0700):
-//! - `maps/NAME`: every map but the egress devmap (rebuilt from config at each start)
-//!   and the program array (each loaded program keeps its own);
+//! - `maps/NAME`: every map but the egress devmap (rebuilt from config at each start);
 //! - `links/IFNAME`: the XDP link of each attached NIC. A pinned link keeps the program
 //!   attached with no process holding it; a new program replaces the old one on the same
 //!   link atomically (`BPF_LINK_UPDATE`), so no packet meets a NIC without XDP.
@@ -23,7 +22,7 @@ use aya::{
     maps::{Array, MapData, MapInfo},
     programs::links::PinnedLink,
 };
-use lb_common::limits::{LAYOUT_VERSION, MAP_EGRESS, MAP_LAYOUT, MAP_PROGRAMS};
+use lb_common::limits::{LAYOUT_VERSION, MAP_EGRESS, MAP_LAYOUT};
 
 /// Why pinned state cannot be adopted.
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +72,7 @@ impl std::fmt::Display for MapShape {
     }
 }
 
-/// The maps of `object` that are pinned (all but the egress devmap and the program
-/// array, which each start fills afresh), with the shapes
+/// The maps of `object` that are pinned (all but the egress devmap), with the shapes
 /// they get once `sizes` (the loader's capacity overrides) are applied.
 pub fn pinned_shapes(
     object: &[u8],
@@ -85,9 +83,7 @@ pub fn pinned_shapes(
     let mut shapes: Vec<(String, MapShape)> = parsed
         .maps
         .iter()
-        .filter(|(name, _)| {
-            name.as_str() != MAP_EGRESS && name.as_str() != MAP_PROGRAMS && !name.starts_with('.')
-        })
+        .filter(|(name, _)| name.as_str() != MAP_EGRESS && !name.starts_with('.'))
         .map(|(name, map)| {
             let shape = MapShape {
                 map_type: map.map_type(),
