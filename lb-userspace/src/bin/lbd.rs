@@ -2,7 +2,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use lb_userspace::{daemon, desired};
+use lb_userspace::{daemon, desired, fd_budget};
 
 /// XDP L4 load balancer daemon: attaches the data path to the configured NICs and keeps
 /// its tables in line with the config.
@@ -48,6 +48,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    // Before anything is loaded, so that a refusal changes nothing.
+    match fd_budget::ensure(&config) {
+        Ok(limit) => log::info!("descriptor limit {} (RLIMIT_NOFILE)", limit.soft),
+        Err(e) => {
+            eprintln!("lbd: {e}");
+            return ExitCode::from(daemon::EXIT_CONFIG);
+        }
     }
     // Before the runtime starts its threads: lbd narrows its capabilities once the
     // program is loaded, and capabilities are per thread (see `privileges`).

@@ -54,6 +54,28 @@ pub fn check_reloadable(running: &Config, new: &Config) -> Result<(), ConfigErro
         format!("{:?}", running.xdp_mode),
         format!("{:?}", new.xdp_mode),
     );
+    // The listeners were started with these limits.
+    for (field, was, now) in [
+        (
+            "api.connections",
+            &running.api.connections,
+            &new.api.connections,
+        ),
+        (
+            "metrics.connections",
+            &running.metrics.connections,
+            &new.metrics.connections,
+        ),
+    ] {
+        if was != now {
+            errors.push(FieldError {
+                field: field.to_string(),
+                message:
+                    "cannot change while lbd runs (its listeners were started with it); restart lbd"
+                        .into(),
+            });
+        }
+    }
     if errors.is_empty() {
         Ok(())
     } else {

@@ -3,8 +3,10 @@
 //! attached and programmed). Served on `metrics.listen`, apart from the admin API.
 //!
 //! - [`collector`]: reads every counter at scrape time and encodes it.
+//! - [`listeners`]: connection counters of lbd's listeners, and its descriptors.
 //! - [`Metrics`]: the registry, plus the metrics lbd pushes into (probe latencies).
 pub mod collector;
+pub mod listeners;
 
 use std::sync::Arc;
 
@@ -61,6 +63,18 @@ impl Metrics {
             registry,
             probe_duration,
         }
+    }
+
+    /// The registry of a running lbd: [`Metrics::new`] plus its listeners' counters.
+    pub fn serving<D: DataPath>(
+        runtime: Shared<D>,
+        listeners: Vec<Arc<crate::listeners::stats::ListenerStats>>,
+    ) -> Self {
+        let mut metrics = Self::new(runtime);
+        metrics
+            .registry
+            .register_collector(Box::new(listeners::ListenerCollector { listeners }));
+        metrics
     }
 
     /// Records one health-probe latency (for the prober of issue 3).
