@@ -1,8 +1,12 @@
 //! Runs the real `lbctl` binary against a lab's `lbd`, as an operator would, and
-//! captures what it printed and how it exited.
+//! captures what it printed and how it exited. Every run is bounded: lbctl's own
+//! `--timeout`, and a kill after [`RUN_BOUND`] should lbctl itself hang.
 use std::{
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Output, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
 };
 
 use crate::process::workspace_bin;
@@ -10,6 +14,40 @@ use crate::process::workspace_bin;
 /// Path of the `lbctl` binary: env `LBCTL_BIN`, else next to the test executable.
 pub fn lbctl_path() -> PathBuf {
     workspace_bin("lbctl", "LBCTL_BIN")
+}
+
+/// lbctl's own limit on a request in tests (`LBCTL_TIMEOUT`).
+pub const REQUEST_TIMEOUT: &str = "30s";
+
+/// How long a run may take before it is killed and the test fails.
+pub const RUN_BOUND: Duration = Duration::from_secs(60);
+
+/// Runs `cmd` to its end, or kills it after `bound`.
+pub fn output_within(mut cmd: Command, bound: Duration) -> Result<Output, String> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting {cmd:?}: {e}"))?;
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(bound) {
+        Ok(out) => {
+            let _ = waiter.join();
+            out.map_err(|e| format!("running {cmd:?}: {e}"))
+        }
+        Err(_) => {
+            // Not reaped yet (the waiter still waits for it), so the pid is still ours.
+            // SAFETY: plain syscall.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = waiter.join();
+            Err(format!("{cmd:?} did not end within {bound:?}; killed"))
+        }
+    }
 }
 
 pub struct Lbctl {
@@ -49,9 +87,10 @@ impl Lbctl {
             }
         };
         cmd.arg("--socket").arg(&self.socket).args(args);
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
+        if std::env::var_os("LBCTL_TIMEOUT").is_none() {
+            cmd.env("LBCTL_TIMEOUT", REQUEST_TIMEOUT);
+        }
+        let out = output_within(cmd, RUN_BOUND).unwrap_or_else(|e| panic!("{e}"));
         LbctlOutput {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -20,6 +20,9 @@ use crate::netns;
 /// How long [`Daemon`]'s drop waits after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a SIGKILLed process may take to be reaped before giving up on it.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
 static LOG_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A process running inside a network namespace. On drop: SIGTERM, wait up to
@@ -242,10 +245,10 @@ impl Daemon {
             if self.wait_exit(STOP_GRACE).is_none() {
                 if let Some(c) = self.child.as_mut() {
                     let _ = c.kill();
-                    if let Ok(st) = c.wait() {
-                        self.status = Some(st);
-                    }
                 }
+                // A killed process normally goes at once; one stuck in the kernel must
+                // not hang the test (it is reported as not reaped).
+                let _ = self.wait_exit(KILL_GRACE);
             }
         }
         self.status
