@@ -26,6 +26,8 @@
 //!   it, as pure functions.
 //! - [`shared`]: the runtime behind one lock, shared by lbd's loop, the admin API and
 //!   the metrics endpoint; every change is validated, persisted, then applied.
+//! - [`listeners`]: HTTP on lbd's listeners within a connection cap and timeouts;
+//!   [`fd_budget`]: the descriptor limit checked at start.
 //! - [`api`], [`serve`]: the admin API's handlers and listeners; [`metrics`]: `/metrics`;
 //!   [`stats`]: counters, rates and per-zone sums; [`cli`]: `lbctl`.
 pub mod ageing;

@@ -185,6 +185,7 @@ fn holding_connections_to_metrics_cannot_starve_lbd() {
     assert_eq!(sample(&text, "process_max_fds"), 512.0);
     let open_fds = sample(&text, "process_open_fds");
     assert!(open_fds < 256.0, "process_open_fds {open_fds}");
+    eprintln!("process_open_fds during the hold: {open_fds} (limit {NOFILE})");
     assert!(
         attack_done.elapsed() < HEADER_TIMEOUT,
         "the counts above assume no timeout fired yet (the machine is too slow)"
