@@ -8,6 +8,7 @@ use std::{
     fs,
     io::{ErrorKind, Write},
     net::{SocketAddr, TcpStream},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -253,4 +254,70 @@ fn holding_connections_to_metrics_cannot_starve_lbd() {
         "the refusals are logged: {tail}"
     );
     drop(held);
+}
+
+/// lbd refuses to start, before it touches the kernel, when its descriptor limit cannot
+/// cover its listeners' caps, its probes and its maps; with enough it gets past the check.
+#[test]
+fn lbd_refuses_a_descriptor_limit_below_its_budget() {
+    let dir = std::env::temp_dir().join(format!("lbd-nofile-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let pin_dir = format!("/sys/fs/bpf/lbd-nofile-{}", std::process::id());
+    /// Removes what the test made, also when it fails.
+    struct Cleanup(std::path::PathBuf, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = lb_userspace::pins::PinDir::new(&self.1).remove_all();
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone(), pin_dir.clone());
+    let config = dir.join("lb.yaml");
+    fs::write(
+        &config,
+        format!(
+            "node: {{ zone: a }}\ninterfaces: [nonexistent0]\npin_dir: {pin_dir}\n\
+             limits: {{ max_backends: 100 }}\napi: {{ socket: {}/lbd.sock }}\n\
+             state_file: {}/state.yaml\n",
+            dir.display(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let run = |nofile: &str| {
+        let mut cmd = std::process::Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(lb_tests::lbd_path())
+            .arg("--config")
+            .arg(&config);
+        lb_tests::lbctl::output_within(cmd, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    // 65 + 65 (api and metrics caps, plus their sockets) + 100 probes + 68 + 256 = 554.
+    let out = run("553");
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or_default(),
+        "lbd: lbd needs 554 file descriptors: 130 for the listeners (api.connections.max, \
+         metrics.connections.max), 100 for health probes (limits.max_backends), 68 for maps \
+         and links, 256 spare; its descriptor limit (RLIMIT_NOFILE, hard) is 553: raise \
+         LimitNOFILE= in its systemd unit (deploy/systemd/lbd.service sets 65536) or \
+         `ulimit -Hn`, or lower those settings"
+    );
+    assert!(!Path::new(&pin_dir).exists(), "nothing was pinned");
+    // One more and the check passes: lbd gets as far as the NIC that does not exist.
+    let out = run("554");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!stderr.contains("lbd needs"), "{stderr}");
+    assert!(
+        stderr.contains("descriptor limit 554 (RLIMIT_NOFILE)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nonexistent0"), "{stderr}");
 }
