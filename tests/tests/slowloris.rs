@@ -54,6 +54,20 @@ fn lbd_connections_on(pid: u32, port: u16) -> usize {
         .count()
 }
 
+/// Waits until lbd has let go of the test's last connection (it holds at most `CAP - 1`
+/// attacking ones after the first scrape): its slot is free once its descriptor is
+/// closed, so the next request of the test takes that slot instead of evicting.
+fn our_connection_closed(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lbd_connections_on(pid, 9464) > CAP - 1 {
+        assert!(
+            Instant::now() < deadline,
+            "lbd kept the test's connection open"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Whether lbd closed the connection (EOF or reset), without waiting.
 fn closed_by_peer(stream: &TcpStream) -> bool {
     stream.set_nonblocking(true).expect("nonblocking");
@@ -170,6 +184,7 @@ fn holding_connections_to_metrics_cannot_starve_lbd() {
     // exactly what happened.
     let text = metrics(&lb, "/metrics").body;
     ours += 1;
+    our_connection_closed(pid);
     let m = Listener("metrics");
     assert_eq!(
         m.counter(&text, "lb_listener_connections_accepted"),
@@ -202,6 +217,7 @@ fn holding_connections_to_metrics_cannot_starve_lbd() {
     loop {
         assert_eq!(metrics(&lb, "/healthz").status, 200);
         ours += 1;
+        our_connection_closed(pid);
         let health = http::unix(&lb.socket(), "GET", "/v1/health", None);
         assert_eq!(health.status, 200);
         let states: Vec<String> = health
@@ -257,14 +273,15 @@ fn holding_connections_to_metrics_cannot_starve_lbd() {
 }
 
 /// lbd refuses to start, before it touches the kernel, when its descriptor limit cannot
-/// cover its listeners' caps, its probes and its maps; with enough it gets past the check.
+/// cover its listeners' caps, its probes and its maps; one descriptor more and it starts.
+/// Runs in a namespace of its own (lbd attaches to its `lo`).
 #[test]
 fn lbd_refuses_a_descriptor_limit_below_its_budget() {
-    let dir = std::env::temp_dir().join(format!("lbd-nofile-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    let pin_dir = format!("/sys/fs/bpf/lbd-nofile-{}", std::process::id());
-    /// Removes what the test made, also when it fails.
+    let prefix = lb_tests::netns::unique_prefix();
+    let ns = lb_tests::NetNs::create(&format!("{prefix}fd"));
+    let dir = std::env::temp_dir().join(format!("{prefix}-nofile"));
+    let pin_dir = format!("/sys/fs/bpf/{prefix}-nofile");
+    /// Removes what the test made, also when it fails (the namespace goes with `ns`).
     struct Cleanup(std::path::PathBuf, String);
     impl Drop for Cleanup {
         fn drop(&mut self) {
@@ -273,11 +290,12 @@ fn lbd_refuses_a_descriptor_limit_below_its_budget() {
         }
     }
     let _cleanup = Cleanup(dir.clone(), pin_dir.clone());
+    fs::create_dir_all(&dir).unwrap();
     let config = dir.join("lb.yaml");
     fs::write(
         &config,
         format!(
-            "node: {{ zone: a }}\ninterfaces: [nonexistent0]\npin_dir: {pin_dir}\n\
+            "node: {{ zone: a }}\ninterfaces: [lo]\npin_dir: {pin_dir}\n\
              limits: {{ max_backends: 100 }}\napi: {{ socket: {}/lbd.sock }}\n\
              state_file: {}/state.yaml\n",
             dir.display(),
@@ -285,39 +303,34 @@ fn lbd_refuses_a_descriptor_limit_below_its_budget() {
         ),
     )
     .unwrap();
-    let run = |nofile: &str| {
-        let mut cmd = std::process::Command::new("prlimit");
-        cmd.arg(format!("--nofile={nofile}:{nofile}"))
-            .arg("--")
-            .arg(lb_tests::lbd_path())
-            .arg("--config")
-            .arg(&config);
-        lb_tests::lbctl::output_within(cmd, Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
+    let lbd = lb_tests::lbd_path();
+    let config = config.to_str().unwrap();
+    let args = |nofile: &'static str| vec![nofile, "--", lbd.to_str().unwrap(), "--config", config];
     // 65 + 65 (api and metrics caps, plus their sockets) + 100 probes + 68 + 256 = 554.
-    let out = run("553");
-    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let mut refused =
+        lb_tests::Daemon::spawn_in_ns(ns.name(), Path::new("prlimit"), &args("--nofile=553:553"));
+    let status = refused
+        .wait_exit(Duration::from_secs(30))
+        .expect("lbd exits by itself");
+    assert_eq!(status.code(), Some(78), "{}", refused.log());
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .last()
-            .unwrap_or_default(),
+        refused.log().lines().last().unwrap_or_default(),
         "lbd: lbd needs 554 file descriptors: 130 for the listeners (api.connections.max, \
          metrics.connections.max), 100 for health probes (limits.max_backends), 68 for maps \
          and links, 256 spare; its descriptor limit (RLIMIT_NOFILE, hard) is 553: raise \
          LimitNOFILE= in its systemd unit (deploy/systemd/lbd.service sets 65536) or \
          `ulimit -Hn`, or lower those settings"
     );
-    assert!(!Path::new(&pin_dir).exists(), "nothing was pinned");
-    // One more and the check passes: lbd gets as far as the NIC that does not exist.
-    let out = run("554");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(!stderr.contains("lbd needs"), "{stderr}");
-    assert!(
-        stderr.contains("descriptor limit 554 (RLIMIT_NOFILE)"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("nonexistent0"), "{stderr}");
+    // The pin directory may exist (lbd locks it first), but holds nothing.
+    let pinned = fs::read_dir(&pin_dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(pinned, 0, "nothing was pinned in {pin_dir}");
+    let mut started =
+        lb_tests::Daemon::spawn_in_ns(ns.name(), Path::new("prlimit"), &args("--nofile=554:554"));
+    started
+        .wait_for_log("serving", Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("lbd did not start with 554 descriptors: {e}"));
+    assert!(started
+        .log()
+        .contains("descriptor limit 554 (RLIMIT_NOFILE)"));
+    started.stop();
 }
