@@ -3,13 +3,11 @@
 //! `--timeout`, and a kill after [`RUN_BOUND`] should lbctl itself hang.
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
-    sync::mpsc,
-    thread,
+    process::Command,
     time::Duration,
 };
 
-use crate::process::workspace_bin;
+use crate::process::{output_within, workspace_bin};
 
 /// Path of the `lbctl` binary: env `LBCTL_BIN`, else next to the test executable.
 pub fn lbctl_path() -> PathBuf {
@@ -21,34 +19,6 @@ pub const REQUEST_TIMEOUT: &str = "30s";
 
 /// How long a run may take before it is killed and the test fails.
 pub const RUN_BOUND: Duration = Duration::from_secs(60);
-
-/// Runs `cmd` to its end, or kills it after `bound`.
-pub fn output_within(mut cmd: Command, bound: Duration) -> Result<Output, String> {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting {cmd:?}: {e}"))?;
-    let pid = child.id() as libc::pid_t;
-    let (tx, rx) = mpsc::channel();
-    let waiter = thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(bound) {
-        Ok(out) => {
-            let _ = waiter.join();
-            out.map_err(|e| format!("running {cmd:?}: {e}"))
-        }
-        Err(_) => {
-            // Not reaped yet (the waiter still waits for it), so the pid is still ours.
-            // SAFETY: plain syscall.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let _ = waiter.join();
-            Err(format!("{cmd:?} did not end within {bound:?}; killed"))
-        }
-    }
-}
 
 pub struct Lbctl {
     socket: PathBuf,

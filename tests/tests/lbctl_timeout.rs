@@ -13,10 +13,7 @@ use std::{
     time::Duration,
 };
 
-use lb_tests::{
-    lbctl::{output_within, RUN_BOUND},
-    lbctl_path, Lbctl,
-};
+use lb_tests::{lbctl::RUN_BOUND, lbctl_path, output_within, Lbctl};
 
 /// A socket that accepts every connection and never reads or answers; stops on drop.
 struct Mute {
