@@ -20,8 +20,8 @@ use lb_tests::{
 
 const METRICS: &str = "127.0.0.1:9464";
 const CAP: usize = 32;
-const HEADER_TIMEOUT: Duration = Duration::from_secs(6);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Connections of each kind the attacker opens: together far over the cap, and over
 /// what lbd's descriptor limit (`NOFILE`) leaves once its own are open.
 const EACH: usize = 250;

@@ -19,7 +19,7 @@ pub mod table;
 use std::{
     future::Future,
     io,
-    sync::{Arc, Mutex},
+    sync::{atomic::Ordering::Relaxed, Arc, Mutex},
     time::Instant,
 };
 
@@ -128,8 +128,6 @@ pub async fn serve<L: Accept>(
     drop(listener);
     while tasks.join_next().await.is_some() {}
 }
-
-use std::sync::atomic::Ordering::Relaxed;
 
 /// Says why before closing, if the socket takes it at once (never waits: a refusal
 /// must not hold a descriptor).
