@@ -158,14 +158,23 @@ pub async fn run(
                 if !checker.is_current(&report) {
                     continue;
                 }
+                let handling = Instant::now();
                 if let Some(zone) = shared.zone_of(&report.at) {
                     let backend = format!("{}:{}", report.at.address, report.at.port);
                     let secs = report.latency.as_secs_f64();
                     servers.metrics.observe_probe(&report.at.service, &backend, &zone, secs);
                 }
-                shared.on_probe(&report.at, &report.outcome, report.latency).map(drop)
+                let applied = shared.on_probe(&report.at, &report.outcome, report.latency);
+                let lag = handling.saturating_duration_since(report.done);
+                servers.metrics.health.probe_applied(lag, handling.elapsed());
+                applied.map(drop)
             }
-            _ = ticker.tick() => shared.with(|rt| rt.tick(Instant::now())).map(drop),
+            due = ticker.tick() => {
+                let handling = Instant::now();
+                let ticked = shared.with(|rt| rt.tick(handling)).map(drop);
+                servers.metrics.health.tick(due.into_std(), handling);
+                ticked
+            }
             _ = reconcile.tick() => {
                 shared.with(|rt| {
                     let timeouts = rt.config().flow_timeouts.clone();

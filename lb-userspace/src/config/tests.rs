@@ -377,6 +377,8 @@ fn every_policy_key_has_its_documented_default() {
     assert_eq!(h.timeout, Duration::from_secs(1));
     assert_eq!((h.healthy_threshold, h.unhealthy_threshold), (2, 2));
     assert_eq!((h.passive_failure_ratio, h.passive_min_attempts), (0.5, 20));
+    assert_eq!(h.passive_max_ejection_percent, 10);
+    assert_eq!((h.flap_window, h.flap_flips), (10, 7));
     assert!(s.cross_zone);
     assert!(s.zone_weights.is_empty());
     assert_eq!(s.zone_failover_threshold, 0.5);
@@ -492,6 +494,30 @@ fn each_bad_policy_value_is_rejected_with_a_named_error() {
             "unhealthy_threshold: 3\n      passive_min_attempts: 0",
             "services[0].health.passive_min_attempts",
             "at least 1",
+        ),
+        (
+            "unhealthy_threshold: 3",
+            "unhealthy_threshold: 3\n      passive_max_ejection_percent: 101",
+            "services[0].health.passive_max_ejection_percent",
+            "out of range 0..=100",
+        ),
+        (
+            "unhealthy_threshold: 3",
+            "unhealthy_threshold: 3\n      flap_window: 65",
+            "services[0].health.flap_window",
+            "out of range 2..=64",
+        ),
+        (
+            "unhealthy_threshold: 3",
+            "unhealthy_threshold: 3\n      flap_window: 1",
+            "services[0].health.flap_window",
+            "out of range 2..=64",
+        ),
+        (
+            "unhealthy_threshold: 3",
+            "unhealthy_threshold: 3\n      flap_window: 5\n      flap_flips: 5",
+            "services[0].health.flap_flips",
+            "out of range 1..=4",
         ),
         (
             "unhealthy_threshold: 3",

@@ -24,6 +24,8 @@ pub struct Report {
     pub outcome: Outcome,
     /// How long the probe took (to its answer, or to its failure).
     pub latency: Duration,
+    /// When it completed (the loop measures how late it applies it).
+    pub done: std::time::Instant,
 }
 
 struct Task {
@@ -126,6 +128,7 @@ async fn probe_loop(
             generation,
             outcome,
             latency: started.elapsed(),
+            done: std::time::Instant::now(),
         };
         if reports.send(report).await.is_err() {
             return;
@@ -204,6 +207,7 @@ mod tests {
             generation: checker.tasks[&at(up)].generation,
             outcome: Ok(()),
             latency: Duration::ZERO,
+            done: std::time::Instant::now(),
         };
         assert!(checker.is_current(&old));
         checker.sync([(at(up), spec(up, 150))].into());

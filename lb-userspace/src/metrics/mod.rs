@@ -5,7 +5,9 @@
 //! - [`collector`]: reads every counter at scrape time and encodes it.
 //! - [`listeners`]: connection counters of lbd's listeners, and its descriptors.
 //! - [`Metrics`]: the registry, plus the metrics lbd pushes into (probe latencies).
+//! - [`health`]: per-backend probe records, passive ejections, and lbd's loop.
 pub mod collector;
+pub mod health;
 pub mod listeners;
 
 use std::sync::Arc;
@@ -53,6 +55,8 @@ pub struct Metrics {
     interface_attached: Family<BackendLabels, Gauge>,
     /// NICs lost, re-attached, or failing to re-attach.
     interface_events: Family<BackendLabels, Counter>,
+    /// How lbd's loop keeps up with probe results and timers.
+    pub health: health::LoopMetrics,
 }
 
 impl Metrics {
@@ -76,12 +80,15 @@ impl Metrics {
             "Configured NICs lost, re-attached or failing to re-attach",
             interface_events.clone(),
         );
-        registry.register_collector(Box::new(collector::DataPathCollector::new(runtime)));
+        registry.register_collector(Box::new(collector::DataPathCollector::new(runtime.clone())));
+        registry.register_collector(Box::new(health::HealthCollector::new(runtime)));
+        let health = health::LoopMetrics::register(&mut registry);
         Self {
             registry,
             probe_duration,
             interface_attached,
             interface_events,
+            health,
         }
     }
 
