@@ -155,6 +155,27 @@ fn explain_names_the_backend_each_packet_of_a_hash_placed_tuple_takes() {
 }
 
 #[test]
+fn explain_says_dropped_for_a_martian_source_and_the_program_drops_it() {
+    let rig = Rig::build();
+    with_runtime(&rig, |rt, c0| {
+        let syn = Frame {
+            src: Ipv4Addr::new(127, 0, 0, 1),
+            ..client_syn(40005)
+        };
+        let v = ask(rt, &syn);
+        assert_eq!(
+            (
+                v.new_connection.by.as_str(),
+                v.new_connection.backend.is_none()
+            ),
+            ("dropped", true)
+        );
+        let r = run_once(rt.controller().dataplane().program(), c0, &syn.bytes());
+        assert_eq!(r.action, XDP_DROP);
+    });
+}
+
+#[test]
 fn explain_names_the_round_robin_backend_of_the_receiving_cpu() {
     let rig = Rig::build();
     with_runtime(&rig, |rt, c0| {

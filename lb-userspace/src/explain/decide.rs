@@ -7,6 +7,7 @@ use lb_common::{
     backend::Backend,
     flow::{FlowKey, FlowTarget, FLOW_F_CLOSED, FLOW_REUSE_IDLE_SECS},
     hash::{flow_hash, source_hash},
+    net::is_martian,
     service::{
         policy_table_index, ring_index, ServiceMeta, POLICY_LEAST_CONN, POLICY_ROUND_ROBIN,
         POLICY_SOURCE_HASH, SERVICE_F_STATELESS_SYN,
@@ -131,9 +132,15 @@ pub fn decide(
     let slot = slot_of(lookups, params, flow)?;
     let ring = ring_pick(lookups, params, &service, flow)?;
     let policy_pick = policy_pick(lookups, &service)?;
-    let new_connection =
-        new_connection(&service, entry.as_ref(), slot.as_ref(), &ring, &policy_pick);
-    let existing_connection = existing_connection(&service, entry.as_ref(), slot.as_ref(), &ring);
+    let martian = is_martian(flow.src_addr) || flow.src_addr == flow.dst_addr;
+    let new_connection = unless_martian(
+        martian,
+        new_connection(&service, entry.as_ref(), slot.as_ref(), &ring, &policy_pick),
+    );
+    let existing_connection = unless_martian(
+        martian,
+        existing_connection(&service, entry.as_ref(), slot.as_ref(), &ring),
+    );
     Ok(Some(Decision {
         service,
         entry,
@@ -143,6 +150,19 @@ pub fn decide(
         new_connection,
         existing_connection,
     }))
+}
+
+/// A packet the data path would place (anything but a flow-entry hit) from a martian
+/// source, or from the VIP itself, is dropped before it is placed.
+fn unless_martian(martian: bool, choice: Choice) -> Choice {
+    if !martian || choice.by == By::FlowEntry {
+        return choice;
+    }
+    Choice {
+        backend_id: None,
+        by: By::Dropped,
+        why: "the client address is a martian source (or the VIP itself): dropped before it is placed".into(),
+    }
 }
 
 fn stateless_syn(service: &ServiceMeta) -> bool {

@@ -408,3 +408,27 @@ fn the_human_form_names_backend_policy_and_mode() {
     );
     assert!(text.contains("flow entry:  none"), "{text}");
 }
+
+#[test]
+fn a_martian_client_is_dropped_unless_its_tuple_has_an_entry() {
+    let mut rt = start();
+    let client = "127.0.0.1:40000";
+    let v = ask(&rt, client, WEB);
+    assert_eq!(choice(&v.new_connection), (None, "dropped"));
+    assert_eq!(choice(&v.existing_connection), (None, "dropped"));
+    let b = id_of(&rt, "web", 12);
+    put_entry(
+        &mut rt,
+        client,
+        WEB,
+        b,
+        FLOW_F_COUNTED | FLOW_F_ESTABLISHED,
+        0,
+    );
+    let v = ask(&rt, client, WEB);
+    assert_eq!(choice(&v.existing_connection), (Some(b), "flow_entry"));
+    assert_eq!(choice(&v.new_connection), (None, "dropped"));
+    // The VIP itself as the source.
+    let v = ask(&rt, "10.0.0.100:40000", WEB);
+    assert_eq!(choice(&v.new_connection), (None, "dropped"));
+}
