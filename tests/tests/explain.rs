@@ -144,12 +144,19 @@ fn explain_names_the_backend_each_packet_of_a_hash_placed_tuple_takes() {
                 (v.existing_connection.by.as_str(), v.flow_entry.is_none()),
                 ("table", true)
             );
+            let went = send(rt, c0, &stray);
             assert_eq!(
-                send(rt, c0, &stray),
+                went,
                 named(&v.existing_connection),
                 "ACK from {}",
                 sport + 1000
             );
+            // It recorded nothing but a forwarded slot naming where it went, for the reply.
+            let v = ask(rt, &stray);
+            assert_eq!(v.flow_entry, None);
+            assert_eq!(v.syn_cache, None);
+            let slot = v.forwarded_slot.expect("the forwarded packet's slot");
+            assert_eq!(slot.backend.unwrap().address, format!("{went}:8080"));
         }
     });
 }

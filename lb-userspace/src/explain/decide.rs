@@ -12,7 +12,7 @@ use lb_common::{
         policy_table_index, ring_index, ServiceMeta, POLICY_LEAST_CONN, POLICY_ROUND_ROBIN,
         POLICY_SOURCE_HASH, SERVICE_F_STATELESS_SYN,
     },
-    syn_cache::{syn_handshake_hash_of_flow, syn_set, SynEntry},
+    syn_cache::{forwarded_hash, syn_handshake_hash_of_flow, syn_set, SynEntry},
 };
 
 use super::lookups::Lookups;
@@ -31,6 +31,9 @@ pub struct Decision {
     pub service: ServiceMeta,
     pub entry: Option<Entry>,
     pub slot: Option<Slot>,
+    /// The slot a client packet of the tuple forwarded without an entry left, which
+    /// only its backend's reply may use (to record the flow); no client packet takes it.
+    pub forwarded: Option<Slot>,
     /// Where the Maglev ring places a packet of the tuple without an entry.
     pub ring: RingPick,
     /// Where a SYN without an entry or slot to follow goes, by the service's policy.
@@ -129,7 +132,9 @@ pub fn decide(
         }),
         None => None,
     };
-    let slot = slot_of(lookups, params, flow)?;
+    let handshake = syn_handshake_hash_of_flow(params.hash_seed, flow);
+    let slot = slot_of(lookups, params, flow, handshake)?;
+    let forwarded = slot_of(lookups, params, flow, forwarded_hash(handshake))?;
     let ring = ring_pick(lookups, params, &service, flow)?;
     let policy_pick = policy_pick(lookups, &service)?;
     let martian = is_martian(flow.src_addr) || flow.src_addr == flow.dst_addr;
@@ -145,6 +150,7 @@ pub fn decide(
         service,
         entry,
         slot,
+        forwarded,
         ring,
         policy_pick,
         new_connection,
@@ -169,11 +175,13 @@ fn stateless_syn(service: &ServiceMeta) -> bool {
     service.flags & SERVICE_F_STATELESS_SYN != 0
 }
 
-/// The way of the tuple's set holding its handshake (`syn_cache::FlowSlot::find`).
+/// The way of the tuple's set holding the slot tagged from `handshake`
+/// (`syn_cache::FlowSlot::find`).
 fn slot_of(
     lookups: &impl Lookups,
     params: &Params,
     flow: &FlowKey,
+    handshake: u32,
 ) -> anyhow::Result<Option<Slot>> {
     let set = syn_set(
         params.hash_seed,
@@ -184,7 +192,6 @@ fn slot_of(
     let Some(ways) = lookups.syn_set(set)? else {
         return Ok(None);
     };
-    let handshake = syn_handshake_hash_of_flow(params.hash_seed, flow);
     let Some((way, e)) = ways
         .ways
         .iter()

@@ -97,15 +97,19 @@ pub fn explain<D: Dataplane + Lookups>(
         }),
         None => None,
     };
-    let syn_cache = match &d.slot {
-        Some(s) => Some(SlotView {
-            set: s.set,
-            way: s.way,
-            backend_id: s.backend_id,
-            backend: backend(s.backend_id)?,
-        }),
-        None => None,
+    let slot_view = |slot: &Option<super::decide::Slot>| -> Result<_, ExplainError> {
+        Ok(match slot {
+            Some(s) => Some(SlotView {
+                set: s.set,
+                way: s.way,
+                backend_id: s.backend_id,
+                backend: backend(s.backend_id)?,
+            }),
+            None => None,
+        })
     };
+    let syn_cache = slot_view(&d.slot)?;
+    let forwarded_slot = slot_view(&d.forwarded)?;
     let table = table_view(&d, &backend, &opt)?;
     Ok(ExplainView {
         client: client.to_string(),
@@ -115,6 +119,7 @@ pub fn explain<D: Dataplane + Lookups>(
         existing_connection: choice_view(&d.existing_connection, &opt)?,
         flow_entry,
         syn_cache,
+        forwarded_slot,
         table,
     })
 }

@@ -9,7 +9,9 @@ use std::{
 use lb_common::{
     flow::{FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED},
     limits::syn_cache_sets,
-    syn_cache::{syn_handshake_hash_of_flow, syn_set, syn_tag_for, SynEntry, SynSet},
+    syn_cache::{
+        forwarded_hash, syn_handshake_hash_of_flow, syn_set, syn_tag_for, SynEntry, SynSet,
+    },
 };
 
 use super::{describe::flow_key, explain, ExplainError, ExplainView};
@@ -431,4 +433,35 @@ fn a_martian_client_is_dropped_unless_its_tuple_has_an_entry() {
     // The VIP itself as the source.
     let v = ask(&rt, "10.0.0.100:40000", WEB);
     assert_eq!(choice(&v.new_connection), (None, "dropped"));
+}
+
+#[test]
+fn a_forwarded_packets_slot_is_shown_and_followed_by_no_client_packet() {
+    let mut rt = start();
+    let client = port_placed_on(&rt, WEB, "web", 11);
+    let other = id_of(&rt, "web", 12);
+    let flow = flow_key(sa(&client), sa(WEB));
+    let set = syn_set(
+        SEED,
+        flow.src_addr,
+        flow.src_port,
+        syn_cache_sets(FLOWS) - 1,
+    );
+    let tag = syn_tag_for(
+        forwarded_hash(syn_handshake_hash_of_flow(SEED, &flow)),
+        other,
+    );
+    rt.controller_mut().dataplane_mut().syn_cache.insert(
+        set,
+        SynSet {
+            ways: [SynEntry::new(tag, 0, other), SynEntry(0)],
+        },
+    );
+    let v = ask(&rt, &client, WEB);
+    assert_eq!(v.syn_cache, None);
+    let slot = v.forwarded_slot.unwrap();
+    assert_eq!((slot.set, slot.way, slot.backend_id), (set, 0, other));
+    let ring = id_of(&rt, "web", 11);
+    assert_eq!(choice(&v.new_connection), (Some(ring), "policy"));
+    assert_eq!(choice(&v.existing_connection), (Some(ring), "table"));
 }

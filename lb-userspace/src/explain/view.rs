@@ -15,6 +15,9 @@ pub struct ExplainView {
     /// The SYN-cache slot of the tuple's handshake, if one holds it (a handshake in
     /// flight, or a SYN never answered).
     pub syn_cache: Option<SlotView>,
+    /// The slot a client packet of the tuple forwarded without a flow entry left: the
+    /// backend whose reply (neither SYN nor RST) would record the flow.
+    pub forwarded_slot: Option<SlotView>,
     pub table: TableView,
 }
 
@@ -171,6 +174,17 @@ pub fn render(v: &ExplainView) -> String {
             )
         }
         None => out += "SYN cache:   no slot holds this handshake\n",
+    }
+    if let Some(slot) = &v.forwarded_slot {
+        out += &format!(
+            "forwarded:   set {} way {}: a packet without an entry went to {}; its reply records the flow\n",
+            slot.set,
+            slot.way,
+            slot.backend
+                .as_ref()
+                .map(backend_line)
+                .unwrap_or_else(|| format!("id {} (slot freed)", slot.backend_id))
+        )
     }
     let t = &v.table;
     out += &format!(

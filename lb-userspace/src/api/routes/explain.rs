@@ -42,6 +42,10 @@ pub async fn explain_tuple<D: DataPath>(
         ExplainError::NotProgrammed => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
-        ExplainError::Read(_) => ApiError::internal(e.to_string()),
+        ExplainError::Read(_) => {
+            // A map lbd cannot read is a fault of lbd's, not the caller's: logged too.
+            log::error!("explain {client} -> {vip}: {e}");
+            ApiError::internal(e.to_string())
+        }
     })
 }
