@@ -194,10 +194,11 @@ impl<D: Dataplane> Controller<D> {
         }
         // Free backend slots last: no live ring names them any more, so no new flow can
         // be pinned to them; purge the flows that are, then free the slot.
+        let planned: std::collections::HashSet<u32> = plan.backends.iter().map(|b| b.id).collect();
         let unused: Vec<u32> = self
             .backends
             .keys()
-            .filter(|id| !plan.backends.iter().any(|b| b.id == **id))
+            .filter(|id| !planned.contains(id))
             .copied()
             .collect();
         if !unused.is_empty() {
