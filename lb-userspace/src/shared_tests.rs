@@ -271,3 +271,34 @@ fn a_change_to_one_backend_costs_the_same_at_10_and_10000_backends() {
     let expected = ((148, 0), (148, 0), (97, 0));
     assert_eq!(costs, [expected, expected]);
 }
+
+#[test]
+fn a_change_that_cannot_be_persisted_is_refused_logged_and_counted() {
+    use std::os::unix::fs::PermissionsExt;
+    let (rt, dir) = runtime("unpersisted");
+    rt.change(&add(1)).unwrap();
+    let before = rt.desired();
+    let rt = Arc::new(rt);
+    let metrics = crate::metrics::Metrics::new(rt.clone());
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains("\nlb_state_persist_failures_total{} 0\n"),
+        "{text}"
+    );
+    // A directory that others may write is refused before anything is written.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = rt.change(&add(2)).unwrap_err();
+    assert!(matches!(e, ChangeError::Persist(_)), "{e}");
+    assert!(
+        e.to_string().contains("is writable by group or others"),
+        "{e}"
+    );
+    assert_eq!(rt.desired(), before, "nothing was applied");
+    assert_eq!(rt.persist_failures(), 1);
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains("\nlb_state_persist_failures_total{} 1\n"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -102,9 +102,15 @@ impl StateDir {
             path: path.into(),
             fd,
         };
-        let meta = dir.as_file()?.metadata()?;
-        check(path, &meta).map_err(io::Error::other)?;
+        dir.recheck()?;
         Ok(dir)
+    }
+
+    /// Checks the open directory again (one fstat): its mode or owner may have changed
+    /// since it was opened.
+    pub fn recheck(&self) -> io::Result<()> {
+        let meta = self.as_file()?.metadata()?;
+        check(&self.path, &meta).map_err(io::Error::other)
     }
 
     pub fn path(&self) -> &Path {

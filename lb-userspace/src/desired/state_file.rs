@@ -8,6 +8,7 @@
 use std::{
     fs::{self, File},
     io::Write as _,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
@@ -146,6 +147,8 @@ pub struct Store {
     journal: Option<File>,
     journal_len: u64,
     snapshot_len: u64,
+    /// Device and inode of the snapshot last written.
+    snapshot_id: Option<(u64, u64)>,
     bytes_written: u64,
 }
 
@@ -157,6 +160,7 @@ impl Store {
             journal: None,
             journal_len: 0,
             snapshot_len: 0,
+            snapshot_id: None,
             bytes_written: 0,
         }
     }
@@ -179,8 +183,12 @@ impl Store {
         services: &[ServiceConfig],
         ops: Option<&[Op]>,
     ) -> Result<Undo, StateFileError> {
+        if let Some(dir) = &self.dir {
+            dir.recheck().map_err(io_error(&self.path))?;
+        }
+        let in_place = self.files_in_place();
         if let (Some(ops), Some(journal)) = (ops, self.journal.as_mut()) {
-            if self.journal_len <= self.snapshot_len {
+            if self.journal_len <= self.snapshot_len && in_place {
                 let records: String = ops.iter().map(journal::record).collect();
                 let before = self.journal_len;
                 let written = journal
@@ -199,6 +207,18 @@ impl Store {
         }
         self.compact(services)?;
         Ok(Undo::Snapshot)
+    }
+
+    /// Whether the snapshot and journal on disk are still the ones this store wrote (an
+    /// operator may have removed or replaced them): else a journal record would extend
+    /// a file that no start-up will read, and the next change compacts instead.
+    fn files_in_place(&self) -> bool {
+        let ino = |p: &Path| fs::symlink_metadata(p).map(|m| (m.dev(), m.ino())).ok();
+        let journal = self.journal.as_ref().and_then(|f| f.metadata().ok());
+        let journal_path = dir_of(&self.path).join(journal_name(&self.path));
+        self.snapshot_id.is_some()
+            && ino(&self.path) == self.snapshot_id
+            && journal.is_some_and(|m| ino(&journal_path) == Some((m.dev(), m.ino())))
     }
 
     /// Takes back the last `persist`; `previous` is the state before it.
@@ -243,6 +263,8 @@ impl Store {
         dir.replace(&file_name(&self.path), &snapshot)
             .map_err(&io)?;
         self.bytes_written += snapshot.len() as u64;
+        let written = fs::symlink_metadata(&self.path).map_err(&io)?;
+        self.snapshot_id = Some((written.dev(), written.ino()));
         let name = journal_name(&self.path);
         let header = journal::header(generation);
         dir.replace(&name, header.as_bytes()).map_err(&io)?;

@@ -220,3 +220,21 @@ fn a_state_directory_others_may_write_is_refused_naming_it() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_state_file_removed_or_replaced_behind_lbds_back_is_written_whole_again() {
+    let dir = temp_dir("removed");
+    let path = dir.join("state").join("state.yaml");
+    let mut store = Store::new(&path);
+    let mut state = services(2);
+    store.persist(&state, None).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let op = put(&mut state, 1, 3);
+    assert_eq!(store.persist(&state, Some(&[op])).unwrap(), Undo::Snapshot);
+    assert_eq!(read(&path).unwrap().unwrap().services, state);
+    std::fs::remove_file(dir.join("state").join("state.yaml.journal")).unwrap();
+    let op = put(&mut state, 2, 3);
+    assert_eq!(store.persist(&state, Some(&[op])).unwrap(), Undo::Snapshot);
+    assert_eq!(read(&path).unwrap().unwrap().services, state);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
