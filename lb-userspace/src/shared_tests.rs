@@ -266,8 +266,8 @@ fn a_change_to_one_backend_costs_the_same_at_10_and_10000_backends() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
     // One journal record each, the same bytes whatever the number of backends. A new
-    // backend waits for its probes at weight 0 and a removed one drains, so no ring
-    // entry changes; the weight change of a backend not yet serving changes none either.
+    // backend waits for its probes at weight 0, so neither adding it, nor changing its
+    // weight, nor removing it before it ever served changes a ring entry.
     let expected = ((148, 0), (148, 0), (97, 0));
     assert_eq!(costs, [expected, expected]);
 }
