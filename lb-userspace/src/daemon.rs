@@ -25,7 +25,10 @@ use crate::{
     dataplane::Dataplane as _,
     desired::{self, Source},
     health::checker::Checker,
-    loader::KernelDataplane,
+    link_watch,
+    loader::{KernelDataplane, LinkChange},
+    metrics::Metrics,
+    pin_lock::{LockError, PinLock},
     pins::PinDir,
     privileges::{self, Verification},
     runtime::Runtime,
@@ -36,6 +39,14 @@ use crate::{
 /// Exit status for an invalid config (sysexits EX_CONFIG; systemd units can list it in
 /// `RestartPreventExitStatus=` so a bad file is not retried in a loop).
 pub const EXIT_CONFIG: u8 = 78;
+
+/// Exit status when another lbd holds the pin directory (sysexits EX_TEMPFAIL: it may be
+/// gone at the next try).
+pub const EXIT_IN_USE: u8 = 75;
+
+/// How often every configured NIC is checked for having been deleted or re-created,
+/// besides the netlink events that trigger the same check at once.
+const LINK_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// How long the data path may use a cached route (next hop) before looking it up again.
 const ROUTE_CACHE_LIFETIME: Duration = Duration::from_secs(1);
@@ -99,6 +110,9 @@ pub async fn run(
     } else {
         None
     };
+    // Subscribed before attaching, so that no NIC event after the attach is missed.
+    let mut link_events =
+        link_watch::watch(&config.interfaces).context("watching the configured NICs")?;
     dataplane
         .attach(&config.interfaces, config.xdp_mode, Some(&pins))
         .context("attaching to the configured interfaces")?;
@@ -110,7 +124,7 @@ pub async fn run(
     let (runtime, summary) = Runtime::start(config.clone(), controller, Instant::now())?;
     let shared = Arc::new(SharedRuntime::new(runtime));
     let servers = serve::start(&config, shared.clone()).await?;
-    shared.set_ready(true);
+    check_links(&shared, &servers.metrics);
     let from = match options.source {
         Source::ConfigFile => options.config_path.display().to_string(),
         Source::StateFile => format!("state file {}", config.state_file.display()),
@@ -135,6 +149,7 @@ pub async fn run(
     let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
     let mut routes = tokio::time::interval(ROUTE_CACHE_LIFETIME);
     let mut sample = tokio::time::interval(SAMPLE_EVERY);
+    let mut link_check = tokio::time::interval(LINK_CHECK_EVERY);
     loop {
         // A failed kernel write is logged and retried on the next tick; packets keep
         // seeing whole tables (a flip happens only after its slot is written).
@@ -143,14 +158,23 @@ pub async fn run(
                 if !checker.is_current(&report) {
                     continue;
                 }
+                let handling = Instant::now();
                 if let Some(zone) = shared.zone_of(&report.at) {
                     let backend = format!("{}:{}", report.at.address, report.at.port);
                     let secs = report.latency.as_secs_f64();
                     servers.metrics.observe_probe(&report.at.service, &backend, &zone, secs);
                 }
-                shared.on_probe(&report.at, &report.outcome, report.latency).map(drop)
+                let applied = shared.on_probe(&report.at, &report.outcome, report.latency);
+                let lag = handling.saturating_duration_since(report.done);
+                servers.metrics.health.probe_applied(lag, handling.elapsed());
+                applied.map(drop)
             }
-            _ = ticker.tick() => shared.with(|rt| rt.tick(Instant::now())).map(drop),
+            due = ticker.tick() => {
+                let handling = Instant::now();
+                let ticked = shared.with(|rt| rt.tick(handling)).map(drop);
+                servers.metrics.health.tick(due.into_std(), handling);
+                ticked
+            }
             _ = reconcile.tick() => {
                 shared.with(|rt| {
                     let timeouts = rt.config().flow_timeouts.clone();
@@ -165,6 +189,14 @@ pub async fn run(
                 dp.bump_nexthop_generation().context("expiring cached routes")
             }),
             _ = sample.tick() => shared.sample().context("sampling counters"),
+            Some(_) = link_events.recv() => {
+                check_links(&shared, &servers.metrics);
+                Ok(())
+            }
+            _ = link_check.tick() => {
+                check_links(&shared, &servers.metrics);
+                Ok(())
+            }
             // The admin API changed the desired state: probe what it now holds.
             _ = shared.changed() => {
                 checker.sync(shared.with(|rt| rt.probe_specs()));
@@ -195,9 +227,22 @@ pub async fn run(
 }
 
 /// `lbd --detach`: detaches the data path from every NIC and removes its pinned state.
-/// Established connections through it are cut.
-pub fn detach(config: &Config) -> anyhow::Result<()> {
-    let pins = PinDir::new(&config.pin_dir);
+/// Established connections through it are cut. Refused (a [`LockError::Held`]) while an
+/// lbd runs on `pin_dir`, unless `force`.
+pub fn detach(pin_dir: &Path, force: bool) -> anyhow::Result<()> {
+    let pins = PinDir::new(pin_dir);
+    if !pins.root().exists() {
+        println!("nothing was attached from {}", pins.root().display());
+        return Ok(());
+    }
+    let _lock = match PinLock::acquire_existing(pins.root()) {
+        Ok(lock) => Some(lock),
+        Err(e @ LockError::Held { .. }) if force => {
+            warn!("--force: detaching although {e}");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     let interfaces = pins
         .remove_all()
         .with_context(|| format!("removing {}", pins.root().display()))?;
@@ -211,6 +256,38 @@ pub fn detach(config: &Config) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Re-attaches a configured NIC that was deleted and created again, and keeps readiness
+/// and the per-NIC metrics in line with what is attached.
+fn check_links(shared: &SharedRuntime<KernelDataplane>, metrics: &Metrics) {
+    let (changes, states) = shared.with(|rt| {
+        let dp = rt.controller_mut().dataplane_mut();
+        (dp.ensure_attached(), dp.interface_states())
+    });
+    for change in changes {
+        match change {
+            LinkChange::Lost { interface, ifindex } => {
+                warn!(
+                    "{interface} (ifindex {ifindex}) is gone: nothing is forwarded on it until \
+                     a NIC of that name is back, and lbd is not ready meanwhile"
+                );
+                metrics.count_interface_event(&interface, "lost");
+            }
+            LinkChange::Attached { interface, ifindex } => {
+                info!("{interface} is back (ifindex {ifindex}): the data path is attached again");
+                metrics.count_interface_event(&interface, "attached");
+            }
+            LinkChange::Failed { interface, error } => {
+                error!("re-attaching to {interface}: {error:#}; retrying every second");
+                metrics.count_interface_event(&interface, "attach_failed");
+            }
+        }
+    }
+    for (interface, attached) in &states {
+        metrics.set_interface_attached(interface, *attached);
+    }
+    shared.set_ready(states.iter().all(|(_, attached)| *attached));
 }
 
 /// Whole seconds of CLOCK_BOOTTIME: monotonic, and the same clock across lbd restarts,

@@ -20,6 +20,9 @@
 //!   start), clock passed in.
 //! - [`runtime`]: fleet + controller: every event recomputes weights and swaps tables.
 //! - [`daemon`]: `lbd`'s loop: probes, timers, SIGHUP reload, shutdown.
+//! - [`preflight`]: the config against this host, before anything touches the kernel;
+//!   [`pin_lock`]: one lbd per pin directory; [`link_watch`]: NIC events, so that
+//!   a re-created NIC gets the data path back.
 //! - [`ageing`]: which idle flow entries have expired (pure).
 //! - [`reconcile`]: corrects active-flow counts for flows the kernel cannot see end.
 //! - [`desired`]: the desired state (config file + state file) and the API's changes to
@@ -39,13 +42,16 @@ pub mod desired;
 pub mod ebpf_object;
 pub mod fleet;
 pub mod health;
+pub mod link_watch;
 pub mod loader;
 pub mod maglev;
 pub mod metrics;
 pub mod mmap_array;
+pub mod pin_lock;
 pub mod pins;
 pub mod plan;
 pub mod policy_table;
+pub mod preflight;
 pub mod privileges;
 pub mod reconcile;
 pub mod runtime;

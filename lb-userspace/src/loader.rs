@@ -26,6 +26,10 @@ use lb_common::{
 };
 use log::{info, warn};
 
+mod links;
+
+pub use links::LinkChange;
+
 use crate::{
     ageing,
     config::{Config, FlowTimeouts, XdpAttachMode},
@@ -59,6 +63,8 @@ pub struct KernelDataplane {
     egress: DevMapHash<MapData>,
     /// Unpinned attachments, detached on drop.
     attached: Vec<(String, XdpLinkId)>,
+    /// What [`Self::attach`] was asked for, to re-attach a re-created NIC alike.
+    links: links::Links,
     adopted: bool,
     /// Forward flow entries the last reconciliation scan walked (map occupancy).
     flow_entries: u64,
@@ -92,6 +98,36 @@ fn take_mmap_sized(ebpf: &mut Ebpf, name: &str, value_size: usize) -> anyhow::Re
     MmapArray::with_value_size(map, name, value_size)
 }
 
+/// Every map's capacity from `config` (the loader's overrides of the object's sizes).
+pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
+    let limits = &config.limits;
+    let ring_entries = limits
+        .max_services
+        .checked_mul(2)
+        .and_then(|n| n.checked_mul(config.cluster.ring_size))
+        .context("max_services x 2 x ring_size overflows")?;
+    let policy_entries = limits
+        .max_services
+        .checked_mul(2 * POLICY_TABLE_SLOTS)
+        .context("max_services x 2 x policy table slots overflows")?;
+    Ok(vec![
+        (MAP_SERVICE_INDEX, service_index_slots(limits.max_services)),
+        (MAP_BACKENDS, limits.max_backends),
+        (MAP_RING, ring_entries),
+        (MAP_POLICY_TABLE, policy_entries),
+        (MAP_RR_CURSOR, limits.max_services),
+        (MAP_ACTIVE_FLOWS, limits.max_backends),
+        (MAP_ACTIVE_ADJUST, limits.max_backends),
+        (MAP_NEXTHOPS, limits.max_backends),
+        (MAP_SERVICE_STATS, limits.max_services),
+        (MAP_BACKEND_STATS, limits.max_backends),
+        (MAP_BACKEND_SIGNALS, limits.max_backends),
+        (MAP_FLOWS, limits.flow_table_size),
+        (MAP_RETURN_FLOWS, limits.flow_table_size),
+        (MAP_SYN_CACHE, syn_cache_sets(limits.flow_table_size)),
+    ])
+}
+
 impl KernelDataplane {
     /// Loads the program and creates its maps, sized from `config`. Nothing is attached.
     ///
@@ -100,31 +136,7 @@ impl KernelDataplane {
     /// counters and tables carry over.
     pub fn load(config: &Config, pins: Option<&PinDir>) -> anyhow::Result<Self> {
         let limits = &config.limits;
-        let ring_entries = limits
-            .max_services
-            .checked_mul(2)
-            .and_then(|n| n.checked_mul(config.cluster.ring_size))
-            .context("max_services x 2 x ring_size overflows")?;
-        let policy_entries = limits
-            .max_services
-            .checked_mul(2 * POLICY_TABLE_SLOTS)
-            .context("max_services x 2 x policy table slots overflows")?;
-        let sizes = [
-            (MAP_SERVICE_INDEX, service_index_slots(limits.max_services)),
-            (MAP_BACKENDS, limits.max_backends),
-            (MAP_RING, ring_entries),
-            (MAP_POLICY_TABLE, policy_entries),
-            (MAP_RR_CURSOR, limits.max_services),
-            (MAP_ACTIVE_FLOWS, limits.max_backends),
-            (MAP_ACTIVE_ADJUST, limits.max_backends),
-            (MAP_NEXTHOPS, limits.max_backends),
-            (MAP_SERVICE_STATS, limits.max_services),
-            (MAP_BACKEND_STATS, limits.max_backends),
-            (MAP_BACKEND_SIGNALS, limits.max_backends),
-            (MAP_FLOWS, limits.flow_table_size),
-            (MAP_RETURN_FLOWS, limits.flow_table_size),
-            (MAP_SYN_CACHE, syn_cache_sets(limits.flow_table_size)),
-        ];
+        let sizes = map_sizes(config)?;
         let syn_cache_mask = syn_cache_sets(limits.flow_table_size) - 1;
         let service_index_mask = service_index_slots(limits.max_services) - 1;
         let object = ebpf_object::object()?;
@@ -134,7 +146,7 @@ impl KernelDataplane {
             .override_global(GLOBAL_RING_SIZE, &config.cluster.ring_size, true)
             .override_global(GLOBAL_SYN_CACHE_MASK, &syn_cache_mask, true)
             .override_global(GLOBAL_SERVICE_INDEX_MASK, &service_index_mask, true);
-        for (name, size) in sizes {
+        for &(name, size) in &sizes {
             loader.map_max_entries(name, size);
         }
         let shapes = match pins {
@@ -195,6 +207,7 @@ impl KernelDataplane {
             egress: take(&mut ebpf, MAP_EGRESS)?,
             ebpf,
             attached: Vec::new(),
+            links: links::Links::default(),
             adopted,
             flow_entries: 0,
         })
@@ -255,6 +268,7 @@ impl KernelDataplane {
         mode: XdpAttachMode,
         pins: Option<&PinDir>,
     ) -> anyhow::Result<()> {
+        self.links = links::Links::new(interfaces, mode, pins);
         if let Some(pins) = pins {
             for stale in pins.linked_interfaces() {
                 if !interfaces.contains(&stale) {
@@ -278,16 +292,15 @@ impl KernelDataplane {
         }
         for (name, ifindex) in interfaces.iter().zip(ifindexes) {
             let pinned = pins.map(|p| p.link_path(name)).filter(|p| p.exists());
-            if let Some(path) = pinned {
-                self.replace_on_pinned_link(name, &path)?;
-            } else {
-                let link = self.attach_new(name, mode)?;
-                match pins {
-                    Some(pins) => self.pin_link(link, &pins.link_path(name))?,
-                    None => self.attached.push((name.clone(), link)),
-                }
+            let replaced = match &pinned {
+                Some(path) => self.replace_on_pinned_link(name, path)?,
+                None => false,
+            };
+            if !replaced {
+                self.attach_fresh(name, mode, pins)?;
                 info!("attached lb_xdp to {name} (ifindex {ifindex})");
             }
+            self.links.set(name, Some(ifindex));
         }
         Ok(())
     }
@@ -323,20 +336,33 @@ impl KernelDataplane {
     }
 
     /// Swaps this program onto a pinned link (BPF_LINK_UPDATE): the NIC goes from the
-    /// old program to this one with no moment in between.
-    fn replace_on_pinned_link(&mut self, name: &str, path: &Path) -> anyhow::Result<()> {
+    /// old program to this one with no moment in between. False when the link was
+    /// severed (its NIC was deleted, perhaps re-created since): the pin is removed, and
+    /// the caller attaches afresh.
+    fn replace_on_pinned_link(&mut self, name: &str, path: &Path) -> anyhow::Result<bool> {
         let pinned = PinnedLink::from_pin(path)
             .with_context(|| format!("opening the pinned link {}", path.display()))?;
         let link = XdpLink::try_from(FdLink::from(pinned))
             .with_context(|| format!("{} is not an XDP link", path.display()))?;
-        let id = self
-            .program_mut()
-            .attach_to_link(link)
-            .with_context(|| format!("replacing the program on {name}'s XDP link"))?;
+        let id = match self.program_mut().attach_to_link(link) {
+            Ok(id) => id,
+            Err(e) if links::is_severed(&e) => {
+                warn!(
+                    "{name}'s pinned XDP link was severed (the NIC was deleted since it was \
+                     attached); replacing it with a new link"
+                );
+                links::unpin(path)?;
+                return Ok(false);
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("replacing the program on {name}'s XDP link"))
+            }
+        };
         // The pin keeps the link; dropping our handle must not detach it.
         drop(self.program_mut().take_link(id)?);
         info!("replaced the program on {name}'s pinned XDP link");
-        Ok(())
+        Ok(true)
     }
 
     fn attach_one(&mut self, name: &str, mode: XdpMode) -> anyhow::Result<XdpLinkId> {

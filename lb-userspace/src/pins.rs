@@ -139,8 +139,8 @@ impl PinDir {
         self.root.join("links").join(interface)
     }
 
-    /// Creates the directory tree, owner-only, after checking that it is on bpffs.
-    pub fn prepare(&self) -> Result<(), PinError> {
+    /// Checks that the directory is (or, once created, will be) on bpffs.
+    pub fn check_bpffs(&self) -> Result<(), PinError> {
         let mut base = self.root.clone();
         while !base.exists() {
             if !base.pop() {
@@ -152,6 +152,12 @@ impl PinDir {
                 dir: self.root.clone(),
             });
         }
+        Ok(())
+    }
+
+    /// Creates the directory tree, owner-only, after checking that it is on bpffs.
+    pub fn prepare(&self) -> Result<(), PinError> {
+        self.check_bpffs()?;
         for dir in [
             self.root.clone(),
             self.root.join("maps"),

@@ -8,7 +8,6 @@
 //! The lock is a `std::sync::Mutex`: every critical section is short and synchronous
 //! (map reads and writes, one fsync), and the API takes it on blocking threads.
 use std::{
-    collections::BTreeMap,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Mutex, MutexGuard,
@@ -49,14 +48,6 @@ pub enum ChangeError {
     Apply(anyhow::Error),
 }
 
-/// The last probe of one backend, as the checker reported it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProbeRecord {
-    /// `ok`, or why it failed (`timeout`, `refused`, `status 503`, ...).
-    pub result: String,
-    pub latency: Duration,
-}
-
 pub struct SharedRuntime<D> {
     inner: Mutex<Inner<D>>,
     started: Instant,
@@ -69,7 +60,6 @@ pub struct SharedRuntime<D> {
 struct Inner<D> {
     runtime: Runtime<D>,
     sampler: Sampler,
-    probes: BTreeMap<BackendRef, ProbeRecord>,
     store: Store,
 }
 
@@ -81,7 +71,6 @@ impl<D: Dataplane + CounterSource> SharedRuntime<D> {
             inner: Mutex::new(Inner {
                 runtime,
                 sampler: Sampler::default(),
-                probes: BTreeMap::new(),
                 store,
             }),
             started: Instant::now(),
@@ -228,24 +217,17 @@ impl<D: Dataplane + CounterSource> SharedRuntime<D> {
         ))
     }
 
-    /// Records a probe result for `lbctl health`, and hands it to the runtime.
+    /// Hands a probe result to the runtime (which also keeps it for `lbctl health`).
+    /// A map lookup unless the result changes the backend's eligibility.
     pub fn on_probe(
         &self,
         at: &BackendRef,
         outcome: &Outcome,
         latency: Duration,
     ) -> anyhow::Result<ApplySummary> {
-        let mut inner = self.lock();
-        let result = match outcome {
-            Ok(()) => "ok".to_string(),
-            Err(failure) => failure.to_string(),
-        };
-        inner
-            .probes
-            .insert(at.clone(), ProbeRecord { result, latency });
-        let known: Vec<BackendRef> = inner.runtime.probe_specs().into_keys().collect();
-        inner.probes.retain(|at, _| known.contains(at));
-        inner.runtime.on_probe(at, outcome, Instant::now())
+        self.lock()
+            .runtime
+            .on_probe(at, outcome, latency, Instant::now())
     }
 
     /// Takes the periodic counter sample that per-second rates are measured against.
@@ -282,6 +264,7 @@ impl<D: Dataplane + CounterSource> SharedRuntime<D> {
     pub fn health(&self) -> Vec<HealthView> {
         let inner = self.lock();
         let config = inner.runtime.config();
+        let now = Instant::now();
         let mut out = Vec::new();
         for s in &config.services {
             for b in &s.backends {
@@ -290,10 +273,16 @@ impl<D: Dataplane + CounterSource> SharedRuntime<D> {
                     address: b.address,
                     port: b.port,
                 };
-                let state = inner.runtime.fleet().health(&at).unwrap_or(Health::Unknown);
-                let probe = inner.probes.get(&at);
+                let fleet = inner.runtime.fleet();
+                let state = fleet.health(&at).unwrap_or(Health::Unknown);
+                let record = fleet.probe_record(&at);
+                let probe = record.and_then(|r| r.last.as_ref());
                 let reason = match (state, probe) {
                     (_, None) => "no probe has answered yet".to_string(),
+                    (Health::Unhealthy, Some(_)) if fleet.flapping(&at) => format!(
+                        "flapping: held until {} consecutive probes pass",
+                        s.health.flap_window
+                    ),
                     (Health::Healthy, Some(_)) => {
                         format!("{} consecutive probes passed", s.health.healthy_threshold)
                     }
@@ -311,6 +300,10 @@ impl<D: Dataplane + CounterSource> SharedRuntime<D> {
                     state: state.to_string(),
                     last_probe: probe.map(|p| p.result.clone()),
                     latency_ms: probe.map(|p| p.latency.as_secs_f64() * 1e3),
+                    last_probe_age_ms: record
+                        .and_then(|r| r.age(now))
+                        .map(|age| age.as_secs_f64() * 1e3),
+                    probe_failures: record.map_or(0, |r| r.failures),
                     reason,
                 });
             }
@@ -320,18 +313,7 @@ impl<D: Dataplane + CounterSource> SharedRuntime<D> {
 
     /// The zone of a backend in the desired state (`None` once it was removed).
     pub fn zone_of(&self, at: &BackendRef) -> Option<String> {
-        let inner = self.lock();
-        let service = inner
-            .runtime
-            .config()
-            .services
-            .iter()
-            .find(|s| s.name == at.service)?;
-        service
-            .backends
-            .iter()
-            .find(|b| b.address == at.address && b.port == at.port)
-            .map(|b| b.zone.clone())
+        self.lock().runtime.fleet().zone(at).map(str::to_string)
     }
 
     /// The health verdict of one backend, as a label (`healthy`, `unhealthy`,

@@ -16,6 +16,9 @@ use crate::{
     netns,
 };
 
+/// The pause between two attempts.
+const PACE: Duration = Duration::from_millis(2);
+
 /// One connection attempt.
 #[derive(Clone, Debug)]
 pub struct Attempt {
@@ -71,6 +74,9 @@ impl ClientLoop {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push(attempt);
+                    // A few hundred connections a second are plenty; a loop flat out
+                    // would starve the probes and servers the test is judging.
+                    std::thread::sleep(PACE);
                 }
             })
         };

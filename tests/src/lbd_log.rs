@@ -1,6 +1,10 @@
 //! Reading `lbd`'s log: it stamps every line with UTC milliseconds
 //! (`[2026-11-25T10:20:42.123Z INFO  lb_userspace::fleet] ...`), so a test can put lbd's
 //! events (a failed probe, a state change) on the same clock as its own connections.
+//!
+//! lbd logs a table change only once the new table is live, so a line's stamp is an
+//! upper bound on when the data path changed: a connection that started after the
+//! [`live_after`] of that line met the new table, however loaded the machine is.
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
@@ -49,6 +53,58 @@ pub fn millis_between(a: SystemTime, b: SystemTime) -> i64 {
     }
 }
 
+/// The first instant certainly after the line stamped `stamp` was written (stamps are
+/// truncated to the millisecond).
+pub fn live_after(stamp: SystemTime) -> SystemTime {
+    stamp + Duration::from_millis(1)
+}
+
+/// One table swap lbd logged (`tables updated in X ms: ...`): the new table went live
+/// between `begun` and `done`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TableUpdate {
+    pub begun: SystemTime,
+    pub done: SystemTime,
+}
+
+/// Every table swap in `log`, in order.
+pub fn table_updates(log: &str) -> Vec<TableUpdate> {
+    lines_with(log, "tables updated in ")
+        .into_iter()
+        .filter_map(|(done, line)| {
+            let ms: f64 = line
+                .split("tables updated in ")
+                .nth(1)?
+                .split(" ms")
+                .next()?
+                .parse()
+                .ok()?;
+            // The swap began this long before the line; one more millisecond for the
+            // stamp's truncation.
+            let took = Duration::from_micros((ms * 1000.0) as u64) + Duration::from_millis(1);
+            Some(TableUpdate {
+                begun: done.checked_sub(took)?,
+                done: live_after(done),
+            })
+        })
+        .collect()
+}
+
+/// The table swaps logged after the first line containing `needle` (found by the
+/// lines' order, not their stamps, which two lines may share); none without that line.
+pub fn updates_after(log: &str, needle: &str) -> Vec<TableUpdate> {
+    let Some(at) = log.find(needle) else {
+        return Vec::new();
+    };
+    let next_line = log[at..].find('\n').map_or(log.len(), |n| at + n);
+    table_updates(&log[next_line..])
+}
+
+/// The first of [`updates_after`].
+pub fn first_update_after(log: &str, needle: &str) -> Option<TableUpdate> {
+    updates_after(log, needle).into_iter().next()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +134,23 @@ mod tests {
             250
         );
         assert_eq!(lines_with(log, "nothing"), []);
+    }
+
+    #[test]
+    fn table_updates_span_the_swap_and_the_stamps_truncation() {
+        let log = "[2026-11-25T10:00:00.100Z WARN  a] x -> unhealthy\n\
+                   [2026-11-25T10:00:00.250Z INFO  a] tables updated in 10.5 ms: 1 services flipped\n";
+        let updates = table_updates(log);
+        let stamp = first_time(log, "tables updated").unwrap();
+        assert_eq!(
+            updates,
+            [TableUpdate {
+                begun: stamp - Duration::from_micros(11_500),
+                done: stamp + Duration::from_millis(1),
+            }]
+        );
+        assert_eq!(first_update_after(log, "-> unhealthy"), Some(updates[0]));
+        assert_eq!(first_update_after(log, "tables updated"), None);
+        assert_eq!(first_update_after(log, "nothing"), None);
     }
 }

@@ -17,6 +17,8 @@
 //! * [`client_loop`]: [`ClientLoop`] — connections one after another on a
 //!   background thread, each recorded with its start time and outcome.
 //! * [`lbd_log`]: lbd's log lines on the wall clock, to time failovers.
+//! * [`many_backends`]: thousands of backend addresses in one namespace and one
+//!   responder for their probes (health checking at scale).
 //! * [`scenario`]: fast health settings and the bounds the fault tests assert.
 //! * [`bench`]: the parts of `cargo xtask bench` (per packet, flow-table fill,
 //!   control plane, end to end), run by the `lb-bench` binary.
@@ -33,6 +35,7 @@ pub mod http;
 pub mod jited;
 pub mod lbctl;
 pub mod lbd_log;
+pub mod many_backends;
 pub mod netns;
 pub mod packet_rig;
 pub mod peer_xdp;

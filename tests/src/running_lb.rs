@@ -118,6 +118,11 @@ impl<'a> LabConfig<'a> {
     }
 }
 
+/// How long a test waits for lbd to serve (the wait ends as soon as it does): a debug
+/// lbd started at the lowest priority beside four busy loops on 2 cores did not load
+/// and verify its program within 20 s.
+const LBD_START: Duration = Duration::from_secs(90);
+
 /// Where labs' lbd instances pin their data paths.
 const PIN_ROOT: &str = "/sys/fs/bpf/lb-tests";
 
@@ -212,7 +217,7 @@ impl RunningLb {
         let mut lbd = self
             .lab
             .spawn_daemon(self.lab.lb_ns(), &lbd_path(), &["--config", &path]);
-        lbd.wait_for_log("serving", Duration::from_secs(20))
+        lbd.wait_for_log("serving", LBD_START)
             .unwrap_or_else(|e| panic!("the new lbd did not start: {e}"));
         std::mem::replace(&mut self.lbd, lbd)
     }
@@ -234,17 +239,17 @@ impl RunningLb {
             .unwrap_or_else(|e| panic!("writing {}: {e}", self.config_path.display()));
         let mark = self.lbd.log_len();
         self.lbd.signal(libc::SIGHUP);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let log = self.lbd.log();
             let tail = &log[mark.min(log.len())..];
             if tail.contains("SIGHUP: reloaded") {
                 return Ok(tail.to_string());
             }
-            if tail.contains("SIGHUP: reload rejected") {
-                // The whole message: the error lines follow the first.
-                std::thread::sleep(Duration::from_millis(50));
-                return Err(self.lbd.log()[mark..].to_string());
+            // The whole message: the error lines follow the first in the same record,
+            // which lbd's logger writes at once; a read can only catch it cut short.
+            if tail.contains("SIGHUP: reload rejected") && tail.ends_with('\n') {
+                return Err(tail.to_string());
             }
             if std::time::Instant::now() >= deadline {
                 return Err(format!("lbd said nothing about the reload; log:\n{log}"));
@@ -304,6 +309,28 @@ impl RunningLb {
         SystemTime::now()
     }
 
+    /// Each backend's open flows (`address:port` -> count) as lbd's `/metrics` reports
+    /// them on its default listener (lbd samples the data path's counts about once a
+    /// second, so a test polls this until it shows what it waits for).
+    pub fn active_flows(&self) -> BTreeMap<String, u64> {
+        let addr: std::net::SocketAddr = "127.0.0.1:9464".parse().expect("valid address");
+        let body = self
+            .lab
+            .run_in(self.lab.lb_ns(), move || {
+                crate::http::tcp(addr, "GET", "/metrics", &[], None)
+            })
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
+            .body;
+        body.lines()
+            .filter_map(|l| l.strip_prefix("lb_backend_active_flows{"))
+            .filter_map(|l| {
+                let backend = l.split("backend=\"").nth(1)?.split('"').next()?;
+                let value = l.rsplit(' ').next()?.parse::<f64>().ok()?;
+                Some((backend.to_string(), value as u64))
+            })
+            .collect()
+    }
+
     /// Stops lbd (SIGTERM) and returns everything it logged.
     pub fn stop_lbd(&mut self) -> String {
         self.lbd.stop();
@@ -325,7 +352,7 @@ fn spawn_lbd(lab: &Lab, config_path: &Path, wrapper: &[&str]) -> Daemon {
             lab.spawn_daemon(lab.lb_ns(), program.as_ref(), &all)
         }
     };
-    lbd.wait_for_log("serving", Duration::from_secs(20))
+    lbd.wait_for_log("serving", LBD_START)
         .unwrap_or_else(|e| panic!("lbd did not start: {e}"));
     lbd
 }

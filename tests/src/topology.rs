@@ -177,36 +177,15 @@ impl Lab {
         netns::ns_ip(lb, &["link", "set", "lbb", "up"]);
 
         // Client.
-        let client_addr = self.client_addr();
         if self.spec.one_nic {
             veth(cl, "cl0", sw, "swcl");
             ends.push((sw, "swcl".into()));
+            ends.push((cl, "cl0".into()));
             netns::ns_ip(sw, &["link", "set", "swcl", "master", "br0", "up"]);
+            self.configure_client();
         } else {
-            veth(cl, "cl0", lb, "lbc");
-            ends.push((lb, "lbc".into()));
-            netns::ns_ip(
-                lb,
-                &["addr", "add", &format!("{LB_CLIENT_ADDR}/24"), "dev", "lbc"],
-            );
-            netns::ns_ip(lb, &["link", "set", "lbc", "up"]);
+            self.wire_client_nic();
         }
-        ends.push((cl, "cl0".into()));
-        netns::ns_ip(
-            cl,
-            &["addr", "add", &format!("{client_addr}/24"), "dev", "cl0"],
-        );
-        netns::ns_ip(cl, &["link", "set", "cl0", "up"]);
-        netns::ns_ip(
-            cl,
-            &[
-                "route",
-                "add",
-                "default",
-                "via",
-                &self.client_gateway().to_string(),
-            ],
-        );
 
         // Backends.
         for (i, b) in self.backends.iter().enumerate() {
@@ -257,6 +236,58 @@ impl Lab {
         for (ns, dev) in &ends {
             netns::ns_ethtool(ns, &["-K", dev, "tx", "off", "gro", "on"]);
         }
+    }
+
+    /// The client's address, up link and default route on `cl0`.
+    fn configure_client(&self) {
+        let cl = self.client.as_str();
+        let client_addr = self.client_addr();
+        netns::ns_ip(
+            cl,
+            &["addr", "add", &format!("{client_addr}/24"), "dev", "cl0"],
+        );
+        netns::ns_ip(cl, &["link", "set", "cl0", "up"]);
+        netns::ns_ip(
+            cl,
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                &self.client_gateway().to_string(),
+            ],
+        );
+    }
+
+    /// The veth pair client `cl0` <-> LB `lbc` (two-NIC labs), configured.
+    fn wire_client_nic(&self) {
+        let (cl, lb) = (self.client.as_str(), self.lb.as_str());
+        veth(cl, "cl0", lb, "lbc");
+        netns::ns_ip(
+            lb,
+            &["addr", "add", &format!("{LB_CLIENT_ADDR}/24"), "dev", "lbc"],
+        );
+        netns::ns_ip(lb, &["link", "set", "lbc", "up"]);
+        self.configure_client();
+        netns::ns_sysctl(lb, "net.ipv4.conf.lbc.rp_filter", "0");
+        netns::ns_sysctl(lb, "net.ipv4.conf.lbc.send_redirects", "0");
+        netns::ns_ethtool(lb, &["-K", "lbc", "tx", "off", "gro", "on"]);
+        netns::ns_ethtool(cl, &["-K", "cl0", "tx", "off", "gro", "on"]);
+    }
+
+    /// Deletes the LB's client-facing NIC `lbc` (and with it the client's `cl0`), as an
+    /// operator or a network manager replacing a device would (two-NIC labs).
+    pub fn delete_client_nic(&self) {
+        assert!(!self.spec.one_nic, "a one-NIC lab has no client NIC");
+        netns::ns_ip(&self.lb, &["link", "del", "lbc"]);
+    }
+
+    /// Creates `lbc`/`cl0` again, configured as [`Lab::build`] made them (a new
+    /// ifindex, no XDP from lbd).
+    pub fn create_client_nic(&mut self) {
+        self.wire_client_nic();
+        let program = attach_pass(&self.client, "cl0");
+        self.peer_programs.push(program);
     }
 
     fn all_namespaces(&self) -> Vec<String> {

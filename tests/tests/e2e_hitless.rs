@@ -3,7 +3,7 @@
 //! loop is bounded in time.
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     thread,
@@ -19,6 +19,8 @@ use lb_tests::{
 /// and long-lived ones echoing, until stopped (or 60 s pass). Counts everything.
 struct Load {
     stop: Arc<AtomicBool>,
+    /// Rounds done (a short connection and an echo each), failed or not.
+    rounds: Arc<AtomicUsize>,
     thread: Option<thread::JoinHandle<LoadResult>>,
 }
 
@@ -53,6 +55,8 @@ impl Load {
     fn start(lb: &RunningLb, held: Vec<HeldConn>) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let done = rounds.clone();
         let thread = netns::spawn_in(lb.lab.client_ns(), move || {
             let mut held = held;
             let mut r = LoadResult::default();
@@ -74,12 +78,29 @@ impl Load {
                         .push(format!("echo #{i} on {}: {e}", conn.backend)),
                 }
                 i += 1;
+                done.store(i, Ordering::SeqCst);
             }
             r
         });
         Load {
             stop,
+            rounds,
             thread: Some(thread),
+        }
+    }
+
+    /// Waits (up to 30 s) until the load has done `n` more rounds: traffic ran through
+    /// whatever state the test is in, however slow the machine.
+    fn wait_rounds(&self, n: usize) {
+        let want = self.rounds.load(Ordering::SeqCst) + n;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.rounds.load(Ordering::SeqCst) < want {
+            assert!(
+                Instant::now() < deadline,
+                "the load did {} of {want} rounds in 30 s",
+                self.rounds.load(Ordering::SeqCst)
+            );
+            thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -122,22 +143,22 @@ fn sigkill_and_restart_under_load_fails_no_connection() {
     let mut lb = RunningLb::start(lab, &config);
     let held = hold_some(&lb, 6);
     let load = Load::start(&lb, held);
-    thread::sleep(Duration::from_millis(500));
+    load.wait_rounds(10);
 
     lb.lbd.signal(libc::SIGKILL);
     assert!(
-        lb.lbd.wait_exit(Duration::from_secs(5)).is_some(),
+        lb.lbd.wait_exit(Duration::from_secs(30)).is_some(),
         "lbd did not die"
     );
     // No controller at all for a while: the pinned data path carries on alone.
-    thread::sleep(Duration::from_millis(700));
+    load.wait_rounds(10);
     lb.restart_lbd();
     assert!(
         lb.lbd.log().contains("adopting the data path pinned"),
         "{}",
         lb.lbd.log()
     );
-    thread::sleep(Duration::from_millis(700));
+    load.wait_rounds(10);
     let result = load.finish();
     result.report_and_check("restart (SIGKILL)");
 
@@ -158,7 +179,7 @@ fn upgrade_replaces_the_program_on_the_live_link_without_a_reset() {
     let before = (xdp_prog_id(&lb, "lbc"), xdp_prog_id(&lb, "lbb"));
     let held = hold_some(&lb, 6);
     let load = Load::start(&lb, held);
-    thread::sleep(Duration::from_millis(500));
+    load.wait_rounds(10);
 
     // systemd's restart: SIGTERM, then the new binary.
     let mut old = lb.restart_lbd_after_sigterm();
@@ -176,7 +197,7 @@ fn upgrade_replaces_the_program_on_the_live_link_without_a_reset() {
         "{}",
         lb.lbd.log()
     );
-    thread::sleep(Duration::from_millis(700));
+    load.wait_rounds(20);
     load.finish().report_and_check("upgrade");
 }
 

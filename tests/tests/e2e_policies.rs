@@ -1,5 +1,9 @@
 //! End to end, per policy: real TCP connections through the VIP with `lbd` in the lab.
-use std::{collections::BTreeMap, thread, time::Duration};
+use std::{
+    collections::BTreeMap,
+    thread,
+    time::{Duration, Instant},
+};
 
 use lb_tests::{
     burst, hold_via, lab_config_with_policy, scenario::three_zones, BurstResult, RunningLb, VIP,
@@ -22,6 +26,22 @@ fn short_connections(lb: &RunningLb, count: usize) -> BurstResult {
         &result.failed[..result.failed.len().min(5)]
     );
     result
+}
+
+/// Waits until lbd reports exactly `want` open flows per backend.
+fn wait_active_flows(lb: &RunningLb, want: &BTreeMap<String, u64>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = lb.active_flows();
+        if &got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "open flows per backend: {got:?}, waiting for {want:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Every backend's `active_flows=N` from lbd's shutdown report.
@@ -80,8 +100,16 @@ fn least_conn_steers_short_connections_away_from_a_backend_holding_long_ones() {
     for conn in others {
         conn.close();
     }
-    // Let the closes (FIN both ways) reach the data path.
-    thread::sleep(Duration::from_millis(300));
+    // Until the closes (FIN both ways) have reached the data path, only b1 has flows.
+    let b1 = format!("{}:8080", lb.lab.backend_addr(0));
+    let want: BTreeMap<String, u64> = (0..3)
+        .map(|i| format!("{}:8080", lb.lab.backend_addr(i)))
+        .map(|b| {
+            let n = if b == b1 { on_b1.len() as u64 } else { 0 };
+            (b, n)
+        })
+        .collect();
+    wait_active_flows(&lb, &want);
 
     let result = short_connections(&lb, 90);
     let to_b1 = result.per_backend.get("b1").copied().unwrap_or(0);
@@ -100,7 +128,8 @@ fn least_conn_steers_short_connections_away_from_a_backend_holding_long_ones() {
     for conn in on_b1 {
         conn.close();
     }
-    thread::sleep(Duration::from_millis(300));
+    let none: BTreeMap<String, u64> = want.keys().map(|b| (b.clone(), 0)).collect();
+    wait_active_flows(&lb, &none);
     let log = lb.stop_lbd();
     let active = active_flows_at_shutdown(&log);
     assert_eq!(active.len(), 3, "{log}");

@@ -130,7 +130,11 @@ fn every_lbctl_verb_against_a_running_lbd() {
         let list = health.as_array().unwrap();
         assert_eq!(list.len(), 3, "{health:#}");
         let all_healthy = list.iter().all(|h| {
-            h["state"] == "healthy" && h["last_probe"] == "ok" && h["latency_ms"].is_number()
+            h["state"] == "healthy"
+                && h["last_probe"] == "ok"
+                && h["latency_ms"].is_number()
+                && h["last_probe_age_ms"].is_number()
+                && h["probe_failures"] == 0
         });
         if all_healthy {
             break;
@@ -143,7 +147,10 @@ fn every_lbctl_verb_against_a_running_lbd() {
     }
     let table = ctl.ok(&["health"]);
     assert!(
-        table.contains("healthy") && table.contains("consecutive probes passed"),
+        table.contains("healthy")
+            && table.contains("consecutive probes passed")
+            && table.contains("AGE")
+            && table.contains("FAILED"),
         "{table}"
     );
 

@@ -62,6 +62,12 @@ pub struct HealthView {
     /// Result of the last probe (`ok`, `timeout`, ...), when there was one.
     pub last_probe: Option<String>,
     pub latency_ms: Option<f64>,
+    /// How long ago lbd applied the last probe result.
+    #[serde(default)]
+    pub last_probe_age_ms: Option<f64>,
+    /// Probes that failed since the backend joined (or lbd started).
+    #[serde(default)]
+    pub probe_failures: u64,
     pub reason: String,
 }
 

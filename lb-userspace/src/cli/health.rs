@@ -12,6 +12,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             "STATE",
             "LAST PROBE",
             "LATENCY>",
+            "AGE>",
+            "FAILED>",
             "REASON",
         ]);
         for h in &list {
@@ -24,6 +26,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
                 h.latency_ms
                     .map(|ms| format!("{ms:.1}ms"))
                     .unwrap_or_else(|| "-".into()),
+                h.last_probe_age_ms
+                    .map(|ms| format!("{:.1}s", ms / 1e3))
+                    .unwrap_or_else(|| "-".into()),
+                h.probe_failures.to_string(),
                 h.reason.clone(),
             ]);
         }

@@ -235,8 +235,11 @@ pub struct BackendConfig {
     pub state: BackendState,
 }
 
+/// Default `pin_dir`, also `lbd --detach`'s without a config.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lbd";
+
 fn default_pin_dir() -> PathBuf {
-    PathBuf::from("/sys/fs/bpf/lbd")
+    PathBuf::from(DEFAULT_PIN_DIR)
 }
 
 fn default_weight() -> u32 {

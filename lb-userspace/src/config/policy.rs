@@ -37,6 +37,15 @@ pub struct HealthConfig {
     pub passive_failure_ratio: f64,
     /// Connection attempts needed in that window before the ratio is trusted.
     pub passive_min_attempts: u32,
+    /// The largest share (percent) of a service's backends that passive signals may hold
+    /// ejected at once; at least one backend may always be ejected, but never the last
+    /// healthy one. 0: passive signals never eject.
+    pub passive_max_ejection_percent: u8,
+    /// Probe results looked at for flapping (see `health::flap`); 0 turns damping off.
+    pub flap_window: u8,
+    /// Flips between passing and failing within `flap_window` results that hold a
+    /// backend unhealthy until `flap_window` consecutive probes pass.
+    pub flap_flips: u8,
 }
 
 impl Default for HealthConfig {
@@ -53,6 +62,9 @@ impl Default for HealthConfig {
             unhealthy_threshold: 2,
             passive_failure_ratio: 0.5,
             passive_min_attempts: 20,
+            passive_max_ejection_percent: 10,
+            flap_window: 10,
+            flap_flips: 7,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! What a reload (SIGHUP) may not change: settings baked into the loaded data path (map
-//! sizes, the hash seed and ring size) or its attachment. Such a file is rejected as a
-//! whole, with the field named, like any invalid file.
+//! sizes, the hash seed and ring size) or its attachment, and what lbd set up once at
+//! start (its pin directory, listeners, token and state file). Such a file is rejected
+//! as a whole, with the field named, like any invalid file: a key that was accepted but
+//! not applied would show in `lbctl config dump` while lbd did otherwise (a new
+//! `state_file` would even make the API's services vanish on the next restart).
 use super::{
     model::Config,
     validate::{ConfigError, FieldError},
@@ -14,7 +17,7 @@ pub fn check_reloadable(running: &Config, new: &Config) -> Result<(), ConfigErro
             errors.push(FieldError {
                 field: field.to_string(),
                 message: format!(
-                    "cannot change from {was} to {now} while lbd runs (the data path was loaded with it); restart lbd"
+                    "cannot change from {was} to {now} while lbd runs (it is set up once, at start); restart lbd"
                 ),
             });
         }
@@ -53,6 +56,34 @@ pub fn check_reloadable(running: &Config, new: &Config) -> Result<(), ConfigErro
         "xdp_mode",
         format!("{:?}", running.xdp_mode),
         format!("{:?}", new.xdp_mode),
+    );
+    let path = |p: &std::path::Path| p.display().to_string();
+    let optional = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+    fixed("pin_dir", path(&running.pin_dir), path(&new.pin_dir));
+    fixed(
+        "api.socket",
+        path(&running.api.socket),
+        path(&new.api.socket),
+    );
+    fixed(
+        "api.listen",
+        optional(running.api.listen.map(|a| a.to_string())),
+        optional(new.api.listen.map(|a| a.to_string())),
+    );
+    fixed(
+        "api.token_file",
+        optional(running.api.token_file.as_deref().map(path)),
+        optional(new.api.token_file.as_deref().map(path)),
+    );
+    fixed(
+        "metrics.listen",
+        running.metrics.listen.to_string(),
+        new.metrics.listen.to_string(),
+    );
+    fixed(
+        "state_file",
+        path(&running.state_file),
+        path(&new.state_file),
     );
     if errors.is_empty() {
         Ok(())

@@ -199,6 +199,12 @@ fn each_kind_of_bad_value_is_rejected_with_a_named_error() {
         ),
         (
             "interfaces: [veth-c, veth-b]",
+            "interfaces: [veth-c]\nlimits: { flow_table_size: 2147483647 }",
+            "limits.flow_table_size",
+            "more than the kernel allows in one hash map, 134217728",
+        ),
+        (
+            "interfaces: [veth-c, veth-b]",
             "interfaces: [veth-c]\nxdp_mode: turbo",
             "xdp_mode",
             "unknown variant",
@@ -371,6 +377,8 @@ fn every_policy_key_has_its_documented_default() {
     assert_eq!(h.timeout, Duration::from_secs(1));
     assert_eq!((h.healthy_threshold, h.unhealthy_threshold), (2, 2));
     assert_eq!((h.passive_failure_ratio, h.passive_min_attempts), (0.5, 20));
+    assert_eq!(h.passive_max_ejection_percent, 10);
+    assert_eq!((h.flap_window, h.flap_flips), (10, 7));
     assert!(s.cross_zone);
     assert!(s.zone_weights.is_empty());
     assert_eq!(s.zone_failover_threshold, 0.5);
@@ -486,6 +494,30 @@ fn each_bad_policy_value_is_rejected_with_a_named_error() {
             "unhealthy_threshold: 3\n      passive_min_attempts: 0",
             "services[0].health.passive_min_attempts",
             "at least 1",
+        ),
+        (
+            "unhealthy_threshold: 3",
+            "unhealthy_threshold: 3\n      passive_max_ejection_percent: 101",
+            "services[0].health.passive_max_ejection_percent",
+            "out of range 0..=100",
+        ),
+        (
+            "unhealthy_threshold: 3",
+            "unhealthy_threshold: 3\n      flap_window: 65",
+            "services[0].health.flap_window",
+            "out of range 2..=64",
+        ),
+        (
+            "unhealthy_threshold: 3",
+            "unhealthy_threshold: 3\n      flap_window: 1",
+            "services[0].health.flap_window",
+            "out of range 2..=64",
+        ),
+        (
+            "unhealthy_threshold: 3",
+            "unhealthy_threshold: 3\n      flap_window: 5\n      flap_flips: 5",
+            "services[0].health.flap_flips",
+            "out of range 1..=4",
         ),
         (
             "unhealthy_threshold: 3",
@@ -606,6 +638,14 @@ fn a_reload_may_not_change_what_the_data_path_was_loaded_with() {
         ),
         ("limits: { max_backends: 8 }", "limits.max_backends"),
         ("xdp_mode: generic", "xdp_mode"),
+        ("pin_dir: /sys/fs/bpf/other", "pin_dir"),
+        ("api: { socket: /run/other.sock }", "api.socket"),
+        ("metrics: { listen: 127.0.0.1:9999 }", "metrics.listen"),
+        ("state_file: /var/lib/other.yaml", "state_file"),
+        (
+            "api: { listen: 127.0.0.1:9000, token_file: /etc/lbd/token }",
+            "api.listen",
+        ),
     ] {
         let text = if edit.starts_with("interfaces") {
             VALID.replace("interfaces: [veth-c, veth-b]", "interfaces: [veth-c]")
@@ -630,4 +670,22 @@ fn the_shipped_example_config_is_valid() {
     let c = parse(include_str!("../../../deploy/lb.yaml")).unwrap();
     assert_eq!(c.services[0].health.kind, ProbeType::Http);
     assert_eq!(c.services[0].health.path(), "/healthz");
+}
+
+/// Nodes built from the example and nodes left on defaults sit behind one router: the
+/// cluster keys they show must be the defaults, or the two would hash flows differently.
+#[test]
+fn the_example_config_and_the_readme_show_the_default_cluster_keys() {
+    let example = parse(include_str!("../../../deploy/lb.yaml")).unwrap();
+    assert_eq!(example.cluster, ClusterConfig::default(), "deploy/lb.yaml");
+
+    let readme = include_str!("../../../README.md");
+    let block = readme
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has a yaml block");
+    let shown: serde_yaml_ng::Value = serde_yaml_ng::from_str(block).unwrap();
+    let cluster: ClusterConfig = serde_yaml_ng::from_value(shown["cluster"].clone()).unwrap();
+    assert_eq!(cluster, ClusterConfig::default(), "README's config block");
 }

@@ -59,6 +59,9 @@ const MAX_RING_ENTRIES: u64 = 1 << 28;
 const MAX_RING_SIZE: u32 = 16_777_213;
 const MIN_RING_SIZE: u32 = 13;
 const MIN_FLOW_TABLE: u32 = 1024;
+/// The kernel rounds a hash map's entry count up to a power of two buckets and refuses
+/// 2^28 or more (`htab_map_alloc`: the 16-byte buckets must fit in 4 GiB): E2BIG.
+const MAX_FLOW_TABLE: u32 = 1 << 27;
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const MAX_IFNAME: usize = 15;
 
@@ -197,6 +200,14 @@ fn check_limits(c: &mut Collector, config: &Config) {
             "limits.flow_table_size",
             format!(
                 "{} is below the minimum {MIN_FLOW_TABLE}",
+                l.flow_table_size
+            ),
+        );
+    } else if l.flow_table_size > MAX_FLOW_TABLE {
+        c.err(
+            "limits.flow_table_size",
+            format!(
+                "{} is more than the kernel allows in one hash map, {MAX_FLOW_TABLE}",
                 l.flow_table_size
             ),
         );

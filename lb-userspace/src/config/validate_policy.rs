@@ -13,6 +13,7 @@ const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_INTERVAL: Duration = Duration::from_secs(300);
 const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 const MAX_THRESHOLD: u32 = 10;
+const MAX_FLAP_WINDOW: u32 = crate::health::flap::MAX_WINDOW;
 const MAX_ZONE_WEIGHT: f64 = 100.0;
 const MAX_DEREGISTRATION_DELAY: Duration = Duration::from_secs(3600);
 const MAX_SLOW_START: Duration = Duration::from_secs(900);
@@ -124,6 +125,35 @@ fn check_health(c: &mut Collector, at: &str, h: &HealthConfig) {
     }
     if h.passive_min_attempts == 0 {
         c.err(format!("{at}.passive_min_attempts"), "must be at least 1");
+    }
+    if h.passive_max_ejection_percent > 100 {
+        c.err(
+            format!("{at}.passive_max_ejection_percent"),
+            format!(
+                "{} is out of range 0..=100 (0: passive signals never eject)",
+                h.passive_max_ejection_percent
+            ),
+        );
+    }
+    if h.flap_window == 1 || u32::from(h.flap_window) > MAX_FLAP_WINDOW {
+        c.err(
+            format!("{at}.flap_window"),
+            format!(
+                "{} is out of range 2..={MAX_FLAP_WINDOW} (or 0, which turns flap damping off)",
+                h.flap_window
+            ),
+        );
+    } else if h.flap_window > 0 && !(1..h.flap_window).contains(&h.flap_flips) {
+        // n results hold at most n - 1 flips: a larger limit could never be reached.
+        c.err(
+            format!("{at}.flap_flips"),
+            format!(
+                "{} is out of range 1..={} (flips possible among {} results)",
+                h.flap_flips,
+                h.flap_window - 1,
+                h.flap_window
+            ),
+        );
     }
     match h.kind {
         ProbeType::Tcp => {

@@ -17,8 +17,10 @@ use log::{info, warn};
 use crate::{
     config::{duration, BackendConfig, BackendState, Config, ServiceConfig},
     health::{
+        flap::{Flap, FlapChange},
         machine::{Change, Health, Machine, Outcome},
         passive::Window,
+        record::ProbeRecord,
     },
     plan::{BackendRef, Overlay},
     weights::{self, Member, Mode, ZonePolicy},
@@ -44,11 +46,27 @@ struct MemberState {
     serving: bool,
     ramp_since: Option<Instant>,
     passive: Window,
+    /// Out because passive signals ejected it (counts against the ejection cap until
+    /// it is healthy again).
+    passive_ejected: bool,
+    /// When a refused passive ejection was last logged (one line a minute at most).
+    refusal_logged: Option<Instant>,
+    flap: Flap,
+    record: ProbeRecord,
 }
 
 impl MemberState {
+    /// The verdict: the state machine's, unless flap damping holds the backend out.
+    fn verdict(&self) -> Health {
+        if self.flap.held() {
+            Health::Unhealthy
+        } else {
+            self.machine.state()
+        }
+    }
+
     fn healthy(&self) -> bool {
-        match self.machine.state() {
+        match self.verdict() {
             Health::Healthy => true,
             Health::Unknown => self.assume_serving,
             Health::Unhealthy => false,
@@ -77,6 +95,10 @@ impl MemberState {
             serving: false,
             ramp_since: None,
             passive: Window::default(),
+            passive_ejected: false,
+            refusal_logged: None,
+            flap: Flap::default(),
+            record: ProbeRecord::default(),
         };
         m.serving = m.eligible();
         m
@@ -142,6 +164,25 @@ pub struct Fleet {
     local_zone: String,
     services: BTreeMap<String, ServiceConfig>,
     members: BTreeMap<BackendRef, MemberState>,
+    passive: BTreeMap<String, PassiveCounts>,
+}
+
+/// Passive ejections of one service since lbd started (for `/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassiveCounts {
+    pub ejected: u64,
+    /// Ejections the cap (or the last healthy backend) refused.
+    pub refused: u64,
+}
+
+/// How many of `total` backends passive signals may hold ejected at `percent`: the share
+/// rounded down, but at least one (as Envoy does), so that a small service is not left
+/// without passive ejection; 0 percent ejects none.
+pub fn ejection_cap(total: usize, percent: u32) -> usize {
+    if percent == 0 {
+        return 0;
+    }
+    (total * percent as usize / 100).max(1)
 }
 
 fn backend_ref(service: &ServiceConfig, address: std::net::Ipv4Addr, port: u16) -> BackendRef {
@@ -168,6 +209,8 @@ impl Fleet {
         let old = std::mem::take(&mut self.services);
         self.members
             .retain(|at, _| config.services.iter().any(|s| s.name == at.service));
+        self.passive
+            .retain(|name, _| config.services.iter().any(|s| &s.name == name));
         for s in &config.services {
             let new_service = !old.contains_key(&s.name);
             let mut configured = BTreeSet::new();
@@ -206,59 +249,140 @@ impl Fleet {
     }
 
     /// A probe result; true when the backend's eligibility for new flows changed.
-    pub fn observe(&mut self, at: &BackendRef, outcome: &Outcome) -> bool {
+    pub fn observe(
+        &mut self,
+        at: &BackendRef,
+        outcome: &Outcome,
+        latency: Duration,
+        now: Instant,
+    ) -> bool {
         let Some(m) = self.members.get_mut(at) else {
             return false;
         };
         if m.retired_at.is_some() {
             return false;
         }
-        let before = m.healthy();
-        match m.machine.observe(outcome) {
-            Change::Became { from, to } => {
-                let why = match outcome {
-                    Ok(()) => "consecutive successful probes".to_string(),
-                    Err(failure) => failure.to_string(),
-                };
-                if to == Health::Healthy {
-                    m.passive.clear();
-                    info!("backend {at}: {from} -> {to} ({why})");
-                } else {
-                    warn!("backend {at}: {from} -> {to} ({why})");
+        m.record.record(outcome, latency, now);
+        let h = &self.services[&at.service].health;
+        let (before, serving_before) = (m.verdict(), m.healthy());
+        let flap = m
+            .flap
+            .observe(outcome.is_ok(), h.flap_window.into(), h.flap_flips.into());
+        let change = m.machine.observe(outcome);
+        let after = m.verdict();
+        let window = h.flap_window;
+        if before != after {
+            let why = match (flap, outcome) {
+                (FlapChange::Held { flips }, _) => format!(
+                    "flapping: {flips} flips between passing and failing in the last {window} probes; held until {window} in a row pass"
+                ),
+                (FlapChange::Released, _) => {
+                    format!("flapping stopped: {window} consecutive probes passed")
                 }
+                (FlapChange::Nothing, Ok(())) => "consecutive successful probes".to_string(),
+                (FlapChange::Nothing, Err(failure)) => failure.to_string(),
+            };
+            if after == Health::Healthy {
+                m.passive.clear();
+                m.passive_ejected = false;
+                info!("backend {at}: {before} -> {after} ({why})");
+            } else {
+                warn!("backend {at}: {before} -> {after} ({why})");
             }
-            Change::FirstFailure => {
-                if let Err(failure) = outcome {
-                    let threshold = self.services[&at.service].health.unhealthy_threshold;
-                    info!(
-                        "backend {at}: probe failed ({failure}), 1 of {threshold} toward unhealthy"
-                    );
-                }
+        } else if let FlapChange::Held { flips } = flap {
+            warn!(
+                "backend {at}: flapping ({flips} flips between passing and failing in the last {window} probes): held {after} until {window} in a row pass"
+            );
+        } else if m.flap.held()
+            && change
+                == (Change::Became {
+                    from: Health::Unhealthy,
+                    to: Health::Healthy,
+                })
+        {
+            info!(
+                "backend {at}: probes pass again, but it is held as flapping until {window} in a row pass"
+            );
+        } else if change == Change::FirstFailure && !m.flap.held() {
+            if let Err(failure) = outcome {
+                let threshold = h.unhealthy_threshold;
+                info!("backend {at}: probe failed ({failure}), 1 of {threshold} toward unhealthy");
             }
-            Change::Nothing => {}
         }
-        before != m.healthy()
+        serving_before != m.healthy()
     }
 
-    /// A reading of the data path's counters for `at`; true when it ejected the backend.
-    pub fn sample_signals(&mut self, at: &BackendRef, signals: BackendSignals) -> bool {
-        let Some(m) = self.members.get_mut(at) else {
+    /// One reading of the data path's counters for each backend of service `name`;
+    /// true when that ejected a backend. Ejections stop at the service's cap
+    /// ([`ejection_cap`]) and never take its last healthy backend; a refused one is
+    /// logged and counted.
+    pub fn sample_service(
+        &mut self,
+        name: &str,
+        readings: &[(BackendRef, BackendSignals)],
+        now: Instant,
+    ) -> bool {
+        let Some(s) = self.services.get(name) else {
             return false;
         };
-        let h = &self.services[&at.service].health;
-        let Some(why) = m
-            .passive
-            .sample(signals, h.passive_failure_ratio, h.passive_min_attempts)
-        else {
-            return false;
-        };
-        if !m.eligible() {
-            return false;
+        let h = &s.health;
+        let (mut total, mut ejected, mut eligible) = (0, 0, 0);
+        for (_, m) in Self::members_of(&self.members, name).filter(|(_, m)| m.retired_at.is_none())
+        {
+            total += 1;
+            ejected += usize::from(m.passive_ejected && m.verdict() == Health::Unhealthy);
+            eligible += usize::from(m.eligible());
         }
-        let from = m.machine.state();
-        m.machine.eject();
-        warn!("backend {at}: {from} -> unhealthy (passive: {why})");
-        true
+        let cap = ejection_cap(total, h.passive_max_ejection_percent.into());
+        let counts = self.passive.entry(name.to_string()).or_default();
+        let mut any = false;
+        for (at, signals) in readings {
+            let Some(m) = self.members.get_mut(at) else {
+                continue;
+            };
+            let Some(why) =
+                m.passive
+                    .sample(*signals, h.passive_failure_ratio, h.passive_min_attempts)
+            else {
+                continue;
+            };
+            if !m.eligible() {
+                continue;
+            }
+            if ejected >= cap || eligible <= 1 {
+                counts.refused += 1;
+                let quiet = m
+                    .refusal_logged
+                    .is_some_and(|t| now.saturating_duration_since(t) < REFUSAL_LOG_EVERY);
+                if !quiet {
+                    m.refusal_logged = Some(now);
+                    let limit = if eligible <= 1 {
+                        "it is the last healthy backend".to_string()
+                    } else {
+                        format!(
+                            "{ejected} of {total} backends are already ejected by passive signals (passive_max_ejection_percent {}%)",
+                            h.passive_max_ejection_percent
+                        )
+                    };
+                    warn!("backend {at}: passive ejection refused ({why}): {limit}");
+                }
+                continue;
+            }
+            let from = m.verdict();
+            m.machine.eject();
+            m.passive_ejected = true;
+            counts.ejected += 1;
+            ejected += 1;
+            eligible -= 1;
+            any = true;
+            warn!("backend {at}: {from} -> unhealthy (passive: {why})");
+        }
+        any
+    }
+
+    /// Passive ejections and refusals per service since lbd started.
+    pub fn passive_counts(&self) -> &BTreeMap<String, PassiveCounts> {
+        &self.passive
     }
 
     /// The members of service `name`: keys sort by service first, so they are one range.
@@ -274,14 +398,25 @@ impl Fleet {
     /// Notes which backends started serving again (their slow start begins, unless no
     /// other backend of the service was serving: then there is nothing to ramp from).
     pub fn refresh(&mut self, now: Instant) {
-        for (name, s) in &self.services {
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in &names {
+            self.refresh_service(name, now);
+        }
+    }
+
+    /// [`Fleet::refresh`] for the backends of one service.
+    pub fn refresh_service(&mut self, name: &str, now: Instant) {
+        let Some(s) = self.services.get(name) else {
+            return;
+        };
+        {
             let serving_before = Self::members_of(&self.members, name)
                 .filter(|(_, m)| m.serving)
                 .count();
             let ours = self
                 .members
                 .range_mut(service_start(name)..)
-                .take_while(|(at, _)| &at.service == name);
+                .take_while(|(at, _)| at.service == name);
             for (at, m) in ours {
                 let serving = m.eligible();
                 if serving && !m.serving && !s.slow_start.is_zero() && serving_before > 0 {
@@ -304,8 +439,16 @@ impl Fleet {
 
     /// Effective weights of every service's backends (see [`weights::effective`]).
     pub fn weights(&self, now: Instant) -> BTreeMap<String, ServiceWeights> {
-        let mut out = BTreeMap::new();
-        for (name, s) in &self.services {
+        self.services
+            .keys()
+            .filter_map(|name| Some((name.clone(), self.service_weights(name, now)?)))
+            .collect()
+    }
+
+    /// Effective weights of the backends of one service.
+    pub fn service_weights(&self, name: &str, now: Instant) -> Option<ServiceWeights> {
+        let s = self.services.get(name)?;
+        {
             let ours: Vec<(&BackendRef, &MemberState)> =
                 Self::members_of(&self.members, name).collect();
             let members: Vec<Member> = ours
@@ -321,19 +464,15 @@ impl Fleet {
                 })
                 .collect();
             let w = weights::effective(&ZonePolicy::of(s, &self.local_zone), &members);
-            out.insert(
-                name.clone(),
-                ServiceWeights {
-                    mode: w.mode,
-                    backends: ours
-                        .iter()
-                        .map(|(at, _)| (*at).clone())
-                        .zip(w.weights)
-                        .collect(),
-                },
-            );
+            Some(ServiceWeights {
+                mode: w.mode,
+                backends: ours
+                    .iter()
+                    .map(|(at, _)| (*at).clone())
+                    .zip(w.weights)
+                    .collect(),
+            })
         }
-        out
     }
 
     /// The overlay the controller applies: ring weights and retiring backends.
@@ -393,12 +532,37 @@ impl Fleet {
             .collect()
     }
 
+    /// The probed backends of service `name` (see [`Fleet::probed`]).
+    pub fn probed_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a BackendRef> + 'a {
+        Self::members_of(&self.members, name)
+            .filter(|(_, m)| m.retired_at.is_none())
+            .map(|(at, _)| at)
+    }
+
     pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
         self.services.get(name)
     }
 
     pub fn health(&self, at: &BackendRef) -> Option<Health> {
-        self.members.get(at).map(|m| m.machine.state())
+        self.members.get(at).map(|m| m.verdict())
+    }
+
+    /// What was kept of a backend's probes.
+    pub fn probe_record(&self, at: &BackendRef) -> Option<&ProbeRecord> {
+        self.members.get(at).map(|m| &m.record)
+    }
+
+    /// The zone of a configured backend (`None` once it was removed).
+    pub fn zone(&self, at: &BackendRef) -> Option<&str> {
+        self.members
+            .get(at)
+            .filter(|m| m.retired_at.is_none())
+            .map(|m| m.zone.as_str())
+    }
+
+    /// Whether flap damping holds a backend out.
+    pub fn flapping(&self, at: &BackendRef) -> bool {
+        self.members.get(at).is_some_and(|m| m.flap.held())
     }
 
     pub fn local_zone(&self) -> &str {
@@ -410,6 +574,9 @@ impl Fleet {
         self.members.values().any(|m| m.ramp_since.is_some())
     }
 }
+
+/// How often a passive ejection refused again and again is logged per backend.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The smallest key of service `name`'s backends.
 fn service_start(name: &str) -> BackendRef {

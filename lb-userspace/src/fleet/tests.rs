@@ -45,7 +45,18 @@ fn mode(fleet: &Fleet, now: Instant) -> Mode {
 fn probe(fleet: &mut Fleet, last: u8, ok: bool, times: usize) {
     for _ in 0..times {
         let outcome = if ok { Ok(()) } else { Err(Failure::Refused) };
-        fleet.observe(&at(last), &outcome);
+        fleet.observe_now(&at(last), &outcome);
+    }
+}
+
+/// Probe results in tests that do not look at their time or latency.
+trait ObserveNow {
+    fn observe_now(&mut self, at: &BackendRef, outcome: &Outcome) -> bool;
+}
+
+impl ObserveNow for Fleet {
+    fn observe_now(&mut self, at: &BackendRef, outcome: &Outcome) -> bool {
+        self.observe(at, outcome, Duration::ZERO, Instant::now())
     }
 }
 
@@ -70,14 +81,14 @@ fn backends_that_start_with_lbd_serve_before_their_first_verdict() {
 fn observe_reports_only_changes_of_eligibility() {
     let t0 = Instant::now();
     let mut fleet = Fleet::new(&config_with("", THREE), t0);
-    assert!(!fleet.observe(&at(11), &Ok(())));
+    assert!(!fleet.observe_now(&at(11), &Ok(())));
     assert!(
-        !fleet.observe(&at(11), &Ok(())),
+        !fleet.observe_now(&at(11), &Ok(())),
         "unknown -> healthy: was serving"
     );
-    assert!(!fleet.observe(&at(11), &Err(Failure::Timeout)));
-    assert!(fleet.observe(&at(11), &Err(Failure::Timeout)));
-    assert!(!fleet.observe(&at(99), &Ok(())), "not a member");
+    assert!(!fleet.observe_now(&at(11), &Err(Failure::Timeout)));
+    assert!(fleet.observe_now(&at(11), &Err(Failure::Timeout)));
+    assert!(!fleet.observe_now(&at(99), &Ok(())), "not a member");
 }
 
 #[test]
@@ -243,7 +254,7 @@ fn a_removed_backend_retires_for_the_delay_then_leaves() {
         2,
         "a removed backend is no longer probed"
     );
-    assert!(!fleet.observe(&at(13), &Err(Failure::Refused)));
+    assert!(!fleet.observe_now(&at(13), &Err(Failure::Refused)));
     assert!(fleet.due_purges(t0 + Duration::from_secs(4)).is_empty());
     assert_eq!(
         fleet.due_purges(t0 + Duration::from_secs(5)),
@@ -286,9 +297,10 @@ fn a_passive_ejection_takes_a_backend_out_until_probes_bring_it_back() {
         syn_acks,
         resets: syns - syn_acks,
     };
-    assert!(!fleet.sample_signals(&at(12), signals(0, 0)));
-    assert!(!fleet.sample_signals(&at(12), signals(10, 9)));
-    assert!(fleet.sample_signals(&at(12), signals(30, 12)));
+    let mut sample = |s| fleet.sample_service("web", &[(at(12), s)], t0);
+    assert!(!sample(signals(0, 0)));
+    assert!(!sample(signals(10, 9)));
+    assert!(sample(signals(30, 12)));
     assert_eq!(fleet.health(&at(12)), Some(Health::Unhealthy));
     assert_eq!(weights(&mut fleet, t0)[1], (12, 0.0));
     probe(&mut fleet, 12, true, 2);
@@ -326,4 +338,26 @@ fn services_keep_their_own_members_apart() {
     assert_eq!(w["web-2"].backends.len(), 1);
     assert_eq!(w["a-first"].backends.len(), 1);
     assert!(w["web"].backends.iter().all(|(at, _)| at.service == "web"));
+}
+
+#[test]
+fn the_ejection_cap_rounds_down_but_allows_one() {
+    // (backends, percent, how many passive signals may hold out)
+    let cases = [
+        (3, 10, 1),
+        (10, 10, 1),
+        (20, 10, 2),
+        (29, 10, 2),
+        (4, 50, 2),
+        (2, 100, 2),
+        (1, 10, 1),
+        (100, 0, 0),
+    ];
+    for (total, percent, want) in cases {
+        assert_eq!(
+            ejection_cap(total, percent),
+            want,
+            "{total} backends at {percent}%"
+        );
+    }
 }

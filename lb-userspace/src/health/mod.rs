@@ -1,8 +1,11 @@
-//! Health checking: the state machine of one backend ([`machine`], pure), passive
-//! ejection from the data path's counters ([`passive`], pure), one probe over the
-//! network ([`probe`]), and the tokio tasks that probe every backend on its interval
+//! Health checking: the state machine of one backend ([`machine`], pure), flap damping
+//! ([`flap`], pure), passive ejection from the data path's counters ([`passive`], pure),
+//! what is kept of each backend's probes for the operator ([`record`]), one probe over
+//! the network ([`probe`]), and the tokio tasks that probe every backend on its interval
 //! ([`checker`]).
 pub mod checker;
+pub mod flap;
 pub mod machine;
 pub mod passive;
 pub mod probe;
+pub mod record;

@@ -150,12 +150,14 @@ mod tests {
 
     use super::*;
 
+    /// A probe that must get its answer: a timeout no loaded machine reaches, so only
+    /// the answer decides the outcome.
     fn spec(port: u16, kind: ProbeKind) -> ProbeSpec {
         ProbeSpec {
             target: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
             kind,
             interval: Duration::from_secs(1),
-            timeout: Duration::from_millis(300),
+            timeout: Duration::from_secs(30),
         }
     }
 
@@ -190,7 +192,8 @@ mod tests {
                 Some(reply) => {
                     let _ = s.write_all(reply.as_bytes()).await;
                 }
-                None => tokio::time::sleep(Duration::from_secs(2)).await,
+                // Silent for longer than any probe waits (the task ends with the test).
+                None => tokio::time::sleep(Duration::from_secs(3600)).await,
             }
             String::from_utf8_lossy(&got).into_owned()
         });
@@ -237,10 +240,11 @@ mod tests {
     #[tokio::test]
     async fn http_probe_fails_on_silence_garbage_and_early_close() {
         let (port, _) = server(None).await;
-        assert_eq!(
-            probe(&spec(port, http("200-399"))).await,
-            Err(Failure::Timeout)
-        );
+        let silent = ProbeSpec {
+            timeout: Duration::from_millis(300),
+            ..spec(port, http("200-399"))
+        };
+        assert_eq!(probe(&silent).await, Err(Failure::Timeout));
         let (port, _) = server(Some("SSH-2.0-OpenSSH\r\n")).await;
         assert!(matches!(
             probe(&spec(port, http("200-399"))).await,

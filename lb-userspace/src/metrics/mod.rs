@@ -4,7 +4,9 @@
 //!
 //! - [`collector`]: reads every counter at scrape time and encodes it.
 //! - [`Metrics`]: the registry, plus the metrics lbd pushes into (probe latencies).
+//! - [`health`]: per-backend probe records, passive ejections, and lbd's loop.
 pub mod collector;
+pub mod health;
 
 use std::sync::Arc;
 
@@ -18,7 +20,9 @@ use axum::{
 use prometheus_client::{
     encoding::text,
     metrics::{
+        counter::Counter,
         family::{Family, MetricConstructor},
+        gauge::Gauge,
         histogram::{exponential_buckets, Histogram},
     },
     registry::Registry,
@@ -45,6 +49,12 @@ pub struct Metrics {
     /// Health-probe latency per backend, in seconds. Registered now so dashboards and
     /// alerts can be built on it; issue 3's prober observes into it.
     pub probe_duration: Family<BackendLabels, Histogram, ProbeBuckets>,
+    /// 1 while the data path is attached to the NIC, 0 while it is missing.
+    interface_attached: Family<BackendLabels, Gauge>,
+    /// NICs lost, re-attached, or failing to re-attach.
+    interface_events: Family<BackendLabels, Counter>,
+    /// How lbd's loop keeps up with probe results and timers.
+    pub health: health::LoopMetrics,
 }
 
 impl Metrics {
@@ -56,11 +66,45 @@ impl Metrics {
             "Health-probe latency per backend",
             probe_duration.clone(),
         );
-        registry.register_collector(Box::new(collector::DataPathCollector::new(runtime)));
+        let interface_attached = Family::default();
+        registry.register(
+            "lb_interface_attached",
+            "Whether the data path is attached to the configured NIC (0 while it is missing)",
+            interface_attached.clone(),
+        );
+        let interface_events = Family::default();
+        registry.register(
+            "lb_interface_events",
+            "Configured NICs lost, re-attached or failing to re-attach",
+            interface_events.clone(),
+        );
+        registry.register_collector(Box::new(collector::DataPathCollector::new(runtime.clone())));
+        registry.register_collector(Box::new(health::HealthCollector::new(runtime)));
+        let health = health::LoopMetrics::register(&mut registry);
         Self {
             registry,
             probe_duration,
+            interface_attached,
+            interface_events,
+            health,
         }
+    }
+
+    /// Records whether the data path is attached to `interface` now.
+    pub fn set_interface_attached(&self, interface: &str, attached: bool) {
+        self.interface_attached
+            .get_or_create(&vec![("interface", interface.to_string())])
+            .set(attached as i64);
+    }
+
+    /// Counts a `lost`, `attached` or `attach_failed` event of `interface`.
+    pub fn count_interface_event(&self, interface: &str, event: &'static str) {
+        self.interface_events
+            .get_or_create(&vec![
+                ("interface", interface.to_string()),
+                ("event", event.to_string()),
+            ])
+            .inc();
     }
 
     /// Records one health-probe latency (for the prober of issue 3).
@@ -179,6 +223,41 @@ mod tests {
             "lb_probe_duration_seconds_count{service=\"web\",backend=\"10.1.0.11:8080\",zone=\"az-a\"} 1"
         ), "{after}");
         assert!(after.ends_with("# EOF\n"));
+    }
+
+    /// Not ready until lbd says the data path is attached everywhere, and again once it
+    /// stops or loses a NIC; the per-NIC gauge says which.
+    #[test]
+    fn readyz_follows_readiness_and_interfaces_are_exported() {
+        let c =
+            config::parse("node: { zone: az-a }\ninterfaces: [eth0]\ncluster: { ring_size: 13 }\n")
+                .unwrap();
+        let runtime = shared(c);
+        let metrics = Arc::new(Metrics::new(runtime.clone()));
+        let state = MetricsState {
+            metrics: metrics.clone(),
+            runtime: runtime.clone(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let status = || rt.block_on(readyz(State(state.clone()))).0;
+        assert_eq!(status(), StatusCode::SERVICE_UNAVAILABLE);
+        runtime.set_ready(true);
+        assert_eq!(status(), StatusCode::OK);
+        runtime.set_ready(false);
+        assert_eq!(status(), StatusCode::SERVICE_UNAVAILABLE);
+        metrics.set_interface_attached("eth0", false);
+        metrics.count_interface_event("eth0", "lost");
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("lb_interface_attached{interface=\"eth0\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lb_interface_events_total{interface=\"eth0\",event=\"lost\"} 1\n"),
+            "{text}"
+        );
     }
 
     /// The Grafana dashboard in deploy/ only queries series that lbd exports.

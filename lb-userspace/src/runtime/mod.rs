@@ -4,7 +4,14 @@
 //! effective weight, the selection tables of the services concerned are rebuilt and
 //! swapped (idle slot, then flip), and only what changed is written. Synchronous and
 //! clock-driven, so the whole lifecycle runs in host tests against the fake data plane.
-use std::{collections::BTreeMap, time::Instant};
+//!
+//! A probe result costs a map lookup; only a result that changes a backend's
+//! eligibility recomputes weights, and then only its own service's: with 10,000
+//! backends lbd applies thousands of results a second.
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use log::{info, warn};
@@ -16,15 +23,17 @@ use crate::{
     fleet::{Fleet, Purge},
     health::{machine::Outcome, probe::ProbeSpec},
     plan::{BackendRef, Overlay},
-    weights::Mode,
+    weights::{self, Mode},
 };
 
 pub struct Runtime<D> {
     config: Config,
     fleet: Fleet,
     controller: Controller<D>,
-    /// The overlay last applied; an unchanged one needs no apply at all.
-    applied: Option<Overlay>,
+    /// The overlay the fleet asks for, kept up to date service by service.
+    overlay: Overlay,
+    /// Whether `overlay` is what the kernel holds; until then every tick retries.
+    applied: bool,
     modes: BTreeMap<String, Mode>,
     next_sample: BTreeMap<String, Instant>,
 }
@@ -41,7 +50,8 @@ impl<D: Dataplane> Runtime<D> {
             config,
             fleet,
             controller,
-            applied: None,
+            overlay: Overlay::default(),
+            applied: false,
             modes: BTreeMap::new(),
             next_sample: BTreeMap::new(),
         };
@@ -72,19 +82,20 @@ impl<D: Dataplane> Runtime<D> {
         self.controller.check_compatible(&config)?;
         self.fleet.reconfigure(&config, now);
         self.config = config;
-        self.applied = None;
+        self.applied = false;
         self.sync(now)
     }
 
-    /// A probe result.
+    /// A probe result that took `latency`.
     pub fn on_probe(
         &mut self,
         at: &BackendRef,
         outcome: &Outcome,
+        latency: Duration,
         now: Instant,
     ) -> anyhow::Result<ApplySummary> {
-        if self.fleet.observe(at, outcome) {
-            return self.sync(now);
+        if self.fleet.observe(at, outcome, latency, now) {
+            return self.sync_service(&at.service, now);
         }
         Ok(ApplySummary::default())
     }
@@ -94,7 +105,7 @@ impl<D: Dataplane> Runtime<D> {
     pub fn tick(&mut self, now: Instant) -> anyhow::Result<ApplySummary> {
         let ejected = self.sample_passive(now)?;
         let purges = self.fleet.due_purges(now);
-        let retry = self.applied.is_none();
+        let retry = !self.applied;
         if !ejected && purges.is_empty() && !self.fleet.ramping() && !retry {
             return Ok(ApplySummary::default());
         }
@@ -132,23 +143,27 @@ impl<D: Dataplane> Runtime<D> {
                 due.push(s.name.clone());
             }
         }
-        self.next_sample
-            .retain(|name, _| self.config.services.iter().any(|s| &s.name == name));
-        let targets: Vec<(BackendRef, u32)> = self
-            .fleet
-            .probed()
-            .into_iter()
-            .filter(|(at, _)| due.contains(&at.service))
-            .filter_map(|(at, _)| Some((at.clone(), self.controller.backend_id(at)?)))
-            .collect();
+        if self.next_sample.len() != self.config.services.len() {
+            self.next_sample
+                .retain(|name, _| self.config.services.iter().any(|s| &s.name == name));
+        }
         let mut ejected = false;
-        for (at, id) in targets {
-            let signals = self
-                .controller
-                .dataplane()
-                .backend_signals(id)
-                .with_context(|| format!("reading the passive counters of backend {at}"))?;
-            ejected |= self.fleet.sample_signals(&at, signals);
+        for name in due {
+            let targets: Vec<(BackendRef, u32)> = self
+                .fleet
+                .probed_of(&name)
+                .filter_map(|at| Some((at.clone(), self.controller.backend_id(at)?)))
+                .collect();
+            let mut readings = Vec::with_capacity(targets.len());
+            for (at, id) in targets {
+                let signals = self
+                    .controller
+                    .dataplane()
+                    .backend_signals(id)
+                    .with_context(|| format!("reading the passive counters of backend {at}"))?;
+                readings.push((at, signals));
+            }
+            ejected |= self.fleet.sample_service(&name, &readings, now);
         }
         Ok(ejected)
     }
@@ -158,22 +173,66 @@ impl<D: Dataplane> Runtime<D> {
         self.fleet.refresh(now);
         let weights = self.fleet.weights(now);
         let overlay = self.fleet.overlay(&weights);
-        if self.applied.as_ref() == Some(&overlay) {
+        if self.applied && self.overlay == overlay {
             return Ok(ApplySummary::default());
         }
+        self.overlay = overlay;
+        let modes = weights
+            .iter()
+            .map(|(name, w)| (name.clone(), (w.mode, w.backends.len())))
+            .collect();
+        self.apply(modes, true)
+    }
+
+    /// [`Runtime::sync`] for one service whose backend changed eligibility: only its
+    /// weights are recomputed and only its part of the overlay is replaced.
+    fn sync_service(&mut self, name: &str, now: Instant) -> anyhow::Result<ApplySummary> {
+        if !self.applied {
+            return self.sync(now);
+        }
+        self.fleet.refresh_service(name, now);
+        let Some(w) = self.fleet.service_weights(name, now) else {
+            return Ok(ApplySummary::default());
+        };
+        let mut changed = false;
+        for (at, weight) in &w.backends {
+            let ring = weights::ring_weight(*weight);
+            if self.overlay.ring_weights.insert(at.clone(), ring) != Some(ring) {
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(ApplySummary::default());
+        }
+        self.apply(
+            [(name.to_string(), (w.mode, w.backends.len()))].into(),
+            false,
+        )
+    }
+
+    /// Applies `self.overlay`; `modes` are the services' modes to log when they change,
+    /// `all` whether they are every service's.
+    fn apply(
+        &mut self,
+        modes: BTreeMap<String, (Mode, usize)>,
+        all: bool,
+    ) -> anyhow::Result<ApplySummary> {
         let started = Instant::now();
         // Until it succeeds, the tables are not known to match: the next tick retries.
         // Start-up and reloads (nothing applied before) report their own summary.
-        let reported_elsewhere = self.applied.take().is_none();
-        let summary = self.controller.apply_with(&self.config, &overlay)?;
+        let reported_elsewhere = !self.applied && all;
+        self.applied = false;
+        let summary = self.controller.apply_with(&self.config, &self.overlay)?;
         // Logged once the tables are live, so the log says what the data path does.
-        for (name, w) in &weights {
-            if self.modes.get(name) != Some(&w.mode) {
-                log_mode(name, w.mode, self.fleet.local_zone(), w.backends.len());
-                self.modes.insert(name.clone(), w.mode);
+        for (name, (mode, backends)) in &modes {
+            if self.modes.get(name) != Some(mode) {
+                log_mode(name, *mode, self.fleet.local_zone(), *backends);
+                self.modes.insert(name.clone(), *mode);
             }
         }
-        self.modes.retain(|name, _| weights.contains_key(name));
+        if all {
+            self.modes.retain(|name, _| modes.contains_key(name));
+        }
         if summary != ApplySummary::default() && !reported_elsewhere {
             info!(
                 "tables updated in {:.1} ms: {} services flipped, {} ring entries and {} backend slots written, {} flows purged",
@@ -184,7 +243,7 @@ impl<D: Dataplane> Runtime<D> {
                 summary.flows_purged
             );
         }
-        self.applied = Some(overlay);
+        self.applied = true;
         Ok(summary)
     }
 }

@@ -111,7 +111,8 @@ fn id(rt: &Runtime<FakeDataplane>, last: u8) -> u32 {
 
 fn fail(rt: &mut Runtime<FakeDataplane>, last: u8, times: usize, now: Instant) {
     for _ in 0..times {
-        rt.on_probe(&at(last), &Err(Failure::Refused), now).unwrap();
+        rt.on_probe(&at(last), &Err(Failure::Refused), Duration::ZERO, now)
+            .unwrap();
     }
 }
 
@@ -268,7 +269,7 @@ fn a_slow_start_rewrites_the_ring_in_steps() {
     fail(&mut rt, 13, 2, t0);
     let back = id(&rt, 13);
     for _ in 0..2 {
-        rt.on_probe(&at(13), &Ok(()), t0).unwrap();
+        rt.on_probe(&at(13), &Ok(()), Duration::ZERO, t0).unwrap();
     }
     let share = |rt: &Runtime<FakeDataplane>| {
         let ring = &rt.controller().plan().unwrap().services[0].ring;
@@ -358,9 +359,12 @@ fn rebuild_and_swap_cost_for_a_thousand_backends() {
         address: std::net::Ipv4Addr::new(10, 1, 0, 10),
         port: 8080,
     };
-    rt.on_probe(&victim, &Err(Failure::Refused), t0).unwrap();
+    rt.on_probe(&victim, &Err(Failure::Refused), Duration::ZERO, t0)
+        .unwrap();
     let started = Instant::now();
-    let change = rt.on_probe(&victim, &Err(Failure::Refused), t0).unwrap();
+    let change = rt
+        .on_probe(&victim, &Err(Failure::Refused), Duration::ZERO, t0)
+        .unwrap();
     let one = started.elapsed();
     assert_eq!(change.services_flipped, 1);
     assert_eq!(first.backends_written, 1000);
@@ -427,8 +431,11 @@ fn a_failed_swap_is_retried_on_the_next_tick() {
     )
     .unwrap();
     rt.controller_mut().dataplane_mut().fail = true;
-    rt.on_probe(&at(12), &Err(Failure::Refused), t0).unwrap();
-    assert!(rt.on_probe(&at(12), &Err(Failure::Refused), t0).is_err());
+    rt.on_probe(&at(12), &Err(Failure::Refused), Duration::ZERO, t0)
+        .unwrap();
+    assert!(rt
+        .on_probe(&at(12), &Err(Failure::Refused), Duration::ZERO, t0)
+        .is_err());
     assert!(rt.tick(t0).is_err(), "retried while failing");
     rt.controller_mut().dataplane_mut().fail = false;
     assert_eq!(rt.tick(t0).unwrap().services_flipped, 1);
@@ -436,4 +443,131 @@ fn a_failed_swap_is_retried_on_the_next_tick() {
     let ring = &rt.controller().plan().unwrap().services[0].ring;
     assert!(!ring.contains(&gone));
     assert_eq!(rt.tick(t0).unwrap(), ApplySummary::default(), "then quiet");
+}
+
+/// Every backend flooded with SYNs it never answers (spoofed sources, no SYN cookies)
+/// in the same sample: passive signals may hold out only the service's cap
+/// (`passive_max_ejection_percent`, at least one) and never its last healthy backend.
+#[test]
+fn a_syn_flood_against_every_backend_ejects_no_more_than_the_cap() {
+    use crate::health::machine::Health;
+    // (backends, extra health keys, backends out after the flood, refusals per sample)
+    let cases: [(&[&'static str], &str, &[u8], u64); 4] = [
+        // 10% of 3 rounds down to 0: at least one may go.
+        (&["11", "12", "13"], "", &[11], 2),
+        // 50% of 4 is 2.
+        (
+            &["11", "12", "13", "14"],
+            ", passive_max_ejection_percent: 50",
+            &[11, 12],
+            2,
+        ),
+        // 100% still keeps the last healthy one.
+        (
+            &["11", "12"],
+            ", passive_max_ejection_percent: 100",
+            &[11],
+            1,
+        ),
+        // 0 turns passive ejection off.
+        (&["11", "12"], ", passive_max_ejection_percent: 0", &[], 2),
+    ];
+    for (list, extra, want_out, refusals) in cases {
+        let policy = format!(
+            "    health: {{ interval: 1s, timeout: 500ms, passive_min_attempts: 10{extra} }}\n"
+        );
+        let t0 = Instant::now();
+        let mut rt = start(cfg(&policy, list), t0);
+        let lasts: Vec<u8> = list.iter().map(|l| l.parse().unwrap()).collect();
+        rt.tick(t0).unwrap();
+        for round in 1..=2u64 {
+            for last in &lasts {
+                let i = id(&rt, *last);
+                rt.controller_mut().dataplane_mut().signals.insert(
+                    i,
+                    BackendSignals {
+                        syns: 1000 * round,
+                        syn_acks: 10 * round,
+                        resets: 0,
+                    },
+                );
+            }
+            rt.tick(t0 + Duration::from_secs(round)).unwrap();
+            let out: Vec<u8> = lasts
+                .iter()
+                .copied()
+                .filter(|l| rt.fleet().health(&at(*l)) == Some(Health::Unhealthy))
+                .collect();
+            assert_eq!(out, want_out, "{list:?}{extra}, sample {round}");
+            let counts = rt.fleet().passive_counts()["web"];
+            assert_eq!(
+                (counts.ejected, counts.refused),
+                (want_out.len() as u64, refusals * round),
+                "{list:?}{extra}, sample {round}"
+            );
+        }
+        let landed = packets(&mut rt, 1000..1600);
+        for last in &lasts {
+            assert_eq!(
+                landed.contains(&id(&rt, *last)),
+                !want_out.contains(last),
+                "{list:?}{extra}: new flows of backend {last}"
+            );
+        }
+    }
+}
+
+/// A backend up 1 s, down 1 s, probed every second with thresholds 2/2: its results
+/// mostly alternate, so its consecutive counts rarely reach a threshold. Flap damping
+/// holds it out once its results flip often enough, and lets it back only after a clean
+/// window of passing probes.
+#[test]
+fn a_flapping_backend_is_held_out_until_a_clean_window() {
+    use crate::health::machine::Health;
+    let policy = "    health: { interval: 1s, timeout: 500ms, passive_failure_ratio: 0 }\n";
+    let t0 = Instant::now();
+    let mut rt = start(cfg(policy, &["11", "12", "13"]), t0);
+    // The phase of the 0.9-1 s probe waits drifts against the 2 s cycle: mostly
+    // alternating, now and then two alike.
+    let flapping = "+-+-++-+-+-+--+-+-+-++-+-+-";
+    let mut held_at = None;
+    for (i, step) in flapping.chars().enumerate() {
+        let now = t0 + Duration::from_secs(i as u64);
+        let outcome = if step == '+' {
+            Ok(())
+        } else {
+            Err(Failure::Timeout)
+        };
+        rt.on_probe(&at(12), &outcome, Duration::ZERO, now).unwrap();
+        if held_at.is_none() && rt.fleet().health(&at(12)) == Some(Health::Unhealthy) {
+            held_at = Some(i);
+        }
+        if let Some(at_step) = held_at {
+            assert_eq!(
+                rt.fleet().health(&at(12)),
+                Some(Health::Unhealthy),
+                "back in at result {i} (held at {at_step}) while still flapping"
+            );
+        }
+    }
+    let held_at = held_at.expect("the flapping backend was never held out");
+    // "+-+-++-+-": the ninth result is the seventh flip (the "--" at 12-13 would have
+    // made it unhealthy by threshold later, and "++" at 20-21 healthy again).
+    assert_eq!(held_at, 8, "held once 7 flips were seen");
+    assert!(rt.fleet().flapping(&at(12)));
+    assert!(!packets(&mut rt, 1000..1600).contains(&id(&rt, 12)));
+    // Stable again: 9 passes are not enough, the 10th releases it.
+    let base = flapping.len() as u64;
+    for i in 0..10u64 {
+        assert_eq!(
+            rt.fleet().health(&at(12)),
+            Some(Health::Unhealthy),
+            "pass {i}"
+        );
+        let now = t0 + Duration::from_secs(base + i);
+        rt.on_probe(&at(12), &Ok(()), Duration::ZERO, now).unwrap();
+    }
+    assert_eq!(rt.fleet().health(&at(12)), Some(Health::Healthy));
+    assert!(!rt.fleet().flapping(&at(12)));
+    assert!(packets(&mut rt, 2000..2600).contains(&id(&rt, 12)));
 }

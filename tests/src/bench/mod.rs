@@ -6,9 +6,10 @@
 //!   empty XDP program;
 //! - [`flow_fill`]: how that cost grows with flow-table fill and backend count, beside
 //!   [`memory`]'s random-read latency, the floor under it;
-//! - [`control`]: Maglev build time and change-to-live through the real maps,
-//!   [`api_change`]: the cost of one admin-API change at 10 and 10,000 backends, and
-//!   [`probes`]: health probes per second and their CPU;
+//! - [`control`]: Maglev build time and change-to-live through the real maps, and
+//!   [`api_change`]: the cost of one admin-API change at 10 and 10,000 backends;
+//! - [`probes`]: health probes per second and their CPU, the prober alone, and
+//!   [`probes_lbd`]: end to end through `lbd` (results applied per second, lag, CPU);
 //! - [`e2e`]: connection rate, keep-alive request rate and bulk throughput in the
 //!   namespace lab, beside the ceiling, HAProxy and nftables, with CPU per connection;
 //! - [`targets`]: the targets, each stated as met or not with its figure.
@@ -23,6 +24,7 @@ pub mod machine;
 pub mod memory;
 pub mod packet;
 pub mod probes;
+pub mod probes_lbd;
 pub mod stats;
 pub mod table;
 pub mod targets;

@@ -3,15 +3,17 @@
 //! Needs root (BPF, namespaces). Every part is bounded in time.
 use std::path::PathBuf;
 
-use lb_tests::bench::{api_change, control, e2e, flow_fill, machine, packet, probes, targets};
+use lb_tests::bench::{
+    api_change, control, e2e, flow_fill, machine, packet, probes, probes_lbd, targets,
+};
 use serde_json::Value;
 
-const USAGE: &str = "usage: lb-bench [--only packet,fill,control,e2e] [--json PATH]
+const USAGE: &str = "usage: lb-bench [--only packet,fill,control,probes,e2e] [--json PATH]
   [--calls N] [--rounds R]              per-packet part (default 20000 x 5)
   [--fill-calls N] [--fill-rounds R]    flow-table fill part (default 10000 x 3)
   [--e2e-rounds R] [--e2e-seconds S]    end-to-end part (default 5 rounds x 1.5 s per run)";
 
-const PARTS: [&str; 4] = ["packet", "fill", "control", "e2e"];
+const PARTS: [&str; 5] = ["packet", "fill", "control", "probes", "e2e"];
 
 struct Args {
     only: Vec<String>,
@@ -114,8 +116,15 @@ fn main() {
             adds: 20,
         });
         report.insert("api_change".into(), api.into());
+    }
+    if wants("probes") {
         let probes = probes::run(&probes::Options { seconds: 3.0 });
         report.insert("health_probes".into(), probes);
+        let opts = probes_lbd::Options {
+            backends: vec![1_000, 10_000],
+            seconds: 5.0,
+        };
+        report.insert("health_probes_lbd".into(), probes_lbd::run(&opts));
     }
     if wants("e2e") {
         let opts = e2e::Options {

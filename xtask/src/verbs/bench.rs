@@ -13,7 +13,7 @@ use crate::{cmd, paths};
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Passed on to lb-bench unchanged (`--only packet,fill,control,e2e`, `--calls N`,
+    /// Passed on to lb-bench unchanged (`--only packet,fill,control,probes,e2e`, `--calls N`,
     /// `--rounds R`, `--e2e-rounds R`, `--e2e-seconds S`, ...; `--help` lists them).
     #[arg(
         trailing_var_arg = true,

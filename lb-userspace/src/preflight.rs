@@ -1,0 +1,248 @@
+//! What can go wrong at start that can be found before `lbd` touches the kernel: the
+//! config against this host. `lbd --check` and the start both run it, so a file that
+//! passes `--check` does not fail at start for any of these reasons, and a start that
+//! fails here has swapped no program and written no table (exit 78, like an invalid
+//! file: retrying cannot help).
+//!
+//! Checked: the admin API's token file (readable, long enough); every interface exists
+//! in this network namespace; `pin_dir` is on bpffs; pinned maps, if any, fit this build
+//! and config (the same check the loader makes before adopting them); the maps fit in
+//! the memory available; and at start only (a running lbd holds them while `--check`
+//! runs), that the listeners' addresses are free.
+use std::{net::SocketAddr, os::unix::fs::FileTypeExt, path::Path};
+
+use crate::{
+    api::listen,
+    config::{Config, ConfigError, FieldError},
+    ebpf_object, loader,
+    pins::{self, MapShape, PinDir},
+};
+
+/// When the checks run: `lbd --check`, or the start of `lbd`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Check,
+    Start,
+}
+
+/// Every problem found, each with the field it is about.
+pub fn check(config: &Config, stage: Stage) -> Result<(), ConfigError> {
+    let mut errors = Vec::new();
+    let mut err = |field: &str, message: String| {
+        errors.push(FieldError {
+            field: field.into(),
+            message,
+        })
+    };
+    if let (Some(_), Some(path)) = (config.api.listen, &config.api.token_file) {
+        if let Err(e) = listen::read_token(path) {
+            err("api.token_file", format!("{e:#}"));
+        }
+    }
+    for (i, name) in config.interfaces.iter().enumerate() {
+        if let Err(e) = loader::ifindex_of(name) {
+            err(&format!("interfaces[{i}]"), format!("{e:#}"));
+        }
+    }
+    let pins = PinDir::new(&config.pin_dir);
+    match pinned_shapes(config) {
+        Err(e) => err("limits", e),
+        Ok(shapes) => {
+            if let Err(e) = pins.check_bpffs().and_then(|()| pins.check(&shapes)) {
+                err("pin_dir", e.to_string());
+            }
+            let wanted = map_bytes(&shapes, possible_cpus());
+            if let Some(available) = mem_available() {
+                if wanted > available {
+                    err(
+                        "limits.flow_table_size",
+                        format!(
+                            "the maps these limits size need about {} MiB of kernel memory, \
+                             and {} MiB are available",
+                            wanted >> 20,
+                            available >> 20
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if stage == Stage::Start {
+        if let Err(e) = socket_free(&config.api.socket) {
+            err("api.socket", e);
+        }
+        if let Some(addr) = config.api.listen {
+            if let Err(e) = port_free(addr) {
+                err("api.listen", e);
+            }
+        }
+        if let Err(e) = port_free(config.metrics.listen) {
+            err("metrics.listen", e);
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { errors })
+    }
+}
+
+fn pinned_shapes(config: &Config) -> Result<Vec<(String, MapShape)>, String> {
+    let sizes = loader::map_sizes(config).map_err(|e| format!("{e:#}"))?;
+    let object = ebpf_object::object().map_err(|e| format!("{e:#}"))?;
+    pins::pinned_shapes(object, &sizes).map_err(|e| e.to_string())
+}
+
+/// Kernel map types whose entries are allocated one by one (hash maps).
+const HASH_TYPES: [u32; 4] = [
+    1,  // BPF_MAP_TYPE_HASH
+    5,  // BPF_MAP_TYPE_PERCPU_HASH
+    9,  // BPF_MAP_TYPE_LRU_HASH
+    10, // BPF_MAP_TYPE_LRU_PERCPU_HASH
+];
+/// Per-CPU map types: one value per possible CPU.
+const PER_CPU_TYPES: [u32; 3] = [5, 6, 10];
+/// A hash map element's header and its bucket, about as the kernel allocates them
+/// (`struct htab_elem`, `struct bucket`); an estimate, for a sanity bound.
+const HASH_OVERHEAD: u64 = 64;
+
+/// About how many bytes of kernel memory maps of these shapes take once created
+/// (hash maps preallocate every element).
+pub fn map_bytes(shapes: &[(String, MapShape)], cpus: u64) -> u64 {
+    let round8 = |n: u32| (n as u64).div_ceil(8) * 8;
+    shapes
+        .iter()
+        .map(|(_, s)| {
+            let copies = if PER_CPU_TYPES.contains(&s.map_type) {
+                cpus
+            } else {
+                1
+            };
+            let mut per_entry = round8(s.value_size) * copies;
+            if HASH_TYPES.contains(&s.map_type) {
+                per_entry += round8(s.key_size) + HASH_OVERHEAD;
+            }
+            per_entry.saturating_mul(s.max_entries as u64)
+        })
+        .fold(0, u64::saturating_add)
+}
+
+/// Possible CPUs, as per-CPU maps are sized.
+fn possible_cpus() -> u64 {
+    aya::util::nr_cpus().map(|n| n as u64).unwrap_or(1)
+}
+
+/// MemAvailable from /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The admin socket can be bound: nothing but a stale socket is in its place, and its
+/// directory is one or can be made.
+fn socket_free(path: &Path) -> Result<(), String> {
+    let mut base = path.parent();
+    while let Some(dir) = base.filter(|d| !d.exists()) {
+        base = dir.parent();
+    }
+    if let Some(dir) = base.filter(|d| !d.is_dir()) {
+        return Err(format!(
+            "{} cannot be created: {} is not a directory",
+            path.display(),
+            dir.display()
+        ));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(format!(
+                    "{} is in use: another process serves on it",
+                    path.display()
+                ));
+            }
+            Ok(())
+        }
+        Ok(_) => Err(format!("{} exists and is not a socket", path.display())),
+        Err(_) => Ok(()),
+    }
+}
+
+/// A TCP listener can be bound on `addr` (bound and closed again at once).
+fn port_free(addr: SocketAddr) -> Result<(), String> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(map_type: u32, key_size: u32, value_size: u32, max_entries: u32) -> MapShape {
+        MapShape {
+            map_type,
+            flags: 0,
+            key_size,
+            value_size,
+            max_entries,
+        }
+    }
+
+    #[test]
+    fn map_memory_counts_hash_elements_and_per_cpu_copies() {
+        let shapes = vec![
+            ("array".to_string(), shape(2, 4, 12, 10)),
+            ("percpu".to_string(), shape(6, 4, 8, 10)),
+            ("lru".to_string(), shape(9, 20, 20, 1000)),
+        ];
+        assert_eq!(
+            map_bytes(&shapes, 4),
+            16 * 10 + 8 * 4 * 10 + (24 + 24 + 64) * 1000
+        );
+        let huge = vec![("lru".to_string(), shape(9, 24, 32, u32::MAX))];
+        assert!(map_bytes(&huge, 2) > 400 << 30);
+    }
+
+    #[test]
+    fn a_short_token_a_missing_nic_a_pin_dir_off_bpffs_and_busy_listeners_are_named() {
+        let dir = std::env::temp_dir().join(format!("lbd-preflight-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "short\n").unwrap();
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let text = format!(
+            "node: {{ zone: az-a }}\ninterfaces: [lo, nosuchnic0]\npin_dir: {}\n\
+             api: {{ socket: {}, listen: 127.0.0.1:0, token_file: {} }}\n\
+             metrics: {{ listen: {} }}\n",
+            dir.join("pins").display(),
+            token.join("lbd.sock").display(),
+            token.display(),
+            busy.local_addr().unwrap()
+        );
+        let config = crate::config::parse(&text).unwrap();
+        let at = |stage| {
+            check(&config, stage)
+                .unwrap_err()
+                .errors
+                .into_iter()
+                .map(|e| e.field)
+                .collect::<Vec<_>>()
+        };
+        let fields = at(Stage::Start);
+        for field in [
+            "api.token_file",
+            "interfaces[1]",
+            "pin_dir",
+            "api.socket",
+            "metrics.listen",
+        ] {
+            assert!(fields.contains(&field.to_string()), "{fields:?}");
+        }
+        assert!(!fields.contains(&"interfaces[0]".to_string()), "{fields:?}");
+        // `--check` runs while lbd holds its listeners: they are not checked.
+        assert!(!at(Stage::Check).contains(&"metrics.listen".to_string()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
