@@ -20,7 +20,7 @@ use crate::config::{BackendConfig, Config, ServiceConfig};
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Op {
     /// A new service (with its backends).
-    AddService(ServiceConfig),
+    AddService(Box<ServiceConfig>),
     RemoveService(String),
     /// A backend as it now is: replaced in place, or appended if the service lacks it.
     PutBackend {
@@ -56,7 +56,7 @@ pub fn ops(edit: &Edit, next: &Config) -> Option<Vec<Op>> {
         }])
     };
     match edit {
-        Edit::AddService(s) => Some(vec![Op::AddService(service(&s.name)?.clone())]),
+        Edit::AddService(s) => Some(vec![Op::AddService(Box::new(service(&s.name)?.clone()))]),
         Edit::RemoveService(name) => Some(vec![Op::RemoveService(name.clone())]),
         Edit::AddBackend { service, backend } => put(service, backend.into()),
         Edit::SetBackendState {
@@ -95,7 +95,7 @@ pub fn replay(services: &mut Vec<ServiceConfig>, op: Op) -> Result<(), String> {
     match op {
         Op::AddService(s) => {
             services.retain(|old| old.name != s.name);
-            services.push(s);
+            services.push(*s);
         }
         Op::RemoveService(name) => services.retain(|s| s.name != name),
         Op::PutBackend { service, backend } => {
