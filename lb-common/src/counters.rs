@@ -13,10 +13,18 @@ pub struct TrafficCounters {
     pub packets_to_client: u64,
     /// Bytes rewritten back towards a client (Ethernet header + IP total length).
     pub bytes_to_client: u64,
-    /// Flows created (policy pick on a SYN, or Maglev fallback on a non-SYN miss).
+    /// Flows created: recorded by a SYN (`round_robin`, `least_conn`) or by the client's
+    /// ACK of a handshake whose SYN left a SYN-cache slot.
     pub new_flows: u64,
+    /// Client packets without a flow entry and not of a handshake we placed (an
+    /// established connection after an ECMP move or an eviction, or spoofed ACKs, RSTs,
+    /// data): forwarded by the service's Maglev table, recording nothing.
+    pub stateless_forwards: u64,
+    /// Flows recorded (both directions) by a backend's reply that found no flow entry:
+    /// a connection proved real by its backend answering a stateless forward.
+    pub flows_from_replies: u64,
 }
-const _: () = assert!(core::mem::size_of::<TrafficCounters>() == 40);
+const _: () = assert!(core::mem::size_of::<TrafficCounters>() == 56);
 
 impl TrafficCounters {
     /// Adds another CPU's counters to this one.
@@ -26,6 +34,8 @@ impl TrafficCounters {
         self.packets_to_client += other.packets_to_client;
         self.bytes_to_client += other.bytes_to_client;
         self.new_flows += other.new_flows;
+        self.stateless_forwards += other.stateless_forwards;
+        self.flows_from_replies += other.flows_from_replies;
     }
 }
 
@@ -93,10 +103,14 @@ pub enum Reason {
     RedirectInterface,
     /// The egress NIC is not attached: handed to the kernel to forward.
     PassEgressNotAttached,
+    /// To a VIP:port from a source no router forwards from (see
+    /// [`crate::net::is_martian`]) or from the VIP itself: dropped, as the kernel's own
+    /// checks (which XDP runs before) would.
+    DropMartianSource,
 }
 
 /// Number of reason slots (size of the reasons array).
-pub const REASON_COUNT: u32 = 16;
+pub const REASON_COUNT: u32 = 17;
 
 /// All reasons in slot order, with the names used in metrics.
 pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
@@ -116,6 +130,7 @@ pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
     (Reason::TxSameInterface, "tx_same_interface"),
     (Reason::RedirectInterface, "redirect_interface"),
     (Reason::PassEgressNotAttached, "pass_egress_not_attached"),
+    (Reason::DropMartianSource, "drop_martian_source"),
 ];
 
 #[cfg(test)]

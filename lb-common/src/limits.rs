@@ -17,6 +17,13 @@ pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_REASONS: &str = "REASONS";
 pub const MAP_BACKEND_SIGNALS: &str = "BACKEND_SIGNALS";
 pub const MAP_EGRESS: &str = "EGRESS";
+/// The programs `lb_xdp` tail-calls (a program array, which each start fills with its
+/// own). Pinned like the other maps: the kernel empties a program array once no process
+/// and no pin holds it (`bpf_fd_array_map_clear` on the last user reference), which would
+/// leave the data path without its reply path whenever `lbd` is not running.
+pub const MAP_PROGRAMS: &str = "PROGRAMS";
+/// Slot of [`PROGRAM_REPLY`] in [`MAP_PROGRAMS`].
+pub const PROGRAMS_SLOT_REPLY: u32 = 0;
 pub const MAP_POLICY_TABLE: &str = "POLICY_TABLE";
 pub const MAP_RR_CURSOR: &str = "RR_CURSOR";
 pub const MAP_ACTIVE_FLOWS: &str = "ACTIVE_FLOWS";
@@ -36,7 +43,7 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
@@ -69,6 +76,9 @@ pub const fn syn_cache_sets(flow_table_size: u32) -> u32 {
 
 /// Name of the load balancer's XDP program in the object.
 pub const PROGRAM_XDP: &str = "lb_xdp";
+/// Name of the program `lb_xdp` tail-calls for a backend's reply that finds no flow entry
+/// (see `lb-ebpf/src/reply_miss.rs`): a program of its own for a stack frame of its own.
+pub const PROGRAM_REPLY: &str = "lb_reply";
 /// Name of the pass-everything XDP program (benchmark floor, lab veth peers).
 pub const PROGRAM_PASS: &str = "lb_pass";
 

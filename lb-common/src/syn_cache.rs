@@ -18,6 +18,13 @@
 //! overwritten within one round trip has its SYN-ACK passed, and the client retransmits
 //! the SYN) instead of evicting live flows from the flow table.
 //!
+//! A slot of a second kind vouches for a client packet without a flow entry that
+//! completed no handshake of ours (an evicted or ECMP-moved connection, or a spoofed
+//! segment): the data path forwards it by the table, recording no flow, and leaves a slot
+//! tagged from [`forwarded_hash`] instead. Only the backend's reply (neither SYN nor
+//! RST) can use it, to record the flow; a client packet never takes it, so a spoofed
+//! packet sent twice records nothing either.
+//!
 //! A slot is one 64-bit word, written and read with one access, so two CPUs writing a
 //! slot at once leave one whole entry, never a mix. It holds no addresses: the backend's
 //! come from its id, the VIP's from the service-index slot the SYN matched, and a tag
@@ -100,6 +107,17 @@ pub const fn syn_handshake_hash(seed: u32, client_addr: u32, client_port: u16, v
     h = mix32(h ^ client_port as u32);
     h = mix32(h ^ vip as u32);
     mix32(h ^ (vip >> 32) as u32)
+}
+
+/// The hash a slot of the other kind is tagged from: a client packet without a flow entry
+/// that the data path forwarded by the table (not a SYN), for the same client and VIP as
+/// `handshake` ([`syn_handshake_hash`]). Such a slot vouches only for the backend's
+/// reply (which then records the flow), never for a client's packet: its tag is of an
+/// unrelated hash, so looking it up as a SYN's slot ([`SynEntry::is_of`]) misses (and
+/// the other way round), and a spoofed packet sent twice records nothing.
+#[inline(always)]
+pub const fn forwarded_hash(handshake: u32) -> u32 {
+    mix32(handshake ^ 0x5f0d_2a4b)
 }
 
 /// [`syn_handshake_hash`] of the handshake `flow` (client -> VIP).
@@ -231,6 +249,24 @@ mod tests {
             same <= 1,
             "{same} of 50,000 neighbouring handshakes share a tag"
         );
+    }
+
+    #[test]
+    fn a_forwarded_packets_slot_never_passes_for_a_syns_and_back() {
+        for port in 0..20_000u16 {
+            let h = syn_handshake_hash_of_flow(3, &flow(port));
+            let syn = SynEntry::new(syn_tag_for(h, 5), 1, 5);
+            let forwarded = SynEntry::new(syn_tag_for(forwarded_hash(h), 5), 1, 5);
+            assert!(syn.is_of(h) && forwarded.is_of(forwarded_hash(h)));
+            assert!(
+                !forwarded.is_of(h),
+                "port {port}: a forwarded slot is no SYN's"
+            );
+            assert!(
+                !syn.is_of(forwarded_hash(h)),
+                "port {port}: a SYN's slot is no forward's"
+            );
+        }
     }
 
     fn entry_of(port: u16, backend: u32) -> SynEntry {

@@ -42,6 +42,29 @@ pub fn to_backend(target: &FlowTarget, bytes: u64, new_flow: bool) {
     }
 }
 
+/// A client packet forwarded by the table without a flow entry (see
+/// `TrafficCounters::stateless_forwards`).
+#[inline(always)]
+pub fn stateless_forward(target: &FlowTarget) {
+    if let Some(c) = SERVICE_STATS.get_ptr_mut(target.service) {
+        unsafe { (*c).stateless_forwards += 1 };
+    }
+    if let Some(c) = BACKEND_STATS.get_ptr_mut(target.backend) {
+        unsafe { (*c).stateless_forwards += 1 };
+    }
+}
+
+/// A flow recorded by its backend's reply (see `TrafficCounters::flows_from_replies`).
+#[inline(always)]
+pub fn flow_from_reply(service: u32, backend: u32) {
+    if let Some(c) = SERVICE_STATS.get_ptr_mut(service) {
+        unsafe { (*c).flows_from_replies += 1 };
+    }
+    if let Some(c) = BACKEND_STATS.get_ptr_mut(backend) {
+        unsafe { (*c).flows_from_replies += 1 };
+    }
+}
+
 #[inline(always)]
 pub fn to_client(service: u32, backend: u32, bytes: u64) {
     let add = |c: &mut TrafficCounters| {

@@ -8,7 +8,7 @@ use lb_common::{
         FlowKey, FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED,
         FLOW_REUSE_IDLE_SECS,
     },
-    net::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    net::{is_martian, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     service::SERVICE_F_STATELESS_SYN,
     service_index::PackedMeta,
 };
@@ -56,6 +56,12 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
                 Some(found) => found,
                 None => maps::service_of(pkt)?,
             };
+            // XDP runs before the kernel's martian checks: a source no router forwards
+            // from, or the VIP itself, is dropped before it is placed (so no flow of such
+            // a source is ever recorded, and a hit never needs the check).
+            if is_martian(pkt.flow.src_addr) || pkt.flow.src_addr == pkt.flow.dst_addr {
+                return Some(count::drop(Reason::DropMartianSource));
+            }
             if !pkt.tcp_valid {
                 return Some(count::drop(Reason::DropMalformedTcp));
             }
@@ -66,7 +72,22 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
             let placed = if is_syn(pkt) && service.flags() & SERVICE_F_STATELESS_SYN != 0 {
                 stateless_syn(pkt, service, service_at)
             } else {
-                new_flow(pkt, service, replace)
+                // Only a SYN (of a service that records them) and the ACK of a handshake
+                // whose SYN we placed record a flow. Any other packet without an entry (a
+                // connection moved here by ECMP or evicted, or a spoofed ACK, RST or
+                // segment) is forwarded by the table and records no flow: its backend's
+                // answer records the flow if it is real (see `reply_miss`).
+                let chosen = if is_syn(pkt) {
+                    let id = select::pick(service, &pkt.flow);
+                    backend_by_id(id).map(|b| (id, b))
+                } else {
+                    handshake_backend(pkt, service)
+                };
+                match chosen {
+                    Some((id, backend)) => record(pkt, service, id, backend, replace),
+                    None if !is_syn(pkt) => stateless_forward(pkt, service, service_at),
+                    None => None,
+                }
             };
             match placed {
                 Some(placed) => placed,
@@ -173,7 +194,7 @@ fn stateless_syn(
     let (id, backend) = match retransmitted {
         Some(placed) => placed,
         None => {
-            let id = select::pick(service, &pkt.flow, true);
+            let id = select::pick(service, &pkt.flow);
             let backend = backend_by_id(id)?;
             slot.record(service_at, id);
             (id, backend)
@@ -189,37 +210,58 @@ fn stateless_syn(
     Some((target, backend, false))
 }
 
-/// The backend of a flow without an entry: a SYN's by its policy; the first later
-/// packet's by the slot its handshake's SYN left (if it recorded no flow), or else by the
-/// Maglev ring (see `select`).
+/// The backend of the handshake a client's non-SYN packet completes, if its SYN (to a
+/// hash-placed service) left a SYN-cache slot naming it: the slot is spent, and the packet
+/// records the flow on that backend, even if the table changed since the SYN.
 #[inline(always)]
-fn place(pkt: &Packet, service: PackedMeta, syn: bool) -> Option<(u32, Backend)> {
-    if !syn && service.flags() & SERVICE_F_STATELESS_SYN != 0 {
-        if let Some(id) = syn_cache::slot_of_flow(&pkt.flow).and_then(|s| s.take()) {
-            if let Some(backend) = backend_by_id(id).filter(|b| b.service == service.id()) {
-                return Some((id, backend));
-            }
-        }
+fn handshake_backend(pkt: &Packet, service: PackedMeta) -> Option<(u32, Backend)> {
+    if service.flags() & SERVICE_F_STATELESS_SYN == 0 {
+        return None;
     }
-    let id = select::pick(service, &pkt.flow, syn);
-    Some((id, backend_by_id(id)?))
+    let id = syn_cache::slot_of_flow(&pkt.flow)?.take()?;
+    let backend = backend_by_id(id).filter(|b| b.service == service.id())?;
+    Some((id, backend))
 }
 
-/// A newly selected backend for the flow, recorded in both flow maps and counted as
-/// active.
+/// A client packet without a flow entry that completes no handshake of ours: forwarded
+/// to the backend the table gives its tuple, recording no flow and counting no new one.
+/// It leaves a SYN-cache slot of its own kind (see `lb_common::syn_cache::forwarded_hash`),
+/// which only the backend's reply can use: a reply that finds it records the flow (see
+/// `reply_miss`). A flood of such packets only overwrites slots, as a SYN flood does.
 #[inline(always)]
-fn new_flow(
+fn stateless_forward(
     pkt: &Packet,
     service: PackedMeta,
-    replace: bool,
+    service_at: u32,
 ) -> Option<(FlowTarget, Backend, bool)> {
-    let syn = is_syn(pkt);
-    let (id, backend) = place(pkt, service, syn)?;
+    let id = select::by_table(service, &pkt.flow);
+    let backend = backend_by_id(id)?;
+    syn_cache::forwarded_slot_of_flow(&pkt.flow)?.record(service_at, id);
     let target = FlowTarget {
         backend: id,
         service: service.id(),
-        // Picked up mid-connection (a non-SYN miss) counts as established.
-        state: if syn {
+        state: 0,
+        last_seen: 0,
+        _pad: 0,
+    };
+    count::stateless_forward(&target);
+    Some((target, backend, false))
+}
+
+/// Records the flow on backend `id` in both flow maps, counted as new and active.
+#[inline(always)]
+fn record(
+    pkt: &Packet,
+    service: PackedMeta,
+    id: u32,
+    backend: Backend,
+    replace: bool,
+) -> Option<(FlowTarget, Backend, bool)> {
+    let target = FlowTarget {
+        backend: id,
+        service: service.id(),
+        // The handshake's ACK records an established flow.
+        state: if is_syn(pkt) {
             FLOW_F_COUNTED
         } else {
             FLOW_F_COUNTED | FLOW_F_ESTABLISHED

@@ -16,6 +16,7 @@ mod ingress;
 mod maps;
 mod packet;
 mod parse;
+mod reply_miss;
 mod ret;
 mod return_entry;
 mod rewrite;
@@ -27,6 +28,7 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
     counters::Reason,
     filter::{FILTER_BACKENDS, FILTER_VIPS},
+    limits::PROGRAMS_SLOT_REPLY,
     net::{TCP_RST, TCP_SYN},
 };
 
@@ -56,16 +58,35 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         if let Some(nat) = maps::return_flow_of(&pkt) {
             return ret::handle(&ctx, &pkt, nat);
         }
-        // Only a handshake's answer (SYN-ACK, or RST refusing it) can belong to a flow
-        // without a return entry; any other reply is someone else's traffic.
+        // Without a return entry, a handshake's answer (SYN-ACK, or RST refusing it)
+        // belongs to a SYN in the SYN cache; any other reply may answer a client packet
+        // forwarded without a flow entry (see `lb_reply`), or be someone else's.
         if pkt.tcp_flags & (TCP_SYN | TCP_RST) != 0 {
             let set = syn_cache::set(pkt.flow.dst_addr, pkt.flow.dst_port);
-            if let Some(handshake) = set.and_then(|s| s.answered_by(&pkt.flow)) {
+            if let Some(handshake) = set.and_then(|s| s.answered_by(&pkt.flow, false)) {
                 return ret::handle_handshake_answer(&ctx, &pkt, &handshake);
             }
+        } else {
+            // That path runs as a program of its own: its stack would not fit in this
+            // one's 512 bytes (see `lb_reply`).
+            unsafe { maps::PROGRAMS.tail_call(&ctx, PROGRAMS_SLOT_REPLY) };
         }
     }
     count::pass(Reason::PassNoService)
+}
+
+/// A backend's reply (neither SYN nor RST) that found no return entry, tail-called by
+/// `lb_xdp`: translated back and its flow recorded if it answers a client packet that was
+/// forwarded without a flow entry (see `reply_miss`), passed untouched otherwise. The frame is
+/// parsed again, as a tail call keeps only the context; nothing of `lb_xdp`'s stack
+/// survives the call, which is what gives this path a stack of its own.
+#[xdp]
+pub fn lb_reply(ctx: XdpContext) -> u32 {
+    let pkt = match parse::addresses(&ctx).and_then(|at| parse::tcp(&ctx, at)) {
+        Ok(pkt) => pkt,
+        Err(reason) => return count::pass(reason),
+    };
+    reply_miss::handle(&ctx, &pkt).unwrap_or_else(|| count::pass(Reason::PassNoService))
 }
 
 /// Passes every frame. It is the floor that benchmarks subtract, and what the veth peers

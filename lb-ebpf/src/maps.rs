@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
@@ -104,6 +104,10 @@ pub static ADDR_FILTER: Array<u32> = Array::with_max_entries(FILTER_TOTAL_WORDS,
 #[map]
 pub static CLOCK: Array<u32> = Array::with_max_entries(1, 0);
 
+/// Programs `lb_xdp` tail-calls (`lb_common::limits::MAP_PROGRAMS`).
+#[map]
+pub static PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 /// Attached NICs that XDP_REDIRECT may send to, keyed by ifindex.
 #[map]
 pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);
@@ -169,7 +173,12 @@ pub fn may_be(bitmap: u32, addr: u32) -> bool {
 /// packet looks.
 #[inline(always)]
 pub fn service_of(pkt: &Packet) -> Option<(PackedMeta, u32)> {
-    let key = key_word(&pkt.flow.service_key());
+    service_of_word(key_word(&pkt.flow.service_key()))
+}
+
+/// The service whose key word ([`key_word`]) is `key`, and its slot in the index.
+#[inline(always)]
+pub fn service_of_word(key: u64) -> Option<(PackedMeta, u32)> {
     let probes = unsafe { core::ptr::read_volatile(&SERVICE_INDEX_PROBES) };
     let at = service_index::find_within(key, service_index_mask(), probes, service_key_word_at)?;
     let s = SERVICE_INDEX.get_ptr(at)?;

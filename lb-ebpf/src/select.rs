@@ -1,9 +1,10 @@
-//! Select: which backend a new flow goes to, by the service's policy. A non-SYN packet
-//! without a flow entry always uses the Maglev ring, whatever the policy: that is what
-//! lets an established connection survive an LB restart or an ECMP reshuffle. It hashes
-//! what the service's SYNs hash (the client address alone for source hash), so that a
-//! handshake whose SYN left no state (`SERVICE_F_STATELESS_SYN`) continues on the
-//! backend the SYN went to.
+//! Select: which backend a new flow goes to, by the service's policy ([`pick`], for
+//! SYNs). A client packet without a flow entry that completes no handshake of ours is
+//! placed by the Maglev ring, whatever the policy ([`by_table`]): that is what lets an
+//! established connection survive an LB restart, an eviction or an ECMP reshuffle. It
+//! hashes what the service's SYNs hash (the client address alone for source hash), so
+//! that such a connection of a `maglev` or `source_hash` service stays on the backend its
+//! SYN went to.
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 use lb_common::{
     flow::FlowKey,
@@ -19,17 +20,22 @@ use crate::maps::{
     hash_seed, ring_size, ACTIVE_ADJUST, ACTIVE_FLOWS, BACKENDS, POLICY_TABLE, RING, RR_CURSOR,
 };
 
+/// The backend a SYN of `flow` goes to, by the service's policy.
 #[inline(always)]
-pub fn pick(service: PackedMeta, flow: &FlowKey, syn: bool) -> u32 {
-    if !syn {
-        return match service.policy() {
-            POLICY_SOURCE_HASH => ring(service, source_hash(flow.src_addr, hash_seed())),
-            _ => ring(service, flow_hash(flow, hash_seed())),
-        };
-    }
+pub fn pick(service: PackedMeta, flow: &FlowKey) -> u32 {
     match service.policy() {
         POLICY_ROUND_ROBIN => round_robin(service),
         POLICY_LEAST_CONN => least_conn(service),
+        POLICY_SOURCE_HASH => ring(service, source_hash(flow.src_addr, hash_seed())),
+        _ => ring(service, flow_hash(flow, hash_seed())),
+    }
+}
+
+/// The backend the service's Maglev ring gives the flow (client -> VIP): a pure function
+/// of the packet, the config and the seed, the same on every node.
+#[inline(always)]
+pub fn by_table(service: PackedMeta, flow: &FlowKey) -> u32 {
+    match service.policy() {
         POLICY_SOURCE_HASH => ring(service, source_hash(flow.src_addr, hash_seed())),
         _ => ring(service, flow_hash(flow, hash_seed())),
     }

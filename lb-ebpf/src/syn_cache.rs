@@ -1,13 +1,14 @@
 //! The SYN cache (see `lb_common::syn_cache`): where a SYN that recorded no flow went,
-//! for its SYN-ACK and for the client's ACK.
+//! for its SYN-ACK and for the client's ACK; and where a client packet forwarded without
+//! a flow entry went, for its backend's reply.
 use core::intrinsics::{atomic_cxchg, AtomicOrdering::Relaxed};
 
 use lb_common::{
     flow::FlowKey,
     service_index::{key_of_word, SLOT_EMPTY, SLOT_REMOVED},
     syn_cache::{
-        syn_handshake_hash, syn_handshake_hash_of_flow, syn_set, syn_tag_for, syn_way_to_write,
-        SynEntry, SynSet,
+        forwarded_hash, syn_handshake_hash, syn_handshake_hash_of_flow, syn_set, syn_tag_for,
+        syn_way_to_write, SynEntry, SynSet,
     },
 };
 
@@ -48,6 +49,16 @@ pub fn slot_of_flow(flow: &FlowKey) -> Option<FlowSlot> {
     })
 }
 
+/// The set and hash of a client packet of `flow` (client -> VIP) forwarded without a
+/// flow entry: a slot of the other kind (see `lb_common::syn_cache::forwarded_hash`).
+#[inline(always)]
+pub fn forwarded_slot_of_flow(flow: &FlowKey) -> Option<FlowSlot> {
+    Some(FlowSlot {
+        set: set(flow.src_addr, flow.src_port)?,
+        handshake: forwarded_hash(syn_handshake_hash_of_flow(hash_seed(), flow)),
+    })
+}
+
 impl Set {
     #[inline(always)]
     fn way(&self, way: usize) -> *mut SynEntry {
@@ -73,15 +84,16 @@ impl Set {
     }
 
     /// The handshake the reply `reply` (backend -> client) answers, if a way holds one
-    /// from that client to that backend.
+    /// from that client to that backend: a SYN's slot, or with `forwarded` a slot left
+    /// by a client packet forwarded without a flow entry.
     #[inline(always)]
-    pub fn answered_by(&self, reply: &FlowKey) -> Option<Handshake> {
-        self.answered_in(0, reply)
-            .or_else(|| self.answered_in(1, reply))
+    pub fn answered_by(&self, reply: &FlowKey, forwarded: bool) -> Option<Handshake> {
+        self.answered_in(0, reply, forwarded)
+            .or_else(|| self.answered_in(1, reply, forwarded))
     }
 
     #[inline(always)]
-    fn answered_in(&self, way: usize, reply: &FlowKey) -> Option<Handshake> {
+    fn answered_in(&self, way: usize, reply: &FlowKey, forwarded: bool) -> Option<Handshake> {
         let e = self.read(way);
         let backend = maps::backend_by_id(e.backend())?;
         if backend.addr != reply.src_addr || backend.port != reply.src_port {
@@ -91,7 +103,10 @@ impl Set {
         if vip == SLOT_EMPTY || vip == SLOT_REMOVED {
             return None;
         }
-        let handshake = syn_handshake_hash(hash_seed(), reply.dst_addr, reply.dst_port, vip);
+        let mut handshake = syn_handshake_hash(hash_seed(), reply.dst_addr, reply.dst_port, vip);
+        if forwarded {
+            handshake = forwarded_hash(handshake);
+        }
         if syn_tag_for(handshake, e.backend()) != e.tag() {
             return None;
         }

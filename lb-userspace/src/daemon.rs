@@ -363,8 +363,13 @@ fn log_counters(runtime: &Runtime<KernelDataplane>) {
     for s in &plan.services {
         if let Ok(c) = dp.service_counters(s.id) {
             info!(
-                "service {}: new_flows={} packets_to_backend={} packets_to_client={}",
-                s.name, c.new_flows, c.packets_to_backend, c.packets_to_client
+                "service {}: new_flows={} packets_to_backend={} packets_to_client={} stateless_forwards={} flows_from_replies={}",
+                s.name,
+                c.new_flows,
+                c.packets_to_backend,
+                c.packets_to_client,
+                c.stateless_forwards,
+                c.flows_from_replies
             );
         }
     }

@@ -101,7 +101,8 @@ impl FakeDataplane {
     /// (Maglev services): an existing flow keeps its backend while its slot is present,
     /// except that a SYN (a new connection on a reused 5-tuple) whose entry names a
     /// backend taking no new flows (weight 0) is placed afresh; a miss is placed by the
-    /// ring and both directions are recorded. Returns the backend id.
+    /// ring and both directions are recorded, as the handshake (SYN, then the ACK that
+    /// takes its SYN-cache slot) or the backend's reply would. Returns the backend id.
     pub fn packet(&mut self, service: &ServiceKey, flow: &FlowKey, syn: bool) -> Option<u32> {
         if let Some(target) = self.flows.get(flow) {
             if let Some(backend) = self.present(target.backend) {

@@ -29,6 +29,8 @@
 //!   it, as pure functions.
 //! - [`shared`]: the runtime behind one lock, shared by lbd's loop, the admin API and
 //!   the metrics endpoint; every change is validated, persisted, then applied.
+//! - [`listeners`]: HTTP on lbd's listeners within a connection cap and timeouts;
+//!   [`fd_budget`]: the descriptor limit checked at start.
 //! - [`api`], [`serve`]: the admin API's handlers and listeners; [`metrics`]: `/metrics`;
 //!   [`stats`]: counters, rates and per-zone sums; [`cli`]: `lbctl`.
 pub mod ageing;
@@ -40,9 +42,11 @@ pub mod daemon;
 pub mod dataplane;
 pub mod desired;
 pub mod ebpf_object;
+pub mod fd_budget;
 pub mod fleet;
 pub mod health;
 pub mod link_watch;
+pub mod listeners;
 pub mod loader;
 pub mod maglev;
 pub mod metrics;
@@ -59,4 +63,5 @@ pub mod serve;
 pub mod service_index;
 pub mod shared;
 pub mod stats;
+pub mod surge;
 pub mod weights;

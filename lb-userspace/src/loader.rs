@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use aya::{
-    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray, ProgramArray},
     programs::{
         links::{FdLink, PinnedLink},
         xdp::{XdpLink, XdpLinkId},
@@ -61,6 +61,9 @@ pub struct KernelDataplane {
     signals: PerCpuArray<MapData, BackendSignals>,
     reasons: PerCpuArray<MapData, u64>,
     egress: DevMapHash<MapData>,
+    /// Holds lb_reply for lb_xdp's tail call (pinned, see `MAP_PROGRAMS`).
+    #[allow(dead_code)]
+    programs: ProgramArray<MapData>,
     /// Unpinned attachments, detached on drop.
     attached: Vec<(String, XdpLinkId)>,
     /// What [`Self::attach`] was asked for, to re-attach a re-created NIC alike.
@@ -177,6 +180,16 @@ impl KernelDataplane {
             .context("the XDP object has no program lb_xdp")?
             .try_into()?;
         program.load().context("verifying and loading lb_xdp")?;
+        let reply: &mut Xdp = ebpf
+            .program_mut(PROGRAM_REPLY)
+            .context("the XDP object has no program lb_reply")?
+            .try_into()?;
+        reply.load().context("verifying and loading lb_reply")?;
+        let reply_fd = reply.fd()?.try_clone().context("lb_reply's fd")?;
+        let mut programs: ProgramArray<MapData> = take(&mut ebpf, MAP_PROGRAMS)?;
+        programs
+            .set(PROGRAMS_SLOT_REPLY, &reply_fd, 0)
+            .context("putting lb_reply in the program array")?;
         let mut layout: Array<MapData, u32> = take(&mut ebpf, MAP_LAYOUT)?;
         if !adopted {
             layout
@@ -205,6 +218,7 @@ impl KernelDataplane {
             signals: take(&mut ebpf, MAP_BACKEND_SIGNALS)?,
             reasons: take(&mut ebpf, MAP_REASONS)?,
             egress: take(&mut ebpf, MAP_EGRESS)?,
+            programs,
             ebpf,
             attached: Vec::new(),
             links: links::Links::default(),

@@ -1,14 +1,16 @@
 //! Starts `lbd`'s listeners: the admin API on its unix socket (and on TCP when
-//! configured), and the metrics endpoint; and stops them gracefully.
+//! configured), and the metrics endpoint, each within its connection limits (see
+//! `crate::listeners`); and stops them gracefully.
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use log::{error, info};
+use log::info;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use crate::{
     api::{self, listen, DataPath, Shared},
     config::Config,
+    listeners::{self, stats::ListenerStats},
     metrics::{self, Metrics},
 };
 
@@ -29,35 +31,52 @@ pub async fn start<D: DataPath>(config: &Config, runtime: Shared<D>) -> anyhow::
     let router = api::router(runtime.clone());
     let mut tasks = Vec::new();
 
+    let mut all_stats = Vec::new();
+    let mut listener_stats = |name: &'static str, cap: u32| {
+        let stats = Arc::new(ListenerStats::new(name, cap));
+        all_stats.push(stats.clone());
+        stats
+    };
+    let api_limits = &config.api.connections;
+
     let (unix, socket) = listen::bind_unix(&config.api.socket)?;
     info!("admin API on {} (owner only)", config.api.socket.display());
-    let shutdown = until(stopped.clone());
-    tasks.push(spawn(
-        "admin API (unix socket)",
-        axum::serve(unix, router.clone()).with_graceful_shutdown(shutdown),
-    ));
+    tasks.push(tokio::spawn(listeners::serve(
+        unix,
+        router.clone(),
+        api_limits.clone(),
+        listener_stats("admin_unix", api_limits.max),
+        stopped.clone(),
+    )));
 
     if let (Some(addr), Some(token_file)) = (config.api.listen, &config.api.token_file) {
         let token = listen::read_token(token_file)?;
         let (tcp, with_token) = listen::bind_tcp(addr, token, router).await?;
         info!("admin API on {addr} (bearer token required)");
-        tasks.push(spawn(
-            "admin API (TCP)",
-            axum::serve(tcp, with_token).with_graceful_shutdown(until(stopped.clone())),
-        ));
+        tasks.push(tokio::spawn(listeners::serve(
+            tcp,
+            with_token,
+            api_limits.clone(),
+            listener_stats("admin_tcp", api_limits.max),
+            stopped.clone(),
+        )));
     }
 
-    let metrics = Arc::new(Metrics::new(runtime.clone()));
+    let limits = &config.metrics.connections;
+    let stats = listener_stats("metrics", limits.max);
+    let metrics = Arc::new(Metrics::serving(runtime.clone(), all_stats));
     let addr = config.metrics.listen;
     let tcp = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the metrics endpoint on {addr}"))?;
     info!("metrics on http://{addr}/metrics");
-    tasks.push(spawn(
-        "metrics",
-        axum::serve(tcp, metrics::router(metrics.clone(), runtime))
-            .with_graceful_shutdown(until(stopped)),
-    ));
+    tasks.push(tokio::spawn(listeners::serve(
+        tcp,
+        metrics::router(metrics.clone(), runtime),
+        limits.clone(),
+        stats,
+        stopped,
+    )));
     Ok(Servers {
         stop,
         tasks,
@@ -74,21 +93,4 @@ impl Servers {
             let _ = task.await;
         }
     }
-}
-
-async fn until(mut stopped: watch::Receiver<bool>) {
-    let _ = stopped.wait_for(|s| *s).await;
-}
-
-fn spawn(
-    what: &'static str,
-    server: impl std::future::IntoFuture<Output = std::io::Result<()>, IntoFuture: Send>
-        + Send
-        + 'static,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        if let Err(e) = server.await {
-            error!("{what}: {e}");
-        }
-    })
 }

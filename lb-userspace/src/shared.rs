@@ -237,6 +237,11 @@ impl<D: Dataplane + CounterSource> SharedRuntime<D> {
             return Ok(());
         };
         let snapshot = Snapshot::read(plan, inner.runtime.controller().dataplane())?;
+        if let (Some(recent), older) = inner.sampler.latest() {
+            for line in crate::surge::lines(older, recent, &snapshot) {
+                log::warn!("{line}");
+            }
+        }
         inner.sampler.push(snapshot);
         Ok(())
     }

@@ -90,6 +90,11 @@ impl Sampler {
         self.recent = Some(snapshot);
     }
 
+    /// The two most recent samples, newest first.
+    pub fn latest(&self) -> (Option<&Snapshot>, Option<&Snapshot>) {
+        (self.recent.as_ref(), self.older.as_ref())
+    }
+
     /// The newest sample at least [`MIN_RATE_WINDOW`] older than `now`.
     pub fn baseline(&self, now: Instant) -> Option<&Snapshot> {
         [self.recent.as_ref(), self.older.as_ref()]

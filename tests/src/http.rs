@@ -1,12 +1,16 @@
 //! A small HTTP/1.1 client for tests that need to send what `lbctl` never would
 //! (malformed JSON, oversized bodies, missing tokens) and to scrape `/metrics`. One
-//! request per connection (`Connection: close`), bounded by timeouts.
+//! request per connection (`Connection: close`), each bounded as a whole by [`TIMEOUT`]
+//! (connecting included: a unix connect blocks while the server's queue is full).
 use std::{
-    io::{Read, Write},
+    io::{ErrorKind, Read, Write},
     net::{SocketAddr, TcpStream},
-    os::unix::net::UnixStream,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::net::UnixStream,
+    },
     path::Path,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 /// A response: status code, headers (lower-cased names) and body.
@@ -37,11 +41,121 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sends one request over lbd's unix socket.
 pub fn unix(socket: &Path, method: &str, path: &str, body: Option<&[u8]>) -> Response {
-    let mut stream = UnixStream::connect(socket)
+    let deadline = Instant::now() + TIMEOUT;
+    let mut stream = connect_unix(socket, deadline)
         .unwrap_or_else(|e| panic!("connecting to {}: {e}", socket.display()));
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-    exchange(&mut stream, method, path, &[], body)
+    exchange(
+        &mut Bounded::new(&mut stream, deadline),
+        method,
+        path,
+        &[],
+        body,
+    )
+}
+
+/// A unix connect that gives up at `deadline` (std's blocks while the queue is full).
+fn connect_unix(path: &Path, deadline: Instant) -> std::io::Result<UnixStream> {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            "socket path too long",
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (i, b) in bytes.iter().enumerate() {
+        addr.sun_path[i] = *b as libc::c_char;
+    }
+    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+    loop {
+        // SAFETY: a new descriptor, owned at once.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a valid descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let ptr = &addr as *const libc::sockaddr_un as *const libc::sockaddr;
+        // SAFETY: addr outlives the call; len is its used size.
+        if unsafe { libc::connect(fd.as_raw_fd(), ptr, len) } == 0 {
+            let stream = UnixStream::from(fd);
+            stream.set_nonblocking(false)?;
+            return Ok(stream);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != ErrorKind::WouldBlock {
+            return Err(e);
+        }
+        if Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                "the accept queue stayed full",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A stream whose every read and write must end by one deadline for the whole exchange
+/// (per-call timeouts alone let a trickling peer go on for ever).
+struct Bounded<'a, S> {
+    stream: &'a mut S,
+    deadline: Instant,
+}
+
+/// What [`Bounded`] needs: setting the per-call timeouts.
+trait Timeouts {
+    fn set_timeouts(&self, t: Duration) -> std::io::Result<()>;
+}
+
+impl Timeouts for UnixStream {
+    fn set_timeouts(&self, t: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(t))?;
+        self.set_write_timeout(Some(t))
+    }
+}
+
+impl Timeouts for TcpStream {
+    fn set_timeouts(&self, t: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(t))?;
+        self.set_write_timeout(Some(t))
+    }
+}
+
+impl<'a, S: Timeouts> Bounded<'a, S> {
+    fn new(stream: &'a mut S, deadline: Instant) -> Self {
+        Self { stream, deadline }
+    }
+
+    fn arm(&self) -> std::io::Result<()> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                format!("the exchange took over {TIMEOUT:?}"),
+            ));
+        }
+        self.stream.set_timeouts(left)
+    }
+}
+
+impl<S: Timeouts + Read> Read for Bounded<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.arm()?;
+        self.stream.read(buf)
+    }
+}
+
+impl<S: Timeouts + Write> Write for Bounded<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.arm()?;
+        self.stream.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
 }
 
 /// Sends one request over TCP (call it inside the namespace that can reach `addr`).
@@ -52,11 +166,16 @@ pub fn tcp(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Result<Response, String> {
+    let deadline = Instant::now() + TIMEOUT;
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)
         .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-    Ok(exchange(&mut stream, method, path, headers, body))
+    Ok(exchange(
+        &mut Bounded::new(&mut stream, deadline),
+        method,
+        path,
+        headers,
+        body,
+    ))
 }
 
 fn exchange(

@@ -1,16 +1,24 @@
 //! Runs the real `lbctl` binary against a lab's `lbd`, as an operator would, and
-//! captures what it printed and how it exited.
+//! captures what it printed and how it exited. Every run is bounded: lbctl's own
+//! `--timeout`, and a kill after [`RUN_BOUND`] should lbctl itself hang.
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 
-use crate::process::workspace_bin;
+use crate::process::{output_within, workspace_bin};
 
 /// Path of the `lbctl` binary: env `LBCTL_BIN`, else next to the test executable.
 pub fn lbctl_path() -> PathBuf {
     workspace_bin("lbctl", "LBCTL_BIN")
 }
+
+/// lbctl's own limit on a request in tests (`LBCTL_TIMEOUT`).
+pub const REQUEST_TIMEOUT: &str = "30s";
+
+/// How long a run may take before it is killed and the test fails.
+pub const RUN_BOUND: Duration = Duration::from_secs(60);
 
 pub struct Lbctl {
     socket: PathBuf,
@@ -49,9 +57,10 @@ impl Lbctl {
             }
         };
         cmd.arg("--socket").arg(&self.socket).args(args);
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
+        if std::env::var_os("LBCTL_TIMEOUT").is_none() {
+            cmd.env("LBCTL_TIMEOUT", REQUEST_TIMEOUT);
+        }
+        let out = output_within(cmd, RUN_BOUND).unwrap_or_else(|e| panic!("{e}"));
         LbctlOutput {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

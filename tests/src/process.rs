@@ -10,8 +10,9 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,9 @@ use crate::netns;
 
 /// How long [`Daemon`]'s drop waits after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a SIGKILLed process may take to be reaped before giving up on it.
+const KILL_GRACE: Duration = Duration::from_secs(10);
 
 static LOG_COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -242,10 +246,10 @@ impl Daemon {
             if self.wait_exit(STOP_GRACE).is_none() {
                 if let Some(c) = self.child.as_mut() {
                     let _ = c.kill();
-                    if let Ok(st) = c.wait() {
-                        self.status = Some(st);
-                    }
                 }
+                // A killed process normally goes at once; one stuck in the kernel must
+                // not hang the test (it is reported as not reaped).
+                let _ = self.wait_exit(KILL_GRACE);
             }
         }
         self.status
@@ -329,4 +333,32 @@ pub fn ensure_bpffs() -> Result<(), String> {
         return Ok(());
     }
     netns::try_run("mount", &["-t", "bpf", "bpf", "/sys/fs/bpf"]).map(|_| ())
+}
+
+/// Runs `cmd` to its end, or kills it after `bound`.
+pub fn output_within(mut cmd: Command, bound: Duration) -> Result<Output, String> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting {cmd:?}: {e}"))?;
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(bound) {
+        Ok(out) => {
+            let _ = waiter.join();
+            out.map_err(|e| format!("running {cmd:?}: {e}"))
+        }
+        Err(_) => {
+            // Not reaped yet (the waiter still waits for it), so the pid is still ours.
+            // SAFETY: plain syscall.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = waiter.join();
+            Err(format!("{cmd:?} did not end within {bound:?}; killed"))
+        }
+    }
 }

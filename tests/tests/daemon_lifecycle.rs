@@ -379,16 +379,14 @@ fn a_deleted_and_recreated_nic_gets_the_data_path_back() {
 #[test]
 fn exit_status_is_2_for_bad_arguments_and_1_for_a_kernel_failure() {
     for args in [vec!["--no-such-flag"], vec!["--pin-dir", "/sys/fs/bpf/x"]] {
-        let out = std::process::Command::new(lbd_path())
-            .args(&args)
-            .output()
-            .unwrap();
+        let mut cmd = std::process::Command::new(lbd_path());
+        cmd.args(&args);
+        let out = lb_tests::output_within(cmd, Duration::from_secs(30)).unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
     }
-    let help = std::process::Command::new(lbd_path())
-        .arg("--help")
-        .output()
-        .unwrap();
+    let mut cmd = std::process::Command::new(lbd_path());
+    cmd.arg("--help");
+    let help = lb_tests::output_within(cmd, Duration::from_secs(30)).unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for code in ["  0 ", "  1 ", "  2 ", "  75 ", "  78 "] {
         assert!(

@@ -212,7 +212,26 @@ fn metrics_match_the_traffic_sent_and_parse_as_prometheus_exposition() {
         );
         assert_eq!(state("unhealthy"), 0.0);
         assert_eq!(value(&samples, "lb_backend_effective_weight", &labels), 1.0);
+        // One SYN through the VIP per connection, each accepted; lbd's own probes go
+        // to the backends directly and are not counted.
+        let signal = |s: &str| {
+            value(
+                &samples,
+                "lb_backend_signals_total",
+                &[("backend", addr.as_str()), ("signal", s)],
+            )
+        };
+        assert_eq!((signal("syn"), signal("syn_ack")), (got, got), "{name}");
     }
+    // Every packet of these connections found a flow entry or completed a handshake.
+    assert_eq!(
+        value(&samples, "lb_service_stateless_forwards_total", &web),
+        0.0
+    );
+    assert_eq!(
+        value(&samples, "lb_service_flows_from_replies_total", &web),
+        0.0
+    );
     // Each HTTP/1.0 exchange is at least SYN, ACK, request and FIN towards the backend,
     // and SYN-ACK, response and FIN back; the per-backend series add up to the service's.
     let to_backend = value(

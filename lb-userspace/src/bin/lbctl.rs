@@ -12,7 +12,7 @@ fn main() -> ExitCode {
             // One line naming what was wrong; details joined, not stacked.
             let message = format!("{e:#}").replace('\n', "; ");
             eprintln!("lbctl: {message}");
-            ExitCode::FAILURE
+            ExitCode::from(cli::exit_code(&e))
         }
     }
 }

@@ -8,7 +8,7 @@ use clap::Parser;
 use lb_userspace::{
     config::DEFAULT_PIN_DIR,
     daemon::{self, EXIT_CONFIG, EXIT_IN_USE},
-    desired,
+    desired, fd_budget,
     pin_lock::{LockError, PinLock},
     pins::PinDir,
     preflight::{self, Stage},
@@ -106,6 +106,14 @@ fn main() -> ExitCode {
             args.config.display()
         );
         return ExitCode::from(EXIT_CONFIG);
+    }
+    // Before anything is loaded, so that a refusal changes nothing.
+    match fd_budget::ensure(&config) {
+        Ok(limit) => log::info!("descriptor limit {} (RLIMIT_NOFILE)", limit.soft),
+        Err(e) => {
+            eprintln!("lbd: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
     }
     // Before the runtime starts its threads: lbd narrows its capabilities once the
     // program is loaded, and capabilities are per thread (see `privileges`).

@@ -1,9 +1,11 @@
 //! `lbctl`'s side of the admin API: HTTP/1.1 over lbd's unix socket, one connection per
-//! request. Errors say what to do: lbd not running, socket not accessible, or the API's
-//! own message for a refused request.
+//! request. Errors say what to do: lbd not running, socket not accessible, lbd not
+//! answering in time, or the API's own message for a refused request. Every request is
+//! bounded: a stopped or overloaded lbd must not hang a script.
 use std::{
     io::ErrorKind,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use http_body_util::{BodyExt, Full};
@@ -14,9 +16,9 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
-use tokio::net::UnixStream;
+use tokio::{net::UnixStream, time::Instant};
 
-use crate::api::views::ErrorBody;
+use crate::{api::views::ErrorBody, config::duration};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -30,17 +32,50 @@ pub enum ClientError {
     Api { status: u16, message: String },
     #[error("talking to lbd on {0}: {1}")]
     Protocol(PathBuf, String),
+    #[error(
+        "lbd did not {what} on {} within {} ({flag}): it may be stopped or overloaded",
+        socket.display(),
+        duration::format(*after)
+    )]
+    Timeout {
+        socket: PathBuf,
+        /// `accept the connection` or `answer`.
+        what: &'static str,
+        after: Duration,
+        /// The flag and variable that set it.
+        flag: &'static str,
+    },
+}
+
+/// How long `lbctl` waits for lbd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To connect (lbd's accept queue may be full while it is overloaded).
+    pub connect: Duration,
+    /// For the whole request, connecting included.
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(30),
+        }
+    }
 }
 
 pub struct Client {
     socket: PathBuf,
+    timeouts: Timeouts,
     runtime: tokio::runtime::Runtime,
 }
 
 impl Client {
-    pub fn new(socket: &Path) -> std::io::Result<Self> {
+    pub fn new(socket: &Path, timeouts: Timeouts) -> std::io::Result<Self> {
         Ok(Self {
             socket: socket.to_path_buf(),
+            timeouts,
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?,
@@ -66,7 +101,18 @@ impl Client {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<T, ClientError> {
-        let bytes = self.runtime.block_on(self.exchange(method, path, body))?;
+        let request = self.timeouts.request;
+        let bytes = self
+            .runtime
+            .block_on(async {
+                tokio::time::timeout(request, self.exchange(method, path, body)).await
+            })
+            .map_err(|_| ClientError::Timeout {
+                socket: self.socket.clone(),
+                what: "answer",
+                after: request,
+                flag: "--timeout, LBCTL_TIMEOUT",
+            })??;
         serde_json::from_slice(&bytes).map_err(|e| self.protocol(format!("unexpected answer: {e}")))
     }
 
@@ -80,15 +126,7 @@ impl Client {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Bytes, ClientError> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| match e.kind() {
-                ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
-                    ClientError::NotRunning(self.socket.clone())
-                }
-                ErrorKind::PermissionDenied => ClientError::PermissionDenied(self.socket.clone()),
-                _ => ClientError::Connect(self.socket.clone(), e),
-            })?;
+        let stream = self.connect().await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.protocol(e.to_string()))?;
@@ -125,5 +163,155 @@ impl Client {
             });
         }
         Ok(bytes)
+    }
+
+    /// Connects; a full accept queue (EAGAIN on a unix socket) is retried until the
+    /// connect timeout.
+    async fn connect(&self) -> Result<UnixStream, ClientError> {
+        let deadline = Instant::now() + self.timeouts.connect;
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, UnixStream::connect(&self.socket));
+            let e = match attempt.await {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => e,
+                Err(_) => return Err(self.connect_timeout()),
+            };
+            return Err(match e.kind() {
+                ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
+                    ClientError::NotRunning(self.socket.clone())
+                }
+                ErrorKind::PermissionDenied => ClientError::PermissionDenied(self.socket.clone()),
+                ErrorKind::WouldBlock => {
+                    if Instant::now() + CONNECT_RETRY >= deadline {
+                        return Err(self.connect_timeout());
+                    }
+                    tokio::time::sleep(CONNECT_RETRY).await;
+                    continue;
+                }
+                _ => ClientError::Connect(self.socket.clone(), e),
+            });
+        }
+    }
+
+    fn connect_timeout(&self) -> ClientError {
+        ClientError::Timeout {
+            socket: self.socket.clone(),
+            what: "accept the connection",
+            after: self.timeouts.connect,
+            flag: "--connect-timeout, LBCTL_CONNECT_TIMEOUT",
+        }
+    }
+}
+
+const CONNECT_RETRY: Duration = Duration::from_millis(50);
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::FromRawFd;
+
+    use super::*;
+
+    fn socket_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lbctl-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("lbd.sock")
+    }
+
+    #[test]
+    fn a_socket_that_accepts_and_never_answers_times_out_naming_it() {
+        let path = socket_path("mute");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // Accepts, reads nothing, answers nothing; holds the connection.
+        let held = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(5),
+            request: Duration::from_millis(300),
+        };
+        let client = Client::new(&path, timeouts).unwrap();
+        let e = client.get::<serde_json::Value>("/v1/health").unwrap_err();
+        assert!(
+            matches!(e, ClientError::Timeout { what: "answer", .. }),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "lbd did not answer on {} within 300ms (--timeout, LBCTL_TIMEOUT): it may be \
+                 stopped or overloaded",
+                path.display()
+            )
+        );
+        drop(held.join().unwrap());
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// A unix socket address for `path`, and its length.
+    fn sockaddr(path: &Path) -> (libc::sockaddr_un, libc::socklen_t) {
+        // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_os_str().as_encoded_bytes();
+        for (i, b) in bytes.iter().enumerate() {
+            addr.sun_path[i] = *b as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+        (addr, len as libc::socklen_t)
+    }
+
+    /// A non-blocking connect: `None` when the accept queue is full (EAGAIN).
+    fn try_connect(path: &Path) -> Option<std::os::fd::OwnedFd> {
+        let (addr, len) = sockaddr(path);
+        // SAFETY: plain socket calls on a descriptor owned right away.
+        unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+            assert!(fd >= 0);
+            let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let ptr = &addr as *const libc::sockaddr_un as *const libc::sockaddr;
+            use std::os::fd::AsRawFd;
+            (libc::connect(fd.as_raw_fd(), ptr, len) == 0).then_some(fd)
+        }
+    }
+
+    #[test]
+    fn a_full_accept_queue_times_out_the_connect() {
+        let path = socket_path("full");
+        // A socket that never accepts, with the shortest queue, filled up.
+        let (addr, len) = sockaddr(&path);
+        // SAFETY: plain socket calls on a descriptor owned right away.
+        let listener = unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0);
+            let listener = std::os::unix::net::UnixListener::from_raw_fd(fd);
+            let ptr = &addr as *const libc::sockaddr_un as *const libc::sockaddr;
+            assert_eq!(libc::bind(fd, ptr, len), 0);
+            assert_eq!(libc::listen(fd, 0), 0);
+            listener
+        };
+        let queued: Vec<_> = (0..16).map_while(|_| try_connect(&path)).collect();
+        assert!(queued.len() < 16, "the queue fills up");
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(300),
+            request: Duration::from_secs(30),
+        };
+        let client = Client::new(&path, timeouts).unwrap();
+        let e = client.get::<serde_json::Value>("/v1/health").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ClientError::Timeout {
+                    what: "accept the connection",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains("within 300ms (--connect-timeout, LBCTL_CONNECT_TIMEOUT)"),
+            "{e}"
+        );
+        drop((listener, queued));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 }

@@ -17,8 +17,15 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use self::client::Client;
-use crate::{api::views::ChangeResult, config::DEFAULT_API_SOCKET};
+use self::client::{Client, ClientError, Timeouts};
+use crate::{
+    api::views::ChangeResult,
+    config::{duration, DEFAULT_API_SOCKET},
+};
+
+/// Exit status when lbd did not answer within the timeout (sysexits EX_TEMPFAIL: a
+/// retry may succeed). Other failures exit 1, bad arguments 2.
+pub const EXIT_TIMEOUT: u8 = 75;
 
 /// Control the XDP load balancer `lbd` through its admin API.
 #[derive(Parser)]
@@ -27,6 +34,12 @@ pub struct Cli {
     /// lbd's admin socket (its `api.socket`).
     #[arg(long, global = true, env = "LBD_SOCKET", default_value = DEFAULT_API_SOCKET)]
     pub socket: PathBuf,
+    /// Longest wait for a whole request, connecting included (e.g. 30s, 500ms).
+    #[arg(long, global = true, env = "LBCTL_TIMEOUT", default_value = "30s", value_parser = duration::parse)]
+    pub timeout: std::time::Duration,
+    /// Longest wait to connect to lbd's socket.
+    #[arg(long, global = true, env = "LBCTL_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration::parse)]
+    pub connect_timeout: std::time::Duration,
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -74,11 +87,12 @@ pub enum Command {
 pub struct Ctx {
     pub output: Output,
     socket: PathBuf,
+    timeouts: Timeouts,
 }
 
 impl Ctx {
     pub fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.socket)?)
+        Ok(Client::new(&self.socket, self.timeouts)?)
     }
 
     /// Prints `value` as JSON, or `table()` for people.
@@ -109,6 +123,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Ctx {
         output: cli.output,
         socket: cli.socket,
+        timeouts: Timeouts {
+            connect: cli.connect_timeout,
+            request: cli.timeout,
+        },
     };
     match cli.command {
         Command::Service(cmd) => service::run(&ctx, cmd),
@@ -121,6 +139,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config::run(&ctx, cmd),
         Command::Completions(args) => completions::completions(args),
         Command::Man => completions::man(),
+    }
+}
+
+/// The exit status for an error `run` returned.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Timeout { .. }) => EXIT_TIMEOUT,
+        _ => 1,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The desired state as the operator writes it (YAML), parsed and then validated as a
 //! whole: a file with any error changes nothing.
+mod connections;
 pub mod duration;
 mod flow_timeouts;
 mod model;
@@ -8,6 +9,7 @@ mod reload;
 mod validate;
 mod validate_policy;
 
+pub use connections::{ConnectionLimits, MAX_CONNECTIONS_CAP};
 pub use flow_timeouts::*;
 pub use model::*;
 pub use policy::*;

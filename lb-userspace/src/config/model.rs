@@ -11,7 +11,7 @@ use lb_common::limits::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{duration, flow_timeouts::FlowTimeouts, policy::*};
+use super::{connections::ConnectionLimits, duration, flow_timeouts::FlowTimeouts, policy::*};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +59,8 @@ pub struct ApiConfig {
     /// File holding the bearer token that TCP clients must send.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// Per listener: the unix socket and the TCP listener each get these.
+    pub connections: ConnectionLimits,
 }
 
 /// Default path of the admin socket, also `lbctl`'s default.
@@ -70,6 +72,7 @@ impl Default for ApiConfig {
             socket: PathBuf::from(DEFAULT_API_SOCKET),
             listen: None,
             token_file: None,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -79,12 +82,14 @@ impl Default for ApiConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     pub listen: SocketAddr,
+    pub connections: ConnectionLimits,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            connections: ConnectionLimits::default(),
         }
     }
 }

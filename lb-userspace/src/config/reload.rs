@@ -85,6 +85,24 @@ pub fn check_reloadable(running: &Config, new: &Config) -> Result<(), ConfigErro
         path(&running.state_file),
         path(&new.state_file),
     );
+    let limits = |l: &super::ConnectionLimits| {
+        format!(
+            "{{ max: {}, header_timeout: {}, idle_timeout: {} }}",
+            l.max,
+            super::duration::format(l.header_timeout),
+            super::duration::format(l.idle_timeout)
+        )
+    };
+    fixed(
+        "api.connections",
+        limits(&running.api.connections),
+        limits(&new.api.connections),
+    );
+    fixed(
+        "metrics.connections",
+        limits(&running.metrics.connections),
+        limits(&new.metrics.connections),
+    );
     if errors.is_empty() {
         Ok(())
     } else {

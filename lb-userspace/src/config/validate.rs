@@ -287,6 +287,8 @@ fn check_api(c: &mut Collector, config: &Config) {
             c.err("api.listen", format!("{listen} is also metrics.listen"));
         }
     }
+    super::connections::check_connections(c, "api.connections", &api.connections);
+    super::connections::check_connections(c, "metrics.connections", &config.metrics.connections);
     if let Some(path) = &api.token_file {
         if !path.is_absolute() {
             c.err(

@@ -2,7 +2,7 @@
 //! encodes them. Names and labels are documented in the README's metrics table.
 use std::collections::BTreeMap;
 
-use lb_common::counters::REASONS;
+use lb_common::counters::{BackendSignals, REASONS};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -78,6 +78,8 @@ struct Reading {
     /// Effective weight (the data path's) and health verdict per backend.
     weights: BTreeMap<(String, BackendAddr), f64>,
     health: BTreeMap<(String, BackendAddr), String>,
+    /// SYNs to, SYN-ACKs and RSTs from each backend (the passive health signal).
+    signals: BTreeMap<(String, BackendAddr), BackendSignals>,
     services_live: usize,
     backends_live: usize,
 }
@@ -92,6 +94,7 @@ impl<D: DataPath> DataPathCollector<D> {
             let snapshot = Snapshot::read(plan, controller.dataplane())?;
             let mut weights = BTreeMap::new();
             let mut health = BTreeMap::new();
+            let mut signals = BTreeMap::new();
             for b in &plan.backends {
                 let at = BackendAddr {
                     address: b.at.address,
@@ -99,6 +102,7 @@ impl<D: DataPath> DataPathCollector<D> {
                 };
                 let key = (b.at.service.clone(), at);
                 weights.insert(key.clone(), b.value.weight_milli as f64 / 1000.0);
+                signals.insert(key.clone(), controller.dataplane().backend_signals(b.id)?);
                 let verdict = runtime.fleet().health(&b.at).unwrap_or(Health::Unknown);
                 health.insert(key, verdict.to_string());
             }
@@ -107,6 +111,7 @@ impl<D: DataPath> DataPathCollector<D> {
                 snapshot,
                 weights,
                 health,
+                signals,
                 services_live: plan.services.len(),
                 backends_live: plan.backends.len(),
             })
@@ -156,6 +161,21 @@ impl<D: DataPath> Collector for DataPathCollector<D> {
             Counter,
         );
         let mut active = Family::new("lb_service_active_flows", "Open flows per service", Gauge);
+        let mut stateless = Family::new(
+            "lb_service_stateless_forwards",
+            "Client packets without a flow entry forwarded by the table, recording nothing",
+            Counter,
+        );
+        let mut from_replies = Family::new(
+            "lb_service_flows_from_replies",
+            "Flows recorded by a backend's reply to a stateless forward",
+            Counter,
+        );
+        let mut b_signals = Family::new(
+            "lb_backend_signals",
+            "SYNs forwarded to, SYN-ACKs and RSTs from each backend (signal: syn, syn_ack, reset)",
+            Counter,
+        );
         let mut b_packets = Family::new(
             "lb_backend_packets",
             "Packets rewritten per backend and direction",
@@ -236,6 +256,8 @@ impl<D: DataPath> Collector for DataPathCollector<D> {
             bytes.push(dir("to_backend"), t.bytes_to_backend as f64);
             bytes.push(dir("to_client"), t.bytes_to_client as f64);
             new_flows.push(sl(), t.new_flows as f64);
+            stateless.push(sl(), t.stateless_forwards as f64);
+            from_replies.push(sl(), t.flows_from_replies as f64);
             let mut service_active = 0u64;
             // Zones in a stable order, with every drained zone even without backends.
             let mut zones: BTreeMap<&str, [u64; 6]> = BTreeMap::new();
@@ -266,6 +288,16 @@ impl<D: DataPath> Collector for DataPathCollector<D> {
                 b_bytes.push(bdir("to_client"), tr.bytes_to_client as f64);
                 b_new.push(bl(), tr.new_flows as f64);
                 b_active.push(bl(), sample.active_flows as f64);
+                let sig = r.signals.get(&key).copied().unwrap_or_default();
+                for (signal, n) in [
+                    ("syn", sig.syns),
+                    ("syn_ack", sig.syn_acks),
+                    ("reset", sig.resets),
+                ] {
+                    let mut l = bl();
+                    l.push(("signal", signal.to_string()));
+                    b_signals.push(l, n as f64);
+                }
                 let state = r.health.get(&key).map(String::as_str).unwrap_or("unknown");
                 for candidate in ["healthy", "unhealthy", "unknown"] {
                     let mut l = bl();
@@ -347,6 +379,9 @@ impl<D: DataPath> Collector for DataPathCollector<D> {
             &bytes,
             &new_flows,
             &active,
+            &stateless,
+            &from_replies,
+            &b_signals,
             &b_packets,
             &b_bytes,
             &b_new,

@@ -3,10 +3,12 @@
 //! attached and programmed). Served on `metrics.listen`, apart from the admin API.
 //!
 //! - [`collector`]: reads every counter at scrape time and encodes it.
+//! - [`listeners`]: connection counters of lbd's listeners, and its descriptors.
 //! - [`Metrics`]: the registry, plus the metrics lbd pushes into (probe latencies).
 //! - [`health`]: per-backend probe records, passive ejections, and lbd's loop.
 pub mod collector;
 pub mod health;
+pub mod listeners;
 
 use std::sync::Arc;
 
@@ -88,6 +90,18 @@ impl Metrics {
             interface_events,
             health,
         }
+    }
+
+    /// The registry of a running lbd: [`Metrics::new`] plus its listeners' counters.
+    pub fn serving<D: DataPath>(
+        runtime: Shared<D>,
+        listeners: Vec<Arc<crate::listeners::stats::ListenerStats>>,
+    ) -> Self {
+        let mut metrics = Self::new(runtime);
+        metrics
+            .registry
+            .register_collector(Box::new(listeners::ListenerCollector { listeners }));
+        metrics
     }
 
     /// Records whether the data path is attached to `interface` now.

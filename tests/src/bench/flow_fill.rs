@@ -13,9 +13,9 @@
 //!   per-packet table: what the table's size costs once its memory is not the question;
 //! - new flow: each call a SYN of a tuple never seen, which takes the Maglev path and
 //!   records no flow (see `lb_common::syn_cache`);
-//! - first ACK: the same tuples' next client packet, which the ring places and which
-//!   inserts both flow entries; those entries are deleted after each round (untimed), so
-//!   the fill stays at its level.
+//! - first ACK: the same tuples' next client packet, each right after its SYN (untimed),
+//!   which takes the SYN's slot and inserts both flow entries; those entries are deleted
+//!   after each round (untimed), so the fill stays at its level.
 //!
 //! Beside them, [`super::memory`] times one dependent random read in regions as large as
 //! the caches and as the flow map, the floor under the random-flow column.
@@ -224,6 +224,10 @@ fn measure_level(
         let mut created = Vec::with_capacity(calls);
         for i in 0..calls {
             let (src, sport) = new_client(i);
+            // Its SYN again, untimed: only the ACK of a handshake whose SYN left a slot
+            // records a flow, and the last round's ACK spent the slot.
+            let syn = run_once(c.dataplane().program(), c0, &client_frame(src, sport, 0x02));
+            assert_eq!(syn.action, XDP_REDIRECT, "SYN before first ACK #{i}");
             let r = run_once(c.dataplane().program(), c0, &client_frame(src, sport, 0x10));
             assert_eq!(r.action, XDP_REDIRECT, "first ACK #{i}");
             times.push(r.nanos);

@@ -99,8 +99,8 @@ fn measure(
     // hash take SYNs without recording them; round robin and least connections
     // record both directions on the SYN.
     let maglev = new_flow([10, 0, 0, 100]);
-    // The same tuples' next client packet: a miss placed by the ring, which records
-    // both directions of the flow (the inserts a recording SYN pays).
+    // The same tuples' next client packet: a miss placed by its SYN's slot, which
+    // records both directions of the flow (the inserts a recording SYN pays).
     let first_ack = per_call(rounds, calls, |i| {
         let f = new_tuple(i, [10, 0, 0, 100], 0x10);
         let r = run_once(lb, c0, &f.bytes());

@@ -1,0 +1,32 @@
+//! The reply path (`lb_reply`, tail-called by `lb_xdp` for a backend's reply that finds
+//! no flow entry) outlives `lbd` like the rest of the data path: the kernel empties a
+//! program array once no process and no pin holds it, so its array is pinned, and the
+//! next `lbd` puts its own program there.
+use aya::maps::{Map, MapData, ProgramArray};
+use lb_common::limits::{MAP_PROGRAMS, PROGRAMS_SLOT_REPLY};
+use lb_tests::{lab_config, running_lb::pin_dir, scenario::three_zones, RunningLb};
+use lb_userspace::pins::PinDir;
+
+/// The program ids in the pinned program array's slots.
+fn reply_programs(lb: &RunningLb) -> Vec<u32> {
+    let data = MapData::from_pin(PinDir::new(pin_dir(&lb.lab)).map_path(MAP_PROGRAMS))
+        .expect("the program array is pinned");
+    let array = ProgramArray::try_from(Map::ProgramArray(data)).unwrap();
+    array.indices().map(|i| i.unwrap()).collect()
+}
+
+#[test]
+fn the_reply_path_stays_in_place_while_lbd_is_stopped() {
+    let lab = three_zones();
+    let config = lab_config(&lab, &[1, 1, 1]);
+    let mut lb = RunningLb::start(lab, &config);
+    assert_eq!(reply_programs(&lb), vec![PROGRAMS_SLOT_REPLY]);
+    lb.stop_lbd();
+    assert_eq!(
+        reply_programs(&lb),
+        vec![PROGRAMS_SLOT_REPLY],
+        "lb_reply is still in its slot with no lbd running"
+    );
+    lb.restart_lbd();
+    assert_eq!(reply_programs(&lb), vec![PROGRAMS_SLOT_REPLY]);
+}
