@@ -282,7 +282,7 @@ fn a_change_that_cannot_be_persisted_is_refused_logged_and_counted() {
     let metrics = crate::metrics::Metrics::new(rt.clone());
     let text = metrics.encode().unwrap();
     assert!(
-        text.contains("\nlb_state_persist_failures_total{} 0\n"),
+        text.contains("\nlb_state_persist_failures_total 0\n"),
         "{text}"
     );
     // A directory that others may write is refused before anything is written.
@@ -297,7 +297,7 @@ fn a_change_that_cannot_be_persisted_is_refused_logged_and_counted() {
     assert_eq!(rt.persist_failures(), 1);
     let text = metrics.encode().unwrap();
     assert!(
-        text.contains("\nlb_state_persist_failures_total{} 1\n"),
+        text.contains("\nlb_state_persist_failures_total 1\n"),
         "{text}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
