@@ -183,6 +183,13 @@ fn backend_value(address: Ipv4Addr, port: u16, weight_milli: u32, service: u32) 
     }
 }
 
+/// Whether two Maglev inputs build the same ring: equal once weight-0 entries are left
+/// out.
+fn same_ring_input(a: &[MaglevBackend], b: &[MaglevBackend]) -> bool {
+    let positive = |m: &&MaglevBackend| m.weight > 0;
+    a.iter().filter(positive).eq(b.iter().filter(positive))
+}
+
 /// The full kernel-side picture of `config` with `overlay`, with ids from `ids` (see
 /// [`assign_ids`]). Rings of services whose Maglev input equals the one in `previous`
 /// are reused rather than rebuilt.
@@ -256,9 +263,12 @@ pub fn plan(config: &Config, overlay: &Overlay, ids: &Ids, previous: Option<&Pla
             Policy::Maglev | Policy::SourceHash => SERVICE_F_NAT | SERVICE_F_STATELESS_SYN,
             Policy::RoundRobin | Policy::LeastConn => SERVICE_F_NAT,
         };
+        // The ring is a function of the backends of positive weight only (see
+        // `maglev::build`): a backend added at weight 0 (waiting for its probes) or a
+        // weight-0 one removed leaves it as it is.
         let reused = previous
             .and_then(|p| p.services.iter().find(|old| old.name == s.name))
-            .filter(|old| old.maglev_input == maglev_input)
+            .filter(|old| same_ring_input(&old.maglev_input, &maglev_input))
             .map(|old| old.ring.clone());
         let ring = reused.unwrap_or_else(|| maglev::build(&maglev_input, config.cluster.ring_size));
         services.push(PlannedService {

@@ -26,7 +26,10 @@ pub struct Servers {
 
 /// Binds every listener (so that a taken port or socket fails start-up with a clear
 /// error) and serves them in the background.
-pub async fn start<D: DataPath>(config: &Config, runtime: Shared<D>) -> anyhow::Result<Servers> {
+pub async fn start<D: DataPath + crate::explain::Lookups>(
+    config: &Config,
+    runtime: Shared<D>,
+) -> anyhow::Result<Servers> {
     let (stop, stopped) = watch::channel(false);
     let router = api::router(runtime.clone());
     let mut tasks = Vec::new();

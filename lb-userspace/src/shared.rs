@@ -1,7 +1,7 @@
 //! `lbd`'s run-time state shared by its loop, the admin API and the metrics endpoint:
 //! the [`Runtime`] (config, fleet, controller) behind one lock. Every change from the
 //! API goes through [`SharedRuntime::change_with`]: the next desired state is computed
-//! by a pure function, validated as a whole, persisted atomically, then applied with
+//! by a pure function, validated (what it can break), persisted durably, then applied with
 //! `Runtime::reload`, all under the lock, so concurrent requests are serialized and
 //! none loses an update. A SIGHUP reload takes the same path without persisting.
 //!
@@ -9,7 +9,7 @@
 //! (map reads and writes, one fsync), and the API takes it on blocking threads.
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Mutex, MutexGuard,
     },
     time::{Duration, Instant},
@@ -25,7 +25,8 @@ use crate::{
     desired::{
         diff,
         edit::{self, BackendAddr, Edit, EditError},
-        state_file::{self, StateDoc, StateFileError},
+        journal,
+        state_file::{StateFileError, Store, Undo},
     },
     health::machine::{Health, Outcome},
     plan::BackendRef,
@@ -53,24 +54,29 @@ pub struct SharedRuntime<D> {
     ready: AtomicBool,
     /// Woken after every change, so that lbd's loop re-syncs the health checker.
     changed: tokio::sync::Notify,
+    persist_failures: AtomicU64,
 }
 
 struct Inner<D> {
     runtime: Runtime<D>,
     sampler: Sampler,
+    store: Store,
 }
 
 impl<D: Dataplane + CounterSource> SharedRuntime<D> {
     /// Takes over a started runtime.
     pub fn new(runtime: Runtime<D>) -> Self {
+        let store = Store::new(&runtime.config().state_file);
         Self {
             inner: Mutex::new(Inner {
                 runtime,
                 sampler: Sampler::default(),
+                store,
             }),
             started: Instant::now(),
             ready: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
+            persist_failures: AtomicU64::new(0),
         }
     }
 
@@ -108,32 +114,47 @@ impl<D: Dataplane + CounterSource> SharedRuntime<D> {
         self.changed.notified().await
     }
 
-    /// Makes one change (see the module docs).
+    /// Makes one change (see the module docs); it is persisted as a journal record.
     pub fn change(&self, edit: &Edit) -> Result<ChangeResult, ChangeError> {
-        self.change_with(|current| edit::apply(current, edit), false)
+        self.commit(|current| edit::apply(current, edit), Some(edit), false)
     }
 
-    /// Computes the next state with `next`, and unless `dry_run` persists and applies it.
+    /// Computes the next state with `next`, and unless `dry_run` persists and applies it
+    /// (persisted as a whole snapshot: `next` may have changed anything).
     pub fn change_with(
         &self,
         next: impl FnOnce(&Config) -> Result<Config, EditError>,
         dry_run: bool,
     ) -> Result<ChangeResult, ChangeError> {
+        self.commit(next, None, dry_run)
+    }
+
+    fn commit(
+        &self,
+        next: impl FnOnce(&Config) -> Result<Config, EditError>,
+        edit: Option<&Edit>,
+        dry_run: bool,
+    ) -> Result<ChangeResult, ChangeError> {
         let mut inner = self.lock();
         let previous = inner.runtime.config().clone();
         let next = next(&previous)?;
-        let changes = diff::services(&previous, &next);
+        let changes = match edit.and_then(Edit::backend) {
+            Some((service, at)) => diff::backend(&previous, &next, service, at),
+            None => diff::services(&previous, &next),
+        };
         if dry_run || changes.is_empty() {
             return Ok(ChangeResult {
                 changes,
                 applied: !dry_run,
             });
         }
-        persist(&next)?;
+        let ops = edit.and_then(|e| journal::ops(e, &next));
+        let undo = self.persist(&mut inner.store, &next, ops.as_deref())?;
         if let Err(e) = inner.runtime.reload(next, Instant::now()) {
             // All or nothing: put the file and the kernel back as they were.
-            if let Err(undo) = persist(&previous) {
-                error!("restoring the state file after a failed apply: {undo}");
+            if let Err(e) = inner.store.undo(undo, &previous.services) {
+                self.persist_failures.fetch_add(1, Ordering::Relaxed);
+                error!("restoring the state file after a failed apply: {e}");
             }
             if let Err(undo) = inner.runtime.reload(previous, Instant::now()) {
                 error!("restoring the data path after a failed apply: {undo:#}");
@@ -148,6 +169,32 @@ impl<D: Dataplane + CounterSource> SharedRuntime<D> {
             changes,
             applied: true,
         })
+    }
+
+    /// Persists `next` (see `state_file::Store`); a failure is logged and counted.
+    fn persist(
+        &self,
+        store: &mut Store,
+        next: &Config,
+        ops: Option<&[journal::Op]>,
+    ) -> Result<Undo, StateFileError> {
+        if store.path() != next.state_file {
+            *store = Store::new(&next.state_file);
+        }
+        store.persist(&next.services, ops).inspect_err(|e| {
+            self.persist_failures.fetch_add(1, Ordering::Relaxed);
+            error!("persisting a change: {e}; the change was refused");
+        })
+    }
+
+    /// Writes that failed to persist the desired state (for /metrics).
+    pub fn persist_failures(&self) -> u64 {
+        self.persist_failures.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written to the state file and its journal by this process.
+    pub fn persisted_bytes(&self) -> u64 {
+        self.lock().store.bytes_written()
     }
 
     /// Replaces the whole desired state with `next`, already loaded and validated by
@@ -292,15 +339,6 @@ fn health_of<D: Dataplane>(runtime: &Runtime<D>, service: &str, at: &BackendAddr
         .health(&at)
         .unwrap_or(Health::Unknown)
         .to_string()
-}
-
-fn persist(config: &Config) -> Result<(), StateFileError> {
-    state_file::write_atomic(
-        &config.state_file,
-        &StateDoc {
-            services: config.services.clone(),
-        },
-    )
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use super::*;
 use crate::{
     config::{self, BackendConfig, BackendState},
     controller::Controller,
-    dataplane::FakeDataplane,
+    dataplane::{FakeDataplane, Write},
+    desired::state_file,
 };
 
 /// The in-memory data path, failing every write while `fail` is set.
@@ -174,4 +175,130 @@ fn a_reload_applies_without_writing_the_state_file() {
             .collect()
     });
     assert_eq!(ports, [8080]);
+}
+
+/// A runtime over `n` backends of service `web` (ring 65537, so 10,000 fit).
+fn runtime_with(name: &str, n: usize) -> (SharedRuntime<Flaky>, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("lbd-runtime-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let backends: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "      - {{ address: 10.2.{}.{}, port: 8080, zone: az-a }}\n",
+                i / 200,
+                i % 200 + 1
+            )
+        })
+        .collect();
+    let c = config::parse(&format!(
+        "node: {{ zone: az-a }}\ninterfaces: [eth0]\nlimits: {{ max_backends: 16384 }}\nstate_file: {}\n\
+         services:\n  - name: web\n    vip: 10.0.0.100\n    port: 80\n    backends:\n{}",
+        dir.join("state.yaml").display(),
+        backends.concat()
+    ))
+    .unwrap();
+    let controller = Controller::new(
+        Flaky {
+            fake: FakeDataplane::new(65537, 1),
+            fail: false,
+        },
+        65537,
+    );
+    let (runtime, _) = Runtime::start(c, controller, Instant::now()).unwrap();
+    (SharedRuntime::new(runtime), dir)
+}
+
+/// What one change costs, counted rather than timed: the bytes written to persist it,
+/// and the ring entries written to apply it.
+fn cost_of(rt: &SharedRuntime<Flaky>, edit: &Edit) -> (u64, usize) {
+    let bytes = rt.persisted_bytes();
+    let ring_writes = |rt: &SharedRuntime<Flaky>| {
+        rt.with(|r| {
+            let log = &r.controller().dataplane().fake.log;
+            log.iter().filter(|w| matches!(w, Write::Ring(_))).count()
+        })
+    };
+    let ring = ring_writes(rt);
+    rt.change(edit).unwrap();
+    (rt.persisted_bytes() - bytes, ring_writes(rt) - ring)
+}
+
+#[test]
+fn a_change_to_one_backend_costs_the_same_at_10_and_10000_backends() {
+    let mut costs = Vec::new();
+    for n in [10, 10_000] {
+        let (rt, dir) = runtime_with(&format!("cost-{n}"), n);
+        // The first change of a process writes a whole snapshot: the journal it then
+        // appends to must be one this process knows to extend that snapshot.
+        rt.change(&add(1)).unwrap();
+        let first = rt.persisted_bytes();
+        assert!(
+            first > 80 * n as u64,
+            "a snapshot of {n} backends: {first} bytes"
+        );
+        let journal = dir.join("state.yaml.journal");
+        let journal_before = std::fs::metadata(&journal).unwrap().len();
+        let added = cost_of(&rt, &add(2));
+        let weighted = cost_of(
+            &rt,
+            &Edit::SetWeight {
+                service: "web".into(),
+                backend: "10.1.0.12:8080".parse().unwrap(),
+                weight: 3,
+            },
+        );
+        let removed = cost_of(
+            &rt,
+            &Edit::RemoveBackend {
+                service: "web".into(),
+                backend: "10.1.0.12:8080".parse().unwrap(),
+            },
+        );
+        let journal_after = std::fs::metadata(&journal).unwrap().len();
+        assert_eq!(
+            journal_after - journal_before,
+            added.0 + weighted.0 + removed.0,
+            "every byte went to the journal"
+        );
+        let saved = state_file::read(&dir.join("state.yaml")).unwrap().unwrap();
+        assert_eq!(saved.services, rt.desired().services);
+        costs.push((added, weighted, removed));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    // One journal record each, the same bytes whatever the number of backends. A new
+    // backend waits for its probes at weight 0, so neither adding it, nor changing its
+    // weight, nor removing it before it ever served changes a ring entry.
+    let expected = ((148, 0), (148, 0), (97, 0));
+    assert_eq!(costs, [expected, expected]);
+}
+
+#[test]
+fn a_change_that_cannot_be_persisted_is_refused_logged_and_counted() {
+    use std::os::unix::fs::PermissionsExt;
+    let (rt, dir) = runtime("unpersisted");
+    rt.change(&add(1)).unwrap();
+    let before = rt.desired();
+    let rt = Arc::new(rt);
+    let metrics = crate::metrics::Metrics::new(rt.clone());
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains("\nlb_state_persist_failures_total 0\n"),
+        "{text}"
+    );
+    // A directory that others may write is refused before anything is written.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = rt.change(&add(2)).unwrap_err();
+    assert!(matches!(e, ChangeError::Persist(_)), "{e}");
+    assert!(
+        e.to_string().contains("is writable by group or others"),
+        "{e}"
+    );
+    assert_eq!(rt.desired(), before, "nothing was applied");
+    assert_eq!(rt.persist_failures(), 1);
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains("\nlb_state_persist_failures_total 1\n"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

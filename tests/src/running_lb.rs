@@ -197,6 +197,15 @@ impl RunningLb {
         lab_run_dir(&self.lab).join("state.yaml")
     }
 
+    /// The services lbd persisted (the state file with its journal replayed), as JSON
+    /// text; panics if nothing was persisted.
+    pub fn saved_state(&self) -> String {
+        let doc = lb_userspace::desired::state_file::read(&self.state_file())
+            .expect("the state file reads")
+            .expect("the state file was written");
+        serde_json::to_string_pretty(&doc.services).expect("services serialize")
+    }
+
     /// Starts a new lbd with the same config (the old one must be gone or going): it
     /// adopts the pinned data path. Returns the old lbd's handle.
     pub fn restart_lbd(&mut self) -> Daemon {

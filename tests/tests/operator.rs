@@ -509,6 +509,6 @@ fn concurrent_changes_through_the_api_all_land() {
     let backends = lb.lbctl().json(&["backend", "list", "web"]);
     let list = backends.as_array().unwrap();
     assert_eq!(list.len(), 23, "{backends:#}");
-    let saved = std::fs::read_to_string(lb.state_file()).unwrap();
-    assert_eq!(saved.matches("address:").count(), 23, "{saved}");
+    let saved = lb.saved_state();
+    assert_eq!(saved.matches("\"address\":").count(), 23, "{saved}");
 }

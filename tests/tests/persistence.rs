@@ -28,7 +28,7 @@ fn added_and_drained_backends_survive_an_lbd_restart() {
     ]);
     ctl.ok(&["backend", "drain", "web", "10.1.0.11:8080"]);
     ctl.ok(&["zone", "drain", "az-b"]);
-    let saved = std::fs::read_to_string(lb.state_file()).expect("the state file was written");
+    let saved = lb.saved_state();
     assert!(
         saved.contains("10.1.0.13") && saved.contains("draining"),
         "{saved}"

@@ -41,12 +41,13 @@ use self::{body::MAX_BODY, error::ApiError};
 use crate::{dataplane::Dataplane, explain::Lookups, shared::SharedRuntime, stats::CounterSource};
 
 /// What the API needs of the data path.
-pub trait DataPath: Dataplane + Lookups + CounterSource + Send + 'static {}
-impl<T: Dataplane + Lookups + CounterSource + Send + 'static> DataPath for T {}
+pub trait DataPath: Dataplane + CounterSource + Send + 'static {}
+impl<T: Dataplane + CounterSource + Send + 'static> DataPath for T {}
 
 pub type Shared<D> = Arc<SharedRuntime<D>>;
 
-pub fn router<D: DataPath>(runtime: Shared<D>) -> Router {
+/// The admin API; `explain` also reads the data path's maps ([`Lookups`]).
+pub fn router<D: DataPath + Lookups>(runtime: Shared<D>) -> Router {
     use routes::*;
     let backend = "/v1/services/{service}/backends/{backend}";
     Router::new()

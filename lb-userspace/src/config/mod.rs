@@ -14,7 +14,7 @@ pub use flow_timeouts::*;
 pub use model::*;
 pub use policy::*;
 pub use reload::check_reloadable;
-pub use validate::{validate, ConfigError, FieldError};
+pub use validate::{validate, validate_scoped, ConfigError, FieldError, Scope};
 
 use std::path::Path;
 

@@ -333,30 +333,123 @@ fn check_services(c: &mut Collector, config: &Config) {
                 format!("{}:{} is already used by another service", s.vip, s.port),
             );
         }
-        // Round robin and least connections keep their backends in a fixed-size table;
-        // the hash policies use only the ring.
-        let tabled = matches!(s.policy, Policy::RoundRobin | Policy::LeastConn);
-        if tabled && s.backends.len() > POLICY_TABLE_SLOTS as usize {
-            c.err(
-                format!("{at}.backends"),
-                format!(
-                    "{} backends; a {:?} service has at most {POLICY_TABLE_SLOTS}",
-                    s.backends.len(),
-                    s.policy
-                ),
-            );
-        }
-        if s.backends.len() as u64 >= config.cluster.ring_size as u64 {
-            c.err(
-                format!("{at}.backends"),
-                format!(
-                    "{} backends need a ring_size larger than that (ideally 100x)",
-                    s.backends.len()
-                ),
-            );
-        }
+        check_counts(c, config, &at, s);
         check_backends(c, &at, s);
         super::validate_policy::check_policy(c, &at, s);
+    }
+}
+
+/// A service's own fields, without its backends and without other services.
+fn check_service(c: &mut Collector, config: &Config, at: &str, s: &ServiceConfig) {
+    check_name(c, &format!("{at}.name"), &s.name);
+    check_unicast(c, &format!("{at}.vip"), s.vip);
+    if s.port == 0 {
+        c.err(format!("{at}.port"), "must be 1..=65535");
+    }
+    check_counts(c, config, at, s);
+    super::validate_policy::check_policy(c, at, s);
+}
+
+/// How many backends a service may have.
+fn check_counts(c: &mut Collector, config: &Config, at: &str, s: &ServiceConfig) {
+    // Round robin and least connections keep their backends in a fixed-size table;
+    // the hash policies use only the ring.
+    let tabled = matches!(s.policy, Policy::RoundRobin | Policy::LeastConn);
+    if tabled && s.backends.len() > POLICY_TABLE_SLOTS as usize {
+        c.err(
+            format!("{at}.backends"),
+            format!(
+                "{} backends; a {:?} service has at most {POLICY_TABLE_SLOTS}",
+                s.backends.len(),
+                s.policy
+            ),
+        );
+    }
+    if s.backends.len() as u64 >= config.cluster.ring_size as u64 {
+        c.err(
+            format!("{at}.backends"),
+            format!(
+                "{} backends need a ring_size larger than that (ideally 100x)",
+                s.backends.len()
+            ),
+        );
+    }
+}
+
+/// What one change made through the admin API can break, given that the config was
+/// valid before it. [`validate`] stays the one check of whole files (start-up,
+/// `--check`, SIGHUP) and of declarative applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// Anything.
+    All,
+    /// Service `name` (added, or its own settings changed): its rules, its backends, and
+    /// its name and address against the other services'.
+    Service(&'a str),
+    /// One backend of a service, added or changed: the limits, the service's own rules
+    /// (backend counts among them) and that backend's fields.
+    Backend(&'a str, Ipv4Addr, u16),
+    /// Something was removed, which no rule forbids.
+    Removal,
+}
+
+/// Checks `config` within `scope`; errors name fields exactly as [`validate`] would.
+/// Cost: the number of services, plus the backends of the service concerned for
+/// [`Scope::Service`], or one backend for [`Scope::Backend`].
+pub fn validate_scoped(config: &Config, scope: Scope) -> Result<(), ConfigError> {
+    let mut c = Collector(Vec::new());
+    let service = |name: &str| config.services.iter().position(|s| s.name == name);
+    match scope {
+        Scope::All => return validate(config),
+        Scope::Removal => {}
+        Scope::Service(name) => {
+            check_limits(&mut c, config);
+            if let Some(i) = service(name) {
+                let s = &config.services[i];
+                let at = format!("services[{i}]");
+                for (j, other) in config.services.iter().enumerate() {
+                    if j == i {
+                        continue;
+                    }
+                    // Reported at the later of the two, as a whole-config check does.
+                    let shown = format!("services[{}]", i.max(j));
+                    if other.name == s.name {
+                        c.err(
+                            format!("{shown}.name"),
+                            format!("service `{}` is defined twice", s.name),
+                        );
+                    }
+                    if (other.vip, other.port, other.protocol) == (s.vip, s.port, s.protocol) {
+                        c.err(
+                            format!("{shown}.vip"),
+                            format!("{}:{} is already used by another service", s.vip, s.port),
+                        );
+                    }
+                }
+                check_service(&mut c, config, &at, s);
+                check_backends(&mut c, &at, s);
+            }
+        }
+        Scope::Backend(name, address, port) => {
+            check_limits(&mut c, config);
+            if let Some(i) = service(name) {
+                let s = &config.services[i];
+                let at = format!("services[{i}]");
+                check_service(&mut c, config, &at, s);
+                if let Some(j) = s
+                    .backends
+                    .iter()
+                    .position(|b| b.address == address && b.port == port)
+                {
+                    check_backend(&mut c, &format!("{at}.backends[{j}]"), s, &s.backends[j]);
+                }
+            }
+        }
+    }
+    if c.0.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { errors: c.0 })
     }
 }
 
@@ -364,28 +457,32 @@ fn check_backends(c: &mut Collector, at: &str, s: &ServiceConfig) {
     let mut seen = HashSet::new();
     for (j, b) in s.backends.iter().enumerate() {
         let bt = format!("{at}.backends[{j}]");
-        check_unicast(c, &format!("{bt}.address"), b.address);
-        if b.address == s.vip {
-            c.err(
-                format!("{bt}.address"),
-                "a backend cannot be the service's own VIP",
-            );
-        }
-        if b.port == 0 {
-            c.err(format!("{bt}.port"), "must be 1..=65535");
-        }
-        check_name(c, &format!("{bt}.zone"), &b.zone);
-        if !(1..=MAX_WEIGHT).contains(&b.weight) {
-            c.err(
-                format!("{bt}.weight"),
-                format!("{} is out of range 1..={MAX_WEIGHT}", b.weight),
-            );
-        }
+        check_backend(c, &bt, s, b);
         if !seen.insert((b.address, b.port)) {
             c.err(
                 format!("{bt}.address"),
                 format!("{}:{} is listed twice in this service", b.address, b.port),
             );
         }
+    }
+}
+
+fn check_backend(c: &mut Collector, bt: &str, s: &ServiceConfig, b: &BackendConfig) {
+    check_unicast(c, &format!("{bt}.address"), b.address);
+    if b.address == s.vip {
+        c.err(
+            format!("{bt}.address"),
+            "a backend cannot be the service's own VIP",
+        );
+    }
+    if b.port == 0 {
+        c.err(format!("{bt}.port"), "must be 1..=65535");
+    }
+    check_name(c, &format!("{bt}.zone"), &b.zone);
+    if !(1..=MAX_WEIGHT).contains(&b.weight) {
+        c.err(
+            format!("{bt}.weight"),
+            format!("{} is out of range 1..={MAX_WEIGHT}", b.weight),
+        );
     }
 }

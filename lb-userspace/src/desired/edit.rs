@@ -1,12 +1,14 @@
 //! The admin API's changes as pure functions over the desired state: each takes the
-//! current [`Config`] and returns the next one, validated as a whole, or an error that
-//! says what is wrong. Nothing here touches a file, a socket or the kernel, so every rule
+//! current [`Config`] and returns the next one, validated in what the change can break
+//! (see [`Scope`]), or an error that says what is wrong. Nothing here touches a file, a socket or the kernel, so every rule
 //! is tested on the host; the server only serializes, persists and applies the result.
 use std::{fmt, net::Ipv4Addr, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{validate, BackendConfig, BackendState, Config, ConfigError, ServiceConfig};
+use crate::config::{
+    validate_scoped, BackendConfig, BackendState, Config, ConfigError, Scope, ServiceConfig,
+};
 
 /// A backend's identity within a service: `ADDRESS:PORT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,6 +81,23 @@ pub enum Edit {
     },
     /// Replaces every service (declarative apply).
     ReplaceServices(Vec<ServiceConfig>),
+}
+
+impl Edit {
+    /// The one backend this edit changes, if it changes nothing else.
+    pub fn backend(&self) -> Option<(&str, BackendAddr)> {
+        match self {
+            Edit::AddBackend { service, backend } => Some((service, backend.into())),
+            Edit::RemoveBackend { service, backend }
+            | Edit::SetBackendState {
+                service, backend, ..
+            }
+            | Edit::SetWeight {
+                service, backend, ..
+            } => Some((service, *backend)),
+            _ => None,
+        }
+    }
 }
 
 /// Why a change was refused; the server maps each kind to an HTTP status.
@@ -156,8 +175,31 @@ pub fn apply(current: &Config, edit: &Edit) -> Result<Config, EditError> {
         } => set_zone_drained(&mut next, zone, service.as_deref(), *drained)?,
         Edit::ReplaceServices(services) => next.services = services.clone(),
     }
-    validate(&next).map_err(EditError::Invalid)?;
+    validate_scoped(&next, scope(edit)).map_err(EditError::Invalid)?;
     Ok(next)
+}
+
+/// What `edit` can break (the current config is valid): checking only that keeps a
+/// change to one backend as cheap at 10,000 backends as at 10.
+fn scope(edit: &Edit) -> Scope<'_> {
+    match edit {
+        Edit::AddService(s) => Scope::Service(&s.name),
+        Edit::AddBackend { service, backend } => {
+            Scope::Backend(service, backend.address, backend.port)
+        }
+        Edit::SetBackendState {
+            service, backend, ..
+        }
+        | Edit::SetWeight {
+            service, backend, ..
+        } => Scope::Backend(service, backend.address, backend.port),
+        Edit::RemoveService(_) | Edit::RemoveBackend { .. } => Scope::Removal,
+        Edit::SetZoneDrained {
+            service: Some(service),
+            ..
+        } => Scope::Service(service),
+        Edit::SetZoneDrained { service: None, .. } | Edit::ReplaceServices(_) => Scope::All,
+    }
 }
 
 fn service_index(config: &Config, name: &str) -> Result<usize, EditError> {

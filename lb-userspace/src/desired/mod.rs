@@ -16,10 +16,13 @@
 //! - [`edit`]: the API's changes as pure functions `&Config -> Config`.
 //! - [`apply_doc`]: `lbctl apply`'s declarative document -> services.
 //! - [`diff`]: what changes between two desired states.
-//! - [`state_file`]: reading and atomically writing the state file.
+//! - [`state_file`]: reading and writing the state file (snapshot + [`journal`]), in a
+//!   directory opened safely ([`state_dir`]).
 pub mod apply_doc;
 pub mod diff;
 pub mod edit;
+pub mod journal;
+pub mod state_dir;
 pub mod state_file;
 
 use std::path::Path;
@@ -57,6 +60,9 @@ pub fn with_state_file(file: Config) -> Result<(Config, Source), ConfigError> {
             })
             .collect(),
     };
+    if let Some(dir) = path.parent() {
+        state_dir::check_existing(dir).map_err(|e| ConfigError::single("state_file", e))?;
+    }
     let Some(doc) = state_file::read(&path).map_err(|e| ConfigError::single("", e.to_string()))?
     else {
         return Ok((file, Source::ConfigFile));

@@ -42,6 +42,7 @@ fn the_state_file_wins_over_the_config_files_services_once_written() {
     state_file::write_atomic(
         &state,
         &StateDoc {
+            generation: 0,
             services: changed.services.clone(),
         },
     )

@@ -283,7 +283,7 @@ fn policy_pick(lookups: &impl Lookups, service: &ServiceMeta) -> anyhow::Result<
                 let weight_milli = lookups.backend(id)?.map_or(0, |b| b.weight_milli);
                 candidates.push(Candidate {
                     backend_id: id,
-                    active_flows: lookups.active_flows(id)?,
+                    active_flows: lookups.active_flows_of(id)?,
                     weight_milli,
                 });
             }

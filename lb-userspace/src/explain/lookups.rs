@@ -25,7 +25,7 @@ pub trait Lookups {
     fn syn_set(&self, index: u32) -> anyhow::Result<Option<SynSet>>;
     /// Active flows of backend `id` (as least-connections reads them: counted less the
     /// reconciler's adjustment).
-    fn active_flows(&self, id: u32) -> anyhow::Result<u64>;
+    fn active_flows_of(&self, id: u32) -> anyhow::Result<u64>;
     /// The round-robin cursor of service `id` on each CPU.
     fn rr_cursors(&self, service_id: u32) -> anyhow::Result<Vec<u32>>;
     /// The data path's clock, in the seconds it stamps flows with.
@@ -64,7 +64,7 @@ impl Lookups for FakeDataplane {
         ))
     }
 
-    fn active_flows(&self, id: u32) -> anyhow::Result<u64> {
+    fn active_flows_of(&self, id: u32) -> anyhow::Result<u64> {
         Ok(self.active.get(&id).copied().unwrap_or(0))
     }
 

@@ -57,7 +57,7 @@ impl Lookups for KernelDataplane {
         ))
     }
 
-    fn active_flows(&self, id: u32) -> anyhow::Result<u64> {
+    fn active_flows_of(&self, id: u32) -> anyhow::Result<u64> {
         KernelDataplane::active_flows(self, id).with_context(|| format!("ACTIVE_FLOWS[{id}]"))
     }
 

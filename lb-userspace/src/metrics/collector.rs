@@ -128,6 +128,14 @@ impl<D: DataPath> Collector for DataPathCollector<D> {
             1.0,
         );
         build.encode(&mut encoder)?;
+        // No labels: encoded bare (`name value`), as an empty label set would be `{}`.
+        let persist = encoder.encode_descriptor(
+            "lb_state_persist_failures",
+            "API changes (or their undo) that could not be written to the state file",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.runtime.persist_failures()).encode(persist)?;
         // A failed read leaves only build info: a scrape with missing series is better
         // than a failed scrape, and lbd logs the cause.
         let r = match self.read() {

@@ -6,7 +6,8 @@
 //!   empty XDP program;
 //! - [`flow_fill`]: how that cost grows with flow-table fill and backend count, beside
 //!   [`memory`]'s random-read latency, the floor under it;
-//! - [`control`]: Maglev build time and change-to-live through the real maps;
+//! - [`control`]: Maglev build time and change-to-live through the real maps, and
+//!   [`api_change`]: the cost of one admin-API change at 10 and 10,000 backends;
 //! - [`probes`]: health probes per second and their CPU, the prober alone, and
 //!   [`probes_lbd`]: end to end through `lbd` (results applied per second, lag, CPU);
 //! - [`e2e`]: connection rate, keep-alive request rate and bulk throughput in the
@@ -15,6 +16,7 @@
 //!
 //! Figures on a small shared machine move from run to run; ratios measured side by side
 //! in one run are what to compare.
+pub mod api_change;
 pub mod control;
 pub mod e2e;
 pub mod flow_fill;

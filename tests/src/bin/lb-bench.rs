@@ -3,7 +3,9 @@
 //! Needs root (BPF, namespaces). Every part is bounded in time.
 use std::path::PathBuf;
 
-use lb_tests::bench::{control, e2e, flow_fill, machine, packet, probes, probes_lbd, targets};
+use lb_tests::bench::{
+    api_change, control, e2e, flow_fill, machine, packet, probes, probes_lbd, targets,
+};
 use serde_json::Value;
 
 const USAGE: &str = "usage: lb-bench [--only packet,fill,control,probes,e2e] [--json PATH]
@@ -109,6 +111,11 @@ fn main() {
             changes: 6,
         };
         report.insert("control".into(), control::run(&opts));
+        let api = api_change::run(&api_change::Options {
+            backends: vec![10, 10_000],
+            adds: 20,
+        });
+        report.insert("api_change".into(), api.into());
     }
     if wants("probes") {
         let probes = probes::run(&probes::Options { seconds: 3.0 });

@@ -1,0 +1,118 @@
+//! The cost of one admin-API change as `lbd` makes it (`SharedRuntime::change`: the edit
+//! and its validation, the diff, persisting to a real state file with fsync, and the
+//! re-plan and table writes), for a service of 10 and of 10,000 backends. Each timed
+//! change adds one more backend. The data path is the in-memory fake: an add writes
+//! one backend slot and at most one prefilter word, which the change-to-live rows price
+//! on the real maps; what grows with the backend count is all in userspace.
+use std::time::Instant;
+
+use lb_userspace::{
+    config, controller::Controller, dataplane::FakeDataplane, desired::edit::Edit,
+    runtime::Runtime, shared::SharedRuntime,
+};
+use serde_json::{json, Value};
+
+use super::{
+    stats::{median_f64, median_u64, timed},
+    table::{fixed, Table},
+};
+
+pub struct Options {
+    pub backends: Vec<usize>,
+    /// Adds timed per backend count.
+    pub adds: usize,
+}
+
+const RING: u32 = 65_537;
+
+fn backend(i: usize) -> config::BackendConfig {
+    config::BackendConfig {
+        address: std::net::Ipv4Addr::new(
+            10,
+            3 + (i / 50_000) as u8,
+            (i / 200 % 250) as u8,
+            (i % 200) as u8 + 1,
+        ),
+        port: 8080,
+        zone: "az-a".into(),
+        weight: 1,
+        state: config::BackendState::Active,
+    }
+}
+
+fn runtime(n: usize, state_file: &std::path::Path) -> SharedRuntime<FakeDataplane> {
+    let list: String = (0..n)
+        .map(|i| {
+            let b = backend(i);
+            format!(
+                "      - {{ address: {}, port: 8080, zone: az-a }}\n",
+                b.address
+            )
+        })
+        .collect();
+    let c = config::parse(&format!(
+        "node: {{ zone: az-a }}\ninterfaces: [eth0]\nlimits: {{ max_backends: 16384 }}\n\
+         cluster: {{ ring_size: {RING} }}\nstate_file: {}\n\
+         services:\n  - name: web\n    vip: 10.0.0.100\n    port: 80\n    backends:\n{list}",
+        state_file.display()
+    ))
+    .expect("bench config is valid");
+    let controller = Controller::new(FakeDataplane::new(RING, 1), RING);
+    let (runtime, _) = Runtime::start(c, controller, Instant::now()).expect("starting the runtime");
+    SharedRuntime::new(runtime)
+}
+
+pub fn run(opts: &Options) -> Vec<Value> {
+    let mut table = Table::new(
+        "admin API change: add one backend to a service (SharedRuntime::change, real state file)",
+        &[
+            "backends",
+            "first ms",
+            "first bytes",
+            "add med ms",
+            "add max ms",
+            "bytes med",
+        ],
+    );
+    let mut out = Vec::new();
+    for &n in &opts.backends {
+        let dir = std::env::temp_dir().join(format!("lb-bench-api-{n}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rt = runtime(n, &dir.join("state.yaml"));
+        let add = |i: usize| {
+            let before = rt.persisted_bytes();
+            let edit = Edit::AddBackend {
+                service: "web".into(),
+                backend: backend(i),
+            };
+            let (took, result) = timed(|| rt.change(&edit));
+            result.expect("adding a backend");
+            (took.as_secs_f64() * 1e3, rt.persisted_bytes() - before)
+        };
+        // The first change of a process writes the whole snapshot.
+        let (first_ms, first_bytes) = add(n);
+        let (times, bytes): (Vec<f64>, Vec<u64>) = (1..=opts.adds).map(|k| add(n + k)).unzip();
+        let median = median_f64(&times);
+        let max = times.iter().copied().fold(f64::NAN, f64::max);
+        let bytes_median = median_u64(&bytes);
+        table.row(vec![
+            n.to_string(),
+            fixed(first_ms, 2),
+            first_bytes.to_string(),
+            fixed(median, 2),
+            fixed(max, 2),
+            bytes_median.to_string(),
+        ]);
+        out.push(json!({
+            "backends": n, "first_change_ms": first_ms, "first_change_bytes": first_bytes,
+            "adds": opts.adds, "add_median_ms": median, "add_max_ms": max,
+            "add_median_bytes_persisted": bytes_median,
+        }));
+        drop(rt);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    table.note("first: the first change of a process writes a whole snapshot; later ones append a journal record (fsynced)");
+    table.note("a journal that outgrows the snapshot is compacted by the next change, so a compaction can show as the max");
+    table.print();
+    out
+}
