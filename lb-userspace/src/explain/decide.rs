@@ -446,7 +446,8 @@ fn existing_connection(
             }
         }
     }
-    // `place` for a non-SYN.
+    // `handshake_backend` (the ACK of a handshake whose SYN left a slot records the flow
+    // there), else `stateless_forward` (by the ring, recording no flow).
     if stateless_syn(service) {
         if let Some((id, _)) = slot_backend.filter(|(_, b)| b.service == service.id) {
             return Choice {
