@@ -14,6 +14,10 @@ const MAX_INTERVAL: Duration = Duration::from_secs(300);
 const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 const MAX_THRESHOLD: u32 = 10;
 const MAX_FLAP_WINDOW: u32 = crate::health::flap::MAX_WINDOW;
+/// Fewest flips that may hold a backend: a single failed probe between passes (or one
+/// death and recovery) is 2 flips, and holding on that would eject a backend for one
+/// failure, whatever `unhealthy_threshold` says.
+const MIN_FLAP_FLIPS: u8 = 3;
 const MAX_ZONE_WEIGHT: f64 = 100.0;
 const MAX_DEREGISTRATION_DELAY: Duration = Duration::from_secs(3600);
 const MAX_SLOW_START: Duration = Duration::from_secs(900);
@@ -135,20 +139,25 @@ fn check_health(c: &mut Collector, at: &str, h: &HealthConfig) {
             ),
         );
     }
-    if h.flap_window == 1 || u32::from(h.flap_window) > MAX_FLAP_WINDOW {
+    let min_window = u32::from(MIN_FLAP_FLIPS) + 1;
+    if (1..min_window).contains(&u32::from(h.flap_window))
+        || u32::from(h.flap_window) > MAX_FLAP_WINDOW
+    {
         c.err(
             format!("{at}.flap_window"),
             format!(
-                "{} is out of range 2..={MAX_FLAP_WINDOW} (or 0, which turns flap damping off)",
+                "{} is out of range {min_window}..={MAX_FLAP_WINDOW} (or 0, which turns flap damping off)",
                 h.flap_window
             ),
         );
-    } else if h.flap_window > 0 && !(1..h.flap_window).contains(&h.flap_flips) {
+    } else if h.flap_window > 0 && !(MIN_FLAP_FLIPS..h.flap_window).contains(&h.flap_flips) {
         // n results hold at most n - 1 flips: a larger limit could never be reached.
         c.err(
             format!("{at}.flap_flips"),
             format!(
-                "{} is out of range 1..={} (flips possible among {} results)",
+                "{} is out of range {MIN_FLAP_FLIPS}..={} (flips possible among {} results; \
+                 one failed probe between passes is already 2 flips, which must not \
+                 outvote unhealthy_threshold)",
                 h.flap_flips,
                 h.flap_window - 1,
                 h.flap_window

@@ -173,6 +173,9 @@ pub struct PassiveCounts {
     pub ejected: u64,
     /// Ejections the cap (or the last healthy backend) refused.
     pub refused: u64,
+    /// Flap-damping holds refused because the backend was its service's last one taking
+    /// new flows.
+    pub flap_refused: u64,
 }
 
 /// How many of `total` backends passive signals may hold ejected at `percent`: the share
@@ -265,10 +268,36 @@ impl Fleet {
         m.record.record(outcome, latency, now);
         let h = &self.services[&at.service].health;
         let (before, serving_before) = (m.verdict(), m.healthy());
-        let flap = m
+        let mut flap = m
             .flap
             .observe(outcome.is_ok(), h.flap_window.into(), h.flap_flips.into());
         let change = m.machine.observe(outcome);
+        if let FlapChange::Held { flips } = flap {
+            // Damping takes a backend out early; like passive ejection, it must never
+            // take the last one that serves (a health endpoint flapping on every backend
+            // would otherwise be an outage). Only a new hold walks the service.
+            let others_serve = Self::members_of(&self.members, &at.service)
+                .any(|(other, o)| other != at && o.retired_at.is_none() && o.eligible());
+            if !others_serve {
+                let m = self.members.get_mut(at).expect("looked up above");
+                m.flap.refuse_hold();
+                flap = FlapChange::Nothing;
+                self.passive
+                    .entry(at.service.clone())
+                    .or_default()
+                    .flap_refused += 1;
+                if m.refusal_logged
+                    .is_none_or(|t| now >= t + REFUSAL_LOG_EVERY)
+                {
+                    m.refusal_logged = Some(now);
+                    warn!(
+                        "backend {at}: flapping ({flips} flips in the last {} probes), but not held out: it is the last backend of its service taking new flows",
+                        h.flap_window
+                    );
+                }
+            }
+        }
+        let m = self.members.get_mut(at).expect("looked up above");
         let after = m.verdict();
         let window = h.flap_window;
         if before != after {

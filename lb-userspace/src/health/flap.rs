@@ -76,6 +76,12 @@ impl Flap {
         FlapChange::Nothing
     }
 
+    /// Takes back a hold that [`Flap::observe`] just placed, keeping the history, so
+    /// that the next result weighs the hold again (see `Fleet::observe`).
+    pub fn refuse_hold(&mut self) {
+        self.held = false;
+    }
+
     fn release_if(&mut self, release: bool) -> FlapChange {
         if release {
             self.held = false;

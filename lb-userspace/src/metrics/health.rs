@@ -114,6 +114,7 @@ struct Reading {
     ages: Vec<(Labels, f64)>,
     ejected: Vec<(Labels, u64)>,
     refused: Vec<(Labels, u64)>,
+    flap_refused: Vec<(Labels, u64)>,
 }
 
 impl<D: DataPath> HealthCollector<D> {
@@ -151,6 +152,8 @@ impl<D: DataPath> HealthCollector<D> {
                     .push((vec![("service", s.name.clone())], counts.ejected));
                 r.refused
                     .push((vec![("service", s.name.clone())], counts.refused));
+                r.flap_refused
+                    .push((vec![("service", s.name.clone())], counts.flap_refused));
             }
             r
         })
@@ -199,6 +202,12 @@ impl<D: DataPath> Collector for HealthCollector<D> {
             "lb_passive_ejections_refused",
             "Passive ejections refused by passive_max_ejection_percent or to keep the last healthy backend",
             &r.refused,
+        )?;
+        counters(
+            &mut encoder,
+            "lb_flap_holds_refused",
+            "Flap-damping holds refused because the backend was its service's last one taking new flows",
+            &r.flap_refused,
         )
     }
 }
@@ -247,6 +256,7 @@ mod tests {
             format!("lb_backend_probe_failures_total{{{b12}}} 0"),
             "lb_passive_ejections_total{service=\"web\"} 0".to_string(),
             "lb_passive_ejections_refused_total{service=\"web\"} 0".to_string(),
+            "lb_flap_holds_refused_total{service=\"web\"} 0".to_string(),
             "lb_probe_results_total 1".to_string(),
             "lb_probe_apply_lag_seconds_count 1".to_string(),
             "lb_loop_lag_seconds_count 1".to_string(),

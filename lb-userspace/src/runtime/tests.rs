@@ -571,3 +571,38 @@ fn a_flapping_backend_is_held_out_until_a_clean_window() {
     assert!(!rt.fleet().flapping(&at(12)));
     assert!(packets(&mut rt, 2000..2600).contains(&id(&rt, 12)));
 }
+
+/// A health endpoint flapping on every backend: damping holds backends out one by one
+/// but never the last one serving, which keeps the service up; each refused hold is
+/// counted.
+#[test]
+fn flap_damping_never_holds_out_a_services_last_serving_backend() {
+    let policy = "    health: { interval: 1s, timeout: 500ms, passive_failure_ratio: 0 }\n";
+    let t0 = Instant::now();
+    let mut rt = start(cfg(policy, &["11", "12", "13"]), t0);
+    // Strictly alternating: no threshold is ever reached, only damping can act.
+    let alternating = "+-".repeat(8);
+    for (n, backend) in [11, 12, 13].into_iter().enumerate() {
+        for (i, step) in alternating.chars().enumerate() {
+            let now = t0 + Duration::from_secs((n * 100 + i) as u64);
+            let outcome = if step == '+' {
+                Ok(())
+            } else {
+                Err(Failure::Timeout)
+            };
+            rt.on_probe(&at(backend), &outcome, Duration::ZERO, now)
+                .unwrap();
+        }
+    }
+    assert!(rt.fleet().flapping(&at(11)));
+    assert!(rt.fleet().flapping(&at(12)));
+    assert!(
+        !rt.fleet().flapping(&at(13)),
+        "the last serving backend was held"
+    );
+    // 13 had 7 flips at its 8th result and 8 or 9 at each of the 8 after it.
+    assert_eq!(rt.fleet().passive_counts()["web"].flap_refused, 9);
+    let landed = packets(&mut rt, 1000..1600);
+    assert!(!landed.is_empty());
+    assert!(landed.iter().all(|b| *b == id(&rt, 13)), "{landed:?}");
+}
