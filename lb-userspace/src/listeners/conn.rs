@@ -13,7 +13,7 @@ use tokio::{
     sync::Notify,
 };
 
-use super::table::Waiting;
+use super::table::{EvictionRank, Waiting};
 use crate::config::ConnectionLimits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,9 +112,12 @@ impl ConnState {
 }
 
 impl Waiting for Arc<ConnState> {
-    fn waiting_since(&self) -> Option<Instant> {
+    fn eviction_rank(&self) -> Option<EvictionRank> {
         match self.phase() {
-            Phase::Waiting { since, .. } => Some(since),
+            Phase::Waiting { since, head_from } => Some(EvictionRank {
+                request_started: head_from.is_some(),
+                since,
+            }),
             Phase::Busy { .. } => None,
         }
     }
@@ -226,7 +229,7 @@ mod tests {
         let a = state.begin_request();
         let b = state.begin_request();
         assert_eq!(deadline(state.phase(), &limits), None, "answering");
-        assert_eq!(state.waiting_since(), None, "never evicted while answering");
+        assert_eq!(state.eviction_rank(), None, "never evicted while answering");
         drop(a);
         assert_eq!(deadline(state.phase(), &limits), None);
         drop(b);
@@ -234,6 +237,12 @@ mod tests {
             panic!("waiting again");
         };
         assert!(since >= t0 && head_from.is_none());
-        assert_eq!(state.waiting_since(), Some(since));
+        assert_eq!(
+            state.eviction_rank(),
+            Some(EvictionRank {
+                request_started: false,
+                since
+            })
+        );
     }
 }

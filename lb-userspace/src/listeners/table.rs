@@ -1,19 +1,29 @@
 //! The open connections of one listener, and which one makes room at the cap (pure).
 use std::{collections::HashMap, time::Instant};
 
+/// Which connection makes room first: one with no byte of a request yet, before one
+/// whose request has started to arrive (a flood of empty connections must not push out
+/// a client's request that is still being read); within each, the longest waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EvictionRank {
+    /// Some bytes of a request have arrived.
+    pub request_started: bool,
+    pub since: Instant,
+}
+
 /// What the table needs to know of a connection.
 pub trait Waiting {
-    /// Since when the connection has been waiting for a request (`None`: a request is
-    /// being answered, so it is never closed to make room).
-    fn waiting_since(&self) -> Option<Instant>;
+    /// How readily the connection makes room (`None`: a request is being answered, so
+    /// it is never closed to make room).
+    fn eviction_rank(&self) -> Option<EvictionRank>;
 }
 
 /// A connection let in.
 #[derive(Debug)]
 pub struct Admitted<T> {
     pub id: u64,
-    /// At the cap: the connection that waited longest for a request, to be closed; the
-    /// new one took its place.
+    /// At the cap: the connection that ranks first for eviction ([`EvictionRank`]), to
+    /// be closed; the new one took its place.
     pub evicted: Option<T>,
 }
 
@@ -48,7 +58,7 @@ impl<T: Waiting + Clone> Table<T> {
             let (_, oldest) = self
                 .open
                 .iter()
-                .filter_map(|(id, c)| c.waiting_since().map(|since| (since, *id)))
+                .filter_map(|(id, c)| c.eviction_rank().map(|rank| (rank, *id)))
                 .min()?;
             evicted = self.open.remove(&oldest);
         }
@@ -73,9 +83,51 @@ mod tests {
     #[derive(Clone, Debug, PartialEq)]
     struct Fake(Option<Instant>);
     impl Waiting for Fake {
-        fn waiting_since(&self) -> Option<Instant> {
+        fn eviction_rank(&self) -> Option<EvictionRank> {
+            self.0.map(|since| EvictionRank {
+                request_started: false,
+                since,
+            })
+        }
+    }
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Ranked(Option<EvictionRank>);
+    impl Waiting for Ranked {
+        fn eviction_rank(&self) -> Option<EvictionRank> {
             self.0
         }
+    }
+
+    #[test]
+    fn empty_connections_make_room_before_a_request_that_started_to_arrive() {
+        let t0 = Instant::now();
+        let rank = |started, ms| {
+            Ranked(Some(EvictionRank {
+                request_started: started,
+                since: t0 + Duration::from_millis(ms),
+            }))
+        };
+        let mut table = Table::new(2);
+        table.admit(rank(true, 0)).expect("room");
+        table.admit(rank(false, 10)).expect("room");
+        // A flood of empty connections: each pushes out the previous empty one, never
+        // the older connection whose request is on its way.
+        for ms in 20..30 {
+            let evicted = table.admit(rank(false, ms)).expect("room").evicted;
+            assert_eq!(
+                evicted,
+                Some(rank(false, ms - if ms == 20 { 10 } else { 1 }))
+            );
+        }
+        // Only requests in flight left: the oldest of them goes.
+        let mut table = Table::new(2);
+        table.admit(rank(true, 5)).expect("room");
+        table.admit(rank(true, 3)).expect("room");
+        assert_eq!(
+            table.admit(rank(false, 9)).expect("room").evicted,
+            Some(rank(true, 3))
+        );
     }
 
     #[test]
