@@ -50,6 +50,10 @@ pub enum PinError {
     },
     #[error("parsing the XDP object: {0}")]
     Object(String),
+    #[error("{dir} exists and is not a directory")]
+    NotADirectory { dir: PathBuf },
+    #[error("{dir} is inside {outer}, the pin directory of another lbd (it holds `maps` and `links`); choose a directory outside it")]
+    Nested { dir: PathBuf, outer: PathBuf },
 }
 
 /// The shape of one map: what the kernel reports for it.
@@ -141,6 +145,7 @@ impl PinDir {
 
     /// Checks that the directory is (or, once created, will be) on bpffs.
     pub fn check_bpffs(&self) -> Result<(), PinError> {
+        self.check_placement()?;
         let mut base = self.root.clone();
         while !base.exists() {
             if !base.pop() {
@@ -150,6 +155,24 @@ impl PinDir {
         if !on_bpffs(&base) {
             return Err(PinError::NotBpffs {
                 dir: self.root.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The directory is one (or does not exist yet) and is not inside another lbd's
+    /// pin directory, whose maps and links it would be pinned among.
+    fn check_placement(&self) -> Result<(), PinError> {
+        if self.root.exists() && !self.root.is_dir() {
+            return Err(PinError::NotADirectory {
+                dir: self.root.clone(),
+            });
+        }
+        let is_pin_dir = |d: &Path| d.join("maps").is_dir() && d.join("links").is_dir();
+        if let Some(outer) = self.root.ancestors().skip(1).find(|d| is_pin_dir(d)) {
+            return Err(PinError::Nested {
+                dir: self.root.clone(),
+                outer: outer.to_path_buf(),
             });
         }
         Ok(())
@@ -286,5 +309,37 @@ impl PinDir {
             })?;
         }
         Ok(interfaces)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_dir_that_is_a_file_or_inside_another_lbds_is_refused() {
+        let tmp = std::env::temp_dir().join(format!("lb-pins-test-{}", std::process::id()));
+        let outer = tmp.join("lbd");
+        fs::create_dir_all(outer.join("maps")).unwrap();
+        fs::create_dir_all(outer.join("links")).unwrap();
+        fs::write(tmp.join("a-file"), b"").unwrap();
+
+        let nested = PinDir::new(outer.join("maps").join("lbd2")).check_bpffs();
+        assert!(
+            matches!(&nested, Err(PinError::Nested { outer: o, .. }) if *o == outer),
+            "{nested:?}"
+        );
+        let file = PinDir::new(tmp.join("a-file")).check_bpffs();
+        assert!(
+            matches!(file, Err(PinError::NotADirectory { .. })),
+            "{file:?}"
+        );
+        // Beside it is fine as far as placement goes (and then not on bpffs here).
+        let beside = PinDir::new(tmp.join("lbd2")).check_bpffs();
+        assert!(
+            matches!(beside, Err(PinError::NotBpffs { .. })),
+            "{beside:?}"
+        );
+        fs::remove_dir_all(&tmp).unwrap();
     }
 }
