@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use aya::programs::{links::PinnedLink, ProgramError};
-use log::{debug, info};
+use log::{info, warn};
 
 use super::{ifindex_of, KernelDataplane};
 use crate::{config::XdpAttachMode, link_watch, pins::PinDir};
@@ -28,6 +28,8 @@ pub(super) struct Links {
     failing: Vec<(String, u32)>,
     /// The pin directory was removed under lbd: nothing is attached until a restart.
     abandoned: bool,
+    /// NICs whose XDP programs the kernel would not tell: reported once until it does.
+    unverified: Vec<String>,
 }
 
 impl Links {
@@ -38,6 +40,7 @@ impl Links {
             pins: pins.cloned(),
             failing: Vec::new(),
             abandoned: false,
+            unverified: Vec::new(),
         }
     }
 
@@ -179,19 +182,24 @@ impl KernelDataplane {
     }
 
     /// The XDP programs on `name` when this program is not among them. None when it is,
-    /// or when the kernel could not say (the NIC going away: the next check sees that).
-    fn displaced(&self, name: &str, ifindex: u32) -> Option<Vec<u32>> {
-        let ours = match self.program().info() {
-            Ok(info) => info.id(),
-            Err(e) => {
-                debug!("reading lb_xdp's program id: {e}");
-                return None;
+    /// or when the kernel could not say (logged once per NIC until it can again; a NIC
+    /// going away is seen by the next check).
+    fn displaced(&mut self, name: &str, ifindex: u32) -> Option<Vec<u32>> {
+        let found = self
+            .program()
+            .info()
+            .context("reading lb_xdp's program id")
+            .and_then(|info| Ok((info.id(), link_watch::xdp_program_ids(ifindex)?)));
+        match found {
+            Ok((ours, found)) => {
+                self.links.unverified.retain(|n| n != name);
+                (!found.contains(&ours)).then_some(found)
             }
-        };
-        match link_watch::xdp_program_ids(ifindex) {
-            Ok(found) => (!found.contains(&ours)).then_some(found),
             Err(e) => {
-                debug!("reading {name}'s XDP programs: {e:#}");
+                if !self.links.unverified.iter().any(|n| n == name) {
+                    self.links.unverified.push(name.to_string());
+                    warn!("cannot check that lb_xdp is still attached to {name}: {e:#}");
+                }
                 None
             }
         }
