@@ -258,8 +258,8 @@ pub fn detach(pin_dir: &Path, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Re-attaches a configured NIC that was deleted and created again, and keeps readiness
-/// and the per-NIC metrics in line with what is attached.
+/// Re-attaches a configured NIC that was deleted and created again or lost lb_xdp, and
+/// keeps readiness and the per-NIC metrics in line with what is attached.
 fn check_links(shared: &SharedRuntime<KernelDataplane>, metrics: &Metrics) {
     let (changes, states) = shared.with(|rt| {
         let dp = rt.controller_mut().dataplane_mut();
@@ -273,6 +273,31 @@ fn check_links(shared: &SharedRuntime<KernelDataplane>, metrics: &Metrics) {
                      a NIC of that name is back, and lbd is not ready meanwhile"
                 );
                 metrics.count_interface_event(&interface, "lost");
+            }
+            LinkChange::Displaced {
+                interface,
+                ifindex,
+                found,
+            } => {
+                warn!(
+                    "lb_xdp is no longer attached to {interface} (ifindex {ifindex}; XDP \
+                     programs there: {found:?}): it was detached or replaced; attaching it again"
+                );
+                metrics.count_interface_event(&interface, "lost");
+            }
+            LinkChange::Abandoned {
+                interfaces,
+                pin_dir,
+            } => {
+                error!(
+                    "{} was removed (`lbd --detach --force`?), which detached lb_xdp from {}: \
+                     lbd stays detached and not ready until it is restarted",
+                    pin_dir.display(),
+                    interfaces.join(", ")
+                );
+                for interface in &interfaces {
+                    metrics.count_interface_event(interface, "lost");
+                }
             }
             LinkChange::Attached { interface, ifindex } => {
                 info!("{interface} is back (ifindex {ifindex}): the data path is attached again");

@@ -1,7 +1,7 @@
 //! `lbd`'s own lifecycle on a namespace lab: one lbd per pin directory, `lbd --detach`
 //! needing nothing but the pin directory, a start (or `--check`) that refuses what would
-//! fail before touching the live data path, a NIC deleted and created again, and the
-//! documented exit statuses.
+//! fail before touching the live data path, a NIC deleted and created again, a program
+//! detached under a running lbd, and the documented exit statuses.
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -373,6 +373,114 @@ fn a_deleted_and_recreated_nic_gets_the_data_path_back() {
     assert!(log.contains("lbc's pinned XDP link was severed"), "{log}");
     assert!(xdp_prog(&lb.lab, "lbc").is_some());
     wait_readyz(&lb.lab, 200);
+    all_connect(&lb.lab, 60);
+}
+
+/// Runs bpftool (another tool acting on lbd's link); panics on failure.
+fn bpftool(args: &[&str]) -> String {
+    let out = std::process::Command::new("bpftool")
+        .args(args)
+        .output()
+        .expect("running bpftool");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn a_detached_program_is_attached_again_unless_the_pins_were_removed() {
+    let lab = three_zones();
+    let config = lab_config(&lab, &[1, 1, 1]);
+    let mut lb = RunningLb::start(lab, &config);
+    wait_readyz(&lb.lab, 200);
+    let program = xdp_prog(&lb.lab, "lbc").expect("lb_xdp on lbc");
+    let event = |interface: &str, event: &str| {
+        format!(r#"lb_interface_events_total{{interface="{interface}",event="{event}"}}"#)
+    };
+    let attached = |interface: &str| format!(r#"lb_interface_attached{{interface="{interface}"}}"#);
+
+    // Another tool detaches lbd's link from lbc; the pin stays, on a defunct link.
+    let dir = pin_dir(&lb.lab);
+    let link = dir.join("links").join("lbc");
+    let link_id = || {
+        let show = bpftool(&["link", "show", "pinned", link.to_str().unwrap()]);
+        show.split(':').next().unwrap().trim().to_string()
+    };
+    let first_link = link_id();
+    let mark = lb.lbd.log_len();
+    bpftool(&["link", "detach", "pinned", link.to_str().unwrap()]);
+    let log = lb
+        .lbd
+        .wait_for_log_after(mark, "lbc is back (ifindex", Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        log.contains("lb_xdp is no longer attached to lbc (ifindex")
+            && log.contains("XDP programs there: []"),
+        "{log}"
+    );
+    assert_eq!(xdp_prog(&lb.lab, "lbc"), Some(program.clone()));
+    // A new link, pinned in the old one's place.
+    assert_ne!(link_id(), first_link);
+    wait_readyz(&lb.lab, 200);
+    assert_eq!(sample(&lb.lab, &event("lbc", "lost")), Some(1.0));
+    assert_eq!(sample(&lb.lab, &event("lbc", "attached")), Some(1.0));
+    assert_eq!(sample(&lb.lab, &event("lbb", "lost")), None);
+    assert_eq!(sample(&lb.lab, &attached("lbc")), Some(1.0));
+    all_connect(&lb.lab, 60);
+
+    // An operator takes the node out with a forced detach: lbd says so and stays out.
+    let mark = lb.lbd.log_len();
+    let (code, log) = run_lbd(
+        &lb.lab,
+        &[],
+        &["--detach", "--force", "--pin-dir", dir.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{log}");
+    let log = lb
+        .lbd
+        .wait_for_log_after(
+            mark,
+            "lbd stays detached and not ready until it is restarted",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert!(log.contains("which detached lb_xdp from lbc, lbb"), "{log}");
+    wait_readyz(&lb.lab, 503);
+    for nic in ["lbc", "lbb"] {
+        assert_eq!(sample(&lb.lab, &attached(nic)), Some(0.0), "{nic}");
+    }
+    assert_eq!(sample(&lb.lab, &event("lbc", "lost")), Some(2.0));
+    assert_eq!(sample(&lb.lab, &event("lbb", "lost")), Some(1.0));
+    // Neither a SIGHUP nor the checks during a burst of connections bring it back.
+    let mark = lb.lbd.log_len();
+    lb.lbd.signal(libc::SIGHUP);
+    lb.lbd
+        .wait_for_log_after(mark, "SIGHUP: reloaded", Duration::from_secs(10))
+        .unwrap();
+    let r = burst(
+        lb.lab.client_ns(),
+        VIP,
+        VIP_PORT,
+        4,
+        Duration::from_secs(1),
+        Duration::from_secs(20),
+    );
+    assert_eq!((r.attempted, r.ok), (4, 0), "{:?}", r.per_backend);
+    assert_eq!(get(&lb.lab, "/readyz").status, 503);
+    assert_eq!(sample(&lb.lab, &event("lbc", "attached")), Some(1.0));
+    assert_eq!(xdp_prog(&lb.lab, "lbc"), None);
+    assert_eq!(xdp_prog(&lb.lab, "lbb"), None);
+    assert!(!dir.exists());
+
+    // A restart attaches again.
+    lb.stop_lbd();
+    lb.restart_lbd();
+    wait_readyz(&lb.lab, 200);
+    assert!(xdp_prog(&lb.lab, "lbc").is_some() && xdp_prog(&lb.lab, "lbb").is_some());
     all_connect(&lb.lab, 60);
 }
 

@@ -3,14 +3,19 @@
 //! the kernel severs the link (it stays pinned, attached to nothing, and
 //! BPF_LINK_UPDATE on it fails with ENOLINK), and a device created later under the
 //! same name, with a new ifindex, has no XDP at all until lbd attaches a new link.
-use std::path::Path;
+//! A NIC that stays can lose the program too (its pinned link removed, or detached or
+//! replaced by another tool): each check asks the kernel which program the NIC runs and
+//! attaches a new link when it is not lbd's. Removing the pin directory itself is how
+//! `lbd --detach --force` takes this node out: lbd then stays detached, not ready,
+//! until it is restarted.
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use aya::programs::{links::PinnedLink, ProgramError};
-use log::info;
+use log::{info, warn};
 
 use super::{ifindex_of, KernelDataplane};
-use crate::{config::XdpAttachMode, pins::PinDir};
+use crate::{config::XdpAttachMode, link_watch, pins::PinDir};
 
 /// The configured NICs and the ifindex each is attached at (None: not attached, the NIC
 /// is missing).
@@ -21,6 +26,10 @@ pub(super) struct Links {
     pins: Option<PinDir>,
     /// (NIC, ifindex) whose attach failed: retried every check, reported once.
     failing: Vec<(String, u32)>,
+    /// The pin directory was removed under lbd: nothing is attached until a restart.
+    abandoned: bool,
+    /// NICs whose XDP programs the kernel would not tell: reported once until it does.
+    unverified: Vec<String>,
 }
 
 impl Links {
@@ -30,6 +39,8 @@ impl Links {
             mode,
             pins: pins.cloned(),
             failing: Vec::new(),
+            abandoned: false,
+            unverified: Vec::new(),
         }
     }
 
@@ -45,6 +56,19 @@ impl Links {
 pub enum LinkChange {
     /// The NIC is gone (its link severed); nothing to attach to until it is back.
     Lost { interface: String, ifindex: u32 },
+    /// The NIC is there but runs another XDP program, or none (listed by id): the link
+    /// was detached or replaced. A new link is attached at once.
+    Displaced {
+        interface: String,
+        ifindex: u32,
+        found: Vec<u32>,
+    },
+    /// The pin directory was removed (`lbd --detach --force`): lbd stays detached from
+    /// every NIC until it is restarted.
+    Abandoned {
+        interfaces: Vec<String>,
+        pin_dir: PathBuf,
+    },
     /// The NIC (re)appeared and the program is attached to it again.
     Attached { interface: String, ifindex: u32 },
     /// The NIC is there, but attaching failed; retried at every check, reported once
@@ -94,10 +118,35 @@ impl KernelDataplane {
 
     /// Compares each configured NIC's current ifindex with the one the program is
     /// attached at, and attaches to a NIC that is new (deleted and created again, or
-    /// missing at the last check). Cheap when nothing changed: one `if_nametoindex` per
-    /// NIC. Returns what changed.
+    /// missing at the last check) or no longer runs this program. Cheap when nothing
+    /// changed: one `if_nametoindex` and one RTM_GETLINK per NIC. Returns what changed.
     pub fn ensure_attached(&mut self) -> Vec<LinkChange> {
         let mut changes = Vec::new();
+        if self.links.abandoned {
+            return changes;
+        }
+        if let Some(pins) = self.links.pins.clone() {
+            if !pins.root().exists() {
+                // Removing the directory unpinned every link, which detached it; an
+                // operator did that to take traffic off this node, so lbd leaves it so.
+                self.links.abandoned = true;
+                let interfaces: Vec<String> = self
+                    .links
+                    .interfaces
+                    .iter()
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for name in &interfaces {
+                    self.forget_unpinned(name);
+                    self.links.set(name, None);
+                }
+                changes.push(LinkChange::Abandoned {
+                    interfaces,
+                    pin_dir: pins.root().to_path_buf(),
+                });
+                return changes;
+            }
+        }
         let current: Vec<(String, Option<u32>, Option<u32>)> = self
             .links
             .interfaces
@@ -106,6 +155,16 @@ impl KernelDataplane {
             .collect();
         for (name, was, now) in current {
             match (was, now) {
+                (Some(ifindex), Some(now)) if ifindex == now => {
+                    if let Some(found) = self.displaced(&name, ifindex) {
+                        changes.push(LinkChange::Displaced {
+                            interface: name.clone(),
+                            ifindex,
+                            found,
+                        });
+                        self.attach_again(name, ifindex, &mut changes);
+                    }
+                }
                 (was, now) if was == now => {}
                 (Some(ifindex), None) => {
                     self.forget_unpinned(&name);
@@ -115,31 +174,59 @@ impl KernelDataplane {
                         ifindex,
                     });
                 }
-                (_, Some(ifindex)) => match self.reattach(&name, ifindex) {
-                    Ok(()) => {
-                        self.links.failing.retain(|(n, _)| *n != name);
-                        self.links.set(&name, Some(ifindex));
-                        changes.push(LinkChange::Attached {
-                            interface: name,
-                            ifindex,
-                        });
-                    }
-                    Err(error) => {
-                        self.links.set(&name, None);
-                        let failing = (name.clone(), ifindex);
-                        if !self.links.failing.contains(&failing) {
-                            self.links.failing.push(failing);
-                            changes.push(LinkChange::Failed {
-                                interface: name,
-                                error,
-                            });
-                        }
-                    }
-                },
+                (_, Some(ifindex)) => self.attach_again(name, ifindex, &mut changes),
                 (None, None) => {}
             }
         }
         changes
+    }
+
+    /// The XDP programs on `name` when this program is not among them. None when it is,
+    /// or when the kernel could not say (logged once per NIC until it can again; a NIC
+    /// going away is seen by the next check).
+    fn displaced(&mut self, name: &str, ifindex: u32) -> Option<Vec<u32>> {
+        let found = self
+            .program()
+            .info()
+            .context("reading lb_xdp's program id")
+            .and_then(|info| Ok((info.id(), link_watch::xdp_program_ids(ifindex)?)));
+        match found {
+            Ok((ours, found)) => {
+                self.links.unverified.retain(|n| n != name);
+                (!found.contains(&ours)).then_some(found)
+            }
+            Err(e) => {
+                if !self.links.unverified.iter().any(|n| n == name) {
+                    self.links.unverified.push(name.to_string());
+                    warn!("cannot check that lb_xdp is still attached to {name}: {e:#}");
+                }
+                None
+            }
+        }
+    }
+
+    fn attach_again(&mut self, name: String, ifindex: u32, changes: &mut Vec<LinkChange>) {
+        match self.reattach(&name, ifindex) {
+            Ok(()) => {
+                self.links.failing.retain(|(n, _)| *n != name);
+                self.links.set(&name, Some(ifindex));
+                changes.push(LinkChange::Attached {
+                    interface: name,
+                    ifindex,
+                });
+            }
+            Err(error) => {
+                self.links.set(&name, None);
+                let failing = (name.clone(), ifindex);
+                if !self.links.failing.contains(&failing) {
+                    self.links.failing.push(failing);
+                    changes.push(LinkChange::Failed {
+                        interface: name,
+                        error,
+                    });
+                }
+            }
+        }
     }
 
     fn reattach(&mut self, name: &str, ifindex: u32) -> anyhow::Result<()> {
