@@ -107,10 +107,15 @@ pub enum Reason {
     /// [`crate::net::is_martian`]) or from the VIP itself: dropped, as the kernel's own
     /// checks (which XDP runs before) would.
     DropMartianSource,
+    /// A backend's reply with no return entry that answers a stateless forward, but
+    /// arrived on another NIC than the one the kernel routes that backend through (or
+    /// the backend has no route): a spoofed reply, recording nothing, handed to the
+    /// kernel (its own reverse-path filter and routing decide).
+    PassReplyWrongInterface,
 }
 
 /// Number of reason slots (size of the reasons array).
-pub const REASON_COUNT: u32 = 17;
+pub const REASON_COUNT: u32 = 18;
 
 /// All reasons in slot order, with the names used in metrics.
 pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
@@ -131,6 +136,10 @@ pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
     (Reason::RedirectInterface, "redirect_interface"),
     (Reason::PassEgressNotAttached, "pass_egress_not_attached"),
     (Reason::DropMartianSource, "drop_martian_source"),
+    (
+        Reason::PassReplyWrongInterface,
+        "pass_reply_wrong_interface",
+    ),
 ];
 
 #[cfg(test)]

@@ -20,14 +20,14 @@ use crate::{
     wire,
 };
 
-const AF_INET: u8 = 2;
+pub(crate) const AF_INET: u8 = 2;
 
 /// Zeroes the 64-byte FIB parameter block with eight explicit 8-byte stores. The helper
 /// reads all of it, and without CAP_PERFMON the verifier wants every byte initialised;
 /// `mem::zeroed()` or zero array literals become a `memset` loop with a variable stack
 /// offset, which the verifier refuses without CAP_PERFMON too.
 #[inline(always)]
-unsafe fn zero_fill(params: *mut FibParams) {
+pub(crate) unsafe fn zero_fill(params: *mut FibParams) {
     const _: () = assert!(core::mem::size_of::<FibParams>() == 64);
     let words = params as *mut u64;
     write_volatile(words, 0);

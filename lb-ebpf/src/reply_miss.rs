@@ -6,7 +6,22 @@
 //! `ingress::stateless_forward`); a reply that finds it proves the connection real, as a
 //! backend answers a segment of a connection it does not have only with a reset, and the
 //! flow is recorded then, in both directions. Without the slot the reply is not ours.
-use aya_ebpf::{bindings::BPF_NOEXIST, programs::XdpContext};
+//!
+//! The slot proves only that someone sent the client's packet, and the reply's addresses
+//! are the sender's to choose: a client can send an ACK to the VIP and then the "reply"
+//! itself. So the reply must also have arrived on the NIC through which the kernel
+//! routes to its backend (a reverse-path check, one FIB lookup, paid only on this path).
+//! A gateway with one NIC for both sides cannot tell the two apart this way.
+use core::mem::MaybeUninit;
+
+use aya_ebpf::{
+    bindings::{
+        bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH,
+        BPF_NOEXIST,
+    },
+    helpers::generated::bpf_fib_lookup,
+    programs::XdpContext,
+};
 use lb_common::{
     counters::Reason,
     flow::{FlowKey, FlowTarget, FLOW_F_COUNTED, FLOW_F_ESTABLISHED},
@@ -27,6 +42,9 @@ use crate::{
 pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     let set = syn_cache::set(pkt.flow.dst_addr, pkt.flow.dst_port)?;
     let answered = set.answered_by(&pkt.flow, true)?;
+    if !arrived_from_backend_side(ctx, pkt) {
+        return Some(count::pass(Reason::PassReplyWrongInterface));
+    }
     if !forward::ttl_allows(pkt) {
         return Some(count::pass(Reason::PassTtlExpired));
     }
@@ -59,4 +77,31 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     count::to_client(target.service, target.backend, pkt.frame_len);
     count::answer_from_backend(target.backend, pkt.tcp_flags);
     Some(forward::forward(ctx, pkt, core::ptr::null_mut()))
+}
+
+/// Whether the reply arrived on the NIC the kernel routes its source (the backend)
+/// through. The lookup is the one the client's packet to that backend takes (ingress
+/// NIC, client as source, so policy rules by source or input NIC apply as they do to
+/// it), without the neighbour: a backend's entry may be stale while its route is not.
+/// No route to the backend fails the check too.
+#[inline(always)]
+fn arrived_from_backend_side(ctx: &XdpContext, pkt: &Packet) -> bool {
+    let ingress = ctx.ingress_ifindex() as u32;
+    let mut params = MaybeUninit::<FibParams>::uninit();
+    let fib = params.as_mut_ptr();
+    let rc = unsafe {
+        forward::zero_fill(fib);
+        (*fib).family = forward::AF_INET;
+        (*fib).l4_protocol = pkt.flow.proto;
+        (*fib).ifindex = ingress;
+        (*fib).__bindgen_anon_3.ipv4_src = pkt.flow.dst_addr;
+        (*fib).__bindgen_anon_4.ipv4_dst = pkt.flow.src_addr;
+        bpf_fib_lookup(
+            ctx.ctx as *mut _,
+            fib,
+            core::mem::size_of::<FibParams>() as i32,
+            BPF_FIB_LOOKUP_SKIP_NEIGH,
+        )
+    };
+    rc as u32 == BPF_FIB_LKUP_RET_SUCCESS && unsafe { (*fib).ifindex } == ingress
 }

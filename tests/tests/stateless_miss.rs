@@ -453,3 +453,145 @@ fn martian_sources_are_dropped_and_counted() {
         assert_eq!((r.action, r.output), (XDP_PASS, other_port.bytes()));
     });
 }
+
+#[test]
+fn a_reply_spoofed_through_the_client_nic_records_nothing_and_is_counted() {
+    let rig = Rig::build();
+    let (c0, b0, c0_mac) = (rig.c0, rig.b0, rig.c0_mac);
+    rig.with_dataplane(CONFIG, |c| {
+        let dp = c.dataplane();
+        let slot = |r: Reason| REASONS.iter().position(|(x, _)| *x == r).unwrap();
+        let ids: Vec<u32> = c.plan().unwrap().backends.iter().map(|b| b.id).collect();
+        let active = |dp: &KernelDataplane| -> Vec<u64> {
+            ids.iter().map(|id| dp.active_flows(*id).unwrap()).collect()
+        };
+        let active_before = active(dp);
+        let sport = 41_000;
+        let backend = table_backend(c, "web", sport);
+        let id = backend_id(c, "web", backend);
+        // The client's ACK, forwarded by the table: it leaves the slot a reply may use.
+        let ack = Frame {
+            flags: ACK,
+            ..client_syn(sport)
+        };
+        let r = run_once(dp.program(), c0, &ack.bytes());
+        assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
+
+        // The same client's "reply" from that backend, sent through the client's NIC:
+        // passed untouched, counted under its reason alone, nothing recorded.
+        for flags in [ACK, PSH_ACK, FIN_ACK] {
+            let spoofed = reply(&ack, backend, flags);
+            let before = dp.reason_counters().unwrap();
+            let r = run_once(dp.program(), c0, &spoofed.bytes());
+            assert_eq!(
+                (r.action, &r.output),
+                (XDP_PASS, &spoofed.bytes()),
+                "flags {flags:#x}"
+            );
+            let after = dp.reason_counters().unwrap();
+            for (s, (_, name)) in REASONS.iter().enumerate() {
+                let moved = u64::from(s == slot(Reason::PassReplyWrongInterface));
+                assert_eq!(
+                    after[s],
+                    before[s] + moved,
+                    "flags {flags:#x}: counter {name}"
+                );
+            }
+        }
+        assert_eq!(flows(dp).len(), 0, "flow entries");
+        assert_eq!(return_flows(dp).len(), 0, "reply entries");
+        let web = counters(c, "web");
+        assert_eq!(
+            (
+                web.stateless_forwards,
+                web.flows_from_replies,
+                web.new_flows
+            ),
+            (1, 0, 0)
+        );
+        assert_eq!(dp.backend_counters(id).unwrap().flows_from_replies, 0);
+        assert_eq!(active(dp), active_before, "active flows per backend");
+
+        // The backend's genuine reply, on the backend NIC, still records the flow.
+        let answer = reply(&ack, backend, ACK);
+        let r = run_once(dp.program(), b0, &answer.bytes());
+        assert_eq!(r.action, XDP_REDIRECT);
+        assert_eq!(r.output, as_from_vip(&answer, c0_mac).bytes());
+        let recorded = flows(dp);
+        assert_eq!(
+            recorded.keys().copied().collect::<Vec<_>>(),
+            vec![ack.flow_key()]
+        );
+        let flow = recorded[&ack.flow_key()];
+        assert_eq!(
+            (flow.backend, flow.service, flow.state),
+            (
+                id,
+                service(c, "web").id,
+                FLOW_F_COUNTED | FLOW_F_ESTABLISHED
+            )
+        );
+        let returns = return_flows(dp);
+        assert_eq!(
+            returns.keys().copied().collect::<Vec<_>>(),
+            vec![ack.reply_key(backend)]
+        );
+        let nat = returns[&ack.reply_key(backend)];
+        assert_eq!(
+            (nat.vip, nat.vport, nat.service, nat.backend),
+            (
+                u32::from_ne_bytes(VIP.octets()),
+                80u16.to_be(),
+                service(c, "web").id,
+                id
+            )
+        );
+        assert_eq!(counters(c, "web").flows_from_replies, 1);
+        assert_eq!(
+            dp.reason_counters().unwrap()[slot(Reason::PassReplyWrongInterface)],
+            3
+        );
+    });
+}
+
+#[test]
+fn a_reply_from_a_backend_behind_the_client_nic_is_recorded() {
+    // A backend on the client's side of the gateway answers through the client NIC, which
+    // is where the kernel routes it: the check lets it through (and so cannot tell a
+    // spoofed reply from it; see the README's Flow table section).
+    let rig = Rig::build();
+    let (c0, c0_mac) = (rig.c0, rig.c0_mac);
+    rig.with_dataplane(CONFIG, |c| {
+        let dp = c.dataplane();
+        let backend = Ipv4Addr::new(10, 10, 0, 77);
+        let id = backend_id(c, "same-nic", backend);
+        let vip = vip_of(c, "same-nic");
+        let data = Frame {
+            dst: vip,
+            flags: PSH_ACK,
+            payload: b"ping".to_vec(),
+            ..client_syn(42_000)
+        };
+        let r = run_once(dp.program(), c0, &data.bytes());
+        assert_eq!((r.action, dst_ip(&r.output)), (XDP_TX, backend));
+        let answer = reply(&data, backend, ACK);
+        let r = run_once(dp.program(), c0, &answer.bytes());
+        assert_eq!(r.action, XDP_TX);
+        let expected = Frame {
+            src: vip,
+            ..as_from_vip(&answer, c0_mac)
+        };
+        assert_eq!(r.output, expected.bytes());
+        let flow = dp.flows.get(&data.flow_key(), 0).expect("recorded");
+        assert_eq!(
+            (flow.backend, flow.state),
+            (id, FLOW_F_COUNTED | FLOW_F_ESTABLISHED)
+        );
+        let nat = dp.return_flows.get(&data.reply_key(backend), 0).unwrap();
+        assert_eq!(
+            (nat.vip, nat.backend),
+            (u32::from_ne_bytes(vip.octets()), id)
+        );
+        assert_eq!(counters(c, "same-nic").flows_from_replies, 1);
+    });
+}
