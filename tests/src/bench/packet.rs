@@ -100,8 +100,13 @@ fn measure(
     // record both directions on the SYN.
     let maglev = new_flow([10, 0, 0, 100]);
     // The same tuples' next client packet: a miss placed by its SYN's slot, which
-    // records both directions of the flow (the inserts a recording SYN pays).
+    // records both directions of the flow (the inserts a recording SYN pays). Its SYN
+    // is sent again right before, untimed: only the ACK of a handshake whose slot is
+    // still there records a flow, and the SYNs of later tuples above may have taken
+    // this one's slot.
     let first_ack = per_call(rounds, calls, |i| {
+        let syn = run_once(lb, c0, &new_tuple(i, [10, 0, 0, 100], 0x02).bytes());
+        assert_eq!(syn.action, XDP_REDIRECT, "SYN before first ACK #{i}");
         let f = new_tuple(i, [10, 0, 0, 100], 0x10);
         let r = run_once(lb, c0, &f.bytes());
         assert_eq!(r.action, XDP_REDIRECT, "first ACK #{i}");
