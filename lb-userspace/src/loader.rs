@@ -66,8 +66,8 @@ pub struct KernelDataplane {
     signals: PerCpuArray<MapData, BackendSignals>,
     reasons: PerCpuArray<MapData, u64>,
     egress: DevMapHash<MapData>,
-    /// The packet trace (see `lb_common::trace`).
-    pub trace: TraceMaps,
+    /// The packet trace's maps (see `lb_common::trace`), until taken.
+    trace: Option<TraceMaps>,
     /// Holds lb_reply for lb_xdp's tail call (pinned, see `MAP_PROGRAMS`).
     #[allow(dead_code)]
     programs: ProgramArray<MapData>,
@@ -228,7 +228,7 @@ impl KernelDataplane {
             signals: take(&mut ebpf, MAP_BACKEND_SIGNALS)?,
             reasons: take(&mut ebpf, MAP_REASONS)?,
             egress: take(&mut ebpf, MAP_EGRESS)?,
-            trace: TraceMaps::take(&mut ebpf)?,
+            trace: Some(TraceMaps::take(&mut ebpf)?),
             programs,
             ebpf,
             attached: Vec::new(),
@@ -236,6 +236,11 @@ impl KernelDataplane {
             adopted,
             flow_entries: 0,
         })
+    }
+
+    /// The packet trace's maps, for the one tracer; `None` once taken.
+    pub fn take_trace(&mut self) -> Option<TraceMaps> {
+        self.trace.take()
     }
 
     /// Whether `load` adopted maps a previous lbd pinned.

@@ -98,9 +98,10 @@ fn a_traced_service_gets_one_exact_record_per_packet_and_others_none() {
         let redirect = Reason::RedirectInterface as u32;
         let backend_of =
             |c: &Controller<KernelDataplane>, name: &str, addr: Ipv4Addr| backend_id(c, name, addr);
-        let mut ring = c.dataplane_mut().trace.take_ring().expect("the ring");
+        let mut trace = c.dataplane_mut().take_trace().expect("the trace maps");
+        let mut ring = trace.take_ring().expect("the ring");
         for (id, every) in [(web, 1), (rr, 1), (empty, 1)] {
-            c.dataplane_mut().trace.set_sample(id, every).unwrap();
+            trace.set_sample(id, every).unwrap();
         }
         let dp = c.dataplane();
 
@@ -252,7 +253,7 @@ fn a_traced_service_gets_one_exact_record_per_packet_and_others_none() {
 
         // Switched off (0), the same kinds of packets write nothing.
         for id in [web, rr, empty] {
-            c.dataplane_mut().trace.set_sample(id, 0).unwrap();
+            trace.set_sample(id, 0).unwrap();
         }
         let dp = c.dataplane();
         for (n, dst) in [vip_of(c, "web"), vip_of(c, "rr"), vip_of(c, "empty")]
@@ -269,6 +270,6 @@ fn a_traced_service_gets_one_exact_record_per_packet_and_others_none() {
             run_once(dp.program(), rig.c0, &ack.bytes());
         }
         assert_eq!(drain(&mut ring), vec![], "records with every trace off");
-        assert_eq!(c.dataplane().trace.lost().unwrap(), 0, "records lost");
+        assert_eq!(trace.lost().unwrap(), 0, "records lost");
     });
 }
