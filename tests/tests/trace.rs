@@ -273,3 +273,28 @@ fn a_traced_service_gets_one_exact_record_per_packet_and_others_none() {
         assert_eq!(trace.lost().unwrap(), 0, "records lost");
     });
 }
+
+/// A full ring loses records and counts each one: 256 KiB holds exactly 5,461 records of
+/// 40 bytes behind the kernel's 8-byte header.
+#[test]
+fn records_that_find_the_ring_full_are_counted_as_lost() {
+    const FIT: u64 = (lb_common::trace::TRACE_RING_BYTES / 48) as u64;
+    let sent = FIT + 539;
+    let rig = Rig::build();
+    rig.with_dataplane(CONFIG, |c| {
+        let web = service_id(c, "web");
+        let mut trace = c.dataplane_mut().take_trace().expect("the trace maps");
+        let mut ring = trace.take_ring().expect("the ring");
+        trace.set_sample(web, 1).unwrap();
+        let dp = c.dataplane();
+        for n in 0..sent {
+            let syn = client_syn(1024 + n as u16);
+            assert_eq!(
+                run_once(dp.program(), rig.c0, &syn.bytes()).action,
+                XDP_REDIRECT
+            );
+        }
+        assert_eq!(drain(&mut ring).len() as u64, FIT, "records in the ring");
+        assert_eq!(trace.lost().unwrap(), sent - FIT, "records lost");
+    });
+}
