@@ -28,6 +28,16 @@ fn metric(lb: &RunningLb, name: &str) -> u64 {
         .unwrap()
 }
 
+/// A child process killed and reaped however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Polls `f` every 50 ms until it holds or `within` has passed.
 fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
@@ -159,5 +169,27 @@ fn lbctl_trace_shows_a_real_connections_packets_until_the_trace_ends() {
         long.stderr.contains("duration: 1h is out of range"),
         "{}",
         long.stderr
+    );
+
+    // A client that goes away (Ctrl-C) ends its trace at once, not at its duration.
+    let mut gone = KillOnDrop(
+        std::process::Command::new(lb_tests::lbctl::lbctl_path())
+            .arg("--socket")
+            .arg(lb.socket())
+            .args(["trace", "web", "--for", "10m"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting lbctl trace"),
+    );
+    wait_for(Duration::from_secs(10), "the second trace is on", || {
+        metric(&lb, "lb_trace_sessions") == 1
+    });
+    gone.0.kill().expect("killing lbctl");
+    gone.0.wait().expect("reaping lbctl");
+    wait_for(
+        Duration::from_secs(10),
+        "the trace ends with its client",
+        || metric(&lb, "lb_trace_sessions") == 0,
     );
 }
