@@ -24,6 +24,7 @@ pub mod nexthop;
 pub mod service;
 pub mod service_index;
 pub mod syn_cache;
+pub mod trace;
 
 #[cfg(feature = "user")]
 mod pod;

@@ -36,6 +36,14 @@ pub const MAP_SYN_CACHE: &str = "SYN_CACHE";
 /// One-entry array: the controller's clock in whole seconds (CLOCK_BOOTTIME), written
 /// every second, stamped on flows by the data path.
 pub const MAP_CLOCK: &str = "CLOCK";
+/// Per service id, the packet trace's sampling (1 in N, 0 = off); see `lb_common::trace`.
+pub const MAP_TRACE_SAMPLE: &str = "TRACE_SAMPLE";
+/// The packet trace's ring buffer of `trace::TraceRecord`s.
+pub const MAP_TRACE_RING: &str = "TRACE_RING";
+/// One-entry per-CPU array: trace records lost to a full ring.
+pub const MAP_TRACE_LOST: &str = "TRACE_LOST";
+/// Prefix of the maps that are never pinned (a trace belongs to one `lbd`).
+pub const MAP_TRACE_PREFIX: &str = "TRACE_";
 
 /// One-entry array holding [`LAYOUT_VERSION`] of the maps pinned beside it.
 pub const MAP_LAYOUT: &str = "LB_LAYOUT";

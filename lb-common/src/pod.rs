@@ -18,3 +18,4 @@ unsafe impl aya::Pod for TrafficCounters {}
 unsafe impl aya::Pod for crate::nexthop::NextHop {}
 unsafe impl aya::Pod for BackendSignals {}
 unsafe impl aya::Pod for crate::syn_cache::SynSet {}
+unsafe impl aya::Pod for crate::trace::TraceRecord {}

@@ -11,6 +11,11 @@ use lb_common::{
     net::{is_martian, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     service::SERVICE_F_STATELESS_SYN,
     service_index::PackedMeta,
+    trace::{
+        TRACE_DECISION_FLOW_HIT, TRACE_DECISION_NEW_FLOW, TRACE_DECISION_REFUSED,
+        TRACE_DECISION_STATELESS_FORWARD, TRACE_DECISION_STATELESS_SYN, TRACE_DECISION_SYN_CACHE,
+        TRACE_DIR_TO_BACKEND, TRACE_NO_BACKEND,
+    },
 };
 
 use crate::{
@@ -19,7 +24,7 @@ use crate::{
     forward,
     maps::{self, backend_by_id, FLOWS, NEXTHOPS, RETURN_FLOWS},
     packet::Packet,
-    return_entry, rewrite, select, syn_cache,
+    return_entry, rewrite, select, syn_cache, trace,
 };
 
 /// Handles a packet whose destination may be a VIP. `None`: not to any VIP:port (and no
@@ -44,12 +49,13 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     } else {
         existing_flow(pkt)
     };
-    let (target, backend, new_flow) = match existing {
+    let ((target, backend, new_flow), decision) = match existing {
         Existing::Hit(target, backend) => {
             if !forward::ttl_allows(pkt) {
-                return Some(count::pass(Reason::PassTtlExpired));
+                let action = count::pass(Reason::PassTtlExpired);
+                return Some(refused(pkt, target.service, action, Reason::PassTtlExpired));
             }
-            (target, backend, false)
+            ((target, backend, false), TRACE_DECISION_FLOW_HIT)
         }
         miss => {
             let (service, service_at) = match syn_service {
@@ -60,17 +66,25 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
             // from, or the VIP itself, is dropped before it is placed (so no flow of such
             // a source is ever recorded, and a hit never needs the check).
             if is_martian(pkt.flow.src_addr) || pkt.flow.src_addr == pkt.flow.dst_addr {
-                return Some(count::drop(Reason::DropMartianSource));
+                let action = count::drop(Reason::DropMartianSource);
+                return Some(refused(
+                    pkt,
+                    service.id(),
+                    action,
+                    Reason::DropMartianSource,
+                ));
             }
             if !pkt.tcp_valid {
-                return Some(count::drop(Reason::DropMalformedTcp));
+                let action = count::drop(Reason::DropMalformedTcp);
+                return Some(refused(pkt, service.id(), action, Reason::DropMalformedTcp));
             }
             if !forward::ttl_allows(pkt) {
-                return Some(count::pass(Reason::PassTtlExpired));
+                let action = count::pass(Reason::PassTtlExpired);
+                return Some(refused(pkt, service.id(), action, Reason::PassTtlExpired));
             }
             let replace = matches!(miss, Existing::Replace);
             let placed = if is_syn(pkt) && service.flags() & SERVICE_F_STATELESS_SYN != 0 {
-                stateless_syn(pkt, service, service_at)
+                stateless_syn(pkt, service, service_at).map(|p| (p, TRACE_DECISION_STATELESS_SYN))
             } else {
                 // Only a SYN (of a service that records them) and the ACK of a handshake
                 // whose SYN we placed record a flow. Any other packet without an entry (a
@@ -84,24 +98,59 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
                     handshake_backend(pkt, service)
                 };
                 match chosen {
-                    Some((id, backend)) => record(pkt, service, id, backend, replace),
-                    None if !is_syn(pkt) => stateless_forward(pkt, service, service_at),
+                    Some((id, backend)) => {
+                        let decision = if is_syn(pkt) {
+                            TRACE_DECISION_NEW_FLOW
+                        } else {
+                            TRACE_DECISION_SYN_CACHE
+                        };
+                        record(pkt, service, id, backend, replace).map(|p| (p, decision))
+                    }
+                    None if !is_syn(pkt) => stateless_forward(pkt, service, service_at)
+                        .map(|p| (p, TRACE_DECISION_STATELESS_FORWARD)),
                     None => None,
                 }
             };
             match placed {
                 Some(placed) => placed,
-                None => return Some(count::drop(Reason::DropNoBackend)),
+                None => {
+                    let action = count::drop(Reason::DropNoBackend);
+                    return Some(refused(pkt, service.id(), action, Reason::DropNoBackend));
+                }
             }
         }
     };
     rewrite::dnat(pkt, backend.addr, backend.port);
     count::to_backend(&target, pkt.frame_len, new_flow);
     count::attempt_to_backend(target.backend, pkt.tcp_flags);
-    Some(match NEXTHOPS.get_ptr_mut(target.backend) {
+    let action = match NEXTHOPS.get_ptr_mut(target.backend) {
         Some(cache) => forward::forward(ctx, pkt, cache),
         None => forward::forward(ctx, pkt, core::ptr::null_mut()),
-    })
+    };
+    if trace::sampled(target.service) {
+        let reason = trace::forwarded_reason(action);
+        let (service, backend) = (target.service, target.backend);
+        trace::emit(
+            pkt,
+            service,
+            backend,
+            TRACE_DIR_TO_BACKEND,
+            decision,
+            action,
+            reason,
+        );
+    }
+    Some(action)
+}
+
+/// A packet to service `service` that reached no backend: traced if sampled.
+#[inline(always)]
+fn refused(pkt: &Packet, service: u32, action: u32, why: Reason) -> u32 {
+    if trace::sampled(service) {
+        let (dir, how) = (TRACE_DIR_TO_BACKEND, TRACE_DECISION_REFUSED);
+        trace::emit(pkt, service, TRACE_NO_BACKEND, dir, how, action, why as u32);
+    }
+    action
 }
 
 enum Existing {

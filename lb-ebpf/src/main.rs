@@ -22,6 +22,7 @@ mod return_entry;
 mod rewrite;
 mod select;
 mod syn_cache;
+mod trace;
 mod wire;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};

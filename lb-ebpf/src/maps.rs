@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, DevMapHash, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
@@ -15,6 +15,7 @@ use lb_common::{
     service::POLICY_TABLE_SLOTS,
     service_index::{self, key_word, PackedMeta, ServiceSlot, SLOT_EMPTY},
     syn_cache::SynSet,
+    trace::TRACE_RING_BYTES,
 };
 
 use crate::packet::Packet;
@@ -111,6 +112,18 @@ pub static PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 /// Attached NICs that XDP_REDIRECT may send to, keyed by ifindex.
 #[map]
 pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);
+
+/// Per service id, the packet trace's sampling: 1 in N, 0 = off (see `trace`).
+#[map]
+pub static TRACE_SAMPLE: Array<u32> = Array::with_max_entries(DEFAULT_MAX_SERVICES, 0);
+
+/// Sampled packets' `lb_common::trace::TraceRecord`s, read by the controller.
+#[map]
+pub static TRACE_RING: RingBuf = RingBuf::with_byte_size(TRACE_RING_BYTES, 0);
+
+/// Trace records lost to a full ring.
+#[map]
+pub static TRACE_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Cluster-wide seed of the flow hash; set by the loader.
 #[unsafe(no_mangle)]

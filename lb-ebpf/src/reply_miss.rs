@@ -25,6 +25,7 @@ use aya_ebpf::{
 use lb_common::{
     counters::Reason,
     flow::{FlowKey, FlowTarget, FLOW_F_COUNTED, FLOW_F_ESTABLISHED},
+    trace::{TRACE_DECISION_REPLY_RECOVERED, TRACE_DIR_TO_CLIENT},
 };
 
 use crate::{
@@ -33,7 +34,7 @@ use crate::{
     forward,
     maps::{self, FLOWS},
     packet::Packet,
-    return_entry, rewrite, syn_cache,
+    return_entry, rewrite, syn_cache, trace,
 };
 
 /// Translates and records the reply if a forwarded packet's slot names it; `None`
@@ -76,7 +77,22 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     rewrite::snat(pkt, answered.vip_addr, answered.vip_port);
     count::to_client(target.service, target.backend, pkt.frame_len);
     count::answer_from_backend(target.backend, pkt.tcp_flags);
-    Some(forward::forward(ctx, pkt, core::ptr::null_mut()))
+    let action = forward::forward(ctx, pkt, core::ptr::null_mut());
+    if trace::sampled(target.service) {
+        let how = TRACE_DECISION_REPLY_RECOVERED;
+        let reason = trace::forwarded_reason(action);
+        let (service, backend) = (target.service, target.backend);
+        trace::emit(
+            pkt,
+            service,
+            backend,
+            TRACE_DIR_TO_CLIENT,
+            how,
+            action,
+            reason,
+        );
+    }
+    Some(action)
 }
 
 /// Whether the reply arrived on the NIC the kernel routes its source (the backend)

@@ -34,6 +34,7 @@ use crate::{
     runtime::Runtime,
     serve,
     shared::SharedRuntime,
+    trace::Tracer,
 };
 
 /// Exit status for an invalid config (sysexits EX_CONFIG; systemd units can list it in
@@ -116,6 +117,10 @@ pub async fn run(
     dataplane
         .attach(&config.interfaces, config.xdp_mode, Some(&pins))
         .context("attaching to the configured interfaces")?;
+    let tracer = match dataplane.take_trace() {
+        Some(maps) => Some(Tracer::start(maps).context("starting the packet trace's reader")?),
+        None => None,
+    };
     let ring_size = config.cluster.ring_size;
     let controller = match &live {
         Some(live) => Controller::adopt(dataplane, ring_size, &config, live),
@@ -123,7 +128,7 @@ pub async fn run(
     };
     let (runtime, summary) = Runtime::start(config.clone(), controller, Instant::now())?;
     let shared = Arc::new(SharedRuntime::new(runtime));
-    let servers = serve::start(&config, shared.clone()).await?;
+    let servers = serve::start(&config, shared.clone(), tracer).await?;
     check_links(&shared, &servers.metrics);
     let from = match options.source {
         Source::ConfigFile => options.config_path.display().to_string(),

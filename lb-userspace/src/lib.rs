@@ -65,4 +65,5 @@ pub mod service_index;
 pub mod shared;
 pub mod stats;
 pub mod surge;
+pub mod trace;
 pub mod weights;

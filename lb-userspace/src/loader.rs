@@ -28,8 +28,10 @@ use log::{info, warn};
 
 mod links;
 mod lookups;
+mod trace;
 
 pub use links::LinkChange;
+pub use trace::TraceMaps;
 
 use crate::{
     ageing,
@@ -64,6 +66,8 @@ pub struct KernelDataplane {
     signals: PerCpuArray<MapData, BackendSignals>,
     reasons: PerCpuArray<MapData, u64>,
     egress: DevMapHash<MapData>,
+    /// The packet trace's maps (see `lb_common::trace`), until taken.
+    trace: Option<TraceMaps>,
     /// Holds lb_reply for lb_xdp's tail call (pinned, see `MAP_PROGRAMS`).
     #[allow(dead_code)]
     programs: ProgramArray<MapData>,
@@ -131,6 +135,7 @@ pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
         (MAP_FLOWS, limits.flow_table_size),
         (MAP_RETURN_FLOWS, limits.flow_table_size),
         (MAP_SYN_CACHE, syn_cache_sets(limits.flow_table_size)),
+        (MAP_TRACE_SAMPLE, limits.max_services),
     ])
 }
 
@@ -223,6 +228,7 @@ impl KernelDataplane {
             signals: take(&mut ebpf, MAP_BACKEND_SIGNALS)?,
             reasons: take(&mut ebpf, MAP_REASONS)?,
             egress: take(&mut ebpf, MAP_EGRESS)?,
+            trace: Some(TraceMaps::take(&mut ebpf)?),
             programs,
             ebpf,
             attached: Vec::new(),
@@ -230,6 +236,11 @@ impl KernelDataplane {
             adopted,
             flow_entries: 0,
         })
+    }
+
+    /// The packet trace's maps, for the one tracer; `None` once taken.
+    pub fn take_trace(&mut self) -> Option<TraceMaps> {
+        self.trace.take()
     }
 
     /// Whether `load` adopted maps a previous lbd pinned.

@@ -22,7 +22,7 @@ use aya::{
     maps::{Array, MapData, MapInfo},
     programs::links::PinnedLink,
 };
-use lb_common::limits::{LAYOUT_VERSION, MAP_EGRESS, MAP_LAYOUT};
+use lb_common::limits::{LAYOUT_VERSION, MAP_EGRESS, MAP_LAYOUT, MAP_TRACE_PREFIX};
 
 /// Why pinned state cannot be adopted.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,12 @@ pub fn pinned_shapes(
     let mut shapes: Vec<(String, MapShape)> = parsed
         .maps
         .iter()
-        .filter(|(name, _)| name.as_str() != MAP_EGRESS && !name.starts_with('.'))
+        // The trace's maps belong to one lbd: a restart starts with every trace off.
+        .filter(|(name, _)| {
+            name.as_str() != MAP_EGRESS
+                && !name.starts_with('.')
+                && !name.starts_with(MAP_TRACE_PREFIX)
+        })
         .map(|(name, map)| {
             let shape = MapShape {
                 map_type: map.map_type(),

@@ -12,6 +12,7 @@ use crate::{
     config::Config,
     listeners::{self, stats::ListenerStats},
     metrics::{self, Metrics},
+    trace::{self, Tracer},
 };
 
 /// The running listeners; [`Servers::stop`] ends them.
@@ -29,9 +30,17 @@ pub struct Servers {
 pub async fn start<D: DataPath + crate::explain::Lookups>(
     config: &Config,
     runtime: Shared<D>,
+    tracer: Option<Arc<Tracer>>,
 ) -> anyhow::Result<Servers> {
     let (stop, stopped) = watch::channel(false);
-    let router = api::router(runtime.clone());
+    let mut router = api::router(runtime.clone());
+    if let Some(tracer) = &tracer {
+        router = router.merge(trace::route::router(
+            runtime.clone(),
+            tracer.clone(),
+            stopped.clone(),
+        ));
+    }
     let mut tasks = Vec::new();
 
     let mut all_stats = Vec::new();
@@ -67,7 +76,7 @@ pub async fn start<D: DataPath + crate::explain::Lookups>(
 
     let limits = &config.metrics.connections;
     let stats = listener_stats("metrics", limits.max);
-    let metrics = Arc::new(Metrics::serving(runtime.clone(), all_stats));
+    let metrics = Arc::new(Metrics::serving(runtime.clone(), all_stats, tracer));
     let addr = config.metrics.listen;
     let tcp = TcpListener::bind(addr)
         .await

@@ -19,6 +19,7 @@
 //! | `GET /v1/stats` | counters and rates per service, backend, zone |
 //! | `GET /v1/config` | the whole desired state |
 //! | `GET /v1/explain?client=A:P&vip=V:P` | which backend a new and an existing connection of that tuple take, and why |
+//! | `POST /v1/services/{service}/trace` | body `{"sample": N, "duration": "30s"}`: the service's packets, one JSON line each, while the trace lasts (see `crate::trace`) |
 //! | `POST /v1/apply[?dry_run=true]` | declarative: body `{"services": [...]}` or a whole config |
 pub mod body;
 #[cfg(test)]

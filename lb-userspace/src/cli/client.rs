@@ -120,12 +120,88 @@ impl Client {
         ClientError::Protocol(self.socket.clone(), message.into())
     }
 
+    /// POSTs `body` to `path` and passes each line of the answer to `each` as it comes,
+    /// for a streamed answer that lbd ends within `lasts`: the answer must begin within
+    /// the request timeout, and end within `lasts` plus the request timeout.
+    pub fn stream_lines(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        lasts: Duration,
+        mut each: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let request = self.timeouts.request;
+        let answer_timeout = |after| ClientError::Timeout {
+            socket: self.socket.clone(),
+            what: "answer",
+            after,
+            flag: "--timeout, LBCTL_TIMEOUT",
+        };
+        self.runtime.block_on(async {
+            let response =
+                tokio::time::timeout(request, self.respond(Method::POST, path, Some(body)))
+                    .await
+                    .map_err(|_| answer_timeout(request))??;
+            if !response.status().is_success() {
+                let status = response.status();
+                let bytes = tokio::time::timeout(request, response.into_body().collect())
+                    .await
+                    .map_err(|_| answer_timeout(request))?
+                    .map_err(|e| self.protocol(e.to_string()))?
+                    .to_bytes();
+                return Err(api_error(status, &bytes).into());
+            }
+            let deadline = Instant::now() + lasts + request;
+            let mut body = response.into_body();
+            let mut pending = Vec::new();
+            loop {
+                let frame = tokio::time::timeout_at(deadline, body.frame())
+                    .await
+                    .map_err(|_| answer_timeout(lasts + request))?;
+                let Some(frame) = frame else { break };
+                let frame = frame.map_err(|e| self.protocol(e.to_string()))?;
+                if let Some(data) = frame.data_ref() {
+                    pending.extend_from_slice(data);
+                    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        each(&line[..end])?;
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                return Err(self.protocol("the answer ended inside a line").into());
+            }
+            Ok(())
+        })
+    }
+
     async fn exchange(
         &self,
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Bytes, ClientError> {
+        let response = self.respond(method, path, body).await?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.protocol(e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        Ok(bytes)
+    }
+
+    /// Sends the request; the answer's head has arrived when this returns.
+    async fn respond(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let stream = self.connect().await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -142,27 +218,10 @@ impl Client {
             .header(CONTENT_TYPE, "application/json")
             .body(body)
             .map_err(|e| self.protocol(e.to_string()))?;
-        let response = sender
+        sender
             .send_request(request)
             .await
-            .map_err(|e| self.protocol(e.to_string()))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.protocol(e.to_string()))?
-            .to_bytes();
-        if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
-            return Err(ClientError::Api {
-                status: status.as_u16(),
-                message,
-            });
-        }
-        Ok(bytes)
+            .map_err(|e| self.protocol(e.to_string()))
     }
 
     /// Connects; a full accept queue (EAGAIN on a unix socket) is retried until the
@@ -200,6 +259,17 @@ impl Client {
             after: self.timeouts.connect,
             flag: "--connect-timeout, LBCTL_CONNECT_TIMEOUT",
         }
+    }
+}
+
+/// The API's refusal of a request, with its own message.
+fn api_error(status: hyper::StatusCode, bytes: &[u8]) -> ClientError {
+    let message = serde_json::from_slice::<ErrorBody>(bytes)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(bytes).trim().to_string());
+    ClientError::Api {
+        status: status.as_u16(),
+        message,
     }
 }
 

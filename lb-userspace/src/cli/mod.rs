@@ -11,6 +11,7 @@ pub mod service;
 pub mod stats;
 pub mod table;
 pub mod top;
+pub mod trace;
 pub mod zone;
 
 use std::path::PathBuf;
@@ -77,6 +78,8 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Which backend a new and an existing connection of a tuple would take, and why.
     Explain(explain::ExplainArgs),
+    /// Trace one service's packets: what the data path decided for each, live.
+    Trace(trace::TraceArgs),
     /// The running desired state.
     #[command(subcommand)]
     Config(config::ConfigCmd),
@@ -141,6 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apply(args) => apply::run(&ctx, args),
         Command::Config(cmd) => config::run(&ctx, cmd),
         Command::Explain(args) => explain::run(&ctx, args),
+        Command::Trace(args) => trace::run(&ctx, args),
         Command::Completions(args) => completions::completions(args),
         Command::Man => completions::man(),
     }

@@ -96,11 +96,16 @@ impl Metrics {
     pub fn serving<D: DataPath>(
         runtime: Shared<D>,
         listeners: Vec<Arc<crate::listeners::stats::ListenerStats>>,
+        tracer: Option<Arc<crate::trace::Tracer>>,
     ) -> Self {
         let mut metrics = Self::new(runtime);
         metrics
             .registry
             .register_collector(Box::new(listeners::ListenerCollector { listeners }));
+        if let Some(tracer) = tracer {
+            let trace = crate::trace::metrics::TraceCollector { tracer };
+            metrics.registry.register_collector(Box::new(trace));
+        }
         metrics
     }
 

@@ -1,0 +1,71 @@
+//! The sampled packet trace (see `lb_common::trace`). A packet to a service whose trace
+//! is off costs one array read; a sampled one is written straight into the ring buffer's
+//! reserved record, so no copy of it lives on the stack.
+use aya_ebpf::bindings::xdp_action;
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
+use lb_common::{
+    counters::Reason,
+    trace::{TraceRecord, TRACE_NO_REASON},
+};
+
+use crate::{
+    maps::{TRACE_LOST, TRACE_RING, TRACE_SAMPLE},
+    packet::Packet,
+};
+
+/// Whether this packet of service `service` is sampled: 1 in N of them, N read from the
+/// service's slot (0 = off).
+#[inline(always)]
+pub fn sampled(service: u32) -> bool {
+    let n = match TRACE_SAMPLE.get(service) {
+        Some(n) => *n,
+        None => return false,
+    };
+    n != 0 && (n == 1 || unsafe { bpf_get_prandom_u32() } % n == 0)
+}
+
+/// Writes one record for `pkt` if the ring has room; a full ring counts a lost record.
+#[inline(always)]
+pub fn emit(
+    pkt: &Packet,
+    service: u32,
+    backend: u32,
+    direction: u8,
+    decision: u8,
+    action: u32,
+    reason: u32,
+) {
+    let Some(mut entry) = TRACE_RING.reserve::<TraceRecord>(0) else {
+        if let Some(lost) = TRACE_LOST.get_ptr_mut(0) {
+            unsafe { *lost += 1 };
+        }
+        return;
+    };
+    let r = entry.as_mut_ptr();
+    unsafe {
+        (*r).ns = bpf_ktime_get_ns();
+        (*r).service = service;
+        (*r).backend = backend;
+        (*r).src_addr = pkt.flow.src_addr;
+        (*r).dst_addr = pkt.flow.dst_addr;
+        (*r).src_port = pkt.flow.src_port;
+        (*r).dst_port = pkt.flow.dst_port;
+        (*r).proto = pkt.flow.proto;
+        (*r).tcp_flags = pkt.tcp_flags;
+        (*r).direction = direction;
+        (*r).decision = decision;
+        (*r).action = action;
+        (*r).reason = reason;
+    }
+    entry.submit(0);
+}
+
+/// The reason a forwarded packet was counted under, as far as its action tells.
+#[inline(always)]
+pub fn forwarded_reason(action: u32) -> u32 {
+    match action {
+        xdp_action::XDP_TX => Reason::TxSameInterface as u32,
+        xdp_action::XDP_REDIRECT => Reason::RedirectInterface as u32,
+        _ => TRACE_NO_REASON,
+    }
+}
