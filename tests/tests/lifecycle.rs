@@ -48,7 +48,8 @@ fn a_draining_backend_keeps_its_long_lived_connection_until_the_delay_and_gets_n
     let mark = lb.lbd.log_len();
     let log = lb.reload(&drained).unwrap();
     let draining = first_time(&log, "draining (no new flows").expect("logged");
-    let reloaded = live_after(first_time(&log, "SIGHUP: reloaded").expect("logged"));
+    let reload_logged = first_time(&log, "SIGHUP: reloaded").expect("logged");
+    let reloaded = live_after(reload_logged);
     let client = ClientLoop::start(lb.lab.client_ns(), VIP, VIP_PORT, PER_CONN, WAIT * 2);
     // The held connection echoes until it breaks: (start, end, answered) of each echo.
     let mut echoes: Vec<(SystemTime, SystemTime, bool)> = Vec::new();
@@ -92,7 +93,9 @@ fn a_draining_backend_keeps_its_long_lived_connection_until_the_delay_and_gets_n
     );
     assert!(failed.is_empty(), "{failed:?}");
     assert!(attempts.len() >= 20);
-    assert!(attempts.iter().all(|a| a.start >= reloaded));
+    // The loop started once the reload was logged (a stamp in whole milliseconds, so
+    // up to 1 ms before the line was written, never after it).
+    assert!(attempts.iter().all(|a| a.start >= reload_logged));
     assert_eq!(
         to_drained, 0,
         "a new connection reached the draining backend"
