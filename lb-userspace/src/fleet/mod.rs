@@ -593,9 +593,15 @@ impl Fleet {
         &self.local_zone
     }
 
-    /// Whether time alone can change a weight now: a slow start is ramping.
-    pub fn ramping(&self) -> bool {
-        self.members.values().any(|m| m.ramp_since.is_some())
+    /// The services where time alone can change a weight now: a slow start is ramping.
+    pub fn ramping_services(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for (at, m) in &self.members {
+            if m.ramp_since.is_some() && !out.contains(&at.service) {
+                out.insert(at.service.clone());
+            }
+        }
+        out
     }
 }
 

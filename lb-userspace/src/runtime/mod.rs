@@ -9,7 +9,7 @@
 //! eligibility recomputes weights, and then only its own service's: with 10,000
 //! backends lbd applies thousands of results a second.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     time::{Duration, Instant},
 };
 
@@ -128,26 +128,41 @@ impl<D: Dataplane> Runtime<D> {
     }
 
     /// Timers: passive samples, slow-start steps, deregistration delays. Weights are
-    /// recomputed only when one of them may have changed something.
+    /// recomputed only when one of them may have changed something, and only for the
+    /// services concerned.
     pub fn tick(&mut self, now: Instant) -> anyhow::Result<ApplySummary> {
+        self.tick_with(now, true)
+    }
+
+    /// [`Runtime::tick`]; `scoped` re-plans only the services a timer concerned, rather
+    /// than every service (the reference the tests compare it with).
+    fn tick_with(&mut self, now: Instant, scoped: bool) -> anyhow::Result<ApplySummary> {
         let ejected = self.sample_passive(now)?;
         let purges = self.fleet.due_purges(now);
+        let ramping = self.fleet.ramping_services();
         let retry = !self.applied;
-        if !ejected && purges.is_empty() && !self.fleet.ramping() && !retry {
+        if ejected.is_empty() && purges.is_empty() && ramping.is_empty() && !retry {
             return Ok(ApplySummary::default());
         }
+        let mut names: BTreeSet<String> = ejected.into_iter().chain(ramping).collect();
         for purge in purges {
             match purge {
                 Purge::Drained(at) => {
                     let purged = self.controller.purge_flows(&at)?;
                     info!("backend {at}: deregistration delay passed; purged {purged} flows");
+                    names.insert(at.service);
                 }
                 Purge::Removed(at) => {
                     info!("backend {at}: deregistration delay passed; purging its flows and freeing its slot");
+                    names.insert(at.service);
                 }
             }
         }
-        self.sync(now)
+        if retry || !scoped {
+            return self.sync(now);
+        }
+        let names: Vec<String> = names.into_iter().collect();
+        self.sync_services(&names, false, now)
     }
 
     /// The probes the checker must run.
@@ -160,8 +175,8 @@ impl<D: Dataplane> Runtime<D> {
     }
 
     /// Reads the data path's handshake counters of each service's backends once per
-    /// probe interval; true when that ejected a backend.
-    fn sample_passive(&mut self, now: Instant) -> anyhow::Result<bool> {
+    /// probe interval; returns the services where that ejected a backend.
+    fn sample_passive(&mut self, now: Instant) -> anyhow::Result<Vec<String>> {
         let mut due = Vec::new();
         for s in &self.config.services {
             let next = self.next_sample.entry(s.name.clone()).or_insert(now);
@@ -174,7 +189,7 @@ impl<D: Dataplane> Runtime<D> {
             self.next_sample
                 .retain(|name, _| self.config.services.iter().any(|s| &s.name == name));
         }
-        let mut ejected = false;
+        let mut ejected = Vec::new();
         for name in due {
             let targets: Vec<(BackendRef, u32)> = self
                 .fleet
@@ -190,7 +205,9 @@ impl<D: Dataplane> Runtime<D> {
                     .with_context(|| format!("reading the passive counters of backend {at}"))?;
                 readings.push((at, signals));
             }
-            ejected |= self.fleet.sample_service(&name, &readings, now);
+            if self.fleet.sample_service(&name, &readings, now) {
+                ejected.push(name);
+            }
         }
         Ok(ejected)
     }

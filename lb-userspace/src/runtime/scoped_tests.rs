@@ -321,8 +321,9 @@ fn mixed_config() -> Config {
             .collect();
         text.push_str(&format!(
             "  - {{ name: s{s}, vip: 10.0.0.{}, port: 80, policy: {policy}, \
-             deregistration_delay: 2s, backends: [{}] }}\n",
+             deregistration_delay: 2s, slow_start: {}, backends: [{}] }}\n",
             s + 1,
+            "0s",
             list.join(", ")
         ));
     }
@@ -412,7 +413,7 @@ fn scoped_changes_end_in_the_same_kernel_state_as_whole_replans() {
                 // Timers: deregistration delays pass, slots are freed.
                 1 => {
                     scoped.tick(now).unwrap();
-                    whole.tick(now).unwrap();
+                    whole.tick_with(now, false).unwrap();
                 }
                 _ => {
                     let Some(edit) = random_edit(&mut rng, scoped.config()) else {
