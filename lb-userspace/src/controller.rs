@@ -3,7 +3,7 @@
 //! table atomically (write the idle slot, then flip the service's active slot), so no
 //! packet ever sees a half-written table. A backend slot is freed only after the flows
 //! pinned to it are purged, so a later backend given the same id inherits none of them.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context as _;
 use lb_common::{
@@ -16,7 +16,7 @@ use crate::{
     config::Config,
     dataplane::Dataplane,
     loader::LiveState,
-    plan::{self, BackendRef, Ids, Overlay, Plan},
+    plan::{self, BackendRef, FreeIds, Ids, Overlay, Plan},
 };
 
 /// What the controller knows the kernel holds for one service.
@@ -38,6 +38,15 @@ pub struct Controller<D> {
     shadows: BTreeMap<u32, KernelSlots>,
     /// The address prefilter as the kernel holds it (`None`: unknown, after adoption).
     filter: Option<Vec<u32>>,
+    /// How many planned addresses set each prefilter bit (word, mask), so that a change
+    /// to one service knows which bits it may clear without looking at the others.
+    filter_refs: HashMap<(u32, u32), u32>,
+    /// The backend ids free for new backends, as of `ids`.
+    free: FreeIds,
+    /// An incremental apply failed part way: the next apply re-plans everything.
+    stale: bool,
+    /// Backends planned since start (the work a re-plan does; tests read it).
+    planned: u64,
 }
 
 /// Counts of what one reconciliation wrote.
@@ -62,6 +71,10 @@ impl<D: Dataplane> Controller<D> {
             backends: BTreeMap::new(),
             shadows: BTreeMap::new(),
             filter: Some(vec![0; FILTER_TOTAL_WORDS as usize]),
+            filter_refs: HashMap::new(),
+            free: FreeIds::default(),
+            stale: false,
+            planned: 0,
         }
     }
 
@@ -121,6 +134,12 @@ impl<D: Dataplane> Controller<D> {
     /// The plan last applied.
     pub fn plan(&self) -> Option<&Plan> {
         self.plan.as_ref()
+    }
+
+    /// How many backends were planned since start, counted once per re-plan of each:
+    /// what a change costs grows with this.
+    pub fn backends_planned(&self) -> u64 {
+        self.planned
     }
 
     /// The kernel id of a backend in the plan last applied.
@@ -217,9 +236,162 @@ impl<D: Dataplane> Controller<D> {
             summary.backends_written += 1;
         }
         self.write_filter(&wanted)?;
+        self.free = FreeIds::of(&ids);
         self.ids = ids;
+        self.filter_refs = filter_refs(&plan);
         self.plan = Some(plan);
+        self.stale = false;
+        self.planned += self.plan.as_ref().map_or(0, |p| p.backends.len() as u64);
         Ok(summary)
+    }
+
+    /// [`Controller::apply_with`] when only the services `names` changed (in `config`
+    /// and in `overlay`) since the last apply: only their ids, tables and backend slots
+    /// are planned, compared and written, so the cost is that of those services rather
+    /// than of every backend. Falls back to the whole re-plan when the set of services
+    /// changed, nothing was applied yet, or an earlier incremental apply failed; the
+    /// kernel ends in the same state either way.
+    pub fn apply_services(
+        &mut self,
+        config: &Config,
+        overlay: &Overlay,
+        names: &[String],
+    ) -> anyhow::Result<ApplySummary> {
+        self.check_compatible(config)?;
+        let same_services = self.plan.as_ref().is_some_and(|p| {
+            p.services.len() == config.services.len()
+                && p.services
+                    .iter()
+                    .zip(&config.services)
+                    .all(|(a, b)| a.name == b.name)
+        });
+        if !same_services || self.stale || self.filter.is_none() {
+            return self.apply_with(config, overlay);
+        }
+        let mut summary = ApplySummary::default();
+        for name in names {
+            let Some(s) = config.services.iter().find(|s| &s.name == name) else {
+                continue;
+            };
+            let saved: Vec<(BackendRef, u32)> = BackendRef::of_service(&self.ids.backends, name)
+                .map(|(at, id)| (at.clone(), *id))
+                .collect();
+            if let Err(e) = self.apply_one(s, overlay, &mut summary) {
+                // Put the ids back as the kernel's plan has them; the next apply
+                // re-plans everything from there.
+                let ours: Vec<BackendRef> = BackendRef::of_service(&self.ids.backends, name)
+                    .map(|(at, _)| at.clone())
+                    .collect();
+                for at in ours {
+                    self.ids.backends.remove(&at);
+                }
+                self.ids.backends.extend(saved);
+                self.stale = true;
+                return Err(e);
+            }
+        }
+        Ok(summary)
+    }
+
+    /// One service of [`Controller::apply_services`], in the order `apply_with` writes:
+    /// prefilter bits in, new and changed backend slots, the service's tables (idle slot,
+    /// then flip), then purge and free its departed backends' slots, prefilter bits out.
+    fn apply_one(
+        &mut self,
+        s: &crate::config::ServiceConfig,
+        overlay: &Overlay,
+        summary: &mut ApplySummary,
+    ) -> anyhow::Result<()> {
+        let mut plan = self.plan.take().expect("checked by the caller");
+        let result = self.write_one(s, overlay, &mut plan, summary);
+        // After a failure the plan is still the one before this step (see
+        // `apply_services`: the next apply re-plans everything).
+        self.plan = Some(plan);
+        result
+    }
+
+    fn write_one(
+        &mut self,
+        s: &crate::config::ServiceConfig,
+        overlay: &Overlay,
+        plan: &mut Plan,
+        summary: &mut ApplySummary,
+    ) -> anyhow::Result<()> {
+        let released = plan::assign_service_ids(s, overlay, &mut self.ids, &mut self.free);
+        let idx = plan
+            .services
+            .iter()
+            .position(|p| p.name == s.name)
+            .expect("checked by the caller");
+        let start: usize = plan.services[..idx].iter().map(|p| p.backends.len()).sum();
+        let end = start + plan.services[idx].backends.len();
+        let (service, planned) = plan::plan_service(
+            s,
+            self.ring_size,
+            overlay,
+            &self.ids,
+            Some(&plan.services[idx]),
+        );
+        self.planned += planned.len() as u64;
+
+        // Prefilter: count the service's old addresses out and its new ones in; only the
+        // words whose bits it touched can change.
+        let mut touched = std::collections::BTreeSet::new();
+        let old_bits = filter_bits(&plan.services[idx], &plan.backends[start..end]);
+        let new_bits = filter_bits(&service, &planned);
+        for bit in &new_bits {
+            *self.filter_refs.entry(*bit).or_default() += 1;
+            touched.insert(bit.0);
+        }
+        for bit in &old_bits {
+            if let Some(n) = self.filter_refs.get_mut(bit) {
+                *n -= 1;
+                if *n == 0 {
+                    self.filter_refs.remove(bit);
+                }
+            }
+            touched.insert(bit.0);
+        }
+        let current = self.filter.clone().expect("checked by the caller");
+        let mut wanted = current.clone();
+        for word in &touched {
+            wanted[*word as usize] = (0..32)
+                .map(|bit| 1u32 << bit)
+                .filter(|mask| self.filter_refs.contains_key(&(*word, *mask)))
+                .fold(0, |w, mask| w | mask);
+        }
+        let during: Vec<u32> = current.iter().zip(&wanted).map(|(a, b)| a | b).collect();
+        self.write_filter(&during)?;
+        for b in &planned {
+            if self.backends.get(&b.id) != Some(&b.value) {
+                self.dataplane
+                    .set_backend(b.id, &b.value)
+                    .with_context(|| format!("writing backend {} (id {})", b.at.address, b.id))?;
+                self.backends.insert(b.id, b.value);
+                summary.backends_written += 1;
+            }
+        }
+        self.apply_service(&service, summary)?;
+        if !released.is_empty() {
+            summary.flows_purged += self
+                .dataplane
+                .purge_flows(&released)
+                .with_context(|| format!("purging the flows of backend slots {released:?}"))?;
+        }
+        for id in &released {
+            self.dataplane
+                .set_backend(*id, &Backend::default())
+                .with_context(|| format!("freeing backend slot {id}"))?;
+            self.backends.remove(id);
+            summary.backends_written += 1;
+        }
+        self.write_filter(&wanted)?;
+        for id in released {
+            self.free.release(id);
+        }
+        plan.services[idx] = service;
+        plan.backends.splice(start..end, planned);
+        Ok(())
     }
 
     fn write_filter(&mut self, wanted: &[u32]) -> anyhow::Result<()> {
@@ -359,6 +531,33 @@ fn filter_words(plan: &Plan) -> Vec<u32> {
         set(FILTER_BACKENDS, b.value.addr);
     }
     words
+}
+
+/// The prefilter bits (word, mask) one service sets: its VIP and its backends' addresses.
+fn filter_bits(s: &plan::PlannedService, backends: &[plan::PlannedBackend]) -> Vec<(u32, u32)> {
+    std::iter::once(filter_slot(FILTER_VIPS, s.key.addr))
+        .chain(
+            backends
+                .iter()
+                .map(|b| filter_slot(FILTER_BACKENDS, b.value.addr)),
+        )
+        .collect()
+}
+
+/// How many planned addresses set each prefilter bit.
+fn filter_refs(plan: &Plan) -> HashMap<(u32, u32), u32> {
+    let mut refs = HashMap::new();
+    for s in &plan.services {
+        *refs
+            .entry(filter_slot(FILTER_VIPS, s.key.addr))
+            .or_default() += 1;
+    }
+    for b in &plan.backends {
+        *refs
+            .entry(filter_slot(FILTER_BACKENDS, b.value.addr))
+            .or_default() += 1;
+    }
+    refs
 }
 
 /// What the kernel holds in both slots of one service id's ring and policy table: fresh

@@ -33,6 +33,27 @@ pub struct BackendRef {
     pub port: u16,
 }
 
+impl BackendRef {
+    /// The smallest key of service `name`'s backends: keys sort by service first, so a
+    /// service's backends are one range of any map keyed by `BackendRef`.
+    pub fn first_of(name: &str) -> Self {
+        BackendRef {
+            service: name.to_string(),
+            address: Ipv4Addr::UNSPECIFIED,
+            port: 0,
+        }
+    }
+
+    /// The entries of `map` that belong to service `name`.
+    pub fn of_service<'a, V>(
+        map: &'a BTreeMap<BackendRef, V>,
+        name: &'a str,
+    ) -> impl Iterator<Item = (&'a BackendRef, &'a V)> + 'a {
+        map.range(Self::first_of(name)..)
+            .take_while(move |(at, _)| at.service == name)
+    }
+}
+
 impl std::fmt::Display for BackendRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}:{}", self.service, self.address, self.port)
@@ -158,6 +179,76 @@ pub fn assign_ids(config: &Config, overlay: &Overlay, previous: &Ids) -> Ids {
     ids
 }
 
+/// The backend ids a new backend may take: the lowest id held by no backend (see
+/// [`assign_ids`]), kept up to date across [`assign_service_ids`] steps rather than found
+/// by a scan of every id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FreeIds {
+    /// Free ids below `next`.
+    holes: BTreeSet<u32>,
+    /// Every id from here up is free.
+    next: u32,
+}
+
+impl FreeIds {
+    /// The ids `ids` leaves free.
+    pub fn of(ids: &Ids) -> Self {
+        let used: BTreeSet<u32> = ids.backends.values().copied().collect();
+        let next = used.last().map_or(0, |id| id + 1);
+        Self {
+            holes: (0..next).filter(|id| !used.contains(id)).collect(),
+            next,
+        }
+    }
+
+    fn take(&mut self) -> u32 {
+        self.holes.pop_first().unwrap_or_else(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+
+    /// Makes `id` free again: only once its flows were purged and its slot freed.
+    pub fn release(&mut self, id: u32) {
+        if id < self.next {
+            self.holes.insert(id);
+        }
+    }
+}
+
+/// [`assign_ids`] for the backends of service `s` alone, in place: other services' ids
+/// are left as they are, and a new backend takes the lowest id in `free`, as it would
+/// from `assign_ids`. Returns the ids the service's departed backends held: the caller
+/// releases them into `free` only after their flows are purged, so that no id is handed
+/// out in the step that frees it.
+pub fn assign_service_ids(
+    s: &ServiceConfig,
+    overlay: &Overlay,
+    ids: &mut Ids,
+    free: &mut FreeIds,
+) -> Vec<u32> {
+    let configured = s.backends.iter().map(|b| BackendRef {
+        service: s.name.clone(),
+        address: b.address,
+        port: b.port,
+    });
+    let retiring = BackendRef::of_service(&overlay.retiring, &s.name).map(|(at, _)| at.clone());
+    let members: Vec<BackendRef> = configured.chain(retiring).collect();
+    let wanted: std::collections::HashSet<&BackendRef> = members.iter().collect();
+    let gone: Vec<BackendRef> = BackendRef::of_service(&ids.backends, &s.name)
+        .filter(|(at, _)| !wanted.contains(at))
+        .map(|(at, _)| at.clone())
+        .collect();
+    let released = gone
+        .iter()
+        .filter_map(|at| ids.backends.remove(at))
+        .collect();
+    for at in members {
+        ids.backends.entry(at).or_insert_with(|| free.take());
+    }
+    released
+}
+
 /// The services-map key of a configured service.
 pub fn service_key(s: &ServiceConfig) -> ServiceKey {
     let Protocol::Tcp = s.protocol;
@@ -197,93 +288,106 @@ pub fn plan(config: &Config, overlay: &Overlay, ids: &Ids, previous: Option<&Pla
     let mut services = Vec::new();
     let mut backends = Vec::new();
     for s in &config.services {
-        let service_id = ids.services[&s.name];
-        let mut members = Vec::new();
-        let mut maglev_input = Vec::new();
-        let mut table_input = Vec::new();
-        for b in &s.backends {
-            let at = BackendRef {
-                service: s.name.clone(),
-                address: b.address,
-                port: b.port,
-            };
-            let id = ids.backends[&at];
-            members.push(id);
-            // Effective weight in thousandths (the overlay's unit), the configured weight
-            // where the overlay says nothing. One unit for the ring, the policy table and
-            // the kernel's least-connections comparison.
-            let weight_milli = overlay
-                .ring_weights
-                .get(&at)
-                .copied()
-                .unwrap_or(b.weight * 1000);
-            maglev_input.push(MaglevBackend {
-                identity: format!("{}:{}", b.address, b.port),
-                weight: weight_milli,
-                id,
-            });
-            table_input.push(TableBackend {
-                id,
-                weight: weight_milli as u64,
-            });
-            backends.push(PlannedBackend {
-                id,
-                at,
-                zone: b.zone.clone(),
-                weight: b.weight,
-                value: backend_value(b.address, b.port, weight_milli, service_id),
-            });
-        }
-        for (at, zone) in overlay
-            .retiring
-            .iter()
-            .filter(|(at, _)| at.service == s.name)
-        {
-            // Gone from the config, so no ring share; the slot stays for its flows.
-            let id = ids.backends[at];
-            members.push(id);
-            backends.push(PlannedBackend {
-                id,
-                at: at.clone(),
-                zone: zone.clone(),
-                weight: 0,
-                value: backend_value(at.address, at.port, 0, service_id),
-            });
-        }
-        let ForwardingMode::Nat = s.mode;
-        let (policy, table) = match s.policy {
-            Policy::Maglev => (POLICY_MAGLEV, Vec::new()),
-            Policy::SourceHash => (POLICY_SOURCE_HASH, Vec::new()),
-            Policy::RoundRobin => (POLICY_ROUND_ROBIN, policy_table::round_robin(&table_input)),
-            Policy::LeastConn => (POLICY_LEAST_CONN, policy_table::least_conn(&table_input)),
-        };
-        // A hash policy's SYN needs no record: the client's next packet hashes to the same
-        // backend. Round robin and least connections pick afresh each time.
-        let flags = match s.policy {
-            Policy::Maglev | Policy::SourceHash => SERVICE_F_NAT | SERVICE_F_STATELESS_SYN,
-            Policy::RoundRobin | Policy::LeastConn => SERVICE_F_NAT,
-        };
-        // The ring is a function of the backends of positive weight only (see
-        // `maglev::build`): a backend added at weight 0 (waiting for its probes) or a
-        // weight-0 one removed leaves it as it is.
-        let reused = previous
-            .and_then(|p| p.services.iter().find(|old| old.name == s.name))
-            .filter(|old| same_ring_input(&old.maglev_input, &maglev_input))
-            .map(|old| old.ring.clone());
-        let ring = reused.unwrap_or_else(|| maglev::build(&maglev_input, config.cluster.ring_size));
-        services.push(PlannedService {
-            name: s.name.clone(),
-            id: service_id,
-            key: service_key(s),
-            policy,
-            flags,
-            backends: members,
-            maglev_input,
-            ring,
-            table,
-        });
+        let old = previous.and_then(|p| p.services.iter().find(|old| old.name == s.name));
+        let (service, mut ours) = plan_service(s, config.cluster.ring_size, overlay, ids, old);
+        services.push(service);
+        backends.append(&mut ours);
     }
     Plan { services, backends }
+}
+
+/// One service's part of [`plan`]: its selection tables and its backend slots, in the
+/// order `plan` lists them. `previous` is the service as last planned (its ring is
+/// reused when the Maglev input is the same).
+pub fn plan_service(
+    s: &ServiceConfig,
+    ring_size: u32,
+    overlay: &Overlay,
+    ids: &Ids,
+    previous: Option<&PlannedService>,
+) -> (PlannedService, Vec<PlannedBackend>) {
+    let mut backends = Vec::with_capacity(s.backends.len());
+    let service_id = ids.services[&s.name];
+    let mut members = Vec::new();
+    let mut maglev_input = Vec::new();
+    let mut table_input = Vec::new();
+    for b in &s.backends {
+        let at = BackendRef {
+            service: s.name.clone(),
+            address: b.address,
+            port: b.port,
+        };
+        let id = ids.backends[&at];
+        members.push(id);
+        // Effective weight in thousandths (the overlay's unit), the configured weight
+        // where the overlay says nothing. One unit for the ring, the policy table and
+        // the kernel's least-connections comparison.
+        let weight_milli = overlay
+            .ring_weights
+            .get(&at)
+            .copied()
+            .unwrap_or(b.weight * 1000);
+        maglev_input.push(MaglevBackend {
+            identity: format!("{}:{}", b.address, b.port),
+            weight: weight_milli,
+            id,
+        });
+        table_input.push(TableBackend {
+            id,
+            weight: weight_milli as u64,
+        });
+        backends.push(PlannedBackend {
+            id,
+            at,
+            zone: b.zone.clone(),
+            weight: b.weight,
+            value: backend_value(b.address, b.port, weight_milli, service_id),
+        });
+    }
+    for (at, zone) in BackendRef::of_service(&overlay.retiring, &s.name) {
+        // Gone from the config, so no ring share; the slot stays for its flows.
+        let id = ids.backends[at];
+        members.push(id);
+        backends.push(PlannedBackend {
+            id,
+            at: at.clone(),
+            zone: zone.clone(),
+            weight: 0,
+            value: backend_value(at.address, at.port, 0, service_id),
+        });
+    }
+    let ForwardingMode::Nat = s.mode;
+    let (policy, table) = match s.policy {
+        Policy::Maglev => (POLICY_MAGLEV, Vec::new()),
+        Policy::SourceHash => (POLICY_SOURCE_HASH, Vec::new()),
+        Policy::RoundRobin => (POLICY_ROUND_ROBIN, policy_table::round_robin(&table_input)),
+        Policy::LeastConn => (POLICY_LEAST_CONN, policy_table::least_conn(&table_input)),
+    };
+    // A hash policy's SYN needs no record: the client's next packet hashes to the same
+    // backend. Round robin and least connections pick afresh each time.
+    let flags = match s.policy {
+        Policy::Maglev | Policy::SourceHash => SERVICE_F_NAT | SERVICE_F_STATELESS_SYN,
+        Policy::RoundRobin | Policy::LeastConn => SERVICE_F_NAT,
+    };
+    // The ring is a function of the backends of positive weight only (see
+    // `maglev::build`): a backend added at weight 0 (waiting for its probes) or a
+    // weight-0 one removed leaves it as it is.
+    let reused = previous
+        .filter(|old| same_ring_input(&old.maglev_input, &maglev_input))
+        .map(|old| old.ring.clone());
+    let ring = reused.unwrap_or_else(|| maglev::build(&maglev_input, ring_size));
+    let service = PlannedService {
+        name: s.name.clone(),
+        id: service_id,
+        key: service_key(s),
+        policy,
+        flags,
+        backends: members,
+        maglev_input,
+        ring,
+        table,
+    };
+    (service, backends)
 }
 
 #[cfg(test)]

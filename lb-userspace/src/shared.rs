@@ -150,7 +150,19 @@ impl<D: Dataplane + CounterSource> SharedRuntime<D> {
         }
         let ops = edit.and_then(|e| journal::ops(e, &next));
         let undo = self.persist(&mut inner.store, &next, ops.as_deref())?;
-        if let Err(e) = inner.runtime.reload(next, Instant::now()) {
+        // An edit within one service re-plans and rewrites that service alone.
+        let only = match edit {
+            Some(Edit::SetZoneDrained {
+                service: Some(service),
+                ..
+            }) => Some(service.as_str()),
+            _ => edit.and_then(Edit::backend).map(|(service, _)| service),
+        };
+        let applied = match only {
+            Some(service) => inner.runtime.reload_service(next, service, Instant::now()),
+            None => inner.runtime.reload(next, Instant::now()),
+        };
+        if let Err(e) = applied {
             // All or nothing: put the file and the kernel back as they were.
             if let Err(e) = inner.store.undo(undo, &previous.services) {
                 self.persist_failures.fetch_add(1, Ordering::Relaxed);

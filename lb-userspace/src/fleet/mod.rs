@@ -215,40 +215,53 @@ impl Fleet {
         self.passive
             .retain(|name, _| config.services.iter().any(|s| &s.name == name));
         for s in &config.services {
-            let new_service = !old.contains_key(&s.name);
-            let mut configured = BTreeSet::new();
-            for b in &s.backends {
-                let at = backend_ref(s, b.address, b.port);
-                match self.members.get_mut(&at) {
-                    Some(m) => update(&at, m, s, b, now),
-                    None => {
-                        let m = MemberState::new(s, b, new_service, now);
-                        if !new_service {
-                            info!(
-                                "backend {at}: added, unknown until {} consecutive successful probes",
-                                s.health.healthy_threshold
-                            );
-                        }
-                        self.members.insert(at.clone(), m);
-                    }
-                }
-                configured.insert(at);
-            }
-            let ours = self
-                .members
-                .range_mut(service_start(&s.name)..)
-                .take_while(|(at, _)| at.service == s.name);
-            for (at, m) in ours {
-                if !configured.contains(at) && m.retired_at.is_none() {
-                    info!(
-                        "backend {at}: removed from the config; its flows may continue for {}",
-                        duration::format(s.deregistration_delay)
-                    );
-                    m.retired_at = Some(now);
-                }
-            }
-            self.services.insert(s.name.clone(), s.clone());
+            self.reconfigure_one(s, !old.contains_key(&s.name), now);
         }
+    }
+
+    /// [`Fleet::reconfigure`] when only service `name` changed: its backends alone are
+    /// updated. The caller checks that the set of services is the same; a service the
+    /// fleet does not know is handled as a new one.
+    pub fn reconfigure_service(&mut self, config: &Config, name: &str, now: Instant) {
+        if let Some(s) = config.services.iter().find(|s| s.name == name) {
+            let new_service = !self.services.contains_key(name);
+            self.reconfigure_one(s, new_service, now);
+        }
+    }
+
+    fn reconfigure_one(&mut self, s: &ServiceConfig, new_service: bool, now: Instant) {
+        let mut configured = BTreeSet::new();
+        for b in &s.backends {
+            let at = backend_ref(s, b.address, b.port);
+            match self.members.get_mut(&at) {
+                Some(m) => update(&at, m, s, b, now),
+                None => {
+                    let m = MemberState::new(s, b, new_service, now);
+                    if !new_service {
+                        info!(
+                            "backend {at}: added, unknown until {} consecutive successful probes",
+                            s.health.healthy_threshold
+                        );
+                    }
+                    self.members.insert(at.clone(), m);
+                }
+            }
+            configured.insert(at);
+        }
+        let ours = self
+            .members
+            .range_mut(service_start(&s.name)..)
+            .take_while(|(at, _)| at.service == s.name);
+        for (at, m) in ours {
+            if !configured.contains(at) && m.retired_at.is_none() {
+                info!(
+                    "backend {at}: removed from the config; its flows may continue for {}",
+                    duration::format(s.deregistration_delay)
+                );
+                m.retired_at = Some(now);
+            }
+        }
+        self.services.insert(s.name.clone(), s.clone());
     }
 
     /// A probe result; true when the backend's eligibility for new flows changed.
@@ -521,6 +534,17 @@ impl Fleet {
         }
     }
 
+    /// The removed backends of service `name` whose flows still drain, with their zone
+    /// (its part of [`Fleet::overlay`]).
+    pub fn retiring_of<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = (&'a BackendRef, &'a str)> + 'a {
+        Self::members_of(&self.members, name)
+            .filter(|(_, m)| m.retired_at.is_some())
+            .map(|(at, m)| (at, m.zone.as_str()))
+    }
+
     /// Backends whose deregistration delay has passed. Removed ones leave the fleet.
     pub fn due_purges(&mut self, now: Instant) -> Vec<Purge> {
         let mut due = Vec::new();
@@ -598,9 +622,15 @@ impl Fleet {
         &self.local_zone
     }
 
-    /// Whether time alone can change a weight now: a slow start is ramping.
-    pub fn ramping(&self) -> bool {
-        self.members.values().any(|m| m.ramp_since.is_some())
+    /// The services where time alone can change a weight now: a slow start is ramping.
+    pub fn ramping_services(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for (at, m) in &self.members {
+            if m.ramp_since.is_some() && !out.contains(&at.service) {
+                out.insert(at.service.clone());
+            }
+        }
+        out
     }
 }
 
