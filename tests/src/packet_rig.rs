@@ -237,6 +237,29 @@ pub fn backend_id(c: &Controller<KernelDataplane>, service: &str, addr: Ipv4Addr
         .id
 }
 
+/// Service `name` in the controller's applied plan.
+pub fn planned_service<'a>(
+    c: &'a Controller<KernelDataplane>,
+    name: &str,
+) -> &'a lb_userspace::plan::PlannedService {
+    c.plan()
+        .expect("a plan was applied")
+        .services
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no service {name}"))
+}
+
+/// The id of service `name` in the applied plan.
+pub fn service_id(c: &Controller<KernelDataplane>, name: &str) -> u32 {
+    planned_service(c, name).id
+}
+
+/// The VIP of service `name` in the applied plan.
+pub fn vip_of(c: &Controller<KernelDataplane>, name: &str) -> Ipv4Addr {
+    Ipv4Addr::from(planned_service(c, name).key.addr.to_ne_bytes())
+}
+
 /// Runs a client frame from `sport` to the VIP with TCP `flags`, which must be
 /// redirected; returns the backend it went to.
 pub fn from_client(dp: &KernelDataplane, rig_c0: u32, sport: u16, flags: u8) -> Ipv4Addr {

@@ -131,16 +131,6 @@ fn handshake(
     backend
 }
 
-fn service_id(c: &Controller<KernelDataplane>, name: &str) -> u32 {
-    c.plan()
-        .unwrap()
-        .services
-        .iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no service {name}"))
-        .id
-}
-
 /// Forward and reply-direction entries of service `id`.
 fn entries_of(dp: &KernelDataplane, id: u32) -> (usize, usize) {
     let forward = dp

@@ -28,28 +28,10 @@ const SYN_ACK: u8 = 0x12;
 /// The rig's flow-table size.
 const FLOW_TABLE: usize = 4096;
 
-/// The VIP of service `name` in the rig.
-fn vip_of(c: &Controller<KernelDataplane>, name: &str) -> Ipv4Addr {
-    let s = service(c, name);
-    Ipv4Addr::from(s.key.addr.to_ne_bytes())
-}
-
-fn service<'a>(
-    c: &'a Controller<KernelDataplane>,
-    name: &str,
-) -> &'a lb_userspace::plan::PlannedService {
-    c.plan()
-        .unwrap()
-        .services
-        .iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no service {name}"))
-}
-
 /// The backend address `name`'s Maglev table gives the client's connection from `sport`,
 /// computed from userspace's copy of the table.
 fn table_backend(c: &Controller<KernelDataplane>, name: &str, sport: u16) -> Ipv4Addr {
-    let s = service(c, name);
+    let s = planned_service(c, name);
     let key = Frame {
         dst: vip_of(c, name),
         ..client_syn(sport)
@@ -79,7 +61,9 @@ fn return_flows(dp: &KernelDataplane) -> HashMap<FlowKey, NatReturn> {
 }
 
 fn counters(c: &Controller<KernelDataplane>, name: &str) -> TrafficCounters {
-    c.dataplane().service_counters(service(c, name).id).unwrap()
+    c.dataplane()
+        .service_counters(planned_service(c, name).id)
+        .unwrap()
 }
 
 /// A full handshake (SYN, SYN-ACK, ACK) of the client from `sport` to service `name`;
@@ -527,7 +511,7 @@ fn a_reply_spoofed_through_the_client_nic_records_nothing_and_is_counted() {
             (flow.backend, flow.service, flow.state),
             (
                 id,
-                service(c, "web").id,
+                planned_service(c, "web").id,
                 FLOW_F_COUNTED | FLOW_F_ESTABLISHED
             )
         );
@@ -542,7 +526,7 @@ fn a_reply_spoofed_through_the_client_nic_records_nothing_and_is_counted() {
             (
                 u32::from_ne_bytes(VIP.octets()),
                 80u16.to_be(),
-                service(c, "web").id,
+                planned_service(c, "web").id,
                 id
             )
         );

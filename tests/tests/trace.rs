@@ -22,27 +22,6 @@ use lb_userspace::{controller::Controller, loader::KernelDataplane};
 const ACK: u8 = 0x10;
 const SYN: u8 = 0x02;
 
-fn service_id(c: &Controller<KernelDataplane>, name: &str) -> u32 {
-    c.plan()
-        .unwrap()
-        .services
-        .iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no service {name}"))
-        .id
-}
-
-fn vip_of(c: &Controller<KernelDataplane>, name: &str) -> Ipv4Addr {
-    let s = c
-        .plan()
-        .unwrap()
-        .services
-        .iter()
-        .find(|s| s.name == name)
-        .unwrap();
-    Ipv4Addr::from(s.key.addr.to_ne_bytes())
-}
-
 /// Every record in the ring, with the timestamp checked (non-zero, in order) and zeroed
 /// so that the rest compares exactly.
 fn drain(ring: &mut RingBuf<MapData>) -> Vec<TraceRecord> {
