@@ -54,6 +54,20 @@ pub struct FlowTarget {
 }
 const _: () = assert!(core::mem::size_of::<FlowTarget>() == 24);
 
+impl FlowTarget {
+    /// The target of a packet forwarded without recording a flow (a hash-placed SYN, a
+    /// stateless forward): no state, never seen.
+    pub const fn unrecorded(backend: u32, service: u32) -> Self {
+        Self {
+            backend,
+            service,
+            state: 0,
+            last_seen: 0,
+            _pad: 0,
+        }
+    }
+}
+
 /// The flow is counted in its backend's active-flow count.
 pub const FLOW_F_COUNTED: u64 = 1 << 0;
 /// The client sent a FIN.

@@ -249,13 +249,7 @@ fn stateless_syn(
             (id, backend)
         }
     };
-    let target = FlowTarget {
-        backend: id,
-        service: service.id(),
-        state: 0,
-        last_seen: 0,
-        _pad: 0,
-    };
+    let target = FlowTarget::unrecorded(id, service.id());
     Some((target, backend, false))
 }
 
@@ -286,13 +280,7 @@ fn stateless_forward(
     let id = select::by_table(service, &pkt.flow);
     let backend = backend_by_id(id)?;
     syn_cache::forwarded_slot_of_flow(&pkt.flow)?.record(service_at, id);
-    let target = FlowTarget {
-        backend: id,
-        service: service.id(),
-        state: 0,
-        last_seen: 0,
-        _pad: 0,
-    };
+    let target = FlowTarget::unrecorded(id, service.id());
     count::stateless_forward(&target);
     Some((target, backend, false))
 }
