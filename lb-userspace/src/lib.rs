@@ -33,6 +33,8 @@
 //!   [`fd_budget`]: the descriptor limit checked at start.
 //! - [`api`], [`serve`]: the admin API's handlers and listeners; [`metrics`]: `/metrics`;
 //!   [`stats`]: counters, rates and per-zone sums; [`cli`]: `lbctl`.
+//! - [`lbd_args`]: `lbd`'s command line; [`man`]: the manual pages of `lbd` and `lbctl`,
+//!   from their clap definitions.
 pub mod ageing;
 pub mod api;
 pub mod cli;
@@ -46,10 +48,12 @@ pub mod explain;
 pub mod fd_budget;
 pub mod fleet;
 pub mod health;
+pub mod lbd_args;
 pub mod link_watch;
 pub mod listeners;
 pub mod loader;
 pub mod maglev;
+pub mod man;
 pub mod metrics;
 pub mod mmap_array;
 pub mod pin_lock;
