@@ -309,7 +309,7 @@ fn metrics_match_the_traffic_sent_and_parse_as_prometheus_exposition() {
 }
 
 /// Scrape cost with 1,000 backends (10 services x 100): every series is there, and the
-/// time is printed for the README (not asserted: this machine is shared).
+/// time is printed for docs/metrics.md (not asserted: this machine is shared).
 #[test]
 fn a_scrape_with_1000_backends_has_every_series() {
     let lab = Lab::build(&LabSpec::with_backends(1));

@@ -542,7 +542,7 @@ fn a_reply_spoofed_through_the_client_nic_records_nothing_and_is_counted() {
 fn a_reply_from_a_backend_behind_the_client_nic_is_recorded() {
     // A backend on the client's side of the gateway answers through the client NIC, which
     // is where the kernel routes it: the check lets it through (and so cannot tell a
-    // spoofed reply from it; see the README's Flow table section).
+    // spoofed reply from it; see docs/syn-cache.md).
     let rig = Rig::build();
     let (c0, c0_mac) = (rig.c0, rig.c0_mac);
     rig.with_dataplane(CONFIG, |c| {
