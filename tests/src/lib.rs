@@ -19,6 +19,8 @@
 //! * [`lbd_log`]: lbd's log lines on the wall clock, to time failovers.
 //! * [`many_backends`]: thousands of backend addresses in one namespace and one
 //!   responder for their probes (health checking at scale).
+//! * [`needs`]: what the packet and lab test binaries need from the machine, checked
+//!   once per binary so that a run without root fails with one message.
 //! * [`scenario`]: fast health settings and the bounds the fault tests assert.
 //! * [`bench`]: the parts of `cargo xtask bench` (per packet, flow-table fill,
 //!   control plane, end to end), run by the `lb-bench` binary.
@@ -36,6 +38,7 @@ pub mod jited;
 pub mod lbctl;
 pub mod lbd_log;
 pub mod many_backends;
+pub mod needs;
 pub mod netns;
 pub mod packet_rig;
 pub mod peer_xdp;

@@ -102,7 +102,10 @@ pub struct Rig {
 }
 
 impl Rig {
+    /// Builds the rig; panics with [`crate::needs::packet`]'s one message when the
+    /// machine cannot run it (no root).
     pub fn build() -> Rig {
+        crate::needs::packet();
         let ns = NetNs::create(&format!("{}pk", netns::unique_prefix()));
         let name = ns.name().to_string();
         let ip = |args: &[&str]| netns::ns_ip(&name, args);

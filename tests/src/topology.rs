@@ -104,8 +104,10 @@ pub struct Lab {
 
 impl Lab {
     /// Builds the topology described in the module docs. Panics (after
-    /// deleting whatever was already created) when a step fails.
+    /// deleting whatever was already created) when a step fails, and with
+    /// [`crate::needs::lab`]'s one message when the machine cannot run a lab.
     pub fn build(spec: &LabSpec) -> Lab {
+        crate::needs::lab();
         assert!(
             spec.backends.len() <= MAX_BACKENDS,
             "a lab has at most {MAX_BACKENDS} backends"

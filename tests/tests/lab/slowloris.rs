@@ -294,6 +294,8 @@ fn holding_connections_to_metrics_cannot_starve_lbd() {
 /// Runs in a namespace of its own (lbd attaches to its `lo`).
 #[test]
 fn lbd_refuses_a_descriptor_limit_below_its_budget() {
+    // No lab fixture here to check what the machine has.
+    lb_tests::needs::lab();
     let prefix = lb_tests::netns::unique_prefix();
     let ns = lb_tests::NetNs::create(&format!("{prefix}fd"));
     let dir = std::env::temp_dir().join(format!("{prefix}-nofile"));
