@@ -21,6 +21,9 @@
 //!   responder for their probes (health checking at scale).
 //! * [`needs`]: what the packet and lab test binaries need from the machine, checked
 //!   once per binary so that a run without root fails with one message.
+//! * [`packet_rig`], [`packet_exchange`], [`frame`]: the real XDP program under
+//!   BPF_PROG_TEST_RUN in a namespace, the exchanges packet tests make through it (a
+//!   counted run, SYN then ACK, a backend's answer, a handshake), crafted frames.
 //! * [`scenario`]: fast health settings and the bounds the fault tests assert.
 //! * [`bench`]: the parts of `cargo xtask bench` (per packet, flow-table fill,
 //!   control plane, end to end), run by the `lb-bench` binary.
@@ -40,6 +43,7 @@ pub mod lbd_log;
 pub mod many_backends;
 pub mod needs;
 pub mod netns;
+pub mod packet_exchange;
 pub mod packet_rig;
 pub mod peer_xdp;
 pub mod process;

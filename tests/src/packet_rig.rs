@@ -9,6 +9,10 @@
 use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
+use lb_common::{
+    hash::{flow_hash, source_hash},
+    service::POLICY_SOURCE_HASH,
+};
 use lb_userspace::{config, controller::Controller, loader::KernelDataplane};
 
 use crate::{
@@ -19,6 +23,10 @@ use crate::{
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 2);
 pub const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0x0a, 0x02];
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+
+/// [`CONFIG`]'s `cluster.hash_seed` and `cluster.ring_size`.
+pub const HASH_SEED: u32 = 42;
+pub const RING_SIZE: u32 = 1009;
 
 /// XDP return codes.
 pub const XDP_DROP: u32 = 1;
@@ -261,6 +269,30 @@ pub fn service_id(c: &Controller<KernelDataplane>, name: &str) -> u32 {
 /// The VIP of service `name` in the applied plan.
 pub fn vip_of(c: &Controller<KernelDataplane>, name: &str) -> Ipv4Addr {
     Ipv4Addr::from(planned_service(c, name).key.addr.to_ne_bytes())
+}
+
+/// The backend address service `name`'s table gives the client's connection from
+/// `sport`, computed from userspace's copy of the table (rig's seed and ring size).
+pub fn table_backend(c: &Controller<KernelDataplane>, name: &str, sport: u16) -> Ipv4Addr {
+    let s = planned_service(c, name);
+    let key = Frame {
+        dst: vip_of(c, name),
+        ..client_syn(sport)
+    }
+    .flow_key();
+    let hash = if s.policy == POLICY_SOURCE_HASH {
+        source_hash(key.src_addr, HASH_SEED)
+    } else {
+        flow_hash(&key, HASH_SEED)
+    };
+    let id = s.ring[(hash % RING_SIZE) as usize];
+    let plan = c.plan().expect("a plan was applied");
+    plan.backends
+        .iter()
+        .find(|b| b.id == id)
+        .unwrap_or_else(|| panic!("no backend with id {id}"))
+        .at
+        .address
 }
 
 /// Runs a client frame from `sport` to the VIP with TCP `flags`, which must be
