@@ -45,6 +45,18 @@ impl BurstResult {
     pub fn backends_seen(&self) -> usize {
         self.per_backend.len()
     }
+
+    /// Panics unless every one of the `count` connections asked for was answered (none
+    /// failed, none left out by the time limit), naming the first failures.
+    #[track_caller]
+    pub fn assert_all_answered(&self, count: usize) {
+        assert!(
+            self.failed.is_empty() && self.ok == count,
+            "{} of {count} connections answered; failures: {:?}",
+            self.ok,
+            &self.failed[..self.failed.len().min(5)]
+        );
+    }
 }
 
 /// How a connection failed, as a fault test must tell them apart: a refusal (the SYN

@@ -17,6 +17,7 @@
 //! * [`client_loop`]: [`ClientLoop`] — connections one after another on a
 //!   background thread, each recorded with its start time and outcome.
 //! * [`lbd_log`]: lbd's log lines on the wall clock, to time failovers.
+//! * [`lbd_metrics`]: lbd's `/metrics`, `/healthz` and `/readyz` from inside a lab.
 //! * [`many_backends`]: thousands of backend addresses in one namespace and one
 //!   responder for their probes (health checking at scale).
 //! * [`needs`]: what the packet and lab test binaries need from the machine, checked
@@ -40,6 +41,7 @@ pub mod http;
 pub mod jited;
 pub mod lbctl;
 pub mod lbd_log;
+pub mod lbd_metrics;
 pub mod many_backends;
 pub mod needs;
 pub mod netns;

@@ -41,20 +41,8 @@ pub fn backend_mac(last_octet: u8) -> Mac {
 /// The rig's config: `web` on the VIP with three backends behind `b0`, `same-nic` with
 /// one behind `c0`, `unresolved` whose backend has no neighbour, `empty` with none, and
 /// one service per other policy: `rr` (weights 3:1:1), `lc`, `sh`.
-pub const CONFIG: &str = r#"
-node: { zone: az-a }
-interfaces: [c0, b0]
-cluster: { ring_size: 1009, hash_seed: 42 }
-limits: { flow_table_size: 4096, max_services: 8, max_backends: 64 }
-services:
-  - name: web
-    vip: 10.0.0.100
-    port: 80
-    backends:
-      - { address: 10.1.0.11, port: 8080, zone: az-a }
-      - { address: 10.1.0.12, port: 8080, zone: az-b }
-      - { address: 10.1.0.13, port: 8080, zone: az-c }
-  - { name: same-nic, vip: 10.0.0.101, port: 80, backends: [{ address: 10.10.0.77, port: 8080, zone: az-a }] }
+pub const CONFIG: &str = crate::rig_config_with!(
+    r#"  - { name: same-nic, vip: 10.0.0.101, port: 80, backends: [{ address: 10.10.0.77, port: 8080, zone: az-a }] }
   - { name: unresolved, vip: 10.0.0.102, port: 80, backends: [{ address: 10.1.0.99, port: 8080, zone: az-a }] }
   - { name: empty, vip: 10.0.0.103, port: 80, backends: [] }
   - name: rr
@@ -80,7 +68,34 @@ services:
       - { address: 10.1.0.11, port: 8080, zone: az-a }
       - { address: 10.1.0.12, port: 8080, zone: az-b }
       - { address: 10.1.0.13, port: 8080, zone: az-c }
-"#;
+"#
+);
+
+/// The rig's config up to and including `web` (see [`CONFIG`]), followed by
+/// `$services`, more entries of the `services` list: for packet tests that want services
+/// of their own beside `web` on the same seed, ring and limits.
+#[macro_export]
+macro_rules! rig_config_with {
+    ($services:literal) => {
+        concat!(
+            r#"
+node: { zone: az-a }
+interfaces: [c0, b0]
+cluster: { ring_size: 1009, hash_seed: 42 }
+limits: { flow_table_size: 4096, max_services: 8, max_backends: 64 }
+services:
+  - name: web
+    vip: 10.0.0.100
+    port: 80
+    backends:
+      - { address: 10.1.0.11, port: 8080, zone: az-a }
+      - { address: 10.1.0.12, port: 8080, zone: az-b }
+      - { address: 10.1.0.13, port: 8080, zone: az-c }
+"#,
+            $services
+        )
+    };
+}
 
 /// Pins the calling thread to one CPU: per-CPU state (round-robin cursors, counters)
 /// then evolves as one sequence.

@@ -23,20 +23,8 @@ const OFF_NIC: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 5);
 
 /// `web` and `api` (hash-placed, their SYNs record no flow), and one service for each
 /// backend the data path cannot send to itself.
-const CONFIG: &str = r#"
-node: { zone: az-a }
-interfaces: [c0, b0]
-cluster: { ring_size: 1009, hash_seed: 42 }
-limits: { flow_table_size: 4096, max_services: 8, max_backends: 64 }
-services:
-  - name: web
-    vip: 10.0.0.100
-    port: 80
-    backends:
-      - { address: 10.1.0.11, port: 8080, zone: az-a }
-      - { address: 10.1.0.12, port: 8080, zone: az-b }
-      - { address: 10.1.0.13, port: 8080, zone: az-c }
-  - name: api
+const CONFIG: &str = lb_tests::rig_config_with!(
+    r#"  - name: api
     vip: 10.0.0.106
     port: 80
     backends:
@@ -44,7 +32,8 @@ services:
       - { address: 10.1.0.12, port: 8080, zone: az-b }
   - { name: noroute, vip: 10.0.0.104, port: 80, backends: [{ address: 10.2.0.5, port: 8080, zone: az-a }] }
   - { name: offnic, vip: 10.0.0.105, port: 80, backends: [{ address: 10.3.0.5, port: 8080, zone: az-a }] }
-"#;
+"#
+);
 
 const API_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 106);
 
