@@ -309,6 +309,15 @@ pub fn hold(vip: Ipv4Addr, port: u16, timeout: Duration) -> Result<HeldConn, Str
     })
 }
 
+/// Whether a failed read is worth repeating until the caller's deadline: interrupted, or
+/// the socket's read timeout (set to the time left) ran out early.
+fn read_again(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
+    )
+}
+
 fn read_line(stream: &mut TcpStream, deadline: Instant) -> Result<String, String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -331,14 +340,7 @@ fn read_line(stream: &mut TcpStream, deadline: Instant) -> Result<String, String
                     return Ok(String::from_utf8_lossy(&line).into_owned());
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
+            Err(e) if read_again(&e) => continue,
             Err(e) => return Err(format!("{e}; got {:?}", String::from_utf8_lossy(&line))),
         }
     }
@@ -382,14 +384,7 @@ impl HeldConn {
                     ))
                 }
                 Ok(n) => got.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue
-                }
+                Err(e) if read_again(&e) => continue,
                 Err(e) => return Err(format!("{who}: receive: {e}")),
             }
         }
