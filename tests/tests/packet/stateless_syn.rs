@@ -12,7 +12,8 @@ use lb_common::{
     syn_cache::{syn_handshake_hash_of_flow, syn_set, syn_tag_for, SynEntry, SynSet},
 };
 use lb_tests::{
-    frame::{checksums_valid, dst_ip, source, Frame},
+    frame::{checksums_valid, dst_ip, source, Frame, ACK, RST, SYN, SYN_ACK},
+    packet_exchange::answer,
     packet_rig::*,
 };
 use lb_userspace::{
@@ -20,11 +21,6 @@ use lb_userspace::{
     loader::KernelDataplane,
     plan::{BackendRef, Overlay},
 };
-
-const ACK: u8 = 0x10;
-const SYN_ACK: u8 = 0x12;
-const RST: u8 = 0x04;
-const SYN: u8 = 0x02;
 
 /// Sends the client's ACK of the handshake `syn`, which must reach `backend`, and returns
 /// the flow entry it recorded.
@@ -38,19 +34,6 @@ fn ack_records(dp: &KernelDataplane, c0: u32, syn: &Frame, backend: Ipv4Addr) ->
     dp.flows
         .get(&syn.flow_key(), 0)
         .expect("the ACK records the flow")
-}
-
-/// `backend`:`port`'s answer to the client's `syn`, as it arrives on `b0`.
-fn answer(syn: &Frame, backend: Ipv4Addr, port: u16, flags: u8) -> Frame {
-    Frame {
-        src_mac: backend_mac(backend.octets()[3]),
-        src: backend,
-        dst: syn.src,
-        sport: port,
-        dport: syn.sport,
-        flags,
-        ..Frame::default()
-    }
 }
 
 /// The rig's hash seed and SYN-cache set mask.

@@ -9,7 +9,6 @@
 use std::time::{Duration, SystemTime};
 
 use lb_tests::{
-    burst,
     client_loop::started_between,
     hold_via, http_get_via,
     lbd_log::{first_time, live_after, millis_between},
@@ -40,8 +39,8 @@ fn a_local_zone_outage_with_cross_zone_off_moves_traffic_away_and_back() {
         .yaml();
     let mut lb = RunningLb::start(lab, &config);
     lb.wait_healthy(0, &[0, 1, 2, 3], WAIT);
-    let local = burst(lb.lab.client_ns(), VIP, VIP_PORT, 60, PER_CONN, WAIT);
-    assert_eq!(local.ok, 60, "{:?}", local.failed);
+    let local = lb.burst(60, PER_CONN, WAIT);
+    local.assert_all_answered(60);
     assert!(
         local.per_backend.keys().all(|b| b == "b1" || b == "b2"),
         "{:?}",
@@ -141,12 +140,12 @@ fn with_every_backend_unhealthy_a_fail_open_service_sends_to_all() {
     lb.lbd
         .wait_for_log_after(mark, "service web: fail open", WAIT)
         .unwrap();
-    let r = burst(lb.lab.client_ns(), VIP, VIP_PORT, 90, PER_CONN, WAIT);
+    let r = lb.burst(90, PER_CONN, WAIT);
     println!(
         "fail open: {} of 90 connections answered, by {:?}",
         r.ok, r.per_backend
     );
-    assert_eq!(r.ok, 90, "{:?}", r.failed);
+    r.assert_all_answered(90);
     assert_eq!(r.backends_seen(), 3, "{:?}", r.per_backend);
 }
 
@@ -186,8 +185,8 @@ fn with_every_backend_unhealthy_a_fail_closed_service_drops_new_flows_only() {
     let _health =
         BackendServer::start(lb.lab.backend_ns(i), lb.lab.backend_addr(i), 9090, "health");
     lb.wait_healthy(mark, &[i], WAIT);
-    let r = burst(lb.lab.client_ns(), VIP, VIP_PORT, 30, PER_CONN, WAIT);
-    assert_eq!(r.ok, 30, "{:?}", r.failed);
+    let r = lb.burst(30, PER_CONN, WAIT);
+    r.assert_all_answered(30);
     assert_eq!(
         r.per_backend.keys().collect::<Vec<_>>(),
         [&lb.lab.backend_spec(i).name]

@@ -3,7 +3,6 @@
 //! fail before touching the live data path, a NIC deleted and created again, a program
 //! detached under a running lbd, and the documented exit statuses.
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -11,18 +10,16 @@ use std::{
 use aya::maps::{Array, Map, MapData};
 use lb_common::limits::{LAYOUT_VERSION, MAP_LAYOUT};
 use lb_tests::{
-    burst, http, lab_config, lbd_path, netns, running_lb::pin_dir, scenario::three_zones, Lab,
-    RunningLb, VIP, VIP_PORT,
+    burst, lab_config,
+    lbd_metrics::{self, get},
+    lbd_path, netns,
+    running_lb::pin_dir,
+    scenario::three_zones,
+    Lab, RunningLb, VIP, VIP_PORT,
 };
 use lb_userspace::pins::PinDir;
 
-const METRICS: &str = "127.0.0.1:9464";
-
-fn get(lab: &Lab, path: &'static str) -> http::Response {
-    let addr: SocketAddr = METRICS.parse().unwrap();
-    lab.run_in(lab.lb_ns(), move || http::tcp(addr, "GET", path, &[], None))
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
-}
+const METRICS: &str = lbd_metrics::METRICS_LISTEN;
 
 /// Polls `/readyz` until it answers `status` (bounded).
 fn wait_readyz(lab: &Lab, status: u16) {
@@ -42,9 +39,7 @@ fn wait_readyz(lab: &Lab, status: u16) {
 
 /// The value of one exported sample, e.g. `lb_interface_attached{interface="lbc"}`.
 fn sample(lab: &Lab, series: &str) -> Option<f64> {
-    let body = get(lab, "/metrics").body;
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    lbd_metrics::sample(&get(lab, "/metrics").body, series)
 }
 
 /// The id of the XDP program on `dev` in the LB namespace, if any.
@@ -107,7 +102,7 @@ fn all_connect(lab: &Lab, n: usize) {
         Duration::from_secs(2),
         Duration::from_secs(60),
     );
-    assert_eq!(r.ok, n, "{:?}", r.failed);
+    r.assert_all_answered(n);
     assert_eq!(r.per_backend.values().sum::<usize>(), n);
 }
 
@@ -461,14 +456,7 @@ fn a_detached_program_is_attached_again_unless_the_pins_were_removed() {
     lb.lbd
         .wait_for_log_after(mark, "SIGHUP: reloaded", Duration::from_secs(10))
         .unwrap();
-    let r = burst(
-        lb.lab.client_ns(),
-        VIP,
-        VIP_PORT,
-        4,
-        Duration::from_secs(1),
-        Duration::from_secs(20),
-    );
+    let r = lb.burst(4, Duration::from_secs(1), Duration::from_secs(20));
     assert_eq!((r.attempted, r.ok), (4, 0), "{:?}", r.per_backend);
     assert_eq!(get(&lb.lab, "/readyz").status, 503);
     assert_eq!(sample(&lb.lab, &event("lbc", "attached")), Some(1.0));

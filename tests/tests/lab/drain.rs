@@ -5,9 +5,7 @@
 //! drained backend keeps going; undraining brings the backend back.
 use std::time::Duration;
 
-use lb_tests::{
-    burst, hold_via, scenario::*, BurstResult, HeldConn, LabConfig, RunningLb, VIP, VIP_PORT,
-};
+use lb_tests::{hold_via, scenario::*, BurstResult, HeldConn, LabConfig, RunningLb, VIP, VIP_PORT};
 
 const PER_CONN: Duration = Duration::from_secs(5);
 const WAIT: Duration = Duration::from_secs(30);
@@ -39,8 +37,8 @@ fn hold_on(lb: &RunningLb, backend: &str) -> HeldConn {
 }
 
 fn new_connections(lb: &RunningLb) -> BurstResult {
-    let r = burst(lb.lab.client_ns(), VIP, VIP_PORT, BURST, PER_CONN, WAIT * 2);
-    assert_eq!((r.attempted, r.ok), (BURST, BURST), "{:?}", r.failed);
+    let r = lb.burst(BURST, PER_CONN, WAIT * 2);
+    r.assert_all_answered(BURST);
     r
 }
 

@@ -8,7 +8,7 @@ use std::{
 };
 
 use lb_tests::{
-    frame::{dst_ip, Frame},
+    frame::{dst_ip, Frame, ACK},
     netns,
     packet_rig::*,
 };
@@ -19,8 +19,6 @@ use lb_userspace::{
     loader::KernelDataplane,
     runtime::Runtime,
 };
-
-const ACK: u8 = 0x10;
 
 fn ask(rt: &Runtime<KernelDataplane>, frame: &Frame) -> ExplainView {
     explain(

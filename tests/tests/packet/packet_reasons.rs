@@ -7,21 +7,14 @@
 //! the action, every output byte, the reason counters and exact flow-map counts.
 use std::net::Ipv4Addr;
 
-use lb_common::{
-    counters::{Reason, REASONS},
-    flow::NatReturn,
-};
+use lb_common::{counters::Reason, flow::NatReturn};
 use lb_tests::{
-    frame::{checksums_valid, dst_ip, parse_mac, Frame},
+    frame::{checksums_valid, dst_ip, parse_mac, Frame, ACK, FIN_ACK, PSH_ACK, SYN_ACK},
     netns,
+    packet_exchange::{self, reply, run_counted},
     packet_rig::*,
 };
 use lb_userspace::{config, controller::Controller, loader::KernelDataplane};
-
-const ACK: u8 = 0x10;
-const SYN_ACK: u8 = 0x12;
-const PSH_ACK: u8 = 0x18;
-const FIN_ACK: u8 = 0x11;
 
 /// A backend no route leads to (the rig has no default route).
 const NO_ROUTE: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 5);
@@ -30,20 +23,8 @@ const OFF_NIC: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 5);
 
 /// `web` and `api` (hash-placed, their SYNs record no flow), and one service for each
 /// backend the data path cannot send to itself.
-const CONFIG: &str = r#"
-node: { zone: az-a }
-interfaces: [c0, b0]
-cluster: { ring_size: 1009, hash_seed: 42 }
-limits: { flow_table_size: 4096, max_services: 8, max_backends: 64 }
-services:
-  - name: web
-    vip: 10.0.0.100
-    port: 80
-    backends:
-      - { address: 10.1.0.11, port: 8080, zone: az-a }
-      - { address: 10.1.0.12, port: 8080, zone: az-b }
-      - { address: 10.1.0.13, port: 8080, zone: az-c }
-  - name: api
+const CONFIG: &str = lb_tests::rig_config_with!(
+    r#"  - name: api
     vip: 10.0.0.106
     port: 80
     backends:
@@ -51,24 +32,10 @@ services:
       - { address: 10.1.0.12, port: 8080, zone: az-b }
   - { name: noroute, vip: 10.0.0.104, port: 80, backends: [{ address: 10.2.0.5, port: 8080, zone: az-a }] }
   - { name: offnic, vip: 10.0.0.105, port: 80, backends: [{ address: 10.3.0.5, port: 8080, zone: az-a }] }
-"#;
+"#
+);
 
 const API_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 106);
-
-/// Runs a frame and checks that exactly one reason counter moved, by one.
-fn run_counted(dp: &KernelDataplane, ifindex: u32, frame: &[u8], reason: Reason) -> RunResult {
-    let before = dp.reason_counters().unwrap();
-    let result = run_once(dp.program(), ifindex, frame);
-    let after = dp.reason_counters().unwrap();
-    for (slot, (r, name)) in REASONS.iter().enumerate() {
-        let want = before[slot] + u64::from(*r == reason);
-        assert_eq!(
-            after[slot], want,
-            "counter {name} after a frame expected to count {reason:?}"
-        );
-    }
-    result
-}
 
 /// `syn` with its destination rewritten to `backend`:8080, nothing else changed (the
 /// packet the kernel gets when the data path rewrote it but could not send it).
@@ -83,49 +50,27 @@ fn rewritten_only(syn: &Frame, backend: Ipv4Addr) -> Frame {
 /// `backend`:8080's packet to the client's `dport`, as it arrives on `b0`.
 fn from_backend(backend: Ipv4Addr, dport: u16, flags: u8, ttl: u8, payload: &[u8]) -> Frame {
     Frame {
-        src_mac: backend_mac(backend.octets()[3]),
-        src: backend,
-        dst: CLIENT,
-        sport: 8080,
-        dport,
-        flags,
         ttl,
         payload: payload.to_vec(),
-        ..Frame::default()
+        ..reply(&client_syn(dport), backend, flags)
     }
 }
 
-/// A full handshake from the client's `sport` to `vip`:80 (SYN, the backend's SYN-ACK,
-/// the client's ACK), each packet sent on; returns the backend. Whichever packet records
-/// the flow, both directions are recorded once the three have passed.
+/// A full handshake from the client's `sport` to `vip`:80 (see
+/// [`packet_exchange::handshake`]); returns the backend, both directions recorded.
 fn handshake(
     c: &Controller<KernelDataplane>,
     rig: (u32, u32),
     vip: Ipv4Addr,
     sport: u16,
 ) -> Ipv4Addr {
-    let (c0, b0) = rig;
     let dp = c.dataplane();
     let syn = Frame {
         dst: vip,
         ..client_syn(sport)
     };
-    let r = run_once(dp.program(), c0, &syn.bytes());
-    assert_eq!(r.action, XDP_REDIRECT, "SYN from {sport}");
-    let backend = dst_ip(&r.output);
-    let r = run_once(
-        dp.program(),
-        b0,
-        &from_backend(backend, sport, SYN_ACK, 64, b"").bytes(),
-    );
-    assert_eq!(r.action, XDP_REDIRECT, "SYN-ACK to {sport}");
+    let backend = packet_exchange::handshake(dp, rig, &syn);
     let ack = Frame { flags: ACK, ..syn };
-    let r = run_once(dp.program(), c0, &ack.bytes());
-    assert_eq!(
-        (r.action, dst_ip(&r.output)),
-        (XDP_REDIRECT, backend),
-        "ACK from {sport}"
-    );
     assert!(dp.flows.get(&ack.flow_key(), 0).is_ok(), "flow of {sport}");
     assert!(dp.return_flows.get(&ack.reply_key(backend), 0).is_ok());
     backend

@@ -3,25 +3,14 @@
 //! by line here, and parsed with the `prometheus-parse` crate).
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     time::{Duration, Instant},
 };
 
-use lb_tests::{
-    burst, http, lab_config, scenario::three_zones, Lab, LabSpec, RunningLb, VIP, VIP_PORT,
-};
-
-const METRICS: &str = "127.0.0.1:9464";
+use lb_tests::{http, lab_config, lbd_metrics, scenario::three_zones, Lab, LabSpec, RunningLb};
 
 fn get(lb: &RunningLb, path: &'static str) -> http::Response {
-    let addr: SocketAddr = METRICS.parse().unwrap();
-    lb.lab
-        .run_in(lb.lab.lb_ns(), move || {
-            http::tcp(addr, "GET", path, &[], None)
-        })
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    lbd_metrics::get(&lb.lab, path)
 }
-
 /// A strict reading of the text format: `# HELP`/`# TYPE` before a family's samples,
 /// names and labels well formed, every value a number, `# EOF` last. Returns every
 /// sample as (name, labels, value).
@@ -140,15 +129,8 @@ fn metrics_match_the_traffic_sent_and_parse_as_prometheus_exposition() {
     assert_eq!(get(&lb, "/readyz").status, 200);
 
     let sent = 60;
-    let result = burst(
-        lb.lab.client_ns(),
-        VIP,
-        VIP_PORT,
-        sent,
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    );
-    assert_eq!(result.ok, sent, "{:?}", result.failed);
+    let result = lb.burst(sent, Duration::from_secs(3), Duration::from_secs(60));
+    result.assert_all_answered(sent);
 
     let r = get(&lb, "/metrics");
     assert_eq!(r.status, 200);

@@ -8,7 +8,7 @@ use std::{
 };
 
 use lb_tests::{
-    burst, hold_via,
+    hold_via,
     lbd_log::{first_time, live_after, millis_between},
     scenario::*,
     ClientLoop, LabConfig, RunningLb, VIP, VIP_PORT,
@@ -33,13 +33,7 @@ fn a_draining_backend_keeps_its_long_lived_connection_until_the_delay_and_gets_n
     lb.wait_healthy(0, &[0, 1, 2], WAIT);
     let mut held = hold_via(lb.lab.client_ns(), VIP, VIP_PORT, PER_CONN).unwrap();
     let name = held.backend.clone();
-    let i = lb
-        .lab
-        .spec()
-        .backends
-        .iter()
-        .position(|b| b.name == name)
-        .unwrap();
+    let i = lb.lab.backend_index(&name);
 
     let drained = LabConfig::new(&lb.lab)
         .policy(&policy)
@@ -146,8 +140,9 @@ fn sighup_applies_a_valid_file_and_rejects_a_broken_one_without_touching_forward
         .reload(&config.replace("interfaces: [lbc, lbb]", "interfaces: [lbc]"))
         .unwrap_err();
     assert!(err.contains("interfaces: cannot change"), "{err}");
-    let r = burst(lb.lab.client_ns(), VIP, VIP_PORT, 90, PER_CONN, WAIT);
-    assert_eq!(r.ok, 90, "forwarding must be unchanged: {:?}", r.failed);
+    // Forwarding unchanged.
+    let r = lb.burst(90, PER_CONN, WAIT);
+    r.assert_all_answered(90);
     assert_eq!(r.backends_seen(), 3, "{:?}", r.per_backend);
 
     // A valid file: b3 removed. It takes no new connections at once.
@@ -158,7 +153,7 @@ fn sighup_applies_a_valid_file_and_rejects_a_broken_one_without_touching_forward
         .collect();
     let log = lb.reload(&shrunk).unwrap();
     assert!(log.contains("removed from the config"), "{log}");
-    let r = burst(lb.lab.client_ns(), VIP, VIP_PORT, 60, PER_CONN, WAIT);
-    assert_eq!(r.ok, 60, "{:?}", r.failed);
+    let r = lb.burst(60, PER_CONN, WAIT);
+    r.assert_all_answered(60);
     assert!(!r.per_backend.contains_key("b3"), "{:?}", r.per_backend);
 }

@@ -18,7 +18,7 @@ use lb_tests::{
     LabConfig, LabSpec, RunningLb,
 };
 
-const METRICS: &str = "127.0.0.1:9464";
+const METRICS: &str = lb_tests::lbd_metrics::METRICS_LISTEN;
 const CAP: usize = 32;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -89,9 +89,7 @@ fn closed(held: &[TcpStream]) -> Vec<usize> {
 
 /// One sample's value from the exposition text.
 fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    lb_tests::lbd_metrics::sample(text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
 }
 
 struct Listener<'a>(&'a str);
@@ -294,6 +292,8 @@ fn holding_connections_to_metrics_cannot_starve_lbd() {
 /// Runs in a namespace of its own (lbd attaches to its `lo`).
 #[test]
 fn lbd_refuses_a_descriptor_limit_below_its_budget() {
+    // No lab fixture here to check what the machine has.
+    lb_tests::needs::lab();
     let prefix = lb_tests::netns::unique_prefix();
     let ns = lb_tests::NetNs::create(&format!("{prefix}fd"));
     let dir = std::env::temp_dir().join(format!("{prefix}-nofile"));

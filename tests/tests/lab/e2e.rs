@@ -3,34 +3,17 @@
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use ::caps::Capability;
-use lb_tests::{
-    burst, caps, jited, lab_config, lbd_path, netns, BackendSpec, Lab, LabSpec, RunningLb, VIP,
-    VIP_PORT,
-};
+use lb_tests::{caps, jited, lab_config, lbd_path, netns, Lab, LabSpec, RunningLb, VIP, VIP_PORT};
 
 fn three_zones(one_nic: bool) -> Lab {
-    Lab::build(&LabSpec {
-        backends: vec![
-            BackendSpec::new("b1", "az-a"),
-            BackendSpec::new("b2", "az-b"),
-            BackendSpec::new("b3", "az-c"),
-        ],
-        one_nic,
-    })
+    Lab::build(&LabSpec::three_zones().one_nic(one_nic))
 }
 
 /// Runs `count` connections and checks every one: it succeeded, the client saw the VIP
 /// as its peer, and the backend saw the client's real address. Returns the count per
 /// backend name.
 fn connect_and_check(lb: &RunningLb, count: usize) -> BTreeMap<String, usize> {
-    let result = burst(
-        lb.lab.client_ns(),
-        VIP,
-        VIP_PORT,
-        count,
-        Duration::from_secs(3),
-        Duration::from_secs(120),
-    );
+    let result = lb.burst(count, Duration::from_secs(3), Duration::from_secs(120));
     assert!(
         result.failed.is_empty() && result.ok == count,
         "{} of {count} connections failed: {:?}\nlbd log:\n{}",

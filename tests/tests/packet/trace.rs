@@ -14,13 +14,10 @@ use lb_common::{
     },
 };
 use lb_tests::{
-    frame::{dst_ip, Frame},
+    frame::{dst_ip, Frame, ACK, SYN},
     packet_rig::*,
 };
 use lb_userspace::{controller::Controller, loader::KernelDataplane};
-
-const ACK: u8 = 0x10;
-const SYN: u8 = 0x02;
 
 /// Every record in the ring, with the timestamp checked (non-zero, in order) and zeroed
 /// so that the rest compares exactly.

@@ -8,49 +8,16 @@ use std::{collections::HashMap, net::Ipv4Addr};
 use lb_common::{
     counters::{Reason, TrafficCounters, REASONS},
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_COUNTED, FLOW_F_ESTABLISHED},
-    hash::{flow_hash, source_hash},
-    service::POLICY_SOURCE_HASH,
 };
 use lb_tests::{
-    frame::{checksums_valid, dst_ip, Frame},
+    frame::{checksums_valid, dst_ip, Frame, ACK, FIN_ACK, PSH_ACK, RST, RST_ACK},
+    packet_exchange::{self, reply},
     packet_rig::*,
 };
 use lb_userspace::{controller::Controller, dataplane::Dataplane, loader::KernelDataplane};
 
-const SEED: u32 = 42;
-const RING: u32 = 1009;
-const ACK: u8 = 0x10;
-const PSH_ACK: u8 = 0x18;
-const FIN_ACK: u8 = 0x11;
-const RST: u8 = 0x04;
-const RST_ACK: u8 = 0x14;
-const SYN_ACK: u8 = 0x12;
 /// The rig's flow-table size.
 const FLOW_TABLE: usize = 4096;
-
-/// The backend address `name`'s Maglev table gives the client's connection from `sport`,
-/// computed from userspace's copy of the table.
-fn table_backend(c: &Controller<KernelDataplane>, name: &str, sport: u16) -> Ipv4Addr {
-    let s = planned_service(c, name);
-    let key = Frame {
-        dst: vip_of(c, name),
-        ..client_syn(sport)
-    }
-    .flow_key();
-    let hash = if s.policy == POLICY_SOURCE_HASH {
-        source_hash(key.src_addr, SEED)
-    } else {
-        flow_hash(&key, SEED)
-    };
-    let id = s.ring[(hash % RING) as usize];
-    let plan = c.plan().unwrap();
-    plan.backends
-        .iter()
-        .find(|b| b.id == id)
-        .unwrap()
-        .at
-        .address
-}
 
 fn flows(dp: &KernelDataplane) -> HashMap<FlowKey, FlowTarget> {
     dp.flows.iter().map(Result::unwrap).collect()
@@ -69,33 +36,11 @@ fn counters(c: &Controller<KernelDataplane>, name: &str) -> TrafficCounters {
 /// A full handshake (SYN, SYN-ACK, ACK) of the client from `sport` to service `name`;
 /// returns the backend.
 fn handshake(c: &Controller<KernelDataplane>, rig: &Rig, name: &str, sport: u16) -> Ipv4Addr {
-    let dp = c.dataplane();
     let syn = Frame {
         dst: vip_of(c, name),
         ..client_syn(sport)
     };
-    let r = run_once(dp.program(), rig.c0, &syn.bytes());
-    assert_eq!(r.action, XDP_REDIRECT, "SYN from {sport}");
-    let backend = dst_ip(&r.output);
-    let r = run_once(dp.program(), rig.b0, &reply(&syn, backend, SYN_ACK).bytes());
-    assert_eq!(r.action, XDP_REDIRECT, "SYN-ACK to {sport}");
-    let ack = Frame { flags: ACK, ..syn };
-    let r = run_once(dp.program(), rig.c0, &ack.bytes());
-    assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
-    backend
-}
-
-/// `backend`:8080's segment with `flags` to the client of `to`, as it arrives on `b0`.
-fn reply(to: &Frame, backend: Ipv4Addr, flags: u8) -> Frame {
-    Frame {
-        src_mac: backend_mac(backend.octets()[3]),
-        src: backend,
-        dst: to.src,
-        sport: 8080,
-        dport: to.sport,
-        flags,
-        ..Frame::default()
-    }
+    packet_exchange::handshake(c.dataplane(), (rig.c0, rig.b0), &syn)
 }
 
 /// `frame` (client -> VIP) as `backend` must get it.

@@ -13,14 +13,7 @@ use lb_tests::{
 
 /// lbd's `/metrics` value of the unlabelled series `name`.
 fn metric(lb: &RunningLb, name: &str) -> u64 {
-    let addr: std::net::SocketAddr = "127.0.0.1:9464".parse().unwrap();
-    let body = lb
-        .lab
-        .run_in(lb.lab.lb_ns(), move || {
-            lb_tests::http::tcp(addr, "GET", "/metrics", &[], None)
-        })
-        .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
-        .body;
+    let body = lb_tests::lbd_metrics::get(&lb.lab, "/metrics").body;
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
@@ -84,13 +77,7 @@ fn lbctl_trace_shows_a_real_connections_packets_until_the_trace_ends() {
     });
     let (out, client, holder_name) = tracing;
     assert!(out.success(), "lbctl trace: {out:?}");
-    let i = lb
-        .lab
-        .spec()
-        .backends
-        .iter()
-        .position(|b| b.name == holder_name)
-        .unwrap();
+    let i = lb.lab.backend_index(&holder_name);
     let holder = format!("{}:{BACKEND_PORT}", lb.lab.backend_addr(i));
     let client = client.to_string();
     let ours: Vec<serde_json::Value> = out

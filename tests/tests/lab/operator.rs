@@ -4,7 +4,7 @@
 //! users; the TCP listener closed without the token.
 use std::{os::unix::fs::MetadataExt as _, os::unix::fs::PermissionsExt as _, time::Duration};
 
-use lb_tests::{burst, http, lab_config, scenario::three_zones, RunningLb, VIP, VIP_PORT};
+use lb_tests::{http, lab_config, scenario::three_zones, RunningLb};
 use serde_json::{json, Value};
 
 fn running() -> RunningLb {
@@ -155,15 +155,8 @@ fn every_lbctl_verb_against_a_running_lbd() {
     );
 
     // stats after known traffic, and top.
-    let result = burst(
-        lb.lab.client_ns(),
-        VIP,
-        VIP_PORT,
-        30,
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    );
-    assert_eq!(result.ok, 30, "{:?}", result.failed);
+    let result = lb.burst(30, Duration::from_secs(3), Duration::from_secs(60));
+    result.assert_all_answered(30);
     let stats = ctl.json(&["stats"]);
     assert_eq!(
         find(&stats["services"], "service", "web")["connections"],

@@ -253,6 +253,9 @@ fn namespaces_and_processes_are_gone_after_drop() {
 
 #[test]
 fn a_panicking_test_still_tears_down() {
+    // Outside the caught panic and the threads, so that a machine without root fails
+    // this test with the same message as the others.
+    lb_tests::needs::lab();
     let mut names = Vec::new();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let lab = Lab::build(&LabSpec::with_backends(1));
@@ -281,6 +284,9 @@ fn a_panicking_test_still_tears_down() {
 
 #[test]
 fn two_labs_build_concurrently() {
+    // Outside the caught panic and the threads, so that a machine without root fails
+    // this test with the same message as the others.
+    lb_tests::needs::lab();
     let spawn = |one_nic: bool| {
         std::thread::spawn(move || {
             let lab = Lab::build(&LabSpec::with_backends(3).one_nic(one_nic));

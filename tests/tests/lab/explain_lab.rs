@@ -15,13 +15,7 @@ fn lbctl_explain_names_the_backend_holding_a_real_connection() {
     let ctl = lb.lbctl();
     let mut held = hold_via(lb.lab.client_ns(), VIP, VIP_PORT, Duration::from_secs(10))
         .expect("a connection through the VIP");
-    let i = lb
-        .lab
-        .spec()
-        .backends
-        .iter()
-        .position(|b| b.name == held.backend)
-        .unwrap_or_else(|| panic!("no backend named {}", held.backend));
+    let i = lb.lab.backend_index(&held.backend);
     let holder = format!("{}:{BACKEND_PORT}", lb.lab.backend_addr(i));
     let client = held.local.to_string();
     let vip = format!("{VIP}:{VIP_PORT}");

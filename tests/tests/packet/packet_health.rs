@@ -7,7 +7,8 @@ use std::{collections::BTreeSet, net::Ipv4Addr, time::Instant};
 
 use lb_common::{flow::FlowKey, hash::flow_hash, net::FAMILY_IPV4};
 use lb_tests::{
-    frame::{dst_ip, Frame},
+    frame::{dst_ip, ACK, RST, SYN},
+    packet_exchange::{open, reply},
     packet_rig::*,
 };
 use lb_userspace::{
@@ -23,22 +24,12 @@ const SEED: u32 = 42;
 /// Opens a connection from `sport` (SYN, then the client's ACK, which records the flow:
 /// `web` takes SYNs without recording them); returns its backend.
 fn connect(dp: &KernelDataplane, rig_c0: u32, sport: u16) -> Ipv4Addr {
-    let backend = from_client(dp, rig_c0, sport, SYN);
-    assert_eq!(from_client(dp, rig_c0, sport, ACK), backend, "port {sport}");
-    backend
+    open(dp, rig_c0, &client_syn(sport))
 }
 
 /// Runs a frame from `backend`:8080 back to the client's `dport` with TCP `flags`.
 fn from_backend(dp: &KernelDataplane, rig_b0: u32, backend: Ipv4Addr, dport: u16, flags: u8) {
-    let frame = Frame {
-        src_mac: backend_mac(backend.octets()[3]),
-        src: backend,
-        dst: CLIENT,
-        sport: 8080,
-        dport,
-        flags,
-        ..Frame::default()
-    };
+    let frame = reply(&client_syn(dport), backend, flags);
     let r = run_once(dp.program(), rig_b0, &frame.bytes());
     assert_eq!(
         r.action, XDP_REDIRECT,
@@ -57,10 +48,6 @@ fn at(address: Ipv4Addr) -> BackendRef {
 fn id_of(c: &Controller<KernelDataplane>, address: Ipv4Addr) -> u32 {
     c.backend_id(&at(address)).expect("a web backend")
 }
-
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
-const RST: u8 = 0x04;
 
 #[test]
 fn syns_syn_acks_and_resets_are_counted_per_backend() {

@@ -3,18 +3,14 @@
 //! asserts the action, every byte of the output, and which reason counter moved.
 use std::net::Ipv4Addr;
 
-use lb_common::{
-    counters::{Reason, REASONS},
-    flow::FlowKey,
-    hash::flow_hash,
-};
+use lb_common::{counters::Reason, flow::FlowKey};
 use lb_tests::{
     frame::{checksums_valid, dst_ip, Frame, ETH_LEN},
+    packet_exchange,
     packet_rig::*,
 };
 use lb_userspace::{controller::Controller, loader::KernelDataplane};
 
-const SEED: u32 = 42;
 const RING: u32 = 1009;
 
 fn with_dataplane<T: Send>(
@@ -30,19 +26,10 @@ fn run(dp: &KernelDataplane, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
     (r.action, r.output)
 }
 
-/// Runs a frame and checks that exactly one reason counter moved, by one.
+/// [`packet_exchange::run_counted`] as (action, output).
 fn run_counted(dp: &KernelDataplane, ifindex: u32, frame: &[u8], reason: Reason) -> (u32, Vec<u8>) {
-    let before = dp.reason_counters().unwrap();
-    let result = run(dp, ifindex, frame);
-    let after = dp.reason_counters().unwrap();
-    for (slot, (r, name)) in REASONS.iter().enumerate() {
-        let want = before[slot] + u64::from(*r == reason);
-        assert_eq!(
-            after[slot], want,
-            "counter {name} after a frame expected to count {reason:?}"
-        );
-    }
-    result
+    let r = packet_exchange::run_counted(dp, ifindex, frame, reason);
+    (r.action, r.output)
 }
 
 fn web_flow(sport: u16) -> FlowKey {
@@ -51,17 +38,8 @@ fn web_flow(sport: u16) -> FlowKey {
 
 /// The backend address userspace's own copy of the Maglev table predicts for a flow.
 fn predicted_backend(c: &Controller<KernelDataplane>, sport: u16) -> Ipv4Addr {
-    let plan = c.plan().unwrap();
-    let web = &plan.services[0];
-    let id = web.ring[(flow_hash(&web_flow(sport), SEED) % RING) as usize];
-    plan.backends
-        .iter()
-        .find(|b| b.id == id)
-        .unwrap()
-        .at
-        .address
+    table_backend(c, "web", sport)
 }
-
 #[test]
 fn syn_to_vip_is_rewritten_to_the_predicted_backend_and_redirected() {
     let rig = Rig::build();

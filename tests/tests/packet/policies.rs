@@ -4,10 +4,10 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use lb_common::hash::flow_hash;
 use lb_tests::{
-    frame::{dst_ip, Frame},
+    frame::{Frame, ACK, FIN_ACK, RST},
+    packet_exchange::{open, reply, send},
     packet_rig::*,
 };
-use lb_userspace::loader::KernelDataplane;
 
 const RR_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 110);
 const LC_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 111);
@@ -16,46 +16,10 @@ const B11: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 11);
 const B12: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 12);
 const B13: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 13);
 
-const FIN_ACK: u8 = 0x11;
-const RST: u8 = 0x04;
-const ACK: u8 = 0x10;
-
 fn syn(vip: Ipv4Addr, sport: u16) -> Frame {
     Frame {
         dst: vip,
         ..client_syn(sport)
-    }
-}
-
-/// Sends a frame from the client side and returns where it went (the rewritten
-/// destination); the frame must be redirected.
-fn send(dp: &KernelDataplane, rig_c0: u32, frame: &Frame) -> Ipv4Addr {
-    let r = run_once(dp.program(), rig_c0, &frame.bytes());
-    assert_eq!(r.action, XDP_REDIRECT, "{frame:?}");
-    dst_ip(&r.output)
-}
-
-/// Opens a connection: the SYN, then the client's ACK, which records the flow (`web`
-/// takes SYNs without recording them). Returns the backend.
-fn open(dp: &KernelDataplane, rig_c0: u32, syn: &Frame) -> Ipv4Addr {
-    let backend = send(dp, rig_c0, syn);
-    let ack = Frame {
-        flags: ACK,
-        ..syn.clone()
-    };
-    assert_eq!(send(dp, rig_c0, &ack), backend, "{syn:?}");
-    backend
-}
-
-/// The backend's reply to `frame` (which went to `backend`), with `flags`.
-fn reply(frame: &Frame, backend: Ipv4Addr, flags: u8) -> Frame {
-    Frame {
-        src: backend,
-        dst: frame.src,
-        sport: 8080,
-        dport: frame.sport,
-        flags,
-        ..Frame::default()
     }
 }
 

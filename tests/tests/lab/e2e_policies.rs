@@ -6,25 +6,12 @@ use std::{
 };
 
 use lb_tests::{
-    burst, hold_via, lab_config_with_policy, scenario::three_zones, BurstResult, RunningLb, VIP,
-    VIP_PORT,
+    hold_via, lab_config_with_policy, scenario::three_zones, BurstResult, RunningLb, VIP, VIP_PORT,
 };
 
 fn short_connections(lb: &RunningLb, count: usize) -> BurstResult {
-    let result = burst(
-        lb.lab.client_ns(),
-        VIP,
-        VIP_PORT,
-        count,
-        Duration::from_secs(3),
-        Duration::from_secs(120),
-    );
-    assert!(
-        result.failed.is_empty(),
-        "{} connections failed: {:?}",
-        result.failed.len(),
-        &result.failed[..result.failed.len().min(5)]
-    );
+    let result = lb.burst(count, Duration::from_secs(3), Duration::from_secs(120));
+    result.assert_all_answered(count);
     result
 }
 
