@@ -57,37 +57,54 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     }
     if from_backend {
         if let Some(nat) = maps::return_flow_of(&pkt) {
-            return ret::handle(&ctx, &pkt, nat);
-        }
-        // Without a return entry, a handshake's answer (SYN-ACK, or RST refusing it)
-        // belongs to a SYN in the SYN cache; any other reply may answer a client packet
-        // forwarded without a flow entry (see `lb_reply`), or be someone else's.
-        if pkt.tcp_flags & (TCP_SYN | TCP_RST) != 0 {
-            let set = syn_cache::set(pkt.flow.dst_addr, pkt.flow.dst_port);
-            if let Some(handshake) = set.and_then(|s| s.answered_by(&pkt.flow, false)) {
-                return ret::handle_handshake_answer(&ctx, &pkt, &handshake);
+            if !ret::is_syn_ack(&pkt) {
+                return ret::handle(&ctx, &pkt, nat);
             }
-        } else {
-            // That path runs as a program of its own: its stack would not fit in this
-            // one's 512 bytes (see `lb_reply`).
-            unsafe { maps::PROGRAMS.tail_call(&ctx, PROGRAMS_SLOT_REPLY) };
         }
+        // Every other reply (a SYN-ACK, which leaves its handshake's proof in the SYN
+        // cache; any reply without a return entry) runs as a program of its own: its
+        // stack would not fit in this one's 512 bytes (see `lb_reply`).
+        unsafe { maps::PROGRAMS.tail_call(&ctx, PROGRAMS_SLOT_REPLY) };
     }
     count::pass(Reason::PassNoService)
 }
 
-/// A backend's reply (neither SYN nor RST) that found no return entry, tail-called by
-/// `lb_xdp`: translated back and its flow recorded if it answers a client packet that was
-/// forwarded without a flow entry (see `reply_miss`), passed untouched otherwise. The frame is
-/// parsed again, as a tail call keeps only the context; nothing of `lb_xdp`'s stack
-/// survives the call, which is what gives this path a stack of its own.
+/// A backend's reply tail-called by `lb_xdp`: a SYN-ACK, or any reply that found no
+/// return entry. A handshake's answer (SYN-ACK, or RST refusing it) belongs to a SYN in
+/// the SYN cache, and a SYN-ACK leaves there the proof the client's ACK must match (see
+/// `lb_common::syn_cache`); any other reply may answer a client packet forwarded without
+/// a flow entry, and its flow is recorded then (see `reply_miss`). Whatever is neither is
+/// passed untouched. The frame is parsed again, as a tail call keeps only the context;
+/// nothing of `lb_xdp`'s stack survives the call, which is what gives this path a stack
+/// of its own.
 #[xdp]
 pub fn lb_reply(ctx: XdpContext) -> u32 {
     let pkt = match parse::addresses(&ctx).and_then(|at| parse::tcp(&ctx, at)) {
         Ok(pkt) => pkt,
         Err(reason) => return count::pass(reason),
     };
-    reply_miss::handle(&ctx, &pkt).unwrap_or_else(|| count::pass(Reason::PassNoService))
+    if pkt.tcp_flags & (TCP_SYN | TCP_RST) == 0 {
+        return reply_miss::handle(&ctx, &pkt)
+            .unwrap_or_else(|| count::pass(Reason::PassNoService));
+    }
+    let nat = maps::return_flow_of(&pkt);
+    if let Some(set) = syn_cache::set(pkt.flow.dst_addr, pkt.flow.dst_port) {
+        if let Some(handshake) = set.answered_by(&pkt.flow, false) {
+            let Some(nat) = nat else {
+                return ret::handle_handshake_answer(&ctx, &pkt, &handshake);
+            };
+            // A SYN-ACK of a client reusing the tuple of a recorded flow, whose new SYN
+            // the table sent to the same backend: translated by the old flow's return
+            // entry, while the client's ACK still needs the proof that it saw it (see
+            // `ingress::opened_by_a_syn`).
+            handshake.note_syn_ack(pkt.seq());
+            return ret::handle(&ctx, &pkt, nat);
+        }
+    }
+    match nat {
+        Some(nat) => ret::handle(&ctx, &pkt, nat),
+        None => count::pass(Reason::PassNoService),
+    }
 }
 
 /// Passes every frame. It is the floor that benchmarks subtract, and what the veth peers

@@ -119,7 +119,12 @@ fn handshake(
         &from_backend(backend, sport, SYN_ACK, 64, b"").bytes(),
     );
     assert_eq!(r.action, XDP_REDIRECT, "SYN-ACK to {sport}");
-    let ack = Frame { flags: ACK, ..syn };
+    // The SYN-ACK's sequence number is the Frame default's.
+    let ack = Frame {
+        flags: ACK,
+        ack: Frame::default().seq + 1,
+        ..syn
+    };
     let r = run_once(dp.program(), c0, &ack.bytes());
     assert_eq!(
         (r.action, dst_ip(&r.output)),

@@ -24,7 +24,6 @@ const PSH_ACK: u8 = 0x18;
 const FIN_ACK: u8 = 0x11;
 const RST: u8 = 0x04;
 const RST_ACK: u8 = 0x14;
-const SYN_ACK: u8 = 0x12;
 /// The rig's flow-table size.
 const FLOW_TABLE: usize = 4096;
 
@@ -77,10 +76,9 @@ fn handshake(c: &Controller<KernelDataplane>, rig: &Rig, name: &str, sport: u16)
     let r = run_once(dp.program(), rig.c0, &syn.bytes());
     assert_eq!(r.action, XDP_REDIRECT, "SYN from {sport}");
     let backend = dst_ip(&r.output);
-    let r = run_once(dp.program(), rig.b0, &reply(&syn, backend, SYN_ACK).bytes());
+    let r = run_once(dp.program(), rig.b0, &syn_ack_of(&syn, backend).bytes());
     assert_eq!(r.action, XDP_REDIRECT, "SYN-ACK to {sport}");
-    let ack = Frame { flags: ACK, ..syn };
-    let r = run_once(dp.program(), rig.c0, &ack.bytes());
+    let r = run_once(dp.program(), rig.c0, &ack_of(&syn).bytes());
     assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
     backend
 }

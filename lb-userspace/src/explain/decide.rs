@@ -195,7 +195,7 @@ fn slot_of(
     let Some((way, e)) = ways
         .ways
         .iter()
-        .copied()
+        .map(|w| w.entry)
         .enumerate()
         .find(|(_, e): &(usize, SynEntry)| e.is_of(handshake))
     else {
