@@ -12,7 +12,10 @@ use lb_common::{
     },
 };
 
-use crate::maps::{self, hash_seed, syn_cache_mask, SYN_CACHE};
+use crate::{
+    lookup,
+    maps::{hash_seed, syn_cache_mask, SYN_CACHE},
+};
 
 /// A handshake's set, found once per packet and then read or written in place.
 pub struct Set(*mut SynSet);
@@ -129,11 +132,11 @@ impl Set {
     #[inline(always)]
     fn answered_in(&self, way: usize, reply: &FlowKey, forwarded: bool) -> Option<Handshake> {
         let e = self.read(way);
-        let backend = maps::backend_by_id(e.backend())?;
+        let backend = lookup::backend_by_id(e.backend())?;
         if backend.addr != reply.src_addr || backend.port != reply.src_port {
             return None;
         }
-        let vip = maps::service_key_word_at(e.service_at());
+        let vip = lookup::service_key_word_at(e.service_at());
         if vip == SLOT_EMPTY || vip == SLOT_REMOVED {
             return None;
         }

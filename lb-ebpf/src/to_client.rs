@@ -10,7 +10,7 @@ use lb_common::{
 
 use crate::{
     count,
-    flow_state::{self, Side},
+    flow::{self, Side},
     forward,
     maps::FLOWS,
     packet::Packet,
@@ -26,7 +26,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, entry: *mut NatReturn) -> u32 {
     let nat = unsafe { *entry };
     if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         if let Some(flow) = FLOWS.get_ptr_mut(forward_key(pkt, nat.vip, nat.vport)) {
-            flow_state::observe(flow, pkt.tcp_flags, Side::Backend);
+            flow::observe(flow, pkt.tcp_flags, Side::Backend);
         }
     }
     rewrite::snat(pkt, nat.vip, nat.vport);

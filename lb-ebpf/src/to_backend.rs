@@ -20,9 +20,10 @@ use lb_common::{
 
 use crate::{
     count,
-    flow_state::{self, Side},
+    flow::{self, Side},
     forward,
-    maps::{self, backend_by_id, FLOWS, NEXTHOPS, RETURN_FLOWS},
+    lookup::{self, backend_by_id},
+    maps::{FLOWS, NEXTHOPS, RETURN_FLOWS},
     packet::Packet,
     return_entry, rewrite, select,
     syn_cache::{self, Acked},
@@ -40,7 +41,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     let existing = if !pkt.tcp_valid {
         Existing::Miss
     } else if is_syn(pkt) {
-        let found = maps::service_of(pkt)?;
+        let found = lookup::service_of(pkt)?;
         let stateless = found.0.flags() & SERVICE_F_STATELESS_SYN != 0;
         syn_service = Some(found);
         if stateless {
@@ -62,7 +63,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         miss => {
             let (service, service_at) = match syn_service {
                 Some(found) => found,
-                None => maps::service_of(pkt)?,
+                None => lookup::service_of(pkt)?,
             };
             // XDP runs before the kernel's martian checks: a source no router forwards
             // from, or the VIP itself, is dropped before it is placed (so no flow of such
@@ -92,7 +93,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
                 // whose SYN we placed record a flow. Any other packet without an entry (a
                 // connection moved here by ECMP or evicted, or a spoofed ACK, RST or
                 // segment) is forwarded by the table and records no flow: its backend's
-                // answer records the flow if it is real (see `reply_miss`).
+                // answer records the flow if it is real (see `to_client_miss`).
                 let chosen = if is_syn(pkt) {
                     let id = select::pick(service, &pkt.flow);
                     backend_by_id(id).map(|b| (id, b, true))
@@ -187,17 +188,17 @@ fn existing_flow(pkt: &Packet) -> Existing {
             return Existing::Replace;
         }
         if backend.weight_milli == 0 {
-            flow_state::abandon(entry);
+            flow::abandon(entry);
             return Existing::Replace;
         }
     }
-    let now = maps::now_secs();
+    let now = lookup::now_secs();
     if !is_syn(pkt) && may_be_reused(&target, &backend, now) && opened_by_a_syn(pkt, &target) {
-        flow_state::abandon(entry);
+        flow::abandon(entry);
         return Existing::Replace;
     }
-    flow_state::observe(entry, pkt.tcp_flags, Side::Client);
-    flow_state::touch(entry, &target, now, is_syn(pkt));
+    flow::observe(entry, pkt.tcp_flags, Side::Client);
+    flow::touch(entry, &target, now, is_syn(pkt));
     if pkt.has_payload || pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         ensure_return_entry(pkt, &target, &backend);
     }
@@ -293,7 +294,7 @@ fn handshake_backend(pkt: &Packet, service: PackedMeta) -> Option<(u32, Backend,
 /// to the backend the table gives its tuple, recording no flow and counting no new one.
 /// It leaves a SYN-cache slot of its own kind (see `lb_common::syn_cache::forwarded_hash`),
 /// which only the backend's reply can use: a reply that finds it records the flow (see
-/// `reply_miss`). A flood of such packets only overwrites slots, as a SYN flood does.
+/// `to_client_miss`). A flood of such packets only overwrites slots, as a SYN flood does.
 #[inline(always)]
 fn stateless_forward(
     pkt: &Packet,
@@ -339,7 +340,7 @@ fn record(
         } else {
             FLOW_F_COUNTED | FLOW_F_ESTABLISHED
         },
-        last_seen: maps::now_secs(),
+        last_seen: lookup::now_secs(),
         _pad: 0,
     };
     // Two CPUs may miss on the same new flow at once (a retransmitted SYN): only the
@@ -350,7 +351,7 @@ fn record(
         let backend = backend_by_id(existing.backend)?;
         return Some((existing, backend, false));
     }
-    flow_state::opened(id);
+    flow::opened(id);
     insert_return_entry(pkt, &target, &backend);
     Some((target, backend, true))
 }
