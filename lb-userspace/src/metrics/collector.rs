@@ -172,6 +172,11 @@ impl<D: DataPath> Collector for DataPathCollector<D> {
             "Flows recorded by a backend's reply to a stateless forward",
             Counter,
         );
+        let mut unproven_acks = Family::new(
+            "lb_service_unproven_acks",
+            "Client ACKs of a handshake in the SYN cache that acknowledge no SYN-ACK that passed (spoofed SYN and ACK pairs), forwarded by the table, recording nothing",
+            Counter,
+        );
         let mut b_signals = Family::new(
             "lb_backend_signals",
             "SYNs forwarded to, SYN-ACKs and RSTs from each backend (signal: syn, syn_ack, reset)",
@@ -259,6 +264,7 @@ impl<D: DataPath> Collector for DataPathCollector<D> {
             new_flows.push(sl(), t.new_flows as f64);
             stateless.push(sl(), t.stateless_forwards as f64);
             from_replies.push(sl(), t.flows_from_replies as f64);
+            unproven_acks.push(sl(), t.unproven_acks as f64);
             let mut service_active = 0u64;
             // Zones in a stable order, with every drained zone even without backends.
             let mut zones: BTreeMap<&str, [u64; 6]> = BTreeMap::new();
@@ -382,6 +388,7 @@ impl<D: DataPath> Collector for DataPathCollector<D> {
             &active,
             &stateless,
             &from_replies,
+            &unproven_acks,
             &b_signals,
             &b_packets,
             &b_bytes,
