@@ -20,21 +20,21 @@ use tokio::{
 };
 
 use crate::{
-    config::{Config, FlowTimeouts},
-    controller::Controller,
+    control::health::checker::Checker,
+    control::runtime::Runtime,
+    control::tables::Controller,
     dataplane::Dataplane as _,
-    desired::{self, Source},
-    health::checker::Checker,
-    link_watch,
-    loader::{KernelDataplane, LinkChange},
-    metrics::Metrics,
-    pin_lock::{LockError, PinLock},
-    pins::PinDir,
-    privileges::{self, Verification},
-    runtime::Runtime,
-    serve,
-    shared::SharedRuntime,
-    trace::Tracer,
+    kernel::link_watch,
+    kernel::pin_lock::{LockError, PinLock},
+    kernel::pins::PinDir,
+    kernel::privileges::{self, Verification},
+    kernel::trace::Tracer,
+    kernel::{KernelDataplane, LinkChange},
+    model::config::{Config, FlowTimeouts},
+    model::desired::{self, Source},
+    ops::metrics::Metrics,
+    ops::serve,
+    ops::shared::SharedRuntime,
 };
 
 /// Exit status for an invalid config (sysexits EX_CONFIG; systemd units can list it in
@@ -65,12 +65,12 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Options {
     pub config_path: PathBuf,
-    /// Where the services came from (see `crate::desired`).
+    /// Where the services came from (see `crate::model::desired`).
     pub source: Source,
 }
 
 /// Loads (or adopts) the data path, then gives up CAP_PERFMON (see
-/// [`crate::privileges`]). Call it before any thread is started.
+/// [`crate::kernel::privileges`]). Call it before any thread is started.
 pub fn load(config: &Config) -> anyhow::Result<KernelDataplane> {
     let verification = privileges::verification()?;
     let dataplane = KernelDataplane::load(config, Some(&PinDir::new(&config.pin_dir)))?;
@@ -332,7 +332,7 @@ fn boot_seconds() -> u32 {
     ts.tv_sec as u32
 }
 
-/// Removes flow entries idle longer than their state's timeout (see `crate::ageing`).
+/// Removes flow entries idle longer than their state's timeout (see `crate::model::ageing`).
 fn expire_flows(controller: &mut Controller<KernelDataplane>, timeouts: &FlowTimeouts) {
     match controller
         .dataplane_mut()
@@ -359,7 +359,7 @@ fn reconcile_active_flows(controller: &mut Controller<KernelDataplane>) {
 }
 
 /// SIGHUP: the file is validated as a whole, as at start-up, with the state file's
-/// services when there is one (see `crate::desired`); a file with any problem changes
+/// services when there is one (see `crate::model::desired`); a file with any problem changes
 /// nothing.
 fn reload(shared: &SharedRuntime<KernelDataplane>, checker: &mut Checker, path: &Path) {
     let outcome = desired::load(path)

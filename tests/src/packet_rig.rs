@@ -9,7 +9,7 @@
 use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use lb_userspace::{config, controller::Controller, loader::KernelDataplane};
+use lb_userspace::{control::tables::Controller, kernel::KernelDataplane, model::config};
 
 use crate::{
     frame::{parse_mac, Frame, Mac},
@@ -241,7 +241,7 @@ pub fn backend_id(c: &Controller<KernelDataplane>, service: &str, addr: Ipv4Addr
 pub fn planned_service<'a>(
     c: &'a Controller<KernelDataplane>,
     name: &str,
-) -> &'a lb_userspace::plan::PlannedService {
+) -> &'a lb_userspace::model::plan::PlannedService {
     c.plan()
         .expect("a plan was applied")
         .services

@@ -14,7 +14,7 @@ use lb_tests::{
     burst, http, lab_config, lbd_path, netns, running_lb::pin_dir, scenario::three_zones, Lab,
     RunningLb, VIP, VIP_PORT,
 };
-use lb_userspace::pins::PinDir;
+use lb_userspace::kernel::pins::PinDir;
 
 const METRICS: &str = "127.0.0.1:9464";
 

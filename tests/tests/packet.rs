@@ -12,7 +12,7 @@ use lb_tests::{
     frame::{checksums_valid, dst_ip, Frame, ETH_LEN},
     packet_rig::*,
 };
-use lb_userspace::{controller::Controller, loader::KernelDataplane};
+use lb_userspace::{control::tables::Controller, kernel::KernelDataplane};
 
 const SEED: u32 = 42;
 const RING: u32 = 1009;

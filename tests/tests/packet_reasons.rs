@@ -16,7 +16,7 @@ use lb_tests::{
     netns,
     packet_rig::*,
 };
-use lb_userspace::{config, controller::Controller, loader::KernelDataplane};
+use lb_userspace::{control::tables::Controller, kernel::KernelDataplane, model::config};
 
 const ACK: u8 = 0x10;
 const SYN_ACK: u8 = 0x12;

@@ -7,7 +7,7 @@ use lb_tests::{
     frame::{dst_ip, Frame},
     packet_rig::*,
 };
-use lb_userspace::loader::KernelDataplane;
+use lb_userspace::kernel::KernelDataplane;
 
 const RR_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 110);
 const LC_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 111);

@@ -15,7 +15,7 @@ use lb_tests::{
     frame::{checksums_valid, dst_ip, Frame},
     packet_rig::*,
 };
-use lb_userspace::{controller::Controller, dataplane::Dataplane, loader::KernelDataplane};
+use lb_userspace::{control::tables::Controller, dataplane::Dataplane, kernel::KernelDataplane};
 
 const SEED: u32 = 42;
 const RING: u32 = 1009;

@@ -17,7 +17,7 @@ use lb_tests::{
     frame::{dst_ip, Frame},
     packet_rig::*,
 };
-use lb_userspace::{controller::Controller, loader::KernelDataplane};
+use lb_userspace::{control::tables::Controller, kernel::KernelDataplane};
 
 const ACK: u8 = 0x10;
 const SYN: u8 = 0x02;

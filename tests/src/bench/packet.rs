@@ -8,7 +8,7 @@
 //! thread is pinned to one CPU (per-CPU maps, stable caches).
 use aya::programs::Xdp;
 use lb_common::{limits::syn_cache_slots, syn_cache::SynEntry};
-use lb_userspace::{controller::Controller, loader::KernelDataplane};
+use lb_userspace::{control::tables::Controller, kernel::KernelDataplane};
 use serde_json::{json, Value};
 
 use super::{
@@ -251,7 +251,7 @@ pub fn run(opts: &Options) -> Value {
     let l3_before = l3_read();
     let rows = rig.with_dataplane(&config, |c| measure(c, c0, b0, rounds, calls));
     // The same, the object loaded without CAP_PERFMON: the verifier hardens it against
-    // Spectre (see `lb_userspace::privileges`).
+    // Spectre (see `lb_userspace::kernel::privileges`).
     let hardened = rig.with_dataplane_loaded_with(&config, Some(&caps::SERVING), |c| {
         measure(c, c0, b0, rounds, calls)
     });
