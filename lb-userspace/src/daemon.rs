@@ -23,7 +23,7 @@ use crate::{
     control::health::checker::Checker,
     control::runtime::Runtime,
     control::tables::Controller,
-    dataplane::Dataplane as _,
+    dataplane::Dataplane,
     kernel::link_watch,
     kernel::pin_lock::{LockError, PinLock},
     kernel::pins::PinDir,
@@ -181,18 +181,10 @@ pub async fn run(
                 ticked
             }
             _ = reconcile.tick() => {
-                shared.with(|rt| {
-                    let timeouts = rt.config().flow_timeouts.clone();
-                    expire_flows(rt.controller_mut(), &timeouts);
-                    reconcile_active_flows(rt.controller_mut());
-                });
+                shared.with(|rt| on_reconcile_tick(rt, boot_seconds()));
                 Ok(())
             }
-            _ = routes.tick() => shared.with(|rt| {
-                let dp = rt.controller_mut().dataplane_mut();
-                dp.set_clock(boot_seconds()).context("advancing the flow clock")?;
-                dp.bump_nexthop_generation().context("expiring cached routes")
-            }),
+            _ = routes.tick() => shared.with(|rt| on_routes_tick(rt, boot_seconds())),
             _ = sample.tick() => shared.sample().context("sampling counters"),
             Some(_) = link_events.recv() => {
                 check_links(&shared, &servers.metrics);
@@ -332,19 +324,32 @@ fn boot_seconds() -> u32 {
     ts.tv_sec as u32
 }
 
-/// Removes flow entries idle longer than their state's timeout (see `crate::model::ageing`).
-fn expire_flows(controller: &mut Controller<KernelDataplane>, timeouts: &FlowTimeouts) {
-    match controller
-        .dataplane_mut()
-        .expire_flows(boot_seconds(), timeouts)
-    {
+/// Every [`RECONCILE_EVERY`]: idle flows expired, then active-flow counts corrected.
+fn on_reconcile_tick<D: Dataplane>(rt: &mut Runtime<D>, now: u32) {
+    let timeouts = rt.config().flow_timeouts.clone();
+    expire_flows(rt.controller_mut(), &timeouts, now);
+    reconcile_active_flows(rt.controller_mut());
+}
+
+/// Every [`ROUTE_CACHE_LIFETIME`]: the flow clock advanced and cached routes expired.
+fn on_routes_tick<D: Dataplane>(rt: &mut Runtime<D>, now: u32) -> anyhow::Result<()> {
+    let dp = rt.controller_mut().dataplane_mut();
+    dp.set_clock(now).context("advancing the flow clock")?;
+    dp.bump_nexthop_generation()
+        .context("expiring cached routes")
+}
+
+/// Removes flow entries idle longer than their state's timeout at `now` (see
+/// `crate::model::ageing`).
+fn expire_flows<D: Dataplane>(controller: &mut Controller<D>, timeouts: &FlowTimeouts, now: u32) {
+    match controller.dataplane_mut().expire_flows(now, timeouts) {
         Ok(0) => {}
         Ok(n) => info!("expired {n} idle flows"),
         Err(e) => warn!("expiring idle flows: {e:#}"),
     }
 }
 
-fn reconcile_active_flows(controller: &mut Controller<KernelDataplane>) {
+fn reconcile_active_flows<D: Dataplane>(controller: &mut Controller<D>) {
     let Some(plan) = controller.plan() else {
         return;
     };
@@ -384,7 +389,7 @@ fn reload(shared: &SharedRuntime<KernelDataplane>, checker: &mut Checker, path: 
 }
 
 /// Final per-service and per-backend counters, so a run leaves a record of what it did.
-fn log_counters(runtime: &Runtime<KernelDataplane>) {
+fn log_counters<D: Dataplane>(runtime: &Runtime<D>) {
     let controller = runtime.controller();
     let Some(plan) = controller.plan() else {
         return;
@@ -432,3 +437,7 @@ fn log_counters(runtime: &Runtime<KernelDataplane>) {
         info!("data path actions: {}", nonzero.join(" "));
     }
 }
+
+#[cfg(test)]
+#[path = "daemon_tests.rs"]
+mod tests;

@@ -14,7 +14,7 @@ use lb_common::{
 
 use crate::{
     dataplane::Dataplane,
-    kernel::LiveState,
+    dataplane::LiveState,
     model::config::Config,
     model::plan::{self, BackendRef, FreeIds, Ids, Overlay, Plan},
 };

@@ -8,13 +8,16 @@
 //! attaches a new link when it is not lbd's. Removing the pin directory itself is how
 //! `lbd --detach --force` takes this node out: lbd then stays detached, not ready,
 //! until it is restarted.
+use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use aya::programs::{links::PinnedLink, ProgramError};
 use log::{info, warn};
 
-use super::load::{ifindex_of, KernelDataplane};
+use super::KernelDataplane;
+use anyhow::bail;
+
 use crate::{kernel::link_watch, kernel::pins::PinDir, model::config::XdpAttachMode};
 
 /// The configured NICs and the ifindex each is attached at (None: not attached, the NIC
@@ -265,4 +268,14 @@ impl KernelDataplane {
             .map(|(name, ifindex)| (name.clone(), ifindex.is_some()))
             .collect()
     }
+}
+
+pub fn ifindex_of(name: &str) -> anyhow::Result<u32> {
+    let c = CString::new(name).with_context(|| format!("interface name {name:?}"))?;
+    // SAFETY: a valid NUL-terminated string; the call only reads it.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        bail!("interface {name} does not exist in this network namespace");
+    }
+    Ok(index)
 }

@@ -7,8 +7,8 @@ use lb_common::{
     syn_cache::SynSet,
 };
 
-use super::load::{is_not_found, KernelDataplane};
-use crate::ops::explain::Lookups;
+use super::{flows::is_not_found, KernelDataplane};
+use crate::dataplane::Lookups;
 
 impl Lookups for KernelDataplane {
     fn service(&self, key: &ServiceKey) -> anyhow::Result<Option<ServiceMeta>> {

@@ -10,9 +10,10 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use crate::{
     kernel::trace::Tracer,
     model::config::Config,
-    ops::api::{self, listen, DataPath, Shared},
+    ops::api::{self, listen},
     ops::listeners::{self, stats::ListenerStats},
     ops::metrics::{self, Metrics},
+    ops::shared::{DataPath, Shared},
     ops::trace,
 };
 
@@ -28,7 +29,7 @@ pub struct Servers {
 
 /// Binds every listener (so that a taken port or socket fails start-up with a clear
 /// error) and serves them in the background.
-pub async fn start<D: DataPath + crate::ops::explain::Lookups>(
+pub async fn start<D: DataPath>(
     config: &Config,
     runtime: Shared<D>,
     tracer: Option<Arc<Tracer>>,

@@ -10,7 +10,7 @@
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard,
     },
     time::{Duration, Instant},
 };
@@ -30,9 +30,15 @@ use crate::{
         state_file::{StateFileError, Store, Undo},
     },
     model::plan::BackendRef,
-    ops::stats::{self, CounterSource, Sampler, Snapshot},
+    ops::stats::{self, Sampler, Snapshot},
     ops::views::{ChangeResult, HealthView, StatsView},
 };
+
+/// What the API and the metrics need of the data path.
+pub trait DataPath: Dataplane + Send + 'static {}
+impl<T: Dataplane + Send + 'static> DataPath for T {}
+
+pub type Shared<D> = Arc<SharedRuntime<D>>;
 
 /// Why a change was not made. Nothing changed in any case: not the desired state, not
 /// the state file, not the kernel.
@@ -63,7 +69,7 @@ struct Inner<D> {
     store: Store,
 }
 
-impl<D: Dataplane + CounterSource> SharedRuntime<D> {
+impl<D: Dataplane> SharedRuntime<D> {
     /// Takes over a started runtime.
     pub fn new(runtime: Runtime<D>) -> Self {
         let store = Store::new(&runtime.config().state_file);

@@ -3,14 +3,16 @@ use std::{path::PathBuf, sync::Arc, time::Instant};
 use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters},
+    flow::{FlowKey, FlowTarget},
     service::{ServiceKey, ServiceMeta},
+    syn_cache::SynSet,
 };
 
 use super::*;
 use crate::{
     control::tables::Controller,
-    dataplane::{FakeDataplane, Write},
-    model::config::{self, BackendConfig, BackendState},
+    dataplane::{Counters, FakeDataplane, Lookups, Write},
+    model::config::{self, BackendConfig, BackendState, FlowTimeouts},
     model::desired::state_file,
 };
 
@@ -59,9 +61,52 @@ impl Dataplane for Flaky {
     fn backend_signals(&self, id: u32) -> anyhow::Result<BackendSignals> {
         self.fake.backend_signals(id)
     }
+    fn set_clock(&mut self, seconds: u32) -> anyhow::Result<()> {
+        self.fake.set_clock(seconds)
+    }
+    fn expire_flows(&mut self, now: u32, timeouts: &FlowTimeouts) -> anyhow::Result<usize> {
+        self.fake.expire_flows(now, timeouts)
+    }
+    fn bump_nexthop_generation(&mut self) -> anyhow::Result<()> {
+        self.fake.bump_nexthop_generation()
+    }
+    fn reconcile_active_flows(&mut self, backends: &[u32]) -> anyhow::Result<Vec<(u32, u64)>> {
+        self.fake.reconcile_active_flows(backends)
+    }
 }
 
-impl CounterSource for Flaky {
+/// Reads go to the fake: only writes fail.
+impl Lookups for Flaky {
+    fn service(&self, key: &ServiceKey) -> anyhow::Result<Option<ServiceMeta>> {
+        self.fake.service(key)
+    }
+    fn backend(&self, id: u32) -> anyhow::Result<Option<Backend>> {
+        self.fake.backend(id)
+    }
+    fn ring_entry(&self, index: u32) -> anyhow::Result<Option<u32>> {
+        self.fake.ring_entry(index)
+    }
+    fn policy_entry(&self, index: u32) -> anyhow::Result<Option<u32>> {
+        self.fake.policy_entry(index)
+    }
+    fn flow(&self, key: &FlowKey) -> anyhow::Result<Option<FlowTarget>> {
+        self.fake.flow(key)
+    }
+    fn syn_set(&self, index: u32) -> anyhow::Result<Option<SynSet>> {
+        self.fake.syn_set(index)
+    }
+    fn active_flows_of(&self, id: u32) -> anyhow::Result<u64> {
+        self.fake.active_flows_of(id)
+    }
+    fn rr_cursors(&self, service_id: u32) -> anyhow::Result<Vec<u32>> {
+        self.fake.rr_cursors(service_id)
+    }
+    fn clock(&self) -> anyhow::Result<u32> {
+        Lookups::clock(&self.fake)
+    }
+}
+
+impl Counters for Flaky {
     fn service_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
         self.fake.service_counters(id)
     }

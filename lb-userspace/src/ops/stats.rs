@@ -1,6 +1,6 @@
 //! Counters read from the data path, per service and backend, turned into the totals,
 //! per-second rates and per-zone sums that `lbctl stats`/`top` and `/metrics` show.
-//! Reading goes through [`CounterSource`], so the arithmetic is tested without a kernel.
+//! Reading goes through [`Counters`], so the arithmetic is tested without a kernel.
 use std::{
     collections::BTreeMap,
     time::{Duration, Instant},
@@ -9,22 +9,12 @@ use std::{
 use lb_common::counters::{TrafficCounters, REASONS};
 
 use crate::{
+    dataplane::Counters,
     model::config::Config,
     model::desired::edit::BackendAddr,
     model::plan::Plan,
     ops::views::{BackendStats, Counts, ReasonCount, ServiceStats, StatsView, ZoneStats},
 };
-
-/// Where counters come from: the kernel maps in `lbd`, a fake in tests.
-pub trait CounterSource {
-    fn service_counters(&self, id: u32) -> anyhow::Result<TrafficCounters>;
-    fn backend_counters(&self, id: u32) -> anyhow::Result<TrafficCounters>;
-    fn active_flows(&self, id: u32) -> anyhow::Result<u64>;
-    /// Packets per reason slot, in [`REASONS`] order.
-    fn reason_counters(&self) -> anyhow::Result<Vec<u64>>;
-    /// Forward flow-table entries seen by the last scan.
-    fn flow_entries(&self) -> u64;
-}
 
 /// One backend's counters at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -45,7 +35,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Reads every counter of `plan`'s services and backends.
-    pub fn read(plan: &Plan, source: &impl CounterSource) -> anyhow::Result<Snapshot> {
+    pub fn read(plan: &Plan, source: &impl Counters) -> anyhow::Result<Snapshot> {
         let mut services = BTreeMap::new();
         for s in &plan.services {
             services.insert(s.name.clone(), source.service_counters(s.id)?);
@@ -206,43 +196,6 @@ fn add(sum: &mut Counts, c: &Counts) {
     sum.bytes_to_client += c.bytes_to_client;
 }
 
-impl CounterSource for crate::kernel::KernelDataplane {
-    fn service_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
-        crate::kernel::KernelDataplane::service_counters(self, id)
-    }
-    fn backend_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
-        crate::kernel::KernelDataplane::backend_counters(self, id)
-    }
-    fn active_flows(&self, id: u32) -> anyhow::Result<u64> {
-        crate::kernel::KernelDataplane::active_flows(self, id)
-    }
-    fn reason_counters(&self) -> anyhow::Result<Vec<u64>> {
-        crate::kernel::KernelDataplane::reason_counters(self)
-    }
-    fn flow_entries(&self) -> u64 {
-        crate::kernel::KernelDataplane::flow_entries(self)
-    }
-}
-
-/// The in-memory data path counts nothing: every counter reads zero.
-impl CounterSource for crate::dataplane::FakeDataplane {
-    fn service_counters(&self, _: u32) -> anyhow::Result<TrafficCounters> {
-        Ok(TrafficCounters::default())
-    }
-    fn backend_counters(&self, _: u32) -> anyhow::Result<TrafficCounters> {
-        Ok(TrafficCounters::default())
-    }
-    fn active_flows(&self, _: u32) -> anyhow::Result<u64> {
-        Ok(0)
-    }
-    fn reason_counters(&self) -> anyhow::Result<Vec<u64>> {
-        Ok(vec![0; REASONS.len()])
-    }
-    fn flow_entries(&self) -> u64 {
-        0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,7 +203,7 @@ mod tests {
 
     struct Fixed(u64);
 
-    impl CounterSource for Fixed {
+    impl Counters for Fixed {
         fn service_counters(&self, _: u32) -> anyhow::Result<TrafficCounters> {
             Ok(TrafficCounters {
                 new_flows: 2 * self.0,

@@ -14,7 +14,7 @@
 //! flip per event) is never held, so the normal detection and recovery bounds stand.
 
 /// The most results the history holds.
-pub const MAX_WINDOW: u32 = 64;
+pub const MAX_WINDOW: u32 = crate::model::config::MAX_FLAP_WINDOW;
 
 /// What one result did to the damping state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

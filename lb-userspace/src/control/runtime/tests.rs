@@ -1,16 +1,18 @@
 use std::time::{Duration, Instant};
 
 use lb_common::{
-    counters::BackendSignals,
-    flow::FlowKey,
+    backend::Backend,
+    counters::{BackendSignals, TrafficCounters},
+    flow::{FlowKey, FlowTarget},
     net::FAMILY_IPV4,
-    service::{ring_slot_base, ServiceKey},
+    service::{ring_slot_base, ServiceKey, ServiceMeta},
+    syn_cache::SynSet,
 };
 
 use super::*;
 use crate::{
     control::health::machine::Failure,
-    dataplane::{FakeDataplane, Write},
+    dataplane::{Counters, FakeDataplane, Lookups, Write},
     model::config,
 };
 
@@ -414,6 +416,66 @@ impl Dataplane for Flaky {
     }
     fn backend_signals(&self, id: u32) -> anyhow::Result<BackendSignals> {
         self.inner.backend_signals(id)
+    }
+    fn set_clock(&mut self, seconds: u32) -> anyhow::Result<()> {
+        self.inner.set_clock(seconds)
+    }
+    fn expire_flows(&mut self, now: u32, timeouts: &config::FlowTimeouts) -> anyhow::Result<usize> {
+        self.inner.expire_flows(now, timeouts)
+    }
+    fn bump_nexthop_generation(&mut self) -> anyhow::Result<()> {
+        self.inner.bump_nexthop_generation()
+    }
+    fn reconcile_active_flows(&mut self, backends: &[u32]) -> anyhow::Result<Vec<(u32, u64)>> {
+        self.inner.reconcile_active_flows(backends)
+    }
+}
+
+impl Counters for Flaky {
+    fn service_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
+        self.inner.service_counters(id)
+    }
+    fn backend_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
+        self.inner.backend_counters(id)
+    }
+    fn active_flows(&self, id: u32) -> anyhow::Result<u64> {
+        self.inner.active_flows(id)
+    }
+    fn reason_counters(&self) -> anyhow::Result<Vec<u64>> {
+        self.inner.reason_counters()
+    }
+    fn flow_entries(&self) -> u64 {
+        self.inner.flow_entries()
+    }
+}
+
+impl Lookups for Flaky {
+    fn service(&self, key: &ServiceKey) -> anyhow::Result<Option<ServiceMeta>> {
+        self.inner.service(key)
+    }
+    fn backend(&self, id: u32) -> anyhow::Result<Option<Backend>> {
+        self.inner.backend(id)
+    }
+    fn ring_entry(&self, index: u32) -> anyhow::Result<Option<u32>> {
+        self.inner.ring_entry(index)
+    }
+    fn policy_entry(&self, index: u32) -> anyhow::Result<Option<u32>> {
+        self.inner.policy_entry(index)
+    }
+    fn flow(&self, key: &FlowKey) -> anyhow::Result<Option<FlowTarget>> {
+        self.inner.flow(key)
+    }
+    fn syn_set(&self, index: u32) -> anyhow::Result<Option<SynSet>> {
+        self.inner.syn_set(index)
+    }
+    fn active_flows_of(&self, id: u32) -> anyhow::Result<u64> {
+        self.inner.active_flows_of(id)
+    }
+    fn rr_cursors(&self, service_id: u32) -> anyhow::Result<Vec<u32>> {
+        self.inner.rr_cursors(service_id)
+    }
+    fn clock(&self) -> anyhow::Result<u32> {
+        Lookups::clock(&self.inner)
     }
 }
 

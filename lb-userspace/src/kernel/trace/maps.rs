@@ -8,7 +8,7 @@ use aya::{
 };
 use lb_common::limits::{MAP_TRACE_LOST, MAP_TRACE_RING, MAP_TRACE_SAMPLE};
 
-use crate::kernel::load::take;
+use crate::kernel::take;
 
 pub struct TraceMaps {
     sample: Array<MapData, u32>,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{duration, validate::Collector};
+use super::{collector::Collector, duration};
 
 /// The most connections a listener may be allowed; each holds a descriptor, and the
 /// descriptor budget lbd checks at start grows with it.

@@ -1,5 +1,6 @@
 //! The desired state as the operator writes it (YAML), parsed and then validated as a
 //! whole: a file with any error changes nothing.
+mod collector;
 mod connections;
 pub mod duration;
 mod flow_timeouts;
@@ -9,12 +10,13 @@ mod reload;
 mod validate;
 mod validate_policy;
 
+pub use collector::{ConfigError, FieldError};
 pub use connections::{ConnectionLimits, MAX_CONNECTIONS_CAP};
 pub use flow_timeouts::*;
 pub use model::*;
 pub use policy::*;
 pub use reload::check_reloadable;
-pub use validate::{validate, validate_scoped, ConfigError, FieldError, Scope};
+pub use validate::{validate, validate_scoped, Scope};
 
 use std::path::Path;
 

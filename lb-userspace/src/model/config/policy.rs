@@ -7,6 +7,9 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use super::duration;
 
+/// The most results a backend's flap history holds (`health.flap_window` at most).
+pub const MAX_FLAP_WINDOW: u32 = 64;
+
 /// How a backend is probed.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

@@ -5,8 +5,8 @@
 //! not applied would show in `lbctl config dump` while lbd did otherwise (a new
 //! `state_file` would even make the API's services vanish on the next restart).
 use super::{
+    collector::{ConfigError, FieldError},
     model::Config,
-    validate::{ConfigError, FieldError},
 };
 
 /// Every field of `new` that differs from `running` and needs a restart of lbd.

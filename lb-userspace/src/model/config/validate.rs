@@ -1,6 +1,6 @@
 //! Whole-config validation: every problem is reported with the path of the field that
 //! has it, and all problems are reported at once.
-use std::{collections::HashSet, fmt, net::Ipv4Addr};
+use std::{collections::HashSet, net::Ipv4Addr};
 
 use lb_common::{
     limits::{MAX_BACKENDS, MAX_SERVICES},
@@ -8,51 +8,11 @@ use lb_common::{
 };
 
 use super::{
+    collector::{check_name, Collector, ConfigError},
     duration,
     flow_timeouts::{FlowTimeouts, FLOW_TIMEOUT_RANGE},
     model::*,
 };
-
-/// One problem with one field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// Path of the field, e.g. `services[0].backends[1].weight`; empty for the file.
-    pub field: String,
-    pub message: String,
-}
-
-/// Every problem found in a config.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    pub errors: Vec<FieldError>,
-}
-
-impl ConfigError {
-    pub fn single(field: &str, message: impl Into<String>) -> Self {
-        Self {
-            errors: vec![FieldError {
-                field: field.to_string(),
-                message: message.into(),
-            }],
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.errors.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            if e.field.is_empty() {
-                write!(f, "{}", e.message)?;
-            } else {
-                write!(f, "{}: {}", e.field, e.message)?;
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Largest ring array the loader will create (entries across all services and slots).
 const MAX_RING_ENTRIES: u64 = 1 << 28;
@@ -64,17 +24,6 @@ const MIN_FLOW_TABLE: u32 = 1024;
 const MAX_FLOW_TABLE: u32 = 1 << 27;
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const MAX_IFNAME: usize = 15;
-
-pub(super) struct Collector(pub(super) Vec<FieldError>);
-
-impl Collector {
-    pub(super) fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.into(),
-            message: message.into(),
-        });
-    }
-}
 
 pub fn validate(config: &Config) -> Result<(), ConfigError> {
     let mut c = Collector(Vec::new());
@@ -103,24 +52,6 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         Ok(())
     } else {
         Err(ConfigError { errors: c.0 })
-    }
-}
-
-/// Names (zones, services) are what operators type in commands and see in metrics
-/// labels: keep them to a safe alphabet.
-pub(super) fn check_name(c: &mut Collector, field: &str, name: &str) {
-    if name.is_empty() {
-        c.err(field, "must not be empty");
-    } else if name.len() > 63 {
-        c.err(field, format!("`{name}` is longer than 63 characters"));
-    } else if !name
-        .chars()
-        .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
-    {
-        c.err(
-            field,
-            format!("`{name}` may only contain letters, digits, `-`, `_` and `.`"),
-        );
     }
 }
 

@@ -3,17 +3,16 @@
 use std::{collections::HashSet, time::Duration};
 
 use super::{
+    collector::{check_name, Collector},
     duration,
     model::ServiceConfig,
-    policy::{HealthConfig, ProbeType},
-    validate::{check_name, Collector},
+    policy::{HealthConfig, ProbeType, MAX_FLAP_WINDOW},
 };
 
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_INTERVAL: Duration = Duration::from_secs(300);
 const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 const MAX_THRESHOLD: u32 = 10;
-const MAX_FLAP_WINDOW: u32 = crate::control::health::flap::MAX_WINDOW;
 /// Fewest flips that may hold a backend: a single failed probe between passes (or one
 /// death and recovery) is 2 flips, and holding on that would eject a backend for one
 /// failure, whatever `unhealthy_threshold` says.

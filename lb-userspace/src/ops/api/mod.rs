@@ -28,8 +28,6 @@ pub mod error;
 pub mod listen;
 mod routes;
 
-use std::sync::Arc;
-
 use axum::{
     extract::DefaultBodyLimit,
     http::{Method, Uri},
@@ -38,19 +36,10 @@ use axum::{
 };
 
 use self::{body::MAX_BODY, error::ApiError};
-use crate::{
-    dataplane::Dataplane, ops::explain::Lookups, ops::shared::SharedRuntime,
-    ops::stats::CounterSource,
-};
+use crate::ops::shared::{DataPath, Shared};
 
-/// What the API needs of the data path.
-pub trait DataPath: Dataplane + CounterSource + Send + 'static {}
-impl<T: Dataplane + CounterSource + Send + 'static> DataPath for T {}
-
-pub type Shared<D> = Arc<SharedRuntime<D>>;
-
-/// The admin API; `explain` also reads the data path's maps ([`Lookups`]).
-pub fn router<D: DataPath + Lookups>(runtime: Shared<D>) -> Router {
+/// The admin API; `explain` also reads the data path's maps.
+pub fn router<D: DataPath>(runtime: Shared<D>) -> Router {
     use routes::*;
     let backend = "/v1/services/{service}/backends/{backend}";
     Router::new()

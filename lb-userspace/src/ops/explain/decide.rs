@@ -15,7 +15,7 @@ use lb_common::{
     syn_cache::{forwarded_hash, syn_handshake_hash_of_flow, syn_set, SynEntry},
 };
 
-use super::lookups::Lookups;
+use crate::dataplane::Lookups;
 
 /// What the data path was configured with (globals of the loaded object).
 #[derive(Debug, Clone, Copy)]

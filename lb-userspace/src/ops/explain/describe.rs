@@ -14,7 +14,6 @@ use serde::Serialize;
 
 use super::{
     decide::{decide, By, Choice, Decision, Params, PolicyPick},
-    lookups::Lookups,
     view::*,
 };
 use crate::{
@@ -47,7 +46,7 @@ pub fn flow_key(client: SocketAddrV4, vip: SocketAddrV4) -> FlowKey {
 }
 
 /// What the data path does now with packets of `client` -> `vip`, and why.
-pub fn explain<D: Dataplane + Lookups>(
+pub fn explain<D: Dataplane>(
     runtime: &Runtime<D>,
     client: SocketAddrV4,
     vip: SocketAddrV4,
@@ -205,7 +204,7 @@ struct Names<'a, D> {
     runtime: &'a Runtime<D>,
 }
 
-impl<D: Dataplane + Lookups> Names<'_, D> {
+impl<D: Dataplane> Names<'_, D> {
     /// Backend slot `id` as the kernel holds it, named from lbd's plan and config.
     fn backend(&self, id: u32) -> anyhow::Result<Option<BackendView>> {
         let controller = self.runtime.controller();

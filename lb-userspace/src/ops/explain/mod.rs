@@ -3,12 +3,10 @@
 //! from the live maps and decided as the data path decides ([`decide`]).
 pub mod decide;
 pub mod describe;
-pub mod lookups;
 pub mod view;
 
 #[cfg(test)]
 mod tests;
 
 pub use describe::{explain, ExplainError};
-pub use lookups::Lookups;
 pub use view::ExplainView;

@@ -13,7 +13,7 @@ use crate::{
     control::health::machine::Health,
     model::config::{BackendState, Config},
     model::desired::edit::BackendAddr,
-    ops::api::{DataPath, Shared},
+    ops::shared::{DataPath, Shared},
     ops::stats::Snapshot,
 };
 

@@ -20,7 +20,7 @@ use prometheus_client::{
 
 use crate::{
     model::plan::BackendRef,
-    ops::api::{DataPath, Shared},
+    ops::shared::{DataPath, Shared},
 };
 
 /// What lbd's loop pushes.

@@ -30,7 +30,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::ops::api::{blocking, DataPath, Shared};
+use crate::ops::{
+    api::blocking,
+    shared::{DataPath, Shared},
+};
 
 /// Labels of per-backend series.
 pub type BackendLabels = Vec<(&'static str, String)>;

@@ -20,7 +20,8 @@ use super::view::{line, BackendNames};
 use crate::{
     kernel::trace::{OpenError, Session, Tracer},
     model::config::duration,
-    ops::api::{blocking, body::JsonBody, error::ApiError, DataPath, Shared},
+    ops::api::{blocking, body::JsonBody, error::ApiError},
+    ops::shared::{DataPath, Shared},
 };
 
 /// The longest trace one request may ask for: a forgotten trace ends by itself.

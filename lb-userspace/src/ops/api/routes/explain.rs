@@ -10,7 +10,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::super::{blocking, error::ApiError, DataPath, Shared};
-use crate::ops::explain::{explain, ExplainError, ExplainView, Lookups};
+use crate::ops::explain::{explain, ExplainError, ExplainView};
 
 #[derive(Deserialize)]
 pub struct ExplainQuery {
@@ -29,7 +29,7 @@ fn addr(field: &str, value: Option<&str>) -> Result<SocketAddrV4, ApiError> {
     })
 }
 
-pub async fn explain_tuple<D: DataPath + Lookups>(
+pub async fn explain_tuple<D: DataPath>(
     State(rt): State<Shared<D>>,
     Query(q): Query<ExplainQuery>,
 ) -> Result<Json<ExplainView>, ApiError> {
