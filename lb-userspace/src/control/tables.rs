@@ -9,7 +9,10 @@ use anyhow::Context as _;
 use lb_common::{
     backend::Backend,
     filter::{filter_slot, FILTER_BACKENDS, FILTER_TOTAL_WORDS, FILTER_VIPS},
-    service::{policy_table_index, ring_slot_base, ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
+    limits::MAX_BACKENDS,
+    service::{
+        policy_table_index, ring_slot_base, ServiceKey, ServiceMeta, NO_BACKEND, POLICY_TABLE_SLOTS,
+    },
 };
 
 use crate::{
@@ -594,6 +597,11 @@ impl KernelSlots {
     }
 }
 
+/// What the shadow holds for an entry never written: no value ever written (a backend
+/// id, or [`NO_BACKEND`] for an entry that names none) can equal it.
+const UNKNOWN: u32 = u32::MAX - 1;
+const _: () = assert!(UNKNOWN != NO_BACKEND && UNKNOWN >= MAX_BACKENDS);
+
 /// The writes that make `shadow` start with `want` (entries past `want` are left as they
 /// are: nothing reads them), as (absolute index, value); `shadow` is updated to match.
 /// An unknown shadow gets every entry written.
@@ -603,8 +611,8 @@ fn changes(
     full_len: usize,
     base: u32,
 ) -> Vec<(u32, u32)> {
-    let known = shadow.get_or_insert_with(|| vec![u32::MAX; full_len]);
-    let unknown = known.iter().all(|v| *v == u32::MAX) && !want.is_empty();
+    let known = shadow.get_or_insert_with(|| vec![UNKNOWN; full_len]);
+    let unknown = known.iter().all(|v| *v == UNKNOWN) && !want.is_empty();
     let mut out = Vec::new();
     for (i, (w, have)) in want.iter().zip(known.iter_mut()).enumerate() {
         if w != have || unknown {

@@ -23,6 +23,7 @@ use crate::{
     model::config::{Config, ForwardingMode, Policy, Protocol, ServiceConfig},
     model::maglev::{self, MaglevBackend},
     model::policy_table::{self, TableBackend},
+    model::weights,
 };
 
 /// Identity of a backend within a service.
@@ -326,7 +327,7 @@ pub fn plan_service(
             .ring_weights
             .get(&at)
             .copied()
-            .unwrap_or(b.weight * 1000);
+            .unwrap_or(b.weight * weights::WEIGHT_SCALE);
         maglev_input.push(MaglevBackend {
             identity: format!("{}:{}", b.address, b.port),
             weight: weight_milli,

@@ -23,7 +23,7 @@ pub struct Servers {
     tasks: Vec<JoinHandle<()>>,
     /// Removes the socket file when dropped.
     _socket: listen::SocketFile,
-    /// For the health prober (issue 3) to observe probe latencies into.
+    /// For the health prober to observe probe latencies into.
     pub metrics: Arc<Metrics>,
 }
 

@@ -338,12 +338,6 @@ impl<D: Dataplane> SharedRuntime<D> {
     pub fn zone_of(&self, at: &BackendRef) -> Option<String> {
         self.lock().runtime.fleet().zone(at).map(str::to_string)
     }
-
-    /// The health verdict of one backend, as a label (`healthy`, `unhealthy`,
-    /// `unknown`).
-    pub fn health_label(&self, service: &str, at: &BackendAddr) -> String {
-        health_of(&self.lock().runtime, service, at)
-    }
 }
 
 fn health_of<D: Dataplane>(runtime: &Runtime<D>, service: &str, at: &BackendAddr) -> String {

@@ -94,7 +94,7 @@ impl Sampler {
     }
 }
 
-/// Per-backend health as far as lbd knows it (`unknown` until issue 3's probes).
+/// Per-backend health as far as lbd knows it (`unknown` until its probes have answered).
 pub type HealthOf<'a> = &'a dyn Fn(&str, &BackendAddr) -> String;
 
 /// The `GET /v1/stats` view of `now`, with rates against `baseline`.

@@ -203,3 +203,29 @@ fn the_prefilter_admits_before_publishing_and_forgets_after_removing() {
     );
     assert_eq!(c.dataplane().filter[&word] & mask, 0);
 }
+
+#[test]
+fn the_shadow_tells_an_entry_never_written_from_one_written_as_no_backend() {
+    use lb_common::service::NO_BACKEND;
+    // A ring with no backend of positive weight: every entry NO_BACKEND, written once.
+    let mut shadow = None;
+    let none = [NO_BACKEND; 4];
+    assert_eq!(
+        changes(&none, &mut shadow, 4, 100),
+        [
+            (100, NO_BACKEND),
+            (101, NO_BACKEND),
+            (102, NO_BACKEND),
+            (103, NO_BACKEND)
+        ]
+    );
+    assert_eq!(changes(&none, &mut shadow, 4, 100), []);
+    // Entries past a shorter table stay unknown, and are written when wanted, as
+    // NO_BACKEND too.
+    let mut shadow = None;
+    assert_eq!(changes(&[7, 8], &mut shadow, 4, 0), [(0, 7), (1, 8)]);
+    assert_eq!(
+        changes(&[7, 8, NO_BACKEND, NO_BACKEND], &mut shadow, 4, 0),
+        [(2, NO_BACKEND), (3, NO_BACKEND)]
+    );
+}

@@ -309,7 +309,7 @@ fn a_relative_state_file_is_refused() {
     );
 }
 
-/// The issue's config contract, every new key spelled out.
+/// The config contract, every key spelled out.
 const POLICY: &str = r#"
 node:
   zone: az-a

@@ -1,5 +1,5 @@
-//! The desired state: one [`Config`] value that start-up, API changes and (after issue 3)
-//! reloads all produce, validate as a whole and hand to `Controller::apply`.
+//! The desired state: one [`Config`] value that start-up, API changes and reloads all
+//! produce, validate as a whole and hand to `Controller::apply`.
 //!
 //! Where it comes from (the persistence rule, also in the README):
 //! - `node`, `cluster`, `limits`, `interfaces`, `xdp_mode`, `api`, `metrics` and

@@ -182,9 +182,13 @@ fn when_none_is_healthy(policy: &ZonePolicy, members: &[Member]) -> Weights {
     Weights { mode, weights }
 }
 
+/// Effective weights in integer thousandths: the unit of the Maglev builder's weights,
+/// the policy tables and the kernel's `weight_milli`.
+pub const WEIGHT_SCALE: u32 = 1000;
+
 /// Scale of [`ring_weight`]: effective weights keep three decimals in the Maglev
 /// builder's integer weights.
-pub const RING_WEIGHT_SCALE: f64 = 1000.0;
+pub const RING_WEIGHT_SCALE: f64 = WEIGHT_SCALE as f64;
 
 /// The integer weight the Maglev builder gets. Multiplying every weight by one constant
 /// leaves the builder's table unchanged, so shares still follow weights; a positive

@@ -13,6 +13,7 @@ use crate::{
     control::health::machine::Health,
     model::config::{BackendState, Config},
     model::desired::edit::BackendAddr,
+    model::weights::RING_WEIGHT_SCALE,
     ops::shared::{DataPath, Shared},
     ops::stats::Snapshot,
 };
@@ -101,7 +102,7 @@ impl<D: DataPath> DataPathCollector<D> {
                     port: b.at.port,
                 };
                 let key = (b.at.service.clone(), at);
-                weights.insert(key.clone(), b.value.weight_milli as f64 / 1000.0);
+                weights.insert(key.clone(), b.value.weight_milli as f64 / RING_WEIGHT_SCALE);
                 signals.insert(key.clone(), controller.dataplane().backend_signals(b.id)?);
                 let verdict = runtime.fleet().health(&b.at).unwrap_or(Health::Unknown);
                 health.insert(key, verdict.to_string());

@@ -52,7 +52,7 @@ impl MetricConstructor<Histogram> for ProbeBuckets {
 pub struct Metrics {
     registry: Registry,
     /// Health-probe latency per backend, in seconds. Registered now so dashboards and
-    /// alerts can be built on it; issue 3's prober observes into it.
+    /// alerts can be built on it; the health prober observes into it.
     pub probe_duration: Family<BackendLabels, Histogram, ProbeBuckets>,
     /// 1 while the data path is attached to the NIC, 0 while it is missing.
     interface_attached: Family<BackendLabels, Gauge>,
@@ -129,7 +129,7 @@ impl Metrics {
             .inc();
     }
 
-    /// Records one health-probe latency (for the prober of issue 3).
+    /// Records one health-probe latency (for the health prober).
     pub fn observe_probe(&self, service: &str, backend: &str, zone: &str, seconds: f64) {
         self.probe_duration
             .get_or_create(&vec![

@@ -10,6 +10,7 @@ use super::{change, DataPath, Shared};
 use crate::{
     model::config::{BackendConfig, BackendState},
     model::desired::edit::{BackendAddr, Edit, EditError, WeightBody},
+    model::weights::RING_WEIGHT_SCALE,
     ops::api::{body::JsonBody, error::ApiError},
     ops::views::{BackendView, ChangeResult},
 };
@@ -38,7 +39,7 @@ pub async fn list<D: DataPath>(
                         };
                         (
                             (b.at.service.clone(), at),
-                            b.value.weight_milli as f64 / 1000.0,
+                            b.value.weight_milli as f64 / RING_WEIGHT_SCALE,
                         )
                     })
                     .collect()

@@ -18,7 +18,7 @@ pub async fn list<D: DataPath>(State(rt): State<Shared<D>>) -> Json<Vec<ZoneView
     let mut zones: BTreeMap<String, ZoneView> = BTreeMap::new();
     let local = config.node.zone.as_str();
     // The node's own zone is listed even without backends: it is where traffic stays
-    // when cross-zone balancing is off (issue 3).
+    // when cross-zone balancing is off.
     zone_entry(&mut zones, local, local);
     for s in &config.services {
         for b in &s.backends {
