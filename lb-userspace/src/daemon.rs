@@ -23,18 +23,18 @@ use crate::{
     control::health::checker::Checker,
     control::runtime::Runtime,
     control::tables::Controller,
-    dataplane::Dataplane,
+    dataplane::{Dataplane, LinkChange},
     kernel::link_watch,
     kernel::pin_lock::{LockError, PinLock},
     kernel::pins::PinDir,
     kernel::privileges::{self, Verification},
     kernel::trace::Tracer,
-    kernel::{KernelDataplane, LinkChange},
+    kernel::KernelDataplane,
     model::config::{Config, FlowTimeouts},
     model::desired::{self, Source},
     ops::metrics::Metrics,
-    ops::serve,
-    ops::shared::SharedRuntime,
+    ops::serve::{self, Servers},
+    ops::shared::{DataPath, SharedRuntime},
 };
 
 /// Exit status for an invalid config (sysexits EX_CONFIG; systemd units can list it in
@@ -112,7 +112,7 @@ pub async fn run(
         None
     };
     // Subscribed before attaching, so that no NIC event after the attach is missed.
-    let mut link_events =
+    let link_events =
         link_watch::watch(&config.interfaces).context("watching the configured NICs")?;
     dataplane
         .attach(&config.interfaces, config.xdp_mode, Some(&pins))
@@ -143,6 +143,22 @@ pub async fn run(
         summary.ring_entries_written
     );
 
+    serve_until_stopped(&shared, servers, link_events, &options.config_path).await?;
+    info!(
+        "stopped; the data path keeps forwarding from {} (`lbd --detach` removes it)",
+        pins.root().display()
+    );
+    Ok(())
+}
+
+/// The loop: probes, timers, NIC events, the admin API's changes and SIGHUP, until
+/// SIGTERM or SIGINT; then the servers stop and the final counters are logged.
+async fn serve_until_stopped<D: DataPath>(
+    shared: &SharedRuntime<D>,
+    servers: Servers,
+    mut link_events: mpsc::Receiver<String>,
+    config_path: &Path,
+) -> anyhow::Result<()> {
     let (reports_tx, mut reports) = mpsc::channel(1024);
     let mut checker = Checker::new(reports_tx);
     checker.sync(shared.with(|rt| rt.probe_specs()));
@@ -187,11 +203,11 @@ pub async fn run(
             _ = routes.tick() => shared.with(|rt| on_routes_tick(rt, boot_seconds())),
             _ = sample.tick() => shared.sample().context("sampling counters"),
             Some(_) = link_events.recv() => {
-                check_links(&shared, &servers.metrics);
+                check_links(shared, &servers.metrics);
                 Ok(())
             }
             _ = link_check.tick() => {
-                check_links(&shared, &servers.metrics);
+                check_links(shared, &servers.metrics);
                 Ok(())
             }
             // The admin API changed the desired state: probe what it now holds.
@@ -200,7 +216,7 @@ pub async fn run(
                 Ok(())
             }
             _ = hup.recv() => {
-                reload(&shared, &mut checker, &options.config_path);
+                reload(shared, &mut checker, config_path);
                 Ok(())
             }
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
@@ -216,10 +232,6 @@ pub async fn run(
     drop(checker);
     servers.stop().await;
     shared.with(|rt| log_counters(rt));
-    info!(
-        "stopped; the data path keeps forwarding from {} (`lbd --detach` removes it)",
-        pins.root().display()
-    );
     Ok(())
 }
 
@@ -257,7 +269,7 @@ pub fn detach(pin_dir: &Path, force: bool) -> anyhow::Result<()> {
 
 /// Re-attaches a configured NIC that was deleted and created again or lost lb_xdp, and
 /// keeps readiness and the per-NIC metrics in line with what is attached.
-fn check_links(shared: &SharedRuntime<KernelDataplane>, metrics: &Metrics) {
+fn check_links<D: Dataplane>(shared: &SharedRuntime<D>, metrics: &Metrics) {
     let (changes, states) = shared.with(|rt| {
         let dp = rt.controller_mut().dataplane_mut();
         (dp.ensure_attached(), dp.interface_states())
@@ -366,7 +378,7 @@ fn reconcile_active_flows<D: Dataplane>(controller: &mut Controller<D>) {
 /// SIGHUP: the file is validated as a whole, as at start-up, with the state file's
 /// services when there is one (see `crate::model::desired`); a file with any problem changes
 /// nothing.
-fn reload(shared: &SharedRuntime<KernelDataplane>, checker: &mut Checker, path: &Path) {
+fn reload<D: Dataplane>(shared: &SharedRuntime<D>, checker: &mut Checker, path: &Path) {
     let outcome = desired::load(path)
         .map_err(anyhow::Error::from)
         .and_then(|(config, _)| shared.reload(config));

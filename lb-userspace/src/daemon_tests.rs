@@ -10,6 +10,7 @@ use super::*;
 use crate::{
     dataplane::{FakeDataplane, Lookups},
     model::config,
+    ops::shared::SharedRuntime,
 };
 
 const RING: u32 = 1009;
@@ -104,4 +105,48 @@ fn the_reconcile_timer_expires_idle_flows_then_corrects_active_counts() {
     on_reconcile_tick(&mut rt, now);
     let dp = rt.controller().dataplane();
     assert_eq!((dp.flows.len(), dp.active_adjust.clone()), before);
+}
+
+#[test]
+fn the_link_check_reports_a_lost_nic_and_readiness_follows_the_attached_ones() {
+    let shared = std::sync::Arc::new(SharedRuntime::new(runtime()));
+    let metrics = Metrics::new(shared.clone());
+    shared.with(|rt| {
+        let dp = rt.controller_mut().dataplane_mut();
+        dp.interfaces = vec![("eth0".to_string(), false), ("eth1".to_string(), true)];
+        dp.link_changes = vec![LinkChange::Lost {
+            interface: "eth0".to_string(),
+            ifindex: 7,
+        }];
+    });
+    shared.set_ready(true);
+
+    check_links(&shared, &metrics);
+
+    assert!(!shared.is_ready(), "eth0 is not attached");
+    let text = metrics.encode().unwrap();
+    for line in [
+        "lb_interface_attached{interface=\"eth0\"} 0\n",
+        "lb_interface_attached{interface=\"eth1\"} 1\n",
+        "lb_interface_events_total{interface=\"eth0\",event=\"lost\"} 1\n",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+
+    // eth0 back: ready again, and the event counted.
+    shared.with(|rt| {
+        let dp = rt.controller_mut().dataplane_mut();
+        dp.interfaces[0].1 = true;
+        dp.link_changes = vec![LinkChange::Attached {
+            interface: "eth0".to_string(),
+            ifindex: 9,
+        }];
+    });
+    check_links(&shared, &metrics);
+    assert!(shared.is_ready());
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains("lb_interface_events_total{interface=\"eth0\",event=\"attached\"} 1\n"),
+        "{text}"
+    );
 }

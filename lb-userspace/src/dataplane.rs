@@ -2,6 +2,8 @@
 //! loop, the API and the metrics do to the kernel's tables (writes, counters, flow
 //! maintenance, single-entry lookups). `crate::kernel` implements it over the real
 //! maps; the fake ([`fake`], tests and the `fake` feature only) in memory.
+use std::path::PathBuf;
+
 use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters},
@@ -50,6 +52,11 @@ pub trait Dataplane: Counters + Lookups {
     /// Recounts the open flows and corrects the active-flow counts of `backends` that
     /// drifted (see [`crate::model::reconcile`]). Returns the corrections made.
     fn reconcile_active_flows(&mut self, backends: &[u32]) -> anyhow::Result<Vec<(u32, u64)>>;
+    /// Attaches the program again to each configured NIC that was re-created or lost it;
+    /// returns what changed.
+    fn ensure_attached(&mut self) -> Vec<LinkChange>;
+    /// Each configured NIC and whether the program is attached to it now.
+    fn interface_states(&self) -> Vec<(String, bool)>;
 }
 
 /// Where counters come from: the kernel maps in `lbd`, a fake in tests.
@@ -68,4 +75,32 @@ pub trait Counters {
 pub struct LiveState {
     pub services: Vec<(ServiceKey, ServiceMeta)>,
     pub backends: Vec<(u32, Backend)>,
+}
+
+/// A change [`Dataplane::ensure_attached`] found or made.
+#[derive(Debug)]
+pub enum LinkChange {
+    /// The NIC is gone (its link severed); nothing to attach to until it is back.
+    Lost { interface: String, ifindex: u32 },
+    /// The NIC is there but runs another XDP program, or none (listed by id): the link
+    /// was detached or replaced. A new link is attached at once.
+    Displaced {
+        interface: String,
+        ifindex: u32,
+        found: Vec<u32>,
+    },
+    /// The pin directory was removed (`lbd --detach --force`): lbd stays detached from
+    /// every NIC until it is restarted.
+    Abandoned {
+        interfaces: Vec<String>,
+        pin_dir: PathBuf,
+    },
+    /// The NIC (re)appeared and the program is attached to it again.
+    Attached { interface: String, ifindex: u32 },
+    /// The NIC is there, but attaching failed; retried at every check, reported once
+    /// per NIC incarnation (ifindex).
+    Failed {
+        interface: String,
+        error: anyhow::Error,
+    },
 }

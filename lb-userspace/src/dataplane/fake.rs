@@ -12,7 +12,7 @@ use lb_common::{
     syn_cache::SynSet,
 };
 
-use super::{Counters, Dataplane, Lookups};
+use super::{Counters, Dataplane, LinkChange, Lookups};
 use crate::model::{
     ageing,
     config::FlowTimeouts,
@@ -53,6 +53,9 @@ pub struct FakeDataplane {
     /// What the reconciler subtracts from `active`, as the kernel's `ACTIVE_ADJUST`.
     pub active_adjust: HashMap<u32, u64>,
     pub nexthop_generation: u32,
+    /// What the next `ensure_attached` reports, and each NIC's state, set by tests.
+    pub link_changes: Vec<LinkChange>,
+    pub interfaces: Vec<(String, bool)>,
     pub log: Vec<Write>,
 }
 
@@ -228,6 +231,15 @@ impl Dataplane for FakeDataplane {
     fn bump_nexthop_generation(&mut self) -> anyhow::Result<()> {
         self.nexthop_generation = self.nexthop_generation.wrapping_add(1);
         Ok(())
+    }
+
+    /// Hands out the changes a test queued in [`FakeDataplane::link_changes`].
+    fn ensure_attached(&mut self) -> Vec<LinkChange> {
+        std::mem::take(&mut self.link_changes)
+    }
+
+    fn interface_states(&self) -> Vec<(String, bool)> {
+        self.interfaces.clone()
     }
 
     /// As the kernel's, with [`FakeDataplane::active`] as the data path's counts (which

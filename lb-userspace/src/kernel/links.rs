@@ -8,17 +8,16 @@
 //! attaches a new link when it is not lbd's. Removing the pin directory itself is how
 //! `lbd --detach --force` takes this node out: lbd then stays detached, not ready,
 //! until it is restarted.
-use std::ffi::CString;
-use std::path::{Path, PathBuf};
+use std::{ffi::CString, path::Path};
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use aya::programs::{links::PinnedLink, ProgramError};
 use log::{info, warn};
 
 use super::KernelDataplane;
-use anyhow::bail;
-
-use crate::{kernel::link_watch, kernel::pins::PinDir, model::config::XdpAttachMode};
+use crate::{
+    dataplane::LinkChange, kernel::link_watch, kernel::pins::PinDir, model::config::XdpAttachMode,
+};
 
 /// The configured NICs and the ifindex each is attached at (None: not attached, the NIC
 /// is missing).
@@ -52,34 +51,6 @@ impl Links {
             entry.1 = ifindex;
         }
     }
-}
-
-/// A change [`KernelDataplane::ensure_attached`] found or made.
-#[derive(Debug)]
-pub enum LinkChange {
-    /// The NIC is gone (its link severed); nothing to attach to until it is back.
-    Lost { interface: String, ifindex: u32 },
-    /// The NIC is there but runs another XDP program, or none (listed by id): the link
-    /// was detached or replaced. A new link is attached at once.
-    Displaced {
-        interface: String,
-        ifindex: u32,
-        found: Vec<u32>,
-    },
-    /// The pin directory was removed (`lbd --detach --force`): lbd stays detached from
-    /// every NIC until it is restarted.
-    Abandoned {
-        interfaces: Vec<String>,
-        pin_dir: PathBuf,
-    },
-    /// The NIC (re)appeared and the program is attached to it again.
-    Attached { interface: String, ifindex: u32 },
-    /// The NIC is there, but attaching failed; retried at every check, reported once
-    /// per NIC incarnation (ifindex).
-    Failed {
-        interface: String,
-        error: anyhow::Error,
-    },
 }
 
 /// BPF_LINK_UPDATE on a link whose device is gone ("Link has been severed").
@@ -123,7 +94,7 @@ impl KernelDataplane {
     /// attached at, and attaches to a NIC that is new (deleted and created again, or
     /// missing at the last check) or no longer runs this program. Cheap when nothing
     /// changed: one `if_nametoindex` and one RTM_GETLINK per NIC. Returns what changed.
-    pub fn ensure_attached(&mut self) -> Vec<LinkChange> {
+    pub(super) fn ensure_attached(&mut self) -> Vec<LinkChange> {
         let mut changes = Vec::new();
         if self.links.abandoned {
             return changes;
@@ -261,7 +232,7 @@ impl KernelDataplane {
     }
 
     /// Each configured NIC and whether the program is attached to it now.
-    pub fn interface_states(&self) -> Vec<(String, bool)> {
+    pub(super) fn interface_states(&self) -> Vec<(String, bool)> {
         self.links
             .interfaces
             .iter()

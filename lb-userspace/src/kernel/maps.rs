@@ -17,7 +17,7 @@ use super::{
     KernelDataplane,
 };
 use crate::{
-    dataplane::{Counters, Dataplane},
+    dataplane::{Counters, Dataplane, LinkChange},
     model::config::FlowTimeouts,
 };
 
@@ -148,6 +148,14 @@ impl Dataplane for KernelDataplane {
 
     fn reconcile_active_flows(&mut self, backends: &[u32]) -> anyhow::Result<Vec<(u32, u64)>> {
         KernelDataplane::reconcile_active_flows(self, backends)
+    }
+
+    fn ensure_attached(&mut self) -> Vec<LinkChange> {
+        KernelDataplane::ensure_attached(self)
+    }
+
+    fn interface_states(&self) -> Vec<(String, bool)> {
+        KernelDataplane::interface_states(self)
     }
 }
 

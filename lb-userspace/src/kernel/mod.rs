@@ -16,7 +16,7 @@ pub mod privileges;
 pub mod service_index;
 pub mod trace;
 
-pub use links::{ifindex_of, LinkChange};
+pub use links::ifindex_of;
 pub use load::map_sizes;
 
 use anyhow::Context as _;

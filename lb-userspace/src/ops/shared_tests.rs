@@ -73,6 +73,12 @@ impl Dataplane for Flaky {
     fn reconcile_active_flows(&mut self, backends: &[u32]) -> anyhow::Result<Vec<(u32, u64)>> {
         self.fake.reconcile_active_flows(backends)
     }
+    fn ensure_attached(&mut self) -> Vec<crate::dataplane::LinkChange> {
+        self.fake.ensure_attached()
+    }
+    fn interface_states(&self) -> Vec<(String, bool)> {
+        self.fake.interface_states()
+    }
 }
 
 /// Reads go to the fake: only writes fail.

@@ -429,6 +429,12 @@ impl Dataplane for Flaky {
     fn reconcile_active_flows(&mut self, backends: &[u32]) -> anyhow::Result<Vec<(u32, u64)>> {
         self.inner.reconcile_active_flows(backends)
     }
+    fn ensure_attached(&mut self) -> Vec<crate::dataplane::LinkChange> {
+        self.inner.ensure_attached()
+    }
+    fn interface_states(&self) -> Vec<(String, bool)> {
+        self.inner.interface_states()
+    }
 }
 
 impl Counters for Flaky {
