@@ -20,7 +20,7 @@ use tokio::{
 };
 
 use crate::{
-    control::health::checker::Checker,
+    control::health::checker::{Checker, Report},
     control::runtime::Runtime,
     control::tables::Controller,
     dataplane::{Dataplane, LinkChange},
@@ -179,16 +179,7 @@ async fn serve_until_stopped<D: DataPath>(
                 if !checker.is_current(&report) {
                     continue;
                 }
-                let handling = Instant::now();
-                if let Some(zone) = shared.zone_of(&report.at) {
-                    let backend = format!("{}:{}", report.at.address, report.at.port);
-                    let secs = report.latency.as_secs_f64();
-                    servers.metrics.observe_probe(&report.at.service, &backend, &zone, secs);
-                }
-                let applied = shared.on_probe(&report.at, &report.outcome, report.latency);
-                let lag = handling.saturating_duration_since(report.done);
-                servers.metrics.health.probe_applied(lag, handling.elapsed());
-                applied.map(drop)
+                apply_probe(shared, &servers.metrics, &report)
             }
             due = ticker.tick() => {
                 let handling = Instant::now();
@@ -233,6 +224,24 @@ async fn serve_until_stopped<D: DataPath>(
     servers.stop().await;
     shared.with(|rt| log_counters(rt));
     Ok(())
+}
+
+/// One probe result: observed into the latency histogram, then applied to the runtime.
+fn apply_probe<D: Dataplane>(
+    shared: &SharedRuntime<D>,
+    metrics: &Metrics,
+    report: &Report,
+) -> anyhow::Result<()> {
+    let handling = Instant::now();
+    if let Some(zone) = shared.zone_of(&report.at) {
+        let backend = format!("{}:{}", report.at.address, report.at.port);
+        let secs = report.latency.as_secs_f64();
+        metrics.observe_probe(&report.at.service, &backend, &zone, secs);
+    }
+    let applied = shared.on_probe(&report.at, &report.outcome, report.latency);
+    let lag = handling.saturating_duration_since(report.done);
+    metrics.health.probe_applied(lag, handling.elapsed());
+    applied.map(drop)
 }
 
 /// `lbd --detach`: detaches the data path from every NIC and removes its pinned state.
