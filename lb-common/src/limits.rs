@@ -62,7 +62,7 @@ pub const GLOBAL_SERVICE_INDEX_MASK: &str = "LB_SERVICE_INDEX_MASK";
 /// Slots of the SYN cache for a flow table of `flow_table_size` entries: as many, rounded
 /// up to a power of two (the data path masks a hash), at most 2^17 (1 MiB of 8-byte
 /// slots). A SYN writes one random slot, and what that costs steps with the cache's size:
-/// on the machine of the README's Performance section a SYN costs 80-100 ns net with
+/// on the machine of docs/performance.md a SYN costs 80-100 ns net with
 /// 1 MiB (about 180 in a few runs, for a reason not found), 80 or 170 ns from one start
 /// to the next with 2 MiB, 180 ns with 4 MiB. 2^17 slots keep the chance that a
 /// SYN's slot is overwritten before its SYN-ACK (about one backend round trip, 1 ms) at

@@ -1,7 +1,7 @@
 //! The service index: how the data path finds the service of a VIP:port without calling
 //! into the kernel. A hash-map lookup from BPF is three kernel function calls, about
-//! 30 ns on a machine whose returns are slowed by speculation mitigations (see README,
-//! Performance); an array lookup is inlined by the verifier.
+//! 30 ns on a machine whose returns are slowed by speculation mitigations (see
+//! docs/performance.md); an array lookup is inlined by the verifier.
 //!
 //! Open addressing with linear probing over a power-of-two array of [`ServiceSlot`]s, at
 //! most [`SERVICE_INDEX_PROBES`] slots from a key's home. Each slot is two 64-bit words,

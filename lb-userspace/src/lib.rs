@@ -27,12 +27,15 @@
 //!   arrays, the service index, privileges, NIC events, the trace ring's reader.
 //! - [`daemon`]: `lbd`'s wiring and loop (probes, timers, SIGHUP, shutdown);
 //!   [`preflight`]: the config against this host before anything touches the kernel.
-//! - [`cli`]: the commands of `lbctl`.
+//! - [`cli`]: the commands of `lbctl`; [`lbd_args`]: `lbd`'s command line; [`man`]: the
+//!   manual pages of `lbd` and `lbctl`, from their clap definitions.
 pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod kernel;
+pub mod lbd_args;
+pub mod man;
 pub mod model;
 pub mod ops;
 pub mod preflight;

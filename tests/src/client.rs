@@ -45,6 +45,18 @@ impl BurstResult {
     pub fn backends_seen(&self) -> usize {
         self.per_backend.len()
     }
+
+    /// Panics unless every one of the `count` connections asked for was answered (none
+    /// failed, none left out by the time limit), naming the first failures.
+    #[track_caller]
+    pub fn assert_all_answered(&self, count: usize) {
+        assert!(
+            self.failed.is_empty() && self.ok == count,
+            "{} of {count} connections answered; failures: {:?}",
+            self.ok,
+            &self.failed[..self.failed.len().min(5)]
+        );
+    }
 }
 
 /// How a connection failed, as a fault test must tell them apart: a refusal (the SYN
@@ -297,6 +309,15 @@ pub fn hold(vip: Ipv4Addr, port: u16, timeout: Duration) -> Result<HeldConn, Str
     })
 }
 
+/// Whether a failed read is worth repeating until the caller's deadline: interrupted, or
+/// the socket's read timeout (set to the time left) ran out early.
+fn read_again(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
+    )
+}
+
 fn read_line(stream: &mut TcpStream, deadline: Instant) -> Result<String, String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -319,14 +340,7 @@ fn read_line(stream: &mut TcpStream, deadline: Instant) -> Result<String, String
                     return Ok(String::from_utf8_lossy(&line).into_owned());
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
+            Err(e) if read_again(&e) => continue,
             Err(e) => return Err(format!("{e}; got {:?}", String::from_utf8_lossy(&line))),
         }
     }
@@ -370,14 +384,7 @@ impl HeldConn {
                     ))
                 }
                 Ok(n) => got.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue
-                }
+                Err(e) if read_again(&e) => continue,
                 Err(e) => return Err(format!("{who}: receive: {e}")),
             }
         }

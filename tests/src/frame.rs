@@ -42,6 +42,15 @@ impl Default for Frame {
     }
 }
 
+/// TCP flag bytes, as [`Frame::flags`] takes them.
+pub const SYN: u8 = 0x02;
+pub const ACK: u8 = 0x10;
+pub const SYN_ACK: u8 = SYN | ACK;
+pub const RST: u8 = 0x04;
+pub const RST_ACK: u8 = RST | ACK;
+pub const FIN_ACK: u8 = 0x01 | ACK;
+pub const PSH_ACK: u8 = 0x08 | ACK;
+
 pub const ETH_LEN: usize = 14;
 pub const IP_LEN: usize = 20;
 pub const TCP_LEN: usize = 20;

@@ -17,8 +17,14 @@
 //! * [`client_loop`]: [`ClientLoop`] — connections one after another on a
 //!   background thread, each recorded with its start time and outcome.
 //! * [`lbd_log`]: lbd's log lines on the wall clock, to time failovers.
+//! * [`lbd_metrics`]: lbd's `/metrics`, `/healthz` and `/readyz` from inside a lab.
 //! * [`many_backends`]: thousands of backend addresses in one namespace and one
 //!   responder for their probes (health checking at scale).
+//! * [`needs`]: what the packet and lab test binaries need from the machine, checked
+//!   once per binary so that a run without root fails with one message.
+//! * [`packet_rig`], [`packet_exchange`], [`frame`]: the real XDP program under
+//!   BPF_PROG_TEST_RUN in a namespace, the exchanges packet tests make through it (a
+//!   counted run, SYN then ACK, a backend's answer, a handshake), crafted frames.
 //! * [`scenario`]: fast health settings and the bounds the fault tests assert.
 //! * [`bench`]: the parts of `cargo xtask bench` (per packet, flow-table fill,
 //!   control plane, end to end), run by the `lb-bench` binary.
@@ -35,8 +41,11 @@ pub mod http;
 pub mod jited;
 pub mod lbctl;
 pub mod lbd_log;
+pub mod lbd_metrics;
 pub mod many_backends;
+pub mod needs;
 pub mod netns;
+pub mod packet_exchange;
 pub mod packet_rig;
 pub mod peer_xdp;
 pub mod process;

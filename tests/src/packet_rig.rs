@@ -9,6 +9,10 @@
 use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
+use lb_common::{
+    hash::{flow_hash, source_hash},
+    service::POLICY_SOURCE_HASH,
+};
 use lb_userspace::{control::tables::Controller, kernel::KernelDataplane, model::config};
 
 use crate::{
@@ -19,6 +23,10 @@ use crate::{
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 2);
 pub const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0x0a, 0x02];
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+
+/// [`CONFIG`]'s `cluster.hash_seed` and `cluster.ring_size`.
+pub const HASH_SEED: u32 = 42;
+pub const RING_SIZE: u32 = 1009;
 
 /// XDP return codes.
 pub const XDP_DROP: u32 = 1;
@@ -33,20 +41,8 @@ pub fn backend_mac(last_octet: u8) -> Mac {
 /// The rig's config: `web` on the VIP with three backends behind `b0`, `same-nic` with
 /// one behind `c0`, `unresolved` whose backend has no neighbour, `empty` with none, and
 /// one service per other policy: `rr` (weights 3:1:1), `lc`, `sh`.
-pub const CONFIG: &str = r#"
-node: { zone: az-a }
-interfaces: [c0, b0]
-cluster: { ring_size: 1009, hash_seed: 42 }
-limits: { flow_table_size: 4096, max_services: 8, max_backends: 64 }
-services:
-  - name: web
-    vip: 10.0.0.100
-    port: 80
-    backends:
-      - { address: 10.1.0.11, port: 8080, zone: az-a }
-      - { address: 10.1.0.12, port: 8080, zone: az-b }
-      - { address: 10.1.0.13, port: 8080, zone: az-c }
-  - { name: same-nic, vip: 10.0.0.101, port: 80, backends: [{ address: 10.10.0.77, port: 8080, zone: az-a }] }
+pub const CONFIG: &str = crate::rig_config_with!(
+    r#"  - { name: same-nic, vip: 10.0.0.101, port: 80, backends: [{ address: 10.10.0.77, port: 8080, zone: az-a }] }
   - { name: unresolved, vip: 10.0.0.102, port: 80, backends: [{ address: 10.1.0.99, port: 8080, zone: az-a }] }
   - { name: empty, vip: 10.0.0.103, port: 80, backends: [] }
   - name: rr
@@ -72,7 +68,34 @@ services:
       - { address: 10.1.0.11, port: 8080, zone: az-a }
       - { address: 10.1.0.12, port: 8080, zone: az-b }
       - { address: 10.1.0.13, port: 8080, zone: az-c }
-"#;
+"#
+);
+
+/// The rig's config up to and including `web` (see [`CONFIG`]), followed by
+/// `$services`, more entries of the `services` list: for packet tests that want services
+/// of their own beside `web` on the same seed, ring and limits.
+#[macro_export]
+macro_rules! rig_config_with {
+    ($services:literal) => {
+        concat!(
+            r#"
+node: { zone: az-a }
+interfaces: [c0, b0]
+cluster: { ring_size: 1009, hash_seed: 42 }
+limits: { flow_table_size: 4096, max_services: 8, max_backends: 64 }
+services:
+  - name: web
+    vip: 10.0.0.100
+    port: 80
+    backends:
+      - { address: 10.1.0.11, port: 8080, zone: az-a }
+      - { address: 10.1.0.12, port: 8080, zone: az-b }
+      - { address: 10.1.0.13, port: 8080, zone: az-c }
+"#,
+            $services
+        )
+    };
+}
 
 /// Pins the calling thread to one CPU: per-CPU state (round-robin cursors, counters)
 /// then evolves as one sequence.
@@ -102,7 +125,10 @@ pub struct Rig {
 }
 
 impl Rig {
+    /// Builds the rig; panics with [`crate::needs::packet`]'s one message when the
+    /// machine cannot run it (no root).
     pub fn build() -> Rig {
+        crate::needs::packet();
         let ns = NetNs::create(&format!("{}pk", netns::unique_prefix()));
         let name = ns.name().to_string();
         let ip = |args: &[&str]| netns::ns_ip(&name, args);
@@ -258,6 +284,30 @@ pub fn service_id(c: &Controller<KernelDataplane>, name: &str) -> u32 {
 /// The VIP of service `name` in the applied plan.
 pub fn vip_of(c: &Controller<KernelDataplane>, name: &str) -> Ipv4Addr {
     Ipv4Addr::from(planned_service(c, name).key.addr.to_ne_bytes())
+}
+
+/// The backend address service `name`'s table gives the client's connection from
+/// `sport`, computed from userspace's copy of the table (rig's seed and ring size).
+pub fn table_backend(c: &Controller<KernelDataplane>, name: &str, sport: u16) -> Ipv4Addr {
+    let s = planned_service(c, name);
+    let key = Frame {
+        dst: vip_of(c, name),
+        ..client_syn(sport)
+    }
+    .flow_key();
+    let hash = if s.policy == POLICY_SOURCE_HASH {
+        source_hash(key.src_addr, HASH_SEED)
+    } else {
+        flow_hash(&key, HASH_SEED)
+    };
+    let id = s.ring[(hash % RING_SIZE) as usize];
+    let plan = c.plan().expect("a plan was applied");
+    plan.backends
+        .iter()
+        .find(|b| b.id == id)
+        .unwrap_or_else(|| panic!("no backend with id {id}"))
+        .at
+        .address
 }
 
 /// Runs a client frame from `sport` to the VIP with TCP `flags`, which must be

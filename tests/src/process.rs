@@ -283,16 +283,22 @@ impl Drop for Daemon {
 /// next to the current executable, else in its parent directory (integration
 /// test binaries live in target/<profile>/deps/). Panics if absent.
 pub fn workspace_bin(name: &str, env_var: &str) -> PathBuf {
+    find_workspace_bin(name, env_var).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`workspace_bin`], saying where it looked instead of panicking.
+pub fn find_workspace_bin(name: &str, env_var: &str) -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os(env_var) {
         let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "{env_var}={} does not name a file; run `cargo build --workspace --bins` first",
-            p.display()
-        );
-        return p;
+        if !p.is_file() {
+            return Err(format!(
+                "{env_var}={} does not name a file; run `cargo build --workspace --bins` first",
+                p.display()
+            ));
+        }
+        return Ok(p);
     }
-    let exe = std::env::current_exe().expect("current_exe");
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let dir = exe
         .parent()
         .expect("executable has a directory")
@@ -300,14 +306,14 @@ pub fn workspace_bin(name: &str, env_var: &str) -> PathBuf {
     let candidates = [dir.join(name), dir.join("..").join(name)];
     for c in &candidates {
         if c.is_file() {
-            return c.canonicalize().unwrap_or_else(|_| c.clone());
+            return Ok(c.canonicalize().unwrap_or_else(|_| c.clone()));
         }
     }
-    panic!(
+    Err(format!(
         "{name} binary not found at {} or {} (or set {env_var}); run `cargo build --workspace --bins` first",
         candidates[0].display(),
         candidates[1].display()
-    )
+    ))
 }
 
 /// Path of the `lbd` daemon binary: env `LBD_BIN`, else next to the current

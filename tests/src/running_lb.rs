@@ -12,6 +12,7 @@ use lb_userspace::kernel::pins::PinDir;
 
 use crate::{
     backend_server::BackendServer,
+    client::{burst, BurstResult},
     lbctl::Lbctl,
     process::{lbd_path, Daemon},
     topology::Lab,
@@ -309,18 +310,17 @@ impl RunningLb {
         SystemTime::now()
     }
 
+    /// `count` connections one after another from the client namespace to the VIP (see
+    /// [`crate::burst`]), each bounded by `per_conn`, all of them by `within`.
+    pub fn burst(&self, count: usize, per_conn: Duration, within: Duration) -> BurstResult {
+        burst(self.lab.client_ns(), VIP, VIP_PORT, count, per_conn, within)
+    }
+
     /// Each backend's open flows (`address:port` -> count) as lbd's `/metrics` reports
     /// them on its default listener (lbd samples the data path's counts about once a
     /// second, so a test polls this until it shows what it waits for).
     pub fn active_flows(&self) -> BTreeMap<String, u64> {
-        let addr: std::net::SocketAddr = "127.0.0.1:9464".parse().expect("valid address");
-        let body = self
-            .lab
-            .run_in(self.lab.lb_ns(), move || {
-                crate::http::tcp(addr, "GET", "/metrics", &[], None)
-            })
-            .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
-            .body;
+        let body = crate::lbd_metrics::get(&self.lab, "/metrics").body;
         body.lines()
             .filter_map(|l| l.strip_prefix("lb_backend_active_flows{"))
             .filter_map(|l| {

@@ -16,7 +16,7 @@ use crate::{
     client_loop::ClientLoop,
     lbd_log::{first_update_after, TableUpdate},
     process::Daemon,
-    topology::{BackendSpec, Lab, LabSpec},
+    topology::{Lab, LabSpec},
 };
 
 pub const INTERVAL: Duration = Duration::from_millis(200);
@@ -57,14 +57,7 @@ pub fn recovery_bound() -> Duration {
 
 /// Three backends `b1`..`b3` in zones az-a, az-b, az-c; the LB is in az-a.
 pub fn three_zones() -> Lab {
-    Lab::build(&LabSpec {
-        backends: vec![
-            BackendSpec::new("b1", "az-a"),
-            BackendSpec::new("b2", "az-b"),
-            BackendSpec::new("b3", "az-c"),
-        ],
-        one_nic: false,
-    })
+    Lab::build(&LabSpec::three_zones())
 }
 
 /// Waits until the loop has made `n` more attempts (traffic is flowing).

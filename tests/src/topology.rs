@@ -81,6 +81,18 @@ impl LabSpec {
         }
     }
 
+    /// Three backends `b1`..`b3` in zones az-a, az-b, az-c, two-NIC mode.
+    pub fn three_zones() -> Self {
+        LabSpec {
+            backends: vec![
+                BackendSpec::new("b1", "az-a"),
+                BackendSpec::new("b2", "az-b"),
+                BackendSpec::new("b3", "az-c"),
+            ],
+            one_nic: false,
+        }
+    }
+
     /// Sets one-NIC mode.
     pub fn one_nic(mut self, one_nic: bool) -> Self {
         self.one_nic = one_nic;
@@ -104,8 +116,10 @@ pub struct Lab {
 
 impl Lab {
     /// Builds the topology described in the module docs. Panics (after
-    /// deleting whatever was already created) when a step fails.
+    /// deleting whatever was already created) when a step fails, and with
+    /// [`crate::needs::lab`]'s one message when the machine cannot run a lab.
     pub fn build(spec: &LabSpec) -> Lab {
+        crate::needs::lab();
         assert!(
             spec.backends.len() <= MAX_BACKENDS,
             "a lab has at most {MAX_BACKENDS} backends"
@@ -341,6 +355,15 @@ impl Lab {
     /// Spec (name, zone) of backend `i` (0-based).
     pub fn backend_spec(&self, i: usize) -> &BackendSpec {
         &self.spec.backends[i]
+    }
+
+    /// The index of the backend named `name` (as its server answers, e.g. `b2`).
+    pub fn backend_index(&self, name: &str) -> usize {
+        self.spec
+            .backends
+            .iter()
+            .position(|b| b.name == name)
+            .unwrap_or_else(|| panic!("no backend named {name}"))
     }
 
     /// Interface of backend `i` (always `eth0`).

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's own tasks, in Rust so that they run wherever cargo does.
 //!
 //! - `setup`: install what building and testing need (idempotent).
-//! - `build [--release]`: every binary, the eBPF object embedded in lbd.
+//! - `build [--release]`: every binary, the eBPF object embedded in lbd, then `man`.
+//! - `man [--release]`: the manual pages of lbd and lbctl, in `<target>/man/`.
 //! - `test [-- ARGS]`: fmt, clippy (host and eBPF), build, then the tests. What CI runs.
 //! - `lab [--keep] [ARGS]`: build, then the namespace lab (`lb-lab`).
 //! - `run -- ARGS`: build, then `lbd ARGS`.
@@ -36,9 +37,17 @@ enum Verb {
     /// Install what building and testing need: nightly rust-src, bpf-linker built
     /// against the nightly's LLVM 22, rustfmt/clippy, Debian packages, bpffs. Idempotent.
     Setup,
-    /// Build every binary of the workspace (set-up first if anything is missing).
+    /// Build every binary of the workspace (set-up first if anything is missing), then
+    /// the manual pages.
     Build {
         /// Optimised build, in the target directory's `release/`.
+        #[arg(long)]
+        release: bool,
+    },
+    /// The manual pages of lbd and lbctl, from their clap definitions, in
+    /// <target dir>/man/.
+    Man {
+        /// Render them with the optimised build of the library.
         #[arg(long)]
         release: bool,
     },
@@ -67,6 +76,7 @@ fn dispatch(verb: Verb) -> Result<u8> {
     match verb {
         Verb::Setup => setup::ensure(setup::ALL, setup::Verbosity::Loud).map(|()| 0),
         Verb::Build { release } => verbs::build::main(release).map(|()| 0),
+        Verb::Man { release } => verbs::man::main(release).map(|()| 0),
         Verb::Test(args) => verbs::test::main(args),
         Verb::Lab(args) => verbs::lab::main(args).map(|()| 0),
         Verb::Run(args) => verbs::run::main(args).map(|()| 0),

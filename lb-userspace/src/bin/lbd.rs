@@ -9,54 +9,19 @@ use lb_userspace::{
     daemon::{self, EXIT_CONFIG, EXIT_IN_USE},
     kernel::pin_lock::{LockError, PinLock},
     kernel::pins::PinDir,
+    lbd_args::LbdArgs,
     model::config::DEFAULT_PIN_DIR,
     model::desired,
     ops::fd_budget,
     preflight::{self, Stage},
 };
 
-/// XDP L4 load balancer daemon: attaches the data path to the configured NICs and keeps
-/// its tables in line with the config.
-#[derive(Parser)]
-#[command(
-    version,
-    after_help = "Exit status:\n  \
-        0   stopped on SIGTERM/SIGINT, or --check/--detach succeeded\n  \
-        1   a failure while running or talking to the kernel (worth a retry)\n  \
-        2   bad command-line arguments\n  \
-        75  the pin directory is held by another lbd (its pid is named)\n  \
-        78  invalid config or state file, or a config this host cannot run (missing \
-        interface or token file, pin_dir not on bpffs, incompatible pinned maps, maps \
-        too large, a listener address in use); nothing in the kernel was changed"
-)]
-struct Args {
-    /// Config file (YAML).
-    #[arg(long, short, default_value = "/etc/lbd/lb.yaml")]
-    config: PathBuf,
-    /// Validate the config (and the state file, if there is one) against this host and
-    /// exit (0 valid, 78 invalid).
-    #[arg(long)]
-    check: bool,
-    /// Detach the data path from every NIC and remove its pinned state, then exit.
-    /// Established connections through it are cut. Needs only the pin directory: from
-    /// --pin-dir, else the config's pin_dir key (the rest of the config and the state
-    /// file are not read). Refused while an lbd runs on it, unless --force.
-    #[arg(long, conflicts_with = "check")]
-    detach: bool,
-    /// With --detach: the pin directory to remove (no config is read).
-    #[arg(long, requires = "detach")]
-    pin_dir: Option<PathBuf>,
-    /// With --detach: detach even while an lbd runs on the pin directory.
-    #[arg(long, requires = "detach")]
-    force: bool,
-}
-
 fn main() -> ExitCode {
     // Milliseconds: failovers are measured from these lines.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
-    let args = Args::parse();
+    let args = LbdArgs::parse();
     if args.detach {
         return detach(&args);
     }
@@ -150,7 +115,7 @@ fn main() -> ExitCode {
 
 /// `lbd --detach`: the emergency teardown, which must work whatever state the config's
 /// services or the state file are in.
-fn detach(args: &Args) -> ExitCode {
+fn detach(args: &LbdArgs) -> ExitCode {
     let pin_dir = match &args.pin_dir {
         Some(dir) => dir.clone(),
         None => match pin_dir_of(&args.config) {

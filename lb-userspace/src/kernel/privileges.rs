@@ -3,8 +3,8 @@
 //! The verifier decides, when a program is loaded and from the loader's capabilities,
 //! whether to harden it against Spectre. Without CAP_PERFMON (or CAP_SYS_ADMIN) it puts
 //! a speculation barrier after stack spills and masks pointer arithmetic; on the
-//! README's machine that triples the per-packet cost (Performance: the "hardened"
-//! column). The hardening protects the kernel from programs written by whoever loads
+//! machine of docs/performance.md that triples the per-packet cost (Per packet: the
+//! "hardened" column). The hardening protects the kernel from programs written by whoever loads
 //! them, and `lbd` loads only the program embedded in its own binary. But CAP_PERFMON
 //! also lets a process read kernel memory through BPF tracing programs, so `lbd` holds it
 //! for the load alone: [`drop_after_load`] runs before the first thread is started and

@@ -1,6 +1,6 @@
 //! Log lines for what only a flood explains, from consecutive counter samples: client
 //! packets of no connection we placed (spoofed ACKs, RSTs, data; forwarded by the table
-//! and recorded nowhere, see the README's flow-table section) and martian sources. The
+//! and recorded nowhere, see docs/syn-cache.md) and martian sources. The
 //! metrics count them; these lines say when such traffic starts and stops, once each, so
 //! an on-call engineer finds it in the log without a line per second.
 use lb_common::counters::{Reason, REASONS};

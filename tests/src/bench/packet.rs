@@ -245,8 +245,8 @@ pub fn run(opts: &Options) -> Value {
     let (c0, b0) = (rig.c0, rig.b0);
     let (rounds, calls) = (opts.rounds, opts.calls);
     // How crowded the shared L3 is just before and after, to read beside the Maglev
-    // SYN row, whose cost flips between runs for a reason not yet found (README,
-    // Performance, Per packet: it did not follow this figure).
+    // SYN row, whose cost flips between runs for a reason not yet found (docs/performance.md,
+    // Per packet: it did not follow this figure).
     let l3_read = || memory::random_read_ns(L3_PROBE_BYTES, 3, 300_000);
     let l3_before = l3_read();
     let rows = rig.with_dataplane(&config, |c| measure(c, c0, b0, rounds, calls));

@@ -1,6 +1,7 @@
 //! `cargo xtask build [--release]`: the toolchain set-up if anything is missing, then
 //! every binary of the workspace (the userspace build script builds the eBPF object
-//! with bpf-linker, which is why `$CARGO_HOME/bin` goes on `PATH`).
+//! with bpf-linker, which is why `$CARGO_HOME/bin` goes on `PATH`), then the manual
+//! pages (see `man`).
 
 use std::process::Command;
 
@@ -8,6 +9,8 @@ use anyhow::Result;
 
 use crate::setup::{self, Need, Verbosity};
 use crate::{cmd, paths};
+
+use super::man;
 
 /// `cargo build` for the host crates, in two runs: `lbd` and `lbctl` on their own, so
 /// that the in-memory data path the tests crate enables (lb-userspace's `fake`
@@ -33,5 +36,5 @@ pub fn main(release: bool) -> Result<()> {
     for mut build in cargo_build(release)? {
         cmd::run(&mut build)?;
     }
-    Ok(())
+    man::write(release)
 }

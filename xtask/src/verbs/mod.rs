@@ -3,5 +3,6 @@
 pub mod bench;
 pub mod build;
 pub mod lab;
+pub mod man;
 pub mod run;
 pub mod test;

@@ -1,5 +1,5 @@
-//! The config file's shape. Every optional key has its default here, and the README's
-//! config section documents the same defaults.
+//! The config file's shape. Every optional key has its default here, and
+//! docs/config.md documents the same defaults.
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,

@@ -1,6 +1,6 @@
 //! The per-service availability policy: health probes, zones, draining, slow start and
 //! what to do when no backend is healthy. Every key is optional; the defaults are here
-//! and in the README's config section.
+//! and in docs/config.md.
 use std::{collections::BTreeMap, fmt, time::Duration};
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};

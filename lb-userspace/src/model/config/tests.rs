@@ -681,17 +681,21 @@ fn the_shipped_example_config_is_valid() {
 /// Nodes built from the example and nodes left on defaults sit behind one router: the
 /// cluster keys they show must be the defaults, or the two would hash flows differently.
 #[test]
-fn the_example_config_and_the_readme_show_the_default_cluster_keys() {
+fn the_example_config_and_the_config_reference_show_the_default_cluster_keys() {
     let example = parse(include_str!("../../../../deploy/lb.yaml")).unwrap();
     assert_eq!(example.cluster, ClusterConfig::default(), "deploy/lb.yaml");
 
-    let readme = include_str!("../../../../README.md");
-    let block = readme
+    let reference = include_str!("../../../../docs/config.md");
+    let block = reference
         .split("```yaml\n")
         .nth(1)
         .and_then(|rest| rest.split("```").next())
-        .expect("README has a yaml block");
+        .expect("docs/config.md has a yaml block");
     let shown: serde_yaml_ng::Value = serde_yaml_ng::from_str(block).unwrap();
     let cluster: ClusterConfig = serde_yaml_ng::from_value(shown["cluster"].clone()).unwrap();
-    assert_eq!(cluster, ClusterConfig::default(), "README's config block");
+    assert_eq!(
+        cluster,
+        ClusterConfig::default(),
+        "docs/config.md's example"
+    );
 }

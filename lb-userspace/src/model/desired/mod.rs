@@ -1,7 +1,7 @@
 //! The desired state: one [`Config`] value that start-up, API changes and reloads all
 //! produce, validate as a whole and hand to `Controller::apply`.
 //!
-//! Where it comes from (the persistence rule, also in the README):
+//! Where it comes from (the persistence rule, also in docs/operations.md):
 //! - `node`, `cluster`, `limits`, `interfaces`, `xdp_mode`, `api`, `metrics` and
 //!   `state_file` always come from the config file;
 //! - `services` come from the state file (`state_file`, default

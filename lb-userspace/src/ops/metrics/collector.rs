@@ -1,5 +1,5 @@
 //! Reads the data path's counters at scrape time (no background copy to go stale) and
-//! encodes them. Names and labels are documented in the README's metrics table.
+//! encodes them. Names and labels are documented in docs/metrics.md.
 use std::collections::BTreeMap;
 
 use lb_common::counters::{BackendSignals, REASONS};

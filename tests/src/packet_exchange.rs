@@ -1,0 +1,91 @@
+//! The exchanges packet tests make through the [`crate::packet_rig::Rig`] again and
+//! again: a run that must move exactly one reason counter, a client packet that must be
+//! redirected, the client's SYN then ACK, a backend's answer, a full handshake. One copy
+//! here, so every test sends the same frames and checks them the same way.
+use std::net::Ipv4Addr;
+
+use lb_common::counters::{Reason, REASONS};
+use lb_userspace::kernel::KernelDataplane;
+
+use crate::{
+    frame::{dst_ip, Frame, ACK, SYN_ACK},
+    packet_rig::{backend_mac, run_once, RunResult, XDP_REDIRECT},
+};
+
+/// Runs a frame and checks that exactly one reason counter moved, by one.
+pub fn run_counted(dp: &KernelDataplane, ifindex: u32, frame: &[u8], reason: Reason) -> RunResult {
+    let before = dp.reason_counters().unwrap();
+    let result = run_once(dp.program(), ifindex, frame);
+    let after = dp.reason_counters().unwrap();
+    for (slot, (r, name)) in REASONS.iter().enumerate() {
+        let want = before[slot] + u64::from(*r == reason);
+        assert_eq!(
+            after[slot], want,
+            "counter {name} after a frame expected to count {reason:?}"
+        );
+    }
+    result
+}
+
+/// Sends a frame from the client side (`rig_c0`) and returns where it went (the rewritten
+/// destination); the frame must be redirected.
+pub fn send(dp: &KernelDataplane, rig_c0: u32, frame: &Frame) -> Ipv4Addr {
+    let r = run_once(dp.program(), rig_c0, &frame.bytes());
+    assert_eq!(r.action, XDP_REDIRECT, "{frame:?}");
+    dst_ip(&r.output)
+}
+
+/// Opens a connection: the SYN, then the client's ACK, which records the flow (a
+/// hash-placed service takes SYNs without recording them). Returns the backend.
+pub fn open(dp: &KernelDataplane, rig_c0: u32, syn: &Frame) -> Ipv4Addr {
+    let backend = send(dp, rig_c0, syn);
+    let ack = Frame {
+        flags: ACK,
+        ..syn.clone()
+    };
+    assert_eq!(send(dp, rig_c0, &ack), backend, "{syn:?}");
+    backend
+}
+
+/// `backend`:`port`'s segment with `flags` to the client that sent `to`, as it arrives on
+/// `b0`.
+pub fn answer(to: &Frame, backend: Ipv4Addr, port: u16, flags: u8) -> Frame {
+    Frame {
+        src_mac: backend_mac(backend.octets()[3]),
+        src: backend,
+        dst: to.src,
+        sport: port,
+        dport: to.sport,
+        flags,
+        ..Frame::default()
+    }
+}
+
+/// [`answer`] from the rig's backend port 8080.
+pub fn reply(to: &Frame, backend: Ipv4Addr, flags: u8) -> Frame {
+    answer(to, backend, 8080, flags)
+}
+
+/// A full handshake (the client's `syn`, the backend's SYN-ACK, the client's ACK), each
+/// packet redirected on; returns the backend. Whichever packet records the flow, both
+/// directions are recorded once the three have passed.
+pub fn handshake(dp: &KernelDataplane, rig: (u32, u32), syn: &Frame) -> Ipv4Addr {
+    let (c0, b0) = rig;
+    let sport = syn.sport;
+    let r = run_once(dp.program(), c0, &syn.bytes());
+    assert_eq!(r.action, XDP_REDIRECT, "SYN from {sport}");
+    let backend = dst_ip(&r.output);
+    let r = run_once(dp.program(), b0, &reply(syn, backend, SYN_ACK).bytes());
+    assert_eq!(r.action, XDP_REDIRECT, "SYN-ACK to {sport}");
+    let ack = Frame {
+        flags: ACK,
+        ..syn.clone()
+    };
+    let r = run_once(dp.program(), c0, &ack.bytes());
+    assert_eq!(
+        (r.action, dst_ip(&r.output)),
+        (XDP_REDIRECT, backend),
+        "ACK from {sport}"
+    );
+    backend
+}

@@ -1,0 +1,27 @@
+//! Lab tests, one binary: throw-away network-namespace labs (client, LB, switch,
+//! backends; see [`lb_tests::Lab`]) with real TCP, most of them through a real `lbd`
+//! started from the built binary. Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF),
+//! bpffs at /sys/fs/bpf, `ip`, `nsenter` and `ethtool`, and `lbd`/`lbctl` built (`cargo
+//! xtask build`); [`lb_tests::needs::lab`], called by `Lab::build`, fails every test
+//! with one message when any is missing. `lbctl_timeout` needs only `lbctl`.
+//!
+//! One module per subject; run one with `cargo test -p lb-tests --test lab -- failover::`.
+
+mod daemon_lifecycle;
+mod drain;
+mod e2e;
+mod e2e_hitless;
+mod e2e_policies;
+mod explain_lab;
+mod failover;
+mod health_scale;
+mod lbctl_timeout;
+mod lifecycle;
+mod metrics;
+mod operator;
+mod persistence;
+mod reply_path_pinned;
+mod slowloris;
+mod topology;
+mod trace_lab;
+mod zones;

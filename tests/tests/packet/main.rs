@@ -1,0 +1,19 @@
+//! Packet tests, one binary: the real XDP object loaded into a throw-away namespace (the
+//! [`lb_tests::packet_rig::Rig`]), its maps filled by the real controller, crafted frames
+//! run through BPF_PROG_TEST_RUN. No `lbd` process. Needs root (CAP_SYS_ADMIN,
+//! CAP_NET_ADMIN, CAP_BPF) and `ip`; [`lb_tests::needs::packet`], called by `Rig::build`,
+//! fails every test with one message when they are missing.
+//!
+//! One module per subject; run one with `cargo test -p lb-tests --test packet -- stateless_syn::`.
+
+mod ageing;
+mod explain;
+mod fuzz;
+mod packet;
+mod packet_health;
+mod packet_reasons;
+mod policies;
+mod service_index;
+mod stateless_miss;
+mod stateless_syn;
+mod trace;
