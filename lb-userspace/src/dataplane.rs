@@ -1,7 +1,7 @@
 //! The seam between lbd and its data path: [`Dataplane`] is everything the control
 //! loop, the API and the metrics do to the kernel's tables (writes, counters, flow
 //! maintenance, single-entry lookups). `crate::kernel` implements it over the real
-//! maps; the fake ([`fake`], tests and the `fake` feature only) in memory.
+//! maps; `FakeDataplane` (for tests and the `fake` feature only) in memory.
 use std::path::PathBuf;
 
 use lb_common::{

@@ -1,6 +1,6 @@
 //! The admin API: HTTP + JSON under `/v1/`, served on the owner-only unix socket and,
 //! when configured, on TCP behind a bearer token. Handlers only translate HTTP to calls
-//! on [`Runtime`]; what a change does lives in `crate::model::desired::edit`.
+//! on [`Runtime`](crate::control::runtime::Runtime); what a change does lives in `crate::model::desired::edit`.
 //!
 //! | method and path | what |
 //! | --- | --- |

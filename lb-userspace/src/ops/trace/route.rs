@@ -1,6 +1,6 @@
 //! `POST /v1/services/{service}/trace` with `{"sample": N, "duration": "30s"}` (both
 //! optional): traces 1 in N packets of the service and answers with one JSON object per
-//! traced packet ([`TraceLine`], newline-delimited) until the duration ends, the client
+//! traced packet ([`TraceLine`](super::view::TraceLine), newline-delimited) until the duration ends, the client
 //! goes away or `lbd` stops; the trace is off again then. One trace per service at once.
 use std::{collections::BTreeMap, convert::Infallible, sync::Arc, time::Duration};
 
