@@ -20,21 +20,21 @@ use tokio::{
 };
 
 use crate::{
-    config::{Config, FlowTimeouts},
-    controller::Controller,
-    dataplane::Dataplane as _,
-    desired::{self, Source},
-    health::checker::Checker,
-    link_watch,
-    loader::{KernelDataplane, LinkChange},
-    metrics::Metrics,
-    pin_lock::{LockError, PinLock},
-    pins::PinDir,
-    privileges::{self, Verification},
-    runtime::Runtime,
-    serve,
-    shared::SharedRuntime,
-    trace::Tracer,
+    control::health::checker::{Checker, Report},
+    control::runtime::Runtime,
+    control::tables::Controller,
+    dataplane::{Dataplane, LinkChange},
+    kernel::link_watch,
+    kernel::pin_lock::{LockError, PinLock},
+    kernel::pins::PinDir,
+    kernel::privileges::{self, Verification},
+    kernel::trace::Tracer,
+    kernel::KernelDataplane,
+    model::config::{Config, FlowTimeouts},
+    model::desired::{self, Source},
+    ops::metrics::Metrics,
+    ops::serve::{self, Servers},
+    ops::shared::{DataPath, SharedRuntime},
 };
 
 /// Exit status for an invalid config (sysexits EX_CONFIG; systemd units can list it in
@@ -65,12 +65,12 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Options {
     pub config_path: PathBuf,
-    /// Where the services came from (see `crate::desired`).
+    /// Where the services came from (see `crate::model::desired`).
     pub source: Source,
 }
 
 /// Loads (or adopts) the data path, then gives up CAP_PERFMON (see
-/// [`crate::privileges`]). Call it before any thread is started.
+/// [`crate::kernel::privileges`]). Call it before any thread is started.
 pub fn load(config: &Config) -> anyhow::Result<KernelDataplane> {
     let verification = privileges::verification()?;
     let dataplane = KernelDataplane::load(config, Some(&PinDir::new(&config.pin_dir)))?;
@@ -112,7 +112,7 @@ pub async fn run(
         None
     };
     // Subscribed before attaching, so that no NIC event after the attach is missed.
-    let mut link_events =
+    let link_events =
         link_watch::watch(&config.interfaces).context("watching the configured NICs")?;
     dataplane
         .attach(&config.interfaces, config.xdp_mode, Some(&pins))
@@ -143,6 +143,22 @@ pub async fn run(
         summary.ring_entries_written
     );
 
+    serve_until_stopped(&shared, servers, link_events, &options.config_path).await?;
+    info!(
+        "stopped; the data path keeps forwarding from {} (`lbd --detach` removes it)",
+        pins.root().display()
+    );
+    Ok(())
+}
+
+/// The loop: probes, timers, NIC events, the admin API's changes and SIGHUP, until
+/// SIGTERM or SIGINT; then the servers stop and the final counters are logged.
+async fn serve_until_stopped<D: DataPath>(
+    shared: &SharedRuntime<D>,
+    servers: Servers,
+    mut link_events: mpsc::Receiver<String>,
+    config_path: &Path,
+) -> anyhow::Result<()> {
     let (reports_tx, mut reports) = mpsc::channel(1024);
     let mut checker = Checker::new(reports_tx);
     checker.sync(shared.with(|rt| rt.probe_specs()));
@@ -163,16 +179,7 @@ pub async fn run(
                 if !checker.is_current(&report) {
                     continue;
                 }
-                let handling = Instant::now();
-                if let Some(zone) = shared.zone_of(&report.at) {
-                    let backend = format!("{}:{}", report.at.address, report.at.port);
-                    let secs = report.latency.as_secs_f64();
-                    servers.metrics.observe_probe(&report.at.service, &backend, &zone, secs);
-                }
-                let applied = shared.on_probe(&report.at, &report.outcome, report.latency);
-                let lag = handling.saturating_duration_since(report.done);
-                servers.metrics.health.probe_applied(lag, handling.elapsed());
-                applied.map(drop)
+                apply_probe(shared, &servers.metrics, &report)
             }
             due = ticker.tick() => {
                 let handling = Instant::now();
@@ -181,25 +188,17 @@ pub async fn run(
                 ticked
             }
             _ = reconcile.tick() => {
-                shared.with(|rt| {
-                    let timeouts = rt.config().flow_timeouts.clone();
-                    expire_flows(rt.controller_mut(), &timeouts);
-                    reconcile_active_flows(rt.controller_mut());
-                });
+                shared.with(|rt| on_reconcile_tick(rt, boot_seconds()));
                 Ok(())
             }
-            _ = routes.tick() => shared.with(|rt| {
-                let dp = rt.controller_mut().dataplane_mut();
-                dp.set_clock(boot_seconds()).context("advancing the flow clock")?;
-                dp.bump_nexthop_generation().context("expiring cached routes")
-            }),
+            _ = routes.tick() => shared.with(|rt| on_routes_tick(rt, boot_seconds())),
             _ = sample.tick() => shared.sample().context("sampling counters"),
             Some(_) = link_events.recv() => {
-                check_links(&shared, &servers.metrics);
+                check_links(shared, &servers.metrics);
                 Ok(())
             }
             _ = link_check.tick() => {
-                check_links(&shared, &servers.metrics);
+                check_links(shared, &servers.metrics);
                 Ok(())
             }
             // The admin API changed the desired state: probe what it now holds.
@@ -208,7 +207,7 @@ pub async fn run(
                 Ok(())
             }
             _ = hup.recv() => {
-                reload(&shared, &mut checker, &options.config_path);
+                reload(shared, &mut checker, config_path);
                 Ok(())
             }
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
@@ -224,11 +223,25 @@ pub async fn run(
     drop(checker);
     servers.stop().await;
     shared.with(|rt| log_counters(rt));
-    info!(
-        "stopped; the data path keeps forwarding from {} (`lbd --detach` removes it)",
-        pins.root().display()
-    );
     Ok(())
+}
+
+/// One probe result: observed into the latency histogram, then applied to the runtime.
+fn apply_probe<D: Dataplane>(
+    shared: &SharedRuntime<D>,
+    metrics: &Metrics,
+    report: &Report,
+) -> anyhow::Result<()> {
+    let handling = Instant::now();
+    if let Some(zone) = shared.zone_of(&report.at) {
+        let backend = format!("{}:{}", report.at.address, report.at.port);
+        let secs = report.latency.as_secs_f64();
+        metrics.observe_probe(&report.at.service, &backend, &zone, secs);
+    }
+    let applied = shared.on_probe(&report.at, &report.outcome, report.latency);
+    let lag = handling.saturating_duration_since(report.done);
+    metrics.health.probe_applied(lag, handling.elapsed());
+    applied.map(drop)
 }
 
 /// `lbd --detach`: detaches the data path from every NIC and removes its pinned state.
@@ -265,7 +278,7 @@ pub fn detach(pin_dir: &Path, force: bool) -> anyhow::Result<()> {
 
 /// Re-attaches a configured NIC that was deleted and created again or lost lb_xdp, and
 /// keeps readiness and the per-NIC metrics in line with what is attached.
-fn check_links(shared: &SharedRuntime<KernelDataplane>, metrics: &Metrics) {
+fn check_links<D: Dataplane>(shared: &SharedRuntime<D>, metrics: &Metrics) {
     let (changes, states) = shared.with(|rt| {
         let dp = rt.controller_mut().dataplane_mut();
         (dp.ensure_attached(), dp.interface_states())
@@ -332,19 +345,32 @@ fn boot_seconds() -> u32 {
     ts.tv_sec as u32
 }
 
-/// Removes flow entries idle longer than their state's timeout (see `crate::ageing`).
-fn expire_flows(controller: &mut Controller<KernelDataplane>, timeouts: &FlowTimeouts) {
-    match controller
-        .dataplane_mut()
-        .expire_flows(boot_seconds(), timeouts)
-    {
+/// Every [`RECONCILE_EVERY`]: idle flows expired, then active-flow counts corrected.
+fn on_reconcile_tick<D: Dataplane>(rt: &mut Runtime<D>, now: u32) {
+    let timeouts = rt.config().flow_timeouts.clone();
+    expire_flows(rt.controller_mut(), &timeouts, now);
+    reconcile_active_flows(rt.controller_mut());
+}
+
+/// Every [`ROUTE_CACHE_LIFETIME`]: the flow clock advanced and cached routes expired.
+fn on_routes_tick<D: Dataplane>(rt: &mut Runtime<D>, now: u32) -> anyhow::Result<()> {
+    let dp = rt.controller_mut().dataplane_mut();
+    dp.set_clock(now).context("advancing the flow clock")?;
+    dp.bump_nexthop_generation()
+        .context("expiring cached routes")
+}
+
+/// Removes flow entries idle longer than their state's timeout at `now` (see
+/// `crate::model::ageing`).
+fn expire_flows<D: Dataplane>(controller: &mut Controller<D>, timeouts: &FlowTimeouts, now: u32) {
+    match controller.dataplane_mut().expire_flows(now, timeouts) {
         Ok(0) => {}
         Ok(n) => info!("expired {n} idle flows"),
         Err(e) => warn!("expiring idle flows: {e:#}"),
     }
 }
 
-fn reconcile_active_flows(controller: &mut Controller<KernelDataplane>) {
+fn reconcile_active_flows<D: Dataplane>(controller: &mut Controller<D>) {
     let Some(plan) = controller.plan() else {
         return;
     };
@@ -359,9 +385,9 @@ fn reconcile_active_flows(controller: &mut Controller<KernelDataplane>) {
 }
 
 /// SIGHUP: the file is validated as a whole, as at start-up, with the state file's
-/// services when there is one (see `crate::desired`); a file with any problem changes
+/// services when there is one (see `crate::model::desired`); a file with any problem changes
 /// nothing.
-fn reload(shared: &SharedRuntime<KernelDataplane>, checker: &mut Checker, path: &Path) {
+fn reload<D: Dataplane>(shared: &SharedRuntime<D>, checker: &mut Checker, path: &Path) {
     let outcome = desired::load(path)
         .map_err(anyhow::Error::from)
         .and_then(|(config, _)| shared.reload(config));
@@ -384,7 +410,7 @@ fn reload(shared: &SharedRuntime<KernelDataplane>, checker: &mut Checker, path: 
 }
 
 /// Final per-service and per-backend counters, so a run leaves a record of what it did.
-fn log_counters(runtime: &Runtime<KernelDataplane>) {
+fn log_counters<D: Dataplane>(runtime: &Runtime<D>) {
     let controller = runtime.controller();
     let Some(plan) = controller.plan() else {
         return;
@@ -432,3 +458,7 @@ fn log_counters(runtime: &Runtime<KernelDataplane>) {
         info!("data path actions: {}", nonzero.join(" "));
     }
 }
+
+#[cfg(test)]
+#[path = "daemon_tests.rs"]
+mod tests;

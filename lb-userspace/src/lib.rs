@@ -1,73 +1,41 @@
 //! The controller (`lbd`) and CLI (`lbctl`) of the XDP load balancer.
 //!
-//! Layout, one concern per module:
-//! - [`config`]: the desired state as the operator writes it, parsed and validated as a
-//!   whole.
-//! - [`maglev`]: the weighted Maglev table builder (pure).
-//! - [`policy_table`]: round-robin schedules and least-connections candidates (pure).
-//! - [`plan`]: desired state -> dense ids, backend slots, rings and policy tables (pure).
-//! - [`dataplane`]: the one narrow interface through which the controller writes the
-//!   kernel, with the aya implementation and an in-memory fake for tests.
-//! - [`loader`]: loads the embedded XDP object, sizes its maps, attaches it to NICs,
-//!   and reads its counters.
-//! - [`controller`]: diffs a plan against what the kernel holds, writes the idle ring
-//!   slot and flips; purges flows before freeing a backend slot.
-//! - [`health`]: the health state machine and passive ejection (pure), probes and the
-//!   tokio tasks that run them.
-//! - [`weights`]: effective weights from zone policy, draining, health and slow start
-//!   (pure).
-//! - [`fleet`]: the run-time state of every backend (health, draining, retiring, slow
-//!   start), clock passed in.
-//! - [`runtime`]: fleet + controller: every event recomputes weights and swaps tables.
-//! - [`daemon`]: `lbd`'s loop: probes, timers, SIGHUP reload, shutdown.
-//! - [`preflight`]: the config against this host, before anything touches the kernel;
-//!   [`pin_lock`]: one lbd per pin directory; [`link_watch`]: NIC events, so that
-//!   a re-created NIC gets the data path back.
-//! - [`ageing`]: which idle flow entries have expired (pure).
-//! - [`reconcile`]: corrects active-flow counts for flows the kernel cannot see end.
-//! - [`desired`]: the desired state (config file + state file) and the API's changes to
-//!   it, as pure functions.
-//! - [`shared`]: the runtime behind one lock, shared by lbd's loop, the admin API and
-//!   the metrics endpoint; every change is validated, persisted, then applied.
-//! - [`listeners`]: HTTP on lbd's listeners within a connection cap and timeouts;
-//!   [`fd_budget`]: the descriptor limit checked at start.
-//! - [`api`], [`serve`]: the admin API's handlers and listeners; [`metrics`]: `/metrics`;
-//!   [`stats`]: counters, rates and per-zone sums; [`cli`]: `lbctl`.
-//! - [`lbd_args`]: `lbd`'s command line; [`man`]: the manual pages of `lbd` and `lbctl`,
-//!   from their clap definitions.
-pub mod ageing;
-pub mod api;
+//! Layers, one way: a layer imports only from the layers to its left (checked by
+//! `tests/layers.rs` over every `use`; no cycles between sibling modules either).
+//!
+//! `model` <- `dataplane` (the seam) <- `control` <- `ops` <- `daemon`, `preflight`;
+//! `kernel` implements the seam over `model`; `cli` uses only `model::config`,
+//! `model::desired::edit` and the views of `ops`.
+//!
+//! - [`model`]: pure: the config, the desired state and its changes (with the state
+//!   file), the plan (dense ids, Maglev rings, policy tables), effective weights, flow
+//!   ageing, active-flow reconciliation.
+//! - [`dataplane`]: the seam: [`dataplane::Dataplane`], everything lbd does to the data
+//!   path (table writes, counters, flow maintenance, lookups); the in-memory fake only
+//!   for tests and the `fake` feature.
+//! - [`control`]: generic over the data plane: [`control::tables`] (diffs a plan
+//!   against the kernel, writes the idle ring slot and flips), [`control::fleet`]
+//!   (each backend's health, draining, slow start), [`control::health`] (state machine,
+//!   probes), [`control::runtime`] (every event recomputes weights and swaps tables).
+//! - [`ops`]: what operators see: [`ops::shared`] (the runtime behind one lock; every
+//!   change validated, persisted, applied), [`ops::api`] and [`ops::views`],
+//!   [`ops::explain`], [`ops::stats`] and [`ops::surge`], [`ops::metrics`],
+//!   [`ops::listeners`], [`ops::serve`], [`ops::trace`] (the trace's route),
+//!   [`ops::fd_budget`].
+//! - [`kernel`]: the XDP object loaded ([`kernel`]'s `load`), attached (`attach`,
+//!   `links`), its maps (`maps`), flows (`flows`), pins and the pin lock, the mmap'ed
+//!   arrays, the service index, privileges, NIC events, the trace ring's reader.
+//! - [`daemon`]: `lbd`'s wiring and loop (probes, timers, SIGHUP, shutdown);
+//!   [`preflight`]: the config against this host before anything touches the kernel.
+//! - [`cli`]: the commands of `lbctl`; [`lbd_args`]: `lbd`'s command line; [`man`]: the
+//!   manual pages of `lbd` and `lbctl`, from their clap definitions.
 pub mod cli;
-pub mod config;
-pub mod controller;
+pub mod control;
 pub mod daemon;
 pub mod dataplane;
-pub mod desired;
-pub mod ebpf_object;
-pub mod explain;
-pub mod fd_budget;
-pub mod fleet;
-pub mod health;
+pub mod kernel;
 pub mod lbd_args;
-pub mod link_watch;
-pub mod listeners;
-pub mod loader;
-pub mod maglev;
 pub mod man;
-pub mod metrics;
-pub mod mmap_array;
-pub mod pin_lock;
-pub mod pins;
-pub mod plan;
-pub mod policy_table;
+pub mod model;
+pub mod ops;
 pub mod preflight;
-pub mod privileges;
-pub mod reconcile;
-pub mod runtime;
-pub mod serve;
-pub mod service_index;
-pub mod shared;
-pub mod stats;
-pub mod surge;
-pub mod trace;
-pub mod weights;

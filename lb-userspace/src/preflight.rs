@@ -12,10 +12,11 @@
 use std::{net::SocketAddr, os::unix::fs::FileTypeExt, path::Path};
 
 use crate::{
-    api::listen,
-    config::{Config, ConfigError, FieldError},
-    ebpf_object, loader,
-    pins::{self, MapShape, PinDir},
+    kernel,
+    kernel::ebpf_object,
+    kernel::pins::{self, MapShape, PinDir},
+    model::config::{Config, ConfigError, FieldError},
+    ops::api::listen,
 };
 
 /// When the checks run: `lbd --check`, or the start of `lbd`.
@@ -40,7 +41,7 @@ pub fn check(config: &Config, stage: Stage) -> Result<(), ConfigError> {
         }
     }
     for (i, name) in config.interfaces.iter().enumerate() {
-        if let Err(e) = loader::ifindex_of(name) {
+        if let Err(e) = kernel::ifindex_of(name) {
             err(&format!("interfaces[{i}]"), format!("{e:#}"));
         }
     }
@@ -88,7 +89,7 @@ pub fn check(config: &Config, stage: Stage) -> Result<(), ConfigError> {
 }
 
 fn pinned_shapes(config: &Config) -> Result<Vec<(String, MapShape)>, String> {
-    let sizes = loader::map_sizes(config).map_err(|e| format!("{e:#}"))?;
+    let sizes = kernel::map_sizes(config).map_err(|e| format!("{e:#}"))?;
     let object = ebpf_object::object().map_err(|e| format!("{e:#}"))?;
     pins::pinned_shapes(object, &sizes).map_err(|e| e.to_string())
 }
@@ -221,7 +222,7 @@ mod tests {
             token.display(),
             busy.local_addr().unwrap()
         );
-        let config = crate::config::parse(&text).unwrap();
+        let config = crate::model::config::parse(&text).unwrap();
         let at = |stage| {
             check(&config, stage)
                 .unwrap_err()

@@ -5,7 +5,7 @@
 //! denies unknown fields, as the config module promises).
 use std::{collections::BTreeSet, path::PathBuf};
 
-use lb_userspace::config::Config;
+use lb_userspace::model::config::Config;
 use serde_yaml_ng::{Mapping, Value};
 
 /// A key no config struct has; the parser's complaint about it lists those it has.

@@ -1,7 +1,7 @@
 //! The calling thread's effective capabilities, narrowed for a while: to load the data
 //! path as the systemd unit would without CAP_PERFMON. The verifier decides at load
 //! time, from the loader's capabilities, whether to harden a program against Spectre
-//! (see `lb_userspace::privileges`), so a program loaded by root is not the program an
+//! (see `lb_userspace::kernel::privileges`), so a program loaded by root is not the program an
 //! `lbd` with fewer capabilities runs.
 use caps::{CapSet, Capability, CapsHashSet};
 

@@ -1,5 +1,5 @@
 //! Reading `lbd`'s log: it stamps every line with UTC milliseconds
-//! (`[2026-11-25T10:20:42.123Z INFO  lb_userspace::fleet] ...`), so a test can put lbd's
+//! (`[2026-11-25T10:20:42.123Z INFO  lb_userspace::control::fleet] ...`), so a test can put lbd's
 //! events (a failed probe, a state change) on the same clock as its own connections.
 //!
 //! lbd logs a table change only once the new table is live, so a line's stamp is an

@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 
 use lb_common::counters::{Reason, REASONS};
-use lb_userspace::loader::KernelDataplane;
+use lb_userspace::kernel::KernelDataplane;
 
 use crate::{
     frame::{dst_ip, Frame, SYN_ACK},

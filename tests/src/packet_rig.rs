@@ -13,7 +13,7 @@ use lb_common::{
     hash::{flow_hash, source_hash},
     service::POLICY_SOURCE_HASH,
 };
-use lb_userspace::{config, controller::Controller, loader::KernelDataplane};
+use lb_userspace::{control::tables::Controller, kernel::KernelDataplane, model::config};
 
 use crate::{
     frame::{parse_mac, Frame, Mac},
@@ -267,7 +267,7 @@ pub fn backend_id(c: &Controller<KernelDataplane>, service: &str, addr: Ipv4Addr
 pub fn planned_service<'a>(
     c: &'a Controller<KernelDataplane>,
     name: &str,
-) -> &'a lb_userspace::plan::PlannedService {
+) -> &'a lb_userspace::model::plan::PlannedService {
     c.plan()
         .expect("a plan was applied")
         .services

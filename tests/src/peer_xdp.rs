@@ -20,7 +20,7 @@ pub struct PassProgram {
 /// Loads the embedded object with every map shrunk to a token size, and `lb_pass` into
 /// the kernel (not attached). Also the floor program of the per-packet benchmark.
 pub fn load_pass_program() -> Ebpf {
-    let object = lb_userspace::ebpf_object::object().expect("the XDP object is embedded");
+    let object = lb_userspace::kernel::ebpf_object::object().expect("the XDP object is embedded");
     let mut loader = EbpfLoader::new();
     for map in [
         MAP_SERVICE_INDEX,

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use lb_userspace::pins::PinDir;
+use lb_userspace::kernel::pins::PinDir;
 
 use crate::{
     backend_server::BackendServer,
@@ -201,7 +201,7 @@ impl RunningLb {
     /// The services lbd persisted (the state file with its journal replayed), as JSON
     /// text; panics if nothing was persisted.
     pub fn saved_state(&self) -> String {
-        let doc = lb_userspace::desired::state_file::read(&self.state_file())
+        let doc = lb_userspace::model::desired::state_file::read(&self.state_file())
             .expect("the state file reads")
             .expect("the state file was written");
         serde_json::to_string_pretty(&doc.services).expect("services serialize")

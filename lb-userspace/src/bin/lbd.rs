@@ -6,12 +6,13 @@ use std::{
 
 use clap::Parser;
 use lb_userspace::{
-    config::DEFAULT_PIN_DIR,
     daemon::{self, EXIT_CONFIG, EXIT_IN_USE},
-    desired, fd_budget,
+    kernel::pin_lock::{LockError, PinLock},
+    kernel::pins::PinDir,
     lbd_args::LbdArgs,
-    pin_lock::{LockError, PinLock},
-    pins::PinDir,
+    model::config::DEFAULT_PIN_DIR,
+    model::desired,
+    ops::fd_budget,
     preflight::{self, Stage},
 };
 

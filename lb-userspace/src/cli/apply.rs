@@ -8,7 +8,7 @@ use clap::Args;
 use hyper::Method;
 
 use super::Ctx;
-use crate::api::views::ChangeResult;
+use crate::ops::views::ChangeResult;
 
 #[derive(Args)]
 pub struct ApplyArgs {

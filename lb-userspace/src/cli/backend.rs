@@ -5,9 +5,9 @@ use serde_json::json;
 
 use super::{segment, table::Table, Ctx};
 use crate::{
-    api::views::{BackendView, ChangeResult},
-    config::{BackendConfig, BackendState},
-    desired::edit::BackendAddr,
+    model::config::{BackendConfig, BackendState},
+    model::desired::edit::BackendAddr,
+    ops::views::{BackendView, ChangeResult},
 };
 
 #[derive(Subcommand)]

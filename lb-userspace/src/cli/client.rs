@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::{net::UnixStream, time::Instant};
 
-use crate::{api::views::ErrorBody, config::duration};
+use crate::{model::config::duration, ops::views::ErrorBody};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 
 use super::Ctx;
-use crate::config::Config;
+use crate::model::config::Config;
 
 #[derive(Subcommand)]
 pub enum ConfigCmd {

@@ -4,7 +4,7 @@ use std::net::SocketAddrV4;
 use clap::Args;
 
 use super::Ctx;
-use crate::explain::{view::render, ExplainView};
+use crate::ops::explain::view::{render, ExplainView};
 
 #[derive(Args)]
 pub struct ExplainArgs {

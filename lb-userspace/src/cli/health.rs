@@ -1,6 +1,6 @@
 //! `lbctl health`.
 use super::{table::Table, Ctx};
-use crate::api::views::HealthView;
+use crate::ops::views::HealthView;
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let list: Vec<HealthView> = ctx.client()?.get("/v1/health")?;

@@ -21,8 +21,8 @@ use serde::Serialize;
 
 use self::client::{Client, ClientError, Timeouts};
 use crate::{
-    api::views::ChangeResult,
-    config::{duration, DEFAULT_API_SOCKET},
+    model::config::{duration, DEFAULT_API_SOCKET},
+    ops::views::ChangeResult,
 };
 
 /// Exit status when lbd did not answer within the timeout (sysexits EX_TEMPFAIL: a

@@ -6,8 +6,8 @@ use hyper::Method;
 
 use super::{segment, table::Table, Ctx};
 use crate::{
-    api::views::{ChangeResult, ServiceSummary},
-    config::{Policy, ServiceConfig},
+    model::config::{Policy, ServiceConfig},
+    ops::views::{ChangeResult, ServiceSummary},
 };
 
 #[derive(Subcommand)]

@@ -6,7 +6,7 @@ use super::{
     table::{bytes, human, rate, Table},
     Ctx,
 };
-use crate::api::views::{Counts, StatsView};
+use crate::ops::views::{Counts, StatsView};
 
 #[derive(Args)]
 pub struct StatsArgs {

@@ -13,8 +13,8 @@ use super::{
     Ctx,
 };
 use crate::{
-    api::views::{BackendStats, Counts, StatsView},
-    config::BackendState,
+    model::config::BackendState,
+    ops::views::{BackendStats, Counts, StatsView},
 };
 
 #[derive(Args)]
@@ -242,7 +242,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::api::views::{Counts, ReasonCount, ServiceStats, ZoneStats};
+    use crate::ops::views::{Counts, ReasonCount, ServiceStats, ZoneStats};
 
     #[test]
     fn a_frame_fits_80x24_whatever_the_size_of_the_lb() {

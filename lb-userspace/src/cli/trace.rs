@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::{segment, Ctx, Output};
-use crate::{config::duration, trace::view::TraceLine};
+use crate::{model::config::duration, ops::trace::view::TraceLine};
 
 #[derive(Args)]
 pub struct TraceArgs {

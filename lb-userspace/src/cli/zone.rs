@@ -3,7 +3,7 @@ use clap::Subcommand;
 use hyper::Method;
 
 use super::{segment, table::Table, Ctx};
-use crate::api::views::{ChangeResult, ZoneView};
+use crate::ops::views::{ChangeResult, ZoneView};
 
 #[derive(Subcommand)]
 pub enum ZoneCmd {

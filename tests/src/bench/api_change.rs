@@ -7,8 +7,8 @@
 use std::time::Instant;
 
 use lb_userspace::{
-    config, controller::Controller, dataplane::FakeDataplane, desired::edit::Edit,
-    runtime::Runtime, shared::SharedRuntime,
+    control::runtime::Runtime, control::tables::Controller, dataplane::FakeDataplane,
+    model::config, model::desired::edit::Edit, ops::shared::SharedRuntime,
 };
 use serde_json::{json, Value};
 

@@ -1,6 +1,6 @@
 //! Control-plane costs:
 //!
-//! - Maglev table build time (`lb_userspace::maglev::build`, the function `lbd` uses)
+//! - Maglev table build time (`lb_userspace::model::maglev::build`, the function `lbd` uses)
 //!   for 10 / 1,000 / 10,000 equally weighted backends at 65537 slots and at a larger
 //!   prime ring;
 //! - change-to-live: the time `Controller::apply` takes from a new config with one
@@ -16,10 +16,10 @@ use std::{net::Ipv4Addr, time::Instant};
 
 use lb_common::hash::flow_hash;
 use lb_userspace::{
-    config,
-    controller::Controller,
-    loader::KernelDataplane,
-    maglev::{self, MaglevBackend},
+    control::tables::Controller,
+    kernel::KernelDataplane,
+    model::config,
+    model::maglev::{self, MaglevBackend},
 };
 use serde_json::{json, Value};
 
@@ -58,7 +58,7 @@ fn ms(d: std::time::Duration) -> f64 {
 
 fn build_times(opts: &Options) -> Vec<Value> {
     let mut table = Table::new(
-        "Maglev table build (lb_userspace::maglev::build), equal weights",
+        "Maglev table build (lb_userspace::model::maglev::build), equal weights",
         &["backends", "ring", "min ms", "median ms", "builds"],
     );
     let mut out = Vec::new();

@@ -27,7 +27,7 @@ use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_COUNTED},
     net::{ipv4_wire, port_wire, FAMILY_IPV4, PROTO_TCP},
 };
-use lb_userspace::{config, controller::Controller, loader::KernelDataplane};
+use lb_userspace::{control::tables::Controller, kernel::KernelDataplane, model::config};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 

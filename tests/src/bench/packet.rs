@@ -11,7 +11,7 @@ use lb_common::{
     limits::{syn_cache_sets, syn_cache_slots},
     syn_cache::SynSet,
 };
-use lb_userspace::{controller::Controller, loader::KernelDataplane};
+use lb_userspace::{control::tables::Controller, kernel::KernelDataplane};
 use serde_json::{json, Value};
 
 use super::{
@@ -266,7 +266,7 @@ pub fn run(opts: &Options) -> Value {
     let l3_before = l3_read();
     let rows = rig.with_dataplane(&config, |c| measure(c, c0, b0, rounds, calls));
     // The same, the object loaded without CAP_PERFMON: the verifier hardens it against
-    // Spectre (see `lb_userspace::privileges`).
+    // Spectre (see `lb_userspace::kernel::privileges`).
     let hardened = rig.with_dataplane_loaded_with(&config, Some(&caps::SERVING), |c| {
         measure(c, c0, b0, rounds, calls)
     });

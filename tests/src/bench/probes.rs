@@ -18,12 +18,12 @@ use std::{
 };
 
 use lb_userspace::{
-    config::StatusRange,
-    health::{
+    control::health::{
         checker::{Checker, Report},
         probe::{ProbeKind, ProbeSpec},
     },
-    plan::BackendRef,
+    model::config::StatusRange,
+    model::plan::BackendRef,
 };
 use serde_json::{json, Value};
 use tokio::{

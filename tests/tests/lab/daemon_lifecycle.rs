@@ -17,7 +17,7 @@ use lb_tests::{
     scenario::three_zones,
     Lab, RunningLb, VIP, VIP_PORT,
 };
-use lb_userspace::pins::PinDir;
+use lb_userspace::kernel::pins::PinDir;
 
 const METRICS: &str = lbd_metrics::METRICS_LISTEN;
 

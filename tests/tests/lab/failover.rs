@@ -16,7 +16,7 @@ use lb_tests::{
     Attempt, BackendServer, ClientLoop, FailureKind, LabConfig, RunningLb, BACKEND_PORT, VIP,
     VIP_PORT,
 };
-use lb_userspace::weights::RAMP_STEPS;
+use lb_userspace::model::weights::RAMP_STEPS;
 
 const PER_CONN: Duration = Duration::from_secs(5);
 const LOOP_LIMIT: Duration = Duration::from_secs(120);

@@ -5,7 +5,7 @@
 use aya::maps::{Map, MapData, ProgramArray};
 use lb_common::limits::{MAP_PROGRAMS, PROGRAMS_SLOT_REPLY};
 use lb_tests::{lab_config, running_lb::pin_dir, scenario::three_zones, RunningLb};
-use lb_userspace::pins::PinDir;
+use lb_userspace::kernel::pins::PinDir;
 
 /// The program ids in the pinned program array's slots.
 fn reply_programs(lb: &RunningLb) -> Vec<u32> {

@@ -302,7 +302,7 @@ fn lbd_refuses_a_descriptor_limit_below_its_budget() {
     struct Cleanup(std::path::PathBuf, String);
     impl Drop for Cleanup {
         fn drop(&mut self) {
-            let _ = lb_userspace::pins::PinDir::new(&self.1).remove_all();
+            let _ = lb_userspace::kernel::pins::PinDir::new(&self.1).remove_all();
             let _ = fs::remove_dir_all(&self.0);
         }
     }

@@ -5,7 +5,7 @@ use lb_tests::{
     frame::{dst_ip, Frame},
     packet_rig::*,
 };
-use lb_userspace::config::FlowTimeouts;
+use lb_userspace::model::config::FlowTimeouts;
 
 #[test]
 fn idle_flows_expire_by_state_and_active_ones_stay() {

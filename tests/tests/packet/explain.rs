@@ -13,11 +13,11 @@ use lb_tests::{
     packet_rig::*,
 };
 use lb_userspace::{
-    config::{self, BackendState},
-    controller::Controller,
-    explain::{explain, ExplainView},
-    loader::KernelDataplane,
-    runtime::Runtime,
+    control::runtime::Runtime,
+    control::tables::Controller,
+    kernel::KernelDataplane,
+    model::config::{self, BackendState},
+    ops::explain::{explain, ExplainView},
 };
 
 fn ask(rt: &Runtime<KernelDataplane>, frame: &Frame) -> ExplainView {
@@ -31,7 +31,7 @@ fn ask(rt: &Runtime<KernelDataplane>, frame: &Frame) -> ExplainView {
 }
 
 /// The address of the backend a choice names; it must name one.
-fn named(c: &lb_userspace::explain::view::ChoiceView) -> Ipv4Addr {
+fn named(c: &lb_userspace::ops::explain::view::ChoiceView) -> Ipv4Addr {
     let b = c
         .backend
         .as_ref()

@@ -145,7 +145,7 @@ struct Services(Vec<(Endpoint, Vec<Endpoint>)>);
 
 impl Services {
     fn of_rig() -> Self {
-        let config = lb_userspace::config::parse(CONFIG).expect("rig config");
+        let config = lb_userspace::model::config::parse(CONFIG).expect("rig config");
         Services(
             config
                 .services

@@ -9,7 +9,7 @@ use lb_tests::{
     packet_exchange,
     packet_rig::*,
 };
-use lb_userspace::{controller::Controller, loader::KernelDataplane};
+use lb_userspace::{control::tables::Controller, kernel::KernelDataplane};
 
 const RING: u32 = 1009;
 

@@ -12,11 +12,11 @@ use lb_tests::{
     packet_rig::*,
 };
 use lb_userspace::{
-    config,
-    controller::Controller,
+    control::tables::Controller,
     dataplane::Dataplane,
-    loader::KernelDataplane,
-    plan::{BackendRef, Overlay},
+    kernel::KernelDataplane,
+    model::config,
+    model::plan::{BackendRef, Overlay},
 };
 
 const SEED: u32 = 42;

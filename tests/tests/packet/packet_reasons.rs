@@ -14,7 +14,7 @@ use lb_tests::{
     packet_exchange::{self, reply, run_counted},
     packet_rig::*,
 };
-use lb_userspace::{config, controller::Controller, loader::KernelDataplane};
+use lb_userspace::{control::tables::Controller, kernel::KernelDataplane, model::config};
 
 /// A backend no route leads to (the rig has no default route).
 const NO_ROUTE: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 5);

@@ -8,7 +8,7 @@ use lb_tests::{
     frame::{dst_ip, dst_port, Frame},
     packet_rig::*,
 };
-use lb_userspace::{config, controller::Controller, loader::KernelDataplane};
+use lb_userspace::{control::tables::Controller, kernel::KernelDataplane, model::config};
 
 const SERVICES: u32 = 64;
 

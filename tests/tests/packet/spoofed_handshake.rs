@@ -11,7 +11,7 @@ use lb_tests::{
     frame::{dst_ip, source, Frame},
     packet_rig::*,
 };
-use lb_userspace::loader::KernelDataplane;
+use lb_userspace::kernel::KernelDataplane;
 
 const ACK: u8 = 0x10;
 const RST: u8 = 0x04;

@@ -14,7 +14,7 @@ use lb_tests::{
     packet_exchange::{self, reply},
     packet_rig::*,
 };
-use lb_userspace::{controller::Controller, dataplane::Dataplane, loader::KernelDataplane};
+use lb_userspace::{control::tables::Controller, dataplane::Dataplane, kernel::KernelDataplane};
 
 /// The rig's flow-table size.
 const FLOW_TABLE: usize = 4096;

@@ -18,8 +18,8 @@ use lb_tests::{
 };
 use lb_userspace::{
     dataplane::Dataplane,
-    loader::KernelDataplane,
-    plan::{BackendRef, Overlay},
+    kernel::KernelDataplane,
+    model::plan::{BackendRef, Overlay},
 };
 
 /// Sends the client's ACK of the handshake `syn`, whose SYN-ACK passed, which must reach
@@ -34,7 +34,7 @@ fn ack_records(dp: &KernelDataplane, c0: u32, syn: &Frame, backend: Ipv4Addr) ->
 
 /// The rig's hash seed and SYN-cache set mask.
 fn seed_and_set_mask() -> (u32, u32) {
-    let config = lb_userspace::config::parse(CONFIG).unwrap();
+    let config = lb_userspace::model::config::parse(CONFIG).unwrap();
     (
         config.cluster.hash_seed,
         syn_cache_sets(config.limits.flow_table_size) - 1,
@@ -269,7 +269,7 @@ fn a_handshake_stays_on_its_backend_across_a_table_change() {
     let rig = Rig::build();
     let (c0, b0) = (rig.c0, rig.b0);
     rig.with_dataplane(CONFIG, |c| {
-        let config = lb_userspace::config::parse(CONFIG).unwrap();
+        let config = lb_userspace::model::config::parse(CONFIG).unwrap();
         let syn = client_syn(51004);
         let backend = dst_ip(&run_once(c.dataplane().program(), c0, &syn.bytes()).output);
         let overlay = Overlay {
@@ -307,7 +307,7 @@ fn a_reused_tuple_replaces_a_closed_or_idle_entry_but_not_a_live_one() {
     let rig = Rig::build();
     let (c0, b0) = (rig.c0, rig.b0);
     rig.with_dataplane(CONFIG, |c| {
-        let config = lb_userspace::config::parse(CONFIG).unwrap();
+        let config = lb_userspace::model::config::parse(CONFIG).unwrap();
         let mut recorded = Vec::new();
         for sport in 53000..53400 {
             let syn = client_syn(sport);

@@ -17,7 +17,7 @@ use lb_tests::{
     frame::{dst_ip, Frame, ACK, SYN},
     packet_rig::*,
 };
-use lb_userspace::{controller::Controller, loader::KernelDataplane};
+use lb_userspace::{control::tables::Controller, kernel::KernelDataplane};
 
 /// Every record in the ring, with the timestamp checked (non-zero, in order) and zeroed
 /// so that the rest compares exactly.

@@ -26,7 +26,9 @@ pub struct BenchArgs {
 pub fn main(bench: BenchArgs) -> Result<()> {
     // Run: namespaces, haproxy and nft for the end-to-end comparison, bpffs.
     setup::ensure(&[Need::Build, Need::Run], Verbosity::Quiet)?;
-    cmd::run(&mut cargo_build(true)?)?;
+    for mut build in cargo_build(true)? {
+        cmd::run(&mut build)?;
+    }
     let target = paths::target_dir()?;
     let release = target.join("release");
     let bench_bin = release.join("lb-bench");

@@ -12,19 +12,29 @@ use crate::{cmd, paths};
 
 use super::man;
 
-/// `cargo build` for the host crates; lb-ebpf is `no_std` for the BPF target and is
-/// built by lb-userspace's build script instead.
-pub fn cargo_build(release: bool) -> Result<Command> {
-    let mut build = paths::cargo()?;
-    build.args(["build", "--workspace", "--exclude", "lb-ebpf", "--bins"]);
+/// `cargo build` for the host crates, in two runs: `lbd` and `lbctl` on their own, so
+/// that the in-memory data path the tests crate enables (lb-userspace's `fake`
+/// feature) is not unified into them; then the other binaries. lb-ebpf is `no_std` for
+/// the BPF target and is built by lb-userspace's build script instead.
+pub fn cargo_build(release: bool) -> Result<Vec<Command>> {
+    let mut product = paths::cargo()?;
+    product.args(["build", "-p", "lb-userspace", "--bins"]);
+    let mut rest = paths::cargo()?;
+    rest.args(["build", "--workspace", "--exclude", "lb-ebpf"]);
+    rest.args(["--exclude", "lb-userspace", "--bins"]);
+    let mut builds = vec![product, rest];
     if release {
-        build.arg("--release");
+        for build in &mut builds {
+            build.arg("--release");
+        }
     }
-    Ok(build)
+    Ok(builds)
 }
 
 pub fn main(release: bool) -> Result<()> {
     setup::ensure(&[Need::Build], Verbosity::Quiet)?;
-    cmd::run(&mut cargo_build(release)?)?;
+    for mut build in cargo_build(release)? {
+        cmd::run(&mut build)?;
+    }
     man::write(release)
 }

@@ -24,7 +24,9 @@ pub struct LabArgs {
 
 pub fn main(lab: LabArgs) -> Result<()> {
     setup::ensure(&[Need::Build, Need::Run], Verbosity::Quiet)?;
-    cmd::run(&mut cargo_build(false)?)?;
+    for mut build in cargo_build(false)? {
+        cmd::run(&mut build)?;
+    }
 
     let bin_dir = paths::target_dir()?.join("debug");
     let lab_bin = bin_dir.join("lb-lab");

@@ -22,7 +22,9 @@ pub struct RunArgs {
 
 pub fn main(run: RunArgs) -> Result<()> {
     setup::ensure(&[Need::Build, Need::Run], Verbosity::Quiet)?;
-    cmd::run(&mut cargo_build(false)?)?;
+    for mut build in cargo_build(false)? {
+        cmd::run(&mut build)?;
+    }
 
     let lbd = paths::target_dir()?.join("debug").join("lbd");
     if !lbd.is_file() {

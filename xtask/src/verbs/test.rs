@@ -44,7 +44,9 @@ pub fn main(test: TestArgs) -> Result<u8> {
         stages.push(("clippy", clippy_host()?));
         stages.push(("clippy (eBPF)", clippy_ebpf()?));
     }
-    stages.push(("build", cargo_build(false)?));
+    for build in cargo_build(false)? {
+        stages.push(("build", build));
+    }
     stages.push(("test", cargo_test(&test)?));
 
     for (name, mut command) in stages {

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_userspace::pins::PinDir;
+use lb_userspace::kernel::pins::PinDir;
 
 use super::{haproxy, nft};
 use crate::{

@@ -1,0 +1,278 @@
+//! One health probe over the network: a TCP connect, or an HTTP/1.0 GET whose status
+//! must fall in the expected range. The whole probe (connect included) is bounded by
+//! the timeout, and a failure names its reason for the log.
+use std::{
+    io::ErrorKind,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use super::machine::{Failure, Outcome};
+use crate::model::config::{HealthConfig, ProbeType, StatusRange};
+
+/// What to send to a backend, where, and how often.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSpec {
+    pub target: SocketAddrV4,
+    pub kind: ProbeKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeKind {
+    Tcp,
+    Http {
+        path: String,
+        host: String,
+        expect: StatusRange,
+    },
+}
+
+impl ProbeSpec {
+    /// The probe of the backend at `address:port` under `health`.
+    pub fn new(health: &HealthConfig, address: Ipv4Addr, port: u16) -> Self {
+        let probe_port = health.port.unwrap_or(port);
+        let kind = match health.kind {
+            ProbeType::Tcp => ProbeKind::Tcp,
+            ProbeType::Http => ProbeKind::Http {
+                path: health.path().to_string(),
+                host: health.host.clone().unwrap_or_else(|| {
+                    if probe_port == 80 {
+                        address.to_string()
+                    } else {
+                        format!("{address}:{probe_port}")
+                    }
+                }),
+                expect: health.expect_status(),
+            },
+        };
+        Self {
+            target: SocketAddrV4::new(address, probe_port),
+            kind,
+            interval: health.interval,
+            timeout: health.timeout,
+        }
+    }
+}
+
+/// Runs one probe.
+pub async fn probe(spec: &ProbeSpec) -> Outcome {
+    match tokio::time::timeout(spec.timeout, run(spec)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(Failure::Timeout),
+    }
+}
+
+async fn run(spec: &ProbeSpec) -> Outcome {
+    let mut stream = TcpStream::connect(SocketAddr::V4(spec.target))
+        .await
+        .map_err(connect_failure)?;
+    match &spec.kind {
+        // Connected: the backend's kernel accepts on the port. Dropping the stream
+        // closes it with a FIN.
+        ProbeKind::Tcp => Ok(()),
+        ProbeKind::Http { path, host, expect } => {
+            let request = format!(
+                "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lbd-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+            );
+            stream
+                .write_all(request.as_bytes())
+                .await
+                .map_err(|e| io_failure("sending the request", e))?;
+            let status = read_status(&mut stream).await?;
+            if expect.contains(status) {
+                Ok(())
+            } else {
+                Err(Failure::Status(status))
+            }
+        }
+    }
+}
+
+/// Reads up to the end of the status line and returns the status code.
+async fn read_status(stream: &mut TcpStream) -> Result<u16, Failure> {
+    const MAX_STATUS_LINE: usize = 1024;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    let line_end = loop {
+        if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
+            break end;
+        }
+        if buf.len() > MAX_STATUS_LINE {
+            return Err(Failure::Other("status line too long".into()));
+        }
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| io_failure("reading the status line", e))?;
+        if n == 0 {
+            return Err(Failure::Other(
+                "connection closed before a status line".into(),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let line = String::from_utf8_lossy(&buf[..line_end]);
+    let mut words = line.split_whitespace();
+    let version = words.next().unwrap_or("");
+    let code = words.next().and_then(|c| c.parse::<u16>().ok());
+    match code {
+        Some(code) if version.starts_with("HTTP/") && (100..=599).contains(&code) => Ok(code),
+        _ => Err(Failure::Other(format!("not an HTTP status line: {line:?}"))),
+    }
+}
+
+fn connect_failure(e: std::io::Error) -> Failure {
+    match e.kind() {
+        ErrorKind::ConnectionRefused => Failure::Refused,
+        ErrorKind::TimedOut => Failure::Timeout,
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => Failure::Unreachable,
+        _ => Failure::Other(format!("connect: {e}")),
+    }
+}
+
+fn io_failure(what: &str, e: std::io::Error) -> Failure {
+    match e.kind() {
+        ErrorKind::ConnectionReset => Failure::Other(format!("reset while {what}")),
+        _ => Failure::Other(format!("{what}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A probe that must get its answer: a timeout no loaded machine reaches, so only
+    /// the answer decides the outcome.
+    fn spec(port: u16, kind: ProbeKind) -> ProbeSpec {
+        ProbeSpec {
+            target: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            kind,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn http(expect: &str) -> ProbeKind {
+        let (min, max) = expect.split_once('-').unwrap();
+        ProbeKind::Http {
+            path: "/healthz".into(),
+            host: "web.example".into(),
+            expect: StatusRange {
+                min: min.parse().unwrap(),
+                max: max.parse().unwrap(),
+            },
+        }
+    }
+
+    /// A one-shot server on 127.0.0.1 that answers the first connection with `reply`
+    /// (or nothing, holding it open) and hands back what it received.
+    async fn server(reply: Option<&'static str>) -> (u16, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+            match reply {
+                Some(reply) => {
+                    let _ = s.write_all(reply.as_bytes()).await;
+                }
+                // Silent for longer than any probe waits (the task ends with the test).
+                None => tokio::time::sleep(Duration::from_secs(3600)).await,
+            }
+            String::from_utf8_lossy(&got).into_owned()
+        });
+        (port, task)
+    }
+
+    /// A port with nothing listening on it.
+    async fn closed_port() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn tcp_probe_succeeds_on_a_listener_and_is_refused_without() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_eq!(probe(&spec(port, ProbeKind::Tcp)).await, Ok(()));
+        drop(listener);
+        assert_eq!(
+            probe(&spec(closed_port().await, ProbeKind::Tcp)).await,
+            Err(Failure::Refused)
+        );
+    }
+
+    #[tokio::test]
+    async fn http_probe_sends_path_and_host_and_checks_the_status() {
+        let (port, request) = server(Some("HTTP/1.1 204 No Content\r\n\r\n")).await;
+        assert_eq!(probe(&spec(port, http("200-399"))).await, Ok(()));
+        let request = request.await.unwrap();
+        assert!(
+            request.starts_with("GET /healthz HTTP/1.0\r\n")
+                && request.contains("\r\nHost: web.example\r\n"),
+            "{request:?}"
+        );
+        let (port, _) = server(Some("HTTP/1.0 503 Service Unavailable\r\n\r\n")).await;
+        assert_eq!(
+            probe(&spec(port, http("200-399"))).await,
+            Err(Failure::Status(503))
+        );
+        let (port, _) = server(Some("HTTP/1.0 503 Service Unavailable\r\n\r\n")).await;
+        assert_eq!(probe(&spec(port, http("500-599"))).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn http_probe_fails_on_silence_garbage_and_early_close() {
+        let (port, _) = server(None).await;
+        let silent = ProbeSpec {
+            timeout: Duration::from_millis(300),
+            ..spec(port, http("200-399"))
+        };
+        assert_eq!(probe(&silent).await, Err(Failure::Timeout));
+        let (port, _) = server(Some("SSH-2.0-OpenSSH\r\n")).await;
+        assert!(matches!(
+            probe(&spec(port, http("200-399"))).await,
+            Err(Failure::Other(why)) if why.contains("not an HTTP status line")
+        ));
+        let (port, _) = server(Some("")).await;
+        assert!(matches!(
+            probe(&spec(port, http("200-399"))).await,
+            Err(Failure::Other(why)) if why.contains("closed before a status line")
+        ));
+    }
+
+    #[test]
+    fn specs_default_to_the_backend_port_and_address() {
+        let mut h = HealthConfig::default();
+        let addr = Ipv4Addr::new(10, 1, 0, 11);
+        assert_eq!(ProbeSpec::new(&h, addr, 8080).target.port(), 8080);
+        h.kind = ProbeType::Http;
+        h.port = Some(9090);
+        let s = ProbeSpec::new(&h, addr, 8080);
+        assert_eq!(s.target, SocketAddrV4::new(addr, 9090));
+        assert_eq!(
+            s.kind,
+            ProbeKind::Http {
+                path: "/".into(),
+                host: "10.1.0.11:9090".into(),
+                expect: StatusRange { min: 200, max: 399 }
+            }
+        );
+    }
+}

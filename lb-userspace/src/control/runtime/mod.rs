@@ -1,0 +1,369 @@
+//! The controller at run time: the config, the [`Fleet`]'s view of every backend, and
+//! the [`Controller`] that writes the kernel, put together. Every event (a probe result,
+//! a data-path sample, a reload, a timer) goes through here; whenever it changes any
+//! effective weight, the selection tables of the services concerned are rebuilt and
+//! swapped (idle slot, then flip), and only what changed is written. Synchronous and
+//! clock-driven, so the whole lifecycle runs in host tests against the fake data plane.
+//!
+//! A probe result costs a map lookup; only a result that changes a backend's
+//! eligibility recomputes weights, and then only its own service's: with 10,000
+//! backends lbd applies thousands of results a second.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use log::{info, warn};
+
+use crate::{
+    control::fleet::{Fleet, Purge, ServiceWeights},
+    control::health::{machine::Outcome, probe::ProbeSpec},
+    control::tables::{ApplySummary, Controller},
+    dataplane::Dataplane,
+    model::config::{check_reloadable, Config},
+    model::plan::{BackendRef, Overlay},
+    model::weights::{self, Mode},
+};
+
+pub struct Runtime<D> {
+    config: Config,
+    fleet: Fleet,
+    controller: Controller<D>,
+    /// The overlay the fleet asks for, kept up to date service by service.
+    overlay: Overlay,
+    /// Whether `overlay` is what the kernel holds; until then every tick retries.
+    applied: bool,
+    modes: BTreeMap<String, Mode>,
+    next_sample: BTreeMap<String, Instant>,
+}
+
+impl<D: Dataplane> Runtime<D> {
+    /// Takes over `controller` and fills the kernel tables for `config`.
+    pub fn start(
+        config: Config,
+        controller: Controller<D>,
+        now: Instant,
+    ) -> anyhow::Result<(Self, ApplySummary)> {
+        let fleet = Fleet::new(&config, now);
+        let mut runtime = Self {
+            config,
+            fleet,
+            controller,
+            overlay: Overlay::default(),
+            applied: false,
+            modes: BTreeMap::new(),
+            next_sample: BTreeMap::new(),
+        };
+        let summary = runtime.sync(now)?;
+        Ok((runtime, summary))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    pub fn controller(&self) -> &Controller<D> {
+        &self.controller
+    }
+
+    pub fn controller_mut(&mut self) -> &mut Controller<D> {
+        &mut self.controller
+    }
+
+    /// Takes a new, validated config. A config the running data path cannot take (see
+    /// [`check_reloadable`]) is refused, naming the fields, before anything changes.
+    pub fn reload(&mut self, config: Config, now: Instant) -> anyhow::Result<ApplySummary> {
+        check_reloadable(&self.config, &config)?;
+        self.controller.check_compatible(&config)?;
+        self.fleet.reconfigure(&config, now);
+        self.config = config;
+        self.applied = false;
+        self.sync(now)
+    }
+
+    /// [`Runtime::reload`] for a `config` that differs from the running one in service
+    /// `name` only (an admin API edit of one of its backends): only that service is
+    /// re-planned, re-weighed and re-written, so the cost is that of the service, not of
+    /// every backend. Anything else (a service added or removed, nothing applied yet)
+    /// takes the whole reload.
+    pub fn reload_service(
+        &mut self,
+        config: Config,
+        name: &str,
+        now: Instant,
+    ) -> anyhow::Result<ApplySummary> {
+        let same_services = config.services.len() == self.config.services.len()
+            && config
+                .services
+                .iter()
+                .zip(&self.config.services)
+                .all(|(a, b)| a.name == b.name);
+        // A service that holds most backends costs the whole re-plan anyway, which does
+        // that work with less bookkeeping (measured: about 30% faster at 10,000 backends
+        // in one service).
+        let total: usize = config.services.iter().map(|s| s.backends.len()).sum();
+        let most = config
+            .services
+            .iter()
+            .find(|s| s.name == name)
+            .is_some_and(|s| s.backends.len() * 2 > total);
+        if !self.applied || !same_services || most || self.fleet.service(name).is_none() {
+            return self.reload(config, now);
+        }
+        check_reloadable(&self.config, &config)?;
+        self.controller.check_compatible(&config)?;
+        self.fleet.reconfigure_service(&config, name, now);
+        self.config = config;
+        self.sync_services(&[name.to_string()], true, now)
+    }
+
+    /// A probe result that took `latency`.
+    pub fn on_probe(
+        &mut self,
+        at: &BackendRef,
+        outcome: &Outcome,
+        latency: Duration,
+        now: Instant,
+    ) -> anyhow::Result<ApplySummary> {
+        if self.fleet.observe(at, outcome, latency, now) {
+            return self.sync_services(std::slice::from_ref(&at.service), false, now);
+        }
+        Ok(ApplySummary::default())
+    }
+
+    /// Timers: passive samples, slow-start steps, deregistration delays. Weights are
+    /// recomputed only when one of them may have changed something, and only for the
+    /// services concerned.
+    pub fn tick(&mut self, now: Instant) -> anyhow::Result<ApplySummary> {
+        self.tick_with(now, true)
+    }
+
+    /// [`Runtime::tick`]; `scoped` re-plans only the services a timer concerned, rather
+    /// than every service (the reference the tests compare it with).
+    fn tick_with(&mut self, now: Instant, scoped: bool) -> anyhow::Result<ApplySummary> {
+        let ejected = self.sample_passive(now)?;
+        let purges = self.fleet.due_purges(now);
+        let ramping = self.fleet.ramping_services();
+        let retry = !self.applied;
+        if ejected.is_empty() && purges.is_empty() && ramping.is_empty() && !retry {
+            return Ok(ApplySummary::default());
+        }
+        let mut names: BTreeSet<String> = ejected.into_iter().chain(ramping).collect();
+        for purge in purges {
+            match purge {
+                Purge::Drained(at) => {
+                    let purged = self.controller.purge_flows(&at)?;
+                    info!("backend {at}: deregistration delay passed; purged {purged} flows");
+                    names.insert(at.service);
+                }
+                Purge::Removed(at) => {
+                    info!("backend {at}: deregistration delay passed; purging its flows and freeing its slot");
+                    names.insert(at.service);
+                }
+            }
+        }
+        if retry || !scoped {
+            return self.sync(now);
+        }
+        let names: Vec<String> = names.into_iter().collect();
+        self.sync_services(&names, false, now)
+    }
+
+    /// The probes the checker must run.
+    pub fn probe_specs(&self) -> BTreeMap<BackendRef, ProbeSpec> {
+        self.fleet
+            .probed()
+            .into_iter()
+            .map(|(at, s)| (at.clone(), ProbeSpec::new(&s.health, at.address, at.port)))
+            .collect()
+    }
+
+    /// Reads the data path's handshake counters of each service's backends once per
+    /// probe interval; returns the services where that ejected a backend.
+    fn sample_passive(&mut self, now: Instant) -> anyhow::Result<Vec<String>> {
+        let mut due = Vec::new();
+        for s in &self.config.services {
+            let next = self.next_sample.entry(s.name.clone()).or_insert(now);
+            if now >= *next {
+                *next = now + s.health.interval;
+                due.push(s.name.clone());
+            }
+        }
+        if self.next_sample.len() != self.config.services.len() {
+            self.next_sample
+                .retain(|name, _| self.config.services.iter().any(|s| &s.name == name));
+        }
+        let mut ejected = Vec::new();
+        for name in due {
+            let targets: Vec<(BackendRef, u32)> = self
+                .fleet
+                .probed_of(&name)
+                .filter_map(|at| Some((at.clone(), self.controller.backend_id(at)?)))
+                .collect();
+            let mut readings = Vec::with_capacity(targets.len());
+            for (at, id) in targets {
+                let signals = self
+                    .controller
+                    .dataplane()
+                    .backend_signals(id)
+                    .with_context(|| format!("reading the passive counters of backend {at}"))?;
+                readings.push((at, signals));
+            }
+            if self.fleet.sample_service(&name, &readings, now) {
+                ejected.push(name);
+            }
+        }
+        Ok(ejected)
+    }
+
+    /// Recomputes effective weights and applies them if anything changed.
+    fn sync(&mut self, now: Instant) -> anyhow::Result<ApplySummary> {
+        self.fleet.refresh(now);
+        let weights = self.fleet.weights(now);
+        let overlay = self.fleet.overlay(&weights);
+        if self.applied && self.overlay == overlay {
+            return Ok(ApplySummary::default());
+        }
+        self.overlay = overlay;
+        let modes = weights
+            .iter()
+            .map(|(name, w)| (name.clone(), (w.mode, w.backends.len())))
+            .collect();
+        self.apply(modes, None)
+    }
+
+    /// [`Runtime::sync`] for the services `names` alone (a backend of theirs changed
+    /// eligibility, or their config changed: then `force`, as the overlay may not show
+    /// it): only their weights are recomputed, only their part of the overlay replaced,
+    /// and only they are re-planned and written.
+    fn sync_services(
+        &mut self,
+        names: &[String],
+        force: bool,
+        now: Instant,
+    ) -> anyhow::Result<ApplySummary> {
+        if !self.applied {
+            return self.sync(now);
+        }
+        let mut changed = force;
+        let mut modes = BTreeMap::new();
+        for name in names {
+            self.fleet.refresh_service(name, now);
+            let Some(w) = self.fleet.service_weights(name, now) else {
+                continue;
+            };
+            changed |= self.replace_overlay_of(name, &w);
+            modes.insert(name.clone(), (w.mode, w.backends.len()));
+        }
+        if !changed {
+            return Ok(ApplySummary::default());
+        }
+        self.apply(modes, Some(names))
+    }
+
+    /// Replaces service `name`'s part of the overlay (what [`Fleet::overlay`] would give
+    /// for it); true when that changed it.
+    fn replace_overlay_of(&mut self, name: &str, w: &ServiceWeights) -> bool {
+        let ring: BTreeMap<BackendRef, u32> = w
+            .backends
+            .iter()
+            .map(|(at, weight)| (at.clone(), weights::ring_weight(*weight)))
+            .collect();
+        let retiring: BTreeMap<BackendRef, String> = self
+            .fleet
+            .retiring_of(name)
+            .map(|(at, zone)| (at.clone(), zone.to_string()))
+            .collect();
+        let same = BackendRef::of_service(&self.overlay.ring_weights, name).eq(ring.iter())
+            && BackendRef::of_service(&self.overlay.retiring, name).eq(retiring.iter());
+        if same {
+            return false;
+        }
+        replace_range(&mut self.overlay.ring_weights, name, ring);
+        replace_range(&mut self.overlay.retiring, name, retiring);
+        true
+    }
+
+    /// Applies `self.overlay`; `modes` are the services' modes to log when they change,
+    /// `only` the services that changed (`None`: any may have, re-plan them all).
+    fn apply(
+        &mut self,
+        modes: BTreeMap<String, (Mode, usize)>,
+        only: Option<&[String]>,
+    ) -> anyhow::Result<ApplySummary> {
+        let all = only.is_none();
+        let started = Instant::now();
+        // Until it succeeds, the tables are not known to match: the next tick retries.
+        // Start-up and reloads (nothing applied before) report their own summary.
+        let reported_elsewhere = !self.applied && all;
+        self.applied = false;
+        let summary = match only {
+            Some(names) => self
+                .controller
+                .apply_services(&self.config, &self.overlay, names)?,
+            None => self.controller.apply_with(&self.config, &self.overlay)?,
+        };
+        // Logged once the tables are live, so the log says what the data path does.
+        for (name, (mode, backends)) in &modes {
+            if self.modes.get(name) != Some(mode) {
+                log_mode(name, *mode, self.fleet.local_zone(), *backends);
+                self.modes.insert(name.clone(), *mode);
+            }
+        }
+        if all {
+            self.modes.retain(|name, _| modes.contains_key(name));
+        }
+        if summary != ApplySummary::default() && !reported_elsewhere {
+            info!(
+                "tables updated in {:.1} ms: {} services flipped, {} ring entries and {} backend slots written, {} flows purged",
+                started.elapsed().as_secs_f64() * 1e3,
+                summary.services_flipped,
+                summary.ring_entries_written,
+                summary.backends_written,
+                summary.flows_purged
+            );
+        }
+        self.applied = true;
+        Ok(summary)
+    }
+}
+
+/// Replaces the entries of service `name` in `map` with `with`.
+fn replace_range<V>(map: &mut BTreeMap<BackendRef, V>, name: &str, with: BTreeMap<BackendRef, V>) {
+    let ours: Vec<BackendRef> = BackendRef::of_service(map, name)
+        .map(|(at, _)| at.clone())
+        .collect();
+    for at in ours {
+        map.remove(&at);
+    }
+    map.extend(with);
+}
+
+fn log_mode(service: &str, mode: Mode, zone: &str, backends: usize) {
+    match mode {
+        Mode::FailOpen => warn!(
+            "service {service}: fail open: no backend is healthy, new flows go to every active backend"
+        ),
+        Mode::FailClosed => warn!(
+            "service {service}: fail closed: no backend is healthy, new flows are dropped"
+        ),
+        Mode::NoBackend => warn!(
+            "service {service}: no active backend ({backends} draining or none): new flows are dropped"
+        ),
+        Mode::Spill => warn!(
+            "service {service}: local zone {zone} is short of healthy backends, new flows spill to other zones"
+        ),
+        Mode::CrossZone | Mode::LocalZone => info!("service {service}: {mode}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod scoped_tests;

@@ -1,0 +1,170 @@
+//! Flow-table maintenance: the clock flows are stamped with, expiry of idle flows, the
+//! next-hop generation, and active-flow counts reconciled with the table.
+
+use anyhow::Context as _;
+use aya::{
+    maps::{HashMap, MapData, MapError},
+    Pod,
+};
+use lb_common::{
+    flow::{FlowKey, FLOW_F_CLOSED, FLOW_F_COUNTED},
+    limits::*,
+};
+
+use super::KernelDataplane;
+use crate::{
+    model::ageing,
+    model::config::FlowTimeouts,
+    model::reconcile::{self, Observed},
+};
+
+impl KernelDataplane {
+    /// Sets the clock the data path stamps on flows (whole seconds).
+    pub fn set_clock(&mut self, seconds: u32) -> anyhow::Result<()> {
+        self.clock.set(0, seconds, 0).context("CLOCK")
+    }
+
+    /// Deletes the flows idle longer than their state's timeout at `now` (seconds of the
+    /// clock given to [`Self::set_clock`]), both directions. Returns how many.
+    pub fn expire_flows(&mut self, now: u32, timeouts: &FlowTimeouts) -> anyhow::Result<usize> {
+        // Keys are collected first: deleting while walking can restart the walk.
+        let expired: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, target)| ageing::expired(target, now, timeouts))
+            .map(|(key, _)| key)
+            .collect();
+        let mut removed = 0;
+        for key in &expired {
+            // Only an entry still expired now: a SYN on a closed entry may have replaced
+            // it with a live connection's since the walk.
+            let Some(target) = current_if(&self.flows, key, MAP_FLOWS, |t| {
+                ageing::expired(t, now, timeouts)
+            })?
+            else {
+                continue;
+            };
+            if !remove_present(&mut self.flows, key, MAP_FLOWS)? {
+                continue;
+            }
+            removed += 1;
+            let Ok(backend) = self.backends.get(&target.backend, 0) else {
+                continue;
+            };
+            let reverse = FlowKey {
+                src_addr: backend.addr,
+                dst_addr: key.src_addr,
+                src_port: backend.port,
+                dst_port: key.src_port,
+                ..*key
+            };
+            remove_present(&mut self.return_flows, &reverse, MAP_RETURN_FLOWS)?;
+        }
+        Ok(removed)
+    }
+
+    /// Makes every cached next hop stale, so the data path looks routes up again: a
+    /// changed route or neighbour takes effect within one call's interval.
+    pub fn bump_nexthop_generation(&mut self) -> anyhow::Result<()> {
+        let current = self.nexthop_gen.get(&0, 0).context("NEXTHOP_GEN")?;
+        self.nexthop_gen
+            .set(0, current.wrapping_add(1), 0)
+            .context("NEXTHOP_GEN")
+    }
+
+    /// Active flows of a backend: counted by the data path, less what the reconciler
+    /// found ended unseen.
+    pub fn active_flows(&self, id: u32) -> anyhow::Result<u64> {
+        let counted = self.active_flows.get(&id, 0)?;
+        let adjust = self.active_adjust.get(&id, 0)?;
+        Ok(counted.wrapping_sub(adjust))
+    }
+
+    /// Recounts the open flows in the flow table and corrects the active-flow counts of
+    /// `backends` that drifted (see [`crate::model::reconcile`]). Returns the corrections made.
+    pub fn reconcile_active_flows(&mut self, backends: &[u32]) -> anyhow::Result<Vec<(u32, u64)>> {
+        let read = |dp: &Self| -> anyhow::Result<Vec<u64>> {
+            backends
+                .iter()
+                .map(|id| Ok(dp.active_flows.get(id, 0)?))
+                .collect()
+        };
+        let before = read(self)?;
+        let mut open: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+        let mut entries = 0;
+        for entry in self.flows.iter() {
+            // An entry evicted or deleted mid-walk ends the walk early for that key only.
+            let Ok((_, target)) = entry else { continue };
+            entries += 1;
+            if target.state & FLOW_F_COUNTED != 0 && target.state & FLOW_F_CLOSED == 0 {
+                *open.entry(target.backend).or_default() += 1;
+            }
+        }
+        self.flow_entries = entries;
+        let after = read(self)?;
+        let observed: Vec<Observed> = backends
+            .iter()
+            .zip(before.iter().zip(&after))
+            .map(|(id, (b, a))| {
+                Ok(Observed {
+                    id: *id,
+                    counted_before: *b,
+                    counted_after: *a,
+                    adjust: self.active_adjust.get(id, 0)?,
+                    open_in_table: open.get(id).copied().unwrap_or(0),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let fixes = reconcile::corrections(&observed);
+        for (id, adjust) in &fixes {
+            self.active_adjust
+                .set(*id, adjust, 0)
+                .with_context(|| format!("ACTIVE_ADJUST[{id}]"))?;
+        }
+        Ok(fixes)
+    }
+
+    /// Forward flow entries seen by the last [`Self::reconcile_active_flows`] scan.
+    pub fn flow_entries(&self) -> u64 {
+        self.flow_entries
+    }
+}
+
+/// The entry under `key` now, if there is one and it `qualifies`: keys collected by a
+/// walk may be seconds old, and by then a client reusing the tuple may have put a new
+/// flow under the same key, which must not be deleted with the old one.
+pub(super) fn current_if<K: Pod, V: Pod>(
+    map: &HashMap<MapData, K, V>,
+    key: &K,
+    name: &str,
+    qualifies: impl Fn(&V) -> bool,
+) -> anyhow::Result<Option<V>> {
+    match map.get(key, 0) {
+        Ok(value) => Ok(qualifies(&value).then_some(value)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("{name} lookup")),
+    }
+}
+
+/// Deletes `key`; whether it was there (the LRU may have evicted it meanwhile).
+pub(super) fn remove_present<K: Pod, V: Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    key: &K,
+    name: &str,
+) -> anyhow::Result<bool> {
+    match map.remove(key) {
+        Ok(()) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("{name} remove")),
+    }
+}
+
+/// A delete of a key that is not there (ENOENT), e.g. one the LRU evicted.
+pub(super) fn is_not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}

@@ -1,0 +1,207 @@
+//! Loads the embedded XDP object with map capacities and globals from config (or adopts
+//! the pinned one), and takes a typed handle on every map.
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use aya::{
+    maps::{Array, MapData, ProgramArray},
+    programs::Xdp,
+    Ebpf, EbpfLoader,
+};
+use lb_common::{
+    backend::BACKEND_F_PRESENT,
+    limits::*,
+    service::POLICY_TABLE_SLOTS,
+    service_index::{service_index_slots, ServiceSlot},
+};
+
+use super::{links, take, trace::TraceMaps, KernelDataplane};
+use crate::{
+    dataplane::LiveState,
+    kernel::ebpf_object,
+    kernel::mmap_array::MmapArray,
+    kernel::pins::{self, PinDir},
+    kernel::service_index::ServiceIndex,
+    model::config::Config,
+};
+
+pub(super) fn take_mmap(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<MmapArray> {
+    take_mmap_sized(ebpf, name, 4)
+}
+
+pub(super) fn take_mmap_sized(
+    ebpf: &mut Ebpf,
+    name: &str,
+    value_size: usize,
+) -> anyhow::Result<MmapArray> {
+    let map = ebpf
+        .take_map(name)
+        .with_context(|| format!("the XDP object has no map {name}"))?;
+    MmapArray::with_value_size(map, name, value_size)
+}
+
+/// Every map's capacity from `config` (the loader's overrides of the object's sizes).
+pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
+    let limits = &config.limits;
+    let ring_entries = limits
+        .max_services
+        .checked_mul(2)
+        .and_then(|n| n.checked_mul(config.cluster.ring_size))
+        .context("max_services x 2 x ring_size overflows")?;
+    let policy_entries = limits
+        .max_services
+        .checked_mul(2 * POLICY_TABLE_SLOTS)
+        .context("max_services x 2 x policy table slots overflows")?;
+    Ok(vec![
+        (MAP_SERVICE_INDEX, service_index_slots(limits.max_services)),
+        (MAP_BACKENDS, limits.max_backends),
+        (MAP_RING, ring_entries),
+        (MAP_POLICY_TABLE, policy_entries),
+        (MAP_RR_CURSOR, limits.max_services),
+        (MAP_ACTIVE_FLOWS, limits.max_backends),
+        (MAP_ACTIVE_ADJUST, limits.max_backends),
+        (MAP_NEXTHOPS, limits.max_backends),
+        (MAP_SERVICE_STATS, limits.max_services),
+        (MAP_BACKEND_STATS, limits.max_backends),
+        (MAP_BACKEND_SIGNALS, limits.max_backends),
+        (MAP_FLOWS, limits.flow_table_size),
+        (MAP_RETURN_FLOWS, limits.flow_table_size),
+        (MAP_SYN_CACHE, syn_cache_sets(limits.flow_table_size)),
+        (MAP_TRACE_SAMPLE, limits.max_services),
+    ])
+}
+
+impl KernelDataplane {
+    /// Loads the program and creates its maps, sized from `config`. Nothing is attached.
+    ///
+    /// With `pins`, every map is pinned there, and maps a previous lbd pinned are adopted
+    /// (after checking that they fit this build and config) instead of created: flows,
+    /// counters and tables carry over.
+    pub fn load(config: &Config, pins: Option<&PinDir>) -> anyhow::Result<Self> {
+        let limits = &config.limits;
+        let sizes = map_sizes(config)?;
+        let syn_cache_mask = syn_cache_sets(limits.flow_table_size) - 1;
+        let service_index_mask = service_index_slots(limits.max_services) - 1;
+        let object = ebpf_object::object()?;
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global(GLOBAL_HASH_SEED, &config.cluster.hash_seed, true)
+            .override_global(GLOBAL_RING_SIZE, &config.cluster.ring_size, true)
+            .override_global(GLOBAL_SYN_CACHE_MASK, &syn_cache_mask, true)
+            .override_global(GLOBAL_SERVICE_INDEX_MASK, &service_index_mask, true);
+        for &(name, size) in &sizes {
+            loader.map_max_entries(name, size);
+        }
+        let shapes = match pins {
+            Some(pins) => {
+                pins.prepare()?;
+                let shapes = pins::pinned_shapes(object, &sizes)?;
+                pins.check(&shapes)?;
+                shapes
+            }
+            None => Vec::new(),
+        };
+        let adopted = pins.is_some_and(PinDir::has_maps);
+        let pin_paths: Vec<(String, PathBuf)> = match pins {
+            Some(pins) => shapes
+                .iter()
+                .map(|(name, _)| (name.clone(), pins.map_path(name)))
+                .collect(),
+            None => Vec::new(),
+        };
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
+            .load(object)
+            .context("loading the XDP object into the kernel")?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_XDP)
+            .context("the XDP object has no program lb_xdp")?
+            .try_into()?;
+        program.load().context("verifying and loading lb_xdp")?;
+        let reply: &mut Xdp = ebpf
+            .program_mut(PROGRAM_REPLY)
+            .context("the XDP object has no program lb_reply")?
+            .try_into()?;
+        reply.load().context("verifying and loading lb_reply")?;
+        let reply_fd = reply.fd()?.try_clone().context("lb_reply's fd")?;
+        let mut programs: ProgramArray<MapData> = take(&mut ebpf, MAP_PROGRAMS)?;
+        programs
+            .set(PROGRAMS_SLOT_REPLY, &reply_fd, 0)
+            .context("putting lb_reply in the program array")?;
+        let mut layout: Array<MapData, u32> = take(&mut ebpf, MAP_LAYOUT)?;
+        if !adopted {
+            layout
+                .set(0, LAYOUT_VERSION, 0)
+                .context("writing the layout version")?;
+        }
+        Ok(Self {
+            services: ServiceIndex::new(take_mmap_sized(
+                &mut ebpf,
+                MAP_SERVICE_INDEX,
+                size_of::<ServiceSlot>(),
+            )?)?,
+            backends: take(&mut ebpf, MAP_BACKENDS)?,
+            ring: take_mmap(&mut ebpf, MAP_RING)?,
+            policy_table: take_mmap(&mut ebpf, MAP_POLICY_TABLE)?,
+            active_flows: take(&mut ebpf, MAP_ACTIVE_FLOWS)?,
+            active_adjust: take(&mut ebpf, MAP_ACTIVE_ADJUST)?,
+            nexthops: take(&mut ebpf, MAP_NEXTHOPS)?,
+            addr_filter: take_mmap(&mut ebpf, MAP_ADDR_FILTER)?,
+            nexthop_gen: take(&mut ebpf, MAP_NEXTHOP_GEN)?,
+            clock: take(&mut ebpf, MAP_CLOCK)?,
+            syn_cache: take(&mut ebpf, MAP_SYN_CACHE)?,
+            rr_cursor: take(&mut ebpf, MAP_RR_CURSOR)?,
+            flows: take(&mut ebpf, MAP_FLOWS)?,
+            return_flows: take(&mut ebpf, MAP_RETURN_FLOWS)?,
+            service_stats: take(&mut ebpf, MAP_SERVICE_STATS)?,
+            backend_stats: take(&mut ebpf, MAP_BACKEND_STATS)?,
+            signals: take(&mut ebpf, MAP_BACKEND_SIGNALS)?,
+            reasons: take(&mut ebpf, MAP_REASONS)?,
+            egress: take(&mut ebpf, MAP_EGRESS)?,
+            trace: Some(TraceMaps::take(&mut ebpf)?),
+            programs,
+            ebpf,
+            attached: Vec::new(),
+            links: links::Links::default(),
+            adopted,
+            flow_entries: 0,
+        })
+    }
+
+    /// The packet trace's maps, for the one tracer; `None` once taken.
+    pub fn take_trace(&mut self) -> Option<TraceMaps> {
+        self.trace.take()
+    }
+
+    /// Whether `load` adopted maps a previous lbd pinned.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// Services and present backend slots as the kernel holds them, for adopting pinned
+    /// state.
+    pub fn live_state(&self) -> anyhow::Result<LiveState> {
+        let services = self.services.entries();
+        let mut backends = Vec::new();
+        for id in 0..self.backends.len() {
+            let b = self
+                .backends
+                .get(&id, 0)
+                .with_context(|| format!("BACKENDS[{id}]"))?;
+            if b.flags & BACKEND_F_PRESENT != 0 {
+                backends.push((id, b));
+            }
+        }
+        Ok(LiveState { services, backends })
+    }
+
+    /// The loaded program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn program(&self) -> &Xdp {
+        self.ebpf
+            .program(PROGRAM_XDP)
+            .and_then(|p| <&Xdp>::try_from(p).ok())
+            .expect("checked at load")
+    }
+}

@@ -1,0 +1,178 @@
+//! [`Dataplane`] and [`Counters`] over the real maps: table writes, flow purges and the
+//! per-CPU counters summed.
+
+use anyhow::Context as _;
+use aya::maps::{MapData, PerCpuArray};
+use lb_common::{
+    backend::Backend,
+    counters::{BackendSignals, TrafficCounters, REASON_COUNT},
+    flow::{FlowKey, FlowTarget, NatReturn},
+    limits::*,
+    nexthop::NextHop,
+    service::{ServiceKey, ServiceMeta},
+};
+
+use super::{
+    flows::{current_if, remove_present},
+    KernelDataplane,
+};
+use crate::{
+    dataplane::{Counters, Dataplane, LinkChange},
+    model::config::FlowTimeouts,
+};
+
+impl KernelDataplane {
+    pub fn service_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
+        sum_counters(&self.service_stats, id)
+    }
+
+    pub fn backend_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
+        sum_counters(&self.backend_stats, id)
+    }
+
+    /// Packets per [`lb_common::counters::Reason`] slot, summed over CPUs.
+    pub fn reason_counters(&self) -> anyhow::Result<Vec<u64>> {
+        (0..REASON_COUNT)
+            .map(|slot| {
+                let values = self.reasons.get(&slot, 0)?;
+                Ok(values.iter().sum())
+            })
+            .collect()
+    }
+}
+
+pub(super) fn sum_counters(
+    map: &PerCpuArray<MapData, TrafficCounters>,
+    id: u32,
+) -> anyhow::Result<TrafficCounters> {
+    let mut total = TrafficCounters::default();
+    for cpu in map.get(&id, 0)?.iter() {
+        total.accumulate(cpu);
+    }
+    Ok(total)
+}
+
+impl Dataplane for KernelDataplane {
+    fn set_backend(&mut self, id: u32, backend: &Backend) -> anyhow::Result<()> {
+        self.backends
+            .set(id, backend, 0)
+            .with_context(|| format!("BACKENDS[{id}]"))?;
+        // The slot may now name another address: forget the route cached for it.
+        self.nexthops
+            .set(id, NextHop::default(), 0)
+            .with_context(|| format!("NEXTHOPS[{id}]"))
+    }
+
+    fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
+        self.ring.set_all(entries).context("RING")
+    }
+
+    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
+        self.policy_table.set_all(entries).context("POLICY_TABLE")
+    }
+
+    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> anyhow::Result<()> {
+        self.addr_filter.set_all(words).context("ADDR_FILTER")
+    }
+
+    fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> anyhow::Result<()> {
+        self.services.set(key, meta)
+    }
+
+    fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
+        self.services.remove(key)
+    }
+
+    fn purge_flows(&mut self, ids: &[u32]) -> anyhow::Result<usize> {
+        let ids: std::collections::HashSet<u32> = ids.iter().copied().collect();
+        // Keys are collected first: deleting while walking with get_next_key can restart
+        // the walk from the beginning. The data path creates no new entries for `ids`
+        // meanwhile, since the caller took it out of every ring before.
+        let forward: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, target)| ids.contains(&target.backend))
+            .map(|(key, _)| key)
+            .collect();
+        let reverse: Vec<FlowKey> = self
+            .return_flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, nat)| ids.contains(&nat.backend))
+            .map(|(key, _)| key)
+            .collect();
+        let mut purged = 0;
+        // As in `expire_flows`: a key may hold another flow by now.
+        for key in &forward {
+            let ours = |t: &FlowTarget| ids.contains(&t.backend);
+            if current_if(&self.flows, key, MAP_FLOWS, ours)?.is_some()
+                && remove_present(&mut self.flows, key, MAP_FLOWS)?
+            {
+                purged += 1;
+            }
+        }
+        for key in &reverse {
+            let ours = |n: &NatReturn| ids.contains(&n.backend);
+            if current_if(&self.return_flows, key, MAP_RETURN_FLOWS, ours)?.is_some() {
+                remove_present(&mut self.return_flows, key, MAP_RETURN_FLOWS)?;
+            }
+        }
+        Ok(purged)
+    }
+
+    fn backend_signals(&self, id: u32) -> anyhow::Result<BackendSignals> {
+        let mut total = BackendSignals::default();
+        for cpu in self
+            .signals
+            .get(&id, 0)
+            .with_context(|| format!("BACKEND_SIGNALS[{id}]"))?
+            .iter()
+        {
+            total.accumulate(cpu);
+        }
+        Ok(total)
+    }
+
+    fn set_clock(&mut self, seconds: u32) -> anyhow::Result<()> {
+        KernelDataplane::set_clock(self, seconds)
+    }
+
+    fn expire_flows(&mut self, now: u32, timeouts: &FlowTimeouts) -> anyhow::Result<usize> {
+        KernelDataplane::expire_flows(self, now, timeouts)
+    }
+
+    fn bump_nexthop_generation(&mut self) -> anyhow::Result<()> {
+        KernelDataplane::bump_nexthop_generation(self)
+    }
+
+    fn reconcile_active_flows(&mut self, backends: &[u32]) -> anyhow::Result<Vec<(u32, u64)>> {
+        KernelDataplane::reconcile_active_flows(self, backends)
+    }
+
+    fn ensure_attached(&mut self) -> Vec<LinkChange> {
+        KernelDataplane::ensure_attached(self)
+    }
+
+    fn interface_states(&self) -> Vec<(String, bool)> {
+        KernelDataplane::interface_states(self)
+    }
+}
+
+impl Counters for KernelDataplane {
+    fn service_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
+        KernelDataplane::service_counters(self, id)
+    }
+    fn backend_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
+        KernelDataplane::backend_counters(self, id)
+    }
+    fn active_flows(&self, id: u32) -> anyhow::Result<u64> {
+        KernelDataplane::active_flows(self, id)
+    }
+    fn reason_counters(&self) -> anyhow::Result<Vec<u64>> {
+        KernelDataplane::reason_counters(self)
+    }
+    fn flow_entries(&self) -> u64 {
+        KernelDataplane::flow_entries(self)
+    }
+}

@@ -1,0 +1,81 @@
+//! The data path in the kernel: the embedded XDP object loaded with its maps sized from
+//! config, attached to NICs, pinned for the next lbd, and the
+//! [`crate::dataplane::Dataplane`] over its maps.
+mod attach;
+pub mod ebpf_object;
+mod flows;
+pub mod link_watch;
+mod links;
+mod load;
+mod lookups;
+mod maps;
+pub mod mmap_array;
+pub mod pin_lock;
+pub mod pins;
+pub mod privileges;
+pub mod service_index;
+pub mod trace;
+
+pub use links::ifindex_of;
+pub use load::map_sizes;
+
+use anyhow::Context as _;
+use aya::{
+    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, ProgramArray},
+    programs::xdp::XdpLinkId,
+    Ebpf,
+};
+use lb_common::{
+    backend::Backend,
+    counters::{BackendSignals, TrafficCounters},
+    flow::{FlowKey, FlowTarget, NatReturn},
+    nexthop::NextHop,
+};
+
+use self::{links::Links, mmap_array::MmapArray, service_index::ServiceIndex, trace::TraceMaps};
+
+/// The loaded data path: the program and typed handles on every map.
+pub struct KernelDataplane {
+    ebpf: Ebpf,
+    services: ServiceIndex,
+    backends: Array<MapData, Backend>,
+    ring: MmapArray,
+    policy_table: MmapArray,
+    active_flows: Array<MapData, u64>,
+    active_adjust: Array<MapData, u64>,
+    nexthops: Array<MapData, NextHop>,
+    addr_filter: MmapArray,
+    nexthop_gen: Array<MapData, u32>,
+    clock: Array<MapData, u32>,
+    syn_cache: Array<MapData, lb_common::syn_cache::SynSet>,
+    rr_cursor: PerCpuArray<MapData, u32>,
+    pub flows: HashMap<MapData, FlowKey, FlowTarget>,
+    pub return_flows: HashMap<MapData, FlowKey, NatReturn>,
+    service_stats: PerCpuArray<MapData, TrafficCounters>,
+    backend_stats: PerCpuArray<MapData, TrafficCounters>,
+    signals: PerCpuArray<MapData, BackendSignals>,
+    reasons: PerCpuArray<MapData, u64>,
+    egress: DevMapHash<MapData>,
+    /// The packet trace's maps (see `lb_common::trace`), until taken.
+    trace: Option<TraceMaps>,
+    /// Holds lb_reply for lb_xdp's tail call (pinned, see `MAP_PROGRAMS`).
+    #[allow(dead_code)]
+    programs: ProgramArray<MapData>,
+    /// Unpinned attachments, detached on drop.
+    attached: Vec<(String, XdpLinkId)>,
+    /// What [`Self::attach`] was asked for, to re-attach a re-created NIC alike.
+    links: Links,
+    adopted: bool,
+    /// Forward flow entries the last reconciliation scan walked (map occupancy).
+    flow_entries: u64,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> anyhow::Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .with_context(|| format!("the XDP object has no map {name}"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}

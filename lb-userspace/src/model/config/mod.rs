@@ -1,0 +1,48 @@
+//! The desired state as the operator writes it (YAML), parsed and then validated as a
+//! whole: a file with any error changes nothing.
+mod collector;
+mod connections;
+pub mod duration;
+mod flow_timeouts;
+mod model;
+mod policy;
+mod reload;
+mod validate;
+mod validate_policy;
+
+pub use collector::{ConfigError, FieldError};
+pub use connections::{ConnectionLimits, MAX_CONNECTIONS_CAP};
+pub use flow_timeouts::*;
+pub use model::*;
+pub use policy::*;
+pub use reload::check_reloadable;
+pub use validate::{validate, validate_scoped, Scope};
+
+use std::path::Path;
+
+/// Parses and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::single(
+            "",
+            format!("cannot read config file {}: {e}", path.display()),
+        )
+    })?;
+    parse(&text)
+}
+
+/// Parses and validates config text.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    // serde_yaml_ng's message names the path of the offending field and its line
+    // ("services[0].port: invalid value ... at line 9 column 11").
+    let config: Config =
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::single("", e.to_string()))?;
+    validate(&config)?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod parse_props;

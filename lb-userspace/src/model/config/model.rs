@@ -1,0 +1,255 @@
+//! The config file's shape. Every optional key has its default here, and
+//! docs/config.md documents the same defaults.
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use lb_common::limits::{
+    DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{connections::ConnectionLimits, duration, flow_timeouts::FlowTimeouts, policy::*};
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// NICs to attach to; each handles both directions.
+    pub interfaces: Vec<String>,
+    #[serde(default)]
+    pub xdp_mode: XdpAttachMode,
+    /// Where the data path's maps and links are pinned (on bpffs), so that it keeps
+    /// forwarding across lbd restarts and upgrades.
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+    /// Idle timeouts of flow entries, by TCP state.
+    #[serde(default)]
+    pub flow_timeouts: FlowTimeouts,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Where `lbd` keeps the services as changed through the admin API; while the file
+    /// exists, its services win over this file's (see `crate::model::desired`).
+    #[serde(default = "default_state_file")]
+    pub state_file: PathBuf,
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+fn default_state_file() -> PathBuf {
+    PathBuf::from("/var/lib/lbd/state.yaml")
+}
+
+/// The admin API: always on a unix socket (owner-only); on TCP only with a bearer token.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub socket: PathBuf,
+    /// Optional TCP listener; refused by validation without `token_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// File holding the bearer token that TCP clients must send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Per listener: the unix socket and the TCP listener each get these.
+    pub connections: ConnectionLimits,
+}
+
+/// Default path of the admin socket, also `lbctl`'s default.
+pub const DEFAULT_API_SOCKET: &str = "/run/lbd/lbd.sock";
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_API_SOCKET),
+            listen: None,
+            token_file: None,
+            connections: ConnectionLimits::default(),
+        }
+    }
+}
+
+/// The Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+    pub connections: ConnectionLimits,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            connections: ConnectionLimits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The availability zone this LB node runs in.
+    pub zone: String,
+}
+
+/// Settings that must be identical on every LB node behind one ECMP router, so that all
+/// of them place a flow on the same backend.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Seed of the flow hash.
+    pub hash_seed: u32,
+    /// Entries per Maglev ring; must be prime.
+    pub ring_size: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            hash_seed: 0x4c42_5844,
+            ring_size: DEFAULT_RING_SIZE,
+        }
+    }
+}
+
+/// Capacities of the kernel maps, fixed when the data path is loaded.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_services: u32,
+    pub max_backends: u32,
+    /// Entries in each flow table (one per direction); the LRU evicts beyond this.
+    pub flow_table_size: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_services: DEFAULT_MAX_SERVICES,
+            max_backends: DEFAULT_MAX_BACKENDS,
+            flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
+        }
+    }
+}
+
+/// How XDP is attached: `native` (driver), `generic` (skb), or `auto` (native, falling
+/// back to generic where the driver has no XDP support).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XdpAttachMode {
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub mode: ForwardingMode,
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// On: healthy backends of every zone share new flows by weight. Off: only the local
+    /// zone's, until its healthy share falls under `zone_failover_threshold`.
+    #[serde(default = "default_true")]
+    pub cross_zone: bool,
+    #[serde(default)]
+    pub zone_weights: ZoneWeights,
+    /// With cross_zone off: the local zone's healthy share of configured weight under
+    /// which new flows spill to every zone.
+    #[serde(default = "default_failover_threshold")]
+    pub zone_failover_threshold: f64,
+    /// Zones whose backends take no new flows (a zonal shift).
+    #[serde(default)]
+    pub drained_zones: Vec<String>,
+    /// How long flows of a draining or removed backend may continue before their entries
+    /// are purged.
+    #[serde(default = "default_deregistration_delay", with = "duration")]
+    pub deregistration_delay: Duration,
+    /// Window over which a backend that becomes healthy ramps up to its full weight; 0s
+    /// is off.
+    #[serde(default, with = "duration")]
+    pub slow_start: Duration,
+    #[serde(default)]
+    pub on_all_unhealthy: OnAllUnhealthy,
+}
+
+impl ServiceConfig {
+    /// The weight of `zone`: its entry in `zone_weights`, else 1.
+    pub fn zone_weight(&self, zone: &str) -> f64 {
+        self.zone_weights.get(zone).copied().unwrap_or(1.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardingMode {
+    #[default]
+    Nat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Weighted Maglev consistent hashing of the whole flow tuple.
+    #[default]
+    Maglev,
+    /// Weighted round robin.
+    RoundRobin,
+    /// Fewest active flows relative to weight (power of two choices).
+    LeastConn,
+    /// Consistent hashing of the client address only.
+    SourceHash,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub zone: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub state: BackendState,
+}
+
+/// Default `pin_dir`, also `lbd --detach`'s without a config.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lbd";
+
+fn default_pin_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_PIN_DIR)
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Highest accepted backend weight.
+pub const MAX_WEIGHT: u32 = 1000;

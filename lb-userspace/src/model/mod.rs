@@ -1,0 +1,11 @@
+//! What lbd is asked to do and how it is computed, as pure functions: the config, the
+//! desired state and its changes, the plan of dense ids, Maglev rings and policy
+//! tables, effective weights, flow ageing and active-flow reconciliation.
+pub mod ageing;
+pub mod config;
+pub mod desired;
+pub mod maglev;
+pub mod plan;
+pub mod policy_table;
+pub mod reconcile;
+pub mod weights;

@@ -1,0 +1,51 @@
+//! `GET /v1/explain?client=A:P&vip=V:P`: which backend a new and an existing connection
+//! of that tuple would take, and why (see `crate::ops::explain`).
+use std::{net::SocketAddrV4, time::Instant};
+
+use axum::{
+    extract::{Query, State},
+    http::StatusCode,
+    Json,
+};
+use serde::Deserialize;
+
+use super::super::{blocking, error::ApiError, DataPath, Shared};
+use crate::ops::explain::{explain, ExplainError, ExplainView};
+
+#[derive(Deserialize)]
+pub struct ExplainQuery {
+    client: Option<String>,
+    vip: Option<String>,
+}
+
+/// A required `addr:port` query parameter, refused naming the field.
+fn addr(field: &str, value: Option<&str>) -> Result<SocketAddrV4, ApiError> {
+    let value =
+        value.ok_or_else(|| ApiError::bad_request(format!("{field}: missing (addr:port)")))?;
+    value.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "{field}: {value:?} is not an IPv4 address and port (addr:port)"
+        ))
+    })
+}
+
+pub async fn explain_tuple<D: DataPath>(
+    State(rt): State<Shared<D>>,
+    Query(q): Query<ExplainQuery>,
+) -> Result<Json<ExplainView>, ApiError> {
+    let client = addr("client", q.client.as_deref())?;
+    let vip = addr("vip", q.vip.as_deref())?;
+    let view =
+        blocking(move || rt.with(|runtime| explain(runtime, client, vip, Instant::now()))).await?;
+    view.map(Json).map_err(|e| match e {
+        ExplainError::NoService(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+        ExplainError::NotProgrammed => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        ExplainError::Read(_) => {
+            // A map lbd cannot read is a fault of lbd's, not the caller's: logged too.
+            log::error!("explain {client} -> {vip}: {e}");
+            ApiError::internal(e.to_string())
+        }
+    })
+}

@@ -1,0 +1,267 @@
+//! A [`Decision`] in the operator's terms: backend ids resolved to addresses, services,
+//! zones, the operator's state and lbd's health verdict, and the service's mode.
+use std::{net::SocketAddrV4, time::Instant};
+
+use lb_common::{
+    flow::{
+        FlowKey, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED, FLOW_F_FIN_BACKEND,
+        FLOW_F_FIN_CLIENT,
+    },
+    limits::syn_cache_sets,
+    net::{FAMILY_IPV4, PROTO_TCP},
+};
+use serde::Serialize;
+
+use super::{
+    decide::{decide, By, Choice, Decision, Params, PolicyPick},
+    view::*,
+};
+use crate::{
+    control::health::machine::Health, control::runtime::Runtime, dataplane::Dataplane,
+    model::config::BackendState, model::plan::BackendRef,
+};
+
+/// Why there is nothing to explain.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("vip: no service listens on {0} (the data path passes its packets to the kernel)")]
+    NoService(SocketAddrV4),
+    #[error("the data path has not been programmed yet")]
+    NotProgrammed,
+    #[error("reading the data path's maps: {0:#}")]
+    Read(anyhow::Error),
+}
+
+/// The tuple `client` -> `vip` as the data path keys it (wire order, TCP).
+pub fn flow_key(client: SocketAddrV4, vip: SocketAddrV4) -> FlowKey {
+    FlowKey {
+        src_addr: u32::from_ne_bytes(client.ip().octets()),
+        dst_addr: u32::from_ne_bytes(vip.ip().octets()),
+        src_port: client.port().to_be(),
+        dst_port: vip.port().to_be(),
+        proto: PROTO_TCP,
+        family: FAMILY_IPV4,
+        _pad: [0; 2],
+    }
+}
+
+/// What the data path does now with packets of `client` -> `vip`, and why.
+pub fn explain<D: Dataplane>(
+    runtime: &Runtime<D>,
+    client: SocketAddrV4,
+    vip: SocketAddrV4,
+    now: Instant,
+) -> Result<ExplainView, ExplainError> {
+    let config = runtime.config();
+    let params = Params {
+        hash_seed: config.cluster.hash_seed,
+        ring_size: config.cluster.ring_size,
+        syn_cache_mask: syn_cache_sets(config.limits.flow_table_size) - 1,
+    };
+    let controller = runtime.controller();
+    let dp = controller.dataplane();
+    let d = decide(dp, &params, &flow_key(client, vip))
+        .map_err(ExplainError::Read)?
+        .ok_or(ExplainError::NoService(vip))?;
+    let names = Names { runtime };
+    let service = controller
+        .plan()
+        .ok_or(ExplainError::NotProgrammed)?
+        .services
+        .iter()
+        .find(|s| s.id == d.service.id);
+    let name = service.map_or_else(String::new, |s| s.name.clone());
+    let service_config = config.services.iter().find(|s| s.name == name);
+    let mode = runtime
+        .fleet()
+        .service_weights(&name, now)
+        .map_or_else(|| "unknown".into(), |w| w.mode.to_string());
+    let backend = |id: u32| names.backend(id).map_err(ExplainError::Read);
+    let opt = |id: Option<u32>| id.map(backend).transpose().map(Option::flatten);
+    let service = ServiceView {
+        name,
+        id: d.service.id,
+        policy: service_config.map_or_else(String::new, |s| snake(&s.policy)),
+        mode,
+        on_all_unhealthy: service_config.map_or_else(String::new, |s| snake(&s.on_all_unhealthy)),
+        stateless_syn: d.service.flags & lb_common::service::SERVICE_F_STATELESS_SYN != 0,
+    };
+    let flow_entry = match &d.entry {
+        Some(e) => Some(EntryView {
+            backend: backend(e.target.backend)?,
+            backend_id: e.target.backend,
+            flags: flag_names(e.target.state),
+            last_seen: e.target.last_seen,
+            idle_secs: e.idle_secs,
+        }),
+        None => None,
+    };
+    let slot_view = |slot: &Option<super::decide::Slot>| -> Result<_, ExplainError> {
+        Ok(match slot {
+            Some(s) => Some(SlotView {
+                set: s.set,
+                way: s.way,
+                backend_id: s.backend_id,
+                backend: backend(s.backend_id)?,
+            }),
+            None => None,
+        })
+    };
+    let syn_cache = slot_view(&d.slot)?;
+    let forwarded_slot = slot_view(&d.forwarded)?;
+    let table = table_view(&d, &backend, &opt)?;
+    Ok(ExplainView {
+        client: client.to_string(),
+        vip: vip.to_string(),
+        service,
+        new_connection: choice_view(&d.new_connection, &opt)?,
+        existing_connection: choice_view(&d.existing_connection, &opt)?,
+        flow_entry,
+        syn_cache,
+        forwarded_slot,
+        table,
+    })
+}
+
+type Resolve<'a> = dyn Fn(Option<u32>) -> Result<Option<BackendView>, ExplainError> + 'a;
+
+fn table_view(
+    d: &Decision,
+    backend: &dyn Fn(u32) -> Result<Option<BackendView>, ExplainError>,
+    opt: &Resolve,
+) -> Result<TableView, ExplainError> {
+    let mut round_robin_next = Vec::new();
+    let mut least_conn_candidates = Vec::new();
+    match &d.policy_pick {
+        PolicyPick::Ring => {}
+        PolicyPick::RoundRobin { next_by_cpu } => {
+            for (cpu, id) in next_by_cpu {
+                round_robin_next.push(CpuNextView {
+                    cpu: *cpu,
+                    backend: opt(*id)?,
+                });
+            }
+        }
+        PolicyPick::LeastConn { candidates } => {
+            for c in candidates {
+                if let Some(b) = backend(c.backend_id)? {
+                    least_conn_candidates.push(CandidateView {
+                        backend: b,
+                        active_flows: c.active_flows,
+                    });
+                }
+            }
+        }
+    }
+    Ok(TableView {
+        ring_index: d.ring.index,
+        ring_hash: d.ring.hash,
+        ring_by_source: d.ring.by_source,
+        ring_backend: opt(d.ring.backend_id)?,
+        round_robin_next,
+        least_conn_candidates,
+    })
+}
+
+fn choice_view(c: &Choice, opt: &Resolve) -> Result<ChoiceView, ExplainError> {
+    Ok(ChoiceView {
+        backend: opt(c.backend_id)?,
+        by: match c.by {
+            By::FlowEntry => "flow_entry",
+            By::SynCache => "syn_cache",
+            By::Table => "table",
+            By::Policy => "policy",
+            By::Dropped => "dropped",
+        }
+        .into(),
+        why: c.why.clone(),
+    })
+}
+
+fn flag_names(state: u64) -> Vec<String> {
+    [
+        (FLOW_F_COUNTED, "counted"),
+        (FLOW_F_ESTABLISHED, "established"),
+        (FLOW_F_FIN_CLIENT, "fin_client"),
+        (FLOW_F_FIN_BACKEND, "fin_backend"),
+        (FLOW_F_CLOSED, "closed"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| state & bit != 0)
+    .map(|(_, name)| name.to_string())
+    .collect()
+}
+
+/// An enum's name as the config file spells it.
+fn snake<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+struct Names<'a, D> {
+    runtime: &'a Runtime<D>,
+}
+
+impl<D: Dataplane> Names<'_, D> {
+    /// Backend slot `id` as the kernel holds it, named from lbd's plan and config.
+    fn backend(&self, id: u32) -> anyhow::Result<Option<BackendView>> {
+        let controller = self.runtime.controller();
+        let Some(b) = controller.dataplane().backend(id)? else {
+            return Ok(None);
+        };
+        let address = SocketAddrV4::new(b.addr.to_ne_bytes().into(), u16::from_be(b.port));
+        let planned = controller
+            .plan()
+            .and_then(|p| p.backends.iter().find(|pb| pb.id == id));
+        let (at, zone) = match planned {
+            Some(pb) => (Some(pb.at.clone()), pb.zone.clone()),
+            None => (None, String::new()),
+        };
+        Ok(Some(BackendView {
+            id,
+            address: address.to_string(),
+            service: at
+                .as_ref()
+                .map_or_else(String::new, |at| at.service.clone()),
+            state: at
+                .as_ref()
+                .map_or_else(|| "unknown".into(), |at| self.state(at, &zone)),
+            health: at
+                .as_ref()
+                .and_then(|at| self.runtime.fleet().health(at))
+                .unwrap_or(Health::Unknown)
+                .to_string(),
+            zone,
+            takes_new_flows: b.weight_milli > 0,
+            weight_milli: b.weight_milli,
+        }))
+    }
+
+    fn state(&self, at: &BackendRef, zone: &str) -> String {
+        let Some(s) = self
+            .runtime
+            .config()
+            .services
+            .iter()
+            .find(|s| s.name == at.service)
+        else {
+            return "removed".into();
+        };
+        let Some(b) = s
+            .backends
+            .iter()
+            .find(|b| b.address == at.address && b.port == at.port)
+        else {
+            return "removed".into();
+        };
+        if b.state == BackendState::Draining {
+            "draining".into()
+        } else if s.drained_zones.iter().any(|z| z == zone) {
+            "zone drained".into()
+        } else {
+            "active".into()
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! Reads the data path's counters at scrape time (no background copy to go stale) and
+//! encodes them. Names and labels are documented in docs/metrics.md.
+use std::collections::BTreeMap;
+
+use lb_common::counters::{BackendSignals, REASONS};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+};
+
+use crate::{
+    control::health::machine::Health,
+    model::config::{BackendState, Config},
+    model::desired::edit::BackendAddr,
+    model::weights::RING_WEIGHT_SCALE,
+    ops::shared::{DataPath, Shared},
+    ops::stats::Snapshot,
+};
+
+pub struct DataPathCollector<D> {
+    runtime: Shared<D>,
+}
+
+impl<D> DataPathCollector<D> {
+    pub fn new(runtime: Shared<D>) -> Self {
+        Self { runtime }
+    }
+}
+
+impl<D> std::fmt::Debug for DataPathCollector<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataPathCollector")
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One family's samples, gathered before encoding (the encoder wants one family at a
+/// time).
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    samples: Vec<(Labels, f64)>,
+}
+
+impl Family {
+    fn new(name: &'static str, help: &'static str, kind: MetricType) -> Self {
+        Self {
+            name,
+            help,
+            kind,
+            samples: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, labels: Labels, value: impl Into<f64>) {
+        self.samples.push((labels, value.into()));
+    }
+
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut metric = encoder.encode_descriptor(self.name, self.help, None, self.kind)?;
+        for (labels, value) in &self.samples {
+            let sample = metric.encode_family(labels)?;
+            match self.kind {
+                MetricType::Counter => ConstCounter::new(*value as u64).encode(sample)?,
+                _ => ConstGauge::new(*value).encode(sample)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything read under the runtime's lock, so a scrape is one consistent moment.
+struct Reading {
+    config: Config,
+    snapshot: Snapshot,
+    /// Effective weight (the data path's) and health verdict per backend.
+    weights: BTreeMap<(String, BackendAddr), f64>,
+    health: BTreeMap<(String, BackendAddr), String>,
+    /// SYNs to, SYN-ACKs and RSTs from each backend (the passive health signal).
+    signals: BTreeMap<(String, BackendAddr), BackendSignals>,
+    services_live: usize,
+    backends_live: usize,
+}
+
+impl<D: DataPath> DataPathCollector<D> {
+    fn read(&self) -> anyhow::Result<Reading> {
+        self.runtime.with(|runtime| {
+            let controller = runtime.controller();
+            let plan = controller
+                .plan()
+                .ok_or_else(|| anyhow::anyhow!("not programmed yet"))?;
+            let snapshot = Snapshot::read(plan, controller.dataplane())?;
+            let mut weights = BTreeMap::new();
+            let mut health = BTreeMap::new();
+            let mut signals = BTreeMap::new();
+            for b in &plan.backends {
+                let at = BackendAddr {
+                    address: b.at.address,
+                    port: b.at.port,
+                };
+                let key = (b.at.service.clone(), at);
+                weights.insert(key.clone(), b.value.weight_milli as f64 / RING_WEIGHT_SCALE);
+                signals.insert(key.clone(), controller.dataplane().backend_signals(b.id)?);
+                let verdict = runtime.fleet().health(&b.at).unwrap_or(Health::Unknown);
+                health.insert(key, verdict.to_string());
+            }
+            Ok(Reading {
+                config: runtime.config().clone(),
+                snapshot,
+                weights,
+                health,
+                signals,
+                services_live: plan.services.len(),
+                backends_live: plan.backends.len(),
+            })
+        })
+    }
+}
+
+impl<D: DataPath> Collector for DataPathCollector<D> {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use MetricType::{Counter, Gauge};
+        let mut build = Family::new("lb_build_info", "lbd's version", Gauge);
+        build.push(
+            vec![("version", env!("CARGO_PKG_VERSION").to_string())],
+            1.0,
+        );
+        build.encode(&mut encoder)?;
+        // No labels: encoded bare (`name value`), as an empty label set would be `{}`.
+        let persist = encoder.encode_descriptor(
+            "lb_state_persist_failures",
+            "API changes (or their undo) that could not be written to the state file",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.runtime.persist_failures()).encode(persist)?;
+        // A failed read leaves only build info: a scrape with missing series is better
+        // than a failed scrape, and lbd logs the cause.
+        let r = match self.read() {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("metrics: reading counters: {e:#}");
+                return Ok(());
+            }
+        };
+
+        let mut packets = Family::new(
+            "lb_service_packets",
+            "Packets rewritten per service and direction",
+            Counter,
+        );
+        let mut bytes = Family::new(
+            "lb_service_bytes",
+            "Bytes rewritten per service and direction (Ethernet + IP length)",
+            Counter,
+        );
+        let mut new_flows = Family::new(
+            "lb_service_new_flows",
+            "Flows (connections) created per service",
+            Counter,
+        );
+        let mut active = Family::new("lb_service_active_flows", "Open flows per service", Gauge);
+        let mut stateless = Family::new(
+            "lb_service_stateless_forwards",
+            "Client packets without a flow entry forwarded by the table, recording nothing",
+            Counter,
+        );
+        let mut from_replies = Family::new(
+            "lb_service_flows_from_replies",
+            "Flows recorded by a backend's reply to a stateless forward",
+            Counter,
+        );
+        let mut unproven_acks = Family::new(
+            "lb_service_unproven_acks",
+            "Client ACKs of a handshake in the SYN cache that acknowledge no SYN-ACK that passed (spoofed SYN and ACK pairs), forwarded by the table, recording nothing",
+            Counter,
+        );
+        let mut b_signals = Family::new(
+            "lb_backend_signals",
+            "SYNs forwarded to, SYN-ACKs and RSTs from each backend (signal: syn, syn_ack, reset)",
+            Counter,
+        );
+        let mut b_packets = Family::new(
+            "lb_backend_packets",
+            "Packets rewritten per backend and direction",
+            Counter,
+        );
+        let mut b_bytes = Family::new(
+            "lb_backend_bytes",
+            "Bytes rewritten per backend and direction (Ethernet + IP length)",
+            Counter,
+        );
+        let mut b_new = Family::new(
+            "lb_backend_new_flows",
+            "Flows (connections) created per backend",
+            Counter,
+        );
+        let mut b_active = Family::new("lb_backend_active_flows", "Open flows per backend", Gauge);
+        let mut b_health = Family::new(
+            "lb_backend_health_state",
+            "1 for the backend's current health state (healthy, unhealthy, unknown)",
+            Gauge,
+        );
+        let mut b_weight = Family::new(
+            "lb_backend_effective_weight",
+            "Weight the data path uses for the backend",
+            Gauge,
+        );
+        let mut b_configured = Family::new(
+            "lb_backend_configured_weight",
+            "Weight set by the operator",
+            Gauge,
+        );
+        let mut b_draining = Family::new(
+            "lb_backend_draining",
+            "1 when the operator set the backend to draining",
+            Gauge,
+        );
+        let mut z_packets = Family::new(
+            "lb_zone_packets",
+            "Packets rewritten per service, zone and direction",
+            Counter,
+        );
+        let mut z_bytes = Family::new(
+            "lb_zone_bytes",
+            "Bytes rewritten per service, zone and direction",
+            Counter,
+        );
+        let mut z_new = Family::new(
+            "lb_zone_new_flows",
+            "Flows created per service and zone",
+            Counter,
+        );
+        let mut z_active = Family::new(
+            "lb_zone_active_flows",
+            "Open flows per service and zone",
+            Gauge,
+        );
+        let mut z_drained = Family::new(
+            "lb_zone_drained",
+            "1 when the zone is drained in the service",
+            Gauge,
+        );
+
+        for s in &r.config.services {
+            let sl = || vec![("service", s.name.clone())];
+            let t = r
+                .snapshot
+                .services
+                .get(&s.name)
+                .copied()
+                .unwrap_or_default();
+            let dir = |d: &str| {
+                let mut l = sl();
+                l.push(("direction", d.to_string()));
+                l
+            };
+            packets.push(dir("to_backend"), t.packets_to_backend as f64);
+            packets.push(dir("to_client"), t.packets_to_client as f64);
+            bytes.push(dir("to_backend"), t.bytes_to_backend as f64);
+            bytes.push(dir("to_client"), t.bytes_to_client as f64);
+            new_flows.push(sl(), t.new_flows as f64);
+            stateless.push(sl(), t.stateless_forwards as f64);
+            from_replies.push(sl(), t.flows_from_replies as f64);
+            unproven_acks.push(sl(), t.unproven_acks as f64);
+            let mut service_active = 0u64;
+            // Zones in a stable order, with every drained zone even without backends.
+            let mut zones: BTreeMap<&str, [u64; 6]> = BTreeMap::new();
+            for zone in &s.drained_zones {
+                zones.entry(zone).or_default();
+            }
+            for b in &s.backends {
+                let at = BackendAddr::from(b);
+                let key = (s.name.clone(), at);
+                let sample = r.snapshot.backends.get(&key).copied().unwrap_or_default();
+                service_active += sample.active_flows;
+                let bl = || {
+                    vec![
+                        ("service", s.name.clone()),
+                        ("backend", at.to_string()),
+                        ("zone", b.zone.clone()),
+                    ]
+                };
+                let bdir = |d: &str| {
+                    let mut l = bl();
+                    l.push(("direction", d.to_string()));
+                    l
+                };
+                let tr = sample.traffic;
+                b_packets.push(bdir("to_backend"), tr.packets_to_backend as f64);
+                b_packets.push(bdir("to_client"), tr.packets_to_client as f64);
+                b_bytes.push(bdir("to_backend"), tr.bytes_to_backend as f64);
+                b_bytes.push(bdir("to_client"), tr.bytes_to_client as f64);
+                b_new.push(bl(), tr.new_flows as f64);
+                b_active.push(bl(), sample.active_flows as f64);
+                let sig = r.signals.get(&key).copied().unwrap_or_default();
+                for (signal, n) in [
+                    ("syn", sig.syns),
+                    ("syn_ack", sig.syn_acks),
+                    ("reset", sig.resets),
+                ] {
+                    let mut l = bl();
+                    l.push(("signal", signal.to_string()));
+                    b_signals.push(l, n as f64);
+                }
+                let state = r.health.get(&key).map(String::as_str).unwrap_or("unknown");
+                for candidate in ["healthy", "unhealthy", "unknown"] {
+                    let mut l = bl();
+                    l.push(("state", candidate.to_string()));
+                    b_health.push(l, if candidate == state { 1.0 } else { 0.0 });
+                }
+                let effective = r.weights.get(&key).copied().unwrap_or(0.0);
+                b_weight.push(bl(), effective);
+                b_configured.push(bl(), b.weight);
+                b_draining.push(
+                    bl(),
+                    if b.state == BackendState::Draining {
+                        1.0
+                    } else {
+                        0.0
+                    },
+                );
+                let z = zones.entry(&b.zone).or_default();
+                z[0] += tr.packets_to_backend;
+                z[1] += tr.packets_to_client;
+                z[2] += tr.bytes_to_backend;
+                z[3] += tr.bytes_to_client;
+                z[4] += tr.new_flows;
+                z[5] += sample.active_flows;
+            }
+            active.push(sl(), service_active as f64);
+            for (zone, z) in zones {
+                let zl = || vec![("service", s.name.clone()), ("zone", zone.to_string())];
+                let zdir = |d: &str| {
+                    let mut l = zl();
+                    l.push(("direction", d.to_string()));
+                    l
+                };
+                z_packets.push(zdir("to_backend"), z[0] as f64);
+                z_packets.push(zdir("to_client"), z[1] as f64);
+                z_bytes.push(zdir("to_backend"), z[2] as f64);
+                z_bytes.push(zdir("to_client"), z[3] as f64);
+                z_new.push(zl(), z[4] as f64);
+                z_active.push(zl(), z[5] as f64);
+                let drained = s.drained_zones.iter().any(|d| d == zone);
+                z_drained.push(zl(), if drained { 1.0 } else { 0.0 });
+            }
+        }
+
+        let mut reasons = Family::new(
+            "lb_datapath_packets",
+            "Packets by what the data path did and why (pass_*, drop_*, tx_*, redirect_*)",
+            Counter,
+        );
+        for ((_, name), n) in REASONS.iter().zip(&r.snapshot.reasons) {
+            let action = name.split('_').next().unwrap_or("pass").to_string();
+            reasons.push(
+                vec![("action", action), ("reason", name.to_string())],
+                *n as f64,
+            );
+        }
+        let limits = &r.config.limits;
+        let mut entries = Family::new(
+            "lb_map_entries",
+            "Entries in use per kernel map (flows: forward entries at the last scan)",
+            Gauge,
+        );
+        let mut capacity = Family::new("lb_map_capacity", "Capacity per kernel map", Gauge);
+        for (map, used, cap) in [
+            ("services", r.services_live as f64, limits.max_services),
+            ("backends", r.backends_live as f64, limits.max_backends),
+            (
+                "flows",
+                r.snapshot.flow_entries as f64,
+                limits.flow_table_size,
+            ),
+        ] {
+            entries.push(vec![("map", map.to_string())], used);
+            capacity.push(vec![("map", map.to_string())], cap);
+        }
+
+        for family in [
+            &packets,
+            &bytes,
+            &new_flows,
+            &active,
+            &stateless,
+            &from_replies,
+            &unproven_acks,
+            &b_signals,
+            &b_packets,
+            &b_bytes,
+            &b_new,
+            &b_active,
+            &b_health,
+            &b_weight,
+            &b_configured,
+            &b_draining,
+            &z_packets,
+            &z_bytes,
+            &z_new,
+            &z_active,
+            &z_drained,
+            &reasons,
+            &entries,
+            &capacity,
+        ] {
+            family.encode(&mut encoder)?;
+        }
+        Ok(())
+    }
+}
