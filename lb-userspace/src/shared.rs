@@ -30,7 +30,7 @@ use crate::{
     },
     health::machine::{Health, Outcome},
     plan::BackendRef,
-    runtime::Runtime,
+    runtime::{Edited, Runtime},
     stats::{self, CounterSource, Sampler, Snapshot},
 };
 
@@ -116,7 +116,76 @@ impl<D: Dataplane + CounterSource> SharedRuntime<D> {
 
     /// Makes one change (see the module docs); it is persisted as a journal record.
     pub fn change(&self, edit: &Edit) -> Result<ChangeResult, ChangeError> {
-        self.commit(|current| edit::apply(current, edit), Some(edit), false)
+        match edit.backend() {
+            Some((service, at)) => self.change_backend(edit, service, at),
+            None => self.commit(|current| edit::apply(current, edit), Some(edit), false),
+        }
+    }
+
+    /// [`SharedRuntime::change`] of one backend, made in place: the desired state is
+    /// not copied, only that backend is compared and persisted, and only its service is
+    /// re-planned; a failure takes the edit back (see `edit::Revert`).
+    fn change_backend(
+        &self,
+        edit: &Edit,
+        service: &str,
+        at: BackendAddr,
+    ) -> Result<ChangeResult, ChangeError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let revert = edit::apply_in_place(inner.runtime.config_mut(), edit)?;
+        let config = inner.runtime.config();
+        let after = config
+            .services
+            .iter()
+            .find(|s| s.name == service)
+            .and_then(|s| s.backends.iter().find(|b| BackendAddr::from(*b) == at));
+        let changes = diff::backend_change(service, at, revert.backend_before(), after);
+        if changes.is_empty() {
+            return Ok(ChangeResult {
+                changes,
+                applied: true,
+            });
+        }
+        let ops = journal::ops(edit, config);
+        let undo = match self.persist(&mut inner.store, config, ops.as_deref()) {
+            Ok(undo) => undo,
+            Err(e) => {
+                revert.undo(inner.runtime.config_mut());
+                return Err(e.into());
+            }
+        };
+        let target = BackendRef {
+            service: service.to_string(),
+            address: at.address,
+            port: at.port,
+        };
+        if let Err(e) = inner
+            .runtime
+            .edited(Edited::Backend(&target), Instant::now())
+        {
+            // All or nothing: put the state, the file and the kernel back as they were.
+            revert.undo(inner.runtime.config_mut());
+            if let Err(e) = inner.store.undo(undo, &inner.runtime.config().services) {
+                self.persist_failures.fetch_add(1, Ordering::Relaxed);
+                error!("restoring the state file after a failed apply: {e}");
+            }
+            if let Err(undo) = inner
+                .runtime
+                .edited(Edited::Backend(&target), Instant::now())
+            {
+                error!("restoring the data path after a failed apply: {undo:#}");
+            }
+            return Err(ChangeError::Apply(e));
+        }
+        for c in &changes {
+            info!("desired state: {c}");
+        }
+        self.changed.notify_one();
+        Ok(ChangeResult {
+            changes,
+            applied: true,
+        })
     }
 
     /// Computes the next state with `next`, and unless `dry_run` persists and applies it
