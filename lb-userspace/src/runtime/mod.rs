@@ -302,23 +302,31 @@ impl<D: Dataplane> Runtime<D> {
     /// Replaces service `name`'s part of the overlay (what [`Fleet::overlay`] would give
     /// for it); true when that changed it.
     fn replace_overlay_of(&mut self, name: &str, w: &ServiceWeights) -> bool {
-        let ring: BTreeMap<BackendRef, u32> = w
-            .backends
-            .iter()
-            .map(|(at, weight)| (at.clone(), weights::ring_weight(*weight)))
-            .collect();
-        let retiring: BTreeMap<BackendRef, String> = self
-            .fleet
-            .retiring_of(name)
-            .map(|(at, zone)| (at.clone(), zone.to_string()))
-            .collect();
-        let same = BackendRef::of_service(&self.overlay.ring_weights, name).eq(ring.iter())
-            && BackendRef::of_service(&self.overlay.retiring, name).eq(retiring.iter());
+        // Compared and replaced entry by entry, without a copy of the service's part:
+        // after a change to one backend, only that backend's entries differ.
+        let ring = || {
+            w.backends
+                .iter()
+                .map(|(at, weight)| (at, weights::ring_weight(*weight)))
+        };
+        let same = same_entries(
+            BackendRef::of_service(&self.overlay.ring_weights, name).map(|(at, w)| (at, *w)),
+            ring(),
+        ) && same_entries(
+            BackendRef::of_service(&self.overlay.retiring, name).map(|(at, z)| (at, z.as_str())),
+            self.fleet.retiring_of(name),
+        );
         if same {
             return false;
         }
-        replace_range(&mut self.overlay.ring_weights, name, ring);
-        replace_range(&mut self.overlay.retiring, name, retiring);
+        update_range(&mut self.overlay.ring_weights, name, ring());
+        update_range(
+            &mut self.overlay.retiring,
+            name,
+            self.fleet
+                .retiring_of(name)
+                .map(|(at, zone)| (at, zone.to_string())),
+        );
         true
     }
 
@@ -366,15 +374,44 @@ impl<D: Dataplane> Runtime<D> {
     }
 }
 
-/// Replaces the entries of service `name` in `map` with `with`.
-fn replace_range<V>(map: &mut BTreeMap<BackendRef, V>, name: &str, with: BTreeMap<BackendRef, V>) {
-    let ours: Vec<BackendRef> = BackendRef::of_service(map, name)
+/// Whether two key-ordered listings hold the same entries.
+fn same_entries<'a, 'b, V: PartialEq>(
+    mut a: impl Iterator<Item = (&'a BackendRef, V)>,
+    mut b: impl Iterator<Item = (&'b BackendRef, V)>,
+) -> bool {
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x.0 == y.0 && x.1 == y.1 => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Makes the entries of service `name` in `map` those of `with` (in key order), writing
+/// only the entries that differ.
+fn update_range<'a, V: PartialEq>(
+    map: &mut BTreeMap<BackendRef, V>,
+    name: &str,
+    with: impl Iterator<Item = (&'a BackendRef, V)>,
+) {
+    let with: Vec<(&BackendRef, V)> = with.collect();
+    let gone: Vec<BackendRef> = BackendRef::of_service(map, name)
+        .filter(|(at, _)| with.binary_search_by(|(w, _)| (*w).cmp(at)).is_err())
         .map(|(at, _)| at.clone())
         .collect();
-    for at in ours {
+    for at in gone {
         map.remove(&at);
     }
-    map.extend(with);
+    for (at, v) in with {
+        match map.get_mut(at) {
+            Some(have) if *have == v => {}
+            Some(have) => *have = v,
+            None => {
+                map.insert(at.clone(), v);
+            }
+        }
+    }
 }
 
 fn log_mode(service: &str, mode: Mode, zone: &str, backends: usize) {
