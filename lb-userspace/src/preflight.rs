@@ -127,14 +127,18 @@ fn no_foreign_xdp(name: &str, ifindex: u32, pins: &PinDir) -> anyhow::Result<()>
     )
 }
 
-/// The programs in `attached` (one per XDP mode) other than `ours`, the program this
-/// lbd's pinned link holds, if it has one.
+/// The programs in `attached` other than `ours`, the program this lbd's pinned link
+/// holds, if it has one; each once (the kernel names a program both as the NIC's and
+/// as its mode's).
 fn foreign_programs(attached: &[u32], ours: Option<u32>) -> Vec<u32> {
-    attached
+    let mut foreign: Vec<u32> = attached
         .iter()
         .copied()
         .filter(|id| Some(*id) != ours)
-        .collect()
+        .collect();
+    foreign.sort_unstable();
+    foreign.dedup();
+    foreign
 }
 
 fn pinned_shapes(config: &Config) -> Result<Vec<(String, MapShape)>, String> {
@@ -233,12 +237,14 @@ mod tests {
         use super::foreign_programs;
         assert_eq!(foreign_programs(&[], None), Vec::<u32>::new());
         assert_eq!(foreign_programs(&[41], None), [41]);
+        // IFLA_XDP_PROG_ID and IFLA_XDP_DRV_PROG_ID name the same program.
+        assert_eq!(foreign_programs(&[41, 41], None), [41]);
         // The restart case: the program on the NIC is the one our pinned link holds.
         assert_eq!(foreign_programs(&[41], Some(41)), Vec::<u32>::new());
         // A severed pinned link (the NIC re-created) and another program on the new NIC.
         assert_eq!(foreign_programs(&[57], Some(41)), [57]);
         // Two modes at once: ours in one, another program in the other.
-        assert_eq!(foreign_programs(&[41, 57], Some(41)), [57]);
+        assert_eq!(foreign_programs(&[57, 41, 57], Some(41)), [57]);
     }
 
     use super::*;
