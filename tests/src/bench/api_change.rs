@@ -8,8 +8,12 @@
 use std::time::Instant;
 
 use lb_userspace::{
-    config, controller::Controller, dataplane::FakeDataplane, desired::edit::Edit,
-    runtime::Runtime, shared::SharedRuntime,
+    config,
+    controller::Controller,
+    dataplane::FakeDataplane,
+    desired::edit::{BackendAddr, Edit},
+    runtime::Runtime,
+    shared::SharedRuntime,
 };
 use serde_json::{json, Value};
 
@@ -96,6 +100,7 @@ pub fn run(opts: &Options) -> Vec<Value> {
             "add med ms",
             "add max ms",
             "bytes med",
+            "weight med ms",
         ],
     );
     let mut out = Vec::new();
@@ -126,6 +131,26 @@ pub fn run(opts: &Options) -> Vec<Value> {
         let median = median_f64(&times);
         let max = times.iter().copied().fold(f64::NAN, f64::max);
         let bytes_median = median_u64(&bytes);
+        // A weight change of a serving backend of `web` (backend i is in service
+        // i % services) moves ring slots: its Maglev table is rebuilt.
+        let per_service = n / services;
+        let weights: Vec<f64> = (0..opts.adds)
+            .map(|k| {
+                let edit = Edit::SetWeight {
+                    service: "web".into(),
+                    backend: BackendAddr {
+                        address: backend(k % per_service * services).address,
+                        port: 8080,
+                    },
+                    // Each pass over the service's backends sets the other weight.
+                    weight: 2 + (k / per_service % 2) as u32,
+                };
+                let (took, result) = timed(|| rt.change(&edit));
+                result.expect("changing a weight");
+                took.as_secs_f64() * 1e3
+            })
+            .collect();
+        let weight_median = median_f64(&weights);
         table.row(vec![
             n.to_string(),
             services.to_string(),
@@ -134,16 +159,18 @@ pub fn run(opts: &Options) -> Vec<Value> {
             fixed(median, 2),
             fixed(max, 2),
             bytes_median.to_string(),
+            fixed(weight_median, 2),
         ]);
         out.push(json!({
             "backends": n, "services": services, "first_change_ms": first_ms, "first_change_bytes": first_bytes,
             "adds": opts.adds, "add_median_ms": median, "add_max_ms": max,
-            "add_median_bytes_persisted": bytes_median,
+            "add_median_bytes_persisted": bytes_median, "weight_change_median_ms": weight_median,
         }));
         drop(rt);
         let _ = std::fs::remove_dir_all(&dir);
     }
     table.note("first: the first change of a process writes a whole snapshot; later ones append a journal record (fsynced)");
+    table.note("weight: a serving backend's weight 1 -> 2 (or 2 <-> 3), which rebuilds its service's Maglev table (an add does not: a new backend waits for its probes at weight 0)");
     table.note("a journal that outgrows the snapshot is compacted by the next change, so a compaction can show as the max");
     table.print();
     out
