@@ -546,13 +546,16 @@ fn filter_bits(s: &plan::PlannedService, backends: &[plan::PlannedBackend]) -> V
         .collect()
 }
 
+/// One prefilter bit: (word, mask).
+type FilterBit = (u32, u32);
+
 /// The bits of `new` that `old` lacks and those of `old` that `new` lacks, counted as
 /// multisets: only they change a bit's count (a change to one backend of a big service
 /// then counts one address, not all of them).
 fn bits_difference(
-    mut new: Vec<(u32, u32)>,
-    mut old: Vec<(u32, u32)>,
-) -> (Vec<(u32, u32)>, Vec<(u32, u32)>) {
+    mut new: Vec<FilterBit>,
+    mut old: Vec<FilterBit>,
+) -> (Vec<FilterBit>, Vec<FilterBit>) {
     new.sort_unstable();
     old.sort_unstable();
     let (mut added, mut removed) = (Vec::new(), Vec::new());
