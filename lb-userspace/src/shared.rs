@@ -1,9 +1,11 @@
 //! `lbd`'s run-time state shared by its loop, the admin API and the metrics endpoint:
 //! the [`Runtime`] (config, fleet, controller) behind one lock. Every change from the
-//! API goes through [`SharedRuntime::change_with`]: the next desired state is computed
-//! by a pure function, validated (what it can break), persisted durably, then applied with
-//! `Runtime::reload`, all under the lock, so concurrent requests are serialized and
-//! none loses an update. A SIGHUP reload takes the same path without persisting.
+//! API is computed, validated (what it can break), persisted durably, then applied, all
+//! under the lock, so concurrent requests are serialized and none loses an update. A
+//! change of one backend is made to the desired state in place (taken back if
+//! persisting or applying fails) and re-plans its service alone; any other change
+//! ([`SharedRuntime::change_with`]) computes the next state by a pure function and
+//! applies it with `Runtime::reload`. A SIGHUP reload takes that path without persisting.
 //!
 //! The lock is a `std::sync::Mutex`: every critical section is short and synchronous
 //! (map reads and writes, one fsync), and the API takes it on blocking threads.
