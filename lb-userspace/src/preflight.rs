@@ -5,15 +5,19 @@
 //! file: retrying cannot help).
 //!
 //! Checked: the admin API's token file (readable, long enough); every interface exists
-//! in this network namespace; `pin_dir` is on bpffs; pinned maps, if any, fit this build
+//! in this network namespace and runs no XDP program but this lbd's; `pin_dir` is on bpffs; pinned maps, if any, fit this build
 //! and config (the same check the loader makes before adopting them); the maps fit in
 //! the memory available; and at start only (a running lbd holds them while `--check`
 //! runs), that the listeners' addresses are free.
 use std::{net::SocketAddr, os::unix::fs::FileTypeExt, path::Path};
 
+use anyhow::Context as _;
+use aya::programs::links::{FdLink, PinnedLink};
+
 use crate::{
     kernel,
     kernel::ebpf_object,
+    kernel::link_watch,
     kernel::pins::{self, MapShape, PinDir},
     model::config::{Config, ConfigError, FieldError},
     ops::api::listen,
@@ -40,12 +44,14 @@ pub fn check(config: &Config, stage: Stage) -> Result<(), ConfigError> {
             err("api.token_file", format!("{e:#}"));
         }
     }
+    let pins = PinDir::new(&config.pin_dir);
     for (i, name) in config.interfaces.iter().enumerate() {
-        if let Err(e) = kernel::ifindex_of(name) {
+        let checked =
+            kernel::ifindex_of(name).and_then(|ifindex| no_foreign_xdp(name, ifindex, &pins));
+        if let Err(e) = checked {
             err(&format!("interfaces[{i}]"), format!("{e:#}"));
         }
     }
-    let pins = PinDir::new(&config.pin_dir);
     match pinned_shapes(config) {
         Err(e) => err("limits", e),
         Ok(shapes) => {
@@ -86,6 +92,55 @@ pub fn check(config: &Config, stage: Stage) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError { errors })
     }
+}
+
+/// Refuses a NIC that already runs an XDP program other than this lbd's: attaching
+/// would fail, after the maps were pinned. This lbd's own program, left by an earlier
+/// lbd on the same `pin_dir`, is the one its pinned link holds (a restart: the loader
+/// swaps the new program onto that link, without a gap).
+fn no_foreign_xdp(name: &str, ifindex: u32, pins: &PinDir) -> anyhow::Result<()> {
+    let attached = link_watch::xdp_program_ids(ifindex)
+        .with_context(|| format!("reading the XDP programs on {name}"))?;
+    if attached.is_empty() {
+        return Ok(());
+    }
+    let path = pins.link_path(name);
+    let ours = if path.exists() {
+        let link = PinnedLink::from_pin(&path)
+            .with_context(|| format!("opening the pinned link {}", path.display()))?;
+        let info = FdLink::from(link)
+            .info()
+            .with_context(|| format!("reading the pinned link {}", path.display()))?;
+        Some(info.program_id())
+    } else {
+        None
+    };
+    let foreign = foreign_programs(&attached, ours);
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = foreign.iter().map(u32::to_string).collect();
+    anyhow::bail!(
+        "{name} already runs XDP program id {} that this lbd did not attach (no link \
+         pinned at {} holds it); detach it first (`ip link set dev {name} xdp off`, or \
+         remove its owner's pinned link)",
+        ids.join(", "),
+        path.display()
+    )
+}
+
+/// The programs in `attached` other than `ours`, the program this lbd's pinned link
+/// holds, if it has one; each once (the kernel names a program both as the NIC's and
+/// as its mode's).
+fn foreign_programs(attached: &[u32], ours: Option<u32>) -> Vec<u32> {
+    let mut foreign: Vec<u32> = attached
+        .iter()
+        .copied()
+        .filter(|id| Some(*id) != ours)
+        .collect();
+    foreign.sort_unstable();
+    foreign.dedup();
+    foreign
 }
 
 fn pinned_shapes(config: &Config) -> Result<Vec<(String, MapShape)>, String> {
@@ -179,6 +234,21 @@ fn port_free(addr: SocketAddr) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_program_is_foreign_unless_this_lbds_pinned_link_holds_it() {
+        use super::foreign_programs;
+        assert_eq!(foreign_programs(&[], None), Vec::<u32>::new());
+        assert_eq!(foreign_programs(&[41], None), [41]);
+        // IFLA_XDP_PROG_ID and IFLA_XDP_DRV_PROG_ID name the same program.
+        assert_eq!(foreign_programs(&[41, 41], None), [41]);
+        // The restart case: the program on the NIC is the one our pinned link holds.
+        assert_eq!(foreign_programs(&[41], Some(41)), Vec::<u32>::new());
+        // A severed pinned link (the NIC re-created) and another program on the new NIC.
+        assert_eq!(foreign_programs(&[57], Some(41)), [57]);
+        // Two modes at once: ours in one, another program in the other.
+        assert_eq!(foreign_programs(&[57, 41, 57], Some(41)), [57]);
+    }
+
     use super::*;
 
     fn shape(map_type: u32, key_size: u32, value_size: u32, max_entries: u32) -> MapShape {

@@ -340,8 +340,10 @@ impl<D: Dataplane> Controller<D> {
         // Prefilter: count the service's old addresses out and its new ones in; only the
         // words whose bits it touched can change.
         let mut touched = std::collections::BTreeSet::new();
-        let old_bits = filter_bits(&plan.services[idx], &plan.backends[start..end]);
-        let new_bits = filter_bits(&service, &planned);
+        let (new_bits, old_bits) = bits_difference(
+            filter_bits(&service, &planned),
+            filter_bits(&plan.services[idx], &plan.backends[start..end]),
+        );
         for bit in &new_bits {
             *self.filter_refs.entry(*bit).or_default() += 1;
             touched.insert(bit.0);
@@ -545,6 +547,44 @@ fn filter_bits(s: &plan::PlannedService, backends: &[plan::PlannedBackend]) -> V
                 .map(|b| filter_slot(FILTER_BACKENDS, b.value.addr)),
         )
         .collect()
+}
+
+/// One prefilter bit: (word, mask).
+type FilterBit = (u32, u32);
+
+/// The bits of `new` that `old` lacks and those of `old` that `new` lacks, counted as
+/// multisets: only they change a bit's count (a change to one backend of a big service
+/// then counts one address, not all of them).
+fn bits_difference(
+    mut new: Vec<FilterBit>,
+    mut old: Vec<FilterBit>,
+) -> (Vec<FilterBit>, Vec<FilterBit>) {
+    new.sort_unstable();
+    old.sort_unstable();
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < new.len() || j < old.len() {
+        match (new.get(i), old.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                added.push(*a);
+                i += 1;
+            }
+            (Some(a), None) => {
+                added.push(*a);
+                i += 1;
+            }
+            (_, Some(b)) => {
+                removed.push(*b);
+                j += 1;
+            }
+            (None, None) => unreachable!("the loop condition"),
+        }
+    }
+    (added, removed)
 }
 
 /// How many planned addresses set each prefilter bit.

@@ -23,6 +23,36 @@ pub struct MaglevBackend {
     pub id: u32,
 }
 
+/// A backend's identity, `ADDRESS:PORT` as `format!("{address}:{port}")` writes it,
+/// without the formatting machinery: a re-plan makes one per backend of the service.
+pub fn identity(address: std::net::Ipv4Addr, port: u16) -> String {
+    fn decimal(out: &mut String, mut n: u32) {
+        let mut digits = [0u8; 5];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for d in &digits[i..] {
+            out.push(*d as char);
+        }
+    }
+    let mut out = String::with_capacity(21);
+    for (k, octet) in address.octets().into_iter().enumerate() {
+        if k > 0 {
+            out.push('.');
+        }
+        decimal(&mut out, octet.into());
+    }
+    out.push(':');
+    decimal(&mut out, port.into());
+    out
+}
+
 /// 64-bit FNV-1a followed by the SplitMix64 finalizer: stable across versions and
 /// platforms (unlike std's hashers), and well mixed in the low bits we reduce mod M.
 fn stable_hash(data: &[u8], seed: u64) -> u64 {
@@ -188,6 +218,22 @@ mod tests {
     fn removing_one_backend_moves_at_most_its_share_plus_one_percent() {
         for n in [3, 5, 10, 50] {
             assert_removal_disruption(n);
+        }
+    }
+
+    #[test]
+    fn identity_is_what_format_writes() {
+        let octets = [0u8, 1, 9, 10, 99, 100, 199, 200, 255];
+        let ports = [
+            0u16, 1, 9, 10, 80, 99, 100, 999, 1000, 8080, 9999, 10000, 65535,
+        ];
+        for a in octets {
+            for b in octets {
+                for p in ports {
+                    let addr = std::net::Ipv4Addr::new(a, b, 255 - a, b / 2);
+                    assert_eq!(identity(addr, p), format!("{addr}:{p}"));
+                }
+            }
         }
     }
 

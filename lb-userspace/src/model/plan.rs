@@ -228,24 +228,30 @@ pub fn assign_service_ids(
     ids: &mut Ids,
     free: &mut FreeIds,
 ) -> Vec<u32> {
-    let configured = s.backends.iter().map(|b| BackendRef {
-        service: s.name.clone(),
-        address: b.address,
-        port: b.port,
-    });
-    let retiring = BackendRef::of_service(&overlay.retiring, &s.name).map(|(at, _)| at.clone());
-    let members: Vec<BackendRef> = configured.chain(retiring).collect();
-    let wanted: std::collections::HashSet<&BackendRef> = members.iter().collect();
+    // Addresses rather than `BackendRef`s: no copy of the service's name per backend.
+    let members: Vec<(Ipv4Addr, u16)> = s
+        .backends
+        .iter()
+        .map(|b| (b.address, b.port))
+        .chain(
+            BackendRef::of_service(&overlay.retiring, &s.name).map(|(at, _)| (at.address, at.port)),
+        )
+        .collect();
+    let wanted: std::collections::HashSet<(Ipv4Addr, u16)> = members.iter().copied().collect();
     let gone: Vec<BackendRef> = BackendRef::of_service(&ids.backends, &s.name)
-        .filter(|(at, _)| !wanted.contains(at))
+        .filter(|(at, _)| !wanted.contains(&(at.address, at.port)))
         .map(|(at, _)| at.clone())
         .collect();
     let released = gone
         .iter()
         .filter_map(|at| ids.backends.remove(at))
         .collect();
-    for at in members {
-        ids.backends.entry(at).or_insert_with(|| free.take());
+    let mut probe = BackendRef::first_of(&s.name);
+    for (address, port) in members {
+        (probe.address, probe.port) = (address, port);
+        if !ids.backends.contains_key(&probe) {
+            ids.backends.insert(probe.clone(), free.take());
+        }
     }
     released
 }
@@ -329,7 +335,7 @@ pub fn plan_service(
             .copied()
             .unwrap_or(b.weight * weights::WEIGHT_SCALE);
         maglev_input.push(MaglevBackend {
-            identity: format!("{}:{}", b.address, b.port),
+            identity: maglev::identity(b.address, b.port),
             weight: weight_milli,
             id,
         });

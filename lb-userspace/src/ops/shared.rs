@@ -1,9 +1,11 @@
 //! `lbd`'s run-time state shared by its loop, the admin API and the metrics endpoint:
 //! the [`Runtime`] (config, fleet, controller) behind one lock. Every change from the
-//! API goes through [`SharedRuntime::change_with`]: the next desired state is computed
-//! by a pure function, validated (what it can break), persisted durably, then applied with
-//! `Runtime::reload`, all under the lock, so concurrent requests are serialized and
-//! none loses an update. A SIGHUP reload takes the same path without persisting.
+//! API is computed, validated (what it can break), persisted durably, then applied, all
+//! under the lock, so concurrent requests are serialized and none loses an update. A
+//! change of one backend is made to the desired state in place (taken back if
+//! persisting or applying fails) and re-plans its service alone; any other change
+//! ([`SharedRuntime::change_with`]) computes the next state by a pure function and
+//! applies it with `Runtime::reload`. A SIGHUP reload takes that path without persisting.
 //!
 //! The lock is a `std::sync::Mutex`: every critical section is short and synchronous
 //! (map reads and writes, one fsync), and the API takes it on blocking threads.
@@ -19,7 +21,7 @@ use log::{error, info};
 
 use crate::{
     control::health::machine::{Health, Outcome},
-    control::runtime::Runtime,
+    control::runtime::{Edited, Runtime},
     control::tables::ApplySummary,
     dataplane::Dataplane,
     model::config::Config,
@@ -122,7 +124,76 @@ impl<D: Dataplane> SharedRuntime<D> {
 
     /// Makes one change (see the module docs); it is persisted as a journal record.
     pub fn change(&self, edit: &Edit) -> Result<ChangeResult, ChangeError> {
-        self.commit(|current| edit::apply(current, edit), Some(edit), false)
+        match edit.backend() {
+            Some((service, at)) => self.change_backend(edit, service, at),
+            None => self.commit(|current| edit::apply(current, edit), Some(edit), false),
+        }
+    }
+
+    /// [`SharedRuntime::change`] of one backend, made in place: the desired state is
+    /// not copied, only that backend is compared and persisted, and only its service is
+    /// re-planned; a failure takes the edit back (see `edit::Revert`).
+    fn change_backend(
+        &self,
+        edit: &Edit,
+        service: &str,
+        at: BackendAddr,
+    ) -> Result<ChangeResult, ChangeError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let revert = edit::apply_in_place(inner.runtime.config_mut(), edit)?;
+        let config = inner.runtime.config();
+        let after = config
+            .services
+            .iter()
+            .find(|s| s.name == service)
+            .and_then(|s| s.backends.iter().find(|b| BackendAddr::from(*b) == at));
+        let changes = diff::backend_change(service, at, revert.backend_before(), after);
+        if changes.is_empty() {
+            return Ok(ChangeResult {
+                changes,
+                applied: true,
+            });
+        }
+        let ops = journal::ops(edit, config);
+        let undo = match self.persist(&mut inner.store, config, ops.as_deref()) {
+            Ok(undo) => undo,
+            Err(e) => {
+                revert.undo(inner.runtime.config_mut());
+                return Err(e.into());
+            }
+        };
+        let target = BackendRef {
+            service: service.to_string(),
+            address: at.address,
+            port: at.port,
+        };
+        if let Err(e) = inner
+            .runtime
+            .edited(Edited::Backend(&target), Instant::now())
+        {
+            // All or nothing: put the state, the file and the kernel back as they were.
+            revert.undo(inner.runtime.config_mut());
+            if let Err(e) = inner.store.undo(undo, &inner.runtime.config().services) {
+                self.persist_failures.fetch_add(1, Ordering::Relaxed);
+                error!("restoring the state file after a failed apply: {e}");
+            }
+            if let Err(undo) = inner
+                .runtime
+                .edited(Edited::Backend(&target), Instant::now())
+            {
+                error!("restoring the data path after a failed apply: {undo:#}");
+            }
+            return Err(ChangeError::Apply(e));
+        }
+        for c in &changes {
+            info!("desired state: {c}");
+        }
+        self.changed.notify_one();
+        Ok(ChangeResult {
+            changes,
+            applied: true,
+        })
     }
 
     /// Computes the next state with `next`, and unless `dry_run` persists and applies it

@@ -7,7 +7,8 @@
 //! - [`flow_fill`]: how that cost grows with flow-table fill and backend count, beside
 //!   [`memory`]'s random-read latency, the floor under it;
 //! - [`control`]: Maglev build time and change-to-live through the real maps, and
-//!   [`api_change`]: the cost of one admin-API change at 10 and 10,000 backends;
+//!   [`api_change`]: the cost of one admin-API change at 10 to 10,000 backends, in one
+//!   service or spread over 100;
 //! - [`probes`]: health probes per second and their CPU, the prober alone, and
 //!   [`probes_lbd`]: end to end through `lbd` (results applied per second, lag, CPU);
 //! - [`e2e`]: connection rate, keep-alive request rate and bulk throughput in the

@@ -8,12 +8,13 @@ use lb_tests::bench::{
 };
 use serde_json::Value;
 
-const USAGE: &str = "usage: lb-bench [--only packet,fill,control,probes,e2e] [--json PATH]
+const USAGE: &str = "usage: lb-bench [--only packet,fill,control,api,probes,e2e] [--json PATH]
   [--calls N] [--rounds R]              per-packet part (default 20000 x 5)
   [--fill-calls N] [--fill-rounds R]    flow-table fill part (default 10000 x 3)
   [--e2e-rounds R] [--e2e-seconds S]    end-to-end part (default 5 rounds x 1.5 s per run)";
 
-const PARTS: [&str; 5] = ["packet", "fill", "control", "probes", "e2e"];
+/// `api` (the admin-API change) also runs as part of `control`.
+const PARTS: [&str; 6] = ["packet", "fill", "control", "api", "probes", "e2e"];
 
 struct Args {
     only: Vec<String>,
@@ -111,8 +112,11 @@ fn main() {
             changes: 6,
         };
         report.insert("control".into(), control::run(&opts));
+    }
+    if wants("control") || wants("api") {
         let api = api_change::run(&api_change::Options {
-            backends: vec![10, 10_000],
+            backends: vec![10, 1_000, 10_000],
+            services: vec![1, 100],
             adds: 20,
         });
         report.insert("api_change".into(), api.into());

@@ -3,7 +3,10 @@
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use ::caps::Capability;
-use lb_tests::{caps, jited, lab_config, lbd_path, netns, Lab, LabSpec, RunningLb, VIP, VIP_PORT};
+use lb_tests::{
+    caps, jited, lab_config, lbd_path, netns, peer_xdp, running_lb, Lab, LabSpec, RunningLb, VIP,
+    VIP_PORT,
+};
 
 fn three_zones(one_nic: bool) -> Lab {
     Lab::build(&LabSpec::three_zones().one_nic(one_nic))
@@ -156,6 +159,42 @@ fn a_bad_config_exits_78_naming_the_field_and_attaches_nothing() {
     );
     let link = netns::ns_ip(lab.lb_ns(), &["link", "show", "lbc"]);
     assert!(!link.contains("xdp"), "{link}");
+}
+
+#[test]
+fn a_nic_running_another_xdp_program_is_refused_with_78_before_anything_is_pinned() {
+    let lab = three_zones(false);
+    // Another program on the client NIC, held by this test (no link in lbd's pin_dir).
+    let foreign = peer_xdp::attach_pass(lab.lb_ns(), "lbc");
+    let link = netns::ns_ip(lab.lb_ns(), &["link", "show", "lbc"]);
+    let id: u32 = link
+        .split_once("prog/xdp id ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no XDP program on lbc: {link}"));
+    let path = std::env::temp_dir().join(format!("{}-foreign.yaml", lab.prefix()));
+    std::fs::write(&path, lab_config(&lab, &[1, 1, 1])).unwrap();
+    let mut lbd = lab.spawn_daemon(
+        lab.lb_ns(),
+        &lbd_path(),
+        &["--config", path.to_str().unwrap()],
+    );
+    let status = lbd.wait_exit(Duration::from_secs(10)).expect("lbd exits");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(status.code(), Some(78), "{}", lbd.log());
+    let named =
+        format!("interfaces[0]: lbc already runs XDP program id {id} that this lbd did not attach");
+    assert!(lbd.log().contains(&named), "{named}:\n{}", lbd.log());
+    let pins = running_lb::pin_dir(&lab);
+    assert!(
+        !pins.join("maps").exists() && !pins.join("links").exists(),
+        "{} holds pins",
+        pins.display()
+    );
+    // The other program is still the one on the NIC.
+    let after = netns::ns_ip(lab.lb_ns(), &["link", "show", "lbc"]);
+    assert!(after.contains(&format!("prog/xdp id {id} ")), "{after}");
+    drop(foreign);
 }
 
 /// The capabilities `lbd` keeps once serving, as /proc shows a set.

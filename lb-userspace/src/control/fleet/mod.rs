@@ -105,6 +105,17 @@ impl MemberState {
     }
 }
 
+/// A backend gone from the config: its flows may continue for the deregistration delay.
+fn retire(at: &BackendRef, m: &mut MemberState, s: &ServiceConfig, now: Instant) {
+    if m.retired_at.is_none() {
+        info!(
+            "backend {at}: removed from the config; its flows may continue for {}",
+            duration::format(s.deregistration_delay)
+        );
+        m.retired_at = Some(now);
+    }
+}
+
 /// A backend that stays in the config, maybe changed: weights and thresholds follow the
 /// file; a removed one added back returns; a change of `state` starts or ends draining.
 fn update(
@@ -229,39 +240,69 @@ impl Fleet {
         }
     }
 
+    /// [`Fleet::reconfigure_service`] when only backend `at` changed (added, removed, or
+    /// one of its fields): that backend alone is updated, so the cost does not grow with
+    /// the service. The caller checks that the fleet knows the service.
+    pub fn reconfigure_backend(&mut self, config: &Config, at: &BackendRef, now: Instant) {
+        let Some(s) = config.services.iter().find(|s| s.name == at.service) else {
+            return;
+        };
+        match s
+            .backends
+            .iter()
+            .find(|b| b.address == at.address && b.port == at.port)
+        {
+            Some(b) => {
+                self.reconfigure_member(s, b, false, now);
+            }
+            None => {
+                if let Some(m) = self.members.get_mut(at) {
+                    retire(at, m, s, now);
+                }
+            }
+        }
+    }
+
     fn reconfigure_one(&mut self, s: &ServiceConfig, new_service: bool, now: Instant) {
         let mut configured = BTreeSet::new();
         for b in &s.backends {
-            let at = backend_ref(s, b.address, b.port);
-            match self.members.get_mut(&at) {
-                Some(m) => update(&at, m, s, b, now),
-                None => {
-                    let m = MemberState::new(s, b, new_service, now);
-                    if !new_service {
-                        info!(
-                            "backend {at}: added, unknown until {} consecutive successful probes",
-                            s.health.healthy_threshold
-                        );
-                    }
-                    self.members.insert(at.clone(), m);
-                }
-            }
-            configured.insert(at);
+            configured.insert(self.reconfigure_member(s, b, new_service, now));
         }
         let ours = self
             .members
             .range_mut(service_start(&s.name)..)
             .take_while(|(at, _)| at.service == s.name);
         for (at, m) in ours {
-            if !configured.contains(at) && m.retired_at.is_none() {
-                info!(
-                    "backend {at}: removed from the config; its flows may continue for {}",
-                    duration::format(s.deregistration_delay)
-                );
-                m.retired_at = Some(now);
+            if !configured.contains(at) {
+                retire(at, m, s, now);
             }
         }
         self.services.insert(s.name.clone(), s.clone());
+    }
+
+    /// Backend `b` of service `s` as the config now has it: updated, or added.
+    fn reconfigure_member(
+        &mut self,
+        s: &ServiceConfig,
+        b: &BackendConfig,
+        new_service: bool,
+        now: Instant,
+    ) -> BackendRef {
+        let at = backend_ref(s, b.address, b.port);
+        match self.members.get_mut(&at) {
+            Some(m) => update(&at, m, s, b, now),
+            None => {
+                let m = MemberState::new(s, b, new_service, now);
+                if !new_service {
+                    info!(
+                        "backend {at}: added, unknown until {} consecutive successful probes",
+                        s.health.healthy_threshold
+                    );
+                }
+                self.members.insert(at.clone(), m);
+            }
+        }
+        at
     }
 
     /// A probe result; true when the backend's eligibility for new flows changed.

@@ -422,8 +422,21 @@ fn scoped_changes_end_in_the_same_kernel_state_as_whole_replans() {
                     let Ok(next) = edit::apply(scoped.config(), &edit) else {
                         continue;
                     };
-                    let (service, _) = edit.backend().unwrap();
-                    scoped.reload_service(next.clone(), service, now).unwrap();
+                    let (service, at) = edit.backend().unwrap();
+                    if rng.below(2) == 0 {
+                        scoped.reload_service(next.clone(), service, now).unwrap();
+                    } else {
+                        // The admin API's path: the edit made in place, one backend
+                        // re-planned.
+                        edit::apply_in_place(scoped.config_mut(), &edit).unwrap();
+                        assert_eq!(scoped.config(), &next, "seed {seed} step {step}");
+                        let at = BackendRef {
+                            service: service.to_string(),
+                            address: at.address,
+                            port: at.port,
+                        };
+                        scoped.edited(Edited::Backend(&at), now).unwrap();
+                    }
                     whole.reload(next, now).unwrap();
                 }
             }

@@ -229,3 +229,40 @@ fn the_shadow_tells_an_entry_never_written_from_one_written_as_no_backend() {
         [(2, NO_BACKEND), (3, NO_BACKEND)]
     );
 }
+
+#[test]
+fn bits_difference_is_the_multiset_difference_both_ways() {
+    // A small generator so the cases repeat exactly.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n) as u32
+    };
+    for _ in 0..200 {
+        let mut pick = |len: u64| -> Vec<(u32, u32)> {
+            let n = next(len);
+            (0..n).map(|_| (next(4), 1 << next(3))).collect()
+        };
+        let (new, old) = (pick(12), pick(12));
+        let count = |v: &[(u32, u32)]| {
+            let mut m = std::collections::BTreeMap::new();
+            for b in v {
+                *m.entry(*b).or_insert(0i64) += 1;
+            }
+            m
+        };
+        let (added, removed) = bits_difference(new.clone(), old.clone());
+        // Oracle: per bit, count(new) - count(old) = count(added) - count(removed), and
+        // no bit is both added and removed.
+        let (n, o, a, r) = (count(&new), count(&old), count(&added), count(&removed));
+        let bits: std::collections::BTreeSet<_> = n.keys().chain(o.keys()).collect();
+        for bit in bits {
+            let get =
+                |m: &std::collections::BTreeMap<(u32, u32), i64>| m.get(bit).copied().unwrap_or(0);
+            assert_eq!(get(&n) - get(&o), get(&a) - get(&r), "{new:?} {old:?}");
+            assert!(get(&a) == 0 || get(&r) == 0, "{new:?} {old:?}");
+        }
+    }
+}

@@ -47,17 +47,30 @@ pub fn check_reloadable(running: &Config, new: &Config) -> Result<(), ConfigErro
         running.limits.flow_table_size.to_string(),
         new.limits.flow_table_size.to_string(),
     );
+    // Compared as what they mean, not as written: the same NICs in another order, or a
+    // path with a trailing slash, is no change, and refusing it would refuse a reload
+    // for nothing.
+    let nics = |list: &[String]| {
+        let mut sorted = list.to_vec();
+        sorted.sort();
+        format!("{sorted:?}")
+    };
     fixed(
         "interfaces",
-        format!("{:?}", running.interfaces),
-        format!("{:?}", new.interfaces),
+        nics(&running.interfaces),
+        nics(&new.interfaces),
     );
     fixed(
         "xdp_mode",
         format!("{:?}", running.xdp_mode),
         format!("{:?}", new.xdp_mode),
     );
-    let path = |p: &std::path::Path| p.display().to_string();
+    let path = |p: &std::path::Path| {
+        p.components()
+            .collect::<std::path::PathBuf>()
+            .display()
+            .to_string()
+    };
     let optional = |v: Option<String>| v.unwrap_or_else(|| "none".into());
     fixed("pin_dir", path(&running.pin_dir), path(&new.pin_dir));
     fixed(

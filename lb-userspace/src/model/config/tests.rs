@@ -672,6 +672,28 @@ fn a_reload_may_not_change_what_the_data_path_was_loaded_with() {
 }
 
 #[test]
+fn a_reload_that_only_writes_fixed_keys_differently_is_accepted() {
+    let running = parse(VALID).unwrap();
+    let pin_dir = running.pin_dir.display().to_string();
+    let state_file = running.state_file.display().to_string();
+    let text = VALID.replace(
+        "interfaces: [veth-c, veth-b]",
+        &format!(
+            "interfaces: [veth-b, veth-c]\npin_dir: {pin_dir}/\nstate_file: {}",
+            state_file.replacen('/', "//", 2)
+        ),
+    );
+    let reordered = parse(&text).unwrap();
+    assert_ne!(reordered.interfaces, running.interfaces);
+    assert_ne!(
+        reordered.pin_dir.display().to_string(),
+        pin_dir,
+        "the file writes it differently"
+    );
+    assert_eq!(check_reloadable(&running, &reordered), Ok(()));
+}
+
+#[test]
 fn the_shipped_example_config_is_valid() {
     let c = parse(include_str!("../../../../deploy/lb.yaml")).unwrap();
     assert_eq!(c.services[0].health.kind, ProbeType::Http);

@@ -68,7 +68,7 @@ pub fn services(from: &Config, to: &Config) -> Vec<Change> {
                     format!("{}:{} {} backends", s.vip, s.port, s.backends.len()),
                 ));
                 for b in &s.backends {
-                    out.push(backend_added(s, b));
+                    out.push(backend_added(&s.name, b));
                 }
             }
             Some(old) => {
@@ -95,11 +95,26 @@ pub fn backend(from: &Config, to: &Config, name: &str, at: BackendAddr) -> Vec<C
         let s = c.services.iter().find(|s| s.name == name)?;
         Some((s, s.backends.iter().find(|b| BackendAddr::from(*b) == at)?))
     }
+    backend_change(
+        name,
+        at,
+        find(from, name, at).map(|(_, b)| b),
+        find(to, name, at).map(|(_, b)| b),
+    )
+}
+
+/// [`backend`] from the backend as it was and as it is (`None`: absent).
+pub fn backend_change(
+    name: &str,
+    at: BackendAddr,
+    before: Option<&BackendConfig>,
+    after: Option<&BackendConfig>,
+) -> Vec<Change> {
     let object = format!("backend {name}/{at}");
-    match (find(from, name, at), find(to, name, at)) {
-        (None, Some((s, b))) => vec![backend_added(s, b)],
+    match (before, after) {
+        (None, Some(b)) => vec![backend_added(name, b)],
         (Some(_), None) => vec![change(ChangeKind::Removed, object, "")],
-        (Some((_, o)), Some((_, b))) if o != b => {
+        (Some(o), Some(b)) if o != b => {
             vec![change(
                 ChangeKind::Changed,
                 object,
@@ -122,7 +137,7 @@ fn backends(old: &ServiceConfig, new: &ServiceConfig, out: &mut Vec<Change>) {
     }
     for b in &new.backends {
         match old_at.get(&BackendAddr::from(b)).copied() {
-            None => out.push(backend_added(new, b)),
+            None => out.push(backend_added(&new.name, b)),
             Some(o) if o == b => {}
             Some(o) => {
                 let fields = fields_changed(&to_map(o), &to_map(b));
@@ -134,10 +149,10 @@ fn backends(old: &ServiceConfig, new: &ServiceConfig, out: &mut Vec<Change>) {
     }
 }
 
-fn backend_added(s: &ServiceConfig, b: &BackendConfig) -> Change {
+fn backend_added(service: &str, b: &BackendConfig) -> Change {
     change(
         ChangeKind::Added,
-        format!("backend {}/{}", s.name, BackendAddr::from(b)),
+        format!("backend {service}/{}", BackendAddr::from(b)),
         format!("zone {} weight {}", b.zone, b.weight),
     )
 }

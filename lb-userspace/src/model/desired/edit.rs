@@ -127,22 +127,113 @@ pub enum EditError {
     Document(String),
 }
 
-/// The desired state after `edit`, validated as a whole; `current` is never modified.
+/// The desired state after `edit`, validated in what it can break; `current` is never
+/// modified.
 pub fn apply(current: &Config, edit: &Edit) -> Result<Config, EditError> {
     let mut next = current.clone();
-    match edit {
+    apply_in_place(&mut next, edit)?;
+    Ok(next)
+}
+
+/// [`apply`] made to `config` itself: no copy of the desired state, so a change to one
+/// backend costs the same however many backends there are. Returns how to take it back
+/// ([`Revert::undo`]); when the edit is refused, `config` is left as it was.
+pub fn apply_in_place(config: &mut Config, edit: &Edit) -> Result<Revert, EditError> {
+    let revert = change(config, edit)?;
+    if let Err(e) = validate_scoped(config, scope(edit)) {
+        revert.undo(config);
+        return Err(EditError::Invalid(e));
+    }
+    Ok(revert)
+}
+
+/// What takes an [`apply_in_place`] back: the parts of the desired state it replaced.
+/// Indexes are those of the state after the edit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Revert {
+    /// Remove the service at this index (it was added).
+    RemoveService(usize),
+    /// Put this service back at this index (it was removed).
+    InsertService(usize, Box<ServiceConfig>),
+    /// Remove backend `index` of service `service` (it was added).
+    RemoveBackend { service: usize, index: usize },
+    /// Put `backend` back at `index` of service `service` (it was removed).
+    InsertBackend {
+        service: usize,
+        index: usize,
+        backend: BackendConfig,
+    },
+    /// Backend `index` of service `service` was `backend` (a field changed).
+    RestoreBackend {
+        service: usize,
+        index: usize,
+        backend: BackendConfig,
+    },
+    /// The drained zones each listed service had.
+    DrainedZones(Vec<(usize, Vec<String>)>),
+    /// Every service, as it was.
+    Services(Vec<ServiceConfig>),
+}
+
+impl Revert {
+    /// Takes the edit back: `config` is then what it was before [`apply_in_place`].
+    pub fn undo(self, config: &mut Config) {
+        match self {
+            Revert::RemoveService(i) => {
+                config.services.remove(i);
+            }
+            Revert::InsertService(i, s) => config.services.insert(i, *s),
+            Revert::RemoveBackend { service, index } => {
+                config.services[service].backends.remove(index);
+            }
+            Revert::InsertBackend {
+                service,
+                index,
+                backend,
+            } => config.services[service].backends.insert(index, backend),
+            Revert::RestoreBackend {
+                service,
+                index,
+                backend,
+            } => config.services[service].backends[index] = backend,
+            Revert::DrainedZones(zones) => {
+                for (i, z) in zones {
+                    config.services[i].drained_zones = z;
+                }
+            }
+            Revert::Services(services) => config.services = services,
+        }
+    }
+
+    /// The backend as it was before the edit, for an edit of one backend (`None`: it was
+    /// added).
+    pub fn backend_before(&self) -> Option<&BackendConfig> {
+        match self {
+            Revert::InsertBackend { backend, .. } | Revert::RestoreBackend { backend, .. } => {
+                Some(backend)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Makes `edit`'s change to `config`, unvalidated; on an error nothing changed.
+fn change(config: &mut Config, edit: &Edit) -> Result<Revert, EditError> {
+    Ok(match edit {
         Edit::AddService(service) => {
-            if next.services.iter().any(|s| s.name == service.name) {
+            if config.services.iter().any(|s| s.name == service.name) {
                 return Err(EditError::DuplicateService(service.name.clone()));
             }
-            next.services.push(service.clone());
+            config.services.push(service.clone());
+            Revert::RemoveService(config.services.len() - 1)
         }
         Edit::RemoveService(name) => {
-            service_index(&next, name)?;
-            next.services.retain(|s| &s.name != name);
+            let i = service_index(config, name)?;
+            Revert::InsertService(i, Box::new(config.services.remove(i)))
         }
         Edit::AddBackend { service, backend } => {
-            let s = service_mut(&mut next, service)?;
+            let i = service_index(config, service)?;
+            let s = &mut config.services[i];
             let at = BackendAddr::from(backend);
             if s.backends.iter().any(|b| BackendAddr::from(b) == at) {
                 return Err(EditError::DuplicateBackend {
@@ -151,32 +242,68 @@ pub fn apply(current: &Config, edit: &Edit) -> Result<Config, EditError> {
                 });
             }
             s.backends.push(backend.clone());
+            Revert::RemoveBackend {
+                service: i,
+                index: s.backends.len() - 1,
+            }
         }
         Edit::RemoveBackend { service, backend } => {
-            backend_mut(&mut next, service, backend)?;
-            service_mut(&mut next, service)?
-                .backends
-                .retain(|b| BackendAddr::from(b) != *backend);
+            let (i, j) = backend_index(config, service, backend)?;
+            Revert::InsertBackend {
+                service: i,
+                index: j,
+                backend: config.services[i].backends.remove(j),
+            }
         }
         Edit::SetBackendState {
             service,
             backend,
             state,
-        } => backend_mut(&mut next, service, backend)?.state = *state,
+        } => {
+            let (i, j) = backend_index(config, service, backend)?;
+            let b = &mut config.services[i].backends[j];
+            let was = b.clone();
+            b.state = *state;
+            Revert::RestoreBackend {
+                service: i,
+                index: j,
+                backend: was,
+            }
+        }
         Edit::SetWeight {
             service,
             backend,
             weight,
-        } => backend_mut(&mut next, service, backend)?.weight = *weight,
+        } => {
+            let (i, j) = backend_index(config, service, backend)?;
+            let b = &mut config.services[i].backends[j];
+            let was = b.clone();
+            b.weight = *weight;
+            Revert::RestoreBackend {
+                service: i,
+                index: j,
+                backend: was,
+            }
+        }
         Edit::SetZoneDrained {
             zone,
             service,
             drained,
-        } => set_zone_drained(&mut next, zone, service.as_deref(), *drained)?,
-        Edit::ReplaceServices(services) => next.services = services.clone(),
-    }
-    validate_scoped(&next, scope(edit)).map_err(EditError::Invalid)?;
-    Ok(next)
+        } => {
+            let was = config
+                .services
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| service.as_deref().is_none_or(|name| s.name == name))
+                .map(|(i, s)| (i, s.drained_zones.clone()))
+                .collect();
+            set_zone_drained(config, zone, service.as_deref(), *drained)?;
+            Revert::DrainedZones(was)
+        }
+        Edit::ReplaceServices(services) => {
+            Revert::Services(std::mem::replace(&mut config.services, services.clone()))
+        }
+    })
 }
 
 /// What `edit` can break (the current config is valid): checking only that keeps a
@@ -210,24 +337,22 @@ fn service_index(config: &Config, name: &str) -> Result<usize, EditError> {
         .ok_or_else(|| EditError::UnknownService(name.to_string()))
 }
 
-fn service_mut<'c>(config: &'c mut Config, name: &str) -> Result<&'c mut ServiceConfig, EditError> {
-    let i = service_index(config, name)?;
-    Ok(&mut config.services[i])
-}
-
-fn backend_mut<'c>(
-    config: &'c mut Config,
+/// The indexes of service `service` and of its backend `backend`.
+fn backend_index(
+    config: &Config,
     service: &str,
     backend: &BackendAddr,
-) -> Result<&'c mut BackendConfig, EditError> {
-    service_mut(config, service)?
+) -> Result<(usize, usize), EditError> {
+    let i = service_index(config, service)?;
+    let j = config.services[i]
         .backends
-        .iter_mut()
-        .find(|b| BackendAddr::from(&**b) == *backend)
+        .iter()
+        .position(|b| BackendAddr::from(b) == *backend)
         .ok_or_else(|| EditError::UnknownBackend {
             service: service.to_string(),
             backend: *backend,
-        })
+        })?;
+    Ok((i, j))
 }
 
 /// A zone must have a backend in the services concerned (or be this node's zone), so a

@@ -174,3 +174,81 @@ fn removing_a_service_and_replacing_all() {
     let back = apply(&gone, &Edit::ReplaceServices(c.services.clone())).unwrap();
     assert_eq!(back, c);
 }
+
+#[test]
+fn an_edit_in_place_is_taken_back_exactly_and_a_refused_one_changes_nothing() {
+    let mut c = base();
+    let mut api = c.services[0].clone();
+    api.name = "api".into();
+    api.port = 81;
+    c.services.push(api.clone());
+    let web = || "web".to_string();
+    let edits = vec![
+        Edit::AddBackend {
+            service: web(),
+            backend: backend("10.1.0.13", "az-c", 1),
+        },
+        // Refused by validation after the change was made: taken back.
+        Edit::AddBackend {
+            service: web(),
+            backend: backend("10.1.0.14", "az-c", 0),
+        },
+        Edit::SetWeight {
+            service: web(),
+            backend: at("10.1.0.12:8080"),
+            weight: 5,
+        },
+        Edit::SetWeight {
+            service: web(),
+            backend: at("10.1.0.12:8080"),
+            weight: 1001,
+        },
+        Edit::SetBackendState {
+            service: web(),
+            backend: at("10.1.0.11:8080"),
+            state: BackendState::Draining,
+        },
+        // The first of three: its index matters when it is put back.
+        Edit::RemoveBackend {
+            service: web(),
+            backend: at("10.1.0.11:8080"),
+        },
+        Edit::SetZoneDrained {
+            zone: "az-b".into(),
+            service: None,
+            drained: true,
+        },
+        Edit::SetZoneDrained {
+            zone: "az-b".into(),
+            service: Some("api".into()),
+            drained: false,
+        },
+        Edit::RemoveService(web()),
+        Edit::AddService({
+            let mut s = api.clone();
+            s.name = "other".into();
+            s.port = 82;
+            s
+        }),
+        Edit::ReplaceServices(vec![api]),
+    ];
+    let mut refused = 0;
+    for edit in &edits {
+        let before = c.clone();
+        match apply_in_place(&mut c, edit) {
+            Ok(revert) => {
+                let after = c.clone();
+                assert_ne!(after, before, "{edit:?} changed something");
+                assert_eq!(after, apply(&before, edit).unwrap(), "{edit:?}");
+                revert.undo(&mut c);
+                assert_eq!(c, before, "{edit:?} taken back");
+                c = after;
+            }
+            Err(_) => {
+                refused += 1;
+                assert_eq!(c, before, "{edit:?} refused, nothing changed");
+            }
+        }
+    }
+    assert_eq!(refused, 2);
+}
