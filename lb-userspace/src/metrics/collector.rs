@@ -405,3 +405,142 @@ impl<D: DataPath> Collector for DataPathCollector<D> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use lb_common::{
+        backend::Backend,
+        counters::TrafficCounters,
+        service::{ServiceKey, ServiceMeta},
+    };
+    use prometheus_client::{encoding::text, registry::Registry};
+
+    use super::*;
+    use crate::{
+        config, controller::Controller, dataplane::Dataplane, dataplane::FakeDataplane,
+        health::machine::Failure, plan::BackendRef, runtime::Runtime, shared::SharedRuntime,
+        stats::CounterSource,
+    };
+
+    /// The fake data path with a distinct, non-zero value in every counter, so every
+    /// series of the exposition carries a number that says where it came from.
+    struct Counting(FakeDataplane);
+
+    impl Dataplane for Counting {
+        fn set_backend(&mut self, id: u32, backend: &Backend) -> anyhow::Result<()> {
+            self.0.set_backend(id, backend)
+        }
+        fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
+            self.0.set_ring_entries(entries)
+        }
+        fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
+            self.0.set_policy_entries(entries)
+        }
+        fn set_filter_words(&mut self, words: &[(u32, u32)]) -> anyhow::Result<()> {
+            self.0.set_filter_words(words)
+        }
+        fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> anyhow::Result<()> {
+            self.0.set_service(key, meta)
+        }
+        fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
+            self.0.remove_service(key)
+        }
+        fn purge_flows(&mut self, ids: &[u32]) -> anyhow::Result<usize> {
+            self.0.purge_flows(ids)
+        }
+        fn backend_signals(&self, id: u32) -> anyhow::Result<BackendSignals> {
+            let id = u64::from(id);
+            Ok(BackendSignals {
+                syns: 100 * id + 1,
+                syn_acks: 100 * id + 2,
+                resets: 100 * id + 3,
+            })
+        }
+    }
+
+    fn traffic(base: u64) -> TrafficCounters {
+        TrafficCounters {
+            packets_to_backend: base + 1,
+            packets_to_client: base + 2,
+            bytes_to_backend: base + 3,
+            bytes_to_client: base + 4,
+            new_flows: base + 5,
+            stateless_forwards: base + 6,
+            flows_from_replies: base + 7,
+        }
+    }
+
+    impl CounterSource for Counting {
+        fn service_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
+            Ok(traffic(1000 * (u64::from(id) + 1)))
+        }
+        fn backend_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
+            Ok(traffic(10 * (u64::from(id) + 1)))
+        }
+        fn active_flows(&self, id: u32) -> anyhow::Result<u64> {
+            Ok(u64::from(id) + 8)
+        }
+        fn reason_counters(&self) -> anyhow::Result<Vec<u64>> {
+            Ok((0..REASONS.len() as u64).map(|slot| 3 * slot + 1).collect())
+        }
+        fn flow_entries(&self) -> u64 {
+            42
+        }
+    }
+
+    const CONFIG: &str = "\
+node: { zone: az-a }
+interfaces: [eth0]
+cluster: { ring_size: 13 }
+limits: { max_services: 8, max_backends: 64, flow_table_size: 4096 }
+services:
+  - name: web
+    vip: 10.0.0.100
+    port: 80
+    drained_zones: [az-c]
+    zone_weights: { az-a: 0.5 }
+    backends:
+      - { address: 10.1.0.11, port: 8080, zone: az-a, weight: 3 }
+      - { address: 10.1.0.12, port: 8080, zone: az-b, weight: 2, state: draining }
+      - { address: 10.1.0.13, port: 8080, zone: az-b }
+  - name: db
+    vip: 10.0.0.101
+    port: 5432
+    backends:
+      - { address: 10.2.0.21, port: 5432, zone: az-a }
+";
+
+    /// Every family of the data path, for a fixed config and fixed counters, exactly as
+    /// lbd exposes it: the names, labels, order and values scrapers and dashboards read.
+    #[test]
+    fn the_data_path_exposition_is_unchanged_for_fixed_counters() {
+        let c = config::parse(CONFIG).unwrap();
+        let controller = Controller::new(Counting(FakeDataplane::new(13, 1)), 13);
+        let (runtime, _) = Runtime::start(c, controller, std::time::Instant::now()).unwrap();
+        let shared = Arc::new(SharedRuntime::new(runtime));
+        let web = |last: u8| BackendRef {
+            service: "web".into(),
+            address: format!("10.1.0.{last}").parse().unwrap(),
+            port: 8080,
+        };
+        for _ in 0..3 {
+            shared.on_probe(&web(11), &Ok(()), Duration::ZERO).unwrap();
+            shared
+                .on_probe(&web(13), &Err(Failure::Refused), Duration::ZERO)
+                .unwrap();
+        }
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(DataPathCollector::new(shared)));
+        let mut text = String::new();
+        text::encode(&mut text, &registry).unwrap();
+        let version = concat!("version=\"", env!("CARGO_PKG_VERSION"), "\"");
+        let text = text.replace(version, "version=\"VERSION\"");
+        let expected = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/data_path_metrics.txt"
+        ));
+        assert_eq!(text, expected, "the exposition changed:\n{text}");
+    }
+}
