@@ -5,8 +5,10 @@
 //! Every stage is a file; this one only wires the entry point.
 #![no_std]
 #![no_main]
-// Atomic read-modify-write on map values (see flow_state.rs).
-#![allow(internal_features)]
+#![expect(
+    internal_features,
+    reason = "core_intrinsics: atomic read-modify-write on map values (see flow_state.rs)"
+)]
 #![feature(core_intrinsics)]
 
 mod count;
