@@ -24,6 +24,9 @@ pub struct TopArgs {
     pub duration: Option<u64>,
 }
 
+/// Time between two frames.
+const REFRESH: Duration = Duration::from_secs(1);
+
 pub const WIDTH: usize = 80;
 pub const HEIGHT: usize = 24;
 
@@ -48,10 +51,8 @@ pub fn run(ctx: &Ctx, args: TopArgs) -> anyhow::Result<()> {
         drop(out);
         let wait = match deadline {
             Some(d) if Instant::now() >= d => break,
-            Some(d) => d
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_secs(1)),
-            None => Duration::from_secs(1),
+            Some(d) => d.saturating_duration_since(Instant::now()).min(REFRESH),
+            None => REFRESH,
         };
         if interactive {
             if quit_pressed(wait) {

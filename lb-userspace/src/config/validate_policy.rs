@@ -5,7 +5,7 @@ use std::{collections::HashSet, time::Duration};
 use super::{
     duration,
     model::ServiceConfig,
-    policy::{HealthConfig, ProbeType},
+    policy::{HealthConfig, ProbeType, StatusRange},
     validate::{check_name, Collector},
 };
 
@@ -219,10 +219,11 @@ fn check_http(c: &mut Collector, at: &str, h: &HealthConfig) {
         }
     }
     if let Some(range) = h.expect_status {
-        if range.min < 100 || range.max > 599 || range.min > range.max {
+        let http = StatusRange::HTTP;
+        if range.min < http.min || range.max > http.max || range.min > range.max {
             c.err(
                 format!("{at}.expect_status"),
-                format!("{range} is not a range within 100-599"),
+                format!("{range} is not a range within {http}"),
             );
         }
     }
