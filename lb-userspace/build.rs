@@ -3,7 +3,7 @@
 //!
 //! This is aya-build's recipe with one difference: aya-build fixes the eBPF crate's
 //! RUSTFLAGS, and the data path needs `-C target-cpu=v3` for atomic fetch-and-or
-//! (exactly-once flow close, see lb-ebpf/src/flow_state.rs; kernel 5.12+).
+//! (exactly-once flow close, see lb-ebpf/src/flow.rs; kernel 5.12+).
 //!
 //! `LB_EBPF_STUB=1` writes an empty object instead, so `cargo check`/`clippy` work
 //! without the eBPF toolchain; a binary built that way refuses to start.

@@ -23,8 +23,14 @@ pub struct TrafficCounters {
     /// Flows recorded (both directions) by a backend's reply that found no flow entry:
     /// a connection proved real by its backend answering a stateless forward.
     pub flows_from_replies: u64,
+    /// Client ACKs that found their handshake's SYN-cache slot but do not acknowledge the
+    /// backend's SYN-ACK as it passed through (an ACK number other than its sequence
+    /// number + 1, or no SYN-ACK seen yet): a client that never saw the SYN-ACK, such as a
+    /// spoofed SYN and ACK pair. Forwarded by the table like any stateless forward (and
+    /// counted in `stateless_forwards` too), recording nothing.
+    pub unproven_acks: u64,
 }
-const _: () = assert!(core::mem::size_of::<TrafficCounters>() == 56);
+const _: () = assert!(core::mem::size_of::<TrafficCounters>() == 64);
 
 impl TrafficCounters {
     /// Adds another CPU's counters to this one.
@@ -36,6 +42,7 @@ impl TrafficCounters {
         self.new_flows += other.new_flows;
         self.stateless_forwards += other.stateless_forwards;
         self.flows_from_replies += other.flows_from_replies;
+        self.unproven_acks += other.unproven_acks;
     }
 }
 

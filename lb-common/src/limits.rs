@@ -51,7 +51,7 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 9;
+pub const LAYOUT_VERSION: u32 = 10;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
@@ -85,7 +85,7 @@ pub const fn syn_cache_sets(flow_table_size: u32) -> u32 {
 /// Name of the load balancer's XDP program in the object.
 pub const PROGRAM_XDP: &str = "lb_xdp";
 /// Name of the program `lb_xdp` tail-calls for a backend's reply that finds no flow entry
-/// (see `lb-ebpf/src/reply_miss.rs`): a program of its own for a stack frame of its own.
+/// (see `lb-ebpf/src/to_client_miss.rs`): a program of its own for a stack frame of its own.
 pub const PROGRAM_REPLY: &str = "lb_reply";
 /// Name of the pass-everything XDP program (benchmark floor, lab veth peers).
 pub const PROGRAM_PASS: &str = "lb_pass";

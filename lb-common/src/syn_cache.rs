@@ -11,6 +11,19 @@
 //!   idle, or on a backend taking no new flows), the ACK finds the slot naming its flow
 //!   and replaces that entry.
 //!
+//! The ACK must also prove that its client saw the backend's SYN-ACK, or anyone could
+//! record flows with a spoofed SYN and a spoofed ACK of the same tuple, never seeing the
+//! SYN-ACK: the SYN-ACK, as it passes through, leaves beside its way a proof of its
+//! sequence number ([`syn_ack_proof`]), and only an ACK whose acknowledgment number is
+//! that sequence number + 1 records the flow. Any other ACK of the handshake records
+//! nothing, leaves the slot to the client that saw the SYN-ACK, and is forwarded like a
+//! packet without a slot, but to the SYN's backend rather than by the table. A
+//! retransmitted SYN-ACK leaves the same proof; one with a new initial sequence number (a
+//! backend that lost the first handshake and answered a retransmitted SYN afresh)
+//! replaces it, as the client will acknowledge the newest SYN-ACK it gets, and a client
+//! that acknowledges an older one still reaches the SYN's backend, unrecorded (its
+//! backend's answer records the flow, as for any packet forwarded without an entry).
+//!
 //! An ACK that records its flow empties the slot, so the cache holds handshakes in
 //! flight and the SYNs never answered. A SYN takes an empty slot of its set if there is
 //! one ([`syn_way_to_write`]): it overwrites a handshake still in flight only when both
@@ -80,6 +93,33 @@ impl SynEntry {
 /// Slots of a set: the ones a handshake may take.
 pub const SYN_CACHE_WAYS: usize = 2;
 
+/// One way of a set: a slot, and beside it the proof its handshake's SYN-ACK left.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SynWay {
+    pub entry: SynEntry,
+    /// The proof ([`syn_ack_proof`]); 0 until a SYN-ACK passes. A SYN writing the way
+    /// zeroes it first, so a proof never outlives the handshake it was left for. It sits
+    /// in the way, not in an array of its own, so the data path reaches it from the
+    /// way's address at a constant offset: a proof at a run-time offset of the map value
+    /// (an array indexed by the way a SYN picked) compiles to pointer arithmetic that the
+    /// verifier refuses to a loader without `CAP_PERFMON`.
+    pub ack: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<SynWay>() == 16);
+
+impl SynWay {
+    /// A way holding `entry`, with no proof yet.
+    pub const fn new(entry: SynEntry) -> SynWay {
+        SynWay {
+            entry,
+            ack: 0,
+            _pad: 0,
+        }
+    }
+}
+
 /// One set of the cache: a SYN writes one of its ways, and the SYN-ACK and the ACK look
 /// at both. Two ways make a SYN overwrite another handshake still in flight only when
 /// both ways hold one, where a single slot would whenever two handshakes in flight share
@@ -87,9 +127,9 @@ pub const SYN_CACHE_WAYS: usize = 2;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SynSet {
-    pub ways: [SynEntry; SYN_CACHE_WAYS],
+    pub ways: [SynWay; SYN_CACHE_WAYS],
 }
-const _: () = assert!(core::mem::size_of::<SynSet>() == 16);
+const _: () = assert!(core::mem::size_of::<SynSet>() == 32);
 
 /// The set of a handshake in a cache of `mask + 1` sets, from what all three of its
 /// packets carry: the client's address and port.
@@ -138,6 +178,26 @@ pub fn syn_handshake_hash_of_flow(seed: u32, flow: &FlowKey) -> u32 {
 #[inline(always)]
 pub const fn syn_tag_for(handshake: u32, backend: u32) -> u32 {
     (mix32(handshake ^ backend) >> (32 - TAG_BITS)) | 1
+}
+
+/// The proof a SYN-ACK with sequence number `ack - 1` leaves beside its handshake's slot,
+/// and that the client's ACK, acknowledging `ack`, must match: the acknowledgment number
+/// itself, with the low bit set so that it is never 0, which stands for "no SYN-ACK
+/// seen" (else an ACK acknowledging 0 would match a slot whose SYN-ACK never came).
+///
+/// What makes it unforgeable is the backend's initial sequence number, which a client
+/// that never saw the SYN-ACK must guess (one chance in 2^31 per ACK). A keyed hash of
+/// it would add nothing: the seed is no secret, and the cache is readable only by
+/// whoever loads the program. Nor is a hash needed to tie a proof to its slot: a SYN
+/// zeroes a way's proof before it writes the way (see `SynWay::ack`), so a proof is
+/// read beside another handshake's slot only in a race between CPUs (a SYN-ACK writing
+/// its proof just after another SYN took the way), and then matches only an ACK that
+/// acknowledges the first handshake's SYN-ACK, which its own client alone has seen. A
+/// copy is also what keeps the program's stack within bounds: the two hash rounds of a
+/// keyed proof cost the client path 72 of its 512 bytes.
+#[inline(always)]
+pub const fn syn_ack_proof(ack: u32) -> u32 {
+    ack | 1
 }
 
 impl SynEntry {
@@ -267,6 +327,23 @@ mod tests {
                 "port {port}: a SYN's slot is no forward's"
             );
         }
+    }
+
+    #[test]
+    fn a_proof_is_never_zero_and_matches_only_its_own_ack_number_or_its_low_bit_twin() {
+        let proof = syn_ack_proof(0x1234_5679);
+        assert_eq!(
+            proof,
+            syn_ack_proof(0x1234_5679),
+            "a retransmit's is the same"
+        );
+        for ack in [0, 1, 2, u32::MAX, 0x1234_5678, 0x1234_567a] {
+            assert_ne!(syn_ack_proof(ack), 0, "ack {ack:#x}");
+        }
+        let matching: Vec<u32> = (0x1234_0000..0x1235_0000u32)
+            .filter(|a| syn_ack_proof(*a) == proof)
+            .collect();
+        assert_eq!(matching, [0x1234_5678, 0x1234_5679]);
     }
 
     fn entry_of(port: u16, backend: u32) -> SynEntry {

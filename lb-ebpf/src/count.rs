@@ -54,6 +54,18 @@ pub fn stateless_forward(target: &FlowTarget) {
     }
 }
 
+/// A client's ACK that did not prove it saw the SYN-ACK of its handshake, whose SYN went
+/// to `backend` (see `TrafficCounters::unproven_acks`).
+#[inline(always)]
+pub fn unproven_ack(service: u32, backend: u32) {
+    if let Some(c) = SERVICE_STATS.get_ptr_mut(service) {
+        unsafe { (*c).unproven_acks += 1 };
+    }
+    if let Some(c) = BACKEND_STATS.get_ptr_mut(backend) {
+        unsafe { (*c).unproven_acks += 1 };
+    }
+}
+
 /// A flow recorded by its backend's reply (see `TrafficCounters::flows_from_replies`).
 #[inline(always)]
 pub fn flow_from_reply(service: u32, backend: u32) {

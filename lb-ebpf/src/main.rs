@@ -2,28 +2,45 @@
 //!
 //! parse -> lookup (service / flow / return flow) -> select -> rewrite -> forward -> count
 //!
-//! Every stage is a file; this one only wires the entry point.
+//! Every stage is a file; this one only wires the entry points (`lb_xdp`, the tail-called
+//! `lb_reply`, `lb_pass`) and the address prefilter:
+//!
+//! | stage | file |
+//! | --- | --- |
+//! | parse (Ethernet, IPv4, TCP) | `parse.rs`, `packet.rs`, `wire.rs` |
+//! | lookup (service, backend, return entry, prefilter, clock) | `lookup.rs` over `maps.rs` |
+//! | client -> VIP: find or record the flow, then the stages below | `to_backend.rs` |
+//! | flow state (established, closed, active counts) | `flow.rs` |
+//! | SYN cache (handshakes, SYN-ACK proofs, stateless forwards) | `syn_cache.rs` |
+//! | select a backend | `select.rs` |
+//! | rewrite (NAT, checksums) | `rewrite.rs` |
+//! | forward (FIB, TTL, MACs) | `forward.rs` |
+//! | backend -> client, by return entry or SYN-cache slot | `to_client.rs`, `return_entry.rs` |
+//! | backend -> client without a flow entry (`lb_reply`) | `to_client_miss.rs` |
+//! | count | `count.rs` |
+//! | sampled trace | `trace.rs` |
 #![no_std]
 #![no_main]
 #![expect(
     internal_features,
-    reason = "core_intrinsics: atomic read-modify-write on map values (see flow_state.rs)"
+    reason = "core_intrinsics: atomic read-modify-write on map values (see flow.rs)"
 )]
 #![feature(core_intrinsics)]
 
 mod count;
-mod flow_state;
+mod flow;
 mod forward;
-mod ingress;
+mod lookup;
 mod maps;
 mod packet;
 mod parse;
-mod reply_miss;
-mod ret;
 mod return_entry;
 mod rewrite;
 mod select;
 mod syn_cache;
+mod to_backend;
+mod to_client;
+mod to_client_miss;
 mod trace;
 mod wire;
 
@@ -43,8 +60,8 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     };
     // Most of what a gateway forwards is neither to a VIP nor from a backend: two bitmap
     // reads send it on before the rest of the packet is even parsed.
-    let to_vip = maps::may_be(FILTER_VIPS, at.dst);
-    let from_backend = maps::may_be(FILTER_BACKENDS, at.src);
+    let to_vip = lookup::may_be(FILTER_VIPS, at.dst);
+    let from_backend = lookup::may_be(FILTER_BACKENDS, at.src);
     if !to_vip && !from_backend {
         return count::pass(Reason::PassNoService);
     }
@@ -53,43 +70,60 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         Err(reason) => return count::pass(reason),
     };
     if to_vip {
-        if let Some(action) = ingress::handle(&ctx, &pkt) {
+        if let Some(action) = to_backend::handle(&ctx, &pkt) {
             return action;
         }
     }
     if from_backend {
-        if let Some(nat) = maps::return_flow_of(&pkt) {
-            return ret::handle(&ctx, &pkt, nat);
-        }
-        // Without a return entry, a handshake's answer (SYN-ACK, or RST refusing it)
-        // belongs to a SYN in the SYN cache; any other reply may answer a client packet
-        // forwarded without a flow entry (see `lb_reply`), or be someone else's.
-        if pkt.tcp_flags & (TCP_SYN | TCP_RST) != 0 {
-            let set = syn_cache::set(pkt.flow.dst_addr, pkt.flow.dst_port);
-            if let Some(handshake) = set.and_then(|s| s.answered_by(&pkt.flow, false)) {
-                return ret::handle_handshake_answer(&ctx, &pkt, &handshake);
+        if let Some(nat) = lookup::return_flow_of(&pkt) {
+            if !to_client::is_syn_ack(&pkt) {
+                return to_client::handle(&ctx, &pkt, nat);
             }
-        } else {
-            // That path runs as a program of its own: its stack would not fit in this
-            // one's 512 bytes (see `lb_reply`).
-            unsafe { maps::PROGRAMS.tail_call(&ctx, PROGRAMS_SLOT_REPLY) };
         }
+        // Every other reply (a SYN-ACK, which leaves its handshake's proof in the SYN
+        // cache; any reply without a return entry) runs as a program of its own: its
+        // stack would not fit in this one's 512 bytes (see `lb_reply`).
+        unsafe { maps::PROGRAMS.tail_call(&ctx, PROGRAMS_SLOT_REPLY) };
     }
     count::pass(Reason::PassNoService)
 }
 
-/// A backend's reply (neither SYN nor RST) that found no return entry, tail-called by
-/// `lb_xdp`: translated back and its flow recorded if it answers a client packet that was
-/// forwarded without a flow entry (see `reply_miss`), passed untouched otherwise. The frame is
-/// parsed again, as a tail call keeps only the context; nothing of `lb_xdp`'s stack
-/// survives the call, which is what gives this path a stack of its own.
+/// A backend's reply tail-called by `lb_xdp`: a SYN-ACK, or any reply that found no
+/// return entry. A handshake's answer (SYN-ACK, or RST refusing it) belongs to a SYN in
+/// the SYN cache, and a SYN-ACK leaves there the proof the client's ACK must match (see
+/// `lb_common::syn_cache`); any other reply may answer a client packet forwarded without
+/// a flow entry, and its flow is recorded then (see `to_client_miss`). Whatever is neither is
+/// passed untouched. The frame is parsed again, as a tail call keeps only the context;
+/// nothing of `lb_xdp`'s stack survives the call, which is what gives this path a stack
+/// of its own.
 #[xdp]
 pub fn lb_reply(ctx: XdpContext) -> u32 {
     let pkt = match parse::addresses(&ctx).and_then(|at| parse::tcp(&ctx, at)) {
         Ok(pkt) => pkt,
         Err(reason) => return count::pass(reason),
     };
-    reply_miss::handle(&ctx, &pkt).unwrap_or_else(|| count::pass(Reason::PassNoService))
+    if pkt.tcp_flags & (TCP_SYN | TCP_RST) == 0 {
+        return to_client_miss::handle(&ctx, &pkt)
+            .unwrap_or_else(|| count::pass(Reason::PassNoService));
+    }
+    let nat = lookup::return_flow_of(&pkt);
+    if let Some(set) = syn_cache::set(pkt.flow.dst_addr, pkt.flow.dst_port) {
+        if let Some(handshake) = set.answered_by(&pkt.flow, false) {
+            let Some(nat) = nat else {
+                return to_client::handle_handshake_answer(&ctx, &pkt, &handshake);
+            };
+            // A SYN-ACK of a client reusing the tuple of a recorded flow, whose new SYN
+            // the table sent to the same backend: translated by the old flow's return
+            // entry, while the client's ACK still needs the proof that it saw it (see
+            // `to_backend::opened_by_a_syn`).
+            handshake.note_syn_ack(pkt.seq());
+            return to_client::handle(&ctx, &pkt, nat);
+        }
+    }
+    match nat {
+        Some(nat) => to_client::handle(&ctx, &pkt, nat),
+        None => count::pass(Reason::PassNoService),
+    }
 }
 
 /// Passes every frame. It is the floor that benchmarks subtract, and what the veth peers

@@ -2,6 +2,8 @@
 use lb_common::flow::FlowKey;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
 
+use crate::wire;
+
 /// Pointers into the frame, already bounds-checked by `parse`: the Ethernet header, an
 /// option-less IPv4 header right after it, and a full 20-byte TCP header after that.
 pub struct Packet {
@@ -19,4 +21,20 @@ pub struct Packet {
     /// Ethernet header plus IP total length (the frame without link padding), for byte
     /// counters.
     pub frame_len: u64,
+}
+
+impl Packet {
+    /// The TCP sequence number (host order).
+    #[inline(always)]
+    pub fn seq(&self) -> u32 {
+        // Bytes 4..8 of the header `parse` checked is whole in the frame.
+        u32::from_be(unsafe { wire::get32((self.tcp as *const u8).add(4)) })
+    }
+
+    /// The TCP acknowledgment number (host order).
+    #[inline(always)]
+    pub fn ack_seq(&self) -> u32 {
+        // Bytes 8..12 of the header `parse` checked is whole in the frame.
+        u32::from_be(unsafe { wire::get32((self.tcp as *const u8).add(8)) })
+    }
 }

@@ -7,12 +7,15 @@ use lb_common::{
     flow::FlowKey,
     service_index::{key_of_word, SLOT_EMPTY, SLOT_REMOVED},
     syn_cache::{
-        forwarded_hash, syn_handshake_hash, syn_handshake_hash_of_flow, syn_set, syn_tag_for,
-        syn_way_to_write, SynEntry, SynSet,
+        forwarded_hash, syn_ack_proof, syn_handshake_hash, syn_handshake_hash_of_flow, syn_set,
+        syn_tag_for, syn_way_to_write, SynEntry, SynSet, SynWay,
     },
 };
 
-use crate::maps::{self, hash_seed, syn_cache_mask, SYN_CACHE};
+use crate::{
+    lookup,
+    maps::{hash_seed, syn_cache_mask, SYN_CACHE},
+};
 
 /// A handshake's set, found once per packet and then read or written in place.
 pub struct Set(*mut SynSet);
@@ -31,6 +34,34 @@ pub struct Handshake {
     pub vip_port: u16,
     pub service: u32,
     pub backend: u32,
+    /// The way holding it, where a SYN-ACK leaves its proof: its address, taken in the
+    /// branch that read it (see [`FlowSlot::find_acked`] for why not its number).
+    way: *mut SynWay,
+}
+
+impl Handshake {
+    /// Leaves the proof of the SYN-ACK with sequence number `seq` beside the way holding
+    /// this handshake, for the client's ACK. A retransmitted SYN-ACK writes the same proof; one
+    /// with a new sequence number replaces it, as the client acknowledges the last it got.
+    #[inline(always)]
+    pub fn note_syn_ack(&self, seq: u32) {
+        let proof = syn_ack_proof(seq.wrapping_add(1));
+        let p = self.way;
+        unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).ack), proof) }
+    }
+}
+
+/// What the SYN cache says of a client's ACK of a handshake (see
+/// `lb_common::syn_cache::syn_ack_proof`).
+pub enum Acked {
+    /// It acknowledges the SYN-ACK that passed: the slot is spent, and its backend is
+    /// where the flow is recorded.
+    Proven(u32),
+    /// A slot holds its handshake (sent to this backend), but the ACK acknowledges no
+    /// SYN-ACK that passed.
+    Unproven(u32),
+    /// No slot holds its handshake.
+    NoSlot,
 }
 
 /// The set of a handshake (see `lb_common::syn_cache::syn_set`).
@@ -61,7 +92,7 @@ pub fn forwarded_slot_of_flow(flow: &FlowKey) -> Option<FlowSlot> {
 
 impl Set {
     #[inline(always)]
-    fn way(&self, way: usize) -> *mut SynEntry {
+    fn way(&self, way: usize) -> *mut SynWay {
         // Constant offsets only: the verifier then needs no bounds for the way.
         unsafe {
             if way == 0 {
@@ -72,15 +103,21 @@ impl Set {
         }
     }
 
-    /// A way's word, in one load: another CPU may be storing it.
+    /// A way's slot, in one load: another CPU may be storing it.
     #[inline(always)]
     fn read(&self, way: usize) -> SynEntry {
-        unsafe { core::ptr::read_volatile(self.way(way)) }
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*self.way(way)).entry)) }
     }
 
+    /// Writes a way's slot, its proof zeroed first, so that no reader finds the new slot
+    /// beside the proof of the handshake it replaces; both through the way's one address.
     #[inline(always)]
     fn write(&self, way: usize, entry: SynEntry) {
-        unsafe { core::ptr::write_volatile(self.way(way), entry) }
+        let p = self.way(way);
+        unsafe {
+            core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).ack), 0);
+            core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).entry), entry);
+        }
     }
 
     /// The handshake the reply `reply` (backend -> client) answers, if a way holds one
@@ -95,11 +132,11 @@ impl Set {
     #[inline(always)]
     fn answered_in(&self, way: usize, reply: &FlowKey, forwarded: bool) -> Option<Handshake> {
         let e = self.read(way);
-        let backend = maps::backend_by_id(e.backend())?;
+        let backend = lookup::backend_by_id(e.backend())?;
         if backend.addr != reply.src_addr || backend.port != reply.src_port {
             return None;
         }
-        let vip = maps::service_key_word_at(e.service_at());
+        let vip = lookup::service_key_word_at(e.service_at());
         if vip == SLOT_EMPTY || vip == SLOT_REMOVED {
             return None;
         }
@@ -116,6 +153,7 @@ impl Set {
             vip_port: vip.port,
             service: backend.service,
             backend: e.backend(),
+            way: self.way(way),
         })
     }
 }
@@ -138,19 +176,52 @@ impl FlowSlot {
         self.find().map(|(_, e)| e.backend())
     }
 
-    /// Takes the handshake's backend for the packet that records the flow: a slot serves
-    /// its handshake once, so a later miss of the same flow (its entries purged with a
-    /// drained backend, or evicted) is placed by the table again. The slot is emptied only
-    /// if it still holds this handshake: another CPU's SYN may have just taken it.
+    /// The way holding this handshake (its address), its entry, and whether a client's
+    /// ACK acknowledging `ack` proves that its client saw the SYN-ACK that passed. Each
+    /// way is read through an address of its own branch, and that address is what the
+    /// caller writes through: an address picked from the way number afterwards compiles to
+    /// an offset added to the map pointer, which the verifier refuses to a loader without
+    /// `CAP_PERFMON`.
     #[inline(always)]
-    pub fn take(&self) -> Option<u32> {
-        let (way, e) = self.find()?;
-        unsafe { atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(self.set.way(way).cast(), e.0, 0) };
-        Some(e.backend())
+    fn find_acked(&self, ack: u32) -> Option<(*mut SynWay, SynEntry, bool)> {
+        let proof = syn_ack_proof(ack);
+        let seen = |p: *mut SynWay| unsafe {
+            (
+                core::ptr::read_volatile(core::ptr::addr_of!((*p).entry)),
+                core::ptr::read_volatile(core::ptr::addr_of!((*p).ack)),
+            )
+        };
+        let first = self.set.way(0);
+        let (e, ack) = seen(first);
+        if e.is_of(self.handshake) {
+            return Some((first, e, ack == proof));
+        }
+        let second = self.set.way(1);
+        let (e, ack) = seen(second);
+        e.is_of(self.handshake).then_some((second, e, ack == proof))
+    }
+
+    /// Takes the handshake's backend for the client's ACK acknowledging `ack`, if that
+    /// proves the client saw the SYN-ACK: a slot serves its handshake once, so a later miss
+    /// of the same flow (its entries purged with a drained backend, or evicted) is placed
+    /// by the table again. The slot is emptied only if it still holds this handshake:
+    /// another CPU's SYN may have just taken it. An unproven ACK leaves the slot to the
+    /// client that did see the SYN-ACK.
+    #[inline(always)]
+    pub fn take_acked(&self, ack: u32) -> Acked {
+        let Some((way, e, proven)) = self.find_acked(ack) else {
+            return Acked::NoSlot;
+        };
+        if !proven {
+            return Acked::Unproven(e.backend());
+        }
+        let entry = unsafe { core::ptr::addr_of_mut!((*way).entry) };
+        unsafe { atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(entry.cast(), e.0, 0) };
+        Acked::Proven(e.backend())
     }
 
     /// Remembers that the handshake, to the service at `service_at` in the index, went
-    /// to backend `backend`.
+    /// to backend `backend` (its proof zeroed, see [`Set::write`]).
     #[inline(always)]
     pub fn record(&self, service_at: u32, backend: u32) {
         let ways = [self.set.read(0), self.set.read(1)];

@@ -103,7 +103,7 @@ impl FakeDataplane {
         self.present(id)
     }
 
-    /// A packet of `flow` (client -> VIP) arriving, as `lb-ebpf/src/ingress.rs` handles it
+    /// A packet of `flow` (client -> VIP) arriving, as `lb-ebpf/src/to_backend.rs` handles it
     /// (Maglev services): an existing flow keeps its backend while its slot is present,
     /// except that a SYN (a new connection on a reused 5-tuple) whose entry names a
     /// backend taking no new flows (weight 0) is placed afresh; a miss is placed by the

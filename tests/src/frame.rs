@@ -22,6 +22,8 @@ pub struct Frame {
     /// TCP flag byte (SYN = 0x02, ACK = 0x10, ...).
     pub flags: u8,
     pub seq: u32,
+    /// Acknowledgment number (host order; sent as is, whatever the flags).
+    pub ack: u32,
     pub payload: Vec<u8>,
 }
 
@@ -37,6 +39,7 @@ impl Default for Frame {
             ttl: 64,
             flags: 0x02,
             seq: 1000,
+            ack: 0,
             payload: Vec::new(),
         }
     }
@@ -103,6 +106,7 @@ impl Frame {
         tcp[0..2].copy_from_slice(&self.sport.to_be_bytes());
         tcp[2..4].copy_from_slice(&self.dport.to_be_bytes());
         tcp[4..8].copy_from_slice(&self.seq.to_be_bytes());
+        tcp[8..12].copy_from_slice(&self.ack.to_be_bytes());
         tcp[12] = 5 << 4;
         tcp[13] = self.flags;
         tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());

@@ -1,6 +1,6 @@
 //! The exchanges packet tests make through the [`crate::packet_rig::Rig`] again and
 //! again: a run that must move exactly one reason counter, a client packet that must be
-//! redirected, the client's SYN then ACK, a backend's answer, a full handshake. One copy
+//! redirected, a backend's answer, a full handshake. One copy
 //! here, so every test sends the same frames and checks them the same way.
 use std::net::Ipv4Addr;
 
@@ -8,8 +8,8 @@ use lb_common::counters::{Reason, REASONS};
 use lb_userspace::loader::KernelDataplane;
 
 use crate::{
-    frame::{dst_ip, Frame, ACK, SYN_ACK},
-    packet_rig::{backend_mac, run_once, RunResult, XDP_REDIRECT},
+    frame::{dst_ip, Frame, SYN_ACK},
+    packet_rig::{ack_of, backend_mac, run_once, RunResult, BACKEND_ISN, XDP_REDIRECT},
 };
 
 /// Runs a frame and checks that exactly one reason counter moved, by one.
@@ -35,20 +35,9 @@ pub fn send(dp: &KernelDataplane, rig_c0: u32, frame: &Frame) -> Ipv4Addr {
     dst_ip(&r.output)
 }
 
-/// Opens a connection: the SYN, then the client's ACK, which records the flow (a
-/// hash-placed service takes SYNs without recording them). Returns the backend.
-pub fn open(dp: &KernelDataplane, rig_c0: u32, syn: &Frame) -> Ipv4Addr {
-    let backend = send(dp, rig_c0, syn);
-    let ack = Frame {
-        flags: ACK,
-        ..syn.clone()
-    };
-    assert_eq!(send(dp, rig_c0, &ack), backend, "{syn:?}");
-    backend
-}
-
 /// `backend`:`port`'s segment with `flags` to the client that sent `to`, as it arrives on
-/// `b0`.
+/// `b0`: sequence number [`BACKEND_ISN`], acknowledging `to`, so that as a SYN-ACK it is
+/// the one [`ack_of`] acknowledges.
 pub fn answer(to: &Frame, backend: Ipv4Addr, port: u16, flags: u8) -> Frame {
     Frame {
         src_mac: backend_mac(backend.octets()[3]),
@@ -57,6 +46,8 @@ pub fn answer(to: &Frame, backend: Ipv4Addr, port: u16, flags: u8) -> Frame {
         sport: port,
         dport: to.sport,
         flags,
+        seq: BACKEND_ISN,
+        ack: to.seq.wrapping_add(1),
         ..Frame::default()
     }
 }
@@ -66,7 +57,7 @@ pub fn reply(to: &Frame, backend: Ipv4Addr, flags: u8) -> Frame {
     answer(to, backend, 8080, flags)
 }
 
-/// A full handshake (the client's `syn`, the backend's SYN-ACK, the client's ACK), each
+/// A full handshake (the client's `syn`, the backend's SYN-ACK, the client's ACK of it), each
 /// packet redirected on; returns the backend. Whichever packet records the flow, both
 /// directions are recorded once the three have passed.
 pub fn handshake(dp: &KernelDataplane, rig: (u32, u32), syn: &Frame) -> Ipv4Addr {
@@ -77,10 +68,7 @@ pub fn handshake(dp: &KernelDataplane, rig: (u32, u32), syn: &Frame) -> Ipv4Addr
     let backend = dst_ip(&r.output);
     let r = run_once(dp.program(), b0, &reply(syn, backend, SYN_ACK).bytes());
     assert_eq!(r.action, XDP_REDIRECT, "SYN-ACK to {sport}");
-    let ack = Frame {
-        flags: ACK,
-        ..syn.clone()
-    };
+    let ack = ack_of(syn);
     let r = run_once(dp.program(), c0, &ack.bytes());
     assert_eq!(
         (r.action, dst_ip(&r.output)),

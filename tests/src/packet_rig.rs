@@ -344,3 +344,47 @@ pub fn client_syn(sport: u16) -> Frame {
         ..Frame::default()
     }
 }
+
+/// Initial sequence number of the backends' SYN-ACKs in packet tests.
+pub const BACKEND_ISN: u32 = 0x7a11_0000;
+
+/// `backend`:8080's SYN-ACK to the client's `syn` (sequence number [`BACKEND_ISN`]), as
+/// it arrives from the backend.
+pub fn syn_ack_of(syn: &Frame, backend: Ipv4Addr) -> Frame {
+    Frame {
+        src_mac: backend_mac(backend.octets()[3]),
+        src: backend,
+        dst: syn.src,
+        sport: 8080,
+        dport: syn.sport,
+        flags: 0x12,
+        seq: BACKEND_ISN,
+        ack: syn.seq.wrapping_add(1),
+        ..Frame::default()
+    }
+}
+
+/// The client's ACK of the SYN-ACK ([`syn_ack_of`]) answering its `syn`: what completes
+/// the handshake and records the flow of a hash-placed service.
+pub fn ack_of(syn: &Frame) -> Frame {
+    Frame {
+        flags: 0x10,
+        seq: syn.seq.wrapping_add(1),
+        ack: BACKEND_ISN.wrapping_add(1),
+        ..syn.clone()
+    }
+}
+
+/// Runs `backend`'s SYN-ACK to `syn` as received on `ifindex` (the NIC behind which the
+/// backend sits) and checks that it went back to the client from the SYN's VIP:port, as
+/// the client's ACK must have seen it ([`ack_of`]).
+pub fn syn_ack_passes(dp: &KernelDataplane, ifindex: u32, syn: &Frame, backend: Ipv4Addr) {
+    let r = run_once(dp.program(), ifindex, &syn_ack_of(syn, backend).bytes());
+    assert!(
+        matches!(r.action, XDP_REDIRECT | XDP_TX),
+        "SYN-ACK from {backend} to port {}: action {}",
+        syn.sport,
+        r.action
+    );
+    assert_eq!(crate::frame::source(&r.output), (syn.dst, syn.dport));
+}

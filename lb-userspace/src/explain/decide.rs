@@ -1,5 +1,5 @@
 //! Which backend the data path gives a packet of a tuple, decided as `lb-ebpf`'s
-//! `ingress.rs` and `select.rs` decide it, in the same order and with the same
+//! `to_backend.rs` and `select.rs` decide it, in the same order and with the same
 //! `lb_common` hashes, but over read-only [`Lookups`]: nothing is recorded, no slot is
 //! taken, no cursor moves. Two packets are asked about: a SYN (a new connection) and a
 //! later packet of the connection (an ACK: an existing one).
@@ -195,7 +195,7 @@ fn slot_of(
     let Some((way, e)) = ways
         .ways
         .iter()
-        .copied()
+        .map(|w| w.entry)
         .enumerate()
         .find(|(_, e): &(usize, SynEntry)| e.is_of(handshake))
     else {
@@ -355,7 +355,7 @@ fn by_ring(ring: &RingPick, by: By, why: &str) -> Choice {
     }
 }
 
-/// A SYN (`ingress::handle` with `is_syn`).
+/// A SYN (`to_backend::handle` with `is_syn`).
 fn new_connection(
     service: &ServiceMeta,
     entry: Option<&Entry>,
@@ -415,7 +415,7 @@ fn new_connection(
     }
 }
 
-/// A later packet of the connection (`ingress::handle` without `is_syn`).
+/// A later packet of the connection (`to_backend::handle` without `is_syn`).
 fn existing_connection(
     service: &ServiceMeta,
     entry: Option<&Entry>,

@@ -10,7 +10,7 @@ use lb_common::{
     flow::{FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED},
     limits::syn_cache_sets,
     syn_cache::{
-        forwarded_hash, syn_handshake_hash_of_flow, syn_set, syn_tag_for, SynEntry, SynSet,
+        forwarded_hash, syn_handshake_hash_of_flow, syn_set, syn_tag_for, SynEntry, SynSet, SynWay,
     },
 };
 
@@ -114,7 +114,10 @@ fn put_slot(rt: &mut Runtime<FakeDataplane>, client: &str, vip: &str, backend: u
     dp.syn_cache.insert(
         set,
         SynSet {
-            ways: [SynEntry(0), SynEntry::new(tag, 0, backend)],
+            ways: [
+                SynWay::default(),
+                SynWay::new(SynEntry::new(tag, 0, backend)),
+            ],
         },
     );
     set
@@ -454,7 +457,7 @@ fn a_forwarded_packets_slot_is_shown_and_followed_by_no_client_packet() {
     rt.controller_mut().dataplane_mut().syn_cache.insert(
         set,
         SynSet {
-            ways: [SynEntry::new(tag, 0, other), SynEntry(0)],
+            ways: [SynWay::new(SynEntry::new(tag, 0, other)), SynWay::default()],
         },
     );
     let v = ask(&rt, &client, WEB);

@@ -219,6 +219,7 @@ struct ServiceFamilies {
     active: Family,
     stateless: Family,
     from_replies: Family,
+    unproven_acks: Family,
 }
 
 impl ServiceFamilies {
@@ -251,6 +252,11 @@ impl ServiceFamilies {
                 "Flows recorded by a backend's reply to a stateless forward",
                 Counter,
             ),
+            unproven_acks: Family::new(
+                "lb_service_unproven_acks",
+                "Client ACKs of a handshake in the SYN cache that acknowledge no SYN-ACK that passed (spoofed SYN and ACK pairs), forwarded by the table, recording nothing",
+                Counter,
+            ),
         }
     }
 
@@ -271,10 +277,12 @@ impl ServiceFamilies {
         self.active.push(labels.clone(), active_flows as f64);
         self.stateless
             .push(labels.clone(), t.stateless_forwards as f64);
-        self.from_replies.push(labels, t.flows_from_replies as f64);
+        self.from_replies
+            .push(labels.clone(), t.flows_from_replies as f64);
+        self.unproven_acks.push(labels, t.unproven_acks as f64);
     }
 
-    fn all(&self) -> [&Family; 6] {
+    fn all(&self) -> [&Family; 7] {
         [
             &self.packets,
             &self.bytes,
@@ -282,6 +290,7 @@ impl ServiceFamilies {
             &self.active,
             &self.stateless,
             &self.from_replies,
+            &self.unproven_acks,
         ]
     }
 }
@@ -574,6 +583,7 @@ mod tests {
             new_flows: base + 5,
             stateless_forwards: base + 6,
             flows_from_replies: base + 7,
+            unproven_acks: base + 8,
         }
     }
 

@@ -38,7 +38,9 @@ use super::{
 };
 use crate::{
     frame::{dst_ip, dst_port, Frame},
-    packet_rig::{run_once, Rig, CLIENT_MAC, VIP, XDP_PASS, XDP_REDIRECT},
+    packet_rig::{
+        backend_mac, run_once, Rig, BACKEND_ISN, CLIENT_MAC, VIP, XDP_PASS, XDP_REDIRECT,
+    },
     peer_xdp,
 };
 
@@ -119,6 +121,36 @@ fn client_frame(src: Ipv4Addr, sport: u16, flags: u8) -> Vec<u8> {
     .bytes()
 }
 
+/// The client's ACK of the SYN-ACK ([`syn_ack_from`]) answering its SYN.
+fn client_ack(src: Ipv4Addr, sport: u16) -> Vec<u8> {
+    Frame {
+        src_mac: CLIENT_MAC,
+        src,
+        dst: VIP,
+        sport,
+        dport: 80,
+        flags: 0x10,
+        ack: BACKEND_ISN + 1,
+        ..Frame::default()
+    }
+    .bytes()
+}
+
+/// The SYN-ACK of `backend`:`bport` to the client `src`:`sport`.
+fn syn_ack_from(backend: Ipv4Addr, bport: u16, src: Ipv4Addr, sport: u16) -> Vec<u8> {
+    Frame {
+        src_mac: backend_mac(backend.octets()[3]),
+        src: backend,
+        dst: src,
+        sport: bport,
+        dport: sport,
+        flags: 0x12,
+        seq: BACKEND_ISN,
+        ..Frame::default()
+    }
+    .bytes()
+}
+
 /// Inserts pre-filled flows `from..to` in both directions, as the data path would.
 fn fill(dp: &mut KernelDataplane, service: u32, from: usize, to: usize) {
     for i in from..to {
@@ -177,7 +209,7 @@ fn measure_level(
     c: &mut Controller<KernelDataplane>,
     opts: &Options,
     fill_level: usize,
-    c0: u32,
+    (c0, b0): (u32, u32),
 ) -> [u64; 4] {
     let (rounds, calls) = (opts.rounds, opts.calls);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ fill_level as u64);
@@ -224,11 +256,16 @@ fn measure_level(
         let mut created = Vec::with_capacity(calls);
         for i in 0..calls {
             let (src, sport) = new_client(i);
-            // Its SYN again, untimed: only the ACK of a handshake whose SYN left a slot
+            // Its SYN and the backend's SYN-ACK again, untimed: only the ACK of a
+            // handshake whose SYN left a slot, acknowledging the SYN-ACK that passed,
             // records a flow, and the last round's ACK spent the slot.
             let syn = run_once(c.dataplane().program(), c0, &client_frame(src, sport, 0x02));
             assert_eq!(syn.action, XDP_REDIRECT, "SYN before first ACK #{i}");
-            let r = run_once(c.dataplane().program(), c0, &client_frame(src, sport, 0x10));
+            let (backend, bport) = (dst_ip(&syn.output), dst_port(&syn.output));
+            let syn_ack = syn_ack_from(backend, bport, src, sport);
+            let answer = run_once(c.dataplane().program(), b0, &syn_ack);
+            assert_eq!(answer.action, XDP_REDIRECT, "SYN-ACK before first ACK #{i}");
+            let r = run_once(c.dataplane().program(), c0, &client_ack(src, sport));
             assert_eq!(r.action, XDP_REDIRECT, "first ACK #{i}");
             times.push(r.nanos);
             created.push((
@@ -262,7 +299,7 @@ const MEMORY_REGIONS: [(usize, &str); 4] = [
 
 pub fn run(opts: &Options) -> Value {
     let rig = Rig::build();
-    let c0 = rig.c0;
+    let (c0, b0) = (rig.c0, rig.b0);
     let first_backends = opts.backends[0];
     let mut fill_seconds = Vec::new();
     let (floor, cells) = rig.with_dataplane(&config_text(first_backends), |c| {
@@ -287,7 +324,7 @@ pub fn run(opts: &Options) -> Value {
                 let cfg = config::parse(&config_text(n)).expect("bench config is valid");
                 c.apply(&cfg).expect("re-applying the service");
                 let [established, established_hot, new_flow, first_ack] =
-                    measure_level(c, opts, level, c0);
+                    measure_level(c, opts, level, (c0, b0));
                 cells.push(Cell {
                     fill: level,
                     backends: n,

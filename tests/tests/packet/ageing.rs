@@ -10,13 +10,13 @@ use lb_userspace::config::FlowTimeouts;
 #[test]
 fn idle_flows_expire_by_state_and_active_ones_stay() {
     let rig = Rig::build();
-    let c0 = rig.c0;
+    let (c0, b0) = (rig.c0, rig.b0);
     rig.with_dataplane(CONFIG, |c| {
         let t = FlowTimeouts::default();
         let dp = c.dataplane_mut();
         dp.set_clock(1000).unwrap();
         // A bare SYN (to the round-robin service: a SYN to `web` records nothing), and a
-        // connection whose client sent its ACK.
+        // connection whose client acknowledged its backend's SYN-ACK.
         let half_open = Frame {
             dst: "10.0.0.110".parse().unwrap(),
             ..client_syn(52000)
@@ -24,15 +24,8 @@ fn idle_flows_expire_by_state_and_active_ones_stay() {
         let b1 = dst_ip(&run_once(dp.program(), c0, &half_open.bytes()).output);
         let open = client_syn(52001);
         let b2 = dst_ip(&run_once(dp.program(), c0, &open.bytes()).output);
-        run_once(
-            dp.program(),
-            c0,
-            &Frame {
-                flags: 0x10,
-                ..open.clone()
-            }
-            .bytes(),
-        );
+        syn_ack_passes(dp, b0, &open, b2);
+        run_once(dp.program(), c0, &ack_of(&open).bytes());
         let stamped = dp.flows.get(&open.flow_key(), 0).unwrap();
         assert_eq!(stamped.last_seen, 1000);
         assert_ne!(stamped.state & FLOW_F_ESTABLISHED, 0);

@@ -62,12 +62,10 @@ fn with_runtime(rig: &Rig, f: impl FnOnce(&mut Runtime<KernelDataplane>, u32) + 
 #[test]
 fn explain_names_the_backend_each_packet_of_a_hash_placed_tuple_takes() {
     let rig = Rig::build();
+    let b0 = rig.b0;
     with_runtime(&rig, |rt, c0| {
         let syn = client_syn(40001);
-        let ack = Frame {
-            flags: ACK,
-            ..syn.clone()
-        };
+        let ack = ack_of(&syn);
         // A new tuple: both packets placed by the ring.
         let v = ask(rt, &syn);
         assert_eq!(
@@ -84,6 +82,7 @@ fn explain_names_the_backend_each_packet_of_a_hash_placed_tuple_takes() {
         );
         assert_eq!(v.existing_connection.by, "syn_cache");
         assert_eq!(named(&v.existing_connection), first);
+        syn_ack_passes(rt.controller().dataplane(), b0, &syn, first);
         assert_eq!(send(rt, c0, &ack), first);
         // The ACK recorded the flow and spent the slot.
         let v = ask(rt, &syn);

@@ -14,6 +14,7 @@ mod packet_health;
 mod packet_reasons;
 mod policies;
 mod service_index;
+mod spoofed_handshake;
 mod stateless_miss;
 mod stateless_syn;
 mod trace;

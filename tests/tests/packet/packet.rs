@@ -88,9 +88,11 @@ fn later_packets_of_a_flow_stay_on_its_backend_and_replies_come_back_from_the_vi
         let dp = c.dataplane();
         let (_, first) = run(dp, rig.c0, &client_syn(40001).bytes());
         let backend = dst_ip(&first);
+        syn_ack_passes(dp, rig.b0, &client_syn(40001), backend);
         let ack = Frame {
             flags: 0x10,
             seq: 1001,
+            ack: BACKEND_ISN + 1,
             payload: b"GET / HTTP/1.0\r\n\r\n".to_vec(),
             ..client_syn(40001)
         };
@@ -107,7 +109,7 @@ fn later_packets_of_a_flow_stay_on_its_backend_and_replies_come_back_from_the_vi
             dst: CLIENT,
             sport: 8080,
             dport: 40001,
-            flags: 0x12,
+            flags: 0x18,
             payload: b"HTTP/1.0 200 OK\r\n\r\n".to_vec(),
             ..Frame::default()
         };
@@ -118,7 +120,7 @@ fn later_packets_of_a_flow_stay_on_its_backend_and_replies_come_back_from_the_vi
         let s = dp.service_counters(0).unwrap();
         assert_eq!(
             (s.new_flows, s.packets_to_backend, s.packets_to_client),
-            (1, 6, 1)
+            (1, 6, 2)
         );
     });
 }

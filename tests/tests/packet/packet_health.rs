@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, net::Ipv4Addr, time::Instant};
 use lb_common::{flow::FlowKey, hash::flow_hash, net::FAMILY_IPV4};
 use lb_tests::{
     frame::{dst_ip, ACK, RST, SYN},
-    packet_exchange::{open, reply},
+    packet_exchange::reply,
     packet_rig::*,
 };
 use lb_userspace::{
@@ -21,10 +21,25 @@ use lb_userspace::{
 
 const SEED: u32 = 42;
 
-/// Opens a connection from `sport` (SYN, then the client's ACK, which records the flow:
-/// `web` takes SYNs without recording them); returns its backend.
-fn connect(dp: &KernelDataplane, rig_c0: u32, sport: u16) -> Ipv4Addr {
-    open(dp, rig_c0, &client_syn(sport))
+/// Opens a connection from `sport` (SYN, the backend's SYN-ACK, then the client's ACK,
+/// which records the flow: `web` takes SYNs without recording them); returns its backend.
+fn connect(dp: &KernelDataplane, (rig_c0, rig_b0): (u32, u32), sport: u16) -> Ipv4Addr {
+    let backend = from_client(dp, rig_c0, sport, SYN);
+    ack_to(dp, (rig_c0, rig_b0), sport, backend);
+    backend
+}
+
+/// Passes `backend`'s SYN-ACK to the client's SYN from `sport` and sends the client's
+/// ACK of it, which must reach `backend`.
+fn ack_to(dp: &KernelDataplane, (rig_c0, rig_b0): (u32, u32), sport: u16, backend: Ipv4Addr) {
+    let syn = client_syn(sport);
+    syn_ack_passes(dp, rig_b0, &syn, backend);
+    let r = run_once(dp.program(), rig_c0, &ack_of(&syn).bytes());
+    assert_eq!(
+        (r.action, lb_tests::frame::dst_ip(&r.output)),
+        (XDP_REDIRECT, backend),
+        "port {sport}"
+    );
 }
 
 /// Runs a frame from `backend`:8080 back to the client's `dport` with TCP `flags`.
@@ -85,11 +100,11 @@ fn syns_syn_acks_and_resets_are_counted_per_backend() {
 #[test]
 fn a_backend_out_of_the_ring_keeps_its_flows_and_gets_no_new_ones() {
     let rig = Rig::build();
-    let c0 = rig.c0;
+    let (c0, b0) = (rig.c0, rig.b0);
     rig.with_dataplane(CONFIG, |c| {
         let config = config::parse(CONFIG).unwrap();
         let before: Vec<Ipv4Addr> = (42000..42090)
-            .map(|p| connect(c.dataplane(), c0, p))
+            .map(|p| connect(c.dataplane(), (c0, b0), p))
             .collect();
         let out = Ipv4Addr::new(10, 1, 0, 12);
         assert!(before.contains(&out));
@@ -127,12 +142,12 @@ fn flows_of(dp: &KernelDataplane, id: u32) -> (usize, usize) {
 #[test]
 fn purging_a_backend_deletes_both_directions_of_its_flows_and_nothing_else() {
     let rig = Rig::build();
-    let c0 = rig.c0;
+    let (c0, b0) = (rig.c0, rig.b0);
     rig.with_dataplane(CONFIG, |c| {
         let mut per_backend = std::collections::BTreeMap::new();
         for p in 44000..44120 {
             *per_backend
-                .entry(connect(c.dataplane(), c0, p))
+                .entry(connect(c.dataplane(), (c0, b0), p))
                 .or_insert(0usize) += 1;
         }
         let victim = Ipv4Addr::new(10, 1, 0, 13);
@@ -240,12 +255,12 @@ fn rebuild_and_swap_with_a_thousand_backends() {
 #[test]
 fn a_syn_on_a_reused_tuple_is_placed_by_the_ring_not_by_a_stale_entry() {
     let rig = Rig::build();
-    let c0 = rig.c0;
+    let (c0, b0) = (rig.c0, rig.b0);
     rig.with_dataplane(CONFIG, |c| {
         let config = config::parse(CONFIG).unwrap();
         let out = Ipv4Addr::new(10, 1, 0, 12);
         let ports: Vec<u16> = (46000..46200)
-            .filter(|p| connect(c.dataplane(), c0, *p) == out)
+            .filter(|p| connect(c.dataplane(), (c0, b0), *p) == out)
             .collect();
         assert!(!ports.is_empty());
         // A retransmitted SYN the ring still places there is not a new flow.
@@ -268,7 +283,7 @@ fn a_syn_on_a_reused_tuple_is_placed_by_the_ring_not_by_a_stale_entry() {
             assert_eq!(from_client(c.dataplane(), c0, *p, ACK), out);
             let moved = from_client(c.dataplane(), c0, *p, SYN);
             assert_ne!(moved, out, "port {p}");
-            assert_eq!(from_client(c.dataplane(), c0, *p, ACK), moved);
+            ack_to(c.dataplane(), (c0, b0), *p, moved);
         }
     });
 }

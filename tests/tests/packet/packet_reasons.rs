@@ -70,7 +70,7 @@ fn handshake(
         ..client_syn(sport)
     };
     let backend = packet_exchange::handshake(dp, rig, &syn);
-    let ack = Frame { flags: ACK, ..syn };
+    let ack = ack_of(&syn);
     assert!(dp.flows.get(&ack.flow_key(), 0).is_ok(), "flow of {sport}");
     assert!(dp.return_flows.get(&ack.reply_key(backend), 0).is_ok());
     backend

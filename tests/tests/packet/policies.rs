@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use lb_common::hash::flow_hash;
 use lb_tests::{
     frame::{Frame, ACK, FIN_ACK, RST},
-    packet_exchange::{open, reply, send},
+    packet_exchange::{handshake, reply, send},
     packet_rig::*,
 };
 
@@ -160,7 +160,7 @@ fn active_flows_count_down_exactly_once_per_closed_flow() {
 
         // FIN from both sides, then the last ACK and duplicates: one count down.
         let f = client_syn(46000);
-        let backend = open(dp, c0, &f);
+        let backend = handshake(dp, (c0, b0), &f);
         assert_eq!(active(backend), 1);
         send(
             dp,
@@ -195,14 +195,14 @@ fn active_flows_count_down_exactly_once_per_closed_flow() {
 
         // A reset from the backend closes at once.
         let g = client_syn(46001);
-        let backend = open(dp, c0, &g);
+        let backend = handshake(dp, (c0, b0), &g);
         assert_eq!(active(backend), 1);
         run_once(dp.program(), b0, &reply(&g, backend, RST).bytes());
         assert_eq!(active(backend), 0);
 
         // A new SYN on a closed tuple is a new flow, counted again.
         let before = dp.service_counters(0).unwrap().new_flows;
-        let again = open(dp, c0, &g);
+        let again = handshake(dp, (c0, b0), &g);
         assert_eq!(active(again), 1);
         assert_eq!(dp.service_counters(0).unwrap().new_flows, before + 1);
         send(
@@ -217,7 +217,7 @@ fn active_flows_count_down_exactly_once_per_closed_flow() {
         // Many flows, all closed: nothing left over anywhere.
         for p in 0..200u16 {
             let f = client_syn(47000 + p);
-            let backend = open(dp, c0, &f);
+            let backend = handshake(dp, (c0, b0), &f);
             if p % 2 == 0 {
                 send(
                     dp,
@@ -239,12 +239,12 @@ fn active_flows_count_down_exactly_once_per_closed_flow() {
 #[test]
 fn the_reconciler_subtracts_flows_that_vanished_without_closing() {
     let rig = Rig::build();
-    let c0 = rig.c0;
+    let (c0, b0) = (rig.c0, rig.b0);
     rig.with_dataplane(CONFIG, |c| {
         let mut opened = Vec::new();
         for p in 0..30u16 {
             let f = client_syn(48000 + p);
-            open(c.dataplane(), c0, &f);
+            handshake(c.dataplane(), (c0, b0), &f);
             opened.push(f);
         }
         let ids: Vec<u32> = [B11, B12, B13]

@@ -22,14 +22,10 @@ use lb_userspace::{
     plan::{BackendRef, Overlay},
 };
 
-/// Sends the client's ACK of the handshake `syn`, which must reach `backend`, and returns
-/// the flow entry it recorded.
+/// Sends the client's ACK of the handshake `syn`, whose SYN-ACK passed, which must reach
+/// `backend`, and returns the flow entry it recorded.
 fn ack_records(dp: &KernelDataplane, c0: u32, syn: &Frame, backend: Ipv4Addr) -> FlowTarget {
-    let ack = Frame {
-        flags: ACK,
-        ..syn.clone()
-    };
-    let r = run_once(dp.program(), c0, &ack.bytes());
+    let r = run_once(dp.program(), c0, &ack_of(syn).bytes());
     assert_eq!((r.action, dst_ip(&r.output)), (XDP_REDIRECT, backend));
     dp.flows
         .get(&syn.flow_key(), 0)
@@ -235,10 +231,11 @@ fn a_slot_naming_another_services_backend_is_not_followed() {
             let way = set
                 .ways
                 .iter()
-                .position(|e| e.is_of(handshake))
+                .position(|w| w.entry.is_of(handshake))
                 .expect("the SYN's slot");
-            let service_at = set.ways[way].service_at();
-            set.ways[way] = SynEntry::new(syn_tag_for(handshake, foreign), service_at, foreign);
+            let service_at = set.ways[way].entry.service_at();
+            set.ways[way].entry =
+                SynEntry::new(syn_tag_for(handshake, foreign), service_at, foreign);
             cache.set(at, set, 0).unwrap();
         };
         forge(&mut cache);
@@ -270,7 +267,7 @@ fn a_slot_naming_another_services_backend_is_not_followed() {
 #[test]
 fn a_handshake_stays_on_its_backend_across_a_table_change() {
     let rig = Rig::build();
-    let c0 = rig.c0;
+    let (c0, b0) = (rig.c0, rig.b0);
     rig.with_dataplane(CONFIG, |c| {
         let config = lb_userspace::config::parse(CONFIG).unwrap();
         let syn = client_syn(51004);
@@ -289,6 +286,7 @@ fn a_handshake_stays_on_its_backend_across_a_table_change() {
         };
         c.apply_with(&config, &overlay).unwrap();
         let dp = c.dataplane();
+        syn_ack_passes(dp, b0, &syn, backend);
         let flow = ack_records(dp, c0, &syn, backend);
         assert_eq!(flow.backend, backend_id(c, "web", backend));
         // Its backend takes no new flows now: a SYN on another tuple goes elsewhere.
@@ -307,7 +305,7 @@ fn a_handshake_stays_on_its_backend_across_a_table_change() {
 #[test]
 fn a_reused_tuple_replaces_a_closed_or_idle_entry_but_not_a_live_one() {
     let rig = Rig::build();
-    let c0 = rig.c0;
+    let (c0, b0) = (rig.c0, rig.b0);
     rig.with_dataplane(CONFIG, |c| {
         let config = lb_userspace::config::parse(CONFIG).unwrap();
         let mut recorded = Vec::new();
@@ -315,6 +313,7 @@ fn a_reused_tuple_replaces_a_closed_or_idle_entry_but_not_a_live_one() {
             let syn = client_syn(sport);
             let r = run_once(c.dataplane().program(), c0, &syn.bytes());
             let backend = dst_ip(&r.output);
+            syn_ack_passes(c.dataplane(), b0, &syn, backend);
             ack_records(c.dataplane(), c0, &syn, backend);
             recorded.push((syn, backend));
         }
@@ -357,7 +356,10 @@ fn a_reused_tuple_replaces_a_closed_or_idle_entry_but_not_a_live_one() {
                 continue;
             }
             moved[g] += 1;
-            let ack_to = send(dp, syn, ACK);
+            syn_ack_passes(dp, b0, syn, now);
+            let r = run_once(dp.program(), c0, &ack_of(syn).bytes());
+            assert_eq!(r.action, XDP_REDIRECT, "{syn:?}");
+            let ack_to = dst_ip(&r.output);
             let entry = dp.flows.get(&syn.flow_key(), 0).unwrap();
             if g == 2 {
                 assert_eq!(ack_to, *old, "a live entry stands: {syn:?}");
@@ -381,17 +383,14 @@ fn a_reused_tuple_replaces_a_closed_or_idle_entry_but_not_a_live_one() {
 #[test]
 fn a_syn_flood_to_a_hash_service_evicts_no_established_flow() {
     let rig = Rig::build();
-    let c0 = rig.c0;
+    let (c0, b0) = (rig.c0, rig.b0);
     rig.with_dataplane(CONFIG, |c| {
         let dp = c.dataplane();
         let held: Vec<Frame> = (54000..54020).map(client_syn).collect();
         for syn in &held {
-            run_once(dp.program(), c0, &syn.bytes());
-            let ack = Frame {
-                flags: ACK,
-                ..syn.clone()
-            };
-            run_once(dp.program(), c0, &ack.bytes());
+            let backend = dst_ip(&run_once(dp.program(), c0, &syn.bytes()).output);
+            syn_ack_passes(dp, b0, syn, backend);
+            run_once(dp.program(), c0, &ack_of(syn).bytes());
         }
         let entries = |dp: &KernelDataplane| dp.flows.keys().filter_map(Result::ok).count();
         assert_eq!(entries(dp), held.len());

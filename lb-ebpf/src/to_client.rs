@@ -5,12 +5,12 @@ use aya_ebpf::programs::XdpContext;
 use lb_common::{
     counters::Reason,
     flow::{FlowKey, NatReturn},
-    net::{TCP_FIN, TCP_RST},
+    net::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
 use crate::{
     count,
-    flow_state::{self, Side},
+    flow::{self, Side},
     forward,
     maps::FLOWS,
     packet::Packet,
@@ -26,7 +26,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, entry: *mut NatReturn) -> u32 {
     let nat = unsafe { *entry };
     if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         if let Some(flow) = FLOWS.get_ptr_mut(forward_key(pkt, nat.vip, nat.vport)) {
-            flow_state::observe(flow, pkt.tcp_flags, Side::Backend);
+            flow::observe(flow, pkt.tcp_flags, Side::Backend);
         }
     }
     rewrite::snat(pkt, nat.vip, nat.vport);
@@ -38,11 +38,15 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, entry: *mut NatReturn) -> u32 {
 }
 
 /// The SYN-ACK (or refusing RST) of a handshake whose SYN recorded no flow. Nothing is
-/// recorded here either: the client's next packet records the flow.
+/// recorded here either: the client's ACK records the flow, if it acknowledges this
+/// SYN-ACK, whose proof is left in the SYN cache.
 #[inline(always)]
 pub fn handle_handshake_answer(ctx: &XdpContext, pkt: &Packet, handshake: &Handshake) -> u32 {
     if !forward::ttl_allows(pkt) {
         return count::pass(Reason::PassTtlExpired);
+    }
+    if is_syn_ack(pkt) {
+        handshake.note_syn_ack(pkt.seq());
     }
     rewrite::snat(pkt, handshake.vip_addr, handshake.vip_port);
     count::to_client(handshake.service, handshake.backend, pkt.frame_len);
@@ -63,4 +67,10 @@ fn forward_key(pkt: &Packet, vip: u32, vport: u16) -> FlowKey {
         family: pkt.flow.family,
         _pad: [0; 2],
     }
+}
+
+/// A SYN-ACK (not refusing anything with RST as well).
+#[inline(always)]
+pub fn is_syn_ack(pkt: &Packet) -> bool {
+    pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN | TCP_ACK
 }

@@ -20,11 +20,14 @@ use lb_common::{
 
 use crate::{
     count,
-    flow_state::{self, Side},
+    flow::{self, Side},
     forward,
-    maps::{self, backend_by_id, FLOWS, NEXTHOPS, RETURN_FLOWS},
+    lookup::{self, backend_by_id},
+    maps::{FLOWS, NEXTHOPS, RETURN_FLOWS},
     packet::Packet,
-    return_entry, rewrite, select, syn_cache, trace,
+    return_entry, rewrite, select,
+    syn_cache::{self, Acked},
+    trace,
 };
 
 /// Handles a packet whose destination may be a VIP. `None`: not to any VIP:port (and no
@@ -38,7 +41,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     let existing = if !pkt.tcp_valid {
         Existing::Miss
     } else if is_syn(pkt) {
-        let found = maps::service_of(pkt)?;
+        let found = lookup::service_of(pkt)?;
         let stateless = found.0.flags() & SERVICE_F_STATELESS_SYN != 0;
         syn_service = Some(found);
         if stateless {
@@ -60,7 +63,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         miss => {
             let (service, service_at) = match syn_service {
                 Some(found) => found,
-                None => maps::service_of(pkt)?,
+                None => lookup::service_of(pkt)?,
             };
             // XDP runs before the kernel's martian checks: a source no router forwards
             // from, or the VIP itself, is dropped before it is placed (so no flow of such
@@ -90,15 +93,19 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
                 // whose SYN we placed record a flow. Any other packet without an entry (a
                 // connection moved here by ECMP or evicted, or a spoofed ACK, RST or
                 // segment) is forwarded by the table and records no flow: its backend's
-                // answer records the flow if it is real (see `reply_miss`).
+                // answer records the flow if it is real (see `to_client_miss`).
                 let chosen = if is_syn(pkt) {
                     let id = select::pick(service, &pkt.flow);
-                    backend_by_id(id).map(|b| (id, b))
+                    backend_by_id(id).map(|b| (id, b, true))
                 } else {
                     handshake_backend(pkt, service)
                 };
                 match chosen {
-                    Some((id, backend)) => {
+                    Some((id, backend, false)) => {
+                        forward_unrecorded(service, id, backend, &pkt.flow, service_at)
+                            .map(|p| (p, TRACE_DECISION_STATELESS_FORWARD))
+                    }
+                    Some((id, backend, true)) => {
                         let decision = if is_syn(pkt) {
                             TRACE_DECISION_NEW_FLOW
                         } else {
@@ -181,17 +188,17 @@ fn existing_flow(pkt: &Packet) -> Existing {
             return Existing::Replace;
         }
         if backend.weight_milli == 0 {
-            flow_state::abandon(entry);
+            flow::abandon(entry);
             return Existing::Replace;
         }
     }
-    let now = maps::now_secs();
+    let now = lookup::now_secs();
     if !is_syn(pkt) && may_be_reused(&target, &backend, now) && opened_by_a_syn(pkt, &target) {
-        flow_state::abandon(entry);
+        flow::abandon(entry);
         return Existing::Replace;
     }
-    flow_state::observe(entry, pkt.tcp_flags, Side::Client);
-    flow_state::touch(entry, &target, now, is_syn(pkt));
+    flow::observe(entry, pkt.tcp_flags, Side::Client);
+    flow::touch(entry, &target, now, is_syn(pkt));
     if pkt.has_payload || pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         ensure_return_entry(pkt, &target, &backend);
     }
@@ -211,7 +218,11 @@ fn may_be_reused(target: &FlowTarget, backend: &Backend, now: u32) -> bool {
 /// Whether a SYN of this tuple went through the SYN cache since the entry's connection
 /// was recorded: a hash-placed service's SYN looks up no flow, so a client reusing the
 /// tuple of a recorded flow leaves only its slot; the first later packet that finds
-/// the slot is the new connection's, and its entry replaces the old one.
+/// the slot is the new connection's, and its entry replaces the old one if it
+/// acknowledges the SYN-ACK that passed (see `handshake_backend`). The proof is not
+/// checked here, where the program's stack has no room left for it: a spoofed SYN and
+/// ACK of the tuple of such an entry (closed, idle or on a backend taking no new flows)
+/// close it, and its client's packets then go to the SYN's backend unrecorded.
 #[inline(always)]
 fn opened_by_a_syn(pkt: &Packet, target: &FlowTarget) -> bool {
     syn_cache::slot_of_flow(&pkt.flow)
@@ -254,23 +265,36 @@ fn stateless_syn(
 }
 
 /// The backend of the handshake a client's non-SYN packet completes, if its SYN (to a
-/// hash-placed service) left a SYN-cache slot naming it: the slot is spent, and the packet
-/// records the flow on that backend, even if the table changed since the SYN.
+/// hash-placed service) left a SYN-cache slot naming it, and whether the packet
+/// acknowledges the SYN-ACK that passed. If it does, the slot is spent, and the packet
+/// records the flow on that backend, even if the table changed since the SYN. If not, it
+/// is counted (for the service and the SYN's backend) and forwarded to that backend
+/// recording nothing, like a packet without a slot: to the SYN's backend rather than by
+/// the table, so that a client whose entry a spoofed SYN and ACK of its tuple made look
+/// replaced (see `opened_by_a_syn`) still reaches it, as a client that saw an older
+/// SYN-ACK than the last (see `lb_common::syn_cache`) reaches its handshake.
 #[inline(always)]
-fn handshake_backend(pkt: &Packet, service: PackedMeta) -> Option<(u32, Backend)> {
+fn handshake_backend(pkt: &Packet, service: PackedMeta) -> Option<(u32, Backend, bool)> {
     if service.flags() & SERVICE_F_STATELESS_SYN == 0 {
         return None;
     }
-    let id = syn_cache::slot_of_flow(&pkt.flow)?.take()?;
+    let (id, proven) = match syn_cache::slot_of_flow(&pkt.flow)?.take_acked(pkt.ack_seq()) {
+        Acked::Proven(id) => (id, true),
+        Acked::Unproven(id) => {
+            count::unproven_ack(service.id(), id);
+            (id, false)
+        }
+        Acked::NoSlot => return None,
+    };
     let backend = backend_by_id(id).filter(|b| b.service == service.id())?;
-    Some((id, backend))
+    Some((id, backend, proven))
 }
 
 /// A client packet without a flow entry that completes no handshake of ours: forwarded
 /// to the backend the table gives its tuple, recording no flow and counting no new one.
 /// It leaves a SYN-cache slot of its own kind (see `lb_common::syn_cache::forwarded_hash`),
 /// which only the backend's reply can use: a reply that finds it records the flow (see
-/// `reply_miss`). A flood of such packets only overwrites slots, as a SYN flood does.
+/// `to_client_miss`). A flood of such packets only overwrites slots, as a SYN flood does.
 #[inline(always)]
 fn stateless_forward(
     pkt: &Packet,
@@ -279,7 +303,20 @@ fn stateless_forward(
 ) -> Option<(FlowTarget, Backend, bool)> {
     let id = select::by_table(service, &pkt.flow);
     let backend = backend_by_id(id)?;
-    syn_cache::forwarded_slot_of_flow(&pkt.flow)?.record(service_at, id);
+    forward_unrecorded(service, id, backend, &pkt.flow, service_at)
+}
+
+/// Forwards a client packet without a flow entry to backend `id`, recording no flow (see
+/// `stateless_forward`).
+#[inline(always)]
+fn forward_unrecorded(
+    service: PackedMeta,
+    id: u32,
+    backend: Backend,
+    flow: &FlowKey,
+    service_at: u32,
+) -> Option<(FlowTarget, Backend, bool)> {
+    syn_cache::forwarded_slot_of_flow(flow)?.record(service_at, id);
     let target = FlowTarget::unrecorded(id, service.id());
     count::stateless_forward(&target);
     Some((target, backend, false))
@@ -303,7 +340,7 @@ fn record(
         } else {
             FLOW_F_COUNTED | FLOW_F_ESTABLISHED
         },
-        last_seen: maps::now_secs(),
+        last_seen: lookup::now_secs(),
         _pad: 0,
     };
     // Two CPUs may miss on the same new flow at once (a retransmitted SYN): only the
@@ -314,7 +351,7 @@ fn record(
         let backend = backend_by_id(existing.backend)?;
         return Some((existing, backend, false));
     }
-    flow_state::opened(id);
+    flow::opened(id);
     insert_return_entry(pkt, &target, &backend);
     Some((target, backend, true))
 }

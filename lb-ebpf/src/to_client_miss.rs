@@ -3,7 +3,7 @@
 //! evicted, or that ECMP moved here from a node that saw its handshake), or someone
 //! else's traffic (`lbd`'s probes, a client reaching a backend directly). Such a client
 //! packet left a slot in the SYN cache naming its client, VIP and backend (see
-//! `ingress::stateless_forward`); a reply that finds it proves the connection real, as a
+//! `to_backend::stateless_forward`); a reply that finds it proves the connection real, as a
 //! backend answers a segment of a connection it does not have only with a reset, and the
 //! flow is recorded then, in both directions. Without the slot the reply is not ours.
 //!
@@ -30,9 +30,9 @@ use lb_common::{
 
 use crate::{
     count,
-    flow_state::{self, Side},
-    forward,
-    maps::{self, FLOWS},
+    flow::{self, Side},
+    forward, lookup,
+    maps::FLOWS,
     packet::Packet,
     return_entry, rewrite, syn_cache, trace,
 };
@@ -62,16 +62,16 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         backend: answered.backend,
         service: answered.service,
         state: FLOW_F_COUNTED | FLOW_F_ESTABLISHED,
-        last_seen: maps::now_secs(),
+        last_seen: lookup::now_secs(),
         _pad: 0,
     };
     // An entry already there (only the reply direction was lost) stays as it is.
     if FLOWS.insert(flow, target, BPF_NOEXIST as u64).is_ok() {
-        flow_state::opened(target.backend);
+        flow::opened(target.backend);
         count::flow_from_reply(target.service, target.backend);
     }
     if let Some(entry) = FLOWS.get_ptr_mut(flow) {
-        flow_state::observe(entry, pkt.tcp_flags, Side::Backend);
+        flow::observe(entry, pkt.tcp_flags, Side::Backend);
     }
     return_entry::insert(pkt.flow, answered.vip_addr, answered.vip_port, &target);
     rewrite::snat(pkt, answered.vip_addr, answered.vip_port);
