@@ -6,16 +6,27 @@ use crate::{
     service::*,
 };
 
-// SAFETY: all of these are #[repr(C)], made only of integers, with no implicit padding
-// (checked by the size assertions next to each definition).
-unsafe impl aya::Pod for ServiceKey {}
-unsafe impl aya::Pod for ServiceMeta {}
-unsafe impl aya::Pod for Backend {}
-unsafe impl aya::Pod for FlowKey {}
-unsafe impl aya::Pod for FlowTarget {}
-unsafe impl aya::Pod for NatReturn {}
-unsafe impl aya::Pod for TrafficCounters {}
-unsafe impl aya::Pod for crate::nexthop::NextHop {}
-unsafe impl aya::Pod for BackendSignals {}
-unsafe impl aya::Pod for crate::syn_cache::SynSet {}
-unsafe impl aya::Pod for crate::trace::TraceRecord {}
+/// `aya::Pod` for each type, which must be `#[repr(C)]`, made only of integers, with no
+/// implicit padding (checked by the size assertions next to each definition).
+macro_rules! pod {
+    ($($t:ty),* $(,)?) => {
+        $(
+            // SAFETY: the macro's rule, which every type listed below keeps.
+            unsafe impl aya::Pod for $t {}
+        )*
+    };
+}
+
+pod!(
+    ServiceKey,
+    ServiceMeta,
+    Backend,
+    FlowKey,
+    FlowTarget,
+    NatReturn,
+    TrafficCounters,
+    crate::nexthop::NextHop,
+    BackendSignals,
+    crate::syn_cache::SynSet,
+    crate::trace::TraceRecord,
+);

@@ -21,8 +21,10 @@
 //! | sampled trace | `trace.rs` |
 #![no_std]
 #![no_main]
-// Atomic read-modify-write on map values (see flow.rs).
-#![allow(internal_features)]
+#![expect(
+    internal_features,
+    reason = "core_intrinsics: atomic read-modify-write on map values (see flow.rs)"
+)]
 #![feature(core_intrinsics)]
 
 mod count;

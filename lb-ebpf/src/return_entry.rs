@@ -40,8 +40,10 @@ fn init(out: &mut MaybeUninit<NatReturn>, vip: u32, vport: u16, target: &FlowTar
 pub fn insert(key: FlowKey, vip: u32, vport: u16, target: &FlowTarget) {
     let mut nat = MaybeUninit::uninit();
     init(&mut nat, vip, vport, target);
-    // By reference on purpose: a by-value copy of the zeroed entry is the memset the
-    // verifier refuses (see init).
-    #[allow(clippy::needless_borrows_for_generic_args)]
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "by reference on purpose: a by-value copy of the zeroed entry is the \
+                  memset the verifier refuses (see init)"
+    )]
     let _ = RETURN_FLOWS.insert(key, unsafe { &*nat.as_ptr() }, 0);
 }

@@ -17,7 +17,7 @@ pub mod fake;
 mod lookups;
 
 #[cfg(any(test, feature = "fake"))]
-pub use fake::{FakeDataplane, Write};
+pub use fake::{FakeCounters, FakeDataplane, Write};
 pub use lookups::Lookups;
 
 /// The data path: its tables written by the controller, its counters read, its flows

@@ -14,6 +14,8 @@ const JITED_INSNS_AT: usize = 24;
 const LFENCE: [u8; 3] = [0x0f, 0xae, 0xe8];
 
 fn bpf(cmd: libc::c_long, attr: &mut [u8]) -> io::Result<i64> {
+    // SAFETY: bpf(2) reads and writes at most `attr.len()` bytes of `attr`, which
+    // outlives the call.
     let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
     if r < 0 {
         return Err(io::Error::last_os_error());
@@ -35,6 +37,7 @@ pub fn image(id: u32) -> io::Result<Vec<u8>> {
     let mut attr = [0u8; 16];
     attr[0..4].copy_from_slice(&id.to_ne_bytes());
     let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)?;
+    // SAFETY: BPF_PROG_GET_FD_BY_ID returned a new descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let mut first = [0u8; INFO_LEN];
     info(&fd, &mut first)?;

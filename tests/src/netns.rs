@@ -73,7 +73,8 @@ pub fn try_run_timeout(program: &str, args: &[&str], timeout: Duration) -> Resul
     let out = match rx.recv_timeout(timeout) {
         Ok(out) => out,
         Err(_) => {
-            // Not reaped yet (the waiter still holds it), so the pid is ours.
+            // SAFETY: kill only sends a signal; the pid is not reaped yet (the waiter
+            // still holds it), so it is still our child's.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             let _ = waiter.join();
             return Err(format!("`{line}`: timed out after {timeout:?}, killed"));
@@ -186,6 +187,7 @@ pub fn ns_sysctl_get(ns: &str, key: &str) -> String {
 #[track_caller]
 pub fn ifindex(ns: &str, dev: &str) -> u32 {
     let c = CString::new(dev).expect("interface name contains NUL");
+    // SAFETY: `c` is NUL-terminated and outlives the call.
     let idx = run_in(ns, || unsafe { libc::if_nametoindex(c.as_ptr()) });
     assert!(idx != 0, "no interface {dev} in netns {ns}");
     idx

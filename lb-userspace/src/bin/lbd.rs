@@ -10,6 +10,7 @@ use lb_userspace::{
     kernel::pin_lock::{LockError, PinLock},
     kernel::pins::PinDir,
     lbd_args::LbdArgs,
+    model::config::Config,
     model::config::DEFAULT_PIN_DIR,
     model::desired,
     ops::fd_budget,
@@ -34,53 +35,74 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
-        if let Err(e) = preflight::check(&config, Stage::Check) {
-            eprintln!(
-                "lbd: {} cannot run on this host:\n{e}",
-                args.config.display()
-            );
-            return ExitCode::from(EXIT_CONFIG);
-        }
-        println!("{}: ok", args.config.display());
-        return ExitCode::SUCCESS;
+        return check(&args.config, &config);
     }
+    let _lock = match claim_host(&args.config, &config) {
+        Ok(lock) => lock,
+        Err(code) => return code,
+    };
+    let options = daemon::Options {
+        config_path: args.config,
+        source,
+    };
+    serve(config, &options)
+}
+
+/// `lbd --check`: whether the config could run on this host, without touching it.
+fn check(path: &Path, config: &Config) -> ExitCode {
+    if let Err(e) = preflight::check(config, Stage::Check) {
+        eprintln!("lbd: {} cannot run on this host:\n{e}", path.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    println!("{}: ok", path.display());
+    ExitCode::SUCCESS
+}
+
+/// Everything decided before the data path is loaded, so that a refusal changes
+/// nothing: the pin directory is on bpffs and no other lbd holds it, the host passes
+/// the start checks, and the descriptor limit fits the config. The lock is held for as
+/// long as lbd runs.
+fn claim_host(path: &Path, config: &Config) -> Result<PinLock, ExitCode> {
     // One lbd per pin directory, decided before anything touches the kernel.
     if let Err(e) = PinDir::new(&config.pin_dir).check_bpffs() {
         eprintln!(
             "lbd: {} cannot run on this host:\npin_dir: {e}",
-            args.config.display()
+            path.display()
         );
-        return ExitCode::from(EXIT_CONFIG);
+        return Err(ExitCode::from(EXIT_CONFIG));
     }
-    let _lock = match PinLock::acquire(&config.pin_dir) {
+    let lock = match PinLock::acquire(&config.pin_dir) {
         Ok(lock) => lock,
         Err(e @ LockError::Held { .. }) => {
             eprintln!(
                 "lbd: refusing to start: {e}; a second lbd would overwrite its tables and \
                  program. Stop that one first"
             );
-            return ExitCode::from(EXIT_IN_USE);
+            return Err(ExitCode::from(EXIT_IN_USE));
         }
         Err(e) => {
             eprintln!("lbd: {e}");
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
     };
-    if let Err(e) = preflight::check(&config, Stage::Start) {
-        eprintln!(
-            "lbd: {} cannot run on this host:\n{e}",
-            args.config.display()
-        );
-        return ExitCode::from(EXIT_CONFIG);
+    if let Err(e) = preflight::check(config, Stage::Start) {
+        eprintln!("lbd: {} cannot run on this host:\n{e}", path.display());
+        return Err(ExitCode::from(EXIT_CONFIG));
     }
     // Before anything is loaded, so that a refusal changes nothing.
-    match fd_budget::ensure(&config) {
+    match fd_budget::ensure(config) {
         Ok(limit) => log::info!("descriptor limit {} (RLIMIT_NOFILE)", limit.soft),
         Err(e) => {
             eprintln!("lbd: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+            return Err(ExitCode::from(EXIT_CONFIG));
         }
     }
+    Ok(lock)
+}
+
+/// Loads the data path, then runs the daemon on a multi-threaded async runtime until it
+/// stops.
+fn serve(config: Config, options: &daemon::Options) -> ExitCode {
     // Before the runtime starts its threads: lbd narrows its capabilities once the
     // program is loaded, and capabilities are per thread (see `privileges`).
     let dataplane = match daemon::load(&config) {
@@ -100,11 +122,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let options = daemon::Options {
-        config_path: args.config,
-        source,
-    };
-    match runtime.block_on(daemon::run(config, dataplane, &options)) {
+    match runtime.block_on(daemon::run(config, dataplane, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lbd: {e:#}");

@@ -24,6 +24,9 @@ pub struct TopArgs {
     pub duration: Option<u64>,
 }
 
+/// Time between two frames.
+const REFRESH: Duration = Duration::from_secs(1);
+
 pub const WIDTH: usize = 80;
 pub const HEIGHT: usize = 24;
 
@@ -48,10 +51,8 @@ pub fn run(ctx: &Ctx, args: TopArgs) -> anyhow::Result<()> {
         drop(out);
         let wait = match deadline {
             Some(d) if Instant::now() >= d => break,
-            Some(d) => d
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_secs(1)),
-            None => Duration::from_secs(1),
+            Some(d) => d.saturating_duration_since(Instant::now()).min(REFRESH),
+            None => REFRESH,
         };
         if interactive {
             if quit_pressed(wait) {
@@ -63,6 +64,9 @@ pub fn run(ctx: &Ctx, args: TopArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Most services, and most zones, a screen shows.
+const MAX_ROWS: usize = 4;
 
 /// One screen: at most [`HEIGHT`] lines of at most [`WIDTH`] characters.
 pub fn frame(s: &StatsView) -> String {
@@ -78,20 +82,41 @@ pub fn frame(s: &StatsView) -> String {
         s.flow_table_capacity
     ));
     lines.push(String::new());
-    let head = |name: &str| {
-        format!(
-            "{name:<34} {:>7} {:>7} {:>7} {:>8} {:>9}",
-            "CONNS", "NEW/S", "ACTIVE", "PKTS", "BYTES"
-        )
-    };
-    lines.push(head("SERVICE"));
-    for svc in s.services.iter().take(4) {
+    lines.push(heading("SERVICE"));
+    for svc in s.services.iter().take(MAX_ROWS) {
         lines.push(format!("{:<34} {}", svc.service, columns(&svc.counts)));
     }
     lines.push(String::new());
-    lines.push(head("BACKEND               ZONE  STATE"));
-    let zone_lines = s.zones.len().min(4) + 2;
+    lines.push(heading("BACKEND               ZONE  STATE"));
+    let zone_lines = s.zones.len().min(MAX_ROWS) + 2;
     let room = HEIGHT.saturating_sub(lines.len() + zone_lines + 2);
+    lines.extend(backend_rows(s, room));
+    lines.push(String::new());
+    lines.push(heading("ZONE"));
+    for z in s.zones.iter().take(MAX_ROWS) {
+        lines.push(format!("{:<34} {}", z.zone, columns(&z.counts)));
+    }
+    lines.push(String::new());
+    lines.extend(reason_lines(s));
+    lines.truncate(HEIGHT);
+    lines
+        .iter()
+        .map(|l| truncate(l, WIDTH))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The heading of a table: `name` over its first columns, then the traffic columns.
+fn heading(name: &str) -> String {
+    format!(
+        "{name:<34} {:>7} {:>7} {:>7} {:>8} {:>9}",
+        "CONNS", "NEW/S", "ACTIVE", "PKTS", "BYTES"
+    )
+}
+
+/// The busiest backends (by new flows per second) in at most `room` lines, the last
+/// saying how many did not fit.
+fn backend_rows(s: &StatsView, room: usize) -> Vec<String> {
     let mut backends: Vec<_> = s.backends.iter().collect();
     backends.sort_by(|a, b| {
         b.counts
@@ -103,6 +128,7 @@ pub fn frame(s: &StatsView) -> String {
     } else {
         backends.len()
     };
+    let mut lines = Vec::new();
     for b in backends.iter().take(shown) {
         // With one service the address says it all; with several, name the service.
         let name = if s.services.len() > 1 {
@@ -124,20 +150,16 @@ pub fn frame(s: &StatsView) -> String {
             backends.len() - shown
         ));
     }
-    lines.push(String::new());
-    lines.push(head("ZONE"));
-    for z in s.zones.iter().take(4) {
-        lines.push(format!("{:<34} {}", z.zone, columns(&z.counts)));
-    }
-    let reasons: Vec<String> = s
-        .reasons
-        .iter()
-        .map(|r| format!("{} {}", r.reason, human(r.packets)))
-        .collect();
-    lines.push(String::new());
-    // Reasons wrap onto as many lines as the screen has left.
+    lines
+}
+
+/// The data path's reason counters, wrapped onto as many lines as they need (the
+/// screen keeps what it has room for).
+fn reason_lines(s: &StatsView) -> Vec<String> {
+    let mut lines = Vec::new();
     let mut line = "data path:".to_string();
-    for r in reasons {
+    for r in &s.reasons {
+        let r = format!("{} {}", r.reason, human(r.packets));
         if line.chars().count() + 2 + r.chars().count() > WIDTH && line != "data path:" {
             lines.push(std::mem::replace(&mut line, "          ".to_string()));
         }
@@ -145,12 +167,7 @@ pub fn frame(s: &StatsView) -> String {
         line.push_str(&r);
     }
     lines.push(line);
-    lines.truncate(HEIGHT);
     lines
-        .iter()
-        .map(|l| truncate(l, WIDTH))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// The traffic columns of a row (under `CONNS NEW/S ACTIVE PKTS BYTES`).

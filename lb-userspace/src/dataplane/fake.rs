@@ -56,7 +56,20 @@ pub struct FakeDataplane {
     /// What the next `ensure_attached` reports, and each NIC's state, set by tests.
     pub link_changes: Vec<LinkChange>,
     pub interfaces: Vec<(String, bool)>,
+    /// What [`Counters`] reads, set by tests (zero where nothing is set).
+    pub counters: FakeCounters,
     pub log: Vec<Write>,
+}
+
+/// The counters the fake reports, by service or backend id; absent ids read as zero.
+#[derive(Debug, Default)]
+pub struct FakeCounters {
+    pub services: HashMap<u32, TrafficCounters>,
+    pub backends: HashMap<u32, TrafficCounters>,
+    pub active_flows: HashMap<u32, u64>,
+    /// Per reason slot; empty reads as all zero.
+    pub reasons: Vec<u64>,
+    pub flow_entries: u64,
 }
 
 impl FakeDataplane {
@@ -329,19 +342,21 @@ impl Lookups for FakeDataplane {
 
 /// The in-memory data path counts nothing: every counter reads zero.
 impl Counters for FakeDataplane {
-    fn service_counters(&self, _: u32) -> anyhow::Result<TrafficCounters> {
-        Ok(TrafficCounters::default())
+    fn service_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
+        Ok(self.counters.services.get(&id).copied().unwrap_or_default())
     }
-    fn backend_counters(&self, _: u32) -> anyhow::Result<TrafficCounters> {
-        Ok(TrafficCounters::default())
+    fn backend_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
+        Ok(self.counters.backends.get(&id).copied().unwrap_or_default())
     }
-    fn active_flows(&self, _: u32) -> anyhow::Result<u64> {
-        Ok(0)
+    fn active_flows(&self, id: u32) -> anyhow::Result<u64> {
+        Ok(self.counters.active_flows.get(&id).copied().unwrap_or(0))
     }
     fn reason_counters(&self) -> anyhow::Result<Vec<u64>> {
-        Ok(vec![0; REASONS.len()])
+        let mut reasons = self.counters.reasons.clone();
+        reasons.resize(REASONS.len(), 0);
+        Ok(reasons)
     }
     fn flow_entries(&self) -> u64 {
-        0
+        self.counters.flow_entries
     }
 }

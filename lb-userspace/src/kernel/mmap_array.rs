@@ -45,6 +45,7 @@ impl MmapArray {
         );
         let entries = info.max_entries() as usize;
         let stride = value_size.next_multiple_of(8);
+        // SAFETY: sysconf only reads a system constant.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let bytes = (entries * stride).div_ceil(page) * page;
         let fd = data.fd().as_fd().as_raw_fd();

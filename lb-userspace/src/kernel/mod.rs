@@ -59,7 +59,10 @@ pub struct KernelDataplane {
     /// The packet trace's maps (see `lb_common::trace`), until taken.
     trace: Option<TraceMaps>,
     /// Holds lb_reply for lb_xdp's tail call (pinned, see `MAP_PROGRAMS`).
-    #[allow(dead_code)]
+    #[expect(
+        dead_code,
+        reason = "only held, never read: the array must live as long as the loaded programs"
+    )]
     programs: ProgramArray<MapData>,
     /// Unpinned attachments, detached on drop.
     attached: Vec<(String, XdpLinkId)>,

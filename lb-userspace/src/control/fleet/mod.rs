@@ -21,7 +21,7 @@ use crate::{
         passive::Window,
         record::ProbeRecord,
     },
-    model::config::{duration, BackendConfig, BackendState, Config, ServiceConfig},
+    model::config::{duration, BackendConfig, BackendState, Config, HealthConfig, ServiceConfig},
     model::plan::{BackendRef, Overlay},
     model::weights::{self, Member, Mode, ZonePolicy},
 };
@@ -199,6 +199,58 @@ pub fn ejection_cap(total: usize, percent: u32) -> usize {
     (total * percent as usize / 100).max(1)
 }
 
+/// Logs what one probe result did to backend `at` (now `m`, `before` it was `before`):
+/// a transition with its cause, a new flap hold, a pass while held, or the first
+/// failure toward the threshold.
+fn log_probe(
+    at: &BackendRef,
+    m: &MemberState,
+    before: Health,
+    flap: FlapChange,
+    change: Change,
+    outcome: &Outcome,
+    h: &HealthConfig,
+) {
+    let after = m.verdict();
+    let window = h.flap_window;
+    if before != after {
+        let why = match (flap, outcome) {
+            (FlapChange::Held { flips }, _) => format!(
+                "flapping: {flips} flips between passing and failing in the last {window} probes; held until {window} in a row pass"
+            ),
+            (FlapChange::Released, _) => {
+                format!("flapping stopped: {window} consecutive probes passed")
+            }
+            (FlapChange::Nothing, Ok(())) => "consecutive successful probes".to_string(),
+            (FlapChange::Nothing, Err(failure)) => failure.to_string(),
+        };
+        if after == Health::Healthy {
+            info!("backend {at}: {before} -> {after} ({why})");
+        } else {
+            warn!("backend {at}: {before} -> {after} ({why})");
+        }
+    } else if let FlapChange::Held { flips } = flap {
+        warn!(
+            "backend {at}: flapping ({flips} flips between passing and failing in the last {window} probes): held {after} until {window} in a row pass"
+        );
+    } else if m.flap.held()
+        && change
+            == (Change::Became {
+                from: Health::Unhealthy,
+                to: Health::Healthy,
+            })
+    {
+        info!(
+            "backend {at}: probes pass again, but it is held as flapping until {window} in a row pass"
+        );
+    } else if change == Change::FirstFailure && !m.flap.held() {
+        if let Err(failure) = outcome {
+            let threshold = h.unhealthy_threshold;
+            info!("backend {at}: probe failed ({failure}), 1 of {threshold} toward unhealthy");
+        }
+    }
+}
+
 fn backend_ref(service: &ServiceConfig, address: std::net::Ipv4Addr, port: u16) -> BackendRef {
     BackendRef {
         service: service.name.clone(),
@@ -327,72 +379,47 @@ impl Fleet {
             .observe(outcome.is_ok(), h.flap_window.into(), h.flap_flips.into());
         let change = m.machine.observe(outcome);
         if let FlapChange::Held { flips } = flap {
-            // Damping takes a backend out early; like passive ejection, it must never
-            // take the last one that serves (a health endpoint flapping on every backend
-            // would otherwise be an outage). Only a new hold walks the service.
-            let others_serve = Self::members_of(&self.members, &at.service)
-                .any(|(other, o)| other != at && o.retired_at.is_none() && o.eligible());
-            if !others_serve {
-                let m = self.members.get_mut(at).expect("looked up above");
-                m.flap.refuse_hold();
+            if self.refuse_lone_hold(at, flips, now) {
                 flap = FlapChange::Nothing;
-                self.passive
-                    .entry(at.service.clone())
-                    .or_default()
-                    .flap_refused += 1;
-                if m.refusal_logged
-                    .is_none_or(|t| now >= t + REFUSAL_LOG_EVERY)
-                {
-                    m.refusal_logged = Some(now);
-                    warn!(
-                        "backend {at}: flapping ({flips} flips in the last {} probes), but not held out: it is the last backend of its service taking new flows",
-                        h.flap_window
-                    );
-                }
             }
         }
+        let h = &self.services[&at.service].health;
         let m = self.members.get_mut(at).expect("looked up above");
         let after = m.verdict();
-        let window = h.flap_window;
-        if before != after {
-            let why = match (flap, outcome) {
-                (FlapChange::Held { flips }, _) => format!(
-                    "flapping: {flips} flips between passing and failing in the last {window} probes; held until {window} in a row pass"
-                ),
-                (FlapChange::Released, _) => {
-                    format!("flapping stopped: {window} consecutive probes passed")
-                }
-                (FlapChange::Nothing, Ok(())) => "consecutive successful probes".to_string(),
-                (FlapChange::Nothing, Err(failure)) => failure.to_string(),
-            };
-            if after == Health::Healthy {
-                m.passive.clear();
-                m.passive_ejected = false;
-                info!("backend {at}: {before} -> {after} ({why})");
-            } else {
-                warn!("backend {at}: {before} -> {after} ({why})");
-            }
-        } else if let FlapChange::Held { flips } = flap {
-            warn!(
-                "backend {at}: flapping ({flips} flips between passing and failing in the last {window} probes): held {after} until {window} in a row pass"
-            );
-        } else if m.flap.held()
-            && change
-                == (Change::Became {
-                    from: Health::Unhealthy,
-                    to: Health::Healthy,
-                })
-        {
-            info!(
-                "backend {at}: probes pass again, but it is held as flapping until {window} in a row pass"
-            );
-        } else if change == Change::FirstFailure && !m.flap.held() {
-            if let Err(failure) = outcome {
-                let threshold = h.unhealthy_threshold;
-                info!("backend {at}: probe failed ({failure}), 1 of {threshold} toward unhealthy");
-            }
+        if before != after && after == Health::Healthy {
+            m.passive.clear();
+            m.passive_ejected = false;
         }
+        log_probe(at, m, before, flap, change, outcome, h);
         serving_before != m.healthy()
+    }
+
+    /// A new flap hold of `at`, refused when no other backend of its service takes new
+    /// flows: damping takes a backend out early and, like passive ejection, must never
+    /// take the last one that serves (a health endpoint flapping on every backend would
+    /// otherwise be an outage). Only a new hold walks the service. True when refused.
+    fn refuse_lone_hold(&mut self, at: &BackendRef, flips: u32, now: Instant) -> bool {
+        let others_serve = Self::members_of(&self.members, &at.service)
+            .any(|(other, o)| other != at && o.retired_at.is_none() && o.eligible());
+        if others_serve {
+            return false;
+        }
+        let m = self.members.get_mut(at).expect("a member on probation");
+        m.flap.refuse_hold();
+        self.passive
+            .entry(at.service.clone())
+            .or_default()
+            .flap_refused += 1;
+        if m.refusal_logged
+            .is_none_or(|t| now >= t + REFUSAL_LOG_EVERY)
+        {
+            m.refusal_logged = Some(now);
+            warn!(
+                "backend {at}: flapping ({flips} flips in the last {} probes), but not held out: it is the last backend of its service taking new flows",
+                self.services[&at.service].health.flap_window
+            );
+        }
+        true
     }
 
     /// One reading of the data path's counters for each backend of service `name`;

@@ -123,7 +123,7 @@ async fn read_status(stream: &mut TcpStream) -> Result<u16, Failure> {
     let version = words.next().unwrap_or("");
     let code = words.next().and_then(|c| c.parse::<u16>().ok());
     match code {
-        Some(code) if version.starts_with("HTTP/") && (100..=599).contains(&code) => Ok(code),
+        Some(code) if version.starts_with("HTTP/") && StatusRange::HTTP.contains(code) => Ok(code),
         _ => Err(Failure::Other(format!("not an HTTP status line: {line:?}"))),
     }
 }

@@ -35,6 +35,10 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// Bounds of a listener's `header_timeout` and `idle_timeout`.
+const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 pub(super) fn check_connections(c: &mut Collector, field: &str, limits: &ConnectionLimits) {
     if limits.max == 0 || limits.max > MAX_CONNECTIONS_CAP {
         c.err(
@@ -49,10 +53,15 @@ pub(super) fn check_connections(c: &mut Collector, field: &str, limits: &Connect
         ("header_timeout", limits.header_timeout),
         ("idle_timeout", limits.idle_timeout),
     ] {
-        if value < Duration::from_millis(100) || value > Duration::from_secs(3600) {
+        if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&value) {
             c.err(
                 format!("{field}.{name}"),
-                format!("{} is out of range (100ms to 1h)", duration::format(value)),
+                format!(
+                    "{} is out of range ({} to {})",
+                    duration::format(value),
+                    duration::format(MIN_TIMEOUT),
+                    duration::format(MAX_TIMEOUT)
+                ),
             );
         }
     }

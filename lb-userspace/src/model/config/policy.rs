@@ -103,6 +103,10 @@ pub struct StatusRange {
 }
 
 impl StatusRange {
+    /// Every status code HTTP has room for (RFC 9110, section 15: 1xx to 5xx): what a
+    /// status line may carry and what `expect_status` may ask for.
+    pub const HTTP: StatusRange = StatusRange { min: 100, max: 599 };
+
     pub fn contains(&self, status: u16) -> bool {
         (self.min..=self.max).contains(&status)
     }

@@ -6,7 +6,7 @@ use super::{
     collector::{check_name, Collector},
     duration,
     model::ServiceConfig,
-    policy::{HealthConfig, ProbeType, MAX_FLAP_WINDOW},
+    policy::{HealthConfig, ProbeType, StatusRange, MAX_FLAP_WINDOW},
 };
 
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -73,6 +73,17 @@ fn check_at_most(c: &mut Collector, field: &str, value: Duration, max: Duration)
 }
 
 fn check_health(c: &mut Collector, at: &str, h: &HealthConfig) {
+    check_probe_timing(c, at, h);
+    check_passive(c, at, h);
+    check_flap_damping(c, at, h);
+    match h.kind {
+        ProbeType::Tcp => check_tcp(c, at, h),
+        ProbeType::Http => check_http(c, at, h),
+    }
+}
+
+/// Port, interval, timeout and the consecutive-result thresholds of active probes.
+fn check_probe_timing(c: &mut Collector, at: &str, h: &HealthConfig) {
     if h.port == Some(0) {
         c.err(format!("{at}.port"), "must be 1..=65535");
     }
@@ -119,6 +130,10 @@ fn check_health(c: &mut Collector, at: &str, h: &HealthConfig) {
             );
         }
     }
+}
+
+/// Ejection on passive signals (the data path's SYN, SYN-ACK and RST counts).
+fn check_passive(c: &mut Collector, at: &str, h: &HealthConfig) {
     let ratio = h.passive_failure_ratio;
     if !(0.0..=1.0).contains(&ratio) {
         c.err(
@@ -138,6 +153,10 @@ fn check_health(c: &mut Collector, at: &str, h: &HealthConfig) {
             ),
         );
     }
+}
+
+/// Flap damping: the window of results and the flips within it that hold a backend.
+fn check_flap_damping(c: &mut Collector, at: &str, h: &HealthConfig) {
     let min_window = u32::from(MIN_FLAP_FLIPS) + 1;
     if (1..min_window).contains(&u32::from(h.flap_window))
         || u32::from(h.flap_window) > MAX_FLAP_WINDOW
@@ -163,22 +182,21 @@ fn check_health(c: &mut Collector, at: &str, h: &HealthConfig) {
             ),
         );
     }
-    match h.kind {
-        ProbeType::Tcp => {
-            for (name, set) in [
-                ("path", h.path.is_some()),
-                ("host", h.host.is_some()),
-                ("expect_status", h.expect_status.is_some()),
-            ] {
-                if set {
-                    c.err(
-                        format!("{at}.{name}"),
-                        "applies only to `type: http` probes",
-                    );
-                }
-            }
+}
+
+/// A TCP probe sets none of the HTTP probe's fields.
+fn check_tcp(c: &mut Collector, at: &str, h: &HealthConfig) {
+    for (name, set) in [
+        ("path", h.path.is_some()),
+        ("host", h.host.is_some()),
+        ("expect_status", h.expect_status.is_some()),
+    ] {
+        if set {
+            c.err(
+                format!("{at}.{name}"),
+                "applies only to `type: http` probes",
+            );
         }
-        ProbeType::Http => check_http(c, at, h),
     }
 }
 
@@ -200,10 +218,11 @@ fn check_http(c: &mut Collector, at: &str, h: &HealthConfig) {
         }
     }
     if let Some(range) = h.expect_status {
-        if range.min < 100 || range.max > 599 || range.min > range.max {
+        let http = StatusRange::HTTP;
+        if range.min < http.min || range.max > http.max || range.min > range.max {
             c.err(
                 format!("{at}.expect_status"),
-                format!("{range} is not a range within 100-599"),
+                format!("{range} is not a range within {http}"),
             );
         }
     }

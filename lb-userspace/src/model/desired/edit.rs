@@ -49,8 +49,10 @@ impl From<&BackendConfig> for BackendAddr {
 }
 
 /// One change an operator asks for.
-// One is built per API request and never stored in bulk: its size does not matter.
-#[allow(clippy::large_enum_variant)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one is built per API request and never stored in bulk: its size does not matter"
+)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Edit {
     AddService(ServiceConfig),

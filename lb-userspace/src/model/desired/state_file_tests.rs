@@ -207,6 +207,7 @@ fn a_state_directory_others_may_write_is_refused_naming_it() {
         let want = format!(
             "state directory {} (mode {mode:04o}, owner uid {}) is writable by group or others",
             state_dir.display(),
+            // SAFETY: geteuid has no preconditions and cannot fail.
             unsafe { libc::geteuid() }
         );
         let e = Store::new(&path)

@@ -61,6 +61,7 @@ pub fn bind_unix(path: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
     // SAFETY: umask only swaps the process's file mode mask.
     let old = unsafe { libc::umask(0o177) };
     let bound = UnixListener::bind(path);
+    // SAFETY: as above; this puts back the mask umask returned.
     unsafe { libc::umask(old) };
     let listener = bound.with_context(|| format!("binding the admin socket {}", path.display()))?;
     let file = SocketFile {

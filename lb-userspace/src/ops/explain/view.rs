@@ -134,6 +134,21 @@ fn choice_line(c: &ChoiceView) -> String {
     format!("{to}\n    by {}: {}", c.by, c.why)
 }
 
+/// A backend a kernel entry names by id: its line, or the id when the slot was freed
+/// since.
+fn recorded_backend(backend: Option<&BackendView>, id: u32) -> String {
+    backend
+        .map(backend_line)
+        .unwrap_or_else(|| format!("id {id} (slot freed)"))
+}
+
+/// A backend a table slot points at, or `no backend`.
+fn slot_backend(backend: Option<&BackendView>) -> String {
+    backend
+        .map(backend_line)
+        .unwrap_or_else(|| "no backend".into())
+}
+
 /// The human form of `lbctl explain`.
 pub fn render(v: &ExplainView) -> String {
     let s = &v.service;
@@ -146,48 +161,48 @@ pub fn render(v: &ExplainView) -> String {
         "existing connection: {}\n",
         choice_line(&v.existing_connection)
     );
-    match &v.flow_entry {
-        Some(e) => {
-            out += &format!(
-                "flow entry:  backend {}, flags [{}], last seen {} ({}s ago)\n",
-                e.backend
-                    .as_ref()
-                    .map(backend_line)
-                    .unwrap_or_else(|| format!("id {} (slot freed)", e.backend_id)),
-                e.flags.join(" "),
-                e.last_seen,
-                e.idle_secs
-            )
-        }
-        None => out += "flow entry:  none\n",
-    }
-    match &v.syn_cache {
-        Some(slot) => {
-            out += &format!(
-                "SYN cache:   set {} way {}: backend {}\n",
-                slot.set,
-                slot.way,
-                slot.backend
-                    .as_ref()
-                    .map(backend_line)
-                    .unwrap_or_else(|| format!("id {} (slot freed)", slot.backend_id))
-            )
-        }
-        None => out += "SYN cache:   no slot holds this handshake\n",
-    }
+    out += &render_recorded(v);
+    out += &render_table(&v.table);
+    out
+}
+
+/// What the data path has recorded for this connection: its flow entry, the SYN-cache
+/// slot of its handshake, a stateless forward awaiting its reply.
+fn render_recorded(v: &ExplainView) -> String {
+    let mut out = match &v.flow_entry {
+        Some(e) => format!(
+            "flow entry:  backend {}, flags [{}], last seen {} ({}s ago)\n",
+            recorded_backend(e.backend.as_ref(), e.backend_id),
+            e.flags.join(" "),
+            e.last_seen,
+            e.idle_secs
+        ),
+        None => "flow entry:  none\n".to_string(),
+    };
+    out += &match &v.syn_cache {
+        Some(slot) => format!(
+            "SYN cache:   set {} way {}: backend {}\n",
+            slot.set,
+            slot.way,
+            recorded_backend(slot.backend.as_ref(), slot.backend_id)
+        ),
+        None => "SYN cache:   no slot holds this handshake\n".to_string(),
+    };
     if let Some(slot) = &v.forwarded_slot {
         out += &format!(
             "forwarded:   set {} way {}: a packet without an entry went to {}; its reply records the flow\n",
             slot.set,
             slot.way,
-            slot.backend
-                .as_ref()
-                .map(backend_line)
-                .unwrap_or_else(|| format!("id {} (slot freed)", slot.backend_id))
+            recorded_backend(slot.backend.as_ref(), slot.backend_id)
         )
     }
-    let t = &v.table;
-    out += &format!(
+    out
+}
+
+/// Where the service's tables would send the connection: its ring slot, each CPU's
+/// next round-robin pick, the least-connection candidates.
+fn render_table(t: &TableView) -> String {
+    let mut out = format!(
         "ring:        slot {} ({} hash {:#010x}): {}\n",
         t.ring_index,
         if t.ring_by_source {
@@ -196,19 +211,13 @@ pub fn render(v: &ExplainView) -> String {
             "tuple"
         },
         t.ring_hash,
-        t.ring_backend
-            .as_ref()
-            .map(backend_line)
-            .unwrap_or_else(|| "no backend".into())
+        slot_backend(t.ring_backend.as_ref())
     );
     for n in &t.round_robin_next {
         out += &format!(
             "round robin: next on CPU {}: {}\n",
             n.cpu,
-            n.backend
-                .as_ref()
-                .map(backend_line)
-                .unwrap_or_else(|| "no backend".into())
+            slot_backend(n.backend.as_ref())
         );
     }
     for c in &t.least_conn_candidates {

@@ -11,11 +11,11 @@ use prometheus_client::{
 
 use crate::{
     control::health::machine::Health,
-    model::config::{BackendState, Config},
+    model::config::{BackendConfig, BackendState, Config, ServiceConfig},
     model::desired::edit::BackendAddr,
     model::weights::RING_WEIGHT_SCALE,
     ops::shared::{DataPath, Shared},
-    ops::stats::Snapshot,
+    ops::stats::{BackendSample, Snapshot},
 };
 
 pub struct DataPathCollector<D> {
@@ -122,21 +122,7 @@ impl<D: DataPath> DataPathCollector<D> {
 
 impl<D: DataPath> Collector for DataPathCollector<D> {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        use MetricType::{Counter, Gauge};
-        let mut build = Family::new("lb_build_info", "lbd's version", Gauge);
-        build.push(
-            vec![("version", env!("CARGO_PKG_VERSION").to_string())],
-            1.0,
-        );
-        build.encode(&mut encoder)?;
-        // No labels: encoded bare (`name value`), as an empty label set would be `{}`.
-        let persist = encoder.encode_descriptor(
-            "lb_state_persist_failures",
-            "API changes (or their undo) that could not be written to the state file",
-            None,
-            MetricType::Counter,
-        )?;
-        ConstCounter::new(self.runtime.persist_failures()).encode(persist)?;
+        self.encode_lbd(&mut encoder)?;
         // A failed read leaves only build info: a scrape with missing series is better
         // than a failed scrape, and lbd logs the cause.
         let r = match self.read() {
@@ -146,270 +132,510 @@ impl<D: DataPath> Collector for DataPathCollector<D> {
                 return Ok(());
             }
         };
-
-        let mut packets = Family::new(
-            "lb_service_packets",
-            "Packets rewritten per service and direction",
-            Counter,
-        );
-        let mut bytes = Family::new(
-            "lb_service_bytes",
-            "Bytes rewritten per service and direction (Ethernet + IP length)",
-            Counter,
-        );
-        let mut new_flows = Family::new(
-            "lb_service_new_flows",
-            "Flows (connections) created per service",
-            Counter,
-        );
-        let mut active = Family::new("lb_service_active_flows", "Open flows per service", Gauge);
-        let mut stateless = Family::new(
-            "lb_service_stateless_forwards",
-            "Client packets without a flow entry forwarded by the table, recording nothing",
-            Counter,
-        );
-        let mut from_replies = Family::new(
-            "lb_service_flows_from_replies",
-            "Flows recorded by a backend's reply to a stateless forward",
-            Counter,
-        );
-        let mut unproven_acks = Family::new(
-            "lb_service_unproven_acks",
-            "Client ACKs of a handshake in the SYN cache that acknowledge no SYN-ACK that passed (spoofed SYN and ACK pairs), forwarded by the table, recording nothing",
-            Counter,
-        );
-        let mut b_signals = Family::new(
-            "lb_backend_signals",
-            "SYNs forwarded to, SYN-ACKs and RSTs from each backend (signal: syn, syn_ack, reset)",
-            Counter,
-        );
-        let mut b_packets = Family::new(
-            "lb_backend_packets",
-            "Packets rewritten per backend and direction",
-            Counter,
-        );
-        let mut b_bytes = Family::new(
-            "lb_backend_bytes",
-            "Bytes rewritten per backend and direction (Ethernet + IP length)",
-            Counter,
-        );
-        let mut b_new = Family::new(
-            "lb_backend_new_flows",
-            "Flows (connections) created per backend",
-            Counter,
-        );
-        let mut b_active = Family::new("lb_backend_active_flows", "Open flows per backend", Gauge);
-        let mut b_health = Family::new(
-            "lb_backend_health_state",
-            "1 for the backend's current health state (healthy, unhealthy, unknown)",
-            Gauge,
-        );
-        let mut b_weight = Family::new(
-            "lb_backend_effective_weight",
-            "Weight the data path uses for the backend",
-            Gauge,
-        );
-        let mut b_configured = Family::new(
-            "lb_backend_configured_weight",
-            "Weight set by the operator",
-            Gauge,
-        );
-        let mut b_draining = Family::new(
-            "lb_backend_draining",
-            "1 when the operator set the backend to draining",
-            Gauge,
-        );
-        let mut z_packets = Family::new(
-            "lb_zone_packets",
-            "Packets rewritten per service, zone and direction",
-            Counter,
-        );
-        let mut z_bytes = Family::new(
-            "lb_zone_bytes",
-            "Bytes rewritten per service, zone and direction",
-            Counter,
-        );
-        let mut z_new = Family::new(
-            "lb_zone_new_flows",
-            "Flows created per service and zone",
-            Counter,
-        );
-        let mut z_active = Family::new(
-            "lb_zone_active_flows",
-            "Open flows per service and zone",
-            Gauge,
-        );
-        let mut z_drained = Family::new(
-            "lb_zone_drained",
-            "1 when the zone is drained in the service",
-            Gauge,
-        );
-
+        let mut services = ServiceFamilies::new();
+        let mut backends = BackendFamilies::new();
+        let mut zones = ZoneFamilies::new();
         for s in &r.config.services {
-            let sl = || vec![("service", s.name.clone())];
-            let t = r
-                .snapshot
-                .services
-                .get(&s.name)
-                .copied()
-                .unwrap_or_default();
-            let dir = |d: &str| {
-                let mut l = sl();
-                l.push(("direction", d.to_string()));
-                l
-            };
-            packets.push(dir("to_backend"), t.packets_to_backend as f64);
-            packets.push(dir("to_client"), t.packets_to_client as f64);
-            bytes.push(dir("to_backend"), t.bytes_to_backend as f64);
-            bytes.push(dir("to_client"), t.bytes_to_client as f64);
-            new_flows.push(sl(), t.new_flows as f64);
-            stateless.push(sl(), t.stateless_forwards as f64);
-            from_replies.push(sl(), t.flows_from_replies as f64);
-            unproven_acks.push(sl(), t.unproven_acks as f64);
             let mut service_active = 0u64;
             // Zones in a stable order, with every drained zone even without backends.
-            let mut zones: BTreeMap<&str, [u64; 6]> = BTreeMap::new();
-            for zone in &s.drained_zones {
-                zones.entry(zone).or_default();
-            }
+            let mut zone_totals: BTreeMap<&str, BackendSample> = s
+                .drained_zones
+                .iter()
+                .map(|zone| (zone.as_str(), BackendSample::default()))
+                .collect();
             for b in &s.backends {
-                let at = BackendAddr::from(b);
-                let key = (s.name.clone(), at);
-                let sample = r.snapshot.backends.get(&key).copied().unwrap_or_default();
+                let sample = backends.push(&r, s, b);
                 service_active += sample.active_flows;
-                let bl = || {
-                    vec![
-                        ("service", s.name.clone()),
-                        ("backend", at.to_string()),
-                        ("zone", b.zone.clone()),
-                    ]
-                };
-                let bdir = |d: &str| {
-                    let mut l = bl();
-                    l.push(("direction", d.to_string()));
-                    l
-                };
-                let tr = sample.traffic;
-                b_packets.push(bdir("to_backend"), tr.packets_to_backend as f64);
-                b_packets.push(bdir("to_client"), tr.packets_to_client as f64);
-                b_bytes.push(bdir("to_backend"), tr.bytes_to_backend as f64);
-                b_bytes.push(bdir("to_client"), tr.bytes_to_client as f64);
-                b_new.push(bl(), tr.new_flows as f64);
-                b_active.push(bl(), sample.active_flows as f64);
-                let sig = r.signals.get(&key).copied().unwrap_or_default();
-                for (signal, n) in [
-                    ("syn", sig.syns),
-                    ("syn_ack", sig.syn_acks),
-                    ("reset", sig.resets),
-                ] {
-                    let mut l = bl();
-                    l.push(("signal", signal.to_string()));
-                    b_signals.push(l, n as f64);
-                }
-                let state = r.health.get(&key).map(String::as_str).unwrap_or("unknown");
-                for candidate in ["healthy", "unhealthy", "unknown"] {
-                    let mut l = bl();
-                    l.push(("state", candidate.to_string()));
-                    b_health.push(l, if candidate == state { 1.0 } else { 0.0 });
-                }
-                let effective = r.weights.get(&key).copied().unwrap_or(0.0);
-                b_weight.push(bl(), effective);
-                b_configured.push(bl(), b.weight);
-                b_draining.push(
-                    bl(),
-                    if b.state == BackendState::Draining {
-                        1.0
-                    } else {
-                        0.0
-                    },
-                );
-                let z = zones.entry(&b.zone).or_default();
-                z[0] += tr.packets_to_backend;
-                z[1] += tr.packets_to_client;
-                z[2] += tr.bytes_to_backend;
-                z[3] += tr.bytes_to_client;
-                z[4] += tr.new_flows;
-                z[5] += sample.active_flows;
+                let total = zone_totals.entry(&b.zone).or_default();
+                total.traffic.accumulate(&sample.traffic);
+                total.active_flows += sample.active_flows;
             }
-            active.push(sl(), service_active as f64);
-            for (zone, z) in zones {
-                let zl = || vec![("service", s.name.clone()), ("zone", zone.to_string())];
-                let zdir = |d: &str| {
-                    let mut l = zl();
-                    l.push(("direction", d.to_string()));
-                    l
-                };
-                z_packets.push(zdir("to_backend"), z[0] as f64);
-                z_packets.push(zdir("to_client"), z[1] as f64);
-                z_bytes.push(zdir("to_backend"), z[2] as f64);
-                z_bytes.push(zdir("to_client"), z[3] as f64);
-                z_new.push(zl(), z[4] as f64);
-                z_active.push(zl(), z[5] as f64);
-                let drained = s.drained_zones.iter().any(|d| d == zone);
-                z_drained.push(zl(), if drained { 1.0 } else { 0.0 });
+            services.push(&r, s, service_active);
+            for (zone, total) in zone_totals {
+                zones.push(s, zone, &total);
             }
         }
-
-        let mut reasons = Family::new(
-            "lb_datapath_packets",
-            "Packets by what the data path did and why (pass_*, drop_*, tx_*, redirect_*)",
-            Counter,
-        );
-        for ((_, name), n) in REASONS.iter().zip(&r.snapshot.reasons) {
-            let action = name.split('_').next().unwrap_or("pass").to_string();
-            reasons.push(
-                vec![("action", action), ("reason", name.to_string())],
-                *n as f64,
-            );
-        }
-        let limits = &r.config.limits;
-        let mut entries = Family::new(
-            "lb_map_entries",
-            "Entries in use per kernel map (flows: forward entries at the last scan)",
-            Gauge,
-        );
-        let mut capacity = Family::new("lb_map_capacity", "Capacity per kernel map", Gauge);
-        for (map, used, cap) in [
-            ("services", r.services_live as f64, limits.max_services),
-            ("backends", r.backends_live as f64, limits.max_backends),
-            (
-                "flows",
-                r.snapshot.flow_entries as f64,
-                limits.flow_table_size,
-            ),
-        ] {
-            entries.push(vec![("map", map.to_string())], used);
-            capacity.push(vec![("map", map.to_string())], cap);
-        }
-
-        for family in [
-            &packets,
-            &bytes,
-            &new_flows,
-            &active,
-            &stateless,
-            &from_replies,
-            &unproven_acks,
-            &b_signals,
-            &b_packets,
-            &b_bytes,
-            &b_new,
-            &b_active,
-            &b_health,
-            &b_weight,
-            &b_configured,
-            &b_draining,
-            &z_packets,
-            &z_bytes,
-            &z_new,
-            &z_active,
-            &z_drained,
-            &reasons,
-            &entries,
-            &capacity,
-        ] {
+        let reasons = datapath_packets(&r.snapshot.reasons);
+        let [entries, capacity] = map_usage(&r);
+        let families = (services.all().into_iter())
+            .chain(backends.all())
+            .chain(zones.all())
+            .chain([&reasons, &entries, &capacity]);
+        for family in families {
             family.encode(&mut encoder)?;
         }
         Ok(())
+    }
+}
+
+impl<D: DataPath> DataPathCollector<D> {
+    /// lbd's own series, which need no counters from the data path.
+    fn encode_lbd(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut build = Family::new("lb_build_info", "lbd's version", MetricType::Gauge);
+        build.push(
+            vec![("version", env!("CARGO_PKG_VERSION").to_string())],
+            1.0,
+        );
+        build.encode(encoder)?;
+        // No labels: encoded bare (`name value`), as an empty label set would be `{}`.
+        let persist = encoder.encode_descriptor(
+            "lb_state_persist_failures",
+            "API changes (or their undo) that could not be written to the state file",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.runtime.persist_failures()).encode(persist)
+    }
+}
+
+/// `labels` plus one more label.
+fn with(labels: &Labels, name: &'static str, value: &str) -> Labels {
+    let mut labels = labels.clone();
+    labels.push((name, value.to_string()));
+    labels
+}
+
+/// 1 when `on`, 0 otherwise: the value of a state gauge.
+fn flag(on: bool) -> f64 {
+    if on {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+impl Family {
+    /// One sample per direction of traffic.
+    fn push_directions(&mut self, labels: &Labels, to_backend: u64, to_client: u64) {
+        self.push(with(labels, "direction", "to_backend"), to_backend as f64);
+        self.push(with(labels, "direction", "to_client"), to_client as f64);
+    }
+}
+
+/// `lb_service_*`: one sample (or one per direction) per service.
+struct ServiceFamilies {
+    packets: Family,
+    bytes: Family,
+    new_flows: Family,
+    active: Family,
+    stateless: Family,
+    from_replies: Family,
+    unproven_acks: Family,
+}
+
+impl ServiceFamilies {
+    fn new() -> Self {
+        use MetricType::{Counter, Gauge};
+        Self {
+            packets: Family::new(
+                "lb_service_packets",
+                "Packets rewritten per service and direction",
+                Counter,
+            ),
+            bytes: Family::new(
+                "lb_service_bytes",
+                "Bytes rewritten per service and direction (Ethernet + IP length)",
+                Counter,
+            ),
+            new_flows: Family::new(
+                "lb_service_new_flows",
+                "Flows (connections) created per service",
+                Counter,
+            ),
+            active: Family::new("lb_service_active_flows", "Open flows per service", Gauge),
+            stateless: Family::new(
+                "lb_service_stateless_forwards",
+                "Client packets without a flow entry forwarded by the table, recording nothing",
+                Counter,
+            ),
+            from_replies: Family::new(
+                "lb_service_flows_from_replies",
+                "Flows recorded by a backend's reply to a stateless forward",
+                Counter,
+            ),
+            unproven_acks: Family::new(
+                "lb_service_unproven_acks",
+                "Client ACKs of a handshake in the SYN cache that acknowledge no SYN-ACK that passed (spoofed SYN and ACK pairs), forwarded by the table, recording nothing",
+                Counter,
+            ),
+        }
+    }
+
+    /// Service `s`, whose backends hold `active_flows` open flows between them.
+    fn push(&mut self, r: &Reading, s: &ServiceConfig, active_flows: u64) {
+        let labels = vec![("service", s.name.clone())];
+        let t = r
+            .snapshot
+            .services
+            .get(&s.name)
+            .copied()
+            .unwrap_or_default();
+        self.packets
+            .push_directions(&labels, t.packets_to_backend, t.packets_to_client);
+        self.bytes
+            .push_directions(&labels, t.bytes_to_backend, t.bytes_to_client);
+        self.new_flows.push(labels.clone(), t.new_flows as f64);
+        self.active.push(labels.clone(), active_flows as f64);
+        self.stateless
+            .push(labels.clone(), t.stateless_forwards as f64);
+        self.from_replies
+            .push(labels.clone(), t.flows_from_replies as f64);
+        self.unproven_acks.push(labels, t.unproven_acks as f64);
+    }
+
+    fn all(&self) -> [&Family; 7] {
+        [
+            &self.packets,
+            &self.bytes,
+            &self.new_flows,
+            &self.active,
+            &self.stateless,
+            &self.from_replies,
+            &self.unproven_acks,
+        ]
+    }
+}
+
+/// `lb_backend_*`: traffic, passive signals, health and weights per backend.
+struct BackendFamilies {
+    signals: Family,
+    packets: Family,
+    bytes: Family,
+    new_flows: Family,
+    active: Family,
+    health: Family,
+    weight: Family,
+    configured: Family,
+    draining: Family,
+}
+
+impl BackendFamilies {
+    fn new() -> Self {
+        use MetricType::{Counter, Gauge};
+        Self {
+            signals: Family::new(
+                "lb_backend_signals",
+                "SYNs forwarded to, SYN-ACKs and RSTs from each backend (signal: syn, syn_ack, reset)",
+                Counter,
+            ),
+            packets: Family::new(
+                "lb_backend_packets",
+                "Packets rewritten per backend and direction",
+                Counter,
+            ),
+            bytes: Family::new(
+                "lb_backend_bytes",
+                "Bytes rewritten per backend and direction (Ethernet + IP length)",
+                Counter,
+            ),
+            new_flows: Family::new(
+                "lb_backend_new_flows",
+                "Flows (connections) created per backend",
+                Counter,
+            ),
+            active: Family::new("lb_backend_active_flows", "Open flows per backend", Gauge),
+            health: Family::new(
+                "lb_backend_health_state",
+                "1 for the backend's current health state (healthy, unhealthy, unknown)",
+                Gauge,
+            ),
+            weight: Family::new(
+                "lb_backend_effective_weight",
+                "Weight the data path uses for the backend",
+                Gauge,
+            ),
+            configured: Family::new(
+                "lb_backend_configured_weight",
+                "Weight set by the operator",
+                Gauge,
+            ),
+            draining: Family::new(
+                "lb_backend_draining",
+                "1 when the operator set the backend to draining",
+                Gauge,
+            ),
+        }
+    }
+
+    /// Backend `b` of service `s`; returns its counters, which its zone and service sum.
+    fn push(&mut self, r: &Reading, s: &ServiceConfig, b: &BackendConfig) -> BackendSample {
+        let at = BackendAddr::from(b);
+        let key = (s.name.clone(), at);
+        let sample = r.snapshot.backends.get(&key).copied().unwrap_or_default();
+        let labels = vec![
+            ("service", s.name.clone()),
+            ("backend", at.to_string()),
+            ("zone", b.zone.clone()),
+        ];
+        let tr = sample.traffic;
+        self.packets
+            .push_directions(&labels, tr.packets_to_backend, tr.packets_to_client);
+        self.bytes
+            .push_directions(&labels, tr.bytes_to_backend, tr.bytes_to_client);
+        self.new_flows.push(labels.clone(), tr.new_flows as f64);
+        self.active.push(labels.clone(), sample.active_flows as f64);
+        let sig = r.signals.get(&key).copied().unwrap_or_default();
+        for (signal, n) in [
+            ("syn", sig.syns),
+            ("syn_ack", sig.syn_acks),
+            ("reset", sig.resets),
+        ] {
+            self.signals.push(with(&labels, "signal", signal), n as f64);
+        }
+        let state = r.health.get(&key).map(String::as_str).unwrap_or("unknown");
+        for candidate in ["healthy", "unhealthy", "unknown"] {
+            let labels = with(&labels, "state", candidate);
+            self.health.push(labels, flag(candidate == state));
+        }
+        let effective = r.weights.get(&key).copied().unwrap_or(0.0);
+        self.weight.push(labels.clone(), effective);
+        self.configured.push(labels.clone(), b.weight);
+        let draining = b.state == BackendState::Draining;
+        self.draining.push(labels, flag(draining));
+        sample
+    }
+
+    fn all(&self) -> [&Family; 9] {
+        [
+            &self.signals,
+            &self.packets,
+            &self.bytes,
+            &self.new_flows,
+            &self.active,
+            &self.health,
+            &self.weight,
+            &self.configured,
+            &self.draining,
+        ]
+    }
+}
+
+/// `lb_zone_*`: each service's backends summed per zone.
+struct ZoneFamilies {
+    packets: Family,
+    bytes: Family,
+    new_flows: Family,
+    active: Family,
+    drained: Family,
+}
+
+impl ZoneFamilies {
+    fn new() -> Self {
+        use MetricType::{Counter, Gauge};
+        Self {
+            packets: Family::new(
+                "lb_zone_packets",
+                "Packets rewritten per service, zone and direction",
+                Counter,
+            ),
+            bytes: Family::new(
+                "lb_zone_bytes",
+                "Bytes rewritten per service, zone and direction",
+                Counter,
+            ),
+            new_flows: Family::new(
+                "lb_zone_new_flows",
+                "Flows created per service and zone",
+                Counter,
+            ),
+            active: Family::new(
+                "lb_zone_active_flows",
+                "Open flows per service and zone",
+                Gauge,
+            ),
+            drained: Family::new(
+                "lb_zone_drained",
+                "1 when the zone is drained in the service",
+                Gauge,
+            ),
+        }
+    }
+
+    /// `zone` of service `s`, with the sum of its backends' counters.
+    fn push(&mut self, s: &ServiceConfig, zone: &str, total: &BackendSample) {
+        let labels = vec![("service", s.name.clone()), ("zone", zone.to_string())];
+        let t = total.traffic;
+        self.packets
+            .push_directions(&labels, t.packets_to_backend, t.packets_to_client);
+        self.bytes
+            .push_directions(&labels, t.bytes_to_backend, t.bytes_to_client);
+        self.new_flows.push(labels.clone(), t.new_flows as f64);
+        self.active.push(labels.clone(), total.active_flows as f64);
+        let drained = s.drained_zones.iter().any(|d| d == zone);
+        self.drained.push(labels, flag(drained));
+    }
+
+    fn all(&self) -> [&Family; 5] {
+        [
+            &self.packets,
+            &self.bytes,
+            &self.new_flows,
+            &self.active,
+            &self.drained,
+        ]
+    }
+}
+
+/// `lb_datapath_packets`: the data path's reason counters, in [`REASONS`] order.
+fn datapath_packets(counts: &[u64]) -> Family {
+    let mut reasons = Family::new(
+        "lb_datapath_packets",
+        "Packets by what the data path did and why (pass_*, drop_*, tx_*, redirect_*)",
+        MetricType::Counter,
+    );
+    for ((_, name), n) in REASONS.iter().zip(counts) {
+        let action = name.split('_').next().unwrap_or("pass").to_string();
+        reasons.push(
+            vec![("action", action), ("reason", name.to_string())],
+            *n as f64,
+        );
+    }
+    reasons
+}
+
+/// `lb_map_entries` and `lb_map_capacity` of the services, backends and flows maps.
+fn map_usage(r: &Reading) -> [Family; 2] {
+    let limits = &r.config.limits;
+    let mut entries = Family::new(
+        "lb_map_entries",
+        "Entries in use per kernel map (flows: forward entries at the last scan)",
+        MetricType::Gauge,
+    );
+    let mut capacity = Family::new(
+        "lb_map_capacity",
+        "Capacity per kernel map",
+        MetricType::Gauge,
+    );
+    for (map, used, cap) in [
+        ("services", r.services_live as f64, limits.max_services),
+        ("backends", r.backends_live as f64, limits.max_backends),
+        (
+            "flows",
+            r.snapshot.flow_entries as f64,
+            limits.flow_table_size,
+        ),
+    ] {
+        entries.push(vec![("map", map.to_string())], used);
+        capacity.push(vec![("map", map.to_string())], cap);
+    }
+    [entries, capacity]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use lb_common::counters::TrafficCounters;
+    use prometheus_client::{encoding::text, registry::Registry};
+
+    use super::*;
+    use crate::{
+        control::health::machine::Failure,
+        control::runtime::Runtime,
+        control::tables::Controller,
+        dataplane::{FakeCounters, FakeDataplane},
+        model::config,
+        model::plan::BackendRef,
+        ops::shared::SharedRuntime,
+    };
+
+    fn traffic(base: u64) -> TrafficCounters {
+        TrafficCounters {
+            packets_to_backend: base + 1,
+            packets_to_client: base + 2,
+            bytes_to_backend: base + 3,
+            bytes_to_client: base + 4,
+            new_flows: base + 5,
+            stateless_forwards: base + 6,
+            flows_from_replies: base + 7,
+            unproven_acks: base + 8,
+        }
+    }
+
+    /// The fake data path with a distinct, non-zero value in every counter of the
+    /// config's ids, so every series of the exposition carries a number that says where
+    /// it came from.
+    fn counting() -> FakeDataplane {
+        let ids = 0..64u32;
+        let mut fake = FakeDataplane::new(13, 1);
+        fake.counters = FakeCounters {
+            services: ids
+                .clone()
+                .map(|id| (id, traffic(1000 * (u64::from(id) + 1))))
+                .collect(),
+            backends: ids
+                .clone()
+                .map(|id| (id, traffic(10 * (u64::from(id) + 1))))
+                .collect(),
+            active_flows: ids.clone().map(|id| (id, u64::from(id) + 8)).collect(),
+            reasons: (0..REASONS.len() as u64).map(|slot| 3 * slot + 1).collect(),
+            flow_entries: 42,
+        };
+        fake.signals = ids
+            .map(|id| {
+                let id64 = u64::from(id);
+                let signals = BackendSignals {
+                    syns: 100 * id64 + 1,
+                    syn_acks: 100 * id64 + 2,
+                    resets: 100 * id64 + 3,
+                };
+                (id, signals)
+            })
+            .collect();
+        fake
+    }
+
+    const CONFIG: &str = "\
+node: { zone: az-a }
+interfaces: [eth0]
+cluster: { ring_size: 13 }
+limits: { max_services: 8, max_backends: 64, flow_table_size: 4096 }
+services:
+  - name: web
+    vip: 10.0.0.100
+    port: 80
+    drained_zones: [az-c]
+    zone_weights: { az-a: 0.5 }
+    backends:
+      - { address: 10.1.0.11, port: 8080, zone: az-a, weight: 3 }
+      - { address: 10.1.0.12, port: 8080, zone: az-b, weight: 2, state: draining }
+      - { address: 10.1.0.13, port: 8080, zone: az-b }
+  - name: db
+    vip: 10.0.0.101
+    port: 5432
+    backends:
+      - { address: 10.2.0.21, port: 5432, zone: az-a }
+";
+
+    /// Every family of the data path, for a fixed config and fixed counters, exactly as
+    /// lbd exposes it: the names, labels, order and values scrapers and dashboards read.
+    #[test]
+    fn the_data_path_exposition_is_unchanged_for_fixed_counters() {
+        let c = config::parse(CONFIG).unwrap();
+        let controller = Controller::new(counting(), 13);
+        let (runtime, _) = Runtime::start(c, controller, std::time::Instant::now()).unwrap();
+        let shared = Arc::new(SharedRuntime::new(runtime));
+        let web = |last: u8| BackendRef {
+            service: "web".into(),
+            address: format!("10.1.0.{last}").parse().unwrap(),
+            port: 8080,
+        };
+        for _ in 0..3 {
+            shared.on_probe(&web(11), &Ok(()), Duration::ZERO).unwrap();
+            shared
+                .on_probe(&web(13), &Err(Failure::Refused), Duration::ZERO)
+                .unwrap();
+        }
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(DataPathCollector::new(shared)));
+        let mut text = String::new();
+        text::encode(&mut text, &registry).unwrap();
+        let version = concat!("version=\"", env!("CARGO_PKG_VERSION"), "\"");
+        let text = text.replace(version, "version=\"VERSION\"");
+        let expected = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/data_path_metrics.txt"
+        ));
+        assert_eq!(text, expected, "the exposition changed:\n{text}");
     }
 }

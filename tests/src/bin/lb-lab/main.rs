@@ -88,6 +88,7 @@ fn main() {
         }
     };
     // Ctrl-C must still tear the lab down, so it only sets a flag.
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
