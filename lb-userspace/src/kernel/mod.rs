@@ -16,9 +16,6 @@ pub mod privileges;
 pub mod service_index;
 pub mod trace;
 
-pub use links::ifindex_of;
-pub use load::map_sizes;
-
 use anyhow::Context as _;
 use aya::{
     maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, ProgramArray},
@@ -32,6 +29,8 @@ use lb_common::{
     nexthop::NextHop,
 };
 
+pub use self::links::ifindex_of;
+pub use self::load::map_sizes;
 use self::{links::Links, mmap_array::MmapArray, service_index::ServiceIndex, trace::TraceMaps};
 
 /// The loaded data path: the program and typed handles on every map.

@@ -23,13 +23,14 @@
 //! Backends are `10.1.0.{11,12,13}` with distinct ports (`10000 + i`), so that every
 //! backend has a neighbour in the rig and every packet is redirected: the path stays the
 //! same and only the table sizes change.
+use std::net::Ipv4Addr;
+
 use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_COUNTED},
     net::{ipv4_wire, port_wire, FAMILY_IPV4, PROTO_TCP},
 };
 use lb_userspace::{control::tables::Controller, kernel::KernelDataplane, model::config};
 use serde_json::{json, Value};
-use std::net::Ipv4Addr;
 
 use super::{
     memory,

@@ -1,6 +1,7 @@
-//! rustfmt and clippy, which `cargo xtask test` runs before the tests: on the default
-//! toolchain for the host crates, and clippy on the nightly for the eBPF crate. A
-//! toolchain installed with the minimal profile has neither.
+//! rustfmt and clippy, which `cargo xtask test` runs before the tests: clippy on the
+//! default toolchain for the host crates and on the nightly for the eBPF crate; rustfmt
+//! on the nightly, whose `group_imports` (std / external / crate) `rustfmt.toml` sets.
+//! A toolchain installed with the minimal profile has neither.
 
 use std::process::Command;
 
@@ -13,7 +14,7 @@ pub struct LintTools;
 
 /// (toolchain as given to `cargo +…`, cargo subcommand, rustup component)
 const TOOLS: &[(Option<&str>, &str, &str)] = &[
-    (None, "fmt", "rustfmt"),
+    (Some("nightly"), "fmt", "rustfmt"),
     (None, "clippy", "clippy"),
     (Some("nightly"), "clippy", "clippy"),
 ];
@@ -34,7 +35,7 @@ fn missing() -> Vec<(Option<&'static str>, &'static str)> {
 
 impl Step for LintTools {
     fn name(&self) -> String {
-        "rustfmt and clippy (default toolchain), clippy (nightly)".into()
+        "clippy (default toolchain), rustfmt and clippy (nightly)".into()
     }
 
     fn needed_for(&self) -> Need {

@@ -7,10 +7,9 @@ use std::process::Command;
 
 use anyhow::Result;
 
+use super::man;
 use crate::setup::{self, Need, Verbosity};
 use crate::{cmd, paths};
-
-use super::man;
 
 /// `cargo build` for the host crates, in two runs: `lbd` and `lbctl` on their own, so
 /// that the in-memory data path the tests crate enables (lb-userspace's `fake`

@@ -2,7 +2,8 @@
 //! CI runs. Stages, stopping at the first that fails:
 //!
 //! 1. set-up (toolchain, lint tools, packages, bpffs) if anything is missing;
-//! 2. `cargo fmt --check` over the whole workspace;
+//! 2. `cargo +nightly fmt --check` over the whole workspace (the nightly rustfmt groups
+//!    imports std / external / crate, see `rustfmt.toml`);
 //! 3. clippy on the host crates, all targets, warnings denied;
 //! 4. clippy on the eBPF crate for the BPF target (nightly, `build-std=core`);
 //! 5. every binary (the tests start `lbd` and the lab binaries);
@@ -64,7 +65,7 @@ pub fn main(test: TestArgs) -> Result<u8> {
 
 fn fmt() -> Result<Command> {
     let mut fmt = paths::cargo()?;
-    fmt.args(["fmt", "--all", "--", "--check"]);
+    fmt.args(["+nightly", "fmt", "--all", "--", "--check"]);
     Ok(fmt)
 }
 

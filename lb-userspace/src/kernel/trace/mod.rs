@@ -6,8 +6,6 @@
 //! record is written) it costs nothing.
 mod maps;
 
-pub use maps::TraceMaps;
-
 use std::{
     collections::HashMap,
     sync::{
@@ -21,6 +19,8 @@ use aya::maps::{MapData, RingBuf};
 use lb_common::trace::TraceRecord;
 use log::{error, info};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
+
+pub use self::maps::TraceMaps;
 
 /// Records a session's reader may fall behind by before further ones are dropped.
 const SESSION_QUEUE: usize = 4096;

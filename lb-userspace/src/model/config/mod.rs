@@ -10,6 +10,8 @@ mod reload;
 mod validate;
 mod validate_policy;
 
+use std::path::Path;
+
 pub use collector::{ConfigError, FieldError};
 pub use connections::{ConnectionLimits, MAX_CONNECTIONS_CAP};
 pub use flow_timeouts::*;
@@ -17,8 +19,6 @@ pub use model::*;
 pub use policy::*;
 pub use reload::check_reloadable;
 pub use validate::{validate, validate_scoped, Scope};
-
-use std::path::Path;
 
 /// Parses and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
