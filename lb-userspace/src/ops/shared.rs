@@ -32,6 +32,7 @@ use crate::{
         state_file::{StateFileError, Store, Undo},
     },
     model::plan::BackendRef,
+    model::table_digest::{self, DigestCache, ServiceDigest},
     ops::stats::{self, Sampler, Snapshot},
     ops::views::{ChangeResult, HealthView, StatsView},
 };
@@ -69,6 +70,8 @@ struct Inner<D> {
     runtime: Runtime<D>,
     sampler: Sampler,
     store: Store,
+    /// Table digests, recomputed only for services whose tables changed.
+    digests: DigestCache,
 }
 
 impl<D: Dataplane> SharedRuntime<D> {
@@ -80,6 +83,7 @@ impl<D: Dataplane> SharedRuntime<D> {
                 runtime,
                 sampler: Sampler::default(),
                 store,
+                digests: DigestCache::default(),
             }),
             started: Instant::now(),
             ready: AtomicBool::new(false),
@@ -403,6 +407,18 @@ impl<D: Dataplane> SharedRuntime<D> {
             }
         }
         out
+    }
+
+    /// Each planned service's table and config digests (see `model::table_digest`), in
+    /// plan order; empty before the data path is programmed.
+    pub fn digests(&self) -> Vec<ServiceDigest> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(plan) = inner.runtime.controller().plan() else {
+            return Vec::new();
+        };
+        let config = inner.runtime.config();
+        table_digest::service_digests(&mut inner.digests, plan, config)
     }
 
     /// The zone of a backend in the desired state (`None` once it was removed).

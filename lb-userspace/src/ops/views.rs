@@ -19,6 +19,15 @@ pub struct ServiceSummary {
     pub backends: usize,
     pub draining: usize,
     pub drained_zones: Vec<String>,
+    /// What this node's tables map the service's flows to: equal on every node that
+    /// places each of its flows on the same backend (48 bits, see
+    /// `model::table_digest`). `None` before the data path is programmed.
+    #[serde(default)]
+    pub table_digest: Option<u64>,
+    /// The service's entry of the desired state (48 bits): equal on nodes given the same
+    /// service.
+    #[serde(default)]
+    pub config_digest: Option<u64>,
 }
 
 /// `GET /v1/services/{name}/backends` and `GET /v1/backends`.
