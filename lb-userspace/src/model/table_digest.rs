@@ -93,23 +93,33 @@ pub fn table_digest(service: &PlannedService, hash_seed: u32) -> u64 {
 }
 
 fn digest_of(input: &[MaglevBackend], ring: &[u32], table: &[u32], policy: u32, seed: u32) -> u64 {
-    let by_id: HashMap<u32, usize> = input.iter().enumerate().map(|(i, b)| (b.id, i)).collect();
+    // Ids are dense (the plan hands out the lowest free ones), so tables indexed by id
+    // rather than hash maps: a ring has 65537 slots to look up.
+    let ids = input.iter().map(|b| b.id as usize + 1).max().unwrap_or(0);
+    let mut input_of_id = vec![None; ids];
+    for (i, b) in input.iter().enumerate() {
+        input_of_id[b.id as usize] = Some(i);
+    }
+    let input_at = |id: u32| input_of_id.get(id as usize).copied().flatten();
     // Which inputs the tables name, then their place in the sorted list of identities.
     let mut named = vec![false; input.len()];
     for id in ring.iter().chain(table) {
-        if let Some(i) = by_id.get(id) {
-            named[*i] = true;
+        if let Some(i) = input_at(*id) {
+            named[i] = true;
         }
     }
     let mut listed: Vec<usize> = (0..input.len()).filter(|i| named[*i]).collect();
     listed.sort_by(|a, b| input[*a].identity.cmp(&input[*b].identity));
-    let mut place_of_input = vec![UNKNOWN_SLOT; input.len()];
+    let mut place_of_id = vec![UNKNOWN_SLOT; ids];
     for (place, i) in listed.iter().enumerate() {
-        place_of_input[*i] = place as u32;
+        place_of_id[input[*i].id as usize] = place as u32;
     }
     let encode = |id: u32| match id {
         NO_BACKEND => EMPTY_SLOT,
-        id => by_id.get(&id).map_or(UNKNOWN_SLOT, |i| place_of_input[*i]),
+        id => place_of_id
+            .get(id as usize)
+            .copied()
+            .unwrap_or(UNKNOWN_SLOT),
     };
     let mut h = Fnv1a::new();
     h.bytes(DOMAIN);
@@ -138,12 +148,9 @@ fn digest_of(input: &[MaglevBackend], ring: &[u32], table: &[u32], policy: u32, 
         table.sort_unstable();
     }
     h.u32(ring.len() as u32);
-    // One buffer rather than one call per slot: a ring has 65537 of them.
-    let encoded: Vec<u8> = ring
-        .iter()
-        .flat_map(|id| encode(*id).to_le_bytes())
-        .collect();
-    h.bytes(&encoded);
+    for id in ring {
+        h.u32(encode(*id));
+    }
     h.u32(table.len() as u32);
     for entry in table {
         h.u32(entry);
