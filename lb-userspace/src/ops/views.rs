@@ -150,8 +150,16 @@ pub struct ChangeResult {
     pub applied: bool,
 }
 
+/// [`ErrorBody::reason`] of a change refused for want of room in a data-path table (also
+/// the `reason` label of `lb_api_changes_refused_total`).
+pub const REASON_TABLE_FULL: &str = "table_full";
+
 /// Body of every 4xx/5xx answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+    /// What kind of refusal, for scripts, where the status alone does not say it:
+    /// `table_full` (HTTP 507).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
