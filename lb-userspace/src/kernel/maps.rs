@@ -53,6 +53,16 @@ pub(super) fn sum_counters(
 }
 
 impl Dataplane for KernelDataplane {
+    fn set_reverse_map(
+        &mut self,
+        entries: &std::collections::BTreeMap<
+            lb_common::reverse::ReverseKey,
+            lb_common::reverse::ReverseTarget,
+        >,
+    ) -> anyhow::Result<()> {
+        self.write_reverse_map(entries)
+    }
+
     fn set_backend(&mut self, id: u32, backend: &Backend) -> anyhow::Result<()> {
         self.backends
             .set(id, backend, 0)

@@ -8,4 +8,5 @@ pub mod maglev;
 pub mod plan;
 pub mod policy_table;
 pub mod reconcile;
+pub mod reverse_map;
 pub mod weights;
