@@ -36,7 +36,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         family: pkt.flow.family,
     };
     // Copied out: the controller may replace the entry meanwhile.
-    let target = unsafe { REVERSE.get(&key) }.copied()?;
+    let target = unsafe { REVERSE.get(key) }.copied()?;
     if addressed_to_this_node(ctx, pkt) {
         return Some(count::pass(Reason::PassReplyToNode));
     }
