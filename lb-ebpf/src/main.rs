@@ -96,9 +96,9 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 /// `lb_common::syn_cache`); any other reply may answer a client packet forwarded without
 /// a flow entry, and its flow is recorded then (see `to_client_miss`). Whatever is neither is
 /// translated by the reverse map if its backend serves a `stateless_return` service (see
-/// `to_client_reverse`), and passed untouched otherwise. The frame is parsed again, as a tail call keeps only the context;
-/// nothing of `lb_xdp`'s stack survives the call, which is what gives this path a stack
-/// of its own.
+/// `to_client_reverse`), and passed untouched otherwise. The frame is parsed again, as a
+/// tail call keeps only the context; nothing of `lb_xdp`'s stack survives the call, which
+/// is what gives this path a stack of its own.
 #[xdp]
 pub fn lb_reply(ctx: XdpContext) -> u32 {
     let pkt = match parse::addresses(&ctx).and_then(|at| parse::tcp(&ctx, at)) {

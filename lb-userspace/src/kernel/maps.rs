@@ -1,6 +1,8 @@
 //! [`Dataplane`] and [`Counters`] over the real maps: table writes, flow purges and the
 //! per-CPU counters summed.
 
+use std::collections::BTreeMap;
+
 use anyhow::Context as _;
 use aya::maps::{MapData, PerCpuArray};
 use lb_common::{
@@ -9,6 +11,7 @@ use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn},
     limits::*,
     nexthop::NextHop,
+    reverse::{ReverseKey, ReverseTarget},
     service::{ServiceKey, ServiceMeta},
 };
 
@@ -55,10 +58,7 @@ pub(super) fn sum_counters(
 impl Dataplane for KernelDataplane {
     fn set_reverse_map(
         &mut self,
-        entries: &std::collections::BTreeMap<
-            lb_common::reverse::ReverseKey,
-            lb_common::reverse::ReverseTarget,
-        >,
+        entries: &BTreeMap<ReverseKey, ReverseTarget>,
     ) -> anyhow::Result<()> {
         self.write_reverse_map(entries)
     }
