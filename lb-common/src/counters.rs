@@ -29,8 +29,12 @@ pub struct TrafficCounters {
     /// spoofed SYN and ACK pair. Forwarded by the table like any stateless forward (and
     /// counted in `stateless_forwards` too), recording nothing.
     pub unproven_acks: u64,
+    /// Backend replies with no return entry and no SYN-cache slot translated by the
+    /// reverse map (see [`crate::reverse`]): replies of connections this node did not
+    /// see opened, in a tier of nodes behind ECMP. Counted in `packets_to_client` too.
+    pub replies_reverse_mapped: u64,
 }
-const _: () = assert!(core::mem::size_of::<TrafficCounters>() == 64);
+const _: () = assert!(core::mem::size_of::<TrafficCounters>() == 72);
 
 impl TrafficCounters {
     /// Adds another CPU's counters to this one.
@@ -43,6 +47,7 @@ impl TrafficCounters {
         self.stateless_forwards += other.stateless_forwards;
         self.flows_from_replies += other.flows_from_replies;
         self.unproven_acks += other.unproven_acks;
+        self.replies_reverse_mapped += other.replies_reverse_mapped;
     }
 }
 
@@ -119,10 +124,14 @@ pub enum Reason {
     /// the backend has no route): a spoofed reply, recording nothing, handed to the
     /// kernel (its own reverse-path filter and routing decide).
     PassReplyWrongInterface,
+    /// A backend's reply that the reverse map would translate (see [`crate::reverse`]),
+    /// but addressed to this node itself (the reply to one of `lbd`'s health probes, or
+    /// to anything else the node sent from its own address): the kernel's, untouched.
+    PassReplyToNode,
 }
 
 /// Number of reason slots (size of the reasons array).
-pub const REASON_COUNT: u32 = 18;
+pub const REASON_COUNT: u32 = 19;
 
 /// All reasons in slot order, with the names used in metrics.
 pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
@@ -147,6 +156,7 @@ pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
         Reason::PassReplyWrongInterface,
         "pass_reply_wrong_interface",
     ),
+    (Reason::PassReplyToNode, "pass_reply_to_node"),
 ];
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod hash;
 pub mod limits;
 pub mod net;
 pub mod nexthop;
+pub mod reverse;
 pub mod service;
 pub mod service_index;
 pub mod syn_cache;

@@ -33,6 +33,9 @@ pub const MAP_NEXTHOP_GEN: &str = "NEXTHOP_GEN";
 pub const MAP_ADDR_FILTER: &str = "ADDR_FILTER";
 /// The SYN cache (see `lb_common::syn_cache`).
 pub const MAP_SYN_CACHE: &str = "SYN_CACHE";
+/// The reverse map, backend address:port -> VIP:port (see `lb_common::reverse`); at most
+/// one entry per backend slot, so sized `limits.max_backends`.
+pub const MAP_REVERSE: &str = "REVERSE";
 /// One-entry array: the controller's clock in whole seconds (CLOCK_BOOTTIME), written
 /// every second, stamped on flows by the data path.
 pub const MAP_CLOCK: &str = "CLOCK";
@@ -51,7 +54,7 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 10;
+pub const LAYOUT_VERSION: u32 = 11;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";

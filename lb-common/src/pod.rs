@@ -28,5 +28,7 @@ pod!(
     crate::nexthop::NextHop,
     BackendSignals,
     crate::syn_cache::SynSet,
+    crate::reverse::ReverseKey,
+    crate::reverse::ReverseTarget,
     crate::trace::TraceRecord,
 );

@@ -77,6 +77,17 @@ pub fn flow_from_reply(service: u32, backend: u32) {
     }
 }
 
+/// A reply translated by the reverse map (see `TrafficCounters::replies_reverse_mapped`).
+#[inline(always)]
+pub fn reply_reverse_mapped(service: u32, backend: u32) {
+    if let Some(c) = SERVICE_STATS.get_ptr_mut(service) {
+        unsafe { (*c).replies_reverse_mapped += 1 };
+    }
+    if let Some(c) = BACKEND_STATS.get_ptr_mut(backend) {
+        unsafe { (*c).replies_reverse_mapped += 1 };
+    }
+}
+
 #[inline(always)]
 pub fn to_client(service: u32, backend: u32, bytes: u64) {
     let add = |c: &mut TrafficCounters| {

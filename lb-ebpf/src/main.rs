@@ -17,6 +17,7 @@
 //! | forward (FIB, TTL, MACs) | `forward.rs` |
 //! | backend -> client, by return entry or SYN-cache slot | `to_client.rs`, `return_entry.rs` |
 //! | backend -> client without a flow entry (`lb_reply`) | `to_client_miss.rs` |
+//! | backend -> client by the reverse map (`lb_reply`, last resort) | `to_client_reverse.rs` |
 //! | count | `count.rs` |
 //! | sampled trace | `trace.rs` |
 #![no_std]
@@ -41,6 +42,7 @@ mod syn_cache;
 mod to_backend;
 mod to_client;
 mod to_client_miss;
+mod to_client_reverse;
 mod trace;
 mod wire;
 
@@ -93,9 +95,10 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 /// the SYN cache, and a SYN-ACK leaves there the proof the client's ACK must match (see
 /// `lb_common::syn_cache`); any other reply may answer a client packet forwarded without
 /// a flow entry, and its flow is recorded then (see `to_client_miss`). Whatever is neither is
-/// passed untouched. The frame is parsed again, as a tail call keeps only the context;
-/// nothing of `lb_xdp`'s stack survives the call, which is what gives this path a stack
-/// of its own.
+/// translated by the reverse map if its backend serves a `stateless_return` service (see
+/// `to_client_reverse`), and passed untouched otherwise. The frame is parsed again, as a
+/// tail call keeps only the context; nothing of `lb_xdp`'s stack survives the call, which
+/// is what gives this path a stack of its own.
 #[xdp]
 pub fn lb_reply(ctx: XdpContext) -> u32 {
     let pkt = match parse::addresses(&ctx).and_then(|at| parse::tcp(&ctx, at)) {
@@ -103,8 +106,7 @@ pub fn lb_reply(ctx: XdpContext) -> u32 {
         Err(reason) => return count::pass(reason),
     };
     if pkt.tcp_flags & (TCP_SYN | TCP_RST) == 0 {
-        return to_client_miss::handle(&ctx, &pkt)
-            .unwrap_or_else(|| count::pass(Reason::PassNoService));
+        return to_client_miss::handle(&ctx, &pkt).unwrap_or_else(|| not_ours(&ctx, &pkt));
     }
     let nat = lookup::return_flow_of(&pkt);
     if let Some(set) = syn_cache::set(pkt.flow.dst_addr, pkt.flow.dst_port) {
@@ -122,8 +124,14 @@ pub fn lb_reply(ctx: XdpContext) -> u32 {
     }
     match nat {
         Some(nat) => to_client::handle(&ctx, &pkt, nat),
-        None => count::pass(Reason::PassNoService),
+        None => not_ours(&ctx, &pkt),
     }
+}
+
+/// A backend's reply that no state of this node claims: the reverse map's, or passed.
+#[inline(always)]
+fn not_ours(ctx: &XdpContext, pkt: &packet::Packet) -> u32 {
+    to_client_reverse::handle(ctx, pkt).unwrap_or_else(|| count::pass(Reason::PassNoService))
 }
 
 /// Passes every frame. It is the floor that benchmarks subtract, and what the veth peers

@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use lb_common::{
     backend::Backend,
@@ -12,6 +12,7 @@ use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn},
     limits::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, MAX_INTERFACES},
     nexthop::NextHop,
+    reverse::{ReverseKey, ReverseTarget},
     service::POLICY_TABLE_SLOTS,
     service_index::{self, ServiceSlot},
     syn_cache::SynSet,
@@ -85,6 +86,13 @@ pub static LB_LAYOUT: Array<u32> = Array::with_max_entries(1, 0);
 /// `lb_common::syn_cache`); sized by the loader, a power of two.
 #[map]
 pub static SYN_CACHE: Array<SynSet> = Array::with_max_entries(1024, 0);
+
+/// Backend address:port -> VIP:port for replies that find no return entry and no
+/// SYN-cache slot (see `lb_common::reverse`); written by the controller, at most one entry
+/// per backend slot.
+#[map]
+pub static REVERSE: HashMap<ReverseKey, ReverseTarget> =
+    HashMap::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 
 /// Cached route towards each backend, by backend id (see `lb_common::nexthop`).
 #[map]

@@ -101,7 +101,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
 /// it), without the neighbour: a backend's entry may be stale while its route is not.
 /// No route to the backend fails the check too.
 #[inline(always)]
-fn arrived_from_backend_side(ctx: &XdpContext, pkt: &Packet) -> bool {
+pub fn arrived_from_backend_side(ctx: &XdpContext, pkt: &Packet) -> bool {
     let ingress = ctx.ingress_ifindex() as u32;
     let mut params = MaybeUninit::<FibParams>::uninit();
     let fib = params.as_mut_ptr();

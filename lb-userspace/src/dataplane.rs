@@ -2,11 +2,12 @@
 //! loop, the API and the metrics do to the kernel's tables (writes, counters, flow
 //! maintenance, single-entry lookups). `crate::kernel` implements it over the real
 //! maps; `FakeDataplane` (for tests and the `fake` feature only) in memory.
-use std::path::PathBuf;
+use std::{collections::BTreeMap, path::PathBuf};
 
 use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters},
+    reverse::{ReverseKey, ReverseTarget},
     service::{ServiceKey, ServiceMeta},
 };
 
@@ -56,6 +57,12 @@ pub trait Dataplane: Counters + Lookups {
     /// Creates or replaces a service; replacing flips its live ring slot atomically.
     fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> WriteResult;
     fn remove_service(&mut self, key: &ServiceKey) -> WriteResult;
+    /// Makes the reverse map (see `lb_common::reverse`) hold exactly `entries`: writes
+    /// what is new or changed, deletes what is not listed.
+    fn set_reverse_map(
+        &mut self,
+        entries: &BTreeMap<ReverseKey, ReverseTarget>,
+    ) -> anyhow::Result<()>;
     /// Deletes every flow entry, in both directions, pinned to any of the backends `ids`
     /// (one walk of each table, however many ids); returns how many connections
     /// (forward entries) were dropped.

@@ -245,6 +245,7 @@ impl<D: Dataplane> Controller<D> {
         self.plan = Some(plan);
         self.stale = false;
         self.planned += self.plan.as_ref().map_or(0, |p| p.backends.len() as u64);
+        self.write_reverse_map(config)?;
         Ok(summary)
     }
 
@@ -293,6 +294,7 @@ impl<D: Dataplane> Controller<D> {
                 return Err(e);
             }
         }
+        self.write_reverse_map(config)?;
         Ok(summary)
     }
 
@@ -663,5 +665,6 @@ fn changes(
     out
 }
 
+mod reverse;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,6 @@
 //! An in-memory data path that behaves like the kernel's lookups, for tests: compiled
 //! for this crate's tests and, behind the `fake` feature, for the tests crate.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
@@ -9,6 +9,7 @@ use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
     hash::flow_hash,
     limits::{MAP_BACKENDS, MAP_POLICY_TABLE, MAP_RING, MAP_SERVICE_INDEX},
+    reverse::{ReverseKey, ReverseTarget},
     service::{ring_index, ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
     syn_cache::SynSet,
 };
@@ -30,6 +31,8 @@ pub enum Write {
     Service(ServiceKey, ServiceMeta),
     RemoveService(ServiceKey),
     PurgeFlows(u32),
+    /// A reverse-map entry written (`Some`) or deleted (`None`).
+    Reverse(ReverseKey, Option<ReverseTarget>),
 }
 
 /// In-memory stand-in for the kernel maps, with the data path's selection logic.
@@ -42,6 +45,7 @@ pub struct FakeDataplane {
     pub ring: HashMap<u32, u32>,
     pub policy_table: HashMap<u32, u32>,
     pub filter: HashMap<u32, u32>,
+    pub reverse: BTreeMap<ReverseKey, ReverseTarget>,
     pub flows: HashMap<FlowKey, FlowTarget>,
     pub return_flows: HashMap<FlowKey, NatReturn>,
     pub signals: HashMap<u32, BackendSignals>,
@@ -220,6 +224,24 @@ impl Dataplane for FakeDataplane {
         }
         self.services.insert(*key, *meta);
         self.log.push(Write::Service(*key, *meta));
+        Ok(())
+    }
+
+    fn set_reverse_map(
+        &mut self,
+        entries: &BTreeMap<ReverseKey, ReverseTarget>,
+    ) -> anyhow::Result<()> {
+        for key in self.reverse.keys() {
+            if !entries.contains_key(key) {
+                self.log.push(Write::Reverse(*key, None));
+            }
+        }
+        for (key, target) in entries {
+            if self.reverse.get(key) != Some(target) {
+                self.log.push(Write::Reverse(*key, Some(*target)));
+            }
+        }
+        self.reverse = entries.clone();
         Ok(())
     }
 

@@ -67,6 +67,7 @@ pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
         (MAP_FLOWS, limits.flow_table_size),
         (MAP_RETURN_FLOWS, limits.flow_table_size),
         (MAP_SYN_CACHE, syn_cache_sets(limits.flow_table_size)),
+        (MAP_REVERSE, limits.max_backends),
         (MAP_TRACE_SAMPLE, limits.max_services),
     ])
 }
@@ -175,6 +176,7 @@ impl KernelDataplane {
             rr_cursor: take(&mut ebpf, MAP_RR_CURSOR)?,
             flows: take(&mut ebpf, MAP_FLOWS)?,
             return_flows: take(&mut ebpf, MAP_RETURN_FLOWS)?,
+            reverse: take(&mut ebpf, MAP_REVERSE)?,
             service_stats: take(&mut ebpf, MAP_SERVICE_STATS)?,
             backend_stats: take(&mut ebpf, MAP_BACKEND_STATS)?,
             signals: take(&mut ebpf, MAP_BACKEND_SIGNALS)?,

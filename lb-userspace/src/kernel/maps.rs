@@ -1,6 +1,8 @@
 //! [`Dataplane`] and [`Counters`] over the real maps: table writes, flow purges and the
 //! per-CPU counters summed.
 
+use std::collections::BTreeMap;
+
 use anyhow::Context as _;
 use aya::{
     maps::{MapData, MapError, PerCpuArray},
@@ -12,6 +14,7 @@ use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn},
     limits::*,
     nexthop::NextHop,
+    reverse::{ReverseKey, ReverseTarget},
     service::{ServiceKey, ServiceMeta},
 };
 
@@ -100,6 +103,13 @@ fn full(e: OutOfRange, map: &'static str) -> DataplaneError {
 }
 
 impl Dataplane for KernelDataplane {
+    fn set_reverse_map(
+        &mut self,
+        entries: &BTreeMap<ReverseKey, ReverseTarget>,
+    ) -> anyhow::Result<()> {
+        self.write_reverse_map(entries)
+    }
+
     fn set_backend(&mut self, id: u32, backend: &Backend) -> WriteResult {
         let capacity = self.backends.len();
         let slot = |map| Slot {

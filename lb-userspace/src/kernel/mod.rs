@@ -13,6 +13,7 @@ pub mod mmap_array;
 pub mod pin_lock;
 pub mod pins;
 pub mod privileges;
+mod reverse;
 pub mod service_index;
 pub mod trace;
 
@@ -27,6 +28,7 @@ use lb_common::{
     counters::{BackendSignals, TrafficCounters},
     flow::{FlowKey, FlowTarget, NatReturn},
     nexthop::NextHop,
+    reverse::{ReverseKey, ReverseTarget},
 };
 
 pub use self::links::ifindex_of;
@@ -50,6 +52,7 @@ pub struct KernelDataplane {
     rr_cursor: PerCpuArray<MapData, u32>,
     pub flows: HashMap<MapData, FlowKey, FlowTarget>,
     pub return_flows: HashMap<MapData, FlowKey, NatReturn>,
+    pub reverse: HashMap<MapData, ReverseKey, ReverseTarget>,
     service_stats: PerCpuArray<MapData, TrafficCounters>,
     backend_stats: PerCpuArray<MapData, TrafficCounters>,
     signals: PerCpuArray<MapData, BackendSignals>,

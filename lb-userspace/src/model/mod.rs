@@ -8,5 +8,6 @@ pub mod maglev;
 pub mod plan;
 pub mod policy_table;
 pub mod reconcile;
+pub mod reverse_map;
 pub mod table_digest;
 pub mod weights;

@@ -58,6 +58,16 @@ impl Dataplane for Flaky {
         self.check()?;
         self.fake.remove_service(key)
     }
+    fn set_reverse_map(
+        &mut self,
+        entries: &std::collections::BTreeMap<
+            lb_common::reverse::ReverseKey,
+            lb_common::reverse::ReverseTarget,
+        >,
+    ) -> anyhow::Result<()> {
+        self.check()?;
+        self.fake.set_reverse_map(entries)
+    }
     fn purge_flows(&mut self, ids: &[u32]) -> anyhow::Result<usize> {
         self.check()?;
         self.fake.purge_flows(ids)

@@ -16,5 +16,6 @@ mod policies;
 mod service_index;
 mod spoofed_handshake;
 mod stateless_miss;
+mod stateless_return;
 mod stateless_syn;
 mod trace;

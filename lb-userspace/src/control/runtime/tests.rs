@@ -422,6 +422,15 @@ impl Dataplane for Flaky {
     fn remove_service(&mut self, key: &ServiceKey) -> crate::dataplane::WriteResult {
         self.inner.remove_service(key)
     }
+    fn set_reverse_map(
+        &mut self,
+        entries: &std::collections::BTreeMap<
+            lb_common::reverse::ReverseKey,
+            lb_common::reverse::ReverseTarget,
+        >,
+    ) -> anyhow::Result<()> {
+        self.inner.set_reverse_map(entries)
+    }
     fn purge_flows(&mut self, ids: &[u32]) -> anyhow::Result<usize> {
         self.inner.purge_flows(ids)
     }

@@ -9,6 +9,7 @@ mod policy;
 mod reload;
 mod validate;
 mod validate_policy;
+mod validate_stateless_return;
 
 use std::path::Path;
 

@@ -191,6 +191,12 @@ pub struct ServiceConfig {
     pub slow_start: Duration,
     #[serde(default)]
     pub on_all_unhealthy: OnAllUnhealthy,
+    /// On: a backend's reply that this node holds no state for (a connection opened
+    /// through another node of an ECMP tier) is translated by the reverse map, backend
+    /// address:port -> VIP:port, so any node translates any reply. Each backend
+    /// address:port of such a service may serve no other service.
+    #[serde(default)]
+    pub stateless_return: bool,
 }
 
 impl ServiceConfig {

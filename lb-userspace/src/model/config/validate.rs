@@ -48,6 +48,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     check_api(&mut c, config);
     check_services(&mut c, config);
+    super::validate_stateless_return::check_stateless_return(&mut c, config);
     if c.0.is_empty() {
         Ok(())
     } else {
@@ -326,7 +327,8 @@ pub enum Scope<'a> {
 
 /// Checks `config` within `scope`; errors name fields exactly as [`validate`] would.
 /// Cost: the number of services, plus the backends of the service concerned for
-/// [`Scope::Service`], or one backend for [`Scope::Backend`].
+/// [`Scope::Service`], or one backend for [`Scope::Backend`]; plus every backend once
+/// when some service has `stateless_return` (a backend shared between services).
 pub fn validate_scoped(config: &Config, scope: Scope) -> Result<(), ConfigError> {
     let mut c = Collector(Vec::new());
     let service = |name: &str| config.services.iter().position(|s| s.name == name);
@@ -360,6 +362,7 @@ pub fn validate_scoped(config: &Config, scope: Scope) -> Result<(), ConfigError>
                 check_service(&mut c, config, &at, s);
                 check_backends(&mut c, &at, s);
             }
+            super::validate_stateless_return::check_stateless_return(&mut c, config);
         }
         Scope::Backend(name, address, port) => {
             check_limits(&mut c, config);
@@ -375,6 +378,7 @@ pub fn validate_scoped(config: &Config, scope: Scope) -> Result<(), ConfigError>
                     check_backend(&mut c, &format!("{at}.backends[{j}]"), s, &s.backends[j]);
                 }
             }
+            super::validate_stateless_return::check_stateless_return(&mut c, config);
         }
     }
     if c.0.is_empty() {

@@ -233,6 +233,7 @@ struct ServiceFamilies {
     stateless: Family,
     from_replies: Family,
     unproven_acks: Family,
+    reverse_mapped: Family,
 }
 
 impl ServiceFamilies {
@@ -270,6 +271,11 @@ impl ServiceFamilies {
                 "Client ACKs of a handshake in the SYN cache that acknowledge no SYN-ACK that passed (spoofed SYN and ACK pairs), forwarded by the table, recording nothing",
                 Counter,
             ),
+            reverse_mapped: Family::new(
+                "lb_service_replies_reverse_mapped",
+                "Backend replies with no flow entry and no SYN-cache slot translated by the reverse map (stateless_return)",
+                Counter,
+            ),
         }
     }
 
@@ -292,10 +298,13 @@ impl ServiceFamilies {
             .push(labels.clone(), t.stateless_forwards as f64);
         self.from_replies
             .push(labels.clone(), t.flows_from_replies as f64);
-        self.unproven_acks.push(labels, t.unproven_acks as f64);
+        self.unproven_acks
+            .push(labels.clone(), t.unproven_acks as f64);
+        self.reverse_mapped
+            .push(labels, t.replies_reverse_mapped as f64);
     }
 
-    fn all(&self) -> [&Family; 7] {
+    fn all(&self) -> [&Family; 8] {
         [
             &self.packets,
             &self.bytes,
@@ -304,6 +313,7 @@ impl ServiceFamilies {
             &self.stateless,
             &self.from_replies,
             &self.unproven_acks,
+            &self.reverse_mapped,
         ]
     }
 }
@@ -561,6 +571,7 @@ mod tests {
             stateless_forwards: base + 6,
             flows_from_replies: base + 7,
             unproven_acks: base + 8,
+            replies_reverse_mapped: base + 9,
         }
     }
 

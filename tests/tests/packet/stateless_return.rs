@@ -1,0 +1,184 @@
+//! `stateless_return`: a backend's reply that finds no return entry and no SYN-cache slot
+//! (a connection whose client packets another node of an ECMP tier saw) is translated by
+//! the reverse map, backend address:port -> VIP:port, recording nothing; a reply
+//! addressed to the node itself (a health probe's) is the kernel's, untouched; without
+//! the key the data path behaves as before. Real object, BPF_PROG_TEST_RUN (see
+//! `lb_tests::packet_rig`).
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use lb_common::{
+    counters::{Reason, TrafficCounters},
+    reverse::{ReverseKey, ReverseTarget},
+};
+use lb_tests::{
+    frame::{checksums_valid, Frame, PSH_ACK, SYN_ACK},
+    packet_exchange::{reply, run_counted},
+    packet_rig::*,
+};
+use lb_userspace::{control::tables::Controller, dataplane::Dataplane, kernel::KernelDataplane};
+
+/// The rig's `web` with `stateless_return` on; `other` keeps its backend to itself.
+const STATELESS: &str = r#"
+node: { zone: az-a }
+interfaces: [c0, b0]
+cluster: { ring_size: 1009, hash_seed: 42 }
+limits: { flow_table_size: 4096, max_services: 8, max_backends: 64 }
+services:
+  - name: web
+    vip: 10.0.0.100
+    port: 80
+    stateless_return: true
+    backends:
+      - { address: 10.1.0.11, port: 8080, zone: az-a }
+      - { address: 10.1.0.12, port: 8080, zone: az-b }
+      - { address: 10.1.0.13, port: 8080, zone: az-c }
+  - name: other
+    vip: 10.0.0.101
+    port: 80
+    backends:
+      - { address: 10.1.0.13, port: 9090, zone: az-c }
+"#;
+
+const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 11);
+
+fn web(c: &Controller<KernelDataplane>) -> TrafficCounters {
+    c.dataplane()
+        .service_counters(service_id(c, "web"))
+        .unwrap()
+}
+
+fn reverse_map(dp: &KernelDataplane) -> BTreeMap<ReverseKey, ReverseTarget> {
+    dp.reverse.iter().map(Result::unwrap).collect()
+}
+
+/// The backend's SYN-ACK and a data segment of a connection from `sport` whose SYN this
+/// node never saw.
+fn replies(sport: u16) -> [Frame; 2] {
+    let syn = client_syn(sport);
+    let data = Frame {
+        seq: BACKEND_ISN + 1,
+        payload: b"world".to_vec(),
+        ..reply(&syn, BACKEND, PSH_ACK)
+    };
+    [reply(&syn, BACKEND, SYN_ACK), data]
+}
+
+#[test]
+fn the_reverse_map_holds_each_stateless_return_backend_and_nothing_else() {
+    let rig = Rig::build();
+    rig.with_dataplane(STATELESS, |c| {
+        let id = service_id(c, "web");
+        let want: BTreeMap<ReverseKey, ReverseTarget> = [11u8, 12, 13]
+            .into_iter()
+            .map(|last| {
+                let addr = Ipv4Addr::new(10, 1, 0, last);
+                let key = ReverseKey {
+                    addr: u32::from_ne_bytes(addr.octets()),
+                    port: 8080u16.to_be(),
+                    proto: 6,
+                    family: 4,
+                };
+                let target = ReverseTarget {
+                    vip: u32::from_ne_bytes(VIP.octets()),
+                    vport: 80u16.to_be(),
+                    _pad: 0,
+                    service: id,
+                    backend: backend_id(c, "web", addr),
+                };
+                (key, target)
+            })
+            .collect();
+        assert_eq!(reverse_map(c.dataplane()), want);
+        // Turned off again: the entries go.
+        let off = config_of(&STATELESS.replace("stateless_return: true", ""));
+        c.apply(&off).unwrap();
+        assert_eq!(reverse_map(c.dataplane()), BTreeMap::new());
+    });
+}
+
+#[test]
+fn a_reply_on_a_node_that_never_saw_the_connection_is_translated_by_the_reverse_map() {
+    let rig = Rig::build();
+    let (b0, c0_mac) = (rig.b0, rig.c0_mac);
+    rig.with_dataplane(STATELESS, |c| {
+        let dp = c.dataplane();
+        let id = backend_id(c, "web", BACKEND);
+        for (n, frame) in replies(41_000).iter().enumerate() {
+            let r = run_counted(dp, b0, &frame.bytes(), Reason::RedirectInterface);
+            assert_eq!(r.action, XDP_REDIRECT, "reply {n}");
+            assert_eq!(r.output, as_from_vip(frame, c0_mac).bytes(), "reply {n}");
+            assert!(checksums_valid(&r.output), "reply {n}");
+            let web = web(c);
+            assert_eq!(
+                (web.replies_reverse_mapped, web.packets_to_client),
+                (n as u64 + 1, n as u64 + 1),
+                "reply {n} counted once"
+            );
+        }
+        let backend = dp.backend_counters(id).unwrap();
+        assert_eq!(backend.replies_reverse_mapped, 2);
+        assert_eq!(dp.backend_signals(id).unwrap().syn_acks, 1);
+        // Stateless: nothing recorded, in either direction.
+        assert_eq!(dp.flows.keys().count(), 0);
+        assert_eq!(dp.return_flows.keys().count(), 0);
+        let web = web(c);
+        assert_eq!((web.new_flows, web.flows_from_replies), (0, 0));
+    });
+}
+
+#[test]
+fn a_reply_to_the_nodes_own_address_is_passed_untouched() {
+    let rig = Rig::build();
+    let (b0, c0) = (rig.b0, rig.c0);
+    rig.with_dataplane(STATELESS, |c| {
+        let dp = c.dataplane();
+        // What lbd's probe of the backend gets back: to b0's address, and to c0's.
+        for node in [Ipv4Addr::new(10, 1, 0, 1), Ipv4Addr::new(10, 10, 0, 1)] {
+            for mut frame in replies(42_000) {
+                frame.dst = node;
+                let bytes = frame.bytes();
+                let r = run_counted(dp, b0, &bytes, Reason::PassReplyToNode);
+                assert_eq!((r.action, &r.output), (XDP_PASS, &bytes), "to {node}");
+            }
+        }
+        // The backend's address as source on the client side: a client's own "reply",
+        // to leave from the VIP. Not translated.
+        for frame in replies(42_001) {
+            let bytes = frame.bytes();
+            let r = run_counted(dp, c0, &bytes, Reason::PassReplyWrongInterface);
+            assert_eq!((r.action, &r.output), (XDP_PASS, &bytes));
+        }
+        // A backend port of another service is not in the map.
+        let other = Frame {
+            src: Ipv4Addr::new(10, 1, 0, 13),
+            sport: 9090,
+            ..replies(42_002)[1].clone()
+        };
+        let bytes = other.bytes();
+        let r = run_counted(dp, b0, &bytes, Reason::PassNoService);
+        assert_eq!((r.action, &r.output), (XDP_PASS, &bytes));
+        assert_eq!(web(c).replies_reverse_mapped, 0);
+    });
+}
+
+#[test]
+fn without_stateless_return_such_a_reply_is_passed_as_before() {
+    let rig = Rig::build();
+    let b0 = rig.b0;
+    let off = STATELESS.replace("stateless_return: true", "");
+    rig.with_dataplane(&off, |c| {
+        let dp = c.dataplane();
+        assert_eq!(reverse_map(dp), BTreeMap::new());
+        for frame in replies(43_000) {
+            let bytes = frame.bytes();
+            let r = run_counted(dp, b0, &bytes, Reason::PassNoService);
+            assert_eq!((r.action, &r.output), (XDP_PASS, &bytes));
+        }
+        let web = web(c);
+        assert_eq!((web.replies_reverse_mapped, web.packets_to_client), (0, 0));
+    });
+}
+
+fn config_of(yaml: &str) -> lb_userspace::model::config::Config {
+    lb_userspace::model::config::parse(yaml).expect("valid config")
+}
