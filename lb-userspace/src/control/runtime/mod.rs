@@ -321,11 +321,17 @@ impl<D: Dataplane> Runtime<D> {
     fn sync_backend(&mut self, at: &BackendRef, now: Instant) -> anyhow::Result<ApplySummary> {
         let names = [at.service.clone()];
         self.fleet.refresh_service(&at.service, now);
-        let Some(w) = self.fleet.service_weights(&at.service, now) else {
+        let Some((mode, backends)) = self.fleet.service_weights_of(&at.service, now) else {
             return self.sync_services(&names, true, now);
         };
-        let changed = self.overlay_changes_of(&at.service, &w);
-        let modes = BTreeMap::from([(at.service.clone(), (w.mode, w.backends.len()))]);
+        let count = backends.len();
+        let changed = overlay_changes(
+            &mut self.overlay,
+            &self.fleet,
+            &at.service,
+            backends.into_iter(),
+        );
+        let modes = BTreeMap::from([(at.service.clone(), (mode, count))]);
         if changed.iter().any(|k| k != at) {
             return self.apply(modes, Scope::Services(&names));
         }
@@ -335,25 +341,8 @@ impl<D: Dataplane> Runtime<D> {
     /// Replaces service `name`'s part of the overlay (what [`Fleet::overlay`] would give
     /// for it); true when that changed it.
     fn replace_overlay_of(&mut self, name: &str, w: &ServiceWeights) -> bool {
-        !self.overlay_changes_of(name, w).is_empty()
-    }
-
-    /// [`Runtime::replace_overlay_of`], returning the backends whose entries changed.
-    fn overlay_changes_of(&mut self, name: &str, w: &ServiceWeights) -> Vec<BackendRef> {
-        // One walk of the service's part against the new entries, and writes only where
-        // they differ: after a change to one backend, only its entries do.
-        let ring = w
-            .backends
-            .iter()
-            .map(|(at, weight)| (at, weights::ring_weight(*weight)));
-        let mut changed = update_range(&mut self.overlay.ring_weights, name, ring);
-        let retiring = self.fleet.retiring_of(name);
-        for at in update_range(&mut self.overlay.retiring, name, retiring) {
-            if !changed.contains(&at) {
-                changed.push(at);
-            }
-        }
-        changed
+        let backends = w.backends.iter().map(|(at, weight)| (at, *weight));
+        !overlay_changes(&mut self.overlay, &self.fleet, name, backends).is_empty()
     }
 
     /// Applies `self.overlay`; `modes` are the services' modes to log when they change,
@@ -402,6 +391,26 @@ impl<D: Dataplane> Runtime<D> {
         self.applied = true;
         Ok(summary)
     }
+}
+
+/// Makes service `name`'s part of `overlay` what [`Fleet::overlay`] would give for it,
+/// from its backends' effective weights; returns the backends whose entries changed.
+fn overlay_changes<'a>(
+    overlay: &mut Overlay,
+    fleet: &Fleet,
+    name: &str,
+    backends: impl Iterator<Item = (&'a BackendRef, f64)>,
+) -> Vec<BackendRef> {
+    // One walk of the service's part against the new entries, and writes only where
+    // they differ: after a change to one backend, only its entries do.
+    let ring = backends.map(|(at, weight)| (at, weights::ring_weight(weight)));
+    let mut changed = update_range(&mut overlay.ring_weights, name, ring);
+    for at in update_range(&mut overlay.retiring, name, fleet.retiring_of(name)) {
+        if !changed.contains(&at) {
+            changed.push(at);
+        }
+    }
+    changed
 }
 
 /// Makes the entries of service `name` in `map` those of `with` (in key order), writing

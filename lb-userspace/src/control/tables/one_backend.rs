@@ -85,11 +85,12 @@ impl<D: Dataplane> Controller<D> {
         {
             return false;
         }
-        let old_share = old
-            .maglev_input
-            .iter()
-            .find(|m| m.id == self.ids.backends.get(at).copied().unwrap_or(u32::MAX))
-            .is_some_and(|m| m.weight > 0);
+        let old_share = self.ids.backends.get(at).is_some_and(|id| {
+            old.maglev_input
+                .iter()
+                .find(|m| m.id == *id)
+                .is_some_and(|m| m.weight > 0)
+        });
         let new_share = s
             .backends
             .iter()
