@@ -50,6 +50,8 @@ pub struct Controller<D> {
     stale: bool,
     /// Backends planned since start (the work a re-plan does; tests read it).
     planned: u64,
+    /// Changes of one backend applied without re-planning its service (tests read it).
+    backends_in_place: u64,
 }
 
 /// Counts of what one reconciliation wrote.
@@ -78,6 +80,7 @@ impl<D: Dataplane> Controller<D> {
             free: FreeIds::default(),
             stale: false,
             planned: 0,
+            backends_in_place: 0,
         }
     }
 
@@ -143,6 +146,12 @@ impl<D: Dataplane> Controller<D> {
     /// what a change costs grows with this.
     pub fn backends_planned(&self) -> u64 {
         self.planned
+    }
+
+    /// How many changes of one backend were applied in place, without re-planning their
+    /// service (see [`Controller::apply_backend`]).
+    pub fn backends_applied_in_place(&self) -> u64 {
+        self.backends_in_place
     }
 
     /// The kernel id of a backend in the plan last applied.
@@ -665,6 +674,7 @@ fn changes(
     out
 }
 
+mod one_backend;
 mod reverse;
 #[cfg(test)]
 mod tests;

@@ -202,7 +202,8 @@ impl FreeIds {
         }
     }
 
-    fn take(&mut self) -> u32 {
+    /// The lowest free id, now held.
+    pub fn take(&mut self) -> u32 {
         self.holes.pop_first().unwrap_or_else(|| {
             self.next += 1;
             self.next - 1
@@ -270,7 +271,7 @@ pub fn service_key(s: &ServiceConfig) -> ServiceKey {
 /// A backend slot's value; `weight_milli` 0 means it takes no new flows (unhealthy,
 /// draining, retiring), which the data path also uses to re-place a SYN that finds
 /// an old entry for it.
-fn backend_value(address: Ipv4Addr, port: u16, weight_milli: u32, service: u32) -> Backend {
+pub fn backend_value(address: Ipv4Addr, port: u16, weight_milli: u32, service: u32) -> Backend {
     Backend {
         addr: ipv4_wire(address.octets()),
         port: port_wire(port),
@@ -279,6 +280,45 @@ fn backend_value(address: Ipv4Addr, port: u16, weight_milli: u32, service: u32) 
         weight_milli,
         service,
     }
+}
+
+/// A configured backend's effective weight in thousandths (the overlay's unit), its
+/// configured `weight` where the overlay says nothing. One unit for the ring, the policy
+/// table and the kernel's least-connections comparison.
+pub fn ring_weight_milli(overlay: &Overlay, at: &BackendRef, weight: u32) -> u32 {
+    overlay
+        .ring_weights
+        .get(at)
+        .copied()
+        .unwrap_or(weight * weights::WEIGHT_SCALE)
+}
+
+/// A backend's entry in its service's Maglev input.
+pub fn maglev_entry(address: Ipv4Addr, port: u16, weight_milli: u32, id: u32) -> MaglevBackend {
+    MaglevBackend {
+        identity: maglev::identity(address, port),
+        weight: weight_milli,
+        id,
+    }
+}
+
+/// A service's policy and flags in the services map.
+pub fn policy_and_flags(s: &ServiceConfig) -> (u32, u32) {
+    let ForwardingMode::Nat = s.mode;
+    // A hash policy's SYN needs no record: the client's next packet hashes to the same
+    // backend. Round robin and least connections pick afresh each time.
+    match s.policy {
+        Policy::Maglev => (POLICY_MAGLEV, SERVICE_F_NAT | SERVICE_F_STATELESS_SYN),
+        Policy::SourceHash => (POLICY_SOURCE_HASH, SERVICE_F_NAT | SERVICE_F_STATELESS_SYN),
+        Policy::RoundRobin => (POLICY_ROUND_ROBIN, SERVICE_F_NAT),
+        Policy::LeastConn => (POLICY_LEAST_CONN, SERVICE_F_NAT),
+    }
+}
+
+/// Whether a service's policy has a table of its own (a function of every backend's
+/// weight), besides the Maglev ring.
+pub fn has_policy_table(s: &ServiceConfig) -> bool {
+    matches!(s.policy, Policy::RoundRobin | Policy::LeastConn)
 }
 
 /// Whether two Maglev inputs build the same ring: equal once weight-0 entries are left
@@ -326,19 +366,8 @@ pub fn plan_service(
         };
         let id = ids.backends[&at];
         members.push(id);
-        // Effective weight in thousandths (the overlay's unit), the configured weight
-        // where the overlay says nothing. One unit for the ring, the policy table and
-        // the kernel's least-connections comparison.
-        let weight_milli = overlay
-            .ring_weights
-            .get(&at)
-            .copied()
-            .unwrap_or(b.weight * weights::WEIGHT_SCALE);
-        maglev_input.push(MaglevBackend {
-            identity: maglev::identity(b.address, b.port),
-            weight: weight_milli,
-            id,
-        });
+        let weight_milli = ring_weight_milli(overlay, &at, b.weight);
+        maglev_input.push(maglev_entry(b.address, b.port, weight_milli, id));
         table_input.push(TableBackend {
             id,
             weight: weight_milli as u64,
@@ -363,18 +392,11 @@ pub fn plan_service(
             value: backend_value(at.address, at.port, 0, service_id),
         });
     }
-    let ForwardingMode::Nat = s.mode;
-    let (policy, table) = match s.policy {
-        Policy::Maglev => (POLICY_MAGLEV, Vec::new()),
-        Policy::SourceHash => (POLICY_SOURCE_HASH, Vec::new()),
-        Policy::RoundRobin => (POLICY_ROUND_ROBIN, policy_table::round_robin(&table_input)),
-        Policy::LeastConn => (POLICY_LEAST_CONN, policy_table::least_conn(&table_input)),
-    };
-    // A hash policy's SYN needs no record: the client's next packet hashes to the same
-    // backend. Round robin and least connections pick afresh each time.
-    let flags = match s.policy {
-        Policy::Maglev | Policy::SourceHash => SERVICE_F_NAT | SERVICE_F_STATELESS_SYN,
-        Policy::RoundRobin | Policy::LeastConn => SERVICE_F_NAT,
+    let (policy, flags) = policy_and_flags(s);
+    let table = match s.policy {
+        Policy::Maglev | Policy::SourceHash => Vec::new(),
+        Policy::RoundRobin => policy_table::round_robin(&table_input),
+        Policy::LeastConn => policy_table::least_conn(&table_input),
     };
     // The ring is a function of the backends of positive weight only (see
     // `maglev::build`): a backend added at weight 0 (waiting for its probes) or a

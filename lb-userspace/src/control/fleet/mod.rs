@@ -564,32 +564,43 @@ impl Fleet {
 
     /// Effective weights of the backends of one service.
     pub fn service_weights(&self, name: &str, now: Instant) -> Option<ServiceWeights> {
+        let (mode, backends) = self.service_weights_of(name, now)?;
+        Some(ServiceWeights {
+            mode,
+            backends: backends
+                .into_iter()
+                .map(|(at, w)| (at.clone(), w))
+                .collect(),
+        })
+    }
+
+    /// [`Fleet::service_weights`], borrowing the backends' names rather than copying
+    /// them: a change of one backend then allocates nothing per backend of its service.
+    pub fn service_weights_of<'a>(
+        &'a self,
+        name: &'a str,
+        now: Instant,
+    ) -> Option<(Mode, Vec<(&'a BackendRef, f64)>)> {
         let s = self.services.get(name)?;
-        {
-            let ours: Vec<(&BackendRef, &MemberState)> =
-                Self::members_of(&self.members, name).collect();
-            let members: Vec<Member> = ours
-                .iter()
-                .map(|(_, m)| Member {
-                    zone: &m.zone,
-                    weight: m.weight,
-                    draining: m.draining(),
-                    healthy: m.healthy(),
-                    ramp: m.ramp_since.map_or(1.0, |since| {
-                        weights::ramp(now.saturating_duration_since(since), s.slow_start)
-                    }),
-                })
-                .collect();
-            let w = weights::effective(&ZonePolicy::of(s, &self.local_zone), &members);
-            Some(ServiceWeights {
-                mode: w.mode,
-                backends: ours
-                    .iter()
-                    .map(|(at, _)| (*at).clone())
-                    .zip(w.weights)
-                    .collect(),
+        let ours: Vec<(&BackendRef, &MemberState)> =
+            Self::members_of(&self.members, name).collect();
+        let members: Vec<Member> = ours
+            .iter()
+            .map(|(_, m)| Member {
+                zone: &m.zone,
+                weight: m.weight,
+                draining: m.draining(),
+                healthy: m.healthy(),
+                ramp: m.ramp_since.map_or(1.0, |since| {
+                    weights::ramp(now.saturating_duration_since(since), s.slow_start)
+                }),
             })
-        }
+            .collect();
+        let w = weights::effective(&ZonePolicy::of(s, &self.local_zone), &members);
+        Some((
+            w.mode,
+            ours.into_iter().map(|(at, _)| at).zip(w.weights).collect(),
+        ))
     }
 
     /// The overlay the controller applies: ring weights and retiring backends.

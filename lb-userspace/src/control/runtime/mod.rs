@@ -37,6 +37,17 @@ pub enum Edited<'a> {
     Services,
 }
 
+/// What changed since the last apply, so what [`Runtime::apply`] re-plans.
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
+    /// One backend, and no other backend's overlay entry.
+    Backend(&'a BackendRef),
+    /// These services.
+    Services(&'a [String]),
+    /// Anything: every service is re-planned.
+    All,
+}
+
 pub struct Runtime<D> {
     config: Config,
     fleet: Fleet,
@@ -154,10 +165,15 @@ impl<D: Dataplane> Runtime<D> {
             return self.sync(now);
         };
         match what {
-            Edited::Backend(at) => self.fleet.reconfigure_backend(&self.config, at, now),
-            _ => self.fleet.reconfigure_service(&self.config, name, now),
+            Edited::Backend(at) => {
+                self.fleet.reconfigure_backend(&self.config, at, now);
+                self.sync_backend(at, now)
+            }
+            _ => {
+                self.fleet.reconfigure_service(&self.config, name, now);
+                self.sync_services(&[name.to_string()], true, now)
+            }
         }
-        self.sync_services(&[name.to_string()], true, now)
     }
 
     /// A probe result that took `latency`.
@@ -272,7 +288,7 @@ impl<D: Dataplane> Runtime<D> {
             .iter()
             .map(|(name, w)| (name.clone(), (w.mode, w.backends.len())))
             .collect();
-        self.apply(modes, None)
+        self.apply(modes, Scope::All)
     }
 
     /// [`Runtime::sync`] for the services `names` alone (a backend of theirs changed
@@ -301,58 +317,61 @@ impl<D: Dataplane> Runtime<D> {
         if !changed {
             return Ok(ApplySummary::default());
         }
-        self.apply(modes, Some(names))
+        self.apply(modes, Scope::Services(names))
+    }
+
+    /// [`Runtime::sync_services`] after a change of backend `at` alone: when the overlay
+    /// changed for no other backend, the controller updates that backend's entries in
+    /// place rather than re-planning its service (see [`Controller::apply_backend`]).
+    fn sync_backend(&mut self, at: &BackendRef, now: Instant) -> anyhow::Result<ApplySummary> {
+        let names = [at.service.clone()];
+        self.fleet.refresh_service(&at.service, now);
+        let Some((mode, backends)) = self.fleet.service_weights_of(&at.service, now) else {
+            return self.sync_services(&names, true, now);
+        };
+        let count = backends.len();
+        let changed = overlay_changes(
+            &mut self.overlay,
+            &self.fleet,
+            &at.service,
+            backends.into_iter(),
+        );
+        let modes = BTreeMap::from([(at.service.clone(), (mode, count))]);
+        if changed.iter().any(|k| k != at) {
+            return self.apply(modes, Scope::Services(&names));
+        }
+        self.apply(modes, Scope::Backend(at))
     }
 
     /// Replaces service `name`'s part of the overlay (what [`Fleet::overlay`] would give
     /// for it); true when that changed it.
     fn replace_overlay_of(&mut self, name: &str, w: &ServiceWeights) -> bool {
-        // Compared and replaced entry by entry, without a copy of the service's part:
-        // after a change to one backend, only that backend's entries differ.
-        let ring = || {
-            w.backends
-                .iter()
-                .map(|(at, weight)| (at, weights::ring_weight(*weight)))
-        };
-        let same = same_entries(
-            BackendRef::of_service(&self.overlay.ring_weights, name).map(|(at, w)| (at, *w)),
-            ring(),
-        ) && same_entries(
-            BackendRef::of_service(&self.overlay.retiring, name).map(|(at, z)| (at, z.as_str())),
-            self.fleet.retiring_of(name),
-        );
-        if same {
-            return false;
-        }
-        update_range(&mut self.overlay.ring_weights, name, ring());
-        update_range(
-            &mut self.overlay.retiring,
-            name,
-            self.fleet
-                .retiring_of(name)
-                .map(|(at, zone)| (at, zone.to_string())),
-        );
-        true
+        let backends = w.backends.iter().map(|(at, weight)| (at, *weight));
+        !overlay_changes(&mut self.overlay, &self.fleet, name, backends).is_empty()
     }
 
     /// Applies `self.overlay`; `modes` are the services' modes to log when they change,
-    /// `only` the services that changed (`None`: any may have, re-plan them all).
+    /// `scope` what changed.
     fn apply(
         &mut self,
         modes: BTreeMap<String, (Mode, usize)>,
-        only: Option<&[String]>,
+        scope: Scope<'_>,
     ) -> anyhow::Result<ApplySummary> {
-        let all = only.is_none();
+        let all = matches!(scope, Scope::All);
         let started = Instant::now();
         // Until it succeeds, the tables are not known to match: the next tick retries.
         // Start-up and reloads (nothing applied before) report their own summary.
         let reported_elsewhere = !self.applied && all;
         self.applied = false;
-        let summary = match only {
-            Some(names) => self
+        let summary = match scope {
+            Scope::Backend(at) => self
                 .controller
-                .apply_services(&self.config, &self.overlay, names)?,
-            None => self.controller.apply_with(&self.config, &self.overlay)?,
+                .apply_backend(&self.config, &self.overlay, at)?,
+            Scope::Services(names) => {
+                self.controller
+                    .apply_services(&self.config, &self.overlay, names)?
+            }
+            Scope::All => self.controller.apply_with(&self.config, &self.overlay)?,
         };
         // Logged once the tables are live, so the log says what the data path does.
         for (name, (mode, backends)) in &modes {
@@ -379,44 +398,72 @@ impl<D: Dataplane> Runtime<D> {
     }
 }
 
-/// Whether two key-ordered listings hold the same entries.
-fn same_entries<'a, 'b, V: PartialEq>(
-    mut a: impl Iterator<Item = (&'a BackendRef, V)>,
-    mut b: impl Iterator<Item = (&'b BackendRef, V)>,
-) -> bool {
-    loop {
-        match (a.next(), b.next()) {
-            (None, None) => return true,
-            (Some(x), Some(y)) if x.0 == y.0 && x.1 == y.1 => {}
-            _ => return false,
+/// Makes service `name`'s part of `overlay` what [`Fleet::overlay`] would give for it,
+/// from its backends' effective weights; returns the backends whose entries changed.
+fn overlay_changes<'a>(
+    overlay: &mut Overlay,
+    fleet: &Fleet,
+    name: &str,
+    backends: impl Iterator<Item = (&'a BackendRef, f64)>,
+) -> Vec<BackendRef> {
+    // One walk of the service's part against the new entries, and writes only where
+    // they differ: after a change to one backend, only its entries do.
+    let ring = backends.map(|(at, weight)| (at, weights::ring_weight(weight)));
+    let mut changed = update_range(&mut overlay.ring_weights, name, ring);
+    for at in update_range(&mut overlay.retiring, name, fleet.retiring_of(name)) {
+        if !changed.contains(&at) {
+            changed.push(at);
         }
     }
+    changed
 }
 
 /// Makes the entries of service `name` in `map` those of `with` (in key order), writing
-/// only the entries that differ.
-fn update_range<'a, V: PartialEq>(
+/// only the entries that differ; returns their keys.
+fn update_range<'a, V, W>(
     map: &mut BTreeMap<BackendRef, V>,
     name: &str,
-    with: impl Iterator<Item = (&'a BackendRef, V)>,
-) {
-    let with: Vec<(&BackendRef, V)> = with.collect();
-    let gone: Vec<BackendRef> = BackendRef::of_service(map, name)
-        .filter(|(at, _)| with.binary_search_by(|(w, _)| (*w).cmp(at)).is_err())
-        .map(|(at, _)| at.clone())
-        .collect();
-    for at in gone {
-        map.remove(&at);
-    }
-    for (at, v) in with {
-        match map.get_mut(at) {
-            Some(have) if *have == v => {}
-            Some(have) => *have = v,
-            None => {
-                map.insert(at.clone(), v);
+    with: impl Iterator<Item = (&'a BackendRef, W)>,
+) -> Vec<BackendRef>
+where
+    V: PartialEq<W> + From<W>,
+{
+    let mut put: Vec<(&BackendRef, W)> = Vec::new();
+    let mut gone: Vec<BackendRef> = Vec::new();
+    {
+        let mut have = BackendRef::of_service(map, name).peekable();
+        for (at, v) in with {
+            loop {
+                match have.peek() {
+                    Some((h, _)) if *h < at => {
+                        gone.push((*h).clone());
+                        have.next();
+                    }
+                    Some((h, hv)) if *h == at => {
+                        if **hv != v {
+                            put.push((at, v));
+                        }
+                        have.next();
+                        break;
+                    }
+                    _ => {
+                        put.push((at, v));
+                        break;
+                    }
+                }
             }
         }
+        gone.extend(have.map(|(h, _)| h.clone()));
     }
+    for at in &gone {
+        map.remove(at);
+    }
+    let mut changed = gone;
+    for (at, v) in put {
+        map.insert(at.clone(), V::from(v));
+        changed.push(at.clone());
+    }
+    changed
 }
 
 fn log_mode(service: &str, mode: Mode, zone: &str, backends: usize) {

@@ -97,4 +97,37 @@ mod tests {
             .iter()
             .any(|w| matches!(w, Write::Reverse(..))));
     }
+
+    #[test]
+    fn a_backend_changed_in_place_is_in_the_reverse_map_at_once() {
+        let mut c = Controller::new(FakeDataplane::new(RING, 7), RING);
+        let at = |a: &str| crate::model::plan::BackendRef {
+            service: "web".into(),
+            address: a.parse().unwrap(),
+            port: 8080,
+        };
+        // 10.1.0.13 waits for its probes (no ring share): its add takes the in-place
+        // path, which must still write its reverse entry.
+        let overlay = Overlay {
+            ring_weights: [(at("10.1.0.13"), 0)].into_iter().collect(),
+            ..Overlay::default()
+        };
+        c.apply(&config_with(&["10.1.0.11", "10.1.0.12"])).unwrap();
+        let added = config_with(&["10.1.0.11", "10.1.0.12", "10.1.0.13"]);
+        let in_place = c.backends_applied_in_place();
+        c.apply_backend(&added, &overlay, &at("10.1.0.13")).unwrap();
+        assert_eq!(
+            c.backends_applied_in_place(),
+            in_place + 1,
+            "took the in-place path"
+        );
+        assert_eq!(
+            addresses(&c),
+            [
+                Ipv4Addr::new(10, 1, 0, 11),
+                Ipv4Addr::new(10, 1, 0, 12),
+                Ipv4Addr::new(10, 1, 0, 13)
+            ]
+        );
+    }
 }
