@@ -15,6 +15,7 @@ pub mod pins;
 pub mod privileges;
 pub mod service_index;
 pub mod trace;
+pub mod vip_addresses;
 
 use anyhow::Context as _;
 use aya::{
