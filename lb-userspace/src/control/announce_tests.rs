@@ -148,8 +148,10 @@ fn a_failed_change_is_reported_once_and_retried() {
     let t0 = Instant::now();
     let mut fleet = Fleet::new(&config, t0);
     probe(&mut fleet, 11, true, t0);
-    let mut vips = FakeVips::default();
-    vips.failing = true;
+    let vips = FakeVips {
+        failing: true,
+        ..FakeVips::default()
+    };
     let (mut a, _) = Announcements::start(vips, &config.announce).unwrap();
     let firsts: Vec<bool> = (0..3)
         .flat_map(|_| a.step(&config, &fleet, true, t0))
