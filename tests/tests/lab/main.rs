@@ -7,6 +7,7 @@
 //!
 //! One module per subject; run one with `cargo test -p lb-tests --test lab -- failover::`.
 
+mod announce;
 mod daemon_lifecycle;
 mod drain;
 mod e2e;
