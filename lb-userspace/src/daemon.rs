@@ -224,6 +224,7 @@ async fn serve_until_stopped<D: DataPath, V: VipAddresses>(
             }
             _ = link_check.tick() => {
                 check_links(shared, &servers.metrics);
+                announce::resync(shared, announcements, &servers.metrics);
                 Ok(())
             }
             // The admin API changed the desired state: probe what it now holds.

@@ -20,29 +20,54 @@ pub(super) fn step<D: DataPath, V: VipAddresses>(
 ) {
     let attached = shared.is_ready();
     let events = shared.with(|rt| announcements.step(rt.config(), rt.fleet(), attached, now));
+    report(shared, announcements, metrics, &events);
+}
+
+/// Every second: `lo` put back in line with the decisions (see
+/// [`Announcements::resync`]).
+pub(super) fn resync<D: DataPath, V: VipAddresses>(
+    shared: &SharedRuntime<D>,
+    announcements: &mut Announcements<V>,
+    metrics: &Metrics,
+) {
+    let config = shared.with(|rt| rt.config().announce.clone());
+    let events = announcements.resync(&config);
+    report(shared, announcements, metrics, &events);
+}
+
+fn report<D: DataPath, V: VipAddresses>(
+    shared: &SharedRuntime<D>,
+    announcements: &Announcements<V>,
+    metrics: &Metrics,
+    events: &[Event],
+) {
     if events.is_empty() {
         return;
     }
-    for event in &events {
+    for event in events {
         match event {
             Event::Announced {
                 vip,
                 services,
                 serving_for,
             } => {
-                info!(
-                    "announced VIP {vip} on lo (services {}): it can serve, since {} ms",
-                    services.join(", "),
-                    serving_for.as_millis()
-                );
-                metrics.count_vip_change(*vip, "announce");
+                if services.is_empty() {
+                    warn!("announced VIP {vip} on lo again: its /32 was removed by someone else");
+                } else {
+                    info!(
+                        "announced VIP {vip} on lo (services {}): it can serve, since {} ms",
+                        services.join(", "),
+                        serving_for.as_millis()
+                    );
+                }
+                metrics.count_vip_change(vip, "announce");
             }
             Event::Withdrawn { vip, services, why } => {
                 warn!(
                     "withdrew VIP {vip} from lo (services {}): {why}",
                     services.join(", ")
                 );
-                metrics.count_vip_change(*vip, "withdraw");
+                metrics.count_vip_change(vip, "withdraw");
             }
             Event::Failed {
                 vip,
@@ -58,7 +83,13 @@ pub(super) fn step<D: DataPath, V: VipAddresses>(
                 if *first {
                     error!("{doing} VIP {vip}: {error:#}; retrying at every tick");
                 }
-                metrics.count_vip_change(*vip, change);
+                metrics.count_vip_change(vip, change);
+            }
+            Event::ListFailed { error, first } => {
+                if *first {
+                    error!("listing the VIPs on lo: {error:#}; retrying every second");
+                }
+                metrics.count_vip_change(&"", "list_failed");
             }
         }
     }

@@ -39,6 +39,8 @@ pub enum Event {
         error: anyhow::Error,
         first: bool,
     },
+    /// Listing the VIPs held on `lo` failed (retried every resync); `first` as above.
+    ListFailed { error: anyhow::Error, first: bool },
 }
 
 /// The VIPs this node announces, and where.
@@ -46,6 +48,7 @@ pub struct Announcements<V> {
     addresses: V,
     decider: Announcer,
     failing: BTreeSet<Ipv4Addr>,
+    listing_failed: bool,
 }
 
 impl<V: VipAddresses> Announcements<V> {
@@ -63,6 +66,7 @@ impl<V: VipAddresses> Announcements<V> {
             addresses,
             decider,
             failing: BTreeSet::new(),
+            listing_failed: false,
         };
         Ok((announcements, held))
     }
@@ -110,6 +114,58 @@ impl<V: VipAddresses> Announcements<V> {
                     });
                 }
             }
+        }
+        events
+    }
+
+    /// Puts `lo` back in line with the decisions when something else changed it: a VIP
+    /// lbd announced but whose /32 was removed (`ip addr del`) is added again, and a
+    /// /32 with lbd's label in range that lbd does not announce (added by hand with the
+    /// label) is removed. Each repair is logged like a change.
+    pub fn resync(&mut self, config: &AnnounceConfig) -> Vec<Event> {
+        let held: BTreeSet<Ipv4Addr> = match self.addresses.announced() {
+            Ok(held) => held.into_iter().filter(|v| config.in_range(*v)).collect(),
+            Err(error) => {
+                let first = !std::mem::replace(&mut self.listing_failed, true);
+                return vec![Event::ListFailed { error, first }];
+            }
+        };
+        self.listing_failed = false;
+        let mut events = Vec::new();
+        let missing: Vec<Ipv4Addr> = self
+            .decider
+            .announced()
+            .filter(|vip| !held.contains(vip) && !self.failing.contains(vip))
+            .collect();
+        for vip in missing {
+            events.push(match self.addresses.announce(vip) {
+                Ok(()) => Event::Announced {
+                    vip,
+                    services: Vec::new(),
+                    serving_for: Duration::ZERO,
+                },
+                Err(error) => Event::Failed {
+                    vip,
+                    announce: true,
+                    error,
+                    first: self.failing.insert(vip),
+                },
+            });
+        }
+        for vip in held.into_iter().filter(|v| !self.decider.is_announced(*v)) {
+            events.push(match self.addresses.withdraw(vip) {
+                Ok(()) => Event::Withdrawn {
+                    vip,
+                    services: Vec::new(),
+                    why: "it was on lo with lbd's label although lbd does not announce it".into(),
+                },
+                Err(error) => Event::Failed {
+                    vip,
+                    announce: false,
+                    error,
+                    first: self.failing.insert(vip),
+                },
+            });
         }
         events
     }

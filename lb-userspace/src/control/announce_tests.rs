@@ -173,3 +173,32 @@ fn a_failed_change_is_reported_once_and_retried() {
     ));
     assert!(a.is_announced(VIP));
 }
+
+#[test]
+fn resync_restores_a_removed_vip_and_removes_a_stray_labelled_one() {
+    let config = config_with("{ vip_ranges: [10.0.0.0/24], hold_up: 0s }", "10.0.0.100");
+    let t0 = Instant::now();
+    let mut fleet = Fleet::new(&config, t0);
+    probe(&mut fleet, 11, true, t0);
+    let (mut a, _) = Announcements::start(FakeVips::default(), &config.announce).unwrap();
+    assert_eq!(a.step(&config, &fleet, true, t0).len(), 1);
+    assert!(a.resync(&config.announce).is_empty(), "in line");
+
+    let stray = Ipv4Addr::new(10, 0, 0, 7);
+    let outside = Ipv4Addr::new(10, 9, 0, 7);
+    a.addresses.held.remove(&VIP);
+    a.addresses.held.insert(stray);
+    a.addresses.held.insert(outside);
+    let events = a.resync(&config.announce);
+    assert!(
+        matches!(&events[..], [Event::Announced { vip: VIP, .. }, Event::Withdrawn { vip, .. }]
+            if *vip == stray),
+        "{events:?}"
+    );
+    assert_eq!(
+        a.addresses().held,
+        BTreeSet::from([VIP, outside]),
+        "the stray one in range removed, the one outside left alone"
+    );
+    assert!(a.resync(&config.announce).is_empty());
+}

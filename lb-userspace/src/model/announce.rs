@@ -150,6 +150,14 @@ impl Announcer {
         changes
     }
 
+    /// The VIPs announced now.
+    pub fn announced(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.vips
+            .iter()
+            .filter(|(_, s)| s.announced)
+            .map(|(vip, _)| *vip)
+    }
+
     pub fn is_announced(&self, vip: Ipv4Addr) -> bool {
         self.vips.get(&vip).is_some_and(|s| s.announced)
     }

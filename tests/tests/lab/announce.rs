@@ -1,9 +1,10 @@
 //! VIP announcement on a namespace lab: lbd holds the VIP's /32 on `lo` in its namespace
 //! (labelled `lo:lbd`) while a backend serves, withdraws it within the documented bound
 //! when none does, announces it again after the hold-up, keeps it when it is killed or
-//! restarted, and removes it on `lbd --detach`; an operator's own /32 on `lo` in the
-//! same range is never touched. The addresses are read with `ip -j addr`; every bound is
-//! measured between lbd's own log stamps, with [`SLACK`]; figures are printed.
+//! restarted, adds it again when something else removed it, and removes it on `lbd
+//! --detach`; an operator's own /32 on `lo` in the same range is never touched. The
+//! addresses are read with `ip -j addr`; every bound is measured between lbd's own log
+//! stamps, with [`SLACK`]; figures are printed.
 use std::time::{Duration, SystemTime};
 
 use lb_tests::{
@@ -90,6 +91,23 @@ fn the_vip_is_on_lo_while_a_backend_serves_and_outlives_a_killed_lbd() {
         held >= ms(HOLD_UP) - 1,
         "announced before the hold-up: {held} ms"
     );
+    assert!(vip_on_lo(&lb.lab), "{:?}", lo_addresses(&lb.lab));
+
+    // Removed behind lbd's back: added again by the once-a-second check.
+    let mark = lb.lbd.log_len();
+    netns::ns_ip(
+        lb.lab.lb_ns(),
+        &[
+            "addr",
+            "del",
+            &format!("{VIP}/32"),
+            "dev",
+            "lo",
+            "label",
+            "lo:lbd",
+        ],
+    );
+    wait_line(&mut lb, mark, "announced VIP 10.0.0.100 on lo again");
     assert!(vip_on_lo(&lb.lab), "{:?}", lo_addresses(&lb.lab));
 
     // Every backend gone: withdrawn at the first tick after the last verdict.

@@ -154,8 +154,9 @@ impl Metrics {
             .set(announced as i64);
     }
 
-    /// Counts an `announce`, `withdraw`, `announce_failed` or `withdraw_failed` of `vip`.
-    pub fn count_vip_change(&self, vip: std::net::Ipv4Addr, change: &'static str) {
+    /// Counts an `announce`, `withdraw`, `announce_failed` or `withdraw_failed` of `vip`,
+    /// or a `list_failed` (vip "": listing lo's addresses failed).
+    pub fn count_vip_change(&self, vip: &dyn std::fmt::Display, change: &'static str) {
         self.vip_changes
             .get_or_create(&vec![
                 ("vip", vip.to_string()),
