@@ -79,6 +79,10 @@ impl<V: VipAddresses> Announcements<V> {
         attached: bool,
         now: Instant,
     ) -> Vec<Event> {
+        // Announcing off (the default) costs the loop nothing.
+        if config.announce.vip_ranges.is_empty() && self.decider.announced().next().is_none() {
+            return Vec::new();
+        }
         let ready = readiness(config, fleet, attached);
         let states = ready
             .iter()
@@ -123,6 +127,9 @@ impl<V: VipAddresses> Announcements<V> {
     /// /32 with lbd's label in range that lbd does not announce (added by hand with the
     /// label) is removed. Each repair is logged like a change.
     pub fn resync(&mut self, config: &AnnounceConfig) -> Vec<Event> {
+        if config.vip_ranges.is_empty() && self.decider.announced().next().is_none() {
+            return Vec::new();
+        }
         let held: BTreeSet<Ipv4Addr> = match self.addresses.announced() {
             Ok(held) => held.into_iter().filter(|v| config.in_range(*v)).collect(),
             Err(error) => {
