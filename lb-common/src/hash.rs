@@ -73,4 +73,73 @@ mod tests {
             assert!((900..=1100).contains(n), "bucket {i} got {n} of 16000");
         }
     }
+
+    /// Golden vectors: the data path places every flow by these values (the ring slot is
+    /// `hash % ring_size`, see `service::ring_index`), and every LB node of a tier must
+    /// compute the same ones. A change that makes this test fail moves (nearly) every
+    /// established flow to another backend when nodes of two versions serve side by side
+    /// or a node is upgraded: a breaking upgrade, see docs/tier.md ("Identical tables on
+    /// every node"). Do not update the values; keep the old function instead. They were
+    /// checked against an independent implementation of the documented algorithm.
+    #[test]
+    fn golden_flow_and_source_hashes_are_unchanged() {
+        type Tuple = ([u8; 4], [u8; 4], u16, u16);
+        fn wire_key((src, dst, src_port, dst_port): Tuple) -> FlowKey {
+            FlowKey {
+                src_addr: crate::net::ipv4_wire(src),
+                dst_addr: crate::net::ipv4_wire(dst),
+                src_port: crate::net::port_wire(src_port),
+                dst_port: crate::net::port_wire(dst_port),
+                proto: crate::net::PROTO_TCP,
+                family: crate::net::FAMILY_IPV4,
+                _pad: [0; 2],
+            }
+        }
+        let tuples: [Tuple; 5] = [
+            ([10, 10, 0, 2], [10, 0, 0, 100], 40000, 80),
+            ([192, 168, 1, 1], [10, 0, 0, 100], 1024, 443),
+            ([1, 2, 3, 4], [5, 6, 7, 8], 65535, 1),
+            ([0, 0, 0, 0], [0, 0, 0, 0], 0, 0),
+            ([203, 0, 113, 7], [198, 51, 100, 10], 51515, 8080),
+        ];
+        // (seed, tuple, its flow hash, the source hash of its client address);
+        // 0x4c42_5844 is the default `cluster.hash_seed`.
+        let golden: [(u32, usize, u32, u32); 15] = [
+            (0, 0, 0x3987_0060, 0xc760_b1f4),
+            (0, 1, 0xc447_fabb, 0xb91d_23fc),
+            (0, 2, 0x53f8_7e9f, 0x6294_33d4),
+            (0, 3, 0x5c93_0351, 0x346b_92aa),
+            (0, 4, 0x3208_2855, 0x0535_f69f),
+            (0x4c42_5844, 0, 0x7b8d_794c, 0xea4b_9e3f),
+            (0x4c42_5844, 1, 0xcaad_805f, 0x1ed3_60af),
+            (0x4c42_5844, 2, 0x44ea_7507, 0x40fb_4dd8),
+            (0x4c42_5844, 3, 0x51d4_164e, 0x5a8a_df74),
+            (0x4c42_5844, 4, 0xa22a_62e0, 0x8909_831e),
+            (0xffff_ffff, 0, 0x26cf_1c1d, 0xc00d_abf7),
+            (0xffff_ffff, 1, 0xf308_b095, 0xaeb9_6365),
+            (0xffff_ffff, 2, 0x2a32_e111, 0x483b_7897),
+            (0xffff_ffff, 3, 0x7459_8873, 0x3f64_0af1),
+            (0xffff_ffff, 4, 0x1d4c_8a38, 0xcd47_f3b1),
+        ];
+        for (seed, i, flow, source) in golden {
+            let key = wire_key(tuples[i]);
+            let tuple = tuples[i];
+            assert_eq!(
+                flow_hash(&key, seed),
+                flow,
+                "flow hash of {tuple:?} under seed {seed:#x}"
+            );
+            assert_eq!(
+                source_hash(key.src_addr, seed),
+                source,
+                "source hash of {:?} under seed {seed:#x}",
+                tuple.0
+            );
+        }
+        // The slot a hash selects in a ring of 65537 entries (service 0, first copy).
+        let slots = [64960, 46515, 12317, 50299, 49335];
+        for ((_, _, hash, _), slot) in golden[5..10].iter().zip(slots) {
+            assert_eq!(crate::service::ring_index(0, 0, 65537, *hash), slot);
+        }
+    }
 }

@@ -53,61 +53,13 @@ pub fn addresses(ctx: &XdpContext) -> Result<Addresses, Reason> {
     Ok(Addresses { eth, ip, src, dst })
 }
 
+/// The rest of the packet for a packet that may be ours: a plain IPv4 header carrying
+/// TCP ([`ipv4`]), a whole TCP header inside the frame ([`tcp_header`]), and the flow.
 #[inline(always)]
 pub fn tcp(ctx: &XdpContext, at: Addresses) -> Result<Packet, Reason> {
     let ip = at.ip;
-    let (vihl, frags, tot_len, proto) = unsafe {
-        let raw = ip as *const u8;
-        (
-            (*ip).vihl,
-            u16::from_be(wire::get16(raw.add(6))),
-            u16::from_be(wire::get16(raw.add(2))) as usize,
-            (*ip).proto,
-        )
-    };
-    if vihl >> 4 != 4 {
-        return Err(Reason::PassMalformedIpv4);
-    }
-    let ihl = (vihl & 0x0f) as usize;
-    if ihl < 5 {
-        return Err(Reason::PassMalformedIpv4);
-    }
-    if ihl > 5 {
-        return Err(Reason::PassIpOptions);
-    }
-    if tot_len < Ipv4Hdr::LEN {
-        return Err(Reason::PassMalformedIpv4);
-    }
-    if frags & (IP_MF | IP_OFFSET_MASK) != 0 {
-        return Err(Reason::PassFragment);
-    }
-    if proto != PROTO_TCP {
-        return Err(Reason::PassNotTcp);
-    }
-    let Some(tcp) = ptr_at::<TcpHdr>(ctx, EthHdr::LEN + Ipv4Hdr::LEN) else {
-        // The frame ends inside the TCP header: the IP header lied about the length if
-        // it claims a whole TCP header.
-        return Err(if tot_len >= Ipv4Hdr::LEN + TcpHdr::LEN {
-            Reason::PassMalformedIpv4
-        } else {
-            Reason::PassMalformedTcp
-        });
-    };
-    if tot_len < Ipv4Hdr::LEN + TcpHdr::LEN {
-        return Err(Reason::PassMalformedTcp);
-    }
-    // Ethernet may pad short frames, so the IP length may be shorter than the frame, but
-    // never longer. A header-only segment is already proven inside the frame by the TCP
-    // header's bound check; a longer one asks the helper for the frame length, because
-    // without CAP_PERFMON the verifier refuses both `data_end - data` and adding a
-    // variable to a packet pointer (Spectre v1 sanitising), and lbd should need only
-    // CAP_BPF and CAP_NET_ADMIN.
-    if tot_len > Ipv4Hdr::LEN + TcpHdr::LEN {
-        let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-        if EthHdr::LEN + tot_len > frame_len {
-            return Err(Reason::PassMalformedIpv4);
-        }
-    }
+    let (tot_len, proto) = ipv4(ip)?;
+    let tcp = tcp_header(ctx, tot_len)?;
     let l4_len = tot_len - Ipv4Hdr::LEN;
     let (doff_flags, src_port, dst_port) = unsafe {
         let raw = tcp as *const u8;
@@ -136,4 +88,70 @@ pub fn tcp(ctx: &XdpContext, at: Addresses) -> Result<Packet, Reason> {
         tcp_valid: doff >= TcpHdr::LEN && doff <= l4_len,
         frame_len: (EthHdr::LEN + tot_len) as u64,
     })
+}
+
+/// The IPv4 header's total length and protocol, once it is version 4, without options,
+/// not a fragment, and TCP.
+#[inline(always)]
+fn ipv4(ip: *mut Ipv4Hdr) -> Result<(usize, u8), Reason> {
+    let (vihl, frags, tot_len, proto) = unsafe {
+        let raw = ip as *const u8;
+        (
+            (*ip).vihl,
+            u16::from_be(wire::get16(raw.add(6))),
+            u16::from_be(wire::get16(raw.add(2))) as usize,
+            (*ip).proto,
+        )
+    };
+    if vihl >> 4 != 4 {
+        return Err(Reason::PassMalformedIpv4);
+    }
+    let ihl = (vihl & 0x0f) as usize;
+    if ihl < 5 {
+        return Err(Reason::PassMalformedIpv4);
+    }
+    if ihl > 5 {
+        return Err(Reason::PassIpOptions);
+    }
+    if tot_len < Ipv4Hdr::LEN {
+        return Err(Reason::PassMalformedIpv4);
+    }
+    if frags & (IP_MF | IP_OFFSET_MASK) != 0 {
+        return Err(Reason::PassFragment);
+    }
+    if proto != PROTO_TCP {
+        return Err(Reason::PassNotTcp);
+    }
+    Ok((tot_len, proto))
+}
+
+/// The TCP header after an option-less IPv4 header of total length `tot_len`, once both
+/// the frame and `tot_len` hold all of it and `tot_len` does not run past the frame.
+#[inline(always)]
+fn tcp_header(ctx: &XdpContext, tot_len: usize) -> Result<*mut TcpHdr, Reason> {
+    let Some(tcp) = ptr_at::<TcpHdr>(ctx, EthHdr::LEN + Ipv4Hdr::LEN) else {
+        // The frame ends inside the TCP header: the IP header lied about the length if
+        // it claims a whole TCP header.
+        return Err(if tot_len >= Ipv4Hdr::LEN + TcpHdr::LEN {
+            Reason::PassMalformedIpv4
+        } else {
+            Reason::PassMalformedTcp
+        });
+    };
+    if tot_len < Ipv4Hdr::LEN + TcpHdr::LEN {
+        return Err(Reason::PassMalformedTcp);
+    }
+    // Ethernet may pad short frames, so the IP length may be shorter than the frame, but
+    // never longer. A header-only segment is already proven inside the frame by the TCP
+    // header's bound check; a longer one asks the helper for the frame length, because
+    // without CAP_PERFMON the verifier refuses both `data_end - data` and adding a
+    // variable to a packet pointer (Spectre v1 sanitising), and lbd should need only
+    // CAP_BPF and CAP_NET_ADMIN.
+    if tot_len > Ipv4Hdr::LEN + TcpHdr::LEN {
+        let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+        if EthHdr::LEN + tot_len > frame_len {
+            return Err(Reason::PassMalformedIpv4);
+        }
+    }
+    Ok(tcp)
 }

@@ -34,24 +34,7 @@ use crate::{
 /// tracked flow), so not ours.
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
-    // Established flows first: their packets need no service lookup. A SYN to a
-    // hash-placed service needs no flow lookup instead: it records nothing, and whatever
-    // entry its tuple has is sorted out by the client's ACK (see `existing_flow`).
-    let mut syn_service = None;
-    let existing = if !pkt.tcp_valid {
-        Existing::Miss
-    } else if is_syn(pkt) {
-        let found = lookup::service_of(pkt)?;
-        let stateless = found.0.flags() & SERVICE_F_STATELESS_SYN != 0;
-        syn_service = Some(found);
-        if stateless {
-            Existing::Miss
-        } else {
-            existing_flow(pkt)
-        }
-    } else {
-        existing_flow(pkt)
-    };
+    let (existing, syn_service) = existing_or_syn(pkt)?;
     let ((target, backend, new_flow), decision) = match existing {
         Existing::Hit(target, backend) => {
             if !forward::ttl_allows(pkt) {
@@ -60,75 +43,129 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
             }
             ((target, backend, false), TRACE_DECISION_FLOW_HIT)
         }
-        miss => {
-            let (service, service_at) = match syn_service {
-                Some(found) => found,
-                None => lookup::service_of(pkt)?,
-            };
-            // XDP runs before the kernel's martian checks: a source no router forwards
-            // from, or the VIP itself, is dropped before it is placed (so no flow of such
-            // a source is ever recorded, and a hit never needs the check).
-            if is_martian(pkt.flow.src_addr) || pkt.flow.src_addr == pkt.flow.dst_addr {
-                let action = count::drop(Reason::DropMartianSource);
-                return Some(refused(
-                    pkt,
-                    service.id(),
-                    action,
-                    Reason::DropMartianSource,
-                ));
-            }
-            if !pkt.tcp_valid {
-                let action = count::drop(Reason::DropMalformedTcp);
-                return Some(refused(pkt, service.id(), action, Reason::DropMalformedTcp));
-            }
-            if !forward::ttl_allows(pkt) {
-                let action = count::pass(Reason::PassTtlExpired);
-                return Some(refused(pkt, service.id(), action, Reason::PassTtlExpired));
-            }
-            let replace = matches!(miss, Existing::Replace);
-            let placed = if is_syn(pkt) && service.flags() & SERVICE_F_STATELESS_SYN != 0 {
-                stateless_syn(pkt, service, service_at).map(|p| (p, TRACE_DECISION_STATELESS_SYN))
-            } else {
-                // Only a SYN (of a service that records them) and the ACK of a handshake
-                // whose SYN we placed record a flow. Any other packet without an entry (a
-                // connection moved here by ECMP or evicted, or a spoofed ACK, RST or
-                // segment) is forwarded by the table and records no flow: its backend's
-                // answer records the flow if it is real (see `to_client_miss`).
-                let chosen = if is_syn(pkt) {
-                    let id = select::pick(service, &pkt.flow);
-                    backend_by_id(id).map(|b| (id, b, true))
-                } else {
-                    handshake_backend(pkt, service)
-                };
-                match chosen {
-                    Some((id, backend, false)) => {
-                        forward_unrecorded(service, id, backend, &pkt.flow, service_at)
-                            .map(|p| (p, TRACE_DECISION_STATELESS_FORWARD))
-                    }
-                    Some((id, backend, true)) => {
-                        let decision = if is_syn(pkt) {
-                            TRACE_DECISION_NEW_FLOW
-                        } else {
-                            TRACE_DECISION_SYN_CACHE
-                        };
-                        record(pkt, service, id, backend, replace).map(|p| (p, decision))
-                    }
-                    None if !is_syn(pkt) => stateless_forward(pkt, service, service_at)
-                        .map(|p| (p, TRACE_DECISION_STATELESS_FORWARD)),
-                    None => None,
-                }
-            };
-            match placed {
-                Some(placed) => placed,
-                None => {
-                    let action = count::drop(Reason::DropNoBackend);
-                    return Some(refused(pkt, service.id(), action, Reason::DropNoBackend));
-                }
-            }
-        }
+        miss => match place_miss(pkt, syn_service, miss)? {
+            Ok(placed) => placed,
+            Err(action) => return Some(action),
+        },
     };
+    Some(send(ctx, pkt, &target, &backend, new_flow, decision))
+}
+
+/// Where a packet placed on a backend goes: its flow's target, the backend, whether it
+/// opened a flow, and the trace decision that placed it.
+type Placed = ((FlowTarget, Backend, bool), u8);
+
+/// The packet's flow entry, and for a SYN its service (looked up first). Established
+/// flows first: their packets need no service lookup. A SYN to a hash-placed service
+/// needs no flow lookup instead: it records nothing, and whatever entry its tuple has is
+/// sorted out by the client's ACK (see `existing_flow`). `None`: a SYN to no VIP:port.
+#[inline(always)]
+fn existing_or_syn(pkt: &Packet) -> Option<(Existing, Option<(PackedMeta, u32)>)> {
+    if !pkt.tcp_valid {
+        return Some((Existing::Miss, None));
+    }
+    if !is_syn(pkt) {
+        return Some((existing_flow(pkt), None));
+    }
+    let found = lookup::service_of(pkt)?;
+    if found.0.flags() & SERVICE_F_STATELESS_SYN != 0 {
+        Some((Existing::Miss, Some(found)))
+    } else {
+        Some((existing_flow(pkt), Some(found)))
+    }
+}
+
+/// A packet without a live flow: checked, then placed by its service. `None`: not to
+/// any VIP:port; `Err`: refused, with the action taken.
+#[inline(always)]
+fn place_miss(
+    pkt: &Packet,
+    syn_service: Option<(PackedMeta, u32)>,
+    miss: Existing,
+) -> Option<Result<Placed, u32>> {
+    let (service, service_at) = match syn_service {
+        Some(found) => found,
+        None => lookup::service_of(pkt)?,
+    };
+    // XDP runs before the kernel's martian checks: a source no router forwards from, or
+    // the VIP itself, is dropped before it is placed (so no flow of such a source is
+    // ever recorded, and a hit never needs the check).
+    let refusal = if is_martian(pkt.flow.src_addr) || pkt.flow.src_addr == pkt.flow.dst_addr {
+        Some((
+            count::drop(Reason::DropMartianSource),
+            Reason::DropMartianSource,
+        ))
+    } else if !pkt.tcp_valid {
+        Some((
+            count::drop(Reason::DropMalformedTcp),
+            Reason::DropMalformedTcp,
+        ))
+    } else if !forward::ttl_allows(pkt) {
+        Some((count::pass(Reason::PassTtlExpired), Reason::PassTtlExpired))
+    } else {
+        None
+    };
+    if let Some((action, why)) = refusal {
+        return Some(Err(refused(pkt, service.id(), action, why)));
+    }
+    let replace = matches!(miss, Existing::Replace);
+    Some(match place(pkt, service, service_at, replace) {
+        Some(placed) => Ok(placed),
+        None => {
+            let action = count::drop(Reason::DropNoBackend);
+            Err(refused(pkt, service.id(), action, Reason::DropNoBackend))
+        }
+    })
+}
+
+/// Places a checked packet of `service` on a backend. `None`: no backend to take it.
+#[inline(always)]
+fn place(pkt: &Packet, service: PackedMeta, service_at: u32, replace: bool) -> Option<Placed> {
+    if is_syn(pkt) && service.flags() & SERVICE_F_STATELESS_SYN != 0 {
+        return stateless_syn(pkt, service, service_at).map(|p| (p, TRACE_DECISION_STATELESS_SYN));
+    }
+    // Only a SYN (of a service that records them) and the ACK of a handshake whose SYN
+    // we placed record a flow. Any other packet without an entry (a connection moved here
+    // by ECMP or evicted, or a spoofed ACK, RST or segment) is forwarded by the table and
+    // records no flow: its backend's answer records the flow if it is real (see
+    // `to_client_miss`).
+    let chosen = if is_syn(pkt) {
+        let id = select::pick(service, &pkt.flow);
+        backend_by_id(id).map(|b| (id, b, true))
+    } else {
+        handshake_backend(pkt, service)
+    };
+    match chosen {
+        Some((id, backend, false)) => {
+            forward_unrecorded(service, id, backend, &pkt.flow, service_at)
+                .map(|p| (p, TRACE_DECISION_STATELESS_FORWARD))
+        }
+        Some((id, backend, true)) => {
+            let decision = if is_syn(pkt) {
+                TRACE_DECISION_NEW_FLOW
+            } else {
+                TRACE_DECISION_SYN_CACHE
+            };
+            record(pkt, service, id, backend, replace).map(|p| (p, decision))
+        }
+        None if !is_syn(pkt) => stateless_forward(pkt, service, service_at)
+            .map(|p| (p, TRACE_DECISION_STATELESS_FORWARD)),
+        None => None,
+    }
+}
+
+/// Rewrites a placed packet towards `backend`, counts it, forwards it; traced if sampled.
+#[inline(always)]
+fn send(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    target: &FlowTarget,
+    backend: &Backend,
+    new_flow: bool,
+    decision: u8,
+) -> u32 {
     rewrite::dnat(pkt, backend.addr, backend.port);
-    count::to_backend(&target, pkt.frame_len, new_flow);
+    count::to_backend(target, pkt.frame_len, new_flow);
     count::attempt_to_backend(target.backend, pkt.tcp_flags);
     let action = match NEXTHOPS.get_ptr_mut(target.backend) {
         Some(cache) => forward::forward(ctx, pkt, cache),
@@ -147,7 +184,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
             reason,
         );
     }
-    Some(action)
+    action
 }
 
 /// A packet to service `service` that reached no backend: traced if sampled.

@@ -19,26 +19,47 @@ pub mod fake_vips;
 mod lookups;
 
 #[cfg(any(test, feature = "fake"))]
-pub use fake::{FakeCounters, FakeDataplane, Write};
+pub use fake::{Capacity, FakeCounters, FakeDataplane, Write};
 #[cfg(any(test, feature = "fake"))]
 pub use fake_vips::FakeVips;
 pub use lookups::Lookups;
+
+/// Why a table write failed, told apart where the caller answers differently: a full
+/// table is a capacity the operator set (`limits.*`), not a fault.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The map has no room for the entry (an id or index beyond its capacity, or no free
+    /// slot): nothing of this write was made.
+    #[error("map {map} is full: {capacity} entries (sized by limits.{limit})")]
+    TableFull {
+        map: &'static str,
+        capacity: u32,
+        /// The config key its capacity comes from.
+        limit: &'static str,
+    },
+    /// Any other failure, with what was being done.
+    #[error(transparent)]
+    Kernel(#[from] anyhow::Error),
+}
+
+/// A table write's result.
+pub type WriteResult = Result<(), DataplaneError>;
 
 /// The data path: its tables written by the controller, its counters read, its flows
 /// maintained. Counters and lookups are their own traits so that a pure function (rates,
 /// `explain`'s decision) can be tested against a double that provides only them.
 pub trait Dataplane: Counters + Lookups {
     /// Writes one backend slot (an all-zero value frees it).
-    fn set_backend(&mut self, id: u32, backend: &Backend) -> anyhow::Result<()>;
+    fn set_backend(&mut self, id: u32, backend: &Backend) -> WriteResult;
     /// Writes ring entries as (index into the whole ring array, backend id).
-    fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()>;
+    fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> WriteResult;
     /// Writes policy-table entries as (index into the whole table array, backend id).
-    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()>;
+    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> WriteResult;
     /// Writes address-prefilter words as (word index, bits).
-    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> anyhow::Result<()>;
+    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> WriteResult;
     /// Creates or replaces a service; replacing flips its live ring slot atomically.
-    fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> anyhow::Result<()>;
-    fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()>;
+    fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> WriteResult;
+    fn remove_service(&mut self, key: &ServiceKey) -> WriteResult;
     /// Deletes every flow entry, in both directions, pinned to any of the backends `ids`
     /// (one walk of each table, however many ids); returns how many connections
     /// (forward entries) were dropped.

@@ -29,6 +29,12 @@ use crate::{
 /// retry may succeed). Other failures exit 1, bad arguments 2.
 pub const EXIT_TIMEOUT: u8 = 75;
 
+/// Exit status when lbd refused a change because a data-path table is full (HTTP 507;
+/// sysexits EX_CANTCREAT: what was asked could not be created). Not a retry as it
+/// stands: a slot frees when a removed backend's deregistration delay passes, or a
+/// larger `limits.*` needs a restart.
+pub const EXIT_TABLE_FULL: u8 = 73;
+
 /// Control the XDP load balancer `lbd` through its admin API.
 #[derive(Parser)]
 #[command(name = "lbctl", version, propagate_version = true)]
@@ -154,6 +160,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<ClientError>() {
         Some(ClientError::Timeout { .. }) => EXIT_TIMEOUT,
+        Some(ClientError::Api { status: 507, .. }) => EXIT_TABLE_FULL,
         _ => 1,
     }
 }
@@ -175,6 +182,28 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn a_full_table_has_its_own_exit_status_and_one_line() {
+        // As lbctl reads the API's 507 (see `ops::api::error`).
+        let e = anyhow::Error::from(ClientError::Api {
+            status: 507,
+            message: "no room in the data path: writing backend 10.1.0.3 (id 2): map BACKENDS \
+                      is full: 2 entries (sized by limits.max_backends) (nothing was changed)"
+                .into(),
+        });
+        assert_eq!(exit_code(&e), EXIT_TABLE_FULL);
+        assert_eq!(
+            format!("{e:#}"),
+            "no room in the data path: writing backend 10.1.0.3 (id 2): map BACKENDS is full: \
+             2 entries (sized by limits.max_backends) (nothing was changed) (HTTP 507)"
+        );
+        let other = anyhow::Error::from(ClientError::Api {
+            status: 500,
+            message: "applying".into(),
+        });
+        assert_eq!(exit_code(&other), 1);
+    }
 
     #[test]
     fn cli_is_well_formed() {

@@ -12,7 +12,8 @@ use crate::{
 
 #[derive(Subcommand)]
 pub enum ServiceCmd {
-    /// Every service.
+    /// Every service, with the digests of its tables and of its config: nodes of one
+    /// tier that show equal table digests place every flow of it alike.
     List,
     /// One service, as in the config file.
     Show { name: String },
@@ -49,6 +50,8 @@ pub fn run(ctx: &Ctx, cmd: ServiceCmd) -> anyhow::Result<()> {
                     "BACKENDS>",
                     "DRAINING>",
                     "DRAINED ZONES",
+                    "TABLE DIGEST",
+                    "CONFIG DIGEST",
                 ]);
                 for s in &list {
                     t.row(vec![
@@ -58,6 +61,8 @@ pub fn run(ctx: &Ctx, cmd: ServiceCmd) -> anyhow::Result<()> {
                         s.backends.to_string(),
                         s.draining.to_string(),
                         s.drained_zones.join(","),
+                        digest(s.table_digest),
+                        digest(s.config_digest),
                     ]);
                 }
                 t.render()
@@ -95,6 +100,12 @@ pub fn run(ctx: &Ctx, cmd: ServiceCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A digest as 12 hex digits (its 48 bits; `/metrics` and `-o json` give the same number
+/// in decimal), `-` before the data path is programmed.
+fn digest(value: Option<u64>) -> String {
+    value.map_or_else(|| "-".to_string(), |d| format!("{d:012x}"))
 }
 
 pub fn policy_name(p: Policy) -> String {

@@ -8,11 +8,12 @@ use lb_common::{
     filter::{filter_slot, FILTER_VIPS},
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
     hash::flow_hash,
-    service::{ring_index, ServiceKey, ServiceMeta},
+    limits::{MAP_BACKENDS, MAP_POLICY_TABLE, MAP_RING, MAP_SERVICE_INDEX},
+    service::{ring_index, ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
     syn_cache::SynSet,
 };
 
-use super::{Counters, Dataplane, LinkChange, Lookups};
+use super::{Counters, Dataplane, DataplaneError, LinkChange, Lookups, WriteResult};
 use crate::model::{
     ageing,
     config::FlowTimeouts,
@@ -58,7 +59,16 @@ pub struct FakeDataplane {
     pub interfaces: Vec<(String, bool)>,
     /// What [`Counters`] reads, set by tests (zero where nothing is set).
     pub counters: FakeCounters,
+    /// The tables' sizes, as lbd loads them from `limits.*`; `None`: unbounded.
+    pub capacity: Option<Capacity>,
     pub log: Vec<Write>,
+}
+
+/// The limits the kernel's tables are sized from (see `crate::kernel::map_sizes`).
+#[derive(Debug, Clone, Copy)]
+pub struct Capacity {
+    pub services: u32,
+    pub backends: u32,
 }
 
 /// The counters the fake reports, by service or backend id; absent ids read as zero.
@@ -157,13 +167,20 @@ impl FakeDataplane {
 }
 
 impl Dataplane for FakeDataplane {
-    fn set_backend(&mut self, id: u32, backend: &Backend) -> anyhow::Result<()> {
+    fn set_backend(&mut self, id: u32, backend: &Backend) -> WriteResult {
+        if let Some(c) = self.capacity {
+            check_index(id, c.backends, MAP_BACKENDS, "max_backends")?;
+        }
         self.backends.insert(id, *backend);
         self.log.push(Write::Backend(id));
         Ok(())
     }
 
-    fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
+    fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> WriteResult {
+        if let Some(c) = self.capacity {
+            let size = c.services * 2 * self.ring_size;
+            check_indices(entries, size, MAP_RING)?;
+        }
         for (index, id) in entries {
             self.ring.insert(*index, *id);
             self.log.push(Write::Ring(*index));
@@ -171,7 +188,11 @@ impl Dataplane for FakeDataplane {
         Ok(())
     }
 
-    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
+    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> WriteResult {
+        if let Some(c) = self.capacity {
+            let size = c.services * 2 * POLICY_TABLE_SLOTS;
+            check_indices(entries, size, MAP_POLICY_TABLE)?;
+        }
         for (index, id) in entries {
             self.policy_table.insert(*index, *id);
             self.log.push(Write::PolicyTable(*index));
@@ -179,7 +200,7 @@ impl Dataplane for FakeDataplane {
         Ok(())
     }
 
-    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> anyhow::Result<()> {
+    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> WriteResult {
         for (index, bits) in words {
             self.filter.insert(*index, *bits);
             self.log.push(Write::Filter(*index));
@@ -187,13 +208,22 @@ impl Dataplane for FakeDataplane {
         Ok(())
     }
 
-    fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> anyhow::Result<()> {
+    fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> WriteResult {
+        if let Some(c) = self.capacity {
+            if !self.services.contains_key(key) && self.services.len() as u32 >= c.services {
+                return Err(DataplaneError::TableFull {
+                    map: MAP_SERVICE_INDEX,
+                    capacity: c.services,
+                    limit: "max_services",
+                });
+            }
+        }
         self.services.insert(*key, *meta);
         self.log.push(Write::Service(*key, *meta));
         Ok(())
     }
 
-    fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
+    fn remove_service(&mut self, key: &ServiceKey) -> WriteResult {
         self.services.remove(key);
         self.log.push(Write::RemoveService(*key));
         Ok(())
@@ -359,4 +389,23 @@ impl Counters for FakeDataplane {
     fn flow_entries(&self) -> u64 {
         self.counters.flow_entries
     }
+}
+
+/// As the kernel refuses an array index at or beyond `max_entries` (E2BIG).
+fn check_index(index: u32, size: u32, map: &'static str, limit: &'static str) -> WriteResult {
+    if index < size {
+        return Ok(());
+    }
+    Err(DataplaneError::TableFull {
+        map,
+        capacity: size,
+        limit,
+    })
+}
+
+/// [`check_index`] for every entry of a selection-table write, before any is made.
+fn check_indices(entries: &[(u32, u32)], size: u32, map: &'static str) -> WriteResult {
+    entries
+        .iter()
+        .try_for_each(|(index, _)| check_index(*index, size, map, "max_services"))
 }

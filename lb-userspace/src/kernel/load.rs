@@ -71,6 +71,49 @@ pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
     ])
 }
 
+/// Where each map is pinned under `pins`, once the pinned maps there (if any) are
+/// checked to fit this build's object with `sizes`.
+fn pin_paths(
+    pins: &PinDir,
+    object: &[u8],
+    sizes: &[(&'static str, u32)],
+) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    pins.prepare()?;
+    let shapes = pins::pinned_shapes(object, sizes)?;
+    pins.check(&shapes)?;
+    Ok(shapes
+        .iter()
+        .map(|(name, _)| (name.clone(), pins.map_path(name)))
+        .collect())
+}
+
+/// Verifies and loads lb_xdp and lb_reply, puts lb_reply where lb_xdp tail-calls it,
+/// and stamps the layout version on maps created now (adopted ones carry theirs).
+fn load_programs(ebpf: &mut Ebpf, adopted: bool) -> anyhow::Result<ProgramArray<MapData>> {
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM_XDP)
+        .context("the XDP object has no program lb_xdp")?
+        .try_into()?;
+    program.load().context("verifying and loading lb_xdp")?;
+    let reply: &mut Xdp = ebpf
+        .program_mut(PROGRAM_REPLY)
+        .context("the XDP object has no program lb_reply")?
+        .try_into()?;
+    reply.load().context("verifying and loading lb_reply")?;
+    let reply_fd = reply.fd()?.try_clone().context("lb_reply's fd")?;
+    let mut programs: ProgramArray<MapData> = take(ebpf, MAP_PROGRAMS)?;
+    programs
+        .set(PROGRAMS_SLOT_REPLY, &reply_fd, 0)
+        .context("putting lb_reply in the program array")?;
+    let mut layout: Array<MapData, u32> = take(ebpf, MAP_LAYOUT)?;
+    if !adopted {
+        layout
+            .set(0, LAYOUT_VERSION, 0)
+            .context("writing the layout version")?;
+    }
+    Ok(programs)
+}
+
 impl KernelDataplane {
     /// Loads the program and creates its maps, sized from `config`. Nothing is attached.
     ///
@@ -92,50 +135,27 @@ impl KernelDataplane {
         for &(name, size) in &sizes {
             loader.map_max_entries(name, size);
         }
-        let shapes = match pins {
-            Some(pins) => {
-                pins.prepare()?;
-                let shapes = pins::pinned_shapes(object, &sizes)?;
-                pins.check(&shapes)?;
-                shapes
-            }
+        let pin_paths = match pins {
+            Some(pins) => pin_paths(pins, object, &sizes)?,
             None => Vec::new(),
         };
         let adopted = pins.is_some_and(PinDir::has_maps);
-        let pin_paths: Vec<(String, PathBuf)> = match pins {
-            Some(pins) => shapes
-                .iter()
-                .map(|(name, _)| (name.clone(), pins.map_path(name)))
-                .collect(),
-            None => Vec::new(),
-        };
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader
             .load(object)
             .context("loading the XDP object into the kernel")?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_XDP)
-            .context("the XDP object has no program lb_xdp")?
-            .try_into()?;
-        program.load().context("verifying and loading lb_xdp")?;
-        let reply: &mut Xdp = ebpf
-            .program_mut(PROGRAM_REPLY)
-            .context("the XDP object has no program lb_reply")?
-            .try_into()?;
-        reply.load().context("verifying and loading lb_reply")?;
-        let reply_fd = reply.fd()?.try_clone().context("lb_reply's fd")?;
-        let mut programs: ProgramArray<MapData> = take(&mut ebpf, MAP_PROGRAMS)?;
-        programs
-            .set(PROGRAMS_SLOT_REPLY, &reply_fd, 0)
-            .context("putting lb_reply in the program array")?;
-        let mut layout: Array<MapData, u32> = take(&mut ebpf, MAP_LAYOUT)?;
-        if !adopted {
-            layout
-                .set(0, LAYOUT_VERSION, 0)
-                .context("writing the layout version")?;
-        }
+        let programs = load_programs(&mut ebpf, adopted)?;
+        Self::with_maps(ebpf, programs, adopted)
+    }
+
+    /// Takes a typed handle on every map of the loaded `ebpf`.
+    fn with_maps(
+        mut ebpf: Ebpf,
+        programs: ProgramArray<MapData>,
+        adopted: bool,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             services: ServiceIndex::new(take_mmap_sized(
                 &mut ebpf,

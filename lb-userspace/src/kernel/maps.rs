@@ -2,7 +2,10 @@
 //! per-CPU counters summed.
 
 use anyhow::Context as _;
-use aya::maps::{MapData, PerCpuArray};
+use aya::{
+    maps::{MapData, MapError, PerCpuArray},
+    sys::SyscallError,
+};
 use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters, REASON_COUNT},
@@ -14,10 +17,11 @@ use lb_common::{
 
 use super::{
     flows::{current_if, remove_present},
+    mmap_array::OutOfRange,
     KernelDataplane,
 };
 use crate::{
-    dataplane::{Counters, Dataplane, LinkChange},
+    dataplane::{Counters, Dataplane, DataplaneError, LinkChange, WriteResult},
     model::config::FlowTimeouts,
 };
 
@@ -52,35 +56,91 @@ pub(super) fn sum_counters(
     Ok(total)
 }
 
+/// One array slot being written, to say why a write of it was refused.
+struct Slot {
+    map: &'static str,
+    capacity: u32,
+    /// The config key the map is sized from.
+    limit: &'static str,
+    index: u32,
+}
+
+impl Slot {
+    /// [`DataplaneError::TableFull`] when there is no room for the slot (an index at or
+    /// beyond the map's size, which the kernel answers with E2BIG; or ENOSPC), any other
+    /// failure with the map and index named.
+    fn refused(&self, e: MapError) -> DataplaneError {
+        let full = match &e {
+            MapError::OutOfBounds { .. } => true,
+            MapError::SyscallError(SyscallError { io_error, .. }) => {
+                matches!(io_error.raw_os_error(), Some(libc::E2BIG | libc::ENOSPC))
+            }
+            _ => false,
+        };
+        if full {
+            return DataplaneError::TableFull {
+                map: self.map,
+                capacity: self.capacity,
+                limit: self.limit,
+            };
+        }
+        let what = format!("{}[{}]", self.map, self.index);
+        DataplaneError::Kernel(anyhow::Error::new(e).context(what))
+    }
+}
+
+/// A selection-table write beyond the table: the service's id has no room in a table
+/// sized from `limits.max_services` (nothing was written).
+fn full(e: OutOfRange, map: &'static str) -> DataplaneError {
+    DataplaneError::TableFull {
+        map,
+        capacity: e.entries,
+        limit: "max_services",
+    }
+}
+
 impl Dataplane for KernelDataplane {
-    fn set_backend(&mut self, id: u32, backend: &Backend) -> anyhow::Result<()> {
+    fn set_backend(&mut self, id: u32, backend: &Backend) -> WriteResult {
+        let capacity = self.backends.len();
+        let slot = |map| Slot {
+            map,
+            capacity,
+            limit: "max_backends",
+            index: id,
+        };
         self.backends
             .set(id, backend, 0)
-            .with_context(|| format!("BACKENDS[{id}]"))?;
+            .map_err(|e| slot(MAP_BACKENDS).refused(e))?;
         // The slot may now name another address: forget the route cached for it.
         self.nexthops
             .set(id, NextHop::default(), 0)
-            .with_context(|| format!("NEXTHOPS[{id}]"))
+            .map_err(|e| slot(MAP_NEXTHOPS).refused(e))
     }
 
-    fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
-        self.ring.set_all(entries).context("RING")
+    fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> WriteResult {
+        self.ring.set_all(entries).map_err(|e| full(e, MAP_RING))
     }
 
-    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
-        self.policy_table.set_all(entries).context("POLICY_TABLE")
+    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> WriteResult {
+        self.policy_table
+            .set_all(entries)
+            .map_err(|e| full(e, MAP_POLICY_TABLE))
     }
 
-    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> anyhow::Result<()> {
-        self.addr_filter.set_all(words).context("ADDR_FILTER")
+    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> WriteResult {
+        // A fixed size that every word index fits (`FILTER_TOTAL_WORDS`): never full.
+        self.addr_filter
+            .set_all(words)
+            .context(MAP_ADDR_FILTER)
+            .map_err(DataplaneError::Kernel)
     }
 
-    fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> anyhow::Result<()> {
+    fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> WriteResult {
         self.services.set(key, meta)
     }
 
-    fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
-        self.services.remove(key)
+    fn remove_service(&mut self, key: &ServiceKey) -> WriteResult {
+        Ok(self.services.remove(key)?)
     }
 
     fn purge_flows(&mut self, ids: &[u32]) -> anyhow::Result<usize> {

@@ -14,6 +14,14 @@ use std::{
 use anyhow::{ensure, Context as _};
 use aya::maps::{Map, MapData};
 
+/// A write to an index the array does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("index {index} beyond {entries} entries")]
+pub struct OutOfRange {
+    pub index: u32,
+    pub entries: u32,
+}
+
 pub struct MmapArray {
     // Owns the fd the mapping belongs to.
     _map: MapData,
@@ -80,15 +88,17 @@ impl MmapArray {
         self.entries as u32
     }
 
-    /// Writes (index, value) pairs of an array of u32.
-    pub fn set_all(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
-        ensure!(self.value_size == 4, "not an array of u32");
+    /// Writes (index, value) pairs of an array of u32; if any index is beyond the
+    /// array, none is written.
+    pub fn set_all(&mut self, entries: &[(u32, u32)]) -> Result<(), OutOfRange> {
+        assert_eq!(self.value_size, 4, "not an array of u32");
+        if let Some((index, _)) = entries.iter().find(|(i, _)| *i as usize >= self.entries) {
+            return Err(OutOfRange {
+                index: *index,
+                entries: self.entries as u32,
+            });
+        }
         for (index, value) in entries {
-            ensure!(
-                (*index as usize) < self.entries,
-                "index {index} beyond {} entries",
-                self.entries
-            );
             // SAFETY: in bounds (checked above) of a live shared mapping; the element
             // offset is 8-aligned.
             unsafe {

@@ -2,16 +2,20 @@
 //! kernel array, read and written through its memory mapping, one atomic store per word.
 use std::net::Ipv4Addr;
 
-use anyhow::{bail, ensure, Context as _};
+use anyhow::{ensure, Context as _};
 use lb_common::{
+    limits::MAP_SERVICE_INDEX,
     service::{ServiceKey, ServiceMeta},
     service_index::{
-        find, key_of_word, key_word, pack_meta, place, unpack_meta, Placement,
-        SERVICE_INDEX_PROBES, SLOT_EMPTY, SLOT_REMOVED,
+        find, key_of_word, key_word, pack_meta, place, unpack_meta, Placement, SLOT_EMPTY,
+        SLOT_REMOVED,
     },
 };
 
-use crate::kernel::mmap_array::MmapArray;
+use crate::{
+    dataplane::{DataplaneError, WriteResult},
+    kernel::mmap_array::MmapArray,
+};
 
 /// Word offsets in a slot.
 const KEY: usize = 0;
@@ -44,7 +48,7 @@ impl ServiceIndex {
     }
 
     /// Publishes `key`'s service or replaces its meta (one store: a flip is atomic).
-    pub fn set(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> anyhow::Result<()> {
+    pub fn set(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> WriteResult {
         let packed = pack_meta(meta).with_context(|| {
             format!(
                 "service {}: {meta:?} does not fit the index's meta word",
@@ -59,12 +63,15 @@ impl ServiceIndex {
                 self.map.store_u64(at, META, packed);
                 self.map.store_u64(at, KEY, word);
             }
-            None => bail!(
-                "service {}: the service index ({} slots) has no free slot within \
-                 {SERVICE_INDEX_PROBES} of its home",
-                describe(key),
-                self.mask + 1
-            ),
+            // No free slot within `SERVICE_INDEX_PROBES` of the key's home: the index is
+            // sized from max_services, so more room means a larger limit.
+            None => {
+                return Err(DataplaneError::TableFull {
+                    map: MAP_SERVICE_INDEX,
+                    capacity: self.mask + 1,
+                    limit: "max_services",
+                });
+            }
         }
         Ok(())
     }

@@ -237,6 +237,50 @@ mod tests {
         }
     }
 
+    /// Golden vectors: every LB node of a tier must build the same table from the same
+    /// backends, whatever its version. A change that makes this test fail gives a new
+    /// `lbd` a different table than the nodes it serves beside (and than itself before
+    /// the upgrade), so established flows that ECMP moves between nodes, or that lose
+    /// their flow entry, land on other backends: a breaking upgrade, see docs/tier.md
+    /// ("Identical tables on every node"). Do not update the values; keep the old
+    /// builder instead. They were checked against an independent implementation of the
+    /// algorithm above.
+    #[test]
+    fn golden_tables_are_unchanged() {
+        // Weights in the plan's unit (thousandths); the weight-0 backend takes no slot.
+        let input = |identity: &str, weight: u32, id: u32| MaglevBackend {
+            identity: identity.to_string(),
+            weight,
+            id,
+        };
+        let backends = [
+            input("10.1.0.11:8080", 1000, 0),
+            input("10.1.0.12:8080", 2000, 1),
+            input("10.1.0.13:8080", 1000, 2),
+            input("10.2.0.7:443", 0, 3),
+        ];
+        assert_eq!(
+            build(&backends, 13),
+            [2, 1, 1, 1, 0, 1, 1, 0, 1, 2, 0, 2, 1]
+        );
+        let big = build(&backends, 65537);
+        assert_eq!(
+            big[..32],
+            [
+                2, 1, 0, 0, 1, 2, 1, 2, 0, 1, 1, 0, 2, 1, 2, 0, 1, 2, 1, 0, 0, 2, 1, 2, 0, 1, 1, 0,
+                2, 1, 2, 0
+            ]
+        );
+        // 64-bit FNV-1a over the whole table, each entry as 4 little-endian bytes.
+        let mut fnv = 0xcbf2_9ce4_8422_2325u64;
+        for byte in big.iter().flat_map(|id| id.to_le_bytes()) {
+            fnv = (fnv ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        assert_eq!(fnv, 0x2415_a1d0_18ec_b274);
+        let count = |id: u32| big.iter().filter(|slot| **slot == id).count();
+        assert_eq!([count(0), count(1), count(2)], [16384, 32769, 16384]);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         #[test]

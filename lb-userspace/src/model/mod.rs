@@ -1,6 +1,6 @@
 //! What lbd is asked to do and how it is computed, as pure functions: the config, the
 //! desired state and its changes, the plan of dense ids, Maglev rings and policy
-//! tables, effective weights, flow ageing and active-flow reconciliation.
+//! tables, effective weights, flow ageing, active-flow reconciliation and the table digest.
 pub mod ageing;
 pub mod announce;
 pub mod config;
@@ -9,4 +9,5 @@ pub mod maglev;
 pub mod plan;
 pub mod policy_table;
 pub mod reconcile;
+pub mod table_digest;
 pub mod weights;

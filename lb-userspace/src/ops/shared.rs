@@ -17,13 +17,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use log::{error, info};
+use log::{error, info, warn};
 
 use crate::{
     control::health::machine::{Health, Outcome},
     control::runtime::{Edited, Runtime},
     control::tables::ApplySummary,
-    dataplane::Dataplane,
+    dataplane::{Dataplane, DataplaneError},
     model::config::Config,
     model::desired::{
         diff,
@@ -32,6 +32,7 @@ use crate::{
         state_file::{StateFileError, Store, Undo},
     },
     model::plan::BackendRef,
+    model::table_digest::{self, DigestCache, ServiceDigest},
     ops::stats::{self, Sampler, Snapshot},
     ops::views::{ChangeResult, HealthView, StatsView},
 };
@@ -54,6 +55,28 @@ pub enum ChangeError {
         "applying the desired state to the data path: {0:#} (the previous state was restored)"
     )]
     Apply(anyhow::Error),
+    /// A data-path table has no room for the change (see
+    /// [`DataplaneError::TableFull`]): a limit the operator set, not a fault.
+    #[error("no room in the data path: {0:#} (nothing was changed)")]
+    TableFull(anyhow::Error),
+}
+
+impl ChangeError {
+    /// What a failed apply means: [`ChangeError::TableFull`] when a table was full,
+    /// wherever in the error's context, else [`ChangeError::Apply`].
+    fn applying(e: anyhow::Error) -> Self {
+        let full = e.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<DataplaneError>(),
+                Some(DataplaneError::TableFull { .. })
+            )
+        });
+        if full {
+            Self::TableFull(e)
+        } else {
+            Self::Apply(e)
+        }
+    }
 }
 
 pub struct SharedRuntime<D> {
@@ -63,12 +86,16 @@ pub struct SharedRuntime<D> {
     /// Woken after every change, so that lbd's loop re-syncs the health checker.
     changed: tokio::sync::Notify,
     persist_failures: AtomicU64,
+    /// Changes refused because a data-path table was full.
+    refused_table_full: AtomicU64,
 }
 
 struct Inner<D> {
     runtime: Runtime<D>,
     sampler: Sampler,
     store: Store,
+    /// Table digests, recomputed only for services whose tables changed.
+    digests: DigestCache,
 }
 
 impl<D: Dataplane> SharedRuntime<D> {
@@ -80,11 +107,13 @@ impl<D: Dataplane> SharedRuntime<D> {
                 runtime,
                 sampler: Sampler::default(),
                 store,
+                digests: DigestCache::default(),
             }),
             started: Instant::now(),
             ready: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
             persist_failures: AtomicU64::new(0),
+            refused_table_full: AtomicU64::new(0),
         }
     }
 
@@ -173,7 +202,13 @@ impl<D: Dataplane> SharedRuntime<D> {
             .edited(Edited::Backend(&target), Instant::now())
         {
             // All or nothing: put the state, the file and the kernel back as they were.
+            // A backend this edit added never reached the data path: it leaves at once
+            // rather than retiring, which would take a slot it never had.
+            let added = matches!(revert, edit::Revert::RemoveBackend { .. });
             revert.undo(inner.runtime.config_mut());
+            if added {
+                inner.runtime.fleet_mut().forget(&target);
+            }
             if let Err(e) = inner.store.undo(undo, &inner.runtime.config().services) {
                 self.persist_failures.fetch_add(1, Ordering::Relaxed);
                 error!("restoring the state file after a failed apply: {e}");
@@ -184,7 +219,7 @@ impl<D: Dataplane> SharedRuntime<D> {
             {
                 error!("restoring the data path after a failed apply: {undo:#}");
             }
-            return Err(ChangeError::Apply(e));
+            return Err(self.refused(e));
         }
         for c in &changes {
             info!("desired state: {c}");
@@ -248,7 +283,7 @@ impl<D: Dataplane> SharedRuntime<D> {
             if let Err(undo) = inner.runtime.reload(previous, Instant::now()) {
                 error!("restoring the data path after a failed apply: {undo:#}");
             }
-            return Err(ChangeError::Apply(e));
+            return Err(self.refused(e));
         }
         for c in &changes {
             info!("desired state: {c}");
@@ -258,6 +293,17 @@ impl<D: Dataplane> SharedRuntime<D> {
             changes,
             applied: true,
         })
+    }
+
+    /// The error for a change whose apply failed and was taken back; a full table is
+    /// logged and counted here.
+    fn refused(&self, e: anyhow::Error) -> ChangeError {
+        let e = ChangeError::applying(e);
+        if let ChangeError::TableFull(_) = &e {
+            self.refused_table_full.fetch_add(1, Ordering::Relaxed);
+            warn!("change refused: {e}");
+        }
+        e
     }
 
     /// Persists `next` (see `state_file::Store`); a failure is logged and counted.
@@ -279,6 +325,11 @@ impl<D: Dataplane> SharedRuntime<D> {
     /// Writes that failed to persist the desired state (for /metrics).
     pub fn persist_failures(&self) -> u64 {
         self.persist_failures.load(Ordering::Relaxed)
+    }
+
+    /// Changes refused because a data-path table was full (for /metrics).
+    pub fn refused_table_full(&self) -> u64 {
+        self.refused_table_full.load(Ordering::Relaxed)
     }
 
     /// Bytes written to the state file and its journal by this process.
@@ -403,6 +454,18 @@ impl<D: Dataplane> SharedRuntime<D> {
             }
         }
         out
+    }
+
+    /// Each planned service's table and config digests (see `model::table_digest`), in
+    /// plan order; empty before the data path is programmed.
+    pub fn digests(&self) -> Vec<ServiceDigest> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(plan) = inner.runtime.controller().plan() else {
+            return Vec::new();
+        };
+        let config = inner.runtime.config();
+        table_digest::service_digests(&mut inner.digests, plan, config)
     }
 
     /// The zone of a backend in the desired state (`None` once it was removed).

@@ -30,27 +30,31 @@ impl Flaky {
 }
 
 impl Dataplane for Flaky {
-    fn set_backend(&mut self, id: u32, backend: &Backend) -> anyhow::Result<()> {
+    fn set_backend(&mut self, id: u32, backend: &Backend) -> crate::dataplane::WriteResult {
         self.check()?;
         self.fake.set_backend(id, backend)
     }
-    fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
+    fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> crate::dataplane::WriteResult {
         self.check()?;
         self.fake.set_ring_entries(entries)
     }
-    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
+    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> crate::dataplane::WriteResult {
         self.check()?;
         self.fake.set_policy_entries(entries)
     }
-    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> anyhow::Result<()> {
+    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> crate::dataplane::WriteResult {
         self.check()?;
         self.fake.set_filter_words(words)
     }
-    fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> anyhow::Result<()> {
+    fn set_service(
+        &mut self,
+        key: &ServiceKey,
+        meta: &ServiceMeta,
+    ) -> crate::dataplane::WriteResult {
         self.check()?;
         self.fake.set_service(key, meta)
     }
-    fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
+    fn remove_service(&mut self, key: &ServiceKey) -> crate::dataplane::WriteResult {
         self.check()?;
         self.fake.remove_service(key)
     }

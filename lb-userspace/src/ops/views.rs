@@ -19,6 +19,15 @@ pub struct ServiceSummary {
     pub backends: usize,
     pub draining: usize,
     pub drained_zones: Vec<String>,
+    /// What this node's tables map the service's flows to: equal on every node that
+    /// places each of its flows on the same backend (48 bits, see
+    /// `model::table_digest`). `None` before the data path is programmed.
+    #[serde(default)]
+    pub table_digest: Option<u64>,
+    /// The service's entry of the desired state (48 bits): equal on nodes given the same
+    /// service.
+    #[serde(default)]
+    pub config_digest: Option<u64>,
 }
 
 /// `GET /v1/services/{name}/backends` and `GET /v1/backends`.
@@ -141,8 +150,16 @@ pub struct ChangeResult {
     pub applied: bool,
 }
 
+/// [`ErrorBody::reason`] of a change refused for want of room in a data-path table (also
+/// the `reason` label of `lb_api_changes_refused_total`).
+pub const REASON_TABLE_FULL: &str = "table_full";
+
 /// Body of every 4xx/5xx answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+    /// What kind of refusal, for scripts, where the status alone does not say it:
+    /// `table_full` (HTTP 507).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

@@ -24,6 +24,7 @@ mod operator;
 mod persistence;
 mod reply_path_pinned;
 mod slowloris;
+mod table_full;
 mod topology;
 mod trace_lab;
 mod zones;

@@ -38,6 +38,36 @@ fn find<'v>(list: &'v Value, key: &str, value: &str) -> &'v Value {
         .unwrap_or_else(|| panic!("no {key}={value} in {list:#}"))
 }
 
+/// `web`'s table digest is one number in `lbctl service list` (hex), its `-o json`
+/// and `/metrics` (decimal). Probes may change it meanwhile, so the three are read
+/// between two scrapes that agree (bounded retries).
+fn assert_digest_shown_alike(lb: &RunningLb) {
+    let series = "lb_service_table_digest{service=\"web\"}";
+    let scrape = || {
+        let body = lb_tests::lbd_metrics::get(&lb.lab, "/metrics").body;
+        lb_tests::lbd_metrics::sample(&body, series).unwrap_or_else(|| panic!("no {series}"))
+    };
+    let ctl = lb.lbctl();
+    for _ in 0..20 {
+        let before = scrape();
+        let table = ctl.ok(&["service", "list"]);
+        let list = ctl.json(&["service", "list"]);
+        if scrape() != before {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        let digest = find(&list, "name", "web")["table_digest"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no table digest in {list:#}"));
+        assert!(digest > 0 && digest < 1 << 48, "{list:#}");
+        assert_eq!(digest as f64, before);
+        let row = table.lines().find(|l| l.starts_with("web ")).unwrap();
+        assert!(row.contains(&format!("{digest:012x}")), "{table}");
+        return;
+    }
+    panic!("{series} changed between every two scrapes");
+}
+
 #[test]
 fn every_lbctl_verb_against_a_running_lbd() {
     let lb = running();
@@ -52,6 +82,7 @@ fn every_lbctl_verb_against_a_running_lbd() {
     );
     let list = ctl.json(&["service", "list"]);
     assert_eq!(find(&list, "name", "web")["backends"], 3);
+    assert_digest_shown_alike(&lb);
     let web = ctl.json(&["service", "show", "web"]);
     assert_eq!(web["vip"], "10.0.0.100");
     assert_eq!(web["backends"].as_array().unwrap().len(), 3);

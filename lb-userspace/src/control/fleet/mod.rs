@@ -292,6 +292,13 @@ impl Fleet {
         }
     }
 
+    /// Drops backend `at` outright, with no deregistration delay: for taking back an add
+    /// that never reached the data path, so no flow can be pinned to it (a removal would
+    /// keep it retiring, holding a backend slot the data path never gave it).
+    pub fn forget(&mut self, at: &BackendRef) {
+        self.members.remove(at);
+    }
+
     /// [`Fleet::reconfigure_service`] when only backend `at` changed (added, removed, or
     /// one of its fields): that backend alone is updated, so the cost does not grow with
     /// the service. The caller checks that the fleet knows the service.

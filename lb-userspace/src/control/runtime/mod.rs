@@ -78,6 +78,11 @@ impl<D: Dataplane> Runtime<D> {
         &self.fleet
     }
 
+    /// For taking back a change that failed (see [`Fleet::forget`]).
+    pub fn fleet_mut(&mut self) -> &mut Fleet {
+        &mut self.fleet
+    }
+
     pub fn controller(&self) -> &Controller<D> {
         &self.controller
     }

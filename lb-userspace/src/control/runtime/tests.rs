@@ -386,29 +386,40 @@ struct Flaky {
     fail: bool,
 }
 
+impl Flaky {
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.fail, "injected failure");
+        Ok(())
+    }
+}
+
 impl Dataplane for Flaky {
-    fn set_backend(&mut self, id: u32, b: &lb_common::backend::Backend) -> anyhow::Result<()> {
+    fn set_backend(
+        &mut self,
+        id: u32,
+        b: &lb_common::backend::Backend,
+    ) -> crate::dataplane::WriteResult {
         self.inner.set_backend(id, b)
     }
-    fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
-        anyhow::ensure!(!self.fail, "injected failure");
+    fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> crate::dataplane::WriteResult {
+        self.check()?;
         self.inner.set_ring_entries(entries)
     }
-    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> anyhow::Result<()> {
-        anyhow::ensure!(!self.fail, "injected failure");
+    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> crate::dataplane::WriteResult {
+        self.check()?;
         self.inner.set_policy_entries(entries)
     }
-    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> anyhow::Result<()> {
+    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> crate::dataplane::WriteResult {
         self.inner.set_filter_words(words)
     }
     fn set_service(
         &mut self,
         key: &ServiceKey,
         meta: &lb_common::service::ServiceMeta,
-    ) -> anyhow::Result<()> {
+    ) -> crate::dataplane::WriteResult {
         self.inner.set_service(key, meta)
     }
-    fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
+    fn remove_service(&mut self, key: &ServiceKey) -> crate::dataplane::WriteResult {
         self.inner.remove_service(key)
     }
     fn purge_flows(&mut self, ids: &[u32]) -> anyhow::Result<usize> {

@@ -11,60 +11,55 @@ use super::{
 
 /// Every field of `new` that differs from `running` and needs a restart of lbd.
 pub fn check_reloadable(running: &Config, new: &Config) -> Result<(), ConfigError> {
-    let mut errors = Vec::new();
-    let mut fixed = |field: &str, was: String, now: String| {
-        if was != now {
-            errors.push(FieldError {
-                field: field.to_string(),
-                message: format!(
-                    "cannot change from {was} to {now} while lbd runs (it is set up once, at start); restart lbd"
-                ),
-            });
-        }
-    };
-    fixed(
-        "cluster.hash_seed",
-        running.cluster.hash_seed.to_string(),
-        new.cluster.hash_seed.to_string(),
-    );
-    fixed(
-        "cluster.ring_size",
-        running.cluster.ring_size.to_string(),
-        new.cluster.ring_size.to_string(),
-    );
-    fixed(
-        "limits.max_services",
-        running.limits.max_services.to_string(),
-        new.limits.max_services.to_string(),
-    );
-    fixed(
-        "limits.max_backends",
-        running.limits.max_backends.to_string(),
-        new.limits.max_backends.to_string(),
-    );
-    fixed(
-        "limits.flow_table_size",
-        running.limits.flow_table_size.to_string(),
-        new.limits.flow_table_size.to_string(),
-    );
-    // Compared as what they mean, not as written: the same NICs in another order, or a
-    // path with a trailing slash, is no change, and refusing it would refuse a reload
-    // for nothing.
-    let nics = |list: &[String]| {
-        let mut sorted = list.to_vec();
-        sorted.sort();
-        format!("{sorted:?}")
-    };
-    fixed(
-        "interfaces",
-        nics(&running.interfaces),
-        nics(&new.interfaces),
-    );
-    fixed(
-        "xdp_mode",
-        format!("{:?}", running.xdp_mode),
-        format!("{:?}", new.xdp_mode),
-    );
+    let errors: Vec<FieldError> = fixed_keys(running)
+        .into_iter()
+        .zip(fixed_keys(new))
+        .filter(|((_, was), (_, now))| was != now)
+        .map(|((field, was), (_, now))| FieldError {
+            field: field.to_string(),
+            message: format!(
+                "cannot change from {was} to {now} while lbd runs (it is set up once, at start); restart lbd"
+            ),
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { errors })
+    }
+}
+
+/// Each key a reload may not change, with its value in `c` as what it means (see
+/// [`data_path_keys`] and [`start_up_keys`]), in the order errors name them.
+fn fixed_keys(c: &Config) -> Vec<(&'static str, String)> {
+    let mut keys = data_path_keys(c);
+    keys.extend(start_up_keys(c));
+    keys
+}
+
+/// What the loaded data path was built with: map sizes, hashing, its NICs and mode.
+fn data_path_keys(c: &Config) -> Vec<(&'static str, String)> {
+    // The same NICs in another order is no change, and refusing it would refuse a
+    // reload for nothing.
+    let mut nics = c.interfaces.clone();
+    nics.sort();
+    vec![
+        ("cluster.hash_seed", c.cluster.hash_seed.to_string()),
+        ("cluster.ring_size", c.cluster.ring_size.to_string()),
+        ("limits.max_services", c.limits.max_services.to_string()),
+        ("limits.max_backends", c.limits.max_backends.to_string()),
+        (
+            "limits.flow_table_size",
+            c.limits.flow_table_size.to_string(),
+        ),
+        ("interfaces", format!("{nics:?}")),
+        ("xdp_mode", format!("{:?}", c.xdp_mode)),
+    ]
+}
+
+/// What lbd set up once at start: its pin directory, listeners, token and state file.
+fn start_up_keys(c: &Config) -> Vec<(&'static str, String)> {
+    // Paths compared as what they mean: one with a trailing slash is no change.
     let path = |p: &std::path::Path| {
         p.components()
             .collect::<std::path::PathBuf>()
@@ -72,32 +67,6 @@ pub fn check_reloadable(running: &Config, new: &Config) -> Result<(), ConfigErro
             .to_string()
     };
     let optional = |v: Option<String>| v.unwrap_or_else(|| "none".into());
-    fixed("pin_dir", path(&running.pin_dir), path(&new.pin_dir));
-    fixed(
-        "api.socket",
-        path(&running.api.socket),
-        path(&new.api.socket),
-    );
-    fixed(
-        "api.listen",
-        optional(running.api.listen.map(|a| a.to_string())),
-        optional(new.api.listen.map(|a| a.to_string())),
-    );
-    fixed(
-        "api.token_file",
-        optional(running.api.token_file.as_deref().map(path)),
-        optional(new.api.token_file.as_deref().map(path)),
-    );
-    fixed(
-        "metrics.listen",
-        running.metrics.listen.to_string(),
-        new.metrics.listen.to_string(),
-    );
-    fixed(
-        "state_file",
-        path(&running.state_file),
-        path(&new.state_file),
-    );
     let limits = |l: &super::ConnectionLimits| {
         format!(
             "{{ max: {}, header_timeout: {}, idle_timeout: {} }}",
@@ -106,19 +75,17 @@ pub fn check_reloadable(running: &Config, new: &Config) -> Result<(), ConfigErro
             super::duration::format(l.idle_timeout)
         )
     };
-    fixed(
-        "api.connections",
-        limits(&running.api.connections),
-        limits(&new.api.connections),
-    );
-    fixed(
-        "metrics.connections",
-        limits(&running.metrics.connections),
-        limits(&new.metrics.connections),
-    );
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigError { errors })
-    }
+    vec![
+        ("pin_dir", path(&c.pin_dir)),
+        ("api.socket", path(&c.api.socket)),
+        ("api.listen", optional(c.api.listen.map(|a| a.to_string()))),
+        (
+            "api.token_file",
+            optional(c.api.token_file.as_deref().map(path)),
+        ),
+        ("metrics.listen", c.metrics.listen.to_string()),
+        ("state_file", path(&c.state_file)),
+        ("api.connections", limits(&c.api.connections)),
+        ("metrics.connections", limits(&c.metrics.connections)),
+    ]
 }

@@ -1,18 +1,22 @@
 //! Every failed request gets a JSON body `{"error": "..."}` naming what is wrong, with a
-//! 4xx status for the client's mistakes and 5xx for lbd's.
+//! 4xx status for the client's mistakes and 5xx for lbd's. A change the data path has no
+//! room for is 507 Insufficient Storage with `"reason": "table_full"`: a valid request
+//! that a limit the operator set (`limits.*`) refuses, not a fault (500).
 use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
     Json,
 };
 
-use crate::ops::views::ErrorBody;
+use crate::ops::views::{ErrorBody, REASON_TABLE_FULL};
 use crate::{model::desired::edit::EditError, ops::shared::ChangeError};
 
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// [`ErrorBody::reason`].
+    pub reason: Option<&'static str>,
 }
 
 impl ApiError {
@@ -20,6 +24,7 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            reason: None,
         }
     }
 
@@ -38,6 +43,7 @@ impl IntoResponse for ApiError {
             self.status,
             Json(ErrorBody {
                 error: self.message,
+                reason: self.reason.map(str::to_string),
             }),
         )
             .into_response()
@@ -65,6 +71,10 @@ impl From<ChangeError> for ApiError {
     fn from(e: ChangeError) -> Self {
         match e {
             ChangeError::Refused(e) => e.into(),
+            full @ ChangeError::TableFull(_) => Self {
+                reason: Some(REASON_TABLE_FULL),
+                ..Self::new(StatusCode::INSUFFICIENT_STORAGE, full.to_string())
+            },
             other => Self::internal(other.to_string()),
         }
     }

@@ -27,6 +27,8 @@ mod body_props;
 pub mod error;
 pub mod listen;
 mod routes;
+#[cfg(test)]
+mod tests;
 
 use axum::{
     extract::DefaultBodyLimit,

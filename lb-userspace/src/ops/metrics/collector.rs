@@ -16,6 +16,7 @@ use crate::{
     model::weights::RING_WEIGHT_SCALE,
     ops::shared::{DataPath, Shared},
     ops::stats::{BackendSample, Snapshot},
+    ops::views::REASON_TABLE_FULL,
 };
 
 pub struct DataPathCollector<D> {
@@ -184,7 +185,18 @@ impl<D: DataPath> DataPathCollector<D> {
             None,
             MetricType::Counter,
         )?;
-        ConstCounter::new(self.runtime.persist_failures()).encode(persist)
+        ConstCounter::new(self.runtime.persist_failures()).encode(persist)?;
+        let mut refused = Family::new(
+            "lb_api_changes_refused",
+            "API changes refused and taken back, by reason: table_full (a data-path table \
+             sized by limits.* had no room)",
+            MetricType::Counter,
+        );
+        refused.push(
+            vec![("reason", REASON_TABLE_FULL.to_string())],
+            self.runtime.refused_table_full() as f64,
+        );
+        refused.encode(encoder)
     }
 }
 

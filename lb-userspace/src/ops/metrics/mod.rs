@@ -6,7 +6,9 @@
 //! - [`listeners`]: connection counters of lbd's listeners, and its descriptors.
 //! - [`Metrics`]: the registry, plus the metrics lbd pushes into (probe latencies).
 //! - [`health`]: per-backend probe records, passive ejections, and lbd's loop.
+//! - [`digests`]: each service's table and config digests, to compare nodes.
 pub mod collector;
+pub mod digests;
 pub mod health;
 pub mod listeners;
 
@@ -100,6 +102,7 @@ impl Metrics {
             vip_changes.clone(),
         );
         registry.register_collector(Box::new(collector::DataPathCollector::new(runtime.clone())));
+        registry.register_collector(Box::new(digests::DigestCollector::new(runtime.clone())));
         registry.register_collector(Box::new(health::HealthCollector::new(runtime)));
         let health = health::LoopMetrics::register(&mut registry);
         Self {

@@ -1,0 +1,221 @@
+//! The API over its socket, against the in-memory data path sized as lbd sizes the
+//! kernel's tables.
+use std::{
+    collections::HashMap,
+    future::IntoFuture as _,
+    io::{Read as _, Write as _},
+    os::unix::net::UnixStream,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+use super::router;
+use crate::{
+    control::{runtime::Runtime, tables::Controller},
+    dataplane::{Capacity, FakeDataplane},
+    model::{config, desired::state_file},
+    ops::{
+        metrics::Metrics,
+        shared::{Shared, SharedRuntime},
+    },
+};
+
+const RING: u32 = 1009;
+
+/// lbd with `max_backends: 2`, both held by `web`, serving the API on a unix socket.
+struct Lbd {
+    runtime: Shared<FakeDataplane>,
+    dir: PathBuf,
+    socket: PathBuf,
+    _server: tokio::runtime::Runtime,
+}
+
+impl Lbd {
+    fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("lbd-api-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = config::parse(&format!(
+            "node: {{ zone: az-a }}\ninterfaces: [eth0]\ncluster: {{ ring_size: {RING} }}\n\
+             state_file: {}\nlimits: {{ max_services: 2, max_backends: 2 }}\n\
+             services:\n  - name: web\n    vip: 10.0.0.100\n    port: 80\n    \
+             deregistration_delay: 60s\n    backends:\n      \
+             - {{ address: 10.1.0.1, port: 8080, zone: az-a }}\n      \
+             - {{ address: 10.1.0.2, port: 8080, zone: az-a }}\n",
+            dir.join("state.yaml").display()
+        ))
+        .unwrap();
+        let mut fake = FakeDataplane::new(RING, 1);
+        fake.capacity = Some(Capacity {
+            services: c.limits.max_services,
+            backends: c.limits.max_backends,
+        });
+        let controller = Controller::new(fake, RING);
+        let (runtime, _) = Runtime::start(c, controller, Instant::now()).unwrap();
+        let runtime = Arc::new(SharedRuntime::new(runtime));
+        let socket = dir.join("lbd.sock");
+        let server = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = {
+            let _entered = server.enter();
+            tokio::net::UnixListener::bind(&socket).unwrap()
+        };
+        server.spawn(axum::serve(listener, router(runtime.clone())).into_future());
+        Self {
+            runtime,
+            dir,
+            socket,
+            _server: server,
+        }
+    }
+
+    /// One request; the status and the JSON body.
+    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let mut stream = UnixStream::connect(&self.socket).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: lbd\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, serde_json::from_str(body).unwrap())
+    }
+
+    /// The state file and its journal, byte for byte.
+    fn saved(&self) -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("state.yaml"))
+            .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// The services the state file holds: a whole-state change taken back writes the
+    /// previous snapshot again (under a new generation), so its bytes differ.
+    fn saved_services(&self) -> Vec<config::ServiceConfig> {
+        state_file::read(&self.dir.join("state.yaml"))
+            .unwrap()
+            .unwrap()
+            .services
+    }
+
+    /// What the data path holds (prefilter words that read as 0 left out: an unwritten
+    /// word and a zero word are the same to the data path).
+    fn tables(&self) -> impl PartialEq + std::fmt::Debug {
+        self.runtime.with(|r| {
+            let f = r.controller().dataplane();
+            let filter: HashMap<u32, u32> = f
+                .filter
+                .iter()
+                .filter(|(_, bits)| **bits != 0)
+                .map(|(w, b)| (*w, *b))
+                .collect();
+            (
+                f.services.clone(),
+                f.backends.clone(),
+                f.ring.clone(),
+                f.policy_table.clone(),
+                filter,
+            )
+        })
+    }
+
+    fn refused_metric(&self) -> String {
+        let text = Metrics::new(self.runtime.clone()).encode().unwrap();
+        text.lines()
+            .find(|l| l.starts_with("lb_api_changes_refused_total{"))
+            .unwrap_or_else(|| panic!("no lb_api_changes_refused_total in\n{text}"))
+            .to_string()
+    }
+}
+
+impl Drop for Lbd {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_change_with_no_room_in_a_table_is_507_table_full_and_changes_nothing() {
+    let lbd = Lbd::start("full");
+    assert_eq!(
+        lbd.refused_metric(),
+        "lb_api_changes_refused_total{reason=\"table_full\"} 0"
+    );
+    // The removed backend keeps its slot for its flows until the deregistration delay
+    // passes: both of the table's slots stay taken, though the config names one backend.
+    let (status, _) = lbd.request("DELETE", "/v1/services/web/backends/10.1.0.2:8080", None);
+    assert_eq!(status, 200);
+    let config_before = lbd.runtime.desired();
+    let saved_before = lbd.saved();
+    let tables_before = lbd.tables();
+
+    let backend = json!({ "address": "10.1.0.3", "port": 8080, "zone": "az-a" });
+    let (status, body) = lbd.request("POST", "/v1/services/web/backends", Some(&backend));
+    assert_eq!(status, 507, "{body}");
+    assert_eq!(body["reason"], "table_full", "{body}");
+    assert_eq!(
+        body["error"],
+        "no room in the data path: writing backend 10.1.0.3 (id 2): map BACKENDS is full: \
+         2 entries (sized by limits.max_backends) (nothing was changed)"
+    );
+    assert_eq!(
+        lbd.refused_metric(),
+        "lb_api_changes_refused_total{reason=\"table_full\"} 1"
+    );
+    assert_eq!(lbd.runtime.desired(), config_before, "the desired state");
+    assert_eq!(lbd.saved(), saved_before, "the state file and its journal");
+    assert_eq!(lbd.tables(), tables_before, "the data path's tables");
+}
+
+#[test]
+fn replacing_a_service_when_every_service_slot_is_taken_is_507_table_full() {
+    let lbd = Lbd::start("services");
+    let second = json!({ "name": "api", "vip": "10.0.0.101", "port": 80 });
+    assert_eq!(lbd.request("POST", "/v1/services", Some(&second)).0, 200);
+    let config_before = lbd.runtime.desired();
+    let saved_before = lbd.saved_services();
+    let tables_before = lbd.tables();
+
+    // `web` gone and `other` new in one step: the new service takes an id that was free
+    // before too, the third, and max_services is 2.
+    let doc = json!({ "services": [
+        { "name": "api", "vip": "10.0.0.101", "port": 80 },
+        { "name": "other", "vip": "10.0.0.102", "port": 80 },
+    ]});
+    let (status, body) = lbd.request("POST", "/v1/apply", Some(&doc));
+    assert_eq!(status, 507, "{body}");
+    assert_eq!(body["reason"], "table_full", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("map RING is full: 4036 entries (sized by limits.max_services)"),
+        "{body}"
+    );
+    assert_eq!(
+        lbd.refused_metric(),
+        "lb_api_changes_refused_total{reason=\"table_full\"} 1"
+    );
+    assert_eq!(lbd.runtime.desired(), config_before);
+    assert_eq!(lbd.saved_services(), saved_before);
+    assert_eq!(lbd.tables(), tables_before);
+}
