@@ -20,15 +20,17 @@ use tokio::{
 };
 
 use crate::{
+    control::announce::Announcements,
     control::health::checker::{Checker, Report},
     control::runtime::Runtime,
     control::tables::Controller,
-    dataplane::{Dataplane, LinkChange},
+    dataplane::{Dataplane, LinkChange, VipAddresses},
     kernel::link_watch,
     kernel::pin_lock::{LockError, PinLock},
     kernel::pins::PinDir,
     kernel::privileges::{self, Verification},
     kernel::trace::Tracer,
+    kernel::vip_addresses::{self, LoopbackVips},
     kernel::KernelDataplane,
     model::config::{Config, FlowTimeouts},
     model::desired::{self, Source},
@@ -130,6 +132,16 @@ pub async fn run(
     let shared = Arc::new(SharedRuntime::new(runtime));
     let servers = serve::start(&config, shared.clone(), tracer).await?;
     check_links(&shared, &servers.metrics);
+    let vips = LoopbackVips::open().context("opening lo for the VIP announcements")?;
+    let (mut announcements, adopted) =
+        Announcements::start(vips, &config.announce).context("reading the VIPs announced on lo")?;
+    if !adopted.is_empty() {
+        info!(
+            "keeping the VIPs the previous lbd announced ({adopted:?}) until their backends' \
+             health is known"
+        );
+    }
+    announce::publish(&shared, &announcements, &servers.metrics);
     let from = match options.source {
         Source::ConfigFile => options.config_path.display().to_string(),
         Source::StateFile => format!("state file {}", config.state_file.display()),
@@ -143,9 +155,17 @@ pub async fn run(
         summary.ring_entries_written
     );
 
-    serve_until_stopped(&shared, servers, link_events, &options.config_path).await?;
+    serve_until_stopped(
+        &shared,
+        servers,
+        &mut announcements,
+        link_events,
+        &options.config_path,
+    )
+    .await?;
     info!(
-        "stopped; the data path keeps forwarding from {} (`lbd --detach` removes it)",
+        "stopped; the data path keeps forwarding from {} and the announced VIPs stay on lo \
+         (`lbd --detach` withdraws and removes them)",
         pins.root().display()
     );
     Ok(())
@@ -153,9 +173,10 @@ pub async fn run(
 
 /// The loop: probes, timers, NIC events, the admin API's changes and SIGHUP, until
 /// SIGTERM or SIGINT; then the servers stop and the final counters are logged.
-async fn serve_until_stopped<D: DataPath>(
+async fn serve_until_stopped<D: DataPath, V: VipAddresses>(
     shared: &SharedRuntime<D>,
     servers: Servers,
+    announcements: &mut Announcements<V>,
     mut link_events: mpsc::Receiver<String>,
     config_path: &Path,
 ) -> anyhow::Result<()> {
@@ -185,6 +206,7 @@ async fn serve_until_stopped<D: DataPath>(
                 let handling = Instant::now();
                 let ticked = shared.with(|rt| rt.tick(handling)).map(drop);
                 servers.metrics.health.tick(due.into_std(), handling);
+                announce::step(shared, announcements, &servers.metrics, handling);
                 ticked
             }
             _ = reconcile.tick() => {
@@ -192,13 +214,17 @@ async fn serve_until_stopped<D: DataPath>(
                 Ok(())
             }
             _ = routes.tick() => shared.with(|rt| on_routes_tick(rt, boot_seconds())),
-            _ = sample.tick() => shared.sample().context("sampling counters"),
+            _ = sample.tick() => {
+                announce::publish(shared, announcements, &servers.metrics);
+                shared.sample().context("sampling counters")
+            }
             Some(_) = link_events.recv() => {
                 check_links(shared, &servers.metrics);
                 Ok(())
             }
             _ = link_check.tick() => {
                 check_links(shared, &servers.metrics);
+                announce::resync(shared, announcements, &servers.metrics);
                 Ok(())
             }
             // The admin API changed the desired state: probe what it now holds.
@@ -244,12 +270,14 @@ fn apply_probe<D: Dataplane>(
     applied.map(drop)
 }
 
-/// `lbd --detach`: detaches the data path from every NIC and removes its pinned state.
-/// Established connections through it are cut. Refused (a [`LockError::Held`]) while an
-/// lbd runs on `pin_dir`, unless `force`.
+/// `lbd --detach`: withdraws the VIPs lbd announced (every /32 on `lo` with its label),
+/// then detaches the data path from every NIC and removes its pinned state. Established
+/// connections through it are cut. Refused (a [`LockError::Held`]) while an lbd runs on
+/// `pin_dir`, unless `force`.
 pub fn detach(pin_dir: &Path, force: bool) -> anyhow::Result<()> {
     let pins = PinDir::new(pin_dir);
     if !pins.root().exists() {
+        withdraw_vips()?;
         println!("nothing was attached from {}", pins.root().display());
         return Ok(());
     }
@@ -261,6 +289,8 @@ pub fn detach(pin_dir: &Path, force: bool) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
+    // First, so the routers move the flows away while the data path still forwards.
+    withdraw_vips()?;
     let interfaces = pins
         .remove_all()
         .with_context(|| format!("removing {}", pins.root().display()))?;
@@ -272,6 +302,16 @@ pub fn detach(pin_dir: &Path, force: bool) -> anyhow::Result<()> {
             interfaces.join(", "),
             pins.root().display()
         );
+    }
+    Ok(())
+}
+
+/// Removes every VIP lbd holds on `lo`; says which.
+fn withdraw_vips() -> anyhow::Result<()> {
+    let withdrawn = vip_addresses::withdraw_all().context("withdrawing the announced VIPs")?;
+    if !withdrawn.is_empty() {
+        let list: Vec<String> = withdrawn.iter().map(|v| v.to_string()).collect();
+        println!("withdrew VIPs {} from lo", list.join(", "));
     }
     Ok(())
 }
@@ -458,6 +498,9 @@ fn log_counters<D: Dataplane>(runtime: &Runtime<D>) {
         info!("data path actions: {}", nonzero.join(" "));
     }
 }
+
+#[path = "daemon_announce.rs"]
+mod announce;
 
 #[cfg(test)]
 #[path = "daemon_tests.rs"]

@@ -2,7 +2,7 @@
 //! loop, the API and the metrics do to the kernel's tables (writes, counters, flow
 //! maintenance, single-entry lookups). `crate::kernel` implements it over the real
 //! maps; `FakeDataplane` (for tests and the `fake` feature only) in memory.
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
 use lb_common::{
     backend::Backend,
@@ -15,10 +15,14 @@ use crate::model::config::FlowTimeouts;
 
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake_vips;
 mod lookups;
 
 #[cfg(any(test, feature = "fake"))]
 pub use fake::{Capacity, FakeCounters, FakeDataplane, Write};
+#[cfg(any(test, feature = "fake"))]
+pub use fake_vips::FakeVips;
 pub use lookups::Lookups;
 
 /// Why a table write failed, told apart where the caller answers differently: a full
@@ -85,6 +89,18 @@ pub trait Dataplane: Counters + Lookups {
     fn ensure_attached(&mut self) -> Vec<LinkChange>;
     /// Each configured NIC and whether the program is attached to it now.
     fn interface_states(&self) -> Vec<(String, bool)>;
+}
+
+/// The VIPs this node announces: /32s lbd holds on `lo` for the routing daemon to export
+/// (see `crate::model::announce`). `crate::kernel::vip_addresses` implements it over
+/// rtnetlink; addresses lbd did not add are neither listed nor removed.
+pub trait VipAddresses {
+    /// The /32s lbd added and that are there now.
+    fn announced(&self) -> anyhow::Result<Vec<Ipv4Addr>>;
+    /// Adds `vip`'s /32; already there (added by lbd) is no error.
+    fn announce(&mut self, vip: Ipv4Addr) -> anyhow::Result<()>;
+    /// Removes `vip`'s /32 if lbd added it; already gone is no error.
+    fn withdraw(&mut self, vip: Ipv4Addr) -> anyhow::Result<()>;
 }
 
 /// Where counters come from: the kernel maps in `lbd`, a fake in tests.

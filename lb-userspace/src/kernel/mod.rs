@@ -16,6 +16,7 @@ pub mod privileges;
 mod reverse;
 pub mod service_index;
 pub mod trace;
+pub mod vip_addresses;
 
 use anyhow::Context as _;
 use aya::{

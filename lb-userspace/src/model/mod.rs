@@ -2,6 +2,7 @@
 //! desired state and its changes, the plan of dense ids, Maglev rings and policy
 //! tables, effective weights, flow ageing, active-flow reconciliation and the table digest.
 pub mod ageing;
+pub mod announce;
 pub mod config;
 pub mod desired;
 pub mod maglev;

@@ -7,6 +7,8 @@
 //!
 //! One module per subject; run one with `cargo test -p lb-tests --test lab -- failover::`.
 
+mod announce;
+mod bird_announce;
 mod daemon_lifecycle;
 mod drain;
 mod e2e;

@@ -25,6 +25,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "the TCP proxy the end-to-end benchmark compares with",
     ),
     (
+        "bird2",
+        "bird: the routing daemon of the LB tier's lab tests (deploy/bird/)",
+    ),
+    (
         "nftables",
         "nft: the DNAT rule the end-to-end benchmark compares with",
     ),

@@ -1,5 +1,6 @@
 //! The desired state as the operator writes it (YAML), parsed and then validated as a
 //! whole: a file with any error changes nothing.
+mod announce;
 mod collector;
 mod connections;
 pub mod duration;
@@ -13,6 +14,7 @@ mod validate_stateless_return;
 
 use std::path::Path;
 
+pub use announce::{AnnounceConfig, Ipv4Net, MAX_HOLD_UP};
 pub use collector::{ConfigError, FieldError};
 pub use connections::{ConnectionLimits, MAX_CONNECTIONS_CAP};
 pub use flow_timeouts::*;

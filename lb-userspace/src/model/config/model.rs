@@ -11,7 +11,10 @@ use lb_common::limits::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{connections::ConnectionLimits, duration, flow_timeouts::FlowTimeouts, policy::*};
+use super::{
+    announce::AnnounceConfig, connections::ConnectionLimits, duration, flow_timeouts::FlowTimeouts,
+    policy::*,
+};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +43,9 @@ pub struct Config {
     /// exists, its services win over this file's (see `crate::model::desired`).
     #[serde(default = "default_state_file")]
     pub state_file: PathBuf,
+    /// Which VIPs lbd announces to the routers (by holding their /32 on `lo`), and when.
+    #[serde(default)]
+    pub announce: AnnounceConfig,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
 }

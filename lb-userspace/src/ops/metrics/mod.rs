@@ -62,6 +62,10 @@ pub struct Metrics {
     interface_events: Family<BackendLabels, Counter>,
     /// How lbd's loop keeps up with probe results and timers.
     pub health: health::LoopMetrics,
+    /// 1 while the service's VIP is announced (held on `lo`), per service.
+    vip_announced: Family<BackendLabels, Gauge>,
+    /// VIPs announced, withdrawn, or failing to be, per VIP.
+    vip_changes: Family<BackendLabels, Counter>,
 }
 
 impl Metrics {
@@ -85,6 +89,18 @@ impl Metrics {
             "Configured NICs lost, re-attached or failing to re-attach",
             interface_events.clone(),
         );
+        let vip_announced = Family::default();
+        registry.register(
+            "lb_vip_announced",
+            "Whether the service's VIP is announced (its /32 held on lo for the routing daemon)",
+            vip_announced.clone(),
+        );
+        let vip_changes = Family::default();
+        registry.register(
+            "lb_vip_changes",
+            "VIPs announced, withdrawn, or failing to be (announce_failed, withdraw_failed)",
+            vip_changes.clone(),
+        );
         registry.register_collector(Box::new(collector::DataPathCollector::new(runtime.clone())));
         registry.register_collector(Box::new(digests::DigestCollector::new(runtime.clone())));
         registry.register_collector(Box::new(health::HealthCollector::new(runtime)));
@@ -95,6 +111,8 @@ impl Metrics {
             interface_attached,
             interface_events,
             health,
+            vip_announced,
+            vip_changes,
         }
     }
 
@@ -128,6 +146,24 @@ impl Metrics {
             .get_or_create(&vec![
                 ("interface", interface.to_string()),
                 ("event", event.to_string()),
+            ])
+            .inc();
+    }
+
+    /// Records whether `service`'s VIP is announced now.
+    pub fn set_vip_announced(&self, service: &str, announced: bool) {
+        self.vip_announced
+            .get_or_create(&vec![("service", service.to_string())])
+            .set(announced as i64);
+    }
+
+    /// Counts an `announce`, `withdraw`, `announce_failed` or `withdraw_failed` of `vip`,
+    /// or a `list_failed` (vip "": listing lo's addresses failed).
+    pub fn count_vip_change(&self, vip: &dyn std::fmt::Display, change: &'static str) {
+        self.vip_changes
+            .get_or_create(&vec![
+                ("vip", vip.to_string()),
+                ("change", change.to_string()),
             ])
             .inc();
     }

@@ -1,0 +1,198 @@
+//! The loop's announce step: after every tick, each VIP's /32 on `lo` is made to follow
+//! whether the VIP can be served (see `crate::control::announce`), with a log line and
+//! a metric for every change.
+use std::time::Instant;
+
+use log::{error, info, warn};
+
+use crate::{
+    control::announce::{Announcements, Event},
+    dataplane::VipAddresses,
+    ops::{metrics::Metrics, shared::DataPath, shared::SharedRuntime},
+};
+
+/// One step at `now`; `lb_vip_announced` is published when something changed.
+pub(super) fn step<D: DataPath, V: VipAddresses>(
+    shared: &SharedRuntime<D>,
+    announcements: &mut Announcements<V>,
+    metrics: &Metrics,
+    now: Instant,
+) {
+    let attached = shared.is_ready();
+    let events = shared.with(|rt| announcements.step(rt.config(), rt.fleet(), attached, now));
+    report(shared, announcements, metrics, &events);
+}
+
+/// Every second: `lo` put back in line with the decisions (see
+/// [`Announcements::resync`]).
+pub(super) fn resync<D: DataPath, V: VipAddresses>(
+    shared: &SharedRuntime<D>,
+    announcements: &mut Announcements<V>,
+    metrics: &Metrics,
+) {
+    let config = shared.with(|rt| rt.config().announce.clone());
+    let events = announcements.resync(&config);
+    report(shared, announcements, metrics, &events);
+}
+
+fn report<D: DataPath, V: VipAddresses>(
+    shared: &SharedRuntime<D>,
+    announcements: &Announcements<V>,
+    metrics: &Metrics,
+    events: &[Event],
+) {
+    if events.is_empty() {
+        return;
+    }
+    for event in events {
+        match event {
+            Event::Announced {
+                vip,
+                services,
+                serving_for,
+            } => {
+                if services.is_empty() {
+                    warn!("announced VIP {vip} on lo again: its /32 was removed by someone else");
+                } else {
+                    info!(
+                        "announced VIP {vip} on lo (services {}): it can serve, since {} ms",
+                        services.join(", "),
+                        serving_for.as_millis()
+                    );
+                }
+                metrics.count_vip_change(vip, "announce");
+            }
+            Event::Withdrawn { vip, services, why } => {
+                warn!(
+                    "withdrew VIP {vip} from lo (services {}): {why}",
+                    services.join(", ")
+                );
+                metrics.count_vip_change(vip, "withdraw");
+            }
+            Event::Failed {
+                vip,
+                announce,
+                error,
+                first,
+            } => {
+                let (doing, change) = if *announce {
+                    ("announcing", "announce_failed")
+                } else {
+                    ("withdrawing", "withdraw_failed")
+                };
+                if *first {
+                    error!("{doing} VIP {vip}: {error:#}; retrying at every tick");
+                }
+                metrics.count_vip_change(vip, change);
+            }
+            Event::ListFailed { error, first } => {
+                if *first {
+                    error!("listing the VIPs on lo: {error:#}; retrying every second");
+                }
+                metrics.count_vip_change(&"", "list_failed");
+            }
+        }
+    }
+    publish(shared, announcements, metrics);
+}
+
+/// Sets `lb_vip_announced` of every service.
+pub(super) fn publish<D: DataPath, V: VipAddresses>(
+    shared: &SharedRuntime<D>,
+    announcements: &Announcements<V>,
+    metrics: &Metrics,
+) {
+    let services: Vec<_> = shared.with(|rt| {
+        rt.config()
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), s.vip))
+            .collect()
+    });
+    for (name, vip) in services {
+        metrics.set_vip_announced(&name, announcements.is_announced(vip));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::Ipv4Addr,
+        sync::Arc,
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+    use crate::{
+        control::{health::machine::Failure, runtime::Runtime, tables::Controller},
+        dataplane::{FakeDataplane, FakeVips},
+        model::{config, plan::BackendRef},
+    };
+
+    const RING: u32 = 1009;
+    const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+
+    fn shared() -> Arc<SharedRuntime<FakeDataplane>> {
+        let c = config::parse(&format!(
+            "node: {{ zone: az-a }}\ninterfaces: [eth0]\ncluster: {{ ring_size: {RING} }}\n\
+             announce: {{ vip_ranges: [10.0.0.0/24], hold_up: 0s }}\n\
+             services:\n  - name: web\n    vip: {VIP}\n    port: 80\n    backends: \
+             [{{ address: 10.1.0.1, port: 8080, zone: az-a }}]\n"
+        ))
+        .unwrap();
+        let controller = Controller::new(FakeDataplane::new(RING, 7), RING);
+        let runtime = Runtime::start(c, controller, Instant::now()).unwrap().0;
+        Arc::new(SharedRuntime::new(runtime))
+    }
+
+    fn probe(shared: &SharedRuntime<FakeDataplane>, ok: bool) {
+        let at = BackendRef {
+            service: "web".into(),
+            address: Ipv4Addr::new(10, 1, 0, 1),
+            port: 8080,
+        };
+        let outcome = if ok { Ok(()) } else { Err(Failure::Refused) };
+        for _ in 0..2 {
+            shared.on_probe(&at, &outcome, Duration::ZERO).unwrap();
+        }
+    }
+
+    fn has(metrics: &Metrics, line: &str) {
+        let text = metrics.encode().unwrap();
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+
+    #[test]
+    fn the_loop_announces_and_withdraws_with_the_metrics() {
+        let shared = shared();
+        let metrics = Metrics::new(shared.clone());
+        let (mut a, _) =
+            Announcements::start(FakeVips::default(), &shared.desired().announce).unwrap();
+        shared.set_ready(true);
+        publish(&shared, &a, &metrics);
+        has(&metrics, "lb_vip_announced{service=\"web\"} 0\n");
+
+        probe(&shared, true);
+        step(&shared, &mut a, &metrics, Instant::now());
+        has(&metrics, "lb_vip_announced{service=\"web\"} 1\n");
+        has(
+            &metrics,
+            "lb_vip_changes_total{vip=\"10.0.0.100\",change=\"announce\"} 1\n",
+        );
+
+        probe(&shared, false);
+        step(&shared, &mut a, &metrics, Instant::now());
+        has(&metrics, "lb_vip_announced{service=\"web\"} 0\n");
+        has(
+            &metrics,
+            "lb_vip_changes_total{vip=\"10.0.0.100\",change=\"withdraw\"} 1\n",
+        );
+        assert_eq!(a.addresses().changes, vec![(true, VIP), (false, VIP)]);
+
+        // Not ready (a NIC lost): nothing announced however healthy.
+        probe(&shared, true);
+        shared.set_ready(false);
+        step(&shared, &mut a, &metrics, Instant::now());
+        assert!(a.addresses().held.is_empty());
+    }
+}

@@ -1,0 +1,42 @@
+//! [`VipAddresses`] in memory, for tests: what is held, and every change made.
+use std::{collections::BTreeSet, net::Ipv4Addr};
+
+use anyhow::bail;
+
+use crate::dataplane::VipAddresses;
+
+#[derive(Debug, Default)]
+pub struct FakeVips {
+    /// The /32s lbd holds now.
+    pub held: BTreeSet<Ipv4Addr>,
+    /// Every call that changed something: (true: announced, false: withdrawn, VIP).
+    pub changes: Vec<(bool, Ipv4Addr)>,
+    /// While set, every announce and withdraw fails (as a netlink error would).
+    pub failing: bool,
+}
+
+impl VipAddresses for FakeVips {
+    fn announced(&self) -> anyhow::Result<Vec<Ipv4Addr>> {
+        Ok(self.held.iter().copied().collect())
+    }
+
+    fn announce(&mut self, vip: Ipv4Addr) -> anyhow::Result<()> {
+        if self.failing {
+            bail!("adding {vip}/32: injected failure");
+        }
+        if self.held.insert(vip) {
+            self.changes.push((true, vip));
+        }
+        Ok(())
+    }
+
+    fn withdraw(&mut self, vip: Ipv4Addr) -> anyhow::Result<()> {
+        if self.failing {
+            bail!("removing {vip}/32: injected failure");
+        }
+        if self.held.remove(&vip) {
+            self.changes.push((false, vip));
+        }
+        Ok(())
+    }
+}

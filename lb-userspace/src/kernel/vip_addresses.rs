@@ -1,0 +1,178 @@
+//! [`VipAddresses`] over rtnetlink: a VIP is announced by adding its /32 to `lo` with
+//! global scope (so BIRD's `protocol direct` or FRR's `redistribute connected` exports
+//! it) and withdrawn by removing it.
+//!
+//! lbd tells its own addresses from the operator's by their label, [`LABEL`]: it lists
+//! only addresses carrying it, and removes with the label in the request, which the
+//! kernel matches (`inet_rtm_deladdr` skips an address whose label differs), so an
+//! operator's own /32 on `lo` (labelled `lo`) is never removed, even for the same VIP.
+//!
+//! Blocking calls, like [`super::link_watch::xdp_program_ids`]: the kernel handles an
+//! address request, and queues each part of a dump, while the request is sent or the
+//! previous part read, so a reply is always there to read; the socket is non-blocking
+//! anyway, so a missing reply is an error rather than a hang.
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{bail, Context as _};
+use rtnetlink::{
+    packet_core::{
+        NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+        NLM_F_REQUEST,
+    },
+    packet_route::{
+        address::{AddressAttribute, AddressMessage, AddressScope},
+        AddressFamily, RouteNetlinkMessage,
+    },
+    sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr},
+};
+
+use super::links::ifindex_of;
+use crate::dataplane::VipAddresses;
+
+/// The label of the addresses lbd adds (at most 15 bytes, and starting with the device's
+/// name, as `ip address` expects of a label).
+pub const LABEL: &str = "lo:lbd";
+
+/// The device VIPs are held on.
+const DEVICE: &str = "lo";
+
+/// The VIPs lbd holds on `lo` in this network namespace.
+pub struct LoopbackVips {
+    ifindex: u32,
+}
+
+impl LoopbackVips {
+    pub fn open() -> anyhow::Result<Self> {
+        Ok(Self {
+            ifindex: ifindex_of(DEVICE)?,
+        })
+    }
+
+    fn message(&self, vip: Ipv4Addr) -> AddressMessage {
+        let mut message = AddressMessage::default();
+        message.header.family = AddressFamily::Inet;
+        message.header.prefix_len = 32;
+        message.header.scope = AddressScope::Universe;
+        message.header.index = self.ifindex;
+        message.attributes = vec![
+            AddressAttribute::Local(IpAddr::V4(vip)),
+            AddressAttribute::Address(IpAddr::V4(vip)),
+            AddressAttribute::Label(LABEL.into()),
+        ];
+        message
+    }
+}
+
+impl VipAddresses for LoopbackVips {
+    fn announced(&self) -> anyhow::Result<Vec<Ipv4Addr>> {
+        let mut request = AddressMessage::default();
+        request.header.family = AddressFamily::Inet;
+        let replies = exchange(
+            RouteNetlinkMessage::GetAddress(request),
+            NLM_F_REQUEST | NLM_F_DUMP,
+        )
+        .context("listing the addresses on lo (RTM_GETADDR)")?;
+        let mut vips = Vec::new();
+        for reply in replies {
+            let RouteNetlinkMessage::NewAddress(a) = reply else {
+                continue;
+            };
+            let ours = a.header.index == self.ifindex
+                && a.header.prefix_len == 32
+                && a.attributes
+                    .iter()
+                    .any(|attr| matches!(attr, AddressAttribute::Label(l) if l == LABEL));
+            let local = a.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            });
+            if let (true, Some(ip)) = (ours, local) {
+                vips.push(ip);
+            }
+        }
+        Ok(vips)
+    }
+
+    fn announce(&mut self, vip: Ipv4Addr) -> anyhow::Result<()> {
+        let add = RouteNetlinkMessage::NewAddress(self.message(vip));
+        match exchange(add, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL) {
+            Ok(_) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {
+                if self.announced()?.contains(&vip) {
+                    Ok(())
+                } else {
+                    bail!(
+                        "{vip}/32 is already on lo without lbd's label {LABEL}: the operator's \
+                         own address, which lbd leaves alone (the routing daemon exports it \
+                         whatever lbd decides)"
+                    )
+                }
+            }
+            Err(e) => Err(e).with_context(|| format!("adding {vip}/32 to lo (RTM_NEWADDR)")),
+        }
+    }
+
+    fn withdraw(&mut self, vip: Ipv4Addr) -> anyhow::Result<()> {
+        let delete = RouteNetlinkMessage::DelAddress(self.message(vip));
+        match exchange(delete, NLM_F_REQUEST | NLM_F_ACK) {
+            Ok(_) => Ok(()),
+            // Not there with lbd's label: gone already, or the operator's.
+            Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {vip}/32 from lo (RTM_DELADDR)")),
+        }
+    }
+}
+
+/// Withdraws every VIP lbd holds on `lo` (for `lbd --detach`); returns them.
+pub fn withdraw_all() -> anyhow::Result<Vec<Ipv4Addr>> {
+    let mut vips = LoopbackVips::open()?;
+    let held = vips.announced()?;
+    for vip in &held {
+        vips.withdraw(*vip)?;
+    }
+    Ok(held)
+}
+
+fn errno(e: &anyhow::Error) -> Option<i32> {
+    e.downcast_ref::<std::io::Error>()
+        .and_then(|e| e.raw_os_error())
+}
+
+/// Sends one request and reads its replies up to the ACK (or the end of a dump); a
+/// NACK is returned as the `io::Error` of its errno.
+fn exchange(message: RouteNetlinkMessage, flags: u16) -> anyhow::Result<Vec<RouteNetlinkMessage>> {
+    let socket = Socket::new(NETLINK_ROUTE).context("opening an rtnetlink socket")?;
+    let mut request = NetlinkMessage::from(message);
+    request.header.flags = flags;
+    request.header.sequence_number = 1;
+    request.finalize();
+    let mut buf = vec![0; request.buffer_len()];
+    request.serialize(&mut buf);
+    socket
+        .send_to(&buf, &SocketAddr::new(0, 0), 0)
+        .context("sending the request")?;
+    socket
+        .set_non_blocking(true)
+        .context("making the rtnetlink socket non-blocking")?;
+    let mut replies = Vec::new();
+    loop {
+        let (datagram, _) = socket.recv_from_full().context("reading the reply")?;
+        let mut at = 0;
+        while at < datagram.len() {
+            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[at..])
+                .context("parsing the reply")?;
+            let length = reply.header.length as usize;
+            if length == 0 {
+                bail!("a reply of length 0");
+            }
+            at += length.next_multiple_of(4);
+            match reply.payload {
+                NetlinkPayload::InnerMessage(m) => replies.push(m),
+                NetlinkPayload::Done(_) => return Ok(replies),
+                NetlinkPayload::Error(e) if e.code.is_none() => return Ok(replies),
+                NetlinkPayload::Error(e) => return Err(e.to_io().into()),
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The shipped BIRD configs (`deploy/bird/`) with lbd, in namespaces: BIRD in the LB
+//! namespace exports the VIP /32 lbd holds on `lo` over BGP with BFD to BIRD in the
+//! client namespace (the upstream router), which installs it with the LB as next hop;
+//! when lbd withdraws the VIP the router loses the route, and learns it again when lbd
+//! announces it. Times are printed from the router's view, measured from lbd's log
+//! stamps of its changes. Needs `bird` (Debian `bird2`, installed by `cargo xtask setup`).
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use lb_tests::{
+    lbd_log::{first_time, millis_between},
+    netns,
+    running_lb::lab_run_dir,
+    scenario::*,
+    Daemon, Lab, LabConfig, RunningLb, VIP,
+};
+
+/// Bounds every wait (each ends as soon as what it waits for happens).
+const WAIT: Duration = Duration::from_secs(30);
+
+fn deploy(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/bird")
+        .join(name)
+}
+
+/// Starts BIRD in `ns` on the shipped config `name`, logging to stderr (lbd's Daemon
+/// keeps it), its control socket in the lab's run directory.
+fn start_bird(lab: &Lab, ns: &str, name: &str) -> Daemon {
+    let bird = Path::new("/usr/sbin/bird");
+    assert!(
+        bird.exists(),
+        "bird is not installed (Debian bird2): run `cargo xtask setup`"
+    );
+    let shipped = std::fs::read_to_string(deploy(name)).expect("the shipped config reads");
+    let dir = lab_run_dir(lab);
+    let conf = dir.join(name);
+    std::fs::write(&conf, format!("log stderr all;\n{shipped}")).expect("config written");
+    let socket = dir.join(format!("{name}.ctl"));
+    let pid = dir.join(format!("{name}.pid"));
+    Daemon::spawn_in_ns(
+        ns,
+        bird,
+        &[
+            "-f",
+            "-c",
+            conf.to_str().unwrap(),
+            "-s",
+            socket.to_str().unwrap(),
+            "-P",
+            pid.to_str().unwrap(),
+        ],
+    )
+}
+
+/// The router's route to the VIP learned from BIRD, as its next hop.
+fn router_route(lab: &Lab) -> Option<String> {
+    let out = netns::ns_ip(
+        lab.client_ns(),
+        &["-j", "route", "show", &format!("{VIP}/32"), "proto", "bird"],
+    );
+    let routes: serde_json::Value = serde_json::from_str(&out).expect("ip -j prints JSON");
+    routes
+        .as_array()?
+        .first()
+        .and_then(|r| r["gateway"].as_str())
+        .map(str::to_string)
+}
+
+/// Polls the router until its route is `want`; when it was first seen so.
+fn wait_route(lab: &Lab, want: Option<&str>) -> SystemTime {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = SystemTime::now();
+        let got = router_route(lab);
+        if got.as_deref() == want {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the router's route to {VIP} is {got:?}, not {want:?}, after {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn the_router_learns_the_vip_from_bird_and_loses_it_when_lbd_withdraws() {
+    let lab = three_zones();
+    let config = format!(
+        "{}announce:\n  vip_ranges: [10.0.0.0/24]\n  hold_up: 0s\n",
+        LabConfig::new(&lab).policy(&[&fast_health()]).yaml()
+    );
+    let mut lb = RunningLb::start(lab, &config);
+    lb.lbd
+        .wait_for_log_after(0, "announced VIP 10.0.0.100", WAIT)
+        .expect("lbd announces the VIP");
+    let started = SystemTime::now();
+    let _node = start_bird(&lb.lab, lb.lab.lb_ns(), "lb-node.conf");
+    let _router = start_bird(&lb.lab, lb.lab.client_ns(), "upstream-router.conf");
+    let gateway = lb.lab.client_gateway().to_string();
+    let learned = wait_route(&lb.lab, Some(&gateway));
+    println!(
+        "router learned {VIP}/32 via {gateway} {} ms after BIRD started (session setup)",
+        millis_between(started, learned)
+    );
+    // BFD comes up beside the session (the router's view).
+    let socket = lab_run_dir(&lb.lab).join("upstream-router.conf.ctl");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let bfd = netns::ns_exec(
+            lb.lab.client_ns(),
+            "birdc",
+            &["-s", socket.to_str().unwrap(), "show", "bfd", "sessions"],
+        );
+        if bfd
+            .lines()
+            .any(|l| l.contains(&gateway) && l.contains("Up"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the router's BFD session with the node is not up after {WAIT:?}:\n{bfd}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Every backend gone: lbd withdraws, BIRD withdraws, the router's route goes.
+    let mark = lb.lbd.log_len();
+    for i in 0..3 {
+        lb.kill_server(i);
+    }
+    lb.lbd
+        .wait_for_log_after(mark, "withdrew VIP 10.0.0.100", WAIT)
+        .expect("lbd withdraws the VIP");
+    let withdrawn = first_time(&lb.lbd.log()[mark..], "withdrew VIP 10.0.0.100").expect("stamped");
+    let gone = wait_route(&lb.lab, None);
+    println!(
+        "router lost the route {} ms after lbd's withdraw (poll every 2 ms)",
+        millis_between(withdrawn, gone)
+    );
+
+    // A backend back: announced again, learned again.
+    let mark = lb.lbd.log_len();
+    lb.restart_server(0);
+    lb.lbd
+        .wait_for_log_after(mark, "announced VIP 10.0.0.100", WAIT)
+        .expect("lbd announces the VIP again");
+    let announced = first_time(&lb.lbd.log()[mark..], "announced VIP 10.0.0.100").expect("stamped");
+    let back = wait_route(&lb.lab, Some(&gateway));
+    println!(
+        "router learned the route again {} ms after lbd's announce",
+        millis_between(announced, back)
+    );
+}
