@@ -9,14 +9,16 @@
 //!
 //! - [`model`]: pure: the config, the desired state and its changes (with the state
 //!   file), the plan (dense ids, Maglev rings, policy tables), effective weights, flow
-//!   ageing, active-flow reconciliation.
+//!   ageing, active-flow reconciliation, the reverse map of stateless return, table
+//!   digests, and when a VIP is announced.
 //! - [`dataplane`]: the seam: [`dataplane::Dataplane`], everything lbd does to the data
 //!   path (table writes, counters, flow maintenance, lookups); the in-memory fake only
 //!   for tests and the `fake` feature.
 //! - [`control`]: generic over the data plane: [`control::tables`] (diffs a plan
 //!   against the kernel, writes the idle ring slot and flips), [`control::fleet`]
 //!   (each backend's health, draining, slow start), [`control::health`] (state machine,
-//!   probes), [`control::runtime`] (every event recomputes weights and swaps tables).
+//!   probes), [`control::runtime`] (every event recomputes weights and swaps tables),
+//!   [`control::announce`] (VIP /32s on `lo` added and removed as the decision says).
 //! - [`ops`]: what operators see: [`ops::shared`] (the runtime behind one lock; every
 //!   change validated, persisted, applied), [`ops::api`] and [`ops::views`],
 //!   [`ops::explain`], [`ops::stats`] and [`ops::surge`], [`ops::metrics`],
@@ -24,7 +26,8 @@
 //!   [`ops::fd_budget`].
 //! - [`kernel`]: the XDP object loaded ([`kernel`]'s `load`), attached (`attach`,
 //!   `links`), its maps (`maps`), flows (`flows`), pins and the pin lock, the mmap'ed
-//!   arrays, the service index, privileges, NIC events, the trace ring's reader.
+//!   arrays, the service index, the reverse map, privileges, NIC events, the trace
+//!   ring's reader, the VIP addresses on `lo` (`vip_addresses`, rtnetlink).
 //! - [`daemon`]: `lbd`'s wiring and loop (probes, timers, SIGHUP, shutdown);
 //!   [`preflight`]: the config against this host before anything touches the kernel.
 //! - [`cli`]: the commands of `lbctl`; [`lbd_args`]: `lbd`'s command line; [`man`]: the

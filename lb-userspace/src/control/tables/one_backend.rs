@@ -125,7 +125,52 @@ impl<D: Dataplane> Controller<D> {
         let old = old_position.map(|i| plan.backends[start + i].clone());
         let service_id = plan.services[idx].id;
 
-        // Its id: kept, taken from the free ones, or released once its flows are gone.
+        let (placed, released) = self.place_backend(s, overlay, at, service_id);
+        let current = self.filter.clone().expect("checked by the caller");
+        let wanted = self.filter_after(&current, old.as_ref(), placed.as_ref());
+        let during: Vec<u32> = current.iter().zip(&wanted).map(|(a, b)| a | b).collect();
+        self.write_filter(&during)?;
+        if let Some(p) = &placed {
+            let b = &p.entry;
+            if self.backends.get(&b.id) != Some(&b.value) {
+                self.dataplane
+                    .set_backend(b.id, &b.value)
+                    .with_context(|| format!("writing backend {} (id {})", b.at.address, b.id))?;
+                self.backends.insert(b.id, b.value);
+                summary.backends_written += 1;
+            }
+            self.planned += 1;
+        }
+        // Its service's tables do not change (see `tables_stay`): nothing to flip.
+        if let Some(id) = released {
+            summary.flows_purged += self
+                .dataplane
+                .purge_flows(&[id])
+                .with_context(|| format!("purging the flows of backend slot {id}"))?;
+            self.dataplane
+                .set_backend(id, &Backend::default())
+                .with_context(|| format!("freeing backend slot {id}"))?;
+            self.backends.remove(&id);
+            summary.backends_written += 1;
+        }
+        self.write_filter(&wanted)?;
+        if let Some(id) = released {
+            self.free.release(id);
+        }
+
+        self.move_in_plan(idx, start, old_position, placed, at);
+        Ok(())
+    }
+
+    /// Backend `at`'s id (kept, taken from the free ones, or released: the second value,
+    /// freed once its flows are gone) and, unless it left, its planned entry and position.
+    fn place_backend(
+        &mut self,
+        s: &ServiceConfig,
+        overlay: &Overlay,
+        at: &BackendRef,
+        service_id: u32,
+    ) -> (Option<Placed>, Option<u32>) {
         let configured = s
             .backends
             .iter()
@@ -174,16 +219,20 @@ impl<D: Dataplane> Controller<D> {
             }
             (None, None) => None,
         };
+        (placed, released)
+    }
 
-        // Prefilter: only its own address's bit can change count.
-        let old_bit = old
-            .as_ref()
-            .map(|b| filter_slot(FILTER_BACKENDS, b.value.addr));
-        let new_bit = placed
-            .as_ref()
-            .map(|p| filter_slot(FILTER_BACKENDS, p.entry.value.addr));
-        let current = self.filter.clone().expect("checked by the caller");
-        let mut wanted = current.clone();
+    /// The prefilter words once `old` is replaced by `placed`: only its own address's
+    /// bit can change count.
+    fn filter_after(
+        &mut self,
+        current: &[u32],
+        old: Option<&PlannedBackend>,
+        placed: Option<&Placed>,
+    ) -> Vec<u32> {
+        let old_bit = old.map(|b| filter_slot(FILTER_BACKENDS, b.value.addr));
+        let new_bit = placed.map(|p| filter_slot(FILTER_BACKENDS, p.entry.value.addr));
+        let mut wanted = current.to_vec();
         if old_bit != new_bit {
             if let Some(bit) = new_bit {
                 *self.filter_refs.entry(bit).or_default() += 1;
@@ -203,38 +252,20 @@ impl<D: Dataplane> Controller<D> {
                     .fold(0, |w, mask| w | mask);
             }
         }
-        let during: Vec<u32> = current.iter().zip(&wanted).map(|(a, b)| a | b).collect();
-        self.write_filter(&during)?;
-        if let Some(p) = &placed {
-            let b = &p.entry;
-            if self.backends.get(&b.id) != Some(&b.value) {
-                self.dataplane
-                    .set_backend(b.id, &b.value)
-                    .with_context(|| format!("writing backend {} (id {})", b.at.address, b.id))?;
-                self.backends.insert(b.id, b.value);
-                summary.backends_written += 1;
-            }
-            self.planned += 1;
-        }
-        // Its service's tables do not change (see `tables_stay`): nothing to flip.
-        if let Some(id) = released {
-            summary.flows_purged += self
-                .dataplane
-                .purge_flows(&[id])
-                .with_context(|| format!("purging the flows of backend slot {id}"))?;
-            self.dataplane
-                .set_backend(id, &Backend::default())
-                .with_context(|| format!("freeing backend slot {id}"))?;
-            self.backends.remove(&id);
-            summary.backends_written += 1;
-        }
-        self.write_filter(&wanted)?;
-        if let Some(id) = released {
-            self.free.release(id);
-        }
+        wanted
+    }
 
-        // The plan: its entries out of their old places and into their new ones; the
-        // other members keep their order, so this is what `plan_service` gives.
+    /// The plan: `at`'s entries out of their old places (`old_position` in service
+    /// `idx`, whose backends start at `start`) and into their new ones; the other
+    /// members keep their order, so this is what `plan_service` gives.
+    fn move_in_plan(
+        &mut self,
+        idx: usize,
+        start: usize,
+        old_position: Option<usize>,
+        placed: Option<Placed>,
+        at: &BackendRef,
+    ) {
         let plan = self.plan.as_mut().expect("checked by the caller");
         let service = &mut plan.services[idx];
         if let Some(i) = old_position {
@@ -254,6 +285,5 @@ impl<D: Dataplane> Controller<D> {
             }
             plan.backends.insert(start + p.position, p.entry);
         }
-        Ok(())
     }
 }
