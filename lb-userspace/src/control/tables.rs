@@ -445,9 +445,8 @@ impl<D: Dataplane> Controller<D> {
             .shadows
             .entry(s.id)
             .or_insert_with(|| KernelSlots::zeroed(ring_size));
-        let table_slots = POLICY_TABLE_SLOTS as usize;
-        let live = self.services.get(&s.name);
-        let unchanged = live.is_some_and(|l| {
+        let live = self.services.get(&s.name).cloned();
+        let unchanged = live.as_ref().is_some_and(|l| {
             let active = l.meta.active_slot as usize & 1;
             l.key == s.key
                 && l.meta.id == s.id
@@ -461,29 +460,11 @@ impl<D: Dataplane> Controller<D> {
         }
         // A service the kernel does not serve yet can take slot 0 directly; a live one
         // gets its idle slot written and then flipped.
-        let slot = match live {
+        let slot = match &live {
             Some(l) if l.meta.id == s.id => (l.meta.active_slot ^ 1) & 1,
             _ => 0,
         };
-        let ring_changes = changes(
-            &s.ring,
-            &mut shadow.rings[slot as usize],
-            ring_size as usize,
-            ring_slot_base(s.id, slot, ring_size),
-        );
-        self.dataplane
-            .set_ring_entries(&ring_changes)
-            .with_context(|| format!("writing the ring of service {}", s.name))?;
-        let table_changes = changes(
-            &s.table,
-            &mut shadow.tables[slot as usize],
-            table_slots,
-            policy_table_index(s.id, slot, 0),
-        );
-        self.dataplane
-            .set_policy_entries(&table_changes)
-            .with_context(|| format!("writing the policy table of service {}", s.name))?;
-        summary.ring_entries_written += ring_changes.len() + table_changes.len();
+        summary.ring_entries_written += self.write_slot(s, slot, "")?;
 
         let meta = ServiceMeta {
             id: s.id,
@@ -500,36 +481,52 @@ impl<D: Dataplane> Controller<D> {
         if live.is_none() {
             // A new service: give the idle slot the same tables, so the first change
             // writes only the entries that change rather than the whole slot.
-            let idle = slot ^ 1;
-            let ring_idle = changes(
-                &s.ring,
-                &mut shadow.rings[idle as usize],
-                ring_size as usize,
-                ring_slot_base(s.id, idle, ring_size),
-            );
-            self.dataplane
-                .set_ring_entries(&ring_idle)
-                .with_context(|| format!("writing the idle ring of service {}", s.name))?;
-            let table_idle = changes(
-                &s.table,
-                &mut shadow.tables[idle as usize],
-                table_slots,
-                policy_table_index(s.id, idle, 0),
-            );
-            self.dataplane
-                .set_policy_entries(&table_idle)
-                .with_context(|| format!("writing the idle policy table of service {}", s.name))?;
-            summary.ring_entries_written += ring_idle.len() + table_idle.len();
+            summary.ring_entries_written += self.write_slot(s, slot ^ 1, "idle ")?;
         }
         if let Some(old) = live.filter(|l| l.key != s.key) {
-            let old_key = old.key;
             self.dataplane
-                .remove_service(&old_key)
+                .remove_service(&old.key)
                 .with_context(|| format!("removing the old address of service {}", s.name))?;
         }
         self.services
             .insert(s.name.clone(), LiveService { key: s.key, meta });
         Ok(())
+    }
+
+    /// Writes service `s`'s ring, then its policy table, into ring slot `slot`: only the
+    /// entries its shadow says differ. Returns how many entries were written; `which`
+    /// names the slot in errors ("" or "idle ").
+    fn write_slot(
+        &mut self,
+        s: &plan::PlannedService,
+        slot: u32,
+        which: &str,
+    ) -> anyhow::Result<usize> {
+        let ring_size = self.ring_size;
+        let shadow = self
+            .shadows
+            .entry(s.id)
+            .or_insert_with(|| KernelSlots::zeroed(ring_size));
+        let ring = changes(
+            &s.ring,
+            &mut shadow.rings[slot as usize],
+            ring_size as usize,
+            ring_slot_base(s.id, slot, ring_size),
+        );
+        self.dataplane
+            .set_ring_entries(&ring)
+            .with_context(|| format!("writing the {which}ring of service {}", s.name))?;
+        let shadow = self.shadows.get_mut(&s.id).expect("inserted above");
+        let table = changes(
+            &s.table,
+            &mut shadow.tables[slot as usize],
+            POLICY_TABLE_SLOTS as usize,
+            policy_table_index(s.id, slot, 0),
+        );
+        self.dataplane
+            .set_policy_entries(&table)
+            .with_context(|| format!("writing the {which}policy table of service {}", s.name))?;
+        Ok(ring.len() + table.len())
     }
 }
 
