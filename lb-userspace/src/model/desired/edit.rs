@@ -261,32 +261,12 @@ fn change(config: &mut Config, edit: &Edit) -> Result<Revert, EditError> {
             service,
             backend,
             state,
-        } => {
-            let (i, j) = backend_index(config, service, backend)?;
-            let b = &mut config.services[i].backends[j];
-            let was = b.clone();
-            b.state = *state;
-            Revert::RestoreBackend {
-                service: i,
-                index: j,
-                backend: was,
-            }
-        }
+        } => edit_backend(config, service, backend, |b| b.state = *state)?,
         Edit::SetWeight {
             service,
             backend,
             weight,
-        } => {
-            let (i, j) = backend_index(config, service, backend)?;
-            let b = &mut config.services[i].backends[j];
-            let was = b.clone();
-            b.weight = *weight;
-            Revert::RestoreBackend {
-                service: i,
-                index: j,
-                backend: was,
-            }
-        }
+        } => edit_backend(config, service, backend, |b| b.weight = *weight)?,
         Edit::SetZoneDrained {
             zone,
             service,
@@ -305,6 +285,24 @@ fn change(config: &mut Config, edit: &Edit) -> Result<Revert, EditError> {
         Edit::ReplaceServices(services) => {
             Revert::Services(std::mem::replace(&mut config.services, services.clone()))
         }
+    })
+}
+
+/// Applies `set` to one backend of `service`; the revert puts the backend back as it was.
+fn edit_backend(
+    config: &mut Config,
+    service: &str,
+    backend: &BackendAddr,
+    set: impl FnOnce(&mut BackendConfig),
+) -> Result<Revert, EditError> {
+    let (i, j) = backend_index(config, service, backend)?;
+    let b = &mut config.services[i].backends[j];
+    let was = b.clone();
+    set(b);
+    Ok(Revert::RestoreBackend {
+        service: i,
+        index: j,
+        backend: was,
     })
 }
 
