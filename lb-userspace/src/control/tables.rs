@@ -348,34 +348,13 @@ impl<D: Dataplane> Controller<D> {
         );
         self.planned += planned.len() as u64;
 
-        // Prefilter: count the service's old addresses out and its new ones in; only the
-        // words whose bits it touched can change.
-        let mut touched = std::collections::BTreeSet::new();
+        // Prefilter: count the service's old addresses out and its new ones in.
         let (new_bits, old_bits) = bits_difference(
             filter_bits(&service, &planned),
             filter_bits(&plan.services[idx], &plan.backends[start..end]),
         );
-        for bit in &new_bits {
-            *self.filter_refs.entry(*bit).or_default() += 1;
-            touched.insert(bit.0);
-        }
-        for bit in &old_bits {
-            if let Some(n) = self.filter_refs.get_mut(bit) {
-                *n -= 1;
-                if *n == 0 {
-                    self.filter_refs.remove(bit);
-                }
-            }
-            touched.insert(bit.0);
-        }
         let current = self.filter.clone().expect("checked by the caller");
-        let mut wanted = current.clone();
-        for word in &touched {
-            wanted[*word as usize] = (0..32)
-                .map(|bit| 1u32 << bit)
-                .filter(|mask| self.filter_refs.contains_key(&(*word, *mask)))
-                .fold(0, |w, mask| w | mask);
-        }
+        let wanted = self.filter_counted(&current, &new_bits, &old_bits);
         let during: Vec<u32> = current.iter().zip(&wanted).map(|(a, b)| a | b).collect();
         self.write_filter(&during)?;
         for b in &planned {
@@ -408,6 +387,38 @@ impl<D: Dataplane> Controller<D> {
         plan.services[idx] = service;
         plan.backends.splice(start..end, planned);
         Ok(())
+    }
+
+    /// Counts the prefilter bits `added` in and `removed` out (bits are (word, mask));
+    /// returns the words `current` becomes: only the words those bits are in can change.
+    fn filter_counted(
+        &mut self,
+        current: &[u32],
+        added: &[FilterBit],
+        removed: &[FilterBit],
+    ) -> Vec<u32> {
+        let mut touched = std::collections::BTreeSet::new();
+        for bit in added {
+            *self.filter_refs.entry(*bit).or_default() += 1;
+            touched.insert(bit.0);
+        }
+        for bit in removed {
+            if let Some(n) = self.filter_refs.get_mut(bit) {
+                *n -= 1;
+                if *n == 0 {
+                    self.filter_refs.remove(bit);
+                }
+            }
+            touched.insert(bit.0);
+        }
+        let mut wanted = current.to_vec();
+        for word in &touched {
+            wanted[*word as usize] = (0..32)
+                .map(|bit| 1u32 << bit)
+                .filter(|mask| self.filter_refs.contains_key(&(*word, *mask)))
+                .fold(0, |w, mask| w | mask);
+        }
+        wanted
     }
 
     fn write_filter(&mut self, wanted: &[u32]) -> anyhow::Result<()> {

@@ -232,27 +232,12 @@ impl<D: Dataplane> Controller<D> {
     ) -> Vec<u32> {
         let old_bit = old.map(|b| filter_slot(FILTER_BACKENDS, b.value.addr));
         let new_bit = placed.map(|p| filter_slot(FILTER_BACKENDS, p.entry.value.addr));
-        let mut wanted = current.to_vec();
-        if old_bit != new_bit {
-            if let Some(bit) = new_bit {
-                *self.filter_refs.entry(bit).or_default() += 1;
-            }
-            if let Some(bit) = old_bit {
-                if let Some(n) = self.filter_refs.get_mut(&bit) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.filter_refs.remove(&bit);
-                    }
-                }
-            }
-            for (word, _) in old_bit.iter().chain(&new_bit) {
-                wanted[*word as usize] = (0..32)
-                    .map(|bit| 1u32 << bit)
-                    .filter(|mask| self.filter_refs.contains_key(&(*word, *mask)))
-                    .fold(0, |w, mask| w | mask);
-            }
+        if old_bit == new_bit {
+            return current.to_vec();
         }
-        wanted
+        let added: Vec<_> = new_bit.into_iter().collect();
+        let removed: Vec<_> = old_bit.into_iter().collect();
+        self.filter_counted(current, &added, &removed)
     }
 
     /// The plan: `at`'s entries out of their old places (`old_position` in service
