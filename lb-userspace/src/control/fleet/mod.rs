@@ -176,6 +176,10 @@ pub struct Fleet {
     services: BTreeMap<String, ServiceConfig>,
     members: BTreeMap<BackendRef, MemberState>,
     passive: BTreeMap<String, PassiveCounts>,
+    /// Per service, how many members took new flows at the last refresh (`serving`):
+    /// kept as members come, go and are refreshed, so that refreshing one backend does
+    /// not count its whole service.
+    serving: BTreeMap<String, usize>,
 }
 
 /// Passive ejections of one service since lbd started (for `/metrics`).
@@ -277,6 +281,8 @@ impl Fleet {
             .retain(|at, _| config.services.iter().any(|s| s.name == at.service));
         self.passive
             .retain(|name, _| config.services.iter().any(|s| &s.name == name));
+        self.serving
+            .retain(|name, _| config.services.iter().any(|s| &s.name == name));
         for s in &config.services {
             self.reconfigure_one(s, !old.contains_key(&s.name), now);
         }
@@ -296,7 +302,23 @@ impl Fleet {
     /// that never reached the data path, so no flow can be pinned to it (a removal would
     /// keep it retiring, holding a backend slot the data path never gave it).
     pub fn forget(&mut self, at: &BackendRef) {
-        self.members.remove(at);
+        if let Some(m) = self.members.remove(at) {
+            self.count_serving(&at.service, m.serving, false);
+        }
+    }
+
+    /// Moves service `name`'s count of serving members from `before` to `after` for one
+    /// member.
+    fn count_serving(&mut self, name: &str, before: bool, after: bool) {
+        if before == after {
+            return;
+        }
+        let count = self.serving.entry(name.to_string()).or_default();
+        if after {
+            *count += 1;
+        } else {
+            *count -= 1;
+        }
     }
 
     /// [`Fleet::reconfigure_service`] when only backend `at` changed (added, removed, or
@@ -358,6 +380,7 @@ impl Fleet {
                         s.health.healthy_threshold
                     );
                 }
+                self.count_serving(&s.name, false, m.serving);
                 self.members.insert(at.clone(), m);
             }
         }
@@ -526,32 +549,49 @@ impl Fleet {
         let Some(s) = self.services.get(name) else {
             return;
         };
-        {
-            let serving_before = Self::members_of(&self.members, name)
+        let serving_before = Self::members_of(&self.members, name)
+            .filter(|(_, m)| m.serving)
+            .count();
+        let ours = self
+            .members
+            .range_mut(service_start(name)..)
+            .take_while(|(at, _)| at.service == name);
+        let mut serving_after = 0;
+        for (at, m) in ours {
+            refresh_member(at, m, s, serving_before, now);
+            serving_after += usize::from(m.serving);
+        }
+        self.serving.insert(name.to_string(), serving_after);
+    }
+
+    /// [`Fleet::refresh_service`] after a change of backend `at` alone: the others were
+    /// refreshed after their own last change, so only `at` is, and its cost does not grow
+    /// with the service. (A finished slow start of another backend is left for the tick
+    /// that follows it: its weight is already whole.)
+    pub fn refresh_backend(&mut self, at: &BackendRef, now: Instant) {
+        let Some(s) = self.services.get(&at.service) else {
+            return;
+        };
+        let serving_before = self.serving.get(&at.service).copied().unwrap_or(0);
+        let Some(m) = self.members.get_mut(at) else {
+            return;
+        };
+        let before = m.serving;
+        refresh_member(at, m, s, serving_before, now);
+        let after = m.serving;
+        self.count_serving(&at.service, before, after);
+    }
+
+    /// Whether each service's count of serving members is what counting them gives (for
+    /// the tests that hold the running count to the walk).
+    #[cfg(test)]
+    pub fn serving_counts_agree(&self) -> bool {
+        self.services.keys().all(|name| {
+            let counted = Self::members_of(&self.members, name)
                 .filter(|(_, m)| m.serving)
                 .count();
-            let ours = self
-                .members
-                .range_mut(service_start(name)..)
-                .take_while(|(at, _)| at.service == name);
-            for (at, m) in ours {
-                let serving = m.eligible();
-                if serving && !m.serving && !s.slow_start.is_zero() && serving_before > 0 {
-                    info!(
-                        "backend {at}: slow start over {}",
-                        duration::format(s.slow_start)
-                    );
-                    m.ramp_since = Some(now);
-                }
-                let ramp_done = m
-                    .ramp_since
-                    .is_some_and(|since| now.saturating_duration_since(since) >= s.slow_start);
-                if !serving || ramp_done {
-                    m.ramp_since = None;
-                }
-                m.serving = serving;
-            }
-        }
+            self.serving.get(name).copied().unwrap_or(0) == counted
+        })
     }
 
     /// Effective weights of every service's backends (see [`weights::effective`]).
@@ -655,7 +695,9 @@ impl Fleet {
             .map(|(at, _)| at.clone())
             .collect();
         for at in removed {
-            self.members.remove(&at);
+            if let Some(m) = self.members.remove(&at) {
+                self.count_serving(&at.service, m.serving, false);
+            }
             due.push(Purge::Removed(at));
         }
         due
@@ -718,6 +760,33 @@ impl Fleet {
         }
         out
     }
+}
+
+/// One member of service `s` at a refresh: it starts its slow start when it starts
+/// serving while `serving_before` members of its service already did (otherwise there is
+/// nothing to ramp from), and ends it when the window has passed.
+fn refresh_member(
+    at: &BackendRef,
+    m: &mut MemberState,
+    s: &ServiceConfig,
+    serving_before: usize,
+    now: Instant,
+) {
+    let serving = m.eligible();
+    if serving && !m.serving && !s.slow_start.is_zero() && serving_before > 0 {
+        info!(
+            "backend {at}: slow start over {}",
+            duration::format(s.slow_start)
+        );
+        m.ramp_since = Some(now);
+    }
+    let ramp_done = m
+        .ramp_since
+        .is_some_and(|since| now.saturating_duration_since(since) >= s.slow_start);
+    if !serving || ramp_done {
+        m.ramp_since = None;
+    }
+    m.serving = serving;
 }
 
 /// How often a passive ejection refused again and again is logged per backend.

@@ -325,7 +325,7 @@ impl<D: Dataplane> Runtime<D> {
     /// place rather than re-planning its service (see [`Controller::apply_backend`]).
     fn sync_backend(&mut self, at: &BackendRef, now: Instant) -> anyhow::Result<ApplySummary> {
         let names = [at.service.clone()];
-        self.fleet.refresh_service(&at.service, now);
+        self.fleet.refresh_backend(at, now);
         let Some((mode, backends)) = self.fleet.service_weights_of(&at.service, now) else {
             return self.sync_services(&names, true, now);
         };

@@ -325,7 +325,8 @@ fn mixed_config() -> Config {
             s + 1,
             // The last one frees a removed backend's slot at once.
             if s == 4 { "0s" } else { "2s" },
-            "0s",
+            // Two services ramp a backend that starts serving again.
+            if s == 0 || s == 3 { "3s" } else { "0s" },
             list.join(", ")
         ));
     }
@@ -379,7 +380,7 @@ fn random_edit(rng: &mut Rng, config: &Config) -> Option<Edit> {
 
 #[test]
 fn scoped_changes_end_in_the_same_kernel_state_as_whole_replans() {
-    let mut in_place = 0;
+    let (mut in_place, mut ramping) = (0, 0);
     for seed in 1..=20u64 {
         let t0 = Instant::now();
         let mut scoped = start(mixed_config(), t0);
@@ -443,6 +444,11 @@ fn scoped_changes_end_in_the_same_kernel_state_as_whole_replans() {
                     whole.reload(next, now).unwrap();
                 }
             }
+            // A ramp steps at the tick (the scoped runtime re-plans a ramping service
+            // then, the whole one at every change): compared after it.
+            scoped.tick(now).unwrap();
+            whole.tick_with(now, false).unwrap();
+            ramping += scoped.fleet.ramping_services().len();
             // Some traffic to every service, so that purges have flows to remove.
             for s in 0..5u32 {
                 let key = scoped.controller().plan().unwrap().services[s as usize].key;
@@ -477,6 +483,15 @@ fn scoped_changes_end_in_the_same_kernel_state_as_whole_replans() {
                 whole.controller().plan(),
                 "seed {seed} step {step}: the same plan"
             );
+            assert_eq!(
+                scoped.fleet.weights(now),
+                whole.fleet.weights(now),
+                "seed {seed} step {step}: the same effective weights"
+            );
+            assert!(
+                scoped.fleet.serving_counts_agree(),
+                "seed {seed} step {step}: the running counts of serving backends"
+            );
         }
         in_place += scoped.controller().backends_applied_in_place();
     }
@@ -484,6 +499,8 @@ fn scoped_changes_end_in_the_same_kernel_state_as_whole_replans() {
     // waits for its probes at weight 0; a drained or removed backend that was unhealthy
     // had no ring share).
     assert!(in_place >= 40, "{in_place} changes applied in place");
+    // Slow starts began and ran while the scoped runtime was held to the whole one.
+    assert!(ramping >= 20, "{ramping} steps with a ramping service");
 }
 
 /// A ring large enough for 10,000 backends.
