@@ -28,7 +28,8 @@
 //!   `links`), its maps (`maps`), flows (`flows`), pins and the pin lock, the mmap'ed
 //!   arrays, the service index, the reverse map, privileges, NIC events, the trace
 //!   ring's reader, the VIP addresses on `lo` (`vip_addresses`, rtnetlink).
-//! - [`daemon`]: `lbd`'s wiring and loop (probes, timers, SIGHUP, shutdown);
+//! - [`daemon`]: `lbd`'s wiring and loop (probes, timers, SIGHUP, shutdown; its VIP
+//!   announcement step in `daemon_announce.rs`, its tests in `daemon_tests.rs`);
 //!   [`preflight`]: the config against this host before anything touches the kernel.
 //! - [`cli`]: the commands of `lbctl`; [`lbd_args`]: `lbd`'s command line; [`man`]: the
 //!   manual pages of `lbd` and `lbctl`, from their clap definitions.
