@@ -19,7 +19,7 @@ use crate::{
     dataplane::Dataplane,
     dataplane::LiveState,
     model::config::Config,
-    model::plan::{self, BackendRef, FreeIds, Ids, Overlay, Plan},
+    model::plan::{self, BackendRef, FreeIds, Ids, Overlay, Plan, PlannedBackend},
 };
 
 /// What the controller knows the kernel holds for one service.
@@ -198,15 +198,7 @@ impl<D: Dataplane> Controller<D> {
 
         // New and changed backends first, so that a flipped ring never names an
         // unwritten slot.
-        for b in &plan.backends {
-            if self.backends.get(&b.id) != Some(&b.value) {
-                self.dataplane
-                    .set_backend(b.id, &b.value)
-                    .with_context(|| format!("writing backend {} (id {})", b.at.address, b.id))?;
-                self.backends.insert(b.id, b.value);
-                summary.backends_written += 1;
-            }
-        }
+        self.write_backends(&plan.backends, &mut summary)?;
         for s in &plan.services {
             self.apply_service(s, &mut summary)?;
         }
@@ -232,21 +224,7 @@ impl<D: Dataplane> Controller<D> {
             .filter(|id| !planned.contains(id))
             .copied()
             .collect();
-        if !unused.is_empty() {
-            // One walk of the flow tables for all freed slots: a walk per slot would cost
-            // (slots x table size) map reads when many backends go at once.
-            summary.flows_purged += self
-                .dataplane
-                .purge_flows(&unused)
-                .with_context(|| format!("purging the flows of backend slots {unused:?}"))?;
-        }
-        for id in unused {
-            self.dataplane
-                .set_backend(id, &Backend::default())
-                .with_context(|| format!("freeing backend slot {id}"))?;
-            self.backends.remove(&id);
-            summary.backends_written += 1;
-        }
+        self.free_slots(&unused, &mut summary)?;
         self.write_filter(&wanted)?;
         self.free = FreeIds::of(&ids);
         self.ids = ids;
@@ -355,31 +333,10 @@ impl<D: Dataplane> Controller<D> {
         );
         let current = self.filter.clone().expect("checked by the caller");
         let wanted = self.filter_counted(&current, &new_bits, &old_bits);
-        let during: Vec<u32> = current.iter().zip(&wanted).map(|(a, b)| a | b).collect();
-        self.write_filter(&during)?;
-        for b in &planned {
-            if self.backends.get(&b.id) != Some(&b.value) {
-                self.dataplane
-                    .set_backend(b.id, &b.value)
-                    .with_context(|| format!("writing backend {} (id {})", b.at.address, b.id))?;
-                self.backends.insert(b.id, b.value);
-                summary.backends_written += 1;
-            }
-        }
+        self.write_filter_union(&current, &wanted)?;
+        self.write_backends(&planned, summary)?;
         self.apply_service(&service, summary)?;
-        if !released.is_empty() {
-            summary.flows_purged += self
-                .dataplane
-                .purge_flows(&released)
-                .with_context(|| format!("purging the flows of backend slots {released:?}"))?;
-        }
-        for id in &released {
-            self.dataplane
-                .set_backend(*id, &Backend::default())
-                .with_context(|| format!("freeing backend slot {id}"))?;
-            self.backends.remove(id);
-            summary.backends_written += 1;
-        }
+        self.free_slots(&released, summary)?;
         self.write_filter(&wanted)?;
         for id in released {
             self.free.release(id);
@@ -419,6 +376,51 @@ impl<D: Dataplane> Controller<D> {
                 .fold(0, |w, mask| w | mask);
         }
         wanted
+    }
+
+    /// Writes each of `backends` whose slot does not hold its value yet.
+    fn write_backends<'a>(
+        &mut self,
+        backends: impl IntoIterator<Item = &'a PlannedBackend>,
+        summary: &mut ApplySummary,
+    ) -> anyhow::Result<()> {
+        for b in backends {
+            if self.backends.get(&b.id) != Some(&b.value) {
+                self.dataplane
+                    .set_backend(b.id, &b.value)
+                    .with_context(|| format!("writing backend {} (id {})", b.at.address, b.id))?;
+                self.backends.insert(b.id, b.value);
+                summary.backends_written += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Purges the flows pinned to backend slots `ids`, then frees the slots. One walk of
+    /// the flow tables for all of them: a walk per slot would cost (slots x table size)
+    /// map reads when many backends go at once.
+    fn free_slots(&mut self, ids: &[u32], summary: &mut ApplySummary) -> anyhow::Result<()> {
+        if !ids.is_empty() {
+            summary.flows_purged += self
+                .dataplane
+                .purge_flows(ids)
+                .with_context(|| format!("purging the flows of backend slots {ids:?}"))?;
+        }
+        for id in ids {
+            self.dataplane
+                .set_backend(*id, &Backend::default())
+                .with_context(|| format!("freeing backend slot {id}"))?;
+            self.backends.remove(id);
+            summary.backends_written += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes the prefilter words `current | wanted`: while tables change, an address
+    /// that either side names must pass the prefilter.
+    fn write_filter_union(&mut self, current: &[u32], wanted: &[u32]) -> anyhow::Result<()> {
+        let during: Vec<u32> = current.iter().zip(wanted).map(|(a, b)| a | b).collect();
+        self.write_filter(&during)
     }
 
     fn write_filter(&mut self, wanted: &[u32]) -> anyhow::Result<()> {

@@ -4,11 +4,7 @@
 //! bit are updated in place, so the cost does not grow with the service's size. Anything
 //! else takes [`Controller::apply_services`], the per-service re-plan, which is also the
 //! reference the tests hold this path to.
-use anyhow::Context as _;
-use lb_common::{
-    backend::Backend,
-    filter::{filter_slot, FILTER_BACKENDS},
-};
+use lb_common::filter::{filter_slot, FILTER_BACKENDS};
 
 use super::{ApplySummary, Controller};
 use crate::{
@@ -128,31 +124,12 @@ impl<D: Dataplane> Controller<D> {
         let (placed, released) = self.place_backend(s, overlay, at, service_id);
         let current = self.filter.clone().expect("checked by the caller");
         let wanted = self.filter_after(&current, old.as_ref(), placed.as_ref());
-        let during: Vec<u32> = current.iter().zip(&wanted).map(|(a, b)| a | b).collect();
-        self.write_filter(&during)?;
-        if let Some(p) = &placed {
-            let b = &p.entry;
-            if self.backends.get(&b.id) != Some(&b.value) {
-                self.dataplane
-                    .set_backend(b.id, &b.value)
-                    .with_context(|| format!("writing backend {} (id {})", b.at.address, b.id))?;
-                self.backends.insert(b.id, b.value);
-                summary.backends_written += 1;
-            }
-            self.planned += 1;
-        }
+        self.write_filter_union(&current, &wanted)?;
+        self.write_backends(placed.as_ref().map(|p| &p.entry), summary)?;
+        self.planned += u64::from(placed.is_some());
         // Its service's tables do not change (see `tables_stay`): nothing to flip.
-        if let Some(id) = released {
-            summary.flows_purged += self
-                .dataplane
-                .purge_flows(&[id])
-                .with_context(|| format!("purging the flows of backend slot {id}"))?;
-            self.dataplane
-                .set_backend(id, &Backend::default())
-                .with_context(|| format!("freeing backend slot {id}"))?;
-            self.backends.remove(&id);
-            summary.backends_written += 1;
-        }
+        let released_ids: Vec<u32> = released.into_iter().collect();
+        self.free_slots(&released_ids, summary)?;
         self.write_filter(&wanted)?;
         if let Some(id) = released {
             self.free.release(id);
