@@ -20,7 +20,7 @@ pub mod fake_vips;
 mod lookups;
 
 #[cfg(any(test, feature = "fake"))]
-pub use fake::{Capacity, FakeCounters, FakeDataplane, Write};
+pub use fake::{Capacity, FailWrites, FakeCounters, FakeDataplane, Write};
 #[cfg(any(test, feature = "fake"))]
 pub use fake_vips::FakeVips;
 pub use lookups::Lookups;

@@ -63,6 +63,8 @@ pub struct FakeDataplane {
     pub interfaces: Vec<(String, bool)>,
     /// What [`Counters`] reads, set by tests (zero where nothing is set).
     pub counters: FakeCounters,
+    /// Which writes fail, set by tests of what a failed write leaves behind.
+    pub fail_writes: FailWrites,
     /// The tables' sizes, as lbd loads them from `limits.*`; `None`: unbounded.
     pub capacity: Option<Capacity>,
     pub log: Vec<Write>,
@@ -73,6 +75,17 @@ pub struct FakeDataplane {
 pub struct Capacity {
     pub services: u32,
     pub backends: u32,
+}
+
+/// Which of the fake's writes fail (with an injected error) while set.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum FailWrites {
+    #[default]
+    None,
+    /// Ring and policy-table writes: a table swap fails, backend slots still write.
+    Tables,
+    /// Every write, flow purges included.
+    All,
 }
 
 /// The counters the fake reports, by service or backend id; absent ids read as zero.
@@ -170,8 +183,23 @@ impl FakeDataplane {
     }
 }
 
+impl FakeDataplane {
+    /// Fails a write while [`Self::fail_writes`] covers it (`table`: a ring or policy
+    /// table write).
+    fn refuse_write(&self, table: bool) -> anyhow::Result<()> {
+        let fails = match self.fail_writes {
+            FailWrites::None => false,
+            FailWrites::Tables => table,
+            FailWrites::All => true,
+        };
+        anyhow::ensure!(!fails, "injected map write failure");
+        Ok(())
+    }
+}
+
 impl Dataplane for FakeDataplane {
     fn set_backend(&mut self, id: u32, backend: &Backend) -> WriteResult {
+        self.refuse_write(false)?;
         if let Some(c) = self.capacity {
             check_index(id, c.backends, MAP_BACKENDS, "max_backends")?;
         }
@@ -181,6 +209,7 @@ impl Dataplane for FakeDataplane {
     }
 
     fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> WriteResult {
+        self.refuse_write(true)?;
         if let Some(c) = self.capacity {
             let size = c.services * 2 * self.ring_size;
             check_indices(entries, size, MAP_RING)?;
@@ -193,6 +222,7 @@ impl Dataplane for FakeDataplane {
     }
 
     fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> WriteResult {
+        self.refuse_write(true)?;
         if let Some(c) = self.capacity {
             let size = c.services * 2 * POLICY_TABLE_SLOTS;
             check_indices(entries, size, MAP_POLICY_TABLE)?;
@@ -205,6 +235,7 @@ impl Dataplane for FakeDataplane {
     }
 
     fn set_filter_words(&mut self, words: &[(u32, u32)]) -> WriteResult {
+        self.refuse_write(false)?;
         for (index, bits) in words {
             self.filter.insert(*index, *bits);
             self.log.push(Write::Filter(*index));
@@ -213,6 +244,7 @@ impl Dataplane for FakeDataplane {
     }
 
     fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> WriteResult {
+        self.refuse_write(false)?;
         if let Some(c) = self.capacity {
             if !self.services.contains_key(key) && self.services.len() as u32 >= c.services {
                 return Err(DataplaneError::TableFull {
@@ -231,6 +263,7 @@ impl Dataplane for FakeDataplane {
         &mut self,
         entries: &BTreeMap<ReverseKey, ReverseTarget>,
     ) -> anyhow::Result<()> {
+        self.refuse_write(false)?;
         for key in self.reverse.keys() {
             if !entries.contains_key(key) {
                 self.log.push(Write::Reverse(*key, None));
@@ -246,12 +279,14 @@ impl Dataplane for FakeDataplane {
     }
 
     fn remove_service(&mut self, key: &ServiceKey) -> WriteResult {
+        self.refuse_write(false)?;
         self.services.remove(key);
         self.log.push(Write::RemoveService(*key));
         Ok(())
     }
 
     fn purge_flows(&mut self, ids: &[u32]) -> anyhow::Result<usize> {
+        self.refuse_write(false)?;
         let before = self.flows.len();
         self.flows.retain(|_, t| !ids.contains(&t.backend));
         self.return_flows.retain(|_, n| !ids.contains(&n.backend));

@@ -1,150 +1,14 @@
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
-use lb_common::{
-    backend::Backend,
-    counters::{BackendSignals, TrafficCounters},
-    flow::{FlowKey, FlowTarget},
-    service::{ServiceKey, ServiceMeta},
-    syn_cache::SynSet,
-};
-
 use super::*;
 use crate::{
     control::tables::Controller,
-    dataplane::{Counters, FakeDataplane, Lookups, Write},
-    model::config::{self, BackendConfig, BackendState, FlowTimeouts},
+    dataplane::{FailWrites, FakeDataplane, Write},
+    model::config::{self, BackendConfig, BackendState},
     model::desired::state_file,
 };
 
-/// The in-memory data path, failing every write while `fail` is set.
-struct Flaky {
-    fake: FakeDataplane,
-    fail: bool,
-}
-
-impl Flaky {
-    fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(!self.fail, "injected map write failure");
-        Ok(())
-    }
-}
-
-impl Dataplane for Flaky {
-    fn set_backend(&mut self, id: u32, backend: &Backend) -> crate::dataplane::WriteResult {
-        self.check()?;
-        self.fake.set_backend(id, backend)
-    }
-    fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> crate::dataplane::WriteResult {
-        self.check()?;
-        self.fake.set_ring_entries(entries)
-    }
-    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> crate::dataplane::WriteResult {
-        self.check()?;
-        self.fake.set_policy_entries(entries)
-    }
-    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> crate::dataplane::WriteResult {
-        self.check()?;
-        self.fake.set_filter_words(words)
-    }
-    fn set_service(
-        &mut self,
-        key: &ServiceKey,
-        meta: &ServiceMeta,
-    ) -> crate::dataplane::WriteResult {
-        self.check()?;
-        self.fake.set_service(key, meta)
-    }
-    fn remove_service(&mut self, key: &ServiceKey) -> crate::dataplane::WriteResult {
-        self.check()?;
-        self.fake.remove_service(key)
-    }
-    fn set_reverse_map(
-        &mut self,
-        entries: &std::collections::BTreeMap<
-            lb_common::reverse::ReverseKey,
-            lb_common::reverse::ReverseTarget,
-        >,
-    ) -> anyhow::Result<()> {
-        self.check()?;
-        self.fake.set_reverse_map(entries)
-    }
-    fn purge_flows(&mut self, ids: &[u32]) -> anyhow::Result<usize> {
-        self.check()?;
-        self.fake.purge_flows(ids)
-    }
-    fn backend_signals(&self, id: u32) -> anyhow::Result<BackendSignals> {
-        self.fake.backend_signals(id)
-    }
-    fn set_clock(&mut self, seconds: u32) -> anyhow::Result<()> {
-        self.fake.set_clock(seconds)
-    }
-    fn expire_flows(&mut self, now: u32, timeouts: &FlowTimeouts) -> anyhow::Result<usize> {
-        self.fake.expire_flows(now, timeouts)
-    }
-    fn bump_nexthop_generation(&mut self) -> anyhow::Result<()> {
-        self.fake.bump_nexthop_generation()
-    }
-    fn reconcile_active_flows(&mut self, backends: &[u32]) -> anyhow::Result<Vec<(u32, u64)>> {
-        self.fake.reconcile_active_flows(backends)
-    }
-    fn ensure_attached(&mut self) -> Vec<crate::dataplane::LinkChange> {
-        self.fake.ensure_attached()
-    }
-    fn interface_states(&self) -> Vec<(String, bool)> {
-        self.fake.interface_states()
-    }
-}
-
-/// Reads go to the fake: only writes fail.
-impl Lookups for Flaky {
-    fn service(&self, key: &ServiceKey) -> anyhow::Result<Option<ServiceMeta>> {
-        self.fake.service(key)
-    }
-    fn backend(&self, id: u32) -> anyhow::Result<Option<Backend>> {
-        self.fake.backend(id)
-    }
-    fn ring_entry(&self, index: u32) -> anyhow::Result<Option<u32>> {
-        self.fake.ring_entry(index)
-    }
-    fn policy_entry(&self, index: u32) -> anyhow::Result<Option<u32>> {
-        self.fake.policy_entry(index)
-    }
-    fn flow(&self, key: &FlowKey) -> anyhow::Result<Option<FlowTarget>> {
-        self.fake.flow(key)
-    }
-    fn syn_set(&self, index: u32) -> anyhow::Result<Option<SynSet>> {
-        self.fake.syn_set(index)
-    }
-    fn active_flows_of(&self, id: u32) -> anyhow::Result<u64> {
-        self.fake.active_flows_of(id)
-    }
-    fn rr_cursors(&self, service_id: u32) -> anyhow::Result<Vec<u32>> {
-        self.fake.rr_cursors(service_id)
-    }
-    fn clock(&self) -> anyhow::Result<u32> {
-        Lookups::clock(&self.fake)
-    }
-}
-
-impl Counters for Flaky {
-    fn service_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
-        self.fake.service_counters(id)
-    }
-    fn backend_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
-        self.fake.backend_counters(id)
-    }
-    fn active_flows(&self, id: u32) -> anyhow::Result<u64> {
-        self.fake.active_flows(id)
-    }
-    fn reason_counters(&self) -> anyhow::Result<Vec<u64>> {
-        self.fake.reason_counters()
-    }
-    fn flow_entries(&self) -> u64 {
-        self.fake.flow_entries()
-    }
-}
-
-fn runtime(name: &str) -> (SharedRuntime<Flaky>, PathBuf) {
+fn runtime(name: &str) -> (SharedRuntime<FakeDataplane>, PathBuf) {
     let dir = std::env::temp_dir().join(format!("lbd-runtime-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let state = dir.join("state.yaml");
@@ -154,13 +18,7 @@ fn runtime(name: &str) -> (SharedRuntime<Flaky>, PathBuf) {
         state.display()
     ))
     .unwrap();
-    let controller = Controller::new(
-        Flaky {
-            fake: FakeDataplane::new(1009, 1),
-            fail: false,
-        },
-        1009,
-    );
+    let controller = Controller::new(FakeDataplane::new(1009, 1), 1009);
     let (runtime, _) = Runtime::start(c, controller, Instant::now()).unwrap();
     (SharedRuntime::new(runtime), dir)
 }
@@ -194,7 +52,7 @@ fn concurrent_changes_are_serialized_and_none_is_lost() {
     assert_eq!(rt.desired().services[0].backends.len(), 16);
     let saved = state_file::read(&dir.join("state.yaml")).unwrap().unwrap();
     assert_eq!(saved.services, rt.desired().services);
-    let kernel_backends = rt.with(|r| r.controller().dataplane().fake.backends.len());
+    let kernel_backends = rt.with(|r| r.controller().dataplane().backends.len());
     assert_eq!(kernel_backends, 16);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -207,10 +65,10 @@ fn a_refused_or_failed_change_changes_nothing() {
     let saved_before = std::fs::read_to_string(dir.join("state.yaml")).unwrap();
 
     assert!(matches!(rt.change(&add(1)), Err(ChangeError::Refused(_))));
-    rt.with(|r| r.controller_mut().dataplane_mut().fail = true);
+    rt.with(|r| r.controller_mut().dataplane_mut().fail_writes = FailWrites::All);
     let e = rt.change(&add(2)).unwrap_err();
     assert!(matches!(e, ChangeError::Apply(_)), "{e}");
-    rt.with(|r| r.controller_mut().dataplane_mut().fail = false);
+    rt.with(|r| r.controller_mut().dataplane_mut().fail_writes = FailWrites::None);
 
     assert_eq!(rt.desired(), before);
     let saved_after = std::fs::read_to_string(dir.join("state.yaml")).unwrap();
@@ -233,7 +91,6 @@ fn a_reload_applies_without_writing_the_state_file() {
     let ports: Vec<u16> = rt.with(|r| {
         r.controller()
             .dataplane()
-            .fake
             .services
             .keys()
             .map(|k| u16::from_be(k.port))
@@ -243,7 +100,7 @@ fn a_reload_applies_without_writing_the_state_file() {
 }
 
 /// A runtime over `n` backends of service `web` (ring 65537, so 10,000 fit).
-fn runtime_with(name: &str, n: usize) -> (SharedRuntime<Flaky>, PathBuf) {
+fn runtime_with(name: &str, n: usize) -> (SharedRuntime<FakeDataplane>, PathBuf) {
     let dir = std::env::temp_dir().join(format!("lbd-runtime-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let backends: Vec<String> = (0..n)
@@ -262,24 +119,18 @@ fn runtime_with(name: &str, n: usize) -> (SharedRuntime<Flaky>, PathBuf) {
         backends.concat()
     ))
     .unwrap();
-    let controller = Controller::new(
-        Flaky {
-            fake: FakeDataplane::new(65537, 1),
-            fail: false,
-        },
-        65537,
-    );
+    let controller = Controller::new(FakeDataplane::new(65537, 1), 65537);
     let (runtime, _) = Runtime::start(c, controller, Instant::now()).unwrap();
     (SharedRuntime::new(runtime), dir)
 }
 
 /// What one change costs, counted rather than timed: the bytes written to persist it,
 /// and the ring entries written to apply it.
-fn cost_of(rt: &SharedRuntime<Flaky>, edit: &Edit) -> (u64, usize) {
+fn cost_of(rt: &SharedRuntime<FakeDataplane>, edit: &Edit) -> (u64, usize) {
     let bytes = rt.persisted_bytes();
-    let ring_writes = |rt: &SharedRuntime<Flaky>| {
+    let ring_writes = |rt: &SharedRuntime<FakeDataplane>| {
         rt.with(|r| {
-            let log = &r.controller().dataplane().fake.log;
+            let log = &r.controller().dataplane().log;
             log.iter().filter(|w| matches!(w, Write::Ring(_))).count()
         })
     };

@@ -1,18 +1,16 @@
 use std::time::{Duration, Instant};
 
 use lb_common::{
-    backend::Backend,
-    counters::{BackendSignals, TrafficCounters},
-    flow::{FlowKey, FlowTarget},
+    counters::BackendSignals,
+    flow::FlowKey,
     net::FAMILY_IPV4,
-    service::{ring_slot_base, ServiceKey, ServiceMeta},
-    syn_cache::SynSet,
+    service::{ring_slot_base, ServiceKey},
 };
 
 use super::*;
 use crate::{
     control::health::machine::Failure,
-    dataplane::{Counters, FakeDataplane, Lookups, Write},
+    dataplane::{FailWrites, FakeDataplane, Write},
     model::config,
 };
 
@@ -379,153 +377,24 @@ fn rebuild_and_swap_cost_for_a_thousand_backends() {
     );
 }
 
-/// A data plane whose writes can be made to fail, to check that a failed swap is retried.
-#[derive(Default)]
-struct Flaky {
-    inner: FakeDataplane,
-    fail: bool,
-}
-
-impl Flaky {
-    fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(!self.fail, "injected failure");
-        Ok(())
-    }
-}
-
-impl Dataplane for Flaky {
-    fn set_backend(
-        &mut self,
-        id: u32,
-        b: &lb_common::backend::Backend,
-    ) -> crate::dataplane::WriteResult {
-        self.inner.set_backend(id, b)
-    }
-    fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> crate::dataplane::WriteResult {
-        self.check()?;
-        self.inner.set_ring_entries(entries)
-    }
-    fn set_policy_entries(&mut self, entries: &[(u32, u32)]) -> crate::dataplane::WriteResult {
-        self.check()?;
-        self.inner.set_policy_entries(entries)
-    }
-    fn set_filter_words(&mut self, words: &[(u32, u32)]) -> crate::dataplane::WriteResult {
-        self.inner.set_filter_words(words)
-    }
-    fn set_service(
-        &mut self,
-        key: &ServiceKey,
-        meta: &lb_common::service::ServiceMeta,
-    ) -> crate::dataplane::WriteResult {
-        self.inner.set_service(key, meta)
-    }
-    fn remove_service(&mut self, key: &ServiceKey) -> crate::dataplane::WriteResult {
-        self.inner.remove_service(key)
-    }
-    fn set_reverse_map(
-        &mut self,
-        entries: &std::collections::BTreeMap<
-            lb_common::reverse::ReverseKey,
-            lb_common::reverse::ReverseTarget,
-        >,
-    ) -> anyhow::Result<()> {
-        self.inner.set_reverse_map(entries)
-    }
-    fn purge_flows(&mut self, ids: &[u32]) -> anyhow::Result<usize> {
-        self.inner.purge_flows(ids)
-    }
-    fn backend_signals(&self, id: u32) -> anyhow::Result<BackendSignals> {
-        self.inner.backend_signals(id)
-    }
-    fn set_clock(&mut self, seconds: u32) -> anyhow::Result<()> {
-        self.inner.set_clock(seconds)
-    }
-    fn expire_flows(&mut self, now: u32, timeouts: &config::FlowTimeouts) -> anyhow::Result<usize> {
-        self.inner.expire_flows(now, timeouts)
-    }
-    fn bump_nexthop_generation(&mut self) -> anyhow::Result<()> {
-        self.inner.bump_nexthop_generation()
-    }
-    fn reconcile_active_flows(&mut self, backends: &[u32]) -> anyhow::Result<Vec<(u32, u64)>> {
-        self.inner.reconcile_active_flows(backends)
-    }
-    fn ensure_attached(&mut self) -> Vec<crate::dataplane::LinkChange> {
-        self.inner.ensure_attached()
-    }
-    fn interface_states(&self) -> Vec<(String, bool)> {
-        self.inner.interface_states()
-    }
-}
-
-impl Counters for Flaky {
-    fn service_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
-        self.inner.service_counters(id)
-    }
-    fn backend_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
-        self.inner.backend_counters(id)
-    }
-    fn active_flows(&self, id: u32) -> anyhow::Result<u64> {
-        self.inner.active_flows(id)
-    }
-    fn reason_counters(&self) -> anyhow::Result<Vec<u64>> {
-        self.inner.reason_counters()
-    }
-    fn flow_entries(&self) -> u64 {
-        self.inner.flow_entries()
-    }
-}
-
-impl Lookups for Flaky {
-    fn service(&self, key: &ServiceKey) -> anyhow::Result<Option<ServiceMeta>> {
-        self.inner.service(key)
-    }
-    fn backend(&self, id: u32) -> anyhow::Result<Option<Backend>> {
-        self.inner.backend(id)
-    }
-    fn ring_entry(&self, index: u32) -> anyhow::Result<Option<u32>> {
-        self.inner.ring_entry(index)
-    }
-    fn policy_entry(&self, index: u32) -> anyhow::Result<Option<u32>> {
-        self.inner.policy_entry(index)
-    }
-    fn flow(&self, key: &FlowKey) -> anyhow::Result<Option<FlowTarget>> {
-        self.inner.flow(key)
-    }
-    fn syn_set(&self, index: u32) -> anyhow::Result<Option<SynSet>> {
-        self.inner.syn_set(index)
-    }
-    fn active_flows_of(&self, id: u32) -> anyhow::Result<u64> {
-        self.inner.active_flows_of(id)
-    }
-    fn rr_cursors(&self, service_id: u32) -> anyhow::Result<Vec<u32>> {
-        self.inner.rr_cursors(service_id)
-    }
-    fn clock(&self) -> anyhow::Result<u32> {
-        Lookups::clock(&self.inner)
-    }
-}
-
 #[test]
 fn a_failed_swap_is_retried_on_the_next_tick() {
     let t0 = Instant::now();
-    let flaky = Flaky {
-        inner: FakeDataplane::new(RING, 7),
-        fail: false,
-    };
+    let flaky = FakeDataplane::new(RING, 7);
     let (mut rt, _) = Runtime::start(
         cfg("", &["11", "12", "13"]),
         Controller::new(flaky, RING),
         t0,
     )
     .unwrap();
-    rt.controller_mut().dataplane_mut().fail = true;
+    rt.controller_mut().dataplane_mut().fail_writes = FailWrites::Tables;
     rt.on_probe(&at(12), &Err(Failure::Refused), Duration::ZERO, t0)
         .unwrap();
     assert!(rt
         .on_probe(&at(12), &Err(Failure::Refused), Duration::ZERO, t0)
         .is_err());
     assert!(rt.tick(t0).is_err(), "retried while failing");
-    rt.controller_mut().dataplane_mut().fail = false;
+    rt.controller_mut().dataplane_mut().fail_writes = FailWrites::None;
     assert_eq!(rt.tick(t0).unwrap().services_flipped, 1);
     let gone = rt.controller().backend_id(&at(12)).unwrap();
     let ring = &rt.controller().plan().unwrap().services[0].ring;
