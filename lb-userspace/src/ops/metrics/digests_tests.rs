@@ -152,18 +152,7 @@ fn the_tier_rules_query_only_exported_metrics() {
         "/../deploy/prometheus/lbd-tier.rules.yml"
     );
     let rules = std::fs::read_to_string(path).unwrap();
-    let mut names: Vec<&str> = rules
-        .match_indices("lb_")
-        .map(|(at, _)| {
-            let rest = &rules[at..];
-            let end = rest
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(rest.len());
-            &rest[..end]
-        })
-        .collect();
-    names.sort();
-    names.dedup();
+    let names = crate::ops::metrics::metric_names_in(&rules);
     assert_eq!(
         names,
         ["lb_service_config_digest", "lb_service_table_digest"]

@@ -246,6 +246,24 @@ async fn readyz<D: DataPath>(State(s): State<MetricsState<D>>) -> (StatusCode, &
     }
 }
 
+/// Every distinct `lb_*` metric name a dashboard or rules file mentions, sorted.
+#[cfg(test)]
+pub(crate) fn metric_names_in(text: &str) -> Vec<&str> {
+    let mut names: Vec<&str> = text
+        .match_indices("lb_")
+        .map(|(at, _)| {
+            let rest = &text[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,18 +358,7 @@ mod tests {
         let dashboard = std::fs::read_to_string(path).unwrap();
         let parsed: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
         assert!(parsed["panels"].as_array().is_some_and(|p| !p.is_empty()));
-        let mut names: Vec<&str> = dashboard
-            .match_indices("lb_")
-            .map(|(at, _)| {
-                let rest = &dashboard[at..];
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(rest.len());
-                &rest[..end]
-            })
-            .collect();
-        names.sort();
-        names.dedup();
+        let names = metric_names_in(&dashboard);
         assert!(names.len() > 8, "{names:?}");
         for name in names {
             assert!(
