@@ -128,10 +128,21 @@ pub enum Reason {
     /// but addressed to this node itself (the reply to one of `lbd`'s health probes, or
     /// to anything else the node sent from its own address): the kernel's, untouched.
     PassReplyToNode,
+    /// A packet without a flow entry whose source the most specific matching rule of its
+    /// service denies (see [`crate::edge`]).
+    DropEdgeDenied,
+    /// A packet without a flow entry to a service with allow rules, none of which
+    /// matches its source.
+    DropEdgeNotAllowed,
+    /// A SYN over its source's rate limit for the service.
+    DropRateLimited,
+    /// To a VIP address on a port or protocol no service listens on, with
+    /// `unlisted_ports: drop`.
+    DropUnlistedPort,
 }
 
 /// Number of reason slots (size of the reasons array).
-pub const REASON_COUNT: u32 = 19;
+pub const REASON_COUNT: u32 = 23;
 
 /// All reasons in slot order, with the names used in metrics.
 pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
@@ -157,6 +168,10 @@ pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
         "pass_reply_wrong_interface",
     ),
     (Reason::PassReplyToNode, "pass_reply_to_node"),
+    (Reason::DropEdgeDenied, "drop_edge_denied"),
+    (Reason::DropEdgeNotAllowed, "drop_edge_not_allowed"),
+    (Reason::DropRateLimited, "drop_rate_limited"),
+    (Reason::DropUnlistedPort, "drop_unlisted_port"),
 ];
 
 #[cfg(test)]

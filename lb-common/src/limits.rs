@@ -24,6 +24,13 @@ pub const MAP_EGRESS: &str = "EGRESS";
 pub const MAP_PROGRAMS: &str = "PROGRAMS";
 /// Slot of [`PROGRAM_REPLY`] in [`MAP_PROGRAMS`].
 pub const PROGRAMS_SLOT_REPLY: u32 = 0;
+/// Slot of [`PROGRAM_EDGE`] in [`MAP_PROGRAMS`].
+pub const PROGRAMS_SLOT_EDGE: u32 = 1;
+/// Slot of [`PROGRAM_XDP`] itself in [`MAP_PROGRAMS`]: `lb_edge` hands an admitted
+/// packet back to be placed.
+pub const PROGRAMS_SLOT_XDP: u32 = 2;
+/// Slots of [`MAP_PROGRAMS`].
+pub const PROGRAMS_SLOTS: u32 = 3;
 pub const MAP_POLICY_TABLE: &str = "POLICY_TABLE";
 pub const MAP_RR_CURSOR: &str = "RR_CURSOR";
 pub const MAP_ACTIVE_FLOWS: &str = "ACTIVE_FLOWS";
@@ -45,6 +52,23 @@ pub const MAP_TRACE_SAMPLE: &str = "TRACE_SAMPLE";
 pub const MAP_TRACE_RING: &str = "TRACE_RING";
 /// One-entry per-CPU array: trace records lost to a full ring.
 pub const MAP_TRACE_LOST: &str = "TRACE_LOST";
+/// The source rules of every service (`lb_common::edge`): a longest-prefix-match trie.
+pub const MAP_EDGE_RULES: &str = "EDGE_RULES";
+/// Per-CPU hit counts of each rule, `EDGE_RULES_PER_SERVICE` slots per service id.
+pub const MAP_EDGE_RULE_HITS: &str = "EDGE_RULE_HITS";
+/// Per service id, its `edge::EdgeService` settings.
+pub const MAP_EDGE_SERVICES: &str = "EDGE_SERVICES";
+/// Per service id, per-CPU `edge::EdgeCounters`.
+pub const MAP_EDGE_COUNTERS: &str = "EDGE_COUNTERS";
+/// Token buckets of sources (LRU, `limits.rate_limit_sources` entries).
+pub const MAP_RATE_BUCKETS: &str = "RATE_BUCKETS";
+/// VIP addresses (wire order) -> 0: what `unlisted_ports` applies to.
+pub const MAP_VIP_ADDRS: &str = "VIP_ADDRS";
+/// One-entry array: the edge settings word (`edge::EDGE_UNLISTED_DROP`).
+pub const MAP_EDGE_SETTINGS: &str = "EDGE_SETTINGS";
+/// One-entry per-CPU array: the tag of the packet `lb_edge` admitted and hands back to
+/// `lb_xdp` (see `lb-ebpf/src/edge.rs`).
+pub const MAP_EDGE_HANDOVER: &str = "EDGE_HANDOVER";
 /// Prefix of the maps that are never pinned (a trace belongs to one `lbd`).
 pub const MAP_TRACE_PREFIX: &str = "TRACE_";
 
@@ -54,7 +78,7 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 11;
+pub const LAYOUT_VERSION: u32 = 12;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
@@ -92,6 +116,10 @@ pub const PROGRAM_XDP: &str = "lb_xdp";
 pub const PROGRAM_REPLY: &str = "lb_reply";
 /// Name of the pass-everything XDP program (benchmark floor, lab veth peers).
 pub const PROGRAM_PASS: &str = "lb_pass";
+/// Name of the program `lb_xdp` tail-calls for a packet without a flow entry to a
+/// service with edge rules or limits, and for a packet to a VIP address that no service
+/// listens on when such packets are dropped (see `lb_common::edge`).
+pub const PROGRAM_EDGE: &str = "lb_edge";
 
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
 /// The most services a config may allow: each service's index slot fits the SYN cache's
@@ -105,6 +133,8 @@ pub const DEFAULT_MAX_BACKENDS: u32 = 4096;
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 262_144;
 pub const DEFAULT_RING_SIZE: u32 = 65_537;
 pub const MAX_INTERFACES: u32 = 64;
+/// Default `limits.rate_limit_sources`: token buckets (sources x services) kept.
+pub const DEFAULT_RATE_LIMIT_SOURCES: u32 = 65_536;
 
 #[cfg(test)]
 mod tests {

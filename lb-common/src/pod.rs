@@ -31,4 +31,10 @@ pod!(
     crate::reverse::ReverseKey,
     crate::reverse::ReverseTarget,
     crate::trace::TraceRecord,
+    crate::edge::EdgeAddr4,
+    crate::edge::EdgeRule,
+    crate::edge::EdgeService,
+    crate::edge::RateKey4,
+    crate::edge::TokenBucket,
+    crate::edge::EdgeCounters,
 );

@@ -62,6 +62,9 @@ pub const SERVICE_F_NAT: u32 = 1 << 0;
 /// the client's next packet finds the same backend and records the flow then; the SYN
 /// leaves only a SYN-cache slot for its SYN-ACK (see [`crate::syn_cache`]).
 pub const SERVICE_F_STATELESS_SYN: u32 = 1 << 1;
+/// The service has source rules or a SYN rate limit: a packet without a flow entry is
+/// checked by `lb_edge` before it is placed (see [`crate::edge`]).
+pub const SERVICE_F_EDGE: u32 = 1 << 2;
 
 /// Ring entry meaning "no backend can take this flow": the packet is dropped.
 pub const NO_BACKEND: u32 = u32::MAX;

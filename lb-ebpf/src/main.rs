@@ -3,7 +3,7 @@
 //! parse -> lookup (service / flow / return flow) -> select -> rewrite -> forward -> count
 //!
 //! Every stage is a file; this one only wires the entry points (`lb_xdp`, the tail-called
-//! `lb_reply`, `lb_pass`) and the address prefilter:
+//! `lb_reply` and `lb_edge`, `lb_pass`) and the address prefilter:
 //!
 //! | stage | file |
 //! | --- | --- |
@@ -18,6 +18,7 @@
 //! | backend -> client, by return entry or SYN-cache slot | `to_client.rs`, `return_entry.rs` |
 //! | backend -> client without a flow entry (`lb_reply`) | `to_client_miss.rs` |
 //! | backend -> client by the reverse map (`lb_reply`, last resort) | `to_client_reverse.rs` |
+//! | edge protection (source rules, SYN rate limits, unlisted ports; `lb_edge`) | `edge.rs` |
 //! | count | `count.rs` |
 //! | sampled trace | `trace.rs` |
 #![no_std]
@@ -29,6 +30,7 @@
 #![feature(core_intrinsics)]
 
 mod count;
+mod edge;
 mod flow;
 mod forward;
 mod lookup;
@@ -69,7 +71,12 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     }
     let pkt = match parse::tcp(&ctx, at) {
         Ok(pkt) => pkt,
-        Err(reason) => return count::pass(reason),
+        Err(reason) => {
+            if to_vip && reason == Reason::PassNotTcp && edge::drops_unlisted() {
+                edge::hand_over(&ctx);
+            }
+            return count::pass(reason);
+        }
     };
     if to_vip {
         if let Some(action) = to_backend::handle(&ctx, &pkt) {
@@ -87,7 +94,37 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         // stack would not fit in this one's 512 bytes (see `lb_reply`).
         unsafe { maps::PROGRAMS.tail_call(&ctx, PROGRAMS_SLOT_REPLY) };
     }
+    if to_vip && edge::drops_unlisted() {
+        edge::hand_over(&ctx);
+    }
     count::pass(Reason::PassNoService)
+}
+
+/// A packet tail-called by `lb_xdp` for edge protection (see `edge`): one without a flow
+/// entry to a service with source rules or a SYN rate limit, checked and, if admitted,
+/// handed back to `lb_xdp` to be placed; or one to a maybe-VIP address that no service listens for, with
+/// `unlisted_ports: drop`. Parsed again, as a tail call keeps only the context.
+#[xdp]
+pub fn lb_edge(ctx: XdpContext) -> u32 {
+    let at = match parse::addresses(&ctx) {
+        Ok(at) => at,
+        Err(reason) => return count::pass(reason),
+    };
+    let (dst, proto) = (at.dst, at.proto());
+    let pkt = match parse::tcp(&ctx, at) {
+        Ok(pkt) => pkt,
+        Err(Reason::PassNotTcp) => return edge::unlisted(dst, proto, Reason::PassNotTcp),
+        Err(reason) => return count::pass(reason),
+    };
+    let Some((service, _)) = lookup::service_of(&pkt) else {
+        return edge::unlisted(dst, proto, Reason::PassNoService);
+    };
+    if let Some(why) = edge::admit(&pkt, service.id()) {
+        return to_backend::refuse(&pkt, service.id(), why);
+    }
+    edge::back_to_placement(&ctx, &pkt);
+    // Only if `lb_xdp` is missing from the program array.
+    to_backend::refuse(&pkt, service.id(), Reason::DropEdgeDenied)
 }
 
 /// A backend's reply tail-called by `lb_xdp`: a SYN-ACK, or any reply that found no

@@ -3,14 +3,24 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{
+        lpm_trie::LpmTrie, Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray,
+        RingBuf,
+    },
 };
 use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters, REASON_COUNT},
+    edge::{
+        EdgeAddr4, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
+        EDGE_RULES_PER_SERVICE,
+    },
     filter::FILTER_TOTAL_WORDS,
     flow::{FlowKey, FlowTarget, NatReturn},
-    limits::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, MAX_INTERFACES},
+    limits::{
+        DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES,
+        DEFAULT_RATE_LIMIT_SOURCES, MAX_INTERFACES, PROGRAMS_SLOTS,
+    },
     nexthop::NextHop,
     reverse::{ReverseKey, ReverseTarget},
     service::POLICY_TABLE_SLOTS,
@@ -113,7 +123,7 @@ pub static CLOCK: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Programs `lb_xdp` tail-calls (`lb_common::limits::MAP_PROGRAMS`).
 #[map]
-pub static PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static PROGRAMS: ProgramArray = ProgramArray::with_max_entries(PROGRAMS_SLOTS, 0);
 
 /// Attached NICs that XDP_REDIRECT may send to, keyed by ifindex.
 #[map]
@@ -130,6 +140,42 @@ pub static TRACE_RING: RingBuf = RingBuf::with_byte_size(TRACE_RING_BYTES, 0);
 /// Trace records lost to a full ring.
 #[map]
 pub static TRACE_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Every service's source rules (see `lb_common::edge`).
+#[map]
+pub static EDGE_RULES: LpmTrie<EdgeAddr4, EdgeRule> =
+    LpmTrie::with_max_entries(DEFAULT_MAX_SERVICES * EDGE_RULES_PER_SERVICE, 0);
+
+/// Matches per rule, by `EdgeRule::counter`.
+#[map]
+pub static EDGE_RULE_HITS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_SERVICES * EDGE_RULES_PER_SERVICE, 0);
+
+/// Each service's edge settings, by service id.
+#[map]
+pub static EDGE_SERVICES: Array<EdgeService> = Array::with_max_entries(DEFAULT_MAX_SERVICES, 0);
+
+/// Each service's edge counters, by service id.
+#[map]
+pub static EDGE_COUNTERS: PerCpuArray<EdgeCounters> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_SERVICES, 0);
+
+/// Token buckets of sources, per service (see `lb_common::edge::TokenBucket`).
+#[map]
+pub static RATE_BUCKETS: LruHashMap<RateKey4, TokenBucket> =
+    LruHashMap::with_max_entries(DEFAULT_RATE_LIMIT_SOURCES, 0);
+
+/// VIP addresses, for packets no service listens for (`unlisted_ports`).
+#[map]
+pub static VIP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(DEFAULT_MAX_SERVICES, 0);
+
+/// The edge settings word (`lb_common::edge::EDGE_UNLISTED_DROP`).
+#[map]
+pub static EDGE_SETTINGS: Array<u32> = Array::with_max_entries(1, 0);
+
+/// What `lb_xdp` tells `lb_edge` about the packet it hands over (see `edge`).
+#[map]
+pub static EDGE_HANDOVER: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// Cluster-wide seed of the flow hash; set by the loader.
 #[unsafe(no_mangle)]

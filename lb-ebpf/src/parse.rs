@@ -53,6 +53,14 @@ pub fn addresses(ctx: &XdpContext) -> Result<Addresses, Reason> {
     Ok(Addresses { eth, ip, src, dst })
 }
 
+impl Addresses {
+    /// The IP protocol number (the fixed header was proven inside the frame).
+    #[inline(always)]
+    pub fn proto(&self) -> u8 {
+        unsafe { (*self.ip).proto }
+    }
+}
+
 /// The rest of the packet for a packet that may be ours: a plain IPv4 header carrying
 /// TCP ([`ipv4`]), a whole TCP header inside the frame ([`tcp_header`]), and the flow.
 #[inline(always)]

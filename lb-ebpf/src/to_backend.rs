@@ -9,7 +9,7 @@ use lb_common::{
         FLOW_REUSE_IDLE_SECS,
     },
     net::{is_martian, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    service::SERVICE_F_STATELESS_SYN,
+    service::{SERVICE_F_EDGE, SERVICE_F_STATELESS_SYN},
     service_index::PackedMeta,
     trace::{
         TRACE_DECISION_FLOW_HIT, TRACE_DECISION_NEW_FLOW, TRACE_DECISION_REFUSED,
@@ -19,7 +19,7 @@ use lb_common::{
 };
 
 use crate::{
-    count,
+    count, edge,
     flow::{self, Side},
     forward,
     lookup::{self, backend_by_id},
@@ -43,10 +43,13 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
             }
             ((target, backend, false), TRACE_DECISION_FLOW_HIT)
         }
-        miss => match place_miss(pkt, syn_service, miss)? {
-            Ok(placed) => placed,
-            Err(action) => return Some(action),
-        },
+        miss => {
+            let replace = matches!(miss, Existing::Replace);
+            match place_miss(ctx, pkt, syn_service, replace)? {
+                Ok(placed) => placed,
+                Err(action) => return Some(action),
+            }
+        }
     };
     Some(send(ctx, pkt, &target, &backend, new_flow, decision))
 }
@@ -79,9 +82,10 @@ fn existing_or_syn(pkt: &Packet) -> Option<(Existing, Option<(PackedMeta, u32)>)
 /// any VIP:port; `Err`: refused, with the action taken.
 #[inline(always)]
 fn place_miss(
+    ctx: &XdpContext,
     pkt: &Packet,
     syn_service: Option<(PackedMeta, u32)>,
-    miss: Existing,
+    replace: bool,
 ) -> Option<Result<Placed, u32>> {
     let (service, service_at) = match syn_service {
         Some(found) => found,
@@ -108,7 +112,14 @@ fn place_miss(
     if let Some((action, why)) = refusal {
         return Some(Err(refused(pkt, service.id(), action, why)));
     }
-    let replace = matches!(miss, Existing::Replace);
+    // A protected service's packet is checked by `lb_edge` first, which hands it back
+    // here if it passes.
+    if service.flags() & SERVICE_F_EDGE != 0 && !edge::admitted(pkt) {
+        edge::hand_over(ctx);
+        // Only if `lb_edge` is missing from the program array (each start puts it
+        // there): a protected service takes no unchecked connection.
+        return Some(Err(refuse(pkt, service.id(), Reason::DropEdgeDenied)));
+    }
     Some(match place(pkt, service, service_at, replace) {
         Some(placed) => Ok(placed),
         None => {
@@ -185,6 +196,13 @@ fn send(
         );
     }
     action
+}
+
+/// Drops a packet to service `service` for `why`: counted, traced if sampled.
+#[inline(always)]
+pub fn refuse(pkt: &Packet, service: u32, why: Reason) -> u32 {
+    let action = count::drop(why);
+    refused(pkt, service, action, why)
 }
 
 /// A packet to service `service` that reached no backend: traced if sampled.

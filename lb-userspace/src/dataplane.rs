@@ -7,11 +7,12 @@ use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters},
+    edge::{EdgeCounters, TokenBucket},
     reverse::{ReverseKey, ReverseTarget},
     service::{ServiceKey, ServiceMeta},
 };
 
-use crate::model::config::FlowTimeouts;
+use crate::model::{config::FlowTimeouts, edge::EdgeTables};
 
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -67,6 +68,13 @@ pub trait Dataplane: Counters + Lookups {
         &mut self,
         entries: &BTreeMap<ReverseKey, ReverseTarget>,
     ) -> anyhow::Result<()>;
+    /// Makes the edge protection maps hold exactly `tables` (see `lb_common::edge`),
+    /// zeroing the rule hit counters `fresh` (slots given to new rules) before the rules
+    /// are written.
+    fn set_edge_tables(&mut self, tables: &EdgeTables, fresh: &[u32]) -> anyhow::Result<()>;
+    /// The sources whose SYNs a rate limit dropped, as their buckets hold them now:
+    /// (service id, source, bucket), at most `limit`, most dropped first.
+    fn limited_sources(&self, limit: usize) -> anyhow::Result<Vec<LimitedSource>>;
     /// Deletes every flow entry, in both directions, pinned to any of the backends `ids`
     /// (one walk of each table, however many ids); returns how many connections
     /// (forward entries) were dropped.
@@ -112,6 +120,39 @@ pub trait Counters {
     fn reason_counters(&self) -> anyhow::Result<Vec<u64>>;
     /// Forward flow-table entries seen by the last scan.
     fn flow_entries(&self) -> u64;
+    /// Matches of the edge rule whose hit counter is `counter`, summed over CPUs.
+    fn edge_rule_hits(&self, counter: u32) -> anyhow::Result<u64>;
+    /// Service `id`'s edge counters, summed over CPUs.
+    fn edge_counters(&self, id: u32) -> anyhow::Result<EdgeCounters>;
+}
+
+/// A source a SYN rate limit dropped SYNs of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitedSource {
+    pub service: u32,
+    pub source: Ipv4Addr,
+    pub bucket: TokenBucket,
+}
+
+/// The `limit` sources of `buckets` with the most drops, most first (ties by service,
+/// then address), leaving out those never dropped.
+pub fn most_limited(
+    buckets: impl IntoIterator<Item = LimitedSource>,
+    limit: usize,
+) -> Vec<LimitedSource> {
+    let mut limited: Vec<LimitedSource> = buckets
+        .into_iter()
+        .filter(|s| s.bucket.dropped > 0)
+        .collect();
+    limited.sort_by(|a, b| {
+        b.bucket
+            .dropped
+            .cmp(&a.bucket.dropped)
+            .then(a.service.cmp(&b.service))
+            .then(a.source.cmp(&b.source))
+    });
+    limited.truncate(limit);
+    limited
 }
 
 /// What the kernel's maps say is being served, for adopting a pinned data path.

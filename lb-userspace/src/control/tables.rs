@@ -19,6 +19,7 @@ use crate::{
     dataplane::Dataplane,
     dataplane::LiveState,
     model::config::Config,
+    model::edge::EdgeTables,
     model::plan::{self, BackendRef, FreeIds, Ids, Overlay, Plan, PlannedBackend},
 };
 
@@ -52,6 +53,8 @@ pub struct Controller<D> {
     planned: u64,
     /// Changes of one backend applied without re-planning its service (tests read it).
     backends_in_place: u64,
+    /// The edge protection tables as last written.
+    edge: EdgeTables,
 }
 
 /// Counts of what one reconciliation wrote.
@@ -81,6 +84,7 @@ impl<D: Dataplane> Controller<D> {
             stale: false,
             planned: 0,
             backends_in_place: 0,
+            edge: EdgeTables::default(),
         }
     }
 
@@ -233,6 +237,7 @@ impl<D: Dataplane> Controller<D> {
         self.stale = false;
         self.planned += self.plan.as_ref().map_or(0, |p| p.backends.len() as u64);
         self.write_reverse_map(config)?;
+        self.write_edge(config)?;
         Ok(summary)
     }
 
@@ -282,6 +287,7 @@ impl<D: Dataplane> Controller<D> {
             }
         }
         self.write_reverse_map(config)?;
+        self.write_edge(config)?;
         Ok(summary)
     }
 
@@ -684,6 +690,7 @@ fn changes(
     out
 }
 
+mod edge;
 mod one_backend;
 mod reverse;
 #[cfg(test)]

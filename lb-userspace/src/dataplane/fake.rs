@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
     counters::{BackendSignals, TrafficCounters, REASONS},
+    edge::EdgeCounters,
     filter::{filter_slot, FILTER_VIPS},
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
     hash::flow_hash,
@@ -14,10 +15,14 @@ use lb_common::{
     syn_cache::SynSet,
 };
 
-use super::{Counters, Dataplane, DataplaneError, LinkChange, Lookups, WriteResult};
+use super::{
+    most_limited, Counters, Dataplane, DataplaneError, LimitedSource, LinkChange, Lookups,
+    WriteResult,
+};
 use crate::model::{
     ageing,
     config::FlowTimeouts,
+    edge::EdgeTables,
     reconcile::{self, Observed},
 };
 
@@ -33,6 +38,10 @@ pub enum Write {
     PurgeFlows(u32),
     /// A reverse-map entry written (`Some`) or deleted (`None`).
     Reverse(ReverseKey, Option<ReverseTarget>),
+    /// The edge tables written, with the rule hit counters zeroed first.
+    Edge {
+        fresh: Vec<u32>,
+    },
 }
 
 /// In-memory stand-in for the kernel maps, with the data path's selection logic.
@@ -46,6 +55,9 @@ pub struct FakeDataplane {
     pub policy_table: HashMap<u32, u32>,
     pub filter: HashMap<u32, u32>,
     pub reverse: BTreeMap<ReverseKey, ReverseTarget>,
+    pub edge: EdgeTables,
+    /// Rate-limit buckets, as the data path would leave them; set by tests.
+    pub buckets: Vec<LimitedSource>,
     pub flows: HashMap<FlowKey, FlowTarget>,
     pub return_flows: HashMap<FlowKey, NatReturn>,
     pub signals: HashMap<u32, BackendSignals>,
@@ -97,6 +109,8 @@ pub struct FakeCounters {
     /// Per reason slot; empty reads as all zero.
     pub reasons: Vec<u64>,
     pub flow_entries: u64,
+    pub edge_rule_hits: HashMap<u32, u64>,
+    pub edge: HashMap<u32, EdgeCounters>,
 }
 
 impl FakeDataplane {
@@ -198,6 +212,22 @@ impl FakeDataplane {
 }
 
 impl Dataplane for FakeDataplane {
+    fn set_edge_tables(&mut self, tables: &EdgeTables, fresh: &[u32]) -> anyhow::Result<()> {
+        self.refuse_write(false)?;
+        for counter in fresh {
+            self.counters.edge_rule_hits.remove(counter);
+        }
+        self.edge = tables.clone();
+        self.log.push(Write::Edge {
+            fresh: fresh.to_vec(),
+        });
+        Ok(())
+    }
+
+    fn limited_sources(&self, limit: usize) -> anyhow::Result<Vec<LimitedSource>> {
+        Ok(most_limited(self.buckets.iter().copied(), limit))
+    }
+
     fn set_backend(&mut self, id: u32, backend: &Backend) -> WriteResult {
         self.refuse_write(false)?;
         if let Some(c) = self.capacity {
@@ -445,6 +475,17 @@ impl Counters for FakeDataplane {
     }
     fn flow_entries(&self) -> u64 {
         self.counters.flow_entries
+    }
+    fn edge_rule_hits(&self, counter: u32) -> anyhow::Result<u64> {
+        Ok(self
+            .counters
+            .edge_rule_hits
+            .get(&counter)
+            .copied()
+            .unwrap_or(0))
+    }
+    fn edge_counters(&self, id: u32) -> anyhow::Result<EdgeCounters> {
+        Ok(self.counters.edge.get(&id).copied().unwrap_or_default())
     }
 }
 

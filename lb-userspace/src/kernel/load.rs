@@ -10,6 +10,7 @@ use aya::{
 };
 use lb_common::{
     backend::BACKEND_F_PRESENT,
+    edge::EDGE_RULES_PER_SERVICE,
     limits::*,
     service::POLICY_TABLE_SLOTS,
     service_index::{service_index_slots, ServiceSlot},
@@ -48,6 +49,10 @@ pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
         .checked_mul(2)
         .and_then(|n| n.checked_mul(config.cluster.ring_size))
         .context("max_services x 2 x ring_size overflows")?;
+    let edge_rules = limits
+        .max_services
+        .checked_mul(EDGE_RULES_PER_SERVICE)
+        .context("max_services x edge rules per service overflows")?;
     let policy_entries = limits
         .max_services
         .checked_mul(2 * POLICY_TABLE_SLOTS)
@@ -69,6 +74,12 @@ pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
         (MAP_SYN_CACHE, syn_cache_sets(limits.flow_table_size)),
         (MAP_REVERSE, limits.max_backends),
         (MAP_TRACE_SAMPLE, limits.max_services),
+        (MAP_EDGE_RULES, edge_rules),
+        (MAP_EDGE_RULE_HITS, edge_rules),
+        (MAP_EDGE_SERVICES, limits.max_services),
+        (MAP_EDGE_COUNTERS, limits.max_services),
+        (MAP_RATE_BUCKETS, limits.rate_limit_sources),
+        (MAP_VIP_ADDRS, limits.max_services),
     ])
 }
 
@@ -88,8 +99,8 @@ fn pin_paths(
         .collect())
 }
 
-/// Verifies and loads lb_xdp and lb_reply, puts lb_reply where lb_xdp tail-calls it,
-/// and stamps the layout version on maps created now (adopted ones carry theirs).
+/// Verifies and loads lb_xdp, lb_reply and lb_edge, puts them where the programs
+/// tail-call them (lb_edge hands admitted packets back to lb_xdp), and stamps the layout version on maps created now (adopted ones carry theirs).
 fn load_programs(ebpf: &mut Ebpf, adopted: bool) -> anyhow::Result<ProgramArray<MapData>> {
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_XDP)
@@ -102,10 +113,26 @@ fn load_programs(ebpf: &mut Ebpf, adopted: bool) -> anyhow::Result<ProgramArray<
         .try_into()?;
     reply.load().context("verifying and loading lb_reply")?;
     let reply_fd = reply.fd()?.try_clone().context("lb_reply's fd")?;
+    let edge: &mut Xdp = ebpf
+        .program_mut(PROGRAM_EDGE)
+        .context("the XDP object has no program lb_edge")?
+        .try_into()?;
+    edge.load().context("verifying and loading lb_edge")?;
+    let edge_fd = edge.fd()?.try_clone().context("lb_edge's fd")?;
+    let xdp_fd = <&Xdp>::try_from(ebpf.program(PROGRAM_XDP).context("lb_xdp")?)?
+        .fd()?
+        .try_clone()
+        .context("lb_xdp's fd")?;
     let mut programs: ProgramArray<MapData> = take(ebpf, MAP_PROGRAMS)?;
     programs
         .set(PROGRAMS_SLOT_REPLY, &reply_fd, 0)
         .context("putting lb_reply in the program array")?;
+    programs
+        .set(PROGRAMS_SLOT_EDGE, &edge_fd, 0)
+        .context("putting lb_edge in the program array")?;
+    programs
+        .set(PROGRAMS_SLOT_XDP, &xdp_fd, 0)
+        .context("putting lb_xdp in the program array")?;
     let mut layout: Array<MapData, u32> = take(ebpf, MAP_LAYOUT)?;
     if !adopted {
         layout
@@ -182,6 +209,15 @@ impl KernelDataplane {
             signals: take(&mut ebpf, MAP_BACKEND_SIGNALS)?,
             reasons: take(&mut ebpf, MAP_REASONS)?,
             egress: take(&mut ebpf, MAP_EGRESS)?,
+            edge: super::edge::EdgeMaps {
+                rules: take(&mut ebpf, MAP_EDGE_RULES)?,
+                rule_hits: take(&mut ebpf, MAP_EDGE_RULE_HITS)?,
+                services: take(&mut ebpf, MAP_EDGE_SERVICES)?,
+                counters: take(&mut ebpf, MAP_EDGE_COUNTERS)?,
+                buckets: take(&mut ebpf, MAP_RATE_BUCKETS)?,
+                vips: take(&mut ebpf, MAP_VIP_ADDRS)?,
+                settings: take(&mut ebpf, MAP_EDGE_SETTINGS)?,
+            },
             trace: Some(TraceMaps::take(&mut ebpf)?),
             programs,
             ebpf,

@@ -103,6 +103,21 @@ fn full(e: OutOfRange, map: &'static str) -> DataplaneError {
 }
 
 impl Dataplane for KernelDataplane {
+    fn set_edge_tables(
+        &mut self,
+        tables: &crate::model::edge::EdgeTables,
+        fresh: &[u32],
+    ) -> anyhow::Result<()> {
+        self.write_edge_tables(tables, fresh)
+    }
+
+    fn limited_sources(
+        &self,
+        limit: usize,
+    ) -> anyhow::Result<Vec<crate::dataplane::LimitedSource>> {
+        self.read_limited_sources(limit)
+    }
+
     fn set_reverse_map(
         &mut self,
         entries: &BTreeMap<ReverseKey, ReverseTarget>,
@@ -244,5 +259,11 @@ impl Counters for KernelDataplane {
     }
     fn flow_entries(&self) -> u64 {
         KernelDataplane::flow_entries(self)
+    }
+    fn edge_rule_hits(&self, counter: u32) -> anyhow::Result<u64> {
+        self.read_edge_rule_hits(counter)
+    }
+    fn edge_counters(&self, id: u32) -> anyhow::Result<lb_common::edge::EdgeCounters> {
+        self.read_edge_counters(id)
     }
 }

@@ -3,6 +3,7 @@
 //! [`crate::dataplane::Dataplane`] over its maps.
 mod attach;
 pub mod ebpf_object;
+mod edge;
 mod flows;
 pub mod link_watch;
 mod links;
@@ -59,9 +60,11 @@ pub struct KernelDataplane {
     signals: PerCpuArray<MapData, BackendSignals>,
     reasons: PerCpuArray<MapData, u64>,
     egress: DevMapHash<MapData>,
+    edge: edge::EdgeMaps,
     /// The packet trace's maps (see `lb_common::trace`), until taken.
     trace: Option<TraceMaps>,
-    /// Holds lb_reply for lb_xdp's tail call (pinned, see `MAP_PROGRAMS`).
+    /// Holds lb_reply, lb_edge and lb_xdp for the tail calls (pinned, see
+    /// `MAP_PROGRAMS`).
     #[expect(
         dead_code,
         reason = "only held, never read: the array must live as long as the loaded programs"

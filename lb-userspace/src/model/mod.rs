@@ -5,6 +5,7 @@ pub mod ageing;
 pub mod announce;
 pub mod config;
 pub mod desired;
+pub mod edge;
 pub mod maglev;
 pub mod plan;
 pub mod policy_table;

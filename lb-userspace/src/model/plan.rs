@@ -15,7 +15,7 @@ use lb_common::{
     net::{ipv4_wire, port_wire, FAMILY_IPV4, PROTO_TCP},
     service::{
         ServiceKey, POLICY_LEAST_CONN, POLICY_MAGLEV, POLICY_ROUND_ROBIN, POLICY_SOURCE_HASH,
-        SERVICE_F_NAT, SERVICE_F_STATELESS_SYN,
+        SERVICE_F_EDGE, SERVICE_F_NAT, SERVICE_F_STATELESS_SYN,
     },
 };
 
@@ -307,12 +307,15 @@ pub fn policy_and_flags(s: &ServiceConfig) -> (u32, u32) {
     let ForwardingMode::Nat = s.mode;
     // A hash policy's SYN needs no record: the client's next packet hashes to the same
     // backend. Round robin and least connections pick afresh each time.
-    match s.policy {
+    let (policy, flags) = match s.policy {
         Policy::Maglev => (POLICY_MAGLEV, SERVICE_F_NAT | SERVICE_F_STATELESS_SYN),
         Policy::SourceHash => (POLICY_SOURCE_HASH, SERVICE_F_NAT | SERVICE_F_STATELESS_SYN),
         Policy::RoundRobin => (POLICY_ROUND_ROBIN, SERVICE_F_NAT),
         Policy::LeastConn => (POLICY_LEAST_CONN, SERVICE_F_NAT),
-    }
+    };
+    // Only a protected service's new connections take the detour through `lb_edge`.
+    let protected = !s.filter.is_empty() || s.rate_limit.is_some();
+    (policy, flags | if protected { SERVICE_F_EDGE } else { 0 })
 }
 
 /// Whether a service's policy has a table of its own (a function of every backend's

@@ -220,6 +220,12 @@ mod tests {
         fn active_flows(&self, id: u32) -> anyhow::Result<u64> {
             Ok(id as u64 + 1)
         }
+        fn edge_rule_hits(&self, _: u32) -> anyhow::Result<u64> {
+            Ok(0)
+        }
+        fn edge_counters(&self, _: u32) -> anyhow::Result<lb_common::edge::EdgeCounters> {
+            Ok(Default::default())
+        }
         fn reason_counters(&self) -> anyhow::Result<Vec<u64>> {
             Ok((0..REASONS.len() as u64).map(|i| i % 2).collect())
         }

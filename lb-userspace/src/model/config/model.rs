@@ -7,12 +7,17 @@ use std::{
 };
 
 use lb_common::limits::{
-    DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE,
+    DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES,
+    DEFAULT_RATE_LIMIT_SOURCES, DEFAULT_RING_SIZE,
 };
 use serde::{Deserialize, Serialize};
 
 use super::{
-    announce::AnnounceConfig, connections::ConnectionLimits, duration, flow_timeouts::FlowTimeouts,
+    announce::AnnounceConfig,
+    connections::ConnectionLimits,
+    duration,
+    edge::{RateLimit, SourceFilter, UnlistedPorts},
+    flow_timeouts::FlowTimeouts,
     policy::*,
 };
 
@@ -46,6 +51,9 @@ pub struct Config {
     /// Which VIPs lbd announces to the routers (by holding their /32 on `lo`), and when.
     #[serde(default)]
     pub announce: AnnounceConfig,
+    /// Packets for a VIP address on a port or protocol no service listens on.
+    #[serde(default)]
+    pub unlisted_ports: UnlistedPorts,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
 }
@@ -135,6 +143,9 @@ pub struct LimitsConfig {
     pub max_backends: u32,
     /// Entries in each flow table (one per direction); the LRU evicts beyond this.
     pub flow_table_size: u32,
+    /// Token buckets of the SYN rate limits (one per source and service); the least
+    /// recently used is evicted beyond this.
+    pub rate_limit_sources: u32,
 }
 
 impl Default for LimitsConfig {
@@ -143,6 +154,7 @@ impl Default for LimitsConfig {
             max_services: DEFAULT_MAX_SERVICES,
             max_backends: DEFAULT_MAX_BACKENDS,
             flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
+            rate_limit_sources: DEFAULT_RATE_LIMIT_SOURCES,
         }
     }
 }
@@ -203,6 +215,12 @@ pub struct ServiceConfig {
     /// address:port of such a service may serve no other service.
     #[serde(default)]
     pub stateless_return: bool,
+    /// Source rules for connections without a flow entry (see docs/edge-protection.md).
+    #[serde(default, skip_serializing_if = "SourceFilter::is_empty")]
+    pub filter: SourceFilter,
+    /// Per-source SYN rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl ServiceConfig {

@@ -145,6 +145,15 @@ fn check_limits(c: &mut Collector, config: &Config) {
             ),
         );
     }
+    if l.rate_limit_sources == 0 || l.rate_limit_sources > MAX_FLOW_TABLE {
+        c.err(
+            "limits.rate_limit_sources",
+            format!(
+                "{} is out of range 1..={MAX_FLOW_TABLE}",
+                l.rate_limit_sources
+            ),
+        );
+    }
     let ring_entries = l.max_services as u64 * 2 * config.cluster.ring_size as u64;
     if ring_entries > MAX_RING_ENTRIES {
         c.err(
@@ -269,6 +278,7 @@ fn check_services(c: &mut Collector, config: &Config) {
         check_counts(c, config, &at, s);
         check_backends(c, &at, s);
         super::validate_policy::check_policy(c, &at, s);
+        super::validate_edge::check_edge(c, &at, s);
     }
 }
 
@@ -281,6 +291,7 @@ fn check_service(c: &mut Collector, config: &Config, at: &str, s: &ServiceConfig
     }
     check_counts(c, config, at, s);
     super::validate_policy::check_policy(c, at, s);
+    super::validate_edge::check_edge(c, at, s);
 }
 
 /// How many backends a service may have.

@@ -84,6 +84,7 @@ struct Reading {
     signals: BTreeMap<(String, BackendAddr), BackendSignals>,
     services_live: usize,
     backends_live: usize,
+    edge: super::edge::EdgeReading,
 }
 
 impl<D: DataPath> DataPathCollector<D> {
@@ -116,6 +117,7 @@ impl<D: DataPath> DataPathCollector<D> {
                 signals,
                 services_live: plan.services.len(),
                 backends_live: plan.backends.len(),
+                edge: super::edge::read(controller, plan)?,
             })
         })
     }
@@ -158,10 +160,12 @@ impl<D: DataPath> Collector for DataPathCollector<D> {
         }
         let reasons = datapath_packets(&r.snapshot.reasons);
         let [entries, capacity] = map_usage(&r);
+        let edge = edge_families(&r.edge);
         let families = (services.all().into_iter())
             .chain(backends.all())
             .chain(zones.all())
-            .chain([&reasons, &entries, &capacity]);
+            .chain([&reasons, &entries, &capacity])
+            .chain(&edge);
         for family in families {
             family.encode(&mut encoder)?;
         }
@@ -515,6 +519,40 @@ fn datapath_packets(counts: &[u64]) -> Family {
     reasons
 }
 
+/// Edge protection's families (see [`super::edge`]).
+fn edge_families(e: &super::edge::EdgeReading) -> [Family; 3] {
+    let mut rules = Family::new(
+        "lb_edge_rule_matches",
+        "Packets without a flow entry whose source a rule decided, per service and rule",
+        MetricType::Counter,
+    );
+    for r in &e.rules {
+        let labels = vec![
+            ("service", r.service.clone()),
+            ("verdict", r.verdict.to_string()),
+            ("rule", r.rule.clone()),
+        ];
+        rules.push(labels, r.matches as f64);
+    }
+    let mut not_allowed = Family::new(
+        "lb_edge_not_allowed",
+        "Packets without a flow entry refused because no allow rule of the service matched",
+        MetricType::Counter,
+    );
+    for (service, n) in &e.not_allowed {
+        not_allowed.push(vec![("service", service.clone())], *n as f64);
+    }
+    let mut limited = Family::new(
+        "lb_edge_rate_limited",
+        "SYNs dropped by the service's per-source rate limit",
+        MetricType::Counter,
+    );
+    for (service, n) in &e.rate_limited {
+        limited.push(vec![("service", service.clone())], *n as f64);
+    }
+    [rules, not_allowed, limited]
+}
+
 /// `lb_map_entries` and `lb_map_capacity` of the services, backends and flows maps.
 fn map_usage(r: &Reading) -> [Family; 2] {
     let limits = &r.config.limits;
@@ -593,6 +631,7 @@ mod tests {
             active_flows: ids.clone().map(|id| (id, u64::from(id) + 8)).collect(),
             reasons: (0..REASONS.len() as u64).map(|slot| 3 * slot + 1).collect(),
             flow_entries: 42,
+            ..FakeCounters::default()
         };
         fake.signals = ids
             .map(|id| {

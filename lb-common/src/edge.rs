@@ -1,0 +1,252 @@
+//! Edge protection: what a service's new connections must pass before they are placed.
+//!
+//! - Source filters: per service, CIDR rules that allow or deny. One longest-prefix-match
+//!   trie holds every service's rules, keyed by [`EdgeAddr4`] (service id, then the
+//!   source address): the most specific rule matching the source decides, and a prefix
+//!   listed both ways is denied (the controller writes the deny). When a service has any
+//!   allow rule, a source matched by no rule is refused (`not_allowed`).
+//! - SYN rate limits: per service and source, a token bucket ([`TokenBucket`]) in an LRU
+//!   map keyed by [`RateKey4`], so memory stays bounded however many sources send.
+//! - Unlisted ports: a packet to a VIP address on a port or protocol no service listens
+//!   on, dropped when the operator asks for it ([`EDGE_UNLISTED_DROP`]).
+//!
+//! The checks run in their own program (`lb_edge`, tail-called by `lb_xdp`) and only for
+//! packets without a flow entry of a service that has rules or a limit
+//! ([`crate::service::SERVICE_F_EDGE`]): established flows never pay for them.
+//!
+//! IPv6 gets maps of its own with the same layout and a 16-byte address (`EdgeAddr6`,
+//! `RateKey6`): a trie's key size is fixed, and keeping IPv4 keys at 8 bytes keeps their
+//! lookups short.
+
+/// The most rules (allow and deny together) one service may have: the per-rule counters
+/// are a block of this many slots per service id.
+pub const EDGE_RULES_PER_SERVICE: u32 = 64;
+
+/// The data of an IPv4 rule's trie key (`aya`'s `Key<EdgeAddr4>` puts the prefix length
+/// in front). The prefix length of a rule for `addr/len` is [`edge_prefix_len`]`(len)`:
+/// the service id always matches whole.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EdgeAddr4 {
+    /// Service id, in big-endian order so the trie's bitwise match sees it whole
+    /// whatever the host's order.
+    pub service_be: u32,
+    /// Source address (wire order).
+    pub addr: u32,
+}
+const _: () = assert!(core::mem::size_of::<EdgeAddr4>() == 8);
+
+impl EdgeAddr4 {
+    pub const fn new(service: u32, addr: u32) -> Self {
+        Self {
+            service_be: service.to_be(),
+            addr,
+        }
+    }
+}
+
+/// The trie prefix length of an IPv4 rule for a `/bits` prefix: 32 bits of service id,
+/// then the address's leading `bits`.
+pub const fn edge_prefix_len(bits: u32) -> u32 {
+    32 + bits
+}
+
+/// The trie's prefix length of a full IPv4 source lookup.
+pub const EDGE_LOOKUP_LEN: u32 = edge_prefix_len(32);
+
+/// A rule: what it decides and which counter slot counts its matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EdgeRule {
+    /// Index into the per-rule hit counters: `service id * EDGE_RULES_PER_SERVICE +` the
+    /// rule's slot in the service's block (allocated by the controller).
+    pub counter: u32,
+    /// [`EDGE_ALLOW`] or [`EDGE_DENY`].
+    pub verdict: u32,
+}
+const _: () = assert!(core::mem::size_of::<EdgeRule>() == 8);
+
+pub const EDGE_ALLOW: u32 = 1;
+pub const EDGE_DENY: u32 = 2;
+
+/// A service's edge settings, by service id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EdgeService {
+    /// Bit set of `EDGE_S_*`.
+    pub flags: u32,
+    /// SYNs a source may send per second (tokens added per second).
+    pub rate: u32,
+    /// Tokens a bucket holds at most: the SYNs a quiet source may send at once.
+    pub burst: u32,
+    /// Seconds a source that ran out of tokens has every SYN dropped, without refill;
+    /// 0: only the bucket decides.
+    pub block_secs: u32,
+}
+const _: () = assert!(core::mem::size_of::<EdgeService>() == 16);
+
+/// The service has at least one rule: look the source up in the trie.
+pub const EDGE_S_RULES: u32 = 1 << 0;
+/// The service has at least one allow rule: a source matched by no rule is refused.
+pub const EDGE_S_ALLOW_LIST: u32 = 1 << 1;
+/// The service limits SYNs per source.
+pub const EDGE_S_RATE_LIMIT: u32 = 1 << 2;
+
+/// The key of a source's token bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RateKey4 {
+    pub service: u32,
+    /// Source address (wire order).
+    pub addr: u32,
+}
+const _: () = assert!(core::mem::size_of::<RateKey4>() == 8);
+
+/// A source's token bucket, in whole tokens and the controller's clock (seconds). CPUs
+/// update it without locks: two SYNs of one source on two CPUs at once may both take the
+/// same token, so a limit is exact per CPU and approximate across them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TokenBucket {
+    pub tokens: u32,
+    /// Clock second of the last refill.
+    pub refilled: u32,
+    /// Until this clock second every SYN is dropped (see `EdgeService::block_secs`).
+    pub blocked_until: u32,
+    pub _pad: u32,
+    /// SYNs of this source dropped by the limit since its bucket was created.
+    pub dropped: u64,
+}
+const _: () = assert!(core::mem::size_of::<TokenBucket>() == 24);
+
+/// What a SYN does to its source's bucket at clock second `now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Take {
+    /// A token taken: the SYN passes.
+    Pass,
+    /// No token (or blocked): the SYN is dropped.
+    Drop,
+}
+
+/// A new bucket for a source's first SYN at `now`: full, minus that SYN's token.
+pub const fn first_take(settings: &EdgeService, now: u32) -> (TokenBucket, Take) {
+    let mut bucket = TokenBucket {
+        tokens: settings.burst,
+        refilled: now,
+        blocked_until: 0,
+        _pad: 0,
+        dropped: 0,
+    };
+    let take = take_token(&mut bucket, settings, now);
+    (bucket, take)
+}
+
+/// Takes a token for one SYN at clock second `now`: refills `rate` tokens per second
+/// elapsed (up to `burst`), unless the source is blocked; runs out -> dropped, and blocked
+/// for `block_secs`.
+#[inline(always)]
+pub const fn take_token(bucket: &mut TokenBucket, settings: &EdgeService, now: u32) -> Take {
+    if now < bucket.blocked_until {
+        bucket.refilled = now;
+        bucket.dropped += 1;
+        return Take::Drop;
+    }
+    let elapsed = now.wrapping_sub(bucket.refilled);
+    if elapsed > 0 {
+        let added = (elapsed as u64) * (settings.rate as u64);
+        let filled = bucket.tokens as u64 + added;
+        bucket.tokens = if filled > settings.burst as u64 {
+            settings.burst
+        } else {
+            filled as u32
+        };
+        bucket.refilled = now;
+    }
+    if bucket.tokens == 0 {
+        bucket.dropped += 1;
+        if settings.block_secs > 0 {
+            bucket.blocked_until = now.wrapping_add(settings.block_secs);
+        }
+        return Take::Drop;
+    }
+    bucket.tokens -= 1;
+    Take::Pass
+}
+
+/// Per-service edge counters (a per-CPU array by service id, summed by userspace).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EdgeCounters {
+    /// Packets refused because the service has allow rules and none matched the source.
+    pub not_allowed: u64,
+    /// SYNs dropped by the source rate limit.
+    pub rate_limited: u64,
+}
+const _: () = assert!(core::mem::size_of::<EdgeCounters>() == 16);
+
+impl EdgeCounters {
+    /// Adds another CPU's counters to this one.
+    pub fn accumulate(&mut self, other: &EdgeCounters) {
+        self.not_allowed += other.not_allowed;
+        self.rate_limited += other.rate_limited;
+    }
+}
+
+/// Bit of the edge settings word (`MAP_EDGE_SETTINGS`): packets to a VIP address on a
+/// port or protocol no service listens on are dropped (else passed to the kernel).
+pub const EDGE_UNLISTED_DROP: u32 = 1 << 0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SETTINGS: EdgeService = EdgeService {
+        flags: EDGE_S_RATE_LIMIT,
+        rate: 2,
+        burst: 3,
+        block_secs: 0,
+    };
+
+    #[test]
+    fn a_bucket_passes_its_burst_then_refills_by_rate_per_second() {
+        let (mut bucket, first) = first_take(&SETTINGS, 100);
+        assert_eq!(first, Take::Pass);
+        let takes: Vec<Take> = (0..4)
+            .map(|_| take_token(&mut bucket, &SETTINGS, 100))
+            .collect();
+        assert_eq!(takes, [Take::Pass, Take::Pass, Take::Drop, Take::Drop]);
+        let later: Vec<Take> = (0..3)
+            .map(|_| take_token(&mut bucket, &SETTINGS, 101))
+            .collect();
+        assert_eq!(later, [Take::Pass, Take::Pass, Take::Drop]);
+        // Ten quiet seconds fill it only to the burst.
+        let after: Vec<Take> = (0..4)
+            .map(|_| take_token(&mut bucket, &SETTINGS, 111))
+            .collect();
+        assert_eq!(after, [Take::Pass, Take::Pass, Take::Pass, Take::Drop]);
+        assert_eq!(bucket.dropped, 4);
+    }
+
+    #[test]
+    fn a_source_that_runs_out_is_blocked_for_block_secs_without_refill() {
+        let settings = EdgeService {
+            block_secs: 5,
+            ..SETTINGS
+        };
+        let (mut bucket, _) = first_take(&settings, 10);
+        take_token(&mut bucket, &settings, 10);
+        take_token(&mut bucket, &settings, 10);
+        assert_eq!(take_token(&mut bucket, &settings, 10), Take::Drop);
+        assert_eq!(bucket.blocked_until, 15);
+        assert_eq!(take_token(&mut bucket, &settings, 14), Take::Drop);
+        // Unblocked at 15, refilled for the one second since the last drop.
+        assert_eq!(take_token(&mut bucket, &settings, 15), Take::Pass);
+        assert_eq!(take_token(&mut bucket, &settings, 15), Take::Pass);
+        assert_eq!(take_token(&mut bucket, &settings, 15), Take::Drop);
+    }
+
+    #[test]
+    fn the_service_id_is_the_tries_leading_bits() {
+        assert_eq!(EdgeAddr4::new(1, 0).service_be.to_ne_bytes(), [0, 0, 0, 1]);
+    }
+}

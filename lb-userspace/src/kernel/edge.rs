@@ -1,0 +1,138 @@
+//! The edge protection maps' writes and reads (see `lb_common::edge`).
+use std::net::Ipv4Addr;
+
+use anyhow::Context as _;
+use aya::maps::{
+    lpm_trie::{Key, LpmTrie},
+    Array, HashMap, MapData, PerCpuArray, PerCpuValues,
+};
+use lb_common::edge::{
+    edge_prefix_len, EdgeAddr4, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
+};
+
+use super::KernelDataplane;
+use crate::{
+    dataplane::{most_limited, LimitedSource},
+    model::edge::{EdgeRuleKey, EdgeTables},
+};
+
+/// Handles on the edge maps.
+pub struct EdgeMaps {
+    pub rules: LpmTrie<MapData, EdgeAddr4, EdgeRule>,
+    pub rule_hits: PerCpuArray<MapData, u64>,
+    pub services: Array<MapData, EdgeService>,
+    pub counters: PerCpuArray<MapData, EdgeCounters>,
+    pub buckets: HashMap<MapData, RateKey4, TokenBucket>,
+    pub vips: HashMap<MapData, u32, u32>,
+    pub settings: Array<MapData, u32>,
+}
+
+fn trie_key(key: &EdgeRuleKey) -> Key<EdgeAddr4> {
+    let addr = u32::from_ne_bytes(key.net.octets());
+    Key::new(
+        edge_prefix_len(key.len.into()),
+        EdgeAddr4::new(key.service, addr),
+    )
+}
+
+fn rule_key(key: &Key<EdgeAddr4>) -> EdgeRuleKey {
+    let data = key.data();
+    EdgeRuleKey {
+        service: u32::from_be(data.service_be),
+        net: Ipv4Addr::from(data.addr.to_ne_bytes()),
+        len: (key.prefix_len() - edge_prefix_len(0)) as u8,
+    }
+}
+
+impl KernelDataplane {
+    /// Makes the edge maps hold exactly `tables` (see [`crate::dataplane::Dataplane`]).
+    /// The kernel's entries are read each time, so adopted pinned state needs no copy.
+    pub(super) fn write_edge_tables(
+        &mut self,
+        tables: &EdgeTables,
+        fresh: &[u32],
+    ) -> anyhow::Result<()> {
+        let m = &mut self.edge;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        for counter in fresh {
+            let zero = PerCpuValues::try_from(vec![0u64; cpus]).context("per-CPU zeros")?;
+            m.rule_hits
+                .set(*counter, zero, 0)
+                .with_context(|| format!("zeroing edge rule counter {counter}"))?;
+        }
+        let present: Vec<(Key<EdgeAddr4>, EdgeRule)> = m
+            .rules
+            .iter()
+            .collect::<Result<_, _>>()
+            .context("reading the edge rules")?;
+        for (key, _) in &present {
+            if !tables.rules.contains_key(&rule_key(key)) {
+                m.rules
+                    .remove(key)
+                    .with_context(|| format!("deleting edge rule {:?}", rule_key(key)))?;
+            }
+        }
+        for (key, rule) in &tables.rules {
+            let found = present.iter().find(|(k, _)| rule_key(k) == *key);
+            if found.is_none_or(|(_, r)| r != rule) {
+                m.rules
+                    .insert(&trie_key(key), *rule, 0)
+                    .with_context(|| format!("writing edge rule {key:?}"))?;
+            }
+        }
+        for id in 0..m.services.len() {
+            let wanted = tables.services.get(&id).copied().unwrap_or_default();
+            if m.services.get(&id, 0).ok() != Some(wanted) {
+                m.services
+                    .set(id, wanted, 0)
+                    .with_context(|| format!("writing edge settings of service id {id}"))?;
+            }
+        }
+        let vips: Vec<u32> = m
+            .vips
+            .keys()
+            .collect::<Result<_, _>>()
+            .context("reading the VIP addresses")?;
+        let wanted: Vec<u32> = tables
+            .vips
+            .iter()
+            .map(|v| u32::from_ne_bytes(v.octets()))
+            .collect();
+        for vip in vips.iter().filter(|v| !wanted.contains(v)) {
+            m.vips.remove(vip).context("deleting a VIP address")?;
+        }
+        for vip in wanted.iter().filter(|v| !vips.contains(v)) {
+            m.vips.insert(vip, 0, 0).context("writing a VIP address")?;
+        }
+        m.settings
+            .set(0, tables.settings, 0)
+            .context("writing the edge settings")
+    }
+
+    /// See [`crate::dataplane::Dataplane::limited_sources`]: one walk of the buckets.
+    pub(super) fn read_limited_sources(&self, limit: usize) -> anyhow::Result<Vec<LimitedSource>> {
+        let mut sources = Vec::new();
+        for entry in self.edge.buckets.iter() {
+            // An entry evicted during the walk ends it early; what was read stands.
+            let Ok((key, bucket)) = entry else { break };
+            sources.push(LimitedSource {
+                service: key.service,
+                source: Ipv4Addr::from(key.addr.to_ne_bytes()),
+                bucket,
+            });
+        }
+        Ok(most_limited(sources, limit))
+    }
+
+    pub(super) fn read_edge_rule_hits(&self, counter: u32) -> anyhow::Result<u64> {
+        Ok(self.edge.rule_hits.get(&counter, 0)?.iter().sum())
+    }
+
+    pub(super) fn read_edge_counters(&self, id: u32) -> anyhow::Result<EdgeCounters> {
+        let mut total = EdgeCounters::default();
+        for cpu in self.edge.counters.get(&id, 0)?.iter() {
+            total.accumulate(cpu);
+        }
+        Ok(total)
+    }
+}

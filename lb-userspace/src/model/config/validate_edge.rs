@@ -1,0 +1,103 @@
+//! Validation of a service's edge protection keys (see `super::edge`).
+use lb_common::edge::EDGE_RULES_PER_SERVICE;
+
+use super::{collector::Collector, duration, edge::MAX_BLOCK, model::ServiceConfig};
+
+/// Checks a service's `filter` and `rate_limit`.
+pub(super) fn check_edge(c: &mut Collector, at: &str, s: &ServiceConfig) {
+    let rules = s.filter.allow.len() + s.filter.deny.len();
+    if rules > EDGE_RULES_PER_SERVICE as usize {
+        c.err(
+            format!("{at}.filter"),
+            format!("{rules} rules; a service has at most {EDGE_RULES_PER_SERVICE}"),
+        );
+    }
+    for (list, nets) in [("allow", &s.filter.allow), ("deny", &s.filter.deny)] {
+        for (i, net) in nets.iter().enumerate() {
+            if nets[..i].contains(net) {
+                c.err(
+                    format!("{at}.filter.{list}[{i}]"),
+                    format!("{net} is listed twice"),
+                );
+            }
+        }
+    }
+    if let Some(limit) = &s.rate_limit {
+        if limit.syns_per_second == 0 {
+            c.err(
+                format!("{at}.rate_limit.syns_per_second"),
+                "must be at least 1 (remove rate_limit to have none)",
+            );
+        }
+        if limit.burst == 0 {
+            c.err(format!("{at}.rate_limit.burst"), "must be at least 1");
+        }
+        if limit.block > MAX_BLOCK || limit.block.subsec_nanos() != 0 {
+            c.err(
+                format!("{at}.rate_limit.block"),
+                format!(
+                    "{} must be whole seconds, at most {}",
+                    duration::format(limit.block),
+                    duration::format(MAX_BLOCK)
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::config::parse;
+
+    const BASE: &str =
+        "node: { zone: a }\ninterfaces: [eth0]\ncluster: { ring_size: 13 }\nservices:\n";
+
+    fn fields(service: &str) -> Vec<String> {
+        match parse(&format!(
+            "{BASE}  - {{ name: web, vip: 10.0.0.1, port: 80, {service} }}\n"
+        )) {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .errors
+                .into_iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn rules_and_limits_that_parse_are_accepted() {
+        assert_eq!(
+            fields("filter: { allow: [10.0.0.0/8], deny: [10.1.0.0/16, 10.0.0.0/8] }, rate_limit: { syns_per_second: 10, burst: 20, block: 30s }"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_prefix_with_host_bits_is_refused_by_the_parser() {
+        let errors = fields("filter: { deny: [10.1.2.3/8] }");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("address bits beyond /8"), "{errors:?}");
+    }
+
+    #[test]
+    fn duplicates_too_many_rules_and_empty_limits_are_named() {
+        assert_eq!(
+            fields("filter: { deny: [10.1.0.0/16, 10.1.0.0/16] }"),
+            ["services[0].filter.deny[1]: 10.1.0.0/16 is listed twice"]
+        );
+        let many: Vec<String> = (0..65).map(|i| format!("10.{i}.0.0/16")).collect();
+        assert_eq!(
+            fields(&format!("filter: {{ deny: [{}] }}", many.join(", "))),
+            ["services[0].filter: 65 rules; a service has at most 64"]
+        );
+        assert_eq!(
+            fields("rate_limit: { syns_per_second: 0, burst: 0, block: 1500ms }"),
+            [
+                "services[0].rate_limit.syns_per_second: must be at least 1 (remove rate_limit to have none)",
+                "services[0].rate_limit.burst: must be at least 1",
+                "services[0].rate_limit.block: 1500ms must be whole seconds, at most 1h",
+            ]
+        );
+    }
+}

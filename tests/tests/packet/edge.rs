@@ -1,0 +1,262 @@
+//! Packet tests of edge protection (docs/edge-protection.md): per-service source rules
+//! (each rule's verdict and exact hit count, the longest prefix wins, a prefix listed
+//! both ways is denied, no match with an allow list is refused), rules only for packets
+//! without a flow entry, SYN rate limits (exact token accounting on the controller's
+//! clock, the limited sources listed), and packets for a VIP's unlisted ports passed or
+//! dropped by config. The real XDP object, maps filled by the real controller, frames
+//! through BPF_PROG_TEST_RUN; every verdict is checked against the reason counters.
+use std::net::Ipv4Addr;
+
+use lb_common::{
+    checksum::internet_checksum,
+    counters::Reason,
+    edge::{EDGE_ALLOW, EDGE_DENY},
+};
+use lb_tests::{
+    frame::{Frame, PSH_ACK},
+    packet_exchange::{self, run_counted},
+    packet_rig::*,
+};
+use lb_userspace::{
+    control::tables::Controller,
+    dataplane::{Counters, Dataplane},
+    kernel::KernelDataplane,
+    model::{config, edge::EdgeRuleKey},
+};
+
+const GUARDED_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 120);
+const LIMITED_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 121);
+
+/// `guarded`: allow 10.10/16 but deny 10.10.5/24 except 10.10.5.8/30, and 10.10.9/24
+/// both ways. `limited`: 2 SYNs a second per source, bursts of 3.
+const CONFIG: &str = lb_tests::rig_config_with!(
+    r#"  - name: guarded
+    vip: 10.0.0.120
+    port: 80
+    filter:
+      allow: [10.10.0.0/16, 10.10.5.8/30, 10.10.9.0/24]
+      deny: [10.10.5.0/24, 10.10.9.0/24]
+    backends:
+      - { address: 10.1.0.11, port: 8080, zone: az-a }
+  - name: limited
+    vip: 10.0.0.121
+    port: 80
+    rate_limit: { syns_per_second: 2, burst: 3 }
+    backends:
+      - { address: 10.1.0.12, port: 8080, zone: az-a }
+"#
+);
+
+/// [`CONFIG`] with packets for unlisted ports dropped.
+const CONFIG_DROP_UNLISTED: &str = lb_tests::rig_config_with!(
+    r#"  - name: guarded
+    vip: 10.0.0.120
+    port: 80
+    filter:
+      allow: [10.10.0.0/16, 10.10.5.8/30, 10.10.9.0/24]
+      deny: [10.10.5.0/24, 10.10.9.0/24]
+    backends:
+      - { address: 10.1.0.11, port: 8080, zone: az-a }
+  - name: limited
+    vip: 10.0.0.121
+    port: 80
+    rate_limit: { syns_per_second: 2, burst: 3 }
+    backends:
+      - { address: 10.1.0.12, port: 8080, zone: az-a }
+unlisted_ports: drop
+"#
+);
+
+fn syn_from(src: Ipv4Addr, vip: Ipv4Addr, sport: u16) -> Frame {
+    Frame {
+        src,
+        dst: vip,
+        ..client_syn(sport)
+    }
+}
+
+/// The hit counter of `guarded`'s rule for `net/len`, checking its verdict.
+fn counter_of(c: &Controller<KernelDataplane>, net: [u8; 4], len: u8, verdict: u32) -> u32 {
+    let key = EdgeRuleKey {
+        service: service_id(c, "guarded"),
+        net: Ipv4Addr::from(net),
+        len,
+    };
+    let rule = c.edge_tables().rules[&key];
+    assert_eq!(rule.verdict, verdict, "verdict of {key}");
+    rule.counter
+}
+
+#[test]
+fn each_source_gets_the_verdict_of_its_most_specific_rule_counted_on_that_rule() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(CONFIG, |c| {
+        let wide = counter_of(c, [10, 10, 0, 0], 16, EDGE_ALLOW);
+        let denied = counter_of(c, [10, 10, 5, 0], 24, EDGE_DENY);
+        let carved = counter_of(c, [10, 10, 5, 8], 30, EDGE_ALLOW);
+        let both = counter_of(c, [10, 10, 9, 0], 24, EDGE_DENY);
+        assert_eq!(
+            c.edge_tables().rules.len(),
+            4,
+            "10.10.9.0/24 is one deny rule"
+        );
+        let dp = c.dataplane();
+        let cases: [([u8; 4], Reason); 6] = [
+            ([10, 10, 0, 2], Reason::RedirectInterface),
+            ([10, 10, 6, 1], Reason::RedirectInterface),
+            ([10, 10, 5, 3], Reason::DropEdgeDenied),
+            ([10, 10, 5, 9], Reason::RedirectInterface),
+            ([10, 10, 9, 1], Reason::DropEdgeDenied),
+            ([192, 0, 2, 1], Reason::DropEdgeNotAllowed),
+        ];
+        for (i, (src, reason)) in cases.into_iter().enumerate() {
+            let syn = syn_from(Ipv4Addr::from(src), GUARDED_VIP, 41000 + i as u16);
+            let r = run_counted(dp, c0, &syn.bytes(), reason);
+            let want = if reason == Reason::RedirectInterface {
+                XDP_REDIRECT
+            } else {
+                XDP_DROP
+            };
+            assert_eq!(r.action, want, "SYN from {src:?}");
+        }
+        let hits = |counter| dp.edge_rule_hits(counter).unwrap();
+        assert_eq!(
+            [hits(wide), hits(denied), hits(carved), hits(both)],
+            [2, 1, 1, 1]
+        );
+        let id = service_id(c, "guarded");
+        assert_eq!(dp.edge_counters(id).unwrap().not_allowed, 1);
+        assert_eq!(dp.edge_counters(id).unwrap().rate_limited, 0);
+    });
+}
+
+#[test]
+fn a_source_denied_later_keeps_its_established_flow_but_opens_no_new_one() {
+    let rig = Rig::build();
+    let (c0, b0) = (rig.c0, rig.b0);
+    rig.with_dataplane(CONFIG, |c| {
+        let syn = syn_from(CLIENT, GUARDED_VIP, 42000);
+        let backend = packet_exchange::handshake(c.dataplane(), (c0, b0), &syn);
+        assert_eq!(backend, Ipv4Addr::new(10, 1, 0, 11));
+        let mut denied = config::parse(CONFIG).unwrap();
+        let guarded = denied
+            .services
+            .iter_mut()
+            .find(|s| s.name == "guarded")
+            .unwrap();
+        guarded.filter.deny.push("10.10.0.2/32".parse().unwrap());
+        c.apply(&denied).unwrap();
+        let dp = c.dataplane();
+        let data = Frame {
+            flags: PSH_ACK,
+            payload: b"GET /".to_vec(),
+            ..ack_of(&syn)
+        };
+        let r = run_counted(dp, c0, &data.bytes(), Reason::RedirectInterface);
+        assert_eq!(r.action, XDP_REDIRECT, "the established flow carries on");
+        let again = syn_from(CLIENT, GUARDED_VIP, 42001);
+        let r = run_counted(dp, c0, &again.bytes(), Reason::DropEdgeDenied);
+        assert_eq!(r.action, XDP_DROP, "a new connection is refused");
+    });
+}
+
+#[test]
+fn a_source_passes_its_burst_of_syns_then_one_per_token_refilled_each_second() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(CONFIG, |c| {
+        c.dataplane_mut().set_clock(100).unwrap();
+        let flood = Ipv4Addr::new(10, 10, 7, 7);
+        let mut sport = 43000;
+        let mut burst = |c: &mut Controller<KernelDataplane>, n: usize| -> Vec<u32> {
+            (0..n)
+                .map(|_| {
+                    sport += 1;
+                    let syn = syn_from(flood, LIMITED_VIP, sport);
+                    run_once(c.dataplane().program(), c0, &syn.bytes()).action
+                })
+                .collect()
+        };
+        let (p, d) = (XDP_REDIRECT, XDP_DROP);
+        assert_eq!(burst(c, 5), [p, p, p, d, d], "the burst of 3");
+        c.dataplane_mut().set_clock(101).unwrap();
+        assert_eq!(burst(c, 3), [p, p, d], "2 tokens a second");
+        c.dataplane_mut().set_clock(111).unwrap();
+        assert_eq!(burst(c, 4), [p, p, p, d], "refilled up to the burst only");
+
+        // Another source has its own bucket; a data packet takes no token.
+        let other = syn_from(CLIENT, LIMITED_VIP, 43100);
+        let dp = c.dataplane();
+        assert_eq!(run_once(dp.program(), c0, &other.bytes()).action, p);
+        let data = Frame {
+            flags: PSH_ACK,
+            ..syn_from(flood, LIMITED_VIP, 43200)
+        };
+        let r = run_counted(dp, c0, &data.bytes(), Reason::RedirectInterface);
+        assert_eq!(r.action, p, "a packet without SYN takes no token");
+        let syn = syn_from(flood, LIMITED_VIP, 43201);
+        let r = run_counted(dp, c0, &syn.bytes(), Reason::DropRateLimited);
+        assert_eq!(r.action, d);
+
+        let id = service_id(c, "limited");
+        assert_eq!(dp.edge_counters(id).unwrap().rate_limited, 5);
+        let limited = dp.limited_sources(10).unwrap();
+        assert_eq!(limited.len(), 1, "{limited:?}");
+        assert_eq!((limited[0].service, limited[0].source), (id, flood));
+        assert_eq!(limited[0].bucket.dropped, 5);
+        assert_eq!(limited[0].bucket.tokens, 0);
+    });
+}
+
+/// `frame` as another IP protocol (the IP checksum fixed; the data path reads no L4
+/// header of a protocol that is not TCP).
+fn as_protocol(frame: &Frame, proto: u8) -> Vec<u8> {
+    let mut bytes = frame.bytes();
+    bytes[14 + 9] = proto;
+    bytes[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let sum = internet_checksum(&bytes[14..34], 0);
+    bytes[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    bytes
+}
+
+#[test]
+fn unlisted_ports_and_protocols_of_a_vip_are_passed_by_default_and_dropped_if_asked() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    let unlisted = syn_from(CLIENT, GUARDED_VIP, 44000);
+    let unlisted = Frame {
+        dport: 81,
+        ..unlisted
+    };
+    let listed = syn_from(CLIENT, GUARDED_VIP, 44001);
+    rig.with_dataplane(CONFIG, |c| {
+        let dp = c.dataplane();
+        let r = run_counted(dp, c0, &unlisted.bytes(), Reason::PassNoService);
+        assert_eq!(r.action, XDP_PASS);
+        let r = run_counted(dp, c0, &as_protocol(&unlisted, 17), Reason::PassNotTcp);
+        assert_eq!(r.action, XDP_PASS);
+    });
+    rig.with_dataplane(CONFIG_DROP_UNLISTED, |c| {
+        let dp = c.dataplane();
+        let r = run_counted(dp, c0, &unlisted.bytes(), Reason::DropUnlistedPort);
+        assert_eq!(r.action, XDP_DROP, "TCP to an unlisted port");
+        let r = run_counted(
+            dp,
+            c0,
+            &as_protocol(&unlisted, 17),
+            Reason::DropUnlistedPort,
+        );
+        assert_eq!(r.action, XDP_DROP, "UDP to the VIP");
+        let r = run_counted(dp, c0, &as_protocol(&unlisted, 1), Reason::PassNotTcp);
+        assert_eq!(r.action, XDP_PASS, "ICMP stays the kernel's");
+        let r = run_counted(dp, c0, &listed.bytes(), Reason::RedirectInterface);
+        assert_eq!(r.action, XDP_REDIRECT, "the service's own port");
+        let elsewhere = Frame {
+            dst: Ipv4Addr::new(10, 9, 9, 9),
+            ..unlisted.clone()
+        };
+        let r = run_counted(dp, c0, &elsewhere.bytes(), Reason::PassNoService);
+        assert_eq!(r.action, XDP_PASS, "not a VIP");
+    });
+}
