@@ -7,6 +7,7 @@ pub mod compare;
 pub mod completions;
 pub mod config;
 pub mod explain;
+pub mod filter;
 pub mod health;
 pub mod service;
 pub mod stats;
@@ -82,6 +83,9 @@ pub enum Command {
     /// Availability zones: list, drain, undrain.
     #[command(subcommand)]
     Zone(zone::ZoneCmd),
+    /// Edge protection: a service's source rules, and the rate-limited sources.
+    #[command(subcommand)]
+    Filter(filter::FilterCmd),
     /// Health of every backend as lbd knows it.
     Health,
     /// Counters per service, backend and zone.
@@ -169,6 +173,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Service(cmd) => service::run(&ctx, cmd),
         Command::Backend(cmd) => backend::run(&ctx, cmd),
         Command::Zone(cmd) => zone::run(&ctx, cmd),
+        Command::Filter(cmd) => filter::run(&ctx, cmd),
         Command::Health => health::run(&ctx),
         Command::Stats(args) => stats::run(&ctx, args),
         Command::Top(args) => top::run(&ctx, args),

@@ -267,7 +267,8 @@ impl<D: Dataplane> SharedRuntime<D> {
             Some(Edit::SetZoneDrained {
                 service: Some(service),
                 ..
-            }) => Some(service.as_str()),
+            })
+            | Some(Edit::SetFilterRule { service, .. }) => Some(service.as_str()),
             _ => edit.and_then(Edit::backend).map(|(service, _)| service),
         };
         let applied = match only {

@@ -163,3 +163,38 @@ pub struct ErrorBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
+
+/// `GET /v1/services/{service}/filter`: a service's source rules and rate limit, with
+/// what each rule matched and what the service refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterView {
+    pub service: String,
+    /// Each rule the data path holds, most specific prefixes deciding.
+    pub rules: Vec<RuleView>,
+    /// Packets refused because the service has allow rules and none matched.
+    pub not_allowed: u64,
+    pub rate_limit: Option<crate::model::config::RateLimit>,
+    /// SYNs the rate limit dropped.
+    pub rate_limited: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleView {
+    /// `allow` or `deny`.
+    pub verdict: String,
+    pub rule: String,
+    pub matches: u64,
+}
+
+/// `GET /v1/limited`: a source whose SYNs a rate limit dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LimitedView {
+    pub service: String,
+    pub source: std::net::Ipv4Addr,
+    /// SYNs dropped since its bucket was created (an idle source's bucket is evicted
+    /// first when the map is full).
+    pub dropped: u64,
+    pub tokens: u32,
+    /// Seconds it stays blocked (`rate_limit.block`), 0 when not blocked.
+    pub blocked_secs: u32,
+}

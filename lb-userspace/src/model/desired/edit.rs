@@ -7,7 +7,8 @@ use std::{fmt, net::Ipv4Addr, str::FromStr};
 use serde::{Deserialize, Serialize};
 
 use crate::model::config::{
-    validate_scoped, BackendConfig, BackendState, Config, ConfigError, Scope, ServiceConfig,
+    validate_scoped, BackendConfig, BackendState, Config, ConfigError, Ipv4Net, Scope,
+    ServiceConfig, SourceFilter,
 };
 
 /// A backend's identity within a service: `ADDRESS:PORT`.
@@ -81,8 +82,24 @@ pub enum Edit {
         service: Option<String>,
         drained: bool,
     },
+    /// Adds or removes one source rule of `service` (see `SourceFilter`).
+    SetFilterRule {
+        service: String,
+        rule: FilterEdit,
+    },
     /// Replaces every service (declarative apply).
     ReplaceServices(Vec<ServiceConfig>),
+}
+
+/// One change to a service's source rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterEdit {
+    /// Lists the prefix as allowed (taking it off the deny list).
+    Allow(Ipv4Net),
+    /// Lists the prefix as denied (taking it off the allow list).
+    Deny(Ipv4Net),
+    /// Takes the prefix off both lists.
+    Remove(Ipv4Net),
 }
 
 impl Edit {
@@ -114,6 +131,8 @@ pub enum EditError {
     },
     #[error("zone `{0}` has no backend in {1}")]
     UnknownZone(String, String),
+    #[error("service `{0}` has no rule for {1}")]
+    UnknownRule(String, Ipv4Net),
     #[error("service `{0}` already exists")]
     DuplicateService(String),
     #[error("service `{service}` already has backend {backend}")]
@@ -173,6 +192,8 @@ pub enum Revert {
     },
     /// The drained zones each listed service had.
     DrainedZones(Vec<(usize, Vec<String>)>),
+    /// The source rules service `0` had.
+    Filter(usize, SourceFilter),
     /// Every service, as it was.
     Services(Vec<ServiceConfig>),
 }
@@ -203,6 +224,7 @@ impl Revert {
                     config.services[i].drained_zones = z;
                 }
             }
+            Revert::Filter(i, filter) => config.services[i].filter = filter,
             Revert::Services(services) => config.services = services,
         }
     }
@@ -282,10 +304,45 @@ fn change(config: &mut Config, edit: &Edit) -> Result<Revert, EditError> {
             set_zone_drained(config, zone, service.as_deref(), *drained)?;
             Revert::DrainedZones(was)
         }
+        Edit::SetFilterRule { service, rule } => {
+            let i = service_index(config, service)?;
+            let was = config.services[i].filter.clone();
+            set_filter_rule(&mut config.services[i].filter, service, *rule)?;
+            Revert::Filter(i, was)
+        }
         Edit::ReplaceServices(services) => {
             Revert::Services(std::mem::replace(&mut config.services, services.clone()))
         }
     })
+}
+
+/// Makes `rule`'s change to a service's source rules; a prefix is on one list at most.
+fn set_filter_rule(
+    filter: &mut SourceFilter,
+    service: &str,
+    rule: FilterEdit,
+) -> Result<(), EditError> {
+    let (FilterEdit::Allow(net) | FilterEdit::Deny(net) | FilterEdit::Remove(net)) = rule;
+    let listed = filter.allow.contains(&net) || filter.deny.contains(&net);
+    if matches!(rule, FilterEdit::Remove(_)) && !listed {
+        return Err(EditError::UnknownRule(service.to_string(), net));
+    }
+    let already = match rule {
+        FilterEdit::Allow(_) => filter.allow.contains(&net),
+        FilterEdit::Deny(_) => filter.deny.contains(&net),
+        FilterEdit::Remove(_) => false,
+    };
+    if already {
+        return Ok(());
+    }
+    filter.allow.retain(|n| *n != net);
+    filter.deny.retain(|n| *n != net);
+    match rule {
+        FilterEdit::Allow(_) => filter.allow.push(net),
+        FilterEdit::Deny(_) => filter.deny.push(net),
+        FilterEdit::Remove(_) => {}
+    }
+    Ok(())
 }
 
 /// Applies `set` to one backend of `service`; the revert puts the backend back as it was.
@@ -325,6 +382,7 @@ fn scope(edit: &Edit) -> Scope<'_> {
             service: Some(service),
             ..
         } => Scope::Service(service),
+        Edit::SetFilterRule { service, .. } => Scope::Service(service),
         Edit::SetZoneDrained { service: None, .. } | Edit::ReplaceServices(_) => Scope::All,
     }
 }

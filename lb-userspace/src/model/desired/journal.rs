@@ -80,7 +80,8 @@ pub fn ops(edit: &Edit, next: &Config) -> Option<Vec<Op>> {
                 })
                 .collect(),
         ),
-        Edit::ReplaceServices(_) => None,
+        // Rare, and a service's whole filter: persisted as a snapshot.
+        Edit::SetFilterRule { .. } | Edit::ReplaceServices(_) => None,
     }
 }
 

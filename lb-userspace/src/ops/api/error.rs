@@ -55,7 +55,8 @@ impl From<EditError> for ApiError {
         let status = match &e {
             EditError::UnknownService(_)
             | EditError::UnknownBackend { .. }
-            | EditError::UnknownZone(..) => StatusCode::NOT_FOUND,
+            | EditError::UnknownZone(..)
+            | EditError::UnknownRule(..) => StatusCode::NOT_FOUND,
             EditError::DuplicateService(_) | EditError::DuplicateBackend { .. } => {
                 StatusCode::CONFLICT
             }

@@ -13,6 +13,8 @@
 //! | `DELETE /v1/services/{service}/backends/{addr:port}` | remove a backend |
 //! | `POST /v1/services/{service}/backends/{addr:port}/drain` and `/undrain` | backend state |
 //! | `PUT /v1/services/{service}/backends/{addr:port}/weight` | body `{"weight": N}` |
+//! | `GET`, `POST /v1/services/{service}/filter` | edge rules with their counts; add or remove one |
+//! | `GET /v1/limited[?limit=N]` | the sources a SYN rate limit dropped most |
 //! | `GET /v1/zones` | zones, and where they are drained |
 //! | `POST /v1/zones/{zone}/drain[?service=S]` and `/undrain` | zone drain |
 //! | `GET /v1/health` | per-backend health as lbd knows it |
@@ -59,6 +61,11 @@ pub fn router<D: DataPath>(runtime: Shared<D>) -> Router {
         .route(&format!("{backend}/drain"), post(backends::drain::<D>))
         .route(&format!("{backend}/undrain"), post(backends::undrain::<D>))
         .route(&format!("{backend}/weight"), put(backends::set_weight::<D>))
+        .route(
+            "/v1/services/{service}/filter",
+            get(filter::show::<D>).post(filter::set::<D>),
+        )
+        .route("/v1/limited", get(filter::limited::<D>))
         .route("/v1/zones", get(zones::list::<D>))
         .route("/v1/zones/{zone}/drain", post(zones::drain::<D>))
         .route("/v1/zones/{zone}/undrain", post(zones::undrain::<D>))

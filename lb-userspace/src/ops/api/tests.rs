@@ -219,3 +219,111 @@ fn replacing_a_service_when_every_service_slot_is_taken_is_507_table_full() {
     assert_eq!(lbd.saved_services(), saved_before);
     assert_eq!(lbd.tables(), tables_before);
 }
+
+#[test]
+fn filter_rules_are_added_moved_and_removed_live_with_their_counts_shown() {
+    use lb_common::{
+        edge::{TokenBucket, EDGE_ALLOW, EDGE_DENY},
+        service::SERVICE_F_EDGE,
+    };
+
+    use crate::dataplane::LimitedSource;
+
+    let lbd = Lbd::start("filter");
+    let edge = |lbd: &Lbd| {
+        lbd.runtime.with(|r| {
+            let f = r.controller().dataplane();
+            let flags = f.services.values().next().unwrap().flags;
+            let rules: Vec<(String, u32, u32)> = f
+                .edge
+                .rules
+                .iter()
+                .map(|(k, r)| (k.to_string(), r.verdict, r.counter))
+                .collect();
+            (flags & SERVICE_F_EDGE != 0, rules)
+        })
+    };
+    let post = |action: &str, cidr: &str| {
+        lbd.request(
+            "POST",
+            "/v1/services/web/filter",
+            Some(&json!({ "action": action, "cidr": cidr })),
+        )
+    };
+    assert_eq!(edge(&lbd), (false, vec![]));
+    let (status, body) = post("deny", "192.0.2.0/24");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["changes"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(
+        edge(&lbd),
+        (true, vec![("192.0.2.0/24".into(), EDGE_DENY, 0)])
+    );
+    assert_eq!(lbd.saved_services()[0].filter.deny.len(), 1, "persisted");
+    lbd.runtime.with(|r| {
+        let counters = &mut r.controller_mut().dataplane_mut().counters;
+        counters.edge_rule_hits.insert(0, 7);
+    });
+    let (status, view) = lbd.request("GET", "/v1/services/web/filter", None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        view["rules"],
+        json!([{ "verdict": "deny", "rule": "192.0.2.0/24", "matches": 7 }])
+    );
+
+    // Allowing the same prefix moves it: a new rule, counted from zero.
+    let (status, _) = post("allow", "192.0.2.0/24");
+    assert_eq!(status, 200);
+    let (on, rules) = edge(&lbd);
+    assert!(on);
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].1, EDGE_ALLOW);
+    let (_, view) = lbd.request("GET", "/v1/services/web/filter", None);
+    assert_eq!(view["rules"][0]["matches"], 0);
+
+    let (status, body) = post("remove", "198.51.100.0/24");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = post("deny", "10.1.2.3/8");
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = post("remove", "192.0.2.0/24");
+    assert_eq!(status, 200);
+    assert_eq!(edge(&lbd), (false, vec![]));
+
+    lbd.runtime.with(|r| {
+        let fake = r.controller_mut().dataplane_mut();
+        let bucket = |dropped| TokenBucket {
+            dropped,
+            ..TokenBucket::default()
+        };
+        fake.buckets = vec![
+            LimitedSource {
+                service: 0,
+                source: "198.51.100.1".parse().unwrap(),
+                bucket: bucket(3),
+            },
+            LimitedSource {
+                service: 0,
+                source: "198.51.100.2".parse().unwrap(),
+                bucket: bucket(9),
+            },
+            LimitedSource {
+                service: 0,
+                source: "198.51.100.3".parse().unwrap(),
+                bucket: bucket(0),
+            },
+        ];
+    });
+    let (status, list) = lbd.request("GET", "/v1/limited?limit=5", None);
+    assert_eq!(status, 200);
+    let sources: Vec<(&str, u64)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["source"].as_str().unwrap(),
+                l["dropped"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(sources, [("198.51.100.2", 9), ("198.51.100.1", 3)]);
+}

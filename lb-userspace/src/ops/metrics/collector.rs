@@ -84,7 +84,7 @@ struct Reading {
     signals: BTreeMap<(String, BackendAddr), BackendSignals>,
     services_live: usize,
     backends_live: usize,
-    edge: super::edge::EdgeReading,
+    edge: crate::ops::edge::EdgeReading,
 }
 
 impl<D: DataPath> DataPathCollector<D> {
@@ -117,7 +117,7 @@ impl<D: DataPath> DataPathCollector<D> {
                 signals,
                 services_live: plan.services.len(),
                 backends_live: plan.backends.len(),
-                edge: super::edge::read(controller, plan)?,
+                edge: crate::ops::edge::read(controller, plan)?,
             })
         })
     }
@@ -520,7 +520,7 @@ fn datapath_packets(counts: &[u64]) -> Family {
 }
 
 /// Edge protection's families (see [`super::edge`]).
-fn edge_families(e: &super::edge::EdgeReading) -> [Family; 3] {
+fn edge_families(e: &crate::ops::edge::EdgeReading) -> [Family; 3] {
     let mut rules = Family::new(
         "lb_edge_rule_matches",
         "Packets without a flow entry whose source a rule decided, per service and rule",

@@ -7,10 +7,8 @@
 //! - [`Metrics`]: the registry, plus the metrics lbd pushes into (probe latencies).
 //! - [`health`]: per-backend probe records, passive ejections, and lbd's loop.
 //! - [`digests`]: each service's table and config digests, to compare nodes.
-//! - [`edge`]: edge protection's rule matches and per-service refusals.
 pub mod collector;
 pub mod digests;
-pub mod edge;
 pub mod health;
 pub mod listeners;
 

@@ -1,6 +1,7 @@
 //! Handlers, one file per resource.
 pub mod backends;
 pub mod explain;
+pub mod filter;
 pub mod info;
 pub mod services;
 pub mod zones;

@@ -1,4 +1,4 @@
-//! Edge protection's series: each rule's matches, and per service the packets refused
+//! Edge protection's counters as `/metrics` and the API show them: each rule's matches, and per service the packets refused
 //! for want of an allow rule and the SYNs a rate limit dropped. No per-source label:
 //! sources are unbounded, rules are not (at most `EDGE_RULES_PER_SERVICE` a service).
 use std::collections::BTreeMap;
