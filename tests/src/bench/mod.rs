@@ -4,6 +4,8 @@
 //!
 //! - [`packet`]: per-packet cost of each data-path case (BPF_PROG_TEST_RUN) beside an
 //!   empty XDP program;
+//! - [`edge`]: per-packet cost of edge protection (deny, rate limit, established flows
+//!   of a protected service);
 //! - [`flow_fill`]: how that cost grows with flow-table fill and backend count, beside
 //!   [`memory`]'s random-read latency, the floor under it;
 //! - [`control`]: Maglev build time and change-to-live through the real maps, and
@@ -20,6 +22,7 @@
 pub mod api_change;
 pub mod control;
 pub mod e2e;
+pub mod edge;
 pub mod flow_fill;
 pub mod machine;
 pub mod memory;

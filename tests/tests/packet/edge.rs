@@ -185,6 +185,14 @@ fn a_source_passes_its_burst_of_syns_then_one_per_token_refilled_each_second() {
         c.dataplane_mut().set_clock(111).unwrap();
         assert_eq!(burst(c, 4), [p, p, p, d], "refilled up to the burst only");
 
+        // A retransmitted SYN (the same tuple) takes a token each time too.
+        let again = |c: &mut Controller<KernelDataplane>| {
+            let syn = syn_from(Ipv4Addr::new(10, 10, 7, 8), LIMITED_VIP, 43300);
+            run_once(c.dataplane().program(), c0, &syn.bytes()).action
+        };
+        let same: Vec<u32> = (0..5).map(|_| again(c)).collect();
+        assert_eq!(same, [p, p, p, d, d], "the same tuple again");
+
         // Another source has its own bucket; a data packet takes no token.
         let other = syn_from(CLIENT, LIMITED_VIP, 43100);
         let dp = c.dataplane();
@@ -200,9 +208,9 @@ fn a_source_passes_its_burst_of_syns_then_one_per_token_refilled_each_second() {
         assert_eq!(r.action, d);
 
         let id = service_id(c, "limited");
-        assert_eq!(dp.edge_counters(id).unwrap().rate_limited, 5);
+        assert_eq!(dp.edge_counters(id).unwrap().rate_limited, 7);
         let limited = dp.limited_sources(10).unwrap();
-        assert_eq!(limited.len(), 1, "{limited:?}");
+        assert_eq!(limited.len(), 2, "{limited:?}");
         assert_eq!((limited[0].service, limited[0].source), (id, flood));
         assert_eq!(limited[0].bucket.dropped, 5);
         assert_eq!(limited[0].bucket.tokens, 0);
