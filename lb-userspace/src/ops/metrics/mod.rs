@@ -367,4 +367,41 @@ mod tests {
             );
         }
     }
+
+    /// The edge alerting rules in deploy/ query only series that lbd exports (`promtool
+    /// test rules lbd-edge.rules.test.yml` checks what they do with them).
+    #[test]
+    fn the_edge_rules_query_only_exported_metrics() {
+        let c = config::parse(
+            "node: { zone: az-a }\ninterfaces: [eth0]\ncluster: { ring_size: 13 }\n\
+             services: [ { name: web, vip: 10.0.0.100, port: 80,\
+             filter: { allow: [10.0.0.0/8] }, rate_limit: { syns_per_second: 1, burst: 1 },\
+             backends: [ { address: 10.1.0.11, port: 8080, zone: az-a } ] } ]\n",
+        )
+        .unwrap();
+        let text = Metrics::new(shared(c)).encode().unwrap();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/prometheus/lbd-edge.rules.yml"
+        );
+        let rules = std::fs::read_to_string(path).unwrap();
+        let names = metric_names_in(&rules);
+        assert_eq!(
+            names,
+            ["lb_datapath_packets_total", "lb_edge_rule_matches_total"]
+        );
+        for name in names {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{name}{{"))),
+                "the rules name {name}, which lbd does not export:\n{text}"
+            );
+        }
+        for line in [
+            "lb_edge_rule_matches_total{service=\"web\",verdict=\"allow\",rule=\"10.0.0.0/8\"} 0",
+            "lb_edge_not_allowed_total{service=\"web\"} 0",
+            "lb_edge_rate_limited_total{service=\"web\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
 }
