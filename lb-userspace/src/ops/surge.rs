@@ -1,6 +1,7 @@
 //! Log lines for what only a flood explains, from consecutive counter samples: client
 //! packets of no connection we placed (spoofed ACKs, RSTs, data; forwarded by the table
-//! and recorded nowhere, see docs/syn-cache.md) and martian sources. The
+//! and recorded nowhere, see docs/syn-cache.md), martian sources, and packets the edge
+//! checks turn away (see docs/edge-protection.md). The
 //! metrics count them; these lines say when such traffic starts and stops, once each, so
 //! an on-call engineer finds it in the log without a line per second.
 use lb_common::counters::{Reason, REASONS};
@@ -11,6 +12,18 @@ use crate::ops::stats::Snapshot;
 /// surge: evicted or ECMP-moved connections come back a few at a time, a flood in
 /// thousands.
 pub const STATELESS_SURGE: u64 = 1000;
+
+/// Edge drops (rules, rate limits, unlisted ports) in one sample interval above which
+/// they are a flood: a scan or a few refused clients stay below.
+pub const EDGE_SURGE: u64 = 1000;
+
+/// The reasons of edge protection's drops.
+const EDGE_DROPS: [Reason; 4] = [
+    Reason::DropEdgeDenied,
+    Reason::DropEdgeNotAllowed,
+    Reason::DropRateLimited,
+    Reason::DropUnlistedPort,
+];
 
 /// What started or stopped between the interval `older` -> `recent` and the interval
 /// `recent` -> `now` (the first interval counts as quiet when `older` is unknown).
@@ -53,6 +66,26 @@ pub fn lines(older: Option<&Snapshot>, recent: &Snapshot, now: &Snapshot) -> Vec
              240/4, the VIP itself): {current} in {secs:.1} s"
         )),
         (true, false) => out.push("no more packets from martian sources".to_string()),
+        _ => {}
+    }
+    let edge = |a: &Snapshot, b: &Snapshot| -> u64 {
+        let at = |s: &Snapshot, r: Reason| s.reasons.get(r as usize).copied().unwrap_or(0);
+        EDGE_DROPS
+            .iter()
+            .map(|r| at(b, *r).saturating_sub(at(a, *r)))
+            .sum()
+    };
+    let current = edge(recent, now);
+    let before = older.map_or(0, |o| edge(o, recent));
+    match (before > EDGE_SURGE, current > EDGE_SURGE) {
+        (false, true) => out.push(format!(
+            "edge protection is turning away a flood: {current} packets in {secs:.1} s \
+             (deny and allow rules, SYN rate limits, unlisted ports; `lbctl filter limited` \
+             lists rate-limited sources)"
+        )),
+        (true, false) => out.push(format!(
+            "edge protection's drops back to {current} in {secs:.1} s"
+        )),
         _ => {}
     }
     out
@@ -118,6 +151,40 @@ mod tests {
         // A few evicted connections coming back are no surge.
         assert_eq!(
             lines(None, &quiet, &s(1, 10 + STATELESS_SURGE, 0)),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn an_edge_flood_is_told_when_it_starts_and_when_it_stops() {
+        let t = Instant::now();
+        let s = |secs: u64, denied: u64, limited: u64| {
+            let mut snap = sample(t + Duration::from_secs(secs), 0, 0);
+            snap.reasons[Reason::DropEdgeDenied as usize] = denied;
+            snap.reasons[Reason::DropRateLimited as usize] = limited;
+            snap
+        };
+        let (quiet, flood1, flood2, after) = (
+            s(0, 5, 0),
+            s(1, 505, 600),
+            s(2, 1005, 1200),
+            s(3, 1006, 1200),
+        );
+        assert_eq!(
+            lines(None, &quiet, &flood1),
+            [
+                "edge protection is turning away a flood: 1100 packets in 1.0 s (deny and allow \
+              rules, SYN rate limits, unlisted ports; `lbctl filter limited` lists \
+              rate-limited sources)"
+            ]
+        );
+        assert_eq!(lines(Some(&quiet), &flood1, &flood2), Vec::<String>::new());
+        assert_eq!(
+            lines(Some(&flood1), &flood2, &after),
+            ["edge protection's drops back to 1 in 1.0 s"]
+        );
+        assert_eq!(
+            lines(None, &quiet, &s(1, 5 + EDGE_SURGE, 0)),
             Vec::<String>::new()
         );
     }
