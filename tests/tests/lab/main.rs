@@ -25,6 +25,7 @@ mod persistence;
 mod reply_path_pinned;
 mod slowloris;
 mod table_full;
+mod tier_node_hang;
 mod tier_node_loss;
 mod topology;
 mod trace_lab;
