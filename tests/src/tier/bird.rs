@@ -134,12 +134,12 @@ impl Bird {
     }
 
     /// Stops BIRD (SIGTERM: it closes its sessions) and starts it again on the same
-    /// config; returns when the old one was gone.
+    /// config; returns when the stop began.
     pub fn restart(&mut self) -> SystemTime {
+        let stopping = SystemTime::now();
         self.daemon.stop();
-        let stopped = SystemTime::now();
         self.daemon = spawn(&self.ns, &self.conf, &self.socket, &self.pid);
-        stopped
+        stopping
     }
 
     /// `birdc -s SOCKET ARGS...` in BIRD's namespace.

@@ -27,6 +27,7 @@ mod slowloris;
 mod table_full;
 mod tier_node_hang;
 mod tier_node_loss;
+mod tier_node_restart;
 mod topology;
 mod trace_lab;
 mod zones;
