@@ -23,6 +23,7 @@ use crate::{
     netns::{self, NetNs},
     peer_xdp::{attach_pass, PassProgram},
     rehash_tc::attach_rehash,
+    running_lb::BACKEND_PORT,
 };
 
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 2);
@@ -254,6 +255,26 @@ impl TierLab {
                 &["delete", "table", "inet", &format!("hang{}", i + 1)],
             );
         }
+    }
+
+    /// Makes node `i` see the backend of zone `z` fail while every other node sees it
+    /// healthy: nftables in the node drop what the node itself sends to the backend's
+    /// port (its health probes; the clients' packets it forwards never pass `output`).
+    pub fn cut_probes(&self, i: usize, z: usize) {
+        let rules = format!(
+            "table inet probecut {{\n chain out {{ type filter hook output priority 0; ip daddr {} tcp dport {BACKEND_PORT} drop; }}\n}}\n",
+            self.backend_addr(z)
+        );
+        nft_apply(&self.node_ns(i), &rules);
+    }
+
+    /// Undoes [`TierLab::cut_probes`].
+    pub fn restore_probes(&self, i: usize) {
+        netns::ns_exec(
+            &self.node_ns(i),
+            "nft",
+            &["delete", "table", "inet", "probecut"],
+        );
     }
 
     pub fn prefix(&self) -> &str {

@@ -28,6 +28,7 @@ mod table_full;
 mod tier_node_hang;
 mod tier_node_loss;
 mod tier_node_restart;
+mod tier_split_health;
 mod topology;
 mod trace_lab;
 mod zones;
