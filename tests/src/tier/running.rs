@@ -187,12 +187,17 @@ impl RunningTier {
             .collect()
     }
 
-    /// One line: each node's new flows and replies translated by the reverse map.
+    /// One line: each node's new flows, handshakes' ACKs that recorded nothing (their
+    /// SYN-ACK went through another node), packets forwarded without state, and replies
+    /// translated by the reverse map.
     pub fn spread_line(&self) -> String {
+        let per = |name: &str| self.per_node(&format!("{name}{{service=\"web\"}}"));
         format!(
-            "per node: new flows {:?}, replies translated by the reverse map {:?}",
-            self.per_node("lb_service_new_flows_total{service=\"web\"}"),
-            self.per_node("lb_service_replies_reverse_mapped_total{service=\"web\"}")
+            "per node: new flows {:?}, unproven ACKs {:?}, stateless forwards {:?}, replies translated by the reverse map {:?}",
+            per("lb_service_new_flows_total"),
+            per("lb_service_unproven_acks_total"),
+            per("lb_service_stateless_forwards_total"),
+            per("lb_service_replies_reverse_mapped_total"),
         )
     }
 
