@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use lb_tests::{
     lbd_log::millis_between,
+    netns,
     running_lb::{VIP, VIP_PORT},
     tier::{
         bird::{next_hops, wait_next_hops},
@@ -41,10 +42,19 @@ fn lbd_killed_and_bird_restarted_on_a_node_fail_no_connection() {
         node + 1,
         millis_between(killed, serving)
     );
-    assert_eq!(
-        hops.len(),
-        3,
-        "the node was withdrawn while its lbd restarted"
+    // The announcement outlived lbd: the VIP stayed on lo and the new lbd kept it.
+    let lo = netns::ns_ip(
+        &tier.lab.node_ns(node),
+        &["-4", "addr", "show", "dev", "lo"],
+    );
+    assert!(
+        lo.contains(&format!("{VIP}/32")),
+        "the VIP left lo while lbd restarted:\n{lo}"
+    );
+    let log = tier.nodes[node].lbd.log();
+    assert!(
+        !log.contains("withdrew VIP"),
+        "the new lbd withdrew the VIP:\n{log}"
     );
     load.wait_attempts(40, LIMIT);
     let after_lbd = load.figures();

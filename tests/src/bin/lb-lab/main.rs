@@ -110,6 +110,10 @@ fn main() {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     if let Some(nodes) = args.nodes {
+        if args.one_nic || args.policy != "maglev" || args.weights != [1, 1, 1] {
+            eprintln!("--nodes runs the tier lab: one Maglev service, equal weights, two NICs per node\n{USAGE}");
+            std::process::exit(2);
+        }
         if let Err(e) = tier::run(nodes, args.story, args.keep, args.connections, &STOP) {
             eprintln!("lab: {e}");
             std::process::exit(1);
