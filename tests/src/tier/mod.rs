@@ -7,7 +7,9 @@
 //!   hung (nftables on the routers).
 //! * [`bird`]: the shipped BIRD configs with the lab's addresses; routers' next hops.
 //! * [`running`]: [`RunningTier`], every daemon running, lbd restarts, drain, digests.
+//! * [`alert`]: the tier's digest alert run by promtool on the nodes' digests.
 //! * [`load`]: [`TierLoad`], new connections at a steady rate plus long-lived echoes.
+pub mod alert;
 pub mod bird;
 pub mod load;
 pub mod running;

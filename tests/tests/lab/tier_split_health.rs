@@ -3,7 +3,8 @@
 //! differ, which every node's `/metrics` shows: the table digests differ for longer
 //! than the tier alert's `for:` (the expression of `LbdTableDigestsDiffer` in
 //! deploy/prometheus/lbd-tier.rules.yml, `max != min` by service, holds at two samples
-//! 4 s apart), and equal again once the node sees b1 healthy. What it costs is printed:
+//! 4 s apart; with `promtool` installed the shipped rule fires on those samples), and
+//! are equal again once the node sees b1 healthy. What it costs is printed:
 //! new connections through that node avoid b1, long-lived connections on b1 that reach
 //! it without a flow entry there (their replies went through another node, or ECMP moved
 //! them when a node was lost) break. Which break is checked: only connections on b1 that
@@ -15,7 +16,12 @@ use std::{
 
 use lb_tests::{
     running_lb::{VIP, VIP_PORT},
-    tier::{bird::wait_next_hops, running::VIP_PREFIX, Figures, RunningTier, TierLoad},
+    tier::{
+        alert::{check_rule, have_promtool},
+        bird::wait_next_hops,
+        running::{run_dir, VIP_PREFIX},
+        Figures, RunningTier, TierLoad,
+    },
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -80,6 +86,14 @@ fn a_backend_unhealthy_on_one_node_only_makes_the_digests_differ() {
         assert!(digests_differ(d), "the alert's expression is false: {d:?}");
         assert_eq!(d[1], d[2], "the nodes that agree have equal digests");
         assert_ne!(d[odd], d[1], "the odd node's digest differs");
+    }
+    let promtool = have_promtool();
+    if promtool {
+        check_rule(&run_dir(&tier.lab), &[first.clone(), second.clone()], true)
+            .unwrap_or_else(|e| panic!("the alert does not fire on these digests: {e}"));
+        println!("promtool: LbdTableDigestsDiffer fires on these digests at the second evaluation");
+    } else {
+        println!("promtool is not installed: checked the alert's expression only");
     }
 
     // New connections since the split, by the node R1 sent them through.
@@ -171,5 +185,10 @@ fn a_backend_unhealthy_on_one_node_only_makes_the_digests_differ() {
             tier.table_digests()
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+    if promtool {
+        let agreed = tier.table_digests();
+        check_rule(&run_dir(&tier.lab), &[agreed.clone(), agreed], false)
+            .unwrap_or_else(|e| panic!("the alert fires on equal digests: {e}"));
     }
 }
