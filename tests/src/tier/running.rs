@@ -201,6 +201,18 @@ impl RunningTier {
         )
     }
 
+    /// `lbctl service compare` over every node's API socket (exits 3 when the nodes'
+    /// tables for a service differ).
+    pub fn compare(&self) -> crate::lbctl::LbctlOutput {
+        let dir = run_dir(&self.lab);
+        let sockets: Vec<String> = (1..=self.nodes.len())
+            .map(|k| dir.join(format!("n{k}.sock")).display().to_string())
+            .collect();
+        let mut args = vec!["service", "compare"];
+        args.extend(sockets.iter().map(String::as_str));
+        crate::lbctl::Lbctl::new(&dir.join("n1.sock")).run(&args)
+    }
+
     /// Each node's table digest.
     pub fn table_digests(&self) -> Vec<u64> {
         (0..self.nodes.len())

@@ -4,7 +4,8 @@
 //! than the tier alert's `for:` (the expression of `LbdTableDigestsDiffer` in
 //! deploy/prometheus/lbd-tier.rules.yml, `max != min` by service, holds at two samples
 //! 4 s apart; with `promtool` installed the shipped rule fires on those samples), and
-//! are equal again once the node sees b1 healthy. What it costs is printed:
+//! are equal again once the node sees b1 healthy; `lbctl service compare` over the
+//! nodes exits 3, then 0. What it costs is printed:
 //! new connections through that node avoid b1, long-lived connections on b1 that reach
 //! it without a flow entry there (their replies went through another node, or ECMP moved
 //! them when a node was lost) break. Which break is checked: only connections on b1 that
@@ -87,6 +88,13 @@ fn a_backend_unhealthy_on_one_node_only_makes_the_digests_differ() {
         assert_eq!(d[1], d[2], "the nodes that agree have equal digests");
         assert_ne!(d[odd], d[1], "the odd node's digest differs");
     }
+    let compared = tier.compare();
+    print!("$ lbctl service compare n1 n2 n3\n{}", compared.stdout);
+    assert_eq!(
+        compared.code,
+        Some(3),
+        "lbctl service compare: {compared:?}"
+    );
     let promtool = have_promtool();
     if promtool {
         check_rule(&run_dir(&tier.lab), &[first.clone(), second.clone()], true)
@@ -186,6 +194,12 @@ fn a_backend_unhealthy_on_one_node_only_makes_the_digests_differ() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    let compared = tier.compare();
+    assert_eq!(
+        compared.code,
+        Some(0),
+        "lbctl service compare: {compared:?}"
+    );
     if promtool {
         let agreed = tier.table_digests();
         check_rule(&run_dir(&tier.lab), &[agreed.clone(), agreed], false)
