@@ -125,7 +125,7 @@ impl<'a> LabConfig<'a> {
 const LBD_START: Duration = Duration::from_secs(90);
 
 /// Where labs' lbd instances pin their data paths.
-const PIN_ROOT: &str = "/sys/fs/bpf/lb-tests";
+pub const PIN_ROOT: &str = "/sys/fs/bpf/lb-tests";
 
 /// Where a lab's lbd pins its data path: one directory per lab, so labs run in parallel.
 pub fn pin_dir(lab: &Lab) -> PathBuf {

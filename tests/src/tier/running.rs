@@ -3,7 +3,7 @@
 //! routers. Stops everything on drop, lbd first (so it detaches while its namespace
 //! exists), then removes the pinned data paths and the run directory.
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::SocketAddr,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -14,7 +14,7 @@ use crate::{
     backend_server::BackendServer,
     http, lbd_log,
     process::{lbd_path, Daemon},
-    running_lb::{sweep_stale_pins, BACKEND_PORT, VIP, VIP_PORT},
+    running_lb::{sweep_stale_pins, BACKEND_PORT, PIN_ROOT, VIP, VIP_PORT},
     scenario::fast_health,
     tier::{
         bird::{self, Bird},
@@ -249,10 +249,6 @@ impl RunningTier {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-
-    pub fn vip(&self) -> (Ipv4Addr, u16) {
-        (VIP, VIP_PORT)
-    }
 }
 
 impl Drop for RunningTier {
@@ -294,7 +290,7 @@ pub fn run_dir(lab: &TierLab) -> PathBuf {
 /// Node `i`'s pin directory: `/sys/fs/bpf/lb-tests/{node namespace}` (a stale one is
 /// swept once its namespace is gone, see `sweep_stale_pins`).
 pub fn pin_dir(lab: &TierLab, i: usize) -> PathBuf {
-    PathBuf::from("/sys/fs/bpf/lb-tests").join(lab.node_ns(i))
+    PathBuf::from(PIN_ROOT).join(lab.node_ns(i))
 }
 
 fn spawn_lbd(lab: &TierLab, i: usize, config: &std::path::Path) -> Daemon {

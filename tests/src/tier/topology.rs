@@ -17,13 +17,13 @@
 //! nothing else is routed between them: a node's own routes are static (clients via
 //! R1, backends via R2). Transmit checksum offload is off and GRO on on every veth end,
 //! and the routers' ports facing the nodes run `lb_pass` (see `peer_xdp`).
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, path::Path};
 
 use crate::{
     netns::{self, NetNs},
     peer_xdp::{attach_pass, PassProgram},
     rehash_tc::attach_rehash,
-    running_lb::BACKEND_PORT,
+    running_lb::{BACKEND_PORT, PIN_ROOT},
 };
 
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 2);
@@ -71,10 +71,9 @@ impl TierLab {
             lab.peer_programs.push(attach_pass(&lab.r1(), &port));
             lab.peer_programs.push(attach_pass(&lab.r2(), &port));
         }
-        let pin =
-            |r: &str| std::path::PathBuf::from("/sys/fs/bpf/lb-tests").join(format!("{r}-rehash"));
-        attach_rehash(&lab.r1(), &lab.router_ports(1), &pin(&lab.r1()));
-        attach_rehash(&lab.r2(), &lab.router_ports(2), &pin(&lab.r2()));
+        let pin = |r: &str| Path::new(PIN_ROOT).join(format!("{r}-rehash"));
+        attach_rehash(&lab.r1(), &lab.r1_ports(), &pin(&lab.r1()));
+        attach_rehash(&lab.r2(), &lab.r2_ports(), &pin(&lab.r2()));
         lab
     }
 
@@ -85,13 +84,17 @@ impl TierLab {
         v
     }
 
-    fn router_ports(&self, router: u8) -> Vec<String> {
-        let mut v: Vec<String> = (1..=self.nodes).map(|i| format!("n{i}")).collect();
-        if router == 1 {
-            v.push("c0".into());
-        } else {
-            v.extend((1..=ZONES.len()).map(|z| format!("b{z}")));
-        }
+    /// R1's ports: one per node (`nK`), and the client's (`c0`).
+    fn r1_ports(&self) -> Vec<String> {
+        let mut v: Vec<String> = (1..=self.nodes).map(|k| format!("n{k}")).collect();
+        v.push("c0".into());
+        v
+    }
+
+    /// R2's ports: one per node (`nK`), and one per backend (`bZ`).
+    fn r2_ports(&self) -> Vec<String> {
+        let mut v: Vec<String> = (1..=self.nodes).map(|k| format!("n{k}")).collect();
+        v.extend((1..=ZONES.len()).map(|z| format!("b{z}")));
         v
     }
 
@@ -163,24 +166,17 @@ impl TierLab {
                 ],
             );
         }
-        for r in [&r1, &r2] {
+        for (r, ports) in [(&r1, self.r1_ports()), (&r2, self.r2_ports())] {
             netns::ns_sysctl(r, "net.ipv4.ip_forward", "1");
             netns::ns_sysctl(r, "net.ipv4.fib_multipath_hash_policy", "1");
-            for c in ["all", "default"] {
+            let confs = ["all".to_string(), "default".to_string()];
+            for c in confs.iter().chain(&ports) {
                 netns::ns_sysctl(
                     r,
                     &format!("net.ipv4.conf.{c}.ignore_routes_with_linkdown"),
                     "1",
                 );
                 netns::ns_sysctl(r, &format!("net.ipv4.conf.{c}.rp_filter"), "0");
-            }
-            for dev in self.router_ports(if r == &r1 { 1 } else { 2 }) {
-                netns::ns_sysctl(
-                    r,
-                    &format!("net.ipv4.conf.{dev}.ignore_routes_with_linkdown"),
-                    "1",
-                );
-                netns::ns_sysctl(r, &format!("net.ipv4.conf.{dev}.rp_filter"), "0");
             }
         }
         for i in 0..self.nodes {
