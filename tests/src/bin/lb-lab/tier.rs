@@ -162,6 +162,8 @@ fn tell_story(tier: &mut RunningTier, stop: &AtomicBool) -> Result<(), String> {
 
     chapter(4, "the figures");
     pause(2, stop);
+    let compared = tier.compare();
+    print!("\n$ lbctl service compare NODE...\n{}", compared.stdout);
     let figures = load.stop();
     say(&figures.line("whole story"));
     say(&tier.spread_line());
