@@ -26,6 +26,7 @@ mod persistence;
 mod reply_path_pinned;
 mod slowloris;
 mod table_full;
+mod tokens;
 mod topology;
 mod trace_lab;
 mod zones;
