@@ -19,6 +19,7 @@ mod failover;
 mod frr_announce;
 mod health_scale;
 mod lbctl_timeout;
+mod least_privilege;
 mod lifecycle;
 mod metrics;
 mod operator;
