@@ -94,15 +94,14 @@ fn name_the_build() {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
-    // HEAD, and the branch file it points at, change on every commit and checkout.
-    for path in ["HEAD", "packed-refs"] {
+    // HEAD, and the branch file it points at, change on every commit and checkout. Only
+    // files that exist: cargo takes a missing one as changed, and would rerun every build.
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    for path in ["HEAD", "packed-refs"].into_iter().chain(branch.as_deref()) {
         if let Some(file) = git(&["rev-parse", "--git-path", path]) {
-            println!("cargo:rerun-if-changed={file}");
-        }
-    }
-    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        if let Some(file) = git(&["rev-parse", "--git-path", &branch]) {
-            println!("cargo:rerun-if-changed={file}");
+            if std::path::Path::new(&file).exists() {
+                println!("cargo:rerun-if-changed={file}");
+            }
         }
     }
     let commit = env::var("LB_BUILD_COMMIT")

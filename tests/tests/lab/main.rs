@@ -23,6 +23,7 @@ mod least_privilege;
 mod lifecycle;
 mod metrics;
 mod operator;
+mod package;
 mod persistence;
 mod reply_path_pinned;
 mod slowloris;
