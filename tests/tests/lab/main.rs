@@ -25,6 +25,7 @@ mod metrics;
 mod operator;
 mod package;
 mod persistence;
+mod prometheus;
 mod reply_path_pinned;
 mod slowloris;
 mod table_full;
