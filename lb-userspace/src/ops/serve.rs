@@ -65,7 +65,8 @@ pub async fn start<D: DataPath>(
 
     if let Some(addr) = config.api.listen {
         let tokens = Tokens::read(&config.api)?;
-        let (tcp, with_token) = listen::bind_tcp(addr, tokens, router).await?;
+        let stats = listener_stats("admin_tcp", api_limits.max);
+        let (tcp, with_token) = listen::bind_tcp(addr, tokens, stats.clone(), router).await?;
         info!(
             "admin API on {addr} (bearer token required; {} registration token(s))",
             config.api.registration_tokens.len()
@@ -74,7 +75,7 @@ pub async fn start<D: DataPath>(
             tcp,
             with_token,
             api_limits.clone(),
-            listener_stats("admin_tcp", api_limits.max),
+            stats,
             stopped.clone(),
         )));
     }

@@ -10,7 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_tests::{http, lab_config, output_within, scenario::three_zones, Daemon, RunningLb};
+use lb_tests::{
+    http, lab_config, lbd_metrics, output_within, scenario::three_zones, Daemon, RunningLb,
+};
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -144,7 +146,8 @@ fn prometheus_scrapes_lbd_and_returns_the_dashboards_series() {
     let dir = TempDir(std::env::temp_dir().join(format!("{}-prometheus", lb.lab.prefix())));
     std::fs::create_dir_all(&dir.0).unwrap();
     let example = std::fs::read_to_string(deploy().join("prometheus/prometheus.yml")).unwrap();
-    let target = "127.0.0.1:9464"; // lab_config leaves metrics.listen at its default
+    // lab_config leaves metrics.listen at its default.
+    let target = lbd_metrics::METRICS_LISTEN;
     let templated = example.replace("\"127.0.0.1:9464\"", &format!("\"{target}\""));
     assert!(
         templated.contains(&format!("targets: [\"{target}\"]")),

@@ -4,7 +4,7 @@
 //! file that others can read stops lbd at start and fails `lbd --check` (exit 78).
 use std::{net::SocketAddr, os::unix::fs::PermissionsExt as _, path::PathBuf, time::Duration};
 
-use lb_tests::{http, lab_config, lbd_path, scenario::three_zones, Lab, RunningLb};
+use lb_tests::{http, lab_config, lbd_metrics, lbd_path, scenario::three_zones, Lab, RunningLb};
 use serde_json::{json, Value};
 
 const OPERATOR: &str = "operator-token-of-the-lab-0123456789";
@@ -161,6 +161,15 @@ fn a_registration_token_manages_its_services_backends_and_nothing_else() {
     let (status, body) = ask(&lb, OPERATOR, "DELETE", "/v1/services/shop", None);
     assert_eq!(status, 200, "{body}");
     assert!(lb.lbd.log().contains("refused (403)"), "{}", lb.lbd.log());
+    let metrics = lbd_metrics::get(&lb.lab, "/metrics").body;
+    let refused = |reason: &str| {
+        let series = format!(
+            "lb_listener_requests_refused_total{{listener=\"admin_tcp\",reason=\"{reason}\"}}"
+        );
+        lbd_metrics::sample(&metrics, &series).unwrap_or_else(|| panic!("{series}: {metrics}"))
+    };
+    assert_eq!(refused("forbidden"), 10.0, "one 403 per refused request");
+    assert_eq!(refused("unauthorized"), 1.0);
 }
 
 /// A registration token readable by its group: `lbd --check` and the start both refuse

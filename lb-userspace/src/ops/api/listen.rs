@@ -19,6 +19,7 @@ use axum::{
 use tokio::net::{TcpListener, UnixListener};
 
 use super::{error::ApiError, tokens::Tokens};
+use crate::ops::listeners::stats::ListenerStats;
 
 /// Removes the socket file on drop.
 pub struct SocketFile {
@@ -75,36 +76,47 @@ pub fn bind_unix(path: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
 
 /// Binds the TCP listener and wraps `router` so that every request needs a token, and
 /// stays within that token's scope.
+/// Refusals are counted in `stats` (`lb_listener_requests_refused_total`).
 pub async fn bind_tcp(
     addr: std::net::SocketAddr,
     tokens: Tokens,
+    stats: Arc<ListenerStats>,
     router: Router,
 ) -> anyhow::Result<(TcpListener, Router)> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the admin API on {addr}"))?;
     let router = router.layer(middleware::from_fn_with_state(
-        Arc::new(tokens),
+        (Arc::new(tokens), stats),
         require_token,
     ));
     Ok((listener, router))
 }
 
-async fn require_token(State(tokens): State<Arc<Tokens>>, req: Request, next: Next) -> Response {
+async fn require_token(
+    State((tokens, stats)): State<(Arc<Tokens>, Arc<ListenerStats>)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let Some(given) = given else {
+        ListenerStats::count(&stats.unauthorized);
+        stats.warn_limited(|| "refused a request without a bearer token (401)".into());
         return unauthorized("missing bearer token (Authorization: Bearer TOKEN)");
     };
     let Some(scope) = tokens.scope_of(given) else {
+        ListenerStats::count(&stats.unauthorized);
+        stats.warn_limited(|| "refused a request with a wrong bearer token (401)".into());
         return unauthorized("wrong bearer token");
     };
     match scope.allows(req.method(), req.uri().path(), req.uri().query()) {
         Ok(()) => next.run(req).await,
         Err(denied) => {
+            ListenerStats::count(&stats.forbidden);
             log::warn!("admin API over TCP: refused (403): {denied}");
             ApiError::new(StatusCode::FORBIDDEN, denied.to_string()).into_response()
         }
