@@ -75,7 +75,8 @@ pub struct Options {
 /// [`crate::kernel::privileges`]). Call it before any thread is started.
 pub fn load(config: &Config) -> anyhow::Result<KernelDataplane> {
     let verification = privileges::verification()?;
-    let dataplane = KernelDataplane::load(config, Some(&PinDir::new(&config.pin_dir)))?;
+    let dataplane = KernelDataplane::load(config, Some(&PinDir::new(&config.pin_dir)))
+        .map_err(name_lacking_capabilities)?;
     if privileges::drop_after_load()? {
         info!("data path loaded; CAP_PERFMON dropped");
     }
@@ -87,6 +88,14 @@ pub fn load(config: &Config) -> anyhow::Result<KernelDataplane> {
         );
     }
     Ok(dataplane)
+}
+
+/// A failed load or attach, with the capabilities lbd lacks for it named first.
+fn name_lacking_capabilities(e: anyhow::Error) -> anyhow::Error {
+    match privileges::lacking_for_data_path() {
+        Some(lacking) => e.context(lacking),
+        None => e,
+    }
 }
 
 /// Runs the daemon on the data path [`load`] returned, until SIGTERM or SIGINT.
@@ -118,7 +127,8 @@ pub async fn run(
         link_watch::watch(&config.interfaces).context("watching the configured NICs")?;
     dataplane
         .attach(&config.interfaces, config.xdp_mode, Some(&pins))
-        .context("attaching to the configured interfaces")?;
+        .context("attaching to the configured interfaces")
+        .map_err(name_lacking_capabilities)?;
     let tracer = match dataplane.take_trace() {
         Some(maps) => Some(Tracer::start(maps).context("starting the packet trace's reader")?),
         None => None,

@@ -8,7 +8,8 @@ use clap::Parser;
 /// its tables in line with the config.
 #[derive(Parser)]
 #[command(
-    version,
+    name = "lbd",
+    version = env!("LB_BUILD"),
     after_help = "Exit status:\n  \
         0   stopped on SIGTERM/SIGINT, or --check/--detach succeeded\n  \
         1   a failure while running or talking to the kernel (worth a retry)\n  \

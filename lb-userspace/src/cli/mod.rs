@@ -38,7 +38,7 @@ pub const EXIT_TABLE_FULL: u8 = 73;
 
 /// Control the XDP load balancer `lbd` through its admin API.
 #[derive(Parser)]
-#[command(name = "lbctl", version, propagate_version = true)]
+#[command(name = "lbctl", version = env!("LB_BUILD"), propagate_version = true)]
 pub struct Cli {
     /// lbd's admin socket (its `api.socket`).
     #[arg(long, global = true, env = "LBD_SOCKET", default_value = DEFAULT_API_SOCKET)]

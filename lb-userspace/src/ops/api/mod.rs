@@ -27,8 +27,10 @@ mod body_props;
 pub mod error;
 pub mod listen;
 mod routes;
+pub mod scope;
 #[cfg(test)]
 mod tests;
+pub mod tokens;
 
 use axum::{
     extract::DefaultBodyLimit,
