@@ -62,11 +62,9 @@ pub trait Dataplane: Counters + Lookups {
     fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> WriteResult;
     fn remove_service(&mut self, key: &ServiceKey) -> WriteResult;
     /// Makes the reverse map (see `lb_common::reverse`) hold exactly `entries`: writes
-    /// what is new or changed, deletes what is not listed.
-    fn set_reverse_map(
-        &mut self,
-        entries: &BTreeMap<ReverseKey, ReverseTarget>,
-    ) -> anyhow::Result<()>;
+    /// what is new or changed, deletes what is not listed. Full (more entries than
+    /// `limits.max_backends`) is [`DataplaneError::TableFull`].
+    fn set_reverse_map(&mut self, entries: &BTreeMap<ReverseKey, ReverseTarget>) -> WriteResult;
     /// Deletes every flow entry, in both directions, pinned to any of the backends `ids`
     /// (one walk of each table, however many ids); returns how many connections
     /// (forward entries) were dropped.
