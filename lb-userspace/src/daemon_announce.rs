@@ -85,6 +85,15 @@ fn report<D: DataPath, V: VipAddresses>(
                 }
                 metrics.count_vip_change(vip, change);
             }
+            Event::RenewFailed { vip, error, first } => {
+                if *first {
+                    error!(
+                        "renewing the lifetime of VIP {vip}: {error:#}; retrying every second \
+                         (the kernel removes the /32 when it lapses)"
+                    );
+                }
+                metrics.count_vip_change(vip, "renew_failed");
+            }
             Event::ListFailed { error, first } => {
                 if *first {
                     error!("listing the VIPs on lo: {error:#}; retrying every second");
