@@ -270,14 +270,19 @@ fn apply_probe<D: Dataplane>(
     applied.map(drop)
 }
 
+/// How long `lbd --detach` waits for its withdrawal to be seen before it removes the
+/// data path anyway.
+pub const DETACH_WITHDRAW_WAIT: Duration = Duration::from_secs(5);
+
 /// `lbd --detach`: withdraws the VIPs lbd announced (every /32 on `lo` with its label),
-/// then detaches the data path from every NIC and removes its pinned state. Established
-/// connections through it are cut. Refused (a [`LockError::Held`]) while an lbd runs on
-/// `pin_dir`, unless `force`.
-pub fn detach(pin_dir: &Path, force: bool) -> anyhow::Result<()> {
+/// waits (at most [`DETACH_WITHDRAW_WAIT`]) until the withdrawal is seen (`lo` listed
+/// again, and BIRD's table when `bird_socket` is given), then detaches the data path
+/// from every NIC and removes its pinned state. Established connections through it are
+/// cut. Refused (a [`LockError::Held`]) while an lbd runs on `pin_dir`, unless `force`.
+pub fn detach(pin_dir: &Path, force: bool, bird_socket: Option<&Path>) -> anyhow::Result<()> {
     let pins = PinDir::new(pin_dir);
     if !pins.root().exists() {
-        withdraw_vips()?;
+        withdraw_vips(bird_socket)?;
         println!("nothing was attached from {}", pins.root().display());
         return Ok(());
     }
@@ -290,7 +295,7 @@ pub fn detach(pin_dir: &Path, force: bool) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     // First, so the routers move the flows away while the data path still forwards.
-    withdraw_vips()?;
+    withdraw_vips(bird_socket)?;
     let interfaces = pins
         .remove_all()
         .with_context(|| format!("removing {}", pins.root().display()))?;
@@ -306,14 +311,63 @@ pub fn detach(pin_dir: &Path, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes every VIP lbd holds on `lo`; says which.
-fn withdraw_vips() -> anyhow::Result<()> {
+/// Removes every VIP lbd holds on `lo` and waits until that is seen; says which.
+fn withdraw_vips(bird_socket: Option<&Path>) -> anyhow::Result<()> {
     let withdrawn = vip_addresses::withdraw_all().context("withdrawing the announced VIPs")?;
-    if !withdrawn.is_empty() {
-        let list: Vec<String> = withdrawn.iter().map(|v| v.to_string()).collect();
-        println!("withdrew VIPs {} from lo", list.join(", "));
+    if withdrawn.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let list: Vec<String> = withdrawn.iter().map(|v| v.to_string()).collect();
+    println!("withdrew VIPs {} from lo", list.join(", "));
+    let started = Instant::now();
+    let deadline = started + DETACH_WITHDRAW_WAIT;
+    loop {
+        let last = match withdrawal_seen(&withdrawn, bird_socket) {
+            Ok(None) => {
+                let seen = if bird_socket.is_some() {
+                    "lo and BIRD"
+                } else {
+                    "lo"
+                };
+                println!(
+                    "withdrawal seen ({seen}) after {} ms",
+                    started.elapsed().as_millis()
+                );
+                return Ok(());
+            }
+            Ok(Some(left)) => left,
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= deadline {
+            warn!(
+                "the withdrawal was not seen within {DETACH_WITHDRAW_WAIT:?} ({last}); \
+                 detaching anyway"
+            );
+            println!("withdrawal not seen within {DETACH_WITHDRAW_WAIT:?}: {last}");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `None` when none of `vips` is on `lo` (with lbd's label) nor, with a BIRD socket, in
+/// BIRD's table; else what is left.
+fn withdrawal_seen(
+    vips: &[std::net::Ipv4Addr],
+    bird_socket: Option<&Path>,
+) -> anyhow::Result<Option<String>> {
+    let held = LoopbackVips::open()?.announced()?;
+    if let Some(vip) = vips.iter().find(|v| held.contains(v)) {
+        return Ok(Some(format!("{vip} still on lo")));
+    }
+    if let Some(socket) = bird_socket {
+        for vip in vips {
+            if crate::ops::bird::route_on_lo(socket, *vip)? {
+                return Ok(Some(format!("BIRD still has {vip}/32")));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Re-attaches a configured NIC that was deleted and created again or lost lb_xdp, and

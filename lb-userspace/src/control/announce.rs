@@ -260,8 +260,8 @@ pub fn readiness(
     by_vip
         .into_iter()
         .map(|(vip, (states, services))| {
-            let state = if announce.drained {
-                Readiness::Not("the node is drained (announce.drained)".into())
+            let state = if let Some(why) = announce.drained_why() {
+                Readiness::Not(why.into())
             } else if !attached {
                 Readiness::Not("the data path is not attached to every configured NIC".into())
             } else {

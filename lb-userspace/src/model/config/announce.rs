@@ -40,6 +40,11 @@ pub struct AnnounceConfig {
     /// confirm that a withdrawn VIP left BIRD's table; absent: lbd checks `lo` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bird_socket: Option<PathBuf>,
+    /// Since when (Unix seconds) the node is drained through the admin API (`lbctl node
+    /// drain`). Never read from the config file: it lives in the state file, so it
+    /// survives restarts and SIGHUP reloads (see `crate::model::desired`).
+    #[serde(skip)]
+    pub drained_since: Option<u64>,
 }
 
 impl Default for AnnounceConfig {
@@ -51,11 +56,22 @@ impl Default for AnnounceConfig {
             drained: false,
             lifetime: Duration::from_secs(30),
             bird_socket: None,
+            drained_since: None,
         }
     }
 }
 
 impl AnnounceConfig {
+    /// Why the node announces nothing, if it is drained (by the config file's
+    /// `drained`, or through the API).
+    pub fn drained_why(&self) -> Option<&'static str> {
+        match (self.drained, self.drained_since) {
+            (true, _) => Some("the node is drained (announce.drained)"),
+            (false, Some(_)) => Some("the node is drained (lbctl node drain)"),
+            (false, None) => None,
+        }
+    }
+
     /// Whether lbd may add or remove `vip` on `lo`.
     pub fn in_range(&self, vip: Ipv4Addr) -> bool {
         self.vip_ranges.iter().any(|net| net.contains(vip))

@@ -66,6 +66,8 @@ pub struct Metrics {
     vip_announced: Family<BackendLabels, Gauge>,
     /// VIPs announced, withdrawn, or failing to be, per VIP.
     vip_changes: Family<BackendLabels, Counter>,
+    /// 1 while the node is drained (config file or API).
+    node_drained: Gauge,
 }
 
 impl Metrics {
@@ -101,6 +103,12 @@ impl Metrics {
             "VIPs announced, withdrawn, or failing to be (announce_failed, withdraw_failed)",
             vip_changes.clone(),
         );
+        let node_drained = Gauge::default();
+        registry.register(
+            "lb_node_drained",
+            "Whether the node is drained: it announces no VIP (announce.drained or lbctl node drain)",
+            node_drained.clone(),
+        );
         registry.register_collector(Box::new(collector::DataPathCollector::new(runtime.clone())));
         registry.register_collector(Box::new(digests::DigestCollector::new(runtime.clone())));
         registry.register_collector(Box::new(health::HealthCollector::new(runtime)));
@@ -113,6 +121,7 @@ impl Metrics {
             health,
             vip_announced,
             vip_changes,
+            node_drained,
         }
     }
 
@@ -151,6 +160,10 @@ impl Metrics {
     }
 
     /// Records whether `service`'s VIP is announced now.
+    pub fn set_node_drained(&self, drained: bool) {
+        self.node_drained.set(drained as i64);
+    }
+
     pub fn set_vip_announced(&self, service: &str, announced: bool) {
         self.vip_announced
             .get_or_create(&vec![("service", service.to_string())])
