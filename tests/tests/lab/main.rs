@@ -21,6 +21,7 @@ mod health_scale;
 mod lbctl_timeout;
 mod lifecycle;
 mod metrics;
+mod node_drain;
 mod operator;
 mod persistence;
 mod reply_path_pinned;
