@@ -238,3 +238,72 @@ fn node_drain_withdraws_from_bird_persists_across_a_restart_and_undrain_announce
     assert!(out.contains("withdrew VIPs 10.0.0.100 from lo"), "{out}");
     assert!(out.contains("withdrawal seen (lo and BIRD) after"), "{out}");
 }
+
+/// Without BIRD answering, the withdrawal cannot be confirmed (exit 3); with clients
+/// still connecting straight to the node (no router in front to move them), new flows
+/// do not stop (exit 4). Both drain all the same.
+#[test]
+fn node_drain_exits_3_when_bird_does_not_confirm_and_4_while_flows_keep_coming() {
+    let lab = three_zones();
+    let missing = lab_run_dir(&lab).join("no-bird.ctl");
+    let base = LabConfig::new(&lab).policy(&[&fast_health()]).yaml();
+    let with_socket = format!(
+        "{base}announce:\n  vip_ranges: [10.0.0.0/24]\n  hold_up: 0s\n  bird_socket: {}\n",
+        missing.display()
+    );
+    let mut lb = RunningLb::start(lab, &with_socket);
+    lb.lbd
+        .wait_for_log_after(0, "announced VIP 10.0.0.100", WAIT)
+        .expect("lbd announces the VIP");
+    let out = lb
+        .lbctl()
+        .run(&["node", "drain", "--withdraw-timeout", "500ms"]);
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("drained, but the withdrawal was not seen within 500ms")
+            && out.stderr.contains("not confirmed gone from BIRD")
+            && out.stderr.contains("connecting to BIRD at"),
+        "{out:?}"
+    );
+    let status = lb.lbctl().json(&["node", "status"]);
+    assert_eq!(status["drained"], true);
+    assert_eq!(status["bird"]["reachable"], false);
+    assert_eq!(status["vips"][0]["on_lo"], false, "{status:#}");
+    assert_eq!(status["vips"][0]["in_bird"], Value::Null, "{status:#}");
+    lb.lbctl().ok(&["node", "undrain"]);
+
+    // No BIRD socket: lo alone confirms; clients keep coming, so flows never stop.
+    let without = format!("{base}announce:\n  vip_ranges: [10.0.0.0/24]\n  hold_up: 0s\n");
+    lb.reload(&without).expect("the reload is accepted");
+    let client = lb_tests::client_loop::ClientLoop::start(
+        lb.lab.client_ns(),
+        VIP,
+        lb_tests::VIP_PORT,
+        Duration::from_secs(2),
+        WAIT,
+    );
+    let out = lb
+        .lbctl()
+        .run(&["-o", "json", "node", "drain", "--flows-timeout", "2s"]);
+    let attempts = client.stop();
+    assert_eq!(out.code, Some(4), "{out:?}");
+    let report: Value = serde_json::from_str(&out.stdout).expect("the report is JSON");
+    assert_eq!(report["quiet"], false);
+    assert!(
+        report["new_flows_per_sec"].as_f64().unwrap() > 0.0,
+        "{report:#}"
+    );
+    assert_eq!(report["node"]["bird"], Value::Null);
+    assert_eq!(report["node"]["vips"][0]["on_lo"], false);
+    assert!(
+        out.stderr
+            .contains("drained and withdrawn, but new flows still arrive after 2s"),
+        "{out:?}"
+    );
+    println!(
+        "{} connections during the drain; the last rate {} new flows/s",
+        attempts.len(),
+        report["new_flows_per_sec"]
+    );
+}
