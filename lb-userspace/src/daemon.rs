@@ -62,6 +62,9 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 /// 100 ms), slow-start steps and deregistration delays are due at this resolution.
 const TICK: Duration = Duration::from_millis(50);
 
+/// How often BIRD's sessions are read for `/metrics` (with `announce.bird_socket`).
+const BIRD_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 /// How often counters are sampled for the per-second rates of `lbctl stats` and `top`.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -192,6 +195,8 @@ async fn serve_until_stopped<D: DataPath, V: VipAddresses>(
     let mut routes = tokio::time::interval(ROUTE_CACHE_LIFETIME);
     let mut sample = tokio::time::interval(SAMPLE_EVERY);
     let mut link_check = tokio::time::interval(LINK_CHECK_EVERY);
+    let mut bird_check = tokio::time::interval(BIRD_CHECK_EVERY);
+    let mut bird_reading: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         // A failed kernel write is logged and retried on the next tick; packets keep
         // seeing whole tables (a flip happens only after its slot is written).
@@ -227,6 +232,17 @@ async fn serve_until_stopped<D: DataPath, V: VipAddresses>(
                 announce::resync(shared, announcements, &servers.metrics);
                 Ok(())
             }
+            _ = bird_check.tick() => {
+                // Off the loop (a hung BIRD costs up to a second per query); one at a time.
+                if bird_reading.as_ref().is_none_or(|r| r.is_finished()) {
+                    let socket = shared.with(|rt| rt.config().announce.bird_socket.clone());
+                    let metrics = servers.metrics.clone();
+                    bird_reading = socket.map(|socket| {
+                        tokio::task::spawn_blocking(move || read_bird(&socket, &metrics))
+                    });
+                }
+                Ok(())
+            }
             // The admin API changed the desired state: probe what it now holds.
             _ = shared.changed() => {
                 checker.sync(shared.with(|rt| rt.probe_specs()));
@@ -250,6 +266,27 @@ async fn serve_until_stopped<D: DataPath, V: VipAddresses>(
     servers.stop().await;
     shared.with(|rt| log_counters(rt));
     Ok(())
+}
+
+/// Reads BIRD's sessions into `/metrics` (`lb_bird_up`); logged when BIRD stops or
+/// starts answering.
+fn read_bird(socket: &Path, metrics: &Metrics) {
+    match crate::ops::bird::sessions(socket) {
+        Ok(read) => {
+            if metrics.set_bird(Some(&read)) {
+                info!("BIRD answers at {}", socket.display());
+            }
+        }
+        Err(e) => {
+            if metrics.set_bird(None) {
+                warn!(
+                    "BIRD does not answer at {}: {e:#}; lb_bird_up is 0 and node drains cannot \
+                     confirm their withdrawal until it does",
+                    socket.display()
+                );
+            }
+        }
+    }
 }
 
 /// One probe result: observed into the latency histogram, then applied to the runtime.

@@ -13,7 +13,7 @@ use std::{
 
 use lb_tests::{
     lbd_log::{first_time, millis_between},
-    lbd_path, netns,
+    lbd_metrics, lbd_path, netns,
     running_lb::lab_run_dir,
     scenario::*,
     Daemon, Lab, LabConfig, RunningLb, VIP,
@@ -186,6 +186,8 @@ fn node_drain_withdraws_from_bird_persists_across_a_restart_and_undrain_announce
     );
     let again = lb.lbctl().json(&["node", "drain", "--no-wait"]);
     assert_eq!(again["changed"], false);
+    let text = lbd_metrics::get(&lb.lab, "/metrics").body;
+    assert_eq!(lbd_metrics::sample(&text, "lb_node_drained"), Some(1.0));
 
     // Restarted: still drained, from the state file; healthy backends announce nothing.
     lb.restart_lbd_after_sigterm();
