@@ -17,10 +17,11 @@ use crate::{
     },
 };
 
-/// `lbctl node drain`: the withdrawal was not seen within `--withdraw-timeout`.
-pub const EXIT_WITHDRAW_UNCONFIRMED: u8 = 3;
+/// `lbctl node drain`: the withdrawal was not seen within `--withdraw-timeout` (3 is
+/// `lbctl service compare`'s: each status means one thing across lbctl).
+pub const EXIT_WITHDRAW_UNCONFIRMED: u8 = 4;
 /// `lbctl node drain`: new flows still arrived at `--flows-timeout`.
-pub const EXIT_FLOWS_CONTINUE: u8 = 4;
+pub const EXIT_FLOWS_CONTINUE: u8 = 5;
 
 /// How often the node is polled while waiting for the withdrawal.
 const WITHDRAW_POLL: Duration = Duration::from_millis(100);
@@ -37,9 +38,9 @@ pub enum NodeCmd {
     #[command(after_help = "Exit status:\n  \
         0   drained, the withdrawal seen and new flows stopped (or --no-wait)\n  \
         1   the drain failed (nothing changed) or another error\n  \
-        3   drained, but the withdrawal was not seen within --withdraw-timeout (a VIP \
+        4   drained, but the withdrawal was not seen within --withdraw-timeout (a VIP \
         still on lo, or BIRD still has it or did not answer)\n  \
-        4   drained and withdrawn, but new flows still arrived at --flows-timeout\n  \
+        5   drained and withdrawn, but new flows still arrived at --flows-timeout\n  \
         75  lbd did not answer within --timeout")]
     Drain(DrainArgs),
     /// Announce again (each VIP once it has served for announce.hold_up).

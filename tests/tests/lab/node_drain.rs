@@ -241,11 +241,11 @@ fn node_drain_withdraws_from_bird_persists_across_a_restart_and_undrain_announce
     assert!(out.contains("withdrawal seen (lo and BIRD) after"), "{out}");
 }
 
-/// Without BIRD answering, the withdrawal cannot be confirmed (exit 3); with clients
+/// Without BIRD answering, the withdrawal cannot be confirmed (exit 4); with clients
 /// still connecting straight to the node (no router in front to move them), new flows
-/// do not stop (exit 4). Both drain all the same.
+/// do not stop (exit 5). Both drain all the same.
 #[test]
-fn node_drain_exits_3_when_bird_does_not_confirm_and_4_while_flows_keep_coming() {
+fn node_drain_exits_4_when_bird_does_not_confirm_and_5_while_flows_keep_coming() {
     let lab = three_zones();
     let missing = lab_run_dir(&lab).join("no-bird.ctl");
     let base = LabConfig::new(&lab).policy(&[&fast_health()]).yaml();
@@ -260,7 +260,7 @@ fn node_drain_exits_3_when_bird_does_not_confirm_and_4_while_flows_keep_coming()
     let out = lb
         .lbctl()
         .run(&["node", "drain", "--withdraw-timeout", "500ms"]);
-    assert_eq!(out.code, Some(3), "{out:?}");
+    assert_eq!(out.code, Some(4), "{out:?}");
     assert!(
         out.stderr
             .contains("drained, but the withdrawal was not seen within 500ms")
@@ -289,7 +289,7 @@ fn node_drain_exits_3_when_bird_does_not_confirm_and_4_while_flows_keep_coming()
         .lbctl()
         .run(&["-o", "json", "node", "drain", "--flows-timeout", "2s"]);
     let attempts = client.stop();
-    assert_eq!(out.code, Some(4), "{out:?}");
+    assert_eq!(out.code, Some(5), "{out:?}");
     let report: Value = serde_json::from_str(&out.stdout).expect("the report is JSON");
     assert_eq!(report["quiet"], false);
     assert!(
