@@ -1,44 +1,116 @@
-//! `lbctl`'s side of the admin API: HTTP/1.1 over lbd's unix socket, one connection per
-//! request. Errors say what to do: lbd not running, socket not accessible, lbd not
-//! answering in time, or the API's own message for a refused request. Every request is
-//! bounded: a stopped or overloaded lbd must not hang a script.
-use std::{
-    io::ErrorKind,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+//! `lbctl`'s side of the admin API: HTTP/1.1 over lbd's unix socket, or over its TCP
+//! listener with a bearer token, one connection per request. Errors say what to do: lbd
+//! not running, socket not accessible, lbd not answering in time, or the API's own
+//! message for a refused request. Every request is bounded: a stopped or overloaded lbd
+//! must not hang a script.
+use std::{fmt, io::ErrorKind, path::PathBuf, time::Duration};
 
 use http_body_util::{BodyExt, Full};
 use hyper::{
     body::Bytes,
-    header::{CONTENT_TYPE, HOST},
+    header::{AUTHORIZATION, CONTENT_TYPE, HOST},
     Method, Request,
 };
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
-use tokio::{net::UnixStream, time::Instant};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpStream, UnixStream},
+    time::Instant,
+};
 
 use crate::{model::config::duration, ops::views::ErrorBody};
 
+/// Where lbd's admin API answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Its unix socket (`api.socket`): the socket's permissions are the authentication.
+    Socket(PathBuf),
+    /// Its TCP listener (`api.listen`), `HOST:PORT`, where every request carries a token.
+    Http { addr: String, token: String },
+}
+
+impl Endpoint {
+    /// `http://HOST:PORT` (with the token) or a socket path.
+    pub fn parse(s: &str, token: Option<&str>) -> Result<Self, String> {
+        let Some(rest) = s.strip_prefix("http://") else {
+            if s.contains("://") {
+                return Err(format!("`{s}`: expected a socket path or http://HOST:PORT"));
+            }
+            return Ok(Self::Socket(PathBuf::from(s)));
+        };
+        let addr = rest.trim_end_matches('/');
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok || addr.contains('/') {
+            return Err(format!("`{s}`: expected http://HOST:PORT"));
+        }
+        let token = token.ok_or_else(|| {
+            format!("`{s}` needs a token: give lbd's api token file with --token-file or LBD_TOKEN_FILE")
+        })?;
+        Ok(Self::Http {
+            addr: addr.to_string(),
+            token: token.to_string(),
+        })
+    }
+
+    /// What to change when nothing answers there.
+    fn hint(&self) -> &'static str {
+        match self {
+            Self::Socket(_) => {
+                "start lbd, or give its api.socket with --socket or LBD_SOCKET, or its api.listen with --api"
+            }
+            Self::Http { .. } => "start lbd, or check its api.listen and --api or LBD_API",
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Socket(path) => write!(f, "{}", path.display()),
+            Self::Http { addr, .. } => write!(f, "http://{addr}"),
+        }
+    }
+}
+
+/// Reads a token file: its first line, which must not be empty.
+pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty",
+        path.display()
+    );
+    Ok(token.to_string())
+}
+
+/// A connected stream to lbd, of either kind.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("lbd is not running: nothing listens on {0} (start lbd, or give its api.socket with --socket or LBD_SOCKET)")]
-    NotRunning(PathBuf),
+    #[error("lbd is not running: nothing listens on {0} ({hint})", hint = .0.hint())]
+    NotRunning(Endpoint),
     #[error("permission denied on {0}: lbd's admin socket is owner-only; run lbctl as lbd's user (root)")]
-    PermissionDenied(PathBuf),
+    PermissionDenied(Endpoint),
     #[error("connecting to {0}: {1}")]
-    Connect(PathBuf, std::io::Error),
+    Connect(Endpoint, std::io::Error),
     #[error("{message} (HTTP {status})")]
     Api { status: u16, message: String },
     #[error("talking to lbd on {0}: {1}")]
-    Protocol(PathBuf, String),
+    Protocol(Endpoint, String),
     #[error(
-        "lbd did not {what} on {} within {} ({flag}): it may be stopped or overloaded",
-        socket.display(),
+        "lbd did not {what} on {endpoint} within {} ({flag}): it may be stopped or overloaded",
         duration::format(*after)
     )]
     Timeout {
-        socket: PathBuf,
+        endpoint: Endpoint,
         /// `accept the connection` or `answer`.
         what: &'static str,
         after: Duration,
@@ -66,15 +138,15 @@ impl Default for Timeouts {
 }
 
 pub struct Client {
-    socket: PathBuf,
+    endpoint: Endpoint,
     timeouts: Timeouts,
     runtime: tokio::runtime::Runtime,
 }
 
 impl Client {
-    pub fn new(socket: &Path, timeouts: Timeouts) -> std::io::Result<Self> {
+    pub fn new(endpoint: &Endpoint, timeouts: Timeouts) -> std::io::Result<Self> {
         Ok(Self {
-            socket: socket.to_path_buf(),
+            endpoint: endpoint.clone(),
             timeouts,
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -108,7 +180,7 @@ impl Client {
                 tokio::time::timeout(request, self.exchange(method, path, body)).await
             })
             .map_err(|_| ClientError::Timeout {
-                socket: self.socket.clone(),
+                endpoint: self.endpoint.clone(),
                 what: "answer",
                 after: request,
                 flag: "--timeout, LBCTL_TIMEOUT",
@@ -117,7 +189,7 @@ impl Client {
     }
 
     fn protocol(&self, message: impl Into<String>) -> ClientError {
-        ClientError::Protocol(self.socket.clone(), message.into())
+        ClientError::Protocol(self.endpoint.clone(), message.into())
     }
 
     /// POSTs `body` to `path` and passes each line of the answer to `each` as it comes,
@@ -132,7 +204,7 @@ impl Client {
     ) -> anyhow::Result<()> {
         let request = self.timeouts.request;
         let answer_timeout = |after| ClientError::Timeout {
-            socket: self.socket.clone(),
+            endpoint: self.endpoint.clone(),
             what: "answer",
             after,
             flag: "--timeout, LBCTL_TIMEOUT",
@@ -211,11 +283,15 @@ impl Client {
             Some(v) => Full::new(Bytes::from(v.to_string())),
             None => Full::new(Bytes::new()),
         };
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header(HOST, "lbd")
-            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_TYPE, "application/json");
+        if let Endpoint::Http { token, .. } = &self.endpoint {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
             .body(body)
             .map_err(|e| self.protocol(e.to_string()))?;
         sender
@@ -226,10 +302,19 @@ impl Client {
 
     /// Connects; a full accept queue (EAGAIN on a unix socket) is retried until the
     /// connect timeout.
-    async fn connect(&self) -> Result<UnixStream, ClientError> {
+    async fn connect(&self) -> Result<Box<dyn Stream>, ClientError> {
         let deadline = Instant::now() + self.timeouts.connect;
         loop {
-            let attempt = tokio::time::timeout_at(deadline, UnixStream::connect(&self.socket));
+            let attempt = tokio::time::timeout_at(deadline, async {
+                match &self.endpoint {
+                    Endpoint::Socket(path) => UnixStream::connect(path)
+                        .await
+                        .map(|s| Box::new(s) as Box<dyn Stream>),
+                    Endpoint::Http { addr, .. } => TcpStream::connect(addr.as_str())
+                        .await
+                        .map(|s| Box::new(s) as Box<dyn Stream>),
+                }
+            });
             let e = match attempt.await {
                 Ok(Ok(stream)) => return Ok(stream),
                 Ok(Err(e)) => e,
@@ -237,9 +322,9 @@ impl Client {
             };
             return Err(match e.kind() {
                 ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
-                    ClientError::NotRunning(self.socket.clone())
+                    ClientError::NotRunning(self.endpoint.clone())
                 }
-                ErrorKind::PermissionDenied => ClientError::PermissionDenied(self.socket.clone()),
+                ErrorKind::PermissionDenied => ClientError::PermissionDenied(self.endpoint.clone()),
                 ErrorKind::WouldBlock => {
                     if Instant::now() + CONNECT_RETRY >= deadline {
                         return Err(self.connect_timeout());
@@ -247,14 +332,14 @@ impl Client {
                     tokio::time::sleep(CONNECT_RETRY).await;
                     continue;
                 }
-                _ => ClientError::Connect(self.socket.clone(), e),
+                _ => ClientError::Connect(self.endpoint.clone(), e),
             });
         }
     }
 
     fn connect_timeout(&self) -> ClientError {
         ClientError::Timeout {
-            socket: self.socket.clone(),
+            endpoint: self.endpoint.clone(),
             what: "accept the connection",
             after: self.timeouts.connect,
             flag: "--connect-timeout, LBCTL_CONNECT_TIMEOUT",
@@ -277,7 +362,7 @@ const CONNECT_RETRY: Duration = Duration::from_millis(50);
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::FromRawFd;
+    use std::{os::fd::FromRawFd, path::Path};
 
     use super::*;
 
@@ -298,7 +383,7 @@ mod tests {
             connect: Duration::from_secs(5),
             request: Duration::from_millis(300),
         };
-        let client = Client::new(&path, timeouts).unwrap();
+        let client = Client::new(&Endpoint::Socket(path.clone()), timeouts).unwrap();
         let e = client.get::<serde_json::Value>("/v1/health").unwrap_err();
         assert!(
             matches!(e, ClientError::Timeout { what: "answer", .. }),
@@ -314,6 +399,44 @@ mod tests {
         );
         drop(held.join().unwrap());
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn endpoints_are_socket_paths_or_http_with_a_token() {
+        assert_eq!(
+            Endpoint::parse("/run/lbd/api.sock", None),
+            Ok(Endpoint::Socket("/run/lbd/api.sock".into()))
+        );
+        assert_eq!(
+            Endpoint::parse("http://10.0.0.2:9100/", Some("t")),
+            Ok(Endpoint::Http {
+                addr: "10.0.0.2:9100".into(),
+                token: "t".into()
+            })
+        );
+        assert_eq!(
+            Endpoint::parse("http://lb-2.example:9100", None),
+            Err(
+                "`http://lb-2.example:9100` needs a token: give lbd's api token file with \
+                 --token-file or LBD_TOKEN_FILE"
+                    .into()
+            )
+        );
+        for bad in [
+            "http://10.0.0.2",
+            "http://:9100",
+            "http://h:99999",
+            "http://h:1/v1",
+            "https://h:1",
+        ] {
+            assert!(Endpoint::parse(bad, Some("t")).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Endpoint::parse("http://h:1", Some("t"))
+                .unwrap()
+                .to_string(),
+            "http://h:1"
+        );
     }
 
     /// A unix socket address for `path`, and its length.
@@ -364,7 +487,7 @@ mod tests {
             connect: Duration::from_millis(300),
             request: Duration::from_secs(30),
         };
-        let client = Client::new(&path, timeouts).unwrap();
+        let client = Client::new(&Endpoint::Socket(path.clone()), timeouts).unwrap();
         let e = client.get::<serde_json::Value>("/v1/health").unwrap_err();
         assert!(
             matches!(

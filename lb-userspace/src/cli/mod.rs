@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod backend;
 pub mod client;
+pub mod compare;
 pub mod completions;
 pub mod config;
 pub mod explain;
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use self::client::{Client, ClientError, Timeouts};
+use self::client::{Client, ClientError, Endpoint, Timeouts};
 use crate::{
     model::config::{duration, DEFAULT_API_SOCKET},
     ops::views::ChangeResult,
@@ -43,6 +44,13 @@ pub struct Cli {
     /// lbd's admin socket (its `api.socket`).
     #[arg(long, global = true, env = "LBD_SOCKET", default_value = DEFAULT_API_SOCKET)]
     pub socket: PathBuf,
+    /// lbd's TCP admin listener instead of the socket (its `api.listen`), as
+    /// http://HOST:PORT; needs --token-file.
+    #[arg(long, global = true, env = "LBD_API", value_name = "URL")]
+    pub api: Option<String>,
+    /// File whose first line is the bearer token for --api (and for http:// nodes).
+    #[arg(long, global = true, env = "LBD_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
     /// Longest wait for a whole request, connecting included (e.g. 30s, 500ms).
     #[arg(long, global = true, env = "LBCTL_TIMEOUT", default_value = "30s", value_parser = duration::parse)]
     pub timeout: std::time::Duration,
@@ -102,13 +110,20 @@ pub enum Command {
 /// What every subcommand gets.
 pub struct Ctx {
     pub output: Output,
-    socket: PathBuf,
+    endpoint: Endpoint,
+    token: Option<String>,
     timeouts: Timeouts,
 }
 
 impl Ctx {
     pub fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.socket, self.timeouts)?)
+        Ok(Client::new(&self.endpoint, self.timeouts)?)
+    }
+
+    /// A client of another node: a socket path or http://HOST:PORT (with --token-file).
+    pub fn client_of(&self, node: &str) -> anyhow::Result<Client> {
+        let endpoint = Endpoint::parse(node, self.token.as_deref()).map_err(anyhow::Error::msg)?;
+        Ok(Client::new(&endpoint, self.timeouts)?)
     }
 
     /// Prints `value` as JSON, or `table()` for people.
@@ -136,9 +151,19 @@ impl Ctx {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let token = cli
+        .token_file
+        .as_deref()
+        .map(client::read_token)
+        .transpose()?;
+    let endpoint = match &cli.api {
+        Some(url) => Endpoint::parse(url, token.as_deref()).map_err(anyhow::Error::msg)?,
+        None => Endpoint::Socket(cli.socket),
+    };
     let ctx = Ctx {
         output: cli.output,
-        socket: cli.socket,
+        endpoint,
+        token,
         timeouts: Timeouts {
             connect: cli.connect_timeout,
             request: cli.timeout,
@@ -169,6 +194,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<ClientError>() {
         Some(ClientError::Timeout { .. }) => EXIT_TIMEOUT,
         Some(ClientError::Api { status: 507, .. }) => EXIT_TABLE_FULL,
+        _ if e.is::<compare::DigestsDiffer>() => compare::EXIT_DIGESTS_DIFFER,
         _ => 1,
     }
 }

@@ -4,7 +4,11 @@ use std::net::Ipv4Addr;
 use clap::Subcommand;
 use hyper::Method;
 
-use super::{segment, table::Table, Ctx};
+use super::{
+    segment,
+    table::{digest, Table},
+    Ctx,
+};
 use crate::{
     model::config::{Policy, ServiceConfig},
     ops::views::{ChangeResult, ServiceSummary},
@@ -30,6 +34,12 @@ pub enum ServiceCmd {
     },
     /// Remove a service and its backends.
     Remove { name: String },
+    /// Several nodes' services side by side by digest (exit 3 when a service's tables
+    /// differ or a node lacks it). NODE: a socket path or http://HOST:PORT (--token-file).
+    Compare {
+        #[arg(required = true, num_args = 2.., value_name = "NODE")]
+        nodes: Vec<String>,
+    },
 }
 
 fn parse_policy(s: &str) -> Result<Policy, String> {
@@ -38,10 +48,10 @@ fn parse_policy(s: &str) -> Result<Policy, String> {
 }
 
 pub fn run(ctx: &Ctx, cmd: ServiceCmd) -> anyhow::Result<()> {
-    let client = ctx.client()?;
+    let client = || ctx.client();
     match cmd {
         ServiceCmd::List => {
-            let list: Vec<ServiceSummary> = client.get("/v1/services")?;
+            let list: Vec<ServiceSummary> = client()?.get("/v1/services")?;
             ctx.print(&list, || {
                 let mut t = Table::new(&[
                     "NAME",
@@ -69,7 +79,7 @@ pub fn run(ctx: &Ctx, cmd: ServiceCmd) -> anyhow::Result<()> {
             });
         }
         ServiceCmd::Show { name } => {
-            let s: ServiceConfig = client.get(&format!("/v1/services/{}", segment(&name)))?;
+            let s: ServiceConfig = client()?.get(&format!("/v1/services/{}", segment(&name)))?;
             ctx.print(&s, || {
                 serde_yaml_ng::to_string(&s).unwrap_or_else(|e| format!("{e}\n"))
             });
@@ -87,11 +97,12 @@ pub fn run(ctx: &Ctx, cmd: ServiceCmd) -> anyhow::Result<()> {
                 "port": port,
                 "policy": policy,
             });
-            let r: ChangeResult = client.send(Method::POST, "/v1/services", Some(&body))?;
+            let r: ChangeResult = client()?.send(Method::POST, "/v1/services", Some(&body))?;
             ctx.print_change(&r, "the service exists as given");
         }
+        ServiceCmd::Compare { nodes } => super::compare::run(ctx, &nodes)?,
         ServiceCmd::Remove { name } => {
-            let r: ChangeResult = client.send(
+            let r: ChangeResult = client()?.send(
                 Method::DELETE,
                 &format!("/v1/services/{}", segment(&name)),
                 None,
@@ -100,12 +111,6 @@ pub fn run(ctx: &Ctx, cmd: ServiceCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A digest as 12 hex digits (its 48 bits; `/metrics` and `-o json` give the same number
-/// in decimal), `-` before the data path is programmed.
-fn digest(value: Option<u64>) -> String {
-    value.map_or_else(|| "-".to_string(), |d| format!("{d:012x}"))
 }
 
 pub fn policy_name(p: Policy) -> String {

@@ -100,6 +100,12 @@ pub fn rate(v: f64) -> String {
     }
 }
 
+/// A digest as 12 hex digits (its 48 bits; `/metrics` and `-o json` give the same number
+/// in decimal), `-` before the data path is programmed.
+pub fn digest(value: Option<u64>) -> String {
+    value.map_or_else(|| "-".to_string(), |d| format!("{d:012x}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ use lb_tests::{
 };
 
 /// Bounds every wait (each ends as soon as what it waits for happens).
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 fn deploy(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -28,7 +28,7 @@ fn deploy(name: &str) -> PathBuf {
 
 /// Starts BIRD in `ns` on the shipped config `name`, logging to stderr (lbd's Daemon
 /// keeps it), its control socket in the lab's run directory.
-fn start_bird(lab: &Lab, ns: &str, name: &str) -> Daemon {
+pub(crate) fn start_bird(lab: &Lab, ns: &str, name: &str) -> Daemon {
     let bird = Path::new("/usr/sbin/bird");
     assert!(
         bird.exists(),
@@ -56,7 +56,7 @@ fn start_bird(lab: &Lab, ns: &str, name: &str) -> Daemon {
 }
 
 /// The router's route to the VIP learned from BIRD, as its next hop.
-fn router_route(lab: &Lab) -> Option<String> {
+pub(crate) fn router_route(lab: &Lab) -> Option<String> {
     let out = netns::ns_ip(
         lab.client_ns(),
         &["-j", "route", "show", &format!("{VIP}/32"), "proto", "bird"],
@@ -70,7 +70,7 @@ fn router_route(lab: &Lab) -> Option<String> {
 }
 
 /// Polls the router until its route is `want`; when it was first seen so.
-fn wait_route(lab: &Lab, want: Option<&str>) -> SystemTime {
+pub(crate) fn wait_route(lab: &Lab, want: Option<&str>) -> SystemTime {
     let deadline = Instant::now() + WAIT;
     loop {
         let now = SystemTime::now();
@@ -83,6 +83,27 @@ fn wait_route(lab: &Lab, want: Option<&str>) -> SystemTime {
             "the router's route to {VIP} is {got:?}, not {want:?}, after {WAIT:?}"
         );
         std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Waits until the router's BFD session with `peer` is up; panics after [`WAIT`].
+pub(crate) fn wait_router_bfd_up(lab: &Lab, peer: &str) {
+    let socket = lab_run_dir(lab).join("upstream-router.conf.ctl");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let bfd = netns::ns_exec(
+            lab.client_ns(),
+            "birdc",
+            &["-s", socket.to_str().unwrap(), "show", "bfd", "sessions"],
+        );
+        if bfd.lines().any(|l| l.contains(peer) && l.contains("Up")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the router's BFD session with {peer} is not up after {WAIT:?}:\n{bfd}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -107,26 +128,7 @@ fn the_router_learns_the_vip_from_bird_and_loses_it_when_lbd_withdraws() {
         millis_between(started, learned)
     );
     // BFD comes up beside the session (the router's view).
-    let socket = lab_run_dir(&lb.lab).join("upstream-router.conf.ctl");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let bfd = netns::ns_exec(
-            lb.lab.client_ns(),
-            "birdc",
-            &["-s", socket.to_str().unwrap(), "show", "bfd", "sessions"],
-        );
-        if bfd
-            .lines()
-            .any(|l| l.contains(&gateway) && l.contains("Up"))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the router's BFD session with the node is not up after {WAIT:?}:\n{bfd}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_router_bfd_up(&lb.lab, &gateway);
 
     // Every backend gone: lbd withdraws, BIRD withdraws, the router's route goes.
     let mark = lb.lbd.log_len();

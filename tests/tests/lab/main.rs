@@ -17,6 +17,7 @@ mod e2e_hitless;
 mod e2e_policies;
 mod explain_lab;
 mod failover;
+mod frr_announce;
 mod health_scale;
 mod lbctl_timeout;
 mod lifecycle;

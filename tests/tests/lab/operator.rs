@@ -502,6 +502,65 @@ fn the_tcp_listener_requires_the_bearer_token() {
     let right = ask(vec![("Authorization", format!("Bearer {token}"))]);
     assert_eq!(right.status, 200, "{}", right.body);
     assert_eq!(right.json()[0]["name"], "web");
+
+    // lbctl over the listener, inside the LB's namespace where it listens.
+    let ns = format!("--net=/run/netns/{}", lb.lab.lb_ns());
+    let in_ns = ["nsenter", ns.as_str()];
+    let url = "http://127.0.0.1:9500";
+    let token_arg = token_file.display().to_string();
+    let ctl = lb.lbctl();
+    let listed = ctl.run_wrapped(
+        &in_ns,
+        &[
+            "--api",
+            url,
+            "--token-file",
+            &token_arg,
+            "-o",
+            "json",
+            "service",
+            "list",
+        ],
+    );
+    assert!(listed.success(), "{listed:?}");
+    let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["name"], "web");
+    // The socket and the listener are one node: its digests agree with themselves.
+    let socket = lb.socket().display().to_string();
+    let compared = ctl.run_wrapped(
+        &in_ns,
+        &[
+            "--token-file",
+            &token_arg,
+            "-o",
+            "json",
+            "service",
+            "compare",
+            &socket,
+            url,
+        ],
+    );
+    assert_eq!(compared.code, Some(0), "{compared:?}");
+    let compared: Value = serde_json::from_str(&compared.stdout).unwrap();
+    assert_eq!(compared[0]["service"], "web");
+    assert_eq!(compared[0]["tables_agree"], true);
+    assert_eq!(compared[0]["nodes"][1]["node"], url);
+    let wrong_file = std::env::temp_dir().join(format!("{}-wrong-token", lb.lab.prefix()));
+    std::fs::write(&wrong_file, "not-the-token\n").unwrap();
+    let refused = ctl.run_wrapped(
+        &in_ns,
+        &[
+            "--api",
+            url,
+            "--token-file",
+            &wrong_file.display().to_string(),
+            "service",
+            "list",
+        ],
+    );
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("wrong bearer token"), "{refused:?}");
+    let _ = std::fs::remove_file(&wrong_file);
     let _ = std::fs::remove_file(&token_file);
 }
 

@@ -29,6 +29,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "bird: the routing daemon of the LB tier's lab tests (deploy/bird/)",
     ),
     (
+        "frr",
+        "zebra, bgpd, bfdd: the FRR variant of the tier's routing (deploy/frr/)",
+    ),
+    (
         "nftables",
         "nft: the DNAT rule the end-to-end benchmark compares with",
     ),

@@ -466,6 +466,7 @@ impl Fleet {
             return false;
         };
         let h = &s.health;
+        let ratio = h.passive_failure_ratio(s.stateless_return);
         let (mut total, mut ejected, mut eligible) = (0, 0, 0);
         for (_, m) in Self::members_of(&self.members, name).filter(|(_, m)| m.retired_at.is_none())
         {
@@ -480,10 +481,7 @@ impl Fleet {
             let Some(m) = self.members.get_mut(at) else {
                 continue;
             };
-            let Some(why) =
-                m.passive
-                    .sample(*signals, h.passive_failure_ratio, h.passive_min_attempts)
-            else {
+            let Some(why) = m.passive.sample(*signals, ratio, h.passive_min_attempts) else {
                 continue;
             };
             if !m.eligible() {

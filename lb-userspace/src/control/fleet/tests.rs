@@ -308,6 +308,28 @@ fn a_passive_ejection_takes_a_backend_out_until_probes_bring_it_back() {
 }
 
 #[test]
+fn a_stateless_return_service_ejects_nothing_on_passive_signals_by_default() {
+    // Each node of a tier sees the answers to only some of its SYNs: signals that eject a
+    // backend of a service one node serves must not eject one of a tier's service.
+    let t0 = Instant::now();
+    let failing = [(0, 0), (30, 10)].map(|(syns, syn_acks)| BackendSignals {
+        syns,
+        syn_acks,
+        resets: 0,
+    });
+    for (stateless, ejects) in [(false, true), (true, false)] {
+        let policy = format!(
+            "    stateless_return: {stateless}\n    health: {{ passive_min_attempts: 10 }}\n"
+        );
+        let mut fleet = Fleet::new(&config_with(&policy, THREE), t0);
+        let ejected = failing.map(|s| fleet.sample_service("web", &[(at(12), s)], t0));
+        assert_eq!(ejected, [false, ejects], "stateless_return: {stateless}");
+        let weight = if ejects { 0.0 } else { 1.0 };
+        assert_eq!(weights(&mut fleet, t0)[1], (12, weight));
+    }
+}
+
+#[test]
 fn reloaded_thresholds_apply_to_running_backends() {
     let t0 = Instant::now();
     let mut fleet = Fleet::new(&config_with("", THREE), t0);

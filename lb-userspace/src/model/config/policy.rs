@@ -36,8 +36,10 @@ pub struct HealthConfig {
     pub unhealthy_threshold: u32,
     /// Share of failed connection attempts (SYNs the backend refused or never answered,
     /// counted by the data path) over the last 10 intervals that ejects a backend before
-    /// the probes notice; 0 turns passive ejection off.
-    pub passive_failure_ratio: f64,
+    /// the probes notice; 0 turns passive ejection off. Unset: see
+    /// [`HealthConfig::passive_failure_ratio`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passive_failure_ratio: Option<f64>,
     /// Connection attempts needed in that window before the ratio is trusted.
     pub passive_min_attempts: u32,
     /// The largest share (percent) of a service's backends that passive signals may hold
@@ -63,7 +65,7 @@ impl Default for HealthConfig {
             timeout: Duration::from_secs(1),
             healthy_threshold: 2,
             unhealthy_threshold: 2,
-            passive_failure_ratio: 0.5,
+            passive_failure_ratio: None,
             passive_min_attempts: 20,
             passive_max_ejection_percent: 10,
             flap_window: 10,
@@ -74,6 +76,20 @@ impl Default for HealthConfig {
 
 impl HealthConfig {
     pub const DEFAULT_PATH: &str = "/";
+    /// `passive_failure_ratio` when unset, on a service that one node serves.
+    pub const DEFAULT_PASSIVE_FAILURE_RATIO: f64 = 0.5;
+
+    /// The passive ejection ratio in force. Unset, it is off (0) for a service with
+    /// `stateless_return`: behind ECMP a backend's answer comes back through whichever
+    /// node the routers pick, so each node sees the SYN-ACKs of only about 1/N of the SYNs
+    /// it forwarded and would take healthy backends for failing ones.
+    pub fn passive_failure_ratio(&self, stateless_return: bool) -> f64 {
+        match self.passive_failure_ratio {
+            Some(ratio) => ratio,
+            None if stateless_return => 0.0,
+            None => Self::DEFAULT_PASSIVE_FAILURE_RATIO,
+        }
+    }
     pub const DEFAULT_STATUS: StatusRange = StatusRange { min: 200, max: 399 };
 
     pub fn path(&self) -> &str {

@@ -376,7 +376,10 @@ fn every_policy_key_has_its_documented_default() {
     assert_eq!(h.interval, Duration::from_secs(2));
     assert_eq!(h.timeout, Duration::from_secs(1));
     assert_eq!((h.healthy_threshold, h.unhealthy_threshold), (2, 2));
-    assert_eq!((h.passive_failure_ratio, h.passive_min_attempts), (0.5, 20));
+    assert_eq!(
+        (h.passive_failure_ratio(false), h.passive_min_attempts),
+        (0.5, 20)
+    );
     assert_eq!(h.passive_max_ejection_percent, 10);
     assert_eq!((h.flap_window, h.flap_flips), (10, 7));
     assert!(s.cross_zone);

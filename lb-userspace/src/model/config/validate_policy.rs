@@ -25,6 +25,7 @@ const MAX_HOST: usize = 255;
 
 pub(super) fn check_policy(c: &mut Collector, at: &str, s: &ServiceConfig) {
     check_health(c, &format!("{at}.health"), &s.health);
+    check_passive_in_a_tier(c, &format!("{at}.health"), s);
     for (zone, weight) in &s.zone_weights {
         let field = format!("{at}.zone_weights.{zone}");
         check_name(c, &field, zone);
@@ -134,7 +135,7 @@ fn check_probe_timing(c: &mut Collector, at: &str, h: &HealthConfig) {
 
 /// Ejection on passive signals (the data path's SYN, SYN-ACK and RST counts).
 fn check_passive(c: &mut Collector, at: &str, h: &HealthConfig) {
-    let ratio = h.passive_failure_ratio;
+    let ratio = h.passive_failure_ratio(false);
     if !(0.0..=1.0).contains(&ratio) {
         c.err(
             format!("{at}.passive_failure_ratio"),
@@ -152,6 +153,22 @@ fn check_passive(c: &mut Collector, at: &str, h: &HealthConfig) {
                 h.passive_max_ejection_percent
             ),
         );
+    }
+}
+
+/// Passive signals need one node to see both a connection's SYN and the backend's answer,
+/// which a service run by several nodes (`stateless_return`) cannot promise.
+fn check_passive_in_a_tier(c: &mut Collector, at: &str, s: &ServiceConfig) {
+    match s.health.passive_failure_ratio {
+        Some(ratio) if s.stateless_return && ratio > 0.0 => c.err(
+            format!("{at}.passive_failure_ratio"),
+            format!(
+                "{ratio} with stateless_return: behind ECMP each node sees the answers to only \
+                 some of the SYNs it forwards, so passive ejection would take healthy backends \
+                 out; set 0 or leave it unset (off for such a service)"
+            ),
+        ),
+        _ => {}
     }
 }
 

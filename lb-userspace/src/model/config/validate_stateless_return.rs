@@ -96,4 +96,38 @@ services:
         parse(&config(true, 9090)).unwrap();
         assert!(!parse(&config(false, 9090)).unwrap().services[0].stateless_return);
     }
+
+    #[test]
+    fn passive_ejection_is_off_unless_set_and_refused_when_set_with_stateless_return() {
+        let tier = parse(&config(true, 9090)).unwrap();
+        let one = parse(&config(false, 9090)).unwrap();
+        let ratio = |c: &crate::model::config::Config| {
+            let s = &c.services[0];
+            s.health.passive_failure_ratio(s.stateless_return)
+        };
+        assert_eq!((ratio(&tier), ratio(&one)), (0.0, 0.5));
+
+        let asked = |value: &str, stateless: bool| {
+            parse(&config(stateless, 9090).replacen(
+                "    backends:",
+                &format!("    health: {{ passive_failure_ratio: {value} }}\n    backends:"),
+                1,
+            ))
+        };
+        let err = asked("0.5", true).unwrap_err();
+        assert_eq!(err.errors.len(), 1, "{err}");
+        assert_eq!(
+            err.errors[0].field,
+            "services[0].health.passive_failure_ratio"
+        );
+        assert!(
+            err.errors[0]
+                .message
+                .starts_with("0.5 with stateless_return"),
+            "{}",
+            err.errors[0].message
+        );
+        assert_eq!(ratio(&asked("0", true).unwrap()), 0.0);
+        assert_eq!(ratio(&asked("0.3", false).unwrap()), 0.3);
+    }
 }

@@ -1,0 +1,174 @@
+//! The shipped FRR config (`deploy/frr/lb-node.conf`) on the same contract as BIRD's:
+//! FRR (zebra, bfdd, bgpd) in the LB namespace exports the VIP /32 lbd holds on `lo` by
+//! `redistribute connected` over BGP with BFD to BIRD in the client namespace (the
+//! upstream router, `deploy/bird/upstream-router.conf`); the router loses the route when
+//! lbd withdraws the VIP and learns it again when lbd announces it. Needs FRR (Debian
+//! `frr`, installed by `cargo xtask setup`).
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use lb_tests::{
+    lbd_log::{first_time, millis_between},
+    netns,
+    scenario::*,
+    Daemon, Lab, LabConfig, RunningLb, VIP,
+};
+
+use crate::bird_announce::{start_bird, wait_route, wait_router_bfd_up, WAIT};
+
+const FRR: &str = "/usr/lib/frr";
+
+/// FRR's run directory: FRR drops to its own user, so it cannot use the lab's root-only
+/// one. Removed on drop.
+struct FrrDir(PathBuf);
+
+impl FrrDir {
+    fn new(lab: &Lab) -> Self {
+        let dir = std::env::temp_dir().join(format!("lb-tests-{}-frr", lab.prefix()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("FRR's directory");
+        netns::run("chown", &["frr:frr", dir.to_str().unwrap()]);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for FrrDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts zebra, bfdd and bgpd in `ns` with empty configs, then loads the shipped
+/// config into them with vtysh, as `vtysh -b` does at boot.
+fn start_frr(ns: &str, dir: &Path) -> Vec<Daemon> {
+    assert!(
+        Path::new(FRR).join("bgpd").exists(),
+        "FRR is not installed (Debian frr): run `cargo xtask setup`"
+    );
+    let empty = dir.join("empty.conf");
+    std::fs::write(&empty, "").unwrap();
+    let d = dir.to_str().unwrap();
+    // zebra first, and its API socket up before the others start: a daemon that finds
+    // no zebra retries only seconds later, and bgpd's BFD registrations go through it.
+    let zserv = dir.join("zserv.api");
+    let daemons: Vec<Daemon> = ["zebra", "bfdd", "bgpd"]
+        .iter()
+        .map(|name| {
+            let pid = dir.join(format!("{name}.pid"));
+            let daemon = Daemon::spawn_in_ns(
+                ns,
+                &Path::new(FRR).join(name),
+                &[
+                    "-f",
+                    empty.to_str().unwrap(),
+                    "-i",
+                    pid.to_str().unwrap(),
+                    "-z",
+                    zserv.to_str().unwrap(),
+                    "--vty_socket",
+                    d,
+                    "-P",
+                    "0",
+                    "--log",
+                    "stdout",
+                ],
+            );
+            let ready = [zserv.clone(), dir.join(format!("{name}.vty"))];
+            let deadline = std::time::Instant::now() + WAIT;
+            while !ready.iter().all(|p| p.exists()) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name} did not open {ready:?} within {WAIT:?}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            daemon
+        })
+        .collect();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/frr/lb-node.conf");
+    // The daemons open their vty sockets a moment after they start.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let load = netns::try_run_timeout(
+            "vtysh",
+            &["--vty_socket", d, "-f", shipped.to_str().unwrap()],
+            Duration::from_secs(10),
+        );
+        match load {
+            Ok(out) if !out.contains('%') => break,
+            other => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "vtysh did not load {} into FRR within {WAIT:?}: {other:?}",
+                    shipped.display()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    daemons
+}
+
+#[test]
+fn the_router_learns_the_vip_from_frr_and_loses_it_when_lbd_withdraws() {
+    let lab = three_zones();
+    let config = format!(
+        "{}announce:\n  vip_ranges: [10.0.0.0/24]\n  hold_up: 0s\n",
+        LabConfig::new(&lab).policy(&[&fast_health()]).yaml()
+    );
+    let mut lb = RunningLb::start(lab, &config);
+    lb.lbd
+        .wait_for_log_after(0, "announced VIP 10.0.0.100", WAIT)
+        .expect("lbd announces the VIP");
+    let dir = FrrDir::new(&lb.lab);
+    let started = SystemTime::now();
+    let _router = start_bird(&lb.lab, lb.lab.client_ns(), "upstream-router.conf");
+    let _frr = start_frr(lb.lab.lb_ns(), &dir.0);
+    let gateway = lb.lab.client_gateway().to_string();
+    let learned = wait_route(&lb.lab, Some(&gateway));
+    println!(
+        "router learned {VIP}/32 via {gateway} from FRR {} ms after the daemons started",
+        millis_between(started, learned)
+    );
+    wait_router_bfd_up(&lb.lab, &gateway);
+    // Nothing but the VIP: the node's own subnets and lo's 127.0.0.1 stay unexported.
+    let learned_all = netns::ns_ip(lb.lab.client_ns(), &["route", "show", "proto", "bird"]);
+    assert_eq!(
+        learned_all.lines().map(str::trim).collect::<Vec<_>>(),
+        [format!(
+            "{VIP} via {gateway} dev {} metric 32",
+            lb.lab.client_iface()
+        )],
+        "{learned_all}"
+    );
+
+    let mark = lb.lbd.log_len();
+    for i in 0..3 {
+        lb.kill_server(i);
+    }
+    lb.lbd
+        .wait_for_log_after(mark, "withdrew VIP 10.0.0.100", WAIT)
+        .expect("lbd withdraws the VIP");
+    let withdrawn = first_time(&lb.lbd.log()[mark..], "withdrew VIP 10.0.0.100").expect("stamped");
+    let gone = wait_route(&lb.lab, None);
+    println!(
+        "router lost the route {} ms after lbd's withdraw (poll every 2 ms)",
+        millis_between(withdrawn, gone)
+    );
+
+    let mark = lb.lbd.log_len();
+    lb.restart_server(0);
+    lb.lbd
+        .wait_for_log_after(mark, "announced VIP 10.0.0.100", WAIT)
+        .expect("lbd announces the VIP again");
+    let announced = first_time(&lb.lbd.log()[mark..], "announced VIP 10.0.0.100").expect("stamped");
+    let back = wait_route(&lb.lab, Some(&gateway));
+    println!(
+        "router learned the route again {} ms after lbd's announce",
+        millis_between(announced, back)
+    );
+}
