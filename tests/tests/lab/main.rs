@@ -8,6 +8,7 @@
 //! One module per subject; run one with `cargo test -p lb-tests --test lab -- failover::`.
 
 mod announce;
+mod announce_lifetime;
 mod bird_announce;
 mod daemon_lifecycle;
 mod drain;
@@ -22,6 +23,7 @@ mod lbctl_timeout;
 mod least_privilege;
 mod lifecycle;
 mod metrics;
+mod node_drain;
 mod operator;
 mod package;
 mod persistence;
