@@ -363,15 +363,25 @@ impl Fleet {
         let totals = match self.totals.get(name) {
             Some(t) => *t,
             None => {
-                let mut t = Totals::default();
-                for (_, m) in Self::members_of(&self.members, name) {
-                    t.add(Totals::of(&policy, &m.counted()));
-                }
+                let t = Self::count_totals(&self.members, name, &policy);
                 self.totals.insert(name.to_string(), t);
                 t
             }
         };
         Some(Basis::of(&policy, &totals))
+    }
+
+    /// Service `name`'s [`Totals`], counted member by member.
+    fn count_totals(
+        members: &BTreeMap<BackendRef, MemberState>,
+        name: &str,
+        policy: &ZonePolicy,
+    ) -> Totals {
+        let mut t = Totals::default();
+        for (_, m) in Self::members_of(members, name) {
+            t.add(Totals::of(policy, &m.counted()));
+        }
+        t
     }
 
     /// Backend `at`'s effective weight under `basis`, its service's (see
@@ -401,11 +411,7 @@ impl Fleet {
                 return false;
             };
             let policy = ZonePolicy::of(s, &self.local_zone);
-            let mut t = Totals::default();
-            for (_, m) in Self::members_of(&self.members, name) {
-                t.add(Totals::of(&policy, &m.counted()));
-            }
-            t == *kept
+            Self::count_totals(&self.members, name, &policy) == *kept
         })
     }
 
