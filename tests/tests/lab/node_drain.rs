@@ -6,89 +6,20 @@
 //! drain survives an lbd restart (kept in the state file: no announce however healthy);
 //! `node undrain` announces again after `hold_up`, and the router learns the route
 //! again. Needs `bird` (Debian `bird2`).
-use std::{
-    path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime},
-};
+use std::time::{Duration, Instant};
 
 use lb_tests::{
     lbd_log::{first_time, millis_between},
-    lbd_metrics, lbd_path, netns,
+    lbd_metrics, lbd_path,
     running_lb::lab_run_dir,
     scenario::*,
-    Daemon, Lab, LabConfig, RunningLb, VIP,
+    LabConfig, RunningLb, VIP,
 };
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::bird_announce::{bird_socket, router_route, start_bird, wait_route, WAIT};
+
 const HOLD_UP: Duration = Duration::from_secs(1);
-
-/// BIRD in `ns` on the shipped config `name`, its socket in the lab's run directory (as
-/// in `bird_announce`).
-fn start_bird(lab: &Lab, ns: &str, name: &str) -> Daemon {
-    let bird = Path::new("/usr/sbin/bird");
-    assert!(
-        bird.exists(),
-        "bird is not installed (Debian bird2): run `cargo xtask setup`"
-    );
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../deploy/bird")
-            .join(name),
-    )
-    .expect("the shipped config reads");
-    let dir = lab_run_dir(lab);
-    let conf = dir.join(name);
-    std::fs::write(&conf, format!("log stderr all;\n{shipped}")).expect("config written");
-    let pid = dir.join(format!("{name}.pid"));
-    Daemon::spawn_in_ns(
-        ns,
-        bird,
-        &[
-            "-f",
-            "-c",
-            conf.to_str().unwrap(),
-            "-s",
-            socket(lab, name).to_str().unwrap(),
-            "-P",
-            pid.to_str().unwrap(),
-        ],
-    )
-}
-
-fn socket(lab: &Lab, name: &str) -> PathBuf {
-    lab_run_dir(lab).join(format!("{name}.ctl"))
-}
-
-/// The router's next hop for the VIP learned from BIRD.
-fn router_route(lab: &Lab) -> Option<String> {
-    let out = netns::ns_ip(
-        lab.client_ns(),
-        &["-j", "route", "show", &format!("{VIP}/32"), "proto", "bird"],
-    );
-    let routes: Value = serde_json::from_str(&out).expect("ip -j prints JSON");
-    routes
-        .as_array()?
-        .first()
-        .and_then(|r| r["gateway"].as_str())
-        .map(str::to_string)
-}
-
-/// Polls the router until its route is `want`; when it was first seen so.
-fn wait_route(lab: &Lab, want: Option<&str>) -> SystemTime {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let now = SystemTime::now();
-        if router_route(lab).as_deref() == want {
-            return now;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the router's route to {VIP} is not {want:?} after {WAIT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
 
 /// `lbctl node status` until `ok` holds of it (bounded); the last status.
 fn wait_status(lb: &RunningLb, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
@@ -120,7 +51,7 @@ fn vip(announced: bool, in_bird: bool, why: &str) -> Value {
 #[test]
 fn node_drain_withdraws_from_bird_persists_across_a_restart_and_undrain_announces_again() {
     let lab = three_zones();
-    let bird_socket = socket(&lab, "lb-node.conf");
+    let bird_socket = bird_socket(&lab, "lb-node.conf");
     let config = format!(
         "{}announce:\n  vip_ranges: [10.0.0.0/24]\n  hold_up: {}ms\n  bird_socket: {}\n",
         LabConfig::new(&lab).policy(&[&fast_health()]).yaml(),
