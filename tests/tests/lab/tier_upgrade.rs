@@ -92,6 +92,11 @@ fn drain_upgrade_undrain_one_node_then_every_node_in_turn_fails_no_connection() 
     let after = tier.new_binary("lbd-after");
     for i in 0..tier.nodes.len() {
         drain_upgrade_undrain(&mut tier, i, &after);
+        println!(
+            "{}",
+            load.figures()
+                .line(&format!("rolling upgrade, up to node {}", i + 1))
+        );
     }
     load.wait_attempts(20, LIMIT);
     let figures = load.stop();
