@@ -16,6 +16,15 @@ use lb_tests::{
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
+/// Packets the data path passed to the kernel because its egress devmap had no entry
+/// for their NIC: already rewritten for the next hop, so the kernel drops them.
+const EGRESS_MISSING: &str =
+    "lb_datapath_packets_total{action=\"pass\",reason=\"pass_egress_not_attached\"}";
+
+/// Node `i`'s count of [`EGRESS_MISSING`] (pinned: it survives restarts).
+fn egress_missing(tier: &RunningTier, i: usize) -> u64 {
+    tier.per_node(EGRESS_MISSING)[i]
+}
 
 /// Drains node `i`, upgrades its lbd to `binary` and undrains it; prints what each step
 /// took.
@@ -34,7 +43,9 @@ fn drain_upgrade_undrain(tier: &mut RunningTier, i: usize, binary: &Path) {
     let since = drained.report["node"]["drained_since"].clone();
     assert!(since.is_u64(), "{:#}", drained.report);
 
+    let missing = egress_missing(tier, i);
     drop(tier.upgrade_lbd(i, binary));
+    let lost = egress_missing(tier, i) - missing;
     // The drain is in the state file: the new lbd keeps the node out.
     let status = tier.node_status(i);
     assert_eq!(status["drained"], true, "{status:#}");
@@ -61,7 +72,7 @@ fn drain_upgrade_undrain(tier: &mut RunningTier, i: usize, binary: &Path) {
         .unwrap_or_else(|| panic!("node {} took no new flow after the undrain", i + 1));
     tier.wait_converged(LIMIT);
     println!(
-        "node {}: upgraded to {}, still drained after the restart (since {since}); undrained: R1 used it again after {} ms, its first new flow after {} ms",
+        "node {}: upgraded to {} (packets lost to an empty egress map meanwhile: {lost}), still drained after the restart (since {since}); undrained: R1 used it again after {} ms, its first new flow after {} ms",
         i + 1,
         binary.display(),
         millis_between(undrained, routed),
