@@ -156,10 +156,11 @@ fn tell_story(tier: &mut RunningTier, stop: &AtomicBool) -> Result<(), String> {
     ));
     let at = SystemTime::now();
     drop(tier.upgrade_lbd(0, &binary));
+    let served = SystemTime::now();
     let status = tier.node_status(0);
     say(&format!(
         "the new lbd served {} ms later; still drained after the restart: {} (since {})",
-        millis_between(at, SystemTime::now()),
+        millis_between(at, served),
         status["drained"],
         status["drained_since"]
     ));
