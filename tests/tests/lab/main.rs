@@ -35,6 +35,8 @@ mod tier_node_hang;
 mod tier_node_loss;
 mod tier_node_restart;
 mod tier_split_health;
+mod tier_table_change;
+mod tier_upgrade;
 mod tokens;
 mod topology;
 mod trace_lab;
