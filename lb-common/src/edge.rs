@@ -192,7 +192,7 @@ impl EdgeCounters {
     }
 }
 
-/// Bit of the edge settings word (`MAP_EDGE_SETTINGS`): packets to a VIP address on a
+/// Bit of the edge settings word (`limits::GLOBAL_UNLISTED_PORTS`): packets to a VIP address on a
 /// port or protocol no service listens on are dropped (else passed to the kernel).
 pub const EDGE_UNLISTED_DROP: u32 = 1 << 0;
 

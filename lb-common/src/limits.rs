@@ -26,9 +26,8 @@ pub const MAP_PROGRAMS: &str = "PROGRAMS";
 pub const PROGRAMS_SLOT_REPLY: u32 = 0;
 /// Slot of [`PROGRAM_EDGE`] in [`MAP_PROGRAMS`].
 pub const PROGRAMS_SLOT_EDGE: u32 = 1;
-/// Slot of [`PROGRAM_XDP`] itself in [`MAP_PROGRAMS`]: `lb_edge` hands an admitted
-/// packet back to be placed.
-pub const PROGRAMS_SLOT_XDP: u32 = 2;
+/// Slot of [`PROGRAM_PLACE`] in [`MAP_PROGRAMS`].
+pub const PROGRAMS_SLOT_PLACE: u32 = 2;
 /// Slots of [`MAP_PROGRAMS`].
 pub const PROGRAMS_SLOTS: u32 = 3;
 pub const MAP_POLICY_TABLE: &str = "POLICY_TABLE";
@@ -64,11 +63,6 @@ pub const MAP_EDGE_COUNTERS: &str = "EDGE_COUNTERS";
 pub const MAP_RATE_BUCKETS: &str = "RATE_BUCKETS";
 /// VIP addresses (wire order) -> 0: what `unlisted_ports` applies to.
 pub const MAP_VIP_ADDRS: &str = "VIP_ADDRS";
-/// One-entry array: the edge settings word (`edge::EDGE_UNLISTED_DROP`).
-pub const MAP_EDGE_SETTINGS: &str = "EDGE_SETTINGS";
-/// One-entry per-CPU array: the tag of the packet `lb_edge` admitted and hands back to
-/// `lb_xdp` (see `lb-ebpf/src/edge.rs`).
-pub const MAP_EDGE_HANDOVER: &str = "EDGE_HANDOVER";
 /// Prefix of the maps that are never pinned (a trace belongs to one `lbd`).
 pub const MAP_TRACE_PREFIX: &str = "TRACE_";
 
@@ -85,6 +79,8 @@ pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
 pub const GLOBAL_RING_SIZE: &str = "LB_RING_SIZE";
 pub const GLOBAL_SYN_CACHE_MASK: &str = "LB_SYN_CACHE_MASK";
 pub const GLOBAL_SERVICE_INDEX_MASK: &str = "LB_SERVICE_INDEX_MASK";
+/// The edge settings word (`edge::EDGE_UNLISTED_DROP`), from `unlisted_ports`.
+pub const GLOBAL_UNLISTED_PORTS: &str = "LB_UNLISTED_PORTS";
 
 /// Slots of the SYN cache for a flow table of `flow_table_size` entries: as many, rounded
 /// up to a power of two (the data path masks a hash), at most 2^17 (1 MiB of 8-byte
@@ -120,6 +116,9 @@ pub const PROGRAM_PASS: &str = "lb_pass";
 /// service with edge rules or limits, and for a packet to a VIP address that no service
 /// listens on when such packets are dropped (see `lb_common::edge`).
 pub const PROGRAM_EDGE: &str = "lb_edge";
+/// Name of the program `lb_edge` tail-calls to place a packet it admitted: `lb_xdp`'s
+/// path without the hand-over.
+pub const PROGRAM_PLACE: &str = "lb_place";
 
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
 /// The most services a config may allow: each service's index slot fits the SYN cache's

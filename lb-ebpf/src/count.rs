@@ -15,6 +15,14 @@ pub fn reason(reason: Reason) {
     }
 }
 
+/// Counts reason slot `slot` (a `Reason` as a number).
+#[inline(always)]
+pub fn reason_slot(slot: u32) {
+    if let Some(c) = REASONS.get_ptr_mut(slot) {
+        unsafe { *c += 1 };
+    }
+}
+
 #[inline(always)]
 pub fn pass(why: Reason) -> u32 {
     reason(why);

@@ -1,10 +1,11 @@
 //! Edge protection (see `lb_common::edge`): the source rules and SYN rate limit of a
 //! protected service's packets without a flow entry, and VIP addresses' unlisted ports.
 //! The checks run in `lb_edge`, which `lb_xdp` tail-calls ([`hand_over`]); a packet they
-//! admit is tail-called back into `lb_xdp` ([`back_to_placement`]), which places it like
-//! any other. A program of its own for a stack of its own: `lb_xdp`'s has no room for the
-//! checks, and a copy of the placement beside them overflows one 512-byte frame (the
-//! build keeps every spill in a slot of its own). Established flows never reach it.
+//! admit is tail-called on to `lb_place` ([`to_placement`]): `lb_xdp`'s own path compiled
+//! without the hand-over, which places it like any other. Programs of their own for
+//! stacks of their own: `lb_xdp`'s frame has no room for the checks (the build keeps
+//! every spill in a slot of its own), and a copy of the placement beside them overflowed
+//! one 512-byte frame. Established flows never reach them.
 use aya_ebpf::{bindings::BPF_ANY, maps::lpm_trie::Key, programs::XdpContext};
 use lb_common::{
     counters::Reason,
@@ -12,21 +13,74 @@ use lb_common::{
         first_take, take_token, EdgeAddr4, EdgeService, RateKey4, Take, EDGE_DENY, EDGE_LOOKUP_LEN,
         EDGE_S_ALLOW_LIST, EDGE_S_RATE_LIMIT, EDGE_S_RULES, EDGE_UNLISTED_DROP,
     },
-    limits::{PROGRAMS_SLOT_EDGE, PROGRAMS_SLOT_XDP},
+    limits::{PROGRAMS_SLOT_EDGE, PROGRAMS_SLOT_PLACE},
     net::{TCP_ACK, TCP_SYN},
 };
 
 use crate::{
     count, lookup,
     maps::{
-        EDGE_COUNTERS, EDGE_HANDOVER, EDGE_RULES, EDGE_RULE_HITS, EDGE_SERVICES, EDGE_SETTINGS,
-        PROGRAMS, RATE_BUCKETS, VIP_ADDRS,
+        unlisted_ports, EDGE_COUNTERS, EDGE_RULES, EDGE_RULE_HITS, EDGE_SERVICES, PROGRAMS,
+        RATE_BUCKETS, VIP_ADDRS,
     },
     packet::Packet,
 };
 
 /// IP protocol number of ICMP, which `unlisted_ports: drop` leaves to the kernel.
 const PROTO_ICMP: u8 = 1;
+
+/// `lb_xdp`'s action word for a packet of a protected service without a flow entry,
+/// to be handed to `lb_edge` (dropped if that fails). XDP actions are 0..=4, so the
+/// hand-overs take the top of the range.
+pub const HAND_OVER_PROTECTED: u32 = u32::MAX;
+/// `lb_xdp`'s action word for a packet to a VIP address no service listens for, to be
+/// handed to `lb_edge`, plus the reason it is passed as if that fails.
+const HAND_OVER_UNLISTED: u32 = 0xffff_ff00;
+
+/// Whether `lb_xdp`'s action word is a hand-over to `lb_edge`.
+#[inline(always)]
+pub fn is_hand_over(action: u32) -> bool {
+    action >= HAND_OVER_UNLISTED
+}
+
+/// `lb_xdp`'s action word for a packet to a maybe-VIP address that no service listens
+/// for, otherwise passed as `why`: handed over to `lb_edge` with `unlisted_ports: drop`
+/// ([`hands_over`]), passed as `why` otherwise ([`hand_over_failed`]).
+#[inline(always)]
+pub fn unlisted_action(why: Reason) -> u32 {
+    HAND_OVER_UNLISTED | UNLISTED_TO_VIP | why as u32
+}
+
+/// `lb_xdp`'s action word for a TCP packet to no VIP:port and no tracked flow: to a
+/// maybe-VIP address, an unlisted port ([`unlisted_action`]); otherwise passed as
+/// `pass_no_service` ([`hand_over_failed`]).
+#[inline(always)]
+pub fn no_service_action(to_vip: bool) -> u32 {
+    HAND_OVER_UNLISTED | (to_vip as u32) << UNLISTED_TO_VIP_SHIFT | Reason::PassNoService as u32
+}
+
+/// The bit of an unlisted action word that says the packet is to a maybe-VIP address.
+const UNLISTED_TO_VIP_SHIFT: u32 = 8;
+const UNLISTED_TO_VIP: u32 = 1 << UNLISTED_TO_VIP_SHIFT;
+
+/// Whether an action word that [`is_hand_over`] goes to `lb_edge` now.
+#[inline(always)]
+pub fn hands_over(action: u32) -> bool {
+    action == HAND_OVER_PROTECTED || (action & UNLISTED_TO_VIP != 0 && drops_unlisted())
+}
+
+/// What a hand-over that did not happen does: `lb_edge` missing from the program array
+/// (each start puts it there), where a protected service takes no unchecked connection;
+/// or an unlisted port's packet with `unlisted_ports: pass`, passed as before.
+#[inline(always)]
+pub fn hand_over_failed(action: u32) -> u32 {
+    if action == HAND_OVER_PROTECTED {
+        return count::drop(Reason::DropEdgeDenied);
+    }
+    let why = action & 0xff;
+    count::reason_slot(why);
+    aya_ebpf::bindings::xdp_action::XDP_PASS
+}
 
 /// Tail-calls `lb_edge` with the packet. Returns only if the call failed (no `lb_edge`
 /// in the program array).
@@ -35,47 +89,18 @@ pub fn hand_over(ctx: &XdpContext) {
     unsafe { PROGRAMS.tail_call(ctx, PROGRAMS_SLOT_EDGE) };
 }
 
-/// A tag of the packet's tuple, never 0 (0: no packet admitted).
+/// Tail-calls `lb_place` with a packet `lb_edge` admitted: `lb_xdp`'s own path, compiled
+/// without the hand-over, places it. Returns only if the call failed.
 #[inline(always)]
-fn tag(pkt: &Packet) -> u32 {
-    (pkt.flow.src_addr ^ ((pkt.flow.src_port as u32) << 16 | pkt.flow.dst_port as u32)) | 1
-}
-
-/// Hands a packet `lb_edge` admitted back to `lb_xdp`, which places it as if it had no
-/// checks to pass ([`admitted`]). Returns only if the call failed.
-#[inline(always)]
-pub fn back_to_placement(ctx: &XdpContext, pkt: &Packet) {
-    // Per CPU: an XDP program runs to completion on its CPU, so the packet that finds
-    // the tag is this one, handed back.
-    if let Some(word) = EDGE_HANDOVER.get_ptr_mut(0) {
-        unsafe { *word = tag(pkt) };
-    }
-    unsafe { PROGRAMS.tail_call(ctx, PROGRAMS_SLOT_XDP) };
-}
-
-/// Whether `lb_edge` admitted this packet and handed it back; consumes the admission.
-/// A tag left unconsumed (the packet found a flow entry on its second pass) can only
-/// admit a later packet of the same tuple once, unchecked: a retransmit of the
-/// connection that was admitted.
-#[inline(always)]
-pub fn admitted(pkt: &Packet) -> bool {
-    let Some(word) = EDGE_HANDOVER.get_ptr_mut(0) else {
-        return false;
-    };
-    if unsafe { *word } != tag(pkt) {
-        return false;
-    }
-    unsafe { *word = 0 };
-    true
+pub fn to_placement(ctx: &XdpContext) {
+    unsafe { PROGRAMS.tail_call(ctx, PROGRAMS_SLOT_PLACE) };
 }
 
 /// Whether packets to a VIP address on a port or protocol no service listens on are
 /// dropped (else passed).
 #[inline(always)]
 pub fn drops_unlisted() -> bool {
-    EDGE_SETTINGS
-        .get(0)
-        .is_some_and(|w| *w & EDGE_UNLISTED_DROP != 0)
+    unlisted_ports() & EDGE_UNLISTED_DROP != 0
 }
 
 /// A packet to `dst` on a port or protocol no service listens on, `why` being what it

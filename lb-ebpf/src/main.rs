@@ -3,7 +3,7 @@
 //! parse -> lookup (service / flow / return flow) -> select -> rewrite -> forward -> count
 //!
 //! Every stage is a file; this one only wires the entry points (`lb_xdp`, the tail-called
-//! `lb_reply` and `lb_edge`, `lb_pass`) and the address prefilter:
+//! `lb_reply`, `lb_edge` and `lb_place`, `lb_pass`) and the address prefilter:
 //!
 //! | stage | file |
 //! | --- | --- |
@@ -58,7 +58,25 @@ use lb_common::{
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    let at = match parse::addresses(&ctx) {
+    let action = route::<false>(&ctx);
+    if !edge::is_hand_over(action) {
+        return action;
+    }
+    // One tail-call site for every packet edge protection may take, decided here, after
+    // `route`, where little is live: each site and each test in `route` costs frame
+    // spills, and its frame has no room left.
+    if edge::hands_over(action) {
+        edge::hand_over(&ctx);
+    }
+    edge::hand_over_failed(action)
+}
+
+/// `lb_xdp`'s work: the action for the packet, or a hand-over to `lb_edge` (see
+/// `edge::is_hand_over`). `EDGE_CHECKED`: `lb_edge` admitted the packet, so nothing is
+/// handed over (`lb_place`).
+#[inline(always)]
+fn route<const EDGE_CHECKED: bool>(ctx: &XdpContext) -> u32 {
+    let at = match parse::addresses(ctx) {
         Ok(at) => at,
         Err(reason) => return count::pass(reason),
     };
@@ -69,40 +87,40 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     if !to_vip && !from_backend {
         return count::pass(Reason::PassNoService);
     }
-    let pkt = match parse::tcp(&ctx, at) {
+    let pkt = match parse::tcp(ctx, at) {
         Ok(pkt) => pkt,
-        Err(reason) => {
-            if to_vip && reason == Reason::PassNotTcp && edge::drops_unlisted() {
-                edge::hand_over(&ctx);
-            }
-            return count::pass(reason);
+        Err(Reason::PassNotTcp) if to_vip && !EDGE_CHECKED => {
+            return edge::unlisted_action(Reason::PassNotTcp)
         }
+        Err(reason) => return count::pass(reason),
     };
     if to_vip {
-        if let Some(action) = to_backend::handle(&ctx, &pkt) {
+        if let Some(action) = to_backend::handle::<EDGE_CHECKED>(ctx, &pkt) {
             return action;
         }
     }
     if from_backend {
         if let Some(nat) = lookup::return_flow_of(&pkt) {
             if !to_client::is_syn_ack(&pkt) {
-                return to_client::handle(&ctx, &pkt, nat);
+                return to_client::handle(ctx, &pkt, nat);
             }
         }
         // Every other reply (a SYN-ACK, which leaves its handshake's proof in the SYN
         // cache; any reply without a return entry) runs as a program of its own: its
         // stack would not fit in this one's 512 bytes (see `lb_reply`).
-        unsafe { maps::PROGRAMS.tail_call(&ctx, PROGRAMS_SLOT_REPLY) };
+        unsafe { maps::PROGRAMS.tail_call(ctx, PROGRAMS_SLOT_REPLY) };
     }
-    if to_vip && edge::drops_unlisted() {
-        edge::hand_over(&ctx);
+    if EDGE_CHECKED {
+        return count::pass(Reason::PassNoService);
     }
-    count::pass(Reason::PassNoService)
+    // Left to `lb_xdp`'s wrapper, without a branch here: a test in this frame overflows
+    // it.
+    edge::no_service_action(to_vip)
 }
 
 /// A packet tail-called by `lb_xdp` for edge protection (see `edge`): one without a flow
 /// entry to a service with source rules or a SYN rate limit, checked and, if admitted,
-/// handed back to `lb_xdp` to be placed; or one to a maybe-VIP address that no service listens for, with
+/// handed on to `lb_place`; or one to a maybe-VIP address that no service listens for, with
 /// `unlisted_ports: drop`. Parsed again, as a tail call keeps only the context.
 #[xdp]
 pub fn lb_edge(ctx: XdpContext) -> u32 {
@@ -122,9 +140,16 @@ pub fn lb_edge(ctx: XdpContext) -> u32 {
     if let Some(why) = edge::admit(&pkt, service.id()) {
         return to_backend::refuse(&pkt, service.id(), why);
     }
-    edge::back_to_placement(&ctx, &pkt);
-    // Only if `lb_xdp` is missing from the program array.
+    edge::to_placement(&ctx);
+    // Only if `lb_place` is missing from the program array.
     to_backend::refuse(&pkt, service.id(), Reason::DropEdgeDenied)
+}
+
+/// A packet `lb_edge` admitted: placed by `lb_xdp`'s own path, compiled without the
+/// hand-over to `lb_edge` (parsed again, as a tail call keeps only the context).
+#[xdp]
+pub fn lb_place(ctx: XdpContext) -> u32 {
+    route::<true>(&ctx)
 }
 
 /// A backend's reply tail-called by `lb_xdp`: a SYN-ACK, or any reply that found no

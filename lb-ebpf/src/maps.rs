@@ -169,14 +169,6 @@ pub static RATE_BUCKETS: LruHashMap<RateKey4, TokenBucket> =
 #[map]
 pub static VIP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(DEFAULT_MAX_SERVICES, 0);
 
-/// The edge settings word (`lb_common::edge::EDGE_UNLISTED_DROP`).
-#[map]
-pub static EDGE_SETTINGS: Array<u32> = Array::with_max_entries(1, 0);
-
-/// What `lb_xdp` tells `lb_edge` about the packet it hands over (see `edge`).
-#[map]
-pub static EDGE_HANDOVER: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
-
 /// Cluster-wide seed of the flow hash; set by the loader.
 #[unsafe(no_mangle)]
 static LB_HASH_SEED: u32 = 0;
@@ -192,6 +184,16 @@ static LB_SYN_CACHE_MASK: u32 = 0;
 /// [`lb_common::service_index::SERVICE_INDEX_PROBES`], read as a value (see
 /// `service_index::find_within`).
 pub static SERVICE_INDEX_PROBES: u32 = service_index::SERVICE_INDEX_PROBES;
+
+/// The edge settings word (`lb_common::edge::EDGE_UNLISTED_DROP`); set by the loader
+/// (`unlisted_ports` takes a restart): a global costs no map lookup in `lb_xdp`.
+#[unsafe(no_mangle)]
+static LB_UNLISTED_PORTS: u32 = 0;
+
+#[inline(always)]
+pub fn unlisted_ports() -> u32 {
+    unsafe { core::ptr::read_volatile(&LB_UNLISTED_PORTS) }
+}
 
 /// Slots of the service index minus one; set by the loader.
 #[unsafe(no_mangle)]

@@ -33,7 +33,7 @@ use crate::{
 /// Handles a packet whose destination may be a VIP. `None`: not to any VIP:port (and no
 /// tracked flow), so not ours.
 #[inline(always)]
-pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
+pub fn handle<const EDGE_CHECKED: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     let (existing, syn_service) = existing_or_syn(pkt)?;
     let ((target, backend, new_flow), decision) = match existing {
         Existing::Hit(target, backend) => {
@@ -45,7 +45,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         }
         miss => {
             let replace = matches!(miss, Existing::Replace);
-            match place_miss(ctx, pkt, syn_service, replace)? {
+            match place_miss::<EDGE_CHECKED>(pkt, syn_service, replace)? {
                 Ok(placed) => placed,
                 Err(action) => return Some(action),
             }
@@ -81,8 +81,7 @@ fn existing_or_syn(pkt: &Packet) -> Option<(Existing, Option<(PackedMeta, u32)>)
 /// A packet without a live flow: checked, then placed by its service. `None`: not to
 /// any VIP:port; `Err`: refused, with the action taken.
 #[inline(always)]
-fn place_miss(
-    ctx: &XdpContext,
+fn place_miss<const EDGE_CHECKED: bool>(
     pkt: &Packet,
     syn_service: Option<(PackedMeta, u32)>,
     replace: bool,
@@ -114,11 +113,9 @@ fn place_miss(
     }
     // A protected service's packet is checked by `lb_edge` first, which hands it back
     // here if it passes.
-    if service.flags() & SERVICE_F_EDGE != 0 && !edge::admitted(pkt) {
-        edge::hand_over(ctx);
-        // Only if `lb_edge` is missing from the program array (each start puts it
-        // there): a protected service takes no unchecked connection.
-        return Some(Err(refuse(pkt, service.id(), Reason::DropEdgeDenied)));
+    if !EDGE_CHECKED && service.flags() & SERVICE_F_EDGE != 0 {
+        // `lb_xdp` hands it to `lb_edge` (one tail-call site for the program).
+        return Some(Err(edge::HAND_OVER_PROTECTED));
     }
     Some(match place(pkt, service, service_at, replace) {
         Some(placed) => Ok(placed),
@@ -248,7 +245,10 @@ fn existing_flow(pkt: &Packet) -> Existing {
         }
     }
     let now = lookup::now_secs();
-    if !is_syn(pkt) && may_be_reused(&target, &backend, now) && opened_by_a_syn(pkt, &target) {
+    if !is_syn(pkt)
+        && may_be_reused(&target, &backend, now)
+        && opened_by_a_syn(&pkt.flow, pkt.ack_seq(), target.service)
+    {
         flow::abandon(entry);
         return Existing::Replace;
     }
@@ -271,19 +271,28 @@ fn may_be_reused(target: &FlowTarget, backend: &Backend, now: u32) -> bool {
 }
 
 /// Whether a SYN of this tuple went through the SYN cache since the entry's connection
-/// was recorded: a hash-placed service's SYN looks up no flow, so a client reusing the
-/// tuple of a recorded flow leaves only its slot; the first later packet that finds
-/// the slot is the new connection's, and its entry replaces the old one if it
-/// acknowledges the SYN-ACK that passed (see `handshake_backend`). The proof is not
-/// checked here, where the program's stack has no room left for it: a spoofed SYN and
-/// ACK of the tuple of such an entry (closed, idle or on a backend taking no new flows)
-/// close it, and its client's packets then go to the SYN's backend unrecorded.
-#[inline(always)]
-fn opened_by_a_syn(pkt: &Packet, target: &FlowTarget) -> bool {
-    syn_cache::slot_of_flow(&pkt.flow)
-        .and_then(|s| s.backend())
-        .and_then(backend_by_id)
-        .is_some_and(|b| b.service == target.service)
+/// was recorded, and this packet proves its client saw that SYN's SYN-ACK: a hash-placed
+/// service's SYN looks up no flow, so a client reusing the tuple of a recorded flow
+/// leaves only its slot; the first later packet that finds the slot and acknowledges the
+/// SYN-ACK that passed (see `lb_common::syn_cache::syn_ack_proof`) is the new
+/// connection's, and its entry replaces the old one (see `handshake_backend`). A packet
+/// that finds the slot but proves nothing is counted as an unproven ACK and follows the
+/// entry: so a spoofed SYN and ACK of the tuple of an entry that may be reused (closed,
+/// idle, or on a backend taking no new flows) leave it, and its client, where they were.
+/// A BPF function of its own (`inline(never)`), so that its locals take a frame of its own
+/// rather than room in the client path's, which has none left within the 512 bytes.
+#[inline(never)]
+fn opened_by_a_syn(flow: &FlowKey, ack: u32, service: u32) -> bool {
+    let Some((id, proven)) = syn_cache::slot_of_flow(flow).and_then(|s| s.acked(ack)) else {
+        return false;
+    };
+    if !backend_by_id(id).is_some_and(|b| b.service == service) {
+        return false;
+    }
+    if !proven {
+        count::unproven_ack(service, id);
+    }
+    proven
 }
 
 #[inline(always)]
@@ -325,9 +334,8 @@ fn stateless_syn(
 /// records the flow on that backend, even if the table changed since the SYN. If not, it
 /// is counted (for the service and the SYN's backend) and forwarded to that backend
 /// recording nothing, like a packet without a slot: to the SYN's backend rather than by
-/// the table, so that a client whose entry a spoofed SYN and ACK of its tuple made look
-/// replaced (see `opened_by_a_syn`) still reaches it, as a client that saw an older
-/// SYN-ACK than the last (see `lb_common::syn_cache`) reaches its handshake.
+/// the table, so that a client that saw an older SYN-ACK than the last (see
+/// `lb_common::syn_cache`) reaches its handshake.
 #[inline(always)]
 fn handshake_backend(pkt: &Packet, service: PackedMeta) -> Option<(u32, Backend, bool)> {
     if service.flags() & SERVICE_F_STATELESS_SYN == 0 {

@@ -26,6 +26,9 @@
 //!   BPF_PROG_TEST_RUN in a namespace, the exchanges packet tests make through it (a
 //!   counted run, SYN then ACK, a backend's answer, a handshake), crafted frames.
 //! * [`scenario`]: fast health settings and the bounds the fault tests assert.
+//! * [`tier`]: [`tier::RunningTier`] — clients, router R1, several LB nodes (each
+//!   `lbd` + BIRD) by ECMP, router R2, backends; and the load of the tier tests.
+//! * [`rehash_tc`]: the routers' tc program that makes ECMP hash the 5-tuple.
 //! * [`bench`]: the parts of `cargo xtask bench` (per packet, flow-table fill,
 //!   control plane, end to end), run by the `lb-bench` binary.
 //! * [`process`]: [`Daemon`] — a process started inside a namespace with
@@ -49,8 +52,10 @@ pub mod packet_exchange;
 pub mod packet_rig;
 pub mod peer_xdp;
 pub mod process;
+pub mod rehash_tc;
 pub mod running_lb;
 pub mod scenario;
+pub mod tier;
 pub mod topology;
 
 pub use backend_server::BackendServer;

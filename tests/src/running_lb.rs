@@ -125,7 +125,7 @@ impl<'a> LabConfig<'a> {
 const LBD_START: Duration = Duration::from_secs(90);
 
 /// Where labs' lbd instances pin their data paths.
-const PIN_ROOT: &str = "/sys/fs/bpf/lb-tests";
+pub const PIN_ROOT: &str = "/sys/fs/bpf/lb-tests";
 
 /// Where a lab's lbd pins its data path: one directory per lab, so labs run in parallel.
 pub fn pin_dir(lab: &Lab) -> PathBuf {
@@ -133,14 +133,16 @@ pub fn pin_dir(lab: &Lab) -> PathBuf {
 }
 
 /// Removes pinned data paths left by labs that no longer exist (a test process that was
-/// killed never ran its cleanup); a live lab's namespace `{prefix}lb` still exists.
+/// killed never ran its cleanup); a live lab's namespace `{prefix}lb` still exists, and a
+/// live tier node's namespace has the name of its pin directory (see `tier`).
 pub fn sweep_stale_pins() {
     let Ok(entries) = fs::read_dir(PIN_ROOT) else {
         return;
     };
     for entry in entries.flatten() {
         let prefix = entry.file_name().to_string_lossy().into_owned();
-        if !crate::netns::netns_path(&format!("{prefix}lb")).exists() {
+        let live = |ns: &str| crate::netns::netns_path(ns).exists();
+        if entry.path().is_dir() && !live(&format!("{prefix}lb")) && !live(&prefix) {
             let _ = PinDir::new(entry.path()).remove_all();
         }
     }

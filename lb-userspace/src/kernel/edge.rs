@@ -24,7 +24,6 @@ pub struct EdgeMaps {
     pub counters: PerCpuArray<MapData, EdgeCounters>,
     pub buckets: HashMap<MapData, RateKey4, TokenBucket>,
     pub vips: HashMap<MapData, u32, u32>,
-    pub settings: Array<MapData, u32>,
 }
 
 fn trie_key(key: &EdgeRuleKey) -> Key<EdgeAddr4> {
@@ -104,9 +103,7 @@ impl KernelDataplane {
         for vip in wanted.iter().filter(|v| !vips.contains(v)) {
             m.vips.insert(vip, 0, 0).context("writing a VIP address")?;
         }
-        m.settings
-            .set(0, tables.settings, 0)
-            .context("writing the edge settings")
+        Ok(())
     }
 
     /// See [`crate::dataplane::Dataplane::limited_sources`]: one walk of the buckets.

@@ -10,7 +10,7 @@ use aya::{
 };
 use lb_common::{
     backend::BACKEND_F_PRESENT,
-    edge::EDGE_RULES_PER_SERVICE,
+    edge::{EDGE_RULES_PER_SERVICE, EDGE_UNLISTED_DROP},
     limits::*,
     service::POLICY_TABLE_SLOTS,
     service_index::{service_index_slots, ServiceSlot},
@@ -23,7 +23,7 @@ use crate::{
     kernel::mmap_array::MmapArray,
     kernel::pins::{self, PinDir},
     kernel::service_index::ServiceIndex,
-    model::config::Config,
+    model::config::{Config, UnlistedPorts},
 };
 
 pub(super) fn take_mmap(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<MmapArray> {
@@ -99,8 +99,8 @@ fn pin_paths(
         .collect())
 }
 
-/// Verifies and loads lb_xdp, lb_reply and lb_edge, puts them where the programs
-/// tail-call them (lb_edge hands admitted packets back to lb_xdp), and stamps the layout version on maps created now (adopted ones carry theirs).
+/// Verifies and loads lb_xdp, lb_reply, lb_edge and lb_place, puts the last three where
+/// the programs tail-call them, and stamps the layout version on maps created now (adopted ones carry theirs).
 fn load_programs(ebpf: &mut Ebpf, adopted: bool) -> anyhow::Result<ProgramArray<MapData>> {
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_XDP)
@@ -119,10 +119,12 @@ fn load_programs(ebpf: &mut Ebpf, adopted: bool) -> anyhow::Result<ProgramArray<
         .try_into()?;
     edge.load().context("verifying and loading lb_edge")?;
     let edge_fd = edge.fd()?.try_clone().context("lb_edge's fd")?;
-    let xdp_fd = <&Xdp>::try_from(ebpf.program(PROGRAM_XDP).context("lb_xdp")?)?
-        .fd()?
-        .try_clone()
-        .context("lb_xdp's fd")?;
+    let place: &mut Xdp = ebpf
+        .program_mut(PROGRAM_PLACE)
+        .context("the XDP object has no program lb_place")?
+        .try_into()?;
+    place.load().context("verifying and loading lb_place")?;
+    let place_fd = place.fd()?.try_clone().context("lb_place's fd")?;
     let mut programs: ProgramArray<MapData> = take(ebpf, MAP_PROGRAMS)?;
     programs
         .set(PROGRAMS_SLOT_REPLY, &reply_fd, 0)
@@ -131,8 +133,8 @@ fn load_programs(ebpf: &mut Ebpf, adopted: bool) -> anyhow::Result<ProgramArray<
         .set(PROGRAMS_SLOT_EDGE, &edge_fd, 0)
         .context("putting lb_edge in the program array")?;
     programs
-        .set(PROGRAMS_SLOT_XDP, &xdp_fd, 0)
-        .context("putting lb_xdp in the program array")?;
+        .set(PROGRAMS_SLOT_PLACE, &place_fd, 0)
+        .context("putting lb_place in the program array")?;
     let mut layout: Array<MapData, u32> = take(ebpf, MAP_LAYOUT)?;
     if !adopted {
         layout
@@ -153,13 +155,18 @@ impl KernelDataplane {
         let sizes = map_sizes(config)?;
         let syn_cache_mask = syn_cache_sets(limits.flow_table_size) - 1;
         let service_index_mask = service_index_slots(limits.max_services) - 1;
+        let unlisted_ports = match config.unlisted_ports {
+            UnlistedPorts::Drop => EDGE_UNLISTED_DROP,
+            UnlistedPorts::Pass => 0,
+        };
         let object = ebpf_object::object()?;
         let mut loader = EbpfLoader::new();
         loader
             .override_global(GLOBAL_HASH_SEED, &config.cluster.hash_seed, true)
             .override_global(GLOBAL_RING_SIZE, &config.cluster.ring_size, true)
             .override_global(GLOBAL_SYN_CACHE_MASK, &syn_cache_mask, true)
-            .override_global(GLOBAL_SERVICE_INDEX_MASK, &service_index_mask, true);
+            .override_global(GLOBAL_SERVICE_INDEX_MASK, &service_index_mask, true)
+            .override_global(GLOBAL_UNLISTED_PORTS, &unlisted_ports, true);
         for &(name, size) in &sizes {
             loader.map_max_entries(name, size);
         }
@@ -216,7 +223,6 @@ impl KernelDataplane {
                 counters: take(&mut ebpf, MAP_EDGE_COUNTERS)?,
                 buckets: take(&mut ebpf, MAP_RATE_BUCKETS)?,
                 vips: take(&mut ebpf, MAP_VIP_ADDRS)?,
-                settings: take(&mut ebpf, MAP_EDGE_SETTINGS)?,
             },
             trace: Some(TraceMaps::take(&mut ebpf)?),
             programs,

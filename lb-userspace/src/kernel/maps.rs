@@ -118,10 +118,7 @@ impl Dataplane for KernelDataplane {
         self.read_limited_sources(limit)
     }
 
-    fn set_reverse_map(
-        &mut self,
-        entries: &BTreeMap<ReverseKey, ReverseTarget>,
-    ) -> anyhow::Result<()> {
+    fn set_reverse_map(&mut self, entries: &BTreeMap<ReverseKey, ReverseTarget>) -> WriteResult {
         self.write_reverse_map(entries)
     }
 

@@ -1,6 +1,6 @@
 //! The edge protection tables (see `lb_common::edge`) a config asks for: each protected
-//! service's rules as trie entries with a hit counter each, its rate limit, the VIP
-//! addresses and the settings word. Pure, so the controller only diffs and writes.
+//! service's rules as trie entries with a hit counter each, its rate limit, and the VIP
+//! addresses (`unlisted_ports` is a global set at load, see `crate::kernel`). Pure, so the controller only diffs and writes.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
@@ -8,13 +8,10 @@ use std::{
 
 use lb_common::edge::{
     EdgeRule, EdgeService, EDGE_ALLOW, EDGE_DENY, EDGE_RULES_PER_SERVICE, EDGE_S_ALLOW_LIST,
-    EDGE_S_RATE_LIMIT, EDGE_S_RULES, EDGE_UNLISTED_DROP,
+    EDGE_S_RATE_LIMIT, EDGE_S_RULES,
 };
 
-use super::{
-    config::{Config, UnlistedPorts},
-    plan::Plan,
-};
+use super::{config::Config, plan::Plan};
 
 /// A rule's place in the trie: its service's id and source prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,8 +36,6 @@ pub struct EdgeTables {
     pub services: BTreeMap<u32, EdgeService>,
     /// Every VIP address, for `unlisted_ports`.
     pub vips: BTreeSet<Ipv4Addr>,
-    /// `lb_common::edge::EDGE_UNLISTED_DROP` or 0.
-    pub settings: u32,
 }
 
 /// The tables `config` asks for with the ids of `plan`. A rule keeps the hit counter it
@@ -52,13 +47,7 @@ pub fn edge_tables(
     plan: &Plan,
     previous: &BTreeMap<EdgeRuleKey, EdgeRule>,
 ) -> EdgeTables {
-    let mut tables = EdgeTables {
-        settings: match config.unlisted_ports {
-            UnlistedPorts::Drop => EDGE_UNLISTED_DROP,
-            UnlistedPorts::Pass => 0,
-        },
-        ..EdgeTables::default()
-    };
+    let mut tables = EdgeTables::default();
     let ids: BTreeMap<&str, u32> = plan
         .services
         .iter()
@@ -248,7 +237,6 @@ mod tests {
             )])
         );
         assert!(t.rules.is_empty());
-        assert_eq!(t.settings, 0);
         assert_eq!(t.vips.len(), 2);
     }
 }

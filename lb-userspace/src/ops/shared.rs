@@ -88,6 +88,8 @@ pub struct SharedRuntime<D> {
     persist_failures: AtomicU64,
     /// Changes refused because a data-path table was full.
     refused_table_full: AtomicU64,
+    /// The VIPs as lbd's loop last published them (see `shared_node`).
+    vips: Mutex<Vec<crate::ops::node_view::VipView>>,
 }
 
 struct Inner<D> {
@@ -101,7 +103,8 @@ struct Inner<D> {
 impl<D: Dataplane> SharedRuntime<D> {
     /// Takes over a started runtime.
     pub fn new(runtime: Runtime<D>) -> Self {
-        let store = Store::new(&runtime.config().state_file);
+        let store = Store::new(&runtime.config().state_file)
+            .with_drained_since(runtime.config().announce.drained_since);
         Self {
             inner: Mutex::new(Inner {
                 runtime,
@@ -114,6 +117,7 @@ impl<D: Dataplane> SharedRuntime<D> {
             changed: tokio::sync::Notify::new(),
             persist_failures: AtomicU64::new(0),
             refused_table_full: AtomicU64::new(0),
+            vips: Mutex::new(Vec::new()),
         }
     }
 
@@ -315,7 +319,7 @@ impl<D: Dataplane> SharedRuntime<D> {
         ops: Option<&[journal::Op]>,
     ) -> Result<Undo, StateFileError> {
         if store.path() != next.state_file {
-            *store = Store::new(&next.state_file);
+            *store = Store::new(&next.state_file).with_drained_since(next.announce.drained_since);
         }
         store.persist(&next.services, ops).inspect_err(|e| {
             self.persist_failures.fetch_add(1, Ordering::Relaxed);
@@ -491,3 +495,6 @@ fn health_of<D: Dataplane>(runtime: &Runtime<D>, service: &str, at: &BackendAddr
 #[cfg(test)]
 #[path = "shared_tests.rs"]
 mod tests;
+
+#[path = "shared_node.rs"]
+mod node;

@@ -5,7 +5,11 @@
 //!
 //! `--story` runs the demonstration instead (see `story.rs`): six backends over three
 //! zones, background traffic, and an operator story told with `lbctl`.
+//!
+//! `--nodes N` runs the tier lab instead (see `tier.rs`): N LB nodes behind ECMP routers,
+//! with its own story under `--story`.
 mod story;
+mod tier;
 mod traffic;
 
 use std::{
@@ -20,18 +24,20 @@ use lb_tests::{
 struct Args {
     keep: bool,
     story: bool,
+    nodes: Option<usize>,
     one_nic: bool,
     connections: usize,
     weights: Vec<u32>,
     policy: String,
 }
 
-const USAGE: &str = "usage: lb-lab [--keep] [--story] [--one-nic] [--connections N] [--weights W1,W2,W3] [--policy maglev|round_robin|least_conn|source_hash]";
+const USAGE: &str = "usage: lb-lab [--keep] [--story] [--nodes N] [--one-nic] [--connections N] [--weights W1,W2,W3] [--policy maglev|round_robin|least_conn|source_hash]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         keep: false,
         story: false,
+        nodes: None,
         one_nic: false,
         connections: 300,
         weights: vec![1, 1, 1],
@@ -43,6 +49,16 @@ fn parse_args() -> Result<Args, String> {
             "--keep" => args.keep = true,
             "--story" => args.story = true,
             "--one-nic" => args.one_nic = true,
+            "--nodes" => {
+                let v = it.next().ok_or("--nodes needs a number")?;
+                let max = lb_tests::tier::topology::MAX_NODES;
+                args.nodes = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| (2..=max).contains(n))
+                        .ok_or(format!("--nodes {v}: expected 2..={max}"))?,
+                );
+            }
             "--connections" => {
                 let v = it.next().ok_or("--connections needs a number")?;
                 args.connections = v
@@ -92,6 +108,17 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    if let Some(nodes) = args.nodes {
+        if args.one_nic || args.policy != "maglev" || args.weights != [1, 1, 1] {
+            eprintln!("--nodes runs the tier lab: one Maglev service, equal weights, two NICs per node\n{USAGE}");
+            std::process::exit(2);
+        }
+        if let Err(e) = tier::run(nodes, args.story, args.keep, args.connections, &STOP) {
+            eprintln!("lab: {e}");
+            std::process::exit(1);
+        }
+        return;
     }
     if args.story {
         if let Err(e) = story::run(args.keep, &STOP) {

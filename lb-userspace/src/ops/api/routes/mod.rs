@@ -3,6 +3,7 @@ pub mod backends;
 pub mod explain;
 pub mod filter;
 pub mod info;
+pub mod node;
 pub mod services;
 pub mod zones;
 
