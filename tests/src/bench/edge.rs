@@ -1,8 +1,8 @@
 //! Per-packet cost of edge protection (docs/edge-protection.md), measured like
 //! [`super::packet`] (BPF_PROG_TEST_RUN single-run calls beside the pass-everything
 //! floor, every call's action checked): a SYN dropped by a deny rule, by the rate limit
-//! and by the allow list; a SYN admitted by both checks (which `lb_edge` hands back to
-//! `lb_xdp`); and the same established flow's pure ACK on a service without and with
+//! and by the allow list; a SYN admitted by both checks (which `lb_edge` hands on to
+//! `lb_place`, `lb_xdp`'s path); and the same established flow's pure ACK on a service without and with
 //! rules and a limit, side by side.
 use std::net::Ipv4Addr;
 
@@ -200,7 +200,7 @@ pub fn run(opts: &Options) -> Value {
     table.note(
         "a dropped SYN: lb_xdp's parse and service lookup, the tail call to lb_edge, its \
          parse, one trie lookup (and a bucket lookup for the limit); an admitted one is \
-         handed back to lb_xdp and placed",
+         handed on to lb_place (lb_xdp's path) and placed",
     );
     table.print();
     json!({ "rounds": opts.rounds, "calls_per_round": opts.calls, "paths": paths })
