@@ -2,8 +2,8 @@
 //! [`super::packet`] (BPF_PROG_TEST_RUN single-run calls beside the pass-everything
 //! floor, every call's action checked): a SYN dropped by a deny rule, by the rate limit
 //! and by the allow list; a SYN admitted by both checks (which `lb_edge` hands on to
-//! `lb_place`, `lb_xdp`'s path); and the same established flow's pure ACK on a service without and with
-//! rules and a limit, side by side.
+//! `lb_place`, `lb_xdp`'s path); and the same established flow's pure ACK on a service
+//! without and with rules and a limit, side by side.
 use std::net::Ipv4Addr;
 
 use aya::programs::Xdp;
