@@ -1,9 +1,11 @@
 //! The reply path (`lb_reply`, tail-called by `lb_xdp` for a backend's reply that finds
-//! no flow entry) outlives `lbd` like the rest of the data path: the kernel empties a
-//! program array once no process and no pin holds it, so its array is pinned, and the
-//! next `lbd` puts its own program there.
+//! no flow entry) and edge protection (`lb_edge`, `lb_place`) outlive `lbd` like the
+//! rest of the data path: the kernel empties a program array once no process and no pin
+//! holds it, so its array is pinned, and the next `lbd` puts its own programs there.
 use aya::maps::{Map, MapData, ProgramArray};
-use lb_common::limits::{MAP_PROGRAMS, PROGRAMS_SLOT_REPLY};
+use lb_common::limits::{
+    MAP_PROGRAMS, PROGRAMS_SLOT_EDGE, PROGRAMS_SLOT_PLACE, PROGRAMS_SLOT_REPLY,
+};
 use lb_tests::{lab_config, running_lb::pin_dir, scenario::three_zones, RunningLb};
 use lb_userspace::kernel::pins::PinDir;
 
@@ -15,18 +17,20 @@ fn reply_programs(lb: &RunningLb) -> Vec<u32> {
     array.indices().map(|i| i.unwrap()).collect()
 }
 
+const SLOTS: [u32; 3] = [PROGRAMS_SLOT_REPLY, PROGRAMS_SLOT_EDGE, PROGRAMS_SLOT_PLACE];
+
 #[test]
 fn the_reply_path_stays_in_place_while_lbd_is_stopped() {
     let lab = three_zones();
     let config = lab_config(&lab, &[1, 1, 1]);
     let mut lb = RunningLb::start(lab, &config);
-    assert_eq!(reply_programs(&lb), vec![PROGRAMS_SLOT_REPLY]);
+    assert_eq!(reply_programs(&lb), SLOTS);
     lb.stop_lbd();
     assert_eq!(
         reply_programs(&lb),
-        vec![PROGRAMS_SLOT_REPLY],
-        "lb_reply is still in its slot with no lbd running"
+        SLOTS,
+        "lb_reply, lb_edge and lb_place are still in their slots with no lbd running"
     );
     lb.restart_lbd();
-    assert_eq!(reply_programs(&lb), vec![PROGRAMS_SLOT_REPLY]);
+    assert_eq!(reply_programs(&lb), SLOTS);
 }
