@@ -46,6 +46,8 @@ fn drain_upgrade_undrain(tier: &mut RunningTier, i: usize, binary: &Path) {
     let missing = egress_missing(tier, i);
     drop(tier.upgrade_lbd(i, binary));
     let lost = egress_missing(tier, i) - missing;
+    // The new lbd's reply path takes over only once its egress map is filled.
+    assert_eq!(lost, 0, "node {}: packets lost in the restart", i + 1);
     // The drain is in the state file: the new lbd keeps the node out.
     let status = tier.node_status(i);
     assert_eq!(status["drained"], true, "{status:#}");
