@@ -19,7 +19,7 @@ use lb_tests::{
     backend_server::BackendServer,
     client::burst,
     running_lb::{BACKEND_PORT, VIP, VIP_PORT},
-    tier::{topology::CLIENT_ADDR, RunningTier, TierLoad},
+    tier::{topology::CLIENT_ADDR, RunningTier},
 };
 use serde_json::Value;
 
@@ -69,15 +69,7 @@ fn add_a_backend_under_load(nodes: usize, churn: Option<usize>) {
         ADDED_PORT,
         "b4",
     ));
-    let load = TierLoad::start(
-        &tier.lab.client(),
-        VIP,
-        VIP_PORT,
-        30,
-        20,
-        Duration::from_secs(150),
-    );
-    load.wait_attempts(20, LIMIT);
+    let load = tier.start_load(Duration::from_secs(150));
     let label = match churn {
         Some(n) => {
             let b = burst(
