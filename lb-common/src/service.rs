@@ -62,6 +62,11 @@ pub const SERVICE_F_NAT: u32 = 1 << 0;
 /// the client's next packet finds the same backend and records the flow then; the SYN
 /// leaves only a SYN-cache slot for its SYN-ACK (see [`crate::syn_cache`]).
 pub const SERVICE_F_STATELESS_SYN: u32 = 1 << 1;
+/// With [`SERVICE_F_STATELESS_SYN`], for a service several nodes serve behind ECMP
+/// (`stateless_return`): the client's ACK that completes a handshake records the flow even
+/// if this node did not see the SYN-ACK (which ECMP sends back through another node N-1
+/// times in N), so that a later table change does not move the connection.
+pub const SERVICE_F_RECORD_UNPROVEN: u32 = 1 << 2;
 
 /// Ring entry meaning "no backend can take this flow": the packet is dropped.
 pub const NO_BACKEND: u32 = u32::MAX;

@@ -9,7 +9,7 @@ use lb_common::{
         FLOW_REUSE_IDLE_SECS,
     },
     net::{is_martian, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    service::SERVICE_F_STATELESS_SYN,
+    service::{SERVICE_F_RECORD_UNPROVEN, SERVICE_F_STATELESS_SYN},
     service_index::PackedMeta,
     trace::{
         TRACE_DECISION_FLOW_HIT, TRACE_DECISION_NEW_FLOW, TRACE_DECISION_REFUSED,
@@ -320,7 +320,8 @@ fn stateless_syn(
 /// is counted (for the service and the SYN's backend) and forwarded to that backend
 /// recording nothing, like a packet without a slot: to the SYN's backend rather than by
 /// the table, so that a client that saw an older SYN-ACK than the last (see
-/// `lb_common::syn_cache`) reaches its handshake.
+/// `lb_common::syn_cache`) reaches its handshake; a service of a tier
+/// (`SERVICE_F_RECORD_UNPROVEN`) records the flow then too.
 #[inline(always)]
 fn handshake_backend(pkt: &Packet, service: PackedMeta) -> Option<(u32, Backend, bool)> {
     if service.flags() & SERVICE_F_STATELESS_SYN == 0 {
@@ -330,7 +331,9 @@ fn handshake_backend(pkt: &Packet, service: PackedMeta) -> Option<(u32, Backend,
         Acked::Proven(id) => (id, true),
         Acked::Unproven(id) => {
             count::unproven_ack(service.id(), id);
-            (id, false)
+            // In a tier the SYN-ACK usually came back through another node: record the
+            // flow all the same (see `SERVICE_F_RECORD_UNPROVEN`).
+            (id, service.flags() & SERVICE_F_RECORD_UNPROVEN != 0)
         }
         Acked::NoSlot => return None,
     };

@@ -8,6 +8,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use lb_common::{
     counters::{Reason, TrafficCounters},
+    flow::FLOW_F_ESTABLISHED,
     reverse::{ReverseKey, ReverseTarget},
 };
 use lb_tests::{
@@ -240,4 +241,42 @@ fn a_restarting_lbd_takes_over_the_reply_path_only_once_its_egress_map_is_filled
         assert_eq!(r.output, as_from_vip(&data, c0_mac).bytes());
         next.detach_all();
     });
+}
+
+/// A service run by several nodes (`stateless_return`) records the flow on the client's
+/// ACK even though this node saw no SYN-ACK (ECMP sent it back through another node),
+/// counting the ACK as unproven all the same: otherwise most of a tier's connections
+/// would hold no entry, and the next table change would move them.
+#[test]
+fn in_a_tier_the_ack_records_the_flow_without_the_syn_ack() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(STATELESS, |c| {
+        let web = service_id(c, "web");
+        let dp = c.dataplane();
+        let syn = client_syn(47_500);
+        let backend = to_backend(dp, c0, &syn);
+        let id = backend_id(c, "web", backend);
+        assert_eq!(to_backend(dp, c0, &ack_of(&syn)), backend);
+        assert_eq!(
+            (dp.flows.keys().count(), dp.return_flows.keys().count()),
+            (1, 1)
+        );
+        let entry = dp.flows.get(&syn.flow_key(), 0).unwrap();
+        assert_eq!(entry.backend, id);
+        assert_ne!(entry.state & FLOW_F_ESTABLISHED, 0);
+        let s = dp.service_counters(web).unwrap();
+        assert_eq!(
+            (s.unproven_acks, s.new_flows, s.stateless_forwards),
+            (1, 1, 0)
+        );
+        assert_eq!(dp.active_flows(id).unwrap(), 1);
+    });
+}
+
+/// Sends `frame` from the client; it must be redirected. Returns the backend it went to.
+fn to_backend(dp: &KernelDataplane, c0: u32, frame: &Frame) -> Ipv4Addr {
+    let r = run_once(dp.program(), c0, &frame.bytes());
+    assert_eq!(r.action, XDP_REDIRECT, "{frame:?}");
+    lb_tests::frame::dst_ip(&r.output)
 }
