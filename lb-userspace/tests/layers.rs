@@ -30,6 +30,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "ops::views",
             "ops::explain::view",
             "ops::trace::view",
+            "ops::events::view",
         ],
     ),
 ];

@@ -2,6 +2,7 @@
 //! the admin API and its views, `explain`, counters and rates, `/metrics`, lbd's
 //! listeners and the packet trace's route.
 pub mod api;
+pub mod events;
 pub mod explain;
 pub mod fd_budget;
 pub mod listeners;

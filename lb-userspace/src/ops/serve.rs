@@ -11,6 +11,7 @@ use crate::{
     kernel::trace::Tracer,
     model::config::Config,
     ops::api::{self, listen},
+    ops::events,
     ops::listeners::{self, stats::ListenerStats},
     ops::metrics::{self, Metrics},
     ops::shared::{DataPath, Shared},
@@ -35,7 +36,10 @@ pub async fn start<D: DataPath>(
     tracer: Option<Arc<Tracer>>,
 ) -> anyhow::Result<Servers> {
     let (stop, stopped) = watch::channel(false);
-    let mut router = api::router(runtime.clone());
+    let mut router = api::router(runtime.clone()).merge(events::route::router(
+        runtime.events().clone(),
+        stopped.clone(),
+    ));
     if let Some(tracer) = &tracer {
         router = router.merge(trace::route::router(
             runtime.clone(),

@@ -33,6 +33,7 @@ use crate::{
     },
     model::plan::BackendRef,
     model::table_digest::{self, DigestCache, ServiceDigest},
+    ops::events::EventLog,
     ops::stats::{self, Sampler, Snapshot},
     ops::views::{ChangeResult, HealthView, StatsView},
 };
@@ -88,6 +89,8 @@ pub struct SharedRuntime<D> {
     persist_failures: AtomicU64,
     /// Changes refused because a data-path table was full.
     refused_table_full: AtomicU64,
+    /// Lifecycle events, published under the runtime's lock so they stay in order.
+    events: Arc<EventLog>,
 }
 
 struct Inner<D> {
@@ -114,7 +117,19 @@ impl<D: Dataplane> SharedRuntime<D> {
             changed: tokio::sync::Notify::new(),
             persist_failures: AtomicU64::new(0),
             refused_table_full: AtomicU64::new(0),
+            events: Arc::new(EventLog::default()),
         }
+    }
+
+    /// The lifecycle events (`GET /v1/events`, the event hook).
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.events
+    }
+
+    /// Publishes what the runtime noted; called under the lock after anything that may
+    /// have changed the fleet.
+    fn publish(&self, inner: &mut Inner<D>) {
+        self.events.publish(inner.runtime.take_events());
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<D>> {
@@ -143,7 +158,10 @@ impl<D: Dataplane> SharedRuntime<D> {
 
     /// Runs `f` on the runtime, under the lock (lbd's loop: probes, timers, ...).
     pub fn with<T>(&self, f: impl FnOnce(&mut Runtime<D>) -> T) -> T {
-        f(&mut self.lock().runtime)
+        let mut inner = self.lock();
+        let out = f(&mut inner.runtime);
+        self.publish(&mut inner);
+        out
     }
 
     /// Resolves after a change was applied since the last call.
@@ -219,11 +237,14 @@ impl<D: Dataplane> SharedRuntime<D> {
             {
                 error!("restoring the data path after a failed apply: {undo:#}");
             }
+            // What the edit and its undo noted did not happen.
+            inner.runtime.take_events();
             return Err(self.refused(e));
         }
         for c in &changes {
             info!("desired state: {c}");
         }
+        self.publish(inner);
         self.changed.notify_one();
         Ok(ChangeResult {
             changes,
@@ -283,11 +304,14 @@ impl<D: Dataplane> SharedRuntime<D> {
             if let Err(undo) = inner.runtime.reload(previous, Instant::now()) {
                 error!("restoring the data path after a failed apply: {undo:#}");
             }
+            // What the change and its undo noted did not happen.
+            inner.runtime.take_events();
             return Err(self.refused(e));
         }
         for c in &changes {
             info!("desired state: {c}");
         }
+        self.publish(&mut inner);
         self.changed.notify_one();
         Ok(ChangeResult {
             changes,
@@ -347,6 +371,7 @@ impl<D: Dataplane> SharedRuntime<D> {
         for c in &changes {
             info!("reloaded: {c}");
         }
+        self.publish(&mut inner);
         self.changed.notify_one();
         Ok((
             ChangeResult {
@@ -365,9 +390,10 @@ impl<D: Dataplane> SharedRuntime<D> {
         outcome: &Outcome,
         latency: Duration,
     ) -> anyhow::Result<ApplySummary> {
-        self.lock()
-            .runtime
-            .on_probe(at, outcome, latency, Instant::now())
+        let mut inner = self.lock();
+        let applied = inner.runtime.on_probe(at, outcome, latency, Instant::now());
+        self.publish(&mut inner);
+        applied
     }
 
     /// Takes the periodic counter sample that per-second rates are measured against.

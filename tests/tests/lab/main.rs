@@ -14,6 +14,7 @@ mod drain;
 mod e2e;
 mod e2e_hitless;
 mod e2e_policies;
+mod events_lab;
 mod explain_lab;
 mod failover;
 mod frr_announce;

@@ -22,6 +22,7 @@ use crate::{
         record::ProbeRecord,
     },
     model::config::{duration, BackendConfig, BackendState, Config, HealthConfig, ServiceConfig},
+    model::events::{self, Event, EventKind},
     model::plan::{BackendRef, Overlay},
     model::weights::{self, Member, Mode, ZonePolicy},
 };
@@ -42,6 +43,8 @@ struct MemberState {
     retired_at: Option<Instant>,
     /// The flows of a draining backend were purged after its delay.
     purged: bool,
+    /// This drain's [`EventKind::BackendDrained`] was noted (it is noted once per drain).
+    drain_reported: bool,
     /// Took new flows at the last refresh (to see it start serving again).
     serving: bool,
     ramp_since: Option<Instant>,
@@ -92,6 +95,7 @@ impl MemberState {
             draining_since: (b.state == BackendState::Draining).then_some(now),
             retired_at: None,
             purged: false,
+            drain_reported: false,
             serving: false,
             ramp_since: None,
             passive: Window::default(),
@@ -106,12 +110,28 @@ impl MemberState {
 }
 
 /// A backend gone from the config: its flows may continue for the deregistration delay.
-fn retire(at: &BackendRef, m: &mut MemberState, s: &ServiceConfig, now: Instant) {
+fn retire(
+    at: &BackendRef,
+    m: &mut MemberState,
+    s: &ServiceConfig,
+    now: Instant,
+    events: &mut Vec<Event>,
+) {
     if m.retired_at.is_none() {
-        info!(
-            "backend {at}: removed from the config; its flows may continue for {}",
+        let detail = format!(
+            "removed from the config; its flows may continue for {}",
             duration::format(s.deregistration_delay)
         );
+        info!("backend {at}: {detail}");
+        // Already draining: its drain goes on, and its drained event is not repeated.
+        if !m.draining() {
+            events.push(Event::backend(
+                EventKind::BackendDraining,
+                at,
+                &m.zone,
+                detail,
+            ));
+        }
         m.retired_at = Some(now);
     }
 }
@@ -124,6 +144,7 @@ fn update(
     s: &ServiceConfig,
     b: &BackendConfig,
     now: Instant,
+    events: &mut Vec<Event>,
 ) {
     m.zone.clone_from(&b.zone);
     m.weight = b.weight;
@@ -139,14 +160,23 @@ fn update(
                 info!("backend {at}: active again");
             }
             m.purged = false;
+            m.drain_reported = false;
         }
         BackendState::Draining if returning || m.state != BackendState::Draining => {
-            info!(
-                "backend {at}: draining (no new flows; existing flows may continue for {})",
+            let detail = format!(
+                "draining (no new flows; existing flows may continue for {})",
                 duration::format(s.deregistration_delay)
             );
+            info!("backend {at}: {detail}");
+            events.push(Event::backend(
+                EventKind::BackendDraining,
+                at,
+                &b.zone,
+                detail,
+            ));
             m.draining_since = Some(now);
             m.purged = false;
+            m.drain_reported = false;
         }
         BackendState::Draining => {}
     }
@@ -180,6 +210,8 @@ pub struct Fleet {
     /// kept as members come, go and are refreshed, so that refreshing one backend does
     /// not count its whole service.
     serving: BTreeMap<String, usize>,
+    /// Lifecycle events noted since the last [`Fleet::take_events`], in order.
+    events: Vec<Event>,
 }
 
 /// Passive ejections of one service since lbd started (for `/metrics`).
@@ -218,16 +250,7 @@ fn log_probe(
     let after = m.verdict();
     let window = h.flap_window;
     if before != after {
-        let why = match (flap, outcome) {
-            (FlapChange::Held { flips }, _) => format!(
-                "flapping: {flips} flips between passing and failing in the last {window} probes; held until {window} in a row pass"
-            ),
-            (FlapChange::Released, _) => {
-                format!("flapping stopped: {window} consecutive probes passed")
-            }
-            (FlapChange::Nothing, Ok(())) => "consecutive successful probes".to_string(),
-            (FlapChange::Nothing, Err(failure)) => failure.to_string(),
-        };
+        let why = transition_reason(flap, outcome, window);
         if after == Health::Healthy {
             info!("backend {at}: {before} -> {after} ({why})");
         } else {
@@ -252,6 +275,20 @@ fn log_probe(
             let threshold = h.unhealthy_threshold;
             info!("backend {at}: probe failed ({failure}), 1 of {threshold} toward unhealthy");
         }
+    }
+}
+
+/// Why one probe result changed a backend's verdict, in words.
+fn transition_reason(flap: FlapChange, outcome: &Outcome, window: u8) -> String {
+    match (flap, outcome) {
+        (FlapChange::Held { flips }, _) => format!(
+            "flapping: {flips} flips between passing and failing in the last {window} probes; held until {window} in a row pass"
+        ),
+        (FlapChange::Released, _) => {
+            format!("flapping stopped: {window} consecutive probes passed")
+        }
+        (FlapChange::Nothing, Ok(())) => "consecutive successful probes".to_string(),
+        (FlapChange::Nothing, Err(failure)) => failure.to_string(),
     }
 }
 
@@ -284,6 +321,9 @@ impl Fleet {
         self.serving
             .retain(|name, _| config.services.iter().any(|s| &s.name == name));
         for s in &config.services {
+            if let Some(before) = old.get(&s.name) {
+                self.note_zone_changes(before.drained_zones.clone(), s);
+            }
             self.reconfigure_one(s, !old.contains_key(&s.name), now);
         }
     }
@@ -294,6 +334,9 @@ impl Fleet {
     pub fn reconfigure_service(&mut self, config: &Config, name: &str, now: Instant) {
         if let Some(s) = config.services.iter().find(|s| s.name == name) {
             let new_service = !self.services.contains_key(name);
+            if let Some(before) = self.services.get(name) {
+                self.note_zone_changes(before.drained_zones.clone(), s);
+            }
             self.reconfigure_one(s, new_service, now);
         }
     }
@@ -338,10 +381,16 @@ impl Fleet {
             }
             None => {
                 if let Some(m) = self.members.get_mut(at) {
-                    retire(at, m, s, now);
+                    retire(at, m, s, now, &mut self.events);
                 }
             }
         }
+    }
+
+    /// Notes the zones service `s` drains or undrains, against `before`.
+    fn note_zone_changes(&mut self, before: Vec<String>, s: &ServiceConfig) {
+        let changes = events::zone_changes(&s.name, &before, &s.drained_zones);
+        self.events.extend(changes);
     }
 
     fn reconfigure_one(&mut self, s: &ServiceConfig, new_service: bool, now: Instant) {
@@ -355,7 +404,7 @@ impl Fleet {
             .take_while(|(at, _)| at.service == s.name);
         for (at, m) in ours {
             if !configured.contains(at) {
-                retire(at, m, s, now);
+                retire(at, m, s, now, &mut self.events);
             }
         }
         self.services.insert(s.name.clone(), s.clone());
@@ -371,7 +420,7 @@ impl Fleet {
     ) -> BackendRef {
         let at = backend_ref(s, b.address, b.port);
         match self.members.get_mut(&at) {
-            Some(m) => update(&at, m, s, b, now),
+            Some(m) => update(&at, m, s, b, now, &mut self.events),
             None => {
                 let m = MemberState::new(s, b, new_service, now);
                 if !new_service {
@@ -421,6 +470,14 @@ impl Fleet {
             m.passive_ejected = false;
         }
         log_probe(at, m, before, flap, change, outcome, h);
+        if before != after {
+            let kind = match after {
+                Health::Healthy => EventKind::BackendHealthy,
+                Health::Unhealthy | Health::Unknown => EventKind::BackendUnhealthy,
+            };
+            let why = transition_reason(flap, outcome, h.flap_window);
+            self.events.push(Event::backend(kind, at, &m.zone, why));
+        }
         serving_before != m.healthy()
     }
 
@@ -514,8 +571,53 @@ impl Fleet {
             eligible -= 1;
             any = true;
             warn!("backend {at}: {from} -> unhealthy (passive: {why})");
+            if from != Health::Unhealthy {
+                self.events.push(Event::backend(
+                    EventKind::BackendUnhealthy,
+                    at,
+                    &m.zone,
+                    format!("passive: {why}"),
+                ));
+            }
         }
         any
+    }
+
+    /// The lifecycle events noted since the last call, in order.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Notes an event the fleet cannot see alone (one that needs the data path's
+    /// counts, such as a removed backend's deregistration).
+    pub fn note(&mut self, event: Event) {
+        self.events.push(event);
+    }
+
+    /// Draining or removed backends whose [`EventKind::BackendDrained`] is still to
+    /// come, with their zone: the caller looks at their active flows.
+    pub fn drains_pending(&self) -> Vec<(BackendRef, String)> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.draining() && !m.drain_reported)
+            .map(|(at, m)| (at.clone(), m.zone.clone()))
+            .collect()
+    }
+
+    /// Notes that draining backend `at` has no flow left (once per drain: a later call
+    /// for the same drain notes nothing). True when noted.
+    pub fn report_drained(&mut self, at: &BackendRef, detail: String) -> bool {
+        let Some(m) = self.members.get_mut(at) else {
+            return false;
+        };
+        if !m.draining() || m.drain_reported {
+            return false;
+        }
+        m.drain_reported = true;
+        info!("backend {at}: drained: {detail}");
+        let event = Event::backend(EventKind::BackendDrained, at, &m.zone, detail);
+        self.events.push(event);
+        true
     }
 
     /// Passive ejections and refusals per service since lbd started.
@@ -695,6 +797,19 @@ impl Fleet {
         for at in removed {
             if let Some(m) = self.members.remove(&at) {
                 self.count_serving(&at.service, m.serving, false);
+                let waited = self
+                    .services
+                    .get(&at.service)
+                    .map_or(Duration::ZERO, |s| s.deregistration_delay);
+                let mut detail = format!(
+                    "deregistration delay of {} passed; its slot is freed",
+                    duration::format(waited)
+                );
+                if !m.drain_reported {
+                    detail.push_str("; flows still open are purged");
+                }
+                let event = Event::backend(EventKind::BackendDeregistered, &at, &m.zone, detail);
+                self.events.push(event);
             }
             due.push(Purge::Removed(at));
         }

@@ -8,6 +8,7 @@ mod flow_timeouts;
 mod model;
 mod policy;
 mod reload;
+mod scaling;
 mod validate;
 mod validate_policy;
 mod validate_stateless_return;
@@ -21,6 +22,7 @@ pub use flow_timeouts::*;
 pub use model::*;
 pub use policy::*;
 pub use reload::check_reloadable;
+pub use scaling::{ScalingConfig, MAX_SCALING_BACKENDS};
 pub use validate::{validate, validate_scoped, Scope};
 
 /// Parses and validates a config file.

@@ -203,6 +203,9 @@ pub struct ServiceConfig {
     /// address:port of such a service may serve no other service.
     #[serde(default)]
     pub stateless_return: bool,
+    /// Target tracking: the desired backend count exported for an autoscaler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<super::ScalingConfig>,
 }
 
 impl ServiceConfig {

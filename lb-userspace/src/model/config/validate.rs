@@ -281,6 +281,12 @@ fn check_service(c: &mut Collector, config: &Config, at: &str, s: &ServiceConfig
     }
     check_counts(c, config, at, s);
     super::validate_policy::check_policy(c, at, s);
+    if let Some(scaling) = &s.scaling {
+        for (field, message) in scaling.problems() {
+            let sep = if field.is_empty() { "" } else { "." };
+            c.err(format!("{at}.scaling{sep}{field}"), message);
+        }
+    }
 }
 
 /// How many backends a service may have.
