@@ -7,6 +7,7 @@ pub mod explain;
 pub mod fd_budget;
 pub mod listeners;
 pub mod metrics;
+pub mod scaling;
 pub mod serve;
 pub mod shared;
 pub mod stats;

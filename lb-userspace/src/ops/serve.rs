@@ -48,6 +48,10 @@ pub async fn start<D: DataPath>(
         ));
     }
     let mut tasks = Vec::new();
+    if let Some(hook) = &config.events.hook {
+        let log = runtime.events();
+        tasks.push(events::hook::start(hook.clone(), log, stopped.clone()));
+    }
 
     let mut all_stats = Vec::new();
     let mut listener_stats = |name: &'static str, cap: u32| {

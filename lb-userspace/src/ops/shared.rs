@@ -34,6 +34,7 @@ use crate::{
     model::plan::BackendRef,
     model::table_digest::{self, DigestCache, ServiceDigest},
     ops::events::EventLog,
+    ops::scaling::{Scaling, ScalingView},
     ops::stats::{self, Sampler, Snapshot},
     ops::views::{ChangeResult, HealthView, StatsView},
 };
@@ -99,6 +100,8 @@ struct Inner<D> {
     store: Store,
     /// Table digests, recomputed only for services whose tables changed.
     digests: DigestCache,
+    /// The scaling signals, taken with each periodic sample.
+    scaling: Scaling,
 }
 
 impl<D: Dataplane> SharedRuntime<D> {
@@ -111,6 +114,7 @@ impl<D: Dataplane> SharedRuntime<D> {
                 sampler: Sampler::default(),
                 store,
                 digests: DigestCache::default(),
+                scaling: Scaling::default(),
             }),
             started: Instant::now(),
             ready: AtomicBool::new(false),
@@ -408,8 +412,18 @@ impl<D: Dataplane> SharedRuntime<D> {
                 log::warn!("{line}");
             }
         }
+        let inner = &mut *inner;
+        let (config, fleet) = (inner.runtime.config(), inner.runtime.fleet());
+        let previous = inner.sampler.latest().0;
+        let at = snapshot.at;
+        inner.scaling.update(config, fleet, &snapshot, previous, at);
         inner.sampler.push(snapshot);
         Ok(())
+    }
+
+    /// Each service's scaling signals at the last periodic sample.
+    pub fn scaling(&self) -> Vec<ScalingView> {
+        self.lock().scaling.views().to_vec()
     }
 
     /// Fresh counters, with rates against the last periodic sample.

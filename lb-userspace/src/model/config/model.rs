@@ -46,8 +46,15 @@ pub struct Config {
     /// Which VIPs lbd announces to the routers (by holding their /32 on `lo`), and when.
     #[serde(default)]
     pub announce: AnnounceConfig,
+    /// What lbd does with its lifecycle events besides streaming them (a hook).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub events: super::EventsConfig,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 fn default_state_file() -> PathBuf {

@@ -48,6 +48,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     check_api(&mut c, config);
     super::announce::check_announce(&mut c, &config.announce);
+    super::events::check_events(&mut c, &config.events);
     check_services(&mut c, config);
     super::validate_stateless_return::check_stateless_return(&mut c, config);
     if c.0.is_empty() {

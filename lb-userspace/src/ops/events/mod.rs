@@ -2,12 +2,16 @@
 //! [`KEPT`] kept for `GET /v1/events`, and broadcast to followers (the API's streams and
 //! the event hook) through a bounded channel. Publishing never waits: a follower that
 //! falls [`KEPT`] events behind loses them and is told so (see [`route`]).
+pub mod hook;
 pub mod route;
 pub mod view;
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -24,6 +28,10 @@ pub type Published = Arc<EventLine>;
 pub struct EventLog {
     kept: Mutex<Kept>,
     tx: broadcast::Sender<Published>,
+    /// Followers cut off for falling behind.
+    cut: AtomicU64,
+    /// What became of the events given to the hook.
+    hook: Arc<hook::HookCounts>,
 }
 
 #[derive(Default)]
@@ -40,6 +48,8 @@ impl Default for EventLog {
                 lines: VecDeque::new(),
             }),
             tx: broadcast::channel(KEPT).0,
+            cut: AtomicU64::new(0),
+            hook: Arc::default(),
         }
     }
 }
@@ -99,6 +109,21 @@ impl EventLog {
     /// Events published since lbd started.
     pub fn published(&self) -> u64 {
         self.lock().next_seq - 1
+    }
+
+    /// Counts a follower cut off for falling behind.
+    pub fn count_cut(&self) {
+        self.cut.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Followers cut off for falling behind since lbd started.
+    pub fn followers_cut(&self) -> u64 {
+        self.cut.load(Ordering::Relaxed)
+    }
+
+    /// What became of the events given to the hook.
+    pub fn hook_counts(&self) -> &Arc<hook::HookCounts> {
+        &self.hook
     }
 
     /// A receiver of every event published from now on (the hook's).

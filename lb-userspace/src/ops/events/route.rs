@@ -77,6 +77,8 @@ pub fn router(log: Arc<EventLog>, stopped: watch::Receiver<bool>) -> Router {
 
 /// What the stream still has to write.
 struct Follow {
+    /// For counting a cut-off follower.
+    log: Arc<EventLog>,
     past: std::vec::IntoIter<Published>,
     rx: Option<broadcast::Receiver<Published>>,
     stopped: watch::Receiver<bool>,
@@ -99,6 +101,7 @@ async fn events(State(state): State<EventsState>, Query(q): Query<EventsQuery>) 
     let since = q.since.unwrap_or(0);
     let (past, rx) = state.log.follow(since);
     let follow = Follow {
+        log: state.log.clone(),
         past: past.into_iter(),
         rx: how_long.is_some().then_some(rx),
         stopped: state.stopped,
@@ -147,6 +150,7 @@ async fn next_line(f: &mut Follow) -> Option<String> {
             Err(broadcast::error::RecvError::Lagged(lost)) => {
                 f.rx = None;
                 log::warn!("an events follower fell {lost} events behind and was cut off");
+                f.log.count_cut();
                 return Some(cut_off_line(lost, f.last));
             }
             Err(broadcast::error::RecvError::Closed) => return None,
@@ -201,6 +205,7 @@ mod tests {
         let (past, rx) = log.follow(0);
         let (_stop, stopped) = watch::channel(false);
         let mut f = Follow {
+            log: log.clone(),
             past: past.into_iter(),
             rx: Some(rx),
             stopped,
@@ -219,5 +224,6 @@ mod tests {
         assert_eq!(value["lost"], 3);
         assert_eq!(value["resume_since"], 1);
         assert_eq!(next_line(&mut f).await, None, "the answer ends");
+        assert_eq!(log.followers_cut(), 1);
     }
 }
