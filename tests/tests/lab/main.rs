@@ -9,6 +9,7 @@
 
 mod announce;
 mod bird_announce;
+mod bootstrap_lab;
 mod daemon_lifecycle;
 mod drain;
 mod e2e;
