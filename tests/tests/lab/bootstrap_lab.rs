@@ -86,6 +86,27 @@ fn run_script(lb: &RunningLb, token: &Path, i: usize, verb: &str) -> Daemon {
     )
 }
 
+/// `deploy/autoscale/lb-autoscale.sh --once` in lbd's namespace; what it printed.
+fn autoscale_once(lb: &RunningLb, command: Option<&str>) -> String {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/autoscale/lb-autoscale.sh");
+    let mut env = vec![("LB_METRICS_URL", "http://127.0.0.1:9464/metrics")];
+    if let Some(command) = command {
+        env.push(("LB_SCALE_COMMAND", command));
+    }
+    let mut run = Daemon::spawn_in_ns_with_env(
+        lb.lab.lb_ns(),
+        Path::new("/bin/sh"),
+        &[script.to_str().unwrap(), "--once"],
+        &env,
+    );
+    let status = run
+        .wait_exit(WAIT)
+        .expect("lb-autoscale --once ends within 30 s");
+    assert!(status.success(), "lb-autoscale failed:\n{}", run.log());
+    run.log()
+}
+
 fn hold_on(lb: &RunningLb, backend: &str) -> HeldConn {
     for _ in 0..100 {
         let conn = hold_via(lb.lab.client_ns(), VIP, VIP_PORT, PER_CONN).unwrap();
@@ -162,6 +183,16 @@ fn a_backend_registers_itself_takes_traffic_and_on_stop_drains_before_it_is_remo
     let mut held = hold_on(&lb, "b3");
     // One active flow at a target of 1 per backend, no cooldown: one backend wanted.
     wait_sample(&lb, "lb_service_desired_backends{service=\"web\"}", 1.0);
+    // The example autoscaler reads the same: it would go from 3 to 1, and with a
+    // command it runs it.
+    assert_eq!(
+        autoscale_once(&lb, None),
+        "web: desired 1, healthy 3: would scale to 1 (set LB_SCALE_COMMAND to act)\n"
+    );
+    assert_eq!(
+        autoscale_once(&lb, Some("echo scaled")),
+        "web: desired 1, healthy 3: running echo scaled web 1\nscaled web 1\n"
+    );
 
     let mut deregister = run_script(&lb, &token.0, 2, "deregister");
     let deadline = Instant::now() + WAIT;
