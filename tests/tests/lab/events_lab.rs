@@ -17,6 +17,11 @@ const PER_CONN: Duration = Duration::from_secs(5);
 const WAIT: Duration = Duration::from_secs(30);
 
 fn start() -> RunningLb {
+    start_with("")
+}
+
+/// lbd with `top` (top-level config keys) added.
+fn start_with(top: &str) -> RunningLb {
     let lab = three_zones();
     let health = fast_health();
     // Longer than the test: the held connection is never purged while it runs, so
@@ -24,9 +29,19 @@ fn start() -> RunningLb {
     let config = LabConfig::new(&lab)
         .policy(&[&health, "deregistration_delay: 300s"])
         .yaml();
+    let config = config.replacen("services:\n", &format!("{top}services:\n"), 1);
     let mut lb = RunningLb::start(lab, &config);
     lb.wait_healthy(0, &[0, 1, 2], WAIT);
     lb
+}
+
+/// A file the event hook appends to; removed on drop.
+struct HookOutput(std::path::PathBuf);
+
+impl Drop for HookOutput {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn hold_on(lb: &RunningLb, backend: &str) -> HeldConn {
@@ -68,7 +83,16 @@ fn unix_ms() -> u64 {
 
 #[test]
 fn a_drain_completes_once_and_only_after_its_last_connection_closed() {
-    let lb = start();
+    let out = HookOutput(std::env::temp_dir().join(format!(
+        "lb-events-hook-{}-{}",
+        std::process::id(),
+        unix_ms()
+    )));
+    let hook = format!(
+        "events:\n  hook: {{ command: [/bin/sh, -c, 'cat >> {}'], timeout: 5s }}\n",
+        out.0.display()
+    );
+    let lb = start_with(&hook);
     let mut held = hold_on(&lb, "b2");
     let b2 = format!("{}:8080", lb.lab.backend_addr(1));
     lb.lbctl().ok(&["backend", "drain", "web", &b2]);
@@ -114,6 +138,16 @@ fn a_drain_completes_once_and_only_after_its_last_connection_closed() {
         1,
         "{later:#?}"
     );
+    // The hook ran once for every event, with the line the API gives (it had 2 s).
+    let hooked: Vec<serde_json::Value> = std::fs::read_to_string(&out.0)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let mut by_seq = hooked;
+    by_seq.sort_by_key(|e| e["seq"].as_u64());
+    assert_eq!(by_seq, later, "the hook's input against the API's events");
+    println!("lbctl events:\n{}", lb.lbctl().ok(&["events"]));
     println!(
         "drain complete {} ms after the held connection closed (event {})",
         at - closed_at,

@@ -21,6 +21,7 @@
 //! | `GET /v1/explain?client=A:P&vip=V:P` | which backend a new and an existing connection of that tuple take, and why |
 //! | `POST /v1/services/{service}/trace` | body `{"sample": N, "duration": "30s"}`: the service's packets, one JSON line each, while the trace lasts (see `crate::kernel::trace`) |
 //! | `POST /v1/apply[?dry_run=true]` | declarative: body `{"services": [...]}` or a whole config |
+//! | `GET /v1/events[?since=SEQ][&service=S][&follow=1]` | lifecycle events, one JSON line each (route in `crate::ops::events::route`) |
 pub mod body;
 #[cfg(test)]
 mod body_props;
