@@ -59,10 +59,11 @@ api() {
         echo 000
 }
 
-# The last event number lbd has kept for the service (0 for none).
+# The last event number lbd has kept for the service (0 for none); nothing when lbd
+# did not answer.
 last_seq() {
     code=$(api GET "/v1/events?service=$LB_SERVICE")
-    [ "$code" = 200 ] || die "reading lbd's events: HTTP $code: $(cat "$ANSWER")"
+    [ "$code" = 200 ] || return 0
     tail -n 1 "$ANSWER" | sed -n 's/^{"seq":\([0-9]*\),.*/\1/p' | grep . || echo 0
 }
 
@@ -91,6 +92,7 @@ register() {
 
 deregister() {
     since=$(last_seq)
+    [ -n "$since" ] || die "reading lbd's events on $LB_API failed: $(cat "$ANSWER")"
     code=$(api POST "$BACKEND_PATH/drain")
     case $code in
     200) ;;
@@ -103,6 +105,10 @@ deregister() {
     drained="\"event\":\"backend_drained\",\"service\":\"$LB_SERVICE\",\"backend\":\"$BACKEND\""
     waited=0
     while :; do
+        # An lbd restarted meanwhile numbers its events from 1 again (and sends
+        # backend_drained again for a backend still draining).
+        now=$(last_seq)
+        [ -z "$now" ] || [ "$now" -ge "$since" ] || since=0
         code=$(api GET "/v1/events?service=$LB_SERVICE&since=$since")
         if [ "$code" = 200 ] && grep -F "$drained" "$ANSWER" >&2; then
             break
