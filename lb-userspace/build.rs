@@ -5,6 +5,10 @@
 //! RUSTFLAGS, and the data path needs `-C target-cpu=v3` for atomic fetch-and-or
 //! (exactly-once flow close, see lb-ebpf/src/flow.rs; kernel 5.12+).
 //!
+//! It also names the build for `lbd --version` and `lbctl --version` (`LB_BUILD`: the
+//! crate's version and the git commit it was built from; `LB_BUILD_COMMIT` overrides
+//! the commit where there is no git checkout, e.g. a source package).
+//!
 //! `LB_EBPF_STUB=1` writes an empty object instead, so `cargo check`/`clippy` work
 //! without the eBPF toolchain; a binary built that way refuses to start.
 use std::{env, fs, path::PathBuf, process::Command};
@@ -15,6 +19,7 @@ const TARGET: &str = "bpfel-unknown-none";
 
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=LB_EBPF_STUB");
+    name_the_build();
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let object = out_dir.join("lb-xdp");
@@ -76,4 +81,34 @@ fn main() -> anyhow::Result<()> {
     fs::copy(&built, &object)
         .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
     Ok(())
+}
+
+/// `LB_BUILD` = `0.1.0 (commit 62b7ca01830a)`, and reruns when HEAD moves.
+fn name_the_build() {
+    println!("cargo:rerun-if-env-changed=LB_BUILD_COMMIT");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    // HEAD, and the branch file it points at, change on every commit and checkout. Only
+    // files that exist: cargo takes a missing one as changed, and would rerun every build.
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    for path in ["HEAD", "packed-refs"].into_iter().chain(branch.as_deref()) {
+        if let Some(file) = git(&["rev-parse", "--git-path", path]) {
+            if std::path::Path::new(&file).exists() {
+                println!("cargo:rerun-if-changed={file}");
+            }
+        }
+    }
+    let commit = env::var("LB_BUILD_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
+    let version = env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    println!("cargo:rustc-env=LB_BUILD={version} (commit {commit})");
 }

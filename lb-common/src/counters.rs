@@ -26,8 +26,9 @@ pub struct TrafficCounters {
     /// Client ACKs that found their handshake's SYN-cache slot but do not acknowledge the
     /// backend's SYN-ACK as it passed through (an ACK number other than its sequence
     /// number + 1, or no SYN-ACK seen yet): a client that never saw the SYN-ACK, such as a
-    /// spoofed SYN and ACK pair. Forwarded by the table like any stateless forward (and
-    /// counted in `stateless_forwards` too), recording nothing.
+    /// spoofed SYN and ACK pair. Forwarded to the SYN's backend like a stateless forward
+    /// (and counted in `stateless_forwards` too), recording nothing; or, when the tuple
+    /// has the entry of an earlier connection, along that entry, left as it is.
     pub unproven_acks: u64,
     /// Backend replies with no return entry and no SYN-cache slot translated by the
     /// reverse map (see [`crate::reverse`]): replies of connections this node did not

@@ -201,6 +201,15 @@ impl FlowSlot {
         e.is_of(self.handshake).then_some((second, e, ack == proof))
     }
 
+    /// The backend the handshake went to, if its set holds it, and whether a client's
+    /// packet acknowledging `ack` proves that its client saw the SYN-ACK that passed; the
+    /// slot is left as it is (see [`FlowSlot::take_acked`] for the ACK that spends it).
+    #[inline(always)]
+    pub fn acked(&self, ack: u32) -> Option<(u32, bool)> {
+        self.find_acked(ack)
+            .map(|(_, e, proven)| (e.backend(), proven))
+    }
+
     /// Takes the handshake's backend for the client's ACK acknowledging `ack`, if that
     /// proves the client saw the SYN-ACK: a slot serves its handshake once, so a later miss
     /// of the same flow (its entries purged with a drained backend, or evicted) is placed

@@ -230,7 +230,10 @@ fn existing_flow(pkt: &Packet) -> Existing {
         }
     }
     let now = lookup::now_secs();
-    if !is_syn(pkt) && may_be_reused(&target, &backend, now) && opened_by_a_syn(pkt, &target) {
+    if !is_syn(pkt)
+        && may_be_reused(&target, &backend, now)
+        && opened_by_a_syn(&pkt.flow, pkt.ack_seq(), target.service)
+    {
         flow::abandon(entry);
         return Existing::Replace;
     }
@@ -253,19 +256,28 @@ fn may_be_reused(target: &FlowTarget, backend: &Backend, now: u32) -> bool {
 }
 
 /// Whether a SYN of this tuple went through the SYN cache since the entry's connection
-/// was recorded: a hash-placed service's SYN looks up no flow, so a client reusing the
-/// tuple of a recorded flow leaves only its slot; the first later packet that finds
-/// the slot is the new connection's, and its entry replaces the old one if it
-/// acknowledges the SYN-ACK that passed (see `handshake_backend`). The proof is not
-/// checked here, where the program's stack has no room left for it: a spoofed SYN and
-/// ACK of the tuple of such an entry (closed, idle or on a backend taking no new flows)
-/// close it, and its client's packets then go to the SYN's backend unrecorded.
-#[inline(always)]
-fn opened_by_a_syn(pkt: &Packet, target: &FlowTarget) -> bool {
-    syn_cache::slot_of_flow(&pkt.flow)
-        .and_then(|s| s.backend())
-        .and_then(backend_by_id)
-        .is_some_and(|b| b.service == target.service)
+/// was recorded, and this packet proves its client saw that SYN's SYN-ACK: a hash-placed
+/// service's SYN looks up no flow, so a client reusing the tuple of a recorded flow
+/// leaves only its slot; the first later packet that finds the slot and acknowledges the
+/// SYN-ACK that passed (see `lb_common::syn_cache::syn_ack_proof`) is the new
+/// connection's, and its entry replaces the old one (see `handshake_backend`). A packet
+/// that finds the slot but proves nothing is counted as an unproven ACK and follows the
+/// entry: so a spoofed SYN and ACK of the tuple of an entry that may be reused (closed,
+/// idle, or on a backend taking no new flows) leave it, and its client, where they were.
+/// A BPF function of its own (`inline(never)`), so that its locals take a frame of its own
+/// rather than room in the client path's, which has none left within the 512 bytes.
+#[inline(never)]
+fn opened_by_a_syn(flow: &FlowKey, ack: u32, service: u32) -> bool {
+    let Some((id, proven)) = syn_cache::slot_of_flow(flow).and_then(|s| s.acked(ack)) else {
+        return false;
+    };
+    if !backend_by_id(id).is_some_and(|b| b.service == service) {
+        return false;
+    }
+    if !proven {
+        count::unproven_ack(service, id);
+    }
+    proven
 }
 
 #[inline(always)]
@@ -307,9 +319,8 @@ fn stateless_syn(
 /// records the flow on that backend, even if the table changed since the SYN. If not, it
 /// is counted (for the service and the SYN's backend) and forwarded to that backend
 /// recording nothing, like a packet without a slot: to the SYN's backend rather than by
-/// the table, so that a client whose entry a spoofed SYN and ACK of its tuple made look
-/// replaced (see `opened_by_a_syn`) still reaches it, as a client that saw an older
-/// SYN-ACK than the last (see `lb_common::syn_cache`) reaches its handshake.
+/// the table, so that a client that saw an older SYN-ACK than the last (see
+/// `lb_common::syn_cache`) reaches its handshake.
 #[inline(always)]
 fn handshake_backend(pkt: &Packet, service: PackedMeta) -> Option<(u32, Backend, bool)> {
     if service.flags() & SERVICE_F_STATELESS_SYN == 0 {

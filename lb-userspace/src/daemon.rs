@@ -62,6 +62,9 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 /// 100 ms), slow-start steps and deregistration delays are due at this resolution.
 const TICK: Duration = Duration::from_millis(50);
 
+/// How often BIRD's sessions are read for `/metrics` (with `announce.bird_socket`).
+const BIRD_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 /// How often counters are sampled for the per-second rates of `lbctl stats` and `top`.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -75,7 +78,8 @@ pub struct Options {
 /// [`crate::kernel::privileges`]). Call it before any thread is started.
 pub fn load(config: &Config) -> anyhow::Result<KernelDataplane> {
     let verification = privileges::verification()?;
-    let dataplane = KernelDataplane::load(config, Some(&PinDir::new(&config.pin_dir)))?;
+    let dataplane = KernelDataplane::load(config, Some(&PinDir::new(&config.pin_dir)))
+        .map_err(name_lacking_capabilities)?;
     if privileges::drop_after_load()? {
         info!("data path loaded; CAP_PERFMON dropped");
     }
@@ -87,6 +91,14 @@ pub fn load(config: &Config) -> anyhow::Result<KernelDataplane> {
         );
     }
     Ok(dataplane)
+}
+
+/// A failed load or attach, with the capabilities lbd lacks for it named first.
+fn name_lacking_capabilities(e: anyhow::Error) -> anyhow::Error {
+    match privileges::lacking_for_data_path() {
+        Some(lacking) => e.context(lacking),
+        None => e,
+    }
 }
 
 /// Runs the daemon on the data path [`load`] returned, until SIGTERM or SIGINT.
@@ -118,7 +130,8 @@ pub async fn run(
         link_watch::watch(&config.interfaces).context("watching the configured NICs")?;
     dataplane
         .attach(&config.interfaces, config.xdp_mode, Some(&pins))
-        .context("attaching to the configured interfaces")?;
+        .context("attaching to the configured interfaces")
+        .map_err(name_lacking_capabilities)?;
     let tracer = match dataplane.take_trace() {
         Some(maps) => Some(Tracer::start(maps).context("starting the packet trace's reader")?),
         None => None,
@@ -192,6 +205,8 @@ async fn serve_until_stopped<D: DataPath, V: VipAddresses>(
     let mut routes = tokio::time::interval(ROUTE_CACHE_LIFETIME);
     let mut sample = tokio::time::interval(SAMPLE_EVERY);
     let mut link_check = tokio::time::interval(LINK_CHECK_EVERY);
+    let mut bird_check = tokio::time::interval(BIRD_CHECK_EVERY);
+    let mut bird_reading: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         // A failed kernel write is logged and retried on the next tick; packets keep
         // seeing whole tables (a flip happens only after its slot is written).
@@ -227,6 +242,17 @@ async fn serve_until_stopped<D: DataPath, V: VipAddresses>(
                 announce::resync(shared, announcements, &servers.metrics);
                 Ok(())
             }
+            _ = bird_check.tick() => {
+                // Off the loop (a hung BIRD costs up to a second per query); one at a time.
+                if bird_reading.as_ref().is_none_or(|r| r.is_finished()) {
+                    let socket = shared.with(|rt| rt.config().announce.bird_socket.clone());
+                    let metrics = servers.metrics.clone();
+                    bird_reading = socket.map(|socket| {
+                        tokio::task::spawn_blocking(move || read_bird(&socket, &metrics))
+                    });
+                }
+                Ok(())
+            }
             // The admin API changed the desired state: probe what it now holds.
             _ = shared.changed() => {
                 checker.sync(shared.with(|rt| rt.probe_specs()));
@@ -252,6 +278,27 @@ async fn serve_until_stopped<D: DataPath, V: VipAddresses>(
     Ok(())
 }
 
+/// Reads BIRD's sessions into `/metrics` (`lb_bird_up`); logged when BIRD stops or
+/// starts answering.
+fn read_bird(socket: &Path, metrics: &Metrics) {
+    match crate::ops::bird::sessions(socket) {
+        Ok(read) => {
+            if metrics.set_bird(Some(&read)) {
+                info!("BIRD answers at {}", socket.display());
+            }
+        }
+        Err(e) => {
+            if metrics.set_bird(None) {
+                warn!(
+                    "BIRD does not answer at {}: {e:#}; lb_bird_up is 0 and node drains cannot \
+                     confirm their withdrawal until it does",
+                    socket.display()
+                );
+            }
+        }
+    }
+}
+
 /// One probe result: observed into the latency histogram, then applied to the runtime.
 fn apply_probe<D: Dataplane>(
     shared: &SharedRuntime<D>,
@@ -270,14 +317,19 @@ fn apply_probe<D: Dataplane>(
     applied.map(drop)
 }
 
+/// How long `lbd --detach` waits for its withdrawal to be seen before it removes the
+/// data path anyway.
+pub const DETACH_WITHDRAW_WAIT: Duration = Duration::from_secs(5);
+
 /// `lbd --detach`: withdraws the VIPs lbd announced (every /32 on `lo` with its label),
-/// then detaches the data path from every NIC and removes its pinned state. Established
-/// connections through it are cut. Refused (a [`LockError::Held`]) while an lbd runs on
-/// `pin_dir`, unless `force`.
-pub fn detach(pin_dir: &Path, force: bool) -> anyhow::Result<()> {
+/// waits (at most [`DETACH_WITHDRAW_WAIT`]) until the withdrawal is seen (`lo` listed
+/// again, and BIRD's table when `bird_socket` is given), then detaches the data path
+/// from every NIC and removes its pinned state. Established connections through it are
+/// cut. Refused (a [`LockError::Held`]) while an lbd runs on `pin_dir`, unless `force`.
+pub fn detach(pin_dir: &Path, force: bool, bird_socket: Option<&Path>) -> anyhow::Result<()> {
     let pins = PinDir::new(pin_dir);
     if !pins.root().exists() {
-        withdraw_vips()?;
+        withdraw_vips(bird_socket)?;
         println!("nothing was attached from {}", pins.root().display());
         return Ok(());
     }
@@ -290,7 +342,7 @@ pub fn detach(pin_dir: &Path, force: bool) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     // First, so the routers move the flows away while the data path still forwards.
-    withdraw_vips()?;
+    withdraw_vips(bird_socket)?;
     let interfaces = pins
         .remove_all()
         .with_context(|| format!("removing {}", pins.root().display()))?;
@@ -306,14 +358,63 @@ pub fn detach(pin_dir: &Path, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes every VIP lbd holds on `lo`; says which.
-fn withdraw_vips() -> anyhow::Result<()> {
+/// Removes every VIP lbd holds on `lo` and waits until that is seen; says which.
+fn withdraw_vips(bird_socket: Option<&Path>) -> anyhow::Result<()> {
     let withdrawn = vip_addresses::withdraw_all().context("withdrawing the announced VIPs")?;
-    if !withdrawn.is_empty() {
-        let list: Vec<String> = withdrawn.iter().map(|v| v.to_string()).collect();
-        println!("withdrew VIPs {} from lo", list.join(", "));
+    if withdrawn.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let list: Vec<String> = withdrawn.iter().map(|v| v.to_string()).collect();
+    println!("withdrew VIPs {} from lo", list.join(", "));
+    let started = Instant::now();
+    let deadline = started + DETACH_WITHDRAW_WAIT;
+    loop {
+        let last = match withdrawal_seen(&withdrawn, bird_socket) {
+            Ok(None) => {
+                let seen = if bird_socket.is_some() {
+                    "lo and BIRD"
+                } else {
+                    "lo"
+                };
+                println!(
+                    "withdrawal seen ({seen}) after {} ms",
+                    started.elapsed().as_millis()
+                );
+                return Ok(());
+            }
+            Ok(Some(left)) => left,
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= deadline {
+            warn!(
+                "the withdrawal was not seen within {DETACH_WITHDRAW_WAIT:?} ({last}); \
+                 detaching anyway"
+            );
+            println!("withdrawal not seen within {DETACH_WITHDRAW_WAIT:?}: {last}");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `None` when none of `vips` is on `lo` (with lbd's label) nor, with a BIRD socket, in
+/// BIRD's table; else what is left.
+fn withdrawal_seen(
+    vips: &[std::net::Ipv4Addr],
+    bird_socket: Option<&Path>,
+) -> anyhow::Result<Option<String>> {
+    let held = LoopbackVips::open()?.announced()?;
+    if let Some(vip) = vips.iter().find(|v| held.contains(v)) {
+        return Ok(Some(format!("{vip} still on lo")));
+    }
+    if let Some(socket) = bird_socket {
+        for vip in vips {
+            if crate::ops::bird::route_on_lo(socket, *vip)? {
+                return Ok(Some(format!("BIRD still has {vip}/32")));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Re-attaches a configured NIC that was deleted and created again or lost lb_xdp, and

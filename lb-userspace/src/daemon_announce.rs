@@ -1,14 +1,15 @@
 //! The loop's announce step: after every tick, each VIP's /32 on `lo` is made to follow
 //! whether the VIP can be served (see `crate::control::announce`), with a log line and
 //! a metric for every change.
-use std::time::Instant;
+use std::{collections::BTreeSet, net::Ipv4Addr, time::Instant};
 
 use log::{error, info, warn};
 
 use crate::{
-    control::announce::{Announcements, Event},
+    control::announce::{readiness, Announcements, Event},
     dataplane::VipAddresses,
-    ops::{metrics::Metrics, shared::DataPath, shared::SharedRuntime},
+    model::announce::Readiness,
+    ops::{metrics::Metrics, node_view::VipView, shared::DataPath, shared::SharedRuntime},
 };
 
 /// One step at `now`; `lb_vip_announced` is published when something changed.
@@ -85,6 +86,15 @@ fn report<D: DataPath, V: VipAddresses>(
                 }
                 metrics.count_vip_change(vip, change);
             }
+            Event::RenewFailed { vip, error, first } => {
+                if *first {
+                    error!(
+                        "renewing the lifetime of VIP {vip}: {error:#}; retrying every second \
+                         (the kernel removes the /32 when it lapses)"
+                    );
+                }
+                metrics.count_vip_change(vip, "renew_failed");
+            }
             Event::ListFailed { error, first } => {
                 if *first {
                     error!("listing the VIPs on lo: {error:#}; retrying every second");
@@ -96,22 +106,55 @@ fn report<D: DataPath, V: VipAddresses>(
     publish(shared, announcements, metrics);
 }
 
-/// Sets `lb_vip_announced` of every service.
+/// Sets `lb_vip_announced` of every service and `lb_node_drained`, and publishes each
+/// VIP's state for `GET /v1/node` (with `lo` listed, so a drain can see it gone).
 pub(super) fn publish<D: DataPath, V: VipAddresses>(
     shared: &SharedRuntime<D>,
     announcements: &Announcements<V>,
     metrics: &Metrics,
 ) {
-    let services: Vec<_> = shared.with(|rt| {
-        rt.config()
+    let attached = shared.is_ready();
+    let (services, ready, drained) = shared.with(|rt| {
+        let config = rt.config();
+        let services: Vec<_> = config
             .services
             .iter()
             .map(|s| (s.name.clone(), s.vip))
-            .collect()
+            .collect();
+        let ready = readiness(config, rt.fleet(), attached);
+        (services, ready, config.announce.drained_why().is_some())
     });
     for (name, vip) in services {
         metrics.set_vip_announced(&name, announcements.is_announced(vip));
     }
+    metrics.set_node_drained(drained);
+    // A failed listing was logged by the resync; assume the decisions hold meanwhile.
+    let on_lo: Option<BTreeSet<Ipv4Addr>> = announcements
+        .addresses()
+        .announced()
+        .ok()
+        .map(|held| held.into_iter().collect());
+    let vips = ready
+        .into_iter()
+        .map(|(vip, (readiness, services))| {
+            let announced = announcements.is_announced(vip);
+            let why = match readiness {
+                Readiness::Serving if announced => "serving".to_string(),
+                Readiness::Serving => "serving, waiting for announce.hold_up".to_string(),
+                Readiness::Undecided => "no health verdict yet".to_string(),
+                Readiness::Not(why) => why,
+            };
+            VipView {
+                vip,
+                services,
+                announced,
+                on_lo: on_lo.as_ref().map_or(announced, |held| held.contains(&vip)),
+                in_bird: None,
+                why,
+            }
+        })
+        .collect();
+    shared.publish_vips(vips);
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! loop, the API and the metrics do to the kernel's tables (writes, counters, flow
 //! maintenance, single-entry lookups). `crate::kernel` implements it over the real
 //! maps; `FakeDataplane` (for tests and the `fake` feature only) in memory.
-use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use lb_common::{
     backend::Backend,
@@ -62,11 +62,9 @@ pub trait Dataplane: Counters + Lookups {
     fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> WriteResult;
     fn remove_service(&mut self, key: &ServiceKey) -> WriteResult;
     /// Makes the reverse map (see `lb_common::reverse`) hold exactly `entries`: writes
-    /// what is new or changed, deletes what is not listed.
-    fn set_reverse_map(
-        &mut self,
-        entries: &BTreeMap<ReverseKey, ReverseTarget>,
-    ) -> anyhow::Result<()>;
+    /// what is new or changed, deletes what is not listed. Full (more entries than
+    /// `limits.max_backends`) is [`DataplaneError::TableFull`].
+    fn set_reverse_map(&mut self, entries: &BTreeMap<ReverseKey, ReverseTarget>) -> WriteResult;
     /// Deletes every flow entry, in both directions, pinned to any of the backends `ids`
     /// (one walk of each table, however many ids); returns how many connections
     /// (forward entries) were dropped.
@@ -101,6 +99,12 @@ pub trait VipAddresses {
     fn announce(&mut self, vip: Ipv4Addr) -> anyhow::Result<()>;
     /// Removes `vip`'s /32 if lbd added it; already gone is no error.
     fn withdraw(&mut self, vip: Ipv4Addr) -> anyhow::Result<()>;
+    /// The lifetime the kernel gives each /32 from its next add or renewal (zero: none,
+    /// the address stays until removed).
+    fn set_lifetime(&mut self, lifetime: Duration);
+    /// Starts `vip`'s lifetime again; call only for a VIP just listed by
+    /// [`Self::announced`] (the kernel matches the address, not the label).
+    fn renew(&mut self, vip: Ipv4Addr) -> anyhow::Result<()>;
 }
 
 /// Where counters come from: the kernel maps in `lbd`, a fake in tests.

@@ -8,7 +8,8 @@ use clap::Parser;
 /// its tables in line with the config.
 #[derive(Parser)]
 #[command(
-    version,
+    name = "lbd",
+    version = env!("LB_BUILD"),
     after_help = "Exit status:\n  \
         0   stopped on SIGTERM/SIGINT, or --check/--detach succeeded\n  \
         1   a failure while running or talking to the kernel (worth a retry)\n  \
@@ -26,7 +27,9 @@ pub struct LbdArgs {
     /// exit (0 valid, 78 invalid).
     #[arg(long)]
     pub check: bool,
-    /// Detach the data path from every NIC and remove its pinned state, then exit.
+    /// Withdraw the announced VIPs and wait (up to 5 s) until that is seen on lo and, with
+    /// the config's announce.bird_socket, in BIRD's table; then detach the data path
+    /// from every NIC and remove its pinned state, and exit.
     /// Established connections through it are cut. Needs only the pin directory: from
     /// --pin-dir, else the config's pin_dir key (the rest of the config and the state
     /// file are not read). Refused while an lbd runs on it, unless --force.

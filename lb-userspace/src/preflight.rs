@@ -4,7 +4,7 @@
 //! fails here has swapped no program and written no table (exit 78, like an invalid
 //! file: retrying cannot help).
 //!
-//! Checked: the admin API's token file (readable, long enough); every interface exists
+//! Checked: the admin API's token files (owner-only, long enough, each its own token); every interface exists
 //! in this network namespace and runs no XDP program but this lbd's; `pin_dir` is on bpffs; pinned maps, if any, fit this build
 //! and config (the same check the loader makes before adopting them); the maps fit in
 //! the memory available; and at start only (a running lbd holds them while `--check`
@@ -20,7 +20,7 @@ use crate::{
     kernel::link_watch,
     kernel::pins::{self, MapShape, PinDir},
     model::config::{Config, ConfigError, FieldError},
-    ops::api::listen,
+    ops::api::tokens,
 };
 
 /// When the checks run: `lbd --check`, or the start of `lbd`.
@@ -39,9 +39,26 @@ pub fn check(config: &Config, stage: Stage) -> Result<(), ConfigError> {
             message,
         })
     };
-    if let (Some(_), Some(path)) = (config.api.listen, &config.api.token_file) {
-        if let Err(e) = listen::read_token(path) {
-            err("api.token_file", format!("{e:#}"));
+    if config.api.listen.is_some() {
+        let mut files_read = true;
+        if let Some(path) = &config.api.token_file {
+            if let Err(e) = tokens::read_token("api.token_file", path) {
+                err("api.token_file", format!("{e:#}"));
+                files_read = false;
+            }
+        }
+        for (i, token) in config.api.registration_tokens.iter().enumerate() {
+            let key = format!("api.registration_tokens[{i}].file");
+            if let Err(e) = tokens::read_token(&key, &token.file) {
+                err(&key, format!("{e:#}"));
+                files_read = false;
+            }
+        }
+        // Files that each read, but hold the same token.
+        if files_read {
+            if let Err(e) = tokens::Tokens::read(&config.api) {
+                err("api.registration_tokens", format!("{e:#}"));
+            }
         }
     }
     let pins = PinDir::new(&config.pin_dir);

@@ -28,6 +28,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "model::config",
             "model::desired::edit",
             "ops::views",
+            "ops::node_view",
+            "model::bird_reply",
             "ops::explain::view",
             "ops::trace::view",
             "ops::events::view",

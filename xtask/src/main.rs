@@ -3,6 +3,7 @@
 //! - `setup`: install what building and testing need (idempotent).
 //! - `build [--release]`: every binary, the eBPF object embedded in lbd, then `man`.
 //! - `man [--release]`: the manual pages of lbd and lbctl, in `<target>/man/`.
+//! - `package [--dev]`: the Debian package (cargo-deb), in `<target>/debian/`.
 //! - `test [-- ARGS]`: fmt, clippy (host and eBPF), build, then the tests. What CI runs.
 //! - `lab [--keep] [ARGS]`: build, then the namespace lab (`lb-lab`).
 //! - `run -- ARGS`: build, then `lbd ARGS`.
@@ -35,7 +36,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Verb {
     /// Install what building and testing need: nightly rust-src, bpf-linker built
-    /// against the nightly's LLVM 22, rustfmt/clippy, Debian packages, bpffs. Idempotent.
+    /// against the nightly's LLVM 22, rustfmt/clippy, cargo-deb, Debian packages, bpffs.
+    /// Idempotent.
     Setup,
     /// Build every binary of the workspace (set-up first if anything is missing), then
     /// the manual pages.
@@ -50,6 +52,13 @@ enum Verb {
         /// Render them with the optimised build of the library.
         #[arg(long)]
         release: bool,
+    },
+    /// The Debian package of lbd and lbctl (optimised build, unit, example configs, manual
+    /// pages, completions), with cargo-deb, in <target dir>/debian/.
+    Package {
+        /// Package the debug build (stripped): what the package test installs.
+        #[arg(long)]
+        dev: bool,
     },
     /// fmt check, clippy (host and eBPF), build, then `cargo test`; what CI runs.
     Test(verbs::test::TestArgs),
@@ -77,6 +86,7 @@ fn dispatch(verb: Verb) -> Result<u8> {
         Verb::Setup => setup::ensure(setup::ALL, setup::Verbosity::Loud).map(|()| 0),
         Verb::Build { release } => verbs::build::main(release).map(|()| 0),
         Verb::Man { release } => verbs::man::main(release).map(|()| 0),
+        Verb::Package { dev } => verbs::package::main(dev).map(|()| 0),
         Verb::Test(args) => verbs::test::main(args),
         Verb::Lab(args) => verbs::lab::main(args).map(|()| 0),
         Verb::Run(args) => verbs::run::main(args).map(|()| 0),

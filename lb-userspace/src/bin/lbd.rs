@@ -144,7 +144,10 @@ fn detach(args: &LbdArgs) -> ExitCode {
             }
         },
     };
-    match daemon::detach(&pin_dir, args.force) {
+    // The BIRD socket only sharpens the wait for the withdrawal: a config that cannot
+    // be read for it does not stop the teardown.
+    let bird_socket = bird_socket_of(&args.config);
+    match daemon::detach(&pin_dir, args.force, bird_socket.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<LockError>() {
             Some(held @ LockError::Held { .. }) => {
@@ -177,4 +180,15 @@ fn pin_dir_of(path: &Path) -> Result<PathBuf, String> {
             path.display()
         )),
     }
+}
+
+/// The config file's `announce.bird_socket`, read from the YAML alone; `None` when it is
+/// absent or the file cannot be read.
+fn bird_socket_of(path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).ok()?;
+    doc.get("announce")?
+        .get("bird_socket")?
+        .as_str()
+        .map(PathBuf::from)
 }

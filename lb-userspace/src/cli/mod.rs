@@ -9,6 +9,7 @@ pub mod config;
 pub mod events;
 pub mod explain;
 pub mod health;
+pub mod node;
 pub mod service;
 pub mod stats;
 pub mod table;
@@ -39,7 +40,7 @@ pub const EXIT_TABLE_FULL: u8 = 73;
 
 /// Control the XDP load balancer `lbd` through its admin API.
 #[derive(Parser)]
-#[command(name = "lbctl", version, propagate_version = true)]
+#[command(name = "lbctl", version = env!("LB_BUILD"), propagate_version = true)]
 pub struct Cli {
     /// lbd's admin socket (its `api.socket`).
     #[arg(long, global = true, env = "LBD_SOCKET", default_value = DEFAULT_API_SOCKET)]
@@ -83,6 +84,9 @@ pub enum Command {
     /// Availability zones: list, drain, undrain.
     #[command(subcommand)]
     Zone(zone::ZoneCmd),
+    /// This LB node in the tier: status, drain, undrain (see docs/tier.md).
+    #[command(subcommand)]
+    Node(node::NodeCmd),
     /// Health of every backend as lbd knows it.
     Health,
     /// Counters per service, backend and zone.
@@ -172,6 +176,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Service(cmd) => service::run(&ctx, cmd),
         Command::Backend(cmd) => backend::run(&ctx, cmd),
         Command::Zone(cmd) => zone::run(&ctx, cmd),
+        Command::Node(cmd) => node::run(&ctx, cmd),
         Command::Health => health::run(&ctx),
         Command::Stats(args) => stats::run(&ctx, args),
         Command::Top(args) => top::run(&ctx, args),
@@ -187,6 +192,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The exit status for an error `run` returned.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(wait) = e.downcast_ref::<node::DrainWaitError>() {
+        return wait.exit_code();
+    }
     match e.downcast_ref::<ClientError>() {
         Some(ClientError::Timeout { .. }) => EXIT_TIMEOUT,
         Some(ClientError::Api { status: 507, .. }) => EXIT_TABLE_FULL,

@@ -39,6 +39,13 @@ pub enum Event {
         error: anyhow::Error,
         first: bool,
     },
+    /// Renewing a /32's lifetime failed (retried every second; the kernel removes the
+    /// address if it keeps failing for the lifetime); `first` as above.
+    RenewFailed {
+        vip: Ipv4Addr,
+        error: anyhow::Error,
+        first: bool,
+    },
     /// Listing the VIPs held on `lo` failed (retried every resync); `first` as above.
     ListFailed { error: anyhow::Error, first: bool },
 }
@@ -48,6 +55,8 @@ pub struct Announcements<V> {
     addresses: V,
     decider: Announcer,
     failing: BTreeSet<Ipv4Addr>,
+    /// VIPs whose last renewal failed (logged once until one succeeds).
+    renewals_failing: BTreeSet<Ipv4Addr>,
     listing_failed: bool,
 }
 
@@ -66,6 +75,7 @@ impl<V: VipAddresses> Announcements<V> {
             addresses,
             decider,
             failing: BTreeSet::new(),
+            renewals_failing: BTreeSet::new(),
             listing_failed: false,
         };
         Ok((announcements, held))
@@ -83,6 +93,7 @@ impl<V: VipAddresses> Announcements<V> {
         if config.announce.vip_ranges.is_empty() && self.decider.announced().next().is_none() {
             return Vec::new();
         }
+        self.addresses.set_lifetime(config.announce.lifetime);
         let ready = readiness(config, fleet, attached);
         let states = ready
             .iter()
@@ -123,10 +134,12 @@ impl<V: VipAddresses> Announcements<V> {
     }
 
     /// Puts `lo` back in line with the decisions when something else changed it: a VIP
-    /// lbd announced but whose /32 was removed (`ip addr del`) is added again, and a
-    /// /32 with lbd's label in range that lbd does not announce (added by hand with the
-    /// label) is removed. Each repair is logged like a change.
+    /// lbd announced but whose /32 was removed (`ip addr del`, or its lifetime lapsed)
+    /// is added again, and a /32 with lbd's label in range that lbd does not announce
+    /// (added by hand with the label) is removed. Each repair is logged like a change.
+    /// Every announced /32 still there has its lifetime renewed.
     pub fn resync(&mut self, config: &AnnounceConfig) -> Vec<Event> {
+        self.addresses.set_lifetime(config.lifetime);
         if config.vip_ranges.is_empty() && self.decider.announced().next().is_none() {
             return Vec::new();
         }
@@ -139,6 +152,23 @@ impl<V: VipAddresses> Announcements<V> {
         };
         self.listing_failed = false;
         let mut events = Vec::new();
+        let kept: Vec<Ipv4Addr> = held
+            .iter()
+            .copied()
+            .filter(|v| self.decider.is_announced(*v))
+            .collect();
+        for vip in kept {
+            match self.addresses.renew(vip) {
+                Ok(()) => {
+                    self.renewals_failing.remove(&vip);
+                }
+                Err(error) => events.push(Event::RenewFailed {
+                    vip,
+                    error,
+                    first: self.renewals_failing.insert(vip),
+                }),
+            }
+        }
         let missing: Vec<Ipv4Addr> = self
             .decider
             .announced()
@@ -230,8 +260,8 @@ pub fn readiness(
     by_vip
         .into_iter()
         .map(|(vip, (states, services))| {
-            let state = if announce.drained {
-                Readiness::Not("the node is drained (announce.drained)".into())
+            let state = if let Some(why) = announce.drained_why() {
+                Readiness::Not(why.into())
             } else if !attached {
                 Readiness::Not("the data path is not attached to every configured NIC".into())
             } else {

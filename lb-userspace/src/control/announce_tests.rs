@@ -202,3 +202,51 @@ fn resync_restores_a_removed_vip_and_removes_a_stray_labelled_one() {
     );
     assert!(a.resync(&config.announce).is_empty());
 }
+
+#[test]
+fn resync_renews_the_lifetime_of_every_announced_vip_on_lo_and_reports_a_failure_once() {
+    let config = config_with(
+        "{ vip_ranges: [10.0.0.0/24], hold_up: 0s, lifetime: 7s }",
+        "10.0.0.100",
+    );
+    let t0 = Instant::now();
+    let mut fleet = Fleet::new(&config, t0);
+    probe(&mut fleet, 11, true, t0);
+    let (mut a, _) = Announcements::start(FakeVips::default(), &config.announce).unwrap();
+    a.step(&config, &fleet, true, t0);
+    assert_eq!(a.addresses().lifetime, Duration::from_secs(7));
+    // A stray labelled /32 lbd does not announce is removed, not renewed.
+    a.addresses.held.insert(Ipv4Addr::new(10, 0, 0, 7));
+    a.resync(&config.announce);
+    a.resync(&config.announce);
+    assert_eq!(a.addresses().renewed, [VIP, VIP]);
+
+    a.addresses.failing = true;
+    let first = a.resync(&config.announce);
+    let again = a.resync(&config.announce);
+    assert!(
+        matches!(
+            &first[..],
+            [Event::RenewFailed {
+                vip: VIP,
+                first: true,
+                ..
+            }]
+        ),
+        "{first:?}"
+    );
+    assert!(
+        matches!(
+            &again[..],
+            [Event::RenewFailed {
+                vip: VIP,
+                first: false,
+                ..
+            }]
+        ),
+        "{again:?}"
+    );
+    a.addresses.failing = false;
+    assert!(a.resync(&config.announce).is_empty());
+    assert_eq!(a.addresses().renewed, [VIP, VIP, VIP]);
+}

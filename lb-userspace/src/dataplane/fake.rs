@@ -8,7 +8,7 @@ use lb_common::{
     filter::{filter_slot, FILTER_VIPS},
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
     hash::flow_hash,
-    limits::{MAP_BACKENDS, MAP_POLICY_TABLE, MAP_RING, MAP_SERVICE_INDEX},
+    limits::{MAP_BACKENDS, MAP_POLICY_TABLE, MAP_REVERSE, MAP_RING, MAP_SERVICE_INDEX},
     reverse::{ReverseKey, ReverseTarget},
     service::{ring_index, ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
     syn_cache::SynSet,
@@ -259,11 +259,18 @@ impl Dataplane for FakeDataplane {
         Ok(())
     }
 
-    fn set_reverse_map(
-        &mut self,
-        entries: &BTreeMap<ReverseKey, ReverseTarget>,
-    ) -> anyhow::Result<()> {
+    fn set_reverse_map(&mut self, entries: &BTreeMap<ReverseKey, ReverseTarget>) -> WriteResult {
         self.refuse_write(false)?;
+        // A hash map sized like the backend slots, as in the kernel.
+        if let Some(c) = self.capacity {
+            if entries.len() > c.backends as usize {
+                return Err(DataplaneError::TableFull {
+                    map: MAP_REVERSE,
+                    capacity: c.backends,
+                    limit: "max_backends",
+                });
+            }
+        }
         for key in self.reverse.keys() {
             if !entries.contains_key(key) {
                 self.log.push(Write::Reverse(*key, None));

@@ -1,5 +1,5 @@
 //! [`VipAddresses`] in memory, for tests: what is held, and every change made.
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{collections::BTreeSet, net::Ipv4Addr, time::Duration};
 
 use anyhow::bail;
 
@@ -13,6 +13,10 @@ pub struct FakeVips {
     pub changes: Vec<(bool, Ipv4Addr)>,
     /// While set, every announce and withdraw fails (as a netlink error would).
     pub failing: bool,
+    /// The lifetime last set.
+    pub lifetime: Duration,
+    /// Every renewal, in order.
+    pub renewed: Vec<Ipv4Addr>,
 }
 
 impl VipAddresses for FakeVips {
@@ -37,6 +41,18 @@ impl VipAddresses for FakeVips {
         if self.held.remove(&vip) {
             self.changes.push((false, vip));
         }
+        Ok(())
+    }
+
+    fn set_lifetime(&mut self, lifetime: Duration) {
+        self.lifetime = lifetime;
+    }
+
+    fn renew(&mut self, vip: Ipv4Addr) -> anyhow::Result<()> {
+        if self.failing {
+            bail!("renewing {vip}/32: injected failure");
+        }
+        self.renewed.push(vip);
         Ok(())
     }
 }

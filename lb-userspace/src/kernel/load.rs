@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use aya::{
     maps::{Array, MapData, ProgramArray},
-    programs::Xdp,
+    programs::{ProgramFd, Xdp},
     Ebpf, EbpfLoader,
 };
 use lb_common::{
@@ -90,7 +90,12 @@ fn pin_paths(
 
 /// Verifies and loads lb_xdp and lb_reply, puts lb_reply where lb_xdp tail-calls it,
 /// and stamps the layout version on maps created now (adopted ones carry theirs).
-fn load_programs(ebpf: &mut Ebpf, adopted: bool) -> anyhow::Result<ProgramArray<MapData>> {
+/// Loads both programs; lb_reply's descriptor goes into the program array later
+/// ([`KernelDataplane::install_reply`]).
+fn load_programs(
+    ebpf: &mut Ebpf,
+    adopted: bool,
+) -> anyhow::Result<(ProgramArray<MapData>, ProgramFd)> {
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_XDP)
         .context("the XDP object has no program lb_xdp")?
@@ -102,17 +107,14 @@ fn load_programs(ebpf: &mut Ebpf, adopted: bool) -> anyhow::Result<ProgramArray<
         .try_into()?;
     reply.load().context("verifying and loading lb_reply")?;
     let reply_fd = reply.fd()?.try_clone().context("lb_reply's fd")?;
-    let mut programs: ProgramArray<MapData> = take(ebpf, MAP_PROGRAMS)?;
-    programs
-        .set(PROGRAMS_SLOT_REPLY, &reply_fd, 0)
-        .context("putting lb_reply in the program array")?;
+    let programs: ProgramArray<MapData> = take(ebpf, MAP_PROGRAMS)?;
     let mut layout: Array<MapData, u32> = take(ebpf, MAP_LAYOUT)?;
     if !adopted {
         layout
             .set(0, LAYOUT_VERSION, 0)
             .context("writing the layout version")?;
     }
-    Ok(programs)
+    Ok((programs, reply_fd))
 }
 
 impl KernelDataplane {
@@ -147,14 +149,34 @@ impl KernelDataplane {
         let mut ebpf = loader
             .load(object)
             .context("loading the XDP object into the kernel")?;
-        let programs = load_programs(&mut ebpf, adopted)?;
-        Self::with_maps(ebpf, programs, adopted)
+        let (programs, reply) = load_programs(&mut ebpf, adopted)?;
+        let mut dataplane = Self::with_maps(ebpf, programs, reply, adopted)?;
+        if !adopted {
+            // Nothing runs the array's programs yet: no old lb_xdp can reach this
+            // lb_reply before its egress map is filled.
+            dataplane.install_reply()?;
+        }
+        Ok(dataplane)
+    }
+
+    /// Puts this lbd's lb_reply into the (pinned) program array, once. With adopted
+    /// pins the array is the running lb_xdp's too, whose tail calls reach this lb_reply
+    /// from then on, before the links swap programs: so [`Self::attach`] installs it only
+    /// after every NIC is in this lbd's egress map, or its redirects would fail.
+    pub(super) fn install_reply(&mut self) -> anyhow::Result<()> {
+        if let Some(reply) = self.pending_reply.take() {
+            self.programs
+                .set(PROGRAMS_SLOT_REPLY, &reply, 0)
+                .context("putting lb_reply in the program array")?;
+        }
+        Ok(())
     }
 
     /// Takes a typed handle on every map of the loaded `ebpf`.
     fn with_maps(
         mut ebpf: Ebpf,
         programs: ProgramArray<MapData>,
+        reply: ProgramFd,
         adopted: bool,
     ) -> anyhow::Result<Self> {
         Ok(Self {
@@ -184,6 +206,7 @@ impl KernelDataplane {
             egress: take(&mut ebpf, MAP_EGRESS)?,
             trace: Some(TraceMaps::take(&mut ebpf)?),
             programs,
+            pending_reply: Some(reply),
             ebpf,
             attached: Vec::new(),
             links: links::Links::default(),

@@ -103,10 +103,7 @@ fn full(e: OutOfRange, map: &'static str) -> DataplaneError {
 }
 
 impl Dataplane for KernelDataplane {
-    fn set_reverse_map(
-        &mut self,
-        entries: &BTreeMap<ReverseKey, ReverseTarget>,
-    ) -> anyhow::Result<()> {
+    fn set_reverse_map(&mut self, entries: &BTreeMap<ReverseKey, ReverseTarget>) -> WriteResult {
         self.write_reverse_map(entries)
     }
 

@@ -62,11 +62,9 @@ pub struct KernelDataplane {
     /// The packet trace's maps (see `lb_common::trace`), until taken.
     trace: Option<TraceMaps>,
     /// Holds lb_reply for lb_xdp's tail call (pinned, see `MAP_PROGRAMS`).
-    #[expect(
-        dead_code,
-        reason = "only held, never read: the array must live as long as the loaded programs"
-    )]
     programs: ProgramArray<MapData>,
+    /// lb_reply until it is in `programs` (see [`KernelDataplane::install_reply`]).
+    pending_reply: Option<aya::programs::ProgramFd>,
     /// Unpinned attachments, detached on drop.
     attached: Vec<(String, XdpLinkId)>,
     /// What [`Self::attach`] was asked for, to re-attach a re-created NIC alike.

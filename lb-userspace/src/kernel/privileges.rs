@@ -10,6 +10,11 @@
 //! for the load alone: [`drop_after_load`] runs before the first thread is started and
 //! before any API request is read, and the threads started later inherit the narrowed
 //! sets.
+//!
+//! Loading and attaching need CAP_BPF (maps and programs; CAP_SYS_ADMIN also grants it)
+//! and CAP_NET_ADMIN (an XDP program, its devmap and its links); when either step fails
+//! without one of them, [`lacking_for_data_path`] names it, so the error says what to
+//! grant rather than only "permission denied".
 use anyhow::Context;
 use caps::{CapSet, Capability};
 
@@ -53,4 +58,57 @@ pub fn drop_after_load() -> anyhow::Result<bool> {
         return Err(std::io::Error::last_os_error()).context("setting no_new_privs");
     }
     Ok(had)
+}
+
+/// What the data path needs that this thread's effective set lacks, as one sentence to
+/// add to a failed load or attach (`None` when nothing is lacking).
+pub fn lacking_for_data_path() -> Option<String> {
+    let effective = caps::read(None, CapSet::Effective).ok()?;
+    lacking(&effective)
+}
+
+/// [`lacking_for_data_path`] for a given effective set.
+fn lacking(effective: &caps::CapsHashSet) -> Option<String> {
+    let mut missing = Vec::new();
+    if !effective.contains(&Capability::CAP_BPF) && !effective.contains(&Capability::CAP_SYS_ADMIN)
+    {
+        missing.push("CAP_BPF (to create maps and load programs)");
+    }
+    if !effective.contains(&Capability::CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN (to load an XDP program and attach it to NICs)");
+    }
+    if missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "lbd lacks {} in its effective capabilities; grant them as \
+         deploy/systemd/lbd.service does (AmbientCapabilities=CAP_BPF CAP_NET_ADMIN CAP_PERFMON)",
+        missing.join(" and ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lacking_capability_is_named() {
+        let set = |caps: &[Capability]| caps.iter().copied().collect::<caps::CapsHashSet>();
+        use Capability::*;
+        assert_eq!(lacking(&set(&[CAP_BPF, CAP_NET_ADMIN])), None);
+        assert_eq!(lacking(&set(&[CAP_SYS_ADMIN, CAP_NET_ADMIN])), None);
+        let e = lacking(&set(&[CAP_NET_ADMIN, CAP_PERFMON])).unwrap();
+        assert!(e.starts_with("lbd lacks CAP_BPF (to create maps"), "{e}");
+        assert!(!e.contains("CAP_NET_ADMIN ("), "{e}");
+        let e = lacking(&set(&[CAP_BPF, CAP_PERFMON])).unwrap();
+        assert!(
+            e.starts_with("lbd lacks CAP_NET_ADMIN (to load an XDP"),
+            "{e}"
+        );
+        let e = lacking(&set(&[])).unwrap();
+        assert!(
+            e.contains("CAP_BPF (") && e.contains(" and CAP_NET_ADMIN ("),
+            "{e}"
+        );
+    }
 }

@@ -7,20 +7,28 @@
 //! kernel matches (`inet_rtm_deladdr` skips an address whose label differs), so an
 //! operator's own /32 on `lo` (labelled `lo`) is never removed, even for the same VIP.
 //!
+//! Each /32 carries a lifetime (`announce.lifetime`, the kernel's `valid_lft`) that
+//! lbd renews every second: the kernel removes the address itself when it lapses (the
+//! `check_lifetime` worker in net/ipv4/devinet.c), so a node whose lbd died or hung
+//! stops attracting flows within the lifetime, with no process of its own needed.
+//!
 //! Blocking calls, like [`super::link_watch::xdp_program_ids`]: the kernel handles an
 //! address request, and queues each part of a dump, while the request is sent or the
 //! previous part read, so a reply is always there to read; the socket is non-blocking
 //! anyway, so a missing reply is an error rather than a hang.
-use std::net::{IpAddr, Ipv4Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
 
 use anyhow::{bail, Context as _};
 use rtnetlink::{
     packet_core::{
         NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-        NLM_F_REQUEST,
+        NLM_F_REPLACE, NLM_F_REQUEST,
     },
     packet_route::{
-        address::{AddressAttribute, AddressMessage, AddressScope},
+        address::{AddressAttribute, AddressMessage, AddressScope, CacheInfo},
         AddressFamily, RouteNetlinkMessage,
     },
     sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr},
@@ -36,16 +44,35 @@ pub const LABEL: &str = "lo:lbd";
 /// The device VIPs are held on.
 const DEVICE: &str = "lo";
 
+/// The kernel's "forever" lifetime (`INFINITY_LIFE_TIME`).
+const FOREVER: u32 = u32::MAX;
+
 /// The VIPs lbd holds on `lo` in this network namespace.
 pub struct LoopbackVips {
     ifindex: u32,
+    lifetime: Duration,
 }
 
 impl LoopbackVips {
     pub fn open() -> anyhow::Result<Self> {
         Ok(Self {
             ifindex: ifindex_of(DEVICE)?,
+            lifetime: Duration::ZERO,
         })
+    }
+
+    /// The message with the lifetime attribute (`IFA_CACHEINFO`).
+    fn with_lifetime(&self, vip: Ipv4Addr) -> AddressMessage {
+        let seconds = match self.lifetime.as_secs() {
+            0 => FOREVER,
+            s => u32::try_from(s).unwrap_or(FOREVER - 1),
+        };
+        let mut info = CacheInfo::default();
+        info.ifa_valid = seconds;
+        info.ifa_preferred = seconds;
+        let mut message = self.message(vip);
+        message.attributes.push(AddressAttribute::CacheInfo(info));
+        message
     }
 
     fn message(&self, vip: Ipv4Addr) -> AddressMessage {
@@ -94,7 +121,7 @@ impl VipAddresses for LoopbackVips {
     }
 
     fn announce(&mut self, vip: Ipv4Addr) -> anyhow::Result<()> {
-        let add = RouteNetlinkMessage::NewAddress(self.message(vip));
+        let add = RouteNetlinkMessage::NewAddress(self.with_lifetime(vip));
         match exchange(add, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL) {
             Ok(_) => Ok(()),
             Err(e) if errno(&e) == Some(libc::EEXIST) => {
@@ -120,6 +147,18 @@ impl VipAddresses for LoopbackVips {
             Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing {vip}/32 from lo (RTM_DELADDR)")),
         }
+    }
+
+    fn set_lifetime(&mut self, lifetime: Duration) {
+        self.lifetime = lifetime;
+    }
+
+    fn renew(&mut self, vip: Ipv4Addr) -> anyhow::Result<()> {
+        // NLM_F_REPLACE on an existing address sets only its lifetimes (and flags).
+        let renew = RouteNetlinkMessage::NewAddress(self.with_lifetime(vip));
+        exchange(renew, NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE)
+            .map(drop)
+            .with_context(|| format!("renewing the lifetime of {vip}/32 on lo (RTM_NEWADDR)"))
     }
 }
 

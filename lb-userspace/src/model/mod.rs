@@ -3,6 +3,7 @@
 //! tables, effective weights, flow ageing, active-flow reconciliation and the table digest.
 pub mod ageing;
 pub mod announce;
+pub mod bird_reply;
 pub mod config;
 pub mod desired;
 pub mod events;

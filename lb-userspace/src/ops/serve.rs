@@ -10,7 +10,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use crate::{
     kernel::trace::Tracer,
     model::config::Config,
-    ops::api::{self, listen},
+    ops::api::{self, listen, tokens::Tokens},
     ops::events,
     ops::listeners::{self, stats::ListenerStats},
     ops::metrics::{self, Metrics},
@@ -71,15 +71,19 @@ pub async fn start<D: DataPath>(
         stopped.clone(),
     )));
 
-    if let (Some(addr), Some(token_file)) = (config.api.listen, &config.api.token_file) {
-        let token = listen::read_token(token_file)?;
-        let (tcp, with_token) = listen::bind_tcp(addr, token, router).await?;
-        info!("admin API on {addr} (bearer token required)");
+    if let Some(addr) = config.api.listen {
+        let tokens = Tokens::read(&config.api)?;
+        let stats = listener_stats("admin_tcp", api_limits.max);
+        let (tcp, with_token) = listen::bind_tcp(addr, tokens, stats.clone(), router).await?;
+        info!(
+            "admin API on {addr} (bearer token required; {} registration token(s))",
+            config.api.registration_tokens.len()
+        );
         tasks.push(tokio::spawn(listeners::serve(
             tcp,
             with_token,
             api_limits.clone(),
-            listener_stats("admin_tcp", api_limits.max),
+            stats,
             stopped.clone(),
         )));
     }

@@ -92,6 +92,8 @@ pub struct SharedRuntime<D> {
     refused_table_full: AtomicU64,
     /// Lifecycle events, published under the runtime's lock so they stay in order.
     events: Arc<EventLog>,
+    /// The VIPs as lbd's loop last published them (see `shared_node`).
+    vips: Mutex<Vec<crate::ops::node_view::VipView>>,
 }
 
 struct Inner<D> {
@@ -107,7 +109,8 @@ struct Inner<D> {
 impl<D: Dataplane> SharedRuntime<D> {
     /// Takes over a started runtime.
     pub fn new(runtime: Runtime<D>) -> Self {
-        let store = Store::new(&runtime.config().state_file);
+        let store = Store::new(&runtime.config().state_file)
+            .with_drained_since(runtime.config().announce.drained_since);
         Self {
             inner: Mutex::new(Inner {
                 runtime,
@@ -122,6 +125,7 @@ impl<D: Dataplane> SharedRuntime<D> {
             persist_failures: AtomicU64::new(0),
             refused_table_full: AtomicU64::new(0),
             events: Arc::new(EventLog::default()),
+            vips: Mutex::new(Vec::new()),
         }
     }
 
@@ -342,7 +346,7 @@ impl<D: Dataplane> SharedRuntime<D> {
         ops: Option<&[journal::Op]>,
     ) -> Result<Undo, StateFileError> {
         if store.path() != next.state_file {
-            *store = Store::new(&next.state_file);
+            *store = Store::new(&next.state_file).with_drained_since(next.announce.drained_since);
         }
         store.persist(&next.services, ops).inspect_err(|e| {
             self.persist_failures.fetch_add(1, Ordering::Relaxed);
@@ -530,3 +534,6 @@ fn health_of<D: Dataplane>(runtime: &Runtime<D>, service: &str, at: &BackendAddr
 #[cfg(test)]
 #[path = "shared_tests.rs"]
 mod tests;
+
+#[path = "shared_node.rs"]
+mod node;

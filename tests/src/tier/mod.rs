@@ -6,12 +6,14 @@
 //! * [`topology`]: [`TierLab`], the namespaces and links, a node's links down, a node
 //!   hung (nftables on the routers).
 //! * [`bird`]: the shipped BIRD configs with the lab's addresses; routers' next hops.
-//! * [`running`]: [`RunningTier`], every daemon running, lbd restarts, drain, digests.
+//! * [`running`]: [`RunningTier`], every daemon running, lbd restarts, digests.
+//! * [`node_ops`]: an operator's verbs on one node: drain, undrain, an lbd upgrade.
 //! * [`alert`]: the tier's digest alert run by promtool on the nodes' digests.
 //! * [`load`]: [`TierLoad`], new connections at a steady rate plus long-lived echoes.
 pub mod alert;
 pub mod bird;
 pub mod load;
+pub mod node_ops;
 pub mod running;
 pub mod topology;
 

@@ -18,6 +18,7 @@ use crate::{
     scenario::fast_health,
     tier::{
         bird::{self, Bird},
+        load::TierLoad,
         topology::{TierLab, CLIENT_NET, ZONES},
     },
 };
@@ -34,8 +35,9 @@ pub const VIP_PREFIX: &str = "10.0.0.100/32";
 pub struct TierNode {
     pub lbd: Daemon,
     pub bird: Bird,
-    config_path: PathBuf,
-    drained: bool,
+    pub(super) config_path: PathBuf,
+    /// Drained through `lbctl node drain` (the routers should not use it).
+    pub(super) drained: bool,
 }
 
 /// See the module docs.
@@ -47,10 +49,36 @@ pub struct RunningTier {
     pub lab: TierLab,
 }
 
+/// Long-lived connections of the tier tests' load, echoing every 100 ms.
+pub const LOAD_LONG_LIVED: usize = 30;
+/// New connections a second of the tier tests' load.
+pub const LOAD_NEW_PER_SEC: u32 = 20;
+
 impl RunningTier {
+    /// The tier tests' load on the VIP ([`LOAD_LONG_LIVED`], [`LOAD_NEW_PER_SEC`]) for at
+    /// most `lasts`, returned once it has attempted 20 new connections.
+    pub fn start_load(&self, lasts: Duration) -> TierLoad {
+        let load = TierLoad::start(
+            &self.lab.client(),
+            VIP,
+            VIP_PORT,
+            LOAD_LONG_LIVED,
+            LOAD_NEW_PER_SEC,
+            lasts,
+        );
+        load.wait_attempts(20, Duration::from_secs(30));
+        load
+    }
+
     /// Builds a tier lab of `nodes` nodes, starts everything and waits until R1 routes
     /// the VIP and R2 the clients through every node.
     pub fn start(nodes: usize) -> RunningTier {
+        RunningTier::start_with(nodes, "")
+    }
+
+    /// [`RunningTier::start`] with `extra` (top-level YAML, e.g. `limits: ...`) appended
+    /// to every node's config.
+    pub fn start_with(nodes: usize, extra: &str) -> RunningTier {
         sweep_stale_pins();
         let lab = TierLab::build(nodes);
         let servers = (0..ZONES.len())
@@ -69,9 +97,9 @@ impl RunningTier {
         let mut started: Vec<(Daemon, PathBuf)> = (0..nodes)
             .map(|i| {
                 let path = dir.join(format!("n{}-lbd.yaml", i + 1));
-                std::fs::write(&path, lbd_config(&lab, i, false))
+                std::fs::write(&path, lbd_config(&lab, i) + extra)
                     .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-                (spawn_lbd(&lab, i, &path), path)
+                (spawn_lbd(&lab, i, &path, &lbd_path()), path)
             })
             .collect();
         for (lbd, _) in &mut started {
@@ -145,24 +173,10 @@ impl RunningTier {
         node.lbd
             .wait_exit(Duration::from_secs(10))
             .expect("lbd dies on SIGKILL");
-        let mut lbd = spawn_lbd(&self.lab, i, &node.config_path);
+        let mut lbd = spawn_lbd(&self.lab, i, &node.config_path, &lbd_path());
         lbd.wait_for_log("serving", LBD_START)
             .unwrap_or_else(|e| panic!("the new lbd did not start: {e}"));
         std::mem::replace(&mut node.lbd, lbd)
-    }
-
-    /// Drains (`announce.drained: true`) or undrains node `i` through its config file
-    /// and SIGHUP; returns once lbd logged the reload.
-    pub fn set_drained(&mut self, i: usize, drained: bool) {
-        let node = &mut self.nodes[i];
-        std::fs::write(&node.config_path, lbd_config(&self.lab, i, drained))
-            .unwrap_or_else(|e| panic!("writing {}: {e}", node.config_path.display()));
-        node.drained = drained;
-        let mark = node.lbd.log_len();
-        node.lbd.signal(libc::SIGHUP);
-        node.lbd
-            .wait_for_log_after(mark, "SIGHUP: reloaded", Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("node {i} did not reload: {e}"));
     }
 
     /// Node `i`'s `/metrics` text.
@@ -293,22 +307,35 @@ pub fn pin_dir(lab: &TierLab, i: usize) -> PathBuf {
     PathBuf::from(PIN_ROOT).join(lab.node_ns(i))
 }
 
-fn spawn_lbd(lab: &TierLab, i: usize, config: &std::path::Path) -> Daemon {
+/// Starts `binary` as node `i`'s lbd on `config`.
+pub(super) fn spawn_lbd(
+    lab: &TierLab,
+    i: usize,
+    config: &std::path::Path,
+    binary: &std::path::Path,
+) -> Daemon {
     let config = config.to_str().expect("UTF-8");
-    Daemon::spawn_in_ns(&lab.node_ns(i), &lbd_path(), &["--config", config])
+    Daemon::spawn_in_ns(&lab.node_ns(i), binary, &["--config", config])
+}
+
+/// Node `i`'s API socket.
+pub fn api_socket(lab: &TierLab, i: usize) -> PathBuf {
+    run_dir(lab).join(format!("n{}.sock", i + 1))
 }
 
 /// Node `i`'s lbd config: the tier's one service (Maglev, stateless return) on both of
-/// its links, announcing the VIP.
-pub fn lbd_config(lab: &TierLab, i: usize, drained: bool) -> String {
+/// its links, announcing the VIP, with its BIRD's socket (which `lbctl node drain`
+/// reads to confirm a withdrawal).
+pub fn lbd_config(lab: &TierLab, i: usize) -> String {
     let dir = run_dir(lab);
     let k = i + 1;
     let mut yaml = format!(
-        "node:\n  zone: {}\ninterfaces: [up0, dn0]\npin_dir: {}\napi:\n  socket: {}\nstate_file: {}\nannounce:\n  vip_ranges: [10.0.0.0/24]\n  hold_up: 0s\n  drained: {drained}\nservices:\n  - name: web\n    vip: {VIP}\n    port: {VIP_PORT}\n    protocol: tcp\n    mode: nat\n    policy: maglev\n    stateless_return: true\n    {}\n    backends:\n",
+        "node:\n  zone: {}\ninterfaces: [up0, dn0]\npin_dir: {}\napi:\n  socket: {}\nstate_file: {}\nannounce:\n  vip_ranges: [10.0.0.0/24]\n  hold_up: 0s\n  bird_socket: {}\nservices:\n  - name: web\n    vip: {VIP}\n    port: {VIP_PORT}\n    protocol: tcp\n    mode: nat\n    policy: maglev\n    stateless_return: true\n    {}\n    backends:\n",
         ZONES[i % ZONES.len()],
         pin_dir(lab, i).display(),
-        dir.join(format!("n{k}.sock")).display(),
+        api_socket(lab, i).display(),
         dir.join(format!("n{k}-state.yaml")).display(),
+        dir.join(format!("n{k}.ctl")).display(),
         fast_health(),
     );
     for (z, zone) in ZONES.iter().enumerate() {

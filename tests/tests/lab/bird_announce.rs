@@ -38,7 +38,7 @@ pub(crate) fn start_bird(lab: &Lab, ns: &str, name: &str) -> Daemon {
     let dir = lab_run_dir(lab);
     let conf = dir.join(name);
     std::fs::write(&conf, format!("log stderr all;\n{shipped}")).expect("config written");
-    let socket = dir.join(format!("{name}.ctl"));
+    let socket = bird_socket(lab, name);
     let pid = dir.join(format!("{name}.pid"));
     Daemon::spawn_in_ns(
         ns,
@@ -53,6 +53,11 @@ pub(crate) fn start_bird(lab: &Lab, ns: &str, name: &str) -> Daemon {
             pid.to_str().unwrap(),
         ],
     )
+}
+
+/// The control socket of the BIRD that [`start_bird`] started on config `name`.
+pub(crate) fn bird_socket(lab: &Lab, name: &str) -> PathBuf {
+    lab_run_dir(lab).join(format!("{name}.ctl"))
 }
 
 /// The router's route to the VIP learned from BIRD, as its next hop.
@@ -88,7 +93,7 @@ pub(crate) fn wait_route(lab: &Lab, want: Option<&str>) -> SystemTime {
 
 /// Waits until the router's BFD session with `peer` is up; panics after [`WAIT`].
 pub(crate) fn wait_router_bfd_up(lab: &Lab, peer: &str) {
-    let socket = lab_run_dir(lab).join("upstream-router.conf.ctl");
+    let socket = bird_socket(lab, "upstream-router.conf");
     let deadline = Instant::now() + WAIT;
     loop {
         let bfd = netns::ns_exec(
@@ -130,6 +135,13 @@ fn the_router_learns_the_vip_from_bird_and_loses_it_when_lbd_withdraws() {
     // BFD comes up beside the session (the router's view).
     wait_router_bfd_up(&lb.lab, &gateway);
 
+    withdraw_and_announce_again(&mut lb, &gateway);
+}
+
+/// Every backend gone: lbd withdraws, the routing daemon withdraws, the router's route
+/// goes; a backend back: announced and learned again. Prints both delays from lbd's log
+/// stamps to the router's FIB.
+pub(crate) fn withdraw_and_announce_again(lb: &mut RunningLb, gateway: &str) {
     // Every backend gone: lbd withdraws, BIRD withdraws, the router's route goes.
     let mark = lb.lbd.log_len();
     for i in 0..3 {
@@ -152,7 +164,7 @@ fn the_router_learns_the_vip_from_bird_and_loses_it_when_lbd_withdraws() {
         .wait_for_log_after(mark, "announced VIP 10.0.0.100", WAIT)
         .expect("lbd announces the VIP again");
     let announced = first_time(&lb.lbd.log()[mark..], "announced VIP 10.0.0.100").expect("stamped");
-    let back = wait_route(&lb.lab, Some(&gateway));
+    let back = wait_route(&lb.lab, Some(gateway));
     println!(
         "router learned the route again {} ms after lbd's announce",
         millis_between(announced, back)

@@ -3,6 +3,7 @@
 //! fail before touching the live data path, a NIC deleted and created again, a program
 //! detached under a running lbd, and the documented exit statuses.
 use std::{
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -213,6 +214,8 @@ fn check_and_start_refuse_what_would_fail_at_start_and_leave_the_data_path_alone
     lb.stop_lbd();
     let programs = (xdp_prog(&lb.lab, "lbc"), xdp_prog(&lb.lab, "lbb"));
     let short_token = TempFile::new(&lb.lab, "short-token", "0123456789\n");
+    // Owner-only, so that its length is what is refused.
+    std::fs::set_permissions(&short_token.0, std::fs::Permissions::from_mode(0o600)).unwrap();
     let with_token = |token: &str| {
         config.replace(
             "api:\n  socket: ",

@@ -11,13 +11,12 @@ use std::{
 };
 
 use lb_tests::{
-    lbd_log::{first_time, millis_between},
-    netns,
-    scenario::*,
-    Daemon, Lab, LabConfig, RunningLb, VIP,
+    lbd_log::millis_between, netns, scenario::*, Daemon, Lab, LabConfig, RunningLb, VIP,
 };
 
-use crate::bird_announce::{start_bird, wait_route, wait_router_bfd_up, WAIT};
+use crate::bird_announce::{
+    start_bird, wait_route, wait_router_bfd_up, withdraw_and_announce_again, WAIT,
+};
 
 const FRR: &str = "/usr/lib/frr";
 
@@ -146,29 +145,5 @@ fn the_router_learns_the_vip_from_frr_and_loses_it_when_lbd_withdraws() {
         "{learned_all}"
     );
 
-    let mark = lb.lbd.log_len();
-    for i in 0..3 {
-        lb.kill_server(i);
-    }
-    lb.lbd
-        .wait_for_log_after(mark, "withdrew VIP 10.0.0.100", WAIT)
-        .expect("lbd withdraws the VIP");
-    let withdrawn = first_time(&lb.lbd.log()[mark..], "withdrew VIP 10.0.0.100").expect("stamped");
-    let gone = wait_route(&lb.lab, None);
-    println!(
-        "router lost the route {} ms after lbd's withdraw (poll every 2 ms)",
-        millis_between(withdrawn, gone)
-    );
-
-    let mark = lb.lbd.log_len();
-    lb.restart_server(0);
-    lb.lbd
-        .wait_for_log_after(mark, "announced VIP 10.0.0.100", WAIT)
-        .expect("lbd announces the VIP again");
-    let announced = first_time(&lb.lbd.log()[mark..], "announced VIP 10.0.0.100").expect("stamped");
-    let back = wait_route(&lb.lab, Some(&gateway));
-    println!(
-        "router learned the route again {} ms after lbd's announce",
-        millis_between(announced, back)
-    );
+    withdraw_and_announce_again(&mut lb, &gateway);
 }

@@ -8,6 +8,7 @@
 //! One module per subject; run one with `cargo test -p lb-tests --test lab -- failover::`.
 
 mod announce;
+mod announce_lifetime;
 mod bird_announce;
 mod bootstrap_lab;
 mod daemon_lifecycle;
@@ -21,10 +22,14 @@ mod failover;
 mod frr_announce;
 mod health_scale;
 mod lbctl_timeout;
+mod least_privilege;
 mod lifecycle;
 mod metrics;
+mod node_drain;
 mod operator;
+mod package;
 mod persistence;
+mod prometheus;
 mod reply_path_pinned;
 mod slowloris;
 mod table_full;
@@ -32,6 +37,9 @@ mod tier_node_hang;
 mod tier_node_loss;
 mod tier_node_restart;
 mod tier_split_health;
+mod tier_table_change;
+mod tier_upgrade;
+mod tokens;
 mod topology;
 mod trace_lab;
 mod zones;

@@ -471,6 +471,8 @@ fn the_tcp_listener_requires_the_bearer_token() {
     let token_file = std::env::temp_dir().join(format!("{}-token", lab.prefix()));
     let token = "s3cret-token-for-the-lab-0123456789";
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    // Owner-only, or lbd refuses it.
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let config = lab_config(&lab, &[1, 1, 1]).replace(
         "api:\n",
         &format!(

@@ -202,3 +202,90 @@ fn a_flood_of_spoofed_syn_and_ack_pairs_records_no_flow() {
         );
     });
 }
+
+/// A spoofed SYN and ACK pair with the exact tuple of an entry that a reused tuple may
+/// replace (closed, idle for more than 5 s, or on a backend taking no new flows), after
+/// the table moved that tuple to another backend: the SYN goes by the table and its
+/// SYN-ACK passes (to the real client), but the ACK, whose sender never saw it, leaves the
+/// entry on its backend, follows it there and is counted as unproven. The real client's
+/// ACK of that SYN-ACK still replaces the entry.
+#[test]
+fn a_spoofed_syn_and_ack_leave_a_reusable_entry_on_its_backend() {
+    let rig = Rig::build();
+    let (c0, b0) = (rig.c0, rig.b0);
+    rig.with_dataplane(CONFIG, |c| {
+        let config = lb_userspace::model::config::parse(CONFIG).unwrap();
+        let web = service_id(c, "web");
+        let mut recorded = Vec::new();
+        for sport in 47_400..47_700 {
+            let syn = client_syn(sport);
+            let backend = send(c.dataplane(), c0, &syn);
+            syn_ack_passes(c.dataplane(), b0, &syn, backend);
+            send(c.dataplane(), c0, &ack_of(&syn));
+            recorded.push((syn, backend));
+        }
+        // 10.1.0.11 weighs 3 and 10.1.0.13 takes no new flows: tuples move.
+        let (heavier, out) = (Ipv4Addr::new(10, 1, 0, 11), Ipv4Addr::new(10, 1, 0, 13));
+        let at = |address| lb_userspace::model::plan::BackendRef {
+            service: "web".into(),
+            address,
+            port: 8080,
+        };
+        let overlay = lb_userspace::model::plan::Overlay {
+            ring_weights: [(at(heavier), 3000), (at(out), 0)].into(),
+            ..Default::default()
+        };
+        c.apply_with(&config, &overlay).unwrap();
+        let moved = |on: &dyn Fn(&Frame, Ipv4Addr) -> bool| {
+            let (syn, old) = recorded
+                .iter()
+                .find(|(syn, old)| on(syn, *old) && table_backend(c, "web", syn.sport) != *old)
+                .expect("a tuple the new table moves");
+            let now = table_backend(c, "web", syn.sport);
+            let ids = (backend_id(c, "web", *old), backend_id(c, "web", now));
+            (syn.clone(), *old, now, ids)
+        };
+        let closed = moved(&|_, old| old != out);
+        let idle = moved(&|syn, old| old != out && syn.sport != closed.0.sport);
+        let draining = moved(&|_, old| old == out);
+        let dp = c.dataplane_mut();
+        dp.set_clock(100).unwrap();
+        let rst = Frame {
+            flags: RST | ACK,
+            ..ack_of(&closed.0)
+        };
+        send(dp, c0, &rst);
+        send(dp, c0, &ack_of(&draining.0));
+        for (syn, old, now, (old_id, _)) in [&closed, &idle, &draining] {
+            let before = dp.flows.get(&syn.flow_key(), 0).unwrap();
+            let active = dp.active_flows(*old_id).unwrap();
+            let unproven = dp.service_counters(web).unwrap().unproven_acks;
+            assert_eq!(send(dp, c0, syn), *now, "the spoofed SYN goes by the table");
+            syn_ack_passes(dp, b0, syn, *now);
+            let spoofed = ack_with(syn, BACKEND_ISN ^ 0x5a5a);
+            assert_eq!(send(dp, c0, &spoofed), *old, "the spoofed ACK: {syn:?}");
+            let after = dp.flows.get(&syn.flow_key(), 0).unwrap();
+            assert_eq!(
+                (after.backend, after.state),
+                (before.backend, before.state),
+                "{syn:?}"
+            );
+            assert_eq!(dp.active_flows(*old_id).unwrap(), active, "{syn:?}");
+            let s = dp.service_counters(web).unwrap();
+            assert_eq!(
+                (s.unproven_acks - unproven, s.stateless_forwards),
+                (1, 0),
+                "{syn:?}"
+            );
+            assert_eq!(dp.backend_counters(*old_id).unwrap().stateless_forwards, 0);
+        }
+        // The spoofed ACK refreshed the idle entry, as any packet of a flow does.
+        dp.set_clock(200).unwrap();
+        for (syn, _, now, (_, now_id)) in [&closed, &idle, &draining] {
+            assert_eq!(send(dp, c0, &ack_of(syn)), *now, "the ACK of the SYN-ACK");
+            let entry = dp.flows.get(&syn.flow_key(), 0).unwrap();
+            assert_eq!(entry.backend, *now_id);
+            assert_eq!(entry.state & FLOW_F_CLOSED, 0, "{syn:?}");
+        }
+    });
+}

@@ -15,7 +15,10 @@ use lb_tests::{
     packet_exchange::{reply, run_counted},
     packet_rig::*,
 };
-use lb_userspace::{control::tables::Controller, dataplane::Dataplane, kernel::KernelDataplane};
+use lb_userspace::{
+    control::tables::Controller, dataplane::Dataplane, kernel::KernelDataplane,
+    model::config::XdpAttachMode,
+};
 
 /// The rig's `web` with `stateless_return` on; `other` keeps its backend to itself.
 const STATELESS: &str = r#"
@@ -181,4 +184,60 @@ fn without_stateless_return_such_a_reply_is_passed_as_before() {
 
 fn config_of(yaml: &str) -> lb_userspace::model::config::Config {
     lb_userspace::model::config::parse(yaml).expect("valid config")
+}
+
+/// Removes a test's pin directory (links and maps) even when the test fails.
+struct PinsGuard(lb_userspace::kernel::pins::PinDir);
+
+impl Drop for PinsGuard {
+    fn drop(&mut self) {
+        let _ = self.0.remove_all();
+        let _ = std::fs::remove_dir_all(self.0.root());
+    }
+}
+
+/// A restarting lbd loads its programs on the running one's pins before it attaches.
+/// The program array is shared, so the running lb_xdp tail-calls whichever lb_reply is
+/// in it: the new one must not be put there before its egress map names the NICs, or
+/// every reply through it in that window fails to redirect
+/// (`pass_egress_not_attached`).
+#[test]
+fn a_restarting_lbd_takes_over_the_reply_path_only_once_its_egress_map_is_filled() {
+    let rig = Rig::build();
+    let (b0, c0, c0_mac) = (rig.b0, rig.c0, rig.c0_mac);
+    let root = std::path::Path::new("/sys/fs/bpf").join(lb_tests::netns::unique_prefix());
+    lb_tests::netns::run_in(&rig.ns, move || {
+        let config = config_of(STATELESS);
+        let pins = PinsGuard(lb_userspace::kernel::pins::PinDir::new(&root));
+        pins.0.prepare().unwrap();
+        let mut running = KernelDataplane::load(&config, Some(&pins.0)).unwrap();
+        running.add_egress(c0).unwrap();
+        running.add_egress(b0).unwrap();
+        let mut c = Controller::new(running, config.cluster.ring_size);
+        c.apply(&config).unwrap();
+
+        let mut next = KernelDataplane::load(&config, Some(&pins.0)).unwrap();
+        assert!(next.adopted());
+        let [syn_ack, data] = replies(41_100);
+        let r = run_counted(
+            c.dataplane(),
+            b0,
+            &syn_ack.bytes(),
+            Reason::RedirectInterface,
+        );
+        assert_eq!(
+            r.action, XDP_REDIRECT,
+            "the running lbd's reply path serves"
+        );
+        assert_eq!(r.output, as_from_vip(&syn_ack, c0_mac).bytes());
+
+        // Attached, the next lbd's reply path takes over, its egress map filled first.
+        let nics = ["c0".to_string(), "b0".to_string()];
+        next.attach(&nics, XdpAttachMode::Native, Some(&pins.0))
+            .unwrap();
+        let r = run_counted(c.dataplane(), b0, &data.bytes(), Reason::RedirectInterface);
+        assert_eq!(r.action, XDP_REDIRECT, "the next lbd's reply path serves");
+        assert_eq!(r.output, as_from_vip(&data, c0_mac).bytes());
+        next.detach_all();
+    });
 }

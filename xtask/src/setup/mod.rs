@@ -7,6 +7,7 @@
 
 mod bpf_linker;
 mod bpffs;
+mod cargo_deb;
 mod lint_tools;
 mod packages;
 mod rust_src;
@@ -25,9 +26,11 @@ pub enum Need {
     Lint,
     /// Running `lbd`, the lab and the tests that load BPF programs.
     Run,
+    /// `cargo xtask package`: the Debian package.
+    Package,
 }
 
-pub const ALL: &[Need] = &[Need::Build, Need::Lint, Need::Run];
+pub const ALL: &[Need] = &[Need::Build, Need::Lint, Need::Run, Need::Package];
 
 pub trait Step {
     /// What this step provides, for messages, e.g. "bpffs at /sys/fs/bpf".
@@ -58,6 +61,7 @@ fn steps() -> Result<Vec<Box<dyn Step>>> {
         Box::new(rust_src::RustSrc),
         Box::new(bpf_linker::BpfLinker::in_cargo_home()?),
         Box::new(lint_tools::LintTools),
+        Box::new(cargo_deb::CargoDeb),
         Box::new(packages::Packages),
         Box::new(bpffs::Bpffs),
     ])

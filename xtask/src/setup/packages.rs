@@ -1,6 +1,7 @@
 //! Debian packages that the tests and the lab call: they build namespace topologies,
 //! tune veths, inspect BPF objects and send or watch traffic, and the benchmark runs the
-//! load balancers it compares with.
+//! load balancers it compares with; the packaging tests install the package, check
+//! its unit and run a real Prometheus.
 
 use std::process::Command;
 
@@ -36,6 +37,16 @@ const PACKAGES: &[(&str, &str)] = &[
         "nftables",
         "nft: the DNAT rule the end-to-end benchmark compares with",
     ),
+    (
+        "prometheus",
+        "promtool and a real Prometheus scraping lbd (deploy/prometheus/; ~19 MB download, ~96 MB installed)",
+    ),
+    (
+        "systemd",
+        "systemd-analyze: verify and score the unit (deploy/systemd/)",
+    ),
+    ("strace", "the system calls lbd makes, against the unit's filter"),
+    ("adduser", "the package's maintainer scripts (its system user)"),
     (
         "cloud-init",
         "cloud-init schema: validates deploy/cloud-init/ (about 18 s to install)",

@@ -4,5 +4,6 @@ pub mod bench;
 pub mod build;
 pub mod lab;
 pub mod man;
+pub mod package;
 pub mod run;
 pub mod test;

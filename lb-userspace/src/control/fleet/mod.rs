@@ -24,7 +24,7 @@ use crate::{
     model::config::{duration, BackendConfig, BackendState, Config, HealthConfig, ServiceConfig},
     model::events::{self, Event, EventKind},
     model::plan::{BackendRef, Overlay},
-    model::weights::{self, Member, Mode, ZonePolicy},
+    model::weights::{self, Basis, Member, Mode, Totals, ZonePolicy},
 };
 
 #[derive(Debug, Clone)]
@@ -82,6 +82,27 @@ impl MemberState {
 
     fn eligible(&self) -> bool {
         self.healthy() && !self.draining()
+    }
+
+    /// The member as the weight rules see it, `now` into its slow start (if any).
+    fn view(&self, s: &ServiceConfig, now: Instant) -> Member<'_> {
+        Member {
+            ramp: self.ramp_since.map_or(1.0, |since| {
+                weights::ramp(now.saturating_duration_since(since), s.slow_start)
+            }),
+            ..self.counted()
+        }
+    }
+
+    /// [`MemberState::view`] without the slow start, which plays no part in [`Totals`].
+    fn counted(&self) -> Member<'_> {
+        Member {
+            zone: &self.zone,
+            weight: self.weight,
+            draining: self.draining(),
+            healthy: self.healthy(),
+            ramp: 1.0,
+        }
     }
 
     fn new(s: &ServiceConfig, b: &BackendConfig, with_service: bool, now: Instant) -> Self {
@@ -212,6 +233,11 @@ pub struct Fleet {
     serving: BTreeMap<String, usize>,
     /// Lifecycle events noted since the last [`Fleet::take_events`], in order.
     events: Vec<Event>,
+    /// Per service, what its members add up to in the rules that choose its mode
+    /// ([`Totals`]): kept through a change of one backend, dropped on any other change
+    /// and counted again when next asked for, so that a change of one backend tells
+    /// whether its service's mode changed without a walk of the service.
+    totals: BTreeMap<String, Totals>,
 }
 
 /// Passive ejections of one service since lbd started (for `/metrics`).
@@ -320,6 +346,7 @@ impl Fleet {
             .retain(|name, _| config.services.iter().any(|s| &s.name == name));
         self.serving
             .retain(|name, _| config.services.iter().any(|s| &s.name == name));
+        self.totals.clear();
         for s in &config.services {
             if let Some(before) = old.get(&s.name) {
                 self.note_zone_changes(before.drained_zones.clone(), s);
@@ -337,6 +364,7 @@ impl Fleet {
             if let Some(before) = self.services.get(name) {
                 self.note_zone_changes(before.drained_zones.clone(), s);
             }
+            self.totals.remove(name);
             self.reconfigure_one(s, new_service, now);
         }
     }
@@ -345,9 +373,89 @@ impl Fleet {
     /// that never reached the data path, so no flow can be pinned to it (a removal would
     /// keep it retiring, holding a backend slot the data path never gave it).
     pub fn forget(&mut self, at: &BackendRef) {
+        let before = self.contribution(at);
         if let Some(m) = self.members.remove(at) {
             self.count_serving(&at.service, m.serving, false);
         }
+        self.recount(at, before);
+    }
+
+    /// What backend `at` adds to its service's [`Totals`] (nothing once it left).
+    fn contribution(&self, at: &BackendRef) -> Totals {
+        let (Some(m), Some(s)) = (self.members.get(at), self.services.get(&at.service)) else {
+            return Totals::default();
+        };
+        Totals::of(&ZonePolicy::of(s, &self.local_zone), &m.counted())
+    }
+
+    /// Replaces what backend `at` added to its service's running totals, `before` it
+    /// changed, with what it adds now.
+    fn recount(&mut self, at: &BackendRef, before: Totals) {
+        let after = self.contribution(at);
+        if let Some(t) = self.totals.get_mut(&at.service) {
+            t.remove(before);
+            t.add(after);
+        }
+    }
+
+    /// The [`Basis`] of service `name`'s weights (its mode), from its running totals,
+    /// which are counted first if they were dropped.
+    pub fn basis_of(&mut self, name: &str) -> Option<Basis> {
+        let s = self.services.get(name)?;
+        let policy = ZonePolicy::of(s, &self.local_zone);
+        let totals = match self.totals.get(name) {
+            Some(t) => *t,
+            None => {
+                let t = Self::count_totals(&self.members, name, &policy);
+                self.totals.insert(name.to_string(), t);
+                t
+            }
+        };
+        Some(Basis::of(&policy, &totals))
+    }
+
+    /// Service `name`'s [`Totals`], counted member by member.
+    fn count_totals(
+        members: &BTreeMap<BackendRef, MemberState>,
+        name: &str,
+        policy: &ZonePolicy,
+    ) -> Totals {
+        let mut t = Totals::default();
+        for (_, m) in Self::members_of(members, name) {
+            t.add(Totals::of(policy, &m.counted()));
+        }
+        t
+    }
+
+    /// Backend `at`'s effective weight under `basis`, its service's (see
+    /// [`Fleet::basis_of`]); `None` once it left the fleet.
+    pub fn weight_under(&self, at: &BackendRef, basis: Basis, now: Instant) -> Option<f64> {
+        let m = self.members.get(at)?;
+        let s = self.services.get(&at.service)?;
+        let policy = ZonePolicy::of(s, &self.local_zone);
+        Some(basis.weight(&policy, &m.view(s, now)))
+    }
+
+    /// The zone of backend `at` if it was removed and its flows still drain (its entry
+    /// in [`Fleet::overlay`]'s retiring backends).
+    pub fn retiring_zone(&self, at: &BackendRef) -> Option<&str> {
+        self.members
+            .get(at)
+            .filter(|m| m.retired_at.is_some())
+            .map(|m| m.zone.as_str())
+    }
+
+    /// Whether each kept running total is what counting the members gives (for the
+    /// tests that hold the running totals to the walk).
+    #[cfg(test)]
+    pub fn totals_agree(&self) -> bool {
+        self.totals.iter().all(|(name, kept)| {
+            let Some(s) = self.services.get(name) else {
+                return false;
+            };
+            let policy = ZonePolicy::of(s, &self.local_zone);
+            Self::count_totals(&self.members, name, &policy) == *kept
+        })
     }
 
     /// Moves service `name`'s count of serving members from `before` to `after` for one
@@ -371,6 +479,7 @@ impl Fleet {
         let Some(s) = config.services.iter().find(|s| s.name == at.service) else {
             return;
         };
+        let before = self.contribution(at);
         match s
             .backends
             .iter()
@@ -385,6 +494,7 @@ impl Fleet {
                 }
             }
         }
+        self.recount(at, before);
     }
 
     /// Notes the zones service `s` drains or undrains, against `before`.
@@ -451,6 +561,8 @@ impl Fleet {
             return false;
         }
         m.record.record(outcome, latency, now);
+        let counted = self.contribution(at);
+        let m = self.members.get_mut(at).expect("looked up above");
         let h = &self.services[&at.service].health;
         let (before, serving_before) = (m.verdict(), m.healthy());
         let mut flap = m
@@ -478,7 +590,9 @@ impl Fleet {
             let why = transition_reason(flap, outcome, h.flap_window);
             self.events.push(Event::backend(kind, at, &m.zone, why));
         }
-        serving_before != m.healthy()
+        let changed = serving_before != m.healthy();
+        self.recount(at, counted);
+        changed
     }
 
     /// A new flap hold of `at`, refused when no other backend of its service takes new
@@ -579,6 +693,9 @@ impl Fleet {
                     format!("passive: {why}"),
                 ));
             }
+        }
+        if any {
+            self.totals.remove(name);
         }
         any
     }
@@ -724,18 +841,7 @@ impl Fleet {
         let s = self.services.get(name)?;
         let ours: Vec<(&BackendRef, &MemberState)> =
             Self::members_of(&self.members, name).collect();
-        let members: Vec<Member> = ours
-            .iter()
-            .map(|(_, m)| Member {
-                zone: &m.zone,
-                weight: m.weight,
-                draining: m.draining(),
-                healthy: m.healthy(),
-                ramp: m.ramp_since.map_or(1.0, |since| {
-                    weights::ramp(now.saturating_duration_since(since), s.slow_start)
-                }),
-            })
-            .collect();
+        let members: Vec<Member> = ours.iter().map(|(_, m)| m.view(s, now)).collect();
         let w = weights::effective(&ZonePolicy::of(s, &self.local_zone), &members);
         Some((
             w.mode,
@@ -811,6 +917,7 @@ impl Fleet {
                 let event = Event::backend(EventKind::BackendDeregistered, &at, &m.zone, detail);
                 self.events.push(event);
             }
+            self.totals.remove(&at.service);
             due.push(Purge::Removed(at));
         }
         due

@@ -23,7 +23,7 @@ use crate::{
     dataplane::Dataplane,
     model::config::{check_reloadable, Config},
     model::plan::{BackendRef, Overlay},
-    model::weights::{self, Mode},
+    model::weights::{self, Basis, Mode},
 };
 
 /// What an edit made in place changed (see [`Runtime::edited`]).
@@ -57,6 +57,9 @@ pub struct Runtime<D> {
     /// Whether `overlay` is what the kernel holds; until then every tick retries.
     applied: bool,
     modes: BTreeMap<String, Mode>,
+    /// Per service, the basis (mode) its part of `overlay` was weighed under: while a
+    /// change of one backend leaves it, no other backend's weight changed.
+    bases: BTreeMap<String, Basis>,
     next_sample: BTreeMap<String, Instant>,
 }
 
@@ -75,6 +78,7 @@ impl<D: Dataplane> Runtime<D> {
             overlay: Overlay::default(),
             applied: false,
             modes: BTreeMap::new(),
+            bases: BTreeMap::new(),
             next_sample: BTreeMap::new(),
         };
         let summary = runtime.sync(now)?;
@@ -312,6 +316,10 @@ impl<D: Dataplane> Runtime<D> {
     fn sync(&mut self, now: Instant) -> anyhow::Result<ApplySummary> {
         self.fleet.refresh(now);
         let weights = self.fleet.weights(now);
+        self.bases.clear();
+        for name in weights.keys() {
+            self.note_basis(name);
+        }
         let overlay = self.fleet.overlay(&weights);
         if self.applied && self.overlay == overlay {
             return Ok(ApplySummary::default());
@@ -344,6 +352,7 @@ impl<D: Dataplane> Runtime<D> {
             let Some(w) = self.fleet.service_weights(name, now) else {
                 continue;
             };
+            self.note_basis(name);
             changed |= self.replace_overlay_of(name, &w);
             modes.insert(name.clone(), (w.mode, w.backends.len()));
         }
@@ -353,12 +362,34 @@ impl<D: Dataplane> Runtime<D> {
         self.apply(modes, Scope::Services(names))
     }
 
-    /// [`Runtime::sync_services`] after a change of backend `at` alone: when the overlay
-    /// changed for no other backend, the controller updates that backend's entries in
-    /// place rather than re-planning its service (see [`Controller::apply_backend`]).
+    /// [`Runtime::sync_services`] after a change of backend `at` alone. While its
+    /// service's basis (see [`Basis`]) stays the one its weights were last computed under,
+    /// no other backend's weight changed: only `at`'s overlay entries are recomputed,
+    /// from the fleet's running totals, and the controller updates its entries in place
+    /// (see [`Controller::apply_backend`]), so the cost does not grow with the service. (A
+    /// slow-start step of another backend is left to the tick, which re-weighs ramping
+    /// services.) Otherwise the service's weights are computed whole, and when any other
+    /// backend's entry changed the service is re-planned.
     fn sync_backend(&mut self, at: &BackendRef, now: Instant) -> anyhow::Result<ApplySummary> {
         let names = [at.service.clone()];
         self.fleet.refresh_backend(at, now);
+        let Some(basis) = self.fleet.basis_of(&at.service) else {
+            return self.sync_services(&names, true, now);
+        };
+        let same = self.bases.get(&at.service) == Some(&basis)
+            && self.modes.get(&at.service) == Some(&basis.mode);
+        if same {
+            let weight = self.fleet.weight_under(at, basis, now);
+            let retiring = self.fleet.retiring_zone(at).map(str::to_string);
+            update_entry(
+                &mut self.overlay.ring_weights,
+                at,
+                weight.map(weights::ring_weight),
+            );
+            update_entry(&mut self.overlay.retiring, at, retiring);
+            // The mode stays, as logged.
+            return self.apply(BTreeMap::new(), Scope::Backend(at));
+        }
         let Some((mode, backends)) = self.fleet.service_weights_of(&at.service, now) else {
             return self.sync_services(&names, true, now);
         };
@@ -369,11 +400,20 @@ impl<D: Dataplane> Runtime<D> {
             &at.service,
             backends.into_iter(),
         );
+        self.bases.insert(at.service.clone(), basis);
         let modes = BTreeMap::from([(at.service.clone(), (mode, count))]);
         if changed.iter().any(|k| k != at) {
             return self.apply(modes, Scope::Services(&names));
         }
         self.apply(modes, Scope::Backend(at))
+    }
+
+    /// Notes the basis service `name`'s weights were just computed under.
+    fn note_basis(&mut self, name: &str) {
+        match self.fleet.basis_of(name) {
+            Some(basis) => self.bases.insert(name.to_string(), basis),
+            None => self.bases.remove(name),
+        };
     }
 
     /// Replaces service `name`'s part of the overlay (what [`Fleet::overlay`] would give
@@ -449,6 +489,24 @@ fn overlay_changes<'a>(
         }
     }
     changed
+}
+
+/// Makes `map`'s entry for `at` `value` (none: removed), writing only if it differs.
+fn update_entry<V: PartialEq>(
+    map: &mut BTreeMap<BackendRef, V>,
+    at: &BackendRef,
+    value: Option<V>,
+) {
+    match value {
+        Some(v) => {
+            if map.get(at) != Some(&v) {
+                map.insert(at.clone(), v);
+            }
+        }
+        None => {
+            map.remove(at);
+        }
+    }
 }
 
 /// Makes the entries of service `name` in `map` those of `with` (in key order), writing

@@ -299,7 +299,9 @@ fn kernel(d: &FakeDataplane) -> KernelState {
     )
 }
 
-/// Five services of mixed policies, three backends each.
+/// Five services of mixed policies, three backends each; two keep new flows in the local
+/// zone while it is healthy enough (one of them failing closed), so that changes move
+/// services between modes.
 fn mixed_config() -> Config {
     let policies = [
         "maglev",
@@ -320,9 +322,14 @@ fn mixed_config() -> Config {
             })
             .collect();
         text.push_str(&format!(
-            "  - {{ name: s{s}, vip: 10.0.0.{}, port: 80, policy: {policy}, \
+            "  - {{ name: s{s}, vip: 10.0.0.{}, port: 80, policy: {policy}, {}\
              deregistration_delay: {}, slow_start: {}, backends: [{}] }}\n",
             s + 1,
+            match s {
+                1 => "cross_zone: false, ",
+                2 => "cross_zone: false, on_all_unhealthy: fail_closed, ",
+                _ => "",
+            },
             // The last one frees a removed backend's slot at once.
             if s == 4 { "0s" } else { "2s" },
             // Two services ramp a backend that starts serving again.
@@ -380,7 +387,7 @@ fn random_edit(rng: &mut Rng, config: &Config) -> Option<Edit> {
 
 #[test]
 fn scoped_changes_end_in_the_same_kernel_state_as_whole_replans() {
-    let (mut in_place, mut ramping) = (0, 0);
+    let (mut in_place, mut ramping, mut moved_mode) = (0, 0, 0);
     for seed in 1..=20u64 {
         let t0 = Instant::now();
         let mut scoped = start(mixed_config(), t0);
@@ -439,7 +446,9 @@ fn scoped_changes_end_in_the_same_kernel_state_as_whole_replans() {
                             address: at.address,
                             port: at.port,
                         };
+                        let before = scoped.fleet.basis_of(service);
                         scoped.edited(Edited::Backend(&at), now).unwrap();
+                        moved_mode += usize::from(scoped.fleet.basis_of(service) != before);
                     }
                     whole.reload(next, now).unwrap();
                 }
@@ -492,6 +501,10 @@ fn scoped_changes_end_in_the_same_kernel_state_as_whole_replans() {
                 scoped.fleet.serving_counts_agree(),
                 "seed {seed} step {step}: the running counts of serving backends"
             );
+            assert!(
+                scoped.fleet.totals_agree(),
+                "seed {seed} step {step}: the running totals that choose the modes"
+            );
         }
         in_place += scoped.controller().backends_applied_in_place();
     }
@@ -501,6 +514,13 @@ fn scoped_changes_end_in_the_same_kernel_state_as_whole_replans() {
     assert!(in_place >= 40, "{in_place} changes applied in place");
     // Slow starts began and ran while the scoped runtime was held to the whole one.
     assert!(ramping >= 20, "{ramping} steps with a ramping service");
+    // One-backend changes that moved their service to another mode, so that every other
+    // backend's weight had to be recomputed.
+    assert!(
+        moved_mode >= 10,
+        "{moved_mode} one-backend changes moved a mode"
+    );
+    eprintln!("{in_place} in place, {ramping} ramping, {moved_mode} moved a mode");
 }
 
 /// A ring large enough for 10,000 backends.

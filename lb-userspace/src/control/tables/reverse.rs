@@ -55,6 +55,46 @@ mod tests {
     }
 
     #[test]
+    fn a_reverse_map_beyond_max_backends_is_a_full_table_and_nothing_is_written() {
+        use lb_common::reverse::ReverseTarget;
+
+        use crate::dataplane::{Capacity, Dataplane as _, DataplaneError};
+
+        let mut dp = FakeDataplane::new(RING, 7);
+        dp.capacity = Some(Capacity {
+            services: 4,
+            backends: 1,
+        });
+        let entry = |n: u32| {
+            let key = ReverseKey {
+                addr: n,
+                port: 8080,
+                proto: 6,
+                family: 4,
+            };
+            let target = ReverseTarget {
+                vip: 100,
+                vport: 80,
+                _pad: 0,
+                service: 0,
+                backend: n,
+            };
+            (key, target)
+        };
+        let entries = [entry(1), entry(2)].into_iter().collect();
+        match dp.set_reverse_map(&entries) {
+            Err(DataplaneError::TableFull {
+                map: "REVERSE",
+                capacity: 1,
+                limit: "max_backends",
+            }) => {}
+            other => panic!("expected a full REVERSE table, got {other:?}"),
+        }
+        assert!(dp.reverse.is_empty());
+        assert!(dp.log.is_empty());
+    }
+
+    #[test]
     fn a_whole_apply_and_an_incremental_one_both_keep_the_reverse_map_current() {
         let mut c = Controller::new(FakeDataplane::new(RING, 7), RING);
         c.apply(&config_with(&["10.1.0.11", "10.1.0.12"])).unwrap();

@@ -1,6 +1,6 @@
 //! Announcing VIPs to the routers: while this node can serve a VIP, lbd holds its /32 on
 //! `lo` and the routing daemon (BIRD, FRR) exports it; see `crate::model::announce`.
-use std::{fmt, net::Ipv4Addr, str::FromStr, time::Duration};
+use std::{fmt, net::Ipv4Addr, path::PathBuf, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +8,13 @@ use super::{collector::Collector, duration};
 
 /// Longest accepted `announce.hold_up`.
 pub const MAX_HOLD_UP: Duration = Duration::from_secs(600);
+
+/// Shortest accepted `announce.lifetime` (other than 0s): lbd renews every second, so
+/// a shorter one could lapse while lbd is alive but its loop is briefly late.
+pub const MIN_LIFETIME: Duration = Duration::from_secs(3);
+
+/// Longest accepted `announce.lifetime`.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(86_400);
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -23,6 +30,21 @@ pub struct AnnounceConfig {
     pub min_healthy_backends: u32,
     /// The operator took this node out: no VIP is announced.
     pub drained: bool,
+    /// The kernel lifetime of each announced /32 (its `valid_lft`), renewed by lbd every
+    /// second: a node whose lbd is dead or hung stops being announced within this,
+    /// since the kernel removes the address itself. 0s: no lifetime (kept until lbd
+    /// removes it).
+    #[serde(with = "duration")]
+    pub lifetime: Duration,
+    /// BIRD's control socket, read (never written) for `lbctl node status` and to
+    /// confirm that a withdrawn VIP left BIRD's table; absent: lbd checks `lo` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bird_socket: Option<PathBuf>,
+    /// Since when (Unix seconds) the node is drained through the admin API (`lbctl node
+    /// drain`). Never read from the config file: it lives in the state file, so it
+    /// survives restarts and SIGHUP reloads (see `crate::model::desired`).
+    #[serde(skip)]
+    pub drained_since: Option<u64>,
 }
 
 impl Default for AnnounceConfig {
@@ -32,11 +54,24 @@ impl Default for AnnounceConfig {
             hold_up: Duration::from_secs(3),
             min_healthy_backends: 1,
             drained: false,
+            lifetime: Duration::from_secs(30),
+            bird_socket: None,
+            drained_since: None,
         }
     }
 }
 
 impl AnnounceConfig {
+    /// Why the node announces nothing, if it is drained (by the config file's
+    /// `drained`, or through the API).
+    pub fn drained_why(&self) -> Option<&'static str> {
+        match (self.drained, self.drained_since) {
+            (true, _) => Some("the node is drained (announce.drained)"),
+            (false, Some(_)) => Some("the node is drained (lbctl node drain)"),
+            (false, None) => None,
+        }
+    }
+
     /// Whether lbd may add or remove `vip` on `lo`.
     pub fn in_range(&self, vip: Ipv4Addr) -> bool {
         self.vip_ranges.iter().any(|net| net.contains(vip))
@@ -110,6 +145,24 @@ pub(super) fn check_announce(c: &mut Collector, announce: &AnnounceConfig) {
                 duration::format(MAX_HOLD_UP)
             ),
         );
+    }
+    if !announce.lifetime.is_zero() && !(MIN_LIFETIME..=MAX_LIFETIME).contains(&announce.lifetime) {
+        c.err(
+            "announce.lifetime",
+            format!(
+                "{} is out of range {}..={} (or 0s for none)",
+                duration::format(announce.lifetime),
+                duration::format(MIN_LIFETIME),
+                duration::format(MAX_LIFETIME)
+            ),
+        );
+    }
+    if announce
+        .bird_socket
+        .as_ref()
+        .is_some_and(|p| !p.is_absolute())
+    {
+        c.err("announce.bird_socket", "must be an absolute path");
     }
     if announce.min_healthy_backends == 0 {
         c.err(

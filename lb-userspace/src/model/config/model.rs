@@ -69,11 +69,25 @@ pub struct ApiConfig {
     /// Optional TCP listener; refused by validation without `token_file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
-    /// File holding the bearer token that TCP clients must send.
+    /// File holding the operator's bearer token, which may do everything on TCP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// Tokens that may only add, drain and remove backends of the services they name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub registration_tokens: Vec<RegistrationToken>,
     /// Per listener: the unix socket and the TCP listener each get these.
     pub connections: ConnectionLimits,
+}
+
+/// A bearer token for the TCP listener scoped to the backends of some services (see
+/// `crate::ops::api::scope`): what a backend VM holds to register itself.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationToken {
+    /// The file holding the token (owner-only, like `token_file`).
+    pub file: PathBuf,
+    /// The services whose backends it may add, drain and remove.
+    pub services: Vec<String>,
 }
 
 /// Default path of the admin socket, also `lbctl`'s default.
@@ -85,6 +99,7 @@ impl Default for ApiConfig {
             socket: PathBuf::from(DEFAULT_API_SOCKET),
             listen: None,
             token_file: None,
+            registration_tokens: Vec::new(),
             connections: ConnectionLimits::default(),
         }
     }

@@ -83,6 +83,17 @@ fn start_up_keys(c: &Config) -> Vec<(&'static str, String)> {
             "api.token_file",
             optional(c.api.token_file.as_deref().map(path)),
         ),
+        (
+            "api.registration_tokens",
+            format!(
+                "{:?}",
+                c.api
+                    .registration_tokens
+                    .iter()
+                    .map(|t| (path(&t.file), &t.services))
+                    .collect::<Vec<_>>()
+            ),
+        ),
         ("metrics.listen", c.metrics.listen.to_string()),
         ("state_file", path(&c.state_file)),
         ("api.connections", limits(&c.api.connections)),

@@ -285,6 +285,31 @@ fn api_metrics_and_state_file_have_secure_defaults() {
 }
 
 #[test]
+fn registration_tokens_need_the_listener_their_own_files_and_valid_services() {
+    let text = format!(
+        "{VALID}api:\n  registration_tokens:\n    - {{ file: tokens/web, services: [] }}\n    \
+         - {{ file: /etc/lbd/token, services: [web, 'a b'] }}\n    \
+         - {{ file: /etc/lbd/token, services: [web] }}\n"
+    );
+    let e = parse(&text).unwrap_err().to_string();
+    for expected in [
+        "api.registration_tokens: only the TCP listener takes tokens",
+        "api.registration_tokens[0].file: `tokens/web` must be an absolute path",
+        "api.registration_tokens[0].services: must name at least one service",
+        "api.registration_tokens[1].services[1]: `a b` may only contain",
+        "api.registration_tokens[2].file: `/etc/lbd/token` is already another token's file",
+    ] {
+        assert!(e.contains(expected), "{expected}: {e}");
+    }
+    let ok = format!(
+        "{VALID}api:\n  listen: 127.0.0.1:9500\n  token_file: /etc/lbd/token\n  \
+         registration_tokens: [ {{ file: /etc/lbd/web.token, services: [web] }} ]\n"
+    );
+    let c = parse(&ok).unwrap();
+    assert_eq!(c.api.registration_tokens[0].services, ["web"]);
+}
+
+#[test]
 fn a_tcp_listener_without_a_token_file_is_refused() {
     let text = format!("{VALID}api:\n  listen: 127.0.0.1:9500\n");
     let e = parse(&text).unwrap_err().to_string();

@@ -231,11 +231,49 @@ fn check_api(c: &mut Collector, config: &Config) {
             );
         }
     }
+    check_registration_tokens(c, api);
     if !config.state_file.is_absolute() {
         c.err(
             "state_file",
             format!("`{}` must be an absolute path", config.state_file.display()),
         );
+    }
+}
+
+/// Scoped tokens: each in its own absolute file, naming valid services, and only with
+/// the TCP listener that reads them.
+fn check_registration_tokens(c: &mut Collector, api: &super::ApiConfig) {
+    if !api.registration_tokens.is_empty() && api.listen.is_none() {
+        c.err(
+            "api.registration_tokens",
+            "only the TCP listener takes tokens: set api.listen (and api.token_file)",
+        );
+    }
+    let mut files: Vec<&std::path::Path> = api.token_file.iter().map(|p| p.as_path()).collect();
+    for (i, token) in api.registration_tokens.iter().enumerate() {
+        let at = format!("api.registration_tokens[{i}]");
+        if !token.file.is_absolute() {
+            c.err(
+                format!("{at}.file"),
+                format!("`{}` must be an absolute path", token.file.display()),
+            );
+        }
+        if files.contains(&token.file.as_path()) {
+            c.err(
+                format!("{at}.file"),
+                format!(
+                    "`{}` is already another token's file: each token is in its own file",
+                    token.file.display()
+                ),
+            );
+        }
+        files.push(&token.file);
+        if token.services.is_empty() {
+            c.err(format!("{at}.services"), "must name at least one service");
+        }
+        for (j, service) in token.services.iter().enumerate() {
+            check_name(c, &format!("{at}.services[{j}]"), service);
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //!   `/var/lib/lbd/state.yaml`) when it exists, else from the config file. `lbd` writes
 //!   the state file on every change made through the admin API, so a restarted `lbd`
 //!   comes back with what the operator set, not with the config file's older services.
+//!   A node drain made through the API (`announce.drained_since`) is kept there too.
 //! - A state file that exists but cannot be read, parsed or validated together with the
 //!   config file stops `lbd` (exit 78) with the problem named: silently falling back to
 //!   the config file would undo the operator's changes. Remove the file to start from
@@ -67,10 +68,11 @@ pub fn with_state_file(file: Config) -> Result<(Config, Source), ConfigError> {
     else {
         return Ok((file, Source::ConfigFile));
     };
-    let merged = Config {
+    let mut merged = Config {
         services: doc.services,
         ..file
     };
+    merged.announce.drained_since = doc.drained_since;
     validate(&merged).map_err(in_state)?;
     Ok((merged, Source::StateFile))
 }

@@ -28,6 +28,10 @@ pub struct StateDoc {
     /// Which journal extends this snapshot (a journal of another generation is ignored).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub generation: u64,
+    /// Since when (Unix seconds) the node is drained through the API (`lbctl node
+    /// drain`); absent: not drained that way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained_since: Option<u64>,
     pub services: Vec<ServiceConfig>,
 }
 
@@ -150,6 +154,8 @@ pub struct Store {
     /// Device and inode of the snapshot last written.
     snapshot_id: Option<(u64, u64)>,
     bytes_written: u64,
+    /// The node drain written into every snapshot (see [`StateDoc::drained_since`]).
+    drained_since: Option<u64>,
 }
 
 impl Store {
@@ -162,7 +168,31 @@ impl Store {
             snapshot_len: 0,
             snapshot_id: None,
             bytes_written: 0,
+            drained_since: None,
         }
+    }
+
+    /// The node drain as read at start (kept in every snapshot from then on).
+    pub fn with_drained_since(mut self, since: Option<u64>) -> Self {
+        self.drained_since = since;
+        self
+    }
+
+    /// Persists a node drain (`Some(since)`) or undrain as a new snapshot of `services`
+    /// (rare, so no journal record). Durable when this returns; on failure nothing
+    /// changed on disk and the previous drain is kept.
+    pub fn persist_drain(
+        &mut self,
+        services: &[ServiceConfig],
+        since: Option<u64>,
+    ) -> Result<(), StateFileError> {
+        if let Some(dir) = &self.dir {
+            dir.recheck().map_err(io_error(&self.path))?;
+        }
+        let previous = std::mem::replace(&mut self.drained_since, since);
+        self.compact(services).inspect_err(|_| {
+            self.drained_since = previous;
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -257,6 +287,7 @@ impl Store {
             &self.path,
             &StateDoc {
                 generation,
+                drained_since: self.drained_since,
                 services: services.to_vec(),
             },
         )?;

@@ -180,6 +180,7 @@ fn symlinks_planted_at_any_name_the_writer_uses_are_not_followed() {
         &path,
         &StateDoc {
             generation: 0,
+            drained_since: None,
             services: state.clone(),
         },
     )

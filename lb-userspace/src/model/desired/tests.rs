@@ -43,6 +43,7 @@ fn the_state_file_wins_over_the_config_files_services_once_written() {
         &state,
         &StateDoc {
             generation: 0,
+            drained_since: None,
             services: changed.services.clone(),
         },
     )

@@ -50,6 +50,11 @@ impl<'a> ZonePolicy<'a> {
     fn usable(&self, zone: &str) -> bool {
         !self.drained_zones.contains(zone) && self.zone_weight(zone) > 0.0
     }
+
+    /// A candidate (rule 1): active, healthy, in a usable zone.
+    fn candidate(&self, m: &Member) -> bool {
+        !m.draining && m.healthy && self.usable(m.zone)
+    }
 }
 
 /// One backend as the weight rules see it.
@@ -104,82 +109,123 @@ pub struct Weights {
 }
 
 pub fn effective(policy: &ZonePolicy, members: &[Member]) -> Weights {
-    let candidate = |m: &Member| !m.draining && m.healthy && policy.usable(m.zone);
-    let base = |m: &Member| m.weight as f64 * policy.zone_weight(m.zone) * m.ramp;
-    let pick = |keep: &dyn Fn(&Member) -> bool| -> Vec<f64> {
-        members
-            .iter()
-            .map(|m| if keep(m) { base(m) } else { 0.0 })
-            .collect()
-    };
-    if !members.iter().any(candidate) {
-        return when_none_is_healthy(policy, members);
-    }
-    if policy.cross_zone {
-        return Weights {
-            mode: Mode::CrossZone,
-            weights: pick(&candidate),
-        };
-    }
-    let local = |m: &Member| m.zone == policy.local_zone;
-    let local_total: f64 = members
-        .iter()
-        .filter(|m| !m.draining && local(m))
-        .map(|m| m.weight as f64)
-        .sum();
-    let local_healthy: f64 = members
-        .iter()
-        .filter(|m| candidate(m) && local(m))
-        .map(|m| m.weight as f64)
-        .sum();
-    let share = if local_total > 0.0 {
-        local_healthy / local_total
-    } else {
-        0.0
-    };
-    if local_healthy > 0.0 && share >= policy.failover_threshold {
-        Weights {
-            mode: Mode::LocalZone,
-            weights: pick(&|m| candidate(m) && local(m)),
-        }
-    } else {
-        Weights {
-            mode: Mode::Spill,
-            weights: pick(&candidate),
-        }
+    let totals = members.iter().fold(Totals::default(), |mut t, m| {
+        t.add(Totals::of(policy, m));
+        t
+    });
+    let basis = Basis::of(policy, &totals);
+    Weights {
+        mode: basis.mode,
+        weights: members.iter().map(|m| basis.weight(policy, m)).collect(),
     }
 }
 
-fn when_none_is_healthy(policy: &ZonePolicy, members: &[Member]) -> Weights {
-    if policy.on_all_unhealthy == OnAllUnhealthy::FailClosed {
-        return Weights {
-            mode: Mode::FailClosed,
-            weights: vec![0.0; members.len()],
-        };
+/// What a service's members add up to in the rules that choose its [`Mode`]: kept as a
+/// running sum, so that a change of one member tells whether the mode (and so any
+/// other member's weight) can change without a walk of the service. Integer sums, so
+/// that adding and taking away a member leaves exactly what counting gives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Candidates (rule 1), in any zone.
+    pub candidates: u64,
+    /// Configured weight of the local zone's active members (rule 3's whole).
+    pub local_weight: u64,
+    /// Configured weight of the local zone's candidates (rule 3's healthy share).
+    pub local_candidate_weight: u64,
+    /// Active members of a positive weight in zones that may take new flows (rule 4).
+    pub usable_active: u64,
+    /// Active members of a positive weight, in any zone (rule 4's last resort).
+    pub active: u64,
+}
+
+impl Totals {
+    /// What member `m` adds.
+    pub fn of(policy: &ZonePolicy, m: &Member) -> Totals {
+        let local = m.zone == policy.local_zone;
+        let candidate = policy.candidate(m);
+        let active = !m.draining && m.weight > 0;
+        let weight = u64::from(m.weight);
+        Totals {
+            candidates: u64::from(candidate),
+            local_weight: if !m.draining && local { weight } else { 0 },
+            local_candidate_weight: if candidate && local { weight } else { 0 },
+            usable_active: u64::from(active && policy.usable(m.zone)),
+            active: u64::from(active),
+        }
     }
-    let mut weights: Vec<f64> = members
-        .iter()
-        .map(|m| {
-            if !m.draining && policy.usable(m.zone) {
-                m.weight as f64 * policy.zone_weight(m.zone)
+
+    pub fn add(&mut self, t: Totals) {
+        self.candidates += t.candidates;
+        self.local_weight += t.local_weight;
+        self.local_candidate_weight += t.local_candidate_weight;
+        self.usable_active += t.usable_active;
+        self.active += t.active;
+    }
+
+    pub fn remove(&mut self, t: Totals) {
+        self.candidates -= t.candidates;
+        self.local_weight -= t.local_weight;
+        self.local_candidate_weight -= t.local_candidate_weight;
+        self.usable_active -= t.usable_active;
+        self.active -= t.active;
+    }
+}
+
+/// What decides each member's weight besides the member itself: the mode, and in fail
+/// open whether only drained or zero-weight zones are left. While it stays, a change of
+/// one member changes that member's weight alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Basis {
+    pub mode: Mode,
+    /// Fail open with no active member in a usable zone: every active member by weight.
+    any_zone: bool,
+}
+
+impl Basis {
+    /// The basis of a service whose members add up to `t`.
+    pub fn of(policy: &ZonePolicy, t: &Totals) -> Basis {
+        let (mode, any_zone) = if t.candidates == 0 {
+            if policy.on_all_unhealthy == OnAllUnhealthy::FailClosed {
+                (Mode::FailClosed, false)
+            } else if t.usable_active > 0 {
+                (Mode::FailOpen, false)
+            } else if t.active > 0 {
+                // Only drained or zero-weight zones are left: they still beat dropping.
+                (Mode::FailOpen, true)
+            } else {
+                (Mode::NoBackend, true)
+            }
+        } else if policy.cross_zone {
+            (Mode::CrossZone, false)
+        } else {
+            let share = if t.local_weight > 0 {
+                t.local_candidate_weight as f64 / t.local_weight as f64
             } else {
                 0.0
+            };
+            if t.local_candidate_weight > 0 && share >= policy.failover_threshold {
+                (Mode::LocalZone, false)
+            } else {
+                (Mode::Spill, false)
             }
-        })
-        .collect();
-    if weights.iter().all(|w| *w == 0.0) {
-        // Only drained or zero-weight zones are left: they still beat dropping.
-        weights = members
-            .iter()
-            .map(|m| if m.draining { 0.0 } else { m.weight as f64 })
-            .collect();
+        };
+        Basis { mode, any_zone }
     }
-    let mode = if weights.iter().any(|w| *w > 0.0) {
-        Mode::FailOpen
-    } else {
-        Mode::NoBackend
-    };
-    Weights { mode, weights }
+
+    /// Member `m`'s effective weight under this basis.
+    pub fn weight(&self, policy: &ZonePolicy, m: &Member) -> f64 {
+        let base = || m.weight as f64 * policy.zone_weight(m.zone) * m.ramp;
+        let candidate = policy.candidate(m);
+        match self.mode {
+            Mode::CrossZone | Mode::Spill if candidate => base(),
+            Mode::LocalZone if candidate && m.zone == policy.local_zone => base(),
+            Mode::FailOpen if !m.draining && self.any_zone => m.weight as f64,
+            Mode::FailOpen if !m.draining && policy.usable(m.zone) => {
+                m.weight as f64 * policy.zone_weight(m.zone)
+            }
+            _ => 0.0,
+        }
+    }
 }
 
 /// Effective weights in integer thousandths: the unit of the Maglev builder's weights,

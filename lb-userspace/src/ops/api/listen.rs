@@ -1,5 +1,6 @@
 //! Where the admin API listens: a unix socket that only its owner (root) can use, and
-//! optionally TCP, where every request must carry the bearer token from `token_file`.
+//! optionally TCP, where every request must carry one of the bearer tokens (see `tokens`)
+//! and stay within its scope (see `scope`).
 use std::{
     fs,
     os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt},
@@ -17,7 +18,8 @@ use axum::{
 };
 use tokio::net::{TcpListener, UnixListener};
 
-use super::error::ApiError;
+use super::{error::ApiError, tokens::Tokens};
+use crate::ops::listeners::stats::ListenerStats;
 
 /// Removes the socket file on drop.
 pub struct SocketFile {
@@ -72,55 +74,52 @@ pub fn bind_unix(path: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
     Ok((listener, file))
 }
 
-/// Reads the bearer token (surrounding whitespace ignored; empty is refused).
-pub fn read_token(path: &Path) -> anyhow::Result<String> {
-    let token = fs::read_to_string(path)
-        .with_context(|| format!("reading api.token_file {}", path.display()))?;
-    if let Ok(meta) = fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            log::warn!(
-                "api.token_file {} is readable by other users (mode {:o}); chmod 600 it",
-                path.display(),
-                meta.permissions().mode() & 0o777
-            );
-        }
-    }
-    let token = token.trim().to_string();
-    if token.len() < 16 {
-        bail!(
-            "api.token_file {}: the token must be at least 16 characters",
-            path.display()
-        );
-    }
-    Ok(token)
-}
-
-/// Binds the TCP listener and wraps `router` so that it requires the token.
+/// Binds the TCP listener and wraps `router` so that every request needs a token, and
+/// stays within that token's scope.
+/// Refusals are counted in `stats` (`lb_listener_requests_refused_total`).
 pub async fn bind_tcp(
     addr: std::net::SocketAddr,
-    token: String,
+    tokens: Tokens,
+    stats: Arc<ListenerStats>,
     router: Router,
 ) -> anyhow::Result<(TcpListener, Router)> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the admin API on {addr}"))?;
     let router = router.layer(middleware::from_fn_with_state(
-        Arc::new(token),
+        (Arc::new(tokens), stats),
         require_token,
     ));
     Ok((listener, router))
 }
 
-async fn require_token(State(token): State<Arc<String>>, req: Request, next: Next) -> Response {
+async fn require_token(
+    State((tokens, stats)): State<(Arc<Tokens>, Arc<ListenerStats>)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => next.run(req).await,
-        Some(_) => unauthorized("wrong bearer token"),
-        None => unauthorized("missing bearer token (Authorization: Bearer TOKEN)"),
+    let Some(given) = given else {
+        ListenerStats::count(&stats.unauthorized);
+        stats.warn_limited(|| "refused a request without a bearer token (401)".into());
+        return unauthorized("missing bearer token (Authorization: Bearer TOKEN)");
+    };
+    let Some(scope) = tokens.scope_of(given) else {
+        ListenerStats::count(&stats.unauthorized);
+        stats.warn_limited(|| "refused a request with a wrong bearer token (401)".into());
+        return unauthorized("wrong bearer token");
+    };
+    match scope.allows(req.method(), req.uri().path(), req.uri().query()) {
+        Ok(()) => next.run(req).await,
+        Err(denied) => {
+            ListenerStats::count(&stats.forbidden);
+            log::warn!("admin API over TCP: refused (403): {denied}");
+            ApiError::new(StatusCode::FORBIDDEN, denied.to_string()).into_response()
+        }
     }
 }
 
@@ -133,25 +132,9 @@ fn unauthorized(message: &str) -> Response {
     response
 }
 
-/// Compares without an early exit, so response time does not reveal how much of a
-/// guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"secret-token", b"secret-token"));
-        assert!(!constant_time_eq(b"secret-token", b"secret-tokex"));
-        assert!(!constant_time_eq(b"secret", b"secret-token"));
-    }
 
     #[test]
     fn the_socket_is_owner_only_in_a_new_0700_directory() {

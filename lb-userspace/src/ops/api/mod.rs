@@ -21,6 +21,8 @@
 //! | `GET /v1/explain?client=A:P&vip=V:P` | which backend a new and an existing connection of that tuple take, and why |
 //! | `POST /v1/services/{service}/trace` | body `{"sample": N, "duration": "30s"}`: the service's packets, one JSON line each, while the trace lasts (see `crate::kernel::trace`) |
 //! | `POST /v1/apply[?dry_run=true]` | declarative: body `{"services": [...]}` or a whole config |
+//! | `GET /v1/node` | the node's VIPs (announced, on `lo`, in BIRD, why), its drain, BIRD's sessions |
+//! | `POST /v1/node/drain` and `/undrain` | withdraw every VIP, persisted in the state file |
 //! | `GET /v1/events[?since=SEQ][&service=S][&follow=1]` | lifecycle events, one JSON line each (route in `crate::ops::events::route`) |
 pub mod body;
 #[cfg(test)]
@@ -28,8 +30,10 @@ mod body_props;
 pub mod error;
 pub mod listen;
 mod routes;
+pub mod scope;
 #[cfg(test)]
 mod tests;
+pub mod tokens;
 
 use axum::{
     extract::DefaultBodyLimit,
@@ -68,6 +72,9 @@ pub fn router<D: DataPath>(runtime: Shared<D>) -> Router {
         .route("/v1/config", get(info::config::<D>))
         .route("/v1/explain", get(explain::explain_tuple::<D>))
         .route("/v1/apply", post(info::apply::<D>))
+        .route("/v1/node", get(node::status::<D>))
+        .route("/v1/node/drain", post(node::drain::<D>))
+        .route("/v1/node/undrain", post(node::undrain::<D>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

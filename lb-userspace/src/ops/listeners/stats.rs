@@ -23,6 +23,10 @@ pub struct ListenerStats {
     pub idle_timeouts: AtomicU64,
     /// accept(2) failed (e.g. EMFILE: out of descriptors).
     pub accept_errors: AtomicU64,
+    /// Requests without a known bearer token (401; TCP only).
+    pub unauthorized: AtomicU64,
+    /// Requests outside their token's scope (403; TCP only).
+    pub forbidden: AtomicU64,
     log: Mutex<LogLimit>,
 }
 
@@ -38,6 +42,8 @@ impl ListenerStats {
             header_timeouts: AtomicU64::new(0),
             idle_timeouts: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
+            unauthorized: AtomicU64::new(0),
+            forbidden: AtomicU64::new(0),
             log: Mutex::new(LogLimit::new(LOG_EVERY)),
         }
     }

@@ -97,6 +97,25 @@ impl Collector for ListenerCollector {
             Counter,
             &closed,
         )?;
+        let mut refused = Vec::new();
+        for l in &self.listeners {
+            for (reason, n) in [
+                ("unauthorized", &l.unauthorized),
+                ("forbidden", &l.forbidden),
+            ] {
+                let mut labels = of(l);
+                labels.push(("reason", reason.to_string()));
+                refused.push((labels, n.load(Relaxed)));
+            }
+        }
+        family(
+            &mut encoder,
+            "lb_listener_requests_refused",
+            "Requests refused per listener and reason: unauthorized (no or an unknown bearer \
+             token, 401), forbidden (outside the token's scope, 403)",
+            Counter,
+            &refused,
+        )?;
         family(
             &mut encoder,
             "lb_listener_accept_errors",

@@ -33,6 +33,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::model::bird_reply::{BfdSession, Protocol};
 use crate::ops::{
     api::blocking,
     shared::{DataPath, Shared},
@@ -67,6 +68,14 @@ pub struct Metrics {
     vip_announced: Family<BackendLabels, Gauge>,
     /// VIPs announced, withdrawn, or failing to be, per VIP.
     vip_changes: Family<BackendLabels, Counter>,
+    /// 1 while the node is drained (config file or API).
+    node_drained: Gauge,
+    /// BIRD as last read from `announce.bird_socket` (see `crate::ops::bird`).
+    bird_up: Gauge,
+    bird_bgp_established: Family<BackendLabels, Gauge>,
+    bird_bfd_up: Family<BackendLabels, Gauge>,
+    /// BIRD at the last reading: 0 not read yet, 1 answered, 2 did not.
+    bird_seen: std::sync::atomic::AtomicU8,
 }
 
 impl Metrics {
@@ -102,6 +111,30 @@ impl Metrics {
             "VIPs announced, withdrawn, or failing to be (announce_failed, withdraw_failed)",
             vip_changes.clone(),
         );
+        let node_drained = Gauge::default();
+        registry.register(
+            "lb_node_drained",
+            "Whether the node is drained: it announces no VIP (announce.drained or lbctl node drain)",
+            node_drained.clone(),
+        );
+        let bird_up = Gauge::default();
+        registry.register(
+            "lb_bird_up",
+            "Whether BIRD answered on announce.bird_socket at the last check (every 5 s; 0 without a socket)",
+            bird_up.clone(),
+        );
+        let bird_bgp_established = Family::default();
+        registry.register(
+            "lb_bird_bgp_established",
+            "Whether BIRD's BGP protocol is Established, per protocol, at the last check",
+            bird_bgp_established.clone(),
+        );
+        let bird_bfd_up = Family::default();
+        registry.register(
+            "lb_bird_bfd_up",
+            "Whether BIRD's BFD session with the peer is Up, at the last check",
+            bird_bfd_up.clone(),
+        );
         registry.register_collector(Box::new(collector::DataPathCollector::new(runtime.clone())));
         registry.register_collector(Box::new(digests::DigestCollector::new(runtime.clone())));
         registry.register_collector(Box::new(lifecycle::LifecycleCollector::new(
@@ -117,6 +150,11 @@ impl Metrics {
             health,
             vip_announced,
             vip_changes,
+            node_drained,
+            bird_up,
+            bird_bgp_established,
+            bird_bfd_up,
+            bird_seen: std::sync::atomic::AtomicU8::new(0),
         }
     }
 
@@ -155,6 +193,39 @@ impl Metrics {
     }
 
     /// Records whether `service`'s VIP is announced now.
+    /// BIRD's state as read now: `None` when it did not answer. The session series are
+    /// those of this reading only (none while BIRD does not answer: the node cannot
+    /// tell), so a removed protocol leaves no stale series.
+    /// Returns whether BIRD's reachability changed since the last reading (or this is
+    /// the first), for the log.
+    pub fn set_bird(&self, read: Option<&(Vec<Protocol>, Vec<BfdSession>)>) -> bool {
+        let now = if read.is_some() { 1 } else { 2 };
+        let before = self
+            .bird_seen
+            .swap(now, std::sync::atomic::Ordering::Relaxed);
+        self.bird_up.set(read.is_some() as i64);
+        self.bird_bgp_established.clear();
+        self.bird_bfd_up.clear();
+        let Some((protocols, sessions)) = read else {
+            return before != now;
+        };
+        for p in protocols.iter().filter(|p| p.proto == "BGP") {
+            self.bird_bgp_established
+                .get_or_create(&vec![("protocol", p.name.clone())])
+                .set((p.info == "Established") as i64);
+        }
+        for s in sessions {
+            self.bird_bfd_up
+                .get_or_create(&vec![("peer", s.address.clone())])
+                .set((s.state == "Up") as i64);
+        }
+        before != now
+    }
+
+    pub fn set_node_drained(&self, drained: bool) {
+        self.node_drained.set(drained as i64);
+    }
+
     pub fn set_vip_announced(&self, service: &str, announced: bool) {
         self.vip_announced
             .get_or_create(&vec![("service", service.to_string())])

@@ -1,8 +1,8 @@
 //! `lb-lab --nodes N [--story]`: the tier lab (see `lb_tests::tier`): clients -> R1 ->
 //! N LB nodes (each `lbd` + BIRD) -> R2 -> one backend per zone, R1 and R2 routing
 //! through the nodes by ECMP. Without `--story`: a burst of connections and where they
-//! went. With it: under load, a node is lost and comes back, and a node is drained and
-//! undrained, with the routers' routes and the load's figures at each step.
+//! went. With it: under load, a node is lost and comes back, and a node is drained,
+//! upgraded and undrained, with the routers' routes and the load's figures at each step.
 use std::{
     collections::BTreeMap,
     sync::atomic::{AtomicBool, Ordering},
@@ -135,30 +135,50 @@ fn tell_story(tier: &mut RunningTier, stop: &AtomicBool) -> Result<(), String> {
     pause(3, stop);
     say(&load.figures().line("so far"));
 
-    chapter(3, "node n1 is drained (announce.drained: true, SIGHUP)");
-    let before = tier.per_node("lb_service_new_flows_total{service=\"web\"}")[0];
-    let at = SystemTime::now();
-    tier.set_drained(0, true);
-    let gone = wait_next_hops(&tier.lab.r1(), VIP_PREFIX, WAIT, |h| h.len() == nodes - 1)
+    chapter(
+        3,
+        "node n1 is drained (lbctl node drain), its lbd upgraded, then undrained",
+    );
+    let before = tier.new_flows(0);
+    let drained = tier.drain(0);
+    say(&format!("$ lbctl node drain: {}", drained.line()));
+    wait_next_hops(&tier.lab.r1(), VIP_PREFIX, WAIT, |h| h.len() == nodes - 1)
         .ok_or("R1 kept the drained node")?;
     say(&format!(
-        "lbd withdrew the VIP; R1 stopped using n1 {} ms after the SIGHUP",
-        millis_between(at, gone)
+        "R1 no longer uses n1; n1 recorded {} new flows since the drain request (the drain waited until none came for a second)",
+        tier.new_flows(0) - before
     ));
     routes(tier);
-    pause(3, stop);
-    let mid = tier.per_node("lb_service_new_flows_total{service=\"web\"}")[0];
-    pause(2, stop);
-    let after = tier.per_node("lb_service_new_flows_total{service=\"web\"}")[0];
+    let binary = tier.new_binary("lbd-next");
     say(&format!(
-        "n1's new flows after the drain: {} in the first 3 s, {} in the next 2 s (it still translates the replies R2 sends it)",
-        mid - before,
-        after - mid
+        "upgrade: SIGTERM to n1's lbd, then {} (a copy of lbd: the procedure, not a new version) adopts the pinned data path",
+        binary.display()
+    ));
+    let at = SystemTime::now();
+    drop(tier.upgrade_lbd(0, &binary));
+    let served = SystemTime::now();
+    let status = tier.node_status(0);
+    say(&format!(
+        "the new lbd served {} ms later; still drained after the restart: {} (since {})",
+        millis_between(at, served),
+        status["drained"],
+        status["drained_since"]
     ));
     say(&load.figures().line("so far"));
-    tier.set_drained(0, false);
+    let flows = tier.new_flows(0);
+    let at = SystemTime::now();
+    tier.undrain(0);
+    let back = wait_next_hops(&tier.lab.r1(), VIP_PREFIX, WAIT, |h| h.len() == nodes)
+        .ok_or("R1 did not take n1 back")?;
+    let flowing = tier
+        .wait_new_flows(0, flows, WAIT)
+        .ok_or("n1 took no new flow after the undrain")?;
     tier.wait_converged(WAIT);
-    say("n1 undrained: announced again, R1 uses it");
+    say(&format!(
+        "$ lbctl node undrain: announced again; R1 used n1 after {} ms, its first new flow after {} ms",
+        millis_between(at, back),
+        millis_between(at, flowing)
+    ));
 
     chapter(4, "the figures");
     pause(2, stop);

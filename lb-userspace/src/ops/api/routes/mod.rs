@@ -2,6 +2,7 @@
 pub mod backends;
 pub mod explain;
 pub mod info;
+pub mod node;
 pub mod services;
 pub mod zones;
 
