@@ -13,9 +13,8 @@
 #
 # Settings (environment; lb-backend.service reads /etc/default/lb-backend):
 #   LB_API              lbd's admin API, http://HOST:PORT (its api.listen)        required
-#   LB_TOKEN_FILE       file whose first line is the bearer token                  required
-#                       (today lbd's api.token_file; a registration token limited to
-#                       this service's backends once lbd has scoped tokens)
+#   LB_TOKEN_FILE       file whose first line is the bearer token: a registration
+#                       token of lbd's (api.registration_tokens) naming LB_SERVICE  required
 #   LB_SERVICE          the service to join                                       required
 #   LB_BACKEND_ADDRESS  this backend's address    default: source address of the default route
 #   LB_BACKEND_PORT     this backend's port                                       required

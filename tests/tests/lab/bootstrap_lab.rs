@@ -1,7 +1,8 @@
 //! The backend bootstrap script (`deploy/cloud-init/lb-backend.sh`, what a backend VM's
 //! user data installs) run in a backend namespace of the lab against a running `lbd`'s
-//! TCP admin API: `register` adds the backend once its own health check passes and
-//! traffic reaches it; `deregister` (the VM's shutdown) drains it, waits while a long
+//! TCP admin API: `register` adds the backend once its own health check passes, with
+//! a registration token limited to the service's backends (which adds no service and
+//! touches no other service: 403), and traffic reaches it; `deregister` (the VM's shutdown) drains it, waits while a long
 //! connection on it is open, and removes it only after that connection ended. On the
 //! way, the scaling signals for the service show the new backend.
 use std::{
@@ -12,7 +13,7 @@ use std::{
 };
 
 use lb_tests::{
-    hold_via, lbd_metrics, scenario::*, Daemon, HeldConn, LabConfig, RunningLb, VIP, VIP_PORT,
+    hold_via, http, lbd_metrics, scenario::*, Daemon, HeldConn, LabConfig, RunningLb, VIP, VIP_PORT,
 };
 
 const PER_CONN: Duration = Duration::from_secs(5);
@@ -23,22 +24,42 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/cloud-init/lb-backend.sh")
 }
 
-/// A token file (0600) that is removed on drop.
-struct TokenFile(PathBuf);
+/// Token files (0600) that are removed on drop: the operator's and web's registration
+/// token.
+struct TokenFiles {
+    operator: PathBuf,
+    registration: PathBuf,
+}
 
-impl Drop for TokenFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
+impl TokenFiles {
+    fn write(prefix: &str) -> Self {
+        let file = |name: &str, token: &str| {
+            let path = std::env::temp_dir().join(format!("{prefix}-{name}"));
+            fs::write(&path, format!("{token}\n")).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+            path
+        };
+        Self {
+            operator: file("operator.token", "bootstrap-operator-token-0123456789"),
+            registration: file("web.token", REGISTRATION),
+        }
     }
 }
 
+impl Drop for TokenFiles {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.operator);
+        let _ = fs::remove_file(&self.registration);
+    }
+}
+
+const REGISTRATION: &str = "bootstrap-registration-token-web-0123";
+
 /// lbd serving b1 and b2 (b3 runs its app but is not in the service), with its admin
 /// API on the backends' gateway address, and scaling signals on.
-fn start() -> (RunningLb, TokenFile) {
+fn start() -> (RunningLb, TokenFiles) {
     let lab = three_zones();
-    let token = TokenFile(std::env::temp_dir().join(format!("{}-token", lab.prefix())));
-    fs::write(&token.0, "bootstrap-test-token-0123456789\n").unwrap();
-    fs::set_permissions(&token.0, fs::Permissions::from_mode(0o600)).unwrap();
+    let tokens = TokenFiles::write(lab.prefix());
     let health = fast_health();
     // Longer than the test: the drain can only complete by the connection ending.
     let scaling = "scaling: { target_active_flows_per_backend: 1, min_backends: 1, max_backends: 10, scale_in_cooldown: 0s }";
@@ -52,14 +73,31 @@ fn start() -> (RunningLb, TokenFile) {
         .map(|l| format!("{l}\n"))
         .collect();
     let api = format!(
-        "api:\n  listen: {}:{API_PORT}\n  token_file: {}\n",
+        "api:\n  listen: {}:{API_PORT}\n  token_file: {}\n  registration_tokens:\n    - {{ file: {}, services: [web] }}\n",
         lab.backend_gateway(),
-        token.0.display()
+        tokens.operator.display(),
+        tokens.registration.display()
     );
     config = config.replacen("api:\n", &api, 1);
     let mut lb = RunningLb::start(lab, &config);
     lb.wait_healthy(0, &[0, 1], WAIT);
-    (lb, token)
+    (lb, tokens)
+}
+
+/// A request with web's registration token from backend `i`'s namespace: the status.
+fn ask(lb: &RunningLb, i: usize, method: &str, path: &str, body: &str) -> u16 {
+    let addr = std::net::SocketAddr::from((lb.lab.backend_gateway(), API_PORT));
+    let (method, path, body) = (method.to_string(), path.to_string(), body.to_string());
+    let auth = format!("Bearer {REGISTRATION}");
+    lb.lab.run_in(lb.lab.backend_ns(i), move || {
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        http::tcp(addr, &method, &path, &headers, Some(body.as_bytes()))
+            .unwrap()
+            .status
+    })
 }
 
 /// `lb-backend.sh <verb>` in backend `i`'s namespace, as its unit would run it.
@@ -149,7 +187,7 @@ fn wait_sample(lb: &RunningLb, series: &str, want: f64) {
 
 #[test]
 fn a_backend_registers_itself_takes_traffic_and_on_stop_drains_before_it_is_removed() {
-    let (mut lb, token) = start();
+    let (mut lb, tokens) = start();
     let b3 = format!("{}:8080", lb.lab.backend_addr(2));
     wait_sample(
         &lb,
@@ -165,7 +203,7 @@ fn a_backend_registers_itself_takes_traffic_and_on_stop_drains_before_it_is_remo
     );
 
     let mark = lb.lbd.log_len();
-    let mut register = run_script(&lb, &token.0, 2, "register");
+    let mut register = run_script(&lb, &tokens.registration, 2, "register");
     let status = register.wait_exit(WAIT).expect("register ends within 30 s");
     assert!(status.success(), "register failed:\n{}", register.log());
     assert!(register
@@ -173,6 +211,16 @@ fn a_backend_registers_itself_takes_traffic_and_on_stop_drains_before_it_is_remo
         .contains(&format!("registered {b3} in web (zone az-c, weight 1)")));
     assert!(backends(&lb).contains(&(b3.clone(), "active".to_string())));
     lb.wait_healthy(mark, &[2], WAIT);
+    // The same token adds no service and touches no other service.
+    let service = r#"{"name": "shop", "vip": "10.0.0.101", "port": 80}"#;
+    assert_eq!(ask(&lb, 2, "POST", "/v1/services", service), 403);
+    let backend = r#"{"address": "10.1.0.13", "port": 8080, "zone": "az-c"}"#;
+    assert_eq!(
+        ask(&lb, 2, "POST", "/v1/services/shop/backends", backend),
+        403
+    );
+    assert_eq!(ask(&lb, 2, "GET", "/v1/events?service=shop", ""), 403);
+    assert_eq!(ask(&lb, 2, "GET", "/v1/config", ""), 403);
     wait_sample(
         &lb,
         "lb_service_healthy_backends{service=\"web\",zone=\"az-c\"}",
@@ -194,7 +242,7 @@ fn a_backend_registers_itself_takes_traffic_and_on_stop_drains_before_it_is_remo
         "web: desired 1, healthy 3: running echo scaled web 1\nscaled web 1\n"
     );
 
-    let mut deregister = run_script(&lb, &token.0, 2, "deregister");
+    let mut deregister = run_script(&lb, &tokens.registration, 2, "deregister");
     let deadline = Instant::now() + WAIT;
     while !backends(&lb).contains(&(b3.clone(), "draining".to_string())) {
         assert!(Instant::now() < deadline, "b3 not draining within {WAIT:?}");
