@@ -705,19 +705,13 @@ impl Fleet {
         std::mem::take(&mut self.events)
     }
 
-    /// Notes an event the fleet cannot see alone (one that needs the data path's
-    /// counts, such as a removed backend's deregistration).
-    pub fn note(&mut self, event: Event) {
-        self.events.push(event);
-    }
-
     /// Draining or removed backends whose [`EventKind::BackendDrained`] is still to
-    /// come, with their zone: the caller looks at their active flows.
-    pub fn drains_pending(&self) -> Vec<(BackendRef, String)> {
+    /// come: the caller looks at their active flows.
+    pub fn drains_pending(&self) -> Vec<BackendRef> {
         self.members
             .iter()
             .filter(|(_, m)| m.draining() && !m.drain_reported)
-            .map(|(at, m)| (at.clone(), m.zone.clone()))
+            .map(|(at, _)| at.clone())
             .collect()
     }
 

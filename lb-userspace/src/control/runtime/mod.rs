@@ -243,7 +243,7 @@ impl<D: Dataplane> Runtime<D> {
     /// draining or removed backend whose active flows, as the data path counts them,
     /// are down to 0 (once per drain). Only draining backends are read.
     pub fn check_drains(&mut self) -> anyhow::Result<()> {
-        for (at, _) in self.fleet.drains_pending() {
+        for at in self.fleet.drains_pending() {
             let active = match self.controller.backend_id(&at) {
                 Some(id) => self
                     .controller
