@@ -4,10 +4,12 @@ mod announce;
 mod collector;
 mod connections;
 pub mod duration;
+mod events;
 mod flow_timeouts;
 mod model;
 mod policy;
 mod reload;
+mod scaling;
 mod validate;
 mod validate_policy;
 mod validate_stateless_return;
@@ -17,10 +19,12 @@ use std::path::Path;
 pub use announce::{AnnounceConfig, Ipv4Net, MAX_HOLD_UP};
 pub use collector::{ConfigError, FieldError};
 pub use connections::{ConnectionLimits, MAX_CONNECTIONS_CAP};
+pub use events::{EventsConfig, HookConfig, MAX_HOOK_TIMEOUT};
 pub use flow_timeouts::*;
 pub use model::*;
 pub use policy::*;
 pub use reload::check_reloadable;
+pub use scaling::{ScalingConfig, MAX_SCALING_BACKENDS};
 pub use validate::{validate, validate_scoped, Scope};
 
 /// Parses and validates a config file.

@@ -46,8 +46,15 @@ pub struct Config {
     /// Which VIPs lbd announces to the routers (by holding their /32 on `lo`), and when.
     #[serde(default)]
     pub announce: AnnounceConfig,
+    /// What lbd does with its lifecycle events besides streaming them (a hook).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub events: super::EventsConfig,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 fn default_state_file() -> PathBuf {
@@ -218,6 +225,9 @@ pub struct ServiceConfig {
     /// address:port of such a service may serve no other service.
     #[serde(default)]
     pub stateless_return: bool,
+    /// Target tracking: the desired backend count exported for an autoscaler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<super::ScalingConfig>,
 }
 
 impl ServiceConfig {
