@@ -280,3 +280,51 @@ fn to_backend(dp: &KernelDataplane, c0: u32, frame: &Frame) -> Ipv4Addr {
     assert_eq!(r.action, XDP_REDIRECT, "{frame:?}");
     lb_tests::frame::dst_ip(&r.output)
 }
+
+/// In a tier a client reusing the tuple of a closed flow gets its new connection's entry
+/// from its ACK although this node saw no SYN-ACK, as the first connection got its own:
+/// with the old backend out of the table, the new SYN goes elsewhere, and so does the
+/// ACK, replacing the closed entry (outside a tier it would follow the old entry, see
+/// `spoofed_handshake`).
+#[test]
+fn in_a_tier_a_reused_tuple_replaces_its_closed_entry_without_the_syn_ack() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(STATELESS, |c| {
+        let syn = client_syn(47_600);
+        let first = to_backend(c.dataplane(), c0, &syn);
+        to_backend(c.dataplane(), c0, &ack_of(&syn));
+        to_backend(
+            c.dataplane(),
+            c0,
+            &Frame {
+                flags: 0x14, // RST|ACK
+                ..ack_of(&syn)
+            },
+        );
+        let closed = c.dataplane().flows.get(&syn.flow_key(), 0).unwrap();
+        assert_ne!(closed.state & lb_common::flow::FLOW_F_CLOSED, 0);
+        assert_ne!(closed.state & lb_common::flow::FLOW_F_TIER, 0);
+
+        // The old backend takes no new flows (as when it drains).
+        let overlay = lb_userspace::model::plan::Overlay {
+            ring_weights: [(
+                lb_userspace::model::plan::BackendRef {
+                    service: "web".into(),
+                    address: first,
+                    port: 8080,
+                },
+                0,
+            )]
+            .into(),
+            ..Default::default()
+        };
+        c.apply_with(&config_of(STATELESS), &overlay).unwrap();
+        let second = to_backend(c.dataplane(), c0, &syn);
+        assert_ne!(second, first, "the table sends the new SYN elsewhere");
+        assert_eq!(to_backend(c.dataplane(), c0, &ack_of(&syn)), second);
+        let entry = c.dataplane().flows.get(&syn.flow_key(), 0).unwrap();
+        assert_eq!(entry.backend, backend_id(c, "web", second));
+        assert_eq!(entry.state & lb_common::flow::FLOW_F_CLOSED, 0);
+    });
+}
