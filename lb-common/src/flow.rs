@@ -81,6 +81,10 @@ pub const FLOW_F_ESTABLISHED: u64 = 1 << 4;
 /// so that the last ACKs still reach the backend; a new SYN on the same tuple starts a
 /// new flow.
 pub const FLOW_F_CLOSED: u64 = 1 << 3;
+/// Recorded for a service of a tier (`SERVICE_F_RECORD_UNPROVEN`): a new handshake on
+/// the tuple replaces the entry, once it may be reused, without the SYN-ACK proof its
+/// node may not have seen, as the first connection's was recorded.
+pub const FLOW_F_TIER: u64 = 1 << 5;
 
 /// Value of the return flow map, keyed by backend -> client tuple: what the source must be
 /// rewritten back to.

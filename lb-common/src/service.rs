@@ -65,6 +65,11 @@ pub const SERVICE_F_STATELESS_SYN: u32 = 1 << 1;
 /// The service has source rules or a SYN rate limit: a packet without a flow entry is
 /// checked by `lb_edge` before it is placed (see [`crate::edge`]).
 pub const SERVICE_F_EDGE: u32 = 1 << 2;
+/// With [`SERVICE_F_STATELESS_SYN`], for a service several nodes serve behind ECMP
+/// (`stateless_return`): the client's ACK that completes a handshake records the flow even
+/// if this node did not see the SYN-ACK (which ECMP sends back through another node N-1
+/// times in N), so that a later table change does not move the connection.
+pub const SERVICE_F_RECORD_UNPROVEN: u32 = 1 << 3;
 
 /// Ring entry meaning "no backend can take this flow": the packet is dropped.
 pub const NO_BACKEND: u32 = u32::MAX;

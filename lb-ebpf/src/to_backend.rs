@@ -5,11 +5,11 @@ use lb_common::{
     backend::Backend,
     counters::Reason,
     flow::{
-        FlowKey, FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED,
+        FlowKey, FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED, FLOW_F_TIER,
         FLOW_REUSE_IDLE_SECS,
     },
     net::{is_martian, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    service::{SERVICE_F_EDGE, SERVICE_F_STATELESS_SYN},
+    service::{SERVICE_F_EDGE, SERVICE_F_RECORD_UNPROVEN, SERVICE_F_STATELESS_SYN},
     service_index::PackedMeta,
     trace::{
         TRACE_DECISION_FLOW_HIT, TRACE_DECISION_NEW_FLOW, TRACE_DECISION_REFUSED,
@@ -247,7 +247,7 @@ fn existing_flow(pkt: &Packet) -> Existing {
     let now = lookup::now_secs();
     if !is_syn(pkt)
         && may_be_reused(&target, &backend, now)
-        && opened_by_a_syn(&pkt.flow, pkt.ack_seq(), target.service)
+        && opened_by_a_syn(&pkt.flow, pkt.ack_seq(), &target)
     {
         flow::abandon(entry);
         return Existing::Replace;
@@ -278,11 +278,13 @@ fn may_be_reused(target: &FlowTarget, backend: &Backend, now: u32) -> bool {
 /// connection's, and its entry replaces the old one (see `handshake_backend`). A packet
 /// that finds the slot but proves nothing is counted as an unproven ACK and follows the
 /// entry: so a spoofed SYN and ACK of the tuple of an entry that may be reused (closed,
-/// idle, or on a backend taking no new flows) leave it, and its client, where they were.
-/// A BPF function of its own (`inline(never)`), so that its locals take a frame of its own
+/// idle, or on a backend taking no new flows) leave it, and its client, where they were;
+/// except in a tier (`FLOW_F_TIER`), where the proof is not asked for, as when the entry
+/// was recorded. A BPF function of its own (`inline(never)`), so that its locals take a frame of its own
 /// rather than room in the client path's, which has none left within the 512 bytes.
 #[inline(never)]
-fn opened_by_a_syn(flow: &FlowKey, ack: u32, service: u32) -> bool {
+fn opened_by_a_syn(flow: &FlowKey, ack: u32, entry: &FlowTarget) -> bool {
+    let service = entry.service;
     let Some((id, proven)) = syn_cache::slot_of_flow(flow).and_then(|s| s.acked(ack)) else {
         return false;
     };
@@ -292,7 +294,8 @@ fn opened_by_a_syn(flow: &FlowKey, ack: u32, service: u32) -> bool {
     if !proven {
         count::unproven_ack(service, id);
     }
-    proven
+    // In a tier the new handshake's SYN-ACK usually passed through another node.
+    proven || entry.state & FLOW_F_TIER != 0
 }
 
 #[inline(always)]
@@ -335,7 +338,8 @@ fn stateless_syn(
 /// is counted (for the service and the SYN's backend) and forwarded to that backend
 /// recording nothing, like a packet without a slot: to the SYN's backend rather than by
 /// the table, so that a client that saw an older SYN-ACK than the last (see
-/// `lb_common::syn_cache`) reaches its handshake.
+/// `lb_common::syn_cache`) reaches its handshake; a service of a tier
+/// (`SERVICE_F_RECORD_UNPROVEN`) records the flow then too.
 #[inline(always)]
 fn handshake_backend(pkt: &Packet, service: PackedMeta) -> Option<(u32, Backend, bool)> {
     if service.flags() & SERVICE_F_STATELESS_SYN == 0 {
@@ -345,7 +349,9 @@ fn handshake_backend(pkt: &Packet, service: PackedMeta) -> Option<(u32, Backend,
         Acked::Proven(id) => (id, true),
         Acked::Unproven(id) => {
             count::unproven_ack(service.id(), id);
-            (id, false)
+            // In a tier the SYN-ACK usually came back through another node: record the
+            // flow all the same (see `SERVICE_F_RECORD_UNPROVEN`).
+            (id, service.flags() & SERVICE_F_RECORD_UNPROVEN != 0)
         }
         Acked::NoSlot => return None,
     };
@@ -402,6 +408,10 @@ fn record(
             FLOW_F_COUNTED
         } else {
             FLOW_F_COUNTED | FLOW_F_ESTABLISHED
+        } | if service.flags() & SERVICE_F_RECORD_UNPROVEN != 0 {
+            FLOW_F_TIER
+        } else {
+            0
         },
         last_seen: lookup::now_secs(),
         _pad: 0,

@@ -32,6 +32,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "model::bird_reply",
             "ops::explain::view",
             "ops::trace::view",
+            "ops::events::view",
         ],
     ),
 ];

@@ -200,6 +200,27 @@ impl Client {
         path: &str,
         body: &serde_json::Value,
         lasts: Duration,
+        each: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        self.stream(Method::POST, path, Some(body), lasts, each)
+    }
+
+    /// [`Client::stream_lines`] of a GET (`GET /v1/events?follow=1`).
+    pub fn stream_get_lines(
+        &self,
+        path: &str,
+        lasts: Duration,
+        each: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        self.stream(Method::GET, path, None, lasts, each)
+    }
+
+    fn stream(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        lasts: Duration,
         mut each: impl FnMut(&[u8]) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let request = self.timeouts.request;
@@ -210,10 +231,9 @@ impl Client {
             flag: "--timeout, LBCTL_TIMEOUT",
         };
         self.runtime.block_on(async {
-            let response =
-                tokio::time::timeout(request, self.respond(Method::POST, path, Some(body)))
-                    .await
-                    .map_err(|_| answer_timeout(request))??;
+            let response = tokio::time::timeout(request, self.respond(method, path, body))
+                .await
+                .map_err(|_| answer_timeout(request))??;
             if !response.status().is_success() {
                 let status = response.status();
                 let bytes = tokio::time::timeout(request, response.into_body().collect())

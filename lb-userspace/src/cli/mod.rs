@@ -6,6 +6,7 @@ pub mod client;
 pub mod compare;
 pub mod completions;
 pub mod config;
+pub mod events;
 pub mod explain;
 pub mod filter;
 pub mod health;
@@ -102,6 +103,8 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Trace one service's packets: what the data path decided for each, live.
     Trace(trace::TraceArgs),
+    /// Lifecycle events: backends healthy, unhealthy, draining, drained, deregistered; zones drained.
+    Events(events::EventsArgs),
     /// The running desired state.
     #[command(subcommand)]
     Config(config::ConfigCmd),
@@ -186,6 +189,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config::run(&ctx, cmd),
         Command::Explain(args) => explain::run(&ctx, args),
         Command::Trace(args) => trace::run(&ctx, args),
+        Command::Events(args) => events::run(&ctx, args),
         Command::Completions(args) => completions::completions(args),
         Command::Man => completions::man(),
     }

@@ -53,8 +53,9 @@ impl KernelDataplane {
                 }
             }
         }
-        // Every NIC is a redirect target before any link runs this program, so a swapped
-        // program never meets an empty egress map.
+        // Every NIC is a redirect target before any program of this lbd runs: before a
+        // link runs this lb_xdp, and before the running lb_xdp's tail calls reach the
+        // programs it tail-calls through the shared program array.
         let ifindexes = interfaces
             .iter()
             .map(|name| ifindex_of(name))
@@ -62,6 +63,7 @@ impl KernelDataplane {
         for ifindex in &ifindexes {
             self.add_egress(*ifindex)?;
         }
+        self.install_tail_called()?;
         for (name, ifindex) in interfaces.iter().zip(ifindexes) {
             let pinned = pins.map(|p| p.link_path(name)).filter(|p| p.exists());
             let replaced = match &pinned {

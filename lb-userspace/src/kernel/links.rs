@@ -205,6 +205,7 @@ impl KernelDataplane {
 
     fn reattach(&mut self, name: &str, ifindex: u32) -> anyhow::Result<()> {
         self.add_egress(ifindex)?;
+        self.install_tail_called()?;
         let pins = self.links.pins.clone();
         if let Some(pins) = &pins {
             let path = pins.link_path(name);

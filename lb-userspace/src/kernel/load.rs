@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use aya::{
     maps::{Array, MapData, ProgramArray},
-    programs::Xdp,
+    programs::{ProgramFd, Xdp},
     Ebpf, EbpfLoader,
 };
 use lb_common::{
@@ -99,49 +99,53 @@ fn pin_paths(
         .collect())
 }
 
-/// Verifies and loads lb_xdp, lb_reply, lb_edge and lb_place, puts the last three where
-/// the programs tail-call them, and stamps the layout version on maps created now (adopted ones carry theirs).
-fn load_programs(ebpf: &mut Ebpf, adopted: bool) -> anyhow::Result<ProgramArray<MapData>> {
+/// A program that lb_xdp reaches by a tail call through `MAP_PROGRAMS`, waiting for its
+/// slot (see [`KernelDataplane::install_tail_called`]).
+pub(super) struct TailCalled {
+    name: &'static str,
+    slot: u32,
+    fd: ProgramFd,
+}
+
+/// Verifies and loads lb_xdp and the programs it tail-calls (lb_reply, lb_edge,
+/// lb_place), whose descriptors go into the program array later, and stamps the layout
+/// version on maps created now (adopted ones carry theirs).
+fn load_programs(
+    ebpf: &mut Ebpf,
+    adopted: bool,
+) -> anyhow::Result<(ProgramArray<MapData>, Vec<TailCalled>)> {
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_XDP)
         .context("the XDP object has no program lb_xdp")?
         .try_into()?;
     program.load().context("verifying and loading lb_xdp")?;
-    let reply: &mut Xdp = ebpf
-        .program_mut(PROGRAM_REPLY)
-        .context("the XDP object has no program lb_reply")?
-        .try_into()?;
-    reply.load().context("verifying and loading lb_reply")?;
-    let reply_fd = reply.fd()?.try_clone().context("lb_reply's fd")?;
-    let edge: &mut Xdp = ebpf
-        .program_mut(PROGRAM_EDGE)
-        .context("the XDP object has no program lb_edge")?
-        .try_into()?;
-    edge.load().context("verifying and loading lb_edge")?;
-    let edge_fd = edge.fd()?.try_clone().context("lb_edge's fd")?;
-    let place: &mut Xdp = ebpf
-        .program_mut(PROGRAM_PLACE)
-        .context("the XDP object has no program lb_place")?
-        .try_into()?;
-    place.load().context("verifying and loading lb_place")?;
-    let place_fd = place.fd()?.try_clone().context("lb_place's fd")?;
-    let mut programs: ProgramArray<MapData> = take(ebpf, MAP_PROGRAMS)?;
-    programs
-        .set(PROGRAMS_SLOT_REPLY, &reply_fd, 0)
-        .context("putting lb_reply in the program array")?;
-    programs
-        .set(PROGRAMS_SLOT_EDGE, &edge_fd, 0)
-        .context("putting lb_edge in the program array")?;
-    programs
-        .set(PROGRAMS_SLOT_PLACE, &place_fd, 0)
-        .context("putting lb_place in the program array")?;
+    let mut tail_called = Vec::new();
+    for (name, slot) in [
+        (PROGRAM_REPLY, PROGRAMS_SLOT_REPLY),
+        (PROGRAM_EDGE, PROGRAMS_SLOT_EDGE),
+        (PROGRAM_PLACE, PROGRAMS_SLOT_PLACE),
+    ] {
+        let program: &mut Xdp = ebpf
+            .program_mut(name)
+            .with_context(|| format!("the XDP object has no program {name}"))?
+            .try_into()?;
+        program
+            .load()
+            .with_context(|| format!("verifying and loading {name}"))?;
+        let fd = program
+            .fd()?
+            .try_clone()
+            .with_context(|| format!("{name}'s fd"))?;
+        tail_called.push(TailCalled { name, slot, fd });
+    }
+    let programs: ProgramArray<MapData> = take(ebpf, MAP_PROGRAMS)?;
     let mut layout: Array<MapData, u32> = take(ebpf, MAP_LAYOUT)?;
     if !adopted {
         layout
             .set(0, LAYOUT_VERSION, 0)
             .context("writing the layout version")?;
     }
-    Ok(programs)
+    Ok((programs, tail_called))
 }
 
 impl KernelDataplane {
@@ -181,14 +185,35 @@ impl KernelDataplane {
         let mut ebpf = loader
             .load(object)
             .context("loading the XDP object into the kernel")?;
-        let programs = load_programs(&mut ebpf, adopted)?;
-        Self::with_maps(ebpf, programs, adopted)
+        let (programs, tail_called) = load_programs(&mut ebpf, adopted)?;
+        let mut dataplane = Self::with_maps(ebpf, programs, tail_called, adopted)?;
+        if !adopted {
+            // Nothing runs the array's programs yet: no old lb_xdp can reach these
+            // before their egress map is filled.
+            dataplane.install_tail_called()?;
+        }
+        Ok(dataplane)
+    }
+
+    /// Puts this lbd's tail-called programs into the (pinned) program array, once. With
+    /// adopted pins the array is the running lb_xdp's too, whose tail calls reach these
+    /// programs from then on, before the links swap programs; they redirect through this
+    /// lbd's egress map, so [`Self::attach`] installs them only after every NIC is in it,
+    /// or their redirects would fail.
+    pub(super) fn install_tail_called(&mut self) -> anyhow::Result<()> {
+        for program in std::mem::take(&mut self.pending_tail_called) {
+            self.programs
+                .set(program.slot, &program.fd, 0)
+                .with_context(|| format!("putting {} in the program array", program.name))?;
+        }
+        Ok(())
     }
 
     /// Takes a typed handle on every map of the loaded `ebpf`.
     fn with_maps(
         mut ebpf: Ebpf,
         programs: ProgramArray<MapData>,
+        tail_called: Vec<TailCalled>,
         adopted: bool,
     ) -> anyhow::Result<Self> {
         Ok(Self {
@@ -226,6 +251,7 @@ impl KernelDataplane {
             },
             trace: Some(TraceMaps::take(&mut ebpf)?),
             programs,
+            pending_tail_called: tail_called,
             ebpf,
             attached: Vec::new(),
             links: links::Links::default(),

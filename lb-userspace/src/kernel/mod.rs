@@ -63,13 +63,12 @@ pub struct KernelDataplane {
     edge: edge::EdgeMaps,
     /// The packet trace's maps (see `lb_common::trace`), until taken.
     trace: Option<TraceMaps>,
-    /// Holds lb_reply, lb_edge and lb_xdp for the tail calls (pinned, see
+    /// Holds lb_reply, lb_edge and lb_place for lb_xdp's tail calls (pinned, see
     /// `MAP_PROGRAMS`).
-    #[expect(
-        dead_code,
-        reason = "only held, never read: the array must live as long as the loaded programs"
-    )]
     programs: ProgramArray<MapData>,
+    /// The tail-called programs until they are in `programs` (see
+    /// [`KernelDataplane::install_tail_called`]).
+    pending_tail_called: Vec<load::TailCalled>,
     /// Unpinned attachments, detached on drop.
     attached: Vec<(String, XdpLinkId)>,
     /// What [`Self::attach`] was asked for, to re-attach a re-created NIC alike.

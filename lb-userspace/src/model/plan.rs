@@ -15,7 +15,7 @@ use lb_common::{
     net::{ipv4_wire, port_wire, FAMILY_IPV4, PROTO_TCP},
     service::{
         ServiceKey, POLICY_LEAST_CONN, POLICY_MAGLEV, POLICY_ROUND_ROBIN, POLICY_SOURCE_HASH,
-        SERVICE_F_EDGE, SERVICE_F_NAT, SERVICE_F_STATELESS_SYN,
+        SERVICE_F_EDGE, SERVICE_F_NAT, SERVICE_F_RECORD_UNPROVEN, SERVICE_F_STATELESS_SYN,
     },
 };
 
@@ -307,9 +307,18 @@ pub fn policy_and_flags(s: &ServiceConfig) -> (u32, u32) {
     let ForwardingMode::Nat = s.mode;
     // A hash policy's SYN needs no record: the client's next packet hashes to the same
     // backend. Round robin and least connections pick afresh each time.
+    // In a tier a node sees the SYN-ACK of only some of its handshakes: their ACKs must
+    // record flows without that proof (see `SERVICE_F_RECORD_UNPROVEN`).
+    let hashed = SERVICE_F_NAT
+        | SERVICE_F_STATELESS_SYN
+        | if s.stateless_return {
+            SERVICE_F_RECORD_UNPROVEN
+        } else {
+            0
+        };
     let (policy, flags) = match s.policy {
-        Policy::Maglev => (POLICY_MAGLEV, SERVICE_F_NAT | SERVICE_F_STATELESS_SYN),
-        Policy::SourceHash => (POLICY_SOURCE_HASH, SERVICE_F_NAT | SERVICE_F_STATELESS_SYN),
+        Policy::Maglev => (POLICY_MAGLEV, hashed),
+        Policy::SourceHash => (POLICY_SOURCE_HASH, hashed),
         Policy::RoundRobin => (POLICY_ROUND_ROBIN, SERVICE_F_NAT),
         Policy::LeastConn => (POLICY_LEAST_CONN, SERVICE_F_NAT),
     };
@@ -454,6 +463,23 @@ mod tests {
 
     fn id(ids: &Ids, address: &str) -> u32 {
         ids.backends[&at(address)]
+    }
+
+    #[test]
+    fn a_tier_service_of_a_hash_policy_records_unproven_handshakes() {
+        let mut s = config(&["10.1.0.11"]).services.remove(0);
+        let flags = |s: &ServiceConfig| policy_and_flags(s).1;
+        assert_eq!(flags(&s), SERVICE_F_NAT | SERVICE_F_STATELESS_SYN);
+        s.stateless_return = true;
+        assert_eq!(
+            flags(&s),
+            SERVICE_F_NAT | SERVICE_F_STATELESS_SYN | SERVICE_F_RECORD_UNPROVEN
+        );
+        s.policy = Policy::SourceHash;
+        assert_ne!(flags(&s) & SERVICE_F_RECORD_UNPROVEN, 0);
+        // Round robin records every SYN: there is no handshake to prove.
+        s.policy = Policy::RoundRobin;
+        assert_eq!(flags(&s), SERVICE_F_NAT);
     }
 
     #[test]

@@ -4,11 +4,13 @@
 pub mod api;
 pub mod bird;
 pub mod edge;
+pub mod events;
 pub mod explain;
 pub mod fd_budget;
 pub mod listeners;
 pub mod metrics;
 pub mod node_view;
+pub mod scaling;
 pub mod serve;
 pub mod shared;
 pub mod stats;

@@ -11,6 +11,7 @@ use crate::{
     kernel::trace::Tracer,
     model::config::Config,
     ops::api::{self, listen, tokens::Tokens},
+    ops::events,
     ops::listeners::{self, stats::ListenerStats},
     ops::metrics::{self, Metrics},
     ops::shared::{DataPath, Shared},
@@ -35,7 +36,10 @@ pub async fn start<D: DataPath>(
     tracer: Option<Arc<Tracer>>,
 ) -> anyhow::Result<Servers> {
     let (stop, stopped) = watch::channel(false);
-    let mut router = api::router(runtime.clone());
+    let mut router = api::router(runtime.clone()).merge(events::route::router(
+        runtime.events().clone(),
+        stopped.clone(),
+    ));
     if let Some(tracer) = &tracer {
         router = router.merge(trace::route::router(
             runtime.clone(),
@@ -44,6 +48,10 @@ pub async fn start<D: DataPath>(
         ));
     }
     let mut tasks = Vec::new();
+    if let Some(hook) = &config.events.hook {
+        let log = runtime.events();
+        tasks.push(events::hook::start(hook.clone(), log, stopped.clone()));
+    }
 
     let mut all_stats = Vec::new();
     let mut listener_stats = |name: &'static str, cap: u32| {

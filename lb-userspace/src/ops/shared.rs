@@ -33,6 +33,8 @@ use crate::{
     },
     model::plan::BackendRef,
     model::table_digest::{self, DigestCache, ServiceDigest},
+    ops::events::EventLog,
+    ops::scaling::{Scaling, ScalingView},
     ops::stats::{self, Sampler, Snapshot},
     ops::views::{ChangeResult, HealthView, StatsView},
 };
@@ -88,6 +90,8 @@ pub struct SharedRuntime<D> {
     persist_failures: AtomicU64,
     /// Changes refused because a data-path table was full.
     refused_table_full: AtomicU64,
+    /// Lifecycle events, published under the runtime's lock so they stay in order.
+    events: Arc<EventLog>,
     /// The VIPs as lbd's loop last published them (see `shared_node`).
     vips: Mutex<Vec<crate::ops::node_view::VipView>>,
 }
@@ -98,6 +102,8 @@ struct Inner<D> {
     store: Store,
     /// Table digests, recomputed only for services whose tables changed.
     digests: DigestCache,
+    /// The scaling signals, taken with each periodic sample.
+    scaling: Scaling,
 }
 
 impl<D: Dataplane> SharedRuntime<D> {
@@ -111,14 +117,27 @@ impl<D: Dataplane> SharedRuntime<D> {
                 sampler: Sampler::default(),
                 store,
                 digests: DigestCache::default(),
+                scaling: Scaling::default(),
             }),
             started: Instant::now(),
             ready: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
             persist_failures: AtomicU64::new(0),
             refused_table_full: AtomicU64::new(0),
+            events: Arc::new(EventLog::default()),
             vips: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The lifecycle events (`GET /v1/events`, the event hook).
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.events
+    }
+
+    /// Publishes what the runtime noted; called under the lock after anything that may
+    /// have changed the fleet.
+    fn publish(&self, inner: &mut Inner<D>) {
+        self.events.publish(inner.runtime.take_events());
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<D>> {
@@ -147,7 +166,10 @@ impl<D: Dataplane> SharedRuntime<D> {
 
     /// Runs `f` on the runtime, under the lock (lbd's loop: probes, timers, ...).
     pub fn with<T>(&self, f: impl FnOnce(&mut Runtime<D>) -> T) -> T {
-        f(&mut self.lock().runtime)
+        let mut inner = self.lock();
+        let out = f(&mut inner.runtime);
+        self.publish(&mut inner);
+        out
     }
 
     /// Resolves after a change was applied since the last call.
@@ -223,11 +245,14 @@ impl<D: Dataplane> SharedRuntime<D> {
             {
                 error!("restoring the data path after a failed apply: {undo:#}");
             }
+            // What the edit and its undo noted did not happen.
+            inner.runtime.take_events();
             return Err(self.refused(e));
         }
         for c in &changes {
             info!("desired state: {c}");
         }
+        self.publish(inner);
         self.changed.notify_one();
         Ok(ChangeResult {
             changes,
@@ -288,11 +313,14 @@ impl<D: Dataplane> SharedRuntime<D> {
             if let Err(undo) = inner.runtime.reload(previous, Instant::now()) {
                 error!("restoring the data path after a failed apply: {undo:#}");
             }
+            // What the change and its undo noted did not happen.
+            inner.runtime.take_events();
             return Err(self.refused(e));
         }
         for c in &changes {
             info!("desired state: {c}");
         }
+        self.publish(&mut inner);
         self.changed.notify_one();
         Ok(ChangeResult {
             changes,
@@ -352,6 +380,7 @@ impl<D: Dataplane> SharedRuntime<D> {
         for c in &changes {
             info!("reloaded: {c}");
         }
+        self.publish(&mut inner);
         self.changed.notify_one();
         Ok((
             ChangeResult {
@@ -370,9 +399,10 @@ impl<D: Dataplane> SharedRuntime<D> {
         outcome: &Outcome,
         latency: Duration,
     ) -> anyhow::Result<ApplySummary> {
-        self.lock()
-            .runtime
-            .on_probe(at, outcome, latency, Instant::now())
+        let mut inner = self.lock();
+        let applied = inner.runtime.on_probe(at, outcome, latency, Instant::now());
+        self.publish(&mut inner);
+        applied
     }
 
     /// Takes the periodic counter sample that per-second rates are measured against.
@@ -387,8 +417,18 @@ impl<D: Dataplane> SharedRuntime<D> {
                 log::warn!("{line}");
             }
         }
+        let inner = &mut *inner;
+        let (config, fleet) = (inner.runtime.config(), inner.runtime.fleet());
+        let previous = inner.sampler.latest().0;
+        let at = snapshot.at;
+        inner.scaling.update(config, fleet, &snapshot, previous, at);
         inner.sampler.push(snapshot);
         Ok(())
+    }
+
+    /// Each service's scaling signals at the last periodic sample.
+    pub fn scaling(&self) -> Vec<ScalingView> {
+        self.lock().scaling.views().to_vec()
     }
 
     /// Fresh counters, with rates against the last periodic sample.

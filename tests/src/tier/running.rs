@@ -18,6 +18,7 @@ use crate::{
     scenario::fast_health,
     tier::{
         bird::{self, Bird},
+        load::TierLoad,
         topology::{TierLab, CLIENT_NET, ZONES},
     },
 };
@@ -48,7 +49,27 @@ pub struct RunningTier {
     pub lab: TierLab,
 }
 
+/// Long-lived connections of the tier tests' load, echoing every 100 ms.
+pub const LOAD_LONG_LIVED: usize = 30;
+/// New connections a second of the tier tests' load.
+pub const LOAD_NEW_PER_SEC: u32 = 20;
+
 impl RunningTier {
+    /// The tier tests' load on the VIP ([`LOAD_LONG_LIVED`], [`LOAD_NEW_PER_SEC`]) for at
+    /// most `lasts`, returned once it has attempted 20 new connections.
+    pub fn start_load(&self, lasts: Duration) -> TierLoad {
+        let load = TierLoad::start(
+            &self.lab.client(),
+            VIP,
+            VIP_PORT,
+            LOAD_LONG_LIVED,
+            LOAD_NEW_PER_SEC,
+            lasts,
+        );
+        load.wait_attempts(20, Duration::from_secs(30));
+        load
+    }
+
     /// Builds a tier lab of `nodes` nodes, starts everything and waits until R1 routes
     /// the VIP and R2 the clients through every node.
     pub fn start(nodes: usize) -> RunningTier {

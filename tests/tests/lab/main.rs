@@ -10,12 +10,14 @@
 mod announce;
 mod announce_lifetime;
 mod bird_announce;
+mod bootstrap_lab;
 mod daemon_lifecycle;
 mod drain;
 mod e2e;
 mod e2e_hitless;
 mod e2e_policies;
 mod edge_lab;
+mod events_lab;
 mod explain_lab;
 mod failover;
 mod frr_announce;

@@ -9,9 +9,7 @@ use std::time::{Duration, SystemTime};
 use lb_tests::{
     lbd_log::millis_between,
     running_lb::{VIP, VIP_PORT},
-    tier::{
-        bird::wait_next_hops, running::VIP_PREFIX, topology::CLIENT_NET, RunningTier, TierLoad,
-    },
+    tier::{bird::wait_next_hops, running::VIP_PREFIX, topology::CLIENT_NET, RunningTier},
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -19,15 +17,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 #[test]
 fn a_hung_node_is_withdrawn_by_bfd_and_readded_breaking_no_connection() {
     let tier = RunningTier::start(3);
-    let load = TierLoad::start(
-        &tier.lab.client(),
-        VIP,
-        VIP_PORT,
-        30,
-        20,
-        Duration::from_secs(120),
-    );
-    load.wait_attempts(20, LIMIT);
+    let load = tier.start_load(Duration::from_secs(120));
 
     let victim = 1;
     let through_victim = load

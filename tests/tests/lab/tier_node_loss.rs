@@ -8,7 +8,7 @@ use std::time::Duration;
 use lb_tests::{
     lbd_log::millis_between,
     running_lb::{VIP, VIP_PORT},
-    tier::{bird::wait_next_hops, running::VIP_PREFIX, RunningTier, TierLoad},
+    tier::{bird::wait_next_hops, running::VIP_PREFIX, RunningTier},
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -21,15 +21,7 @@ fn a_node_lost_and_readded_under_load_breaks_no_connection() {
         digests.windows(2).all(|w| w[0] == w[1]),
         "the nodes' tables differ before the test: {digests:?}"
     );
-    let load = TierLoad::start(
-        &tier.lab.client(),
-        VIP,
-        VIP_PORT,
-        30,
-        20,
-        Duration::from_secs(120),
-    );
-    load.wait_attempts(20, LIMIT);
+    let load = tier.start_load(Duration::from_secs(120));
 
     // Node 3 (the last next hop: hash-threshold ECMP also moves some of the other
     // nodes' flows when it goes).

@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime};
 use lb_tests::{
     lbd_log::millis_between,
     netns,
-    running_lb::{VIP, VIP_PORT},
+    running_lb::VIP,
     tier::{
         bird::{next_hops, wait_next_hops},
         running::VIP_PREFIX,
-        RunningTier, TierLoad,
+        RunningTier,
     },
 };
 
@@ -21,15 +21,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 #[test]
 fn lbd_killed_and_bird_restarted_on_a_node_fail_no_connection() {
     let mut tier = RunningTier::start(3);
-    let load = TierLoad::start(
-        &tier.lab.client(),
-        VIP,
-        VIP_PORT,
-        30,
-        20,
-        Duration::from_secs(150),
-    );
-    load.wait_attempts(20, LIMIT);
+    let load = tier.start_load(Duration::from_secs(150));
     let node = 0;
 
     let killed = SystemTime::now();

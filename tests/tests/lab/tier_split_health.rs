@@ -21,7 +21,7 @@ use lb_tests::{
         alert::{check_rule, have_promtool},
         bird::wait_next_hops,
         running::{run_dir, VIP_PREFIX},
-        Figures, RunningTier, TierLoad,
+        Figures, RunningTier,
     },
 };
 
@@ -52,15 +52,7 @@ fn a_backend_unhealthy_on_one_node_only_makes_the_digests_differ() {
         "the nodes' tables differ before the test: {:?}",
         tier.table_digests()
     );
-    let load = TierLoad::start(
-        &tier.lab.client(),
-        VIP,
-        VIP_PORT,
-        30,
-        20,
-        Duration::from_secs(150),
-    );
-    load.wait_attempts(20, LIMIT);
+    let load = tier.start_load(Duration::from_secs(150));
     let (odd, b1) = (0, 0);
 
     let mark = tier.nodes[odd].lbd.log_len();

@@ -103,7 +103,7 @@ fn a_registration_token_manages_its_services_backends_and_nothing_else() {
     assert_eq!(
         body["error"],
         "this registration token may only add, drain, undrain and remove backends of \
-         service web and list their backends; POST /v1/services is not allowed"
+         service web and list their backends and events; POST /v1/services is not allowed"
     );
     assert_eq!(service_names(&lb), ["web"], "nothing was added");
     let (status, body) = ask(&lb, OPERATOR, "POST", "/v1/services", Some(shop));

@@ -8,6 +8,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use lb_common::{
     counters::{Reason, TrafficCounters},
+    flow::FLOW_F_ESTABLISHED,
     reverse::{ReverseKey, ReverseTarget},
 };
 use lb_tests::{
@@ -15,7 +16,10 @@ use lb_tests::{
     packet_exchange::{reply, run_counted},
     packet_rig::*,
 };
-use lb_userspace::{control::tables::Controller, dataplane::Dataplane, kernel::KernelDataplane};
+use lb_userspace::{
+    control::tables::Controller, dataplane::Dataplane, kernel::KernelDataplane,
+    model::config::XdpAttachMode,
+};
 
 /// The rig's `web` with `stateless_return` on; `other` keeps its backend to itself.
 const STATELESS: &str = r#"
@@ -181,4 +185,146 @@ fn without_stateless_return_such_a_reply_is_passed_as_before() {
 
 fn config_of(yaml: &str) -> lb_userspace::model::config::Config {
     lb_userspace::model::config::parse(yaml).expect("valid config")
+}
+
+/// Removes a test's pin directory (links and maps) even when the test fails.
+struct PinsGuard(lb_userspace::kernel::pins::PinDir);
+
+impl Drop for PinsGuard {
+    fn drop(&mut self) {
+        let _ = self.0.remove_all();
+        let _ = std::fs::remove_dir_all(self.0.root());
+    }
+}
+
+/// A restarting lbd loads its programs on the running one's pins before it attaches.
+/// The program array is shared, so the running lb_xdp tail-calls whichever lb_reply is
+/// in it: the new one must not be put there before its egress map names the NICs, or
+/// every reply through it in that window fails to redirect
+/// (`pass_egress_not_attached`).
+#[test]
+fn a_restarting_lbd_takes_over_the_reply_path_only_once_its_egress_map_is_filled() {
+    let rig = Rig::build();
+    let (b0, c0, c0_mac) = (rig.b0, rig.c0, rig.c0_mac);
+    let root = std::path::Path::new("/sys/fs/bpf").join(lb_tests::netns::unique_prefix());
+    lb_tests::netns::run_in(&rig.ns, move || {
+        let config = config_of(STATELESS);
+        let pins = PinsGuard(lb_userspace::kernel::pins::PinDir::new(&root));
+        pins.0.prepare().unwrap();
+        let mut running = KernelDataplane::load(&config, Some(&pins.0)).unwrap();
+        running.add_egress(c0).unwrap();
+        running.add_egress(b0).unwrap();
+        let mut c = Controller::new(running, config.cluster.ring_size);
+        c.apply(&config).unwrap();
+
+        let mut next = KernelDataplane::load(&config, Some(&pins.0)).unwrap();
+        assert!(next.adopted());
+        let [syn_ack, data] = replies(41_100);
+        let r = run_counted(
+            c.dataplane(),
+            b0,
+            &syn_ack.bytes(),
+            Reason::RedirectInterface,
+        );
+        assert_eq!(
+            r.action, XDP_REDIRECT,
+            "the running lbd's reply path serves"
+        );
+        assert_eq!(r.output, as_from_vip(&syn_ack, c0_mac).bytes());
+
+        // Attached, the next lbd's reply path takes over, its egress map filled first.
+        let nics = ["c0".to_string(), "b0".to_string()];
+        next.attach(&nics, XdpAttachMode::Native, Some(&pins.0))
+            .unwrap();
+        let r = run_counted(c.dataplane(), b0, &data.bytes(), Reason::RedirectInterface);
+        assert_eq!(r.action, XDP_REDIRECT, "the next lbd's reply path serves");
+        assert_eq!(r.output, as_from_vip(&data, c0_mac).bytes());
+        next.detach_all();
+    });
+}
+
+/// A service run by several nodes (`stateless_return`) records the flow on the client's
+/// ACK even though this node saw no SYN-ACK (ECMP sent it back through another node),
+/// counting the ACK as unproven all the same: otherwise most of a tier's connections
+/// would hold no entry, and the next table change would move them.
+#[test]
+fn in_a_tier_the_ack_records_the_flow_without_the_syn_ack() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(STATELESS, |c| {
+        let web = service_id(c, "web");
+        let dp = c.dataplane();
+        let syn = client_syn(47_500);
+        let backend = to_backend(dp, c0, &syn);
+        let id = backend_id(c, "web", backend);
+        assert_eq!(to_backend(dp, c0, &ack_of(&syn)), backend);
+        assert_eq!(
+            (dp.flows.keys().count(), dp.return_flows.keys().count()),
+            (1, 1)
+        );
+        let entry = dp.flows.get(&syn.flow_key(), 0).unwrap();
+        assert_eq!(entry.backend, id);
+        assert_ne!(entry.state & FLOW_F_ESTABLISHED, 0);
+        let s = dp.service_counters(web).unwrap();
+        assert_eq!(
+            (s.unproven_acks, s.new_flows, s.stateless_forwards),
+            (1, 1, 0)
+        );
+        assert_eq!(dp.active_flows(id).unwrap(), 1);
+    });
+}
+
+/// Sends `frame` from the client; it must be redirected. Returns the backend it went to.
+fn to_backend(dp: &KernelDataplane, c0: u32, frame: &Frame) -> Ipv4Addr {
+    let r = run_once(dp.program(), c0, &frame.bytes());
+    assert_eq!(r.action, XDP_REDIRECT, "{frame:?}");
+    lb_tests::frame::dst_ip(&r.output)
+}
+
+/// In a tier a client reusing the tuple of a closed flow gets its new connection's entry
+/// from its ACK although this node saw no SYN-ACK, as the first connection got its own:
+/// with the old backend out of the table, the new SYN goes elsewhere, and so does the
+/// ACK, replacing the closed entry (outside a tier it would follow the old entry, see
+/// `spoofed_handshake`).
+#[test]
+fn in_a_tier_a_reused_tuple_replaces_its_closed_entry_without_the_syn_ack() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(STATELESS, |c| {
+        let syn = client_syn(47_600);
+        let first = to_backend(c.dataplane(), c0, &syn);
+        to_backend(c.dataplane(), c0, &ack_of(&syn));
+        to_backend(
+            c.dataplane(),
+            c0,
+            &Frame {
+                flags: 0x14, // RST|ACK
+                ..ack_of(&syn)
+            },
+        );
+        let closed = c.dataplane().flows.get(&syn.flow_key(), 0).unwrap();
+        assert_ne!(closed.state & lb_common::flow::FLOW_F_CLOSED, 0);
+        assert_ne!(closed.state & lb_common::flow::FLOW_F_TIER, 0);
+
+        // The old backend takes no new flows (as when it drains).
+        let overlay = lb_userspace::model::plan::Overlay {
+            ring_weights: [(
+                lb_userspace::model::plan::BackendRef {
+                    service: "web".into(),
+                    address: first,
+                    port: 8080,
+                },
+                0,
+            )]
+            .into(),
+            ..Default::default()
+        };
+        c.apply_with(&config_of(STATELESS), &overlay).unwrap();
+        let second = to_backend(c.dataplane(), c0, &syn);
+        assert_ne!(second, first, "the table sends the new SYN elsewhere");
+        assert_eq!(to_backend(c.dataplane(), c0, &ack_of(&syn)), second);
+        let entry = c.dataplane().flows.get(&syn.flow_key(), 0).unwrap();
+        assert_eq!(entry.backend, backend_id(c, "web", second));
+        assert_eq!(entry.state & lb_common::flow::FLOW_F_CLOSED, 0);
+    });
 }

@@ -22,6 +22,7 @@ use crate::{
         record::ProbeRecord,
     },
     model::config::{duration, BackendConfig, BackendState, Config, HealthConfig, ServiceConfig},
+    model::events::{self, Event, EventKind},
     model::plan::{BackendRef, Overlay},
     model::weights::{self, Basis, Member, Mode, Totals, ZonePolicy},
 };
@@ -42,6 +43,8 @@ struct MemberState {
     retired_at: Option<Instant>,
     /// The flows of a draining backend were purged after its delay.
     purged: bool,
+    /// This drain's [`EventKind::BackendDrained`] was noted (it is noted once per drain).
+    drain_reported: bool,
     /// Took new flows at the last refresh (to see it start serving again).
     serving: bool,
     ramp_since: Option<Instant>,
@@ -113,6 +116,7 @@ impl MemberState {
             draining_since: (b.state == BackendState::Draining).then_some(now),
             retired_at: None,
             purged: false,
+            drain_reported: false,
             serving: false,
             ramp_since: None,
             passive: Window::default(),
@@ -127,12 +131,28 @@ impl MemberState {
 }
 
 /// A backend gone from the config: its flows may continue for the deregistration delay.
-fn retire(at: &BackendRef, m: &mut MemberState, s: &ServiceConfig, now: Instant) {
+fn retire(
+    at: &BackendRef,
+    m: &mut MemberState,
+    s: &ServiceConfig,
+    now: Instant,
+    events: &mut Vec<Event>,
+) {
     if m.retired_at.is_none() {
-        info!(
-            "backend {at}: removed from the config; its flows may continue for {}",
+        let detail = format!(
+            "removed from the config; its flows may continue for {}",
             duration::format(s.deregistration_delay)
         );
+        info!("backend {at}: {detail}");
+        // Already draining: its drain goes on, and its drained event is not repeated.
+        if !m.draining() {
+            events.push(Event::backend(
+                EventKind::BackendDraining,
+                at,
+                &m.zone,
+                detail,
+            ));
+        }
         m.retired_at = Some(now);
     }
 }
@@ -145,6 +165,7 @@ fn update(
     s: &ServiceConfig,
     b: &BackendConfig,
     now: Instant,
+    events: &mut Vec<Event>,
 ) {
     m.zone.clone_from(&b.zone);
     m.weight = b.weight;
@@ -160,14 +181,23 @@ fn update(
                 info!("backend {at}: active again");
             }
             m.purged = false;
+            m.drain_reported = false;
         }
         BackendState::Draining if returning || m.state != BackendState::Draining => {
-            info!(
-                "backend {at}: draining (no new flows; existing flows may continue for {})",
+            let detail = format!(
+                "draining (no new flows; existing flows may continue for {})",
                 duration::format(s.deregistration_delay)
             );
+            info!("backend {at}: {detail}");
+            events.push(Event::backend(
+                EventKind::BackendDraining,
+                at,
+                &b.zone,
+                detail,
+            ));
             m.draining_since = Some(now);
             m.purged = false;
+            m.drain_reported = false;
         }
         BackendState::Draining => {}
     }
@@ -201,6 +231,8 @@ pub struct Fleet {
     /// kept as members come, go and are refreshed, so that refreshing one backend does
     /// not count its whole service.
     serving: BTreeMap<String, usize>,
+    /// Lifecycle events noted since the last [`Fleet::take_events`], in order.
+    events: Vec<Event>,
     /// Per service, what its members add up to in the rules that choose its mode
     /// ([`Totals`]): kept through a change of one backend, dropped on any other change
     /// and counted again when next asked for, so that a change of one backend tells
@@ -244,16 +276,7 @@ fn log_probe(
     let after = m.verdict();
     let window = h.flap_window;
     if before != after {
-        let why = match (flap, outcome) {
-            (FlapChange::Held { flips }, _) => format!(
-                "flapping: {flips} flips between passing and failing in the last {window} probes; held until {window} in a row pass"
-            ),
-            (FlapChange::Released, _) => {
-                format!("flapping stopped: {window} consecutive probes passed")
-            }
-            (FlapChange::Nothing, Ok(())) => "consecutive successful probes".to_string(),
-            (FlapChange::Nothing, Err(failure)) => failure.to_string(),
-        };
+        let why = transition_reason(flap, outcome, window);
         if after == Health::Healthy {
             info!("backend {at}: {before} -> {after} ({why})");
         } else {
@@ -278,6 +301,20 @@ fn log_probe(
             let threshold = h.unhealthy_threshold;
             info!("backend {at}: probe failed ({failure}), 1 of {threshold} toward unhealthy");
         }
+    }
+}
+
+/// Why one probe result changed a backend's verdict, in words.
+fn transition_reason(flap: FlapChange, outcome: &Outcome, window: u8) -> String {
+    match (flap, outcome) {
+        (FlapChange::Held { flips }, _) => format!(
+            "flapping: {flips} flips between passing and failing in the last {window} probes; held until {window} in a row pass"
+        ),
+        (FlapChange::Released, _) => {
+            format!("flapping stopped: {window} consecutive probes passed")
+        }
+        (FlapChange::Nothing, Ok(())) => "consecutive successful probes".to_string(),
+        (FlapChange::Nothing, Err(failure)) => failure.to_string(),
     }
 }
 
@@ -311,6 +348,9 @@ impl Fleet {
             .retain(|name, _| config.services.iter().any(|s| &s.name == name));
         self.totals.clear();
         for s in &config.services {
+            if let Some(before) = old.get(&s.name) {
+                self.note_zone_changes(before.drained_zones.clone(), s);
+            }
             self.reconfigure_one(s, !old.contains_key(&s.name), now);
         }
     }
@@ -321,6 +361,9 @@ impl Fleet {
     pub fn reconfigure_service(&mut self, config: &Config, name: &str, now: Instant) {
         if let Some(s) = config.services.iter().find(|s| s.name == name) {
             let new_service = !self.services.contains_key(name);
+            if let Some(before) = self.services.get(name) {
+                self.note_zone_changes(before.drained_zones.clone(), s);
+            }
             self.totals.remove(name);
             self.reconfigure_one(s, new_service, now);
         }
@@ -447,11 +490,17 @@ impl Fleet {
             }
             None => {
                 if let Some(m) = self.members.get_mut(at) {
-                    retire(at, m, s, now);
+                    retire(at, m, s, now, &mut self.events);
                 }
             }
         }
         self.recount(at, before);
+    }
+
+    /// Notes the zones service `s` drains or undrains, against `before`.
+    fn note_zone_changes(&mut self, before: Vec<String>, s: &ServiceConfig) {
+        let changes = events::zone_changes(&s.name, &before, &s.drained_zones);
+        self.events.extend(changes);
     }
 
     fn reconfigure_one(&mut self, s: &ServiceConfig, new_service: bool, now: Instant) {
@@ -465,7 +514,7 @@ impl Fleet {
             .take_while(|(at, _)| at.service == s.name);
         for (at, m) in ours {
             if !configured.contains(at) {
-                retire(at, m, s, now);
+                retire(at, m, s, now, &mut self.events);
             }
         }
         self.services.insert(s.name.clone(), s.clone());
@@ -481,7 +530,7 @@ impl Fleet {
     ) -> BackendRef {
         let at = backend_ref(s, b.address, b.port);
         match self.members.get_mut(&at) {
-            Some(m) => update(&at, m, s, b, now),
+            Some(m) => update(&at, m, s, b, now, &mut self.events),
             None => {
                 let m = MemberState::new(s, b, new_service, now);
                 if !new_service {
@@ -533,6 +582,14 @@ impl Fleet {
             m.passive_ejected = false;
         }
         log_probe(at, m, before, flap, change, outcome, h);
+        if before != after {
+            let kind = match after {
+                Health::Healthy => EventKind::BackendHealthy,
+                Health::Unhealthy | Health::Unknown => EventKind::BackendUnhealthy,
+            };
+            let why = transition_reason(flap, outcome, h.flap_window);
+            self.events.push(Event::backend(kind, at, &m.zone, why));
+        }
         let changed = serving_before != m.healthy();
         self.recount(at, counted);
         changed
@@ -628,11 +685,50 @@ impl Fleet {
             eligible -= 1;
             any = true;
             warn!("backend {at}: {from} -> unhealthy (passive: {why})");
+            if from != Health::Unhealthy {
+                self.events.push(Event::backend(
+                    EventKind::BackendUnhealthy,
+                    at,
+                    &m.zone,
+                    format!("passive: {why}"),
+                ));
+            }
         }
         if any {
             self.totals.remove(name);
         }
         any
+    }
+
+    /// The lifecycle events noted since the last call, in order.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Draining or removed backends whose [`EventKind::BackendDrained`] is still to
+    /// come: the caller looks at their active flows.
+    pub fn drains_pending(&self) -> Vec<BackendRef> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.draining() && !m.drain_reported)
+            .map(|(at, _)| at.clone())
+            .collect()
+    }
+
+    /// Notes that draining backend `at` has no flow left (once per drain: a later call
+    /// for the same drain notes nothing). True when noted.
+    pub fn report_drained(&mut self, at: &BackendRef, detail: String) -> bool {
+        let Some(m) = self.members.get_mut(at) else {
+            return false;
+        };
+        if !m.draining() || m.drain_reported {
+            return false;
+        }
+        m.drain_reported = true;
+        info!("backend {at}: drained: {detail}");
+        let event = Event::backend(EventKind::BackendDrained, at, &m.zone, detail);
+        self.events.push(event);
+        true
     }
 
     /// Passive ejections and refusals per service since lbd started.
@@ -801,6 +897,19 @@ impl Fleet {
         for at in removed {
             if let Some(m) = self.members.remove(&at) {
                 self.count_serving(&at.service, m.serving, false);
+                let waited = self
+                    .services
+                    .get(&at.service)
+                    .map_or(Duration::ZERO, |s| s.deregistration_delay);
+                let mut detail = format!(
+                    "deregistration delay of {} passed; its slot is freed",
+                    duration::format(waited)
+                );
+                if !m.drain_reported {
+                    detail.push_str("; flows still open are purged");
+                }
+                let event = Event::backend(EventKind::BackendDeregistered, &at, &m.zone, detail);
+                self.events.push(event);
             }
             self.totals.remove(&at.service);
             due.push(Purge::Removed(at));

@@ -204,6 +204,7 @@ impl<D: Dataplane> Runtime<D> {
     /// [`Runtime::tick`]; `scoped` re-plans only the services a timer concerned, rather
     /// than every service (the reference the tests compare it with).
     fn tick_with(&mut self, now: Instant, scoped: bool) -> anyhow::Result<ApplySummary> {
+        self.check_drains()?;
         let ejected = self.sample_passive(now)?;
         let purges = self.fleet.due_purges(now);
         let ramping = self.fleet.ramping_services();
@@ -217,6 +218,12 @@ impl<D: Dataplane> Runtime<D> {
                 Purge::Drained(at) => {
                     let purged = self.controller.purge_flows(&at)?;
                     info!("backend {at}: deregistration delay passed; purged {purged} flows");
+                    if purged > 0 {
+                        let detail = format!(
+                            "deregistration delay passed; {purged} flows still open were purged"
+                        );
+                        self.fleet.report_drained(&at, detail);
+                    }
                     names.insert(at.service);
                 }
                 Purge::Removed(at) => {
@@ -230,6 +237,32 @@ impl<D: Dataplane> Runtime<D> {
         }
         let names: Vec<String> = names.into_iter().collect();
         self.sync_services(&names, false, now)
+    }
+
+    /// Notes [`EventKind::BackendDrained`](crate::model::events::EventKind) for each
+    /// draining or removed backend whose active flows, as the data path counts them,
+    /// are down to 0 (once per drain). Only draining backends are read.
+    pub fn check_drains(&mut self) -> anyhow::Result<()> {
+        for at in self.fleet.drains_pending() {
+            let active = match self.controller.backend_id(&at) {
+                Some(id) => self
+                    .controller
+                    .dataplane()
+                    .active_flows(id)
+                    .with_context(|| format!("reading the active flows of backend {at}"))?,
+                // Never given a slot: no flow could reach it.
+                None => 0,
+            };
+            if active == 0 {
+                self.fleet.report_drained(&at, "no flows left".to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// The lifecycle events noted since the last call (see `crate::model::events`).
+    pub fn take_events(&mut self) -> Vec<crate::model::events::Event> {
+        self.fleet.take_events()
     }
 
     /// The probes the checker must run.
@@ -547,3 +580,6 @@ mod tests;
 
 #[cfg(test)]
 mod scoped_tests;
+
+#[cfg(test)]
+mod events_tests;

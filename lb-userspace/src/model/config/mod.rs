@@ -5,10 +5,12 @@ mod collector;
 mod connections;
 pub mod duration;
 mod edge;
+mod events;
 mod flow_timeouts;
 mod model;
 mod policy;
 mod reload;
+mod scaling;
 mod validate;
 mod validate_edge;
 mod validate_policy;
@@ -20,10 +22,12 @@ pub use announce::{AnnounceConfig, Ipv4Net, MAX_HOLD_UP};
 pub use collector::{ConfigError, FieldError};
 pub use connections::{ConnectionLimits, MAX_CONNECTIONS_CAP};
 pub use edge::{RateLimit, SourceFilter, UnlistedPorts, MAX_BLOCK};
+pub use events::{EventsConfig, HookConfig, MAX_HOOK_TIMEOUT};
 pub use flow_timeouts::*;
 pub use model::*;
 pub use policy::*;
 pub use reload::check_reloadable;
+pub use scaling::{ScalingConfig, MAX_SCALING_BACKENDS};
 pub use validate::{validate, validate_scoped, Scope};
 
 /// Parses and validates a config file.

@@ -54,8 +54,15 @@ pub struct Config {
     /// Packets for a VIP address on a port or protocol no service listens on.
     #[serde(default)]
     pub unlisted_ports: UnlistedPorts,
+    /// What lbd does with its lifecycle events besides streaming them (a hook).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub events: super::EventsConfig,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 fn default_state_file() -> PathBuf {
@@ -236,6 +243,9 @@ pub struct ServiceConfig {
     /// Per-source SYN rate limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Target tracking: the desired backend count exported for an autoscaler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<super::ScalingConfig>,
 }
 
 impl ServiceConfig {

@@ -98,5 +98,7 @@ fn start_up_keys(c: &Config) -> Vec<(&'static str, String)> {
         ("state_file", path(&c.state_file)),
         ("api.connections", limits(&c.api.connections)),
         ("metrics.connections", limits(&c.metrics.connections)),
+        // The hook's runner is started once, with the listeners.
+        ("events.hook", format!("{:?}", c.events.hook)),
     ]
 }

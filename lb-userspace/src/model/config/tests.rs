@@ -680,6 +680,10 @@ fn a_reload_may_not_change_what_the_data_path_was_loaded_with() {
             "api: { listen: 127.0.0.1:9000, token_file: /etc/lbd/token }",
             "api.listen",
         ),
+        (
+            "events: { hook: { command: [/usr/local/bin/on-event] } }",
+            "events.hook",
+        ),
     ] {
         let text = if edit.starts_with("interfaces") {
             VALID.replace("interfaces: [veth-c, veth-b]", "interfaces: [veth-c]")

@@ -48,6 +48,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     check_api(&mut c, config);
     super::announce::check_announce(&mut c, &config.announce);
+    super::events::check_events(&mut c, &config.events);
     check_services(&mut c, config);
     super::validate_stateless_return::check_stateless_return(&mut c, config);
     if c.0.is_empty() {
@@ -330,6 +331,12 @@ fn check_service(c: &mut Collector, config: &Config, at: &str, s: &ServiceConfig
     check_counts(c, config, at, s);
     super::validate_policy::check_policy(c, at, s);
     super::validate_edge::check_edge(c, at, s);
+    if let Some(scaling) = &s.scaling {
+        for (field, message) in scaling.problems() {
+            let sep = if field.is_empty() { "" } else { "." };
+            c.err(format!("{at}.scaling{sep}{field}"), message);
+        }
+    }
 }
 
 /// How many backends a service may have.

@@ -25,6 +25,7 @@
 //! | `POST /v1/apply[?dry_run=true]` | declarative: body `{"services": [...]}` or a whole config |
 //! | `GET /v1/node` | the node's VIPs (announced, on `lo`, in BIRD, why), its drain, BIRD's sessions |
 //! | `POST /v1/node/drain` and `/undrain` | withdraw every VIP, persisted in the state file |
+//! | `GET /v1/events[?since=SEQ][&service=S][&follow=1]` | lifecycle events, one JSON line each (route in `crate::ops::events::route`) |
 pub mod body;
 #[cfg(test)]
 mod body_props;

@@ -1,9 +1,10 @@
 //! What a bearer token on the TCP listener may do. The operator's token
 //! (`api.token_file`) may do everything; a registration token
 //! (`api.registration_tokens[]`) only what a backend VM needs to join and leave its
-//! service: add, drain, undrain and remove backends of the services it names, and list
-//! those services' backends (to see its own flows end). A backend's user data then
-//! never holds the keys to the whole load balancer.
+//! service: add, drain, undrain and remove backends of the services it names, list
+//! those services' backends, and read their lifecycle events (to see its own drain
+//! complete). A backend's user data then never holds the keys to the whole load
+//! balancer.
 //!
 //! The decision reads the request's method and raw path, exactly as the router matches
 //! them (segments are not decoded: service names never need percent-encoding, so an
@@ -25,7 +26,7 @@ pub enum TokenScope {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "this registration token may only add, drain, undrain and remove backends of {services} \
-     and list their backends; {method} {path} is not allowed"
+     and list their backends and events; {method} {path} is not allowed"
 )]
 pub struct Denied {
     pub method: Method,
@@ -52,6 +53,7 @@ impl TokenScope {
                 ["v1", "services", service, "backends", backend, "drain" | "undrain"],
             ) => own(service) && !backend.is_empty(),
             (&Method::GET, ["v1", "backends"]) => listed_service(query).is_some_and(own),
+            (&Method::GET, ["v1", "events"]) => events_service(query).is_some_and(own),
             _ => false,
         };
         if allowed {
@@ -79,6 +81,22 @@ fn listed_service(query: Option<&str>) -> Option<&str> {
         return None;
     }
     Some(service)
+}
+
+/// The one `service=` of an events query whose other parameters only say which events
+/// and how long (`since`, `follow`, `for`): a registration token reads its services'
+/// events, not every service's.
+fn events_service(query: Option<&str>) -> Option<&str> {
+    let mut service = None;
+    for pair in query?.split('&') {
+        let (key, value) = pair.split_once('=')?;
+        match key {
+            "service" if service.is_none() => service = Some(value),
+            "since" | "follow" | "for" => {}
+            _ => return None,
+        }
+    }
+    service
 }
 
 #[cfg(test)]
@@ -121,6 +139,8 @@ mod tests {
         ("POST", "/v1/services/web/trace"),
         ("POST", "/v1/apply"),
         ("GET", "/v1/backends?service=web"),
+        ("GET", "/v1/events"),
+        ("GET", "/v1/events?service=web&since=3&follow=1&for=10m"),
     ];
 
     fn method(name: &str) -> Method {
@@ -153,6 +173,7 @@ mod tests {
                 ("POST", "/v1/services/web/backends/10.1.0.11:8080/drain"),
                 ("POST", "/v1/services/web/backends/10.1.0.11:8080/undrain"),
                 ("GET", "/v1/backends?service=web"),
+                ("GET", "/v1/events?service=web&since=3&follow=1&for=10m"),
             ]
         );
         assert!(allowed(&scope, Method::POST, "/v1/services/api/backends"));
@@ -180,6 +201,10 @@ mod tests {
             ("GET", "/v1/services/web"),
             ("PUT", "/v1/services/web/backends/10.1.0.11:8080/weight"),
             ("GET", "/v1/services/web/backends"),
+            ("GET", "/v1/events?service=shop"),
+            ("GET", "/v1/events?service=web&service=shop"),
+            ("GET", "/v1/events?since=3"),
+            ("GET", "/v1/events?service=web&other=1"),
         ] {
             assert!(!allowed(&scope, method(m), target), "{m} {target}");
         }
@@ -193,7 +218,7 @@ mod tests {
         assert_eq!(
             denied.to_string(),
             "this registration token may only add, drain, undrain and remove backends of \
-             services api, web and list their backends; POST /v1/services is not allowed"
+             services api, web and list their backends and events; POST /v1/services is not allowed"
         );
     }
 }

@@ -10,6 +10,7 @@
 pub mod collector;
 pub mod digests;
 pub mod health;
+pub mod lifecycle;
 pub mod listeners;
 
 use std::sync::Arc;
@@ -136,6 +137,9 @@ impl Metrics {
         );
         registry.register_collector(Box::new(collector::DataPathCollector::new(runtime.clone())));
         registry.register_collector(Box::new(digests::DigestCollector::new(runtime.clone())));
+        registry.register_collector(Box::new(lifecycle::LifecycleCollector::new(
+            runtime.clone(),
+        )));
         registry.register_collector(Box::new(health::HealthCollector::new(runtime)));
         let health = health::LoopMetrics::register(&mut registry);
         Self {
