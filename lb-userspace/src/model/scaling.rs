@@ -74,22 +74,6 @@ mod tests {
 
     use super::*;
 
-    fn cfg(
-        active: Option<u32>,
-        new: Option<f64>,
-        min: u32,
-        max: u32,
-        cooldown_s: u64,
-    ) -> ScalingConfig {
-        ScalingConfig {
-            target_active_flows_per_backend: active,
-            target_new_flows_per_second_per_backend: new,
-            min_backends: min,
-            max_backends: max,
-            scale_in_cooldown: Duration::from_secs(cooldown_s),
-        }
-    }
-
     fn load(healthy: u32, active: u64, new: f64) -> Load {
         Load {
             healthy_backends: healthy,
@@ -100,13 +84,13 @@ mod tests {
 
     #[test]
     fn wanted_is_the_load_over_the_target_rounded_up_within_the_bounds() {
-        let c = cfg(Some(100), None, 2, 10, 0);
+        let c = ScalingConfig::of(Some(100), None, 2, 10, 0);
         assert_eq!(wanted(&c, &load(3, 0, 0.0)), 2, "min_backends");
         assert_eq!(wanted(&c, &load(3, 300, 0.0)), 3);
         assert_eq!(wanted(&c, &load(3, 301, 0.0)), 4);
         assert_eq!(wanted(&c, &load(3, 5_000, 0.0)), 10, "max_backends");
         // Both targets: the larger need wins.
-        let both = cfg(Some(100), Some(20.0), 1, 50, 0);
+        let both = ScalingConfig::of(Some(100), Some(20.0), 1, 50, 0);
         assert_eq!(wanted(&both, &load(3, 250, 90.0)), 5);
         assert_eq!(wanted(&both, &load(3, 750, 90.0)), 8);
         assert_eq!(wanted(&both, &load(3, 0, 0.5)), 1);
@@ -114,7 +98,7 @@ mod tests {
 
     #[test]
     fn scale_out_is_at_once_and_scale_in_waits_a_whole_cooldown_for_the_highest_need() {
-        let c = cfg(Some(100), None, 1, 20, 300);
+        let c = ScalingConfig::of(Some(100), None, 1, 20, 300);
         let t0 = Instant::now();
         let s = |secs| t0 + Duration::from_secs(secs);
         let mut r = Recommender::default();
@@ -141,7 +125,7 @@ mod tests {
 
     #[test]
     fn a_zero_cooldown_follows_the_load_both_ways_and_bounds_apply_to_the_start() {
-        let c = cfg(Some(10), None, 2, 5, 0);
+        let c = ScalingConfig::of(Some(10), None, 2, 5, 0);
         let t0 = Instant::now();
         let mut r = Recommender::default();
         assert_eq!(

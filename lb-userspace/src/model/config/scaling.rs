@@ -95,17 +95,16 @@ impl ScalingConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(
+impl ScalingConfig {
+    /// For tests: the targets, the bounds and the cooldown in seconds.
+    pub(crate) fn of(
         active: Option<u32>,
         new: Option<f64>,
         min: u32,
         max: u32,
         cooldown_s: u64,
-    ) -> ScalingConfig {
-        ScalingConfig {
+    ) -> Self {
+        Self {
             target_active_flows_per_backend: active,
             target_new_flows_per_second_per_backend: new,
             min_backends: min,
@@ -113,27 +112,40 @@ mod tests {
             scale_in_cooldown: Duration::from_secs(cooldown_s),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn problems_name_the_field() {
         let fields = |c: ScalingConfig| -> Vec<&'static str> {
             c.problems().into_iter().map(|(f, _)| f).collect()
         };
-        assert_eq!(fields(cfg(None, None, 1, 2, 0)), [""]);
+        assert_eq!(fields(ScalingConfig::of(None, None, 1, 2, 0)), [""]);
         assert_eq!(
-            fields(cfg(Some(0), None, 1, 2, 0)),
+            fields(ScalingConfig::of(Some(0), None, 1, 2, 0)),
             ["target_active_flows_per_backend"]
         );
         assert_eq!(
-            fields(cfg(None, Some(0.0), 1, 2, 0)),
+            fields(ScalingConfig::of(None, Some(0.0), 1, 2, 0)),
             ["target_new_flows_per_second_per_backend"]
         );
-        assert_eq!(fields(cfg(Some(1), None, 3, 2, 0)), ["min_backends"]);
-        assert_eq!(fields(cfg(Some(1), None, 0, 0, 0)), ["max_backends"]);
         assert_eq!(
-            fields(cfg(Some(1), None, 0, 5, 86_401)),
+            fields(ScalingConfig::of(Some(1), None, 3, 2, 0)),
+            ["min_backends"]
+        );
+        assert_eq!(
+            fields(ScalingConfig::of(Some(1), None, 0, 0, 0)),
+            ["max_backends"]
+        );
+        assert_eq!(
+            fields(ScalingConfig::of(Some(1), None, 0, 5, 86_401)),
             ["scale_in_cooldown"]
         );
-        assert!(cfg(Some(1), Some(2.5), 0, 5, 60).problems().is_empty());
+        assert!(ScalingConfig::of(Some(1), Some(2.5), 0, 5, 60)
+            .problems()
+            .is_empty());
     }
 }
