@@ -89,8 +89,13 @@ fn route<const EDGE_CHECKED: bool>(ctx: &XdpContext) -> u32 {
     }
     let pkt = match parse::tcp(ctx, at) {
         Ok(pkt) => pkt,
-        Err(Reason::PassNotTcp) if to_vip && !EDGE_CHECKED => {
-            return edge::unlisted_action(Reason::PassNotTcp)
+        // Whatever the data path cannot place goes to the kernel, which would deliver it
+        // to the node's own sockets on a VIP address held on `lo`: `unlisted_ports: drop`
+        // drops it (IP options and fragments included, or they would get round it).
+        Err(reason @ (Reason::PassNotTcp | Reason::PassIpOptions | Reason::PassFragment))
+            if to_vip && !EDGE_CHECKED =>
+        {
+            return edge::unlisted_action(reason)
         }
         Err(reason) => return count::pass(reason),
     };
@@ -131,7 +136,9 @@ pub fn lb_edge(ctx: XdpContext) -> u32 {
     let (dst, proto) = (at.dst, at.proto());
     let pkt = match parse::tcp(&ctx, at) {
         Ok(pkt) => pkt,
-        Err(Reason::PassNotTcp) => return edge::unlisted(dst, proto, Reason::PassNotTcp),
+        Err(reason @ (Reason::PassNotTcp | Reason::PassIpOptions | Reason::PassFragment)) => {
+            return edge::unlisted(dst, proto, reason)
+        }
         Err(reason) => return count::pass(reason),
     };
     let Some((service, _)) = lookup::service_of(&pkt) else {

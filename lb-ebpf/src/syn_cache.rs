@@ -215,18 +215,25 @@ impl FlowSlot {
     /// of the same flow (its entries purged with a drained backend, or evicted) is placed
     /// by the table again. The slot is emptied only if it still holds this handshake:
     /// another CPU's SYN may have just taken it. An unproven ACK leaves the slot to the
-    /// client that did see the SYN-ACK.
+    /// client that did see the SYN-ACK, unless `trusted` (a tier's service, which records
+    /// the flow on it all the same): then it spends the slot too, or every later packet of
+    /// the connection would find its own handshake there and take itself for a new one on
+    /// the tuple (see `to_backend::opened_by_a_syn`).
     #[inline(always)]
-    pub fn take_acked(&self, ack: u32) -> Acked {
+    pub fn take_acked(&self, ack: u32, trusted: bool) -> Acked {
         let Some((way, e, proven)) = self.find_acked(ack) else {
             return Acked::NoSlot;
         };
-        if !proven {
+        if !proven && !trusted {
             return Acked::Unproven(e.backend());
         }
         let entry = unsafe { core::ptr::addr_of_mut!((*way).entry) };
         unsafe { atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(entry.cast(), e.0, 0) };
-        Acked::Proven(e.backend())
+        if proven {
+            Acked::Proven(e.backend())
+        } else {
+            Acked::Unproven(e.backend())
+        }
     }
 
     /// Remembers that the handshake, to the service at `service_at` in the index, went

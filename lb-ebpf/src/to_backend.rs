@@ -345,13 +345,14 @@ fn handshake_backend(pkt: &Packet, service: PackedMeta) -> Option<(u32, Backend,
     if service.flags() & SERVICE_F_STATELESS_SYN == 0 {
         return None;
     }
-    let (id, proven) = match syn_cache::slot_of_flow(&pkt.flow)?.take_acked(pkt.ack_seq()) {
+    // In a tier the SYN-ACK usually came back through another node: an unproven ACK
+    // records the flow all the same (see `SERVICE_F_RECORD_UNPROVEN`).
+    let tier = service.flags() & SERVICE_F_RECORD_UNPROVEN != 0;
+    let (id, proven) = match syn_cache::slot_of_flow(&pkt.flow)?.take_acked(pkt.ack_seq(), tier) {
         Acked::Proven(id) => (id, true),
         Acked::Unproven(id) => {
             count::unproven_ack(service.id(), id);
-            // In a tier the SYN-ACK usually came back through another node: record the
-            // flow all the same (see `SERVICE_F_RECORD_UNPROVEN`).
-            (id, service.flags() & SERVICE_F_RECORD_UNPROVEN != 0)
+            (id, tier)
         }
         Acked::NoSlot => return None,
     };

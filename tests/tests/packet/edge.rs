@@ -244,6 +244,10 @@ fn unlisted_ports_and_protocols_of_a_vip_are_passed_by_default_and_dropped_if_as
         assert_eq!(r.action, XDP_PASS);
         let r = run_counted(dp, c0, &as_protocol(&unlisted, 17), Reason::PassNotTcp);
         assert_eq!(r.action, XDP_PASS);
+        let mut options = unlisted.bytes();
+        options[14] = 0x46;
+        let r = run_counted(dp, c0, &options, Reason::PassIpOptions);
+        assert_eq!(r.action, XDP_PASS);
     });
     rig.with_dataplane(CONFIG_DROP_UNLISTED, |c| {
         let dp = c.dataplane();
@@ -258,6 +262,18 @@ fn unlisted_ports_and_protocols_of_a_vip_are_passed_by_default_and_dropped_if_as
         assert_eq!(r.action, XDP_DROP, "UDP to the VIP");
         let r = run_counted(dp, c0, &as_protocol(&unlisted, 1), Reason::PassNotTcp);
         assert_eq!(r.action, XDP_PASS, "ICMP stays the kernel's");
+        // Nor do IP options or fragments get round it (the data path places neither;
+        // the kernel would deliver them to the node's own sockets on the VIP).
+        for (what, edit) in [
+            ("ip options", (0usize, 0x46u8)),
+            ("a first fragment", (6, 0x20)),
+            ("a later fragment", (7, 0x10)),
+        ] {
+            let mut bytes = unlisted.bytes();
+            bytes[14 + edit.0] = edit.1;
+            let r = run_counted(dp, c0, &bytes, Reason::DropUnlistedPort);
+            assert_eq!(r.action, XDP_DROP, "{what} to the VIP");
+        }
         let r = run_counted(dp, c0, &listed.bytes(), Reason::RedirectInterface);
         assert_eq!(r.action, XDP_REDIRECT, "the service's own port");
         let elsewhere = Frame {

@@ -328,3 +328,50 @@ fn in_a_tier_a_reused_tuple_replaces_its_closed_entry_without_the_syn_ack() {
         assert_eq!(entry.state & lb_common::flow::FLOW_F_CLOSED, 0);
     });
 }
+
+/// The ACK that records a tier's flow without the proof spends its handshake's SYN-cache
+/// slot, as a proven one does: otherwise, once the flow's backend drains (or the flow
+/// idles), each of its packets would find its own handshake there, take itself for a new
+/// connection on the tuple, and be recorded and counted again.
+#[test]
+fn in_a_tier_the_ack_that_records_the_flow_spends_its_slot() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(STATELESS, |c| {
+        let syn = client_syn(47_700);
+        let backend = to_backend(c.dataplane(), c0, &syn);
+        to_backend(c.dataplane(), c0, &ack_of(&syn));
+        let recorded = c.dataplane().flows.get(&syn.flow_key(), 0).unwrap();
+
+        let overlay = lb_userspace::model::plan::Overlay {
+            ring_weights: [(
+                lb_userspace::model::plan::BackendRef {
+                    service: "web".into(),
+                    address: backend,
+                    port: 8080,
+                },
+                0,
+            )]
+            .into(),
+            ..Default::default()
+        };
+        c.apply_with(&config_of(STATELESS), &overlay).unwrap();
+        let data = Frame {
+            payload: b"more".to_vec(),
+            flags: PSH_ACK,
+            ..ack_of(&syn)
+        };
+        for _ in 0..3 {
+            assert_eq!(to_backend(c.dataplane(), c0, &data), backend, "it stays");
+        }
+        let entry = c.dataplane().flows.get(&syn.flow_key(), 0).unwrap();
+        assert_eq!(
+            (entry.backend, entry.state),
+            (recorded.backend, recorded.state)
+        );
+        let s = web(c);
+        assert_eq!((s.new_flows, s.unproven_acks), (1, 1), "recorded once");
+        let id = backend_id(c, "web", backend);
+        assert_eq!(c.dataplane().active_flows(id).unwrap(), 1);
+    });
+}
