@@ -109,9 +109,16 @@ impl KernelDataplane {
     /// See [`crate::dataplane::Dataplane::limited_sources`]: one walk of the buckets.
     pub(super) fn read_limited_sources(&self, limit: usize) -> anyhow::Result<Vec<LimitedSource>> {
         let mut sources = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for entry in self.edge.buckets.iter() {
             // An entry evicted during the walk ends it early; what was read stands.
             let Ok((key, bucket)) = entry else { break };
+            // So does the first key seen twice: when the key the walk stands on is evicted
+            // (a flood evicts all the time) the kernel's next-key restarts from the first,
+            // and under a steady flood the walk would never end.
+            if !seen.insert((key.service, key.addr)) {
+                break;
+            }
             sources.push(LimitedSource {
                 service: key.service,
                 source: Ipv4Addr::from(key.addr.to_ne_bytes()),
