@@ -120,6 +120,9 @@ async fn run_one(hook: &HookConfig, event: &Published, counts: &HookCounts) {
         .env("LB_ZONE", &event.zone)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
+        // A group of its own, so that a timeout kills whatever it started too (a shell's
+        // `curl`), not only the command itself.
+        .process_group(0)
         .kill_on_drop(true);
     // SAFETY: runs in the forked child before exec, and only makes one prctl system
     // call, which is async-signal-safe (no allocation, no lock).
@@ -171,6 +174,11 @@ async fn run_one(hook: &HookConfig, event: &Published, counts: &HookCounts) {
         }
         Err(_) => {
             counts.timed_out.fetch_add(1, Ordering::Relaxed);
+            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                // SAFETY: a plain kill(2) of the group the child leads (its pid is not
+                // reaped yet, so neither it nor its group id can have been reused).
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
             let _ = child.kill().await;
             warn!(
                 "{what}: {} still running after {:?}: killed",
@@ -268,5 +276,43 @@ mod tests {
                 ("dropped", 0)
             ]
         );
+    }
+
+    /// Whether process `pid` is gone or a zombie (killed, waiting to be reaped).
+    fn dead(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_what_the_command_started_too() {
+        let pidfile = std::env::temp_dir().join(format!("lb-hook-pid-{}", std::process::id()));
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let counts = HookCounts::default();
+        run_one(
+            &hook(&script, Duration::from_millis(300)),
+            &drained_event(),
+            &counts,
+        )
+        .await;
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let _ = std::fs::remove_file(&pidfile);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !dead(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            dead(pid),
+            "the shell's sleep {pid} outlived the hook's timeout"
+        );
+        assert_eq!(counts.by_result()[2], ("timeout", 1));
     }
 }
