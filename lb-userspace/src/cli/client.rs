@@ -75,17 +75,13 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// Reads a token file: its first line, which must not be empty.
+/// Reads a token file as lbd does (see `model::config::token_in`).
 pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
     use anyhow::Context;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the token file {}", path.display()))?;
-    let token = text.lines().next().unwrap_or("").trim();
-    anyhow::ensure!(
-        !token.is_empty(),
-        "the token file {} is empty",
-        path.display()
-    );
+    let token = crate::model::config::token_in(&text)
+        .map_err(|why| anyhow::anyhow!("the token file {} {why}", path.display()))?;
     Ok(token.to_string())
 }
 

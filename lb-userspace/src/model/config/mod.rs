@@ -11,6 +11,7 @@ mod model;
 mod policy;
 mod reload;
 mod scaling;
+mod token;
 mod validate;
 mod validate_edge;
 mod validate_policy;
@@ -28,6 +29,7 @@ pub use model::*;
 pub use policy::*;
 pub use reload::check_reloadable;
 pub use scaling::{ScalingConfig, MAX_SCALING_BACKENDS};
+pub use token::token_in;
 pub use validate::{validate, validate_scoped, Scope};
 
 /// Parses and validates a config file.

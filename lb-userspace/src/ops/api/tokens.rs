@@ -85,7 +85,9 @@ pub fn read_token(key: &str, path: &Path) -> anyhow::Result<String> {
     }
     let text =
         fs::read_to_string(path).with_context(|| format!("reading {key} {}", path.display()))?;
-    let token = text.trim().to_string();
+    let token = crate::model::config::token_in(&text)
+        .map_err(|why| anyhow::anyhow!("{key} {} {why}", path.display()))?
+        .to_string();
     if token.len() < MIN_TOKEN_LEN {
         bail!(
             "{key} {}: the token must be at least {MIN_TOKEN_LEN} characters",
