@@ -112,6 +112,43 @@ fn start_frr(ns: &str, dir: &Path) -> Vec<Daemon> {
     daemons
 }
 
+/// How long FRR's session must have been up before the test moves on: on a loaded
+/// machine BFD (100 ms x 3) may take it down once right after it first comes up, and a
+/// withdraw sent across that flap is what the test would then measure.
+const SETTLED: Duration = Duration::from_secs(3);
+
+/// Waits until bgpd's session with the router has been established for [`SETTLED`].
+fn wait_session_settled(dir: &Path) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let out = netns::try_run_timeout(
+            "vtysh",
+            &[
+                "--vty_socket",
+                dir.to_str().unwrap(),
+                "-c",
+                "show bgp neighbors 10.10.0.2 json",
+            ],
+            Duration::from_secs(10),
+        );
+        let up_ms = out
+            .ok()
+            .and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok())
+            .and_then(|v| {
+                let n = &v["10.10.0.2"];
+                (n["bgpState"] == "Established").then(|| n["bgpTimerUpMsec"].as_u64())?
+            });
+        if up_ms.is_some_and(|ms| ms >= SETTLED.as_millis() as u64) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "FRR's session with the router was not up for {SETTLED:?} within {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn the_router_learns_the_vip_from_frr_and_loses_it_when_lbd_withdraws() {
     let lab = three_zones();
@@ -134,6 +171,7 @@ fn the_router_learns_the_vip_from_frr_and_loses_it_when_lbd_withdraws() {
         millis_between(started, learned)
     );
     wait_router_bfd_up(&lb.lab, &gateway);
+    wait_session_settled(&dir.0);
     // Nothing but the VIP: the node's own subnets and lo's 127.0.0.1 stay unexported.
     let learned_all = netns::ns_ip(lb.lab.client_ns(), &["route", "show", "proto", "bird"]);
     assert_eq!(
