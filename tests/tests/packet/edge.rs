@@ -48,24 +48,9 @@ const CONFIG: &str = lb_tests::rig_config_with!(
 );
 
 /// [`CONFIG`] with packets for unlisted ports dropped.
-const CONFIG_DROP_UNLISTED: &str = lb_tests::rig_config_with!(
-    r#"  - name: guarded
-    vip: 10.0.0.120
-    port: 80
-    filter:
-      allow: [10.10.0.0/16, 10.10.5.8/30, 10.10.9.0/24]
-      deny: [10.10.5.0/24, 10.10.9.0/24]
-    backends:
-      - { address: 10.1.0.11, port: 8080, zone: az-a }
-  - name: limited
-    vip: 10.0.0.121
-    port: 80
-    rate_limit: { syns_per_second: 2, burst: 3 }
-    backends:
-      - { address: 10.1.0.12, port: 8080, zone: az-a }
-unlisted_ports: drop
-"#
-);
+fn config_drop_unlisted() -> String {
+    format!("{CONFIG}unlisted_ports: drop\n")
+}
 
 fn syn_from(src: Ipv4Addr, vip: Ipv4Addr, sport: u16) -> Frame {
     Frame {
@@ -249,7 +234,7 @@ fn unlisted_ports_and_protocols_of_a_vip_are_passed_by_default_and_dropped_if_as
         let r = run_counted(dp, c0, &options, Reason::PassIpOptions);
         assert_eq!(r.action, XDP_PASS);
     });
-    rig.with_dataplane(CONFIG_DROP_UNLISTED, |c| {
+    rig.with_dataplane(&config_drop_unlisted(), |c| {
         let dp = c.dataplane();
         let r = run_counted(dp, c0, &unlisted.bytes(), Reason::DropUnlistedPort);
         assert_eq!(r.action, XDP_DROP, "TCP to an unlisted port");
