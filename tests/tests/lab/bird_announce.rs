@@ -112,8 +112,8 @@ pub(crate) fn wait_router_bfd_up(lab: &Lab, peer: &str) {
     }
 }
 
-#[test]
-fn the_router_learns_the_vip_from_bird_and_loses_it_when_lbd_withdraws() {
+/// The three-zone lab's lbd announcing its VIP on `lo` (no hold-up), once it has.
+pub(crate) fn announcing_lb() -> RunningLb {
     let lab = three_zones();
     let config = format!(
         "{}announce:\n  vip_ranges: [10.0.0.0/24]\n  hold_up: 0s\n",
@@ -123,6 +123,12 @@ fn the_router_learns_the_vip_from_bird_and_loses_it_when_lbd_withdraws() {
     lb.lbd
         .wait_for_log_after(0, "announced VIP 10.0.0.100", WAIT)
         .expect("lbd announces the VIP");
+    lb
+}
+
+#[test]
+fn the_router_learns_the_vip_from_bird_and_loses_it_when_lbd_withdraws() {
+    let mut lb = announcing_lb();
     let started = SystemTime::now();
     let _node = start_bird(&lb.lab, lb.lab.lb_ns(), "lb-node.conf");
     let _router = start_bird(&lb.lab, lb.lab.client_ns(), "upstream-router.conf");

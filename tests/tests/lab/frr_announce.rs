@@ -10,12 +10,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use lb_tests::{
-    lbd_log::millis_between, netns, scenario::*, Daemon, Lab, LabConfig, RunningLb, VIP,
-};
+use lb_tests::{lbd_log::millis_between, netns, Daemon, Lab, VIP};
 
 use crate::bird_announce::{
-    start_bird, wait_route, wait_router_bfd_up, withdraw_and_announce_again, WAIT,
+    announcing_lb, start_bird, wait_route, wait_router_bfd_up, withdraw_and_announce_again, WAIT,
 };
 
 const FRR: &str = "/usr/lib/frr";
@@ -151,15 +149,7 @@ fn wait_session_settled(dir: &Path) {
 
 #[test]
 fn the_router_learns_the_vip_from_frr_and_loses_it_when_lbd_withdraws() {
-    let lab = three_zones();
-    let config = format!(
-        "{}announce:\n  vip_ranges: [10.0.0.0/24]\n  hold_up: 0s\n",
-        LabConfig::new(&lab).policy(&[&fast_health()]).yaml()
-    );
-    let mut lb = RunningLb::start(lab, &config);
-    lb.lbd
-        .wait_for_log_after(0, "announced VIP 10.0.0.100", WAIT)
-        .expect("lbd announces the VIP");
+    let mut lb = announcing_lb();
     let dir = FrrDir::new(&lb.lab);
     let started = SystemTime::now();
     let _router = start_bird(&lb.lab, lb.lab.client_ns(), "upstream-router.conf");
