@@ -140,10 +140,24 @@ pub enum Reason {
     /// To a VIP address on a port or protocol no service listens on, with
     /// `unlisted_ports: drop`.
     DropUnlistedPort,
+    /// A SYN to a service with the SYN proxy on, answered with a SYN-ACK carrying a SYN
+    /// cookie (sent back with XDP_TX; see [`crate::syn_proxy`]).
+    TxSynCookie,
+    /// A packet without a flow entry to a service with the SYN proxy on that is neither a
+    /// SYN nor an ACK whose acknowledgement number is a valid cookie: forged, stale (older
+    /// than the kernel's cookie lifetime, about two minutes), or of a flow whose entry
+    /// was lost.
+    DropSynCookieInvalid,
+    /// A proxied flow's client packet before its backend's SYN-ACK came: its
+    /// acknowledgement number cannot be translated yet, so the client retransmits it.
+    DropSynProxyOpening,
+    /// A proxied flow's backend SYN-ACK turned into the ACK the backend expects (sent back
+    /// with XDP_TX).
+    TxSynProxyAck,
 }
 
 /// Number of reason slots (size of the reasons array).
-pub const REASON_COUNT: u32 = 23;
+pub const REASON_COUNT: u32 = 27;
 
 /// All reasons in slot order, with the names used in metrics.
 pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
@@ -173,6 +187,10 @@ pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
     (Reason::DropEdgeNotAllowed, "drop_edge_not_allowed"),
     (Reason::DropRateLimited, "drop_rate_limited"),
     (Reason::DropUnlistedPort, "drop_unlisted_port"),
+    (Reason::TxSynCookie, "tx_syn_cookie"),
+    (Reason::DropSynCookieInvalid, "drop_syn_cookie_invalid"),
+    (Reason::DropSynProxyOpening, "drop_syn_proxy_opening"),
+    (Reason::TxSynProxyAck, "tx_syn_proxy_ack"),
 ];
 
 #[cfg(test)]

@@ -95,7 +95,8 @@ pub struct NatReturn {
     pub vip: u32,
     /// Virtual port to put back as source port (wire order).
     pub vport: u16,
-    pub _pad: u16,
+    /// Bit set of `NAT_F_*` (see `syn_proxy::NAT_F_SYN_PROXY`).
+    pub flags: u16,
     /// Service id, for counting.
     pub service: u32,
     /// Backend id, for counting.

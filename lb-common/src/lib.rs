@@ -26,6 +26,7 @@ pub mod reverse;
 pub mod service;
 pub mod service_index;
 pub mod syn_cache;
+pub mod syn_proxy;
 pub mod trace;
 
 #[cfg(feature = "user")]

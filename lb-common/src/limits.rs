@@ -28,8 +28,10 @@ pub const PROGRAMS_SLOT_REPLY: u32 = 0;
 pub const PROGRAMS_SLOT_EDGE: u32 = 1;
 /// Slot of [`PROGRAM_PLACE`] in [`MAP_PROGRAMS`].
 pub const PROGRAMS_SLOT_PLACE: u32 = 2;
+/// Slot of [`PROGRAM_PROXY`] in [`MAP_PROGRAMS`].
+pub const PROGRAMS_SLOT_PROXY: u32 = 3;
 /// Slots of [`MAP_PROGRAMS`].
-pub const PROGRAMS_SLOTS: u32 = 3;
+pub const PROGRAMS_SLOTS: u32 = 4;
 pub const MAP_POLICY_TABLE: &str = "POLICY_TABLE";
 pub const MAP_RR_CURSOR: &str = "RR_CURSOR";
 pub const MAP_ACTIVE_FLOWS: &str = "ACTIVE_FLOWS";
@@ -63,6 +65,9 @@ pub const MAP_EDGE_COUNTERS: &str = "EDGE_COUNTERS";
 pub const MAP_RATE_BUCKETS: &str = "RATE_BUCKETS";
 /// VIP addresses (wire order) -> 0: what `unlisted_ports` applies to.
 pub const MAP_VIP_ADDRS: &str = "VIP_ADDRS";
+/// Flows opened through the SYN proxy: client -> VIP tuple -> `syn_proxy::SynProxyFlow`
+/// (LRU, `limits.flow_table_size` entries).
+pub const MAP_SYN_PROXY_FLOWS: &str = "SYN_PROXY_FLOWS";
 /// Prefix of the maps that are never pinned (a trace belongs to one `lbd`).
 pub const MAP_TRACE_PREFIX: &str = "TRACE_";
 
@@ -72,7 +77,7 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 12;
+pub const LAYOUT_VERSION: u32 = 13;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
@@ -119,6 +124,10 @@ pub const PROGRAM_EDGE: &str = "lb_edge";
 /// Name of the program `lb_edge` tail-calls to place a packet it admitted: `lb_xdp`'s
 /// path without the hand-over.
 pub const PROGRAM_PLACE: &str = "lb_place";
+/// Name of the program of the SYN proxy's handshakes (see `lb_common::syn_proxy`):
+/// tail-called by `lb_edge` for a proxied service's SYN or ACK without a flow entry,
+/// and by `lb_reply` for a proxied flow's SYN-ACK from its backend.
+pub const PROGRAM_PROXY: &str = "lb_proxy";
 
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
 /// The most services a config may allow: each service's index slot fits the SYN cache's

@@ -70,6 +70,9 @@ pub const SERVICE_F_EDGE: u32 = 1 << 2;
 /// if this node did not see the SYN-ACK (which ECMP sends back through another node N-1
 /// times in N), so that a later table change does not move the connection.
 pub const SERVICE_F_RECORD_UNPROVEN: u32 = 1 << 3;
+/// With [`SERVICE_F_EDGE`]: the SYN proxy is on, so `lb_edge` hands a packet it admitted
+/// to `lb_proxy` rather than `lb_place` (see [`crate::syn_proxy`]).
+pub const SERVICE_F_SYN_PROXY: u32 = 1 << 4;
 
 /// Ring entry meaning "no backend can take this flow": the packet is dropped.
 pub const NO_BACKEND: u32 = u32::MAX;

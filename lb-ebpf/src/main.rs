@@ -19,6 +19,7 @@
 //! | backend -> client without a flow entry (`lb_reply`) | `to_client_miss.rs` |
 //! | backend -> client by the reverse map (`lb_reply`, last resort) | `to_client_reverse.rs` |
 //! | edge protection (source rules, SYN rate limits, unlisted ports; `lb_edge`) | `edge.rs` |
+//! | SYN proxy (cookies, backend handshake, sequence translation; `lb_proxy`) | `syn_proxy.rs` |
 //! | count | `count.rs` |
 //! | sampled trace | `trace.rs` |
 #![no_std]
@@ -41,6 +42,7 @@ mod return_entry;
 mod rewrite;
 mod select;
 mod syn_cache;
+mod syn_proxy;
 mod to_backend;
 mod to_client;
 mod to_client_miss;
@@ -54,6 +56,7 @@ use lb_common::{
     filter::{FILTER_BACKENDS, FILTER_VIPS},
     limits::PROGRAMS_SLOT_REPLY,
     net::{TCP_RST, TCP_SYN},
+    service::SERVICE_F_SYN_PROXY,
 };
 
 #[xdp]
@@ -147,6 +150,11 @@ pub fn lb_edge(ctx: XdpContext) -> u32 {
     if let Some(why) = edge::admit(&pkt, service.id()) {
         return to_backend::refuse(&pkt, service.id(), why);
     }
+    if service.flags() & SERVICE_F_SYN_PROXY != 0 {
+        syn_proxy::hand_over(&ctx);
+        // Only if `lb_proxy` is missing from the program array.
+        return to_backend::refuse(&pkt, service.id(), Reason::DropSynCookieInvalid);
+    }
     edge::to_placement(&ctx);
     // Only if `lb_place` is missing from the program array.
     to_backend::refuse(&pkt, service.id(), Reason::DropEdgeDenied)
@@ -178,6 +186,13 @@ pub fn lb_reply(ctx: XdpContext) -> u32 {
         return to_client_miss::handle(&ctx, &pkt).unwrap_or_else(|| not_ours(&ctx, &pkt));
     }
     let nat = lookup::return_flow_of(&pkt);
+    if let Some(entry) = nat {
+        if syn_proxy::is_proxied(entry) && to_client::is_syn_ack(&pkt) {
+            // The answer to the proxy's SYN: the client has had its SYN-ACK already.
+            syn_proxy::hand_over(&ctx);
+            return count::drop(Reason::DropSynCookieInvalid);
+        }
+    }
     if let Some(set) = syn_cache::set(pkt.flow.dst_addr, pkt.flow.dst_port) {
         if let Some(handshake) = set.answered_by(&pkt.flow, false) {
             let Some(nat) = nat else {
@@ -201,6 +216,15 @@ pub fn lb_reply(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn not_ours(ctx: &XdpContext, pkt: &packet::Packet) -> u32 {
     to_client_reverse::handle(ctx, pkt).unwrap_or_else(|| count::pass(Reason::PassNoService))
+}
+
+/// The SYN proxy's handshakes (see `syn_proxy`): a proxied service's SYN or ACK without
+/// a flow entry, tail-called by `lb_edge` after its checks; a proxied flow's SYN-ACK from
+/// its backend, tail-called by `lb_reply`. Parsed again, as a tail call keeps only the
+/// context.
+#[xdp]
+pub fn lb_proxy(ctx: XdpContext) -> u32 {
+    syn_proxy::run(&ctx)
 }
 
 /// Passes every frame. It is the floor that benchmarks subtract, and what the veth peers

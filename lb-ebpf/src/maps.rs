@@ -26,6 +26,7 @@ use lb_common::{
     service::POLICY_TABLE_SLOTS,
     service_index::{self, ServiceSlot},
     syn_cache::SynSet,
+    syn_proxy::SynProxyFlow,
     trace::TRACE_RING_BYTES,
 };
 
@@ -164,6 +165,12 @@ pub static EDGE_COUNTERS: PerCpuArray<EdgeCounters> =
 #[map]
 pub static RATE_BUCKETS: LruHashMap<RateKey4, TokenBucket> =
     LruHashMap::with_max_entries(DEFAULT_RATE_LIMIT_SOURCES, 0);
+
+/// Flows opened through the SYN proxy, by client -> VIP tuple (see
+/// `lb_common::syn_proxy`); sized by the loader like the flow table.
+#[map]
+pub static SYN_PROXY_FLOWS: LruHashMap<FlowKey, SynProxyFlow> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
 
 /// VIP addresses, for packets no service listens for (`unlisted_ports`).
 #[map]

@@ -11,6 +11,7 @@ use lb_common::{
     net::{is_martian, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     service::{SERVICE_F_EDGE, SERVICE_F_RECORD_UNPROVEN, SERVICE_F_STATELESS_SYN},
     service_index::PackedMeta,
+    syn_proxy::FLOW_F_SYN_PROXY,
     trace::{
         TRACE_DECISION_FLOW_HIT, TRACE_DECISION_NEW_FLOW, TRACE_DECISION_REFUSED,
         TRACE_DECISION_STATELESS_FORWARD, TRACE_DECISION_STATELESS_SYN, TRACE_DECISION_SYN_CACHE,
@@ -27,7 +28,7 @@ use crate::{
     packet::Packet,
     return_entry, rewrite, select,
     syn_cache::{self, Acked},
-    trace,
+    syn_proxy, trace,
 };
 
 /// Handles a packet whose destination may be a VIP. `None`: not to any VIP:port (and no
@@ -40,6 +41,9 @@ pub fn handle<const EDGE_CHECKED: bool>(ctx: &XdpContext, pkt: &Packet) -> Optio
             if !forward::ttl_allows(pkt) {
                 let action = count::pass(Reason::PassTtlExpired);
                 return Some(refused(pkt, target.service, action, Reason::PassTtlExpired));
+            }
+            if target.state & FLOW_F_SYN_PROXY != 0 && !syn_proxy::to_backend(pkt.tcp, &pkt.flow) {
+                return Some(count::drop(Reason::DropSynProxyOpening));
             }
             ((target, backend, false), TRACE_DECISION_FLOW_HIT)
         }

@@ -6,6 +6,7 @@ use lb_common::{
     counters::Reason,
     flow::{FlowKey, NatReturn},
     net::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    syn_proxy::NAT_F_SYN_PROXY,
 };
 
 use crate::{
@@ -16,6 +17,7 @@ use crate::{
     packet::Packet,
     rewrite,
     syn_cache::Handshake,
+    syn_proxy,
 };
 
 #[inline(always)]
@@ -24,6 +26,11 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, entry: *mut NatReturn) -> u32 {
         return count::pass(Reason::PassTtlExpired);
     }
     let nat = unsafe { *entry };
+    if nat.flags & NAT_F_SYN_PROXY != 0
+        && !syn_proxy::to_client(pkt.tcp, &pkt.flow, nat.vip, nat.vport)
+    {
+        return count::drop(Reason::DropSynCookieInvalid);
+    }
     if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         if let Some(flow) = FLOWS.get_ptr_mut(forward_key(pkt, nat.vip, nat.vport)) {
             flow::observe(flow, pkt.tcp_flags, Side::Backend);

@@ -52,6 +52,7 @@ pub mod packet_exchange;
 pub mod packet_rig;
 pub mod peer_xdp;
 pub mod process;
+pub mod proxy_frame;
 pub mod rehash_tc;
 pub mod running_lb;
 pub mod scenario;

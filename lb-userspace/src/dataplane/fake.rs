@@ -187,7 +187,7 @@ impl FakeDataplane {
         let nat = NatReturn {
             vip: flow.dst_addr,
             vport: flow.dst_port,
-            _pad: 0,
+            flags: 0,
             service: meta.id,
             backend: id,
             nexthop: Default::default(),

@@ -80,6 +80,7 @@ pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
         (MAP_EDGE_COUNTERS, limits.max_services),
         (MAP_RATE_BUCKETS, limits.rate_limit_sources),
         (MAP_VIP_ADDRS, limits.max_services),
+        (MAP_SYN_PROXY_FLOWS, limits.flow_table_size),
     ])
 }
 
@@ -124,6 +125,7 @@ fn load_programs(
         (PROGRAM_REPLY, PROGRAMS_SLOT_REPLY),
         (PROGRAM_EDGE, PROGRAMS_SLOT_EDGE),
         (PROGRAM_PLACE, PROGRAMS_SLOT_PLACE),
+        (PROGRAM_PROXY, PROGRAMS_SLOT_PROXY),
     ] {
         let program: &mut Xdp = ebpf
             .program_mut(name)

@@ -16,11 +16,12 @@ use lb_common::{
     service::{
         ServiceKey, POLICY_LEAST_CONN, POLICY_MAGLEV, POLICY_ROUND_ROBIN, POLICY_SOURCE_HASH,
         SERVICE_F_EDGE, SERVICE_F_NAT, SERVICE_F_RECORD_UNPROVEN, SERVICE_F_STATELESS_SYN,
+        SERVICE_F_SYN_PROXY,
     },
 };
 
 use crate::{
-    model::config::{Config, ForwardingMode, Policy, Protocol, ServiceConfig},
+    model::config::{Config, ForwardingMode, Policy, Protocol, ServiceConfig, SynProxyMode},
     model::maglev::{self, MaglevBackend},
     model::policy_table::{self, TableBackend},
     model::weights,
@@ -322,9 +323,15 @@ pub fn policy_and_flags(s: &ServiceConfig) -> (u32, u32) {
         Policy::RoundRobin => (POLICY_ROUND_ROBIN, SERVICE_F_NAT),
         Policy::LeastConn => (POLICY_LEAST_CONN, SERVICE_F_NAT),
     };
-    // Only a protected service's new connections take the detour through `lb_edge`.
-    let protected = !s.filter.is_empty() || s.rate_limit.is_some();
-    (policy, flags | if protected { SERVICE_F_EDGE } else { 0 })
+    // Only a protected service's new connections take the detour through `lb_edge`,
+    // which hands a proxied service's on to `lb_proxy`.
+    let proxied = s.syn_proxy == SynProxyMode::On;
+    let protected = !s.filter.is_empty() || s.rate_limit.is_some() || proxied;
+    let proxy = if proxied { SERVICE_F_SYN_PROXY } else { 0 };
+    (
+        policy,
+        flags | proxy | if protected { SERVICE_F_EDGE } else { 0 },
+    )
 }
 
 /// Whether a service's policy has a table of its own (a function of every backend's

@@ -174,7 +174,7 @@ fn fill(dp: &mut KernelDataplane, service: u32, from: usize, to: usize) {
         let nat = NatReturn {
             vip: ipv4_wire(VIP.octets()),
             vport: port_wire(80),
-            _pad: 0,
+            flags: 0,
             service,
             backend,
             nexthop: Default::default(),

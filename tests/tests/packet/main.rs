@@ -19,4 +19,5 @@ mod spoofed_handshake;
 mod stateless_miss;
 mod stateless_return;
 mod stateless_syn;
+mod syn_proxy;
 mod trace;

@@ -11,6 +11,7 @@ mod model;
 mod policy;
 mod reload;
 mod scaling;
+mod syn_proxy;
 mod token;
 mod validate;
 mod validate_edge;
@@ -29,6 +30,7 @@ pub use model::*;
 pub use policy::*;
 pub use reload::check_reloadable;
 pub use scaling::{ScalingConfig, MAX_SCALING_BACKENDS};
+pub use syn_proxy::SynProxyMode;
 pub use token::token_in;
 pub use validate::{validate, validate_scoped, Scope};
 

@@ -243,9 +243,16 @@ pub struct ServiceConfig {
     /// Per-source SYN rate limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Whether the data path answers SYNs with cookies (see docs/edge-protection.md).
+    #[serde(default, skip_serializing_if = "is_off")]
+    pub syn_proxy: super::SynProxyMode,
     /// Target tracking: the desired backend count exported for an autoscaler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<super::ScalingConfig>,
+}
+
+fn is_off(mode: &super::SynProxyMode) -> bool {
+    *mode == super::SynProxyMode::Off
 }
 
 impl ServiceConfig {
