@@ -56,6 +56,7 @@ pub mod proxy_frame;
 pub mod rehash_tc;
 pub mod running_lb;
 pub mod scenario;
+pub mod syn_flood;
 pub mod tier;
 pub mod topology;
 

@@ -33,6 +33,7 @@ mod persistence;
 mod prometheus;
 mod reply_path_pinned;
 mod slowloris;
+mod syn_proxy_lab;
 mod table_full;
 mod tier_node_hang;
 mod tier_node_loss;
