@@ -6,6 +6,8 @@
 //!   empty XDP program;
 //! - [`edge`]: per-packet cost of edge protection (deny, rate limit, established flows
 //!   of a protected service);
+//! - [`syn_proxy`]: per-packet cost of the SYN proxy (a SYN answered with a cookie, a
+//!   proxied flow's established packet beside an unproxied one's);
 //! - [`flow_fill`]: how that cost grows with flow-table fill and backend count, beside
 //!   [`memory`]'s random-read latency, the floor under it;
 //! - [`control`]: Maglev build time and change-to-live through the real maps, and
@@ -30,5 +32,6 @@ pub mod packet;
 pub mod probes;
 pub mod probes_lbd;
 pub mod stats;
+pub mod syn_proxy;
 pub mod table;
 pub mod targets;
