@@ -68,6 +68,9 @@ pub const MAP_VIP_ADDRS: &str = "VIP_ADDRS";
 /// Flows opened through the SYN proxy: client -> VIP tuple -> `syn_proxy::SynProxyFlow`
 /// (LRU, `limits.flow_table_size` entries).
 pub const MAP_SYN_PROXY_FLOWS: &str = "SYN_PROXY_FLOWS";
+/// Per service id, per-CPU count of SYNs handed to the SYN proxy (answered with a cookie
+/// unless malformed): what `syn_proxy: auto` measures while the proxy is on.
+pub const MAP_SYN_PROXY_SYNS: &str = "SYN_PROXY_SYNS";
 /// Prefix of the maps that are never pinned (a trace belongs to one `lbd`).
 pub const MAP_TRACE_PREFIX: &str = "TRACE_";
 

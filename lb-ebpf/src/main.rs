@@ -151,7 +151,7 @@ pub fn lb_edge(ctx: XdpContext) -> u32 {
         return to_backend::refuse(&pkt, service.id(), why);
     }
     if service.flags() & SERVICE_F_SYN_PROXY != 0 {
-        syn_proxy::hand_over(&ctx);
+        syn_proxy::hand_over_checked(&ctx, &pkt, service.id());
         // Only if `lb_proxy` is missing from the program array.
         return to_backend::refuse(&pkt, service.id(), Reason::DropSynCookieInvalid);
     }

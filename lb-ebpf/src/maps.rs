@@ -172,6 +172,11 @@ pub static RATE_BUCKETS: LruHashMap<RateKey4, TokenBucket> =
 pub static SYN_PROXY_FLOWS: LruHashMap<FlowKey, SynProxyFlow> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
 
+/// Per service id, SYNs handed to the SYN proxy (see `lb_common::limits::MAP_SYN_PROXY_SYNS`).
+#[map]
+pub static SYN_PROXY_SYNS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_SERVICES, 0);
+
 /// VIP addresses, for packets no service listens for (`unlisted_ports`).
 #[map]
 pub static VIP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(DEFAULT_MAX_SERVICES, 0);

@@ -40,7 +40,7 @@ use network_types::tcp::TcpHdr;
 use crate::{
     count, flow, forward,
     lookup::{self, backend_by_id},
-    maps::{FLOWS, NEXTHOPS, PROGRAMS, RETURN_FLOWS, SYN_PROXY_FLOWS},
+    maps::{FLOWS, NEXTHOPS, PROGRAMS, RETURN_FLOWS, SYN_PROXY_FLOWS, SYN_PROXY_SYNS},
     packet::Packet,
     parse, return_entry, select, wire,
 };
@@ -49,6 +49,18 @@ use crate::{
 #[inline(always)]
 pub fn hand_over(ctx: &XdpContext) {
     unsafe { PROGRAMS.tail_call(ctx, PROGRAMS_SLOT_PROXY) };
+}
+
+/// `lb_edge`'s hand-over of service `service`'s packet: a SYN is counted for the
+/// service first (what `syn_proxy: auto` reads while the proxy is on).
+#[inline(always)]
+pub fn hand_over_checked(ctx: &XdpContext, pkt: &Packet, service: u32) {
+    if pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        if let Some(c) = SYN_PROXY_SYNS.get_ptr_mut(service) {
+            unsafe { *c += 1 };
+        }
+    }
+    hand_over(ctx);
 }
 
 /// Whether a return entry belongs to a flow opened through the proxy.

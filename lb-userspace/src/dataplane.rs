@@ -128,6 +128,8 @@ pub trait Counters {
     fn edge_rule_hits(&self, counter: u32) -> anyhow::Result<u64>;
     /// Service `id`'s edge counters, summed over CPUs.
     fn edge_counters(&self, id: u32) -> anyhow::Result<EdgeCounters>;
+    /// SYNs of service `id` handed to the SYN proxy, summed over CPUs.
+    fn syn_proxy_syns(&self, id: u32) -> anyhow::Result<u64>;
 }
 
 /// A source a SYN rate limit dropped SYNs of.

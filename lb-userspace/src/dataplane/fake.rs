@@ -111,6 +111,7 @@ pub struct FakeCounters {
     pub flow_entries: u64,
     pub edge_rule_hits: HashMap<u32, u64>,
     pub edge: HashMap<u32, EdgeCounters>,
+    pub syn_proxy_syns: HashMap<u32, u64>,
 }
 
 impl FakeDataplane {
@@ -493,6 +494,9 @@ impl Counters for FakeDataplane {
     }
     fn edge_counters(&self, id: u32) -> anyhow::Result<EdgeCounters> {
         Ok(self.counters.edge.get(&id).copied().unwrap_or_default())
+    }
+    fn syn_proxy_syns(&self, id: u32) -> anyhow::Result<u64> {
+        Ok(self.counters.syn_proxy_syns.get(&id).copied().unwrap_or(0))
     }
 }
 

@@ -81,6 +81,7 @@ pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
         (MAP_RATE_BUCKETS, limits.rate_limit_sources),
         (MAP_VIP_ADDRS, limits.max_services),
         (MAP_SYN_PROXY_FLOWS, limits.flow_table_size),
+        (MAP_SYN_PROXY_SYNS, limits.max_services),
     ])
 }
 
@@ -242,6 +243,7 @@ impl KernelDataplane {
             backend_stats: take(&mut ebpf, MAP_BACKEND_STATS)?,
             signals: take(&mut ebpf, MAP_BACKEND_SIGNALS)?,
             reasons: take(&mut ebpf, MAP_REASONS)?,
+            syn_proxy_syns: take(&mut ebpf, MAP_SYN_PROXY_SYNS)?,
             egress: take(&mut ebpf, MAP_EGRESS)?,
             edge: super::edge::EdgeMaps {
                 rules: take(&mut ebpf, MAP_EDGE_RULES)?,

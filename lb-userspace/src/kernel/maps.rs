@@ -263,4 +263,7 @@ impl Counters for KernelDataplane {
     fn edge_counters(&self, id: u32) -> anyhow::Result<lb_common::edge::EdgeCounters> {
         self.read_edge_counters(id)
     }
+    fn syn_proxy_syns(&self, id: u32) -> anyhow::Result<u64> {
+        Ok(self.syn_proxy_syns.get(&id, 0)?.iter().sum())
+    }
 }

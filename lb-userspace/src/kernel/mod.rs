@@ -59,6 +59,8 @@ pub struct KernelDataplane {
     backend_stats: PerCpuArray<MapData, TrafficCounters>,
     signals: PerCpuArray<MapData, BackendSignals>,
     reasons: PerCpuArray<MapData, u64>,
+    /// SYNs handed to the SYN proxy, per service id (see `MAP_SYN_PROXY_SYNS`).
+    syn_proxy_syns: PerCpuArray<MapData, u64>,
     egress: DevMapHash<MapData>,
     edge: edge::EdgeMaps,
     /// The packet trace's maps (see `lb_common::trace`), until taken.

@@ -14,5 +14,6 @@ pub mod policy_table;
 pub mod reconcile;
 pub mod reverse_map;
 pub mod scaling;
+pub mod syn_proxy_auto;
 pub mod table_digest;
 pub mod weights;

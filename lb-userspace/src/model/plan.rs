@@ -77,6 +77,8 @@ pub struct Overlay {
     pub ring_weights: BTreeMap<BackendRef, u32>,
     /// Removed backends that keep their slot (and id) but no ring share, by zone.
     pub retiring: BTreeMap<BackendRef, String>,
+    /// Services with `syn_proxy: auto` whose proxy is on now.
+    pub syn_proxy_on: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -303,7 +305,20 @@ pub fn maglev_entry(address: Ipv4Addr, port: u16, weight_milli: u32, id: u32) ->
     }
 }
 
-/// A service's policy and flags in the services map.
+/// A service's policy and flags in the services map, with what runtime state adds: the
+/// SYN proxy of a `syn_proxy: auto` service while it is on.
+pub fn service_flags(s: &ServiceConfig, overlay: &Overlay) -> (u32, u32) {
+    let (policy, flags) = policy_and_flags(s);
+    let auto_on = s.syn_proxy == SynProxyMode::Auto && overlay.syn_proxy_on.contains(&s.name);
+    let proxy = if auto_on {
+        SERVICE_F_SYN_PROXY | SERVICE_F_EDGE
+    } else {
+        0
+    };
+    (policy, flags | proxy)
+}
+
+/// A service's policy and flags in the services map, from its config alone.
 pub fn policy_and_flags(s: &ServiceConfig) -> (u32, u32) {
     let ForwardingMode::Nat = s.mode;
     // A hash policy's SYN needs no record: the client's next packet hashes to the same
@@ -411,7 +426,7 @@ pub fn plan_service(
             value: backend_value(at.address, at.port, 0, service_id),
         });
     }
-    let (policy, flags) = policy_and_flags(s);
+    let (policy, flags) = service_flags(s, overlay);
     let table = match s.policy {
         Policy::Maglev | Policy::SourceHash => Vec::new(),
         Policy::RoundRobin => policy_table::round_robin(&table_input),

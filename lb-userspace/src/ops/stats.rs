@@ -226,6 +226,9 @@ mod tests {
         fn edge_counters(&self, _: u32) -> anyhow::Result<lb_common::edge::EdgeCounters> {
             Ok(Default::default())
         }
+        fn syn_proxy_syns(&self, _: u32) -> anyhow::Result<u64> {
+            Ok(0)
+        }
         fn reason_counters(&self) -> anyhow::Result<Vec<u64>> {
             Ok((0..REASONS.len() as u64).map(|i| i % 2).collect())
         }

@@ -843,7 +843,8 @@ impl Fleet {
         ))
     }
 
-    /// The overlay the controller applies: ring weights and retiring backends.
+    /// The overlay the controller applies: ring weights and retiring backends (the
+    /// runtime adds which auto SYN proxies are on).
     pub fn overlay(&self, weights: &BTreeMap<String, ServiceWeights>) -> Overlay {
         Overlay {
             ring_weights: weights
@@ -857,6 +858,7 @@ impl Fleet {
                 .filter(|(_, m)| m.retired_at.is_some())
                 .map(|(at, m)| (at.clone(), m.zone.clone()))
                 .collect(),
+            syn_proxy_on: Default::default(),
         }
     }
 

@@ -61,6 +61,8 @@ pub struct Runtime<D> {
     /// change of one backend leaves it, no other backend's weight changed.
     bases: BTreeMap<String, Basis>,
     next_sample: BTreeMap<String, Instant>,
+    /// Each `syn_proxy: auto` service's switch (see `syn_proxy`).
+    syn_proxy: BTreeMap<String, crate::model::syn_proxy_auto::AutoSwitch>,
 }
 
 impl<D: Dataplane> Runtime<D> {
@@ -80,6 +82,7 @@ impl<D: Dataplane> Runtime<D> {
             modes: BTreeMap::new(),
             bases: BTreeMap::new(),
             next_sample: BTreeMap::new(),
+            syn_proxy: BTreeMap::new(),
         };
         let summary = runtime.sync(now)?;
         Ok((runtime, summary))
@@ -206,10 +209,16 @@ impl<D: Dataplane> Runtime<D> {
     fn tick_with(&mut self, now: Instant, scoped: bool) -> anyhow::Result<ApplySummary> {
         self.check_drains()?;
         let ejected = self.sample_passive(now)?;
+        let switched = self.sample_syn_proxy(now)?;
         let purges = self.fleet.due_purges(now);
         let ramping = self.fleet.ramping_services();
         let retry = !self.applied;
-        if ejected.is_empty() && purges.is_empty() && ramping.is_empty() && !retry {
+        if ejected.is_empty()
+            && purges.is_empty()
+            && ramping.is_empty()
+            && switched.is_empty()
+            && !retry
+        {
             return Ok(ApplySummary::default());
         }
         let mut names: BTreeSet<String> = ejected.into_iter().chain(ramping).collect();
@@ -235,8 +244,11 @@ impl<D: Dataplane> Runtime<D> {
         if retry || !scoped {
             return self.sync(now);
         }
+        // A switched proxy changes no weight, so the overlay's weights do not show it.
+        let force = !switched.is_empty();
+        names.extend(switched);
         let names: Vec<String> = names.into_iter().collect();
-        self.sync_services(&names, false, now)
+        self.sync_services(&names, force, now)
     }
 
     /// Notes [`EventKind::BackendDrained`](crate::model::events::EventKind) for each
@@ -320,7 +332,8 @@ impl<D: Dataplane> Runtime<D> {
         for name in weights.keys() {
             self.note_basis(name);
         }
-        let overlay = self.fleet.overlay(&weights);
+        let mut overlay = self.fleet.overlay(&weights);
+        overlay.syn_proxy_on = self.overlay.syn_proxy_on.clone();
         if self.applied && self.overlay == overlay {
             return Ok(ApplySummary::default());
         }
@@ -574,6 +587,11 @@ fn log_mode(service: &str, mode: Mode, zone: &str, backends: usize) {
         Mode::CrossZone | Mode::LocalZone => info!("service {service}: {mode}"),
     }
 }
+
+mod syn_proxy;
+
+#[cfg(test)]
+mod syn_proxy_tests;
 
 #[cfg(test)]
 mod tests;

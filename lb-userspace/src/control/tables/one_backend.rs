@@ -78,7 +78,7 @@ impl<D: Dataplane> Controller<D> {
         let Some(old) = plan.services.iter().find(|p| p.name == s.name) else {
             return false;
         };
-        let (policy, flags) = plan::policy_and_flags(s);
+        let (policy, flags) = plan::service_flags(s, overlay);
         if plan::has_policy_table(s)
             || old.policy != policy
             || old.flags != flags

@@ -30,7 +30,7 @@ pub use model::*;
 pub use policy::*;
 pub use reload::check_reloadable;
 pub use scaling::{ScalingConfig, MAX_SCALING_BACKENDS};
-pub use syn_proxy::SynProxyMode;
+pub use syn_proxy::{SynProxyAuto, SynProxyMode};
 pub use token::token_in;
 pub use validate::{validate, validate_scoped, Scope};
 

@@ -246,6 +246,9 @@ pub struct ServiceConfig {
     /// Whether the data path answers SYNs with cookies (see docs/edge-protection.md).
     #[serde(default, skip_serializing_if = "is_off")]
     pub syn_proxy: super::SynProxyMode,
+    /// When `syn_proxy: auto` switches.
+    #[serde(default, skip_serializing_if = "is_default_auto")]
+    pub syn_proxy_auto: super::SynProxyAuto,
     /// Target tracking: the desired backend count exported for an autoscaler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<super::ScalingConfig>,
@@ -253,6 +256,10 @@ pub struct ServiceConfig {
 
 fn is_off(mode: &super::SynProxyMode) -> bool {
     *mode == super::SynProxyMode::Off
+}
+
+fn is_default_auto(auto: &super::SynProxyAuto) -> bool {
+    *auto == super::SynProxyAuto::default()
 }
 
 impl ServiceConfig {

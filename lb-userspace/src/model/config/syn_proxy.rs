@@ -1,8 +1,10 @@
-//! The SYN proxy key (see docs/edge-protection.md): whether a service's SYNs are
-//! answered with SYN cookies by the data path.
+//! The SYN proxy keys (see docs/edge-protection.md): whether a service's SYNs are
+//! answered with SYN cookies by the data path, and when `auto` turns that on and off.
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
-use super::{collector::Collector, model::ServiceConfig};
+use super::{collector::Collector, duration, model::ServiceConfig};
 
 /// Whether the data path answers a service's SYNs itself (see `lb_common::syn_proxy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -13,6 +15,30 @@ pub enum SynProxyMode {
     Off,
     /// Every SYN is answered with a cookie; a backend sees only proven handshakes.
     On,
+    /// On while the service's SYN rate is high (see [`SynProxyAuto`]).
+    Auto,
+}
+
+/// When `syn_proxy: auto` switches: on once the service's SYNs a second (over about a
+/// second of counters) exceed `on_above`; off again once they have stayed under
+/// `off_below` for `hold`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SynProxyAuto {
+    pub on_above: u64,
+    pub off_below: u64,
+    #[serde(with = "duration")]
+    pub hold: Duration,
+}
+
+impl Default for SynProxyAuto {
+    fn default() -> Self {
+        Self {
+            on_above: 2000,
+            off_below: 500,
+            hold: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Checks a service's `syn_proxy`: the proxy must see both directions of every flow,
@@ -23,6 +49,22 @@ pub(super) fn check_syn_proxy(c: &mut Collector, at: &str, s: &ServiceConfig) {
             format!("{at}.syn_proxy"),
             "needs both directions of each flow on this node, which stateless_return (a \
              tier behind ECMP) does not give",
+        );
+    }
+    let auto = &s.syn_proxy_auto;
+    if auto.on_above == 0 {
+        c.err(
+            format!("{at}.syn_proxy_auto.on_above"),
+            "must be at least 1",
+        );
+    }
+    if auto.off_below > auto.on_above {
+        c.err(
+            format!("{at}.syn_proxy_auto.off_below"),
+            format!(
+                "{} is above on_above ({}): there would be no hysteresis",
+                auto.off_below, auto.on_above
+            ),
         );
     }
 }
@@ -50,6 +92,27 @@ mod tests {
             err.contains("services[0].syn_proxy: needs both directions"),
             "{err}"
         );
-        assert!(parse(&with("syn_proxy: auto")).is_err(), "no auto mode");
+        let config =
+            parse(&with("syn_proxy: auto, syn_proxy_auto: { on_above: 1000 }")).expect("valid");
+        let s = &config.services[0];
+        assert_eq!(s.syn_proxy, super::SynProxyMode::Auto);
+        assert_eq!(
+            (s.syn_proxy_auto.on_above, s.syn_proxy_auto.off_below),
+            (1000, 500)
+        );
+        assert_eq!(s.syn_proxy_auto.hold, std::time::Duration::from_secs(60));
+        let err = parse(&with(
+            "syn_proxy: auto, syn_proxy_auto: { on_above: 0, off_below: 5 }",
+        ))
+        .expect_err("refused")
+        .to_string();
+        assert!(
+            err.contains("syn_proxy_auto.on_above: must be at least 1"),
+            "{err}"
+        );
+        assert!(
+            err.contains("syn_proxy_auto.off_below: 5 is above on_above (0)"),
+            "{err}"
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod digests;
 pub mod health;
 pub mod lifecycle;
 pub mod listeners;
+pub mod syn_proxy;
 
 use std::sync::Arc;
 
@@ -140,6 +141,7 @@ impl Metrics {
         registry.register_collector(Box::new(lifecycle::LifecycleCollector::new(
             runtime.clone(),
         )));
+        registry.register_collector(Box::new(syn_proxy::SynProxyCollector::new(runtime.clone())));
         registry.register_collector(Box::new(health::HealthCollector::new(runtime)));
         let health = health::LoopMetrics::register(&mut registry);
         Self {
