@@ -176,3 +176,62 @@ fn a_proxied_connection_carries_20_mb_each_way_intact() {
     );
     held.close();
 }
+
+#[test]
+fn syn_proxy_auto_switches_on_for_a_flood_and_off_after_it() {
+    let lab = three_zones();
+    let health = fast_health();
+    let config = LabConfig::new(&lab)
+        .policy(&[
+            &health,
+            "syn_proxy: auto",
+            "syn_proxy_auto: { on_above: 2000, off_below: 200, hold: 2s }",
+        ])
+        .yaml();
+    let mut lb = RunningLb::start(lab, &config);
+    lb.wait_healthy(0, &[0, 1, 2], WAIT);
+    let mark = lb.lbd.log().len();
+    let flood = SynFlood::start(
+        lb.lab.client_ns(),
+        VIP,
+        VIP_PORT,
+        FLOOD_BASE,
+        FLOOD_SOURCES,
+        Duration::from_secs(8),
+    );
+    let on = "SYN proxy on";
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while !lb.lbd.log()[mark..].contains(on) {
+        assert!(
+            Instant::now() < deadline,
+            "no switch on during the flood:\n{}",
+            lb.lbd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let report = flood.finish();
+    let off = "SYN proxy off";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !lb.lbd.log()[mark..].contains(off) {
+        assert!(
+            Instant::now() < deadline,
+            "no switch off after the flood:\n{}",
+            lb.lbd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let metrics = lbd_metrics::get(&lb.lab, "/metrics").body;
+    println!("flood {:.0} SYNs/s", report.rate());
+    assert_eq!(
+        lbd_metrics::sample(&metrics, "lb_syn_proxy_switches_total{service=\"web\"}"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        lbd_metrics::sample(&metrics, "lb_syn_proxy_on{service=\"web\"}"),
+        Some(0.0)
+    );
+    // And the service works after it all.
+    let reply = lb_tests::http_get_via(lb.lab.client_ns(), VIP, VIP_PORT, PER_REQUEST);
+    assert!(reply.is_ok(), "{reply:?}");
+}
