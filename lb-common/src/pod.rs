@@ -31,7 +31,7 @@ pod!(
     crate::reverse::ReverseKey,
     crate::reverse::ReverseTarget,
     crate::trace::TraceRecord,
-    crate::edge::EdgeAddr4,
+    crate::edge::EdgeAddr,
     crate::edge::EdgeRule,
     crate::edge::EdgeService,
     crate::edge::RateKey4,

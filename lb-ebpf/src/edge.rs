@@ -6,11 +6,14 @@
 //! stacks of their own: `lb_xdp`'s frame has no room for the checks (the build keeps
 //! every spill in a slot of its own), and a copy of the placement beside them overflowed
 //! one 512-byte frame. Established flows never reach them.
-use aya_ebpf::{bindings::BPF_ANY, maps::lpm_trie::Key, programs::XdpContext};
+use aya_ebpf::{
+    bindings::BPF_ANY, helpers::generated::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key,
+    programs::XdpContext,
+};
 use lb_common::{
     counters::Reason,
     edge::{
-        first_take, take_token, EdgeAddr4, EdgeService, RateKey4, Take, EDGE_DENY, EDGE_LOOKUP_LEN,
+        first_take, take_token, EdgeAddr, EdgeService, RateKey4, Take, EDGE_DENY, EDGE_LOOKUP_LEN,
         EDGE_S_ALLOW_LIST, EDGE_S_RATE_LIMIT, EDGE_S_RULES, EDGE_UNLISTED_DROP,
     },
     limits::{PROGRAMS_SLOT_EDGE, PROGRAMS_SLOT_PLACE},
@@ -18,7 +21,7 @@ use lb_common::{
 };
 
 use crate::{
-    count, lookup,
+    count,
     maps::{
         unlisted_ports, EDGE_COUNTERS, EDGE_RULES, EDGE_RULE_HITS, EDGE_SERVICES, PROGRAMS,
         RATE_BUCKETS, VIP_ADDRS,
@@ -142,7 +145,7 @@ fn verdict(service: u32, src: u32, syn: u32) -> u32 {
         return ADMITTED;
     };
     if settings.flags & EDGE_S_RULES != 0 {
-        let key = Key::new(EDGE_LOOKUP_LEN, EdgeAddr4::new(service, src));
+        let key = Key::new(EDGE_LOOKUP_LEN, EdgeAddr::v4(service, src));
         match EDGE_RULES.get(&key).copied() {
             Some(rule) => {
                 if let Some(hits) = EDGE_RULE_HITS.get_ptr_mut(rule.counter) {
@@ -173,12 +176,24 @@ fn verdict(service: u32, src: u32, syn: u32) -> u32 {
     ADMITTED
 }
 
+/// The buckets' clock: the kernel's coarse monotonic clock in whole seconds. Read here
+/// rather than from the controller's clock map, so a limit keeps refilling while `lbd`
+/// is stopped or restarting (with the map, a limited source would get its burst only,
+/// for as long as `lbd` is away). Coarse: a tick's resolution is plenty for whole
+/// seconds, and it is the cheapest kernel clock.
+#[inline(always)]
+fn bucket_clock_secs() -> u32 {
+    // SAFETY: a helper without arguments, allowed in XDP programs.
+    let ns = unsafe { bpf_ktime_get_coarse_ns() };
+    (ns / 1_000_000_000) as u32
+}
+
 /// Takes a token for a SYN from its source's bucket, creating a full one for a source
 /// not seen (or evicted).
 #[inline(always)]
 fn take(service: u32, src: u32, settings: &EdgeService) -> Take {
     let key = RateKey4 { service, addr: src };
-    let now = lookup::now_secs();
+    let now = bucket_clock_secs();
     match RATE_BUCKETS.get_ptr_mut(key) {
         Some(slot) => {
             let mut bucket = unsafe { *slot };

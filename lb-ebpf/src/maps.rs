@@ -12,7 +12,7 @@ use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters, REASON_COUNT},
     edge::{
-        EdgeAddr4, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
+        EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
         EDGE_RULES_PER_SERVICE,
     },
     filter::FILTER_TOTAL_WORDS,
@@ -143,7 +143,7 @@ pub static TRACE_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Every service's source rules (see `lb_common::edge`).
 #[map]
-pub static EDGE_RULES: LpmTrie<EdgeAddr4, EdgeRule> =
+pub static EDGE_RULES: LpmTrie<EdgeAddr, EdgeRule> =
     LpmTrie::with_max_entries(DEFAULT_MAX_SERVICES * EDGE_RULES_PER_SERVICE, 0);
 
 /// Matches per rule, by `EdgeRule::counter`.

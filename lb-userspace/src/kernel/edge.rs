@@ -7,7 +7,7 @@ use aya::maps::{
     Array, HashMap, MapData, PerCpuArray, PerCpuValues,
 };
 use lb_common::edge::{
-    edge_prefix_len, EdgeAddr4, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
+    edge_prefix_len, EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
 };
 
 use super::KernelDataplane;
@@ -18,7 +18,7 @@ use crate::{
 
 /// Handles on the edge maps.
 pub struct EdgeMaps {
-    pub rules: LpmTrie<MapData, EdgeAddr4, EdgeRule>,
+    pub rules: LpmTrie<MapData, EdgeAddr, EdgeRule>,
     pub rule_hits: PerCpuArray<MapData, u64>,
     pub services: Array<MapData, EdgeService>,
     pub counters: PerCpuArray<MapData, EdgeCounters>,
@@ -26,19 +26,19 @@ pub struct EdgeMaps {
     pub vips: HashMap<MapData, u32, u32>,
 }
 
-fn trie_key(key: &EdgeRuleKey) -> Key<EdgeAddr4> {
+fn trie_key(key: &EdgeRuleKey) -> Key<EdgeAddr> {
     let addr = u32::from_ne_bytes(key.net.octets());
     Key::new(
         edge_prefix_len(key.len.into()),
-        EdgeAddr4::new(key.service, addr),
+        EdgeAddr::v4(key.service, addr),
     )
 }
 
-fn rule_key(key: &Key<EdgeAddr4>) -> EdgeRuleKey {
+fn rule_key(key: &Key<EdgeAddr>) -> EdgeRuleKey {
     let data = key.data();
     EdgeRuleKey {
         service: u32::from_be(data.service_be),
-        net: Ipv4Addr::from(data.addr.to_ne_bytes()),
+        net: Ipv4Addr::from(data.v4_addr().to_ne_bytes()),
         len: (key.prefix_len() - edge_prefix_len(0)) as u8,
     }
 }
@@ -59,7 +59,7 @@ impl KernelDataplane {
                 .set(*counter, zero, 0)
                 .with_context(|| format!("zeroing edge rule counter {counter}"))?;
         }
-        let present: Vec<(Key<EdgeAddr4>, EdgeRule)> = m
+        let present: Vec<(Key<EdgeAddr>, EdgeRule)> = m
             .rules
             .iter()
             .collect::<Result<_, _>>()
