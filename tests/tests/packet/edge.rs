@@ -263,6 +263,39 @@ fn burst_then_refill_by_the_kernel_clock() -> bool {
     })
 }
 
+/// A removed service's edge counters and buckets are gone from the kernel maps before
+/// its id serves another service (which would otherwise start with its drops and its
+/// sources' empty buckets).
+#[test]
+fn a_service_id_taken_again_starts_without_the_old_services_counters_and_buckets() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(CONFIG, |c| {
+        let id = service_id(c, "limited");
+        let flood = Ipv4Addr::new(10, 10, 7, 9);
+        for sport in 44000..44010 {
+            let syn = syn_from(flood, LIMITED_VIP, sport);
+            run_once(c.dataplane().program(), c0, &syn.bytes());
+        }
+        let dp = c.dataplane();
+        assert!(dp.edge_counters(id).unwrap().rate_limited > 0);
+        assert_eq!(dp.limited_sources(10).unwrap().len(), 1);
+
+        let without = CONFIG.replace("  - name: limited\n", "  - name: later\n");
+        let only_guarded = without
+            .split("  - name: later\n")
+            .next()
+            .unwrap()
+            .to_string();
+        c.apply(&config::parse(&only_guarded).unwrap()).unwrap();
+        c.apply(&config::parse(&without).unwrap()).unwrap();
+        assert_eq!(service_id(c, "later"), id, "the id is taken again");
+        let dp = c.dataplane();
+        assert_eq!(dp.edge_counters(id).unwrap().rate_limited, 0);
+        assert_eq!(dp.limited_sources(10).unwrap(), []);
+    });
+}
+
 /// `frame` as another IP protocol (the IP checksum fixed; the data path reads no L4
 /// header of a protocol that is not TCP).
 fn as_protocol(frame: &Frame, proto: u8) -> Vec<u8> {
