@@ -211,6 +211,47 @@ impl EdgeCounters {
     }
 }
 
+/// Slots of the drop memo ([`DropMemo`]); a power of two.
+pub const EDGE_DROP_MEMO_SLOTS: u32 = 4096;
+
+/// How long (seconds of the controller's clock) a remembered rule verdict stands. The
+/// controller clears the memo whenever it writes the rules; this bounds what a packet
+/// checked against the old rules while it did so can leave behind.
+pub const EDGE_DROP_MEMO_SECS: u32 = 2;
+
+/// [`DropMemo::counter`] of a packet no allow rule matched: counted on the service's
+/// [`EdgeCounters::not_allowed`] instead of a rule's counter.
+pub const DROP_MEMO_NOT_ALLOWED: u32 = u32::MAX;
+
+/// A source's recent rule verdict, remembered so that `lb_xdp` drops its next packets
+/// itself, without the hand-over to `lb_edge` and its trie lookup: a flood from few
+/// sources costs one array read a packet. One entry a slot ([`drop_memo_slot`]), direct
+/// mapped: a colliding source overwrites it, and the next packet of the one overwritten
+/// takes the full check again. An all-zero slot is empty (`until` 0 has passed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DropMemo {
+    pub service: u32,
+    /// Source address (wire order).
+    pub addr: u32,
+    /// Controller clock second from which it no longer stands.
+    pub until: u32,
+    /// The `counters::Reason` slot the drop is counted under.
+    pub reason: u32,
+    /// The rule's hit counter slot, or [`DROP_MEMO_NOT_ALLOWED`].
+    pub counter: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<DropMemo>() == 24);
+
+/// The drop memo slot of source `addr` (wire order) of service `service`: a
+/// multiplicative hash, so neighbouring addresses of one flood spread over the slots.
+#[inline(always)]
+pub const fn drop_memo_slot(service: u32, addr: u32) -> u32 {
+    let mixed = (addr ^ service.wrapping_mul(0x85eb_ca6b)).wrapping_mul(0x9e37_79b1);
+    mixed >> (32 - EDGE_DROP_MEMO_SLOTS.trailing_zeros())
+}
+
 /// Bit of the edge settings word (`limits::GLOBAL_UNLISTED_PORTS`): packets to a VIP address on a
 /// port or protocol no service listens on are dropped (else passed to the kernel).
 pub const EDGE_UNLISTED_DROP: u32 = 1 << 0;
@@ -262,6 +303,15 @@ mod tests {
         assert_eq!(take_token(&mut bucket, &settings, 15), Take::Pass);
         assert_eq!(take_token(&mut bucket, &settings, 15), Take::Pass);
         assert_eq!(take_token(&mut bucket, &settings, 15), Take::Drop);
+    }
+
+    #[test]
+    fn drop_memo_slots_are_in_range_and_spread_a_prefix() {
+        let slots: std::collections::HashSet<u32> = (0..256u32)
+            .map(|i| drop_memo_slot(3, u32::from_ne_bytes([203, 0, 113, i as u8])))
+            .collect();
+        assert!(slots.iter().all(|s| *s < EDGE_DROP_MEMO_SLOTS));
+        assert!(slots.len() > 200, "{} distinct slots of 256", slots.len());
     }
 
     #[test]

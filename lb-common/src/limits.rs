@@ -61,6 +61,8 @@ pub const MAP_EDGE_SERVICES: &str = "EDGE_SERVICES";
 pub const MAP_EDGE_COUNTERS: &str = "EDGE_COUNTERS";
 /// Token buckets of sources (LRU, `limits.rate_limit_sources` entries).
 pub const MAP_RATE_BUCKETS: &str = "RATE_BUCKETS";
+/// Recent rule drops by source (`edge::DropMemo`), `edge::EDGE_DROP_MEMO_SLOTS` slots.
+pub const MAP_EDGE_DROP_MEMO: &str = "EDGE_DROP_MEMO";
 /// VIP addresses (wire order) -> 0: what `unlisted_ports` applies to.
 pub const MAP_VIP_ADDRS: &str = "VIP_ADDRS";
 /// Prefix of the maps that are never pinned (a trace belongs to one `lbd`).

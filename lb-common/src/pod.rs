@@ -37,4 +37,5 @@ pod!(
     crate::edge::RateKey4,
     crate::edge::TokenBucket,
     crate::edge::EdgeCounters,
+    crate::edge::DropMemo,
 );

@@ -12,8 +12,8 @@ use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters, REASON_COUNT},
     edge::{
-        EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
-        EDGE_RULES_PER_SERVICE,
+        DropMemo, EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
+        EDGE_DROP_MEMO_SLOTS, EDGE_RULES_PER_SERVICE,
     },
     filter::FILTER_TOTAL_WORDS,
     flow::{FlowKey, FlowTarget, NatReturn},
@@ -164,6 +164,11 @@ pub static EDGE_COUNTERS: PerCpuArray<EdgeCounters> =
 #[map]
 pub static RATE_BUCKETS: LruHashMap<RateKey4, TokenBucket> =
     LruHashMap::with_max_entries(DEFAULT_RATE_LIMIT_SOURCES, 0);
+
+/// Recent rule drops by source, read by `lb_xdp` before the hand-over to `lb_edge`
+/// (see `lb_common::edge::DropMemo`).
+#[map]
+pub static EDGE_DROP_MEMO: Array<DropMemo> = Array::with_max_entries(EDGE_DROP_MEMO_SLOTS, 0);
 
 /// VIP addresses, for packets no service listens for (`unlisted_ports`).
 #[map]

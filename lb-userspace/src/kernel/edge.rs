@@ -7,7 +7,7 @@ use aya::maps::{
     Array, HashMap, MapData, PerCpuArray, PerCpuValues,
 };
 use lb_common::edge::{
-    edge_prefix_len, EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
+    edge_prefix_len, DropMemo, EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
 };
 
 use super::KernelDataplane;
@@ -23,6 +23,7 @@ pub struct EdgeMaps {
     pub services: Array<MapData, EdgeService>,
     pub counters: PerCpuArray<MapData, EdgeCounters>,
     pub buckets: HashMap<MapData, RateKey4, TokenBucket>,
+    pub drop_memo: Array<MapData, DropMemo>,
     pub vips: HashMap<MapData, u32, u32>,
 }
 
@@ -102,6 +103,18 @@ impl KernelDataplane {
         }
         for vip in wanted.iter().filter(|v| !vips.contains(v)) {
             m.vips.insert(vip, 0, 0).context("writing a VIP address")?;
+        }
+        // Remembered drops were decided by the rules written before: forgotten, so a
+        // source a rule no longer refuses gets in at once (not after the memo's seconds).
+        for slot in 0..m.drop_memo.len() {
+            if m.drop_memo
+                .get(&slot, 0)
+                .is_ok_and(|memo| memo != DropMemo::default())
+            {
+                m.drop_memo
+                    .set(slot, DropMemo::default(), 0)
+                    .with_context(|| format!("clearing drop memo slot {slot}"))?;
+            }
         }
         Ok(())
     }

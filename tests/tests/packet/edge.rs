@@ -263,6 +263,41 @@ fn burst_then_refill_by_the_kernel_clock() -> bool {
     })
 }
 
+/// A source a rule refused is remembered (the drop memo), and its next packets are
+/// dropped by `lb_xdp` itself: counted exactly as the full check counts them (the rule's
+/// matches, the service's refusals, the reason). A rule change forgets what was
+/// remembered: a source no longer denied gets in with its very next SYN.
+#[test]
+fn remembered_drops_are_counted_like_checked_ones_and_forgotten_when_the_rules_change() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(CONFIG, |c| {
+        let denied = counter_of(c, [10, 10, 5, 0], 24, EDGE_DENY);
+        let id = service_id(c, "guarded");
+        let (source, stranger) = (Ipv4Addr::new(10, 10, 5, 3), Ipv4Addr::new(192, 0, 2, 1));
+        let dp = c.dataplane();
+        for i in 0..5 {
+            let syn = syn_from(source, GUARDED_VIP, 45000 + i);
+            let r = run_counted(dp, c0, &syn.bytes(), Reason::DropEdgeDenied);
+            assert_eq!(r.action, XDP_DROP);
+            let other = syn_from(stranger, GUARDED_VIP, 45000 + i);
+            let r = run_counted(dp, c0, &other.bytes(), Reason::DropEdgeNotAllowed);
+            assert_eq!(r.action, XDP_DROP);
+        }
+        assert_eq!(dp.edge_rule_hits(denied).unwrap(), 5);
+        assert_eq!(dp.edge_counters(id).unwrap().not_allowed, 5);
+
+        // The deny rule taken off: the next SYN of the source it denied is admitted.
+        let lifted = CONFIG.replace("deny: [10.10.5.0/24, 10.10.9.0/24]", "deny: [10.10.9.0/24]");
+        assert_ne!(lifted, CONFIG);
+        c.apply(&config::parse(&lifted).unwrap()).unwrap();
+        let dp = c.dataplane();
+        let syn = syn_from(source, GUARDED_VIP, 45100);
+        let r = run_counted(dp, c0, &syn.bytes(), Reason::RedirectInterface);
+        assert_eq!(r.action, XDP_REDIRECT, "no longer denied, at once");
+    });
+}
+
 /// A removed service's edge counters and buckets are gone from the kernel maps before
 /// its id serves another service (which would otherwise start with its drops and its
 /// sources' empty buckets).
