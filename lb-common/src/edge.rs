@@ -1,8 +1,8 @@
 //! Edge protection: what a service's new connections must pass before they are placed.
 //!
 //! - Source filters: per service, CIDR rules that allow or deny. One longest-prefix-match
-//!   trie holds every service's rules, keyed by [`EdgeAddr4`] (service id, then the
-//!   source address): the most specific rule matching the source decides, and a prefix
+//!   trie holds every service's rules, keyed by [`EdgeAddr`] (service id, family, then
+//!   the source address): the most specific rule matching the source decides, and a prefix
 //!   listed both ways is denied (the controller writes the deny). When a service has any
 //!   allow rule, a source matched by no rule is refused (`not_allowed`).
 //! - SYN rate limits: per service and source, a token bucket ([`TokenBucket`]) in an LRU
@@ -14,41 +14,59 @@
 //! packets without a flow entry of a service that has rules or a limit
 //! ([`crate::service::SERVICE_F_EDGE`]): established flows never pay for them.
 //!
-//! IPv6 gets maps of its own with the same layout and a 16-byte address (`EdgeAddr6`,
-//! `RateKey6`): a trie's key size is fixed, and keeping IPv4 keys at 8 bytes keeps their
-//! lookups short.
+//! The rule trie's key has room for an IPv6 prefix, so IPv6 rules are data once the data
+//! path parses IPv6; the buckets are keyed by IPv4 source ([`RateKey4`]) and IPv6 gets a
+//! bucket map of its own (an LRU hash's key size is fixed, and 8-byte keys hash faster).
+//!
+//! Time in the buckets is the kernel's coarse monotonic clock in whole seconds
+//! (`bpf_ktime_get_coarse_ns`, userspace `CLOCK_MONOTONIC_COARSE`), read by the data
+//! path itself: a limit refills whether or not `lbd` runs.
 
 /// The most rules (allow and deny together) one service may have: the per-rule counters
 /// are a block of this many slots per service id.
 pub const EDGE_RULES_PER_SERVICE: u32 = 64;
 
-/// The data of an IPv4 rule's trie key (`aya`'s `Key<EdgeAddr4>` puts the prefix length
-/// in front). The prefix length of a rule for `addr/len` is [`edge_prefix_len`]`(len)`:
-/// the service id always matches whole.
+/// The data of a rule's trie key (`aya`'s `Key<EdgeAddr>` puts the prefix length in
+/// front), shaped for both families: service id, family, then a 16-byte address (an IPv4
+/// address in its first 4 bytes, the rest zero). The prefix length of a rule for
+/// `addr/len` is [`edge_prefix_len`]`(len)`: service id and family always match whole, so
+/// an IPv4 rule never matches an IPv6 source of the same leading bits. Only IPv4 is
+/// written and looked up until the data path parses IPv6.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EdgeAddr4 {
+pub struct EdgeAddr {
     /// Service id, in big-endian order so the trie's bitwise match sees it whole
     /// whatever the host's order.
     pub service_be: u32,
-    /// Source address (wire order).
-    pub addr: u32,
+    /// [`crate::net::FAMILY_IPV4`] (or 6), big-endian like the service id.
+    pub family_be: u32,
+    /// Source address (wire order), IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<EdgeAddr4>() == 8);
+const _: () = assert!(core::mem::size_of::<EdgeAddr>() == 24);
 
-impl EdgeAddr4 {
-    pub const fn new(service: u32, addr: u32) -> Self {
+impl EdgeAddr {
+    /// The key of IPv4 address `addr` (wire order) for service `service`.
+    #[inline(always)]
+    pub const fn v4(service: u32, addr: u32) -> Self {
+        let b = addr.to_ne_bytes();
         Self {
             service_be: service.to_be(),
-            addr,
+            family_be: (crate::net::FAMILY_IPV4 as u32).to_be(),
+            addr: [b[0], b[1], b[2], b[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         }
+    }
+
+    /// The IPv4 address (wire order) of a key made by [`Self::v4`].
+    pub const fn v4_addr(&self) -> u32 {
+        u32::from_ne_bytes([self.addr[0], self.addr[1], self.addr[2], self.addr[3]])
     }
 }
 
-/// The trie prefix length of an IPv4 rule for a `/bits` prefix: 32 bits of service id,
-/// then the address's leading `bits`.
+/// The trie prefix length of a rule for a `/bits` prefix: 32 bits of service id, 32 of
+/// family, then the address's leading `bits`.
 pub const fn edge_prefix_len(bits: u32) -> u32 {
-    32 + bits
+    64 + bits
 }
 
 /// The trie's prefix length of a full IPv4 source lookup.
@@ -102,7 +120,8 @@ pub struct RateKey4 {
 }
 const _: () = assert!(core::mem::size_of::<RateKey4>() == 8);
 
-/// A source's token bucket, in whole tokens and the controller's clock (seconds). CPUs
+/// A source's token bucket, in whole tokens and whole seconds of the kernel's coarse
+/// monotonic clock (see the module documentation). CPUs
 /// update it without locks: two SYNs of one source on two CPUs at once may both take the
 /// same token, so a limit is exact per CPU and approximate across them.
 #[repr(C)]
@@ -192,6 +211,47 @@ impl EdgeCounters {
     }
 }
 
+/// Slots of the drop memo ([`DropMemo`]); a power of two.
+pub const EDGE_DROP_MEMO_SLOTS: u32 = 4096;
+
+/// How long (seconds of the controller's clock) a remembered rule verdict stands. The
+/// controller clears the memo whenever it writes the rules; this bounds what a packet
+/// checked against the old rules while it did so can leave behind.
+pub const EDGE_DROP_MEMO_SECS: u32 = 2;
+
+/// [`DropMemo::counter`] of a packet no allow rule matched: counted on the service's
+/// [`EdgeCounters::not_allowed`] instead of a rule's counter.
+pub const DROP_MEMO_NOT_ALLOWED: u32 = u32::MAX;
+
+/// A source's recent rule verdict, remembered so that `lb_xdp` drops its next packets
+/// itself, without the hand-over to `lb_edge` and its trie lookup: a flood from few
+/// sources costs one array read a packet. One entry a slot ([`drop_memo_slot`]), direct
+/// mapped: a colliding source overwrites it, and the next packet of the one overwritten
+/// takes the full check again. An all-zero slot is empty (`until` 0 has passed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DropMemo {
+    pub service: u32,
+    /// Source address (wire order).
+    pub addr: u32,
+    /// Controller clock second from which it no longer stands.
+    pub until: u32,
+    /// The `counters::Reason` slot the drop is counted under.
+    pub reason: u32,
+    /// The rule's hit counter slot, or [`DROP_MEMO_NOT_ALLOWED`].
+    pub counter: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<DropMemo>() == 24);
+
+/// The drop memo slot of source `addr` (wire order) of service `service`: a
+/// multiplicative hash, so neighbouring addresses of one flood spread over the slots.
+#[inline(always)]
+pub const fn drop_memo_slot(service: u32, addr: u32) -> u32 {
+    let mixed = (addr ^ service.wrapping_mul(0x85eb_ca6b)).wrapping_mul(0x9e37_79b1);
+    mixed >> (32 - EDGE_DROP_MEMO_SLOTS.trailing_zeros())
+}
+
 /// Bit of the edge settings word (`limits::GLOBAL_UNLISTED_PORTS`): packets to a VIP address on a
 /// port or protocol no service listens on are dropped (else passed to the kernel).
 pub const EDGE_UNLISTED_DROP: u32 = 1 << 0;
@@ -246,7 +306,21 @@ mod tests {
     }
 
     #[test]
-    fn the_service_id_is_the_tries_leading_bits() {
-        assert_eq!(EdgeAddr4::new(1, 0).service_be.to_ne_bytes(), [0, 0, 0, 1]);
+    fn drop_memo_slots_are_in_range_and_spread_a_prefix() {
+        let slots: std::collections::HashSet<u32> = (0..256u32)
+            .map(|i| drop_memo_slot(3, u32::from_ne_bytes([203, 0, 113, i as u8])))
+            .collect();
+        assert!(slots.iter().all(|s| *s < EDGE_DROP_MEMO_SLOTS));
+        assert!(slots.len() > 200, "{} distinct slots of 256", slots.len());
+    }
+
+    #[test]
+    fn the_service_id_then_the_family_are_the_tries_leading_bits() {
+        let key = EdgeAddr::v4(1, u32::from_ne_bytes([192, 0, 2, 7]));
+        assert_eq!(key.service_be.to_ne_bytes(), [0, 0, 0, 1]);
+        assert_eq!(key.family_be.to_ne_bytes(), [0, 0, 0, 4]);
+        assert_eq!(key.addr[..5], [192, 0, 2, 7, 0]);
+        assert_eq!(key.v4_addr(), u32::from_ne_bytes([192, 0, 2, 7]));
+        assert_eq!(EDGE_LOOKUP_LEN, 96);
     }
 }

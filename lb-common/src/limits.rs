@@ -63,6 +63,8 @@ pub const MAP_EDGE_SERVICES: &str = "EDGE_SERVICES";
 pub const MAP_EDGE_COUNTERS: &str = "EDGE_COUNTERS";
 /// Token buckets of sources (LRU, `limits.rate_limit_sources` entries).
 pub const MAP_RATE_BUCKETS: &str = "RATE_BUCKETS";
+/// Recent rule drops by source (`edge::DropMemo`), `edge::EDGE_DROP_MEMO_SLOTS` slots.
+pub const MAP_EDGE_DROP_MEMO: &str = "EDGE_DROP_MEMO";
 /// VIP addresses (wire order) -> 0: what `unlisted_ports` applies to.
 pub const MAP_VIP_ADDRS: &str = "VIP_ADDRS";
 /// Flows opened through the SYN proxy: client -> VIP tuple -> `syn_proxy::SynProxyFlow`
@@ -80,7 +82,7 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 13;
+pub const LAYOUT_VERSION: u32 = 14;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";

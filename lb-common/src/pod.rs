@@ -31,11 +31,12 @@ pod!(
     crate::reverse::ReverseKey,
     crate::reverse::ReverseTarget,
     crate::trace::TraceRecord,
-    crate::edge::EdgeAddr4,
+    crate::edge::EdgeAddr,
     crate::edge::EdgeRule,
     crate::edge::EdgeService,
     crate::edge::RateKey4,
     crate::edge::TokenBucket,
     crate::edge::EdgeCounters,
     crate::syn_proxy::SynProxyFlow,
+    crate::edge::DropMemo,
 );

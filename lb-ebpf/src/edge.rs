@@ -6,12 +6,16 @@
 //! stacks of their own: `lb_xdp`'s frame has no room for the checks (the build keeps
 //! every spill in a slot of its own), and a copy of the placement beside them overflowed
 //! one 512-byte frame. Established flows never reach them.
-use aya_ebpf::{bindings::BPF_ANY, maps::lpm_trie::Key, programs::XdpContext};
+use aya_ebpf::{
+    bindings::BPF_ANY, helpers::generated::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key,
+    programs::XdpContext,
+};
 use lb_common::{
     counters::Reason,
     edge::{
-        first_take, take_token, EdgeAddr4, EdgeService, RateKey4, Take, EDGE_DENY, EDGE_LOOKUP_LEN,
-        EDGE_S_ALLOW_LIST, EDGE_S_RATE_LIMIT, EDGE_S_RULES, EDGE_UNLISTED_DROP,
+        drop_memo_slot, first_take, take_token, DropMemo, EdgeAddr, EdgeService, RateKey4, Take,
+        DROP_MEMO_NOT_ALLOWED, EDGE_DENY, EDGE_DROP_MEMO_SECS, EDGE_LOOKUP_LEN, EDGE_S_ALLOW_LIST,
+        EDGE_S_RATE_LIMIT, EDGE_S_RULES, EDGE_UNLISTED_DROP,
     },
     limits::{PROGRAMS_SLOT_EDGE, PROGRAMS_SLOT_PLACE},
     net::{TCP_ACK, TCP_SYN},
@@ -20,27 +24,43 @@ use lb_common::{
 use crate::{
     count, lookup,
     maps::{
-        unlisted_ports, EDGE_COUNTERS, EDGE_RULES, EDGE_RULE_HITS, EDGE_SERVICES, PROGRAMS,
-        RATE_BUCKETS, VIP_ADDRS,
+        unlisted_ports, EDGE_COUNTERS, EDGE_DROP_MEMO, EDGE_RULES, EDGE_RULE_HITS, EDGE_SERVICES,
+        PROGRAMS, RATE_BUCKETS, VIP_ADDRS,
     },
     packet::Packet,
+    trace, wire,
 };
 
 /// IP protocol number of ICMP, which `unlisted_ports: drop` leaves to the kernel.
 const PROTO_ICMP: u8 = 1;
 
-/// `lb_xdp`'s action word for a packet of a protected service without a flow entry,
-/// to be handed to `lb_edge` (dropped if that fails). XDP actions are 0..=4, so the
-/// hand-overs take the top of the range.
-pub const HAND_OVER_PROTECTED: u32 = u32::MAX;
+/// `lb_xdp`'s action words for a packet of a protected service without a flow entry,
+/// to be handed to `lb_edge` (dropped if that fails): this plus the service id (below
+/// 2^16, see `limits::MAX_SERVICES`), which the drop memo needs ([`remembered_drop`]).
+/// XDP actions are 0..=4, so the hand-overs take the top of the range.
+const HAND_OVER_PROTECTED: u32 = 0xfffe_0000;
 /// `lb_xdp`'s action word for a packet to a VIP address no service listens for, to be
 /// handed to `lb_edge`, plus the reason it is passed as if that fails.
 const HAND_OVER_UNLISTED: u32 = 0xffff_ff00;
+const _: () = assert!(lb_common::limits::MAX_SERVICES <= 1 << 16);
 
 /// Whether `lb_xdp`'s action word is a hand-over to `lb_edge`.
 #[inline(always)]
 pub fn is_hand_over(action: u32) -> bool {
-    action >= HAND_OVER_UNLISTED
+    action >= HAND_OVER_PROTECTED
+}
+
+/// `lb_xdp`'s action word for a packet of protected service `service` without a flow
+/// entry.
+#[inline(always)]
+pub fn protected_action(service: u32) -> u32 {
+    HAND_OVER_PROTECTED | service
+}
+
+/// The service of a hand-over for a protected service's packet, if `action` is one.
+#[inline(always)]
+pub fn protected_service(action: u32) -> Option<u32> {
+    (action >> 16 == HAND_OVER_PROTECTED >> 16).then_some(action & 0xffff)
 }
 
 /// `lb_xdp`'s action word for a packet to a maybe-VIP address that no service listens
@@ -66,7 +86,7 @@ const UNLISTED_TO_VIP: u32 = 1 << UNLISTED_TO_VIP_SHIFT;
 /// Whether an action word that [`is_hand_over`] goes to `lb_edge` now.
 #[inline(always)]
 pub fn hands_over(action: u32) -> bool {
-    action == HAND_OVER_PROTECTED || (action & UNLISTED_TO_VIP != 0 && drops_unlisted())
+    protected_service(action).is_some() || (action & UNLISTED_TO_VIP != 0 && drops_unlisted())
 }
 
 /// What a hand-over that did not happen does: `lb_edge` missing from the program array
@@ -74,12 +94,66 @@ pub fn hands_over(action: u32) -> bool {
 /// or an unlisted port's packet with `unlisted_ports: pass`, passed as before.
 #[inline(always)]
 pub fn hand_over_failed(action: u32) -> u32 {
-    if action == HAND_OVER_PROTECTED {
+    if protected_service(action).is_some() {
         return count::drop(Reason::DropEdgeDenied);
     }
     let why = action & 0xff;
     count::reason_slot(why);
     aya_ebpf::bindings::xdp_action::XDP_PASS
+}
+
+/// The drop of a protected service's packet whose source a rule refused a moment ago
+/// (see `lb_common::edge::DropMemo`), counted as the rule would count it; `None` hands
+/// it over to `lb_edge` as before (no memo, or a sampled packet, which `lb_edge` traces).
+/// Reads only the source address: the packet was parsed (IPv4 without options, TCP)
+/// before `lb_xdp` decided on the hand-over.
+#[inline(always)]
+pub fn remembered_drop(ctx: &XdpContext, service: u32) -> Option<u32> {
+    const SRC_AT: usize = 14 + 12;
+    if ctx.data() + SRC_AT + 4 > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: the 4 bytes are inside the frame (checked above).
+    let src = unsafe { wire::get32((ctx.data() + SRC_AT) as *const u8) };
+    let memo = EDGE_DROP_MEMO.get(drop_memo_slot(service, src)).copied()?;
+    if memo.service != service || memo.addr != src || memo.until <= lookup::now_secs() {
+        return None;
+    }
+    if trace::sampled(service) {
+        return None;
+    }
+    count_rule_drop(service, memo.counter);
+    count::reason_slot(memo.reason);
+    Some(aya_ebpf::bindings::xdp_action::XDP_DROP)
+}
+
+/// Counts a rule's drop: on the rule's hit counter, or (no allow rule matched) on the
+/// service's `not_allowed`.
+#[inline(always)]
+fn count_rule_drop(service: u32, counter: u32) {
+    if counter == DROP_MEMO_NOT_ALLOWED {
+        if let Some(c) = EDGE_COUNTERS.get_ptr_mut(service) {
+            unsafe { (*c).not_allowed += 1 };
+        }
+    } else if let Some(hits) = EDGE_RULE_HITS.get_ptr_mut(counter) {
+        unsafe { *hits += 1 };
+    }
+}
+
+/// Remembers that a rule refused `src` of `service` (see [`remembered_drop`]).
+#[inline(always)]
+fn remember_drop(service: u32, src: u32, why: Reason, counter: u32) {
+    if let Some(slot) = EDGE_DROP_MEMO.get_ptr_mut(drop_memo_slot(service, src)) {
+        let memo = DropMemo {
+            service,
+            addr: src,
+            until: lookup::now_secs().wrapping_add(EDGE_DROP_MEMO_SECS),
+            reason: why as u32,
+            counter,
+            _pad: 0,
+        };
+        unsafe { *slot = memo };
+    }
 }
 
 /// Tail-calls `lb_edge` with the packet. Returns only if the call failed (no `lb_edge`
@@ -142,20 +216,23 @@ fn verdict(service: u32, src: u32, syn: u32) -> u32 {
         return ADMITTED;
     };
     if settings.flags & EDGE_S_RULES != 0 {
-        let key = Key::new(EDGE_LOOKUP_LEN, EdgeAddr4::new(service, src));
+        let key = Key::new(EDGE_LOOKUP_LEN, EdgeAddr::v4(service, src));
         match EDGE_RULES.get(&key).copied() {
             Some(rule) => {
-                if let Some(hits) = EDGE_RULE_HITS.get_ptr_mut(rule.counter) {
-                    unsafe { *hits += 1 };
-                }
+                count_rule_drop(service, rule.counter);
                 if rule.verdict == EDGE_DENY {
+                    remember_drop(service, src, Reason::DropEdgeDenied, rule.counter);
                     return DENIED;
                 }
             }
             None if settings.flags & EDGE_S_ALLOW_LIST != 0 => {
-                if let Some(c) = EDGE_COUNTERS.get_ptr_mut(service) {
-                    unsafe { (*c).not_allowed += 1 };
-                }
+                count_rule_drop(service, DROP_MEMO_NOT_ALLOWED);
+                remember_drop(
+                    service,
+                    src,
+                    Reason::DropEdgeNotAllowed,
+                    DROP_MEMO_NOT_ALLOWED,
+                );
                 return NOT_ALLOWED;
             }
             None => {}
@@ -173,12 +250,24 @@ fn verdict(service: u32, src: u32, syn: u32) -> u32 {
     ADMITTED
 }
 
+/// The buckets' clock: the kernel's coarse monotonic clock in whole seconds. Read here
+/// rather than from the controller's clock map, so a limit keeps refilling while `lbd`
+/// is stopped or restarting (with the map, a limited source would get its burst only,
+/// for as long as `lbd` is away). Coarse: a tick's resolution is plenty for whole
+/// seconds, and it is the cheapest kernel clock.
+#[inline(always)]
+fn bucket_clock_secs() -> u32 {
+    // SAFETY: a helper without arguments, allowed in XDP programs.
+    let ns = unsafe { bpf_ktime_get_coarse_ns() };
+    (ns / 1_000_000_000) as u32
+}
+
 /// Takes a token for a SYN from its source's bucket, creating a full one for a source
 /// not seen (or evicted).
 #[inline(always)]
 fn take(service: u32, src: u32, settings: &EdgeService) -> Take {
     let key = RateKey4 { service, addr: src };
-    let now = lookup::now_secs();
+    let now = bucket_clock_secs();
     match RATE_BUCKETS.get_ptr_mut(key) {
         Some(slot) => {
             let mut bucket = unsafe { *slot };

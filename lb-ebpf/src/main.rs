@@ -65,6 +65,12 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     if !edge::is_hand_over(action) {
         return action;
     }
+    // A source a rule refused a moment ago is dropped here, before the hand-over.
+    if let Some(service) = edge::protected_service(action) {
+        if let Some(dropped) = edge::remembered_drop(&ctx, service) {
+            return dropped;
+        }
+    }
     // One tail-call site for every packet edge protection may take, decided here, after
     // `route`, where little is live: each site and each test in `route` costs frame
     // spills, and its frame has no room left.

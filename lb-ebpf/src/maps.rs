@@ -12,8 +12,8 @@ use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters, REASON_COUNT},
     edge::{
-        EdgeAddr4, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
-        EDGE_RULES_PER_SERVICE,
+        DropMemo, EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
+        EDGE_DROP_MEMO_SLOTS, EDGE_RULES_PER_SERVICE,
     },
     filter::FILTER_TOTAL_WORDS,
     flow::{FlowKey, FlowTarget, NatReturn},
@@ -144,7 +144,7 @@ pub static TRACE_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Every service's source rules (see `lb_common::edge`).
 #[map]
-pub static EDGE_RULES: LpmTrie<EdgeAddr4, EdgeRule> =
+pub static EDGE_RULES: LpmTrie<EdgeAddr, EdgeRule> =
     LpmTrie::with_max_entries(DEFAULT_MAX_SERVICES * EDGE_RULES_PER_SERVICE, 0);
 
 /// Matches per rule, by `EdgeRule::counter`.
@@ -176,6 +176,11 @@ pub static SYN_PROXY_FLOWS: LruHashMap<FlowKey, SynProxyFlow> =
 #[map]
 pub static SYN_PROXY_SYNS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(DEFAULT_MAX_SERVICES, 0);
+
+/// Recent rule drops by source, read by `lb_xdp` before the hand-over to `lb_edge`
+/// (see `lb_common::edge::DropMemo`).
+#[map]
+pub static EDGE_DROP_MEMO: Array<DropMemo> = Array::with_max_entries(EDGE_DROP_MEMO_SLOTS, 0);
 
 /// VIP addresses, for packets no service listens for (`unlisted_ports`).
 #[map]

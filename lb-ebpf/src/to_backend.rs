@@ -119,7 +119,7 @@ fn place_miss<const EDGE_CHECKED: bool>(
     // here if it passes.
     if !EDGE_CHECKED && service.flags() & SERVICE_F_EDGE != 0 {
         // `lb_xdp` hands it to `lb_edge` (one tail-call site for the program).
-        return Some(Err(edge::HAND_OVER_PROTECTED));
+        return Some(Err(edge::protected_action(service.id())));
     }
     Some(match place(pkt, service, service_at, replace) {
         Some(placed) => Ok(placed),

@@ -70,6 +70,10 @@ pub trait Dataplane: Counters + Lookups {
     /// zeroing the rule hit counters `fresh` (slots given to new rules) before the rules
     /// are written.
     fn set_edge_tables(&mut self, tables: &EdgeTables, fresh: &[u32]) -> anyhow::Result<()>;
+    /// Forgets what the data path learnt for the services `ids` (their per-service edge
+    /// counters and their sources' rate-limit buckets): called when the services are
+    /// removed, so a service that later takes one of these ids starts from nothing.
+    fn reset_edge_state(&mut self, ids: &[u32]) -> anyhow::Result<()>;
     /// The sources whose SYNs a rate limit dropped, as their buckets hold them now:
     /// (service id, source, bucket), at most `limit`, most dropped first.
     fn limited_sources(&self, limit: usize) -> anyhow::Result<Vec<LimitedSource>>;

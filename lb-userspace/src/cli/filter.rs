@@ -13,9 +13,22 @@ pub enum FilterCmd {
     /// Allow new connections from a prefix (a.b.c.d/len).
     Allow { service: String, cidr: String },
     /// Refuse new connections from a prefix (a.b.c.d/len).
-    Deny { service: String, cidr: String },
+    Deny {
+        service: String,
+        cidr: String,
+        /// Allowed to move the service's last allow rule (which opens it to everyone).
+        #[arg(long)]
+        open: bool,
+    },
     /// Take a prefix off the service's rules.
-    Remove { service: String, cidr: String },
+    Remove {
+        service: String,
+        cidr: String,
+        /// Allowed to remove the service's last allow rule, opening it to every source
+        /// (refused without, exit 6).
+        #[arg(long)]
+        open: bool,
+    },
     /// The sources whose SYNs a rate limit dropped most, most first.
     Limited {
         /// How many to list (at most 1000).
@@ -26,7 +39,7 @@ pub enum FilterCmd {
 
 pub fn run(ctx: &Ctx, cmd: FilterCmd) -> anyhow::Result<()> {
     let client = ctx.client()?;
-    let (service, cidr, action) = match cmd {
+    let (service, cidr, action, open) = match cmd {
         FilterCmd::List { service } => {
             let view: FilterView =
                 client.get(&format!("/v1/services/{}/filter", segment(&service)))?;
@@ -50,11 +63,19 @@ pub fn run(ctx: &Ctx, cmd: FilterCmd) -> anyhow::Result<()> {
             });
             return Ok(());
         }
-        FilterCmd::Allow { service, cidr } => (service, cidr, "allow"),
-        FilterCmd::Deny { service, cidr } => (service, cidr, "deny"),
-        FilterCmd::Remove { service, cidr } => (service, cidr, "remove"),
+        FilterCmd::Allow { service, cidr } => (service, cidr, "allow", false),
+        FilterCmd::Deny {
+            service,
+            cidr,
+            open,
+        } => (service, cidr, "deny", open),
+        FilterCmd::Remove {
+            service,
+            cidr,
+            open,
+        } => (service, cidr, "remove", open),
     };
-    let body = serde_json::json!({ "action": action, "cidr": cidr });
+    let body = serde_json::json!({ "action": action, "cidr": cidr, "open": open });
     let path = format!("/v1/services/{}/filter", segment(&service));
     let r: ChangeResult = client.send(Method::POST, &path, Some(&body))?;
     ctx.print_change(&r, &format!("{service} already has {cidr} so"));

@@ -39,6 +39,10 @@ pub const EXIT_TIMEOUT: u8 = 75;
 /// larger `limits.*` needs a restart.
 pub const EXIT_TABLE_FULL: u8 = 73;
 
+/// Exit status when lbd refused a change that would open a service to every source (HTTP
+/// 412: the last allow rule taken away without `--open`). Nothing was changed.
+pub const EXIT_WOULD_OPEN: u8 = 6;
+
 /// Control the XDP load balancer `lbd` through its admin API.
 #[derive(Parser)]
 #[command(name = "lbctl", version = env!("LB_BUILD"), propagate_version = true)]
@@ -203,6 +207,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<ClientError>() {
         Some(ClientError::Timeout { .. }) => EXIT_TIMEOUT,
         Some(ClientError::Api { status: 507, .. }) => EXIT_TABLE_FULL,
+        Some(ClientError::Api { status: 412, .. }) => EXIT_WOULD_OPEN,
         _ if e.is::<compare::DigestsDiffer>() => compare::EXIT_DIGESTS_DIFFER,
         _ => 1,
     }
@@ -246,6 +251,11 @@ mod tests {
             message: "applying".into(),
         });
         assert_eq!(exit_code(&other), 1);
+        let opening = anyhow::Error::from(ClientError::Api {
+            status: 412,
+            message: "192.0.2.0/24 is the last allow rule of service `web`".into(),
+        });
+        assert_eq!(exit_code(&opening), EXIT_WOULD_OPEN);
     }
 
     #[test]

@@ -217,6 +217,14 @@ impl<D: Dataplane> Controller<D> {
             self.dataplane
                 .remove_service(&live.key)
                 .with_context(|| format!("removing service {name}"))?;
+            // The id goes back to the pool: what the data path counted and learnt under
+            // it (edge counters, rate-limit buckets) must not pass to the next service
+            // that takes it. After the removal, so no packet of the service refills it.
+            if let Some(id) = self.ids.services.get(&name) {
+                self.dataplane.reset_edge_state(&[*id]).with_context(|| {
+                    format!("resetting the edge state of removed service {name}")
+                })?;
+            }
             summary.services_removed += 1;
         }
         // Free backend slots last: no live ring names them any more, so no new flow can

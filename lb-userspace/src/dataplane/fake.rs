@@ -229,6 +229,15 @@ impl Dataplane for FakeDataplane {
         Ok(most_limited(self.buckets.iter().copied(), limit))
     }
 
+    fn reset_edge_state(&mut self, ids: &[u32]) -> anyhow::Result<()> {
+        self.refuse_write(false)?;
+        for id in ids {
+            self.counters.edge.remove(id);
+        }
+        self.buckets.retain(|b| !ids.contains(&b.service));
+        Ok(())
+    }
+
     fn set_backend(&mut self, id: u32, backend: &Backend) -> WriteResult {
         self.refuse_write(false)?;
         if let Some(c) = self.capacity {

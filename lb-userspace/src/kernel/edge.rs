@@ -7,7 +7,7 @@ use aya::maps::{
     Array, HashMap, MapData, PerCpuArray, PerCpuValues,
 };
 use lb_common::edge::{
-    edge_prefix_len, EdgeAddr4, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
+    edge_prefix_len, DropMemo, EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
 };
 
 use super::KernelDataplane;
@@ -18,27 +18,28 @@ use crate::{
 
 /// Handles on the edge maps.
 pub struct EdgeMaps {
-    pub rules: LpmTrie<MapData, EdgeAddr4, EdgeRule>,
+    pub rules: LpmTrie<MapData, EdgeAddr, EdgeRule>,
     pub rule_hits: PerCpuArray<MapData, u64>,
     pub services: Array<MapData, EdgeService>,
     pub counters: PerCpuArray<MapData, EdgeCounters>,
     pub buckets: HashMap<MapData, RateKey4, TokenBucket>,
+    pub drop_memo: Array<MapData, DropMemo>,
     pub vips: HashMap<MapData, u32, u32>,
 }
 
-fn trie_key(key: &EdgeRuleKey) -> Key<EdgeAddr4> {
+fn trie_key(key: &EdgeRuleKey) -> Key<EdgeAddr> {
     let addr = u32::from_ne_bytes(key.net.octets());
     Key::new(
         edge_prefix_len(key.len.into()),
-        EdgeAddr4::new(key.service, addr),
+        EdgeAddr::v4(key.service, addr),
     )
 }
 
-fn rule_key(key: &Key<EdgeAddr4>) -> EdgeRuleKey {
+fn rule_key(key: &Key<EdgeAddr>) -> EdgeRuleKey {
     let data = key.data();
     EdgeRuleKey {
         service: u32::from_be(data.service_be),
-        net: Ipv4Addr::from(data.addr.to_ne_bytes()),
+        net: Ipv4Addr::from(data.v4_addr().to_ne_bytes()),
         len: (key.prefix_len() - edge_prefix_len(0)) as u8,
     }
 }
@@ -59,7 +60,7 @@ impl KernelDataplane {
                 .set(*counter, zero, 0)
                 .with_context(|| format!("zeroing edge rule counter {counter}"))?;
         }
-        let present: Vec<(Key<EdgeAddr4>, EdgeRule)> = m
+        let present: Vec<(Key<EdgeAddr>, EdgeRule)> = m
             .rules
             .iter()
             .collect::<Result<_, _>>()
@@ -103,29 +104,63 @@ impl KernelDataplane {
         for vip in wanted.iter().filter(|v| !vips.contains(v)) {
             m.vips.insert(vip, 0, 0).context("writing a VIP address")?;
         }
+        // Remembered drops were decided by the rules written before: forgotten, so a
+        // source a rule no longer refuses gets in at once (not after the memo's seconds).
+        for slot in 0..m.drop_memo.len() {
+            if m.drop_memo
+                .get(&slot, 0)
+                .is_ok_and(|memo| memo != DropMemo::default())
+            {
+                m.drop_memo
+                    .set(slot, DropMemo::default(), 0)
+                    .with_context(|| format!("clearing drop memo slot {slot}"))?;
+            }
+        }
         Ok(())
     }
 
     /// See [`crate::dataplane::Dataplane::limited_sources`]: one walk of the buckets.
     pub(super) fn read_limited_sources(&self, limit: usize) -> anyhow::Result<Vec<LimitedSource>> {
-        let mut sources = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for entry in self.edge.buckets.iter() {
-            // An entry evicted during the walk ends it early; what was read stands.
-            let Ok((key, bucket)) = entry else { break };
-            // So does the first key seen twice: when the key the walk stands on is evicted
-            // (a flood evicts all the time) the kernel's next-key restarts from the first,
-            // and under a steady flood the walk would never end.
-            if !seen.insert((key.service, key.addr)) {
-                break;
-            }
-            sources.push(LimitedSource {
+        let sources: Vec<LimitedSource> = each_bucket_once(self.edge.buckets.iter())
+            .into_iter()
+            .map(|(key, bucket)| LimitedSource {
                 service: key.service,
                 source: Ipv4Addr::from(key.addr.to_ne_bytes()),
                 bucket,
-            });
-        }
+            })
+            .collect();
         Ok(most_limited(sources, limit))
+    }
+
+    /// See [`crate::dataplane::Dataplane::reset_edge_state`]: the services' counters
+    /// zeroed on every CPU, then one walk of the buckets and a delete of each of theirs.
+    pub(super) fn reset_edge_state(&mut self, ids: &[u32]) -> anyhow::Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        for id in ids {
+            let zero = PerCpuValues::try_from(vec![EdgeCounters::default(); cpus])
+                .context("per-CPU zeros")?;
+            self.edge
+                .counters
+                .set(*id, zero, 0)
+                .with_context(|| format!("zeroing the edge counters of service id {id}"))?;
+        }
+        let theirs: Vec<RateKey4> = each_bucket_once(self.edge.buckets.iter())
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| ids.contains(&key.service))
+            .collect();
+        for key in &theirs {
+            // Evicted meanwhile is as good as deleted.
+            match self.edge.buckets.remove(key) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("deleting a bucket of service id {}", key.service)
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn read_edge_rule_hits(&self, counter: u32) -> anyhow::Result<u64> {
@@ -138,5 +173,55 @@ impl KernelDataplane {
             total.accumulate(cpu);
         }
         Ok(total)
+    }
+}
+
+/// The entries of one walk of the bucket map, each once. An entry evicted during the walk
+/// ends it early (what was read stands); so does the first key seen twice: when the key
+/// the walk stands on is evicted (a flood evicts all the time) the kernel's next-key
+/// restarts from the first, and under a steady flood the walk would never end.
+fn each_bucket_once<E>(
+    entries: impl IntoIterator<Item = Result<(RateKey4, TokenBucket), E>>,
+) -> Vec<(RateKey4, TokenBucket)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for entry in entries {
+        let Ok((key, bucket)) = entry else { break };
+        if !seen.insert((key.service, key.addr)) {
+            break;
+        }
+        out.push((key, bucket));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_walk_that_the_kernel_restarts_forever_ends_at_the_first_key_seen_twice() {
+        // What a walk of the bucket map reads while a flood keeps evicting the key it
+        // stands on: the same few keys again and again, without end. Cut off far beyond
+        // any real map so that a walk without the bound fails here instead of hanging.
+        const CUT_OFF: usize = 1_000_000;
+        let key = |addr| RateKey4 { service: 2, addr };
+        let restarting = [key(1), key(2), key(3)]
+            .into_iter()
+            .cycle()
+            .map(|k| Ok::<_, ()>((k, TokenBucket::default())));
+        let mut read = 0;
+        let walked = each_bucket_once(restarting.take(CUT_OFF).inspect(|_| read += 1));
+        assert!(read < CUT_OFF, "the walk never ended on its own");
+        let keys: Vec<u32> = walked.iter().map(|(k, _)| k.addr).collect();
+        assert_eq!(keys, [1, 2, 3]);
+        assert_eq!(read, 4, "stopped at the first key seen again");
+        // An error (the key evicted under the walk) ends it too.
+        let failing = [
+            Ok((key(1), TokenBucket::default())),
+            Err(()),
+            Ok((key(2), TokenBucket::default())),
+        ];
+        assert_eq!(each_bucket_once(failing).len(), 1);
     }
 }

@@ -251,6 +251,7 @@ impl KernelDataplane {
                 services: take(&mut ebpf, MAP_EDGE_SERVICES)?,
                 counters: take(&mut ebpf, MAP_EDGE_COUNTERS)?,
                 buckets: take(&mut ebpf, MAP_RATE_BUCKETS)?,
+                drop_memo: take(&mut ebpf, MAP_EDGE_DROP_MEMO)?,
                 vips: take(&mut ebpf, MAP_VIP_ADDRS)?,
             },
             trace: Some(TraceMaps::take(&mut ebpf)?),

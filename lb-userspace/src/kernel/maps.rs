@@ -111,6 +111,10 @@ impl Dataplane for KernelDataplane {
         self.write_edge_tables(tables, fresh)
     }
 
+    fn reset_edge_state(&mut self, ids: &[u32]) -> anyhow::Result<()> {
+        KernelDataplane::reset_edge_state(self, ids)
+    }
+
     fn limited_sources(
         &self,
         limit: usize,

@@ -65,3 +65,16 @@ pub fn read<D: Dataplane>(controller: &Controller<D>, plan: &Plan) -> anyhow::Re
     }
     Ok(reading)
 }
+
+/// The rate-limit buckets' clock as the data path reads it (`bpf_ktime_get_coarse_ns`,
+/// which is `CLOCK_MONOTONIC_COARSE`), in whole seconds: what a bucket's `blocked_until`
+/// is compared with.
+pub fn bucket_clock_secs() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-parameter; CLOCK_MONOTONIC_COARSE exists on Linux since 2.6.32.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u32
+}

@@ -39,6 +39,7 @@ pub async fn start<D: DataPath>(
     let mut router = api::router(runtime.clone()).merge(events::route::router(
         runtime.events().clone(),
         stopped.clone(),
+        events::route::followers_cap(config.api.connections.max),
     ));
     if let Some(tracer) = &tracer {
         router = router.merge(trace::route::router(

@@ -108,4 +108,58 @@ mod tests {
         assert!(c.dataplane().edge.rules.is_empty());
         assert!(c.dataplane().edge.services.is_empty());
     }
+
+    #[test]
+    fn a_service_id_taken_again_starts_without_the_old_services_counters_and_buckets() {
+        use lb_common::edge::{EdgeCounters, TokenBucket};
+
+        use crate::dataplane::{Counters, Dataplane, LimitedSource};
+
+        let mut c = Controller::new(FakeDataplane::new(RING, 7), RING);
+        c.apply(&config_with(
+            ", rate_limit: { syns_per_second: 1, burst: 2 }",
+        ))
+        .unwrap();
+        let id = c.plan().unwrap().services[0].id;
+        let fake = c.dataplane_mut();
+        fake.counters.edge.insert(
+            id,
+            EdgeCounters {
+                not_allowed: 5,
+                rate_limited: 7,
+            },
+        );
+        fake.buckets.push(LimitedSource {
+            service: id,
+            source: Ipv4Addr::new(198, 51, 100, 1),
+            bucket: TokenBucket {
+                dropped: 7,
+                ..TokenBucket::default()
+            },
+        });
+
+        // `web` removed, then `api` added: it takes the freed id.
+        let none = config::parse(&format!(
+            "node: {{ zone: az-a }}\ninterfaces: [eth0]\ncluster: {{ ring_size: {RING} }}\n\
+             services: []\n"
+        ))
+        .unwrap();
+        c.apply(&none).unwrap();
+        let api = config::parse(&format!(
+            "node: {{ zone: az-a }}\ninterfaces: [eth0]\ncluster: {{ ring_size: {RING} }}\n\
+             services:\n  - {{ name: api, vip: 10.0.0.101, port: 80, \
+             rate_limit: {{ syns_per_second: 1, burst: 2 }}, \
+             backends: [{{ address: 10.1.0.11, port: 8080, zone: az-a }}] }}\n"
+        ))
+        .unwrap();
+        c.apply(&api).unwrap();
+        assert_eq!(
+            c.plan().unwrap().services[0].id,
+            id,
+            "the id is taken again"
+        );
+        let dp = c.dataplane();
+        assert_eq!(dp.edge_counters(id).unwrap(), EdgeCounters::default());
+        assert!(dp.limited_sources(10).unwrap().is_empty());
+    }
 }

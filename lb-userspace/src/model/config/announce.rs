@@ -98,6 +98,12 @@ impl FromStr for Ipv4Net {
         let (address, len) = text
             .split_once('/')
             .ok_or_else(|| format!("`{text}` is not a prefix such as 10.0.0.0/24"))?;
+        if address.parse::<std::net::Ipv6Addr>().is_ok() {
+            return Err(format!(
+                "`{text}` is an IPv6 prefix: only IPv4 prefixes are supported, as the data \
+                 path handles IPv4 only"
+            ));
+        }
         let address: Ipv4Addr = address
             .parse()
             .map_err(|_| format!("`{text}`: `{address}` is not an IPv4 address"))?;
@@ -206,6 +212,10 @@ mod tests {
             ("10.0.0/24", "not an IPv4 address"),
             ("10.0.0.0/33", "0..=32"),
             ("10.0.0.1/24", "bits beyond /24"),
+            (
+                "2001:db8::/32",
+                "is an IPv6 prefix: only IPv4 prefixes are supported",
+            ),
         ] {
             let e = text.parse::<Ipv4Net>().unwrap_err();
             assert!(e.contains(says), "{text}: {e}");

@@ -82,10 +82,13 @@ pub enum Edit {
         service: Option<String>,
         drained: bool,
     },
-    /// Adds or removes one source rule of `service` (see `SourceFilter`).
+    /// Adds or removes one source rule of `service` (see `SourceFilter`). A change that
+    /// takes the service's last allow rule away opens it to every source, so it needs
+    /// `open` ([`EditError::WouldOpen`] otherwise).
     SetFilterRule {
         service: String,
         rule: FilterEdit,
+        open: bool,
     },
     /// Replaces every service (declarative apply).
     ReplaceServices(Vec<ServiceConfig>),
@@ -133,6 +136,12 @@ pub enum EditError {
     UnknownZone(String, String),
     #[error("service `{0}` has no rule for {1}")]
     UnknownRule(String, Ipv4Net),
+    /// The change would take the service's last allow rule away, admitting every source.
+    #[error(
+        "{1} is the last allow rule of service `{0}`: without it every source may connect; \
+         to open the service, repeat with --open (API: \"open\": true)"
+    )]
+    WouldOpen(String, Ipv4Net),
     #[error("service `{0}` already exists")]
     DuplicateService(String),
     #[error("service `{service}` already has backend {backend}")]
@@ -304,10 +313,14 @@ fn change(config: &mut Config, edit: &Edit) -> Result<Revert, EditError> {
             set_zone_drained(config, zone, service.as_deref(), *drained)?;
             Revert::DrainedZones(was)
         }
-        Edit::SetFilterRule { service, rule } => {
+        Edit::SetFilterRule {
+            service,
+            rule,
+            open,
+        } => {
             let i = service_index(config, service)?;
             let was = config.services[i].filter.clone();
-            set_filter_rule(&mut config.services[i].filter, service, *rule)?;
+            set_filter_rule(&mut config.services[i].filter, service, *rule, *open)?;
             Revert::Filter(i, was)
         }
         Edit::ReplaceServices(services) => {
@@ -317,10 +330,13 @@ fn change(config: &mut Config, edit: &Edit) -> Result<Revert, EditError> {
 }
 
 /// Makes `rule`'s change to a service's source rules; a prefix is on one list at most.
+/// Taking the last allow rule away (by removing it or moving it to the deny list) is
+/// refused unless `open`: it turns "only these" into "everyone", which a typo must not do.
 fn set_filter_rule(
     filter: &mut SourceFilter,
     service: &str,
     rule: FilterEdit,
+    open: bool,
 ) -> Result<(), EditError> {
     let (FilterEdit::Allow(net) | FilterEdit::Deny(net) | FilterEdit::Remove(net)) = rule;
     let listed = filter.allow.contains(&net) || filter.deny.contains(&net);
@@ -334,6 +350,9 @@ fn set_filter_rule(
     };
     if already {
         return Ok(());
+    }
+    if !open && filter.allow == [net] {
+        return Err(EditError::WouldOpen(service.to_string(), net));
     }
     filter.allow.retain(|n| *n != net);
     filter.deny.retain(|n| *n != net);

@@ -252,3 +252,30 @@ fn an_edit_in_place_is_taken_back_exactly_and_a_refused_one_changes_nothing() {
     }
     assert_eq!(refused, 2);
 }
+
+#[test]
+fn taking_the_last_allow_rule_away_needs_open() {
+    let mut c = base();
+    let net: Ipv4Net = "192.0.2.0/24".parse().unwrap();
+    let other: Ipv4Net = "198.51.100.0/24".parse().unwrap();
+    c.services[0].filter.allow = vec![net, other];
+    let edit = |rule, open| Edit::SetFilterRule {
+        service: "web".into(),
+        rule,
+        open,
+    };
+    // One of two goes without the flag.
+    let c = apply(&c, &edit(FilterEdit::Remove(other), false)).unwrap();
+    assert_eq!(c.services[0].filter.allow, [net]);
+    for rule in [FilterEdit::Remove(net), FilterEdit::Deny(net)] {
+        assert_eq!(
+            apply(&c, &edit(rule, false)),
+            Err(EditError::WouldOpen("web".into(), net)),
+            "{rule:?}"
+        );
+        let opened = apply(&c, &edit(rule, true)).unwrap();
+        assert!(opened.services[0].filter.allow.is_empty(), "{rule:?}");
+    }
+    // Allowing it again changes nothing and needs nothing.
+    assert_eq!(apply(&c, &edit(FilterEdit::Allow(net), false)).unwrap(), c);
+}

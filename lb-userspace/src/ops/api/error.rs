@@ -61,6 +61,8 @@ impl From<EditError> for ApiError {
                 StatusCode::CONFLICT
             }
             EditError::Invalid(_) | EditError::Document(_) => StatusCode::BAD_REQUEST,
+            // Valid, but only with the flag that says the operator means it.
+            EditError::WouldOpen(..) => StatusCode::PRECONDITION_FAILED,
         };
         // Validation can report several fields; one line each reads badly in a one-line
         // CLI error, so they are joined with "; ".

@@ -284,7 +284,20 @@ fn filter_rules_are_added_moved_and_removed_live_with_their_counts_shown() {
     assert_eq!(status, 404, "{body}");
     let (status, body) = post("deny", "10.1.2.3/8");
     assert_eq!(status, 400, "{body}");
-    let (status, _) = post("remove", "192.0.2.0/24");
+    // The last allow rule goes only with `open`: without it the service would silently
+    // admit every source.
+    let (status, body) = post("remove", "192.0.2.0/24");
+    assert_eq!(status, 412, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("--open"), "{body}");
+    let (status, body) = post("deny", "192.0.2.0/24");
+    assert_eq!(status, 412, "moving it to the deny list opens too: {body}");
+    assert_eq!(edge(&lbd).1.len(), 1);
+    assert_eq!(lbd.saved_services()[0].filter.allow.len(), 1, "unchanged");
+    let (status, _) = lbd.request(
+        "POST",
+        "/v1/services/web/filter",
+        Some(&json!({ "action": "remove", "cidr": "192.0.2.0/24", "open": true })),
+    );
     assert_eq!(status, 200);
     assert_eq!(edge(&lbd), (false, vec![]));
 

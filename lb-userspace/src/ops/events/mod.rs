@@ -30,6 +30,8 @@ pub struct EventLog {
     tx: broadcast::Sender<Published>,
     /// Followers cut off for falling behind.
     cut: AtomicU64,
+    /// Follow requests refused because the followers' cap was reached.
+    refused: AtomicU64,
     /// What became of the events given to the hook.
     hook: Arc<hook::HookCounts>,
 }
@@ -49,6 +51,7 @@ impl Default for EventLog {
             }),
             tx: broadcast::channel(KEPT).0,
             cut: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             hook: Arc::default(),
         }
     }
@@ -114,6 +117,16 @@ impl EventLog {
     /// Counts a follower cut off for falling behind.
     pub fn count_cut(&self) {
         self.cut.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a follow request refused at the followers' cap.
+    pub fn count_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Follow requests refused at the followers' cap since lbd started.
+    pub fn followers_refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Followers cut off for falling behind since lbd started.

@@ -4,6 +4,11 @@
 //! [`MAX_FOLLOW`]) passes, the client goes away or lbd stops. A follower that falls
 //! [`KEPT`](super::KEPT) events behind (it does not read) is cut off with a last line
 //! `{"error": ..., "lost": N, "resume_since": SEQ}`: lbd never waits for a reader.
+//!
+//! Followers hold their connection for as long as they follow, and a listener never
+//! closes a connection that is being answered: so at most [`followers_cap`] follow at
+//! once (half the admin listener's connection cap), and more are refused (503) rather
+//! than let them fill the listener and shut out the admin calls.
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
@@ -17,7 +22,7 @@ use axum::{
 use futures_util::stream;
 use serde::Deserialize;
 use tokio::{
-    sync::{broadcast, watch},
+    sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore},
     time::Instant,
 };
 
@@ -66,13 +71,30 @@ pub fn follow_for(q: &EventsQuery) -> Result<Option<Duration>, String> {
 struct EventsState {
     log: Arc<EventLog>,
     stopped: watch::Receiver<bool>,
+    /// One permit per follower that may be open at once.
+    followers: Arc<Semaphore>,
+    cap: usize,
 }
 
-/// The events route, to merge into the admin API's router.
-pub fn router(log: Arc<EventLog>, stopped: watch::Receiver<bool>) -> Router {
+/// How many followers may be open at once on an admin listener that holds at most
+/// `listener_max` connections: half of them, so the other half is always there for the
+/// admin calls (a listener at its cap refuses new connections when every open one is
+/// being answered, and a follower is being answered for as long as it follows).
+pub fn followers_cap(listener_max: u32) -> usize {
+    (listener_max / 2) as usize
+}
+
+/// The events route, to merge into the admin API's router; at most `max_followers`
+/// follow at once (see [`followers_cap`]).
+pub fn router(log: Arc<EventLog>, stopped: watch::Receiver<bool>, max_followers: usize) -> Router {
     Router::new()
         .route("/v1/events", get(events))
-        .with_state(EventsState { log, stopped })
+        .with_state(EventsState {
+            log,
+            stopped,
+            followers: Arc::new(Semaphore::new(max_followers)),
+            cap: max_followers,
+        })
 }
 
 /// What the stream still has to write.
@@ -86,6 +108,9 @@ struct Follow {
     service: Option<String>,
     /// The last sequence number written, for the cut-off line's `resume_since`.
     last: u64,
+    /// A follower's place under the cap, given back when the answer ends or the client
+    /// goes away (the stream is dropped with the connection).
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 async fn events(State(state): State<EventsState>, Query(q): Query<EventsQuery>) -> Response {
@@ -98,6 +123,27 @@ async fn events(State(state): State<EventsState>, Query(q): Query<EventsQuery>) 
             return (axum::http::StatusCode::BAD_REQUEST, body).into_response();
         }
     };
+    let permit = match how_long {
+        None => None,
+        Some(_) => match state.followers.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                state.log.count_refused();
+                log::warn!(
+                    "refused an events follower: {} already follow (the cap keeps room on \
+                     the admin listener for other calls)",
+                    state.cap
+                );
+                let message = format!(
+                    "too many event followers: {} already follow, the most allowed (half of \
+                     api.connections.max); retry later, or read without follow",
+                    state.cap
+                );
+                let body = axum::Json(serde_json::json!({ "error": message }));
+                return (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+            }
+        },
+    };
     let since = q.since.unwrap_or(0);
     let (past, rx) = state.log.follow(since);
     let follow = Follow {
@@ -108,6 +154,7 @@ async fn events(State(state): State<EventsState>, Query(q): Query<EventsQuery>) 
         until: Instant::now() + how_long.unwrap_or_default(),
         service: q.service,
         last: since,
+        _permit: permit,
     };
     let lines = stream::unfold(follow, |mut f| async move {
         let text = next_line(&mut f).await?;
@@ -212,6 +259,7 @@ mod tests {
             until: Instant::now() + Duration::from_secs(5),
             service: None,
             last: 0,
+            _permit: None,
         };
         let first = next_line(&mut f).await.unwrap();
         assert!(first.contains("\"seq\":1"), "{first}");
@@ -225,5 +273,87 @@ mod tests {
         assert_eq!(value["resume_since"], 1);
         assert_eq!(next_line(&mut f).await, None, "the answer ends");
         assert_eq!(log.followers_cut(), 1);
+    }
+
+    /// Followers on a real listener: at most half its connections follow, the rest are
+    /// refused with 503, and an admin call still gets in, however many try to follow.
+    #[tokio::test]
+    async fn followers_are_capped_below_the_listener_cap_so_admin_calls_get_in() {
+        use tokio::{
+            io::{AsyncReadExt, AsyncWriteExt},
+            net::{TcpListener, TcpStream},
+            time::timeout,
+        };
+
+        use crate::{
+            model::config::ConnectionLimits,
+            ops::listeners::{serve, stats::ListenerStats},
+        };
+
+        const BOUND: Duration = Duration::from_secs(10);
+        let limits = ConnectionLimits {
+            max: 4,
+            ..ConnectionLimits::default()
+        };
+        let log = Arc::new(EventLog::default());
+        let (stop, stopped) = watch::channel(false);
+        let router = router(log.clone(), stopped.clone(), followers_cap(limits.max))
+            .route("/", get(|| async { "hi" }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stats = Arc::new(ListenerStats::new("test", limits.max));
+        let task = tokio::spawn(serve(listener, router, limits.clone(), stats, stopped));
+
+        // Sends `request` and reads what arrives first (a follower's answer stays open).
+        let ask = |request: &'static str| async move {
+            let mut s = timeout(BOUND, TcpStream::connect(addr))
+                .await
+                .unwrap()
+                .unwrap();
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut buf = vec![0; 4096];
+            let n = timeout(BOUND, s.read(&mut buf))
+                .await
+                .expect("an answer within the bound")
+                .unwrap();
+            (s, String::from_utf8_lossy(&buf[..n]).into_owned())
+        };
+        const FOLLOW: &str = "GET /v1/events?follow=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut held = Vec::new();
+        let mut statuses = Vec::new();
+        for _ in 0..limits.max {
+            let (s, answer) = ask(FOLLOW).await;
+            statuses.push(answer.lines().next().unwrap_or_default().to_string());
+            held.push(s);
+        }
+        assert_eq!(
+            statuses,
+            [
+                "HTTP/1.1 200 OK",
+                "HTTP/1.1 200 OK",
+                "HTTP/1.1 503 Service Unavailable",
+                "HTTP/1.1 503 Service Unavailable"
+            ]
+        );
+        assert_eq!(log.followers_refused(), 2);
+        let (_, answer) = ask("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
+
+        // A follower that goes away gives its place back.
+        drop(held.remove(0));
+        let mut again = String::new();
+        for _ in 0..100 {
+            let (s, answer) = ask(FOLLOW).await;
+            again = answer.lines().next().unwrap_or_default().to_string();
+            held.push(s);
+            if again == "HTTP/1.1 200 OK" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(again, "HTTP/1.1 200 OK");
+        stop.send(true).unwrap();
+        drop(held);
+        timeout(BOUND, task).await.unwrap().unwrap();
     }
 }

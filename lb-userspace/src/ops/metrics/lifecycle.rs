@@ -45,6 +45,11 @@ impl<D: DataPath> Collector for LifecycleCollector<D> {
                 "Event followers cut off for falling behind (they lost events)",
                 events.followers_cut(),
             ),
+            (
+                "lb_events_followers_refused",
+                "Event follow requests refused because as many followers as allowed were open",
+                events.followers_refused(),
+            ),
         ];
         for (name, help, value) in counters {
             let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;

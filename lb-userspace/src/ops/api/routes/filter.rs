@@ -75,12 +75,15 @@ pub async fn show<D: DataPath>(
     Ok(Json(view))
 }
 
-/// What `POST .../filter` takes: `{"action": "allow" | "deny" | "remove", "cidr": "..."}`.
+/// What `POST .../filter` takes: `{"action": "allow" | "deny" | "remove", "cidr": "...",
+/// "open": false}`; `open` must be true for a change that takes the last allow rule away.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterBody {
     pub action: FilterAction,
     pub cidr: String,
+    #[serde(default)]
+    pub open: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
@@ -105,7 +108,16 @@ pub async fn set<D: DataPath>(
         FilterAction::Deny => FilterEdit::Deny(net),
         FilterAction::Remove => FilterEdit::Remove(net),
     };
-    change(rt, Edit::SetFilterRule { service, rule }).await
+    let open = body.open;
+    change(
+        rt,
+        Edit::SetFilterRule {
+            service,
+            rule,
+            open,
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -122,7 +134,7 @@ pub async fn limited<D: DataPath>(
         rt.with(|runtime| -> anyhow::Result<Vec<LimitedView>> {
             let controller = runtime.controller();
             let dp = controller.dataplane();
-            let now = dp.clock()?;
+            let now = edge::bucket_clock_secs();
             let names = controller.plan().map(|p| &p.services);
             let name = |id: u32| {
                 names
