@@ -28,7 +28,9 @@ pub const EDGE_RULES_PER_SERVICE: u32 = 64;
 
 /// The data of a rule's trie key (`aya`'s `Key<EdgeAddr>` puts the prefix length in
 /// front), shaped for both families: service id, family, then a 16-byte address (an IPv4
-/// address in its first 4 bytes, the rest zero). The prefix length of a rule for
+/// address in its first 4 bytes, the rest zero; in 4-byte words so that zeroing the rest
+/// is three stores, not a byte loop the verifier refuses to a loader without
+/// CAP_PERFMON). The prefix length of a rule for
 /// `addr/len` is [`edge_prefix_len`]`(len)`: service id and family always match whole, so
 /// an IPv4 rule never matches an IPv6 source of the same leading bits. Only IPv4 is
 /// written and looked up until the data path parses IPv6.
@@ -40,8 +42,8 @@ pub struct EdgeAddr {
     pub service_be: u32,
     /// [`crate::net::FAMILY_IPV4`] (or 6), big-endian like the service id.
     pub family_be: u32,
-    /// Source address (wire order), IPv4 in the first 4 bytes.
-    pub addr: [u8; 16],
+    /// Source address (wire order), IPv4 in the first word.
+    pub addr: [u32; 4],
 }
 const _: () = assert!(core::mem::size_of::<EdgeAddr>() == 24);
 
@@ -49,17 +51,16 @@ impl EdgeAddr {
     /// The key of IPv4 address `addr` (wire order) for service `service`.
     #[inline(always)]
     pub const fn v4(service: u32, addr: u32) -> Self {
-        let b = addr.to_ne_bytes();
         Self {
             service_be: service.to_be(),
             family_be: (crate::net::FAMILY_IPV4 as u32).to_be(),
-            addr: [b[0], b[1], b[2], b[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            addr: [addr, 0, 0, 0],
         }
     }
 
     /// The IPv4 address (wire order) of a key made by [`Self::v4`].
     pub const fn v4_addr(&self) -> u32 {
-        u32::from_ne_bytes([self.addr[0], self.addr[1], self.addr[2], self.addr[3]])
+        self.addr[0]
     }
 }
 
@@ -319,7 +320,8 @@ mod tests {
         let key = EdgeAddr::v4(1, u32::from_ne_bytes([192, 0, 2, 7]));
         assert_eq!(key.service_be.to_ne_bytes(), [0, 0, 0, 1]);
         assert_eq!(key.family_be.to_ne_bytes(), [0, 0, 0, 4]);
-        assert_eq!(key.addr[..5], [192, 0, 2, 7, 0]);
+        assert_eq!(key.addr[0].to_ne_bytes(), [192, 0, 2, 7]);
+        assert_eq!(key.addr[1..], [0, 0, 0]);
         assert_eq!(key.v4_addr(), u32::from_ne_bytes([192, 0, 2, 7]));
         assert_eq!(EDGE_LOOKUP_LEN, 96);
     }
