@@ -11,7 +11,10 @@ use serde_json::Value;
 const USAGE: &str = "usage: lb-bench [--only packet,edge,fill,control,api,probes,e2e] [--json PATH]
   [--calls N] [--rounds R]              per-packet and edge parts (default 20000 x 5)
   [--fill-calls N] [--fill-rounds R]    flow-table fill part (default 10000 x 3)
-  [--e2e-rounds R] [--e2e-seconds S]    end-to-end part (default 5 rounds x 1.5 s per run)";
+  [--e2e-rounds R] [--e2e-seconds S]    end-to-end part (default 5 rounds x 1.5 s per run)
+  [--saturated-rounds R] [--saturated-seconds S]
+                                        its wrk and iperf3 rows, in the first R rounds (default 3 x 5 s)
+  [--e2e-profile DIR]                   one more round of two saturated rows under perf record";
 
 /// `api` (the admin-API change) also runs as part of `control`.
 const PARTS: [&str; 7] = ["packet", "edge", "fill", "control", "api", "probes", "e2e"];
@@ -25,6 +28,9 @@ struct Args {
     fill_rounds: usize,
     e2e_rounds: usize,
     e2e_seconds: f64,
+    saturated_rounds: usize,
+    saturated_seconds: f64,
+    e2e_profile: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -37,6 +43,9 @@ fn parse_args() -> Result<Args, String> {
         fill_rounds: 3,
         e2e_rounds: 5,
         e2e_seconds: 1.5,
+        saturated_rounds: 3,
+        saturated_seconds: 5.0,
+        e2e_profile: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -73,6 +82,16 @@ fn parse_args() -> Result<Args, String> {
                     .filter(|s| (0.2..=60.0).contains(s))
                     .ok_or(format!("--e2e-seconds {v}: expected 0.2..=60"))?;
             }
+            "--saturated-rounds" => args.saturated_rounds = number(&a, value(&a)?, 50)?,
+            "--saturated-seconds" => {
+                let v = value(&a)?;
+                args.saturated_seconds = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (1.0..=60.0).contains(s))
+                    .ok_or(format!("--saturated-seconds {v}: expected 1..=60"))?;
+            }
+            "--e2e-profile" => args.e2e_profile = Some(PathBuf::from(value(&a)?)),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -145,6 +164,9 @@ fn main() {
             keepalive_conns: 4,
             bulk_streams: 2,
             backends: 3,
+            saturated_rounds: args.saturated_rounds,
+            saturated_seconds: args.saturated_seconds,
+            profile: args.e2e_profile.clone(),
         };
         report.insert("e2e".into(), e2e::run(&opts));
     }
