@@ -8,7 +8,11 @@ use lb_tests::bench::{
 };
 use serde_json::Value;
 
-const USAGE: &str = "usage: lb-bench [--only packet,edge,fill,control,api,probes,e2e] [--json PATH]
+const USAGE: &str = "usage: lb-bench [--quick] [--only packet,edge,fill,control,api,probes,e2e] [--json PATH]
+  --quick                               every part, a few hundred calls per row and a short
+                                        end-to-end round (about a minute): checks the harness
+                                        (frames, connections), judges no timing; exits 1 when a
+                                        run failed
   [--calls N] [--rounds R]              per-packet and edge parts (default 20000 x 5)
   [--fill-calls N] [--fill-rounds R]    flow-table fill part (default 10000 x 3)
   [--e2e-rounds R] [--e2e-seconds S]    end-to-end part (default 5 rounds x 1.5 s per run)
@@ -20,6 +24,7 @@ const USAGE: &str = "usage: lb-bench [--only packet,edge,fill,control,api,probes
 const PARTS: [&str; 7] = ["packet", "edge", "fill", "control", "api", "probes", "e2e"];
 
 struct Args {
+    quick: bool,
     only: Vec<String>,
     json: Option<PathBuf>,
     calls: usize,
@@ -35,6 +40,7 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
+        quick: false,
         only: PARTS.iter().map(|p| p.to_string()).collect(),
         json: None,
         calls: 20_000,
@@ -57,6 +63,18 @@ fn parse_args() -> Result<Args, String> {
                 .ok_or(format!("{name} {v}: expected 1..={max}"))
         };
         match a.as_str() {
+            "--quick" => {
+                // Sizes given after it still win.
+                args.quick = true;
+                args.calls = 300;
+                args.rounds = 3;
+                args.fill_calls = 300;
+                args.fill_rounds = 2;
+                args.e2e_rounds = 1;
+                args.e2e_seconds = 0.5;
+                args.saturated_rounds = 1;
+                args.saturated_seconds = 1.0;
+            }
             "--only" => {
                 let v = value("--only")?;
                 let parts: Vec<String> = v.split(',').map(str::to_string).collect();
@@ -126,33 +144,34 @@ fn main() {
         let opts = flow_fill::Options {
             rounds: args.fill_rounds,
             calls: args.fill_calls,
-            fills: vec![1_000, 100_000, 1_000_000],
-            backends: vec![10, 1_000, 10_000],
+            fills: sizes(&args, &[1_000, 100_000, 1_000_000], &[1_000, 10_000]),
+            backends: sizes(&args, &[10, 1_000, 10_000], &[10, 100]),
         };
         report.insert("fill".into(), flow_fill::run(&opts));
     }
     if wants("control") {
         let opts = control::Options {
-            backends: vec![10, 1_000, 10_000],
-            rings: vec![65_537, 655_373],
-            changes: 6,
+            backends: sizes(&args, &[10, 1_000, 10_000], &[10, 100]),
+            rings: sizes(&args, &[65_537, 655_373], &[65_537]),
+            changes: if args.quick { 2 } else { 6 },
         };
         report.insert("control".into(), control::run(&opts));
     }
     if wants("control") || wants("api") {
         let api = api_change::run(&api_change::Options {
-            backends: vec![10, 1_000, 10_000],
-            services: vec![1, 100],
-            adds: 20,
+            backends: sizes(&args, &[10, 1_000, 10_000], &[10, 100]),
+            services: sizes(&args, &[1, 100], &[1, 10]),
+            adds: if args.quick { 3 } else { 20 },
         });
         report.insert("api_change".into(), api.into());
     }
     if wants("probes") {
-        let probes = probes::run(&probes::Options { seconds: 3.0 });
+        let seconds = if args.quick { 0.5 } else { 3.0 };
+        let probes = probes::run(&probes::Options { seconds });
         report.insert("health_probes".into(), probes);
         let opts = probes_lbd::Options {
-            backends: vec![1_000, 10_000],
-            seconds: 5.0,
+            backends: sizes(&args, &[1_000, 10_000], &[100]),
+            seconds: if args.quick { 1.0 } else { 5.0 },
         };
         report.insert("health_probes_lbd".into(), probes_lbd::run(&opts));
     }
@@ -176,6 +195,23 @@ fn main() {
     if let Some(path) = &args.json {
         write_json(path, &report);
     }
+    if args.quick {
+        // A wrong frame has already stopped the run (a panic); what is left to judge
+        // is whether every end-to-end run served: never how fast.
+        let failures = e2e::harness_failures(&report["e2e"]);
+        for f in &failures {
+            eprintln!("lb-bench --quick: {f}");
+        }
+        if !failures.is_empty() {
+            std::process::exit(1);
+        }
+        println!("\nlb-bench --quick: the harness ran every part (timings not judged)");
+    }
+}
+
+/// The full run's sizes, or the quick run's.
+fn sizes<T: Copy>(args: &Args, full: &[T], quick: &[T]) -> Vec<T> {
+    if args.quick { quick } else { full }.to_vec()
 }
 
 fn write_json(path: &PathBuf, report: &Value) {

@@ -289,6 +289,35 @@ pub fn run(opts: &Options) -> Value {
     Value::Object(out)
 }
 
+/// What in an end-to-end report (the value of `run`; `Null` if the part did not run)
+/// says the harness itself failed: a row with failed runs or none that succeeded, or
+/// VIP traffic that lbd's XDP program did not count.
+pub fn harness_failures(report: &Value) -> Vec<String> {
+    let Some(rows) = report.as_object() else {
+        return Vec::new();
+    };
+    let mut failures = Vec::new();
+    for (row, variants) in rows {
+        if row == "setup" || row == "xdp_check" {
+            continue;
+        }
+        for (variant, v) in variants.as_object().into_iter().flatten() {
+            let (ok, failed) = (v["ok"].as_u64(), v["failed"].as_u64());
+            if ok == Some(0) || failed != Some(0) {
+                failures.push(format!(
+                    "end to end, {row}, {variant}: {} succeeded, {} failed",
+                    ok.unwrap_or(0),
+                    failed.map_or("?".into(), |f| f.to_string())
+                ));
+            }
+        }
+    }
+    if report["xdp_check"]["new_flows_counted"].as_u64() == Some(0) {
+        failures.push("end to end: lbd's XDP program counted no new flow".into());
+    }
+    failures
+}
+
 /// `iperf3 -s` on backend 0, for every variant's iperf3 rows; stopped on drop.
 fn iperf_server_start(lab: &Lab) -> Daemon {
     let addr = iperf_server(lab);
@@ -343,5 +372,33 @@ fn profile(opts: &Options, lab: &Lab, lbd: &Path, dir: &Path) {
                 Err(e) => eprintln!("profile: perf record: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn harness_failures_are_failed_or_empty_rows_and_uncounted_xdp_traffic() {
+        let clean = json!({
+            "setup": {"rounds": 1},
+            "keepalive": {"direct": {"ok": 10, "failed": 0}, "xdp": {"ok": 9, "failed": 0}},
+            "xdp_check": {"new_flows_counted": 4},
+        });
+        assert!(harness_failures(&clean).is_empty());
+        assert!(harness_failures(&Value::Null).is_empty());
+        let broken = json!({
+            "wrk_close": {"direct": {"ok": 10, "failed": 2}, "xdp": {"ok": 0, "failed": 0}},
+            "xdp_check": {"new_flows_counted": 0},
+        });
+        assert_eq!(
+            harness_failures(&broken),
+            [
+                "end to end, wrk_close, direct: 10 succeeded, 2 failed",
+                "end to end, wrk_close, xdp: 0 succeeded, 0 failed",
+                "end to end: lbd's XDP program counted no new flow",
+            ]
+        );
     }
 }

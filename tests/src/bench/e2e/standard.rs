@@ -14,7 +14,12 @@
 //! CPU time is counted through `RUSAGE_CHILDREN` (see [`super::cpu`]). Each run is
 //! bounded by its duration plus [`SLACK`]; a failed start, a wrong answer (wrk counts
 //! non-2xx answers and socket errors) or no traffic is a failure of the run.
-use std::{net::SocketAddrV4, process::Command, time::Duration};
+use std::{
+    net::SocketAddrV4,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
 
 use serde_json::Value;
 
@@ -86,13 +91,29 @@ pub fn iperf3(ns: &str, target: SocketAddrV4, download: bool, duration: Duration
     if download {
         args.push("-R");
     }
-    // iperf3 -J reports its own errors in the JSON (and exits 1): read them there.
-    let out = match run_client(ns, IPERF3, &args, duration) {
-        Ok(out) => out,
-        Err(e) => return failed(e),
-    };
-    parse_iperf3(&out).unwrap_or_else(|e| failed(format!("iperf3 {target}: {e}")))
+    // The server takes one test at a time and may still be closing the last one (a
+    // proxy in between closes its side of the control connection a moment later):
+    // iperf3 then refuses at once, and the test is tried again, for a bounded time.
+    let give_up = Instant::now() + BUSY_WAIT;
+    loop {
+        // iperf3 -J reports its own errors in the JSON (and exits 1): read them there.
+        let result = run_client(ns, IPERF3, &args, duration)
+            .and_then(|out| parse_iperf3(&out))
+            .map_err(|e| format!("iperf3 {target}: {e}"));
+        match result {
+            Err(e) if e.contains(SERVER_BUSY) && Instant::now() < give_up => {
+                thread::sleep(Duration::from_millis(200));
+            }
+            Ok(r) => return r,
+            Err(e) => return failed(e),
+        }
+    }
 }
+
+/// What iperf3 says when its server still runs a test.
+const SERVER_BUSY: &str = "the server is busy";
+/// How long a client waits for a busy server.
+const BUSY_WAIT: Duration = Duration::from_secs(10);
 
 fn failed(error: String) -> LoadResult {
     LoadResult {
