@@ -16,6 +16,7 @@ pub mod cpu;
 pub mod haproxy;
 pub mod load;
 pub mod nft;
+pub mod profile;
 pub mod report;
 pub mod server;
 pub mod standard;
@@ -56,7 +57,7 @@ pub struct Options {
     /// Rounds (the first ones) that also run the saturated rows, and their length.
     pub saturated_rounds: usize,
     pub saturated_seconds: f64,
-    /// If set, one more, unrecorded round of the profiled rows ([`PROFILED`]) under
+    /// If set, one more, unrecorded round of the profiled rows ([`profile::PROFILED`]) under
     /// `perf record -a -g`, one file per variant and row in this directory.
     pub profile: Option<PathBuf>,
 }
@@ -103,7 +104,7 @@ impl Workload {
         Workload::SATURATED.contains(&self)
     }
 
-    fn run(self, opts: &Options, ns: &str, active: &Active) -> LoadResult {
+    pub fn run(self, opts: &Options, ns: &str, active: &Active) -> LoadResult {
         let d = Duration::from_secs_f64(opts.seconds);
         let sat = Duration::from_secs_f64(opts.saturated_seconds);
         let target = active.target;
@@ -154,10 +155,6 @@ impl Workload {
         }
     }
 }
-
-/// The rows profiled with `--e2e-profile`, for the variants in [`PROFILED_VARIANTS`].
-pub const PROFILED: [Workload; 2] = [Workload::IperfUpload, Workload::WrkKeepAlive];
-pub const PROFILED_VARIANTS: [Variant; 2] = [Variant::Xdp, Variant::Nftables];
 
 pub struct Sample {
     pub variant: Variant,
@@ -251,7 +248,7 @@ pub fn run(opts: &Options) -> Value {
         }
     }
     if let Some(dir) = &opts.profile {
-        profile(opts, &lab, &lbd, dir);
+        profile::record(opts, &lab, &lbd, dir);
     }
     drop(iperf);
     drop(servers);
@@ -330,49 +327,6 @@ fn iperf_server_start(lab: &Lab) -> Daemon {
     d.wait_for_log("Server listening", Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("iperf3 -s on {addr} did not start: {e}"));
     d
-}
-
-/// One more round of the [`PROFILED`] rows for the [`PROFILED_VARIANTS`], each under
-/// `perf record -a -g` (every CPU, call graphs) for the row's length, written to
-/// `DIR/<variant>-<row>.data`. Not recorded: perf's sampling costs CPU itself.
-fn profile(opts: &Options, lab: &Lab, lbd: &Path, dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-    for variant in PROFILED_VARIANTS {
-        let active = activate(lab, variant, lbd);
-        for workload in PROFILED {
-            let out = dir.join(format!("{}-{}.data", variant.key(), workload.key()));
-            let out_arg = out.to_str().expect("UTF-8 path").to_string();
-            let seconds = format!("{}", opts.saturated_seconds.ceil() as u64);
-            let mut perf = std::process::Command::new("perf");
-            perf.args([
-                "record", "-a", "-g", "-o", &out_arg, "--", "sleep", &seconds,
-            ]);
-            let recording = std::thread::spawn(move || {
-                crate::process::output_within(perf, Duration::from_secs(120))
-            });
-            let load = workload.run(opts, lab.client_ns(), &active);
-            match recording.join().expect("perf thread") {
-                Ok(o) if o.status.success() => println!(
-                    "profile: {} {}: {} ({:.2} {})",
-                    variant.key(),
-                    workload.key(),
-                    out.display(),
-                    workload.rate(&load),
-                    if workload.bytes_based() {
-                        "Gbit/s"
-                    } else {
-                        "req/s"
-                    },
-                ),
-                Ok(o) => eprintln!(
-                    "profile: perf record failed ({}): {}",
-                    o.status,
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ),
-                Err(e) => eprintln!("profile: perf record: {e}"),
-            }
-        }
-    }
 }
 
 #[cfg(test)]
