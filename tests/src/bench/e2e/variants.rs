@@ -121,7 +121,9 @@ pub fn activate<'a>(lab: &'a Lab, variant: Variant, lbd: &Path) -> Active<'a> {
                 .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
             let path = path.to_str().expect("UTF-8 path").to_string();
             let mut d = lab.spawn_daemon(lab.lb_ns(), lbd, &["--config", &path]);
-            d.wait_for_log("serving", Duration::from_secs(20))
+            // As long as the tests wait: the quick mode in CI starts a debug lbd on a
+            // loaded machine, whose program load and verification can take that long.
+            d.wait_for_log("serving", Duration::from_secs(90))
                 .unwrap_or_else(|e| panic!("lbd did not start: {e}"));
             (vip(), Undo::Lbd(d))
         }
