@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb_common::{
+    flow::FlowKey,
     hash::{flow_hash, source_hash},
     service::POLICY_SOURCE_HASH,
 };
@@ -289,25 +290,79 @@ pub fn vip_of(c: &Controller<KernelDataplane>, name: &str) -> Ipv4Addr {
 /// The backend address service `name`'s table gives the client's connection from
 /// `sport`, computed from userspace's copy of the table (rig's seed and ring size).
 pub fn table_backend(c: &Controller<KernelDataplane>, name: &str, sport: u16) -> Ipv4Addr {
-    let s = planned_service(c, name);
     let key = Frame {
         dst: vip_of(c, name),
         ..client_syn(sport)
     }
     .flow_key();
-    let hash = if s.policy == POLICY_SOURCE_HASH {
-        source_hash(key.src_addr, HASH_SEED)
-    } else {
-        flow_hash(&key, HASH_SEED)
-    };
-    let id = s.ring[(hash % RING_SIZE) as usize];
-    let plan = c.plan().expect("a plan was applied");
-    plan.backends
-        .iter()
-        .find(|b| b.id == id)
-        .unwrap_or_else(|| panic!("no backend with id {id}"))
-        .at
-        .address
+    table_pick(c, name, &key).0
+}
+
+/// The backend (address, port) service `name`'s table gives a new connection with
+/// `key`, computed from userspace's copy of the table (the rig's seed; the plan's ring).
+pub fn table_pick(c: &Controller<KernelDataplane>, name: &str, key: &FlowKey) -> (Ipv4Addr, u16) {
+    TablePick::new(c, name).pick(key)
+}
+
+/// [`table_pick`] for many keys: the service's ring and backends copied once.
+pub struct TablePick {
+    source_hash: bool,
+    ring: Vec<u32>,
+    backends: std::collections::HashMap<u32, (Ipv4Addr, u16)>,
+}
+
+impl TablePick {
+    pub fn new(c: &Controller<KernelDataplane>, name: &str) -> TablePick {
+        let s = planned_service(c, name);
+        let plan = c.plan().expect("a plan was applied");
+        TablePick {
+            source_hash: s.policy == POLICY_SOURCE_HASH,
+            ring: s.ring.clone(),
+            backends: plan
+                .backends
+                .iter()
+                .map(|b| (b.id, (b.at.address, b.at.port)))
+                .collect(),
+        }
+    }
+
+    pub fn pick(&self, key: &FlowKey) -> (Ipv4Addr, u16) {
+        let hash = if self.source_hash {
+            source_hash(key.src_addr, HASH_SEED)
+        } else {
+            flow_hash(key, HASH_SEED)
+        };
+        let id = self.ring[(hash % self.ring.len() as u32) as usize];
+        *self
+            .backends
+            .get(&id)
+            .unwrap_or_else(|| panic!("no backend with id {id}"))
+    }
+}
+
+/// `frame` (client -> VIP) as backend `addr`:`port` must get it, sent out of the NIC
+/// with MAC `egress_mac` to the backend's MAC ([`backend_mac`]).
+pub fn as_to_backend(frame: &Frame, (addr, port): (Ipv4Addr, u16), egress_mac: Mac) -> Frame {
+    Frame {
+        dst_mac: backend_mac(addr.octets()[3]),
+        src_mac: egress_mac,
+        dst: addr,
+        dport: port,
+        ttl: frame.ttl - 1,
+        ..frame.clone()
+    }
+}
+
+/// Checks one run's action and its whole output frame, byte for byte.
+#[track_caller]
+pub fn expect_run(r: &RunResult, action: u32, expected: &[u8], what: &dyn std::fmt::Display) {
+    assert_eq!(r.action, action, "{what}: action");
+    assert!(
+        r.output == expected,
+        "{what}: output frame\n got  {:02x?}\n want {:02x?}",
+        r.output,
+        expected
+    );
 }
 
 /// Runs a client frame from `sport` to the VIP with TCP `flags`, which must be
@@ -387,4 +442,39 @@ pub fn syn_ack_passes(dp: &KernelDataplane, ifindex: u32, syn: &Frame, backend: 
         r.action
     );
     assert_eq!(crate::frame::source(&r.output), (syn.dst, syn.dport));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_result(action: u32, output: &[u8]) -> RunResult {
+        RunResult {
+            action,
+            output: output.to_vec(),
+            nanos: 0,
+        }
+    }
+
+    #[test]
+    fn a_run_passes_only_with_its_action_and_every_byte() {
+        expect_run(&run_result(XDP_TX, &[1, 2, 3]), XDP_TX, &[1, 2, 3], &"same");
+    }
+
+    #[test]
+    #[should_panic(expected = "one byte: output frame")]
+    fn one_differing_byte_fails_the_run() {
+        expect_run(
+            &run_result(XDP_TX, &[1, 2, 3]),
+            XDP_TX,
+            &[1, 2, 4],
+            &"one byte",
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "action")]
+    fn another_action_fails_the_run() {
+        expect_run(&run_result(XDP_PASS, &[1]), XDP_TX, &[1], &"action");
+    }
 }

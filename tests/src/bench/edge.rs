@@ -1,6 +1,7 @@
 //! Per-packet cost of edge protection (docs/edge-protection.md), measured like
 //! [`super::packet`] (BPF_PROG_TEST_RUN single-run calls beside the pass-everything
-//! floor, every call's action checked): a SYN dropped by a deny rule, by the rate limit
+//! floor measured in the same rounds, every call's action and whole output frame
+//! checked): a SYN dropped by a deny rule, by the rate limit
 //! and by the allow list; a SYN admitted by both checks (which `lb_edge` hands on to
 //! `lb_place`, `lb_xdp`'s path); and the same established flow's pure ACK on a service
 //! without and with rules and a limit, side by side.
@@ -11,11 +12,11 @@ use lb_userspace::{control::tables::Controller, kernel::KernelDataplane};
 use serde_json::{json, Value};
 
 use super::{
-    stats::{per_call, pin_to_cpu, Stat},
+    stats::{calls, interleaved, pin_to_cpu, Net, Round, Stat},
     table::Table,
 };
 use crate::{
-    frame::{dst_ip, Frame},
+    frame::{dst_ip, Frame, Mac},
     packet_rig::*,
     peer_xdp,
 };
@@ -59,31 +60,49 @@ fn syn(i: usize, src: Ipv4Addr, vip: [u8; 4]) -> Frame {
 
 fn measure(
     c: &mut Controller<KernelDataplane>,
-    c0: u32,
-    b0: u32,
+    (c0, b0, b0_mac): (u32, u32, Mac),
     o: &Options,
-) -> Vec<(&'static str, &'static str, Stat)> {
+) -> Vec<(&'static str, &'static str, Net)> {
     pin_to_cpu(0);
     c.dataplane_mut().set_clock(1).expect("clock");
     let mut floor_obj = peer_xdp::load_pass_program();
     let floor = peer_xdp::pass_program(&mut floor_obj);
-    let (rounds, calls) = (o.rounds, o.calls);
+    let (rounds, n) = (o.rounds, o.calls);
+    let c: &Controller<KernelDataplane> = c;
     let lb: &Xdp = c.dataplane().program();
-    let timed = |src: Ipv4Addr, vip: [u8; 4], action: u32, fresh: bool| {
-        per_call(rounds, calls, |i| {
+    // A dropped frame comes back unchanged; a redirected one as the service's pick must
+    // get it.
+    let (web, guarded) = (TablePick::new(c, "web"), TablePick::new(c, "guarded"));
+    let (web, guarded) = (&web, &guarded);
+    let expected = move |service: &str, frame: &Frame, action: u32| -> Vec<u8> {
+        let table = if service == "web" { web } else { guarded };
+        if action == XDP_DROP {
+            frame.bytes()
+        } else {
+            as_to_backend(frame, table.pick(&frame.flow_key()), b0_mac).bytes()
+        }
+    };
+    let timed = |service: &'static str, src: Ipv4Addr, vip: [u8; 4], action: u32, fresh: bool| {
+        calls(n, move |i| {
             let frame = if fresh {
                 syn(i, src, vip)
             } else {
                 syn(0, src, vip)
             };
             let r = run_once(lb, c0, &frame.bytes());
-            assert_eq!(r.action, action, "{frame:?}");
+            expect_run(
+                &r,
+                action,
+                &expected(service, &frame, action),
+                &format_args!("{frame:?}"),
+            );
             r.nanos
         })
     };
-    let floor_stat = per_call(rounds, calls, |_| {
-        let r = run_once(floor, c0, &client_syn(40000).bytes());
-        assert_eq!(r.action, XDP_PASS);
+    let floor_syn = client_syn(40000).bytes();
+    let floor_round = calls(n, |i| {
+        let r = run_once(floor, c0, &floor_syn);
+        expect_run(&r, XDP_PASS, &floor_syn, &format_args!("floor #{i}"));
         r.nanos
     });
     // The flooder spends its burst untimed until its first drop, which blocks it for an
@@ -93,11 +112,9 @@ fn measure(
         .map(|_| run_once(lb, c0, &syn(0, FLOODER, GUARDED_VIP).bytes()).action)
         .position(|action| action == XDP_DROP);
     assert!(spent.is_some_and(|n| n >= 1000), "burst of 1000: {spent:?}");
-    let plain_syn = timed(CLIENT, PLAIN_VIP, XDP_REDIRECT, true);
-    let denied = timed(DENIED, GUARDED_VIP, XDP_DROP, false);
     // 65,536 sources of a denied /16 in turn: each one's slot of the 4,096-slot drop
     // memo has been taken by others before it comes back, so each is checked in full.
-    let denied_fresh = per_call(rounds, calls, |i| {
+    let denied_fresh = calls(n, |i| {
         let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 20, 0, 0)) + (i % 65_536) as u32);
         let frame = Frame {
             src,
@@ -105,14 +122,12 @@ fn measure(
             ..client_syn(1024)
         };
         let r = run_once(lb, c0, &frame.bytes());
-        assert_eq!(r.action, XDP_DROP, "{frame:?}");
+        expect_run(&r, XDP_DROP, &frame.bytes(), &format_args!("{frame:?}"));
         r.nanos
     });
-    let limited = timed(FLOODER, GUARDED_VIP, XDP_DROP, false);
-    let not_allowed = timed(Ipv4Addr::new(192, 0, 2, 1), GUARDED_VIP, XDP_DROP, false);
     // Admitted, allowed by the allow rule: 30,000 sources in turn, each with a burst of
     // 1,000 tokens, so none runs out in any run of up to 30 million calls.
-    let admitted = per_call(rounds, calls, |i| {
+    let admitted = calls(n, |i| {
         let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 10, 100, 0)) + i as u32 % 30_000);
         let frame = Frame {
             src,
@@ -120,7 +135,8 @@ fn measure(
             ..client_syn(1024 + (i / 30_000) as u16)
         };
         let r = run_once(lb, c0, &frame.bytes());
-        assert_eq!(r.action, XDP_REDIRECT, "admitted SYN #{i}");
+        let want = expected("guarded", &frame, XDP_REDIRECT);
+        expect_run(&r, XDP_REDIRECT, &want, &format_args!("admitted SYN #{i}"));
         r.nanos
     });
 
@@ -132,29 +148,34 @@ fn measure(
         };
         let first = run_once(lb, c0, &open.bytes());
         assert_eq!(first.action, XDP_REDIRECT);
-        run_once(lb, b0, &syn_ack_of(&open, dst_ip(&first.output)).bytes());
-        let ack = ack_of(&open).bytes();
+        let backend = dst_ip(&first.output);
+        run_once(lb, b0, &syn_ack_of(&open, backend).bytes());
+        let ack_frame = ack_of(&open);
+        let ack = ack_frame.bytes();
         assert_eq!(run_once(lb, c0, &ack).action, XDP_REDIRECT);
         assert!(c.dataplane().flows.get(&open.flow_key(), 0).is_ok());
-        per_call(rounds, calls, |_| {
+        let want = as_to_backend(&ack_frame, (backend, 8080), b0_mac).bytes();
+        calls(n, move |i| {
             let r = run_once(lb, c0, &ack);
-            assert_eq!(r.action, XDP_REDIRECT);
+            expect_run(
+                &r,
+                XDP_REDIRECT,
+                &want,
+                &format_args!("established ACK #{i}"),
+            );
             r.nanos
         })
     };
-    let est_plain = established(PLAIN_VIP, 33333);
-    let est_guarded = established(GUARDED_VIP, 33334);
-    vec![
-        ("empty XDP_PASS program (floor)", "floor", floor_stat),
+    let rows: Vec<(&'static str, &'static str, Round)> = vec![
         (
             "SYN, new flow, unprotected service (Maglev)",
             "syn_unprotected",
-            plain_syn,
+            timed("web", CLIENT, PLAIN_VIP, XDP_REDIRECT, true),
         ),
         (
             "SYN dropped by a deny rule (its source remembered)",
             "syn_denied",
-            denied,
+            timed("guarded", DENIED, GUARDED_VIP, XDP_DROP, false),
         ),
         (
             "SYN dropped by a deny rule, a new source each (lb_edge's trie)",
@@ -164,12 +185,18 @@ fn measure(
         (
             "SYN dropped by the rate limit (source blocked)",
             "syn_rate_limited",
-            limited,
+            timed("guarded", FLOODER, GUARDED_VIP, XDP_DROP, false),
         ),
         (
             "SYN dropped, no allow rule matches (source remembered)",
             "syn_not_allowed",
-            not_allowed,
+            timed(
+                "guarded",
+                Ipv4Addr::new(192, 0, 2, 1),
+                GUARDED_VIP,
+                XDP_DROP,
+                false,
+            ),
         ),
         (
             "SYN admitted by rules and limit (new source)",
@@ -179,21 +206,38 @@ fn measure(
         (
             "established pure ACK, service without rules",
             "established_plain",
-            est_plain,
+            established(PLAIN_VIP, 33333),
         ),
         (
             "established pure ACK, service with rules and limit",
             "established_guarded",
-            est_guarded,
+            established(GUARDED_VIP, 33334),
         ),
-    ]
+    ];
+    let names: Vec<(&'static str, &'static str)> = rows.iter().map(|(n, k, _)| (*n, *k)).collect();
+    let (floor_stat, nets) = interleaved(
+        rounds,
+        floor_round,
+        rows.into_iter().map(|(_, _, round)| round).collect(),
+    );
+    let floor_net = Net {
+        gross: floor_stat,
+        net: Stat { min: 0, median: 0 },
+    };
+    std::iter::once(("empty XDP_PASS program (floor)", "floor", floor_net))
+        .chain(
+            names
+                .into_iter()
+                .zip(nets)
+                .map(|((name, key), net)| (name, key, net)),
+        )
+        .collect()
 }
 
 pub fn run(opts: &Options) -> Value {
     let rig = Rig::build();
-    let (c0, b0) = (rig.c0, rig.b0);
-    let rows = rig.with_dataplane(CONFIG, |c| measure(c, c0, b0, opts));
-    let floor = rows[0].2;
+    let nics = (rig.c0, rig.b0, rig.b0_mac);
+    let rows = rig.with_dataplane(CONFIG, |c| measure(c, nics, opts));
     let mut table = Table::new(
         format!(
             "edge protection per packet, BPF_PROG_TEST_RUN, {} rounds x {} single-run calls, \
@@ -204,12 +248,11 @@ pub fn run(opts: &Options) -> Value {
     );
     let mut paths = serde_json::Map::new();
     for (name, key, stat) in &rows {
-        let net_min = stat.min.saturating_sub(floor.min);
-        let net_median = stat.median.saturating_sub(floor.median);
+        let (net_min, net_median) = (stat.net.min, stat.net.median);
         table.row(vec![
             name.to_string(),
-            stat.min.to_string(),
-            stat.median.to_string(),
+            stat.gross.min.to_string(),
+            stat.gross.median.to_string(),
             net_min.to_string(),
             net_median.to_string(),
         ]);
@@ -217,14 +260,18 @@ pub fn run(opts: &Options) -> Value {
             key.to_string(),
             json!({
                 "name": name,
-                "min_ns": stat.min,
-                "median_ns": stat.median,
+                "min_ns": stat.gross.min,
+                "median_ns": stat.gross.median,
                 "net_min_ns": net_min,
                 "net_median_ns": net_median,
             }),
         );
     }
-    table.note("min/med: over rounds, of each round's median call; net: minus the floor");
+    table.note(
+        "min/med: over rounds, of each round's median call; net: minus the floor's median \
+         in the same round (each round runs the floor, then every row); every call's action \
+         and whole output frame checked",
+    );
     table.note(
         "a SYN of a source a rule refused a moment ago: lb_xdp's parse, service lookup \
          and one drop-memo read; any other dropped SYN: that, the tail call to lb_edge, its \

@@ -23,8 +23,9 @@
 //! Backends are `10.1.0.{11,12,13}` with distinct ports (`10000 + i`), so that every
 //! backend has a neighbour in the rig and every packet is redirected: the path stays the
 //! same and only the table sizes change.
-use std::net::Ipv4Addr;
+use std::{cell::RefCell, net::Ipv4Addr};
 
+use aya::programs::Xdp;
 use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_COUNTED},
     net::{ipv4_wire, port_wire, FAMILY_IPV4, PROTO_TCP},
@@ -34,13 +35,15 @@ use serde_json::{json, Value};
 
 use super::{
     memory,
-    stats::{median_u64, per_call, per_call_rounds, pin_to_cpu, timed},
+    stats::{calls, interleaved, median_u64, pin_to_cpu, timed, Round},
     table::{percent, Table},
 };
 use crate::{
-    frame::{dst_ip, dst_port, Frame},
+    frame::{dst_ip, dst_port, Frame, Mac},
+    netns,
     packet_rig::{
-        backend_mac, run_once, Rig, BACKEND_ISN, CLIENT_MAC, VIP, XDP_PASS, XDP_REDIRECT,
+        as_to_backend, backend_mac, expect_run, run_once, Rig, TablePick, BACKEND_ISN, CLIENT_MAC,
+        VIP, XDP_PASS, XDP_REDIRECT,
     },
     peer_xdp,
 };
@@ -109,7 +112,7 @@ fn tcp_key(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> FlowKey {
     }
 }
 
-fn client_frame(src: Ipv4Addr, sport: u16, flags: u8) -> Vec<u8> {
+fn client_frame(src: Ipv4Addr, sport: u16, flags: u8) -> Frame {
     Frame {
         src_mac: CLIENT_MAC,
         src,
@@ -119,22 +122,14 @@ fn client_frame(src: Ipv4Addr, sport: u16, flags: u8) -> Vec<u8> {
         flags,
         ..Frame::default()
     }
-    .bytes()
 }
 
 /// The client's ACK of the SYN-ACK ([`syn_ack_from`]) answering its SYN.
-fn client_ack(src: Ipv4Addr, sport: u16) -> Vec<u8> {
+fn client_ack(src: Ipv4Addr, sport: u16) -> Frame {
     Frame {
-        src_mac: CLIENT_MAC,
-        src,
-        dst: VIP,
-        sport,
-        dport: 80,
-        flags: 0x10,
         ack: BACKEND_ISN + 1,
-        ..Frame::default()
+        ..client_frame(src, sport, 0x10)
     }
-    .bytes()
 }
 
 /// The SYN-ACK of `backend`:`bport` to the client `src`:`sport`.
@@ -206,74 +201,96 @@ struct Cell {
     first_ack: u64,
 }
 
+/// The four paths at one fill level, interleaved round by round with the floor
+/// (`floor`); every call's action and whole output frame checked. Returns the floor's
+/// median and each path's net median (per round, minus that round's floor).
 fn measure_level(
     c: &mut Controller<KernelDataplane>,
     opts: &Options,
     fill_level: usize,
-    (c0, b0): (u32, u32),
-) -> [u64; 4] {
-    let (rounds, calls) = (opts.rounds, opts.calls);
+    (c0, b0, b0_mac): (u32, u32, Mac),
+    floor: &Xdp,
+) -> (u64, [u64; 4]) {
+    let (rounds, n) = (opts.rounds, opts.calls);
+    let web = TablePick::new(c, "web");
+    // The controller is borrowed by every row, and mutably by the first ACK's cleanup.
+    let c = RefCell::new(c);
+    let run =
+        |ifindex: u32, frame: &[u8]| run_once(c.borrow().dataplane().program(), ifindex, frame);
+    let filled_to = |i: usize| {
+        let backend = (i as u32) % FILL_BACKENDS;
+        (backend_addr(backend), backend_port(backend))
+    };
+    let floor_frame = client_frame(Ipv4Addr::new(10, 10, 0, 2), 40000, 0x02).bytes();
+    let floor_round = calls(n, |i| {
+        let r = run_once(floor, c0, &floor_frame);
+        expect_run(&r, XDP_PASS, &floor_frame, &format_args!("floor #{i}"));
+        r.nanos
+    });
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ fill_level as u64);
-    let established = per_call(rounds, calls, |_| {
+    let established = calls(n, |_| {
         let i = rng.below(fill_level);
         let (src, sport) = filled_client(i);
-        let backend = (i as u32) % FILL_BACKENDS;
-        let r = run_once(c.dataplane().program(), c0, &client_frame(src, sport, 0x10));
-        assert_eq!(
-            (r.action, dst_ip(&r.output), dst_port(&r.output)),
-            (XDP_REDIRECT, backend_addr(backend), backend_port(backend)),
-            "pre-filled flow #{i} must hit its entry"
+        let frame = client_frame(src, sport, 0x10);
+        let r = run(c0, &frame.bytes());
+        let want = as_to_backend(&frame, filled_to(i), b0_mac).bytes();
+        expect_run(
+            &r,
+            XDP_REDIRECT,
+            &want,
+            &format_args!("pre-filled flow #{i}"),
         );
         r.nanos
-    })
-    .median;
+    });
     let hot = fill_level / 2;
     let (src, sport) = filled_client(hot);
     let hot_frame = client_frame(src, sport, 0x10);
-    let hot_backend = (hot as u32) % FILL_BACKENDS;
-    let established_hot = per_call(rounds, calls, |_| {
-        let r = run_once(c.dataplane().program(), c0, &hot_frame);
-        assert_eq!(
-            (r.action, dst_ip(&r.output), dst_port(&r.output)),
-            (
-                XDP_REDIRECT,
-                backend_addr(hot_backend),
-                backend_port(hot_backend)
-            ),
-            "pre-filled flow #{hot} must hit its entry"
+    let hot_bytes = hot_frame.bytes();
+    let hot_want = as_to_backend(&hot_frame, filled_to(hot), b0_mac).bytes();
+    let established_hot = calls(n, |_| {
+        let r = run(c0, &hot_bytes);
+        expect_run(
+            &r,
+            XDP_REDIRECT,
+            &hot_want,
+            &format_args!("pre-filled flow #{hot}"),
         );
         r.nanos
-    })
-    .median;
-    let new_flow = per_call(rounds, calls, |i| {
-        let (src, sport) = new_client(i % calls);
-        let r = run_once(c.dataplane().program(), c0, &client_frame(src, sport, 0x02));
-        assert_eq!(r.action, XDP_REDIRECT, "new flow #{i}");
+    });
+    let new_flow = calls(n, |i| {
+        let (src, sport) = new_client(i % n);
+        let frame = client_frame(src, sport, 0x02);
+        let r = run(c0, &frame.bytes());
+        let want = as_to_backend(&frame, web.pick(&frame.flow_key()), b0_mac).bytes();
+        expect_run(&r, XDP_REDIRECT, &want, &format_args!("new flow #{i}"));
         r.nanos
-    })
-    .median;
-    let first_ack = per_call_rounds(rounds, |_| {
-        let mut times = Vec::with_capacity(calls);
-        let mut created = Vec::with_capacity(calls);
-        for i in 0..calls {
+    });
+    let first_ack: Round = Box::new(|_| {
+        let mut times = Vec::with_capacity(n);
+        let mut created = Vec::with_capacity(n);
+        for i in 0..n {
             let (src, sport) = new_client(i);
             // Its SYN and the backend's SYN-ACK again, untimed: only the ACK of a
             // handshake whose SYN left a slot, acknowledging the SYN-ACK that passed,
             // records a flow, and the last round's ACK spent the slot.
-            let syn = run_once(c.dataplane().program(), c0, &client_frame(src, sport, 0x02));
+            let syn = run(c0, &client_frame(src, sport, 0x02).bytes());
             assert_eq!(syn.action, XDP_REDIRECT, "SYN before first ACK #{i}");
             let (backend, bport) = (dst_ip(&syn.output), dst_port(&syn.output));
             let syn_ack = syn_ack_from(backend, bport, src, sport);
-            let answer = run_once(c.dataplane().program(), b0, &syn_ack);
+            let answer = run(b0, &syn_ack);
             assert_eq!(answer.action, XDP_REDIRECT, "SYN-ACK before first ACK #{i}");
-            let r = run_once(c.dataplane().program(), c0, &client_ack(src, sport));
-            assert_eq!(r.action, XDP_REDIRECT, "first ACK #{i}");
+            let ack = client_ack(src, sport);
+            let r = run(c0, &ack.bytes());
+            let to = web.pick(&ack.flow_key());
+            let want = as_to_backend(&ack, to, b0_mac).bytes();
+            expect_run(&r, XDP_REDIRECT, &want, &format_args!("first ACK #{i}"));
             times.push(r.nanos);
             created.push((
                 tcp_key(src, sport, VIP, 80),
-                tcp_key(dst_ip(&r.output), dst_port(&r.output), src, sport),
+                tcp_key(to.0, to.1, src, sport),
             ));
         }
+        let mut c = c.borrow_mut();
         let dp = c.dataplane_mut();
         for (forward, reverse) in &created {
             dp.flows.remove(forward).expect("the new flow was recorded");
@@ -282,9 +299,14 @@ fn measure_level(
                 .expect("the new flow's return entry was recorded");
         }
         median_u64(&times)
-    })
-    .median;
-    [established, established_hot, new_flow, first_ack]
+    });
+    let (floor_stat, nets) = interleaved(
+        rounds,
+        floor_round,
+        vec![established, established_hot, new_flow, first_ack],
+    );
+    let net = |k: usize| nets[k].net.median;
+    (floor_stat.median, [net(0), net(1), net(2), net(3)])
 }
 
 /// Regions whose random reads bound the fill figures: within this CPU's L1 data cache
@@ -300,20 +322,21 @@ const MEMORY_REGIONS: [(usize, &str); 4] = [
 
 pub fn run(opts: &Options) -> Value {
     let rig = Rig::build();
-    let (c0, b0) = (rig.c0, rig.b0);
+    let (c0, b0, b0_mac) = (rig.c0, rig.b0, rig.b0_mac);
+    // The new flows' clients sit behind the client-side neighbour, as a gateway's
+    // clients do: their SYN-ACKs are routed back (the FIB decides where a SYN-ACK that
+    // found no return entry goes), so each handshake completes and its ACK records.
+    netns::ns_ip(
+        &rig.ns,
+        &["route", "add", "192.168.0.0/16", "via", "10.10.0.2"],
+    );
     let first_backends = opts.backends[0];
     let mut fill_seconds = Vec::new();
     let (floor, cells) = rig.with_dataplane(&config_text(first_backends), |c| {
         pin_to_cpu(0);
         let mut floor_obj = peer_xdp::load_pass_program();
         let floor_prog = peer_xdp::pass_program(&mut floor_obj);
-        let frame = client_frame(Ipv4Addr::new(10, 10, 0, 2), 40000, 0x02);
-        let floor = per_call(opts.rounds, opts.calls, |_| {
-            let r = run_once(floor_prog, c0, &frame);
-            assert_eq!(r.action, XDP_PASS);
-            r.nanos
-        })
-        .median;
+        let mut floors = Vec::new();
         let service = c.plan().expect("applied").services[0].id;
         let mut cells = Vec::new();
         let mut filled = 0;
@@ -324,19 +347,20 @@ pub fn run(opts: &Options) -> Value {
             for &n in &opts.backends {
                 let cfg = config::parse(&config_text(n)).expect("bench config is valid");
                 c.apply(&cfg).expect("re-applying the service");
-                let [established, established_hot, new_flow, first_ack] =
-                    measure_level(c, opts, level, (c0, b0));
+                let (floor, [established, established_hot, new_flow, first_ack]) =
+                    measure_level(c, opts, level, (c0, b0, b0_mac), floor_prog);
+                floors.push(floor);
                 cells.push(Cell {
                     fill: level,
                     backends: n,
-                    established: established.saturating_sub(floor),
-                    established_hot: established_hot.saturating_sub(floor),
-                    new_flow: new_flow.saturating_sub(floor),
-                    first_ack: first_ack.saturating_sub(floor),
+                    established,
+                    established_hot,
+                    new_flow,
+                    first_ack,
                 });
             }
         }
-        (floor, cells)
+        (median_u64(&floors), cells)
     });
     let reads: Vec<(usize, &str, f64)> = MEMORY_REGIONS
         .iter()
@@ -355,7 +379,7 @@ fn report(
     let mut table = Table::new(
         format!(
             "per-packet cost vs flow-table fill and backends, net median ns \
-             ({} rounds x {} calls, floor {floor} ns)",
+             ({} rounds x {} calls, floor {floor} ns, median of the cells' floors)",
             opts.rounds, opts.calls
         ),
         &[
@@ -405,6 +429,10 @@ fn report(
         "flow table: {FLOW_TABLE_SIZE} entries per direction (LRU), ring {RING_SIZE}; \
          established = a random pre-filled flow per call"
     ));
+    table.note(
+        "net: per round, minus the floor measured in the same round of the same cell; \
+         every call's action and whole output frame checked",
+    );
     table.note(format!(
         "one dependent random read, 4 KiB pages: {}",
         reads

@@ -166,7 +166,54 @@ fn all(report: &Value) -> Vec<Target> {
         goal: "< 50 ms",
         result: live("first_change_ms").map(|ms| (format!("{ms:.1} ms"), ms < 50.0)),
     });
+    t.extend(saturated(report));
     t
+}
+
+/// At saturation (wrk, iperf3), each row: `lbd` ahead of nftables DNAT in its share of
+/// straight-to-a-backend's rate, and below it in CPU per connection, request or GB.
+fn saturated(report: &Value) -> Vec<Target> {
+    let rows = [
+        (
+            "wrk_close",
+            "saturated, new connection per request (wrk): lbd vs nftables",
+        ),
+        (
+            "wrk_keepalive",
+            "saturated, keep-alive requests (wrk): lbd vs nftables",
+        ),
+        (
+            "iperf3_upload",
+            "saturated, upload (iperf3): lbd vs nftables",
+        ),
+        (
+            "iperf3_download",
+            "saturated, download (iperf3): lbd vs nftables",
+        ),
+    ];
+    rows.into_iter()
+        .map(|(row, name)| {
+            let of = |variant: &str, field: &str| num(report, &["e2e", row, variant, field]);
+            let unit = report["e2e"][row]["xdp"]["cpu_unit"].as_str().unwrap_or("");
+            let result = (|| {
+                let (x, n) = (of("xdp", "vs_ceiling")?, of("nftables", "vs_ceiling")?);
+                let (xc, nc) = (of("xdp", "cpu_per_unit")?, of("nftables", "cpu_per_unit")?);
+                let measured = format!(
+                    "{} vs {} of straight; CPU {} vs {} {unit}",
+                    percent(x),
+                    percent(n),
+                    fixed(xc, 2),
+                    fixed(nc, 2)
+                );
+                Some((measured, x > n && xc < nc))
+            })();
+            Target {
+                name,
+                goal: "higher rate, less CPU",
+                result,
+            }
+        })
+        .collect()
 }
 
 /// Prints the targets table and returns it as JSON.
@@ -209,6 +256,33 @@ pub fn evaluate(report: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saturated_row_is_met_only_with_a_higher_rate_and_less_cpu() {
+        let row = |x: (f64, f64), n: (f64, f64)| {
+            json!({ "e2e": { "iperf3_upload": {
+                "xdp": { "vs_ceiling": x.0, "cpu_per_unit": x.1, "cpu_unit": "s/GB" },
+                "nftables": { "vs_ceiling": n.0, "cpu_per_unit": n.1 },
+            }}})
+        };
+        let upload = |report: &Value| saturated(report)[2].result.clone();
+        assert_eq!(
+            upload(&row((0.9, 1.5), (0.8, 1.6))),
+            Some((
+                "90.0% vs 80.0% of straight; CPU 1.50 vs 1.60 s/GB".into(),
+                true
+            ))
+        );
+        assert_eq!(
+            upload(&row((0.9, 1.7), (0.8, 1.6))).map(|r| r.1),
+            Some(false)
+        );
+        assert_eq!(
+            upload(&row((0.7, 1.5), (0.8, 1.6))).map(|r| r.1),
+            Some(false)
+        );
+        assert_eq!(upload(&json!({})), None);
+    }
 
     #[test]
     fn targets_read_the_report_and_unmeasured_ones_stay_unknown() {

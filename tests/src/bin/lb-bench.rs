@@ -9,11 +9,17 @@ use lb_tests::bench::{
 };
 use serde_json::Value;
 
-const USAGE: &str =
-    "usage: lb-bench [--only packet,edge,synproxy,fill,control,api,probes,e2e] [--json PATH]
+const USAGE: &str = "usage: lb-bench [--quick] [--only packet,edge,synproxy,fill,control,api,probes,e2e] [--json PATH]
+  --quick                               every part, a few hundred calls per row and a short
+                                        end-to-end round (about a minute): checks the harness
+                                        (frames, connections), judges no timing; exits 1 when a
+                                        run failed
   [--calls N] [--rounds R]              per-packet and edge parts (default 20000 x 5)
   [--fill-calls N] [--fill-rounds R]    flow-table fill part (default 10000 x 3)
-  [--e2e-rounds R] [--e2e-seconds S]    end-to-end part (default 5 rounds x 1.5 s per run)";
+  [--e2e-rounds R] [--e2e-seconds S]    end-to-end part (default 5 rounds x 1.5 s per run)
+  [--saturated-rounds R] [--saturated-seconds S]
+                                        its wrk and iperf3 rows, in the first R rounds (default 3 x 5 s)
+  [--e2e-profile DIR]                   one more round of two saturated rows under perf record";
 
 /// `api` (the admin-API change) also runs as part of `control`.
 const PARTS: [&str; 8] = [
@@ -21,6 +27,7 @@ const PARTS: [&str; 8] = [
 ];
 
 struct Args {
+    quick: bool,
     only: Vec<String>,
     json: Option<PathBuf>,
     calls: usize,
@@ -29,10 +36,14 @@ struct Args {
     fill_rounds: usize,
     e2e_rounds: usize,
     e2e_seconds: f64,
+    saturated_rounds: usize,
+    saturated_seconds: f64,
+    e2e_profile: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
+        quick: false,
         only: PARTS.iter().map(|p| p.to_string()).collect(),
         json: None,
         calls: 20_000,
@@ -41,6 +52,9 @@ fn parse_args() -> Result<Args, String> {
         fill_rounds: 3,
         e2e_rounds: 5,
         e2e_seconds: 1.5,
+        saturated_rounds: 3,
+        saturated_seconds: 5.0,
+        e2e_profile: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -52,6 +66,18 @@ fn parse_args() -> Result<Args, String> {
                 .ok_or(format!("{name} {v}: expected 1..={max}"))
         };
         match a.as_str() {
+            "--quick" => {
+                // Sizes given after it still win.
+                args.quick = true;
+                args.calls = 300;
+                args.rounds = 3;
+                args.fill_calls = 300;
+                args.fill_rounds = 2;
+                args.e2e_rounds = 1;
+                args.e2e_seconds = 0.5;
+                args.saturated_rounds = 1;
+                args.saturated_seconds = 1.0;
+            }
             "--only" => {
                 let v = value("--only")?;
                 let parts: Vec<String> = v.split(',').map(str::to_string).collect();
@@ -77,6 +103,16 @@ fn parse_args() -> Result<Args, String> {
                     .filter(|s| (0.2..=60.0).contains(s))
                     .ok_or(format!("--e2e-seconds {v}: expected 0.2..=60"))?;
             }
+            "--saturated-rounds" => args.saturated_rounds = number(&a, value(&a)?, 50)?,
+            "--saturated-seconds" => {
+                let v = value(&a)?;
+                args.saturated_seconds = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (1.0..=60.0).contains(s))
+                    .ok_or(format!("--saturated-seconds {v}: expected 1..=60"))?;
+            }
+            "--e2e-profile" => args.e2e_profile = Some(PathBuf::from(value(&a)?)),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -118,33 +154,34 @@ fn main() {
         let opts = flow_fill::Options {
             rounds: args.fill_rounds,
             calls: args.fill_calls,
-            fills: vec![1_000, 100_000, 1_000_000],
-            backends: vec![10, 1_000, 10_000],
+            fills: sizes(&args, &[1_000, 100_000, 1_000_000], &[1_000, 10_000]),
+            backends: sizes(&args, &[10, 1_000, 10_000], &[10, 100]),
         };
         report.insert("fill".into(), flow_fill::run(&opts));
     }
     if wants("control") {
         let opts = control::Options {
-            backends: vec![10, 1_000, 10_000],
-            rings: vec![65_537, 655_373],
-            changes: 6,
+            backends: sizes(&args, &[10, 1_000, 10_000], &[10, 100]),
+            rings: sizes(&args, &[65_537, 655_373], &[65_537]),
+            changes: if args.quick { 2 } else { 6 },
         };
         report.insert("control".into(), control::run(&opts));
     }
     if wants("control") || wants("api") {
         let api = api_change::run(&api_change::Options {
-            backends: vec![10, 1_000, 10_000],
-            services: vec![1, 100],
-            adds: 20,
+            backends: sizes(&args, &[10, 1_000, 10_000], &[10, 100]),
+            services: sizes(&args, &[1, 100], &[1, 10]),
+            adds: if args.quick { 3 } else { 20 },
         });
         report.insert("api_change".into(), api.into());
     }
     if wants("probes") {
-        let probes = probes::run(&probes::Options { seconds: 3.0 });
+        let seconds = if args.quick { 0.5 } else { 3.0 };
+        let probes = probes::run(&probes::Options { seconds });
         report.insert("health_probes".into(), probes);
         let opts = probes_lbd::Options {
-            backends: vec![1_000, 10_000],
-            seconds: 5.0,
+            backends: sizes(&args, &[1_000, 10_000], &[100]),
+            seconds: if args.quick { 1.0 } else { 5.0 },
         };
         report.insert("health_probes_lbd".into(), probes_lbd::run(&opts));
     }
@@ -156,6 +193,9 @@ fn main() {
             keepalive_conns: 4,
             bulk_streams: 2,
             backends: 3,
+            saturated_rounds: args.saturated_rounds,
+            saturated_seconds: args.saturated_seconds,
+            profile: args.e2e_profile.clone(),
         };
         report.insert("e2e".into(), e2e::run(&opts));
     }
@@ -165,6 +205,23 @@ fn main() {
     if let Some(path) = &args.json {
         write_json(path, &report);
     }
+    if args.quick {
+        // A wrong frame has already stopped the run (a panic); what is left to judge
+        // is whether every end-to-end run served: never how fast.
+        let failures = e2e::harness_failures(&report["e2e"]);
+        for f in &failures {
+            eprintln!("lb-bench --quick: {f}");
+        }
+        if !failures.is_empty() {
+            std::process::exit(1);
+        }
+        println!("\nlb-bench --quick: the harness ran every part (timings not judged)");
+    }
+}
+
+/// The full run's sizes, or the quick run's.
+fn sizes<T: Copy>(args: &Args, full: &[T], quick: &[T]) -> Vec<T> {
+    if args.quick { quick } else { full }.to_vec()
 }
 
 fn write_json(path: &PathBuf, report: &Value) {

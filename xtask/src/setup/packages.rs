@@ -38,6 +38,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "nft: the DNAT rule the end-to-end benchmark compares with",
     ),
     (
+        "wrk",
+        "the HTTP load generator of the benchmark's saturated rows",
+    ),
+    (
+        "iperf3",
+        "the single-stream throughput client and server of the benchmark's saturated rows",
+    ),
+    (
         "prometheus",
         "promtool and a real Prometheus scraping lbd (deploy/prometheus/; ~19 MB download, ~96 MB installed)",
     ),

@@ -8,7 +8,10 @@
 //! 4. clippy on the eBPF crate for the BPF target (nightly, `build-std=core`);
 //! 5. every binary (the tests start `lbd` and the lab binaries);
 //! 6. `cargo test`, with `--test-threads` (tests that need root use unique namespace
-//!    names, so they can run side by side).
+//!    names, so they can run side by side);
+//! 7. the benchmark's quick mode (`lb-bench --quick`, about a minute), when the whole
+//!    suite runs (no test arguments): it checks every bench row's frames and that every
+//!    end-to-end run served, and judges no timing.
 //!
 //! The exit code is that of the stage that failed, so CI sees cargo's own.
 
@@ -30,6 +33,9 @@ pub struct TestArgs {
     /// Skip the fmt and clippy stages, for quick local runs (CI runs them).
     #[arg(long)]
     no_lint: bool,
+    /// Skip the benchmark's quick mode (CI runs it).
+    #[arg(long)]
+    no_bench: bool,
     /// Passed on to `cargo test` (e.g. `-p lb-common maglev`); after a second `--`, to
     /// the test harness (e.g. `--nocapture`).
     #[arg(last = true, value_name = "ARGS")]
@@ -49,6 +55,9 @@ pub fn main(test: TestArgs) -> Result<u8> {
         stages.push(("build", build));
     }
     stages.push(("test", cargo_test(&test)?));
+    if !test.no_bench && test.args.is_empty() {
+        stages.push(("bench (quick)", quick_bench()?));
+    }
 
     for (name, mut command) in stages {
         eprintln!("==> xtask test: {name}");
@@ -115,6 +124,14 @@ fn cargo_test(test: &TestArgs) -> Result<Command> {
         run.env("LBD_BIN", paths::target_dir()?.join("debug").join("lbd"));
     }
     Ok(run)
+}
+
+/// The debug `lb-bench` the build stage made, in quick mode, with the debug `lbd`.
+fn quick_bench() -> Result<Command> {
+    let debug = paths::target_dir()?.join("debug");
+    let mut bench = Command::new(debug.join("lb-bench"));
+    bench.arg("--quick").env("LBD_BIN", debug.join("lbd"));
+    Ok(bench)
 }
 
 /// Splits what came after `--` into arguments for `cargo test` and, after a second

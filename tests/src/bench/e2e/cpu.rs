@@ -11,8 +11,9 @@
 //!
 //! What can be counted exactly is the CPU of every task that does the benchmark's work:
 //! this process (load generator and backend threads, with the softirq work run in their
-//! context), the LB process if there is one (HAProxy, or `lbd`, idle while XDP runs),
-//! and the `ksoftirqd` threads (softirq work deferred out of those contexts). The LB's
+//! context), its child processes that ended during the run (`wrk`, the `iperf3` client:
+//! `RUSAGE_CHILDREN`), other processes of the run (the `iperf3` server), the LB process
+//! if there is one (HAProxy, or `lbd`, idle while XDP runs), and the `ksoftirqd` threads (softirq work deferred out of those contexts). The LB's
 //! cost per connection is then that total per connection minus the same total in the
 //! ceiling run (straight to a backend, through the same LB namespace as a plain
 //! router): the client and backends do the same work per connection in every variant,
@@ -28,6 +29,8 @@ use std::time::{Duration, Instant};
 pub struct Snapshot {
     at: Instant,
     ours_ns: u64,
+    children_ns: u64,
+    others_ns: u64,
     lb_ns: u64,
     softirqd_ns: u64,
     machine_busy_ns: u64,
@@ -37,7 +40,9 @@ pub struct Snapshot {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Usage {
     pub wall: Duration,
-    /// This process: load generator, backends, and softirq work run in their context.
+    /// This process: load generator, backends, and softirq work run in their context;
+    /// its children that ended (wrk, iperf3 clients) and the run's other processes
+    /// (the iperf3 server).
     pub ours_ns: u64,
     /// The LB process (0 when there is none).
     pub lb_ns: u64,
@@ -63,13 +68,20 @@ impl Usage {
 /// Reads the counters of this process, an optional LB process, and ksoftirqd.
 pub struct Meter {
     lb_pid: Option<u32>,
+    others: Vec<u32>,
     softirqd: Vec<u32>,
 }
 
 impl Meter {
     pub fn new(lb_pid: Option<u32>) -> Meter {
+        Meter::with_others(lb_pid, &[])
+    }
+
+    /// Also counts the processes `others` (servers of the run that outlive it).
+    pub fn with_others(lb_pid: Option<u32>, others: &[u32]) -> Meter {
         Meter {
             lb_pid,
+            others: others.to_vec(),
             softirqd: ksoftirqd_pids(),
         }
     }
@@ -78,6 +90,8 @@ impl Meter {
         Snapshot {
             at: Instant::now(),
             ours_ns: clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID).unwrap_or(0),
+            children_ns: children_ns(),
+            others_ns: self.others.iter().map(|p| process_cpu_ns(*p)).sum(),
             lb_ns: self.lb_pid.map(process_cpu_ns).unwrap_or(0),
             softirqd_ns: self.softirqd.iter().map(|p| schedstat_ns(*p)).sum(),
             machine_busy_ns: machine_busy_ns(),
@@ -89,7 +103,9 @@ impl Snapshot {
     pub fn until(&self, later: &Snapshot) -> Usage {
         Usage {
             wall: later.at - self.at,
-            ours_ns: later.ours_ns.saturating_sub(self.ours_ns),
+            ours_ns: later.ours_ns.saturating_sub(self.ours_ns)
+                + later.children_ns.saturating_sub(self.children_ns)
+                + later.others_ns.saturating_sub(self.others_ns),
             lb_ns: later.lb_ns.saturating_sub(self.lb_ns),
             softirqd_ns: later.softirqd_ns.saturating_sub(self.softirqd_ns),
             machine_busy_ns: later.machine_busy_ns.saturating_sub(self.machine_busy_ns),
@@ -105,6 +121,18 @@ fn clock_ns(clock: libc::clockid_t) -> Option<u64> {
     // SAFETY: valid out-pointer.
     (unsafe { libc::clock_gettime(clock, &mut ts) } == 0)
         .then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// User + system time of this process's children that ended and were reaped.
+fn children_ns() -> u64 {
+    // SAFETY: a zeroed rusage is valid; getrusage only writes it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return 0;
+    }
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    ns(usage.ru_utime) + ns(usage.ru_stime)
 }
 
 /// CPU time of every thread, live or exited, of process `pid` (its CPU-time clock).

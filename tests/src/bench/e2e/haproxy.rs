@@ -10,7 +10,14 @@ use crate::{process::Daemon, topology::Lab};
 /// Where Debian's `haproxy` package puts the binary.
 pub const HAPROXY: &str = "/usr/sbin/haproxy";
 
-pub fn config(listen: SocketAddrV4, backends: &[SocketAddrV4], threads: usize) -> String {
+/// Round robin from `listen` over `backends`, and from `pinned.0` to the one backend
+/// `pinned.1` (the iperf3 rows, see `super::standard`).
+pub fn config(
+    listen: SocketAddrV4,
+    backends: &[SocketAddrV4],
+    threads: usize,
+    pinned: (SocketAddrV4, SocketAddrV4),
+) -> String {
     let mut cfg = format!(
         "global\n    maxconn 8000\n    nbthread {threads}\n\
          defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n\
@@ -20,6 +27,11 @@ pub fn config(listen: SocketAddrV4, backends: &[SocketAddrV4], threads: usize) -
     for (i, b) in backends.iter().enumerate() {
         cfg.push_str(&format!("    server b{} {b}\n", i + 1));
     }
+    cfg.push_str(&format!(
+        "frontend pinned\n    bind {}\n    default_backend pinned\n\
+         backend pinned\n    server p1 {}\n",
+        pinned.0, pinned.1
+    ));
     cfg
 }
 
@@ -43,10 +55,16 @@ mod tests {
                 "10.1.0.12:8080".parse().unwrap(),
             ],
             2,
+            (
+                "10.0.0.100:5201".parse().unwrap(),
+                "10.1.0.11:5201".parse().unwrap(),
+            ),
         );
         assert!(cfg.contains("mode tcp"));
         assert!(cfg.contains("nbthread 2"));
         assert!(cfg.contains("bind 10.0.0.100:80"));
         assert!(cfg.contains("server b2 10.1.0.12:8080\n"));
+        assert!(cfg.contains("bind 10.0.0.100:5201\n"));
+        assert!(cfg.contains("server p1 10.1.0.11:5201\n"));
     }
 }

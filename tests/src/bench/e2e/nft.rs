@@ -8,7 +8,14 @@ use crate::netns;
 /// The table the benchmark adds and deletes again; nothing else is touched.
 pub const TABLE: &str = "lbbench";
 
-pub fn ruleset(vip: SocketAddrV4, backends: &[Ipv4Addr], backend_port: u16) -> String {
+/// DNAT of `vip` over `backends` round robin, and of the VIP's port `pinned.0` to the
+/// one backend `pinned.1` (the iperf3 rows, see `super::standard`).
+pub fn ruleset(
+    vip: SocketAddrV4,
+    backends: &[Ipv4Addr],
+    backend_port: u16,
+    pinned: (u16, SocketAddrV4),
+) -> String {
     let map: Vec<String> = backends
         .iter()
         .enumerate()
@@ -16,11 +23,15 @@ pub fn ruleset(vip: SocketAddrV4, backends: &[Ipv4Addr], backend_port: u16) -> S
         .collect();
     format!(
         "table ip {TABLE} {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    \
-         ip daddr {} tcp dport {} dnat to numgen inc mod {} map {{ {} }} : {backend_port}\n  }}\n}}\n",
+         ip daddr {} tcp dport {} dnat to numgen inc mod {} map {{ {} }} : {backend_port}\n    \
+         ip daddr {} tcp dport {} dnat to {}\n  }}\n}}\n",
         vip.ip(),
         vip.port(),
         backends.len(),
-        map.join(", ")
+        map.join(", "),
+        vip.ip(),
+        pinned.0,
+        pinned.1,
     )
 }
 
@@ -48,9 +59,11 @@ mod tests {
             "10.0.0.100:80".parse().unwrap(),
             &["10.1.0.11".parse().unwrap(), "10.1.0.12".parse().unwrap()],
             8080,
+            (5201, "10.1.0.11:5201".parse().unwrap()),
         );
         assert!(r.contains(
-            "ip daddr 10.0.0.100 tcp dport 80 dnat to numgen inc mod 2 map { 0 : 10.1.0.11, 1 : 10.1.0.12 } : 8080"
+            "ip daddr 10.0.0.100 tcp dport 80 dnat to numgen inc mod 2 map { 0 : 10.1.0.11, 1 : 10.1.0.12 } : 8080\n"
         ));
+        assert!(r.contains("ip daddr 10.0.0.100 tcp dport 5201 dnat to 10.1.0.11:5201\n"));
     }
 }

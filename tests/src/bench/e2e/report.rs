@@ -3,7 +3,7 @@
 //! within a round first), and the check that the VIP traffic went through XDP.
 use serde_json::{json, Value};
 
-use super::{variants::LbdCounters, Options, Sample, Variant, Workload};
+use super::{standard, variants::LbdCounters, Options, Sample, Variant, Workload};
 use crate::bench::{
     stats::median_f64,
     table::{fixed, percent, Table},
@@ -92,6 +92,11 @@ fn summary(samples: &[Sample], workload: Workload, variant: Variant) -> Summary 
 }
 
 pub fn summarise(opts: &Options, samples: &[Sample], workload: Workload) -> Value {
+    let wrk = format!(
+        "{} connections on {} threads",
+        standard::WRK_CONNECTIONS,
+        standard::WRK_THREADS
+    );
     let (title, rate_unit, cpu_unit, concurrency) = match workload {
         Workload::Connections => (
             "new connections per second (one request per connection)",
@@ -114,15 +119,44 @@ pub fn summarise(opts: &Options, samples: &[Sample], workload: Workload) -> Valu
             "s/GB",
             format!("{} streams", opts.bulk_streams),
         ),
+        Workload::WrkClose => (
+            "saturated, wrk, a new connection per request (Connection: close)",
+            "conn/s",
+            "us/conn",
+            wrk.clone(),
+        ),
+        Workload::WrkKeepAlive => (
+            "saturated, wrk, keep-alive requests per second",
+            "req/s",
+            "us/req",
+            wrk.clone(),
+        ),
+        Workload::IperfUpload => (
+            "saturated, iperf3 upload, client -> backend",
+            "Gbit/s",
+            "s/GB",
+            "one stream".into(),
+        ),
+        Workload::IperfDownload => (
+            "saturated, iperf3 download (-R), backend -> client",
+            "Gbit/s",
+            "s/GB",
+            "one stream".into(),
+        ),
+    };
+    let (rounds, seconds) = if workload.saturated() {
+        (
+            opts.saturated_rounds.min(opts.rounds),
+            opts.saturated_seconds,
+        )
+    } else {
+        (opts.rounds, opts.seconds)
     };
     let cpu_all = format!("CPU {cpu_unit}");
     let cpu_lb = format!("LB {cpu_unit}");
     let cpu_proc = format!("LB proc {cpu_unit}");
     let mut table = Table::new(
-        format!(
-            "end to end: {title}; {concurrency}, {} rounds x {} s",
-            opts.rounds, opts.seconds
-        ),
+        format!("end to end: {title}; {concurrency}, {rounds} rounds x {seconds} s"),
         &[
             "variant",
             rate_unit,
@@ -134,7 +168,7 @@ pub fn summarise(opts: &Options, samples: &[Sample], workload: Workload) -> Valu
             "failed",
         ],
     );
-    let decimals = if workload == Workload::Bulk { 3 } else { 1 };
+    let decimals = if workload.bytes_based() { 3 } else { 1 };
     let mut variants = serde_json::Map::new();
     let mut others = Vec::new();
     for variant in Variant::ALL {
@@ -142,7 +176,7 @@ pub fn summarise(opts: &Options, samples: &[Sample], workload: Workload) -> Valu
         others.push(s.others_cores);
         table.row(vec![
             variant.label().into(),
-            fixed(s.rate, if workload == Workload::Bulk { 2 } else { 0 }),
+            fixed(s.rate, if workload.bytes_based() { 2 } else { 0 }),
             percent(s.vs_ceiling),
             fixed(s.cpu_per_unit, decimals),
             fixed(s.lb_over_ceiling, decimals),

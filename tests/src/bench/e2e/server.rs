@@ -5,8 +5,9 @@
 //! connection to its end, then accepts the next.
 //!
 //! Requests are HTTP/1.1 GETs and the path says what the client measures:
-//! - `/close`: a short answer with `Content-Length`; the client closes once it has read
-//!   it, and the server closes after the client. So the TIME_WAIT states are the
+//! - `/close`: a short answer with `Content-Length` and `Connection: close` (so that
+//!   wrk reconnects rather than sending its next request); the client closes once it
+//!   has read it, and the server closes after the client. So the TIME_WAIT states are the
 //!   client's: a server-side TIME_WAIT meeting a reused client port through a NAT
 //!   drops the SYN whenever the new connection's timestamps (whose offset Linux derives
 //!   from the address pair, VIP or backend) are older (PAWS), and the run would measure
@@ -140,7 +141,7 @@ fn serve(mut stream: TcpStream, stop: &AtomicBool, body: &str) {
 
 fn answer_then_close(mut stream: TcpStream, body: &str) {
     let reply = format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     if stream.write_all(reply.as_bytes()).is_err() {

@@ -15,7 +15,7 @@ use std::{
 
 use lb_userspace::kernel::pins::PinDir;
 
-use super::{haproxy, nft};
+use super::{haproxy, nft, standard::IPERF_PORT};
 use crate::{
     netns,
     process::Daemon,
@@ -71,6 +71,8 @@ pub struct Active<'a> {
     pub variant: Variant,
     /// Where the client connects.
     pub target: SocketAddrV4,
+    /// Where iperf3 connects: one port that leads to backend 0's `iperf3 -s` alone.
+    pub iperf_target: SocketAddrV4,
     /// The LB's process, whose CPU time is counted.
     pub lb_pid: Option<u32>,
     lab: &'a Lab,
@@ -85,6 +87,24 @@ fn vip() -> SocketAddrV4 {
     SocketAddrV4::new(VIP, VIP_PORT)
 }
 
+/// Backend 0's iperf3 server.
+pub fn iperf_server(lab: &Lab) -> SocketAddrV4 {
+    SocketAddrV4::new(lab.backend_addr(0), IPERF_PORT)
+}
+
+/// The lab's service, and a second one on the VIP's [`IPERF_PORT`] with only backend 0.
+fn lbd_config(lab: &Lab) -> String {
+    let weights = vec![1; lab.backend_count()];
+    format!(
+        "{}  - name: iperf\n    vip: {VIP}\n    port: {IPERF_PORT}\n    protocol: tcp\n    \
+         mode: nat\n    policy: maglev\n    backends:\n      \
+         - {{ address: {}, port: {IPERF_PORT}, zone: {} }}\n",
+        lab_config(lab, &weights),
+        lab.backend_addr(0),
+        lab.backend_spec(0).zone,
+    )
+}
+
 fn backends(lab: &Lab) -> Vec<SocketAddrV4> {
     (0..lab.backend_count())
         .map(|i| SocketAddrV4::new(lab.backend_addr(i), BACKEND_PORT))
@@ -97,12 +117,13 @@ pub fn activate<'a>(lab: &'a Lab, variant: Variant, lbd: &Path) -> Active<'a> {
         Variant::Direct => (backends(lab)[0], Undo::Nothing),
         Variant::Xdp => {
             let path = scratch(lab, "lbd.yaml");
-            let weights = vec![1; lab.backend_count()];
-            std::fs::write(&path, lab_config(lab, &weights))
+            std::fs::write(&path, lbd_config(lab))
                 .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
             let path = path.to_str().expect("UTF-8 path").to_string();
             let mut d = lab.spawn_daemon(lab.lb_ns(), lbd, &["--config", &path]);
-            d.wait_for_log("serving", Duration::from_secs(20))
+            // As long as the tests wait: the quick mode in CI starts a debug lbd on a
+            // loaded machine, whose program load and verification can take that long.
+            d.wait_for_log("serving", Duration::from_secs(90))
                 .unwrap_or_else(|e| panic!("lbd did not start: {e}"));
             (vip(), Undo::Lbd(d))
         }
@@ -113,13 +134,18 @@ pub fn activate<'a>(lab: &'a Lab, variant: Variant, lbd: &Path) -> Active<'a> {
             );
             let path = scratch(lab, "haproxy.cfg");
             let threads = thread::available_parallelism().map_or(1, |n| n.get());
-            std::fs::write(&path, haproxy::config(vip(), &backends(lab), threads))
-                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            let pinned = (SocketAddrV4::new(VIP, IPERF_PORT), iperf_server(lab));
+            std::fs::write(
+                &path,
+                haproxy::config(vip(), &backends(lab), threads, pinned),
+            )
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
             (vip(), Undo::Haproxy(haproxy::start(lab, &path)))
         }
         Variant::Nftables => {
             let addrs: Vec<_> = backends(lab).iter().map(|b| *b.ip()).collect();
-            let rules = nft::ruleset(vip(), &addrs, BACKEND_PORT);
+            let pinned = (IPERF_PORT, iperf_server(lab));
+            let rules = nft::ruleset(vip(), &addrs, BACKEND_PORT, pinned);
             nft::add(lab.lb_ns(), &rules, &scratch(lab, "rules.nft"));
             (vip(), Undo::Nftables)
         }
@@ -128,9 +154,14 @@ pub fn activate<'a>(lab: &'a Lab, variant: Variant, lbd: &Path) -> Active<'a> {
         Undo::Lbd(d) | Undo::Haproxy(d) => Some(d.pid()),
         _ => None,
     };
+    let iperf_target = match variant {
+        Variant::Direct => iperf_server(lab),
+        _ => SocketAddrV4::new(VIP, IPERF_PORT),
+    };
     let active = Active {
         variant,
         target,
+        iperf_target,
         lb_pid,
         lab,
         undo,
