@@ -16,6 +16,7 @@ pub mod backend;
 pub mod checksum;
 pub mod counters;
 pub mod edge;
+pub mod encap;
 pub mod filter;
 pub mod flow;
 pub mod hash;
