@@ -13,6 +13,7 @@ mod bird_announce;
 mod bootstrap_lab;
 mod daemon_lifecycle;
 mod drain;
+mod dsr_l2_lab;
 mod e2e;
 mod e2e_hitless;
 mod e2e_policies;
