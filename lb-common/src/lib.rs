@@ -15,6 +15,7 @@
 pub mod backend;
 pub mod checksum;
 pub mod counters;
+pub mod decap;
 pub mod edge;
 pub mod filter;
 pub mod flow;

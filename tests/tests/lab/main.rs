@@ -12,6 +12,7 @@ mod announce_lifetime;
 mod bird_announce;
 mod bootstrap_lab;
 mod daemon_lifecycle;
+mod decap_lab;
 mod drain;
 mod e2e;
 mod e2e_hitless;
