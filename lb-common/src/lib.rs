@@ -17,6 +17,7 @@ pub mod checksum;
 pub mod counters;
 pub mod decap;
 pub mod edge;
+pub mod encap;
 pub mod filter;
 pub mod flow;
 pub mod hash;
