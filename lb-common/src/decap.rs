@@ -2,11 +2,13 @@
 //! `lb-decap`): what it is told, what it counts, and the one decision both sides must
 //! agree on, whether an outer source is the LB tier's.
 //!
-//! Two encapsulations are undone, both an outer IPv4 header (20 bytes, no options) in
+//! The headers are `crate::encap`'s, which the load balancer builds. Two encapsulations
+//! are undone, both an outer IPv4 header (20 bytes, no options) in
 //! front of the client's own IPv4 packet:
 //! - IPIP: the outer header's protocol is 4;
 //! - GUE "variant 1": the outer header's protocol is UDP (17) and the UDP destination port
-//!   is [`DecapConfig::gue_port`]; the UDP payload is the inner IPv4 packet itself, with
+//!   is [`DecapConfig::gue_port`] (the LB's, [`crate::encap::DEFAULT_GUE_PORT`] unless
+//!   configured); the UDP payload is the inner IPv4 packet itself, with
 //!   no GUE header (the version bits of the inner header, 0b01.. for IPv4, are what
 //!   variant 1 means).
 //!
@@ -41,17 +43,6 @@ const _: () = assert!(core::mem::size_of::<DecapPrefix>() == 8);
 
 /// How many LB-tier prefixes the program checks (a bounded loop).
 pub const MAX_LB_PREFIXES: usize = 8;
-
-/// The GUE port both ends use unless configured otherwise.
-pub const DEFAULT_GUE_PORT: u16 = 6080;
-
-/// The outer headers' lengths the program removes.
-pub const IPIP_OVERHEAD: usize = 20;
-pub const GUE_OVERHEAD: usize = 28;
-
-/// IP protocol numbers of the outer header.
-pub const PROTO_IPIP: u8 = 4;
-pub const PROTO_UDP: u8 = 17;
 
 impl DecapPrefix {
     /// The prefix `octets`/`len` (host bits cleared); `len` above 32 is taken as 32.

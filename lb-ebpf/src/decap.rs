@@ -20,10 +20,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use lb_common::{
-    decap::{
-        DecapConfig, DecapCounter, DECAP_COUNTER_COUNT, GUE_OVERHEAD, IPIP_OVERHEAD, PROTO_IPIP,
-        PROTO_UDP,
-    },
+    decap::{DecapConfig, DecapCounter, DECAP_COUNTER_COUNT},
+    encap::{PROTO_IPIP, PROTO_UDP},
     net::ETH_P_IPV4,
 };
 
@@ -34,6 +32,9 @@ static DECAP_CONFIG: Array<DecapConfig> = Array::with_max_entries(1, 0);
 static DECAP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DECAP_COUNTER_COUNT, 0);
 
 const ETH_LEN: usize = 14;
+/// The outer headers' lengths (`lb_common::encap`'s overheads).
+const IPIP_OVERHEAD: usize = lb_common::encap::IPIP_OVERHEAD as usize;
+const GUE_OVERHEAD: usize = lb_common::encap::GUE_OVERHEAD as usize;
 /// The bytes [`classify`] reads: Ethernet, the outer IPv4 header, a UDP header, and the
 /// first byte of the inner header behind a GUE outer.
 const HEAD_LEN: usize = ETH_LEN + GUE_OVERHEAD + 1;

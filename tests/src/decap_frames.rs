@@ -3,7 +3,10 @@
 //! no GUE header, UDP checksum 0).
 use std::net::Ipv4Addr;
 
-use lb_common::checksum::internet_checksum;
+use lb_common::{
+    checksum::internet_checksum,
+    encap::{gue_udp, outer_ipv4, IP_DF, PROTO_IPIP, PROTO_UDP, UDP_HEADER_LEN},
+};
 
 use crate::frame::ETH_LEN;
 
@@ -19,30 +22,35 @@ pub enum Encap {
 }
 
 /// The outer IPv4 header (and UDP header for GUE) for an inner IPv4 packet of
-/// `inner_len` bytes, from `src` to `dst`.
+/// `inner_len` bytes with the don't-fragment bit, from `src` to `dst`: the load
+/// balancer's own builders (`lb_common::encap`), laid out as bytes.
 pub fn outer_headers(encap: Encap, src: Ipv4Addr, dst: Ipv4Addr, inner_len: usize) -> Vec<u8> {
-    let udp_len = match encap {
-        Encap::Ipip => 0,
-        Encap::Gue { .. } => 8,
+    let (proto, extra) = match encap {
+        Encap::Ipip => (PROTO_IPIP, 0),
+        Encap::Gue { .. } => (PROTO_UDP, UDP_HEADER_LEN as u16),
     };
-    let mut h = vec![0u8; 20 + udp_len];
-    h[0] = 0x45;
-    h[2..4].copy_from_slice(&((20 + udp_len + inner_len) as u16).to_be_bytes());
-    h[4..6].copy_from_slice(&0x4321u16.to_be_bytes());
-    h[6] = 0x40; // DF
-    h[8] = 64;
-    h[9] = match encap {
-        Encap::Ipip => 4,
-        Encap::Gue { .. } => 17,
-    };
-    h[12..16].copy_from_slice(&src.octets());
-    h[16..20].copy_from_slice(&dst.octets());
-    let c = internet_checksum(&h[..20], 0);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
+    let ip = outer_ipv4(
+        u32::from_ne_bytes(src.octets()),
+        u32::from_ne_bytes(dst.octets()),
+        proto,
+        inner_len as u16,
+        extra,
+        0,
+        IP_DF.to_be(),
+    );
+    let mut h = vec![ip.vihl, ip.tos];
+    for word in [ip.tot_len, ip.id, ip.frag_off] {
+        h.extend(word.to_ne_bytes());
+    }
+    h.extend([ip.ttl, ip.proto]);
+    h.extend(ip.check.to_ne_bytes());
+    h.extend(ip.src_addr.to_ne_bytes());
+    h.extend(ip.dst_addr.to_ne_bytes());
     if let Encap::Gue { port, sport } = encap {
-        h[20..22].copy_from_slice(&sport.to_be_bytes());
-        h[22..24].copy_from_slice(&port.to_be_bytes());
-        h[24..26].copy_from_slice(&((8 + inner_len) as u16).to_be_bytes());
+        let udp = gue_udp(sport, port, inner_len as u16);
+        for word in [udp.src_port, udp.dst_port, udp.len, udp.check] {
+            h.extend(word.to_ne_bytes());
+        }
     }
     h
 }

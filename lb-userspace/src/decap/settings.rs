@@ -3,7 +3,10 @@
 use std::{net::Ipv4Addr, path::PathBuf, str::FromStr};
 
 use anyhow::{bail, ensure, Context as _};
-use lb_common::decap::{DecapConfig, DecapPrefix, DEFAULT_GUE_PORT, MAX_LB_PREFIXES};
+use lb_common::{
+    decap::{DecapConfig, DecapPrefix, MAX_LB_PREFIXES},
+    encap::DEFAULT_GUE_PORT,
+};
 use serde::{Deserialize, Serialize};
 
 /// Where the program is attached on each interface.
