@@ -23,14 +23,16 @@ fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let object = out_dir.join("lb-xdp");
-    // The backends' decapsulation program, embedded in `lb-decap`.
+    // The backends' decapsulation program, embedded in `lb-decap`, and the probes'
+    // tunnel, embedded in `lbd`.
     let decap_object = out_dir.join("lb-decap");
+    let probe_object = out_dir.join("lb-probe-tunnel");
     // The eBPF crate compiles lb-common's sources too.
     for dir in ["../lb-ebpf", "../lb-common/src"] {
         println!("cargo:rerun-if-changed={}", manifest.join(dir).display());
     }
     if env::var("LB_EBPF_STUB").is_ok_and(|v| v == "1") {
-        for stub in [&object, &decap_object] {
+        for stub in [&object, &decap_object, &probe_object] {
             fs::write(stub, []).with_context(|| format!("writing stub {}", stub.display()))?;
         }
         return Ok(());
@@ -81,7 +83,11 @@ fn main() -> anyhow::Result<()> {
             output.status
         );
     }
-    for (name, object) in [("lb-xdp", &object), ("lb-decap", &decap_object)] {
+    for (name, object) in [
+        ("lb-xdp", &object),
+        ("lb-decap", &decap_object),
+        ("lb-probe-tunnel", &probe_object),
+    ] {
         let built = target_dir.join(TARGET).join("release").join(name);
         fs::copy(&built, object)
             .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;

@@ -24,6 +24,7 @@ pub mod hash;
 pub mod limits;
 pub mod net;
 pub mod nexthop;
+pub mod probe_tunnel;
 pub mod reverse;
 pub mod service;
 pub mod service_index;

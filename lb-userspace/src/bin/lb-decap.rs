@@ -35,7 +35,7 @@ struct Args {
     /// The GUE UDP destination port (default 6080).
     #[arg(long)]
     gue_port: Option<u16>,
-    /// advmss on the routes to the clients (default 1440; 0 leaves routes alone).
+    /// advmss on the routes to the clients (default 1432; 0 leaves routes alone).
     #[arg(long)]
     mss: Option<u16>,
     /// A route to the clients that gets advmss (default the default route).

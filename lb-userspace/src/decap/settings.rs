@@ -94,9 +94,9 @@ pub struct Settings {
     pub state_file: PathBuf,
 }
 
-/// The MSS that fits a 1500-byte path behind a 20-byte IPIP header (1500 - 20 - 40) with
-/// 20 bytes to spare, so GUE's 28 fit too.
-pub const DEFAULT_MSS: u16 = 1440;
+/// The MSS that fits a 1500-byte path behind either encapsulation: 1500 - 28 (GUE's
+/// outer IPv4 + UDP) - 40 (inner IPv4 + TCP). IPIP alone would allow 1440.
+pub const DEFAULT_MSS: u16 = 1432;
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb-decap";
 pub const DEFAULT_STATE_FILE: &str = "/run/lb-decap/state.json";
 pub const DEFAULT_CONFIG: &str = "/etc/lb-decap/lb-decap.yaml";
@@ -193,11 +193,11 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_tc_port_6080_mss_1440_on_the_default_route() {
+    fn defaults_are_tc_port_6080_mss_1432_on_the_default_route() {
         let s = Settings::parse("").unwrap();
         assert_eq!(s.hook, Hook::Tc);
         assert_eq!(s.gue_port, 6080);
-        assert_eq!(s.mss, 1440);
+        assert_eq!(s.mss, 1432);
         assert_eq!(s.client_routes, vec!["0.0.0.0/0".parse().unwrap()]);
         assert!(s.arp_sysctls);
     }

@@ -146,7 +146,7 @@ fn lb_decap_delivers_ipip_and_gue_to_the_vip_and_detach_leaves_nothing() {
         .map(|s| netns::ns_sysctl_get(be.name(), s))
         .collect();
     assert_eq!(after, ["1", "2"]);
-    assert!(be.ip(&["route", "show", "default"]).contains("advmss 1440"));
+    assert!(be.ip(&["route", "show", "default"]).contains("advmss 1432"));
     // Attaching twice is refused, and changes nothing.
     let again = lb_decap(be.name(), &args).unwrap_err();
     assert!(again.contains("attached already"), "{again}");

@@ -31,6 +31,7 @@ mod node_drain;
 mod operator;
 mod package;
 mod persistence;
+mod probe_tunnel_lab;
 mod prometheus;
 mod reply_path_pinned;
 mod slowloris;
