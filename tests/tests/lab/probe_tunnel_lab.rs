@@ -1,18 +1,19 @@
 //! Health probes to DSR backends take the clients' path (`lb_probe_tunnel`): a probe to
 //! the VIP, marked for one backend, reaches it through IPIP or GUE, so a backend that
 //! decapsulates and holds the VIP on `lo` is healthy, and one without the VIP, or without
-//! the decapsulation, is not.
+//! the decapsulation, is not; with `dsr_l2` the VIP on `lo` is all a backend needs.
 //!
 //! ```text
 //!  ns lb: l1 10.1.1.5/24 <-> ns be1: 10.1.1.11, lb-decap (ipip), VIP on lo
 //!         l2 10.1.2.5/24 <-> ns be2: 10.1.2.11, lb-decap (gue) for another VIP only
 //!         l3 10.1.3.5/24 <-> ns be3: 10.1.3.11, VIP on lo, no lb-decap
+//!         l4 10.1.4.5/24 <-> ns be4: 10.1.4.11, VIP on lo, no lb-decap (dsr_l2)
 //!  route to the VIP: via 10.1.1.11 (l1), where the tunnel program runs on egress
 //! ```
 use std::{net::Ipv4Addr, path::PathBuf, process::Command, time::Duration};
 
 use lb_common::{
-    encap::{BACKEND_F_GUE, BACKEND_F_IPIP},
+    encap::{BACKEND_F_DSR_L2, BACKEND_F_GUE, BACKEND_F_IPIP},
     probe_tunnel::{probe_mark, ProbeTunnel},
 };
 use lb_tests::{
@@ -60,7 +61,7 @@ fn a_probe_through_the_tunnel_fails_without_the_vip_on_lo_or_without_the_decap()
     ensure_bpffs().unwrap();
     let prefix = netns::unique_prefix();
     let lb = NetNs::create(&format!("{prefix}pl"));
-    let backends: Vec<NetNs> = (1..=3)
+    let backends: Vec<NetNs> = (1..=4)
         .map(|n| NetNs::create(&format!("{prefix}p{n}")))
         .collect();
     for key in ["all", "default"] {
@@ -131,7 +132,9 @@ fn a_probe_through_the_tunnel_fails_without_the_vip_on_lo_or_without_the_decap()
     };
     decap(&backends[0], "10.0.0.100");
     decap(&backends[1], "10.0.0.200");
-    backends[2].ip(&["addr", "add", "10.0.0.100/32", "dev", "lo"]);
+    for be in &backends[2..] {
+        be.ip(&["addr", "add", "10.0.0.100/32", "dev", "lo"]);
+    }
     // Every backend listens on the VIP's port on every address: what differs is only
     // whether the probe can reach it.
     let _listeners: Vec<std::net::TcpListener> = backends
@@ -143,7 +146,12 @@ fn a_probe_through_the_tunnel_fails_without_the_vip_on_lo_or_without_the_decap()
         })
         .collect();
 
-    let modes = [BACKEND_F_IPIP, BACKEND_F_GUE, BACKEND_F_IPIP];
+    let modes = [
+        BACKEND_F_IPIP,
+        BACKEND_F_GUE,
+        BACKEND_F_IPIP,
+        BACKEND_F_DSR_L2,
+    ];
     let (tunnels, specs) = netns::run_in(lb.name(), move || {
         let mut tunnels = ProbeTunnels::load().expect("loading the probe tunnel object");
         tunnels.attach_egress("l1").unwrap();
@@ -188,8 +196,8 @@ fn a_probe_through_the_tunnel_fails_without_the_vip_on_lo_or_without_the_decap()
     };
     assert_eq!(
         probe_in_lb(specs.clone()),
-        [Ok(()), Err(Failure::Timeout), Err(Failure::Timeout)],
-        "be1 (ipip, VIP on lo), be2 (gue, no VIP), be3 (VIP, no decap)"
+        [Ok(()), Err(Failure::Timeout), Err(Failure::Timeout), Ok(())],
+        "be1 (ipip, VIP on lo), be2 (gue, no VIP), be3 (VIP, no decap), be4 (dsr_l2, VIP)"
     );
     // be2 given the VIP: healthy, through GUE.
     backends[1].ip(&["addr", "add", "10.0.0.100/32", "dev", "lo"]);
