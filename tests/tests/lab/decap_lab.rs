@@ -127,6 +127,35 @@ fn lb_decap_delivers_ipip_and_gue_to_the_vip_and_detach_leaves_nothing() {
         .collect();
     assert_eq!(before, ["0", "0"]);
     let route_before = be.ip(&["route", "show", "default"]);
+    let lo_before = be.ip(&["-4", "addr", "show", "dev", "lo"]);
+
+    // A step that fails (the second NIC does not exist, after the VIP, sysctls, route and
+    // the first NIC were done) leaves an error naming it, and nothing changed.
+    let mut failing = settings.to_vec();
+    failing.extend([
+        "-i",
+        "b0",
+        "-i",
+        "nosuch0",
+        "--vip",
+        "10.0.0.100",
+        "--lb-prefix",
+        "10.1.0.5/32",
+    ]);
+    let err = lb_decap(be.name(), &failing).unwrap_err();
+    assert!(err.contains("nosuch0") && err.contains("undone"), "{err}");
+    assert_eq!(be.ip(&["-4", "addr", "show", "dev", "lo"]), lo_before);
+    let unchanged: Vec<String> = sysctls
+        .iter()
+        .map(|s| netns::ns_sysctl_get(be.name(), s))
+        .collect();
+    assert_eq!(unchanged, before);
+    assert_eq!(be.ip(&["route", "show", "default"]), route_before);
+    assert!(!pin_dir.exists(), "a failed attach left its pins");
+    assert!(
+        !Path::new(&state_arg).exists(),
+        "a failed attach left its state file"
+    );
 
     let mut args = settings.to_vec();
     args.extend([
