@@ -10,6 +10,15 @@ use aya::{
     Ebpf,
 };
 use lb_common::probe_tunnel::{ProbeTunnel, MAP_PROBE_TUNNELS, PROGRAM_PROBE_TUNNEL};
+use rtnetlink::{
+    packet_core::{NLM_F_ACK, NLM_F_REQUEST},
+    packet_route::{
+        route::{RouteAddress, RouteAttribute, RouteMessage},
+        AddressFamily, RouteNetlinkMessage,
+    },
+};
+
+use super::vip_addresses::exchange;
 
 /// The object built from `lb-ebpf/src/probe_tunnel.rs`; empty with `LB_EBPF_STUB=1`.
 static PROBE_TUNNEL_OBJECT: &[u8] =
@@ -79,16 +88,36 @@ impl ProbeTunnels {
     }
 }
 
-/// The node's source address toward `backend`: the one the kernel picks for it (a
-/// connected UDP socket sends nothing).
-pub fn source_toward(backend: Ipv4Addr) -> anyhow::Result<Ipv4Addr> {
-    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .context("opening a UDP socket to find the source address")?;
-    socket
-        .connect((backend, 9))
-        .with_context(|| format!("no route to {backend}"))?;
-    match socket.local_addr()?.ip() {
-        std::net::IpAddr::V4(ip) => Ok(ip),
-        std::net::IpAddr::V6(ip) => anyhow::bail!("{ip} is not IPv4"),
+/// The node's source address and NIC toward `backend`, as the kernel routes it
+/// (RTM_GETROUTE for the /32).
+pub fn route_to(backend: Ipv4Addr) -> anyhow::Result<(Ipv4Addr, u32)> {
+    let mut request = RouteMessage::default();
+    request.header.address_family = AddressFamily::Inet;
+    request.header.destination_prefix_length = 32;
+    request
+        .attributes
+        .push(RouteAttribute::Destination(RouteAddress::Inet(backend)));
+    let replies = exchange(
+        RouteNetlinkMessage::GetRoute(request),
+        NLM_F_REQUEST | NLM_F_ACK,
+    )
+    .with_context(|| format!("asking the route to {backend} (RTM_GETROUTE)"))?;
+    for reply in replies {
+        let RouteNetlinkMessage::NewRoute(route) = reply else {
+            continue;
+        };
+        let mut source = None;
+        let mut ifindex = None;
+        for attribute in &route.attributes {
+            match attribute {
+                RouteAttribute::PrefSource(RouteAddress::Inet(ip)) => source = Some(*ip),
+                RouteAttribute::Oif(i) => ifindex = Some(*i),
+                _ => {}
+            }
+        }
+        if let (Some(source), Some(ifindex)) = (source, ifindex) {
+            return Ok((source, ifindex));
+        }
     }
+    anyhow::bail!("the route to {backend} names no source address and interface")
 }

@@ -25,7 +25,7 @@ use lb_userspace::{
         machine::Failure,
         probe::{probe, ProbeKind, ProbeSpec, ProbeVia},
     },
-    kernel::probe_tunnel::ProbeTunnels,
+    kernel::probe_tunnel::{route_to, ProbeTunnels},
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
@@ -161,6 +161,8 @@ fn a_probe_through_the_tunnel_fails_without_the_vip_on_lo_or_without_the_decap()
             let source = Ipv4Addr::new(10, 1, n, 5);
             let backend = Ipv4Addr::new(10, 1, n, 11);
             let ifindex = netns::ifindex(&format!("{prefix}pl"), &format!("l{n}"));
+            // What lbd asks the kernel for each backend.
+            assert_eq!(route_to(backend).unwrap(), (source, ifindex));
             let mark = probe_mark(u16::from(n));
             let tunnel = ProbeTunnel {
                 backend: u32::from_ne_bytes(backend.octets()),
