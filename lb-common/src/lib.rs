@@ -15,6 +15,7 @@
 pub mod backend;
 pub mod checksum;
 pub mod counters;
+pub mod decap;
 pub mod edge;
 pub mod encap;
 pub mod filter;
@@ -23,6 +24,7 @@ pub mod hash;
 pub mod limits;
 pub mod net;
 pub mod nexthop;
+pub mod probe_tunnel;
 pub mod reverse;
 pub mod service;
 pub mod service_index;
