@@ -4,19 +4,24 @@
 use std::{
     io::{Read, Write},
     net::Ipv4Addr,
+    path::PathBuf,
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
 
 use crate::{
-    client::hold_via, netns, topology::Lab, BackendServer, LabConfig, BACKEND_PORT, VIP_PORT,
+    client::hold_via,
+    netns,
+    process::{ensure_bpffs, output_within, workspace_bin},
+    topology::Lab,
+    BackendServer, LabConfig, BACKEND_PORT, VIP_PORT,
 };
 
-/// Makes backend `i` of `lab` a DSR backend of `vip`: the VIP on `lo`, `arp_ignore=1`
-/// (answer ARP only for addresses of the asking interface) and `arp_announce=2` (never
-/// source ARP from the VIP), so that only the LB answers for the VIP on the segment.
-/// Returns its server on `vip`:[`VIP_PORT`], named after the backend, and one on the
-/// backend's own address and the same port for the LB's health probes, named `probes`.
+/// Makes backend `i` of `lab` a `dsr_l2` backend of `vip` by hand: the VIP on `lo`,
+/// `arp_ignore=1` (answer ARP only for addresses of the asking interface) and
+/// `arp_announce=2` (never source ARP from the VIP), so that only the LB answers for the
+/// VIP on the segment. Returns its servers (see [`dsr_servers`]).
 pub fn dsr_backend(lab: &Lab, i: usize, vip: Ipv4Addr) -> [BackendServer; 2] {
     let ns = lab.backend_ns(i);
     netns::ns_ip(ns, &["addr", "add", &format!("{vip}/32"), "dev", "lo"]);
@@ -24,6 +29,90 @@ pub fn dsr_backend(lab: &Lab, i: usize, vip: Ipv4Addr) -> [BackendServer; 2] {
         netns::ns_sysctl(ns, &format!("net.ipv4.conf.{conf}.arp_ignore"), "1");
         netns::ns_sysctl(ns, &format!("net.ipv4.conf.{conf}.arp_announce"), "2");
     }
+    dsr_servers(lab, i, vip)
+}
+
+/// `lb-decap` attached on backend `i`'s `eth0` for `vip`, accepting the LB's backend-side
+/// address: the VIP on `lo`, the ARP sysctls, the MSS clamp on the default route, and
+/// the decapsulation of IPIP and GUE. Detached, and its pins removed, on drop.
+pub struct Decap {
+    ns: String,
+    settings: Vec<String>,
+    pin_dir: PathBuf,
+}
+
+impl Decap {
+    pub fn attach(lab: &Lab, i: usize, vip: Ipv4Addr) -> Decap {
+        ensure_bpffs().expect("bpffs");
+        let ns = lab.backend_ns(i).to_string();
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}-decap-b{i}", lab.prefix()));
+        let state = std::env::temp_dir().join(format!("{}-decap-b{i}.json", lab.prefix()));
+        let settings = vec![
+            "--pin-dir".to_string(),
+            pin_dir.display().to_string(),
+            "--state-file".to_string(),
+            state.display().to_string(),
+        ];
+        let decap = Decap {
+            ns,
+            settings,
+            pin_dir,
+        };
+        let mut args = decap.settings.clone();
+        let prefix = format!("{}/32", crate::topology::LB_BACKEND_ADDR);
+        args.extend(
+            [
+                "-i",
+                "eth0",
+                "--vip",
+                &vip.to_string(),
+                "--lb-prefix",
+                &prefix,
+            ]
+            .map(String::from),
+        );
+        decap.run(&args).unwrap_or_else(|e| panic!("{e}"));
+        decap
+    }
+
+    fn run(&self, args: &[String]) -> Result<String, String> {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", netns::netns_path(&self.ns).display()))
+            .arg("--")
+            .arg(workspace_bin("lb-decap", "LB_DECAP_BIN"))
+            .args(args);
+        let out = output_within(cmd, Duration::from_secs(30))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!(
+                "lb-decap {args:?} in {}: {}
+{text}",
+                self.ns, out.status
+            ))
+        }
+    }
+}
+
+impl Drop for Decap {
+    fn drop(&mut self) {
+        let mut args = self.settings.clone();
+        args.push("--detach".to_string());
+        let _ = self.run(&args);
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+/// Backend `i`'s servers for DSR: one on `vip`:[`VIP_PORT`], named after the backend,
+/// which only a packet still addressed to the VIP reaches; and one on the backend's own
+/// address and the same port for the LB's health probes, named `probes`.
+pub fn dsr_servers(lab: &Lab, i: usize, vip: Ipv4Addr) -> [BackendServer; 2] {
+    let ns = lab.backend_ns(i);
     let name = &lab.backend_spec(i).name;
     [
         BackendServer::start(ns, vip, VIP_PORT, name),

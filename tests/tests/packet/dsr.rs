@@ -6,10 +6,9 @@
 //! handshake's ACK without a SYN-ACK proof, and a retransmitted SYN is the passive signal.
 use std::net::Ipv4Addr;
 
-use lb_common::{
-    checksum::internet_checksum, counters::Reason, encap::gue_source_port, flow::FlowKey,
-};
+use lb_common::{checksum::internet_checksum, counters::Reason};
 use lb_tests::{
+    dsr_frames::{gue_header, wrapped},
     frame::{Frame, ETH_LEN, IP_LEN, PSH_ACK, TCP_LEN},
     packet_exchange::run_counted,
     packet_rig::*,
@@ -45,10 +44,6 @@ const DSR: &str = lb_tests::rig_config_with!(
 "#
 );
 
-/// The rig's address on `b0`: the node's address towards the backends, so the outer
-/// source.
-const NODE_B0: [u8; 4] = [10, 1, 0, 1];
-
 fn to_vip(vip: Ipv4Addr, sport: u16, flags: u8, payload: usize) -> Frame {
     Frame {
         dst: vip,
@@ -56,53 +51,6 @@ fn to_vip(vip: Ipv4Addr, sport: u16, flags: u8, payload: usize) -> Frame {
         payload: vec![0x5a; payload],
         ..client_syn(sport)
     }
-}
-
-/// `inner` (an IPv4 packet) behind the exact outer IPv4 header from the node to
-/// `backend` with protocol `proto` and `extra` bytes (the UDP header) between, and an
-/// Ethernet header from `b0` to the backend. Built here byte by byte, not by the code
-/// under test.
-fn wrapped(b0_mac: [u8; 6], backend: Ipv4Addr, proto: u8, extra: &[u8], inner: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend(backend_mac(backend.octets()[3]));
-    f.extend(b0_mac);
-    f.extend([0x08, 0x00]);
-    let len = (20 + extra.len() + inner.len()) as u16;
-    let df = inner[6] & 0x40;
-    let mut ip = vec![
-        0x45,
-        inner[1],
-        (len >> 8) as u8,
-        len as u8,
-        0,
-        0,
-        df,
-        0,
-        64,
-        proto,
-        0,
-        0,
-    ];
-    ip.extend(NODE_B0);
-    ip.extend(backend.octets());
-    let check = internet_checksum(&ip, 0);
-    ip[10..12].copy_from_slice(&check.to_be_bytes());
-    f.extend(ip);
-    f.extend(extra);
-    f.extend(inner);
-    f
-}
-
-/// The UDP header of a `gue` packet of `flow` with an inner packet of `inner_len` bytes.
-fn gue_header(flow: &FlowKey, port: u16, inner_len: usize) -> Vec<u8> {
-    let sport = gue_source_port(flow, HASH_SEED);
-    assert!(sport >= 49152, "an ephemeral source port: {sport}");
-    let mut udp = Vec::new();
-    udp.extend(sport.to_be_bytes());
-    udp.extend(port.to_be_bytes());
-    udp.extend(((inner_len + 8) as u16).to_be_bytes());
-    udp.extend([0, 0]);
-    udp
 }
 
 #[test]
@@ -177,7 +125,7 @@ fn gue_puts_exact_outer_ipv4_and_udp_headers_in_front() {
                 let r = run_counted(dp, c0, &frame.bytes(), Reason::RedirectInterface);
                 assert_eq!(r.action, XDP_REDIRECT, "port {sport}");
                 let inner = &frame.bytes()[ETH_LEN..];
-                let udp = gue_header(&frame.flow_key(), port, inner.len());
+                let udp = gue_header(&frame.flow_key(), HASH_SEED, port, inner.len());
                 ports.insert([udp[0], udp[1]]);
                 assert_eq!(
                     r.output,
@@ -317,7 +265,7 @@ fn an_icmp_error_to_the_vip_goes_to_the_backend_of_its_flow() {
             let backend = table_backend(c, "gue", sport);
             let error = icmp_error(vip, sport, 11, 0);
             let flow = to_vip(vip, sport, 0x02, 0).flow_key();
-            let udp = gue_header(&flow, 6080, error.len() - ETH_LEN);
+            let udp = gue_header(&flow, HASH_SEED, 6080, error.len() - ETH_LEN);
             let r = run_counted(dp, c0, &error, Reason::RedirectInterface);
             assert_eq!(
                 r.output,
