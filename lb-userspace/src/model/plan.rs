@@ -516,6 +516,39 @@ mod tests {
     }
 
     #[test]
+    fn a_dsr_service_is_hash_placed_records_unproven_handshakes_and_marks_its_backends() {
+        let mut s = config(&["10.1.0.11"]).services.remove(0);
+        for (mode, bit) in [
+            (ForwardingMode::DsrL2, BACKEND_F_DSR_L2),
+            (ForwardingMode::Ipip, BACKEND_F_IPIP),
+            (ForwardingMode::Gue, BACKEND_F_GUE),
+        ] {
+            s.mode = mode;
+            s.policy = Policy::Maglev;
+            assert_eq!(
+                policy_and_flags(&s),
+                (
+                    POLICY_MAGLEV,
+                    SERVICE_F_DSR | SERVICE_F_STATELESS_SYN | SERVICE_F_RECORD_UNPROVEN
+                ),
+                "{mode:?}"
+            );
+            s.policy = Policy::SourceHash;
+            assert_eq!(policy_and_flags(&s).0, POLICY_SOURCE_HASH, "{mode:?}");
+            let b = backend_value("10.1.0.11".parse().unwrap(), 80, 1000, 3, mode);
+            assert_eq!(b.flags, BACKEND_F_PRESENT | bit, "{mode:?}");
+        }
+        let nat = backend_value(
+            "10.1.0.11".parse().unwrap(),
+            80,
+            1000,
+            3,
+            ForwardingMode::Nat,
+        );
+        assert_eq!(nat.flags, BACKEND_F_PRESENT);
+    }
+
+    #[test]
     fn ids_survive_replans_and_freed_ids_are_reused_lowest_first() {
         let first = assign(
             &config(&["10.1.0.11", "10.1.0.12", "10.1.0.13"]),
