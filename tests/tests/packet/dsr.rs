@@ -341,3 +341,50 @@ fn the_ack_records_the_flow_unproven_and_a_retransmitted_syn_is_counted() {
         assert_eq!((signals().syns, signals().syn_retransmits), (4, 2));
     });
 }
+
+#[test]
+fn a_table_change_moves_no_recorded_dsr_flow() {
+    let rig = Rig::build();
+    let (c0, b0_mac) = (rig.c0, rig.b0_mac);
+    rig.with_dataplane(DSR, |c| {
+        let vip = vip_of(c, "ipip");
+        let ports: Vec<u16> = (47_000..47_040).collect();
+        let recorded: Vec<Ipv4Addr> = ports
+            .iter()
+            .map(|&sport| {
+                let syn = to_vip(vip, sport, 0x02, 0);
+                let r = run_once(c.dataplane().program(), c0, &syn.bytes());
+                assert_eq!(r.action, XDP_REDIRECT);
+                let r = run_once(c.dataplane().program(), c0, &ack_of(&syn).bytes());
+                assert_eq!(r.action, XDP_REDIRECT);
+                lb_tests::frame::dst_ip(&r.output)
+            })
+            .collect();
+        // 10.1.0.11 takes five times the weight: the table moves flows to it.
+        let heavier = DSR.replacen(
+            "mode: ipip\n    backends:\n      - { address: 10.1.0.11, port: 80, zone: az-a }",
+            "mode: ipip\n    backends:\n      - { address: 10.1.0.11, port: 80, zone: az-a, weight: 5 }",
+            1,
+        );
+        assert_ne!(heavier, DSR);
+        let config = lb_userspace::model::config::parse(&heavier).expect("valid config");
+        c.apply(&config).unwrap();
+        let mut moved_by_table = 0;
+        for (&sport, &was) in ports.iter().zip(&recorded) {
+            moved_by_table += usize::from(table_backend(c, "ipip", sport) != was);
+            let data = Frame {
+                flags: PSH_ACK,
+                payload: b"more".to_vec(),
+                ..ack_of(&to_vip(vip, sport, 0x02, 0))
+            };
+            let r = run_once(c.dataplane().program(), c0, &data.bytes());
+            let inner = &data.bytes()[ETH_LEN..];
+            assert_eq!(
+                r.output,
+                wrapped(b0_mac, was, 4, &[], inner),
+                "port {sport} stays on {was}"
+            );
+        }
+        assert!(moved_by_table > 0, "the new table places some flows elsewhere");
+    });
+}
