@@ -71,6 +71,11 @@ pub const SERVICE_F_EDGE: u32 = 1 << 2;
 /// times in N), so that a later table change does not move the connection.
 pub const SERVICE_F_RECORD_UNPROVEN: u32 = 1 << 3;
 
+/// Direct server return (`dsr_l2`, `ipip`, `gue`; see [`crate::encap`]): the node sees
+/// only the client's packets, so a flow has no reply direction and its handshake's ACK
+/// cannot prove a SYN-ACK it never sees.
+pub const SERVICE_F_DSR: u32 = 1 << 4;
+
 /// Ring entry meaning "no backend can take this flow": the packet is dropped.
 pub const NO_BACKEND: u32 = u32::MAX;
 

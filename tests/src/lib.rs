@@ -40,6 +40,8 @@ pub mod caps;
 pub mod client;
 pub mod client_loop;
 pub mod decap_frames;
+pub mod dsr_frames;
+pub mod dsr_lab;
 pub mod frame;
 pub mod http;
 pub mod jited;

@@ -80,6 +80,7 @@ pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
         (MAP_EDGE_COUNTERS, limits.max_services),
         (MAP_RATE_BUCKETS, limits.rate_limit_sources),
         (MAP_VIP_ADDRS, limits.max_services),
+        (MAP_DSR_HOPS, limits.max_backends),
     ])
 }
 
@@ -124,6 +125,7 @@ fn load_programs(
         (PROGRAM_REPLY, PROGRAMS_SLOT_REPLY),
         (PROGRAM_EDGE, PROGRAMS_SLOT_EDGE),
         (PROGRAM_PLACE, PROGRAMS_SLOT_PLACE),
+        (PROGRAM_DSR, PROGRAMS_SLOT_DSR),
     ] {
         let program: &mut Xdp = ebpf
             .program_mut(name)
@@ -170,7 +172,8 @@ impl KernelDataplane {
             .override_global(GLOBAL_RING_SIZE, &config.cluster.ring_size, true)
             .override_global(GLOBAL_SYN_CACHE_MASK, &syn_cache_mask, true)
             .override_global(GLOBAL_SERVICE_INDEX_MASK, &service_index_mask, true)
-            .override_global(GLOBAL_UNLISTED_PORTS, &unlisted_ports, true);
+            .override_global(GLOBAL_UNLISTED_PORTS, &unlisted_ports, true)
+            .override_global(GLOBAL_GUE_PORT, &config.cluster.gue_port, true);
         for &(name, size) in &sizes {
             loader.map_max_entries(name, size);
         }

@@ -4,17 +4,20 @@
 use std::path::PathBuf;
 
 use lb_tests::bench::{
-    api_change, control, e2e, edge, flow_fill, machine, packet, probes, probes_lbd, targets,
+    api_change, control, dsr, e2e, edge, flow_fill, machine, packet, probes, probes_lbd, targets,
 };
 use serde_json::Value;
 
-const USAGE: &str = "usage: lb-bench [--only packet,edge,fill,control,api,probes,e2e] [--json PATH]
-  [--calls N] [--rounds R]              per-packet and edge parts (default 20000 x 5)
+const USAGE: &str =
+    "usage: lb-bench [--only packet,edge,dsr,fill,control,api,probes,e2e] [--json PATH]
+  [--calls N] [--rounds R]              per-packet, edge and dsr parts (default 20000 x 5)
   [--fill-calls N] [--fill-rounds R]    flow-table fill part (default 10000 x 3)
   [--e2e-rounds R] [--e2e-seconds S]    end-to-end part (default 5 rounds x 1.5 s per run)";
 
 /// `api` (the admin-API change) also runs as part of `control`.
-const PARTS: [&str; 7] = ["packet", "edge", "fill", "control", "api", "probes", "e2e"];
+const PARTS: [&str; 8] = [
+    "packet", "edge", "dsr", "fill", "control", "api", "probes", "e2e",
+];
 
 struct Args {
     only: Vec<String>,
@@ -102,6 +105,13 @@ fn main() {
             calls: args.calls,
         };
         report.insert("edge".into(), edge::run(&opts));
+    }
+    if wants("dsr") {
+        let opts = dsr::Options {
+            rounds: args.rounds,
+            calls: args.calls,
+        };
+        report.insert("dsr".into(), dsr::run(&opts));
     }
     if wants("fill") {
         let opts = flow_fill::Options {

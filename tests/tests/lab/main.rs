@@ -14,6 +14,8 @@ mod bootstrap_lab;
 mod daemon_lifecycle;
 mod decap_lab;
 mod drain;
+mod dsr_l2_lab;
+mod dsr_l3_lab;
 mod e2e;
 mod e2e_hitless;
 mod e2e_policies;

@@ -8,6 +8,7 @@
 
 mod ageing;
 mod decap;
+mod dsr;
 mod edge;
 mod explain;
 mod fuzz;

@@ -13,6 +13,7 @@ mod reload;
 mod scaling;
 mod token;
 mod validate;
+mod validate_dsr;
 mod validate_edge;
 mod validate_policy;
 mod validate_stateless_return;

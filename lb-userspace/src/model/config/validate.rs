@@ -318,6 +318,7 @@ fn check_services(c: &mut Collector, config: &Config) {
         check_backends(c, &at, s);
         super::validate_policy::check_policy(c, &at, s);
         super::validate_edge::check_edge(c, &at, s);
+        super::validate_dsr::check_dsr(c, &at, s);
     }
 }
 
@@ -331,6 +332,7 @@ fn check_service(c: &mut Collector, config: &Config, at: &str, s: &ServiceConfig
     check_counts(c, config, at, s);
     super::validate_policy::check_policy(c, at, s);
     super::validate_edge::check_edge(c, at, s);
+    super::validate_dsr::check_dsr(c, at, s);
     if let Some(scaling) = &s.scaling {
         for (field, message) in scaling.problems() {
             let sep = if field.is_empty() { "" } else { "." };
