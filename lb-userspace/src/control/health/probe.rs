@@ -37,6 +37,16 @@ pub struct ProbeVia {
     pub source: Ipv4Addr,
 }
 
+impl ProbeVia {
+    /// A DSR backend the node has no tunnel to (no route, no mark left): its probe fails
+    /// as unreachable without sending anything, as a client's packets would not reach it
+    /// either.
+    pub const UNROUTED: ProbeVia = ProbeVia {
+        mark: 0,
+        source: Ipv4Addr::UNSPECIFIED,
+    };
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeKind {
     Tcp,
@@ -86,6 +96,7 @@ pub async fn probe(spec: &ProbeSpec) -> Outcome {
 async fn run(spec: &ProbeSpec) -> Outcome {
     let mut stream = match spec.via {
         None => TcpStream::connect(SocketAddr::V4(spec.target)).await,
+        Some(ProbeVia::UNROUTED) => return Err(Failure::Unreachable),
         Some(via) => connect_via(spec.target, via).await,
     }
     .map_err(connect_failure)?;
@@ -243,6 +254,17 @@ mod tests {
     async fn closed_port() -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         listener.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn a_probe_without_a_tunnel_fails_as_unreachable_even_with_a_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let unrouted = ProbeSpec {
+            via: Some(ProbeVia::UNROUTED),
+            ..spec(port, ProbeKind::Tcp)
+        };
+        assert_eq!(probe(&unrouted).await, Err(Failure::Unreachable));
     }
 
     #[tokio::test]

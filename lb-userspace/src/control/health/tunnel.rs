@@ -66,8 +66,9 @@ impl ProbeMarks {
 /// Turns the probe of each backend in `targets` into a probe of its VIP through its
 /// tunnel: same kind, port, interval and timeout, the target's VIP as destination, the
 /// backend's mark and the node's source. Returns the map the tunnel program needs (mark
-/// -> backend). A backend without a mark or a route keeps no probe at all: probing its
-/// own address would call healthy a backend clients cannot reach; `failed` names it.
+/// -> backend). A backend without a mark or a route gets [`ProbeVia::UNROUTED`], which
+/// fails (probing its own address would call healthy a backend clients cannot reach);
+/// `failed` names it.
 pub fn tunnelled(
     specs: &mut BTreeMap<BackendRef, ProbeSpec>,
     targets: &BTreeMap<BackendRef, TunnelTarget>,
@@ -76,15 +77,16 @@ pub fn tunnelled(
     failed: &mut Vec<BackendRef>,
 ) -> BTreeMap<u32, ProbeTunnel> {
     let mut tunnels = BTreeMap::new();
-    specs.retain(|at, spec| {
+    for (at, spec) in specs.iter_mut() {
         let Some(target) = targets.get(at) else {
-            return true;
-        };
-        let (Some(mark), Some(way)) = (marks.get(at), route(at.address)) else {
-            failed.push(at.clone());
-            return false;
+            continue;
         };
         spec.target.set_ip(target.vip);
+        let (Some(mark), Some(way)) = (marks.get(at), route(at.address)) else {
+            failed.push(at.clone());
+            spec.via = Some(ProbeVia::UNROUTED);
+            continue;
+        };
         spec.via = Some(ProbeVia {
             mark: *mark,
             source: way.source,
@@ -100,8 +102,7 @@ pub fn tunnelled(
                 _pad: 0,
             },
         );
-        true
-    });
+    }
     tunnels
 }
 
@@ -186,8 +187,8 @@ mod tests {
             |to: Ipv4Addr| (to.octets()[3] != 4).then_some(RouteToBackend { source, ifindex: 7 });
         let mut failed = Vec::new();
         let tunnels = tunnelled(&mut specs, &targets, &marks, route, &mut failed);
-        assert_eq!(failed, [unrouted.clone()]);
-        assert!(!specs.contains_key(&unrouted));
+        assert_eq!(failed, std::slice::from_ref(&unrouted));
+        assert_eq!(specs[&unrouted].via, Some(ProbeVia::UNROUTED));
         assert_eq!(specs[&nat], spec(1));
         assert_eq!(specs[&ipip].target, SocketAddrV4::new(vip, 8080));
         assert_eq!(
