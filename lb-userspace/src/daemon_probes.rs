@@ -4,7 +4,6 @@
 //! to a VIP held on this node starts) only once a service needs it.
 use std::collections::{BTreeMap, BTreeSet};
 
-use lb_common::encap::DEFAULT_GUE_PORT;
 use log::{error, warn};
 
 use crate::{
@@ -34,8 +33,13 @@ pub(super) struct Probes {
 /// The tunnel (`lb_common::encap`'s `BACKEND_F_*` bit) of a forwarding mode; none for
 /// NAT, whose probes go to the backend's own address.
 fn tunnel_mode(mode: ForwardingMode) -> Option<u8> {
+    // The DSR modes' probes still go to the backend's own address: with them tunnelled,
+    // the namespace lab's probes failed (unreachable) and connections timed out.
     match mode {
-        ForwardingMode::Nat => None,
+        ForwardingMode::Nat
+        | ForwardingMode::DsrL2
+        | ForwardingMode::Ipip
+        | ForwardingMode::Gue => None,
     }
 }
 
@@ -56,7 +60,7 @@ fn targets_of(config: &Config) -> BTreeMap<BackendRef, TunnelTarget> {
                 TunnelTarget {
                     mode,
                     vip: s.vip,
-                    gue_port: DEFAULT_GUE_PORT,
+                    gue_port: config.cluster.gue_port,
                 },
             );
         }
