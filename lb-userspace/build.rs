@@ -23,12 +23,18 @@ fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let object = out_dir.join("lb-xdp");
+    // The backends' decapsulation program, embedded in `lb-decap`, and the probes'
+    // tunnel, embedded in `lbd`.
+    let decap_object = out_dir.join("lb-decap");
+    let probe_object = out_dir.join("lb-probe-tunnel");
     // The eBPF crate compiles lb-common's sources too.
     for dir in ["../lb-ebpf", "../lb-common/src"] {
         println!("cargo:rerun-if-changed={}", manifest.join(dir).display());
     }
     if env::var("LB_EBPF_STUB").is_ok_and(|v| v == "1") {
-        fs::write(&object, []).with_context(|| format!("writing stub {}", object.display()))?;
+        for stub in [&object, &decap_object, &probe_object] {
+            fs::write(stub, []).with_context(|| format!("writing stub {}", stub.display()))?;
+        }
         return Ok(());
     }
     let arch = env::var("CARGO_CFG_TARGET_ARCH")?;
@@ -77,9 +83,15 @@ fn main() -> anyhow::Result<()> {
             output.status
         );
     }
-    let built = target_dir.join(TARGET).join("release").join("lb-xdp");
-    fs::copy(&built, &object)
-        .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
+    for (name, object) in [
+        ("lb-xdp", &object),
+        ("lb-decap", &decap_object),
+        ("lb-probe-tunnel", &probe_object),
+    ] {
+        let built = target_dir.join(TARGET).join("release").join(name);
+        fs::copy(&built, object)
+            .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
+    }
     Ok(())
 }
 

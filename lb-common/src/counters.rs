@@ -65,8 +65,13 @@ pub struct BackendSignals {
     pub syn_acks: u64,
     /// RSTs from the backend: refused attempts and aborted connections.
     pub resets: u64,
+    /// SYNs a client sent again on a tuple whose SYN went to this backend and whose
+    /// handshake no ACK completed yet (a direct-server-return backend's signal: the
+    /// SYN-ACK never passes through the node, but a client retransmits a SYN that got no
+    /// answer). Counted in `syns` too.
+    pub syn_retransmits: u64,
 }
-const _: () = assert!(core::mem::size_of::<BackendSignals>() == 24);
+const _: () = assert!(core::mem::size_of::<BackendSignals>() == 32);
 
 impl BackendSignals {
     /// Adds another CPU's counters to this one.
@@ -74,6 +79,7 @@ impl BackendSignals {
         self.syns += other.syns;
         self.syn_acks += other.syn_acks;
         self.resets += other.resets;
+        self.syn_retransmits += other.syn_retransmits;
     }
 }
 
@@ -154,10 +160,27 @@ pub enum Reason {
     /// A proxied flow's backend SYN-ACK turned into the ACK the backend expects (sent back
     /// with XDP_TX).
     TxSynProxyAck,
+    /// A packet for a direct-server-return backend that could not be handed to `lb_dsr`
+    /// (missing from the program array).
+    DropDsrUnavailable,
+    /// For a direct-server-return backend whose neighbour entry is unresolved (its
+    /// health probes resolve it).
+    DropDsrNoNeighbour,
+    /// For a direct-server-return backend the node has no usable route to.
+    DropDsrNoRoute,
+    /// For a `dsr_l2` backend that is not on the node's own segment (routed through a
+    /// gateway).
+    DropDsrNotOnLink,
+    /// Too big for the egress MTU once encapsulated, without don't-fragment: dropped (the
+    /// data path does not fragment).
+    DropDsrTooBig,
+    /// Too big for the egress MTU once encapsulated, with don't-fragment: answered with
+    /// an ICMP fragmentation-needed to the client.
+    TxFragNeeded,
 }
 
 /// Number of reason slots (size of the reasons array).
-pub const REASON_COUNT: u32 = 27;
+pub const REASON_COUNT: u32 = 33;
 
 /// All reasons in slot order, with the names used in metrics.
 pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
@@ -191,6 +214,12 @@ pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
     (Reason::DropSynCookieInvalid, "drop_syn_cookie_invalid"),
     (Reason::DropSynProxyOpening, "drop_syn_proxy_opening"),
     (Reason::TxSynProxyAck, "tx_syn_proxy_ack"),
+    (Reason::DropDsrUnavailable, "drop_dsr_unavailable"),
+    (Reason::DropDsrNoNeighbour, "drop_dsr_no_neighbour"),
+    (Reason::DropDsrNoRoute, "drop_dsr_no_route"),
+    (Reason::DropDsrNotOnLink, "drop_dsr_not_on_link"),
+    (Reason::DropDsrTooBig, "drop_dsr_too_big"),
+    (Reason::TxFragNeeded, "tx_frag_needed"),
 ];
 
 #[cfg(test)]

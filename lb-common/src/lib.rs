@@ -15,13 +15,16 @@
 pub mod backend;
 pub mod checksum;
 pub mod counters;
+pub mod decap;
 pub mod edge;
+pub mod encap;
 pub mod filter;
 pub mod flow;
 pub mod hash;
 pub mod limits;
 pub mod net;
 pub mod nexthop;
+pub mod probe_tunnel;
 pub mod reverse;
 pub mod service;
 pub mod service_index;

@@ -30,8 +30,10 @@ pub const PROGRAMS_SLOT_EDGE: u32 = 1;
 pub const PROGRAMS_SLOT_PLACE: u32 = 2;
 /// Slot of [`PROGRAM_PROXY`] in [`MAP_PROGRAMS`].
 pub const PROGRAMS_SLOT_PROXY: u32 = 3;
+/// Slot of [`PROGRAM_DSR`] in [`MAP_PROGRAMS`].
+pub const PROGRAMS_SLOT_DSR: u32 = 4;
 /// Slots of [`MAP_PROGRAMS`].
-pub const PROGRAMS_SLOTS: u32 = 4;
+pub const PROGRAMS_SLOTS: u32 = 5;
 pub const MAP_POLICY_TABLE: &str = "POLICY_TABLE";
 pub const MAP_RR_CURSOR: &str = "RR_CURSOR";
 pub const MAP_ACTIVE_FLOWS: &str = "ACTIVE_FLOWS";
@@ -73,6 +75,11 @@ pub const MAP_SYN_PROXY_FLOWS: &str = "SYN_PROXY_FLOWS";
 /// Per service id, per-CPU count of SYNs handed to the SYN proxy (answered with a cookie
 /// unless malformed): what `syn_proxy: auto` measures while the proxy is on.
 pub const MAP_SYN_PROXY_SYNS: &str = "SYN_PROXY_SYNS";
+/// Per backend id, the cached route of a direct-server-return backend
+/// (`encap::DsrHop`).
+pub const MAP_DSR_HOPS: &str = "DSR_HOPS";
+/// One-entry per-CPU array: the backend `lb_xdp` placed a packet on, for `lb_dsr`.
+pub const MAP_DSR_HAND_OVER: &str = "DSR_HAND_OVER";
 /// Prefix of the maps that are never pinned (a trace belongs to one `lbd`).
 pub const MAP_TRACE_PREFIX: &str = "TRACE_";
 
@@ -82,7 +89,7 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 14;
+pub const LAYOUT_VERSION: u32 = 15;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
@@ -91,6 +98,8 @@ pub const GLOBAL_SYN_CACHE_MASK: &str = "LB_SYN_CACHE_MASK";
 pub const GLOBAL_SERVICE_INDEX_MASK: &str = "LB_SERVICE_INDEX_MASK";
 /// The edge settings word (`edge::EDGE_UNLISTED_DROP`), from `unlisted_ports`.
 pub const GLOBAL_UNLISTED_PORTS: &str = "LB_UNLISTED_PORTS";
+/// The UDP destination port of `gue` (host order), from `dsr.gue_port`.
+pub const GLOBAL_GUE_PORT: &str = "LB_GUE_PORT";
 
 /// Slots of the SYN cache for a flow table of `flow_table_size` entries: as many, rounded
 /// up to a power of two (the data path masks a hash), at most 2^17 (1 MiB of 8-byte
@@ -133,6 +142,10 @@ pub const PROGRAM_PLACE: &str = "lb_place";
 /// tail-called by `lb_edge` for a proxied service's SYN or ACK without a flow entry,
 /// and by `lb_reply` for a proxied flow's SYN-ACK from its backend.
 pub const PROGRAM_PROXY: &str = "lb_proxy";
+/// Name of the program `lb_xdp` tail-calls for a packet placed on a direct-server-return
+/// backend (wrapped or re-addressed to it, see `lb_common::encap`) and for a packet to a
+/// VIP that is not TCP (an ICMP error about a DSR flow is forwarded to its backend).
+pub const PROGRAM_DSR: &str = "lb_dsr";
 
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
 /// The most services a config may allow: each service's index slot fits the SYN cache's

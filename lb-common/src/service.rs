@@ -74,6 +74,11 @@ pub const SERVICE_F_RECORD_UNPROVEN: u32 = 1 << 3;
 /// to `lb_proxy` rather than `lb_place` (see [`crate::syn_proxy`]).
 pub const SERVICE_F_SYN_PROXY: u32 = 1 << 4;
 
+/// Direct server return (`dsr_l2`, `ipip`, `gue`; see [`crate::encap`]): the node sees
+/// only the client's packets, so a flow has no reply direction and its handshake's ACK
+/// cannot prove a SYN-ACK it never sees.
+pub const SERVICE_F_DSR: u32 = 1 << 5;
+
 /// Ring entry meaning "no backend can take this flow": the packet is dropped.
 pub const NO_BACKEND: u32 = u32::MAX;
 

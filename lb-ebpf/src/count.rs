@@ -122,6 +122,15 @@ pub fn attempt_to_backend(backend: u32, tcp_flags: u8) {
     }
 }
 
+/// A SYN sent again before its handshake completed, whose first went to `backend` (see
+/// `BackendSignals::syn_retransmits`).
+#[inline(always)]
+pub fn syn_retransmit(backend: u32) {
+    if let Some(s) = BACKEND_SIGNALS.get_ptr_mut(backend) {
+        unsafe { (*s).syn_retransmits += 1 };
+    }
+}
+
 /// A SYN-ACK (attempt accepted) or RST (refused or aborted) coming back from `backend`.
 #[inline(always)]
 pub fn answer_from_backend(backend: u32, tcp_flags: u8) {

@@ -20,6 +20,9 @@
 //! | backend -> client by the reverse map (`lb_reply`, last resort) | `to_client_reverse.rs` |
 //! | edge protection (source rules, SYN rate limits, unlisted ports; `lb_edge`) | `edge.rs` |
 //! | SYN proxy (cookies, backend handshake, sequence translation; `lb_proxy`) | `syn_proxy.rs` |
+//! | direct server return: wrap for the backend, send (`lb_dsr`) | `dsr.rs`, `dsr_hop.rs` |
+//! | fragmentation-needed for what the wrapping makes too big (`lb_dsr`) | `frag_needed.rs` |
+//! | ICMP errors to a VIP about a DSR flow, to its backend (`lb_dsr`) | `icmp_to_backend.rs` |
 //! | count | `count.rs` |
 //! | sampled trace | `trace.rs` |
 #![no_std]
@@ -31,9 +34,13 @@
 #![feature(core_intrinsics)]
 
 mod count;
+mod dsr;
+mod dsr_hop;
 mod edge;
 mod flow;
 mod forward;
+mod frag_needed;
+mod icmp_to_backend;
 mod lookup;
 mod maps;
 mod packet;
@@ -55,7 +62,7 @@ use lb_common::{
     counters::Reason,
     filter::{FILTER_BACKENDS, FILTER_VIPS},
     limits::PROGRAMS_SLOT_REPLY,
-    net::{TCP_RST, TCP_SYN},
+    net::{PROTO_TCP, TCP_RST, TCP_SYN},
     service::SERVICE_F_SYN_PROXY,
 };
 
@@ -63,6 +70,9 @@ use lb_common::{
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
     let action = route::<false>(&ctx);
     if !edge::is_hand_over(action) {
+        return action;
+    }
+    if let Some(action) = dsr::after_route(&ctx, action) {
         return action;
     }
     // A source a rule refused a moment ago is dropped here, before the hand-over.
@@ -170,7 +180,28 @@ pub fn lb_edge(ctx: XdpContext) -> u32 {
 /// hand-over to `lb_edge` (parsed again, as a tail call keeps only the context).
 #[xdp]
 pub fn lb_place(ctx: XdpContext) -> u32 {
-    route::<true>(&ctx)
+    let action = route::<true>(&ctx);
+    dsr::after_route(&ctx, action).unwrap_or(action)
+}
+
+/// A packet `lb_xdp` (or `lb_place`) placed on a direct-server-return backend, whose id
+/// it left in `DSR_HAND_OVER`: wrapped for the backend's mode and sent (see `dsr`); or a
+/// packet to a maybe-VIP address that is not TCP, of which an ICMP error about a DSR
+/// flow goes to that flow's backend (see `icmp_to_backend`). Parsed again, as a tail call
+/// keeps only the context.
+#[xdp]
+pub fn lb_dsr(ctx: XdpContext) -> u32 {
+    let at = match parse::addresses(&ctx) {
+        Ok(at) => at,
+        Err(reason) => return count::pass(reason),
+    };
+    if at.proto() != PROTO_TCP {
+        return icmp_to_backend::handle(&ctx, at.dst, at.proto());
+    }
+    match parse::tcp(&ctx, at) {
+        Ok(pkt) => dsr::handle(&ctx, &pkt),
+        Err(reason) => count::pass(reason),
+    }
 }
 
 /// A backend's reply tail-called by `lb_xdp`: a SYN-ACK, or any reply that found no

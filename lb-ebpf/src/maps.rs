@@ -15,6 +15,7 @@ use lb_common::{
         DropMemo, EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
         EDGE_DROP_MEMO_SLOTS, EDGE_RULES_PER_SERVICE,
     },
+    encap::DsrHop,
     filter::FILTER_TOTAL_WORDS,
     flow::{FlowKey, FlowTarget, NatReturn},
     limits::{
@@ -185,6 +186,25 @@ pub static EDGE_DROP_MEMO: Array<DropMemo> = Array::with_max_entries(EDGE_DROP_M
 /// VIP addresses, for packets no service listens for (`unlisted_ports`).
 #[map]
 pub static VIP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(DEFAULT_MAX_SERVICES, 0);
+
+/// Cached routes to direct-server-return backends, by backend id (see
+/// `lb_common::encap::DsrHop`).
+#[map]
+pub static DSR_HOPS: Array<DsrHop> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// The backend `lb_xdp` placed the packet it hands to `lb_dsr` on (see `dsr`): per CPU,
+/// and a tail call runs on the CPU that made it, so nothing else writes it in between.
+#[map]
+pub static DSR_HAND_OVER: PerCpuArray<crate::dsr::HandOver> = PerCpuArray::with_max_entries(1, 0);
+
+/// The UDP destination port of `gue` (host order); set by the loader.
+#[unsafe(no_mangle)]
+static LB_GUE_PORT: u16 = lb_common::encap::DEFAULT_GUE_PORT;
+
+#[inline(always)]
+pub fn gue_port() -> u16 {
+    unsafe { core::ptr::read_volatile(&LB_GUE_PORT) }
+}
 
 /// Cluster-wide seed of the flow hash; set by the loader.
 #[unsafe(no_mangle)]

@@ -4,12 +4,13 @@ use aya_ebpf::programs::XdpContext;
 use lb_common::{
     backend::Backend,
     counters::Reason,
+    encap::BACKEND_F_DSR,
     flow::{
         FlowKey, FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED, FLOW_F_TIER,
         FLOW_REUSE_IDLE_SECS,
     },
     net::{is_martian, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    service::{SERVICE_F_EDGE, SERVICE_F_RECORD_UNPROVEN, SERVICE_F_STATELESS_SYN},
+    service::{SERVICE_F_DSR, SERVICE_F_EDGE, SERVICE_F_RECORD_UNPROVEN, SERVICE_F_STATELESS_SYN},
     service_index::PackedMeta,
     syn_proxy::FLOW_F_SYN_PROXY,
     trace::{
@@ -20,7 +21,7 @@ use lb_common::{
 };
 
 use crate::{
-    count, edge,
+    count, dsr, edge,
     flow::{self, Side},
     forward,
     lookup::{self, backend_by_id},
@@ -176,9 +177,15 @@ fn send(
     new_flow: bool,
     decision: u8,
 ) -> u32 {
-    rewrite::dnat(pkt, backend.addr, backend.port);
+    // Direct server return: the packet keeps its addresses and is wrapped (or
+    // re-addressed) by `lb_dsr`, a program of its own for a stack of its own, which counts
+    // it too.
+    if backend.flags & BACKEND_F_DSR != 0 {
+        return dsr::stash(target, new_flow);
+    }
     count::to_backend(target, pkt.frame_len, new_flow);
     count::attempt_to_backend(target.backend, pkt.tcp_flags);
+    rewrite::dnat(pkt, backend.addr, backend.port);
     let action = match NEXTHOPS.get_ptr_mut(target.backend) {
         Some(cache) => forward::forward(ctx, pkt, cache),
         None => forward::forward(ctx, pkt, core::ptr::null_mut()),
@@ -323,7 +330,12 @@ fn stateless_syn(
         .and_then(|id| Some((id, backend_by_id(id)?)))
         .filter(|(_, b)| b.weight_milli > 0 && b.service == service.id());
     let (id, backend) = match retransmitted {
-        Some(placed) => placed,
+        // The client sends the SYN again before any ACK spent the slot: its handshake got
+        // no answer (the passive signal of a backend whose SYN-ACKs the node never sees).
+        Some(placed) => {
+            count::syn_retransmit(placed.0);
+            placed
+        }
         None => {
             let id = select::pick(service, &pkt.flow);
             let backend = backend_by_id(id)?;
@@ -354,14 +366,15 @@ fn handshake_backend(pkt: &Packet, service: PackedMeta) -> Option<(u32, Backend,
     let tier = service.flags() & SERVICE_F_RECORD_UNPROVEN != 0;
     let (id, proven) = match syn_cache::slot_of_flow(&pkt.flow)?.take_acked(pkt.ack_seq(), tier) {
         Acked::Proven(id) => (id, true),
-        Acked::Unproven(id) => {
-            count::unproven_ack(service.id(), id);
-            (id, tier)
-        }
+        Acked::Unproven(id) => (id, false),
         Acked::NoSlot => return None,
     };
+    // A DSR backend's SYN-ACK never passes through the node: no ACK can prove it.
+    if !proven && service.flags() & SERVICE_F_DSR == 0 {
+        count::unproven_ack(service.id(), id);
+    }
     let backend = backend_by_id(id).filter(|b| b.service == service.id())?;
-    Some((id, backend, proven))
+    Some((id, backend, proven || tier))
 }
 
 /// A client packet without a flow entry that completes no handshake of ours: forwarded
@@ -430,6 +443,9 @@ fn record(
         return Some((existing, backend, false));
     }
     flow::opened(id);
+    // Also for a DSR flow, whose replies never cross the node: its client packets would
+    // put it back (`ensure_return_entry`), and telling them apart takes stack the client
+    // path does not have.
     insert_return_entry(pkt, &target, &backend);
     Some((target, backend, true))
 }

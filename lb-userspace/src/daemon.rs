@@ -195,7 +195,8 @@ async fn serve_until_stopped<D: DataPath, V: VipAddresses>(
 ) -> anyhow::Result<()> {
     let (reports_tx, mut reports) = mpsc::channel(1024);
     let mut checker = Checker::new(reports_tx);
-    checker.sync(shared.with(|rt| rt.probe_specs()));
+    let mut probes = probes::Probes::default();
+    checker.sync(probes.specs(shared));
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -255,11 +256,11 @@ async fn serve_until_stopped<D: DataPath, V: VipAddresses>(
             }
             // The admin API changed the desired state: probe what it now holds.
             _ = shared.changed() => {
-                checker.sync(shared.with(|rt| rt.probe_specs()));
+                checker.sync(probes.specs(shared));
                 Ok(())
             }
             _ = hup.recv() => {
-                reload(shared, &mut checker, config_path);
+                reload(shared, &mut checker, &mut probes, config_path);
                 Ok(())
             }
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
@@ -528,13 +529,18 @@ fn reconcile_active_flows<D: Dataplane>(controller: &mut Controller<D>) {
 /// SIGHUP: the file is validated as a whole, as at start-up, with the state file's
 /// services when there is one (see `crate::model::desired`); a file with any problem changes
 /// nothing.
-fn reload<D: Dataplane>(shared: &SharedRuntime<D>, checker: &mut Checker, path: &Path) {
+fn reload<D: Dataplane>(
+    shared: &SharedRuntime<D>,
+    checker: &mut Checker,
+    probes: &mut probes::Probes,
+    path: &Path,
+) {
     let outcome = desired::load(path)
         .map_err(anyhow::Error::from)
         .and_then(|(config, _)| shared.reload(config));
     match outcome {
         Ok((_, summary)) => {
-            checker.sync(shared.with(|rt| rt.probe_specs()));
+            checker.sync(probes.specs(shared));
             info!(
                 "SIGHUP: reloaded {}: {} services, {} probed backends; {} ring entries written",
                 path.display(),
@@ -602,6 +608,8 @@ fn log_counters<D: Dataplane>(runtime: &Runtime<D>) {
 
 #[path = "daemon_announce.rs"]
 mod announce;
+#[path = "daemon_probes.rs"]
+mod probes;
 
 #[cfg(test)]
 #[path = "daemon_tests.rs"]

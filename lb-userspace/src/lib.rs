@@ -29,14 +29,17 @@
 //!   arrays, the service index, the reverse map, privileges, NIC events, the trace
 //!   ring's reader, the VIP addresses on `lo` (`vip_addresses`, rtnetlink).
 //! - [`daemon`]: `lbd`'s wiring and loop (probes, timers, SIGHUP, shutdown; its VIP
-//!   announcement step in `daemon_announce.rs`, its tests in `daemon_tests.rs`);
+//!   announcement step in `daemon_announce.rs`, its probes through DSR tunnels in
+//!   `daemon_probes.rs`, its tests in `daemon_tests.rs`);
 //!   [`preflight`]: the config against this host before anything touches the kernel.
+//! - [`decap`]: `lb-decap`, the backends' decapsulation for direct server return.
 //! - [`cli`]: the commands of `lbctl`; [`lbd_args`]: `lbd`'s command line; [`man`]: the
 //!   manual pages of `lbd` and `lbctl`, from their clap definitions.
 pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod decap;
 pub mod kernel;
 pub mod lbd_args;
 pub mod man;

@@ -82,6 +82,7 @@ pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
         (MAP_VIP_ADDRS, limits.max_services),
         (MAP_SYN_PROXY_FLOWS, limits.flow_table_size),
         (MAP_SYN_PROXY_SYNS, limits.max_services),
+        (MAP_DSR_HOPS, limits.max_backends),
     ])
 }
 
@@ -127,6 +128,7 @@ fn load_programs(
         (PROGRAM_EDGE, PROGRAMS_SLOT_EDGE),
         (PROGRAM_PLACE, PROGRAMS_SLOT_PLACE),
         (PROGRAM_PROXY, PROGRAMS_SLOT_PROXY),
+        (PROGRAM_DSR, PROGRAMS_SLOT_DSR),
     ] {
         let program: &mut Xdp = ebpf
             .program_mut(name)
@@ -173,7 +175,8 @@ impl KernelDataplane {
             .override_global(GLOBAL_RING_SIZE, &config.cluster.ring_size, true)
             .override_global(GLOBAL_SYN_CACHE_MASK, &syn_cache_mask, true)
             .override_global(GLOBAL_SERVICE_INDEX_MASK, &service_index_mask, true)
-            .override_global(GLOBAL_UNLISTED_PORTS, &unlisted_ports, true);
+            .override_global(GLOBAL_UNLISTED_PORTS, &unlisted_ports, true)
+            .override_global(GLOBAL_GUE_PORT, &config.cluster.gue_port, true);
         for &(name, size) in &sizes {
             loader.map_max_entries(name, size);
         }

@@ -172,14 +172,17 @@ pub fn withdraw_all() -> anyhow::Result<Vec<Ipv4Addr>> {
     Ok(held)
 }
 
-fn errno(e: &anyhow::Error) -> Option<i32> {
+pub(crate) fn errno(e: &anyhow::Error) -> Option<i32> {
     e.downcast_ref::<std::io::Error>()
         .and_then(|e| e.raw_os_error())
 }
 
 /// Sends one request and reads its replies up to the ACK (or the end of a dump); a
 /// NACK is returned as the `io::Error` of its errno.
-fn exchange(message: RouteNetlinkMessage, flags: u16) -> anyhow::Result<Vec<RouteNetlinkMessage>> {
+pub(crate) fn exchange(
+    message: RouteNetlinkMessage,
+    flags: u16,
+) -> anyhow::Result<Vec<RouteNetlinkMessage>> {
     let socket = Socket::new(NETLINK_ROUTE).context("opening an rtnetlink socket")?;
     let mut request = NetlinkMessage::from(message);
     request.header.flags = flags;

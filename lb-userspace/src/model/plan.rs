@@ -12,11 +12,12 @@ use std::{
 
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
+    encap::{BACKEND_F_DSR_L2, BACKEND_F_GUE, BACKEND_F_IPIP},
     net::{ipv4_wire, port_wire, FAMILY_IPV4, PROTO_TCP},
     service::{
         ServiceKey, POLICY_LEAST_CONN, POLICY_MAGLEV, POLICY_ROUND_ROBIN, POLICY_SOURCE_HASH,
-        SERVICE_F_EDGE, SERVICE_F_NAT, SERVICE_F_RECORD_UNPROVEN, SERVICE_F_STATELESS_SYN,
-        SERVICE_F_SYN_PROXY,
+        SERVICE_F_DSR, SERVICE_F_EDGE, SERVICE_F_NAT, SERVICE_F_RECORD_UNPROVEN,
+        SERVICE_F_STATELESS_SYN, SERVICE_F_SYN_PROXY,
     },
 };
 
@@ -274,14 +275,30 @@ pub fn service_key(s: &ServiceConfig) -> ServiceKey {
 /// A backend slot's value; `weight_milli` 0 means it takes no new flows (unhealthy,
 /// draining, retiring), which the data path also uses to re-place a SYN that finds
 /// an old entry for it.
-pub fn backend_value(address: Ipv4Addr, port: u16, weight_milli: u32, service: u32) -> Backend {
+pub fn backend_value(
+    address: Ipv4Addr,
+    port: u16,
+    weight_milli: u32,
+    service: u32,
+    mode: ForwardingMode,
+) -> Backend {
     Backend {
         addr: ipv4_wire(address.octets()),
         port: port_wire(port),
         family: FAMILY_IPV4,
-        flags: BACKEND_F_PRESENT,
+        flags: BACKEND_F_PRESENT | mode_flags(mode),
         weight_milli,
         service,
+    }
+}
+
+/// The `lb_common::encap` bits of a service's forwarding mode, which its backends carry.
+pub fn mode_flags(mode: ForwardingMode) -> u8 {
+    match mode {
+        ForwardingMode::Nat => 0,
+        ForwardingMode::DsrL2 => BACKEND_F_DSR_L2,
+        ForwardingMode::Ipip => BACKEND_F_IPIP,
+        ForwardingMode::Gue => BACKEND_F_GUE,
     }
 }
 
@@ -320,7 +337,22 @@ pub fn service_flags(s: &ServiceConfig, overlay: &Overlay) -> (u32, u32) {
 
 /// A service's policy and flags in the services map, from its config alone.
 pub fn policy_and_flags(s: &ServiceConfig) -> (u32, u32) {
-    let ForwardingMode::Nat = s.mode;
+    // A DSR service's nodes never see a SYN-ACK: the SYN is placed by the hash and
+    // records nothing (so a SYN flood fills no flow table), and the client's ACK records
+    // the flow on the SYN's backend without the proof no node can have; validation
+    // allows only hash policies (see `validate_dsr`).
+    if s.mode != ForwardingMode::Nat {
+        let policy = match s.policy {
+            Policy::SourceHash => POLICY_SOURCE_HASH,
+            _ => POLICY_MAGLEV,
+        };
+        let protected = !s.filter.is_empty() || s.rate_limit.is_some();
+        let edge = if protected { SERVICE_F_EDGE } else { 0 };
+        return (
+            policy,
+            SERVICE_F_DSR | SERVICE_F_STATELESS_SYN | SERVICE_F_RECORD_UNPROVEN | edge,
+        );
+    }
     // A hash policy's SYN needs no record: the client's next packet hashes to the same
     // backend. Round robin and least connections pick afresh each time.
     // In a tier a node sees the SYN-ACK of only some of its handshakes: their ACKs must
@@ -411,7 +443,7 @@ pub fn plan_service(
             at,
             zone: b.zone.clone(),
             weight: b.weight,
-            value: backend_value(b.address, b.port, weight_milli, service_id),
+            value: backend_value(b.address, b.port, weight_milli, service_id, s.mode),
         });
     }
     for (at, zone) in BackendRef::of_service(&overlay.retiring, &s.name) {
@@ -423,7 +455,7 @@ pub fn plan_service(
             at: at.clone(),
             zone: zone.clone(),
             weight: 0,
-            value: backend_value(at.address, at.port, 0, service_id),
+            value: backend_value(at.address, at.port, 0, service_id, s.mode),
         });
     }
     let (policy, flags) = service_flags(s, overlay);
@@ -502,6 +534,39 @@ mod tests {
         // Round robin records every SYN: there is no handshake to prove.
         s.policy = Policy::RoundRobin;
         assert_eq!(flags(&s), SERVICE_F_NAT);
+    }
+
+    #[test]
+    fn a_dsr_service_is_hash_placed_records_unproven_handshakes_and_marks_its_backends() {
+        let mut s = config(&["10.1.0.11"]).services.remove(0);
+        for (mode, bit) in [
+            (ForwardingMode::DsrL2, BACKEND_F_DSR_L2),
+            (ForwardingMode::Ipip, BACKEND_F_IPIP),
+            (ForwardingMode::Gue, BACKEND_F_GUE),
+        ] {
+            s.mode = mode;
+            s.policy = Policy::Maglev;
+            assert_eq!(
+                policy_and_flags(&s),
+                (
+                    POLICY_MAGLEV,
+                    SERVICE_F_DSR | SERVICE_F_STATELESS_SYN | SERVICE_F_RECORD_UNPROVEN
+                ),
+                "{mode:?}"
+            );
+            s.policy = Policy::SourceHash;
+            assert_eq!(policy_and_flags(&s).0, POLICY_SOURCE_HASH, "{mode:?}");
+            let b = backend_value("10.1.0.11".parse().unwrap(), 80, 1000, 3, mode);
+            assert_eq!(b.flags, BACKEND_F_PRESENT | bit, "{mode:?}");
+        }
+        let nat = backend_value(
+            "10.1.0.11".parse().unwrap(),
+            80,
+            1000,
+            3,
+            ForwardingMode::Nat,
+        );
+        assert_eq!(nat.flags, BACKEND_F_PRESENT);
     }
 
     #[test]

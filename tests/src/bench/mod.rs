@@ -4,6 +4,8 @@
 //!
 //! - [`packet`]: per-packet cost of each data-path case (BPF_PROG_TEST_RUN) beside an
 //!   empty XDP program;
+//! - [`dsr`]: per-packet cost of direct server return (`dsr_l2`, `ipip`, `gue`) beside
+//!   NAT: an established packet and a new connection's SYN and first ACK.
 //! - [`edge`]: per-packet cost of edge protection (deny, rate limit, established flows
 //!   of a protected service);
 //! - [`syn_proxy`]: per-packet cost of the SYN proxy (a SYN answered with a cookie, a
@@ -23,6 +25,7 @@
 //! in one run are what to compare.
 pub mod api_change;
 pub mod control;
+pub mod dsr;
 pub mod e2e;
 pub mod edge;
 pub mod flow_fill;

@@ -153,6 +153,7 @@ fn scenario(backends: usize, interval_ms: u64, http: bool, window: Duration) -> 
                         kind: kind.clone(),
                         interval,
                         timeout: Duration::from_secs(1),
+                        via: None,
                     },
                 )
             })

@@ -4,17 +4,17 @@
 use std::path::PathBuf;
 
 use lb_tests::bench::{
-    api_change, control, e2e, edge, flow_fill, machine, packet, probes, probes_lbd, syn_proxy,
-    targets,
+    api_change, control, dsr, e2e, edge, flow_fill, machine, packet, probes, probes_lbd,
+    syn_proxy, targets,
 };
 use serde_json::Value;
 
-const USAGE: &str = "usage: lb-bench [--quick] [--only packet,edge,synproxy,fill,control,api,probes,e2e] [--json PATH]
+const USAGE: &str = "usage: lb-bench [--quick] [--only packet,edge,synproxy,dsr,fill,control,api,probes,e2e] [--json PATH]
   --quick                               every part, a few hundred calls per row and a short
                                         end-to-end round (about a minute): checks the harness
                                         (frames, connections), judges no timing; exits 1 when a
                                         run failed
-  [--calls N] [--rounds R]              per-packet and edge parts (default 20000 x 5)
+  [--calls N] [--rounds R]              per-packet, edge, synproxy and dsr parts (default 20000 x 5)
   [--fill-calls N] [--fill-rounds R]    flow-table fill part (default 10000 x 3)
   [--e2e-rounds R] [--e2e-seconds S]    end-to-end part (default 5 rounds x 1.5 s per run)
   [--saturated-rounds R] [--saturated-seconds S]
@@ -23,7 +23,7 @@ const USAGE: &str = "usage: lb-bench [--quick] [--only packet,edge,synproxy,fill
 
 /// `api` (the admin-API change) also runs as part of `control`.
 const PARTS: [&str; 8] = [
-    "packet", "edge", "synproxy", "fill", "control", "api", "probes", "e2e",
+    "packet", "edge", "synproxy", "dsr", "fill", "control", "api", "probes", "e2e",
 ];
 
 struct Args {
@@ -149,6 +149,13 @@ fn main() {
             calls: args.calls,
         };
         report.insert("synproxy".into(), syn_proxy::run(&opts));
+    }
+    if wants("dsr") {
+        let opts = dsr::Options {
+            rounds: args.rounds,
+            calls: args.calls,
+        };
+        report.insert("dsr".into(), dsr::run(&opts));
     }
     if wants("fill") {
         let opts = flow_fill::Options {

@@ -4,7 +4,7 @@
 //! holds it, so its array is pinned, and the next `lbd` puts its own programs there.
 use aya::maps::{Map, MapData, ProgramArray};
 use lb_common::limits::{
-    MAP_PROGRAMS, PROGRAMS_SLOT_EDGE, PROGRAMS_SLOT_PLACE, PROGRAMS_SLOT_REPLY,
+    MAP_PROGRAMS, PROGRAMS_SLOT_DSR, PROGRAMS_SLOT_EDGE, PROGRAMS_SLOT_PLACE, PROGRAMS_SLOT_REPLY,
 };
 use lb_tests::{lab_config, running_lb::pin_dir, scenario::three_zones, RunningLb};
 use lb_userspace::kernel::pins::PinDir;
@@ -17,7 +17,12 @@ fn reply_programs(lb: &RunningLb) -> Vec<u32> {
     array.indices().map(|i| i.unwrap()).collect()
 }
 
-const SLOTS: [u32; 3] = [PROGRAMS_SLOT_REPLY, PROGRAMS_SLOT_EDGE, PROGRAMS_SLOT_PLACE];
+const SLOTS: [u32; 4] = [
+    PROGRAMS_SLOT_REPLY,
+    PROGRAMS_SLOT_EDGE,
+    PROGRAMS_SLOT_PLACE,
+    PROGRAMS_SLOT_DSR,
+];
 
 #[test]
 fn the_reply_path_stays_in_place_while_lbd_is_stopped() {

@@ -7,6 +7,8 @@
 //! One module per subject; run one with `cargo test -p lb-tests --test packet -- stateless_syn::`.
 
 mod ageing;
+mod decap;
+mod dsr;
 mod edge;
 mod explain;
 mod fuzz;

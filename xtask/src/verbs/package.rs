@@ -1,8 +1,10 @@
-//! `cargo xtask package`: the Debian package of `lbd` and `lbctl`, with cargo-deb (its
-//! contents are listed in lb-userspace's `[package.metadata.deb]`). Before cargo-deb
-//! runs, the optimised binaries are built and what the package ships besides them is
-//! rendered into `<target>/release/package/`: the manual pages, gzipped, and `lbctl`'s
-//! shell completions. The package lands in `<target>/debian/`; its path is printed.
+//! `cargo xtask package`: the Debian packages, with cargo-deb: `lbd` and `lbctl` (its
+//! contents are listed in lb-userspace's `[package.metadata.deb]`), and `lb-decap` for
+//! DSR backends (its variant `lb-decap`). Before cargo-deb runs, the optimised binaries
+//! are built and what the package ships besides them is rendered into
+//! `<target>/release/package/`: the manual pages, gzipped, and `lbctl`'s shell
+//! completions. The packages land in `<target>/debian/`; their paths are printed, lbd's
+//! last.
 //!
 //! `--dev` packages the debug build instead (stripped, faster compression): what the
 //! package test installs, in seconds rather than an optimised build's minutes.
@@ -52,24 +54,31 @@ pub fn main(dev: bool) -> Result<()> {
     write_completions(&built.join("lbctl"), &staging.join("completions"))?;
 
     let out = target.join("debian");
-    let mut deb = paths::cargo()?;
-    deb.args([
-        "deb",
-        "-p",
-        "lb-userspace",
-        "--no-build",
-        "--profile",
-        profile,
-    ]);
-    if dev {
-        deb.args(["--strip", "--fast"]);
+    // The backends' package (lb-decap alone: a DSR backend runs neither lbd nor lbctl),
+    // then lbd's, whose path is the last line printed.
+    for variant in [Some("lb-decap"), None] {
+        let mut deb = paths::cargo()?;
+        deb.args([
+            "deb",
+            "-p",
+            "lb-userspace",
+            "--no-build",
+            "--profile",
+            profile,
+        ]);
+        if let Some(variant) = variant {
+            deb.args(["--variant", variant]);
+        }
+        if dev {
+            deb.args(["--strip", "--fast"]);
+        }
+        deb.arg("--output").arg(&out);
+        let printed = cmd::capture(&mut deb)?;
+        let Some(package) = printed.lines().rev().find(|l| l.trim().ends_with(".deb")) else {
+            bail!("cargo deb did not name the package it wrote: {printed}");
+        };
+        println!("{}", package.trim());
     }
-    deb.arg("--output").arg(&out);
-    let printed = cmd::capture(&mut deb)?;
-    let Some(package) = printed.lines().rev().find(|l| l.trim().ends_with(".deb")) else {
-        bail!("cargo deb did not name the package it wrote: {printed}");
-    };
-    println!("{}", package.trim());
     Ok(())
 }
 

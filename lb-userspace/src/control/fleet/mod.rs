@@ -18,7 +18,7 @@ use crate::{
     control::health::{
         flap::{Flap, FlapChange},
         machine::{Change, Health, Machine, Outcome},
-        passive::Window,
+        passive::{Failures, Window},
         record::ProbeRecord,
     },
     model::config::{duration, BackendConfig, BackendState, Config, HealthConfig, ServiceConfig},
@@ -652,7 +652,15 @@ impl Fleet {
             let Some(m) = self.members.get_mut(at) else {
                 continue;
             };
-            let Some(why) = m.passive.sample(*signals, ratio, h.passive_min_attempts) else {
+            let signal = if s.mode.is_dsr() {
+                Failures::Retransmits
+            } else {
+                Failures::Unanswered
+            };
+            let Some(why) = m
+                .passive
+                .sample(*signals, signal, ratio, h.passive_min_attempts)
+            else {
                 continue;
             };
             if !m.eligible() {

@@ -170,6 +170,7 @@ mod tests {
             // Longer than the interval on purpose: a loaded machine must not turn the
             // listener's answer into a timeout.
             timeout: Duration::from_secs(30),
+            via: None,
         }
     }
 

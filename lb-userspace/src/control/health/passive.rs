@@ -3,6 +3,12 @@
 //! probe interval, the last [`WINDOW`] samples give the share of connection attempts that
 //! failed (refused or never answered); over the configured ratio, with enough attempts
 //! to trust it, the backend is ejected before its probes notice.
+//!
+//! A direct-server-return service's node never sees a SYN-ACK: there a failed attempt is
+//! one its client had to send again ([`Failures::Retransmits`]), counted when the SYN
+//! comes again on a tuple whose handshake no ACK completed (one per retransmission, so a
+//! client that gives up after 6 retries on a dead backend counts 6 failures in 7
+//! attempts, while a backend that answers lets almost every first SYN through).
 use std::collections::VecDeque;
 
 use lb_common::counters::BackendSignals;
@@ -17,6 +23,15 @@ struct Delta {
     resets: u64,
 }
 
+/// What counts as a failed connection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failures {
+    /// A SYN the backend did not accept (NAT: the node sees SYN-ACKs).
+    Unanswered,
+    /// A SYN the client sent again (DSR: the node sees only the client's side).
+    Retransmits,
+}
+
 /// The sliding window of one backend.
 #[derive(Debug, Clone, Default)]
 pub struct Window {
@@ -27,11 +42,21 @@ pub struct Window {
 impl Window {
     /// Takes the cumulative counters read now; returns why the backend must be ejected,
     /// if it must. `ratio` 0 never ejects.
-    pub fn sample(&mut self, now: BackendSignals, ratio: f64, min_attempts: u32) -> Option<String> {
+    pub fn sample(
+        &mut self,
+        now: BackendSignals,
+        failures: Failures,
+        ratio: f64,
+        min_attempts: u32,
+    ) -> Option<String> {
         // The first reading is only a baseline.
         let prev = self.last.replace(now)?;
         // Counters only grow; a smaller value means the slot was reset: start over.
-        if now.syns < prev.syns || now.syn_acks < prev.syn_acks || now.resets < prev.resets {
+        if now.syns < prev.syns
+            || now.syn_acks < prev.syn_acks
+            || now.resets < prev.resets
+            || now.syn_retransmits < prev.syn_retransmits
+        {
             self.deltas.clear();
             return None;
         }
@@ -39,7 +64,10 @@ impl Window {
         let accepted = now.syn_acks - prev.syn_acks;
         self.deltas.push_back(Delta {
             attempts,
-            failed: attempts.saturating_sub(accepted),
+            failed: match failures {
+                Failures::Unanswered => attempts.saturating_sub(accepted),
+                Failures::Retransmits => now.syn_retransmits - prev.syn_retransmits,
+            },
             resets: now.resets - prev.resets,
         });
         while self.deltas.len() > WINDOW {
@@ -82,6 +110,7 @@ mod tests {
             syns,
             syn_acks,
             resets,
+            syn_retransmits: 0,
         }
     }
 
@@ -92,9 +121,10 @@ mod tests {
     /// window ejected, if any.
     fn ejected_at(readings: &[(u64, u64, u64)], ratio: f64, min: u32) -> Option<usize> {
         let mut w = Window::default();
-        readings
-            .iter()
-            .position(|(s, a, r)| w.sample(signals(*s, *a, *r), ratio, min).is_some())
+        readings.iter().position(|(s, a, r)| {
+            w.sample(signals(*s, *a, *r), Failures::Unanswered, ratio, min)
+                .is_some()
+        })
     }
 
     #[test]
@@ -138,37 +168,78 @@ mod tests {
     }
 
     #[test]
+    fn in_dsr_retransmitted_syns_are_the_failures() {
+        let dsr = |syns, retransmits| BackendSignals {
+            syns,
+            syn_retransmits: retransmits,
+            ..BackendSignals::default()
+        };
+        let mut w = Window::default();
+        assert_eq!(w.sample(dsr(0, 0), Failures::Retransmits, 0.5, 10), None);
+        // No SYN-ACK is ever seen, yet 20 first SYNs and 2 retransmits is healthy.
+        assert_eq!(w.sample(dsr(22, 2), Failures::Retransmits, 0.5, 10), None);
+        // Clients that retry: 20 more SYNs, 22 of all of them retransmits.
+        assert_eq!(
+            w.sample(dsr(42, 24), Failures::Retransmits, 0.5, 10),
+            Some("24 of 42 connection attempts failed, 0 resets".to_string())
+        );
+        // NAT's reading of the same counters takes every attempt for failed.
+        let mut nat = Window::default();
+        nat.sample(dsr(0, 0), Failures::Unanswered, 0.5, 10);
+        assert!(nat
+            .sample(dsr(22, 2), Failures::Unanswered, 0.5, 10)
+            .is_some());
+    }
+
+    #[test]
     fn old_samples_leave_the_window() {
         let mut w = Window::default();
-        w.sample(signals(0, 0, 0), 0.5, 10);
+        w.sample(signals(0, 0, 0), Failures::Unanswered, 0.5, 10);
         // 8 failures, then 10 quiet samples push them out of the window.
-        w.sample(signals(8, 0, 8), 0.5, 10);
+        w.sample(signals(8, 0, 8), Failures::Unanswered, 0.5, 10);
         for _ in 0..WINDOW {
-            assert_eq!(w.sample(signals(8, 0, 8), 0.5, 10), None);
+            assert_eq!(
+                w.sample(signals(8, 0, 8), Failures::Unanswered, 0.5, 10),
+                None
+            );
         }
         // Now 2 new failures alone are too few, though 100% failed.
-        assert_eq!(w.sample(signals(10, 0, 10), 0.5, 10), None);
+        assert_eq!(
+            w.sample(signals(10, 0, 10), Failures::Unanswered, 0.5, 10),
+            None
+        );
     }
 
     #[test]
     fn an_ejection_clears_the_window_and_names_the_counts() {
         let mut w = Window::default();
-        w.sample(signals(0, 0, 0), 0.5, 4);
-        let why = w.sample(signals(4, 1, 3), 0.5, 4).unwrap();
+        w.sample(signals(0, 0, 0), Failures::Unanswered, 0.5, 4);
+        let why = w
+            .sample(signals(4, 1, 3), Failures::Unanswered, 0.5, 4)
+            .unwrap();
         assert_eq!(why, "3 of 4 connection attempts failed, 3 resets");
         assert_eq!(
-            w.sample(signals(5, 1, 4), 0.5, 1),
+            w.sample(signals(5, 1, 4), Failures::Unanswered, 0.5, 1),
             Some("1 of 1 connection attempts failed, 1 resets".into())
         );
         w.clear();
-        assert_eq!(w.sample(signals(6, 2, 4), 0.5, 1), None);
+        assert_eq!(
+            w.sample(signals(6, 2, 4), Failures::Unanswered, 0.5, 1),
+            None
+        );
     }
 
     #[test]
     fn a_counter_going_backwards_restarts_the_window() {
         let mut w = Window::default();
-        w.sample(signals(100, 0, 0), 0.5, 1);
-        assert_eq!(w.sample(signals(3, 3, 0), 0.5, 1), None);
-        assert_eq!(w.sample(signals(6, 6, 0), 0.5, 1), None);
+        w.sample(signals(100, 0, 0), Failures::Unanswered, 0.5, 1);
+        assert_eq!(
+            w.sample(signals(3, 3, 0), Failures::Unanswered, 0.5, 1),
+            None
+        );
+        assert_eq!(
+            w.sample(signals(6, 6, 0), Failures::Unanswered, 0.5, 1),
+            None
+        );
     }
 }

@@ -4,12 +4,13 @@
 use std::{
     io::ErrorKind,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    os::fd::AsRawFd,
     time::Duration,
 };
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{TcpSocket, TcpStream},
 };
 
 use super::machine::{Failure, Outcome};
@@ -22,6 +23,28 @@ pub struct ProbeSpec {
     pub kind: ProbeKind,
     pub interval: Duration,
     pub timeout: Duration,
+    /// For a direct-server-return backend: the probe goes to the VIP (`target`) through
+    /// the backend's tunnel, the path clients' packets take.
+    pub via: Option<ProbeVia>,
+}
+
+/// How a probe to a VIP reaches one DSR backend: its socket carries the backend's mark,
+/// which the probe tunnel program (`lb_common::probe_tunnel`) sends on to that backend,
+/// and is bound to the node's own address, which the backend answers directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeVia {
+    pub mark: u32,
+    pub source: Ipv4Addr,
+}
+
+impl ProbeVia {
+    /// A DSR backend the node has no tunnel to (no route, no mark left): its probe fails
+    /// as unreachable without sending anything, as a client's packets would not reach it
+    /// either.
+    pub const UNROUTED: ProbeVia = ProbeVia {
+        mark: 0,
+        source: Ipv4Addr::UNSPECIFIED,
+    };
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +80,7 @@ impl ProbeSpec {
             kind,
             interval: health.interval,
             timeout: health.timeout,
+            via: None,
         }
     }
 }
@@ -70,9 +94,12 @@ pub async fn probe(spec: &ProbeSpec) -> Outcome {
 }
 
 async fn run(spec: &ProbeSpec) -> Outcome {
-    let mut stream = TcpStream::connect(SocketAddr::V4(spec.target))
-        .await
-        .map_err(connect_failure)?;
+    let mut stream = match spec.via {
+        None => TcpStream::connect(SocketAddr::V4(spec.target)).await,
+        Some(ProbeVia::UNROUTED) => return Err(Failure::Unreachable),
+        Some(via) => connect_via(spec.target, via).await,
+    }
+    .map_err(connect_failure)?;
     match &spec.kind {
         // Connected: the backend's kernel accepts on the port. Dropping the stream
         // closes it with a FIN.
@@ -93,6 +120,28 @@ async fn run(spec: &ProbeSpec) -> Outcome {
             }
         }
     }
+}
+
+/// Connects from `via.source` with `via.mark` on the socket.
+async fn connect_via(target: SocketAddrV4, via: ProbeVia) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    let mark = via.mark;
+    // SAFETY: setsockopt reads `mark` (a c_uint of the size given) on a socket this
+    // function owns.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mark as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    socket.bind(SocketAddr::V4(SocketAddrV4::new(via.source, 0)))?;
+    socket.connect(SocketAddr::V4(target)).await
 }
 
 /// Reads up to the end of the status line and returns the status code.
@@ -158,6 +207,7 @@ mod tests {
             kind,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(30),
+            via: None,
         }
     }
 
@@ -204,6 +254,17 @@ mod tests {
     async fn closed_port() -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         listener.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn a_probe_without_a_tunnel_fails_as_unreachable_even_with_a_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let unrouted = ProbeSpec {
+            via: Some(ProbeVia::UNROUTED),
+            ..spec(port, ProbeKind::Tcp)
+        };
+        assert_eq!(probe(&unrouted).await, Err(Failure::Unreachable));
     }
 
     #[tokio::test]

@@ -174,7 +174,13 @@ impl<D: Dataplane> Controller<D> {
                         at: at.clone(),
                         zone: b.zone.clone(),
                         weight: b.weight,
-                        value: plan::backend_value(b.address, b.port, weight_milli, service_id),
+                        value: plan::backend_value(
+                            b.address,
+                            b.port,
+                            weight_milli,
+                            service_id,
+                            s.mode,
+                        ),
                     },
                 })
             }
@@ -190,7 +196,7 @@ impl<D: Dataplane> Controller<D> {
                         at: at.clone(),
                         zone: zone.clone(),
                         weight: 0,
-                        value: plan::backend_value(at.address, at.port, 0, service_id),
+                        value: plan::backend_value(at.address, at.port, 0, service_id, s.mode),
                     },
                 })
             }

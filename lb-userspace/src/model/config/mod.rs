@@ -14,6 +14,7 @@ mod scaling;
 mod syn_proxy;
 mod token;
 mod validate;
+mod validate_dsr;
 mod validate_edge;
 mod validate_policy;
 mod validate_stateless_return;

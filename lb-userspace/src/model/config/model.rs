@@ -146,6 +146,9 @@ pub struct ClusterConfig {
     pub hash_seed: u32,
     /// Entries per Maglev ring; must be prime.
     pub ring_size: u32,
+    /// UDP destination port of `mode: gue` services' packets, which the backends'
+    /// `lb-decap` listens for.
+    pub gue_port: u16,
 }
 
 impl Default for ClusterConfig {
@@ -153,6 +156,7 @@ impl Default for ClusterConfig {
         Self {
             hash_seed: 0x4c42_5844,
             ring_size: DEFAULT_RING_SIZE,
+            gue_port: lb_common::encap::DEFAULT_GUE_PORT,
         }
     }
 }
@@ -279,8 +283,25 @@ pub enum Protocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ForwardingMode {
+    /// Destination rewritten to the backend, replies rewritten back: the node is the
+    /// backends' gateway and carries both directions.
     #[default]
     Nat,
+    /// Direct server return, only the destination MAC changed: backends on the node's
+    /// own segment, holding the VIP on `lo` (see docs/dsr.md).
+    DsrL2,
+    /// Direct server return in an outer IPv4 header to the backend.
+    Ipip,
+    /// Direct server return in outer IPv4 and UDP headers (GUE variant 1) to the backend,
+    /// UDP port `cluster.gue_port`.
+    Gue,
+}
+
+impl ForwardingMode {
+    /// Whether backends answer clients directly (the node sees one direction).
+    pub fn is_dsr(self) -> bool {
+        self != ForwardingMode::Nat
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

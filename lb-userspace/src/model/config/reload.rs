@@ -46,6 +46,7 @@ fn data_path_keys(c: &Config) -> Vec<(&'static str, String)> {
     vec![
         ("cluster.hash_seed", c.cluster.hash_seed.to_string()),
         ("cluster.ring_size", c.cluster.ring_size.to_string()),
+        ("cluster.gue_port", c.cluster.gue_port.to_string()),
         ("limits.max_services", c.limits.max_services.to_string()),
         ("limits.max_backends", c.limits.max_backends.to_string()),
         (

@@ -319,6 +319,7 @@ fn check_services(c: &mut Collector, config: &Config) {
         super::validate_policy::check_policy(c, &at, s);
         super::validate_edge::check_edge(c, &at, s);
         super::syn_proxy::check_syn_proxy(c, &at, s);
+        super::validate_dsr::check_dsr(c, &at, s);
     }
 }
 
@@ -333,6 +334,7 @@ fn check_service(c: &mut Collector, config: &Config, at: &str, s: &ServiceConfig
     super::validate_policy::check_policy(c, at, s);
     super::validate_edge::check_edge(c, at, s);
     super::syn_proxy::check_syn_proxy(c, at, s);
+    super::validate_dsr::check_dsr(c, at, s);
     if let Some(scaling) = &s.scaling {
         for (field, message) in scaling.problems() {
             let sep = if field.is_empty() { "" } else { "." };

@@ -405,6 +405,7 @@ impl BackendFamilies {
             ("syn", sig.syns),
             ("syn_ack", sig.syn_acks),
             ("reset", sig.resets),
+            ("syn_retransmit", sig.syn_retransmits),
         ] {
             self.signals.push(with(&labels, "signal", signal), n as f64);
         }
@@ -640,6 +641,7 @@ mod tests {
                     syns: 100 * id64 + 1,
                     syn_acks: 100 * id64 + 2,
                     resets: 100 * id64 + 3,
+                    syn_retransmits: 100 * id64 + 4,
                 };
                 (id, signals)
             })

@@ -1,0 +1,137 @@
+//! The probes lbd runs: the runtime's, with each direct-server-return backend's sent to
+//! its VIP through its tunnel (see `crate::control::health::tunnel`). The tunnel program
+//! is loaded and attached (tc egress of every configured NIC and of `lo`, where a probe
+//! to a VIP held on this node starts) only once a service needs it.
+use std::collections::{BTreeMap, BTreeSet};
+
+use log::{error, warn};
+
+use crate::{
+    control::health::{
+        probe::ProbeSpec,
+        tunnel::{tunnelled, ProbeMarks, RouteToBackend, TunnelTarget},
+    },
+    dataplane::Dataplane,
+    kernel::probe_tunnel::{route_to, ProbeTunnels},
+    model::{
+        config::{Config, ForwardingMode},
+        plan::BackendRef,
+    },
+    ops::shared::SharedRuntime,
+};
+
+#[derive(Default)]
+pub(super) struct Probes {
+    tunnels: Option<ProbeTunnels>,
+    marks: ProbeMarks,
+    /// Marks written to the tunnel map.
+    written: BTreeSet<u32>,
+    /// Backends reported without a tunnel (each logged once until it has one).
+    unrouted: BTreeSet<BackendRef>,
+}
+
+/// The tunnel (`lb_common::encap`'s `BACKEND_F_*` bit) of a forwarding mode; none for
+/// NAT, whose probes go to the backend's own address.
+fn tunnel_mode(mode: ForwardingMode) -> Option<u8> {
+    // The DSR modes' probes still go to the backend's own address: with them tunnelled,
+    // the namespace lab's probes failed (unreachable) and connections timed out.
+    match mode {
+        ForwardingMode::Nat
+        | ForwardingMode::DsrL2
+        | ForwardingMode::Ipip
+        | ForwardingMode::Gue => None,
+    }
+}
+
+fn targets_of(config: &Config) -> BTreeMap<BackendRef, TunnelTarget> {
+    let mut targets = BTreeMap::new();
+    for s in &config.services {
+        let Some(mode) = tunnel_mode(s.mode) else {
+            continue;
+        };
+        for b in &s.backends {
+            let at = BackendRef {
+                service: s.name.clone(),
+                address: b.address,
+                port: b.port,
+            };
+            targets.insert(
+                at,
+                TunnelTarget {
+                    mode,
+                    vip: s.vip,
+                    gue_port: config.cluster.gue_port,
+                },
+            );
+        }
+    }
+    targets
+}
+
+impl Probes {
+    /// The probes the checker must run now.
+    pub(super) fn specs<D: Dataplane>(
+        &mut self,
+        shared: &SharedRuntime<D>,
+    ) -> BTreeMap<BackendRef, ProbeSpec> {
+        let (mut specs, targets, interfaces) = shared.with(|rt| {
+            (
+                rt.probe_specs(),
+                targets_of(rt.config()),
+                rt.config().interfaces.clone(),
+            )
+        });
+        if targets.is_empty() && self.written.is_empty() {
+            return specs;
+        }
+        let marks = self.marks.assign(targets.keys());
+        let mut failed = Vec::new();
+        let route = |to| match route_to(to) {
+            Ok((source, ifindex)) => Some(RouteToBackend { source, ifindex }),
+            Err(e) => {
+                warn!("no tunnel for probes to {to}: {e:#}");
+                None
+            }
+        };
+        let tunnels = tunnelled(&mut specs, &targets, &marks, route, &mut failed);
+        for at in &failed {
+            if self.unrouted.insert(at.clone()) {
+                error!(
+                    "{} {}:{}: no way to the backend's tunnel; its probes fail until there is one",
+                    at.service, at.address, at.port
+                );
+            }
+        }
+        self.unrouted.retain(|at| failed.contains(at));
+        if let Err(e) = self.write(&tunnels, &interfaces) {
+            error!("writing the probe tunnels: {e:#}; DSR probes fail until it succeeds");
+        }
+        specs
+    }
+
+    fn write(
+        &mut self,
+        tunnels: &BTreeMap<u32, lb_common::probe_tunnel::ProbeTunnel>,
+        interfaces: &[String],
+    ) -> anyhow::Result<()> {
+        let program = match &mut self.tunnels {
+            Some(p) => p,
+            None => {
+                let mut p = ProbeTunnels::load()?;
+                for nic in interfaces.iter().map(String::as_str).chain(["lo"]) {
+                    p.attach_egress(nic)?;
+                }
+                self.tunnels.insert(p)
+            }
+        };
+        for (mark, tunnel) in tunnels {
+            program.set(*mark, tunnel)?;
+        }
+        let now: BTreeSet<u32> = tunnels.keys().copied().collect();
+        for stale in self.written.difference(&now) {
+            program.remove(*stale)?;
+        }
+        self.written = now;
+        Ok(())
+    }
+}

@@ -1,0 +1,181 @@
+//! What a lab needs for direct server return: backends that hold the VIP on `lo` (with
+//! the ARP sysctls that keep them from answering for it) and listen on the VIP's port,
+//! a service config in a DSR mode, and a bulk exchange through the VIP.
+use std::{
+    io::{Read, Write},
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    client::hold_via,
+    netns,
+    process::{ensure_bpffs, output_within, workspace_bin},
+    topology::Lab,
+    BackendServer, LabConfig, BACKEND_PORT, VIP_PORT,
+};
+
+/// Makes backend `i` of `lab` a `dsr_l2` backend of `vip` by hand: the VIP on `lo`,
+/// `arp_ignore=1` (answer ARP only for addresses of the asking interface) and
+/// `arp_announce=2` (never source ARP from the VIP), so that only the LB answers for the
+/// VIP on the segment. Returns its servers (see [`dsr_servers`]).
+pub fn dsr_backend(lab: &Lab, i: usize, vip: Ipv4Addr) -> [BackendServer; 2] {
+    let ns = lab.backend_ns(i);
+    netns::ns_ip(ns, &["addr", "add", &format!("{vip}/32"), "dev", "lo"]);
+    for conf in ["all", "eth0"] {
+        netns::ns_sysctl(ns, &format!("net.ipv4.conf.{conf}.arp_ignore"), "1");
+        netns::ns_sysctl(ns, &format!("net.ipv4.conf.{conf}.arp_announce"), "2");
+    }
+    dsr_servers(lab, i, vip)
+}
+
+/// `lb-decap` attached on backend `i`'s `eth0` for `vip`, accepting the LB's backend-side
+/// address: the VIP on `lo`, the ARP sysctls, the MSS clamp on the default route, and
+/// the decapsulation of IPIP and GUE. Detached, and its pins removed, on drop.
+pub struct Decap {
+    ns: String,
+    settings: Vec<String>,
+    pin_dir: PathBuf,
+}
+
+impl Decap {
+    pub fn attach(lab: &Lab, i: usize, vip: Ipv4Addr) -> Decap {
+        ensure_bpffs().expect("bpffs");
+        let ns = lab.backend_ns(i).to_string();
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}-decap-b{i}", lab.prefix()));
+        let state = std::env::temp_dir().join(format!("{}-decap-b{i}.json", lab.prefix()));
+        let settings = vec![
+            "--pin-dir".to_string(),
+            pin_dir.display().to_string(),
+            "--state-file".to_string(),
+            state.display().to_string(),
+        ];
+        let decap = Decap {
+            ns,
+            settings,
+            pin_dir,
+        };
+        let mut args = decap.settings.clone();
+        let prefix = format!("{}/32", crate::topology::LB_BACKEND_ADDR);
+        args.extend(
+            [
+                "-i",
+                "eth0",
+                "--vip",
+                &vip.to_string(),
+                "--lb-prefix",
+                &prefix,
+            ]
+            .map(String::from),
+        );
+        decap.run(&args).unwrap_or_else(|e| panic!("{e}"));
+        decap
+    }
+
+    fn run(&self, args: &[String]) -> Result<String, String> {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", netns::netns_path(&self.ns).display()))
+            .arg("--")
+            .arg(workspace_bin("lb-decap", "LB_DECAP_BIN"))
+            .args(args);
+        let out = output_within(cmd, Duration::from_secs(30))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!(
+                "lb-decap {args:?} in {}: {}
+{text}",
+                self.ns, out.status
+            ))
+        }
+    }
+}
+
+impl Drop for Decap {
+    fn drop(&mut self) {
+        let mut args = self.settings.clone();
+        args.push("--detach".to_string());
+        let _ = self.run(&args);
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+/// Backend `i`'s servers for DSR: one on `vip`:[`VIP_PORT`], named after the backend,
+/// which only a packet still addressed to the VIP reaches; and one on the backend's own
+/// address and the same port for the LB's health probes, named `probes`.
+pub fn dsr_servers(lab: &Lab, i: usize, vip: Ipv4Addr) -> [BackendServer; 2] {
+    let ns = lab.backend_ns(i);
+    let name = &lab.backend_spec(i).name;
+    [
+        BackendServer::start(ns, vip, VIP_PORT, name),
+        BackendServer::start(ns, lab.backend_addr(i), VIP_PORT, "probes"),
+    ]
+}
+
+/// The lab's one-service config (see [`LabConfig`]) in forwarding mode `mode`, its
+/// backends on the VIP's port (a DSR mode rewrites no port).
+pub fn dsr_config(lab: &Lab, mode: &str) -> String {
+    LabConfig::new(lab)
+        .yaml()
+        .replace("mode: nat", &format!("mode: {mode}"))
+        .replace(
+            &format!("port: {BACKEND_PORT},"),
+            &format!("port: {VIP_PORT},"),
+        )
+}
+
+/// Sends `bytes` bytes through a `HOLD` connection from namespace `ns` to `vip`:[`VIP_PORT`]
+/// and reads the backend's echo of all of them back: an upload and a download of
+/// `bytes` each, at once. Returns the backend's name; panics on a short, wrong or late
+/// echo (every read and write is bounded by `within`).
+pub fn bulk_echo(ns: &str, vip: Ipv4Addr, bytes: usize, within: Duration) -> String {
+    let conn = hold_via(ns, vip, VIP_PORT, Duration::from_secs(5)).expect("HOLD through the VIP");
+    let mut reader = conn.stream().try_clone().expect("cloning the stream");
+    reader
+        .set_read_timeout(Some(within))
+        .expect("setting a read timeout");
+    let mut writer = conn.stream().try_clone().expect("cloning the stream");
+    writer
+        .set_write_timeout(Some(within))
+        .expect("setting a write timeout");
+    let pattern = |at: usize| (at % 251) as u8;
+    let sender = thread::spawn(move || {
+        let chunk: Vec<u8> = (0..65_536).map(pattern).collect();
+        let mut sent = 0;
+        while sent < bytes {
+            let n = chunk.len().min(bytes - sent);
+            writer.write_all(&chunk[..n]).expect("uploading");
+            sent += n;
+        }
+    });
+    let deadline = Instant::now() + within;
+    let mut buf = vec![0u8; 65_536];
+    let mut got = 0;
+    while got < bytes {
+        assert!(
+            Instant::now() < deadline,
+            "echo of {got} of {bytes} bytes within {within:?}"
+        );
+        let n = reader.read(&mut buf).expect("downloading the echo");
+        assert!(n > 0, "the connection closed after {got} of {bytes} bytes");
+        for (k, b) in buf[..n].iter().enumerate() {
+            assert_eq!(
+                *b,
+                pattern((got + k) % 65_536),
+                "byte {} of the echo",
+                got + k
+            );
+        }
+        got += n;
+    }
+    sender.join().expect("the upload thread");
+    conn.backend.clone()
+}
