@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use lb_tests::bench::{
-    api_change, control, dsr, e2e, edge, flow_fill, machine, packet, probes, probes_lbd,
-    syn_proxy, targets,
+    api_change, control, dsr, e2e, edge, flow_fill, machine, packet, probes, probes_lbd, syn_proxy,
+    targets,
 };
 use serde_json::Value;
 
@@ -22,7 +22,7 @@ const USAGE: &str = "usage: lb-bench [--quick] [--only packet,edge,synproxy,dsr,
   [--e2e-profile DIR]                   one more round of two saturated rows under perf record";
 
 /// `api` (the admin-API change) also runs as part of `control`.
-const PARTS: [&str; 8] = [
+const PARTS: [&str; 9] = [
     "packet", "edge", "synproxy", "dsr", "fill", "control", "api", "probes", "e2e",
 ];
 
