@@ -115,16 +115,29 @@ pub fn remembered_drop(ctx: &XdpContext, service: u32) -> Option<u32> {
     }
     // SAFETY: the 4 bytes are inside the frame (checked above).
     let src = unsafe { wire::get32((ctx.data() + SRC_AT) as *const u8) };
-    let memo = EDGE_DROP_MEMO.get(drop_memo_slot(service, src)).copied()?;
+    match memo_drop(service, src) {
+        0 => None,
+        action => Some(action),
+    }
+}
+
+/// [`remembered_drop`]'s memo read and counting, or 0 (no XDP action) for none. A BPF
+/// function of its own, so that its locals take a frame of their own rather than room in
+/// `lb_xdp`'s.
+#[inline(never)]
+fn memo_drop(service: u32, src: u32) -> u32 {
+    let Some(memo) = EDGE_DROP_MEMO.get(drop_memo_slot(service, src)).copied() else {
+        return 0;
+    };
     if memo.service != service || memo.addr != src || memo.until <= lookup::now_secs() {
-        return None;
+        return 0;
     }
     if trace::sampled(service) {
-        return None;
+        return 0;
     }
     count_rule_drop(service, memo.counter);
     count::reason_slot(memo.reason);
-    Some(aya_ebpf::bindings::xdp_action::XDP_DROP)
+    aya_ebpf::bindings::xdp_action::XDP_DROP
 }
 
 /// Counts a rule's drop: on the rule's hit counter, or (no allow rule matched) on the

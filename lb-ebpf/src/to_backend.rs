@@ -43,7 +43,13 @@ pub fn handle<const EDGE_CHECKED: bool>(ctx: &XdpContext, pkt: &Packet) -> Optio
                 let action = count::pass(Reason::PassTtlExpired);
                 return Some(refused(pkt, target.service, action, Reason::PassTtlExpired));
             }
-            if target.state & FLOW_F_SYN_PROXY != 0 && !syn_proxy::to_backend(pkt.tcp, &pkt.flow) {
+            // `lb_place` (EDGE_CHECKED) never takes a proxied service's packets (`lb_edge`
+            // hands them to `lb_proxy`): a proxied flow found there was recorded in a race
+            // and is dropped rather than translated, which keeps the call, and its stack,
+            // out of that program.
+            if target.state & FLOW_F_SYN_PROXY != 0
+                && (EDGE_CHECKED || !syn_proxy::to_backend(pkt.tcp, &pkt.flow))
+            {
                 return Some(count::drop(Reason::DropSynProxyOpening));
             }
             ((target, backend, false), TRACE_DECISION_FLOW_HIT)
