@@ -3,7 +3,7 @@
 //! a service config in a DSR mode, and a bulk exchange through the VIP.
 use std::{
     io::{Read, Write},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::Command,
     thread,
@@ -15,7 +15,7 @@ use crate::{
     netns,
     process::{ensure_bpffs, output_within, workspace_bin},
     topology::Lab,
-    BackendServer, LabConfig, BACKEND_PORT, VIP_PORT,
+    BackendServer, LabConfig, RunningLb, BACKEND_PORT, VIP, VIP_PORT,
 };
 
 /// Makes backend `i` of `lab` a `dsr_l2` backend of `vip` by hand: the VIP on `lo`,
@@ -178,4 +178,55 @@ pub fn bulk_echo(ns: &str, vip: Ipv4Addr, bytes: usize, within: Duration) -> Str
     }
     sender.join().expect("the upload thread");
     conn.backend.clone()
+}
+
+/// What every DSR mode must show end to end through `lb` (started on [`dsr_config`] in
+/// `mode`, with `servers` from [`dsr_backend`] or [`dsr_servers`]): 300 connections
+/// through the VIP, each seen by its backend from the client's own address and port
+/// while the client sees the VIP, all served by the servers bound to the VIP itself (none
+/// rewritten to a backend's own address) and spread over the three backends; then 20 MB
+/// echoed each way on one connection.
+pub fn three_hundred_connections_and_twenty_megabytes_each_way(
+    lb: &RunningLb,
+    servers: &[[BackendServer; 2]],
+    mode: &str,
+) {
+    let result = lb.burst(300, Duration::from_secs(3), Duration::from_secs(120));
+    assert!(
+        result.failed.is_empty() && result.ok == 300,
+        "{mode}: {} of 300 connections failed: {:?}\nlbd log:\n{}",
+        result.failed.len(),
+        &result.failed[..result.failed.len().min(5)],
+        lb.lbd.log()
+    );
+    let vip = SocketAddr::from((VIP, VIP_PORT));
+    for reply in &result.replies {
+        assert_eq!(reply.remote, vip, "{mode}: the client must see the VIP");
+        assert_eq!(
+            reply.peer_seen_by_backend, reply.local,
+            "{mode}: the backend must see the client's own address and port"
+        );
+    }
+    let client = lb.lab.client_addr();
+    let by_vip: usize = servers
+        .iter()
+        .map(|[on_vip, _]| on_vip.peers().iter().filter(|p| **p == client).count())
+        .sum();
+    assert_eq!(
+        by_vip, 300,
+        "{mode}: served on the VIP: {:?}",
+        result.per_backend
+    );
+    assert_eq!(
+        result.per_backend.len(),
+        3,
+        "{mode}: the hash spreads connections over the three backends: {:?}",
+        result.per_backend
+    );
+    let client_ns = lb.lab.client_ns().to_string();
+    let backend = bulk_echo(&client_ns, VIP, 20 << 20, Duration::from_secs(60));
+    assert!(
+        ["b1", "b2", "b3"].contains(&backend.as_str()),
+        "{mode}: echoed by {backend}"
+    );
 }

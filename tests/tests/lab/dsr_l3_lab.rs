@@ -4,11 +4,11 @@
 //! mode: 300 connections through the VIP, each backend seeing the client's own address
 //! and the client seeing the VIP, and a 20 MB upload and download on one connection,
 //! which on these 1500-byte links needs `lb-decap`'s MSS clamp.
-use std::{net::SocketAddr, time::Duration};
-
 use lb_tests::{
-    dsr_lab::{bulk_echo, dsr_config, dsr_servers, Decap},
-    Lab, LabSpec, RunningLb, VIP, VIP_PORT,
+    dsr_lab::{
+        dsr_config, dsr_servers, three_hundred_connections_and_twenty_megabytes_each_way, Decap,
+    },
+    Lab, LabSpec, RunningLb, VIP,
 };
 
 fn through(mode: &str) {
@@ -21,44 +21,7 @@ fn through(mode: &str) {
         .collect();
     let config = dsr_config(&lab, mode);
     let lb = RunningLb::start(lab, &config);
-    let result = lb.burst(300, Duration::from_secs(3), Duration::from_secs(120));
-    assert!(
-        result.failed.is_empty() && result.ok == 300,
-        "{mode}: {} of 300 connections failed: {:?}\nlbd log:\n{}",
-        result.failed.len(),
-        &result.failed[..result.failed.len().min(5)],
-        lb.lbd.log()
-    );
-    let vip = SocketAddr::from((VIP, VIP_PORT));
-    for reply in &result.replies {
-        assert_eq!(reply.remote, vip, "{mode}: the client must see the VIP");
-        assert_eq!(
-            reply.peer_seen_by_backend, reply.local,
-            "{mode}: the backend must see the client's own address and port"
-        );
-    }
-    let client = lb.lab.client_addr();
-    let by_vip: usize = servers
-        .iter()
-        .map(|[on_vip, _]| on_vip.peers().iter().filter(|p| **p == client).count())
-        .sum();
-    assert_eq!(
-        by_vip, 300,
-        "{mode}: served on the VIP: {:?}",
-        result.per_backend
-    );
-    assert_eq!(
-        result.per_backend.len(),
-        3,
-        "{mode}: {:?}",
-        result.per_backend
-    );
-    let client_ns = lb.lab.client_ns().to_string();
-    let backend = bulk_echo(&client_ns, VIP, 20 << 20, Duration::from_secs(60));
-    assert!(
-        ["b1", "b2", "b3"].contains(&backend.as_str()),
-        "{mode}: echoed by {backend}"
-    );
+    three_hundred_connections_and_twenty_megabytes_each_way(&lb, &servers, mode);
     drop(lb);
     drop(decaps);
 }
