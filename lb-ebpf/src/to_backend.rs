@@ -6,8 +6,8 @@ use lb_common::{
     counters::Reason,
     encap::BACKEND_F_DSR,
     flow::{
-        FlowKey, FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED, FLOW_F_TIER,
-        FLOW_REUSE_IDLE_SECS,
+        FlowKey, FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED, FLOW_F_FIN_CLIENT,
+        FLOW_F_TIER, FLOW_REUSE_IDLE_SECS,
     },
     net::{is_martian, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     service::{SERVICE_F_DSR, SERVICE_F_EDGE, SERVICE_F_RECORD_UNPROVEN, SERVICE_F_STATELESS_SYN},
@@ -278,11 +278,14 @@ fn existing_flow(pkt: &Packet) -> Existing {
 }
 
 /// Whether an entry may belong to an earlier connection on its tuple rather than to the
-/// packet's: closed, on a backend that takes no new flows, or idle for a while. Only
-/// then is the SYN cache consulted, so a busy flow's packets never read it.
+/// packet's: closed, half-closed by its client, on a backend that takes no new flows, or
+/// idle for a while. Only then is the SYN cache consulted, so a busy flow's packets never
+/// read it. Half-closed counts because a client's kernel reuses a port only once its
+/// socket is gone, and in a tier that is usually all a node sees of a close: the
+/// backend's FIN returns through any node.
 #[inline(always)]
 fn may_be_reused(target: &FlowTarget, backend: &Backend, now: u32) -> bool {
-    target.state & FLOW_F_CLOSED != 0
+    target.state & (FLOW_F_CLOSED | FLOW_F_FIN_CLIENT) != 0
         || backend.weight_milli == 0
         || now.wrapping_sub(target.last_seen) > FLOW_REUSE_IDLE_SECS
 }

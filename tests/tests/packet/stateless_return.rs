@@ -281,6 +281,16 @@ fn to_backend(dp: &KernelDataplane, c0: u32, frame: &Frame) -> Ipv4Addr {
     lb_tests::frame::dst_ip(&r.output)
 }
 
+/// Like [`to_backend`], with the backend's port.
+fn to_backend_at(dp: &KernelDataplane, c0: u32, frame: &Frame) -> (Ipv4Addr, u16) {
+    let r = run_once(dp.program(), c0, &frame.bytes());
+    assert_eq!(r.action, XDP_REDIRECT, "{frame:?}");
+    (
+        lb_tests::frame::dst_ip(&r.output),
+        lb_tests::frame::dst_port(&r.output),
+    )
+}
+
 /// In a tier a client reusing the tuple of a closed flow gets its new connection's entry
 /// from its ACK although this node saw no SYN-ACK, as the first connection got its own:
 /// with the old backend out of the table, the new SYN goes elsewhere, and so does the
@@ -373,5 +383,69 @@ fn in_a_tier_the_ack_that_records_the_flow_spends_its_slot() {
         assert_eq!((s.new_flows, s.unproven_acks), (1, 1), "recorded once");
         let id = backend_id(c, "web", backend);
         assert_eq!(c.dataplane().active_flows(id).unwrap(), 1);
+    });
+}
+
+/// In a tier a node sees the client's FIN but rarely the backend's (its replies return
+/// through any node), so a finished connection's entry stays half-closed, not closed. A
+/// client that reuses the tuple soon after (its kernel frees the port at once when the
+/// backend closed first) opens a new connection that the table, changed meanwhile, places
+/// on another backend: its ACK must replace the half-closed entry and follow its SYN,
+/// not the old entry to a backend that never saw that SYN.
+#[test]
+fn in_a_tier_a_tuple_reused_after_the_clients_fin_follows_its_new_syn() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    let grown = STATELESS.replace(
+        "      - { address: 10.1.0.13, port: 8080, zone: az-c }\n",
+        "      - { address: 10.1.0.13, port: 8080, zone: az-c }\n      - { address: 10.1.0.11, port: 8081, zone: az-a }\n",
+    );
+    assert_ne!(grown, STATELESS);
+    rig.with_dataplane(STATELESS, |c| {
+        let sports = 47_800..47_840;
+        let mut first = BTreeMap::new();
+        for sport in sports.clone() {
+            let syn = client_syn(sport);
+            first.insert(sport, to_backend_at(c.dataplane(), c0, &syn));
+            to_backend(c.dataplane(), c0, &ack_of(&syn));
+            to_backend(
+                c.dataplane(),
+                c0,
+                &Frame {
+                    flags: 0x11, // FIN|ACK
+                    ..ack_of(&syn)
+                },
+            );
+            let entry = c.dataplane().flows.get(&syn.flow_key(), 0).unwrap();
+            assert_ne!(entry.state & lb_common::flow::FLOW_F_FIN_CLIENT, 0);
+            assert_eq!(entry.state & lb_common::flow::FLOW_F_CLOSED, 0);
+        }
+        c.apply(&config_of(&grown)).unwrap();
+        let added = (BACKEND, 8081);
+        let (sport, old) = sports
+            .clone()
+            .map(|sport| (sport, first[&sport]))
+            .find(|&(sport, old)| {
+                let now = to_backend_at(c.dataplane(), c0, &client_syn(sport));
+                assert!(now == old || now == added, "{sport}: {old:?} -> {now:?}");
+                now == added
+            })
+            .expect("the added backend takes some of 40 tuples' ring slots");
+        let syn = client_syn(sport);
+        assert_eq!(
+            to_backend_at(c.dataplane(), c0, &ack_of(&syn)),
+            added,
+            "the new connection's ACK follows its SYN, not the entry to {old:?}"
+        );
+        let entry = c.dataplane().flows.get(&syn.flow_key(), 0).unwrap();
+        let added_id = c
+            .backend_id(&lb_userspace::model::plan::BackendRef {
+                service: "web".into(),
+                address: added.0,
+                port: added.1,
+            })
+            .unwrap();
+        assert_eq!(entry.backend, added_id);
+        assert_eq!(entry.state & lb_common::flow::FLOW_F_FIN_CLIENT, 0);
     });
 }
