@@ -24,7 +24,8 @@
 //!   once per binary so that a run without root fails with one message.
 //! * [`packet_rig`], [`packet_exchange`], [`frame`]: the real XDP program under
 //!   BPF_PROG_TEST_RUN in a namespace, the exchanges packet tests make through it (a
-//!   counted run, SYN then ACK, a backend's answer, a handshake), crafted frames.
+//!   counted run, SYN then ACK, a backend's answer, a handshake), crafted frames
+//!   ([`udp_frame`] for UDP).
 //! * [`scenario`]: fast health settings and the bounds the fault tests assert.
 //! * [`tier`]: [`tier::RunningTier`] — clients, router R1, several LB nodes (each
 //!   `lbd` + BIRD) by ECMP, router R2, backends; and the load of the tier tests.
@@ -62,6 +63,7 @@ pub mod scenario;
 pub mod syn_flood;
 pub mod tier;
 pub mod topology;
+pub mod udp_frame;
 
 pub use backend_server::BackendServer;
 pub use client::{

@@ -23,3 +23,4 @@ mod stateless_return;
 mod stateless_syn;
 mod syn_proxy;
 mod trace;
+mod udp;

@@ -1,0 +1,144 @@
+//! Client -> VIP for a UDP service: follow the flow entry, or place the datagram and
+//! record its flow; rewrite towards the backend, forward, count.
+//!
+//! UDP has no handshake: nothing tells the first datagram of a flow from one whose entry
+//! this node lost (a restart without the pinned maps, an eviction, an ECMP move from
+//! another node). So a datagram without an entry is placed by the service's Maglev table
+//! (`select::by_table`), which gives both the same backend; the policies a UDP service
+//! accepts (`maglev`, `source_hash`) are the ones whose choice is that table's. The entry
+//! then keeps the flow on its backend while the table changes (a backend added, a weight
+//! changed, a backend draining), until it has been idle for the UDP timeout: `lbd`'s
+//! periodic sweep removes it (`flow_timeouts.udp`).
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    programs::XdpContext,
+};
+use lb_common::{
+    backend::Backend,
+    counters::Reason,
+    flow::{FlowKey, FlowTarget, FLOW_F_COUNTED, FLOW_F_DATAGRAM, FLOW_F_ESTABLISHED},
+    net::is_martian,
+    service_index::PackedMeta,
+};
+
+use crate::{
+    count,
+    datagram::Datagram,
+    flow,
+    forward::forward_frame,
+    lookup::{self, backend_by_id},
+    maps::{FLOWS, NEXTHOPS, RETURN_FLOWS},
+    return_entry, select, udp_rewrite,
+};
+
+/// A datagram to `service`'s VIP:port.
+#[inline(always)]
+pub fn handle(ctx: &XdpContext, dg: &Datagram, service: PackedMeta) -> u32 {
+    if !dg.valid {
+        return count::drop(Reason::DropMalformedUdp);
+    }
+    if !dg.ttl_allows() {
+        return count::pass(Reason::PassTtlExpired);
+    }
+    let (target, backend, new_flow) = match followed(dg, service) {
+        Followed::Hit(target, backend) => (target, backend, false),
+        miss => {
+            // XDP runs before the kernel's martian checks: such a source records no flow
+            // (as in `to_backend`), so a hit never needs the check.
+            if is_martian(dg.flow.src_addr) || dg.flow.src_addr == dg.flow.dst_addr {
+                return count::drop(Reason::DropMartianSource);
+            }
+            let replace = matches!(miss, Followed::Replace);
+            match place(dg, service, replace) {
+                Some(placed) => placed,
+                None => return count::drop(Reason::DropNoBackend),
+            }
+        }
+    };
+    count::to_backend(&target, dg.frame_len, new_flow);
+    udp_rewrite::dnat(dg, backend.addr, backend.port);
+    let cache = NEXTHOPS
+        .get_ptr_mut(target.backend)
+        .unwrap_or(core::ptr::null_mut());
+    forward_frame(ctx, dg.eth, dg.ip, dg.flow.proto, cache)
+}
+
+enum Followed {
+    /// A flow entry and its backend.
+    Hit(FlowTarget, Backend),
+    /// An entry whose backend slot was freed or given to another service.
+    Replace,
+    Miss,
+}
+
+/// The datagram's flow entry, stamped with the time. A client expecting an answer may
+/// find the reply direction's entry evicted (the two directions are evicted apart): it
+/// is put back here, as a TCP segment with data does.
+#[inline(always)]
+fn followed(dg: &Datagram, service: PackedMeta) -> Followed {
+    let Some(entry) = FLOWS.get_ptr_mut(dg.flow) else {
+        return Followed::Miss;
+    };
+    let target = unsafe { *entry };
+    let Some(backend) = backend_by_id(target.backend).filter(|b| b.service == service.id()) else {
+        return Followed::Replace;
+    };
+    let now = lookup::now_secs();
+    if target.last_seen != now {
+        unsafe { (*entry).last_seen = now };
+    }
+    if unsafe { RETURN_FLOWS.get(return_key(&dg.flow, &backend)) }.is_none() {
+        return_entry::insert(
+            return_key(&dg.flow, &backend),
+            dg.flow.dst_addr,
+            dg.flow.dst_port,
+            &target,
+        );
+    }
+    Followed::Hit(target, backend)
+}
+
+/// Places a datagram without a live flow entry by the service's table and records its
+/// flow in both directions, counted as new and active. `None`: no backend to take it.
+#[inline(always)]
+fn place(dg: &Datagram, service: PackedMeta, replace: bool) -> Option<(FlowTarget, Backend, bool)> {
+    let id = select::by_table(service, &dg.flow);
+    let backend = backend_by_id(id)?;
+    let target = FlowTarget {
+        backend: id,
+        service: service.id(),
+        state: FLOW_F_COUNTED | FLOW_F_ESTABLISHED | FLOW_F_DATAGRAM,
+        last_seen: lookup::now_secs(),
+        _pad: 0,
+    };
+    // Two CPUs may place the same new flow at once: only the insert that creates the
+    // entry counts it, and the other follows that entry.
+    let flags = if replace { BPF_ANY } else { BPF_NOEXIST };
+    if FLOWS.insert(dg.flow, target, flags as u64).is_err() {
+        let existing = unsafe { FLOWS.get(dg.flow) }.copied()?;
+        let backend = backend_by_id(existing.backend)?;
+        return Some((existing, backend, false));
+    }
+    flow::opened(id);
+    return_entry::insert(
+        return_key(&dg.flow, &backend),
+        dg.flow.dst_addr,
+        dg.flow.dst_port,
+        &target,
+    );
+    Some((target, backend, true))
+}
+
+/// The reply direction's key: backend -> client.
+#[inline(always)]
+fn return_key(flow: &FlowKey, backend: &Backend) -> FlowKey {
+    FlowKey {
+        src_addr: backend.addr,
+        dst_addr: flow.src_addr,
+        src_port: backend.port,
+        dst_port: flow.src_port,
+        proto: flow.proto,
+        family: flow.family,
+        _pad: [0; 2],
+    }
+}
