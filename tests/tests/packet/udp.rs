@@ -20,7 +20,7 @@ use lb_userspace::{
     control::tables::Controller,
     kernel::KernelDataplane,
     model::{
-        config,
+        config::{self, FlowTimeouts},
         plan::{BackendRef, Overlay},
     },
 };
@@ -379,5 +379,28 @@ fn a_datagram_whose_ttl_would_expire_is_left_to_the_kernel() {
         };
         let r = run_counted(c.dataplane(), c0, &q.bytes(), Reason::PassTtlExpired);
         expect_run(&r, XDP_PASS, &q.bytes(), &"ttl 1");
+    });
+}
+
+#[test]
+fn a_udp_flow_is_removed_both_ways_once_idle_for_the_udp_timeout_and_kept_while_used() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(UDP_CONFIG, |c| {
+        let t = FlowTimeouts::default();
+        let q = query(41011);
+        let backend = table_backend(c, &q);
+        let dp = c.dataplane_mut();
+        dp.set_clock(1000).unwrap();
+        run_once(dp.program(), c0, &q.bytes());
+        let reply_key = answer(&q, backend).flow_key();
+        assert!(dp.return_flows.get(&reply_key, 0).is_ok());
+        // Used at 1020: still there 30 s later, gone after 31.
+        dp.set_clock(1020).unwrap();
+        run_once(dp.program(), c0, &q.bytes());
+        assert_eq!(dp.expire_flows(1020 + 30, &t).unwrap(), 0);
+        assert_eq!(dp.expire_flows(1020 + 31, &t).unwrap(), 1);
+        assert!(dp.flows.get(&q.flow_key(), 0).is_err());
+        assert!(dp.return_flows.get(&reply_key, 0).is_err());
     });
 }
