@@ -32,6 +32,8 @@
 //! * [`rehash_tc`]: the routers' tc program that makes ECMP hash the 5-tuple.
 //! * [`bench`]: the parts of `cargo xtask bench` (per packet, flow-table fill,
 //!   control plane, end to end), run by the `lb-bench` binary.
+//! * [`udp_echo`]: [`udp_echo::UdpEcho`] — a UDP backend that answers with its name;
+//!   clients of one socket each that record who answered.
 //! * [`process`]: [`Daemon`] — a process started inside a namespace with
 //!   `nsenter` (keeps the host bpffs visible), killed on drop.
 
@@ -63,6 +65,7 @@ pub mod scenario;
 pub mod syn_flood;
 pub mod tier;
 pub mod topology;
+pub mod udp_echo;
 pub mod udp_frame;
 
 pub use backend_server::BackendServer;
