@@ -105,46 +105,49 @@ pub struct ClientRecord {
     pub unanswered: usize,
 }
 
-/// `clients` clients in namespace `ns`, each with a socket of its own (so a 5-tuple of
-/// its own), sending `datagrams` datagrams one after another to `to`, each sent up to
-/// 3 times and waited for `wait` each time; clients run on `threads` threads. Whatever
-/// is still unsent at `deadline` counts as unanswered.
+/// `clients` UDP sockets in namespace `ns`, each bound to a port of its own: a client
+/// each, with a 5-tuple of its own.
+pub fn open_clients(ns: &str, clients: usize) -> Vec<UdpSocket> {
+    netns::run_in(ns, || {
+        (0..clients)
+            .map(|_| UdpSocket::bind("0.0.0.0:0").expect("binding a client socket"))
+            .collect()
+    })
+}
+
+/// Each client of `sockets` sends `datagrams` datagrams one after another to `to`, each
+/// sent up to 3 times and waited for `wait` each time; clients run on 10 threads.
+/// Whatever is still unsent at `deadline` counts as unanswered. One record per socket,
+/// in order.
 pub fn exchange(
-    ns: &str,
+    sockets: &[UdpSocket],
     to: SocketAddrV4,
-    clients: usize,
     datagrams: usize,
     wait: Duration,
     deadline: Duration,
 ) -> Vec<ClientRecord> {
     const THREADS: usize = 10;
-    let sockets: Vec<UdpSocket> = netns::run_in(ns, || {
-        (0..clients)
-            .map(|_| UdpSocket::bind("0.0.0.0:0").expect("binding a client socket"))
-            .collect()
-    });
     let until = Instant::now() + deadline;
-    let mut chunks: Vec<Vec<(usize, UdpSocket)>> = (0..THREADS).map(|_| Vec::new()).collect();
-    for (i, s) in sockets.into_iter().enumerate() {
-        chunks[i % THREADS].push((i, s));
-    }
-    let handles: Vec<JoinHandle<Vec<(usize, ClientRecord)>>> = chunks
-        .into_iter()
-        .map(|chunk| {
-            thread::spawn(move || {
-                chunk
-                    .into_iter()
-                    .map(|(i, s)| (i, one_client(i, &s, to, datagrams, wait, until)))
-                    .collect()
+    let per_thread = sockets.len().div_ceil(THREADS).max(1);
+    thread::scope(|scope| {
+        let handles: Vec<_> = sockets
+            .chunks(per_thread)
+            .enumerate()
+            .map(|(c, chunk)| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(j, s)| one_client(c * per_thread + j, s, to, datagrams, wait, until))
+                        .collect::<Vec<_>>()
+                })
             })
-        })
-        .collect();
-    let mut records: Vec<(usize, ClientRecord)> = handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("a client thread panicked"))
-        .collect();
-    records.sort_by_key(|(i, _)| *i);
-    records.into_iter().map(|(_, r)| r).collect()
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a client thread panicked"))
+            .collect()
+    })
 }
 
 fn one_client(

@@ -121,4 +121,53 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn udp_probes_take_text_or_hex_payloads_and_only_their_own_fields() {
+        let ok = "protocol: udp, health: { type: udp, send: \"hex:00ff10\", expect: pong }";
+        assert_eq!(errors(&[ok]), Vec::new());
+        assert_eq!(
+            crate::model::config::probe_payload("hex:00ff10"),
+            Ok(vec![0, 0xff, 0x10])
+        );
+        assert_eq!(
+            crate::model::config::probe_payload("hex"),
+            Ok(b"hex".to_vec())
+        );
+        let cases = [
+            (
+                "health: { type: udp, send: \"hex:0\" }",
+                "services[0].health.send",
+            ),
+            (
+                "health: { type: udp, expect: \"hex:zz\" }",
+                "services[0].health.expect",
+            ),
+            (
+                "health: { type: udp, expect: \"\" }",
+                "services[0].health.expect",
+            ),
+            ("health: { type: udp, path: /x }", "services[0].health.path"),
+            (
+                "health: { type: tcp, send: ping }",
+                "services[0].health.send",
+            ),
+            (
+                "health: { type: http, expect: pong }",
+                "services[0].health.expect",
+            ),
+        ];
+        for (setting, field) in cases {
+            let got = errors(&[setting]);
+            assert!(got.iter().any(|(f, _)| f == field), "{setting}: {got:?}");
+        }
+        let long = format!("health: {{ type: udp, send: \"{}\" }}", "x".repeat(513));
+        assert_eq!(
+            errors(&[&long]),
+            vec![(
+                "services[0].health.send".to_string(),
+                "513 bytes; at most 512".to_string()
+            )]
+        );
+    }
 }
