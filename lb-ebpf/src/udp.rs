@@ -15,7 +15,6 @@
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
     counters::Reason, encap::PROTO_UDP, filter::FILTER_VIPS, limits::PROGRAMS_SLOT_UDP,
-    service_index::key_word,
 };
 
 use crate::{
@@ -63,8 +62,8 @@ pub fn lb_udp(ctx: XdpContext) -> u32 {
     };
     let to_vip = lookup::may_be(FILTER_VIPS, dg.flow.dst_addr);
     if to_vip {
-        if let Some((service, _)) = lookup::service_of_word(key_word(&dg.flow.service_key())) {
-            return udp_to_backend::handle(&ctx, &dg, service);
+        if let Some(action) = udp_to_backend::handle(&ctx, &dg) {
+            return action;
         }
     }
     if let Some(entry) = RETURN_FLOWS.get_ptr_mut(dg.flow) {

@@ -18,7 +18,7 @@ use lb_common::{
     counters::Reason,
     flow::{FlowKey, FlowTarget, FLOW_F_COUNTED, FLOW_F_DATAGRAM, FLOW_F_ESTABLISHED},
     net::is_martian,
-    service_index::PackedMeta,
+    service_index::{key_word, PackedMeta},
 };
 
 use crate::{
@@ -31,71 +31,67 @@ use crate::{
     return_entry, select, udp_rewrite,
 };
 
-/// A datagram to `service`'s VIP:port.
+/// A datagram to a maybe-VIP address. Its flow entry is looked up first, as for TCP, so
+/// a flow's later datagrams need no service lookup. `None`: no flow and no UDP service
+/// at its VIP:port, not ours.
 #[inline(always)]
-pub fn handle(ctx: &XdpContext, dg: &Datagram, service: PackedMeta) -> u32 {
+pub fn handle(ctx: &XdpContext, dg: &Datagram) -> Option<u32> {
+    let entry = FLOWS.get_ptr_mut(dg.flow);
+    let hit = entry.and_then(|entry| {
+        let target = unsafe { *entry };
+        // A freed backend slot, or one given to another service since: placed again.
+        let backend = backend_by_id(target.backend).filter(|b| b.service == target.service)?;
+        Some((entry, target, backend))
+    });
+    let service = match hit {
+        Some(_) => None,
+        None => Some(lookup::service_of_word(key_word(&dg.flow.service_key()))?.0),
+    };
     if !dg.valid {
-        return count::drop(Reason::DropMalformedUdp);
+        return Some(count::drop(Reason::DropMalformedUdp));
     }
     if !dg.ttl_allows() {
-        return count::pass(Reason::PassTtlExpired);
+        return Some(count::pass(Reason::PassTtlExpired));
     }
-    let (target, backend, new_flow) = match followed(dg, service) {
-        Followed::Hit(target, backend) => (target, backend, false),
-        miss => {
+    let (target, backend, new_flow) = match (hit, service) {
+        (Some((entry, target, backend)), _) => {
+            follow(dg, entry, &target, &backend);
+            (target, backend, false)
+        }
+        (None, Some(service)) => {
             // XDP runs before the kernel's martian checks: such a source records no flow
             // (as in `to_backend`), so a hit never needs the check.
             if is_martian(dg.flow.src_addr) || dg.flow.src_addr == dg.flow.dst_addr {
-                return count::drop(Reason::DropMartianSource);
+                return Some(count::drop(Reason::DropMartianSource));
             }
-            let replace = matches!(miss, Followed::Replace);
-            match place(dg, service, replace) {
+            match place(dg, service, entry.is_some()) {
                 Some(placed) => placed,
-                None => return count::drop(Reason::DropNoBackend),
+                None => return Some(count::drop(Reason::DropNoBackend)),
             }
         }
+        (None, None) => return None,
     };
     count::to_backend(&target, dg.frame_len, new_flow);
     udp_rewrite::dnat(dg, backend.addr, backend.port);
     let cache = NEXTHOPS
         .get_ptr_mut(target.backend)
         .unwrap_or(core::ptr::null_mut());
-    forward_frame(ctx, dg.eth, dg.ip, dg.flow.proto, cache)
+    Some(forward_frame(ctx, dg.eth, dg.ip, dg.flow.proto, cache))
 }
 
-enum Followed {
-    /// A flow entry and its backend.
-    Hit(FlowTarget, Backend),
-    /// An entry whose backend slot was freed or given to another service.
-    Replace,
-    Miss,
-}
-
-/// The datagram's flow entry, stamped with the time. A client expecting an answer may
-/// find the reply direction's entry evicted (the two directions are evicted apart): it
-/// is put back here, as a TCP segment with data does.
+/// A datagram of the flow at `entry`: the time stamped on it. A client expecting an
+/// answer may find the reply direction's entry evicted (the two directions are evicted
+/// apart): it is put back here, as a TCP segment with data does.
 #[inline(always)]
-fn followed(dg: &Datagram, service: PackedMeta) -> Followed {
-    let Some(entry) = FLOWS.get_ptr_mut(dg.flow) else {
-        return Followed::Miss;
-    };
-    let target = unsafe { *entry };
-    let Some(backend) = backend_by_id(target.backend).filter(|b| b.service == service.id()) else {
-        return Followed::Replace;
-    };
+fn follow(dg: &Datagram, entry: *mut FlowTarget, target: &FlowTarget, backend: &Backend) {
     let now = lookup::now_secs();
     if target.last_seen != now {
         unsafe { (*entry).last_seen = now };
     }
-    if unsafe { RETURN_FLOWS.get(return_key(&dg.flow, &backend)) }.is_none() {
-        return_entry::insert(
-            return_key(&dg.flow, &backend),
-            dg.flow.dst_addr,
-            dg.flow.dst_port,
-            &target,
-        );
+    let key = return_key(&dg.flow, backend);
+    if unsafe { RETURN_FLOWS.get(key) }.is_none() {
+        return_entry::insert(key, dg.flow.dst_addr, dg.flow.dst_port, target);
     }
-    Followed::Hit(target, backend)
 }
 
 /// Places a datagram without a live flow entry by the service's table and records its
