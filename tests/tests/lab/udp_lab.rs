@@ -120,6 +120,50 @@ fn udp_clients_each_stay_on_one_backend_hear_only_the_vip_and_move_off_a_dead_ba
         burst.failed
     );
 
+    // lbctl shows the protocol, and adds a UDP service beside a TCP one on one port.
+    let lbctl = lb.lbctl();
+    let list = lbctl.ok(&["service", "list"]);
+    let listener = |name: &str| {
+        list.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+    };
+    assert_eq!(listener("web"), Some(format!("{VIP}:{VIP_PORT}")), "{list}");
+    assert_eq!(
+        listener("dns"),
+        Some(format!("{VIP}:{VIP_PORT}/udp")),
+        "{list}"
+    );
+    let add = |name: &str, protocol: &str| {
+        lbctl.run(&[
+            "service",
+            "add",
+            name,
+            "--vip",
+            "10.0.0.123",
+            "--port",
+            "123",
+            "--protocol",
+            protocol,
+        ])
+    };
+    assert!(add("ntp", "udp").success() && add("ntp-tcp", "tcp").success());
+    let services = lbctl.json(&["service", "list"]);
+    let protocol_of = |name: &str| {
+        services
+            .as_array()
+            .and_then(|l| l.iter().find(|s| s["name"] == name))
+            .map(|s| s["protocol"].clone())
+    };
+    assert_eq!(protocol_of("ntp"), Some("udp".into()), "{services}");
+    assert_eq!(protocol_of("ntp-tcp"), Some("tcp".into()), "{services}");
+    let refused = add("ntp2", "udp");
+    assert!(
+        !refused.success() && refused.stderr.contains("already used by another service"),
+        "{refused:?}"
+    );
+
     // A backend's echo server stops: its UDP probes are refused (ICMP port-unreachable),
     // it turns unhealthy, its flows are deleted; its clients' next datagrams go to the
     // others, every other client stays where it was.
