@@ -12,6 +12,7 @@ mod dsr;
 mod edge;
 mod explain;
 mod fuzz;
+mod fuzz_udp;
 mod packet;
 mod packet_health;
 mod packet_reasons;
