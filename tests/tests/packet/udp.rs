@@ -8,6 +8,10 @@ use std::net::Ipv4Addr;
 use lb_common::{
     counters::Reason,
     flow::{FLOW_F_COUNTED, FLOW_F_DATAGRAM, FLOW_F_ESTABLISHED},
+    trace::{
+        TraceRecord, TRACE_DECISION_FLOW_HIT, TRACE_DECISION_NEW_FLOW, TRACE_DECISION_REFUSED,
+        TRACE_DIR_TO_BACKEND, TRACE_NO_BACKEND,
+    },
 };
 use lb_tests::{
     frame::{Frame, Mac},
@@ -402,5 +406,58 @@ fn a_udp_flow_is_removed_both_ways_once_idle_for_the_udp_timeout_and_kept_while_
         assert_eq!(dp.expire_flows(1020 + 31, &t).unwrap(), 1);
         assert!(dp.flows.get(&q.flow_key(), 0).is_err());
         assert!(dp.return_flows.get(&reply_key, 0).is_err());
+    });
+}
+
+#[test]
+fn a_traced_udp_service_gets_one_exact_record_per_datagram() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(UDP_CONFIG, |c| {
+        let dns = service_id(c, "dns");
+        let mut trace = c.dataplane_mut().take_trace().expect("the trace maps");
+        let mut ring = trace.take_ring().expect("the ring");
+        trace.set_sample(dns, 1).unwrap();
+        let q = query(41012);
+        let backend = backend_id(c, "dns", table_backend(c, &q));
+        let dp = c.dataplane();
+        run_counted(dp, c0, &q.bytes(), Reason::RedirectInterface);
+        run_counted(dp, c0, &q.bytes(), Reason::RedirectInterface);
+        let mut bad = query(41013).bytes();
+        bad[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&7u16.to_be_bytes());
+        run_counted(dp, c0, &bad, Reason::DropMalformedUdp);
+        let record = |dg: &Datagram, backend, decision, action, reason: Reason| {
+            let key = dg.flow_key();
+            TraceRecord {
+                ns: 0,
+                service: dns,
+                backend,
+                src_addr: key.src_addr,
+                dst_addr: key.dst_addr,
+                src_port: key.src_port,
+                dst_port: key.dst_port,
+                proto: 17,
+                tcp_flags: 0,
+                direction: TRACE_DIR_TO_BACKEND,
+                decision,
+                action,
+                reason: reason as u32,
+            }
+        };
+        let redirect = Reason::RedirectInterface;
+        assert_eq!(
+            super::trace::drain(&mut ring),
+            vec![
+                record(&q, backend, TRACE_DECISION_NEW_FLOW, XDP_REDIRECT, redirect),
+                record(&q, backend, TRACE_DECISION_FLOW_HIT, XDP_REDIRECT, redirect),
+                record(
+                    &query(41013),
+                    TRACE_NO_BACKEND,
+                    TRACE_DECISION_REFUSED,
+                    XDP_DROP,
+                    Reason::DropMalformedUdp
+                ),
+            ]
+        );
     });
 }
