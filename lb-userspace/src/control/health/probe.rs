@@ -110,7 +110,12 @@ pub async fn probe(spec: &ProbeSpec) -> Outcome {
 
 async fn run(spec: &ProbeSpec) -> Outcome {
     if let ProbeKind::Udp { send, expect } = &spec.kind {
-        return super::probe_udp::run(spec.target, spec.via, send, expect.as_deref()).await;
+        let from = match spec.via {
+            None => None,
+            Some(ProbeVia::UNROUTED) => return Err(Failure::Unreachable),
+            Some(via) => Some((via.source, via.mark)),
+        };
+        return super::probe_udp::run(spec.target, from, send, expect.as_deref()).await;
     }
     let mut stream = match spec.via {
         None => TcpStream::connect(SocketAddr::V4(spec.target)).await,

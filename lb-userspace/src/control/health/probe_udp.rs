@@ -10,26 +10,24 @@ use std::{
 
 use tokio::net::UdpSocket;
 
-use super::{
-    machine::{Failure, Outcome},
-    probe::ProbeVia,
-};
+use super::machine::{Failure, Outcome};
 
 /// The largest reply looked at: more than any probe's `expect` (512 bytes at most).
 const MAX_REPLY: usize = 2048;
 
-/// Sends `send` to `target` and waits for a reply holding `expect` (any reply if none).
-/// Unbounded here: the caller bounds it by the probe timeout.
+/// Sends `send` to `target` and waits for a reply holding `expect` (any reply if none),
+/// from a socket bound to `from` (a source address and a socket mark, as `probe` gives a
+/// probe through a tunnel) if given. Unbounded here: the caller bounds it by the probe
+/// timeout.
 pub async fn run(
     target: SocketAddrV4,
-    via: Option<ProbeVia>,
+    from: Option<(Ipv4Addr, u32)>,
     send: &[u8],
     expect: Option<&[u8]>,
 ) -> Outcome {
-    let socket = match via {
+    let socket = match from {
         None => UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).await,
-        Some(ProbeVia::UNROUTED) => return Err(Failure::Unreachable),
-        Some(via) => bound_via(via).await,
+        Some((source, mark)) => bound_via(source, mark).await,
     }
     .map_err(|e| Failure::Other(format!("UDP socket: {e}")))?;
     socket
@@ -57,10 +55,9 @@ fn holds(reply: &[u8], expect: &[u8]) -> bool {
     reply.windows(expect.len()).any(|w| w == expect)
 }
 
-/// A socket bound to `via.source` with `via.mark`, as `probe::connect_via` makes for TCP.
-async fn bound_via(via: ProbeVia) -> std::io::Result<UdpSocket> {
-    let socket = UdpSocket::bind(SocketAddr::from((via.source, 0))).await?;
-    let mark = via.mark;
+/// A socket bound to `source` with `mark`, as `probe::connect_via` makes for TCP.
+async fn bound_via(source: Ipv4Addr, mark: u32) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(SocketAddr::from((source, 0))).await?;
     // SAFETY: setsockopt reads `mark` (a c_uint of the size given) on a socket this
     // function owns.
     let rc = unsafe {
