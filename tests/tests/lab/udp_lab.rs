@@ -111,6 +111,24 @@ fn udp_clients_each_stay_on_one_backend_hear_only_the_vip_and_move_off_a_dead_ba
         "{packets:?}"
     );
 
+    // lbctl explain names the backend that answered a client, by its flow entry.
+    let client = format!("{}:{}", lb.lab.client_addr(), records[0].local.port());
+    let view = lb.lbctl().json(&[
+        "explain",
+        &client,
+        &format!("{VIP}:{VIP_PORT}"),
+        "--protocol",
+        "udp",
+    ]);
+    let answered = lb.lab.backend_addr(lb.lab.backend_index(&first[0]));
+    assert_eq!(view["service"]["name"], "dns", "{view}");
+    assert_eq!(view["new_connection"]["by"], "flow_entry", "{view}");
+    assert_eq!(
+        view["new_connection"]["backend"]["address"],
+        format!("{answered}:{BACKEND_PORT}"),
+        "{view}"
+    );
+
     // TCP on the same VIP:port is the TCP service's.
     let burst = lb.burst(20, Duration::from_secs(3), Duration::from_secs(60));
     assert_eq!(

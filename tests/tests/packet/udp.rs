@@ -21,12 +21,13 @@ use lb_tests::{
     udp_frame::{udp_checksums_valid, Datagram},
 };
 use lb_userspace::{
-    control::tables::Controller,
+    control::{runtime::Runtime, tables::Controller},
     kernel::KernelDataplane,
     model::{
         config::{self, FlowTimeouts},
         plan::{BackendRef, Overlay},
     },
+    ops::explain::explain_protocol,
 };
 
 const DNS_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 120);
@@ -458,6 +459,54 @@ fn a_traced_udp_service_gets_one_exact_record_per_datagram() {
                     Reason::DropMalformedUdp
                 ),
             ]
+        );
+    });
+}
+
+#[test]
+fn explain_names_the_backend_each_datagram_of_a_udp_tuple_takes() {
+    let rig = Rig::build();
+    let (c0, b0_mac) = (rig.c0, rig.b0_mac);
+    let ns = rig.ns.clone();
+    lb_tests::netns::run_in(&ns, move || {
+        let config = config::parse(UDP_CONFIG).unwrap();
+        let mut dp = KernelDataplane::load(&config, None).expect("loading the XDP object");
+        dp.add_egress(rig.c0).unwrap();
+        dp.add_egress(rig.b0).unwrap();
+        let controller = Controller::new(dp, config.cluster.ring_size);
+        let now = std::time::Instant::now();
+        let (rt, _) = Runtime::start(config, controller, now).expect("start");
+        let q = query(41014);
+        let (client, vip) = (
+            std::net::SocketAddrV4::new(q.src, q.sport),
+            std::net::SocketAddrV4::new(q.dst, q.dport),
+        );
+        let ask = |rt: &Runtime<KernelDataplane>| {
+            explain_protocol(rt, client, vip, config::Protocol::Udp, now).expect("explain")
+        };
+        let named = |v: &lb_userspace::ops::explain::ExplainView| {
+            let b = v.new_connection.backend.as_ref().expect("a backend");
+            let at: std::net::SocketAddrV4 = b.address.parse().unwrap();
+            *at.ip()
+        };
+        let v = ask(&rt);
+        assert_eq!(
+            (v.new_connection.by.as_str(), v.flow_entry.is_none()),
+            ("table", true)
+        );
+        let first = named(&v);
+        let dp = rt.controller().dataplane();
+        let r = run_counted(dp, c0, &q.bytes(), Reason::RedirectInterface);
+        expect(
+            &r,
+            XDP_REDIRECT,
+            &as_to_backend(&q, first, b0_mac),
+            "first datagram",
+        );
+        let v = ask(&rt);
+        assert_eq!(
+            (v.new_connection.by.as_str(), named(&v)),
+            ("flow_entry", first)
         );
     });
 }
