@@ -36,6 +36,27 @@ pub const fn replace2(check: u16, old: u16, new: u16) -> u16 {
     !fold(sum)
 }
 
+/// New UDP checksum (over IPv4) after an address changed from `old_addr` to `new_addr`
+/// and a port from `old_port` to `new_port`. A zero checksum means the sender computed
+/// none (RFC 768) and stays zero; a computed zero is sent as all ones, so an update that
+/// comes out zero becomes 0xffff (as the kernel's `CSUM_MANGLED_0`).
+#[inline(always)]
+pub const fn udp_replace(
+    check: u16,
+    old_addr: u32,
+    new_addr: u32,
+    old_port: u16,
+    new_port: u16,
+) -> u16 {
+    if check == 0 {
+        return 0;
+    }
+    match replace2(replace4(check, old_addr, new_addr), old_port, new_port) {
+        0 => 0xffff,
+        updated => updated,
+    }
+}
+
 /// The full Internet checksum of `data` with `initial` already summed in (for
 /// pseudo-headers). Returns the checksum field value, big-endian numeric.
 pub fn internet_checksum(data: &[u8], initial: u64) -> u16 {
@@ -124,6 +145,38 @@ mod tests {
             // A correct checksum sums (with itself included) to zero.
             prop_assert_eq!(internet_checksum(&p[..20], 0), 0);
             prop_assert_eq!(ipv4_l4_checksum(src, new_dst, 6, &p[20..tot]), 0);
+        }
+
+        /// A UDP NAT rewrite keeps a zero checksum zero and otherwise leaves one that
+        /// verifies, never zero.
+        #[test]
+        fn udp_update_verifies_and_keeps_zero_meaning_none(
+            src: [u8; 4], dst: [u8; 4], new_dst: [u8; 4],
+            sport: u16, dport: u16, new_dport: u16,
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut seg = vec![0u8; 8 + payload.len()];
+            seg[0..2].copy_from_slice(&sport.to_be_bytes());
+            seg[2..4].copy_from_slice(&dport.to_be_bytes());
+            let len = seg.len() as u16;
+            seg[4..6].copy_from_slice(&len.to_be_bytes());
+            seg[8..].copy_from_slice(&payload);
+            let mut c = ipv4_l4_checksum(src, dst, 17, &seg);
+            if c == 0 {
+                c = 0xffff;
+            }
+            seg[6..8].copy_from_slice(&c.to_be_bytes());
+            let (old_addr, new_addr) = (u32::from_ne_bytes(dst), u32::from_ne_bytes(new_dst));
+            let (old_port, new_port) = (dport.to_be(), new_dport.to_be());
+            let check = field16(&seg, 6);
+            let updated = udp_replace(check, old_addr, new_addr, old_port, new_port);
+            prop_assert_ne!(updated, 0);
+            seg[2..4].copy_from_slice(&new_dport.to_be_bytes());
+            seg[6..8].copy_from_slice(&updated.to_ne_bytes());
+            let verify = ipv4_l4_checksum(src, new_dst, 17, &seg);
+            // All ones and zero are the same one's-complement number.
+            prop_assert!(verify == 0 || verify == 0xffff, "sums to {verify:#x}");
+            prop_assert_eq!(udp_replace(0, old_addr, new_addr, old_port, new_port), 0);
         }
 
         #[test]

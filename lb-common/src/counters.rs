@@ -177,10 +177,16 @@ pub enum Reason {
     /// Too big for the egress MTU once encapsulated, with don't-fragment: answered with
     /// an ICMP fragmentation-needed to the client.
     TxFragNeeded,
+    /// To a UDP service, but the UDP length field is below the header's 8 bytes or runs
+    /// past the IP packet.
+    DropMalformedUdp,
+    /// A backend's UDP reply with a return entry whose UDP length field is below 8 bytes
+    /// or runs past the IP packet: not translated, the kernel's.
+    PassMalformedUdp,
 }
 
 /// Number of reason slots (size of the reasons array).
-pub const REASON_COUNT: u32 = 33;
+pub const REASON_COUNT: u32 = 35;
 
 /// All reasons in slot order, with the names used in metrics.
 pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
@@ -220,6 +226,8 @@ pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
     (Reason::DropDsrNotOnLink, "drop_dsr_not_on_link"),
     (Reason::DropDsrTooBig, "drop_dsr_too_big"),
     (Reason::TxFragNeeded, "tx_frag_needed"),
+    (Reason::DropMalformedUdp, "drop_malformed_udp"),
+    (Reason::PassMalformedUdp, "pass_malformed_udp"),
 ];
 
 #[cfg(test)]

@@ -85,6 +85,9 @@ pub const FLOW_F_CLOSED: u64 = 1 << 3;
 /// the tuple replaces the entry, once it may be reused, without the SYN-ACK proof its
 /// node may not have seen, as the first connection's was recorded.
 pub const FLOW_F_TIER: u64 = 1 << 5;
+/// A UDP flow: no handshake and no close, so it lives until idle for the UDP timeout
+/// (`flow_timeouts.udp`); recorded counted and established.
+pub const FLOW_F_DATAGRAM: u64 = 1 << 6;
 
 /// Value of the return flow map, keyed by backend -> client tuple: what the source must be
 /// rewritten back to.

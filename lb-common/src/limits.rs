@@ -32,8 +32,10 @@ pub const PROGRAMS_SLOT_PLACE: u32 = 2;
 pub const PROGRAMS_SLOT_PROXY: u32 = 3;
 /// Slot of [`PROGRAM_DSR`] in [`MAP_PROGRAMS`].
 pub const PROGRAMS_SLOT_DSR: u32 = 4;
+/// Slot of [`PROGRAM_UDP`] in [`MAP_PROGRAMS`].
+pub const PROGRAMS_SLOT_UDP: u32 = 5;
 /// Slots of [`MAP_PROGRAMS`].
-pub const PROGRAMS_SLOTS: u32 = 5;
+pub const PROGRAMS_SLOTS: u32 = 6;
 pub const MAP_POLICY_TABLE: &str = "POLICY_TABLE";
 pub const MAP_RR_CURSOR: &str = "RR_CURSOR";
 pub const MAP_ACTIVE_FLOWS: &str = "ACTIVE_FLOWS";
@@ -89,7 +91,7 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 15;
+pub const LAYOUT_VERSION: u32 = 16;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
@@ -146,6 +148,9 @@ pub const PROGRAM_PROXY: &str = "lb_proxy";
 /// backend (wrapped or re-addressed to it, see `lb_common::encap`) and for a packet to a
 /// VIP that is not TCP (an ICMP error about a DSR flow is forwarded to its backend).
 pub const PROGRAM_DSR: &str = "lb_dsr";
+/// Name of the program `lb_xdp` tail-calls for every UDP datagram to a maybe-VIP address
+/// or from a maybe-backend: UDP services' both directions (see `lb-ebpf/src/udp.rs`).
+pub const PROGRAM_UDP: &str = "lb_udp";
 
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
 /// The most services a config may allow: each service's index slot fits the SYN cache's

@@ -12,6 +12,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{checksum::replace2, counters::Reason, nexthop::NextHop};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     count,
@@ -51,21 +52,33 @@ pub fn ttl_allows(pkt: &Packet) -> bool {
 /// decision for this destination; a current one skips the FIB lookup.
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, pkt: &Packet, cache: *mut NextHop) -> u32 {
+    forward_frame(ctx, pkt.eth, pkt.ip, pkt.flow.proto, cache)
+}
+
+/// [`forward`] for any rewritten frame: its Ethernet header, its IPv4 header (without
+/// options, both proven inside the frame) and the IP protocol it carries.
+#[inline(always)]
+pub fn forward_frame(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: *mut Ipv4Hdr,
+    proto: u8,
+    cache: *mut NextHop,
+) -> u32 {
     let generation = NEXTHOP_GEN.get(0).copied().unwrap_or(0);
     if !cache.is_null() {
         let hop = unsafe { *cache };
         if hop.ifindex != 0 && hop.generation == generation {
-            return send(ctx, pkt, &hop);
+            return send(ctx, eth, ip, &hop);
         }
     }
-    let ip = pkt.ip;
     let ingress = ctx.ingress_ifindex() as u32;
     let mut params = MaybeUninit::<FibParams>::uninit();
     let fib = params.as_mut_ptr();
     let rc = unsafe {
         zero_fill(fib);
         (*fib).family = AF_INET;
-        (*fib).l4_protocol = pkt.flow.proto;
+        (*fib).l4_protocol = proto;
         (*fib).__bindgen_anon_1.tot_len = u16::from_be_bytes((*ip).tot_len);
         (*fib).ifindex = ingress;
         (*fib).__bindgen_anon_2.tos = (*ip).tos;
@@ -96,20 +109,20 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, cache: *mut NextHop) -> u32 {
     if !cache.is_null() {
         unsafe { *cache = hop };
     }
-    send(ctx, pkt, &hop)
+    send(ctx, eth, ip, &hop)
 }
 
 /// The router hop: TTL down, MACs of the next hop, out of the right NIC.
 #[inline(always)]
-fn send(ctx: &XdpContext, pkt: &Packet, hop: &NextHop) -> u32 {
+fn send(ctx: &XdpContext, eth: *mut EthHdr, ip_hdr: *mut Ipv4Hdr, hop: &NextHop) -> u32 {
     unsafe {
         // TTL and protocol share the 16-bit word at offset 8, the checksum is at 10.
-        let ip = pkt.ip as *mut u8;
+        let ip = ip_hdr as *mut u8;
         let old = wire::get16(ip.add(8));
-        (*pkt.ip).ttl -= 1;
+        (*ip_hdr).ttl -= 1;
         let new = wire::get16(ip.add(8));
         wire::set16(ip.add(10), replace2(wire::get16(ip.add(10)), old, new));
-        let eth = pkt.eth as *mut u8;
+        let eth = eth as *mut u8;
         wire::copy_mac(eth, hop.dst_mac.as_ptr());
         wire::copy_mac(eth.add(6), hop.src_mac.as_ptr());
     }

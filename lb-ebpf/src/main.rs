@@ -25,6 +25,7 @@
 //! | ICMP errors to a VIP about a DSR flow, to its backend (`lb_dsr`) | `icmp_to_backend.rs` |
 //! | count | `count.rs` |
 //! | sampled trace | `trace.rs` |
+//! | UDP services, both directions (`lb_udp`) | `udp.rs` and the files it lists |
 #![no_std]
 #![no_main]
 #![expect(
@@ -34,6 +35,7 @@
 #![feature(core_intrinsics)]
 
 mod count;
+mod datagram;
 mod dsr;
 mod dsr_hop;
 mod edge;
@@ -55,6 +57,10 @@ mod to_client;
 mod to_client_miss;
 mod to_client_reverse;
 mod trace;
+mod udp;
+mod udp_rewrite;
+mod udp_to_backend;
+mod udp_to_client;
 mod wire;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -71,6 +77,9 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     let action = route::<false>(&ctx);
     if !edge::is_hand_over(action) {
         return action;
+    }
+    if action == udp::HAND_OVER {
+        return udp::hand_over(&ctx);
     }
     if let Some(action) = dsr::after_route(&ctx, action) {
         return action;
@@ -108,6 +117,7 @@ fn route<const EDGE_CHECKED: bool>(ctx: &XdpContext) -> u32 {
     }
     let pkt = match parse::tcp(ctx, at) {
         Ok(pkt) => pkt,
+        Err(Reason::PassNotTcp) if !EDGE_CHECKED && udp::carried(ctx) => return udp::HAND_OVER,
         // Whatever the data path cannot place goes to the kernel, which would deliver it
         // to the node's own sockets on a VIP address held on `lo`: `unlisted_ports: drop`
         // drops it (IP options and fragments included, or they would get round it).

@@ -5,6 +5,7 @@ use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use lb_common::{
     counters::Reason,
+    flow::FlowKey,
     trace::{TraceRecord, TRACE_NO_REASON},
 };
 
@@ -35,6 +36,23 @@ pub fn emit(
     action: u32,
     reason: u32,
 ) {
+    let packet = (&pkt.flow, pkt.tcp_flags);
+    emit_flow(
+        packet, service, backend, direction, decision, action, reason,
+    );
+}
+
+/// [`emit`] for a packet of `flow` with TCP flag byte `tcp_flags` (0 for UDP).
+#[inline(always)]
+pub fn emit_flow(
+    (flow, tcp_flags): (&FlowKey, u8),
+    service: u32,
+    backend: u32,
+    direction: u8,
+    decision: u8,
+    action: u32,
+    reason: u32,
+) {
     let Some(mut entry) = TRACE_RING.reserve::<TraceRecord>(0) else {
         if let Some(lost) = TRACE_LOST.get_ptr_mut(0) {
             unsafe { *lost += 1 };
@@ -46,12 +64,12 @@ pub fn emit(
         (*r).ns = bpf_ktime_get_ns();
         (*r).service = service;
         (*r).backend = backend;
-        (*r).src_addr = pkt.flow.src_addr;
-        (*r).dst_addr = pkt.flow.dst_addr;
-        (*r).src_port = pkt.flow.src_port;
-        (*r).dst_port = pkt.flow.dst_port;
-        (*r).proto = pkt.flow.proto;
-        (*r).tcp_flags = pkt.tcp_flags;
+        (*r).src_addr = flow.src_addr;
+        (*r).dst_addr = flow.dst_addr;
+        (*r).src_port = flow.src_port;
+        (*r).dst_port = flow.dst_port;
+        (*r).proto = flow.proto;
+        (*r).tcp_flags = tcp_flags;
         (*r).direction = direction;
         (*r).decision = decision;
         (*r).action = action;

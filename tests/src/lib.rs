@@ -24,13 +24,16 @@
 //!   once per binary so that a run without root fails with one message.
 //! * [`packet_rig`], [`packet_exchange`], [`frame`]: the real XDP program under
 //!   BPF_PROG_TEST_RUN in a namespace, the exchanges packet tests make through it (a
-//!   counted run, SYN then ACK, a backend's answer, a handshake), crafted frames.
+//!   counted run, SYN then ACK, a backend's answer, a handshake), crafted frames
+//!   ([`udp_frame`] for UDP).
 //! * [`scenario`]: fast health settings and the bounds the fault tests assert.
 //! * [`tier`]: [`tier::RunningTier`] — clients, router R1, several LB nodes (each
 //!   `lbd` + BIRD) by ECMP, router R2, backends; and the load of the tier tests.
 //! * [`rehash_tc`]: the routers' tc program that makes ECMP hash the 5-tuple.
 //! * [`bench`]: the parts of `cargo xtask bench` (per packet, flow-table fill,
 //!   control plane, end to end), run by the `lb-bench` binary.
+//! * [`udp_echo`]: [`udp_echo::UdpEcho`] — a UDP backend that answers with its name;
+//!   clients of one socket each that record who answered.
 //! * [`process`]: [`Daemon`] — a process started inside a namespace with
 //!   `nsenter` (keeps the host bpffs visible), killed on drop.
 
@@ -62,6 +65,8 @@ pub mod scenario;
 pub mod syn_flood;
 pub mod tier;
 pub mod topology;
+pub mod udp_echo;
+pub mod udp_frame;
 
 pub use backend_server::BackendServer;
 pub use client::{

@@ -140,6 +140,7 @@ mod tests {
             name: name.into(),
             vip: "10.0.0.100".parse().unwrap(),
             port: 80,
+            protocol: Default::default(),
             policy: Policy::Maglev,
             backends: 3,
             draining: 0,

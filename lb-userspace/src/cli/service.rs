@@ -10,7 +10,7 @@ use super::{
     Ctx,
 };
 use crate::{
-    model::config::{Policy, ServiceConfig},
+    model::config::{Policy, Protocol, ServiceConfig},
     ops::views::{ChangeResult, ServiceSummary},
 };
 
@@ -31,6 +31,9 @@ pub enum ServiceCmd {
         /// maglev, round_robin, least_conn or source_hash.
         #[arg(long, default_value = "maglev", value_parser = parse_policy)]
         policy: Policy,
+        /// tcp or udp (a TCP and a UDP service may share a VIP and port).
+        #[arg(long, default_value = "tcp", value_parser = parse_protocol)]
+        protocol: Protocol,
     },
     /// Remove a service and its backends.
     Remove { name: String },
@@ -40,6 +43,11 @@ pub enum ServiceCmd {
         #[arg(required = true, num_args = 2.., value_name = "NODE")]
         nodes: Vec<String>,
     },
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("`{s}`: expected tcp or udp"))
 }
 
 fn parse_policy(s: &str) -> Result<Policy, String> {
@@ -66,7 +74,7 @@ pub fn run(ctx: &Ctx, cmd: ServiceCmd) -> anyhow::Result<()> {
                 for s in &list {
                     t.row(vec![
                         s.name.clone(),
-                        format!("{}:{}", s.vip, s.port),
+                        listener(s),
                         policy_name(s.policy),
                         s.backends.to_string(),
                         s.draining.to_string(),
@@ -89,6 +97,7 @@ pub fn run(ctx: &Ctx, cmd: ServiceCmd) -> anyhow::Result<()> {
             vip,
             port,
             policy,
+            protocol,
         } => {
             // Every other key of the service takes its default, as in the config file.
             let body = serde_json::json!({
@@ -96,6 +105,7 @@ pub fn run(ctx: &Ctx, cmd: ServiceCmd) -> anyhow::Result<()> {
                 "vip": vip,
                 "port": port,
                 "policy": policy,
+                "protocol": protocol,
             });
             let r: ChangeResult = client()?.send(Method::POST, "/v1/services", Some(&body))?;
             ctx.print_change(&r, "the service exists as given");
@@ -111,6 +121,14 @@ pub fn run(ctx: &Ctx, cmd: ServiceCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// VIP:port, with `/udp` after a UDP service's (a TCP one's is left as it always was).
+fn listener(s: &ServiceSummary) -> String {
+    match s.protocol {
+        Protocol::Tcp => format!("{}:{}", s.vip, s.port),
+        Protocol::Udp => format!("{}:{}/udp", s.vip, s.port),
+    }
 }
 
 pub fn policy_name(p: Policy) -> String {

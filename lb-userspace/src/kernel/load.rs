@@ -129,6 +129,7 @@ fn load_programs(
         (PROGRAM_PLACE, PROGRAMS_SLOT_PLACE),
         (PROGRAM_PROXY, PROGRAMS_SLOT_PROXY),
         (PROGRAM_DSR, PROGRAMS_SLOT_DSR),
+        (PROGRAM_UDP, PROGRAMS_SLOT_UDP),
     ] {
         let program: &mut Xdp = ebpf
             .program_mut(name)

@@ -2,7 +2,8 @@
 //! packet's second on its flow, and `lbd`'s periodic walk of the flow table removes
 //! entries idle longer than their state's timeout, both directions.
 use lb_common::flow::{
-    FlowTarget, FLOW_F_CLOSED, FLOW_F_ESTABLISHED, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT,
+    FlowTarget, FLOW_F_CLOSED, FLOW_F_DATAGRAM, FLOW_F_ESTABLISHED, FLOW_F_FIN_BACKEND,
+    FLOW_F_FIN_CLIENT,
 };
 
 use crate::model::config::FlowTimeouts;
@@ -13,7 +14,9 @@ pub fn expired(flow: &FlowTarget, now: u32, timeouts: &FlowTimeouts) -> bool {
     let Some(idle) = now.checked_sub(flow.last_seen) else {
         return false;
     };
-    let timeout = if flow.state & FLOW_F_CLOSED != 0 {
+    let timeout = if flow.state & FLOW_F_DATAGRAM != 0 {
+        timeouts.udp
+    } else if flow.state & FLOW_F_CLOSED != 0 {
         timeouts.closed
     } else if flow.state & (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND) != 0 {
         timeouts.closing
@@ -44,7 +47,7 @@ mod tests {
     #[test]
     fn each_state_expires_after_its_own_timeout() {
         let t = FlowTimeouts::default();
-        // (state, idle seconds, expired?) with the defaults 30 / 350 / 60 / 10.
+        // (state, idle seconds, expired?) with the defaults 30 / 350 / 60 / 10, UDP 30.
         let cases = [
             (0, 30, false),
             (0, 31, true),
@@ -54,6 +57,8 @@ mod tests {
             (FLOW_F_ESTABLISHED | FLOW_F_FIN_BACKEND, 61, true),
             (FLOW_F_ESTABLISHED | FLOW_F_CLOSED, 10, false),
             (FLOW_F_CLOSED, 11, true),
+            (FLOW_F_ESTABLISHED | FLOW_F_DATAGRAM, 30, false),
+            (FLOW_F_ESTABLISHED | FLOW_F_DATAGRAM, 31, true),
         ];
         for (state, idle, want) in cases {
             assert_eq!(

@@ -12,7 +12,7 @@ use std::{
 
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
-    encap::{BACKEND_F_DSR_L2, BACKEND_F_GUE, BACKEND_F_IPIP},
+    encap::{BACKEND_F_DSR_L2, BACKEND_F_GUE, BACKEND_F_IPIP, PROTO_UDP},
     net::{ipv4_wire, port_wire, FAMILY_IPV4, PROTO_TCP},
     service::{
         ServiceKey, POLICY_LEAST_CONN, POLICY_MAGLEV, POLICY_ROUND_ROBIN, POLICY_SOURCE_HASH,
@@ -263,11 +263,13 @@ pub fn assign_service_ids(
 
 /// The services-map key of a configured service.
 pub fn service_key(s: &ServiceConfig) -> ServiceKey {
-    let Protocol::Tcp = s.protocol;
     ServiceKey {
         addr: ipv4_wire(s.vip.octets()),
         port: port_wire(s.port),
-        proto: PROTO_TCP,
+        proto: match s.protocol {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+        },
         family: FAMILY_IPV4,
     }
 }

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    model::config::{BackendState, Policy},
+    model::config::{BackendState, Policy, Protocol},
     model::desired::diff::Change,
 };
 
@@ -15,6 +15,9 @@ pub struct ServiceSummary {
     pub name: String,
     pub vip: Ipv4Addr,
     pub port: u16,
+    /// `tcp` or `udp`; absent from an older `lbd`'s answer, whose services are all TCP.
+    #[serde(default)]
+    pub protocol: Protocol,
     pub policy: Policy,
     pub backends: usize,
     pub draining: usize,

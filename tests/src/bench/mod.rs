@@ -6,6 +6,8 @@
 //!   empty XDP program;
 //! - [`dsr`]: per-packet cost of direct server return (`dsr_l2`, `ipip`, `gue`) beside
 //!   NAT: an established packet and a new connection's SYN and first ACK.
+//! - [`udp`]: per-packet cost of UDP services (a datagram of a new and of an existing
+//!   flow, a reply) beside TCP's established packets;
 //! - [`edge`]: per-packet cost of edge protection (deny, rate limit, established flows
 //!   of a protected service);
 //! - [`syn_proxy`]: per-packet cost of the SYN proxy (a SYN answered with a cookie, a
@@ -38,3 +40,4 @@ pub mod stats;
 pub mod syn_proxy;
 pub mod table;
 pub mod targets;
+pub mod udp;

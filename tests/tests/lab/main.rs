@@ -48,4 +48,5 @@ mod tier_upgrade;
 mod tokens;
 mod topology;
 mod trace_lab;
+mod udp_lab;
 mod zones;

@@ -2,11 +2,12 @@
 //! no flow entry) and edge protection (`lb_edge`, `lb_place`) outlive `lbd` like the
 //! rest of the data path: the kernel empties a program array once no process and no pin
 //! holds it, so its array is pinned, and the next `lbd` puts its own programs there. The
-//! SYN proxy's `lb_proxy` and direct server return's `lb_dsr` share the array.
+//! SYN proxy's `lb_proxy`, direct server return's `lb_dsr` and UDP's `lb_udp` share the
+//! array.
 use aya::maps::{Map, MapData, ProgramArray};
 use lb_common::limits::{
     MAP_PROGRAMS, PROGRAMS_SLOT_DSR, PROGRAMS_SLOT_EDGE, PROGRAMS_SLOT_PLACE, PROGRAMS_SLOT_PROXY,
-    PROGRAMS_SLOT_REPLY,
+    PROGRAMS_SLOT_REPLY, PROGRAMS_SLOT_UDP,
 };
 use lb_tests::{lab_config, running_lb::pin_dir, scenario::three_zones, RunningLb};
 use lb_userspace::kernel::pins::PinDir;
@@ -19,12 +20,13 @@ fn reply_programs(lb: &RunningLb) -> Vec<u32> {
     array.indices().map(|i| i.unwrap()).collect()
 }
 
-const SLOTS: [u32; 5] = [
+const SLOTS: [u32; 6] = [
     PROGRAMS_SLOT_REPLY,
     PROGRAMS_SLOT_EDGE,
     PROGRAMS_SLOT_PLACE,
     PROGRAMS_SLOT_PROXY,
     PROGRAMS_SLOT_DSR,
+    PROGRAMS_SLOT_UDP,
 ];
 
 #[test]
@@ -37,7 +39,7 @@ fn the_reply_path_stays_in_place_while_lbd_is_stopped() {
     assert_eq!(
         reply_programs(&lb),
         SLOTS,
-        "lb_reply, lb_edge, lb_place, lb_proxy and lb_dsr are still in their slots with no lbd running"
+        "lb_reply, lb_edge, lb_place, lb_proxy, lb_dsr and lb_udp are still in their slots with no lbd running"
     );
     lb.restart_lbd();
     assert_eq!(reply_programs(&lb), SLOTS);

@@ -21,7 +21,7 @@ use lb_userspace::{control::tables::Controller, kernel::KernelDataplane};
 
 /// Every record in the ring, with the timestamp checked (non-zero, in order) and zeroed
 /// so that the rest compares exactly.
-fn drain(ring: &mut RingBuf<MapData>) -> Vec<TraceRecord> {
+pub(crate) fn drain(ring: &mut RingBuf<MapData>) -> Vec<TraceRecord> {
     let mut out = Vec::new();
     let mut last = 0;
     while let Some(item) = ring.next() {

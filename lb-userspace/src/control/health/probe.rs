@@ -1,5 +1,5 @@
-//! One health probe over the network: a TCP connect, or an HTTP/1.0 GET whose status
-//! must fall in the expected range. The whole probe (connect included) is bounded by
+//! One health probe over the network: a TCP connect, an HTTP/1.0 GET whose status
+//! must fall in the expected range, or a UDP datagram answered (`probe_udp`). The whole probe (connect included) is bounded by
 //! the timeout, and a failure names its reason for the log.
 use std::{
     io::ErrorKind,
@@ -14,7 +14,7 @@ use tokio::{
 };
 
 use super::machine::{Failure, Outcome};
-use crate::model::config::{HealthConfig, ProbeType, StatusRange};
+use crate::model::config::{probe_payload, HealthConfig, ProbeType, StatusRange};
 
 /// What to send to a backend, where, and how often.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +55,11 @@ pub enum ProbeKind {
         host: String,
         expect: StatusRange,
     },
+    /// A datagram `send`, answered (with `expect` somewhere in the reply, if given).
+    Udp {
+        send: Vec<u8>,
+        expect: Option<Vec<u8>>,
+    },
 }
 
 impl ProbeSpec {
@@ -74,6 +79,11 @@ impl ProbeSpec {
                 }),
                 expect: health.expect_status(),
             },
+            // Validation proved both payloads parse.
+            ProbeType::Udp => ProbeKind::Udp {
+                send: payload(health.send.as_deref()).unwrap_or_default(),
+                expect: payload(health.expect.as_deref()),
+            },
         };
         Self {
             target: SocketAddrV4::new(address, probe_port),
@@ -85,6 +95,11 @@ impl ProbeSpec {
     }
 }
 
+/// The bytes of a UDP probe's `send` or `expect`, if set and well formed.
+fn payload(text: Option<&str>) -> Option<Vec<u8>> {
+    probe_payload(text?).ok()
+}
+
 /// Runs one probe.
 pub async fn probe(spec: &ProbeSpec) -> Outcome {
     match tokio::time::timeout(spec.timeout, run(spec)).await {
@@ -94,6 +109,14 @@ pub async fn probe(spec: &ProbeSpec) -> Outcome {
 }
 
 async fn run(spec: &ProbeSpec) -> Outcome {
+    if let ProbeKind::Udp { send, expect } = &spec.kind {
+        let from = match spec.via {
+            None => None,
+            Some(ProbeVia::UNROUTED) => return Err(Failure::Unreachable),
+            Some(via) => Some((via.source, via.mark)),
+        };
+        return super::probe_udp::run(spec.target, from, send, expect.as_deref()).await;
+    }
     let mut stream = match spec.via {
         None => TcpStream::connect(SocketAddr::V4(spec.target)).await,
         Some(ProbeVia::UNROUTED) => return Err(Failure::Unreachable),
@@ -103,7 +126,7 @@ async fn run(spec: &ProbeSpec) -> Outcome {
     match &spec.kind {
         // Connected: the backend's kernel accepts on the port. Dropping the stream
         // closes it with a FIN.
-        ProbeKind::Tcp => Ok(()),
+        ProbeKind::Tcp | ProbeKind::Udp { .. } => Ok(()),
         ProbeKind::Http { path, host, expect } => {
             let request = format!(
                 "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lbd-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n"

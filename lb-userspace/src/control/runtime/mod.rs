@@ -192,7 +192,9 @@ impl<D: Dataplane> Runtime<D> {
         now: Instant,
     ) -> anyhow::Result<ApplySummary> {
         if self.fleet.observe(at, outcome, latency, now) {
-            return self.sync_services(std::slice::from_ref(&at.service), false, now);
+            let summary = self.sync_services(std::slice::from_ref(&at.service), false, now)?;
+            self.move_udp_flows_off(at);
+            return Ok(summary);
         }
         Ok(ApplySummary::default())
     }
@@ -589,6 +591,7 @@ fn log_mode(service: &str, mode: Mode, zone: &str, backends: usize) {
 }
 
 mod syn_proxy;
+mod udp_flows;
 
 #[cfg(test)]
 mod syn_proxy_tests;

@@ -565,3 +565,38 @@ fn flap_damping_never_holds_out_a_services_last_serving_backend() {
     assert!(!landed.is_empty());
     assert!(landed.iter().all(|b| *b == id(&rt, 13)), "{landed:?}");
 }
+
+#[test]
+fn a_udp_backend_that_turns_unhealthy_loses_its_flows_and_a_tcp_one_keeps_them() {
+    let t0 = Instant::now();
+    for (protocol, purged) in [("udp", true), ("tcp", false)] {
+        let mut c = cfg("", &["11", "12", "13"]);
+        c.services[0].protocol = if protocol == "udp" {
+            config::Protocol::Udp
+        } else {
+            config::Protocol::Tcp
+        };
+        let mut rt = start(c, t0);
+        let before = packets(&mut rt, 1000..1300);
+        let dead = id(&rt, 12);
+        let on_dead = before.iter().filter(|b| **b == dead).count();
+        assert!(on_dead > 0);
+        let flows = rt.controller().dataplane().flows.len();
+        fail(&mut rt, 12, 2, t0);
+        let writes = &rt.controller().dataplane().log;
+        assert_eq!(
+            writes.contains(&Write::PurgeFlows(dead)),
+            purged,
+            "{protocol}: {writes:?}"
+        );
+        let left = rt.controller().dataplane().flows.len();
+        let want = if purged { flows - on_dead } else { flows };
+        assert_eq!(left, want, "{protocol}");
+        // A healthy backend's probes purge nothing.
+        let log = rt.controller().dataplane().log.len();
+        rt.on_probe(&at(11), &Ok(()), Duration::ZERO, t0).unwrap();
+        assert!(!rt.controller().dataplane().log[log..]
+            .iter()
+            .any(|w| matches!(w, Write::PurgeFlows(_))));
+    }
+}

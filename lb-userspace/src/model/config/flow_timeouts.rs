@@ -1,4 +1,4 @@
-//! How long an idle flow entry lives, by the state of its TCP connection.
+//! How long an idle flow entry lives, by the state of its TCP connection, or for UDP.
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,9 @@ pub struct FlowTimeouts {
     /// Only a SYN seen: a half-open attempt (or a SYN flood) must not hold the table.
     #[serde(with = "duration")]
     pub syn: Duration,
+    /// A UDP flow (no handshake, no close): time since its client's last datagram.
+    #[serde(with = "duration")]
+    pub udp: Duration,
 }
 
 impl Default for FlowTimeouts {
@@ -31,6 +34,11 @@ impl Default for FlowTimeouts {
             closing: Duration::from_secs(60),
             closed: Duration::from_secs(10),
             syn: Duration::from_secs(30),
+            // Katran's: an entry matters only while the table changes under its flow (a
+            // datagram without one goes to the table's backend), one-query tuples (DNS)
+            // each hold one for the whole timeout in the table TCP shares, and QUIC and
+            // WireGuard keepalives (at most 25 s) keep long flows alive within it.
+            udp: Duration::from_secs(30),
         }
     }
 }

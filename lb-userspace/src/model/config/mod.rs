@@ -18,6 +18,7 @@ mod validate_dsr;
 mod validate_edge;
 mod validate_policy;
 mod validate_stateless_return;
+mod validate_udp;
 
 use std::path::Path;
 

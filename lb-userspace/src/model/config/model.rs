@@ -278,6 +278,8 @@ impl ServiceConfig {
 pub enum Protocol {
     #[default]
     Tcp,
+    /// NAT only, `maglev` or `source_hash` (see docs/udp.md).
+    Udp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

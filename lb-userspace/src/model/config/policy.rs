@@ -24,6 +24,13 @@ pub struct HealthConfig {
     pub host: Option<String>,
     /// Statuses that count as healthy (http only); 200-399 when absent.
     pub expect_status: Option<StatusRange>,
+    /// The datagram a UDP probe sends (udp only; see [`probe_payload`]); empty when
+    /// absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    /// Bytes a UDP probe's reply must hold (udp only); any reply passes when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
     /// Time between probes of one backend (each wait is 90-100% of it, at random).
     #[serde(with = "duration")]
     pub interval: Duration,
@@ -61,6 +68,8 @@ impl Default for HealthConfig {
             path: None,
             host: None,
             expect_status: None,
+            send: None,
+            expect: None,
             interval: Duration::from_secs(2),
             timeout: Duration::from_secs(1),
             healthy_threshold: 2,
@@ -109,6 +118,27 @@ pub enum ProbeType {
     Tcp,
     /// An HTTP/1.0 GET whose status line must fall in `expect_status`.
     Http,
+    /// A datagram (`send`) whose reply must come within the timeout (and hold `expect`);
+    /// an ICMP port-unreachable fails it at once.
+    Udp,
+}
+
+/// The bytes of a UDP probe's `send` or `expect`: `hex:` and pairs of hex digits (for
+/// binary protocols such as DNS), or the text itself.
+pub fn probe_payload(text: &str) -> Result<Vec<u8>, String> {
+    let Some(hex) = text.strip_prefix("hex:") else {
+        return Ok(text.as_bytes().to_vec());
+    };
+    if hex.len() % 2 != 0 {
+        return Err(format!("`{text}`: an odd number of hex digits"));
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&hex[i..i + 2], 16)
+                .map_err(|_| format!("`{text}`: `{}` is not a hex byte", &hex[i..i + 2]))
+        })
+        .collect()
 }
 
 /// An inclusive range of HTTP status codes, written `200-399` or `200`.

@@ -174,6 +174,7 @@ fn check_flow_timeouts(c: &mut Collector, t: &FlowTimeouts) {
         ("closing", t.closing),
         ("closed", t.closed),
         ("syn", t.syn),
+        ("udp", t.udp),
     ] {
         if value < min || value > max {
             c.err(
@@ -320,6 +321,7 @@ fn check_services(c: &mut Collector, config: &Config) {
         super::validate_edge::check_edge(c, &at, s);
         super::syn_proxy::check_syn_proxy(c, &at, s);
         super::validate_dsr::check_dsr(c, &at, s);
+        super::validate_udp::check_udp(c, &at, s);
     }
 }
 
@@ -335,6 +337,7 @@ fn check_service(c: &mut Collector, config: &Config, at: &str, s: &ServiceConfig
     super::validate_edge::check_edge(c, at, s);
     super::syn_proxy::check_syn_proxy(c, at, s);
     super::validate_dsr::check_dsr(c, at, s);
+    super::validate_udp::check_udp(c, at, s);
     if let Some(scaling) = &s.scaling {
         for (field, message) in scaling.problems() {
             let sep = if field.is_empty() { "" } else { "." };

@@ -6,7 +6,7 @@ use super::{
     collector::{check_name, Collector},
     duration,
     model::ServiceConfig,
-    policy::{HealthConfig, ProbeType, StatusRange, MAX_FLAP_WINDOW},
+    policy::{probe_payload, HealthConfig, ProbeType, StatusRange, MAX_FLAP_WINDOW},
 };
 
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -80,6 +80,7 @@ fn check_health(c: &mut Collector, at: &str, h: &HealthConfig) {
     match h.kind {
         ProbeType::Tcp => check_tcp(c, at, h),
         ProbeType::Http => check_http(c, at, h),
+        ProbeType::Udp => check_udp(c, at, h),
     }
 }
 
@@ -201,8 +202,13 @@ fn check_flap_damping(c: &mut Collector, at: &str, h: &HealthConfig) {
     }
 }
 
-/// A TCP probe sets none of the HTTP probe's fields.
+/// A TCP probe sets none of the HTTP or UDP probes' fields.
 fn check_tcp(c: &mut Collector, at: &str, h: &HealthConfig) {
+    refuse_http_fields(c, at, h);
+    refuse_udp_fields(c, at, h);
+}
+
+fn refuse_http_fields(c: &mut Collector, at: &str, h: &HealthConfig) {
     for (name, set) in [
         ("path", h.path.is_some()),
         ("host", h.host.is_some()),
@@ -217,7 +223,39 @@ fn check_tcp(c: &mut Collector, at: &str, h: &HealthConfig) {
     }
 }
 
+fn refuse_udp_fields(c: &mut Collector, at: &str, h: &HealthConfig) {
+    for (name, set) in [("send", h.send.is_some()), ("expect", h.expect.is_some())] {
+        if set {
+            c.err(format!("{at}.{name}"), "applies only to `type: udp` probes");
+        }
+    }
+}
+
+/// The most bytes a UDP probe's `send` or `expect` holds: a datagram that fits any MTU.
+const MAX_PROBE_PAYLOAD: usize = 512;
+
+/// A UDP probe's payloads parse and fit in a datagram; it sets none of HTTP's fields.
+fn check_udp(c: &mut Collector, at: &str, h: &HealthConfig) {
+    refuse_http_fields(c, at, h);
+    for (name, value) in [("send", &h.send), ("expect", &h.expect)] {
+        let Some(text) = value else { continue };
+        match probe_payload(text) {
+            Ok(bytes) if bytes.len() > MAX_PROBE_PAYLOAD => c.err(
+                format!("{at}.{name}"),
+                format!("{} bytes; at most {MAX_PROBE_PAYLOAD}", bytes.len()),
+            ),
+            Ok(bytes) if bytes.is_empty() && name == "expect" => c.err(
+                format!("{at}.{name}"),
+                "is empty: leave it out to accept any reply",
+            ),
+            Ok(_) => {}
+            Err(e) => c.err(format!("{at}.{name}"), e),
+        }
+    }
+}
+
 fn check_http(c: &mut Collector, at: &str, h: &HealthConfig) {
+    refuse_udp_fields(c, at, h);
     if let Some(path) = &h.path {
         if !path.starts_with('/') || path.len() > MAX_PATH || !is_visible_ascii(path) {
             c.err(

@@ -2,7 +2,8 @@
 //! `to_backend.rs` and `select.rs` decide it, in the same order and with the same
 //! `lb_common` hashes, but over read-only [`Lookups`]: nothing is recorded, no slot is
 //! taken, no cursor moves. Two packets are asked about: a SYN (a new connection) and a
-//! later packet of the connection (an ACK: an existing one).
+//! later packet of the connection (an ACK: an existing one). A UDP tuple's datagram is
+//! decided by `decide_udp`, over the same ring.
 use lb_common::{
     backend::Backend,
     flow::{FlowKey, FlowTarget, FLOW_F_CLOSED, FLOW_REUSE_IDLE_SECS},
@@ -123,15 +124,7 @@ pub fn decide(
     let Some(service) = lookups.service(&flow.service_key())? else {
         return Ok(None);
     };
-    let now = lookups.clock()?;
-    let entry = match lookups.flow(flow)? {
-        Some(target) => Some(Entry {
-            backend: lookups.backend(target.backend)?,
-            idle_secs: now.wrapping_sub(target.last_seen),
-            target,
-        }),
-        None => None,
-    };
+    let entry = entry_of(lookups, flow)?;
     let handshake = syn_handshake_hash_of_flow(params.hash_seed, flow);
     let slot = slot_of(lookups, params, flow, handshake)?;
     let forwarded = slot_of(lookups, params, flow, forwarded_hash(handshake))?;
@@ -158,9 +151,22 @@ pub fn decide(
     }))
 }
 
+/// The tuple's flow entry, with its backend slot and idle time.
+pub(super) fn entry_of(lookups: &impl Lookups, flow: &FlowKey) -> anyhow::Result<Option<Entry>> {
+    let now = lookups.clock()?;
+    Ok(match lookups.flow(flow)? {
+        Some(target) => Some(Entry {
+            backend: lookups.backend(target.backend)?,
+            idle_secs: now.wrapping_sub(target.last_seen),
+            target,
+        }),
+        None => None,
+    })
+}
+
 /// A packet the data path would place (anything but a flow-entry hit) from a martian
 /// source, or from the VIP itself, is dropped before it is placed.
-fn unless_martian(martian: bool, choice: Choice) -> Choice {
+pub(super) fn unless_martian(martian: bool, choice: Choice) -> Choice {
     if !martian || choice.by == By::FlowEntry {
         return choice;
     }
@@ -210,7 +216,7 @@ fn slot_of(
 }
 
 /// `select::ring` with the hash `select::pick` uses for the policy.
-fn ring_pick(
+pub(super) fn ring_pick(
     lookups: &impl Lookups,
     params: &Params,
     service: &ServiceMeta,
@@ -332,7 +338,7 @@ fn by_policy(ring: &RingPick, pick: &PolicyPick, why: &str) -> Choice {
     }
 }
 
-fn by_ring(ring: &RingPick, by: By, why: &str) -> Choice {
+pub(super) fn by_ring(ring: &RingPick, by: By, why: &str) -> Choice {
     let kind = if ring.by_source {
         "source-hash"
     } else {

@@ -3,9 +3,10 @@
 use std::{net::SocketAddrV4, time::Instant};
 
 use lb_common::{
+    encap::PROTO_UDP,
     flow::{
-        FlowKey, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_ESTABLISHED, FLOW_F_FIN_BACKEND,
-        FLOW_F_FIN_CLIENT,
+        FlowKey, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_DATAGRAM, FLOW_F_ESTABLISHED,
+        FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT,
     },
     limits::syn_cache_sets,
     net::{FAMILY_IPV4, PROTO_TCP},
@@ -17,8 +18,11 @@ use super::{
     view::*,
 };
 use crate::{
-    control::health::machine::Health, control::runtime::Runtime, dataplane::Dataplane,
-    model::config::BackendState, model::plan::BackendRef,
+    control::health::machine::Health,
+    control::runtime::Runtime,
+    dataplane::Dataplane,
+    model::config::{BackendState, Protocol},
+    model::plan::BackendRef,
 };
 
 /// Why there is nothing to explain.
@@ -34,24 +38,44 @@ pub enum ExplainError {
 
 /// The tuple `client` -> `vip` as the data path keys it (wire order, TCP).
 pub fn flow_key(client: SocketAddrV4, vip: SocketAddrV4) -> FlowKey {
+    flow_key_of(client, vip, PROTO_TCP)
+}
+
+/// The tuple `client` -> `vip` of IP protocol `proto` as the data path keys it.
+pub fn flow_key_of(client: SocketAddrV4, vip: SocketAddrV4, proto: u8) -> FlowKey {
     FlowKey {
         src_addr: u32::from_ne_bytes(client.ip().octets()),
         dst_addr: u32::from_ne_bytes(vip.ip().octets()),
         src_port: client.port().to_be(),
         dst_port: vip.port().to_be(),
-        proto: PROTO_TCP,
+        proto,
         family: FAMILY_IPV4,
         _pad: [0; 2],
     }
 }
 
-/// What the data path does now with packets of `client` -> `vip`, and why.
+/// What the data path does now with TCP packets of `client` -> `vip`, and why.
 pub fn explain<D: Dataplane>(
     runtime: &Runtime<D>,
     client: SocketAddrV4,
     vip: SocketAddrV4,
     now: Instant,
 ) -> Result<ExplainView, ExplainError> {
+    explain_protocol(runtime, client, vip, Protocol::Tcp, now)
+}
+
+/// [`explain`] for packets of `protocol`.
+pub fn explain_protocol<D: Dataplane>(
+    runtime: &Runtime<D>,
+    client: SocketAddrV4,
+    vip: SocketAddrV4,
+    protocol: Protocol,
+    now: Instant,
+) -> Result<ExplainView, ExplainError> {
+    let proto = match protocol {
+        Protocol::Tcp => PROTO_TCP,
+        Protocol::Udp => PROTO_UDP,
+    };
     let config = runtime.config();
     let params = Params {
         hash_seed: config.cluster.hash_seed,
@@ -60,9 +84,13 @@ pub fn explain<D: Dataplane>(
     };
     let controller = runtime.controller();
     let dp = controller.dataplane();
-    let d = decide(dp, &params, &flow_key(client, vip))
-        .map_err(ExplainError::Read)?
-        .ok_or(ExplainError::NoService(vip))?;
+    let flow = flow_key_of(client, vip, proto);
+    let d = match protocol {
+        Protocol::Tcp => decide(dp, &params, &flow),
+        Protocol::Udp => super::decide_udp::decide(dp, &params, &flow),
+    }
+    .map_err(ExplainError::Read)?
+    .ok_or(ExplainError::NoService(vip))?;
     let names = Names { runtime };
     let service = controller
         .plan()
@@ -113,6 +141,7 @@ pub fn explain<D: Dataplane>(
     Ok(ExplainView {
         client: client.to_string(),
         vip: vip.to_string(),
+        protocol,
         service,
         new_connection: choice_view(&d.new_connection, &opt)?,
         existing_connection: choice_view(&d.existing_connection, &opt)?,
@@ -185,6 +214,7 @@ fn flag_names(state: u64) -> Vec<String> {
         (FLOW_F_FIN_CLIENT, "fin_client"),
         (FLOW_F_FIN_BACKEND, "fin_backend"),
         (FLOW_F_CLOSED, "closed"),
+        (FLOW_F_DATAGRAM, "datagram"),
     ]
     .into_iter()
     .filter(|(bit, _)| state & bit != 0)

@@ -1,14 +1,20 @@
 //! `GET /v1/explain`'s answer, and how `lbctl explain` prints it for people.
 use serde::{Deserialize, Serialize};
 
+use crate::model::config::Protocol;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExplainView {
     pub client: String,
     pub vip: String,
+    /// `tcp` or `udp`; absent from an older `lbd`'s answer, which explained TCP only.
+    #[serde(default)]
+    pub protocol: Protocol,
     pub service: ServiceView,
-    /// Where a SYN of the tuple would go now.
+    /// Where a SYN of the tuple would go now (UDP: its next datagram).
     pub new_connection: ChoiceView,
-    /// Where a later packet of a connection on the tuple would go now.
+    /// Where a later packet of a connection on the tuple would go now (UDP: its next
+    /// datagram).
     pub existing_connection: ChoiceView,
     /// The tuple's flow entry, if it has one.
     pub flow_entry: Option<EntryView>,
@@ -156,11 +162,16 @@ pub fn render(v: &ExplainView) -> String {
         "{} -> {}: service {} (id {}), policy {}, mode {}, on all unhealthy: {}\n",
         v.client, v.vip, s.name, s.id, s.policy, s.mode, s.on_all_unhealthy
     );
-    out += &format!("new connection:      {}\n", choice_line(&v.new_connection));
-    out += &format!(
-        "existing connection: {}\n",
-        choice_line(&v.existing_connection)
-    );
+    if v.protocol == Protocol::Udp {
+        // No handshake: a new and an existing flow's datagram go the same way.
+        out += &format!("next datagram:       {}\n", choice_line(&v.new_connection));
+    } else {
+        out += &format!("new connection:      {}\n", choice_line(&v.new_connection));
+        out += &format!(
+            "existing connection: {}\n",
+            choice_line(&v.existing_connection)
+        );
+    }
     out += &render_recorded(v);
     out += &render_table(&v.table);
     out

@@ -1,5 +1,6 @@
-//! `GET /v1/explain?client=A:P&vip=V:P`: which backend a new and an existing connection
-//! of that tuple would take, and why (see `crate::ops::explain`).
+//! `GET /v1/explain?client=A:P&vip=V:P[&protocol=udp]`: which backend a new and an
+//! existing connection of that tuple (UDP: its next datagram) would take, and why (see
+//! `crate::ops::explain`).
 use std::{net::SocketAddrV4, time::Instant};
 
 use axum::{
@@ -10,12 +11,17 @@ use axum::{
 use serde::Deserialize;
 
 use super::super::{blocking, error::ApiError, DataPath, Shared};
-use crate::ops::explain::{explain, ExplainError, ExplainView};
+use crate::{
+    model::config::Protocol,
+    ops::explain::{explain_protocol, ExplainError, ExplainView},
+};
 
 #[derive(Deserialize)]
 pub struct ExplainQuery {
     client: Option<String>,
     vip: Option<String>,
+    /// `tcp` (when absent) or `udp`.
+    protocol: Option<String>,
 }
 
 /// A required `addr:port` query parameter, refused naming the field.
@@ -35,8 +41,19 @@ pub async fn explain_tuple<D: DataPath>(
 ) -> Result<Json<ExplainView>, ApiError> {
     let client = addr("client", q.client.as_deref())?;
     let vip = addr("vip", q.vip.as_deref())?;
-    let view =
-        blocking(move || rt.with(|runtime| explain(runtime, client, vip, Instant::now()))).await?;
+    let protocol = match q.protocol.as_deref() {
+        None | Some("tcp") => Protocol::Tcp,
+        Some("udp") => Protocol::Udp,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "protocol: {other:?} is neither tcp nor udp"
+            )))
+        }
+    };
+    let view = blocking(move || {
+        rt.with(|runtime| explain_protocol(runtime, client, vip, protocol, Instant::now()))
+    })
+    .await?;
     view.map(Json).map_err(|e| match e {
         ExplainError::NoService(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
         ExplainError::NotProgrammed => {

@@ -24,6 +24,7 @@ pub async fn list<D: DataPath>(
                 name: s.name.clone(),
                 vip: s.vip,
                 port: s.port,
+                protocol: s.protocol,
                 policy: s.policy,
                 backends: s.backends.len(),
                 draining: s

@@ -1,0 +1,82 @@
+//! UDP services (NAT mode), in `lb_udp`: a program of its own, tail-called by `lb_xdp`
+//! for every UDP datagram to a maybe-VIP address or from a maybe-backend, since
+//! `lb_xdp`'s frame has no room for a second client path. Its stages:
+//!
+//! | stage | file |
+//! | --- | --- |
+//! | parse (Ethernet, IPv4, UDP) | `datagram.rs` |
+//! | client -> VIP: follow or record the flow, rewrite, forward | `udp_to_backend.rs` |
+//! | backend -> client: by the return entry | `udp_to_client.rs` |
+//!
+//! A UDP service's flows live in the TCP flows' maps (`FLOWS`, `RETURN_FLOWS`), told
+//! apart by the key's protocol, so an IPv4 flow costs the same memory whatever it
+//! carries. A datagram to a VIP address that no UDP service listens on goes on as any
+//! other unlisted protocol (`edge::unlisted`).
+use aya_ebpf::{macros::xdp, programs::XdpContext};
+use lb_common::{
+    counters::Reason, encap::PROTO_UDP, filter::FILTER_VIPS, limits::PROGRAMS_SLOT_UDP,
+};
+
+use crate::{
+    count,
+    datagram::{self, Datagram},
+    edge, lookup,
+    maps::{PROGRAMS, RETURN_FLOWS},
+    udp_to_backend, udp_to_client,
+};
+
+/// `lb_xdp`'s action word for a UDP datagram, handed to `lb_udp` ([`hand_over`]): in
+/// the hand-over range of `edge::is_hand_over`, apart from its words and `dsr`'s (whose
+/// low half is at least 0xff00).
+pub const HAND_OVER: u32 = 0xffff_fe00;
+
+/// Offset of the IPv4 protocol byte in the frame.
+const PROTO_AT: usize = 14 + 9;
+
+/// Whether the frame, which `route`'s parse found to be plain IPv4 but not TCP, carries
+/// UDP: one byte read again rather than kept, so that `route`'s frame does not grow.
+#[inline(always)]
+pub fn carried(ctx: &XdpContext) -> bool {
+    let at = ctx.data() + PROTO_AT;
+    // SAFETY: the byte is inside the frame (checked first).
+    at < ctx.data_end() && unsafe { *(at as *const u8) } == PROTO_UDP
+}
+
+/// Tail-calls `lb_udp`. If the call fails (no `lb_udp` in the program array, as in a
+/// data path an older `lbd` filled), the datagram is passed as before UDP services.
+#[inline(always)]
+pub fn hand_over(ctx: &XdpContext) -> u32 {
+    unsafe { PROGRAMS.tail_call(ctx, PROGRAMS_SLOT_UDP) };
+    count::pass(Reason::PassNotTcp)
+}
+
+/// A UDP datagram tail-called by `lb_xdp`: to a UDP service's VIP:port, placed and
+/// rewritten towards its backend; from a backend, with a return entry, rewritten back
+/// towards its client; anything else passed (or, to a VIP address, treated as an
+/// unlisted port).
+#[xdp]
+pub fn lb_udp(ctx: XdpContext) -> u32 {
+    let dg = match datagram::parse(&ctx) {
+        Ok(dg) => dg,
+        Err(reason) => return count::pass(reason),
+    };
+    let to_vip = lookup::may_be(FILTER_VIPS, dg.flow.dst_addr);
+    if to_vip {
+        if let Some(action) = udp_to_backend::handle(&ctx, &dg) {
+            return action;
+        }
+    }
+    if let Some(entry) = RETURN_FLOWS.get_ptr_mut(dg.flow) {
+        return udp_to_client::handle(&ctx, &dg, entry);
+    }
+    not_ours(&dg, to_vip)
+}
+
+/// A datagram no UDP service or flow claims.
+#[inline(always)]
+fn not_ours(dg: &Datagram, to_vip: bool) -> u32 {
+    if to_vip && edge::drops_unlisted() {
+        return edge::unlisted(dg.flow.dst_addr, PROTO_UDP, Reason::PassNotTcp);
+    }
+    count::pass(Reason::PassNotTcp)
+}
