@@ -87,7 +87,27 @@ pub const FLOW_F_CLOSED: u64 = 1 << 3;
 pub const FLOW_F_TIER: u64 = 1 << 5;
 /// A UDP flow: no handshake and no close, so it lives until idle for the UDP timeout
 /// (`flow_timeouts.udp`); recorded counted and established.
-pub const FLOW_F_DATAGRAM: u64 = 1 << 6;
+pub const FLOW_F_DATAGRAM: u64 = 1 << 7;
+// Every bit of `FlowTarget::state`, wherever it is defined: no two may share one.
+const _: () = {
+    let all = [
+        FLOW_F_COUNTED,
+        FLOW_F_FIN_CLIENT,
+        FLOW_F_FIN_BACKEND,
+        FLOW_F_CLOSED,
+        FLOW_F_ESTABLISHED,
+        FLOW_F_TIER,
+        crate::syn_proxy::FLOW_F_SYN_PROXY,
+        FLOW_F_DATAGRAM,
+    ];
+    let mut seen = 0u64;
+    let mut i = 0;
+    while i < all.len() {
+        assert!(all[i].count_ones() == 1 && seen & all[i] == 0);
+        seen |= all[i];
+        i += 1;
+    }
+};
 
 /// Value of the return flow map, keyed by backend -> client tuple: what the source must be
 /// rewritten back to.

@@ -17,17 +17,8 @@
 /// The flow was opened through the SYN proxy: its packets' sequence and
 /// acknowledgement numbers are translated by its [`SynProxyFlow`]. A bit of
 /// `FlowTarget::state`.
+/// (`crate::flow` checks that no two flow flags share a bit.)
 pub const FLOW_F_SYN_PROXY: u64 = 1 << 6;
-const _: () = assert!(
-    FLOW_F_SYN_PROXY
-        & (crate::flow::FLOW_F_COUNTED
-            | crate::flow::FLOW_F_FIN_CLIENT
-            | crate::flow::FLOW_F_FIN_BACKEND
-            | crate::flow::FLOW_F_CLOSED
-            | crate::flow::FLOW_F_ESTABLISHED
-            | crate::flow::FLOW_F_TIER)
-        == 0
-);
 
 /// The reply direction of a flow opened through the SYN proxy: a bit of
 /// `NatReturn::flags`.

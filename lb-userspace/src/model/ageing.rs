@@ -69,6 +69,16 @@ mod tests {
         }
     }
 
+    /// A SYN-proxied connection is TCP: it ages as TCP does, not by the UDP timeout.
+    #[test]
+    fn a_syn_proxied_flow_ages_as_tcp() {
+        let t = FlowTimeouts::default();
+        let proxied = FLOW_F_ESTABLISHED | lb_common::syn_proxy::FLOW_F_SYN_PROXY;
+        assert!(!expired(&flow(proxied, 1000), 1000 + 31, &t));
+        assert!(!expired(&flow(proxied, 1000), 1000 + 350, &t));
+        assert!(expired(&flow(proxied, 1000), 1000 + 351, &t));
+    }
+
     #[test]
     fn a_stamp_ahead_of_the_clock_does_not_expire() {
         assert!(!expired(&flow(0, 2000), 1000, &FlowTimeouts::default()));
