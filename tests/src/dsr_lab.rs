@@ -23,13 +23,18 @@ use crate::{
 /// `arp_announce=2` (never source ARP from the VIP), so that only the LB answers for the
 /// VIP on the segment. Returns its servers (see [`dsr_servers`]).
 pub fn dsr_backend(lab: &Lab, i: usize, vip: Ipv4Addr) -> [BackendServer; 2] {
-    let ns = lab.backend_ns(i);
+    hold_vip_on_lo(lab.backend_ns(i), vip);
+    dsr_servers(lab, i, vip)
+}
+
+/// What [`dsr_backend`] does to namespace `ns` (NIC `eth0`): `vip` on `lo`, the ARP
+/// sysctls.
+pub fn hold_vip_on_lo(ns: &str, vip: Ipv4Addr) {
     netns::ns_ip(ns, &["addr", "add", &format!("{vip}/32"), "dev", "lo"]);
     for conf in ["all", "eth0"] {
         netns::ns_sysctl(ns, &format!("net.ipv4.conf.{conf}.arp_ignore"), "1");
         netns::ns_sysctl(ns, &format!("net.ipv4.conf.{conf}.arp_announce"), "2");
     }
-    dsr_servers(lab, i, vip)
 }
 
 /// `lb-decap` attached on backend `i`'s `eth0` for `vip`, accepting the LB's backend-side
@@ -43,10 +48,18 @@ pub struct Decap {
 
 impl Decap {
     pub fn attach(lab: &Lab, i: usize, vip: Ipv4Addr) -> Decap {
+        let prefix = format!("{}/32", crate::topology::LB_BACKEND_ADDR);
+        let name = format!("{}-decap-b{i}", lab.prefix());
+        Decap::attach_in(lab.backend_ns(i), &name, vip, &prefix)
+    }
+
+    /// `lb-decap` on `eth0` of namespace `ns` for `vip`, accepting `lb_prefix`; `name`
+    /// (unique) names its pin directory and state file.
+    pub fn attach_in(ns: &str, name: &str, vip: Ipv4Addr, lb_prefix: &str) -> Decap {
         ensure_bpffs().expect("bpffs");
-        let ns = lab.backend_ns(i).to_string();
-        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}-decap-b{i}", lab.prefix()));
-        let state = std::env::temp_dir().join(format!("{}-decap-b{i}.json", lab.prefix()));
+        let ns = ns.to_string();
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{name}"));
+        let state = std::env::temp_dir().join(format!("{name}.json"));
         let settings = vec![
             "--pin-dir".to_string(),
             pin_dir.display().to_string(),
@@ -59,7 +72,6 @@ impl Decap {
             pin_dir,
         };
         let mut args = decap.settings.clone();
-        let prefix = format!("{}/32", crate::topology::LB_BACKEND_ADDR);
         args.extend(
             [
                 "-i",
@@ -67,7 +79,7 @@ impl Decap {
                 "--vip",
                 &vip.to_string(),
                 "--lb-prefix",
-                &prefix,
+                lb_prefix,
             ]
             .map(String::from),
         );
