@@ -1,9 +1,11 @@
 //! The probes lbd runs: the runtime's, with each direct-server-return backend's sent to
 //! its VIP through its tunnel (see `crate::control::health::tunnel`). The tunnel program
 //! is loaded and attached (tc egress of every configured NIC and of `lo`, where a probe
-//! to a VIP held on this node starts) only once a service needs it.
+//! to a VIP held on this node starts, and where the probes' own route sends the others:
+//! see `crate::kernel::probe_route`) only once a service needs it.
 use std::collections::{BTreeMap, BTreeSet};
 
+use lb_common::encap::{BACKEND_F_DSR_L2, BACKEND_F_GUE, BACKEND_F_IPIP};
 use log::{error, warn};
 
 use crate::{
@@ -12,7 +14,10 @@ use crate::{
         tunnel::{tunnelled, ProbeMarks, RouteToBackend, TunnelTarget},
     },
     dataplane::Dataplane,
-    kernel::probe_tunnel::{route_to, ProbeTunnels},
+    kernel::{
+        probe_route::ProbeRoute,
+        probe_tunnel::{route_to, ProbeTunnels},
+    },
     model::{
         config::{Config, ForwardingMode},
         plan::BackendRef,
@@ -23,6 +28,8 @@ use crate::{
 #[derive(Default)]
 pub(super) struct Probes {
     tunnels: Option<ProbeTunnels>,
+    /// Installed with the tunnels; removed when lbd stops.
+    route: Option<ProbeRoute>,
     marks: ProbeMarks,
     /// Marks written to the tunnel map.
     written: BTreeSet<u32>,
@@ -33,13 +40,11 @@ pub(super) struct Probes {
 /// The tunnel (`lb_common::encap`'s `BACKEND_F_*` bit) of a forwarding mode; none for
 /// NAT, whose probes go to the backend's own address.
 fn tunnel_mode(mode: ForwardingMode) -> Option<u8> {
-    // The DSR modes' probes still go to the backend's own address: with them tunnelled,
-    // the namespace lab's probes failed (unreachable) and connections timed out.
     match mode {
-        ForwardingMode::Nat
-        | ForwardingMode::DsrL2
-        | ForwardingMode::Ipip
-        | ForwardingMode::Gue => None,
+        ForwardingMode::Nat => None,
+        ForwardingMode::DsrL2 => Some(BACKEND_F_DSR_L2),
+        ForwardingMode::Ipip => Some(BACKEND_F_IPIP),
+        ForwardingMode::Gue => Some(BACKEND_F_GUE),
     }
 }
 
@@ -120,6 +125,9 @@ impl Probes {
                 let mut p = ProbeTunnels::load()?;
                 for nic in interfaces.iter().map(String::as_str).chain(["lo"]) {
                     p.attach_egress(nic)?;
+                }
+                if self.route.is_none() {
+                    self.route = Some(ProbeRoute::install()?);
                 }
                 self.tunnels.insert(p)
             }

@@ -122,13 +122,14 @@ impl Drop for Decap {
 
 /// Backend `i`'s servers for DSR: one on `vip`:[`VIP_PORT`], named after the backend,
 /// which only a packet still addressed to the VIP reaches; and one on the backend's own
-/// address and the same port for the LB's health probes, named `probes`.
+/// address and the same port, named `own-address`, which nothing should reach (lbd
+/// probes the VIP through the tunnel too).
 pub fn dsr_servers(lab: &Lab, i: usize, vip: Ipv4Addr) -> [BackendServer; 2] {
     let ns = lab.backend_ns(i);
     let name = &lab.backend_spec(i).name;
     [
         BackendServer::start(ns, vip, VIP_PORT, name),
-        BackendServer::start(ns, lab.backend_addr(i), VIP_PORT, "probes"),
+        BackendServer::start(ns, lab.backend_addr(i), VIP_PORT, "own-address"),
     ]
 }
 

@@ -4,7 +4,7 @@
 //! through the VIP.
 use crate::{
     netns,
-    tier::{load::Figures, running::PROBES_SERVER, RunningTier},
+    tier::{load::Figures, running::OWN_ADDRESS_SERVER, RunningTier},
 };
 
 const REVERSE_MAPPED: &str = "lb_service_replies_reverse_mapped_total{service=\"web\"}";
@@ -28,15 +28,15 @@ impl RunningTier {
             direct > 0,
             "{mode}: no reply took R2's direct link to R1: the replies did not bypass the tier"
         );
-        let by_probes_server = figures
+        let by_own_address = figures
             .answered
             .iter()
             .map(|c| &c.backend)
             .chain(figures.long_lived.iter().map(|l| &l.backend))
-            .filter(|b| *b == PROBES_SERVER)
+            .filter(|b| *b == OWN_ADDRESS_SERVER)
             .count();
         assert_eq!(
-            by_probes_server, 0,
+            by_own_address, 0,
             "{mode}: connections answered by a backend's own address, not through the VIP"
         );
         println!("{mode}: 0 replies through the nodes, {direct} packets on R2's direct link to R1");

@@ -1,8 +1,9 @@
 //! A tier lab with everything running: a backend server per zone, on every node an
 //! `lbd` (its own pin directory, state file and API socket) and a BIRD, and BIRD on both
 //! routers. In a DSR mode (see `mode`) each backend also holds the VIP on `lo` (through
-//! `lb-decap` for `ipip` and `gue`) and serves on the VIP, its server on its own address
-//! answering only the health probes (named `probes`). Stops everything on drop, lbd
+//! `lb-decap` for `ipip` and `gue`) and serves on the VIP; a server on its own address
+//! (named `own-address`) answers what should never come (lbd probes the VIP through the
+//! tunnel too). Stops everything on drop, lbd
 //! first (so it detaches while its namespace exists), then removes the pinned data
 //! paths and the run directory.
 use std::{
@@ -35,9 +36,9 @@ const LBD_START: Duration = Duration::from_secs(90);
 const CONVERGE: Duration = Duration::from_secs(60);
 
 pub const VIP_PREFIX: &str = "10.0.0.100/32";
-/// The name the DSR backends' servers on their own address answer with: only health
-/// probes reach them, so a client answered by it was not served through the VIP.
-pub const PROBES_SERVER: &str = "probes";
+/// The name the DSR backends' servers on their own address answer with: a client
+/// answered by one was not served through the VIP.
+pub const OWN_ADDRESS_SERVER: &str = "own-address";
 /// The LB nodes' addresses toward R2, the source of their encapsulated packets.
 const NODES_DOWN_PREFIX: &str = "10.30.0.0/16";
 
@@ -110,7 +111,7 @@ impl RunningTier {
             if mode.is_dsr() {
                 servers.push(BackendServer::start(&ns, VIP, VIP_PORT, &name));
                 let own = lab.backend_addr(z);
-                servers.push(BackendServer::start(&ns, own, port, PROBES_SERVER));
+                servers.push(BackendServer::start(&ns, own, port, OWN_ADDRESS_SERVER));
             } else {
                 servers.push(BackendServer::start(&ns, lab.backend_addr(z), port, &name));
             }

@@ -248,6 +248,12 @@ impl TierLab {
                 netns::ns_sysctl(&n, &format!("net.ipv4.conf.{c}.rp_filter"), "0");
                 netns::ns_sysctl(&n, &format!("net.ipv4.conf.{c}.send_redirects"), "0");
             }
+            if self.mode.is_dsr() {
+                // A probe through the tunnel is answered from the VIP, which the node
+                // holds on `lo` while it announces it: without this the kernel drops
+                // the answer as a martian (a local source).
+                netns::ns_sysctl(&n, "net.ipv4.conf.dn0.accept_local", "1");
+            }
             self.add_node_routes(i);
         }
     }

@@ -1,0 +1,84 @@
+//! lbd probes a DSR backend the way clients reach it: to the VIP, through the backend's
+//! tunnel (`ipip`, `gue`) or to its MAC (`dsr_l2`). Every backend answers on the VIP's
+//! port on all its addresses, so what differs is only the VIP on `lo`: the two backends
+//! that hold it are found healthy, the one without it unhealthy (a probe to its own
+//! address would find it healthy, though no client can reach it). The LB namespace has
+//! no route to the VIP: the probes take lbd's own route for their marks.
+use std::{net::Ipv4Addr, time::Duration};
+
+use lb_tests::{
+    dsr_lab::{dsr_config, hold_vip_on_lo, Decap},
+    netns, BackendServer, Lab, LabSpec, RunningLb, VIP, VIP_PORT,
+};
+
+const VERDICT: Duration = Duration::from_secs(30);
+
+/// Waits for lbd's first verdict on backend `i` and returns it (`healthy` or
+/// `unhealthy`).
+fn first_verdict(lb: &RunningLb, i: usize) -> String {
+    let needle = format!("{}:{VIP_PORT}: unknown -> ", lb.lab.backend_addr(i));
+    let deadline = std::time::Instant::now() + VERDICT;
+    loop {
+        let log = lb.lbd.log();
+        if let Some(line) = log.lines().find(|l| l.contains(&needle)) {
+            let rest = &line[line.find(&needle).expect("found") + needle.len()..];
+            return rest.split_whitespace().next().unwrap_or("").to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no verdict on backend {i} within {VERDICT:?}; log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn a_backend_without_the_vip_on_lo_is_found_unhealthy(mode: &str) {
+    let lab = Lab::build(&LabSpec::three_zones());
+    let without = 2;
+    let mut decaps = Vec::new();
+    for i in 0..lab.backend_count() {
+        if mode == "dsr_l2" {
+            if i != without {
+                hold_vip_on_lo(lab.backend_ns(i), VIP);
+            }
+        } else {
+            decaps.push(Decap::attach(&lab, i, VIP));
+        }
+    }
+    if mode != "dsr_l2" {
+        // lb-decap put the VIP on every backend's lo: taken off the last one's.
+        netns::ns_ip(
+            lab.backend_ns(without),
+            &["addr", "del", &format!("{VIP}/32"), "dev", "lo"],
+        );
+    }
+    let _servers: Vec<BackendServer> = (0..lab.backend_count())
+        .map(|i| BackendServer::start(lab.backend_ns(i), Ipv4Addr::UNSPECIFIED, VIP_PORT, "any"))
+        .collect();
+    let config = dsr_config(&lab, mode);
+    let lb = RunningLb::start(lab, &config);
+    let verdicts: Vec<String> = (0..3).map(|i| first_verdict(&lb, i)).collect();
+    assert_eq!(
+        verdicts,
+        ["healthy", "healthy", "unhealthy"],
+        "{mode}: backends 1 and 2 hold the VIP, 3 does not; lbd log:\n{}",
+        lb.lbd.log()
+    );
+    drop(lb);
+    drop(decaps);
+}
+
+#[test]
+fn a_backend_without_the_vip_on_lo_is_found_unhealthy_by_ipip() {
+    a_backend_without_the_vip_on_lo_is_found_unhealthy("ipip");
+}
+
+#[test]
+fn a_backend_without_the_vip_on_lo_is_found_unhealthy_by_gue() {
+    a_backend_without_the_vip_on_lo_is_found_unhealthy("gue");
+}
+
+#[test]
+fn a_backend_without_the_vip_on_lo_is_found_unhealthy_by_dsr_l2() {
+    a_backend_without_the_vip_on_lo_is_found_unhealthy("dsr_l2");
+}
