@@ -15,11 +15,11 @@ use crate::{
     },
     dataplane::Dataplane,
     kernel::{
-        probe_route::ProbeRoute,
+        probe_route::{accepts_local, ProbeRoute},
         probe_tunnel::{route_to, ProbeTunnels},
     },
     model::{
-        config::{Config, ForwardingMode},
+        config::{AnnounceConfig, Config, ForwardingMode},
         plan::BackendRef,
     },
     ops::shared::SharedRuntime,
@@ -35,6 +35,9 @@ pub(super) struct Probes {
     written: BTreeSet<u32>,
     /// Backends reported without a tunnel (each logged once until it has one).
     unrouted: BTreeSet<BackendRef>,
+    /// NICs reported as dropping the answers to probes of an announced VIP (each logged
+    /// once).
+    martian_nics: BTreeSet<u32>,
 }
 
 /// The tunnel (`lb_common::encap`'s `BACKEND_F_*` bit) of a forwarding mode; none for
@@ -79,11 +82,12 @@ impl Probes {
         &mut self,
         shared: &SharedRuntime<D>,
     ) -> BTreeMap<BackendRef, ProbeSpec> {
-        let (mut specs, targets, interfaces) = shared.with(|rt| {
+        let (mut specs, targets, interfaces, announce) = shared.with(|rt| {
             (
                 rt.probe_specs(),
                 targets_of(rt.config()),
                 rt.config().interfaces.clone(),
+                rt.config().announce.clone(),
             )
         });
         if targets.is_empty() && self.written.is_empty() {
@@ -111,7 +115,40 @@ impl Probes {
         if let Err(e) = self.write(&tunnels, &interfaces) {
             error!("writing the probe tunnels: {e:#}; DSR probes fail until it succeeds");
         }
+        self.report_martian_answers(&announce, &targets);
         specs
+    }
+
+    /// Logs, once per NIC, a NIC toward a DSR backend of a VIP this node may announce on
+    /// `lo` that drops the probes' answers (from the VIP: a local source) for want of
+    /// `accept_local`.
+    fn report_martian_answers(
+        &mut self,
+        announce: &AnnounceConfig,
+        targets: &BTreeMap<BackendRef, TunnelTarget>,
+    ) {
+        for (at, target) in targets {
+            if !announce.in_range(target.vip) {
+                continue;
+            }
+            let Ok((_, ifindex)) = route_to(at.address) else {
+                continue;
+            };
+            if self.martian_nics.contains(&ifindex) {
+                continue;
+            }
+            match accepts_local(ifindex) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.martian_nics.insert(ifindex);
+                    error!(
+                        "{} {}:{}: probes go to VIP {} through the tunnel and are answered from it, but the NIC toward the backend (index {ifindex}) has accept_local=0: while this node announces the VIP on lo the kernel drops the answers as martians and the backend is probed unhealthy; set net.ipv4.conf.<NIC>.accept_local=1",
+                        at.service, at.address, at.port, target.vip
+                    );
+                }
+                Err(e) => warn!("checking accept_local toward {}: {e:#}", at.address),
+            }
+        }
     }
 
     fn write(

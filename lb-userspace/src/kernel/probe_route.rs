@@ -106,3 +106,25 @@ impl Drop for ProbeRoute {
         }
     }
 }
+
+/// Whether the kernel accepts a packet with a local source address arriving on NIC
+/// `ifindex` (`accept_local` of that NIC or of `all`). A tunnelled probe is answered from
+/// the VIP, which is local on a node that announces it: without this, the answer is
+/// dropped as a martian.
+pub fn accepts_local(ifindex: u32) -> anyhow::Result<bool> {
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `name` has the IF_NAMESIZE bytes if_indextoname may write.
+    let found = unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) };
+    anyhow::ensure!(!found.is_null(), "no interface has index {ifindex}");
+    // SAFETY: if_indextoname wrote a NUL-terminated name into `name`.
+    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+        .to_str()
+        .context("an interface name that is not UTF-8")?
+        .to_string();
+    let read = |conf: &str| -> anyhow::Result<bool> {
+        let path = format!("/proc/sys/net/ipv4/conf/{conf}/accept_local");
+        let value = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        Ok(value.trim() == "1")
+    };
+    Ok(read("all")? || read(&name)?)
+}

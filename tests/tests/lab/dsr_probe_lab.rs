@@ -82,3 +82,23 @@ fn a_backend_without_the_vip_on_lo_is_found_unhealthy_by_gue() {
 fn a_backend_without_the_vip_on_lo_is_found_unhealthy_by_dsr_l2() {
     a_backend_without_the_vip_on_lo_is_found_unhealthy("dsr_l2");
 }
+
+/// A node that announces the VIP holds it on `lo`, so the probes' answers (from the VIP)
+/// have a local source: lbd says which setting makes the kernel keep them.
+#[test]
+fn an_announcing_node_without_accept_local_is_told_why_its_probes_fail() {
+    let lab = Lab::build(&LabSpec::three_zones());
+    let decaps: Vec<Decap> = (0..lab.backend_count())
+        .map(|i| Decap::attach(&lab, i, VIP))
+        .collect();
+    let config = format!(
+        "{}announce:\n  vip_ranges: [10.0.0.0/24]\n",
+        dsr_config(&lab, "ipip")
+    );
+    let mut lb = RunningLb::start(lab, &config);
+    lb.lbd
+        .wait_for_log("has accept_local=0", VERDICT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(lb);
+    drop(decaps);
+}
