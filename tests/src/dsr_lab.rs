@@ -193,8 +193,29 @@ pub fn bulk_echo(ns: &str, vip: Ipv4Addr, bytes: usize, within: Duration) -> Str
     conn.backend.clone()
 }
 
+/// lbd's first verdict on the backend at `addr` (probed on the VIP's port): `healthy` or
+/// `unhealthy`. Panics naming the log when there is none within `within`.
+pub fn first_verdict(lb: &RunningLb, addr: Ipv4Addr, within: Duration) -> String {
+    let needle = format!("{addr}:{VIP_PORT}: unknown -> ");
+    let deadline = Instant::now() + within;
+    loop {
+        let log = lb.lbd.log();
+        if let Some(at) = log.find(&needle) {
+            let rest = &log[at + needle.len()..];
+            return rest.split_whitespace().next().unwrap_or("").to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no verdict on {addr} within {within:?}; log:\n{log}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// What every DSR mode must show end to end through `lb` (started on [`dsr_config`] in
-/// `mode`, with `servers` from [`dsr_backend`] or [`dsr_servers`]): 300 connections
+/// `mode`, with `servers` from [`dsr_backend`] or [`dsr_servers`]): every backend
+/// probed healthy through the clients' path (the data path learns a backend's MAC from
+/// the neighbour entry those probes leave; a SYN before it is dropped), then 300 connections
 /// through the VIP, each seen by its backend from the client's own address and port
 /// while the client sees the VIP, all served by the servers bound to the VIP itself (none
 /// rewritten to a backend's own address) and spread over the three backends; then 20 MB
@@ -204,6 +225,11 @@ pub fn three_hundred_connections_and_twenty_megabytes_each_way(
     servers: &[[BackendServer; 2]],
     mode: &str,
 ) {
+    for i in 0..lb.lab.backend_count() {
+        let addr = lb.lab.backend_addr(i);
+        let verdict = first_verdict(lb, addr, Duration::from_secs(30));
+        assert_eq!(verdict, "healthy", "{mode}: backend {addr}");
+    }
     let result = lb.burst(300, Duration::from_secs(3), Duration::from_secs(120));
     assert!(
         result.failed.is_empty() && result.ok == 300,

@@ -7,30 +7,11 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use lb_tests::{
-    dsr_lab::{dsr_config, hold_vip_on_lo, Decap},
+    dsr_lab::{dsr_config, first_verdict, hold_vip_on_lo, Decap},
     netns, BackendServer, Lab, LabSpec, RunningLb, VIP, VIP_PORT,
 };
 
 const VERDICT: Duration = Duration::from_secs(30);
-
-/// Waits for lbd's first verdict on backend `i` and returns it (`healthy` or
-/// `unhealthy`).
-fn first_verdict(lb: &RunningLb, i: usize) -> String {
-    let needle = format!("{}:{VIP_PORT}: unknown -> ", lb.lab.backend_addr(i));
-    let deadline = std::time::Instant::now() + VERDICT;
-    loop {
-        let log = lb.lbd.log();
-        if let Some(line) = log.lines().find(|l| l.contains(&needle)) {
-            let rest = &line[line.find(&needle).expect("found") + needle.len()..];
-            return rest.split_whitespace().next().unwrap_or("").to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no verdict on backend {i} within {VERDICT:?}; log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn a_backend_without_the_vip_on_lo_is_found_unhealthy(mode: &str) {
     let lab = Lab::build(&LabSpec::three_zones());
@@ -57,7 +38,9 @@ fn a_backend_without_the_vip_on_lo_is_found_unhealthy(mode: &str) {
         .collect();
     let config = dsr_config(&lab, mode);
     let lb = RunningLb::start(lab, &config);
-    let verdicts: Vec<String> = (0..3).map(|i| first_verdict(&lb, i)).collect();
+    let verdicts: Vec<String> = (0..3)
+        .map(|i| first_verdict(&lb, lb.lab.backend_addr(i), VERDICT))
+        .collect();
     assert_eq!(
         verdicts,
         ["healthy", "healthy", "unhealthy"],
