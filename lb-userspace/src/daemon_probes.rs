@@ -1,9 +1,11 @@
 //! The probes lbd runs: the runtime's, with each direct-server-return backend's sent to
 //! its VIP through its tunnel (see `crate::control::health::tunnel`). The tunnel program
 //! is loaded and attached (tc egress of every configured NIC and of `lo`, where a probe
-//! to a VIP held on this node starts) only once a service needs it.
+//! to a VIP held on this node starts, and where the probes' own route sends the others:
+//! see `crate::kernel::probe_route`) only once a service needs it.
 use std::collections::{BTreeMap, BTreeSet};
 
+use lb_common::encap::{BACKEND_F_DSR_L2, BACKEND_F_GUE, BACKEND_F_IPIP};
 use log::{error, warn};
 
 use crate::{
@@ -12,9 +14,12 @@ use crate::{
         tunnel::{tunnelled, ProbeMarks, RouteToBackend, TunnelTarget},
     },
     dataplane::Dataplane,
-    kernel::probe_tunnel::{route_to, ProbeTunnels},
+    kernel::{
+        probe_route::{accepts_local, ProbeRoute},
+        probe_tunnel::{route_to, ProbeTunnels},
+    },
     model::{
-        config::{Config, ForwardingMode},
+        config::{AnnounceConfig, Config, ForwardingMode},
         plan::BackendRef,
     },
     ops::shared::SharedRuntime,
@@ -23,23 +28,26 @@ use crate::{
 #[derive(Default)]
 pub(super) struct Probes {
     tunnels: Option<ProbeTunnels>,
+    /// Installed with the tunnels; removed when lbd stops.
+    route: Option<ProbeRoute>,
     marks: ProbeMarks,
     /// Marks written to the tunnel map.
     written: BTreeSet<u32>,
     /// Backends reported without a tunnel (each logged once until it has one).
     unrouted: BTreeSet<BackendRef>,
+    /// NICs reported as dropping the answers to probes of an announced VIP (each logged
+    /// once).
+    martian_nics: BTreeSet<u32>,
 }
 
 /// The tunnel (`lb_common::encap`'s `BACKEND_F_*` bit) of a forwarding mode; none for
 /// NAT, whose probes go to the backend's own address.
 fn tunnel_mode(mode: ForwardingMode) -> Option<u8> {
-    // The DSR modes' probes still go to the backend's own address: with them tunnelled,
-    // the namespace lab's probes failed (unreachable) and connections timed out.
     match mode {
-        ForwardingMode::Nat
-        | ForwardingMode::DsrL2
-        | ForwardingMode::Ipip
-        | ForwardingMode::Gue => None,
+        ForwardingMode::Nat => None,
+        ForwardingMode::DsrL2 => Some(BACKEND_F_DSR_L2),
+        ForwardingMode::Ipip => Some(BACKEND_F_IPIP),
+        ForwardingMode::Gue => Some(BACKEND_F_GUE),
     }
 }
 
@@ -74,11 +82,12 @@ impl Probes {
         &mut self,
         shared: &SharedRuntime<D>,
     ) -> BTreeMap<BackendRef, ProbeSpec> {
-        let (mut specs, targets, interfaces) = shared.with(|rt| {
+        let (mut specs, targets, interfaces, announce) = shared.with(|rt| {
             (
                 rt.probe_specs(),
                 targets_of(rt.config()),
                 rt.config().interfaces.clone(),
+                rt.config().announce.clone(),
             )
         });
         if targets.is_empty() && self.written.is_empty() {
@@ -106,7 +115,40 @@ impl Probes {
         if let Err(e) = self.write(&tunnels, &interfaces) {
             error!("writing the probe tunnels: {e:#}; DSR probes fail until it succeeds");
         }
+        self.report_martian_answers(&announce, &targets);
         specs
+    }
+
+    /// Logs, once per NIC, a NIC toward a DSR backend of a VIP this node may announce on
+    /// `lo` that drops the probes' answers (from the VIP: a local source) for want of
+    /// `accept_local`.
+    fn report_martian_answers(
+        &mut self,
+        announce: &AnnounceConfig,
+        targets: &BTreeMap<BackendRef, TunnelTarget>,
+    ) {
+        for (at, target) in targets {
+            if !announce.in_range(target.vip) {
+                continue;
+            }
+            let Ok((_, ifindex)) = route_to(at.address) else {
+                continue;
+            };
+            if self.martian_nics.contains(&ifindex) {
+                continue;
+            }
+            match accepts_local(ifindex) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.martian_nics.insert(ifindex);
+                    error!(
+                        "{} {}:{}: probes go to VIP {} through the tunnel and are answered from it, but the NIC toward the backend (index {ifindex}) has accept_local=0: while this node announces the VIP on lo the kernel drops the answers as martians and the backend is probed unhealthy; set net.ipv4.conf.<NIC>.accept_local=1",
+                        at.service, at.address, at.port, target.vip
+                    );
+                }
+                Err(e) => warn!("checking accept_local toward {}: {e:#}", at.address),
+            }
+        }
     }
 
     fn write(
@@ -120,6 +162,9 @@ impl Probes {
                 let mut p = ProbeTunnels::load()?;
                 for nic in interfaces.iter().map(String::as_str).chain(["lo"]) {
                     p.attach_egress(nic)?;
+                }
+                if self.route.is_none() {
+                    self.route = Some(ProbeRoute::install()?);
                 }
                 self.tunnels.insert(p)
             }

@@ -23,13 +23,18 @@ use crate::{
 /// `arp_announce=2` (never source ARP from the VIP), so that only the LB answers for the
 /// VIP on the segment. Returns its servers (see [`dsr_servers`]).
 pub fn dsr_backend(lab: &Lab, i: usize, vip: Ipv4Addr) -> [BackendServer; 2] {
-    let ns = lab.backend_ns(i);
+    hold_vip_on_lo(lab.backend_ns(i), vip);
+    dsr_servers(lab, i, vip)
+}
+
+/// What [`dsr_backend`] does to namespace `ns` (NIC `eth0`): `vip` on `lo`, the ARP
+/// sysctls.
+pub fn hold_vip_on_lo(ns: &str, vip: Ipv4Addr) {
     netns::ns_ip(ns, &["addr", "add", &format!("{vip}/32"), "dev", "lo"]);
     for conf in ["all", "eth0"] {
         netns::ns_sysctl(ns, &format!("net.ipv4.conf.{conf}.arp_ignore"), "1");
         netns::ns_sysctl(ns, &format!("net.ipv4.conf.{conf}.arp_announce"), "2");
     }
-    dsr_servers(lab, i, vip)
 }
 
 /// `lb-decap` attached on backend `i`'s `eth0` for `vip`, accepting the LB's backend-side
@@ -43,10 +48,18 @@ pub struct Decap {
 
 impl Decap {
     pub fn attach(lab: &Lab, i: usize, vip: Ipv4Addr) -> Decap {
+        let prefix = format!("{}/32", crate::topology::LB_BACKEND_ADDR);
+        let name = format!("{}-decap-b{i}", lab.prefix());
+        Decap::attach_in(lab.backend_ns(i), &name, vip, &prefix)
+    }
+
+    /// `lb-decap` on `eth0` of namespace `ns` for `vip`, accepting `lb_prefix`; `name`
+    /// (unique) names its pin directory and state file.
+    pub fn attach_in(ns: &str, name: &str, vip: Ipv4Addr, lb_prefix: &str) -> Decap {
         ensure_bpffs().expect("bpffs");
-        let ns = lab.backend_ns(i).to_string();
-        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}-decap-b{i}", lab.prefix()));
-        let state = std::env::temp_dir().join(format!("{}-decap-b{i}.json", lab.prefix()));
+        let ns = ns.to_string();
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{name}"));
+        let state = std::env::temp_dir().join(format!("{name}.json"));
         let settings = vec![
             "--pin-dir".to_string(),
             pin_dir.display().to_string(),
@@ -59,7 +72,6 @@ impl Decap {
             pin_dir,
         };
         let mut args = decap.settings.clone();
-        let prefix = format!("{}/32", crate::topology::LB_BACKEND_ADDR);
         args.extend(
             [
                 "-i",
@@ -67,7 +79,7 @@ impl Decap {
                 "--vip",
                 &vip.to_string(),
                 "--lb-prefix",
-                &prefix,
+                lb_prefix,
             ]
             .map(String::from),
         );
@@ -110,13 +122,14 @@ impl Drop for Decap {
 
 /// Backend `i`'s servers for DSR: one on `vip`:[`VIP_PORT`], named after the backend,
 /// which only a packet still addressed to the VIP reaches; and one on the backend's own
-/// address and the same port for the LB's health probes, named `probes`.
+/// address and the same port, named `own-address`, which nothing should reach (lbd
+/// probes the VIP through the tunnel too).
 pub fn dsr_servers(lab: &Lab, i: usize, vip: Ipv4Addr) -> [BackendServer; 2] {
     let ns = lab.backend_ns(i);
     let name = &lab.backend_spec(i).name;
     [
         BackendServer::start(ns, vip, VIP_PORT, name),
-        BackendServer::start(ns, lab.backend_addr(i), VIP_PORT, "probes"),
+        BackendServer::start(ns, lab.backend_addr(i), VIP_PORT, "own-address"),
     ]
 }
 
@@ -180,8 +193,29 @@ pub fn bulk_echo(ns: &str, vip: Ipv4Addr, bytes: usize, within: Duration) -> Str
     conn.backend.clone()
 }
 
+/// lbd's first verdict on the backend at `addr` (probed on the VIP's port): `healthy` or
+/// `unhealthy`. Panics naming the log when there is none within `within`.
+pub fn first_verdict(lb: &RunningLb, addr: Ipv4Addr, within: Duration) -> String {
+    let needle = format!("{addr}:{VIP_PORT}: unknown -> ");
+    let deadline = Instant::now() + within;
+    loop {
+        let log = lb.lbd.log();
+        if let Some(at) = log.find(&needle) {
+            let rest = &log[at + needle.len()..];
+            return rest.split_whitespace().next().unwrap_or("").to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no verdict on {addr} within {within:?}; log:\n{log}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// What every DSR mode must show end to end through `lb` (started on [`dsr_config`] in
-/// `mode`, with `servers` from [`dsr_backend`] or [`dsr_servers`]): 300 connections
+/// `mode`, with `servers` from [`dsr_backend`] or [`dsr_servers`]): every backend
+/// probed healthy through the clients' path (the data path learns a backend's MAC from
+/// the neighbour entry those probes leave; a SYN before it is dropped), then 300 connections
 /// through the VIP, each seen by its backend from the client's own address and port
 /// while the client sees the VIP, all served by the servers bound to the VIP itself (none
 /// rewritten to a backend's own address) and spread over the three backends; then 20 MB
@@ -191,6 +225,11 @@ pub fn three_hundred_connections_and_twenty_megabytes_each_way(
     servers: &[[BackendServer; 2]],
     mode: &str,
 ) {
+    for i in 0..lb.lab.backend_count() {
+        let addr = lb.lab.backend_addr(i);
+        let verdict = first_verdict(lb, addr, Duration::from_secs(30));
+        assert_eq!(verdict, "healthy", "{mode}: backend {addr}");
+    }
     let result = lb.burst(300, Duration::from_secs(3), Duration::from_secs(120));
     assert!(
         result.failed.is_empty() && result.ok == 300,

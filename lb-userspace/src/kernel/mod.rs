@@ -14,6 +14,7 @@ pub mod mmap_array;
 pub mod pin_lock;
 pub mod pins;
 pub mod privileges;
+pub mod probe_route;
 pub mod probe_tunnel;
 mod reverse;
 pub mod service_index;

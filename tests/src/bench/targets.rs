@@ -167,7 +167,41 @@ fn all(report: &Value) -> Vec<Target> {
         result: live("first_change_ms").map(|ms| (format!("{ms:.1} ms"), ms < 50.0)),
     });
     t.extend(saturated(report));
+    t.extend(dsr_bulk(report));
     t
+}
+
+/// Per direct-server-return mode, the bulk download (backend -> client): at least the
+/// ceiling's rate, with less LB CPU per GB (over the ceiling's, same round) than NAT's.
+fn dsr_bulk(report: &Value) -> Vec<Target> {
+    let modes = [
+        ("dsr_l2", "DSR bulk download, dsr_l2: vs ceiling and NAT"),
+        ("ipip", "DSR bulk download, ipip: vs ceiling and NAT"),
+        ("gue", "DSR bulk download, gue: vs ceiling and NAT"),
+    ];
+    modes
+        .into_iter()
+        .map(|(mode, name)| {
+            let of = |variant: &str, field: &str| num(report, &["e2e", "bulk", variant, field]);
+            let result = (|| {
+                let rate = of(mode, "vs_ceiling")?;
+                let lb = of(mode, "lb_cpu_over_ceiling_per_unit")?;
+                let nat = of("xdp", "lb_cpu_over_ceiling_per_unit")?;
+                let measured = format!(
+                    "{} of the ceiling's rate; LB CPU {} vs NAT's {} s/GB",
+                    percent(rate),
+                    fixed(lb, 3),
+                    fixed(nat, 3)
+                );
+                Some((measured, rate >= 1.0 && lb < nat))
+            })();
+            Target {
+                name,
+                goal: ">= ceiling's rate, less LB CPU than NAT",
+                result,
+            }
+        })
+        .collect()
 }
 
 /// At saturation (wrk, iperf3), each row: `lbd` ahead of nftables DNAT in its share of
@@ -282,6 +316,31 @@ mod tests {
             Some(false)
         );
         assert_eq!(upload(&json!({})), None);
+    }
+
+    #[test]
+    fn a_dsr_bulk_row_is_met_only_at_the_ceiling_s_rate_with_less_lb_cpu_than_nat() {
+        let row = |rate: f64, lb: f64| {
+            json!({ "e2e": { "bulk": {
+                "gue": { "vs_ceiling": rate, "lb_cpu_over_ceiling_per_unit": lb },
+                "xdp": { "vs_ceiling": 0.9, "lb_cpu_over_ceiling_per_unit": 0.5 },
+            }}})
+        };
+        let gue = |report: &Value| dsr_bulk(report)[2].result.clone();
+        assert_eq!(
+            gue(&row(1.02, 0.25)),
+            Some((
+                "102.0% of the ceiling's rate; LB CPU 0.250 vs NAT's 0.500 s/GB".into(),
+                true
+            ))
+        );
+        assert_eq!(gue(&row(0.98, 0.25)).map(|r| r.1), Some(false));
+        assert_eq!(gue(&row(1.02, 0.5)).map(|r| r.1), Some(false));
+        assert_eq!(
+            dsr_bulk(&row(1.0, 0.1))[0].result,
+            None,
+            "dsr_l2 did not run"
+        );
     }
 
     #[test]

@@ -40,8 +40,8 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
 /// BGP timers of the lab's own session (node -> R2), the shipped ones.
 const SESSION_TIMERS: &str = "  bfd on;\n  hold time 3;\n  keepalive time 1;\n  connect delay time 1;\n  connect retry time 1;\n  error wait time 1, 5;\n";
 
-/// `lb-node.conf` for node `k` (1-based).
-pub fn node_conf(k: usize) -> String {
+/// `lb-node.conf` for node `k` (1-based), whose neighbour R2 is at `r2`.
+pub fn node_conf(k: usize, r2: std::net::Ipv4Addr) -> String {
     let shipped = deploy_file("lb-node.conf");
     let up = format!("10.20.{k}.2");
     let mut c = replace_once(
@@ -60,7 +60,7 @@ pub fn node_conf(k: usize) -> String {
         &format!("neighbor 10.20.{k}.1 as 65000;"),
     );
     c.push_str(&format!(
-        "\n# Lab: the clients' prefix to R2, so replies cross the tier by ECMP too.\nprotocol static clients {{\n  ipv4;\n  route {CLIENT_NET} via 10.20.{k}.1;\n}}\n\nprotocol bgp downstream {{\n  local 10.30.{k}.2 as 65001;\n  neighbor 10.30.{k}.1 as 65002;\n{SESSION_TIMERS}  ipv4 {{\n    import none;\n    export where proto = \"clients\";\n  }};\n}}\n"
+        "\n# Lab: the clients' prefix to R2, so replies cross the tier by ECMP too.\nprotocol static clients {{\n  ipv4;\n  route {CLIENT_NET} via 10.20.{k}.1;\n}}\n\nprotocol bgp downstream {{\n  local 10.30.{k}.2 as 65001;\n  neighbor {r2} as 65002;\n{SESSION_TIMERS}  ipv4 {{\n    import none;\n    export where proto = \"clients\";\n  }};\n}}\n"
     ));
     c
 }

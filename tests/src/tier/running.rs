@@ -1,7 +1,11 @@
 //! A tier lab with everything running: a backend server per zone, on every node an
 //! `lbd` (its own pin directory, state file and API socket) and a BIRD, and BIRD on both
-//! routers. Stops everything on drop, lbd first (so it detaches while its namespace
-//! exists), then removes the pinned data paths and the run directory.
+//! routers. In a DSR mode (see `mode`) each backend also holds the VIP on `lo` (through
+//! `lb-decap` for `ipip` and `gue`) and serves on the VIP; a server on its own address
+//! (named `own-address`) answers what should never come (lbd probes the VIP through the
+//! tunnel too). Stops everything on drop, lbd
+//! first (so it detaches while its namespace exists), then removes the pinned data
+//! paths and the run directory.
 use std::{
     net::SocketAddr,
     path::PathBuf,
@@ -12,13 +16,15 @@ use lb_userspace::kernel::pins::PinDir;
 
 use crate::{
     backend_server::BackendServer,
+    dsr_lab::{hold_vip_on_lo, Decap},
     http, lbd_log,
     process::{lbd_path, Daemon},
-    running_lb::{sweep_stale_pins, BACKEND_PORT, PIN_ROOT, VIP, VIP_PORT},
+    running_lb::{sweep_stale_pins, PIN_ROOT, VIP, VIP_PORT},
     scenario::fast_health,
     tier::{
         bird::{self, Bird},
         load::TierLoad,
+        mode::TierMode,
         topology::{TierLab, CLIENT_NET, ZONES},
     },
 };
@@ -30,6 +36,11 @@ const LBD_START: Duration = Duration::from_secs(90);
 const CONVERGE: Duration = Duration::from_secs(60);
 
 pub const VIP_PREFIX: &str = "10.0.0.100/32";
+/// The name the DSR backends' servers on their own address answer with: a client
+/// answered by one was not served through the VIP.
+pub const OWN_ADDRESS_SERVER: &str = "own-address";
+/// The LB nodes' addresses toward R2, the source of their encapsulated packets.
+const NODES_DOWN_PREFIX: &str = "10.30.0.0/16";
 
 /// One LB node's processes.
 pub struct TierNode {
@@ -46,6 +57,8 @@ pub struct RunningTier {
     pub r1: Bird,
     pub r2: Bird,
     pub servers: Vec<BackendServer>,
+    /// `lb-decap` on each backend (`ipip`, `gue`); detached before the lab goes.
+    _decaps: Vec<Decap>,
     pub lab: TierLab,
 }
 
@@ -79,18 +92,30 @@ impl RunningTier {
     /// [`RunningTier::start`] with `extra` (top-level YAML, e.g. `limits: ...`) appended
     /// to every node's config.
     pub fn start_with(nodes: usize, extra: &str) -> RunningTier {
+        RunningTier::start_in(nodes, TierMode::Nat, extra)
+    }
+
+    /// [`RunningTier::start`] with the service in `mode`, on the lab shaped for it.
+    pub fn start_mode(nodes: usize, mode: TierMode) -> RunningTier {
+        RunningTier::start_in(nodes, mode, "")
+    }
+
+    fn start_in(nodes: usize, mode: TierMode, extra: &str) -> RunningTier {
         sweep_stale_pins();
-        let lab = TierLab::build(nodes);
-        let servers = (0..ZONES.len())
-            .map(|z| {
-                BackendServer::start(
-                    &lab.backend_ns(z),
-                    lab.backend_addr(z),
-                    BACKEND_PORT,
-                    &lab.backend_name(z),
-                )
-            })
-            .collect();
+        let lab = TierLab::build_for(nodes, mode);
+        let decaps = dsr_backends(&lab);
+        let port = mode.backend_port();
+        let mut servers: Vec<BackendServer> = Vec::new();
+        for z in 0..ZONES.len() {
+            let (ns, name) = (lab.backend_ns(z), lab.backend_name(z));
+            if mode.is_dsr() {
+                servers.push(BackendServer::start(&ns, VIP, VIP_PORT, &name));
+                let own = lab.backend_addr(z);
+                servers.push(BackendServer::start(&ns, own, port, OWN_ADDRESS_SERVER));
+            } else {
+                servers.push(BackendServer::start(&ns, lab.backend_addr(z), port, &name));
+            }
+        }
         let dir = run_dir(&lab);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         // Every lbd loads its program at once; then BIRD.
@@ -116,7 +141,7 @@ impl RunningTier {
                     &lab.node_ns(i),
                     &dir,
                     &format!("n{}", i + 1),
-                    &bird::node_conf(i + 1),
+                    &bird::node_conf(i + 1, lab.r2_addr_for_node(i)),
                 ),
                 lbd,
                 config_path,
@@ -128,6 +153,7 @@ impl RunningTier {
             r1,
             r2,
             servers,
+            _decaps: decaps,
             lab,
         };
         tier.wait_converged(CONVERGE);
@@ -244,7 +270,11 @@ impl RunningTier {
         state: &str,
         limit: Duration,
     ) -> std::time::SystemTime {
-        let needle = format!("{}:{BACKEND_PORT}: ", self.lab.backend_addr(z));
+        let needle = format!(
+            "{}:{}: ",
+            self.lab.backend_addr(z),
+            self.lab.mode().backend_port()
+        );
         let arrow = format!("-> {state}");
         let deadline = Instant::now() + limit;
         loop {
@@ -277,6 +307,24 @@ impl Drop for RunningTier {
         }
         let _ = std::fs::remove_dir_all(run_dir(&self.lab));
     }
+}
+
+/// Makes every backend of `lab` a DSR backend of the VIP for the lab's mode: `lb-decap`
+/// accepting the nodes' addresses toward R2 (`ipip`, `gue`), or the VIP on `lo` with the
+/// ARP sysctls (`dsr_l2`); nothing for NAT.
+fn dsr_backends(lab: &TierLab) -> Vec<Decap> {
+    let mode = lab.mode();
+    let mut decaps = Vec::new();
+    for z in 0..ZONES.len() {
+        let ns = lab.backend_ns(z);
+        if mode.decap() {
+            let name = format!("{}-decap-b{}", lab.prefix(), z + 1);
+            decaps.push(Decap::attach_in(&ns, &name, VIP, NODES_DOWN_PREFIX));
+        } else if mode.is_dsr() {
+            hold_vip_on_lo(&ns, VIP);
+        }
+    }
+    decaps
 }
 
 fn netns_get(ns: &str, addr: SocketAddr) -> String {
@@ -323,25 +371,34 @@ pub fn api_socket(lab: &TierLab, i: usize) -> PathBuf {
     run_dir(lab).join(format!("n{}.sock", i + 1))
 }
 
-/// Node `i`'s lbd config: the tier's one service (Maglev, stateless return) on both of
-/// its links, announcing the VIP, with its BIRD's socket (which `lbctl node drain`
-/// reads to confirm a withdrawal).
+/// Node `i`'s lbd config: the tier's one service (Maglev, in the lab's mode; stateless
+/// return in NAT) on both of its links, announcing the VIP, with its BIRD's socket
+/// (which `lbctl node drain` reads to confirm a withdrawal).
 pub fn lbd_config(lab: &TierLab, i: usize) -> String {
     let dir = run_dir(lab);
+    let mode = lab.mode();
     let k = i + 1;
     let mut yaml = format!(
-        "node:\n  zone: {}\ninterfaces: [up0, dn0]\npin_dir: {}\napi:\n  socket: {}\nstate_file: {}\nannounce:\n  vip_ranges: [10.0.0.0/24]\n  hold_up: 0s\n  bird_socket: {}\nservices:\n  - name: web\n    vip: {VIP}\n    port: {VIP_PORT}\n    protocol: tcp\n    mode: nat\n    policy: maglev\n    stateless_return: true\n    {}\n    backends:\n",
+        "node:\n  zone: {}\ninterfaces: [up0, dn0]\npin_dir: {}\napi:\n  socket: {}\nstate_file: {}\nannounce:\n  vip_ranges: [10.0.0.0/24]\n  hold_up: 0s\n  bird_socket: {}\nservices:\n  - name: web\n    vip: {VIP}\n    port: {VIP_PORT}\n    protocol: tcp\n    mode: {}\n    policy: maglev\n{}    {}\n    backends:\n",
         ZONES[i % ZONES.len()],
         pin_dir(lab, i).display(),
         api_socket(lab, i).display(),
         dir.join(format!("n{k}-state.yaml")).display(),
         dir.join(format!("n{k}.ctl")).display(),
+        mode.key(),
+        // A DSR service is placed as a tier's hash-placed one anyway, and refuses the key.
+        if mode.is_dsr() {
+            ""
+        } else {
+            "    stateless_return: true\n"
+        },
         fast_health(),
     );
     for (z, zone) in ZONES.iter().enumerate() {
         yaml.push_str(&format!(
-            "      - {{ address: {}, port: {BACKEND_PORT}, zone: {zone} }}\n",
+            "      - {{ address: {}, port: {}, zone: {zone} }}\n",
             lab.backend_addr(z),
+            mode.backend_port(),
         ));
     }
     yaml

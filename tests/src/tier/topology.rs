@@ -17,6 +17,13 @@
 //! nothing else is routed between them: a node's own routes are static (clients via
 //! R1, backends via R2). Transmit checksum offload is off and GRO on on every veth end,
 //! and the routers' ports facing the nodes run `lb_pass` (see `peer_xdp`).
+//!
+//! For the DSR modes (see `mode`) R1 and R2 also share a link of their own (`r2` 10.40.0.1
+//! -- `r1` 10.40.0.2), over which R2 routes the client's /32: the backends' replies
+//! bypass the tier. With `dsr_l2` the nodes and backends are on one segment instead, a
+//! bridge in R2 (10.30.0.1/16) with ports `nK` and `bZ`: node `dn0` 10.30.K.2/16,
+//! backend `eth0` 10.30.(100+Z).10/16 (there [`TierLab::hang_node`] does not apply:
+//! bridged frames do not pass R2's inet hooks).
 use std::{net::Ipv4Addr, path::Path};
 
 use crate::{
@@ -24,6 +31,7 @@ use crate::{
     peer_xdp::{attach_pass, PassProgram},
     rehash_tc::attach_rehash,
     running_lb::{BACKEND_PORT, PIN_ROOT},
+    tier::mode::TierMode,
 };
 
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 2);
@@ -33,19 +41,30 @@ pub const BACKEND_NETS: &str = "10.1.0.0/16";
 pub const ZONES: [&str; 3] = ["az-a", "az-b", "az-c"];
 /// Most nodes a tier lab has.
 pub const MAX_NODES: usize = 8;
+/// R1's and R2's ends of their direct link (DSR modes: the backends' replies).
+pub const R1_RETURN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 40, 0, 1);
+pub const R2_RETURN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 40, 0, 2);
+/// R2's address on the one segment of a `dsr_l2` lab.
+pub const R2_SEGMENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 30, 0, 1);
 
 /// See the module docs.
 pub struct TierLab {
     prefix: String,
     nodes: usize,
+    mode: TierMode,
     peer_programs: Vec<PassProgram>,
     namespaces: Vec<NetNs>,
 }
 
 impl TierLab {
-    /// Builds the topology with `nodes` LB nodes. Panics (after deleting what exists)
-    /// when a step fails.
+    /// Builds the topology with `nodes` LB nodes for a NAT service. Panics (after
+    /// deleting what exists) when a step fails.
     pub fn build(nodes: usize) -> TierLab {
+        TierLab::build_for(nodes, TierMode::Nat)
+    }
+
+    /// [`TierLab::build`] shaped for a service in `mode` (see the module docs).
+    pub fn build_for(nodes: usize, mode: TierMode) -> TierLab {
         crate::needs::lab();
         assert!(
             (1..=MAX_NODES).contains(&nodes),
@@ -54,6 +73,7 @@ impl TierLab {
         let mut lab = TierLab {
             prefix: netns::unique_prefix(),
             nodes,
+            mode,
             peer_programs: Vec::new(),
             namespaces: Vec::new(),
         };
@@ -101,16 +121,29 @@ impl TierLab {
     fn wire(&self) {
         let (cl, r1, r2) = (self.client(), self.r1(), self.r2());
         let mut ends: Vec<(String, String)> = Vec::new();
+        let one_segment = self.mode.one_segment();
+        if one_segment {
+            netns::ns_ip(&r2, &["link", "add", "br0", "type", "bridge"]);
+            let addr = format!("{R2_SEGMENT_ADDR}/16");
+            netns::ns_ip(&r2, &["addr", "add", &addr, "dev", "br0"]);
+            netns::ns_ip(&r2, &["link", "set", "br0", "up"]);
+        }
+        // An empty address: a port of R2's bridge.
         let mut link = |a: &str, da: &str, addr_a: String, b: &str, db: &str, addr_b: String| {
             netns::ip(&[
                 "link", "add", da, "netns", a, "type", "veth", "peer", "name", db, "netns", b,
             ]);
             for (ns, dev, addr) in [(a, da, addr_a), (b, db, addr_b)] {
-                netns::ns_ip(ns, &["addr", "add", &addr, "dev", dev]);
+                if addr.is_empty() {
+                    netns::ns_ip(ns, &["link", "set", dev, "master", "br0"]);
+                } else {
+                    netns::ns_ip(ns, &["addr", "add", &addr, "dev", dev]);
+                }
                 netns::ns_ip(ns, &["link", "set", dev, "up"]);
                 ends.push((ns.to_string(), dev.to_string()));
             }
         };
+        let r2_port = |addr: String| if one_segment { String::new() } else { addr };
         link(
             &cl,
             "cl0",
@@ -133,10 +166,10 @@ impl TierLab {
             link(
                 &r2,
                 &format!("n{k}"),
-                format!("10.30.{k}.1/24"),
+                r2_port(format!("10.30.{k}.1/24")),
                 &n,
                 "dn0",
-                format!("10.30.{k}.2/24"),
+                format!("10.30.{k}.2/{}", if one_segment { 16 } else { 24 }),
             );
         }
         for z in 0..ZONES.len() {
@@ -144,10 +177,24 @@ impl TierLab {
             link(
                 &r2,
                 &format!("b{k}"),
-                format!("10.1.{k}.1/24"),
+                r2_port(format!("{}/24", self.backend_gateway(z))),
                 &self.backend_ns(z),
                 "eth0",
-                format!("{}/24", self.backend_addr(z)),
+                format!(
+                    "{}/{}",
+                    self.backend_addr(z),
+                    if one_segment { 16 } else { 24 }
+                ),
+            );
+        }
+        if self.mode.is_dsr() {
+            link(
+                &r1,
+                "r2",
+                format!("{R1_RETURN_ADDR}/30"),
+                &r2,
+                "r1",
+                format!("{R2_RETURN_ADDR}/30"),
             );
         }
         for (ns, dev) in &ends {
@@ -162,11 +209,26 @@ impl TierLab {
                     "add",
                     "default",
                     "via",
-                    &format!("10.1.{}.1", z + 1),
+                    &self.backend_gateway(z).to_string(),
                 ],
             );
         }
-        for (r, ports) in [(&r1, self.r1_ports()), (&r2, self.r2_ports())] {
+        if self.mode.is_dsr() {
+            let client = format!("{CLIENT_ADDR}/32");
+            let via = R1_RETURN_ADDR.to_string();
+            netns::ns_ip(&r2, &["route", "add", &client, "via", &via]);
+        }
+        // The DSR modes' return link and R2's bridge: not ECMP ports, but forwarding.
+        let mut r1_ports = self.r1_ports();
+        let mut r2_ports = self.r2_ports();
+        if self.mode.is_dsr() {
+            r1_ports.push("r2".into());
+            r2_ports.push("r1".into());
+        }
+        if one_segment {
+            r2_ports.push("br0".into());
+        }
+        for (r, ports) in [(&r1, r1_ports), (&r2, r2_ports)] {
             netns::ns_sysctl(r, "net.ipv4.ip_forward", "1");
             netns::ns_sysctl(r, "net.ipv4.fib_multipath_hash_policy", "1");
             let confs = ["all".to_string(), "default".to_string()];
@@ -186,12 +248,18 @@ impl TierLab {
                 netns::ns_sysctl(&n, &format!("net.ipv4.conf.{c}.rp_filter"), "0");
                 netns::ns_sysctl(&n, &format!("net.ipv4.conf.{c}.send_redirects"), "0");
             }
+            if self.mode.is_dsr() {
+                // A probe through the tunnel is answered from the VIP, which the node
+                // holds on `lo` while it announces it: without this the kernel drops
+                // the answer as a martian (a local source).
+                netns::ns_sysctl(&n, "net.ipv4.conf.dn0.accept_local", "1");
+            }
             self.add_node_routes(i);
         }
     }
 
-    /// The node's static routes: clients via R1, backends via R2 (the kernel drops
-    /// them while the node's links are down).
+    /// The node's static routes: clients via R1, backends via R2 unless on the node's
+    /// segment (the kernel drops them while the node's links are down).
     fn add_node_routes(&self, i: usize) {
         let n = self.node_ns(i);
         let k = i + 1;
@@ -205,6 +273,9 @@ impl TierLab {
                 &format!("10.20.{k}.1"),
             ],
         );
+        if self.mode.one_segment() {
+            return;
+        }
         netns::ns_ip(
             &n,
             &[
@@ -281,6 +352,10 @@ impl TierLab {
         self.nodes
     }
 
+    pub fn mode(&self) -> TierMode {
+        self.mode
+    }
+
     pub fn client(&self) -> String {
         format!("{}cl", self.prefix)
     }
@@ -313,9 +388,33 @@ impl TierLab {
         format!("{}b{}", self.prefix, z + 1)
     }
 
-    /// Address of the backend of zone `z`: 10.1.{z+1}.10.
+    /// Address of the backend of zone `z`: 10.1.{z+1}.10, or 10.30.{101+z}.10 on the
+    /// one segment.
     pub fn backend_addr(&self, z: usize) -> Ipv4Addr {
-        Ipv4Addr::new(10, 1, z as u8 + 1, 10)
+        if self.mode.one_segment() {
+            Ipv4Addr::new(10, 30, z as u8 + 101, 10)
+        } else {
+            Ipv4Addr::new(10, 1, z as u8 + 1, 10)
+        }
+    }
+
+    /// The backend of zone `z`'s default gateway, R2: 10.1.{z+1}.1, or R2's address on
+    /// the one segment.
+    pub fn backend_gateway(&self, z: usize) -> Ipv4Addr {
+        if self.mode.one_segment() {
+            R2_SEGMENT_ADDR
+        } else {
+            Ipv4Addr::new(10, 1, z as u8 + 1, 1)
+        }
+    }
+
+    /// R2's address as node `i`'s BGP neighbour.
+    pub fn r2_addr_for_node(&self, i: usize) -> Ipv4Addr {
+        if self.mode.one_segment() {
+            R2_SEGMENT_ADDR
+        } else {
+            Ipv4Addr::new(10, 30, i as u8 + 1, 1)
+        }
     }
 
     /// Name of the backend of zone `z` (`b1`..), as its server answers.

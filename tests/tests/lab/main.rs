@@ -16,6 +16,7 @@ mod decap_lab;
 mod drain;
 mod dsr_l2_lab;
 mod dsr_l3_lab;
+mod dsr_probe_lab;
 mod e2e;
 mod e2e_hitless;
 mod e2e_policies;

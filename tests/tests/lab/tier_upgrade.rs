@@ -5,12 +5,13 @@
 //! path forwards meanwhile and the new lbd swaps its program onto the pinned links),
 //! the drain still in force after the restart (`lbctl node status`), then `lbctl node
 //! undrain`. First one node, with its figures printed; then all three in turn. No new
-//! connection fails and no long-lived one breaks. Needs `bird`.
+//! connection fails and no long-lived one breaks. Run with the service in NAT and in
+//! each DSR mode (`ipip`, `gue`, `dsr_l2`; see `lb_tests::tier::mode`). Needs `bird`.
 use std::{path::Path, time::Duration};
 
 use lb_tests::{
     lbd_log::millis_between,
-    tier::{bird::wait_next_hops, running::VIP_PREFIX, RunningTier},
+    tier::{bird::wait_next_hops, running::VIP_PREFIX, RunningTier, TierMode},
 };
 use serde_json::Value;
 
@@ -83,7 +84,26 @@ fn drain_upgrade_undrain(tier: &mut RunningTier, i: usize, binary: &Path) {
 
 #[test]
 fn drain_upgrade_undrain_one_node_then_every_node_in_turn_fails_no_connection() {
-    let mut tier = RunningTier::start(3);
+    drain_upgrade_undrain_every_node(TierMode::Nat);
+}
+
+#[test]
+fn drain_upgrade_undrain_one_node_then_every_node_in_turn_fails_no_connection_by_ipip() {
+    drain_upgrade_undrain_every_node(TierMode::Ipip);
+}
+
+#[test]
+fn drain_upgrade_undrain_one_node_then_every_node_in_turn_fails_no_connection_by_gue() {
+    drain_upgrade_undrain_every_node(TierMode::Gue);
+}
+
+#[test]
+fn drain_upgrade_undrain_one_node_then_every_node_in_turn_fails_no_connection_by_dsr_l2() {
+    drain_upgrade_undrain_every_node(TierMode::DsrL2);
+}
+
+fn drain_upgrade_undrain_every_node(mode: TierMode) {
+    let mut tier = RunningTier::start_mode(3, mode);
     let load = tier.start_load(Duration::from_secs(150));
 
     let next = tier.new_binary("lbd-next");
@@ -107,4 +127,5 @@ fn drain_upgrade_undrain_one_node_then_every_node_in_turn_fails_no_connection() 
     println!("{}", figures.line("whole test, with the rolling upgrade"));
     println!("{}", tier.spread_line());
     figures.assert_none_failed("rolling upgrade");
+    tier.assert_return_path(&figures);
 }

@@ -1,7 +1,8 @@
 //! End to end in the namespace lab: new connections per second, keep-alive requests per
 //! second and bulk throughput from the client namespace, through the LB namespace, to
 //! the backends, for each [`Variant`] (straight to a backend as the ceiling, `lbd`'s
-//! XDP, HAProxy, nftables DNAT), with the CPU each spends ([`cpu`] says how it is
+//! XDP, HAProxy, nftables DNAT; and the bulk download through each of `lbd`'s
+//! direct-server-return modes), with the CPU each spends ([`cpu`] says how it is
 //! attributed).
 //!
 //! Beside those latency-bound rows (a few blocking connections, [`load`]), the
@@ -13,6 +14,7 @@
 //! neighbour's burst of CPU use hits all of them alike; each figure is the median over
 //! rounds, and ratios are taken within a round before the median ([`report`]).
 pub mod cpu;
+pub mod direct_return;
 pub mod haproxy;
 pub mod load;
 pub mod nft;
@@ -185,16 +187,20 @@ fn tune(lab: &Lab) {
     }
 }
 
-pub fn run(opts: &Options) -> Value {
-    let lab = Lab::build(&LabSpec::with_backends(opts.backends));
-    tune(&lab);
-    // Every backend can serve all client connections at once, wherever they land.
-    let workers = opts
-        .conn_workers
+/// Worker threads per backend server: every backend can serve all client connections at
+/// once, wherever they land.
+pub fn server_workers(opts: &Options) -> usize {
+    opts.conn_workers
         .max(opts.keepalive_conns)
         .max(opts.bulk_streams)
         .max(standard::WRK_CONNECTIONS)
-        + 2;
+        + 2
+}
+
+pub fn run(opts: &Options) -> Value {
+    let lab = Lab::build(&LabSpec::with_backends(opts.backends));
+    tune(&lab);
+    let workers = server_workers(opts);
     let servers: Vec<BenchServer> = (0..lab.backend_count())
         .map(|i| {
             let addr = SocketAddrV4::new(lab.backend_addr(i), BACKEND_PORT);
@@ -206,7 +212,7 @@ pub fn run(opts: &Options) -> Value {
 
     // Warm-up (not recorded): neighbour entries, page cache, lazily built kernel state.
     {
-        let direct = activate(&lab, Variant::Direct, &lbd);
+        let direct = activate(&lab, Variant::Direct, &lbd, workers);
         let _ = load::connections(
             lab.client_ns(),
             direct.target,
@@ -222,12 +228,13 @@ pub fn run(opts: &Options) -> Value {
         let mut order = Variant::ALL;
         order.rotate_left(round % Variant::ALL.len());
         for variant in order {
-            let active = activate(&lab, variant, &lbd);
+            let active = activate(&lab, variant, &lbd, workers);
             let meter = Meter::with_others(active.lb_pid, &[iperf.pid()]);
             let saturated = Workload::SATURATED
                 .into_iter()
                 .filter(|_| round < opts.saturated_rounds);
-            for workload in Workload::ALL.into_iter().chain(saturated) {
+            let workloads = Workload::ALL.into_iter().chain(saturated);
+            for workload in workloads.filter(|w| variant.runs(*w)) {
                 let before = meter.snapshot();
                 let load = workload.run(opts, lab.client_ns(), &active);
                 let cpu = before.until(&meter.snapshot());

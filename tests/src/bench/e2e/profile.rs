@@ -19,7 +19,7 @@ pub const PROFILED_VARIANTS: [Variant; 2] = [Variant::Xdp, Variant::Nftables];
 pub fn record(opts: &Options, lab: &Lab, lbd: &Path, dir: &Path) {
     std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
     for variant in PROFILED_VARIANTS {
-        let active = activate(lab, variant, lbd);
+        let active = activate(lab, variant, lbd, super::server_workers(opts));
         for workload in PROFILED {
             let out = dir.join(format!("{}-{}.data", variant.key(), workload.key()));
             let out_arg = out.to_str().expect("UTF-8 path").to_string();

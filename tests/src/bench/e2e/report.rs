@@ -171,7 +171,7 @@ pub fn summarise(opts: &Options, samples: &[Sample], workload: Workload) -> Valu
     let decimals = if workload.bytes_based() { 3 } else { 1 };
     let mut variants = serde_json::Map::new();
     let mut others = Vec::new();
-    for variant in Variant::ALL {
+    for variant in Variant::ALL.into_iter().filter(|v| v.runs(workload)) {
         let s = summary(samples, workload, variant);
         others.push(s.others_cores);
         table.row(vec![
@@ -180,7 +180,7 @@ pub fn summarise(opts: &Options, samples: &[Sample], workload: Workload) -> Valu
             percent(s.vs_ceiling),
             fixed(s.cpu_per_unit, decimals),
             fixed(s.lb_over_ceiling, decimals),
-            if variant == Variant::Haproxy || variant == Variant::Xdp {
+            if variant.lb_process() {
                 fixed(s.lb_process, decimals)
             } else {
                 "-".into()

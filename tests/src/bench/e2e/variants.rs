@@ -1,9 +1,13 @@
-//! The four ways the benchmark sends the same traffic through the same LB namespace,
-//! each set up on its own and torn down before the next, so that no variant pays for
-//! another's hooks (an XDP program passing packets on, a conntrack table):
+//! The ways the benchmark sends the same traffic through the same LB namespace, each set
+//! up on its own and torn down before the next, so that no variant pays for another's
+//! hooks (an XDP program passing packets on, a conntrack table):
 //!
 //! - `direct`: straight to one backend, the LB namespace only routes (the ceiling);
-//! - `xdp`: `lbd` attached to the LB's two NICs, the VIP served by XDP;
+//! - `xdp`: `lbd` attached to the LB's two NICs, the VIP served by XDP (NAT);
+//! - `dsr_l2`, `ipip`, `gue`: `lbd` with the service in that direct-server-return mode;
+//!   the backends hold the VIP on `lo` (through `lb-decap` for `ipip` and `gue`), serve
+//!   on it and send their replies to the client on a segment of their own, not through
+//!   the LB namespace ([`DirectReturn`]). These run the bulk download only;
 //! - `haproxy`: HAProxy in TCP mode, the VIP on the LB's loopback;
 //! - `nftables`: a DNAT rule with `numgen inc` round robin, conntrack doing the rest.
 use std::{
@@ -15,8 +19,11 @@ use std::{
 
 use lb_userspace::kernel::pins::PinDir;
 
-use super::{haproxy, nft, standard::IPERF_PORT};
+use super::{
+    direct_return::DirectReturn, haproxy, nft, server::BenchServer, standard::IPERF_PORT, Workload,
+};
 use crate::{
+    dsr_lab::{dsr_config, hold_vip_on_lo, Decap},
     netns,
     process::Daemon,
     running_lb::{lab_config, pin_dir, BACKEND_PORT, VIP, VIP_PORT},
@@ -27,14 +34,20 @@ use crate::{
 pub enum Variant {
     Direct,
     Xdp,
+    DsrL2,
+    Ipip,
+    Gue,
     Haproxy,
     Nftables,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 7] = [
         Variant::Direct,
         Variant::Xdp,
+        Variant::DsrL2,
+        Variant::Ipip,
+        Variant::Gue,
         Variant::Haproxy,
         Variant::Nftables,
     ];
@@ -43,6 +56,9 @@ impl Variant {
         match self {
             Variant::Direct => "direct",
             Variant::Xdp => "xdp",
+            Variant::DsrL2 => "dsr_l2",
+            Variant::Ipip => "ipip",
+            Variant::Gue => "gue",
             Variant::Haproxy => "haproxy",
             Variant::Nftables => "nftables",
         }
@@ -52,9 +68,31 @@ impl Variant {
         match self {
             Variant::Direct => "straight to one backend (ceiling)",
             Variant::Xdp => "lbd, XDP (VIP)",
+            Variant::DsrL2 => "lbd, XDP, dsr_l2 (VIP)",
+            Variant::Ipip => "lbd, XDP, ipip (VIP)",
+            Variant::Gue => "lbd, XDP, gue (VIP)",
             Variant::Haproxy => "HAProxy tcp mode (VIP)",
             Variant::Nftables => "nftables DNAT numgen (VIP)",
         }
+    }
+
+    /// The service's mode for a direct-server-return variant.
+    pub fn dsr_mode(self) -> Option<&'static str> {
+        match self {
+            Variant::DsrL2 | Variant::Ipip | Variant::Gue => Some(self.key()),
+            _ => None,
+        }
+    }
+
+    /// Whether the variant runs `workload`: the DSR variants run only the bulk download,
+    /// the row their target is stated on.
+    pub fn runs(self, workload: Workload) -> bool {
+        self.dsr_mode().is_none() || workload == Workload::Bulk
+    }
+
+    /// Whether the LB is a process of its own whose CPU is shown apart.
+    pub fn lb_process(self) -> bool {
+        !matches!(self, Variant::Direct | Variant::Nftables)
     }
 }
 
@@ -64,6 +102,16 @@ enum Undo {
     Lbd(Daemon),
     Haproxy(Daemon),
     Nftables,
+    /// Dropped in this order: lbd, the servers on the VIP, the backends' `lb-decap`, the
+    /// return path.
+    Dsr {
+        lbd: Daemon,
+        servers: Vec<BenchServer>,
+        decaps: Vec<Decap>,
+        direct_return: DirectReturn,
+        /// `dsr_l2`: the VIP added to each backend's `lo` by hand.
+        vip_on_lo: bool,
+    },
 }
 
 /// A variant set up on the lab; torn down on drop.
@@ -111,21 +159,56 @@ fn backends(lab: &Lab) -> Vec<SocketAddrV4> {
         .collect()
 }
 
-/// Sets `variant` up on `lab` and waits until a connection to its target succeeds.
-pub fn activate<'a>(lab: &'a Lab, variant: Variant, lbd: &Path) -> Active<'a> {
+/// Starts `lbd` in `lab`'s LB namespace on `config`; returns once it serves.
+fn start_lbd(lab: &Lab, lbd: &Path, config: &str) -> Daemon {
+    let path = scratch(lab, "lbd.yaml");
+    std::fs::write(&path, config).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    let path = path.to_str().expect("UTF-8 path").to_string();
+    let mut d = lab.spawn_daemon(lab.lb_ns(), lbd, &["--config", &path]);
+    // As long as the tests wait: the quick mode in CI starts a debug lbd on a
+    // loaded machine, whose program load and verification can take that long.
+    d.wait_for_log("serving", Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("lbd did not start: {e}"));
+    d
+}
+
+/// Makes the lab's backends DSR backends for `mode` (see the module docs) and starts
+/// `lbd` with the service in it. The servers listen on every address at the VIP's port,
+/// which the health probes (to each backend's own address) reach too.
+fn activate_dsr(lab: &Lab, mode: &str, lbd: &Path, workers: usize) -> Undo {
+    let l3 = mode != "dsr_l2";
+    let mut decaps = Vec::new();
+    for i in 0..lab.backend_count() {
+        if l3 {
+            decaps.push(Decap::attach(lab, i, VIP));
+        } else {
+            hold_vip_on_lo(lab.backend_ns(i), VIP);
+        }
+    }
+    let servers = (0..lab.backend_count())
+        .map(|i| {
+            let any = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, VIP_PORT);
+            BenchServer::start(lab.backend_ns(i), any, &lab.backend_spec(i).name, workers)
+        })
+        .collect();
+    Undo::Dsr {
+        lbd: start_lbd(lab, lbd, &dsr_config(lab, mode)),
+        servers,
+        decaps,
+        direct_return: DirectReturn::add(lab),
+        vip_on_lo: !l3,
+    }
+}
+
+/// Sets `variant` up on `lab` and waits until a connection to its target succeeds;
+/// `workers` is the backends' server threads (the DSR variants start their own servers).
+pub fn activate<'a>(lab: &'a Lab, variant: Variant, lbd: &Path, workers: usize) -> Active<'a> {
     let (target, undo) = match variant {
         Variant::Direct => (backends(lab)[0], Undo::Nothing),
-        Variant::Xdp => {
-            let path = scratch(lab, "lbd.yaml");
-            std::fs::write(&path, lbd_config(lab))
-                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-            let path = path.to_str().expect("UTF-8 path").to_string();
-            let mut d = lab.spawn_daemon(lab.lb_ns(), lbd, &["--config", &path]);
-            // As long as the tests wait: the quick mode in CI starts a debug lbd on a
-            // loaded machine, whose program load and verification can take that long.
-            d.wait_for_log("serving", Duration::from_secs(90))
-                .unwrap_or_else(|e| panic!("lbd did not start: {e}"));
-            (vip(), Undo::Lbd(d))
+        Variant::Xdp => (vip(), Undo::Lbd(start_lbd(lab, lbd, &lbd_config(lab)))),
+        Variant::DsrL2 | Variant::Ipip | Variant::Gue => {
+            let mode = variant.dsr_mode().expect("a DSR variant");
+            (vip(), activate_dsr(lab, mode, lbd, workers))
         }
         Variant::Haproxy => {
             lab.ip(
@@ -151,7 +234,7 @@ pub fn activate<'a>(lab: &'a Lab, variant: Variant, lbd: &Path) -> Active<'a> {
         }
     };
     let lb_pid = match &undo {
-        Undo::Lbd(d) | Undo::Haproxy(d) => Some(d.pid()),
+        Undo::Lbd(d) | Undo::Haproxy(d) | Undo::Dsr { lbd: d, .. } => Some(d.pid()),
         _ => None,
     };
     let iperf_target = match variant {
@@ -221,6 +304,26 @@ impl Drop for Active<'_> {
                 let _ = std::fs::remove_file(scratch(self.lab, "haproxy.cfg"));
             }
             Undo::Nftables => nft::delete(lb),
+            Undo::Dsr {
+                lbd,
+                servers,
+                decaps,
+                direct_return,
+                vip_on_lo,
+            } => {
+                drop(lbd);
+                remove_pins(self.lab);
+                drop(servers);
+                drop(decaps);
+                drop(direct_return);
+                if vip_on_lo {
+                    let cidr = format!("{VIP}/32");
+                    for i in 0..self.lab.backend_count() {
+                        let ns = self.lab.backend_ns(i);
+                        let _ = netns::try_ns_ip(ns, &["addr", "del", &cidr, "dev", "lo"]);
+                    }
+                }
+            }
         }
         let _ = std::fs::remove_file(scratch(self.lab, "lbd.yaml"));
     }
