@@ -3,9 +3,10 @@
 //! The checks run in `lb_edge`, which `lb_xdp` tail-calls ([`hand_over`]); a packet they
 //! admit is tail-called on to `lb_place` ([`to_placement`]): `lb_xdp`'s own path compiled
 //! without the hand-over, which places it like any other. Programs of their own for
-//! stacks of their own: `lb_xdp`'s frame has no room for the checks (the build keeps
-//! every spill in a slot of its own), and a copy of the placement beside them overflowed
-//! one 512-byte frame. Established flows never reach them.
+//! stacks of their own: `lb_xdp`'s frame had no room for the checks while the build kept
+//! every spill in a slot of its own, and a copy of the placement beside them overflowed
+//! one 512-byte frame (docs/architecture.md, The stack). Established flows never reach
+//! them.
 use aya_ebpf::{
     bindings::BPF_ANY, helpers::generated::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key,
     programs::XdpContext,
