@@ -224,11 +224,18 @@ pub const EDGE_DROP_MEMO_SECS: u32 = 2;
 /// [`EdgeCounters::not_allowed`] instead of a rule's counter.
 pub const DROP_MEMO_NOT_ALLOWED: u32 = u32::MAX;
 
+/// [`DropMemo::counter`] of a SYN rate limit's block where no rule matched the source
+/// (a service without rules): no rule's counter to count on.
+pub const DROP_MEMO_NO_RULE: u32 = u32::MAX - 1;
+
 /// A source's recent rule verdict, remembered so that `lb_xdp` drops its next packets
 /// itself, without the hand-over to `lb_edge` and its trie lookup: a flood from few
 /// sources costs one array read a packet. One entry a slot ([`drop_memo_slot`]), direct
 /// mapped: a colliding source overwrites it, and the next packet of the one overwritten
-/// takes the full check again. An all-zero slot is empty (`until` 0 has passed).
+/// takes the full check again. An all-zero slot is empty (`until` 0 has passed). A source
+/// whose SYNs its rate limit blocks is remembered too: its next SYNs are dropped by
+/// `lb_xdp` while its bucket stays blocked, each counted in the bucket as `lb_edge`
+/// counts it, which costs the bucket's lookup but not the hand-over and the trie.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct DropMemo {
@@ -239,7 +246,9 @@ pub struct DropMemo {
     pub until: u32,
     /// The `counters::Reason` slot the drop is counted under.
     pub reason: u32,
-    /// The rule's hit counter slot, or [`DROP_MEMO_NOT_ALLOWED`].
+    /// The rule's hit counter slot, or [`DROP_MEMO_NOT_ALLOWED`], or for a rate limit's
+    /// block (`reason` `drop_rate_limited`) the slot of the rule that admitted the source
+    /// or [`DROP_MEMO_NO_RULE`].
     pub counter: u32,
     pub _pad: u32,
 }

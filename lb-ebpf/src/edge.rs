@@ -3,9 +3,10 @@
 //! The checks run in `lb_edge`, which `lb_xdp` tail-calls ([`hand_over`]); a packet they
 //! admit is tail-called on to `lb_place` ([`to_placement`]): `lb_xdp`'s own path compiled
 //! without the hand-over, which places it like any other. Programs of their own for
-//! stacks of their own: `lb_xdp`'s frame has no room for the checks (the build keeps
-//! every spill in a slot of its own), and a copy of the placement beside them overflowed
-//! one 512-byte frame. Established flows never reach them.
+//! stacks of their own: `lb_xdp`'s frame had no room for the checks while the build kept
+//! every spill in a slot of its own, and a copy of the placement beside them overflowed
+//! one 512-byte frame (docs/architecture.md, The stack). Established flows never reach
+//! them.
 use aya_ebpf::{
     bindings::BPF_ANY, helpers::generated::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key,
     programs::XdpContext,
@@ -14,8 +15,8 @@ use lb_common::{
     counters::Reason,
     edge::{
         drop_memo_slot, first_take, take_token, DropMemo, EdgeAddr, EdgeService, RateKey4, Take,
-        DROP_MEMO_NOT_ALLOWED, EDGE_DENY, EDGE_DROP_MEMO_SECS, EDGE_LOOKUP_LEN, EDGE_S_ALLOW_LIST,
-        EDGE_S_RATE_LIMIT, EDGE_S_RULES, EDGE_UNLISTED_DROP,
+        DROP_MEMO_NOT_ALLOWED, DROP_MEMO_NO_RULE, EDGE_DENY, EDGE_DROP_MEMO_SECS, EDGE_LOOKUP_LEN,
+        EDGE_S_ALLOW_LIST, EDGE_S_RATE_LIMIT, EDGE_S_RULES, EDGE_UNLISTED_DROP,
     },
     limits::{PROGRAMS_SLOT_EDGE, PROGRAMS_SLOT_PLACE},
     net::{TCP_ACK, TCP_SYN},
@@ -105,17 +106,22 @@ pub fn hand_over_failed(action: u32) -> u32 {
 /// The drop of a protected service's packet whose source a rule refused a moment ago
 /// (see `lb_common::edge::DropMemo`), counted as the rule would count it; `None` hands
 /// it over to `lb_edge` as before (no memo, or a sampled packet, which `lb_edge` traces).
-/// Reads only the source address: the packet was parsed (IPv4 without options, TCP)
-/// before `lb_xdp` decided on the hand-over.
+/// Reads only the source address and the TCP flags: the packet was parsed (IPv4 without
+/// options, TCP) before `lb_xdp` decided on the hand-over.
 #[inline(always)]
 pub fn remembered_drop(ctx: &XdpContext, service: u32) -> Option<u32> {
     const SRC_AT: usize = 14 + 12;
-    if ctx.data() + SRC_AT + 4 > ctx.data_end() {
+    const TCP_FLAGS_AT: usize = 14 + 20 + 13;
+    if ctx.data() + TCP_FLAGS_AT + 1 > ctx.data_end() {
         return None;
     }
-    // SAFETY: the 4 bytes are inside the frame (checked above).
-    let src = unsafe { wire::get32((ctx.data() + SRC_AT) as *const u8) };
-    match memo_drop(service, src) {
+    // SAFETY: the 4 bytes and the flag byte are inside the frame (checked above).
+    let (src, flags) = unsafe {
+        let at = ctx.data() as *const u8;
+        (wire::get32(at.add(SRC_AT)), *at.add(TCP_FLAGS_AT))
+    };
+    let syn = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    match memo_drop(service, src, syn) {
         0 => None,
         action => Some(action),
     }
@@ -123,9 +129,10 @@ pub fn remembered_drop(ctx: &XdpContext, service: u32) -> Option<u32> {
 
 /// [`remembered_drop`]'s memo read and counting, or 0 (no XDP action) for none. A BPF
 /// function of its own, so that its locals take a frame of their own rather than room in
-/// `lb_xdp`'s.
+/// `lb_xdp`'s, and its code stays out of the path of every other packet (inlined, it
+/// made no remembered drop measurably cheaper).
 #[inline(never)]
-fn memo_drop(service: u32, src: u32) -> u32 {
+fn memo_drop(service: u32, src: u32, syn: bool) -> u32 {
     let Some(memo) = EDGE_DROP_MEMO.get(drop_memo_slot(service, src)).copied() else {
         return 0;
     };
@@ -135,15 +142,56 @@ fn memo_drop(service: u32, src: u32) -> u32 {
     if trace::sampled(service) {
         return 0;
     }
+    if memo.reason == Reason::DropRateLimited as u32 && !still_blocked(service, src, syn) {
+        return 0;
+    }
     count_rule_drop(service, memo.counter);
     count::reason_slot(memo.reason);
     aya_ebpf::bindings::xdp_action::XDP_DROP
 }
 
+/// For a remembered rate limit's block: whether this packet is a SYN its source's bucket
+/// still blocks, taken from the bucket as `lb_edge` takes it (the drop counted there and
+/// on the service). Anything else (no SYN, the block over, the bucket evicted) goes to
+/// `lb_edge`, which decides as it would have without the memo.
+#[inline(always)]
+fn still_blocked(service: u32, src: u32, syn: bool) -> bool {
+    if !syn {
+        return false;
+    }
+    let Some(settings) = EDGE_SERVICES.get(service).copied() else {
+        return false;
+    };
+    let Some(slot) = RATE_BUCKETS.get_ptr_mut(RateKey4 { service, addr: src }) else {
+        return false;
+    };
+    let mut bucket = unsafe { *slot };
+    let now = bucket_clock_secs();
+    // A blocked bucket drops without refilling; past the block it might not.
+    if now >= bucket.blocked_until {
+        return false;
+    }
+    take_token(&mut bucket, &settings, now);
+    unsafe { *slot = bucket };
+    count_rate_limited(service);
+    true
+}
+
+/// Counts a SYN the rate limit dropped on its service.
+#[inline(always)]
+fn count_rate_limited(service: u32) {
+    if let Some(c) = EDGE_COUNTERS.get_ptr_mut(service) {
+        unsafe { (*c).rate_limited += 1 };
+    }
+}
+
 /// Counts a rule's drop: on the rule's hit counter, or (no allow rule matched) on the
-/// service's `not_allowed`.
+/// service's `not_allowed`, or nowhere ([`DROP_MEMO_NO_RULE`]).
 #[inline(always)]
 fn count_rule_drop(service: u32, counter: u32) {
+    if counter == DROP_MEMO_NO_RULE {
+        return;
+    }
     if counter == DROP_MEMO_NOT_ALLOWED {
         if let Some(c) = EDGE_COUNTERS.get_ptr_mut(service) {
             unsafe { (*c).not_allowed += 1 };
@@ -228,10 +276,13 @@ fn verdict(service: u32, src: u32, syn: u32) -> u32 {
     let Some(settings) = EDGE_SERVICES.get(service).copied() else {
         return ADMITTED;
     };
+    // The rule that admitted the source, for a rate limit's block to remember.
+    let mut admitted_by = DROP_MEMO_NO_RULE;
     if settings.flags & EDGE_S_RULES != 0 {
         let key = Key::new(EDGE_LOOKUP_LEN, EdgeAddr::v4(service, src));
         match EDGE_RULES.get(&key).copied() {
             Some(rule) => {
+                admitted_by = rule.counter;
                 count_rule_drop(service, rule.counter);
                 if rule.verdict == EDGE_DENY {
                     remember_drop(service, src, Reason::DropEdgeDenied, rule.counter);
@@ -251,14 +302,16 @@ fn verdict(service: u32, src: u32, syn: u32) -> u32 {
             None => {}
         }
     }
-    if syn != 0
-        && settings.flags & EDGE_S_RATE_LIMIT != 0
-        && take(service, src, &settings) == Take::Drop
-    {
-        if let Some(c) = EDGE_COUNTERS.get_ptr_mut(service) {
-            unsafe { (*c).rate_limited += 1 };
+    if syn != 0 && settings.flags & EDGE_S_RATE_LIMIT != 0 {
+        let (took, blocked) = take(service, src, &settings);
+        if took == Take::Drop {
+            count_rate_limited(service);
+            if blocked {
+                let why = Reason::DropRateLimited;
+                remember_drop(service, src, why, admitted_by);
+            }
+            return RATE_LIMITED;
         }
-        return RATE_LIMITED;
     }
     ADMITTED
 }
@@ -276,9 +329,9 @@ fn bucket_clock_secs() -> u32 {
 }
 
 /// Takes a token for a SYN from its source's bucket, creating a full one for a source
-/// not seen (or evicted).
+/// not seen (or evicted); and whether the bucket is blocked now.
 #[inline(always)]
-fn take(service: u32, src: u32, settings: &EdgeService) -> Take {
+fn take(service: u32, src: u32, settings: &EdgeService) -> (Take, bool) {
     let key = RateKey4 { service, addr: src };
     let now = bucket_clock_secs();
     match RATE_BUCKETS.get_ptr_mut(key) {
@@ -286,14 +339,14 @@ fn take(service: u32, src: u32, settings: &EdgeService) -> Take {
             let mut bucket = unsafe { *slot };
             let took = take_token(&mut bucket, settings, now);
             unsafe { *slot = bucket };
-            took
+            (took, now < bucket.blocked_until)
         }
         None => {
             let (bucket, took) = first_take(settings, now);
             // A full map evicts its least recently used bucket; a failed insert only
             // means the next SYN starts a fresh one.
             let _ = RATE_BUCKETS.insert(key, bucket, BPF_ANY as u64);
-            took
+            (took, false)
         }
     }
 }

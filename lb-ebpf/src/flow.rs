@@ -4,7 +4,7 @@
 //! CPUs closing the same flow only one sees the closed bit appear.
 //!
 //! The BPF target's `core` offers no atomic read-modify-write types, so the intrinsics
-//! are used directly; they compile to BPF_ATOMIC instructions (`--cpu v3`, see build.rs).
+//! are used directly; they compile to BPF_ATOMIC instructions (`--cpu` v2 or v3, see build.rs).
 use core::intrinsics::{atomic_or, atomic_xadd, atomic_xsub, AtomicOrdering::Relaxed};
 
 use lb_common::{

@@ -92,7 +92,7 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     }
     // One tail-call site for every packet edge protection may take, decided here, after
     // `route`, where little is live: each site and each test in `route` costs frame
-    // spills, and its frame has no room left.
+    // spills.
     if edge::hands_over(action) {
         edge::hand_over(&ctx);
     }

@@ -71,7 +71,7 @@ pub fn is_proxied(nat: *const lb_common::flow::NatReturn) -> bool {
 
 /// `lb_proxy`'s work on a packet handed over by `lb_edge` or `lb_reply`. Each stage is
 /// a BPF function of its own (`inline(never)`), so that only one stage's locals are on
-/// the stack at a time (the build keeps every spill in a slot of its own).
+/// the stack at a time (see docs/architecture.md, The stack).
 #[inline(always)]
 pub fn run(ctx: &XdpContext) -> u32 {
     let pkt = match parse::addresses(ctx).and_then(|at| parse::tcp(ctx, at)) {

@@ -301,7 +301,7 @@ fn may_be_reused(target: &FlowTarget, backend: &Backend, now: u32) -> bool {
 /// idle, or on a backend taking no new flows) leave it, and its client, where they were;
 /// except in a tier (`FLOW_F_TIER`), where the proof is not asked for, as when the entry
 /// was recorded. A BPF function of its own (`inline(never)`), so that its locals take a frame of its own
-/// rather than room in the client path's, which has none left within the 512 bytes.
+/// rather than room in the client path's (docs/architecture.md, The stack).
 #[inline(never)]
 fn opened_by_a_syn(flow: &FlowKey, ack: u32, entry: &FlowTarget) -> bool {
     let service = entry.service;

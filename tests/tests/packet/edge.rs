@@ -2,15 +2,17 @@
 //! (each rule's verdict and exact hit count, the longest prefix wins, a prefix listed
 //! both ways is denied, no match with an allow list is refused), rules only for packets
 //! without a flow entry, SYN rate limits (exact token accounting on the kernel's
-//! clock, the limited sources listed), and packets for a VIP's unlisted ports passed or
+//! clock, the limited sources listed, a blocked source remembered), and packets for a VIP's unlisted ports passed or
 //! dropped by config. The real XDP object, maps filled by the real controller, frames
 //! through BPF_PROG_TEST_RUN; every verdict is checked against the reason counters.
 use std::net::Ipv4Addr;
 
+use aya::maps::{Map, ProgramArray};
 use lb_common::{
     checksum::internet_checksum,
     counters::Reason,
     edge::{EDGE_ALLOW, EDGE_DENY},
+    limits::{MAP_PROGRAMS, PROGRAMS_SLOT_EDGE},
 };
 use lb_tests::{
     frame::{Frame, PSH_ACK},
@@ -295,6 +297,88 @@ fn remembered_drops_are_counted_like_checked_ones_and_forgotten_when_the_rules_c
         let syn = syn_from(source, GUARDED_VIP, 45100);
         let r = run_counted(dp, c0, &syn.bytes(), Reason::RedirectInterface);
         assert_eq!(r.action, XDP_REDIRECT, "no longer denied, at once");
+    });
+}
+
+/// `walled`: an allow rule and a rate limit that blocks a source for an hour once its
+/// burst of 2 is spent; `blocking`: the same limit without rules.
+const BLOCKING_CONFIG: &str = lb_tests::rig_config_with!(
+    r#"  - name: walled
+    vip: 10.0.0.122
+    port: 80
+    filter: { allow: [10.10.0.0/16] }
+    rate_limit: { syns_per_second: 1, burst: 2, block: 1h }
+    backends:
+      - { address: 10.1.0.11, port: 8080, zone: az-a }
+  - name: blocking
+    vip: 10.0.0.123
+    port: 80
+    rate_limit: { syns_per_second: 1, burst: 2, block: 1h }
+    backends:
+      - { address: 10.1.0.12, port: 8080, zone: az-a }
+"#
+);
+
+/// A source its rate limit blocks is remembered (the drop memo) like a refused one: its
+/// next SYNs are dropped by `lb_xdp` itself, without `lb_edge` (taken out of the program
+/// array here, so that a SYN handed over would be dropped as `drop_edge_denied`
+/// instead), and counted as `lb_edge` counts them: in its bucket, on the service, on the
+/// rule that admitted it, as `drop_rate_limited`. Its packets without SYN are not the
+/// limit's: still handed to `lb_edge` (and so refused without it).
+#[test]
+fn a_blocked_sources_next_syns_are_dropped_by_lb_xdp_and_counted_as_lb_edge_counts_them() {
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(BLOCKING_CONFIG, |c| {
+        let source = Ipv4Addr::new(10, 10, 8, 8);
+        let admitting = c.edge_tables().rules[&EdgeRuleKey {
+            service: service_id(c, "walled"),
+            net: Ipv4Addr::new(10, 10, 0, 0),
+            len: 16,
+        }]
+            .counter;
+        let services = [
+            ("walled", Ipv4Addr::new(10, 0, 0, 122)),
+            ("blocking", Ipv4Addr::new(10, 0, 0, 123)),
+        ];
+        let dp = c.dataplane();
+        let syn = |vip, sport| syn_from(source, vip, sport).bytes();
+        for (name, vip) in services {
+            for sport in [46000, 46001] {
+                let r = run_counted(dp, c0, &syn(vip, sport), Reason::RedirectInterface);
+                assert_eq!(r.action, XDP_REDIRECT, "{name}: the burst");
+            }
+            // Checked by `lb_edge`: no token left, blocked, remembered.
+            let r = run_counted(dp, c0, &syn(vip, 46002), Reason::DropRateLimited);
+            assert_eq!(r.action, XDP_DROP, "{name}: blocked");
+        }
+        let programs = map_of(dp.program(), MAP_PROGRAMS);
+        let mut programs = ProgramArray::try_from(Map::ProgramArray(programs)).unwrap();
+        programs.clear_index(&PROGRAMS_SLOT_EDGE).unwrap();
+        for (name, vip) in services {
+            for sport in 46003..46008 {
+                let r = run_counted(dp, c0, &syn(vip, sport), Reason::DropRateLimited);
+                assert_eq!(r.action, XDP_DROP, "{name}: remembered");
+            }
+            let data = Frame {
+                flags: PSH_ACK,
+                ..syn_from(source, vip, 46100)
+            };
+            let r = run_counted(dp, c0, &data.bytes(), Reason::DropEdgeDenied);
+            assert_eq!(r.action, XDP_DROP, "{name}: no SYN, handed over");
+
+            let id = service_id(c, name);
+            assert_eq!(dp.edge_counters(id).unwrap().rate_limited, 6, "{name}");
+            let limited = dp.limited_sources(10).unwrap();
+            let bucket = limited
+                .iter()
+                .find(|l| (l.service, l.source) == (id, source))
+                .unwrap_or_else(|| panic!("{name}: {limited:?}"))
+                .bucket;
+            assert_eq!((bucket.dropped, bucket.tokens), (6, 0), "{name}");
+        }
+        // The allow rule counts every SYN it admitted to the limit: 2 passed, 6 dropped.
+        assert_eq!(dp.edge_rule_hits(admitting).unwrap(), 8);
     });
 }
 
