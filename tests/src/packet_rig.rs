@@ -77,7 +77,7 @@ pub const CONFIG: &str = crate::rig_config_with!(
 /// of their own beside `web` on the same seed, ring and limits.
 #[macro_export]
 macro_rules! rig_config_with {
-    ($services:literal) => {
+    ($($services:tt)+) => {
         concat!(
             r#"
 node: { zone: az-a }
@@ -93,8 +93,25 @@ services:
       - { address: 10.1.0.12, port: 8080, zone: az-b }
       - { address: 10.1.0.13, port: 8080, zone: az-c }
 "#,
-            $services
+            $($services)+
         )
+    };
+}
+
+/// `dns`, the UDP service of the UDP packet tests and bench (an entry of the `services`
+/// list, for [`rig_config_with`]): 10.0.0.120:53 on the rig's three backends, port 5353.
+#[macro_export]
+macro_rules! rig_dns_service {
+    () => {
+        r#"  - name: dns
+    vip: 10.0.0.120
+    port: 53
+    protocol: udp
+    backends:
+      - { address: 10.1.0.11, port: 5353, zone: az-a }
+      - { address: 10.1.0.12, port: 5353, zone: az-b }
+      - { address: 10.1.0.13, port: 5353, zone: az-c }
+"#
     };
 }
 

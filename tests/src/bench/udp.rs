@@ -25,17 +25,7 @@ pub struct Options {
 }
 
 /// The rig's `web` (TCP) and `dns` (UDP) on the same backends.
-const CONFIG: &str = crate::rig_config_with!(
-    r#"  - name: dns
-    vip: 10.0.0.120
-    port: 53
-    protocol: udp
-    backends:
-      - { address: 10.1.0.11, port: 5353, zone: az-a }
-      - { address: 10.1.0.12, port: 5353, zone: az-b }
-      - { address: 10.1.0.13, port: 5353, zone: az-c }
-"#
-);
+const CONFIG: &str = crate::rig_config_with!(crate::rig_dns_service!());
 
 const DNS_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 120);
 

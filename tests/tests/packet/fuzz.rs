@@ -8,31 +8,16 @@
 //! exactly as valid as they were on input (an incremental update keeps a good checksum
 //! good and a bad one bad). Which backend a flow takes and whether a reply belongs to a
 //! flow depend on the flow state the run builds up; the packet tests pin those.
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::net::Ipv4Addr;
 
-use lb_common::checksum::{internet_checksum, ipv4_l4_checksum, replace2, replace4};
+use lb_common::checksum::{internet_checksum, ipv4_l4_checksum};
 use lb_tests::{
-    frame::{Frame, Mac},
+    frame::Frame,
+    fuzz_oracle::{
+        self, check_rewrite, martian, outcome_of_action, seed_and_count, Expected, Nics, Rng, L4,
+    },
     packet_rig::*,
 };
-
-/// xorshift64*: small, seedable, and the same sequence everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
 
 const VIPS: [Ipv4Addr; 6] = [
     Ipv4Addr::new(10, 0, 0, 100),
@@ -79,7 +64,7 @@ fn frame(rng: &mut Rng) -> (Vec<u8>, bool) {
         }
     };
     let mut payload = vec![0u8; rng.below(64) as usize];
-    payload.iter_mut().for_each(|b| *b = rng.next() as u8);
+    payload.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
     let mut bytes = Frame { payload, ..base }.bytes();
     match rng.below(10) {
         0..=3 => {} // well-formed
@@ -98,19 +83,19 @@ fn frame(rng: &mut Rng) -> (Vec<u8>, bool) {
         7 => {
             // Trailing garbage beyond the IP total length (link padding).
             for _ in 0..rng.below(40) {
-                bytes.push(rng.next() as u8);
+                bytes.push(rng.next_u64() as u8);
             }
         }
         8 => {
             // A header field set to an arbitrary value: IHL/version, frags, proto,
             // TCP data offset, ethertype, total length.
             let (at, value) = match rng.below(6) {
-                0 => (14, rng.next() as u8),
-                1 => (20, rng.next() as u8),
-                2 => (23, rng.next() as u8),
-                3 => (46, rng.next() as u8),
-                4 => (12, rng.next() as u8),
-                _ => (17, rng.next() as u8),
+                0 => (14, rng.next_u64() as u8),
+                1 => (20, rng.next_u64() as u8),
+                2 => (23, rng.next_u64() as u8),
+                3 => (46, rng.next_u64() as u8),
+                4 => (12, rng.next_u64() as u8),
+                _ => (17, rng.next_u64() as u8),
             };
             if at < bytes.len() {
                 bytes[at] = value;
@@ -119,7 +104,7 @@ fn frame(rng: &mut Rng) -> (Vec<u8>, bool) {
         _ => {
             // Entirely random bytes.
             let len = 14 + rng.below(100) as usize;
-            bytes = (0..len).map(|_| rng.next() as u8).collect();
+            bytes = (0..len).map(|_| rng.next_u64() as u8).collect();
         }
     }
     (bytes, from_backend)
@@ -204,25 +189,6 @@ fn parse(f: &[u8]) -> Option<Parsed> {
     })
 }
 
-/// Sources no router forwards from: 0/8, 127/8, 169.254/16, 224/4 and 240/4.
-fn martian(a: Ipv4Addr) -> bool {
-    let o = a.octets();
-    o[0] == 0 || o[0] == 127 || o[0] >= 224 || (o[0] == 169 && o[1] == 254)
-}
-
-/// What must happen to a frame, as far as the config decides it.
-#[derive(Debug, PartialEq)]
-enum Expected {
-    PassUnchanged,
-    Drop,
-    /// DNAT to a backend of the service, sent (XDP_TX for the backend behind the ingress
-    /// NIC) or handed to the kernel rewritten (its neighbour is unresolved).
-    ToBackend,
-    /// From a backend: rewritten back to the VIP if it belongs to a flow the run built,
-    /// unchanged otherwise.
-    ReplyOrUnchanged,
-}
-
 fn expected_action(services: &Services, p: Option<&Parsed>) -> Expected {
     let Some(p) = p else {
         return Expected::PassUnchanged;
@@ -249,75 +215,6 @@ fn expected_action(services: &Services, p: Option<&Parsed>) -> Expected {
     }
 }
 
-fn get16(f: &[u8], at: usize) -> u16 {
-    u16::from_ne_bytes([f[at], f[at + 1]])
-}
-
-fn get32(f: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]])
-}
-
-/// `input` with the address at `addr_at` and the port at `port_at` replaced by the
-/// output's, both checksums updated incrementally; and, if `hop` is given, the router
-/// hop: TTL down (IP checksum updated) and the MACs set.
-fn nat(
-    input: &[u8],
-    output: &[u8],
-    addr_at: usize,
-    port_at: usize,
-    hop: Option<(Mac, Mac)>,
-) -> Vec<u8> {
-    let mut f = input.to_vec();
-    let (old_addr, new_addr) = (get32(input, addr_at), get32(output, addr_at));
-    let (old_port, new_port) = (get16(input, port_at), get16(output, port_at));
-    f[addr_at..addr_at + 4].copy_from_slice(&output[addr_at..addr_at + 4]);
-    f[port_at..port_at + 2].copy_from_slice(&output[port_at..port_at + 2]);
-    let ip_check = replace4(get16(input, 24), old_addr, new_addr);
-    let tcp_check = replace2(
-        replace4(get16(input, 50), old_addr, new_addr),
-        old_port,
-        new_port,
-    );
-    f[50..52].copy_from_slice(&tcp_check.to_ne_bytes());
-    f[24..26].copy_from_slice(&ip_check.to_ne_bytes());
-    if let Some((dst_mac, src_mac)) = hop {
-        let old = get16(&f, 22);
-        f[22] -= 1;
-        let check = replace2(get16(&f, 24), old, get16(&f, 22));
-        f[24..26].copy_from_slice(&check.to_ne_bytes());
-        f[0..6].copy_from_slice(&dst_mac);
-        f[6..12].copy_from_slice(&src_mac);
-    }
-    f
-}
-
-/// The MAC the rig's permanent neighbour entries give `addr`, if any.
-fn neighbour(addr: Ipv4Addr) -> Option<Mac> {
-    match addr.octets() {
-        [10, 10, 0, 2] => Some(CLIENT_MAC),
-        [10, 10, 0, 77] => Some(backend_mac(77)),
-        [10, 1, 0, last @ 11..=13] => Some(backend_mac(last)),
-        _ => None,
-    }
-}
-
-/// The rig's NICs: `c0` and its MAC, `b0` and its MAC.
-struct Nics {
-    c0: (u32, Mac),
-    b0: (u32, Mac),
-}
-
-impl Nics {
-    /// The NIC towards `addr`: `c0` for 10.10.0.0/24, `b0` for 10.1.0.0/24.
-    fn towards(&self, addr: Ipv4Addr) -> (u32, Mac) {
-        if addr.octets()[..3] == [10, 10, 0] {
-            self.c0
-        } else {
-            self.b0
-        }
-    }
-}
-
 /// Checks one run against the oracle: `Ok(outcome)` or what is wrong.
 fn check(
     services: &Services,
@@ -330,18 +227,8 @@ fn check(
     let parsed = parse(input);
     let expected = expected_action(services, parsed.as_ref());
     let unchanged = output == input;
-    match (&expected, action) {
-        (Expected::PassUnchanged | Expected::ReplyOrUnchanged, XDP_PASS) if unchanged => {
-            return Ok("pass unchanged")
-        }
-        (Expected::Drop, XDP_DROP) => return Ok("drop"),
-        (Expected::ToBackend | Expected::ReplyOrUnchanged, XDP_PASS | XDP_TX | XDP_REDIRECT)
-            if !unchanged => {}
-        _ => {
-            return Err(format!(
-                "expected {expected:?}, got action {action} (unchanged: {unchanged})"
-            ))
-        }
+    if let Some(outcome) = outcome_of_action(&expected, action, unchanged)? {
+        return Ok(outcome);
     }
     let p = parsed.expect("only parsed frames are rewritten");
     if output.len() != input.len() {
@@ -366,29 +253,8 @@ fn check(
         }
         (p.dst, 26, 34)
     };
-    let (egress, egress_mac) = nics.towards(towards);
-    let (want_action, hop) = match neighbour(towards) {
-        Some(mac) if egress == ingress => (XDP_TX, Some((mac, egress_mac))),
-        Some(mac) => (XDP_REDIRECT, Some((mac, egress_mac))),
-        None => (XDP_PASS, None),
-    };
-    if action != want_action {
-        return Err(format!(
-            "action {action}, expected {want_action} towards {towards}"
-        ));
-    }
-    let want = nat(input, output, addr_at, port_at, hop);
-    if output != want {
-        let at = output
-            .iter()
-            .zip(&want)
-            .position(|(a, b)| a != b)
-            .unwrap_or(0);
-        return Err(format!(
-            "byte {at}: {:#04x}, expected {:#04x}",
-            output[at], want[at]
-        ));
-    }
+    let at = (addr_at, port_at);
+    check_rewrite(nics, ingress, input, action, output, towards, at, L4::Tcp)?;
     if checksums(input) != checksums(output) {
         return Err(format!(
             "checksum validity changed: {:?} -> {:?}",
@@ -405,46 +271,10 @@ fn check(
 
 #[test]
 fn every_fuzzed_frame_is_passed_dropped_or_correctly_rewritten() {
-    let seed: u64 = std::env::var("LB_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_f00d);
-    let count: usize = std::env::var("LB_FUZZ_PACKETS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000);
-    let rig = Rig::build();
-    let (c0, b0) = (rig.c0, rig.b0);
-    let nics = Nics {
-        c0: (rig.c0, rig.c0_mac),
-        b0: (rig.b0, rig.b0_mac),
-    };
+    let seeded = seed_and_count(0x5eed_f00d, 100_000);
     let services = Services::of_rig();
-    let outcomes = rig.with_dataplane(CONFIG, |c| {
-        let program = c.dataplane().program();
-        let mut rng = Rng(seed | 1);
-        let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
-        for n in 0..count {
-            let (input, from_backend) = frame(&mut rng);
-            let ifindex = if from_backend { b0 } else { c0 };
-            let r = run_once(program, ifindex, &input);
-            match check(&services, &nics, ifindex, &input, r.action, &r.output) {
-                Ok(kind) => *outcomes.entry(kind).or_default() += 1,
-                Err(e) => panic!(
-                    "frame #{n} (seed {seed:#x}, LB_FUZZ_SEED={seed}): {e}\ninput  {input:02x?}\noutput {:02x?}",
-                    r.output
-                ),
-            }
-        }
-        outcomes
-    });
-    println!("fuzz seed {seed:#x}, {count} frames: {outcomes:?}");
-    assert_eq!(outcomes.values().sum::<usize>(), count);
-    // The generator must reach every outcome, or the oracle proves little.
-    for kind in ["pass unchanged", "pass rewritten", "drop", "sent rewritten"] {
-        assert!(
-            outcomes.get(kind).copied().unwrap_or(0) > 100,
-            "{kind}: {outcomes:?}"
-        );
-    }
+    let check = |nics: &Nics, ingress, input: &[u8], action, output: &[u8]| {
+        check(&services, nics, ingress, input, action, output)
+    };
+    fuzz_oracle::run("fuzz", CONFIG, seeded, 100, frame, check);
 }

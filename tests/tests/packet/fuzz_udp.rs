@@ -7,22 +7,23 @@
 //! minus one, the NAT'd address and port, the IPv4 checksum and the UDP checksum updated
 //! (a zero one kept zero, an update to zero sent as 0xffff). A checksum that held must
 //! still hold after the rewrite.
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::net::Ipv4Addr;
 
-use lb_common::checksum::{internet_checksum, ipv4_l4_checksum, replace2, replace4};
-use lb_tests::{frame::Mac, packet_rig::*, rig_config_with, udp_frame::Datagram};
+use lb_common::checksum::{internet_checksum, ipv4_l4_checksum};
+use lb_tests::{
+    fuzz_oracle::{
+        self, check_rewrite, get16, martian, outcome_of_action, seed_and_count, Expected, Nics,
+        Rng, L4,
+    },
+    packet_rig::*,
+    rig_config_with,
+    udp_frame::Datagram,
+};
 
 /// The rig's services and two UDP ones: `dns` with three backends, `none` with none.
 const CONFIG: &str = rig_config_with!(
-    r#"  - name: dns
-    vip: 10.0.0.120
-    port: 53
-    protocol: udp
-    backends:
-      - { address: 10.1.0.11, port: 5353, zone: az-a }
-      - { address: 10.1.0.12, port: 5353, zone: az-b }
-      - { address: 10.1.0.13, port: 5353, zone: az-c }
-  - name: none
+    lb_tests::rig_dns_service!(),
+    r#"  - name: none
     vip: 10.0.0.121
     port: 53
     protocol: udp
@@ -37,24 +38,6 @@ const BACKENDS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(10, 1, 0, 12),
     Ipv4Addr::new(10, 1, 0, 13),
 ];
-
-/// xorshift64*, as `fuzz` uses.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
 
 /// A plausible UDP frame (client to a UDP service, to a TCP VIP or elsewhere, or a
 /// backend's reply), then maybe mutated; and whether it comes from the backends' side.
@@ -94,7 +77,7 @@ fn frame(rng: &mut Rng) -> (Vec<u8>, bool) {
         }
     };
     let mut payload = vec![0u8; rng.below(48) as usize];
-    payload.iter_mut().for_each(|b| *b = rng.next() as u8);
+    payload.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
     let no_checksum = rng.below(4) == 0;
     let mut bytes = Datagram {
         payload,
@@ -116,18 +99,18 @@ fn frame(rng: &mut Rng) -> (Vec<u8>, bool) {
         }
         7 => {
             for _ in 0..rng.below(40) {
-                bytes.push(rng.next() as u8);
+                bytes.push(rng.next_u64() as u8);
             }
         }
         _ => {
             // A length or header field set to an arbitrary value: the UDP length (both
             // bytes), the IP total length, IHL/version, frags.
             let (at, value) = match rng.below(5) {
-                0 => (38, rng.next() as u8),
-                1 => (39, rng.next() as u8),
-                2 => (17, rng.next() as u8),
-                3 => (14, rng.next() as u8),
-                _ => (20, rng.next() as u8),
+                0 => (38, rng.next_u64() as u8),
+                1 => (39, rng.next_u64() as u8),
+                2 => (17, rng.next_u64() as u8),
+                3 => (14, rng.next_u64() as u8),
+                _ => (20, rng.next_u64() as u8),
             };
             if at < bytes.len() {
                 bytes[at] = value;
@@ -170,20 +153,6 @@ fn parse(f: &[u8]) -> Option<Parsed> {
     })
 }
 
-fn martian(a: Ipv4Addr) -> bool {
-    let o = a.octets();
-    o[0] == 0 || o[0] == 127 || o[0] >= 224 || (o[0] == 169 && o[1] == 254)
-}
-
-#[derive(Debug, PartialEq)]
-enum Expected {
-    PassUnchanged,
-    Drop,
-    ToBackend,
-    /// From a backend: rewritten back to the VIP if a flow of the run has its tuple.
-    ReplyOrUnchanged,
-}
-
 fn expected_action(p: Option<&Parsed>) -> Expected {
     let Some(p) = p else {
         return Expected::PassUnchanged;
@@ -209,48 +178,6 @@ fn expected_action(p: Option<&Parsed>) -> Expected {
     }
 }
 
-fn get16(f: &[u8], at: usize) -> u16 {
-    u16::from_ne_bytes([f[at], f[at + 1]])
-}
-
-fn get32(f: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]])
-}
-
-/// `input` NAT'd as the output says (address at `addr_at`, port at `port_at`), both
-/// checksums updated by RFC 1624 (the UDP one kept zero if zero, all ones if the update
-/// gives zero), and the router hop.
-fn nat(
-    input: &[u8],
-    output: &[u8],
-    addr_at: usize,
-    port_at: usize,
-    hop: Option<(Mac, Mac)>,
-) -> Vec<u8> {
-    let mut f = input.to_vec();
-    let (old_addr, new_addr) = (get32(input, addr_at), get32(output, addr_at));
-    let (old_port, new_port) = (get16(input, port_at), get16(output, port_at));
-    f[addr_at..addr_at + 4].copy_from_slice(&output[addr_at..addr_at + 4]);
-    f[port_at..port_at + 2].copy_from_slice(&output[port_at..port_at + 2]);
-    let ip_check = replace4(get16(input, 24), old_addr, new_addr);
-    f[24..26].copy_from_slice(&ip_check.to_ne_bytes());
-    let check = get16(input, 40);
-    if check != 0 {
-        let updated = replace2(replace4(check, old_addr, new_addr), old_port, new_port);
-        let updated = if updated == 0 { 0xffff } else { updated };
-        f[40..42].copy_from_slice(&updated.to_ne_bytes());
-    }
-    if let Some((dst_mac, src_mac)) = hop {
-        let old = get16(&f, 22);
-        f[22] -= 1;
-        let check = replace2(get16(&f, 24), old, get16(&f, 22));
-        f[24..26].copy_from_slice(&check.to_ne_bytes());
-        f[0..6].copy_from_slice(&dst_mac);
-        f[6..12].copy_from_slice(&src_mac);
-    }
-    f
-}
-
 /// (IPv4 checksum holds, UDP checksum holds or is zero).
 fn checksums(f: &[u8]) -> (bool, bool) {
     let tot = u16::from_be_bytes([f[16], f[17]]) as usize;
@@ -264,19 +191,6 @@ fn checksums(f: &[u8]) -> (bool, bool) {
     )
 }
 
-fn neighbour(addr: Ipv4Addr) -> Option<Mac> {
-    match addr.octets() {
-        [10, 10, 0, 2] => Some(CLIENT_MAC),
-        [10, 1, 0, last @ 11..=13] => Some(backend_mac(last)),
-        _ => None,
-    }
-}
-
-struct Nics {
-    c0: (u32, Mac),
-    b0: (u32, Mac),
-}
-
 fn check(
     nics: &Nics,
     ingress: u32,
@@ -287,18 +201,8 @@ fn check(
     let parsed = parse(input);
     let expected = expected_action(parsed.as_ref());
     let unchanged = output == input;
-    match (&expected, action) {
-        (Expected::PassUnchanged | Expected::ReplyOrUnchanged, XDP_PASS) if unchanged => {
-            return Ok("pass unchanged")
-        }
-        (Expected::Drop, XDP_DROP) => return Ok("drop"),
-        (Expected::ToBackend | Expected::ReplyOrUnchanged, XDP_PASS | XDP_TX | XDP_REDIRECT)
-            if !unchanged => {}
-        _ => {
-            return Err(format!(
-                "expected {expected:?}, got action {action} (unchanged: {unchanged})"
-            ))
-        }
+    if let Some(outcome) = outcome_of_action(&expected, action, unchanged)? {
+        return Ok(outcome);
     }
     let p = parsed.expect("only parsed frames are rewritten");
     let out = parse(output).ok_or("the output does not parse")?;
@@ -313,33 +217,8 @@ fn check(
         }
         (p.dst, 26, 34)
     };
-    let (egress, egress_mac) = if towards.octets()[..3] == [10, 10, 0] {
-        nics.c0
-    } else {
-        nics.b0
-    };
-    let (want_action, hop) = match neighbour(towards) {
-        Some(mac) if egress == ingress => (XDP_TX, Some((mac, egress_mac))),
-        Some(mac) => (XDP_REDIRECT, Some((mac, egress_mac))),
-        None => (XDP_PASS, None),
-    };
-    if action != want_action {
-        return Err(format!(
-            "action {action}, expected {want_action} towards {towards}"
-        ));
-    }
-    let want = nat(input, output, addr_at, port_at, hop);
-    if output != want {
-        let at = output
-            .iter()
-            .zip(&want)
-            .position(|(a, b)| a != b)
-            .unwrap_or(0);
-        return Err(format!(
-            "byte {at}: {:#04x}, expected {:#04x}",
-            output[at], want[at]
-        ));
-    }
+    let at = (addr_at, port_at);
+    check_rewrite(nics, ingress, input, action, output, towards, at, L4::Udp)?;
     let (before, after) = (checksums(input), checksums(output));
     if (before.0 && !after.0) || (before.1 && !after.1) {
         return Err(format!(
@@ -355,44 +234,6 @@ fn check(
 
 #[test]
 fn every_fuzzed_udp_frame_is_passed_dropped_or_correctly_rewritten() {
-    let seed: u64 = std::env::var("LB_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x0dd_5eed);
-    let count: usize = std::env::var("LB_FUZZ_PACKETS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000);
-    let rig = Rig::build();
-    let (c0, b0) = (rig.c0, rig.b0);
-    let nics = Nics {
-        c0: (rig.c0, rig.c0_mac),
-        b0: (rig.b0, rig.b0_mac),
-    };
-    let outcomes = rig.with_dataplane(CONFIG, |c| {
-        let program = c.dataplane().program();
-        let mut rng = Rng(seed | 1);
-        let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
-        for n in 0..count {
-            let (input, from_backend) = frame(&mut rng);
-            let ifindex = if from_backend { b0 } else { c0 };
-            let r = run_once(program, ifindex, &input);
-            match check(&nics, ifindex, &input, r.action, &r.output) {
-                Ok(kind) => *outcomes.entry(kind).or_default() += 1,
-                Err(e) => panic!(
-                    "frame #{n} (LB_FUZZ_SEED={seed}): {e}\ninput  {input:02x?}\noutput {:02x?}",
-                    r.output
-                ),
-            }
-        }
-        outcomes
-    });
-    println!("UDP fuzz seed {seed:#x}, {count} frames: {outcomes:?}");
-    assert_eq!(outcomes.values().sum::<usize>(), count);
-    for kind in ["pass unchanged", "pass rewritten", "drop", "sent rewritten"] {
-        assert!(
-            outcomes.get(kind).copied().unwrap_or(0) > 50,
-            "{kind}: {outcomes:?}"
-        );
-    }
+    let seeded = seed_and_count(0x0dd_5eed, 20_000);
+    fuzz_oracle::run("UDP fuzz", CONFIG, seeded, 50, frame, check);
 }

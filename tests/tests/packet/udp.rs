@@ -35,15 +35,8 @@ const DNS_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 120);
 /// `dns` (UDP) and `dns-tcp` (TCP) on one VIP:port, with backend ports of their own so
 /// that the output shows which service placed a packet.
 const UDP_CONFIG: &str = rig_config_with!(
-    r#"  - name: dns
-    vip: 10.0.0.120
-    port: 53
-    protocol: udp
-    backends:
-      - { address: 10.1.0.11, port: 5353, zone: az-a }
-      - { address: 10.1.0.12, port: 5353, zone: az-b }
-      - { address: 10.1.0.13, port: 5353, zone: az-c }
-  - name: dns-tcp
+    lb_tests::rig_dns_service!(),
+    r#"  - name: dns-tcp
     vip: 10.0.0.120
     port: 53
     backends:
