@@ -145,12 +145,10 @@ async fn run(spec: &ProbeSpec) -> Outcome {
     }
 }
 
-/// Connects from `via.source` with `via.mark` on the socket.
-async fn connect_via(target: SocketAddrV4, via: ProbeVia) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    let mark = via.mark;
-    // SAFETY: setsockopt reads `mark` (a c_uint of the size given) on a socket this
-    // function owns.
+/// Puts `mark` on a probe's socket (`SO_MARK`), which routes it (see `ProbeVia`).
+pub(super) fn set_mark(socket: &impl AsRawFd, mark: u32) -> std::io::Result<()> {
+    // SAFETY: setsockopt reads `mark` (a c_uint of the size given) on an open socket the
+    // caller holds.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
@@ -163,6 +161,13 @@ async fn connect_via(target: SocketAddrV4, via: ProbeVia) -> std::io::Result<Tcp
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// Connects from `via.source` with `via.mark` on the socket.
+async fn connect_via(target: SocketAddrV4, via: ProbeVia) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    set_mark(&socket, via.mark)?;
     socket.bind(SocketAddr::V4(SocketAddrV4::new(via.source, 0)))?;
     socket.connect(SocketAddr::V4(target)).await
 }

@@ -5,7 +5,6 @@
 use std::{
     io::ErrorKind,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
-    os::fd::AsRawFd,
 };
 
 use tokio::net::UdpSocket;
@@ -58,20 +57,7 @@ fn holds(reply: &[u8], expect: &[u8]) -> bool {
 /// A socket bound to `source` with `mark`, as `probe::connect_via` makes for TCP.
 async fn bound_via(source: Ipv4Addr, mark: u32) -> std::io::Result<UdpSocket> {
     let socket = UdpSocket::bind(SocketAddr::from((source, 0))).await?;
-    // SAFETY: setsockopt reads `mark` (a c_uint of the size given) on a socket this
-    // function owns.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_MARK,
-            (&mark as *const u32).cast(),
-            std::mem::size_of::<u32>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    super::probe::set_mark(&socket, mark)?;
     Ok(socket)
 }
 
