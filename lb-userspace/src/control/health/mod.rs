@@ -10,4 +10,5 @@ pub mod passive;
 pub mod probe;
 pub mod probe_udp;
 pub mod record;
+pub mod socket_mark;
 pub mod tunnel;

@@ -4,7 +4,6 @@
 use std::{
     io::ErrorKind,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
-    os::fd::AsRawFd,
     time::Duration,
 };
 
@@ -145,29 +144,10 @@ async fn run(spec: &ProbeSpec) -> Outcome {
     }
 }
 
-/// Puts `mark` on a probe's socket (`SO_MARK`), which routes it (see `ProbeVia`).
-pub(super) fn set_mark(socket: &impl AsRawFd, mark: u32) -> std::io::Result<()> {
-    // SAFETY: setsockopt reads `mark` (a c_uint of the size given) on an open socket the
-    // caller holds.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_MARK,
-            (&mark as *const u32).cast(),
-            std::mem::size_of::<u32>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Connects from `via.source` with `via.mark` on the socket.
 async fn connect_via(target: SocketAddrV4, via: ProbeVia) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
-    set_mark(&socket, via.mark)?;
+    super::socket_mark::set_mark(&socket, via.mark)?;
     socket.bind(SocketAddr::V4(SocketAddrV4::new(via.source, 0)))?;
     socket.connect(SocketAddr::V4(target)).await
 }

@@ -57,7 +57,7 @@ fn holds(reply: &[u8], expect: &[u8]) -> bool {
 /// A socket bound to `source` with `mark`, as `probe::connect_via` makes for TCP.
 async fn bound_via(source: Ipv4Addr, mark: u32) -> std::io::Result<UdpSocket> {
     let socket = UdpSocket::bind(SocketAddr::from((source, 0))).await?;
-    super::probe::set_mark(&socket, mark)?;
+    super::socket_mark::set_mark(&socket, mark)?;
     Ok(socket)
 }
 
