@@ -98,6 +98,40 @@ services:
     };
 }
 
+/// One Maglev service per DSR mode (entries of the `services` list, for
+/// [`rig_config_with`]): `l2` (`dsr_l2`) on 10.0.0.120, `ipip` on .121 and `gue` on .122,
+/// port 80, on the rig's three backends at the VIP's port.
+#[macro_export]
+macro_rules! rig_dsr_services {
+    () => {
+        r#"  - name: l2
+    vip: 10.0.0.120
+    port: 80
+    mode: dsr_l2
+    backends:
+      - { address: 10.1.0.11, port: 80, zone: az-a }
+      - { address: 10.1.0.12, port: 80, zone: az-b }
+      - { address: 10.1.0.13, port: 80, zone: az-c }
+  - name: ipip
+    vip: 10.0.0.121
+    port: 80
+    mode: ipip
+    backends:
+      - { address: 10.1.0.11, port: 80, zone: az-a }
+      - { address: 10.1.0.12, port: 80, zone: az-b }
+      - { address: 10.1.0.13, port: 80, zone: az-c }
+  - name: gue
+    vip: 10.0.0.122
+    port: 80
+    mode: gue
+    backends:
+      - { address: 10.1.0.11, port: 80, zone: az-a }
+      - { address: 10.1.0.12, port: 80, zone: az-b }
+      - { address: 10.1.0.13, port: 80, zone: az-c }
+"#
+    };
+}
+
 /// `dns`, the UDP service of the UDP packet tests and bench (an entry of the `services`
 /// list, for [`rig_config_with`]): 10.0.0.120:53 on the rig's three backends, port 5353.
 #[macro_export]

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{
     stats::{per_call, pin_to_cpu, Stat},
-    table::Table,
+    table::{net_row, Table},
 };
 use crate::{
     dsr_frames::{self, Mode},
@@ -28,33 +28,7 @@ pub struct Options {
 
 /// The rig's `web` (NAT, Maglev) and one Maglev service per DSR mode on the same
 /// backends, on the VIP's port.
-const CONFIG: &str = crate::rig_config_with!(
-    r#"  - name: l2
-    vip: 10.0.0.120
-    port: 80
-    mode: dsr_l2
-    backends:
-      - { address: 10.1.0.11, port: 80, zone: az-a }
-      - { address: 10.1.0.12, port: 80, zone: az-b }
-      - { address: 10.1.0.13, port: 80, zone: az-c }
-  - name: ipip
-    vip: 10.0.0.121
-    port: 80
-    mode: ipip
-    backends:
-      - { address: 10.1.0.11, port: 80, zone: az-a }
-      - { address: 10.1.0.12, port: 80, zone: az-b }
-      - { address: 10.1.0.13, port: 80, zone: az-c }
-  - name: gue
-    vip: 10.0.0.122
-    port: 80
-    mode: gue
-    backends:
-      - { address: 10.1.0.11, port: 80, zone: az-a }
-      - { address: 10.1.0.12, port: 80, zone: az-b }
-      - { address: 10.1.0.13, port: 80, zone: az-c }
-"#
-);
+const CONFIG: &str = crate::rig_config_with!(crate::rig_dsr_services!());
 
 /// (service, its mode; `None` for NAT).
 const SERVICES: [(&str, Option<Mode>); 4] = [
@@ -213,25 +187,11 @@ pub fn run(opts: &Options) -> Value {
         } else {
             1
         };
-        let net_min = stat.min.saturating_sub(floors * floor.min);
-        let net_median = stat.median.saturating_sub(floors * floor.median);
-        table.row(vec![
-            name.clone(),
-            stat.min.to_string(),
-            stat.median.to_string(),
-            net_min.to_string(),
-            net_median.to_string(),
-        ]);
-        paths.insert(
-            key.clone(),
-            json!({
-                "name": name,
-                "min_ns": stat.min,
-                "median_ns": stat.median,
-                "net_min_ns": net_min,
-                "net_median_ns": net_median,
-            }),
-        );
+        let net = Stat {
+            min: stat.min.saturating_sub(floors * floor.min),
+            median: stat.median.saturating_sub(floors * floor.median),
+        };
+        net_row(&mut table, &mut paths, (name, key), *stat, net);
     }
     table.note("min/med: over rounds, of each round's median call; net: minus the floor (twice for the two calls of a new connection)");
     table.note(

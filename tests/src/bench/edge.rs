@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::{
     stats::{calls, interleaved, pin_to_cpu, Net, Round, Stat},
-    table::Table,
+    table::{net_row, Table},
 };
 use crate::{
     frame::{dst_ip, Frame, Mac},
@@ -248,24 +248,7 @@ pub fn run(opts: &Options) -> Value {
     );
     let mut paths = serde_json::Map::new();
     for (name, key, stat) in &rows {
-        let (net_min, net_median) = (stat.net.min, stat.net.median);
-        table.row(vec![
-            name.to_string(),
-            stat.gross.min.to_string(),
-            stat.gross.median.to_string(),
-            net_min.to_string(),
-            net_median.to_string(),
-        ]);
-        paths.insert(
-            key.to_string(),
-            json!({
-                "name": name,
-                "min_ns": stat.gross.min,
-                "median_ns": stat.gross.median,
-                "net_min_ns": net_min,
-                "net_median_ns": net_median,
-            }),
-        );
+        net_row(&mut table, &mut paths, (name, key), stat.gross, stat.net);
     }
     table.note(
         "min/med: over rounds, of each round's median call; net: minus the floor's median \

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::{
     stats::{per_call, pin_to_cpu, Stat},
-    table::Table,
+    table::{net_row, Table},
 };
 use crate::{
     frame::{dst_ip, Frame, ACK, SYN_ACK},
@@ -164,25 +164,11 @@ pub fn run(opts: &Options) -> Value {
     );
     let mut paths = serde_json::Map::new();
     for (name, key, stat) in &rows {
-        let net_min = stat.min.saturating_sub(floor.min);
-        let net_median = stat.median.saturating_sub(floor.median);
-        table.row(vec![
-            name.to_string(),
-            stat.min.to_string(),
-            stat.median.to_string(),
-            net_min.to_string(),
-            net_median.to_string(),
-        ]);
-        paths.insert(
-            key.to_string(),
-            json!({
-                "name": name,
-                "min_ns": stat.min,
-                "median_ns": stat.median,
-                "net_min_ns": net_min,
-                "net_median_ns": net_median,
-            }),
-        );
+        let net = Stat {
+            min: stat.min.saturating_sub(floor.min),
+            median: stat.median.saturating_sub(floor.median),
+        };
+        net_row(&mut table, &mut paths, (name, key), *stat, net);
     }
     table.note("min/med: over rounds, of each round's median call; net: minus the floor");
     table.note(

@@ -83,6 +83,34 @@ pub fn percent(ratio: f64) -> String {
     }
 }
 
+/// One row of a per-packet table with the columns path, min ns, med ns, net min, net
+/// med: written to `table`, and to `paths` (the part's JSON) under `key`.
+pub fn net_row(
+    table: &mut Table,
+    paths: &mut serde_json::Map<String, serde_json::Value>,
+    (name, key): (&str, &str),
+    gross: super::stats::Stat,
+    net: super::stats::Stat,
+) {
+    table.row(vec![
+        name.to_string(),
+        gross.min.to_string(),
+        gross.median.to_string(),
+        net.min.to_string(),
+        net.median.to_string(),
+    ]);
+    paths.insert(
+        key.to_string(),
+        serde_json::json!({
+            "name": name,
+            "min_ns": gross.min,
+            "median_ns": gross.median,
+            "net_min_ns": net.min,
+            "net_median_ns": net.median,
+        }),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::{
     stats::{calls, interleaved, pin_to_cpu, Round},
-    table::Table,
+    table::{net_row, Table},
 };
 use crate::{
     frame::{dst_ip, Frame},
@@ -216,23 +216,7 @@ pub fn run(opts: &Options) -> Value {
     );
     let mut paths = serde_json::Map::new();
     for (name, key, stat) in &rows {
-        table.row(vec![
-            name.to_string(),
-            stat.gross.min.to_string(),
-            stat.gross.median.to_string(),
-            stat.net.min.to_string(),
-            stat.net.median.to_string(),
-        ]);
-        paths.insert(
-            key.to_string(),
-            json!({
-                "name": name,
-                "min_ns": stat.gross.min,
-                "median_ns": stat.gross.median,
-                "net_min_ns": stat.net.min,
-                "net_median_ns": stat.net.median,
-            }),
-        );
+        net_row(&mut table, &mut paths, (name, key), stat.gross, stat.net);
     }
     let net = |key: &str| rows.iter().find(|r| r.1 == key).map(|r| r.2.net.median);
     let (udp, tcp) = (net("udp_existing_flow"), net("tcp_established_data"));

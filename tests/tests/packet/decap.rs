@@ -3,7 +3,7 @@
 //! outside the tier they are dropped and counted; anything else passes untouched.
 use std::net::Ipv4Addr;
 
-use aya::programs::{TestRun, TestRunOptions};
+use aya::programs::{TestRun, TestRunOptions, TestRunResult};
 use lb_common::decap::DecapCounter;
 use lb_tests::{
     decap_frames::{encapsulate, Encap},
@@ -48,23 +48,20 @@ fn inner() -> Vec<u8> {
 
 /// (return value, output frame) of the tc program.
 fn run_tc(prog: &DecapProgram, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 64];
-    let result = prog
-        .tc()
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(result.data_size_out as usize);
-    (result.return_value, out)
+    run(prog.tc(), frame)
 }
 
 fn run_xdp(prog: &DecapProgram, frame: &[u8]) -> (u32, Vec<u8>) {
+    run(prog.xdp(), frame)
+}
+
+/// (return value, output frame) of one BPF_PROG_TEST_RUN of `program`.
+fn run<P>(program: &P, frame: &[u8]) -> (u32, Vec<u8>)
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
     let mut out = vec![0u8; frame.len() + 64];
-    let result = prog
-        .xdp()
+    let result = program
         .test_run(TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),

@@ -16,33 +16,7 @@ use lb_tests::{
 use lb_userspace::dataplane::Dataplane;
 
 /// The rig's `web` (NAT) and one service per DSR mode, every backend on the VIP's port.
-const DSR: &str = lb_tests::rig_config_with!(
-    r#"  - name: l2
-    vip: 10.0.0.120
-    port: 80
-    mode: dsr_l2
-    backends:
-      - { address: 10.1.0.11, port: 80, zone: az-a }
-      - { address: 10.1.0.12, port: 80, zone: az-b }
-      - { address: 10.1.0.13, port: 80, zone: az-c }
-  - name: ipip
-    vip: 10.0.0.121
-    port: 80
-    mode: ipip
-    backends:
-      - { address: 10.1.0.11, port: 80, zone: az-a }
-      - { address: 10.1.0.12, port: 80, zone: az-b }
-      - { address: 10.1.0.13, port: 80, zone: az-c }
-  - name: gue
-    vip: 10.0.0.122
-    port: 80
-    mode: gue
-    backends:
-      - { address: 10.1.0.11, port: 80, zone: az-a }
-      - { address: 10.1.0.12, port: 80, zone: az-b }
-      - { address: 10.1.0.13, port: 80, zone: az-c }
-"#
-);
+const DSR: &str = lb_tests::rig_config_with!(lb_tests::rig_dsr_services!());
 
 fn to_vip(vip: Ipv4Addr, sport: u16, flags: u8, payload: usize) -> Frame {
     Frame {
