@@ -21,6 +21,7 @@ pub mod encap;
 pub mod filter;
 pub mod flow;
 pub mod hash;
+pub mod ipv6;
 pub mod limits;
 pub mod net;
 pub mod nexthop;

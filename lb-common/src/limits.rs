@@ -82,6 +82,15 @@ pub const MAP_SYN_PROXY_SYNS: &str = "SYN_PROXY_SYNS";
 pub const MAP_DSR_HOPS: &str = "DSR_HOPS";
 /// One-entry per-CPU array: the backend `lb_xdp` placed a packet on, for `lb_dsr`.
 pub const MAP_DSR_HAND_OVER: &str = "DSR_HAND_OVER";
+/// IPv6 services: `ipv6::ServiceKey6` -> `service::ServiceMeta` (hash map).
+pub const MAP_SERVICES6: &str = "SERVICES6";
+/// Per backend id, the address of an IPv6 backend (`ipv6::Addr6`; the `Backend` entry
+/// at the same id says `FAMILY_IPV6`).
+pub const MAP_BACKEND_ADDRS6: &str = "BACKEND_ADDRS6";
+/// IPv6 forward flows: `ipv6::FlowKey6` (client -> VIP) -> `flow::FlowTarget`.
+pub const MAP_FLOWS6: &str = "FLOWS6";
+/// IPv6 return flows: `ipv6::FlowKey6` (backend -> client) -> `ipv6::NatReturn6`.
+pub const MAP_RETURN_FLOWS6: &str = "RETURN_FLOWS6";
 /// Prefix of the maps that are never pinned (a trace belongs to one `lbd`).
 pub const MAP_TRACE_PREFIX: &str = "TRACE_";
 
@@ -91,7 +100,7 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 16;
+pub const LAYOUT_VERSION: u32 = 17;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";

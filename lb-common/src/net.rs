@@ -1,6 +1,6 @@
 //! Constants of the wire formats the data path understands.
 
-/// Address family of a key, so that IPv6 keys can share map definitions later.
+/// Address family of an IPv4 key (IPv6: `ipv6::FAMILY_IPV6`).
 pub const FAMILY_IPV4: u8 = 4;
 
 /// IP protocol numbers (IANA).

@@ -39,4 +39,7 @@ pod!(
     crate::edge::EdgeCounters,
     crate::syn_proxy::SynProxyFlow,
     crate::edge::DropMemo,
+    crate::ipv6::ServiceKey6,
+    crate::ipv6::FlowKey6,
+    crate::ipv6::NatReturn6,
 );

@@ -18,13 +18,14 @@ use lb_common::{
     encap::DsrHop,
     filter::FILTER_TOTAL_WORDS,
     flow::{FlowKey, FlowTarget, NatReturn},
+    ipv6::{Addr6, FlowKey6, NatReturn6, ServiceKey6},
     limits::{
         DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES,
         DEFAULT_RATE_LIMIT_SOURCES, MAX_INTERFACES, PROGRAMS_SLOTS,
     },
     nexthop::NextHop,
     reverse::{ReverseKey, ReverseTarget},
-    service::POLICY_TABLE_SLOTS,
+    service::{ServiceMeta, POLICY_TABLE_SLOTS},
     service_index::{self, ServiceSlot},
     syn_cache::SynSet,
     syn_proxy::SynProxyFlow,
@@ -50,6 +51,23 @@ pub static FLOWS: LruHashMap<FlowKey, FlowTarget> =
 
 #[map]
 pub static RETURN_FLOWS: LruHashMap<FlowKey, NatReturn> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// IPv6 services by VIP:port (see `lb_common::ipv6`).
+#[map]
+pub static SERVICES6: HashMap<ServiceKey6, ServiceMeta> =
+    HashMap::with_max_entries(DEFAULT_MAX_SERVICES, 0);
+
+/// The address of each IPv6 backend, by backend id.
+#[map]
+pub static BACKEND_ADDRS6: Array<Addr6> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+#[map]
+pub static FLOWS6: LruHashMap<FlowKey6, FlowTarget> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+#[map]
+pub static RETURN_FLOWS6: LruHashMap<FlowKey6, NatReturn6> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
 
 #[map]
