@@ -228,20 +228,28 @@ pub const DROP_MEMO_NOT_ALLOWED: u32 = u32::MAX;
 /// (a service without rules): no rule's counter to count on.
 pub const DROP_MEMO_NO_RULE: u32 = u32::MAX - 1;
 
-/// A source's recent rule verdict, remembered so that `lb_xdp` drops its next packets
-/// itself, without the hand-over to `lb_edge` and its trie lookup: a flood from few
-/// sources costs one array read a packet. One entry a slot ([`drop_memo_slot`]), direct
-/// mapped: a colliding source overwrites it, and the next packet of the one overwritten
-/// takes the full check again. An all-zero slot is empty (`until` 0 has passed). A source
-/// whose SYNs its rate limit blocks is remembered too: its next SYNs are dropped by
-/// `lb_xdp` while its bucket stays blocked, each counted in the bucket as `lb_edge`
-/// counts it, which costs the bucket's lookup but not the hand-over and the trie.
+/// A source's recent rule verdict on a VIP:port, remembered so that `lb_xdp` drops its
+/// next packets itself, without the hand-over to `lb_edge` and its trie lookup: a flood
+/// from few sources costs one array read a packet. Keyed by what the packet carries
+/// (VIP, port, source), so that a SYN is checked right after the parse, before the
+/// service lookup. One entry a slot ([`drop_memo_slot`]), direct mapped: a colliding
+/// source overwrites it, and the next packet of the one overwritten takes the full check
+/// again. An all-zero slot is empty (`until` 0 has passed). A source whose SYNs its rate
+/// limit blocks is remembered too: its next SYNs are dropped by `lb_xdp` while its bucket
+/// stays blocked, each counted in the bucket as `lb_edge` counts it, which costs the
+/// bucket's lookup but not the hand-over and the trie.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct DropMemo {
+    /// The id of the service that refused the source, for counting.
     pub service: u32,
     /// Source address (wire order).
     pub addr: u32,
+    /// The service's VIP (wire order).
+    pub vip: u32,
+    /// The service's port (wire order).
+    pub vport: u16,
+    pub _pad16: u16,
     /// Controller clock second from which it no longer stands.
     pub until: u32,
     /// The `counters::Reason` slot the drop is counted under.
@@ -252,13 +260,14 @@ pub struct DropMemo {
     pub counter: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<DropMemo>() == 24);
+const _: () = assert!(core::mem::size_of::<DropMemo>() == 32);
 
-/// The drop memo slot of source `addr` (wire order) of service `service`: a
+/// The drop memo slot of source `addr` to `vip`:`vport` (all wire order): a
 /// multiplicative hash, so neighbouring addresses of one flood spread over the slots.
 #[inline(always)]
-pub const fn drop_memo_slot(service: u32, addr: u32) -> u32 {
-    let mixed = (addr ^ service.wrapping_mul(0x85eb_ca6b)).wrapping_mul(0x9e37_79b1);
+pub const fn drop_memo_slot(vip: u32, vport: u16, addr: u32) -> u32 {
+    let to = vip ^ (vport as u32).wrapping_mul(0x85eb_ca6b);
+    let mixed = (addr ^ to.wrapping_mul(0xc2b2_ae35)).wrapping_mul(0x9e37_79b1);
     mixed >> (32 - EDGE_DROP_MEMO_SLOTS.trailing_zeros())
 }
 
@@ -318,10 +327,29 @@ mod tests {
     #[test]
     fn drop_memo_slots_are_in_range_and_spread_a_prefix() {
         let slots: std::collections::HashSet<u32> = (0..256u32)
-            .map(|i| drop_memo_slot(3, u32::from_ne_bytes([203, 0, 113, i as u8])))
+            .map(|i| {
+                let vip = u32::from_ne_bytes([10, 0, 0, 100]);
+                drop_memo_slot(
+                    vip,
+                    80u16.to_be(),
+                    u32::from_ne_bytes([203, 0, 113, i as u8]),
+                )
+            })
             .collect();
         assert!(slots.iter().all(|s| *s < EDGE_DROP_MEMO_SLOTS));
         assert!(slots.len() > 200, "{} distinct slots of 256", slots.len());
+    }
+
+    #[test]
+    fn one_source_takes_different_drop_memo_slots_on_different_ports_and_vips() {
+        let src = u32::from_ne_bytes([203, 0, 113, 7]);
+        let slots: std::collections::HashSet<u32> = (0..64u16)
+            .map(|i| {
+                let vip = u32::from_ne_bytes([10, 0, 0, 100 + (i % 4) as u8]);
+                drop_memo_slot(vip, (80 + i).to_be(), src)
+            })
+            .collect();
+        assert!(slots.len() > 50, "{} distinct slots of 64", slots.len());
     }
 
     #[test]

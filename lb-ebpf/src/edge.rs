@@ -37,7 +37,7 @@ const PROTO_ICMP: u8 = 1;
 
 /// `lb_xdp`'s action words for a packet of a protected service without a flow entry,
 /// to be handed to `lb_edge` (dropped if that fails): this plus the service id (below
-/// 2^16, see `limits::MAX_SERVICES`), which the drop memo needs ([`remembered_drop`]).
+/// 2^16, see `limits::MAX_SERVICES`).
 /// XDP actions are 0..=4, so the hand-overs take the top of the range.
 const HAND_OVER_PROTECTED: u32 = 0xfffe_0000;
 /// `lb_xdp`'s action word for a packet to a VIP address no service listens for, to be
@@ -103,45 +103,87 @@ pub fn hand_over_failed(action: u32) -> u32 {
     aya_ebpf::bindings::xdp_action::XDP_PASS
 }
 
-/// The drop of a protected service's packet whose source a rule refused a moment ago
-/// (see `lb_common::edge::DropMemo`), counted as the rule would count it; `None` hands
-/// it over to `lb_edge` as before (no memo, or a sampled packet, which `lb_edge` traces).
-/// Reads only the source address and the TCP flags: the packet was parsed (IPv4 without
-/// options, TCP) before `lb_xdp` decided on the hand-over.
+/// The drop of a SYN whose source a rule (or its rate limit's block) refused on this
+/// VIP:port a moment ago (see `lb_common::edge::DropMemo`), counted as the rule would
+/// count it; `None` goes on as before. Read right after the parse, before the service
+/// lookup: a flood's SYNs are the packets that must cost least. SYNs only, as no
+/// established flow has one: any other packet of a refused source may belong to a
+/// connection it opened before the refusal, which keeps going ([`remembered_drop`] takes
+/// those that find no flow entry).
 #[inline(always)]
-pub fn remembered_drop(ctx: &XdpContext, service: u32) -> Option<u32> {
-    const SRC_AT: usize = 14 + 12;
-    const TCP_FLAGS_AT: usize = 14 + 20 + 13;
-    if ctx.data() + TCP_FLAGS_AT + 1 > ctx.data_end() {
+pub fn remembered_syn_drop(pkt: &Packet) -> Option<u32> {
+    if pkt.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
         return None;
     }
-    // SAFETY: the 4 bytes and the flag byte are inside the frame (checked above).
-    let (src, flags) = unsafe {
-        let at = ctx.data() as *const u8;
-        (wire::get32(at.add(SRC_AT)), *at.add(TCP_FLAGS_AT))
-    };
-    let syn = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    match memo_drop(service, src, syn) {
+    let flow = &pkt.flow;
+    let slot = drop_memo_slot(flow.dst_addr, flow.dst_port, flow.src_addr);
+    // Inline up to the source's compare: the SYNs of every other source (nearly all of
+    // them) pay no call.
+    let memo = EDGE_DROP_MEMO.get_ptr(slot)?;
+    if unsafe { (*memo).addr } != flow.src_addr {
+        return None;
+    }
+    match memo_drop(slot, (flow.dst_addr, flow.dst_port), flow.src_addr, true) {
         0 => None,
         action => Some(action),
     }
 }
 
-/// [`remembered_drop`]'s memo read and counting, or 0 (no XDP action) for none. A BPF
-/// function of its own, so that its locals take a frame of their own rather than room in
-/// `lb_xdp`'s, and its code stays out of the path of every other packet (inlined, it
-/// made no remembered drop measurably cheaper).
+/// The drop of a protected service's packet without a flow entry whose source a rule
+/// refused a moment ago, as [`remembered_syn_drop`] for the packets that are not a SYN
+/// (a SYN's memo was read before the service lookup). `None` hands it over to `lb_edge`.
+/// Reads only the addresses, the ports and the TCP flags: the packet was parsed (IPv4
+/// without options, TCP) before `lb_xdp` decided on the hand-over.
+#[inline(always)]
+pub fn remembered_drop(ctx: &XdpContext) -> Option<u32> {
+    const SRC_AT: usize = 14 + 12;
+    const DST_AT: usize = 14 + 16;
+    const DST_PORT_AT: usize = 14 + 20 + 2;
+    const TCP_FLAGS_AT: usize = 14 + 20 + 13;
+    if ctx.data() + TCP_FLAGS_AT + 1 > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: every byte read is inside the frame (checked above).
+    let (src, dst, dst_port, flags) = unsafe {
+        let at = ctx.data() as *const u8;
+        (
+            wire::get32(at.add(SRC_AT)),
+            wire::get32(at.add(DST_AT)),
+            wire::get16(at.add(DST_PORT_AT)),
+            *at.add(TCP_FLAGS_AT),
+        )
+    };
+    if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        return None;
+    }
+    match memo_drop(
+        drop_memo_slot(dst, dst_port, src),
+        (dst, dst_port),
+        src,
+        false,
+    ) {
+        0 => None,
+        action => Some(action),
+    }
+}
+
+/// The memo read and counting of [`remembered_syn_drop`] and [`remembered_drop`], or 0
+/// (no XDP action) for none: `slot` is the memo's slot for `to` (VIP and port) and `src`. A BPF function of its own, so that its locals take a frame
+/// of their own rather than room in `lb_xdp`'s, and its code stays out of the path of
+/// every other packet. A sampled packet is left to the full check, which traces it.
 #[inline(never)]
-fn memo_drop(service: u32, src: u32, syn: bool) -> u32 {
-    let Some(memo) = EDGE_DROP_MEMO.get(drop_memo_slot(service, src)).copied() else {
+fn memo_drop(slot: u32, to: (u32, u16), src: u32, syn: bool) -> u32 {
+    let (vip, vport) = to;
+    let Some(memo) = EDGE_DROP_MEMO.get(slot).copied() else {
         return 0;
     };
-    if memo.service != service || memo.addr != src || memo.until <= lookup::now_secs() {
+    if memo.addr != src || memo.vip != vip || memo.vport != vport {
         return 0;
     }
-    if trace::sampled(service) {
+    if memo.until <= lookup::now_secs() || trace::sampled(memo.service) {
         return 0;
     }
+    let service = memo.service;
     if memo.reason == Reason::DropRateLimited as u32 && !still_blocked(service, src, syn) {
         return 0;
     }
@@ -201,13 +243,18 @@ fn count_rule_drop(service: u32, counter: u32) {
     }
 }
 
-/// Remembers that a rule refused `src` of `service` (see [`remembered_drop`]).
+/// Remembers that a rule of `service` refused `src` on `vip`:`vport` (see
+/// [`remembered_syn_drop`]).
 #[inline(always)]
-fn remember_drop(service: u32, src: u32, why: Reason, counter: u32) {
-    if let Some(slot) = EDGE_DROP_MEMO.get_ptr_mut(drop_memo_slot(service, src)) {
+fn remember_drop(service: u32, to: (u32, u16), src: u32, why: Reason, counter: u32) {
+    let (vip, vport) = to;
+    if let Some(slot) = EDGE_DROP_MEMO.get_ptr_mut(drop_memo_slot(vip, vport, src)) {
         let memo = DropMemo {
             service,
             addr: src,
+            vip,
+            vport,
+            _pad16: 0,
             until: lookup::now_secs().wrapping_add(EDGE_DROP_MEMO_SECS),
             reason: why as u32,
             counter,
@@ -254,7 +301,8 @@ pub fn unlisted(dst: u32, proto: u8, why: Reason) -> u32 {
 #[inline(always)]
 pub fn admit(pkt: &Packet, service: u32) -> Option<Reason> {
     let syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    match verdict(service, pkt.flow.src_addr, syn as u32) {
+    let to = (pkt.flow.dst_addr, pkt.flow.dst_port);
+    match verdict(service, to, pkt.flow.src_addr, syn as u32) {
         ADMITTED => None,
         DENIED => Some(Reason::DropEdgeDenied),
         NOT_ALLOWED => Some(Reason::DropEdgeNotAllowed),
@@ -268,11 +316,11 @@ const NOT_ALLOWED: u32 = 2;
 const RATE_LIMITED: u32 = 3;
 
 /// The edge verdict on a packet from `src` (wire order) without a flow entry to service
-/// `service`, `syn` (1) if it opens a connection. The most specific rule matching the
+/// `service` on `to` (its VIP and port), `syn` (1) if it opens a connection. The most specific rule matching the
 /// source decides (counted on that rule); with an allow list and no match it is refused;
 /// a SYN then takes a token from its source's bucket.
 #[inline(always)]
-fn verdict(service: u32, src: u32, syn: u32) -> u32 {
+fn verdict(service: u32, to: (u32, u16), src: u32, syn: u32) -> u32 {
     let Some(settings) = EDGE_SERVICES.get(service).copied() else {
         return ADMITTED;
     };
@@ -285,7 +333,7 @@ fn verdict(service: u32, src: u32, syn: u32) -> u32 {
                 admitted_by = rule.counter;
                 count_rule_drop(service, rule.counter);
                 if rule.verdict == EDGE_DENY {
-                    remember_drop(service, src, Reason::DropEdgeDenied, rule.counter);
+                    remember_drop(service, to, src, Reason::DropEdgeDenied, rule.counter);
                     return DENIED;
                 }
             }
@@ -293,6 +341,7 @@ fn verdict(service: u32, src: u32, syn: u32) -> u32 {
                 count_rule_drop(service, DROP_MEMO_NOT_ALLOWED);
                 remember_drop(
                     service,
+                    to,
                     src,
                     Reason::DropEdgeNotAllowed,
                     DROP_MEMO_NOT_ALLOWED,
@@ -308,7 +357,7 @@ fn verdict(service: u32, src: u32, syn: u32) -> u32 {
             count_rate_limited(service);
             if blocked {
                 let why = Reason::DropRateLimited;
-                remember_drop(service, src, why, admitted_by);
+                remember_drop(service, to, src, why, admitted_by);
             }
             return RATE_LIMITED;
         }

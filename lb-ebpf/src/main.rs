@@ -85,8 +85,8 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         return action;
     }
     // A source a rule refused a moment ago is dropped here, before the hand-over.
-    if let Some(service) = edge::protected_service(action) {
-        if let Some(dropped) = edge::remembered_drop(&ctx, service) {
+    if edge::protected_service(action).is_some() {
+        if let Some(dropped) = edge::remembered_drop(&ctx) {
             return dropped;
         }
     }
@@ -129,6 +129,12 @@ fn route<const EDGE_CHECKED: bool>(ctx: &XdpContext) -> u32 {
         Err(reason) => return count::pass(reason),
     };
     if to_vip {
+        // A flood's SYN from a source refused a moment ago costs only this much.
+        if !EDGE_CHECKED {
+            if let Some(dropped) = edge::remembered_syn_drop(&pkt) {
+                return dropped;
+            }
+        }
         if let Some(action) = to_backend::handle::<EDGE_CHECKED>(ctx, &pkt) {
             return action;
         }

@@ -3,7 +3,7 @@
 //! addresses (`unlisted_ports` is a global set at load, see `crate::kernel`). Pure, so the controller only diffs and writes.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
 };
 
 use lb_common::edge::{
@@ -36,6 +36,11 @@ pub struct EdgeTables {
     pub services: BTreeMap<u32, EdgeService>,
     /// Every VIP address, for `unlisted_ports`.
     pub vips: BTreeSet<Ipv4Addr>,
+    /// The VIP and port of each protected service, by id. The data path's drop memo is
+    /// keyed by VIP, port and source, so it must be forgotten when a protected service
+    /// moves or another service takes its VIP:port, which changes no rule: listing them
+    /// here makes such a change a write of the tables, and every write clears the memo.
+    pub listeners: BTreeMap<u32, (IpAddr, u16)>,
 }
 
 /// The tables `config` asks for with the ids of `plan`. A rule keeps the hit counter it
@@ -89,6 +94,7 @@ pub fn edge_tables(
             None => (0, 0, 0),
         };
         if flags != 0 {
+            tables.listeners.insert(id, (s.vip.into(), s.port));
             tables.services.insert(
                 id,
                 EdgeService {

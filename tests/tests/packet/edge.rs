@@ -300,6 +300,46 @@ fn remembered_drops_are_counted_like_checked_ones_and_forgotten_when_the_rules_c
     });
 }
 
+/// The drop memo is keyed by VIP, port and source (so `lb_xdp` reads it before the
+/// service lookup): a refusal remembered on one VIP:port drops nothing elsewhere, and is
+/// forgotten when the protected service moves and an unprotected one takes its VIP:port,
+/// a change that touches no rule.
+#[test]
+fn a_remembered_drop_stands_for_its_vip_and_port_only_and_goes_when_another_service_takes_them() {
+    let rig = Rig::build();
+    let (c0, b0_mac) = (rig.c0, rig.b0_mac);
+    rig.with_dataplane(CONFIG, |c| {
+        let source = Ipv4Addr::new(10, 10, 5, 3);
+        let dp = c.dataplane();
+        for i in 0..3 {
+            let syn = syn_from(source, GUARDED_VIP, 46000 + i);
+            let r = run_counted(dp, c0, &syn.bytes(), Reason::DropEdgeDenied);
+            assert_eq!(r.action, XDP_DROP);
+        }
+        // The same source to the unprotected `web`: placed.
+        let syn = syn_from(source, VIP, 46010);
+        let r = run_counted(dp, c0, &syn.bytes(), Reason::RedirectInterface);
+        assert_eq!(r.action, XDP_REDIRECT);
+
+        // `guarded` moves to port 81 with its rules; `open`, without rules, takes port 80.
+        let moved = CONFIG.replace(
+            "  - name: guarded\n    vip: 10.0.0.120\n    port: 80\n",
+            "  - name: guarded\n    vip: 10.0.0.120\n    port: 81\n",
+        ) + "  - { name: open, vip: 10.0.0.120, port: 80, backends: [{ address: 10.1.0.12, port: 8080, zone: az-a }] }\n";
+        assert!(moved.contains("port: 81"));
+        c.apply(&config::parse(&moved).unwrap()).unwrap();
+        let dp = c.dataplane();
+        let syn = syn_from(source, GUARDED_VIP, 46020);
+        let r = run_counted(dp, c0, &syn.bytes(), Reason::RedirectInterface);
+        let expected = as_to_backend(&syn, (Ipv4Addr::new(10, 1, 0, 12), 8080), b0_mac);
+        expect_run(&r, XDP_REDIRECT, &expected.bytes(), &"port 80 is open's now");
+        let mut at_81 = syn_from(source, GUARDED_VIP, 46021);
+        at_81.dport = 81;
+        let r = run_counted(dp, c0, &at_81.bytes(), Reason::DropEdgeDenied);
+        assert_eq!(r.action, XDP_DROP, "guarded still denies it on port 81");
+    });
+}
+
 /// `walled`: an allow rule and a rate limit that blocks a source for an hour once its
 /// burst of 2 is spent; `blocking`: the same limit without rules.
 const BLOCKING_CONFIG: &str = lb_tests::rig_config_with!(
