@@ -212,21 +212,22 @@ pub const fn is_forwarded_icmp_error(icmp_type: u8) -> bool {
 }
 
 /// The flow (client -> VIP) an ICMP error to the VIP is about, from the IP addresses and
-/// TCP ports it quotes (wire order), which are those of the backend's reply: VIP:port ->
-/// client.
+/// ports it quotes (wire order), which are those of the backend's reply: VIP:port ->
+/// client; `proto` the quoted protocol.
 #[inline(always)]
 pub const fn flow_of_quoted_reply(
     quoted_src: u32,
     quoted_dst: u32,
     quoted_sport: u16,
     quoted_dport: u16,
+    proto: u8,
 ) -> FlowKey {
     FlowKey {
         src_addr: quoted_dst,
         dst_addr: quoted_src,
         src_port: quoted_dport,
         dst_port: quoted_sport,
-        proto: crate::net::PROTO_TCP,
+        proto,
         family: crate::net::FAMILY_IPV4,
         _pad: [0; 2],
     }
@@ -348,7 +349,7 @@ mod tests {
     fn a_quoted_reply_names_its_client_flow() {
         let vip = u32::from_ne_bytes([10, 0, 0, 100]);
         let client = u32::from_ne_bytes([10, 10, 0, 2]);
-        let f = flow_of_quoted_reply(vip, client, 80u16.to_be(), 40000u16.to_be());
+        let f = flow_of_quoted_reply(vip, client, 80u16.to_be(), 40000u16.to_be(), 6);
         assert_eq!(
             (f.src_addr, f.dst_addr, f.src_port, f.dst_port, f.proto),
             (client, vip, 40000u16.to_be(), 80u16.to_be(), 6)

@@ -1,15 +1,17 @@
-//! ICMP errors to a VIP about a DSR flow. A backend's reply leaves from the VIP straight
-//! to the client; a router that cannot forward it (too big for a link: the
-//! fragmentation-needed of path MTU discovery) answers the VIP, and ECMP brings that to
-//! some node of the tier. The error quotes the reply's header, VIP:port -> client; the
-//! flow it is about is that reversed. Its flow entry, or on a node without one the
-//! service's table (which every node of the tier agrees on), names the backend, and the
-//! error goes there by the service's mode, so the backend's socket learns the path MTU.
-//! Anything else not TCP to a maybe-VIP address goes on as before (`edge::unlisted`).
+//! ICMP errors to a VIP about a flow. A backend's reply leaves from the VIP to the client
+//! (in NAT mode through this node, in DSR straight from the backend); a router that
+//! cannot forward it (too big for a link: the fragmentation-needed of path MTU discovery;
+//! the client's host unreachable) answers the VIP, and ECMP brings that to some node of
+//! the tier. The error quotes the reply's header, VIP:port -> client; the flow it is
+//! about is that reversed. Its flow entry, or on a node without one the service's table
+//! (which every node of the tier agrees on), names the backend, and the error goes there:
+//! wrapped by the service's mode for a DSR backend, translated back (`icmp_nat`) for a
+//! NAT one, so the backend's socket learns the path MTU or the failure. Anything else not
+//! TCP to a maybe-VIP address goes on as before (`edge::unlisted`).
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     counters::Reason,
-    encap::{flow_of_quoted_reply, is_forwarded_icmp_error, BACKEND_F_DSR, PROTO_ICMP},
+    encap::{flow_of_quoted_reply, BACKEND_F_DSR, PROTO_ICMP},
     net::PROTO_TCP,
     service_index::key_word,
 };
@@ -17,16 +19,13 @@ use lb_common::{
 use crate::{
     count,
     dsr::{self, Inner},
-    edge,
+    edge, icmp_nat,
     lookup::{self, backend_by_id},
     maps::FLOWS,
     select, wire,
 };
 
 const ETH_LEN: usize = 14;
-/// Ethernet, IPv4 (no options), ICMP header, quoted IPv4 header, quoted ports.
-const NEEDED: usize = ETH_LEN + 20 + 8 + 20 + 4;
-const IP_FRAGMENT: u16 = 0x3fff;
 
 /// A packet to the maybe-VIP `dst` (wire order) with IP protocol `proto`, not TCP.
 #[inline(always)]
@@ -42,31 +41,15 @@ pub fn handle(ctx: &XdpContext, dst: u32, proto: u8) -> u32 {
     count::pass(Reason::PassNotTcp)
 }
 
-/// Forwards an ICMP error about a DSR flow to its backend; `None`: not one.
+/// Sends an ICMP error about a flow to its backend; `None`: not one.
 #[inline(always)]
 fn to_backend(ctx: &XdpContext, dst: u32) -> Option<u32> {
     let start = ctx.data();
-    if start + NEEDED > ctx.data_end() {
+    if start + icmp_nat::NEEDED > ctx.data_end() {
         return None;
     }
     let p = start as *const u8;
-    let (vihl, frag_off, icmp_type, quoted_vihl, quoted_proto) = unsafe {
-        (
-            *p.add(ETH_LEN),
-            wire::get16(p.add(ETH_LEN + 6)),
-            *p.add(ETH_LEN + 20),
-            *p.add(ETH_LEN + 28),
-            *p.add(ETH_LEN + 28 + 9),
-        )
-    };
-    if vihl != 0x45
-        || frag_off & IP_FRAGMENT.to_be() != 0
-        || !is_forwarded_icmp_error(icmp_type)
-        || quoted_vihl != 0x45
-        || quoted_proto != PROTO_TCP
-    {
-        return None;
-    }
+    let proto = unsafe { icmp_nat::quoted_protocol(p) }?;
     let key = unsafe {
         let q = p.add(ETH_LEN + 28);
         flow_of_quoted_reply(
@@ -74,6 +57,7 @@ fn to_backend(ctx: &XdpContext, dst: u32) -> Option<u32> {
             wire::get32(q.add(16)),
             wire::get16(q.add(20)),
             wire::get16(q.add(22)),
+            proto,
         )
     };
     // The quoted reply left from the VIP this error came back to.
@@ -89,6 +73,9 @@ fn to_backend(ctx: &XdpContext, dst: u32) -> Option<u32> {
     };
     let backend = backend_by_id(id)?;
     if backend.flags & BACKEND_F_DSR == 0 {
+        return Some(icmp_nat::to_backend(ctx, id, &backend, proto));
+    }
+    if proto != PROTO_TCP {
         return None;
     }
     let inner = unsafe { Inner::of(p.add(ETH_LEN)) };

@@ -22,7 +22,8 @@
 //! | SYN proxy (cookies, backend handshake, sequence translation; `lb_proxy`) | `syn_proxy.rs` |
 //! | direct server return: wrap for the backend, send (`lb_dsr`) | `dsr.rs`, `dsr_hop.rs` |
 //! | fragmentation-needed for what the wrapping makes too big (`lb_dsr`) | `frag_needed.rs` |
-//! | ICMP errors to a VIP about a DSR flow, to its backend (`lb_dsr`) | `icmp_to_backend.rs` |
+//! | ICMP errors to a VIP about a flow, to its backend (`lb_dsr`) | `icmp_to_backend.rs` |
+//! | ICMP errors about a NAT flow, translated (`lb_dsr`, `lb_udp`) | `icmp_nat.rs` |
 //! | count | `count.rs` |
 //! | sampled trace | `trace.rs` |
 //! | UDP services, both directions (`lb_udp`) | `udp.rs` and the files it lists |
@@ -42,6 +43,7 @@ mod edge;
 mod flow;
 mod forward;
 mod frag_needed;
+mod icmp_nat;
 mod icmp_to_backend;
 mod lookup;
 mod maps;
@@ -117,7 +119,9 @@ fn route<const EDGE_CHECKED: bool>(ctx: &XdpContext) -> u32 {
     }
     let pkt = match parse::tcp(ctx, at) {
         Ok(pkt) => pkt,
-        Err(Reason::PassNotTcp) if !EDGE_CHECKED && udp::carried(ctx) => return udp::HAND_OVER,
+        Err(Reason::PassNotTcp) if !EDGE_CHECKED && udp::carried(ctx, to_vip) => {
+            return udp::HAND_OVER
+        }
         // Whatever the data path cannot place goes to the kernel, which would deliver it
         // to the node's own sockets on a VIP address held on `lo`: `unlisted_ports: drop`
         // drops it (IP options and fragments included, or they would get round it).

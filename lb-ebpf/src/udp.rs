@@ -7,6 +7,7 @@
 //! | parse (Ethernet, IPv4, UDP) | `datagram.rs` |
 //! | client -> VIP: follow or record the flow, rewrite, forward | `udp_to_backend.rs` |
 //! | backend -> client: by the return entry | `udp_to_client.rs` |
+//! | ICMP errors from a backend about a NAT flow (TCP or UDP) | `icmp_nat.rs` |
 //!
 //! A UDP service's flows live in the TCP flows' maps (`FLOWS`, `RETURN_FLOWS`), told
 //! apart by the key's protocol, so an IPv4 flow costs the same memory whatever it
@@ -14,13 +15,16 @@
 //! other unlisted protocol (`edge::unlisted`).
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
-    counters::Reason, encap::PROTO_UDP, filter::FILTER_VIPS, limits::PROGRAMS_SLOT_UDP,
+    counters::Reason,
+    encap::{PROTO_ICMP, PROTO_UDP},
+    filter::FILTER_VIPS,
+    limits::PROGRAMS_SLOT_UDP,
 };
 
 use crate::{
     count,
     datagram::{self, Datagram},
-    edge, lookup,
+    edge, icmp_nat, lookup,
     maps::{PROGRAMS, RETURN_FLOWS},
     udp_to_backend, udp_to_client,
 };
@@ -33,13 +37,20 @@ pub const HAND_OVER: u32 = 0xffff_fe00;
 /// Offset of the IPv4 protocol byte in the frame.
 const PROTO_AT: usize = 14 + 9;
 
-/// Whether the frame, which `route`'s parse found to be plain IPv4 but not TCP, carries
-/// UDP: one byte read again rather than kept, so that `route`'s frame does not grow.
+/// Whether `lb_udp` takes the frame, which `route`'s parse found to be plain IPv4 but not
+/// TCP: UDP, or ICMP not to a maybe-VIP address (so from a maybe-backend: an error about
+/// a client's packet, see `icmp_nat`). One byte read again rather than kept, so that
+/// `route`'s frame does not grow. ICMP to a VIP goes to `lb_dsr` as any other protocol
+/// no service listens on (`icmp_to_backend`).
 #[inline(always)]
-pub fn carried(ctx: &XdpContext) -> bool {
+pub fn carried(ctx: &XdpContext, to_vip: bool) -> bool {
     let at = ctx.data() + PROTO_AT;
-    // SAFETY: the byte is inside the frame (checked first).
-    at < ctx.data_end() && unsafe { *(at as *const u8) } == PROTO_UDP
+    if at >= ctx.data_end() {
+        return false;
+    }
+    // SAFETY: the byte is inside the frame (checked above).
+    let proto = unsafe { *(at as *const u8) };
+    proto == PROTO_UDP || (proto == PROTO_ICMP && !to_vip)
 }
 
 /// Tail-calls `lb_udp`. If the call fails (no `lb_udp` in the program array, as in a
@@ -53,9 +64,13 @@ pub fn hand_over(ctx: &XdpContext) -> u32 {
 /// A UDP datagram tail-called by `lb_xdp`: to a UDP service's VIP:port, placed and
 /// rewritten towards its backend; from a backend, with a return entry, rewritten back
 /// towards its client; anything else passed (or, to a VIP address, treated as an
-/// unlisted port).
+/// unlisted port). Also an ICMP error from a backend about a client's packet, translated
+/// back towards the client (`icmp_nat`).
 #[xdp]
 pub fn lb_udp(ctx: XdpContext) -> u32 {
+    if !carries_udp(&ctx) {
+        return icmp_nat::from_backend(&ctx);
+    }
     let dg = match datagram::parse(&ctx) {
         Ok(dg) => dg,
         Err(reason) => return count::pass(reason),
@@ -70,6 +85,14 @@ pub fn lb_udp(ctx: XdpContext) -> u32 {
         return udp_to_client::handle(&ctx, &dg, entry);
     }
     not_ours(&dg, to_vip)
+}
+
+/// Whether the frame `lb_xdp` handed over carries UDP (else ICMP, see [`carried`]).
+#[inline(always)]
+fn carries_udp(ctx: &XdpContext) -> bool {
+    let at = ctx.data() + PROTO_AT;
+    // SAFETY: the byte is inside the frame (checked first).
+    at < ctx.data_end() && unsafe { *(at as *const u8) } == PROTO_UDP
 }
 
 /// A datagram no UDP service or flow claims.

@@ -48,6 +48,7 @@ pub mod dsr_lab;
 pub mod frame;
 pub mod fuzz_oracle;
 pub mod http;
+pub mod icmp_frame;
 pub mod jited;
 pub mod lbctl;
 pub mod lbd_log;

@@ -13,6 +13,7 @@ mod edge;
 mod explain;
 mod fuzz;
 mod fuzz_udp;
+mod icmp_nat;
 mod packet;
 mod packet_health;
 mod packet_reasons;
