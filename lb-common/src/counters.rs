@@ -52,7 +52,8 @@ impl TrafficCounters {
     }
 }
 
-/// Per-backend TCP handshake and reset counts, the passive health signal (a per-CPU array
+/// Per-backend TCP handshake and reset counts (and a UDP service's flows and port
+/// unreachables), the passive health signal (a per-CPU array
 /// indexed by backend id, summed by userspace). NAT mode sees both directions of a flow,
 /// so the data path can tell a connection attempt that the backend accepted from one it
 /// refused or never answered: `syns - syn_acks` over a window is the attempts that failed.
@@ -70,8 +71,13 @@ pub struct BackendSignals {
     /// SYN-ACK never passes through the node, but a client retransmits a SYN that got no
     /// answer). Counted in `syns` too.
     pub syn_retransmits: u64,
+    /// A UDP service's flows placed on the backend (their first datagrams): its attempts.
+    pub datagram_flows: u64,
+    /// ICMP port unreachables from the backend about a client's datagram (nothing listens
+    /// on the backend's port): a UDP service's failed attempts.
+    pub unreachables: u64,
 }
-const _: () = assert!(core::mem::size_of::<BackendSignals>() == 32);
+const _: () = assert!(core::mem::size_of::<BackendSignals>() == 48);
 
 impl BackendSignals {
     /// Adds another CPU's counters to this one.
@@ -80,6 +86,8 @@ impl BackendSignals {
         self.syn_acks += other.syn_acks;
         self.resets += other.resets;
         self.syn_retransmits += other.syn_retransmits;
+        self.datagram_flows += other.datagram_flows;
+        self.unreachables += other.unreachables;
     }
 }
 

@@ -131,6 +131,23 @@ pub fn syn_retransmit(backend: u32) {
     }
 }
 
+/// A UDP flow placed on `backend` (see `BackendSignals::datagram_flows`).
+#[inline(always)]
+pub fn datagram_flow(backend: u32) {
+    if let Some(s) = BACKEND_SIGNALS.get_ptr_mut(backend) {
+        unsafe { (*s).datagram_flows += 1 };
+    }
+}
+
+/// An ICMP port unreachable from `backend` about a client's datagram (see
+/// `BackendSignals::unreachables`).
+#[inline(always)]
+pub fn unreachable(backend: u32) {
+    if let Some(s) = BACKEND_SIGNALS.get_ptr_mut(backend) {
+        unsafe { (*s).unreachables += 1 };
+    }
+}
+
 /// A SYN-ACK (attempt accepted) or RST (refused or aborted) coming back from `backend`.
 #[inline(always)]
 pub fn answer_from_backend(backend: u32, tcp_flags: u8) {

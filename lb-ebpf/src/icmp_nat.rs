@@ -10,7 +10,8 @@
 //! - from a backend, about a client's packet (client -> backend:port, as this node sent
 //!   it), e.g. a UDP port unreachable: the outer source and the quoted destination become
 //!   the VIP and its port, and the error goes to the client ([`from_backend`], in
-//!   `lb_udp`, which `lb_xdp` hands ICMP from a maybe-backend to).
+//!   `lb_udp`, which `lb_xdp` hands ICMP from a maybe-backend to). A port unreachable
+//!   about a datagram is counted on the backend, a UDP service's passive health signal.
 //!
 //! Every checksum the changed words are in is updated incrementally: the outer IPv4
 //! header's, the quoted IPv4 header's, the quoted TCP or UDP checksum when the error quotes
@@ -21,7 +22,7 @@ use lb_common::{
     backend::Backend,
     checksum::{replace2, replace4, udp_replace},
     counters::Reason,
-    encap::{is_forwarded_icmp_error, PROTO_ICMP, PROTO_UDP},
+    encap::{is_forwarded_icmp_error, ICMP_DEST_UNREACH, PROTO_ICMP, PROTO_UDP},
     flow::FlowKey,
     net::{FAMILY_IPV4, PROTO_TCP},
 };
@@ -44,6 +45,8 @@ pub const NEEDED: usize = QUOTED_L4 + 4;
 const TCP_CHECK: usize = 16;
 const UDP_CHECK: usize = 6;
 const IP_FRAGMENT: u16 = 0x3fff;
+/// The code of a destination unreachable that says nothing listens on the port.
+const ICMP_PORT_UNREACH: u8 = 3;
 
 /// The words one translation changes: an outer address, and the same end's address
 /// and port in the quoted packet.
@@ -138,6 +141,11 @@ pub fn from_backend(ctx: &XdpContext) -> u32 {
         return count::pass(Reason::PassTtlExpired);
     }
     let nat = unsafe { *entry };
+    // SAFETY: the type and code bytes are below `NEEDED` (checked above).
+    let (icmp_type, code) = unsafe { (*p.add(ICMP), *p.add(ICMP + 1)) };
+    if proto == PROTO_UDP && icmp_type == ICMP_DEST_UNREACH && code == ICMP_PORT_UNREACH {
+        count::unreachable(nat.backend);
+    }
     translate(ctx, &QUOTED_DESTINATION, proto, nat.vip, nat.vport);
     let cache = unsafe { core::ptr::addr_of_mut!((*entry).nexthop) };
     forward_frame(

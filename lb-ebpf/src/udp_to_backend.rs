@@ -99,6 +99,9 @@ fn send(
     new_flow: bool,
 ) -> u32 {
     count::to_backend(target, dg.frame_len, new_flow);
+    if new_flow {
+        count::datagram_flow(target.backend);
+    }
     udp_rewrite::dnat(dg, backend.addr, backend.port);
     let cache = NEXTHOPS
         .get_ptr_mut(target.backend)

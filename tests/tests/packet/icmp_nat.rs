@@ -15,6 +15,7 @@ use lb_tests::{
     rig_config_with,
     udp_frame::Datagram,
 };
+use lb_userspace::dataplane::Dataplane;
 
 const DNS_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 120);
 const CONFIG: &str = rig_config_with!(lb_tests::rig_dns_service!());
@@ -122,7 +123,8 @@ fn an_error_to_the_vip_about_a_reply_goes_to_the_backend_as_if_about_its_own_rep
 
 /// A backend's port unreachable about a client's datagram, and its fragmentation needed
 /// about a client's TCP segment, reach the client as if the VIP had sent them: outer
-/// source and quoted destination translated back, every checksum with them. An error
+/// source and quoted destination translated back, every checksum with them. The port
+/// unreachable is counted on the backend (a UDP service's passive health signal). An error
 /// from a backend about a tuple it has no flow on, or about a packet another host got,
 /// is the kernel's.
 #[test]
@@ -169,6 +171,10 @@ fn an_error_from_a_backend_about_a_clients_packet_reaches_the_client_from_the_vi
             ..error.clone()
         };
         expect_run(&r, XDP_REDIRECT, &expected.bytes(), &"port unreachable");
+        // A UDP service's passive health signal: one flow placed, one refused.
+        let id = backend_id(c, "dns", backend);
+        let signals = dp.backend_signals(id).unwrap();
+        assert_eq!((signals.datagram_flows, signals.unreachables), (1, 1));
 
         // TCP: a handshake records the flow; then the backend's fragmentation needed
         // about the client's segment (its whole TCP header quoted).
@@ -213,6 +219,13 @@ fn an_error_from_a_backend_about_a_clients_packet_reaches_the_client_from_the_vi
             XDP_REDIRECT,
             &expected.bytes(),
             &"TCP fragmentation needed",
+        );
+        let id = backend_id(c, "web", tcp_backend);
+        let signals = dp.backend_signals(id).unwrap();
+        assert_eq!(
+            (signals.datagram_flows, signals.unreachables),
+            (0, 0),
+            "TCP"
         );
 
         // No flow on the quoted tuple; an outer source that is not the quoted

@@ -21,7 +21,9 @@ use crate::{
         passive::{Failures, Window},
         record::ProbeRecord,
     },
-    model::config::{duration, BackendConfig, BackendState, Config, HealthConfig, ServiceConfig},
+    model::config::{
+        duration, BackendConfig, BackendState, Config, HealthConfig, Protocol, ServiceConfig,
+    },
     model::events::{self, Event, EventKind},
     model::plan::{BackendRef, Overlay},
     model::weights::{self, Basis, Member, Mode, Totals, ZonePolicy},
@@ -652,7 +654,9 @@ impl Fleet {
             let Some(m) = self.members.get_mut(at) else {
                 continue;
             };
-            let signal = if s.mode.is_dsr() {
+            let signal = if s.protocol == Protocol::Udp {
+                Failures::Unreachable
+            } else if s.mode.is_dsr() {
                 Failures::Retransmits
             } else {
                 Failures::Unanswered

@@ -296,7 +296,7 @@ fn a_passive_ejection_takes_a_backend_out_until_probes_bring_it_back() {
         syns,
         syn_acks,
         resets: syns - syn_acks,
-        syn_retransmits: 0,
+        ..BackendSignals::default()
     };
     let mut sample = |s| fleet.sample_service("web", &[(at(12), s)], t0);
     assert!(!sample(signals(0, 0)));
@@ -317,7 +317,7 @@ fn a_stateless_return_service_ejects_nothing_on_passive_signals_by_default() {
         syns,
         syn_acks,
         resets: 0,
-        syn_retransmits: 0,
+        ..BackendSignals::default()
     });
     for (stateless, ejects) in [(false, true), (true, false)] {
         let policy = format!(

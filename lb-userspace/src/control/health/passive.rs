@@ -9,6 +9,10 @@
 //! comes again on a tuple whose handshake no ACK completed (one per retransmission, so a
 //! client that gives up after 6 retries on a dead backend counts 6 failures in 7
 //! attempts, while a backend that answers lets almost every first SYN through).
+//!
+//! A UDP service has no handshake: its backend's failure is an ICMP port unreachable
+//! (nothing listens on the port), which the data path counts when it translates one back
+//! to the client ([`Failures::Unreachable`]).
 use std::collections::VecDeque;
 
 use lb_common::counters::BackendSignals;
@@ -30,6 +34,11 @@ pub enum Failures {
     Unanswered,
     /// A SYN the client sent again (DSR: the node sees only the client's side).
     Retransmits,
+    /// A UDP service's: an ICMP port unreachable from the backend, against the flows
+    /// placed on it. A flow's later datagrams to a backend whose listener went away are
+    /// answered with port unreachables too, so the attempts are at least the failures:
+    /// a backend that answers everything with one is a ratio of 1.
+    Unreachable,
 }
 
 /// The sliding window of one backend.
@@ -56,19 +65,31 @@ impl Window {
             || now.syn_acks < prev.syn_acks
             || now.resets < prev.resets
             || now.syn_retransmits < prev.syn_retransmits
+            || now.datagram_flows < prev.datagram_flows
+            || now.unreachables < prev.unreachables
         {
             self.deltas.clear();
             return None;
         }
         let attempts = now.syns - prev.syns;
         let accepted = now.syn_acks - prev.syn_acks;
-        self.deltas.push_back(Delta {
-            attempts,
-            failed: match failures {
-                Failures::Unanswered => attempts.saturating_sub(accepted),
-                Failures::Retransmits => now.syn_retransmits - prev.syn_retransmits,
+        let unreachables = now.unreachables - prev.unreachables;
+        self.deltas.push_back(match failures {
+            Failures::Unanswered => Delta {
+                attempts,
+                failed: attempts.saturating_sub(accepted),
+                resets: now.resets - prev.resets,
             },
-            resets: now.resets - prev.resets,
+            Failures::Retransmits => Delta {
+                attempts,
+                failed: now.syn_retransmits - prev.syn_retransmits,
+                resets: now.resets - prev.resets,
+            },
+            Failures::Unreachable => Delta {
+                attempts: unreachables.max(now.datagram_flows - prev.datagram_flows),
+                failed: unreachables,
+                resets: 0,
+            },
         });
         while self.deltas.len() > WINDOW {
             self.deltas.pop_front();
@@ -88,10 +109,16 @@ impl Window {
             return None;
         }
         self.deltas.clear();
-        Some(format!(
-            "{} of {} connection attempts failed, {} resets",
-            sum.failed, sum.attempts, sum.resets
-        ))
+        Some(match failures {
+            Failures::Unreachable => format!(
+                "{} port unreachables for {} new flows or later datagrams",
+                sum.failed, sum.attempts
+            ),
+            _ => format!(
+                "{} of {} connection attempts failed, {} resets",
+                sum.failed, sum.attempts, sum.resets
+            ),
+        })
     }
 
     /// Forgets the window (after an ejection or a return to health), keeping the last
@@ -110,7 +137,7 @@ mod tests {
             syns,
             syn_acks,
             resets,
-            syn_retransmits: 0,
+            ..BackendSignals::default()
         }
     }
 
@@ -189,6 +216,29 @@ mod tests {
         assert!(nat
             .sample(dsr(22, 2), Failures::Unanswered, 0.5, 10)
             .is_some());
+    }
+
+    #[test]
+    fn for_udp_port_unreachables_are_the_failures() {
+        let udp = |datagram_flows, unreachables| BackendSignals {
+            datagram_flows,
+            unreachables,
+            ..BackendSignals::default()
+        };
+        let mut w = Window::default();
+        assert_eq!(w.sample(udp(0, 0), Failures::Unreachable, 0.5, 10), None);
+        // 30 new flows, 4 refused: healthy.
+        assert_eq!(w.sample(udp(30, 4), Failures::Unreachable, 0.5, 10), None);
+        // The listener went away: 2 new flows, and 30 datagrams (of flows placed before
+        // too) answered with port unreachables.
+        assert_eq!(
+            w.sample(udp(32, 34), Failures::Unreachable, 0.5, 10),
+            Some("34 port unreachables for 60 new flows or later datagrams".to_string())
+        );
+        // TCP's readings of the same counters see no attempt at all.
+        let mut tcp = Window::default();
+        tcp.sample(udp(0, 0), Failures::Unanswered, 0.5, 1);
+        assert_eq!(tcp.sample(udp(30, 30), Failures::Unanswered, 0.5, 1), None);
     }
 
     #[test]

@@ -296,7 +296,7 @@ fn passive_signals_eject_a_backend_at_the_next_sample() {
             syns: 20,
             syn_acks: 2,
             resets: 18,
-            syn_retransmits: 0,
+            ..BackendSignals::default()
         },
     );
     rt.tick(t0 + Duration::from_millis(500)).unwrap();
@@ -447,7 +447,7 @@ fn a_syn_flood_against_every_backend_ejects_no_more_than_the_cap() {
                         syns: 1000 * round,
                         syn_acks: 10 * round,
                         resets: 0,
-                        syn_retransmits: 0,
+                        ..BackendSignals::default()
                     },
                 );
             }

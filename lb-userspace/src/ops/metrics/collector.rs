@@ -406,6 +406,8 @@ impl BackendFamilies {
             ("syn_ack", sig.syn_acks),
             ("reset", sig.resets),
             ("syn_retransmit", sig.syn_retransmits),
+            ("udp_flow", sig.datagram_flows),
+            ("port_unreachable", sig.unreachables),
         ] {
             self.signals.push(with(&labels, "signal", signal), n as f64);
         }
@@ -642,6 +644,8 @@ mod tests {
                     syn_acks: 100 * id64 + 2,
                     resets: 100 * id64 + 3,
                     syn_retransmits: 100 * id64 + 4,
+                    datagram_flows: 100 * id64 + 5,
+                    unreachables: 100 * id64 + 6,
                 };
                 (id, signals)
             })
