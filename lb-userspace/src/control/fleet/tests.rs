@@ -309,6 +309,25 @@ fn a_passive_ejection_takes_a_backend_out_until_probes_bring_it_back() {
 }
 
 #[test]
+fn a_udp_services_backend_is_ejected_on_its_port_unreachables_not_on_missing_syn_acks() {
+    let t0 = Instant::now();
+    let udp = |datagram_flows, unreachables| BackendSignals {
+        datagram_flows,
+        unreachables,
+        ..BackendSignals::default()
+    };
+    for (protocol, ejects) in [("udp", true), ("tcp", false)] {
+        let policy = format!(
+            "    protocol: {protocol}\n    health: {{ passive_failure_ratio: 0.5, passive_min_attempts: 10 }}\n"
+        );
+        let mut fleet = Fleet::new(&config_with(&policy, THREE), t0);
+        let ejected = [udp(0, 0), udp(20, 3), udp(22, 25)]
+            .map(|s| fleet.sample_service("web", &[(at(12), s)], t0));
+        assert_eq!(ejected, [false, false, ejects], "{protocol}");
+    }
+}
+
+#[test]
 fn a_stateless_return_service_ejects_nothing_on_passive_signals_by_default() {
     // Each node of a tier sees the answers to only some of its SYNs: signals that eject a
     // backend of a service one node serves must not eject one of a tier's service.
