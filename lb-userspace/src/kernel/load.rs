@@ -134,6 +134,7 @@ fn load_programs(
         (PROGRAM_PROXY, PROGRAMS_SLOT_PROXY),
         (PROGRAM_DSR, PROGRAMS_SLOT_DSR),
         (PROGRAM_UDP, PROGRAMS_SLOT_UDP),
+        (PROGRAM_V6, PROGRAMS_SLOT_V6),
     ] {
         let program: &mut Xdp = ebpf
             .program_mut(name)
