@@ -125,7 +125,8 @@ pub(super) fn publish<D: DataPath, V: VipAddresses>(
         (services, ready, config.announce.drained_why().is_some())
     });
     for (name, vip) in services {
-        metrics.set_vip_announced(&name, announcements.is_announced(vip));
+        let announced = matches!(vip, std::net::IpAddr::V4(vip) if announcements.is_announced(vip));
+        metrics.set_vip_announced(&name, announced);
     }
     metrics.set_node_drained(drained);
     // A failed listing was logged by the resync; assume the decisions hold meanwhile.
@@ -191,7 +192,7 @@ mod tests {
     fn probe(shared: &SharedRuntime<FakeDataplane>, ok: bool) {
         let at = BackendRef {
             service: "web".into(),
-            address: Ipv4Addr::new(10, 1, 0, 1),
+            address: Ipv4Addr::new(10, 1, 0, 1).into(),
             port: 8080,
         };
         let outcome = if ok { Ok(()) } else { Err(Failure::Refused) };

@@ -8,6 +8,7 @@ use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters},
     edge::{EdgeCounters, TokenBucket},
+    ipv6::{Addr6, ServiceKey6},
     reverse::{ReverseKey, ReverseTarget},
     service::{ServiceKey, ServiceMeta},
 };
@@ -53,6 +54,9 @@ pub type WriteResult = Result<(), DataplaneError>;
 pub trait Dataplane: Counters + Lookups {
     /// Writes one backend slot (an all-zero value frees it).
     fn set_backend(&mut self, id: u32, backend: &Backend) -> WriteResult;
+    /// Writes the address of IPv6 backend `id` (see `lb_common::ipv6`): before its slot
+    /// says `FAMILY_IPV6`, so that no packet finds the slot without it. All zero clears it.
+    fn set_backend_addr6(&mut self, id: u32, addr: &Addr6) -> WriteResult;
     /// Writes ring entries as (index into the whole ring array, backend id).
     fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> WriteResult;
     /// Writes policy-table entries as (index into the whole table array, backend id).
@@ -62,6 +66,10 @@ pub trait Dataplane: Counters + Lookups {
     /// Creates or replaces a service; replacing flips its live ring slot atomically.
     fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> WriteResult;
     fn remove_service(&mut self, key: &ServiceKey) -> WriteResult;
+    /// Creates or replaces an IPv6 service: one map update, so replacing flips its live
+    /// ring slot atomically too.
+    fn set_service6(&mut self, key: &ServiceKey6, meta: &ServiceMeta) -> WriteResult;
+    fn remove_service6(&mut self, key: &ServiceKey6) -> WriteResult;
     /// Makes the reverse map (see `lb_common::reverse`) hold exactly `entries`: writes
     /// what is new or changed, deletes what is not listed. Full (more entries than
     /// `limits.max_backends`) is [`DataplaneError::TableFull`].
@@ -169,7 +177,10 @@ pub fn most_limited(
 #[derive(Debug, Clone, Default)]
 pub struct LiveState {
     pub services: Vec<(ServiceKey, ServiceMeta)>,
+    pub services6: Vec<(ServiceKey6, ServiceMeta)>,
     pub backends: Vec<(u32, Backend)>,
+    /// The address of each present IPv6 backend, by id.
+    pub backend_addrs6: BTreeMap<u32, Addr6>,
 }
 
 /// A change [`Dataplane::ensure_attached`] found or made.

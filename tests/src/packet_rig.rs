@@ -360,6 +360,14 @@ pub fn planned_service<'a>(
         .unwrap_or_else(|| panic!("no service {name}"))
 }
 
+/// An address of the rig's IPv4 services.
+pub fn ipv4(address: std::net::IpAddr) -> Ipv4Addr {
+    match address {
+        std::net::IpAddr::V4(v4) => v4,
+        std::net::IpAddr::V6(v6) => panic!("{v6} is not an address of the IPv4 rig"),
+    }
+}
+
 /// The id of service `name` in the applied plan.
 pub fn service_id(c: &Controller<KernelDataplane>, name: &str) -> u32 {
     planned_service(c, name).id
@@ -367,7 +375,10 @@ pub fn service_id(c: &Controller<KernelDataplane>, name: &str) -> u32 {
 
 /// The VIP of service `name` in the applied plan.
 pub fn vip_of(c: &Controller<KernelDataplane>, name: &str) -> Ipv4Addr {
-    Ipv4Addr::from(planned_service(c, name).key.addr.to_ne_bytes())
+    match planned_service(c, name).key.vip() {
+        std::net::IpAddr::V4(vip) => vip,
+        std::net::IpAddr::V6(vip) => panic!("service {name} has the IPv6 VIP {vip}"),
+    }
 }
 
 /// The backend address service `name`'s table gives the client's connection from
@@ -404,7 +415,7 @@ impl TablePick {
             backends: plan
                 .backends
                 .iter()
-                .map(|b| (b.id, (b.at.address, b.at.port)))
+                .map(|b| (b.id, (ipv4(b.at.address), b.at.port)))
                 .collect(),
         }
     }

@@ -284,7 +284,7 @@ mod tests {
             backends: (0..1000)
                 .map(|i| BackendStats {
                     service: "web".into(),
-                    address: Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250) as u8),
+                    address: Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250) as u8).into(),
                     port: 8080,
                     zone: "az-b".into(),
                     state: BackendState::Draining,

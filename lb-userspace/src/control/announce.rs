@@ -67,7 +67,7 @@ impl<V: VipAddresses> Announcements<V> {
         let held: Vec<Ipv4Addr> = addresses
             .announced()?
             .into_iter()
-            .filter(|vip| config.in_range(*vip))
+            .filter(|vip| config.in_range((*vip).into()))
             .collect();
         let mut decider = Announcer::default();
         decider.adopt(held.iter().copied());
@@ -144,7 +144,10 @@ impl<V: VipAddresses> Announcements<V> {
             return Vec::new();
         }
         let held: BTreeSet<Ipv4Addr> = match self.addresses.announced() {
-            Ok(held) => held.into_iter().filter(|v| config.in_range(*v)).collect(),
+            Ok(held) => held
+                .into_iter()
+                .filter(|v| config.in_range((*v).into()))
+                .collect(),
             Err(error) => {
                 let first = !std::mem::replace(&mut self.listing_failed, true);
                 return vec![Event::ListFailed { error, first }];
@@ -225,6 +228,9 @@ pub fn readiness(
     let announce = &config.announce;
     let mut by_vip: BTreeMap<Ipv4Addr, (Vec<Readiness>, Vec<String>)> = BTreeMap::new();
     for service in config.services.iter().filter(|s| announce.in_range(s.vip)) {
+        let std::net::IpAddr::V4(vip) = service.vip else {
+            continue;
+        };
         let (mut healthy, mut unknown, mut active) = (0u32, 0u32, 0u32);
         for b in &service.backends {
             if b.state != BackendState::Active {
@@ -253,7 +259,7 @@ pub fn readiness(
                 service.name
             ))
         };
-        let entry = by_vip.entry(service.vip).or_default();
+        let entry = by_vip.entry(vip).or_default();
         entry.0.push(state);
         entry.1.push(service.name.clone());
     }

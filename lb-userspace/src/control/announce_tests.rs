@@ -17,7 +17,7 @@ fn config_with(announce: &str, vip: &str) -> Config {
 fn at(last: u8) -> BackendRef {
     BackendRef {
         service: "web".into(),
-        address: Ipv4Addr::new(10, 1, 0, last),
+        address: Ipv4Addr::new(10, 1, 0, last).into(),
         port: 8080,
     }
 }

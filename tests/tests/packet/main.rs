@@ -23,5 +23,6 @@ mod stateless_miss;
 mod stateless_return;
 mod stateless_syn;
 mod syn_proxy;
+mod tables6;
 mod trace;
 mod udp;

@@ -4,7 +4,7 @@
 //! nothing listens fails the probe at once rather than at its timeout.
 use std::{
     io::ErrorKind,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
 use tokio::net::UdpSocket;
@@ -19,18 +19,24 @@ const MAX_REPLY: usize = 2048;
 /// probe through a tunnel) if given. Unbounded here: the caller bounds it by the probe
 /// timeout.
 pub async fn run(
-    target: SocketAddrV4,
+    target: SocketAddr,
     from: Option<(Ipv4Addr, u32)>,
     send: &[u8],
     expect: Option<&[u8]>,
 ) -> Outcome {
     let socket = match from {
-        None => UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).await,
+        None => {
+            let any = match target {
+                SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            };
+            UdpSocket::bind(SocketAddr::new(any, 0)).await
+        }
         Some((source, mark)) => bound_via(source, mark).await,
     }
     .map_err(|e| Failure::Other(format!("UDP socket: {e}")))?;
     socket
-        .connect(SocketAddr::V4(target))
+        .connect(target)
         .await
         .map_err(|e| failure("connect", e))?;
     socket.send(send).await.map_err(|e| failure("send", e))?;
@@ -90,8 +96,8 @@ mod tests {
         (port, task)
     }
 
-    fn at(port: u16) -> SocketAddrV4 {
-        SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+    fn at(port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port))
     }
 
     #[tokio::test]

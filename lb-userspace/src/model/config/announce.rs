@@ -72,9 +72,13 @@ impl AnnounceConfig {
         }
     }
 
-    /// Whether lbd may add or remove `vip` on `lo`.
-    pub fn in_range(&self, vip: Ipv4Addr) -> bool {
-        self.vip_ranges.iter().any(|net| net.contains(vip))
+    /// Whether lbd may add or remove `vip` on `lo`: `vip_ranges` are IPv4 prefixes, so
+    /// an IPv6 VIP is never announced.
+    pub fn in_range(&self, vip: std::net::IpAddr) -> bool {
+        match vip {
+            std::net::IpAddr::V4(vip) => self.vip_ranges.iter().any(|net| net.contains(vip)),
+            std::net::IpAddr::V6(_) => false,
+        }
     }
 }
 

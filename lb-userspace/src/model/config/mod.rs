@@ -16,6 +16,7 @@ mod token;
 mod validate;
 mod validate_dsr;
 mod validate_edge;
+mod validate_ipv6;
 mod validate_policy;
 mod validate_stateless_return;
 mod validate_udp;
