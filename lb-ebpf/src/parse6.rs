@@ -86,7 +86,11 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet6, Reason> {
     } else {
         Reason::PassMalformedUdp
     };
-    if start + L4_AT + l4_len > ctx.data_end() {
+    // Constant offsets only: without CAP_PERFMON the verifier refuses a variable added
+    // to a packet pointer. Every L4 header here is at least UDP's 8 bytes.
+    let end = ctx.data_end();
+    if start + L4_AT + UDP_HEADER_LEN > end || (next == PROTO_TCP && start + L4_AT + TCP_LEN > end)
+    {
         // The frame ends inside the L4 header: the IPv6 header lied if it claims one.
         return Err(if payload_len >= l4_len {
             Reason::PassMalformedIpv6

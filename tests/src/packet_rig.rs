@@ -31,9 +31,12 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 /// The IPv6 client, behind `c0`, with [`CLIENT_MAC`].
 pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 2);
 
-/// IPv6 backend `2001:db8:1::<last>` behind `b0` (MAC [`backend_mac`]`(last)`).
-pub const fn backend6(last: u8) -> Ipv6Addr {
-    Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, last as u16)
+/// IPv6 backend `2001:db8:1::<last>` behind `b0`, its last group written as `last` reads
+/// (`backend6(11)` is `2001:db8:1::11`), with MAC [`backend_mac`] of its last byte.
+pub fn backend6(last: u8) -> Ipv6Addr {
+    format!("2001:db8:1::{last}")
+        .parse()
+        .expect("an IPv6 address")
 }
 
 /// [`CONFIG`]'s `cluster.hash_seed` and `cluster.ring_size`.
@@ -238,7 +241,8 @@ impl Rig {
         neigh("10.10.0.77", backend_mac(77), "c0");
         for last in [11u8, 12, 13] {
             neigh(&format!("10.1.0.{last}"), backend_mac(last), "b0");
-            neigh(&backend6(last).to_string(), backend_mac(last), "b0");
+            let v6 = backend6(last);
+            neigh(&v6.to_string(), backend_mac(v6.octets()[15]), "b0");
         }
         neigh(&CLIENT6.to_string(), CLIENT_MAC, "c0");
         // bpf_fib_lookup refuses to route for a device that does not forward.

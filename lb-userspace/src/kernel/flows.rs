@@ -61,7 +61,7 @@ impl KernelDataplane {
             };
             remove_present(&mut self.return_flows, &reverse, MAP_RETURN_FLOWS)?;
         }
-        Ok(removed)
+        Ok(removed + self.expire_flows6(now, timeouts)?)
     }
 
     /// Makes every cached next hop stale, so the data path looks routes up again: a

@@ -5,6 +5,7 @@ mod attach;
 pub mod ebpf_object;
 mod edge;
 mod flows;
+mod flows6;
 pub mod link_watch;
 mod links;
 mod load;

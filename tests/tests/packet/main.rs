@@ -13,6 +13,7 @@ mod edge;
 mod explain;
 mod fuzz;
 mod fuzz_udp;
+mod ipv6;
 mod packet;
 mod packet_health;
 mod packet_reasons;
