@@ -419,6 +419,7 @@ impl TablePick {
             backends: plan
                 .backends
                 .iter()
+                .filter(|b| b.at.service == name)
                 .map(|b| (b.id, (ipv4(b.at.address), b.at.port)))
                 .collect(),
         }
