@@ -308,7 +308,7 @@ fn apply_probe<D: Dataplane>(
 ) -> anyhow::Result<()> {
     let handling = Instant::now();
     if let Some(zone) = shared.zone_of(&report.at) {
-        let backend = format!("{}:{}", report.at.address, report.at.port);
+        let backend = std::net::SocketAddr::new(report.at.address, report.at.port).to_string();
         let secs = report.latency.as_secs_f64();
         metrics.observe_probe(&report.at.service, &backend, &zone, secs);
     }

@@ -5,7 +5,6 @@ mod attach;
 pub mod ebpf_object;
 mod edge;
 mod flows;
-mod flows6;
 pub mod link_watch;
 mod links;
 mod load;

@@ -9,8 +9,12 @@ use aya::maps::{Array, HashMap, Map, MapData};
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
     filter::{filter_slot, FILTER_BACKENDS, FILTER_TOTAL_WORDS, FILTER_VIPS},
-    ipv6::{addr6_wire, fold, Addr6, ServiceKey6, FAMILY_IPV6},
-    limits::{MAP_ADDR_FILTER, MAP_BACKENDS, MAP_BACKEND_ADDRS6, MAP_RING, MAP_SERVICES6},
+    flow::{FlowTarget, FLOW_F_COUNTED, FLOW_F_ESTABLISHED},
+    ipv6::{addr6_wire, fold, Addr6, FlowKey6, NatReturn6, ServiceKey6, FAMILY_IPV6},
+    limits::{
+        MAP_ACTIVE_FLOWS, MAP_ADDR_FILTER, MAP_BACKENDS, MAP_BACKEND_ADDRS6, MAP_FLOWS6,
+        MAP_RETURN_FLOWS6, MAP_RING, MAP_SERVICES6,
+    },
     net::{ipv4_wire, PROTO_TCP},
     service::{ring_slot_base, ServiceMeta, POLICY_MAGLEV, SERVICE_F_NAT, SERVICE_F_STATELESS_SYN},
 };
@@ -18,7 +22,7 @@ use lb_tests::{needs, netns::unique_prefix};
 use lb_userspace::{
     control::tables::Controller,
     kernel::{pins::PinDir, KernelDataplane},
-    model::config::{self, Config},
+    model::config::{self, Config, FlowTimeouts},
 };
 
 const RING: u32 = 1009;
@@ -209,4 +213,102 @@ fn an_ipv6_service_reaches_the_maps_flips_is_adopted_and_is_removed() {
         u32_array(&pins.0, MAP_ADDR_FILTER, 0, FILTER_TOTAL_WORDS),
         filter_words(&v4, &[])
     );
+}
+
+/// A client's connection to `web6` and its return entry, as the data path records them,
+/// pinned to backend `id` at `address`, last seen at `last_seen`.
+fn flow6(client: u16, id: u32, address: &str, last_seen: u32) -> [(FlowKey6, u32); 2] {
+    let forward = FlowKey6 {
+        src_addr: addr6("2001:db8:c::2"),
+        dst_addr: addr6(VIP6),
+        src_port: client.to_be(),
+        dst_port: 443u16.to_be(),
+        proto: PROTO_TCP,
+        family: FAMILY_IPV6,
+        _pad: [0; 2],
+    };
+    let back = FlowKey6 {
+        src_addr: addr6(address),
+        dst_addr: forward.src_addr,
+        src_port: 8443u16.to_be(),
+        dst_port: forward.src_port,
+        ..forward
+    };
+    [(forward, last_seen), (back, id)]
+}
+
+#[test]
+fn ipv6_flows_expire_count_and_are_purged_with_their_backend() {
+    needs::packet();
+    let pins = Pins(PinDir::new(format!("/sys/fs/bpf/{}", unique_prefix())));
+    let two = parse(&config_text(Some(&[B1, B2])));
+    let dp = KernelDataplane::load(&two, Some(&pins.0)).expect("loading the XDP object");
+    let mut controller = Controller::new(dp, RING);
+    controller.apply(&two).expect("filling the maps");
+
+    // Backend ids 2 (B1) and 3 (B2): one idle and one recent flow each.
+    let flows = [
+        flow6(1001, 2, B1, 100),
+        flow6(1002, 2, B1, 1000),
+        flow6(1003, 3, B2, 100),
+        flow6(1004, 3, B2, 1000),
+    ];
+    let mut forward: HashMap<_, FlowKey6, FlowTarget> =
+        HashMap::try_from(Map::LruHashMap(pinned(&pins.0, MAP_FLOWS6))).unwrap();
+    let mut back: HashMap<_, FlowKey6, NatReturn6> =
+        HashMap::try_from(Map::LruHashMap(pinned(&pins.0, MAP_RETURN_FLOWS6))).unwrap();
+    for [(key, last_seen), (reverse, id)] in flows {
+        let target = FlowTarget {
+            backend: id,
+            service: 1,
+            state: FLOW_F_COUNTED | FLOW_F_ESTABLISHED,
+            last_seen,
+            _pad: 0,
+        };
+        forward.insert(key, target, 0).unwrap();
+        let nat = NatReturn6 {
+            vip: addr6(VIP6),
+            vport: 443u16.to_be(),
+            service: 1,
+            backend: id,
+            ..NatReturn6::default()
+        };
+        back.insert(reverse, nat, 0).unwrap();
+    }
+    // The client ports of the entries left in each direction.
+    let keys = |map: &HashMap<MapData, FlowKey6, FlowTarget>| {
+        let mut ports: Vec<u16> = map
+            .keys()
+            .map(|k| u16::from_be(k.unwrap().src_port))
+            .collect();
+        ports.sort();
+        ports
+    };
+    let keys6 = |map: &HashMap<MapData, FlowKey6, NatReturn6>| {
+        let mut ports: Vec<u16> = map
+            .keys()
+            .map(|k| u16::from_be(k.unwrap().dst_port))
+            .collect();
+        ports.sort();
+        ports
+    };
+
+    // The data path counted three flows for backend 2, two are open: one ended unseen.
+    let mut active: Array<_, u64> =
+        Array::try_from(Map::Array(pinned(&pins.0, MAP_ACTIVE_FLOWS))).unwrap();
+    active.set(2, 3, 0).unwrap();
+    let dp = controller.dataplane_mut();
+    assert_eq!(dp.reconcile_active_flows(&[2]).unwrap(), [(2, 1)]);
+
+    // Established flows expire after 350 s idle: the two seen at 100 go, both ways.
+    assert_eq!(dp.expire_flows(1000, &FlowTimeouts::default()).unwrap(), 2);
+    assert_eq!(keys(&forward), [1002, 1004]);
+    assert_eq!(keys6(&back), [1002, 1004]);
+
+    // B2 leaves: its flows are purged with its slot.
+    let one = parse(&config_text(Some(&[B1])));
+    let summary = controller.apply(&one).expect("removing a backend");
+    assert_eq!(summary.flows_purged, 1, "{summary:?}");
+    assert_eq!(keys(&forward), [1002]);
+    assert_eq!(keys6(&back), [1002]);
 }

@@ -350,4 +350,36 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn an_ipv6_backends_default_host_is_its_address_in_brackets() {
+        let h = HealthConfig {
+            kind: ProbeType::Http,
+            ..HealthConfig::default()
+        };
+        let addr: IpAddr = "2001:db8::11".parse().unwrap();
+        let host = |port| match ProbeSpec::new(&h, addr, port).kind {
+            ProbeKind::Http { host, .. } => host,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(host(8080), "[2001:db8::11]:8080");
+        assert_eq!(host(80), "[2001:db8::11]");
+        assert_eq!(
+            ProbeSpec::new(&h, addr, 8080).target,
+            "[2001:db8::11]:8080".parse().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tcp_probe_connects_to_an_ipv6_backend() {
+        let listener = TcpListener::bind("[::1]:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let spec = ProbeSpec {
+            target: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+            ..spec(port, ProbeKind::Tcp)
+        };
+        assert_eq!(probe(&spec).await, Ok(()));
+        drop(listener);
+        assert_eq!(probe(&spec).await, Err(Failure::Refused));
+    }
 }

@@ -130,6 +130,24 @@ mod tests {
         assert_eq!(outcome, Err(Failure::Refused));
     }
 
+    #[tokio::test]
+    async fn an_ipv6_backend_is_probed_from_an_ipv6_socket() {
+        let socket = UdpSocket::bind("[::1]:0").await.unwrap();
+        let target = socket.local_addr().unwrap();
+        let answer = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let (_, peer) = socket.recv_from(&mut buf).await.unwrap();
+            socket.send_to(b"pong", peer).await.unwrap();
+        });
+        assert_eq!(run(target, None, b"ping", Some(b"pong")).await, Ok(()));
+        answer.await.unwrap();
+        // Nothing listens there now: the ICMPv6 port-unreachable fails it at once.
+        let outcome = tokio::time::timeout(Duration::from_secs(30), run(target, None, b"x", None))
+            .await
+            .expect("the port-unreachable ends the probe");
+        assert_eq!(outcome, Err(Failure::Refused));
+    }
+
     #[test]
     fn expected_bytes_are_found_anywhere_in_the_reply() {
         assert!(holds(b"abcdef", b"cde"));

@@ -104,8 +104,8 @@ impl FromStr for Ipv4Net {
             .ok_or_else(|| format!("`{text}` is not a prefix such as 10.0.0.0/24"))?;
         if address.parse::<std::net::Ipv6Addr>().is_ok() {
             return Err(format!(
-                "`{text}` is an IPv6 prefix: only IPv4 prefixes are supported, as the data \
-                 path handles IPv4 only"
+                "`{text}` is an IPv6 prefix: only IPv4 prefixes are supported, as source \
+                 rules and announced VIPs are IPv4 only so far (docs/ipv6.md)"
             ));
         }
         let address: Ipv4Addr = address
