@@ -43,7 +43,7 @@ pub fn service6(flow: &FlowKey6) -> Option<PackedMeta> {
 /// A placed packet's backend: its entry, its address.
 pub type Placed6 = (FlowTarget, Backend, Addr6);
 
-/// Records the flow of `pkt` on backend `id` (`target`) in both IPv6 flow maps, counted
+/// Records the flow of `pkt` on the backend of `target` in both IPv6 flow maps, counted
 /// as new and active. `replace`: an entry of an earlier flow on the tuple is there to be
 /// overwritten. `Some(.., false)`: another CPU recorded the flow first, and this packet
 /// follows its entry.
@@ -55,17 +55,33 @@ pub fn record(
     addr: Addr6,
     replace: bool,
 ) -> Option<(Placed6, bool)> {
-    // Two CPUs may miss on the same new flow at once: only the insert that creates the
-    // entry counts it.
+    if insert_new(pkt, target, &backend, &addr, replace) {
+        return Some(((*target, backend, addr), true));
+    }
+    let existing = unsafe { FLOWS6.get(pkt.flow) }.copied()?;
+    let (backend, addr) = backend6(existing.backend)?;
+    Some(((existing, backend, addr), false))
+}
+
+/// Inserts the flow of `pkt` (`target`) and its return entry, counted as new and active;
+/// whether it did. Without `replace` the insert fails if the tuple has an entry: two CPUs
+/// may miss on the same new flow at once, and only the insert that creates the entry
+/// counts it.
+#[inline(always)]
+pub fn insert_new(
+    pkt: &Packet6,
+    target: &FlowTarget,
+    backend: &Backend,
+    addr: &Addr6,
+    replace: bool,
+) -> bool {
     let flags = if replace { BPF_ANY } else { BPF_NOEXIST };
     if FLOWS6.insert(pkt.flow, target, flags as u64).is_err() {
-        let existing = unsafe { FLOWS6.get(pkt.flow) }.copied()?;
-        let (backend, addr) = backend6(existing.backend)?;
-        return Some(((existing, backend, addr), false));
+        return false;
     }
     flow::opened(target.backend);
-    insert_return(pkt, target, &backend, &addr);
-    Some(((*target, backend, addr), true))
+    insert_return(pkt, target, backend, addr);
+    true
 }
 
 /// The two directions' entries are evicted independently: a client packet that will be

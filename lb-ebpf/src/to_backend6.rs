@@ -2,14 +2,16 @@
 //! service's policy and record its flow; rewrite towards the backend, forward, count.
 //!
 //! Without IPv4's SYN cache, a SYN records its flow (as IPv4's `round_robin` and
-//! `least_conn` services do), and a packet that is not a SYN and has no entry (a
+//! `least_conn` services do; see `open`), and a packet that is not a SYN and has no entry (a
 //! connection whose entry was evicted, or a spoofed ACK) is forwarded to the backend the
 //! Maglev table gives it, recording nothing (counted in `stateless_forwards`): a
 //! `maglev` or `source_hash` service's connection stays on its backend.
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
+    backend::Backend,
     counters::Reason,
     flow::{FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED},
+    ipv6::Addr6,
     net::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     net6::is_martian6,
     service_index::PackedMeta,
@@ -30,18 +32,17 @@ use crate::{
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, pkt: &Packet6) -> Option<u32> {
     let syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let mut replace = false;
-    if pkt.valid {
-        if let Some(entry) = FLOWS6.get_ptr_mut(pkt.flow) {
-            match existing(pkt, entry, syn) {
-                Some(placed) => {
-                    if !pkt.hop_allows() {
-                        return Some(count::pass(Reason::PassTtlExpired));
-                    }
-                    return Some(send(ctx, pkt, &placed, false));
-                }
-                None => replace = true,
+    // A SYN looks up no flow here: it is recorded by an insert that fails if its tuple has
+    // an entry (see `open`), so a new connection's SYN costs one flow-table access.
+    if pkt.valid && !syn {
+        if let Some(placed) = FLOWS6
+            .get_ptr_mut(pkt.flow)
+            .and_then(|entry| existing(pkt, entry, false))
+        {
+            if !pkt.hop_allows() {
+                return Some(count::pass(Reason::PassTtlExpired));
             }
+            return Some(send(ctx, pkt, &placed, false));
         }
     }
     let service = flow6::service6(&pkt.flow)?;
@@ -56,7 +57,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet6) -> Option<u32> {
     if !pkt.hop_allows() {
         return Some(count::pass(Reason::PassTtlExpired));
     }
-    Some(match place(pkt, service, syn, replace) {
+    Some(match place(pkt, service, syn) {
         Some((placed, new_flow)) => send(ctx, pkt, &placed, new_flow),
         None => count::drop(Reason::DropNoBackend),
     })
@@ -86,10 +87,10 @@ fn existing(pkt: &Packet6, entry: *mut FlowTarget, syn: bool) -> Option<Placed6>
     Some(placed)
 }
 
-/// Places a packet without a live entry: a SYN by the policy, recorded; anything else
+/// Places a packet without a live entry: a SYN by the policy ([`open`]); anything else
 /// by the table, unrecorded. `None`: no backend to take it. The flag: a flow was opened.
 #[inline(always)]
-fn place(pkt: &Packet6, service: PackedMeta, syn: bool, replace: bool) -> Option<(Placed6, bool)> {
+fn place(pkt: &Packet6, service: PackedMeta, syn: bool) -> Option<(Placed6, bool)> {
     if !syn {
         let id = select6::by_table6(service, &pkt.flow);
         let (backend, addr) = backend6(id)?;
@@ -99,8 +100,36 @@ fn place(pkt: &Packet6, service: PackedMeta, syn: bool, replace: bool) -> Option
     }
     let id = select6::pick6(service, &pkt.flow);
     let (backend, addr) = backend6(id)?;
-    let target = new_target(id, service.id(), FLOW_F_COUNTED, lookup::now_secs());
-    flow6::record(pkt, &target, backend, addr, replace)
+    open(
+        pkt,
+        new_target(id, service.id(), FLOW_F_COUNTED, lookup::now_secs()),
+        backend,
+        addr,
+    )
+}
+
+/// Records a SYN's flow on the backend of `target`, unless its tuple has an entry: then
+/// the SYN follows that entry (a retransmit) or replaces it (a client reusing the tuple of
+/// a closed flow, or of one whose backend takes no new flows), as [`existing`] decides.
+/// So only such a SYN reads the entry; the price is that a retransmitted SYN of a
+/// `round_robin` service moves the service's cursor on by one.
+#[inline(always)]
+fn open(
+    pkt: &Packet6,
+    target: FlowTarget,
+    backend: Backend,
+    addr: Addr6,
+) -> Option<(Placed6, bool)> {
+    if flow6::insert_new(pkt, &target, &backend, &addr, false) {
+        return Some(((target, backend, addr), true));
+    }
+    if let Some(placed) = FLOWS6
+        .get_ptr_mut(pkt.flow)
+        .and_then(|entry| existing(pkt, entry, true))
+    {
+        return Some((placed, false));
+    }
+    flow6::record(pkt, &target, backend, addr, true)
 }
 
 /// Rewrites a placed segment towards its backend, counts it, forwards it.

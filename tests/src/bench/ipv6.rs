@@ -129,8 +129,16 @@ fn measure(
     let floor = peer_xdp::pass_program(&mut floor_obj);
     let lb = c.dataplane().program();
     let n = o.calls;
-    let repeated = |row: &'static str, frame: Vec<u8>, expected: Vec<u8>| -> Round {
-        calls(n, move |i| {
+    // Each round of an existing flow's row first sends the packets that open the flow
+    // again, untimed (`opening`): the new-connection rows of the round before churn the
+    // rig's 4096-entry flow tables, which may have evicted the flow meanwhile (then the
+    // row would time another path), and opening an existing flow again leaves it as it is.
+    let repeated = |row: &'static str,
+                    opening: Vec<(u32, Vec<u8>)>,
+                    frame: Vec<u8>,
+                    expected: Vec<u8>|
+     -> Round {
+        let mut timed = calls(n, move |i| {
             let r = run_once(lb, c0, &frame);
             expect_run(
                 &r,
@@ -139,6 +147,12 @@ fn measure(
                 &format_args!("{row}, call #{i}"),
             );
             r.nanos
+        });
+        Box::new(move |r| {
+            for (ifindex, packet) in &opening {
+                run_once(lb, *ifindex, packet);
+            }
+            timed(r)
         })
     };
 
@@ -236,13 +250,14 @@ fn measure(
             r1.nanos + r2.nanos
         })
     };
+    let template6 = open6.clone();
     let new_v6 = calls(n, move |i| {
         let mut src = CLIENT6.octets();
         src[12..14].copy_from_slice(&(1 + i / 50_000).to_be_bytes()[6..8]);
         let syn = Frame6 {
             src: Ipv6Addr::from(src),
             sport: 1024 + (i % 50_000) as u16,
-            ..open6.clone()
+            ..template6.clone()
         };
         let to = web6.pick(&syn.flow_key());
         let r1 = run_once(lb, c0, &syn.bytes());
@@ -270,6 +285,11 @@ fn measure(
             "ipv4_tcp_established_data",
             repeated(
                 "IPv4 data",
+                vec![
+                    (c0, open.bytes()),
+                    (b0, syn_ack_of(&open, backend).bytes()),
+                    (c0, ack.bytes()),
+                ],
                 data.bytes(),
                 as_to_backend(&data, (backend, 8080), b0_mac).bytes(),
             ),
@@ -279,6 +299,7 @@ fn measure(
             "ipv6_tcp_established_data",
             repeated(
                 "IPv6 data",
+                vec![(c0, open6.bytes())],
                 data6.bytes(),
                 to_backend6(&data6, backend6, 8080, b0_mac),
             ),
@@ -296,12 +317,12 @@ fn measure(
         (
             "IPv4 UDP datagram of an existing flow (100 bytes)",
             "ipv4_udp_existing_flow",
-            repeated("IPv4 UDP", dg.bytes(), dg_out),
+            repeated("IPv4 UDP", vec![(c0, dg.bytes())], dg.bytes(), dg_out),
         ),
         (
             "IPv6 UDP datagram of an existing flow (100 bytes)",
             "ipv6_udp_existing_flow",
-            repeated("IPv6 UDP", dg6.bytes(), dg6_out),
+            repeated("IPv6 UDP", vec![(c0, dg6.bytes())], dg6.bytes(), dg6_out),
         ),
     ];
     let floor_round = {
@@ -318,6 +339,18 @@ fn measure(
         floor_round,
         rows.into_iter().map(|(_, _, r)| r).collect(),
     );
+    // Every established segment found its flow: none went by the table without one.
+    for name in ["web", "web6"] {
+        let id = planned_service(c, name).id;
+        let s = c
+            .dataplane()
+            .service_counters(id)
+            .expect("service counters");
+        assert_eq!(
+            s.stateless_forwards, 0,
+            "{name}: a segment without its flow"
+        );
+    }
     names
         .into_iter()
         .zip(nets)

@@ -244,15 +244,26 @@ fn a_connection_goes_to_its_table_backend_both_ways_and_a_fin_pair_closes_it() {
 }
 
 #[test]
-fn a_reset_from_the_client_closes_the_flow_and_a_new_syn_on_the_tuple_opens_another() {
+fn a_retransmitted_syn_follows_its_flow_a_reset_closes_it_and_a_new_syn_opens_another() {
     let rig = Rig::build();
     let (c0, b0_mac) = (rig.c0, rig.b0_mac);
     rig.with_dataplane(V6_CONFIG, |c| {
         let syn = client(41001, SYN);
         let backend = table_backend6(c, "web6", &syn.flow_key());
         let id = backend_id6(c, "web6", backend);
+        let service = service_id(c, "web6");
         let dp = c.dataplane();
         run_counted(dp, c0, &syn.bytes(), Reason::RedirectInterface);
+        // A retransmitted SYN follows the live entry: no second flow opened or counted.
+        let r = run_counted(dp, c0, &syn.bytes(), Reason::RedirectInterface);
+        expect6(
+            &r,
+            XDP_REDIRECT,
+            &as_to_backend6(&syn, backend, b0_mac),
+            "SYN again",
+        );
+        assert_eq!(dp.service_counters(service).unwrap().new_flows, 1);
+        assert_eq!(dp.active_flows(id).unwrap(), 1);
         let rst = client(41001, RST_ACK);
         let r = run_counted(dp, c0, &rst.bytes(), Reason::RedirectInterface);
         expect6(
@@ -275,6 +286,7 @@ fn a_reset_from_the_client_closes_the_flow_and_a_new_syn_on_the_tuple_opens_anot
         let flow = flows6(c).get(&syn.flow_key(), 0).unwrap();
         assert_eq!(flow.state, FLOW_F_COUNTED);
         assert_eq!(dp.active_flows(id).unwrap(), 1);
+        assert_eq!(dp.service_counters(service).unwrap().new_flows, 2);
     });
 }
 
