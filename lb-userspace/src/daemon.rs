@@ -159,6 +159,7 @@ pub async fn run(
         Source::ConfigFile => options.config_path.display().to_string(),
         Source::StateFile => format!("state file {}", config.state_file.display()),
     };
+    warn_unannounced_ipv6(&config);
     info!(
         "serving {} services from {from} on {} (zone {}): {} backends, {} ring entries written",
         config.services.len(),
@@ -540,6 +541,7 @@ fn reload<D: Dataplane>(
         .and_then(|(config, _)| shared.reload(config));
     match outcome {
         Ok((_, summary)) => {
+            warn_unannounced_ipv6(&shared.desired());
             checker.sync(probes.specs(shared));
             info!(
                 "SIGHUP: reloaded {}: {} services, {} probed backends; {} ring entries written",
@@ -553,6 +555,18 @@ fn reload<D: Dataplane>(
             "SIGHUP: reload rejected, still running the previous config; {}:\n{e:#}",
             path.display()
         ),
+    }
+}
+
+/// Says which IPv6 VIPs this announcing node will not announce (their
+/// `lb_vip_announced` stays 0).
+fn warn_unannounced_ipv6(config: &Config) {
+    for s in config.announce.unannounced_ipv6(&config.services) {
+        warn!(
+            "service {}: its IPv6 VIP {} is not announced (announce.vip_ranges are IPv4 only; \
+             see docs/ipv6.md): route it to this node some other way",
+            s.name, s.vip
+        );
     }
 }
 

@@ -72,6 +72,19 @@ impl AnnounceConfig {
         }
     }
 
+    /// The services of `services` whose VIP is IPv6 while this node announces VIPs
+    /// (`vip_ranges` set): lbd announces none of them (see docs/ipv6.md), which the
+    /// operator is told rather than left to find out from the routers.
+    pub fn unannounced_ipv6<'a>(
+        &self,
+        services: &'a [super::ServiceConfig],
+    ) -> Vec<&'a super::ServiceConfig> {
+        if self.vip_ranges.is_empty() {
+            return Vec::new();
+        }
+        services.iter().filter(|s| s.vip.is_ipv6()).collect()
+    }
+
     /// Whether lbd may add or remove `vip` on `lo`: `vip_ranges` are IPv4 prefixes, so
     /// an IPv6 VIP is never announced.
     pub fn in_range(&self, vip: std::net::IpAddr) -> bool {
@@ -224,5 +237,28 @@ mod tests {
             let e = text.parse::<Ipv4Net>().unwrap_err();
             assert!(e.contains(says), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn an_announcing_node_names_its_ipv6_services_and_never_holds_their_vips() {
+        let config = |announce: &str| {
+            crate::model::config::parse(&format!(
+                "node: {{ zone: a }}\ninterfaces: [eth0]\n{announce}services:\n  \
+                 - {{ name: web, vip: 10.0.0.1, port: 80 }}\n  \
+                 - {{ name: web6, vip: \"2001:db8::1\", port: 80 }}\n"
+            ))
+            .unwrap()
+        };
+        let quiet = config("");
+        assert!(quiet.announce.unannounced_ipv6(&quiet.services).is_empty());
+        let announcing = config("announce: { vip_ranges: [10.0.0.0/24] }\n");
+        let names: Vec<&str> = (announcing.announce)
+            .unannounced_ipv6(&announcing.services)
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["web6"]);
+        assert!(announcing.announce.in_range("10.0.0.1".parse().unwrap()));
+        assert!(!announcing.announce.in_range("2001:db8::1".parse().unwrap()));
     }
 }
