@@ -14,6 +14,7 @@ mod explain;
 mod fuzz;
 mod fuzz_udp;
 mod ipv6;
+mod ipv6_policies;
 mod ipv6_udp;
 mod packet;
 mod packet_health;
