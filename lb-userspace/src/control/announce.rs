@@ -1,6 +1,6 @@
 //! Announcing VIPs: each step reads whether each VIP can be served (the data path
 //! attached, the node not drained, a service of the VIP with enough healthy active
-//! backends), lets [`crate::model::announce`] decide, and adds or removes the /32s
+//! backends), lets [`crate::model::announce`] decide, and adds or removes the /32s (/128s)
 //! through a [`VipAddresses`]. Only VIPs inside `announce.vip_ranges` are ever touched.
 use std::{
     collections::{BTreeMap, BTreeSet},

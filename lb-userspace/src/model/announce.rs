@@ -1,6 +1,6 @@
 //! When a VIP is announced: the decision, per VIP, from whether its services can serve
-//! now. lbd announces a VIP by holding its /32 on `lo`, which the routing daemon exports
-//! to the routers; see docs/tier.md.
+//! now. lbd announces a VIP by holding its /32 (IPv6: /128) on `lo`, which the routing
+//! daemon exports to the routers; see docs/tier.md.
 //!
 //! The rule, with hysteresis so a flapping service does not flap the route:
 //! - a VIP is announced once it has been able to serve for `hold_up` without a break
