@@ -9,8 +9,9 @@
 //! IPv6 addresses have no label: lbd marks its own with the address protocol
 //! [`PROTO`] (`IFA_PROTO`, Linux 6.1), lists only those, and removes one only after
 //! finding it so marked (`inet6_rtm_deladdr` matches the address alone). They are added
-//! without duplicate address detection (`IFA_F_NODAD`): a VIP is on every node of a tier
-//! by design, and an address in DAD could not be used nor exported until it passed.
+//! without duplicate address detection (`IFA_F_NODAD`; the kernel skips it on a loopback
+//! device anyway): every node of a tier holds the same VIP by design, and a tentative
+//! address is neither usable nor exported.
 //!
 //! Each /32 carries a lifetime (`announce.lifetime`, the kernel's `valid_lft`) that
 //! lbd renews every second: the kernel removes the address itself when it lapses (the
