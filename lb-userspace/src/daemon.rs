@@ -159,7 +159,6 @@ pub async fn run(
         Source::ConfigFile => options.config_path.display().to_string(),
         Source::StateFile => format!("state file {}", config.state_file.display()),
     };
-    warn_unannounced_ipv6(&config);
     info!(
         "serving {} services from {from} on {} (zone {}): {} backends, {} ring entries written",
         config.services.len(),
@@ -402,7 +401,7 @@ fn withdraw_vips(bird_socket: Option<&Path>) -> anyhow::Result<()> {
 /// `None` when none of `vips` is on `lo` (with lbd's label) nor, with a BIRD socket, in
 /// BIRD's table; else what is left.
 fn withdrawal_seen(
-    vips: &[std::net::Ipv4Addr],
+    vips: &[std::net::IpAddr],
     bird_socket: Option<&Path>,
 ) -> anyhow::Result<Option<String>> {
     let held = LoopbackVips::open()?.announced()?;
@@ -412,7 +411,7 @@ fn withdrawal_seen(
     if let Some(socket) = bird_socket {
         for vip in vips {
             if crate::ops::bird::route_on_lo(socket, *vip)? {
-                return Ok(Some(format!("BIRD still has {vip}/32")));
+                return Ok(Some(format!("BIRD still has {vip}")));
             }
         }
     }
@@ -541,7 +540,6 @@ fn reload<D: Dataplane>(
         .and_then(|(config, _)| shared.reload(config));
     match outcome {
         Ok((_, summary)) => {
-            warn_unannounced_ipv6(&shared.desired());
             checker.sync(probes.specs(shared));
             info!(
                 "SIGHUP: reloaded {}: {} services, {} probed backends; {} ring entries written",
@@ -555,18 +553,6 @@ fn reload<D: Dataplane>(
             "SIGHUP: reload rejected, still running the previous config; {}:\n{e:#}",
             path.display()
         ),
-    }
-}
-
-/// Says which IPv6 VIPs this announcing node will not announce (their
-/// `lb_vip_announced` stays 0).
-fn warn_unannounced_ipv6(config: &Config) {
-    for s in config.announce.unannounced_ipv6(&config.services) {
-        warn!(
-            "service {}: its IPv6 VIP {} is not announced (announce.vip_ranges are IPv4 only; \
-             see docs/ipv6.md): route it to this node some other way",
-            s.name, s.vip
-        );
     }
 }
 

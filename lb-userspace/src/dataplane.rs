@@ -2,7 +2,12 @@
 //! loop, the API and the metrics do to the kernel's tables (writes, counters, flow
 //! maintenance, single-entry lookups). `crate::kernel` implements it over the real
 //! maps; `FakeDataplane` (for tests and the `fake` feature only) in memory.
-use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use lb_common::{
     backend::Backend,
@@ -109,22 +114,23 @@ pub trait Dataplane: Counters + Lookups {
     fn interface_states(&self) -> Vec<(String, bool)>;
 }
 
-/// The VIPs this node announces: /32s lbd holds on `lo` for the routing daemon to export
-/// (see `crate::model::announce`). `crate::kernel::vip_addresses` implements it over
-/// rtnetlink; addresses lbd did not add are neither listed nor removed.
+/// The VIPs this node announces: host addresses (/32, /128) lbd holds on `lo` for the
+/// routing daemon to export (see `crate::model::announce`).
+/// `crate::kernel::vip_addresses` implements it over rtnetlink; addresses lbd did not add
+/// are neither listed nor removed.
 pub trait VipAddresses {
-    /// The /32s lbd added and that are there now.
-    fn announced(&self) -> anyhow::Result<Vec<Ipv4Addr>>;
-    /// Adds `vip`'s /32; already there (added by lbd) is no error.
-    fn announce(&mut self, vip: Ipv4Addr) -> anyhow::Result<()>;
-    /// Removes `vip`'s /32 if lbd added it; already gone is no error.
-    fn withdraw(&mut self, vip: Ipv4Addr) -> anyhow::Result<()>;
+    /// The host addresses lbd added and that are there now.
+    fn announced(&self) -> anyhow::Result<Vec<IpAddr>>;
+    /// Adds `vip`; already there (added by lbd) is no error.
+    fn announce(&mut self, vip: IpAddr) -> anyhow::Result<()>;
+    /// Removes `vip` if lbd added it; already gone is no error.
+    fn withdraw(&mut self, vip: IpAddr) -> anyhow::Result<()>;
     /// The lifetime the kernel gives each /32 from its next add or renewal (zero: none,
     /// the address stays until removed).
     fn set_lifetime(&mut self, lifetime: Duration);
     /// Starts `vip`'s lifetime again; call only for a VIP just listed by
     /// [`Self::announced`] (the kernel matches the address, not the label).
-    fn renew(&mut self, vip: Ipv4Addr) -> anyhow::Result<()>;
+    fn renew(&mut self, vip: IpAddr) -> anyhow::Result<()>;
 }
 
 /// Where counters come from: the kernel maps in `lbd`, a fake in tests.

@@ -1,7 +1,9 @@
-//! Health probes over IPv6: `lbd` with an IPv6 service whose two IPv6 backends share the
-//! LB's segment; the one listening turns healthy, the other unhealthy, and the second
-//! turns healthy once something listens on it, within the documented bound measured
-//! from `lbd`'s own log.
+//! IPv6 services on a namespace lab: `lbd` with an IPv6 service whose two IPv6 backends
+//! share the LB's segment. Health: the one listening turns healthy, the other unhealthy,
+//! and the second turns healthy once something listens on it, within the documented
+//! bound measured from `lbd`'s own log. Announcement: the VIP's /128 is on `lo` (no DAD)
+//! while a backend serves and gone when none does, and an operator's own address in the
+//! range stays.
 use std::{
     net::{SocketAddr, TcpListener},
     sync::{
@@ -93,12 +95,17 @@ impl Drop for Listener {
 }
 
 fn config(lab: &Lab) -> String {
+    config_with(lab, "")
+}
+
+/// [`config`] followed by `more` top-level YAML.
+fn config_with(lab: &Lab, more: &str) -> String {
     format!(
         "node:\n  zone: z1\ninterfaces: [{}]\npin_dir: {}\napi:\n  socket: {}\n\
          state_file: {}\nservices:\n  - name: web6\n    vip: 2001:db8::100\n    port: 80\n    \
          health: {{ interval: {}ms, timeout: 100ms, healthy_threshold: {HEALTHY_THRESHOLD} }}\n    \
          backends:\n      - {{ address: {B1}, port: {PORT}, zone: z1 }}\n      \
-         - {{ address: {B2}, port: {PORT}, zone: z1 }}\n",
+         - {{ address: {B2}, port: {PORT}, zone: z1 }}\n{more}",
         lab.lb_interfaces().join(", "),
         pin_dir(lab).display(),
         lab_run_dir(lab).join("lbd.sock").display(),
@@ -187,4 +194,96 @@ fn ipv6_backends_are_probed_and_a_new_listener_turns_healthy_within_the_bound() 
         "healthy {took} ms after the listener opened, more than {bound:?}"
     );
     wait_health(&lb, &[(B1, "healthy"), (B2, "healthy")]);
+}
+
+const VIP6: &str = "2001:db8::100";
+/// The operator's own address on `lo`, inside the VIP range.
+const OPERATOR6: &str = "2001:db8::200";
+
+/// The IPv6 host addresses on `lo` in the LB namespace, as (address, scope, nodad).
+fn lo_addresses6(lab: &Lab) -> Vec<(String, String, bool)> {
+    let out = netns::ns_ip(lab.lb_ns(), &["-j", "-6", "addr", "show", "dev", "lo"]);
+    let links: Value = serde_json::from_str(&out).expect("ip -j prints JSON");
+    let mut found = Vec::new();
+    for link in links.as_array().expect("a list of links") {
+        for a in link["addr_info"].as_array().into_iter().flatten() {
+            if a["prefixlen"] == json!(128) {
+                found.push((
+                    a["local"].as_str().unwrap_or_default().to_string(),
+                    a["scope"].as_str().unwrap_or_default().to_string(),
+                    a["nodad"] == json!(true),
+                ));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Waits until `lo` holds exactly `want` (besides ::1).
+fn wait_lo(lab: &Lab, want: &[(&str, bool)]) {
+    let want: Vec<(String, String, bool)> = want
+        .iter()
+        .map(|(a, nodad)| (a.to_string(), "global".to_string(), *nodad))
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut seen = lo_addresses6(lab);
+        seen.retain(|(a, _, _)| a != "::1");
+        if seen == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "lo holds {seen:?}, not {want:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_ipv6_vip_is_held_on_lo_while_a_backend_serves_and_the_operators_address_stays() {
+    let lab = Lab::build(&LabSpec::with_backends(2));
+    add_ipv6(lab.lb_ns(), lab.lb_backend_iface(), LB6);
+    netns::ns_sysctl(lab.lb_ns(), "net.ipv6.conf.lo.disable_ipv6", "0");
+    netns::ns_ip(
+        lab.lb_ns(),
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{OPERATOR6}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ],
+    );
+    for (i, address) in [B1, B2].into_iter().enumerate() {
+        add_ipv6(lab.backend_ns(i), lab.backend_iface(i), address);
+    }
+    let at = |address: &str| SocketAddr::new(address.parse().unwrap(), PORT);
+    let first = Listener::start(&lab, lab.backend_ns(0), at(B1));
+    let config = config_with(
+        &lab,
+        "announce:\n  vip_ranges: [2001:db8::/64]\n  hold_up: 0s\n",
+    );
+    let mut lb = RunningLb::start(lab, &config);
+
+    let mark = lb.lbd.log_len();
+    lb.lbd
+        .wait_for_log_after(mark, &format!("announced VIP {VIP6} on lo"), WAIT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_lo(&lb.lab, &[(VIP6, true), (OPERATOR6, true)]);
+    let node = lb.lbctl().json(&["node", "status"]);
+    assert!(node.to_string().contains(VIP6), "{node}");
+    // Its lifetime is renewed every second (the default 30 s lifetime): two renewals.
+    thread::sleep(Duration::from_millis(2500));
+    let log = lb.lbd.log();
+    assert!(!log.contains("renewing the lifetime"), "{log}");
+    assert!(!log.contains("without lbd's mark"), "{log}");
+
+    // No backend serves: the VIP goes, the operator's address stays.
+    let mark = lb.lbd.log_len();
+    drop(first);
+    lb.lbd
+        .wait_for_log_after(mark, &format!("withdrew VIP {VIP6} from lo"), WAIT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_lo(&lb.lab, &[(OPERATOR6, true)]);
 }

@@ -19,9 +19,9 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(86_400);
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnnounceConfig {
-    /// The prefixes whose addresses lbd may add to and remove from `lo`; empty: lbd
-    /// announces nothing (and touches no address).
-    pub vip_ranges: Vec<Ipv4Net>,
+    /// The prefixes (IPv4 or IPv6) whose addresses lbd may add to and remove from `lo`;
+    /// empty: lbd announces nothing (and touches no address).
+    pub vip_ranges: Vec<super::VipRange>,
     /// How long a VIP's service must have been able to serve before it is announced
     /// (withdrawing is at once), so a flapping service does not flap the route.
     #[serde(with = "duration")]
@@ -72,26 +72,9 @@ impl AnnounceConfig {
         }
     }
 
-    /// The services of `services` whose VIP is IPv6 while this node announces VIPs
-    /// (`vip_ranges` set): lbd announces none of them (see docs/ipv6.md), which the
-    /// operator is told rather than left to find out from the routers.
-    pub fn unannounced_ipv6<'a>(
-        &self,
-        services: &'a [super::ServiceConfig],
-    ) -> Vec<&'a super::ServiceConfig> {
-        if self.vip_ranges.is_empty() {
-            return Vec::new();
-        }
-        services.iter().filter(|s| s.vip.is_ipv6()).collect()
-    }
-
-    /// Whether lbd may add or remove `vip` on `lo`: `vip_ranges` are IPv4 prefixes, so
-    /// an IPv6 VIP is never announced.
+    /// Whether lbd may add or remove `vip` on `lo`.
     pub fn in_range(&self, vip: std::net::IpAddr) -> bool {
-        match vip {
-            std::net::IpAddr::V4(vip) => self.vip_ranges.iter().any(|net| net.contains(vip)),
-            std::net::IpAddr::V6(_) => false,
-        }
+        self.vip_ranges.iter().any(|net| net.contains(vip))
     }
 }
 
@@ -118,7 +101,7 @@ impl FromStr for Ipv4Net {
         if address.parse::<std::net::Ipv6Addr>().is_ok() {
             return Err(format!(
                 "`{text}` is an IPv6 prefix: only IPv4 prefixes are supported, as source \
-                 rules and announced VIPs are IPv4 only so far (docs/ipv6.md)"
+                 rules are IPv4 only so far (docs/ipv6.md)"
             ));
         }
         let address: Ipv4Addr = address
@@ -194,10 +177,11 @@ pub(super) fn check_announce(c: &mut Collector, announce: &AnnounceConfig) {
         );
     }
     for (i, net) in announce.vip_ranges.iter().enumerate() {
-        if net.len < 8 {
+        let widest = net.min_len();
+        if net.prefix_len() < widest {
             c.err(
                 format!("announce.vip_ranges[{i}]"),
-                format!("{net} is wider than a /8: name the VIP range, not the world"),
+                format!("{net} is wider than a /{widest}: name the VIP range, not the world"),
             );
         }
     }
@@ -237,28 +221,5 @@ mod tests {
             let e = text.parse::<Ipv4Net>().unwrap_err();
             assert!(e.contains(says), "{text}: {e}");
         }
-    }
-
-    #[test]
-    fn an_announcing_node_names_its_ipv6_services_and_never_holds_their_vips() {
-        let config = |announce: &str| {
-            crate::model::config::parse(&format!(
-                "node: {{ zone: a }}\ninterfaces: [eth0]\n{announce}services:\n  \
-                 - {{ name: web, vip: 10.0.0.1, port: 80 }}\n  \
-                 - {{ name: web6, vip: \"2001:db8::1\", port: 80 }}\n"
-            ))
-            .unwrap()
-        };
-        let quiet = config("");
-        assert!(quiet.announce.unannounced_ipv6(&quiet.services).is_empty());
-        let announcing = config("announce: { vip_ranges: [10.0.0.0/24] }\n");
-        let names: Vec<&str> = (announcing.announce)
-            .unannounced_ipv6(&announcing.services)
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
-        assert_eq!(names, ["web6"]);
-        assert!(announcing.announce.in_range("10.0.0.1".parse().unwrap()));
-        assert!(!announcing.announce.in_range("2001:db8::1".parse().unwrap()));
     }
 }
