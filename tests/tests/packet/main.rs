@@ -12,6 +12,7 @@ mod dsr;
 mod edge;
 mod explain;
 mod fuzz;
+mod fuzz_ipv6;
 mod fuzz_udp;
 mod ipv6;
 mod ipv6_policies;
