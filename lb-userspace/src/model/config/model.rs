@@ -190,9 +190,9 @@ impl Default for LimitsConfig {
 }
 
 /// Default `limits.flow_table_size6`: a quarter of the IPv4 tables' default. The IPv6 LRU
-/// maps are preallocated, about 140 bytes an entry each with their 40-byte keys, so the
-/// IPv4 default would cost some 73 MB on every node, IPv6 or not; 65,536 costs about
-/// 18 MB (docs/config.md).
+/// maps are preallocated, 280 bytes a flow for the pair with their 40-byte keys, so the
+/// IPv4 default would cost 73.4 MB on every node, IPv6 or not; 65,536 costs 18.4 MB
+/// (measured, docs/ipv6.md).
 pub const DEFAULT_FLOW_TABLE_SIZE6: u32 = 65_536;
 
 /// How XDP is attached: `native` (driver), `generic` (skb), or `auto` (native, falling
