@@ -191,10 +191,21 @@ pub enum Reason {
     /// A backend's UDP reply with a return entry whose UDP length field is below 8 bytes
     /// or runs past the IP packet: not translated, the kernel's.
     PassMalformedUdp,
+    /// An IPv6 frame (EtherType 0x86dd) whose fixed 40-byte header is cut short or whose
+    /// version is not 6, or whose payload length runs past the frame.
+    PassMalformedIpv6,
+    /// An IPv6 packet to a maybe-VIP or from a maybe-backend whose next header is an
+    /// extension header (hop-by-hop, routing, destination options, AH, ESP, mobility,
+    /// HIP, shim6, experimental): not followed, left to the kernel. (A fragment header
+    /// counts as `pass_fragment`.)
+    PassIpv6Extension,
+    /// An IPv6 UDP datagram of a UDP service or flow with a zero checksum, which IPv6
+    /// forbids (RFC 8200 8.1): dropped, as the receiving kernel would.
+    DropUdpZeroChecksum,
 }
 
 /// Number of reason slots (size of the reasons array).
-pub const REASON_COUNT: u32 = 35;
+pub const REASON_COUNT: u32 = 38;
 
 /// All reasons in slot order, with the names used in metrics.
 pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
@@ -236,6 +247,9 @@ pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
     (Reason::TxFragNeeded, "tx_frag_needed"),
     (Reason::DropMalformedUdp, "drop_malformed_udp"),
     (Reason::PassMalformedUdp, "pass_malformed_udp"),
+    (Reason::PassMalformedIpv6, "pass_malformed_ipv6"),
+    (Reason::PassIpv6Extension, "pass_ipv6_extension"),
+    (Reason::DropUdpZeroChecksum, "drop_udp_zero_checksum"),
 ];
 
 #[cfg(test)]

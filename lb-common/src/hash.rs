@@ -7,7 +7,10 @@
 //! [`crate::flow::FlowKey`], loaded little-endian (the only byte order BPF hosts of this
 //! project run on).
 
-use crate::flow::FlowKey;
+use crate::{
+    flow::FlowKey,
+    ipv6::{Addr6, FlowKey6},
+};
 
 /// The 32-bit finalizer of MurmurHash3: cheap (two multiplies) and every input bit
 /// affects every output bit, which the ring index needs.
@@ -36,6 +39,33 @@ pub const fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
 #[inline(always)]
 pub const fn source_hash(src_addr: u32, seed: u32) -> u32 {
     mix32(mix32(seed ^ 0x7f4a_7c15) ^ src_addr)
+}
+
+/// Hash of an IPv6 flow in the client -> VIP direction: [`flow_hash`]'s rounds over every
+/// word of both addresses, so that clients of one /64 (which differ only in the low words)
+/// spread as widely as IPv4 clients do.
+#[inline(always)]
+pub const fn flow_hash6(key: &FlowKey6, seed: u32) -> u32 {
+    let mut h = mix32(seed ^ 0x9e37_79b9);
+    h = mix_words(h, &key.src_addr);
+    h = mix_words(h, &key.dst_addr);
+    h = mix32(h ^ (((key.src_port as u32) << 16) | key.dst_port as u32));
+    mix32(h ^ (((key.proto as u32) << 8) | key.family as u32))
+}
+
+/// [`source_hash`] of an IPv6 client address.
+#[inline(always)]
+pub const fn source_hash6(src_addr: &Addr6, seed: u32) -> u32 {
+    mix_words(mix32(seed ^ 0x7f4a_7c15), src_addr)
+}
+
+/// `h` mixed with each word of an IPv6 address in turn.
+#[inline(always)]
+const fn mix_words(mut h: u32, addr: &Addr6) -> u32 {
+    h = mix32(h ^ addr[0]);
+    h = mix32(h ^ addr[1]);
+    h = mix32(h ^ addr[2]);
+    mix32(h ^ addr[3])
 }
 
 #[cfg(test)]
@@ -141,5 +171,83 @@ mod tests {
         for ((_, _, hash, _), slot) in golden[5..10].iter().zip(slots) {
             assert_eq!(crate::service::ring_index(0, 0, 65537, *hash), slot);
         }
+    }
+
+    fn key6(src_last: u8, src_port: u16) -> FlowKey6 {
+        let mut src = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        src[15] = src_last;
+        let vip = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64,
+        ];
+        FlowKey6 {
+            src_addr: crate::ipv6::addr6_wire(src),
+            dst_addr: crate::ipv6::addr6_wire(vip),
+            src_port: src_port.to_be(),
+            dst_port: 80u16.to_be(),
+            proto: 6,
+            family: crate::ipv6::FAMILY_IPV6,
+            _pad: [0; 2],
+        }
+    }
+
+    #[test]
+    fn the_ipv6_hash_is_a_pure_function_of_every_field_and_the_seed() {
+        let base = key6(2, 40000);
+        assert_eq!(flow_hash6(&base, 7), flow_hash6(&key6(2, 40000), 7));
+        assert_ne!(flow_hash6(&base, 7), flow_hash6(&base, 8));
+        assert_ne!(flow_hash6(&base, 7), flow_hash6(&key6(2, 40001), 7));
+        assert_ne!(flow_hash6(&base, 7), flow_hash6(&key6(3, 40000), 7));
+        // Every word of either address counts, not only a fold of them: two addresses
+        // whose words are swapped fold alike but hash apart.
+        let mut swapped = base;
+        swapped.src_addr.swap(2, 3);
+        swapped.src_addr[2] ^= 1;
+        let mut other = base;
+        other.src_addr[3] ^= 1;
+        assert_eq!(
+            crate::ipv6::fold(&swapped.src_addr) ^ crate::ipv6::fold(&base.src_addr),
+            1
+        );
+        assert_ne!(flow_hash6(&swapped, 7), flow_hash6(&other, 7));
+        for word in 0..4 {
+            let mut dst = base;
+            dst.dst_addr[word] ^= 0x100;
+            assert_ne!(flow_hash6(&dst, 7), flow_hash6(&base, 7), "dst word {word}");
+        }
+        let mut udp = base;
+        udp.proto = 17;
+        assert_ne!(flow_hash6(&udp, 7), flow_hash6(&base, 7));
+    }
+
+    #[test]
+    fn ipv6_clients_of_one_subnet_spread_over_buckets() {
+        let mut buckets = [0u32; 16];
+        for port in 30000..46000u16 {
+            buckets[(flow_hash6(&key6(2, port), 1) % 16) as usize] += 1;
+        }
+        for (i, n) in buckets.iter().enumerate() {
+            assert!((900..=1100).contains(n), "bucket {i} got {n} of 16000");
+        }
+        let mut buckets = [0u32; 16];
+        for host in 0..=255u8 {
+            for hi in 0..64u8 {
+                let mut k = key6(host, 40000);
+                k.src_addr[2] ^= u32::from_ne_bytes([0, 0, 0, hi]);
+                buckets[(source_hash6(&k.src_addr, 1) % 16) as usize] += 1;
+            }
+        }
+        for (i, n) in buckets.iter().enumerate() {
+            assert!((900..=1150).contains(n), "bucket {i} got {n} of 16384");
+        }
+    }
+
+    #[test]
+    fn the_ipv6_source_hash_ignores_ports_and_follows_the_address() {
+        let (a, b) = (key6(2, 40000), key6(2, 50000));
+        assert_eq!(source_hash6(&a.src_addr, 9), source_hash6(&b.src_addr, 9));
+        assert_ne!(
+            source_hash6(&a.src_addr, 9),
+            source_hash6(&key6(3, 40000).src_addr, 9)
+        );
     }
 }

@@ -24,6 +24,7 @@ pub mod hash;
 pub mod ipv6;
 pub mod limits;
 pub mod net;
+pub mod net6;
 pub mod nexthop;
 pub mod probe_tunnel;
 pub mod reverse;

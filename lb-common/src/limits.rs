@@ -34,8 +34,10 @@ pub const PROGRAMS_SLOT_PROXY: u32 = 3;
 pub const PROGRAMS_SLOT_DSR: u32 = 4;
 /// Slot of [`PROGRAM_UDP`] in [`MAP_PROGRAMS`].
 pub const PROGRAMS_SLOT_UDP: u32 = 5;
+/// Slot of [`PROGRAM_V6`] in [`MAP_PROGRAMS`].
+pub const PROGRAMS_SLOT_V6: u32 = 6;
 /// Slots of [`MAP_PROGRAMS`].
-pub const PROGRAMS_SLOTS: u32 = 6;
+pub const PROGRAMS_SLOTS: u32 = 7;
 pub const MAP_POLICY_TABLE: &str = "POLICY_TABLE";
 pub const MAP_RR_CURSOR: &str = "RR_CURSOR";
 pub const MAP_ACTIVE_FLOWS: &str = "ACTIVE_FLOWS";
@@ -160,6 +162,10 @@ pub const PROGRAM_DSR: &str = "lb_dsr";
 /// Name of the program `lb_xdp` tail-calls for every UDP datagram to a maybe-VIP address
 /// or from a maybe-backend: UDP services' both directions (see `lb-ebpf/src/udp.rs`).
 pub const PROGRAM_UDP: &str = "lb_udp";
+/// Name of the program `lb_xdp` tail-calls for every IPv6 frame to a maybe-VIP address or
+/// from a maybe-backend (by the prefilter's bit of `ipv6::fold`): IPv6 TCP and UDP
+/// services' both directions (see `lb-ebpf/src/v6.rs`).
+pub const PROGRAM_V6: &str = "lb_v6";
 
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
 /// The most services a config may allow: each service's index slot fits the SYN cache's

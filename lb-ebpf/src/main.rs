@@ -27,6 +27,7 @@
 //! | count | `count.rs` |
 //! | sampled trace | `trace.rs` |
 //! | UDP services, both directions (`lb_udp`) | `udp.rs` and the files it lists |
+//! | IPv6 (NAT66), TCP and UDP, both directions (`lb_v6`) | `v6.rs` and the files it lists |
 #![no_std]
 #![no_main]
 #![expect(
@@ -41,7 +42,9 @@ mod dsr;
 mod dsr_hop;
 mod edge;
 mod flow;
+mod flow6;
 mod forward;
+mod forward6;
 mod frag_needed;
 mod icmp_nat;
 mod icmp_to_backend;
@@ -49,20 +52,27 @@ mod lookup;
 mod maps;
 mod packet;
 mod parse;
+mod parse6;
 mod return_entry;
 mod rewrite;
+mod rewrite6;
 mod select;
+mod select6;
 mod syn_cache;
 mod syn_proxy;
 mod to_backend;
+mod to_backend6;
 mod to_client;
+mod to_client6;
 mod to_client_miss;
 mod to_client_reverse;
 mod trace;
 mod udp;
+mod udp6;
 mod udp_rewrite;
 mod udp_to_backend;
 mod udp_to_client;
+mod v6;
 mod wire;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -82,6 +92,9 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     }
     if action == udp::HAND_OVER {
         return udp::hand_over(&ctx);
+    }
+    if action == v6::HAND_OVER {
+        return v6::hand_over(&ctx);
     }
     if let Some(action) = dsr::after_route(&ctx, action) {
         return action;
@@ -108,6 +121,7 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 fn route<const EDGE_CHECKED: bool>(ctx: &XdpContext) -> u32 {
     let at = match parse::addresses(ctx) {
         Ok(at) => at,
+        Err(Reason::PassNotIpv4) if !EDGE_CHECKED => return v6::screen(ctx),
         Err(reason) => return count::pass(reason),
     };
     // Most of what a gateway forwards is neither to a VIP nor from a backend: two bitmap

@@ -42,7 +42,7 @@ pub fn by_table(service: PackedMeta, flow: &FlowKey) -> u32 {
 }
 
 #[inline(always)]
-fn ring(service: PackedMeta, hash: u32) -> u32 {
+pub(crate) fn ring(service: PackedMeta, hash: u32) -> u32 {
     let size = ring_size();
     if size == 0 {
         return NO_BACKEND;
@@ -60,7 +60,7 @@ fn table_entry(service: PackedMeta, pos: u32) -> u32 {
 /// The schedule repeats each backend in proportion to its weight, interleaved; each CPU
 /// walks it with its own cursor.
 #[inline(always)]
-fn round_robin(service: PackedMeta) -> u32 {
+pub(crate) fn round_robin(service: PackedMeta) -> u32 {
     if service.table_len() == 0 {
         return NO_BACKEND;
     }
@@ -78,7 +78,7 @@ fn round_robin(service: PackedMeta) -> u32 {
 /// Power of two choices: two distinct random candidates, the one with fewer active flows
 /// per unit of weight wins. O(1) per new flow, and close to least-connections overall.
 #[inline(always)]
-fn least_conn(service: PackedMeta) -> u32 {
+pub(crate) fn least_conn(service: PackedMeta) -> u32 {
     let n = service.table_len();
     if n == 0 {
         return NO_BACKEND;

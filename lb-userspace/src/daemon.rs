@@ -308,7 +308,7 @@ fn apply_probe<D: Dataplane>(
 ) -> anyhow::Result<()> {
     let handling = Instant::now();
     if let Some(zone) = shared.zone_of(&report.at) {
-        let backend = format!("{}:{}", report.at.address, report.at.port);
+        let backend = std::net::SocketAddr::new(report.at.address, report.at.port).to_string();
         let secs = report.latency.as_secs_f64();
         metrics.observe_probe(&report.at.service, &backend, &zone, secs);
     }
@@ -401,7 +401,7 @@ fn withdraw_vips(bird_socket: Option<&Path>) -> anyhow::Result<()> {
 /// `None` when none of `vips` is on `lo` (with lbd's label) nor, with a BIRD socket, in
 /// BIRD's table; else what is left.
 fn withdrawal_seen(
-    vips: &[std::net::Ipv4Addr],
+    vips: &[std::net::IpAddr],
     bird_socket: Option<&Path>,
 ) -> anyhow::Result<Option<String>> {
     let held = LoopbackVips::open()?.announced()?;
@@ -411,7 +411,7 @@ fn withdrawal_seen(
     if let Some(socket) = bird_socket {
         for vip in vips {
             if crate::ops::bird::route_on_lo(socket, *vip)? {
-                return Ok(Some(format!("BIRD still has {vip}/32")));
+                return Ok(Some(format!("BIRD still has {vip}")));
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The loop's announce step: after every tick, each VIP's /32 on `lo` is made to follow
 //! whether the VIP can be served (see `crate::control::announce`), with a log line and
 //! a metric for every change.
-use std::{collections::BTreeSet, net::Ipv4Addr, time::Instant};
+use std::{collections::BTreeSet, net::IpAddr, time::Instant};
 
 use log::{error, info, warn};
 
@@ -129,7 +129,7 @@ pub(super) fn publish<D: DataPath, V: VipAddresses>(
     }
     metrics.set_node_drained(drained);
     // A failed listing was logged by the resync; assume the decisions hold meanwhile.
-    let on_lo: Option<BTreeSet<Ipv4Addr>> = announcements
+    let on_lo: Option<BTreeSet<IpAddr>> = announcements
         .addresses()
         .announced()
         .ok()
@@ -160,7 +160,7 @@ pub(super) fn publish<D: DataPath, V: VipAddresses>(
 #[cfg(test)]
 mod tests {
     use std::{
-        net::Ipv4Addr,
+        net::IpAddr,
         sync::Arc,
         time::{Duration, Instant},
     };
@@ -173,7 +173,7 @@ mod tests {
     };
 
     const RING: u32 = 1009;
-    const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+    const VIP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 100));
 
     fn shared() -> Arc<SharedRuntime<FakeDataplane>> {
         let c = config::parse(&format!(
@@ -191,7 +191,7 @@ mod tests {
     fn probe(shared: &SharedRuntime<FakeDataplane>, ok: bool) {
         let at = BackendRef {
             service: "web".into(),
-            address: Ipv4Addr::new(10, 1, 0, 1),
+            address: IpAddr::from([10, 1, 0, 1]),
             port: 8080,
         };
         let outcome = if ok { Ok(()) } else { Err(Failure::Refused) };

@@ -54,7 +54,8 @@ fn tunnel_mode(mode: ForwardingMode) -> Option<u8> {
 fn targets_of(config: &Config) -> BTreeMap<BackendRef, TunnelTarget> {
     let mut targets = BTreeMap::new();
     for s in &config.services {
-        let Some(mode) = tunnel_mode(s.mode) else {
+        // DSR services are IPv4 only (see `validate_ipv6`).
+        let (Some(mode), std::net::IpAddr::V4(vip)) = (tunnel_mode(s.mode), s.vip) else {
             continue;
         };
         for b in &s.backends {
@@ -67,7 +68,7 @@ fn targets_of(config: &Config) -> BTreeMap<BackendRef, TunnelTarget> {
                 at,
                 TunnelTarget {
                     mode,
-                    vip: s.vip,
+                    vip,
                     gue_port: config.cluster.gue_port,
                 },
             );
@@ -128,10 +129,13 @@ impl Probes {
         targets: &BTreeMap<BackendRef, TunnelTarget>,
     ) {
         for (at, target) in targets {
-            if !announce.in_range(target.vip) {
+            if !announce.in_range(target.vip.into()) {
                 continue;
             }
-            let Ok((_, ifindex)) = route_to(at.address) else {
+            let std::net::IpAddr::V4(backend) = at.address else {
+                continue;
+            };
+            let Ok((_, ifindex)) = route_to(backend) else {
                 continue;
             };
             if self.martian_nics.contains(&ifindex) {

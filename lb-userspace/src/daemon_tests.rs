@@ -53,7 +53,10 @@ fn the_reconcile_timer_expires_idle_flows_then_corrects_active_counts() {
     let mut rt = runtime();
     let now = 10_000;
     let established = rt.config().flow_timeouts.established.as_secs() as u32;
-    let service = rt.controller().plan().unwrap().services[0].key;
+    let service = *rt.controller().plan().unwrap().services[0]
+        .key
+        .v4()
+        .unwrap();
     let ids: Vec<u32> = rt
         .controller()
         .plan()

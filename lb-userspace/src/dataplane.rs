@@ -2,12 +2,18 @@
 //! loop, the API and the metrics do to the kernel's tables (writes, counters, flow
 //! maintenance, single-entry lookups). `crate::kernel` implements it over the real
 //! maps; `FakeDataplane` (for tests and the `fake` feature only) in memory.
-use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters},
     edge::{EdgeCounters, TokenBucket},
+    ipv6::{Addr6, ServiceKey6},
     reverse::{ReverseKey, ReverseTarget},
     service::{ServiceKey, ServiceMeta},
 };
@@ -53,6 +59,9 @@ pub type WriteResult = Result<(), DataplaneError>;
 pub trait Dataplane: Counters + Lookups {
     /// Writes one backend slot (an all-zero value frees it).
     fn set_backend(&mut self, id: u32, backend: &Backend) -> WriteResult;
+    /// Writes the address of IPv6 backend `id` (see `lb_common::ipv6`): before its slot
+    /// says `FAMILY_IPV6`, so that no packet finds the slot without it. All zero clears it.
+    fn set_backend_addr6(&mut self, id: u32, addr: &Addr6) -> WriteResult;
     /// Writes ring entries as (index into the whole ring array, backend id).
     fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> WriteResult;
     /// Writes policy-table entries as (index into the whole table array, backend id).
@@ -62,6 +71,10 @@ pub trait Dataplane: Counters + Lookups {
     /// Creates or replaces a service; replacing flips its live ring slot atomically.
     fn set_service(&mut self, key: &ServiceKey, meta: &ServiceMeta) -> WriteResult;
     fn remove_service(&mut self, key: &ServiceKey) -> WriteResult;
+    /// Creates or replaces an IPv6 service: one map update, so replacing flips its live
+    /// ring slot atomically too.
+    fn set_service6(&mut self, key: &ServiceKey6, meta: &ServiceMeta) -> WriteResult;
+    fn remove_service6(&mut self, key: &ServiceKey6) -> WriteResult;
     /// Makes the reverse map (see `lb_common::reverse`) hold exactly `entries`: writes
     /// what is new or changed, deletes what is not listed. Full (more entries than
     /// `limits.max_backends`) is [`DataplaneError::TableFull`].
@@ -101,22 +114,23 @@ pub trait Dataplane: Counters + Lookups {
     fn interface_states(&self) -> Vec<(String, bool)>;
 }
 
-/// The VIPs this node announces: /32s lbd holds on `lo` for the routing daemon to export
-/// (see `crate::model::announce`). `crate::kernel::vip_addresses` implements it over
-/// rtnetlink; addresses lbd did not add are neither listed nor removed.
+/// The VIPs this node announces: host addresses (/32, /128) lbd holds on `lo` for the
+/// routing daemon to export (see `crate::model::announce`).
+/// `crate::kernel::vip_addresses` implements it over rtnetlink; addresses lbd did not add
+/// are neither listed nor removed.
 pub trait VipAddresses {
-    /// The /32s lbd added and that are there now.
-    fn announced(&self) -> anyhow::Result<Vec<Ipv4Addr>>;
-    /// Adds `vip`'s /32; already there (added by lbd) is no error.
-    fn announce(&mut self, vip: Ipv4Addr) -> anyhow::Result<()>;
-    /// Removes `vip`'s /32 if lbd added it; already gone is no error.
-    fn withdraw(&mut self, vip: Ipv4Addr) -> anyhow::Result<()>;
+    /// The host addresses lbd added and that are there now.
+    fn announced(&self) -> anyhow::Result<Vec<IpAddr>>;
+    /// Adds `vip`; already there (added by lbd) is no error.
+    fn announce(&mut self, vip: IpAddr) -> anyhow::Result<()>;
+    /// Removes `vip` if lbd added it; already gone is no error.
+    fn withdraw(&mut self, vip: IpAddr) -> anyhow::Result<()>;
     /// The lifetime the kernel gives each /32 from its next add or renewal (zero: none,
     /// the address stays until removed).
     fn set_lifetime(&mut self, lifetime: Duration);
     /// Starts `vip`'s lifetime again; call only for a VIP just listed by
     /// [`Self::announced`] (the kernel matches the address, not the label).
-    fn renew(&mut self, vip: Ipv4Addr) -> anyhow::Result<()>;
+    fn renew(&mut self, vip: IpAddr) -> anyhow::Result<()>;
 }
 
 /// Where counters come from: the kernel maps in `lbd`, a fake in tests.
@@ -169,7 +183,10 @@ pub fn most_limited(
 #[derive(Debug, Clone, Default)]
 pub struct LiveState {
     pub services: Vec<(ServiceKey, ServiceMeta)>,
+    pub services6: Vec<(ServiceKey6, ServiceMeta)>,
     pub backends: Vec<(u32, Backend)>,
+    /// The address of each present IPv6 backend, by id.
+    pub backend_addrs6: BTreeMap<u32, Addr6>,
 }
 
 /// A change [`Dataplane::ensure_attached`] found or made.

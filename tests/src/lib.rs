@@ -46,6 +46,7 @@ pub mod decap_frames;
 pub mod dsr_frames;
 pub mod dsr_lab;
 pub mod frame;
+pub mod frame6;
 pub mod fuzz_oracle;
 pub mod http;
 pub mod icmp_frame;

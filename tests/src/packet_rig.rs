@@ -6,7 +6,11 @@
 //!   sits behind the same NIC (for XDP_TX);
 //! - `b0` (10.1.0.1/24), backend side: backends 10.1.0.11-13, and 10.1.0.99 with no
 //!   neighbour entry.
-use std::net::Ipv4Addr;
+//!
+//! And the same over IPv6 (addresses without duplicate address detection, so they are
+//! usable at once): `c0` 2001:db8:10::1/64 with the client 2001:db8:10::2, `b0`
+//! 2001:db8:1::1/64 with backends 2001:db8:1::11-13.
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb_common::{
@@ -24,6 +28,16 @@ use crate::{
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 2);
 pub const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0x0a, 0x02];
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+/// The IPv6 client, behind `c0`, with [`CLIENT_MAC`].
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 2);
+
+/// IPv6 backend `2001:db8:1::<last>` behind `b0`, its last group written as `last` reads
+/// (`backend6(11)` is `2001:db8:1::11`), with MAC [`backend_mac`] of its last byte.
+pub fn backend6(last: u8) -> Ipv6Addr {
+    format!("2001:db8:1::{last}")
+        .parse()
+        .expect("an IPv6 address")
+}
 
 /// [`CONFIG`]'s `cluster.hash_seed` and `cluster.ring_size`.
 pub const HASH_SEED: u32 = 42;
@@ -191,6 +205,24 @@ impl Rig {
         }
         ip(&["addr", "add", "10.10.0.1/24", "dev", "c0"]);
         ip(&["addr", "add", "10.1.0.1/24", "dev", "b0"]);
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:10::1/64",
+            "dev",
+            "c0",
+            "nodad",
+        ]);
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            "b0",
+            "nodad",
+        ]);
         let neigh = |addr: &str, mac: Mac, dev: &str| {
             let mac = mac.map(|b| format!("{b:02x}")).join(":");
             ip(&[
@@ -209,9 +241,13 @@ impl Rig {
         neigh("10.10.0.77", backend_mac(77), "c0");
         for last in [11u8, 12, 13] {
             neigh(&format!("10.1.0.{last}"), backend_mac(last), "b0");
+            let v6 = backend6(last);
+            neigh(&v6.to_string(), backend_mac(v6.octets()[15]), "b0");
         }
+        neigh(&CLIENT6.to_string(), CLIENT_MAC, "c0");
         // bpf_fib_lookup refuses to route for a device that does not forward.
         netns::ns_sysctl(&name, "net.ipv4.ip_forward", "1");
+        netns::ns_sysctl(&name, "net.ipv6.conf.all.forwarding", "1");
         Rig {
             c0: netns::ifindex(&name, "c0"),
             b0: netns::ifindex(&name, "b0"),
@@ -328,6 +364,14 @@ pub fn planned_service<'a>(
         .unwrap_or_else(|| panic!("no service {name}"))
 }
 
+/// An address of the rig's IPv4 services.
+pub fn ipv4(address: std::net::IpAddr) -> Ipv4Addr {
+    match address {
+        std::net::IpAddr::V4(v4) => v4,
+        std::net::IpAddr::V6(v6) => panic!("{v6} is not an address of the IPv4 rig"),
+    }
+}
+
 /// The id of service `name` in the applied plan.
 pub fn service_id(c: &Controller<KernelDataplane>, name: &str) -> u32 {
     planned_service(c, name).id
@@ -335,7 +379,10 @@ pub fn service_id(c: &Controller<KernelDataplane>, name: &str) -> u32 {
 
 /// The VIP of service `name` in the applied plan.
 pub fn vip_of(c: &Controller<KernelDataplane>, name: &str) -> Ipv4Addr {
-    Ipv4Addr::from(planned_service(c, name).key.addr.to_ne_bytes())
+    match planned_service(c, name).key.vip() {
+        std::net::IpAddr::V4(vip) => vip,
+        std::net::IpAddr::V6(vip) => panic!("service {name} has the IPv6 VIP {vip}"),
+    }
 }
 
 /// The backend address service `name`'s table gives the client's connection from
@@ -372,7 +419,8 @@ impl TablePick {
             backends: plan
                 .backends
                 .iter()
-                .map(|b| (b.id, (b.at.address, b.at.port)))
+                .filter(|b| b.at.service == name)
+                .map(|b| (b.id, (ipv4(b.at.address), b.at.port)))
                 .collect(),
         }
     }

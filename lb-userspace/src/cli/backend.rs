@@ -125,7 +125,7 @@ fn table(list: &[BackendView]) -> String {
     for b in list {
         t.row(vec![
             b.service.clone(),
-            format!("{}:{}", b.address, b.port),
+            std::net::SocketAddr::new(b.address, b.port).to_string(),
             b.zone.clone(),
             b.weight.to_string(),
             weight(b.effective_weight),

@@ -19,7 +19,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         for h in &list {
             t.row(vec![
                 h.service.clone(),
-                format!("{}:{}", h.address, h.port),
+                std::net::SocketAddr::new(h.address, h.port).to_string(),
                 h.zone.clone(),
                 h.state.clone(),
                 h.last_probe.clone().unwrap_or_else(|| "-".into()),

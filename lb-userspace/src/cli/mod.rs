@@ -272,6 +272,59 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_addresses_parse_in_brackets_where_a_port_follows() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.command);
+        let add = parse(&[
+            "lbctl",
+            "service",
+            "add",
+            "web6",
+            "--vip",
+            "2001:db8::100",
+            "--port",
+            "80",
+        ]);
+        let Ok(Command::Service(service::ServiceCmd::Add { vip, .. })) = add else {
+            panic!("service add with an IPv6 VIP")
+        };
+        assert_eq!(vip, "2001:db8::100".parse::<std::net::IpAddr>().unwrap());
+        let add = parse(&[
+            "lbctl",
+            "backend",
+            "add",
+            "web6",
+            "[2001:db8::11]:8080",
+            "--zone",
+            "a",
+        ]);
+        let Ok(Command::Backend(backend::BackendCmd::Add { backend, .. })) = add else {
+            panic!("backend add with an IPv6 address")
+        };
+        assert_eq!(backend.to_string(), "[2001:db8::11]:8080");
+        assert_eq!(segment(&backend.to_string()), "%5B2001:db8::11%5D:8080");
+        let unbracketed = parse(&[
+            "lbctl",
+            "backend",
+            "add",
+            "web6",
+            "2001:db8::11:8080",
+            "--zone",
+            "a",
+        ]);
+        assert!(unbracketed.is_err());
+        let explain = parse(&[
+            "lbctl",
+            "explain",
+            "[2001:db8::2]:40000",
+            "[2001:db8::100]:80",
+        ]);
+        let Ok(Command::Explain(args)) = explain else {
+            panic!("explain with an IPv6 tuple")
+        };
+        assert_eq!(args.vip.to_string(), "[2001:db8::100]:80");
+    }
+
+    #[test]
     fn path_segments_are_escaped() {
         assert_eq!(segment("10.1.0.11:8080"), "10.1.0.11:8080");
         assert_eq!(segment("a b/c"), "a%20b%2Fc");

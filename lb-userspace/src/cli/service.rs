@@ -1,5 +1,5 @@
 //! `lbctl service list|show|add|remove`.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 
 use clap::Subcommand;
 use hyper::Method;
@@ -25,7 +25,7 @@ pub enum ServiceCmd {
     Add {
         name: String,
         #[arg(long)]
-        vip: Ipv4Addr,
+        vip: IpAddr,
         #[arg(long)]
         port: u16,
         /// maglev, round_robin, least_conn or source_hash.
@@ -126,8 +126,8 @@ pub fn run(ctx: &Ctx, cmd: ServiceCmd) -> anyhow::Result<()> {
 /// VIP:port, with `/udp` after a UDP service's (a TCP one's is left as it always was).
 fn listener(s: &ServiceSummary) -> String {
     match s.protocol {
-        Protocol::Tcp => format!("{}:{}", s.vip, s.port),
-        Protocol::Udp => format!("{}:{}/udp", s.vip, s.port),
+        Protocol::Tcp => SocketAddr::new(s.vip, s.port).to_string(),
+        Protocol::Udp => format!("{}/udp", SocketAddr::new(s.vip, s.port)),
     }
 }
 

@@ -132,9 +132,13 @@ fn backend_rows(s: &StatsView, room: usize) -> Vec<String> {
     for b in backends.iter().take(shown) {
         // With one service the address says it all; with several, name the service.
         let name = if s.services.len() > 1 {
-            format!("{}/{}:{}", b.service, b.address, b.port)
+            format!(
+                "{}/{}",
+                b.service,
+                std::net::SocketAddr::new(b.address, b.port)
+            )
         } else {
-            format!("{}:{}", b.address, b.port)
+            std::net::SocketAddr::new(b.address, b.port).to_string()
         };
         lines.push(format!(
             "{:<21} {:<5} {:<6} {}",
@@ -284,7 +288,7 @@ mod tests {
             backends: (0..1000)
                 .map(|i| BackendStats {
                     service: "web".into(),
-                    address: Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250) as u8),
+                    address: Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250) as u8).into(),
                     port: 8080,
                     zone: "az-b".into(),
                     state: BackendState::Draining,

@@ -1,10 +1,10 @@
 //! Announcing VIPs: each step reads whether each VIP can be served (the data path
 //! attached, the node not drained, a service of the VIP with enough healthy active
-//! backends), lets [`crate::model::announce`] decide, and adds or removes the /32s
+//! backends), lets [`crate::model::announce`] decide, and adds or removes the /32s (/128s)
 //! through a [`VipAddresses`]. Only VIPs inside `announce.vip_ranges` are ever touched.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -22,19 +22,19 @@ use crate::{
 #[derive(Debug)]
 pub enum Event {
     Announced {
-        vip: Ipv4Addr,
+        vip: IpAddr,
         services: Vec<String>,
         serving_for: Duration,
     },
     Withdrawn {
-        vip: Ipv4Addr,
+        vip: IpAddr,
         services: Vec<String>,
         why: String,
     },
     /// The change failed; it is tried again at every step. `first`: the first failure
     /// since the VIP's last successful change (log it once).
     Failed {
-        vip: Ipv4Addr,
+        vip: IpAddr,
         announce: bool,
         error: anyhow::Error,
         first: bool,
@@ -42,7 +42,7 @@ pub enum Event {
     /// Renewing a /32's lifetime failed (retried every second; the kernel removes the
     /// address if it keeps failing for the lifetime); `first` as above.
     RenewFailed {
-        vip: Ipv4Addr,
+        vip: IpAddr,
         error: anyhow::Error,
         first: bool,
     },
@@ -54,17 +54,17 @@ pub enum Event {
 pub struct Announcements<V> {
     addresses: V,
     decider: Announcer,
-    failing: BTreeSet<Ipv4Addr>,
+    failing: BTreeSet<IpAddr>,
     /// VIPs whose last renewal failed (logged once until one succeeds).
-    renewals_failing: BTreeSet<Ipv4Addr>,
+    renewals_failing: BTreeSet<IpAddr>,
     listing_failed: bool,
 }
 
 impl<V: VipAddresses> Announcements<V> {
     /// Starts from what is held now: the VIPs in range that a previous lbd announced
     /// stay announced until this lbd's probes decide (returned, for the log).
-    pub fn start(addresses: V, config: &AnnounceConfig) -> anyhow::Result<(Self, Vec<Ipv4Addr>)> {
-        let held: Vec<Ipv4Addr> = addresses
+    pub fn start(addresses: V, config: &AnnounceConfig) -> anyhow::Result<(Self, Vec<IpAddr>)> {
+        let held: Vec<IpAddr> = addresses
             .announced()?
             .into_iter()
             .filter(|vip| config.in_range(*vip))
@@ -143,7 +143,7 @@ impl<V: VipAddresses> Announcements<V> {
         if config.vip_ranges.is_empty() && self.decider.announced().next().is_none() {
             return Vec::new();
         }
-        let held: BTreeSet<Ipv4Addr> = match self.addresses.announced() {
+        let held: BTreeSet<IpAddr> = match self.addresses.announced() {
             Ok(held) => held.into_iter().filter(|v| config.in_range(*v)).collect(),
             Err(error) => {
                 let first = !std::mem::replace(&mut self.listing_failed, true);
@@ -152,7 +152,7 @@ impl<V: VipAddresses> Announcements<V> {
         };
         self.listing_failed = false;
         let mut events = Vec::new();
-        let kept: Vec<Ipv4Addr> = held
+        let kept: Vec<IpAddr> = held
             .iter()
             .copied()
             .filter(|v| self.decider.is_announced(*v))
@@ -169,7 +169,7 @@ impl<V: VipAddresses> Announcements<V> {
                 }),
             }
         }
-        let missing: Vec<Ipv4Addr> = self
+        let missing: Vec<IpAddr> = self
             .decider
             .announced()
             .filter(|vip| !held.contains(vip) && !self.failing.contains(vip))
@@ -207,7 +207,7 @@ impl<V: VipAddresses> Announcements<V> {
         events
     }
 
-    pub fn is_announced(&self, vip: Ipv4Addr) -> bool {
+    pub fn is_announced(&self, vip: IpAddr) -> bool {
         self.decider.is_announced(vip)
     }
 
@@ -221,10 +221,11 @@ pub fn readiness(
     config: &Config,
     fleet: &Fleet,
     attached: bool,
-) -> BTreeMap<Ipv4Addr, (Readiness, Vec<String>)> {
+) -> BTreeMap<IpAddr, (Readiness, Vec<String>)> {
     let announce = &config.announce;
-    let mut by_vip: BTreeMap<Ipv4Addr, (Vec<Readiness>, Vec<String>)> = BTreeMap::new();
+    let mut by_vip: BTreeMap<IpAddr, (Vec<Readiness>, Vec<String>)> = BTreeMap::new();
     for service in config.services.iter().filter(|s| announce.in_range(s.vip)) {
+        let vip = service.vip;
         let (mut healthy, mut unknown, mut active) = (0u32, 0u32, 0u32);
         for b in &service.backends {
             if b.state != BackendState::Active {
@@ -253,7 +254,7 @@ pub fn readiness(
                 service.name
             ))
         };
-        let entry = by_vip.entry(service.vip).or_default();
+        let entry = by_vip.entry(vip).or_default();
         entry.0.push(state);
         entry.1.push(service.name.clone());
     }

@@ -1,11 +1,14 @@
 //! Scripted probe results against a fake clock and [`FakeVips`]: the exact changes made
 //! to `lo`.
-use std::time::{Duration, Instant};
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
 
 use super::*;
 use crate::{control::health::machine::Failure, dataplane::FakeVips, model::config};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100));
 
 fn config_with(announce: &str, vip: &str) -> Config {
     config::parse(&format!(
@@ -17,7 +20,7 @@ fn config_with(announce: &str, vip: &str) -> Config {
 fn at(last: u8) -> BackendRef {
     BackendRef {
         service: "web".into(),
-        address: Ipv4Addr::new(10, 1, 0, last),
+        address: Ipv4Addr::new(10, 1, 0, last).into(),
         port: 8080,
     }
 }
@@ -184,8 +187,8 @@ fn resync_restores_a_removed_vip_and_removes_a_stray_labelled_one() {
     assert_eq!(a.step(&config, &fleet, true, t0).len(), 1);
     assert!(a.resync(&config.announce).is_empty(), "in line");
 
-    let stray = Ipv4Addr::new(10, 0, 0, 7);
-    let outside = Ipv4Addr::new(10, 9, 0, 7);
+    let stray = IpAddr::from([10, 0, 0, 7]);
+    let outside = IpAddr::from([10, 9, 0, 7]);
     a.addresses.held.remove(&VIP);
     a.addresses.held.insert(stray);
     a.addresses.held.insert(outside);
@@ -216,7 +219,7 @@ fn resync_renews_the_lifetime_of_every_announced_vip_on_lo_and_reports_a_failure
     a.step(&config, &fleet, true, t0);
     assert_eq!(a.addresses().lifetime, Duration::from_secs(7));
     // A stray labelled /32 lbd does not announce is removed, not renewed.
-    a.addresses.held.insert(Ipv4Addr::new(10, 0, 0, 7));
+    a.addresses.held.insert(IpAddr::from([10, 0, 0, 7]));
     a.resync(&config.announce);
     a.resync(&config.announce);
     assert_eq!(a.addresses().renewed, [VIP, VIP]);

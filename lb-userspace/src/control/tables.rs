@@ -9,10 +9,9 @@ use anyhow::Context as _;
 use lb_common::{
     backend::Backend,
     filter::{filter_slot, FILTER_BACKENDS, FILTER_TOTAL_WORDS, FILTER_VIPS},
+    ipv6::{Addr6, FAMILY_IPV6},
     limits::MAX_BACKENDS,
-    service::{
-        policy_table_index, ring_slot_base, ServiceKey, ServiceMeta, NO_BACKEND, POLICY_TABLE_SLOTS,
-    },
+    service::{policy_table_index, ring_slot_base, ServiceMeta, NO_BACKEND, POLICY_TABLE_SLOTS},
 };
 
 use crate::{
@@ -20,13 +19,14 @@ use crate::{
     dataplane::LiveState,
     model::config::Config,
     model::edge::EdgeTables,
+    model::family::{self, ServiceMapKey},
     model::plan::{self, BackendRef, FreeIds, Ids, Overlay, Plan, PlannedBackend},
 };
 
 /// What the controller knows the kernel holds for one service.
 #[derive(Debug, Clone)]
 struct LiveService {
-    key: ServiceKey,
+    key: ServiceMapKey,
     meta: ServiceMeta,
 }
 
@@ -37,6 +37,8 @@ pub struct Controller<D> {
     plan: Option<Plan>,
     services: BTreeMap<String, LiveService>,
     backends: BTreeMap<u32, Backend>,
+    /// The IPv6 address array's entries of the IPv6 backends in `backends`.
+    addrs6: BTreeMap<u32, Addr6>,
     /// Both slots of every service id ever used, as the kernel holds them, so that only
     /// differing entries are written.
     shadows: BTreeMap<u32, KernelSlots>,
@@ -77,6 +79,7 @@ impl<D: Dataplane> Controller<D> {
             plan: None,
             services: BTreeMap::new(),
             backends: BTreeMap::new(),
+            addrs6: BTreeMap::new(),
             shadows: BTreeMap::new(),
             filter: Some(vec![0; FILTER_TOTAL_WORDS as usize]),
             filter_refs: HashMap::new(),
@@ -95,36 +98,42 @@ impl<D: Dataplane> Controller<D> {
     pub fn adopt(dataplane: D, ring_size: u32, config: &Config, live: &LiveState) -> Self {
         let mut controller = Self::new(dataplane, ring_size);
         controller.filter = None;
-        let by_key: std::collections::HashMap<ServiceKey, &str> = config
+        let by_key: std::collections::HashMap<ServiceMapKey, &str> = config
             .services
             .iter()
             .map(|s| (plan::service_key(s), s.name.as_str()))
             .collect();
         let mut names_by_id = BTreeMap::new();
-        for (key, meta) in &live.services {
+        let live_services = (live.services.iter())
+            .map(|(key, meta)| (ServiceMapKey::V4(*key), meta))
+            .chain((live.services6.iter()).map(|(key, meta)| (ServiceMapKey::V6(*key), meta)));
+        for (key, meta) in live_services {
             // A service the config no longer has keeps a placeholder name, so that the
             // first apply removes it.
             let name = by_key
-                .get(key)
+                .get(&key)
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| format!("#unconfigured-{}", meta.id));
             controller.ids.services.insert(name.clone(), meta.id);
             names_by_id.insert(meta.id, name.clone());
-            controller.services.insert(
-                name,
-                LiveService {
-                    key: *key,
-                    meta: *meta,
-                },
-            );
+            controller
+                .services
+                .insert(name, LiveService { key, meta: *meta });
             controller.shadows.insert(meta.id, KernelSlots::unknown());
         }
         for (id, backend) in &live.backends {
             controller.backends.insert(*id, *backend);
+            let address = match live.backend_addrs6.get(id) {
+                Some(addr) if backend.family == FAMILY_IPV6 => {
+                    controller.addrs6.insert(*id, *addr);
+                    std::net::IpAddr::V6(family::ip6(addr))
+                }
+                _ => std::net::IpAddr::from(backend.addr.to_ne_bytes()),
+            };
             if let Some(service) = names_by_id.get(&backend.service) {
                 let at = plan::BackendRef {
                     service: service.clone(),
-                    address: std::net::Ipv4Addr::from(u32::from_be(backend.addr)),
+                    address,
                     port: u16::from_be(backend.port),
                 };
                 controller.ids.backends.insert(at, *id);
@@ -214,8 +223,7 @@ impl<D: Dataplane> Controller<D> {
             .collect();
         for name in gone {
             let live = self.services.remove(&name).expect("listed above");
-            self.dataplane
-                .remove_service(&live.key)
+            self.unpublish(&live.key)
                 .with_context(|| format!("removing service {name}"))?;
             // The id goes back to the pool: what the data path counted and learnt under
             // it (edge counters, rate-limit buckets) must not pass to the next service
@@ -399,6 +407,20 @@ impl<D: Dataplane> Controller<D> {
         summary: &mut ApplySummary,
     ) -> anyhow::Result<()> {
         for b in backends {
+            // An IPv6 backend's address first: its slot must never name an address
+            // the array does not hold yet.
+            let addr6 = b.addr6();
+            if let Some(addr) = addr6.filter(|a| self.addrs6.get(&b.id) != Some(a)) {
+                self.dataplane
+                    .set_backend_addr6(b.id, &addr)
+                    .with_context(|| {
+                        format!(
+                            "writing the address of backend {} (id {})",
+                            b.at.address, b.id
+                        )
+                    })?;
+                self.addrs6.insert(b.id, addr);
+            }
             if self.backends.get(&b.id) != Some(&b.value) {
                 self.dataplane
                     .set_backend(b.id, &b.value)
@@ -406,7 +428,20 @@ impl<D: Dataplane> Controller<D> {
                 self.backends.insert(b.id, b.value);
                 summary.backends_written += 1;
             }
+            if addr6.is_none() && self.addrs6.contains_key(&b.id) {
+                // The id went from an IPv6 backend to an IPv4 one: clear the old address.
+                self.clear_addr6(b.id)?;
+            }
         }
+        Ok(())
+    }
+
+    /// Zeroes the IPv6 address array's entry `id`, whose slot no longer names it.
+    fn clear_addr6(&mut self, id: u32) -> anyhow::Result<()> {
+        self.dataplane
+            .set_backend_addr6(id, &Addr6::default())
+            .with_context(|| format!("clearing the IPv6 address of backend slot {id}"))?;
+        self.addrs6.remove(&id);
         Ok(())
     }
 
@@ -425,6 +460,9 @@ impl<D: Dataplane> Controller<D> {
                 .set_backend(*id, &Backend::default())
                 .with_context(|| format!("freeing backend slot {id}"))?;
             self.backends.remove(id);
+            if self.addrs6.contains_key(id) {
+                self.clear_addr6(*id)?;
+            }
             summary.backends_written += 1;
         }
         Ok(())
@@ -501,8 +539,7 @@ impl<D: Dataplane> Controller<D> {
             table_len: s.table.len() as u32,
             _pad: 0,
         };
-        self.dataplane
-            .set_service(&s.key, &meta)
+        self.publish(&s.key, &meta)
             .with_context(|| format!("publishing service {}", s.name))?;
         summary.services_flipped += 1;
         if live.is_none() {
@@ -511,12 +548,29 @@ impl<D: Dataplane> Controller<D> {
             summary.ring_entries_written += self.write_slot(s, slot ^ 1, "idle ")?;
         }
         if let Some(old) = live.filter(|l| l.key != s.key) {
-            self.dataplane
-                .remove_service(&old.key)
+            self.unpublish(&old.key)
                 .with_context(|| format!("removing the old address of service {}", s.name))?;
         }
         self.services
             .insert(s.name.clone(), LiveService { key: s.key, meta });
+        Ok(())
+    }
+
+    /// Creates or replaces a service in the map of its family.
+    fn publish(&mut self, key: &ServiceMapKey, meta: &ServiceMeta) -> anyhow::Result<()> {
+        match key {
+            ServiceMapKey::V4(k) => self.dataplane.set_service(k, meta)?,
+            ServiceMapKey::V6(k) => self.dataplane.set_service6(k, meta)?,
+        }
+        Ok(())
+    }
+
+    /// Removes a service from the map of its family.
+    fn unpublish(&mut self, key: &ServiceMapKey) -> anyhow::Result<()> {
+        match key {
+            ServiceMapKey::V4(k) => self.dataplane.remove_service(k)?,
+            ServiceMapKey::V6(k) => self.dataplane.remove_service6(k)?,
+        }
         Ok(())
     }
 
@@ -565,23 +619,29 @@ fn filter_words(plan: &Plan) -> Vec<u32> {
         words[word as usize] |= mask;
     };
     for s in &plan.services {
-        set(FILTER_VIPS, s.key.addr);
+        set(FILTER_VIPS, family::filter_word(s.key.vip()));
     }
     for b in &plan.backends {
-        set(FILTER_BACKENDS, b.value.addr);
+        set(FILTER_BACKENDS, family::filter_word(b.at.address));
     }
     words
 }
 
 /// The prefilter bits (word, mask) one service sets: its VIP and its backends' addresses.
 fn filter_bits(s: &plan::PlannedService, backends: &[plan::PlannedBackend]) -> Vec<(u32, u32)> {
-    std::iter::once(filter_slot(FILTER_VIPS, s.key.addr))
-        .chain(
-            backends
-                .iter()
-                .map(|b| filter_slot(FILTER_BACKENDS, b.value.addr)),
-        )
+    std::iter::once(vip_bit(s))
+        .chain(backends.iter().map(backend_bit))
         .collect()
+}
+
+/// The prefilter bit of a service's VIP.
+fn vip_bit(s: &plan::PlannedService) -> FilterBit {
+    filter_slot(FILTER_VIPS, family::filter_word(s.key.vip()))
+}
+
+/// The prefilter bit of a backend's address.
+fn backend_bit(b: &plan::PlannedBackend) -> FilterBit {
+    filter_slot(FILTER_BACKENDS, family::filter_word(b.at.address))
 }
 
 /// One prefilter bit: (word, mask).
@@ -626,14 +686,10 @@ fn bits_difference(
 fn filter_refs(plan: &Plan) -> HashMap<(u32, u32), u32> {
     let mut refs = HashMap::new();
     for s in &plan.services {
-        *refs
-            .entry(filter_slot(FILTER_VIPS, s.key.addr))
-            .or_default() += 1;
+        *refs.entry(vip_bit(s)).or_default() += 1;
     }
     for b in &plan.backends {
-        *refs
-            .entry(filter_slot(FILTER_BACKENDS, b.value.addr))
-            .or_default() += 1;
+        *refs.entry(backend_bit(b)).or_default() += 1;
     }
     refs
 }
@@ -703,3 +759,5 @@ mod one_backend;
 mod reverse;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests6;

@@ -9,7 +9,10 @@ use lb_common::{
     filter::{filter_slot, FILTER_VIPS},
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
     hash::flow_hash,
-    limits::{MAP_BACKENDS, MAP_POLICY_TABLE, MAP_REVERSE, MAP_RING, MAP_SERVICE_INDEX},
+    ipv6::{Addr6, ServiceKey6},
+    limits::{
+        MAP_BACKENDS, MAP_POLICY_TABLE, MAP_REVERSE, MAP_RING, MAP_SERVICES6, MAP_SERVICE_INDEX,
+    },
     reverse::{ReverseKey, ReverseTarget},
     service::{ring_index, ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
     syn_cache::SynSet,
@@ -35,6 +38,9 @@ pub enum Write {
     Filter(u32),
     Service(ServiceKey, ServiceMeta),
     RemoveService(ServiceKey),
+    BackendAddr6(u32, Addr6),
+    Service6(ServiceKey6, ServiceMeta),
+    RemoveService6(ServiceKey6),
     PurgeFlows(u32),
     /// A reverse-map entry written (`Some`) or deleted (`None`).
     Reverse(ReverseKey, Option<ReverseTarget>),
@@ -50,7 +56,10 @@ pub struct FakeDataplane {
     pub ring_size: u32,
     pub hash_seed: u32,
     pub services: HashMap<ServiceKey, ServiceMeta>,
+    pub services6: HashMap<ServiceKey6, ServiceMeta>,
     pub backends: HashMap<u32, Backend>,
+    /// The IPv6 address array; an id never written reads as all zero.
+    pub backend_addrs6: HashMap<u32, Addr6>,
     pub ring: HashMap<u32, u32>,
     pub policy_table: HashMap<u32, u32>,
     pub filter: HashMap<u32, u32>,
@@ -245,6 +254,39 @@ impl Dataplane for FakeDataplane {
         }
         self.backends.insert(id, *backend);
         self.log.push(Write::Backend(id));
+        Ok(())
+    }
+
+    fn set_backend_addr6(&mut self, id: u32, addr: &Addr6) -> WriteResult {
+        self.refuse_write(false)?;
+        if let Some(c) = self.capacity {
+            check_index(id, c.backends, MAP_BACKENDS, "max_backends")?;
+        }
+        self.backend_addrs6.insert(id, *addr);
+        self.log.push(Write::BackendAddr6(id, *addr));
+        Ok(())
+    }
+
+    fn set_service6(&mut self, key: &ServiceKey6, meta: &ServiceMeta) -> WriteResult {
+        self.refuse_write(false)?;
+        if let Some(c) = self.capacity {
+            if !self.services6.contains_key(key) && self.services6.len() as u32 >= c.services {
+                return Err(DataplaneError::TableFull {
+                    map: MAP_SERVICES6,
+                    capacity: c.services,
+                    limit: "max_services",
+                });
+            }
+        }
+        self.services6.insert(*key, *meta);
+        self.log.push(Write::Service6(*key, *meta));
+        Ok(())
+    }
+
+    fn remove_service6(&mut self, key: &ServiceKey6) -> WriteResult {
+        self.refuse_write(false)?;
+        self.services6.remove(key);
+        self.log.push(Write::RemoveService6(*key));
         Ok(())
     }
 

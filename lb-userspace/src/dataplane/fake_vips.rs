@@ -1,5 +1,5 @@
 //! [`VipAddresses`] in memory, for tests: what is held, and every change made.
-use std::{collections::BTreeSet, net::Ipv4Addr, time::Duration};
+use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
 use anyhow::bail;
 
@@ -8,23 +8,23 @@ use crate::dataplane::VipAddresses;
 #[derive(Debug, Default)]
 pub struct FakeVips {
     /// The /32s lbd holds now.
-    pub held: BTreeSet<Ipv4Addr>,
+    pub held: BTreeSet<IpAddr>,
     /// Every call that changed something: (true: announced, false: withdrawn, VIP).
-    pub changes: Vec<(bool, Ipv4Addr)>,
+    pub changes: Vec<(bool, IpAddr)>,
     /// While set, every announce and withdraw fails (as a netlink error would).
     pub failing: bool,
     /// The lifetime last set.
     pub lifetime: Duration,
     /// Every renewal, in order.
-    pub renewed: Vec<Ipv4Addr>,
+    pub renewed: Vec<IpAddr>,
 }
 
 impl VipAddresses for FakeVips {
-    fn announced(&self) -> anyhow::Result<Vec<Ipv4Addr>> {
+    fn announced(&self) -> anyhow::Result<Vec<IpAddr>> {
         Ok(self.held.iter().copied().collect())
     }
 
-    fn announce(&mut self, vip: Ipv4Addr) -> anyhow::Result<()> {
+    fn announce(&mut self, vip: IpAddr) -> anyhow::Result<()> {
         if self.failing {
             bail!("adding {vip}/32: injected failure");
         }
@@ -34,7 +34,7 @@ impl VipAddresses for FakeVips {
         Ok(())
     }
 
-    fn withdraw(&mut self, vip: Ipv4Addr) -> anyhow::Result<()> {
+    fn withdraw(&mut self, vip: IpAddr) -> anyhow::Result<()> {
         if self.failing {
             bail!("removing {vip}/32: injected failure");
         }
@@ -48,7 +48,7 @@ impl VipAddresses for FakeVips {
         self.lifetime = lifetime;
     }
 
-    fn renew(&mut self, vip: Ipv4Addr) -> anyhow::Result<()> {
+    fn renew(&mut self, vip: IpAddr) -> anyhow::Result<()> {
         if self.failing {
             bail!("renewing {vip}/32: injected failure");
         }

@@ -7,7 +7,8 @@ use aya::{
     Pod,
 };
 use lb_common::{
-    flow::{FlowKey, FLOW_F_CLOSED, FLOW_F_COUNTED},
+    flow::{FlowKey, FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED},
+    ipv6::FlowKey6,
     limits::*,
 };
 
@@ -25,43 +26,44 @@ impl KernelDataplane {
     }
 
     /// Deletes the flows idle longer than their state's timeout at `now` (seconds of the
-    /// clock given to [`Self::set_clock`]), both directions. Returns how many.
+    /// clock given to [`Self::set_clock`]), both directions, of both families. Returns
+    /// how many.
     pub fn expire_flows(&mut self, now: u32, timeouts: &FlowTimeouts) -> anyhow::Result<usize> {
-        // Keys are collected first: deleting while walking can restart the walk.
-        let expired: Vec<FlowKey> = self
-            .flows
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, target)| ageing::expired(target, now, timeouts))
-            .map(|(key, _)| key)
-            .collect();
-        let mut removed = 0;
-        for key in &expired {
-            // Only an entry still expired now: a SYN on a closed entry may have replaced
-            // it with a live connection's since the walk.
-            let Some(target) = current_if(&self.flows, key, MAP_FLOWS, |t| {
-                ageing::expired(t, now, timeouts)
-            })?
-            else {
-                continue;
-            };
-            if !remove_present(&mut self.flows, key, MAP_FLOWS)? {
-                continue;
-            }
-            removed += 1;
-            let Ok(backend) = self.backends.get(&target.backend, 0) else {
-                continue;
-            };
-            let reverse = FlowKey {
-                src_addr: backend.addr,
-                dst_addr: key.src_addr,
-                src_port: backend.port,
-                dst_port: key.src_port,
-                ..*key
-            };
-            remove_present(&mut self.return_flows, &reverse, MAP_RETURN_FLOWS)?;
-        }
-        Ok(removed)
+        let backends = &self.backends;
+        let v4 = expire(
+            (&mut self.flows, MAP_FLOWS),
+            (&mut self.return_flows, MAP_RETURN_FLOWS),
+            now,
+            timeouts,
+            |key: &FlowKey, target| {
+                let backend = backends.get(&target.backend, 0).ok()?;
+                Some(FlowKey {
+                    src_addr: backend.addr,
+                    dst_addr: key.src_addr,
+                    src_port: backend.port,
+                    dst_port: key.src_port,
+                    ..*key
+                })
+            },
+        )?;
+        let addrs6 = &self.backend_addrs6;
+        let v6 = expire(
+            (&mut self.flows6, MAP_FLOWS6),
+            (&mut self.return_flows6, MAP_RETURN_FLOWS6),
+            now,
+            timeouts,
+            |key: &FlowKey6, target| {
+                let backend = backends.get(&target.backend, 0).ok()?;
+                Some(FlowKey6 {
+                    src_addr: addrs6.get(&target.backend, 0).ok()?,
+                    dst_addr: key.src_addr,
+                    src_port: backend.port,
+                    dst_port: key.src_port,
+                    ..*key
+                })
+            },
+        )?;
+        Ok(v4 + v6)
     }
 
     /// Makes every cached next hop stale, so the data path looks routes up again: a
@@ -93,13 +95,22 @@ impl KernelDataplane {
         let before = read(self)?;
         let mut open: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
         let mut entries = 0;
+        let mut count = |target: FlowTarget| {
+            if target.state & FLOW_F_COUNTED != 0 && target.state & FLOW_F_CLOSED == 0 {
+                *open.entry(target.backend).or_default() += 1;
+            }
+        };
         for entry in self.flows.iter() {
             // An entry evicted or deleted mid-walk ends the walk early for that key only.
             let Ok((_, target)) = entry else { continue };
             entries += 1;
-            if target.state & FLOW_F_COUNTED != 0 && target.state & FLOW_F_CLOSED == 0 {
-                *open.entry(target.backend).or_default() += 1;
-            }
+            count(target);
+        }
+        // Backend ids are shared by both families: an IPv6 flow counts for its backend
+        // alike (the IPv4 table's occupancy alone is `entries`).
+        for entry in self.flows6.iter() {
+            let Ok((_, target)) = entry else { continue };
+            count(target);
         }
         self.flow_entries = entries;
         let after = read(self)?;
@@ -129,6 +140,43 @@ impl KernelDataplane {
     pub fn flow_entries(&self) -> u64 {
         self.flow_entries
     }
+}
+
+/// [`KernelDataplane::expire_flows`] for one family's tables: `reverse_of` gives the
+/// return entry's key of a forward entry (`None`: its backend slot cannot be read).
+fn expire<K: Pod, R: Pod>(
+    (flows, flows_name): (&mut HashMap<MapData, K, FlowTarget>, &str),
+    (returns, returns_name): (&mut HashMap<MapData, K, R>, &str),
+    now: u32,
+    timeouts: &FlowTimeouts,
+    reverse_of: impl Fn(&K, &FlowTarget) -> Option<K>,
+) -> anyhow::Result<usize> {
+    // Keys are collected first: deleting while walking can restart the walk.
+    let expired: Vec<K> = flows
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, target)| ageing::expired(target, now, timeouts))
+        .map(|(key, _)| key)
+        .collect();
+    let mut removed = 0;
+    for key in &expired {
+        // Only an entry still expired now: a SYN on a closed entry may have replaced it
+        // with a live connection's since the walk.
+        let Some(target) = current_if(flows, key, flows_name, |t| {
+            ageing::expired(t, now, timeouts)
+        })?
+        else {
+            continue;
+        };
+        if !remove_present(flows, key, flows_name)? {
+            continue;
+        }
+        removed += 1;
+        if let Some(reverse) = reverse_of(key, &target) {
+            remove_present(returns, &reverse, returns_name)?;
+        }
+    }
+    Ok(removed)
 }
 
 /// The entry under `key` now, if there is one and it `qualifies`: keys collected by a

@@ -11,6 +11,7 @@ use aya::{
 use lb_common::{
     backend::BACKEND_F_PRESENT,
     edge::{EDGE_RULES_PER_SERVICE, EDGE_UNLISTED_DROP},
+    ipv6::FAMILY_IPV6,
     limits::*,
     service::POLICY_TABLE_SLOTS,
     service_index::{service_index_slots, ServiceSlot},
@@ -73,8 +74,8 @@ pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
         (MAP_RETURN_FLOWS, limits.flow_table_size),
         (MAP_SERVICES6, limits.max_services),
         (MAP_BACKEND_ADDRS6, limits.max_backends),
-        (MAP_FLOWS6, limits.flow_table_size),
-        (MAP_RETURN_FLOWS6, limits.flow_table_size),
+        (MAP_FLOWS6, limits.flow_table_size6),
+        (MAP_RETURN_FLOWS6, limits.flow_table_size6),
         (MAP_SYN_CACHE, syn_cache_sets(limits.flow_table_size)),
         (MAP_REVERSE, limits.max_backends),
         (MAP_TRACE_SAMPLE, limits.max_services),
@@ -134,6 +135,7 @@ fn load_programs(
         (PROGRAM_PROXY, PROGRAMS_SLOT_PROXY),
         (PROGRAM_DSR, PROGRAMS_SLOT_DSR),
         (PROGRAM_UDP, PROGRAMS_SLOT_UDP),
+        (PROGRAM_V6, PROGRAMS_SLOT_V6),
     ] {
         let program: &mut Xdp = ebpf
             .program_mut(name)
@@ -233,7 +235,9 @@ impl KernelDataplane {
                 MAP_SERVICE_INDEX,
                 size_of::<ServiceSlot>(),
             )?)?,
+            services6: take(&mut ebpf, MAP_SERVICES6)?,
             backends: take(&mut ebpf, MAP_BACKENDS)?,
+            backend_addrs6: take(&mut ebpf, MAP_BACKEND_ADDRS6)?,
             ring: take_mmap(&mut ebpf, MAP_RING)?,
             policy_table: take_mmap(&mut ebpf, MAP_POLICY_TABLE)?,
             active_flows: take(&mut ebpf, MAP_ACTIVE_FLOWS)?,
@@ -246,6 +250,8 @@ impl KernelDataplane {
             rr_cursor: take(&mut ebpf, MAP_RR_CURSOR)?,
             flows: take(&mut ebpf, MAP_FLOWS)?,
             return_flows: take(&mut ebpf, MAP_RETURN_FLOWS)?,
+            flows6: take(&mut ebpf, MAP_FLOWS6)?,
+            return_flows6: take(&mut ebpf, MAP_RETURN_FLOWS6)?,
             reverse: take(&mut ebpf, MAP_REVERSE)?,
             service_stats: take(&mut ebpf, MAP_SERVICE_STATS)?,
             backend_stats: take(&mut ebpf, MAP_BACKEND_STATS)?,
@@ -283,21 +289,40 @@ impl KernelDataplane {
         self.adopted
     }
 
-    /// Services and present backend slots as the kernel holds them, for adopting pinned
-    /// state.
+    /// Services and present backend slots (with the IPv6 ones' addresses) as the kernel
+    /// holds them, for adopting pinned state.
     pub fn live_state(&self) -> anyhow::Result<LiveState> {
         let services = self.services.entries();
+        let services6 = self
+            .services6
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .context(MAP_SERVICES6)?;
         let mut backends = Vec::new();
+        let mut backend_addrs6 = std::collections::BTreeMap::new();
         for id in 0..self.backends.len() {
             let b = self
                 .backends
                 .get(&id, 0)
                 .with_context(|| format!("BACKENDS[{id}]"))?;
-            if b.flags & BACKEND_F_PRESENT != 0 {
-                backends.push((id, b));
+            if b.flags & BACKEND_F_PRESENT == 0 {
+                continue;
             }
+            if b.family == FAMILY_IPV6 {
+                let addr = self
+                    .backend_addrs6
+                    .get(&id, 0)
+                    .with_context(|| format!("{MAP_BACKEND_ADDRS6}[{id}]"))?;
+                backend_addrs6.insert(id, addr);
+            }
+            backends.push((id, b));
         }
-        Ok(LiveState { services, backends })
+        Ok(LiveState {
+            services,
+            services6,
+            backends,
+            backend_addrs6,
+        })
     }
 
     /// The loaded program, e.g. for `BPF_PROG_TEST_RUN`.

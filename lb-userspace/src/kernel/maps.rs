@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use aya::{
-    maps::{MapData, MapError, PerCpuArray},
+    maps::{HashMap, MapData, MapError, PerCpuArray},
     sys::SyscallError,
 };
 use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters, REASON_COUNT},
-    flow::{FlowKey, FlowTarget, NatReturn},
+    flow::{FlowTarget, NatReturn},
+    ipv6::{Addr6, NatReturn6, ServiceKey6},
     limits::*,
     nexthop::NextHop,
     reverse::{ReverseKey, ReverseTarget},
@@ -29,6 +30,13 @@ use crate::{
 };
 
 impl KernelDataplane {
+    /// The IPv6 service map's capacity (`limits.max_services`).
+    fn services6_capacity(&self) -> u32 {
+        aya::maps::IterableMap::map(&self.services6)
+            .info()
+            .map_or(0, |info| info.max_entries())
+    }
+
     pub fn service_counters(&self, id: u32) -> anyhow::Result<TrafficCounters> {
         sum_counters(&self.service_stats, id)
     }
@@ -143,6 +151,18 @@ impl Dataplane for KernelDataplane {
             .map_err(|e| slot(MAP_NEXTHOPS).refused(e))
     }
 
+    fn set_backend_addr6(&mut self, id: u32, addr: &Addr6) -> WriteResult {
+        let slot = Slot {
+            map: MAP_BACKEND_ADDRS6,
+            capacity: self.backend_addrs6.len(),
+            limit: "max_backends",
+            index: id,
+        };
+        self.backend_addrs6
+            .set(id, addr, 0)
+            .map_err(|e| slot.refused(e))
+    }
+
     fn set_ring_entries(&mut self, entries: &[(u32, u32)]) -> WriteResult {
         self.ring.set_all(entries).map_err(|e| full(e, MAP_RING))
     }
@@ -169,42 +189,45 @@ impl Dataplane for KernelDataplane {
         Ok(self.services.remove(key)?)
     }
 
+    fn set_service6(&mut self, key: &ServiceKey6, meta: &ServiceMeta) -> WriteResult {
+        // One update of the whole value: the kernel swaps a hash map's element in at
+        // once, so a packet sees the old meta or the new one.
+        self.services6.insert(key, meta, 0).map_err(|e| {
+            Slot {
+                map: MAP_SERVICES6,
+                capacity: self.services6_capacity(),
+                limit: "max_services",
+                index: meta.id,
+            }
+            .refused(e)
+        })
+    }
+
+    fn remove_service6(&mut self, key: &ServiceKey6) -> WriteResult {
+        match self.services6.remove(key) {
+            Ok(()) => Ok(()),
+            Err(e) if super::flows::is_not_found(&e) => Ok(()),
+            Err(e) => Err(DataplaneError::Kernel(
+                anyhow::Error::new(e).context(format!("removing {key:?} from {MAP_SERVICES6}")),
+            )),
+        }
+    }
+
     fn purge_flows(&mut self, ids: &[u32]) -> anyhow::Result<usize> {
         let ids: std::collections::HashSet<u32> = ids.iter().copied().collect();
-        // Keys are collected first: deleting while walking with get_next_key can restart
-        // the walk from the beginning. The data path creates no new entries for `ids`
-        // meanwhile, since the caller took it out of every ring before.
-        let forward: Vec<FlowKey> = self
-            .flows
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, target)| ids.contains(&target.backend))
-            .map(|(key, _)| key)
-            .collect();
-        let reverse: Vec<FlowKey> = self
-            .return_flows
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, nat)| ids.contains(&nat.backend))
-            .map(|(key, _)| key)
-            .collect();
-        let mut purged = 0;
-        // As in `expire_flows`: a key may hold another flow by now.
-        for key in &forward {
-            let ours = |t: &FlowTarget| ids.contains(&t.backend);
-            if current_if(&self.flows, key, MAP_FLOWS, ours)?.is_some()
-                && remove_present(&mut self.flows, key, MAP_FLOWS)?
-            {
-                purged += 1;
-            }
-        }
-        for key in &reverse {
-            let ours = |n: &NatReturn| ids.contains(&n.backend);
-            if current_if(&self.return_flows, key, MAP_RETURN_FLOWS, ours)?.is_some() {
-                remove_present(&mut self.return_flows, key, MAP_RETURN_FLOWS)?;
-            }
-        }
-        Ok(purged)
+        let v4 = purge(
+            (&mut self.flows, MAP_FLOWS),
+            (&mut self.return_flows, MAP_RETURN_FLOWS),
+            &ids,
+            |n: &NatReturn| n.backend,
+        )?;
+        let v6 = purge(
+            (&mut self.flows6, MAP_FLOWS6),
+            (&mut self.return_flows6, MAP_RETURN_FLOWS6),
+            &ids,
+            |n: &NatReturn6| n.backend,
+        )?;
+        Ok(v4 + v6)
     }
 
     fn backend_signals(&self, id: u32) -> anyhow::Result<BackendSignals> {
@@ -243,6 +266,48 @@ impl Dataplane for KernelDataplane {
     fn interface_states(&self) -> Vec<(String, bool)> {
         KernelDataplane::interface_states(self)
     }
+}
+
+/// Deletes every entry of one family's flow tables pinned to a backend of `ids`; returns
+/// how many connections (forward entries) were dropped.
+fn purge<K: aya::Pod, R: aya::Pod>(
+    (flows, flows_name): (&mut HashMap<MapData, K, FlowTarget>, &str),
+    (returns, returns_name): (&mut HashMap<MapData, K, R>, &str),
+    ids: &std::collections::HashSet<u32>,
+    backend_of: impl Fn(&R) -> u32,
+) -> anyhow::Result<usize> {
+    // Keys are collected first: deleting while walking with get_next_key can restart
+    // the walk from the beginning. The data path creates no new entries for `ids`
+    // meanwhile, since the caller took it out of every ring before.
+    let forward: Vec<K> = flows
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, target)| ids.contains(&target.backend))
+        .map(|(key, _)| key)
+        .collect();
+    let reverse: Vec<K> = returns
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, nat)| ids.contains(&backend_of(nat)))
+        .map(|(key, _)| key)
+        .collect();
+    let mut purged = 0;
+    // As in `expire_flows`: a key may hold another flow by now.
+    for key in &forward {
+        let ours = |t: &FlowTarget| ids.contains(&t.backend);
+        if current_if(flows, key, flows_name, ours)?.is_some()
+            && remove_present(flows, key, flows_name)?
+        {
+            purged += 1;
+        }
+    }
+    for key in &reverse {
+        let ours = |n: &R| ids.contains(&backend_of(n));
+        if current_if(returns, key, returns_name, ours)?.is_some() {
+            remove_present(returns, key, returns_name)?;
+        }
+    }
+    Ok(purged)
 }
 
 impl Counters for KernelDataplane {

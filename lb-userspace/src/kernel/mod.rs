@@ -31,6 +31,7 @@ use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters},
     flow::{FlowKey, FlowTarget, NatReturn},
+    ipv6::{Addr6, FlowKey6, NatReturn6, ServiceKey6},
     nexthop::NextHop,
     reverse::{ReverseKey, ReverseTarget},
 };
@@ -43,7 +44,11 @@ use self::{links::Links, mmap_array::MmapArray, service_index::ServiceIndex, tra
 pub struct KernelDataplane {
     ebpf: Ebpf,
     services: ServiceIndex,
+    /// IPv6 services (see `lb_common::ipv6`).
+    services6: HashMap<MapData, ServiceKey6, lb_common::service::ServiceMeta>,
     backends: Array<MapData, Backend>,
+    /// The address of each IPv6 backend, by backend id.
+    backend_addrs6: Array<MapData, Addr6>,
     ring: MmapArray,
     policy_table: MmapArray,
     active_flows: Array<MapData, u64>,
@@ -56,6 +61,8 @@ pub struct KernelDataplane {
     rr_cursor: PerCpuArray<MapData, u32>,
     pub flows: HashMap<MapData, FlowKey, FlowTarget>,
     pub return_flows: HashMap<MapData, FlowKey, NatReturn>,
+    pub flows6: HashMap<MapData, FlowKey6, FlowTarget>,
+    pub return_flows6: HashMap<MapData, FlowKey6, NatReturn6>,
     pub reverse: HashMap<MapData, ReverseKey, ReverseTarget>,
     service_stats: PerCpuArray<MapData, TrafficCounters>,
     backend_stats: PerCpuArray<MapData, TrafficCounters>,

@@ -1,11 +1,17 @@
-//! [`VipAddresses`] over rtnetlink: a VIP is announced by adding its /32 to `lo` with
-//! global scope (so BIRD's `protocol direct` or FRR's `redistribute connected` exports
-//! it) and withdrawn by removing it.
+//! [`VipAddresses`] over rtnetlink: a VIP is announced by adding its /32 (IPv6: /128)
+//! to `lo` with global scope (so BIRD's `protocol direct` or FRR's `redistribute
+//! connected` exports it) and withdrawn by removing it.
 //!
 //! lbd tells its own addresses from the operator's by their label, [`LABEL`]: it lists
 //! only addresses carrying it, and removes with the label in the request, which the
 //! kernel matches (`inet_rtm_deladdr` skips an address whose label differs), so an
 //! operator's own /32 on `lo` (labelled `lo`) is never removed, even for the same VIP.
+//! IPv6 addresses have no label: lbd marks its own with the address protocol
+//! [`PROTO`] (`IFA_PROTO`, Linux 6.1), lists only those, and removes one only after
+//! finding it so marked (`inet6_rtm_deladdr` matches the address alone). They are added
+//! without duplicate address detection (`IFA_F_NODAD`; the kernel skips it on a loopback
+//! device anyway): every node of a tier holds the same VIP by design, and a tentative
+//! address is neither usable nor exported.
 //!
 //! Each /32 carries a lifetime (`announce.lifetime`, the kernel's `valid_lft`) that
 //! lbd renews every second: the kernel removes the address itself when it lapses (the
@@ -16,10 +22,7 @@
 //! address request, and queues each part of a dump, while the request is sent or the
 //! previous part read, so a reply is always there to read; the socket is non-blocking
 //! anyway, so a missing reply is an error rather than a hang.
-use std::{
-    net::{IpAddr, Ipv4Addr},
-    time::Duration,
-};
+use std::{net::IpAddr, time::Duration};
 
 use anyhow::{bail, Context as _};
 use rtnetlink::{
@@ -28,7 +31,10 @@ use rtnetlink::{
         NLM_F_REPLACE, NLM_F_REQUEST,
     },
     packet_route::{
-        address::{AddressAttribute, AddressMessage, AddressScope, CacheInfo},
+        address::{
+            AddressAttribute, AddressFlags, AddressMessage, AddressProtocol, AddressScope,
+            CacheInfo,
+        },
         AddressFamily, RouteNetlinkMessage,
     },
     sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr},
@@ -40,6 +46,10 @@ use crate::dataplane::VipAddresses;
 /// The label of the addresses lbd adds (at most 15 bytes, and starting with the device's
 /// name, as `ip address` expects of a label).
 pub const LABEL: &str = "lo:lbd";
+
+/// The address protocol (`IFA_PROTO`) that marks lbd's IPv6 addresses: a value of no
+/// kernel meaning (the kernel's own are 1 to 3), "l" for lbd.
+pub const PROTO: u8 = b'l';
 
 /// The device VIPs are held on.
 const DEVICE: &str = "lo";
@@ -62,7 +72,7 @@ impl LoopbackVips {
     }
 
     /// The message with the lifetime attribute (`IFA_CACHEINFO`).
-    fn with_lifetime(&self, vip: Ipv4Addr) -> AddressMessage {
+    fn with_lifetime(&self, vip: IpAddr) -> AddressMessage {
         let seconds = match self.lifetime.as_secs() {
             0 => FOREVER,
             s => u32::try_from(s).unwrap_or(FOREVER - 1),
@@ -75,25 +85,37 @@ impl LoopbackVips {
         message
     }
 
-    fn message(&self, vip: Ipv4Addr) -> AddressMessage {
+    fn message(&self, vip: IpAddr) -> AddressMessage {
         let mut message = AddressMessage::default();
-        message.header.family = AddressFamily::Inet;
-        message.header.prefix_len = 32;
         message.header.scope = AddressScope::Universe;
         message.header.index = self.ifindex;
-        message.attributes = vec![
-            AddressAttribute::Local(IpAddr::V4(vip)),
-            AddressAttribute::Address(IpAddr::V4(vip)),
-            AddressAttribute::Label(LABEL.into()),
-        ];
+        match vip {
+            IpAddr::V4(_) => {
+                message.header.family = AddressFamily::Inet;
+                message.header.prefix_len = 32;
+                message.attributes = vec![
+                    AddressAttribute::Local(vip),
+                    AddressAttribute::Address(vip),
+                    AddressAttribute::Label(LABEL.into()),
+                ];
+            }
+            IpAddr::V6(_) => {
+                message.header.family = AddressFamily::Inet6;
+                message.header.prefix_len = 128;
+                message.attributes = vec![
+                    AddressAttribute::Address(vip),
+                    AddressAttribute::Flags(AddressFlags::Nodad),
+                    AddressAttribute::Protocol(AddressProtocol::Other(PROTO)),
+                ];
+            }
+        }
         message
     }
-}
 
-impl VipAddresses for LoopbackVips {
-    fn announced(&self) -> anyhow::Result<Vec<Ipv4Addr>> {
+    /// lbd's addresses of one family on `lo`.
+    fn listed(&self, family: AddressFamily) -> anyhow::Result<Vec<IpAddr>> {
         let mut request = AddressMessage::default();
-        request.header.family = AddressFamily::Inet;
+        request.header.family = family;
         let replies = exchange(
             RouteNetlinkMessage::GetAddress(request),
             NLM_F_REQUEST | NLM_F_DUMP,
@@ -104,23 +126,47 @@ impl VipAddresses for LoopbackVips {
             let RouteNetlinkMessage::NewAddress(a) = reply else {
                 continue;
             };
+            let mark = |attr: &AddressAttribute| match attr {
+                AddressAttribute::Label(l) => l == LABEL && a.header.family == AddressFamily::Inet,
+                AddressAttribute::Protocol(AddressProtocol::Other(p)) => {
+                    *p == PROTO && a.header.family == AddressFamily::Inet6
+                }
+                _ => false,
+            };
+            let host = match a.header.family {
+                AddressFamily::Inet => 32,
+                _ => 128,
+            };
             let ours = a.header.index == self.ifindex
-                && a.header.prefix_len == 32
-                && a.attributes
-                    .iter()
-                    .any(|attr| matches!(attr, AddressAttribute::Label(l) if l == LABEL));
-            let local = a.attributes.iter().find_map(|attr| match attr {
-                AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+                && a.header.prefix_len == host
+                && a.attributes.iter().any(mark);
+            // IPv4 names the address in IFA_LOCAL, IPv6 in IFA_ADDRESS.
+            let address = a.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Local(ip @ IpAddr::V4(_)) => Some(*ip),
+                AddressAttribute::Address(ip @ IpAddr::V6(_)) => Some(*ip),
                 _ => None,
             });
-            if let (true, Some(ip)) = (ours, local) {
+            if let (true, Some(ip)) = (ours, address) {
                 vips.push(ip);
             }
         }
         Ok(vips)
     }
+}
 
-    fn announce(&mut self, vip: Ipv4Addr) -> anyhow::Result<()> {
+impl VipAddresses for LoopbackVips {
+    fn announced(&self) -> anyhow::Result<Vec<IpAddr>> {
+        let mut vips = self.listed(AddressFamily::Inet)?;
+        // A kernel without IPv6 has no IPv6 addresses to list.
+        match self.listed(AddressFamily::Inet6) {
+            Ok(v6) => vips.extend(v6),
+            Err(e) if errno(&e) == Some(libc::EAFNOSUPPORT) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(vips)
+    }
+
+    fn announce(&mut self, vip: IpAddr) -> anyhow::Result<()> {
         let add = RouteNetlinkMessage::NewAddress(self.with_lifetime(vip));
         match exchange(add, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL) {
             Ok(_) => Ok(()),
@@ -129,23 +175,27 @@ impl VipAddresses for LoopbackVips {
                     Ok(())
                 } else {
                     bail!(
-                        "{vip}/32 is already on lo without lbd's label {LABEL}: the operator's \
-                         own address, which lbd leaves alone (the routing daemon exports it \
-                         whatever lbd decides)"
+                        "{vip} is already on lo without lbd's mark (label {LABEL}, IPv6: \
+                         protocol {PROTO}): the operator's own address, which lbd leaves alone \
+                         (the routing daemon exports it whatever lbd decides)"
                     )
                 }
             }
-            Err(e) => Err(e).with_context(|| format!("adding {vip}/32 to lo (RTM_NEWADDR)")),
+            Err(e) => Err(e).with_context(|| format!("adding {vip} to lo (RTM_NEWADDR)")),
         }
     }
 
-    fn withdraw(&mut self, vip: Ipv4Addr) -> anyhow::Result<()> {
+    fn withdraw(&mut self, vip: IpAddr) -> anyhow::Result<()> {
+        // The kernel deletes an IPv6 address whatever its protocol: only one lbd added.
+        if vip.is_ipv6() && !self.listed(AddressFamily::Inet6)?.contains(&vip) {
+            return Ok(());
+        }
         let delete = RouteNetlinkMessage::DelAddress(self.message(vip));
         match exchange(delete, NLM_F_REQUEST | NLM_F_ACK) {
             Ok(_) => Ok(()),
             // Not there with lbd's label: gone already, or the operator's.
             Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("removing {vip}/32 from lo (RTM_DELADDR)")),
+            Err(e) => Err(e).with_context(|| format!("removing {vip} from lo (RTM_DELADDR)")),
         }
     }
 
@@ -153,17 +203,17 @@ impl VipAddresses for LoopbackVips {
         self.lifetime = lifetime;
     }
 
-    fn renew(&mut self, vip: Ipv4Addr) -> anyhow::Result<()> {
+    fn renew(&mut self, vip: IpAddr) -> anyhow::Result<()> {
         // NLM_F_REPLACE on an existing address sets only its lifetimes (and flags).
         let renew = RouteNetlinkMessage::NewAddress(self.with_lifetime(vip));
         exchange(renew, NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE)
             .map(drop)
-            .with_context(|| format!("renewing the lifetime of {vip}/32 on lo (RTM_NEWADDR)"))
+            .with_context(|| format!("renewing the lifetime of {vip} on lo (RTM_NEWADDR)"))
     }
 }
 
 /// Withdraws every VIP lbd holds on `lo` (for `lbd --detach`); returns them.
-pub fn withdraw_all() -> anyhow::Result<Vec<Ipv4Addr>> {
+pub fn withdraw_all() -> anyhow::Result<Vec<IpAddr>> {
     let mut vips = LoopbackVips::open()?;
     let held = vips.announced()?;
     for vip in &held {

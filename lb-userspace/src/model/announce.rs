@@ -1,6 +1,6 @@
 //! When a VIP is announced: the decision, per VIP, from whether its services can serve
-//! now. lbd announces a VIP by holding its /32 on `lo`, which the routing daemon exports
-//! to the routers; see docs/tier.md.
+//! now. lbd announces a VIP by holding its /32 (IPv6: /128) on `lo`, which the routing
+//! daemon exports to the routers; see docs/tier.md.
 //!
 //! The rule, with hysteresis so a flapping service does not flap the route:
 //! - a VIP is announced once it has been able to serve for `hold_up` without a break
@@ -12,7 +12,7 @@
 //!   ([`Announcer::adopt`]) until its own probes decide.
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -31,12 +31,9 @@ pub enum Readiness {
 pub enum Change {
     /// Add the /32: the VIP has been able to serve for `serving_for` (at least
     /// `hold_up`).
-    Announce {
-        vip: Ipv4Addr,
-        serving_for: Duration,
-    },
+    Announce { vip: IpAddr, serving_for: Duration },
     /// Remove the /32, and why.
-    Withdraw { vip: Ipv4Addr, why: String },
+    Withdraw { vip: IpAddr, why: String },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -49,13 +46,13 @@ struct VipState {
 /// The announcement state of every VIP lbd has seen.
 #[derive(Debug, Clone, Default)]
 pub struct Announcer {
-    vips: BTreeMap<Ipv4Addr, VipState>,
+    vips: BTreeMap<IpAddr, VipState>,
 }
 
 impl Announcer {
     /// VIPs found announced at start (left by the previous lbd): they stay announced
     /// until a verdict says they cannot be served.
-    pub fn adopt(&mut self, vips: impl IntoIterator<Item = Ipv4Addr>) {
+    pub fn adopt(&mut self, vips: impl IntoIterator<Item = IpAddr>) {
         for vip in vips {
             self.vips.entry(vip).or_default().announced = true;
         }
@@ -69,7 +66,7 @@ impl Announcer {
         &mut self,
         now: Instant,
         hold_up: Duration,
-        readiness: &BTreeMap<Ipv4Addr, Readiness>,
+        readiness: &BTreeMap<IpAddr, Readiness>,
     ) -> Vec<Change> {
         let mut changes = Vec::new();
         for (vip, ready) in readiness {
@@ -99,7 +96,7 @@ impl Announcer {
                 }
             }
         }
-        let gone: Vec<Ipv4Addr> = self
+        let gone: Vec<IpAddr> = self
             .vips
             .keys()
             .filter(|vip| !readiness.contains_key(vip))
@@ -151,14 +148,14 @@ impl Announcer {
     }
 
     /// The VIPs announced now.
-    pub fn announced(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    pub fn announced(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.vips
             .iter()
             .filter(|(_, s)| s.announced)
             .map(|(vip, _)| *vip)
     }
 
-    pub fn is_announced(&self, vip: Ipv4Addr) -> bool {
+    pub fn is_announced(&self, vip: IpAddr) -> bool {
         self.vips.get(&vip).is_some_and(|s| s.announced)
     }
 }

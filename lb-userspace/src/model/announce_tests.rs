@@ -1,11 +1,13 @@
 //! Scripted readiness against a fake clock: the exact announce/withdraw sequence.
+use std::net::Ipv4Addr;
+
 use super::*;
 
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
-const OTHER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 101);
+const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100));
+const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 101));
 const HOLD_UP: Duration = Duration::from_secs(3);
 
-fn ready(list: &[(Ipv4Addr, Readiness)]) -> BTreeMap<Ipv4Addr, Readiness> {
+fn ready(list: &[(IpAddr, Readiness)]) -> BTreeMap<IpAddr, Readiness> {
     list.iter().cloned().collect()
 }
 

@@ -59,7 +59,10 @@ pub fn edge_tables(
         .map(|p| (p.name.as_str(), p.id))
         .collect();
     for s in &config.services {
-        tables.vips.insert(s.vip);
+        // The VIP addresses map is IPv4's (`unlisted_ports`); the IPv6 path has none yet.
+        if let std::net::IpAddr::V4(vip) = s.vip {
+            tables.vips.insert(vip);
+        }
         let Some(&id) = ids.get(s.name.as_str()) else {
             continue;
         };

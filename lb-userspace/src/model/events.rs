@@ -60,7 +60,7 @@ impl Event {
         Self {
             kind,
             service: at.service.clone(),
-            backend: Some(format!("{}:{}", at.address, at.port)),
+            backend: Some(std::net::SocketAddr::new(at.address, at.port).to_string()),
             zone: zone.to_string(),
             detail,
         }

@@ -23,9 +23,17 @@ pub struct MaglevBackend {
     pub id: u32,
 }
 
-/// A backend's identity, `ADDRESS:PORT` as `format!("{address}:{port}")` writes it,
-/// without the formatting machinery: a re-plan makes one per backend of the service.
-pub fn identity(address: std::net::Ipv4Addr, port: u16) -> String {
+/// A backend's identity, `ADDRESS:PORT` as `SocketAddr`'s `Display` writes it (an IPv6
+/// address in brackets); an IPv4 one without the formatting machinery: a re-plan makes
+/// one per backend of the service.
+pub fn identity(address: std::net::IpAddr, port: u16) -> String {
+    match address {
+        std::net::IpAddr::V4(v4) => identity4(v4, port),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+fn identity4(address: std::net::Ipv4Addr, port: u16) -> String {
     fn decimal(out: &mut String, mut n: u32) {
         let mut digits = [0u8; 5];
         let mut i = digits.len();
@@ -231,7 +239,7 @@ mod tests {
             for b in octets {
                 for p in ports {
                     let addr = std::net::Ipv4Addr::new(a, b, 255 - a, b / 2);
-                    assert_eq!(identity(addr, p), format!("{addr}:{p}"));
+                    assert_eq!(identity(addr.into(), p), format!("{addr}:{p}"));
                 }
             }
         }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod desired;
 pub mod edge;
 pub mod events;
+pub mod family;
 pub mod maglev;
 pub mod plan;
 pub mod policy_table;

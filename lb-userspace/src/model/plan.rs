@@ -7,22 +7,24 @@
 //! step that releases it (the controller purges the old one's flows first).
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
 };
 
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
     encap::{BACKEND_F_DSR_L2, BACKEND_F_GUE, BACKEND_F_IPIP, PROTO_UDP},
+    ipv6::FAMILY_IPV6,
     net::{ipv4_wire, port_wire, FAMILY_IPV4, PROTO_TCP},
     service::{
-        ServiceKey, POLICY_LEAST_CONN, POLICY_MAGLEV, POLICY_ROUND_ROBIN, POLICY_SOURCE_HASH,
-        SERVICE_F_DSR, SERVICE_F_EDGE, SERVICE_F_NAT, SERVICE_F_RECORD_UNPROVEN,
-        SERVICE_F_STATELESS_SYN, SERVICE_F_SYN_PROXY,
+        POLICY_LEAST_CONN, POLICY_MAGLEV, POLICY_ROUND_ROBIN, POLICY_SOURCE_HASH, SERVICE_F_DSR,
+        SERVICE_F_EDGE, SERVICE_F_NAT, SERVICE_F_RECORD_UNPROVEN, SERVICE_F_STATELESS_SYN,
+        SERVICE_F_SYN_PROXY,
     },
 };
 
 use crate::{
     model::config::{Config, ForwardingMode, Policy, Protocol, ServiceConfig, SynProxyMode},
+    model::family::ServiceMapKey,
     model::maglev::{self, MaglevBackend},
     model::policy_table::{self, TableBackend},
     model::weights,
@@ -32,7 +34,7 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BackendRef {
     pub service: String,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
 }
 
@@ -42,7 +44,8 @@ impl BackendRef {
     pub fn first_of(name: &str) -> Self {
         BackendRef {
             service: name.to_string(),
-            address: Ipv4Addr::UNSPECIFIED,
+            // IPv4 addresses sort before IPv6 ones.
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             port: 0,
         }
     }
@@ -59,7 +62,12 @@ impl BackendRef {
 
 impl std::fmt::Display for BackendRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}:{}", self.service, self.address, self.port)
+        write!(
+            f,
+            "{}/{}",
+            self.service,
+            SocketAddr::new(self.address, self.port)
+        )
     }
 }
 
@@ -86,7 +94,7 @@ pub struct Overlay {
 pub struct PlannedService {
     pub name: String,
     pub id: u32,
-    pub key: ServiceKey,
+    pub key: ServiceMapKey,
     pub policy: u32,
     pub flags: u32,
     /// Backend ids of this service, in config order, then retiring ones.
@@ -106,6 +114,17 @@ pub struct PlannedBackend {
     pub zone: String,
     pub weight: u32,
     pub value: Backend,
+}
+
+impl PlannedBackend {
+    /// What the IPv6 address array holds at this backend's id: its address if it is an
+    /// IPv6 backend.
+    pub fn addr6(&self) -> Option<lb_common::ipv6::Addr6> {
+        match self.at.address {
+            IpAddr::V4(_) => None,
+            IpAddr::V6(v6) => Some(crate::model::family::addr6(v6)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -234,7 +253,7 @@ pub fn assign_service_ids(
     free: &mut FreeIds,
 ) -> Vec<u32> {
     // Addresses rather than `BackendRef`s: no copy of the service's name per backend.
-    let members: Vec<(Ipv4Addr, u16)> = s
+    let members: Vec<(IpAddr, u16)> = s
         .backends
         .iter()
         .map(|b| (b.address, b.port))
@@ -242,7 +261,7 @@ pub fn assign_service_ids(
             BackendRef::of_service(&overlay.retiring, &s.name).map(|(at, _)| (at.address, at.port)),
         )
         .collect();
-    let wanted: std::collections::HashSet<(Ipv4Addr, u16)> = members.iter().copied().collect();
+    let wanted: std::collections::HashSet<(IpAddr, u16)> = members.iter().copied().collect();
     let gone: Vec<BackendRef> = BackendRef::of_service(&ids.backends, &s.name)
         .filter(|(at, _)| !wanted.contains(&(at.address, at.port)))
         .map(|(at, _)| at.clone())
@@ -261,33 +280,34 @@ pub fn assign_service_ids(
     released
 }
 
-/// The services-map key of a configured service.
-pub fn service_key(s: &ServiceConfig) -> ServiceKey {
-    ServiceKey {
-        addr: ipv4_wire(s.vip.octets()),
-        port: port_wire(s.port),
-        proto: match s.protocol {
-            Protocol::Tcp => PROTO_TCP,
-            Protocol::Udp => PROTO_UDP,
-        },
-        family: FAMILY_IPV4,
-    }
+/// The services-map key of a configured service, in its VIP's family's map.
+pub fn service_key(s: &ServiceConfig) -> ServiceMapKey {
+    let proto = match s.protocol {
+        Protocol::Tcp => PROTO_TCP,
+        Protocol::Udp => PROTO_UDP,
+    };
+    ServiceMapKey::new(s.vip, s.port, proto)
 }
 
 /// A backend slot's value; `weight_milli` 0 means it takes no new flows (unhealthy,
 /// draining, retiring), which the data path also uses to re-place a SYN that finds
-/// an old entry for it.
+/// an old entry for it. An IPv6 backend's slot says [`FAMILY_IPV6`] and holds no address
+/// (`addr` 0): its address is in the IPv6 address array at the same id.
 pub fn backend_value(
-    address: Ipv4Addr,
+    address: IpAddr,
     port: u16,
     weight_milli: u32,
     service: u32,
     mode: ForwardingMode,
 ) -> Backend {
+    let (addr, family) = match address {
+        IpAddr::V4(v4) => (ipv4_wire(v4.octets()), FAMILY_IPV4),
+        IpAddr::V6(_) => (0, FAMILY_IPV6),
+    };
     Backend {
-        addr: ipv4_wire(address.octets()),
+        addr,
         port: port_wire(port),
-        family: FAMILY_IPV4,
+        family,
         flags: BACKEND_F_PRESENT | mode_flags(mode),
         weight_milli,
         service,
@@ -316,7 +336,7 @@ pub fn ring_weight_milli(overlay: &Overlay, at: &BackendRef, weight: u32) -> u32
 }
 
 /// A backend's entry in its service's Maglev input.
-pub fn maglev_entry(address: Ipv4Addr, port: u16, weight_milli: u32, id: u32) -> MaglevBackend {
+pub fn maglev_entry(address: IpAddr, port: u16, weight_milli: u32, id: u32) -> MaglevBackend {
     MaglevBackend {
         identity: maglev::identity(address, port),
         weight: weight_milli,
@@ -656,8 +676,9 @@ mod tests {
         let c = config(&["10.1.0.11", "10.1.0.12"]);
         let p = plan(&c, &Overlay::default(), &assign(&c, &Ids::default()), None);
         let s = &p.services[0];
-        assert_eq!(s.key.addr.to_ne_bytes(), [10, 0, 0, 100]);
-        assert_eq!(s.key.port.to_ne_bytes(), [0, 80]);
+        let key = s.key.v4().expect("an IPv4 service");
+        assert_eq!(key.addr.to_ne_bytes(), [10, 0, 0, 100]);
+        assert_eq!(key.port.to_ne_bytes(), [0, 80]);
         assert_eq!(s.ring.len(), 1009);
         assert!(s.ring.iter().all(|id| s.backends.contains(id)));
         assert_eq!(p.backends[1].value.addr.to_ne_bytes(), [10, 1, 0, 12]);

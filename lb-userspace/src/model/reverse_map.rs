@@ -30,11 +30,16 @@ pub fn reverse_entries(config: &Config, plan: &Plan) -> BTreeMap<ReverseKey, Rev
         let Some(service) = services.get(b.at.service.as_str()) else {
             continue;
         };
+        // The reverse map is IPv4 only (validation refuses `stateless_return` for an
+        // IPv6 service), and an IPv6 backend's replies never match an IPv4 key.
+        let (Some(vip), std::net::IpAddr::V4(address)) = (service.key.v4(), b.at.address) else {
+            continue;
+        };
         let key = ReverseKey {
-            addr: u32::from_ne_bytes(b.at.address.octets()),
+            addr: u32::from_ne_bytes(address.octets()),
             port: b.at.port.to_be(),
-            proto: service.key.proto,
-            family: service.key.family,
+            proto: vip.proto,
+            family: vip.family,
         };
         if !seen.insert(key) {
             ambiguous.insert(key);
@@ -43,8 +48,8 @@ pub fn reverse_entries(config: &Config, plan: &Plan) -> BTreeMap<ReverseKey, Rev
             entries.insert(
                 key,
                 ReverseTarget {
-                    vip: service.key.addr,
-                    vport: service.key.port,
+                    vip: vip.addr,
+                    vport: vip.port,
                     _pad: 0,
                     service: service.id,
                     backend: b.id,
@@ -153,7 +158,7 @@ services:
         let mut overlay = Overlay::default();
         let retiring = crate::model::plan::BackendRef {
             service: "web".into(),
-            address: Ipv4Addr::new(10, 1, 0, 12),
+            address: Ipv4Addr::new(10, 1, 0, 12).into(),
             port: 8080,
         };
         overlay.retiring.insert(retiring, "az-a".into());

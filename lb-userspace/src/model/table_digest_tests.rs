@@ -27,7 +27,7 @@ fn config(policy: &str, seed: u32, ring: u32, backends: &[(u8, u32)]) -> Config 
 fn at(last: u8) -> BackendRef {
     BackendRef {
         service: "web".into(),
-        address: std::net::Ipv4Addr::new(10, 1, 0, last),
+        address: std::net::Ipv4Addr::new(10, 1, 0, last).into(),
         port: 8080,
     }
 }

@@ -3,7 +3,7 @@
 //! at most that. lbd only sends `show` commands; it never changes BIRD.
 use std::{
     io::{Read as _, Write as _},
-    net::Ipv4Addr,
+    net::IpAddr,
     os::unix::net::UnixStream,
     path::Path,
     time::{Duration, Instant},
@@ -83,9 +83,11 @@ pub fn sessions(socket: &Path) -> anyhow::Result<(Vec<Protocol>, Vec<BfdSession>
     Ok((protocols, bfd))
 }
 
-/// Whether BIRD has `vip`/32 as a route out of `lo` (see [`bird_reply::route_on_lo`]).
-pub fn route_on_lo(socket: &Path, vip: Ipv4Addr) -> anyhow::Result<bool> {
-    let reply = match query(socket, &format!("show route {vip}/32")) {
+/// Whether BIRD has `vip`'s host route (/32, /128) out of `lo` (see
+/// [`bird_reply::route_on_lo`]).
+pub fn route_on_lo(socket: &Path, vip: IpAddr) -> anyhow::Result<bool> {
+    let host = if vip.is_ipv6() { 128 } else { 32 };
+    let reply = match query(socket, &format!("show route {vip}/{host}")) {
         Ok(lines) => Ok(lines),
         Err(e) => match e.downcast::<bird_reply::ReplyError>() {
             Ok(reply) => Err(reply),

@@ -1,6 +1,6 @@
 //! What `GET /v1/node` and the node drain answer: this node's announcements, its drain
 //! and, when `announce.bird_socket` is set, what BIRD says (see docs/tier.md).
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +22,7 @@ pub struct NodeView {
 /// One VIP in `announce.vip_ranges` that a service has.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VipView {
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub services: Vec<String>,
     /// lbd's decision: announce it.
     pub announced: bool,

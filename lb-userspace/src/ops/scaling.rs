@@ -118,7 +118,7 @@ mod tests {
     fn at(last: u8) -> BackendRef {
         BackendRef {
             service: "web".into(),
-            address: std::net::Ipv4Addr::new(10, 1, 0, last),
+            address: std::net::Ipv4Addr::new(10, 1, 0, last).into(),
             port: 8080,
         }
     }
@@ -154,7 +154,7 @@ mod tests {
 
     fn at_addr(last: u8) -> BackendAddr {
         BackendAddr {
-            address: std::net::Ipv4Addr::new(10, 1, 0, last),
+            address: std::net::Ipv4Addr::new(10, 1, 0, last).into(),
             port: 8080,
         }
     }

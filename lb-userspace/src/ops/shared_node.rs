@@ -166,7 +166,7 @@ mod tests {
             rt.change(&Edit::AddBackend {
                 service: "web".into(),
                 backend: BackendConfig {
-                    address: std::net::Ipv4Addr::new(10, 1, 0, 10 + i),
+                    address: std::net::Ipv4Addr::new(10, 1, 0, 10 + i).into(),
                     port: 8080,
                     zone: "az-a".into(),
                     weight: 1,

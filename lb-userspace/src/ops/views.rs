@@ -1,6 +1,6 @@
 //! What the admin API answers, as JSON. `lbd` serializes these and `lbctl` parses them
 //! back, so both sides share one definition.
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +13,7 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceSummary {
     pub name: String,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     /// `tcp` or `udp`; absent from an older `lbd`'s answer, whose services are all TCP.
     #[serde(default)]
@@ -37,7 +37,7 @@ pub struct ServiceSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendView {
     pub service: String,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
     pub zone: String,
     pub weight: u32,
@@ -66,7 +66,7 @@ pub struct ZoneView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthView {
     pub service: String,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
     pub zone: String,
     /// `healthy`, `unhealthy`, or `unknown` when nothing probes the backend.
@@ -106,7 +106,7 @@ pub struct ServiceStats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendStats {
     pub service: String,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
     pub zone: String,
     pub state: BackendState,

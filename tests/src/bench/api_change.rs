@@ -35,12 +35,12 @@ const RING: u32 = 65_537;
 
 fn backend(i: usize) -> config::BackendConfig {
     config::BackendConfig {
-        address: std::net::Ipv4Addr::new(
+        address: std::net::IpAddr::from([
             10,
             3 + (i / 50_000) as u8,
             (i / 200 % 250) as u8,
             (i % 200) as u8 + 1,
-        ),
+        ]),
         port: 8080,
         zone: "az-a".into(),
         weight: 1,

@@ -124,14 +124,16 @@ fn measure(
                 let key = f.flow_key();
                 let s = planned_service(c, name);
                 let id = s.ring[(lb_common::hash::flow_hash(&key, HASH_SEED) % RING_SIZE) as usize];
-                c.plan()
-                    .unwrap()
-                    .backends
-                    .iter()
-                    .find(|b| b.id == id)
-                    .unwrap()
-                    .at
-                    .address
+                ipv4(
+                    c.plan()
+                        .unwrap()
+                        .backends
+                        .iter()
+                        .find(|b| b.id == id)
+                        .unwrap()
+                        .at
+                        .address,
+                )
             };
             let backend = hash_backend(&syn);
             let r1 = run_once(lb, c0, &syn.bytes());

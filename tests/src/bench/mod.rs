@@ -8,6 +8,8 @@
 //!   NAT: an established packet and a new connection's SYN and first ACK.
 //! - [`udp`]: per-packet cost of UDP services (a datagram of a new and of an existing
 //!   flow, a reply) beside TCP's established packets;
+//! - [`ipv6`]: per-packet cost of IPv6 (an established segment, a new connection, a UDP
+//!   datagram of an existing flow) beside the same over IPv4;
 //! - [`edge`]: per-packet cost of edge protection (deny, rate limit, established flows
 //!   of a protected service);
 //! - [`syn_proxy`]: per-packet cost of the SYN proxy (a SYN answered with a cookie, a
@@ -31,6 +33,7 @@ pub mod dsr;
 pub mod e2e;
 pub mod edge;
 pub mod flow_fill;
+pub mod ipv6;
 pub mod machine;
 pub mod memory;
 pub mod packet;

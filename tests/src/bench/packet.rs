@@ -114,7 +114,7 @@ fn measure(c: &Controller<KernelDataplane>, nics: Nics, rounds: usize, n: usize)
             .backends
             .iter()
             .filter(|b| b.at.service == name)
-            .map(|b| (b.at.address, b.at.port))
+            .map(|b| (ipv4(b.at.address), b.at.port))
             .collect();
         let table = TablePick::new(c, name);
         calls(n, move |i| {

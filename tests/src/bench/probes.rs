@@ -145,11 +145,11 @@ fn scenario(backends: usize, interval_ms: u64, http: bool, window: Duration) -> 
                 (
                     BackendRef {
                         service: "bench".into(),
-                        address: Ipv4Addr::LOCALHOST,
+                        address: Ipv4Addr::LOCALHOST.into(),
                         port,
                     },
                     ProbeSpec {
-                        target: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+                        target: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into(),
                         kind: kind.clone(),
                         interval,
                         timeout: Duration::from_secs(1),

@@ -25,6 +25,7 @@ mod events_lab;
 mod explain_lab;
 mod failover;
 mod frr_announce;
+mod health6_lab;
 mod health_scale;
 mod lbctl_timeout;
 mod least_privilege;

@@ -342,7 +342,7 @@ fn bad_requests_get_a_4xx_naming_the_problem_and_change_nothing() {
             "/v1/services/web/backends",
             backend(json!({"address": "10.1.0.300", "port": 8080, "zone": "az-a"})),
             400,
-            "address: invalid IPv4 address",
+            "address: invalid IP address syntax",
         ),
         (
             "POST",

@@ -174,7 +174,7 @@ fn a_probe_through_the_tunnel_fails_without_the_vip_on_lo_or_without_the_decap()
             };
             tunnels.set(mark, &tunnel).unwrap();
             specs.push(ProbeSpec {
-                target: std::net::SocketAddrV4::new(VIP, 80),
+                target: std::net::SocketAddrV4::new(VIP, 80).into(),
                 kind: ProbeKind::Tcp,
                 interval: Duration::from_secs(1),
                 timeout: Duration::from_secs(2),

@@ -2,12 +2,12 @@
 //! no flow entry) and edge protection (`lb_edge`, `lb_place`) outlive `lbd` like the
 //! rest of the data path: the kernel empties a program array once no process and no pin
 //! holds it, so its array is pinned, and the next `lbd` puts its own programs there. The
-//! SYN proxy's `lb_proxy`, direct server return's `lb_dsr` and UDP's `lb_udp` share the
-//! array.
+//! SYN proxy's `lb_proxy`, direct server return's `lb_dsr`, UDP's `lb_udp` and IPv6's `lb_v6`
+//! share the array.
 use aya::maps::{Map, MapData, ProgramArray};
 use lb_common::limits::{
     MAP_PROGRAMS, PROGRAMS_SLOT_DSR, PROGRAMS_SLOT_EDGE, PROGRAMS_SLOT_PLACE, PROGRAMS_SLOT_PROXY,
-    PROGRAMS_SLOT_REPLY, PROGRAMS_SLOT_UDP,
+    PROGRAMS_SLOT_REPLY, PROGRAMS_SLOT_UDP, PROGRAMS_SLOT_V6,
 };
 use lb_tests::{lab_config, running_lb::pin_dir, scenario::three_zones, RunningLb};
 use lb_userspace::kernel::pins::PinDir;
@@ -20,13 +20,14 @@ fn reply_programs(lb: &RunningLb) -> Vec<u32> {
     array.indices().map(|i| i.unwrap()).collect()
 }
 
-const SLOTS: [u32; 6] = [
+const SLOTS: [u32; 7] = [
     PROGRAMS_SLOT_REPLY,
     PROGRAMS_SLOT_EDGE,
     PROGRAMS_SLOT_PLACE,
     PROGRAMS_SLOT_PROXY,
     PROGRAMS_SLOT_DSR,
     PROGRAMS_SLOT_UDP,
+    PROGRAMS_SLOT_V6,
 ];
 
 #[test]

@@ -136,8 +136,12 @@ impl Services {
                 .services
                 .iter()
                 .map(|s| {
-                    let backends = s.backends.iter().map(|b| (b.address, b.port)).collect();
-                    ((s.vip, s.port), backends)
+                    let backends = s
+                        .backends
+                        .iter()
+                        .map(|b| (ipv4(b.address), b.port))
+                        .collect();
+                    ((ipv4(s.vip), s.port), backends)
                 })
                 .collect(),
         )

@@ -243,10 +243,10 @@ fn malformed_and_foreign_frames_get_the_documented_action() {
                 Reason::PassNotIpv4,
             ),
             (
-                "ipv6 ethertype",
+                "ipv6 ethertype over an ipv4 header",
                 edit(&|v| v[12..14].copy_from_slice(&[0x86, 0xdd])),
                 XDP_PASS,
-                Reason::PassNotIpv4,
+                Reason::PassMalformedIpv6,
             ),
             (
                 "truncated ipv4",

@@ -55,7 +55,7 @@ fn from_backend(dp: &KernelDataplane, rig_b0: u32, backend: Ipv4Addr, dport: u16
 fn at(address: Ipv4Addr) -> BackendRef {
     BackendRef {
         service: "web".into(),
-        address,
+        address: address.into(),
         port: 8080,
     }
 }
@@ -203,7 +203,7 @@ fn rebuild_and_swap_with_a_thousand_backends() {
         let victim = at(Ipv4Addr::new(10, 2, 0, 1));
         let mut overlay = Overlay::default();
         for b in &config.services[0].backends {
-            overlay.ring_weights.insert(at(b.address), 1000);
+            overlay.ring_weights.insert(at(ipv4(b.address)), 1000);
         }
         let started = Instant::now();
         let full = c.apply_with(&config, &overlay).unwrap();

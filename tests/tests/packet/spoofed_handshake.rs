@@ -232,7 +232,7 @@ fn a_spoofed_syn_and_ack_leave_a_reusable_entry_on_its_backend() {
             port: 8080,
         };
         let overlay = lb_userspace::model::plan::Overlay {
-            ring_weights: [(at(heavier), 3000), (at(out), 0)].into(),
+            ring_weights: [(at(heavier.into()), 3000), (at(out.into()), 0)].into(),
             ..Default::default()
         };
         c.apply_with(&config, &overlay).unwrap();

@@ -321,7 +321,7 @@ fn in_a_tier_a_reused_tuple_replaces_its_closed_entry_without_the_syn_ack() {
             ring_weights: [(
                 lb_userspace::model::plan::BackendRef {
                     service: "web".into(),
-                    address: first,
+                    address: first.into(),
                     port: 8080,
                 },
                 0,
@@ -357,7 +357,7 @@ fn in_a_tier_the_ack_that_records_the_flow_spends_its_slot() {
             ring_weights: [(
                 lb_userspace::model::plan::BackendRef {
                     service: "web".into(),
-                    address: backend,
+                    address: backend.into(),
                     port: 8080,
                 },
                 0,
@@ -441,7 +441,7 @@ fn in_a_tier_a_tuple_reused_after_the_clients_fin_follows_its_new_syn() {
         let added_id = c
             .backend_id(&lb_userspace::model::plan::BackendRef {
                 service: "web".into(),
-                address: added.0,
+                address: added.0.into(),
                 port: added.1,
             })
             .unwrap();

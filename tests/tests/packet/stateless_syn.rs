@@ -276,7 +276,7 @@ fn a_handshake_stays_on_its_backend_across_a_table_change() {
             ring_weights: [(
                 BackendRef {
                     service: "web".into(),
-                    address: backend,
+                    address: backend.into(),
                     port: 8080,
                 },
                 0,
@@ -319,7 +319,7 @@ fn a_reused_tuple_replaces_a_closed_or_idle_entry_but_not_a_live_one() {
         }
         let heavier = BackendRef {
             service: "web".into(),
-            address: Ipv4Addr::new(10, 1, 0, 11),
+            address: Ipv4Addr::new(10, 1, 0, 11).into(),
             port: 8080,
         };
         let overlay = Overlay {

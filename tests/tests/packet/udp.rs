@@ -220,7 +220,7 @@ fn later_datagrams_follow_their_flow_while_the_table_sends_new_ones_elsewhere() 
             ring_weights: [(
                 BackendRef {
                     service: "dns".into(),
-                    address: backend,
+                    address: backend.into(),
                     port: 5353,
                 },
                 0,

@@ -320,7 +320,7 @@ fn transition_reason(flap: FlapChange, outcome: &Outcome, window: u8) -> String 
     }
 }
 
-fn backend_ref(service: &ServiceConfig, address: std::net::Ipv4Addr, port: u16) -> BackendRef {
+fn backend_ref(service: &ServiceConfig, address: std::net::IpAddr, port: u16) -> BackendRef {
     BackendRef {
         service: service.name.clone(),
         address,
@@ -1022,11 +1022,7 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The smallest key of service `name`'s backends.
 fn service_start(name: &str) -> BackendRef {
-    BackendRef {
-        service: name.to_string(),
-        address: std::net::Ipv4Addr::UNSPECIFIED,
-        port: 0,
-    }
+    BackendRef::first_of(name)
 }
 
 #[cfg(test)]

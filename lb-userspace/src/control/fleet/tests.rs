@@ -23,8 +23,15 @@ fn config_with(policy: &str, backends: &[(u8, &str, &str)]) -> Config {
 fn at(last: u8) -> BackendRef {
     BackendRef {
         service: "web".into(),
-        address: std::net::Ipv4Addr::new(10, 1, 0, last),
+        address: std::net::Ipv4Addr::new(10, 1, 0, last).into(),
         port: 8080,
+    }
+}
+
+fn last_octet(address: std::net::IpAddr) -> u8 {
+    match address {
+        std::net::IpAddr::V4(v4) => v4.octets()[3],
+        std::net::IpAddr::V6(v6) => v6.octets()[15],
     }
 }
 
@@ -34,7 +41,7 @@ fn weights(fleet: &mut Fleet, now: Instant) -> Vec<(u8, f64)> {
     fleet.weights(now)["web"]
         .backends
         .iter()
-        .map(|(at, w)| (at.address.octets()[3], *w))
+        .map(|(at, w)| (last_octet(at.address), *w))
         .collect()
 }
 

@@ -157,14 +157,14 @@ mod tests {
     fn at(port: u16) -> BackendRef {
         BackendRef {
             service: "web".into(),
-            address: Ipv4Addr::LOCALHOST,
+            address: Ipv4Addr::LOCALHOST.into(),
             port,
         }
     }
 
     fn spec(port: u16, interval_ms: u64) -> ProbeSpec {
         ProbeSpec {
-            target: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            target: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into(),
             kind: ProbeKind::Tcp,
             interval: Duration::from_millis(interval_ms),
             // Longer than the interval on purpose: a loaded machine must not turn the

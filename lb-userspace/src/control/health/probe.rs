@@ -3,7 +3,7 @@
 //! the timeout, and a failure names its reason for the log.
 use std::{
     io::ErrorKind,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     time::Duration,
 };
 
@@ -18,7 +18,7 @@ use crate::model::config::{probe_payload, HealthConfig, ProbeType, StatusRange};
 /// What to send to a backend, where, and how often.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeSpec {
-    pub target: SocketAddrV4,
+    pub target: SocketAddr,
     pub kind: ProbeKind,
     pub interval: Duration,
     pub timeout: Duration,
@@ -63,17 +63,22 @@ pub enum ProbeKind {
 
 impl ProbeSpec {
     /// The probe of the backend at `address:port` under `health`.
-    pub fn new(health: &HealthConfig, address: Ipv4Addr, port: u16) -> Self {
+    pub fn new(health: &HealthConfig, address: IpAddr, port: u16) -> Self {
         let probe_port = health.port.unwrap_or(port);
         let kind = match health.kind {
             ProbeType::Tcp => ProbeKind::Tcp,
             ProbeType::Http => ProbeKind::Http {
                 path: health.path().to_string(),
                 host: health.host.clone().unwrap_or_else(|| {
+                    // RFC 9110 7.2: an IPv6 literal in Host is written in brackets.
+                    let host = match address {
+                        IpAddr::V4(v4) => v4.to_string(),
+                        IpAddr::V6(v6) => format!("[{v6}]"),
+                    };
                     if probe_port == 80 {
-                        address.to_string()
+                        host
                     } else {
-                        format!("{address}:{probe_port}")
+                        format!("{host}:{probe_port}")
                     }
                 }),
                 expect: health.expect_status(),
@@ -85,7 +90,7 @@ impl ProbeSpec {
             },
         };
         Self {
-            target: SocketAddrV4::new(address, probe_port),
+            target: SocketAddr::new(address, probe_port),
             kind,
             interval: health.interval,
             timeout: health.timeout,
@@ -117,7 +122,7 @@ async fn run(spec: &ProbeSpec) -> Outcome {
         return super::probe_udp::run(spec.target, from, send, expect.as_deref()).await;
     }
     let mut stream = match spec.via {
-        None => TcpStream::connect(SocketAddr::V4(spec.target)).await,
+        None => TcpStream::connect(spec.target).await,
         Some(ProbeVia::UNROUTED) => return Err(Failure::Unreachable),
         Some(via) => connect_via(spec.target, via).await,
     }
@@ -144,12 +149,13 @@ async fn run(spec: &ProbeSpec) -> Outcome {
     }
 }
 
-/// Connects from `via.source` with `via.mark` on the socket.
-async fn connect_via(target: SocketAddrV4, via: ProbeVia) -> std::io::Result<TcpStream> {
+/// Connects from `via.source` with `via.mark` on the socket (the probe tunnels carry
+/// IPv4, as the DSR modes do).
+async fn connect_via(target: SocketAddr, via: ProbeVia) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     super::socket_mark::set_mark(&socket, via.mark)?;
     socket.bind(SocketAddr::V4(SocketAddrV4::new(via.source, 0)))?;
-    socket.connect(SocketAddr::V4(target)).await
+    socket.connect(target).await
 }
 
 /// Reads up to the end of the status line and returns the status code.
@@ -211,7 +217,7 @@ mod tests {
     /// the answer decides the outcome.
     fn spec(port: u16, kind: ProbeKind) -> ProbeSpec {
         ProbeSpec {
-            target: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            target: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into(),
             kind,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(30),
@@ -330,11 +336,11 @@ mod tests {
     fn specs_default_to_the_backend_port_and_address() {
         let mut h = HealthConfig::default();
         let addr = Ipv4Addr::new(10, 1, 0, 11);
-        assert_eq!(ProbeSpec::new(&h, addr, 8080).target.port(), 8080);
+        assert_eq!(ProbeSpec::new(&h, addr.into(), 8080).target.port(), 8080);
         h.kind = ProbeType::Http;
         h.port = Some(9090);
-        let s = ProbeSpec::new(&h, addr, 8080);
-        assert_eq!(s.target, SocketAddrV4::new(addr, 9090));
+        let s = ProbeSpec::new(&h, addr.into(), 8080);
+        assert_eq!(s.target, SocketAddrV4::new(addr, 9090).into());
         assert_eq!(
             s.kind,
             ProbeKind::Http {
@@ -343,5 +349,37 @@ mod tests {
                 expect: StatusRange { min: 200, max: 399 }
             }
         );
+    }
+
+    #[test]
+    fn an_ipv6_backends_default_host_is_its_address_in_brackets() {
+        let h = HealthConfig {
+            kind: ProbeType::Http,
+            ..HealthConfig::default()
+        };
+        let addr: IpAddr = "2001:db8::11".parse().unwrap();
+        let host = |port| match ProbeSpec::new(&h, addr, port).kind {
+            ProbeKind::Http { host, .. } => host,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(host(8080), "[2001:db8::11]:8080");
+        assert_eq!(host(80), "[2001:db8::11]");
+        assert_eq!(
+            ProbeSpec::new(&h, addr, 8080).target,
+            "[2001:db8::11]:8080".parse().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tcp_probe_connects_to_an_ipv6_backend() {
+        let listener = TcpListener::bind("[::1]:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let spec = ProbeSpec {
+            target: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+            ..spec(port, ProbeKind::Tcp)
+        };
+        assert_eq!(probe(&spec).await, Ok(()));
+        drop(listener);
+        assert_eq!(probe(&spec).await, Err(Failure::Refused));
     }
 }

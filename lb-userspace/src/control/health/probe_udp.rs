@@ -4,7 +4,7 @@
 //! nothing listens fails the probe at once rather than at its timeout.
 use std::{
     io::ErrorKind,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
 use tokio::net::UdpSocket;
@@ -19,18 +19,24 @@ const MAX_REPLY: usize = 2048;
 /// probe through a tunnel) if given. Unbounded here: the caller bounds it by the probe
 /// timeout.
 pub async fn run(
-    target: SocketAddrV4,
+    target: SocketAddr,
     from: Option<(Ipv4Addr, u32)>,
     send: &[u8],
     expect: Option<&[u8]>,
 ) -> Outcome {
     let socket = match from {
-        None => UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).await,
+        None => {
+            let any = match target {
+                SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            };
+            UdpSocket::bind(SocketAddr::new(any, 0)).await
+        }
         Some((source, mark)) => bound_via(source, mark).await,
     }
     .map_err(|e| Failure::Other(format!("UDP socket: {e}")))?;
     socket
-        .connect(SocketAddr::V4(target))
+        .connect(target)
         .await
         .map_err(|e| failure("connect", e))?;
     socket.send(send).await.map_err(|e| failure("send", e))?;
@@ -90,8 +96,8 @@ mod tests {
         (port, task)
     }
 
-    fn at(port: u16) -> SocketAddrV4 {
-        SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+    fn at(port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port))
     }
 
     #[tokio::test]
@@ -121,6 +127,24 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(30), run(at(port), None, b"x", None))
                 .await
                 .expect("the port-unreachable ends the probe");
+        assert_eq!(outcome, Err(Failure::Refused));
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_backend_is_probed_from_an_ipv6_socket() {
+        let socket = UdpSocket::bind("[::1]:0").await.unwrap();
+        let target = socket.local_addr().unwrap();
+        let answer = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let (_, peer) = socket.recv_from(&mut buf).await.unwrap();
+            socket.send_to(b"pong", peer).await.unwrap();
+        });
+        assert_eq!(run(target, None, b"ping", Some(b"pong")).await, Ok(()));
+        answer.await.unwrap();
+        // Nothing listens there now: the ICMPv6 port-unreachable fails it at once.
+        let outcome = tokio::time::timeout(Duration::from_secs(30), run(target, None, b"x", None))
+            .await
+            .expect("the port-unreachable ends the probe");
         assert_eq!(outcome, Err(Failure::Refused));
     }
 

@@ -81,8 +81,15 @@ pub fn tunnelled(
         let Some(target) = targets.get(at) else {
             continue;
         };
-        spec.target.set_ip(target.vip);
-        let (Some(mark), Some(way)) = (marks.get(at), route(at.address)) else {
+        spec.target.set_ip(target.vip.into());
+        // The tunnels carry IPv4 (validation gives a DSR service IPv4 backends only).
+        let backend = match at.address {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(_) => None,
+        };
+        let (Some(mark), Some(backend), Some(way)) =
+            (marks.get(at), backend, backend.and_then(&mut route))
+        else {
             failed.push(at.clone());
             spec.via = Some(ProbeVia::UNROUTED);
             continue;
@@ -94,7 +101,7 @@ pub fn tunnelled(
         tunnels.insert(
             *mark,
             ProbeTunnel {
-                backend: u32::from_ne_bytes(at.address.octets()),
+                backend: u32::from_ne_bytes(backend.octets()),
                 source: u32::from_ne_bytes(way.source.octets()),
                 ifindex: way.ifindex,
                 gue_port: target.gue_port.to_be(),
@@ -118,7 +125,7 @@ mod tests {
     fn at(service: &str, last: u8) -> BackendRef {
         BackendRef {
             service: service.into(),
-            address: Ipv4Addr::new(10, 1, 0, last),
+            address: Ipv4Addr::new(10, 1, 0, last).into(),
             port: 80,
         }
     }
@@ -139,7 +146,7 @@ mod tests {
     #[test]
     fn a_dsr_probe_goes_to_the_vip_through_its_mark_and_nat_probes_stay() {
         let spec = |last: u8| ProbeSpec {
-            target: SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, last), 8080),
+            target: SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, last), 8080).into(),
             kind: ProbeKind::Tcp,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
@@ -190,7 +197,7 @@ mod tests {
         assert_eq!(failed, std::slice::from_ref(&unrouted));
         assert_eq!(specs[&unrouted].via, Some(ProbeVia::UNROUTED));
         assert_eq!(specs[&nat], spec(1));
-        assert_eq!(specs[&ipip].target, SocketAddrV4::new(vip, 8080));
+        assert_eq!(specs[&ipip].target, SocketAddrV4::new(vip, 8080).into());
         assert_eq!(
             specs[&ipip].via,
             Some(ProbeVia {

@@ -46,7 +46,7 @@ fn start(config: Config, now: Instant) -> Runtime<FakeDataplane> {
 fn at(last: u8) -> BackendRef {
     BackendRef {
         service: "web".into(),
-        address: std::net::Ipv4Addr::new(10, 1, 0, last),
+        address: std::net::Ipv4Addr::new(10, 1, 0, last).into(),
         port: 8080,
     }
 }

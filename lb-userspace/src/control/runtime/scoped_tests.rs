@@ -74,7 +74,7 @@ fn start(config: Config, now: Instant) -> Runtime<FakeDataplane> {
 
 fn web(i: usize) -> BackendAddr {
     BackendAddr {
-        address: address(0, i),
+        address: address(0, i).into(),
         port: 8080,
     }
 }
@@ -144,7 +144,7 @@ fn edits() -> Vec<Edit> {
         Edit::AddBackend {
             service: service(),
             backend: BackendConfig {
-                address: address(0, 200),
+                address: address(0, 200).into(),
                 port: 8080,
                 zone: "az-a".into(),
                 weight: 1,
@@ -159,8 +159,14 @@ fn a_one_backend_change_writes_and_plans_only_its_service_at_10_and_10000_backen
     let t0 = Instant::now();
     let mut small = start(fleet_config(1, 10), t0);
     let mut large = start(fleet_config(100, 10_000), t0);
-    let web_key = small.controller().plan().unwrap().services[0].key;
-    assert_eq!(large.controller().plan().unwrap().services[0].key, web_key);
+    let web_key = *small.controller().plan().unwrap().services[0]
+        .key
+        .v4()
+        .unwrap();
+    assert_eq!(
+        large.controller().plan().unwrap().services[0].key.v4(),
+        Some(&web_key)
+    );
     let web_id = 0;
     // Writes that belong to `web`: its backend slots, both slots of its ring, its
     // service entry (it is a Maglev service: no policy table).
@@ -211,7 +217,7 @@ fn a_one_backend_change_writes_and_plans_only_its_service_at_10_and_10000_backen
     // A probe verdict: the same, and only web's backends planned.
     let victim = BackendRef {
         service: "web".into(),
-        address: address(0, 0),
+        address: address(0, 0).into(),
         port: 8080,
     };
     let probe = |rt: &mut Runtime<FakeDataplane>| {
@@ -357,7 +363,8 @@ fn random_edit(rng: &mut Rng, config: &Config) -> Option<Edit> {
                 address: address(
                     config.services.iter().position(|x| x.name == s.name)?,
                     rng.below(12),
-                ),
+                )
+                .into(),
                 port: 8080,
                 zone: if rng.below(2) == 0 { "az-a" } else { "az-b" }.into(),
                 weight: 1 + rng.below(3) as u32,
@@ -460,7 +467,10 @@ fn scoped_changes_end_in_the_same_kernel_state_as_whole_replans() {
             ramping += scoped.fleet.ramping_services().len();
             // Some traffic to every service, so that purges have flows to remove.
             for s in 0..5u32 {
-                let key = scoped.controller().plan().unwrap().services[s as usize].key;
+                let key = *scoped.controller().plan().unwrap().services[s as usize]
+                    .key
+                    .v4()
+                    .unwrap();
                 for port in 0..4u16 {
                     let flow = FlowKey {
                         src_addr: u32::from_ne_bytes([10, 10, 0, 2]),
@@ -552,7 +562,7 @@ fn a_backend_without_a_ring_share_is_changed_in_place_at_10_and_10000_backends_i
             .unwrap()
             .0;
         let added = BackendConfig {
-            address: Ipv4Addr::new(10, 200, 0, 1),
+            address: Ipv4Addr::new(10, 200, 0, 1).into(),
             port: 8080,
             zone: "az-a".into(),
             weight: 1,

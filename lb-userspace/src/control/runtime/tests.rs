@@ -60,13 +60,16 @@ fn start(config: Config, now: Instant) -> Runtime<FakeDataplane> {
 fn at(last: u8) -> BackendRef {
     BackendRef {
         service: "web".into(),
-        address: std::net::Ipv4Addr::new(10, 1, 0, last),
+        address: std::net::Ipv4Addr::new(10, 1, 0, last).into(),
         port: 8080,
     }
 }
 
 fn key(rt: &Runtime<FakeDataplane>) -> ServiceKey {
-    rt.controller().plan().unwrap().services[0].key
+    *rt.controller().plan().unwrap().services[0]
+        .key
+        .v4()
+        .unwrap()
 }
 
 fn flow(port: u16) -> FlowKey {
@@ -357,7 +360,7 @@ fn rebuild_and_swap_cost_for_a_thousand_backends() {
     let initial = started.elapsed();
     let victim = BackendRef {
         service: "web".into(),
-        address: std::net::Ipv4Addr::new(10, 1, 0, 10),
+        address: std::net::Ipv4Addr::new(10, 1, 0, 10).into(),
         port: 8080,
     };
     rt.on_probe(&victim, &Err(Failure::Refused), Duration::ZERO, t0)

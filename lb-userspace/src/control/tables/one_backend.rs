@@ -4,9 +4,7 @@
 //! bit are updated in place, so the cost does not grow with the service's size. Anything
 //! else takes [`Controller::apply_services`], the per-service re-plan, which is also the
 //! reference the tests hold this path to.
-use lb_common::filter::{filter_slot, FILTER_BACKENDS};
-
-use super::{ApplySummary, Controller};
+use super::{backend_bit, ApplySummary, Controller};
 use crate::{
     dataplane::Dataplane,
     model::config::{Config, ServiceConfig},
@@ -213,8 +211,8 @@ impl<D: Dataplane> Controller<D> {
         old: Option<&PlannedBackend>,
         placed: Option<&Placed>,
     ) -> Vec<u32> {
-        let old_bit = old.map(|b| filter_slot(FILTER_BACKENDS, b.value.addr));
-        let new_bit = placed.map(|p| filter_slot(FILTER_BACKENDS, p.entry.value.addr));
+        let old_bit = old.map(backend_bit);
+        let new_bit = placed.map(|p| backend_bit(&p.entry));
         if old_bit == new_bit {
             return current.to_vec();
         }

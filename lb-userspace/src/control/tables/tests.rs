@@ -30,8 +30,8 @@ fn flows() -> impl Iterator<Item = FlowKey> {
     })
 }
 
-fn service_key(c: &Controller<FakeDataplane>) -> ServiceKey {
-    c.plan().unwrap().services[0].key
+fn service_key(c: &Controller<FakeDataplane>) -> lb_common::service::ServiceKey {
+    *c.plan().unwrap().services[0].key.v4().unwrap()
 }
 
 #[test]

@@ -19,9 +19,9 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(86_400);
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnnounceConfig {
-    /// The prefixes whose addresses lbd may add to and remove from `lo`; empty: lbd
-    /// announces nothing (and touches no address).
-    pub vip_ranges: Vec<Ipv4Net>,
+    /// The prefixes (IPv4 or IPv6) whose addresses lbd may add to and remove from `lo`;
+    /// empty: lbd announces nothing (and touches no address).
+    pub vip_ranges: Vec<super::VipRange>,
     /// How long a VIP's service must have been able to serve before it is announced
     /// (withdrawing is at once), so a flapping service does not flap the route.
     #[serde(with = "duration")]
@@ -73,7 +73,7 @@ impl AnnounceConfig {
     }
 
     /// Whether lbd may add or remove `vip` on `lo`.
-    pub fn in_range(&self, vip: Ipv4Addr) -> bool {
+    pub fn in_range(&self, vip: std::net::IpAddr) -> bool {
         self.vip_ranges.iter().any(|net| net.contains(vip))
     }
 }
@@ -100,8 +100,8 @@ impl FromStr for Ipv4Net {
             .ok_or_else(|| format!("`{text}` is not a prefix such as 10.0.0.0/24"))?;
         if address.parse::<std::net::Ipv6Addr>().is_ok() {
             return Err(format!(
-                "`{text}` is an IPv6 prefix: only IPv4 prefixes are supported, as the data \
-                 path handles IPv4 only"
+                "`{text}` is an IPv6 prefix: only IPv4 prefixes are supported, as source \
+                 rules are IPv4 only so far (docs/ipv6.md)"
             ));
         }
         let address: Ipv4Addr = address
@@ -177,10 +177,11 @@ pub(super) fn check_announce(c: &mut Collector, announce: &AnnounceConfig) {
         );
     }
     for (i, net) in announce.vip_ranges.iter().enumerate() {
-        if net.len < 8 {
+        let widest = net.min_len();
+        if net.prefix_len() < widest {
             c.err(
                 format!("announce.vip_ranges[{i}]"),
-                format!("{net} is wider than a /8: name the VIP range, not the world"),
+                format!("{net} is wider than a /{widest}: name the VIP range, not the world"),
             );
         }
     }

@@ -16,9 +16,11 @@ mod token;
 mod validate;
 mod validate_dsr;
 mod validate_edge;
+mod validate_ipv6;
 mod validate_policy;
 mod validate_stateless_return;
 mod validate_udp;
+mod vip_range;
 
 use std::path::Path;
 
@@ -35,6 +37,7 @@ pub use scaling::{ScalingConfig, MAX_SCALING_BACKENDS};
 pub use syn_proxy::{SynProxyAuto, SynProxyMode};
 pub use token::token_in;
 pub use validate::{validate, validate_scoped, Scope};
+pub use vip_range::VipRange;
 
 /// Parses and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {

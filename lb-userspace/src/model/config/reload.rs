@@ -53,6 +53,10 @@ fn data_path_keys(c: &Config) -> Vec<(&'static str, String)> {
             "limits.flow_table_size",
             c.limits.flow_table_size.to_string(),
         ),
+        (
+            "limits.flow_table_size6",
+            c.limits.flow_table_size6.to_string(),
+        ),
         ("interfaces", format!("{nics:?}")),
         ("xdp_mode", format!("{:?}", c.xdp_mode)),
     ]

@@ -205,6 +205,18 @@ fn each_kind_of_bad_value_is_rejected_with_a_named_error() {
         ),
         (
             "interfaces: [veth-c, veth-b]",
+            "interfaces: [veth-c]\nlimits: { flow_table_size6: 1023 }",
+            "limits.flow_table_size6",
+            "1023 is below the minimum 1024",
+        ),
+        (
+            "interfaces: [veth-c, veth-b]",
+            "interfaces: [veth-c]\nlimits: { flow_table_size6: 134217729 }",
+            "limits.flow_table_size6",
+            "134217729 is more than the kernel allows in one hash map, 134217728",
+        ),
+        (
+            "interfaces: [veth-c, veth-b]",
             "interfaces: [veth-c]\nxdp_mode: turbo",
             "xdp_mode",
             "unknown variant",
@@ -669,6 +681,10 @@ fn a_reload_may_not_change_what_the_data_path_was_loaded_with() {
         (
             "limits: { flow_table_size: 2048 }",
             "limits.flow_table_size",
+        ),
+        (
+            "limits: { flow_table_size6: 2048 }",
+            "limits.flow_table_size6",
         ),
         ("limits: { max_backends: 8 }", "limits.max_backends"),
         ("xdp_mode: generic", "xdp_mode"),

@@ -1,6 +1,9 @@
 //! Whole-config validation: every problem is reported with the path of the field that
 //! has it, and all problems are reported at once.
-use std::{collections::HashSet, net::Ipv4Addr};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, SocketAddr},
+};
 
 use lb_common::{
     limits::{MAX_BACKENDS, MAX_SERVICES},
@@ -129,22 +132,18 @@ fn check_limits(c: &mut Collector, config: &Config) {
             ),
         );
     }
-    if l.flow_table_size < MIN_FLOW_TABLE {
-        c.err(
-            "limits.flow_table_size",
-            format!(
-                "{} is below the minimum {MIN_FLOW_TABLE}",
-                l.flow_table_size
-            ),
-        );
-    } else if l.flow_table_size > MAX_FLOW_TABLE {
-        c.err(
-            "limits.flow_table_size",
-            format!(
-                "{} is more than the kernel allows in one hash map, {MAX_FLOW_TABLE}",
-                l.flow_table_size
-            ),
-        );
+    for (key, size) in [
+        ("limits.flow_table_size", l.flow_table_size),
+        ("limits.flow_table_size6", l.flow_table_size6),
+    ] {
+        if size < MIN_FLOW_TABLE {
+            c.err(key, format!("{size} is below the minimum {MIN_FLOW_TABLE}"));
+        } else if size > MAX_FLOW_TABLE {
+            c.err(
+                key,
+                format!("{size} is more than the kernel allows in one hash map, {MAX_FLOW_TABLE}"),
+            );
+        }
     }
     if l.rate_limit_sources == 0 || l.rate_limit_sources > MAX_FLOW_TABLE {
         c.err(
@@ -287,10 +286,12 @@ fn check_registration_tokens(c: &mut Collector, api: &super::ApiConfig) {
     }
 }
 
-fn check_unicast(c: &mut Collector, field: &str, addr: Ipv4Addr) {
-    if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() || addr.is_loopback() {
+fn check_unicast(c: &mut Collector, field: &str, addr: IpAddr) {
+    let broadcast = matches!(addr, IpAddr::V4(v4) if v4.is_broadcast());
+    if addr.is_unspecified() || broadcast || addr.is_multicast() || addr.is_loopback() {
         c.err(field, format!("{addr} is not a unicast address"));
     }
+    super::validate_ipv6::check_address(c, field, addr);
 }
 
 fn check_services(c: &mut Collector, config: &Config) {
@@ -312,7 +313,10 @@ fn check_services(c: &mut Collector, config: &Config) {
         if !listeners.insert((s.vip, s.port, s.protocol)) {
             c.err(
                 format!("{at}.vip"),
-                format!("{}:{} is already used by another service", s.vip, s.port),
+                format!(
+                    "{} is already used by another service",
+                    SocketAddr::new(s.vip, s.port)
+                ),
             );
         }
         check_counts(c, config, &at, s);
@@ -322,6 +326,7 @@ fn check_services(c: &mut Collector, config: &Config) {
         super::syn_proxy::check_syn_proxy(c, &at, s);
         super::validate_dsr::check_dsr(c, &at, s);
         super::validate_udp::check_udp(c, &at, s);
+        super::validate_ipv6::check_ipv6(c, &at, s);
     }
 }
 
@@ -338,6 +343,7 @@ fn check_service(c: &mut Collector, config: &Config, at: &str, s: &ServiceConfig
     super::syn_proxy::check_syn_proxy(c, at, s);
     super::validate_dsr::check_dsr(c, at, s);
     super::validate_udp::check_udp(c, at, s);
+    super::validate_ipv6::check_ipv6(c, at, s);
     if let Some(scaling) = &s.scaling {
         for (field, message) in scaling.problems() {
             let sep = if field.is_empty() { "" } else { "." };
@@ -384,7 +390,7 @@ pub enum Scope<'a> {
     Service(&'a str),
     /// One backend of a service, added or changed: the limits, the service's own rules
     /// (backend counts among them) and that backend's fields.
-    Backend(&'a str, Ipv4Addr, u16),
+    Backend(&'a str, IpAddr, u16),
     /// Something was removed, which no rule forbids.
     Removal,
 }
@@ -419,7 +425,10 @@ pub fn validate_scoped(config: &Config, scope: Scope) -> Result<(), ConfigError>
                     if (other.vip, other.port, other.protocol) == (s.vip, s.port, s.protocol) {
                         c.err(
                             format!("{shown}.vip"),
-                            format!("{}:{} is already used by another service", s.vip, s.port),
+                            format!(
+                                "{} is already used by another service",
+                                SocketAddr::new(s.vip, s.port)
+                            ),
                         );
                     }
                 }
@@ -460,7 +469,10 @@ fn check_backends(c: &mut Collector, at: &str, s: &ServiceConfig) {
         if !seen.insert((b.address, b.port)) {
             c.err(
                 format!("{bt}.address"),
-                format!("{}:{} is listed twice in this service", b.address, b.port),
+                format!(
+                    "{} is listed twice in this service",
+                    SocketAddr::new(b.address, b.port)
+                ),
             );
         }
     }
@@ -477,6 +489,7 @@ fn check_backend(c: &mut Collector, bt: &str, s: &ServiceConfig, b: &BackendConf
     if b.port == 0 {
         c.err(format!("{bt}.port"), "must be 1..=65535");
     }
+    super::validate_ipv6::check_backend_family(c, bt, s, b);
     check_name(c, &format!("{bt}.zone"), &b.zone);
     if !(1..=MAX_WEIGHT).contains(&b.weight) {
         c.err(

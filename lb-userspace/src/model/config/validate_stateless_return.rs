@@ -3,7 +3,7 @@
 //! shared with another service would have its replies sent from the wrong VIP on every
 //! node that holds no return entry for them; such a config is refused, naming both
 //! services, rather than guessed at.
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{collections::HashMap, net::IpAddr};
 
 use super::{collector::Collector, model::Config};
 
@@ -14,7 +14,7 @@ pub(super) fn check_stateless_return(c: &mut Collector, config: &Config) {
     if !config.services.iter().any(|s| s.stateless_return) {
         return;
     }
-    let mut first: HashMap<(Ipv4Addr, u16), usize> = HashMap::new();
+    let mut first: HashMap<(IpAddr, u16), usize> = HashMap::new();
     for (i, s) in config.services.iter().enumerate() {
         for (j, b) in s.backends.iter().enumerate() {
             let Some(&k) = first.get(&(b.address, b.port)) else {

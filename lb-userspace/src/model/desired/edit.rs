@@ -2,7 +2,11 @@
 //! current [`Config`] and returns the next one, validated in what the change can break
 //! (see [`Scope`]), or an error that says what is wrong. Nothing here touches a file, a socket or the kernel, so every rule
 //! is tested on the host; the server only serializes, persists and applies the result.
-use std::{fmt, net::Ipv4Addr, str::FromStr};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    str::FromStr,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -11,16 +15,17 @@ use crate::model::config::{
     ServiceConfig, SourceFilter,
 };
 
-/// A backend's identity within a service: `ADDRESS:PORT`.
+/// A backend's identity within a service: `ADDRESS:PORT`, an IPv6 address in brackets
+/// (`[2001:db8::11]:8080`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendAddr {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
 }
 
 impl fmt::Display for BackendAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.address, self.port)
+        write!(f, "{}", SocketAddr::new(self.address, self.port))
     }
 }
 
@@ -30,9 +35,21 @@ impl FromStr for BackendAddr {
         let (address, port) = s
             .rsplit_once(':')
             .ok_or_else(|| format!("`{s}` is not ADDRESS:PORT"))?;
-        let address = address
-            .parse()
-            .map_err(|_| format!("`{address}` is not an IPv4 address"))?;
+        let address = match address.strip_prefix('[') {
+            Some(inner) => inner
+                .strip_suffix(']')
+                .and_then(|a| a.parse::<std::net::Ipv6Addr>().ok())
+                .map(IpAddr::V6)
+                .ok_or_else(|| format!("`{address}` is not an IPv6 address in brackets"))?,
+            None if address.contains(':') => {
+                return Err(format!(
+                    "`{s}`: write an IPv6 address in brackets, as in [2001:db8::11]:8080"
+                ))
+            }
+            None => address
+                .parse()
+                .map_err(|_| format!("`{address}` is not an IPv4 address"))?,
+        };
         let port = port
             .parse()
             .map_err(|_| format!("`{port}` is not a port number"))?;

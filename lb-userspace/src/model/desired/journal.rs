@@ -29,7 +29,7 @@ pub enum Op {
     },
     RemoveBackend {
         service: String,
-        address: std::net::Ipv4Addr,
+        address: std::net::IpAddr,
         port: u16,
     },
     SetDrainedZones {

@@ -31,7 +31,7 @@ fn put(services: &mut Vec<ServiceConfig>, i: u8, weight: u32) -> Op {
     let op = Op::PutBackend {
         service: "web".into(),
         backend: BackendConfig {
-            address: std::net::Ipv4Addr::new(10, 1, 0, 100 + i),
+            address: std::net::Ipv4Addr::new(10, 1, 0, 100 + i).into(),
             port: 8080,
             zone: "az-a".into(),
             weight,

@@ -340,3 +340,73 @@ fn filter_rules_are_added_moved_and_removed_live_with_their_counts_shown() {
         .collect();
     assert_eq!(sources, [("198.51.100.2", 9), ("198.51.100.1", 3)]);
 }
+
+#[test]
+fn ipv6_services_and_backends_go_through_the_api_in_brackets_where_a_port_follows() {
+    let lbd = Lbd::start("ipv6");
+    assert_eq!(lbd.request("DELETE", "/v1/services/web", None).0, 200);
+    let service = json!({ "name": "web6", "vip": "2001:db8::100", "port": 443 });
+    let (status, body) = lbd.request("POST", "/v1/services", Some(&service));
+    assert_eq!(status, 200, "{body}");
+    let backend = json!({ "address": "2001:db8:1::11", "port": 8443, "zone": "az-a" });
+    let (status, body) = lbd.request("POST", "/v1/services/web6/backends", Some(&backend));
+    assert_eq!(status, 200, "{body}");
+
+    let (status, list) = lbd.request("GET", "/v1/services", None);
+    assert_eq!(status, 200);
+    assert_eq!(list[0]["vip"], "2001:db8::100", "{list}");
+    let path = "/v1/services/web6/backends/%5B2001:db8:1::11%5D:8443/drain";
+    let (status, body) = lbd.request("POST", path, None);
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = lbd.request("GET", "/v1/backends", None);
+    assert_eq!(
+        (&list[0]["address"], &list[0]["port"], &list[0]["state"]),
+        (&json!("2001:db8:1::11"), &json!(8443), &json!("draining")),
+        "{list}"
+    );
+    let (status, body) = lbd.request(
+        "DELETE",
+        "/v1/services/web6/backends/2001:db8:1::11:8443",
+        None,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"],
+        "backend: `2001:db8:1::11:8443`: write an IPv6 address in brackets, as in \
+         [2001:db8::11]:8080"
+    );
+
+    let other = json!({ "address": "10.1.0.3", "port": 8443, "zone": "az-a" });
+    let (status, body) = lbd.request("POST", "/v1/services/web6/backends", Some(&other));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains(
+            "10.1.0.3 is IPv4 but the service's VIP 2001:db8::100 is IPv6: a service's \
+             backends are of its VIP's family"
+        ),
+        "{body}"
+    );
+
+    let (status, body) = lbd.request(
+        "GET",
+        "/v1/explain?client=%5B2001:db8::2%5D:40000&vip=%5B2001:db8::100%5D:443",
+        None,
+    );
+    assert_eq!(status, 501, "{body}");
+    assert_eq!(
+        body["error"],
+        "IPv6 flows: not yet in the data path, so explain follows IPv4 flows only \
+         ([2001:db8::2]:40000 -> [2001:db8::100]:443)"
+    );
+
+    lbd.runtime.with(|r| {
+        let fake = r.controller().dataplane();
+        assert!(fake.services.is_empty(), "nothing in the IPv4 index");
+        assert_eq!(fake.services6.len(), 1);
+        let id = fake.backends.iter().find(|(_, b)| b.family == 6).unwrap().0;
+        assert_eq!(
+            fake.backend_addrs6[id],
+            crate::model::family::addr6("2001:db8:1::11".parse().unwrap())
+        );
+    });
+}

@@ -210,7 +210,7 @@ mod tests {
         let log = EventLog::default();
         let at = BackendRef {
             service: "web".into(),
-            address: std::net::Ipv4Addr::new(10, 1, 0, 12),
+            address: std::net::Ipv4Addr::new(10, 1, 0, 12).into(),
             port: 8080,
         };
         let detail = "no flows left".to_string();

@@ -706,4 +706,29 @@ services:
         ));
         assert_eq!(text, expected, "the exposition changed:\n{text}");
     }
+
+    /// An IPv6 backend's `backend` label is `[address]:port`, as a Prometheus `instance`
+    /// label writes it: the brackets keep the port apart from the address's colons.
+    #[test]
+    fn an_ipv6_backend_is_labelled_in_brackets() {
+        let c = config::parse(
+            "node: { zone: az-a }\ninterfaces: [eth0]\ncluster: { ring_size: 13 }\n\
+             services:\n  - name: web6\n    vip: 2001:db8::100\n    port: 443\n    \
+             backends:\n      - { address: 2001:db8:1::11, port: 8443, zone: az-a }\n",
+        )
+        .unwrap();
+        let controller = Controller::new(FakeDataplane::new(13, 1), 13);
+        let (runtime, _) = Runtime::start(c, controller, std::time::Instant::now()).unwrap();
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(DataPathCollector::new(Arc::new(
+            SharedRuntime::new(runtime),
+        ))));
+        let mut text = String::new();
+        text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.lines().any(|l| l
+                == "lb_backend_draining{service=\"web6\",backend=\"[2001:db8:1::11]:8443\",zone=\"az-a\"} 0.0"),
+            "{text}"
+        );
+    }
 }

@@ -49,7 +49,7 @@ fn node(c: Config) -> Shared<FakeDataplane> {
 fn at(service: &str, n: u8) -> BackendRef {
     BackendRef {
         service: service.into(),
-        address: Ipv4Addr::new(10, 1, 0, n),
+        address: Ipv4Addr::new(10, 1, 0, n).into(),
         port: 8080,
     }
 }

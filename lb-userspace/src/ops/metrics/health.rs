@@ -132,7 +132,10 @@ impl<D: DataPath> HealthCollector<D> {
                     };
                     let labels = vec![
                         ("service", s.name.clone()),
-                        ("backend", format!("{}:{}", b.address, b.port)),
+                        (
+                            "backend",
+                            std::net::SocketAddr::new(b.address, b.port).to_string(),
+                        ),
                         ("zone", b.zone.clone()),
                     ];
                     let Some(record) = fleet.probe_record(&at) else {

@@ -109,7 +109,12 @@ async fn trace<D: DataPath>(
                 .backends
                 .iter()
                 .filter(|b| b.at.service == name)
-                .map(|b| (b.id, format!("{}:{}", b.at.address, b.at.port)))
+                .map(|b| {
+                    (
+                        b.id,
+                        std::net::SocketAddr::new(b.at.address, b.at.port).to_string(),
+                    )
+                })
                 .collect::<BTreeMap<_, _>>();
             Some((s.id, names))
         })

@@ -1,0 +1,146 @@
+//! Client -> VIP for an IPv6 TCP service: follow the flow entry, or place a SYN by the
+//! service's policy and record its flow; rewrite towards the backend, forward, count.
+//!
+//! Without IPv4's SYN cache, a SYN records its flow (as IPv4's `round_robin` and
+//! `least_conn` services do; see `open`), and a packet that is not a SYN and has no entry (a
+//! connection whose entry was evicted, or a spoofed ACK) is forwarded to the backend the
+//! Maglev table gives it, recording nothing (counted in `stateless_forwards`): a
+//! `maglev` or `source_hash` service's connection stays on its backend.
+use aya_ebpf::programs::XdpContext;
+use lb_common::{
+    backend::Backend,
+    counters::Reason,
+    flow::{FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED},
+    ipv6::Addr6,
+    net::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    net6::is_martian6,
+    service_index::PackedMeta,
+};
+
+use crate::{
+    count,
+    flow::{self, Side},
+    flow6::{self, backend6, followed, new_target, Placed6},
+    forward6, lookup,
+    maps::{FLOWS6, NEXTHOPS},
+    parse6::Packet6,
+    rewrite6, select6,
+};
+
+/// A TCP segment to a maybe-VIP address. `None`: no flow and no IPv6 TCP service at its
+/// VIP:port, not ours.
+#[inline(always)]
+pub fn handle(ctx: &XdpContext, pkt: &Packet6) -> Option<u32> {
+    let syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    // A SYN looks up no flow here: it is recorded by an insert that fails if its tuple has
+    // an entry (see `open`), so a new connection's SYN costs one flow-table access.
+    if pkt.valid && !syn {
+        if let Some(placed) = FLOWS6
+            .get_ptr_mut(pkt.flow)
+            .and_then(|entry| existing(pkt, entry, false))
+        {
+            if !pkt.hop_allows() {
+                return Some(count::pass(Reason::PassTtlExpired));
+            }
+            return Some(send(ctx, pkt, &placed, false));
+        }
+    }
+    let service = flow6::service6(&pkt.flow)?;
+    // XDP runs before the kernel's martian checks: such a source records no flow, so a
+    // hit never needs the check.
+    if is_martian6(&pkt.flow.src_addr) || pkt.flow.src_addr == pkt.flow.dst_addr {
+        return Some(count::drop(Reason::DropMartianSource));
+    }
+    if !pkt.valid {
+        return Some(count::drop(Reason::DropMalformedTcp));
+    }
+    if !pkt.hop_allows() {
+        return Some(count::pass(Reason::PassTtlExpired));
+    }
+    Some(match place(pkt, service, syn) {
+        Some((placed, new_flow)) => send(ctx, pkt, &placed, new_flow),
+        None => count::drop(Reason::DropNoBackend),
+    })
+}
+
+/// The live flow at `entry`, its state updated by the packet. `None`: the entry must be
+/// replaced (its backend slot was freed or given to another service, or a SYN reuses the
+/// tuple of a closed flow or of one whose backend takes no new flows).
+#[inline(always)]
+fn existing(pkt: &Packet6, entry: *mut FlowTarget, syn: bool) -> Option<Placed6> {
+    let placed = followed(entry)?;
+    let (target, backend, addr) = &placed;
+    if syn {
+        if target.state & FLOW_F_CLOSED != 0 {
+            return None;
+        }
+        if backend.weight_milli == 0 {
+            flow::abandon(entry);
+            return None;
+        }
+    }
+    flow::observe(entry, pkt.tcp_flags, Side::Client);
+    flow::touch(entry, target, lookup::now_secs(), syn);
+    if pkt.has_payload || pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        flow6::ensure_return(pkt, target, backend, addr);
+    }
+    Some(placed)
+}
+
+/// Places a packet without a live entry: a SYN by the policy ([`open`]); anything else
+/// by the table, unrecorded. `None`: no backend to take it. The flag: a flow was opened.
+#[inline(always)]
+fn place(pkt: &Packet6, service: PackedMeta, syn: bool) -> Option<(Placed6, bool)> {
+    if !syn {
+        let id = select6::by_table6(service, &pkt.flow);
+        let (backend, addr) = backend6(id)?;
+        let target = FlowTarget::unrecorded(id, service.id());
+        count::stateless_forward(&target);
+        return Some(((target, backend, addr), false));
+    }
+    let id = select6::pick6(service, &pkt.flow);
+    let (backend, addr) = backend6(id)?;
+    open(
+        pkt,
+        new_target(id, service.id(), FLOW_F_COUNTED, lookup::now_secs()),
+        backend,
+        addr,
+    )
+}
+
+/// Records a SYN's flow on the backend of `target`, unless its tuple has an entry: then
+/// the SYN follows that entry (a retransmit) or replaces it (a client reusing the tuple of
+/// a closed flow, or of one whose backend takes no new flows), as [`existing`] decides.
+/// So only such a SYN reads the entry; the price is that a retransmitted SYN of a
+/// `round_robin` service moves the service's cursor on by one.
+#[inline(always)]
+fn open(
+    pkt: &Packet6,
+    target: FlowTarget,
+    backend: Backend,
+    addr: Addr6,
+) -> Option<(Placed6, bool)> {
+    if flow6::insert_new(pkt, &target, &backend, &addr, false) {
+        return Some(((target, backend, addr), true));
+    }
+    if let Some(placed) = FLOWS6
+        .get_ptr_mut(pkt.flow)
+        .and_then(|entry| existing(pkt, entry, true))
+    {
+        return Some((placed, false));
+    }
+    flow6::record(pkt, &target, backend, addr, true)
+}
+
+/// Rewrites a placed segment towards its backend, counts it, forwards it.
+#[inline(always)]
+fn send(ctx: &XdpContext, pkt: &Packet6, placed: &Placed6, new_flow: bool) -> u32 {
+    let (target, backend, addr) = placed;
+    count::to_backend(target, pkt.frame_len, new_flow);
+    count::attempt_to_backend(target.backend, pkt.tcp_flags);
+    rewrite6::dnat_tcp(pkt, addr, backend.port);
+    let cache = NEXTHOPS
+        .get_ptr_mut(target.backend)
+        .unwrap_or(core::ptr::null_mut());
+    forward6::forward(ctx, pkt, cache)
+}
