@@ -46,6 +46,7 @@ mod flow6;
 mod forward;
 mod forward6;
 mod frag_needed;
+mod icmp6_nat;
 mod icmp_nat;
 mod icmp_to_backend;
 mod lookup;

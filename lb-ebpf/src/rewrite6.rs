@@ -77,7 +77,7 @@ pub fn udp_check(pkt: &Packet6) -> u16 {
 
 /// Writes `addr` at `at` (16 bytes inside the frame) and returns what was there.
 #[inline(always)]
-unsafe fn swap_addr(at: *mut u8, addr: &Addr6) -> Addr6 {
+pub unsafe fn swap_addr(at: *mut u8, addr: &Addr6) -> Addr6 {
     let old = addr_at(at as usize);
     wire::set32(at, addr[0]);
     wire::set32(at.add(4), addr[1]);
@@ -88,7 +88,7 @@ unsafe fn swap_addr(at: *mut u8, addr: &Addr6) -> Addr6 {
 
 /// Writes `port` at `at` and returns what was there.
 #[inline(always)]
-unsafe fn swap_port(at: *mut u8, port: u16) -> u16 {
+pub unsafe fn swap_port(at: *mut u8, port: u16) -> u16 {
     let old = wire::get16(at);
     wire::set16(at, port);
     old

@@ -108,6 +108,10 @@ fn place(pkt: &Packet6, service: PackedMeta, replace: bool) -> Option<(Placed6, 
 fn send(ctx: &XdpContext, pkt: &Packet6, placed: &Placed6, new_flow: bool) -> u32 {
     let (target, backend, addr) = placed;
     count::to_backend(target, pkt.frame_len, new_flow);
+    if new_flow {
+        // The attempts a backend's ICMPv6 port unreachables are failures of (`icmp6_nat`).
+        count::datagram_flow(target.backend);
+    }
     rewrite6::dnat_udp(pkt, addr, backend.port);
     let cache = NEXTHOPS
         .get_ptr_mut(target.backend)

@@ -11,6 +11,7 @@
 //! | client -> VIP, TCP | `to_backend6.rs` |
 //! | backend -> client, TCP | `to_client6.rs` |
 //! | both directions, UDP | `udp6.rs` |
+//! | ICMPv6 errors about a flow, translated | `icmp6_nat.rs` |
 //! | rewrite (NAT66, checksums) | `rewrite6.rs` |
 //! | forward (FIB, hop limit, MACs) | `forward6.rs` |
 //!
@@ -18,7 +19,7 @@
 //! its state word and the active counts are IPv4's (`flow.rs`), as are the counters.
 //! What IPv4 has and IPv6 has not yet (the SYN cache and stateless SYN placement, a
 //! flow recorded by a backend's reply, tiers, direct server return, edge protection,
-//! the packet trace, ICMPv6 errors): docs/ipv6.md, "Data path".
+//! the packet trace): docs/ipv6.md, "Data path".
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
     counters::Reason,
@@ -29,7 +30,7 @@ use lb_common::{
 };
 
 use crate::{
-    count, lookup,
+    count, icmp6_nat, lookup,
     maps::{PROGRAMS, RETURN_FLOWS6},
     parse6, to_backend6, to_client6, udp6, wire,
 };
@@ -113,6 +114,8 @@ pub fn hand_over(ctx: &XdpContext) -> u32 {
 pub fn lb_v6(ctx: XdpContext) -> u32 {
     let pkt = match parse6::parse(&ctx) {
         Ok(pkt) => pkt,
+        // Neither TCP nor UDP: an ICMPv6 error about a flow is translated.
+        Err(Reason::PassNotTcp) => return icmp6_nat::handle(&ctx),
         Err(reason) => return count::pass(reason),
     };
     let udp = pkt.flow.proto == PROTO_UDP;

@@ -49,6 +49,7 @@ pub mod frame;
 pub mod frame6;
 pub mod fuzz_oracle;
 pub mod http;
+pub mod icmp6_frame;
 pub mod icmp_frame;
 pub mod jited;
 pub mod lbctl;

@@ -98,7 +98,7 @@ fn expect6(r: &RunResult, action: u32, want: &Frame6, what: &str) {
 }
 
 /// The id of backend `addr` of service `service` in the applied plan.
-fn backend_id6(c: &Controller<KernelDataplane>, service: &str, addr: Ipv6Addr) -> u32 {
+pub fn backend_id6(c: &Controller<KernelDataplane>, service: &str, addr: Ipv6Addr) -> u32 {
     c.plan()
         .expect("a plan was applied")
         .backends
@@ -110,7 +110,7 @@ fn backend_id6(c: &Controller<KernelDataplane>, service: &str, addr: Ipv6Addr) -
 
 /// The backend `service`'s Maglev table gives `key`, from userspace's copy of the table
 /// and the IPv6 flow hash (the rig's seed).
-fn table_backend6(c: &Controller<KernelDataplane>, service: &str, key: &FlowKey6) -> Ipv6Addr {
+pub fn table_backend6(c: &Controller<KernelDataplane>, service: &str, key: &FlowKey6) -> Ipv6Addr {
     let ring = &planned_service(c, service).ring;
     let id = ring[(flow_hash6(key, HASH_SEED) % ring.len() as u32) as usize];
     let plan = c.plan().expect("a plan was applied");

@@ -14,6 +14,7 @@ mod explain;
 mod fuzz;
 mod fuzz_ipv6;
 mod fuzz_udp;
+mod icmp6_nat;
 mod icmp_nat;
 mod ipv6;
 mod ipv6_policies;
