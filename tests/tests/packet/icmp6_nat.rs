@@ -21,9 +21,9 @@ use lb_userspace::dataplane::Dataplane;
 
 use crate::ipv6::{backend_id6, table_backend6};
 
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
 /// `web6` (TCP) and `dns6` (UDP) on one IPv6 VIP, on the rig's IPv6 backends.
-const CONFIG: &str = rig_config_with!(
+pub const CONFIG: &str = rig_config_with!(
     r#"  - name: web6
     vip: "2001:db8:100::100"
     port: 80
@@ -48,7 +48,7 @@ const ROUTER_MAC: Mac = [0x02, 0, 0, 0, 0x0a, 0xfe];
 const TO_C0: Mac = [0x02, 0, 0, 0, 0xee, 0x01];
 
 /// Where a frame the data path sent on goes: its IPv6 destination.
-fn dst6(frame: &[u8]) -> Ipv6Addr {
+pub fn dst6(frame: &[u8]) -> Ipv6Addr {
     Ipv6Addr::from(<[u8; 16]>::try_from(&frame[14 + 24..14 + 40]).unwrap())
 }
 

@@ -12,6 +12,7 @@ mod dsr;
 mod edge;
 mod explain;
 mod fuzz;
+mod fuzz_icmp6;
 mod fuzz_ipv6;
 mod fuzz_udp;
 mod icmp6_nat;
