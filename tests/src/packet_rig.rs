@@ -146,6 +146,40 @@ macro_rules! rig_dsr_services {
     };
 }
 
+/// `web6`, the IPv6 TCP service of the IPv6 packet tests and bench (an entry of the
+/// `services` list, for [`rig_config_with`]): 2001:db8:100::100 port 80 on the rig's
+/// three IPv6 backends, port 8080.
+#[macro_export]
+macro_rules! rig_web6_service {
+    () => {
+        r#"  - name: web6
+    vip: "2001:db8:100::100"
+    port: 80
+    backends:
+      - { address: "2001:db8:1::11", port: 8080, zone: az-a }
+      - { address: "2001:db8:1::12", port: 8080, zone: az-b }
+      - { address: "2001:db8:1::13", port: 8080, zone: az-c }
+"#
+    };
+}
+
+/// `dns6`, the IPv6 UDP service of the IPv6 packet tests and bench: `web6`'s VIP, port
+/// 53, on the rig's three IPv6 backends, port 5353.
+#[macro_export]
+macro_rules! rig_dns6_service {
+    () => {
+        r#"  - name: dns6
+    vip: "2001:db8:100::100"
+    port: 53
+    protocol: udp
+    backends:
+      - { address: "2001:db8:1::11", port: 5353, zone: az-a }
+      - { address: "2001:db8:1::12", port: 5353, zone: az-b }
+      - { address: "2001:db8:1::13", port: 5353, zone: az-c }
+"#
+    };
+}
+
 /// `dns`, the UDP service of the UDP packet tests and bench (an entry of the `services`
 /// list, for [`rig_config_with`]): 10.0.0.120:53 on the rig's three backends, port 5353.
 #[macro_export]

@@ -34,22 +34,8 @@ type Mac = [u8; 6];
 /// backends.
 const CONFIG: &str = crate::rig_config_with!(
     crate::rig_dns_service!(),
-    r#"  - name: web6
-    vip: "2001:db8:100::100"
-    port: 80
-    backends:
-      - { address: "2001:db8:1::11", port: 8080, zone: az-a }
-      - { address: "2001:db8:1::12", port: 8080, zone: az-b }
-      - { address: "2001:db8:1::13", port: 8080, zone: az-c }
-  - name: dns6
-    vip: "2001:db8:100::100"
-    port: 53
-    protocol: udp
-    backends:
-      - { address: "2001:db8:1::11", port: 5353, zone: az-a }
-      - { address: "2001:db8:1::12", port: 5353, zone: az-b }
-      - { address: "2001:db8:1::13", port: 5353, zone: az-c }
-"#
+    crate::rig_web6_service!(),
+    crate::rig_dns6_service!()
 );
 
 const DNS_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 120);

@@ -18,24 +18,7 @@ use lb_tests::{
     rig_config_with,
 };
 
-const CONFIG: &str = rig_config_with!(
-    r#"  - name: web6
-    vip: "2001:db8:100::100"
-    port: 80
-    backends:
-      - { address: "2001:db8:1::11", port: 8080, zone: az-a }
-      - { address: "2001:db8:1::12", port: 8080, zone: az-b }
-      - { address: "2001:db8:1::13", port: 8080, zone: az-c }
-  - name: dns6
-    vip: "2001:db8:100::100"
-    port: 53
-    protocol: udp
-    backends:
-      - { address: "2001:db8:1::11", port: 5353, zone: az-a }
-      - { address: "2001:db8:1::12", port: 5353, zone: az-b }
-      - { address: "2001:db8:1::13", port: 5353, zone: az-c }
-"#
-);
+const CONFIG: &str = rig_config_with!(lb_tests::rig_web6_service!(), lb_tests::rig_dns6_service!());
 
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
 const L4_AT: usize = 14 + IP6_LEN;

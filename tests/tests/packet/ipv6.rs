@@ -27,16 +27,7 @@ use lb_userspace::{control::tables::Controller, kernel::KernelDataplane};
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
 
 /// `web6`: an IPv6 TCP service on the rig's three IPv6 backends, port 8080.
-pub const V6_CONFIG: &str = rig_config_with!(
-    r#"  - name: web6
-    vip: "2001:db8:100::100"
-    port: 80
-    backends:
-      - { address: "2001:db8:1::11", port: 8080, zone: az-a }
-      - { address: "2001:db8:1::12", port: 8080, zone: az-b }
-      - { address: "2001:db8:1::13", port: 8080, zone: az-c }
-"#
-);
+pub const V6_CONFIG: &str = rig_config_with!(lb_tests::rig_web6_service!());
 
 /// A segment from the IPv6 client to `web6` from `sport`.
 fn client(sport: u16, flags: u8) -> Frame6 {

@@ -28,15 +28,8 @@ const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
 
 /// `dns6` (UDP) and `web6` (TCP) on one IPv6 VIP, on the rig's IPv6 backends.
 const CONFIG: &str = rig_config_with!(
-    r#"  - name: dns6
-    vip: "2001:db8:100::100"
-    port: 53
-    protocol: udp
-    backends:
-      - { address: "2001:db8:1::11", port: 5353, zone: az-a }
-      - { address: "2001:db8:1::12", port: 5353, zone: az-b }
-      - { address: "2001:db8:1::13", port: 5353, zone: az-c }
-  - name: web6
+    lb_tests::rig_dns6_service!(),
+    r#"  - name: web6
     vip: "2001:db8:100::100"
     port: 80
     backends:
