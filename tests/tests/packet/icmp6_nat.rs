@@ -23,24 +23,8 @@ use crate::ipv6::{backend_id6, table_backend6};
 
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
 /// `web6` (TCP) and `dns6` (UDP) on one IPv6 VIP, on the rig's IPv6 backends.
-pub const CONFIG: &str = rig_config_with!(
-    r#"  - name: web6
-    vip: "2001:db8:100::100"
-    port: 80
-    backends:
-      - { address: "2001:db8:1::11", port: 8080, zone: az-a }
-      - { address: "2001:db8:1::12", port: 8080, zone: az-b }
-      - { address: "2001:db8:1::13", port: 8080, zone: az-c }
-  - name: dns6
-    vip: "2001:db8:100::100"
-    port: 53
-    protocol: udp
-    backends:
-      - { address: "2001:db8:1::11", port: 5353, zone: az-a }
-      - { address: "2001:db8:1::12", port: 5353, zone: az-b }
-      - { address: "2001:db8:1::13", port: 5353, zone: az-c }
-"#
-);
+pub const CONFIG: &str =
+    rig_config_with!(lb_tests::rig_web6_service!(), lb_tests::rig_dns6_service!());
 /// A router on the clients' side.
 const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 0xfe);
 const ROUTER_MAC: Mac = [0x02, 0, 0, 0, 0x0a, 0xfe];
