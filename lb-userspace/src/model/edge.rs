@@ -97,7 +97,7 @@ pub fn edge_tables(
             None => (0, 0, 0),
         };
         if flags != 0 {
-            tables.listeners.insert(id, (s.vip.into(), s.port));
+            tables.listeners.insert(id, (s.vip, s.port));
             tables.services.insert(
                 id,
                 EdgeService {
