@@ -252,9 +252,28 @@ pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
     (Reason::DropUdpZeroChecksum, "drop_udp_zero_checksum"),
 ];
 
+/// A backend's active flows: `opened` (the data path's opened-minus-closed count,
+/// `ACTIVE_FLOWS`) less `adjust` (the controller's count of flows that ended unseen,
+/// `ACTIVE_ADJUST`). The adjustment can briefly exceed the count: a scan of the flow table
+/// that missed an entry evicted mid-walk over-adjusts until a later scan takes it back,
+/// and the flow's close counts it down meanwhile. That reads as none open, not as 2^64
+/// less a few (which least-connections would take for a full backend, and a sum of them
+/// for an overflow).
+#[inline(always)]
+pub const fn active_flows(opened: u64, adjust: u64) -> u64 {
+    opened.saturating_sub(adjust)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_adjustment_past_the_count_reads_as_no_active_flow() {
+        assert_eq!(active_flows(10, 3), 7);
+        assert_eq!(active_flows(1, 2), 0);
+        assert_eq!(active_flows(0, u64::MAX), 0);
+    }
 
     #[test]
     fn reasons_are_listed_in_slot_order() {

@@ -7,6 +7,7 @@
 //! SYN went to.
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 use lb_common::{
+    counters::active_flows,
     flow::FlowKey,
     hash::{flow_hash, source_hash},
     service::{
@@ -108,7 +109,7 @@ fn load(id: u32) -> Option<(u64, u64)> {
     let adjust = ACTIVE_ADJUST.get(id).copied().unwrap_or(0);
     let weight = BACKENDS.get(id)?.weight_milli.max(1);
     Some((
-        opened.wrapping_sub(adjust).min(u32::MAX as u64),
+        active_flows(opened, adjust).min(u32::MAX as u64),
         weight as u64,
     ))
 }

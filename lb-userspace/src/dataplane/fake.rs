@@ -497,12 +497,8 @@ impl Lookups for FakeDataplane {
 
     fn active_flows_of(&self, id: u32) -> anyhow::Result<u64> {
         let adjust = self.active_adjust.get(&id).copied().unwrap_or(0);
-        Ok(self
-            .active
-            .get(&id)
-            .copied()
-            .unwrap_or(0)
-            .wrapping_sub(adjust))
+        let opened = self.active.get(&id).copied().unwrap_or(0);
+        Ok(lb_common::counters::active_flows(opened, adjust))
     }
 
     fn rr_cursors(&self, service_id: u32) -> anyhow::Result<Vec<u32>> {

@@ -80,7 +80,7 @@ impl KernelDataplane {
     pub fn active_flows(&self, id: u32) -> anyhow::Result<u64> {
         let counted = self.active_flows.get(&id, 0)?;
         let adjust = self.active_adjust.get(&id, 0)?;
-        Ok(counted.wrapping_sub(adjust))
+        Ok(lb_common::counters::active_flows(counted, adjust))
     }
 
     /// Recounts the open flows in the flow table and corrects the active-flow counts of
