@@ -21,6 +21,7 @@ use crate::{
 /// The VIP every lab service uses.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 pub const VIP_PORT: u16 = 80;
+pub const BACKEND_PORT: u16 = 8080;
 /// The IPv6 VIP of a dual-stack lab's services.
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 
@@ -28,7 +29,6 @@ pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 pub fn vip(family: Family) -> IpAddr {
     family.pick(VIP, VIP6)
 }
-pub const BACKEND_PORT: u16 = 8080;
 
 /// Directory of a lab's admin socket and state file (root-only, removed with the
 /// [`RunningLb`]), so that labs running side by side never share them.
