@@ -8,7 +8,7 @@
 //! backend=<name> peer=<client ip>:<client port>\n
 //! ```
 //!
-//! and is then closed. A connection whose first bytes are `HOLD` is a
+//! (an IPv6 client address in brackets) and is then closed. A connection whose first bytes are `HOLD` is a
 //! long-lived one instead: the server answers `held backend=<name>\n` at once,
 //! then echoes every further byte until the client closes (or the server is
 //! dropped).
@@ -17,7 +17,7 @@
 //! timeouts; the accept loop polls so that drop stops it within ~50 ms.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -44,7 +44,7 @@ struct Stats {
 pub struct BackendServer {
     ns: String,
     name: String,
-    addr: Ipv4Addr,
+    addr: IpAddr,
     port: u16,
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
@@ -55,7 +55,7 @@ impl BackendServer {
     /// Binds `addr:port` inside namespace `ns` and serves until dropped.
     /// Panics if the listener cannot be set up.
     #[track_caller]
-    pub fn start(ns: &str, addr: Ipv4Addr, port: u16, name: &str) -> BackendServer {
+    pub fn start(ns: &str, addr: impl Into<IpAddr>, port: u16, name: &str) -> BackendServer {
         BackendServer::try_start(ns, addr, port, name).unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -63,14 +63,18 @@ impl BackendServer {
     /// (see [`BackendServer::port`]).
     pub fn try_start(
         ns: &str,
-        addr: Ipv4Addr,
+        addr: impl Into<IpAddr>,
         port: u16,
         name: &str,
     ) -> Result<BackendServer, String> {
+        let addr = addr.into();
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Stats::default());
         let (tx, rx) = mpsc::channel::<Result<u16, String>>();
-        let what = format!("backend {name} on {addr}:{port} in netns {ns}");
+        let what = format!(
+            "backend {name} on {} in netns {ns}",
+            SocketAddr::new(addr, port)
+        );
         let spawn_err = format!("{what}: spawning thread");
         let thread = {
             let (stop, stats, name, what) =
@@ -80,7 +84,7 @@ impl BackendServer {
                 .name(format!("backend-{name}"))
                 .spawn(move || {
                     let listener = match netns::try_run_in(&ns2, || {
-                        TcpListener::bind(SocketAddrV4::new(addr, port))
+                        TcpListener::bind(SocketAddr::new(addr, port))
                     }) {
                         Ok(Ok(l)) => l,
                         Ok(Err(e)) => {
@@ -132,7 +136,7 @@ impl BackendServer {
         &self.ns
     }
 
-    pub fn addr(&self) -> Ipv4Addr {
+    pub fn addr(&self) -> IpAddr {
         self.addr
     }
 
@@ -174,6 +178,12 @@ impl BackendServer {
     /// `HOLD` connections currently open.
     pub fn held(&self) -> usize {
         self.stats.held.load(Ordering::SeqCst)
+    }
+
+    /// Tells the server to stop without waiting (drop waits): servers told first stop
+    /// side by side, each within its accept poll.
+    pub fn begin_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 
     /// Resets `served` and `peers`.
@@ -298,9 +308,7 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, name: &str, stop: &AtomicBool,
     }
 
     let reply = format!(
-        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nbackend={name} peer={}:{}\n",
-        peer.ip(),
-        peer.port()
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nbackend={name} peer={peer}\n"
     );
     if stream.write_all(reply.as_bytes()).is_err() {
         return;

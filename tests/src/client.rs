@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::netns;
@@ -102,21 +102,26 @@ fn io_kind(e: &std::io::Error) -> FailureKind {
 /// backend's answer. `timeout` bounds the whole exchange.
 pub fn http_get_via(
     ns: &str,
-    vip: Ipv4Addr,
+    vip: impl Into<IpAddr>,
     port: u16,
     timeout: Duration,
 ) -> Result<Reply, String> {
+    let vip = vip.into();
     netns::try_run_in(ns, || http_get(vip, port, timeout))?
 }
 
 /// Like [`http_get_via`] but in the calling thread's namespace.
-pub fn http_get(vip: Ipv4Addr, port: u16, timeout: Duration) -> Result<Reply, String> {
+pub fn http_get(vip: impl Into<IpAddr>, port: u16, timeout: Duration) -> Result<Reply, String> {
     http_get_checked(vip, port, timeout).map_err(|e| e.message)
 }
 
 /// Like [`http_get`], with the kind of failure.
-pub fn http_get_checked(vip: Ipv4Addr, port: u16, timeout: Duration) -> Result<Reply, GetError> {
-    let target = SocketAddr::V4(SocketAddrV4::new(vip, port));
+pub fn http_get_checked(
+    vip: impl Into<IpAddr>,
+    port: u16,
+    timeout: Duration,
+) -> Result<Reply, GetError> {
+    let target = SocketAddr::new(vip.into(), port);
     let deadline = Instant::now() + timeout;
     let io = |what: String, e: std::io::Error| GetError {
         kind: io_kind(&e),
@@ -136,7 +141,7 @@ pub fn http_get_checked(vip: Ipv4Addr, port: u16, timeout: Duration) -> Result<R
         .set_write_timeout(Some(remaining(deadline)))
         .map_err(|e| io(ctx("set_write_timeout".into()), e))?;
     stream
-        .write_all(format!("GET / HTTP/1.0\r\nHost: {vip}\r\n\r\n").as_bytes())
+        .write_all(format!("GET / HTTP/1.0\r\nHost: {}\r\n\r\n", host(target)).as_bytes())
         .map_err(|e| io(ctx("sending request".into()), e))?;
 
     let mut buf = Vec::new();
@@ -189,6 +194,14 @@ pub fn http_get_checked(vip: Ipv4Addr, port: u16, timeout: Duration) -> Result<R
     })
 }
 
+/// The `Host` header's form of the target's address (an IPv6 one in brackets).
+fn host(target: SocketAddr) -> String {
+    match target {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    }
+}
+
 fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
@@ -226,12 +239,13 @@ pub fn parse_reply(text: &str) -> Result<(String, SocketAddr), String> {
 /// `max_total` has elapsed (recorded as one extra entry in `failed`).
 pub fn burst(
     ns: &str,
-    vip: Ipv4Addr,
+    vip: impl Into<IpAddr>,
     port: u16,
     count: usize,
     timeout_per_conn: Duration,
     max_total: Duration,
 ) -> BurstResult {
+    let vip = vip.into();
     let run = || {
         let start = Instant::now();
         let mut r = BurstResult::default();
@@ -277,13 +291,19 @@ pub struct HeldConn {
 
 /// Opens a `HOLD` connection from namespace `ns` to `vip:port`; `timeout`
 /// bounds connecting and reading the `held backend=NAME` line.
-pub fn hold_via(ns: &str, vip: Ipv4Addr, port: u16, timeout: Duration) -> Result<HeldConn, String> {
+pub fn hold_via(
+    ns: &str,
+    vip: impl Into<IpAddr>,
+    port: u16,
+    timeout: Duration,
+) -> Result<HeldConn, String> {
+    let vip = vip.into();
     netns::try_run_in(ns, || hold(vip, port, timeout))?
 }
 
 /// Like [`hold_via`] but in the calling thread's namespace.
-pub fn hold(vip: Ipv4Addr, port: u16, timeout: Duration) -> Result<HeldConn, String> {
-    let target = SocketAddr::V4(SocketAddrV4::new(vip, port));
+pub fn hold(vip: impl Into<IpAddr>, port: u16, timeout: Duration) -> Result<HeldConn, String> {
+    let target = SocketAddr::new(vip.into(), port);
     let deadline = Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&target, timeout.max(Duration::from_millis(1)))
         .map_err(|e| format!("connect {target}: {e}"))?;

@@ -2,7 +2,7 @@
 //! after the other, and records when each started, how it ended and which backend
 //! answered: the load of the fault tests. Bounded in time; stopped on drop.
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -51,11 +51,12 @@ impl ClientLoop {
     /// `per_conn`, the whole loop by `max_total`.
     pub fn start(
         ns: &str,
-        vip: Ipv4Addr,
+        vip: impl Into<IpAddr>,
         port: u16,
         per_conn: Duration,
         max_total: Duration,
     ) -> ClientLoop {
+        let vip = vip.into();
         let stop = Arc::new(AtomicBool::new(false));
         let attempts = Arc::new(Mutex::new(Vec::new()));
         let thread = {

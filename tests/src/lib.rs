@@ -81,7 +81,7 @@ pub use lbctl::{lbctl_path, Lbctl, LbctlOutput};
 pub use netns::{ip, ns_ip, ns_sysctl, run_in, spawn_in, NetNs};
 pub use process::{lbd_path, output_within, Daemon};
 pub use running_lb::{
-    lab_config, lab_config_with_policy, lab_run_dir, LabConfig, RunningLb, BACKEND_PORT, VIP,
-    VIP_PORT,
+    lab_config, lab_config_with_policy, lab_run_dir, vip, LabConfig, RunningLb, BACKEND_PORT, VIP,
+    VIP6, VIP_PORT,
 };
-pub use topology::{BackendSpec, Lab, LabSpec};
+pub use topology::{BackendSpec, Family, Lab, LabSpec};

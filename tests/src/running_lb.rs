@@ -3,7 +3,7 @@
 use std::{
     collections::BTreeMap,
     fs,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
@@ -15,13 +15,20 @@ use crate::{
     client::{burst, BurstResult},
     lbctl::Lbctl,
     process::{lbd_path, Daemon},
-    topology::Lab,
+    topology::{Family, Lab},
 };
 
 /// The VIP every lab service uses.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 pub const VIP_PORT: u16 = 80;
 pub const BACKEND_PORT: u16 = 8080;
+/// The IPv6 VIP of a dual-stack lab's services.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+
+/// The VIP of `family`.
+pub fn vip(family: Family) -> IpAddr {
+    family.pick(VIP, VIP6)
+}
 
 /// Directory of a lab's admin socket and state file (root-only, removed with the
 /// [`RunningLb`]), so that labs running side by side never share them.
@@ -50,6 +57,17 @@ pub struct LabConfig<'a> {
     selection: String,
     policy: Vec<String>,
     backend_keys: BTreeMap<usize, String>,
+    family: Family,
+    more: Vec<MoreService>,
+}
+
+/// A service beside the first (see [`LabConfig::service`]).
+struct MoreService {
+    name: String,
+    family: Family,
+    protocol: String,
+    port: u16,
+    lines: Vec<String>,
 }
 
 impl<'a> LabConfig<'a> {
@@ -60,7 +78,36 @@ impl<'a> LabConfig<'a> {
             selection: "maglev".into(),
             policy: Vec::new(),
             backend_keys: BTreeMap::new(),
+            family: Family::V4,
+            more: Vec::new(),
         }
+    }
+
+    /// The service's VIP and backend addresses are of `family` (the lab must have it).
+    pub fn family(mut self, family: Family) -> Self {
+        self.family = family;
+        self
+    }
+
+    /// One more service `name` on the VIP of `family`, `protocol` and `port`, with the
+    /// weights and the selection policy of the first, service-level YAML `lines`, and
+    /// the lab's backends in that family on [`BACKEND_PORT`].
+    pub fn service(
+        mut self,
+        name: &str,
+        family: Family,
+        protocol: &str,
+        port: u16,
+        lines: &[&str],
+    ) -> Self {
+        self.more.push(MoreService {
+            name: name.to_string(),
+            family,
+            protocol: protocol.to_string(),
+            port,
+            lines: lines.iter().map(|l| l.to_string()).collect(),
+        });
+        self
     }
 
     /// Weight of backend `i` (default 1).
@@ -90,17 +137,39 @@ impl<'a> LabConfig<'a> {
     pub fn yaml(&self) -> String {
         let lab = self.lab;
         let mut yaml = format!(
-            "node:\n  zone: {}\ninterfaces: [{}]\npin_dir: {}\napi:\n  socket: {}\nstate_file: {}\nservices:\n  - name: web\n    vip: {VIP}\n    port: {VIP_PORT}\n    protocol: tcp\n    mode: nat\n    policy: {}\n",
+            "node:\n  zone: {}\ninterfaces: [{}]\npin_dir: {}\napi:\n  socket: {}\nstate_file: {}\nservices:\n  - name: web\n    vip: {}\n    port: {VIP_PORT}\n    protocol: tcp\n    mode: nat\n    policy: {}\n",
             lab.spec().backends[0].zone,
             lab.lb_interfaces().join(", "),
             pin_dir(lab).display(),
             lab_run_dir(lab).join("lbd.sock").display(),
             lab_run_dir(lab).join("state.yaml").display(),
+            vip(self.family),
             self.selection,
         );
         for line in &self.policy {
             yaml.push_str(&format!("    {line}\n"));
         }
+        self.push_backends(&mut yaml, self.family);
+        for more in &self.more {
+            yaml.push_str(&format!(
+                "  - name: {}\n    vip: {}\n    port: {}\n    protocol: {}\n    mode: nat\n    policy: {}\n",
+                more.name,
+                vip(more.family),
+                more.port,
+                more.protocol,
+                self.selection,
+            ));
+            for line in &more.lines {
+                yaml.push_str(&format!("    {line}\n"));
+            }
+            self.push_backends(&mut yaml, more.family);
+        }
+        yaml
+    }
+
+    /// A service's `backends:` list: the lab's backends in `family`.
+    fn push_backends(&self, yaml: &mut String, family: Family) {
+        let lab = self.lab;
         yaml.push_str("    backends:\n");
         for i in 0..lab.backend_count() {
             let extra = self
@@ -110,12 +179,11 @@ impl<'a> LabConfig<'a> {
                 .unwrap_or_default();
             yaml.push_str(&format!(
                 "      - {{ address: {}, port: {BACKEND_PORT}, zone: {}, weight: {}{extra} }}\n",
-                lab.backend_addr(i),
+                lab.backend_ip(i, family),
                 lab.backend_spec(i).zone,
                 self.weights.get(i).copied().unwrap_or(1),
             ));
         }
-        yaml
     }
 }
 
@@ -264,8 +332,19 @@ impl RunningLb {
     /// Waits until lbd has logged `<backend>: ... -> healthy` for each backend index,
     /// after log byte `mark`.
     pub fn wait_healthy(&mut self, mark: usize, backends: &[usize], timeout: Duration) {
+        self.wait_healthy_in(Family::V4, mark, backends, timeout);
+    }
+
+    /// [`RunningLb::wait_healthy`] for the backends' addresses in `family`.
+    pub fn wait_healthy_in(
+        &mut self,
+        family: Family,
+        mark: usize,
+        backends: &[usize],
+        timeout: Duration,
+    ) {
         for i in backends {
-            let needle = format!("{}:{BACKEND_PORT}: ", self.lab.backend_addr(*i));
+            let needle = format!("{}: ", self.backend_socket(*i, family));
             let deadline = std::time::Instant::now() + timeout;
             loop {
                 let log = self.lbd.log();
@@ -285,37 +364,51 @@ impl RunningLb {
         }
     }
 
-    /// Stops backend `i`'s server: its port closes, so new connections to it are refused
-    /// by its host. Returns when the stop began and when it was done.
+    /// Backend `i`'s `address:port` in `family` as lbd names it (`[address]:port` for
+    /// IPv6).
+    pub fn backend_socket(&self, i: usize, family: Family) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.lab.backend_ip(i, family), BACKEND_PORT)
+    }
+
+    /// Stops backend `i`'s servers (one per family of the lab): its port closes, so new
+    /// connections to it are refused by its host. Returns when the stop began and when
+    /// it was done.
     pub fn kill_server(&mut self, i: usize) -> (SystemTime, SystemTime) {
-        let name = &self.lab.backend_spec(i).name;
-        let at = self
-            .servers
-            .iter()
-            .position(|s| s.name() == name)
-            .unwrap_or_else(|| panic!("backend {name} has no running server"));
-        let server = self.servers.remove(at);
+        let name = self.lab.backend_spec(i).name.clone();
+        let (gone, kept) = std::mem::take(&mut self.servers)
+            .into_iter()
+            .partition(|s| s.name() == name);
+        self.servers = kept;
+        let gone: Vec<BackendServer> = gone;
+        assert!(!gone.is_empty(), "backend {name} has no running server");
         let began = SystemTime::now();
-        drop(server);
+        drop(gone);
         (began, SystemTime::now())
     }
 
-    /// Starts backend `i`'s server again; returns when it listens.
+    /// Starts backend `i`'s servers again; returns when they listen.
     pub fn restart_server(&mut self, i: usize) -> SystemTime {
-        let spec = self.lab.backend_spec(i);
-        self.servers.push(BackendServer::start(
-            self.lab.backend_ns(i),
-            self.lab.backend_addr(i),
-            BACKEND_PORT,
-            &spec.name,
-        ));
+        let servers = self.lab.start_backend(i, BACKEND_PORT);
+        self.servers.extend(servers);
         SystemTime::now()
     }
 
     /// `count` connections one after another from the client namespace to the VIP (see
     /// [`crate::burst`]), each bounded by `per_conn`, all of them by `within`.
     pub fn burst(&self, count: usize, per_conn: Duration, within: Duration) -> BurstResult {
-        burst(self.lab.client_ns(), VIP, VIP_PORT, count, per_conn, within)
+        self.burst_in(Family::V4, count, per_conn, within)
+    }
+
+    /// [`RunningLb::burst`] to the VIP of `family`.
+    pub fn burst_in(
+        &self,
+        family: Family,
+        count: usize,
+        per_conn: Duration,
+        within: Duration,
+    ) -> BurstResult {
+        let ns = self.lab.client_ns();
+        burst(ns, vip(family), VIP_PORT, count, per_conn, within)
     }
 
     /// Each backend's open flows (`address:port` -> count) as lbd's `/metrics` reports
@@ -362,6 +455,9 @@ fn spawn_lbd(lab: &Lab, config_path: &Path, wrapper: &[&str]) -> Daemon {
 impl Drop for RunningLb {
     fn drop(&mut self) {
         self.lbd.stop();
+        for server in &self.servers {
+            server.begin_stop();
+        }
         // lbd leaves its data path pinned when it stops; a test lab takes it down.
         if let Err(e) = PinDir::new(pin_dir(&self.lab)).remove_all() {
             eprintln!("removing the lab's pinned data path: {e}");

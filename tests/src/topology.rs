@@ -22,13 +22,17 @@
 //! program on the LB rewrites the packets. Every veth end has transmit
 //! checksum offload off and GRO on (see /work/shared/PLATFORM.md). IPv6 is
 //! disabled in every lab namespace so that no IPv6 chatter shows up in
-//! packet counters.
+//! packet counters, unless the lab is dual stack (`LabSpec::ipv6`): then every
+//! link also has the IPv6 twin of its IPv4 address (`2001:db8:10::/64` on the
+//! client link, `2001:db8:1::/64` on the bridge, the same host numbers, written
+//! in hex: backend `i` at `2001:db8:1::{11+i}`), added without duplicate address
+//! detection so that it is usable at once, with the same routes and forwarding.
 //!
 //! Backend indices in this API are 0-based positions in `LabSpec::backends`:
 //! backend `i` lives in namespace `{p}b{i+1}` at `10.1.0.{11+i}` and is
 //! plugged into switch port `swb{i+1}`.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::backend_server::BackendServer;
 use crate::netns::{self, NetNs};
@@ -45,6 +49,46 @@ pub const LB_BACKEND_ADDR: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
 pub const ONE_NIC_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 200);
 /// Most backends a lab can have (10.1.0.11 ..= 10.1.0.110).
 pub const MAX_BACKENDS: usize = 100;
+/// The IPv6 twins of the addresses above (dual-stack labs).
+pub const CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 2);
+pub const LB_CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 1);
+pub const LB_BACKEND_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+pub const ONE_NIC_CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x200);
+
+/// An address family of a dual-stack lab: which addresses a service, a client or a
+/// backend server uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// Both, IPv4 first.
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// The address of `family` in a pair of twins.
+    pub fn pick(self, v4: Ipv4Addr, v6: Ipv6Addr) -> IpAddr {
+        match self {
+            Family::V4 => IpAddr::V4(v4),
+            Family::V6 => IpAddr::V6(v6),
+        }
+    }
+
+    /// The unspecified address (to bind a client socket to).
+    pub fn any(self) -> IpAddr {
+        self.pick(Ipv4Addr::UNSPECIFIED, Ipv6Addr::UNSPECIFIED)
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
+}
 
 /// One backend of a lab.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +112,8 @@ pub struct LabSpec {
     pub backends: Vec<BackendSpec>,
     /// The LB has one interface; the client sits on the backend bridge.
     pub one_nic: bool,
+    /// Dual stack: IPv6 addresses and routes beside the IPv4 ones (module docs).
+    pub ipv6: bool,
 }
 
 impl LabSpec {
@@ -78,6 +124,7 @@ impl LabSpec {
                 .map(|i| BackendSpec::new(format!("b{i}"), "z1"))
                 .collect(),
             one_nic: false,
+            ipv6: false,
         }
     }
 
@@ -90,12 +137,19 @@ impl LabSpec {
                 BackendSpec::new("b3", "az-c"),
             ],
             one_nic: false,
+            ipv6: false,
         }
     }
 
     /// Sets one-NIC mode.
     pub fn one_nic(mut self, one_nic: bool) -> Self {
         self.one_nic = one_nic;
+        self
+    }
+
+    /// Dual stack when `family` is IPv6 (an IPv4 lab has only IPv4).
+    pub fn family(mut self, family: Family) -> Self {
+        self.ipv6 = self.ipv6 || family == Family::V6;
         self
     }
 }
@@ -140,7 +194,7 @@ impl Lab {
         // From here on a panic drops `lab`, which deletes what exists so far.
         for name in lab.all_namespaces() {
             lab.namespaces.push(NetNs::create(&name));
-            quiet_defaults(&name);
+            quiet_defaults(&name, spec.ipv6);
         }
         lab.wire();
         // Every veth peer of an LB interface runs XDP so that it takes the LB's XDP_TX
@@ -233,6 +287,19 @@ impl Lab {
                     ],
                 );
             }
+            if self.spec.ipv6 {
+                add_addr6(b, "eth0", self.backend_addr6(i));
+                let via = LB_BACKEND_ADDR6.to_string();
+                netns::ns_ip(b, &["-6", "route", "add", "default", "via", &via]);
+                if self.spec.one_nic {
+                    let client = format!("{ONE_NIC_CLIENT_ADDR6}/128");
+                    netns::ns_ip(b, &["-6", "route", "add", &client, "via", &via]);
+                }
+            }
+        }
+        if self.spec.ipv6 {
+            add_addr6(lb, "lbb", LB_BACKEND_ADDR6);
+            netns::ns_sysctl(lb, "net.ipv6.conf.all.forwarding", "1");
         }
 
         // The LB routes between its links.
@@ -271,6 +338,11 @@ impl Lab {
                 &self.client_gateway().to_string(),
             ],
         );
+        if self.spec.ipv6 {
+            add_addr6(cl, "cl0", self.client_addr6());
+            let via = self.client_gateway6().to_string();
+            netns::ns_ip(cl, &["-6", "route", "add", "default", "via", &via]);
+        }
     }
 
     /// The veth pair client `cl0` <-> LB `lbc` (two-NIC labs), configured.
@@ -282,6 +354,9 @@ impl Lab {
             &["addr", "add", &format!("{LB_CLIENT_ADDR}/24"), "dev", "lbc"],
         );
         netns::ns_ip(lb, &["link", "set", "lbc", "up"]);
+        if self.spec.ipv6 {
+            add_addr6(lb, "lbc", LB_CLIENT_ADDR6);
+        }
         self.configure_client();
         netns::ns_sysctl(lb, "net.ipv4.conf.lbc.rp_filter", "0");
         netns::ns_sysctl(lb, "net.ipv4.conf.lbc.send_redirects", "0");
@@ -352,6 +427,27 @@ impl Lab {
         Ipv4Addr::new(10, 1, 0, 11 + i as u8)
     }
 
+    /// IPv6 address of backend `i` (0-based) in a dual-stack lab: `2001:db8:1::{11+i}`
+    /// (the IPv4 host number written in hex).
+    pub fn backend_addr6(&self, i: usize) -> Ipv6Addr {
+        assert!(i < self.backends.len(), "backend index {i} out of range");
+        Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x11 + i as u16)
+    }
+
+    /// Backend `i`'s address in `family` (IPv6 only in a dual-stack lab).
+    pub fn backend_ip(&self, i: usize, family: Family) -> IpAddr {
+        family.pick(self.backend_addr(i), self.backend_addr6(i))
+    }
+
+    /// The families this lab has addresses in.
+    pub fn families(&self) -> Vec<Family> {
+        if self.spec.ipv6 {
+            Family::ALL.to_vec()
+        } else {
+            vec![Family::V4]
+        }
+    }
+
     /// Spec (name, zone) of backend `i` (0-based).
     pub fn backend_spec(&self, i: usize) -> &BackendSpec {
         &self.spec.backends[i]
@@ -395,6 +491,20 @@ impl Lab {
         }
     }
 
+    /// 2001:db8:10::2, or 2001:db8:1::200 in one-NIC mode (dual-stack labs).
+    pub fn client_addr6(&self) -> Ipv6Addr {
+        if self.spec.one_nic {
+            ONE_NIC_CLIENT_ADDR6
+        } else {
+            CLIENT_ADDR6
+        }
+    }
+
+    /// The client's address in `family`.
+    pub fn client_ip(&self, family: Family) -> IpAddr {
+        family.pick(self.client_addr(), self.client_addr6())
+    }
+
     /// The client's interface (always `cl0`).
     pub fn client_iface(&self) -> &'static str {
         "cl0"
@@ -410,9 +520,24 @@ impl Lab {
         }
     }
 
+    /// The IPv6 twin of [`Lab::client_gateway`].
+    pub fn client_gateway6(&self) -> Ipv6Addr {
+        if self.spec.one_nic {
+            LB_BACKEND_ADDR6
+        } else {
+            LB_CLIENT_ADDR6
+        }
+    }
+
     /// The LB address the backends route through (10.1.0.1).
     pub fn backend_gateway(&self) -> Ipv4Addr {
         LB_BACKEND_ADDR
+    }
+
+    /// The LB address the backends route through in `family` (where lbd's probes come
+    /// from).
+    pub fn backend_gateway_ip(&self, family: Family) -> IpAddr {
+        family.pick(LB_BACKEND_ADDR, LB_BACKEND_ADDR6)
     }
 
     /// LB interfaces to attach XDP to: `["lbc", "lbb"]`, or `["lbb"]` in
@@ -468,14 +593,22 @@ impl Lab {
         Daemon::spawn_in_ns(ns, program, args)
     }
 
-    /// Starts one [`BackendServer`] per backend on `backend_addr(i):port`,
-    /// named after `spec.backends[i].name`.
+    /// Starts one [`BackendServer`] per backend and family of the lab on
+    /// `backend_ip(i, family):port`, named after `spec.backends[i].name`.
     pub fn start_backends(&self, port: u16) -> Vec<BackendServer> {
         (0..self.backends.len())
-            .map(|i| {
+            .flat_map(|i| self.start_backend(i, port))
+            .collect()
+    }
+
+    /// Backend `i`'s servers on `port`, one per family of the lab.
+    pub fn start_backend(&self, i: usize, port: u16) -> Vec<BackendServer> {
+        self.families()
+            .into_iter()
+            .map(|family| {
                 BackendServer::start(
                     &self.backends[i],
-                    self.backend_addr(i),
+                    self.backend_ip(i, family),
                     port,
                     &self.spec.backends[i].name,
                 )
@@ -542,11 +675,31 @@ fn neigh(ns: &str, addr: &str, mac: &str, dev: &str) {
     );
 }
 
-/// No IPv6 chatter and no ICMP redirects being honoured in lab namespaces.
-fn quiet_defaults(ns: &str) {
+/// No IPv6 chatter (unless the lab is dual stack, `ipv6`) and no ICMP redirects being
+/// honoured in lab namespaces.
+fn quiet_defaults(ns: &str, ipv6: bool) {
     for c in ["all", "default"] {
-        // IPv6 may be compiled out; that is as quiet as it gets.
-        let _ = netns::try_ns_sysctl(ns, &format!("net.ipv6.conf.{c}.disable_ipv6"), "1");
+        if ipv6 {
+            // Interfaces made later inherit `default`: usable addresses at once, no
+            // router advertisements or redirects taken.
+            for (key, value) in [
+                ("disable_ipv6", "0"),
+                ("accept_dad", "0"),
+                ("accept_ra", "0"),
+                ("accept_redirects", "0"),
+            ] {
+                netns::ns_sysctl(ns, &format!("net.ipv6.conf.{c}.{key}"), value);
+            }
+        } else {
+            // IPv6 may be compiled out; that is as quiet as it gets.
+            let _ = netns::try_ns_sysctl(ns, &format!("net.ipv6.conf.{c}.disable_ipv6"), "1");
+        }
         netns::ns_sysctl(ns, &format!("net.ipv4.conf.{c}.accept_redirects"), "0");
     }
+}
+
+/// `address`/64 on `dev`, usable at once (no duplicate address detection).
+fn add_addr6(ns: &str, dev: &str, address: Ipv6Addr) {
+    let address = format!("{address}/64");
+    netns::ns_ip(ns, &["-6", "addr", "add", &address, "dev", dev, "nodad"]);
 }

@@ -3,7 +3,7 @@
 //! clients that each send datagrams from one socket of their own and record where every
 //! answer came from. Every wait is bounded; servers stop on drop.
 use std::{
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    net::{IpAddr, SocketAddr, UdpSocket},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -28,9 +28,10 @@ pub struct UdpEcho {
 impl UdpEcho {
     /// Binds `addr:port` (UDP) inside namespace `ns` and answers until dropped.
     #[track_caller]
-    pub fn start(ns: &str, addr: Ipv4Addr, port: u16, name: &str) -> UdpEcho {
-        let what = format!("UDP echo {name} on {addr}:{port} in netns {ns}");
-        let socket = netns::run_in(ns, || UdpSocket::bind(SocketAddrV4::new(addr, port)))
+    pub fn start(ns: &str, addr: impl Into<IpAddr>, port: u16, name: &str) -> UdpEcho {
+        let at = SocketAddr::new(addr.into(), port);
+        let what = format!("UDP echo {name} on {at} in netns {ns}");
+        let socket = netns::run_in(ns, || UdpSocket::bind(at))
             .unwrap_or_else(|e| panic!("{what}: bind: {e}"));
         socket
             .set_read_timeout(Some(POLL))
@@ -54,6 +55,12 @@ impl UdpEcho {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Tells the server to stop without waiting (drop waits): servers told first stop
+    /// side by side, each within its receive poll.
+    pub fn begin_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 
     /// Datagrams answered so far.
@@ -108,9 +115,14 @@ pub struct ClientRecord {
 /// `clients` UDP sockets in namespace `ns`, each bound to a port of its own: a client
 /// each, with a 5-tuple of its own.
 pub fn open_clients(ns: &str, clients: usize) -> Vec<UdpSocket> {
+    open_clients_on(ns, clients, IpAddr::from([0, 0, 0, 0]))
+}
+
+/// [`open_clients`] bound to `local` (e.g. `::` for IPv6 clients).
+pub fn open_clients_on(ns: &str, clients: usize, local: IpAddr) -> Vec<UdpSocket> {
     netns::run_in(ns, || {
         (0..clients)
-            .map(|_| UdpSocket::bind("0.0.0.0:0").expect("binding a client socket"))
+            .map(|_| UdpSocket::bind((local, 0)).expect("binding a client socket"))
             .collect()
     })
 }
@@ -121,11 +133,12 @@ pub fn open_clients(ns: &str, clients: usize) -> Vec<UdpSocket> {
 /// in order.
 pub fn exchange(
     sockets: &[UdpSocket],
-    to: SocketAddrV4,
+    to: impl Into<SocketAddr>,
     datagrams: usize,
     wait: Duration,
     deadline: Duration,
 ) -> Vec<ClientRecord> {
+    let to = to.into();
     const THREADS: usize = 10;
     let until = Instant::now() + deadline;
     let per_thread = sockets.len().div_ceil(THREADS).max(1);
@@ -153,7 +166,7 @@ pub fn exchange(
 fn one_client(
     i: usize,
     socket: &UdpSocket,
-    to: SocketAddrV4,
+    to: SocketAddr,
     datagrams: usize,
     wait: Duration,
     until: Instant,

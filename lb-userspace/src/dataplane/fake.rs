@@ -9,7 +9,7 @@ use lb_common::{
     filter::{filter_slot, FILTER_VIPS},
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
     hash::flow_hash,
-    ipv6::{Addr6, ServiceKey6},
+    ipv6::{Addr6, FlowKey6, ServiceKey6},
     limits::{
         MAP_BACKENDS, MAP_POLICY_TABLE, MAP_REVERSE, MAP_RING, MAP_SERVICES6, MAP_SERVICE_INDEX,
     },
@@ -69,6 +69,8 @@ pub struct FakeDataplane {
     pub buckets: Vec<LimitedSource>,
     pub flows: HashMap<FlowKey, FlowTarget>,
     pub return_flows: HashMap<FlowKey, NatReturn>,
+    /// IPv6 flow entries, as the data path would leave them; set by tests.
+    pub flows6: HashMap<FlowKey6, FlowTarget>,
     pub signals: HashMap<u32, BackendSignals>,
     /// What only the data path writes, set by tests: SYN-cache sets, active flows per
     /// backend, round-robin cursors per service (one per CPU), the clock.
@@ -509,6 +511,21 @@ impl Lookups for FakeDataplane {
 
     fn clock(&self) -> anyhow::Result<u32> {
         Ok(self.clock)
+    }
+
+    fn service6(&self, key: &ServiceKey6) -> anyhow::Result<Option<ServiceMeta>> {
+        Ok(self.services6.get(key).copied())
+    }
+
+    fn flow6(&self, key: &FlowKey6) -> anyhow::Result<Option<FlowTarget>> {
+        Ok(self.flows6.get(key).copied())
+    }
+
+    fn backend_addr6(&self, id: u32) -> anyhow::Result<Option<Addr6>> {
+        // An id never written reads as all zero, as in the kernel's array.
+        Ok(Some(
+            self.backend_addrs6.get(&id).copied().unwrap_or_default(),
+        ))
     }
 }
 

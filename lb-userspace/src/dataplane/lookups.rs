@@ -4,6 +4,7 @@
 use lb_common::{
     backend::Backend,
     flow::{FlowKey, FlowTarget},
+    ipv6::{Addr6, FlowKey6, ServiceKey6},
     service::{ServiceKey, ServiceMeta},
     syn_cache::SynSet,
 };
@@ -28,4 +29,10 @@ pub trait Lookups {
     fn rr_cursors(&self, service_id: u32) -> anyhow::Result<Vec<u32>>;
     /// The data path's clock, in the seconds it stamps flows with.
     fn clock(&self) -> anyhow::Result<u32>;
+    /// The published meta of the IPv6 service at `key`.
+    fn service6(&self, key: &ServiceKey6) -> anyhow::Result<Option<ServiceMeta>>;
+    /// The forward IPv6 flow entry of `key` (client -> VIP).
+    fn flow6(&self, key: &FlowKey6) -> anyhow::Result<Option<FlowTarget>>;
+    /// The IPv6 address of backend slot `id` (`None` past the array's end).
+    fn backend_addr6(&self, id: u32) -> anyhow::Result<Option<Addr6>>;
 }

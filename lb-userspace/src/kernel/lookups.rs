@@ -3,6 +3,7 @@ use anyhow::Context as _;
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
     flow::{FlowKey, FlowTarget},
+    ipv6::{Addr6, FlowKey6, ServiceKey6},
     service::{ServiceKey, ServiceMeta},
     syn_cache::SynSet,
 };
@@ -71,5 +72,32 @@ impl Lookups for KernelDataplane {
 
     fn clock(&self) -> anyhow::Result<u32> {
         self.clock.get(&0, 0).context("CLOCK")
+    }
+
+    fn service6(&self, key: &ServiceKey6) -> anyhow::Result<Option<ServiceMeta>> {
+        match self.services6.get(key, 0) {
+            Ok(meta) => Ok(Some(meta)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e).context("SERVICES6 lookup"),
+        }
+    }
+
+    fn flow6(&self, key: &FlowKey6) -> anyhow::Result<Option<FlowTarget>> {
+        match self.flows6.get(key, 0) {
+            Ok(target) => Ok(Some(target)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e).context("FLOWS6 lookup"),
+        }
+    }
+
+    fn backend_addr6(&self, id: u32) -> anyhow::Result<Option<Addr6>> {
+        if id >= self.backend_addrs6.len() {
+            return Ok(None);
+        }
+        let addr = self
+            .backend_addrs6
+            .get(&id, 0)
+            .with_context(|| format!("BACKEND_ADDRS6[{id}]"))?;
+        Ok(Some(addr))
     }
 }

@@ -4,8 +4,8 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use ::caps::Capability;
 use lb_tests::{
-    caps, jited, lab_config, lbd_path, netns, peer_xdp, running_lb, Lab, LabSpec, RunningLb, VIP,
-    VIP_PORT,
+    caps, jited, lab_config, lbd_path, netns, peer_xdp, running_lb, vip, Family, Lab, LabConfig,
+    LabSpec, RunningLb, VIP_PORT,
 };
 
 fn three_zones(one_nic: bool) -> Lab {
@@ -16,7 +16,17 @@ fn three_zones(one_nic: bool) -> Lab {
 /// as its peer, and the backend saw the client's real address. Returns the count per
 /// backend name.
 fn connect_and_check(lb: &RunningLb, count: usize) -> BTreeMap<String, usize> {
-    let result = lb.burst(count, Duration::from_secs(3), Duration::from_secs(120));
+    connect_and_check_in(lb, Family::V4, count)
+}
+
+/// [`connect_and_check`] through the VIP of `family`.
+fn connect_and_check_in(lb: &RunningLb, family: Family, count: usize) -> BTreeMap<String, usize> {
+    let result = lb.burst_in(
+        family,
+        count,
+        Duration::from_secs(3),
+        Duration::from_secs(120),
+    );
     assert!(
         result.failed.is_empty() && result.ok == count,
         "{} of {count} connections failed: {:?}\nlbd log:\n{}",
@@ -24,27 +34,26 @@ fn connect_and_check(lb: &RunningLb, count: usize) -> BTreeMap<String, usize> {
         &result.failed[..result.failed.len().min(5)],
         lb.lbd.log()
     );
-    let vip = SocketAddr::from((VIP, VIP_PORT));
+    let vip = SocketAddr::new(vip(family), VIP_PORT);
+    let client = lb.lab.client_ip(family);
     for reply in &result.replies {
         assert_eq!(reply.remote, vip, "the client must see the VIP as its peer");
         assert_eq!(
             reply.peer_seen_by_backend.ip(),
-            lb.lab.client_addr(),
+            client,
             "the backend must see the client's own address"
         );
         assert_eq!(reply.peer_seen_by_backend.port(), reply.local.port());
     }
     // Besides the client, only lbd's health probes (from the LB's backend-side address)
     // reach the backends.
+    let prober = lb.lab.backend_gateway_ip(family);
     for server in &lb.servers {
+        let peers = server.peer_addrs();
         assert!(
-            server
-                .peers()
-                .iter()
-                .all(|p| *p == lb.lab.client_addr() || *p == lb.lab.backend_gateway()),
-            "{} saw a peer that is neither the client nor lbd's prober: {:?}",
+            peers.iter().all(|p| p.ip() == client || p.ip() == prober),
+            "{} saw a peer that is neither the client nor lbd's prober: {peers:?}",
             server.name(),
-            server.peers()
         );
     }
     result.per_backend
@@ -121,6 +130,40 @@ fn three_hundred_connections_through_the_vip_follow_the_weights() {
     assert!(
         !lb_tests::running_lb::pin_dir(&lb.lab).exists(),
         "pins removed"
+    );
+}
+
+#[test]
+fn three_hundred_ipv6_connections_through_an_ipv6_vip_are_each_answered_by_a_backend() {
+    let lab = Lab::build(&LabSpec::three_zones().family(Family::V6));
+    let config = LabConfig::new(&lab).family(Family::V6).yaml();
+    let mut lb = RunningLb::start(lab, &config);
+    let per_backend = connect_and_check_in(&lb, Family::V6, 300);
+    assert_eq!(per_backend.values().sum::<usize>(), 300);
+    assert_eq!(
+        per_backend.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["b1", "b2", "b3"],
+        "every backend takes some: {per_backend:?}"
+    );
+    assert_shares(&per_backend, &[("b1", 1), ("b2", 1), ("b3", 1)], 300);
+    let client = lb.lab.client_ip(Family::V6);
+    let served: usize = lb
+        .servers
+        .iter()
+        .map(|s| s.peer_addrs().iter().filter(|p| p.ip() == client).count())
+        .sum();
+    assert_eq!(
+        served, 300,
+        "backends served exactly the client's connections"
+    );
+    println!(
+        "300 IPv6 connections through [{}]:{VIP_PORT}: {per_backend:?}",
+        vip(Family::V6)
+    );
+    let log = lb.stop_lbd();
+    assert!(
+        log.contains("service web: new_flows=300"),
+        "lbd's final counters:\n{log}"
     );
 }
 

@@ -13,8 +13,8 @@ use lb_tests::{
     client_loop::{share_of, started_between},
     lbd_log::{first_time, lines_with, millis_between, updates_after},
     scenario::*,
-    Attempt, BackendServer, ClientLoop, FailureKind, LabConfig, RunningLb, BACKEND_PORT, VIP,
-    VIP_PORT,
+    vip, Attempt, BackendServer, ClientLoop, FailureKind, Family, Lab, LabConfig, LabSpec,
+    RunningLb, BACKEND_PORT, VIP, VIP_PORT,
 };
 use lb_userspace::model::weights::RAMP_STEPS;
 
@@ -24,9 +24,14 @@ const LOOP_LIMIT: Duration = Duration::from_secs(120);
 const WAIT: Duration = Duration::from_secs(30);
 
 fn start(lab: lb_tests::Lab, policy: &[&str]) -> RunningLb {
-    let config = LabConfig::new(&lab).policy(policy).yaml();
+    start_in(Family::V4, lab, policy)
+}
+
+/// [`start`] with the service's VIP and backends in `family`.
+fn start_in(family: Family, lab: lb_tests::Lab, policy: &[&str]) -> RunningLb {
+    let config = LabConfig::new(&lab).family(family).policy(policy).yaml();
     let mut lb = RunningLb::start(lab, &config);
-    lb.wait_healthy(0, &[0, 1, 2], WAIT);
+    lb.wait_healthy_in(family, 0, &[0, 1, 2], WAIT);
     lb
 }
 
@@ -39,13 +44,24 @@ fn failures(attempts: &[Attempt], kind: FailureKind) -> Vec<&Attempt> {
 
 #[test]
 fn a_killed_backend_gets_no_new_connection_after_the_detection_bound() {
+    a_killed_backend_gets_no_new_connection_after_the_detection_bound_in(Family::V4);
+}
+
+#[test]
+fn over_ipv6_a_killed_backend_gets_no_new_connection_after_the_detection_bound() {
+    a_killed_backend_gets_no_new_connection_after_the_detection_bound_in(Family::V6);
+}
+
+fn a_killed_backend_gets_no_new_connection_after_the_detection_bound_in(family: Family) {
     let health = fast_health();
-    let mut lb = start(three_zones(), &[&health]);
-    let client = ClientLoop::start(lb.lab.client_ns(), VIP, VIP_PORT, PER_CONN, LOOP_LIMIT);
+    let lab = Lab::build(&LabSpec::three_zones().family(family));
+    let mut lb = start_in(family, lab, &[&health]);
+    let vip = vip(family);
+    let client = ClientLoop::start(lb.lab.client_ns(), vip, VIP_PORT, PER_CONN, LOOP_LIMIT);
     wait_attempts(&client, 50, WAIT);
     let mark = lb.lbd.log_len();
     let (killed, kill_done) = lb.kill_server(1);
-    let dead = format!("backend web/{}:{BACKEND_PORT}", lb.lab.backend_addr(1));
+    let dead = format!("backend web/{}", lb.backend_socket(1, family));
     let swap = wait_table_update(
         &lb.lbd,
         mark,
@@ -91,7 +107,7 @@ fn a_killed_backend_gets_no_new_connection_after_the_detection_bound() {
     let first_failed = first_time(&log, &format!("{dead}: probe failed")).expect("a failed probe");
     let last_refused = refused.iter().map(|a| a.start).max();
     println!(
-        "kill: the table without the dead backend was live {detected} ms after the kill \
+        "kill ({family}): the table without the dead backend was live {detected} ms after the kill \
          (bound {} ms + slack {} ms); first failed probe -> swap logged: {} ms; last new \
          connection to the dead backend {} ms after the kill; {} refused, {} reset, {} \
          connections in all",

@@ -32,6 +32,7 @@ fn a_local_zone_outage_with_cross_zone_off_moves_traffic_away_and_back() {
             BackendSpec::new("b4", "az-c"),
         ],
         one_nic: false,
+        ipv6: false,
     });
     let health = fast_health();
     let config = LabConfig::new(&lab)

@@ -392,11 +392,28 @@ fn ipv6_services_and_backends_go_through_the_api_in_brackets_where_a_port_follow
         "/v1/explain?client=%5B2001:db8::2%5D:40000&vip=%5B2001:db8::100%5D:443",
         None,
     );
-    assert_eq!(status, 501, "{body}");
+    // Explained as the IPv6 data path decides: its only backend is draining, so the
+    // table names none and a new connection is dropped.
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["client"], &body["vip"], &body["service"]["name"]),
+        (
+            &json!("[2001:db8::2]:40000"),
+            &json!("[2001:db8::100]:443"),
+            &json!("web6")
+        ),
+        "{body}"
+    );
+    assert_eq!(body["new_connection"]["by"], "dropped", "{body}");
+    let (status, body) = lbd.request(
+        "GET",
+        "/v1/explain?client=10.10.0.2:40000&vip=%5B2001:db8::100%5D:443",
+        None,
+    );
+    assert_eq!(status, 400, "{body}");
     assert_eq!(
         body["error"],
-        "IPv6 flows: not yet in the data path, so explain follows IPv4 flows only \
-         ([2001:db8::2]:40000 -> [2001:db8::100]:443)"
+        "client 10.10.0.2:40000 and vip [2001:db8::100]:443 are of different address families"
     );
 
     lbd.runtime.with(|r| {

@@ -228,6 +228,18 @@ pub(super) fn ring_pick(
     } else {
         flow_hash(flow, params.hash_seed)
     };
+    ring_at(lookups, params, service, by_source, hash)
+}
+
+/// The ring's pick for `hash` (of the client address alone when `by_source`), for
+/// either family.
+pub(super) fn ring_at(
+    lookups: &impl Lookups,
+    params: &Params,
+    service: &ServiceMeta,
+    by_source: bool,
+    hash: u32,
+) -> anyhow::Result<RingPick> {
     if params.ring_size == 0 {
         return Ok(RingPick {
             by_source,
@@ -262,7 +274,10 @@ fn table_entry(
     lookups.policy_entry(policy_table_index(service.id, service.active_slot, pos))
 }
 
-fn policy_pick(lookups: &impl Lookups, service: &ServiceMeta) -> anyhow::Result<PolicyPick> {
+pub(super) fn policy_pick(
+    lookups: &impl Lookups,
+    service: &ServiceMeta,
+) -> anyhow::Result<PolicyPick> {
     let n = service.table_len;
     Ok(match service.policy {
         POLICY_ROUND_ROBIN => {
@@ -300,7 +315,7 @@ fn policy_pick(lookups: &impl Lookups, service: &ServiceMeta) -> anyhow::Result<
 }
 
 /// Where a SYN goes that follows no entry and no slot: `select::pick(.., syn = true)`.
-fn by_policy(ring: &RingPick, pick: &PolicyPick, why: &str) -> Choice {
+pub(super) fn by_policy(ring: &RingPick, pick: &PolicyPick, why: &str) -> Choice {
     match pick {
         PolicyPick::Ring => by_ring(ring, By::Policy, why),
         PolicyPick::RoundRobin { next_by_cpu } => {

@@ -1,6 +1,9 @@
 //! A [`Decision`] in the operator's terms: backend ids resolved to addresses, services,
 //! zones, the operator's state and lbd's health verdict, and the service's mode.
-use std::{net::SocketAddrV4, time::Instant};
+use std::{
+    net::{SocketAddr, SocketAddrV4, SocketAddrV6},
+    time::Instant,
+};
 
 use lb_common::{
     encap::PROTO_UDP,
@@ -8,6 +11,7 @@ use lb_common::{
         FlowKey, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_DATAGRAM, FLOW_F_ESTABLISHED,
         FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT,
     },
+    ipv6::{addr6_wire, FlowKey6, FAMILY_IPV6},
     limits::syn_cache_sets,
     net::{FAMILY_IPV4, PROTO_TCP},
 };
@@ -29,7 +33,9 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
     #[error("vip: no service listens on {0} (the data path passes its packets to the kernel)")]
-    NoService(SocketAddrV4),
+    NoService(SocketAddr),
+    #[error("client {0} and vip {1} are of different address families")]
+    MixedFamilies(SocketAddr, SocketAddr),
     #[error("the data path has not been programmed yet")]
     NotProgrammed,
     #[error("reading the data path's maps: {0:#}")]
@@ -54,24 +60,38 @@ pub fn flow_key_of(client: SocketAddrV4, vip: SocketAddrV4, proto: u8) -> FlowKe
     }
 }
 
+/// The IPv6 tuple `client` -> `vip` of IP protocol `proto` as the data path keys it.
+pub fn flow_key6_of(client: SocketAddrV6, vip: SocketAddrV6, proto: u8) -> FlowKey6 {
+    FlowKey6 {
+        src_addr: addr6_wire(client.ip().octets()),
+        dst_addr: addr6_wire(vip.ip().octets()),
+        src_port: client.port().to_be(),
+        dst_port: vip.port().to_be(),
+        proto,
+        family: FAMILY_IPV6,
+        _pad: [0; 2],
+    }
+}
+
 /// What the data path does now with TCP packets of `client` -> `vip`, and why.
 pub fn explain<D: Dataplane>(
     runtime: &Runtime<D>,
-    client: SocketAddrV4,
-    vip: SocketAddrV4,
+    client: impl Into<SocketAddr>,
+    vip: impl Into<SocketAddr>,
     now: Instant,
 ) -> Result<ExplainView, ExplainError> {
     explain_protocol(runtime, client, vip, Protocol::Tcp, now)
 }
 
-/// [`explain`] for packets of `protocol`.
+/// [`explain`] for packets of `protocol`, of either family (both ends of one).
 pub fn explain_protocol<D: Dataplane>(
     runtime: &Runtime<D>,
-    client: SocketAddrV4,
-    vip: SocketAddrV4,
+    client: impl Into<SocketAddr>,
+    vip: impl Into<SocketAddr>,
     protocol: Protocol,
     now: Instant,
 ) -> Result<ExplainView, ExplainError> {
+    let (client, vip) = (client.into(), vip.into());
     let proto = match protocol {
         Protocol::Tcp => PROTO_TCP,
         Protocol::Udp => PROTO_UDP,
@@ -84,10 +104,18 @@ pub fn explain_protocol<D: Dataplane>(
     };
     let controller = runtime.controller();
     let dp = controller.dataplane();
-    let flow = flow_key_of(client, vip, proto);
-    let d = match protocol {
-        Protocol::Tcp => decide(dp, &params, &flow),
-        Protocol::Udp => super::decide_udp::decide(dp, &params, &flow),
+    let d = match (client, vip) {
+        (SocketAddr::V4(c), SocketAddr::V4(v)) => {
+            let flow = flow_key_of(c, v, proto);
+            match protocol {
+                Protocol::Tcp => decide(dp, &params, &flow),
+                Protocol::Udp => super::decide_udp::decide(dp, &params, &flow),
+            }
+        }
+        (SocketAddr::V6(c), SocketAddr::V6(v)) => {
+            super::decide6::decide6(dp, &params, &flow_key6_of(c, v, proto), protocol)
+        }
+        _ => return Err(ExplainError::MixedFamilies(client, vip)),
     }
     .map_err(ExplainError::Read)?
     .ok_or(ExplainError::NoService(vip))?;
@@ -241,7 +269,18 @@ impl<D: Dataplane> Names<'_, D> {
         let Some(b) = controller.dataplane().backend(id)? else {
             return Ok(None);
         };
-        let address = SocketAddrV4::new(b.addr.to_ne_bytes().into(), u16::from_be(b.port));
+        let port = u16::from_be(b.port);
+        let address = if b.family == FAMILY_IPV6 {
+            let words = controller
+                .dataplane()
+                .backend_addr6(id)?
+                .unwrap_or_default();
+            let octets: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            let octets: [u8; 16] = octets.try_into().expect("four words are 16 bytes");
+            SocketAddr::from((octets, port))
+        } else {
+            SocketAddr::from((b.addr.to_ne_bytes(), port))
+        };
         let planned = controller
             .plan()
             .and_then(|p| p.backends.iter().find(|pb| pb.id == id));

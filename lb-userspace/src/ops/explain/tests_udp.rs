@@ -44,7 +44,8 @@ fn start() -> Runtime<FakeDataplane> {
 }
 
 fn ask(rt: &Runtime<FakeDataplane>, client: &str, protocol: Protocol) -> ExplainView {
-    let (client, vip) = (client.parse().unwrap(), DNS.parse().unwrap());
+    let (client, vip): (SocketAddrV4, SocketAddrV4) =
+        (client.parse().unwrap(), DNS.parse().unwrap());
     explain_protocol(rt, client, vip, protocol, Instant::now()).unwrap()
 }
 

@@ -1,7 +1,10 @@
-//! `cargo xtask lab`: the embedded default. Builds a namespace lab (client, LB, switch,
-//! three backends in zones az-a/az-b/az-c), starts `lbd` on it, sends a bounded burst
-//! of real connections through the VIP, prints where they went, and tears it all down
-//! (`--keep` leaves it running until Ctrl-C and prints how to reach it).
+//! `cargo xtask lab`: the embedded default. Builds a dual-stack namespace lab (client,
+//! LB, switch, three backends in zones az-a/az-b/az-c), starts `lbd` on it with a TCP and
+//! a UDP service on an IPv4 and on an IPv6 VIP, sends a bounded burst of real
+//! connections through each TCP VIP and datagrams from UDP clients through each UDP VIP,
+//! prints where they went, and tears it all down (`--keep` leaves it running until
+//! Ctrl-C and prints how to reach it). Any failed connection or unanswered datagram
+//! fails the run.
 //!
 //! `--story` runs the demonstration instead (see `story.rs`): six backends over three
 //! zones, background traffic, and an operator story told with `lbctl`.
@@ -11,15 +14,21 @@
 mod story;
 mod tier;
 mod traffic;
+mod udp_check;
 
 use std::{
+    net::SocketAddr,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use lb_tests::{
-    burst, lab_config_with_policy, BackendSpec, Lab, LabSpec, RunningLb, VIP, VIP_PORT,
+    burst, udp_echo::UdpEcho, vip, BackendSpec, Family, Lab, LabConfig, LabSpec, RunningLb,
+    BACKEND_PORT, VIP_PORT,
 };
+
+/// The port of the lab's UDP services (a DNS-like service beside the web one).
+const UDP_PORT: u16 = 53;
 
 struct Args {
     keep: bool,
@@ -134,22 +143,90 @@ fn main() {
             BackendSpec::new("b3", "az-c"),
         ],
         one_nic: args.one_nic,
+        ipv6: true,
     };
-    println!("lab: building namespaces (client, lb, switch, 3 backends)...");
+    println!("lab: building namespaces (client, lb, switch, 3 backends), IPv4 and IPv6...");
     let lab = Lab::build(&spec);
-    let config = lab_config_with_policy(&lab, &args.weights, &args.policy);
+    let udp_health = "health: { type: udp, send: ping, expect: ping }";
+    let config = LabConfig::new(&lab)
+        .weights(&args.weights)
+        .selection(&args.policy)
+        .service("web6", Family::V6, "tcp", VIP_PORT, &[])
+        .service("dns", Family::V4, "udp", UDP_PORT, &[udp_health])
+        .service("dns6", Family::V6, "udp", UDP_PORT, &[udp_health])
+        .yaml();
+    // Every backend answers UDP on the backend port too, in both families.
+    let echoes: Vec<UdpEcho> = (0..lab.backend_count())
+        .flat_map(|i| {
+            let lab = &lab;
+            Family::ALL.into_iter().map(move |family| {
+                let name = &lab.backend_spec(i).name;
+                UdpEcho::start(
+                    lab.backend_ns(i),
+                    lab.backend_ip(i, family),
+                    BACKEND_PORT,
+                    name,
+                )
+            })
+        })
+        .collect();
     println!("lab: starting lbd in {} with:\n{config}", lab.lb_ns());
     let mut lb = RunningLb::start(lab, &config);
 
+    let mut failed = 0;
+    for family in Family::ALL {
+        failed += tcp_check(&lb, family, &args);
+    }
+    for family in Family::ALL {
+        failed += udp_check::run(&lb, family);
+    }
+
+    if args.keep {
+        println!(
+            "\nlab: kept running (Ctrl-C to tear down). Try:\n  nsenter --net=/run/netns/{} curl -s http://{}/ http://[{}]/\n  ip -n {} link show   # XDP attached on {}\n  lbd log: {}",
+            lb.lab.client_ns(),
+            vip(Family::V4),
+            vip(Family::V6),
+            lb.lab.lb_ns(),
+            lb.lab.lb_interfaces().join(", "),
+            lb.lbd.log_path().display()
+        );
+        while !STOP.load(Ordering::SeqCst) && lb.lbd.is_running() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    echoes.iter().for_each(UdpEcho::begin_stop);
+    let log = lb.stop_lbd();
+    println!("\nlbd's counters at shutdown:");
+    for line in log.lines().filter(|l| {
+        l.contains("service ") || l.contains("backend ") || l.contains("data path actions")
+    }) {
+        if let Some((_, msg)) = line.split_once("] ") {
+            println!("  {msg}");
+        }
+    }
+    drop(lb);
+    drop(echoes);
+    println!("lab: torn down");
+    if failed > 0 {
+        println!("lab: {failed} connections or datagrams failed");
+        std::process::exit(1);
+    }
+}
+
+/// `args.connections` connections from the client to the TCP VIP of `family`, one after
+/// another: prints where they went and how many failed, and returns that number.
+fn tcp_check(lb: &RunningLb, family: Family, args: &Args) -> usize {
+    let to = SocketAddr::new(vip(family), VIP_PORT);
     println!(
-        "lab: {} connections from {} to {VIP}:{VIP_PORT} ...",
+        "\nlab: {} {family} TCP connections from {} to {to} ...",
         args.connections,
-        lb.lab.client_addr()
+        lb.lab.client_ip(family)
     );
     let started = Instant::now();
     let result = burst(
         lb.lab.client_ns(),
-        VIP,
+        to.ip(),
         VIP_PORT,
         args.connections,
         Duration::from_secs(3),
@@ -158,17 +235,18 @@ fn main() {
     let elapsed = started.elapsed();
     let weight_sum: u32 = args.weights.iter().sum();
     println!(
-        "\n{:<8} {:<6} {:>7} {:>11} {:>8} {:>7}",
+        "\n{:<8} {:<6} {:>7} {:>15} {:>8} {:>7}",
         "BACKEND", "ZONE", "WEIGHT", "ADDRESS", "CONNS", "SHARE"
     );
-    for (i, server) in lb.servers.iter().enumerate() {
-        let n = result.per_backend.get(server.name()).copied().unwrap_or(0);
+    for i in 0..lb.lab.backend_count() {
+        let name = &lb.lab.backend_spec(i).name;
+        let n = result.per_backend.get(name).copied().unwrap_or(0);
         println!(
-            "{:<8} {:<6} {:>7} {:>11} {:>8} {:>6.1}%   (weight share {:.1}%)",
-            server.name(),
+            "{:<8} {:<6} {:>7} {:>15} {:>8} {:>6.1}%   (weight share {:.1}%)",
+            name,
             lb.lab.backend_spec(i).zone,
             args.weights[i],
-            lb.lab.backend_addr(i),
+            lb.lab.backend_ip(i, family),
             n,
             100.0 * n as f64 / result.attempted.max(1) as f64,
             100.0 * args.weights[i] as f64 / weight_sum as f64,
@@ -190,31 +268,5 @@ fn main() {
             r.remote, r.backend, r.peer_seen_by_backend
         );
     }
-
-    if args.keep {
-        println!(
-            "\nlab: kept running (Ctrl-C to tear down). Try:\n  nsenter --net=/run/netns/{} curl -s http://{VIP}/\n  ip -n {} link show   # XDP attached on {}\n  lbd log: {}",
-            lb.lab.client_ns(),
-            lb.lab.lb_ns(),
-            lb.lab.lb_interfaces().join(", "),
-            lb.lbd.log_path().display()
-        );
-        while !STOP.load(Ordering::SeqCst) && lb.lbd.is_running() {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-    let log = lb.stop_lbd();
-    println!("\nlbd's counters at shutdown:");
-    for line in log.lines().filter(|l| {
-        l.contains("service ") || l.contains("backend ") || l.contains("data path actions")
-    }) {
-        if let Some((_, msg)) = line.split_once("] ") {
-            println!("  {msg}");
-        }
-    }
-    drop(lb);
-    println!("lab: torn down");
-    if !result.failed.is_empty() {
-        std::process::exit(1);
-    }
+    args.connections - result.ok
 }
