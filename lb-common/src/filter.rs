@@ -1,8 +1,9 @@
-//! The address prefilter: two bitmaps, one of VIP addresses and one of backend
-//! addresses, indexed by a 16-bit hash of the address. A packet whose destination is no
-//! VIP and whose source is no backend (the bulk of what a gateway routes) is handed to the
-//! kernel after two array reads, without a hash-map lookup. A set bit only means "maybe":
-//! the maps decide.
+//! The address prefilter: bitmaps of VIP addresses and of backend addresses, indexed by
+//! a 16-bit hash of the address. A packet whose destination is no VIP and whose source is
+//! no backend (the bulk of what a gateway routes) is handed to the kernel after two array
+//! reads, without a hash-map lookup. A third bitmap, of the VIP addresses of services
+//! with edge protection, spares every other service's SYNs the drop memo's read. A set
+//! bit only means "maybe": the maps decide.
 
 /// 32-bit words per bitmap (65,536 bits).
 pub const FILTER_WORDS: u32 = 2048;
@@ -10,8 +11,11 @@ pub const FILTER_WORDS: u32 = 2048;
 pub const FILTER_VIPS: u32 = 0;
 /// Bitmap of backend addresses (checked against sources, for replies).
 pub const FILTER_BACKENDS: u32 = 1;
-/// Words in the filter array (both bitmaps).
-pub const FILTER_TOTAL_WORDS: u32 = 2 * FILTER_WORDS;
+/// Bitmap of the VIP addresses of protected services (`service::SERVICE_F_EDGE`):
+/// only a SYN to one of them may find its source in the drop memo (`edge::DropMemo`).
+pub const FILTER_PROTECTED: u32 = 2;
+/// Words in the filter array (every bitmap).
+pub const FILTER_TOTAL_WORDS: u32 = 3 * FILTER_WORDS;
 
 /// The word index (in the filter array) and bit mask of `addr` (wire order) in `bitmap`.
 #[inline(always)]
@@ -27,7 +31,7 @@ mod tests {
     #[test]
     fn slots_stay_inside_their_bitmap() {
         for addr in [0u32, 1, u32::MAX, 0x6400_000a, 0x0b00_010a] {
-            for bitmap in [FILTER_VIPS, FILTER_BACKENDS] {
+            for bitmap in [FILTER_VIPS, FILTER_BACKENDS, FILTER_PROTECTED] {
                 let (word, mask) = filter_slot(bitmap, addr);
                 assert!(word >= bitmap * FILTER_WORDS && word < (bitmap + 1) * FILTER_WORDS);
                 assert_eq!(mask.count_ones(), 1);

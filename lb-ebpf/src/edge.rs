@@ -18,6 +18,7 @@ use lb_common::{
         DROP_MEMO_NOT_ALLOWED, DROP_MEMO_NO_RULE, EDGE_DENY, EDGE_DROP_MEMO_SECS, EDGE_LOOKUP_LEN,
         EDGE_S_ALLOW_LIST, EDGE_S_RATE_LIMIT, EDGE_S_RULES, EDGE_UNLISTED_DROP,
     },
+    filter::FILTER_PROTECTED,
     limits::{PROGRAMS_SLOT_EDGE, PROGRAMS_SLOT_PLACE},
     net::{TCP_ACK, TCP_SYN},
 };
@@ -116,6 +117,10 @@ pub fn remembered_syn_drop(pkt: &Packet) -> Option<u32> {
         return None;
     }
     let flow = &pkt.flow;
+    // Only a protected service's VIP has memo entries: any other SYN pays one bitmap read.
+    if !lookup::may_be(FILTER_PROTECTED, flow.dst_addr) {
+        return None;
+    }
     let slot = drop_memo_slot(flow.dst_addr, flow.dst_port, flow.src_addr);
     // Inline up to the source's compare: the SYNs of every other source (nearly all of
     // them) pay no call.

@@ -8,10 +8,13 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::Context as _;
 use lb_common::{
     backend::Backend,
-    filter::{filter_slot, FILTER_BACKENDS, FILTER_TOTAL_WORDS, FILTER_VIPS},
+    filter::{filter_slot, FILTER_BACKENDS, FILTER_PROTECTED, FILTER_TOTAL_WORDS, FILTER_VIPS},
     ipv6::{Addr6, FAMILY_IPV6},
     limits::MAX_BACKENDS,
-    service::{policy_table_index, ring_slot_base, ServiceMeta, NO_BACKEND, POLICY_TABLE_SLOTS},
+    service::{
+        policy_table_index, ring_slot_base, ServiceMeta, NO_BACKEND, POLICY_TABLE_SLOTS,
+        SERVICE_F_EDGE,
+    },
 };
 
 use crate::{
@@ -620,6 +623,9 @@ fn filter_words(plan: &Plan) -> Vec<u32> {
     };
     for s in &plan.services {
         set(FILTER_VIPS, family::filter_word(s.key.vip()));
+        if let Some((bitmap, word)) = protected_word(s) {
+            set(bitmap, word);
+        }
     }
     for b in &plan.backends {
         set(FILTER_BACKENDS, family::filter_word(b.at.address));
@@ -627,11 +633,23 @@ fn filter_words(plan: &Plan) -> Vec<u32> {
     words
 }
 
-/// The prefilter bits (word, mask) one service sets: its VIP and its backends' addresses.
+/// The prefilter bits (word, mask) one service sets: its VIP (twice if it is protected)
+/// and its backends' addresses.
 fn filter_bits(s: &plan::PlannedService, backends: &[plan::PlannedBackend]) -> Vec<(u32, u32)> {
     std::iter::once(vip_bit(s))
+        .chain(protected_bit(s))
         .chain(backends.iter().map(backend_bit))
         .collect()
+}
+
+/// The protected-VIP bitmap and word of a service with edge protection.
+fn protected_word(s: &plan::PlannedService) -> Option<(u32, u32)> {
+    (s.flags & SERVICE_F_EDGE != 0).then(|| (FILTER_PROTECTED, family::filter_word(s.key.vip())))
+}
+
+/// The prefilter bit of a protected service's VIP in the protected-VIP bitmap.
+fn protected_bit(s: &plan::PlannedService) -> Option<FilterBit> {
+    protected_word(s).map(|(bitmap, word)| filter_slot(bitmap, word))
 }
 
 /// The prefilter bit of a service's VIP.
@@ -687,6 +705,9 @@ fn filter_refs(plan: &Plan) -> HashMap<(u32, u32), u32> {
     let mut refs = HashMap::new();
     for s in &plan.services {
         *refs.entry(vip_bit(s)).or_default() += 1;
+        if let Some(bit) = protected_bit(s) {
+            *refs.entry(bit).or_default() += 1;
+        }
     }
     for b in &plan.backends {
         *refs.entry(backend_bit(b)).or_default() += 1;

@@ -205,6 +205,27 @@ fn the_prefilter_admits_before_publishing_and_forgets_after_removing() {
 }
 
 #[test]
+fn only_a_protected_services_vip_sets_its_bit_in_the_protected_bitmap() {
+    use lb_common::filter::{filter_slot, FILTER_PROTECTED};
+    let mut c = Controller::new(FakeDataplane::new(RING, 7), RING);
+    let plain = config(&[("10.1.0.11", 1)]);
+    c.apply(&plain).unwrap();
+    let (word, mask) = filter_slot(FILTER_PROTECTED, service_key(&c).addr);
+    let bit = |c: &Controller<FakeDataplane>| {
+        c.dataplane().filter.get(&word).copied().unwrap_or(0) & mask
+    };
+    assert_eq!(bit(&c), 0, "no edge protection");
+    // A deny rule protects the service (the whole apply, as after a reload)...
+    let mut protected = plain.clone();
+    protected.services[0].filter.deny = vec!["192.0.2.0/24".parse().unwrap()];
+    c.apply(&protected).unwrap();
+    assert_ne!(bit(&c), 0, "protected");
+    // ...and taking it off clears the bit again.
+    c.apply(&plain).unwrap();
+    assert_eq!(bit(&c), 0, "protection taken off");
+}
+
+#[test]
 fn the_shadow_tells_an_entry_never_written_from_one_written_as_no_backend() {
     use lb_common::service::NO_BACKEND;
     // A ring with no backend of positive weight: every entry NO_BACKEND, written once.
