@@ -65,12 +65,9 @@ pub fn forward_frame(
     proto: u8,
     cache: *mut NextHop,
 ) -> u32 {
-    let generation = NEXTHOP_GEN.get(0).copied().unwrap_or(0);
-    if !cache.is_null() {
-        let hop = unsafe { *cache };
-        if hop.ifindex != 0 && hop.generation == generation {
-            return send(ctx, eth, ip, &hop);
-        }
+    let generation = nexthop_generation();
+    if let Some(hop) = current_hop(cache, generation) {
+        return send(ctx, eth, ip, &hop);
     }
     let ingress = ctx.ingress_ifindex() as u32;
     let mut params = MaybeUninit::<FibParams>::uninit();
@@ -91,12 +88,43 @@ pub fn forward_frame(
             0,
         )
     };
+    match hop_of(rc, fib, generation, cache) {
+        Ok(hop) => send(ctx, eth, ip, &hop),
+        Err(action) => action,
+    }
+}
+
+/// The generation a cached next hop must carry to be current.
+#[inline(always)]
+pub(crate) fn nexthop_generation() -> u32 {
+    NEXTHOP_GEN.get(0).copied().unwrap_or(0)
+}
+
+/// The next hop in `cache` (null for none) if it is current.
+#[inline(always)]
+pub(crate) fn current_hop(cache: *mut NextHop, generation: u32) -> Option<NextHop> {
+    if cache.is_null() {
+        return None;
+    }
+    let hop = unsafe { *cache };
+    (hop.ifindex != 0 && hop.generation == generation).then_some(hop)
+}
+
+/// The next hop a FIB lookup answered (`rc`, the filled `fib`), kept in `cache` (null
+/// for none); or the action for a lookup that found none, counted.
+#[inline(always)]
+pub(crate) fn hop_of(
+    rc: i64,
+    fib: *const FibParams,
+    generation: u32,
+    cache: *mut NextHop,
+) -> Result<NextHop, u32> {
     match rc as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => {}
         // The kernel forwards the (already rewritten) packet and resolves the neighbour,
         // so the next packets of the flow find it resolved.
-        BPF_FIB_LKUP_RET_NO_NEIGH => return count::pass(Reason::PassNoNeighbour),
-        _ => return count::pass(Reason::PassFibFailed),
+        BPF_FIB_LKUP_RET_NO_NEIGH => return Err(count::pass(Reason::PassNoNeighbour)),
+        _ => return Err(count::pass(Reason::PassFibFailed)),
     }
     let hop = unsafe {
         NextHop {
@@ -109,7 +137,7 @@ pub fn forward_frame(
     if !cache.is_null() {
         unsafe { *cache = hop };
     }
-    send(ctx, eth, ip, &hop)
+    Ok(hop)
 }
 
 /// The router hop: TTL down, MACs of the next hop, out of the right NIC.
@@ -122,7 +150,15 @@ fn send(ctx: &XdpContext, eth: *mut EthHdr, ip_hdr: *mut Ipv4Hdr, hop: &NextHop)
         (*ip_hdr).ttl -= 1;
         let new = wire::get16(ip.add(8));
         wire::set16(ip.add(10), replace2(wire::get16(ip.add(10)), old, new));
-        let eth = eth as *mut u8;
+    }
+    out(ctx, eth as *mut u8, hop)
+}
+
+/// The part of the router hop both families share: the next hop's MACs on the frame at
+/// `eth` (inside it, checked by the caller), and out of the right NIC.
+#[inline(always)]
+pub(crate) fn out(ctx: &XdpContext, eth: *mut u8, hop: &NextHop) -> u32 {
+    unsafe {
         wire::copy_mac(eth, hop.dst_mac.as_ptr());
         wire::copy_mac(eth.add(6), hop.src_mac.as_ptr());
     }

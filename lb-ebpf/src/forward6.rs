@@ -5,22 +5,14 @@
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
-    bindings::{
-        bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH,
-        BPF_FIB_LKUP_RET_SUCCESS,
-    },
-    helpers::generated::bpf_fib_lookup,
-    programs::XdpContext,
+    bindings::bpf_fib_lookup as FibParams, helpers::generated::bpf_fib_lookup, programs::XdpContext,
 };
-use lb_common::{counters::Reason, nexthop::NextHop};
+use lb_common::nexthop::NextHop;
 
 use crate::{
-    count,
-    forward::zero_fill,
-    maps::{EGRESS, NEXTHOP_GEN},
+    forward::{current_hop, hop_of, nexthop_generation, out, zero_fill},
     parse6::{Packet6, IP6_LEN},
     v6::addr_at,
-    wire,
 };
 
 const AF_INET6: u8 = 10;
@@ -29,12 +21,9 @@ const AF_INET6: u8 = 10;
 /// decision for this destination; a current one skips the FIB lookup.
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, pkt: &Packet6, cache: *mut NextHop) -> u32 {
-    let generation = NEXTHOP_GEN.get(0).copied().unwrap_or(0);
-    if !cache.is_null() {
-        let hop = unsafe { *cache };
-        if hop.ifindex != 0 && hop.generation == generation {
-            return send(ctx, pkt, &hop);
-        }
+    let generation = nexthop_generation();
+    if let Some(hop) = current_hop(cache, generation) {
+        return send(ctx, pkt, &hop);
     }
     let ingress = ctx.ingress_ifindex() as u32;
     let mut params = MaybeUninit::<FibParams>::uninit();
@@ -56,46 +45,17 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet6, cache: *mut NextHop) -> u32 {
             0,
         )
     };
-    match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => {}
-        // The kernel forwards the (already rewritten) packet and resolves the neighbour.
-        BPF_FIB_LKUP_RET_NO_NEIGH => return count::pass(Reason::PassNoNeighbour),
-        _ => return count::pass(Reason::PassFibFailed),
+    match hop_of(rc, fib, generation, cache) {
+        Ok(hop) => send(ctx, pkt, &hop),
+        Err(action) => action,
     }
-    let hop = unsafe {
-        NextHop {
-            ifindex: (*fib).ifindex,
-            generation,
-            src_mac: (*fib).smac,
-            dst_mac: (*fib).dmac,
-        }
-    };
-    if !cache.is_null() {
-        unsafe { *cache = hop };
-    }
-    send(ctx, pkt, &hop)
 }
 
-/// The router hop: hop limit down (IPv6 has no header checksum to patch), MACs of the
-/// next hop, out of the right NIC.
+/// The router hop: hop limit down (IPv6 has no header checksum to patch), then the next
+/// hop's MACs and out of the right NIC, as for IPv4.
 #[inline(always)]
 fn send(ctx: &XdpContext, pkt: &Packet6, hop: &NextHop) -> u32 {
     const _: () = assert!(IP6_LEN == 40);
-    unsafe {
-        *pkt.ip.add(7) -= 1;
-        let eth = pkt.eth as *mut u8;
-        wire::copy_mac(eth, hop.dst_mac.as_ptr());
-        wire::copy_mac(eth.add(6), hop.src_mac.as_ptr());
-    }
-    if hop.ifindex == ctx.ingress_ifindex() as u32 {
-        count::reason(Reason::TxSameInterface);
-        return xdp_action::XDP_TX;
-    }
-    match EGRESS.redirect(hop.ifindex, 0) {
-        Ok(action) => {
-            count::reason(Reason::RedirectInterface);
-            action
-        }
-        Err(_) => count::pass(Reason::PassEgressNotAttached),
-    }
+    unsafe { *pkt.ip.add(7) -= 1 };
+    out(ctx, pkt.eth as *mut u8, hop)
 }
