@@ -44,13 +44,19 @@ const PROTO_AT: usize = 14 + 9;
 /// no service listens on (`icmp_to_backend`).
 #[inline(always)]
 pub fn carried(ctx: &XdpContext, to_vip: bool) -> bool {
-    let at = ctx.data() + PROTO_AT;
-    if at >= ctx.data_end() {
-        return false;
+    match protocol(ctx) {
+        Some(PROTO_UDP) => true,
+        Some(PROTO_ICMP) => !to_vip,
+        _ => false,
     }
-    // SAFETY: the byte is inside the frame (checked above).
-    let proto = unsafe { *(at as *const u8) };
-    proto == PROTO_UDP || (proto == PROTO_ICMP && !to_vip)
+}
+
+/// The IPv4 protocol byte of the frame, if the frame reaches it.
+#[inline(always)]
+fn protocol(ctx: &XdpContext) -> Option<u8> {
+    let at = ctx.data() + PROTO_AT;
+    // SAFETY: the byte is inside the frame (checked first).
+    (at < ctx.data_end()).then(|| unsafe { *(at as *const u8) })
 }
 
 /// Tail-calls `lb_udp`. If the call fails (no `lb_udp` in the program array, as in a
@@ -68,7 +74,7 @@ pub fn hand_over(ctx: &XdpContext) -> u32 {
 /// back towards the client (`icmp_nat`).
 #[xdp]
 pub fn lb_udp(ctx: XdpContext) -> u32 {
-    if !carries_udp(&ctx) {
+    if protocol(&ctx) != Some(PROTO_UDP) {
         return icmp_nat::from_backend(&ctx);
     }
     let dg = match datagram::parse(&ctx) {
@@ -85,14 +91,6 @@ pub fn lb_udp(ctx: XdpContext) -> u32 {
         return udp_to_client::handle(&ctx, &dg, entry);
     }
     not_ours(&dg, to_vip)
-}
-
-/// Whether the frame `lb_xdp` handed over carries UDP (else ICMP, see [`carried`]).
-#[inline(always)]
-fn carries_udp(ctx: &XdpContext) -> bool {
-    let at = ctx.data() + PROTO_AT;
-    // SAFETY: the byte is inside the frame (checked first).
-    at < ctx.data_end() && unsafe { *(at as *const u8) } == PROTO_UDP
 }
 
 /// A datagram no UDP service or flow claims.

@@ -4,13 +4,12 @@
 //! it is the oracle the data path's incremental updates must match.
 use std::net::Ipv6Addr;
 
+use lb_common::ipv6::PROTO_ICMPV6;
+
 use crate::{
     frame::{Mac, ETH_LEN},
     frame6::{l4_checksum, with_next_header, Frame6},
 };
-
-/// IPv6 next-header value of ICMPv6.
-pub const PROTO_ICMPV6: u8 = 58;
 
 /// Everything a test sets in an ICMPv6 error.
 #[derive(Debug, Clone)]
