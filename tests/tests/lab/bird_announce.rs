@@ -2,8 +2,8 @@
 //! namespace exports the VIP /32 lbd holds on `lo` over BGP with BFD to BIRD in the
 //! client namespace (the upstream router), which installs it with the LB as next hop;
 //! when lbd withdraws the VIP the router loses the route, and learns it again when lbd
-//! announces it. Times are printed from the router's view, measured from lbd's log
-//! stamps of its changes. Needs `bird` (Debian `bird2`, installed by `cargo xtask setup`).
+//! announces it; the same for an IPv6 VIP's /128, over the same session. Times are
+//! printed from the router's view, measured from lbd's log stamps of its changes. Needs `bird` (Debian `bird2`, installed by `cargo xtask setup`).
 use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime},
@@ -12,9 +12,10 @@ use std::{
 use lb_tests::{
     lbd_log::{first_time, millis_between},
     netns,
-    running_lb::lab_run_dir,
+    running_lb::{lab_run_dir, vip},
     scenario::*,
-    Daemon, Lab, LabConfig, RunningLb, VIP,
+    topology::{Family, LabSpec},
+    Daemon, Lab, LabConfig, RunningLb,
 };
 
 /// Bounds every wait (each ends as soon as what it waits for happens).
@@ -60,11 +61,24 @@ pub(crate) fn bird_socket(lab: &Lab, name: &str) -> PathBuf {
     lab_run_dir(lab).join(format!("{name}.ctl"))
 }
 
-/// The router's route to the VIP learned from BIRD, as its next hop.
-pub(crate) fn router_route(lab: &Lab) -> Option<String> {
+/// The router's route to the VIP of `family` learned from BIRD, as its next hop.
+pub(crate) fn router_route(lab: &Lab, family: Family) -> Option<String> {
+    let vip = vip(family);
+    let (flag, host) = match family {
+        Family::V4 => ("-4", 32),
+        Family::V6 => ("-6", 128),
+    };
     let out = netns::ns_ip(
         lab.client_ns(),
-        &["-j", "route", "show", &format!("{VIP}/32"), "proto", "bird"],
+        &[
+            flag,
+            "-j",
+            "route",
+            "show",
+            &format!("{vip}/{host}"),
+            "proto",
+            "bird",
+        ],
     );
     let routes: serde_json::Value = serde_json::from_str(&out).expect("ip -j prints JSON");
     routes
@@ -74,18 +88,20 @@ pub(crate) fn router_route(lab: &Lab) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Polls the router until its route is `want`; when it was first seen so.
-pub(crate) fn wait_route(lab: &Lab, want: Option<&str>) -> SystemTime {
+/// Polls the router until its route to the VIP of `family` is `want`; when it was first
+/// seen so.
+pub(crate) fn wait_route(lab: &Lab, family: Family, want: Option<&str>) -> SystemTime {
     let deadline = Instant::now() + WAIT;
     loop {
         let now = SystemTime::now();
-        let got = router_route(lab);
+        let got = router_route(lab, family);
         if got.as_deref() == want {
             return now;
         }
         assert!(
             Instant::now() < deadline,
-            "the router's route to {VIP} is {got:?}, not {want:?}, after {WAIT:?}"
+            "the router's route to {} is {got:?}, not {want:?}, after {WAIT:?}",
+            vip(family)
         );
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -112,52 +128,78 @@ pub(crate) fn wait_router_bfd_up(lab: &Lab, peer: &str) {
     }
 }
 
-/// The three-zone lab's lbd announcing its VIP on `lo` (no hold-up), once it has.
-pub(crate) fn announcing_lb() -> RunningLb {
-    let lab = three_zones();
+/// The three-zone lab's lbd announcing the VIP of `family` on `lo` (no hold-up), once
+/// it has; the lab is dual stack for IPv6.
+pub(crate) fn announcing_lb(family: Family) -> RunningLb {
+    let lab = Lab::build(&LabSpec::three_zones().family(family));
+    let range = match family {
+        Family::V4 => "10.0.0.0/24",
+        Family::V6 => "2001:db8::/64",
+    };
     let config = format!(
-        "{}announce:\n  vip_ranges: [10.0.0.0/24]\n  hold_up: 0s\n",
-        LabConfig::new(&lab).policy(&[&fast_health()]).yaml()
+        "{}announce:\n  vip_ranges: [{range}]\n  hold_up: 0s\n",
+        LabConfig::new(&lab)
+            .family(family)
+            .policy(&[&fast_health()])
+            .yaml()
     );
     let mut lb = RunningLb::start(lab, &config);
     lb.lbd
-        .wait_for_log_after(0, "announced VIP 10.0.0.100", WAIT)
+        .wait_for_log_after(0, &format!("announced VIP {}", vip(family)), WAIT)
         .expect("lbd announces the VIP");
     lb
 }
 
 #[test]
 fn the_router_learns_the_vip_from_bird_and_loses_it_when_lbd_withdraws() {
-    let mut lb = announcing_lb();
+    learns_and_loses(Family::V4);
+}
+
+/// The same over IPv6: the /128 crosses the IPv4 session (multiprotocol BGP) with the
+/// node's global IPv6 address on the link as next hop.
+#[test]
+fn the_router_learns_the_ipv6_vip_from_bird_and_loses_it_when_lbd_withdraws() {
+    learns_and_loses(Family::V6);
+}
+
+fn learns_and_loses(family: Family) {
+    let mut lb = announcing_lb(family);
     let started = SystemTime::now();
     let _node = start_bird(&lb.lab, lb.lab.lb_ns(), "lb-node.conf");
     let _router = start_bird(&lb.lab, lb.lab.client_ns(), "upstream-router.conf");
-    let gateway = lb.lab.client_gateway().to_string();
-    let learned = wait_route(&lb.lab, Some(&gateway));
+    let session_peer = lb.lab.client_gateway().to_string();
+    let gateway = match family {
+        Family::V4 => session_peer.clone(),
+        Family::V6 => lb.lab.client_gateway6().to_string(),
+    };
+    let learned = wait_route(&lb.lab, family, Some(&gateway));
     println!(
-        "router learned {VIP}/32 via {gateway} {} ms after BIRD started (session setup)",
+        "router learned {} via {gateway} {} ms after BIRD started (session setup)",
+        vip(family),
         millis_between(started, learned)
     );
     // BFD comes up beside the session (the router's view).
-    wait_router_bfd_up(&lb.lab, &gateway);
+    wait_router_bfd_up(&lb.lab, &session_peer);
 
-    withdraw_and_announce_again(&mut lb, &gateway);
+    withdraw_and_announce_again(&mut lb, family, &gateway);
 }
 
 /// Every backend gone: lbd withdraws, the routing daemon withdraws, the router's route
 /// goes; a backend back: announced and learned again. Prints both delays from lbd's log
 /// stamps to the router's FIB.
-pub(crate) fn withdraw_and_announce_again(lb: &mut RunningLb, gateway: &str) {
+pub(crate) fn withdraw_and_announce_again(lb: &mut RunningLb, family: Family, gateway: &str) {
+    let withdrew = format!("withdrew VIP {}", vip(family));
+    let announced = format!("announced VIP {}", vip(family));
     // Every backend gone: lbd withdraws, BIRD withdraws, the router's route goes.
     let mark = lb.lbd.log_len();
     for i in 0..3 {
         lb.kill_server(i);
     }
     lb.lbd
-        .wait_for_log_after(mark, "withdrew VIP 10.0.0.100", WAIT)
+        .wait_for_log_after(mark, &withdrew, WAIT)
         .expect("lbd withdraws the VIP");
-    let withdrawn = first_time(&lb.lbd.log()[mark..], "withdrew VIP 10.0.0.100").expect("stamped");
-    let gone = wait_route(&lb.lab, None);
+    let withdrawn = first_time(&lb.lbd.log()[mark..], &withdrew).expect("stamped");
+    let gone = wait_route(&lb.lab, family, None);
     println!(
         "router lost the route {} ms after lbd's withdraw (poll every 2 ms)",
         millis_between(withdrawn, gone)
@@ -167,10 +209,10 @@ pub(crate) fn withdraw_and_announce_again(lb: &mut RunningLb, gateway: &str) {
     let mark = lb.lbd.log_len();
     lb.restart_server(0);
     lb.lbd
-        .wait_for_log_after(mark, "announced VIP 10.0.0.100", WAIT)
+        .wait_for_log_after(mark, &announced, WAIT)
         .expect("lbd announces the VIP again");
-    let announced = first_time(&lb.lbd.log()[mark..], "announced VIP 10.0.0.100").expect("stamped");
-    let back = wait_route(&lb.lab, Some(gateway));
+    let announced = first_time(&lb.lbd.log()[mark..], &announced).expect("stamped");
+    let back = wait_route(&lb.lab, family, Some(gateway));
     println!(
         "router learned the route again {} ms after lbd's announce",
         millis_between(announced, back)

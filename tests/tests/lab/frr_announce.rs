@@ -10,7 +10,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use lb_tests::{lbd_log::millis_between, netns, Daemon, Lab, VIP};
+use lb_tests::{lbd_log::millis_between, netns, running_lb::vip, topology::Family, Daemon, Lab};
 
 use crate::bird_announce::{
     announcing_lb, start_bird, wait_route, wait_router_bfd_up, withdraw_and_announce_again, WAIT,
@@ -149,29 +149,49 @@ fn wait_session_settled(dir: &Path) {
 
 #[test]
 fn the_router_learns_the_vip_from_frr_and_loses_it_when_lbd_withdraws() {
-    let mut lb = announcing_lb();
+    learns_and_loses(Family::V4);
+}
+
+/// The same over IPv6: the /128 crosses the IPv4 session (multiprotocol BGP) with the
+/// node's global IPv6 address on the link as next hop.
+#[test]
+fn the_router_learns_the_ipv6_vip_from_frr_and_loses_it_when_lbd_withdraws() {
+    learns_and_loses(Family::V6);
+}
+
+fn learns_and_loses(family: Family) {
+    let mut lb = announcing_lb(family);
     let dir = FrrDir::new(&lb.lab);
     let started = SystemTime::now();
     let _router = start_bird(&lb.lab, lb.lab.client_ns(), "upstream-router.conf");
     let _frr = start_frr(lb.lab.lb_ns(), &dir.0);
-    let gateway = lb.lab.client_gateway().to_string();
-    let learned = wait_route(&lb.lab, Some(&gateway));
+    let session_peer = lb.lab.client_gateway().to_string();
+    let (gateway, flag) = match family {
+        Family::V4 => (session_peer.clone(), "-4"),
+        Family::V6 => (lb.lab.client_gateway6().to_string(), "-6"),
+    };
+    let vip = vip(family);
+    let learned = wait_route(&lb.lab, family, Some(&gateway));
     println!(
-        "router learned {VIP}/32 via {gateway} from FRR {} ms after the daemons started",
+        "router learned {vip} via {gateway} from FRR {} ms after the daemons started",
         millis_between(started, learned)
     );
-    wait_router_bfd_up(&lb.lab, &gateway);
+    wait_router_bfd_up(&lb.lab, &session_peer);
     wait_session_settled(&dir.0);
-    // Nothing but the VIP: the node's own subnets and lo's 127.0.0.1 stay unexported.
-    // Polled: on a loaded machine BFD (100 ms x 3) can still take the session down for a
-    // moment after it settled, and the routes are gone until it is back.
-    let want = [format!(
-        "{VIP} via {gateway} dev {} metric 32",
-        lb.lab.client_iface()
-    )];
+    // Nothing but the VIP: the node's own subnets and lo's 127.0.0.1 (::1) stay
+    // unexported. Polled: on a loaded machine BFD (100 ms x 3) can still take the session
+    // down for a moment after it settled, and the routes are gone until it is back.
+    let iface = lb.lab.client_iface();
+    let want = [match family {
+        Family::V4 => format!("{vip} via {gateway} dev {iface} metric 32"),
+        Family::V6 => format!("{vip} via {gateway} dev {iface} metric 32 pref medium"),
+    }];
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let learned_all = netns::ns_ip(lb.lab.client_ns(), &["route", "show", "proto", "bird"]);
+        let learned_all = netns::ns_ip(
+            lb.lab.client_ns(),
+            &[flag, "route", "show", "proto", "bird"],
+        );
         let learned: Vec<&str> = learned_all.lines().map(str::trim).collect();
         if learned == want || std::time::Instant::now() >= deadline {
             assert_eq!(learned, want, "{learned_all}");
@@ -180,5 +200,5 @@ fn the_router_learns_the_vip_from_frr_and_loses_it_when_lbd_withdraws() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    withdraw_and_announce_again(&mut lb, &gateway);
+    withdraw_and_announce_again(&mut lb, family, &gateway);
 }

@@ -13,6 +13,7 @@ use lb_tests::{
     lbd_metrics, lbd_path,
     running_lb::lab_run_dir,
     scenario::*,
+    topology::Family,
     LabConfig, RunningLb, VIP,
 };
 use serde_json::{json, Value};
@@ -65,7 +66,7 @@ fn node_drain_withdraws_from_bird_persists_across_a_restart_and_undrain_announce
     let _node = start_bird(&lb.lab, lb.lab.lb_ns(), "lb-node.conf");
     let _router = start_bird(&lb.lab, lb.lab.client_ns(), "upstream-router.conf");
     let gateway = lb.lab.client_gateway().to_string();
-    wait_route(&lb.lab, Some(&gateway));
+    wait_route(&lb.lab, Family::V4, Some(&gateway));
 
     // Status: the VIP in BIRD, the BGP session established, BFD up with the router.
     let router = "10.10.0.2";
@@ -110,7 +111,7 @@ fn node_drain_withdraws_from_bird_persists_across_a_restart_and_undrain_announce
     assert!(tail.contains("withdrew VIP 10.0.0.100"), "{tail}");
     assert!(tail.contains(why), "{tail}");
     // Polled only once lbctl returned (it measures new flows over a second first).
-    wait_route(&lb.lab, None);
+    wait_route(&lb.lab, Family::V4, None);
     println!(
         "withdrawal seen by lbctl (lo and BIRD) {} ms after it asked for the drain",
         report["withdrawn_after_ms"]
@@ -129,7 +130,7 @@ fn node_drain_withdraws_from_bird_persists_across_a_restart_and_undrain_announce
     let status = lb.lbctl().json(&["node", "status"]);
     assert_eq!(status["drained_since"].as_u64(), Some(since), "{status:#}");
     assert_eq!(status["vips"], vip(false, false, why), "{status:#}");
-    assert_eq!(router_route(&lb.lab), None);
+    assert_eq!(router_route(&lb.lab, Family::V4), None);
 
     // Undrain: announced again once it has served for hold_up; the router learns it.
     let mark = lb.lbd.log_len();
@@ -150,7 +151,7 @@ fn node_drain_withdraws_from_bird_persists_across_a_restart_and_undrain_announce
     // The loop stamps a tick before it takes the lock the undrain holds while it logs,
     // so the count may start up to one tick (50 ms) before the undrain's log line.
     assert!(held >= HOLD_UP.as_millis() as i64 - 50, "{tail}");
-    wait_route(&lb.lab, Some(&gateway));
+    wait_route(&lb.lab, Family::V4, Some(&gateway));
     wait_status(&lb, "the VIP back in BIRD", |s| {
         s["vips"] == vip(true, true, "serving")
     });
