@@ -140,8 +140,10 @@ pub trait Counters {
     fn active_flows(&self, id: u32) -> anyhow::Result<u64>;
     /// Packets per reason slot, in [`lb_common::counters::REASONS`] order.
     fn reason_counters(&self) -> anyhow::Result<Vec<u64>>;
-    /// Forward flow-table entries seen by the last scan.
+    /// Forward flow-table entries seen by the last scan (the IPv4 table).
     fn flow_entries(&self) -> u64;
+    /// The same of the IPv6 table (`FLOWS6`).
+    fn flow_entries6(&self) -> u64;
     /// Matches of the edge rule whose hit counter is `counter`, summed over CPUs.
     fn edge_rule_hits(&self, counter: u32) -> anyhow::Result<u64>;
     /// Service `id`'s edge counters, summed over CPUs.

@@ -107,12 +107,15 @@ impl KernelDataplane {
             count(target);
         }
         // Backend ids are shared by both families: an IPv6 flow counts for its backend
-        // alike (the IPv4 table's occupancy alone is `entries`).
+        // alike.
+        let mut entries6 = 0;
         for entry in self.flows6.iter() {
             let Ok((_, target)) = entry else { continue };
+            entries6 += 1;
             count(target);
         }
         self.flow_entries = entries;
+        self.flow_entries6 = entries6;
         let after = read(self)?;
         let observed: Vec<Observed> = backends
             .iter()
@@ -139,6 +142,11 @@ impl KernelDataplane {
     /// Forward flow entries seen by the last [`Self::reconcile_active_flows`] scan.
     pub fn flow_entries(&self) -> u64 {
         self.flow_entries
+    }
+
+    /// The same of the IPv6 table.
+    pub fn flow_entries6(&self) -> u64 {
+        self.flow_entries6
     }
 }
 

@@ -276,6 +276,7 @@ impl KernelDataplane {
             links: links::Links::default(),
             adopted,
             flow_entries: 0,
+            flow_entries6: 0,
         })
     }
 

@@ -326,6 +326,9 @@ impl Counters for KernelDataplane {
     fn flow_entries(&self) -> u64 {
         KernelDataplane::flow_entries(self)
     }
+    fn flow_entries6(&self) -> u64 {
+        KernelDataplane::flow_entries6(self)
+    }
     fn edge_rule_hits(&self, counter: u32) -> anyhow::Result<u64> {
         self.read_edge_rule_hits(counter)
     }

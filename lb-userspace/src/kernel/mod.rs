@@ -85,8 +85,10 @@ pub struct KernelDataplane {
     /// What [`Self::attach`] was asked for, to re-attach a re-created NIC alike.
     links: Links,
     adopted: bool,
-    /// Forward flow entries the last reconciliation scan walked (map occupancy).
+    /// Forward flow entries the last reconciliation scan walked (map occupancy), IPv4
+    /// and IPv6.
     flow_entries: u64,
+    flow_entries6: u64,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(

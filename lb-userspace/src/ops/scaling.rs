@@ -149,6 +149,7 @@ mod tests {
             backends,
             reasons: Vec::new(),
             flow_entries: 0,
+            flow_entries6: 0,
         }
     }
 

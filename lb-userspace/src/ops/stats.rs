@@ -31,6 +31,7 @@ pub struct Snapshot {
     pub backends: BTreeMap<(String, BackendAddr), BackendSample>,
     pub reasons: Vec<u64>,
     pub flow_entries: u64,
+    pub flow_entries6: u64,
 }
 
 impl Snapshot {
@@ -60,6 +61,7 @@ impl Snapshot {
             backends,
             reasons: source.reason_counters()?,
             flow_entries: source.flow_entries(),
+            flow_entries6: source.flow_entries6(),
         })
     }
 }
@@ -171,6 +173,8 @@ pub fn view(
             .collect(),
         flow_table_entries: now.flow_entries,
         flow_table_capacity: config.limits.flow_table_size,
+        flow_table6_entries: now.flow_entries6,
+        flow_table6_capacity: config.limits.flow_table_size6,
     }
 }
 
@@ -234,6 +238,9 @@ mod tests {
         }
         fn flow_entries(&self) -> u64 {
             7
+        }
+        fn flow_entries6(&self) -> u64 {
+            5
         }
     }
 

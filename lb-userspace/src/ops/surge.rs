@@ -117,6 +117,7 @@ mod tests {
             backends: BTreeMap::new(),
             reasons,
             flow_entries: 0,
+            flow_entries6: 0,
         }
     }
 

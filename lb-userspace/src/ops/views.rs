@@ -143,6 +143,11 @@ pub struct StatsView {
     /// Forward flow entries seen by the last flow-table scan, and the table's capacity.
     pub flow_table_entries: u64,
     pub flow_table_capacity: u32,
+    /// The same of the IPv6 flow table (absent from an older lbd's answer: 0).
+    #[serde(default)]
+    pub flow_table6_entries: u64,
+    #[serde(default)]
+    pub flow_table6_capacity: u32,
 }
 
 /// Answer of every change: what changed (empty when it was already so).

@@ -299,6 +299,9 @@ fn ipv6_flows_expire_count_and_are_purged_with_their_backend() {
     active.set(2, 3, 0).unwrap();
     let dp = controller.dataplane_mut();
     assert_eq!(dp.reconcile_active_flows(&[2]).unwrap(), [(2, 1)]);
+    // The scan counted the four IPv6 entries as the IPv6 table's occupancy, apart from the
+    // empty IPv4 table's.
+    assert_eq!((dp.flow_entries(), dp.flow_entries6()), (0, 4));
 
     // Established flows expire after 350 s idle: the two seen at 100 go, both ways.
     assert_eq!(dp.expire_flows(1000, &FlowTimeouts::default()).unwrap(), 2);

@@ -293,6 +293,16 @@ pub enum Protocol {
     Udp,
 }
 
+impl Protocol {
+    /// The name of the protocol as the config spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ForwardingMode {
@@ -314,6 +324,16 @@ impl ForwardingMode {
     /// Whether backends answer clients directly (the node sees one direction).
     pub fn is_dsr(self) -> bool {
         self != ForwardingMode::Nat
+    }
+
+    /// The name of the mode as the config spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardingMode::Nat => "nat",
+            ForwardingMode::DsrL2 => "dsr_l2",
+            ForwardingMode::Ipip => "ipip",
+            ForwardingMode::Gue => "gue",
+        }
     }
 }
 

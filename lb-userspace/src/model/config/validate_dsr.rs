@@ -4,26 +4,16 @@
 //! what needs the replies (`stateless_return`) means nothing.
 use super::{
     collector::Collector,
-    model::{ForwardingMode, Policy, ServiceConfig},
+    model::{Policy, ServiceConfig},
     SynProxyMode,
 };
-
-/// The name of `mode` as the config spells it.
-fn mode_name(mode: ForwardingMode) -> &'static str {
-    match mode {
-        ForwardingMode::Nat => "nat",
-        ForwardingMode::DsrL2 => "dsr_l2",
-        ForwardingMode::Ipip => "ipip",
-        ForwardingMode::Gue => "gue",
-    }
-}
 
 /// Reports what a DSR service `s` at `at` cannot do.
 pub(super) fn check_dsr(c: &mut Collector, at: &str, s: &ServiceConfig) {
     if !s.mode.is_dsr() {
         return;
     }
-    let mode = mode_name(s.mode);
+    let mode = s.mode.name();
     if matches!(s.policy, Policy::RoundRobin | Policy::LeastConn) {
         c.err(
             format!("{at}.policy"),

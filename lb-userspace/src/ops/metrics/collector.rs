@@ -230,6 +230,7 @@ impl Family {
 
 /// `lb_service_*`: one sample (or one per direction) per service.
 struct ServiceFamilies {
+    info: Family,
     packets: Family,
     bytes: Family,
     new_flows: Family,
@@ -244,6 +245,12 @@ impl ServiceFamilies {
     fn new() -> Self {
         use MetricType::{Counter, Gauge};
         Self {
+            info: Family::new(
+                "lb_service_info",
+                "1 per configured service; its VIP, port, protocol, forwarding mode and \
+                 address family (ipv4, ipv6) as labels, to select services by them",
+                Gauge,
+            ),
             packets: Family::new(
                 "lb_service_packets",
                 "Packets rewritten per service and direction",
@@ -286,6 +293,18 @@ impl ServiceFamilies {
     /// Service `s`, whose backends hold `active_flows` open flows between them.
     fn push(&mut self, r: &Reading, s: &ServiceConfig, active_flows: u64) {
         let labels = vec![("service", s.name.clone())];
+        let family = if s.vip.is_ipv6() { "ipv6" } else { "ipv4" };
+        self.info.push(
+            vec![
+                ("service", s.name.clone()),
+                ("vip", s.vip.to_string()),
+                ("port", s.port.to_string()),
+                ("protocol", s.protocol.name().to_string()),
+                ("mode", s.mode.name().to_string()),
+                ("family", family.to_string()),
+            ],
+            1.0,
+        );
         let t = r
             .snapshot
             .services
@@ -308,8 +327,9 @@ impl ServiceFamilies {
             .push(labels, t.replies_reverse_mapped as f64);
     }
 
-    fn all(&self) -> [&Family; 8] {
+    fn all(&self) -> [&Family; 9] {
         [
+            &self.info,
             &self.packets,
             &self.bytes,
             &self.new_flows,
@@ -556,7 +576,7 @@ fn edge_families(e: &crate::ops::edge::EdgeReading) -> [Family; 3] {
     [rules, not_allowed, limited]
 }
 
-/// `lb_map_entries` and `lb_map_capacity` of the services, backends and flows maps.
+/// `lb_map_entries` and `lb_map_capacity` of the services, backends and flow maps.
 fn map_usage(r: &Reading) -> [Family; 2] {
     let limits = &r.config.limits;
     let mut entries = Family::new(
@@ -576,6 +596,11 @@ fn map_usage(r: &Reading) -> [Family; 2] {
             "flows",
             r.snapshot.flow_entries as f64,
             limits.flow_table_size,
+        ),
+        (
+            "flows6",
+            r.snapshot.flow_entries6 as f64,
+            limits.flow_table_size6,
         ),
     ] {
         entries.push(vec![("map", map.to_string())], used);
@@ -634,6 +659,7 @@ mod tests {
             active_flows: ids.clone().map(|id| (id, u64::from(id) + 8)).collect(),
             reasons: (0..REASONS.len() as u64).map(|slot| 3 * slot + 1).collect(),
             flow_entries: 42,
+            flow_entries6: 17,
             ..FakeCounters::default()
         };
         fake.signals = ids
@@ -708,7 +734,8 @@ services:
     }
 
     /// An IPv6 backend's `backend` label is `[address]:port`, as a Prometheus `instance`
-    /// label writes it: the brackets keep the port apart from the address's colons.
+    /// label writes it: the brackets keep the port apart from the address's colons; the
+    /// service's info carries its family and bare VIP.
     #[test]
     fn an_ipv6_backend_is_labelled_in_brackets() {
         let c = config::parse(
@@ -728,6 +755,11 @@ services:
         assert!(
             text.lines().any(|l| l
                 == "lb_backend_draining{service=\"web6\",backend=\"[2001:db8:1::11]:8443\",zone=\"az-a\"} 0.0"),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l
+                == "lb_service_info{service=\"web6\",vip=\"2001:db8::100\",port=\"443\",protocol=\"tcp\",mode=\"nat\",family=\"ipv6\"} 1.0"),
             "{text}"
         );
     }
