@@ -5,18 +5,19 @@
 //! each client, from one backend, which saw the client's own address; TCP to the same
 //! VIP:port still works. Then one echo server stops: its probes fail on the ICMP
 //! port-unreachable, and its clients move to the others while every other client stays.
+//! Once over IPv4 and once over IPv6 (a dual-stack lab, the IPv6 VIP and backends).
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{SocketAddr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
 use lb_tests::{
     lbd_metrics,
-    running_lb::LabConfig,
-    scenario::three_zones,
-    udp_echo::{exchange, open_clients, ClientRecord, UdpEcho},
-    RunningLb, BACKEND_PORT, VIP, VIP_PORT,
+    running_lb::{vip, LabConfig},
+    topology::{Family, LabSpec},
+    udp_echo::{exchange, open_clients_on, ClientRecord, UdpEcho},
+    Lab, RunningLb, BACKEND_PORT, VIP_PORT,
 };
 
 const CLIENTS: usize = 100;
@@ -24,8 +25,13 @@ const DATAGRAMS: usize = 50;
 
 /// Each client's one backend; panics unless every datagram was answered from the VIP by
 /// one backend that saw the client's own address.
-fn backend_per_client(lb: &RunningLb, records: &[ClientRecord], datagrams: usize) -> Vec<String> {
-    let vip = SocketAddr::from((VIP, VIP_PORT));
+fn backend_per_client(
+    lb: &RunningLb,
+    family: Family,
+    records: &[ClientRecord],
+    datagrams: usize,
+) -> Vec<String> {
+    let vip = SocketAddr::new(vip(family), VIP_PORT);
     records
         .iter()
         .map(|r| {
@@ -46,7 +52,7 @@ fn backend_per_client(lb: &RunningLb, records: &[ClientRecord], datagrams: usize
                 );
                 assert_eq!(
                     a.seen,
-                    SocketAddr::from((lb.lab.client_addr(), r.local.port())),
+                    SocketAddr::new(lb.lab.client_ip(family), r.local.port()),
                     "the backend must see the client's own address and port"
                 );
             }
@@ -57,38 +63,52 @@ fn backend_per_client(lb: &RunningLb, records: &[ClientRecord], datagrams: usize
 
 #[test]
 fn udp_clients_each_stay_on_one_backend_hear_only_the_vip_and_move_off_a_dead_backend() {
-    let lab = three_zones();
+    clients_stay_hear_the_vip_and_move_off_a_dead_backend(Family::V4);
+}
+
+#[test]
+fn ipv6_udp_clients_each_stay_on_one_backend_hear_only_the_vip_and_move_off_a_dead_backend() {
+    clients_stay_hear_the_vip_and_move_off_a_dead_backend(Family::V6);
+}
+
+fn clients_stay_hear_the_vip_and_move_off_a_dead_backend(family: Family) {
+    let lab = Lab::build(&LabSpec::three_zones().family(family));
     let mut echoes: Vec<UdpEcho> = (0..lab.backend_count())
         .map(|i| {
             UdpEcho::start(
                 lab.backend_ns(i),
-                lab.backend_addr(i),
+                lab.backend_ip(i, family),
                 BACKEND_PORT,
                 &lab.backend_spec(i).name,
             )
         })
         .collect();
-    let mut config = LabConfig::new(&lab).yaml();
+    let vip_ip = vip(family);
+    let mut config = LabConfig::new(&lab).family(family).yaml();
     config.push_str(&format!(
-        "  - name: dns\n    vip: {VIP}\n    port: {VIP_PORT}\n    protocol: udp\n    \
+        "  - name: dns\n    vip: \"{vip_ip}\"\n    port: {VIP_PORT}\n    protocol: udp\n    \
          health: {{ type: udp, send: ping, expect: ping, interval: 200ms, timeout: 200ms }}\n    \
          backends:\n"
     ));
     for i in 0..lab.backend_count() {
         config.push_str(&format!(
-            "      - {{ address: {}, port: {BACKEND_PORT}, zone: {} }}\n",
-            lab.backend_addr(i),
+            "      - {{ address: \"{}\", port: {BACKEND_PORT}, zone: {} }}\n",
+            lab.backend_ip(i, family),
             lab.backend_spec(i).zone
         ));
     }
     let lb = RunningLb::start(lab, &config);
 
-    let vip = SocketAddrV4::new(VIP, VIP_PORT);
-    let clients = open_clients(lb.lab.client_ns(), CLIENTS);
+    let vip = SocketAddr::new(vip_ip, VIP_PORT);
+    let any = match family {
+        Family::V4 => IpAddr::from([0u8; 4]),
+        Family::V6 => IpAddr::from([0u16; 8]),
+    };
+    let clients = open_clients_on(lb.lab.client_ns(), CLIENTS, any);
     let wait = Duration::from_millis(500);
     let records = exchange(&clients, vip, DATAGRAMS, wait, Duration::from_secs(120));
     assert_eq!(records.len(), CLIENTS);
-    let first = backend_per_client(&lb, &records, DATAGRAMS);
+    let first = backend_per_client(&lb, family, &records, DATAGRAMS);
     let mut clients_per_backend: BTreeMap<&str, usize> = BTreeMap::new();
     for b in &first {
         *clients_per_backend.entry(b).or_default() += 1;
@@ -112,25 +132,25 @@ fn udp_clients_each_stay_on_one_backend_hear_only_the_vip_and_move_off_a_dead_ba
     );
 
     // lbctl explain names the backend that answered a client, by its flow entry.
-    let client = format!("{}:{}", lb.lab.client_addr(), records[0].local.port());
+    let client = SocketAddr::new(lb.lab.client_ip(family), records[0].local.port());
     let view = lb.lbctl().json(&[
         "explain",
-        &client,
-        &format!("{VIP}:{VIP_PORT}"),
+        &client.to_string(),
+        &vip.to_string(),
         "--protocol",
         "udp",
     ]);
-    let answered = lb.lab.backend_addr(lb.lab.backend_index(&first[0]));
+    let answered = lb.lab.backend_ip(lb.lab.backend_index(&first[0]), family);
     assert_eq!(view["service"]["name"], "dns", "{view}");
     assert_eq!(view["new_connection"]["by"], "flow_entry", "{view}");
     assert_eq!(
         view["new_connection"]["backend"]["address"],
-        format!("{answered}:{BACKEND_PORT}"),
+        SocketAddr::new(answered, BACKEND_PORT).to_string(),
         "{view}"
     );
 
     // TCP on the same VIP:port is the TCP service's.
-    let burst = lb.burst(20, Duration::from_secs(3), Duration::from_secs(60));
+    let burst = lb.burst_in(family, 20, Duration::from_secs(3), Duration::from_secs(60));
     assert_eq!(
         (burst.ok, burst.failed.len()),
         (20, 0),
@@ -147,19 +167,19 @@ fn udp_clients_each_stay_on_one_backend_hear_only_the_vip_and_move_off_a_dead_ba
             .and_then(|l| l.split_whitespace().nth(1))
             .map(str::to_string)
     };
-    assert_eq!(listener("web"), Some(format!("{VIP}:{VIP_PORT}")), "{list}");
-    assert_eq!(
-        listener("dns"),
-        Some(format!("{VIP}:{VIP_PORT}/udp")),
-        "{list}"
-    );
+    assert_eq!(listener("web"), Some(vip.to_string()), "{list}");
+    assert_eq!(listener("dns"), Some(format!("{vip}/udp")), "{list}");
+    let other_vip = match family {
+        Family::V4 => "10.0.0.123",
+        Family::V6 => "2001:db8::123",
+    };
     let add = |name: &str, protocol: &str| {
         lbctl.run(&[
             "service",
             "add",
             name,
             "--vip",
-            "10.0.0.123",
+            other_vip,
             "--port",
             "123",
             "--protocol",
@@ -187,9 +207,9 @@ fn udp_clients_each_stay_on_one_backend_hear_only_the_vip_and_move_off_a_dead_ba
     // others, every other client stays where it was.
     let dead = echoes.remove(0);
     let dead_name = dead.name().to_string();
-    let dead_addr = lb.lab.backend_addr(lb.lab.backend_index(&dead_name));
+    let dead_addr = lb.lab.backend_ip(lb.lab.backend_index(&dead_name), family);
     drop(dead);
-    let needle = format!("backend dns/{dead_addr}:{BACKEND_PORT}: ");
+    let needle = format!("backend dns/{}: ", SocketAddr::new(dead_addr, BACKEND_PORT));
     wait_for_log(&lb, &needle, "UDP flows go by the table again");
     assert!(
         lb.lbd
@@ -200,7 +220,7 @@ fn udp_clients_each_stay_on_one_backend_hear_only_the_vip_and_move_off_a_dead_ba
         lb.lbd.log()
     );
     let records = exchange(&clients, vip, 5, wait, Duration::from_secs(60));
-    let second = backend_per_client(&lb, &records, 5);
+    let second = backend_per_client(&lb, family, &records, 5);
     for (i, (before, after)) in first.iter().zip(&second).enumerate() {
         if *before == dead_name {
             assert_ne!(*after, dead_name, "client {i} moved off the dead backend");
