@@ -9,6 +9,10 @@
 //! then keeps the flow on its backend while the table changes (a backend added, a weight
 //! changed, a backend draining), until it has been idle for the UDP timeout: `lbd`'s
 //! periodic sweep removes it (`flow_timeouts.udp`).
+//!
+//! A datagram placed on a DSR backend (`dsr_l2`, `ipip`, `gue`) is handed on unchanged,
+//! wrapped as a TCP packet of a DSR service is (`dsr::wrap_and_send`); its flow records
+//! no return entry, since the backend answers the client directly.
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     programs::XdpContext,
@@ -16,6 +20,7 @@ use aya_ebpf::{
 use lb_common::{
     backend::Backend,
     counters::Reason,
+    encap::BACKEND_F_DSR,
     flow::{FlowKey, FlowTarget, FLOW_F_COUNTED, FLOW_F_DATAGRAM, FLOW_F_ESTABLISHED},
     net::is_martian,
     service_index::{key_word, PackedMeta},
@@ -28,6 +33,7 @@ use lb_common::{
 use crate::{
     count,
     datagram::Datagram,
+    dsr::{self, Inner},
     flow,
     forward::forward_frame,
     lookup::{self, backend_by_id},
@@ -102,6 +108,11 @@ fn send(
     if new_flow {
         count::datagram_flow(target.backend);
     }
+    if backend.flags & BACKEND_F_DSR != 0 {
+        // SAFETY: `parse` proved the IPv4 header inside the frame.
+        let inner = unsafe { Inner::of(dg.ip as *const u8) };
+        return dsr::wrap_and_send(ctx, target.backend, backend, &dg.flow, &inner, false);
+    }
     udp_rewrite::dnat(dg, backend.addr, backend.port);
     let cache = NEXTHOPS
         .get_ptr_mut(target.backend)
@@ -166,12 +177,15 @@ fn service_of(dg: &Datagram) -> Option<PackedMeta> {
 
 /// A datagram of the flow at `entry`: the time stamped on it. A client expecting an
 /// answer may find the reply direction's entry evicted (the two directions are evicted
-/// apart): it is put back here, as a TCP segment with data does.
+/// apart): it is put back here, as a TCP segment with data does (a DSR flow has none).
 #[inline(always)]
 fn follow(dg: &Datagram, entry: *mut FlowTarget, target: &FlowTarget, backend: &Backend) {
     let now = lookup::now_secs();
     if target.last_seen != now {
         unsafe { (*entry).last_seen = now };
+    }
+    if backend.flags & BACKEND_F_DSR != 0 {
+        return;
     }
     let key = return_key(&dg.flow, backend);
     if unsafe { RETURN_FLOWS.get(key) }.is_none() {
@@ -201,12 +215,14 @@ fn place(dg: &Datagram, service: PackedMeta, replace: bool) -> Option<(FlowTarge
         return Some((existing, backend, false));
     }
     flow::opened(id);
-    return_entry::insert(
-        return_key(&dg.flow, &backend),
-        dg.flow.dst_addr,
-        dg.flow.dst_port,
-        &target,
-    );
+    if backend.flags & BACKEND_F_DSR == 0 {
+        return_entry::insert(
+            return_key(&dg.flow, &backend),
+            dg.flow.dst_addr,
+            dg.flow.dst_port,
+            &target,
+        );
+    }
     Some((target, backend, true))
 }
 

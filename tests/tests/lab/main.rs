@@ -50,5 +50,6 @@ mod tier_upgrade;
 mod tokens;
 mod topology;
 mod trace_lab;
+mod udp_dsr_lab;
 mod udp_lab;
 mod zones;

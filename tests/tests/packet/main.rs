@@ -33,3 +33,4 @@ mod syn_proxy;
 mod tables6;
 mod trace;
 mod udp;
+mod udp_dsr;

@@ -1,6 +1,6 @@
-//! The rules of UDP services (see docs/udp.md): NAT only, placed by a hash, and none of
-//! the settings that act on TCP handshakes or on packets without a flow entry, which the
-//! UDP path does not apply.
+//! The rules of UDP services (see docs/udp.md): placed by a hash, and none of the
+//! settings that act on TCP handshakes or on packets without a flow entry, which the UDP
+//! path does not apply. Every forwarding mode carries UDP.
 use super::{
     collector::Collector,
     model::{Policy, Protocol, ServiceConfig},
@@ -11,12 +11,6 @@ use super::{
 pub(super) fn check_udp(c: &mut Collector, at: &str, s: &ServiceConfig) {
     if s.protocol != Protocol::Udp {
         return;
-    }
-    if s.mode.is_dsr() {
-        c.err(
-            format!("{at}.mode"),
-            "protocol udp is served in mode nat only: direct server return carries TCP only",
-        );
     }
     if matches!(s.policy, Policy::RoundRobin | Policy::LeastConn) {
         c.err(
@@ -87,10 +81,8 @@ mod tests {
     }
 
     #[test]
-    fn a_udp_service_refuses_what_acts_on_handshakes_or_other_modes_naming_each_field() {
+    fn a_udp_service_refuses_what_acts_on_handshakes_naming_each_field() {
         let refused = [
-            ("mode: ipip", "services[0].mode"),
-            ("mode: dsr_l2", "services[0].mode"),
             ("policy: round_robin", "services[0].policy"),
             ("policy: least_conn", "services[0].policy"),
             ("syn_proxy: on", "services[0].syn_proxy"),
@@ -113,7 +105,14 @@ mod tests {
         }
         let policy = errors(&["protocol: udp, policy: least_conn"]);
         assert!(policy[0].1.contains("maglev or source_hash"), "{policy:?}");
-        for ok in ["policy: maglev", "policy: source_hash", "mode: nat"] {
+        for ok in [
+            "policy: maglev",
+            "policy: source_hash",
+            "mode: nat",
+            "mode: dsr_l2",
+            "mode: ipip",
+            "mode: gue",
+        ] {
             assert_eq!(
                 errors(&[&format!("protocol: udp, {ok}")]),
                 Vec::new(),
