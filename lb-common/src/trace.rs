@@ -6,7 +6,8 @@
 //! restarted `lbd` starts with every trace off.
 
 /// One traced packet, as the data path saw it before rewriting it. Addresses and ports
-/// are in wire order (the packet's own byte order); everything else is native.
+/// are in wire order (the packet's own byte order); everything else is native. An IPv4
+/// address fills the first word of its array, the other three zero.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct TraceRecord {
@@ -16,10 +17,10 @@ pub struct TraceRecord {
     pub service: u32,
     /// Backend id, or [`TRACE_NO_BACKEND`].
     pub backend: u32,
-    /// Source address (wire order).
-    pub src_addr: u32,
-    /// Destination address (wire order).
-    pub dst_addr: u32,
+    /// Source address (wire order; the first word only for IPv4).
+    pub src_addr: [u32; 4],
+    /// Destination address (wire order; the first word only for IPv4).
+    pub dst_addr: [u32; 4],
     /// Source port (wire order).
     pub src_port: u16,
     /// Destination port (wire order).
@@ -38,8 +39,18 @@ pub struct TraceRecord {
     /// was forwarded with XDP_PASS (no neighbour, FIB failure, egress not attached: the
     /// reason counters tell which).
     pub reason: u32,
+    /// 4 (IPv4) or 6 (IPv6): how to read the addresses. A word, as the padding after
+    /// it: the data path writes each with one store (a byte loop is refused by the
+    /// verifier of a program loaded without CAP_PERFMON).
+    pub family: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<TraceRecord>() == 40);
+const _: () = assert!(core::mem::size_of::<TraceRecord>() == 72);
+
+/// `TraceRecord::family` of an IPv4 packet.
+pub const TRACE_FAMILY_IPV4: u32 = 4;
+/// `TraceRecord::family` of an IPv6 packet.
+pub const TRACE_FAMILY_IPV6: u32 = 6;
 
 /// `TraceRecord::backend` when no backend was chosen.
 pub const TRACE_NO_BACKEND: u32 = u32::MAX;
@@ -69,9 +80,10 @@ pub const TRACE_DECISION_REPLY_RECOVERED: u8 = 6;
 /// Not forwarded (dropped or passed before a backend was reached); see the reason.
 pub const TRACE_DECISION_REFUSED: u8 = 7;
 
-/// Bytes of the trace ring buffer: about 6,500 records, enough for a reader woken a few
-/// times a second at the rates a sampled trace is meant for; more is counted as lost.
-pub const TRACE_RING_BYTES: u32 = 256 * 1024;
+/// Bytes of the trace ring buffer: 6,553 records (72 bytes each behind the ring's 8-byte
+/// header), enough for a reader woken a few times a second at the rates a sampled trace
+/// is meant for; more is counted as lost.
+pub const TRACE_RING_BYTES: u32 = 512 * 1024;
 
 /// The name of a `TRACE_DECISION_*`, for logs and `lbctl trace`.
 pub fn decision_name(decision: u8) -> &'static str {

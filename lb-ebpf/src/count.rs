@@ -35,6 +35,17 @@ pub fn drop(why: Reason) -> u32 {
     xdp_action::XDP_DROP
 }
 
+/// Counts `why` and returns its action: XDP_PASS for a hop limit or TTL that would expire
+/// (the kernel answers it), XDP_DROP for anything else.
+#[inline(always)]
+pub fn refuse(why: Reason) -> u32 {
+    if why == Reason::PassTtlExpired {
+        pass(why)
+    } else {
+        drop(why)
+    }
+}
+
 #[inline(always)]
 pub fn to_backend(target: &FlowTarget, bytes: u64, new_flow: bool) {
     let add = |c: &mut TrafficCounters| {

@@ -68,6 +68,7 @@ mod to_client6;
 mod to_client_miss;
 mod to_client_reverse;
 mod trace;
+mod trace6;
 mod udp;
 mod udp6;
 mod udp_rewrite;

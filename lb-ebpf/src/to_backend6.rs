@@ -24,7 +24,7 @@ use crate::{
     forward6, lookup,
     maps::{FLOWS6, NEXTHOPS},
     parse6::Packet6,
-    rewrite6, select6,
+    rewrite6, select6, trace6,
 };
 
 /// A TCP segment to a maybe-VIP address. `None`: no flow and no IPv6 TCP service at its
@@ -48,18 +48,24 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet6) -> Option<u32> {
     let service = flow6::service6(&pkt.flow)?;
     // XDP runs before the kernel's martian checks: such a source records no flow, so a
     // hit never needs the check.
-    if is_martian6(&pkt.flow.src_addr) || pkt.flow.src_addr == pkt.flow.dst_addr {
-        return Some(count::drop(Reason::DropMartianSource));
-    }
-    if !pkt.valid {
-        return Some(count::drop(Reason::DropMalformedTcp));
-    }
-    if !pkt.hop_allows() {
-        return Some(count::pass(Reason::PassTtlExpired));
+    let refused = if is_martian6(&pkt.flow.src_addr) || pkt.flow.src_addr == pkt.flow.dst_addr {
+        Some(Reason::DropMartianSource)
+    } else if !pkt.valid {
+        Some(Reason::DropMalformedTcp)
+    } else if !pkt.hop_allows() {
+        Some(Reason::PassTtlExpired)
+    } else {
+        None
+    };
+    if let Some(why) = refused {
+        return Some(trace6::refused(pkt, service.id(), count::refuse(why), why));
     }
     Some(match place(pkt, service, syn) {
         Some((placed, new_flow)) => send(ctx, pkt, &placed, new_flow),
-        None => count::drop(Reason::DropNoBackend),
+        None => {
+            let why = Reason::DropNoBackend;
+            trace6::refused(pkt, service.id(), count::drop(why), why)
+        }
     })
 }
 
@@ -142,5 +148,6 @@ fn send(ctx: &XdpContext, pkt: &Packet6, placed: &Placed6, new_flow: bool) -> u3
     let cache = NEXTHOPS
         .get_ptr_mut(target.backend)
         .unwrap_or(core::ptr::null_mut());
-    forward6::forward(ctx, pkt, cache)
+    let action = forward6::forward(ctx, pkt, cache);
+    trace6::to_backend(pkt, target, new_flow, action)
 }

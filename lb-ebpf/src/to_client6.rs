@@ -14,7 +14,7 @@ use crate::{
     flow6, forward6,
     maps::FLOWS6,
     parse6::Packet6,
-    rewrite6,
+    rewrite6, trace6,
 };
 
 /// A segment whose tuple has the return entry at `entry`.
@@ -33,7 +33,8 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet6, entry: *mut NatReturn6) -> u32 {
     rewrite6::snat_tcp(pkt, &nat.vip, nat.vport);
     count::to_client(nat.service, nat.backend, pkt.frame_len);
     count::answer_from_backend(nat.backend, pkt.tcp_flags);
-    forward6::forward(ctx, pkt, unsafe {
+    let action = forward6::forward(ctx, pkt, unsafe {
         core::ptr::addr_of_mut!((*entry).nexthop)
-    })
+    });
+    trace6::to_client(pkt, nat.service, nat.backend, action)
 }

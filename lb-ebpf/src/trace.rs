@@ -6,7 +6,8 @@ use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use lb_common::{
     counters::Reason,
     flow::FlowKey,
-    trace::{TraceRecord, TRACE_NO_REASON},
+    ipv6::FlowKey6,
+    trace::{TraceRecord, TRACE_FAMILY_IPV4, TRACE_FAMILY_IPV6, TRACE_NO_REASON},
 };
 
 use crate::{
@@ -54,28 +55,81 @@ pub fn emit_flow(
     reason: u32,
 ) {
     let Some(mut entry) = TRACE_RING.reserve::<TraceRecord>(0) else {
-        if let Some(lost) = TRACE_LOST.get_ptr_mut(0) {
-            unsafe { *lost += 1 };
-        }
-        return;
+        return lost();
     };
     let r = entry.as_mut_ptr();
     unsafe {
-        (*r).ns = bpf_ktime_get_ns();
-        (*r).service = service;
-        (*r).backend = backend;
-        (*r).src_addr = flow.src_addr;
-        (*r).dst_addr = flow.dst_addr;
-        (*r).src_port = flow.src_port;
-        (*r).dst_port = flow.dst_port;
-        (*r).proto = flow.proto;
-        (*r).tcp_flags = tcp_flags;
-        (*r).direction = direction;
-        (*r).decision = decision;
-        (*r).action = action;
-        (*r).reason = reason;
+        (*r).src_addr = [flow.src_addr, 0, 0, 0];
+        (*r).dst_addr = [flow.dst_addr, 0, 0, 0];
+        (*r).family = TRACE_FAMILY_IPV4;
+        fill(r, (flow.src_port, flow.dst_port, flow.proto, tcp_flags));
+        fill_decision(r, service, backend, direction, decision, action, reason);
     }
     entry.submit(0);
+}
+
+/// [`emit_flow`] for an IPv6 packet.
+#[inline(always)]
+pub fn emit_flow6(
+    (flow, tcp_flags): (&FlowKey6, u8),
+    service: u32,
+    backend: u32,
+    direction: u8,
+    decision: u8,
+    action: u32,
+    reason: u32,
+) {
+    let Some(mut entry) = TRACE_RING.reserve::<TraceRecord>(0) else {
+        return lost();
+    };
+    let r = entry.as_mut_ptr();
+    unsafe {
+        (*r).src_addr = flow.src_addr;
+        (*r).dst_addr = flow.dst_addr;
+        (*r).family = TRACE_FAMILY_IPV6;
+        fill(r, (flow.src_port, flow.dst_port, flow.proto, tcp_flags));
+        fill_decision(r, service, backend, direction, decision, action, reason);
+    }
+    entry.submit(0);
+}
+
+/// A full ring: the record is counted as lost.
+#[inline(always)]
+fn lost() {
+    if let Some(lost) = TRACE_LOST.get_ptr_mut(0) {
+        unsafe { *lost += 1 };
+    }
+}
+
+/// The ports, protocol and TCP flags of a reserved record (and its padding, so no stale
+/// ring bytes reach the reader).
+#[inline(always)]
+unsafe fn fill(r: *mut TraceRecord, (src_port, dst_port, proto, tcp_flags): (u16, u16, u8, u8)) {
+    (*r).src_port = src_port;
+    (*r).dst_port = dst_port;
+    (*r).proto = proto;
+    (*r).tcp_flags = tcp_flags;
+    (*r)._pad = 0;
+}
+
+/// The time and what was decided, of a reserved record.
+#[inline(always)]
+unsafe fn fill_decision(
+    r: *mut TraceRecord,
+    service: u32,
+    backend: u32,
+    direction: u8,
+    decision: u8,
+    action: u32,
+    reason: u32,
+) {
+    (*r).ns = bpf_ktime_get_ns();
+    (*r).service = service;
+    (*r).backend = backend;
+    (*r).direction = direction;
+    (*r).decision = decision;
+    (*r).action = action;
+    (*r).reason = reason;
 }
 
 /// The reason a forwarded packet was counted under, as far as its action tells.

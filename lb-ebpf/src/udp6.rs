@@ -22,7 +22,7 @@ use crate::{
     forward6, lookup,
     maps::{FLOWS6, NEXTHOPS},
     parse6::Packet6,
-    rewrite6, select6,
+    rewrite6, select6, trace6,
 };
 
 /// A datagram to a maybe-VIP address. `None`: no flow and no IPv6 UDP service at its
@@ -45,15 +45,19 @@ pub fn to_backend(ctx: &XdpContext, pkt: &Packet6) -> Option<u32> {
         }
     }
     let service = flow6::service6(&pkt.flow)?;
-    if let Some(action) = refused(pkt) {
-        return Some(action);
-    }
-    if is_martian6(&pkt.flow.src_addr) || pkt.flow.src_addr == pkt.flow.dst_addr {
-        return Some(count::drop(Reason::DropMartianSource));
+    let why = refusal(pkt).or_else(|| {
+        let martian = is_martian6(&pkt.flow.src_addr) || pkt.flow.src_addr == pkt.flow.dst_addr;
+        martian.then_some(Reason::DropMartianSource)
+    });
+    if let Some(why) = why {
+        return Some(trace6::refused(pkt, service.id(), count::refuse(why), why));
     }
     Some(match place(pkt, service, entry.is_some()) {
         Some((placed, new_flow)) => send(ctx, pkt, &placed, new_flow),
-        None => count::drop(Reason::DropNoBackend),
+        None => {
+            let why = Reason::DropNoBackend;
+            trace6::refused(pkt, service.id(), count::drop(why), why)
+        }
     })
 }
 
@@ -72,23 +76,31 @@ pub fn to_client(ctx: &XdpContext, pkt: &Packet6, entry: *mut NatReturn6) -> u32
     let nat = unsafe { *entry };
     rewrite6::snat_udp(pkt, &nat.vip, nat.vport);
     count::to_client(nat.service, nat.backend, pkt.frame_len);
-    forward6::forward(ctx, pkt, unsafe {
+    let action = forward6::forward(ctx, pkt, unsafe {
         core::ptr::addr_of_mut!((*entry).nexthop)
-    })
+    });
+    trace6::to_client(pkt, nat.service, nat.backend, action)
 }
 
 /// The action for a datagram of a UDP service that is malformed, has no checksum, or
-/// whose hop limit would expire; `None` for any other.
+/// whose hop limit would expire (counted); `None` for any other.
 #[inline(always)]
 fn refused(pkt: &Packet6) -> Option<u32> {
+    refusal(pkt).map(count::refuse)
+}
+
+/// Why a datagram of a UDP service is refused: malformed, no checksum, or a hop limit
+/// that would expire.
+#[inline(always)]
+fn refusal(pkt: &Packet6) -> Option<Reason> {
     if !pkt.valid {
-        return Some(count::drop(Reason::DropMalformedUdp));
+        return Some(Reason::DropMalformedUdp);
     }
     if rewrite6::udp_check(pkt) == 0 {
-        return Some(count::drop(Reason::DropUdpZeroChecksum));
+        return Some(Reason::DropUdpZeroChecksum);
     }
     if !pkt.hop_allows() {
-        return Some(count::pass(Reason::PassTtlExpired));
+        return Some(Reason::PassTtlExpired);
     }
     None
 }
@@ -116,5 +128,6 @@ fn send(ctx: &XdpContext, pkt: &Packet6, placed: &Placed6, new_flow: bool) -> u3
     let cache = NEXTHOPS
         .get_ptr_mut(target.backend)
         .unwrap_or(core::ptr::null_mut());
-    forward6::forward(ctx, pkt, cache)
+    let action = forward6::forward(ctx, pkt, cache);
+    trace6::to_backend(pkt, target, new_flow, action)
 }

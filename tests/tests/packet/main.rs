@@ -32,5 +32,6 @@ mod stateless_syn;
 mod syn_proxy;
 mod tables6;
 mod trace;
+mod trace6;
 mod udp;
 mod udp_dsr;

@@ -51,8 +51,8 @@ fn expected(
         ns: 0,
         service,
         backend,
-        src_addr: key.src_addr,
-        dst_addr: key.dst_addr,
+        src_addr: [key.src_addr, 0, 0, 0],
+        dst_addr: [key.dst_addr, 0, 0, 0],
         src_port: key.src_port,
         dst_port: key.dst_port,
         proto: 6,
@@ -61,6 +61,8 @@ fn expected(
         decision,
         action,
         reason,
+        family: lb_common::trace::TRACE_FAMILY_IPV4,
+        _pad: 0,
     }
 }
 
@@ -249,11 +251,12 @@ fn a_traced_service_gets_one_exact_record_per_packet_and_others_none() {
     });
 }
 
-/// A full ring loses records and counts each one: 256 KiB holds exactly 5,461 records of
-/// 40 bytes behind the kernel's 8-byte header.
+/// A full ring loses records and counts each one: 512 KiB holds exactly 6,553 records of
+/// 72 bytes behind the kernel's 8-byte header.
 #[test]
 fn records_that_find_the_ring_full_are_counted_as_lost() {
-    const FIT: u64 = (lb_common::trace::TRACE_RING_BYTES / 48) as u64;
+    const FIT: u64 = (lb_common::trace::TRACE_RING_BYTES / 80) as u64;
+    assert_eq!(FIT, 6_553);
     let sent = FIT + 539;
     let rig = Rig::build();
     rig.with_dataplane(CONFIG, |c| {

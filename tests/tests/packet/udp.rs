@@ -426,8 +426,8 @@ fn a_traced_udp_service_gets_one_exact_record_per_datagram() {
                 ns: 0,
                 service: dns,
                 backend,
-                src_addr: key.src_addr,
-                dst_addr: key.dst_addr,
+                src_addr: [key.src_addr, 0, 0, 0],
+                dst_addr: [key.dst_addr, 0, 0, 0],
                 src_port: key.src_port,
                 dst_port: key.dst_port,
                 proto: 17,
@@ -436,6 +436,8 @@ fn a_traced_udp_service_gets_one_exact_record_per_datagram() {
                 decision,
                 action,
                 reason: reason as u32,
+                family: lb_common::trace::TRACE_FAMILY_IPV4,
+                _pad: 0,
             }
         };
         let redirect = Reason::RedirectInterface;

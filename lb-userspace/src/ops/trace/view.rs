@@ -1,9 +1,12 @@
 //! A trace record as `lbctl trace` shows it: one JSON object per packet, or one line.
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
 
 use lb_common::{
     counters::REASONS,
-    trace::{decision_name, TraceRecord, TRACE_DIR_TO_CLIENT, TRACE_NO_BACKEND},
+    trace::{decision_name, TraceRecord, TRACE_DIR_TO_CLIENT, TRACE_FAMILY_IPV6, TRACE_NO_BACKEND},
 };
 use serde::{Deserialize, Serialize};
 
@@ -15,9 +18,9 @@ pub struct TraceLine {
     pub service: String,
     /// `to_backend` (client -> VIP) or `to_client` (backend -> client).
     pub direction: String,
-    /// Source `addr:port` as the packet arrived.
+    /// Source `addr:port` (`[addr]:port` for IPv6) as the packet arrived.
     pub src: String,
-    /// Destination `addr:port` as the packet arrived.
+    /// Destination `addr:port` (`[addr]:port` for IPv6) as the packet arrived.
     pub dst: String,
     /// TCP flags, e.g. `S`, `SA`, `A`, `FA`, `R`.
     pub flags: String,
@@ -36,12 +39,17 @@ pub type BackendNames = BTreeMap<u32, String>;
 
 /// The line for `record` of service `service`.
 pub fn line(record: &TraceRecord, service: &str, backends: &BackendNames) -> TraceLine {
-    let at = |addr: u32, port: u16| {
-        format!(
-            "{}:{}",
-            Ipv4Addr::from(addr.to_ne_bytes()),
-            u16::from_be(port)
-        )
+    let at = |addr: [u32; 4], port: u16| {
+        let ip = if record.family == TRACE_FAMILY_IPV6 {
+            let mut octets = [0u8; 16];
+            for (chunk, word) in octets.chunks_exact_mut(4).zip(addr) {
+                chunk.copy_from_slice(&word.to_ne_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(octets))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(addr[0].to_ne_bytes()))
+        };
+        SocketAddr::new(ip, u16::from_be(port)).to_string()
     };
     TraceLine {
         ns: record.ns,
@@ -132,8 +140,8 @@ mod tests {
             ns: 7,
             service: 0,
             backend: 3,
-            src_addr: u32::from_ne_bytes([10, 10, 0, 2]),
-            dst_addr: u32::from_ne_bytes([10, 0, 0, 100]),
+            src_addr: [u32::from_ne_bytes([10, 10, 0, 2]), 0, 0, 0],
+            dst_addr: [u32::from_ne_bytes([10, 0, 0, 100]), 0, 0, 0],
             src_port: 40000u16.to_be(),
             dst_port: 80u16.to_be(),
             proto: 6,
@@ -142,6 +150,8 @@ mod tests {
             decision: TRACE_DECISION_FLOW_HIT,
             action: 4,
             reason: Reason::RedirectInterface as u32,
+            family: lb_common::trace::TRACE_FAMILY_IPV4,
+            _pad: 0,
         };
         let names = BackendNames::from([(3, "10.1.0.11:8080".to_string())]);
         let l = line(&record, "web", &names);
@@ -166,6 +176,23 @@ mod tests {
                 l.flags.as_str()
             ),
             (Some("id 9"), None, "pass", "none")
+        );
+        // An IPv6 record: the four words in wire order, written as Prometheus and lbctl
+        // write an IPv6 socket address.
+        let words = |a: Ipv6Addr| -> [u32; 4] {
+            let o = a.octets();
+            core::array::from_fn(|i| u32::from_ne_bytes(o[4 * i..4 * i + 4].try_into().unwrap()))
+        };
+        let v6 = TraceRecord {
+            src_addr: words("2001:db8:10::2".parse().unwrap()),
+            dst_addr: words("2001:db8::100".parse().unwrap()),
+            family: TRACE_FAMILY_IPV6,
+            ..record
+        };
+        let l = line(&v6, "web6", &names);
+        assert_eq!(
+            (l.src.as_str(), l.dst.as_str()),
+            ("[2001:db8:10::2]:40000", "[2001:db8::100]:80")
         );
     }
 }
