@@ -315,6 +315,19 @@ pub fn admit(pkt: &Packet, service: u32) -> Option<Reason> {
     }
 }
 
+/// The source rules' verdict on a UDP datagram from `src` (wire order) without a flow
+/// entry to service `service`: `None` lets it be placed, a reason drops it (counted on
+/// the rule, as a TCP packet's). Nothing is remembered: the drop memo has no protocol,
+/// and a TCP service on the same VIP and port must not inherit a UDP service's refusal.
+#[inline(always)]
+pub fn admit_datagram(service: u32, src: u32) -> Option<Reason> {
+    let settings = EDGE_SERVICES.get(service).copied()?;
+    match by_rules(service, src, &settings) {
+        Ok(_) => None,
+        Err((_, why, _)) => Some(why),
+    }
+}
+
 const ADMITTED: u32 = 0;
 const DENIED: u32 = 1;
 const NOT_ALLOWED: u32 = 2;
@@ -330,32 +343,13 @@ fn verdict(service: u32, to: (u32, u16), src: u32, syn: u32) -> u32 {
         return ADMITTED;
     };
     // The rule that admitted the source, for a rate limit's block to remember.
-    let mut admitted_by = DROP_MEMO_NO_RULE;
-    if settings.flags & EDGE_S_RULES != 0 {
-        let key = Key::new(EDGE_LOOKUP_LEN, EdgeAddr::v4(service, src));
-        match EDGE_RULES.get(&key).copied() {
-            Some(rule) => {
-                admitted_by = rule.counter;
-                count_rule_drop(service, rule.counter);
-                if rule.verdict == EDGE_DENY {
-                    remember_drop(service, to, src, Reason::DropEdgeDenied, rule.counter);
-                    return DENIED;
-                }
-            }
-            None if settings.flags & EDGE_S_ALLOW_LIST != 0 => {
-                count_rule_drop(service, DROP_MEMO_NOT_ALLOWED);
-                remember_drop(
-                    service,
-                    to,
-                    src,
-                    Reason::DropEdgeNotAllowed,
-                    DROP_MEMO_NOT_ALLOWED,
-                );
-                return NOT_ALLOWED;
-            }
-            None => {}
+    let admitted_by = match by_rules(service, src, &settings) {
+        Ok(admitted_by) => admitted_by,
+        Err((verdict, why, counter)) => {
+            remember_drop(service, to, src, why, counter);
+            return verdict;
         }
-    }
+    };
     if syn != 0 && settings.flags & EDGE_S_RATE_LIMIT != 0 {
         let (took, blocked) = take(service, src, &settings);
         if took == Take::Drop {
@@ -368,6 +362,32 @@ fn verdict(service: u32, to: (u32, u16), src: u32, syn: u32) -> u32 {
         }
     }
     ADMITTED
+}
+
+/// The source rules' part of [`verdict`], counted on the rule that decided: `Ok` with
+/// the counter slot of the rule that admitted `src` (or [`DROP_MEMO_NO_RULE`]), or
+/// `Err` with the verdict, its reason and the counter slot to remember.
+#[inline(always)]
+fn by_rules(service: u32, src: u32, settings: &EdgeService) -> Result<u32, (u32, Reason, u32)> {
+    if settings.flags & EDGE_S_RULES == 0 {
+        return Ok(DROP_MEMO_NO_RULE);
+    }
+    let key = Key::new(EDGE_LOOKUP_LEN, EdgeAddr::v4(service, src));
+    match EDGE_RULES.get(&key).copied() {
+        Some(rule) => {
+            count_rule_drop(service, rule.counter);
+            if rule.verdict == EDGE_DENY {
+                return Err((DENIED, Reason::DropEdgeDenied, rule.counter));
+            }
+            Ok(rule.counter)
+        }
+        None if settings.flags & EDGE_S_ALLOW_LIST != 0 => {
+            count_rule_drop(service, DROP_MEMO_NOT_ALLOWED);
+            let why = Reason::DropEdgeNotAllowed;
+            Err((NOT_ALLOWED, why, DROP_MEMO_NOT_ALLOWED))
+        }
+        None => Ok(DROP_MEMO_NO_RULE),
+    }
 }
 
 /// The buckets' clock: the kernel's coarse monotonic clock in whole seconds. Read here

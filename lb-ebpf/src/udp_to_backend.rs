@@ -23,6 +23,7 @@ use lb_common::{
     encap::BACKEND_F_DSR,
     flow::{FlowKey, FlowTarget, FLOW_F_COUNTED, FLOW_F_DATAGRAM, FLOW_F_ESTABLISHED},
     net::is_martian,
+    service::SERVICE_F_EDGE,
     service_index::{key_word, PackedMeta},
     trace::{
         TRACE_DECISION_FLOW_HIT, TRACE_DECISION_NEW_FLOW, TRACE_DECISION_REFUSED,
@@ -34,7 +35,7 @@ use crate::{
     count,
     datagram::Datagram,
     dsr::{self, Inner},
-    flow,
+    edge, flow,
     forward::forward_frame,
     lookup::{self, backend_by_id},
     maps::{FLOWS, NEXTHOPS, RETURN_FLOWS},
@@ -63,6 +64,13 @@ pub fn handle(ctx: &XdpContext, dg: &Datagram) -> Option<u32> {
     let service = service_of(dg)?;
     if let Some(action) = refused(dg, service.id()) {
         return Some(action);
+    }
+    // Source rules decide on a datagram that opens (or reopens) a flow; its flow's later
+    // datagrams follow the entry, as a TCP connection's packets do.
+    if service.flags() & SERVICE_F_EDGE != 0 {
+        if let Some(why) = edge::admit_datagram(service.id(), dg.flow.src_addr) {
+            return Some(refuse(dg, service.id(), count::drop(why), why));
+        }
     }
     // XDP runs before the kernel's martian checks: such a source records no flow (as in
     // `to_backend`), so a hit never needs the check.

@@ -35,3 +35,4 @@ mod trace;
 mod trace6;
 mod udp;
 mod udp_dsr;
+mod udp_edge;

@@ -1,6 +1,6 @@
 //! The rules of UDP services (see docs/udp.md): placed by a hash, and none of the
-//! settings that act on TCP handshakes or on packets without a flow entry, which the UDP
-//! path does not apply. Every forwarding mode carries UDP.
+//! settings that act on TCP handshakes. Every forwarding mode carries UDP, and source
+//! rules (`filter`) apply to a datagram that opens a flow.
 use super::{
     collector::Collector,
     model::{Policy, Protocol, ServiceConfig},
@@ -31,12 +31,6 @@ pub(super) fn check_udp(c: &mut Collector, at: &str, s: &ServiceConfig) {
         c.err(
             format!("{at}.rate_limit"),
             "protocol udp has no SYNs to rate-limit; remove rate_limit",
-        );
-    }
-    if !s.filter.is_empty() {
-        c.err(
-            format!("{at}.filter"),
-            "source rules are not applied to UDP services yet; remove filter",
         );
     }
     if s.stateless_return {
@@ -90,7 +84,6 @@ mod tests {
                 "rate_limit: { syns_per_second: 10, burst: 20, block: 30s }",
                 "services[0].rate_limit",
             ),
-            ("filter: { deny: [192.0.2.0/24] }", "services[0].filter"),
             ("stateless_return: true", "services[0].stateless_return"),
         ];
         for (setting, field) in refused {
@@ -112,6 +105,7 @@ mod tests {
             "mode: dsr_l2",
             "mode: ipip",
             "mode: gue",
+            "filter: { deny: [192.0.2.0/24] }",
         ] {
             assert_eq!(
                 errors(&[&format!("protocol: udp, {ok}")]),
