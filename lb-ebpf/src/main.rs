@@ -28,6 +28,7 @@
 //! | sampled trace | `trace.rs` |
 //! | UDP services, both directions (`lb_udp`) | `udp.rs` and the files it lists |
 //! | IPv6 (NAT66), TCP and UDP, both directions (`lb_v6`) | `v6.rs` and the files it lists |
+//! | IPv6 direct server return: wrap for the backend, send (`lb_dsr6`) | `dsr6.rs`, `dsr_hop6.rs` |
 #![no_std]
 #![no_main]
 #![expect(
@@ -39,7 +40,9 @@
 mod count;
 mod datagram;
 mod dsr;
+mod dsr6;
 mod dsr_hop;
+mod dsr_hop6;
 mod edge;
 mod flow;
 mod flow6;

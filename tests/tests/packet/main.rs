@@ -9,6 +9,7 @@
 mod ageing;
 mod decap;
 mod dsr;
+mod dsr6;
 mod edge;
 mod explain;
 mod fuzz;
