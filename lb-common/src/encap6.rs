@@ -49,12 +49,7 @@ pub const fn overhead6(mode: u8) -> u32 {
 /// egress MTU less what the mode adds, so the client's next packets fit once wrapped.
 #[inline(always)]
 pub const fn advertised_mtu6(egress_mtu: u32, mode: u8) -> u32 {
-    let o = overhead6(mode);
-    if egress_mtu > o {
-        egress_mtu - o
-    } else {
-        0
-    }
+    egress_mtu.saturating_sub(overhead6(mode))
 }
 
 /// The route to an IPv6 DSR backend as the data path caches it, per backend id (map

@@ -29,6 +29,7 @@
 //! | UDP services, both directions (`lb_udp`) | `udp.rs` and the files it lists |
 //! | IPv6 (NAT66), TCP and UDP, both directions (`lb_v6`) | `v6.rs` and the files it lists |
 //! | IPv6 direct server return: wrap for the backend, send (`lb_dsr6`) | `dsr6.rs`, `dsr_hop6.rs` |
+//! | ICMPv6 packet too big for what the wrapping makes too big (`lb_dsr6`) | `packet_too_big.rs` |
 #![no_std]
 #![no_main]
 #![expect(
@@ -55,6 +56,7 @@ mod icmp_to_backend;
 mod lookup;
 mod maps;
 mod packet;
+mod packet_too_big;
 mod parse;
 mod parse6;
 mod return_entry;
