@@ -26,6 +26,7 @@ use lb_common::{
 use crate::{
     count, dsr, dsr_hop6,
     flow6::backend6,
+    icmp6_to_backend,
     maps::{gue_port, hash_seed, DSR_HAND_OVER, PROGRAMS},
     packet_too_big,
     parse6::{self, Packet6, IP6_LEN},
@@ -34,21 +35,34 @@ use crate::{
 
 const ETH_LEN: usize = 14;
 
-/// Leaves `target` for `lb_dsr6` and tail-calls it; returns only if the call fails (no
-/// `lb_dsr6` in the program array), dropping the packet, counted.
+/// Leaves backend `backend` of service `service` for `lb_dsr6` and tail-calls it; returns
+/// only if the call fails (no `lb_dsr6` in the program array), dropping the packet,
+/// counted.
 #[inline(always)]
-pub fn hand_over(ctx: &XdpContext, target: &FlowTarget, new_flow: bool) -> u32 {
-    dsr::stash(target, new_flow);
+pub fn hand_over(ctx: &XdpContext, backend: u32, service: u32, new_flow: bool) -> u32 {
+    if let Some(slot) = DSR_HAND_OVER.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot, written before the tail call on this CPU reads it.
+        unsafe {
+            *slot = dsr::HandOver {
+                backend,
+                service,
+                new_flow: new_flow as u32,
+            }
+        };
+    }
     unsafe { PROGRAMS.tail_call(ctx, PROGRAMS_SLOT_DSR6) };
     count::drop(Reason::DropDsrUnavailable)
 }
 
-/// An IPv6 client packet `lb_v6` placed on the DSR backend it stashed. Parsed again, as a
-/// tail call keeps only the context.
+/// An IPv6 client packet `lb_v6` placed on the DSR backend it stashed, or an ICMPv6
+/// error to the VIP about a reply of a DSR flow (see `icmp6_to_backend`). Parsed again,
+/// as a tail call keeps only the context.
 #[xdp]
 pub fn lb_dsr6(ctx: XdpContext) -> u32 {
     match parse6::parse(&ctx) {
         Ok(pkt) => handle(&ctx, &pkt),
+        // Neither TCP nor UDP: an ICMPv6 error about a DSR flow's reply, from `icmp6_nat`.
+        Err(Reason::PassNotTcp) => icmp6_to_backend::handle(&ctx),
         Err(reason) => count::pass(reason),
     }
 }

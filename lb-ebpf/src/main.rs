@@ -30,6 +30,7 @@
 //! | IPv6 (NAT66), TCP and UDP, both directions (`lb_v6`) | `v6.rs` and the files it lists |
 //! | IPv6 direct server return: wrap for the backend, send (`lb_dsr6`) | `dsr6.rs`, `dsr_hop6.rs` |
 //! | ICMPv6 packet too big for what the wrapping makes too big (`lb_dsr6`) | `packet_too_big.rs` |
+//! | ICMPv6 errors to a VIP about a DSR flow, to its backend (`lb_dsr6`) | `icmp6_to_backend.rs` |
 #![no_std]
 #![no_main]
 #![expect(
@@ -51,6 +52,7 @@ mod forward;
 mod forward6;
 mod frag_needed;
 mod icmp6_nat;
+mod icmp6_to_backend;
 mod icmp_nat;
 mod icmp_to_backend;
 mod lookup;

@@ -138,7 +138,7 @@ fn open(
 fn send(ctx: &XdpContext, pkt: &Packet6, placed: &Placed6, new_flow: bool) -> u32 {
     let (target, backend, addr) = placed;
     if backend.flags & BACKEND_F_DSR != 0 {
-        return dsr6::hand_over(ctx, target, new_flow);
+        return dsr6::hand_over(ctx, target.backend, target.service, new_flow);
     }
     count::to_backend(target, pkt.frame_len, new_flow);
     count::attempt_to_backend(target.backend, pkt.tcp_flags);

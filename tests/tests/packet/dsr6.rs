@@ -3,8 +3,9 @@
 //! ports, checksum as the client sent them), and a backend reached through a gateway is
 //! refused per packet; `ipip` and `gue` put exact outer IPv6 (and UDP, its checksum
 //! summed from scratch) headers in front (`lb_tests::dsr_frames6`); a packet too big once
-//! wrapped is answered with an exact ICMPv6 packet too big. Every run checks the action,
-//! every output byte and the one reason counter that moved.
+//! wrapped is answered with an exact ICMPv6 packet too big; an ICMPv6 error to the VIP
+//! about a backend's reply goes, wrapped, to the backend of its flow. Every run checks the
+//! action, every output byte and the one reason counter that moved.
 use std::net::Ipv6Addr;
 
 use lb_common::counters::Reason;
@@ -12,6 +13,7 @@ use lb_tests::{
     dsr_frames6::{gue6_header, packet_too_big6, wrapped6},
     frame::{ETH_LEN, PSH_ACK, SYN},
     frame6::{checksum_valid, Frame6, IP6_LEN, TCP_LEN},
+    icmp6_frame::Icmp6Error,
     packet_exchange::run_counted,
     packet_rig::*,
     rig_config_with,
@@ -186,5 +188,78 @@ fn an_ipv6_packet_too_big_once_wrapped_is_answered_with_an_exact_packet_too_big(
                 "{vip}: the exact packet too big"
             );
         }
+    });
+}
+
+/// A router's ICMPv6 error of `icmp_type`/`code` to `vip` about the backend's reply from
+/// `vip`:80 to the client's `sport`, quoting its IPv6 header, TCP header and 100 bytes.
+fn icmp6_error(vip: Ipv6Addr, sport: u16, icmp_type: u8, code: u8) -> Vec<u8> {
+    let reply = Frame6 {
+        src: vip,
+        dst: CLIENT6,
+        sport: 80,
+        dport: sport,
+        flags: PSH_ACK,
+        payload: vec![1; 1400],
+        ..Frame6::default()
+    }
+    .bytes();
+    Icmp6Error {
+        dst_mac: [0x02, 0, 0, 0, 0xee, 0x01],
+        src_mac: CLIENT_MAC,
+        from: "2001:db8:10::fe".parse().unwrap(),
+        to: vip,
+        hop_limit: 63,
+        icmp_type,
+        code,
+        rest: [0, 0, 0x05, 0x00],
+        quoted: Icmp6Error::quote(&reply, IP6_LEN + TCP_LEN + 100),
+    }
+    .bytes()
+}
+
+#[test]
+fn an_icmpv6_error_to_the_vip_goes_to_the_backend_of_its_flow() {
+    let rig = Rig::build();
+    let (c0, b0_mac) = (rig.c0, rig.b0_mac);
+    rig.with_dataplane(DSR6, |c| {
+        let dp = c.dataplane();
+        for sport in 46_000..46_010 {
+            let flow = |vip| to_vip(vip, sport, SYN, 0).flow_key();
+            // Packet too big, by ip6ip6: to the backend the table gives the flow.
+            let backend = table_backend6(c, "ipip6", &flow(IPIP_VIP));
+            let error = icmp6_error(IPIP_VIP, sport, 2, 0);
+            let r = run_counted(dp, c0, &error, Reason::RedirectInterface);
+            assert_eq!(r.action, XDP_REDIRECT, "port {sport}");
+            assert_eq!(
+                r.output,
+                wrapped6(b0_mac, backend, 41, &[], &error[ETH_LEN..]),
+                "port {sport}"
+            );
+            // Time exceeded, by GUE, hashed like the flow's own packets.
+            let backend = table_backend6(c, "gue6", &flow(GUE_VIP));
+            let error = icmp6_error(GUE_VIP, sport, 3, 0);
+            let inner = &error[ETH_LEN..];
+            let udp = gue6_header(&flow(GUE_VIP), HASH_SEED, 6080, backend, inner);
+            let r = run_counted(dp, c0, &error, Reason::RedirectInterface);
+            assert_eq!(r.output, wrapped6(b0_mac, backend, 17, &udp[..8], inner));
+            assert!(checksum_valid(&r.output), "the outer UDP checksum verifies");
+        }
+        // A recorded flow is followed: its SYN records it; the error about its reply,
+        // by dsr_l2, is the error itself with only the MACs changed.
+        let sport = 46_100;
+        let syn = to_vip(L2_VIP, sport, SYN, 0);
+        let r = run_once(dp.program(), c0, &syn.bytes());
+        let backend: [u8; 6] = r.output[0..6].try_into().unwrap();
+        let error = icmp6_error(L2_VIP, sport, 1, 3);
+        let r = run_counted(dp, c0, &error, Reason::RedirectInterface);
+        let mut want = error.clone();
+        want[0..6].copy_from_slice(&backend);
+        want[6..12].copy_from_slice(&b0_mac);
+        assert_eq!(r.output, want, "dsr_l2: only the MACs changed");
+        // An echo request stays the kernel's.
+        let echo = icmp6_error(L2_VIP, sport, 128, 0);
+        let r = run_counted(dp, c0, &echo, Reason::PassNotTcp);
+        assert_eq!((r.action, r.output), (XDP_PASS, echo));
     });
 }
