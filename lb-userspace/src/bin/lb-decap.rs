@@ -1,10 +1,10 @@
 //! `lb-decap`: a DSR backend's side of IPIP and GUE (see `lb_userspace::decap`).
-use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_userspace::decap::{
     apply,
-    settings::{Hook, Prefix, Settings, DEFAULT_CONFIG},
+    settings::{Hook, LbPrefix, Prefix, Settings, DEFAULT_CONFIG},
     stats,
 };
 
@@ -23,12 +23,13 @@ struct Args {
     /// A NIC encapsulated packets arrive on (repeat for several).
     #[arg(long = "interface", short = 'i')]
     interfaces: Vec<String>,
-    /// A VIP to hold on lo (repeat for several).
+    /// A VIP to hold on lo, IPv4 or IPv6 (repeat for several).
     #[arg(long = "vip")]
-    vips: Vec<Ipv4Addr>,
-    /// The LB tier's prefix: encapsulated packets from elsewhere are dropped.
+    vips: Vec<IpAddr>,
+    /// The LB tier's prefix, IPv4 or IPv6: encapsulated packets from elsewhere are
+    /// dropped.
     #[arg(long = "lb-prefix")]
-    lb_prefixes: Vec<Prefix>,
+    lb_prefixes: Vec<LbPrefix>,
     /// tc (ingress, default) or xdp.
     #[arg(long, value_enum)]
     hook: Option<Hook>,

@@ -67,7 +67,7 @@ fn apply(settings: &Settings, applied: &mut Applied) -> anyhow::Result<()> {
             applied.vips.push(*vip);
             save(applied)?;
         } else {
-            info!("{vip}/32 is on lo already; left as it is");
+            info!("{vip} is on lo already; left as it is");
         }
     }
     if settings.arp_sysctls {

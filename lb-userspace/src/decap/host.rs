@@ -27,42 +27,67 @@ use crate::kernel::{
 /// The label of the VIPs `lb-decap` adds to `lo` (lbd's are `lo:lbd`).
 pub const LABEL: &str = "lo:decap";
 
-fn vip_message(ifindex: u32, vip: Ipv4Addr) -> AddressMessage {
+fn vip_message(ifindex: u32, vip: IpAddr) -> AddressMessage {
     let mut message = AddressMessage::default();
-    message.header.family = AddressFamily::Inet;
-    message.header.prefix_len = 32;
-    // Host scope: the VIP is this host's own address, never a source it picks for other
-    // destinations.
-    message.header.scope = AddressScope::Host;
     message.header.index = ifindex;
-    message.attributes = vec![
-        AddressAttribute::Local(IpAddr::V4(vip)),
-        AddressAttribute::Address(IpAddr::V4(vip)),
-        AddressAttribute::Label(LABEL.into()),
-    ];
+    match vip {
+        IpAddr::V4(_) => {
+            message.header.family = AddressFamily::Inet;
+            message.header.prefix_len = 32;
+            // Host scope: the VIP is this host's own address, never a source it picks
+            // for other destinations.
+            message.header.scope = AddressScope::Host;
+            message.attributes = vec![
+                AddressAttribute::Local(vip),
+                AddressAttribute::Address(vip),
+                AddressAttribute::Label(LABEL.into()),
+            ];
+        }
+        IpAddr::V6(_) => {
+            // IPv6 addresses carry no label: `lb-decap` removes only those its state
+            // file says it added. On `lo` the kernel skips duplicate address detection.
+            message.header.family = AddressFamily::Inet6;
+            message.header.prefix_len = 128;
+            message.header.scope = AddressScope::Host;
+            message.attributes = vec![AddressAttribute::Address(vip)];
+        }
+    }
     message
 }
 
-/// Adds `vip`/32 to `lo`. False when it was there already (the operator's): it is then
-/// left alone, and not removed on detach.
-pub fn add_vip(vip: Ipv4Addr) -> anyhow::Result<bool> {
+/// The VIP as a host prefix, for messages.
+fn host_prefix(vip: IpAddr) -> String {
+    match vip {
+        IpAddr::V4(_) => format!("{vip}/32"),
+        IpAddr::V6(_) => format!("{vip}/128"),
+    }
+}
+
+/// Adds `vip`/32 (an IPv6 one /128) to `lo`. False when it was there already (the
+/// operator's): it is then left alone, and not removed on detach.
+pub fn add_vip(vip: IpAddr) -> anyhow::Result<bool> {
     let lo = ifindex_of("lo")?;
     let add = RouteNetlinkMessage::NewAddress(vip_message(lo, vip));
     match exchange(add, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL) {
         Ok(_) => Ok(true),
         Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("adding {vip}/32 to lo (RTM_NEWADDR)")),
+        Err(e) => {
+            Err(e).with_context(|| format!("adding {} to lo (RTM_NEWADDR)", host_prefix(vip)))
+        }
     }
 }
 
-/// Removes `vip`/32 from `lo` if it carries [`LABEL`].
-pub fn remove_vip(vip: Ipv4Addr) -> anyhow::Result<()> {
+/// Removes `vip`/32 from `lo` if it carries [`LABEL`]; an IPv6 `vip`/128 (no label:
+/// the caller removes only what it added).
+pub fn remove_vip(vip: IpAddr) -> anyhow::Result<()> {
     let lo = ifindex_of("lo")?;
     let delete = RouteNetlinkMessage::DelAddress(vip_message(lo, vip));
     match exchange(delete, NLM_F_REQUEST | NLM_F_ACK) {
         Ok(_) => Ok(()),
         Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing {vip}/32 from lo (RTM_DELADDR)")),
+        Err(e) => {
+            Err(e).with_context(|| format!("removing {} from lo (RTM_DELADDR)", host_prefix(vip)))
+        }
     }
 }
 

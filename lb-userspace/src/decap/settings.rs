@@ -1,10 +1,14 @@
 //! `lb-decap`'s settings: a small YAML file (`--config`), each key also a flag that
 //! replaces it. Pure: parsed and checked here, applied by [`super::attach`].
-use std::{net::Ipv4Addr, path::PathBuf, str::FromStr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    str::FromStr,
+};
 
 use anyhow::{bail, ensure, Context as _};
 use lb_common::{
-    decap::{DecapConfig, DecapPrefix, MAX_LB_PREFIXES},
+    decap::{DecapConfig, DecapPrefix, DecapPrefix6, MAX_LB_PREFIXES, MAX_LB_PREFIXES6},
     encap::DEFAULT_GUE_PORT,
 };
 use serde::{Deserialize, Serialize};
@@ -65,6 +69,59 @@ impl Serialize for Prefix {
     }
 }
 
+/// An LB-tier prefix: IPv4 (`a.b.c.d/len`) or IPv6 (`2001:db8::/64`, the outer sources
+/// of an IPv6 service's `ipip` and `gue`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LbPrefix {
+    V4(Prefix),
+    V6 { addr: Ipv6Addr, len: u8 },
+}
+
+impl FromStr for LbPrefix {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        if !s.contains(':') {
+            return s.parse().map(LbPrefix::V4);
+        }
+        let (addr, len) = s.split_once('/').unwrap_or((s, "128"));
+        let addr: Ipv6Addr = addr
+            .parse()
+            .with_context(|| format!("{s:?}: not an IPv6 address"))?;
+        let len: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| *l <= 128)
+            .with_context(|| format!("{s:?}: the prefix length must be 0..=128"))?;
+        let host_bits =
+            u128::from(addr) & !u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+        ensure!(host_bits == 0, "{s:?}: host bits set after /{len}");
+        Ok(LbPrefix::V6 { addr, len })
+    }
+}
+
+impl std::fmt::Display for LbPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LbPrefix::V4(p) => p.fmt(f),
+            LbPrefix::V6 { addr, len } => write!(f, "{addr}/{len}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LbPrefix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e: anyhow::Error| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+impl Serialize for LbPrefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// The file's keys (all optional there; the required ones are checked after the flags
 /// are applied, by [`Settings::validate`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,10 +129,11 @@ impl Serialize for Prefix {
 pub struct Settings {
     /// The NICs encapsulated packets arrive on.
     pub interfaces: Vec<String>,
-    /// The VIPs, each added to `lo` as a /32.
-    pub vips: Vec<Ipv4Addr>,
-    /// The LB tier's addresses: encapsulated packets from anywhere else are dropped.
-    pub lb_prefixes: Vec<Prefix>,
+    /// The VIPs, each added to `lo` as a /32 (IPv4) or /128 (IPv6).
+    pub vips: Vec<IpAddr>,
+    /// The LB tier's addresses (of either family): encapsulated packets from anywhere
+    /// else are dropped.
+    pub lb_prefixes: Vec<LbPrefix>,
     pub hook: Hook,
     /// The GUE UDP destination port (the LB's `gue_port`).
     pub gue_port: u16,
@@ -138,10 +196,15 @@ impl Settings {
             !self.lb_prefixes.is_empty(),
             "lb_prefixes: none given (encapsulated packets are accepted only from these)"
         );
+        let v4 = self.lb_prefixes4().count();
         ensure!(
-            self.lb_prefixes.len() <= MAX_LB_PREFIXES,
-            "lb_prefixes: {} given, at most {MAX_LB_PREFIXES}",
-            self.lb_prefixes.len()
+            v4 <= MAX_LB_PREFIXES,
+            "lb_prefixes: {v4} IPv4 prefixes given, at most {MAX_LB_PREFIXES}"
+        );
+        let v6 = self.lb_prefixes6().count();
+        ensure!(
+            v6 <= MAX_LB_PREFIXES6,
+            "lb_prefixes: {v6} IPv6 prefixes given, at most {MAX_LB_PREFIXES6}"
         );
         ensure!(self.gue_port != 0, "gue_port: 0 is no port");
         if self.mss != 0 && !(536..=65495).contains(&self.mss) {
@@ -162,11 +225,29 @@ impl Settings {
             gue_port: self.gue_port.to_be(),
             ..DecapConfig::default()
         };
-        for (slot, p) in config.prefixes.iter_mut().zip(&self.lb_prefixes) {
+        for (slot, p) in config.prefixes.iter_mut().zip(self.lb_prefixes4()) {
             *slot = DecapPrefix::new(p.addr.octets(), p.len);
         }
-        config.prefix_count = self.lb_prefixes.len().min(MAX_LB_PREFIXES) as u32;
+        config.prefix_count = self.lb_prefixes4().count().min(MAX_LB_PREFIXES) as u32;
+        for (slot, (addr, len)) in config.prefixes6.iter_mut().zip(self.lb_prefixes6()) {
+            *slot = DecapPrefix6::new(addr.octets(), len);
+        }
+        config.prefix6_count = self.lb_prefixes6().count().min(MAX_LB_PREFIXES6) as u32;
         config
+    }
+
+    fn lb_prefixes4(&self) -> impl Iterator<Item = Prefix> + '_ {
+        self.lb_prefixes.iter().filter_map(|p| match p {
+            LbPrefix::V4(p) => Some(*p),
+            LbPrefix::V6 { .. } => None,
+        })
+    }
+
+    fn lb_prefixes6(&self) -> impl Iterator<Item = (Ipv6Addr, u8)> + '_ {
+        self.lb_prefixes.iter().filter_map(|p| match p {
+            LbPrefix::V6 { addr, len } => Some((*addr, *len)),
+            LbPrefix::V4(_) => None,
+        })
     }
 }
 
@@ -222,5 +303,34 @@ mod tests {
             nine.join(", ")
         ))
         .contains("at most 8"));
+        assert!(err("lb_prefixes: [2001:db8::1/64]\n").contains("host bits set"));
+        assert!(err("lb_prefixes: [2001:db8::/129]\n").contains("0..=128"));
+        let five = (0..5)
+            .map(|i| format!("2001:db8:{i}::/48"))
+            .collect::<Vec<_>>();
+        assert!(err(&format!(
+            "interfaces: [e]\nvips: [10.0.0.100]\nlb_prefixes: [{}]\n",
+            five.join(", ")
+        ))
+        .contains("5 IPv6 prefixes given, at most 4"));
+    }
+
+    #[test]
+    fn ipv6_vips_and_lb_prefixes_fill_the_program_config_beside_ipv4_ones() {
+        let s = Settings::parse(
+            "interfaces: [eth0]\nvips: [10.0.0.100, \"2001:db8::100\"]\nlb_prefixes: [10.1.0.0/24, \"2001:db8:1::/64\", \"2001:db8:9::5\"]\n",
+        )
+        .unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.vips[1], "2001:db8::100".parse::<IpAddr>().unwrap());
+        assert_eq!(s.lb_prefixes[2].to_string(), "2001:db8:9::5/128");
+        let c = s.program_config();
+        assert_eq!((c.prefix_count, c.prefix6_count), (1, 2));
+        let o = |a: &str| a.parse::<Ipv6Addr>().unwrap().octets();
+        assert_eq!(c.prefixes6[0], DecapPrefix6::new(o("2001:db8:1::"), 64));
+        assert_eq!(c.prefixes6[1], DecapPrefix6::new(o("2001:db8:9::5"), 128));
+        let wire = |a: &str| lb_common::ipv6::addr6_wire(o(a));
+        assert!(c.admits6(&wire("2001:db8:1::77")));
+        assert!(!c.admits6(&wire("2001:db8:2::77")));
     }
 }

@@ -8,6 +8,7 @@
 
 mod ageing;
 mod decap;
+mod decap6;
 mod dsr;
 mod dsr6;
 mod edge;
