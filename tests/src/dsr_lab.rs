@@ -48,20 +48,33 @@ pub struct Decap {
 
 impl Decap {
     /// For an IPv6 `vip`, accepting the LB's IPv6 backend-side address.
+    /// For an IPv6 `vip`, accepting the LB's IPv6 backend-side address, with the MSS
+    /// clamp on the IPv6 default route as well.
     pub fn attach(lab: &Lab, i: usize, vip: impl Into<IpAddr>) -> Decap {
         let vip = vip.into();
-        let prefix = match vip {
-            IpAddr::V4(_) => format!("{}/32", crate::topology::LB_BACKEND_ADDR),
-            IpAddr::V6(_) => format!("{}/128", crate::topology::LB_BACKEND_ADDR6),
-        };
         let name = format!("{}-decap-b{i}", lab.prefix());
-        Decap::attach_in(lab.backend_ns(i), &name, vip, &prefix)
+        let ns = lab.backend_ns(i);
+        match vip {
+            IpAddr::V4(_) => {
+                let prefix = format!("{}/32", crate::topology::LB_BACKEND_ADDR);
+                Decap::attach_in(ns, &name, vip, &prefix)
+            }
+            IpAddr::V6(_) => {
+                let prefix = format!("{}/128", crate::topology::LB_BACKEND_ADDR6);
+                let routes = ["--client-route", "0.0.0.0/0", "--client-route", "::/0"];
+                Decap::attach_with(ns, &name, vip, &prefix, &routes)
+            }
+        }
     }
 
     /// `lb-decap` on `eth0` of namespace `ns` for `vip`, accepting `lb_prefix`; `name`
     /// (unique) names its pin directory and state file.
     pub fn attach_in(ns: &str, name: &str, vip: impl Into<IpAddr>, lb_prefix: &str) -> Decap {
-        let vip = vip.into();
+        Decap::attach_with(ns, name, vip.into(), lb_prefix, &[])
+    }
+
+    /// [`Decap::attach_in`] with more flags.
+    fn attach_with(ns: &str, name: &str, vip: IpAddr, lb_prefix: &str, more: &[&str]) -> Decap {
         ensure_bpffs().expect("bpffs");
         let ns = ns.to_string();
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{name}"));
@@ -89,6 +102,7 @@ impl Decap {
             ]
             .map(String::from),
         );
+        args.extend(more.iter().map(|a| a.to_string()));
         decap.run(&args).unwrap_or_else(|e| panic!("{e}"));
         decap
     }
@@ -161,7 +175,8 @@ pub fn dsr_config(lab: &Lab, mode: &str) -> String {
 /// and reads the backend's echo of all of them back: an upload and a download of
 /// `bytes` each, at once. Returns the backend's name; panics on a short, wrong or late
 /// echo (every read and write is bounded by `within`).
-pub fn bulk_echo(ns: &str, vip: Ipv4Addr, bytes: usize, within: Duration) -> String {
+pub fn bulk_echo(ns: &str, vip: impl Into<IpAddr>, bytes: usize, within: Duration) -> String {
+    let vip = vip.into();
     let conn = hold_via(ns, vip, VIP_PORT, Duration::from_secs(5)).expect("HOLD through the VIP");
     let mut reader = conn.stream().try_clone().expect("cloning the stream");
     reader

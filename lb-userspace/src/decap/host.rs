@@ -4,7 +4,7 @@
 //! (RTM_NEWROUTE with NLM_F_REPLACE on the route as the kernel dumped it, metrics
 //! changed).
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
 };
 
@@ -18,7 +18,7 @@ use rtnetlink::{
     },
 };
 
-use super::settings::Prefix;
+use super::settings::IpPrefix;
 use crate::kernel::{
     ifindex_of,
     vip_addresses::{errno, exchange},
@@ -108,10 +108,15 @@ pub fn write_sysctl(name: &str, value: &str) -> anyhow::Result<()> {
     std::fs::write(&path, value).with_context(|| format!("writing {value} to {}", path.display()))
 }
 
-/// The main table's IPv4 route to exactly `prefix` (the first, if several metrics).
-fn route_to(prefix: Prefix) -> anyhow::Result<RouteMessage> {
+/// The main table's route to exactly `prefix` (the first, if several metrics), in the
+/// prefix's family.
+fn route_to(prefix: IpPrefix) -> anyhow::Result<RouteMessage> {
+    let (family, addr, len) = match prefix {
+        IpPrefix::V4(p) => (AddressFamily::Inet, IpAddr::V4(p.addr), p.len),
+        IpPrefix::V6 { addr, len } => (AddressFamily::Inet6, IpAddr::V6(addr), len),
+    };
     let mut request = RouteMessage::default();
-    request.header.address_family = AddressFamily::Inet;
+    request.header.address_family = family;
     let replies = exchange(
         RouteNetlinkMessage::GetRoute(request),
         NLM_F_REQUEST | NLM_F_DUMP,
@@ -129,17 +134,22 @@ fn route_to(prefix: Prefix) -> anyhow::Result<RouteMessage> {
                 _ => None,
             })
             .unwrap_or(u32::from(route.header.table));
+        // A default route has no destination attribute.
         let dst = route
             .attributes
             .iter()
             .find_map(|a| match a {
-                RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+                RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
                 _ => None,
             })
-            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+            .unwrap_or(match family {
+                AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            });
         if table == u32::from(RouteHeader::RT_TABLE_MAIN)
-            && route.header.destination_prefix_length == prefix.len
-            && dst == prefix.addr
+            && route.header.destination_prefix_length == len
+            && dst == addr
         {
             return Ok(route);
         }
@@ -150,7 +160,7 @@ fn route_to(prefix: Prefix) -> anyhow::Result<RouteMessage> {
 }
 
 /// The route's `advmss`, if it has one.
-pub fn advmss(prefix: Prefix) -> anyhow::Result<Option<u32>> {
+pub fn advmss(prefix: IpPrefix) -> anyhow::Result<Option<u32>> {
     let route = route_to(prefix)?;
     Ok(route.attributes.iter().find_map(|a| match a {
         RouteAttribute::Metrics(m) => m.iter().find_map(|m| match m {
@@ -163,7 +173,7 @@ pub fn advmss(prefix: Prefix) -> anyhow::Result<Option<u32>> {
 
 /// Sets (or with `None` removes) the `advmss` of the route to `prefix`, keeping the rest
 /// of the route as the kernel reported it.
-pub fn set_advmss(prefix: Prefix, mss: Option<u32>) -> anyhow::Result<()> {
+pub fn set_advmss(prefix: IpPrefix, mss: Option<u32>) -> anyhow::Result<()> {
     let mut route = route_to(prefix)?;
     let mut metrics: Vec<RouteMetric> = Vec::new();
     route.attributes.retain(|a| match a {

@@ -69,19 +69,19 @@ impl Serialize for Prefix {
     }
 }
 
-/// An LB-tier prefix: IPv4 (`a.b.c.d/len`) or IPv6 (`2001:db8::/64`, the outer sources
-/// of an IPv6 service's `ipip` and `gue`).
+/// A prefix of either family: IPv4 (`a.b.c.d/len`) or IPv6 (`2001:db8::/64`: an IPv6
+/// service's outer sources, a route to IPv6 clients).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LbPrefix {
+pub enum IpPrefix {
     V4(Prefix),
     V6 { addr: Ipv6Addr, len: u8 },
 }
 
-impl FromStr for LbPrefix {
+impl FromStr for IpPrefix {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<Self> {
         if !s.contains(':') {
-            return s.parse().map(LbPrefix::V4);
+            return s.parse().map(IpPrefix::V4);
         }
         let (addr, len) = s.split_once('/').unwrap_or((s, "128"));
         let addr: Ipv6Addr = addr
@@ -95,20 +95,20 @@ impl FromStr for LbPrefix {
         let host_bits =
             u128::from(addr) & !u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
         ensure!(host_bits == 0, "{s:?}: host bits set after /{len}");
-        Ok(LbPrefix::V6 { addr, len })
+        Ok(IpPrefix::V6 { addr, len })
     }
 }
 
-impl std::fmt::Display for LbPrefix {
+impl std::fmt::Display for IpPrefix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LbPrefix::V4(p) => p.fmt(f),
-            LbPrefix::V6 { addr, len } => write!(f, "{addr}/{len}"),
+            IpPrefix::V4(p) => p.fmt(f),
+            IpPrefix::V6 { addr, len } => write!(f, "{addr}/{len}"),
         }
     }
 }
 
-impl<'de> Deserialize<'de> for LbPrefix {
+impl<'de> Deserialize<'de> for IpPrefix {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse()
@@ -116,7 +116,7 @@ impl<'de> Deserialize<'de> for LbPrefix {
     }
 }
 
-impl Serialize for LbPrefix {
+impl Serialize for IpPrefix {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
@@ -133,16 +133,18 @@ pub struct Settings {
     pub vips: Vec<IpAddr>,
     /// The LB tier's addresses (of either family): encapsulated packets from anywhere
     /// else are dropped.
-    pub lb_prefixes: Vec<LbPrefix>,
+    pub lb_prefixes: Vec<IpPrefix>,
     pub hook: Hook,
     /// The GUE UDP destination port (the LB's `gue_port`).
     pub gue_port: u16,
-    /// The MSS advertised on the routes to the clients (`advmss`); 0 leaves routes
+    /// The MSS advertised on the IPv4 routes to the clients (`advmss`); 0 leaves routes
     /// alone.
     pub mss: u16,
-    /// The routes to the clients that get `advmss` (existing routes of the main table,
-    /// matched by destination prefix).
-    pub client_routes: Vec<Prefix>,
+    /// The MSS advertised on the IPv6 routes to the clients; 0 leaves them alone.
+    pub mss6: u16,
+    /// The routes to the clients that get `advmss` (existing routes of the main tables,
+    /// matched by destination prefix, IPv4 or IPv6).
+    pub client_routes: Vec<IpPrefix>,
     /// Sets `net.ipv4.conf.all.arp_ignore=1` and `arp_announce=2`, so the backend never
     /// answers ARP for a VIP on `lo` (needed with `dsr_l2`, harmless otherwise).
     pub arp_sysctls: bool,
@@ -155,6 +157,9 @@ pub struct Settings {
 /// The MSS that fits a 1500-byte path behind either encapsulation: 1500 - 28 (GUE's
 /// outer IPv4 + UDP) - 40 (inner IPv4 + TCP). IPIP alone would allow 1440.
 pub const DEFAULT_MSS: u16 = 1432;
+/// The same over IPv6: 1500 - 48 (GUE's outer IPv6 + UDP) - 60 (inner IPv6 + TCP).
+/// IPv6-in-IPv6 alone would allow 1400.
+pub const DEFAULT_MSS6: u16 = 1392;
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb-decap";
 pub const DEFAULT_STATE_FILE: &str = "/run/lb-decap/state.json";
 pub const DEFAULT_CONFIG: &str = "/etc/lb-decap/lb-decap.yaml";
@@ -168,10 +173,11 @@ impl Default for Settings {
             hook: Hook::Tc,
             gue_port: DEFAULT_GUE_PORT,
             mss: DEFAULT_MSS,
-            client_routes: vec![Prefix {
+            mss6: DEFAULT_MSS6,
+            client_routes: vec![IpPrefix::V4(Prefix {
                 addr: Ipv4Addr::UNSPECIFIED,
                 len: 0,
-            }],
+            })],
             arp_sysctls: true,
             pin_dir: DEFAULT_PIN_DIR.into(),
             state_file: DEFAULT_STATE_FILE.into(),
@@ -213,10 +219,25 @@ impl Settings {
                 self.mss
             );
         }
+        // The IPv6 minimum MTU (1280) less the IPv6 and TCP headers, up to the largest.
+        if self.mss6 != 0 && !(1220..=65475).contains(&self.mss6) {
+            bail!(
+                "mss6: {} is outside 1220..=65475 (0 leaves routes alone)",
+                self.mss6
+            );
+        }
         for (i, vip) in self.vips.iter().enumerate() {
             ensure!(!self.vips[..i].contains(vip), "vips: {vip} is listed twice");
         }
         Ok(())
+    }
+
+    /// The MSS for a route to `prefix`'s clients (0: leave it alone).
+    pub fn mss_for(&self, prefix: &IpPrefix) -> u16 {
+        match prefix {
+            IpPrefix::V4(_) => self.mss,
+            IpPrefix::V6 { .. } => self.mss6,
+        }
     }
 
     /// The program's map value.
@@ -238,15 +259,15 @@ impl Settings {
 
     fn lb_prefixes4(&self) -> impl Iterator<Item = Prefix> + '_ {
         self.lb_prefixes.iter().filter_map(|p| match p {
-            LbPrefix::V4(p) => Some(*p),
-            LbPrefix::V6 { .. } => None,
+            IpPrefix::V4(p) => Some(*p),
+            IpPrefix::V6 { .. } => None,
         })
     }
 
     fn lb_prefixes6(&self) -> impl Iterator<Item = (Ipv6Addr, u8)> + '_ {
         self.lb_prefixes.iter().filter_map(|p| match p {
-            LbPrefix::V6 { addr, len } => Some((*addr, *len)),
-            LbPrefix::V4(_) => None,
+            IpPrefix::V6 { addr, len } => Some((*addr, *len)),
+            IpPrefix::V4(_) => None,
         })
     }
 }
@@ -280,6 +301,7 @@ mod tests {
         assert_eq!(s.gue_port, 6080);
         assert_eq!(s.mss, 1432);
         assert_eq!(s.client_routes, vec!["0.0.0.0/0".parse().unwrap()]);
+        assert_eq!(s.mss6, 1392);
         assert!(s.arp_sysctls);
     }
 
@@ -294,6 +316,7 @@ mod tests {
         assert!(err("vips: [10.0.0.100]\nlb_prefixes: [10.1.0.0/24]\n").starts_with("interfaces"));
         assert!(err("interfaces: [e]\nvips: [10.0.0.100]\n").starts_with("lb_prefixes"));
         assert!(err(&format!("{base}mss: 100\n")).starts_with("mss: 100"));
+        assert!(err(&format!("{base}mss6: 1200\n")).starts_with("mss6: 1200"));
         assert!(err("lb_prefixes: [10.1.0.1/24]\n").contains("host bits set"));
         assert!(err("lb_prefixes: [10.1.0.0/33]\n").contains("0..=32"));
         assert!(err("vip: [10.0.0.1]\n").contains("unknown field"));
@@ -332,5 +355,12 @@ mod tests {
         let wire = |a: &str| lb_common::ipv6::addr6_wire(o(a));
         assert!(c.admits6(&wire("2001:db8:1::77")));
         assert!(!c.admits6(&wire("2001:db8:2::77")));
+        let routes = Settings::parse("client_routes: [10.10.0.0/16, \"2001:db8:10::/64\"]\n")
+            .unwrap()
+            .client_routes;
+        assert_eq!(
+            routes.iter().map(|r| s.mss_for(r)).collect::<Vec<_>>(),
+            [1432, 1392]
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::{net::IpAddr, path::Path};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::settings::{Hook, Prefix};
+use super::settings::{Hook, IpPrefix};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,7 +35,7 @@ pub struct SysctlChange {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteChange {
-    pub prefix: Prefix,
+    pub prefix: IpPrefix,
     pub previous_advmss: Option<u32>,
 }
 

@@ -5,11 +5,13 @@
 //! connections through the IPv6 VIP, each seen by its backend from the client's own
 //! address and port while the client sees the VIP, all served by the servers bound to
 //! the VIP (none rewritten to a backend's own address), spread over the three backends,
-//! and no reply translated by the node (`lb_service_packets_total` to_client stays 0).
+//! and no reply translated by the node (`lb_service_packets_total` to_client stays 0);
+//! then 20 MB echoed each way on one connection with no ICMPv6 packet too big from the
+//! node: `lb-decap`'s MSS clamp on the IPv6 route makes every wrapped segment fit.
 use std::{net::SocketAddr, time::Duration};
 
 use lb_tests::{
-    dsr_lab::{dsr_servers, first_verdict, Decap},
+    dsr_lab::{bulk_echo, dsr_servers, first_verdict, Decap},
     lbd_metrics,
     topology::Family,
     Lab, LabConfig, LabSpec, RunningLb, BACKEND_PORT, VIP6, VIP_PORT,
@@ -103,6 +105,21 @@ fn through(mode: &str) {
         "{mode}: the node steered every connection's packets: {to_backend}"
     );
     assert_eq!(to_client, 0.0, "{mode}: no reply crossed the node");
+    let client_ns = lb.lab.client_ns().to_string();
+    let backend = bulk_echo(&client_ns, VIP6, 20 << 20, Duration::from_secs(60));
+    assert!(
+        ["b1", "b2", "b3"].contains(&backend.as_str()),
+        "{mode}: echoed by {backend}"
+    );
+    let body = lbd_metrics::get(&lb.lab, "/metrics").body;
+    assert_eq!(
+        lbd_metrics::sample(
+            &body,
+            "lb_datapath_packets_total{action=\"tx\",reason=\"tx_packet_too_big\"}"
+        ),
+        Some(0.0),
+        "{mode}: the clamped MSS fits the path, no packet too big was needed"
+    );
     println!(
         "{mode} over IPv6: 300 connections through [{VIP6}]:{VIP_PORT}: {:?}; {to_backend} \
          packets steered, {to_client} replies through the node",
