@@ -202,10 +202,14 @@ pub enum Reason {
     /// An IPv6 UDP datagram of a UDP service or flow with a zero checksum, which IPv6
     /// forbids (RFC 8200 8.1): dropped, as the receiving kernel would.
     DropUdpZeroChecksum,
+    /// An IPv6 packet too big for the egress MTU once wrapped for its DSR backend:
+    /// answered with an ICMPv6 packet too big to the client (IPv6 is never fragmented
+    /// on the way).
+    TxPacketTooBig,
 }
 
 /// Number of reason slots (size of the reasons array).
-pub const REASON_COUNT: u32 = 38;
+pub const REASON_COUNT: u32 = 39;
 
 /// All reasons in slot order, with the names used in metrics.
 pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
@@ -250,6 +254,7 @@ pub const REASONS: [(Reason, &str); REASON_COUNT as usize] = [
     (Reason::PassMalformedIpv6, "pass_malformed_ipv6"),
     (Reason::PassIpv6Extension, "pass_ipv6_extension"),
     (Reason::DropUdpZeroChecksum, "drop_udp_zero_checksum"),
+    (Reason::TxPacketTooBig, "tx_packet_too_big"),
 ];
 
 /// A backend's active flows: `opened` (the data path's opened-minus-closed count,

@@ -26,9 +26,16 @@ pub struct DecapConfig {
     /// The GUE UDP destination port (wire order).
     pub gue_port: u16,
     pub _pad: u16,
+    /// The LB tier's IPv6 prefixes (outer sources of `ipip` and `gue` over IPv6), the
+    /// first [`DecapConfig::prefix6_count`] used.
+    pub prefixes6: [DecapPrefix6; MAX_LB_PREFIXES6],
+    pub prefix6_count: u32,
+    pub _pad6: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<DecapConfig>() == 8 * MAX_LB_PREFIXES + 8);
+const _: () = assert!(
+    core::mem::size_of::<DecapConfig>() == 8 * MAX_LB_PREFIXES + 8 + 32 * MAX_LB_PREFIXES6 + 8
+);
 
 /// One IPv4 prefix as address and mask, both wire order; `addr` has no bits outside
 /// `mask`.
@@ -43,6 +50,57 @@ const _: () = assert!(core::mem::size_of::<DecapPrefix>() == 8);
 
 /// How many LB-tier prefixes the program checks (a bounded loop).
 pub const MAX_LB_PREFIXES: usize = 8;
+/// How many LB-tier IPv6 prefixes the program checks.
+pub const MAX_LB_PREFIXES6: usize = 4;
+
+/// One IPv6 prefix as address and mask words, both wire order; `addr` has no bits outside
+/// `mask`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DecapPrefix6 {
+    pub addr: [u32; 4],
+    pub mask: [u32; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<DecapPrefix6>() == 32);
+
+impl DecapPrefix6 {
+    /// The prefix `octets`/`len` (host bits cleared); `len` above 128 is taken as 128.
+    pub const fn new(octets: [u8; 16], len: u8) -> Self {
+        let len = if len > 128 { 128 } else { len } as u32;
+        let mut p = Self {
+            addr: [0; 4],
+            mask: [0; 4],
+        };
+        let mut i = 0;
+        while i < 4 {
+            let bits = len.saturating_sub(32 * i as u32);
+            let host = match bits {
+                0 => 0,
+                b if b >= 32 => u32::MAX,
+                b => u32::MAX << (32 - b),
+            };
+            p.mask[i] = host.to_be();
+            let o = [
+                octets[4 * i],
+                octets[4 * i + 1],
+                octets[4 * i + 2],
+                octets[4 * i + 3],
+            ];
+            p.addr[i] = u32::from_ne_bytes(o) & p.mask[i];
+            i += 1;
+        }
+        p
+    }
+
+    #[inline(always)]
+    pub const fn contains(&self, addr: &[u32; 4]) -> bool {
+        addr[0] & self.mask[0] == self.addr[0]
+            && addr[1] & self.mask[1] == self.addr[1]
+            && addr[2] & self.mask[2] == self.addr[2]
+            && addr[3] & self.mask[3] == self.addr[3]
+    }
+}
 
 impl DecapPrefix {
     /// The prefix `octets`/`len` (host bits cleared); `len` above 32 is taken as 32.
@@ -69,6 +127,19 @@ impl DecapConfig {
         let mut i = 0;
         while i < MAX_LB_PREFIXES {
             if (i as u32) < self.prefix_count && self.prefixes[i].contains(src) {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+
+    /// Whether `src` (wire-order words) is in one of the configured IPv6 prefixes.
+    #[inline(always)]
+    pub fn admits6(&self, src: &[u32; 4]) -> bool {
+        let mut i = 0;
+        while i < MAX_LB_PREFIXES6 {
+            if (i as u32) < self.prefix6_count && self.prefixes6[i].contains(src) {
                 return true;
             }
             i += 1;
@@ -155,6 +226,31 @@ mod tests {
         // A slot beyond the count is not read.
         config.prefix_count = 1;
         assert!(!config.admits(wire([192, 168, 5, 5])));
+    }
+
+    #[test]
+    fn an_ipv6_prefix_admits_exactly_its_addresses() {
+        let addr = |s: &str| {
+            let o = s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+            crate::ipv6::addr6_wire(o)
+        };
+        let o = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let mut config = DecapConfig::default();
+        config.prefixes6[0] = DecapPrefix6::new(o("2001:db8:1::77"), 64);
+        config.prefixes6[1] = DecapPrefix6::new(o("2001:db8:9::5"), 128);
+        config.prefixes6[2] = DecapPrefix6::new(o("2001:db8:a0::"), 44);
+        config.prefix6_count = 3;
+        assert_eq!(config.prefixes6[0].addr, addr("2001:db8:1::"));
+        assert!(config.admits6(&addr("2001:db8:1::1")));
+        assert!(config.admits6(&addr("2001:db8:1:0:ffff:ffff:ffff:ffff")));
+        assert!(!config.admits6(&addr("2001:db8:1:1::1")));
+        assert!(config.admits6(&addr("2001:db8:9::5")));
+        assert!(!config.admits6(&addr("2001:db8:9::4")));
+        assert!(config.admits6(&addr("2001:db8:af::1")));
+        assert!(!config.admits6(&addr("2001:db8:b0::1")));
+        config.prefix6_count = 2;
+        assert!(!config.admits6(&addr("2001:db8:af::1")));
+        assert!(!DecapConfig::default().admits6(&addr("2001:db8:1::1")));
     }
 
     #[test]

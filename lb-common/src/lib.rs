@@ -18,6 +18,7 @@ pub mod counters;
 pub mod decap;
 pub mod edge;
 pub mod encap;
+pub mod encap6;
 pub mod filter;
 pub mod flow;
 pub mod hash;

@@ -36,8 +36,10 @@ pub const PROGRAMS_SLOT_DSR: u32 = 4;
 pub const PROGRAMS_SLOT_UDP: u32 = 5;
 /// Slot of [`PROGRAM_V6`] in [`MAP_PROGRAMS`].
 pub const PROGRAMS_SLOT_V6: u32 = 6;
+/// Slot of [`PROGRAM_DSR6`] in [`MAP_PROGRAMS`].
+pub const PROGRAMS_SLOT_DSR6: u32 = 7;
 /// Slots of [`MAP_PROGRAMS`].
-pub const PROGRAMS_SLOTS: u32 = 7;
+pub const PROGRAMS_SLOTS: u32 = 10;
 pub const MAP_POLICY_TABLE: &str = "POLICY_TABLE";
 pub const MAP_RR_CURSOR: &str = "RR_CURSOR";
 pub const MAP_ACTIVE_FLOWS: &str = "ACTIVE_FLOWS";
@@ -82,6 +84,9 @@ pub const MAP_SYN_PROXY_SYNS: &str = "SYN_PROXY_SYNS";
 /// Per backend id, the cached route of a direct-server-return backend
 /// (`encap::DsrHop`).
 pub const MAP_DSR_HOPS: &str = "DSR_HOPS";
+/// Per backend id, the cached route of an IPv6 direct-server-return backend
+/// (`encap6::DsrHop6`).
+pub const MAP_DSR_HOPS6: &str = "DSR_HOPS6";
 /// One-entry per-CPU array: the backend `lb_xdp` placed a packet on, for `lb_dsr`.
 pub const MAP_DSR_HAND_OVER: &str = "DSR_HAND_OVER";
 /// IPv6 services: `ipv6::ServiceKey6` -> `service::ServiceMeta` (hash map).
@@ -102,7 +107,7 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 17;
+pub const LAYOUT_VERSION: u32 = 18;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
@@ -166,6 +171,9 @@ pub const PROGRAM_UDP: &str = "lb_udp";
 /// from a maybe-backend (by the prefilter's bit of `ipv6::fold`): IPv6 TCP and UDP
 /// services' both directions (see `lb-ebpf/src/v6.rs`).
 pub const PROGRAM_V6: &str = "lb_v6";
+/// Name of the program `lb_v6` tail-calls for an IPv6 packet placed on a
+/// direct-server-return backend (see `lb-ebpf/src/dsr6.rs`).
+pub const PROGRAM_DSR6: &str = "lb_dsr6";
 
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
 /// The most services a config may allow: each service's index slot fits the SYN cache's

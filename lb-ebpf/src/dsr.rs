@@ -21,6 +21,7 @@ use lb_common::{
     flow::{FlowKey, FlowTarget},
     limits::PROGRAMS_SLOT_DSR,
     net::ETH_P_IPV4,
+    nexthop::NextHop,
 };
 
 use crate::{
@@ -147,7 +148,7 @@ pub fn wrap_and_send(
         return count::drop(Reason::DropDsrTooBig);
     }
     let written = if mode & BACKEND_F_DSR_L2 != 0 {
-        set_macs(ctx, &hop)
+        set_macs(ctx, &hop.hop)
     } else {
         push_outer(
             ctx,
@@ -161,22 +162,22 @@ pub fn wrap_and_send(
     if !written {
         return count::drop(Reason::DropDsrNoRoute);
     }
-    xmit(ctx, &hop)
+    xmit(ctx, &hop.hop)
 }
 
 /// `dsr_l2`: the backend's MAC as destination, the egress NIC's as source; nothing else
 /// changes (the node hands the frame on within its segment rather than routing it, so
 /// the TTL stays, as IPVS's direct routing leaves it).
 #[inline(always)]
-fn set_macs(ctx: &XdpContext, hop: &DsrHop) -> bool {
+pub fn set_macs(ctx: &XdpContext, hop: &NextHop) -> bool {
     let start = ctx.data();
     if start + ETH_LEN > ctx.data_end() {
         return false;
     }
     let eth = start as *mut u8;
     unsafe {
-        wire::copy_mac(eth, hop.hop.dst_mac.as_ptr());
-        wire::copy_mac(eth.add(6), hop.hop.src_mac.as_ptr());
+        wire::copy_mac(eth, hop.dst_mac.as_ptr());
+        wire::copy_mac(eth.add(6), hop.src_mac.as_ptr());
     }
     true
 }
@@ -253,12 +254,12 @@ pub unsafe fn write_ipv4(p: *mut u8, h: &Ipv4Header) {
 /// Sends the wrapped frame out of the hop's NIC: XDP_TX when it is the ingress NIC,
 /// XDP_REDIRECT through the EGRESS devmap otherwise.
 #[inline(always)]
-fn xmit(ctx: &XdpContext, hop: &DsrHop) -> u32 {
-    let same = hop.hop.ifindex == ctx.ingress_ifindex() as u32;
+pub fn xmit(ctx: &XdpContext, hop: &NextHop) -> u32 {
+    let same = hop.ifindex == ctx.ingress_ifindex() as u32;
     let action = if same {
         xdp_action::XDP_TX
     } else {
-        match EGRESS.redirect(hop.hop.ifindex, 0) {
+        match EGRESS.redirect(hop.ifindex, 0) {
             Ok(action) => action,
             // The kernel routes an `ipip` or `gue` packet to its backend all the same.
             Err(_) => return count::pass(Reason::PassEgressNotAttached),

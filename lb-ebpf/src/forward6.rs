@@ -15,7 +15,7 @@ use crate::{
     v6::addr_at,
 };
 
-const AF_INET6: u8 = 10;
+pub(crate) const AF_INET6: u8 = 10;
 
 /// Routes and sends the rewritten packet. `cache` (null for none) holds the last routing
 /// decision for this destination; a current one skips the FIB lookup.

@@ -7,7 +7,8 @@
 //! - to a VIP, about a backend's reply (VIP:port -> client, as it left this node), from a
 //!   router on the client's side or the client: the flow entry (else the service's table)
 //!   names the backend; the outer destination and the quoted source become its address
-//!   and port, and the error goes to the backend ([`to_backend`]);
+//!   and port, and the error goes to the backend ([`to_backend`]); for a DSR backend the
+//!   error goes unchanged, wrapped by `lb_dsr6` (`icmp6_to_backend`);
 //! - from a backend, about a client's packet (client -> backend:port, as this node sent
 //!   it), e.g. a UDP port unreachable: found by the flow's return entry; the outer source
 //!   and the quoted destination become the VIP and its port, and the error goes to the
@@ -24,7 +25,7 @@ use aya_ebpf::{helpers::generated::bpf_xdp_get_buff_len, programs::XdpContext};
 use lb_common::{
     checksum::{replace16, replace2, udp6_replace},
     counters::Reason,
-    encap::PROTO_UDP,
+    encap::{BACKEND_F_DSR, PROTO_UDP},
     filter::{FILTER_BACKENDS, FILTER_VIPS},
     ipv6::{fold, Addr6, FlowKey6, FAMILY_IPV6, PROTO_ICMPV6},
     net::PROTO_TCP,
@@ -32,7 +33,7 @@ use lb_common::{
 use network_types::eth::EthHdr;
 
 use crate::{
-    count,
+    count, dsr6,
     flow6::{backend6, service6},
     forward6, lookup,
     maps::{FLOWS6, NEXTHOPS, RETURN_FLOWS6},
@@ -191,6 +192,11 @@ fn to_backend(ctx: &XdpContext, error: Error6) -> Option<u32> {
         None => select6::by_table6(service6(&key)?, &key),
     };
     let (backend, addr) = backend6(id)?;
+    if backend.flags & BACKEND_F_DSR != 0 {
+        // Wrapped for the backend by `lb_dsr6` (see `icmp6_to_backend`).
+        return (error.proto == PROTO_TCP)
+            .then(|| dsr6::hand_over(ctx, id, backend.service, false));
+    }
     if !hop_allows(start) {
         return Some(count::pass(Reason::PassTtlExpired));
     }

@@ -28,6 +28,9 @@
 //! | sampled trace | `trace.rs` |
 //! | UDP services, both directions (`lb_udp`) | `udp.rs` and the files it lists |
 //! | IPv6 (NAT66), TCP and UDP, both directions (`lb_v6`) | `v6.rs` and the files it lists |
+//! | IPv6 direct server return: wrap for the backend, send (`lb_dsr6`) | `dsr6.rs`, `dsr_hop6.rs` |
+//! | ICMPv6 packet too big for what the wrapping makes too big (`lb_dsr6`) | `packet_too_big.rs` |
+//! | ICMPv6 errors to a VIP about a DSR flow, to its backend (`lb_dsr6`) | `icmp6_to_backend.rs` |
 #![no_std]
 #![no_main]
 #![expect(
@@ -39,7 +42,9 @@
 mod count;
 mod datagram;
 mod dsr;
+mod dsr6;
 mod dsr_hop;
+mod dsr_hop6;
 mod edge;
 mod flow;
 mod flow6;
@@ -47,11 +52,13 @@ mod forward;
 mod forward6;
 mod frag_needed;
 mod icmp6_nat;
+mod icmp6_to_backend;
 mod icmp_nat;
 mod icmp_to_backend;
 mod lookup;
 mod maps;
 mod packet;
+mod packet_too_big;
 mod parse;
 mod parse6;
 mod return_entry;

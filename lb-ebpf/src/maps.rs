@@ -16,6 +16,7 @@ use lb_common::{
         EDGE_DROP_MEMO_SLOTS, EDGE_RULES_PER_SERVICE,
     },
     encap::DsrHop,
+    encap6::DsrHop6,
     filter::FILTER_TOTAL_WORDS,
     flow::{FlowKey, FlowTarget, NatReturn},
     ipv6::{Addr6, FlowKey6, NatReturn6, ServiceKey6},
@@ -209,6 +210,11 @@ pub static VIP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(DEFAULT_MAX_
 /// `lb_common::encap::DsrHop`).
 #[map]
 pub static DSR_HOPS: Array<DsrHop> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// Cached routes to IPv6 direct-server-return backends, by backend id (see
+/// `lb_common::encap6::DsrHop6`).
+#[map]
+pub static DSR_HOPS6: Array<DsrHop6> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 
 /// The backend `lb_xdp` placed the packet it hands to `lb_dsr` on (see `dsr`): per CPU,
 /// and a tail call runs on the CPU that made it, so nothing else writes it in between.

@@ -10,6 +10,7 @@ use aya_ebpf::programs::XdpContext;
 use lb_common::{
     backend::Backend,
     counters::Reason,
+    encap::BACKEND_F_DSR,
     flow::{FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED},
     ipv6::Addr6,
     net::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
@@ -18,7 +19,7 @@ use lb_common::{
 };
 
 use crate::{
-    count,
+    count, dsr6,
     flow::{self, Side},
     flow6::{self, backend6, followed, new_target, Placed6},
     forward6, lookup,
@@ -142,6 +143,9 @@ fn open(
 #[inline(always)]
 fn send(ctx: &XdpContext, pkt: &Packet6, placed: &Placed6, new_flow: bool) -> u32 {
     let (target, backend, addr) = placed;
+    if backend.flags & BACKEND_F_DSR != 0 {
+        return dsr6::hand_over(ctx, target.backend, target.service, new_flow);
+    }
     count::to_backend(target, pkt.frame_len, new_flow);
     count::attempt_to_backend(target.backend, pkt.tcp_flags);
     rewrite6::dnat_tcp(pkt, addr, backend.port);

@@ -14,6 +14,7 @@
 //! | ICMPv6 errors about a flow, translated | `icmp6_nat.rs` |
 //! | rewrite (NAT66, checksums) | `rewrite6.rs` |
 //! | forward (FIB, hop limit, MACs) | `forward6.rs` |
+//! | direct server return (tail-called `lb_dsr6`) | `dsr6.rs` |
 //!
 //! IPv6 flows live in maps of their own (`FLOWS6`, `RETURN_FLOWS6`); the flow value,
 //! its state word and the active counts are IPv4's (`flow.rs`), as are the counters.

@@ -54,7 +54,8 @@ fn tunnel_mode(mode: ForwardingMode) -> Option<u8> {
 fn targets_of(config: &Config) -> BTreeMap<BackendRef, TunnelTarget> {
     let mut targets = BTreeMap::new();
     for s in &config.services {
-        // DSR services are IPv4 only (see `validate_ipv6`).
+        // The tunnels carry IPv4 only: an IPv6 DSR service's backends are probed at their
+        // own addresses, as NAT's are.
         let (Some(mode), std::net::IpAddr::V4(vip)) = (tunnel_mode(s.mode), s.vip) else {
             continue;
         };

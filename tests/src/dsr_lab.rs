@@ -3,7 +3,7 @@
 //! a service config in a DSR mode, and a bulk exchange through the VIP.
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::Command,
     thread,
@@ -47,15 +47,34 @@ pub struct Decap {
 }
 
 impl Decap {
-    pub fn attach(lab: &Lab, i: usize, vip: Ipv4Addr) -> Decap {
-        let prefix = format!("{}/32", crate::topology::LB_BACKEND_ADDR);
+    /// For an IPv6 `vip`, accepting the LB's IPv6 backend-side address.
+    /// For an IPv6 `vip`, accepting the LB's IPv6 backend-side address, with the MSS
+    /// clamp on the IPv6 default route as well.
+    pub fn attach(lab: &Lab, i: usize, vip: impl Into<IpAddr>) -> Decap {
+        let vip = vip.into();
         let name = format!("{}-decap-b{i}", lab.prefix());
-        Decap::attach_in(lab.backend_ns(i), &name, vip, &prefix)
+        let ns = lab.backend_ns(i);
+        match vip {
+            IpAddr::V4(_) => {
+                let prefix = format!("{}/32", crate::topology::LB_BACKEND_ADDR);
+                Decap::attach_in(ns, &name, vip, &prefix)
+            }
+            IpAddr::V6(_) => {
+                let prefix = format!("{}/128", crate::topology::LB_BACKEND_ADDR6);
+                let routes = ["--client-route", "0.0.0.0/0", "--client-route", "::/0"];
+                Decap::attach_with(ns, &name, vip, &prefix, &routes)
+            }
+        }
     }
 
     /// `lb-decap` on `eth0` of namespace `ns` for `vip`, accepting `lb_prefix`; `name`
     /// (unique) names its pin directory and state file.
-    pub fn attach_in(ns: &str, name: &str, vip: Ipv4Addr, lb_prefix: &str) -> Decap {
+    pub fn attach_in(ns: &str, name: &str, vip: impl Into<IpAddr>, lb_prefix: &str) -> Decap {
+        Decap::attach_with(ns, name, vip.into(), lb_prefix, &[])
+    }
+
+    /// [`Decap::attach_in`] with more flags.
+    fn attach_with(ns: &str, name: &str, vip: IpAddr, lb_prefix: &str, more: &[&str]) -> Decap {
         ensure_bpffs().expect("bpffs");
         let ns = ns.to_string();
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{name}"));
@@ -83,6 +102,7 @@ impl Decap {
             ]
             .map(String::from),
         );
+        args.extend(more.iter().map(|a| a.to_string()));
         decap.run(&args).unwrap_or_else(|e| panic!("{e}"));
         decap
     }
@@ -124,12 +144,18 @@ impl Drop for Decap {
 /// which only a packet still addressed to the VIP reaches; and one on the backend's own
 /// address and the same port, named `own-address`, which nothing should reach (lbd
 /// probes the VIP through the tunnel too).
-pub fn dsr_servers(lab: &Lab, i: usize, vip: Ipv4Addr) -> [BackendServer; 2] {
+pub fn dsr_servers(lab: &Lab, i: usize, vip: impl Into<IpAddr>) -> [BackendServer; 2] {
+    let vip = vip.into();
     let ns = lab.backend_ns(i);
     let name = &lab.backend_spec(i).name;
+    let family = if vip.is_ipv6() {
+        crate::topology::Family::V6
+    } else {
+        crate::topology::Family::V4
+    };
     [
         BackendServer::start(ns, vip, VIP_PORT, name),
-        BackendServer::start(ns, lab.backend_addr(i), VIP_PORT, "own-address"),
+        BackendServer::start(ns, lab.backend_ip(i, family), VIP_PORT, "own-address"),
     ]
 }
 
@@ -149,7 +175,8 @@ pub fn dsr_config(lab: &Lab, mode: &str) -> String {
 /// and reads the backend's echo of all of them back: an upload and a download of
 /// `bytes` each, at once. Returns the backend's name; panics on a short, wrong or late
 /// echo (every read and write is bounded by `within`).
-pub fn bulk_echo(ns: &str, vip: Ipv4Addr, bytes: usize, within: Duration) -> String {
+pub fn bulk_echo(ns: &str, vip: impl Into<IpAddr>, bytes: usize, within: Duration) -> String {
+    let vip = vip.into();
     let conn = hold_via(ns, vip, VIP_PORT, Duration::from_secs(5)).expect("HOLD through the VIP");
     let mut reader = conn.stream().try_clone().expect("cloning the stream");
     reader
@@ -195,8 +222,9 @@ pub fn bulk_echo(ns: &str, vip: Ipv4Addr, bytes: usize, within: Duration) -> Str
 
 /// lbd's first verdict on the backend at `addr` (probed on the VIP's port): `healthy` or
 /// `unhealthy`. Panics naming the log when there is none within `within`.
-pub fn first_verdict(lb: &RunningLb, addr: Ipv4Addr, within: Duration) -> String {
-    let needle = format!("{addr}:{VIP_PORT}: unknown -> ");
+pub fn first_verdict(lb: &RunningLb, addr: impl Into<IpAddr>, within: Duration) -> String {
+    let addr = addr.into();
+    let needle = format!("{}: unknown -> ", SocketAddr::new(addr, VIP_PORT));
     let deadline = Instant::now() + within;
     loop {
         let log = lb.lbd.log();

@@ -44,6 +44,7 @@ pub mod client;
 pub mod client_loop;
 pub mod decap_frames;
 pub mod dsr_frames;
+pub mod dsr_frames6;
 pub mod dsr_lab;
 pub mod frame;
 pub mod frame6;

@@ -163,6 +163,40 @@ macro_rules! rig_web6_service {
     };
 }
 
+/// One Maglev IPv6 service per DSR mode (entries of the `services` list, for
+/// [`rig_config_with`]): `l2v6` (`dsr_l2`) on 2001:db8:100::120, `ipip6` on ::121 and
+/// `gue6` on ::122, port 80, on the rig's three IPv6 backends at the VIP's port.
+#[macro_export]
+macro_rules! rig_dsr6_services {
+    () => {
+        r#"  - name: l2v6
+    vip: "2001:db8:100::120"
+    port: 80
+    mode: dsr_l2
+    backends:
+      - { address: "2001:db8:1::11", port: 80, zone: az-a }
+      - { address: "2001:db8:1::12", port: 80, zone: az-b }
+      - { address: "2001:db8:1::13", port: 80, zone: az-c }
+  - name: ipip6
+    vip: "2001:db8:100::121"
+    port: 80
+    mode: ipip
+    backends:
+      - { address: "2001:db8:1::11", port: 80, zone: az-a }
+      - { address: "2001:db8:1::12", port: 80, zone: az-b }
+      - { address: "2001:db8:1::13", port: 80, zone: az-c }
+  - name: gue6
+    vip: "2001:db8:100::122"
+    port: 80
+    mode: gue
+    backends:
+      - { address: "2001:db8:1::11", port: 80, zone: az-a }
+      - { address: "2001:db8:1::12", port: 80, zone: az-b }
+      - { address: "2001:db8:1::13", port: 80, zone: az-c }
+"#
+    };
+}
+
 /// `dns6`, the IPv6 UDP service of the IPv6 packet tests and bench: `web6`'s VIP, port
 /// 53, on the rig's three IPv6 backends, port 5353.
 #[macro_export]

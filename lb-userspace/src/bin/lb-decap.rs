@@ -1,10 +1,10 @@
 //! `lb-decap`: a DSR backend's side of IPIP and GUE (see `lb_userspace::decap`).
-use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_userspace::decap::{
     apply,
-    settings::{Hook, Prefix, Settings, DEFAULT_CONFIG},
+    settings::{Hook, IpPrefix, Settings, DEFAULT_CONFIG},
     stats,
 };
 
@@ -23,24 +23,29 @@ struct Args {
     /// A NIC encapsulated packets arrive on (repeat for several).
     #[arg(long = "interface", short = 'i')]
     interfaces: Vec<String>,
-    /// A VIP to hold on lo (repeat for several).
+    /// A VIP to hold on lo, IPv4 or IPv6 (repeat for several).
     #[arg(long = "vip")]
-    vips: Vec<Ipv4Addr>,
-    /// The LB tier's prefix: encapsulated packets from elsewhere are dropped.
+    vips: Vec<IpAddr>,
+    /// The LB tier's prefix, IPv4 or IPv6: encapsulated packets from elsewhere are
+    /// dropped.
     #[arg(long = "lb-prefix")]
-    lb_prefixes: Vec<Prefix>,
+    lb_prefixes: Vec<IpPrefix>,
     /// tc (ingress, default) or xdp.
     #[arg(long, value_enum)]
     hook: Option<Hook>,
     /// The GUE UDP destination port (default 6080).
     #[arg(long)]
     gue_port: Option<u16>,
-    /// advmss on the routes to the clients (default 1432; 0 leaves routes alone).
+    /// advmss on the IPv4 routes to the clients (default 1432; 0 leaves routes alone).
     #[arg(long)]
     mss: Option<u16>,
-    /// A route to the clients that gets advmss (default the default route).
+    /// advmss on the IPv6 routes to the clients (default 1392; 0 leaves routes alone).
+    #[arg(long)]
+    mss6: Option<u16>,
+    /// A route to the clients that gets advmss, IPv4 or IPv6 (default the IPv4 default
+    /// route).
     #[arg(long = "client-route")]
-    client_routes: Vec<Prefix>,
+    client_routes: Vec<IpPrefix>,
     /// Where the links and counters are pinned (default /sys/fs/bpf/lb-decap).
     #[arg(long)]
     pin_dir: Option<PathBuf>,
@@ -91,6 +96,7 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
     s.hook = args.hook.unwrap_or(s.hook);
     s.gue_port = args.gue_port.unwrap_or(s.gue_port);
     s.mss = args.mss.unwrap_or(s.mss);
+    s.mss6 = args.mss6.unwrap_or(s.mss6);
     if let Some(p) = &args.pin_dir {
         s.pin_dir.clone_from(p);
     }

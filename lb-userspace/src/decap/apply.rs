@@ -67,7 +67,7 @@ fn apply(settings: &Settings, applied: &mut Applied) -> anyhow::Result<()> {
             applied.vips.push(*vip);
             save(applied)?;
         } else {
-            info!("{vip}/32 is on lo already; left as it is");
+            info!("{vip} is on lo already; left as it is");
         }
     }
     if settings.arp_sysctls {
@@ -83,16 +83,18 @@ fn apply(settings: &Settings, applied: &mut Applied) -> anyhow::Result<()> {
             }
         }
     }
-    if settings.mss != 0 {
-        for prefix in &settings.client_routes {
-            let previous_advmss = host::advmss(*prefix)?;
-            host::set_advmss(*prefix, Some(u32::from(settings.mss)))?;
-            applied.routes.push(RouteChange {
-                prefix: *prefix,
-                previous_advmss,
-            });
-            save(applied)?;
+    for prefix in &settings.client_routes {
+        let mss = settings.mss_for(prefix);
+        if mss == 0 {
+            continue;
         }
+        let previous_advmss = host::advmss(*prefix)?;
+        host::set_advmss(*prefix, Some(u32::from(mss)))?;
+        applied.routes.push(RouteChange {
+            prefix: *prefix,
+            previous_advmss,
+        });
+        save(applied)?;
     }
     for interface in &settings.interfaces {
         prog.attach(

@@ -1,11 +1,11 @@
 //! What `lb-decap` changed on this host, written after every step, so `--detach` (or
 //! the rollback of a failed attach) undoes exactly that and nothing of the operator's.
-use std::{net::Ipv4Addr, path::Path};
+use std::{net::IpAddr, path::Path};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::settings::{Hook, Prefix};
+use super::settings::{Hook, IpPrefix};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,7 +18,7 @@ pub struct Applied {
     /// NICs with a pinned link.
     pub interfaces: Vec<String>,
     /// VIPs added to `lo` (not those that were there already).
-    pub vips: Vec<Ipv4Addr>,
+    pub vips: Vec<IpAddr>,
     /// Sysctls changed, with the value each had before.
     pub sysctls: Vec<SysctlChange>,
     /// Routes given `advmss`, with the value each had before.
@@ -35,7 +35,7 @@ pub struct SysctlChange {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteChange {
-    pub prefix: Prefix,
+    pub prefix: IpPrefix,
     pub previous_advmss: Option<u32>,
 }
 
@@ -76,7 +76,7 @@ mod tests {
             pin_dir: "/sys/fs/bpf/x".into(),
             counters_pinned: true,
             interfaces: vec!["eth0".into()],
-            vips: vec![Ipv4Addr::new(10, 0, 0, 100)],
+            vips: vec![std::net::Ipv4Addr::new(10, 0, 0, 100).into()],
             sysctls: vec![SysctlChange {
                 name: "net.ipv4.conf.all.arp_ignore".into(),
                 previous: "0".into(),

@@ -88,6 +88,7 @@ pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
         (MAP_SYN_PROXY_FLOWS, limits.flow_table_size),
         (MAP_SYN_PROXY_SYNS, limits.max_services),
         (MAP_DSR_HOPS, limits.max_backends),
+        (MAP_DSR_HOPS6, limits.max_backends),
     ])
 }
 
@@ -136,6 +137,7 @@ fn load_programs(
         (PROGRAM_DSR, PROGRAMS_SLOT_DSR),
         (PROGRAM_UDP, PROGRAMS_SLOT_UDP),
         (PROGRAM_V6, PROGRAMS_SLOT_V6),
+        (PROGRAM_DSR6, PROGRAMS_SLOT_DSR6),
     ] {
         let program: &mut Xdp = ebpf
             .program_mut(name)

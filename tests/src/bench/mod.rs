@@ -5,7 +5,9 @@
 //! - [`packet`]: per-packet cost of each data-path case (BPF_PROG_TEST_RUN) beside an
 //!   empty XDP program;
 //! - [`dsr`]: per-packet cost of direct server return (`dsr_l2`, `ipip`, `gue`) beside
-//!   NAT: an established packet and a new connection's SYN and first ACK.
+//!   NAT: an established packet and a new connection's SYN and first ACK;
+//! - [`dsr6`]: the same modes for an IPv6 service beside NAT66, an established packet
+//!   (run with `dsr`).
 //! - [`udp`]: per-packet cost of UDP services (a datagram of a new and of an existing
 //!   flow, a reply) beside TCP's established packets;
 //! - [`ipv6`]: per-packet cost of IPv6 (an established segment, a new connection, a UDP
@@ -30,6 +32,7 @@
 pub mod api_change;
 pub mod control;
 pub mod dsr;
+pub mod dsr6;
 pub mod e2e;
 pub mod edge;
 pub mod flow_fill;

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use lb_tests::bench::{
-    api_change, control, dsr, e2e, edge, flow_fill, ipv6, machine, packet, probes, probes_lbd,
-    syn_proxy, targets, udp,
+    api_change, control, dsr, dsr6, e2e, edge, flow_fill, ipv6, machine, packet, probes,
+    probes_lbd, syn_proxy, targets, udp,
 };
 use serde_json::Value;
 
@@ -156,6 +156,7 @@ fn main() {
             calls: args.calls,
         };
         report.insert("dsr".into(), dsr::run(&opts));
+        report.insert("dsr6".into(), dsr6::run(&opts));
     }
     if wants("udp") {
         let opts = udp::Options {

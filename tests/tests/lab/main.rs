@@ -14,6 +14,7 @@ mod bootstrap_lab;
 mod daemon_lifecycle;
 mod decap_lab;
 mod drain;
+mod dsr6_lab;
 mod dsr_l2_lab;
 mod dsr_l3_lab;
 mod dsr_probe_lab;

@@ -2,17 +2,20 @@
 //! no flow entry) and edge protection (`lb_edge`, `lb_place`) outlive `lbd` like the
 //! rest of the data path: the kernel empties a program array once no process and no pin
 //! holds it, so its array is pinned, and the next `lbd` puts its own programs there. The
-//! SYN proxy's `lb_proxy`, direct server return's `lb_dsr`, UDP's `lb_udp` and IPv6's `lb_v6`
-//! share the array.
+//! SYN proxy's `lb_proxy`, direct server return's `lb_dsr`, UDP's `lb_udp`, IPv6's `lb_v6` and
+//! `lb_dsr6` share the array.
 use aya::maps::{Map, MapData, ProgramArray};
 use lb_common::limits::{
-    MAP_PROGRAMS, PROGRAMS_SLOT_DSR, PROGRAMS_SLOT_EDGE, PROGRAMS_SLOT_PLACE, PROGRAMS_SLOT_PROXY,
-    PROGRAMS_SLOT_REPLY, PROGRAMS_SLOT_UDP, PROGRAMS_SLOT_V6,
+    MAP_PROGRAMS, PROGRAMS_SLOTS, PROGRAMS_SLOT_DSR, PROGRAMS_SLOT_DSR6, PROGRAMS_SLOT_EDGE,
+    PROGRAMS_SLOT_PLACE, PROGRAMS_SLOT_PROXY, PROGRAMS_SLOT_REPLY, PROGRAMS_SLOT_UDP,
+    PROGRAMS_SLOT_V6,
 };
 use lb_tests::{lab_config, running_lb::pin_dir, scenario::three_zones, RunningLb};
 use lb_userspace::kernel::pins::PinDir;
 
-/// The program ids in the pinned program array's slots.
+/// The indices of the pinned program array: an array map lists every slot, filled or
+/// not, so this is each filled slot of [`SLOTS`] and the spare ones up to
+/// `PROGRAMS_SLOTS`.
 fn reply_programs(lb: &RunningLb) -> Vec<u32> {
     let data = MapData::from_pin(PinDir::new(pin_dir(&lb.lab)).map_path(MAP_PROGRAMS))
         .expect("the program array is pinned");
@@ -20,7 +23,7 @@ fn reply_programs(lb: &RunningLb) -> Vec<u32> {
     array.indices().map(|i| i.unwrap()).collect()
 }
 
-const SLOTS: [u32; 7] = [
+const SLOTS: [u32; 8] = [
     PROGRAMS_SLOT_REPLY,
     PROGRAMS_SLOT_EDGE,
     PROGRAMS_SLOT_PLACE,
@@ -28,6 +31,7 @@ const SLOTS: [u32; 7] = [
     PROGRAMS_SLOT_DSR,
     PROGRAMS_SLOT_UDP,
     PROGRAMS_SLOT_V6,
+    PROGRAMS_SLOT_DSR6,
 ];
 
 #[test]
@@ -35,13 +39,15 @@ fn the_reply_path_stays_in_place_while_lbd_is_stopped() {
     let lab = three_zones();
     let config = lab_config(&lab, &[1, 1, 1]);
     let mut lb = RunningLb::start(lab, &config);
-    assert_eq!(reply_programs(&lb), SLOTS);
+    let all: Vec<u32> = (0..PROGRAMS_SLOTS).collect();
+    assert!(SLOTS.iter().all(|slot| all.contains(slot)));
+    assert_eq!(reply_programs(&lb), all);
     lb.stop_lbd();
     assert_eq!(
         reply_programs(&lb),
-        SLOTS,
+        all,
         "lb_reply, lb_edge, lb_place, lb_proxy, lb_dsr and lb_udp are still in their slots with no lbd running"
     );
     lb.restart_lbd();
-    assert_eq!(reply_programs(&lb), SLOTS);
+    assert_eq!(reply_programs(&lb), all);
 }

@@ -8,7 +8,9 @@
 
 mod ageing;
 mod decap;
+mod decap6;
 mod dsr;
+mod dsr6;
 mod edge;
 mod explain;
 mod fuzz;

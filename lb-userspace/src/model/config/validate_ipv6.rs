@@ -1,8 +1,9 @@
 //! The rules of IPv6 services (see docs/ipv6.md): a service's backends are of its VIP's
-//! family (NAT translates addresses within one family), and an IPv6 service is served in
-//! mode nat without the features whose kernel state is IPv4 only so far (the DSR modes,
-//! edge protection, the reverse map of `stateless_return`). Refusing them names the key
-//! rather than letting the data path pass the service's packets to the kernel.
+//! family (NAT translates addresses within one family, the DSR modes wrap a packet in its
+//! own family), and an IPv6 service is served without the features whose kernel state is
+//! IPv4 only so far (edge protection, the reverse map of `stateless_return`). Refusing
+//! them names the key rather than letting the data path pass the service's packets to
+//! the kernel.
 use std::net::IpAddr;
 
 use super::{
@@ -38,13 +39,6 @@ pub(super) fn check_address(c: &mut Collector, field: &str, address: IpAddr) {
 pub(super) fn check_ipv6(c: &mut Collector, at: &str, s: &ServiceConfig) {
     if !s.vip.is_ipv6() {
         return;
-    }
-    if s.mode.is_dsr() {
-        c.err(
-            format!("{at}.mode"),
-            "an IPv6 VIP is served in mode nat only for now: the direct server return modes \
-             carry IPv4 only",
-        );
     }
     let edge = "edge protection (filter, rate_limit, syn_proxy) is not applied to IPv6 \
                 services yet";
@@ -163,25 +157,25 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv6_service_refuses_dsr_edge_protection_and_stateless_return_by_key() {
+    fn an_ipv6_dsr_service_with_ipv6_backends_on_its_port_is_valid() {
+        for mode in ["dsr_l2", "ipip", "gue"] {
+            let ok = service(
+                "2001:db8::100",
+                &format!(
+                    "mode: {mode}, backends: [{{ address: \"2001:db8:1::11\", port: 80, zone: \
+                     az-a }}]"
+                ),
+            );
+            assert_eq!(errors(&ok), Vec::new(), "{mode}");
+        }
+    }
+
+    #[test]
+    fn an_ipv6_service_refuses_edge_protection_and_stateless_return_by_key() {
         let b = "backends: [{ address: \"2001:db8:1::11\", port: 80, zone: az-a }]";
         let edge = "edge protection (filter, rate_limit, syn_proxy) is not applied to IPv6 \
                     services yet";
         for (rest, field, message) in [
-            (
-                "mode: dsr_l2",
-                "services[0].mode",
-                "an IPv6 VIP is served in mode nat only for now: the direct server return \
-                 modes carry IPv4 only"
-                    .to_string(),
-            ),
-            (
-                "mode: gue",
-                "services[0].mode",
-                "an IPv6 VIP is served in mode nat only for now: the direct server return \
-                 modes carry IPv4 only"
-                    .to_string(),
-            ),
             (
                 "filter: { deny: [192.0.2.0/24] }",
                 "services[0].filter",
