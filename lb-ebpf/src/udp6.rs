@@ -1,7 +1,8 @@
 //! UDP services over IPv6, both directions: as IPv4's (`udp_to_backend.rs`), a datagram
 //! follows its flow entry or, without one, is placed by the service's Maglev table and
 //! records its flow, which `lbd`'s sweep ages by `flow_timeouts.udp`; a reply with a
-//! return entry gets the VIP back as source.
+//! return entry gets the VIP back as source. A datagram placed on a DSR backend goes to
+//! `lb_dsr6` unchanged (its return entry, written as NAT66's, is never used).
 //!
 //! The checksum rule differs from IPv4's: over IPv6 a UDP checksum is mandatory (RFC 8200
 //! 8.1), so a datagram of ours with a zero one is dropped (`drop_udp_zero_checksum`), as
@@ -10,6 +11,7 @@
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     counters::Reason,
+    encap::BACKEND_F_DSR,
     flow::{FLOW_F_COUNTED, FLOW_F_DATAGRAM, FLOW_F_ESTABLISHED},
     ipv6::NatReturn6,
     net6::is_martian6,
@@ -17,7 +19,7 @@ use lb_common::{
 };
 
 use crate::{
-    count,
+    count, dsr6,
     flow6::{self, backend6, followed, new_target, Placed6},
     forward6, lookup,
     maps::{FLOWS6, NEXTHOPS},
@@ -119,6 +121,11 @@ fn place(pkt: &Packet6, service: PackedMeta, replace: bool) -> Option<(Placed6, 
 #[inline(always)]
 fn send(ctx: &XdpContext, pkt: &Packet6, placed: &Placed6, new_flow: bool) -> u32 {
     let (target, backend, addr) = placed;
+    // Direct server return: handed on unchanged by `lb_dsr6`, which counts it, as a TCP
+    // segment of a DSR service is (`to_backend6`).
+    if backend.flags & BACKEND_F_DSR != 0 {
+        return dsr6::hand_over(ctx, target.backend, target.service, new_flow);
+    }
     count::to_backend(target, pkt.frame_len, new_flow);
     if new_flow {
         // The attempts a backend's ICMPv6 port unreachables are failures of (`icmp6_nat`).
