@@ -14,9 +14,9 @@
 //! packets without a flow entry of a service that has rules or a limit
 //! ([`crate::service::SERVICE_F_EDGE`]): established flows never pay for them.
 //!
-//! The rule trie's key has room for an IPv6 prefix, so IPv6 rules are data once the data
-//! path parses IPv6; the buckets are keyed by IPv4 source ([`RateKey4`]) and IPv6 gets a
-//! bucket map of its own (an LRU hash's key size is fixed, and 8-byte keys hash faster).
+//! The rule trie holds both families' prefixes ([`EdgeAddr::v4`], [`EdgeAddr::v6`]); IPv6
+//! packets are checked by `lb_edge6`, tail-called by `lb_v6`.
+//! The buckets are keyed by IPv4 source ([`RateKey4`]).
 //!
 //! Time in the buckets is the kernel's coarse monotonic clock in whole seconds
 //! (`bpf_ktime_get_coarse_ns`, userspace `CLOCK_MONOTONIC_COARSE`), read by the data
@@ -32,8 +32,7 @@ pub const EDGE_RULES_PER_SERVICE: u32 = 64;
 /// is three stores, not a byte loop the verifier refuses to a loader without
 /// CAP_PERFMON). The prefix length of a rule for
 /// `addr/len` is [`edge_prefix_len`]`(len)`: service id and family always match whole, so
-/// an IPv4 rule never matches an IPv6 source of the same leading bits. Only IPv4 is
-/// written and looked up until the data path parses IPv6.
+/// an IPv4 rule never matches an IPv6 source of the same leading bits.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EdgeAddr {
@@ -58,9 +57,24 @@ impl EdgeAddr {
         }
     }
 
+    /// The key of IPv6 address `addr` (wire-order words) for service `service`.
+    #[inline(always)]
+    pub const fn v6(service: u32, addr: crate::ipv6::Addr6) -> Self {
+        Self {
+            service_be: service.to_be(),
+            family_be: (crate::ipv6::FAMILY_IPV6 as u32).to_be(),
+            addr,
+        }
+    }
+
     /// The IPv4 address (wire order) of a key made by [`Self::v4`].
     pub const fn v4_addr(&self) -> u32 {
         self.addr[0]
+    }
+
+    /// Whether the key is an IPv6 one ([`Self::v6`]).
+    pub const fn is_v6(&self) -> bool {
+        u32::from_be(self.family_be) == crate::ipv6::FAMILY_IPV6 as u32
     }
 }
 
@@ -72,6 +86,9 @@ pub const fn edge_prefix_len(bits: u32) -> u32 {
 
 /// The trie's prefix length of a full IPv4 source lookup.
 pub const EDGE_LOOKUP_LEN: u32 = edge_prefix_len(32);
+/// The trie's prefix length of a full IPv6 source lookup: the whole key.
+pub const EDGE_LOOKUP_LEN6: u32 = edge_prefix_len(128);
+const _: () = assert!(EDGE_LOOKUP_LEN6 as usize == 8 * core::mem::size_of::<EdgeAddr>());
 
 /// A rule: what it decides and which counter slot counts its matches.
 #[repr(C)]
@@ -361,5 +378,18 @@ mod tests {
         assert_eq!(key.addr[1..], [0, 0, 0]);
         assert_eq!(key.v4_addr(), u32::from_ne_bytes([192, 0, 2, 7]));
         assert_eq!(EDGE_LOOKUP_LEN, 96);
+        assert!(!key.is_v6());
+    }
+
+    #[test]
+    fn an_ipv6_key_has_the_family_6_and_the_whole_address() {
+        let addr =
+            crate::ipv6::addr6_wire([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
+        let key = EdgeAddr::v6(3, addr);
+        assert_eq!(key.service_be.to_ne_bytes(), [0, 0, 0, 3]);
+        assert_eq!(key.family_be.to_ne_bytes(), [0, 0, 0, 6]);
+        assert_eq!(key.addr, addr);
+        assert!(key.is_v6());
+        assert_eq!(EDGE_LOOKUP_LEN6, 192);
     }
 }

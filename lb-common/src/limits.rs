@@ -36,8 +36,10 @@ pub const PROGRAMS_SLOT_DSR: u32 = 4;
 pub const PROGRAMS_SLOT_UDP: u32 = 5;
 /// Slot of [`PROGRAM_V6`] in [`MAP_PROGRAMS`].
 pub const PROGRAMS_SLOT_V6: u32 = 6;
+/// Slot of [`PROGRAM_EDGE6`] in [`MAP_PROGRAMS`].
+pub const PROGRAMS_SLOT_EDGE6: u32 = 8;
 /// Slots of [`MAP_PROGRAMS`].
-pub const PROGRAMS_SLOTS: u32 = 7;
+pub const PROGRAMS_SLOTS: u32 = 10;
 pub const MAP_POLICY_TABLE: &str = "POLICY_TABLE";
 pub const MAP_RR_CURSOR: &str = "RR_CURSOR";
 pub const MAP_ACTIVE_FLOWS: &str = "ACTIVE_FLOWS";
@@ -102,7 +104,7 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 17;
+pub const LAYOUT_VERSION: u32 = 18;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
@@ -166,6 +168,10 @@ pub const PROGRAM_UDP: &str = "lb_udp";
 /// from a maybe-backend (by the prefilter's bit of `ipv6::fold`): IPv6 TCP and UDP
 /// services' both directions (see `lb-ebpf/src/v6.rs`).
 pub const PROGRAM_V6: &str = "lb_v6";
+/// Name of the program `lb_v6` tail-calls for an IPv6 packet of a protected service
+/// without a flow entry: the edge checks (source rules), which hand an admitted packet
+/// back to `lb_v6` (see `lb-ebpf/src/edge6.rs`).
+pub const PROGRAM_EDGE6: &str = "lb_edge6";
 
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
 /// The most services a config may allow: each service's index slot fits the SYN cache's

@@ -235,7 +235,7 @@ fn count_rate_limited(service: u32) {
 /// Counts a rule's drop: on the rule's hit counter, or (no allow rule matched) on the
 /// service's `not_allowed`, or nowhere ([`DROP_MEMO_NO_RULE`]).
 #[inline(always)]
-fn count_rule_drop(service: u32, counter: u32) {
+pub fn count_rule_drop(service: u32, counter: u32) {
     if counter == DROP_MEMO_NO_RULE {
         return;
     }

@@ -201,6 +201,11 @@ pub static SYN_PROXY_SYNS: PerCpuArray<u64> =
 #[map]
 pub static EDGE_DROP_MEMO: Array<DropMemo> = Array::with_max_entries(EDGE_DROP_MEMO_SLOTS, 0);
 
+/// The tuple of the IPv6 packet `lb_edge6` admitted and handed back to `lb_v6` (see
+/// `edge6`): per CPU, and a tail call runs on the CPU that made it.
+#[map]
+pub static EDGE6_ADMITTED: PerCpuArray<FlowKey6> = PerCpuArray::with_max_entries(1, 0);
+
 /// VIP addresses, for packets no service listens for (`unlisted_ports`).
 #[map]
 pub static VIP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(DEFAULT_MAX_SERVICES, 0);

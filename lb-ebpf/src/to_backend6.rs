@@ -18,7 +18,7 @@ use lb_common::{
 };
 
 use crate::{
-    count,
+    count, edge6,
     flow::{self, Side},
     flow6::{self, backend6, followed, new_target, Placed6},
     forward6, lookup,
@@ -56,6 +56,9 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet6) -> Option<u32> {
     }
     if !pkt.hop_allows() {
         return Some(count::pass(Reason::PassTtlExpired));
+    }
+    if let Some(action) = edge6::check(ctx, pkt, service) {
+        return Some(action);
     }
     Some(match place(pkt, service, syn) {
         Some((placed, new_flow)) => send(ctx, pkt, &placed, new_flow),

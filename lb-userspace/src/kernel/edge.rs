@@ -1,13 +1,17 @@
 //! The edge protection maps' writes and reads (see `lb_common::edge`).
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::Context as _;
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
     Array, HashMap, MapData, PerCpuArray, PerCpuValues,
 };
-use lb_common::edge::{
-    edge_prefix_len, DropMemo, EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
+use lb_common::{
+    edge::{
+        edge_prefix_len, DropMemo, EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4,
+        TokenBucket,
+    },
+    ipv6::addr6_wire,
 };
 
 use super::KernelDataplane;
@@ -28,18 +32,27 @@ pub struct EdgeMaps {
 }
 
 fn trie_key(key: &EdgeRuleKey) -> Key<EdgeAddr> {
-    let addr = u32::from_ne_bytes(key.net.octets());
-    Key::new(
-        edge_prefix_len(key.len.into()),
-        EdgeAddr::v4(key.service, addr),
-    )
+    let data = match key.net {
+        IpAddr::V4(net) => EdgeAddr::v4(key.service, u32::from_ne_bytes(net.octets())),
+        IpAddr::V6(net) => EdgeAddr::v6(key.service, addr6_wire(net.octets())),
+    };
+    Key::new(edge_prefix_len(key.len.into()), data)
 }
 
 fn rule_key(key: &Key<EdgeAddr>) -> EdgeRuleKey {
     let data = key.data();
+    let net = if data.is_v6() {
+        let mut octets = [0u8; 16];
+        for (bytes, word) in octets.chunks_exact_mut(4).zip(data.addr) {
+            bytes.copy_from_slice(&word.to_ne_bytes());
+        }
+        IpAddr::V6(Ipv6Addr::from(octets))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(data.v4_addr().to_ne_bytes()))
+    };
     EdgeRuleKey {
         service: u32::from_be(data.service_be),
-        net: Ipv4Addr::from(data.v4_addr().to_ne_bytes()),
+        net,
         len: (key.prefix_len() - edge_prefix_len(0)) as u8,
     }
 }
@@ -198,6 +211,29 @@ fn each_bucket_once<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rules_trie_key_reads_back_as_the_rule_in_both_families() {
+        for (net, len) in [
+            ("192.0.2.0", 24),
+            ("2001:db8:66::", 48),
+            ("2001:db8::7", 128),
+        ] {
+            let key = EdgeRuleKey {
+                service: 5,
+                net: net.parse().unwrap(),
+                len,
+            };
+            assert_eq!(rule_key(&trie_key(&key)), key, "{net}/{len}");
+        }
+        let v6 = trie_key(&EdgeRuleKey {
+            service: 5,
+            net: "2001:db8:66::".parse().unwrap(),
+            len: 48,
+        });
+        assert_eq!(v6.prefix_len(), 64 + 48);
+        assert_eq!(v6.data().addr[0].to_ne_bytes(), [0x20, 0x01, 0x0d, 0xb8]);
+    }
 
     #[test]
     fn a_walk_that_the_kernel_restarts_forever_ends_at_the_first_key_seen_twice() {

@@ -136,6 +136,7 @@ fn load_programs(
         (PROGRAM_DSR, PROGRAMS_SLOT_DSR),
         (PROGRAM_UDP, PROGRAMS_SLOT_UDP),
         (PROGRAM_V6, PROGRAMS_SLOT_V6),
+        (PROGRAM_EDGE6, PROGRAMS_SLOT_EDGE6),
     ] {
         let program: &mut Xdp = ebpf
             .program_mut(name)

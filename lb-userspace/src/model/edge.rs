@@ -11,13 +11,15 @@ use lb_common::edge::{
     EDGE_S_RATE_LIMIT, EDGE_S_RULES,
 };
 
+use super::config::SourceNet;
 use super::{config::Config, plan::Plan};
 
-/// A rule's place in the trie: its service's id and source prefix.
+/// A rule's place in the trie: its service's id and source prefix (of the service's
+/// VIP's family).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EdgeRuleKey {
     pub service: u32,
-    pub net: Ipv4Addr,
+    pub net: IpAddr,
     pub len: u8,
 }
 
@@ -67,7 +69,7 @@ pub fn edge_tables(
             continue;
         };
         let mut wanted: BTreeMap<EdgeRuleKey, u32> = BTreeMap::new();
-        let key = |net: &super::config::Ipv4Net| EdgeRuleKey {
+        let key = |net: &SourceNet| EdgeRuleKey {
             service: id,
             net: net.address,
             len: net.len,

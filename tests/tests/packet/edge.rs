@@ -67,7 +67,7 @@ fn syn_from(src: Ipv4Addr, vip: Ipv4Addr, sport: u16) -> Frame {
 fn counter_of(c: &Controller<KernelDataplane>, net: [u8; 4], len: u8, verdict: u32) -> u32 {
     let key = EdgeRuleKey {
         service: service_id(c, "guarded"),
-        net: Ipv4Addr::from(net),
+        net: Ipv4Addr::from(net).into(),
         len,
     };
     let rule = c.edge_tables().rules[&key];
@@ -373,7 +373,7 @@ fn a_blocked_sources_next_syns_are_dropped_by_lb_xdp_and_counted_as_lb_edge_coun
         let source = Ipv4Addr::new(10, 10, 8, 8);
         let admitting = c.edge_tables().rules[&EdgeRuleKey {
             service: service_id(c, "walled"),
-            net: Ipv4Addr::new(10, 10, 0, 0),
+            net: Ipv4Addr::new(10, 10, 0, 0).into(),
             len: 16,
         }]
             .counter;

@@ -10,6 +10,7 @@ mod ageing;
 mod decap;
 mod dsr;
 mod edge;
+mod edge6;
 mod explain;
 mod fuzz;
 mod fuzz_icmp6;

@@ -82,7 +82,7 @@ mod tests {
         c.apply(&denied).unwrap();
         let key = EdgeRuleKey {
             service: 0,
-            net: Ipv4Addr::new(192, 0, 2, 0),
+            net: Ipv4Addr::new(192, 0, 2, 0).into(),
             len: 24,
         };
         let rule = c.dataplane().edge.rules[&key];

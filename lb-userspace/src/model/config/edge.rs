@@ -4,18 +4,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{announce::Ipv4Net, duration};
+use super::{duration, source_net::SourceNet};
 
-/// A service's source rules: the most specific prefix matching a new connection's
-/// source decides; a prefix in both lists is denied; with any `allow` rule a source no
+/// A service's source rules, prefixes of the VIP's family: the most specific prefix
+/// matching a new connection's source decides; a prefix in both lists is denied; with any `allow` rule a source no
 /// rule matches is refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceFilter {
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub allow: Vec<Ipv4Net>,
+    pub allow: Vec<SourceNet>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub deny: Vec<Ipv4Net>,
+    pub deny: Vec<SourceNet>,
 }
 
 impl SourceFilter {

@@ -2,6 +2,7 @@
 use lb_common::edge::EDGE_RULES_PER_SERVICE;
 
 use super::{collector::Collector, duration, edge::MAX_BLOCK, model::ServiceConfig};
+use crate::model::family::family_name;
 
 /// Checks a service's `filter` and `rate_limit`.
 pub(super) fn check_edge(c: &mut Collector, at: &str, s: &ServiceConfig) {
@@ -18,6 +19,20 @@ pub(super) fn check_edge(c: &mut Collector, at: &str, s: &ServiceConfig) {
                 c.err(
                     format!("{at}.filter.{list}[{i}]"),
                     format!("{net} is listed twice"),
+                );
+            }
+            // A VIP is reached over its own family only (NAT keeps the family), so a rule
+            // of the other family could never match: a mistake, not a rule.
+            if net.is_ipv6() != s.vip.is_ipv6() {
+                c.err(
+                    format!("{at}.filter.{list}[{i}]"),
+                    format!(
+                        "{net} is {} but the service's VIP {} is {}: a service's source rules \
+                         are of its VIP's family, as its clients are",
+                        family_name(net.address),
+                        s.vip,
+                        family_name(s.vip)
+                    ),
                 );
             }
         }
@@ -78,6 +93,36 @@ mod tests {
         let errors = fields("filter: { deny: [10.1.2.3/8] }");
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("address bits beyond /8"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_rule_of_the_other_family_than_the_vip_is_refused_naming_both() {
+        assert_eq!(
+            fields("filter: { allow: [10.0.0.0/8], deny: [\"2001:db8:66::/48\"] }"),
+            [
+                "services[0].filter.deny[0]: 2001:db8:66::/48 is IPv6 but the service's VIP \
+              10.0.0.1 is IPv4: a service's source rules are of its VIP's family, as its \
+              clients are"
+            ]
+        );
+        let v6 = parse(&format!(
+            "{BASE}  - {{ name: web6, vip: \"2001:db8::100\", port: 80, filter: {{ allow: \
+             [\"2001:db8:10::/48\", 192.0.2.0/24] }} }}\n"
+        ))
+        .unwrap_err();
+        let got: Vec<String> = v6
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "services[0].filter.allow[1]: 192.0.2.0/24 is IPv4 but the service's VIP \
+              2001:db8::100 is IPv6: a service's source rules are of its VIP's family, as its \
+              clients are"
+            ]
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The rules of IPv6 services (see docs/ipv6.md): a service's backends are of its VIP's
 //! family (NAT translates addresses within one family), and an IPv6 service is served in
 //! mode nat without the features whose kernel state is IPv4 only so far (the DSR modes,
-//! edge protection, the reverse map of `stateless_return`). Refusing them names the key
+//! the SYN rate limit and proxy, the reverse map of `stateless_return`). Refusing them names the key
 //! rather than letting the data path pass the service's packets to the kernel.
 use std::net::IpAddr;
 
@@ -46,11 +46,7 @@ pub(super) fn check_ipv6(c: &mut Collector, at: &str, s: &ServiceConfig) {
              carry IPv4 only",
         );
     }
-    let edge = "edge protection (filter, rate_limit, syn_proxy) is not applied to IPv6 \
-                services yet";
-    if !s.filter.is_empty() {
-        c.err(format!("{at}.filter"), format!("{edge}; remove filter"));
-    }
+    let edge = "edge protection (rate_limit, syn_proxy) is not applied to IPv6 services yet";
     if s.rate_limit.is_some() {
         c.err(
             format!("{at}.rate_limit"),
@@ -165,8 +161,7 @@ mod tests {
     #[test]
     fn an_ipv6_service_refuses_dsr_edge_protection_and_stateless_return_by_key() {
         let b = "backends: [{ address: \"2001:db8:1::11\", port: 80, zone: az-a }]";
-        let edge = "edge protection (filter, rate_limit, syn_proxy) is not applied to IPv6 \
-                    services yet";
+        let edge = "edge protection (rate_limit, syn_proxy) is not applied to IPv6 services yet";
         for (rest, field, message) in [
             (
                 "mode: dsr_l2",
@@ -181,11 +176,6 @@ mod tests {
                 "an IPv6 VIP is served in mode nat only for now: the direct server return \
                  modes carry IPv4 only"
                     .to_string(),
-            ),
-            (
-                "filter: { deny: [192.0.2.0/24] }",
-                "services[0].filter",
-                format!("{edge}; remove filter"),
             ),
             (
                 "rate_limit: { syns_per_second: 10, burst: 10 }",
