@@ -71,6 +71,9 @@ pub const MAP_EDGE_SERVICES: &str = "EDGE_SERVICES";
 pub const MAP_EDGE_COUNTERS: &str = "EDGE_COUNTERS";
 /// Token buckets of sources (LRU, `limits.rate_limit_sources` entries).
 pub const MAP_RATE_BUCKETS: &str = "RATE_BUCKETS";
+/// Token buckets of IPv6 source prefixes (`edge::RateKey6`; LRU, also
+/// `limits.rate_limit_sources` entries).
+pub const MAP_RATE_BUCKETS6: &str = "RATE_BUCKETS6";
 /// Recent rule drops by source (`edge::DropMemo`), `edge::EDGE_DROP_MEMO_SLOTS` slots.
 pub const MAP_EDGE_DROP_MEMO: &str = "EDGE_DROP_MEMO";
 /// VIP addresses (wire order) -> 0: what `unlisted_ports` applies to.

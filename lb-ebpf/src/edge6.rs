@@ -1,5 +1,6 @@
 //! Edge protection over IPv6 (see `edge` for IPv4, docs/edge-protection.md): the source
-//! rules of a protected IPv6 service's packets without a flow entry. They run in
+//! rules and the SYN rate limit (per source prefix, `lb_common::edge::RateKey6`) of a
+//! protected IPv6 service's packets without a flow entry. They run in
 //! `lb_edge6`, a program of its own that `lb_v6` tail-calls before placement ([`check`]),
 //! as `lb_v6`'s frame is shared by every IPv6 stage. A packet `lb_edge6` admits is handed
 //! back to `lb_v6`, which places it: `lb_edge6` leaves the packet's tuple in the per-CPU
@@ -11,20 +12,21 @@ use aya_ebpf::{macros::xdp, maps::lpm_trie::Key, programs::XdpContext};
 use lb_common::{
     counters::Reason,
     edge::{
-        EdgeAddr, DROP_MEMO_NOT_ALLOWED, EDGE_DENY, EDGE_LOOKUP_LEN6, EDGE_S_ALLOW_LIST,
-        EDGE_S_RULES,
+        EdgeAddr, RateKey6, Take, DROP_MEMO_NOT_ALLOWED, EDGE_DENY, EDGE_LOOKUP_LEN6,
+        EDGE_S_ALLOW_LIST, EDGE_S_RATE_LIMIT, EDGE_S_RULES,
     },
-    ipv6::{FlowKey6, FAMILY_IPV6},
+    ipv6::{Addr6, FlowKey6, FAMILY_IPV6},
     limits::{PROGRAMS_SLOT_EDGE6, PROGRAMS_SLOT_V6},
+    net::{TCP_ACK, TCP_SYN},
     service::SERVICE_F_EDGE,
     service_index::PackedMeta,
 };
 
 use crate::{
     count,
-    edge::count_rule_drop,
+    edge::{count_rate_limited, count_rule_drop, take_from},
     flow6,
-    maps::{EDGE6_ADMITTED, EDGE_RULES, EDGE_SERVICES, PROGRAMS},
+    maps::{EDGE6_ADMITTED, EDGE_RULES, EDGE_SERVICES, PROGRAMS, RATE_BUCKETS6},
     parse6::{self, Packet6},
 };
 
@@ -70,7 +72,8 @@ pub fn lb_edge6(ctx: XdpContext) -> u32 {
     let Some(service) = flow6::service6(&pkt.flow) else {
         return count::pass(Reason::PassNoService);
     };
-    if let Some(why) = verdict(service.id(), &pkt.flow.src_addr) {
+    let syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if let Some(why) = verdict(service.id(), &pkt.flow.src_addr, syn) {
         return count::drop(why);
     }
     let Some(mark) = EDGE6_ADMITTED.get_ptr_mut(0) else {
@@ -84,25 +87,35 @@ pub fn lb_edge6(ctx: XdpContext) -> u32 {
     count::drop(Reason::DropEdgeDenied)
 }
 
-/// The rules' verdict on source `src` (wire order) of a packet to service `service`, as
+/// The edge verdict on source `src` (wire order) of a packet to service `service`, as
 /// IPv4's (`edge::verdict`): the most specific rule matching the source decides (counted
-/// on that rule); with an allow list and no match it is refused. `None`: admitted.
+/// on that rule); with an allow list and no match it is refused; a SYN (`syn`) then takes
+/// a token from its source prefix's bucket. `None`: admitted.
 #[inline(always)]
-fn verdict(service: u32, src: &[u32; 4]) -> Option<Reason> {
+fn verdict(service: u32, src: &Addr6, syn: bool) -> Option<Reason> {
     let settings = EDGE_SERVICES.get(service).copied()?;
-    if settings.flags & EDGE_S_RULES == 0 {
-        return None;
-    }
-    let key = Key::new(EDGE_LOOKUP_LEN6, EdgeAddr::v6(service, *src));
-    match EDGE_RULES.get(&key).copied() {
-        Some(rule) => {
-            count_rule_drop(service, rule.counter);
-            (rule.verdict == EDGE_DENY).then_some(Reason::DropEdgeDenied)
+    if settings.flags & EDGE_S_RULES != 0 {
+        let key = Key::new(EDGE_LOOKUP_LEN6, EdgeAddr::v6(service, *src));
+        match EDGE_RULES.get(&key).copied() {
+            Some(rule) => {
+                count_rule_drop(service, rule.counter);
+                if rule.verdict == EDGE_DENY {
+                    return Some(Reason::DropEdgeDenied);
+                }
+            }
+            None if settings.flags & EDGE_S_ALLOW_LIST != 0 => {
+                count_rule_drop(service, DROP_MEMO_NOT_ALLOWED);
+                return Some(Reason::DropEdgeNotAllowed);
+            }
+            None => {}
         }
-        None if settings.flags & EDGE_S_ALLOW_LIST != 0 => {
-            count_rule_drop(service, DROP_MEMO_NOT_ALLOWED);
-            Some(Reason::DropEdgeNotAllowed)
-        }
-        None => None,
     }
+    if syn && settings.flags & EDGE_S_RATE_LIMIT != 0 {
+        let key = RateKey6::of(service, src, settings.prefix6_len);
+        if take_from(&RATE_BUCKETS6, key, &settings).0 == Take::Drop {
+            count_rate_limited(service);
+            return Some(Reason::DropRateLimited);
+        }
+    }
+    None
 }

@@ -12,7 +12,7 @@ use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters, REASON_COUNT},
     edge::{
-        DropMemo, EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
+        DropMemo, EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4, RateKey6, TokenBucket,
         EDGE_DROP_MEMO_SLOTS, EDGE_RULES_PER_SERVICE,
     },
     encap::DsrHop,
@@ -183,6 +183,11 @@ pub static EDGE_COUNTERS: PerCpuArray<EdgeCounters> =
 /// Token buckets of sources, per service (see `lb_common::edge::TokenBucket`).
 #[map]
 pub static RATE_BUCKETS: LruHashMap<RateKey4, TokenBucket> =
+    LruHashMap::with_max_entries(DEFAULT_RATE_LIMIT_SOURCES, 0);
+
+/// Token buckets of IPv6 source prefixes, per service (see `lb_common::edge::RateKey6`).
+#[map]
+pub static RATE_BUCKETS6: LruHashMap<RateKey6, TokenBucket> =
     LruHashMap::with_max_entries(DEFAULT_RATE_LIMIT_SOURCES, 0);
 
 /// Flows opened through the SYN proxy, by client -> VIP tuple (see

@@ -9,7 +9,7 @@ use aya::maps::{
 use lb_common::{
     edge::{
         edge_prefix_len, DropMemo, EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4,
-        TokenBucket,
+        RateKey6, TokenBucket,
     },
     ipv6::addr6_wire,
 };
@@ -27,6 +27,7 @@ pub struct EdgeMaps {
     pub services: Array<MapData, EdgeService>,
     pub counters: PerCpuArray<MapData, EdgeCounters>,
     pub buckets: HashMap<MapData, RateKey4, TokenBucket>,
+    pub buckets6: HashMap<MapData, RateKey6, TokenBucket>,
     pub drop_memo: Array<MapData, DropMemo>,
     pub vips: HashMap<MapData, u32, u32>,
 }
@@ -42,11 +43,7 @@ fn trie_key(key: &EdgeRuleKey) -> Key<EdgeAddr> {
 fn rule_key(key: &Key<EdgeAddr>) -> EdgeRuleKey {
     let data = key.data();
     let net = if data.is_v6() {
-        let mut octets = [0u8; 16];
-        for (bytes, word) in octets.chunks_exact_mut(4).zip(data.addr) {
-            bytes.copy_from_slice(&word.to_ne_bytes());
-        }
-        IpAddr::V6(Ipv6Addr::from(octets))
+        IpAddr::V6(addr6_of(&data.addr))
     } else {
         IpAddr::V4(Ipv4Addr::from(data.v4_addr().to_ne_bytes()))
     };
@@ -132,17 +129,24 @@ impl KernelDataplane {
         Ok(())
     }
 
-    /// See [`crate::dataplane::Dataplane::limited_sources`]: one walk of the buckets.
+    /// See [`crate::dataplane::Dataplane::limited_sources`]: one walk of each family's
+    /// buckets.
     pub(super) fn read_limited_sources(&self, limit: usize) -> anyhow::Result<Vec<LimitedSource>> {
-        let sources: Vec<LimitedSource> = each_bucket_once(self.edge.buckets.iter())
+        let v4 = each_bucket_once(self.edge.buckets.iter())
             .into_iter()
             .map(|(key, bucket)| LimitedSource {
                 service: key.service,
-                source: Ipv4Addr::from(key.addr.to_ne_bytes()),
+                source: IpAddr::V4(Ipv4Addr::from(key.addr.to_ne_bytes())),
                 bucket,
-            })
-            .collect();
-        Ok(most_limited(sources, limit))
+            });
+        let v6 = each_bucket_once(self.edge.buckets6.iter())
+            .into_iter()
+            .map(|(key, bucket)| LimitedSource {
+                service: key.service,
+                source: IpAddr::V6(addr6_of(&key.prefix)),
+                bucket,
+            });
+        Ok(most_limited(v4.chain(v6), limit))
     }
 
     /// See [`crate::dataplane::Dataplane::reset_edge_state`]: the services' counters
@@ -163,15 +167,15 @@ impl KernelDataplane {
             .filter(|key| ids.contains(&key.service))
             .collect();
         for key in &theirs {
-            // Evicted meanwhile is as good as deleted.
-            match self.edge.buckets.remove(key) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("deleting a bucket of service id {}", key.service)
-                    })
-                }
-            }
+            gone(self.edge.buckets.remove(key), key.service)?;
+        }
+        let theirs6: Vec<RateKey6> = each_bucket_once(self.edge.buckets6.iter())
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| ids.contains(&key.service))
+            .collect();
+        for key in &theirs6 {
+            gone(self.edge.buckets6.remove(key), key.service)?;
         }
         Ok(())
     }
@@ -189,18 +193,35 @@ impl KernelDataplane {
     }
 }
 
+/// A bucket's delete: evicted meanwhile is as good as deleted.
+fn gone(removed: Result<(), aya::maps::MapError>, service: u32) -> anyhow::Result<()> {
+    match removed {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("deleting a bucket of service id {service}")),
+    }
+}
+
+/// The address of wire-order words `words`.
+fn addr6_of(words: &[u32; 4]) -> Ipv6Addr {
+    let mut octets = [0u8; 16];
+    for (bytes, word) in octets.chunks_exact_mut(4).zip(words) {
+        bytes.copy_from_slice(&word.to_ne_bytes());
+    }
+    Ipv6Addr::from(octets)
+}
+
 /// The entries of one walk of the bucket map, each once. An entry evicted during the walk
 /// ends it early (what was read stands); so does the first key seen twice: when the key
 /// the walk stands on is evicted (a flood evicts all the time) the kernel's next-key
 /// restarts from the first, and under a steady flood the walk would never end.
-fn each_bucket_once<E>(
-    entries: impl IntoIterator<Item = Result<(RateKey4, TokenBucket), E>>,
-) -> Vec<(RateKey4, TokenBucket)> {
+fn each_bucket_once<K: Copy + Eq + std::hash::Hash, E>(
+    entries: impl IntoIterator<Item = Result<(K, TokenBucket), E>>,
+) -> Vec<(K, TokenBucket)> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for entry in entries {
         let Ok((key, bucket)) = entry else { break };
-        if !seen.insert((key.service, key.addr)) {
+        if !seen.insert(key) {
             break;
         }
         out.push((key, bucket));

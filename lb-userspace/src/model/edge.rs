@@ -7,8 +7,8 @@ use std::{
 };
 
 use lb_common::edge::{
-    EdgeRule, EdgeService, EDGE_ALLOW, EDGE_DENY, EDGE_RULES_PER_SERVICE, EDGE_S_ALLOW_LIST,
-    EDGE_S_RATE_LIMIT, EDGE_S_RULES,
+    EdgeRule, EdgeService, DEFAULT_RATE_PREFIX6_LEN, EDGE_ALLOW, EDGE_DENY, EDGE_RULES_PER_SERVICE,
+    EDGE_S_ALLOW_LIST, EDGE_S_RATE_LIMIT, EDGE_S_RULES,
 };
 
 use super::config::SourceNet;
@@ -87,16 +87,23 @@ pub fn edge_tables(
         if wanted.values().any(|v| *v == EDGE_ALLOW) || !s.filter.allow.is_empty() {
             flags |= EDGE_S_ALLOW_LIST;
         }
-        let (rate, burst, block_secs) = match &s.rate_limit {
+        let (rate, burst, block_secs, prefix6_len) = match &s.rate_limit {
             Some(limit) => {
                 flags |= EDGE_S_RATE_LIMIT;
+                let prefix6_len = match s.vip {
+                    IpAddr::V6(_) => limit
+                        .ipv6_prefix_len
+                        .map_or(DEFAULT_RATE_PREFIX6_LEN, u32::from),
+                    IpAddr::V4(_) => 0,
+                };
                 (
                     limit.syns_per_second,
                     limit.burst,
                     limit.block.as_secs() as u32,
+                    prefix6_len,
                 )
             }
-            None => (0, 0, 0),
+            None => (0, 0, 0, 0),
         };
         if flags != 0 {
             tables.listeners.insert(id, (s.vip, s.port));
@@ -107,6 +114,7 @@ pub fn edge_tables(
                     rate,
                     burst,
                     block_secs,
+                    prefix6_len,
                 },
             );
         }
@@ -230,6 +238,16 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_services_buckets_are_per_prefix_of_the_configured_length_or_a_64() {
+        let t = tables(
+            "  - { name: web6, vip: \"2001:db8::100\", port: 80, rate_limit: { syns_per_second: 5, burst: 10 } }\n  - { name: api6, vip: \"2001:db8::101\", port: 80, rate_limit: { syns_per_second: 5, burst: 10, ipv6_prefix_len: 56 } }\n",
+            &BTreeMap::new(),
+        );
+        let lens: Vec<u32> = t.services.values().map(|s| s.prefix6_len).collect();
+        assert_eq!(lens, [64, 56]);
+    }
+
+    #[test]
     fn a_rate_limit_alone_protects_a_service_and_unprotected_ones_have_no_settings() {
         let t = tables(
             "  - { name: web, vip: 10.0.0.1, port: 80, rate_limit: { syns_per_second: 5, burst: 10, block: 30s } }\n  - { name: api, vip: 10.0.0.2, port: 80 }\n",
@@ -243,7 +261,8 @@ mod tests {
                     flags: EDGE_S_RATE_LIMIT,
                     rate: 5,
                     burst: 10,
-                    block_secs: 30
+                    block_secs: 30,
+                    prefix6_len: 0,
                 }
             )])
         );

@@ -20,16 +20,19 @@ use lb_tests::{
 };
 use lb_userspace::{
     control::tables::Controller,
-    dataplane::Counters,
+    dataplane::{Counters, Dataplane},
     kernel::KernelDataplane,
     model::{config, edge::EdgeRuleKey},
+    ops::edge::bucket_clock_secs,
 };
 
 const GUARDED_VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x120);
 const BACKEND6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x11);
 
 /// `guarded6`: allow 2001:db8:10::/48 but deny 2001:db8:10:5::/64 except
-/// 2001:db8:10:5::8/126, and 2001:db8:10:9::/64 both ways; one backend.
+/// 2001:db8:10:5::8/126, and 2001:db8:10:9::/64 both ways. `limited6`: 1 SYN a second per
+/// source /64 (the default), bursts of 3; `limited56`: per /56, bursts of 2. One backend
+/// each.
 const CONFIG: &str = lb_tests::rig_config_with!(
     r#"  - name: guarded6
     vip: "2001:db8:100::120"
@@ -39,14 +42,30 @@ const CONFIG: &str = lb_tests::rig_config_with!(
       deny: ["2001:db8:10:5::/64", "2001:db8:10:9::/64"]
     backends:
       - { address: "2001:db8:1::11", port: 8080, zone: az-a }
+  - name: limited6
+    vip: "2001:db8:100::121"
+    port: 80
+    rate_limit: { syns_per_second: 1, burst: 3 }
+    backends:
+      - { address: "2001:db8:1::11", port: 8080, zone: az-a }
+  - name: limited56
+    vip: "2001:db8:100::122"
+    port: 80
+    rate_limit: { syns_per_second: 1, burst: 2, ipv6_prefix_len: 56 }
+    backends:
+      - { address: "2001:db8:1::11", port: 8080, zone: az-a }
 "#
 );
 
 fn syn_from(src: Ipv6Addr, sport: u16) -> Frame6 {
+    syn_to(GUARDED_VIP6, src, sport)
+}
+
+fn syn_to(vip: Ipv6Addr, src: Ipv6Addr, sport: u16) -> Frame6 {
     Frame6 {
         src_mac: CLIENT_MAC,
         src,
-        dst: GUARDED_VIP6,
+        dst: vip,
         sport,
         flags: SYN,
         ..Frame6::default()
@@ -198,4 +217,97 @@ fn an_ipv6_source_denied_later_keeps_its_established_flow_but_opens_no_new_one()
         let r = run_counted(dp, c0, &again.bytes(), Reason::DropEdgeDenied);
         assert_eq!(r.action, XDP_DROP, "a new connection is refused");
     });
+}
+
+/// Every source of one /64 (and, with `ipv6_prefix_len: 56`, of one /56) takes its SYNs'
+/// tokens from one bucket: the burst passes, rewritten, and the rest is dropped and
+/// counted exactly; another prefix has a bucket of its own. Each burst runs within one
+/// second of the buckets' clock (checked after; the run repeated on a fresh data path, at
+/// most 3 times, if a second ended inside it).
+#[test]
+fn an_ipv6_source_prefix_passes_its_burst_of_syns_and_the_rest_is_dropped_and_counted() {
+    for attempt in 0..3 {
+        if prefix_bursts_within_one_second() {
+            return;
+        }
+        eprintln!("attempt {attempt}: a second ended inside a burst; again");
+    }
+    panic!("3 attempts, each with a second ending inside a burst");
+}
+
+/// One run of the test above; false if the bursts did not fit in one second.
+fn prefix_bursts_within_one_second() -> bool {
+    let rig = Rig::build();
+    let (c0, b0_mac) = (rig.c0, rig.b0_mac);
+    rig.with_dataplane(CONFIG, |c| {
+        let limited6: Ipv6Addr = "2001:db8:100::121".parse().unwrap();
+        let limited56: Ipv6Addr = "2001:db8:100::122".parse().unwrap();
+        let dp = c.dataplane();
+        let send = |vip: Ipv6Addr, src: &str, sport: u16, reason: Reason| {
+            let syn = syn_to(vip, src.parse().unwrap(), sport);
+            let r = run_counted(dp, c0, &syn.bytes(), reason);
+            if reason == Reason::RedirectInterface {
+                expect_to_backend6(&r, &syn, b0_mac, src);
+            } else {
+                assert_eq!(r.action, XDP_DROP, "SYN from {src}");
+            }
+        };
+        let (pass, limited) = (Reason::RedirectInterface, Reason::DropRateLimited);
+        let second = crate::edge::fresh_second();
+        // Five addresses of one /64, then one of the next /64.
+        for (i, reason) in [pass, pass, pass, limited, limited].into_iter().enumerate() {
+            send(
+                limited6,
+                &format!("2001:db8:66:1::{}", i + 1),
+                44000 + i as u16,
+                reason,
+            );
+        }
+        send(limited6, "2001:db8:66:2::1", 44010, pass);
+        // Per /56: three /64s of one /56 share a bucket of 2.
+        for (i, (src, reason)) in [
+            ("2001:db8:66:1::1", pass),
+            ("2001:db8:66:2::1", pass),
+            ("2001:db8:66:3::1", limited),
+            ("2001:db8:66:100::1", pass),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            send(limited56, src, 44100 + i as u16, reason);
+        }
+        if bucket_clock_secs() != second {
+            return false;
+        }
+        let id6 = service_id(c, "limited6");
+        let id56 = service_id(c, "limited56");
+        assert_eq!(dp.edge_counters(id6).unwrap().rate_limited, 2);
+        assert_eq!(dp.edge_counters(id56).unwrap().rate_limited, 1);
+        let listed: Vec<(u32, String, u64)> = dp
+            .limited_sources(10)
+            .unwrap()
+            .iter()
+            .map(|l| (l.service, l.source.to_string(), l.bucket.dropped))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (id6, "2001:db8:66:1::".to_string(), 2),
+                (id56, "2001:db8:66::".to_string(), 1)
+            ]
+        );
+        // A removed service's buckets go with it.
+        let mut without = config::parse(CONFIG).unwrap();
+        without.services.retain(|s| s.name != "limited6");
+        c.apply(&without).unwrap();
+        let left: Vec<u32> = c
+            .dataplane()
+            .limited_sources(10)
+            .unwrap()
+            .iter()
+            .map(|l| l.service)
+            .collect();
+        assert_eq!(left, [id56]);
+        true
+    })
 }

@@ -131,7 +131,7 @@ mod tests {
         );
         fake.buckets.push(LimitedSource {
             service: id,
-            source: Ipv4Addr::new(198, 51, 100, 1),
+            source: Ipv4Addr::new(198, 51, 100, 1).into(),
             bucket: TokenBucket {
                 dropped: 7,
                 ..TokenBucket::default()

@@ -1,7 +1,12 @@
 //! Validation of a service's edge protection keys (see `super::edge`).
 use lb_common::edge::EDGE_RULES_PER_SERVICE;
 
-use super::{collector::Collector, duration, edge::MAX_BLOCK, model::ServiceConfig};
+use super::{
+    collector::Collector,
+    duration,
+    edge::{MAX_BLOCK, MIN_RATE_PREFIX6_LEN},
+    model::ServiceConfig,
+};
 use crate::model::family::family_name;
 
 /// Checks a service's `filter` and `rate_limit`.
@@ -46,6 +51,21 @@ pub(super) fn check_edge(c: &mut Collector, at: &str, s: &ServiceConfig) {
         }
         if limit.burst == 0 {
             c.err(format!("{at}.rate_limit.burst"), "must be at least 1");
+        }
+        match limit.ipv6_prefix_len {
+            Some(_) if !s.vip.is_ipv6() => c.err(
+                format!("{at}.rate_limit.ipv6_prefix_len"),
+                format!(
+                    "applies to IPv6 services only (the VIP {} is IPv4, whose buckets are per \
+                     address)",
+                    s.vip
+                ),
+            ),
+            Some(len) if !(MIN_RATE_PREFIX6_LEN..=128).contains(&len) => c.err(
+                format!("{at}.rate_limit.ipv6_prefix_len"),
+                format!("{len} is out of range {MIN_RATE_PREFIX6_LEN}..=128"),
+            ),
+            _ => {}
         }
         if limit.block > MAX_BLOCK || limit.block.subsec_nanos() != 0 {
             c.err(
@@ -122,6 +142,38 @@ mod tests {
               2001:db8::100 is IPv6: a service's source rules are of its VIP's family, as its \
               clients are"
             ]
+        );
+    }
+
+    #[test]
+    fn an_ipv6_prefix_length_is_for_ipv6_services_and_within_range() {
+        assert_eq!(
+            fields("rate_limit: { syns_per_second: 1, burst: 1, ipv6_prefix_len: 64 }"),
+            [
+                "services[0].rate_limit.ipv6_prefix_len: applies to IPv6 services only (the VIP \
+              10.0.0.1 is IPv4, whose buckets are per address)"
+            ]
+        );
+        let v6 = |len: u8| {
+            parse(&format!(
+                "{BASE}  - {{ name: web6, vip: \"2001:db8::100\", port: 80, rate_limit: {{ \
+                 syns_per_second: 1, burst: 1, ipv6_prefix_len: {len} }} }}\n"
+            ))
+            .map(|_| ())
+            .map_err(|e| {
+                e.errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(v6(48), Ok(()));
+        assert_eq!(v6(128), Ok(()));
+        assert_eq!(
+            v6(31),
+            Err(vec![
+                "services[0].rate_limit.ipv6_prefix_len: 31 is out of range 32..=128".to_string()
+            ])
         );
     }
 

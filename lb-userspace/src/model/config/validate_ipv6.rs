@@ -1,7 +1,7 @@
 //! The rules of IPv6 services (see docs/ipv6.md): a service's backends are of its VIP's
 //! family (NAT translates addresses within one family), and an IPv6 service is served in
 //! mode nat without the features whose kernel state is IPv4 only so far (the DSR modes,
-//! the SYN rate limit and proxy, the reverse map of `stateless_return`). Refusing them names the key
+//! the SYN proxy, the reverse map of `stateless_return`). Refusing them names the key
 //! rather than letting the data path pass the service's packets to the kernel.
 use std::net::IpAddr;
 
@@ -46,17 +46,11 @@ pub(super) fn check_ipv6(c: &mut Collector, at: &str, s: &ServiceConfig) {
              carry IPv4 only",
         );
     }
-    let edge = "edge protection (rate_limit, syn_proxy) is not applied to IPv6 services yet";
-    if s.rate_limit.is_some() {
-        c.err(
-            format!("{at}.rate_limit"),
-            format!("{edge}; remove rate_limit"),
-        );
-    }
     if s.syn_proxy != SynProxyMode::Off {
         c.err(
             format!("{at}.syn_proxy"),
-            format!("{edge}; remove syn_proxy"),
+            "the SYN proxy is not applied to IPv6 services yet (its cookies are IPv4's); \
+             remove syn_proxy",
         );
     }
     if s.stateless_return {
@@ -161,7 +155,8 @@ mod tests {
     #[test]
     fn an_ipv6_service_refuses_dsr_edge_protection_and_stateless_return_by_key() {
         let b = "backends: [{ address: \"2001:db8:1::11\", port: 80, zone: az-a }]";
-        let edge = "edge protection (rate_limit, syn_proxy) is not applied to IPv6 services yet";
+        let proxy = "the SYN proxy is not applied to IPv6 services yet (its cookies are \
+                     IPv4's); remove syn_proxy";
         for (rest, field, message) in [
             (
                 "mode: dsr_l2",
@@ -177,20 +172,11 @@ mod tests {
                  modes carry IPv4 only"
                     .to_string(),
             ),
-            (
-                "rate_limit: { syns_per_second: 10, burst: 10 }",
-                "services[0].rate_limit",
-                format!("{edge}; remove rate_limit"),
-            ),
-            (
-                "syn_proxy: on",
-                "services[0].syn_proxy",
-                format!("{edge}; remove syn_proxy"),
-            ),
+            ("syn_proxy: on", "services[0].syn_proxy", proxy.to_string()),
             (
                 "syn_proxy: auto",
                 "services[0].syn_proxy",
-                format!("{edge}; remove syn_proxy"),
+                proxy.to_string(),
             ),
             (
                 "stateless_return: true",
