@@ -78,6 +78,8 @@ pub const MAP_RATE_BUCKETS6: &str = "RATE_BUCKETS6";
 pub const MAP_EDGE_DROP_MEMO: &str = "EDGE_DROP_MEMO";
 /// VIP addresses (wire order) -> 0: what `unlisted_ports` applies to.
 pub const MAP_VIP_ADDRS: &str = "VIP_ADDRS";
+/// IPv6 VIP addresses (`ipv6::Addr6`) -> 0: what `unlisted_ports` applies to over IPv6.
+pub const MAP_VIP_ADDRS6: &str = "VIP_ADDRS6";
 /// Flows opened through the SYN proxy: client -> VIP tuple -> `syn_proxy::SynProxyFlow`
 /// (LRU, `limits.flow_table_size` entries).
 pub const MAP_SYN_PROXY_FLOWS: &str = "SYN_PROXY_FLOWS";

@@ -1,6 +1,7 @@
 //! Edge protection over IPv6 (see `edge` for IPv4, docs/edge-protection.md): the source
 //! rules and the SYN rate limit (per source prefix, `lb_common::edge::RateKey6`) of a
-//! protected IPv6 service's packets without a flow entry. They run in
+//! protected IPv6 service's packets without a flow entry, and IPv6 VIP addresses'
+//! unlisted ports ([`unlisted`]). They run in
 //! `lb_edge6`, a program of its own that `lb_v6` tail-calls before placement ([`check`]),
 //! as `lb_v6`'s frame is shared by every IPv6 stage. A packet `lb_edge6` admits is handed
 //! back to `lb_v6`, which places it: `lb_edge6` leaves the packet's tuple in the per-CPU
@@ -15,19 +16,22 @@ use lb_common::{
         EdgeAddr, RateKey6, Take, DROP_MEMO_NOT_ALLOWED, EDGE_DENY, EDGE_LOOKUP_LEN6,
         EDGE_S_ALLOW_LIST, EDGE_S_RATE_LIMIT, EDGE_S_RULES,
     },
-    ipv6::{Addr6, FlowKey6, FAMILY_IPV6},
+    filter::{FILTER_BACKENDS, FILTER_VIPS},
+    ipv6::{fold, Addr6, FlowKey6, FAMILY_IPV6, PROTO_ICMPV6},
     limits::{PROGRAMS_SLOT_EDGE6, PROGRAMS_SLOT_V6},
-    net::{TCP_ACK, TCP_SYN},
+    net::{PROTO_TCP, TCP_ACK, TCP_SYN},
     service::SERVICE_F_EDGE,
     service_index::PackedMeta,
 };
 
 use crate::{
     count,
-    edge::{count_rate_limited, count_rule_drop, take_from},
-    flow6,
-    maps::{EDGE6_ADMITTED, EDGE_RULES, EDGE_SERVICES, PROGRAMS, RATE_BUCKETS6},
+    edge::{self, count_rate_limited, count_rule_drop, take_from},
+    flow6, lookup,
+    maps::{EDGE6_ADMITTED, EDGE_RULES, EDGE_SERVICES, PROGRAMS, RATE_BUCKETS6, VIP_ADDRS6},
     parse6::{self, Packet6},
+    v6::addr_at,
+    wire,
 };
 
 /// `lb_v6`'s edge check of a packet without a live flow entry to `service`, before it is
@@ -60,17 +64,26 @@ fn admitted(flow: &FlowKey6) -> bool {
     }
 }
 
-/// A packet `lb_v6` handed over ([`check`]): checked against its service's rules, then
-/// dropped or handed back to `lb_v6` to be placed. Parsed again, as a tail call keeps only
-/// the context.
+/// A packet `lb_v6` handed over: of a protected service ([`check`]), checked against its
+/// service's rules and limit, then dropped or handed back to `lb_v6` to be placed; or to
+/// a maybe-VIP address that no service takes ([`unlisted`]), dropped if that address is a
+/// VIP. Parsed again, as a tail call keeps only the context.
 #[xdp]
 pub fn lb_edge6(ctx: XdpContext) -> u32 {
     let pkt = match parse6::parse(&ctx) {
         Ok(pkt) => pkt,
-        Err(reason) => return count::pass(reason),
+        Err(reason) => return unlisted_verdict(&ctx, reason, false),
     };
-    let Some(service) = flow6::service6(&pkt.flow) else {
-        return count::pass(Reason::PassNoService);
+    let tcp = pkt.flow.proto == PROTO_TCP;
+    // Only a TCP service's packet is handed over by `check`; anything else came from
+    // `unlisted`.
+    let Some(service) = flow6::service6(&pkt.flow).filter(|_| tcp) else {
+        let why = if tcp {
+            Reason::PassNoService
+        } else {
+            Reason::PassNotTcp
+        };
+        return unlisted_verdict(&ctx, why, tcp);
     };
     let syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     if let Some(why) = verdict(service.id(), &pkt.flow.src_addr, syn) {
@@ -118,4 +131,83 @@ fn verdict(service: u32, src: &Addr6, syn: bool) -> Option<Reason> {
         }
     }
     None
+}
+
+/// Where the addresses start in the frame.
+const SRC_AT: usize = 14 + 8;
+const DST_AT: usize = 14 + 24;
+
+/// `lb_v6`'s pass of a packet it does not place, `why`: with `unlisted_ports: drop`, one
+/// to a maybe-VIP address is handed to `lb_edge6` ([`unlisted_verdict`]) if it is
+/// something a VIP's unlisted port may be sent (TCP or UDP to no service, another
+/// protocol but ICMPv6, an extension header, a fragment); passed and counted otherwise,
+/// or if the hand-over fails. Reads only the destination, as a fold (no array on
+/// `lb_v6`'s stack).
+#[inline(always)]
+pub fn unlisted(ctx: &XdpContext, why: Reason) -> u32 {
+    if !may_drop(why) || !edge::drops_unlisted() {
+        return count::pass(why);
+    }
+    let start = ctx.data();
+    if start + DST_AT + 16 > ctx.data_end() {
+        return count::pass(why);
+    }
+    // SAFETY: the destination address is inside the frame (checked above).
+    let folded = unsafe {
+        let at = (start + DST_AT) as *const u8;
+        wire::get32(at) ^ wire::get32(at.add(4)) ^ wire::get32(at.add(8)) ^ wire::get32(at.add(12))
+    };
+    if lookup::may_be(FILTER_VIPS, folded) {
+        unsafe { PROGRAMS.tail_call(ctx, PROGRAMS_SLOT_EDGE6) };
+    }
+    count::pass(why)
+}
+
+/// Whether a packet `lb_v6` passes as `why` may be one to a VIP's unlisted port (as IPv4's
+/// `unlisted_ports` takes TCP to no service, other protocols, IP options and fragments).
+#[inline(always)]
+fn may_drop(why: Reason) -> bool {
+    matches!(
+        why,
+        Reason::PassNoService
+            | Reason::PassNotTcp
+            | Reason::PassIpv6Extension
+            | Reason::PassFragment
+    )
+}
+
+/// Whether the frame, which `parse6` found to be neither TCP nor UDP, is ICMPv6: neighbour
+/// discovery, echo and errors stay the kernel's (or `icmp6_nat`'s) whatever
+/// `unlisted_ports` says.
+#[inline(always)]
+pub fn is_icmp6(ctx: &XdpContext) -> bool {
+    let start = ctx.data();
+    if start + 14 + 7 > ctx.data_end() {
+        return false;
+    }
+    // SAFETY: the next-header byte is inside the frame (checked above).
+    unsafe { *((start + 14 + 6) as *const u8) == PROTO_ICMPV6 }
+}
+
+/// `lb_edge6`'s verdict on a packet [`unlisted`] handed over (passed as `why` if kept):
+/// dropped if its destination is a VIP address. As over IPv4, a TCP packet from a maybe-
+/// backend address is passed: a backend's own connections are the kernel's.
+#[inline(always)]
+fn unlisted_verdict(ctx: &XdpContext, why: Reason, tcp: bool) -> u32 {
+    if !may_drop(why) {
+        return count::pass(why);
+    }
+    let start = ctx.data();
+    if start + DST_AT + 16 > ctx.data_end() {
+        return count::pass(why);
+    }
+    // SAFETY: both addresses are inside the frame (checked above).
+    let (src, dst) = unsafe { (addr_at(start + SRC_AT), addr_at(start + DST_AT)) };
+    if tcp && lookup::may_be(FILTER_BACKENDS, fold(&src)) {
+        return count::pass(why);
+    }
+    if unsafe { VIP_ADDRS6.get(dst) }.is_none() {
+        return count::pass(why);
+    }
+    count::drop(Reason::DropUnlistedPort)
 }

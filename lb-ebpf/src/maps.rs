@@ -215,6 +215,11 @@ pub static EDGE6_ADMITTED: PerCpuArray<FlowKey6> = PerCpuArray::with_max_entries
 #[map]
 pub static VIP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(DEFAULT_MAX_SERVICES, 0);
 
+/// IPv6 VIP addresses (wire-order words), for packets no service listens for
+/// (`unlisted_ports`, see `edge6`).
+#[map]
+pub static VIP_ADDRS6: HashMap<Addr6, u32> = HashMap::with_max_entries(DEFAULT_MAX_SERVICES, 0);
+
 /// Cached routes to direct-server-return backends, by backend id (see
 /// `lb_common::encap::DsrHop`).
 #[map]

@@ -30,6 +30,7 @@ pub struct EdgeMaps {
     pub buckets6: HashMap<MapData, RateKey6, TokenBucket>,
     pub drop_memo: Array<MapData, DropMemo>,
     pub vips: HashMap<MapData, u32, u32>,
+    pub vips6: HashMap<MapData, [u32; 4], u32>,
 }
 
 fn trie_key(key: &EdgeRuleKey) -> Key<EdgeAddr> {
@@ -113,6 +114,26 @@ impl KernelDataplane {
         }
         for vip in wanted.iter().filter(|v| !vips.contains(v)) {
             m.vips.insert(vip, 0, 0).context("writing a VIP address")?;
+        }
+        let vips6: Vec<[u32; 4]> = m
+            .vips6
+            .keys()
+            .collect::<Result<_, _>>()
+            .context("reading the IPv6 VIP addresses")?;
+        let wanted6: Vec<[u32; 4]> = tables
+            .vips6
+            .iter()
+            .map(|v| addr6_wire(v.octets()))
+            .collect();
+        for vip in vips6.iter().filter(|v| !wanted6.contains(v)) {
+            m.vips6
+                .remove(vip)
+                .context("deleting an IPv6 VIP address")?;
+        }
+        for vip in wanted6.iter().filter(|v| !vips6.contains(v)) {
+            m.vips6
+                .insert(vip, 0, 0)
+                .context("writing an IPv6 VIP address")?;
         }
         // Remembered drops were decided by the rules written before: forgotten, so a
         // source a rule no longer refuses gets in at once (not after the memo's seconds).

@@ -3,7 +3,7 @@
 //! addresses (`unlisted_ports` is a global set at load, see `crate::kernel`). Pure, so the controller only diffs and writes.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use lb_common::edge::{
@@ -36,8 +36,10 @@ pub struct EdgeTables {
     pub rules: BTreeMap<EdgeRuleKey, EdgeRule>,
     /// Settings by service id; an id not listed has none (all zero).
     pub services: BTreeMap<u32, EdgeService>,
-    /// Every VIP address, for `unlisted_ports`.
+    /// Every IPv4 VIP address, for `unlisted_ports`.
     pub vips: BTreeSet<Ipv4Addr>,
+    /// Every IPv6 VIP address, for `unlisted_ports`.
+    pub vips6: BTreeSet<Ipv6Addr>,
     /// The VIP and port of each protected service, by id. The data path's drop memo is
     /// keyed by VIP, port and source, so it must be forgotten when a protected service
     /// moves or another service takes its VIP:port, which changes no rule: listing them
@@ -61,10 +63,10 @@ pub fn edge_tables(
         .map(|p| (p.name.as_str(), p.id))
         .collect();
     for s in &config.services {
-        // The VIP addresses map is IPv4's (`unlisted_ports`); the IPv6 path has none yet.
-        if let std::net::IpAddr::V4(vip) = s.vip {
-            tables.vips.insert(vip);
-        }
+        match s.vip {
+            IpAddr::V4(vip) => tables.vips.insert(vip),
+            IpAddr::V6(vip) => tables.vips6.insert(vip),
+        };
         let Some(&id) = ids.get(s.name.as_str()) else {
             continue;
         };
@@ -245,6 +247,9 @@ mod tests {
         );
         let lens: Vec<u32> = t.services.values().map(|s| s.prefix6_len).collect();
         assert_eq!(lens, [64, 56]);
+        let vips6: Vec<String> = t.vips6.iter().map(|v| v.to_string()).collect();
+        assert_eq!(vips6, ["2001:db8::100", "2001:db8::101"]);
+        assert!(t.vips.is_empty());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! service's source rules (each rule's verdict and exact hit count, the longest prefix
 //! wins, a prefix listed both ways is denied, no match with an allow list is refused),
 //! checked by `lb_edge6` before `lb_v6` places the packet, and only for packets without
-//! a flow entry. The real XDP object, maps filled by the real controller, frames through
+//! a flow entry; SYN rate limits per source prefix; an IPv6 VIP's unlisted ports. The real XDP object, maps filled by the real controller, frames through
 //! BPF_PROG_TEST_RUN; every run checks the one reason counter that moved, and an admitted
 //! SYN every byte of its rewrite.
 use std::net::Ipv6Addr;
@@ -14,7 +14,7 @@ use lb_common::{
 use lb_tests::{
     caps,
     frame::{Mac, ACK, PSH_ACK, SYN, SYN_ACK},
-    frame6::{checksum_valid, Frame6},
+    frame6::{checksum_valid, with_next_header, Frame6, PROTO_UDP},
     packet_exchange::run_counted,
     packet_rig::*,
 };
@@ -310,4 +310,83 @@ fn prefix_bursts_within_one_second() -> bool {
         assert_eq!(left, [id56]);
         true
     })
+}
+
+/// With `unlisted_ports: drop`, what an IPv6 VIP address is sent on a port or protocol no
+/// service takes is dropped and counted, as over IPv4: TCP and UDP to no service, another
+/// protocol, an extension header, a fragment. ICMPv6 to the VIP (neighbour discovery,
+/// echo) stays the kernel's, and so does everything to an address that is not a VIP.
+/// Without it (the default), all of it is passed as before.
+#[test]
+fn unlisted_ports_and_protocols_of_an_ipv6_vip_are_passed_by_default_and_dropped_if_asked() {
+    let rig = Rig::build();
+    let (c0, b0_mac) = (rig.c0, rig.b0_mac);
+    let unlisted = Frame6 {
+        dport: 81,
+        ..syn_from(CLIENT6, 45000)
+    };
+    let udp = Frame6 {
+        proto: PROTO_UDP,
+        payload: b"q".to_vec(),
+        ..unlisted.clone()
+    };
+    // A neighbour solicitation to the VIP itself (type 135, code 0) and an echo request
+    // (128): the checksum is not checked on the way to the kernel.
+    let solicitation = with_next_header(&unlisted, 58, &[135, 0, 0, 0, 0, 0, 0, 0]);
+    let echo = with_next_header(&unlisted, 58, &[128, 0, 0, 0, 0, 1, 0, 1]);
+    let sctp = with_next_header(&unlisted, 132, &[0; 12]);
+    let fragment = with_next_header(&unlisted, 44, &[6, 0, 0, 1, 0, 0, 0, 7]);
+    let hop_by_hop = with_next_header(&unlisted, 0, &[6, 0, 0, 0, 0, 0, 0, 0]);
+    let passed: [(&str, Vec<u8>, Reason); 7] = [
+        (
+            "TCP to an unlisted port",
+            unlisted.bytes(),
+            Reason::PassNoService,
+        ),
+        ("UDP to the VIP", udp.bytes(), Reason::PassNotTcp),
+        ("another protocol", sctp.clone(), Reason::PassNotTcp),
+        ("a fragment", fragment.clone(), Reason::PassFragment),
+        (
+            "an extension header",
+            hop_by_hop.clone(),
+            Reason::PassIpv6Extension,
+        ),
+        (
+            "a neighbour solicitation",
+            solicitation.clone(),
+            Reason::PassNotTcp,
+        ),
+        ("an echo request", echo.clone(), Reason::PassNotTcp),
+    ];
+    rig.with_dataplane(CONFIG, |c| {
+        let dp = c.dataplane();
+        for (what, bytes, reason) in &passed {
+            let r = run_counted(dp, c0, bytes, *reason);
+            assert_eq!(r.action, XDP_PASS, "{what}, by default");
+        }
+    });
+    rig.with_dataplane(&format!("{CONFIG}unlisted_ports: drop\n"), |c| {
+        let dp = c.dataplane();
+        for (what, bytes, _) in &passed[..5] {
+            let r = run_counted(dp, c0, bytes, Reason::DropUnlistedPort);
+            assert_eq!(r.action, XDP_DROP, "{what}");
+        }
+        for (what, bytes, reason) in &passed[5..] {
+            let r = run_counted(dp, c0, bytes, *reason);
+            assert_eq!(r.action, XDP_PASS, "{what} stays the kernel's");
+        }
+        let listed = syn_from(CLIENT6, 45001);
+        let r = run_counted(dp, c0, &listed.bytes(), Reason::RedirectInterface);
+        expect_to_backend6(&r, &listed, b0_mac, "the service's own port");
+        let elsewhere = Frame6 {
+            dst: "2001:db8:100::99".parse().unwrap(),
+            ..unlisted.clone()
+        };
+        let r = run_counted(dp, c0, &elsewhere.bytes(), Reason::PassNoService);
+        assert_eq!(r.action, XDP_PASS, "not a VIP");
+        assert_eq!(
+            dp.reason_counters().unwrap()[Reason::DropUnlistedPort as usize],
+            5
+        );
+    });
 }
