@@ -2,9 +2,10 @@
 //! service's source rules (each rule's verdict and exact hit count, the longest prefix
 //! wins, a prefix listed both ways is denied, no match with an allow list is refused),
 //! checked by `lb_edge6` before `lb_v6` places the packet, and only for packets without
-//! a flow entry; SYN rate limits per source prefix; an IPv6 VIP's unlisted ports. The real XDP object, maps filled by the real controller, frames through
-//! BPF_PROG_TEST_RUN; every run checks the one reason counter that moved, and an admitted
-//! SYN every byte of its rewrite.
+//! a flow entry; SYN rate limits per source prefix; an IPv6 VIP's unlisted ports. The
+//! real XDP object, maps filled by the real controller, frames through BPF_PROG_TEST_RUN;
+//! every run checks the one reason counter that moved, and an admitted SYN every byte of
+//! its rewrite.
 use std::net::Ipv6Addr;
 
 use lb_common::{

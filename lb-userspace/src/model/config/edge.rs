@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::{duration, source_net::SourceNet};
 
 /// A service's source rules, prefixes of the VIP's family: the most specific prefix
-/// matching a new connection's source decides; a prefix in both lists is denied; with any `allow` rule a source no
-/// rule matches is refused.
+/// matching a new connection's source decides; a prefix in both lists is denied; with
+/// any `allow` rule a source no rule matches is refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceFilter {
