@@ -5,8 +5,9 @@
 //!   the source address): the most specific rule matching the source decides, and a prefix
 //!   listed both ways is denied (the controller writes the deny). When a service has any
 //!   allow rule, a source matched by no rule is refused (`not_allowed`).
-//! - SYN rate limits: per service and source, a token bucket ([`TokenBucket`]) in an LRU
-//!   map keyed by [`RateKey4`], so memory stays bounded however many sources send.
+//! - SYN rate limits: per service and source (an IPv6 source's prefix), a token bucket
+//!   ([`TokenBucket`]) in an LRU map keyed by [`RateKey4`] or [`RateKey6`], so memory
+//!   stays bounded however many sources send.
 //! - Unlisted ports: a packet to a VIP address on a port or protocol no service listens
 //!   on, dropped when the operator asks for it ([`EDGE_UNLISTED_DROP`]).
 //!
@@ -14,9 +15,10 @@
 //! packets without a flow entry of a service that has rules or a limit
 //! ([`crate::service::SERVICE_F_EDGE`]): established flows never pay for them.
 //!
-//! The rule trie's key has room for an IPv6 prefix, so IPv6 rules are data once the data
-//! path parses IPv6; the buckets are keyed by IPv4 source ([`RateKey4`]) and IPv6 gets a
-//! bucket map of its own (an LRU hash's key size is fixed, and 8-byte keys hash faster).
+//! The rule trie holds both families' prefixes ([`EdgeAddr::v4`], [`EdgeAddr::v6`]); IPv6
+//! packets are checked by `lb_edge6`, tail-called by `lb_v6`.
+//! The buckets are keyed by IPv4 source ([`RateKey4`]) and by IPv6 source prefix
+//! ([`RateKey6`], a map of its own).
 //!
 //! Time in the buckets is the kernel's coarse monotonic clock in whole seconds
 //! (`bpf_ktime_get_coarse_ns`, userspace `CLOCK_MONOTONIC_COARSE`), read by the data
@@ -32,8 +34,7 @@ pub const EDGE_RULES_PER_SERVICE: u32 = 64;
 /// is three stores, not a byte loop the verifier refuses to a loader without
 /// CAP_PERFMON). The prefix length of a rule for
 /// `addr/len` is [`edge_prefix_len`]`(len)`: service id and family always match whole, so
-/// an IPv4 rule never matches an IPv6 source of the same leading bits. Only IPv4 is
-/// written and looked up until the data path parses IPv6.
+/// an IPv4 rule never matches an IPv6 source of the same leading bits.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EdgeAddr {
@@ -58,9 +59,24 @@ impl EdgeAddr {
         }
     }
 
+    /// The key of IPv6 address `addr` (wire-order words) for service `service`.
+    #[inline(always)]
+    pub const fn v6(service: u32, addr: crate::ipv6::Addr6) -> Self {
+        Self {
+            service_be: service.to_be(),
+            family_be: (crate::ipv6::FAMILY_IPV6 as u32).to_be(),
+            addr,
+        }
+    }
+
     /// The IPv4 address (wire order) of a key made by [`Self::v4`].
     pub const fn v4_addr(&self) -> u32 {
         self.addr[0]
+    }
+
+    /// Whether the key is an IPv6 one ([`Self::v6`]).
+    pub const fn is_v6(&self) -> bool {
+        u32::from_be(self.family_be) == crate::ipv6::FAMILY_IPV6 as u32
     }
 }
 
@@ -72,6 +88,9 @@ pub const fn edge_prefix_len(bits: u32) -> u32 {
 
 /// The trie's prefix length of a full IPv4 source lookup.
 pub const EDGE_LOOKUP_LEN: u32 = edge_prefix_len(32);
+/// The trie's prefix length of a full IPv6 source lookup: the whole key.
+pub const EDGE_LOOKUP_LEN6: u32 = edge_prefix_len(128);
+const _: () = assert!(EDGE_LOOKUP_LEN6 as usize == 8 * core::mem::size_of::<EdgeAddr>());
 
 /// A rule: what it decides and which counter slot counts its matches.
 #[repr(C)]
@@ -101,8 +120,16 @@ pub struct EdgeService {
     /// Seconds a source that ran out of tokens has every SYN dropped, without refill;
     /// 0: only the bucket decides.
     pub block_secs: u32,
+    /// An IPv6 service's bucket is per source prefix of this length
+    /// ([`RateKey6::of`]); 0 for an IPv4 service.
+    pub prefix6_len: u32,
 }
-const _: () = assert!(core::mem::size_of::<EdgeService>() == 16);
+const _: () = assert!(core::mem::size_of::<EdgeService>() == 20);
+
+/// The default length of the IPv6 source prefix a bucket is kept for: a /64 is what a
+/// single site or host is given (RFC 6177), so an attacker holds at least one, and
+/// buckets per address would give it 2^64 fresh buckets.
+pub const DEFAULT_RATE_PREFIX6_LEN: u32 = 64;
 
 /// The service has at least one rule: look the source up in the trie.
 pub const EDGE_S_RULES: u32 = 1 << 0;
@@ -120,6 +147,54 @@ pub struct RateKey4 {
     pub addr: u32,
 }
 const _: () = assert!(core::mem::size_of::<RateKey4>() == 8);
+
+/// The key of an IPv6 source prefix's token bucket: the source's first
+/// `EdgeService::prefix6_len` bits, the rest zero (see [`DEFAULT_RATE_PREFIX6_LEN`]).
+/// IPv6 buckets have a map of their own: an LRU hash's key size is fixed, and IPv4's
+/// 8-byte keys hash faster.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RateKey6 {
+    pub service: u32,
+    /// The source prefix (wire-order words).
+    pub prefix: crate::ipv6::Addr6,
+}
+const _: () = assert!(core::mem::size_of::<RateKey6>() == 20);
+
+impl RateKey6 {
+    /// The bucket key of source `src` (wire-order words) for `service`, whose buckets
+    /// are per `/len` (0..=128; more is read as 128). Word by word, without a loop.
+    #[inline(always)]
+    pub const fn of(service: u32, src: &crate::ipv6::Addr6, len: u32) -> Self {
+        Self {
+            service,
+            prefix: [
+                src[0] & word_mask(len, 0),
+                src[1] & word_mask(len, 1),
+                src[2] & word_mask(len, 2),
+                src[3] & word_mask(len, 3),
+            ],
+        }
+    }
+}
+
+/// The mask (wire order) of word `word` of an address for a `/len` prefix.
+#[inline(always)]
+const fn word_mask(len: u32, word: u32) -> u32 {
+    let start = word * 32;
+    let bits = if len <= start {
+        0
+    } else if len >= start + 32 {
+        32
+    } else {
+        len - start
+    };
+    if bits == 0 {
+        0
+    } else {
+        (u32::MAX << (32 - bits)).to_be()
+    }
+}
 
 /// A source's token bucket, in whole tokens and whole seconds of the kernel's coarse
 /// monotonic clock (see the module documentation). CPUs
@@ -284,7 +359,31 @@ mod tests {
         rate: 2,
         burst: 3,
         block_secs: 0,
+        prefix6_len: 0,
     };
+
+    #[test]
+    fn an_ipv6_bucket_key_keeps_the_prefixs_bits_only() {
+        let src = crate::ipv6::addr6_wire([
+            0x20, 0x01, 0x0d, 0xb8, 0x00, 0x66, 0xab, 0xcd, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc,
+            0xde, 0xf0,
+        ]);
+        let bytes = |key: RateKey6| -> Vec<u8> {
+            key.prefix.iter().flat_map(|w| w.to_ne_bytes()).collect()
+        };
+        let mut want = vec![0x20, 0x01, 0x0d, 0xb8, 0x00, 0x66, 0xab, 0xcd];
+        want.extend([0; 8]);
+        assert_eq!(bytes(RateKey6::of(7, &src, 64)), want);
+        let mut want48 = vec![0x20, 0x01, 0x0d, 0xb8, 0x00, 0x66];
+        want48.extend([0; 10]);
+        assert_eq!(bytes(RateKey6::of(7, &src, 48)), want48);
+        let mut want60 = vec![0x20, 0x01, 0x0d, 0xb8, 0x00, 0x66, 0xab, 0xc0];
+        want60.extend([0; 8]);
+        assert_eq!(bytes(RateKey6::of(7, &src, 60)), want60);
+        assert_eq!(RateKey6::of(7, &src, 128).prefix, src);
+        assert_eq!(RateKey6::of(7, &src, 0).prefix, [0; 4]);
+        assert_eq!(RateKey6::of(7, &src, 64).service, 7);
+    }
 
     #[test]
     fn a_bucket_passes_its_burst_then_refills_by_rate_per_second() {
@@ -361,5 +460,18 @@ mod tests {
         assert_eq!(key.addr[1..], [0, 0, 0]);
         assert_eq!(key.v4_addr(), u32::from_ne_bytes([192, 0, 2, 7]));
         assert_eq!(EDGE_LOOKUP_LEN, 96);
+        assert!(!key.is_v6());
+    }
+
+    #[test]
+    fn an_ipv6_key_has_the_family_6_and_the_whole_address() {
+        let addr =
+            crate::ipv6::addr6_wire([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
+        let key = EdgeAddr::v6(3, addr);
+        assert_eq!(key.service_be.to_ne_bytes(), [0, 0, 0, 3]);
+        assert_eq!(key.family_be.to_ne_bytes(), [0, 0, 0, 6]);
+        assert_eq!(key.addr, addr);
+        assert!(key.is_v6());
+        assert_eq!(EDGE_LOOKUP_LEN6, 192);
     }
 }

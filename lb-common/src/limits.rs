@@ -38,6 +38,8 @@ pub const PROGRAMS_SLOT_UDP: u32 = 5;
 pub const PROGRAMS_SLOT_V6: u32 = 6;
 /// Slot of [`PROGRAM_DSR6`] in [`MAP_PROGRAMS`].
 pub const PROGRAMS_SLOT_DSR6: u32 = 7;
+/// Slot of [`PROGRAM_EDGE6`] in [`MAP_PROGRAMS`].
+pub const PROGRAMS_SLOT_EDGE6: u32 = 8;
 /// Slots of [`MAP_PROGRAMS`].
 pub const PROGRAMS_SLOTS: u32 = 10;
 pub const MAP_POLICY_TABLE: &str = "POLICY_TABLE";
@@ -71,10 +73,15 @@ pub const MAP_EDGE_SERVICES: &str = "EDGE_SERVICES";
 pub const MAP_EDGE_COUNTERS: &str = "EDGE_COUNTERS";
 /// Token buckets of sources (LRU, `limits.rate_limit_sources` entries).
 pub const MAP_RATE_BUCKETS: &str = "RATE_BUCKETS";
+/// Token buckets of IPv6 source prefixes (`edge::RateKey6`; LRU, also
+/// `limits.rate_limit_sources` entries).
+pub const MAP_RATE_BUCKETS6: &str = "RATE_BUCKETS6";
 /// Recent rule drops by source (`edge::DropMemo`), `edge::EDGE_DROP_MEMO_SLOTS` slots.
 pub const MAP_EDGE_DROP_MEMO: &str = "EDGE_DROP_MEMO";
 /// VIP addresses (wire order) -> 0: what `unlisted_ports` applies to.
 pub const MAP_VIP_ADDRS: &str = "VIP_ADDRS";
+/// IPv6 VIP addresses (`ipv6::Addr6`) -> 0: what `unlisted_ports` applies to over IPv6.
+pub const MAP_VIP_ADDRS6: &str = "VIP_ADDRS6";
 /// Flows opened through the SYN proxy: client -> VIP tuple -> `syn_proxy::SynProxyFlow`
 /// (LRU, `limits.flow_table_size` entries).
 pub const MAP_SYN_PROXY_FLOWS: &str = "SYN_PROXY_FLOWS";
@@ -174,6 +181,10 @@ pub const PROGRAM_V6: &str = "lb_v6";
 /// Name of the program `lb_v6` tail-calls for an IPv6 packet placed on a
 /// direct-server-return backend (see `lb-ebpf/src/dsr6.rs`).
 pub const PROGRAM_DSR6: &str = "lb_dsr6";
+/// Name of the program `lb_v6` tail-calls for an IPv6 packet of a protected service
+/// without a flow entry: the edge checks (source rules), which hand an admitted packet
+/// back to `lb_v6` (see `lb-ebpf/src/edge6.rs`).
+pub const PROGRAM_EDGE6: &str = "lb_edge6";
 
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
 /// The most services a config may allow: each service's index slot fits the SYN cache's

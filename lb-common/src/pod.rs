@@ -35,6 +35,7 @@ pod!(
     crate::edge::EdgeRule,
     crate::edge::EdgeService,
     crate::edge::RateKey4,
+    crate::edge::RateKey6,
     crate::edge::TokenBucket,
     crate::edge::EdgeCounters,
     crate::syn_proxy::SynProxyFlow,

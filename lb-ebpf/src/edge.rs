@@ -8,15 +8,17 @@
 //! one 512-byte frame (docs/architecture.md, The stack). Established flows never reach
 //! them.
 use aya_ebpf::{
-    bindings::BPF_ANY, helpers::generated::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key,
+    bindings::BPF_ANY,
+    helpers::generated::bpf_ktime_get_coarse_ns,
+    maps::{lpm_trie::Key, LruHashMap},
     programs::XdpContext,
 };
 use lb_common::{
     counters::Reason,
     edge::{
         drop_memo_slot, first_take, take_token, DropMemo, EdgeAddr, EdgeService, RateKey4, Take,
-        DROP_MEMO_NOT_ALLOWED, DROP_MEMO_NO_RULE, EDGE_DENY, EDGE_DROP_MEMO_SECS, EDGE_LOOKUP_LEN,
-        EDGE_S_ALLOW_LIST, EDGE_S_RATE_LIMIT, EDGE_S_RULES, EDGE_UNLISTED_DROP,
+        TokenBucket, DROP_MEMO_NOT_ALLOWED, DROP_MEMO_NO_RULE, EDGE_DENY, EDGE_DROP_MEMO_SECS,
+        EDGE_LOOKUP_LEN, EDGE_S_ALLOW_LIST, EDGE_S_RATE_LIMIT, EDGE_S_RULES, EDGE_UNLISTED_DROP,
     },
     filter::FILTER_PROTECTED,
     limits::{PROGRAMS_SLOT_EDGE, PROGRAMS_SLOT_PLACE},
@@ -226,7 +228,7 @@ fn still_blocked(service: u32, src: u32, syn: bool) -> bool {
 
 /// Counts a SYN the rate limit dropped on its service.
 #[inline(always)]
-fn count_rate_limited(service: u32) {
+pub fn count_rate_limited(service: u32) {
     if let Some(c) = EDGE_COUNTERS.get_ptr_mut(service) {
         unsafe { (*c).rate_limited += 1 };
     }
@@ -235,7 +237,7 @@ fn count_rate_limited(service: u32) {
 /// Counts a rule's drop: on the rule's hit counter, or (no allow rule matched) on the
 /// service's `not_allowed`, or nowhere ([`DROP_MEMO_NO_RULE`]).
 #[inline(always)]
-fn count_rule_drop(service: u32, counter: u32) {
+pub fn count_rule_drop(service: u32, counter: u32) {
     if counter == DROP_MEMO_NO_RULE {
         return;
     }
@@ -406,9 +408,18 @@ fn bucket_clock_secs() -> u32 {
 /// not seen (or evicted); and whether the bucket is blocked now.
 #[inline(always)]
 fn take(service: u32, src: u32, settings: &EdgeService) -> (Take, bool) {
-    let key = RateKey4 { service, addr: src };
+    take_from(&RATE_BUCKETS, RateKey4 { service, addr: src }, settings)
+}
+
+/// [`take`] from the bucket at `key` in `buckets` (IPv4's or IPv6's map).
+#[inline(always)]
+pub fn take_from<K>(
+    buckets: &LruHashMap<K, TokenBucket>,
+    key: K,
+    settings: &EdgeService,
+) -> (Take, bool) {
     let now = bucket_clock_secs();
-    match RATE_BUCKETS.get_ptr_mut(key) {
+    match buckets.get_ptr_mut(&key) {
         Some(slot) => {
             let mut bucket = unsafe { *slot };
             let took = take_token(&mut bucket, settings, now);
@@ -419,7 +430,7 @@ fn take(service: u32, src: u32, settings: &EdgeService) -> (Take, bool) {
             let (bucket, took) = first_take(settings, now);
             // A full map evicts its least recently used bucket; a failed insert only
             // means the next SYN starts a fresh one.
-            let _ = RATE_BUCKETS.insert(key, bucket, BPF_ANY as u64);
+            let _ = buckets.insert(&key, bucket, BPF_ANY as u64);
             (took, false)
         }
     }

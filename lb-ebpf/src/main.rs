@@ -19,6 +19,7 @@
 //! | backend -> client without a flow entry (`lb_reply`) | `to_client_miss.rs` |
 //! | backend -> client by the reverse map (`lb_reply`, last resort) | `to_client_reverse.rs` |
 //! | edge protection (source rules, SYN rate limits, unlisted ports; `lb_edge`) | `edge.rs` |
+//! | edge protection over IPv6 (`lb_edge6`, tail-called by `lb_v6`) | `edge6.rs` |
 //! | SYN proxy (cookies, backend handshake, sequence translation; `lb_proxy`) | `syn_proxy.rs` |
 //! | direct server return: wrap for the backend, send (`lb_dsr`) | `dsr.rs`, `dsr_hop.rs` |
 //! | fragmentation-needed for what the wrapping makes too big (`lb_dsr`) | `frag_needed.rs` |
@@ -46,6 +47,7 @@ mod dsr6;
 mod dsr_hop;
 mod dsr_hop6;
 mod edge;
+mod edge6;
 mod flow;
 mod flow6;
 mod forward;

@@ -12,7 +12,7 @@ use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters, REASON_COUNT},
     edge::{
-        DropMemo, EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
+        DropMemo, EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4, RateKey6, TokenBucket,
         EDGE_DROP_MEMO_SLOTS, EDGE_RULES_PER_SERVICE,
     },
     encap::DsrHop,
@@ -186,6 +186,11 @@ pub static EDGE_COUNTERS: PerCpuArray<EdgeCounters> =
 pub static RATE_BUCKETS: LruHashMap<RateKey4, TokenBucket> =
     LruHashMap::with_max_entries(DEFAULT_RATE_LIMIT_SOURCES, 0);
 
+/// Token buckets of IPv6 source prefixes, per service (see `lb_common::edge::RateKey6`).
+#[map]
+pub static RATE_BUCKETS6: LruHashMap<RateKey6, TokenBucket> =
+    LruHashMap::with_max_entries(DEFAULT_RATE_LIMIT_SOURCES, 0);
+
 /// Flows opened through the SYN proxy, by client -> VIP tuple (see
 /// `lb_common::syn_proxy`); sized by the loader like the flow table.
 #[map]
@@ -202,9 +207,19 @@ pub static SYN_PROXY_SYNS: PerCpuArray<u64> =
 #[map]
 pub static EDGE_DROP_MEMO: Array<DropMemo> = Array::with_max_entries(EDGE_DROP_MEMO_SLOTS, 0);
 
+/// The tuple of the IPv6 packet `lb_edge6` admitted and handed back to `lb_v6` (see
+/// `edge6`): per CPU, and a tail call runs on the CPU that made it.
+#[map]
+pub static EDGE6_ADMITTED: PerCpuArray<FlowKey6> = PerCpuArray::with_max_entries(1, 0);
+
 /// VIP addresses, for packets no service listens for (`unlisted_ports`).
 #[map]
 pub static VIP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(DEFAULT_MAX_SERVICES, 0);
+
+/// IPv6 VIP addresses (wire-order words), for packets no service listens for
+/// (`unlisted_ports`, see `edge6`).
+#[map]
+pub static VIP_ADDRS6: HashMap<Addr6, u32> = HashMap::with_max_entries(DEFAULT_MAX_SERVICES, 0);
 
 /// Cached routes to direct-server-return backends, by backend id (see
 /// `lb_common::encap::DsrHop`).

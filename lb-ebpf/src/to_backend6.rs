@@ -19,7 +19,7 @@ use lb_common::{
 };
 
 use crate::{
-    count, dsr6,
+    count, dsr6, edge6,
     flow::{self, Side},
     flow6::{self, backend6, followed, new_target, Placed6},
     forward6, lookup,
@@ -60,6 +60,9 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet6) -> Option<u32> {
     };
     if let Some(why) = refused {
         return Some(trace6::refused(pkt, service.id(), count::refuse(why), why));
+    }
+    if let Some(action) = edge6::check(ctx, pkt, service) {
+        return Some(action);
     }
     Some(match place(pkt, service, syn) {
         Some((placed, new_flow)) => send(ctx, pkt, &placed, new_flow),

@@ -31,7 +31,7 @@ use lb_common::{
 };
 
 use crate::{
-    count, icmp6_nat, lookup,
+    count, edge6, icmp6_nat, lookup,
     maps::{PROGRAMS, RETURN_FLOWS6},
     parse6, to_backend6, to_client6, udp6, wire,
 };
@@ -116,8 +116,8 @@ pub fn lb_v6(ctx: XdpContext) -> u32 {
     let pkt = match parse6::parse(&ctx) {
         Ok(pkt) => pkt,
         // Neither TCP nor UDP: an ICMPv6 error about a flow is translated.
-        Err(Reason::PassNotTcp) => return icmp6_nat::handle(&ctx),
-        Err(reason) => return count::pass(reason),
+        Err(Reason::PassNotTcp) if edge6::is_icmp6(&ctx) => return icmp6_nat::handle(&ctx),
+        Err(reason) => return edge6::unlisted(&ctx, reason),
     };
     let udp = pkt.flow.proto == PROTO_UDP;
     if lookup::may_be(FILTER_VIPS, fold(&pkt.flow.dst_addr)) {
@@ -139,9 +139,10 @@ pub fn lb_v6(ctx: XdpContext) -> u32 {
             };
         }
     }
-    count::pass(if udp {
+    let why = if udp {
         Reason::PassNotTcp
     } else {
         Reason::PassNoService
-    })
+    };
+    edge6::unlisted(&ctx, why)
 }

@@ -2,12 +2,7 @@
 //! loop, the API and the metrics do to the kernel's tables (writes, counters, flow
 //! maintenance, single-entry lookups). `crate::kernel` implements it over the real
 //! maps; `FakeDataplane` (for tests and the `fake` feature only) in memory.
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr},
-    path::PathBuf,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use lb_common::{
     backend::Backend,
@@ -152,11 +147,12 @@ pub trait Counters {
     fn syn_proxy_syns(&self, id: u32) -> anyhow::Result<u64>;
 }
 
-/// A source a SYN rate limit dropped SYNs of.
+/// A source a SYN rate limit dropped SYNs of: an IPv4 address, or the first address of
+/// an IPv6 source prefix (whose bucket it is, see `lb_common::edge::RateKey6`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitedSource {
     pub service: u32,
-    pub source: Ipv4Addr,
+    pub source: std::net::IpAddr,
     pub bucket: TokenBucket,
 }
 

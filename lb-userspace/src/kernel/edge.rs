@@ -1,13 +1,17 @@
 //! The edge protection maps' writes and reads (see `lb_common::edge`).
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::Context as _;
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
     Array, HashMap, MapData, PerCpuArray, PerCpuValues,
 };
-use lb_common::edge::{
-    edge_prefix_len, DropMemo, EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4, TokenBucket,
+use lb_common::{
+    edge::{
+        edge_prefix_len, DropMemo, EdgeAddr, EdgeCounters, EdgeRule, EdgeService, RateKey4,
+        RateKey6, TokenBucket,
+    },
+    ipv6::addr6_wire,
 };
 
 use super::KernelDataplane;
@@ -23,23 +27,30 @@ pub struct EdgeMaps {
     pub services: Array<MapData, EdgeService>,
     pub counters: PerCpuArray<MapData, EdgeCounters>,
     pub buckets: HashMap<MapData, RateKey4, TokenBucket>,
+    pub buckets6: HashMap<MapData, RateKey6, TokenBucket>,
     pub drop_memo: Array<MapData, DropMemo>,
     pub vips: HashMap<MapData, u32, u32>,
+    pub vips6: HashMap<MapData, [u32; 4], u32>,
 }
 
 fn trie_key(key: &EdgeRuleKey) -> Key<EdgeAddr> {
-    let addr = u32::from_ne_bytes(key.net.octets());
-    Key::new(
-        edge_prefix_len(key.len.into()),
-        EdgeAddr::v4(key.service, addr),
-    )
+    let data = match key.net {
+        IpAddr::V4(net) => EdgeAddr::v4(key.service, u32::from_ne_bytes(net.octets())),
+        IpAddr::V6(net) => EdgeAddr::v6(key.service, addr6_wire(net.octets())),
+    };
+    Key::new(edge_prefix_len(key.len.into()), data)
 }
 
 fn rule_key(key: &Key<EdgeAddr>) -> EdgeRuleKey {
     let data = key.data();
+    let net = if data.is_v6() {
+        IpAddr::V6(addr6_of(&data.addr))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(data.v4_addr().to_ne_bytes()))
+    };
     EdgeRuleKey {
         service: u32::from_be(data.service_be),
-        net: Ipv4Addr::from(data.v4_addr().to_ne_bytes()),
+        net,
         len: (key.prefix_len() - edge_prefix_len(0)) as u8,
     }
 }
@@ -104,6 +115,26 @@ impl KernelDataplane {
         for vip in wanted.iter().filter(|v| !vips.contains(v)) {
             m.vips.insert(vip, 0, 0).context("writing a VIP address")?;
         }
+        let vips6: Vec<[u32; 4]> = m
+            .vips6
+            .keys()
+            .collect::<Result<_, _>>()
+            .context("reading the IPv6 VIP addresses")?;
+        let wanted6: Vec<[u32; 4]> = tables
+            .vips6
+            .iter()
+            .map(|v| addr6_wire(v.octets()))
+            .collect();
+        for vip in vips6.iter().filter(|v| !wanted6.contains(v)) {
+            m.vips6
+                .remove(vip)
+                .context("deleting an IPv6 VIP address")?;
+        }
+        for vip in wanted6.iter().filter(|v| !vips6.contains(v)) {
+            m.vips6
+                .insert(vip, 0, 0)
+                .context("writing an IPv6 VIP address")?;
+        }
         // Remembered drops were decided by the rules written before: forgotten, so a
         // source a rule no longer refuses gets in at once (not after the memo's seconds).
         for slot in 0..m.drop_memo.len() {
@@ -119,17 +150,24 @@ impl KernelDataplane {
         Ok(())
     }
 
-    /// See [`crate::dataplane::Dataplane::limited_sources`]: one walk of the buckets.
+    /// See [`crate::dataplane::Dataplane::limited_sources`]: one walk of each family's
+    /// buckets.
     pub(super) fn read_limited_sources(&self, limit: usize) -> anyhow::Result<Vec<LimitedSource>> {
-        let sources: Vec<LimitedSource> = each_bucket_once(self.edge.buckets.iter())
+        let v4 = each_bucket_once(self.edge.buckets.iter())
             .into_iter()
             .map(|(key, bucket)| LimitedSource {
                 service: key.service,
-                source: Ipv4Addr::from(key.addr.to_ne_bytes()),
+                source: IpAddr::V4(Ipv4Addr::from(key.addr.to_ne_bytes())),
                 bucket,
-            })
-            .collect();
-        Ok(most_limited(sources, limit))
+            });
+        let v6 = each_bucket_once(self.edge.buckets6.iter())
+            .into_iter()
+            .map(|(key, bucket)| LimitedSource {
+                service: key.service,
+                source: IpAddr::V6(addr6_of(&key.prefix)),
+                bucket,
+            });
+        Ok(most_limited(v4.chain(v6), limit))
     }
 
     /// See [`crate::dataplane::Dataplane::reset_edge_state`]: the services' counters
@@ -150,15 +188,15 @@ impl KernelDataplane {
             .filter(|key| ids.contains(&key.service))
             .collect();
         for key in &theirs {
-            // Evicted meanwhile is as good as deleted.
-            match self.edge.buckets.remove(key) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("deleting a bucket of service id {}", key.service)
-                    })
-                }
-            }
+            gone(self.edge.buckets.remove(key), key.service)?;
+        }
+        let theirs6: Vec<RateKey6> = each_bucket_once(self.edge.buckets6.iter())
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| ids.contains(&key.service))
+            .collect();
+        for key in &theirs6 {
+            gone(self.edge.buckets6.remove(key), key.service)?;
         }
         Ok(())
     }
@@ -176,18 +214,35 @@ impl KernelDataplane {
     }
 }
 
+/// A bucket's delete: evicted meanwhile is as good as deleted.
+fn gone(removed: Result<(), aya::maps::MapError>, service: u32) -> anyhow::Result<()> {
+    match removed {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("deleting a bucket of service id {service}")),
+    }
+}
+
+/// The address of wire-order words `words`.
+fn addr6_of(words: &[u32; 4]) -> Ipv6Addr {
+    let mut octets = [0u8; 16];
+    for (bytes, word) in octets.chunks_exact_mut(4).zip(words) {
+        bytes.copy_from_slice(&word.to_ne_bytes());
+    }
+    Ipv6Addr::from(octets)
+}
+
 /// The entries of one walk of the bucket map, each once. An entry evicted during the walk
 /// ends it early (what was read stands); so does the first key seen twice: when the key
 /// the walk stands on is evicted (a flood evicts all the time) the kernel's next-key
 /// restarts from the first, and under a steady flood the walk would never end.
-fn each_bucket_once<E>(
-    entries: impl IntoIterator<Item = Result<(RateKey4, TokenBucket), E>>,
-) -> Vec<(RateKey4, TokenBucket)> {
+fn each_bucket_once<K: Copy + Eq + std::hash::Hash, E>(
+    entries: impl IntoIterator<Item = Result<(K, TokenBucket), E>>,
+) -> Vec<(K, TokenBucket)> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for entry in entries {
         let Ok((key, bucket)) = entry else { break };
-        if !seen.insert((key.service, key.addr)) {
+        if !seen.insert(key) {
             break;
         }
         out.push((key, bucket));
@@ -198,6 +253,29 @@ fn each_bucket_once<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rules_trie_key_reads_back_as_the_rule_in_both_families() {
+        for (net, len) in [
+            ("192.0.2.0", 24),
+            ("2001:db8:66::", 48),
+            ("2001:db8::7", 128),
+        ] {
+            let key = EdgeRuleKey {
+                service: 5,
+                net: net.parse().unwrap(),
+                len,
+            };
+            assert_eq!(rule_key(&trie_key(&key)), key, "{net}/{len}");
+        }
+        let v6 = trie_key(&EdgeRuleKey {
+            service: 5,
+            net: "2001:db8:66::".parse().unwrap(),
+            len: 48,
+        });
+        assert_eq!(v6.prefix_len(), 64 + 48);
+        assert_eq!(v6.data().addr[0].to_ne_bytes(), [0x20, 0x01, 0x0d, 0xb8]);
+    }
 
     #[test]
     fn a_walk_that_the_kernel_restarts_forever_ends_at_the_first_key_seen_twice() {

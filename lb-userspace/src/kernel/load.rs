@@ -84,7 +84,9 @@ pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
         (MAP_EDGE_SERVICES, limits.max_services),
         (MAP_EDGE_COUNTERS, limits.max_services),
         (MAP_RATE_BUCKETS, limits.rate_limit_sources),
+        (MAP_RATE_BUCKETS6, limits.rate_limit_sources),
         (MAP_VIP_ADDRS, limits.max_services),
+        (MAP_VIP_ADDRS6, limits.max_services),
         (MAP_SYN_PROXY_FLOWS, limits.flow_table_size),
         (MAP_SYN_PROXY_SYNS, limits.max_services),
         (MAP_DSR_HOPS, limits.max_backends),
@@ -138,6 +140,7 @@ fn load_programs(
         (PROGRAM_UDP, PROGRAMS_SLOT_UDP),
         (PROGRAM_V6, PROGRAMS_SLOT_V6),
         (PROGRAM_DSR6, PROGRAMS_SLOT_DSR6),
+        (PROGRAM_EDGE6, PROGRAMS_SLOT_EDGE6),
     ] {
         let program: &mut Xdp = ebpf
             .program_mut(name)
@@ -267,8 +270,10 @@ impl KernelDataplane {
                 services: take(&mut ebpf, MAP_EDGE_SERVICES)?,
                 counters: take(&mut ebpf, MAP_EDGE_COUNTERS)?,
                 buckets: take(&mut ebpf, MAP_RATE_BUCKETS)?,
+                buckets6: take(&mut ebpf, MAP_RATE_BUCKETS6)?,
                 drop_memo: take(&mut ebpf, MAP_EDGE_DROP_MEMO)?,
                 vips: take(&mut ebpf, MAP_VIP_ADDRS)?,
+                vips6: take(&mut ebpf, MAP_VIP_ADDRS6)?,
             },
             trace: Some(TraceMaps::take(&mut ebpf)?),
             programs,

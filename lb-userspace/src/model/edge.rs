@@ -3,21 +3,23 @@
 //! addresses (`unlisted_ports` is a global set at load, see `crate::kernel`). Pure, so the controller only diffs and writes.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use lb_common::edge::{
-    EdgeRule, EdgeService, EDGE_ALLOW, EDGE_DENY, EDGE_RULES_PER_SERVICE, EDGE_S_ALLOW_LIST,
-    EDGE_S_RATE_LIMIT, EDGE_S_RULES,
+    EdgeRule, EdgeService, DEFAULT_RATE_PREFIX6_LEN, EDGE_ALLOW, EDGE_DENY, EDGE_RULES_PER_SERVICE,
+    EDGE_S_ALLOW_LIST, EDGE_S_RATE_LIMIT, EDGE_S_RULES,
 };
 
+use super::config::SourceNet;
 use super::{config::Config, plan::Plan};
 
-/// A rule's place in the trie: its service's id and source prefix.
+/// A rule's place in the trie: its service's id and source prefix (of the service's
+/// VIP's family).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EdgeRuleKey {
     pub service: u32,
-    pub net: Ipv4Addr,
+    pub net: IpAddr,
     pub len: u8,
 }
 
@@ -34,8 +36,10 @@ pub struct EdgeTables {
     pub rules: BTreeMap<EdgeRuleKey, EdgeRule>,
     /// Settings by service id; an id not listed has none (all zero).
     pub services: BTreeMap<u32, EdgeService>,
-    /// Every VIP address, for `unlisted_ports`.
+    /// Every IPv4 VIP address, for `unlisted_ports`.
     pub vips: BTreeSet<Ipv4Addr>,
+    /// Every IPv6 VIP address, for `unlisted_ports`.
+    pub vips6: BTreeSet<Ipv6Addr>,
     /// The VIP and port of each protected service, by id. The data path's drop memo is
     /// keyed by VIP, port and source, so it must be forgotten when a protected service
     /// moves or another service takes its VIP:port, which changes no rule: listing them
@@ -59,15 +63,15 @@ pub fn edge_tables(
         .map(|p| (p.name.as_str(), p.id))
         .collect();
     for s in &config.services {
-        // The VIP addresses map is IPv4's (`unlisted_ports`); the IPv6 path has none yet.
-        if let std::net::IpAddr::V4(vip) = s.vip {
-            tables.vips.insert(vip);
-        }
+        match s.vip {
+            IpAddr::V4(vip) => tables.vips.insert(vip),
+            IpAddr::V6(vip) => tables.vips6.insert(vip),
+        };
         let Some(&id) = ids.get(s.name.as_str()) else {
             continue;
         };
         let mut wanted: BTreeMap<EdgeRuleKey, u32> = BTreeMap::new();
-        let key = |net: &super::config::Ipv4Net| EdgeRuleKey {
+        let key = |net: &SourceNet| EdgeRuleKey {
             service: id,
             net: net.address,
             len: net.len,
@@ -85,16 +89,23 @@ pub fn edge_tables(
         if wanted.values().any(|v| *v == EDGE_ALLOW) || !s.filter.allow.is_empty() {
             flags |= EDGE_S_ALLOW_LIST;
         }
-        let (rate, burst, block_secs) = match &s.rate_limit {
+        let (rate, burst, block_secs, prefix6_len) = match &s.rate_limit {
             Some(limit) => {
                 flags |= EDGE_S_RATE_LIMIT;
+                let prefix6_len = match s.vip {
+                    IpAddr::V6(_) => limit
+                        .ipv6_prefix_len
+                        .map_or(DEFAULT_RATE_PREFIX6_LEN, u32::from),
+                    IpAddr::V4(_) => 0,
+                };
                 (
                     limit.syns_per_second,
                     limit.burst,
                     limit.block.as_secs() as u32,
+                    prefix6_len,
                 )
             }
-            None => (0, 0, 0),
+            None => (0, 0, 0, 0),
         };
         if flags != 0 {
             tables.listeners.insert(id, (s.vip, s.port));
@@ -105,6 +116,7 @@ pub fn edge_tables(
                     rate,
                     burst,
                     block_secs,
+                    prefix6_len,
                 },
             );
         }
@@ -228,6 +240,19 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_services_buckets_are_per_prefix_of_the_configured_length_or_a_64() {
+        let t = tables(
+            "  - { name: web6, vip: \"2001:db8::100\", port: 80, rate_limit: { syns_per_second: 5, burst: 10 } }\n  - { name: api6, vip: \"2001:db8::101\", port: 80, rate_limit: { syns_per_second: 5, burst: 10, ipv6_prefix_len: 56 } }\n",
+            &BTreeMap::new(),
+        );
+        let lens: Vec<u32> = t.services.values().map(|s| s.prefix6_len).collect();
+        assert_eq!(lens, [64, 56]);
+        let vips6: Vec<String> = t.vips6.iter().map(|v| v.to_string()).collect();
+        assert_eq!(vips6, ["2001:db8::100", "2001:db8::101"]);
+        assert!(t.vips.is_empty());
+    }
+
+    #[test]
     fn a_rate_limit_alone_protects_a_service_and_unprotected_ones_have_no_settings() {
         let t = tables(
             "  - { name: web, vip: 10.0.0.1, port: 80, rate_limit: { syns_per_second: 5, burst: 10, block: 30s } }\n  - { name: api, vip: 10.0.0.2, port: 80 }\n",
@@ -241,7 +266,8 @@ mod tests {
                     flags: EDGE_S_RATE_LIMIT,
                     rate: 5,
                     burst: 10,
-                    block_secs: 30
+                    block_secs: 30,
+                    prefix6_len: 0,
                 }
             )])
         );

@@ -198,7 +198,8 @@ pub struct RuleView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LimitedView {
     pub service: String,
-    pub source: std::net::Ipv4Addr,
+    /// An IPv4 source, or the first address of an IPv6 source prefix (its bucket's).
+    pub source: std::net::IpAddr,
     /// SYNs dropped since its bucket was created (an idle source's bucket is evicted
     /// first when the map is full).
     pub dropped: u64,

@@ -13,7 +13,7 @@
 //! - [`ipv6`]: per-packet cost of IPv6 (an established segment, a new connection, a UDP
 //!   datagram of an existing flow) beside the same over IPv4;
 //! - [`edge`]: per-packet cost of edge protection (deny, rate limit, established flows
-//!   of a protected service);
+//!   of a protected service), and [`edge6`]: the same over IPv6;
 //! - [`syn_proxy`]: per-packet cost of the SYN proxy (a SYN answered with a cookie, a
 //!   proxied flow's established packet beside an unproxied one's);
 //! - [`flow_fill`]: how that cost grows with flow-table fill and backend count, beside
@@ -35,6 +35,7 @@ pub mod dsr;
 pub mod dsr6;
 pub mod e2e;
 pub mod edge;
+pub mod edge6;
 pub mod flow_fill;
 pub mod ipv6;
 pub mod machine;

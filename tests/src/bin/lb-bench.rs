@@ -4,17 +4,17 @@
 use std::path::PathBuf;
 
 use lb_tests::bench::{
-    api_change, control, dsr, dsr6, e2e, edge, flow_fill, ipv6, machine, packet, probes,
+    api_change, control, dsr, dsr6, e2e, edge, edge6, flow_fill, ipv6, machine, packet, probes,
     probes_lbd, syn_proxy, targets, udp,
 };
 use serde_json::Value;
 
-const USAGE: &str = "usage: lb-bench [--quick] [--only packet,edge,synproxy,dsr,udp,ipv6,fill,control,api,probes,e2e] [--json PATH]
+const USAGE: &str = "usage: lb-bench [--quick] [--only packet,edge,edge6,synproxy,dsr,udp,ipv6,fill,control,api,probes,e2e] [--json PATH]
   --quick                               every part, a few hundred calls per row and a short
                                         end-to-end round (about a minute): checks the harness
                                         (frames, connections), judges no timing; exits 1 when a
                                         run failed
-  [--calls N] [--rounds R]              per-packet, edge, synproxy, dsr, udp and ipv6 parts (default 20000 x 5)
+  [--calls N] [--rounds R]              per-packet, edge, edge6, synproxy, dsr, udp and ipv6 parts (default 20000 x 5)
   [--fill-calls N] [--fill-rounds R]    flow-table fill part (default 10000 x 3)
   [--e2e-rounds R] [--e2e-seconds S]    end-to-end part (default 5 rounds x 1.5 s per run)
   [--saturated-rounds R] [--saturated-seconds S]
@@ -22,8 +22,9 @@ const USAGE: &str = "usage: lb-bench [--quick] [--only packet,edge,synproxy,dsr,
   [--e2e-profile DIR]                   one more round of two saturated rows under perf record";
 
 /// `api` (the admin-API change) also runs as part of `control`.
-const PARTS: [&str; 11] = [
-    "packet", "edge", "synproxy", "dsr", "udp", "ipv6", "fill", "control", "api", "probes", "e2e",
+const PARTS: [&str; 12] = [
+    "packet", "edge", "edge6", "synproxy", "dsr", "udp", "ipv6", "fill", "control", "api",
+    "probes", "e2e",
 ];
 
 struct Args {
@@ -142,6 +143,13 @@ fn main() {
             calls: args.calls,
         };
         report.insert("edge".into(), edge::run(&opts));
+    }
+    if wants("edge6") {
+        let opts = edge6::Options {
+            rounds: args.rounds,
+            calls: args.calls,
+        };
+        report.insert("edge6".into(), edge6::run(&opts));
     }
     if wants("synproxy") {
         let opts = syn_proxy::Options {

@@ -67,7 +67,7 @@ fn syn_from(src: Ipv4Addr, vip: Ipv4Addr, sport: u16) -> Frame {
 fn counter_of(c: &Controller<KernelDataplane>, net: [u8; 4], len: u8, verdict: u32) -> u32 {
     let key = EdgeRuleKey {
         service: service_id(c, "guarded"),
-        net: Ipv4Addr::from(net),
+        net: Ipv4Addr::from(net).into(),
         len,
     };
     let rule = c.edge_tables().rules[&key];
@@ -151,7 +151,7 @@ fn a_source_denied_later_keeps_its_established_flow_but_opens_no_new_one() {
 
 /// Waits (at most 2 s) until the buckets' clock has just ticked to a new second, and
 /// returns that second.
-fn fresh_second() -> u32 {
+pub(crate) fn fresh_second() -> u32 {
     let start = bucket_clock_secs();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while bucket_clock_secs() == start {
@@ -258,7 +258,7 @@ fn burst_then_refill_by_the_kernel_clock() -> bool {
         assert_eq!(dp.edge_counters(id).unwrap().rate_limited, 7);
         let limited = dp.limited_sources(10).unwrap();
         assert_eq!(limited.len(), 2, "{limited:?}");
-        assert_eq!((limited[0].service, limited[0].source), (id, flood));
+        assert_eq!((limited[0].service, limited[0].source), (id, flood.into()));
         assert_eq!(limited[0].bucket.dropped, 5);
         assert_eq!(limited[0].bucket.tokens, 0);
         true
@@ -373,7 +373,7 @@ fn a_blocked_sources_next_syns_are_dropped_by_lb_xdp_and_counted_as_lb_edge_coun
         let source = Ipv4Addr::new(10, 10, 8, 8);
         let admitting = c.edge_tables().rules[&EdgeRuleKey {
             service: service_id(c, "walled"),
-            net: Ipv4Addr::new(10, 10, 0, 0),
+            net: Ipv4Addr::new(10, 10, 0, 0).into(),
             len: 16,
         }]
             .counter;
@@ -412,7 +412,7 @@ fn a_blocked_sources_next_syns_are_dropped_by_lb_xdp_and_counted_as_lb_edge_coun
             let limited = dp.limited_sources(10).unwrap();
             let bucket = limited
                 .iter()
-                .find(|l| (l.service, l.source) == (id, source))
+                .find(|l| (l.service, l.source) == (id, source.into()))
                 .unwrap_or_else(|| panic!("{name}: {limited:?}"))
                 .bucket;
             assert_eq!((bucket.dropped, bucket.tokens), (6, 0), "{name}");

@@ -12,6 +12,7 @@ mod decap6;
 mod dsr;
 mod dsr6;
 mod edge;
+mod edge6;
 mod explain;
 mod fuzz;
 mod fuzz_icmp6;

@@ -54,7 +54,7 @@ fn query(src: Ipv4Addr, sport: u16) -> Datagram {
 fn counter_of(c: &Controller<KernelDataplane>, net: [u8; 4], len: u8, verdict: u32) -> u32 {
     let key = EdgeRuleKey {
         service: service_id(c, "dns"),
-        net: Ipv4Addr::from(net),
+        net: Ipv4Addr::from(net).into(),
         len,
     };
     let rule = c.edge_tables().rules[&key];

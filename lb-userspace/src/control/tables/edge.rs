@@ -82,7 +82,7 @@ mod tests {
         c.apply(&denied).unwrap();
         let key = EdgeRuleKey {
             service: 0,
-            net: Ipv4Addr::new(192, 0, 2, 0),
+            net: Ipv4Addr::new(192, 0, 2, 0).into(),
             len: 24,
         };
         let rule = c.dataplane().edge.rules[&key];
@@ -131,7 +131,7 @@ mod tests {
         );
         fake.buckets.push(LimitedSource {
             service: id,
-            source: Ipv4Addr::new(198, 51, 100, 1),
+            source: Ipv4Addr::new(198, 51, 100, 1).into(),
             bucket: TokenBucket {
                 dropped: 7,
                 ..TokenBucket::default()

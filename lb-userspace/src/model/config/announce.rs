@@ -100,8 +100,7 @@ impl FromStr for Ipv4Net {
             .ok_or_else(|| format!("`{text}` is not a prefix such as 10.0.0.0/24"))?;
         if address.parse::<std::net::Ipv6Addr>().is_ok() {
             return Err(format!(
-                "`{text}` is an IPv6 prefix: only IPv4 prefixes are supported, as source \
-                 rules are IPv4 only so far (docs/ipv6.md)"
+                "`{text}` is an IPv6 prefix: only IPv4 prefixes are supported here"
             ));
         }
         let address: Ipv4Addr = address

@@ -4,18 +4,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{announce::Ipv4Net, duration};
+use super::{duration, source_net::SourceNet};
 
-/// A service's source rules: the most specific prefix matching a new connection's
-/// source decides; a prefix in both lists is denied; with any `allow` rule a source no
-/// rule matches is refused.
+/// A service's source rules, prefixes of the VIP's family: the most specific prefix
+/// matching a new connection's source decides; a prefix in both lists is denied; with
+/// any `allow` rule a source no rule matches is refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceFilter {
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub allow: Vec<Ipv4Net>,
+    pub allow: Vec<SourceNet>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub deny: Vec<Ipv4Net>,
+    pub deny: Vec<SourceNet>,
 }
 
 impl SourceFilter {
@@ -24,8 +24,8 @@ impl SourceFilter {
     }
 }
 
-/// Per source address, the SYNs a service takes: a token bucket of `burst` tokens
-/// refilled by `syns_per_second` each second of the controller's clock.
+/// Per source address (an IPv6 source: per prefix), the SYNs a service takes: a token
+/// bucket of `burst` tokens refilled by `syns_per_second` each second.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
@@ -35,7 +35,14 @@ pub struct RateLimit {
     /// seconds; 0s: only the bucket decides).
     #[serde(default, with = "duration")]
     pub block: Duration,
+    /// An IPv6 service's buckets are per source prefix of this length (default
+    /// `lb_common::edge::DEFAULT_RATE_PREFIX6_LEN`): whoever floods holds a whole /64 at least.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_prefix_len: Option<u8>,
 }
+
+/// Shortest `rate_limit.ipv6_prefix_len`: a /32 is a whole provider's allocation.
+pub const MIN_RATE_PREFIX6_LEN: u8 = 32;
 
 /// Longest `rate_limit.block`.
 pub const MAX_BLOCK: Duration = Duration::from_secs(3600);

@@ -1,9 +1,9 @@
 //! The rules of IPv6 services (see docs/ipv6.md): a service's backends are of its VIP's
 //! family (NAT translates addresses within one family, the DSR modes wrap a packet in its
 //! own family), and an IPv6 service is served without the features whose kernel state is
-//! IPv4 only so far (edge protection, the reverse map of `stateless_return`). Refusing
-//! them names the key rather than letting the data path pass the service's packets to
-//! the kernel.
+//! IPv4 only so far (the SYN proxy, the reverse map of `stateless_return`). Refusing them
+//! names the key rather than letting the data path pass the service's packets to the
+//! kernel.
 use std::net::IpAddr;
 
 use super::{
@@ -40,21 +40,11 @@ pub(super) fn check_ipv6(c: &mut Collector, at: &str, s: &ServiceConfig) {
     if !s.vip.is_ipv6() {
         return;
     }
-    let edge = "edge protection (filter, rate_limit, syn_proxy) is not applied to IPv6 \
-                services yet";
-    if !s.filter.is_empty() {
-        c.err(format!("{at}.filter"), format!("{edge}; remove filter"));
-    }
-    if s.rate_limit.is_some() {
-        c.err(
-            format!("{at}.rate_limit"),
-            format!("{edge}; remove rate_limit"),
-        );
-    }
     if s.syn_proxy != SynProxyMode::Off {
         c.err(
             format!("{at}.syn_proxy"),
-            format!("{edge}; remove syn_proxy"),
+            "the SYN proxy is not applied to IPv6 services yet (its cookies are IPv4's); \
+             remove syn_proxy",
         );
     }
     if s.stateless_return {
@@ -171,30 +161,16 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv6_service_refuses_edge_protection_and_stateless_return_by_key() {
+    fn an_ipv6_service_refuses_the_syn_proxy_and_stateless_return_by_key() {
         let b = "backends: [{ address: \"2001:db8:1::11\", port: 80, zone: az-a }]";
-        let edge = "edge protection (filter, rate_limit, syn_proxy) is not applied to IPv6 \
-                    services yet";
+        let proxy = "the SYN proxy is not applied to IPv6 services yet (its cookies are \
+                     IPv4's); remove syn_proxy";
         for (rest, field, message) in [
-            (
-                "filter: { deny: [192.0.2.0/24] }",
-                "services[0].filter",
-                format!("{edge}; remove filter"),
-            ),
-            (
-                "rate_limit: { syns_per_second: 10, burst: 10 }",
-                "services[0].rate_limit",
-                format!("{edge}; remove rate_limit"),
-            ),
-            (
-                "syn_proxy: on",
-                "services[0].syn_proxy",
-                format!("{edge}; remove syn_proxy"),
-            ),
+            ("syn_proxy: on", "services[0].syn_proxy", proxy.to_string()),
             (
                 "syn_proxy: auto",
                 "services[0].syn_proxy",
-                format!("{edge}; remove syn_proxy"),
+                proxy.to_string(),
             ),
             (
                 "stateless_return: true",

@@ -11,8 +11,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::model::config::{
-    validate_scoped, BackendConfig, BackendState, Config, ConfigError, Ipv4Net, Scope,
-    ServiceConfig, SourceFilter,
+    validate_scoped, BackendConfig, BackendState, Config, ConfigError, Scope, ServiceConfig,
+    SourceFilter, SourceNet,
 };
 
 /// A backend's identity within a service: `ADDRESS:PORT`, an IPv6 address in brackets
@@ -115,11 +115,11 @@ pub enum Edit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FilterEdit {
     /// Lists the prefix as allowed (taking it off the deny list).
-    Allow(Ipv4Net),
+    Allow(SourceNet),
     /// Lists the prefix as denied (taking it off the allow list).
-    Deny(Ipv4Net),
+    Deny(SourceNet),
     /// Takes the prefix off both lists.
-    Remove(Ipv4Net),
+    Remove(SourceNet),
 }
 
 impl Edit {
@@ -152,13 +152,13 @@ pub enum EditError {
     #[error("zone `{0}` has no backend in {1}")]
     UnknownZone(String, String),
     #[error("service `{0}` has no rule for {1}")]
-    UnknownRule(String, Ipv4Net),
+    UnknownRule(String, SourceNet),
     /// The change would take the service's last allow rule away, admitting every source.
     #[error(
         "{1} is the last allow rule of service `{0}`: without it every source may connect; \
          to open the service, repeat with --open (API: \"open\": true)"
     )]
-    WouldOpen(String, Ipv4Net),
+    WouldOpen(String, SourceNet),
     #[error("service `{0}` already exists")]
     DuplicateService(String),
     #[error("service `{service}` already has backend {backend}")]

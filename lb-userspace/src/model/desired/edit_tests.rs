@@ -256,8 +256,8 @@ fn an_edit_in_place_is_taken_back_exactly_and_a_refused_one_changes_nothing() {
 #[test]
 fn taking_the_last_allow_rule_away_needs_open() {
     let mut c = base();
-    let net: Ipv4Net = "192.0.2.0/24".parse().unwrap();
-    let other: Ipv4Net = "198.51.100.0/24".parse().unwrap();
+    let net: SourceNet = "192.0.2.0/24".parse().unwrap();
+    let other: SourceNet = "198.51.100.0/24".parse().unwrap();
     c.services[0].filter.allow = vec![net, other];
     let edit = |rule, open| Edit::SetFilterRule {
         service: "web".into(),

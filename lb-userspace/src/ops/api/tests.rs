@@ -284,6 +284,15 @@ fn filter_rules_are_added_moved_and_removed_live_with_their_counts_shown() {
     assert_eq!(status, 404, "{body}");
     let (status, body) = post("deny", "10.1.2.3/8");
     assert_eq!(status, 400, "{body}");
+    // A prefix of the other family than the VIP's could never match a client: refused.
+    let (status, body) = post("deny", "2001:db8:66::/48");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"],
+        "services[0].filter.deny[0]: 2001:db8:66::/48 is IPv6 but the service's VIP \
+         10.0.0.100 is IPv4: a service's source rules are of its VIP's family, as its clients \
+         are"
+    );
     // The last allow rule goes only with `open`: without it the service would silently
     // admit every source.
     let (status, body) = post("remove", "192.0.2.0/24");

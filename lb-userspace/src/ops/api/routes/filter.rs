@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{change, DataPath, Shared};
 use crate::{
     model::{
-        config::Ipv4Net,
+        config::SourceNet,
         desired::edit::{Edit, FilterEdit},
     },
     ops::{
@@ -99,7 +99,7 @@ pub async fn set<D: DataPath>(
     Path(service): Path<String>,
     JsonBody(body): JsonBody<FilterBody>,
 ) -> Result<Json<ChangeResult>, ApiError> {
-    let net: Ipv4Net = body
+    let net: SourceNet = body
         .cidr
         .parse()
         .map_err(|e: String| ApiError::bad_request(format!("cidr: {e}")))?;
