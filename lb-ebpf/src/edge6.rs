@@ -30,6 +30,7 @@ use crate::{
     flow6, lookup,
     maps::{EDGE6_ADMITTED, EDGE_RULES, EDGE_SERVICES, PROGRAMS, RATE_BUCKETS6, VIP_ADDRS6},
     parse6::{self, Packet6},
+    trace6,
     v6::addr_at,
     wire,
 };
@@ -75,9 +76,9 @@ pub fn lb_edge6(ctx: XdpContext) -> u32 {
         Err(reason) => return unlisted_verdict(&ctx, reason, false),
     };
     let tcp = pkt.flow.proto == PROTO_TCP;
-    // Only a TCP service's packet is handed over by `check`; anything else came from
-    // `unlisted`.
-    let Some(service) = flow6::service6(&pkt.flow).filter(|_| tcp) else {
+    // A packet of a service (TCP or UDP) was handed over by `check`; anything else came
+    // from `unlisted`, which only a packet no service takes reaches.
+    let Some(service) = flow6::service6(&pkt.flow) else {
         let why = if tcp {
             Reason::PassNoService
         } else {
@@ -85,9 +86,10 @@ pub fn lb_edge6(ctx: XdpContext) -> u32 {
         };
         return unlisted_verdict(&ctx, why, tcp);
     };
-    let syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    // A UDP service takes no rate limit (validation), and its datagram is no SYN.
+    let syn = tcp && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     if let Some(why) = verdict(service.id(), &pkt.flow.src_addr, syn) {
-        return count::drop(why);
+        return trace6::refused(&pkt, service.id(), count::drop(why), why);
     }
     let Some(mark) = EDGE6_ADMITTED.get_ptr_mut(0) else {
         return count::drop(Reason::DropEdgeDenied);

@@ -19,7 +19,7 @@ use lb_common::{
 };
 
 use crate::{
-    count, dsr6,
+    count, dsr6, edge6,
     flow6::{self, backend6, followed, new_target, Placed6},
     forward6, lookup,
     maps::{FLOWS6, NEXTHOPS},
@@ -53,6 +53,10 @@ pub fn to_backend(ctx: &XdpContext, pkt: &Packet6) -> Option<u32> {
     });
     if let Some(why) = why {
         return Some(trace6::refused(pkt, service.id(), count::refuse(why), why));
+    }
+    // Source rules decide on a datagram that opens a flow, as over IPv4.
+    if let Some(action) = edge6::check(ctx, pkt, service) {
+        return Some(action);
     }
     Some(match place(pkt, service, entry.is_some()) {
         Some((placed, new_flow)) => send(ctx, pkt, &placed, new_flow),

@@ -1,7 +1,8 @@
 //! Source rules of UDP services (docs/edge-protection.md, docs/udp.md): a datagram that
 //! opens a flow gets the verdict of its source's most specific rule, counted on that rule
 //! and under the reason; a flow opened before a deny rule keeps going; and a UDP
-//! service's refusal is not remembered for the TCP service on the same VIP and port.
+//! service's refusal is not remembered for the TCP service on the same VIP and port. The
+//! same rules over IPv6 (`lb_edge6`), and a refused IPv6 datagram traced.
 //! The real object, maps filled by the real controller, every verdict checked against
 //! the reason counters.
 use std::net::Ipv4Addr;
@@ -37,6 +38,15 @@ const CONFIG: &str = lb_tests::rig_config_with!(
     port: 53
     backends:
       - { address: 10.1.0.11, port: 8053, zone: az-a }
+  - name: dns6
+    vip: "2001:db8:100::120"
+    port: 53
+    protocol: udp
+    filter:
+      deny: ["2001:db8:10::/64"]
+      allow: ["2001:db8:10::3/128"]
+    backends:
+      - { address: "2001:db8:1::11", port: 5353, zone: az-a }
 "#
 );
 
@@ -138,5 +148,58 @@ fn a_udp_flow_opened_before_a_deny_rule_keeps_going_and_a_new_one_is_refused() {
         let other = query(CLIENT, 43_001);
         let r = run_counted(dp, c0, &other.bytes(), Reason::DropEdgeDenied);
         assert_eq!(r.action, XDP_DROP, "a new flow from the source is refused");
+    });
+}
+
+#[test]
+fn an_ipv6_datagram_opening_a_flow_gets_its_sources_rule_and_a_refusal_is_traced() {
+    use lb_common::trace::{TRACE_DECISION_REFUSED, TRACE_NO_BACKEND};
+    use lb_tests::frame6::{Frame6, PROTO_UDP};
+
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(CONFIG, |c| {
+        let dns6 = service_id(c, "dns6");
+        let mut trace = c.dataplane_mut().take_trace().expect("the trace maps");
+        let mut ring = trace.take_ring().expect("the ring");
+        trace.set_sample(dns6, 1).unwrap();
+        let dp = c.dataplane();
+        let query6 = |src: &str, sport: u16| Frame6 {
+            src_mac: CLIENT_MAC,
+            src: src.parse().unwrap(),
+            dst: "2001:db8:100::120".parse().unwrap(),
+            sport,
+            dport: 53,
+            proto: PROTO_UDP,
+            payload: b"query".to_vec(),
+            ..Frame6::default()
+        };
+        let denied = query6("2001:db8:10::2", 44_000);
+        let r = run_counted(dp, c0, &denied.bytes(), Reason::DropEdgeDenied);
+        assert_eq!(r.action, XDP_DROP, "the /64 is denied");
+        assert!(
+            dp.flows6.get(&denied.flow_key(), 0).is_err(),
+            "no flow recorded"
+        );
+        let carved = query6("2001:db8:10::3", 44_001);
+        let r = run_counted(dp, c0, &carved.bytes(), Reason::RedirectInterface);
+        assert_eq!(r.action, XDP_REDIRECT, "the /128 is carved out of the deny");
+        let records = super::trace::drain(&mut ring);
+        let refused: Vec<_> = records
+            .iter()
+            .filter(|r| r.decision == TRACE_DECISION_REFUSED)
+            .map(|r| (r.src_port, r.backend, r.reason, r.family))
+            .collect();
+        assert_eq!(
+            refused,
+            [(
+                44_000u16.to_be(),
+                TRACE_NO_BACKEND,
+                Reason::DropEdgeDenied as u32,
+                lb_common::trace::TRACE_FAMILY_IPV6
+            )],
+            "{records:?}"
+        );
+        assert_eq!(records.len(), 2, "the refused and the placed datagram");
     });
 }
