@@ -31,6 +31,7 @@ pub mod reverse;
 pub mod service;
 pub mod service_index;
 pub mod syn_cache;
+pub mod syn_cache6;
 pub mod syn_proxy;
 pub mod trace;
 

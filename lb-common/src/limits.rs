@@ -36,8 +36,10 @@ pub const PROGRAMS_SLOT_DSR: u32 = 4;
 pub const PROGRAMS_SLOT_UDP: u32 = 5;
 /// Slot of [`PROGRAM_V6`] in [`MAP_PROGRAMS`].
 pub const PROGRAMS_SLOT_V6: u32 = 6;
+/// Slot of [`PROGRAM_V6_SYN`] in [`MAP_PROGRAMS`].
+pub const PROGRAMS_SLOT_V6_SYN: u32 = 9;
 /// Slots of [`MAP_PROGRAMS`].
-pub const PROGRAMS_SLOTS: u32 = 7;
+pub const PROGRAMS_SLOTS: u32 = 10;
 pub const MAP_POLICY_TABLE: &str = "POLICY_TABLE";
 pub const MAP_RR_CURSOR: &str = "RR_CURSOR";
 pub const MAP_ACTIVE_FLOWS: &str = "ACTIVE_FLOWS";
@@ -84,6 +86,9 @@ pub const MAP_SYN_PROXY_SYNS: &str = "SYN_PROXY_SYNS";
 pub const MAP_DSR_HOPS: &str = "DSR_HOPS";
 /// One-entry per-CPU array: the backend `lb_xdp` placed a packet on, for `lb_dsr`.
 pub const MAP_DSR_HAND_OVER: &str = "DSR_HAND_OVER";
+/// One-entry per-CPU array: whether `lb_v6` found the tuple without a flow entry before
+/// it handed the segment to `lb_v6_syn` (which then does not look again).
+pub const MAP_V6_SYN_HAND_OVER: &str = "V6_SYN_HAND_OVER";
 /// IPv6 services: `ipv6::ServiceKey6` -> `service::ServiceMeta` (hash map).
 pub const MAP_SERVICES6: &str = "SERVICES6";
 /// Per backend id, the address of an IPv6 backend (`ipv6::Addr6`; the `Backend` entry
@@ -93,6 +98,9 @@ pub const MAP_BACKEND_ADDRS6: &str = "BACKEND_ADDRS6";
 pub const MAP_FLOWS6: &str = "FLOWS6";
 /// IPv6 return flows: `ipv6::FlowKey6` (backend -> client) -> `ipv6::NatReturn6`.
 pub const MAP_RETURN_FLOWS6: &str = "RETURN_FLOWS6";
+/// Per service id, the VIP:port of an IPv6 service (`ipv6::ServiceKey6`): what the
+/// SYN-ACK of a handshake in the SYN cache is translated to (see `syn_cache6`).
+pub const MAP_SERVICE_VIPS6: &str = "SERVICE_VIPS6";
 /// Prefix of the maps that are never pinned (a trace belongs to one `lbd`).
 pub const MAP_TRACE_PREFIX: &str = "TRACE_";
 
@@ -102,7 +110,7 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 17;
+pub const LAYOUT_VERSION: u32 = 18;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
@@ -166,6 +174,10 @@ pub const PROGRAM_UDP: &str = "lb_udp";
 /// from a maybe-backend (by the prefilter's bit of `ipv6::fold`): IPv6 TCP and UDP
 /// services' both directions (see `lb-ebpf/src/v6.rs`).
 pub const PROGRAM_V6: &str = "lb_v6";
+/// Name of the program `lb_v6` tail-calls for an IPv6 handshake through the SYN cache: a
+/// hash-placed service's segment without a live flow entry, and a backend's SYN or RST
+/// (see `lb-ebpf/src/v6_syn.rs`).
+pub const PROGRAM_V6_SYN: &str = "lb_v6_syn";
 
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
 /// The most services a config may allow: each service's index slot fits the SYN cache's

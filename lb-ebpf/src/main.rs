@@ -60,6 +60,7 @@ mod rewrite6;
 mod select;
 mod select6;
 mod syn_cache;
+mod syn_cache6;
 mod syn_proxy;
 mod to_backend;
 mod to_backend6;
@@ -74,6 +75,7 @@ mod udp_rewrite;
 mod udp_to_backend;
 mod udp_to_client;
 mod v6;
+mod v6_syn;
 mod wire;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};

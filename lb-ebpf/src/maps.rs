@@ -70,6 +70,10 @@ pub static FLOWS6: LruHashMap<FlowKey6, FlowTarget> =
 pub static RETURN_FLOWS6: LruHashMap<FlowKey6, NatReturn6> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
 
+/// The VIP:port of each IPv6 service, by service id (see `lb_common::syn_cache6`).
+#[map]
+pub static SERVICE_VIPS6: Array<ServiceKey6> = Array::with_max_entries(DEFAULT_MAX_SERVICES, 0);
+
 #[map]
 pub static SERVICE_STATS: PerCpuArray<TrafficCounters> =
     PerCpuArray::with_max_entries(DEFAULT_MAX_SERVICES, 0);
@@ -214,6 +218,11 @@ pub static DSR_HOPS: Array<DsrHop> = Array::with_max_entries(DEFAULT_MAX_BACKEND
 /// and a tail call runs on the CPU that made it, so nothing else writes it in between.
 #[map]
 pub static DSR_HAND_OVER: PerCpuArray<crate::dsr::HandOver> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether `lb_v6` found no flow entry for the segment it handed to `lb_v6_syn` (see
+/// `v6_syn::hand_over`): per CPU, as `DSR_HAND_OVER`.
+#[map]
+pub static V6_SYN_HAND_OVER: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// The UDP destination port of `gue` (host order); set by the loader.
 #[unsafe(no_mangle)]

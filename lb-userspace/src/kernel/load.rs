@@ -73,6 +73,7 @@ pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
         (MAP_FLOWS, limits.flow_table_size),
         (MAP_RETURN_FLOWS, limits.flow_table_size),
         (MAP_SERVICES6, limits.max_services),
+        (MAP_SERVICE_VIPS6, limits.max_services),
         (MAP_BACKEND_ADDRS6, limits.max_backends),
         (MAP_FLOWS6, limits.flow_table_size6),
         (MAP_RETURN_FLOWS6, limits.flow_table_size6),
@@ -136,6 +137,7 @@ fn load_programs(
         (PROGRAM_DSR, PROGRAMS_SLOT_DSR),
         (PROGRAM_UDP, PROGRAMS_SLOT_UDP),
         (PROGRAM_V6, PROGRAMS_SLOT_V6),
+        (PROGRAM_V6_SYN, PROGRAMS_SLOT_V6_SYN),
     ] {
         let program: &mut Xdp = ebpf
             .program_mut(name)
@@ -236,6 +238,7 @@ impl KernelDataplane {
                 size_of::<ServiceSlot>(),
             )?)?,
             services6: take(&mut ebpf, MAP_SERVICES6)?,
+            service_vips6: take(&mut ebpf, MAP_SERVICE_VIPS6)?,
             backends: take(&mut ebpf, MAP_BACKENDS)?,
             backend_addrs6: take(&mut ebpf, MAP_BACKEND_ADDRS6)?,
             ring: take_mmap(&mut ebpf, MAP_RING)?,

@@ -190,6 +190,16 @@ impl Dataplane for KernelDataplane {
     }
 
     fn set_service6(&mut self, key: &ServiceKey6, meta: &ServiceMeta) -> WriteResult {
+        // Before the service: its first SYN-ACK may follow at once.
+        self.service_vips6.set(meta.id, key, 0).map_err(|e| {
+            Slot {
+                map: MAP_SERVICE_VIPS6,
+                capacity: self.service_vips6.len(),
+                limit: "max_services",
+                index: meta.id,
+            }
+            .refused(e)
+        })?;
         // One update of the whole value: the kernel swaps a hash map's element in at
         // once, so a packet sees the old meta or the new one.
         self.services6.insert(key, meta, 0).map_err(|e| {

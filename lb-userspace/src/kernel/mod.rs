@@ -46,6 +46,9 @@ pub struct KernelDataplane {
     services: ServiceIndex,
     /// IPv6 services (see `lb_common::ipv6`).
     services6: HashMap<MapData, ServiceKey6, lb_common::service::ServiceMeta>,
+    /// Each IPv6 service's VIP:port by service id, for the SYN-ACKs of its handshakes in
+    /// the SYN cache (see `lb_common::syn_cache6`).
+    service_vips6: Array<MapData, ServiceKey6>,
     backends: Array<MapData, Backend>,
     /// The address of each IPv6 backend, by backend id.
     backend_addrs6: Array<MapData, Addr6>,

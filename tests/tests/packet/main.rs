@@ -29,6 +29,7 @@ mod spoofed_handshake;
 mod stateless_miss;
 mod stateless_return;
 mod stateless_syn;
+mod stateless_syn6;
 mod syn_proxy;
 mod tables6;
 mod trace;
