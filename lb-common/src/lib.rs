@@ -28,6 +28,7 @@ pub mod net6;
 pub mod nexthop;
 pub mod probe_tunnel;
 pub mod reverse;
+pub mod reverse6;
 pub mod service;
 pub mod service_index;
 pub mod syn_cache;

@@ -52,6 +52,8 @@ pub const MAP_SYN_CACHE: &str = "SYN_CACHE";
 /// The reverse map, backend address:port -> VIP:port (see `lb_common::reverse`); at most
 /// one entry per backend slot, so sized `limits.max_backends`.
 pub const MAP_REVERSE: &str = "REVERSE";
+/// The reverse map of IPv6 backends (see `lb_common::reverse6`), sized as [`MAP_REVERSE`].
+pub const MAP_REVERSE6: &str = "REVERSE6";
 /// One-entry array: the controller's clock in whole seconds (CLOCK_BOOTTIME), written
 /// every second, stamped on flows by the data path.
 pub const MAP_CLOCK: &str = "CLOCK";

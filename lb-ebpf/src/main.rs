@@ -68,6 +68,7 @@ mod to_client;
 mod to_client6;
 mod to_client_miss;
 mod to_client_reverse;
+mod to_client_reverse6;
 mod trace;
 mod udp;
 mod udp6;

@@ -25,6 +25,7 @@ use lb_common::{
     },
     nexthop::NextHop,
     reverse::{ReverseKey, ReverseTarget},
+    reverse6::{ReverseKey6, ReverseTarget6},
     service::{ServiceMeta, POLICY_TABLE_SLOTS},
     service_index::{self, ServiceSlot},
     syn_cache::SynSet,
@@ -126,6 +127,11 @@ pub static SYN_CACHE: Array<SynSet> = Array::with_max_entries(1024, 0);
 /// per backend slot.
 #[map]
 pub static REVERSE: HashMap<ReverseKey, ReverseTarget> =
+    HashMap::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// The same for IPv6 backends (see `lb_common::reverse6`).
+#[map]
+pub static REVERSE6: HashMap<ReverseKey6, ReverseTarget6> =
     HashMap::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 
 /// Cached route towards each backend, by backend id (see `lb_common::nexthop`).

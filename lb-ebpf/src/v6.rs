@@ -134,8 +134,8 @@ pub fn lb_v6(ctx: XdpContext) -> u32 {
     if lookup::may_be(FILTER_BACKENDS, fold(&pkt.flow.src_addr)) {
         let entry = RETURN_FLOWS6.get_ptr_mut(pkt.flow);
         if !udp && v6_syn::hands_over_reply(pkt.tcp_flags, entry.is_some()) {
-            // Its SYN may have left only a SYN-cache slot (returns only if `lb_v6_syn`
-            // is missing).
+            // Its SYN may have left only a SYN-cache slot, or it may be a tier's reply
+            // (returns only if `lb_v6_syn` is missing).
             v6_syn::hand_over(&ctx, false);
         }
         if let Some(entry) = entry {

@@ -8,7 +8,9 @@
 //! - a client's segment whose entry may belong to an earlier connection on its tuple
 //!   (closed, half-closed, idle, on a backend taking no new flows), which the SYN cache
 //!   tells from the new connection's first packet;
-//! - a backend's SYN or RST, which may answer a handshake that left only a slot.
+//! - a backend's SYN, or a segment without a return entry: the answer to a handshake
+//!   that left only a slot, or a reply of a `stateless_return` service that another node
+//!   placed, translated by the IPv6 reverse map (`to_client_reverse6.rs`).
 //!
 //! The frame is parsed again (a tail call keeps only the context) and told apart as
 //! `lb_v6` tells it: to a VIP:port that a flow entry or a service claims, else a reply.
@@ -25,7 +27,7 @@ use lb_common::{
 use crate::{
     count, lookup,
     maps::{PROGRAMS, RETURN_FLOWS6, V6_SYN_HAND_OVER},
-    parse6, syn_cache6, to_backend6, to_client6,
+    parse6, syn_cache6, to_backend6, to_client6, to_client_reverse6,
 };
 
 /// Tail-calls `lb_v6_syn`; returns only if the call failed (no program in the slot).
@@ -46,11 +48,13 @@ pub fn no_entry() -> bool {
     V6_SYN_HAND_OVER.get(0).is_some_and(|w| *w != 0)
 }
 
-/// Whether `lb_v6` hands a backend's TCP segment over: a SYN or RST, which may answer a
-/// handshake in the SYN cache (a RST with a return entry is the flow's, not a refusal).
+/// Whether `lb_v6` hands a backend's TCP segment over: a SYN, which may answer a
+/// handshake in the SYN cache, or any segment without a return entry (a RST refusing a
+/// handshake, a reply the reverse map translates); a RST with a return entry is the
+/// flow's.
 #[inline(always)]
 pub fn hands_over_reply(tcp_flags: u8, has_return_entry: bool) -> bool {
-    tcp_flags & TCP_SYN != 0 || (tcp_flags & TCP_RST != 0 && !has_return_entry)
+    tcp_flags & TCP_SYN != 0 || !has_return_entry
 }
 
 #[xdp]
@@ -73,6 +77,10 @@ pub fn lb_v6_syn(ctx: XdpContext) -> u32 {
         }
         if let Some(entry) = RETURN_FLOWS6.get_ptr_mut(pkt.flow) {
             return to_client6::handle(&ctx, &pkt, entry);
+        }
+        // No state of this node claims it: a `stateless_return` service's reply.
+        if let Some(action) = to_client_reverse6::handle(&ctx, &pkt) {
+            return action;
         }
     }
     count::pass(Reason::PassNoService)

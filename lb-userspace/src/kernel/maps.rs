@@ -16,6 +16,7 @@ use lb_common::{
     limits::*,
     nexthop::NextHop,
     reverse::{ReverseKey, ReverseTarget},
+    reverse6::{ReverseKey6, ReverseTarget6},
     service::{ServiceKey, ServiceMeta},
 };
 
@@ -131,7 +132,13 @@ impl Dataplane for KernelDataplane {
     }
 
     fn set_reverse_map(&mut self, entries: &BTreeMap<ReverseKey, ReverseTarget>) -> WriteResult {
-        self.write_reverse_map(entries)
+        let capacity = self.backends.len();
+        super::reverse::write_reverse_map(&mut self.reverse, MAP_REVERSE, capacity, entries)
+    }
+
+    fn set_reverse_map6(&mut self, entries: &BTreeMap<ReverseKey6, ReverseTarget6>) -> WriteResult {
+        let capacity = self.backends.len();
+        super::reverse::write_reverse_map(&mut self.reverse6, MAP_REVERSE6, capacity, entries)
     }
 
     fn set_backend(&mut self, id: u32, backend: &Backend) -> WriteResult {

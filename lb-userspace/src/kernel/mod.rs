@@ -34,6 +34,7 @@ use lb_common::{
     ipv6::{Addr6, FlowKey6, NatReturn6, ServiceKey6},
     nexthop::NextHop,
     reverse::{ReverseKey, ReverseTarget},
+    reverse6::{ReverseKey6, ReverseTarget6},
 };
 
 pub use self::links::ifindex_of;
@@ -67,6 +68,7 @@ pub struct KernelDataplane {
     pub flows6: HashMap<MapData, FlowKey6, FlowTarget>,
     pub return_flows6: HashMap<MapData, FlowKey6, NatReturn6>,
     pub reverse: HashMap<MapData, ReverseKey, ReverseTarget>,
+    pub reverse6: HashMap<MapData, ReverseKey6, ReverseTarget6>,
     service_stats: PerCpuArray<MapData, TrafficCounters>,
     backend_stats: PerCpuArray<MapData, TrafficCounters>,
     signals: PerCpuArray<MapData, BackendSignals>,

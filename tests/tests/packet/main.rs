@@ -28,6 +28,7 @@ mod service_index;
 mod spoofed_handshake;
 mod stateless_miss;
 mod stateless_return;
+mod stateless_return6;
 mod stateless_syn;
 mod stateless_syn6;
 mod syn_proxy;

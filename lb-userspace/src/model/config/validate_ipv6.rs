@@ -1,7 +1,7 @@
 //! The rules of IPv6 services (see docs/ipv6.md): a service's backends are of its VIP's
 //! family (NAT translates addresses within one family), and an IPv6 service is served in
 //! mode nat without the features whose kernel state is IPv4 only so far (the DSR modes,
-//! edge protection, the reverse map of `stateless_return`). Refusing them names the key
+//! edge protection). Refusing them names the key
 //! rather than letting the data path pass the service's packets to the kernel.
 use std::net::IpAddr;
 
@@ -61,13 +61,6 @@ pub(super) fn check_ipv6(c: &mut Collector, at: &str, s: &ServiceConfig) {
         c.err(
             format!("{at}.syn_proxy"),
             format!("{edge}; remove syn_proxy"),
-        );
-    }
-    if s.stateless_return {
-        c.err(
-            format!("{at}.stateless_return"),
-            "the reverse map is IPv4 only: an IPv6 service's replies are translated by their \
-             flow's return entry; remove stateless_return",
         );
     }
 }
@@ -163,7 +156,7 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv6_service_refuses_dsr_edge_protection_and_stateless_return_by_key() {
+    fn an_ipv6_service_refuses_dsr_and_edge_protection_by_key() {
         let b = "backends: [{ address: \"2001:db8:1::11\", port: 80, zone: az-a }]";
         let edge = "edge protection (filter, rate_limit, syn_proxy) is not applied to IPv6 \
                     services yet";
@@ -201,13 +194,6 @@ mod tests {
                 "syn_proxy: auto",
                 "services[0].syn_proxy",
                 format!("{edge}; remove syn_proxy"),
-            ),
-            (
-                "stateless_return: true",
-                "services[0].stateless_return",
-                "the reverse map is IPv4 only: an IPv6 service's replies are translated by \
-                 their flow's return entry; remove stateless_return"
-                    .to_string(),
             ),
         ] {
             assert_eq!(
