@@ -29,9 +29,11 @@ pub mod net6;
 pub mod nexthop;
 pub mod probe_tunnel;
 pub mod reverse;
+pub mod reverse6;
 pub mod service;
 pub mod service_index;
 pub mod syn_cache;
+pub mod syn_cache6;
 pub mod syn_proxy;
 pub mod trace;
 

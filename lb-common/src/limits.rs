@@ -40,6 +40,8 @@ pub const PROGRAMS_SLOT_V6: u32 = 6;
 pub const PROGRAMS_SLOT_DSR6: u32 = 7;
 /// Slot of [`PROGRAM_EDGE6`] in [`MAP_PROGRAMS`].
 pub const PROGRAMS_SLOT_EDGE6: u32 = 8;
+/// Slot of [`PROGRAM_V6_SYN`] in [`MAP_PROGRAMS`].
+pub const PROGRAMS_SLOT_V6_SYN: u32 = 9;
 /// Slots of [`MAP_PROGRAMS`].
 pub const PROGRAMS_SLOTS: u32 = 10;
 pub const MAP_POLICY_TABLE: &str = "POLICY_TABLE";
@@ -54,6 +56,8 @@ pub const MAP_SYN_CACHE: &str = "SYN_CACHE";
 /// The reverse map, backend address:port -> VIP:port (see `lb_common::reverse`); at most
 /// one entry per backend slot, so sized `limits.max_backends`.
 pub const MAP_REVERSE: &str = "REVERSE";
+/// The reverse map of IPv6 backends (see `lb_common::reverse6`), sized as [`MAP_REVERSE`].
+pub const MAP_REVERSE6: &str = "REVERSE6";
 /// One-entry array: the controller's clock in whole seconds (CLOCK_BOOTTIME), written
 /// every second, stamped on flows by the data path.
 pub const MAP_CLOCK: &str = "CLOCK";
@@ -96,6 +100,9 @@ pub const MAP_DSR_HOPS: &str = "DSR_HOPS";
 pub const MAP_DSR_HOPS6: &str = "DSR_HOPS6";
 /// One-entry per-CPU array: the backend `lb_xdp` placed a packet on, for `lb_dsr`.
 pub const MAP_DSR_HAND_OVER: &str = "DSR_HAND_OVER";
+/// One-entry per-CPU array: whether `lb_v6` found the tuple without a flow entry before
+/// it handed the segment to `lb_v6_syn` (which then does not look again).
+pub const MAP_V6_SYN_HAND_OVER: &str = "V6_SYN_HAND_OVER";
 /// IPv6 services: `ipv6::ServiceKey6` -> `service::ServiceMeta` (hash map).
 pub const MAP_SERVICES6: &str = "SERVICES6";
 /// Per backend id, the address of an IPv6 backend (`ipv6::Addr6`; the `Backend` entry
@@ -105,6 +112,9 @@ pub const MAP_BACKEND_ADDRS6: &str = "BACKEND_ADDRS6";
 pub const MAP_FLOWS6: &str = "FLOWS6";
 /// IPv6 return flows: `ipv6::FlowKey6` (backend -> client) -> `ipv6::NatReturn6`.
 pub const MAP_RETURN_FLOWS6: &str = "RETURN_FLOWS6";
+/// Per service id, the VIP:port of an IPv6 service (`ipv6::ServiceKey6`): what the
+/// SYN-ACK of a handshake in the SYN cache is translated to (see `syn_cache6`).
+pub const MAP_SERVICE_VIPS6: &str = "SERVICE_VIPS6";
 /// Prefix of the maps that are never pinned (a trace belongs to one `lbd`).
 pub const MAP_TRACE_PREFIX: &str = "TRACE_";
 
@@ -185,6 +195,10 @@ pub const PROGRAM_DSR6: &str = "lb_dsr6";
 /// without a flow entry: the edge checks (source rules), which hand an admitted packet
 /// back to `lb_v6` (see `lb-ebpf/src/edge6.rs`).
 pub const PROGRAM_EDGE6: &str = "lb_edge6";
+/// Name of the program `lb_v6` tail-calls for an IPv6 handshake through the SYN cache: a
+/// hash-placed service's segment without a live flow entry, and a backend's SYN or RST
+/// (see `lb-ebpf/src/v6_syn.rs`).
+pub const PROGRAM_V6_SYN: &str = "lb_v6_syn";
 
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
 /// The most services a config may allow: each service's index slot fits the SYN cache's

@@ -30,6 +30,8 @@ pod!(
     crate::syn_cache::SynSet,
     crate::reverse::ReverseKey,
     crate::reverse::ReverseTarget,
+    crate::reverse6::ReverseKey6,
+    crate::reverse6::ReverseTarget6,
     crate::trace::TraceRecord,
     crate::edge::EdgeAddr,
     crate::edge::EdgeRule,

@@ -26,6 +26,7 @@ use lb_common::{
     },
     nexthop::NextHop,
     reverse::{ReverseKey, ReverseTarget},
+    reverse6::{ReverseKey6, ReverseTarget6},
     service::{ServiceMeta, POLICY_TABLE_SLOTS},
     service_index::{self, ServiceSlot},
     syn_cache::SynSet,
@@ -70,6 +71,10 @@ pub static FLOWS6: LruHashMap<FlowKey6, FlowTarget> =
 #[map]
 pub static RETURN_FLOWS6: LruHashMap<FlowKey6, NatReturn6> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// The VIP:port of each IPv6 service, by service id (see `lb_common::syn_cache6`).
+#[map]
+pub static SERVICE_VIPS6: Array<ServiceKey6> = Array::with_max_entries(DEFAULT_MAX_SERVICES, 0);
 
 #[map]
 pub static SERVICE_STATS: PerCpuArray<TrafficCounters> =
@@ -123,6 +128,11 @@ pub static SYN_CACHE: Array<SynSet> = Array::with_max_entries(1024, 0);
 /// per backend slot.
 #[map]
 pub static REVERSE: HashMap<ReverseKey, ReverseTarget> =
+    HashMap::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// The same for IPv6 backends (see `lb_common::reverse6`).
+#[map]
+pub static REVERSE6: HashMap<ReverseKey6, ReverseTarget6> =
     HashMap::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 
 /// Cached route towards each backend, by backend id (see `lb_common::nexthop`).
@@ -235,6 +245,11 @@ pub static DSR_HOPS6: Array<DsrHop6> = Array::with_max_entries(DEFAULT_MAX_BACKE
 /// and a tail call runs on the CPU that made it, so nothing else writes it in between.
 #[map]
 pub static DSR_HAND_OVER: PerCpuArray<crate::dsr::HandOver> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether `lb_v6` found no flow entry for the segment it handed to `lb_v6_syn` (see
+/// `v6_syn::hand_over`): per CPU, as `DSR_HAND_OVER`.
+#[map]
+pub static V6_SYN_HAND_OVER: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// The UDP destination port of `gue` (host order); set by the loader.
 #[unsafe(no_mangle)]

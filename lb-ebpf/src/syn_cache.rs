@@ -92,7 +92,7 @@ pub fn forwarded_slot_of_flow(flow: &FlowKey) -> Option<FlowSlot> {
 
 impl Set {
     #[inline(always)]
-    fn way(&self, way: usize) -> *mut SynWay {
+    pub fn way(&self, way: usize) -> *mut SynWay {
         // Constant offsets only: the verifier then needs no bounds for the way.
         unsafe {
             if way == 0 {
@@ -159,6 +159,12 @@ impl Set {
 }
 
 impl FlowSlot {
+    /// The handshake hashed `handshake` in `set`: an IPv6 one (see `syn_cache6`).
+    #[inline(always)]
+    pub fn of(set: Set, handshake: u32) -> FlowSlot {
+        FlowSlot { set, handshake }
+    }
+
     /// The way holding this handshake, and its entry.
     #[inline(always)]
     fn find(&self) -> Option<(usize, SynEntry)> {

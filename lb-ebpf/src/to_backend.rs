@@ -284,7 +284,7 @@ fn existing_flow(pkt: &Packet) -> Existing {
 /// socket is gone, and in a tier that is usually all a node sees of a close: the
 /// backend's FIN returns through any node.
 #[inline(always)]
-fn may_be_reused(target: &FlowTarget, backend: &Backend, now: u32) -> bool {
+pub fn may_be_reused(target: &FlowTarget, backend: &Backend, now: u32) -> bool {
     target.state & (FLOW_F_CLOSED | FLOW_F_FIN_CLIENT) != 0
         || backend.weight_milli == 0
         || now.wrapping_sub(target.last_seen) > FLOW_REUSE_IDLE_SECS

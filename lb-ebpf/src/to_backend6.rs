@@ -1,11 +1,14 @@
 //! Client -> VIP for an IPv6 TCP service: follow the flow entry, or place a SYN by the
 //! service's policy and record its flow; rewrite towards the backend, forward, count.
 //!
-//! Without IPv4's SYN cache, a SYN records its flow (as IPv4's `round_robin` and
-//! `least_conn` services do; see `open`), and a packet that is not a SYN and has no entry (a
-//! connection whose entry was evicted, or a spoofed ACK) is forwarded to the backend the
-//! Maglev table gives it, recording nothing (counted in `stateless_forwards`): a
-//! `maglev` or `source_hash` service's connection stays on its backend.
+//! A `maglev` or `source_hash` service's SYN records no flow, only a SYN-cache slot, and
+//! its handshake's ACK records the flow, as over IPv4: `lb_v6` hands such a packet
+//! without a live entry to `lb_v6_syn` (`v6_syn.rs`), which runs this file's code with
+//! the SYN cache in (`IN_SYN6`), on a stack of its own. A `round_robin` or `least_conn`
+//! service's SYN records its flow (see `open`). A packet that is not a SYN and has no
+//! entry (a connection whose entry was evicted, or a spoofed ACK) is forwarded to the
+//! backend the Maglev table gives it, recording nothing (counted in
+//! `stateless_forwards`): a hash-placed service's connection stays on its backend.
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     backend::Backend,
@@ -15,6 +18,7 @@ use lb_common::{
     ipv6::Addr6,
     net::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     net6::is_martian6,
+    service::SERVICE_F_STATELESS_SYN,
     service_index::PackedMeta,
 };
 
@@ -25,26 +29,40 @@ use crate::{
     forward6, lookup,
     maps::{FLOWS6, NEXTHOPS},
     parse6::Packet6,
-    rewrite6, select6, trace6,
+    rewrite6, select6, syn_cache6, to_backend, trace6, v6_syn,
 };
 
 /// A TCP segment to a maybe-VIP address. `None`: no flow and no IPv6 TCP service at its
-/// VIP:port, not ours.
+/// VIP:port, not ours. `IN_SYN6`: run by `lb_v6_syn`, which places what `lb_v6` hands
+/// over through the SYN cache.
 #[inline(always)]
-pub fn handle(ctx: &XdpContext, pkt: &Packet6) -> Option<u32> {
+pub fn handle<const IN_SYN6: bool>(ctx: &XdpContext, pkt: &Packet6) -> Option<u32> {
     let syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    // A SYN looks up no flow here: it is recorded by an insert that fails if its tuple has
-    // an entry (see `open`), so a new connection's SYN costs one flow-table access.
-    if pkt.valid && !syn {
-        if let Some(placed) = FLOWS6
-            .get_ptr_mut(pkt.flow)
-            .and_then(|entry| existing(pkt, entry, false))
-        {
-            if !pkt.hop_allows() {
-                return Some(count::pass(Reason::PassTtlExpired));
+    // A SYN looks up no flow here: it records none (a hash-placed service's), or it is
+    // recorded by an insert that fails if its tuple has an entry (see `open`), so a new
+    // connection's SYN costs at most one flow-table access.
+    let mut replace = false;
+    // `lb_v6_syn` does not look again for an entry `lb_v6` did not find.
+    if pkt.valid && !syn && !(IN_SYN6 && v6_syn::no_entry()) {
+        if let Some(entry) = FLOWS6.get_ptr_mut(pkt.flow) {
+            match existing::<IN_SYN6>(ctx, pkt, entry, false) {
+                Some(placed) => {
+                    if !pkt.hop_allows() {
+                        return Some(count::pass(Reason::PassTtlExpired));
+                    }
+                    return Some(send(ctx, pkt, &placed, false));
+                }
+                // Its backend slot was freed, or a new handshake of the tuple completed
+                // through the SYN cache: a flow recorded now overwrites the entry.
+                None => replace = true,
             }
-            return Some(send(ctx, pkt, &placed, false));
         }
+    }
+    if !IN_SYN6 {
+        // A SYN, or a segment without a live entry: placed by `lb_v6_syn`, through the SYN
+        // cache for a hash-placed service. Returns only if `lb_v6_syn` is missing: then
+        // placed below, a SYN recording its flow.
+        v6_syn::hand_over(ctx, !replace);
     }
     let service = flow6::service6(&pkt.flow)?;
     // XDP runs before the kernel's martian checks: such a source records no flow, so a
@@ -64,7 +82,12 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet6) -> Option<u32> {
     if let Some(action) = edge6::check(ctx, pkt, service) {
         return Some(action);
     }
-    Some(match place(pkt, service, syn) {
+    let placed = if IN_SYN6 && service.flags() & SERVICE_F_STATELESS_SYN != 0 {
+        syn_cache6::place(pkt, service, syn, replace)
+    } else {
+        place(ctx, pkt, service, syn)
+    };
+    Some(match placed {
         Some((placed, new_flow)) => send(ctx, pkt, &placed, new_flow),
         None => {
             let why = Reason::DropNoBackend;
@@ -74,12 +97,29 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet6) -> Option<u32> {
 }
 
 /// The live flow at `entry`, its state updated by the packet. `None`: the entry must be
-/// replaced (its backend slot was freed or given to another service, or a SYN reuses the
-/// tuple of a closed flow or of one whose backend takes no new flows).
+/// replaced (its backend slot was freed or given to another service, a SYN reuses the
+/// tuple of a closed flow or of one whose backend takes no new flows, or a new handshake
+/// through the SYN cache completed on the tuple, see `syn_cache6::reopened`). An entry
+/// that may be an earlier connection's is looked up in the SYN cache by `lb_v6_syn`:
+/// `lb_v6` hands the packet over.
 #[inline(always)]
-fn existing(pkt: &Packet6, entry: *mut FlowTarget, syn: bool) -> Option<Placed6> {
+fn existing<const IN_SYN6: bool>(
+    ctx: &XdpContext,
+    pkt: &Packet6,
+    entry: *mut FlowTarget,
+    syn: bool,
+) -> Option<Placed6> {
     let placed = followed(entry)?;
     let (target, backend, addr) = &placed;
+    if !syn && to_backend::may_be_reused(target, backend, lookup::now_secs()) {
+        if !IN_SYN6 {
+            // Returns only if `lb_v6_syn` is missing: the entry is followed.
+            v6_syn::hand_over(ctx, false);
+        } else if syn_cache6::reopened(pkt, target) {
+            flow::abandon(entry);
+            return None;
+        }
+    }
     if syn {
         if target.state & FLOW_F_CLOSED != 0 {
             return None;
@@ -100,7 +140,12 @@ fn existing(pkt: &Packet6, entry: *mut FlowTarget, syn: bool) -> Option<Placed6>
 /// Places a packet without a live entry: a SYN by the policy ([`open`]); anything else
 /// by the table, unrecorded. `None`: no backend to take it. The flag: a flow was opened.
 #[inline(always)]
-fn place(pkt: &Packet6, service: PackedMeta, syn: bool) -> Option<(Placed6, bool)> {
+fn place(
+    ctx: &XdpContext,
+    pkt: &Packet6,
+    service: PackedMeta,
+    syn: bool,
+) -> Option<(Placed6, bool)> {
     if !syn {
         let id = select6::by_table6(service, &pkt.flow);
         let (backend, addr) = backend6(id)?;
@@ -111,6 +156,7 @@ fn place(pkt: &Packet6, service: PackedMeta, syn: bool) -> Option<(Placed6, bool
     let id = select6::pick6(service, &pkt.flow);
     let (backend, addr) = backend6(id)?;
     open(
+        ctx,
         pkt,
         new_target(id, service.id(), FLOW_F_COUNTED, lookup::now_secs()),
         backend,
@@ -125,6 +171,7 @@ fn place(pkt: &Packet6, service: PackedMeta, syn: bool) -> Option<(Placed6, bool
 /// `round_robin` service moves the service's cursor on by one.
 #[inline(always)]
 fn open(
+    ctx: &XdpContext,
     pkt: &Packet6,
     target: FlowTarget,
     backend: Backend,
@@ -135,7 +182,7 @@ fn open(
     }
     if let Some(placed) = FLOWS6
         .get_ptr_mut(pkt.flow)
-        .and_then(|entry| existing(pkt, entry, true))
+        .and_then(|entry| existing::<false>(ctx, pkt, entry, true))
     {
         return Some((placed, false));
     }

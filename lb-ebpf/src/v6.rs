@@ -9,6 +9,7 @@
 //! | the IPv6 flow entries, services and backends | `flow6.rs` |
 //! | select a backend (the IPv4 policies over the IPv6 hash) | `select6.rs` |
 //! | client -> VIP, TCP | `to_backend6.rs` |
+//! | SYN cache: a hash-placed service's handshake (`lb_v6_syn`) | `v6_syn.rs`, `syn_cache6.rs` |
 //! | backend -> client, TCP | `to_client6.rs` |
 //! | both directions, UDP | `udp6.rs` |
 //! | ICMPv6 errors about a flow, translated | `icmp6_nat.rs` |
@@ -18,9 +19,10 @@
 //!
 //! IPv6 flows live in maps of their own (`FLOWS6`, `RETURN_FLOWS6`); the flow value,
 //! its state word and the active counts are IPv4's (`flow.rs`), as are the counters.
-//! What IPv4 has and IPv6 has not yet (the SYN cache and stateless SYN placement, a
-//! flow recorded by a backend's reply, tiers, direct server return, edge protection,
-//! the packet trace): docs/ipv6.md, "Data path".
+//! A hash-placed service's handshake goes through the SYN cache, as over IPv4, in
+//! `lb_v6_syn` (`v6_syn.rs`, `syn_cache6.rs`). What IPv4 has and IPv6 has not yet (a
+//! flow recorded by a backend's reply, direct server return, edge protection, the packet
+//! trace): docs/ipv6.md, "Data path".
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
     counters::Reason,
@@ -33,7 +35,7 @@ use lb_common::{
 use crate::{
     count, edge6, icmp6_nat, lookup,
     maps::{PROGRAMS, RETURN_FLOWS6},
-    parse6, to_backend6, to_client6, udp6, wire,
+    parse6, to_backend6, to_client6, udp6, v6_syn, wire,
 };
 
 /// `lb_xdp`'s action word for an IPv6 frame, handed to `lb_v6` ([`hand_over`]): in the
@@ -124,14 +126,20 @@ pub fn lb_v6(ctx: XdpContext) -> u32 {
         let placed = if udp {
             udp6::to_backend(&ctx, &pkt)
         } else {
-            to_backend6::handle(&ctx, &pkt)
+            to_backend6::handle::<false>(&ctx, &pkt)
         };
         if let Some(action) = placed {
             return action;
         }
     }
     if lookup::may_be(FILTER_BACKENDS, fold(&pkt.flow.src_addr)) {
-        if let Some(entry) = RETURN_FLOWS6.get_ptr_mut(pkt.flow) {
+        let entry = RETURN_FLOWS6.get_ptr_mut(pkt.flow);
+        if !udp && v6_syn::hands_over_reply(pkt.tcp_flags, entry.is_some()) {
+            // Its SYN may have left only a SYN-cache slot, or it may be a tier's reply
+            // (returns only if `lb_v6_syn` is missing).
+            v6_syn::hand_over(&ctx, false);
+        }
+        if let Some(entry) = entry {
             return if udp {
                 udp6::to_client(&ctx, &pkt, entry)
             } else {

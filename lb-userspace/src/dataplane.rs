@@ -10,6 +10,7 @@ use lb_common::{
     edge::{EdgeCounters, TokenBucket},
     ipv6::{Addr6, ServiceKey6},
     reverse::{ReverseKey, ReverseTarget},
+    reverse6::{ReverseKey6, ReverseTarget6},
     service::{ServiceKey, ServiceMeta},
 };
 
@@ -74,6 +75,8 @@ pub trait Dataplane: Counters + Lookups {
     /// what is new or changed, deletes what is not listed. Full (more entries than
     /// `limits.max_backends`) is [`DataplaneError::TableFull`].
     fn set_reverse_map(&mut self, entries: &BTreeMap<ReverseKey, ReverseTarget>) -> WriteResult;
+    /// The same for the IPv6 reverse map (see `lb_common::reverse6`).
+    fn set_reverse_map6(&mut self, entries: &BTreeMap<ReverseKey6, ReverseTarget6>) -> WriteResult;
     /// Makes the edge protection maps hold exactly `tables` (see `lb_common::edge`),
     /// zeroing the rule hit counters `fresh` (slots given to new rules) before the rules
     /// are written.

@@ -11,9 +11,11 @@ use lb_common::{
     hash::flow_hash,
     ipv6::{Addr6, FlowKey6, ServiceKey6},
     limits::{
-        MAP_BACKENDS, MAP_POLICY_TABLE, MAP_REVERSE, MAP_RING, MAP_SERVICES6, MAP_SERVICE_INDEX,
+        MAP_BACKENDS, MAP_POLICY_TABLE, MAP_REVERSE, MAP_REVERSE6, MAP_RING, MAP_SERVICES6,
+        MAP_SERVICE_INDEX,
     },
     reverse::{ReverseKey, ReverseTarget},
+    reverse6::{ReverseKey6, ReverseTarget6},
     service::{ring_index, ServiceKey, ServiceMeta, POLICY_TABLE_SLOTS},
     syn_cache::SynSet,
 };
@@ -64,6 +66,8 @@ pub struct FakeDataplane {
     pub policy_table: HashMap<u32, u32>,
     pub filter: HashMap<u32, u32>,
     pub reverse: BTreeMap<ReverseKey, ReverseTarget>,
+    /// The IPv6 reverse map.
+    pub reverse6: BTreeMap<ReverseKey6, ReverseTarget6>,
     pub edge: EdgeTables,
     /// Rate-limit buckets, as the data path would leave them; set by tests.
     pub buckets: Vec<LimitedSource>,
@@ -367,6 +371,21 @@ impl Dataplane for FakeDataplane {
             }
         }
         self.reverse = entries.clone();
+        Ok(())
+    }
+
+    fn set_reverse_map6(&mut self, entries: &BTreeMap<ReverseKey6, ReverseTarget6>) -> WriteResult {
+        self.refuse_write(false)?;
+        if let Some(c) = self.capacity {
+            if entries.len() > c.backends as usize {
+                return Err(DataplaneError::TableFull {
+                    map: MAP_REVERSE6,
+                    capacity: c.backends,
+                    limit: "max_backends",
+                });
+            }
+        }
+        self.reverse6 = entries.clone();
         Ok(())
     }
 

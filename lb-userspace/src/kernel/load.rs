@@ -73,11 +73,13 @@ pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
         (MAP_FLOWS, limits.flow_table_size),
         (MAP_RETURN_FLOWS, limits.flow_table_size),
         (MAP_SERVICES6, limits.max_services),
+        (MAP_SERVICE_VIPS6, limits.max_services),
         (MAP_BACKEND_ADDRS6, limits.max_backends),
         (MAP_FLOWS6, limits.flow_table_size6),
         (MAP_RETURN_FLOWS6, limits.flow_table_size6),
         (MAP_SYN_CACHE, syn_cache_sets(limits.flow_table_size)),
         (MAP_REVERSE, limits.max_backends),
+        (MAP_REVERSE6, limits.max_backends),
         (MAP_TRACE_SAMPLE, limits.max_services),
         (MAP_EDGE_RULES, edge_rules),
         (MAP_EDGE_RULE_HITS, edge_rules),
@@ -141,6 +143,7 @@ fn load_programs(
         (PROGRAM_V6, PROGRAMS_SLOT_V6),
         (PROGRAM_DSR6, PROGRAMS_SLOT_DSR6),
         (PROGRAM_EDGE6, PROGRAMS_SLOT_EDGE6),
+        (PROGRAM_V6_SYN, PROGRAMS_SLOT_V6_SYN),
     ] {
         let program: &mut Xdp = ebpf
             .program_mut(name)
@@ -241,6 +244,7 @@ impl KernelDataplane {
                 size_of::<ServiceSlot>(),
             )?)?,
             services6: take(&mut ebpf, MAP_SERVICES6)?,
+            service_vips6: take(&mut ebpf, MAP_SERVICE_VIPS6)?,
             backends: take(&mut ebpf, MAP_BACKENDS)?,
             backend_addrs6: take(&mut ebpf, MAP_BACKEND_ADDRS6)?,
             ring: take_mmap(&mut ebpf, MAP_RING)?,
@@ -258,6 +262,7 @@ impl KernelDataplane {
             flows6: take(&mut ebpf, MAP_FLOWS6)?,
             return_flows6: take(&mut ebpf, MAP_RETURN_FLOWS6)?,
             reverse: take(&mut ebpf, MAP_REVERSE)?,
+            reverse6: take(&mut ebpf, MAP_REVERSE6)?,
             service_stats: take(&mut ebpf, MAP_SERVICE_STATS)?,
             backend_stats: take(&mut ebpf, MAP_BACKEND_STATS)?,
             signals: take(&mut ebpf, MAP_BACKEND_SIGNALS)?,

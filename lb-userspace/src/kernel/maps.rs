@@ -16,6 +16,7 @@ use lb_common::{
     limits::*,
     nexthop::NextHop,
     reverse::{ReverseKey, ReverseTarget},
+    reverse6::{ReverseKey6, ReverseTarget6},
     service::{ServiceKey, ServiceMeta},
 };
 
@@ -131,7 +132,13 @@ impl Dataplane for KernelDataplane {
     }
 
     fn set_reverse_map(&mut self, entries: &BTreeMap<ReverseKey, ReverseTarget>) -> WriteResult {
-        self.write_reverse_map(entries)
+        let capacity = self.backends.len();
+        super::reverse::write_reverse_map(&mut self.reverse, MAP_REVERSE, capacity, entries)
+    }
+
+    fn set_reverse_map6(&mut self, entries: &BTreeMap<ReverseKey6, ReverseTarget6>) -> WriteResult {
+        let capacity = self.backends.len();
+        super::reverse::write_reverse_map(&mut self.reverse6, MAP_REVERSE6, capacity, entries)
     }
 
     fn set_backend(&mut self, id: u32, backend: &Backend) -> WriteResult {
@@ -190,6 +197,16 @@ impl Dataplane for KernelDataplane {
     }
 
     fn set_service6(&mut self, key: &ServiceKey6, meta: &ServiceMeta) -> WriteResult {
+        // Before the service: its first SYN-ACK may follow at once.
+        self.service_vips6.set(meta.id, key, 0).map_err(|e| {
+            Slot {
+                map: MAP_SERVICE_VIPS6,
+                capacity: self.service_vips6.len(),
+                limit: "max_services",
+                index: meta.id,
+            }
+            .refused(e)
+        })?;
         // One update of the whole value: the kernel swaps a hash map's element in at
         // once, so a packet sees the old meta or the new one.
         self.services6.insert(key, meta, 0).map_err(|e| {

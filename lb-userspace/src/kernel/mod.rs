@@ -34,6 +34,7 @@ use lb_common::{
     ipv6::{Addr6, FlowKey6, NatReturn6, ServiceKey6},
     nexthop::NextHop,
     reverse::{ReverseKey, ReverseTarget},
+    reverse6::{ReverseKey6, ReverseTarget6},
 };
 
 pub use self::links::ifindex_of;
@@ -46,6 +47,9 @@ pub struct KernelDataplane {
     services: ServiceIndex,
     /// IPv6 services (see `lb_common::ipv6`).
     services6: HashMap<MapData, ServiceKey6, lb_common::service::ServiceMeta>,
+    /// Each IPv6 service's VIP:port by service id, for the SYN-ACKs of its handshakes in
+    /// the SYN cache (see `lb_common::syn_cache6`).
+    service_vips6: Array<MapData, ServiceKey6>,
     backends: Array<MapData, Backend>,
     /// The address of each IPv6 backend, by backend id.
     backend_addrs6: Array<MapData, Addr6>,
@@ -64,6 +68,7 @@ pub struct KernelDataplane {
     pub flows6: HashMap<MapData, FlowKey6, FlowTarget>,
     pub return_flows6: HashMap<MapData, FlowKey6, NatReturn6>,
     pub reverse: HashMap<MapData, ReverseKey, ReverseTarget>,
+    pub reverse6: HashMap<MapData, ReverseKey6, ReverseTarget6>,
     service_stats: PerCpuArray<MapData, TrafficCounters>,
     backend_stats: PerCpuArray<MapData, TrafficCounters>,
     signals: PerCpuArray<MapData, BackendSignals>,

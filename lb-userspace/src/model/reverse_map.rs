@@ -1,18 +1,81 @@
 //! What the reverse map must hold (see `lb_common::reverse`): for every backend of a
 //! `stateless_return` service in the plan (draining and retiring ones too, whose
 //! connections still answer), its address:port -> the service's VIP:port. Every node
-//! computes the same map from the same config.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+//! computes the same map from the same config. IPv4 backends go in the IPv4 map, IPv6
+//! ones in the IPv6 map (`lb_common::reverse6`), by the same rules.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+};
 
-use lb_common::reverse::{ReverseKey, ReverseTarget};
+use lb_common::{
+    reverse::{ReverseKey, ReverseTarget},
+    reverse6::{ReverseKey6, ReverseTarget6},
+};
 
-use crate::model::{config::Config, plan::Plan};
+use crate::model::{
+    config::Config,
+    family::{addr6, ServiceMapKey},
+    plan::{Plan, PlannedBackend, PlannedService},
+};
 
-/// The reverse map of `plan` for `config`. An address:port that two planned services
-/// both hold (validation refuses that for a `stateless_return` service, but a backend
-/// retiring from one service while another takes it is planned in both) is left out:
-/// its replies cannot be told apart, so none is translated by the map.
+/// The IPv4 reverse map of `plan` for `config`. An address:port that two planned
+/// services both hold (validation refuses that for a `stateless_return` service, but a
+/// backend retiring from one service while another takes it is planned in both) is left
+/// out: its replies cannot be told apart, so none is translated by the map.
 pub fn reverse_entries(config: &Config, plan: &Plan) -> BTreeMap<ReverseKey, ReverseTarget> {
+    entries_by(config, plan, |service, b| {
+        let (ServiceMapKey::V4(vip), IpAddr::V4(address)) = (&service.key, b.at.address) else {
+            return None;
+        };
+        let key = ReverseKey {
+            addr: u32::from_ne_bytes(address.octets()),
+            port: b.at.port.to_be(),
+            proto: vip.proto,
+            family: vip.family,
+        };
+        let target = ReverseTarget {
+            vip: vip.addr,
+            vport: vip.port,
+            _pad: 0,
+            service: service.id,
+            backend: b.id,
+        };
+        Some((key, target))
+    })
+}
+
+/// The IPv6 reverse map of `plan` for `config`, by the rules of [`reverse_entries`].
+pub fn reverse_entries6(config: &Config, plan: &Plan) -> BTreeMap<ReverseKey6, ReverseTarget6> {
+    entries_by(config, plan, |service, b| {
+        let (ServiceMapKey::V6(vip), IpAddr::V6(address)) = (&service.key, b.at.address) else {
+            return None;
+        };
+        let key = ReverseKey6 {
+            addr: addr6(address),
+            port: b.at.port.to_be(),
+            proto: vip.proto,
+            family: vip.family,
+        };
+        let target = ReverseTarget6 {
+            vip: vip.addr,
+            vport: vip.port,
+            _pad: 0,
+            service: service.id,
+            backend: b.id,
+        };
+        Some((key, target))
+    })
+}
+
+/// The reverse map of one family: `entry` gives a planned backend's key and target, or
+/// `None` for a backend of the other family (whose replies never match this family's
+/// keys).
+fn entries_by<K: Ord + Copy, T>(
+    config: &Config,
+    plan: &Plan,
+    entry: impl Fn(&PlannedService, &PlannedBackend) -> Option<(K, T)>,
+) -> BTreeMap<K, T> {
     let mut entries = BTreeMap::new();
     if !config.services.iter().any(|s| s.stateless_return) {
         return entries;
@@ -30,31 +93,14 @@ pub fn reverse_entries(config: &Config, plan: &Plan) -> BTreeMap<ReverseKey, Rev
         let Some(service) = services.get(b.at.service.as_str()) else {
             continue;
         };
-        // The reverse map is IPv4 only (validation refuses `stateless_return` for an
-        // IPv6 service), and an IPv6 backend's replies never match an IPv4 key.
-        let (Some(vip), std::net::IpAddr::V4(address)) = (service.key.v4(), b.at.address) else {
+        let Some((key, target)) = entry(service, b) else {
             continue;
-        };
-        let key = ReverseKey {
-            addr: u32::from_ne_bytes(address.octets()),
-            port: b.at.port.to_be(),
-            proto: vip.proto,
-            family: vip.family,
         };
         if !seen.insert(key) {
             ambiguous.insert(key);
         }
         if stateless.contains(service.name.as_str()) {
-            entries.insert(
-                key,
-                ReverseTarget {
-                    vip: vip.addr,
-                    vport: vip.port,
-                    _pad: 0,
-                    service: service.id,
-                    backend: b.id,
-                },
-            );
+            entries.insert(key, target);
         }
     }
     for key in ambiguous {
@@ -174,6 +220,57 @@ services:
         assert_eq!(
             entries.keys().copied().collect::<Vec<_>>(),
             vec![key(Ipv4Addr::new(10, 1, 0, 11), 8080)]
+        );
+    }
+
+    #[test]
+    fn an_ipv6_services_backends_go_in_the_ipv6_map_only() {
+        let dual = format!(
+            "{CONFIG}  - name: web6
+    vip: 2001:db8::100
+    port: 80
+    stateless_return: true
+    backends:
+      - {{ address: 2001:db8:1::11, port: 8080, zone: az-a }}
+"
+        );
+        let config = parse(&dual).unwrap();
+        let ids = assign_ids(&config, &Overlay::default(), &Ids::default());
+        let plan = plan(&config, &Overlay::default(), &ids, None);
+        let v4 = reverse_entries(&config, &plan);
+        let v6 = reverse_entries6(&config, &plan);
+        assert_eq!(
+            v4.keys().copied().collect::<Vec<_>>(),
+            vec![
+                key(Ipv4Addr::new(10, 1, 0, 11), 8080),
+                key(Ipv4Addr::new(10, 1, 0, 12), 8080)
+            ]
+        );
+        let web6 = plan.services.iter().find(|s| s.name == "web6").unwrap();
+        let b = plan
+            .backends
+            .iter()
+            .find(|b| b.at.service == "web6")
+            .unwrap();
+        let address: std::net::Ipv6Addr = "2001:db8:1::11".parse().unwrap();
+        let vip: std::net::Ipv6Addr = "2001:db8::100".parse().unwrap();
+        assert_eq!(
+            v6.into_iter().collect::<Vec<_>>(),
+            vec![(
+                ReverseKey6 {
+                    addr: addr6(address),
+                    port: 8080u16.to_be(),
+                    proto: 6,
+                    family: 6,
+                },
+                ReverseTarget6 {
+                    vip: addr6(vip),
+                    vport: 80u16.to_be(),
+                    _pad: 0,
+                    service: web6.id,
+                    backend: b.id,
+                }
+            )]
         );
     }
 }

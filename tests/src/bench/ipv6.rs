@@ -1,8 +1,10 @@
 //! Per-packet cost of IPv6 (NAT66, `lb_v6`, see docs/ipv6.md) beside IPv4 in the same run,
 //! measured like [`super::udp`]: BPF_PROG_TEST_RUN single-run calls interleaved with the
-//! pass-everything floor, round by round. Three pairs of rows: an established TCP data
+//! pass-everything floor, round by round. Five pairs of rows: an established TCP data
 //! segment, a new connection (SYN and first ACK, the backend's SYN-ACK between them
-//! untimed), a UDP datagram of an existing flow. An IPv6 packet takes one more program
+//! untimed), the SYN alone (a Maglev service's, which records no flow but a SYN-cache
+//! slot), the first ACK alone (which records the flow), a UDP datagram of an existing
+//! flow. An IPv6 packet takes one more program
 //! than an IPv4 TCP one (`lb_xdp`'s look at its addresses, then the tail call to `lb_v6`
 //! and its own parse). Every call's action and whole output frame are checked.
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -100,6 +102,24 @@ fn ack6(syn: &Frame6) -> Frame6 {
         seq: syn.seq + 1,
         ack: BACKEND_ISN + 1,
         ..syn.clone()
+    }
+}
+
+/// Which packets of a new connection's handshake a row times.
+#[derive(Clone, Copy)]
+enum Timed {
+    Both,
+    Syn,
+    Ack,
+}
+
+impl Timed {
+    fn of(self, syn: u64, ack: u64) -> u64 {
+        match self {
+            Timed::Both => syn + ack,
+            Timed::Syn => syn,
+            Timed::Ack => ack,
+        }
     }
 }
 
@@ -208,12 +228,15 @@ fn measure(
     assert_eq!(run_once(lb, c0, &dg6.bytes()).output, dg6_out);
 
     // New connections: a never-seen tuple per call (a new port every call, a new client
-    // address every 50,000), the SYN-ACK between SYN and ACK untimed.
-    let new_v4 = {
+    // address every 50,000; each row its own addresses), the whole handshake run, the
+    // SYN-ACK never timed.
+    let new_v4 = |base: u16, timed: Timed| {
         let web = TablePick::new(c, "web");
         calls(n, move |i| {
             let syn = Frame {
-                src: Ipv4Addr::from(u32::from(CLIENT) + (1 + i / 50_000) as u32 * 256),
+                src: Ipv4Addr::from(
+                    u32::from(CLIENT) + (u32::from(base) + 1 + (i / 50_000) as u32) * 256,
+                ),
                 ..client_syn(1024 + (i % 50_000) as u16)
             };
             let (to, _) = web.pick(&syn.flow_key());
@@ -233,37 +256,40 @@ fn measure(
                 &as_to_backend(&ack, (to, 8080), b0_mac).bytes(),
                 &format_args!("IPv4 ACK #{i}"),
             );
-            r1.nanos + r2.nanos
+            timed.of(r1.nanos, r2.nanos)
         })
     };
-    let template6 = open6.clone();
-    let new_v6 = calls(n, move |i| {
-        let mut src = CLIENT6.octets();
-        src[12..14].copy_from_slice(&(1 + i / 50_000).to_be_bytes()[6..8]);
-        let syn = Frame6 {
-            src: Ipv6Addr::from(src),
-            sport: 1024 + (i % 50_000) as u16,
-            ..template6.clone()
-        };
-        let to = web6.pick(&syn.flow_key());
-        let r1 = run_once(lb, c0, &syn.bytes());
-        expect_run(
-            &r1,
-            XDP_REDIRECT,
-            &to_backend6(&syn, to, 8080, b0_mac),
-            &format_args!("IPv6 SYN #{i}"),
-        );
-        run_once(lb, b0, &syn_ack6(&syn, to).bytes());
-        let ack = ack6(&syn);
-        let r2 = run_once(lb, c0, &ack.bytes());
-        expect_run(
-            &r2,
-            XDP_REDIRECT,
-            &to_backend6(&ack, to, 8080, b0_mac),
-            &format_args!("IPv6 ACK #{i}"),
-        );
-        r1.nanos + r2.nanos
-    });
+    let new_v6 = |base: u16, timed: Timed| {
+        let web6 = Table6::new(c, "web6");
+        let template6 = open6.clone();
+        calls(n, move |i| {
+            let mut src = CLIENT6.octets();
+            src[12..14].copy_from_slice(&(base + 1 + (i / 50_000) as u16).to_be_bytes());
+            let syn = Frame6 {
+                src: Ipv6Addr::from(src),
+                sport: 1024 + (i % 50_000) as u16,
+                ..template6.clone()
+            };
+            let to = web6.pick(&syn.flow_key());
+            let r1 = run_once(lb, c0, &syn.bytes());
+            expect_run(
+                &r1,
+                XDP_REDIRECT,
+                &to_backend6(&syn, to, 8080, b0_mac),
+                &format_args!("IPv6 SYN #{i}"),
+            );
+            run_once(lb, b0, &syn_ack6(&syn, to).bytes());
+            let ack = ack6(&syn);
+            let r2 = run_once(lb, c0, &ack.bytes());
+            expect_run(
+                &r2,
+                XDP_REDIRECT,
+                &to_backend6(&ack, to, 8080, b0_mac),
+                &format_args!("IPv6 ACK #{i}"),
+            );
+            timed.of(r1.nanos, r2.nanos)
+        })
+    };
 
     let rows: Vec<(&'static str, &'static str, Round)> = vec![
         (
@@ -285,7 +311,11 @@ fn measure(
             "ipv6_tcp_established_data",
             repeated(
                 "IPv6 data",
-                vec![(c0, open6.bytes())],
+                vec![
+                    (c0, open6.bytes()),
+                    (b0, syn_ack6(&open6, backend6).bytes()),
+                    (c0, ack6(&open6).bytes()),
+                ],
                 data6.bytes(),
                 to_backend6(&data6, backend6, 8080, b0_mac),
             ),
@@ -293,12 +323,32 @@ fn measure(
         (
             "IPv4 TCP new connection, SYN + first ACK",
             "ipv4_new_connection",
-            new_v4,
+            new_v4(0, Timed::Both),
         ),
         (
             "IPv6 TCP new connection, SYN + first ACK",
             "ipv6_new_connection",
-            new_v6,
+            new_v6(0, Timed::Both),
+        ),
+        (
+            "IPv4 TCP SYN, new flow (Maglev: a SYN-cache slot, no flow)",
+            "ipv4_syn_new_flow",
+            new_v4(16, Timed::Syn),
+        ),
+        (
+            "IPv6 TCP SYN, new flow (Maglev: a SYN-cache slot, no flow)",
+            "ipv6_syn_new_flow",
+            new_v6(16, Timed::Syn),
+        ),
+        (
+            "IPv4 TCP first ACK (records the flow)",
+            "ipv4_first_ack",
+            new_v4(32, Timed::Ack),
+        ),
+        (
+            "IPv6 TCP first ACK (records the flow)",
+            "ipv6_first_ack",
+            new_v6(32, Timed::Ack),
         ),
         (
             "IPv4 UDP datagram of an existing flow (100 bytes)",
@@ -375,6 +425,8 @@ pub fn run(opts: &Options) -> Value {
     for pair in [
         "tcp_established_data",
         "new_connection",
+        "syn_new_flow",
+        "first_ack",
         "udp_existing_flow",
     ] {
         let (v4, v6) = (net(&format!("ipv4_{pair}")), net(&format!("ipv6_{pair}")));

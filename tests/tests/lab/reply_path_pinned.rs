@@ -3,12 +3,12 @@
 //! rest of the data path: the kernel empties a program array once no process and no pin
 //! holds it, so its array is pinned, and the next `lbd` puts its own programs there. The
 //! SYN proxy's `lb_proxy`, direct server return's `lb_dsr`, UDP's `lb_udp` and IPv6's `lb_v6`,
-//! `lb_dsr6` and `lb_edge6` share the array.
+//! `lb_dsr6`, `lb_edge6` and `lb_v6_syn` share the array.
 use aya::maps::{Map, MapData, ProgramArray};
 use lb_common::limits::{
     MAP_PROGRAMS, PROGRAMS_SLOT_DSR, PROGRAMS_SLOT_DSR6, PROGRAMS_SLOT_EDGE, PROGRAMS_SLOT_EDGE6,
     PROGRAMS_SLOT_PLACE, PROGRAMS_SLOT_PROXY, PROGRAMS_SLOT_REPLY, PROGRAMS_SLOT_UDP,
-    PROGRAMS_SLOT_V6,
+    PROGRAMS_SLOT_V6, PROGRAMS_SLOT_V6_SYN,
 };
 use lb_tests::{lab_config, running_lb::pin_dir, scenario::three_zones, RunningLb};
 use lb_userspace::kernel::pins::PinDir;
@@ -48,7 +48,7 @@ fn reply_programs(lb: &RunningLb) -> Vec<u32> {
         .collect()
 }
 
-const SLOTS: [u32; 9] = [
+const SLOTS: [u32; 10] = [
     PROGRAMS_SLOT_REPLY,
     PROGRAMS_SLOT_EDGE,
     PROGRAMS_SLOT_PLACE,
@@ -58,6 +58,7 @@ const SLOTS: [u32; 9] = [
     PROGRAMS_SLOT_V6,
     PROGRAMS_SLOT_DSR6,
     PROGRAMS_SLOT_EDGE6,
+    PROGRAMS_SLOT_V6_SYN,
 ];
 
 #[test]
@@ -70,7 +71,7 @@ fn the_reply_path_stays_in_place_while_lbd_is_stopped() {
     assert_eq!(
         reply_programs(&lb),
         SLOTS,
-        "lb_reply, lb_edge, lb_place, lb_proxy, lb_dsr, lb_udp, lb_v6, lb_dsr6 and lb_edge6 are still in their slots with no lbd running"
+        "lb_reply, lb_edge, lb_place, lb_proxy, lb_dsr, lb_udp, lb_v6, lb_dsr6, lb_edge6 and lb_v6_syn are still in their slots with no lbd running"
     );
     lb.restart_lbd();
     assert_eq!(reply_programs(&lb), SLOTS);

@@ -1,7 +1,7 @@
 //! ICMPv6 error fuzzing through BPF_PROG_TEST_RUN, beside `fuzz_ipv6`: seeded random
 //! errors (3,000 per run; `LB_FUZZ_SEED` and `LB_FUZZ_PACKETS` to reproduce or extend)
 //! to the VIP about replies and from the backends about clients' packets, on tuples the
-//! run placed (SYNs and datagrams interleaved with the errors) and on others, of every
+//! run placed (handshakes and datagrams interleaved with the errors) and on others, of every
 //! ICMPv6 error type and a few other types, quoting 8 bytes of the transport header, all
 //! of it, or the whole packet, with hop limits 1 and 64, from the backend the quoted
 //! packet went to or another, some cut short. The oracle derives each error's outcome
@@ -27,6 +27,7 @@ use lb_userspace::dataplane::Dataplane;
 use crate::{
     icmp6_nat::{dst6, CONFIG, VIP6},
     ipv6::backend_id6,
+    stateless_syn6::handshake6,
 };
 
 /// A router on the clients' side.
@@ -230,9 +231,14 @@ fn random_icmpv6_errors_get_exactly_the_translation_the_oracle_derives() {
                     flags: 0x02,
                     ..Frame6::default()
                 };
-                let r = run_once(dp.program(), c0, &f.bytes());
-                assert_eq!(r.action, XDP_REDIRECT, "placing {f:?}");
-                let backend = dst6(&r.output);
+                let backend = if proto == PROTO_TCP {
+                    // Recorded by the ACK of its SYN-ACK.
+                    handshake6(dp, c0, b0, &f)
+                } else {
+                    let r = run_once(dp.program(), c0, &f.bytes());
+                    assert_eq!(r.action, XDP_REDIRECT, "placing {f:?}");
+                    dst6(&r.output)
+                };
                 let was = placed.insert((proto, sport), backend);
                 assert!(was.is_none() || was == Some(backend), "{f:?} moved");
                 continue;

@@ -19,7 +19,10 @@ use lb_tests::{
 };
 use lb_userspace::dataplane::Dataplane;
 
-use crate::ipv6::{backend_id6, table_backend6};
+use crate::{
+    ipv6::{backend_id6, table_backend6},
+    stateless_syn6::handshake6,
+};
 
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
 /// `web6` (TCP) and `dns6` (UDP) on one IPv6 VIP, on the rig's IPv6 backends.
@@ -122,7 +125,7 @@ fn from_router(to: Ipv6Addr, kind: (u8, u8), rest: [u8; 4], about: &[u8], l4: us
 #[test]
 fn an_error_to_the_vip_about_a_reply_goes_to_the_backend_as_if_about_its_own_reply() {
     let rig = Rig::build();
-    let (c0, b0_mac) = (rig.c0, rig.b0_mac);
+    let (c0, rig_b0, b0_mac) = (rig.c0, rig.b0, rig.b0_mac);
     // Loaded with only the capabilities lbd serves with: the verifier accepts the
     // translation without CAP_PERFMON's leniency.
     rig.with_dataplane_loaded_with(CONFIG, Some(&caps::SERVING), |c| {
@@ -137,8 +140,7 @@ fn an_error_to_the_vip_about_a_reply_goes_to_the_backend_as_if_about_its_own_rep
         ] {
             let syn = client_tcp(sport, SYN);
             let backend = if recorded {
-                let r = run_counted(dp, c0, &syn.bytes(), Reason::RedirectInterface);
-                dst6(&r.output)
+                handshake6(dp, c0, rig_b0, &syn)
             } else {
                 table_backend6(c, "web6", &syn.flow_key())
             };
@@ -218,11 +220,10 @@ fn an_error_from_a_backend_about_a_clients_packet_reaches_the_client_from_the_vi
         let signals = dp.backend_signals(backend_id6(c, "dns6", backend)).unwrap();
         assert_eq!((signals.datagram_flows, signals.unreachables), (1, 1));
 
-        // TCP: the SYN records the flow; then the backend's port unreachable about the
-        // client's next segment (its whole TCP header quoted).
+        // TCP: the handshake records the flow; then the backend's port unreachable about
+        // the client's next segment (its whole TCP header quoted).
         let syn = client_tcp(47_100, SYN);
-        let r = run_counted(dp, c0, &syn.bytes(), Reason::RedirectInterface);
-        let tcp_backend = dst6(&r.output);
+        let tcp_backend = handshake6(dp, c0, b0, &syn);
         let data = Frame6 {
             flags: PSH_ACK,
             seq: 1001,

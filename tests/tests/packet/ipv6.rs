@@ -1,6 +1,8 @@
 //! IPv6 services through the real program (`lb_v6`, tail-called by `lb_xdp`), NAT66:
-//! a SYN placed by the Maglev table over the IPv6 flow hash, its flow recorded in both
-//! directions, established data following it, the backend's reply from the VIP, a FIN
+//! a SYN placed by the Maglev table over the IPv6 flow hash, recording no flow but its
+//! SYN-cache slot (`lb_v6_syn`), its SYN-ACK translated by that slot, the ACK that
+//! acknowledges the SYN-ACK recording its flow in both directions, established data
+//! following it, the backend's reply from the VIP, a FIN
 //! pair or an RST closing it; what is not for a VIP (neighbour discovery, router
 //! advertisements) passed untouched; extension headers and fragments passed and
 //! counted. Every run checks the action, every byte of the output (the expected frame's
@@ -22,7 +24,7 @@ use lb_tests::{
     packet_rig::*,
     rig_config_with,
 };
-use lb_userspace::{control::tables::Controller, kernel::KernelDataplane};
+use lb_userspace::{control::tables::Controller, dataplane::Dataplane, kernel::KernelDataplane};
 
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
 
@@ -148,24 +150,21 @@ fn a_connection_goes_to_its_table_backend_both_ways_and_a_fin_pair_closes_it() {
             &as_to_backend6(&syn, backend, b0_mac),
             "SYN",
         );
-        let flow = flows6(c)
-            .get(&syn.flow_key(), 0)
-            .expect("the SYN records the flow");
-        assert_eq!((flow.backend, flow.service), (id, service));
-        assert_eq!((flow.state, flow.last_seen), (FLOW_F_COUNTED, 700));
-        let ret = return_flows6(c)
-            .get(&reply_key6(&syn, backend), 0)
-            .expect("and its reply direction");
-        assert_eq!(
-            (ret.vip, ret.vport, ret.service, ret.backend),
-            (addr6_wire(VIP6.octets()), 80u16.to_be(), service, id)
+        assert!(
+            flows6(c).get(&syn.flow_key(), 0).is_err(),
+            "the SYN records no flow"
         );
-        assert_eq!(dp.active_flows(id).unwrap(), 1);
+        assert!(return_flows6(c).get(&reply_key6(&syn, backend), 0).is_err());
+        assert_eq!(dp.active_flows(id).unwrap(), 0);
 
+        // Translated by the SYN's slot, which it leaves its proof beside.
         let syn_ack = answer6(&syn, backend, SYN_ACK);
         let r = run_counted(dp, b0, &syn_ack.bytes(), Reason::RedirectInterface);
         expect6(&r, XDP_REDIRECT, &as_from_vip6(&syn_ack, c0_mac), "SYN-ACK");
+        assert!(flows6(c).get(&syn.flow_key(), 0).is_err());
 
+        // The client's first segment after the SYN acknowledges the SYN-ACK: it records
+        // the flow, both ways, on the slot's backend.
         let data = Frame6 {
             seq: syn.seq + 1,
             ack: BACKEND_ISN + 1,
@@ -179,8 +178,22 @@ fn a_connection_goes_to_its_table_backend_both_ways_and_a_fin_pair_closes_it() {
             &as_to_backend6(&data, backend, b0_mac),
             "data",
         );
-        let flow = flows6(c).get(&syn.flow_key(), 0).unwrap();
-        assert_eq!(flow.state, FLOW_F_COUNTED | FLOW_F_ESTABLISHED);
+        let flow = flows6(c)
+            .get(&syn.flow_key(), 0)
+            .expect("the handshake's ACK records the flow");
+        assert_eq!((flow.backend, flow.service), (id, service));
+        assert_eq!(
+            (flow.state, flow.last_seen),
+            (FLOW_F_COUNTED | FLOW_F_ESTABLISHED, 700)
+        );
+        let ret = return_flows6(c)
+            .get(&reply_key6(&syn, backend), 0)
+            .expect("and its reply direction");
+        assert_eq!(
+            (ret.vip, ret.vport, ret.service, ret.backend),
+            (addr6_wire(VIP6.octets()), 80u16.to_be(), service, id)
+        );
+        assert_eq!(dp.active_flows(id).unwrap(), 1);
 
         let response = Frame6 {
             payload: b"HTTP/1.1 200 OK\r\n\r\n".to_vec(),
@@ -235,9 +248,9 @@ fn a_connection_goes_to_its_table_backend_both_ways_and_a_fin_pair_closes_it() {
 }
 
 #[test]
-fn a_retransmitted_syn_follows_its_flow_a_reset_closes_it_and_a_new_syn_opens_another() {
+fn a_retransmitted_syn_keeps_its_backend_a_reset_closes_the_flow_and_a_new_handshake_replaces_it() {
     let rig = Rig::build();
-    let (c0, b0_mac) = (rig.c0, rig.b0_mac);
+    let (c0, b0, b0_mac) = (rig.c0, rig.b0, rig.b0_mac);
     rig.with_dataplane(V6_CONFIG, |c| {
         let syn = client(41001, SYN);
         let backend = table_backend6(c, "web6", &syn.flow_key());
@@ -245,7 +258,7 @@ fn a_retransmitted_syn_follows_its_flow_a_reset_closes_it_and_a_new_syn_opens_an
         let service = service_id(c, "web6");
         let dp = c.dataplane();
         run_counted(dp, c0, &syn.bytes(), Reason::RedirectInterface);
-        // A retransmitted SYN follows the live entry: no second flow opened or counted.
+        // A retransmitted SYN goes where its slot says: nothing recorded or counted.
         let r = run_counted(dp, c0, &syn.bytes(), Reason::RedirectInterface);
         expect6(
             &r,
@@ -253,6 +266,20 @@ fn a_retransmitted_syn_follows_its_flow_a_reset_closes_it_and_a_new_syn_opens_an
             &as_to_backend6(&syn, backend, b0_mac),
             "SYN again",
         );
+        assert_eq!(dp.backend_signals(id).unwrap().syn_retransmits, 1);
+        assert_eq!(dp.service_counters(service).unwrap().new_flows, 0);
+        run_counted(
+            dp,
+            b0,
+            &answer6(&syn, backend, SYN_ACK).bytes(),
+            Reason::RedirectInterface,
+        );
+        let ack = Frame6 {
+            seq: syn.seq + 1,
+            ack: BACKEND_ISN + 1,
+            ..client(41001, ACK)
+        };
+        run_counted(dp, c0, &ack.bytes(), Reason::RedirectInterface);
         assert_eq!(dp.service_counters(service).unwrap().new_flows, 1);
         assert_eq!(dp.active_flows(id).unwrap(), 1);
         let rst = client(41001, RST_ACK);
@@ -266,7 +293,8 @@ fn a_retransmitted_syn_follows_its_flow_a_reset_closes_it_and_a_new_syn_opens_an
         let flow = flows6(c).get(&syn.flow_key(), 0).unwrap();
         assert_ne!(flow.state & FLOW_F_CLOSED, 0);
         assert_eq!(dp.active_flows(id).unwrap(), 0);
-        // The tuple's next SYN replaces the closed entry with a live, counted flow.
+        // The tuple's next SYN leaves the closed entry as it is; the ACK of its handshake
+        // replaces it with a live, counted flow.
         let r = run_counted(dp, c0, &syn.bytes(), Reason::RedirectInterface);
         expect6(
             &r,
@@ -274,8 +302,21 @@ fn a_retransmitted_syn_follows_its_flow_a_reset_closes_it_and_a_new_syn_opens_an
             &as_to_backend6(&syn, backend, b0_mac),
             "new SYN",
         );
+        assert_ne!(
+            flows6(c).get(&syn.flow_key(), 0).unwrap().state & FLOW_F_CLOSED,
+            0
+        );
+        let syn_ack = answer6(&syn, backend, SYN_ACK);
+        run_counted(dp, b0, &syn_ack.bytes(), Reason::RedirectInterface);
+        let r = run_counted(dp, c0, &ack.bytes(), Reason::RedirectInterface);
+        expect6(
+            &r,
+            XDP_REDIRECT,
+            &as_to_backend6(&ack, backend, b0_mac),
+            "new ACK",
+        );
         let flow = flows6(c).get(&syn.flow_key(), 0).unwrap();
-        assert_eq!(flow.state, FLOW_F_COUNTED);
+        assert_eq!(flow.state, FLOW_F_COUNTED | FLOW_F_ESTABLISHED);
         assert_eq!(dp.active_flows(id).unwrap(), 1);
         assert_eq!(dp.service_counters(service).unwrap().new_flows, 2);
     });

@@ -14,7 +14,7 @@ use lb_common::{
     ipv6::{addr6_wire, FlowKey6, FAMILY_IPV6},
 };
 use lb_tests::{
-    frame::{Mac, ACK, PSH_ACK, SYN},
+    frame::{Mac, ACK, PSH_ACK, SYN, SYN_ACK},
     frame6::{checksum_valid, l4_checksum, Frame6, IP6_LEN, PROTO_TCP, PROTO_UDP},
     packet_exchange::run_counted,
     packet_rig::*,
@@ -249,7 +249,7 @@ fn a_zero_checksum_is_dropped_and_an_update_that_comes_out_zero_is_sent_as_all_o
 #[test]
 fn the_sweep_ages_ipv6_flows_by_the_ipv4_timeouts_both_directions() {
     let rig = Rig::build();
-    let c0 = rig.c0;
+    let (c0, b0) = (rig.c0, rig.b0);
     rig.with_dataplane(CONFIG, |c| {
         let t = FlowTimeouts::default();
         let q = query(42010);
@@ -257,7 +257,7 @@ fn the_sweep_ages_ipv6_flows_by_the_ipv4_timeouts_both_directions() {
         let dp = c.dataplane_mut();
         dp.set_clock(1000).unwrap();
         run_once(dp.program(), c0, &q.bytes());
-        // A TCP connection of `web6`, established by its first ACK.
+        // A TCP connection of `web6`, recorded by the ACK of its SYN-ACK.
         let syn = Frame6 {
             src_mac: CLIENT_MAC,
             src: CLIENT6,
@@ -267,8 +267,25 @@ fn the_sweep_ages_ipv6_flows_by_the_ipv4_timeouts_both_directions() {
             ..Frame6::default()
         };
         run_once(dp.program(), c0, &syn.bytes());
+        let syn_ack = Frame6 {
+            src_mac: backend_mac(11),
+            src: backend6(11),
+            dst: CLIENT6,
+            sport: 8080,
+            dport: 42011,
+            flags: SYN_ACK,
+            seq: BACKEND_ISN,
+            ack: syn.seq + 1,
+            ..Frame6::default()
+        };
+        assert_eq!(
+            run_once(dp.program(), b0, &syn_ack.bytes()).action,
+            XDP_REDIRECT
+        );
         let ack = Frame6 {
             flags: ACK,
+            seq: syn.seq + 1,
+            ack: BACKEND_ISN + 1,
             ..syn.clone()
         };
         run_once(dp.program(), c0, &ack.bytes());

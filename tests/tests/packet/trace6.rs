@@ -1,15 +1,16 @@
-//! The sampled packet trace of IPv6 packets (`lb_v6`): exact records, addresses in all
-//! four words and family 6, for a traced IPv6 service's packets both ways, a stateless
-//! forward and a refused packet; none once the trace is off. Real object,
+//! The sampled packet trace of IPv6 packets (`lb_v6`, `lb_v6_syn`): exact records,
+//! addresses in all four words and family 6, for a traced IPv6 service's handshake
+//! through the SYN cache (the SYN-ACK traced as nothing, as over IPv4), its packets both
+//! ways, a stateless forward and a refused packet; none once the trace is off. Real object,
 //! BPF_PROG_TEST_RUN (see `lb_tests::packet_rig`).
 use std::net::Ipv6Addr;
 
 use lb_common::{
     counters::Reason,
     trace::{
-        TraceRecord, TRACE_DECISION_FLOW_HIT, TRACE_DECISION_NEW_FLOW, TRACE_DECISION_REFUSED,
-        TRACE_DECISION_STATELESS_FORWARD, TRACE_DIR_TO_BACKEND, TRACE_DIR_TO_CLIENT,
-        TRACE_FAMILY_IPV6, TRACE_NO_BACKEND,
+        TraceRecord, TRACE_DECISION_FLOW_HIT, TRACE_DECISION_REFUSED,
+        TRACE_DECISION_STATELESS_FORWARD, TRACE_DECISION_STATELESS_SYN, TRACE_DECISION_SYN_CACHE,
+        TRACE_DIR_TO_BACKEND, TRACE_DIR_TO_CLIENT, TRACE_FAMILY_IPV6, TRACE_NO_BACKEND,
     },
 };
 use lb_tests::{
@@ -75,19 +76,26 @@ fn a_traced_ipv6_service_gets_one_exact_record_per_packet_both_ways() {
         trace.set_sample(web6, 1).unwrap();
         let dp = c.dataplane();
 
+        // The handshake of the hash-placed `web6`: the SYN leaves a slot, the backend's
+        // SYN-ACK goes back through it, the ACK proving it records the flow, the next
+        // segment hits the flow.
         let syn = client(CLIENT6, 42_000, SYN);
         let addr = table_backend6(c, "web6", &syn.flow_key());
         let b = backend_id6(c, "web6", addr);
+        assert_eq!(
+            super::stateless_syn6::handshake6(dp, rig.c0, rig.b0, &syn),
+            addr
+        );
         let ack = Frame6 {
             flags: ACK,
+            seq: syn.seq.wrapping_add(1),
+            ack: BACKEND_ISN.wrapping_add(1),
             ..syn.clone()
         };
-        for f in [&syn, &ack] {
-            assert_eq!(
-                run_once(dp.program(), rig.c0, &f.bytes()).action,
-                XDP_REDIRECT
-            );
-        }
+        assert_eq!(
+            run_once(dp.program(), rig.c0, &ack.bytes()).action,
+            XDP_REDIRECT
+        );
         let reply = Frame6 {
             src_mac: backend_mac(addr.octets()[15]),
             src: addr,
@@ -123,7 +131,14 @@ fn a_traced_ipv6_service_gets_one_exact_record_per_packet_both_ways() {
                 expected(
                     &syn,
                     (web6, b),
-                    (to, TRACE_DECISION_NEW_FLOW),
+                    (to, TRACE_DECISION_STATELESS_SYN),
+                    XDP_REDIRECT,
+                    redirect
+                ),
+                expected(
+                    &ack,
+                    (web6, b),
+                    (to, TRACE_DECISION_SYN_CACHE),
                     XDP_REDIRECT,
                     redirect
                 ),

@@ -1,11 +1,14 @@
-//! The controller's write of the reverse map, after each apply (see
+//! The controller's write of the reverse maps (IPv4 and IPv6), after each apply (see
 //! `crate::model::reverse_map`).
 use anyhow::Context as _;
 
 use super::Controller;
 use crate::{
     dataplane::Dataplane,
-    model::{config::Config, reverse_map::reverse_entries},
+    model::{
+        config::Config,
+        reverse_map::{reverse_entries, reverse_entries6},
+    },
 };
 
 impl<D: Dataplane> Controller<D> {
@@ -18,7 +21,11 @@ impl<D: Dataplane> Controller<D> {
         let entries = reverse_entries(config, plan);
         self.dataplane
             .set_reverse_map(&entries)
-            .with_context(|| format!("writing the reverse map ({} entries)", entries.len()))
+            .with_context(|| format!("writing the reverse map ({} entries)", entries.len()))?;
+        let entries = reverse_entries6(config, plan);
+        self.dataplane
+            .set_reverse_map6(&entries)
+            .with_context(|| format!("writing the IPv6 reverse map ({} entries)", entries.len()))
     }
 }
 

@@ -1,9 +1,8 @@
 //! The rules of IPv6 services (see docs/ipv6.md): a service's backends are of its VIP's
 //! family (NAT translates addresses within one family, the DSR modes wrap a packet in its
-//! own family), and an IPv6 service is served without the features whose kernel state is
-//! IPv4 only so far (the SYN proxy, the reverse map of `stateless_return`). Refusing them
-//! names the key rather than letting the data path pass the service's packets to the
-//! kernel.
+//! own family), and an IPv6 service is served without the feature whose kernel state is
+//! IPv4 only so far (the SYN proxy). Refusing it names the key rather than letting the
+//! data path pass the service's packets to the kernel.
 use std::net::IpAddr;
 
 use super::{
@@ -45,13 +44,6 @@ pub(super) fn check_ipv6(c: &mut Collector, at: &str, s: &ServiceConfig) {
             format!("{at}.syn_proxy"),
             "the SYN proxy is not applied to IPv6 services yet (its cookies are IPv4's); \
              remove syn_proxy",
-        );
-    }
-    if s.stateless_return {
-        c.err(
-            format!("{at}.stateless_return"),
-            "the reverse map is IPv4 only: an IPv6 service's replies are translated by their \
-             flow's return entry; remove stateless_return",
         );
     }
 }
@@ -161,7 +153,7 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv6_service_refuses_the_syn_proxy_and_stateless_return_by_key() {
+    fn an_ipv6_service_refuses_the_syn_proxy_by_key() {
         let b = "backends: [{ address: \"2001:db8:1::11\", port: 80, zone: az-a }]";
         let proxy = "the SYN proxy is not applied to IPv6 services yet (its cookies are \
                      IPv4's); remove syn_proxy";
@@ -171,13 +163,6 @@ mod tests {
                 "syn_proxy: auto",
                 "services[0].syn_proxy",
                 proxy.to_string(),
-            ),
-            (
-                "stateless_return: true",
-                "services[0].stateless_return",
-                "the reverse map is IPv4 only: an IPv6 service's replies are translated by \
-                 their flow's return entry; remove stateless_return"
-                    .to_string(),
             ),
         ] {
             assert_eq!(

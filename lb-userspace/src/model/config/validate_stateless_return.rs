@@ -91,6 +91,35 @@ services:
     }
 
     #[test]
+    fn an_ipv6_backend_of_a_stateless_return_service_serving_another_is_refused_too() {
+        let six = config(true, 8080)
+            .replace("10.0.0.100", "\"2001:db8::100\"")
+            .replace("10.0.0.101", "\"2001:db8::101\"")
+            .replace("10.1.0.11", "\"2001:db8:1::11\"")
+            .replace("10.1.0.12", "\"2001:db8:1::12\"");
+        let err = parse(&six).unwrap_err();
+        assert_eq!(err.errors.len(), 1, "{err}");
+        let e = &err.errors[0];
+        assert_eq!(e.field, "services[1].backends[0].address");
+        assert!(
+            e.message.starts_with(
+                "2001:db8:1::12:8080 serves both `web` and `admin`; `web` has stateless_return"
+            ),
+            "{}",
+            e.message
+        );
+        // On another port, the IPv6 backend serves each service alone.
+        parse(
+            &config(true, 9090)
+                .replace("10.0.0.100", "\"2001:db8::100\"")
+                .replace("10.0.0.101", "\"2001:db8::101\"")
+                .replace("10.1.0.11", "\"2001:db8:1::11\"")
+                .replace("10.1.0.12", "\"2001:db8:1::12\""),
+        )
+        .unwrap();
+    }
+
+    #[test]
     fn sharing_is_allowed_without_stateless_return_or_on_another_port() {
         parse(&config(false, 8080)).unwrap();
         parse(&config(true, 9090)).unwrap();

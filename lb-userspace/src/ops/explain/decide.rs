@@ -195,6 +195,16 @@ fn slot_of(
         flow.src_port,
         params.syn_cache_mask,
     );
+    slot_in(lookups, set, handshake)
+}
+
+/// The way of SYN-cache set `set` holding the slot tagged from `handshake`, of either
+/// family.
+pub(super) fn slot_in(
+    lookups: &impl Lookups,
+    set: u32,
+    handshake: u32,
+) -> anyhow::Result<Option<Slot>> {
     let Some(ways) = lookups.syn_set(set)? else {
         return Ok(None);
     };
@@ -376,8 +386,9 @@ pub(super) fn by_ring(ring: &RingPick, by: By, why: &str) -> Choice {
     }
 }
 
-/// A SYN (`to_backend::handle` with `is_syn`).
-fn new_connection(
+/// A SYN (`to_backend::handle` with `is_syn`; `syn_cache6::place` for an IPv6 tuple of a
+/// hash-placed service).
+pub(super) fn new_connection(
     service: &ServiceMeta,
     entry: Option<&Entry>,
     slot: Option<&Slot>,
@@ -436,8 +447,10 @@ fn new_connection(
     }
 }
 
-/// A later packet of the connection (`to_backend::handle` without `is_syn`).
-fn existing_connection(
+/// A later packet of the connection (`to_backend::handle` without `is_syn`; for an IPv6
+/// tuple of a hash-placed service, `to_backend6::handle` and `syn_cache6`, which decide
+/// alike).
+pub(super) fn existing_connection(
     service: &ServiceMeta,
     entry: Option<&Entry>,
     slot: Option<&Slot>,

@@ -1,20 +1,25 @@
 //! Which backend the data path gives a packet of an IPv6 tuple, decided as `lb-ebpf`'s
 //! `to_backend6.rs`, `udp6.rs` and `select6.rs` decide it, over the same read-only
-//! [`Lookups`] and [`Decision`] as IPv4's `decide`. IPv6 has no SYN cache: a SYN follows
-//! its tuple's live entry (a retransmit) or is placed by the service's policy; a later
-//! packet follows the entry while it names a live IPv6 backend of the entry's service,
-//! else the Maglev table, statelessly; a UDP datagram follows its entry or the table.
+//! [`Lookups`] and [`Decision`] as IPv4's `decide`. A hash-placed (`maglev`,
+//! `source_hash`) service's TCP tuple is decided as IPv4's, from the SYN cache (its
+//! IPv6 slot, `lb_common::syn_cache6`) and the entry: a SYN stays on its slot's backend
+//! (a retransmit) or is placed by the table, a later packet follows the entry, else the
+//! slot, else the table. A `round_robin` or `least_conn` service's SYN follows its
+//! tuple's live entry (a retransmit) or is placed by the policy; a later packet follows
+//! the entry while it names a live IPv6 backend of the entry's service, else the Maglev
+//! table, statelessly; a UDP datagram follows its entry or the table.
 use lb_common::{
     flow::FLOW_F_CLOSED,
     hash::{flow_hash6, source_hash6},
     ipv6::{FlowKey6, ServiceKey6, FAMILY_IPV6},
     net6::is_martian6,
-    service::POLICY_SOURCE_HASH,
+    service::{POLICY_SOURCE_HASH, SERVICE_F_STATELESS_SYN},
+    syn_cache6::{syn_handshake_hash6_of_flow, syn_set6},
 };
 
 use super::decide::{
-    by_policy, by_ring, policy_pick, ring_at, unless_martian, By, Choice, Decision, Entry, Params,
-    PolicyPick,
+    self, by_policy, by_ring, policy_pick, ring_at, slot_in, unless_martian, By, Choice, Decision,
+    Entry, Params, PolicyPick, Slot,
 };
 use crate::{dataplane::Lookups, model::config::Protocol};
 
@@ -49,6 +54,11 @@ pub fn decide6(
         .as_ref()
         .filter(|e| e.backend.is_some_and(|b| b.service == e.target.service));
     let martian = is_martian6(&flow.src_addr) || flow.src_addr == flow.dst_addr;
+    let slot = match protocol {
+        Protocol::Tcp => slot_of6(lookups, params, flow)?,
+        Protocol::Udp => None,
+    };
+    let stateless_syn = service.flags & SERVICE_F_STATELESS_SYN != 0;
     let (policy_pick, new_connection, existing_connection) = match protocol {
         Protocol::Udp => {
             let choice = match followed {
@@ -69,6 +79,12 @@ pub fn decide6(
                 ),
             };
             (PolicyPick::Ring, choice.clone(), choice)
+        }
+        Protocol::Tcp if stateless_syn => {
+            let pick = policy_pick(lookups, &service)?;
+            let new = decide::new_connection(&service, entry.as_ref(), slot.as_ref(), &ring, &pick);
+            let existing = decide::existing_connection(&service, followed, slot.as_ref(), &ring);
+            (pick, new, existing)
         }
         Protocol::Tcp => {
             let pick = policy_pick(lookups, &service)?;
@@ -94,12 +110,32 @@ pub fn decide6(
     Ok(Some(Decision {
         service,
         entry,
-        slot: None,
+        slot,
         forwarded: None,
         ring,
         policy_pick,
         new_connection: unless_martian(martian, new_connection),
         existing_connection: unless_martian(martian, existing_connection),
+    }))
+}
+
+/// The SYN-cache slot of the tuple's handshake (`syn_cache6::slot_of_flow6`), its
+/// backend kept only if that slot holds an IPv6 backend.
+fn slot_of6(
+    lookups: &impl Lookups,
+    params: &Params,
+    flow: &FlowKey6,
+) -> anyhow::Result<Option<Slot>> {
+    let set = syn_set6(
+        params.hash_seed,
+        &flow.src_addr,
+        flow.src_port,
+        params.syn_cache_mask,
+    );
+    let handshake = syn_handshake_hash6_of_flow(params.hash_seed, flow);
+    Ok(slot_in(lookups, set, handshake)?.map(|mut s| {
+        s.backend = s.backend.filter(|b| b.family == FAMILY_IPV6);
+        s
     }))
 }
 

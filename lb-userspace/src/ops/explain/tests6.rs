@@ -10,7 +10,10 @@ use std::{
 use lb_common::{
     flow::{FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED, FLOW_F_DATAGRAM, FLOW_F_ESTABLISHED},
     hash::flow_hash6,
+    limits::syn_cache_sets,
     service::ring_index,
+    syn_cache::{syn_tag_for, SynEntry, SynSet, SynWay},
+    syn_cache6::{syn_handshake_hash6_of_flow, syn_set6},
 };
 
 use super::{describe::flow_key6_of, explain_protocol, view::render, ExplainError, ExplainView};
@@ -136,8 +139,22 @@ fn pick(c: &super::view::ChoiceView) -> (Option<String>, &str) {
     (c.backend.as_ref().map(|b| b.address.clone()), c.by.as_str())
 }
 
+/// A SYN-cache slot holding the IPv6 handshake `CLIENT` -> `vip` sent to `backend`, as
+/// `syn_cache6` writes it (the service id in the middle field); its set.
+fn put_slot6(rt: &mut Runtime<FakeDataplane>, vip: &str, service: u32, backend: u32) -> u32 {
+    let flow = flow_key6_of(sa6(CLIENT), sa6(vip), 6);
+    let mask = syn_cache_sets(lb_common::limits::DEFAULT_FLOW_TABLE_SIZE) - 1;
+    let set = syn_set6(SEED, &flow.src_addr, flow.src_port, mask);
+    let tag = syn_tag_for(syn_handshake_hash6_of_flow(SEED, &flow), backend);
+    let way = SynWay::new(SynEntry::new(tag, service, backend));
+    let ways = [SynWay::default(), way];
+    let dp = rt.controller_mut().dataplane_mut();
+    dp.syn_cache.insert(set, SynSet { ways });
+    set
+}
+
 #[test]
-fn an_ipv6_tcp_tuple_is_placed_by_the_table_then_follows_its_entry_until_it_closes() {
+fn an_ipv6_tcp_tuple_is_placed_by_the_table_then_follows_its_entry_or_its_syn_cache_slot() {
     let mut rt = start();
     let v = ask(&rt, WEB6, Protocol::Tcp);
     assert_eq!((v.client.as_str(), v.vip.as_str()), (CLIENT, WEB6));
@@ -148,7 +165,10 @@ fn an_ipv6_tcp_tuple_is_placed_by_the_table_then_follows_its_entry_until_it_clos
     assert_eq!(pick(&v.existing_connection), (Some(at.clone()), "table"));
     assert_eq!(
         v.new_connection.why,
-        "no flow entry: Maglev ring slot {}".replace("{}", &v.table.ring_index.to_string())
+        format!(
+            "a SYN records no flow and is placed by the table: Maglev ring slot {}",
+            v.table.ring_index
+        )
     );
     assert!(v.flow_entry.is_none() && v.syn_cache.is_none());
     assert_eq!(
@@ -156,9 +176,32 @@ fn an_ipv6_tcp_tuple_is_placed_by_the_table_then_follows_its_entry_until_it_clos
         Some(at.as_str())
     );
 
-    // An entry on the other backend: a later packet follows it, and so does a SYN (a
-    // retransmit).
+    // A handshake in flight on the other backend: its SYN (a retransmit) and its ACK go
+    // where the slot says.
     let other = other_than(&table);
+    let held = format!("[{other}]:8443");
+    let web6 = service_id(&rt, "web6");
+    let other_id = id_of(&rt, "web6", other);
+    let set = put_slot6(&mut rt, WEB6, web6, other_id);
+    let v = ask(&rt, WEB6, Protocol::Tcp);
+    assert_eq!(pick(&v.new_connection), (Some(held.clone()), "syn_cache"));
+    assert_eq!(
+        pick(&v.existing_connection),
+        (Some(held.clone()), "syn_cache")
+    );
+    let slot = v.syn_cache.as_ref().expect("the slot is shown");
+    assert_eq!((slot.set, slot.way), (set, 1));
+    assert!(
+        render(&v).contains(&format!(
+            "SYN cache:   set {set} way 1: backend {held} (id "
+        )),
+        "{}",
+        render(&v)
+    );
+    rt.controller_mut().dataplane_mut().syn_cache.clear();
+
+    // An entry on the other backend: a later packet follows it; a SYN records no flow
+    // and looks up none, so it goes by the table.
     entry(
         &mut rt,
         "web6",
@@ -168,12 +211,11 @@ fn an_ipv6_tcp_tuple_is_placed_by_the_table_then_follows_its_entry_until_it_clos
         FLOW_F_COUNTED | FLOW_F_ESTABLISHED,
     );
     let v = ask(&rt, WEB6, Protocol::Tcp);
-    let held = format!("[{other}]:8443");
     assert_eq!(
         pick(&v.existing_connection),
         (Some(held.clone()), "flow_entry")
     );
-    assert_eq!(pick(&v.new_connection), (Some(held.clone()), "flow_entry"));
+    assert_eq!(pick(&v.new_connection), (Some(at.clone()), "policy"));
     let flow = v.flow_entry.as_ref().expect("the entry is shown");
     assert_eq!(
         flow.backend.as_ref().map(|b| b.address.as_str()),
@@ -181,7 +223,7 @@ fn an_ipv6_tcp_tuple_is_placed_by_the_table_then_follows_its_entry_until_it_clos
     );
     assert_eq!(flow.flags, ["counted", "established"]);
     assert!(
-        render(&v).contains("SYN cache:   none over IPv6 (a SYN records its flow)\n"),
+        render(&v).contains("SYN cache:   no slot holds this handshake\n"),
         "{}",
         render(&v)
     );
@@ -191,7 +233,8 @@ fn an_ipv6_tcp_tuple_is_placed_by_the_table_then_follows_its_entry_until_it_clos
         render(&v)
     );
 
-    // Closed: a new connection is placed afresh, a late packet still follows it.
+    // Closed: a new connection is placed by the table, a late packet still follows it
+    // (no handshake of the tuple went through the SYN cache since).
     entry(
         &mut rt,
         "web6",
@@ -202,13 +245,6 @@ fn an_ipv6_tcp_tuple_is_placed_by_the_table_then_follows_its_entry_until_it_clos
     );
     let v = ask(&rt, WEB6, Protocol::Tcp);
     assert_eq!(pick(&v.new_connection), (Some(at), "policy"));
-    assert_eq!(
-        v.new_connection.why,
-        format!(
-            "the entry is closed: a new connection is placed afresh: Maglev ring slot {}",
-            v.table.ring_index
-        )
-    );
     assert_eq!(pick(&v.existing_connection), (Some(held), "flow_entry"));
 }
 

@@ -190,13 +190,7 @@ fn render_recorded(v: &ExplainView) -> String {
         ),
         None => "flow entry:  none\n".to_string(),
     };
-    // IPv6 has no SYN cache: a SYN records its flow (`to_backend6.rs`).
-    let ipv6 = v
-        .client
-        .parse::<std::net::SocketAddr>()
-        .is_ok_and(|a| a.is_ipv6());
     out += &match &v.syn_cache {
-        None if ipv6 => "SYN cache:   none over IPv6 (a SYN records its flow)\n".to_string(),
         Some(slot) => format!(
             "SYN cache:   set {} way {}: backend {}\n",
             slot.set,
