@@ -265,3 +265,50 @@ fn an_icmpv6_error_to_the_vip_goes_to_the_backend_of_its_flow() {
         assert_eq!((r.action, r.output), (XDP_PASS, echo));
     });
 }
+
+#[test]
+fn an_ipv6_dsr_ack_records_the_flow_unproven_and_a_retransmitted_syn_is_counted() {
+    use lb_userspace::dataplane::Dataplane;
+
+    let rig = Rig::build();
+    let c0 = rig.c0;
+    rig.with_dataplane(DSR6, |c| {
+        let syn = to_vip(IPIP_VIP, 47_000, SYN, 0);
+        let backend = table_backend6(c, "ipip6", &syn.flow_key());
+        let id = super::ipv6::backend_id6(c, "ipip6", backend);
+        let dp = c.dataplane();
+        let signals = || dp.backend_signals(id).unwrap();
+        run_once(dp.program(), c0, &syn.bytes());
+        assert!(
+            dp.flows6.get(&syn.flow_key(), 0).is_err(),
+            "a SYN records nothing"
+        );
+        assert_eq!((signals().syns, signals().syn_retransmits), (1, 0));
+        run_once(dp.program(), c0, &syn.bytes());
+        run_once(dp.program(), c0, &syn.bytes());
+        assert_eq!((signals().syns, signals().syn_retransmits), (3, 2));
+        // The node never sees the SYN-ACK: the client's ACK records the flow unproven.
+        let ack = Frame6 {
+            flags: lb_tests::frame::ACK,
+            seq: syn.seq.wrapping_add(1),
+            ack: 0x1234_5678,
+            ..syn.clone()
+        };
+        let r = run_counted(dp, c0, &ack.bytes(), Reason::RedirectInterface);
+        assert_eq!(r.action, XDP_REDIRECT);
+        let flow = dp
+            .flows6
+            .get(&syn.flow_key(), 0)
+            .expect("the ACK records the flow");
+        assert_eq!(flow.backend, id);
+        let counted = dp.service_counters(service_id(c, "ipip6")).unwrap();
+        assert_eq!(
+            (counted.new_flows, counted.unproven_acks),
+            (1, 0),
+            "no proof is asked of DSR"
+        );
+        // The next SYN on the tuple opens a new handshake: not a retransmission.
+        run_once(dp.program(), c0, &syn.bytes());
+        assert_eq!((signals().syns, signals().syn_retransmits), (4, 2));
+    });
+}
