@@ -18,7 +18,11 @@ use lb_common::{
     hash::{flow_hash, source_hash},
     service::POLICY_SOURCE_HASH,
 };
-use lb_userspace::{control::tables::Controller, kernel::KernelDataplane, model::config};
+use lb_userspace::{
+    control::tables::Controller,
+    kernel::KernelDataplane,
+    model::{config, edge::EdgeRuleKey},
+};
 
 use crate::{
     frame::{parse_mac, Frame, Mac},
@@ -441,6 +445,24 @@ pub fn ipv4(address: std::net::IpAddr) -> Ipv4Addr {
 }
 
 /// The id of service `name` in the applied plan.
+/// The hit counter of service `service`'s edge rule for `net`/`len` (`"10.10.0.0"`,
+/// `"2001:db8::"`), checking its verdict.
+pub fn edge_rule_counter(
+    c: &Controller<KernelDataplane>,
+    service: &str,
+    (net, len): (&str, u8),
+    verdict: u32,
+) -> u32 {
+    let key = EdgeRuleKey {
+        service: service_id(c, service),
+        net: net.parse().expect("an address"),
+        len,
+    };
+    let rule = c.edge_tables().rules[&key];
+    assert_eq!(rule.verdict, verdict, "verdict of {key}");
+    rule.counter
+}
+
 pub fn service_id(c: &Controller<KernelDataplane>, name: &str) -> u32 {
     planned_service(c, name).id
 }

@@ -65,14 +65,8 @@ fn syn_from(src: Ipv4Addr, vip: Ipv4Addr, sport: u16) -> Frame {
 
 /// The hit counter of `guarded`'s rule for `net/len`, checking its verdict.
 fn counter_of(c: &Controller<KernelDataplane>, net: [u8; 4], len: u8, verdict: u32) -> u32 {
-    let key = EdgeRuleKey {
-        service: service_id(c, "guarded"),
-        net: Ipv4Addr::from(net).into(),
-        len,
-    };
-    let rule = c.edge_tables().rules[&key];
-    assert_eq!(rule.verdict, verdict, "verdict of {key}");
-    rule.counter
+    let net = Ipv4Addr::from(net).to_string();
+    edge_rule_counter(c, "guarded", (&net, len), verdict)
 }
 
 #[test]

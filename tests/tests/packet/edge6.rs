@@ -23,7 +23,7 @@ use lb_userspace::{
     control::tables::Controller,
     dataplane::{Counters, Dataplane},
     kernel::KernelDataplane,
-    model::{config, edge::EdgeRuleKey},
+    model::config,
     ops::edge::bucket_clock_secs,
 };
 
@@ -93,14 +93,7 @@ fn expect_to_backend6(r: &RunResult, f: &Frame6, b0_mac: Mac, what: &str) {
 
 /// The hit counter of `guarded6`'s rule for `net/len`, checking its verdict.
 fn counter_of(c: &Controller<KernelDataplane>, net: &str, len: u8, verdict: u32) -> u32 {
-    let key = EdgeRuleKey {
-        service: service_id(c, "guarded6"),
-        net: net.parse().unwrap(),
-        len,
-    };
-    let rule = c.edge_tables().rules[&key];
-    assert_eq!(rule.verdict, verdict, "verdict of {key}");
-    rule.counter
+    edge_rule_counter(c, "guarded6", (net, len), verdict)
 }
 
 #[test]

@@ -13,10 +13,7 @@ use lb_common::{
 };
 use lb_tests::{frame::Frame, packet_exchange::run_counted, packet_rig::*, udp_frame::Datagram};
 use lb_userspace::{
-    control::tables::Controller,
-    dataplane::Counters,
-    kernel::KernelDataplane,
-    model::{config, edge::EdgeRuleKey},
+    control::tables::Controller, dataplane::Counters, kernel::KernelDataplane, model::config,
 };
 
 const DNS_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 120);
@@ -62,14 +59,8 @@ fn query(src: Ipv4Addr, sport: u16) -> Datagram {
 
 /// The hit counter of `dns`'s rule for `net/len`, checking its verdict.
 fn counter_of(c: &Controller<KernelDataplane>, net: [u8; 4], len: u8, verdict: u32) -> u32 {
-    let key = EdgeRuleKey {
-        service: service_id(c, "dns"),
-        net: Ipv4Addr::from(net).into(),
-        len,
-    };
-    let rule = c.edge_tables().rules[&key];
-    assert_eq!(rule.verdict, verdict, "verdict of {key}");
-    rule.counter
+    let net = Ipv4Addr::from(net).to_string();
+    edge_rule_counter(c, "dns", (&net, len), verdict)
 }
 
 #[test]
