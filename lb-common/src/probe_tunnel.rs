@@ -4,7 +4,8 @@
 //! to that backend the way the data path sends client packets: behind an outer IPv4
 //! header (`ipip`), outer IPv4 + UDP (`gue`), or to the backend's MAC (`dsr_l2`). The
 //! probe's destination is the VIP, so a backend without the VIP on `lo` or without its
-//! decapsulation fails it.
+//! decapsulation fails it. An IPv6 backend's probe goes to its IPv6 VIP the same way,
+//! behind the IPv6 outer headers of `crate::encap6` ([`ProbeTunnel6`]).
 
 /// Where the packets of one mark go (hash map [`MAP_PROBE_TUNNELS`], key: the mark).
 #[repr(C)]
@@ -25,6 +26,28 @@ pub struct ProbeTunnel {
 
 const _: () = assert!(core::mem::size_of::<ProbeTunnel>() == 16);
 
+/// [`ProbeTunnel`] for an IPv6 backend (hash map [`MAP_PROBE_TUNNELS6`], key: the mark):
+/// the probe, to an IPv6 VIP, goes behind an outer IPv6 header (`ipip`: next header 41),
+/// outer IPv6 + UDP (`gue`), or to the backend's MAC (`dsr_l2`), as
+/// `crate::encap6` describes for clients' packets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeTunnel6 {
+    /// The backend's address (wire order).
+    pub backend: crate::ipv6::Addr6,
+    /// The outer source: the node's address toward the backend (wire order).
+    pub source: crate::ipv6::Addr6,
+    /// The NIC toward the backend.
+    pub ifindex: u32,
+    /// The GUE UDP destination port (wire order).
+    pub gue_port: u16,
+    /// As [`ProbeTunnel::mode`].
+    pub mode: u8,
+    pub _pad: u8,
+}
+
+const _: () = assert!(core::mem::size_of::<ProbeTunnel6>() == 40);
+
 /// The marks lbd gives probe sockets: [`PROBE_MARK_BASE`] plus a probe's index, so the
 /// program leaves every other mark alone after one compare.
 pub const PROBE_MARK_BASE: u32 = 0x4c42_0000;
@@ -42,11 +65,16 @@ pub const fn is_probe_mark(mark: u32) -> bool {
 }
 
 pub const MAP_PROBE_TUNNELS: &str = "PROBE_TUNNELS";
+pub const MAP_PROBE_TUNNELS6: &str = "PROBE_TUNNELS6";
 pub const PROGRAM_PROBE_TUNNEL: &str = "lb_probe_tunnel";
 
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]`, integers only, no implicit padding (the size assertion above).
 unsafe impl aya::Pod for ProbeTunnel {}
+
+#[cfg(feature = "user")]
+// SAFETY: as for `ProbeTunnel` (the size assertion above).
+unsafe impl aya::Pod for ProbeTunnel6 {}
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,9 @@
 //! The probes lbd runs: the runtime's, with each direct-server-return backend's sent to
 //! its VIP through its tunnel (see `crate::control::health::tunnel`). The tunnel program
 //! is loaded and attached (tc egress of every configured NIC and of `lo`, where a probe
-//! to a VIP held on this node starts, and where the probes' own route sends the others:
-//! see `crate::kernel::probe_route`) only once a service needs it.
+//! to a VIP held on this node starts, and where the probes' own route sends the others,
+//! and of the IPv6 probes' dummy device: see `crate::kernel::probe_route`) only once a
+//! service needs it.
 use std::collections::{BTreeMap, BTreeSet};
 
 use lb_common::encap::{BACKEND_F_DSR_L2, BACKEND_F_GUE, BACKEND_F_IPIP};
@@ -11,12 +12,12 @@ use log::{error, warn};
 use crate::{
     control::health::{
         probe::ProbeSpec,
-        tunnel::{tunnelled, ProbeMarks, RouteToBackend, TunnelTarget},
+        tunnel::{tunnelled, ProbeMarks, RouteToBackend, TunnelMaps, TunnelTarget},
     },
     dataplane::Dataplane,
     kernel::{
         probe_route::{accepts_local, ProbeRoute},
-        probe_tunnel::{route_to, ProbeTunnels},
+        probe_tunnel::{route_to_ip, ProbeTunnels},
     },
     model::{
         config::{AnnounceConfig, Config, ForwardingMode},
@@ -54,11 +55,10 @@ fn tunnel_mode(mode: ForwardingMode) -> Option<u8> {
 fn targets_of(config: &Config) -> BTreeMap<BackendRef, TunnelTarget> {
     let mut targets = BTreeMap::new();
     for s in &config.services {
-        // The tunnels carry IPv4 only: an IPv6 DSR service's backends are probed at their
-        // own addresses, as NAT's are.
-        let (Some(mode), std::net::IpAddr::V4(vip)) = (tunnel_mode(s.mode), s.vip) else {
+        let Some(mode) = tunnel_mode(s.mode) else {
             continue;
         };
+        let vip = s.vip;
         for b in &s.backends {
             let at = BackendRef {
                 service: s.name.clone(),
@@ -97,7 +97,7 @@ impl Probes {
         }
         let marks = self.marks.assign(targets.keys());
         let mut failed = Vec::new();
-        let route = |to| match route_to(to) {
+        let route = |to| match route_to_ip(to) {
             Ok((source, ifindex)) => Some(RouteToBackend { source, ifindex }),
             Err(e) => {
                 warn!("no tunnel for probes to {to}: {e:#}");
@@ -130,13 +130,14 @@ impl Probes {
         targets: &BTreeMap<BackendRef, TunnelTarget>,
     ) {
         for (at, target) in targets {
-            if !announce.in_range(target.vip.into()) {
+            if !announce.in_range(target.vip) {
                 continue;
             }
-            let std::net::IpAddr::V4(backend) = at.address else {
+            // IPv6 has no martian check of a local source (no accept_local).
+            let backend @ std::net::IpAddr::V4(_) = at.address else {
                 continue;
             };
-            let Ok((_, ifindex)) = route_to(backend) else {
+            let Ok((_, ifindex)) = route_to_ip(backend) else {
                 continue;
             };
             if self.martian_nics.contains(&ifindex) {
@@ -156,28 +157,38 @@ impl Probes {
         }
     }
 
-    fn write(
-        &mut self,
-        tunnels: &BTreeMap<u32, lb_common::probe_tunnel::ProbeTunnel>,
-        interfaces: &[String],
-    ) -> anyhow::Result<()> {
+    fn write(&mut self, tunnels: &TunnelMaps, interfaces: &[String]) -> anyhow::Result<()> {
         let program = match &mut self.tunnels {
             Some(p) => p,
             None => {
-                let mut p = ProbeTunnels::load()?;
-                for nic in interfaces.iter().map(String::as_str).chain(["lo"]) {
-                    p.attach_egress(nic)?;
-                }
                 if self.route.is_none() {
                     self.route = Some(ProbeRoute::install()?);
+                }
+                let device = self.route.as_ref().and_then(ProbeRoute::device_name);
+                let mut p = ProbeTunnels::load()?;
+                for nic in interfaces
+                    .iter()
+                    .map(String::as_str)
+                    .chain(["lo"])
+                    .chain(device)
+                {
+                    p.attach_egress(nic)?;
                 }
                 self.tunnels.insert(p)
             }
         };
-        for (mark, tunnel) in tunnels {
+        for (mark, tunnel) in &tunnels.v4 {
             program.set(*mark, tunnel)?;
         }
-        let now: BTreeSet<u32> = tunnels.keys().copied().collect();
+        for (mark, tunnel) in &tunnels.v6 {
+            program.set6(*mark, tunnel)?;
+        }
+        let now: BTreeSet<u32> = tunnels
+            .v4
+            .keys()
+            .chain(tunnels.v6.keys())
+            .copied()
+            .collect();
         for stale in self.written.difference(&now) {
             program.remove(*stale)?;
         }

@@ -9,6 +9,15 @@
 //! reaches the program whatever the backend's state; the program sends it on to the
 //! backend's NIC.
 //!
+//! IPv6 takes the same rule, but its route cannot name `lo`: the kernel turns an IPv6
+//! route through a loopback device into a reject route (the probe is answered with an
+//! ICMPv6 unreachable before any program sees it). So the IPv6 route is `default dev`
+//! [`PROBE_DEVICE`], one end of a veth pair lbd makes for it (veth rather than dummy:
+//! the one every kernel that runs network namespaces has): not loopback, `NOARP` (no
+//! neighbour asked for the VIP), and the program on its egress sends the probe on before
+//! it would reach the idle peer. Where IPv6 is off, the IPv6 pair is left out (logged): IPv6
+//! probes through a tunnel then fail, IPv4 ones are unaffected.
+//!
 //! Added when the tunnel is first needed (an existing one is kept: a restarted lbd
 //! finds its predecessor's), removed when [`ProbeRoute`] drops.
 use anyhow::Context as _;
@@ -16,6 +25,7 @@ use lb_common::probe_tunnel::{PROBE_MARK_BASE, PROBE_MARK_MASK};
 use rtnetlink::{
     packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST},
     packet_route::{
+        link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
         route::{RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType},
         rule::{RuleAction, RuleAttribute, RuleMessage},
         AddressFamily, RouteNetlinkMessage,
@@ -32,57 +42,139 @@ pub const PROBE_TABLE: u32 = 0x4c42;
 /// The rule's priority: before `main` (32766), after `local` (0), so a VIP held on this
 /// node's `lo` is still delivered by `local`, to `lo` as well.
 pub const PROBE_RULE_PRIORITY: u32 = 0x4c42;
+/// The device IPv6 probes are routed to (see the module docs), and its veth peer.
+pub const PROBE_DEVICE: &str = "lbprobe6";
+const PROBE_DEVICE_PEER: &str = "lbprobe6p";
 
-/// The rule and route of the module docs, removed on drop.
+const CREATE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+
+/// The rules, routes and device of the module docs, removed on drop.
 pub struct ProbeRoute {
     lo: u32,
+    /// [`PROBE_DEVICE`]'s index, once its IPv6 route is in.
+    device: Option<u32>,
 }
 
 impl ProbeRoute {
     pub fn install() -> anyhow::Result<Self> {
         let lo = ifindex_of("lo")?;
-        let route = ProbeRoute { lo };
-        let create = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
-        for message in [
-            RouteNetlinkMessage::NewRoute(route.route()),
-            RouteNetlinkMessage::NewRule(rule()),
-        ] {
-            match exchange(message, create) {
-                Ok(_) => {}
-                Err(e) if errno(&e) == Some(libc::EEXIST) => {}
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "adding the probes' route (fwmark {PROBE_MARK_BASE:#x}/{PROBE_MARK_MASK:#x} lookup {PROBE_TABLE}, default dev lo)"
-                        )
-                    })
-                }
-            }
+        let mut route = ProbeRoute { lo, device: None };
+        route.add(AddressFamily::Inet).with_context(|| {
+            format!(
+                "adding the probes' route (fwmark {PROBE_MARK_BASE:#x}/{PROBE_MARK_MASK:#x} lookup {PROBE_TABLE}, default dev lo)"
+            )
+        })?;
+        match route.add_ipv6() {
+            Ok(()) => {}
+            Err(e) => log::warn!(
+                "no IPv6 route for probes through DSR tunnels (IPv6 DSR backends' probes fail): {e:#}"
+            ),
         }
         Ok(route)
     }
 
-    fn route(&self) -> RouteMessage {
+    /// The device that must run the tunnel program besides the NICs and `lo`, if any.
+    pub fn device_name(&self) -> Option<&'static str> {
+        self.device.map(|_| PROBE_DEVICE)
+    }
+
+    fn add(&self, family: AddressFamily) -> anyhow::Result<()> {
+        for message in [
+            RouteNetlinkMessage::NewRoute(self.route(family)),
+            RouteNetlinkMessage::NewRule(rule(family)),
+        ] {
+            match exchange(message, CREATE) {
+                Ok(_) => {}
+                Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn add_ipv6(&mut self) -> anyhow::Result<()> {
+        let end = |name: &str, flags: LinkFlags| {
+            let mut link = LinkMessage::default();
+            link.header.flags = flags;
+            link.header.change_mask = flags;
+            link.attributes = vec![LinkAttribute::IfName(name.into())];
+            link
+        };
+        let up = LinkFlags::Up | LinkFlags::Noarp;
+        // The peer is brought up once the pair exists: a veth end opened before its peer
+        // is linked fails (ENOTCONN).
+        let mut link = end(PROBE_DEVICE, up);
+        link.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(end(
+                PROBE_DEVICE_PEER,
+                LinkFlags::Noarp,
+            )))),
+        ]));
+        match exchange(RouteNetlinkMessage::NewLink(link), CREATE) {
+            Ok(_) => {}
+            // A predecessor's, kept as its routes are.
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+            Err(e) => return Err(e).context(format!("making the veth pair {PROBE_DEVICE}")),
+        }
+        self.device = Some(ifindex_of(PROBE_DEVICE)?);
+        let mut peer = end(PROBE_DEVICE_PEER, up);
+        peer.header.index = ifindex_of(PROBE_DEVICE_PEER)?;
+        if let Err(e) = exchange(
+            RouteNetlinkMessage::SetLink(peer),
+            NLM_F_REQUEST | NLM_F_ACK,
+        ) {
+            self.remove_device();
+            return Err(e).context(format!("bringing {PROBE_DEVICE_PEER} up"));
+        }
+        if let Err(e) = self.add(AddressFamily::Inet6) {
+            self.remove_device();
+            return Err(e).context(format!(
+                "adding the IPv6 probes' route (fwmark {PROBE_MARK_BASE:#x}/{PROBE_MARK_MASK:#x} lookup {PROBE_TABLE}, default dev {PROBE_DEVICE})"
+            ));
+        }
+        Ok(())
+    }
+
+    fn remove_device(&mut self) {
+        let Some(index) = self.device.take() else {
+            return;
+        };
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        if let Err(e) = exchange(
+            RouteNetlinkMessage::DelLink(link),
+            NLM_F_REQUEST | NLM_F_ACK,
+        ) {
+            log::warn!("removing {PROBE_DEVICE}: {e:#}");
+        }
+    }
+
+    fn route(&self, family: AddressFamily) -> RouteMessage {
         let mut m = RouteMessage::default();
         m.header = RouteHeader {
-            address_family: AddressFamily::Inet,
+            address_family: family,
             table: RouteHeader::RT_TABLE_UNSPEC,
             protocol: RouteProtocol::Static,
             scope: RouteScope::Link,
             kind: RouteType::Unicast,
             ..RouteHeader::default()
         };
+        let device = match family {
+            AddressFamily::Inet6 => self.device.unwrap_or(self.lo),
+            _ => self.lo,
+        };
         m.attributes = vec![
             RouteAttribute::Table(PROBE_TABLE),
-            RouteAttribute::Oif(self.lo),
+            RouteAttribute::Oif(device),
         ];
         m
     }
 }
 
-fn rule() -> RuleMessage {
+fn rule(family: AddressFamily) -> RuleMessage {
     let mut m = RuleMessage::default();
-    m.header.family = AddressFamily::Inet;
+    m.header.family = family;
     m.header.action = RuleAction::ToTable;
     m.attributes = vec![
         RuleAttribute::Priority(PROBE_RULE_PRIORITY),
@@ -96,14 +188,22 @@ fn rule() -> RuleMessage {
 impl Drop for ProbeRoute {
     fn drop(&mut self) {
         let remove = NLM_F_REQUEST | NLM_F_ACK;
-        for message in [
-            RouteNetlinkMessage::DelRule(rule()),
-            RouteNetlinkMessage::DelRoute(self.route()),
-        ] {
-            if let Err(e) = exchange(message, remove) {
-                log::warn!("removing the probes' route: {e:#}");
+        let families = match self.device {
+            Some(_) => &[AddressFamily::Inet, AddressFamily::Inet6][..],
+            None => &[AddressFamily::Inet][..],
+        };
+        for family in families {
+            for message in [
+                RouteNetlinkMessage::DelRule(rule(*family)),
+                RouteNetlinkMessage::DelRoute(self.route(*family)),
+            ] {
+                if let Err(e) = exchange(message, remove) {
+                    log::warn!("removing the probes' route: {e:#}");
+                }
             }
         }
+        // Its IPv6 route and its peer go with it.
+        self.remove_device();
     }
 }
 

@@ -1,7 +1,7 @@
 //! The probes' tunnel (`lb_common::probe_tunnel`): the `lb-probe-tunnel` object loaded,
 //! attached on tc egress of the NICs a probe to a VIP may leave by (TCX links held by
-//! this value: they go with it), and its mark -> backend map written.
-use std::net::Ipv4Addr;
+//! this value: they go with it), and its mark -> backend maps (one per family) written.
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{ensure, Context as _};
 use aya::{
@@ -9,7 +9,9 @@ use aya::{
     programs::{tc::TcAttachType, SchedClassifier},
     Ebpf,
 };
-use lb_common::probe_tunnel::{ProbeTunnel, MAP_PROBE_TUNNELS, PROGRAM_PROBE_TUNNEL};
+use lb_common::probe_tunnel::{
+    ProbeTunnel, ProbeTunnel6, MAP_PROBE_TUNNELS, MAP_PROBE_TUNNELS6, PROGRAM_PROBE_TUNNEL,
+};
 use rtnetlink::{
     packet_core::{NLM_F_ACK, NLM_F_REQUEST},
     packet_route::{
@@ -59,23 +61,39 @@ impl ProbeTunnels {
         Ok(())
     }
 
-    fn map(&mut self) -> anyhow::Result<HashMap<&mut MapData, u32, ProbeTunnel>> {
+    fn map<V: aya::Pod>(&mut self, name: &str) -> anyhow::Result<HashMap<&mut MapData, u32, V>> {
         Ok(HashMap::try_from(
             self.ebpf
-                .map_mut(MAP_PROBE_TUNNELS)
-                .context("the object has no PROBE_TUNNELS")?,
+                .map_mut(name)
+                .with_context(|| format!("the object has no {name}"))?,
         )?)
     }
 
     /// Packets marked `mark` go to `tunnel`'s backend.
     pub fn set(&mut self, mark: u32, tunnel: &ProbeTunnel) -> anyhow::Result<()> {
-        self.map()?
+        self.map::<ProbeTunnel>(MAP_PROBE_TUNNELS)?
             .insert(mark, tunnel, 0)
             .with_context(|| format!("writing the probe tunnel of mark {mark:#x}"))
     }
 
+    /// Packets marked `mark` go to `tunnel`'s IPv6 backend.
+    pub fn set6(&mut self, mark: u32, tunnel: &ProbeTunnel6) -> anyhow::Result<()> {
+        self.map::<ProbeTunnel6>(MAP_PROBE_TUNNELS6)?
+            .insert(mark, tunnel, 0)
+            .with_context(|| format!("writing the IPv6 probe tunnel of mark {mark:#x}"))
+    }
+
+    /// Forgets `mark` in both families' maps.
     pub fn remove(&mut self, mark: u32) -> anyhow::Result<()> {
-        match self.map()?.remove(&mark) {
+        Self::remove_from(self.map::<ProbeTunnel>(MAP_PROBE_TUNNELS)?, mark)?;
+        Self::remove_from(self.map::<ProbeTunnel6>(MAP_PROBE_TUNNELS6)?, mark)
+    }
+
+    fn remove_from<V: aya::Pod>(
+        mut map: HashMap<&mut MapData, u32, V>,
+        mark: u32,
+    ) -> anyhow::Result<()> {
+        match map.remove(&mark) {
             Ok(()) => Ok(()),
             Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(aya::maps::MapError::SyscallError(e))
@@ -91,12 +109,24 @@ impl ProbeTunnels {
 /// The node's source address and NIC toward `backend`, as the kernel routes it
 /// (RTM_GETROUTE for the /32).
 pub fn route_to(backend: Ipv4Addr) -> anyhow::Result<(Ipv4Addr, u32)> {
+    match route_to_ip(backend.into())? {
+        (IpAddr::V4(source), ifindex) => Ok((source, ifindex)),
+        (IpAddr::V6(source), _) => anyhow::bail!("the route to {backend} names {source}"),
+    }
+}
+
+/// [`route_to`] for either family (RTM_GETROUTE for the /32 or /128).
+pub fn route_to_ip(backend: IpAddr) -> anyhow::Result<(IpAddr, u32)> {
     let mut request = RouteMessage::default();
-    request.header.address_family = AddressFamily::Inet;
-    request.header.destination_prefix_length = 32;
+    let (family, length, destination) = match backend {
+        IpAddr::V4(v4) => (AddressFamily::Inet, 32, RouteAddress::Inet(v4)),
+        IpAddr::V6(v6) => (AddressFamily::Inet6, 128, RouteAddress::Inet6(v6)),
+    };
+    request.header.address_family = family;
+    request.header.destination_prefix_length = length;
     request
         .attributes
-        .push(RouteAttribute::Destination(RouteAddress::Inet(backend)));
+        .push(RouteAttribute::Destination(destination));
     let replies = exchange(
         RouteNetlinkMessage::GetRoute(request),
         NLM_F_REQUEST | NLM_F_ACK,
@@ -110,7 +140,8 @@ pub fn route_to(backend: Ipv4Addr) -> anyhow::Result<(Ipv4Addr, u32)> {
         let mut ifindex = None;
         for attribute in &route.attributes {
             match attribute {
-                RouteAttribute::PrefSource(RouteAddress::Inet(ip)) => source = Some(*ip),
+                RouteAttribute::PrefSource(RouteAddress::Inet(ip)) => source = Some((*ip).into()),
+                RouteAttribute::PrefSource(RouteAddress::Inet6(ip)) => source = Some((*ip).into()),
                 RouteAttribute::Oif(i) => ifindex = Some(*i),
                 _ => {}
             }

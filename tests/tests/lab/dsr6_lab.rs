@@ -46,8 +46,8 @@ fn through(mode: &str) {
         );
     assert!(config.contains(&format!("mode: {mode}")), "{config}");
     let lb = RunningLb::start(lab, &config);
-    // Probed at their own addresses (the probe tunnels are IPv4): the probes also leave
-    // the backends' neighbour entries the data path needs.
+    // Probed through their tunnels to the VIP: the probes also leave the backends'
+    // neighbour entries the data path needs.
     for i in 0..lb.lab.backend_count() {
         let addr = lb.lab.backend_ip(i, Family::V6);
         let verdict = first_verdict(&lb, addr, Duration::from_secs(30));

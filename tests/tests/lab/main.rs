@@ -15,6 +15,7 @@ mod daemon_lifecycle;
 mod decap_lab;
 mod drain;
 mod dsr6_lab;
+mod dsr6_probe_lab;
 mod dsr_l2_lab;
 mod dsr_l3_lab;
 mod dsr_probe_lab;

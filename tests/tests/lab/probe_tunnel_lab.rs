@@ -178,7 +178,10 @@ fn a_probe_through_the_tunnel_fails_without_the_vip_on_lo_or_without_the_decap()
                 kind: ProbeKind::Tcp,
                 interval: Duration::from_secs(1),
                 timeout: Duration::from_secs(2),
-                via: Some(ProbeVia { mark, source }),
+                via: Some(ProbeVia {
+                    mark,
+                    source: source.into(),
+                }),
             });
         }
         (tunnels, specs)

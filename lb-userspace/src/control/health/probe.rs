@@ -3,7 +3,7 @@
 //! the timeout, and a failure names its reason for the log.
 use std::{
     io::ErrorKind,
-    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     time::Duration,
 };
 
@@ -33,7 +33,7 @@ pub struct ProbeSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeVia {
     pub mark: u32,
-    pub source: Ipv4Addr,
+    pub source: IpAddr,
 }
 
 impl ProbeVia {
@@ -42,7 +42,7 @@ impl ProbeVia {
     /// either.
     pub const UNROUTED: ProbeVia = ProbeVia {
         mark: 0,
-        source: Ipv4Addr::UNSPECIFIED,
+        source: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
 }
 
@@ -149,12 +149,14 @@ async fn run(spec: &ProbeSpec) -> Outcome {
     }
 }
 
-/// Connects from `via.source` with `via.mark` on the socket (the probe tunnels carry
-/// IPv4, as the DSR modes do).
+/// Connects from `via.source` with `via.mark` on the socket.
 async fn connect_via(target: SocketAddr, via: ProbeVia) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
+    let socket = match via.source {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
     super::socket_mark::set_mark(&socket, via.mark)?;
-    socket.bind(SocketAddr::V4(SocketAddrV4::new(via.source, 0)))?;
+    socket.bind(SocketAddr::new(via.source, 0))?;
     socket.connect(target).await
 }
 
@@ -209,6 +211,8 @@ fn io_failure(what: &str, e: std::io::Error) -> Failure {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddrV4;
+
     use tokio::net::TcpListener;
 
     use super::*;

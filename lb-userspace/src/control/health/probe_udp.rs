@@ -20,7 +20,7 @@ const MAX_REPLY: usize = 2048;
 /// timeout.
 pub async fn run(
     target: SocketAddr,
-    from: Option<(Ipv4Addr, u32)>,
+    from: Option<(IpAddr, u32)>,
     send: &[u8],
     expect: Option<&[u8]>,
 ) -> Outcome {
@@ -61,7 +61,7 @@ fn holds(reply: &[u8], expect: &[u8]) -> bool {
 }
 
 /// A socket bound to `source` with `mark`, as `probe::connect_via` makes for TCP.
-async fn bound_via(source: Ipv4Addr, mark: u32) -> std::io::Result<UdpSocket> {
+async fn bound_via(source: IpAddr, mark: u32) -> std::io::Result<UdpSocket> {
     let socket = UdpSocket::bind(SocketAddr::from((source, 0))).await?;
     super::socket_mark::set_mark(&socket, mark)?;
     Ok(socket)
