@@ -164,19 +164,20 @@ impl Probes {
                 if self.route.is_none() {
                     self.route = Some(ProbeRoute::install()?);
                 }
-                let device = self.route.as_ref().and_then(ProbeRoute::device_name);
                 let mut p = ProbeTunnels::load()?;
-                for nic in interfaces
-                    .iter()
-                    .map(String::as_str)
-                    .chain(["lo"])
-                    .chain(device)
-                {
+                for nic in interfaces.iter().map(String::as_str).chain(["lo"]) {
                     p.attach_egress(nic)?;
                 }
                 self.tunnels.insert(p)
             }
         };
+        // IPv6 probes need a route of their own, to a device made for it (see
+        // `probe_route`): made for the first IPv6 DSR backend only.
+        if !tunnels.v6.is_empty() {
+            if let Some(device) = self.route.as_mut().and_then(ProbeRoute::ensure_ipv6) {
+                program.attach_egress(device)?;
+            }
+        }
         for (mark, tunnel) in &tunnels.v4 {
             program.set(*mark, tunnel)?;
         }

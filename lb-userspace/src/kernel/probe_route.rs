@@ -53,29 +53,45 @@ pub struct ProbeRoute {
     lo: u32,
     /// [`PROBE_DEVICE`]'s index, once its IPv6 route is in.
     device: Option<u32>,
+    /// The IPv6 part could not be added (logged once): not tried again.
+    ipv6_failed: bool,
 }
 
 impl ProbeRoute {
+    /// The IPv4 rule and route; the IPv6 ones and their device come with the first IPv6
+    /// DSR backend ([`Self::ensure_ipv6`]), so an IPv4-only node gets no veth pair.
     pub fn install() -> anyhow::Result<Self> {
         let lo = ifindex_of("lo")?;
-        let mut route = ProbeRoute { lo, device: None };
+        let route = ProbeRoute {
+            lo,
+            device: None,
+            ipv6_failed: false,
+        };
         route.add(AddressFamily::Inet).with_context(|| {
             format!(
                 "adding the probes' route (fwmark {PROBE_MARK_BASE:#x}/{PROBE_MARK_MASK:#x} lookup {PROBE_TABLE}, default dev lo)"
             )
         })?;
-        match route.add_ipv6() {
-            Ok(()) => {}
-            Err(e) => log::warn!(
-                "no IPv6 route for probes through DSR tunnels (IPv6 DSR backends' probes fail): {e:#}"
-            ),
-        }
         Ok(route)
     }
 
-    /// The device that must run the tunnel program besides the NICs and `lo`, if any.
-    pub fn device_name(&self) -> Option<&'static str> {
-        self.device.map(|_| PROBE_DEVICE)
+    /// Adds the IPv6 rule, route and [`PROBE_DEVICE`] if they are not in yet; the device
+    /// when it was just made (the tunnel program must be attached on its egress). A
+    /// failure (IPv6 off on the node) is logged once: IPv6 DSR backends' probes then fail.
+    pub fn ensure_ipv6(&mut self) -> Option<&'static str> {
+        if self.device.is_some() || self.ipv6_failed {
+            return None;
+        }
+        match self.add_ipv6() {
+            Ok(()) => Some(PROBE_DEVICE),
+            Err(e) => {
+                self.ipv6_failed = true;
+                log::warn!(
+                    "no IPv6 route for probes through DSR tunnels (IPv6 DSR backends' probes fail): {e:#}"
+                );
+                None
+            }
+        }
     }
 
     fn add(&self, family: AddressFamily) -> anyhow::Result<()> {

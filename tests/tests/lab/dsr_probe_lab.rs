@@ -14,7 +14,9 @@ use lb_tests::{
 const VERDICT: Duration = Duration::from_secs(30);
 
 fn a_backend_without_the_vip_on_lo_is_found_unhealthy(mode: &str) {
-    let lab = Lab::build(&LabSpec::three_zones());
+    // Dual stack, so that an lbd that made the IPv6 probes' device for IPv4 DSR backends
+    // could (where IPv6 is off, making it fails).
+    let lab = Lab::build(&LabSpec::three_zones().family(lb_tests::topology::Family::V6));
     let without = 2;
     let mut decaps = Vec::new();
     for i in 0..lab.backend_count() {
@@ -46,6 +48,11 @@ fn a_backend_without_the_vip_on_lo_is_found_unhealthy(mode: &str) {
         ["healthy", "healthy", "unhealthy"],
         "{mode}: backends 1 and 2 hold the VIP, 3 does not; lbd log:\n{}",
         lb.lbd.log()
+    );
+    // No IPv6 DSR backend: the IPv6 probes' device is not made.
+    assert!(
+        netns::try_ns_ip(lb.lab.lb_ns(), &["link", "show", "lbprobe6"]).is_err(),
+        "{mode}: lbprobe6 made for IPv4 DSR backends only"
     );
     drop(lb);
     drop(decaps);
