@@ -6,48 +6,30 @@
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
-    helpers::generated::{bpf_check_mtu, bpf_fib_lookup},
-    programs::XdpContext,
+    bindings::bpf_fib_lookup as FibParams, helpers::generated::bpf_fib_lookup, programs::XdpContext,
 };
 use lb_common::{
-    counters::Reason, encap::DSR_HOP_F_VIA_GATEWAY, encap6::DsrHop6, ipv6::Addr6, net::PROTO_TCP,
-    nexthop::NextHop,
+    encap::DSR_HOP_F_VIA_GATEWAY, encap6::DsrHop6, ipv6::Addr6, net::PROTO_TCP, nexthop::NextHop,
 };
 
 use crate::{
-    count,
-    forward::zero_fill,
+    dsr_hop::{cached, egress, Aligned, FIB_LOOKUP_SRC},
+    forward::{current, zero_fill},
     forward6::AF_INET6,
     maps::{DSR_HOPS6, NEXTHOP_GEN},
 };
-
-/// `BPF_FIB_LOOKUP_SRC` (include/uapi/linux/bpf.h): the lookup also sets `ipv6_src` to the
-/// address the kernel would send from.
-const FIB_LOOKUP_SRC: u32 = 1 << 4;
 
 /// The route to backend `id` at `dst`, cached or looked up; `Err` carries the action for a
 /// backend that cannot be reached (counted).
 #[inline(always)]
 pub fn of(ctx: &XdpContext, id: u32, dst: &Addr6) -> Result<DsrHop6, u32> {
     let generation = NEXTHOP_GEN.get(0).copied().unwrap_or(0);
-    let cache = DSR_HOPS6.get_ptr_mut(id);
-    if let Some(c) = cache {
-        let hop = unsafe { *c };
-        if hop.hop.ifindex != 0 && hop.hop.generation == generation {
-            return Ok(hop);
-        }
-    }
-    let hop = look_up(ctx, dst, generation)?;
-    if let Some(c) = cache {
-        unsafe { *c = hop };
-    }
-    Ok(hop)
+    cached(
+        DSR_HOPS6.get_ptr_mut(id),
+        |hop: &DsrHop6| current(&hop.hop, generation),
+        || look_up(ctx, dst, generation),
+    )
 }
-
-/// The FIB parameter block on an 8-byte boundary, for `zero_fill`'s 8-byte stores.
-#[repr(C, align(8))]
-struct Aligned(MaybeUninit<FibParams>);
 
 #[inline(always)]
 fn look_up(ctx: &XdpContext, dst: &Addr6, generation: u32) -> Result<DsrHop6, u32> {
@@ -66,15 +48,7 @@ fn look_up(ctx: &XdpContext, dst: &Addr6, generation: u32) -> Result<DsrHop6, u3
             FIB_LOOKUP_SRC,
         )
     };
-    match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => {}
-        BPF_FIB_LKUP_RET_NO_NEIGH => return Err(count::drop(Reason::DropDsrNoNeighbour)),
-        _ => return Err(count::drop(Reason::DropDsrNoRoute)),
-    }
-    let ifindex = unsafe { (*fib).ifindex };
-    // Set to the device's MTU whatever the verdict on this packet's length.
-    let mut mtu: u32 = 0;
-    unsafe { bpf_check_mtu(ctx.ctx as *mut _, ifindex, &mut mtu, 0, 0) };
+    let (ifindex, mtu) = egress(ctx, rc, fib)?;
     unsafe {
         Ok(DsrHop6 {
             hop: NextHop {

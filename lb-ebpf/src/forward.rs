@@ -107,7 +107,14 @@ pub(crate) fn current_hop(cache: *mut NextHop, generation: u32) -> Option<NextHo
         return None;
     }
     let hop = unsafe { *cache };
-    (hop.ifindex != 0 && hop.generation == generation).then_some(hop)
+    current(&hop, generation).then_some(hop)
+}
+
+/// Whether a cached next hop was looked up (a zero ifindex: never) in the current
+/// next-hop `generation`.
+#[inline(always)]
+pub(crate) fn current(hop: &NextHop, generation: u32) -> bool {
+    hop.ifindex != 0 && hop.generation == generation
 }
 
 /// The next hop a FIB lookup answered (`rc`, the filled `fib`), kept in `cache` (null
