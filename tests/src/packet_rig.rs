@@ -34,6 +34,8 @@ pub const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0x0a, 0x02];
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 /// The IPv6 client, behind `c0`, with [`CLIENT_MAC`].
 pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 2);
+/// The VIP of `web6` and `dns6` (`rig_web6_service!`, `rig_dns6_service!`).
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
 
 /// IPv6 backend `2001:db8:1::<last>` behind `b0`, its last group written as `last` reads
 /// (`backend6(11)` is `2001:db8:1::11`), with MAC [`backend_mac`] of its last byte.

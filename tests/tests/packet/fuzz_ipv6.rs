@@ -25,7 +25,6 @@ use lb_tests::{
 
 const CONFIG: &str = rig_config_with!(lb_tests::rig_web6_service!(), lb_tests::rig_dns6_service!());
 
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
 const L4_AT: usize = 14 + IP6_LEN;
 
 /// A plausible frame, maybe mutated, and whether it comes from the backends' side.

@@ -26,16 +26,19 @@ use lb_tests::{
 };
 use lb_userspace::{control::tables::Controller, dataplane::Dataplane, kernel::KernelDataplane};
 
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
-
 /// `web6`: an IPv6 TCP service on the rig's three IPv6 backends, port 8080.
 pub const V6_CONFIG: &str = rig_config_with!(lb_tests::rig_web6_service!());
 
 /// A segment from the IPv6 client to `web6` from `sport`.
 fn client(sport: u16, flags: u8) -> Frame6 {
+    client_from(CLIENT6, sport, flags)
+}
+
+/// A segment from `src` (through the client's NIC) to `web6` from `sport`.
+pub(crate) fn client_from(src: Ipv6Addr, sport: u16, flags: u8) -> Frame6 {
     Frame6 {
         src_mac: CLIENT_MAC,
-        src: CLIENT6,
+        src,
         dst: VIP6,
         sport,
         flags,
@@ -45,7 +48,7 @@ fn client(sport: u16, flags: u8) -> Frame6 {
 
 /// `f` as backend `addr`:8080 must get it: out of `b0` (MAC `b0_mac`), one hop later,
 /// with a checksum that this file's oracle computed afresh.
-fn as_to_backend6(f: &Frame6, addr: Ipv6Addr, b0_mac: Mac) -> Frame6 {
+pub(crate) fn as_to_backend6(f: &Frame6, addr: Ipv6Addr, b0_mac: Mac) -> Frame6 {
     Frame6 {
         dst_mac: backend_mac(addr.octets()[15]),
         src_mac: b0_mac,
@@ -73,7 +76,7 @@ fn answer6(to: &Frame6, addr: Ipv6Addr, flags: u8) -> Frame6 {
 }
 
 /// `answer` as the client must get it: from the VIP's port 80, out of `c0`.
-fn as_from_vip6(answer: &Frame6, c0_mac: Mac) -> Frame6 {
+pub(crate) fn as_from_vip6(answer: &Frame6, c0_mac: Mac) -> Frame6 {
     Frame6 {
         dst_mac: CLIENT_MAC,
         src_mac: c0_mac,
@@ -85,7 +88,7 @@ fn as_from_vip6(answer: &Frame6, c0_mac: Mac) -> Frame6 {
 }
 
 #[track_caller]
-fn expect6(r: &RunResult, action: u32, want: &Frame6, what: &str) {
+pub(crate) fn expect6(r: &RunResult, action: u32, want: &Frame6, what: &str) {
     expect_run(r, action, &want.bytes(), &what);
     assert!(checksum_valid(&r.output), "{what}: checksum");
 }

@@ -24,8 +24,6 @@ use lb_userspace::{
     control::tables::Controller, kernel::KernelDataplane, model::config::FlowTimeouts,
 };
 
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
-
 /// `dns6` (UDP) and `web6` (TCP) on one IPv6 VIP, on the rig's IPv6 backends.
 const CONFIG: &str = rig_config_with!(
     lb_tests::rig_dns6_service!(),

@@ -23,8 +23,6 @@ use lb_userspace::kernel::KernelDataplane;
 
 use super::ipv6::backend_id6;
 
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
-
 /// `web6` with `stateless_return`; `other6` keeps its backend (port 9090) to itself.
 const STATELESS6: &str = rig_config_with!(
     r#"  - name: web6

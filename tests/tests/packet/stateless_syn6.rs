@@ -16,8 +16,8 @@ use lb_common::{
     syn_cache6::{syn_handshake_hash6_of_flow, syn_set6},
 };
 use lb_tests::{
-    frame::{Mac, ACK, SYN, SYN_ACK},
-    frame6::{checksum_valid, Frame6},
+    frame::{ACK, SYN, SYN_ACK},
+    frame6::Frame6,
     fuzz_oracle::Rng,
     packet_exchange::run_counted,
     packet_rig::*,
@@ -29,32 +29,9 @@ use lb_userspace::{
     model::plan::{BackendRef, Overlay},
 };
 
-use super::ipv6::{backend_id6, table_backend6, V6_CONFIG};
-
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
-
-fn client(src: Ipv6Addr, sport: u16, flags: u8) -> Frame6 {
-    Frame6 {
-        src_mac: CLIENT_MAC,
-        src,
-        dst: VIP6,
-        sport,
-        flags,
-        ..Frame6::default()
-    }
-}
-
-/// `f` as backend `addr`:8080 must get it, out of `b0`.
-fn to_backend(f: &Frame6, addr: Ipv6Addr, b0_mac: Mac) -> Frame6 {
-    Frame6 {
-        dst_mac: backend_mac(addr.octets()[15]),
-        src_mac: b0_mac,
-        dst: addr,
-        dport: 8080,
-        hop_limit: f.hop_limit - 1,
-        ..f.clone()
-    }
-}
+use super::ipv6::{
+    as_from_vip6, as_to_backend6, backend_id6, client_from, expect6, table_backend6, V6_CONFIG,
+};
 
 /// Backend `addr`'s SYN-ACK to `syn`, as it arrives on `b0`.
 fn syn_ack(syn: &Frame6, addr: Ipv6Addr) -> Frame6 {
@@ -79,24 +56,6 @@ fn ack(syn: &Frame6) -> Frame6 {
         ack: BACKEND_ISN.wrapping_add(1),
         ..syn.clone()
     }
-}
-
-/// The answer as the client must get it: from the VIP's port 80, out of `c0`.
-fn from_vip(answer: &Frame6, c0_mac: Mac) -> Frame6 {
-    Frame6 {
-        dst_mac: CLIENT_MAC,
-        src_mac: c0_mac,
-        src: VIP6,
-        sport: 80,
-        hop_limit: answer.hop_limit - 1,
-        ..answer.clone()
-    }
-}
-
-#[track_caller]
-fn expect6(r: &RunResult, action: u32, want: &Frame6, what: &str) {
-    expect_run(r, action, &want.bytes(), &what);
-    assert!(checksum_valid(&r.output), "{what}: checksum");
 }
 
 fn entries(dp: &KernelDataplane) -> (usize, usize) {
@@ -127,10 +86,15 @@ fn a_thousand_spoofed_ipv6_syns_record_no_flow_and_leave_exactly_their_slots() {
             let src = Ipv6Addr::from(
                 (u128::from(CLIENT6) & !0xffff_ffff_ffff_ffffu128) | u128::from(low) << 8 | 7,
             );
-            let syn = client(src, 1024 + rng.below(60_000) as u16, SYN);
+            let syn = client_from(src, 1024 + rng.below(60_000) as u16, SYN);
             let backend = table_backend6(c, "web6", &syn.flow_key());
             let r = run_counted(c.dataplane(), c0, &syn.bytes(), Reason::RedirectInterface);
-            expect6(&r, XDP_REDIRECT, &to_backend(&syn, backend, b0_mac), "SYN");
+            expect6(
+                &r,
+                XDP_REDIRECT,
+                &as_to_backend6(&syn, backend, b0_mac),
+                "SYN",
+            );
             let key: FlowKey6 = syn.flow_key();
             let h = syn_handshake_hash6_of_flow(HASH_SEED, &key);
             let set = syn_set6(HASH_SEED, &key.src_addr, key.src_port, mask);
@@ -160,20 +124,30 @@ fn a_real_ipv6_handshake_records_exactly_one_entry_each_way() {
     let rig = Rig::build();
     let (c0, b0, c0_mac, b0_mac) = (rig.c0, rig.b0, rig.c0_mac, rig.b0_mac);
     rig.with_dataplane(V6_CONFIG, |c| {
-        let syn = client(CLIENT6, 43000, SYN);
+        let syn = client_from(CLIENT6, 43000, SYN);
         let backend = table_backend6(c, "web6", &syn.flow_key());
         let id = backend_id6(c, "web6", backend);
         let dp = c.dataplane();
         let r = run_counted(dp, c0, &syn.bytes(), Reason::RedirectInterface);
-        expect6(&r, XDP_REDIRECT, &to_backend(&syn, backend, b0_mac), "SYN");
+        expect6(
+            &r,
+            XDP_REDIRECT,
+            &as_to_backend6(&syn, backend, b0_mac),
+            "SYN",
+        );
         assert_eq!(entries(dp), (0, 0));
         let answer = syn_ack(&syn, backend);
         let r = run_counted(dp, b0, &answer.bytes(), Reason::RedirectInterface);
-        expect6(&r, XDP_REDIRECT, &from_vip(&answer, c0_mac), "SYN-ACK");
+        expect6(&r, XDP_REDIRECT, &as_from_vip6(&answer, c0_mac), "SYN-ACK");
         assert_eq!(entries(dp), (0, 0), "the SYN-ACK records nothing");
         let ack = ack(&syn);
         let r = run_counted(dp, c0, &ack.bytes(), Reason::RedirectInterface);
-        expect6(&r, XDP_REDIRECT, &to_backend(&ack, backend, b0_mac), "ACK");
+        expect6(
+            &r,
+            XDP_REDIRECT,
+            &as_to_backend6(&ack, backend, b0_mac),
+            "ACK",
+        );
         assert_eq!(entries(dp), (1, 1));
         let flow = dp.flows6.get(&syn.flow_key(), 0).unwrap();
         assert_eq!(
@@ -188,7 +162,7 @@ fn a_real_ipv6_handshake_records_exactly_one_entry_each_way() {
         expect6(
             &r,
             XDP_REDIRECT,
-            &to_backend(&ack, backend, b0_mac),
+            &as_to_backend6(&ack, backend, b0_mac),
             "ACK again",
         );
         assert_eq!(entries(dp), (1, 1));
@@ -206,7 +180,7 @@ fn an_ipv6_ack_that_proves_no_syn_ack_records_nothing_and_follows_the_syns_backe
     let rig = Rig::build();
     let (c0, b0_mac) = (rig.c0, rig.b0_mac);
     rig.with_dataplane(V6_CONFIG, |c| {
-        let syn = client(CLIENT6, 43001, SYN);
+        let syn = client_from(CLIENT6, 43001, SYN);
         let backend = table_backend6(c, "web6", &syn.flow_key());
         let id = backend_id6(c, "web6", backend);
         let dp = c.dataplane();
@@ -220,7 +194,7 @@ fn an_ipv6_ack_that_proves_no_syn_ack_records_nothing_and_follows_the_syns_backe
         expect6(
             &r,
             XDP_REDIRECT,
-            &to_backend(&blind, backend, b0_mac),
+            &as_to_backend6(&blind, backend, b0_mac),
             "ACK",
         );
         assert_eq!(entries(dp), (0, 0));
@@ -250,7 +224,7 @@ fn a_retransmitted_ipv6_syn_keeps_its_backend_after_a_table_change() {
         let config = lb_userspace::model::config::parse(V6_CONFIG).unwrap();
         let syns: Vec<(Frame6, Ipv6Addr)> = (44000..44100)
             .map(|sport| {
-                let syn = client(CLIENT6, sport, SYN);
+                let syn = client_from(CLIENT6, sport, SYN);
                 let r = run_once(c.dataplane().program(), c0, &syn.bytes());
                 (syn.clone(), sent_to(&r))
             })
@@ -276,7 +250,7 @@ fn a_retransmitted_ipv6_syn_keeps_its_backend_after_a_table_change() {
             expect6(
                 &r,
                 XDP_REDIRECT,
-                &to_backend(syn, *backend, b0_mac),
+                &as_to_backend6(syn, *backend, b0_mac),
                 "SYN again",
             );
             assert!(matches!(
@@ -296,7 +270,7 @@ fn a_retransmitted_ipv6_syn_keeps_its_backend_after_a_table_change() {
         assert_eq!(retransmits, moved.len() as u64);
         assert_eq!(entries(dp), (moved.len(), moved.len()));
         // A new tuple goes by the new table.
-        let fresh = client(CLIENT6, 45000, SYN);
+        let fresh = client_from(CLIENT6, 45000, SYN);
         let r = run_once(dp.program(), c0, &fresh.bytes());
         assert_eq!(sent_to(&r), table_backend6(c, "web6", &fresh.flow_key()));
     });
@@ -319,7 +293,7 @@ fn a_round_robin_ipv6_services_syn_still_records_its_flow() {
     let c0 = rig.c0;
     rig.with_dataplane(RR_CONFIG, |c| {
         let dp = c.dataplane();
-        let syn = client(CLIENT6, 46000, SYN);
+        let syn = client_from(CLIENT6, 46000, SYN);
         let r = run_counted(dp, c0, &syn.bytes(), Reason::RedirectInterface);
         let backend = sent_to(&r);
         assert_eq!(entries(dp), (1, 1));

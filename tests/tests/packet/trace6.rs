@@ -20,22 +20,9 @@ use lb_tests::{
 };
 
 use super::{
-    ipv6::{backend_id6, table_backend6, V6_CONFIG},
+    ipv6::{backend_id6, client_from, table_backend6, V6_CONFIG},
     trace::drain,
 };
-
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
-
-fn client(src: Ipv6Addr, sport: u16, flags: u8) -> Frame6 {
-    Frame6 {
-        src_mac: CLIENT_MAC,
-        src,
-        dst: VIP6,
-        sport,
-        flags,
-        ..Frame6::default()
-    }
-}
 
 /// The record the data path must write for `frame` as it arrived.
 fn expected(
@@ -79,7 +66,7 @@ fn a_traced_ipv6_service_gets_one_exact_record_per_packet_both_ways() {
         // The handshake of the hash-placed `web6`: the SYN leaves a slot, the backend's
         // SYN-ACK goes back through it, the ACK proving it records the flow, the next
         // segment hits the flow.
-        let syn = client(CLIENT6, 42_000, SYN);
+        let syn = client_from(CLIENT6, 42_000, SYN);
         let addr = table_backend6(c, "web6", &syn.flow_key());
         let b = backend_id6(c, "web6", addr);
         assert_eq!(
@@ -110,14 +97,14 @@ fn a_traced_ipv6_service_gets_one_exact_record_per_packet_both_ways() {
             XDP_REDIRECT
         );
         // An ACK of no flow goes by the table, recording nothing.
-        let stray = client(CLIENT6, 42_001, ACK);
+        let stray = client_from(CLIENT6, 42_001, ACK);
         let stray_b = backend_id6(c, "web6", table_backend6(c, "web6", &stray.flow_key()));
         assert_eq!(
             run_once(dp.program(), rig.c0, &stray.bytes()).action,
             XDP_REDIRECT
         );
         // A SYN from the loopback address is refused.
-        let martian = client(Ipv6Addr::LOCALHOST, 42_002, SYN);
+        let martian = client_from(Ipv6Addr::LOCALHOST, 42_002, SYN);
         assert_eq!(
             run_once(dp.program(), rig.c0, &martian.bytes()).action,
             XDP_DROP
