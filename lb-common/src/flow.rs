@@ -1,5 +1,6 @@
-//! Flow state. In NAT mode each connection has two entries, one per direction, both in
-//! LRU maps so that a full table evicts the coldest flows instead of refusing new ones.
+//! Flow state. In NAT mode each connection has two entries, one per direction: over IPv4
+//! in a slot pair when that is free (see `flow_slots`), else, as over IPv6, in LRU maps so
+//! that a full table evicts the coldest flows instead of refusing new ones.
 use crate::{nexthop::NextHop, service::ServiceKey};
 
 /// A TCP/UDP 5-tuple as seen on the wire, in the direction of the packet.

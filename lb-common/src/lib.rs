@@ -21,6 +21,7 @@ pub mod encap;
 pub mod encap6;
 pub mod filter;
 pub mod flow;
+pub mod flow_slots;
 pub mod hash;
 pub mod ipv6;
 pub mod limits;

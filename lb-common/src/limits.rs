@@ -10,8 +10,16 @@ use crate::{
 pub const MAP_SERVICE_INDEX: &str = "SERVICE_INDEX";
 pub const MAP_BACKENDS: &str = "BACKENDS";
 pub const MAP_RING: &str = "RING";
+/// IPv4 forward flows whose slot (`MAP_FLOW_SLOTS`) another flow holds: `flow::FlowKey`
+/// (client -> VIP) -> `flow::FlowTarget` (LRU, `flow_slots::overflow_entries`).
 pub const MAP_FLOWS: &str = "FLOWS";
+/// IPv4 reply entries whose slot (`MAP_FLOW_SLOTS`) another flow holds: `flow::FlowKey`
+/// (backend -> client) -> `flow::NatReturn` (LRU, as many).
 pub const MAP_RETURN_FLOWS: &str = "RETURN_FLOWS";
+/// IPv4 connections by slot (`flow_slots::SlotPair`, mmapable array of
+/// `flow_slots::flow_slots(limits.flow_table_size)`); `FLOWS` and `RETURN_FLOWS` hold
+/// the entries they cannot.
+pub const MAP_FLOW_SLOTS: &str = "FLOW_SLOTS";
 pub const MAP_SERVICE_STATS: &str = "SERVICE_STATS";
 pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_REASONS: &str = "REASONS";
@@ -124,12 +132,13 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
 /// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 18;
+pub const LAYOUT_VERSION: u32 = 19;
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
 pub const GLOBAL_RING_SIZE: &str = "LB_RING_SIZE";
 pub const GLOBAL_SYN_CACHE_MASK: &str = "LB_SYN_CACHE_MASK";
+pub const GLOBAL_FLOW_SLOT_MASK: &str = "LB_FLOW_SLOT_MASK";
 pub const GLOBAL_SERVICE_INDEX_MASK: &str = "LB_SERVICE_INDEX_MASK";
 /// The edge settings word (`edge::EDGE_UNLISTED_DROP`), from `unlisted_ports`.
 pub const GLOBAL_UNLISTED_PORTS: &str = "LB_UNLISTED_PORTS";

@@ -24,6 +24,8 @@ pod!(
     FlowKey,
     FlowTarget,
     NatReturn,
+    crate::flow_slots::FlowSlot,
+    crate::flow_slots::ReturnSlot,
     TrafficCounters,
     crate::nexthop::NextHop,
     BackendSignals,

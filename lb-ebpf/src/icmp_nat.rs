@@ -28,7 +28,7 @@ use lb_common::{
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::{count, forward::forward_frame, maps::NEXTHOPS, maps::RETURN_FLOWS, wire};
+use crate::{count, flow_table, forward::forward_frame, maps::NEXTHOPS, wire};
 
 const ETH_LEN: usize = 14;
 /// The outer IPv4 header (without options).
@@ -134,7 +134,7 @@ pub fn from_backend(ctx: &XdpContext) -> u32 {
         family: FAMILY_IPV4,
         _pad: [0; 2],
     };
-    let Some(entry) = RETURN_FLOWS.get_ptr_mut(key) else {
+    let Some(entry) = flow_table::find_return(&key) else {
         return count::pass(Reason::PassNotTcp);
     };
     if ttl <= 1 {

@@ -19,9 +19,8 @@ use lb_common::{
 use crate::{
     count,
     dsr::{self, Inner},
-    edge, icmp_nat,
+    edge, flow_table, icmp_nat,
     lookup::{self, backend_by_id},
-    maps::FLOWS,
     select, wire,
 };
 
@@ -64,8 +63,8 @@ fn to_backend(ctx: &XdpContext, dst: u32) -> Option<u32> {
     if key.dst_addr != dst {
         return None;
     }
-    let id = match unsafe { FLOWS.get(key) } {
-        Some(flow) => flow.backend,
+    let id = match flow_table::find(&key) {
+        Some(flow) => unsafe { (*flow).backend },
         None => {
             let (service, _) = lookup::service_of_word(key_word(&key.service_key()))?;
             select::by_table(service, &key)

@@ -9,10 +9,7 @@ use lb_common::{
 };
 
 use crate::{
-    maps::{
-        service_index_mask, ADDR_FILTER, BACKENDS, CLOCK, RETURN_FLOWS, SERVICE_INDEX,
-        SERVICE_INDEX_PROBES,
-    },
+    maps::{service_index_mask, ADDR_FILTER, BACKENDS, CLOCK, SERVICE_INDEX, SERVICE_INDEX_PROBES},
     packet::Packet,
 };
 
@@ -68,5 +65,5 @@ pub fn backend_by_id(id: u32) -> Option<Backend> {
 /// next hop is filled on the first reply).
 #[inline(always)]
 pub fn return_flow_of(pkt: &Packet) -> Option<*mut NatReturn> {
-    RETURN_FLOWS.get_ptr_mut(pkt.flow)
+    crate::flow_table::find_return(&pkt.flow)
 }

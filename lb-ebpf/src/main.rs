@@ -50,6 +50,7 @@ mod edge;
 mod edge6;
 mod flow;
 mod flow6;
+mod flow_table;
 mod forward;
 mod forward6;
 mod frag_needed;

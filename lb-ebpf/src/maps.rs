@@ -19,6 +19,7 @@ use lb_common::{
     encap6::DsrHop6,
     filter::FILTER_TOTAL_WORDS,
     flow::{FlowKey, FlowTarget, NatReturn},
+    flow_slots::SlotPair,
     ipv6::{Addr6, FlowKey6, NatReturn6, ServiceKey6},
     limits::{
         DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES,
@@ -54,6 +55,13 @@ pub static FLOWS: LruHashMap<FlowKey, FlowTarget> =
 #[map]
 pub static RETURN_FLOWS: LruHashMap<FlowKey, NatReturn> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// The IPv4 connections' slots (see `lb_common::flow_slots`), in front of `FLOWS` and
+/// `RETURN_FLOWS`. Mmapable: the controller walks and empties them without a syscall per
+/// slot.
+#[map]
+pub static FLOW_SLOTS: Array<SlotPair> =
+    Array::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, BPF_F_MMAPABLE);
 
 /// IPv6 services by VIP:port (see `lb_common::ipv6`).
 #[map]
@@ -284,6 +292,15 @@ static LB_UNLISTED_PORTS: u32 = 0;
 #[inline(always)]
 pub fn unlisted_ports() -> u32 {
     unsafe { core::ptr::read_volatile(&LB_UNLISTED_PORTS) }
+}
+
+/// Slots of each flow slot array minus one; set by the loader.
+#[unsafe(no_mangle)]
+static LB_FLOW_SLOT_MASK: u32 = 0;
+
+#[inline(always)]
+pub fn flow_slot_mask() -> u32 {
+    unsafe { core::ptr::read_volatile(&LB_FLOW_SLOT_MASK) }
 }
 
 /// Slots of the service index minus one; set by the loader.

@@ -38,9 +38,9 @@ use lb_common::{
 use network_types::tcp::TcpHdr;
 
 use crate::{
-    count, flow, forward,
+    count, flow, flow_table, forward,
     lookup::{self, backend_by_id},
-    maps::{FLOWS, NEXTHOPS, PROGRAMS, RETURN_FLOWS, SYN_PROXY_FLOWS, SYN_PROXY_SYNS},
+    maps::{NEXTHOPS, PROGRAMS, SYN_PROXY_FLOWS, SYN_PROXY_SYNS},
     packet::Packet,
     parse, return_entry, select, wire,
 };
@@ -183,9 +183,10 @@ fn open(ctx: &XdpContext, pkt: &Packet) -> u32 {
     if SYN_PROXY_FLOWS
         .insert(pkt.flow, proxy, BPF_ANY as u64)
         .is_err()
-        || FLOWS.insert(pkt.flow, target, BPF_ANY as u64).is_err()
+        || flow_table::record(&pkt.flow, &target, false).is_err()
     {
-        // Both are LRU maps, which evict rather than refuse; the client retransmits.
+        // Both evict (LRU maps behind the slots) rather than refuse; the client
+        // retransmits.
         return count::drop(Reason::DropSynProxyOpening);
     }
     flow::opened(id);
@@ -199,7 +200,7 @@ fn open(ctx: &XdpContext, pkt: &Packet) -> u32 {
         _pad: [0; 2],
     };
     return_entry::insert(back, pkt.flow.dst_addr, pkt.flow.dst_port, &target);
-    if let Some(nat) = RETURN_FLOWS.get_ptr_mut(back) {
+    if let Some(nat) = flow_table::find_return(&back) {
         unsafe { (*nat).flags |= NAT_F_SYN_PROXY };
     }
     let seg = Segment {

@@ -1,5 +1,4 @@
 //! Client -> VIP: find or create the flow, rewrite towards its backend, forward, count.
-use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     backend::Backend,
@@ -23,9 +22,9 @@ use lb_common::{
 use crate::{
     count, dsr, edge,
     flow::{self, Side},
-    forward,
+    flow_table, forward,
     lookup::{self, backend_by_id},
-    maps::{FLOWS, NEXTHOPS, RETURN_FLOWS},
+    maps::NEXTHOPS,
     packet::Packet,
     return_entry, rewrite, select,
     syn_cache::{self, Acked},
@@ -241,7 +240,7 @@ enum Existing {
 
 #[inline(always)]
 fn existing_flow(pkt: &Packet) -> Existing {
-    let Some(entry) = FLOWS.get_ptr_mut(pkt.flow) else {
+    let Some(entry) = flow_table::find(&pkt.flow) else {
         return Existing::Miss;
     };
     let target = unsafe { *entry };
@@ -445,9 +444,8 @@ fn record(
     };
     // Two CPUs may miss on the same new flow at once (a retransmitted SYN): only the
     // insert that creates the entry counts it, and the other CPU follows that entry.
-    let flags = if replace { BPF_ANY } else { BPF_NOEXIST };
-    if FLOWS.insert(pkt.flow, target, flags as u64).is_err() {
-        let existing = unsafe { FLOWS.get(pkt.flow) }.copied()?;
+    if flow_table::record(&pkt.flow, &target, !replace).is_err() {
+        let existing = unsafe { *flow_table::find(&pkt.flow)? };
         let backend = backend_by_id(existing.backend)?;
         return Some((existing, backend, false));
     }
@@ -489,7 +487,7 @@ fn insert_return_entry(pkt: &Packet, target: &FlowTarget, backend: &Backend) {
 /// answers. Pure ACKs are not answered, so they skip the lookup.
 #[inline(always)]
 fn ensure_return_entry(pkt: &Packet, target: &FlowTarget, backend: &Backend) {
-    if unsafe { RETURN_FLOWS.get(return_key(pkt, backend)) }.is_none() {
+    if flow_table::find_return(&return_key(pkt, backend)).is_none() {
         insert_return_entry(pkt, target, backend);
     }
 }

@@ -12,8 +12,7 @@ use lb_common::{
 use crate::{
     count,
     flow::{self, Side},
-    forward,
-    maps::FLOWS,
+    flow_table, forward,
     packet::Packet,
     rewrite,
     syn_cache::Handshake,
@@ -32,7 +31,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, entry: *mut NatReturn) -> u32 {
         return count::drop(Reason::DropSynCookieInvalid);
     }
     if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        if let Some(flow) = FLOWS.get_ptr_mut(forward_key(pkt, nat.vip, nat.vport)) {
+        if let Some(flow) = flow_table::find(&forward_key(pkt, nat.vip, nat.vport)) {
             flow::observe(flow, pkt.tcp_flags, Side::Backend);
         }
     }

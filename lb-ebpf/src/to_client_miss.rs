@@ -15,10 +15,7 @@
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
-    bindings::{
-        bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH,
-        BPF_NOEXIST,
-    },
+    bindings::{bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH},
     helpers::generated::bpf_fib_lookup,
     programs::XdpContext,
 };
@@ -31,8 +28,7 @@ use lb_common::{
 use crate::{
     count,
     flow::{self, Side},
-    forward, lookup,
-    maps::FLOWS,
+    flow_table, forward, lookup,
     packet::Packet,
     return_entry, rewrite, syn_cache, trace,
 };
@@ -66,11 +62,11 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         _pad: 0,
     };
     // An entry already there (only the reply direction was lost) stays as it is.
-    if FLOWS.insert(flow, target, BPF_NOEXIST as u64).is_ok() {
+    if flow_table::record(&flow, &target, true).is_ok() {
         flow::opened(target.backend);
         count::flow_from_reply(target.service, target.backend);
     }
-    if let Some(entry) = FLOWS.get_ptr_mut(flow) {
+    if let Some(entry) = flow_table::find(&flow) {
         flow::observe(entry, pkt.tcp_flags, Side::Backend);
     }
     return_entry::insert(pkt.flow, answered.vip_addr, answered.vip_port, &target);

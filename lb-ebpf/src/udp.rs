@@ -9,7 +9,7 @@
 //! | backend -> client: by the return entry | `udp_to_client.rs` |
 //! | ICMP errors from a backend about a NAT flow (TCP or UDP) | `icmp_nat.rs` |
 //!
-//! A UDP service's flows live in the TCP flows' maps (`FLOWS`, `RETURN_FLOWS`), told
+//! A UDP service's flows live in the TCP flows' tables (`flow_table`), told
 //! apart by the key's protocol, so an IPv4 flow costs the same memory whatever it
 //! carries. A datagram to a VIP address that no UDP service listens on goes on as any
 //! other unlisted protocol (`edge::unlisted`).
@@ -24,8 +24,8 @@ use lb_common::{
 use crate::{
     count,
     datagram::{self, Datagram},
-    edge, icmp_nat, lookup,
-    maps::{PROGRAMS, RETURN_FLOWS},
+    edge, flow_table, icmp_nat, lookup,
+    maps::PROGRAMS,
     udp_to_backend, udp_to_client,
 };
 
@@ -87,7 +87,7 @@ pub fn lb_udp(ctx: XdpContext) -> u32 {
             return action;
         }
     }
-    if let Some(entry) = RETURN_FLOWS.get_ptr_mut(dg.flow) {
+    if let Some(entry) = flow_table::find_return(&dg.flow) {
         return udp_to_client::handle(&ctx, &dg, entry);
     }
     not_ours(&dg, to_vip)

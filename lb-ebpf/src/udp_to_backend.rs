@@ -13,10 +13,7 @@
 //! A datagram placed on a DSR backend (`dsr_l2`, `ipip`, `gue`) is handed on unchanged,
 //! wrapped as a TCP packet of a DSR service is (`dsr::wrap_and_send`); its flow records
 //! no return entry, since the backend answers the client directly.
-use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
-    programs::XdpContext,
-};
+use aya_ebpf::programs::XdpContext;
 use lb_common::{
     backend::Backend,
     counters::Reason,
@@ -35,10 +32,10 @@ use crate::{
     count,
     datagram::Datagram,
     dsr::{self, Inner},
-    edge, flow,
+    edge, flow, flow_table,
     forward::forward_frame,
     lookup::{self, backend_by_id},
-    maps::{FLOWS, NEXTHOPS, RETURN_FLOWS},
+    maps::NEXTHOPS,
     return_entry, select, trace, udp_rewrite,
 };
 
@@ -49,7 +46,7 @@ use crate::{
 /// verifier found uninitialised.)
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, dg: &Datagram) -> Option<u32> {
-    let entry = FLOWS.get_ptr_mut(dg.flow);
+    let entry = flow_table::find(&dg.flow);
     if let Some(entry) = entry {
         if let Some((target, backend)) = followed(entry) {
             if let Some(action) = refused(dg, target.service) {
@@ -196,7 +193,7 @@ fn follow(dg: &Datagram, entry: *mut FlowTarget, target: &FlowTarget, backend: &
         return;
     }
     let key = return_key(&dg.flow, backend);
-    if unsafe { RETURN_FLOWS.get(key) }.is_none() {
+    if flow_table::find_return(&key).is_none() {
         return_entry::insert(key, dg.flow.dst_addr, dg.flow.dst_port, target);
     }
 }
@@ -216,9 +213,8 @@ fn place(dg: &Datagram, service: PackedMeta, replace: bool) -> Option<(FlowTarge
     };
     // Two CPUs may place the same new flow at once: only the insert that creates the
     // entry counts it, and the other follows that entry.
-    let flags = if replace { BPF_ANY } else { BPF_NOEXIST };
-    if FLOWS.insert(dg.flow, target, flags as u64).is_err() {
-        let existing = unsafe { FLOWS.get(dg.flow) }.copied()?;
+    if flow_table::record(&dg.flow, &target, !replace).is_err() {
+        let existing = unsafe { *flow_table::find(&dg.flow)? };
         let backend = backend_by_id(existing.backend)?;
         return Some((existing, backend, false));
     }

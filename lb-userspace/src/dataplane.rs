@@ -142,6 +142,9 @@ pub trait Counters {
     fn flow_entries(&self) -> u64;
     /// The same of the IPv6 table (`FLOWS6`).
     fn flow_entries6(&self) -> u64;
+    /// Of [`Self::flow_entries`], those in the LRU map behind the slots (`FLOWS`): the
+    /// connections whose slot another flow holds.
+    fn flow_overflow_entries(&self) -> u64;
     /// Matches of the edge rule whose hit counter is `counter`, summed over CPUs.
     fn edge_rule_hits(&self, counter: u32) -> anyhow::Result<u64>;
     /// Service `id`'s edge counters, summed over CPUs.

@@ -28,6 +28,7 @@ pub fn load_pass_program() -> Ebpf {
         MAP_RING,
         MAP_FLOWS,
         MAP_RETURN_FLOWS,
+        MAP_FLOW_SLOTS,
     ] {
         loader.map_max_entries(map, 16);
     }

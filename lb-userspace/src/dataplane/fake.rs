@@ -125,6 +125,7 @@ pub struct FakeCounters {
     pub reasons: Vec<u64>,
     pub flow_entries: u64,
     pub flow_entries6: u64,
+    pub flow_overflow_entries: u64,
     pub edge_rule_hits: HashMap<u32, u64>,
     pub edge: HashMap<u32, EdgeCounters>,
     pub syn_proxy_syns: HashMap<u32, u64>,
@@ -570,6 +571,9 @@ impl Counters for FakeDataplane {
     }
     fn flow_entries6(&self) -> u64 {
         self.counters.flow_entries6
+    }
+    fn flow_overflow_entries(&self) -> u64 {
+        self.counters.flow_overflow_entries
     }
     fn edge_rule_hits(&self, counter: u32) -> anyhow::Result<u64> {
         Ok(self

@@ -7,7 +7,7 @@ use aya::{
     Pod,
 };
 use lb_common::{
-    flow::{FlowKey, FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED},
+    flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
     ipv6::FlowKey6,
     limits::*,
 };
@@ -63,7 +63,48 @@ impl KernelDataplane {
                 })
             },
         )?;
+        self.remove_orphan_replies()?;
+        // Slots whose LRU entries are gone skip the LRU lookup again.
+        self.flows.clear_overflow_counts();
+        self.return_flows.clear_overflow_counts();
         Ok(v4 + v6)
+    }
+
+    /// Removes the IPv4 reply entries in slots whose connection has no forward entry any
+    /// more (evicted from the LRU map, or never recorded because its record failed): an
+    /// LRU map evicts such an entry in time, a slot would keep it for good. Returns how
+    /// many.
+    fn remove_orphan_replies(&mut self) -> anyhow::Result<usize> {
+        let mut orphans = Vec::new();
+        for (key, nat) in self.return_flows.slot_entries() {
+            let forward = FlowKey {
+                src_addr: key.dst_addr,
+                dst_addr: nat.vip,
+                src_port: key.dst_port,
+                dst_port: nat.vport,
+                ..key
+            };
+            if self.flows.find(&forward).context("FLOWS lookup")?.is_none() {
+                orphans.push((key, nat));
+            }
+        }
+        let mut removed = 0;
+        for (key, nat) in &orphans {
+            // Only the connection seen (its cached route may have changed since): a new
+            // connection may have taken the tuple meanwhile.
+            let same = |now: &NatReturn| {
+                (now.vip, now.vport, now.backend, now.service)
+                    == (nat.vip, nat.vport, nat.backend, nat.service)
+            };
+            if self
+                .return_flows
+                .remove_if(key, same)
+                .context("RETURN_FLOWS remove")?
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Makes every cached next hop stale, so the data path looks routes up again: a
@@ -100,12 +141,18 @@ impl KernelDataplane {
                 *open.entry(target.backend).or_default() += 1;
             }
         };
-        for entry in self.flows.iter() {
-            // An entry evicted or deleted mid-walk ends the walk early for that key only.
-            let Ok((_, target)) = entry else { continue };
+        for (_, target) in self.flows.slot_entries() {
             entries += 1;
             count(target);
         }
+        let mut overflow = 0;
+        for entry in self.flows.overflow().iter() {
+            // An entry evicted or deleted mid-walk ends the walk early for that key only.
+            let Ok((_, target)) = entry else { continue };
+            overflow += 1;
+            count(target);
+        }
+        entries += overflow;
         // Backend ids are shared by both families: an IPv6 flow counts for its backend
         // alike.
         let mut entries6 = 0;
@@ -115,6 +162,7 @@ impl KernelDataplane {
             count(target);
         }
         self.flow_entries = entries;
+        self.flow_overflow_entries = overflow;
         self.flow_entries6 = entries6;
         let after = read(self)?;
         let observed: Vec<Observed> = backends
@@ -150,70 +198,71 @@ impl KernelDataplane {
     }
 }
 
+/// What the flow walks need of a flow map: an LRU map, or a slotted table
+/// ([`super::flow_table::FlowTable`]).
+pub(super) trait EntryMap<K, V> {
+    /// Every entry readable now, streamed (a table may hold millions).
+    fn entries(&self) -> Box<dyn Iterator<Item = (K, V)> + '_>;
+    /// Deletes `key`'s entry if there is one and it `qualifies` now: keys collected by a
+    /// walk may be seconds old, and by then a client reusing the tuple may have put a new
+    /// flow under the same key, which must not be deleted with the old one. Whether one
+    /// was deleted (the LRU may have evicted it meanwhile).
+    fn remove_if(&mut self, key: &K, qualifies: impl Fn(&V) -> bool) -> Result<bool, MapError>;
+}
+
+impl<K: Pod, V: Pod> EntryMap<K, V> for HashMap<MapData, K, V> {
+    fn entries(&self) -> Box<dyn Iterator<Item = (K, V)> + '_> {
+        Box::new(self.iter().filter_map(Result::ok))
+    }
+
+    fn remove_if(&mut self, key: &K, qualifies: impl Fn(&V) -> bool) -> Result<bool, MapError> {
+        match self.get(key, 0) {
+            Ok(value) if qualifies(&value) => {}
+            Ok(_) => return Ok(false),
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        match self.remove(key) {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// [`KernelDataplane::expire_flows`] for one family's tables: `reverse_of` gives the
 /// return entry's key of a forward entry (`None`: its backend slot cannot be read).
-fn expire<K: Pod, R: Pod>(
-    (flows, flows_name): (&mut HashMap<MapData, K, FlowTarget>, &str),
-    (returns, returns_name): (&mut HashMap<MapData, K, R>, &str),
+fn expire<K, R>(
+    (flows, flows_name): (&mut impl EntryMap<K, FlowTarget>, &str),
+    (returns, returns_name): (&mut impl EntryMap<K, R>, &str),
     now: u32,
     timeouts: &FlowTimeouts,
     reverse_of: impl Fn(&K, &FlowTarget) -> Option<K>,
 ) -> anyhow::Result<usize> {
-    // Keys are collected first: deleting while walking can restart the walk.
-    let expired: Vec<K> = flows
-        .iter()
-        .filter_map(Result::ok)
+    // Entries are collected first: deleting while walking can restart the walk.
+    let expired: Vec<(K, FlowTarget)> = flows
+        .entries()
         .filter(|(_, target)| ageing::expired(target, now, timeouts))
-        .map(|(key, _)| key)
         .collect();
     let mut removed = 0;
-    for key in &expired {
+    for (key, target) in &expired {
         // Only an entry still expired now: a SYN on a closed entry may have replaced it
         // with a live connection's since the walk.
-        let Some(target) = current_if(flows, key, flows_name, |t| {
-            ageing::expired(t, now, timeouts)
-        })?
-        else {
-            continue;
-        };
-        if !remove_present(flows, key, flows_name)? {
+        let still = |t: &FlowTarget| ageing::expired(t, now, timeouts);
+        if !flows
+            .remove_if(key, still)
+            .with_context(|| format!("{flows_name} remove"))?
+        {
             continue;
         }
         removed += 1;
-        if let Some(reverse) = reverse_of(key, &target) {
-            remove_present(returns, &reverse, returns_name)?;
+        if let Some(reverse) = reverse_of(key, target) {
+            returns
+                .remove_if(&reverse, |_| true)
+                .with_context(|| format!("{returns_name} remove"))?;
         }
     }
     Ok(removed)
-}
-
-/// The entry under `key` now, if there is one and it `qualifies`: keys collected by a
-/// walk may be seconds old, and by then a client reusing the tuple may have put a new
-/// flow under the same key, which must not be deleted with the old one.
-pub(super) fn current_if<K: Pod, V: Pod>(
-    map: &HashMap<MapData, K, V>,
-    key: &K,
-    name: &str,
-    qualifies: impl Fn(&V) -> bool,
-) -> anyhow::Result<Option<V>> {
-    match map.get(key, 0) {
-        Ok(value) => Ok(qualifies(&value).then_some(value)),
-        Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("{name} lookup")),
-    }
-}
-
-/// Deletes `key`; whether it was there (the LRU may have evicted it meanwhile).
-pub(super) fn remove_present<K: Pod, V: Pod>(
-    map: &mut HashMap<MapData, K, V>,
-    key: &K,
-    name: &str,
-) -> anyhow::Result<bool> {
-    match map.remove(key) {
-        Ok(()) => Ok(true),
-        Err(e) if is_not_found(&e) => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("{name} remove")),
-    }
 }
 
 /// A delete of a key that is not there (ENOENT), e.g. one the LRU evicted.

@@ -11,13 +11,14 @@ use aya::{
 use lb_common::{
     backend::BACKEND_F_PRESENT,
     edge::{EDGE_RULES_PER_SERVICE, EDGE_UNLISTED_DROP},
+    flow_slots::{flow_slots, overflow_entries, SlotPair},
     ipv6::FAMILY_IPV6,
     limits::*,
     service::POLICY_TABLE_SLOTS,
     service_index::{service_index_slots, ServiceSlot},
 };
 
-use super::{links, take, trace::TraceMaps, KernelDataplane};
+use super::{flow_table::FlowTable, links, take, trace::TraceMaps, KernelDataplane};
 use crate::{
     dataplane::LiveState,
     kernel::ebpf_object,
@@ -70,8 +71,9 @@ pub fn map_sizes(config: &Config) -> anyhow::Result<Vec<(&'static str, u32)>> {
         (MAP_SERVICE_STATS, limits.max_services),
         (MAP_BACKEND_STATS, limits.max_backends),
         (MAP_BACKEND_SIGNALS, limits.max_backends),
-        (MAP_FLOWS, limits.flow_table_size),
-        (MAP_RETURN_FLOWS, limits.flow_table_size),
+        (MAP_FLOWS, overflow_entries(limits.flow_table_size)),
+        (MAP_RETURN_FLOWS, overflow_entries(limits.flow_table_size)),
+        (MAP_FLOW_SLOTS, flow_slots(limits.flow_table_size)),
         (MAP_SERVICES6, limits.max_services),
         (MAP_SERVICE_VIPS6, limits.max_services),
         (MAP_BACKEND_ADDRS6, limits.max_backends),
@@ -178,6 +180,7 @@ impl KernelDataplane {
         let limits = &config.limits;
         let sizes = map_sizes(config)?;
         let syn_cache_mask = syn_cache_sets(limits.flow_table_size) - 1;
+        let flow_slot_mask = flow_slots(limits.flow_table_size) - 1;
         let service_index_mask = service_index_slots(limits.max_services) - 1;
         let unlisted_ports = match config.unlisted_ports {
             UnlistedPorts::Drop => EDGE_UNLISTED_DROP,
@@ -189,6 +192,7 @@ impl KernelDataplane {
             .override_global(GLOBAL_HASH_SEED, &config.cluster.hash_seed, true)
             .override_global(GLOBAL_RING_SIZE, &config.cluster.ring_size, true)
             .override_global(GLOBAL_SYN_CACHE_MASK, &syn_cache_mask, true)
+            .override_global(GLOBAL_FLOW_SLOT_MASK, &flow_slot_mask, true)
             .override_global(GLOBAL_SERVICE_INDEX_MASK, &service_index_mask, true)
             .override_global(GLOBAL_UNLISTED_PORTS, &unlisted_ports, true)
             .override_global(GLOBAL_GUE_PORT, &config.cluster.gue_port, true);
@@ -237,6 +241,11 @@ impl KernelDataplane {
         tail_called: Vec<TailCalled>,
         adopted: bool,
     ) -> anyhow::Result<Self> {
+        let flow_slots = std::sync::Arc::new(take_mmap_sized(
+            &mut ebpf,
+            MAP_FLOW_SLOTS,
+            size_of::<SlotPair>(),
+        )?);
         Ok(Self {
             services: ServiceIndex::new(take_mmap_sized(
                 &mut ebpf,
@@ -257,8 +266,10 @@ impl KernelDataplane {
             clock: take(&mut ebpf, MAP_CLOCK)?,
             syn_cache: take(&mut ebpf, MAP_SYN_CACHE)?,
             rr_cursor: take(&mut ebpf, MAP_RR_CURSOR)?,
-            flows: take(&mut ebpf, MAP_FLOWS)?,
-            return_flows: take(&mut ebpf, MAP_RETURN_FLOWS)?,
+            flows: FlowTable::new(flow_slots.clone(), take(&mut ebpf, MAP_FLOWS)?)
+                .context(MAP_FLOWS)?,
+            return_flows: FlowTable::new(flow_slots, take(&mut ebpf, MAP_RETURN_FLOWS)?)
+                .context(MAP_RETURN_FLOWS)?,
             flows6: take(&mut ebpf, MAP_FLOWS6)?,
             return_flows6: take(&mut ebpf, MAP_RETURN_FLOWS6)?,
             reverse: take(&mut ebpf, MAP_REVERSE)?,
@@ -288,6 +299,7 @@ impl KernelDataplane {
             links: links::Links::default(),
             adopted,
             flow_entries: 0,
+            flow_overflow_entries: 0,
             flow_entries6: 0,
         })
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use aya::{
-    maps::{HashMap, MapData, MapError, PerCpuArray},
+    maps::{MapData, MapError, PerCpuArray},
     sys::SyscallError,
 };
 use lb_common::{
@@ -20,11 +20,7 @@ use lb_common::{
     service::{ServiceKey, ServiceMeta},
 };
 
-use super::{
-    flows::{current_if, remove_present},
-    mmap_array::OutOfRange,
-    KernelDataplane,
-};
+use super::{flows::EntryMap, mmap_array::OutOfRange, KernelDataplane};
 use crate::{
     dataplane::{Counters, Dataplane, DataplaneError, LinkChange, WriteResult},
     model::config::FlowTimeouts,
@@ -287,9 +283,9 @@ impl Dataplane for KernelDataplane {
 
 /// Deletes every entry of one family's flow tables pinned to a backend of `ids`; returns
 /// how many connections (forward entries) were dropped.
-fn purge<K: aya::Pod, R: aya::Pod>(
-    (flows, flows_name): (&mut HashMap<MapData, K, FlowTarget>, &str),
-    (returns, returns_name): (&mut HashMap<MapData, K, R>, &str),
+fn purge<K, R>(
+    (flows, flows_name): (&mut impl EntryMap<K, FlowTarget>, &str),
+    (returns, returns_name): (&mut impl EntryMap<K, R>, &str),
     ids: &std::collections::HashSet<u32>,
     backend_of: impl Fn(&R) -> u32,
 ) -> anyhow::Result<usize> {
@@ -297,14 +293,12 @@ fn purge<K: aya::Pod, R: aya::Pod>(
     // the walk from the beginning. The data path creates no new entries for `ids`
     // meanwhile, since the caller took it out of every ring before.
     let forward: Vec<K> = flows
-        .iter()
-        .filter_map(Result::ok)
+        .entries()
         .filter(|(_, target)| ids.contains(&target.backend))
         .map(|(key, _)| key)
         .collect();
     let reverse: Vec<K> = returns
-        .iter()
-        .filter_map(Result::ok)
+        .entries()
         .filter(|(_, nat)| ids.contains(&backend_of(nat)))
         .map(|(key, _)| key)
         .collect();
@@ -312,17 +306,18 @@ fn purge<K: aya::Pod, R: aya::Pod>(
     // As in `expire_flows`: a key may hold another flow by now.
     for key in &forward {
         let ours = |t: &FlowTarget| ids.contains(&t.backend);
-        if current_if(flows, key, flows_name, ours)?.is_some()
-            && remove_present(flows, key, flows_name)?
+        if flows
+            .remove_if(key, ours)
+            .with_context(|| format!("{flows_name} remove"))?
         {
             purged += 1;
         }
     }
     for key in &reverse {
         let ours = |n: &R| ids.contains(&backend_of(n));
-        if current_if(returns, key, returns_name, ours)?.is_some() {
-            remove_present(returns, key, returns_name)?;
-        }
+        returns
+            .remove_if(key, ours)
+            .with_context(|| format!("{returns_name} remove"))?;
     }
     Ok(purged)
 }
@@ -345,6 +340,9 @@ impl Counters for KernelDataplane {
     }
     fn flow_entries6(&self) -> u64 {
         KernelDataplane::flow_entries6(self)
+    }
+    fn flow_overflow_entries(&self) -> u64 {
+        self.flow_overflow_entries
     }
     fn edge_rule_hits(&self, counter: u32) -> anyhow::Result<u64> {
         self.read_edge_rule_hits(counter)

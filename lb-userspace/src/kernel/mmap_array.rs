@@ -38,6 +38,11 @@ pub struct MmapArray {
 // SAFETY: the mapping is plain shared memory owned by this value; nothing about it is
 // tied to the thread that created it.
 unsafe impl Send for MmapArray {}
+// SAFETY: through a shared reference the mapping is read (volatile), changed by atomic
+// operations (`word`), or written where an atomic operation made the writer its only
+// owner (a flow slot half claimed by compare-and-swap, see `super::flow_table`): what
+// other threads, and the data path, may do at once. Other stores take `&mut self`.
+unsafe impl Sync for MmapArray {}
 
 impl MmapArray {
     /// Maps an array whose values are `value_size` bytes.
@@ -121,8 +126,23 @@ impl MmapArray {
         Ok(unsafe { (self.base.add(index as usize * self.stride) as *const u32).read_volatile() })
     }
 
+    /// The first byte of element `index`, which must exist; elements are 8-aligned.
+    pub fn element(&self, index: u32) -> *mut u8 {
+        assert!(
+            (index as usize) < self.entries,
+            "element {index} is outside the array"
+        );
+        // SAFETY: in bounds (asserted) of a live shared mapping.
+        unsafe { self.base.add(index as usize * self.stride) }
+    }
+
+    /// Bytes in each element.
+    pub fn value_size(&self) -> usize {
+        self.value_size
+    }
+
     /// The 64-bit word `word` of element `index`, which must exist.
-    fn word(&self, index: u32, word: usize) -> &AtomicU64 {
+    pub fn word(&self, index: u32, word: usize) -> &AtomicU64 {
         assert!(
             (index as usize) < self.entries && (word + 1) * 8 <= self.value_size,
             "word {word} of element {index} is outside the array"

@@ -4,6 +4,7 @@
 mod attach;
 pub mod ebpf_object;
 mod edge;
+mod flow_table;
 mod flows;
 pub mod link_watch;
 mod links;
@@ -30,7 +31,7 @@ use aya::{
 use lb_common::{
     backend::Backend,
     counters::{BackendSignals, TrafficCounters},
-    flow::{FlowKey, FlowTarget, NatReturn},
+    flow::FlowTarget,
     ipv6::{Addr6, FlowKey6, NatReturn6, ServiceKey6},
     nexthop::NextHop,
     reverse::{ReverseKey, ReverseTarget},
@@ -39,7 +40,10 @@ use lb_common::{
 
 pub use self::links::ifindex_of;
 pub use self::load::map_sizes;
-use self::{links::Links, mmap_array::MmapArray, service_index::ServiceIndex, trace::TraceMaps};
+use self::{
+    flow_table::FlowTable, links::Links, mmap_array::MmapArray, service_index::ServiceIndex,
+    trace::TraceMaps,
+};
 
 /// The loaded data path: the program and typed handles on every map.
 pub struct KernelDataplane {
@@ -63,8 +67,10 @@ pub struct KernelDataplane {
     clock: Array<MapData, u32>,
     syn_cache: Array<MapData, lb_common::syn_cache::SynSet>,
     rr_cursor: PerCpuArray<MapData, u32>,
-    pub flows: HashMap<MapData, FlowKey, FlowTarget>,
-    pub return_flows: HashMap<MapData, FlowKey, NatReturn>,
+    /// IPv4 forward entries: slots, then the LRU map (see `lb_common::flow_slots`).
+    pub flows: FlowTable<flow_table::Forward>,
+    /// IPv4 reply entries, likewise.
+    pub return_flows: FlowTable<flow_table::Reply>,
     pub flows6: HashMap<MapData, FlowKey6, FlowTarget>,
     pub return_flows6: HashMap<MapData, FlowKey6, NatReturn6>,
     pub reverse: HashMap<MapData, ReverseKey, ReverseTarget>,
@@ -94,6 +100,8 @@ pub struct KernelDataplane {
     /// and IPv6.
     flow_entries: u64,
     flow_entries6: u64,
+    /// Of `flow_entries`, those in the LRU map behind the slots.
+    flow_overflow_entries: u64,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(

@@ -150,6 +150,7 @@ mod tests {
             reasons: Vec::new(),
             flow_entries: 0,
             flow_entries6: 0,
+            flow_overflow_entries: 0,
         }
     }
 

@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub reasons: Vec<u64>,
     pub flow_entries: u64,
     pub flow_entries6: u64,
+    /// Of `flow_entries`, those in the LRU map behind the slots.
+    pub flow_overflow_entries: u64,
 }
 
 impl Snapshot {
@@ -62,6 +64,7 @@ impl Snapshot {
             reasons: source.reason_counters()?,
             flow_entries: source.flow_entries(),
             flow_entries6: source.flow_entries6(),
+            flow_overflow_entries: source.flow_overflow_entries(),
         })
     }
 }
@@ -241,6 +244,9 @@ mod tests {
         }
         fn flow_entries6(&self) -> u64 {
             5
+        }
+        fn flow_overflow_entries(&self) -> u64 {
+            2
         }
     }
 

@@ -118,6 +118,7 @@ mod tests {
             reasons,
             flow_entries: 0,
             flow_entries6: 0,
+            flow_overflow_entries: 0,
         }
     }
 

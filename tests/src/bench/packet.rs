@@ -42,11 +42,19 @@ struct Row {
 
 /// The `i`-th client packet of a never-seen tuple to `vip`: a new client port every call
 /// and a new client address every 50,000, so every SYN misses the flow table and takes
-/// the service's policy. The addresses start at 10.10.1.2, never the client of the
-/// established rows (10.10.0.2): a recording SYN of theirs would take over the return
-/// entry those rows' replies use.
+/// the service's policy. The addresses start at 10.(10 + the VIP's last octet).1.2,
+/// never the client of the established rows (10.10.0.2): a recording SYN of theirs would
+/// take over the return entry those rows' replies use.
 fn new_tuple(i: usize, vip: [u8; 4], flags: u8) -> Frame {
-    let src = std::net::Ipv4Addr::from(u32::from(CLIENT) + (1 + i / 50_000) as u32 * 256);
+    new_tuple_of_clients(i, vip[3], vip, flags)
+}
+
+/// [`new_tuple`] with the client address:port of tuple `i` to the VIP ending in
+/// `clients_of`: each VIP's rows have clients of their own (`10.(10 + last octet).x.2`),
+/// as new connections of fresh clients do, unless a row asks for another VIP's.
+fn new_tuple_of_clients(i: usize, clients_of: u8, vip: [u8; 4], flags: u8) -> Frame {
+    let base = u32::from(CLIENT) + (u32::from(clients_of) << 16);
+    let src = std::net::Ipv4Addr::from(base + (1 + i / 50_000) as u32 * 256);
     Frame {
         src,
         dst: vip.into(),
@@ -84,7 +92,7 @@ fn floor_round<'a>(floor: &'a Xdp, c0: u32, calls_per_round: usize) -> Round<'a>
 /// Every row of the table, on the data path `c` of the rig. The rows run interleaved
 /// with the floor, round by round; every call's action and whole output frame is checked
 /// against the frame it must be.
-fn measure(c: &Controller<KernelDataplane>, nics: Nics, rounds: usize, n: usize) -> [Row; 12] {
+fn measure(c: &Controller<KernelDataplane>, nics: Nics, rounds: usize, n: usize) -> [Row; 13] {
     pin_to_cpu(0);
     let Nics {
         c0,
@@ -107,7 +115,7 @@ fn measure(c: &Controller<KernelDataplane>, nics: Nics, rounds: usize, n: usize)
         };
     // A never-seen tuple per call to the service `name`; its backend is the table's pick
     // (`pick`), or, for the policies that pick by state, any of the service's backends.
-    let new_flow = |name: &'static str, vip: [u8; 4], pick: bool| {
+    let new_flow = |name: &'static str, vip: [u8; 4], clients_of: u8, pick: bool| {
         let backends: Vec<_> = c
             .plan()
             .expect("a plan was applied")
@@ -118,7 +126,7 @@ fn measure(c: &Controller<KernelDataplane>, nics: Nics, rounds: usize, n: usize)
             .collect();
         let table = TablePick::new(c, name);
         calls(n, move |i| {
-            let frame = new_tuple(i, vip, 0x02);
+            let frame = new_tuple_of_clients(i, clients_of, vip, 0x02);
             let r = run_once(lb, c0, &frame.bytes());
             let to = if pick {
                 table.pick(&frame.flow_key())
@@ -233,7 +241,7 @@ fn measure(c: &Controller<KernelDataplane>, nics: Nics, rounds: usize, n: usize)
         (
             "SYN to VIP, new flow (Maglev, no flow recorded)",
             "new_flow_maglev",
-            new_flow("web", [10, 0, 0, 100], true),
+            new_flow("web", [10, 0, 0, 100], 100, true),
         ),
         (
             "first ACK, records the flow (Maglev)",
@@ -243,17 +251,24 @@ fn measure(c: &Controller<KernelDataplane>, nics: Nics, rounds: usize, n: usize)
         (
             "SYN, new flow (round robin)",
             "new_flow_round_robin",
-            new_flow("rr", [10, 0, 0, 110], false),
+            new_flow("rr", [10, 0, 0, 110], 110, false),
+        ),
+        (
+            "SYN, new flow (round robin), client address:port in a flow to another VIP",
+            "new_flow_round_robin_shared_client",
+            // The first ACK row's clients: each tuple's slot holds that client's flow
+            // to `web`, so this one goes to the LRU map.
+            new_flow("rr", [10, 0, 0, 110], 100, false),
         ),
         (
             "SYN, new flow (least conn)",
             "new_flow_least_conn",
-            new_flow("lc", [10, 0, 0, 111], false),
+            new_flow("lc", [10, 0, 0, 111], 111, false),
         ),
         (
             "SYN, new flow (source hash, no flow recorded)",
             "new_flow_source_hash",
-            new_flow("sh", [10, 0, 0, 112], true),
+            new_flow("sh", [10, 0, 0, 112], 112, true),
         ),
         (
             "established flow, pure ACK, to backend",
@@ -342,7 +357,7 @@ fn measure(c: &Controller<KernelDataplane>, nics: Nics, rounds: usize, n: usize)
             .map(|((name, key), stat)| Row { name, key, stat }),
     );
     all.try_into()
-        .unwrap_or_else(|_| unreachable!("twelve rows"))
+        .unwrap_or_else(|_| unreachable!("thirteen rows"))
 }
 
 pub fn run(opts: &Options) -> Value {

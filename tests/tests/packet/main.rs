@@ -14,6 +14,7 @@ mod dsr6;
 mod edge;
 mod edge6;
 mod explain;
+mod flow_slots;
 mod fuzz;
 mod fuzz_icmp6;
 mod fuzz_ipv6;

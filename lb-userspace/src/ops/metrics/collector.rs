@@ -2,7 +2,10 @@
 //! encodes them. Names and labels are documented in docs/metrics.md.
 use std::collections::BTreeMap;
 
-use lb_common::counters::{BackendSignals, REASONS};
+use lb_common::{
+    counters::{BackendSignals, REASONS},
+    flow_slots::overflow_entries,
+};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -598,6 +601,11 @@ fn map_usage(r: &Reading) -> [Family; 2] {
             limits.flow_table_size,
         ),
         (
+            "flows_overflow",
+            r.snapshot.flow_overflow_entries as f64,
+            overflow_entries(limits.flow_table_size),
+        ),
+        (
             "flows6",
             r.snapshot.flow_entries6 as f64,
             limits.flow_table_size6,
@@ -660,6 +668,7 @@ mod tests {
             reasons: (0..REASONS.len() as u64).map(|slot| 3 * slot + 1).collect(),
             flow_entries: 42,
             flow_entries6: 17,
+            flow_overflow_entries: 9,
             ..FakeCounters::default()
         };
         fake.signals = ids
