@@ -19,6 +19,10 @@ use crate::{
     model::reconcile::{self, Observed},
 };
 
+/// Seconds of the flow clock between two sweeps of the slots for orphaned reply entries
+/// and stale LRU counts.
+pub const SLOT_SWEEP_EVERY_SECS: u32 = 20;
+
 impl KernelDataplane {
     /// Sets the clock the data path stamps on flows (whole seconds).
     pub fn set_clock(&mut self, seconds: u32) -> anyhow::Result<()> {
@@ -63,11 +67,26 @@ impl KernelDataplane {
                 })
             },
         )?;
+        // The slots' own upkeep walks every pair whatever it holds, so it runs less often
+        // than expiry: an orphaned reply entry or a stale count only costs a slot's use or
+        // an LRU lookup until then.
+        if self
+            .last_slot_sweep
+            .is_none_or(|at| now.wrapping_sub(at) >= SLOT_SWEEP_EVERY_SECS)
+        {
+            self.last_slot_sweep = Some(now);
+            self.sweep_slots()?;
+        }
+        Ok(v4 + v6)
+    }
+
+    /// The slots' upkeep: orphaned reply entries removed, and the LRU counts of slots
+    /// whose LRU entries are gone cleared, so that their misses skip the LRU lookup again.
+    pub fn sweep_slots(&mut self) -> anyhow::Result<()> {
         self.remove_orphan_replies()?;
-        // Slots whose LRU entries are gone skip the LRU lookup again.
         self.flows.clear_overflow_counts();
         self.return_flows.clear_overflow_counts();
-        Ok(v4 + v6)
+        Ok(())
     }
 
     /// Removes the IPv4 reply entries in slots whose connection has no forward entry any

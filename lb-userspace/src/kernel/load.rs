@@ -300,6 +300,7 @@ impl KernelDataplane {
             adopted,
             flow_entries: 0,
             flow_overflow_entries: 0,
+            last_slot_sweep: None,
             flow_entries6: 0,
         })
     }

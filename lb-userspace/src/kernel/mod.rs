@@ -102,6 +102,9 @@ pub struct KernelDataplane {
     flow_entries6: u64,
     /// Of `flow_entries`, those in the LRU map behind the slots.
     flow_overflow_entries: u64,
+    /// The flow clock's second of the last sweep of the slots (see
+    /// `flows::SLOT_SWEEP_EVERY_SECS`).
+    last_slot_sweep: Option<u32>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
