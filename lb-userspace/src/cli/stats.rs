@@ -88,9 +88,11 @@ pub fn render(s: &StatsView) -> String {
     out.push('\n');
     out.push_str(&t.render());
     out.push_str(&format!(
-        "\nflow table {}/{} entries, IPv6 {}/{}; rates over the last {:.1}s; PKTS IN = to backends, PKTS OUT = to clients\n",
+        "\nflow table {}/{} entries ({}/{} in the LRU maps behind the slots), IPv6 {}/{}; rates over the last {:.1}s; PKTS IN = to backends, PKTS OUT = to clients\n",
         s.flow_table_entries,
         s.flow_table_capacity,
+        s.flow_table_overflow_entries,
+        s.flow_table_overflow_capacity,
         s.flow_table6_entries,
         s.flow_table6_capacity,
         s.rate_interval_secs

@@ -316,6 +316,8 @@ mod tests {
             flow_table_capacity: 262_144,
             flow_table6_entries: 0,
             flow_table6_capacity: 65_536,
+            flow_table_overflow_entries: 0,
+            flow_table_overflow_capacity: 131_072,
         };
         let f = frame(&stats);
         let lines: Vec<&str> = f.lines().collect();

@@ -178,6 +178,10 @@ pub fn view(
         flow_table_capacity: config.limits.flow_table_size,
         flow_table6_entries: now.flow_entries6,
         flow_table6_capacity: config.limits.flow_table_size6,
+        flow_table_overflow_entries: now.flow_overflow_entries,
+        flow_table_overflow_capacity: lb_common::flow_slots::overflow_entries(
+            config.limits.flow_table_size,
+        ),
     }
 }
 

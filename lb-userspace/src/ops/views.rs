@@ -148,6 +148,12 @@ pub struct StatsView {
     pub flow_table6_entries: u64,
     #[serde(default)]
     pub flow_table6_capacity: u32,
+    /// Of `flow_table_entries`, those in the LRU maps behind the slots (whose slot another
+    /// flow holds), and those maps' capacity (absent from an older lbd's answer: 0).
+    #[serde(default)]
+    pub flow_table_overflow_entries: u64,
+    #[serde(default)]
+    pub flow_table_overflow_capacity: u32,
 }
 
 /// Answer of every change: what changed (empty when it was already so).
