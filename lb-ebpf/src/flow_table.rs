@@ -51,8 +51,8 @@ enum Half {
     Own(u64),
     /// Nothing, under `tag`.
     Empty(u64),
-    /// Another tuple's entry, or a writer's.
-    Taken,
+    /// Another tuple's entry, or a writer's, under `tag`.
+    Taken(u64),
 }
 
 #[inline(always)]
@@ -61,7 +61,7 @@ fn half_for(tag_ptr: *const u64, slot_key: *const FlowKey, key: &FlowKey) -> Hal
     match slot_state(tag) {
         SLOT_EMPTY => Half::Empty(tag),
         SLOT_READY if same_key(slot_key, key) => Half::Own(tag),
-        _ => Half::Taken,
+        _ => Half::Taken(tag),
     }
 }
 
@@ -100,14 +100,15 @@ fn pair_of(index: u32) -> Option<*mut SlotPair> {
 pub fn find(key: &FlowKey) -> Option<*mut FlowTarget> {
     let pair = pair_of(forward_index(key, flow_slot_mask()))?;
     let half = unsafe { addr_of_mut!((*pair).forward) };
-    let tag = unsafe { read_volatile(addr_of_mut!((*half).tag)) };
-    if slot_state(tag) == SLOT_READY && same_key(unsafe { addr_of_mut!((*half).key) }, key) {
-        return Some(unsafe { addr_of_mut!((*half).target) });
+    match half_for(
+        unsafe { addr_of_mut!((*half).tag) },
+        unsafe { addr_of_mut!((*half).key) },
+        key,
+    ) {
+        Half::Own(_) => Some(unsafe { addr_of_mut!((*half).target) }),
+        Half::Empty(tag) | Half::Taken(tag) if !may_overflow(tag) => None,
+        _ => FLOWS.get_ptr_mut(key),
     }
-    if !may_overflow(tag) {
-        return None;
-    }
-    FLOWS.get_ptr_mut(key)
 }
 
 /// Where a writer may put an entry: its tuple's half, or the LRU map.
@@ -198,14 +199,15 @@ pub fn record(key: &FlowKey, target: &FlowTarget, only_new: bool) -> Result<(), 
 pub fn find_return(key: &FlowKey) -> Option<*mut NatReturn> {
     let pair = pair_of(reply_index(key, flow_slot_mask()))?;
     let half = unsafe { addr_of_mut!((*pair).reply) };
-    let tag = unsafe { read_volatile(addr_of_mut!((*half).tag)) };
-    if slot_state(tag) == SLOT_READY && same_key(unsafe { addr_of_mut!((*half).key) }, key) {
-        return Some(unsafe { addr_of_mut!((*half).nat) });
+    match half_for(
+        unsafe { addr_of_mut!((*half).tag) },
+        unsafe { addr_of_mut!((*half).key) },
+        key,
+    ) {
+        Half::Own(_) => Some(unsafe { addr_of_mut!((*half).nat) }),
+        Half::Empty(tag) | Half::Taken(tag) if !may_overflow(tag) => None,
+        _ => RETURN_FLOWS.get_ptr_mut(key),
     }
-    if !may_overflow(tag) {
-        return None;
-    }
-    RETURN_FLOWS.get_ptr_mut(key)
 }
 
 /// Records a fresh reply entry under `key` (over an earlier one of the tuple): in its

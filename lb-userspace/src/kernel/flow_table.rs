@@ -269,24 +269,7 @@ impl<S: SlotLayout> FlowTable<S> {
                 return Ok(removed);
             }
         }
-        Ok(self.remove_from_lru_if(key, qualifies)? || removed)
-    }
-
-    fn remove_from_lru_if(
-        &mut self,
-        key: &FlowKey,
-        qualifies: impl Fn(&S::Value) -> bool,
-    ) -> Result<bool, MapError> {
-        match self.lru.get(key, 0) {
-            Ok(value) if qualifies(&value) => match self.lru.remove(key) {
-                Ok(()) => Ok(true),
-                Err(e) if super::flows::is_not_found(&e) => Ok(false),
-                Err(e) => Err(e),
-            },
-            Ok(_) => Ok(false),
-            Err(e) if super::flows::is_not_found(&e) => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(EntryMap::remove_if(&mut self.lru, key, qualifies)? || removed)
     }
 
     /// Deletes the entry of `key`, as `HashMap::remove`.
