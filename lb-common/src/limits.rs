@@ -208,6 +208,9 @@ pub const PROGRAM_EDGE6: &str = "lb_edge6";
 /// hash-placed service's segment without a live flow entry, and a backend's SYN or RST
 /// (see `lb-ebpf/src/v6_syn.rs`).
 pub const PROGRAM_V6_SYN: &str = "lb_v6_syn";
+/// Name of the load balancer's tc ingress program: IPv4 TCP in NAT mode, for the NICs
+/// a config attaches at tc rather than XDP (see `lb-ebpf/src/tc.rs`).
+pub const PROGRAM_TC: &str = "lb_tc";
 
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
 /// The most services a config may allow: each service's index slot fits the SYN cache's

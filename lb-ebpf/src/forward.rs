@@ -1,25 +1,16 @@
 //! Forward: route the rewritten packet with the kernel's FIB, act as the router hop (TTL,
-//! MACs), and send it out without leaving XDP: XDP_TX when the next hop is behind the
-//! ingress NIC, XDP_REDIRECT through the EGRESS devmap otherwise.
+//! MACs), and send it out without leaving the hook (see `frame`): at XDP, XDP_TX when the
+//! next hop is behind the ingress NIC, XDP_REDIRECT through the EGRESS devmap otherwise.
 use core::{mem::MaybeUninit, ptr::write_volatile};
 
 use aya_ebpf::{
-    bindings::{
-        bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH,
-        BPF_FIB_LKUP_RET_SUCCESS,
-    },
+    bindings::{bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
     helpers::generated::bpf_fib_lookup,
-    programs::XdpContext,
 };
 use lb_common::{checksum::replace2, counters::Reason, nexthop::NextHop};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::{
-    count,
-    maps::{EGRESS, NEXTHOP_GEN},
-    packet::Packet,
-    wire,
-};
+use crate::{count, frame::Frame, maps::NEXTHOP_GEN, packet::Packet, wire};
 
 pub(crate) const AF_INET: u8 = 2;
 
@@ -51,7 +42,7 @@ pub fn ttl_allows(pkt: &Packet) -> bool {
 /// Routes and sends the rewritten packet. `cache` (null for none) holds the last routing
 /// decision for this destination; a current one skips the FIB lookup.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, pkt: &Packet, cache: *mut NextHop) -> u32 {
+pub fn forward(ctx: &impl Frame, pkt: &Packet, cache: *mut NextHop) -> u32 {
     forward_frame(ctx, pkt.eth, pkt.ip, pkt.flow.proto, cache)
 }
 
@@ -59,7 +50,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, cache: *mut NextHop) -> u32 {
 /// options, both proven inside the frame) and the IP protocol it carries.
 #[inline(always)]
 pub fn forward_frame(
-    ctx: &XdpContext,
+    ctx: &impl Frame,
     eth: *mut EthHdr,
     ip: *mut Ipv4Hdr,
     proto: u8,
@@ -69,20 +60,20 @@ pub fn forward_frame(
     if let Some(hop) = current_hop(cache, generation) {
         return send(ctx, eth, ip, &hop);
     }
-    let ingress = ctx.ingress_ifindex() as u32;
+    let ingress = ctx.ingress_ifindex();
     let mut params = MaybeUninit::<FibParams>::uninit();
     let fib = params.as_mut_ptr();
     let rc = unsafe {
         zero_fill(fib);
         (*fib).family = AF_INET;
         (*fib).l4_protocol = proto;
-        (*fib).__bindgen_anon_1.tot_len = u16::from_be_bytes((*ip).tot_len);
+        (*fib).__bindgen_anon_1.tot_len = ctx.fib_tot_len(u16::from_be_bytes((*ip).tot_len));
         (*fib).ifindex = ingress;
         (*fib).__bindgen_anon_2.tos = (*ip).tos;
         (*fib).__bindgen_anon_3.ipv4_src = u32::from_ne_bytes((*ip).src_addr);
         (*fib).__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes((*ip).dst_addr);
         bpf_fib_lookup(
-            ctx.ctx as *mut _,
+            ctx.as_ctx() as *mut _,
             fib,
             core::mem::size_of::<FibParams>() as i32,
             0,
@@ -149,7 +140,7 @@ pub(crate) fn hop_of(
 
 /// The router hop: TTL down, MACs of the next hop, out of the right NIC.
 #[inline(always)]
-fn send(ctx: &XdpContext, eth: *mut EthHdr, ip_hdr: *mut Ipv4Hdr, hop: &NextHop) -> u32 {
+fn send(ctx: &impl Frame, eth: *mut EthHdr, ip_hdr: *mut Ipv4Hdr, hop: &NextHop) -> u32 {
     unsafe {
         // TTL and protocol share the 16-bit word at offset 8, the checksum is at 10.
         let ip = ip_hdr as *mut u8;
@@ -164,20 +155,10 @@ fn send(ctx: &XdpContext, eth: *mut EthHdr, ip_hdr: *mut Ipv4Hdr, hop: &NextHop)
 /// The part of the router hop both families share: the next hop's MACs on the frame at
 /// `eth` (inside it, checked by the caller), and out of the right NIC.
 #[inline(always)]
-pub(crate) fn out(ctx: &XdpContext, eth: *mut u8, hop: &NextHop) -> u32 {
+pub(crate) fn out(ctx: &impl Frame, eth: *mut u8, hop: &NextHop) -> u32 {
     unsafe {
         wire::copy_mac(eth, hop.dst_mac.as_ptr());
         wire::copy_mac(eth.add(6), hop.src_mac.as_ptr());
     }
-    if hop.ifindex == ctx.ingress_ifindex() as u32 {
-        count::reason(Reason::TxSameInterface);
-        return xdp_action::XDP_TX;
-    }
-    match EGRESS.redirect(hop.ifindex, 0) {
-        Ok(action) => {
-            count::reason(Reason::RedirectInterface);
-            action
-        }
-        Err(_) => count::pass(Reason::PassEgressNotAttached),
-    }
+    ctx.send_out(hop.ifindex)
 }

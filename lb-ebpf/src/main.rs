@@ -54,6 +54,7 @@ mod flow_table;
 mod forward;
 mod forward6;
 mod frag_needed;
+mod frame;
 mod icmp6_nat;
 mod icmp6_to_backend;
 mod icmp_nat;
@@ -64,6 +65,7 @@ mod packet;
 mod packet_too_big;
 mod parse;
 mod parse6;
+mod reply;
 mod return_entry;
 mod rewrite;
 mod rewrite6;
@@ -72,6 +74,7 @@ mod select6;
 mod syn_cache;
 mod syn_cache6;
 mod syn_proxy;
+mod tc;
 mod to_backend;
 mod to_backend6;
 mod to_client;
@@ -95,7 +98,7 @@ use lb_common::{
     counters::Reason,
     filter::{FILTER_BACKENDS, FILTER_VIPS},
     limits::PROGRAMS_SLOT_REPLY,
-    net::{PROTO_TCP, TCP_RST, TCP_SYN},
+    net::PROTO_TCP,
     service::SERVICE_F_SYN_PROXY,
 };
 
@@ -270,40 +273,7 @@ pub fn lb_reply(ctx: XdpContext) -> u32 {
         Ok(pkt) => pkt,
         Err(reason) => return count::pass(reason),
     };
-    if pkt.tcp_flags & (TCP_SYN | TCP_RST) == 0 {
-        return to_client_miss::handle(&ctx, &pkt).unwrap_or_else(|| not_ours(&ctx, &pkt));
-    }
-    let nat = lookup::return_flow_of(&pkt);
-    if let Some(entry) = nat {
-        if syn_proxy::is_proxied(entry) && to_client::is_syn_ack(&pkt) {
-            // The answer to the proxy's SYN: the client has had its SYN-ACK already.
-            syn_proxy::hand_over(&ctx);
-            return count::drop(Reason::DropSynCookieInvalid);
-        }
-    }
-    if let Some(set) = syn_cache::set(pkt.flow.dst_addr, pkt.flow.dst_port) {
-        if let Some(handshake) = set.answered_by(&pkt.flow, false) {
-            let Some(nat) = nat else {
-                return to_client::handle_handshake_answer(&ctx, &pkt, &handshake);
-            };
-            // A SYN-ACK of a client reusing the tuple of a recorded flow, whose new SYN
-            // the table sent to the same backend: translated by the old flow's return
-            // entry, while the client's ACK still needs the proof that it saw it (see
-            // `to_backend::opened_by_a_syn`).
-            handshake.note_syn_ack(pkt.seq());
-            return to_client::handle(&ctx, &pkt, nat);
-        }
-    }
-    match nat {
-        Some(nat) => to_client::handle(&ctx, &pkt, nat),
-        None => not_ours(&ctx, &pkt),
-    }
-}
-
-/// A backend's reply that no state of this node claims: the reverse map's, or passed.
-#[inline(always)]
-fn not_ours(ctx: &XdpContext, pkt: &packet::Packet) -> u32 {
-    to_client_reverse::handle(ctx, pkt).unwrap_or_else(|| count::pass(Reason::PassNoService))
+    reply::handle(&ctx, &pkt, || syn_proxy::hand_over(&ctx))
 }
 
 /// The SYN proxy's handshakes (see `syn_proxy`): a proxied service's SYN or ACK without

@@ -5,7 +5,6 @@
 //! Two stages: [`addresses`] reads only what the address prefilter needs, so traffic that
 //! is neither to a VIP nor from a backend (most of what a gateway forwards) is passed
 //! after a handful of loads; [`tcp`] validates the rest for packets that may be ours.
-use aya_ebpf::{helpers::generated::bpf_xdp_get_buff_len, programs::XdpContext};
 use lb_common::{
     counters::Reason,
     flow::FlowKey,
@@ -13,11 +12,11 @@ use lb_common::{
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
 
-use crate::{packet::Packet, wire};
+use crate::{frame::Frame, packet::Packet, wire};
 
 /// A pointer to a `T` at `offset` from the start of the frame, if all of it is inside.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+fn ptr_at<T>(ctx: &impl Frame, offset: usize) -> Option<*mut T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + core::mem::size_of::<T>() > end {
@@ -40,7 +39,7 @@ pub struct Addresses {
 }
 
 #[inline(always)]
-pub fn addresses(ctx: &XdpContext) -> Result<Addresses, Reason> {
+pub fn addresses(ctx: &impl Frame) -> Result<Addresses, Reason> {
     let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(Reason::PassShortEthernet)?;
     if unsafe { (*eth).ether_type } != ETH_P_IPV4.to_be() {
         return Err(Reason::PassNotIpv4);
@@ -64,7 +63,7 @@ impl Addresses {
 /// The rest of the packet for a packet that may be ours: a plain IPv4 header carrying
 /// TCP ([`ipv4`]), a whole TCP header inside the frame ([`tcp_header`]), and the flow.
 #[inline(always)]
-pub fn tcp(ctx: &XdpContext, at: Addresses) -> Result<Packet, Reason> {
+pub fn tcp(ctx: &impl Frame, at: Addresses) -> Result<Packet, Reason> {
     let ip = at.ip;
     let (tot_len, proto) = ipv4(ip)?;
     let tcp = tcp_header(ctx, tot_len)?;
@@ -136,7 +135,7 @@ fn ipv4(ip: *mut Ipv4Hdr) -> Result<(usize, u8), Reason> {
 /// The TCP header after an option-less IPv4 header of total length `tot_len`, once both
 /// the frame and `tot_len` hold all of it and `tot_len` does not run past the frame.
 #[inline(always)]
-fn tcp_header(ctx: &XdpContext, tot_len: usize) -> Result<*mut TcpHdr, Reason> {
+fn tcp_header(ctx: &impl Frame, tot_len: usize) -> Result<*mut TcpHdr, Reason> {
     let Some(tcp) = ptr_at::<TcpHdr>(ctx, EthHdr::LEN + Ipv4Hdr::LEN) else {
         // The frame ends inside the TCP header: the IP header lied about the length if
         // it claims a whole TCP header.
@@ -156,7 +155,7 @@ fn tcp_header(ctx: &XdpContext, tot_len: usize) -> Result<*mut TcpHdr, Reason> {
     // variable to a packet pointer (Spectre v1 sanitising), and lbd should need only
     // CAP_BPF and CAP_NET_ADMIN.
     if tot_len > Ipv4Hdr::LEN + TcpHdr::LEN {
-        let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+        let frame_len = ctx.whole_len();
         if EthHdr::LEN + tot_len > frame_len {
             return Err(Reason::PassMalformedIpv4);
         }

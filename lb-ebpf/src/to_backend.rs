@@ -1,5 +1,4 @@
 //! Client -> VIP: find or create the flow, rewrite towards its backend, forward, count.
-use aya_ebpf::programs::XdpContext;
 use lb_common::{
     backend::Backend,
     counters::Reason,
@@ -23,6 +22,7 @@ use crate::{
     count, dsr, edge,
     flow::{self, Side},
     flow_table, forward,
+    frame::Frame,
     lookup::{self, backend_by_id},
     maps::NEXTHOPS,
     packet::Packet,
@@ -34,7 +34,7 @@ use crate::{
 /// Handles a packet whose destination may be a VIP. `None`: not to any VIP:port (and no
 /// tracked flow), so not ours.
 #[inline(always)]
-pub fn handle<const EDGE_CHECKED: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
+pub fn handle<const EDGE_CHECKED: bool>(ctx: &impl Frame, pkt: &Packet) -> Option<u32> {
     let (existing, syn_service) = existing_or_syn(pkt)?;
     let ((target, backend, new_flow), decision) = match existing {
         Existing::Hit(target, backend) => {
@@ -175,7 +175,7 @@ fn place(pkt: &Packet, service: PackedMeta, service_at: u32, replace: bool) -> O
 /// Rewrites a placed packet towards `backend`, counts it, forwards it; traced if sampled.
 #[inline(always)]
 fn send(
-    ctx: &XdpContext,
+    ctx: &impl Frame,
     pkt: &Packet,
     target: &FlowTarget,
     backend: &Backend,

@@ -1,7 +1,6 @@
 //! Backend -> client: put the VIP back as source, forward, count. A reply finds its
 //! flow's return entry, or, when it answers a SYN that recorded no flow, that SYN's slot
 //! in the SYN cache.
-use aya_ebpf::programs::XdpContext;
 use lb_common::{
     counters::Reason,
     flow::{FlowKey, NatReturn},
@@ -13,6 +12,7 @@ use crate::{
     count,
     flow::{self, Side},
     flow_table, forward,
+    frame::Frame,
     packet::Packet,
     rewrite,
     syn_cache::Handshake,
@@ -20,7 +20,7 @@ use crate::{
 };
 
 #[inline(always)]
-pub fn handle(ctx: &XdpContext, pkt: &Packet, entry: *mut NatReturn) -> u32 {
+pub fn handle(ctx: &impl Frame, pkt: &Packet, entry: *mut NatReturn) -> u32 {
     if !forward::ttl_allows(pkt) {
         return count::pass(Reason::PassTtlExpired);
     }
@@ -47,7 +47,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, entry: *mut NatReturn) -> u32 {
 /// recorded here either: the client's ACK records the flow, if it acknowledges this
 /// SYN-ACK, whose proof is left in the SYN cache.
 #[inline(always)]
-pub fn handle_handshake_answer(ctx: &XdpContext, pkt: &Packet, handshake: &Handshake) -> u32 {
+pub fn handle_handshake_answer(ctx: &impl Frame, pkt: &Packet, handshake: &Handshake) -> u32 {
     if !forward::ttl_allows(pkt) {
         return count::pass(Reason::PassTtlExpired);
     }

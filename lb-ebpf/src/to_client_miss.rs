@@ -17,7 +17,6 @@ use core::mem::MaybeUninit;
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH},
     helpers::generated::bpf_fib_lookup,
-    programs::XdpContext,
 };
 use lb_common::{
     counters::Reason,
@@ -28,7 +27,9 @@ use lb_common::{
 use crate::{
     count,
     flow::{self, Side},
-    flow_table, forward, lookup,
+    flow_table, forward,
+    frame::Frame,
+    lookup,
     packet::Packet,
     return_entry, rewrite, syn_cache, trace,
 };
@@ -36,7 +37,7 @@ use crate::{
 /// Translates and records the reply if a forwarded packet's slot names it; `None`
 /// otherwise (not ours: passed untouched by the caller).
 #[inline(always)]
-pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
+pub fn handle(ctx: &impl Frame, pkt: &Packet) -> Option<u32> {
     let set = syn_cache::set(pkt.flow.dst_addr, pkt.flow.dst_port)?;
     let answered = set.answered_by(&pkt.flow, true)?;
     if !arrived_from_backend_side(ctx, pkt) {
@@ -97,8 +98,8 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
 /// it), without the neighbour: a backend's entry may be stale while its route is not.
 /// No route to the backend fails the check too.
 #[inline(always)]
-pub fn arrived_from_backend_side(ctx: &XdpContext, pkt: &Packet) -> bool {
-    let ingress = ctx.ingress_ifindex() as u32;
+pub fn arrived_from_backend_side(ctx: &impl Frame, pkt: &Packet) -> bool {
+    let ingress = ctx.ingress_ifindex();
     let mut params = MaybeUninit::<FibParams>::uninit();
     let fib = params.as_mut_ptr();
     let rc = unsafe {
@@ -109,7 +110,7 @@ pub fn arrived_from_backend_side(ctx: &XdpContext, pkt: &Packet) -> bool {
         (*fib).__bindgen_anon_3.ipv4_src = pkt.flow.dst_addr;
         (*fib).__bindgen_anon_4.ipv4_dst = pkt.flow.src_addr;
         bpf_fib_lookup(
-            ctx.ctx as *mut _,
+            ctx.as_ctx() as *mut _,
             fib,
             core::mem::size_of::<FibParams>() as i32,
             BPF_FIB_LOOKUP_SKIP_NEIGH,

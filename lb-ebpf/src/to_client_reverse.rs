@@ -19,16 +19,15 @@ use core::mem::MaybeUninit;
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_NOT_FWDED},
     helpers::generated::bpf_fib_lookup,
-    programs::XdpContext,
 };
 use lb_common::{counters::Reason, reverse::ReverseKey};
 
-use crate::{count, forward, maps::REVERSE, packet::Packet, rewrite, to_client_miss};
+use crate::{count, forward, frame::Frame, maps::REVERSE, packet::Packet, rewrite, to_client_miss};
 
 /// Translates the reply if the reverse map names its source; `None` otherwise (not ours:
 /// passed untouched by the caller, as before the map existed).
 #[inline(always)]
-pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
+pub fn handle(ctx: &impl Frame, pkt: &Packet) -> Option<u32> {
     let key = ReverseKey {
         addr: pkt.flow.src_addr,
         port: pkt.flow.src_port,
@@ -57,18 +56,18 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
 /// Whether the kernel would deliver the packet to this node rather than forward it: its
 /// destination is one of the node's own addresses (or a broadcast or multicast one).
 #[inline(always)]
-fn addressed_to_this_node(ctx: &XdpContext, pkt: &Packet) -> bool {
+fn addressed_to_this_node(ctx: &impl Frame, pkt: &Packet) -> bool {
     let mut params = MaybeUninit::<FibParams>::uninit();
     let fib = params.as_mut_ptr();
     let rc = unsafe {
         forward::zero_fill(fib);
         (*fib).family = forward::AF_INET;
         (*fib).l4_protocol = pkt.flow.proto;
-        (*fib).ifindex = ctx.ingress_ifindex() as u32;
+        (*fib).ifindex = ctx.ingress_ifindex();
         (*fib).__bindgen_anon_3.ipv4_src = pkt.flow.src_addr;
         (*fib).__bindgen_anon_4.ipv4_dst = pkt.flow.dst_addr;
         bpf_fib_lookup(
-            ctx.ctx as *mut _,
+            ctx.as_ctx() as *mut _,
             fib,
             core::mem::size_of::<FibParams>() as i32,
             0,

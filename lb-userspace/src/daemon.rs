@@ -129,7 +129,12 @@ pub async fn run(
     let link_events =
         link_watch::watch(&config.interfaces).context("watching the configured NICs")?;
     dataplane
-        .attach(&config.interfaces, config.xdp_mode, Some(&pins))
+        .attach(
+            &config.interfaces,
+            &config.tc_interfaces,
+            config.xdp_mode,
+            Some(&pins),
+        )
         .context("attaching to the configured interfaces")
         .map_err(name_lacking_capabilities)?;
     let tracer = match dataplane.take_trace() {

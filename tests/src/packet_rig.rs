@@ -12,7 +12,7 @@
 //! 2001:db8:1::1/64 with backends 2001:db8:1::11-13.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use lb_common::{
     flow::FlowKey,
     hash::{flow_hash, source_hash},
@@ -54,6 +54,10 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
+/// tc's actions (`TC_ACT_*`), which `lb_tc` returns.
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
 
 pub fn backend_mac(last_octet: u8) -> Mac {
     [0x02, 0, 0, 0, 0x01, last_octet]
@@ -391,6 +395,27 @@ pub fn run_once(program: &Xdp, ifindex: u32, frame: &[u8]) -> RunResult {
     opts.data_out = Some(&mut out);
     opts.ctx_in = Some(&ctx);
     let result = program.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(result.data_size_out as usize);
+    RunResult {
+        action: result.return_value,
+        output: out,
+        nanos: result.duration.as_nanos() as u64,
+    }
+}
+
+/// [`run_once`] for the tc program (`lb_tc`): the frame as an skb received on `ifindex`
+/// (whose checksum nothing vouches for, as from a NIC without offloads).
+pub fn run_tc_once(program: &SchedClassifier, ifindex: u32, frame: &[u8]) -> RunResult {
+    let mut out = vec![0u8; frame.len() + 256];
+    // struct __sk_buff is 192 bytes; the kernel takes a few fields from it and wants the
+    // rest zero. `ifindex` (at byte 40) is the device the skb arrives on.
+    let mut ctx = vec![0u8; 192];
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(&ctx);
+    let result = program.test_run(opts).expect("BPF_PROG_TEST_RUN of lb_tc");
     out.truncate(result.data_size_out as usize);
     RunResult {
         action: result.return_value,

@@ -146,6 +146,10 @@ impl<'a> LabConfig<'a> {
             vip(self.family),
             self.selection,
         );
+        if lab.spec().tc {
+            let tc = format!("tc_interfaces: [{}]\n", lab.lb_interfaces().join(", "));
+            yaml.insert_str(yaml.find("pin_dir:").expect("written above"), &tc);
+        }
         for line in &self.policy {
             yaml.push_str(&format!("    {line}\n"));
         }

@@ -114,6 +114,10 @@ pub struct LabSpec {
     pub one_nic: bool,
     /// Dual stack: IPv6 addresses and routes beside the IPv4 ones (module docs).
     pub ipv6: bool,
+    /// The LB's NICs run `lbd`'s tc program (`tc_interfaces`) instead of XDP: no XDP
+    /// programs on their peers, and every veth keeps the offloads it is created with
+    /// (transmit checksum and segmentation), as a container's veth does.
+    pub tc: bool,
 }
 
 impl LabSpec {
@@ -125,6 +129,7 @@ impl LabSpec {
                 .collect(),
             one_nic: false,
             ipv6: false,
+            tc: false,
         }
     }
 
@@ -138,12 +143,19 @@ impl LabSpec {
             ],
             one_nic: false,
             ipv6: false,
+            tc: false,
         }
     }
 
     /// Sets one-NIC mode.
     pub fn one_nic(mut self, one_nic: bool) -> Self {
         self.one_nic = one_nic;
+        self
+    }
+
+    /// The LB's NICs at tc rather than XDP (see [`LabSpec::tc`]).
+    pub fn tc(mut self, tc: bool) -> Self {
+        self.tc = tc;
         self
     }
 
@@ -198,10 +210,12 @@ impl Lab {
         }
         lab.wire();
         // Every veth peer of an LB interface runs XDP so that it takes the LB's XDP_TX
-        // and XDP_REDIRECT frames promptly (see `peer_xdp`).
-        lab.peer_programs.push(attach_pass(&lab.sw, "swlb"));
-        if !lab.spec.one_nic {
-            lab.peer_programs.push(attach_pass(&lab.client, "cl0"));
+        // and XDP_REDIRECT frames promptly (see `peer_xdp`); tc's redirects are skbs.
+        if !lab.spec.tc {
+            lab.peer_programs.push(attach_pass(&lab.sw, "swlb"));
+            if !lab.spec.one_nic {
+                lab.peer_programs.push(attach_pass(&lab.client, "cl0"));
+            }
         }
         lab
     }
@@ -314,8 +328,10 @@ impl Lab {
         }
 
         // Checksums complete in the frame; veth peers accept XDP frames.
-        for (ns, dev) in &ends {
-            netns::ns_ethtool(ns, &["-K", dev, "tx", "off", "gro", "on"]);
+        if !self.spec.tc {
+            for (ns, dev) in &ends {
+                netns::ns_ethtool(ns, &["-K", dev, "tx", "off", "gro", "on"]);
+            }
         }
     }
 
@@ -360,8 +376,10 @@ impl Lab {
         self.configure_client();
         netns::ns_sysctl(lb, "net.ipv4.conf.lbc.rp_filter", "0");
         netns::ns_sysctl(lb, "net.ipv4.conf.lbc.send_redirects", "0");
-        netns::ns_ethtool(lb, &["-K", "lbc", "tx", "off", "gro", "on"]);
-        netns::ns_ethtool(cl, &["-K", "cl0", "tx", "off", "gro", "on"]);
+        if !self.spec.tc {
+            netns::ns_ethtool(lb, &["-K", "lbc", "tx", "off", "gro", "on"]);
+            netns::ns_ethtool(cl, &["-K", "cl0", "tx", "off", "gro", "on"]);
+        }
     }
 
     /// Deletes the LB's client-facing NIC `lbc` (and with it the client's `cl0`), as an

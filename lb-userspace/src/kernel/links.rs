@@ -1,20 +1,21 @@
-//! Which NICs the program is attached to, and re-attaching it to one that was deleted
-//! and created again. An XDP link belongs to one network device: when the device goes,
+//! Which NICs the data path is attached to, and re-attaching it to one that was deleted
+//! and created again. An XDP or TCX link belongs to one network device: when it goes,
 //! the kernel severs the link (it stays pinned, attached to nothing, and
 //! BPF_LINK_UPDATE on it fails with ENOLINK), and a device created later under the
-//! same name, with a new ifindex, has no XDP at all until lbd attaches a new link.
+//! same name, with a new ifindex, has no program at all until lbd attaches a new link.
 //! A NIC that stays can lose the program too (its pinned link removed, or detached or
-//! replaced by another tool): each check asks the kernel which program the NIC runs and
+//! replaced by another tool): each check asks the kernel which programs the NIC runs at
+//! its hook and
 //! attaches a new link when it is not lbd's. Removing the pin directory itself is how
 //! `lbd --detach --force` takes this node out: lbd then stays detached, not ready,
 //! until it is restarted.
 use std::{ffi::CString, path::Path};
 
 use anyhow::{bail, Context as _};
-use aya::programs::{links::PinnedLink, ProgramError};
+use aya::programs::{links::PinnedLink, tc::TcAttachType, ProgramError, SchedClassifier};
 use log::{info, warn};
 
-use super::KernelDataplane;
+use super::{attach::Hook, KernelDataplane};
 use crate::{
     dataplane::LinkChange, kernel::link_watch, kernel::pins::PinDir, model::config::XdpAttachMode,
 };
@@ -24,6 +25,8 @@ use crate::{
 #[derive(Debug, Default)]
 pub(super) struct Links {
     interfaces: Vec<(String, Option<u32>)>,
+    /// The NICs at tc ingress; the others run XDP.
+    tc: Vec<String>,
     mode: XdpAttachMode,
     pins: Option<PinDir>,
     /// (NIC, ifindex) whose attach failed: retried every check, reported once.
@@ -35,15 +38,34 @@ pub(super) struct Links {
 }
 
 impl Links {
-    pub(super) fn new(interfaces: &[String], mode: XdpAttachMode, pins: Option<&PinDir>) -> Self {
+    pub(super) fn new(
+        interfaces: &[String],
+        tc: &[String],
+        mode: XdpAttachMode,
+        pins: Option<&PinDir>,
+    ) -> Self {
         Self {
             interfaces: interfaces.iter().map(|n| (n.clone(), None)).collect(),
+            tc: tc.to_vec(),
             mode,
             pins: pins.cloned(),
             failing: Vec::new(),
             abandoned: false,
             unverified: Vec::new(),
         }
+    }
+
+    /// The hook NIC `name` runs the data path at.
+    pub(super) fn hook(&self, name: &str) -> Hook {
+        if self.tc.iter().any(|n| n == name) {
+            Hook::Tc
+        } else {
+            Hook::Xdp
+        }
+    }
+
+    pub(super) fn mode(&self) -> XdpAttachMode {
+        self.mode
     }
 
     pub(super) fn set(&mut self, name: &str, ifindex: Option<u32>) {
@@ -53,7 +75,7 @@ impl Links {
     }
 }
 
-/// BPF_LINK_UPDATE on a link whose device is gone ("Link has been severed").
+/// BPF_LINK_UPDATE on a link whose device is gone ("Link has been severed"), XDP or TCX.
 pub(super) fn is_severed(e: &ProgramError) -> bool {
     matches!(e, ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOLINK))
 }
@@ -73,14 +95,14 @@ pub(super) fn unpin(path: &Path) -> anyhow::Result<()> {
 }
 
 impl KernelDataplane {
-    /// Attaches a new link to `name` and pins it (or keeps it, unpinned).
+    /// Attaches a new link of `hook` to `name` and pins it (or keeps it, unpinned).
     pub(super) fn attach_fresh(
         &mut self,
         name: &str,
-        mode: XdpAttachMode,
+        hook: Hook,
         pins: Option<&PinDir>,
     ) -> anyhow::Result<()> {
-        let link = self.attach_new(name, mode)?;
+        let link = self.attach_new(name, hook)?;
         match pins {
             Some(pins) => self.pin_link(link, &pins.link_path(name)),
             None => {
@@ -155,15 +177,23 @@ impl KernelDataplane {
         changes
     }
 
-    /// The XDP programs on `name` when this program is not among them. None when it is,
+    /// The programs at `name`'s hook when this lbd's is not among them. None when it is,
     /// or when the kernel could not say (logged once per NIC until it can again; a NIC
     /// going away is seen by the next check).
     fn displaced(&mut self, name: &str, ifindex: u32) -> Option<Vec<u32>> {
-        let found = self
-            .program()
-            .info()
-            .context("reading lb_xdp's program id")
-            .and_then(|info| Ok((info.id(), link_watch::xdp_program_ids(ifindex)?)));
+        let hook = self.links.hook(name);
+        let found = match hook {
+            Hook::Xdp => self
+                .program()
+                .info()
+                .context("reading lb_xdp's program id")
+                .and_then(|info| Ok((info.id(), link_watch::xdp_program_ids(ifindex)?))),
+            Hook::Tc => self
+                .tc_program()
+                .info()
+                .context("reading lb_tc's program id")
+                .and_then(|info| Ok((info.id(), tcx_program_ids(name)?))),
+        };
         match found {
             Ok((ours, found)) => {
                 self.links.unverified.retain(|n| n != name);
@@ -172,7 +202,8 @@ impl KernelDataplane {
             Err(e) => {
                 if !self.links.unverified.iter().any(|n| n == name) {
                     self.links.unverified.push(name.to_string());
-                    warn!("cannot check that lb_xdp is still attached to {name}: {e:#}");
+                    let program = hook.program();
+                    warn!("cannot check that {program} is still attached to {name}: {e:#}");
                 }
                 None
             }
@@ -215,10 +246,11 @@ impl KernelDataplane {
             }
         }
         self.forget_unpinned(name);
-        self.attach_fresh(name, self.links.mode, pins.as_ref())?;
+        let hook = self.links.hook(name);
+        self.attach_fresh(name, hook, pins.as_ref())?;
         // Cached next hops may name the old ifindex: look every route up again.
         self.bump_nexthop_generation()?;
-        info!("attached lb_xdp to {name} (ifindex {ifindex})");
+        info!("attached {} to {name} (ifindex {ifindex})", hook.program());
         Ok(())
     }
 
@@ -226,9 +258,8 @@ impl KernelDataplane {
     fn forget_unpinned(&mut self, name: &str) {
         while let Some(at) = self.attached.iter().position(|(n, _)| n == name) {
             let (_, id) = self.attached.remove(at);
-            if let Ok(link) = self.program_mut().take_link(id) {
-                drop(link);
-            }
+            // The device is gone: detaching finds nothing to detach.
+            let _ = self.detach_held(id);
         }
     }
 
@@ -240,6 +271,13 @@ impl KernelDataplane {
             .map(|(name, ifindex)| (name.clone(), ifindex.is_some()))
             .collect()
     }
+}
+
+/// The ids of the programs at NIC `name`'s tc ingress (TCX).
+fn tcx_program_ids(name: &str) -> anyhow::Result<Vec<u32>> {
+    let (_, programs) = SchedClassifier::query_tcx(name, TcAttachType::Ingress)
+        .with_context(|| format!("asking for {name}'s tc ingress programs"))?;
+    Ok(programs.iter().map(|p| p.id()).collect())
 }
 
 pub fn ifindex_of(name: &str) -> anyhow::Result<u32> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use aya::{
     maps::{Array, MapData, ProgramArray},
-    programs::{ProgramFd, Xdp},
+    programs::{ProgramFd, SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
 use lb_common::{
@@ -122,8 +122,8 @@ pub(super) struct TailCalled {
     fd: ProgramFd,
 }
 
-/// Verifies and loads lb_xdp and the programs it tail-calls (lb_reply, lb_edge,
-/// lb_place), whose descriptors go into the program array later, and stamps the layout
+/// Verifies and loads lb_xdp, the programs it tail-calls (lb_reply, lb_edge,
+/// lb_place, ...) and lb_tc, whose descriptors go into the program array later, and stamps the layout
 /// version on maps created now (adopted ones carry theirs).
 fn load_programs(
     ebpf: &mut Ebpf,
@@ -134,6 +134,11 @@ fn load_programs(
         .context("the XDP object has no program lb_xdp")?
         .try_into()?;
     program.load().context("verifying and loading lb_xdp")?;
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(PROGRAM_TC)
+        .context("the XDP object has no program lb_tc")?
+        .try_into()?;
+    tc.load().context("verifying and loading lb_tc")?;
     let mut tail_called = Vec::new();
     for (name, slot) in [
         (PROGRAM_REPLY, PROGRAMS_SLOT_REPLY),
@@ -356,6 +361,14 @@ impl KernelDataplane {
         self.ebpf
             .program(PROGRAM_XDP)
             .and_then(|p| <&Xdp>::try_from(p).ok())
+            .expect("checked at load")
+    }
+
+    /// The tc ingress program (`lb_tc`), loaded whether or not a NIC runs it.
+    pub fn tc_program(&self) -> &SchedClassifier {
+        self.ebpf
+            .program(PROGRAM_TC)
+            .and_then(|p| <&SchedClassifier>::try_from(p).ok())
             .expect("checked at load")
     }
 }

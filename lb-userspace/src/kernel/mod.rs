@@ -25,7 +25,6 @@ pub mod vip_addresses;
 use anyhow::Context as _;
 use aya::{
     maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, ProgramArray},
-    programs::xdp::XdpLinkId,
     Ebpf,
 };
 use lb_common::{
@@ -92,7 +91,7 @@ pub struct KernelDataplane {
     /// [`KernelDataplane::install_tail_called`]).
     pending_tail_called: Vec<load::TailCalled>,
     /// Unpinned attachments, detached on drop.
-    attached: Vec<(String, XdpLinkId)>,
+    attached: Vec<(String, attach::LinkId)>,
     /// What [`Self::attach`] was asked for, to re-attach a re-created NIC alike.
     links: Links,
     adopted: bool,

@@ -43,6 +43,7 @@ mod reply_path_pinned;
 mod slowloris;
 mod syn_proxy_lab;
 mod table_full;
+mod tc_hook;
 mod tier_node_hang;
 mod tier_node_loss;
 mod tier_node_restart;

@@ -32,7 +32,15 @@ fn snapshot() -> (BTreeSet<PathBuf>, Vec<String>) {
     (paths, accounts)
 }
 
+/// man-db's cache of formatted pages: man-db writes a page's cat file there (its daily
+/// job and `man` itself may), and ages it out itself; no package owns it, so a purge
+/// cannot remove it and a cat file made from lbd's page while it was installed may stay.
+const MAN_CACHE: &str = "/var/cache/man";
+
 fn walk(dir: &Path, found: &mut BTreeSet<PathBuf>) {
+    if dir.starts_with(MAN_CACHE) {
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

@@ -33,6 +33,7 @@ fn a_local_zone_outage_with_cross_zone_off_moves_traffic_away_and_back() {
         ],
         one_nic: false,
         ipv6: false,
+        tc: false,
     });
     let health = fast_health();
     let config = LabConfig::new(&lab)

@@ -37,6 +37,7 @@ mod stateless_syn;
 mod stateless_syn6;
 mod syn_proxy;
 mod tables6;
+mod tc;
 mod trace;
 mod trace6;
 mod udp;

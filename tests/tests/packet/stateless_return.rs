@@ -234,7 +234,7 @@ fn a_restarting_lbd_takes_over_the_reply_path_only_once_its_egress_map_is_filled
 
         // Attached, the next lbd's reply path takes over, its egress map filled first.
         let nics = ["c0".to_string(), "b0".to_string()];
-        next.attach(&nics, XdpAttachMode::Native, Some(&pins.0))
+        next.attach(&nics, &[], XdpAttachMode::Native, Some(&pins.0))
             .unwrap();
         let r = run_counted(c.dataplane(), b0, &data.bytes(), Reason::RedirectInterface);
         assert_eq!(r.action, XDP_REDIRECT, "the next lbd's reply path serves");

@@ -20,6 +20,7 @@ mod validate_edge;
 mod validate_ipv6;
 mod validate_policy;
 mod validate_stateless_return;
+mod validate_tc;
 mod validate_udp;
 mod vip_range;
 

@@ -33,6 +33,11 @@ pub struct Config {
     pub interfaces: Vec<String>,
     #[serde(default)]
     pub xdp_mode: XdpAttachMode,
+    /// NICs of `interfaces` that run the tc ingress program (`lb_tc`) instead of XDP:
+    /// virtual NICs (veth), where XDP costs more than it saves. `lb_tc` carries IPv4 TCP
+    /// services in NAT mode only (see docs/performance.md, The tc hook).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tc_interfaces: Vec<String>,
     /// Where the data path's maps and links are pinned (on bpffs), so that it keeps
     /// forwarding across lbd restarts and upgrades.
     #[serde(default = "default_pin_dir")]

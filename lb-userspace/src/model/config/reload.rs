@@ -43,6 +43,8 @@ fn data_path_keys(c: &Config) -> Vec<(&'static str, String)> {
     // reload for nothing.
     let mut nics = c.interfaces.clone();
     nics.sort();
+    let mut tc = c.tc_interfaces.clone();
+    tc.sort();
     vec![
         ("cluster.hash_seed", c.cluster.hash_seed.to_string()),
         ("cluster.ring_size", c.cluster.ring_size.to_string()),
@@ -59,6 +61,7 @@ fn data_path_keys(c: &Config) -> Vec<(&'static str, String)> {
         ),
         ("interfaces", format!("{nics:?}")),
         ("xdp_mode", format!("{:?}", c.xdp_mode)),
+        ("tc_interfaces", format!("{tc:?}")),
     ]
 }
 

@@ -688,6 +688,7 @@ fn a_reload_may_not_change_what_the_data_path_was_loaded_with() {
         ),
         ("limits: { max_backends: 8 }", "limits.max_backends"),
         ("xdp_mode: generic", "xdp_mode"),
+        ("tc_interfaces: [veth-c]", "tc_interfaces"),
         ("pin_dir: /sys/fs/bpf/other", "pin_dir"),
         ("api: { socket: /run/other.sock }", "api.socket"),
         ("metrics: { listen: 127.0.0.1:9999 }", "metrics.listen"),

@@ -34,6 +34,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     check_cluster(&mut c, &config.cluster);
     check_limits(&mut c, config);
     check_interfaces(&mut c, &config.interfaces);
+    super::validate_tc::check_tc_interfaces(&mut c, config);
     check_flow_timeouts(&mut c, &config.flow_timeouts);
     if !config.pin_dir.is_absolute()
         || config
@@ -327,6 +328,7 @@ fn check_services(c: &mut Collector, config: &Config) {
         super::validate_dsr::check_dsr(c, &at, s);
         super::validate_udp::check_udp(c, &at, s);
         super::validate_ipv6::check_ipv6(c, &at, s);
+        super::validate_tc::check_tc(c, config, &at, s);
     }
 }
 
@@ -344,6 +346,7 @@ fn check_service(c: &mut Collector, config: &Config, at: &str, s: &ServiceConfig
     super::validate_dsr::check_dsr(c, at, s);
     super::validate_udp::check_udp(c, at, s);
     super::validate_ipv6::check_ipv6(c, at, s);
+    super::validate_tc::check_tc(c, config, at, s);
     if let Some(scaling) = &s.scaling {
         for (field, message) in scaling.problems() {
             let sep = if field.is_empty() { "" } else { "." };

@@ -2,8 +2,8 @@
 //! produce, validate as a whole and hand to `Controller::apply`.
 //!
 //! Where it comes from (the persistence rule, also in docs/operations.md):
-//! - `node`, `cluster`, `limits`, `interfaces`, `xdp_mode`, `api`, `metrics` and
-//!   `state_file` always come from the config file;
+//! - `node`, `cluster`, `limits`, `interfaces`, `xdp_mode`, `tc_interfaces`, `api`,
+//!   `metrics` and `state_file` always come from the config file;
 //! - `services` come from the state file (`state_file`, default
 //!   `/var/lib/lbd/state.yaml`) when it exists, else from the config file. `lbd` writes
 //!   the state file on every change made through the admin API, so a restarted `lbd`

@@ -144,6 +144,7 @@ fn main() {
         ],
         one_nic: args.one_nic,
         ipv6: true,
+        tc: false,
     };
     println!("lab: building namespaces (client, lb, switch, 3 backends), IPv4 and IPv6...");
     let lab = Lab::build(&spec);

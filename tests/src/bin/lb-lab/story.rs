@@ -24,6 +24,7 @@ pub fn run(keep: bool, stop: &AtomicBool) -> Result<(), String> {
             .collect(),
         one_nic: false,
         ipv6: false,
+        tc: false,
     };
     say("building the lab: client, LB, switch and six backends (b1..b6) in zones az-a, az-b, az-c");
     let lab = Lab::build(&spec);
