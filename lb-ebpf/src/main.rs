@@ -3,7 +3,8 @@
 //! parse -> lookup (service / flow / return flow) -> select -> rewrite -> forward -> count
 //!
 //! Every stage is a file; this one only wires the entry points (`lb_xdp`, the tail-called
-//! `lb_reply`, `lb_edge` and `lb_place`, `lb_pass`) and the address prefilter:
+//! `lb_reply`, `lb_edge` and `lb_place`, `lb_pass`; `lb_tc` is in `tc.rs`) and the address
+//! prefilter:
 //!
 //! | stage | file |
 //! | --- | --- |
@@ -16,6 +17,7 @@
 //! | rewrite (NAT, checksums) | `rewrite.rs` |
 //! | forward (FIB, TTL, MACs) | `forward.rs` |
 //! | backend -> client, by return entry or SYN-cache slot | `to_client.rs`, `return_entry.rs` |
+//! | backend -> client: a SYN-ACK, or no return entry (`lb_reply`) | `reply.rs` |
 //! | backend -> client without a flow entry (`lb_reply`) | `to_client_miss.rs` |
 //! | backend -> client by the reverse map (`lb_reply`, last resort) | `to_client_reverse.rs` |
 //! | edge protection (source rules, SYN rate limits, unlisted ports; `lb_edge`) | `edge.rs` |
@@ -27,6 +29,7 @@
 //! | ICMP errors about a NAT flow, translated (`lb_dsr`, `lb_udp`) | `icmp_nat.rs` |
 //! | count | `count.rs` |
 //! | sampled trace | `trace.rs` |
+//! | the hook behind the IPv4 TCP NAT stages: XDP, or tc ingress (`lb_tc`) | `frame.rs`, `tc.rs` |
 //! | UDP services, both directions (`lb_udp`) | `udp.rs` and the files it lists |
 //! | IPv6 (NAT66), TCP and UDP, both directions (`lb_v6`) | `v6.rs` and the files it lists |
 //! | IPv6 direct server return: wrap for the backend, send (`lb_dsr6`) | `dsr6.rs`, `dsr_hop6.rs` |

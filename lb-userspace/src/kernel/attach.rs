@@ -32,6 +32,14 @@ impl Hook {
         }
     }
 
+    /// The kind of link that attaches it, as logs name it.
+    pub fn link_kind(self) -> &'static str {
+        match self {
+            Hook::Xdp => "XDP",
+            Hook::Tc => "TCX",
+        }
+    }
+
     fn link_type(self) -> LinkType {
         match self {
             Hook::Xdp => LinkType::Xdp,
@@ -210,9 +218,10 @@ impl KernelDataplane {
         let id = match updated {
             Ok(id) => id,
             Err(e) if links::is_severed(&e) => {
+                let kind = hook.link_kind();
                 warn!(
-                    "{name}'s pinned link was severed (the NIC was deleted since it was \
-                     attached); replacing it with a new link"
+                    "{name}'s pinned {kind} link was severed (the NIC was deleted since it \
+                     was attached); replacing it with a new link"
                 );
                 links::unpin(path)?;
                 return Ok(false);
@@ -223,7 +232,10 @@ impl KernelDataplane {
         };
         // The pin keeps the link; dropping our handle must not detach it.
         self.drop_handle(id)?;
-        info!("replaced the program on {name}'s pinned link");
+        info!(
+            "replaced the program on {name}'s pinned {} link",
+            hook.link_kind()
+        );
         Ok(true)
     }
 

@@ -4,9 +4,10 @@
 //!
 //! Layout of the pin directory (owner-only, 0700):
 //! - `maps/NAME`: every map but the egress devmap (rebuilt from config at each start);
-//! - `links/IFNAME`: the XDP link of each attached NIC. A pinned link keeps the program
-//!   attached with no process holding it; a new program replaces the old one on the same
-//!   link atomically (`BPF_LINK_UPDATE`), so no packet meets a NIC without XDP.
+//! - `links/IFNAME`: the link of each attached NIC (XDP, or TCX for `tc_interfaces`). A
+//!   pinned link keeps the program attached with no process holding it; a new program
+//!   replaces the old one on the same link atomically (`BPF_LINK_UPDATE`), so no packet
+//!   meets a NIC without the program.
 //!
 //! aya reuses a pinned map by name without looking at it, so before loading, every
 //! pinned map is checked against the map the object defines (type, key and value size,
@@ -273,7 +274,7 @@ impl PinDir {
             .map_err(|source| PinError::Map { path, source })
     }
 
-    /// Interfaces with a pinned XDP link.
+    /// Interfaces with a pinned link.
     pub fn linked_interfaces(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(self.root.join("links"))
             .into_iter()

@@ -166,7 +166,8 @@ fn all(report: &Value) -> Vec<Target> {
         goal: "< 50 ms",
         result: live("first_change_ms").map(|ms| (format!("{ms:.1} ms"), ms < 50.0)),
     });
-    t.extend(saturated(report));
+    t.extend(saturated(report, false));
+    t.extend(saturated(report, true));
     t.extend(dsr_bulk(report));
     t
 }
@@ -205,33 +206,44 @@ fn dsr_bulk(report: &Value) -> Vec<Target> {
 }
 
 /// At saturation (wrk, iperf3), each row: `lbd` ahead of nftables DNAT in its share of
-/// straight-to-a-backend's rate, and below it in CPU per connection, request or GB.
-fn saturated(report: &Value) -> Vec<Target> {
-    let rows = [
-        (
-            "wrk_close",
+/// straight-to-a-backend's rate, and below it in CPU per connection, request or GB; in
+/// the XDP lab (`e2e`, `lbd` at XDP) or in the lab whose veths keep their offloads
+/// (`e2e_tc`, `lbd` at tc).
+fn saturated(report: &Value, offloaded: bool) -> Vec<Target> {
+    let (part, lbd) = if offloaded {
+        ("e2e_tc", "tc")
+    } else {
+        ("e2e", "xdp")
+    };
+    let names: [&'static str; 4] = if offloaded {
+        [
+            "saturated, offloads on, new connection per request (wrk): lbd at tc vs nftables",
+            "saturated, offloads on, keep-alive requests (wrk): lbd at tc vs nftables",
+            "saturated, offloads on, upload (iperf3): lbd at tc vs nftables",
+            "saturated, offloads on, download (iperf3): lbd at tc vs nftables",
+        ]
+    } else {
+        [
             "saturated, new connection per request (wrk): lbd vs nftables",
-        ),
-        (
-            "wrk_keepalive",
             "saturated, keep-alive requests (wrk): lbd vs nftables",
-        ),
-        (
-            "iperf3_upload",
             "saturated, upload (iperf3): lbd vs nftables",
-        ),
-        (
-            "iperf3_download",
             "saturated, download (iperf3): lbd vs nftables",
-        ),
+        ]
+    };
+    let rows = [
+        "wrk_close",
+        "wrk_keepalive",
+        "iperf3_upload",
+        "iperf3_download",
     ];
     rows.into_iter()
+        .zip(names)
         .map(|(row, name)| {
-            let of = |variant: &str, field: &str| num(report, &["e2e", row, variant, field]);
-            let unit = report["e2e"][row]["xdp"]["cpu_unit"].as_str().unwrap_or("");
+            let of = |variant: &str, field: &str| num(report, &[part, row, variant, field]);
+            let unit = report[part][row][lbd]["cpu_unit"].as_str().unwrap_or("");
             let result = (|| {
-                let (x, n) = (of("xdp", "vs_ceiling")?, of("nftables", "vs_ceiling")?);
-                let (xc, nc) = (of("xdp", "cpu_per_unit")?, of("nftables", "cpu_per_unit")?);
+                let (x, n) = (of(lbd, "vs_ceiling")?, of("nftables", "vs_ceiling")?);
+                let (xc, nc) = (of(lbd, "cpu_per_unit")?, of("nftables", "cpu_per_unit")?);
                 let measured = format!(
                     "{} vs {} of straight; CPU {} vs {} {unit}",
                     percent(x),
@@ -299,7 +311,7 @@ mod tests {
                 "nftables": { "vs_ceiling": n.0, "cpu_per_unit": n.1 },
             }}})
         };
-        let upload = |report: &Value| saturated(report)[2].result.clone();
+        let upload = |report: &Value| saturated(report, false)[2].result.clone();
         assert_eq!(
             upload(&row((0.9, 1.5), (0.8, 1.6))),
             Some((
@@ -316,6 +328,16 @@ mod tests {
             Some(false)
         );
         assert_eq!(upload(&json!({})), None);
+        // The lab with offloads on: `lbd` at tc, in its own part of the report.
+        let tc = json!({ "e2e_tc": { "iperf3_upload": {
+            "tc": { "vs_ceiling": 0.9, "cpu_per_unit": 1.5, "cpu_unit": "s/GB" },
+            "nftables": { "vs_ceiling": 0.8, "cpu_per_unit": 1.6 },
+        }}});
+        assert_eq!(
+            saturated(&tc, true)[2].result.clone().map(|r| r.1),
+            Some(true)
+        );
+        assert_eq!(saturated(&tc, false)[2].result, None);
     }
 
     #[test]

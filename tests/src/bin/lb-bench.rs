@@ -9,7 +9,7 @@ use lb_tests::bench::{
 };
 use serde_json::Value;
 
-const USAGE: &str = "usage: lb-bench [--quick] [--only packet,edge,edge6,synproxy,dsr,udp,ipv6,fill,control,api,probes,e2e] [--json PATH]
+const USAGE: &str = "usage: lb-bench [--quick] [--only packet,edge,edge6,synproxy,dsr,udp,ipv6,fill,control,api,probes,e2e,e2e_tc] [--json PATH]
   --quick                               every part, a few hundred calls per row and a short
                                         end-to-end round (about a minute): checks the harness
                                         (frames, connections), judges no timing; exits 1 when a
@@ -22,9 +22,9 @@ const USAGE: &str = "usage: lb-bench [--quick] [--only packet,edge,edge6,synprox
   [--e2e-profile DIR]                   one more round of two saturated rows under perf record";
 
 /// `api` (the admin-API change) also runs as part of `control`.
-const PARTS: [&str; 12] = [
+const PARTS: [&str; 13] = [
     "packet", "edge", "edge6", "synproxy", "dsr", "udp", "ipv6", "fill", "control", "api",
-    "probes", "e2e",
+    "probes", "e2e", "e2e_tc",
 ];
 
 struct Args {
@@ -215,7 +215,7 @@ fn main() {
         };
         report.insert("health_probes_lbd".into(), probes_lbd::run(&opts));
     }
-    if wants("e2e") {
+    if wants("e2e") || wants("e2e_tc") {
         let opts = e2e::Options {
             rounds: args.e2e_rounds,
             seconds: args.e2e_seconds,
@@ -227,7 +227,13 @@ fn main() {
             saturated_seconds: args.saturated_seconds,
             profile: args.e2e_profile.clone(),
         };
-        report.insert("e2e".into(), e2e::run(&opts));
+        if wants("e2e") {
+            report.insert("e2e".into(), e2e::run(&opts));
+        }
+        // The same rows with the veths' offloads on, `lbd` at tc.
+        if wants("e2e_tc") {
+            report.insert("e2e_tc".into(), e2e::run_offloaded(&opts));
+        }
     }
     let mut report = Value::Object(report);
     let evaluated = targets::evaluate(&report);
@@ -238,7 +244,10 @@ fn main() {
     if args.quick {
         // A wrong frame has already stopped the run (a panic); what is left to judge
         // is whether every end-to-end run served: never how fast.
-        let failures = e2e::harness_failures(&report["e2e"]);
+        let failures: Vec<String> = ["e2e", "e2e_tc"]
+            .iter()
+            .flat_map(|part| e2e::harness_failures(&report[*part]))
+            .collect();
         for f in &failures {
             eprintln!("lb-bench --quick: {f}");
         }

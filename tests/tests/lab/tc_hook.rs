@@ -157,7 +157,7 @@ fn a_restart_swaps_lb_tc_on_its_pinned_links_and_leaving_tc_moves_the_nics_to_xd
     let log = lb.lbd.log();
     for dev in ["lbc", "lbb"] {
         assert!(
-            log.contains(&format!("replaced the program on {dev}'s pinned link")),
+            log.contains(&format!("replaced the program on {dev}'s pinned TCX link")),
             "{log}"
         );
         assert_eq!(tc_programs(&lb.lab, &lb_ns, dev), vec!["lb_tc"], "{dev}");

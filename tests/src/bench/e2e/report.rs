@@ -9,12 +9,13 @@ use crate::bench::{
     table::{fixed, percent, Table},
 };
 
-/// Shows that the VIP traffic was XDP's: the LB namespace has no route to the VIP, so a
-/// connection to it can only succeed if the XDP program rewrote it, and lbd's counters
-/// must have seen it.
-pub fn through_xdp(connections: u64, counted: &LbdCounters) -> Value {
+/// Shows that the VIP traffic was lbd's: the LB namespace has no route to the VIP, so a
+/// connection to it can only succeed if lbd's program (`lb_xdp`, or `lb_tc` in the lab
+/// with offloads, `tc`) rewrote it, and lbd's counters must have seen it.
+pub fn through_lbd(connections: u64, counted: &LbdCounters, tc: bool) -> Value {
+    let hook = if tc { "tc" } else { "XDP" };
     let mut t = Table::new(
-        "end to end: the VIP traffic went through XDP",
+        format!("end to end: the VIP traffic went through {hook}"),
         &["check", "value"],
     );
     t.row(vec![
@@ -22,7 +23,7 @@ pub fn through_xdp(connections: u64, counted: &LbdCounters) -> Value {
         connections.to_string(),
     ]);
     t.row(vec![
-        "new flows counted by the XDP program".into(),
+        format!("new flows counted by the {hook} program"),
         counted.new_flows.to_string(),
     ]);
     let packets = counted.packets_to_backend + counted.packets_to_client;
@@ -30,7 +31,9 @@ pub fn through_xdp(connections: u64, counted: &LbdCounters) -> Value {
         "packets it forwarded (to backends + to the client)".into(),
         packets.to_string(),
     ]);
-    t.note("the LB namespace has no route to the VIP: without XDP no VIP connection completes");
+    t.note(format!(
+        "the LB namespace has no route to the VIP: without {hook} no VIP connection completes"
+    ));
     t.note(
         "a client port reused within one lbd run (TIME_WAIT reuse) meets its old flow entry, \
          so new flows can be fewer than connections",
@@ -91,7 +94,13 @@ fn summary(samples: &[Sample], workload: Workload, variant: Variant) -> Summary 
     }
 }
 
-pub fn summarise(opts: &Options, samples: &[Sample], workload: Workload) -> Value {
+/// The table and JSON of `workload` for `variants` (the run's lab's).
+pub fn summarise(
+    opts: &Options,
+    samples: &[Sample],
+    workload: Workload,
+    variants: &[Variant],
+) -> Value {
     let wrk = format!(
         "{} connections on {} threads",
         standard::WRK_CONNECTIONS,
@@ -169,9 +178,9 @@ pub fn summarise(opts: &Options, samples: &[Sample], workload: Workload) -> Valu
         ],
     );
     let decimals = if workload.bytes_based() { 3 } else { 1 };
-    let mut variants = serde_json::Map::new();
+    let mut json = serde_json::Map::new();
     let mut others = Vec::new();
-    for variant in Variant::ALL.into_iter().filter(|v| v.runs(workload)) {
+    for &variant in variants.iter().filter(|v| v.runs(workload)) {
         let s = summary(samples, workload, variant);
         others.push(s.others_cores);
         table.row(vec![
@@ -191,7 +200,7 @@ pub fn summarise(opts: &Options, samples: &[Sample], workload: Workload) -> Valu
         if let Some(e) = &s.first_error {
             table.note(format!("{}: first failure: {e}", variant.key()));
         }
-        variants.insert(
+        json.insert(
             variant.key().into(),
             json!({
                 "label": variant.label(),
@@ -217,5 +226,5 @@ pub fn summarise(opts: &Options, samples: &[Sample], workload: Workload) -> Valu
         fixed(median_f64(&others), 2)
     ));
     table.print();
-    Value::Object(variants)
+    Value::Object(json)
 }

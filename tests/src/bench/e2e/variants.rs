@@ -9,7 +9,9 @@
 //!   on it and send their replies to the client on a segment of their own, not through
 //!   the LB namespace ([`DirectReturn`]). These run the bulk download only;
 //! - `haproxy`: HAProxy in TCP mode, the VIP on the LB's loopback;
-//! - `nftables`: a DNAT rule with `numgen inc` round robin, conntrack doing the rest.
+//! - `nftables`: a DNAT rule with `numgen inc` round robin, conntrack doing the rest;
+//! - `tc`: `lbd` with the LB's two NICs at tc (`tc_interfaces`), in the lab whose veths
+//!   keep their offloads ([`Variant::OFFLOADED`]), where XDP cannot run.
 use std::{
     net::{SocketAddrV4, TcpStream},
     path::{Path, PathBuf},
@@ -39,6 +41,7 @@ pub enum Variant {
     Gue,
     Haproxy,
     Nftables,
+    Tc,
 }
 
 impl Variant {
@@ -48,6 +51,13 @@ impl Variant {
         Variant::DsrL2,
         Variant::Ipip,
         Variant::Gue,
+        Variant::Haproxy,
+        Variant::Nftables,
+    ];
+    /// The variants of the lab whose veths keep their offloads (`LabSpec::tc`).
+    pub const OFFLOADED: [Variant; 4] = [
+        Variant::Direct,
+        Variant::Tc,
         Variant::Haproxy,
         Variant::Nftables,
     ];
@@ -61,6 +71,7 @@ impl Variant {
             Variant::Gue => "gue",
             Variant::Haproxy => "haproxy",
             Variant::Nftables => "nftables",
+            Variant::Tc => "tc",
         }
     }
 
@@ -73,6 +84,7 @@ impl Variant {
             Variant::Gue => "lbd, XDP, gue (VIP)",
             Variant::Haproxy => "HAProxy tcp mode (VIP)",
             Variant::Nftables => "nftables DNAT numgen (VIP)",
+            Variant::Tc => "lbd, tc (VIP)",
         }
     }
 
@@ -205,7 +217,8 @@ fn activate_dsr(lab: &Lab, mode: &str, lbd: &Path, workers: usize) -> Undo {
 pub fn activate<'a>(lab: &'a Lab, variant: Variant, lbd: &Path, workers: usize) -> Active<'a> {
     let (target, undo) = match variant {
         Variant::Direct => (backends(lab)[0], Undo::Nothing),
-        Variant::Xdp => (vip(), Undo::Lbd(start_lbd(lab, lbd, &lbd_config(lab)))),
+        // The lab's config says which hook (`tc_interfaces` in a tc lab).
+        Variant::Xdp | Variant::Tc => (vip(), Undo::Lbd(start_lbd(lab, lbd, &lbd_config(lab)))),
         Variant::DsrL2 | Variant::Ipip | Variant::Gue => {
             let mode = variant.dsr_mode().expect("a DSR variant");
             (vip(), activate_dsr(lab, mode, lbd, workers))
