@@ -138,9 +138,14 @@ pub(crate) fn hop_of(
     Ok(hop)
 }
 
-/// The router hop: TTL down, MACs of the next hop, out of the right NIC.
+/// The router hop: TTL down, MACs of the next hop, out of the right NIC; or, for a
+/// packet too big for that NIC, to the kernel with only its addresses rewritten, which
+/// forwards or reports it as a router does.
 #[inline(always)]
 fn send(ctx: &impl Frame, eth: *mut EthHdr, ip_hdr: *mut Ipv4Hdr, hop: &NextHop) -> u32 {
+    if !ctx.fits(hop.ifindex) {
+        return count::pass(Reason::PassFibFailed);
+    }
     unsafe {
         // TTL and protocol share the 16-bit word at offset 8, the checksum is at 10.
         let ip = ip_hdr as *mut u8;

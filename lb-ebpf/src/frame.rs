@@ -6,8 +6,9 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
+    bindings::bpf_check_mtu_flags::BPF_MTU_CHK_SEGS,
     bindings::xdp_action,
-    helpers::generated::{bpf_redirect, bpf_xdp_get_buff_len},
+    helpers::generated::{bpf_check_mtu, bpf_redirect, bpf_xdp_get_buff_len},
     programs::{TcContext, XdpContext},
     EbpfContext,
 };
@@ -30,6 +31,10 @@ pub trait Frame {
     /// The length a FIB lookup checks against the route's MTU, for a packet whose IPv4
     /// total length is `tot_len`.
     fn fib_tot_len(&self, tot_len: u16) -> u16;
+    /// Whether the frame fits NIC `ifindex`'s MTU, checked before the router hop
+    /// changes anything but the addresses, so that a frame that does not goes to the
+    /// kernel as the kernel would have got it.
+    fn fits(&self, ifindex: u32) -> bool;
     /// Sends the rewritten frame out of NIC `ifindex` (the ingress NIC included): the
     /// XDP action that does it (XDP_TX, XDP_REDIRECT), counted, or a counted pass.
     fn send_out(&self, ifindex: u32) -> u32;
@@ -64,6 +69,13 @@ impl Frame for XdpContext {
     #[inline(always)]
     fn fib_tot_len(&self, tot_len: u16) -> u16 {
         tot_len
+    }
+
+    /// The FIB lookup checked the length (a cached next hop is one that fitted: an XDP
+    /// frame is one MTU-sized packet).
+    #[inline(always)]
+    fn fits(&self, _ifindex: u32) -> bool {
+        true
     }
 
     #[inline(always)]
@@ -114,12 +126,21 @@ impl Frame for TcContext {
         EbpfContext::as_ptr(self)
     }
 
-    /// None: an skb may be a GSO packet far longer than the MTU whose segments all fit;
-    /// without a length the helper checks the skb itself (`is_skb_forwardable`), which
-    /// knows that.
+    /// None: an skb may be a GSO packet far longer than the MTU whose segments all fit
+    /// (`send_out` checks the segments against the egress NIC's MTU).
     #[inline(always)]
     fn fib_tot_len(&self, _tot_len: u16) -> u16 {
         0
+    }
+
+    /// The packet, or each segment of a GSO packet, against the NIC's MTU: a FIB lookup
+    /// given no length does not check a GSO packet's segments, and a cached next hop
+    /// checks nothing.
+    #[inline(always)]
+    fn fits(&self, ifindex: u32) -> bool {
+        let mut mtu = 0u32;
+        let flags = BPF_MTU_CHK_SEGS as u64;
+        unsafe { bpf_check_mtu(self.as_ctx(), ifindex, &mut mtu, 0, flags) == 0 }
     }
 
     /// `bpf_redirect` to the NIC's egress, its own included: no devmap, and no program

@@ -14,10 +14,17 @@
 //! is.
 //!
 //! What `lb_xdp` hands to programs of its own (UDP, IPv6, direct server return, edge
-//! protection, the SYN proxy) has no tc path: `lbd` refuses a config that needs one with
-//! a tc interface, and such a packet that reaches `lb_tc` anyway is dropped and counted.
+//! protection, the SYN proxy; ICMP errors) has no tc path: `lbd` refuses a config that
+//! needs one with a tc interface, and such a packet that reaches `lb_tc` anyway is
+//! dropped and counted (UDP, IPv6 and ICMP go to the kernel). A VLAN-tagged frame (the
+//! kernel has moved its tag out of the frame by now) goes to the kernel too, as XDP
+//! passes it.
+//!
+//! Whatever `lb_tc` does not take goes on with `TC_ACT_UNSPEC`: the next program at the
+//! NIC's tc ingress (a CNI's, say) or the filters after them, then the kernel, see it as
+//! if `lb_tc` were not there; `TC_ACT_OK` would end the chain there.
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    bindings::{xdp_action, BPF_F_PSEUDO_HDR, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC},
     macros::classifier,
     programs::TcContext,
 };
@@ -28,18 +35,25 @@ use lb_common::{
 
 use crate::{count, dsr, edge, lookup, parse, reply, to_backend, to_client, wire};
 
-/// Bytes from the start of the frame to the end of the TCP checksum of an option-less
-/// IPv4 header: what `lb_tc` needs in the skb's linear part.
-const HEADERS: usize = 14 + 20 + 18;
-/// Where the IPv4 addresses, the TCP ports and the TCP checksum sit in such a frame.
+/// Ethernet, an option-less IPv4 header and a whole TCP header: what `lb_tc` needs in
+/// the skb's linear part.
+const HEADERS: usize = 14 + 20 + 20;
+/// Where the IPv4 addresses and the TCP ports, sequence and acknowledgement numbers and
+/// checksum sit in such a frame.
 const ADDRS_AT: usize = 14 + 12;
 const PORTS_AT: usize = 14 + 20;
+const SEQ_AT: usize = 14 + 20 + 4;
+const ACK_AT: usize = 14 + 20 + 8;
 const CHECK_AT: usize = 14 + 20 + 16;
 
 #[classifier]
 pub fn lb_tc(ctx: TcContext) -> i32 {
     // A GSO or GRO skb may keep headers in its pages; direct access reaches only the
     // linear part.
+    if unsafe { (*ctx.skb.skb).vlan_present } != 0 {
+        count::pass(Reason::PassNotIpv4);
+        return TC_ACT_UNSPEC;
+    }
     if ctx.data() + HEADERS > ctx.data_end() && ctx.len() as usize >= HEADERS {
         let _ = ctx.pull_data(HEADERS as u32);
     }
@@ -81,8 +95,10 @@ fn route(ctx: &TcContext) -> u32 {
     count::pass(Reason::PassNoService)
 }
 
-/// The addresses, ports and checksum words of a frame with the headers of an IPv4 TCP
-/// packet, whatever it carries: compared after `route` to see what it rewrote. Every
+/// The words `route` may rewrite in a frame with the headers of an IPv4 TCP packet
+/// (addresses and ports by NAT; sequence and acknowledgement numbers by the SYN proxy's
+/// translation of a proxied flow recorded while the NIC ran XDP), and the TCP checksum,
+/// whatever the frame carries: compared after `route` to see what it rewrote. Every
 /// field is always written (no `Option`): the verifier refuses a copy of a value whose
 /// bytes were never set, which an `Option`'s `None` leaves.
 #[derive(Clone, Copy)]
@@ -90,6 +106,8 @@ struct Tuple {
     src: u32,
     dst: u32,
     ports: u32,
+    seq: u32,
+    ack: u32,
     check: u16,
     /// The frame is long enough to hold the words.
     read: bool,
@@ -103,6 +121,8 @@ fn tuple(ctx: &TcContext) -> Tuple {
             src: 0,
             dst: 0,
             ports: 0,
+            seq: 0,
+            ack: 0,
             check: 0,
             read: false,
         };
@@ -113,6 +133,8 @@ fn tuple(ctx: &TcContext) -> Tuple {
             src: wire::get32(at.add(ADDRS_AT)),
             dst: wire::get32(at.add(ADDRS_AT + 4)),
             ports: wire::get32(at.add(PORTS_AT)),
+            seq: wire::get32(at.add(SEQ_AT)),
+            ack: wire::get32(at.add(ACK_AT)),
             check: wire::get16(at.add(CHECK_AT)),
             read: true,
         }
@@ -120,12 +142,12 @@ fn tuple(ctx: &TcContext) -> Tuple {
 }
 
 /// `route`'s XDP action as tc's, after patching the TCP checksum of a rewritten packet
-/// for what the skb is (see the module doc). Only `route`'s rewrite changes addresses or
-/// ports, and only of IPv4 TCP packets without options.
+/// for what the skb is (see the module doc). Only `route` rewrites those words, and only
+/// of IPv4 TCP packets without options.
 #[inline(always)]
 fn finish(ctx: &TcContext, before: Tuple, action: u32) -> i32 {
     let tc_action = match action {
-        xdp_action::XDP_PASS => TC_ACT_OK,
+        xdp_action::XDP_PASS => TC_ACT_UNSPEC,
         xdp_action::XDP_TX | xdp_action::XDP_REDIRECT => TC_ACT_REDIRECT,
         xdp_action::XDP_DROP | xdp_action::XDP_ABORTED => return TC_ACT_SHOT,
         // A hand-over to a program `lb_xdp` has and `lb_tc` has not.
@@ -140,10 +162,8 @@ fn finish(ctx: &TcContext, before: Tuple, action: u32) -> i32 {
         _ => return TC_ACT_SHOT,
     };
     let after = tuple(ctx);
-    if before.read
-        && after.read
-        && (before.src, before.dst, before.ports) != (after.src, after.dst, after.ports)
-    {
+    let words = |t: &Tuple| (t.src, t.dst, t.ports, t.seq, t.ack);
+    if before.read && after.read && words(&before) != words(&after) {
         patch_l4_checksum(ctx, &before, &after);
     }
     tc_action
@@ -165,7 +185,14 @@ fn patch_l4_checksum(ctx: &TcContext, before: &Tuple, after: &Tuple) {
     if before.dst != after.dst {
         let _ = ctx.l4_csum_replace(CHECK_AT, before.dst as u64, after.dst as u64, pseudo);
     }
-    if before.ports != after.ports {
-        let _ = ctx.l4_csum_replace(CHECK_AT, before.ports as u64, after.ports as u64, 4);
+    // Words the segment's own checksum covers: nothing to do for a partial checksum.
+    for (old, new) in [
+        (before.ports, after.ports),
+        (before.seq, after.seq),
+        (before.ack, after.ack),
+    ] {
+        if old != new {
+            let _ = ctx.l4_csum_replace(CHECK_AT, old as u64, new as u64, 4);
+        }
     }
 }

@@ -442,10 +442,16 @@ fn check_links<D: Dataplane>(shared: &SharedRuntime<D>, metrics: &Metrics) {
             LinkChange::Displaced {
                 interface,
                 ifindex,
+                program,
                 found,
             } => {
+                let hook = if program == lb_common::limits::PROGRAM_TC {
+                    "tc ingress"
+                } else {
+                    "XDP"
+                };
                 warn!(
-                    "lb_xdp is no longer attached to {interface} (ifindex {ifindex}; XDP \
+                    "{program} is no longer attached to {interface} (ifindex {ifindex}; {hook} \
                      programs there: {found:?}): it was detached or replaced; attaching it again"
                 );
                 metrics.count_interface_event(&interface, "lost");

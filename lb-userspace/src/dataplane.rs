@@ -198,11 +198,13 @@ pub struct LiveState {
 pub enum LinkChange {
     /// The NIC is gone (its link severed); nothing to attach to until it is back.
     Lost { interface: String, ifindex: u32 },
-    /// The NIC is there but runs another XDP program, or none (listed by id): the link
-    /// was detached or replaced. A new link is attached at once.
+    /// The NIC is there but its hook runs other programs, or none (listed by id): the
+    /// link was detached or replaced. A new link is attached at once.
     Displaced {
         interface: String,
         ifindex: u32,
+        /// The program that should run there (`lb_xdp`, or `lb_tc` at tc ingress).
+        program: &'static str,
         found: Vec<u32>,
     },
     /// The pin directory was removed (`lbd --detach --force`): lbd stays detached from

@@ -5,7 +5,8 @@
 //! file: retrying cannot help).
 //!
 //! Checked: the admin API's token files (owner-only, long enough, each its own token); every interface exists
-//! in this network namespace and runs no XDP program but this lbd's; `pin_dir` is on bpffs; pinned maps, if any, fit this build
+//! in this network namespace and runs no XDP program but this lbd's; with `tc_interfaces`,
+//! a kernel with TCX links (6.6); `pin_dir` is on bpffs; pinned maps, if any, fit this build
 //! and config (the same check the loader makes before adopting them); the maps fit in
 //! the memory available; and at start only (a running lbd holds them while `--check`
 //! runs), that the listeners' addresses are free.
@@ -61,6 +62,11 @@ pub fn check(config: &Config, stage: Stage) -> Result<(), ConfigError> {
             }
         }
     }
+    if !config.tc_interfaces.is_empty() {
+        if let Err(e) = tcx_supported() {
+            err("tc_interfaces", e);
+        }
+    }
     let pins = PinDir::new(&config.pin_dir);
     for (i, name) in config.interfaces.iter().enumerate() {
         let checked =
@@ -109,6 +115,20 @@ pub fn check(config: &Config, stage: Stage) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError { errors })
     }
+}
+
+/// The NICs of `tc_interfaces` are attached through TCX links, which Linux has since
+/// 6.6: before that a tc program attaches through netlink, and such an attachment cannot
+/// be pinned, so the data path would not outlive lbd.
+fn tcx_supported() -> Result<(), String> {
+    let current = aya::util::KernelVersion::current()
+        .map_err(|e| format!("reading the kernel's version: {e}"))?;
+    if current < aya::util::KernelVersion::new(6, 6, 0) {
+        return Err(format!(
+            "needs Linux 6.6 or later (TCX links); this kernel is {current}"
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a NIC that already runs an XDP program other than this lbd's: attaching

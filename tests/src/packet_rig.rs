@@ -54,8 +54,9 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
-/// tc's actions (`TC_ACT_*`), which `lb_tc` returns.
-pub const TC_ACT_OK: u32 = 0;
+/// tc's actions (`TC_ACT_*`), which `lb_tc` returns; `TC_ACT_UNSPEC` is -1, as the
+/// test run's u32 return value shows it.
+pub const TC_ACT_UNSPEC: u32 = u32::MAX;
 pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_REDIRECT: u32 = 7;
 
@@ -346,6 +347,17 @@ impl Rig {
         self.with_dataplane_loaded_with(config, None, f)
     }
 
+    /// [`Rig::with_dataplane`] with `lb_tc` loaded too, as for both NICs in
+    /// `tc_interfaces`: set after validation, so that a test can give `lb_tc` the
+    /// services a tc node refuses, and see what it does with their packets.
+    pub fn with_dataplane_at_tc<T: Send>(
+        &self,
+        config: &str,
+        f: impl FnOnce(&mut Controller<KernelDataplane>) -> T + Send,
+    ) -> T {
+        self.with_dataplane_loaded(config, None, true, f)
+    }
+
     /// [`Rig::with_dataplane`], the object loaded with only the capabilities in `caps`
     /// effective (see [`crate::caps`]) if given, all of the test's otherwise.
     pub fn with_dataplane_loaded_with<T: Send>(
@@ -354,9 +366,22 @@ impl Rig {
         caps: Option<&'static [caps::Capability]>,
         f: impl FnOnce(&mut Controller<KernelDataplane>) -> T + Send,
     ) -> T {
+        self.with_dataplane_loaded(config, caps, false, f)
+    }
+
+    fn with_dataplane_loaded<T: Send>(
+        &self,
+        config: &str,
+        caps: Option<&'static [caps::Capability]>,
+        tc: bool,
+        f: impl FnOnce(&mut Controller<KernelDataplane>) -> T + Send,
+    ) -> T {
         let (c0, b0) = (self.c0, self.b0);
         netns::run_in(&self.ns, move || {
-            let config = config::parse(config).expect("rig config is valid");
+            let mut config = config::parse(config).expect("rig config is valid");
+            if tc {
+                config.tc_interfaces = vec!["c0".into(), "b0".into()];
+            }
             let load = || KernelDataplane::load(&config, None);
             let mut dp = match caps {
                 Some(caps) => crate::caps::with_effective(caps, load),

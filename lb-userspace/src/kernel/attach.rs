@@ -104,15 +104,27 @@ impl KernelDataplane {
                 }
             }
         }
-        // Every NIC is a redirect target before any program of this lbd runs: before a
-        // link runs this lb_xdp, and before the running lb_xdp's tail calls reach the
-        // programs it tail-calls through the shared program array.
+        // Every XDP NIC is a redirect target before any program of this lbd runs: before
+        // a link runs this lb_xdp, and before the running lb_xdp's tail calls reach the
+        // programs it tail-calls through the shared program array. A NIC at tc is none:
+        // XDP_REDIRECT into a veth needs NAPI on its peer (an XDP program there), which
+        // a veth at tc does not have, so lb_xdp hands a packet for it to the kernel
+        // (`pass_egress_not_attached`), which forwards it.
         let ifindexes = interfaces
             .iter()
             .map(|name| ifindex_of(name))
             .collect::<anyhow::Result<Vec<u32>>>()?;
-        for ifindex in &ifindexes {
-            self.add_egress(*ifindex)?;
+        for (name, ifindex) in interfaces.iter().zip(&ifindexes) {
+            if self.links.hook(name) == Hook::Xdp {
+                self.add_egress(*ifindex)?;
+            }
+        }
+        if !tc_interfaces.is_empty() {
+            anyhow::ensure!(
+                self.tc_loaded,
+                "lb_tc was not loaded (the config this data path was loaded with has no \
+                 tc_interfaces)"
+            );
         }
         self.install_tail_called()?;
         for (name, ifindex) in interfaces.iter().zip(ifindexes) {

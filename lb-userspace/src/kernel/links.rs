@@ -156,6 +156,7 @@ impl KernelDataplane {
                         changes.push(LinkChange::Displaced {
                             interface: name.clone(),
                             ifindex,
+                            program: self.links.hook(&name).program(),
                             found,
                         });
                         self.attach_again(name, ifindex, &mut changes);
@@ -235,7 +236,9 @@ impl KernelDataplane {
     }
 
     fn reattach(&mut self, name: &str, ifindex: u32) -> anyhow::Result<()> {
-        self.add_egress(ifindex)?;
+        if self.links.hook(name) == Hook::Xdp {
+            self.add_egress(ifindex)?;
+        }
         self.install_tail_called()?;
         let pins = self.links.pins.clone();
         if let Some(pins) = &pins {

@@ -123,22 +123,26 @@ pub(super) struct TailCalled {
 }
 
 /// Verifies and loads lb_xdp, the programs it tail-calls (lb_reply, lb_edge,
-/// lb_place, ...) and lb_tc, whose descriptors go into the program array later, and stamps the layout
+/// lb_place, ...) and, with `tc` (the config has `tc_interfaces`), lb_tc: whose descriptors go into the program array later, and stamps the layout
 /// version on maps created now (adopted ones carry theirs).
 fn load_programs(
     ebpf: &mut Ebpf,
     adopted: bool,
+    tc: bool,
 ) -> anyhow::Result<(ProgramArray<MapData>, Vec<TailCalled>)> {
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_XDP)
         .context("the XDP object has no program lb_xdp")?
         .try_into()?;
     program.load().context("verifying and loading lb_xdp")?;
-    let tc: &mut SchedClassifier = ebpf
-        .program_mut(PROGRAM_TC)
-        .context("the XDP object has no program lb_tc")?
-        .try_into()?;
-    tc.load().context("verifying and loading lb_tc")?;
+    // Only when a NIC will run it: a node at XDP alone never depends on its verifying.
+    if tc {
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(PROGRAM_TC)
+            .context("the XDP object has no program lb_tc")?
+            .try_into()?;
+        program.load().context("verifying and loading lb_tc")?;
+    }
     let mut tail_called = Vec::new();
     for (name, slot) in [
         (PROGRAM_REPLY, PROGRAMS_SLOT_REPLY),
@@ -215,8 +219,10 @@ impl KernelDataplane {
         let mut ebpf = loader
             .load(object)
             .context("loading the XDP object into the kernel")?;
-        let (programs, tail_called) = load_programs(&mut ebpf, adopted)?;
+        let tc = !config.tc_interfaces.is_empty();
+        let (programs, tail_called) = load_programs(&mut ebpf, adopted, tc)?;
         let mut dataplane = Self::with_maps(ebpf, programs, tail_called, adopted)?;
+        dataplane.tc_loaded = tc;
         if !adopted {
             // Nothing runs the array's programs yet: no old lb_xdp can reach these
             // before their egress map is filled.
@@ -301,6 +307,7 @@ impl KernelDataplane {
             pending_tail_called: tail_called,
             ebpf,
             attached: Vec::new(),
+            tc_loaded: false,
             links: links::Links::default(),
             adopted,
             flow_entries: 0,
@@ -364,7 +371,7 @@ impl KernelDataplane {
             .expect("checked at load")
     }
 
-    /// The tc ingress program (`lb_tc`), loaded whether or not a NIC runs it.
+    /// The tc ingress program (`lb_tc`), loaded if the config has `tc_interfaces`.
     pub fn tc_program(&self) -> &SchedClassifier {
         self.ebpf
             .program(PROGRAM_TC)

@@ -9,6 +9,7 @@ use lb_common::counters::{Reason, REASONS};
 use lb_tests::{
     frame::{checksums_valid, Frame},
     frame6::Frame6,
+    netns,
     packet_rig::*,
     rig_config_with, rig_dsr_services,
     udp_frame::Datagram,
@@ -35,7 +36,7 @@ fn run_counted(dp: &KernelDataplane, ifindex: u32, frame: &[u8], reason: Reason)
 fn a_connection_through_tc_gets_exactly_the_frames_xdp_sends() {
     let rig = Rig::build();
     let (c0_mac, b0_mac) = (rig.c0_mac, rig.b0_mac);
-    rig.with_dataplane(CONFIG, |c| {
+    rig.with_dataplane_at_tc(CONFIG, |c| {
         let web = service_id(c, "web");
         // The same connection through each program, from its own client port; `lb_xdp`'s
         // frames are the reference the expected frames are checked against too.
@@ -110,7 +111,7 @@ fn a_connection_through_tc_gets_exactly_the_frames_xdp_sends() {
 fn tc_sends_a_frame_back_out_of_its_own_nic_and_records_a_round_robin_syn() {
     let rig = Rig::build();
     let c0_mac = rig.c0_mac;
-    rig.with_dataplane(CONFIG, |c| {
+    rig.with_dataplane_at_tc(CONFIG, |c| {
         let dp = c.dataplane();
         let syn = Frame {
             dst_mac: c0_mac,
@@ -150,11 +151,11 @@ fn what_the_tc_path_does_not_carry_is_passed_untouched_or_dropped_and_counted() 
 "#,
         rig_dsr_services!()
     );
-    rig.with_dataplane(config, |c| {
+    rig.with_dataplane_at_tc(config, |c| {
         let dp = c.dataplane();
         let passes = |frame: &[u8], reason: Reason| {
             let r = run_counted(dp, rig.c0, frame, reason);
-            expect_run(&r, TC_ACT_OK, frame, &format!("{reason:?}"));
+            expect_run(&r, TC_ACT_UNSPEC, frame, &format!("{reason:?}"));
         };
         let not_a_vip = Frame {
             dst: "10.99.0.1".parse().unwrap(),
@@ -181,5 +182,43 @@ fn what_the_tc_path_does_not_carry_is_passed_untouched_or_dropped_and_counted() 
             let r = run_counted(dp, rig.c0, &syn.bytes(), reason);
             assert_eq!(r.action, TC_ACT_SHOT, "{service}");
         }
+    });
+}
+
+#[test]
+fn a_packet_too_big_for_the_backends_nic_goes_to_the_kernel_with_only_its_addresses_rewritten() {
+    let rig = Rig::build();
+    netns::ns_ip(&rig.ns, &["link", "set", "b0", "mtu", "1280"]);
+    let c0_mac = rig.c0_mac;
+    rig.with_dataplane_at_tc(CONFIG, |c| {
+        let dp = c.dataplane();
+        let web = service_id(c, "web");
+        // A segment of 1,400 bytes of data: a 1,440-byte IPv4 packet, over b0's 1,280.
+        let big = Frame {
+            dst_mac: c0_mac,
+            flags: 0x18,
+            payload: vec![b'x'; 1400],
+            ..client_syn(44000)
+        };
+        // A small one first: its route to the backend is cached, so the big one meets no
+        // FIB lookup (which would refuse it too) but the MTU check before the hop.
+        let small = Frame {
+            payload: b"hi".to_vec(),
+            ..big.clone()
+        };
+        let r = run_counted(dp, rig.c0, &small.bytes(), Reason::RedirectInterface);
+        assert_eq!(r.action, TC_ACT_REDIRECT);
+        let r = run_counted(dp, rig.c0, &big.bytes(), Reason::PassFibFailed);
+        let backend = table_backend(c, "web", 44000);
+        // The kernel gets it as it would route it: the TTL and MACs of the client's hop.
+        let expected = Frame {
+            dst: backend,
+            dport: 8080,
+            ..big.clone()
+        };
+        expect_run(&r, TC_ACT_UNSPEC, &expected.bytes(), &"too big");
+        assert!(checksums_valid(&r.output));
+        let s = dp.service_counters(web).unwrap();
+        assert_eq!(s.packets_to_backend, 2);
     });
 }
