@@ -14,8 +14,13 @@ use crate::{
 
 /// Runs a frame and checks that exactly one reason counter moved, by one.
 pub fn run_counted(dp: &KernelDataplane, ifindex: u32, frame: &[u8], reason: Reason) -> RunResult {
+    counted(dp, reason, || run_once(dp.program(), ifindex, frame))
+}
+
+/// `run`, which must move exactly one reason counter (`reason`), by one.
+pub fn counted(dp: &KernelDataplane, reason: Reason, run: impl FnOnce() -> RunResult) -> RunResult {
     let before = dp.reason_counters().unwrap();
-    let result = run_once(dp.program(), ifindex, frame);
+    let result = run();
     let after = dp.reason_counters().unwrap();
     for (slot, (r, name)) in REASONS.iter().enumerate() {
         let want = before[slot] + u64::from(*r == reason);

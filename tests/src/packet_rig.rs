@@ -12,7 +12,7 @@
 //! 2001:db8:1::1/64 with backends 2001:db8:1::11-13.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp};
 use lb_common::{
     flow::FlowKey,
     hash::{flow_hash, source_hash},
@@ -408,39 +408,36 @@ pub struct RunResult {
 /// Runs one frame through `program` once, as if received on `ifindex`. Must be called
 /// from a thread inside the rig's namespace (the FIB lookup uses it).
 pub fn run_once(program: &Xdp, ifindex: u32, frame: &[u8]) -> RunResult {
-    let mut out = vec![0u8; frame.len() + 256];
     // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
     // egress_ifindex }: the kernel wants data = 0 and data_end = the frame length.
     let ctx: Vec<u8> = [0u32, frame.len() as u32, 0, ifindex, 0, 0]
         .iter()
         .flat_map(|v| v.to_ne_bytes())
         .collect();
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    opts.ctx_in = Some(&ctx);
-    let result = program.test_run(opts).expect("BPF_PROG_TEST_RUN");
-    out.truncate(result.data_size_out as usize);
-    RunResult {
-        action: result.return_value,
-        output: out,
-        nanos: result.duration.as_nanos() as u64,
-    }
+    test_run(program, frame, &ctx)
 }
 
 /// [`run_once`] for the tc program (`lb_tc`): the frame as an skb received on `ifindex`
 /// (whose checksum nothing vouches for, as from a NIC without offloads).
 pub fn run_tc_once(program: &SchedClassifier, ifindex: u32, frame: &[u8]) -> RunResult {
-    let mut out = vec![0u8; frame.len() + 256];
     // struct __sk_buff is 192 bytes; the kernel takes a few fields from it and wants the
     // rest zero. `ifindex` (at byte 40) is the device the skb arrives on.
     let mut ctx = vec![0u8; 192];
     ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    test_run(program, frame, &ctx)
+}
+
+/// One BPF_PROG_TEST_RUN of `program` on `frame` with context `ctx`.
+fn test_run<P>(program: &P, frame: &[u8], ctx: &[u8]) -> RunResult
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
+    let mut out = vec![0u8; frame.len() + 256];
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(frame);
     opts.data_out = Some(&mut out);
-    opts.ctx_in = Some(&ctx);
-    let result = program.test_run(opts).expect("BPF_PROG_TEST_RUN of lb_tc");
+    opts.ctx_in = Some(ctx);
+    let result = program.test_run(opts).expect("BPF_PROG_TEST_RUN");
     out.truncate(result.data_size_out as usize);
     RunResult {
         action: result.return_value,

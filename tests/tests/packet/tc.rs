@@ -5,11 +5,11 @@
 //! is dropped and counted. A test run's skb has no checksum offload state, as from a NIC
 //! without offloads; a veth's partial checksums are exercised end to end by the lab's tc
 //! test (`lab::tc_hook`).
-use lb_common::counters::{Reason, REASONS};
+use lb_common::counters::Reason;
 use lb_tests::{
     frame::{checksums_valid, Frame},
     frame6::Frame6,
-    netns,
+    netns, packet_exchange,
     packet_rig::*,
     rig_config_with, rig_dsr_services,
     udp_frame::Datagram,
@@ -19,17 +19,7 @@ use lb_userspace::kernel::KernelDataplane;
 /// Runs a frame through `lb_tc` as received on `ifindex` and checks that exactly one
 /// reason counter moved, by one.
 fn run_counted(dp: &KernelDataplane, ifindex: u32, frame: &[u8], reason: Reason) -> RunResult {
-    let before = dp.reason_counters().unwrap();
-    let result = run_tc_once(dp.tc_program(), ifindex, frame);
-    let after = dp.reason_counters().unwrap();
-    for (slot, (r, name)) in REASONS.iter().enumerate() {
-        let want = before[slot] + u64::from(*r == reason);
-        assert_eq!(
-            after[slot], want,
-            "counter {name} after a frame expected to count {reason:?}"
-        );
-    }
-    result
+    packet_exchange::counted(dp, reason, || run_tc_once(dp.tc_program(), ifindex, frame))
 }
 
 #[test]

@@ -378,7 +378,7 @@ mod tests {
             [
                 "end to end, wrk_close, direct: 10 succeeded, 2 failed",
                 "end to end, wrk_close, xdp: 0 succeeded, 0 failed",
-                "end to end: lbd's XDP program counted no new flow",
+                "end to end: lbd's program counted no new flow",
             ]
         );
     }
