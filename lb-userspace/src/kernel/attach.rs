@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context as _};
 use aya::programs::{
-    links::{FdLink, LinkType, PinnedLink},
+    links::{FdLink, PinnedLink},
     tc::{SchedClassifierLink, SchedClassifierLinkId, TcAttachType},
     xdp::{XdpLink, XdpLinkId},
     SchedClassifier, Xdp, XdpMode,
@@ -12,41 +12,8 @@ use aya::programs::{
 use lb_common::limits::*;
 use log::{info, warn};
 
-use super::{links, links::ifindex_of, KernelDataplane};
+use super::{hook::Hook, links, links::ifindex_of, KernelDataplane};
 use crate::{kernel::pins::PinDir, model::config::XdpAttachMode};
-
-/// Where a NIC runs the data path: `lb_xdp` at XDP, or `lb_tc` at tc ingress (the
-/// config's `tc_interfaces`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
-    Xdp,
-    Tc,
-}
-
-impl Hook {
-    /// The program a NIC at this hook runs.
-    pub fn program(self) -> &'static str {
-        match self {
-            Hook::Xdp => PROGRAM_XDP,
-            Hook::Tc => PROGRAM_TC,
-        }
-    }
-
-    /// The kind of link that attaches it, as logs name it.
-    pub fn link_kind(self) -> &'static str {
-        match self {
-            Hook::Xdp => "XDP",
-            Hook::Tc => "TCX",
-        }
-    }
-
-    fn link_type(self) -> LinkType {
-        match self {
-            Hook::Xdp => LinkType::Xdp,
-            Hook::Tc => LinkType::Tcx,
-        }
-    }
-}
 
 /// An attachment lbd holds itself (not pinned): detached when lbd lets go of it.
 #[derive(Debug)]

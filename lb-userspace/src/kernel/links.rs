@@ -15,7 +15,7 @@ use anyhow::{bail, Context as _};
 use aya::programs::{links::PinnedLink, tc::TcAttachType, ProgramError, SchedClassifier};
 use log::{info, warn};
 
-use super::{attach::Hook, KernelDataplane};
+use super::{hook::Hook, KernelDataplane};
 use crate::{
     dataplane::LinkChange, kernel::link_watch, kernel::pins::PinDir, model::config::XdpAttachMode,
 };

@@ -6,6 +6,7 @@ pub mod ebpf_object;
 mod edge;
 mod flow_table;
 mod flows;
+mod hook;
 pub mod link_watch;
 mod links;
 mod load;
