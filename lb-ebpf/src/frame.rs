@@ -127,7 +127,7 @@ impl Frame for TcContext {
     }
 
     /// None: an skb may be a GSO packet far longer than the MTU whose segments all fit
-    /// (`send_out` checks the segments against the egress NIC's MTU).
+    /// (`fits` checks the segments against the egress NIC's MTU).
     #[inline(always)]
     fn fib_tot_len(&self, _tot_len: u16) -> u16 {
         0

@@ -48,12 +48,14 @@ const CHECK_AT: usize = 14 + 20 + 16;
 
 #[classifier]
 pub fn lb_tc(ctx: TcContext) -> i32 {
-    // A GSO or GRO skb may keep headers in its pages; direct access reaches only the
-    // linear part.
+    // The frame of a VLAN-tagged skb no longer holds the tag: forwarded, it would
+    // leave with the tag on another NIC's VLAN.
     if unsafe { (*ctx.skb.skb).vlan_present } != 0 {
         count::pass(Reason::PassNotIpv4);
         return TC_ACT_UNSPEC;
     }
+    // A GSO or GRO skb may keep headers in its pages; direct access reaches only the
+    // linear part.
     if ctx.data() + HEADERS > ctx.data_end() && ctx.len() as usize >= HEADERS {
         let _ = ctx.pull_data(HEADERS as u32);
     }
