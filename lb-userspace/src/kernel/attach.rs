@@ -88,7 +88,7 @@ impl KernelDataplane {
         }
         if !tc_interfaces.is_empty() {
             anyhow::ensure!(
-                self.tc_loaded,
+                self.tc_program().fd().is_ok(),
                 "lb_tc was not loaded (the config this data path was loaded with has no \
                  tc_interfaces)"
             );

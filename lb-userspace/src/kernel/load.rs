@@ -222,7 +222,6 @@ impl KernelDataplane {
         let tc = !config.tc_interfaces.is_empty();
         let (programs, tail_called) = load_programs(&mut ebpf, adopted, tc)?;
         let mut dataplane = Self::with_maps(ebpf, programs, tail_called, adopted)?;
-        dataplane.tc_loaded = tc;
         if !adopted {
             // Nothing runs the array's programs yet: no old lb_xdp can reach these
             // before their egress map is filled.
@@ -307,7 +306,6 @@ impl KernelDataplane {
             pending_tail_called: tail_called,
             ebpf,
             attached: Vec::new(),
-            tc_loaded: false,
             links: links::Links::default(),
             adopted,
             flow_entries: 0,

@@ -93,8 +93,6 @@ pub struct KernelDataplane {
     pending_tail_called: Vec<load::TailCalled>,
     /// Unpinned attachments, detached on drop.
     attached: Vec<(String, attach::LinkId)>,
-    /// Whether `lb_tc` was loaded (the config has `tc_interfaces`).
-    tc_loaded: bool,
     /// What [`Self::attach`] was asked for, to re-attach a re-created NIC alike.
     links: Links,
     adopted: bool,

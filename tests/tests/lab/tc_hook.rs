@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use aya::programs::{tc::TcAttachType, SchedClassifier};
 use lb_tests::{
-    client, lab_config, lbd_metrics, netns, vip, Family, Lab, LabSpec, RunningLb, VIP_PORT,
+    client, lab_config, lbd_metrics, netns, vip, BurstResult, Family, Lab, LabSpec, RunningLb,
+    VIP_PORT,
 };
 
 /// `lb_service_{packets,bytes}_total` of service `web` towards the backends.
@@ -68,19 +69,7 @@ fn connections_and_bulk_data_cross_lb_tc_with_offloads_on() {
         assert!(!link.contains("xdp"), "no XDP on {dev}: {link}");
     }
 
-    let result = lb.burst_in(
-        Family::V4,
-        300,
-        Duration::from_secs(3),
-        Duration::from_secs(120),
-    );
-    assert!(
-        result.failed.is_empty() && result.ok == 300,
-        "{} of 300 connections failed: {:?}\nlbd log:\n{}",
-        result.failed.len(),
-        &result.failed[..result.failed.len().min(5)],
-        lb.lbd.log()
-    );
+    let result = connect(&lb, 300, Duration::from_secs(120));
     let client = lb.lab.client_addr();
     for reply in &result.replies {
         assert_eq!(reply.remote.ip(), vip(Family::V4));
@@ -128,14 +117,9 @@ fn connections_and_bulk_data_cross_lb_tc_with_offloads_on() {
     }
 }
 
-/// Runs `count` connections through the VIP; every one must succeed.
-fn connect(lb: &RunningLb, count: usize) {
-    let result = lb.burst_in(
-        Family::V4,
-        count,
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    );
+/// Runs `count` connections through the VIP within `within`; every one must succeed.
+fn connect(lb: &RunningLb, count: usize, within: Duration) -> BurstResult {
+    let result = lb.burst_in(Family::V4, count, Duration::from_secs(3), within);
     assert!(
         result.failed.is_empty() && result.ok == count,
         "{} of {count} connections failed: {:?}\nlbd log:\n{}",
@@ -143,6 +127,7 @@ fn connect(lb: &RunningLb, count: usize) {
         &result.failed[..result.failed.len().min(5)],
         lb.lbd.log()
     );
+    result
 }
 
 #[test]
@@ -151,7 +136,7 @@ fn a_restart_swaps_lb_tc_on_its_pinned_links_and_leaving_tc_moves_the_nics_to_xd
     let lb_ns = lab.lb_ns().to_string();
     let config = lab_config(&lab, &[1, 1, 1]);
     let mut lb = RunningLb::start(lab, &config);
-    connect(&lb, 30);
+    connect(&lb, 30, Duration::from_secs(60));
     // SIGTERM leaves the links pinned, forwarding; the next lbd swaps its program in.
     lb.restart_lbd_after_sigterm();
     let log = lb.lbd.log();
@@ -162,7 +147,7 @@ fn a_restart_swaps_lb_tc_on_its_pinned_links_and_leaving_tc_moves_the_nics_to_xd
         );
         assert_eq!(tc_programs(&lb.lab, &lb_ns, dev), vec!["lb_tc"], "{dev}");
     }
-    connect(&lb, 30);
+    connect(&lb, 30, Duration::from_secs(60));
     // The same node without `tc_interfaces`: XDP takes each NIC before tc leaves it.
     let xdp_config = config.replace("tc_interfaces: [lbc, lbb]\n", "");
     assert_ne!(xdp_config, config);
