@@ -1,19 +1,21 @@
-//! The IPv4 flow tables: each connection's slot pair first, then the LRU map of the
-//! entry's direction (see `lb_common::flow_slots`). Finding a flow in its slot is one
-//! inlined array read; a new connection whose slot is empty is recorded with a
-//! compare-and-swap and a few stores per direction instead of LRU inserts, and a packet
-//! whose slot never sent an entry to the LRU map does not look there.
+//! The IPv4 flow tables: each connection's home slot pair, then its buddy's, then the LRU
+//! map of the entry's direction (see `lb_common::flow_slots`). Finding a flow in its home
+//! is one inlined array read; a new connection whose home or buddy half is empty is
+//! recorded with a compare-and-swap and a few stores per direction instead of LRU inserts,
+//! and a packet whose home never sent an entry to the buddy or the LRU map does not look
+//! there.
 use core::{
     intrinsics::{atomic_cxchg, atomic_xadd, atomic_xor, AtomicOrdering::Relaxed},
-    ptr::{addr_of_mut, read_volatile, write_volatile},
+    ptr::{addr_of_mut, read_volatile, write_volatile, NonNull},
 };
 
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn},
     flow_slots::{
-        busy_tag, forward_index, key_words, may_overflow, ready_tag, reply_index, slot_state,
-        SlotPair, SLOT_EMPTY, SLOT_OVERFLOW_ONE, SLOT_READY,
+        buddy, busy_tag, forward_index, key_words, may_overflow, ready_tag, reply_index,
+        slot_state, SlotPair, FORWARD_HALF_OFFSET, HALF_DISPLACED_OFFSET, HALF_VALUE_OFFSET,
+        REPLY_HALF_OFFSET, SLOT_EMPTY, SLOT_OVERFLOW_ONE, SLOT_READY,
     },
 };
 
@@ -55,13 +57,95 @@ enum Half {
     Taken(u64),
 }
 
+/// One direction's half of a slot pair (`HALF` bytes from the pair's start): where its
+/// tag, key, value and displaced count are. It holds only the pair's address, checked not
+/// null, so that no address inside a pair that may not exist is computed before the check
+/// (the verifier refuses arithmetic on a pointer that may be null).
+#[derive(Clone, Copy)]
+struct HalfAt<const HALF: usize> {
+    pair: NonNull<SlotPair>,
+}
+
+impl<const HALF: usize> HalfAt<HALF> {
+    #[inline(always)]
+    fn of(index: u32) -> Option<Self> {
+        NonNull::new(FLOW_SLOTS.get_ptr_mut(index)?).map(|pair| Self { pair })
+    }
+
+    #[inline(always)]
+    fn at(&self, offset: usize) -> *mut u8 {
+        unsafe { (self.pair.as_ptr() as *mut u8).add(HALF + offset) }
+    }
+
+    #[inline(always)]
+    fn tag(&self) -> *mut u64 {
+        self.at(0) as *mut u64
+    }
+
+    #[inline(always)]
+    fn key(&self) -> *mut FlowKey {
+        self.at(8) as *mut FlowKey
+    }
+
+    #[inline(always)]
+    fn value(&self) -> *mut u8 {
+        self.at(HALF_VALUE_OFFSET)
+    }
+
+    #[inline(always)]
+    fn displaced(&self) -> *mut u32 {
+        self.at(HALF_DISPLACED_OFFSET) as *mut u32
+    }
+
+    #[inline(always)]
+    fn read(&self, key: &FlowKey) -> Half {
+        let tag = unsafe { read_volatile(self.tag()) };
+        match slot_state(tag) {
+            SLOT_EMPTY => Half::Empty(tag),
+            SLOT_READY if same_key(self.key(), key) => Half::Own(tag),
+            _ => Half::Taken(tag),
+        }
+    }
+
+    /// Whether an entry of this home may be in the buddy's half.
+    #[inline(always)]
+    fn may_be_displaced(&self) -> bool {
+        unsafe { read_volatile(self.displaced()) != 0 }
+    }
+}
+
+/// Where a lookup of `key` ends.
+enum Found {
+    /// In this half.
+    Half(*mut u8),
+    /// Not in the slots; in the LRU map, if anywhere.
+    Lru,
+    /// Nowhere.
+    Missing,
+}
+
+/// Looks `key` up in its home half, then, if an entry of that home was ever put there,
+/// the buddy's, then says whether the LRU map may hold it.
 #[inline(always)]
-fn half_for(tag_ptr: *const u64, slot_key: *const FlowKey, key: &FlowKey) -> Half {
-    let tag = unsafe { read_volatile(tag_ptr) };
-    match slot_state(tag) {
-        SLOT_EMPTY => Half::Empty(tag),
-        SLOT_READY if same_key(slot_key, key) => Half::Own(tag),
-        _ => Half::Taken(tag),
+fn find_in_slots<const HALF: usize>(index: u32, key: &FlowKey) -> Found {
+    let Some(home) = HalfAt::<HALF>::of(index) else {
+        return Found::Missing;
+    };
+    let tag = match home.read(key) {
+        Half::Own(_) => return Found::Half(home.value()),
+        Half::Empty(tag) | Half::Taken(tag) => tag,
+    };
+    if home.may_be_displaced() {
+        if let Some(buddy) = HalfAt::<HALF>::of(buddy(index)) {
+            if let Half::Own(_) = buddy.read(key) {
+                return Found::Half(buddy.value());
+            }
+        }
+    }
+    if may_overflow(tag) {
+        Found::Lru
+    } else {
+        Found::Missing
     }
 }
 
@@ -83,92 +167,129 @@ fn publish(tag_ptr: *mut u64, tag: u64) {
     unsafe { atomic_xor::<u64, u64, { Relaxed }>(tag_ptr, busy_tag(tag) ^ ready_tag(tag)) };
 }
 
-/// Counts an entry of the half's slot put into the LRU map, after the insert (see
+/// Counts an entry of the half's home put into the LRU map, after the insert (see
 /// `lb_common::flow_slots`).
 #[inline(always)]
 fn overflowed(tag_ptr: *mut u64) {
     unsafe { atomic_xadd::<u64, u64, { Relaxed }>(tag_ptr, SLOT_OVERFLOW_ONE) };
 }
 
+/// A half claimed for writing: where, from which tag, and the home to count it in when
+/// it is the buddy's.
+struct Claimed<const HALF: usize> {
+    half: HalfAt<HALF>,
+    tag: u64,
+    displaced_from: Option<HalfAt<HALF>>,
+}
+
+impl<const HALF: usize> Claimed<HALF> {
+    /// Publishes the written half, then counts it in its home if it is the buddy's.
+    #[inline(always)]
+    fn publish(&self) {
+        publish(self.half.tag(), self.tag);
+        if let Some(home) = self.displaced_from {
+            unsafe { atomic_xadd::<u32, u32, { Relaxed }>(home.displaced(), 1) };
+        }
+    }
+}
+
+/// What one look at a tuple's halves allows a writer.
+enum Place<const HALF: usize> {
+    /// Write the half from this tag.
+    Half(HalfAt<HALF>, u64, Option<HalfAt<HALF>>),
+    /// The LRU map: both halves hold other flows, or an entry of the home may be in the
+    /// LRU map (which may be this very tuple's).
+    Lru,
+    /// `only_new`, and a half holds the tuple.
+    Exists,
+}
+
+/// Where to write `key`'s entry, judged from its home and buddy halves now.
 #[inline(always)]
-fn pair_of(index: u32) -> Option<*mut SlotPair> {
-    FLOW_SLOTS.get_ptr_mut(index)
+fn place<const HALF: usize>(
+    home: HalfAt<HALF>,
+    buddy: Option<HalfAt<HALF>>,
+    key: &FlowKey,
+    only_new: bool,
+) -> Place<HALF> {
+    let home_tag = match home.read(key) {
+        Half::Own(_) if only_new => return Place::Exists,
+        Half::Own(tag) => return Place::Half(home, tag, None),
+        Half::Empty(tag) | Half::Taken(tag) => tag,
+    };
+    if home.may_be_displaced() {
+        if let Some(b) = buddy {
+            match b.read(key) {
+                Half::Own(_) if only_new => return Place::Exists,
+                Half::Own(tag) => return Place::Half(b, tag, None),
+                _ => {}
+            }
+        }
+    }
+    if may_overflow(home_tag) {
+        return Place::Lru;
+    }
+    if slot_state(home_tag) == SLOT_EMPTY {
+        return Place::Half(home, home_tag, None);
+    }
+    match buddy.map(|b| (b, b.read(key))) {
+        Some((b, Half::Empty(tag))) => Place::Half(b, tag, Some(home)),
+        _ => Place::Lru,
+    }
+}
+
+/// Takes a half of `key` for writing: `Ok(Some(claimed))`, or `Ok(None)` when the entry
+/// belongs in the LRU map. A claim lost to another writer, or to the controller's emptying
+/// or count clearing, is tried once more from what the halves then hold; a tuple's own
+/// half lost twice is given up rather than copied into the LRU map.
+#[inline(always)]
+fn take_half<const HALF: usize>(
+    index: u32,
+    key: &FlowKey,
+    only_new: bool,
+) -> Result<(Option<Claimed<HALF>>, HalfAt<HALF>), NotRecorded> {
+    let home = HalfAt::<HALF>::of(index).ok_or(NotRecorded::Failed)?;
+    let buddy = HalfAt::<HALF>::of(buddy(index));
+    for attempt in 0..2 {
+        match place(home, buddy, key, only_new) {
+            Place::Exists => return Err(NotRecorded::Exists),
+            Place::Lru => return Ok((None, home)),
+            Place::Half(half, tag, displaced_from) if claim(half.tag(), tag) => {
+                let claimed = Claimed {
+                    half,
+                    tag,
+                    displaced_from,
+                };
+                return Ok((Some(claimed), home));
+            }
+            Place::Half(half, _, _) if attempt == 1 && same_key(half.key(), key) => {
+                return Err(NotRecorded::Failed)
+            }
+            Place::Half(..) => {}
+        }
+    }
+    Ok((None, home))
 }
 
 /// The forward entry of `key` (client -> VIP), where it lives.
 #[inline(always)]
 pub fn find(key: &FlowKey) -> Option<*mut FlowTarget> {
-    let pair = pair_of(forward_index(key, flow_slot_mask()))?;
-    let half = unsafe { addr_of_mut!((*pair).forward) };
-    match half_for(
-        unsafe { addr_of_mut!((*half).tag) },
-        unsafe { addr_of_mut!((*half).key) },
-        key,
-    ) {
-        Half::Own(_) => Some(unsafe { addr_of_mut!((*half).target) }),
-        Half::Empty(tag) | Half::Taken(tag) if !may_overflow(tag) => None,
-        _ => FLOWS.get_ptr_mut(key),
+    match find_in_slots::<FORWARD_HALF_OFFSET>(forward_index(key, flow_slot_mask()), key) {
+        Found::Half(value) => Some(value as *mut FlowTarget),
+        Found::Lru => FLOWS.get_ptr_mut(key),
+        Found::Missing => None,
     }
 }
 
-/// Where a writer may put an entry: its tuple's half, or the LRU map.
-enum Place {
-    /// The half, taken from this tag.
-    Half(u64),
-    /// The LRU map: the half holds another flow, is being written, or is empty while an
-    /// entry of the slot may be in the LRU map (which may be this very tuple's).
-    Lru,
-    /// `only_new`, and the half holds the tuple.
-    Exists,
-}
-
-/// Where to write `key`'s entry, judged from its half now.
-#[inline(always)]
-fn place(tag_ptr: *const u64, slot_key: *const FlowKey, key: &FlowKey, only_new: bool) -> Place {
-    match half_for(tag_ptr, slot_key, key) {
-        Half::Own(_) if only_new => Place::Exists,
-        Half::Own(tag) => Place::Half(tag),
-        Half::Empty(tag) if !may_overflow(tag) => Place::Half(tag),
-        _ => Place::Lru,
-    }
-}
-
-/// Takes `key`'s half for writing: `Ok(Some(tag))` claimed from `tag`, `Ok(None)` when
-/// the entry belongs in the LRU map. A claim lost to another writer, or to the
-/// controller's emptying or count clearing, is tried once more from what the half then
-/// holds; a tuple's own half lost twice is given up rather than copied into the LRU map.
-#[inline(always)]
-fn take_half(
-    tag_ptr: *mut u64,
-    slot_key: *const FlowKey,
-    key: &FlowKey,
-    only_new: bool,
-) -> Result<Option<u64>, NotRecorded> {
-    for attempt in 0..2 {
-        match place(tag_ptr, slot_key, key, only_new) {
-            Place::Exists => return Err(NotRecorded::Exists),
-            Place::Lru => return Ok(None),
-            Place::Half(tag) if claim(tag_ptr, tag) => return Ok(Some(tag)),
-            Place::Half(_) if attempt == 1 && same_key(slot_key, key) => {
-                return Err(NotRecorded::Failed)
-            }
-            Place::Half(_) => {}
-        }
-    }
-    Ok(None)
-}
-
-/// Records `target` under `key`: over its entry unless `only_new`, else in its slot if
-/// that is empty, else in `FLOWS`.
+/// Records `target` under `key`: over its entry unless `only_new`, else in its home half
+/// if that is empty, else in its buddy's if that is, else in `FLOWS`.
 #[inline(always)]
 pub fn record(key: &FlowKey, target: &FlowTarget, only_new: bool) -> Result<(), NotRecorded> {
-    let pair = pair_of(forward_index(key, flow_slot_mask())).ok_or(NotRecorded::Failed)?;
-    let half = unsafe { addr_of_mut!((*pair).forward) };
-    let tag_ptr = unsafe { addr_of_mut!((*half).tag) };
-    let slot_key = unsafe { addr_of_mut!((*half).key) };
-    if let Some(tag) = take_half(tag_ptr, slot_key, key, only_new)? {
-        write_key(slot_key, key);
-        let value = unsafe { addr_of_mut!((*half).target) };
+    let index = forward_index(key, flow_slot_mask());
+    let (claimed, home) = take_half::<FORWARD_HALF_OFFSET>(index, key, only_new)?;
+    if let Some(claimed) = claimed {
+        write_key(claimed.half.key(), key);
+        let value = claimed.half.value() as *mut FlowTarget;
         unsafe {
             write_volatile(addr_of_mut!((*value).backend), target.backend);
             write_volatile(addr_of_mut!((*value).service), target.service);
@@ -176,18 +297,18 @@ pub fn record(key: &FlowKey, target: &FlowTarget, only_new: bool) -> Result<(), 
             write_volatile(addr_of_mut!((*value).last_seen), target.last_seen);
             write_volatile(addr_of_mut!((*value)._pad), 0);
         }
-        publish(tag_ptr, tag);
+        claimed.publish();
         return Ok(());
     }
     let flags = if only_new { BPF_NOEXIST } else { BPF_ANY };
     match FLOWS.insert(key, target, flags as u64) {
         Ok(()) => {
-            overflowed(tag_ptr);
+            overflowed(home.tag());
             Ok(())
         }
         Err(-17) => {
             // It is there: make sure lookups look (a count lost to a race heals).
-            overflowed(tag_ptr);
+            overflowed(home.tag());
             Err(NotRecorded::Exists)
         }
         Err(_) => Err(NotRecorded::Failed),
@@ -197,34 +318,26 @@ pub fn record(key: &FlowKey, target: &FlowTarget, only_new: bool) -> Result<(), 
 /// The reply entry of `key` (backend -> client), where it lives.
 #[inline(always)]
 pub fn find_return(key: &FlowKey) -> Option<*mut NatReturn> {
-    let pair = pair_of(reply_index(key, flow_slot_mask()))?;
-    let half = unsafe { addr_of_mut!((*pair).reply) };
-    match half_for(
-        unsafe { addr_of_mut!((*half).tag) },
-        unsafe { addr_of_mut!((*half).key) },
-        key,
-    ) {
-        Half::Own(_) => Some(unsafe { addr_of_mut!((*half).nat) }),
-        Half::Empty(tag) | Half::Taken(tag) if !may_overflow(tag) => None,
-        _ => RETURN_FLOWS.get_ptr_mut(key),
+    match find_in_slots::<REPLY_HALF_OFFSET>(reply_index(key, flow_slot_mask()), key) {
+        Found::Half(value) => Some(value as *mut NatReturn),
+        Found::Lru => RETURN_FLOWS.get_ptr_mut(key),
+        Found::Missing => None,
     }
 }
 
 /// Records a fresh reply entry under `key` (over an earlier one of the tuple): in its
-/// slot if that holds the tuple or nothing, else in `RETURN_FLOWS`. `fill` writes the
-/// entry's fields into zeroed memory.
+/// home half if that holds the tuple or nothing, else in its buddy's, else in
+/// `RETURN_FLOWS`. `fill` writes the entry's fields into zeroed memory.
 #[inline(always)]
 pub fn record_return(key: &FlowKey, fill: impl Fn(*mut NatReturn)) -> Result<(), NotRecorded> {
-    let pair = pair_of(reply_index(key, flow_slot_mask())).ok_or(NotRecorded::Failed)?;
-    let half = unsafe { addr_of_mut!((*pair).reply) };
-    let tag_ptr = unsafe { addr_of_mut!((*half).tag) };
-    let slot_key = unsafe { addr_of_mut!((*half).key) };
-    if let Some(tag) = take_half(tag_ptr, slot_key, key, false)? {
-        write_key(slot_key, key);
-        let nat = unsafe { addr_of_mut!((*half).nat) };
+    let index = reply_index(key, flow_slot_mask());
+    let (claimed, home) = take_half::<REPLY_HALF_OFFSET>(index, key, false)?;
+    if let Some(claimed) = claimed {
+        write_key(claimed.half.key(), key);
+        let nat = claimed.half.value() as *mut NatReturn;
         zero_return(nat);
         fill(nat);
-        publish(tag_ptr, tag);
+        claimed.publish();
         return Ok(());
     }
     let mut nat = core::mem::MaybeUninit::<NatReturn>::uninit();
@@ -238,7 +351,7 @@ pub fn record_return(key: &FlowKey, fill: impl Fn(*mut NatReturn)) -> Result<(),
     let inserted = RETURN_FLOWS.insert(key, unsafe { &*nat.as_ptr() }, BPF_ANY as u64);
     match inserted {
         Ok(()) => {
-            overflowed(tag_ptr);
+            overflowed(home.tag());
             Ok(())
         }
         Err(_) => Err(NotRecorded::Failed),

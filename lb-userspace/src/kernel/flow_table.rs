@@ -1,13 +1,13 @@
 //! The IPv4 flow tables as the controller sees them: each direction's halves of the slot
-//! pairs (read and emptied through a memory mapping) and the LRU map behind them, as one
-//! table with the LRU map's operations (see `lb_common::flow_slots` for who may write a
-//! half when).
+//! pairs (read and emptied through a memory mapping), home and buddy, and the LRU map
+//! behind them, as one table with the LRU map's operations (see `lb_common::flow_slots`
+//! for who may write a half when).
 use std::{
     borrow::Borrow,
     collections::HashSet,
     marker::PhantomData,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
         Arc,
     },
 };
@@ -21,9 +21,9 @@ use aya::{
 use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn},
     flow_slots::{
-        busy_tag, empty_tag, forward_index, key_words, may_overflow, overflow_cleared, ready_tag,
-        reply_index, slot_state, FlowSlot, ReturnSlot, SlotPair, FORWARD_TAG_WORD, REPLY_TAG_WORD,
-        SLOT_EMPTY, SLOT_OVERFLOW_ONE, SLOT_READY,
+        buddy, busy_tag, empty_tag, forward_index, key_words, may_overflow, overflow_cleared,
+        ready_tag, reply_index, slot_state, FlowSlot, ReturnSlot, SlotPair, FORWARD_TAG_WORD,
+        REPLY_TAG_WORD, SLOT_EMPTY, SLOT_OVERFLOW_ONE, SLOT_READY,
     },
 };
 
@@ -38,6 +38,8 @@ pub trait SlotLayout {
     const VALUE_OFFSET: usize;
     /// The half's tag, in u64 words from the pair's start.
     const TAG_WORD: usize;
+    /// Bytes from the half's start to its displaced count.
+    const DISPLACED_OFFSET: usize;
     /// The slot of `key` among `mask + 1`.
     fn index(key: &FlowKey, mask: u32) -> u32;
 }
@@ -49,6 +51,7 @@ impl SlotLayout for Forward {
     const HALF_OFFSET: usize = core::mem::offset_of!(SlotPair, forward);
     const VALUE_OFFSET: usize = core::mem::offset_of!(FlowSlot, target);
     const TAG_WORD: usize = FORWARD_TAG_WORD;
+    const DISPLACED_OFFSET: usize = core::mem::offset_of!(FlowSlot, displaced);
     fn index(key: &FlowKey, mask: u32) -> u32 {
         forward_index(key, mask)
     }
@@ -61,6 +64,7 @@ impl SlotLayout for Reply {
     const HALF_OFFSET: usize = core::mem::offset_of!(SlotPair, reply);
     const VALUE_OFFSET: usize = core::mem::offset_of!(ReturnSlot, nat);
     const TAG_WORD: usize = REPLY_TAG_WORD;
+    const DISPLACED_OFFSET: usize = core::mem::offset_of!(ReturnSlot, displaced);
     fn index(key: &FlowKey, mask: u32) -> u32 {
         reply_index(key, mask)
     }
@@ -131,6 +135,19 @@ impl<S: SlotLayout> FlowTable<S> {
         self.slots.word(index, S::TAG_WORD)
     }
 
+    /// How many entries of home `index` were put into its buddy's half (see
+    /// `lb_common::flow_slots`).
+    fn displaced(&self, index: u32) -> &AtomicU32 {
+        self.slots
+            .word32(index, S::HALF_OFFSET + S::DISPLACED_OFFSET)
+    }
+
+    /// The buddy of home `index`, if the array has it.
+    fn buddy_of(&self, index: u32) -> Option<u32> {
+        let b = buddy(index);
+        (b < self.slots.entries()).then_some(b)
+    }
+
     /// The first byte of slot `index`'s half of this direction.
     fn half(&self, index: u32) -> *mut u8 {
         // SAFETY: the half lies inside the element (`SlotPair`'s layout, size checked).
@@ -156,12 +173,16 @@ impl<S: SlotLayout> FlowTable<S> {
         (self.tag(index).load(Ordering::Acquire) == tag).then_some(SlotRead { tag, key, value })
     }
 
-    /// The slot of `key`, if it holds `key`'s entry.
+    /// The half of `key` (its home's, else its buddy's) that holds `key`'s entry.
     fn read_own(&self, key: &FlowKey) -> Option<(u32, SlotRead<S::Value>)> {
-        let index = self.index(key);
-        self.read(index)
-            .filter(|r| key_words(&r.key) == key_words(key))
-            .map(|r| (index, r))
+        let home = self.index(key);
+        std::iter::once(home)
+            .chain(self.buddy_of(home))
+            .find_map(|index| {
+                self.read(index)
+                    .filter(|r| key_words(&r.key) == key_words(key))
+                    .map(|r| (index, r))
+            })
     }
 
     /// The entry of `key`, as `HashMap::get`.
@@ -172,8 +193,9 @@ impl<S: SlotLayout> FlowTable<S> {
         }
     }
 
-    /// Records an entry as the data path does (its slot if that holds the tuple or
-    /// nothing, else the LRU map), as `HashMap::insert`.
+    /// Records an entry as the data path does (the half that holds the tuple, else its
+    /// home's if empty, else its buddy's if empty, else the LRU map), as
+    /// `HashMap::insert`.
     pub fn insert(
         &mut self,
         key: impl Borrow<FlowKey>,
@@ -181,24 +203,39 @@ impl<S: SlotLayout> FlowTable<S> {
         flags: u64,
     ) -> Result<(), MapError> {
         let (key, value) = (*key.borrow(), *value.borrow());
-        let index = self.index(&key);
-        let tag = self.tag(index).load(Ordering::Acquire);
-        let own = self.read_own(&key).is_some_and(|(_, r)| r.tag == tag);
-        if own && flags == BPF_NOEXIST {
-            return Err(MapError::SyscallError(SyscallError {
-                call: "bpf_map_update_elem",
-                io_error: std::io::Error::from_raw_os_error(libc::EEXIST),
-            }));
-        }
-        // An empty half whose slot may have entries in the LRU map is not taken: the
-        // tuple may be one of them (as in the data path).
-        let free = slot_state(tag) == SLOT_EMPTY && !may_overflow(tag);
-        if (own || free) && self.write(index, tag, &key, &value) {
-            return Ok(());
+        let home = self.index(&key);
+        if let Some((index, read)) = self.read_own(&key) {
+            if flags == BPF_NOEXIST {
+                return Err(MapError::SyscallError(SyscallError {
+                    call: "bpf_map_update_elem",
+                    io_error: std::io::Error::from_raw_os_error(libc::EEXIST),
+                }));
+            }
+            if self.write(index, read.tag, &key, &value) {
+                return Ok(());
+            }
+        } else {
+            let tag = self.tag(home).load(Ordering::Acquire);
+            // While an entry of the home may be in the LRU map, neither half is taken: the
+            // tuple may be one of them (as in the data path).
+            if !may_overflow(tag) {
+                if slot_state(tag) == SLOT_EMPTY {
+                    if self.write(home, tag, &key, &value) {
+                        return Ok(());
+                    }
+                } else if let Some(b) = self.buddy_of(home) {
+                    let buddy_tag = self.tag(b).load(Ordering::Acquire);
+                    if slot_state(buddy_tag) == SLOT_EMPTY && self.write(b, buddy_tag, &key, &value)
+                    {
+                        self.displaced(home).fetch_add(1, Ordering::AcqRel);
+                        return Ok(());
+                    }
+                }
+            }
         }
         let inserted = self.lru.insert(key, value, flags);
         // Also when it was there already: lookups must look.
-        self.tag(index)
+        self.tag(home)
             .fetch_add(SLOT_OVERFLOW_ONE, Ordering::AcqRel);
         inserted
     }
@@ -227,13 +264,24 @@ impl<S: SlotLayout> FlowTable<S> {
         true
     }
 
-    /// The entry of `key` as the data path finds it: the LRU map is read only if an
-    /// entry of the slot was ever put there (no syscall for most misses).
+    /// The entry of `key` as the data path finds it: the buddy is read only if an entry
+    /// of its home was ever put there, and the LRU map only if one was ever put there (no
+    /// syscall for most misses).
     pub fn find(&self, key: &FlowKey) -> Result<Option<S::Value>, MapError> {
-        if let Some((_, read)) = self.read_own(key) {
+        let home = self.index(key);
+        let own = |index: u32| {
+            self.read(index)
+                .filter(|r| key_words(&r.key) == key_words(key))
+        };
+        if let Some(read) = own(home) {
             return Ok(Some(read.value));
         }
-        if !may_overflow(self.tag(self.index(key)).load(Ordering::Acquire)) {
+        if self.displaced(home).load(Ordering::Acquire) != 0 {
+            if let Some(read) = self.buddy_of(home).and_then(own) {
+                return Ok(Some(read.value));
+            }
+        }
+        if !may_overflow(self.tag(home).load(Ordering::Acquire)) {
             return Ok(None);
         }
         match self.lru.get(key, 0) {
@@ -252,9 +300,9 @@ impl<S: SlotLayout> FlowTable<S> {
         key: &FlowKey,
         qualifies: impl Fn(&S::Value) -> bool,
     ) -> Result<bool, MapError> {
-        let index = self.index(key);
+        let home = self.index(key);
         let mut removed = false;
-        if let Some((_, read)) = self.read_own(key) {
+        if let Some((index, read)) = self.read_own(key) {
             removed = qualifies(&read.value)
                 && self
                     .tag(index)
@@ -265,7 +313,7 @@ impl<S: SlotLayout> FlowTable<S> {
                         Ordering::Acquire,
                     )
                     .is_ok();
-            if !may_overflow(self.tag(index).load(Ordering::Acquire)) {
+            if !may_overflow(self.tag(home).load(Ordering::Acquire)) {
                 return Ok(removed);
             }
         }
@@ -296,11 +344,13 @@ impl<S: SlotLayout> FlowTable<S> {
         self.iter().map(|entry| entry.map(|(key, _)| key))
     }
 
-    /// Clears the LRU counts of this direction's halves whose slot has no entry in the
-    /// LRU map any more, so that packets of those slots skip the LRU lookup again. A
-    /// count is cleared only from the tag read before the walk of the LRU map: an entry
-    /// put there since changed it. Returns how many were cleared.
+    /// Clears the counts of this direction's halves whose entries elsewhere are gone, so
+    /// that their misses skip the buddy read and the LRU lookup again (see
+    /// [`Self::clear_displaced_counts`] for the buddy's). An LRU count is cleared only
+    /// from the tag read before the walk of the LRU map: an entry put there since changed
+    /// it. Returns how many LRU counts were cleared.
     pub fn clear_overflow_counts(&mut self) -> usize {
+        self.clear_displaced_counts();
         let counted: Vec<(u32, u64)> = (0..self.slots.entries())
             .map(|i| (i, self.tag(i).load(Ordering::Acquire)))
             .filter(|(_, tag)| may_overflow(*tag))
@@ -332,6 +382,42 @@ impl<S: SlotLayout> FlowTable<S> {
                     .is_ok()
             })
             .count()
+    }
+
+    /// Clears the displaced count of each home whose buddy's half holds no entry of it
+    /// and is not being written. The count is read first and cleared only from that
+    /// value: the data path adds to it after publishing the buddy's half, so an entry put
+    /// there after the count was read either shows in the half or changed the count.
+    /// Returns how many were cleared.
+    pub fn clear_displaced_counts(&self) -> usize {
+        (0..self.slots.entries())
+            .filter(|&home| {
+                let count = self.displaced(home).load(Ordering::Acquire);
+                if count == 0 {
+                    return false;
+                }
+                let Some(b) = self.buddy_of(home) else {
+                    return false;
+                };
+                let tag = self.tag(b).load(Ordering::Acquire);
+                let holds_one = match slot_state(tag) {
+                    SLOT_EMPTY => false,
+                    SLOT_READY => self.read(b).is_none_or(|r| self.index(&r.key) == home),
+                    _ => true,
+                };
+                !holds_one
+                    && self
+                        .displaced(home)
+                        .compare_exchange(count, 0, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+            })
+            .count()
+    }
+
+    /// Whether the data path reads `key`'s buddy half when its home does not hold it: an
+    /// entry of the home was put there since the counts were last cleared.
+    pub fn looks_in_buddy(&self, key: &FlowKey) -> bool {
+        self.displaced(self.index(key)).load(Ordering::Acquire) != 0
     }
 
     /// Whether the data path looks `key` up in the LRU map when its slot does not hold it:

@@ -8,7 +8,7 @@
 //!   stores, each released after the ones before it, since packets read them live.
 use std::{
     os::fd::{AsFd, AsRawFd},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
 };
 
 use anyhow::{ensure, Context as _};
@@ -156,6 +156,19 @@ impl MmapArray {
                     .cast(),
             )
         }
+    }
+
+    /// The 32-bit word at byte `offset` (4-aligned) of element `index`, which must exist.
+    pub fn word32(&self, index: u32, offset: usize) -> &AtomicU32 {
+        assert!(
+            (index as usize) < self.entries
+                && offset.is_multiple_of(4)
+                && offset + 4 <= self.value_size,
+            "bytes {offset}..+4 of element {index} are outside the array"
+        );
+        // SAFETY: in bounds (asserted) of a live shared mapping; elements start 8-aligned
+        // and the word is 4-aligned inside its element.
+        unsafe { AtomicU32::from_ptr(self.base.add(index as usize * self.stride + offset).cast()) }
     }
 
     /// Reads word `word` of element `index`.

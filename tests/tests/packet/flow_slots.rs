@@ -1,7 +1,8 @@
 //! The IPv4 flow tables' slots (see `lb_common::flow_slots`): a connection takes its
-//! tuple's slot when that is empty and the LRU map when another flow holds it, and is
-//! followed both ways from either; the controller's ageing walk empties an expired slot
-//! for the next flow.
+//! tuple's home when that is empty, its buddy when another flow holds the home, and the
+//! LRU map when both are held, and is followed both ways from each; the controller's
+//! ageing walk empties an expired slot for the next flow, and its sweep clears the counts
+//! that send lookups to the buddy and the LRU map.
 use std::net::Ipv4Addr;
 
 use lb_common::{
@@ -77,48 +78,51 @@ fn key(port: u16) -> FlowKey {
 }
 
 #[test]
-fn a_connection_whose_slot_is_taken_goes_to_the_lru_map_and_both_are_followed_both_ways() {
+fn connections_sharing_a_home_take_it_then_its_buddy_then_the_lru_map_and_all_are_followed_both_ways(
+) {
     let rig = Rig::build();
     rig.with_dataplane(CONFIG, |c| {
         let dp = c.dataplane_mut();
         dp.set_clock(1000).unwrap();
-        let ports = ports_sharing_a_slot(3);
-        let (first, second) = (ports[0], ports[1]);
+        let ports = ports_sharing_a_slot(4);
+        let (first, second, third) = (ports[0], ports[1], ports[2]);
         let b1 = connect(dp, &rig, first);
         let b2 = connect(dp, &rig, second);
+        let b3 = connect(dp, &rig, third);
 
-        // The first holds the slot, the second is in the LRU map; nothing else is
-        // recorded.
-        assert_eq!(dp.flows.in_slots(), 1);
-        assert!(dp.flows.overflow().get(&key(first), 0).is_err());
+        // The first holds the home, the second its buddy, the third is in the LRU map;
+        // nothing else is recorded.
+        assert_eq!(dp.flows.in_slots(), 2);
+        let overflow: Vec<FlowKey> = dp.flows.overflow().keys().map(Result::unwrap).collect();
+        assert_eq!(overflow, vec![key(third)]);
         assert_eq!(
-            dp.flows.overflow().get(&key(second), 0).unwrap().backend,
-            dp.flows.get(&key(second), 0).unwrap().backend
+            dp.flows.overflow().get(&key(third), 0).unwrap().backend,
+            dp.flows.get(&key(third), 0).unwrap().backend
         );
-        assert_eq!(dp.flows.keys().count(), 2);
-        assert_eq!(dp.return_flows.keys().count(), 2);
-        // The reply entries share the slot too: the second's is in its LRU map.
-        assert_eq!(dp.return_flows.in_slots(), 1);
+        assert!(dp.flows.looks_in_buddy(&key(first)));
+        assert!(dp.flows.looks_in_lru(&key(first)));
+        assert_eq!(dp.flows.keys().count(), 3);
+        assert_eq!(dp.return_flows.keys().count(), 3);
+        // The reply entries share home and buddy too: the third's is in its LRU map.
+        assert_eq!(dp.return_flows.in_slots(), 2);
         let reply_key = |port: u16, backend: Ipv4Addr| client_syn(port).reply_key(backend);
-        assert!(dp
+        let reply_overflow: Vec<FlowKey> = dp
             .return_flows
             .overflow()
-            .get(&reply_key(first, b1), 0)
-            .is_err());
-        assert!(dp
-            .return_flows
-            .overflow()
-            .get(&reply_key(second, b2), 0)
-            .is_ok());
+            .keys()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(reply_overflow, vec![reply_key(third, b3)]);
         both_ways(dp, &rig, first, b1);
         both_ways(dp, &rig, second, b2);
+        both_ways(dp, &rig, third, b3);
         let counters = dp.service_counters(0).unwrap();
-        assert_eq!(counters.new_flows, 2);
+        assert_eq!(counters.new_flows, 3);
         dp.set_clock(1000).unwrap();
 
-        // The first closes (the client's RST) and expires: the second, in the LRU map,
-        // is still followed both ways, also once the controller has cleared the counts
-        // of slots that have no LRU entry left.
+        // The first closes (the client's RST) and expires: the second, in the buddy, and
+        // the third, in the LRU map, are still followed both ways, also once the
+        // controller has swept the counts.
         let t = FlowTimeouts::default();
         let rst = Frame {
             flags: 0x04,
@@ -130,42 +134,46 @@ fn a_connection_whose_slot_is_taken_goes_to_the_lru_map_and_both_are_followed_bo
         );
         let closed = t.closed.as_secs() as u32 + 1;
         assert_eq!(dp.expire_flows(1000 + closed, &t).unwrap(), 1);
-        assert_eq!(dp.flows.in_slots(), 0);
-        assert_eq!(dp.return_flows.in_slots(), 0);
+        assert_eq!(dp.flows.in_slots(), 1);
+        assert_eq!(dp.return_flows.in_slots(), 1);
+        dp.sweep_slots().unwrap();
+        assert!(dp.flows.looks_in_buddy(&key(first)), "the second is there");
         both_ways(dp, &rig, second, b2);
-        assert_eq!(dp.expire_flows(1000 + closed, &t).unwrap(), 0);
-        both_ways(dp, &rig, second, b2);
-        assert_eq!(dp.flows.keys().count(), 1);
+        both_ways(dp, &rig, third, b3);
+        assert_eq!(dp.flows.keys().count(), 2);
 
-        // The pair is empty, but its halves still count the second's entries in the LRU
-        // maps: a lost reply entry of the second is put back there, not into the empty
-        // half, beside which a copy in the LRU map could be left unseen.
-        assert!(dp.flows.looks_in_lru(&key(second)));
-        assert!(dp.return_flows.looks_in_lru(&reply_key(second, b2)));
-        dp.return_flows.remove(&reply_key(second, b2)).unwrap();
-        both_ways(dp, &rig, second, b2);
-        assert_eq!(dp.return_flows.in_slots(), 0);
+        // The home is empty, but it still counts the third's entries in the LRU maps: a
+        // lost reply entry of the third is put back there, not into the empty home,
+        // beside which a copy in the LRU map could be left unseen.
+        assert!(dp.return_flows.looks_in_lru(&reply_key(third, b3)));
+        dp.return_flows.remove(&reply_key(third, b3)).unwrap();
+        both_ways(dp, &rig, third, b3);
+        assert_eq!(dp.return_flows.in_slots(), 1);
         assert!(dp
             .return_flows
             .overflow()
-            .get(&reply_key(second, b2), 0)
+            .get(&reply_key(third, b3), 0)
             .is_ok());
 
-        // Idle past the established timeout, the second goes, both directions; the slot
-        // takes the next connection of its tuples.
+        // Idle past the established timeout, both go, both directions, and the sweep
+        // clears the counts: lookups of the home skip the buddy and the LRU maps again,
+        // and the home takes the next connection of its tuples.
         let idle = t.established.as_secs() as u32 + 1;
-        assert_eq!(dp.expire_flows(1000 + idle, &t).unwrap(), 1);
-        // No entry of the slot is left in the LRU maps: lookups skip them again.
-        assert!(!dp.flows.looks_in_lru(&key(second)));
-        assert!(!dp.return_flows.looks_in_lru(&reply_key(second, b2)));
+        assert_eq!(dp.expire_flows(1000 + idle, &t).unwrap(), 2);
+        dp.sweep_slots().unwrap();
+        assert!(!dp.flows.looks_in_lru(&key(first)));
+        assert!(!dp.flows.looks_in_buddy(&key(first)));
+        assert!(!dp.return_flows.looks_in_lru(&reply_key(third, b3)));
+        assert!(!dp.return_flows.looks_in_buddy(&reply_key(third, b3)));
         assert_eq!(dp.flows.keys().count(), 0);
         assert_eq!(dp.return_flows.keys().count(), 0);
-        let third = ports[2];
+        let fourth = ports[3];
         dp.set_clock(1000 + idle).unwrap();
-        let b3 = connect(dp, &rig, third);
+        let b4 = connect(dp, &rig, fourth);
         assert_eq!(dp.flows.in_slots(), 1);
-        assert!(dp.flows.overflow().get(&key(third), 0).is_err());
-        both_ways(dp, &rig, third, b3);
+        assert!(dp.flows.overflow().get(&key(fourth), 0).is_err());
+        assert!(!dp.flows.looks_in_buddy(&key(fourth)));
+        both_ways(dp, &rig, fourth, b4);
     });
 }
 
@@ -174,17 +182,17 @@ fn a_purged_backends_flows_leave_their_slots_and_the_lru_maps_and_the_others_sta
     let rig = Rig::build();
     rig.with_dataplane(CONFIG, |c| {
         let dp = c.dataplane_mut();
-        // Two connections share a slot, so the second is in the LRU maps; its backend is
-        // the one purged.
-        let shared = ports_sharing_a_slot(2);
+        // Three connections share a home, so the second is in its buddy and the third in
+        // the LRU maps; the backend purged is the third's.
+        let shared = ports_sharing_a_slot(3);
         let opened: Vec<(u16, Ipv4Addr)> = shared
             .iter()
             .copied()
             .chain(41_000..41_030)
             .map(|port| (port, connect(dp, &rig, port)))
             .collect();
-        let victim = opened[1].1;
-        assert!(dp.flows.overflow().get(&key(shared[1]), 0).is_ok());
+        let victim = opened[2].1;
+        assert!(dp.flows.overflow().get(&key(shared[2]), 0).is_ok());
         let id = backend_id(c, "web", victim);
         let dp = c.dataplane_mut();
         let (gone, kept): (Vec<_>, Vec<_>) = opened.iter().partition(|(_, b)| *b == victim);
@@ -194,7 +202,7 @@ fn a_purged_backends_flows_leave_their_slots_and_the_lru_maps_and_the_others_sta
         for (port, _) in &gone {
             assert!(dp.flows.get(&key(*port), 0).is_err(), "port {port}");
         }
-        assert!(dp.flows.overflow().get(&key(shared[1]), 0).is_err());
+        assert!(dp.flows.overflow().get(&key(shared[2]), 0).is_err());
         assert_eq!(dp.flows.keys().count(), kept.len());
         assert_eq!(dp.return_flows.keys().count(), kept.len());
         for (port, backend) in &kept {
@@ -227,8 +235,9 @@ fn a_reply_entry_whose_forward_entry_is_gone_leaves_its_slot_at_the_next_walk() 
 }
 
 /// Two CPUs record round-robin connections (recorded on the SYN) at once, step by step
-/// into the same slot: one takes it, the other's connection goes to the LRU map and
-/// counts itself in the slot's tag, while the first may still be writing. Every
+/// into the same home: one takes it, the other's connection goes to the buddy (counted in
+/// the home's displaced word) or, when that is taken, to the LRU map (counted in the
+/// home's tag), while the first may still be writing. Every
 /// connection must be found where the data path looks (its slot, or the LRU map when its
 /// slot counts an entry there), on the backend its SYN went to, once, and counted once in
 /// its backend's active flows. (A publish that stored the ready tag over the count
@@ -295,10 +304,19 @@ fn connections_recorded_by_two_cpus_at_once_are_each_found_and_counted_once() {
                 .collect()
         });
         let dp = c.dataplane();
+        // Each step's winner took the home; each loser its buddy, when that was free,
+        // else the LRU map: both happened.
+        let in_lru = dp.flows.overflow().keys().count();
         assert_eq!(
+            dp.flows.in_slots() + in_lru,
+            placed.len(),
+            "each in one place"
+        );
+        assert!(
+            dp.flows.in_slots() > steps.len() && in_lru > 0,
+            "{} in slots, {in_lru} in the LRU map, {} steps",
             dp.flows.in_slots(),
-            steps.len(),
-            "one of each step in its slot"
+            steps.len()
         );
         let mut per_backend = std::collections::HashMap::<u32, u64>::new();
         for (key, backend) in &placed {
