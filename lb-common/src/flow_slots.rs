@@ -3,8 +3,9 @@
 //! lines, chosen by a hash of the client's address and port, which both directions carry:
 //! the tuple's home element, or, when a half of that holds another flow, the same half of
 //! its buddy (the element beside it, in the same page, see [`buddy`]). A packet finds its
-//! flow with one read the verifier inlines (no call into the kernel, one cache miss at
-//! most; a second read of the buddy only when an entry of its home lives there), and a new
+//! flow with one read the verifier inlines (no call into the kernel, one cache miss for a
+//! flow in its home; the buddy is read too only when an entry of the home was put there
+//! since the controller's last sweep, a second miss in the same page), and a new
 //! connection is recorded with stores instead of LRU inserts. An entry whose home and buddy
 //! halves both hold other flows goes to the LRU map of its direction (`FLOWS` /
 //! `RETURN_FLOWS`), as every flow did before: lookups try the home, then the buddy, then
@@ -160,7 +161,7 @@ pub const fn slot_index(client_addr: u32, client_port: u16, proto: u8, mask: u32
 
 /// The element whose halves take the entries of home `index` that find their own halves
 /// taken: the other element of its 256-byte block, so in the same page (one TLB entry
-/// for both) and often in the same hardware prefetch.
+/// for both).
 #[inline(always)]
 pub const fn buddy(index: u32) -> u32 {
     index ^ 1

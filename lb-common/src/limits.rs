@@ -10,10 +10,10 @@ use crate::{
 pub const MAP_SERVICE_INDEX: &str = "SERVICE_INDEX";
 pub const MAP_BACKENDS: &str = "BACKENDS";
 pub const MAP_RING: &str = "RING";
-/// IPv4 forward flows whose slot (`MAP_FLOW_SLOTS`) another flow holds: `flow::FlowKey`
+/// IPv4 forward flows whose home and buddy slots (`MAP_FLOW_SLOTS`) other flows hold: `flow::FlowKey`
 /// (client -> VIP) -> `flow::FlowTarget` (LRU, `flow_slots::overflow_entries`).
 pub const MAP_FLOWS: &str = "FLOWS";
-/// IPv4 reply entries whose slot (`MAP_FLOW_SLOTS`) another flow holds: `flow::FlowKey`
+/// IPv4 reply entries whose home and buddy slots (`MAP_FLOW_SLOTS`) other flows hold: `flow::FlowKey`
 /// (backend -> client) -> `flow::NatReturn` (LRU, as many).
 pub const MAP_RETURN_FLOWS: &str = "RETURN_FLOWS";
 /// IPv4 connections by slot (`flow_slots::SlotPair`, mmapable array of

@@ -117,7 +117,7 @@ impl<S: SlotLayout> FlowTable<S> {
         })
     }
 
-    /// The LRU map behind the slots: entries whose slot another flow held.
+    /// The LRU map behind the slots: entries whose home and buddy slots other flows held.
     pub fn overflow(&self) -> &HashMap<MapData, FlowKey, S::Value> {
         &self.lru
     }
@@ -291,8 +291,8 @@ impl<S: SlotLayout> FlowTable<S> {
         }
     }
 
-    /// Deletes the entries of `key` (its slot's, and a copy in the LRU map, which a
-    /// race between two CPUs recording one tuple can leave) that `qualify` when deleted:
+    /// Deletes the entries of `key` (its home's, its buddy's, and a copy in the LRU map:
+    /// a race between two CPUs recording one tuple can leave two) that `qualify` when deleted:
     /// a slot is emptied only from the very tag it was read under, so an entry the data
     /// path rewrote meanwhile stays. Whether one was deleted.
     pub fn remove_if(
@@ -302,8 +302,18 @@ impl<S: SlotLayout> FlowTable<S> {
     ) -> Result<bool, MapError> {
         let home = self.index(key);
         let mut removed = false;
-        if let Some((index, read)) = self.read_own(key) {
-            removed = qualifies(&read.value)
+        let mut found_in_slots = false;
+        // Each copy on its own: two CPUs recording one tuple at once can leave it in the
+        // home and in the buddy.
+        for index in std::iter::once(home).chain(self.buddy_of(home)) {
+            let Some(read) = self
+                .read(index)
+                .filter(|r| key_words(&r.key) == key_words(key))
+            else {
+                continue;
+            };
+            found_in_slots = true;
+            removed |= qualifies(&read.value)
                 && self
                     .tag(index)
                     .compare_exchange(
@@ -313,9 +323,9 @@ impl<S: SlotLayout> FlowTable<S> {
                         Ordering::Acquire,
                     )
                     .is_ok();
-            if !may_overflow(self.tag(home).load(Ordering::Acquire)) {
-                return Ok(removed);
-            }
+        }
+        if found_in_slots && !may_overflow(self.tag(home).load(Ordering::Acquire)) {
+            return Ok(removed);
         }
         Ok(EntryMap::remove_if(&mut self.lru, key, qualifies)? || removed)
     }

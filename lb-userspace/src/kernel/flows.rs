@@ -68,8 +68,8 @@ impl KernelDataplane {
             },
         )?;
         // The slots' own upkeep walks every pair whatever it holds, so it runs less often
-        // than expiry: an orphaned reply entry or a stale count only costs a slot's use or
-        // an LRU lookup until then.
+        // than expiry: an orphaned reply entry or a stale count only costs a slot's use, a
+        // buddy read or an LRU lookup until then.
         if self
             .last_slot_sweep
             .is_none_or(|at| now.wrapping_sub(at) >= SLOT_SWEEP_EVERY_SECS)
@@ -80,8 +80,9 @@ impl KernelDataplane {
         Ok(v4 + v6)
     }
 
-    /// The slots' upkeep: orphaned reply entries removed, and the LRU counts of slots
-    /// whose LRU entries are gone cleared, so that their misses skip the LRU lookup again.
+    /// The slots' upkeep: orphaned reply entries removed, and the buddy and LRU counts of
+    /// homes whose entries there are gone cleared, so that their misses skip the buddy
+    /// read and the LRU lookup again.
     pub fn sweep_slots(&mut self) -> anyhow::Result<()> {
         self.remove_orphan_replies()?;
         self.flows.clear_overflow_counts();

@@ -148,8 +148,8 @@ pub struct StatsView {
     pub flow_table6_entries: u64,
     #[serde(default)]
     pub flow_table6_capacity: u32,
-    /// Of `flow_table_entries`, those in the LRU maps behind the slots (whose slot another
-    /// flow holds), and those maps' capacity (absent from an older lbd's answer: 0).
+    /// Of `flow_table_entries`, those in the LRU maps behind the slots (whose home and buddy
+    /// slots other flows hold), and those maps' capacity (absent from an older lbd's answer: 0).
     #[serde(default)]
     pub flow_table_overflow_entries: u64,
     #[serde(default)]

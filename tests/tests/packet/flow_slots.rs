@@ -238,8 +238,8 @@ fn a_reply_entry_whose_forward_entry_is_gone_leaves_its_slot_at_the_next_walk() 
 /// into the same home: one takes it, the other's connection goes to the buddy (counted in
 /// the home's displaced word) or, when that is taken, to the LRU map (counted in the
 /// home's tag), while the first may still be writing. Every
-/// connection must be found where the data path looks (its slot, or the LRU map when its
-/// slot counts an entry there), on the backend its SYN went to, once, and counted once in
+/// connection must be found where the data path looks (its home, its buddy when the home
+/// counts an entry there, or the LRU map when the home counts one there), on the backend its SYN went to, once, and counted once in
 /// its backend's active flows. (A publish that stored the ready tag over the count
 /// instead of flipping its low word failed this in one run of three.)
 #[test]
