@@ -88,6 +88,7 @@ fn add_a_backend_under_load(nodes: usize, churn: Option<usize>) {
         None if nodes == 1 => "one node, usual load".to_string(),
         None => format!("{nodes} nodes, usual load"),
     };
+    let sessions = tier.node_sessions();
     let digests = tier.table_digests();
     assert!(
         digests.iter().all(|d| *d == digests[0]),
@@ -162,7 +163,12 @@ fn add_a_backend_under_load(nodes: usize, churn: Option<usize>) {
         all.len(),
         "every long-lived connection has a flow entry on its node"
     );
-    assert_eq!(broken, Vec::<u16>::new(), "long-lived connections broke");
+    let sessions_after = tier.node_sessions();
+    assert_eq!(
+        broken,
+        Vec::<u16>::new(),
+        "long-lived connections broke; R1's sessions to the nodes before the change {sessions:?}, after {sessions_after:?} (a later time is a session that went down meanwhile and moved flows between nodes)"
+    );
     assert!(
         figures.failed.is_empty(),
         "new connections failed: {:?}",
