@@ -175,6 +175,9 @@ pub const PROGRAM_XDP: &str = "lb_xdp";
 pub const PROGRAM_REPLY: &str = "lb_reply";
 /// Name of the pass-everything XDP program (benchmark floor, lab veth peers).
 pub const PROGRAM_PASS: &str = "lb_pass";
+/// Name of the program that only looks a TCP frame's tuple up in the flow table
+/// (benchmark; lbd never loads it).
+pub const PROGRAM_FLOW_PROBE: &str = "lb_flow_probe";
 /// Name of the program `lb_xdp` tail-calls for a packet without a flow entry to a
 /// service with edge rules or limits, and for a packet to a VIP address that no service
 /// listens on when such packets are dropped (see `lb_common::edge`).

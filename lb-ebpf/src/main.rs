@@ -3,7 +3,8 @@
 //! parse -> lookup (service / flow / return flow) -> select -> rewrite -> forward -> count
 //!
 //! Every stage is a file; this one only wires the entry points (`lb_xdp`, the tail-called
-//! `lb_reply`, `lb_edge` and `lb_place`, `lb_pass`; `lb_tc` is in `tc.rs`) and the address
+//! `lb_reply`, `lb_edge` and `lb_place`, `lb_pass`, `lb_flow_probe`; `lb_tc` is in `tc.rs`)
+//! and the address
 //! prefilter:
 //!
 //! | stage | file |
@@ -295,6 +296,22 @@ pub fn lb_proxy(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn lb_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Parses a TCP frame and looks its tuple up in the flow table, and does nothing else:
+/// XDP_PASS if an entry is found, XDP_DROP if not, XDP_ABORTED for what does not parse.
+/// lbd never loads it; the flow-fill benchmark times it beside the whole path, so that
+/// the cost of the table's one memory read at a million flows is measured by the same
+/// method (one BPF_PROG_TEST_RUN call each) as the path around it.
+#[xdp]
+pub fn lb_flow_probe(ctx: XdpContext) -> u32 {
+    let Ok(pkt) = parse::addresses(&ctx).and_then(|at| parse::tcp(&ctx, at)) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    match flow_table::find(&pkt.flow) {
+        Some(_) => xdp_action::XDP_PASS,
+        None => xdp_action::XDP_DROP,
+    }
 }
 
 #[cfg(not(test))]

@@ -369,6 +369,23 @@ impl KernelDataplane {
             .expect("checked at load")
     }
 
+    /// Another XDP program of the object on these maps, verified and loaded on first use
+    /// (not attached): benchmarks time a part of the path alone with it, such as
+    /// [`PROGRAM_FLOW_PROBE`]. lbd never calls it.
+    pub fn extra_xdp(&mut self, name: &str) -> anyhow::Result<&Xdp> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("the XDP object has no program {name}"))?
+            .try_into()?;
+        if program.fd().is_err() {
+            program
+                .load()
+                .with_context(|| format!("verifying and loading {name}"))?;
+        }
+        Ok(program)
+    }
+
     /// The tc ingress program (`lb_tc`), loaded if the config has `tc_interfaces`.
     pub fn tc_program(&self) -> &SchedClassifier {
         self.ebpf

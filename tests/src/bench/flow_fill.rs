@@ -15,7 +15,10 @@
 //!   records no flow (see `lb_common::syn_cache`);
 //! - first ACK: the same tuples' next client packet, each right after its SYN (untimed),
 //!   which takes the SYN's slot and inserts both flow entries; those entries are deleted
-//!   after each round (untimed), so the fill stays at its level.
+//!   after each round (untimed), so the fill stays at its level;
+//! - lookup only: the established column's packets through `lb_flow_probe`, which parses
+//!   and looks the tuple up in the same flow table and does nothing else: the table's
+//!   own cost, measured as the whole path is.
 //!
 //! Beside them, [`super::memory`] times one dependent random read in regions as large as
 //! the caches and as the flow map, the floor under the random-flow column.
@@ -28,6 +31,7 @@ use std::{cell::RefCell, net::Ipv4Addr};
 use aya::programs::Xdp;
 use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_COUNTED},
+    limits::PROGRAM_FLOW_PROBE,
     net::{ipv4_wire, port_wire, FAMILY_IPV4, PROTO_TCP},
 };
 use lb_userspace::{control::tables::Controller, kernel::KernelDataplane, model::config};
@@ -199,9 +203,10 @@ struct Cell {
     established_hot: u64,
     new_flow: u64,
     first_ack: u64,
+    lookup_only: u64,
 }
 
-/// The four paths at one fill level, interleaved round by round with the floor
+/// The five paths at one fill level, interleaved round by round with the floor
 /// (`floor`); every call's action and whole output frame checked. Returns the floor's
 /// median and each path's net median (per round, minus that round's floor).
 fn measure_level(
@@ -210,7 +215,7 @@ fn measure_level(
     fill_level: usize,
     (c0, b0, b0_mac): (u32, u32, Mac),
     floor: &Xdp,
-) -> (u64, [u64; 4]) {
+) -> (u64, [u64; 5]) {
     let (rounds, n) = (opts.rounds, opts.calls);
     let web = TablePick::new(c, "web");
     // The controller is borrowed by every row, and mutably by the first ACK's cleanup.
@@ -239,6 +244,28 @@ fn measure_level(
             XDP_REDIRECT,
             &want,
             &format_args!("pre-filled flow #{i}"),
+        );
+        r.nanos
+    });
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ fill_level as u64);
+    let lookup_only = calls(n, |_| {
+        let i = rng.below(fill_level);
+        let (src, sport) = filled_client(i);
+        let frame = client_frame(src, sport, 0x10).bytes();
+        let r = {
+            let mut c = c.borrow_mut();
+            let probe = c
+                .dataplane_mut()
+                .extra_xdp(PROGRAM_FLOW_PROBE)
+                .expect("loading lb_flow_probe");
+            run_once(probe, c0, &frame)
+        };
+        // XDP_PASS only when it found the entry (XDP_DROP when not).
+        expect_run(
+            &r,
+            XDP_PASS,
+            &frame,
+            &format_args!("lookup of pre-filled flow #{i}"),
         );
         r.nanos
     });
@@ -303,10 +330,16 @@ fn measure_level(
     let (floor_stat, nets) = interleaved(
         rounds,
         floor_round,
-        vec![established, established_hot, new_flow, first_ack],
+        vec![
+            established,
+            established_hot,
+            new_flow,
+            first_ack,
+            lookup_only,
+        ],
     );
     let net = |k: usize| nets[k].net.median;
-    (floor_stat.median, [net(0), net(1), net(2), net(3)])
+    (floor_stat.median, [net(0), net(1), net(2), net(3), net(4)])
 }
 
 /// Regions whose random reads bound the fill figures: within this CPU's L1 data cache
@@ -349,7 +382,7 @@ pub fn run(opts: &Options) -> Value {
             for &n in &opts.backends {
                 let cfg = config::parse(&config_text(n)).expect("bench config is valid");
                 c.apply(&cfg).expect("re-applying the service");
-                let (floor, [established, established_hot, new_flow, first_ack]) =
+                let (floor, [established, established_hot, new_flow, first_ack, lookup_only]) =
                     measure_level(c, opts, level, (c0, b0, b0_mac), floor_prog);
                 floors.push(floor);
                 cells.push(Cell {
@@ -359,6 +392,7 @@ pub fn run(opts: &Options) -> Value {
                     established_hot,
                     new_flow,
                     first_ack,
+                    lookup_only,
                 });
             }
         }
@@ -417,6 +451,7 @@ fn report(
             "one hot flow",
             "new flow (SYN)",
             "first ACK",
+            "lookup only",
         ],
     );
     for c in cells {
@@ -427,6 +462,7 @@ fn report(
             c.established_hot.to_string(),
             c.new_flow.to_string(),
             c.first_ack.to_string(),
+            c.lookup_only.to_string(),
         ]);
     }
     // The target: from the smallest to the largest fill, at the same backend count.
@@ -442,6 +478,7 @@ fn report(
                 "established_hot_change": g(a.established_hot, b.established_hot),
                 "new_flow_change": g(a.new_flow, b.new_flow),
                 "first_ack_change": g(a.first_ack, b.first_ack),
+                "lookup_only_change": g(a.lookup_only, b.lookup_only),
             }));
             table.note(format!(
                 "fill {lo} -> {hi} at {n} backends: established {} (one hot flow {}), \
@@ -456,7 +493,8 @@ fn report(
     table.note(format!(
         "flow table: {FLOW_TABLE_SIZE} connections (as many slot pairs, LRU maps of half as \
          many entries behind them), ring {RING_SIZE}; established = a random pre-filled \
-         flow per call"
+         flow per call; lookup only = the same packets through lb_flow_probe (parse and \
+         flow-table lookup, nothing else)"
     ));
     table.note(
         "net: per round, minus the floor measured in the same round of the same cell; \
@@ -496,6 +534,7 @@ fn report(
             "established_hot_net_median_ns": c.established_hot,
             "new_flow_net_median_ns": c.new_flow,
             "first_ack_net_median_ns": c.first_ack,
+            "lookup_only_net_median_ns": c.lookup_only,
         })).collect::<Vec<_>>(),
         "fill_growth": growth,
         "walks_ms": walks.iter().map(|(fill, [expire, sweep, reconcile])| json!({
