@@ -4,8 +4,7 @@
 //!
 //! Every stage is a file; this one only wires the entry points (`lb_xdp`, the tail-called
 //! `lb_reply`, `lb_edge` and `lb_place`, `lb_pass`, `lb_flow_probe`; `lb_tc` is in `tc.rs`)
-//! and the address
-//! prefilter:
+//! and the address prefilter:
 //!
 //! | stage | file |
 //! | --- | --- |
