@@ -175,6 +175,8 @@ pub const PROGRAM_XDP: &str = "lb_xdp";
 pub const PROGRAM_REPLY: &str = "lb_reply";
 /// Name of the pass-everything XDP program (benchmark floor, lab veth peers).
 pub const PROGRAM_PASS: &str = "lb_pass";
+/// Name of the pass-everything tc program (benchmark floor for `lb_tc`).
+pub const PROGRAM_PASS_TC: &str = "lb_pass_tc";
 /// Name of the program that only looks a TCP frame's tuple up in the flow table
 /// (benchmark; lbd never loads it).
 pub const PROGRAM_FLOW_PROBE: &str = "lb_flow_probe";

@@ -20,6 +20,13 @@ pub struct PassProgram {
 /// Loads the embedded object with every map shrunk to a token size, and `lb_pass` into
 /// the kernel (not attached). Also the floor program of the per-packet benchmark.
 pub fn load_pass_program() -> Ebpf {
+    let mut ebpf = load_object_small();
+    pass_program(&mut ebpf).load().expect("loading lb_pass");
+    ebpf
+}
+
+/// The embedded object with every map shrunk to a token size, no program loaded yet.
+pub fn load_object_small() -> Ebpf {
     let object = lb_userspace::kernel::ebpf_object::object().expect("the XDP object is embedded");
     let mut loader = EbpfLoader::new();
     for map in [
@@ -32,11 +39,9 @@ pub fn load_pass_program() -> Ebpf {
     ] {
         loader.map_max_entries(map, 16);
     }
-    let mut ebpf = loader
+    loader
         .load(object)
-        .unwrap_or_else(|e| panic!("loading the XDP object: {e}"));
-    pass_program(&mut ebpf).load().expect("loading lb_pass");
-    ebpf
+        .unwrap_or_else(|e| panic!("loading the XDP object: {e}"))
 }
 
 pub fn pass_program(ebpf: &mut Ebpf) -> &mut Xdp {

@@ -4,6 +4,8 @@
 //!
 //! - [`packet`]: per-packet cost of each data-path case (BPF_PROG_TEST_RUN) beside an
 //!   empty XDP program;
+//! - [`tc_hook`]: the main NAT paths at either hook, `lb_xdp` and `lb_tc`, each beside its
+//!   hook's empty program;
 //! - [`dsr`]: per-packet cost of direct server return (`dsr_l2`, `ipip`, `gue`) beside
 //!   NAT: an established packet and a new connection's SYN and first ACK;
 //! - [`dsr6`]: the same modes for an IPv6 service beside NAT66, an established packet
@@ -47,4 +49,5 @@ pub mod stats;
 pub mod syn_proxy;
 pub mod table;
 pub mod targets;
+pub mod tc_hook;
 pub mod udp;

@@ -5,16 +5,16 @@ use std::path::PathBuf;
 
 use lb_tests::bench::{
     api_change, control, dsr, dsr6, e2e, edge, edge6, flow_fill, ipv6, machine, packet, probes,
-    probes_lbd, syn_proxy, targets, udp,
+    probes_lbd, syn_proxy, targets, tc_hook, udp,
 };
 use serde_json::Value;
 
-const USAGE: &str = "usage: lb-bench [--quick] [--only packet,edge,edge6,synproxy,dsr,udp,ipv6,fill,control,api,probes,e2e,e2e_tc] [--json PATH]
+const USAGE: &str = "usage: lb-bench [--quick] [--only packet,tc,edge,edge6,synproxy,dsr,udp,ipv6,fill,control,api,probes,e2e,e2e_tc] [--json PATH]
   --quick                               every part, a few hundred calls per row and a short
                                         end-to-end round (about a minute): checks the harness
                                         (frames, connections), judges no timing; exits 1 when a
                                         run failed
-  [--calls N] [--rounds R]              per-packet, edge, edge6, synproxy, dsr, udp and ipv6 parts (default 20000 x 5)
+  [--calls N] [--rounds R]              per-packet, tc, edge, edge6, synproxy, dsr, udp and ipv6 parts (default 20000 x 5)
   [--fill-calls N] [--fill-rounds R]    flow-table fill part (default 10000 x 3)
   [--e2e-rounds R] [--e2e-seconds S]    end-to-end part (default 5 rounds x 1.5 s per run)
   [--saturated-rounds R] [--saturated-seconds S]
@@ -22,8 +22,8 @@ const USAGE: &str = "usage: lb-bench [--quick] [--only packet,edge,edge6,synprox
   [--e2e-profile DIR]                   one more round of two saturated rows under perf record";
 
 /// `api` (the admin-API change) also runs as part of `control`.
-const PARTS: [&str; 13] = [
-    "packet", "edge", "edge6", "synproxy", "dsr", "udp", "ipv6", "fill", "control", "api",
+const PARTS: [&str; 14] = [
+    "packet", "tc", "edge", "edge6", "synproxy", "dsr", "udp", "ipv6", "fill", "control", "api",
     "probes", "e2e", "e2e_tc",
 ];
 
@@ -136,6 +136,13 @@ fn main() {
             calls: args.calls,
         };
         report.insert("packet".into(), packet::run(&opts));
+    }
+    if wants("tc") {
+        let opts = tc_hook::Options {
+            rounds: args.rounds,
+            calls: args.calls,
+        };
+        report.insert("tc".into(), tc_hook::run(&opts));
     }
     if wants("edge") {
         let opts = edge::Options {
