@@ -346,7 +346,9 @@ impl<S: SlotLayout> FlowTable<S> {
 
     /// Every entry, slots first, as `HashMap::iter`.
     pub fn iter(&self) -> impl Iterator<Item = Result<(FlowKey, S::Value), MapError>> + '_ {
-        self.slot_entries().map(Ok).chain(self.lru.iter())
+        self.slot_entries()
+            .map(Ok)
+            .chain(super::batch::entries(&self.lru))
     }
 
     /// Every key, as `HashMap::keys`.
@@ -370,10 +372,8 @@ impl<S: SlotLayout> FlowTable<S> {
         }
         // A walk that fails part-way (aya stops at the error) would leave slots out that
         // still have entries: then nothing is cleared this time.
-        let Ok(held) = self
-            .lru
-            .keys()
-            .map(|key| key.map(|key| self.index(&key)))
+        let Ok(held) = super::batch::entries(&self.lru)
+            .map(|entry| entry.map(|(key, _)| self.index(&key)))
             .collect::<Result<HashSet<u32>, _>>()
         else {
             return 0;
@@ -446,7 +446,7 @@ impl<S: SlotLayout> FlowTable<S> {
 
 impl<S: SlotLayout> EntryMap<FlowKey, S::Value> for FlowTable<S> {
     fn entries(&self) -> Box<dyn Iterator<Item = (FlowKey, S::Value)> + '_> {
-        Box::new(self.iter().filter_map(Result::ok))
+        Box::new(self.iter().filter_map(super::flows::walked))
     }
 
     fn remove_if(

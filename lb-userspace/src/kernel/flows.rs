@@ -166,9 +166,9 @@ impl KernelDataplane {
             count(target);
         }
         let mut overflow = 0;
-        for entry in self.flows.overflow().iter() {
-            // An entry evicted or deleted mid-walk ends the walk early for that key only.
-            let Ok((_, target)) = entry else { continue };
+        // A walk that ended early would undercount: no corrections from it.
+        for entry in super::batch::entries(self.flows.overflow()) {
+            let (_, target) = entry.context("walking FLOWS")?;
             overflow += 1;
             count(target);
         }
@@ -176,8 +176,8 @@ impl KernelDataplane {
         // Backend ids are shared by both families: an IPv6 flow counts for its backend
         // alike.
         let mut entries6 = 0;
-        for entry in self.flows6.iter() {
-            let Ok((_, target)) = entry else { continue };
+        for entry in super::batch::entries(&self.flows6) {
+            let (_, target) = entry.context("walking FLOWS6")?;
             entries6 += 1;
             count(target);
         }
@@ -232,7 +232,7 @@ pub(super) trait EntryMap<K, V> {
 
 impl<K: Pod, V: Pod> EntryMap<K, V> for HashMap<MapData, K, V> {
     fn entries(&self) -> Box<dyn Iterator<Item = (K, V)> + '_> {
-        Box::new(self.iter().filter_map(Result::ok))
+        Box::new(super::batch::entries(self).filter_map(walked))
     }
 
     fn remove_if(&mut self, key: &K, qualifies: impl Fn(&V) -> bool) -> Result<bool, MapError> {
@@ -283,6 +283,14 @@ fn expire<K, R>(
         }
     }
     Ok(removed)
+}
+
+/// An entry of a walk, or `None` for the error that ended it (logged: the walk saw only
+/// the entries before it, and the next walk tries again).
+pub(super) fn walked<T>(entry: Result<T, MapError>) -> Option<T> {
+    entry
+        .map_err(|e| log::warn!("a walk of a flow map ended early: {e}"))
+        .ok()
 }
 
 /// A delete of a key that is not there (ENOENT), e.g. one the LRU evicted.

@@ -2,6 +2,7 @@
 //! config, attached to NICs, pinned for the next lbd, and the
 //! [`crate::dataplane::Dataplane`] over its maps.
 mod attach;
+pub mod batch;
 pub mod ebpf_object;
 mod edge;
 mod flow_table;

@@ -315,3 +315,57 @@ fn ipv6_flows_expire_count_and_are_purged_with_their_backend() {
     assert_eq!(keys(&forward), [1002]);
     assert_eq!(keys6(&back), [1002]);
 }
+
+/// lbd reads its LRU flow maps a batch at a time (`kernel::batch`): a map of more entries
+/// than one batch holds comes back whole, each entry once with its own value, through the
+/// walk itself and through the reconciliation that counts with it; an empty map comes
+/// back empty.
+#[test]
+fn a_batched_walk_reads_every_entry_of_a_map_larger_than_a_batch_once() {
+    needs::packet();
+    const ENTRIES: u16 = 6000;
+    let pins = Pins(PinDir::new(format!("/sys/fs/bpf/{}", unique_prefix())));
+    let text =
+        config_text(Some(&[B1])).replace("flow_table_size6: 2048", "flow_table_size6: 16384");
+    let cfg = parse(&text);
+    let dp = KernelDataplane::load(&cfg, Some(&pins.0)).expect("loading the XDP object");
+    let mut controller = Controller::new(dp, RING);
+    controller.apply(&cfg).expect("filling the maps");
+    assert_eq!(
+        lb_userspace::kernel::batch::entries(&controller.dataplane().flows6).count(),
+        0,
+        "an empty map"
+    );
+
+    let mut forward: HashMap<_, FlowKey6, FlowTarget> =
+        HashMap::try_from(Map::LruHashMap(pinned(&pins.0, MAP_FLOWS6))).unwrap();
+    let mut inserted = Vec::new();
+    for client in 1000..1000 + ENTRIES {
+        let [(key, _), _] = flow6(client, 2, B1, 0);
+        let target = FlowTarget {
+            backend: 2,
+            service: 1,
+            state: FLOW_F_COUNTED | FLOW_F_ESTABLISHED,
+            last_seen: u32::from(client) * 7,
+            _pad: 0,
+        };
+        forward.insert(key, target, 0).unwrap();
+        inserted.push((u16::from_be(key.src_port), target.last_seen));
+    }
+    let mut walked: Vec<(u16, u32)> =
+        lb_userspace::kernel::batch::entries(&controller.dataplane().flows6)
+            .map(|entry| {
+                let (key, target) = entry.expect("the batched walk");
+                (u16::from_be(key.src_port), target.last_seen)
+            })
+            .collect();
+    walked.sort();
+    assert_eq!(walked.len(), inserted.len(), "entries walked");
+    let differ = walked.iter().zip(&inserted).filter(|(w, i)| w != i).count();
+    assert_eq!(differ, 0, "every entry once, with its value");
+
+    let dp = controller.dataplane_mut();
+    dp.reconcile_active_flows(&[2])
+        .expect("the reconciliation walk");
+    assert_eq!(dp.flow_entries6(), u64::from(ENTRIES));
+}
