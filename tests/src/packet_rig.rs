@@ -269,7 +269,25 @@ pub struct Rig {
     pub b0_mac: Mac,
 }
 
+/// The rig's NICs: index and MAC of `c0` (clients) and `b0` (backends).
+#[derive(Clone, Copy)]
+pub struct Nics {
+    pub c0: u32,
+    pub b0: u32,
+    pub c0_mac: Mac,
+    pub b0_mac: Mac,
+}
+
 impl Rig {
+    pub fn nics(&self) -> Nics {
+        Nics {
+            c0: self.c0,
+            b0: self.b0,
+            c0_mac: self.c0_mac,
+            b0_mac: self.b0_mac,
+        }
+    }
+
     /// Builds the rig; panics with [`crate::needs::packet`]'s one message when the
     /// machine cannot run it (no root).
     pub fn build() -> Rig {
@@ -666,6 +684,33 @@ pub fn ack_of(syn: &Frame) -> Frame {
         ack: BACKEND_ISN.wrapping_add(1),
         ..syn.clone()
     }
+}
+
+/// The client's ACK completing the handshake of `syn` (a SYN to service `web`'s VIP,
+/// `pick` its table's choice), run through `run` (a program and the NIC a frame arrives
+/// on): first its SYN and the backend's SYN-ACK, untimed (whether the SYN-ACK reaches the
+/// client does not matter, passing the data path leaves the proof), then the ACK, whose
+/// action must be `action` and whose frame the one to `pick`'s backend. Returns the ACK
+/// and its run.
+pub fn first_ack(
+    run: impl Fn(u32, &[u8]) -> RunResult,
+    nics: Nics,
+    syn: &Frame,
+    (action, pick): (u32, &TablePick),
+    what: &dyn std::fmt::Display,
+) -> (Frame, RunResult) {
+    let placed = run(nics.c0, &syn.bytes());
+    assert_eq!(placed.action, action, "SYN before {what}");
+    let syn_ack = Frame {
+        dst_mac: nics.b0_mac,
+        ..syn_ack_of(syn, crate::frame::dst_ip(&placed.output))
+    };
+    run(nics.b0, &syn_ack.bytes());
+    let ack = ack_of(syn);
+    let r = run(nics.c0, &ack.bytes());
+    let expected = as_to_backend(&ack, pick.pick(&ack.flow_key()), nics.b0_mac).bytes();
+    expect_run(&r, action, &expected, what);
+    (ack, r)
 }
 
 /// Runs `backend`'s SYN-ACK to `syn` as received on `ifindex` (the NIC behind which the

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     caps,
-    frame::{dst_ip, dst_port, Frame, Mac},
+    frame::{dst_ip, dst_port, Frame},
     packet_rig::*,
     peer_xdp,
 };
@@ -69,15 +69,6 @@ const L3_PROBE_BYTES: usize = 16 << 20;
 
 /// Flow-table entries of the rig, as a large deployment would size it.
 const FLOW_TABLE_SIZE: u32 = 1 << 20;
-
-/// The rig's NICs: index and MAC of `c0` (clients) and `b0` (backends).
-#[derive(Clone, Copy)]
-struct Nics {
-    c0: u32,
-    b0: u32,
-    c0_mac: Mac,
-    b0_mac: Mac,
-}
 
 /// The floor: the pass-everything program on a SYN, its frame handed back unchanged.
 fn floor_round<'a>(floor: &'a Xdp, c0: u32, calls_per_round: usize) -> Round<'a> {
@@ -215,16 +206,13 @@ fn measure(c: &Controller<KernelDataplane>, nics: Nics, rounds: usize, n: usize)
     let web = TablePick::new(c, "web");
     let first_ack = calls(n, move |i| {
         let syn_frame = new_tuple(i, [10, 0, 0, 100], 0x02);
-        let syn = run_once(lb, c0, &syn_frame.bytes());
-        assert_eq!(syn.action, XDP_REDIRECT, "SYN before first ACK #{i}");
-        // Whether the SYN-ACK reaches the client does not matter (the rig routes only
-        // 10.10.0.0/24); passing the data path leaves its proof.
-        let syn_ack = syn_ack_of(&syn_frame, dst_ip(&syn.output));
-        run_once(lb, b0, &syn_ack.bytes());
-        let f = ack_of(&syn_frame);
-        let r = run_once(lb, c0, &f.bytes());
-        let expected = as_to_backend(&f, web.pick(&f.flow_key()), b0_mac).bytes();
-        expect_run(&r, XDP_REDIRECT, &expected, &format_args!("first ACK #{i}"));
+        let (f, r) = first_ack(
+            |ifindex, frame| run_once(lb, ifindex, frame),
+            nics,
+            &syn_frame,
+            (XDP_REDIRECT, &web),
+            &format_args!("first ACK #{i}"),
+        );
         assert!(
             c.dataplane().flows.get(&f.flow_key(), 0).is_ok(),
             "first ACK #{i} records its flow"
@@ -366,12 +354,7 @@ pub fn run(opts: &Options) -> Value {
         "flow_table_size: 4096",
         &format!("flow_table_size: {FLOW_TABLE_SIZE}"),
     );
-    let nics = Nics {
-        c0: rig.c0,
-        b0: rig.b0,
-        c0_mac: rig.c0_mac,
-        b0_mac: rig.b0_mac,
-    };
+    let nics = rig.nics();
     let (c0, b0_mac) = (rig.c0, rig.b0_mac);
     let (rounds, n) = (opts.rounds, opts.calls);
     // How crowded the shared L3 is just before and after, to read beside the Maglev

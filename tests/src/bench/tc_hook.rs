@@ -17,11 +17,7 @@ use super::{
     stats::{interleaved, median_u64, pin_to_cpu, Net, Round, Stat},
     table::Table,
 };
-use crate::{
-    frame::{dst_ip, Frame, Mac},
-    packet_rig::*,
-    peer_xdp,
-};
+use crate::{frame::Frame, packet_rig::*, peer_xdp};
 
 pub struct Options {
     pub rounds: usize,
@@ -94,15 +90,6 @@ impl Programs<'_> {
             Hook::Tc => run_tc_once(self.tc_floor, ifindex, frame),
         }
     }
-}
-
-/// The rig's NICs: index and MAC of `c0` (clients) and `b0` (backends).
-#[derive(Clone, Copy)]
-struct Nics {
-    c0: u32,
-    b0: u32,
-    c0_mac: Mac,
-    b0_mac: Mac,
 }
 
 /// The `i`-th never-seen client of `hook`'s row `row`: a new port every call, a new
@@ -211,21 +198,14 @@ fn rows<'a>(
             r.nanos
         }
     });
-    // Each call's SYN and the backend's SYN-ACK first, untimed: the ACK of a handshake
-    // whose SYN-ACK passed records the flow.
     let first_ack = fresh_calls(n, move |i| {
-        let syn = new_client(hook, 1, i, nics);
-        let placed = p.run(hook, c0, &syn.bytes());
-        assert_eq!(placed.action, redirect, "SYN before first ACK #{i}");
-        let syn_ack = Frame {
-            dst_mac: b0_mac,
-            ..syn_ack_of(&syn, dst_ip(&placed.output))
-        };
-        p.run(hook, b0, &syn_ack.bytes());
-        let ack = ack_of(&syn);
-        let r = p.run(hook, c0, &ack.bytes());
-        let expected = as_to_backend(&ack, web.pick(&ack.flow_key()), b0_mac).bytes();
-        expect_run(&r, redirect, &expected, &format_args!("first ACK #{i}"));
+        let (ack, r) = first_ack(
+            |ifindex, frame| p.run(hook, ifindex, frame),
+            nics,
+            &new_client(hook, 1, i, nics),
+            (redirect, &web),
+            &format_args!("first ACK #{i}"),
+        );
         assert!(
             c.dataplane().flows.get(&ack.flow_key(), 0).is_ok(),
             "first ACK #{i} records its flow"
@@ -294,12 +274,7 @@ pub fn run(opts: &Options) -> Value {
         &format!("flow_table_size: {FLOW_TABLE_SIZE}"),
     );
     assert_ne!(config, CONFIG, "the rig's limits line changed");
-    let nics = Nics {
-        c0: rig.c0,
-        b0: rig.b0,
-        c0_mac: rig.c0_mac,
-        b0_mac: rig.b0_mac,
-    };
+    let nics = rig.nics();
     let (rounds, n) = (opts.rounds, opts.calls);
     let [(xdp_floor, xdp), (tc_floor, tc)] = rig.with_dataplane_at_tc(&config, |c| {
         pin_to_cpu(0);
