@@ -690,15 +690,15 @@ pub fn ack_of(syn: &Frame) -> Frame {
 /// `pick` its table's choice), run through `run` (a program and the NIC a frame arrives
 /// on): first its SYN and the backend's SYN-ACK, untimed (whether the SYN-ACK reaches the
 /// client does not matter, passing the data path leaves the proof), then the ACK, whose
-/// action must be `action` and whose frame the one to `pick`'s backend. Returns the ACK
-/// and its run.
+/// action must be `action`, whose frame the one to `pick`'s backend, and which must have
+/// recorded the flow in `dp`. Returns the ACK's run.
 pub fn first_ack(
-    run: impl Fn(u32, &[u8]) -> RunResult,
+    (dp, run): (&KernelDataplane, impl Fn(u32, &[u8]) -> RunResult),
     nics: Nics,
     syn: &Frame,
     (action, pick): (u32, &TablePick),
     what: &dyn std::fmt::Display,
-) -> (Frame, RunResult) {
+) -> RunResult {
     let placed = run(nics.c0, &syn.bytes());
     assert_eq!(placed.action, action, "SYN before {what}");
     let syn_ack = Frame {
@@ -710,7 +710,11 @@ pub fn first_ack(
     let r = run(nics.c0, &ack.bytes());
     let expected = as_to_backend(&ack, pick.pick(&ack.flow_key()), nics.b0_mac).bytes();
     expect_run(&r, action, &expected, what);
-    (ack, r)
+    assert!(
+        dp.flows.get(&ack.flow_key(), 0).is_ok(),
+        "{what} records its flow"
+    );
+    r
 }
 
 /// Runs `backend`'s SYN-ACK to `syn` as received on `ifindex` (the NIC behind which the
