@@ -4,13 +4,20 @@
 //! active-flow reconciliation) and the IPv6 flow table is all LRU maps, so at a million
 //! entries a key-by-key walk kept a core busy.
 //!
-//! Only for maps of one value per key (hash and LRU hash maps, not per-CPU ones). An entry
-//! added or deleted during the walk may be seen or not, as with a key-by-key walk; an
-//! entry is never seen twice (the kernel walks bucket by bucket and never splits one).
-use std::os::fd::{AsFd as _, AsRawFd as _};
+//! Only for aya's `HashMap` (hash and LRU hash maps, whose key and value sizes aya checks
+//! when it opens them): the kernel writes a hash map's cursor as a 4-byte bucket index,
+//! but other map types' as a whole key, and the buffers here are sized for this type's
+//! keys and values. An entry added or deleted during the walk may be seen or not, as with
+//! a key-by-key walk; an entry is never seen twice (the kernel copies bucket by bucket,
+//! each under its lock, and never splits one). Kernels before 6.1 skipped a bucket whose
+//! lock was busy without saying so; later ones return the error, which ends the walk.
+use std::{
+    borrow::Borrow,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
 
 use aya::{
-    maps::{IterableMap, MapData, MapError},
+    maps::{HashMap, IterableMap as _, MapData, MapError},
     sys::SyscallError,
     Pod,
 };
@@ -39,7 +46,7 @@ struct BatchAttr {
 
 /// Every entry of `map`, read in batches; see the module doc. An error ends the walk after
 /// it is yielded.
-pub fn entries<K: Pod, V: Pod>(map: &impl IterableMap<K, V>) -> Batches<'_, K, V> {
+pub fn entries<T: Borrow<MapData>, K: Pod, V: Pod>(map: &HashMap<T, K, V>) -> Batches<'_, K, V> {
     Batches {
         map: map.map(),
         keys: Vec::new(),

@@ -247,7 +247,9 @@ fn measure_level(
         );
         r.nanos
     });
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ fill_level as u64);
+    // Other flows than the established column's, which that column has just brought into
+    // the caches.
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ fill_level as u64);
     let lookup_only = calls(n, |_| {
         let i = rng.below(fill_level);
         let (src, sport) = filled_client(i);

@@ -327,6 +327,7 @@ fn a_batched_walk_reads_every_entry_of_a_map_larger_than_a_batch_once() {
     let pins = Pins(PinDir::new(format!("/sys/fs/bpf/{}", unique_prefix())));
     let text =
         config_text(Some(&[B1])).replace("flow_table_size6: 2048", "flow_table_size6: 16384");
+    assert_ne!(text, config_text(Some(&[B1])), "the limits line changed");
     let cfg = parse(&text);
     let dp = KernelDataplane::load(&cfg, Some(&pins.0)).expect("loading the XDP object");
     let mut controller = Controller::new(dp, RING);
