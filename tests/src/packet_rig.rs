@@ -686,8 +686,8 @@ pub fn ack_of(syn: &Frame) -> Frame {
     }
 }
 
-/// The client's ACK completing the handshake of `syn` (a SYN to service `web`'s VIP,
-/// `pick` its table's choice), run through `run` (a program and the NIC a frame arrives
+/// The client's ACK completing the handshake of `syn` (a SYN to a hash-placed service's
+/// VIP, `pick` that service's table), run through `run` (a program and the NIC a frame arrives
 /// on): first its SYN and the backend's SYN-ACK, untimed (whether the SYN-ACK reaches the
 /// client does not matter, passing the data path leaves the proof), then the ACK, whose
 /// action must be `action`, whose frame the one to `pick`'s backend, and which must have

@@ -370,7 +370,7 @@ impl<S: SlotLayout> FlowTable<S> {
         if counted.is_empty() {
             return 0;
         }
-        // A walk that fails part-way (aya stops at the error) would leave slots out that
+        // A walk that fails part-way (it ends at the error) would leave slots out that
         // still have entries: then nothing is cleared this time.
         let Ok(held) = super::batch::entries(&self.lru)
             .map(|entry| entry.map(|(key, _)| self.index(&key)))
