@@ -57,6 +57,7 @@ pub const XDP_REDIRECT: u32 = 4;
 /// tc's actions (`TC_ACT_*`), which `lb_tc` returns; `TC_ACT_UNSPEC` is -1, as the
 /// test run's u32 return value shows it.
 pub const TC_ACT_UNSPEC: u32 = u32::MAX;
+pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_REDIRECT: u32 = 7;
 
@@ -560,6 +561,7 @@ pub fn table_pick(c: &Controller<KernelDataplane>, name: &str, key: &FlowKey) ->
 }
 
 /// [`table_pick`] for many keys: the service's ring and backends copied once.
+#[derive(Clone)]
 pub struct TablePick {
     source_hash: bool,
     ring: Vec<u32>,

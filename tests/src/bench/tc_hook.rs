@@ -28,8 +28,6 @@ pub struct Options {
 const FLOW_TABLE_SIZE: u32 = 1 << 20;
 /// Client ports of the established rows: one connection per hook.
 const ESTABLISHED_PORT: [u16; 2] = [33333, 33433];
-/// `lb_pass_tc`'s verdict.
-const TC_ACT_OK: u32 = 0;
 
 /// The rows, in order: name and JSON key.
 const ROWS: [(&str, &str); 5] = [
@@ -57,6 +55,14 @@ impl Hook {
         match self {
             Hook::Xdp => 0,
             Hook::Tc => 1,
+        }
+    }
+
+    /// The verdict of the hook's empty program.
+    fn pass(self) -> u32 {
+        match self {
+            Hook::Xdp => XDP_PASS,
+            Hook::Tc => TC_ACT_OK,
         }
     }
 
@@ -189,7 +195,7 @@ fn rows<'a>(
     };
     let web = TablePick::new(c, "web");
     let new_flow = fresh_calls(n, {
-        let web = TablePick::new(c, "web");
+        let web = web.clone();
         move |i| {
             let frame = new_client(hook, 0, i, nics);
             let r = p.run(hook, c0, &frame.bytes());
@@ -247,13 +253,9 @@ fn measure(
         ..client_syn(40000)
     }
     .bytes();
-    let (pass, c0) = match hook {
-        Hook::Xdp => (XDP_PASS, nics.c0),
-        Hook::Tc => (TC_ACT_OK, nics.c0),
-    };
     let floor = fresh_calls(n, |i| {
-        let r = p.floor(hook, c0, &frame);
-        expect_run(&r, pass, &frame, &format_args!("floor #{i}"));
+        let r = p.floor(hook, nics.c0, &frame);
+        expect_run(&r, hook.pass(), &frame, &format_args!("floor #{i}"));
         r.nanos
     });
     interleaved(rounds, floor, rows(c, p, hook, nics, n))
