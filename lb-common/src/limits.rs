@@ -10,15 +10,15 @@ use crate::{
 pub const MAP_SERVICE_INDEX: &str = "SERVICE_INDEX";
 pub const MAP_BACKENDS: &str = "BACKENDS";
 pub const MAP_RING: &str = "RING";
-/// IPv4 forward flows whose home and buddy slots (`MAP_FLOW_SLOTS`) other flows hold: `flow::FlowKey`
+/// IPv4 forward flows whose home and buddy slots (`MAP_FLOW_SLOTS`) all hold others: `flow::FlowKey`
 /// (client -> VIP) -> `flow::FlowTarget` (LRU, `flow_slots::overflow_entries`).
 pub const MAP_FLOWS: &str = "FLOWS";
-/// IPv4 reply entries whose home and buddy slots (`MAP_FLOW_SLOTS`) other flows hold: `flow::FlowKey`
+/// IPv4 reply entries whose home and buddy slots (`MAP_FLOW_SLOTS`) all hold others: `flow::FlowKey`
 /// (backend -> client) -> `flow::NatReturn` (LRU, as many).
 pub const MAP_RETURN_FLOWS: &str = "RETURN_FLOWS";
-/// IPv4 connections by slot (`flow_slots::SlotPair`, mmapable array of
-/// `flow_slots::flow_slots(limits.flow_table_size)`); `FLOWS` and `RETURN_FLOWS` hold
-/// the entries they cannot.
+/// IPv4 connections by slot (`flow_slots::SlotHalf`, mmapable array of
+/// `flow_slots::flow_slot_halves(limits.flow_table_size)`, two halves a slot); `FLOWS` and
+/// `RETURN_FLOWS` hold the entries they cannot.
 pub const MAP_FLOW_SLOTS: &str = "FLOW_SLOTS";
 pub const MAP_SERVICE_STATS: &str = "SERVICE_STATS";
 pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
@@ -131,8 +131,20 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 
 /// Version of the meaning of the shared map layouts. Bump it whenever a key, value or
 /// flag changes meaning, even if sizes stay equal: a new `lbd` refuses to adopt pinned
-/// maps of another version instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 19;
+/// maps of another version instead of misreading them, except those from
+/// [`OLDEST_ADOPTED_LAYOUT`] on, which this one reads as they are, and which it marks as
+/// its own on adopting them, so that the older `lbd` refuses them in turn.
+pub const LAYOUT_VERSION: u32 = 20;
+
+/// The oldest pinned layout this `lbd` adopts. Version 19 put an entry whose home slot was
+/// taken only into its first buddy (`flow_slots::buddies`), where this one looks too; this
+/// one also uses the other two, which version 19 never reads.
+pub const OLDEST_ADOPTED_LAYOUT: u32 = 19;
+
+/// Whether maps pinned with layout `version` may be adopted.
+pub const fn adopts_layout(version: u32) -> bool {
+    OLDEST_ADOPTED_LAYOUT <= version && version <= LAYOUT_VERSION
+}
 
 /// Read-only globals set by the loader (`EbpfLoader::set_global`).
 pub const GLOBAL_HASH_SEED: &str = "LB_HASH_SEED";
@@ -245,5 +257,14 @@ mod tests {
         assert_eq!(syn_cache_slots(u32::MAX), 1 << 17);
         assert_eq!(syn_cache_sets(1024), 512);
         assert_eq!(syn_cache_sets(u32::MAX), 1 << 16);
+    }
+
+    #[test]
+    fn this_layout_and_the_older_one_it_reads_as_it_is_are_adopted_and_no_other() {
+        assert!(adopts_layout(LAYOUT_VERSION));
+        assert!(adopts_layout(OLDEST_ADOPTED_LAYOUT));
+        assert!(!adopts_layout(OLDEST_ADOPTED_LAYOUT - 1));
+        assert!(!adopts_layout(LAYOUT_VERSION + 1));
+        assert!(!adopts_layout(0));
     }
 }

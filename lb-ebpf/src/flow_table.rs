@@ -1,8 +1,8 @@
-//! The IPv4 flow tables: each connection's home slot pair, then its buddy's, then the LRU
+//! The IPv4 flow tables: each connection's home slot pair, then its buddies', then the LRU
 //! map of the entry's direction (see `lb_common::flow_slots`). Finding a flow in its home
-//! is one inlined array read; a new connection whose home or buddy half is empty is
+//! is one inlined array read; a new connection whose home or a buddy's half is empty is
 //! recorded with a compare-and-swap and a few stores per direction instead of LRU inserts,
-//! and a packet whose home never sent an entry to the buddy or the LRU map does not look
+//! and a packet whose home never sent an entry to a buddy or the LRU map does not look
 //! there.
 use core::{
     intrinsics::{atomic_cxchg, atomic_xadd, atomic_xor, AtomicOrdering::Relaxed},
@@ -13,7 +13,7 @@ use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn},
     flow_slots::{
-        buddy, busy_tag, forward_index, key_words, may_overflow, ready_tag, reply_index,
+        buddies, busy_tag, forward_index, key_words, may_overflow, ready_tag, reply_index,
         slot_state, SlotPair, FORWARD_HALF_OFFSET, HALF_DISPLACED_OFFSET, HALF_VALUE_OFFSET,
         REPLY_HALF_OFFSET, SLOT_EMPTY, SLOT_OVERFLOW_ONE, SLOT_READY,
     },
@@ -107,7 +107,7 @@ impl<const HALF: usize> HalfAt<HALF> {
         }
     }
 
-    /// Whether an entry of this home may be in the buddy's half.
+    /// Whether an entry of this home may be in a buddy's half.
     #[inline(always)]
     fn may_be_displaced(&self) -> bool {
         unsafe { read_volatile(self.displaced()) != 0 }
@@ -125,7 +125,7 @@ enum Found {
 }
 
 /// Looks `key` up in its home half, then, if an entry of that home was ever put there,
-/// the buddy's, then says whether the LRU map may hold it.
+/// the buddies', then says whether the LRU map may hold it.
 #[inline(always)]
 fn find_in_slots<const HALF: usize>(index: u32, key: &FlowKey) -> Found {
     let Some(home) = HalfAt::<HALF>::of(index) else {
@@ -136,10 +136,15 @@ fn find_in_slots<const HALF: usize>(index: u32, key: &FlowKey) -> Found {
         Half::Empty(tag) | Half::Taken(tag) => tag,
     };
     if home.may_be_displaced() {
-        if let Some(buddy) = HalfAt::<HALF>::of(buddy(index)) {
-            if let Half::Own(_) = buddy.read(key) {
-                return Found::Half(buddy.value());
-            }
+        // Unrolled by hand, here and in `place`: a loop over an array on the stack reads
+        // it at a variable offset, which the verifier refuses without CAP_PERFMON.
+        let [b1, b2, b3] = buddies(index);
+        let own = |b: u32| {
+            let buddy = HalfAt::<HALF>::of(b)?;
+            matches!(buddy.read(key), Half::Own(_)).then(|| buddy.value())
+        };
+        if let Some(value) = own(b1).or_else(|| own(b2)).or_else(|| own(b3)) {
+            return Found::Half(value);
         }
     }
     if may_overflow(tag) {
@@ -175,7 +180,7 @@ fn overflowed(tag_ptr: *mut u64) {
 }
 
 /// A half claimed for writing: where, from which tag, and the home to count it in when
-/// it is the buddy's.
+/// it is a buddy's.
 struct Claimed<const HALF: usize> {
     half: HalfAt<HALF>,
     tag: u64,
@@ -183,7 +188,7 @@ struct Claimed<const HALF: usize> {
 }
 
 impl<const HALF: usize> Claimed<HALF> {
-    /// Publishes the written half, then counts it in its home if it is the buddy's.
+    /// Publishes the written half, then counts it in its home if it is a buddy's.
     #[inline(always)]
     fn publish(&self) {
         publish(self.half.tag(), self.tag);
@@ -197,8 +202,8 @@ impl<const HALF: usize> Claimed<HALF> {
 enum Place<const HALF: usize> {
     /// Write the half from this tag.
     Half(HalfAt<HALF>, u64, Option<HalfAt<HALF>>),
-    /// The LRU map: both halves hold other flows, or an entry of the home may be in the
-    /// LRU map (which may be this very tuple's).
+    /// The LRU map: every candidate half holds another flow, or an entry of the home may
+    /// be in the LRU map (which may be this very tuple's).
     Lru,
     /// `only_new`, and a half holds the tuple.
     Exists,
@@ -208,7 +213,7 @@ enum Place<const HALF: usize> {
 #[inline(always)]
 fn place<const HALF: usize>(
     home: HalfAt<HALF>,
-    buddy: Option<HalfAt<HALF>>,
+    index: u32,
     key: &FlowKey,
     only_new: bool,
 ) -> Place<HALF> {
@@ -217,24 +222,48 @@ fn place<const HALF: usize>(
         Half::Own(tag) => return Place::Half(home, tag, None),
         Half::Empty(tag) | Half::Taken(tag) => tag,
     };
-    if home.may_be_displaced() {
-        if let Some(b) = buddy {
-            match b.read(key) {
-                Half::Own(_) if only_new => return Place::Exists,
-                Half::Own(tag) => return Place::Half(b, tag, None),
-                _ => {}
+    // The buddies are read when one may hold the tuple (an entry of the home went to
+    // one), or when the home is taken and the entry may go to the first empty one. That
+    // one's tag is kept apart and always set: an `Option` of both leaves the tag's
+    // register unwritten on the `None` path, which the verifier refuses to see copied.
+    let mut empty_buddy: Option<HalfAt<HALF>> = None;
+    let mut empty_buddy_tag = 0;
+    let home_taken = slot_state(home_tag) != SLOT_EMPTY;
+    let displaced = home.may_be_displaced();
+    if displaced || (home_taken && !may_overflow(home_tag)) {
+        // Each buddy's address is worked out only when it is read.
+        let [b1, b2, b3] = buddies(index);
+        let mut look = |b: u32| -> Option<Place<HALF>> {
+            // With no entry of the home in a buddy, none holds the tuple: the search
+            // ends at the first empty one, and the lines after it are not read.
+            if !displaced && empty_buddy.is_some() {
+                return None;
             }
+            let b = HalfAt::<HALF>::of(b)?;
+            match b.read(key) {
+                Half::Own(_) if only_new => Some(Place::Exists),
+                Half::Own(tag) => Some(Place::Half(b, tag, None)),
+                Half::Empty(tag) if empty_buddy.is_none() => {
+                    empty_buddy = Some(b);
+                    empty_buddy_tag = tag;
+                    None
+                }
+                _ => None,
+            }
+        };
+        if let Some(place) = look(b1).or_else(|| look(b2)).or_else(|| look(b3)) {
+            return place;
         }
     }
     if may_overflow(home_tag) {
         return Place::Lru;
     }
-    if slot_state(home_tag) == SLOT_EMPTY {
+    if !home_taken {
         return Place::Half(home, home_tag, None);
     }
-    match buddy.map(|b| (b, b.read(key))) {
-        Some((b, Half::Empty(tag))) => Place::Half(b, tag, Some(home)),
-        _ => Place::Lru,
+    match empty_buddy {
+        Some(b) => Place::Half(b, empty_buddy_tag, Some(home)),
+        None => Place::Lru,
     }
 }
 
@@ -249,9 +278,8 @@ fn take_half<const HALF: usize>(
     only_new: bool,
 ) -> Result<(Option<Claimed<HALF>>, HalfAt<HALF>), NotRecorded> {
     let home = HalfAt::<HALF>::of(index).ok_or(NotRecorded::Failed)?;
-    let buddy = HalfAt::<HALF>::of(buddy(index));
     for attempt in 0..2 {
-        match place(home, buddy, key, only_new) {
+        match place(home, index, key, only_new) {
             Place::Exists => return Err(NotRecorded::Exists),
             Place::Lru => return Ok((None, home)),
             Place::Half(half, tag, displaced_from) if claim(half.tag(), tag) => {
@@ -282,7 +310,7 @@ pub fn find(key: &FlowKey) -> Option<*mut FlowTarget> {
 }
 
 /// Records `target` under `key`: over its entry unless `only_new`, else in its home half
-/// if that is empty, else in its buddy's if that is, else in `FLOWS`.
+/// if that is empty, else in the first empty buddy's, else in `FLOWS`.
 #[inline(always)]
 pub fn record(key: &FlowKey, target: &FlowTarget, only_new: bool) -> Result<(), NotRecorded> {
     let index = forward_index(key, flow_slot_mask());
@@ -326,8 +354,8 @@ pub fn find_return(key: &FlowKey) -> Option<*mut NatReturn> {
 }
 
 /// Records a fresh reply entry under `key` (over an earlier one of the tuple): in its
-/// home half if that holds the tuple or nothing, else in its buddy's, else in
-/// `RETURN_FLOWS`. `fill` writes the entry's fields into zeroed memory.
+/// home half if that holds the tuple or nothing, else in the first empty buddy's, else
+/// in `RETURN_FLOWS`. `fill` writes the entry's fields into zeroed memory.
 #[inline(always)]
 pub fn record_return(key: &FlowKey, fill: impl Fn(*mut NatReturn)) -> Result<(), NotRecorded> {
     let index = reply_index(key, flow_slot_mask());

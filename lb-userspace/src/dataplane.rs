@@ -143,7 +143,7 @@ pub trait Counters {
     /// The same of the IPv6 table (`FLOWS6`).
     fn flow_entries6(&self) -> u64;
     /// Of [`Self::flow_entries`], those in the LRU map behind the slots (`FLOWS`): the
-    /// connections whose home and buddy slots other flows hold.
+    /// connections whose home and buddy slots all hold other flows.
     fn flow_overflow_entries(&self) -> u64;
     /// Matches of the edge rule whose hit counter is `counter`, summed over CPUs.
     fn edge_rule_hits(&self, counter: u32) -> anyhow::Result<u64>;

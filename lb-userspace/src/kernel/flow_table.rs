@@ -1,5 +1,5 @@
 //! The IPv4 flow tables as the controller sees them: each direction's halves of the slot
-//! pairs (read and emptied through a memory mapping), home and buddy, and the LRU map
+//! pairs (read and emptied through a memory mapping), home and buddies, and the LRU map
 //! behind them, as one table with the LRU map's operations (see `lb_common::flow_slots`
 //! for who may write a half when).
 use std::{
@@ -21,7 +21,7 @@ use aya::{
 use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn},
     flow_slots::{
-        buddy, busy_tag, empty_tag, forward_index, key_words, may_overflow, overflow_cleared,
+        buddies, busy_tag, empty_tag, forward_index, key_words, may_overflow, overflow_cleared,
         ready_tag, reply_index, slot_state, FlowSlot, ReturnSlot, SlotPair, FORWARD_TAG_WORD,
         REPLY_TAG_WORD, SLOT_EMPTY, SLOT_OVERFLOW_ONE, SLOT_READY,
     },
@@ -117,7 +117,7 @@ impl<S: SlotLayout> FlowTable<S> {
         })
     }
 
-    /// The LRU map behind the slots: entries whose home and buddy slots other flows held.
+    /// The LRU map behind the slots: entries whose home and buddy slots all held others.
     pub fn overflow(&self) -> &HashMap<MapData, FlowKey, S::Value> {
         &self.lru
     }
@@ -128,24 +128,24 @@ impl<S: SlotLayout> FlowTable<S> {
     }
 
     fn index(&self, key: &FlowKey) -> u32 {
-        S::index(key, self.slots.entries() - 1)
+        S::index(key, self.slots() - 1)
     }
 
     fn tag(&self, index: u32) -> &AtomicU64 {
         self.slots.word(index, S::TAG_WORD)
     }
 
-    /// How many entries of home `index` were put into its buddy's half (see
+    /// How many entries of home `index` were put into its buddies' halves (see
     /// `lb_common::flow_slots`).
     fn displaced(&self, index: u32) -> &AtomicU32 {
         self.slots
             .word32(index, S::HALF_OFFSET + S::DISPLACED_OFFSET)
     }
 
-    /// The buddy of home `index`, if the array has it.
-    fn buddy_of(&self, index: u32) -> Option<u32> {
-        let b = buddy(index);
-        (b < self.slots.entries()).then_some(b)
+    /// The buddies of home `index` that the array has, in the order they are tried.
+    fn buddies_of(&self, index: u32) -> impl Iterator<Item = u32> {
+        let entries = self.slots();
+        buddies(index).into_iter().filter(move |&b| b < entries)
     }
 
     /// The first byte of slot `index`'s half of this direction.
@@ -173,16 +173,21 @@ impl<S: SlotLayout> FlowTable<S> {
         (self.tag(index).load(Ordering::Acquire) == tag).then_some(SlotRead { tag, key, value })
     }
 
-    /// The half of `key` (its home's, else its buddy's) that holds `key`'s entry.
+    /// The half of `key` (its home's, else a buddy's) that holds `key`'s entry.
     fn read_own(&self, key: &FlowKey) -> Option<(u32, SlotRead<S::Value>)> {
         let home = self.index(key);
         std::iter::once(home)
-            .chain(self.buddy_of(home))
+            .chain(self.buddies_of(home))
             .find_map(|index| {
                 self.read(index)
                     .filter(|r| key_words(&r.key) == key_words(key))
                     .map(|r| (index, r))
             })
+    }
+
+    /// The slot whose half of this direction holds `key`'s entry, if one does.
+    pub fn slot_of(&self, key: &FlowKey) -> Option<u32> {
+        self.read_own(key).map(|(index, _)| index)
     }
 
     /// The entry of `key`, as `HashMap::get`.
@@ -194,7 +199,7 @@ impl<S: SlotLayout> FlowTable<S> {
     }
 
     /// Records an entry as the data path does (the half that holds the tuple, else its
-    /// home's if empty, else its buddy's if empty, else the LRU map), as
+    /// home's if empty, else the first empty buddy's, else the LRU map), as
     /// `HashMap::insert`.
     pub fn insert(
         &mut self,
@@ -223,12 +228,16 @@ impl<S: SlotLayout> FlowTable<S> {
                     if self.write(home, tag, &key, &value) {
                         return Ok(());
                     }
-                } else if let Some(b) = self.buddy_of(home) {
-                    let buddy_tag = self.tag(b).load(Ordering::Acquire);
-                    if slot_state(buddy_tag) == SLOT_EMPTY && self.write(b, buddy_tag, &key, &value)
-                    {
-                        self.displaced(home).fetch_add(1, Ordering::AcqRel);
-                        return Ok(());
+                } else {
+                    let empty = self.buddies_of(home).find_map(|b| {
+                        let tag = self.tag(b).load(Ordering::Acquire);
+                        (slot_state(tag) == SLOT_EMPTY).then_some((b, tag))
+                    });
+                    if let Some((b, tag)) = empty {
+                        if self.write(b, tag, &key, &value) {
+                            self.displaced(home).fetch_add(1, Ordering::AcqRel);
+                            return Ok(());
+                        }
                     }
                 }
             }
@@ -264,9 +273,9 @@ impl<S: SlotLayout> FlowTable<S> {
         true
     }
 
-    /// The entry of `key` as the data path finds it: the buddy is read only if an entry
-    /// of its home was ever put there, and the LRU map only if one was ever put there (no
-    /// syscall for most misses).
+    /// The entry of `key` as the data path finds it: the buddies are read only if an entry
+    /// of its home was ever put into one, and the LRU map only if one was ever put there
+    /// (no syscall for most misses).
     pub fn find(&self, key: &FlowKey) -> Result<Option<S::Value>, MapError> {
         let home = self.index(key);
         let own = |index: u32| {
@@ -277,7 +286,7 @@ impl<S: SlotLayout> FlowTable<S> {
             return Ok(Some(read.value));
         }
         if self.displaced(home).load(Ordering::Acquire) != 0 {
-            if let Some(read) = self.buddy_of(home).and_then(own) {
+            if let Some(read) = self.buddies_of(home).find_map(own) {
                 return Ok(Some(read.value));
             }
         }
@@ -291,7 +300,7 @@ impl<S: SlotLayout> FlowTable<S> {
         }
     }
 
-    /// Deletes the entries of `key` (its home's, its buddy's, and a copy in the LRU map:
+    /// Deletes the entries of `key` (its home's, its buddies', and a copy in the LRU map:
     /// a race between two CPUs recording one tuple can leave two) that `qualify` when deleted:
     /// a slot is emptied only from the very tag it was read under, so an entry the data
     /// path rewrote meanwhile stays. Whether one was deleted.
@@ -304,8 +313,8 @@ impl<S: SlotLayout> FlowTable<S> {
         let mut removed = false;
         let mut found_in_slots = false;
         // Each copy on its own: two CPUs recording one tuple at once can leave it in the
-        // home and in the buddy.
-        for index in std::iter::once(home).chain(self.buddy_of(home)) {
+        // home and in a buddy.
+        for index in std::iter::once(home).chain(self.buddies_of(home)) {
             let Some(read) = self
                 .read(index)
                 .filter(|r| key_words(&r.key) == key_words(key))
@@ -341,7 +350,7 @@ impl<S: SlotLayout> FlowTable<S> {
 
     /// The entries in slots.
     pub fn slot_entries(&self) -> impl Iterator<Item = (FlowKey, S::Value)> + '_ {
-        (0..self.slots.entries()).filter_map(|i| self.read(i).map(|r| (r.key, r.value)))
+        (0..self.slots()).filter_map(|i| self.read(i).map(|r| (r.key, r.value)))
     }
 
     /// Every entry, slots first, as `HashMap::iter`.
@@ -357,13 +366,13 @@ impl<S: SlotLayout> FlowTable<S> {
     }
 
     /// Clears the counts of this direction's halves whose entries elsewhere are gone, so
-    /// that their misses skip the buddy read and the LRU lookup again (see
-    /// [`Self::clear_displaced_counts`] for the buddy's). An LRU count is cleared only
+    /// that their misses skip the buddy reads and the LRU lookup again (see
+    /// [`Self::clear_displaced_counts`] for the buddies'). An LRU count is cleared only
     /// from the tag read before the walk of the LRU map: an entry put there since changed
     /// it. Returns how many LRU counts were cleared.
     pub fn clear_overflow_counts(&mut self) -> usize {
         self.clear_displaced_counts();
-        let counted: Vec<(u32, u64)> = (0..self.slots.entries())
+        let counted: Vec<(u32, u64)> = (0..self.slots())
             .map(|i| (i, self.tag(i).load(Ordering::Acquire)))
             .filter(|(_, tag)| may_overflow(*tag))
             .collect();
@@ -394,27 +403,25 @@ impl<S: SlotLayout> FlowTable<S> {
             .count()
     }
 
-    /// Clears the displaced count of each home whose buddy's half holds no entry of it
-    /// and is not being written. The count is read first and cleared only from that
-    /// value: the data path adds to it after publishing the buddy's half, so an entry put
+    /// Clears the displaced count of each home whose buddies' halves hold no entry of it
+    /// and none is being written. The count is read first and cleared only from that
+    /// value: the data path adds to it after publishing a buddy's half, so an entry put
     /// there after the count was read either shows in the half or changed the count.
     /// Returns how many were cleared.
     pub fn clear_displaced_counts(&self) -> usize {
-        (0..self.slots.entries())
+        (0..self.slots())
             .filter(|&home| {
                 let count = self.displaced(home).load(Ordering::Acquire);
                 if count == 0 {
                     return false;
                 }
-                let Some(b) = self.buddy_of(home) else {
-                    return false;
-                };
-                let tag = self.tag(b).load(Ordering::Acquire);
-                let holds_one = match slot_state(tag) {
-                    SLOT_EMPTY => false,
-                    SLOT_READY => self.read(b).is_none_or(|r| self.index(&r.key) == home),
-                    _ => true,
-                };
+                let holds_one = self.buddies_of(home).any(|b| {
+                    match slot_state(self.tag(b).load(Ordering::Acquire)) {
+                        SLOT_EMPTY => false,
+                        SLOT_READY => self.read(b).is_none_or(|r| self.index(&r.key) == home),
+                        _ => true,
+                    }
+                });
                 !holds_one
                     && self
                         .displaced(home)
@@ -424,9 +431,9 @@ impl<S: SlotLayout> FlowTable<S> {
             .count()
     }
 
-    /// Whether the data path reads `key`'s buddy half when its home does not hold it: an
-    /// entry of the home was put there since the counts were last cleared.
-    pub fn looks_in_buddy(&self, key: &FlowKey) -> bool {
+    /// Whether the data path reads `key`'s buddy halves when its home does not hold it: an
+    /// entry of the home was put into one since the counts were last cleared.
+    pub fn looks_in_buddies(&self, key: &FlowKey) -> bool {
         self.displaced(self.index(key)).load(Ordering::Acquire) != 0
     }
 
@@ -438,7 +445,7 @@ impl<S: SlotLayout> FlowTable<S> {
 
     /// Entries in slots (the rest are in the LRU map).
     pub fn in_slots(&self) -> usize {
-        (0..self.slots.entries())
+        (0..self.slots())
             .filter(|&i| slot_state(self.tag(i).load(Ordering::Relaxed)) == SLOT_READY)
             .count()
     }

@@ -82,7 +82,7 @@ impl KernelDataplane {
 
     /// The slots' upkeep: orphaned reply entries removed, and the buddy and LRU counts of
     /// homes whose entries there are gone cleared, so that their misses skip the buddy
-    /// read and the LRU lookup again.
+    /// reads and the LRU lookup again.
     pub fn sweep_slots(&mut self) -> anyhow::Result<()> {
         self.remove_orphan_replies()?;
         self.flows.clear_overflow_counts();

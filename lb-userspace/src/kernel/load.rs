@@ -123,11 +123,10 @@ pub(super) struct TailCalled {
 }
 
 /// Verifies and loads lb_xdp, the programs it tail-calls (lb_reply, lb_edge,
-/// lb_place, ...) and, with `tc` (the config has `tc_interfaces`), lb_tc: whose descriptors go into the program array later, and stamps the layout
-/// version on maps created now (adopted ones carry theirs).
+/// lb_place, ...) and, with `tc` (the config has `tc_interfaces`), lb_tc: whose descriptors go into the program array later, and stamps this build's layout
+/// version on the maps (adopted ones carry the same one, or an older one it reads as it is).
 fn load_programs(
     ebpf: &mut Ebpf,
-    adopted: bool,
     tc: bool,
 ) -> anyhow::Result<(ProgramArray<MapData>, Vec<TailCalled>)> {
     let program: &mut Xdp = ebpf
@@ -170,12 +169,12 @@ fn load_programs(
         tail_called.push(TailCalled { name, slot, fd });
     }
     let programs: ProgramArray<MapData> = take(ebpf, MAP_PROGRAMS)?;
+    // Also over an adopted older layout this build reads as it is (`adopts_layout`): an
+    // `lbd` of that layout must not adopt what this one writes.
     let mut layout: Array<MapData, u32> = take(ebpf, MAP_LAYOUT)?;
-    if !adopted {
-        layout
-            .set(0, LAYOUT_VERSION, 0)
-            .context("writing the layout version")?;
-    }
+    layout
+        .set(0, LAYOUT_VERSION, 0)
+        .context("writing the layout version")?;
     Ok((programs, tail_called))
 }
 
@@ -220,7 +219,7 @@ impl KernelDataplane {
             .load(object)
             .context("loading the XDP object into the kernel")?;
         let tc = !config.tc_interfaces.is_empty();
-        let (programs, tail_called) = load_programs(&mut ebpf, adopted, tc)?;
+        let (programs, tail_called) = load_programs(&mut ebpf, tc)?;
         let mut dataplane = Self::with_maps(ebpf, programs, tail_called, adopted)?;
         if !adopted {
             // Nothing runs the array's programs yet: no old lb_xdp can reach these

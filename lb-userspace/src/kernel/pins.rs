@@ -23,7 +23,7 @@ use aya::{
     maps::{Array, MapData, MapInfo},
     programs::links::PinnedLink,
 };
-use lb_common::limits::{LAYOUT_VERSION, MAP_EGRESS, MAP_LAYOUT, MAP_TRACE_PREFIX};
+use lb_common::limits::{adopts_layout, LAYOUT_VERSION, MAP_EGRESS, MAP_LAYOUT, MAP_TRACE_PREFIX};
 
 /// Why pinned state cannot be adopted.
 #[derive(Debug, thiserror::Error)]
@@ -245,7 +245,7 @@ impl PinDir {
             }
         }
         if let Some(found) = self.layout_version()? {
-            if found != LAYOUT_VERSION {
+            if !adopts_layout(found) {
                 return Err(PinError::LayoutVersion {
                     found,
                     wanted: LAYOUT_VERSION,

@@ -149,7 +149,7 @@ pub struct StatsView {
     #[serde(default)]
     pub flow_table6_capacity: u32,
     /// Of `flow_table_entries`, those in the LRU maps behind the slots (whose home and buddy
-    /// slots other flows hold), and those maps' capacity (absent from an older lbd's answer: 0).
+    /// slots all hold other flows), and those maps' capacity (absent from an older lbd's answer: 0).
     #[serde(default)]
     pub flow_table_overflow_entries: u64,
     #[serde(default)]

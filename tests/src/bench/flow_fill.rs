@@ -15,7 +15,10 @@
 //!   records no flow (see `lb_common::syn_cache`);
 //! - first ACK: the same tuples' next client packet, each right after its SYN (untimed),
 //!   which takes the SYN's slot and inserts both flow entries; those entries are deleted
-//!   after each round (untimed), so the fill stays at its level;
+//!   after each round (untimed), so the fill stays at its level. Its calls are also told
+//!   apart by where the entries landed (both in their home slots, one in a buddy, one in
+//!   an LRU map), each with its share and median, since the column's median is that
+//!   mixture's;
 //! - lookup only: the established column's packets through `lb_flow_probe`, which parses
 //!   and looks the tuple up in the same flow table and does nothing else: the table's
 //!   own cost, measured as the whole path is.
@@ -31,6 +34,7 @@ use std::{cell::RefCell, net::Ipv4Addr};
 use aya::programs::Xdp;
 use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_COUNTED},
+    flow_slots::{forward_index, reply_index},
     limits::PROGRAM_FLOW_PROBE,
     net::{ipv4_wire, port_wire, FAMILY_IPV4, PROTO_TCP},
 };
@@ -204,18 +208,56 @@ struct Cell {
     new_flow: u64,
     first_ack: u64,
     lookup_only: u64,
+    first_ack_landed: [Landed; 3],
+    /// The first ACKs' mean minus the floor's median: the cost a connection's record
+    /// averages, which the median of a mixture does not show.
+    first_ack_mean: u64,
+}
+
+/// Where a first ACK's two entries landed: the worst of the two.
+const LANDED: [&str; 3] = ["both homes", "a buddy", "an LRU map"];
+
+/// The first ACKs whose entries landed in one of [`LANDED`]: their share of the calls
+/// and their median minus the floor's.
+#[derive(Clone, Copy, Default)]
+struct Landed {
+    share: f64,
+    net_median: u64,
+}
+
+/// The mean of first ACKs (`(where, ns)`) minus `floor`.
+fn net_mean(calls: &[(usize, u64)], floor: u64) -> u64 {
+    let sum: u64 = calls.iter().map(|c| c.1).sum();
+    (sum / calls.len().max(1) as u64).saturating_sub(floor)
+}
+
+/// Splits first ACKs (`(where, ns)`, `where` an index of [`LANDED`]) by where they
+/// landed.
+fn landed(calls: &[(usize, u64)], floor: u64) -> [Landed; 3] {
+    std::array::from_fn(|w| {
+        let times: Vec<u64> = calls.iter().filter(|c| c.0 == w).map(|c| c.1).collect();
+        Landed {
+            share: times.len() as f64 / calls.len().max(1) as f64,
+            net_median: if times.is_empty() {
+                0
+            } else {
+                median_u64(&times).saturating_sub(floor)
+            },
+        }
+    })
 }
 
 /// The five paths at one fill level, interleaved round by round with the floor
 /// (`floor`); every call's action and whole output frame checked. Returns the floor's
-/// median and each path's net median (per round, minus that round's floor).
+/// median, each path's net median (per round, minus that round's floor), and the first
+/// ACKs by where they landed and their net mean.
 fn measure_level(
     c: &mut Controller<KernelDataplane>,
     opts: &Options,
     fill_level: usize,
     (c0, b0, b0_mac): (u32, u32, Mac),
     floor: &Xdp,
-) -> (u64, [u64; 5]) {
+) -> (u64, [u64; 5], [Landed; 3], u64) {
     let (rounds, n) = (opts.rounds, opts.calls);
     let web = TablePick::new(c, "web");
     // The controller is borrowed by every row, and mutably by the first ACK's cleanup.
@@ -294,6 +336,7 @@ fn measure_level(
         expect_run(&r, XDP_REDIRECT, &want, &format_args!("new flow #{i}"));
         r.nanos
     });
+    let first_acks = RefCell::new(Vec::with_capacity(n * rounds));
     let first_ack: Round = Box::new(|_| {
         let mut times = Vec::with_capacity(n);
         let mut created = Vec::with_capacity(n);
@@ -314,10 +357,24 @@ fn measure_level(
             let want = as_to_backend(&ack, to, b0_mac).bytes();
             expect_run(&r, XDP_REDIRECT, &want, &format_args!("first ACK #{i}"));
             times.push(r.nanos);
-            created.push((
+            let (forward, reverse) = (
                 tcp_key(src, sport, VIP, 80),
                 tcp_key(to.0, to.1, src, sport),
+            );
+            let c = c.borrow();
+            let dp = c.dataplane();
+            let mask = dp.flows.slots() - 1;
+            let at = |slot: Option<u32>, home: u32| match slot {
+                Some(s) if s == home => 0,
+                Some(_) => 1,
+                None => 2,
+            };
+            let landed = at(dp.flows.slot_of(&forward), forward_index(&forward, mask)).max(at(
+                dp.return_flows.slot_of(&reverse),
+                reply_index(&reverse, mask),
             ));
+            first_acks.borrow_mut().push((landed, r.nanos));
+            created.push((forward, reverse));
         }
         let mut c = c.borrow_mut();
         let dp = c.dataplane_mut();
@@ -341,7 +398,13 @@ fn measure_level(
         ],
     );
     let net = |k: usize| nets[k].net.median;
-    (floor_stat.median, [net(0), net(1), net(2), net(3), net(4)])
+    let first_acks = first_acks.borrow();
+    (
+        floor_stat.median,
+        [net(0), net(1), net(2), net(3), net(4)],
+        landed(&first_acks, floor_stat.median),
+        net_mean(&first_acks, floor_stat.median),
+    )
 }
 
 /// Regions whose random reads bound the fill figures: within this CPU's L1 data cache
@@ -384,8 +447,12 @@ pub fn run(opts: &Options) -> Value {
             for &n in &opts.backends {
                 let cfg = config::parse(&config_text(n)).expect("bench config is valid");
                 c.apply(&cfg).expect("re-applying the service");
-                let (floor, [established, established_hot, new_flow, first_ack, lookup_only]) =
-                    measure_level(c, opts, level, (c0, b0, b0_mac), floor_prog);
+                let (
+                    floor,
+                    [established, established_hot, new_flow, first_ack, lookup_only],
+                    first_ack_landed,
+                    first_ack_mean,
+                ) = measure_level(c, opts, level, (c0, b0, b0_mac), floor_prog);
                 floors.push(floor);
                 cells.push(Cell {
                     fill: level,
@@ -395,6 +462,8 @@ pub fn run(opts: &Options) -> Value {
                     new_flow,
                     first_ack,
                     lookup_only,
+                    first_ack_landed,
+                    first_ack_mean,
                 });
             }
         }
@@ -493,7 +562,7 @@ fn report(
         }
     }
     table.note(format!(
-        "flow table: {FLOW_TABLE_SIZE} connections (as many slot pairs, LRU maps of half as \
+        "flow table: {FLOW_TABLE_SIZE} connections (as many slots, LRU maps of half as \
          many entries behind them), ring {RING_SIZE}; established = a random pre-filled \
          flow per call; lookup only = the same packets through lb_flow_probe (parse and \
          flow-table lookup, nothing else)"
@@ -510,6 +579,21 @@ fn report(
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    for c in cells {
+        table.note(format!(
+            "first ACK at {} flows, {} backends: net mean {} ns; by where its entries \
+             landed: {}",
+            c.fill,
+            c.backends,
+            c.first_ack_mean,
+            LANDED
+                .iter()
+                .zip(&c.first_ack_landed)
+                .map(|(w, l)| format!("{w} {} ({} ns)", percent(l.share), l.net_median))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     for (level, secs) in fill_seconds {
         table.note(format!(
             "filling up to {level} flows (both directions, as the data path records them) \
@@ -537,6 +621,12 @@ fn report(
             "new_flow_net_median_ns": c.new_flow,
             "first_ack_net_median_ns": c.first_ack,
             "lookup_only_net_median_ns": c.lookup_only,
+            "first_ack_net_mean_ns": c.first_ack_mean,
+            "first_ack_landed": LANDED.iter().zip(&c.first_ack_landed).map(|(w, l)| json!({
+                "where": w,
+                "share": l.share,
+                "net_median_ns": l.net_median,
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "fill_growth": growth,
         "walks_ms": walks.iter().map(|(fill, [expire, sweep, reconcile])| json!({

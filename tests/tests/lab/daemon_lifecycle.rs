@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::maps::{Array, Map, MapData};
-use lb_common::limits::{LAYOUT_VERSION, MAP_LAYOUT};
+use lb_common::limits::{LAYOUT_VERSION, MAP_LAYOUT, OLDEST_ADOPTED_LAYOUT};
 use lb_tests::{
     burst, lab_config,
     lbd_metrics::{self, get},
@@ -198,6 +198,12 @@ fn detach_needs_nothing_but_the_pin_directory() {
 }
 
 /// Sets the layout version pinned in `dir`'s LB_LAYOUT map.
+fn pinned_layout(dir: &Path) -> u32 {
+    let data = MapData::from_pin(PinDir::new(dir).map_path(MAP_LAYOUT)).unwrap();
+    let map: Array<MapData, u32> = Array::try_from(Map::Array(data)).unwrap();
+    map.get(&0, 0).unwrap()
+}
+
 fn set_pinned_layout(dir: &Path, version: u32) {
     let data = MapData::from_pin(PinDir::new(dir).map_path(MAP_LAYOUT)).unwrap();
     let mut map: Array<MapData, u32> = Array::try_from(Map::Array(data)).unwrap();
@@ -303,9 +309,14 @@ fn check_and_start_refuse_what_would_fail_at_start_and_leave_the_data_path_alone
     );
     all_connect(&lb.lab, 60);
 
-    // And the unchanged file still starts, adopting the data path.
+    // And the unchanged file still starts, adopting the data path, also when it was
+    // pinned with the oldest layout this lbd reads as it is, which it then marks as its
+    // own, so that the older lbd would refuse it.
+    set_pinned_layout(&pin_dir(&lb.lab), OLDEST_ADOPTED_LAYOUT);
     lb.restart_lbd();
     assert!(lb.lbd.log().contains("adopting the data path pinned"));
+    assert_eq!(pinned_layout(&pin_dir(&lb.lab)), LAYOUT_VERSION);
+    all_connect(&lb.lab, 20);
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! The IPv4 flow tables' slots (see `lb_common::flow_slots`): a connection takes its
-//! tuple's home when that is empty, its buddy when another flow holds the home, and the
-//! LRU map when both are held, and is followed both ways from each; the controller's
-//! ageing walk empties an expired slot for the next flow, and its sweep clears the counts
-//! that send lookups to the buddy and the LRU map.
+//! tuple's home when that is empty, the first empty of its three buddies when another flow
+//! holds the home, and the LRU map when all four are held, and is followed both ways from
+//! each; the controller's ageing walk empties an expired slot for the next flow, and its
+//! sweep clears the counts that send lookups to the buddies and the LRU map.
 use std::net::Ipv4Addr;
 
 use lb_common::{
@@ -78,33 +78,43 @@ fn key(port: u16) -> FlowKey {
 }
 
 #[test]
-fn connections_sharing_a_home_take_it_then_its_buddy_then_the_lru_map_and_all_are_followed_both_ways(
+fn connections_sharing_a_home_take_it_then_its_buddies_then_the_lru_map_and_all_are_followed_both_ways(
 ) {
     let rig = Rig::build();
     rig.with_dataplane(CONFIG, |c| {
         let dp = c.dataplane_mut();
         dp.set_clock(1000).unwrap();
-        let ports = ports_sharing_a_slot(4);
-        let (first, second, third) = (ports[0], ports[1], ports[2]);
+        let ports = ports_sharing_a_slot(6);
+        let (first, third) = (ports[0], ports[4]);
+        let displaced = &ports[1..4];
         let b1 = connect(dp, &rig, first);
-        let b2 = connect(dp, &rig, second);
+        let bd: Vec<Ipv4Addr> = displaced.iter().map(|&p| connect(dp, &rig, p)).collect();
         let b3 = connect(dp, &rig, third);
 
-        // The first holds the home, the second its buddy, the third is in the LRU map;
-        // nothing else is recorded.
-        assert_eq!(dp.flows.in_slots(), 2);
+        // The first holds the home, the next three its buddies, the fifth (`third`) is in
+        // the LRU map; nothing else is recorded.
+        assert_eq!(dp.flows.in_slots(), 4);
+        let mask = dp.flows.slots() - 1;
+        let home = forward_index(&key(first), mask);
+        let held: Vec<Option<u32>> = ports[..4]
+            .iter()
+            .map(|&p| dp.flows.slot_of(&key(p)))
+            .collect();
+        let block: Vec<Option<u32>> = [home, home ^ 1, home ^ 2, home ^ 3].map(Some).into();
+        assert_eq!(held, block, "the home, then its 512-byte block in order");
+        assert_eq!(dp.flows.slot_of(&key(third)), None);
         let overflow: Vec<FlowKey> = dp.flows.overflow().keys().map(Result::unwrap).collect();
         assert_eq!(overflow, vec![key(third)]);
         assert_eq!(
             dp.flows.overflow().get(&key(third), 0).unwrap().backend,
             dp.flows.get(&key(third), 0).unwrap().backend
         );
-        assert!(dp.flows.looks_in_buddy(&key(first)));
+        assert!(dp.flows.looks_in_buddies(&key(first)));
         assert!(dp.flows.looks_in_lru(&key(first)));
-        assert_eq!(dp.flows.keys().count(), 3);
-        assert_eq!(dp.return_flows.keys().count(), 3);
-        // The reply entries share home and buddy too: the third's is in its LRU map.
-        assert_eq!(dp.return_flows.in_slots(), 2);
+        assert_eq!(dp.flows.keys().count(), 5);
+        assert_eq!(dp.return_flows.keys().count(), 5);
+        // The reply entries share home and buddies too: the fifth's is in its LRU map.
+        assert_eq!(dp.return_flows.in_slots(), 4);
         let reply_key = |port: u16, backend: Ipv4Addr| client_syn(port).reply_key(backend);
         let reply_overflow: Vec<FlowKey> = dp
             .return_flows
@@ -114,15 +124,28 @@ fn connections_sharing_a_home_take_it_then_its_buddy_then_the_lru_map_and_all_ar
             .collect();
         assert_eq!(reply_overflow, vec![reply_key(third, b3)]);
         both_ways(dp, &rig, first, b1);
-        both_ways(dp, &rig, second, b2);
+        for (&port, &b) in displaced.iter().zip(&bd) {
+            both_ways(dp, &rig, port, b);
+        }
         both_ways(dp, &rig, third, b3);
+        // Every packet found its entry where it was put: none was forwarded by its hash,
+        // or answered through the reverse map, for want of one.
         let counters = dp.service_counters(0).unwrap();
-        assert_eq!(counters.new_flows, 3);
+        assert_eq!(counters.new_flows, 5);
+        assert_eq!(
+            (
+                counters.stateless_forwards,
+                counters.unproven_acks,
+                counters.replies_reverse_mapped,
+                counters.flows_from_replies
+            ),
+            (0, 0, 0, 0)
+        );
         dp.set_clock(1000).unwrap();
 
-        // The first closes (the client's RST) and expires: the second, in the buddy, and
-        // the third, in the LRU map, are still followed both ways, also once the
-        // controller has swept the counts.
+        // The first closes (the client's RST) and expires: those in the buddies, and the
+        // fifth, in the LRU map, are still followed both ways, also once the controller
+        // has swept the counts.
         let t = FlowTimeouts::default();
         let rst = Frame {
             flags: 0x04,
@@ -134,45 +157,51 @@ fn connections_sharing_a_home_take_it_then_its_buddy_then_the_lru_map_and_all_ar
         );
         let closed = t.closed.as_secs() as u32 + 1;
         assert_eq!(dp.expire_flows(1000 + closed, &t).unwrap(), 1);
-        assert_eq!(dp.flows.in_slots(), 1);
-        assert_eq!(dp.return_flows.in_slots(), 1);
+        assert_eq!(dp.flows.in_slots(), 3);
+        assert_eq!(dp.return_flows.in_slots(), 3);
         dp.sweep_slots().unwrap();
-        assert!(dp.flows.looks_in_buddy(&key(first)), "the second is there");
-        both_ways(dp, &rig, second, b2);
+        assert!(
+            dp.flows.looks_in_buddies(&key(first)),
+            "the buddies hold three"
+        );
+        for (&port, &b) in displaced.iter().zip(&bd) {
+            both_ways(dp, &rig, port, b);
+        }
         both_ways(dp, &rig, third, b3);
-        assert_eq!(dp.flows.keys().count(), 2);
+        assert_eq!(dp.flows.keys().count(), 4);
 
-        // The home is empty, but it still counts the third's entries in the LRU maps: a
-        // lost reply entry of the third is put back there, not into the empty home,
+        // The home is empty, but it still counts the fifth's entries in the LRU maps: a
+        // lost reply entry of the fifth is put back there, not into the empty home,
         // beside which a copy in the LRU map could be left unseen.
         assert!(dp.return_flows.looks_in_lru(&reply_key(third, b3)));
         dp.return_flows.remove(&reply_key(third, b3)).unwrap();
         both_ways(dp, &rig, third, b3);
-        assert_eq!(dp.return_flows.in_slots(), 1);
+        assert_eq!(dp.return_flows.in_slots(), 3);
         assert!(dp
             .return_flows
             .overflow()
             .get(&reply_key(third, b3), 0)
             .is_ok());
 
-        // Idle past the established timeout, both go, both directions, and the sweep
-        // clears the counts: lookups of the home skip the buddy and the LRU maps again,
+        // Idle past the established timeout, all go, both directions, and the sweep
+        // clears the counts: lookups of the home skip the buddies and the LRU maps again,
         // and the home takes the next connection of its tuples.
         let idle = t.established.as_secs() as u32 + 1;
-        assert_eq!(dp.expire_flows(1000 + idle, &t).unwrap(), 2);
+        assert_eq!(dp.expire_flows(1000 + idle, &t).unwrap(), 4);
         dp.sweep_slots().unwrap();
         assert!(!dp.flows.looks_in_lru(&key(first)));
-        assert!(!dp.flows.looks_in_buddy(&key(first)));
+        assert!(!dp.flows.looks_in_buddies(&key(first)));
         assert!(!dp.return_flows.looks_in_lru(&reply_key(third, b3)));
-        assert!(!dp.return_flows.looks_in_buddy(&reply_key(third, b3)));
+        assert!(!dp.return_flows.looks_in_buddies(&reply_key(third, b3)));
         assert_eq!(dp.flows.keys().count(), 0);
         assert_eq!(dp.return_flows.keys().count(), 0);
-        let fourth = ports[3];
+        let fourth = ports[5];
         dp.set_clock(1000 + idle).unwrap();
         let b4 = connect(dp, &rig, fourth);
         assert_eq!(dp.flows.in_slots(), 1);
+        assert_eq!(dp.flows.slot_of(&key(fourth)), Some(home), "in its home");
         assert!(dp.flows.overflow().get(&key(fourth), 0).is_err());
-        assert!(!dp.flows.looks_in_buddy(&key(fourth)));
+        assert!(!dp.flows.looks_in_buddies(&key(fourth)));
         both_ways(dp, &rig, fourth, b4);
     });
 }
@@ -182,17 +211,17 @@ fn a_purged_backends_flows_leave_their_slots_and_the_lru_maps_and_the_others_sta
     let rig = Rig::build();
     rig.with_dataplane(CONFIG, |c| {
         let dp = c.dataplane_mut();
-        // Three connections share a home, so the second is in its buddy and the third in
-        // the LRU maps; the backend purged is the third's.
-        let shared = ports_sharing_a_slot(3);
+        // Five connections share a home, so the second to fourth are in its buddies and
+        // the fifth in the LRU maps; the backend purged is the fifth's.
+        let shared = ports_sharing_a_slot(5);
         let opened: Vec<(u16, Ipv4Addr)> = shared
             .iter()
             .copied()
             .chain(41_000..41_030)
             .map(|port| (port, connect(dp, &rig, port)))
             .collect();
-        let victim = opened[2].1;
-        assert!(dp.flows.overflow().get(&key(shared[2]), 0).is_ok());
+        let victim = opened[4].1;
+        assert!(dp.flows.overflow().get(&key(shared[4]), 0).is_ok());
         let id = backend_id(c, "web", victim);
         let dp = c.dataplane_mut();
         let (gone, kept): (Vec<_>, Vec<_>) = opened.iter().partition(|(_, b)| *b == victim);
@@ -202,7 +231,7 @@ fn a_purged_backends_flows_leave_their_slots_and_the_lru_maps_and_the_others_sta
         for (port, _) in &gone {
             assert!(dp.flows.get(&key(*port), 0).is_err(), "port {port}");
         }
-        assert!(dp.flows.overflow().get(&key(shared[2]), 0).is_err());
+        assert!(dp.flows.overflow().get(&key(shared[4]), 0).is_err());
         assert_eq!(dp.flows.keys().count(), kept.len());
         assert_eq!(dp.return_flows.keys().count(), kept.len());
         for (port, backend) in &kept {
@@ -235,10 +264,10 @@ fn a_reply_entry_whose_forward_entry_is_gone_leaves_its_slot_at_the_next_walk() 
 }
 
 /// Two CPUs record round-robin connections (recorded on the SYN) at once, step by step
-/// into the same home: one takes it, the other's connection goes to the buddy (counted in
-/// the home's displaced word) or, when that is taken, to the LRU map (counted in the
+/// into the same home: one takes it, the other's connection goes to a buddy (counted in
+/// the home's displaced word) or, when all are taken, to the LRU map (counted in the
 /// home's tag), while the first may still be writing. Every
-/// connection must be found where the data path looks (its home, its buddy when the home
+/// connection must be found where the data path looks (its home, its buddies when the home
 /// counts an entry there, or the LRU map when the home counts one there), on the backend its SYN went to, once, and counted once in
 /// its backend's active flows. (A publish that stored the ready tag over the count
 /// instead of flipping its low word failed this in one run of three.)
@@ -304,8 +333,8 @@ fn connections_recorded_by_two_cpus_at_once_are_each_found_and_counted_once() {
                 .collect()
         });
         let dp = c.dataplane();
-        // Each step's winner took the home; each loser its buddy, when that was free,
-        // else the LRU map: both happened.
+        // Each step's winner took the home; each loser a buddy, when one was free, else
+        // the LRU map: both happened.
         let in_lru = dp.flows.overflow().keys().count();
         assert_eq!(
             dp.flows.in_slots() + in_lru,
