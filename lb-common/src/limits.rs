@@ -16,9 +16,9 @@ pub const MAP_FLOWS: &str = "FLOWS";
 /// IPv4 reply entries whose home and buddy slots (`MAP_FLOW_SLOTS`) all hold others: `flow::FlowKey`
 /// (backend -> client) -> `flow::NatReturn` (LRU, as many).
 pub const MAP_RETURN_FLOWS: &str = "RETURN_FLOWS";
-/// IPv4 connections by slot (`flow_slots::SlotHalf`, mmapable array of
-/// `flow_slots::flow_slot_halves(limits.flow_table_size)`, two halves a slot); `FLOWS` and
-/// `RETURN_FLOWS` hold the entries they cannot.
+/// IPv4 connections by slot (`flow_slots::SlotPair`, mmapable array of
+/// `flow_slots::flow_slots(limits.flow_table_size)`); `FLOWS` and `RETURN_FLOWS` hold
+/// the entries they cannot.
 pub const MAP_FLOW_SLOTS: &str = "FLOW_SLOTS";
 pub const MAP_SERVICE_STATS: &str = "SERVICE_STATS";
 pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
@@ -137,8 +137,9 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 pub const LAYOUT_VERSION: u32 = 20;
 
 /// The oldest pinned layout this `lbd` adopts. Version 19 put an entry whose home slot was
-/// taken only into its first buddy (`flow_slots::buddies`), where this one looks too; this
-/// one also uses the other two, which version 19 never reads.
+/// taken only into its first buddy (`flow_slots::buddies`), or, in its first builds, into
+/// no buddy (the displaced count, then padding, stayed 0): where this one looks too. This
+/// one also uses the other two buddies, which version 19 never reads.
 pub const OLDEST_ADOPTED_LAYOUT: u32 = 19;
 
 /// Whether maps pinned with layout `version` may be adopted.

@@ -15,10 +15,10 @@
 //!   records no flow (see `lb_common::syn_cache`);
 //! - first ACK: the same tuples' next client packet, each right after its SYN (untimed),
 //!   which takes the SYN's slot and inserts both flow entries; those entries are deleted
-//!   after each round (untimed), so the fill stays at its level. Its calls are also told
-//!   apart by where the entries landed (both in their home slots, one in a buddy, one in
-//!   an LRU map), each with its share and median, since the column's median is that
-//!   mixture's;
+//!   after each round (untimed), with the counts they left in their homes (lbd's sweep),
+//!   so the fill stays at its level. Its calls are also told apart by where the entries
+//!   landed (both in their home slots, one in a buddy, one in an LRU map), each with its
+//!   share and median, since the column's median is that mixture's;
 //! - lookup only: the established column's packets through `lb_flow_probe`, which parses
 //!   and looks the tuple up in the same flow table and does nothing else: the table's
 //!   own cost, measured as the whole path is.
@@ -384,6 +384,11 @@ fn measure_level(
                 .remove(reverse)
                 .expect("the new flow's return entry was recorded");
         }
+        // And the counts they left in their homes, as lbd's sweep clears them, so that
+        // every round starts from the fill level's own state (else the next round's
+        // tuples find their homes counting their own removed entries and read every
+        // buddy and the LRU map).
+        dp.sweep_slots().expect("the slots' sweep");
         median_u64(&times)
     });
     let (floor_stat, nets) = interleaved(

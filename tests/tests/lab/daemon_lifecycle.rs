@@ -197,13 +197,14 @@ fn detach_needs_nothing_but_the_pin_directory() {
     assert!(!dir.exists());
 }
 
-/// Sets the layout version pinned in `dir`'s LB_LAYOUT map.
+/// The layout version pinned in `dir`'s LB_LAYOUT map.
 fn pinned_layout(dir: &Path) -> u32 {
     let data = MapData::from_pin(PinDir::new(dir).map_path(MAP_LAYOUT)).unwrap();
     let map: Array<MapData, u32> = Array::try_from(Map::Array(data)).unwrap();
     map.get(&0, 0).unwrap()
 }
 
+/// Sets the layout version pinned in `dir`'s LB_LAYOUT map.
 fn set_pinned_layout(dir: &Path, version: u32) {
     let data = MapData::from_pin(PinDir::new(dir).map_path(MAP_LAYOUT)).unwrap();
     let mut map: Array<MapData, u32> = Array::try_from(Map::Array(data)).unwrap();
