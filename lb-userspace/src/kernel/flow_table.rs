@@ -185,6 +185,11 @@ impl<S: SlotLayout> FlowTable<S> {
             })
     }
 
+    /// The home slot of `key` in this direction.
+    pub fn home_of(&self, key: &FlowKey) -> u32 {
+        self.index(key)
+    }
+
     /// The slot whose half of this direction holds `key`'s entry, if one does.
     pub fn slot_of(&self, key: &FlowKey) -> Option<u32> {
         self.read_own(key).map(|(index, _)| index)

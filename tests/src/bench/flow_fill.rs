@@ -34,7 +34,6 @@ use std::{cell::RefCell, net::Ipv4Addr};
 use aya::programs::Xdp;
 use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_COUNTED},
-    flow_slots::{forward_index, reply_index},
     limits::PROGRAM_FLOW_PROBE,
     net::{ipv4_wire, port_wire, FAMILY_IPV4, PROTO_TCP},
 };
@@ -363,17 +362,16 @@ fn measure_level(
             );
             let c = c.borrow();
             let dp = c.dataplane();
-            let mask = dp.flows.slots() - 1;
             let at = |slot: Option<u32>, home: u32| match slot {
                 Some(s) if s == home => 0,
                 Some(_) => 1,
                 None => 2,
             };
-            let landed = at(dp.flows.slot_of(&forward), forward_index(&forward, mask)).max(at(
+            let class = at(dp.flows.slot_of(&forward), dp.flows.home_of(&forward)).max(at(
                 dp.return_flows.slot_of(&reverse),
-                reply_index(&reverse, mask),
+                dp.return_flows.home_of(&reverse),
             ));
-            first_acks.borrow_mut().push((landed, r.nanos));
+            first_acks.borrow_mut().push((class, r.nanos));
             created.push((forward, reverse));
         }
         let mut c = c.borrow_mut();
