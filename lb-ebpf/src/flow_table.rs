@@ -14,8 +14,8 @@ use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn},
     flow_slots::{
         buddies, busy_tag, forward_index, key_words, may_overflow, ready_tag, reply_index,
-        slot_state, SlotPair, FORWARD_HALF_OFFSET, HALF_DISPLACED_OFFSET, HALF_VALUE_OFFSET,
-        REPLY_HALF_OFFSET, SLOT_EMPTY, SLOT_OVERFLOW_ONE, SLOT_READY,
+        slot_index, slot_state, SlotPair, FORWARD_HALF_OFFSET, HALF_DISPLACED_OFFSET,
+        HALF_VALUE_OFFSET, REPLY_HALF_OFFSET, SLOT_EMPTY, SLOT_OVERFLOW_ONE, SLOT_READY,
     },
 };
 
@@ -384,6 +384,28 @@ pub fn record_return(key: &FlowKey, fill: impl Fn(*mut NatReturn)) -> Result<(),
         }
         Err(_) => Err(NotRecorded::Failed),
     }
+}
+
+/// Reads both tags of the pair a connection of client `addr`:`port` is recorded in and of
+/// its first buddy, without waiting for them: called on a SYN-ACK just before its reply
+/// lookup reads the home (a cache miss in a large table), so that the reads of one page
+/// go out together and take about as long as that one, and the connection's first ACK
+/// finds the half it takes in the caches. Without it the ACK that finds its home taken
+/// reads the buddy's line cold, one more miss. The other two buddies are not read: with
+/// them the SYN-ACK cost more and the first ACK no less (measured, docs/performance.md).
+#[inline(always)]
+pub fn warm_block(addr: u32, port: u16, proto: u8) {
+    let index = slot_index(addr, port, proto, flow_slot_mask());
+    let touch = |i: u32| {
+        if let Some(pair) = FLOW_SLOTS.get_ptr_mut(i) {
+            unsafe {
+                let _ = read_volatile(addr_of_mut!((*pair).forward.tag));
+                let _ = read_volatile(addr_of_mut!((*pair).reply.tag));
+            }
+        }
+    };
+    touch(index);
+    touch(buddies(index)[0]);
 }
 
 /// Zeroes a reply entry by explicit word stores: a zero `NextHop` (byte-array MACs)

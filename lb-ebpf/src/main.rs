@@ -185,6 +185,10 @@ fn route<const EDGE_CHECKED: bool>(ctx: &XdpContext) -> u32 {
     // `lb_place` takes only packets to a VIP that `lb_edge` admitted, so none of them is
     // a reply: leaving the reply path out of it leaves its stack the room it needs.
     if from_backend && !EDGE_CHECKED {
+        if to_client::is_syn_ack(&pkt) {
+            // The client's ACK records the flow next (see `flow_table::warm_block`).
+            flow_table::warm_block(pkt.flow.dst_addr, pkt.flow.dst_port, pkt.flow.proto);
+        }
         if let Some(nat) = lookup::return_flow_of(&pkt) {
             if !to_client::is_syn_ack(&pkt) {
                 return to_client::handle(ctx, &pkt, nat);

@@ -33,7 +33,7 @@ use lb_common::{
     filter::{FILTER_BACKENDS, FILTER_VIPS},
 };
 
-use crate::{count, dsr, edge, lookup, parse, reply, to_backend, to_client, wire};
+use crate::{count, dsr, edge, flow_table, lookup, parse, reply, to_backend, to_client, wire};
 
 /// Ethernet, an option-less IPv4 header and a whole TCP header: what `lb_tc` needs in
 /// the skb's linear part.
@@ -86,6 +86,10 @@ fn route(ctx: &TcContext) -> u32 {
         }
     }
     if from_backend {
+        if to_client::is_syn_ack(&pkt) {
+            // The client's ACK records the flow next (see `flow_table::warm_block`).
+            flow_table::warm_block(pkt.flow.dst_addr, pkt.flow.dst_port, pkt.flow.proto);
+        }
         if let Some(nat) = lookup::return_flow_of(&pkt) {
             if !to_client::is_syn_ack(&pkt) {
                 return to_client::handle(ctx, &pkt, nat);

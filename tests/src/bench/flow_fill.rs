@@ -13,7 +13,10 @@
 //!   per-packet table: what the table's size costs once its memory is not the question;
 //! - new flow: each call a SYN of a tuple never seen, which takes the Maglev path and
 //!   records no flow (see `lb_common::syn_cache`);
-//! - first ACK: the same tuples' next client packet, each right after its SYN (untimed),
+//! - SYN-ACK: each first ACK's handshake answer from its backend, run between the SYN and
+//!   the ACK and timed on its own (not by the rounds), whose reply lookup meets the
+//!   connection's slots first; with the SYN and the first ACK, a whole handshake;
+//! - first ACK: the same tuples' next client packet, each right after its SYN and SYN-ACK,
 //!   which takes the SYN's slot and inserts both flow entries; those entries are deleted
 //!   after each round (untimed), with the counts they left in their homes (lbd's sweep),
 //!   so the fill stays at its level. Its calls are also told apart by where the entries
@@ -49,8 +52,8 @@ use crate::{
     frame::{dst_ip, dst_port, Frame, Mac},
     netns,
     packet_rig::{
-        as_to_backend, backend_mac, expect_run, run_once, Rig, TablePick, BACKEND_ISN, CLIENT_MAC,
-        VIP, XDP_PASS, XDP_REDIRECT,
+        as_from_vip, as_to_backend, backend_mac, expect_run, run_once, Rig, TablePick, BACKEND_ISN,
+        CLIENT_MAC, VIP, XDP_PASS, XDP_REDIRECT,
     },
     peer_xdp,
 };
@@ -140,7 +143,7 @@ fn client_ack(src: Ipv4Addr, sport: u16) -> Frame {
 }
 
 /// The SYN-ACK of `backend`:`bport` to the client `src`:`sport`.
-fn syn_ack_from(backend: Ipv4Addr, bport: u16, src: Ipv4Addr, sport: u16) -> Vec<u8> {
+fn syn_ack_from(backend: Ipv4Addr, bport: u16, src: Ipv4Addr, sport: u16) -> Frame {
     Frame {
         src_mac: backend_mac(backend.octets()[3]),
         src: backend,
@@ -151,7 +154,6 @@ fn syn_ack_from(backend: Ipv4Addr, bport: u16, src: Ipv4Addr, sport: u16) -> Vec
         seq: BACKEND_ISN,
         ..Frame::default()
     }
-    .bytes()
 }
 
 /// Inserts pre-filled flows `from..to` in both directions, as the data path would.
@@ -208,9 +210,39 @@ struct Cell {
     first_ack: u64,
     lookup_only: u64,
     first_ack_landed: [Landed; 3],
-    /// The first ACKs' mean minus the floor's median: the cost a connection's record
-    /// averages, which the median of a mixture does not show.
-    first_ack_mean: u64,
+    handshake: Handshake,
+}
+
+/// The first ACKs' handshakes, each packet timed on its own (not by the rounds), minus the
+/// floor's median.
+#[derive(Clone, Copy)]
+struct Handshake {
+    /// The SYN-ACKs' median: their reply lookup is the first to read the connection's
+    /// slots.
+    syn_ack: u64,
+    /// The means of the SYN, the SYN-ACK and the first ACK: what a connection's opening
+    /// costs the node on average, by packet (the first ACK's median, of a mixture of
+    /// where its entries landed, does not show it).
+    means: [u64; 3],
+}
+
+impl Handshake {
+    /// From each first ACK's (SYN ns, SYN-ACK ns) and its (where, ns).
+    fn of(openings: &[(u64, u64)], first_acks: &[(usize, u64)], floor: u64) -> Handshake {
+        let mean = |ns: &mut dyn Iterator<Item = u64>| {
+            let (sum, count) = ns.fold((0, 0), |(s, c), x| (s + x, c + 1));
+            (sum / u64::max(count, 1)).saturating_sub(floor)
+        };
+        let syn_acks: Vec<u64> = openings.iter().map(|o| o.1).collect();
+        Handshake {
+            syn_ack: median_u64(&syn_acks).saturating_sub(floor),
+            means: [
+                mean(&mut openings.iter().map(|o| o.0)),
+                mean(&mut syn_acks.iter().copied()),
+                net_mean(first_acks, floor),
+            ],
+        }
+    }
 }
 
 /// Where a first ACK's two entries landed: the worst of the two.
@@ -249,14 +281,14 @@ fn landed(calls: &[(usize, u64)], floor: u64) -> [Landed; 3] {
 /// The five paths at one fill level, interleaved round by round with the floor
 /// (`floor`); every call's action and whole output frame checked. Returns the floor's
 /// median, each path's net median (per round, minus that round's floor), and the first
-/// ACKs by where they landed and their net mean.
+/// ACKs by where they landed, with their handshakes.
 fn measure_level(
     c: &mut Controller<KernelDataplane>,
     opts: &Options,
     fill_level: usize,
-    (c0, b0, b0_mac): (u32, u32, Mac),
+    (c0, b0, c0_mac, b0_mac): (u32, u32, Mac, Mac),
     floor: &Xdp,
-) -> (u64, [u64; 5], [Landed; 3], u64) {
+) -> (u64, [u64; 5], [Landed; 3], Handshake) {
     let (rounds, n) = (opts.rounds, opts.calls);
     let web = TablePick::new(c, "web");
     // The controller is borrowed by every row, and mutably by the first ACK's cleanup.
@@ -336,20 +368,36 @@ fn measure_level(
         r.nanos
     });
     let first_acks = RefCell::new(Vec::with_capacity(n * rounds));
+    // Each first ACK's SYN and SYN-ACK, timed on their own: (SYN ns, SYN-ACK ns).
+    let openings = RefCell::new(Vec::with_capacity(n * rounds));
     let first_ack: Round = Box::new(|_| {
         let mut times = Vec::with_capacity(n);
         let mut created = Vec::with_capacity(n);
         for i in 0..n {
             let (src, sport) = new_client(i);
-            // Its SYN and the backend's SYN-ACK again, untimed: only the ACK of a
-            // handshake whose SYN left a slot, acknowledging the SYN-ACK that passed,
-            // records a flow, and the last round's ACK spent the slot.
-            let syn = run(c0, &client_frame(src, sport, 0x02).bytes());
-            assert_eq!(syn.action, XDP_REDIRECT, "SYN before first ACK #{i}");
+            // Its SYN and the backend's SYN-ACK again (timed apart from the rounds'
+            // medians, for the handshake's figures): only the ACK of a handshake whose
+            // SYN left a slot, acknowledging the SYN-ACK that passed, records a flow,
+            // and the last round's ACK spent the slot.
+            let syn_frame = client_frame(src, sport, 0x02);
+            let syn = run(c0, &syn_frame.bytes());
+            let want = as_to_backend(&syn_frame, web.pick(&syn_frame.flow_key()), b0_mac);
+            expect_run(
+                &syn,
+                XDP_REDIRECT,
+                &want.bytes(),
+                &format_args!("SYN before first ACK #{i}"),
+            );
             let (backend, bport) = (dst_ip(&syn.output), dst_port(&syn.output));
             let syn_ack = syn_ack_from(backend, bport, src, sport);
-            let answer = run(b0, &syn_ack);
-            assert_eq!(answer.action, XDP_REDIRECT, "SYN-ACK before first ACK #{i}");
+            let answer = run(b0, &syn_ack.bytes());
+            expect_run(
+                &answer,
+                XDP_REDIRECT,
+                &as_from_vip(&syn_ack, c0_mac).bytes(),
+                &format_args!("SYN-ACK before first ACK #{i}"),
+            );
+            openings.borrow_mut().push((syn.nanos, answer.nanos));
             let ack = client_ack(src, sport);
             let r = run(c0, &ack.bytes());
             let to = web.pick(&ack.flow_key());
@@ -402,11 +450,12 @@ fn measure_level(
     );
     let net = |k: usize| nets[k].net.median;
     let first_acks = first_acks.borrow();
+    let handshake = Handshake::of(&openings.borrow(), &first_acks, floor_stat.median);
     (
         floor_stat.median,
         [net(0), net(1), net(2), net(3), net(4)],
         landed(&first_acks, floor_stat.median),
-        net_mean(&first_acks, floor_stat.median),
+        handshake,
     )
 }
 
@@ -423,7 +472,7 @@ const MEMORY_REGIONS: [(usize, &str); 4] = [
 
 pub fn run(opts: &Options) -> Value {
     let rig = Rig::build();
-    let (c0, b0, b0_mac) = (rig.c0, rig.b0, rig.b0_mac);
+    let (c0, b0, c0_mac, b0_mac) = (rig.c0, rig.b0, rig.c0_mac, rig.b0_mac);
     // The new flows' clients sit behind the client-side neighbour, as a gateway's
     // clients do: their SYN-ACKs are routed back (the FIB decides where a SYN-ACK that
     // found no return entry goes), so each handshake completes and its ACK records.
@@ -454,8 +503,8 @@ pub fn run(opts: &Options) -> Value {
                     floor,
                     [established, established_hot, new_flow, first_ack, lookup_only],
                     first_ack_landed,
-                    first_ack_mean,
-                ) = measure_level(c, opts, level, (c0, b0, b0_mac), floor_prog);
+                    handshake,
+                ) = measure_level(c, opts, level, (c0, b0, c0_mac, b0_mac), floor_prog);
                 floors.push(floor);
                 cells.push(Cell {
                     fill: level,
@@ -466,7 +515,7 @@ pub fn run(opts: &Options) -> Value {
                     first_ack,
                     lookup_only,
                     first_ack_landed,
-                    first_ack_mean,
+                    handshake,
                 });
             }
         }
@@ -524,6 +573,7 @@ fn report(
             "established",
             "one hot flow",
             "new flow (SYN)",
+            "SYN-ACK",
             "first ACK",
             "lookup only",
         ],
@@ -535,6 +585,7 @@ fn report(
             c.established.to_string(),
             c.established_hot.to_string(),
             c.new_flow.to_string(),
+            c.handshake.syn_ack.to_string(),
             c.first_ack.to_string(),
             c.lookup_only.to_string(),
         ]);
@@ -551,15 +602,17 @@ fn report(
                 "established_change": g(a.established, b.established),
                 "established_hot_change": g(a.established_hot, b.established_hot),
                 "new_flow_change": g(a.new_flow, b.new_flow),
+                "syn_ack_change": g(a.handshake.syn_ack, b.handshake.syn_ack),
                 "first_ack_change": g(a.first_ack, b.first_ack),
                 "lookup_only_change": g(a.lookup_only, b.lookup_only),
             }));
             table.note(format!(
                 "fill {lo} -> {hi} at {n} backends: established {} (one hot flow {}), \
-                 new flow {}, first ACK {}",
+                 new flow {}, SYN-ACK {}, first ACK {}",
                 percent(g(a.established, b.established)),
                 percent(g(a.established_hot, b.established_hot)),
                 percent(g(a.new_flow, b.new_flow)),
+                percent(g(a.handshake.syn_ack, b.handshake.syn_ack)),
                 percent(g(a.first_ack, b.first_ack))
             ));
         }
@@ -588,13 +641,23 @@ fn report(
              landed: {}",
             c.fill,
             c.backends,
-            c.first_ack_mean,
+            c.handshake.means[2],
             LANDED
                 .iter()
                 .zip(&c.first_ack_landed)
                 .map(|(w, l)| format!("{w} {} ({} ns)", percent(l.share), l.net_median))
                 .collect::<Vec<_>>()
                 .join(", ")
+        ));
+    }
+    for c in cells {
+        let [syn, syn_ack, ack] = c.handshake.means;
+        table.note(format!(
+            "a whole handshake at {} flows, {} backends (the first ACKs' own SYN, SYN-ACK \
+             and ACK, net means): {syn} + {syn_ack} + {ack} = {} ns",
+            c.fill,
+            c.backends,
+            syn + syn_ack + ack
         ));
     }
     for (level, secs) in fill_seconds {
@@ -622,9 +685,11 @@ fn report(
             "established_net_median_ns": c.established,
             "established_hot_net_median_ns": c.established_hot,
             "new_flow_net_median_ns": c.new_flow,
+            "syn_ack_net_median_ns": c.handshake.syn_ack,
+            "handshake_net_means_ns": c.handshake.means,
             "first_ack_net_median_ns": c.first_ack,
             "lookup_only_net_median_ns": c.lookup_only,
-            "first_ack_net_mean_ns": c.first_ack_mean,
+            "first_ack_net_mean_ns": c.handshake.means[2],
             "first_ack_landed": LANDED.iter().zip(&c.first_ack_landed).map(|(w, l)| json!({
                 "where": w,
                 "share": l.share,
