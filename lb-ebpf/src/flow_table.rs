@@ -386,8 +386,8 @@ pub fn record_return(key: &FlowKey, fill: impl Fn(*mut NatReturn)) -> Result<(),
     }
 }
 
-/// Reads both tags of the pair a connection of client `addr`:`port` is recorded in and of
-/// its first buddy, without waiting for them: called on a SYN-ACK just before its reply
+/// Reads both tags of the home pair of client `addr`:`port`'s connections and of its
+/// first buddy, without waiting for them: called on a SYN-ACK just before its reply
 /// lookup reads the home (a cache miss in a large table), so that the reads of one page
 /// go out together and take about as long as that one, and the connection's first ACK
 /// finds the half it takes in the caches. Without it the ACK that finds its home taken

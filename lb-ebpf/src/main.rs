@@ -186,7 +186,8 @@ fn route<const EDGE_CHECKED: bool>(ctx: &XdpContext) -> u32 {
     // a reply: leaving the reply path out of it leaves its stack the room it needs.
     if from_backend && !EDGE_CHECKED {
         if to_client::is_syn_ack(&pkt) {
-            // The client's ACK records the flow next (see `flow_table::warm_block`).
+            // A hash-placed service's flow is recorded by the client's ACK that follows
+            // (see `flow_table::warm_block`).
             flow_table::warm_block(pkt.flow.dst_addr, pkt.flow.dst_port, pkt.flow.proto);
         }
         if let Some(nat) = lookup::return_flow_of(&pkt) {

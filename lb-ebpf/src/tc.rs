@@ -87,7 +87,8 @@ fn route(ctx: &TcContext) -> u32 {
     }
     if from_backend {
         if to_client::is_syn_ack(&pkt) {
-            // The client's ACK records the flow next (see `flow_table::warm_block`).
+            // A hash-placed service's flow is recorded by the client's ACK that follows
+            // (see `flow_table::warm_block`).
             flow_table::warm_block(pkt.flow.dst_addr, pkt.flow.dst_port, pkt.flow.proto);
         }
         if let Some(nat) = lookup::return_flow_of(&pkt) {

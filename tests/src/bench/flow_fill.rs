@@ -4,7 +4,7 @@
 //! [`FLOW_TABLE_SIZE`] entries per direction is filled from userspace through the real
 //! maps (`KernelDataplane::flows` / `return_flows`), level by level (1k, 100k, 1M
 //! entries); at each level the controller re-applies the service with 10, 1,000 and
-//! 10,000 backends, and three paths are timed with BPF_PROG_TEST_RUN as in
+//! 10,000 backends, and these paths are timed with BPF_PROG_TEST_RUN as in
 //! [`super::packet`]:
 //!
 //! - established: each call an ACK of a different, randomly chosen pre-filled flow, so
@@ -49,7 +49,7 @@ use super::{
     table::{percent, Table},
 };
 use crate::{
-    frame::{dst_ip, dst_port, Frame, Mac},
+    frame::{Frame, Mac},
     netns,
     packet_rig::{
         as_from_vip, as_to_backend, backend_mac, expect_run, run_once, Rig, TablePick, BACKEND_ISN,
@@ -229,16 +229,12 @@ struct Handshake {
 impl Handshake {
     /// From each first ACK's (SYN ns, SYN-ACK ns) and its (where, ns).
     fn of(openings: &[(u64, u64)], first_acks: &[(usize, u64)], floor: u64) -> Handshake {
-        let mean = |ns: &mut dyn Iterator<Item = u64>| {
-            let (sum, count) = ns.fold((0, 0), |(s, c), x| (s + x, c + 1));
-            (sum / u64::max(count, 1)).saturating_sub(floor)
-        };
         let syn_acks: Vec<u64> = openings.iter().map(|o| o.1).collect();
         Handshake {
             syn_ack: median_u64(&syn_acks).saturating_sub(floor),
             means: [
-                mean(&mut openings.iter().map(|o| o.0)),
-                mean(&mut syn_acks.iter().copied()),
+                net_mean_of(openings.iter().map(|o| o.0), floor),
+                net_mean_of(syn_acks.iter().copied(), floor),
                 net_mean(first_acks, floor),
             ],
         }
@@ -258,8 +254,13 @@ struct Landed {
 
 /// The mean of first ACKs (`(where, ns)`) minus `floor`.
 fn net_mean(calls: &[(usize, u64)], floor: u64) -> u64 {
-    let sum: u64 = calls.iter().map(|c| c.1).sum();
-    (sum / calls.len().max(1) as u64).saturating_sub(floor)
+    net_mean_of(calls.iter().map(|c| c.1), floor)
+}
+
+/// The mean of `ns` minus `floor`.
+fn net_mean_of(ns: impl Iterator<Item = u64>, floor: u64) -> u64 {
+    let (sum, count) = ns.fold((0, 0), |(s, c), x| (s + x, c + 1));
+    (sum / u64::max(count, 1)).saturating_sub(floor)
 }
 
 /// Splits first ACKs (`(where, ns)`, `where` an index of [`LANDED`]) by where they
@@ -381,14 +382,14 @@ fn measure_level(
             // and the last round's ACK spent the slot.
             let syn_frame = client_frame(src, sport, 0x02);
             let syn = run(c0, &syn_frame.bytes());
-            let want = as_to_backend(&syn_frame, web.pick(&syn_frame.flow_key()), b0_mac);
+            let (backend, bport) = web.pick(&syn_frame.flow_key());
+            let want = as_to_backend(&syn_frame, (backend, bport), b0_mac);
             expect_run(
                 &syn,
                 XDP_REDIRECT,
                 &want.bytes(),
                 &format_args!("SYN before first ACK #{i}"),
             );
-            let (backend, bport) = (dst_ip(&syn.output), dst_port(&syn.output));
             let syn_ack = syn_ack_from(backend, bport, src, sport);
             let answer = run(b0, &syn_ack.bytes());
             expect_run(
