@@ -14,8 +14,8 @@ use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn},
     flow_slots::{
         buddies, busy_tag, forward_index, key_words, may_overflow, ready_tag, reply_index,
-        slot_index, slot_state, SlotPair, FORWARD_HALF_OFFSET, HALF_DISPLACED_OFFSET,
-        HALF_VALUE_OFFSET, REPLY_HALF_OFFSET, SLOT_EMPTY, SLOT_OVERFLOW_ONE, SLOT_READY,
+        slot_state, SlotPair, FORWARD_HALF_OFFSET, HALF_DISPLACED_OFFSET, HALF_VALUE_OFFSET,
+        REPLY_HALF_OFFSET, SLOT_EMPTY, SLOT_OVERFLOW_ONE, SLOT_READY,
     },
 };
 
@@ -386,16 +386,16 @@ pub fn record_return(key: &FlowKey, fill: impl Fn(*mut NatReturn)) -> Result<(),
     }
 }
 
-/// Reads both tags of the home pair of client `addr`:`port`'s connections and of its
-/// first buddy, without waiting for them: called on a SYN-ACK just before its reply
-/// lookup reads the home (a cache miss in a large table), so that the reads of one page
-/// go out together and take about as long as that one, and the connection's first ACK
-/// finds the half it takes in the caches. Without it the ACK that finds its home taken
+/// Reads both tags of the home pair of reply `key`'s connection and of its first buddy,
+/// without waiting for them: called on a SYN-ACK just before its reply lookup reads the
+/// home (a cache miss in a large table), so that the reads of one page go out together
+/// and take about as long as that one, and the connection's first ACK finds the half it
+/// takes in the caches. Without it the ACK that finds its home taken
 /// reads the buddy's line cold, one more miss. The other two buddies are not read: with
 /// them the SYN-ACK cost more and the first ACK no less (measured, docs/performance.md).
 #[inline(always)]
-pub fn warm_block(addr: u32, port: u16, proto: u8) {
-    let index = slot_index(addr, port, proto, flow_slot_mask());
+pub fn warm_block(key: &FlowKey) {
+    let index = reply_index(key, flow_slot_mask());
     let touch = |i: u32| {
         if let Some(pair) = FLOW_SLOTS.get_ptr_mut(i) {
             unsafe {

@@ -188,7 +188,7 @@ fn route<const EDGE_CHECKED: bool>(ctx: &XdpContext) -> u32 {
         if to_client::is_syn_ack(&pkt) {
             // A hash-placed service's flow is recorded by the client's ACK that follows
             // (see `flow_table::warm_block`).
-            flow_table::warm_block(pkt.flow.dst_addr, pkt.flow.dst_port, pkt.flow.proto);
+            flow_table::warm_block(&pkt.flow);
         }
         if let Some(nat) = lookup::return_flow_of(&pkt) {
             if !to_client::is_syn_ack(&pkt) {

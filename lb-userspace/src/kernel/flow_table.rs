@@ -127,7 +127,8 @@ impl<S: SlotLayout> FlowTable<S> {
         self.slots.entries()
     }
 
-    fn index(&self, key: &FlowKey) -> u32 {
+    /// The home slot of `key` in this direction.
+    pub fn home_of(&self, key: &FlowKey) -> u32 {
         S::index(key, self.slots() - 1)
     }
 
@@ -175,7 +176,7 @@ impl<S: SlotLayout> FlowTable<S> {
 
     /// The half of `key` (its home's, else a buddy's) that holds `key`'s entry.
     fn read_own(&self, key: &FlowKey) -> Option<(u32, SlotRead<S::Value>)> {
-        let home = self.index(key);
+        let home = self.home_of(key);
         std::iter::once(home)
             .chain(self.buddies_of(home))
             .find_map(|index| {
@@ -183,11 +184,6 @@ impl<S: SlotLayout> FlowTable<S> {
                     .filter(|r| key_words(&r.key) == key_words(key))
                     .map(|r| (index, r))
             })
-    }
-
-    /// The home slot of `key` in this direction.
-    pub fn home_of(&self, key: &FlowKey) -> u32 {
-        self.index(key)
     }
 
     /// The slot whose half of this direction holds `key`'s entry, if one does.
@@ -213,7 +209,7 @@ impl<S: SlotLayout> FlowTable<S> {
         flags: u64,
     ) -> Result<(), MapError> {
         let (key, value) = (*key.borrow(), *value.borrow());
-        let home = self.index(&key);
+        let home = self.home_of(&key);
         if let Some((index, read)) = self.read_own(&key) {
             if flags == BPF_NOEXIST {
                 return Err(MapError::SyscallError(SyscallError {
@@ -282,7 +278,7 @@ impl<S: SlotLayout> FlowTable<S> {
     /// of its home was ever put into one, and the LRU map only if one was ever put there
     /// (no syscall for most misses).
     pub fn find(&self, key: &FlowKey) -> Result<Option<S::Value>, MapError> {
-        let home = self.index(key);
+        let home = self.home_of(key);
         let own = |index: u32| {
             self.read(index)
                 .filter(|r| key_words(&r.key) == key_words(key))
@@ -314,7 +310,7 @@ impl<S: SlotLayout> FlowTable<S> {
         key: &FlowKey,
         qualifies: impl Fn(&S::Value) -> bool,
     ) -> Result<bool, MapError> {
-        let home = self.index(key);
+        let home = self.home_of(key);
         let mut removed = false;
         let mut found_in_slots = false;
         // Each copy on its own: two CPUs recording one tuple at once can leave it in the
@@ -387,7 +383,7 @@ impl<S: SlotLayout> FlowTable<S> {
         // A walk that fails part-way (it ends at the error) would leave slots out that
         // still have entries: then nothing is cleared this time.
         let Ok(held) = super::batch::entries(&self.lru)
-            .map(|entry| entry.map(|(key, _)| self.index(&key)))
+            .map(|entry| entry.map(|(key, _)| self.home_of(&key)))
             .collect::<Result<HashSet<u32>, _>>()
         else {
             return 0;
@@ -423,7 +419,7 @@ impl<S: SlotLayout> FlowTable<S> {
                 let holds_one = self.buddies_of(home).any(|b| {
                     match slot_state(self.tag(b).load(Ordering::Acquire)) {
                         SLOT_EMPTY => false,
-                        SLOT_READY => self.read(b).is_none_or(|r| self.index(&r.key) == home),
+                        SLOT_READY => self.read(b).is_none_or(|r| self.home_of(&r.key) == home),
                         _ => true,
                     }
                 });
@@ -439,13 +435,13 @@ impl<S: SlotLayout> FlowTable<S> {
     /// Whether the data path reads `key`'s buddy halves when its home does not hold it: an
     /// entry of the home was put into one since the counts were last cleared.
     pub fn looks_in_buddies(&self, key: &FlowKey) -> bool {
-        self.displaced(self.index(key)).load(Ordering::Acquire) != 0
+        self.displaced(self.home_of(key)).load(Ordering::Acquire) != 0
     }
 
     /// Whether the data path looks `key` up in the LRU map when its slot does not hold it:
     /// an entry of the slot was put there since the counts were last cleared.
     pub fn looks_in_lru(&self, key: &FlowKey) -> bool {
-        may_overflow(self.tag(self.index(key)).load(Ordering::Acquire))
+        may_overflow(self.tag(self.home_of(key)).load(Ordering::Acquire))
     }
 
     /// Entries in slots (the rest are in the LRU map).
