@@ -1,70 +1,84 @@
-//! The IPv4 flow tables' slots: each connection's two entries (client -> VIP and backend
-//! -> client) live first in one element of a plain BPF array, side by side in two cache
-//! lines, chosen by a hash of the client's address and port, which both directions carry:
-//! the tuple's home element, or, when a half of that holds another flow, the same half of
-//! one of its buddies (the three other elements of its 512-byte block, in the same page,
-//! see [`buddies`]). A packet finds its flow with one read the verifier inlines (no call
-//! into the kernel, one cache miss for a flow in its home; the buddies are read too only
-//! when an entry of the home was put into one since the controller's last sweep, more
-//! misses in the same page), and a new connection is recorded with stores instead of LRU
-//! inserts. An entry whose home and buddy halves all hold other flows goes to the LRU map
-//! of its direction (`FLOWS` / `RETURN_FLOWS`), as every flow did before: lookups try the
-//! home, then the buddies, then that map, each only when an entry of that home ever went
-//! there.
+//! The IPv4 flow table's slots: each connection lives first in one element of a plain BPF
+//! array, one 64-byte cache line that serves both directions, chosen by a hash of the
+//! client's address and port, which both directions carry: the tuple's home slot, or,
+//! when that holds another connection, one of its buddies (the three other slots of its
+//! 256-byte block, in the same page, see [`buddies`]). A packet finds its connection with
+//! one read the verifier inlines (no call into the kernel, one cache miss for a connection
+//! in its home; the buddies are read too only when an entry of the home was put into one
+//! since the controller's last sweep, more misses in the same page), and a new connection
+//! is recorded with one compare-and-swap and a few stores instead of two LRU inserts.
 //!
-//! Each half's `tag` word says whether it is empty, being written, or holds an entry,
-//! counts its writes (so that the controller, which empties expired halves, never empties
-//! one that was rewritten since it looked), and counts the entries of its home put into
-//! the LRU map (so that a packet whose home holds another flow or nothing skips the LRU
-//! lookup when none ever was); its `displaced` word counts the entries of its home put
-//! into a buddy's half, so that a miss skips the buddy reads when none ever was:
-//! - the data path takes an empty half, or rewrites one holding its own tuple, by
-//!   compare-and-swap of the tag to busy, writes key and value, then flips the low word to
-//!   the next generation's ready state with an atomic xor (a store would erase what other
-//!   CPUs added to the count meanwhile); it counts an entry it puts into a buddy or the
-//!   LRU map instead with an atomic add to the home half, after the write, and never takes
-//!   an empty half (home or buddy) while its home's LRU count is not zero (the tuple may be
-//!   in the LRU map), nor an empty half while its displaced count is not zero without
-//!   looking in the buddies first;
-//! - the controller empties a half by compare-and-swap from the ready tag it read; clears
-//!   a half's LRU count, also by compare-and-swap, once a walk of the LRU map that began
-//!   after it read the tag found no entry of that home; clears a displaced count, by
-//!   compare-and-swap from the count it read first, when no buddy's half then holds an
-//!   entry of that home (or is being written); it also empties a reply half whose
-//!   forward entry is gone, which an LRU map would have evicted in time;
-//! - readers take a half whose tag is ready and whose key is theirs. A reader that reads
-//!   a half while it is rewritten can see a mixed entry, as with an LRU element reused
-//!   under a reader; halves are rewritten only when empty or holding the reader's own
+//! The slot holds the forward (client -> VIP) key and target, and the route back to the
+//! client; a reply (backend -> client) is matched against it through its backend's
+//! address and port (the `BACKENDS` entry of the slot's backend id, which the forward
+//! direction reads anyway), so a connection takes one line instead of one per direction.
+//! A connection whose home and buddies all hold others goes to the LRU maps
+//! (`FLOWS` and `RETURN_FLOWS`, one entry per direction), as every flow did before the
+//! slots: lookups try the home, then the buddies, then those maps, each only when an entry
+//! of that home ever went there.
+//!
+//! The `tag` word says whether the slot is empty, being written, or holds a connection,
+//! counts its writes (so that the controller, which empties expired slots, never empties
+//! one that was rewritten since it looked), counts the entries of its home put into a
+//! buddy (so that a miss skips the buddy reads when none ever was), and counts the
+//! entries of its home put into the LRU maps (so that a packet whose home holds another
+//! flow or nothing skips the LRU lookup when none ever was):
+//! - the data path takes an empty slot, or rewrites one holding its own tuple, by
+//!   compare-and-swap of the tag to busy, writes key and value, then flips the generation
+//!   and state to ready with an atomic xor (a store would erase what other CPUs added to
+//!   the counts meanwhile); it counts an entry it puts into a buddy or the LRU maps with
+//!   an atomic add to the home's tag, after the write, and never takes an empty slot (home
+//!   or buddy) while its home's LRU count is not zero (the tuple may be in the LRU map),
+//!   nor an empty slot while its displaced count is not zero without looking in the
+//!   buddies first;
+//! - the controller empties a slot by compare-and-swap from the ready tag it read; clears
+//!   a home's LRU count, also by compare-and-swap, once a walk of the LRU maps that began
+//!   after it read the tag found no entry of that home; and sets a home's displaced count
+//!   to the number of its buddies that hold an entry of it (or are being written), by
+//!   compare-and-swap from the tag it read first. Only the controller empties a buddy, so
+//!   between two of its sweeps a home's count grows by at most the buddies it emptied,
+//!   and the count's eight bits never fill;
+//! - readers take a slot whose tag is ready and whose key is theirs. A reader that reads
+//!   a slot while it is rewritten can see a mixed entry, as with an LRU element reused
+//!   under a reader; slots are rewritten only when empty or holding the reader's own
 //!   tuple, so that needs two packets of one new flow on two CPUs at once.
-use crate::flow::{FlowKey, FlowTarget, NatReturn};
+use crate::{
+    flow::{FlowKey, FlowTarget},
+    nexthop::NextHop,
+};
 
-/// `tag & SLOT_STATE_MASK`: nothing in the half.
+/// `tag & SLOT_STATE_MASK`: nothing in the slot.
 pub const SLOT_EMPTY: u64 = 0;
-/// `tag & SLOT_STATE_MASK`: a writer owns the half.
+/// `tag & SLOT_STATE_MASK`: a writer owns the slot.
 pub const SLOT_BUSY: u64 = 1;
 /// `tag & SLOT_STATE_MASK`: key and value are complete.
 pub const SLOT_READY: u64 = 2;
-/// The tag's state bits; bits 2-31 count the writes, bits 32-63 the entries of the slot
-/// put into the LRU map.
+/// The tag's state bits; bits 2-23 count the writes, bits 24-31 the entries of the home
+/// put into a buddy, bits 32-63 the entries of the home put into the LRU maps.
 pub const SLOT_STATE_MASK: u64 = 3;
-/// One entry put into the LRU map, added to the tag.
+const SLOT_GENERATION_MASK: u64 = 0x00ff_fffc;
+/// One entry of the home put into a buddy, added to the home's tag.
+pub const SLOT_DISPLACED_ONE: u64 = 1 << 24;
+const SLOT_DISPLACED_MASK: u64 = 0xff << 24;
+/// One entry put into the LRU maps, added to the home's tag.
 pub const SLOT_OVERFLOW_ONE: u64 = 1 << 32;
 const SLOT_LOW: u64 = 0xffff_ffff;
 
-/// The tag a half gets once written: the next generation, ready, its LRU count kept.
+/// The tag a slot gets once written: the next generation, ready, its counts kept.
 #[inline(always)]
 pub const fn ready_tag(before: u64) -> u64 {
-    let generation = ((before & SLOT_LOW) | SLOT_STATE_MASK).wrapping_add(1) & SLOT_LOW;
-    (before & !SLOT_LOW) | generation | SLOT_READY
+    let generation =
+        ((before & SLOT_GENERATION_MASK) | SLOT_STATE_MASK).wrapping_add(1) & SLOT_GENERATION_MASK;
+    (before & !(SLOT_GENERATION_MASK | SLOT_STATE_MASK)) | generation | SLOT_READY
 }
 
-/// The tag of a half taken for writing from `tag`.
+/// The tag of a slot taken for writing from `tag`.
 #[inline(always)]
 pub const fn busy_tag(tag: u64) -> u64 {
     (tag & !SLOT_STATE_MASK) | SLOT_BUSY
 }
 
-/// The tag of a half emptied from `ready`: the same generation and LRU count, empty.
+/// The tag of a slot emptied from `ready`: the same generation and counts, empty.
 #[inline(always)]
 pub const fn empty_tag(ready: u64) -> u64 {
     ready & !SLOT_STATE_MASK
@@ -76,7 +90,7 @@ pub const fn slot_state(tag: u64) -> u64 {
     tag & SLOT_STATE_MASK
 }
 
-/// Whether an entry of the half's slot may be in the LRU map.
+/// Whether an entry of the home may be in the LRU maps.
 #[inline(always)]
 pub const fn may_overflow(tag: u64) -> bool {
     tag >> 32 != 0
@@ -88,71 +102,70 @@ pub const fn overflow_cleared(tag: u64) -> u64 {
     tag & SLOT_LOW
 }
 
-/// A forward (client -> VIP) entry: the first half of a [`SlotPair`].
+/// Whether an entry of the home may be in a buddy.
+#[inline(always)]
+pub const fn may_be_displaced(tag: u64) -> bool {
+    tag & SLOT_DISPLACED_MASK != 0
+}
+
+/// The home's displaced count.
+#[inline(always)]
+pub const fn displaced(tag: u64) -> u64 {
+    (tag & SLOT_DISPLACED_MASK) >> 24
+}
+
+/// `tag` with its displaced count set to `count` (at most 255).
+#[inline(always)]
+pub const fn with_displaced(tag: u64, count: u64) -> u64 {
+    (tag & !SLOT_DISPLACED_MASK) | (count << 24 & SLOT_DISPLACED_MASK)
+}
+
+/// One element of `FLOW_SLOTS`: a connection, one whole cache line (the kernel aligns
+/// array elements to 8 bytes and its array memory to pages, so 64-byte elements start on
+/// cache lines). From `backend` on it reads as a [`FlowTarget`] whose padding word is
+/// the route's `ifindex`: the data path hands out a pointer to it as the forward entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowSlot {
-    /// State, generation and LRU count, see the module doc.
+pub struct ConnSlot {
+    /// State, generation, displaced and LRU counts, see the module doc.
     pub tag: u64,
+    /// The forward (client -> VIP) key.
     pub key: FlowKey,
-    pub target: FlowTarget,
-    pub _pad: [u32; 3],
-    /// Entries of this home put into a buddy's forward half (see the module doc).
-    pub displaced: u32,
+    /// [`FlowTarget::backend`].
+    pub backend: u32,
+    /// [`FlowTarget::service`].
+    pub service: u32,
+    /// [`FlowTarget::state`].
+    pub state: u64,
+    /// [`FlowTarget::last_seen`].
+    pub last_seen: u32,
+    /// The route back to the client, cached on the first reply (zeroed when the slot is
+    /// written: nothing cached).
+    pub route: NextHop,
 }
-const _: () = assert!(core::mem::size_of::<FlowSlot>() == 64);
-
-/// A reply (backend -> client) entry: the second half of a [`SlotPair`].
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReturnSlot {
-    /// State, generation and LRU count, see the module doc.
-    pub tag: u64,
-    pub key: FlowKey,
-    pub nat: NatReturn,
-    /// Entries of this home put into a buddy's reply half (see the module doc).
-    pub displaced: u32,
-}
-const _: () = assert!(core::mem::size_of::<ReturnSlot>() == 64);
-
-/// One element of `FLOW_SLOTS`: a connection's two entries, two whole cache lines (the
-/// kernel aligns array elements to 8 bytes and its array memory to pages, so 128-byte
-/// elements start on cache-line pairs), which CPUs that fetch lines in pairs read at
-/// once.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SlotPair {
-    pub forward: FlowSlot,
-    pub reply: ReturnSlot,
-}
-const _: () = assert!(core::mem::size_of::<SlotPair>() == 128);
-
-/// Both halves keep their words at the same offsets from the half's start, so that one
-/// piece of code reaches either.
-pub const HALF_VALUE_OFFSET: usize = 24;
-pub const HALF_DISPLACED_OFFSET: usize = 60;
 const _: () = {
     use core::mem::offset_of;
-    assert!(offset_of!(FlowSlot, tag) == 0 && offset_of!(ReturnSlot, tag) == 0);
-    assert!(offset_of!(FlowSlot, key) == 8 && offset_of!(ReturnSlot, key) == 8);
-    assert!(offset_of!(FlowSlot, target) == HALF_VALUE_OFFSET);
-    assert!(offset_of!(ReturnSlot, nat) == HALF_VALUE_OFFSET);
-    assert!(offset_of!(FlowSlot, displaced) == HALF_DISPLACED_OFFSET);
-    assert!(offset_of!(ReturnSlot, displaced) == HALF_DISPLACED_OFFSET);
-    assert!(offset_of!(SlotPair, forward) == FORWARD_HALF_OFFSET);
-    assert!(offset_of!(SlotPair, reply) == REPLY_HALF_OFFSET);
+    assert!(core::mem::size_of::<ConnSlot>() == 64);
+    assert!(offset_of!(ConnSlot, key) == SLOT_KEY_OFFSET);
+    assert!(offset_of!(ConnSlot, backend) == SLOT_TARGET_OFFSET);
+    // The slot from `backend` on is a `FlowTarget` whose padding is the route's first
+    // word: every field of the target but that one is the slot's own.
+    assert!(offset_of!(ConnSlot, service) == SLOT_TARGET_OFFSET + offset_of!(FlowTarget, service));
+    assert!(offset_of!(ConnSlot, state) == SLOT_TARGET_OFFSET + offset_of!(FlowTarget, state));
+    assert!(
+        offset_of!(ConnSlot, last_seen) == SLOT_TARGET_OFFSET + offset_of!(FlowTarget, last_seen)
+    );
+    assert!(offset_of!(ConnSlot, route) == SLOT_TARGET_OFFSET + offset_of!(FlowTarget, _pad));
+    assert!(offset_of!(ConnSlot, route) + core::mem::size_of::<NextHop>() == 64);
 };
-/// Bytes from a [`SlotPair`]'s start to each half.
-pub const FORWARD_HALF_OFFSET: usize = 0;
-pub const REPLY_HALF_OFFSET: usize = 64;
-
-/// Word offsets (in u64) of each half's tag in a [`SlotPair`], for atomic access.
-pub const FORWARD_TAG_WORD: usize = 0;
-pub const REPLY_TAG_WORD: usize = 8;
+/// Bytes from a [`ConnSlot`]'s start to its key.
+pub const SLOT_KEY_OFFSET: usize = 8;
+/// Bytes from a [`ConnSlot`]'s start to the [`FlowTarget`] it holds.
+pub const SLOT_TARGET_OFFSET: usize = 24;
 
 /// Which slot of an array of `mask + 1` a connection lives in, from its client's side:
 /// the source of a forward key, the destination of a reply key. Not seeded from the
-/// config: halves are never taken from a live flow, so a sender who can predict them can
+/// config: slots are never taken from a live flow, so a sender who can predict them can
 /// only make flows take the LRU path.
 #[inline(always)]
 pub const fn slot_index(client_addr: u32, client_port: u16, proto: u8, mask: u32) -> u32 {
@@ -163,10 +176,10 @@ pub const fn slot_index(client_addr: u32, client_port: u16, proto: u8, mask: u32
 /// How many buddies a home has.
 pub const BUDDIES: usize = 3;
 
-/// The elements whose halves take the entries of home `index` that find their own halves
-/// taken, in the order they are tried: the other three elements of its 512-byte block, so
-/// in the same page (one TLB entry for all four). Four candidates leave a connection to
-/// the LRU map about a third as often as two at half fill (see the tests).
+/// The slots that take the connections of home `index` that find it taken, in the order
+/// they are tried: the other three slots of its 256-byte block, so in the same page (one
+/// TLB entry for all four). Four candidates leave a connection to the LRU maps about a
+/// third as often as two at half fill (see the tests).
 #[inline(always)]
 pub const fn buddies(index: u32) -> [u32; BUDDIES] {
     [index ^ 1, index ^ 2, index ^ 3]
@@ -184,8 +197,8 @@ pub const fn reply_index(key: &FlowKey, mask: u32) -> u32 {
     slot_index(key.dst_addr, key.dst_port, key.proto, mask)
 }
 
-/// Slot pairs of `FLOW_SLOTS` for a flow table of `flow_table_size` connections: the
-/// next power of two, so that the index is a mask.
+/// Slots of `FLOW_SLOTS` for a flow table of `flow_table_size` connections: the next
+/// power of two, so that the index is a mask.
 pub const fn flow_slots(flow_table_size: u32) -> u32 {
     let n = if flow_table_size > 1 << 24 {
         1 << 24
@@ -202,13 +215,13 @@ pub const fn flow_slots(flow_table_size: u32) -> u32 {
 /// Entries of each LRU map behind the slots (`FLOWS`, `RETURN_FLOWS`) for a flow table of
 /// `flow_table_size` connections. Connections hashed into as many slots, each with its
 /// home and its three buddies, leave about 19% of them to the LRU maps when the table is
-/// full (4% at half full), so half as many entries hold them with room to spare, and the
-/// LRU evicts its coldest beyond that.
+/// full (4% at half full), so a fifth as many entries hold them, and the LRU evicts its
+/// coldest beyond that.
 pub const fn overflow_entries(flow_table_size: u32) -> u32 {
-    if flow_table_size < 2 {
+    if flow_table_size < 5 {
         1
     } else {
-        flow_table_size / 2
+        flow_table_size / 5
     }
 }
 
@@ -221,6 +234,21 @@ pub const fn key_words(key: &FlowKey) -> (u64, u64) {
             | (key.dst_port as u64) << 16
             | (key.proto as u64) << 32
             | (key.family as u64) << 40,
+    )
+}
+
+/// The parts of a slot's key words ([`key_words`] of its forward key) that a reply of the
+/// connection carries as its destination, and what they must equal for reply `key`: the
+/// client's address in the first word, its port and the protocol and family in the
+/// second. The backend's side is matched apart, through the slot's backend id.
+#[inline(always)]
+pub const fn reply_client_words(key: &FlowKey) -> ((u64, u64), (u64, u64)) {
+    (
+        (0xffff_ffff, key.dst_addr as u64),
+        (
+            0xffff_0000_ffff,
+            key.dst_port as u64 | (key.proto as u64) << 32 | (key.family as u64) << 40,
+        ),
     )
 }
 
@@ -260,21 +288,45 @@ mod tests {
     }
 
     #[test]
-    fn the_lru_count_survives_writes_and_wrapping_generations_and_only_clearing_ends_it() {
-        let counted = ready_tag(SLOT_EMPTY) + 3 * SLOT_OVERFLOW_ONE;
+    fn the_counts_survive_writes_and_wrapping_generations_and_only_clearing_ends_them() {
+        let counted = ready_tag(SLOT_EMPTY) + 3 * SLOT_OVERFLOW_ONE + 2 * SLOT_DISPLACED_ONE;
         assert!(may_overflow(counted));
+        assert!(may_be_displaced(counted));
         assert!(!may_overflow(ready_tag(SLOT_EMPTY)));
+        assert!(!may_be_displaced(ready_tag(SLOT_EMPTY)));
         let rewritten = ready_tag(busy_tag(counted));
-        assert_eq!(rewritten >> 32, 3);
-        assert_eq!(empty_tag(rewritten) >> 32, 3);
-        // The last generation wraps to the first without carrying into the count.
-        let last = (3 * SLOT_OVERFLOW_ONE) | 0xffff_fffe;
+        assert_eq!((rewritten >> 32, displaced(rewritten)), (3, 2));
+        assert_eq!(
+            (empty_tag(rewritten) >> 32, displaced(empty_tag(rewritten))),
+            (3, 2)
+        );
+        // The last generation wraps to the first without carrying into the counts.
+        let last = (3 * SLOT_OVERFLOW_ONE) | (2 * SLOT_DISPLACED_ONE) | 0x00ff_fffe;
         let wrapped = ready_tag(busy_tag(last));
-        assert_eq!((wrapped >> 32, slot_state(wrapped)), (3, SLOT_READY));
-        assert_ne!(wrapped & 0xffff_fffc, last & 0xffff_fffc);
+        assert_eq!(
+            (wrapped >> 32, displaced(wrapped), slot_state(wrapped)),
+            (3, 2, SLOT_READY)
+        );
+        assert_ne!(wrapped & 0x00ff_fffc, last & 0x00ff_fffc);
         let cleared = overflow_cleared(rewritten);
         assert!(!may_overflow(cleared));
         assert_eq!(cleared & 0xffff_ffff, rewritten & 0xffff_ffff);
+        let recounted = with_displaced(rewritten, 1);
+        assert_eq!((recounted >> 32, displaced(recounted)), (3, 1));
+        assert_eq!(recounted & 0x00ff_ffff, rewritten & 0x00ff_ffff);
+        assert!(!may_be_displaced(with_displaced(rewritten, 0)));
+    }
+
+    #[test]
+    fn publishing_keeps_counts_added_while_the_slot_was_busy() {
+        // What the data path's xor does: from busy to ready, whatever other CPUs added.
+        let tag = ready_tag(SLOT_EMPTY) + SLOT_DISPLACED_ONE;
+        let busy = busy_tag(tag);
+        let added = busy + SLOT_DISPLACED_ONE + SLOT_OVERFLOW_ONE;
+        let published = added ^ (busy_tag(tag) ^ ready_tag(tag));
+        assert_eq!(slot_state(published), SLOT_READY);
+        assert_eq!((published >> 32, displaced(published)), (1, 2));
+        assert_eq!(published & 0x00ff_fffc, ready_tag(tag) & 0x00ff_fffc);
     }
 
     #[test]
@@ -346,6 +398,7 @@ mod tests {
         assert!((0.03..0.05).contains(&half), "half full: {half}");
         assert!((0.18..0.21).contains(&full), "full: {full}");
         assert!(overflow_entries(1 << 16) as f64 >= full * f64::from(1u32 << 16));
+        assert!(overflow_entries(1 << 16) <= 1 << 14);
         // A new connection at half fill finds its four candidates taken 14% of the time
         // (26% with the home and one buddy): the average hides the blocks already full.
         assert!(
@@ -355,13 +408,13 @@ mod tests {
     }
 
     #[test]
-    fn buddies_are_the_other_pairs_of_their_512_byte_block() {
+    fn buddies_are_the_other_slots_of_their_256_byte_block() {
         assert_eq!(buddies(0), [1, 2, 3]);
         assert_eq!(buddies(6), [7, 4, 5]);
-        // 4 KiB pages hold 32 pairs: a pair and its buddies share one.
-        for i in [0u32, 31, 32, 1 << 20] {
+        // 4 KiB pages hold 64 slots: a slot and its buddies share one.
+        for i in [0u32, 63, 64, 1 << 20] {
             for b in buddies(i) {
-                assert_eq!(i / 32, b / 32);
+                assert_eq!(i / 64, b / 64);
                 assert_eq!(i / 4, b / 4);
                 assert_ne!(i, b);
             }
@@ -398,6 +451,50 @@ mod tests {
             FlowKey { family: 10, ..a },
         ] {
             assert_ne!(key_words(&a), key_words(&b), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn a_reply_matches_the_client_side_of_its_forward_key_and_nothing_else() {
+        let forward = key(40_000);
+        let reply = FlowKey {
+            src_addr: 0x0a01_000b,
+            dst_addr: forward.src_addr,
+            src_port: 8080,
+            dst_port: forward.src_port,
+            ..forward
+        };
+        let matches = |slot: &FlowKey| {
+            let (a, b) = key_words(slot);
+            let ((mask_a, want_a), (mask_b, want_b)) = reply_client_words(&reply);
+            a & mask_a == want_a && b & mask_b == want_b
+        };
+        assert!(matches(&forward));
+        // Another VIP or port of the same client's tuple matches too: the backend decides.
+        assert!(matches(&FlowKey {
+            dst_addr: 9,
+            dst_port: 9,
+            ..forward
+        }));
+        for other in [
+            FlowKey {
+                src_addr: 1,
+                ..forward
+            },
+            FlowKey {
+                src_port: 1,
+                ..forward
+            },
+            FlowKey {
+                proto: 17,
+                ..forward
+            },
+            FlowKey {
+                family: 10,
+                ..forward
+            },
+        ] {
+            assert!(!matches(&other), "{other:?}");
         }
     }
 }

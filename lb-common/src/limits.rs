@@ -10,15 +10,17 @@ use crate::{
 pub const MAP_SERVICE_INDEX: &str = "SERVICE_INDEX";
 pub const MAP_BACKENDS: &str = "BACKENDS";
 pub const MAP_RING: &str = "RING";
-/// IPv4 forward flows whose home and buddy slots (`MAP_FLOW_SLOTS`) all hold others: `flow::FlowKey`
-/// (client -> VIP) -> `flow::FlowTarget` (LRU, `flow_slots::overflow_entries`).
+/// IPv4 forward entries of connections whose home and buddy slots (`MAP_FLOW_SLOTS`) all
+/// hold others: `flow::FlowKey` (client -> VIP) -> `flow::FlowTarget` (LRU,
+/// `flow_slots::overflow_entries`).
 pub const MAP_FLOWS: &str = "FLOWS";
-/// IPv4 reply entries whose home and buddy slots (`MAP_FLOW_SLOTS`) all hold others: `flow::FlowKey`
-/// (backend -> client) -> `flow::NatReturn` (LRU, as many).
+/// IPv4 reply entries of the connections in `MAP_FLOWS`: `flow::FlowKey` (backend ->
+/// client) -> the connection as a slot would hold it, `flow_slots::ConnSlot` (LRU, as
+/// many).
 pub const MAP_RETURN_FLOWS: &str = "RETURN_FLOWS";
-/// IPv4 connections by slot (`flow_slots::SlotPair`, mmapable array of
-/// `flow_slots::flow_slots(limits.flow_table_size)`); `FLOWS` and `RETURN_FLOWS` hold
-/// the entries they cannot.
+/// IPv4 connections by slot, both directions in one (`flow_slots::ConnSlot`, mmapable
+/// array of `flow_slots::flow_slots(limits.flow_table_size)`); `FLOWS` and
+/// `RETURN_FLOWS` hold the connections they cannot.
 pub const MAP_FLOW_SLOTS: &str = "FLOW_SLOTS";
 pub const MAP_SERVICE_STATS: &str = "SERVICE_STATS";
 pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
@@ -134,13 +136,12 @@ pub const MAP_LAYOUT: &str = "LB_LAYOUT";
 /// maps of another version instead of misreading them, except those from
 /// [`OLDEST_ADOPTED_LAYOUT`] on, which this one reads as they are, and which it marks as
 /// its own on adopting them, so that the older `lbd` refuses them in turn.
-pub const LAYOUT_VERSION: u32 = 20;
+pub const LAYOUT_VERSION: u32 = 21;
 
-/// The oldest pinned layout this `lbd` adopts. Version 19 put an entry whose home slot was
-/// taken only into its first buddy (`flow_slots::buddies`), or, in its first builds, into
-/// no buddy (the displaced count, then padding, stayed 0): where this one looks too. This
-/// one also uses the other two buddies, which version 19 never reads.
-pub const OLDEST_ADOPTED_LAYOUT: u32 = 19;
+/// The oldest pinned layout this `lbd` adopts. Version 21 keeps a connection's two
+/// directions in one 64-byte slot instead of a pair of them, so the slots of 19 and 20
+/// mean something else.
+pub const OLDEST_ADOPTED_LAYOUT: u32 = 21;
 
 /// Whether maps pinned with layout `version` may be adopted.
 pub const fn adopts_layout(version: u32) -> bool {

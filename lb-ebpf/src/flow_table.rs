@@ -1,8 +1,8 @@
-//! The IPv4 flow tables: each connection's home slot pair, then its buddies', then the LRU
-//! map of the entry's direction (see `lb_common::flow_slots`). Finding a flow in its home
-//! is one inlined array read; a new connection whose home or a buddy's half is empty is
-//! recorded with a compare-and-swap and a few stores per direction instead of LRU inserts,
-//! and a packet whose home never sent an entry to a buddy or the LRU map does not look
+//! The IPv4 flow table: each connection's home slot, then its buddies', then the LRU map
+//! of each direction (see `lb_common::flow_slots`). Finding a flow in its home is one
+//! inlined array read, from either direction; a new connection whose home or a buddy is
+//! empty is recorded with a compare-and-swap and a few stores instead of two LRU inserts,
+//! and a packet whose home never sent an entry to a buddy or the LRU maps does not look
 //! there.
 use core::{
     intrinsics::{atomic_cxchg, atomic_xadd, atomic_xor, AtomicOrdering::Relaxed},
@@ -11,15 +11,18 @@ use core::{
 
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
-    flow::{FlowKey, FlowTarget, NatReturn},
+    encap::BACKEND_F_DSR,
+    flow::{FlowKey, FlowTarget},
     flow_slots::{
-        buddies, busy_tag, forward_index, key_words, may_overflow, ready_tag, reply_index,
-        slot_state, SlotPair, FORWARD_HALF_OFFSET, HALF_DISPLACED_OFFSET, HALF_VALUE_OFFSET,
-        REPLY_HALF_OFFSET, SLOT_EMPTY, SLOT_OVERFLOW_ONE, SLOT_READY,
+        buddies, busy_tag, forward_index, key_words, may_be_displaced, may_overflow, ready_tag,
+        reply_client_words, reply_index, slot_state, ConnSlot, SLOT_DISPLACED_ONE, SLOT_EMPTY,
+        SLOT_KEY_OFFSET, SLOT_OVERFLOW_ONE, SLOT_READY, SLOT_TARGET_OFFSET,
     },
+    nexthop::NextHop,
+    syn_proxy::{FLOW_F_SYN_PROXY, NAT_F_SYN_PROXY},
 };
 
-use crate::maps::{flow_slot_mask, FLOWS, FLOW_SLOTS, RETURN_FLOWS};
+use crate::maps::{flow_slot_mask, BACKENDS, FLOWS, FLOW_SLOTS, RETURN_FLOWS};
 
 /// Why a record was not made.
 pub enum NotRecorded {
@@ -47,34 +50,34 @@ fn write_key(slot_key: *mut FlowKey, key: &FlowKey) {
     }
 }
 
-/// What a half holds for a writer.
-enum Half {
-    /// This tuple's entry, under `tag`.
+/// What a slot holds for a writer.
+enum Held {
+    /// This tuple's connection, under `tag`.
     Own(u64),
     /// Nothing, under `tag`.
     Empty(u64),
-    /// Another tuple's entry, or a writer's, under `tag`.
+    /// Another connection, or a writer's, under `tag`.
     Taken(u64),
 }
 
-/// One direction's half of a slot pair (`HALF` bytes from the pair's start): where its
-/// tag, key, value and displaced count are. It holds only the pair's address, checked not
-/// null, so that no address inside a pair that may not exist is computed before the check
-/// (the verifier refuses arithmetic on a pointer that may be null).
+/// One slot of `FLOW_SLOTS`: where its tag, key, target and route are. It holds only the
+/// slot's address, checked not null, so that no address inside a slot that may not exist
+/// is computed before the check (the verifier refuses arithmetic on a pointer that may be
+/// null).
 #[derive(Clone, Copy)]
-struct HalfAt<const HALF: usize> {
-    pair: NonNull<SlotPair>,
+struct SlotAt {
+    slot: NonNull<ConnSlot>,
 }
 
-impl<const HALF: usize> HalfAt<HALF> {
+impl SlotAt {
     #[inline(always)]
     fn of(index: u32) -> Option<Self> {
-        NonNull::new(FLOW_SLOTS.get_ptr_mut(index)?).map(|pair| Self { pair })
+        NonNull::new(FLOW_SLOTS.get_ptr_mut(index)?).map(|slot| Self { slot })
     }
 
     #[inline(always)]
     fn at(&self, offset: usize) -> *mut u8 {
-        unsafe { (self.pair.as_ptr() as *mut u8).add(HALF + offset) }
+        unsafe { (self.slot.as_ptr() as *mut u8).add(offset) }
     }
 
     #[inline(always)]
@@ -83,68 +86,104 @@ impl<const HALF: usize> HalfAt<HALF> {
     }
 
     #[inline(always)]
+    fn read_tag(&self) -> u64 {
+        unsafe { read_volatile(self.tag()) }
+    }
+
+    #[inline(always)]
     fn key(&self) -> *mut FlowKey {
-        self.at(8) as *mut FlowKey
+        self.at(SLOT_KEY_OFFSET) as *mut FlowKey
+    }
+
+    /// The connection's forward entry: the slot from `backend` on (see `ConnSlot`).
+    #[inline(always)]
+    fn target(&self) -> *mut FlowTarget {
+        self.at(SLOT_TARGET_OFFSET) as *mut FlowTarget
     }
 
     #[inline(always)]
-    fn value(&self) -> *mut u8 {
-        self.at(HALF_VALUE_OFFSET)
+    fn route(&self) -> *mut NextHop {
+        unsafe { addr_of_mut!((*self.slot.as_ptr()).route) }
     }
 
     #[inline(always)]
-    fn displaced(&self) -> *mut u32 {
-        self.at(HALF_DISPLACED_OFFSET) as *mut u32
-    }
-
-    #[inline(always)]
-    fn read(&self, key: &FlowKey) -> Half {
-        let tag = unsafe { read_volatile(self.tag()) };
+    fn read(&self, key: &FlowKey) -> Held {
+        let tag = self.read_tag();
         match slot_state(tag) {
-            SLOT_EMPTY => Half::Empty(tag),
-            SLOT_READY if same_key(self.key(), key) => Half::Own(tag),
-            _ => Half::Taken(tag),
+            SLOT_EMPTY => Held::Empty(tag),
+            SLOT_READY if same_key(self.key(), key) => Held::Own(tag),
+            _ => Held::Taken(tag),
         }
     }
 
-    /// Whether an entry of this home may be in a buddy's half.
+    /// Whether the slot holds the connection of forward `key`.
     #[inline(always)]
-    fn may_be_displaced(&self) -> bool {
-        unsafe { read_volatile(self.displaced()) != 0 }
+    fn holds(&self, key: &FlowKey) -> bool {
+        slot_state(self.read_tag()) == SLOT_READY && same_key(self.key(), key)
+    }
+
+    /// Whether the slot holds the connection that reply `key` (backend -> client) belongs
+    /// to: its client's address, port and protocol, and a backend at the reply's source
+    /// that answers through this node (a direct-server-return backend answers from the VIP
+    /// itself, and what it sends from its own address is not the connection's).
+    #[inline(always)]
+    fn holds_reply_of(&self, key: &FlowKey) -> bool {
+        if slot_state(self.read_tag()) != SLOT_READY {
+            return false;
+        }
+        let ((mask_a, want_a), (mask_b, want_b)) = reply_client_words(key);
+        let words = self.key() as *const u64;
+        let client = unsafe {
+            read_volatile(words) & mask_a == want_a
+                && read_volatile(words.add(1)) & mask_b == want_b
+        };
+        if !client {
+            return false;
+        }
+        let id = unsafe { read_volatile(addr_of_mut!((*self.slot.as_ptr()).backend)) };
+        // Not `BACKEND_F_PRESENT`: a removed backend's flows end with their entries.
+        match BACKENDS.get(id) {
+            Some(backend) => {
+                backend.addr == key.src_addr
+                    && backend.port == key.src_port
+                    && backend.flags & BACKEND_F_DSR == 0
+            }
+            None => false,
+        }
     }
 }
 
-/// Where a lookup of `key` ends.
+/// Where a lookup ends.
 enum Found {
-    /// In this half.
-    Half(*mut u8),
+    /// In this slot.
+    Slot(SlotAt),
     /// Not in the slots; in the LRU map, if anywhere.
     Lru,
     /// Nowhere.
     Missing,
 }
 
-/// Looks `key` up in its home half, then, if an entry of that home was ever put there,
-/// the buddies', then says whether the LRU map may hold it.
+/// Looks in home `index`, then, if an entry of that home was ever put there, in the
+/// buddies, for the slot that `holds`; else says whether the LRU map may hold it.
 #[inline(always)]
-fn find_in_slots<const HALF: usize>(index: u32, key: &FlowKey) -> Found {
-    let Some(home) = HalfAt::<HALF>::of(index) else {
+fn find_in_slots(index: u32, holds: impl Fn(&SlotAt) -> bool) -> Found {
+    let Some(home) = SlotAt::of(index) else {
         return Found::Missing;
     };
-    let tag = match home.read(key) {
-        Half::Own(_) => return Found::Half(home.value()),
-        Half::Empty(tag) | Half::Taken(tag) => tag,
-    };
-    if home.may_be_displaced() {
+    let tag = home.read_tag();
+    if holds(&home) {
+        return Found::Slot(home);
+    }
+    if may_be_displaced(tag) {
         // Unrolled by hand, here and in `place`: a loop over an array on the stack reads
         // it at a variable offset, which the verifier refuses without CAP_PERFMON.
         let [b1, b2, b3] = buddies(index);
         let own = |b: u32| {
-            let buddy = HalfAt::<HALF>::of(b)?;
-            matches!(buddy.read(key), Half::Own(_)).then(|| buddy.value())
+            let buddy = SlotAt::of(b)?;
+            holds(&buddy).then_some(buddy)
         };
-        if let Some(value) = own(b1).or_else(|| own(b2)).or_else(|| own(b3)) {
-            return Found::Half(value);
+        if let Some(slot) = own(b1).or_else(|| own(b2)).or_else(|| own(b3)) {
+            return Found::Slot(slot);
         }
     }
     if may_overflow(tag) {
@@ -154,7 +193,7 @@ fn find_in_slots<const HALF: usize>(index: u32, key: &FlowKey) -> Found {
     }
 }
 
-/// Takes the half from `tag` for writing; false if another writer (or the controller)
+/// Takes the slot from `tag` for writing; false if another writer (or the controller)
 /// changed it first.
 #[inline(always)]
 fn claim(tag_ptr: *mut u64, tag: u64) -> bool {
@@ -163,87 +202,63 @@ fn claim(tag_ptr: *mut u64, tag: u64) -> bool {
     won
 }
 
-/// Publishes a half written since [`claim`] from `tag`: an atomic xor of the low word from
-/// busy to ready, which keeps what other CPUs added to the LRU count meanwhile (a plain
-/// store of the ready tag would erase it) and, being a fully ordered atomic, is seen
-/// after the stores that wrote the entry.
+/// Publishes a slot written since [`claim`] from `tag`: an atomic xor of the generation and
+/// state from busy to ready, which keeps what other CPUs added to the counts meanwhile (a
+/// plain store of the ready tag would erase it) and, being a fully ordered atomic, is
+/// seen after the stores that wrote the entry.
 #[inline(always)]
 fn publish(tag_ptr: *mut u64, tag: u64) {
     unsafe { atomic_xor::<u64, u64, { Relaxed }>(tag_ptr, busy_tag(tag) ^ ready_tag(tag)) };
 }
 
-/// Counts an entry of the half's home put into the LRU map, after the insert (see
+/// Counts an entry of the home put into the LRU map, after the insert (see
 /// `lb_common::flow_slots`).
 #[inline(always)]
 fn overflowed(tag_ptr: *mut u64) {
     unsafe { atomic_xadd::<u64, u64, { Relaxed }>(tag_ptr, SLOT_OVERFLOW_ONE) };
 }
 
-/// A half claimed for writing: where, from which tag, and the home to count it in when
-/// it is a buddy's.
-struct Claimed<const HALF: usize> {
-    half: HalfAt<HALF>,
-    tag: u64,
-    displaced_from: Option<HalfAt<HALF>>,
-}
-
-impl<const HALF: usize> Claimed<HALF> {
-    /// Publishes the written half, then counts it in its home if it is a buddy's.
-    #[inline(always)]
-    fn publish(&self) {
-        publish(self.half.tag(), self.tag);
-        if let Some(home) = self.displaced_from {
-            unsafe { atomic_xadd::<u32, u32, { Relaxed }>(home.displaced(), 1) };
-        }
-    }
-}
-
-/// What one look at a tuple's halves allows a writer.
-enum Place<const HALF: usize> {
-    /// Write the half from this tag.
-    Half(HalfAt<HALF>, u64, Option<HalfAt<HALF>>),
-    /// The LRU map: every candidate half holds another flow, or an entry of the home may
-    /// be in the LRU map (which may be this very tuple's).
+/// What one look at a tuple's slots allows a writer.
+enum Place {
+    /// Write the slot from this tag; the home to count it in when it is a buddy.
+    Slot(SlotAt, u64, Option<SlotAt>),
+    /// The LRU map: every candidate slot holds another connection, or an entry of the
+    /// home may be in the LRU map (which may be this very tuple's).
     Lru,
-    /// `only_new`, and a half holds the tuple.
+    /// `only_new`, and a slot holds the tuple.
     Exists,
 }
 
-/// Where to write `key`'s entry, judged from its home and buddy halves now.
+/// Where to write `key`'s connection, judged from its home and buddies now.
 #[inline(always)]
-fn place<const HALF: usize>(
-    home: HalfAt<HALF>,
-    index: u32,
-    key: &FlowKey,
-    only_new: bool,
-) -> Place<HALF> {
+fn place(home: SlotAt, index: u32, key: &FlowKey, only_new: bool) -> Place {
     let home_tag = match home.read(key) {
-        Half::Own(_) if only_new => return Place::Exists,
-        Half::Own(tag) => return Place::Half(home, tag, None),
-        Half::Empty(tag) | Half::Taken(tag) => tag,
+        Held::Own(_) if only_new => return Place::Exists,
+        Held::Own(tag) => return Place::Slot(home, tag, None),
+        Held::Empty(tag) | Held::Taken(tag) => tag,
     };
     // The buddies are read when one may hold the tuple (an entry of the home went to
     // one), or when the home is taken and the entry may go to the first empty one. That
     // one's tag is kept apart and always set: an `Option` of both leaves the tag's
     // register unwritten on the `None` path, which the verifier refuses to see copied.
-    let mut empty_buddy: Option<HalfAt<HALF>> = None;
+    let mut empty_buddy: Option<SlotAt> = None;
     let mut empty_buddy_tag = 0;
     let home_taken = slot_state(home_tag) != SLOT_EMPTY;
-    let displaced = home.may_be_displaced();
+    let displaced = may_be_displaced(home_tag);
     if displaced || (home_taken && !may_overflow(home_tag)) {
         // Each buddy's address is worked out only when it is read.
         let [b1, b2, b3] = buddies(index);
-        let mut look = |b: u32| -> Option<Place<HALF>> {
+        let mut look = |b: u32| -> Option<Place> {
             // With no entry of the home in a buddy, none holds the tuple: the search
             // ends at the first empty one, and the lines after it are not read.
             if !displaced && empty_buddy.is_some() {
                 return None;
             }
-            let b = HalfAt::<HALF>::of(b)?;
+            let b = SlotAt::of(b)?;
             match b.read(key) {
-                Half::Own(_) if only_new => Some(Place::Exists),
-                Half::Own(tag) => Some(Place::Half(b, tag, None)),
-                Half::Empty(tag) if empty_buddy.is_none() => {
+                Held::Own(_) if only_new => Some(Place::Exists),
+                Held::Own(tag) => Some(Place::Slot(b, tag, None)),
+                Held::Empty(tag) if empty_buddy.is_none() => {
                     empty_buddy = Some(b);
                     empty_buddy_tag = tag;
                     None
@@ -259,74 +274,40 @@ fn place<const HALF: usize>(
         return Place::Lru;
     }
     if !home_taken {
-        return Place::Half(home, home_tag, None);
+        return Place::Slot(home, home_tag, None);
     }
     match empty_buddy {
-        Some(b) => Place::Half(b, empty_buddy_tag, Some(home)),
+        Some(b) => Place::Slot(b, empty_buddy_tag, Some(home)),
         None => Place::Lru,
     }
 }
 
-/// Takes a half of `key` for writing: `Ok(Some(claimed))`, or `Ok(None)` when the entry
-/// belongs in the LRU map. A claim lost to another writer, or to the controller's emptying
-/// or count clearing, is tried once more from what the halves then hold; a tuple's own
-/// half lost twice is given up rather than copied into the LRU map.
-#[inline(always)]
-fn take_half<const HALF: usize>(
-    index: u32,
-    key: &FlowKey,
-    only_new: bool,
-) -> Result<(Option<Claimed<HALF>>, HalfAt<HALF>), NotRecorded> {
-    let home = HalfAt::<HALF>::of(index).ok_or(NotRecorded::Failed)?;
-    for attempt in 0..2 {
-        match place(home, index, key, only_new) {
-            Place::Exists => return Err(NotRecorded::Exists),
-            Place::Lru => return Ok((None, home)),
-            Place::Half(half, tag, displaced_from) if claim(half.tag(), tag) => {
-                let claimed = Claimed {
-                    half,
-                    tag,
-                    displaced_from,
-                };
-                return Ok((Some(claimed), home));
-            }
-            Place::Half(half, _, _) if attempt == 1 && same_key(half.key(), key) => {
-                return Err(NotRecorded::Failed)
-            }
-            Place::Half(..) => {}
-        }
-    }
-    Ok((None, home))
-}
-
-/// The forward entry of `key` (client -> VIP), where it lives.
-#[inline(always)]
-pub fn find(key: &FlowKey) -> Option<*mut FlowTarget> {
-    match find_in_slots::<FORWARD_HALF_OFFSET>(forward_index(key, flow_slot_mask()), key) {
-        Found::Half(value) => Some(value as *mut FlowTarget),
-        Found::Lru => FLOWS.get_ptr_mut(key),
-        Found::Missing => None,
-    }
-}
-
-/// Records `target` under `key`: over its entry unless `only_new`, else in its home half
-/// if that is empty, else in the first empty buddy's, else in `FLOWS`.
+/// Records `target` under forward `key`: over its connection unless `only_new`, else in
+/// its home slot if that is empty, else in the first empty buddy, else in `FLOWS`. A
+/// claim lost to another writer, or to the controller's emptying or count setting, is
+/// tried once more from what the slots then hold; a tuple's own slot lost twice is given
+/// up rather than copied into the LRU map.
 #[inline(always)]
 pub fn record(key: &FlowKey, target: &FlowTarget, only_new: bool) -> Result<(), NotRecorded> {
     let index = forward_index(key, flow_slot_mask());
-    let (claimed, home) = take_half::<FORWARD_HALF_OFFSET>(index, key, only_new)?;
-    if let Some(claimed) = claimed {
-        write_key(claimed.half.key(), key);
-        let value = claimed.half.value() as *mut FlowTarget;
-        unsafe {
-            write_volatile(addr_of_mut!((*value).backend), target.backend);
-            write_volatile(addr_of_mut!((*value).service), target.service);
-            write_volatile(addr_of_mut!((*value).state), target.state);
-            write_volatile(addr_of_mut!((*value).last_seen), target.last_seen);
-            write_volatile(addr_of_mut!((*value)._pad), 0);
+    let home = SlotAt::of(index).ok_or(NotRecorded::Failed)?;
+    for attempt in 0..2 {
+        match place(home, index, key, only_new) {
+            Place::Exists => return Err(NotRecorded::Exists),
+            Place::Lru => break,
+            Place::Slot(slot, tag, displaced_from) if claim(slot.tag(), tag) => {
+                write(slot, key, target);
+                publish(slot.tag(), tag);
+                if let Some(home) = displaced_from {
+                    unsafe { atomic_xadd::<u64, u64, { Relaxed }>(home.tag(), SLOT_DISPLACED_ONE) };
+                }
+                return Ok(());
+            }
+            Place::Slot(slot, _, _) if attempt == 1 && same_key(slot.key(), key) => {
+                return Err(NotRecorded::Failed)
+            }
+            Place::Slot(..) => {}
         }
-        claimed.publish();
-        return Ok(());
     }
     let flags = if only_new { BPF_NOEXIST } else { BPF_ANY };
     match FLOWS.insert(key, target, flags as u64) {
@@ -343,40 +324,152 @@ pub fn record(key: &FlowKey, target: &FlowTarget, only_new: bool) -> Result<(), 
     }
 }
 
-/// The reply entry of `key` (backend -> client), where it lives.
+/// Writes a claimed slot's key and target, with no route cached.
 #[inline(always)]
-pub fn find_return(key: &FlowKey) -> Option<*mut NatReturn> {
-    match find_in_slots::<REPLY_HALF_OFFSET>(reply_index(key, flow_slot_mask()), key) {
-        Found::Half(value) => Some(value as *mut NatReturn),
-        Found::Lru => RETURN_FLOWS.get_ptr_mut(key),
+fn write(slot: SlotAt, key: &FlowKey, target: &FlowTarget) {
+    write_key(slot.key(), key);
+    let value = slot.target();
+    let route = slot.route();
+    unsafe {
+        write_volatile(addr_of_mut!((*value).backend), target.backend);
+        write_volatile(addr_of_mut!((*value).service), target.service);
+        write_volatile(addr_of_mut!((*value).state), target.state);
+        write_volatile(addr_of_mut!((*value).last_seen), target.last_seen);
+        write_volatile(addr_of_mut!((*route).ifindex), 0);
+        write_volatile(addr_of_mut!((*route).generation), 0);
+    }
+}
+
+/// The forward entry of `key` (client -> VIP), where it lives.
+#[inline(always)]
+pub fn find(key: &FlowKey) -> Option<*mut FlowTarget> {
+    match find_in_slots(forward_index(key, flow_slot_mask()), |s| s.holds(key)) {
+        Found::Slot(slot) => Some(slot.target()),
+        Found::Lru => FLOWS.get_ptr_mut(key),
         Found::Missing => None,
     }
 }
 
-/// Records a fresh reply entry under `key` (over an earlier one of the tuple): in its
-/// home half if that holds the tuple or nothing, else in the first empty buddy's, else
-/// in `RETURN_FLOWS`. `fill` writes the entry's fields into zeroed memory.
+/// What a reply of a connection is translated to, and whom it is counted for.
+#[derive(Clone, Copy)]
+pub struct Translation {
+    /// Virtual IP to put back as source (wire order).
+    pub vip: u32,
+    /// Virtual port to put back as source port (wire order).
+    pub vport: u16,
+    /// Bit set of `NAT_F_*`.
+    pub flags: u16,
+    pub service: u32,
+    pub backend: u32,
+}
+
+/// The reply direction of a connection: its slot, or its copy in `RETURN_FLOWS`, which
+/// has a slot's layout so that both are read by the same instructions (the verifier
+/// refuses, without CAP_PERFMON, an offset held in a register and added to a pointer
+/// that may point into either of two maps, which two layouts would make of a field's
+/// address).
+#[derive(Clone, Copy)]
+pub struct ReturnEntry {
+    conn: *mut ConnSlot,
+    in_slot: bool,
+}
+
+impl ReturnEntry {
+    /// What the reply becomes (read now: another CPU may change the entry later).
+    #[inline(always)]
+    pub fn translation(&self) -> Translation {
+        let conn = self.conn;
+        unsafe {
+            let state = read_volatile(addr_of_mut!((*conn).state));
+            Translation {
+                vip: read_volatile(addr_of_mut!((*conn).key.dst_addr)),
+                vport: read_volatile(addr_of_mut!((*conn).key.dst_port)),
+                flags: if state & FLOW_F_SYN_PROXY != 0 {
+                    NAT_F_SYN_PROXY
+                } else {
+                    0
+                },
+                service: read_volatile(addr_of_mut!((*conn).service)),
+                backend: read_volatile(addr_of_mut!((*conn).backend)),
+            }
+        }
+    }
+
+    /// The cached route back to the client.
+    #[inline(always)]
+    pub fn route(&self) -> *mut NextHop {
+        unsafe { addr_of_mut!((*self.conn).route) }
+    }
+
+    /// The connection's forward entry when it shares the slot (else look it up by its
+    /// key: the copy in `RETURN_FLOWS` does not follow the connection's state).
+    #[inline(always)]
+    pub fn forward(&self) -> Option<*mut FlowTarget> {
+        self.in_slot
+            .then(|| unsafe { (self.conn as *mut u8).add(SLOT_TARGET_OFFSET) } as *mut FlowTarget)
+    }
+}
+
+/// The reply direction of the connection reply `key` (backend -> client) belongs to,
+/// where it lives.
 #[inline(always)]
-pub fn record_return(key: &FlowKey, fill: impl Fn(*mut NatReturn)) -> Result<(), NotRecorded> {
-    let index = reply_index(key, flow_slot_mask());
-    let (claimed, home) = take_half::<REPLY_HALF_OFFSET>(index, key, false)?;
-    if let Some(claimed) = claimed {
-        write_key(claimed.half.key(), key);
-        let nat = claimed.half.value() as *mut NatReturn;
-        zero_return(nat);
-        fill(nat);
-        claimed.publish();
+pub fn find_return(key: &FlowKey) -> Option<ReturnEntry> {
+    match find_in_slots(reply_index(key, flow_slot_mask()), |s| {
+        s.holds_reply_of(key)
+    }) {
+        Found::Slot(slot) => Some(ReturnEntry {
+            conn: slot.slot.as_ptr(),
+            in_slot: true,
+        }),
+        Found::Lru => RETURN_FLOWS.get_ptr_mut(key).map(|conn| ReturnEntry {
+            conn,
+            in_slot: false,
+        }),
+        Found::Missing => None,
+    }
+}
+
+/// Makes replies under `key` (backend -> client) get `vip`:`vport` back as their source,
+/// after the connection's forward entry (`target`) was recorded: nothing to do when that
+/// is in a slot, which serves them; else a fresh copy of the connection in `RETURN_FLOWS`
+/// (over an earlier one of the tuple).
+#[inline(always)]
+pub fn record_return(
+    key: &FlowKey,
+    vip: u32,
+    vport: u16,
+    target: &FlowTarget,
+) -> Result<(), NotRecorded> {
+    let forward = FlowKey {
+        src_addr: key.dst_addr,
+        dst_addr: vip,
+        src_port: key.dst_port,
+        dst_port: vport,
+        proto: key.proto,
+        family: key.family,
+        _pad: [0; 2],
+    };
+    // The same home from either end.
+    let index = forward_index(&forward, flow_slot_mask());
+    if let Found::Slot(_) = find_in_slots(index, |s| s.holds(&forward)) {
         return Ok(());
     }
-    let mut nat = core::mem::MaybeUninit::<NatReturn>::uninit();
-    zero_return(nat.as_mut_ptr());
-    fill(nat.as_mut_ptr());
+    let home = SlotAt::of(index).ok_or(NotRecorded::Failed)?;
+    let mut conn = core::mem::MaybeUninit::<ConnSlot>::uninit();
+    let p = conn.as_mut_ptr();
+    zero_conn(p);
+    write_key(unsafe { addr_of_mut!((*p).key) }, &forward);
+    unsafe {
+        write_volatile(addr_of_mut!((*p).backend), target.backend);
+        write_volatile(addr_of_mut!((*p).service), target.service);
+        write_volatile(addr_of_mut!((*p).state), target.state);
+    }
     #[expect(
         clippy::needless_borrows_for_generic_args,
         reason = "by reference on purpose: a by-value copy of the zeroed entry is the \
-                  memset the verifier refuses (see zero_return)"
+                  memset the verifier refuses (see zero_conn)"
     )]
-    let inserted = RETURN_FLOWS.insert(key, unsafe { &*nat.as_ptr() }, BPF_ANY as u64);
+    let inserted = RETURN_FLOWS.insert(key, unsafe { &*conn.as_ptr() }, BPF_ANY as u64);
     match inserted {
         Ok(()) => {
             overflowed(home.tag());
@@ -386,21 +479,20 @@ pub fn record_return(key: &FlowKey, fill: impl Fn(*mut NatReturn)) -> Result<(),
     }
 }
 
-/// Reads both tags of the home pair of reply `key`'s connection and of its first buddy,
-/// without waiting for them: called on a SYN-ACK just before its reply lookup reads the
-/// home (a cache miss in a large table), so that the reads of one page go out together
-/// and take about as long as that one, and the connection's first ACK finds the half it
-/// takes in the caches. Without it the ACK that finds its home taken
-/// reads the buddy's line cold, one more miss. The other two buddies are not read: with
-/// them the SYN-ACK cost more and the first ACK no less (measured, docs/performance.md).
+/// Reads the tags of reply `key`'s home slot and of its first buddy, without waiting for
+/// them: called on a SYN-ACK just before its reply lookup reads the home (a cache miss in
+/// a large table), so that the reads of one page go out together and take about as long
+/// as that one, and the connection's first ACK finds the slot it takes in the caches.
+/// Without it the ACK that finds its home taken reads the buddy's line cold, one more
+/// miss. The other two buddies are not read: with them the SYN-ACK cost more and the
+/// first ACK no less (measured, docs/performance.md).
 #[inline(always)]
 pub fn warm_block(key: &FlowKey) {
     let index = reply_index(key, flow_slot_mask());
     let touch = |i: u32| {
-        if let Some(pair) = FLOW_SLOTS.get_ptr_mut(i) {
+        if let Some(slot) = FLOW_SLOTS.get_ptr_mut(i) {
             unsafe {
-                let _ = read_volatile(addr_of_mut!((*pair).forward.tag));
-                let _ = read_volatile(addr_of_mut!((*pair).reply.tag));
+                let _ = read_volatile(addr_of_mut!((*slot).tag));
             }
         }
     };
@@ -408,14 +500,14 @@ pub fn warm_block(key: &FlowKey) {
     touch(buddies(index)[0]);
 }
 
-/// Zeroes a reply entry by explicit word stores: a zero `NextHop` (byte-array MACs)
+/// Zeroes a connection by explicit word stores: a zero `NextHop` (byte-array MACs)
 /// written or copied as a value becomes a `memset` call, whose variable stack offsets
 /// the verifier refuses without CAP_PERFMON.
 #[inline(always)]
-fn zero_return(p: *mut NatReturn) {
-    const WORDS: usize = core::mem::size_of::<NatReturn>() / 4;
-    const _: () = assert!(WORDS == 9);
-    let words = p as *mut u32;
+fn zero_conn(p: *mut ConnSlot) {
+    const WORDS: usize = core::mem::size_of::<ConnSlot>() / 8;
+    const _: () = assert!(WORDS == 8);
+    let words = p as *mut u64;
     unsafe {
         write_volatile(words, 0);
         write_volatile(words.add(1), 0);
@@ -425,6 +517,5 @@ fn zero_return(p: *mut NatReturn) {
         write_volatile(words.add(5), 0);
         write_volatile(words.add(6), 0);
         write_volatile(words.add(7), 0);
-        write_volatile(words.add(8), 0);
     }
 }

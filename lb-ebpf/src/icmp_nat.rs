@@ -140,14 +140,14 @@ pub fn from_backend(ctx: &XdpContext) -> u32 {
     if ttl <= 1 {
         return count::pass(Reason::PassTtlExpired);
     }
-    let nat = unsafe { *entry };
+    let nat = entry.translation();
     // SAFETY: the type and code bytes are below `NEEDED` (checked above).
     let (icmp_type, code) = unsafe { (*p.add(ICMP), *p.add(ICMP + 1)) };
     if proto == PROTO_UDP && icmp_type == ICMP_DEST_UNREACH && code == ICMP_PORT_UNREACH {
         count::unreachable(nat.backend);
     }
     translate(ctx, &QUOTED_DESTINATION, proto, nat.vip, nat.vport);
-    let cache = unsafe { core::ptr::addr_of_mut!((*entry).nexthop) };
+    let cache = entry.route();
     forward_frame(
         ctx,
         start as *mut EthHdr,

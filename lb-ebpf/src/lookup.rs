@@ -4,7 +4,6 @@
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT},
     filter::filter_slot,
-    flow::NatReturn,
     service_index::{self, key_word, PackedMeta, SLOT_EMPTY},
 };
 
@@ -64,6 +63,6 @@ pub fn backend_by_id(id: u32) -> Option<Backend> {
 /// The NAT return entry for a packet from a backend to a client (in place: its cached
 /// next hop is filled on the first reply).
 #[inline(always)]
-pub fn return_flow_of(pkt: &Packet) -> Option<*mut NatReturn> {
+pub fn return_flow_of(pkt: &Packet) -> Option<crate::flow_table::ReturnEntry> {
     crate::flow_table::find_return(&pkt.flow)
 }

@@ -18,8 +18,8 @@ use lb_common::{
     encap::DsrHop,
     encap6::DsrHop6,
     filter::FILTER_TOTAL_WORDS,
-    flow::{FlowKey, FlowTarget, NatReturn},
-    flow_slots::SlotPair,
+    flow::{FlowKey, FlowTarget},
+    flow_slots::ConnSlot,
     ipv6::{Addr6, FlowKey6, NatReturn6, ServiceKey6},
     limits::{
         DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES,
@@ -53,14 +53,14 @@ pub static FLOWS: LruHashMap<FlowKey, FlowTarget> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
 
 #[map]
-pub static RETURN_FLOWS: LruHashMap<FlowKey, NatReturn> =
+pub static RETURN_FLOWS: LruHashMap<FlowKey, ConnSlot> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
 
-/// The IPv4 connections' slots (see `lb_common::flow_slots`), in front of `FLOWS` and
+/// The IPv4 connections' slots, one per connection (see `lb_common::flow_slots`), in front of `FLOWS` and
 /// `RETURN_FLOWS`. Mmapable: the controller walks and empties them without a syscall per
 /// slot.
 #[map]
-pub static FLOW_SLOTS: Array<SlotPair> =
+pub static FLOW_SLOTS: Array<ConnSlot> =
     Array::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, BPF_F_MMAPABLE);
 
 /// IPv6 services by VIP:port (see `lb_common::ipv6`).

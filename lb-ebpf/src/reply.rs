@@ -20,7 +20,7 @@ pub fn handle(ctx: &impl Frame, pkt: &Packet, to_proxy: impl FnOnce()) -> u32 {
     }
     let nat = lookup::return_flow_of(pkt);
     if let Some(entry) = nat {
-        if syn_proxy::is_proxied(entry) && to_client::is_syn_ack(pkt) {
+        if syn_proxy::is_proxied(&entry) && to_client::is_syn_ack(pkt) {
             // The answer to the proxy's SYN: the client has had its SYN-ACK already.
             to_proxy();
             return count::drop(Reason::DropSynCookieInvalid);

@@ -65,8 +65,8 @@ pub fn hand_over_checked(ctx: &XdpContext, pkt: &Packet, service: u32) {
 
 /// Whether a return entry belongs to a flow opened through the proxy.
 #[inline(always)]
-pub fn is_proxied(nat: *const lb_common::flow::NatReturn) -> bool {
-    (unsafe { (*nat).flags }) & NAT_F_SYN_PROXY != 0
+pub fn is_proxied(nat: &crate::flow_table::ReturnEntry) -> bool {
+    nat.translation().flags & NAT_F_SYN_PROXY != 0
 }
 
 /// `lb_proxy`'s work on a packet handed over by `lb_edge` or `lb_reply`. Each stage is
@@ -200,9 +200,6 @@ fn open(ctx: &XdpContext, pkt: &Packet) -> u32 {
         _pad: [0; 2],
     };
     return_entry::insert(back, pkt.flow.dst_addr, pkt.flow.dst_port, &target);
-    if let Some(nat) = flow_table::find_return(&back) {
-        unsafe { (*nat).flags |= NAT_F_SYN_PROXY };
-    }
     let seg = Segment {
         src: pkt.flow.src_addr,
         dst: backend.addr,
@@ -246,7 +243,8 @@ fn backend_syn_ack(ctx: &XdpContext, pkt: &Packet) -> u32 {
     let Some(nat) = lookup::return_flow_of(pkt) else {
         return count::pass(Reason::PassNoService);
     };
-    let (vip, vport, backend) = unsafe { ((*nat).vip, (*nat).vport, (*nat).backend) };
+    let nat = nat.translation();
+    let (vip, vport, backend) = (nat.vip, nat.vport, nat.backend);
     let key = FlowKey {
         src_addr: pkt.flow.dst_addr,
         dst_addr: vip,

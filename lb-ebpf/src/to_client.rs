@@ -3,7 +3,7 @@
 //! in the SYN cache.
 use lb_common::{
     counters::Reason,
-    flow::{FlowKey, NatReturn},
+    flow::FlowKey,
     net::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     syn_proxy::NAT_F_SYN_PROXY,
 };
@@ -11,7 +11,8 @@ use lb_common::{
 use crate::{
     count,
     flow::{self, Side},
-    flow_table, forward,
+    flow_table::{self, ReturnEntry},
+    forward,
     frame::Frame,
     packet::Packet,
     rewrite,
@@ -20,27 +21,28 @@ use crate::{
 };
 
 #[inline(always)]
-pub fn handle(ctx: &impl Frame, pkt: &Packet, entry: *mut NatReturn) -> u32 {
+pub fn handle(ctx: &impl Frame, pkt: &Packet, entry: ReturnEntry) -> u32 {
     if !forward::ttl_allows(pkt) {
         return count::pass(Reason::PassTtlExpired);
     }
-    let nat = unsafe { *entry };
+    let nat = entry.translation();
     if nat.flags & NAT_F_SYN_PROXY != 0
         && !syn_proxy::to_client(pkt.tcp, &pkt.flow, nat.vip, nat.vport)
     {
         return count::drop(Reason::DropSynCookieInvalid);
     }
     if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        if let Some(flow) = flow_table::find(&forward_key(pkt, nat.vip, nat.vport)) {
+        let forward = entry
+            .forward()
+            .or_else(|| flow_table::find(&forward_key(pkt, nat.vip, nat.vport)));
+        if let Some(flow) = forward {
             flow::observe(flow, pkt.tcp_flags, Side::Backend);
         }
     }
     rewrite::snat(pkt, nat.vip, nat.vport);
     count::to_client(nat.service, nat.backend, pkt.frame_len);
     count::answer_from_backend(nat.backend, pkt.tcp_flags);
-    forward::forward(ctx, pkt, unsafe {
-        core::ptr::addr_of_mut!((*entry).nexthop)
-    })
+    forward::forward(ctx, pkt, entry.route())
 }
 
 /// The SYN-ACK (or refusing RST) of a handshake whose SYN recorded no flow. Nothing is

@@ -15,6 +15,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp};
 use lb_common::{
     flow::FlowKey,
+    flow_slots::{buddies, forward_index},
     hash::{flow_hash, source_hash},
     service::POLICY_SOURCE_HASH,
 };
@@ -481,6 +482,44 @@ pub fn map_of(program: &Xdp, name: &str) -> aya::maps::MapData {
 }
 
 /// Backend id of `addr` in service `service` of the controller's applied plan.
+/// Fills the home slot of forward `key` and its three buddies with connections of other
+/// clients (recorded as the data path would, on no backend), so that `key`'s connection
+/// goes to the LRU maps, where its two directions have an entry each. Returns their keys.
+pub fn crowd_home_of(dp: &mut KernelDataplane, key: &FlowKey) -> Vec<FlowKey> {
+    let mask = dp.flows.slots() - 1;
+    let home = forward_index(key, mask);
+    let block: Vec<u32> = std::iter::once(home).chain(buddies(home)).collect();
+    let mut crowd: Vec<FlowKey> = Vec::new();
+    for port in 1..=u16::MAX {
+        let other = FlowKey {
+            src_addr: u32::from_ne_bytes([10, 99, 0, 1]),
+            src_port: port.to_be(),
+            ..*key
+        };
+        let at = forward_index(&other, mask);
+        if block.contains(&at) && !crowd.iter().any(|k| forward_index(k, mask) == at) {
+            crowd.push(other);
+        }
+        if crowd.len() == block.len() {
+            break;
+        }
+    }
+    assert_eq!(crowd.len(), 4, "clients for the whole block of slot {home}");
+    for other in &crowd {
+        let target = lb_common::flow::FlowTarget {
+            state: lb_common::flow::FLOW_F_ESTABLISHED,
+            ..Default::default()
+        };
+        dp.flows
+            .insert(other, target, 0)
+            .expect("a slot of the block");
+    }
+    for other in &crowd {
+        assert!(dp.flows.slot_of(other).is_some(), "{other:?} in the block");
+    }
+    crowd
+}
+
 pub fn backend_id(c: &Controller<KernelDataplane>, service: &str, addr: Ipv4Addr) -> u32 {
     c.plan()
         .expect("a plan was applied")

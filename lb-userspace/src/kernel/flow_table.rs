@@ -1,109 +1,69 @@
-//! The IPv4 flow tables as the controller sees them: each direction's halves of the slot
-//! pairs (read and emptied through a memory mapping), home and buddies, and the LRU map
-//! behind them, as one table with the LRU map's operations (see `lb_common::flow_slots`
-//! for who may write a half when).
+//! The IPv4 flow table as the controller sees it: the connections' slots (read and emptied
+//! through a memory mapping), home and buddies, each serving both directions, and the LRU
+//! map of each direction behind them, as two tables with the LRU map's operations: the
+//! forward one ([`FlowTable`]) and the reply one ([`ReturnTable`]), whose slot entries are
+//! the forward ones seen from the backend (see `lb_common::flow_slots` for who may write a
+//! slot when).
 use std::{
     borrow::Borrow,
     collections::HashSet,
-    marker::PhantomData,
-    sync::{
-        atomic::{AtomicU32, AtomicU64, Ordering},
-        Arc,
-    },
+    sync::{atomic::AtomicU64, atomic::Ordering, Arc},
 };
 
 use anyhow::ensure;
 use aya::{
-    maps::{HashMap, MapData, MapError},
+    maps::{Array, HashMap, MapData, MapError},
     sys::SyscallError,
-    Pod,
 };
 use lb_common::{
+    backend::Backend,
+    encap::BACKEND_F_DSR,
     flow::{FlowKey, FlowTarget, NatReturn},
     flow_slots::{
-        buddies, busy_tag, empty_tag, forward_index, key_words, may_overflow, overflow_cleared,
-        ready_tag, reply_index, slot_state, FlowSlot, ReturnSlot, SlotPair, FORWARD_TAG_WORD,
-        REPLY_TAG_WORD, SLOT_EMPTY, SLOT_OVERFLOW_ONE, SLOT_READY,
+        buddies, busy_tag, displaced, empty_tag, forward_index, key_words, may_be_displaced,
+        may_overflow, overflow_cleared, ready_tag, reply_index, slot_state, with_displaced,
+        ConnSlot, SLOT_DISPLACED_ONE, SLOT_EMPTY, SLOT_OVERFLOW_ONE, SLOT_READY,
     },
+    syn_proxy::{FLOW_F_SYN_PROXY, NAT_F_SYN_PROXY},
 };
 
 use super::{flows::EntryMap, mmap_array::MmapArray};
 
-/// Where a direction's half of a slot pair is, and which end of its key is the client.
-pub trait SlotLayout {
-    type Value: Pod + Copy;
-    /// Bytes from the pair's start to the half.
-    const HALF_OFFSET: usize;
-    /// Bytes from the half's start to the value.
-    const VALUE_OFFSET: usize;
-    /// The half's tag, in u64 words from the pair's start.
-    const TAG_WORD: usize;
-    /// Bytes from the half's start to its displaced count.
-    const DISPLACED_OFFSET: usize;
-    /// The slot of `key` among `mask + 1`.
-    fn index(key: &FlowKey, mask: u32) -> u32;
-}
-
-/// Forward (client -> VIP) entries.
-pub struct Forward;
-impl SlotLayout for Forward {
-    type Value = FlowTarget;
-    const HALF_OFFSET: usize = core::mem::offset_of!(SlotPair, forward);
-    const VALUE_OFFSET: usize = core::mem::offset_of!(FlowSlot, target);
-    const TAG_WORD: usize = FORWARD_TAG_WORD;
-    const DISPLACED_OFFSET: usize = core::mem::offset_of!(FlowSlot, displaced);
-    fn index(key: &FlowKey, mask: u32) -> u32 {
-        forward_index(key, mask)
-    }
-}
-
-/// Reply (backend -> client) entries.
-pub struct Reply;
-impl SlotLayout for Reply {
-    type Value = NatReturn;
-    const HALF_OFFSET: usize = core::mem::offset_of!(SlotPair, reply);
-    const VALUE_OFFSET: usize = core::mem::offset_of!(ReturnSlot, nat);
-    const TAG_WORD: usize = REPLY_TAG_WORD;
-    const DISPLACED_OFFSET: usize = core::mem::offset_of!(ReturnSlot, displaced);
-    fn index(key: &FlowKey, mask: u32) -> u32 {
-        reply_index(key, mask)
-    }
-}
-
 /// The update flag that refuses an existing key (uapi `BPF_NOEXIST`).
 const BPF_NOEXIST: u64 = 1;
 
-const KEY_OFFSET: usize = 8;
-const _: () = assert!(core::mem::offset_of!(FlowSlot, key) == KEY_OFFSET);
-const _: () = assert!(core::mem::offset_of!(ReturnSlot, key) == KEY_OFFSET);
-const _: () = assert!(FORWARD_TAG_WORD * 8 == core::mem::offset_of!(SlotPair, forward));
-const _: () = assert!(REPLY_TAG_WORD * 8 == core::mem::offset_of!(SlotPair, reply));
-
-/// One direction's table: slots first, then the LRU map.
-pub struct FlowTable<S: SlotLayout> {
-    /// The slot pairs, shared by both directions' tables.
+/// The slots, shared by both directions' tables.
+#[derive(Clone)]
+pub struct Slots {
     slots: Arc<MmapArray>,
-    lru: HashMap<MapData, FlowKey, S::Value>,
-    _layout: PhantomData<S>,
 }
 
-/// What a slot held when read: its tag, key and value.
-struct SlotRead<V> {
+/// What a slot held when read: its tag and connection.
+#[derive(Clone, Copy)]
+struct SlotRead {
     tag: u64,
-    key: FlowKey,
-    value: V,
+    slot: ConnSlot,
 }
 
-impl<S: SlotLayout> FlowTable<S> {
-    pub fn new(
-        slots: Arc<MmapArray>,
-        lru: HashMap<MapData, FlowKey, S::Value>,
-    ) -> anyhow::Result<Self> {
+impl SlotRead {
+    fn target(&self) -> FlowTarget {
+        FlowTarget {
+            backend: self.slot.backend,
+            service: self.slot.service,
+            state: self.slot.state,
+            last_seen: self.slot.last_seen,
+            _pad: 0,
+        }
+    }
+}
+
+impl Slots {
+    pub fn new(slots: MmapArray) -> anyhow::Result<Self> {
         ensure!(
-            slots.value_size() == size_of::<SlotPair>(),
+            slots.value_size() == size_of::<ConnSlot>(),
             "flow slots of {} bytes, not {}",
             slots.value_size(),
-            size_of::<SlotPair>()
+            size_of::<ConnSlot>()
         );
         ensure!(
             slots.entries().is_power_of_two(),
@@ -111,101 +71,211 @@ impl<S: SlotLayout> FlowTable<S> {
             slots.entries()
         );
         Ok(Self {
-            slots,
-            lru,
-            _layout: PhantomData,
+            slots: Arc::new(slots),
         })
     }
 
-    /// The LRU map behind the slots: entries whose home and buddy slots all held others.
-    pub fn overflow(&self) -> &HashMap<MapData, FlowKey, S::Value> {
+    fn count(&self) -> u32 {
+        self.slots.entries()
+    }
+
+    fn tag(&self, index: u32) -> &AtomicU64 {
+        self.slots.word(index, 0)
+    }
+
+    /// The buddies of home `index` that the array has, in the order they are tried.
+    fn buddies_of(&self, index: u32) -> impl Iterator<Item = u32> {
+        let entries = self.count();
+        buddies(index).into_iter().filter(move |&b| b < entries)
+    }
+
+    /// Home `index`, then its buddies.
+    fn candidates(&self, home: u32) -> impl Iterator<Item = u32> {
+        std::iter::once(home).chain(self.buddies_of(home))
+    }
+
+    /// The slot's connection, if it holds a complete one that did not change while read.
+    fn read(&self, index: u32) -> Option<SlotRead> {
+        let tag = self.tag(index).load(Ordering::Acquire);
+        if slot_state(tag) != SLOT_READY {
+            return None;
+        }
+        // SAFETY: the element is a `ConnSlot` (size checked), 8-aligned; the data path may
+        // write it meanwhile, which the tag's second read detects.
+        let slot = unsafe { (self.slots.element(index) as *const ConnSlot).read_volatile() };
+        (self.tag(index).load(Ordering::Acquire) == tag).then_some(SlotRead { tag, slot })
+    }
+
+    /// Empties slot `index` if it still holds what was read under `tag`.
+    fn empty(&self, index: u32, tag: u64) -> bool {
+        self.tag(index)
+            .compare_exchange(tag, empty_tag(tag), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Clears the LRU count of each home none of whose connections `held` (the homes of
+    /// every entry of both LRU maps, walked after the tags were read) still has there, and
+    /// sets the displaced counts (see [`Self::recount_displaced`]). An LRU count is cleared
+    /// only from the tag read before the walk: an entry put there since changed it.
+    /// Returns how many LRU counts were cleared.
+    fn clear_overflow_counts(
+        &self,
+        held: impl FnOnce() -> Result<HashSet<u32>, MapError>,
+    ) -> usize {
+        self.recount_displaced();
+        let counted: Vec<(u32, u64)> = (0..self.count())
+            .map(|i| (i, self.tag(i).load(Ordering::Acquire)))
+            .filter(|(_, tag)| may_overflow(*tag))
+            .collect();
+        if counted.is_empty() {
+            return 0;
+        }
+        // A walk that fails part-way (it ends at the error) would leave homes out that
+        // still have entries: then nothing is cleared this time.
+        let Ok(held) = held() else {
+            return 0;
+        };
+        let mut cleared = 0;
+        for (i, mut tag) in counted.into_iter().filter(|(i, _)| !held.contains(i)) {
+            // Retried while only the other counts or the state moved: an LRU insert
+            // would have changed the LRU count, which ends the retries.
+            loop {
+                match self.tag(i).compare_exchange(
+                    tag,
+                    overflow_cleared(tag),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        cleared += 1;
+                        break;
+                    }
+                    Err(now) if now >> 32 == tag >> 32 => tag = now,
+                    Err(_) => break,
+                }
+            }
+        }
+        cleared
+    }
+
+    /// Sets the displaced count of each home that has one to the number of its buddies
+    /// that hold a connection of it or are being written: 0 when none does, so that its
+    /// misses skip the buddy reads again, and never more than three after a sweep, so
+    /// that the count's eight bits do not fill. The tag is read first and the count set
+    /// only from that tag: the data path adds to it after publishing a buddy, so a
+    /// connection put there after the tag was read either shows in the buddy or changed
+    /// the tag. Returns how many counts changed.
+    pub fn recount_displaced(&self) -> usize {
+        (0..self.count())
+            .filter(|&home| {
+                let tag = self.tag(home).load(Ordering::Acquire);
+                if !may_be_displaced(tag) {
+                    return false;
+                }
+                let held = self
+                    .buddies_of(home)
+                    .filter(|&b| match slot_state(self.tag(b).load(Ordering::Acquire)) {
+                        SLOT_EMPTY => false,
+                        SLOT_READY => self
+                            .read(b)
+                            .is_none_or(|r| forward_index(&r.slot.key, self.count() - 1) == home),
+                        _ => true,
+                    })
+                    .count() as u64;
+                held != displaced(tag)
+                    && self
+                        .tag(home)
+                        .compare_exchange(
+                            tag,
+                            with_displaced(tag, held),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
+                        .is_ok()
+            })
+            .count()
+    }
+
+    /// Connections in slots (the rest are in the LRU maps).
+    pub fn in_slots(&self) -> usize {
+        (0..self.count())
+            .filter(|&i| slot_state(self.tag(i).load(Ordering::Relaxed)) == SLOT_READY)
+            .count()
+    }
+
+    /// Whether the data path reads home `home`'s buddies when the home does not hold a
+    /// packet's connection.
+    fn looks_in_buddies(&self, home: u32) -> bool {
+        may_be_displaced(self.tag(home).load(Ordering::Acquire))
+    }
+
+    /// Whether the data path looks in the LRU maps when home `home` and its buddies do not
+    /// hold a packet's connection.
+    fn looks_in_lru(&self, home: u32) -> bool {
+        may_overflow(self.tag(home).load(Ordering::Acquire))
+    }
+}
+
+/// The forward (client -> VIP) entries: slots first, then `FLOWS`.
+pub struct FlowTable {
+    slots: Slots,
+    lru: HashMap<MapData, FlowKey, FlowTarget>,
+}
+
+impl FlowTable {
+    pub fn new(slots: Slots, lru: HashMap<MapData, FlowKey, FlowTarget>) -> Self {
+        Self { slots, lru }
+    }
+
+    /// The LRU map behind the slots: connections whose home and buddies all held others.
+    pub fn overflow(&self) -> &HashMap<MapData, FlowKey, FlowTarget> {
         &self.lru
     }
 
     /// Slots in the array.
     pub fn slots(&self) -> u32 {
-        self.slots.entries()
+        self.slots.count()
     }
 
-    /// The home slot of `key` in this direction.
+    /// The home slot of forward `key`.
     pub fn home_of(&self, key: &FlowKey) -> u32 {
-        S::index(key, self.slots() - 1)
+        forward_index(key, self.slots() - 1)
     }
 
-    fn tag(&self, index: u32) -> &AtomicU64 {
-        self.slots.word(index, S::TAG_WORD)
-    }
-
-    /// How many entries of home `index` were put into its buddies' halves (see
-    /// `lb_common::flow_slots`).
-    fn displaced(&self, index: u32) -> &AtomicU32 {
+    fn own(&self, index: u32, key: &FlowKey) -> Option<SlotRead> {
         self.slots
-            .word32(index, S::HALF_OFFSET + S::DISPLACED_OFFSET)
+            .read(index)
+            .filter(|r| key_words(&r.slot.key) == key_words(key))
     }
 
-    /// The buddies of home `index` that the array has, in the order they are tried.
-    fn buddies_of(&self, index: u32) -> impl Iterator<Item = u32> {
-        let entries = self.slots();
-        buddies(index).into_iter().filter(move |&b| b < entries)
+    /// The slot (its home's, else a buddy's) that holds `key`'s connection.
+    fn read_own(&self, key: &FlowKey) -> Option<(u32, SlotRead)> {
+        self.slots
+            .candidates(self.home_of(key))
+            .find_map(|index| self.own(index, key).map(|r| (index, r)))
     }
 
-    /// The first byte of slot `index`'s half of this direction.
-    fn half(&self, index: u32) -> *mut u8 {
-        // SAFETY: the half lies inside the element (`SlotPair`'s layout, size checked).
-        unsafe { self.slots.element(index).add(S::HALF_OFFSET) }
-    }
-
-    /// The slot's entry, if it holds a complete one that did not change while read.
-    fn read(&self, index: u32) -> Option<SlotRead<S::Value>> {
-        let tag = self.tag(index).load(Ordering::Acquire);
-        if slot_state(tag) != SLOT_READY {
-            return None;
-        }
-        let slot = self.half(index);
-        // SAFETY: both lie inside the element (the layouts' offsets, checked sizes), at
-        // 8-aligned offsets of an 8-aligned element; the data path may write them
-        // meanwhile, which the tag's second read detects.
-        let (key, value) = unsafe {
-            (
-                (slot.add(KEY_OFFSET) as *const FlowKey).read_volatile(),
-                (slot.add(S::VALUE_OFFSET) as *const S::Value).read_volatile(),
-            )
-        };
-        (self.tag(index).load(Ordering::Acquire) == tag).then_some(SlotRead { tag, key, value })
-    }
-
-    /// The half of `key` (its home's, else a buddy's) that holds `key`'s entry.
-    fn read_own(&self, key: &FlowKey) -> Option<(u32, SlotRead<S::Value>)> {
-        let home = self.home_of(key);
-        std::iter::once(home)
-            .chain(self.buddies_of(home))
-            .find_map(|index| {
-                self.read(index)
-                    .filter(|r| key_words(&r.key) == key_words(key))
-                    .map(|r| (index, r))
-            })
-    }
-
-    /// The slot whose half of this direction holds `key`'s entry, if one does.
+    /// The slot that holds `key`'s connection, if one does.
     pub fn slot_of(&self, key: &FlowKey) -> Option<u32> {
         self.read_own(key).map(|(index, _)| index)
     }
 
     /// The entry of `key`, as `HashMap::get`.
-    pub fn get(&self, key: &FlowKey, flags: u64) -> Result<S::Value, MapError> {
+    pub fn get(&self, key: &FlowKey, flags: u64) -> Result<FlowTarget, MapError> {
         match self.read_own(key) {
-            Some((_, read)) => Ok(read.value),
+            Some((_, read)) => Ok(read.target()),
             None => self.lru.get(key, flags),
         }
     }
 
-    /// Records an entry as the data path does (the half that holds the tuple, else its
-    /// home's if empty, else the first empty buddy's, else the LRU map), as
-    /// `HashMap::insert`.
+    /// Records a connection as the data path does (the slot that holds the tuple, else its
+    /// home if empty, else the first empty buddy, else the LRU map), as
+    /// `HashMap::insert`. Its replies are then served by the slot; one left to the LRU
+    /// map needs its reply entry in [`ReturnTable`] besides, as in the data path.
     pub fn insert(
         &mut self,
         key: impl Borrow<FlowKey>,
-        value: impl Borrow<S::Value>,
+        value: impl Borrow<FlowTarget>,
         flags: u64,
     ) -> Result<(), MapError> {
         let (key, value) = (*key.borrow(), *value.borrow());
@@ -221,8 +291,8 @@ impl<S: SlotLayout> FlowTable<S> {
                 return Ok(());
             }
         } else {
-            let tag = self.tag(home).load(Ordering::Acquire);
-            // While an entry of the home may be in the LRU map, neither half is taken: the
+            let tag = self.slots.tag(home).load(Ordering::Acquire);
+            // While an entry of the home may be in the LRU map, no slot is taken: the
             // tuple may be one of them (as in the data path).
             if !may_overflow(tag) {
                 if slot_state(tag) == SLOT_EMPTY {
@@ -230,13 +300,15 @@ impl<S: SlotLayout> FlowTable<S> {
                         return Ok(());
                     }
                 } else {
-                    let empty = self.buddies_of(home).find_map(|b| {
-                        let tag = self.tag(b).load(Ordering::Acquire);
+                    let empty = self.slots.buddies_of(home).find_map(|b| {
+                        let tag = self.slots.tag(b).load(Ordering::Acquire);
                         (slot_state(tag) == SLOT_EMPTY).then_some((b, tag))
                     });
                     if let Some((b, tag)) = empty {
                         if self.write(b, tag, &key, &value) {
-                            self.displaced(home).fetch_add(1, Ordering::AcqRel);
+                            self.slots
+                                .tag(home)
+                                .fetch_add(SLOT_DISPLACED_ONE, Ordering::AcqRel);
                             return Ok(());
                         }
                     }
@@ -245,31 +317,45 @@ impl<S: SlotLayout> FlowTable<S> {
         }
         let inserted = self.lru.insert(key, value, flags);
         // Also when it was there already: lookups must look.
-        self.tag(home)
+        self.slots
+            .tag(home)
             .fetch_add(SLOT_OVERFLOW_ONE, Ordering::AcqRel);
         inserted
     }
 
-    /// Writes `key` and `value` into slot `index` if its tag is still `tag`.
-    fn write(&self, index: u32, tag: u64, key: &FlowKey, value: &S::Value) -> bool {
-        let atomic = self.tag(index);
+    /// Writes `key` and `value` into slot `index` if its tag is still `tag`, with no route
+    /// cached.
+    fn write(&self, index: u32, tag: u64, key: &FlowKey, value: &FlowTarget) -> bool {
+        let atomic = self.slots.tag(index);
         if atomic
             .compare_exchange(tag, busy_tag(tag), Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             return false;
         }
-        let slot = self.half(index);
-        let key = FlowKey {
-            _pad: [0; 2],
-            ..*key
+        let slot = ConnSlot {
+            tag: 0,
+            key: FlowKey {
+                _pad: [0; 2],
+                ..*key
+            },
+            backend: value.backend,
+            service: value.service,
+            state: value.state,
+            last_seen: value.last_seen,
+            route: Default::default(),
         };
-        // SAFETY: as in `read`; the slot is ours while busy.
+        let element = self.slots.slots.element(index);
+        // SAFETY: as in `Slots::read`; the slot is ours while busy. The tag word is left
+        // alone: other CPUs may add to its counts.
         unsafe {
-            (slot.add(KEY_OFFSET) as *mut FlowKey).write_volatile(key);
-            (slot.add(S::VALUE_OFFSET) as *mut S::Value).write_volatile(*value);
+            let bytes = (&slot as *const ConnSlot as *const u8).add(8);
+            for i in 0..size_of::<ConnSlot>() - 8 {
+                element.add(8 + i).write_volatile(*bytes.add(i));
+            }
         }
-        // As the data path does: the low word only, keeping what was added to the count.
+        // As the data path does: generation and state only, keeping what was added to the
+        // counts.
         atomic.fetch_xor(busy_tag(tag) ^ ready_tag(tag), Ordering::AcqRel);
         true
     }
@@ -277,21 +363,17 @@ impl<S: SlotLayout> FlowTable<S> {
     /// The entry of `key` as the data path finds it: the buddies are read only if an entry
     /// of its home was ever put into one, and the LRU map only if one was ever put there
     /// (no syscall for most misses).
-    pub fn find(&self, key: &FlowKey) -> Result<Option<S::Value>, MapError> {
+    pub fn find(&self, key: &FlowKey) -> Result<Option<FlowTarget>, MapError> {
         let home = self.home_of(key);
-        let own = |index: u32| {
-            self.read(index)
-                .filter(|r| key_words(&r.key) == key_words(key))
-        };
-        if let Some(read) = own(home) {
-            return Ok(Some(read.value));
+        if let Some(read) = self.own(home, key) {
+            return Ok(Some(read.target()));
         }
-        if self.displaced(home).load(Ordering::Acquire) != 0 {
-            if let Some(read) = self.buddies_of(home).find_map(own) {
-                return Ok(Some(read.value));
+        if self.slots.looks_in_buddies(home) {
+            if let Some(read) = self.slots.buddies_of(home).find_map(|b| self.own(b, key)) {
+                return Ok(Some(read.target()));
             }
         }
-        if !may_overflow(self.tag(home).load(Ordering::Acquire)) {
+        if !self.slots.looks_in_lru(home) {
             return Ok(None);
         }
         match self.lru.get(key, 0) {
@@ -301,40 +383,27 @@ impl<S: SlotLayout> FlowTable<S> {
         }
     }
 
-    /// Deletes the entries of `key` (its home's, its buddies', and a copy in the LRU map:
-    /// a race between two CPUs recording one tuple can leave two) that `qualify` when deleted:
-    /// a slot is emptied only from the very tag it was read under, so an entry the data
-    /// path rewrote meanwhile stays. Whether one was deleted.
+    /// Deletes the connections of `key` (its home's, its buddies', and a copy in the LRU
+    /// map: a race between two CPUs recording one tuple can leave two) that `qualify` when
+    /// deleted: a slot is emptied only from the very tag it was read under, so a
+    /// connection the data path rewrote meanwhile stays. Emptying a slot ends both
+    /// directions. Whether one was deleted.
     pub fn remove_if(
         &mut self,
         key: &FlowKey,
-        qualifies: impl Fn(&S::Value) -> bool,
+        qualifies: impl Fn(&FlowTarget) -> bool,
     ) -> Result<bool, MapError> {
         let home = self.home_of(key);
         let mut removed = false;
         let mut found_in_slots = false;
-        // Each copy on its own: two CPUs recording one tuple at once can leave it in the
-        // home and in a buddy.
-        for index in std::iter::once(home).chain(self.buddies_of(home)) {
-            let Some(read) = self
-                .read(index)
-                .filter(|r| key_words(&r.key) == key_words(key))
-            else {
+        for index in self.slots.candidates(home) {
+            let Some(read) = self.own(index, key) else {
                 continue;
             };
             found_in_slots = true;
-            removed |= qualifies(&read.value)
-                && self
-                    .tag(index)
-                    .compare_exchange(
-                        read.tag,
-                        empty_tag(read.tag),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    )
-                    .is_ok();
+            removed |= qualifies(&read.target()) && self.slots.empty(index, read.tag);
         }
-        if found_in_slots && !may_overflow(self.tag(home).load(Ordering::Acquire)) {
+        if found_in_slots && !self.slots.looks_in_lru(home) {
             return Ok(removed);
         }
         Ok(EntryMap::remove_if(&mut self.lru, key, qualifies)? || removed)
@@ -350,12 +419,12 @@ impl<S: SlotLayout> FlowTable<S> {
     }
 
     /// The entries in slots.
-    pub fn slot_entries(&self) -> impl Iterator<Item = (FlowKey, S::Value)> + '_ {
-        (0..self.slots()).filter_map(|i| self.read(i).map(|r| (r.key, r.value)))
+    pub fn slot_entries(&self) -> impl Iterator<Item = (FlowKey, FlowTarget)> + '_ {
+        (0..self.slots()).filter_map(|i| self.slots.read(i).map(|r| (r.slot.key, r.target())))
     }
 
     /// Every entry, slots first, as `HashMap::iter`.
-    pub fn iter(&self) -> impl Iterator<Item = Result<(FlowKey, S::Value), MapError>> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = Result<(FlowKey, FlowTarget), MapError>> + '_ {
         self.slot_entries()
             .map(Ok)
             .chain(super::batch::entries(&self.lru))
@@ -366,102 +435,238 @@ impl<S: SlotLayout> FlowTable<S> {
         self.iter().map(|entry| entry.map(|(key, _)| key))
     }
 
-    /// Clears the counts of this direction's halves whose entries elsewhere are gone, so
-    /// that their misses skip the buddy reads and the LRU lookup again (see
-    /// [`Self::clear_displaced_counts`] for the buddies'). An LRU count is cleared only
-    /// from the tag read before the walk of the LRU map: an entry put there since changed
-    /// it. Returns how many LRU counts were cleared.
-    pub fn clear_overflow_counts(&mut self) -> usize {
-        self.clear_displaced_counts();
-        let counted: Vec<(u32, u64)> = (0..self.slots())
-            .map(|i| (i, self.tag(i).load(Ordering::Acquire)))
-            .filter(|(_, tag)| may_overflow(*tag))
-            .collect();
-        if counted.is_empty() {
-            return 0;
-        }
-        // A walk that fails part-way (it ends at the error) would leave slots out that
-        // still have entries: then nothing is cleared this time.
-        let Ok(held) = super::batch::entries(&self.lru)
-            .map(|entry| entry.map(|(key, _)| self.home_of(&key)))
-            .collect::<Result<HashSet<u32>, _>>()
-        else {
-            return 0;
-        };
-        counted
-            .into_iter()
-            .filter(|(i, _)| !held.contains(i))
-            .filter(|&(i, tag)| {
-                self.tag(i)
-                    .compare_exchange(
-                        tag,
-                        overflow_cleared(tag),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    )
-                    .is_ok()
-            })
-            .count()
+    /// The slots' upkeep: the displaced counts set to what the buddies hold, and the LRU
+    /// counts of homes with no entry left in either LRU map (this one's, and `returns`')
+    /// cleared, so that their misses skip the buddy reads and the LRU lookups again.
+    /// Returns how many LRU counts were cleared.
+    pub fn clear_overflow_counts(&self, returns: &ReturnTable) -> usize {
+        let mask = self.slots() - 1;
+        self.slots.clear_overflow_counts(|| {
+            let forward = super::batch::entries(&self.lru)
+                .map(|entry| entry.map(|(key, _)| forward_index(&key, mask)));
+            let reply = super::batch::entries(&returns.lru)
+                .map(|entry| entry.map(|(key, _)| reply_index(&key, mask)));
+            forward.chain(reply).collect()
+        })
     }
 
-    /// Clears the displaced count of each home whose buddies' halves hold no entry of it
-    /// and none is being written. The count is read first and cleared only from that
-    /// value: the data path adds to it after publishing a buddy's half, so an entry put
-    /// there after the count was read either shows in the half or changed the count.
-    /// Returns how many were cleared.
-    pub fn clear_displaced_counts(&self) -> usize {
-        (0..self.slots())
-            .filter(|&home| {
-                let count = self.displaced(home).load(Ordering::Acquire);
-                if count == 0 {
-                    return false;
-                }
-                let holds_one = self.buddies_of(home).any(|b| {
-                    match slot_state(self.tag(b).load(Ordering::Acquire)) {
-                        SLOT_EMPTY => false,
-                        SLOT_READY => self.read(b).is_none_or(|r| self.home_of(&r.key) == home),
-                        _ => true,
-                    }
-                });
-                !holds_one
-                    && self
-                        .displaced(home)
-                        .compare_exchange(count, 0, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-            })
-            .count()
-    }
-
-    /// Whether the data path reads `key`'s buddy halves when its home does not hold it: an
-    /// entry of the home was put into one since the counts were last cleared.
+    /// Whether the data path reads `key`'s buddies when its home does not hold it: an
+    /// entry of the home was put into one since the counts were last set.
     pub fn looks_in_buddies(&self, key: &FlowKey) -> bool {
-        self.displaced(self.home_of(key)).load(Ordering::Acquire) != 0
+        self.slots.looks_in_buddies(self.home_of(key))
     }
 
-    /// Whether the data path looks `key` up in the LRU map when its slot does not hold it:
-    /// an entry of the slot was put there since the counts were last cleared.
+    /// Whether the data path looks `key` up in the LRU map when its slots do not hold it:
+    /// an entry of the home was put there since the counts were last cleared.
     pub fn looks_in_lru(&self, key: &FlowKey) -> bool {
-        may_overflow(self.tag(self.home_of(key)).load(Ordering::Acquire))
+        self.slots.looks_in_lru(self.home_of(key))
     }
 
-    /// Entries in slots (the rest are in the LRU map).
+    /// Connections in slots (the rest are in the LRU maps).
     pub fn in_slots(&self) -> usize {
-        (0..self.slots())
-            .filter(|&i| slot_state(self.tag(i).load(Ordering::Relaxed)) == SLOT_READY)
-            .count()
+        self.slots.in_slots()
     }
 }
 
-impl<S: SlotLayout> EntryMap<FlowKey, S::Value> for FlowTable<S> {
-    fn entries(&self) -> Box<dyn Iterator<Item = (FlowKey, S::Value)> + '_> {
+impl EntryMap<FlowKey, FlowTarget> for FlowTable {
+    fn entries(&self) -> Box<dyn Iterator<Item = (FlowKey, FlowTarget)> + '_> {
         Box::new(self.iter().filter_map(super::flows::walked))
     }
 
     fn remove_if(
         &mut self,
         key: &FlowKey,
-        qualifies: impl Fn(&S::Value) -> bool,
+        qualifies: impl Fn(&FlowTarget) -> bool,
     ) -> Result<bool, MapError> {
         FlowTable::remove_if(self, key, qualifies)
+    }
+}
+
+/// The reply (backend -> client) entries: a connection in a slot, seen from its backend
+/// (matched through the backend's address and port, as the data path does), then
+/// `RETURN_FLOWS`, which holds copies of the connections of `FLOWS` in a slot's layout.
+/// Both are read as the `NatReturn` a reply is translated by.
+pub struct ReturnTable {
+    slots: Slots,
+    lru: HashMap<MapData, FlowKey, ConnSlot>,
+    /// A handle of its own on `BACKENDS`, for the backends' addresses.
+    backends: Array<MapData, Backend>,
+}
+
+impl ReturnTable {
+    pub fn new(
+        slots: Slots,
+        lru: HashMap<MapData, FlowKey, ConnSlot>,
+        backends: Array<MapData, Backend>,
+    ) -> Self {
+        Self {
+            slots,
+            lru,
+            backends,
+        }
+    }
+
+    /// The LRU map: reply entries of the connections whose forward entries are in `FLOWS`.
+    pub fn overflow(&self) -> &HashMap<MapData, FlowKey, ConnSlot> {
+        &self.lru
+    }
+
+    /// The entries of the LRU map, as replies are translated by them.
+    fn lru_entries(&self) -> impl Iterator<Item = Result<(FlowKey, NatReturn), MapError>> + '_ {
+        super::batch::entries(&self.lru).map(|entry| entry.map(|(key, conn)| (key, nat_of(&conn))))
+    }
+
+    /// The home slot of reply `key`.
+    pub fn home_of(&self, key: &FlowKey) -> u32 {
+        reply_index(key, self.slots.count() - 1)
+    }
+
+    /// The reply key and entry of a slot's connection (`None` when its backend's slot
+    /// cannot be read, or the backend answers from the VIP itself, as the data path
+    /// has it).
+    fn reply_of(&self, read: &SlotRead) -> Option<(FlowKey, NatReturn)> {
+        let slot = &read.slot;
+        let backend = self.backends.get(&slot.backend, 0).ok()?;
+        if backend.flags & BACKEND_F_DSR != 0 {
+            return None;
+        }
+        let key = FlowKey {
+            src_addr: backend.addr,
+            dst_addr: slot.key.src_addr,
+            src_port: backend.port,
+            dst_port: slot.key.src_port,
+            ..slot.key
+        };
+        let nat = nat_of(slot);
+        Some((key, nat))
+    }
+
+    /// The slot whose connection reply `key` belongs to, and its entry.
+    fn read_own(&self, key: &FlowKey) -> Option<(u32, NatReturn)> {
+        self.slots.candidates(self.home_of(key)).find_map(|index| {
+            let read = self.slots.read(index)?;
+            let (reply, nat) = self.reply_of(&read)?;
+            (key_words(&reply) == key_words(key)).then_some((index, nat))
+        })
+    }
+
+    /// The slot that serves replies under `key`, if one does.
+    pub fn slot_of(&self, key: &FlowKey) -> Option<u32> {
+        self.read_own(key).map(|(index, _)| index)
+    }
+
+    /// The entry of `key`, as `HashMap::get`.
+    pub fn get(&self, key: &FlowKey, flags: u64) -> Result<NatReturn, MapError> {
+        match self.read_own(key) {
+            Some((_, nat)) => Ok(nat),
+            None => self.lru.get(key, flags).map(|conn| nat_of(&conn)),
+        }
+    }
+
+    /// Records a reply entry as the data path does, after its connection's forward entry:
+    /// nothing when a slot serves `key` already, else an entry in `RETURN_FLOWS`, counted
+    /// in the home, as `HashMap::insert`.
+    pub fn insert(
+        &mut self,
+        key: impl Borrow<FlowKey>,
+        value: impl Borrow<NatReturn>,
+        flags: u64,
+    ) -> Result<(), MapError> {
+        let (key, nat) = (*key.borrow(), *value.borrow());
+        if self.read_own(&key).is_some() {
+            return Ok(());
+        }
+        let conn = ConnSlot {
+            tag: 0,
+            key: FlowKey {
+                src_addr: key.dst_addr,
+                dst_addr: nat.vip,
+                src_port: key.dst_port,
+                dst_port: nat.vport,
+                _pad: [0; 2],
+                ..key
+            },
+            backend: nat.backend,
+            service: nat.service,
+            state: if nat.flags & NAT_F_SYN_PROXY != 0 {
+                FLOW_F_SYN_PROXY
+            } else {
+                0
+            },
+            last_seen: 0,
+            route: nat.nexthop,
+        };
+        let inserted = self.lru.insert(key, conn, flags);
+        self.slots
+            .tag(self.home_of(&key))
+            .fetch_add(SLOT_OVERFLOW_ONE, Ordering::AcqRel);
+        inserted
+    }
+
+    /// Every entry, slots first, as `HashMap::iter`.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(FlowKey, NatReturn), MapError>> + '_ {
+        (0..self.slots.count())
+            .filter_map(|i| self.reply_of(&self.slots.read(i)?))
+            .map(Ok)
+            .chain(self.lru_entries())
+    }
+
+    /// Every key, as `HashMap::keys`.
+    pub fn keys(&self) -> impl Iterator<Item = Result<FlowKey, MapError>> + '_ {
+        self.iter().map(|entry| entry.map(|(key, _)| key))
+    }
+
+    /// Deletes the entry of `key` in `RETURN_FLOWS`, as `HashMap::remove`. A connection
+    /// in a slot has no reply entry of its own: removing its forward entry ends both.
+    pub fn remove(&mut self, key: &FlowKey) -> Result<(), MapError> {
+        self.lru.remove(key)
+    }
+
+    /// Whether the data path reads `key`'s buddies when its home does not hold it.
+    pub fn looks_in_buddies(&self, key: &FlowKey) -> bool {
+        self.slots.looks_in_buddies(self.home_of(key))
+    }
+
+    /// Whether the data path looks `key` up in the LRU map when its slots do not hold it.
+    pub fn looks_in_lru(&self, key: &FlowKey) -> bool {
+        self.slots.looks_in_lru(self.home_of(key))
+    }
+}
+
+impl EntryMap<FlowKey, NatReturn> for ReturnTable {
+    /// The entries of `RETURN_FLOWS`: a connection in a slot ends with its forward entry.
+    fn entries(&self) -> Box<dyn Iterator<Item = (FlowKey, NatReturn)> + '_> {
+        Box::new(self.lru_entries().filter_map(super::flows::walked))
+    }
+
+    /// Deletes from `RETURN_FLOWS` only, and without a syscall while no entry of the
+    /// key's home went there.
+    fn remove_if(
+        &mut self,
+        key: &FlowKey,
+        qualifies: impl Fn(&NatReturn) -> bool,
+    ) -> Result<bool, MapError> {
+        if !self.looks_in_lru(key) {
+            return Ok(false);
+        }
+        EntryMap::remove_if(&mut self.lru, key, |conn: &ConnSlot| {
+            qualifies(&nat_of(conn))
+        })
+    }
+}
+
+/// What a reply of the connection `conn` is translated by.
+fn nat_of(conn: &ConnSlot) -> NatReturn {
+    NatReturn {
+        vip: conn.key.dst_addr,
+        vport: conn.key.dst_port,
+        flags: if conn.state & FLOW_F_SYN_PROXY != 0 {
+            NAT_F_SYN_PROXY
+        } else {
+            0
+        },
+        service: conn.service,
+        backend: conn.backend,
+        nexthop: conn.route,
     }
 }

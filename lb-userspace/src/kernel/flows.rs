@@ -7,7 +7,7 @@ use aya::{
     Pod,
 };
 use lb_common::{
-    flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
+    flow::{FlowKey, FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED},
     ipv6::FlowKey6,
     limits::*,
 };
@@ -19,8 +19,8 @@ use crate::{
     model::reconcile::{self, Observed},
 };
 
-/// Seconds of the flow clock between two sweeps of the slots for orphaned reply entries
-/// and stale LRU counts.
+/// Seconds of the flow clock between two sweeps of the slots for stale buddy and LRU
+/// counts.
 pub const SLOT_SWEEP_EVERY_SECS: u32 = 20;
 
 impl KernelDataplane {
@@ -67,9 +67,8 @@ impl KernelDataplane {
                 })
             },
         )?;
-        // The slots' own upkeep walks every pair whatever it holds, so it runs less often
-        // than expiry: an orphaned reply entry or a stale count only costs a slot's use, a
-        // buddy read or an LRU lookup until then.
+        // The slots' own upkeep walks every slot whatever it holds, so it runs less often
+        // than expiry: a stale count only costs a buddy read or an LRU lookup until then.
         if self
             .last_slot_sweep
             .is_none_or(|at| now.wrapping_sub(at) >= SLOT_SWEEP_EVERY_SECS)
@@ -80,51 +79,12 @@ impl KernelDataplane {
         Ok(v4 + v6)
     }
 
-    /// The slots' upkeep: orphaned reply entries removed, and the buddy and LRU counts of
-    /// homes whose entries there are gone cleared, so that their misses skip the buddy
-    /// reads and the LRU lookup again.
+    /// The slots' upkeep: the buddy and LRU counts of homes whose entries there are gone
+    /// set or cleared, so that their misses skip the buddy reads and the LRU lookups
+    /// again.
     pub fn sweep_slots(&mut self) -> anyhow::Result<()> {
-        self.remove_orphan_replies()?;
-        self.flows.clear_overflow_counts();
-        self.return_flows.clear_overflow_counts();
+        self.flows.clear_overflow_counts(&self.return_flows);
         Ok(())
-    }
-
-    /// Removes the IPv4 reply entries in slots whose connection has no forward entry any
-    /// more (evicted from the LRU map, or never recorded because its record failed): an
-    /// LRU map evicts such an entry in time, a slot would keep it for good. Returns how
-    /// many.
-    fn remove_orphan_replies(&mut self) -> anyhow::Result<usize> {
-        let mut orphans = Vec::new();
-        for (key, nat) in self.return_flows.slot_entries() {
-            let forward = FlowKey {
-                src_addr: key.dst_addr,
-                dst_addr: nat.vip,
-                src_port: key.dst_port,
-                dst_port: nat.vport,
-                ..key
-            };
-            if self.flows.find(&forward).context("FLOWS lookup")?.is_none() {
-                orphans.push((key, nat));
-            }
-        }
-        let mut removed = 0;
-        for (key, nat) in &orphans {
-            // Only the connection seen (its cached route may have changed since): a new
-            // connection may have taken the tuple meanwhile.
-            let same = |now: &NatReturn| {
-                (now.vip, now.vport, now.backend, now.service)
-                    == (nat.vip, nat.vport, nat.backend, nat.service)
-            };
-            if self
-                .return_flows
-                .remove_if(key, same)
-                .context("RETURN_FLOWS remove")?
-            {
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 
     /// Makes every cached next hop stale, so the data path looks routes up again: a

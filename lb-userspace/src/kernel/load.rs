@@ -1,24 +1,29 @@
 //! Loads the embedded XDP object with map capacities and globals from config (or adopts
 //! the pinned one), and takes a typed handle on every map.
-use std::path::PathBuf;
+use std::{os::fd::AsFd as _, path::PathBuf};
 
 use anyhow::Context as _;
 use aya::{
-    maps::{Array, MapData, ProgramArray},
+    maps::{Array, IterableMap as _, Map, MapData, ProgramArray},
     programs::{ProgramFd, SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    backend::BACKEND_F_PRESENT,
+    backend::{Backend, BACKEND_F_PRESENT},
     edge::{EDGE_RULES_PER_SERVICE, EDGE_UNLISTED_DROP},
-    flow_slots::{flow_slots, overflow_entries, SlotPair},
+    flow_slots::{flow_slots, overflow_entries, ConnSlot},
     ipv6::FAMILY_IPV6,
     limits::*,
     service::POLICY_TABLE_SLOTS,
     service_index::{service_index_slots, ServiceSlot},
 };
 
-use super::{flow_table::FlowTable, links, take, trace::TraceMaps, KernelDataplane};
+use super::{
+    flow_table::{FlowTable, ReturnTable, Slots},
+    links, take,
+    trace::TraceMaps,
+    KernelDataplane,
+};
 use crate::{
     dataplane::LiveState,
     kernel::ebpf_object,
@@ -250,11 +255,26 @@ impl KernelDataplane {
         tail_called: Vec<TailCalled>,
         adopted: bool,
     ) -> anyhow::Result<Self> {
-        let flow_slots = std::sync::Arc::new(take_mmap_sized(
+        let flow_slots = Slots::new(take_mmap_sized(
             &mut ebpf,
             MAP_FLOW_SLOTS,
-            size_of::<SlotPair>(),
-        )?);
+            size_of::<ConnSlot>(),
+        )?)
+        .context(MAP_FLOW_SLOTS)?;
+        let backends: Array<MapData, Backend> = take(&mut ebpf, MAP_BACKENDS)?;
+        // The reply table reads the backends' addresses through a handle of its own.
+        let backends_for_replies = Array::try_from(Map::Array(
+            MapData::from_fd(
+                backends
+                    .map()
+                    .fd()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context("duplicating the BACKENDS descriptor")?,
+            )
+            .context(MAP_BACKENDS)?,
+        ))
+        .context(MAP_BACKENDS)?;
         Ok(Self {
             services: ServiceIndex::new(take_mmap_sized(
                 &mut ebpf,
@@ -263,7 +283,7 @@ impl KernelDataplane {
             )?)?,
             services6: take(&mut ebpf, MAP_SERVICES6)?,
             service_vips6: take(&mut ebpf, MAP_SERVICE_VIPS6)?,
-            backends: take(&mut ebpf, MAP_BACKENDS)?,
+            backends,
             backend_addrs6: take(&mut ebpf, MAP_BACKEND_ADDRS6)?,
             ring: take_mmap(&mut ebpf, MAP_RING)?,
             policy_table: take_mmap(&mut ebpf, MAP_POLICY_TABLE)?,
@@ -275,10 +295,12 @@ impl KernelDataplane {
             clock: take(&mut ebpf, MAP_CLOCK)?,
             syn_cache: take(&mut ebpf, MAP_SYN_CACHE)?,
             rr_cursor: take(&mut ebpf, MAP_RR_CURSOR)?,
-            flows: FlowTable::new(flow_slots.clone(), take(&mut ebpf, MAP_FLOWS)?)
-                .context(MAP_FLOWS)?,
-            return_flows: FlowTable::new(flow_slots, take(&mut ebpf, MAP_RETURN_FLOWS)?)
-                .context(MAP_RETURN_FLOWS)?,
+            flows: FlowTable::new(flow_slots.clone(), take(&mut ebpf, MAP_FLOWS)?),
+            return_flows: ReturnTable::new(
+                flow_slots,
+                take(&mut ebpf, MAP_RETURN_FLOWS)?,
+                backends_for_replies,
+            ),
             flows6: take(&mut ebpf, MAP_FLOWS6)?,
             return_flows6: take(&mut ebpf, MAP_RETURN_FLOWS6)?,
             reverse: take(&mut ebpf, MAP_REVERSE)?,

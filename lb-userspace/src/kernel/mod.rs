@@ -69,9 +69,9 @@ pub struct KernelDataplane {
     syn_cache: Array<MapData, lb_common::syn_cache::SynSet>,
     rr_cursor: PerCpuArray<MapData, u32>,
     /// IPv4 forward entries: slots, then the LRU map (see `lb_common::flow_slots`).
-    pub flows: FlowTable<flow_table::Forward>,
-    /// IPv4 reply entries, likewise.
-    pub return_flows: FlowTable<flow_table::Reply>,
+    pub flows: FlowTable,
+    /// IPv4 reply entries: the same slots seen from the backend, then the LRU map.
+    pub return_flows: flow_table::ReturnTable,
     pub flows6: HashMap<MapData, FlowKey6, FlowTarget>,
     pub return_flows6: HashMap<MapData, FlowKey6, NatReturn6>,
     pub reverse: HashMap<MapData, ReverseKey, ReverseTarget>,

@@ -156,7 +156,8 @@ fn syn_ack_from(backend: Ipv4Addr, bport: u16, src: Ipv4Addr, sport: u16) -> Fra
     }
 }
 
-/// Inserts pre-filled flows `from..to` in both directions, as the data path would.
+/// Inserts pre-filled flows `from..to`, as the data path would (a reply entry of its own
+/// only for a connection left to the LRU maps).
 fn fill(dp: &mut KernelDataplane, service: u32, from: usize, to: usize) {
     for i in from..to {
         let (src, sport) = filled_client(i);
@@ -416,20 +417,24 @@ fn measure_level(
                 Some(_) => 1,
                 None => 2,
             };
-            let class = at(dp.flows.slot_of(&forward), dp.flows.home_of(&forward)).max(at(
+            let class = at(dp.flows.slot_of(&forward), dp.flows.home_of(&forward));
+            assert_eq!(
                 dp.return_flows.slot_of(&reverse),
-                dp.return_flows.home_of(&reverse),
-            ));
+                dp.flows.slot_of(&forward),
+                "first ACK #{i}: its replies are served where it lives"
+            );
             first_acks.borrow_mut().push((class, r.nanos));
-            created.push((forward, reverse));
+            created.push((forward, reverse, class == 2));
         }
         let mut c = c.borrow_mut();
         let dp = c.dataplane_mut();
-        for (forward, reverse) in &created {
+        for (forward, reverse, in_lru) in &created {
             dp.flows.remove(forward).expect("the new flow was recorded");
-            dp.return_flows
-                .remove(reverse)
-                .expect("the new flow's return entry was recorded");
+            if *in_lru {
+                dp.return_flows
+                    .remove(reverse)
+                    .expect("the new flow's return entry was recorded");
+            }
         }
         // And the counts they left in their homes, as lbd's sweep clears them, so that
         // every round starts from the fill level's own state (else the next round's

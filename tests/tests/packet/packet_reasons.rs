@@ -212,9 +212,19 @@ fn a_lost_reply_entry_is_restored_by_the_clients_next_answered_packet() {
     let rig = Rig::build();
     let (c0, b0, c0_mac) = (rig.c0, rig.b0, rig.c0_mac);
     rig.with_dataplane(CONFIG, |c| {
-        let backend = handshake(c, (c0, b0), VIP, 45300);
+        // Only a connection left to the LRU maps has a reply entry of its own, which the
+        // LRU can evict apart from its forward entry: its home block is full.
         let client = client_syn(45300);
+        crowd_home_of(c.dataplane_mut(), &client.flow_key());
+        let backend = handshake(c, (c0, b0), VIP, 45300);
+        assert_eq!(c.dataplane().flows.slot_of(&client.flow_key()), None);
         let reply_key = client.reply_key(backend);
+        assert!(c
+            .dataplane()
+            .return_flows
+            .overflow()
+            .get(&reply_key, 0)
+            .is_ok());
         let original: NatReturn = c.dataplane().return_flows.get(&reply_key, 0).unwrap();
         // Each kind of client packet that will be answered: data, FIN, RST.
         for (flags, payload) in [
