@@ -1,6 +1,7 @@
-//! Flow state. In NAT mode each connection has two entries, one per direction: over IPv4
-//! in a slot pair when that is free (see `flow_slots`), else, as over IPv6, in LRU maps so
-//! that a full table evicts the coldest flows instead of refusing new ones.
+//! Flow state. Over IPv4 a connection lives in one slot, which serves both directions,
+//! when that is free (see `flow_slots`); else, as over IPv6, it has an entry per direction
+//! in LRU maps, so that a full table evicts the coldest flows instead of refusing new
+//! ones.
 use crate::{nexthop::NextHop, service::ServiceKey};
 
 /// A TCP/UDP 5-tuple as seen on the wire, in the direction of the packet.
@@ -110,8 +111,9 @@ const _: () = {
     }
 };
 
-/// Value of the return flow map, keyed by backend -> client tuple: what the source must be
-/// rewritten back to.
+/// What a reply (backend -> client) is rewritten back to: how the controller reads an IPv4
+/// connection's reply direction (its slot, or its copy in `RETURN_FLOWS`, see
+/// `flow_slots::ConnSlot`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct NatReturn {

@@ -181,8 +181,9 @@ fn service_of(dg: &Datagram) -> Option<PackedMeta> {
 }
 
 /// A datagram of the flow at `entry`: the time stamped on it. A client expecting an
-/// answer may find the reply direction's entry evicted (the two directions are evicted
-/// apart): it is put back here, as a TCP segment with data does (a DSR flow has none).
+/// answer may find the reply direction's entry evicted (in the LRU maps the two
+/// directions are evicted apart): it is put back here, as a TCP segment with data does (a
+/// DSR flow has none).
 #[inline(always)]
 fn follow(dg: &Datagram, entry: *mut FlowTarget, target: &FlowTarget, backend: &Backend) {
     let now = lookup::now_secs();

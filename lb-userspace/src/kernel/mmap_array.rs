@@ -8,7 +8,7 @@
 //!   stores, each released after the ones before it, since packets read them live.
 use std::{
     os::fd::{AsFd, AsRawFd},
-    sync::atomic::{AtomicU32, AtomicU64, Ordering},
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use anyhow::{ensure, Context as _};
@@ -40,7 +40,7 @@ pub struct MmapArray {
 unsafe impl Send for MmapArray {}
 // SAFETY: through a shared reference the mapping is read (volatile), changed by atomic
 // operations (`word`), or written where an atomic operation made the writer its only
-// owner (a flow slot half claimed by compare-and-swap, see `super::flow_table`): what
+// owner (a flow slot claimed by compare-and-swap, see `super::flow_table`): what
 // other threads, and the data path, may do at once. Other stores take `&mut self`.
 unsafe impl Sync for MmapArray {}
 
@@ -156,19 +156,6 @@ impl MmapArray {
                     .cast(),
             )
         }
-    }
-
-    /// The 32-bit word at byte `offset` (4-aligned) of element `index`, which must exist.
-    pub fn word32(&self, index: u32, offset: usize) -> &AtomicU32 {
-        assert!(
-            (index as usize) < self.entries
-                && offset.is_multiple_of(4)
-                && offset + 4 <= self.value_size,
-            "bytes {offset}..+4 of element {index} are outside the array"
-        );
-        // SAFETY: in bounds (asserted) of a live shared mapping; elements start 8-aligned
-        // and the word is 4-aligned inside its element.
-        unsafe { AtomicU32::from_ptr(self.base.add(index as usize * self.stride + offset).cast()) }
     }
 
     /// Reads word `word` of element `index`.

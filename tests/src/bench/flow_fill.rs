@@ -17,11 +17,11 @@
 //!   the ACK and timed on its own (not by the rounds), whose reply lookup meets the
 //!   connection's slots first; with the SYN and the first ACK, a whole handshake;
 //! - first ACK: the same tuples' next client packet, each right after its SYN and SYN-ACK,
-//!   which takes the SYN's slot and inserts both flow entries; those entries are deleted
-//!   after each round (untimed), with the counts they left in their homes (lbd's sweep),
-//!   so the fill stays at its level. Its calls are also told apart by where the entries
-//!   landed (both in their home slots, one in a buddy, one in an LRU map), each with its
-//!   share and median, since the column's median is that mixture's;
+//!   which records the connection (one slot, or an entry in each LRU map); those are
+//!   deleted after each round (untimed), with the counts they left in their homes (lbd's
+//!   sweep), so the fill stays at its level. Its calls are also told apart by where the
+//!   connection landed (its home slot, a buddy, the LRU maps), each with its share and
+//!   median, since the column's median is that mixture's;
 //! - lookup only: the established column's packets through `lb_flow_probe`, which parses
 //!   and looks the tuple up in the same flow table and does nothing else: the table's
 //!   own cost, measured as the whole path is.
@@ -223,7 +223,7 @@ struct Handshake {
     syn_ack: u64,
     /// The means of the SYN, the SYN-ACK and the first ACK: what a connection's opening
     /// costs the node on average, by packet (the first ACK's median, of a mixture of
-    /// where its entries landed, does not show it).
+    /// where its connection landed, does not show it).
     means: [u64; 3],
 }
 
@@ -242,10 +242,10 @@ impl Handshake {
     }
 }
 
-/// Where a first ACK's two entries landed: the worst of the two.
-const LANDED: [&str; 3] = ["both homes", "a buddy", "an LRU map"];
+/// Where a first ACK's connection landed.
+const LANDED: [&str; 3] = ["its home", "a buddy", "the LRU maps"];
 
-/// The first ACKs whose entries landed in one of [`LANDED`]: their share of the calls
+/// The first ACKs whose connections landed in one of [`LANDED`]: their share of the calls
 /// and their median minus the floor's.
 #[derive(Clone, Copy, Default)]
 struct Landed {
@@ -624,7 +624,7 @@ fn report(
         }
     }
     table.note(format!(
-        "flow table: {FLOW_TABLE_SIZE} connections (as many slots, LRU maps of half as \
+        "flow table: {FLOW_TABLE_SIZE} connections (as many slots, LRU maps of a fifth as \
          many entries behind them), ring {RING_SIZE}; established = a random pre-filled \
          flow per call; lookup only = the same packets through lb_flow_probe (parse and \
          flow-table lookup, nothing else)"
@@ -643,8 +643,8 @@ fn report(
     ));
     for c in cells {
         table.note(format!(
-            "first ACK at {} flows, {} backends: net mean {} ns; by where its entries \
-             landed: {}",
+            "first ACK at {} flows, {} backends: net mean {} ns; by where its \
+             connection landed: {}",
             c.fill,
             c.backends,
             c.handshake.means[2],
@@ -668,7 +668,7 @@ fn report(
     }
     for (level, secs) in fill_seconds {
         table.note(format!(
-            "filling up to {level} flows (both directions, as the data path records them) \
+            "filling up to {level} flows (as the data path records them) \
              took {secs:.1} s"
         ));
     }

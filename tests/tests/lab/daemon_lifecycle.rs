@@ -276,19 +276,21 @@ fn check_and_start_refuse_what_would_fail_at_start_and_leave_the_data_path_alone
         );
     }
 
-    // A pinned layout of another version: refused at --check and at start.
-    set_pinned_layout(&pin_dir(&lb.lab), LAYOUT_VERSION + 1);
-    for args in [
-        vec!["--check", "--config", &config_arg(&lb)],
-        vec!["--config", &config_arg(&lb)],
-    ] {
-        let (code, log) = run_lbd(&lb.lab, &[], &args);
-        assert_eq!(code, Some(78), "{log}");
-        let named = format!(
-            "pinned maps have layout version {}, this lbd uses {LAYOUT_VERSION}",
-            LAYOUT_VERSION + 1
-        );
-        assert!(log.contains(&named), "{log}");
+    // A pinned layout of another version, newer or older than this lbd reads: refused at
+    // --check and at start.
+    for version in [LAYOUT_VERSION + 1, OLDEST_ADOPTED_LAYOUT - 1] {
+        set_pinned_layout(&pin_dir(&lb.lab), version);
+        for args in [
+            vec!["--check", "--config", &config_arg(&lb)],
+            vec!["--config", &config_arg(&lb)],
+        ] {
+            let (code, log) = run_lbd(&lb.lab, &[], &args);
+            assert_eq!(code, Some(78), "{log}");
+            let named = format!(
+                "pinned maps have layout version {version}, this lbd uses {LAYOUT_VERSION}"
+            );
+            assert!(log.contains(&named), "{log}");
+        }
     }
     set_pinned_layout(&pin_dir(&lb.lab), LAYOUT_VERSION);
 
