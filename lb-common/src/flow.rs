@@ -52,6 +52,8 @@ pub struct FlowTarget {
     /// When a client packet of the flow was last seen, in whole seconds of the clock
     /// the controller writes (see `MAP_CLOCK`); the controller expires idle flows by it.
     pub last_seen: u32,
+    /// Padding; in a flow slot, the first word of the route back to the client
+    /// (`flow_slots::ConnSlot::route`), so never written through a slot's target.
     pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<FlowTarget>() == 24);

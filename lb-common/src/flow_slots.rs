@@ -35,9 +35,10 @@
 //!   a home's LRU count, also by compare-and-swap, once a walk of the LRU maps that began
 //!   after it read the tag found no entry of that home; and sets a home's displaced count
 //!   to the number of its buddies that hold an entry of it (or are being written), by
-//!   compare-and-swap from the tag it read first. Only the controller empties a buddy, so
-//!   between two of its sweeps a home's count grows by at most the buddies it emptied,
-//!   and the count's eight bits never fill;
+//!   compare-and-swap from the tag it read first (tried again a few times when the tag
+//!   changed). Only the controller empties a buddy, so between two of its sweeps a home's
+//!   count grows by at most its buddies empty at the last sweep or emptied since, far
+//!   from what the count's eight bits hold;
 //! - readers take a slot whose tag is ready and whose key is theirs. A reader that reads
 //!   a slot while it is rewritten can see a mixed entry, as with an LRU element reused
 //!   under a reader; slots are rewritten only when empty or holding the reader's own
@@ -216,12 +217,19 @@ pub const fn flow_slots(flow_table_size: u32) -> u32 {
 /// `flow_table_size` connections. Connections hashed into as many slots, each with its
 /// home and its three buddies, leave about 19% of them to the LRU maps when the table is
 /// full (4% at half full), so a fifth as many entries hold them, and the LRU evicts its
-/// coldest beyond that.
+/// coldest beyond that. Beyond the slots' cap ([`flow_slots`]) the LRU maps also take the
+/// connections the slots have no room for.
 pub const fn overflow_entries(flow_table_size: u32) -> u32 {
-    if flow_table_size < 5 {
-        1
+    let slots = flow_slots(flow_table_size);
+    let n = if flow_table_size > slots {
+        flow_table_size - slots + slots / 5
     } else {
         flow_table_size / 5
+    };
+    if n == 0 {
+        1
+    } else {
+        n
     }
 }
 
@@ -356,7 +364,7 @@ mod tests {
     }
 
     /// Places `connections` as the data path places them (home, else the first empty
-    /// buddy, else the LRU map) into `1 << 16` pairs, then returns the share of them left
+    /// buddy, else the LRU map) into `1 << 16` slots, then returns the share of them left
     /// to the LRU map, and the share of as many new connections (not placed) whose home
     /// and buddies are all taken: what the next connection's entry pays.
     fn overflow_shares(connections: u32) -> (f64, f64) {
@@ -399,6 +407,13 @@ mod tests {
         assert!((0.18..0.21).contains(&full), "full: {full}");
         assert!(overflow_entries(1 << 16) as f64 >= full * f64::from(1u32 << 16));
         assert!(overflow_entries(1 << 16) <= 1 << 14);
+        assert_eq!(overflow_entries(1_000_000), 200_000);
+        // Beyond the slots' cap the LRU maps hold the rest, and their fifth of the slots.
+        assert_eq!(
+            overflow_entries(1 << 27),
+            (1 << 27) - (1 << 24) + (1 << 24) / 5
+        );
+        assert_eq!(overflow_entries(1), 1);
         // A new connection at half fill finds its four candidates taken 14% of the time
         // (26% with the home and one buddy): the average hides the blocks already full.
         assert!(

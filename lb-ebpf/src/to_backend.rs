@@ -417,7 +417,8 @@ fn forward_unrecorded(
     Some((target, backend, false))
 }
 
-/// Records the flow on backend `id` in both flow maps, counted as new and active.
+/// Records the flow on backend `id` (its slot, or an entry per direction in the LRU maps),
+/// counted as new and active.
 #[inline(always)]
 fn record(
     pkt: &Packet,
@@ -450,10 +451,10 @@ fn record(
         return Some((existing, backend, false));
     }
     flow::opened(id);
-    // Also for a DSR flow, whose replies never cross the node: its client packets would
-    // put it back (`ensure_return_entry`), and telling them apart takes stack the client
-    // path does not have.
-    insert_return_entry(pkt, &target, &backend);
+    // Not for a DSR flow, whose replies never cross the node.
+    if backend.flags & BACKEND_F_DSR == 0 {
+        insert_return_entry(pkt, &target, &backend);
+    }
     Some((target, backend, true))
 }
 
@@ -482,12 +483,16 @@ fn insert_return_entry(pkt: &Packet, target: &FlowTarget, backend: &Backend) {
     );
 }
 
-/// The two directions' entries are evicted independently; a client packet that will be
-/// answered (data, FIN, RST) puts a lost reply-direction entry back before the backend
-/// answers. Pure ACKs are not answered, so they skip the lookup.
+/// In the LRU maps the two directions' entries are evicted independently; a client packet
+/// that will be answered (data, FIN, RST) puts a lost reply-direction entry back before
+/// the backend answers (a connection in a slot finds its slot). Pure ACKs are not
+/// answered, so they skip the lookup, and so does a DSR flow, whose replies never cross
+/// the node.
 #[inline(always)]
 fn ensure_return_entry(pkt: &Packet, target: &FlowTarget, backend: &Backend) {
-    if flow_table::find_return(&return_key(pkt, backend)).is_none() {
+    if backend.flags & BACKEND_F_DSR == 0
+        && flow_table::find_return(&return_key(pkt, backend)).is_none()
+    {
         insert_return_entry(pkt, target, backend);
     }
 }

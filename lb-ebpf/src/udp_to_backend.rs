@@ -200,7 +200,8 @@ fn follow(dg: &Datagram, entry: *mut FlowTarget, target: &FlowTarget, backend: &
 }
 
 /// Places a datagram without a live flow entry by the service's table and records its
-/// flow in both directions, counted as new and active. `None`: no backend to take it.
+/// flow (its slot, or an entry per direction in the LRU maps), counted as new and active.
+/// `None`: no backend to take it.
 #[inline(always)]
 fn place(dg: &Datagram, service: PackedMeta, replace: bool) -> Option<(FlowTarget, Backend, bool)> {
     let id = select::by_table(service, &dg.flow);

@@ -481,7 +481,6 @@ pub fn map_of(program: &Xdp, name: &str) -> aya::maps::MapData {
         .unwrap_or_else(|| panic!("the program has no map {name}"))
 }
 
-/// Backend id of `addr` in service `service` of the controller's applied plan.
 /// Fills the home slot of forward `key` and its three buddies with connections of other
 /// clients (recorded as the data path would, on no backend), so that `key`'s connection
 /// goes to the LRU maps, where its two directions have an entry each. Returns their keys.
@@ -506,7 +505,10 @@ pub fn crowd_home_of(dp: &mut KernelDataplane, key: &FlowKey) -> Vec<FlowKey> {
     }
     assert_eq!(crowd.len(), 4, "clients for the whole block of slot {home}");
     for other in &crowd {
+        // On ids no backend or service has: no reply matches them.
         let target = lb_common::flow::FlowTarget {
+            backend: u32::MAX,
+            service: u32::MAX,
             state: lb_common::flow::FLOW_F_ESTABLISHED,
             ..Default::default()
         };
@@ -520,6 +522,7 @@ pub fn crowd_home_of(dp: &mut KernelDataplane, key: &FlowKey) -> Vec<FlowKey> {
     crowd
 }
 
+/// Backend id of `addr` in service `service` of the controller's applied plan.
 pub fn backend_id(c: &Controller<KernelDataplane>, service: &str, addr: Ipv4Addr) -> u32 {
     c.plan()
         .expect("a plan was applied")

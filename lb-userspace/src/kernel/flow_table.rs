@@ -160,40 +160,54 @@ impl Slots {
 
     /// Sets the displaced count of each home that has one to the number of its buddies
     /// that hold a connection of it or are being written: 0 when none does, so that its
-    /// misses skip the buddy reads again, and never more than three after a sweep, so
-    /// that the count's eight bits do not fill. The tag is read first and the count set
-    /// only from that tag: the data path adds to it after publishing a buddy, so a
-    /// connection put there after the tag was read either shows in the buddy or changed
-    /// the tag. Returns how many counts changed.
+    /// misses skip the buddy reads again, and at most three after a sweep, so that the
+    /// count's eight bits do not fill. The tag is read first and the count set only from
+    /// that tag: the data path adds to it after publishing a buddy, so a connection put
+    /// there after the tag was read either shows in the buddy or changed the tag, and the
+    /// count is worked out again from the new tag (a few times: a home whose tag keeps
+    /// changing is left to the next sweep). Returns how many counts changed.
     pub fn recount_displaced(&self) -> usize {
-        (0..self.count())
-            .filter(|&home| {
+        const TRIES: usize = 8;
+        let mut changed = 0;
+        for home in 0..self.count() {
+            for _ in 0..TRIES {
                 let tag = self.tag(home).load(Ordering::Acquire);
                 if !may_be_displaced(tag) {
-                    return false;
+                    break;
                 }
-                let held = self
-                    .buddies_of(home)
-                    .filter(|&b| match slot_state(self.tag(b).load(Ordering::Acquire)) {
-                        SLOT_EMPTY => false,
-                        SLOT_READY => self
-                            .read(b)
-                            .is_none_or(|r| forward_index(&r.slot.key, self.count() - 1) == home),
-                        _ => true,
-                    })
-                    .count() as u64;
-                held != displaced(tag)
-                    && self
-                        .tag(home)
-                        .compare_exchange(
-                            tag,
-                            with_displaced(tag, held),
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                        )
-                        .is_ok()
+                let held = self.displaced_in_buddies(home);
+                if held == displaced(tag) {
+                    break;
+                }
+                if self
+                    .tag(home)
+                    .compare_exchange(
+                        tag,
+                        with_displaced(tag, held),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok()
+                {
+                    changed += 1;
+                    break;
+                }
+            }
+        }
+        changed
+    }
+
+    /// How many of home `home`'s buddies hold a connection of it or are being written.
+    fn displaced_in_buddies(&self, home: u32) -> u64 {
+        self.buddies_of(home)
+            .filter(|&b| match slot_state(self.tag(b).load(Ordering::Acquire)) {
+                SLOT_EMPTY => false,
+                SLOT_READY => self
+                    .read(b)
+                    .is_none_or(|r| forward_index(&r.slot.key, self.count() - 1) == home),
+                _ => true,
             })
-            .count()
+            .count() as u64
     }
 
     /// Connections in slots (the rest are in the LRU maps).
@@ -456,6 +470,12 @@ impl FlowTable {
         self.slots.looks_in_buddies(self.home_of(key))
     }
 
+    /// The displaced count of `key`'s home: its connections put into buddies since the
+    /// last sweep, or, right after one, those its buddies hold.
+    pub fn displaced_of(&self, key: &FlowKey) -> u64 {
+        displaced(self.slots.tag(self.home_of(key)).load(Ordering::Acquire))
+    }
+
     /// Whether the data path looks `key` up in the LRU map when its slots do not hold it:
     /// an entry of the home was put there since the counts were last cleared.
     pub fn looks_in_lru(&self, key: &FlowKey) -> bool {
@@ -521,12 +541,11 @@ impl ReturnTable {
         reply_index(key, self.slots.count() - 1)
     }
 
-    /// The reply key and entry of a slot's connection (`None` when its backend's slot
-    /// cannot be read, or the backend answers from the VIP itself, as the data path
-    /// has it).
-    fn reply_of(&self, read: &SlotRead) -> Option<(FlowKey, NatReturn)> {
+    /// The reply key and entry of a slot's connection, given its backend (`None` when
+    /// that cannot be read, or answers from the VIP itself, as the data path has it).
+    fn reply_of(read: &SlotRead, backend: Option<Backend>) -> Option<(FlowKey, NatReturn)> {
         let slot = &read.slot;
-        let backend = self.backends.get(&slot.backend, 0).ok()?;
+        let backend = backend?;
         if backend.flags & BACKEND_F_DSR != 0 {
             return None;
         }
@@ -537,15 +556,24 @@ impl ReturnTable {
             dst_port: slot.key.src_port,
             ..slot.key
         };
-        let nat = nat_of(slot);
-        Some((key, nat))
+        Some((key, nat_of(slot)))
     }
 
-    /// The slot whose connection reply `key` belongs to, and its entry.
+    /// The slot whose connection reply `key` belongs to, and its entry: the client's side
+    /// first, then (a syscall) the backend's.
     fn read_own(&self, key: &FlowKey) -> Option<(u32, NatReturn)> {
         self.slots.candidates(self.home_of(key)).find_map(|index| {
             let read = self.slots.read(index)?;
-            let (reply, nat) = self.reply_of(&read)?;
+            let client = (
+                read.slot.key.src_addr,
+                read.slot.key.src_port,
+                read.slot.key.proto,
+            );
+            if client != (key.dst_addr, key.dst_port, key.proto) {
+                return None;
+            }
+            let backend = self.backends.get(&read.slot.backend, 0).ok();
+            let (reply, nat) = Self::reply_of(&read, backend)?;
             (key_words(&reply) == key_words(key)).then_some((index, nat))
         })
     }
@@ -574,6 +602,12 @@ impl ReturnTable {
     ) -> Result<(), MapError> {
         let (key, nat) = (*key.borrow(), *value.borrow());
         if self.read_own(&key).is_some() {
+            if flags == BPF_NOEXIST {
+                return Err(MapError::SyscallError(SyscallError {
+                    call: "bpf_map_update_elem",
+                    io_error: std::io::Error::from_raw_os_error(libc::EEXIST),
+                }));
+            }
             return Ok(());
         }
         let conn = ConnSlot {
@@ -604,9 +638,17 @@ impl ReturnTable {
     }
 
     /// Every entry, slots first, as `HashMap::iter`.
+    /// The backends are read once, when it starts.
     pub fn iter(&self) -> impl Iterator<Item = Result<(FlowKey, NatReturn), MapError>> + '_ {
+        let backends: Vec<Option<Backend>> = (0..self.backends.len())
+            .map(|id| self.backends.get(&id, 0).ok())
+            .collect();
         (0..self.slots.count())
-            .filter_map(|i| self.reply_of(&self.slots.read(i)?))
+            .filter_map(move |i| {
+                let read = self.slots.read(i)?;
+                let backend = backends.get(read.slot.backend as usize).copied().flatten();
+                Self::reply_of(&read, backend)
+            })
             .map(Ok)
             .chain(self.lru_entries())
     }

@@ -1,5 +1,6 @@
 //! Flow-table maintenance: the clock flows are stamped with, expiry of idle flows, the
 //! next-hop generation, and active-flow counts reconciled with the table.
+use std::collections::HashSet;
 
 use anyhow::Context as _;
 use aya::{
@@ -7,7 +8,7 @@ use aya::{
     Pod,
 };
 use lb_common::{
-    flow::{FlowKey, FlowTarget, FLOW_F_CLOSED, FLOW_F_COUNTED},
+    flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_CLOSED, FLOW_F_COUNTED},
     ipv6::FlowKey6,
     limits::*,
 };
@@ -19,8 +20,8 @@ use crate::{
     model::reconcile::{self, Observed},
 };
 
-/// Seconds of the flow clock between two sweeps of the slots for stale buddy and LRU
-/// counts.
+/// Seconds of the flow clock between two sweeps of the slots for orphaned reply entries
+/// and stale buddy and LRU counts.
 pub const SLOT_SWEEP_EVERY_SECS: u32 = 20;
 
 impl KernelDataplane {
@@ -68,7 +69,8 @@ impl KernelDataplane {
             },
         )?;
         // The slots' own upkeep walks every slot whatever it holds, so it runs less often
-        // than expiry: a stale count only costs a buddy read or an LRU lookup until then.
+        // than expiry: an orphaned reply entry or a stale count only costs a buddy read or
+        // an LRU lookup until then.
         if self
             .last_slot_sweep
             .is_none_or(|at| now.wrapping_sub(at) >= SLOT_SWEEP_EVERY_SECS)
@@ -79,12 +81,56 @@ impl KernelDataplane {
         Ok(v4 + v6)
     }
 
-    /// The slots' upkeep: the buddy and LRU counts of homes whose entries there are gone
-    /// set or cleared, so that their misses skip the buddy reads and the LRU lookups
-    /// again.
+    /// The slots' upkeep: reply entries whose forward entry is gone removed, and the buddy
+    /// and LRU counts of homes whose entries there are gone set or cleared, so that their
+    /// misses skip the buddy reads and the LRU lookups again.
     pub fn sweep_slots(&mut self) -> anyhow::Result<()> {
+        self.remove_orphan_replies()?;
         self.flows.clear_overflow_counts(&self.return_flows);
         Ok(())
+    }
+
+    /// Removes the reply entries of `RETURN_FLOWS` whose connection has no forward entry
+    /// any more (evicted from `FLOWS` apart from it): the LRU map would evict them in time,
+    /// but until then each keeps its home counting entries in the LRU maps, so that the
+    /// home's new connections skip its empty slots for the LRU maps. Returns how many.
+    fn remove_orphan_replies(&mut self) -> anyhow::Result<usize> {
+        let replies: Vec<(FlowKey, NatReturn)> = self.return_flows.entries().collect();
+        if replies.is_empty() {
+            return Ok(0);
+        }
+        // A walk of `FLOWS` that fails part-way would make live connections look
+        // orphaned: then nothing is removed this time.
+        let Ok(forwards) = super::batch::entries(self.flows.overflow())
+            .map(|entry| entry.map(|(key, _)| key))
+            .collect::<Result<HashSet<FlowKey>, _>>()
+        else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for (key, nat) in &replies {
+            let forward = FlowKey {
+                src_addr: key.dst_addr,
+                dst_addr: nat.vip,
+                src_port: key.dst_port,
+                dst_port: nat.vport,
+                ..*key
+            };
+            if forwards.contains(&forward) || self.flows.slot_of(&forward).is_some() {
+                continue;
+            }
+            // Only the connection seen: a new one may have taken the tuple meanwhile.
+            let same = |now: &NatReturn| {
+                (now.vip, now.vport, now.backend, now.service)
+                    == (nat.vip, nat.vport, nat.backend, nat.service)
+            };
+            if EntryMap::remove_if(&mut self.return_flows, key, same)
+                .context("RETURN_FLOWS remove")?
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Makes every cached next hop stale, so the data path looks routes up again: a
