@@ -11,8 +11,8 @@ pub const MAP_SERVICE_INDEX: &str = "SERVICE_INDEX";
 pub const MAP_BACKENDS: &str = "BACKENDS";
 pub const MAP_RING: &str = "RING";
 /// IPv4 forward entries of connections whose home and buddy slots (`MAP_FLOW_SLOTS`) all
-/// hold others: `flow::FlowKey` (client -> VIP) -> `flow::FlowTarget` (LRU,
-/// `flow_slots::overflow_entries`).
+/// hold others, or beyond the slots' cap: `flow::FlowKey` (client -> VIP) ->
+/// `flow::FlowTarget` (LRU, `flow_slots::overflow_entries`).
 pub const MAP_FLOWS: &str = "FLOWS";
 /// IPv4 reply entries of the connections in `MAP_FLOWS`: `flow::FlowKey` (backend ->
 /// client) -> the connection as a slot would hold it, `flow_slots::ConnSlot` (LRU, as

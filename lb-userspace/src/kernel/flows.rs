@@ -1,10 +1,8 @@
 //! Flow-table maintenance: the clock flows are stamped with, expiry of idle flows, the
 //! next-hop generation, and active-flow counts reconciled with the table.
-use std::collections::HashSet;
-
 use anyhow::Context as _;
 use aya::{
-    maps::{HashMap, MapData, MapError},
+    maps::{HashMap, IterableMap, MapData, MapError},
     Pod,
 };
 use lb_common::{
@@ -13,7 +11,7 @@ use lb_common::{
     limits::*,
 };
 
-use super::KernelDataplane;
+use super::{key_sketch::KeySketch, KernelDataplane};
 use crate::{
     model::ageing,
     model::config::FlowTimeouts,
@@ -83,9 +81,12 @@ impl KernelDataplane {
 
     /// The slots' upkeep: reply entries whose forward entry is gone removed, and the buddy
     /// and LRU counts of homes whose entries there are gone set or cleared, so that their
-    /// misses skip the buddy reads and the LRU lookups again.
+    /// misses skip the buddy reads and the LRU lookups again. A failed removal is logged
+    /// and the counts are still set.
     pub fn sweep_slots(&mut self) -> anyhow::Result<()> {
-        self.remove_orphan_replies()?;
+        if let Err(e) = self.remove_orphan_replies() {
+            log::warn!("removing orphaned reply entries: {e:#}");
+        }
         self.flows.clear_overflow_counts(&self.return_flows);
         Ok(())
     }
@@ -93,38 +94,41 @@ impl KernelDataplane {
     /// Removes the reply entries of `RETURN_FLOWS` whose connection has no forward entry
     /// any more (evicted from `FLOWS` apart from it): the LRU map would evict them in time,
     /// but until then each keeps its home counting entries in the LRU maps, so that the
-    /// home's new connections skip its empty slots for the LRU maps. Returns how many.
+    /// home's new connections skip its empty slots for the LRU maps. `FLOWS` is walked
+    /// first into a sketch of its keys (a byte a key), then `RETURN_FLOWS`; an entry whose
+    /// forward key neither the sketch nor the slots have is looked up once more just
+    /// before it is removed, so that a connection recorded since the walk keeps its reply
+    /// entry. Returns how many.
     fn remove_orphan_replies(&mut self) -> anyhow::Result<usize> {
-        let replies: Vec<(FlowKey, NatReturn)> = self.return_flows.entries().collect();
-        if replies.is_empty() {
-            return Ok(0);
+        let capacity = IterableMap::map(self.flows.overflow())
+            .info()?
+            .max_entries() as usize;
+        let mut forwards = KeySketch::with_capacity(capacity);
+        for entry in super::batch::entries(self.flows.overflow()) {
+            // A walk that fails part-way would make live connections look orphaned.
+            let (key, _) = entry.context("walking FLOWS")?;
+            forwards.insert(&key);
         }
-        // A walk of `FLOWS` that fails part-way would make live connections look
-        // orphaned: then nothing is removed this time.
-        let Ok(forwards) = super::batch::entries(self.flows.overflow())
-            .map(|entry| entry.map(|(key, _)| key))
-            .collect::<Result<HashSet<FlowKey>, _>>()
-        else {
-            return Ok(0);
-        };
+        let mut orphans: Vec<(FlowKey, NatReturn)> = Vec::new();
+        for (key, nat) in self.return_flows.entries() {
+            let forward = forward_key_of(&key, &nat);
+            if !forwards.may_contain(&forward) && self.flows.slot_of(&forward).is_none() {
+                orphans.push((key, nat));
+            }
+        }
         let mut removed = 0;
-        for (key, nat) in &replies {
-            let forward = FlowKey {
-                src_addr: key.dst_addr,
-                dst_addr: nat.vip,
-                src_port: key.dst_port,
-                dst_port: nat.vport,
-                ..*key
-            };
-            if forwards.contains(&forward) || self.flows.slot_of(&forward).is_some() {
+        for (key, nat) in &orphans {
+            if self
+                .flows
+                .find(&forward_key_of(key, nat))
+                .context("FLOWS lookup")?
+                .is_some()
+            {
                 continue;
             }
-            // Only the connection seen: a new one may have taken the tuple meanwhile.
-            let same = |now: &NatReturn| {
-                (now.vip, now.vport, now.backend, now.service)
-                    == (nat.vip, nat.vport, nat.backend, nat.service)
-            };
-            if EntryMap::remove_if(&mut self.return_flows, key, same)
+            // Only the entry seen, route and all: a new connection may have written a
+            // fresh one under the tuple meanwhile.
+            if EntryMap::remove_if(&mut self.return_flows, key, |now| now == nat)
                 .context("RETURN_FLOWS remove")?
             {
                 removed += 1;
@@ -305,5 +309,17 @@ pub(super) fn is_not_found(e: &MapError) -> bool {
         MapError::KeyNotFound => true,
         MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
         _ => false,
+    }
+}
+
+/// The forward (client -> VIP) key of the connection whose reply entry is `nat` under
+/// reply key `key`.
+fn forward_key_of(key: &FlowKey, nat: &NatReturn) -> FlowKey {
+    FlowKey {
+        src_addr: key.dst_addr,
+        dst_addr: nat.vip,
+        src_port: key.dst_port,
+        dst_port: nat.vport,
+        ..*key
     }
 }

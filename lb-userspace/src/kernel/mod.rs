@@ -8,6 +8,7 @@ mod edge;
 mod flow_table;
 mod flows;
 mod hook;
+mod key_sketch;
 pub mod link_watch;
 mod links;
 mod load;

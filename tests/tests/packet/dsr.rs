@@ -258,7 +258,7 @@ fn an_icmp_error_to_the_vip_goes_to_the_backend_of_its_flow() {
 #[test]
 fn the_ack_records_the_flow_unproven_and_a_retransmitted_syn_is_counted() {
     let rig = Rig::build();
-    let c0 = rig.c0;
+    let (c0, b0) = (rig.c0, rig.b0);
     rig.with_dataplane(DSR, |c| {
         let vip = vip_of(c, "ipip");
         let sport = 46_000;
@@ -282,6 +282,14 @@ fn the_ack_records_the_flow_unproven_and_a_retransmitted_syn_is_counted() {
             .get(&syn.flow_key(), 0)
             .expect("the ACK records the flow");
         assert_eq!(flow.backend, id);
+        // Its replies leave the backend from the VIP, never through this node: nothing
+        // serves replies from the backend's own address, which are not the connection's
+        // and pass untranslated.
+        let own = lb_tests::packet_exchange::answer(&syn, backend, 80, 0x18);
+        assert!(dp.return_flows.get(&own.flow_key(), 0).is_err());
+        assert_eq!(dp.return_flows.overflow().keys().count(), 0);
+        let r = run_once(dp.program(), b0, &own.bytes());
+        assert_eq!((r.action, r.output), (XDP_PASS, own.bytes()));
         let web = c
             .dataplane()
             .service_counters(service_id(c, "ipip"))

@@ -179,17 +179,32 @@ fn connections_sharing_a_home_take_it_then_its_buddies_then_the_lru_map_and_all_
                 "port {port}"
             );
         }
+        // The first buddy's own home takes a connection of its own: it is no entry of
+        // `first`'s home, which the sweep then counts in two buddies, not three.
+        let mask = dp.flows.slots() - 1;
+        let neighbour = (30_000..u16::MAX)
+            .find(|&p| forward_index(&key(p), mask) == home ^ 1)
+            .expect("a port whose home is the first buddy");
+        connect(dp, &rig, neighbour);
+        assert_eq!(dp.flows.slot_of(&key(neighbour)), Some(home ^ 1));
         dp.sweep_slots().unwrap();
         assert_eq!(
             dp.flows.displaced_of(&key(first)),
             2,
-            "the sweep counts the two buddies that still hold entries"
+            "the sweep counts the two buddies that still hold the home's entries"
+        );
+        assert!(
+            dp.return_flows
+                .overflow()
+                .get(&reply_key(third, b3), 0)
+                .is_ok(),
+            "the sweep keeps a live connection's reply entry"
         );
         for (&port, &b) in displaced[1..].iter().zip(&bd[1..]) {
             both_ways(dp, &rig, port, b);
         }
         both_ways(dp, &rig, third, b3);
-        assert_eq!(dp.flows.keys().count(), 3);
+        assert_eq!(dp.flows.keys().count(), 4);
         let counters = dp.service_counters(0).unwrap();
         assert_eq!(
             (
@@ -207,7 +222,7 @@ fn connections_sharing_a_home_take_it_then_its_buddies_then_the_lru_map_and_all_
         assert!(dp.return_flows.looks_in_lru(&reply_key(third, b3)));
         dp.return_flows.remove(&reply_key(third, b3)).unwrap();
         both_ways(dp, &rig, third, b3);
-        assert_eq!(dp.flows.in_slots(), 2);
+        assert_eq!(dp.flows.in_slots(), 3);
         assert!(dp
             .return_flows
             .overflow()
@@ -218,7 +233,7 @@ fn connections_sharing_a_home_take_it_then_its_buddies_then_the_lru_map_and_all_
         // clears the counts: lookups of the home skip the buddies and the LRU maps again,
         // and the home takes the next connection of its tuples.
         let idle = t.established.as_secs() as u32 + 1;
-        assert_eq!(dp.expire_flows(1000 + idle, &t).unwrap(), 3);
+        assert_eq!(dp.expire_flows(1000 + idle, &t).unwrap(), 4);
         dp.sweep_slots().unwrap();
         assert!(!dp.flows.looks_in_lru(&key(first)));
         assert!(!dp.flows.looks_in_buddies(&key(first)));
