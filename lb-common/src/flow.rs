@@ -35,6 +35,36 @@ impl FlowKey {
             family: self.family,
         }
     }
+
+    /// The reply (backend -> client) key of this forward key's connection on the backend
+    /// at `addr`:`port` (wire order).
+    #[inline(always)]
+    pub const fn reply_from(&self, addr: u32, port: u16) -> FlowKey {
+        FlowKey {
+            src_addr: addr,
+            dst_addr: self.src_addr,
+            src_port: port,
+            dst_port: self.src_port,
+            proto: self.proto,
+            family: self.family,
+            _pad: [0; 2],
+        }
+    }
+
+    /// The forward (client -> VIP) key of the connection this reply key belongs to, which
+    /// was addressed to `vip`:`vport` (wire order).
+    #[inline(always)]
+    pub const fn forward_of_reply(&self, vip: u32, vport: u16) -> FlowKey {
+        FlowKey {
+            src_addr: self.dst_addr,
+            dst_addr: vip,
+            src_port: self.dst_port,
+            dst_port: vport,
+            proto: self.proto,
+            family: self.family,
+            _pad: [0; 2],
+        }
+    }
 }
 
 /// Value of the forward flow map, keyed by client -> VIP tuple.

@@ -439,13 +439,7 @@ mod tests {
     #[test]
     fn both_directions_of_a_connection_find_the_same_slot() {
         let forward = key(40_000);
-        let reply = FlowKey {
-            src_addr: 0x0a01_000b,
-            dst_addr: forward.src_addr,
-            src_port: 8080,
-            dst_port: forward.src_port,
-            ..forward
-        };
+        let reply = forward.reply_from(0x0a01_000b, 8080);
         for mask in [1023, (1 << 20) - 1] {
             assert_eq!(forward_index(&forward, mask), reply_index(&reply, mask));
         }
@@ -472,13 +466,7 @@ mod tests {
     #[test]
     fn a_reply_matches_the_client_side_of_its_forward_key_and_nothing_else() {
         let forward = key(40_000);
-        let reply = FlowKey {
-            src_addr: 0x0a01_000b,
-            dst_addr: forward.src_addr,
-            src_port: 8080,
-            dst_port: forward.src_port,
-            ..forward
-        };
+        let reply = forward.reply_from(0x0a01_000b, 8080);
         let matches = |slot: &FlowKey| {
             let (a, b) = key_words(slot);
             let ((mask_a, want_a), (mask_b, want_b)) = reply_client_words(&reply);

@@ -116,19 +116,20 @@ impl SlotAt {
         }
     }
 
-    /// Whether the slot holds the connection of forward `key`.
+    /// Whether the slot, read under `tag`, holds the connection of forward `key`.
     #[inline(always)]
-    fn holds(&self, key: &FlowKey) -> bool {
-        slot_state(self.read_tag()) == SLOT_READY && same_key(self.key(), key)
+    fn holds(&self, tag: u64, key: &FlowKey) -> bool {
+        slot_state(tag) == SLOT_READY && same_key(self.key(), key)
     }
 
     /// Whether the slot holds the connection that reply `key` (backend -> client) belongs
     /// to: its client's address, port and protocol, and a backend at the reply's source
     /// that answers through this node (a direct-server-return backend answers from the VIP
-    /// itself, and what it sends from its own address is not the connection's).
+    /// itself, and what it sends from its own address is not the connection's). `tag` is
+    /// the slot's, as read.
     #[inline(always)]
-    fn holds_reply_of(&self, key: &FlowKey) -> bool {
-        if slot_state(self.read_tag()) != SLOT_READY {
+    fn holds_reply_of(&self, tag: u64, key: &FlowKey) -> bool {
+        if slot_state(tag) != SLOT_READY {
             return false;
         }
         let ((mask_a, want_a), (mask_b, want_b)) = reply_client_words(key);
@@ -164,14 +165,15 @@ enum Found {
 }
 
 /// Looks in home `index`, then, if an entry of that home was ever put there, in the
-/// buddies, for the slot that `holds`; else says whether the LRU map may hold it.
+/// buddies, for the slot that `holds` (given each slot's tag, read once); else says
+/// whether the LRU map may hold it.
 #[inline(always)]
-fn find_in_slots(index: u32, holds: impl Fn(&SlotAt) -> bool) -> Found {
+fn find_in_slots(index: u32, holds: impl Fn(&SlotAt, u64) -> bool) -> Found {
     let Some(home) = SlotAt::of(index) else {
         return Found::Missing;
     };
     let tag = home.read_tag();
-    if holds(&home) {
+    if holds(&home, tag) {
         return Found::Slot(home);
     }
     if may_be_displaced(tag) {
@@ -180,7 +182,7 @@ fn find_in_slots(index: u32, holds: impl Fn(&SlotAt) -> bool) -> Found {
         let [b1, b2, b3] = buddies(index);
         let own = |b: u32| {
             let buddy = SlotAt::of(b)?;
-            holds(&buddy).then_some(buddy)
+            holds(&buddy, buddy.read_tag()).then_some(buddy)
         };
         if let Some(slot) = own(b1).or_else(|| own(b2)).or_else(|| own(b3)) {
             return Found::Slot(slot);
@@ -343,7 +345,9 @@ fn write(slot: SlotAt, key: &FlowKey, target: &FlowTarget) {
 /// The forward entry of `key` (client -> VIP), where it lives.
 #[inline(always)]
 pub fn find(key: &FlowKey) -> Option<*mut FlowTarget> {
-    match find_in_slots(forward_index(key, flow_slot_mask()), |s| s.holds(key)) {
+    match find_in_slots(forward_index(key, flow_slot_mask()), |s, tag| {
+        s.holds(tag, key)
+    }) {
         Found::Slot(slot) => Some(slot.target()),
         Found::Lru => FLOWS.get_ptr_mut(key),
         Found::Missing => None,
@@ -380,18 +384,24 @@ impl ReturnEntry {
     pub fn translation(&self) -> Translation {
         let conn = self.conn;
         unsafe {
-            let state = read_volatile(addr_of_mut!((*conn).state));
             Translation {
                 vip: read_volatile(addr_of_mut!((*conn).key.dst_addr)),
                 vport: read_volatile(addr_of_mut!((*conn).key.dst_port)),
-                flags: if state & FLOW_F_SYN_PROXY != 0 {
-                    NAT_F_SYN_PROXY
-                } else {
-                    0
-                },
+                flags: self.flags(),
                 service: read_volatile(addr_of_mut!((*conn).service)),
                 backend: read_volatile(addr_of_mut!((*conn).backend)),
             }
+        }
+    }
+
+    /// [`Translation::flags`] alone: from the connection's state.
+    #[inline(always)]
+    pub fn flags(&self) -> u16 {
+        let state = unsafe { read_volatile(addr_of_mut!((*self.conn).state)) };
+        if state & FLOW_F_SYN_PROXY != 0 {
+            NAT_F_SYN_PROXY
+        } else {
+            0
         }
     }
 
@@ -414,8 +424,8 @@ impl ReturnEntry {
 /// where it lives.
 #[inline(always)]
 pub fn find_return(key: &FlowKey) -> Option<ReturnEntry> {
-    match find_in_slots(reply_index(key, flow_slot_mask()), |s| {
-        s.holds_reply_of(key)
+    match find_in_slots(reply_index(key, flow_slot_mask()), |s, tag| {
+        s.holds_reply_of(tag, key)
     }) {
         Found::Slot(slot) => Some(ReturnEntry {
             conn: slot.slot.as_ptr(),
@@ -440,18 +450,10 @@ pub fn record_return(
     vport: u16,
     target: &FlowTarget,
 ) -> Result<(), NotRecorded> {
-    let forward = FlowKey {
-        src_addr: key.dst_addr,
-        dst_addr: vip,
-        src_port: key.dst_port,
-        dst_port: vport,
-        proto: key.proto,
-        family: key.family,
-        _pad: [0; 2],
-    };
+    let forward = key.forward_of_reply(vip, vport);
     // The same home from either end.
     let index = forward_index(&forward, flow_slot_mask());
-    if let Found::Slot(_) = find_in_slots(index, |s| s.holds(&forward)) {
+    if let Found::Slot(_) = find_in_slots(index, |s, tag| s.holds(tag, &forward)) {
         return Ok(());
     }
     let home = SlotAt::of(index).ok_or(NotRecorded::Failed)?;
@@ -479,25 +481,21 @@ pub fn record_return(
     }
 }
 
-/// Reads the tags of reply `key`'s home slot and of its first buddy, without waiting for
-/// them: called on a SYN-ACK just before its reply lookup reads the home (a cache miss in
-/// a large table), so that the reads of one page go out together and take about as long
-/// as that one, and the connection's first ACK finds the slot it takes in the caches.
-/// Without it the ACK that finds its home taken reads the buddy's line cold, one more
-/// miss. The other two buddies are not read: with them the SYN-ACK cost more and the
-/// first ACK no less (measured, docs/performance.md).
+/// Reads the tag of the first buddy of reply `key`'s home slot, without waiting for it:
+/// called on a SYN-ACK just before its reply lookup reads the home (a cache miss in a
+/// large table, and the home's one line), so that the two reads of one page go out
+/// together and take about as long as that one, and the connection's first ACK finds
+/// the slot it takes in the caches. Without it the ACK that finds its home taken reads
+/// the buddy's line cold, one more miss. The other two buddies are not read: with them
+/// the SYN-ACK cost more and the first ACK no less (measured, docs/performance.md).
 #[inline(always)]
 pub fn warm_block(key: &FlowKey) {
-    let index = reply_index(key, flow_slot_mask());
-    let touch = |i: u32| {
-        if let Some(slot) = FLOW_SLOTS.get_ptr_mut(i) {
-            unsafe {
-                let _ = read_volatile(addr_of_mut!((*slot).tag));
-            }
+    let buddy = buddies(reply_index(key, flow_slot_mask()))[0];
+    if let Some(slot) = FLOW_SLOTS.get_ptr_mut(buddy) {
+        unsafe {
+            let _ = read_volatile(addr_of_mut!((*slot).tag));
         }
-    };
-    touch(index);
-    touch(buddies(index)[0]);
+    }
 }
 
 /// Zeroes a connection by explicit word stores: a zero `NextHop` (byte-array MACs)

@@ -66,7 +66,7 @@ pub fn hand_over_checked(ctx: &XdpContext, pkt: &Packet, service: u32) {
 /// Whether a return entry belongs to a flow opened through the proxy.
 #[inline(always)]
 pub fn is_proxied(nat: &crate::flow_table::ReturnEntry) -> bool {
-    nat.translation().flags & NAT_F_SYN_PROXY != 0
+    nat.flags() & NAT_F_SYN_PROXY != 0
 }
 
 /// `lb_proxy`'s work on a packet handed over by `lb_edge` or `lb_reply`. Each stage is
@@ -190,15 +190,7 @@ fn open(ctx: &XdpContext, pkt: &Packet) -> u32 {
         return count::drop(Reason::DropSynProxyOpening);
     }
     flow::opened(id);
-    let back = FlowKey {
-        src_addr: backend.addr,
-        dst_addr: pkt.flow.src_addr,
-        src_port: backend.port,
-        dst_port: pkt.flow.src_port,
-        proto: pkt.flow.proto,
-        family: pkt.flow.family,
-        _pad: [0; 2],
-    };
+    let back = pkt.flow.reply_from(backend.addr, backend.port);
     return_entry::insert(back, pkt.flow.dst_addr, pkt.flow.dst_port, &target);
     let seg = Segment {
         src: pkt.flow.src_addr,
@@ -245,15 +237,7 @@ fn backend_syn_ack(ctx: &XdpContext, pkt: &Packet) -> u32 {
     };
     let nat = nat.translation();
     let (vip, vport, backend) = (nat.vip, nat.vport, nat.backend);
-    let key = FlowKey {
-        src_addr: pkt.flow.dst_addr,
-        dst_addr: vip,
-        src_port: pkt.flow.dst_port,
-        dst_port: vport,
-        proto: pkt.flow.proto,
-        family: pkt.flow.family,
-        _pad: [0; 2],
-    };
+    let key = pkt.flow.forward_of_reply(vip, vport);
     let Some(entry) = SYN_PROXY_FLOWS.get_ptr_mut(key) else {
         return count::drop(Reason::DropSynCookieInvalid);
     };
@@ -318,15 +302,7 @@ pub fn to_backend(tcp: *mut TcpHdr, flow: &FlowKey) -> bool {
 /// state is gone (dropped). A BPF function of its own, as [`to_backend`].
 #[inline(never)]
 pub fn to_client(tcp: *mut TcpHdr, flow: &FlowKey, vip: u32, vport: u16) -> bool {
-    let key = FlowKey {
-        src_addr: flow.dst_addr,
-        dst_addr: vip,
-        src_port: flow.dst_port,
-        dst_port: vport,
-        proto: flow.proto,
-        family: flow.family,
-        _pad: [0; 2],
-    };
+    let key = flow.forward_of_reply(vip, vport);
     let Some(proxy) = (unsafe { SYN_PROXY_FLOWS.get(key) }).copied() else {
         return false;
     };

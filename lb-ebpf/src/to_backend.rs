@@ -458,25 +458,11 @@ fn record(
     Some((target, backend, true))
 }
 
-/// The reply direction's key: backend -> client.
-#[inline(always)]
-fn return_key(pkt: &Packet, backend: &Backend) -> FlowKey {
-    FlowKey {
-        src_addr: backend.addr,
-        dst_addr: pkt.flow.src_addr,
-        src_port: backend.port,
-        dst_port: pkt.flow.src_port,
-        proto: pkt.flow.proto,
-        family: pkt.flow.family,
-        _pad: [0; 2],
-    }
-}
-
 /// Records the reply direction of a new flow.
 #[inline(always)]
 fn insert_return_entry(pkt: &Packet, target: &FlowTarget, backend: &Backend) {
     return_entry::insert(
-        return_key(pkt, backend),
+        pkt.flow.reply_from(backend.addr, backend.port),
         pkt.flow.dst_addr,
         pkt.flow.dst_port,
         target,
@@ -491,7 +477,7 @@ fn insert_return_entry(pkt: &Packet, target: &FlowTarget, backend: &Backend) {
 #[inline(always)]
 fn ensure_return_entry(pkt: &Packet, target: &FlowTarget, backend: &Backend) {
     if backend.flags & BACKEND_F_DSR == 0
-        && flow_table::find_return(&return_key(pkt, backend)).is_none()
+        && flow_table::find_return(&pkt.flow.reply_from(backend.addr, backend.port)).is_none()
     {
         insert_return_entry(pkt, target, backend);
     }

@@ -3,7 +3,6 @@
 //! in the SYN cache.
 use lb_common::{
     counters::Reason,
-    flow::FlowKey,
     net::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     syn_proxy::NAT_F_SYN_PROXY,
 };
@@ -34,7 +33,7 @@ pub fn handle(ctx: &impl Frame, pkt: &Packet, entry: ReturnEntry) -> u32 {
     if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         let forward = entry
             .forward()
-            .or_else(|| flow_table::find(&forward_key(pkt, nat.vip, nat.vport)));
+            .or_else(|| flow_table::find(&pkt.flow.forward_of_reply(nat.vip, nat.vport)));
         if let Some(flow) = forward {
             flow::observe(flow, pkt.tcp_flags, Side::Backend);
         }
@@ -61,20 +60,6 @@ pub fn handle_handshake_answer(ctx: &impl Frame, pkt: &Packet, handshake: &Hands
     count::answer_from_backend(handshake.backend, pkt.tcp_flags);
     // No entry to cache the route to the client in: the FIB decides.
     forward::forward(ctx, pkt, core::ptr::null_mut())
-}
-
-/// The client -> VIP key of the flow a reply belongs to; its state lives in that entry.
-#[inline(always)]
-fn forward_key(pkt: &Packet, vip: u32, vport: u16) -> FlowKey {
-    FlowKey {
-        src_addr: pkt.flow.dst_addr,
-        dst_addr: vip,
-        src_port: pkt.flow.dst_port,
-        dst_port: vport,
-        proto: pkt.flow.proto,
-        family: pkt.flow.family,
-        _pad: [0; 2],
-    }
 }
 
 /// A SYN-ACK (not refusing anything with RST as well).

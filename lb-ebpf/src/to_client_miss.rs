@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     counters::Reason,
-    flow::{FlowKey, FlowTarget, FLOW_F_COUNTED, FLOW_F_ESTABLISHED},
+    flow::{FlowTarget, FLOW_F_COUNTED, FLOW_F_ESTABLISHED},
     trace::{TRACE_DECISION_REPLY_RECOVERED, TRACE_DIR_TO_CLIENT},
 };
 
@@ -46,15 +46,9 @@ pub fn handle(ctx: &impl Frame, pkt: &Packet) -> Option<u32> {
     if !forward::ttl_allows(pkt) {
         return Some(count::pass(Reason::PassTtlExpired));
     }
-    let flow = FlowKey {
-        src_addr: pkt.flow.dst_addr,
-        dst_addr: answered.vip_addr,
-        src_port: pkt.flow.dst_port,
-        dst_port: answered.vip_port,
-        proto: pkt.flow.proto,
-        family: pkt.flow.family,
-        _pad: [0; 2],
-    };
+    let flow = pkt
+        .flow
+        .forward_of_reply(answered.vip_addr, answered.vip_port);
     let target = FlowTarget {
         backend: answered.backend,
         service: answered.service,

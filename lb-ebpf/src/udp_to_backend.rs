@@ -18,7 +18,7 @@ use lb_common::{
     backend::Backend,
     counters::Reason,
     encap::BACKEND_F_DSR,
-    flow::{FlowKey, FlowTarget, FLOW_F_COUNTED, FLOW_F_DATAGRAM, FLOW_F_ESTABLISHED},
+    flow::{FlowTarget, FLOW_F_COUNTED, FLOW_F_DATAGRAM, FLOW_F_ESTABLISHED},
     net::is_martian,
     service::SERVICE_F_EDGE,
     service_index::{key_word, PackedMeta},
@@ -193,7 +193,7 @@ fn follow(dg: &Datagram, entry: *mut FlowTarget, target: &FlowTarget, backend: &
     if backend.flags & BACKEND_F_DSR != 0 {
         return;
     }
-    let key = return_key(&dg.flow, backend);
+    let key = dg.flow.reply_from(backend.addr, backend.port);
     if flow_table::find_return(&key).is_none() {
         return_entry::insert(key, dg.flow.dst_addr, dg.flow.dst_port, target);
     }
@@ -223,25 +223,11 @@ fn place(dg: &Datagram, service: PackedMeta, replace: bool) -> Option<(FlowTarge
     flow::opened(id);
     if backend.flags & BACKEND_F_DSR == 0 {
         return_entry::insert(
-            return_key(&dg.flow, &backend),
+            dg.flow.reply_from(backend.addr, backend.port),
             dg.flow.dst_addr,
             dg.flow.dst_port,
             &target,
         );
     }
     Some((target, backend, true))
-}
-
-/// The reply direction's key: backend -> client.
-#[inline(always)]
-fn return_key(flow: &FlowKey, backend: &Backend) -> FlowKey {
-    FlowKey {
-        src_addr: backend.addr,
-        dst_addr: flow.src_addr,
-        src_port: backend.port,
-        dst_port: flow.src_port,
-        proto: flow.proto,
-        family: flow.family,
-        _pad: [0; 2],
-    }
 }

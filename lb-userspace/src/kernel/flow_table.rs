@@ -32,6 +32,14 @@ use super::{flows::EntryMap, mmap_array::MmapArray};
 /// The update flag that refuses an existing key (uapi `BPF_NOEXIST`).
 const BPF_NOEXIST: u64 = 1;
 
+/// What `HashMap::insert` returns for an existing key under [`BPF_NOEXIST`].
+fn exists() -> MapError {
+    MapError::SyscallError(SyscallError {
+        call: "bpf_map_update_elem",
+        io_error: std::io::Error::from_raw_os_error(libc::EEXIST),
+    })
+}
+
 /// The slots, shared by both directions' tables.
 #[derive(Clone)]
 pub struct Slots {
@@ -296,10 +304,7 @@ impl FlowTable {
         let home = self.home_of(&key);
         if let Some((index, read)) = self.read_own(&key) {
             if flags == BPF_NOEXIST {
-                return Err(MapError::SyscallError(SyscallError {
-                    call: "bpf_map_update_elem",
-                    io_error: std::io::Error::from_raw_os_error(libc::EEXIST),
-                }));
+                return Err(exists());
             }
             if self.write(index, read.tag, &key, &value) {
                 return Ok(());
@@ -549,14 +554,10 @@ impl ReturnTable {
         if backend.flags & BACKEND_F_DSR != 0 {
             return None;
         }
-        let key = FlowKey {
-            src_addr: backend.addr,
-            dst_addr: slot.key.src_addr,
-            src_port: backend.port,
-            dst_port: slot.key.src_port,
-            ..slot.key
-        };
-        Some((key, nat_of(slot)))
+        Some((
+            slot.key.reply_from(backend.addr, backend.port),
+            nat_of(slot),
+        ))
     }
 
     /// The slot whose connection reply `key` belongs to, and its entry: the client's side
@@ -603,23 +604,13 @@ impl ReturnTable {
         let (key, nat) = (*key.borrow(), *value.borrow());
         if self.read_own(&key).is_some() {
             if flags == BPF_NOEXIST {
-                return Err(MapError::SyscallError(SyscallError {
-                    call: "bpf_map_update_elem",
-                    io_error: std::io::Error::from_raw_os_error(libc::EEXIST),
-                }));
+                return Err(exists());
             }
             return Ok(());
         }
         let conn = ConnSlot {
             tag: 0,
-            key: FlowKey {
-                src_addr: key.dst_addr,
-                dst_addr: nat.vip,
-                src_port: key.dst_port,
-                dst_port: nat.vport,
-                _pad: [0; 2],
-                ..key
-            },
+            key: key.forward_of_reply(nat.vip, nat.vport),
             backend: nat.backend,
             service: nat.service,
             state: if nat.flags & NAT_F_SYN_PROXY != 0 {

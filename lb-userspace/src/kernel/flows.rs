@@ -40,13 +40,7 @@ impl KernelDataplane {
             timeouts,
             |key: &FlowKey, target| {
                 let backend = backends.get(&target.backend, 0).ok()?;
-                Some(FlowKey {
-                    src_addr: backend.addr,
-                    dst_addr: key.src_addr,
-                    src_port: backend.port,
-                    dst_port: key.src_port,
-                    ..*key
-                })
+                Some(key.reply_from(backend.addr, backend.port))
             },
         )?;
         let addrs6 = &self.backend_addrs6;
@@ -111,7 +105,7 @@ impl KernelDataplane {
         }
         let mut orphans: Vec<(FlowKey, NatReturn)> = Vec::new();
         for (key, nat) in self.return_flows.entries() {
-            let forward = forward_key_of(&key, &nat);
+            let forward = key.forward_of_reply(nat.vip, nat.vport);
             if !forwards.may_contain(&forward) && self.flows.slot_of(&forward).is_none() {
                 orphans.push((key, nat));
             }
@@ -120,7 +114,7 @@ impl KernelDataplane {
         for (key, nat) in &orphans {
             if self
                 .flows
-                .find(&forward_key_of(key, nat))
+                .find(&key.forward_of_reply(nat.vip, nat.vport))
                 .context("FLOWS lookup")?
                 .is_some()
             {
@@ -309,17 +303,5 @@ pub(super) fn is_not_found(e: &MapError) -> bool {
         MapError::KeyNotFound => true,
         MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
         _ => false,
-    }
-}
-
-/// The forward (client -> VIP) key of the connection whose reply entry is `nat` under
-/// reply key `key`.
-fn forward_key_of(key: &FlowKey, nat: &NatReturn) -> FlowKey {
-    FlowKey {
-        src_addr: key.dst_addr,
-        dst_addr: nat.vip,
-        src_port: key.dst_port,
-        dst_port: nat.vport,
-        ..*key
     }
 }
