@@ -81,17 +81,23 @@ impl RunningTier {
         self.lbctl(i).json(&["node", "status"])
     }
 
-    /// A copy of the built `lbd` at `name` in the lab's run directory: the "new binary"
-    /// of an upgrade (the same code: it proves the procedure, not a version change).
+    /// The built `lbd` under another name (`name` in the lab's run directory): the "new
+    /// binary" of an upgrade (the same code: it proves the procedure, not a version
+    /// change). A hard link where the run directory shares the build's filesystem, since
+    /// a debug `lbd` is hundreds of megabytes and several tests upgrade at once; a copy
+    /// across filesystems.
     pub fn new_binary(&self, name: &str) -> PathBuf {
         let path = run_dir(&self.lab).join(name);
-        std::fs::copy(lbd_path(), &path).unwrap_or_else(|e| {
-            panic!(
-                "copying {} to {}: {e}",
-                lbd_path().display(),
-                path.display()
-            )
-        });
+        let built = lbd_path();
+        let linked = std::fs::hard_link(&built, &path);
+        if let Err(e) = linked {
+            if e.kind() != std::io::ErrorKind::CrossesDevices {
+                panic!("linking {} to {}: {e}", built.display(), path.display());
+            }
+            std::fs::copy(&built, &path).unwrap_or_else(|e| {
+                panic!("copying {} to {}: {e}", built.display(), path.display())
+            });
+        }
         path
     }
 
