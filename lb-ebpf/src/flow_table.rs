@@ -9,7 +9,10 @@ use core::{
     ptr::{addr_of_mut, read_volatile, write_volatile, NonNull},
 };
 
-use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::bpf_get_prandom_u32,
+};
 use lb_common::{
     encap::BACKEND_F_DSR,
     flow::{FlowKey, FlowTarget},
@@ -351,6 +354,16 @@ pub fn find(key: &FlowKey) -> Option<*mut FlowTarget> {
         Found::Slot(slot) => Some(slot.target()),
         Found::Lru => FLOWS.get_ptr_mut(key),
         Found::Missing => None,
+    }
+}
+
+/// Reads the tag of one slot chosen at random, as a lookup reads its home's: the memory
+/// cost of a lookup with nothing around it (a benchmark's floor).
+#[inline(always)]
+pub fn read_random_slot() {
+    let index = unsafe { bpf_get_prandom_u32() } & flow_slot_mask();
+    if let Some(slot) = SlotAt::of(index) {
+        slot.read_tag();
     }
 }
 

@@ -3,8 +3,8 @@
 //! parse -> lookup (service / flow / return flow) -> select -> rewrite -> forward -> count
 //!
 //! Every stage is a file; this one only wires the entry points (`lb_xdp`, the tail-called
-//! `lb_reply`, `lb_edge` and `lb_place`, `lb_pass`, `lb_pass_tc`, `lb_flow_probe`; `lb_tc`
-//! is in `tc.rs`) and the address prefilter:
+//! `lb_reply`, `lb_edge` and `lb_place`, `lb_pass`, `lb_pass_tc`, `lb_flow_probe`,
+//! `lb_slot_read_probe`; `lb_tc` is in `tc.rs`) and the address prefilter:
 //!
 //! | stage | file |
 //! | --- | --- |
@@ -328,6 +328,16 @@ pub fn lb_flow_probe(ctx: XdpContext) -> u32 {
         Some(_) => xdp_action::XDP_PASS,
         None => xdp_action::XDP_DROP,
     }
+}
+
+/// Reads the tag of one random slot of the flow table and does nothing else: XDP_PASS.
+/// lbd never loads it; the flow-fill benchmark times it beside `lb_flow_probe` and the
+/// whole path, so that one random read of the table's own memory is timed by the same
+/// method (one BPF_PROG_TEST_RUN call each) as the lookup that should cost one such read.
+#[xdp]
+pub fn lb_slot_read_probe(_ctx: XdpContext) -> u32 {
+    flow_table::read_random_slot();
+    xdp_action::XDP_PASS
 }
 
 #[cfg(not(test))]

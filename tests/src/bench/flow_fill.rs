@@ -24,10 +24,15 @@
 //!   median, since the column's median is that mixture's;
 //! - lookup only: the established column's packets through `lb_flow_probe`, which parses
 //!   and looks the tuple up in the same flow table and does nothing else: the table's
-//!   own cost, measured as the whole path is.
+//!   own cost, measured as the whole path is;
+//! - one slot read: `lb_slot_read_probe`, which reads one random slot of the same table
+//!   and does nothing else: one random read of the table's memory, measured as the whole
+//!   path is, the floor under the random-flow column (a path that reads one line of the
+//!   table per packet costs this plus what it does in the caches).
 //!
 //! Beside them, [`super::memory`] times one dependent random read in regions as large as
-//! the caches and as the flow map, the floor under the random-flow column.
+//! the caches and as the flow map, in a loop of reads (no syscall between them, so with
+//! warm TLB and page-walk caches).
 //!
 //! Backends are `10.1.0.{11,12,13}` with distinct ports (`10000 + i`), so that every
 //! backend has a neighbour in the rig and every packet is redirected: the path stays the
@@ -37,7 +42,7 @@ use std::{cell::RefCell, net::Ipv4Addr};
 use aya::programs::Xdp;
 use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_COUNTED},
-    limits::PROGRAM_FLOW_PROBE,
+    limits::{PROGRAM_FLOW_PROBE, PROGRAM_SLOT_READ_PROBE},
     net::{ipv4_wire, port_wire, FAMILY_IPV4, PROTO_TCP},
 };
 use lb_userspace::{control::tables::Controller, kernel::KernelDataplane, model::config};
@@ -46,7 +51,7 @@ use serde_json::{json, Value};
 use super::{
     memory,
     stats::{calls, interleaved, median_u64, pin_to_cpu, timed, Round},
-    table::{percent, Table},
+    table::{fixed, percent, Table},
 };
 use crate::{
     frame::{Frame, Mac},
@@ -210,6 +215,7 @@ struct Cell {
     new_flow: u64,
     first_ack: u64,
     lookup_only: u64,
+    slot_read: u64,
     first_ack_landed: [Landed; 3],
     handshake: Handshake,
 }
@@ -290,7 +296,7 @@ fn measure_level(
     fill_level: usize,
     (c0, b0, c0_mac, b0_mac): (u32, u32, Mac, Mac),
     floor: &Xdp,
-) -> (u64, [u64; 5], [Landed; 3], Handshake) {
+) -> (u64, [u64; 6], [Landed; 3], Handshake) {
     let (rounds, n) = (opts.rounds, opts.calls);
     let web = TablePick::new(c, "web");
     // The controller is borrowed by every row, and mutably by the first ACK's cleanup.
@@ -344,6 +350,18 @@ fn measure_level(
             &frame,
             &format_args!("lookup of pre-filled flow #{i}"),
         );
+        r.nanos
+    });
+    let slot_read = calls(n, |i| {
+        let r = {
+            let mut c = c.borrow_mut();
+            let probe = c
+                .dataplane_mut()
+                .extra_xdp(PROGRAM_SLOT_READ_PROBE)
+                .expect("loading lb_slot_read_probe");
+            run_once(probe, c0, &floor_frame)
+        };
+        expect_run(&r, XDP_PASS, &floor_frame, &format_args!("slot read #{i}"));
         r.nanos
     });
     let hot = fill_level / 2;
@@ -452,6 +470,7 @@ fn measure_level(
             new_flow,
             first_ack,
             lookup_only,
+            slot_read,
         ],
     );
     let net = |k: usize| nets[k].net.median;
@@ -459,7 +478,7 @@ fn measure_level(
     let handshake = Handshake::of(&openings.borrow(), &first_acks, floor_stat.median);
     (
         floor_stat.median,
-        [net(0), net(1), net(2), net(3), net(4)],
+        [net(0), net(1), net(2), net(3), net(4), net(5)],
         landed(&first_acks, floor_stat.median),
         handshake,
     )
@@ -488,6 +507,7 @@ pub fn run(opts: &Options) -> Value {
     );
     let first_backends = opts.backends[0];
     let mut fill_seconds = Vec::new();
+    let mut placements = Vec::new();
     let mut walks = Vec::new();
     let (floor, cells) = rig.with_dataplane(&config_text(first_backends), |c| {
         pin_to_cpu(0);
@@ -500,6 +520,7 @@ pub fn run(opts: &Options) -> Value {
         for &level in &opts.fills {
             let (took, ()) = timed(|| fill(c.dataplane_mut(), service, filled, level));
             fill_seconds.push((level, took.as_secs_f64()));
+            placements.push((level, placement(c.dataplane(), level)));
             filled = level;
             walks.push((level, time_walks(c)));
             for &n in &opts.backends {
@@ -507,7 +528,7 @@ pub fn run(opts: &Options) -> Value {
                 c.apply(&cfg).expect("re-applying the service");
                 let (
                     floor,
-                    [established, established_hot, new_flow, first_ack, lookup_only],
+                    [established, established_hot, new_flow, first_ack, lookup_only, slot_read],
                     first_ack_landed,
                     handshake,
                 ) = measure_level(c, opts, level, (c0, b0, c0_mac, b0_mac), floor_prog);
@@ -520,6 +541,7 @@ pub fn run(opts: &Options) -> Value {
                     new_flow,
                     first_ack,
                     lookup_only,
+                    slot_read,
                     first_ack_landed,
                     handshake,
                 });
@@ -531,7 +553,46 @@ pub fn run(opts: &Options) -> Value {
         .iter()
         .map(|&(bytes, label)| (bytes, label, memory::random_read_ns(bytes, 5, 1_000_000)))
         .collect();
-    report(opts, floor, &cells, &fill_seconds, &walks, &reads)
+    report(
+        opts,
+        floor,
+        &cells,
+        &Levels {
+            fill_seconds: &fill_seconds,
+            placements: &placements,
+            walks: &walks,
+        },
+        &reads,
+    )
+}
+
+/// What each fill level was, beside the cells' timings.
+struct Levels<'a> {
+    /// Seconds the fill up to each level took.
+    fill_seconds: &'a [(usize, f64)],
+    /// Where the pre-filled flows live at each level (see [`placement`]).
+    placements: &'a [(usize, [f64; 3])],
+    /// lbd's walks at each level (see [`time_walks`]).
+    walks: &'a [(usize, [f64; 3])],
+}
+
+/// The shares of the first `level` pre-filled flows held in their home slot, in a buddy,
+/// and in the LRU maps: a lookup reads one line of the table for the first, two for the
+/// second (the home's, then the buddy's in the same page) and the LRU hash map's bucket
+/// and element besides for the third.
+fn placement(dp: &KernelDataplane, level: usize) -> [f64; 3] {
+    let mut counts = [0usize; 3];
+    for i in 0..level {
+        let (src, sport) = filled_client(i);
+        let key = tcp_key(src, sport, VIP, 80);
+        let class = match dp.flows.slot_of(&key) {
+            Some(s) if s == dp.flows.home_of(&key) => 0,
+            Some(_) => 1,
+            None => 2,
+        };
+        counts[class] += 1;
+    }
+    counts.map(|n| n as f64 / level.max(1) as f64)
 }
 
 /// What `lbd`'s walks of the flow table take at this fill (milliseconds): every 2 s the
@@ -563,10 +624,14 @@ fn report(
     opts: &Options,
     floor: u64,
     cells: &[Cell],
-    fill_seconds: &[(usize, f64)],
-    walks: &[(usize, [f64; 3])],
+    levels: &Levels,
     reads: &[(usize, &str, f64)],
 ) -> Value {
+    let Levels {
+        fill_seconds,
+        placements,
+        walks,
+    } = levels;
     let mut table = Table::new(
         format!(
             "per-packet cost vs flow-table fill and backends, net median ns \
@@ -582,6 +647,8 @@ fn report(
             "SYN-ACK",
             "first ACK",
             "lookup only",
+            "one slot read",
+            "established / slot read",
         ],
     );
     for c in cells {
@@ -594,6 +661,8 @@ fn report(
             c.handshake.syn_ack.to_string(),
             c.first_ack.to_string(),
             c.lookup_only.to_string(),
+            c.slot_read.to_string(),
+            fixed(c.established as f64 / c.slot_read.max(1) as f64, 2),
         ]);
     }
     // The target: from the smallest to the largest fill, at the same backend count.
@@ -627,7 +696,8 @@ fn report(
         "flow table: {FLOW_TABLE_SIZE} connections (as many slots, LRU maps of a fifth as \
          many entries behind them), ring {RING_SIZE}; established = a random pre-filled \
          flow per call; lookup only = the same packets through lb_flow_probe (parse and \
-         flow-table lookup, nothing else)"
+         flow-table lookup, nothing else); one slot read = lb_slot_read_probe (one random \
+         slot's tag, nothing else)"
     ));
     table.note(
         "net: per round, minus the floor measured in the same round of the same cell; \
@@ -641,6 +711,15 @@ fn report(
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    for (level, [home, buddy, lru]) in placements.iter() {
+        table.note(format!(
+            "the {level} pre-filled flows (the established column's): in their home slot \
+             {}, in a buddy {}, in the LRU maps {}",
+            percent(*home),
+            percent(*buddy),
+            percent(*lru)
+        ));
+    }
     for c in cells {
         table.note(format!(
             "first ACK at {} flows, {} backends: net mean {} ns; by where its \
@@ -666,13 +745,13 @@ fn report(
             syn + syn_ack + ack
         ));
     }
-    for (level, secs) in fill_seconds {
+    for (level, secs) in fill_seconds.iter() {
         table.note(format!(
             "filling up to {level} flows (as the data path records them) \
              took {secs:.1} s"
         ));
     }
-    for (level, [expire, sweep, reconcile]) in walks {
+    for (level, [expire, sweep, reconcile]) in walks.iter() {
         table.note(format!(
             "lbd's walks at {level} flows: expiry {expire:.0} ms and reconciliation \
              {reconcile:.0} ms (every 2 s), the slots' sweep {sweep:.0} ms (every 20 s)"
@@ -695,6 +774,7 @@ fn report(
             "handshake_net_means_ns": c.handshake.means,
             "first_ack_net_median_ns": c.first_ack,
             "lookup_only_net_median_ns": c.lookup_only,
+            "slot_read_net_median_ns": c.slot_read,
             "first_ack_net_mean_ns": c.handshake.means[2],
             "first_ack_landed": LANDED.iter().zip(&c.first_ack_landed).map(|(w, l)| json!({
                 "where": w,
@@ -703,6 +783,12 @@ fn report(
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "fill_growth": growth,
+        "placements": placements.iter().map(|(fill, [home, buddy, lru])| json!({
+            "fill": fill,
+            "home": home,
+            "buddy": buddy,
+            "lru": lru,
+        })).collect::<Vec<_>>(),
         "walks_ms": walks.iter().map(|(fill, [expire, sweep, reconcile])| json!({
             "fill": fill,
             "expiry": expire,
