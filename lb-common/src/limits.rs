@@ -194,8 +194,8 @@ pub const PROGRAM_PASS_TC: &str = "lb_pass_tc";
 /// Name of the program that only looks a TCP frame's tuple up in the flow table
 /// (benchmark; lbd never loads it).
 pub const PROGRAM_FLOW_PROBE: &str = "lb_flow_probe";
-/// Name of the program that only reads one random slot of the flow table (benchmark;
-/// lbd never loads it).
+/// Name of the program that only reads a TCP frame's home slot in the flow table
+/// (benchmark; lbd never loads it).
 pub const PROGRAM_SLOT_READ_PROBE: &str = "lb_slot_read_probe";
 /// Name of the program `lb_xdp` tail-calls for a packet without a flow entry to a
 /// service with edge rules or limits, and for a packet to a VIP address that no service

@@ -9,10 +9,7 @@ use core::{
     ptr::{addr_of_mut, read_volatile, write_volatile, NonNull},
 };
 
-use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
-    helpers::bpf_get_prandom_u32,
-};
+use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
     encap::BACKEND_F_DSR,
     flow::{FlowKey, FlowTarget},
@@ -357,13 +354,13 @@ pub fn find(key: &FlowKey) -> Option<*mut FlowTarget> {
     }
 }
 
-/// Reads the tag of one slot chosen at random, as a lookup reads its home's: the memory
-/// cost of a lookup with nothing around it (a benchmark's floor).
+/// Reads the tag of forward `key`'s home slot, as every lookup of it does first: the
+/// memory a lookup cannot do without, with nothing around it (a benchmark's floor; no
+/// helper call, which would cost more than the read itself when it hits the caches).
 #[inline(always)]
-pub fn read_random_slot() {
-    let index = unsafe { bpf_get_prandom_u32() } & flow_slot_mask();
-    if let Some(slot) = SlotAt::of(index) {
-        slot.read_tag();
+pub fn read_home(key: &FlowKey) {
+    if let Some(home) = SlotAt::of(forward_index(key, flow_slot_mask())) {
+        home.read_tag();
     }
 }
 

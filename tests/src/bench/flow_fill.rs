@@ -25,8 +25,9 @@
 //! - lookup only: the established column's packets through `lb_flow_probe`, which parses
 //!   and looks the tuple up in the same flow table and does nothing else: the table's
 //!   own cost, measured as the whole path is;
-//! - one slot read: `lb_slot_read_probe`, which reads one random slot of the same table
-//!   and does nothing else: one random read of the table's memory, measured as the whole
+//! - home read: pre-filled flows' packets (drawn apart again) through
+//!   `lb_slot_read_probe`, which parses and reads the tuple's home slot and does nothing
+//!   else: the one read of the table's memory every lookup makes, measured as the whole
 //!   path is, the floor under the random-flow column (a path that reads one line of the
 //!   table per packet costs this plus what it does in the caches).
 //!
@@ -215,7 +216,7 @@ struct Cell {
     new_flow: u64,
     first_ack: u64,
     lookup_only: u64,
-    slot_read: u64,
+    home_read: u64,
     first_ack_landed: [Landed; 3],
     handshake: Handshake,
 }
@@ -352,16 +353,25 @@ fn measure_level(
         );
         r.nanos
     });
-    let slot_read = calls(n, |i| {
+    let mut rng = Rng(0x6a09_e667_f3bc_c908 ^ fill_level as u64);
+    let home_read = calls(n, |_| {
+        let i = rng.below(fill_level);
+        let (src, sport) = filled_client(i);
+        let frame = client_frame(src, sport, 0x10).bytes();
         let r = {
             let mut c = c.borrow_mut();
             let probe = c
                 .dataplane_mut()
                 .extra_xdp(PROGRAM_SLOT_READ_PROBE)
                 .expect("loading lb_slot_read_probe");
-            run_once(probe, c0, &floor_frame)
+            run_once(probe, c0, &frame)
         };
-        expect_run(&r, XDP_PASS, &floor_frame, &format_args!("slot read #{i}"));
+        expect_run(
+            &r,
+            XDP_PASS,
+            &frame,
+            &format_args!("home read of pre-filled flow #{i}"),
+        );
         r.nanos
     });
     let hot = fill_level / 2;
@@ -470,7 +480,7 @@ fn measure_level(
             new_flow,
             first_ack,
             lookup_only,
-            slot_read,
+            home_read,
         ],
     );
     let net = |k: usize| nets[k].net.median;
@@ -528,7 +538,7 @@ pub fn run(opts: &Options) -> Value {
                 c.apply(&cfg).expect("re-applying the service");
                 let (
                     floor,
-                    [established, established_hot, new_flow, first_ack, lookup_only, slot_read],
+                    [established, established_hot, new_flow, first_ack, lookup_only, home_read],
                     first_ack_landed,
                     handshake,
                 ) = measure_level(c, opts, level, (c0, b0, c0_mac, b0_mac), floor_prog);
@@ -541,7 +551,7 @@ pub fn run(opts: &Options) -> Value {
                     new_flow,
                     first_ack,
                     lookup_only,
-                    slot_read,
+                    home_read,
                     first_ack_landed,
                     handshake,
                 });
@@ -647,8 +657,8 @@ fn report(
             "SYN-ACK",
             "first ACK",
             "lookup only",
-            "one slot read",
-            "established / slot read",
+            "home read",
+            "established / home read",
         ],
     );
     for c in cells {
@@ -661,8 +671,8 @@ fn report(
             c.handshake.syn_ack.to_string(),
             c.first_ack.to_string(),
             c.lookup_only.to_string(),
-            c.slot_read.to_string(),
-            fixed(c.established as f64 / c.slot_read.max(1) as f64, 2),
+            c.home_read.to_string(),
+            fixed(c.established as f64 / c.home_read.max(1) as f64, 2),
         ]);
     }
     // The target: from the smallest to the largest fill, at the same backend count.
@@ -696,8 +706,8 @@ fn report(
         "flow table: {FLOW_TABLE_SIZE} connections (as many slots, LRU maps of a fifth as \
          many entries behind them), ring {RING_SIZE}; established = a random pre-filled \
          flow per call; lookup only = the same packets through lb_flow_probe (parse and \
-         flow-table lookup, nothing else); one slot read = lb_slot_read_probe (one random \
-         slot's tag, nothing else)"
+         flow-table lookup, nothing else); home read = such packets through \
+         lb_slot_read_probe (parse and the home slot's tag, nothing else)"
     ));
     table.note(
         "net: per round, minus the floor measured in the same round of the same cell; \
@@ -774,7 +784,7 @@ fn report(
             "handshake_net_means_ns": c.handshake.means,
             "first_ack_net_median_ns": c.first_ack,
             "lookup_only_net_median_ns": c.lookup_only,
-            "slot_read_net_median_ns": c.slot_read,
+            "home_read_net_median_ns": c.home_read,
             "first_ack_net_mean_ns": c.handshake.means[2],
             "first_ack_landed": LANDED.iter().zip(&c.first_ack_landed).map(|(w, l)| json!({
                 "where": w,
