@@ -27,10 +27,10 @@
 //!   compare-and-swap of the tag to busy, writes key and value, then flips the generation
 //!   and state to ready with an atomic xor (a store would erase what other CPUs added to
 //!   the counts meanwhile); it counts an entry it puts into a buddy or the LRU maps with
-//!   an atomic add to the home's tag, after the write, and never takes an empty slot (home
-//!   or buddy) while its home's LRU count is not zero (the tuple may be in the LRU map),
-//!   nor an empty slot while its displaced count is not zero without looking in the
-//!   buddies first;
+//!   an atomic add to the home's tag, after the write; it takes an empty slot (home or
+//!   buddy) while its home's LRU count is not zero only once the LRU map said it holds
+//!   no entry of the tuple (which is then written there), and an empty slot while its
+//!   displaced count is not zero only after looking in the buddies;
 //! - the controller empties a slot by compare-and-swap from the ready tag it read; clears
 //!   a home's LRU count, also by compare-and-swap, once a walk of the LRU maps that began
 //!   after it read the tag found no entry of that home; and sets a home's displaced count
@@ -420,6 +420,108 @@ mod tests {
             (0.12..0.17).contains(&next_at_half),
             "next at half full: {next_at_half}"
         );
+    }
+
+    /// Connections placed as the data path places them into `1 << 14` slots, `fill` of
+    /// the slots' count at a time, while `turnover` times as many end (each a random live
+    /// one, its slot emptied at once) and as many new ones arrive between two sweeps of
+    /// the controller (which clear the LRU counts of homes with no live entry there).
+    /// `blocking`: a home whose LRU count is not zero sends all its new connections to
+    /// the LRU map, as the data path once did. Returns the live connections in the LRU
+    /// map just before each sweep, at most, as a share of the slots.
+    fn lru_share_under_churn(fill: f64, turnover: f64, blocking: bool) -> f64 {
+        let mask = (1u32 << 14) - 1;
+        let slots = mask as usize + 1;
+        let home_of = |n: u32| {
+            let flow = FlowKey {
+                src_addr: 0x0a00_0000 | (n >> 12),
+                src_port: 1024 + (n & 0xfff) as u16,
+                ..key(0)
+            };
+            forward_index(&flow, mask)
+        };
+        let mut holder: Vec<Option<u32>> = vec![None; slots];
+        let mut lru_count = vec![0u32; slots];
+        // Live connections: (id, home, slot if in one).
+        let mut live: Vec<(u32, u32, Option<u32>)> = Vec::new();
+        let mut next = 0u32;
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut add = |holder: &mut Vec<Option<u32>>, lru_count: &mut Vec<u32>| {
+            let (id, home) = (next, home_of(next));
+            next += 1;
+            let slot = if blocking && lru_count[home as usize] > 0 {
+                None
+            } else {
+                core::iter::once(home)
+                    .chain(buddies(home))
+                    .find(|&i| holder[i as usize].is_none())
+            };
+            match slot {
+                Some(i) => holder[i as usize] = Some(id),
+                None => lru_count[home as usize] += 1,
+            }
+            (id, home, slot)
+        };
+        let live_count = (fill * slots as f64) as usize;
+        for _ in 0..live_count {
+            let conn = add(&mut holder, &mut lru_count);
+            live.push(conn);
+        }
+        let sweep = |live: &[(u32, u32, Option<u32>)], lru_count: &mut Vec<u32>| {
+            lru_count.iter_mut().for_each(|c| *c = 0);
+            for &(_, home, slot) in live {
+                if slot.is_none() {
+                    lru_count[home as usize] += 1;
+                }
+            }
+        };
+        sweep(&live, &mut lru_count);
+        let mut most = 0;
+        for _ in 0..8 {
+            for _ in 0..(turnover * live_count as f64) as usize {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let (_, _, slot) = live.swap_remove((rng % live.len() as u64) as usize);
+                if let Some(i) = slot {
+                    holder[i as usize] = None;
+                }
+                let conn = add(&mut holder, &mut lru_count);
+                live.push(conn);
+            }
+            most = most.max(live.iter().filter(|c| c.2.is_none()).count());
+            sweep(&live, &mut lru_count);
+        }
+        most as f64 / slots as f64
+    }
+
+    #[test]
+    fn under_churn_a_table_at_80_percent_keeps_its_lru_share_within_the_lru_maps_but_a_full_one_does_not(
+    ) {
+        // The LRU maps hold a fifth of the slots' count.
+        let held = f64::from(overflow_entries(1 << 14)) / f64::from(1u32 << 14);
+        assert!((0.19..0.21).contains(&held), "{held}");
+        // Filled once, 10% of the slots' count goes to the LRU maps (12.6% of the
+        // connections); with every connection replaced once between two sweeps, 18.4%:
+        // the connections left there stay while the slots they found taken empty.
+        let fresh = lru_share_under_churn(0.8, 0.0, false);
+        let churned = lru_share_under_churn(0.8, 1.0, false);
+        assert!((0.09..0.11).contains(&fresh), "{fresh}");
+        assert!((0.17..held).contains(&churned), "{churned}");
+        // Had homes that count an entry in the LRU maps sent every new connection there
+        // until the sweep, 27.9%: more than the maps hold, so the LRU would evict live
+        // connections.
+        let blocked = lru_share_under_churn(0.8, 1.0, true);
+        assert!((0.26..0.30).contains(&blocked), "{blocked}");
+        // At 85% of the table's size the churned share, 21%, is already more than the
+        // maps hold, and at its full size 29-31%: under churn the LRU evicts live
+        // connections from about 83% of `flow_table_size` (see docs/config.md).
+        let most = lru_share_under_churn(0.85, 1.0, false);
+        assert!((held..0.23).contains(&most), "{most}");
+        for (turnover, range) in [(0.1, 0.28..0.31), (1.0, 0.30..0.33)] {
+            let full = lru_share_under_churn(1.0, turnover, false);
+            assert!(range.contains(&full), "{turnover}: {full}");
+        }
     }
 
     #[test]

@@ -224,8 +224,8 @@ fn overflowed(tag_ptr: *mut u64) {
 enum Place {
     /// Write the slot from this tag; the home to count it in when it is a buddy.
     Slot(SlotAt, u64, Option<SlotAt>),
-    /// The LRU map: every candidate slot holds another connection, or an entry of the
-    /// home may be in the LRU map (which may be this very tuple's).
+    /// The LRU map: every candidate slot holds another connection, or the LRU map holds
+    /// the tuple.
     Lru,
     /// `only_new`, and a slot holds the tuple.
     Exists,
@@ -247,7 +247,7 @@ fn place(home: SlotAt, index: u32, key: &FlowKey, only_new: bool) -> Place {
     let mut empty_buddy_tag = 0;
     let home_taken = slot_state(home_tag) != SLOT_EMPTY;
     let displaced = may_be_displaced(home_tag);
-    if displaced || (home_taken && !may_overflow(home_tag)) {
+    if displaced || home_taken {
         // Each buddy's address is worked out only when it is read.
         let [b1, b2, b3] = buddies(index);
         let mut look = |b: u32| -> Option<Place> {
@@ -272,7 +272,15 @@ fn place(home: SlotAt, index: u32, key: &FlowKey, only_new: bool) -> Place {
             return place;
         }
     }
-    if may_overflow(home_tag) {
+    // No slot holds the tuple. When the home counts entries in the LRU map, one may be
+    // the tuple's, which is written there; any other takes an empty slot as if the count
+    // were zero (with none empty, the LRU map it is, looked at by its insert). Kept out
+    // of the slots until the controller's sweep clears the count, every new connection
+    // of a home with one live entry in the LRU map would go there too: under churn, a
+    // table at 80% of its size would then keep 28% of the slots' count there instead of
+    // 18%, more than the map's fifth (see `lb_common::flow_slots`).
+    let has_empty = !home_taken || empty_buddy.is_some();
+    if !has_empty || (may_overflow(home_tag) && FLOWS.get_ptr(key).is_some()) {
         return Place::Lru;
     }
     if !home_taken {
@@ -284,11 +292,11 @@ fn place(home: SlotAt, index: u32, key: &FlowKey, only_new: bool) -> Place {
     }
 }
 
-/// Records `target` under forward `key`: over its connection unless `only_new`, else in
-/// its home slot if that is empty, else in the first empty buddy, else in `FLOWS`. A
-/// claim lost to another writer, or to the controller's emptying or count setting, is
-/// tried once more from what the slots then hold; a tuple's own slot lost twice is given
-/// up rather than copied into the LRU map.
+/// Records `target` under forward `key`: over its connection (in a slot, or in `FLOWS`)
+/// unless `only_new`, else in its home slot if that is empty, else in the first empty
+/// buddy, else in `FLOWS`. A claim lost to another writer, or to the controller's
+/// emptying or count setting, is tried once more from what the slots then hold; a
+/// tuple's own slot lost twice is given up rather than copied into the LRU map.
 #[inline(always)]
 pub fn record(key: &FlowKey, target: &FlowTarget, only_new: bool) -> Result<(), NotRecorded> {
     let index = forward_index(key, flow_slot_mask());

@@ -290,8 +290,9 @@ impl FlowTable {
         }
     }
 
-    /// Records a connection as the data path does (the slot that holds the tuple, else its
-    /// home if empty, else the first empty buddy, else the LRU map), as
+    /// Records a connection as the data path does (the slot that holds the tuple, else the
+    /// LRU map if it holds it, else its home if empty, else the first empty buddy, else
+    /// the LRU map), as
     /// `HashMap::insert`. Its replies are then served by the slot; one left to the LRU
     /// map needs its reply entry in [`ReturnTable`] besides, as in the data path.
     pub fn insert(
@@ -311,26 +312,25 @@ impl FlowTable {
             }
         } else {
             let tag = self.slots.tag(home).load(Ordering::Acquire);
-            // While an entry of the home may be in the LRU map, no slot is taken: the
-            // tuple may be one of them (as in the data path).
-            if !may_overflow(tag) {
-                if slot_state(tag) == SLOT_EMPTY {
-                    if self.write(home, tag, &key, &value) {
-                        return Ok(());
+            let empty = if slot_state(tag) == SLOT_EMPTY {
+                Some((home, tag, false))
+            } else {
+                self.slots.buddies_of(home).find_map(|b| {
+                    let tag = self.slots.tag(b).load(Ordering::Acquire);
+                    (slot_state(tag) == SLOT_EMPTY).then_some((b, tag, true))
+                })
+            };
+            // While the home counts entries in the LRU map, one may be the tuple's, which
+            // is written there; any other takes an empty slot (as in the data path).
+            let in_lru = || !matches!(self.lru.get(&key, 0), Err(MapError::KeyNotFound));
+            if let Some((index, empty_tag, displaced)) = empty {
+                if !(may_overflow(tag) && in_lru()) && self.write(index, empty_tag, &key, &value) {
+                    if displaced {
+                        self.slots
+                            .tag(home)
+                            .fetch_add(SLOT_DISPLACED_ONE, Ordering::AcqRel);
                     }
-                } else {
-                    let empty = self.slots.buddies_of(home).find_map(|b| {
-                        let tag = self.slots.tag(b).load(Ordering::Acquire);
-                        (slot_state(tag) == SLOT_EMPTY).then_some((b, tag))
-                    });
-                    if let Some((b, tag)) = empty {
-                        if self.write(b, tag, &key, &value) {
-                            self.slots
-                                .tag(home)
-                                .fetch_add(SLOT_DISPLACED_ONE, Ordering::AcqRel);
-                            return Ok(());
-                        }
-                    }
+                    return Ok(());
                 }
             }
         }

@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 
 use lb_common::{
-    flow::FlowKey,
+    flow::{FlowKey, FlowTarget, FLOW_F_CLOSED},
     flow_slots::{flow_slots, forward_index},
 };
 use lb_tests::{
@@ -372,6 +372,70 @@ fn a_reply_entry_whose_forward_entry_was_evicted_leaves_the_lru_map_at_the_next_
         );
         assert_eq!(dp.return_flows.overflow().keys().count(), 0);
         both_ways(dp, &rig, port, again);
+    });
+}
+
+/// A home that counts a live connection in the LRU maps still gives another tuple's new
+/// connection an empty slot of its block (the LRU map, looked up, does not hold that
+/// tuple), while the connection in the LRU maps stays there: a new connection on its tuple
+/// is written over it there, not into an empty slot beside a stale copy.
+#[test]
+fn a_home_counting_a_live_lru_entry_gives_other_tuples_empty_slots_and_rewrites_its_own_in_place() {
+    let rig = Rig::build();
+    rig.with_dataplane(CONFIG, |c| {
+        let dp = c.dataplane_mut();
+        dp.set_clock(1000).unwrap();
+        let ports = ports_sharing_a_slot(2);
+        let (first, second) = (ports[0], ports[1]);
+        let crowd = crowd_home_of(dp, &key(first));
+        let b1 = connect(dp, &rig, first);
+        assert!(
+            dp.flows.overflow().get(&key(first), 0).is_ok(),
+            "the block is full"
+        );
+        assert!(dp.flows.looks_in_lru(&key(second)), "the home counts it");
+
+        // A connection of the block ends; the home still counts the first's entry.
+        let freed = dp.flows.slot_of(&crowd[2]).unwrap();
+        dp.flows.remove(&crowd[2]).unwrap();
+        let b2 = connect(dp, &rig, second);
+        assert_eq!(dp.flows.slot_of(&key(second)), Some(freed));
+        assert!(dp.flows.overflow().get(&key(second), 0).is_err());
+        assert!(dp
+            .return_flows
+            .overflow()
+            .get(&client_syn(second).reply_key(b2), 0)
+            .is_err());
+        both_ways(dp, &rig, first, b1);
+        both_ways(dp, &rig, second, b2);
+
+        // Another slot of the block empties, and the first connection closes; its
+        // client opens a new one on the same tuple, which replaces the entry where it is.
+        let freed = dp.flows.slot_of(&crowd[3]).unwrap();
+        dp.flows.remove(&crowd[3]).unwrap();
+        let old = dp.flows.overflow().get(&key(first), 0).unwrap();
+        let closed = FlowTarget {
+            state: old.state | FLOW_F_CLOSED,
+            ..old
+        };
+        dp.flows.insert(key(first), closed, 0).unwrap();
+        dp.set_clock(1001).unwrap();
+        let again = connect(dp, &rig, first);
+        assert_eq!(
+            dp.flows.slot_of(&key(first)),
+            None,
+            "not copied into {freed}"
+        );
+        let new = dp.flows.overflow().get(&key(first), 0).unwrap();
+        assert_eq!(
+            (new.state & FLOW_F_CLOSED, new.last_seen),
+            (0, 1001),
+            "the new connection's entry, where the old one was"
+        );
+        assert_eq!(dp.flows.in_slots(), 3, "crowd 0 and 1, the second");
+        assert_eq!(dp.flows.keys().count(), 4);
+        both_ways(dp, &rig, first, again);
+        both_ways(dp, &rig, second, b2);
     });
 }
 
