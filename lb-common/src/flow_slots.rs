@@ -29,8 +29,8 @@
 //!   the counts meanwhile); it counts an entry it puts into a buddy or the LRU maps with
 //!   an atomic add to the home's tag, after the write; it takes an empty slot (home or
 //!   buddy) while its home's LRU count is not zero only once the LRU map said it holds
-//!   no entry of the tuple (which is then written there), and an empty slot while its
-//!   displaced count is not zero only after looking in the buddies;
+//!   no entry of the tuple (an entry it holds is written over there), and an empty slot
+//!   while its displaced count is not zero only after looking in the buddies;
 //! - the controller empties a slot by compare-and-swap from the ready tag it read; clears
 //!   a home's LRU count, also by compare-and-swap, once a walk of the LRU maps that began
 //!   after it read the tag found no entry of that home; and sets a home's displaced count

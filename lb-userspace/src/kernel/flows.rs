@@ -85,13 +85,15 @@ impl KernelDataplane {
         Ok(())
     }
 
-    /// Removes the reply entries of `RETURN_FLOWS` whose connection has no forward entry
-    /// any more (evicted from `FLOWS` apart from it): the LRU map would evict them in time,
-    /// but until then each keeps its home counting entries in the LRU maps, so that the
-    /// home's new connections skip its empty slots for the LRU maps. `FLOWS` is walked
+    /// Removes the reply entries of `RETURN_FLOWS` whose forward entry is not in `FLOWS`:
+    /// evicted from it apart from them, or their tuple's next connection, which took a
+    /// slot since (the slot serves its replies; the entry is the connection before). The
+    /// LRU map would evict them in time, but until then each keeps its home counting
+    /// entries in the LRU maps, so that the home's misses look there and its new
+    /// connections look in `FLOWS` before they take an empty slot. `FLOWS` is walked
     /// first into a sketch of its keys (a byte a key), then `RETURN_FLOWS`; an entry whose
-    /// forward key neither the sketch nor the slots have is looked up once more just
-    /// before it is removed, so that a connection recorded since the walk keeps its reply
+    /// forward key the sketch does not have is looked up in `FLOWS` once more just before
+    /// it is removed, so that a connection recorded there since the walk keeps its reply
     /// entry. Returns how many.
     fn remove_orphan_replies(&mut self) -> anyhow::Result<usize> {
         let capacity = IterableMap::map(self.flows.overflow())
@@ -106,19 +108,22 @@ impl KernelDataplane {
         let mut orphans: Vec<(FlowKey, NatReturn)> = Vec::new();
         for (key, nat) in self.return_flows.entries() {
             let forward = key.forward_of_reply(nat.vip, nat.vport);
-            if !forwards.may_contain(&forward) && self.flows.slot_of(&forward).is_none() {
+            if !forwards.may_contain(&forward) {
                 orphans.push((key, nat));
             }
         }
         let mut removed = 0;
         for (key, nat) in &orphans {
-            if self
+            match self
                 .flows
-                .find(&key.forward_of_reply(nat.vip, nat.vport))
-                .context("FLOWS lookup")?
-                .is_some()
+                .overflow()
+                .get(&key.forward_of_reply(nat.vip, nat.vport), 0)
             {
-                continue;
+                Err(MapError::KeyNotFound) => {}
+                found => {
+                    found.context("FLOWS lookup")?;
+                    continue;
+                }
             }
             // Only the entry seen, route and all: a new connection may have written a
             // fresh one under the tuple meanwhile.

@@ -17,6 +17,9 @@ use lb_tests::{
 };
 use lb_userspace::{kernel::KernelDataplane, model::config::FlowTimeouts};
 
+/// The update flag that refuses an existing key (uapi `BPF_NOEXIST`).
+const BPF_NOEXIST: u64 = 1;
+
 /// Client ports whose tuples to the VIP share one forward slot of the rig's table.
 fn ports_sharing_a_slot(n: usize) -> Vec<u16> {
     let config = lb_userspace::model::config::parse(CONFIG).unwrap();
@@ -358,19 +361,28 @@ fn a_reply_entry_whose_forward_entry_was_evicted_leaves_the_lru_map_at_the_next_
             dp.flows.looks_in_lru(&key(port)),
             "the orphan keeps its home counting"
         );
-        dp.sweep_slots().unwrap();
-        assert!(
-            dp.return_flows.overflow().get(&reply, 0).is_err(),
-            "the orphan is removed"
-        );
-        assert!(!dp.flows.looks_in_lru(&key(port)));
-        // So the tuple's next connection takes its home again.
+        // The tuple's next connection takes its home all the same (FLOWS holds no entry
+        // of it), and the slot serves its replies, the orphan beside it.
+        dp.set_clock(1001).unwrap();
         let again = connect(dp, &rig, port);
         assert_eq!(
             dp.flows.slot_of(&key(port)),
             Some(dp.flows.home_of(&key(port)))
         );
+        assert!(dp.return_flows.overflow().get(&reply, 0).is_ok());
+        both_ways(dp, &rig, port, again);
+        dp.sweep_slots().unwrap();
+        assert!(
+            dp.return_flows.overflow().get(&reply, 0).is_err(),
+            "the orphan is removed, though its tuple is in a slot"
+        );
+        assert!(!dp.flows.looks_in_lru(&key(port)));
         assert_eq!(dp.return_flows.overflow().keys().count(), 0);
+        assert_eq!(
+            dp.flows.slot_of(&key(port)),
+            Some(dp.flows.home_of(&key(port))),
+            "the connection stays"
+        );
         both_ways(dp, &rig, port, again);
     });
 }
@@ -395,9 +407,14 @@ fn a_home_counting_a_live_lru_entry_gives_other_tuples_empty_slots_and_rewrites_
         );
         assert!(dp.flows.looks_in_lru(&key(second)), "the home counts it");
 
-        // A connection of the block ends; the home still counts the first's entry.
+        // A connection of the block ends; the home still counts the first's entry, which
+        // an insert of only new entries finds there rather than taking the empty slot.
         let freed = dp.flows.slot_of(&crowd[2]).unwrap();
         dp.flows.remove(&crowd[2]).unwrap();
+        let held = dp.flows.overflow().get(&key(first), 0).unwrap();
+        assert!(dp.flows.insert(key(first), held, BPF_NOEXIST).is_err());
+        assert_eq!(dp.flows.slot_of(&key(first)), None);
+        assert_eq!(dp.flows.in_slots(), 3);
         let b2 = connect(dp, &rig, second);
         assert_eq!(dp.flows.slot_of(&key(second)), Some(freed));
         assert!(dp.flows.overflow().get(&key(second), 0).is_err());
