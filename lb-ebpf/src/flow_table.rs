@@ -362,14 +362,14 @@ pub fn find(key: &FlowKey) -> Option<*mut FlowTarget> {
     }
 }
 
-/// Reads the tag of forward `key`'s home slot, as every lookup of it does first: the
-/// memory a lookup cannot do without, with nothing around it (a benchmark's floor; no
-/// helper call, which would cost more than the read itself when it hits the caches).
+/// Whether forward `key`'s home slot holds a connection (any), from its tag, which every
+/// lookup of the key reads first: the memory a lookup cannot do without, with nothing
+/// around it (a benchmark's floor; no helper call, which would cost more than the read
+/// itself when it hits the caches).
 #[inline(always)]
-pub fn read_home(key: &FlowKey) {
-    if let Some(home) = SlotAt::of(forward_index(key, flow_slot_mask())) {
-        home.read_tag();
-    }
+pub fn home_holds_a_connection(key: &FlowKey) -> bool {
+    SlotAt::of(forward_index(key, flow_slot_mask()))
+        .is_some_and(|home| slot_state(home.read_tag()) != SLOT_EMPTY)
 }
 
 /// What a reply of a connection is translated to, and whom it is counted for.

@@ -330,19 +330,22 @@ pub fn lb_flow_probe(ctx: XdpContext) -> u32 {
     }
 }
 
-/// Parses a TCP frame and reads its tuple's home slot in the flow table (the tag alone,
-/// whatever the slot holds), and does nothing else: XDP_PASS, XDP_ABORTED for what does
-/// not parse. lbd never loads it; the flow-fill benchmark times it beside
-/// `lb_flow_probe` and the whole path, so that the one read of the table's memory that
-/// every lookup makes is timed by the same method (one BPF_PROG_TEST_RUN call each) as
-/// the lookup and the path around it.
+/// Parses a TCP frame and reads its tuple's home slot in the flow table (its tag alone),
+/// and does nothing else: XDP_PASS if the slot holds a connection (any), XDP_DROP if it
+/// is empty, XDP_ABORTED for what does not parse. lbd never loads it; the flow-fill
+/// benchmark times it beside `lb_flow_probe` and the whole path, so that the one read of
+/// the table's memory that every lookup makes is timed by the same method (one
+/// BPF_PROG_TEST_RUN call each) as the lookup and the path around it.
 #[xdp]
 pub fn lb_slot_read_probe(ctx: XdpContext) -> u32 {
     let Ok(pkt) = parse::addresses(&ctx).and_then(|at| parse::tcp(&ctx, at)) else {
         return xdp_action::XDP_ABORTED;
     };
-    flow_table::read_home(&pkt.flow);
-    xdp_action::XDP_PASS
+    if flow_table::home_holds_a_connection(&pkt.flow) {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
 }
 
 #[cfg(not(test))]

@@ -26,14 +26,14 @@
 //!   and looks the tuple up in the same flow table and does nothing else: the table's
 //!   own cost, measured as the whole path is;
 //! - home read: pre-filled flows' packets (drawn apart again) through
-//!   `lb_slot_read_probe`, which parses and reads the tuple's home slot and does nothing
-//!   else: the one read of the table's memory every lookup makes, measured as the whole
-//!   path is, the floor under the random-flow column (a path that reads one line of the
-//!   table per packet costs this plus what it does in the caches).
+//!   `lb_slot_read_probe`, which parses and reads the tuple's home slot's tag (XDP_PASS
+//!   when it holds a connection) and does nothing else: the one read of the table's
+//!   memory every lookup makes, measured as the whole path is, the floor under the
+//!   random-flow column (a path that reads one line of the table per packet costs this
+//!   plus what it does in the caches).
 //!
 //! Beside them, [`super::memory`] times one dependent random read in regions as large as
-//! the caches and as the flow map, in a loop of reads (no syscall between them, so with
-//! warm TLB and page-walk caches).
+//! the caches and as the flow maps, in a loop of reads (no syscall between them).
 //!
 //! Backends are `10.1.0.{11,12,13}` with distinct ports (`10000 + i`), so that every
 //! backend has a neighbour in the rig and every packet is redirected: the path stays the
@@ -287,7 +287,7 @@ fn landed(calls: &[(usize, u64)], floor: u64) -> [Landed; 3] {
     })
 }
 
-/// The five paths at one fill level, interleaved round by round with the floor
+/// The six paths at one fill level, interleaved round by round with the floor
 /// (`floor`); every call's action and whole output frame checked. Returns the floor's
 /// median, each path's net median (per round, minus that round's floor), and the first
 /// ACKs by where they landed, with their handshakes.
@@ -366,6 +366,8 @@ fn measure_level(
                 .expect("loading lb_slot_read_probe");
             run_once(probe, c0, &frame)
         };
+        // XDP_PASS only when the home holds a connection, as every pre-filled flow's does:
+        // its own, or the one that sent it to a buddy or the LRU maps.
         expect_run(
             &r,
             XDP_PASS,
@@ -496,12 +498,14 @@ fn measure_level(
 
 /// Regions whose random reads bound the fill figures: within this CPU's L1 data cache
 /// (48 KiB a core), its L2's size (1 MiB a core), half its L3 (shared with other
-/// tenants), and about one flow map's memory at [`FLOW_TABLE_SIZE`] entries (`bpftool
-/// map show`: an LRU hash map of these keys and values is 104 bytes per entry, 208 MiB).
-const MEMORY_REGIONS: [(usize, &str); 4] = [
+/// tenants), the slots' array at [`FLOW_TABLE_SIZE`] connections (64 bytes each, 128
+/// MiB: what the home read reads), and about what one LRU hash map of that many flows
+/// took before the slots (104 bytes an entry, 208 MiB, `bpftool map show`).
+const MEMORY_REGIONS: [(usize, &str); 5] = [
     (32 << 10, "32 KiB"),
     (1 << 20, "1 MiB"),
     (16 << 20, "16 MiB"),
+    (128 << 20, "128 MiB"),
     (256 << 20, "256 MiB"),
 ];
 
@@ -672,7 +676,11 @@ fn report(
             c.first_ack.to_string(),
             c.lookup_only.to_string(),
             c.home_read.to_string(),
-            fixed(c.established as f64 / c.home_read.max(1) as f64, 2),
+            if c.home_read == 0 {
+                "-".to_string()
+            } else {
+                fixed(c.established as f64 / c.home_read as f64, 2)
+            },
         ]);
     }
     // The target: from the smallest to the largest fill, at the same backend count.
@@ -690,6 +698,7 @@ fn report(
                 "syn_ack_change": g(a.handshake.syn_ack, b.handshake.syn_ack),
                 "first_ack_change": g(a.first_ack, b.first_ack),
                 "lookup_only_change": g(a.lookup_only, b.lookup_only),
+                "home_read_change": g(a.home_read, b.home_read),
             }));
             table.note(format!(
                 "fill {lo} -> {hi} at {n} backends: established {} (one hot flow {}), \

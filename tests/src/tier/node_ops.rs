@@ -81,19 +81,21 @@ impl RunningTier {
         self.lbctl(i).json(&["node", "status"])
     }
 
-    /// The built `lbd` under another name (`name` in the lab's run directory): the "new
-    /// binary" of an upgrade (the same code: it proves the procedure, not a version
-    /// change). A hard link where the run directory shares the build's filesystem, since
-    /// a debug `lbd` is hundreds of megabytes and several tests upgrade at once; a copy
-    /// across filesystems.
+    /// The built `lbd` under another name (`name` in the lab's run directory, replacing
+    /// whatever is there): the "new binary" of an upgrade (the same code: it proves the
+    /// procedure, not a version change). A hard link where the filesystem allows one,
+    /// since a debug `lbd` is tens of megabytes and several tests upgrade at once; else a
+    /// copy.
     pub fn new_binary(&self, name: &str) -> PathBuf {
         let path = run_dir(&self.lab).join(name);
         let built = lbd_path();
-        let linked = std::fs::hard_link(&built, &path);
-        if let Err(e) = linked {
-            if e.kind() != std::io::ErrorKind::CrossesDevices {
-                panic!("linking {} to {}: {e}", built.display(), path.display());
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                panic!("removing {}: {e}", path.display())
             }
+            _ => {}
+        }
+        if std::fs::hard_link(&built, &path).is_err() {
             std::fs::copy(&built, &path).unwrap_or_else(|e| {
                 panic!("copying {} to {}: {e}", built.display(), path.display())
             });

@@ -151,7 +151,7 @@ fn tell_story(tier: &mut RunningTier, stop: &AtomicBool) -> Result<(), String> {
     routes(tier);
     let binary = tier.new_binary("lbd-next");
     say(&format!(
-        "upgrade: SIGTERM to n1's lbd, then {} (a copy of lbd: the procedure, not a new version) adopts the pinned data path",
+        "upgrade: SIGTERM to n1's lbd, then {} (lbd under another name: the procedure, not a new version) adopts the pinned data path",
         binary.display()
     ));
     let at = SystemTime::now();
