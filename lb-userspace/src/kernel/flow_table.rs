@@ -292,9 +292,9 @@ impl FlowTable {
 
     /// Records a connection as the data path does (the slot that holds the tuple, else the
     /// LRU map if it holds it, else its home if empty, else the first empty buddy, else
-    /// the LRU map), as
-    /// `HashMap::insert`. Its replies are then served by the slot; one left to the LRU
-    /// map needs its reply entry in [`ReturnTable`] besides, as in the data path.
+    /// the LRU map), as `HashMap::insert`. Its replies are then served by the slot; one
+    /// left to the LRU map needs its reply entry in [`ReturnTable`] besides, as in the
+    /// data path.
     pub fn insert(
         &mut self,
         key: impl Borrow<FlowKey>,
