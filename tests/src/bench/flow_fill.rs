@@ -602,7 +602,13 @@ fn placement(dp: &KernelDataplane, level: usize) -> [f64; 3] {
         let class = match dp.flows.slot_of(&key) {
             Some(s) if s == dp.flows.home_of(&key) => 0,
             Some(_) => 1,
-            None => 2,
+            None => {
+                assert!(
+                    dp.flows.overflow().get(&key, 0).is_ok(),
+                    "pre-filled flow #{i} is in no slot and not in FLOWS"
+                );
+                2
+            }
         };
         counts[class] += 1;
     }
