@@ -329,53 +329,39 @@ fn measure_level(
         );
         r.nanos
     });
-    // Other flows than the established column's, which that column has just brought into
-    // the caches.
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ fill_level as u64);
-    let lookup_only = calls(n, |_| {
-        let i = rng.below(fill_level);
-        let (src, sport) = filled_client(i);
-        let frame = client_frame(src, sport, 0x10).bytes();
-        let r = {
-            let mut c = c.borrow_mut();
-            let probe = c
-                .dataplane_mut()
-                .extra_xdp(PROGRAM_FLOW_PROBE)
-                .expect("loading lb_flow_probe");
-            run_once(probe, c0, &frame)
-        };
-        // XDP_PASS only when it found the entry (XDP_DROP when not).
-        expect_run(
-            &r,
-            XDP_PASS,
-            &frame,
-            &format_args!("lookup of pre-filled flow #{i}"),
-        );
-        r.nanos
-    });
-    let mut rng = Rng(0x6a09_e667_f3bc_c908 ^ fill_level as u64);
-    let home_read = calls(n, |_| {
-        let i = rng.below(fill_level);
-        let (src, sport) = filled_client(i);
-        let frame = client_frame(src, sport, 0x10).bytes();
-        let r = {
-            let mut c = c.borrow_mut();
-            let probe = c
-                .dataplane_mut()
-                .extra_xdp(PROGRAM_SLOT_READ_PROBE)
-                .expect("loading lb_slot_read_probe");
-            run_once(probe, c0, &frame)
-        };
-        // XDP_PASS only when the home holds a connection, as every pre-filled flow's does:
-        // its own, or the one that sent it to a buddy or the LRU maps.
-        expect_run(
-            &r,
-            XDP_PASS,
-            &frame,
-            &format_args!("home read of pre-filled flow #{i}"),
-        );
-        r.nanos
-    });
+    // Pre-filled flows' packets through a probe program of the object, every call of which
+    // must pass the frame (`what` names the calls); other flows than the established
+    // column's, which that column has just brought into the caches, and apart for each
+    // probe (`seed`).
+    let cell = &c;
+    let probe_round = |program: &'static str, seed: u64, what: &'static str| {
+        let mut rng = Rng(seed ^ fill_level as u64);
+        calls(n, move |_| {
+            let i = rng.below(fill_level);
+            let (src, sport) = filled_client(i);
+            let frame = client_frame(src, sport, 0x10).bytes();
+            let r = {
+                let mut c = cell.borrow_mut();
+                let probe = c
+                    .dataplane_mut()
+                    .extra_xdp(program)
+                    .unwrap_or_else(|e| panic!("loading {program}: {e:#}"));
+                run_once(probe, c0, &frame)
+            };
+            expect_run(
+                &r,
+                XDP_PASS,
+                &frame,
+                &format_args!("{what} of pre-filled flow #{i}"),
+            );
+            r.nanos
+        })
+    };
+    // `lb_flow_probe` passes only when it found the entry (XDP_DROP when not);
+    // `lb_slot_read_probe` only when the home holds a connection, as every pre-filled
+    // flow's does: its own, or the one that sent it to a buddy or the LRU maps.
+    let lookup_only = probe_round(PROGRAM_FLOW_PROBE, 0x2545_f491_4f6c_dd1d, "lookup");
+    let home_read = probe_round(PROGRAM_SLOT_READ_PROBE, 0x6a09_e667_f3bc_c908, "home read");
     let hot = fill_level / 2;
     let (src, sport) = filled_client(hot);
     let hot_frame = client_frame(src, sport, 0x10);
