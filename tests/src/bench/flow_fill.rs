@@ -22,15 +22,19 @@
 //!   sweep), so the fill stays at its level. Its calls are also told apart by where the
 //!   connection landed (its home slot, a buddy, the LRU maps), each with its share and
 //!   median, since the column's median is that mixture's;
-//! - lookup only: the established column's packets through `lb_flow_probe`, which parses
-//!   and looks the tuple up in the same flow table and does nothing else: the table's
-//!   own cost, measured as the whole path is;
+//! - lookup only: pre-filled flows' packets (drawn apart from the established column's)
+//!   through `lb_flow_probe`, which parses and looks the tuple up in the same flow table
+//!   and does nothing else: the table's own cost, measured as the whole path is;
 //! - home read: pre-filled flows' packets (drawn apart again) through
 //!   `lb_slot_read_probe`, which parses and reads the tuple's home slot's tag (XDP_PASS
 //!   when it holds a connection) and does nothing else: the one read of the table's
 //!   memory every lookup makes, measured as the whole path is, the floor under the
 //!   random-flow column (a path that reads one line of the table per packet costs this
 //!   plus what it does in the caches).
+//!
+//! These three random-flow columns run in alternating blocks of a few dozen calls, so
+//! that the machine's state at each moment weighs on them alike and their ratios hold
+//! within a round.
 //!
 //! Beside them, [`super::memory`] times one dependent random read in regions as large as
 //! the caches and as the flow maps, in a loop of reads (no syscall between them).
@@ -43,6 +47,7 @@ use std::{cell::RefCell, net::Ipv4Addr};
 use aya::programs::Xdp;
 use lb_common::{
     flow::{FlowKey, FlowTarget, NatReturn, FLOW_F_COUNTED},
+    flow_slots::ConnSlot,
     limits::{PROGRAM_FLOW_PROBE, PROGRAM_SLOT_READ_PROBE},
     net::{ipv4_wire, port_wire, FAMILY_IPV4, PROTO_TCP},
 };
@@ -50,7 +55,7 @@ use lb_userspace::{control::tables::Controller, kernel::KernelDataplane, model::
 use serde_json::{json, Value};
 
 use super::{
-    memory,
+    memory::{self, Pages},
     stats::{calls, interleaved, median_u64, pin_to_cpu, timed, Round},
     table::{fixed, percent, Table},
 };
@@ -249,6 +254,14 @@ impl Handshake {
     }
 }
 
+/// Calls of each random-flow column in a row before the next column's: few enough that
+/// the machine's state changes little from one block to the next, enough that each
+/// program's code and branches stay warm as they do in a data path that runs one program
+/// for every packet (the three programs called in turn, one call each, the established
+/// column measured 140-190 ns at 1k flows, where everything is in the caches, against
+/// 90-140 in blocks).
+const RANDOM_FLOW_BLOCK: usize = 50;
+
 /// Where a first ACK's connection landed.
 const LANDED: [&str; 3] = ["its home", "a buddy", "the LRU maps"];
 
@@ -314,54 +327,76 @@ fn measure_level(
         expect_run(&r, XDP_PASS, &floor_frame, &format_args!("floor #{i}"));
         r.nanos
     });
+    // The random-flow columns, block by block ([`RANDOM_FLOW_BLOCK`]): lookups, home
+    // reads, established calls, and again, each on flows drawn apart (so that none finds
+    // the lines another has just brought in), so that whatever the machine does to memory
+    // meanwhile (a neighbour's burst, the page walks' cached entries cooling after the
+    // first ACK's sweep streamed 128 MiB) weighs on all three alike. Timed one column
+    // after the other, the lookup, run right after that sweep, came out 40-120 ns dearer
+    // than the home read at the median, where both read the same one line.
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ fill_level as u64);
-    let established = calls(n, |_| {
-        let i = rng.below(fill_level);
+    let mut lookup_rng = Rng(0x2545_f491_4f6c_dd1d ^ fill_level as u64);
+    let mut home_rng = Rng(0x6a09_e667_f3bc_c908 ^ fill_level as u64);
+    // Each round's lookup-only and home-read medians, taken with its established calls.
+    let probe_medians = RefCell::new(Vec::with_capacity(rounds));
+    // A pre-filled flow's packet through a probe program of the object, which must pass
+    // the frame (`what` names the call).
+    let probe = |program: &'static str, i: usize, what: &str| {
         let (src, sport) = filled_client(i);
-        let frame = client_frame(src, sport, 0x10);
-        let r = run(c0, &frame.bytes());
-        let want = as_to_backend(&frame, filled_to(i), b0_mac).bytes();
+        let frame = client_frame(src, sport, 0x10).bytes();
+        let r = {
+            let mut c = c.borrow_mut();
+            let probe = c
+                .dataplane_mut()
+                .extra_xdp(program)
+                .unwrap_or_else(|e| panic!("loading {program}: {e:#}"));
+            run_once(probe, c0, &frame)
+        };
         expect_run(
             &r,
-            XDP_REDIRECT,
-            &want,
-            &format_args!("pre-filled flow #{i}"),
+            XDP_PASS,
+            &frame,
+            &format_args!("{what} of pre-filled flow #{i}"),
         );
         r.nanos
-    });
-    // Pre-filled flows' packets through a probe program of the object, every call of which
-    // must pass the frame (`what` names the calls); other flows than the established
-    // column's, which that column has just brought into the caches, and apart for each
-    // probe (`seed`).
-    let cell = &c;
-    let probe_round = |program: &'static str, seed: u64, what: &'static str| {
-        let mut rng = Rng(seed ^ fill_level as u64);
-        calls(n, move |_| {
+    };
+    let established: Round = Box::new(|_| {
+        let mut times: [Vec<u64>; 3] = std::array::from_fn(|_| Vec::with_capacity(n));
+        for call in 0..n {
+            if call % RANDOM_FLOW_BLOCK == 0 {
+                for _ in 0..RANDOM_FLOW_BLOCK {
+                    // `lb_flow_probe` passes only when it found the entry (XDP_DROP when
+                    // not); `lb_slot_read_probe` only when the home holds a connection,
+                    // as every pre-filled flow's does: its own, or the one that sent it to
+                    // a buddy or the LRU maps.
+                    let i = lookup_rng.below(fill_level);
+                    times[1].push(probe(PROGRAM_FLOW_PROBE, i, "lookup"));
+                }
+                for _ in 0..RANDOM_FLOW_BLOCK {
+                    let i = home_rng.below(fill_level);
+                    times[2].push(probe(PROGRAM_SLOT_READ_PROBE, i, "home read"));
+                }
+            }
             let i = rng.below(fill_level);
             let (src, sport) = filled_client(i);
-            let frame = client_frame(src, sport, 0x10).bytes();
-            let r = {
-                let mut c = cell.borrow_mut();
-                let probe = c
-                    .dataplane_mut()
-                    .extra_xdp(program)
-                    .unwrap_or_else(|e| panic!("loading {program}: {e:#}"));
-                run_once(probe, c0, &frame)
-            };
+            let frame = client_frame(src, sport, 0x10);
+            let r = run(c0, &frame.bytes());
+            let want = as_to_backend(&frame, filled_to(i), b0_mac).bytes();
             expect_run(
                 &r,
-                XDP_PASS,
-                &frame,
-                &format_args!("{what} of pre-filled flow #{i}"),
+                XDP_REDIRECT,
+                &want,
+                &format_args!("pre-filled flow #{i}"),
             );
-            r.nanos
-        })
-    };
-    // `lb_flow_probe` passes only when it found the entry (XDP_DROP when not);
-    // `lb_slot_read_probe` only when the home holds a connection, as every pre-filled
-    // flow's does: its own, or the one that sent it to a buddy or the LRU maps.
-    let lookup_only = probe_round(PROGRAM_FLOW_PROBE, 0x2545_f491_4f6c_dd1d, "lookup");
-    let home_read = probe_round(PROGRAM_SLOT_READ_PROBE, 0x6a09_e667_f3bc_c908, "home read");
+            times[0].push(r.nanos);
+        }
+        let [established, lookup, home] = times.map(|t| median_u64(&t));
+        probe_medians.borrow_mut().push([lookup, home]);
+        established
+    });
+    let probes = &probe_medians;
+    let lookup_only: Round = Box::new(move |r| probes.borrow()[r][0]);
+    let home_read: Round = Box::new(move |r| probes.borrow()[r][1]);
     let hot = fill_level / 2;
     let (src, sport) = filled_client(hot);
     let hot_frame = client_frame(src, sport, 0x10);
@@ -482,6 +517,10 @@ fn measure_level(
     )
 }
 
+/// The slots' array at [`FLOW_TABLE_SIZE`] connections, whose random read is also timed
+/// in 2 MiB pages: the page walk's share of the home read.
+const SLOTS_BYTES: usize = FLOW_TABLE_SIZE as usize * core::mem::size_of::<ConnSlot>();
+
 /// Regions whose random reads bound the fill figures: within this CPU's L1 data cache
 /// (48 KiB a core), its L2's size (1 MiB a core), half its L3 (shared with other
 /// tenants), the slots' array at [`FLOW_TABLE_SIZE`] connections (64 bytes each, 128
@@ -491,7 +530,7 @@ const MEMORY_REGIONS: [(usize, &str); 5] = [
     (32 << 10, "32 KiB"),
     (1 << 20, "1 MiB"),
     (16 << 20, "16 MiB"),
-    (128 << 20, "128 MiB"),
+    (SLOTS_BYTES, "128 MiB"),
     (256 << 20, "256 MiB"),
 ];
 
@@ -553,6 +592,7 @@ pub fn run(opts: &Options) -> Value {
         .iter()
         .map(|&(bytes, label)| (bytes, label, memory::random_read_ns(bytes, 5, 1_000_000)))
         .collect();
+    let huge_read = memory::random_read_in(SLOTS_BYTES, Pages::Huge, 5, 1_000_000);
     report(
         opts,
         floor,
@@ -563,6 +603,7 @@ pub fn run(opts: &Options) -> Value {
             walks: &walks,
         },
         &reads,
+        huge_read,
     )
 }
 
@@ -632,6 +673,7 @@ fn report(
     cells: &[Cell],
     levels: &Levels,
     reads: &[(usize, &str, f64)],
+    (huge_read_ns, huge_share): (f64, f64),
 ) -> Value {
     let Levels {
         fill_seconds,
@@ -706,9 +748,10 @@ fn report(
     table.note(format!(
         "flow table: {FLOW_TABLE_SIZE} connections (as many slots, LRU maps of a fifth as \
          many entries behind them), ring {RING_SIZE}; established = a random pre-filled \
-         flow per call; lookup only = the same packets through lb_flow_probe (parse and \
-         flow-table lookup, nothing else); home read = such packets through \
-         lb_slot_read_probe (parse and the home slot's tag, nothing else)"
+         flow per call; lookup only = other pre-filled flows' packets through lb_flow_probe \
+         (parse and flow-table lookup, nothing else); home read = such packets through \
+         lb_slot_read_probe (parse and the home slot's tag, nothing else); the three in \
+         alternating blocks of {RANDOM_FLOW_BLOCK} calls"
     ));
     table.note(
         "net: per round, minus the floor measured in the same round of the same cell; \
@@ -721,6 +764,12 @@ fn report(
             .map(|(_, label, ns)| format!("{label} {ns:.1} ns"))
             .collect::<Vec<_>>()
             .join(", ")
+    ));
+    table.note(format!(
+        "the same read in the slots' {} MiB mapped in 2 MiB pages ({} of it in huge pages, \
+         as a BPF map's memory never is): {huge_read_ns:.1} ns",
+        SLOTS_BYTES >> 20,
+        percent(huge_share)
     ));
     for (level, [home, buddy, lru]) in placements.iter() {
         table.note(format!(
@@ -810,5 +859,10 @@ fn report(
             "region_bytes": bytes,
             "ns": ns,
         })).collect::<Vec<_>>(),
+        "random_read_huge_pages": {
+            "region_bytes": SLOTS_BYTES,
+            "ns": huge_read_ns,
+            "huge_share": huge_share,
+        },
     })
 }
