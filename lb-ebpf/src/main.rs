@@ -109,7 +109,12 @@ use lb_common::{
     service::SERVICE_F_SYN_PROXY,
 };
 
+// `#[xdp]` makes the program's entry a call of this function. Inlined into it
+// (`#[inline(always)]` on every entry that LLVM would otherwise leave as a call), a packet
+// pays no BPF call and return, whose return goes through the kernel's return thunk under
+// the SRSO and Retbleed mitigations: 5-20 ns a packet here (docs/performance.md).
 #[xdp]
+#[inline(always)]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
     let action = route::<false>(&ctx);
     if !edge::is_hand_over(action) {
@@ -245,6 +250,7 @@ pub fn lb_edge(ctx: XdpContext) -> u32 {
 /// A packet `lb_edge` admitted: placed by `lb_xdp`'s own path, compiled without the
 /// hand-over to `lb_edge` (parsed again, as a tail call keeps only the context).
 #[xdp]
+#[inline(always)]
 pub fn lb_place(ctx: XdpContext) -> u32 {
     let action = route::<true>(&ctx);
     dsr::after_route(&ctx, action).unwrap_or(action)
@@ -280,6 +286,7 @@ pub fn lb_dsr(ctx: XdpContext) -> u32 {
 /// tail call keeps only the context; nothing of `lb_xdp`'s stack survives the call, which
 /// is what gives this path a stack of its own.
 #[xdp]
+#[inline(always)]
 pub fn lb_reply(ctx: XdpContext) -> u32 {
     let pkt = match parse::addresses(&ctx).and_then(|at| parse::tcp(&ctx, at)) {
         Ok(pkt) => pkt,

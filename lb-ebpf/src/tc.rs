@@ -47,6 +47,7 @@ const ACK_AT: usize = 14 + 20 + 8;
 const CHECK_AT: usize = 14 + 20 + 16;
 
 #[classifier]
+#[inline(always)]
 pub fn lb_tc(ctx: TcContext) -> i32 {
     // The frame of a VLAN-tagged skb no longer holds the tag: forwarded, it would
     // leave with the tag on another NIC's VLAN.

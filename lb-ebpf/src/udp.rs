@@ -73,6 +73,7 @@ pub fn hand_over(ctx: &XdpContext) -> u32 {
 /// unlisted port). Also an ICMP error from a backend about a client's packet, translated
 /// back towards the client (`icmp_nat`).
 #[xdp]
+#[inline(always)]
 pub fn lb_udp(ctx: XdpContext) -> u32 {
     if protocol(&ctx) != Some(PROTO_UDP) {
         return icmp_nat::from_backend(&ctx);

@@ -114,6 +114,7 @@ pub fn hand_over(ctx: &XdpContext) -> u32 {
 /// rewritten towards its backend; from a backend, with a return entry, rewritten back
 /// towards its client; anything else passed untouched, counted.
 #[xdp]
+#[inline(always)]
 pub fn lb_v6(ctx: XdpContext) -> u32 {
     let pkt = match parse6::parse(&ctx) {
         Ok(pkt) => pkt,

@@ -58,6 +58,7 @@ pub fn hands_over_reply(tcp_flags: u8, has_return_entry: bool) -> bool {
 }
 
 #[xdp]
+#[inline(always)]
 pub fn lb_v6_syn(ctx: XdpContext) -> u32 {
     let pkt = match parse6::parse(&ctx) {
         Ok(pkt) if pkt.flow.proto != PROTO_UDP => pkt,
