@@ -152,6 +152,7 @@ fn load_head(ctx: &TcContext, head: &mut [u8; HEAD_LEN], len: usize) -> bool {
 }
 
 #[classifier]
+#[inline(always)]
 pub fn lb_decap_tc(ctx: TcContext) -> i32 {
     let mut head = [0u8; HEAD_LEN];
     // bpf_skb_load_bytes fails for bytes past the frame: a frame too short for the whole
@@ -198,6 +199,7 @@ pub fn lb_decap_tc(ctx: TcContext) -> i32 {
 }
 
 #[xdp]
+#[inline(always)]
 pub fn lb_decap_xdp(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     let mut head = [0u8; HEAD_LEN];

@@ -58,6 +58,7 @@ pub fn hand_over(ctx: &XdpContext, backend: u32, service: u32, new_flow: bool) -
 /// error to the VIP about a reply of a DSR flow (see `icmp6_to_backend`). Parsed again,
 /// as a tail call keeps only the context.
 #[xdp]
+#[inline(always)]
 pub fn lb_dsr6(ctx: XdpContext) -> u32 {
     match parse6::parse(&ctx) {
         Ok(pkt) => handle(&ctx, &pkt),

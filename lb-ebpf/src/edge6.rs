@@ -70,6 +70,7 @@ fn admitted(flow: &FlowKey6) -> bool {
 /// a maybe-VIP address that no service takes ([`unlisted`]), dropped if that address is a
 /// VIP. Parsed again, as a tail call keeps only the context.
 #[xdp]
+#[inline(always)]
 pub fn lb_edge6(ctx: XdpContext) -> u32 {
     let pkt = match parse6::parse(&ctx) {
         Ok(pkt) => pkt,

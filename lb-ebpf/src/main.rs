@@ -110,9 +110,10 @@ use lb_common::{
 };
 
 // `#[xdp]` makes the program's entry a call of this function. Inlined into it
-// (`#[inline(always)]` on every entry that LLVM would otherwise leave as a call), a packet
-// pays no BPF call and return, whose return goes through the kernel's return thunk under
-// the SRSO and Retbleed mitigations: 5-20 ns a packet here (docs/performance.md).
+// (`#[inline(always)]` on every entry, so that none turns into a call as its body grows
+// past what LLVM inlines by itself), a packet pays no BPF call and return, whose return
+// goes through the kernel's return thunk under the SRSO and Retbleed mitigations: 5-20 ns
+// a packet here (docs/performance.md).
 #[xdp]
 #[inline(always)]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
@@ -218,6 +219,7 @@ fn route<const EDGE_CHECKED: bool>(ctx: &XdpContext) -> u32 {
 /// handed on to `lb_place`; or one to a maybe-VIP address that no service listens for, with
 /// `unlisted_ports: drop`. Parsed again, as a tail call keeps only the context.
 #[xdp]
+#[inline(always)]
 pub fn lb_edge(ctx: XdpContext) -> u32 {
     let at = match parse::addresses(&ctx) {
         Ok(at) => at,
@@ -262,6 +264,7 @@ pub fn lb_place(ctx: XdpContext) -> u32 {
 /// flow goes to that flow's backend (see `icmp_to_backend`). Parsed again, as a tail call
 /// keeps only the context.
 #[xdp]
+#[inline(always)]
 pub fn lb_dsr(ctx: XdpContext) -> u32 {
     let at = match parse::addresses(&ctx) {
         Ok(at) => at,
@@ -300,6 +303,7 @@ pub fn lb_reply(ctx: XdpContext) -> u32 {
 /// its backend, tail-called by `lb_reply`. Parsed again, as a tail call keeps only the
 /// context.
 #[xdp]
+#[inline(always)]
 pub fn lb_proxy(ctx: XdpContext) -> u32 {
     syn_proxy::run(&ctx)
 }
@@ -309,6 +313,7 @@ pub fn lb_proxy(ctx: XdpContext) -> u32 {
 /// peer only when the peer runs an XDP program (`veth_xdp_flush()`), so without it a
 /// one-NIC lab's XDP_TX frames wait in a ring until unrelated traffic flushes them.
 #[xdp]
+#[inline(always)]
 pub fn lb_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
@@ -317,6 +322,7 @@ pub fn lb_pass(_ctx: XdpContext) -> u32 {
 /// tc test run builds an skb for every call, which an XDP one does not). lbd never loads
 /// it.
 #[classifier]
+#[inline(always)]
 pub fn lb_pass_tc(_ctx: TcContext) -> i32 {
     TC_ACT_OK
 }
@@ -327,6 +333,7 @@ pub fn lb_pass_tc(_ctx: TcContext) -> i32 {
 /// the cost of the table's one memory read at a million flows is measured by the same
 /// method (one BPF_PROG_TEST_RUN call each) as the path around it.
 #[xdp]
+#[inline(always)]
 pub fn lb_flow_probe(ctx: XdpContext) -> u32 {
     let Ok(pkt) = parse::addresses(&ctx).and_then(|at| parse::tcp(&ctx, at)) else {
         return xdp_action::XDP_ABORTED;
@@ -344,6 +351,7 @@ pub fn lb_flow_probe(ctx: XdpContext) -> u32 {
 /// the table's memory that every lookup makes is timed by the same method (one
 /// BPF_PROG_TEST_RUN call each) as the lookup and the path around it.
 #[xdp]
+#[inline(always)]
 pub fn lb_slot_read_probe(ctx: XdpContext) -> u32 {
     let Ok(pkt) = parse::addresses(&ctx).and_then(|at| parse::tcp(&ctx, at)) else {
         return xdp_action::XDP_ABORTED;

@@ -48,6 +48,7 @@ const HEAD6_LEN: usize = 14 + IPV6_HEADER_LEN + 4;
 const OUTER6_LEN: usize = IPV6_HEADER_LEN + UDP_HEADER_LEN;
 
 #[classifier]
+#[inline(always)]
 pub fn lb_probe_tunnel(ctx: TcContext) -> i32 {
     // SAFETY: the context's skb pointer is the program's own for this call.
     let mark = unsafe { (*ctx.skb.skb).mark };

@@ -22,10 +22,11 @@
 //!   sweep), so the fill stays at its level. Its calls are also told apart by where the
 //!   connection landed (its home slot, a buddy, the LRU maps), each with its share and
 //!   median, since the column's median is that mixture's;
-//! - lookup only: pre-filled flows' packets (drawn apart from the established column's)
-//!   through `lb_flow_probe`, which parses and looks the tuple up in the same flow table
-//!   and does nothing else: the table's own cost, measured as the whole path is;
-//! - home read: pre-filled flows' packets (drawn apart again) through
+//! - lookup only: pre-filled flows' packets (drawn independently of the established
+//!   column's) through `lb_flow_probe`, which parses and looks the tuple up in the same
+//!   flow table and does nothing else: the table's own cost, measured as the whole path
+//!   is;
+//! - home read: pre-filled flows' packets (drawn independently again) through
 //!   `lb_slot_read_probe`, which parses and reads the tuple's home slot's tag (XDP_PASS
 //!   when it holds a connection) and does nothing else: the one read of the table's
 //!   memory every lookup makes, measured as the whole path is, the floor under the
@@ -327,13 +328,14 @@ fn measure_level(
         expect_run(&r, XDP_PASS, &floor_frame, &format_args!("floor #{i}"));
         r.nanos
     });
-    // The random-flow columns, block by block ([`RANDOM_FLOW_BLOCK`]): lookups, home
-    // reads, established calls, and again, each on flows drawn apart (so that none finds
-    // the lines another has just brought in), so that whatever the machine does to memory
-    // meanwhile (a neighbour's burst, the page walks' cached entries cooling after the
-    // first ACK's sweep streamed 128 MiB) weighs on all three alike. Timed one column
-    // after the other, the lookup, run right after that sweep, came out 40-120 ns dearer
-    // than the home read at the median, where both read the same one line.
+    // The random-flow columns, block by block ([`RANDOM_FLOW_BLOCK`]): established calls,
+    // lookups, home reads, and again, each on flows drawn independently (so that, but at
+    // 1k flows, none finds the lines another has just brought in), so that whatever the
+    // machine does to memory meanwhile (a neighbour's burst, the page walks' cached
+    // entries cooling after the first ACK's sweep streamed 128 MiB) weighs on all three
+    // alike. Timed one column after the other, the lookup, run right after that sweep,
+    // came out 40-120 ns dearer than the home read at the median, where both read the
+    // same one line.
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ fill_level as u64);
     let mut lookup_rng = Rng(0x2545_f491_4f6c_dd1d ^ fill_level as u64);
     let mut home_rng = Rng(0x6a09_e667_f3bc_c908 ^ fill_level as u64);
@@ -360,40 +362,52 @@ fn measure_level(
         );
         r.nanos
     };
-    let established: Round = Box::new(|_| {
+    let established: Round = Box::new(|r| {
         let mut times: [Vec<u64>; 3] = std::array::from_fn(|_| Vec::with_capacity(n));
-        for call in 0..n {
-            if call % RANDOM_FLOW_BLOCK == 0 {
-                for _ in 0..RANDOM_FLOW_BLOCK {
-                    // `lb_flow_probe` passes only when it found the entry (XDP_DROP when
-                    // not); `lb_slot_read_probe` only when the home holds a connection,
-                    // as every pre-filled flow's does: its own, or the one that sent it to
-                    // a buddy or the LRU maps.
-                    let i = lookup_rng.below(fill_level);
-                    times[1].push(probe(PROGRAM_FLOW_PROBE, i, "lookup"));
-                }
-                for _ in 0..RANDOM_FLOW_BLOCK {
-                    let i = home_rng.below(fill_level);
-                    times[2].push(probe(PROGRAM_SLOT_READ_PROBE, i, "home read"));
+        for block in 0..n.div_ceil(RANDOM_FLOW_BLOCK) {
+            let calls = RANDOM_FLOW_BLOCK.min(n - block * RANDOM_FLOW_BLOCK);
+            // Each column leads in turn, from round to round too, so that none always
+            // runs first after what came before the round (the last round's first-ACK
+            // sweep) or always after the same other column.
+            for k in 0..3 {
+                let column = (r + block + k) % 3;
+                for _ in 0..calls {
+                    let ns = match column {
+                        0 => {
+                            let i = rng.below(fill_level);
+                            let (src, sport) = filled_client(i);
+                            let frame = client_frame(src, sport, 0x10);
+                            let r = run(c0, &frame.bytes());
+                            let want = as_to_backend(&frame, filled_to(i), b0_mac).bytes();
+                            expect_run(
+                                &r,
+                                XDP_REDIRECT,
+                                &want,
+                                &format_args!("pre-filled flow #{i}"),
+                            );
+                            r.nanos
+                        }
+                        // `lb_flow_probe` passes only when it found the entry (XDP_DROP
+                        // when not); `lb_slot_read_probe` only when the home holds a
+                        // connection, as every pre-filled flow's does: its own, or the
+                        // one that sent it to a buddy or the LRU maps.
+                        1 => probe(PROGRAM_FLOW_PROBE, lookup_rng.below(fill_level), "lookup"),
+                        _ => probe(
+                            PROGRAM_SLOT_READ_PROBE,
+                            home_rng.below(fill_level),
+                            "home read",
+                        ),
+                    };
+                    times[column].push(ns);
                 }
             }
-            let i = rng.below(fill_level);
-            let (src, sport) = filled_client(i);
-            let frame = client_frame(src, sport, 0x10);
-            let r = run(c0, &frame.bytes());
-            let want = as_to_backend(&frame, filled_to(i), b0_mac).bytes();
-            expect_run(
-                &r,
-                XDP_REDIRECT,
-                &want,
-                &format_args!("pre-filled flow #{i}"),
-            );
-            times[0].push(r.nanos);
         }
         let [established, lookup, home] = times.map(|t| median_u64(&t));
         probe_medians.borrow_mut().push([lookup, home]);
         established
     });
+    // Round `r`'s figures, which the established row (run before these in each round, see
+    // the rows below) took with its own.
     let probes = &probe_medians;
     let lookup_only: Round = Box::new(move |r| probes.borrow()[r][0]);
     let home_read: Round = Box::new(move |r| probes.borrow()[r][1]);
@@ -497,6 +511,7 @@ fn measure_level(
     let (floor_stat, nets) = interleaved(
         rounds,
         floor_round,
+        // `established` before `lookup_only` and `home_read`, whose figures it takes.
         vec![
             established,
             established_hot,
