@@ -362,7 +362,7 @@ fn measure_level(
         );
         r.nanos
     };
-    let established: Round = Box::new(|r| {
+    let established: Round = Box::new(|round| {
         let mut times: [Vec<u64>; 3] = std::array::from_fn(|_| Vec::with_capacity(n));
         for block in 0..n.div_ceil(RANDOM_FLOW_BLOCK) {
             let calls = RANDOM_FLOW_BLOCK.min(n - block * RANDOM_FLOW_BLOCK);
@@ -370,7 +370,7 @@ fn measure_level(
             // runs first after what came before the round (the last round's first-ACK
             // sweep) or always after the same other column.
             for k in 0..3 {
-                let column = (r + block + k) % 3;
+                let column = (round + block + k) % 3;
                 for _ in 0..calls {
                     let ns = match column {
                         0 => {
