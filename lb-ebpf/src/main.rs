@@ -335,13 +335,7 @@ pub fn lb_pass_tc(_ctx: TcContext) -> i32 {
 #[xdp]
 #[inline(always)]
 pub fn lb_flow_probe(ctx: XdpContext) -> u32 {
-    let Ok(pkt) = parse::addresses(&ctx).and_then(|at| parse::tcp(&ctx, at)) else {
-        return xdp_action::XDP_ABORTED;
-    };
-    match flow_table::find(&pkt.flow) {
-        Some(_) => xdp_action::XDP_PASS,
-        None => xdp_action::XDP_DROP,
-    }
+    pass_if(&ctx, |flow| flow_table::find(flow).is_some())
 }
 
 /// Parses a TCP frame and reads its tuple's home slot in the flow table (its tag alone),
@@ -353,10 +347,17 @@ pub fn lb_flow_probe(ctx: XdpContext) -> u32 {
 #[xdp]
 #[inline(always)]
 pub fn lb_slot_read_probe(ctx: XdpContext) -> u32 {
-    let Ok(pkt) = parse::addresses(&ctx).and_then(|at| parse::tcp(&ctx, at)) else {
+    pass_if(&ctx, flow_table::home_holds_a_connection)
+}
+
+/// A benchmark probe's verdict on a TCP frame: XDP_PASS when `holds` says so of its
+/// tuple, XDP_DROP when not, XDP_ABORTED for what does not parse.
+#[inline(always)]
+fn pass_if(ctx: &XdpContext, holds: impl Fn(&lb_common::flow::FlowKey) -> bool) -> u32 {
+    let Ok(pkt) = parse::addresses(ctx).and_then(|at| parse::tcp(ctx, at)) else {
         return xdp_action::XDP_ABORTED;
     };
-    if flow_table::home_holds_a_connection(&pkt.flow) {
+    if holds(&pkt.flow) {
         xdp_action::XDP_PASS
     } else {
         xdp_action::XDP_DROP

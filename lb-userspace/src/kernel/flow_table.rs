@@ -254,6 +254,15 @@ impl FlowTable {
         &self.lru
     }
 
+    /// The entry of `key` in the LRU map alone, the slots left aside.
+    pub fn in_overflow(&self, key: &FlowKey) -> Result<Option<FlowTarget>, MapError> {
+        match self.lru.get(key, 0) {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if super::flows::is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Slots in the array.
     pub fn slots(&self) -> u32 {
         self.slots.count()
@@ -322,7 +331,8 @@ impl FlowTable {
             };
             // While the home counts entries in the LRU map, one may be the tuple's, which
             // is written there; any other takes an empty slot (as in the data path).
-            let in_lru = || !matches!(self.lru.get(&key, 0), Err(MapError::KeyNotFound));
+            // A failed lookup counts as found: the slot is then left alone.
+            let in_lru = || !matches!(self.in_overflow(&key), Ok(None));
             if let Some((index, empty_tag, displaced)) = empty {
                 if !(may_overflow(tag) && in_lru()) && self.write(index, empty_tag, &key, &value) {
                     if displaced {
@@ -395,11 +405,7 @@ impl FlowTable {
         if !self.slots.looks_in_lru(home) {
             return Ok(None);
         }
-        match self.lru.get(key, 0) {
-            Ok(value) => Ok(Some(value)),
-            Err(e) if super::flows::is_not_found(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.in_overflow(key)
     }
 
     /// Deletes the connections of `key` (its home's, its buddies', and a copy in the LRU

@@ -114,16 +114,14 @@ impl KernelDataplane {
         }
         let mut removed = 0;
         for (key, nat) in &orphans {
-            match self
+            let forward = key.forward_of_reply(nat.vip, nat.vport);
+            if self
                 .flows
-                .overflow()
-                .get(&key.forward_of_reply(nat.vip, nat.vport), 0)
+                .in_overflow(&forward)
+                .context("FLOWS lookup")?
+                .is_some()
             {
-                Err(MapError::KeyNotFound) => {}
-                found => {
-                    found.context("FLOWS lookup")?;
-                    continue;
-                }
+                continue;
             }
             // Only the entry seen, route and all: a new connection may have written a
             // fresh one under the tuple meanwhile.

@@ -646,7 +646,7 @@ fn placement(dp: &KernelDataplane, level: usize) -> [f64; 3] {
             Some(_) => 1,
             None => {
                 assert!(
-                    dp.flows.overflow().get(&key, 0).is_ok(),
+                    matches!(dp.flows.in_overflow(&key), Ok(Some(_))),
                     "pre-filled flow #{i} is in no slot and not in FLOWS"
                 );
                 2
